@@ -1,0 +1,183 @@
+"""The kernel interface, through cffi (ABI mode, libc): ptrace and process_vm_readv.
+
+Only what MappedTrace needs; every call checks its result and raises a typed
+error naming the call and errno.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+from cffi import FFI
+
+from ..errors import NoSuchProcess, PermissionProblem, TargetFault, MappedTraceError
+
+ffi = FFI()
+ffi.cdef("""
+long ptrace(int request, int pid, void *addr, void *data);
+struct iovec { void *iov_base; size_t iov_len; };
+ssize_t process_vm_readv(int pid, const struct iovec *local_iov, unsigned long liovcnt,
+                         const struct iovec *remote_iov, unsigned long riovcnt, unsigned long flags);
+ssize_t process_vm_writev(int pid, const struct iovec *local_iov, unsigned long liovcnt,
+                          const struct iovec *remote_iov, unsigned long riovcnt, unsigned long flags);
+int waitpid(int pid, int *status, int options);
+int tgkill(int tgid, int tid, int sig);
+""")
+libc = ffi.dlopen(None)
+
+# <sys/ptrace.h>, <linux/ptrace.h>
+PTRACE_TRACEME = 0
+PTRACE_PEEKDATA = 2
+PTRACE_POKEDATA = 5
+PTRACE_CONT = 7
+PTRACE_KILL = 8
+PTRACE_SINGLESTEP = 9
+PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
+PTRACE_GETFPREGS = 14
+PTRACE_DETACH = 17
+PTRACE_SYSCALL = 24
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_GETREGSET = 0x4204
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_LISTEN = 0x4208
+
+PTRACE_O_TRACESYSGOOD = 0x1
+PTRACE_O_TRACEFORK = 0x2
+PTRACE_O_TRACEVFORK = 0x4
+PTRACE_O_TRACECLONE = 0x8
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_TRACEEXIT = 0x40
+PTRACE_O_EXITKILL = 0x100000
+
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_CLONE = 3
+PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_EXIT = 6
+PTRACE_EVENT_STOP = 128
+
+NT_PRSTATUS = 1
+NT_PRFPREG = 2
+NT_X86_XSTATE = 0x202
+
+WALL = 0x40000000
+WNOHANG = 1
+
+USER_REGS_SIZE = 27 * 8
+USER_FPREGS_SIZE = 512
+
+
+def _raise(call: str, pid: int, err: int) -> None:
+    msg = f"{call}({pid}): {os.strerror(err)}"
+    if err == errno.ESRCH:
+        raise NoSuchProcess(f"no such process or thread {pid} ({call})",
+                            hint="check the PID; the process may have exited")
+    if err == errno.EPERM:
+        raise PermissionProblem(f"not permitted to trace {pid} ({call})",
+                                hint="run as root or with CAP_SYS_PTRACE, or set kernel.yama.ptrace_scope=0")
+    raise MappedTraceError(msg)
+
+
+def ptrace(request: int, pid: int, addr: int = 0, data=0) -> int:
+    """Call ptrace; raise on error (PEEK requests are not used: use process_vm_readv)."""
+    d = data if isinstance(data, ffi.CData) else ffi.cast("void *", data)
+    ffi.errno = 0
+    r = libc.ptrace(request, pid, ffi.cast("void *", addr), d)
+    if r == -1 and ffi.errno != 0:
+        _raise(f"ptrace[{request:#x}]", pid, ffi.errno)
+    return r
+
+
+def try_ptrace(request: int, pid: int, addr: int = 0, data=0) -> int:
+    """ptrace that returns -errno instead of raising (for cleanup paths)."""
+    d = data if isinstance(data, ffi.CData) else ffi.cast("void *", data)
+    ffi.errno = 0
+    r = libc.ptrace(request, pid, ffi.cast("void *", addr), d)
+    if r == -1 and ffi.errno != 0:
+        return -ffi.errno
+    return r
+
+
+def get_regs(tid: int) -> bytes:
+    buf = ffi.new("char[]", USER_REGS_SIZE)
+    ptrace(PTRACE_GETREGS, tid, 0, buf)
+    return bytes(ffi.buffer(buf, USER_REGS_SIZE))
+
+
+def set_regs(tid: int, raw: bytes) -> None:
+    buf = ffi.new("char[]", raw)
+    ptrace(PTRACE_SETREGS, tid, 0, buf)
+
+
+def get_fpregs(tid: int) -> bytes:
+    buf = ffi.new("char[]", USER_FPREGS_SIZE)
+    ptrace(PTRACE_GETFPREGS, tid, 0, buf)
+    return bytes(ffi.buffer(buf, USER_FPREGS_SIZE))
+
+
+def get_regset(tid: int, nt: int, maxsize: int = 4096) -> bytes:
+    buf = ffi.new("char[]", maxsize)
+    iov = ffi.new("struct iovec *")
+    iov.iov_base = buf
+    iov.iov_len = maxsize
+    ptrace(PTRACE_GETREGSET, tid, nt, iov)
+    return bytes(ffi.buffer(buf, iov.iov_len))
+
+
+def waitpid(pid: int, options: int = WALL) -> tuple[int, int]:
+    """waitpid with EINTR retry; returns (pid, status)."""
+    st = ffi.new("int *")
+    while True:
+        ffi.errno = 0
+        r = libc.waitpid(pid, st, options)
+        if r == -1:
+            if ffi.errno == errno.EINTR:
+                continue
+            _raise("waitpid", pid, ffi.errno)
+        return r, st[0]
+
+
+def vm_read(pid: int, addr: int, size: int) -> bytes:
+    """process_vm_readv of one range; raises TargetFault when short."""
+    buf = ffi.new("char[]", size)
+    local = ffi.new("struct iovec *")
+    remote = ffi.new("struct iovec *")
+    local.iov_base = buf
+    local.iov_len = size
+    remote.iov_base = ffi.cast("void *", addr)
+    remote.iov_len = size
+    ffi.errno = 0
+    n = libc.process_vm_readv(pid, local, 1, remote, 1, 0)
+    if n != size:
+        err = ffi.errno
+        if n < 0 and err == errno.ESRCH:
+            raise NoSuchProcess(f"process {pid} exited while being read")
+        if n < 0 and err == errno.EPERM:
+            raise PermissionProblem(f"not permitted to read the memory of {pid}")
+        raise TargetFault(addr, size)
+    return bytes(ffi.buffer(buf, size))
+
+
+def vm_read_into(pid: int, addr: int, size: int, out) -> int:
+    """process_vm_readv into a writable buffer (bytearray / numpy array); returns bytes read."""
+    local = ffi.new("struct iovec *")
+    remote = ffi.new("struct iovec *")
+    local.iov_base = ffi.from_buffer(out)
+    local.iov_len = size
+    remote.iov_base = ffi.cast("void *", addr)
+    remote.iov_len = size
+    n = libc.process_vm_readv(pid, local, 1, remote, 1, 0)
+    return max(n, 0)
+
+
+# wait status helpers (<sys/wait.h>)
+def WIFEXITED(s: int) -> bool: return (s & 0x7F) == 0
+def WEXITSTATUS(s: int) -> int: return (s >> 8) & 0xFF
+def WIFSIGNALED(s: int) -> bool: return ((s & 0x7F) + 1) >> 1 > 0 and (s & 0x7F) != 0x7F and (s & 0x7F) != 0
+def WTERMSIG(s: int) -> int: return s & 0x7F
+def WIFSTOPPED(s: int) -> bool: return (s & 0xFF) == 0x7F
+def WSTOPSIG(s: int) -> int: return (s >> 8) & 0xFF
+def EVENT(s: int) -> int: return (s >> 16) & 0xFFFF

@@ -1,0 +1,178 @@
+"""A live process stopped with ptrace (SEIZE + INTERRUPT every thread).
+
+Minimal core of the ptrace backend: stop all threads, read their registers,
+read memory with ``process_vm_readv`` (``/proc/PID/mem`` as fallback), and
+detach so the process runs on exactly as before (a signal that arrived while
+it was stopped is handed back on detach).  Nothing is ever written into the
+target.  If the tracer dies, the kernel detaches the threads itself: SEIZE
+leaves no trace behind (no SIGSTOP is sent).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from . import _kernel as k
+from .base import Mapping, Target, ThreadState
+from ..errors import NoSuchProcess, PermissionProblem, TargetFault
+
+#: bound on re-reading /proc/PID/task while threads keep appearing
+MAX_SEIZE_ROUNDS = 64
+
+
+def parse_maps(text: str) -> list[Mapping]:
+    """Parse ``/proc/PID/maps``."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5:
+            continue
+        lo, hi = parts[0].split("-")
+        out.append(Mapping(int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16),
+                           parts[5].strip() if len(parts) > 5 else "", int(parts[4])))
+    return out
+
+
+def check_pid(pid: int) -> None:
+    """Raise NoSuchProcess for a PID that does not exist or is a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        raise NoSuchProcess(f"no process with PID {pid}", hint="check the PID (ps -e)") from None
+    except PermissionError:
+        raise PermissionProblem(f"cannot read /proc/{pid}/stat") from None
+    state = stat.rsplit(")", 1)[1].split()[0]
+    if state in ("Z", "X"):
+        raise NoSuchProcess(f"process {pid} is a zombie (it has exited; its parent has not reaped it)",
+                            hint="a zombie has no memory left to trace")
+
+
+class LiveTarget(Target):
+    """All threads of ``pid`` stopped under ptrace.  Use as a context manager."""
+
+    def __init__(self, pid: int, *, seized: bool = False):
+        super().__init__(pid=pid)
+        self._stopped: dict[int, int] = {}      # tid → signal to re-inject on detach
+        self._mem = None
+        self.meta["backend"] = "ptrace"
+        if not seized:
+            check_pid(pid)
+            t0 = time.perf_counter_ns()
+            self._stop_all()
+            self.meta["stop_ns"] = time.perf_counter_ns() - t0
+        self.refresh()
+
+    # --- stopping ---------------------------------------------------------
+    def _tids(self) -> list[int]:
+        try:
+            return sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
+        except FileNotFoundError:
+            raise NoSuchProcess(f"process {self.pid} exited") from None
+
+    def _stop_all(self) -> None:
+        try:
+            for _ in range(MAX_SEIZE_ROUNDS):
+                new = [t for t in self._tids() if t not in self._stopped]
+                if not new:
+                    return
+                for tid in new:
+                    r = k.try_ptrace(k.PTRACE_SEIZE, tid, 0, 0)
+                    if r == -1:  # EPERM
+                        raise PermissionProblem(
+                            f"not permitted to trace process {self.pid}",
+                            hint="run as root or with CAP_SYS_PTRACE, or set kernel.yama.ptrace_scope=0")
+                    if r < 0:   # ESRCH: the thread exited meanwhile
+                        continue
+                    k.try_ptrace(k.PTRACE_INTERRUPT, tid)
+                    self._stopped[tid] = 0
+                for tid in new:
+                    if tid in self._stopped:
+                        self._wait_stop(tid)
+            raise NoSuchProcess(f"process {self.pid} keeps creating threads; gave up after {MAX_SEIZE_ROUNDS} rounds")
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_stop(self, tid: int) -> None:
+        """Wait until ``tid`` is in a ptrace stop; remember a signal it was about to get."""
+        for _ in range(1000):
+            try:
+                _, st = k.waitpid(tid, k.WALL)
+            except NoSuchProcess:
+                self._stopped.pop(tid, None)
+                return
+            if k.WIFEXITED(st) or k.WIFSIGNALED(st):
+                self._stopped.pop(tid, None)
+                return
+            if not k.WIFSTOPPED(st):
+                continue
+            sig, ev = k.WSTOPSIG(st), k.EVENT(st)
+            if ev == k.PTRACE_EVENT_STOP or ev == k.PTRACE_EVENT_CLONE:
+                return
+            if ev == 0 and sig not in (0,):
+                # signal-delivery stop: keep the signal for detach, and wait for our interrupt
+                self._stopped[tid] = sig
+                k.try_ptrace(k.PTRACE_INTERRUPT, tid)
+                k.try_ptrace(k.PTRACE_CONT, tid, 0, 0)
+                continue
+            return
+
+    # --- reading ----------------------------------------------------------
+    def refresh(self) -> None:
+        """(Re)read threads' registers, the mappings and auxv."""
+        pid = self.pid
+        try:
+            self.mappings = parse_maps(open(f"/proc/{pid}/maps").read())
+            self.auxv = open(f"/proc/{pid}/auxv", "rb").read()
+            self.exe = os.readlink(f"/proc/{pid}/exe")
+        except FileNotFoundError:
+            raise NoSuchProcess(f"process {pid} exited") from None
+        except PermissionError:
+            raise PermissionProblem(f"cannot read /proc/{pid}") from None
+        threads = []
+        for tid in sorted(self._stopped) if self._stopped else [pid]:
+            try:
+                regs = ThreadState.unpack_regs(k.get_regs(tid))
+                fp = k.get_fpregs(tid)
+            except NoSuchProcess:
+                self.warnings.append(f"thread {tid} exited during the stop")
+                continue
+            try:
+                name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            except OSError:
+                name = ""
+            threads.append(ThreadState(tid, regs, fp, name=name))
+        self.threads = threads
+
+    def _read(self, addr: int, size: int) -> bytes:
+        try:
+            return k.vm_read(self.pid, addr, size)
+        except TargetFault:
+            pass
+        # fallback: /proc/PID/mem (works where process_vm_readv is refused)
+        try:
+            if self._mem is None:
+                self._mem = open(f"/proc/{self.pid}/mem", "rb", buffering=0)
+            self._mem.seek(addr)
+            data = self._mem.read(size)
+        except (OSError, OverflowError, ValueError):
+            raise TargetFault(addr, size) from None
+        if data is None or len(data) != size:
+            raise TargetFault(addr, size)
+        return data
+
+    # --- releasing --------------------------------------------------------
+    def close(self) -> None:
+        """Detach every thread, handing back any signal that arrived meanwhile."""
+        for tid, sig in list(self._stopped.items()):
+            k.try_ptrace(k.PTRACE_DETACH, tid, 0, sig)
+        self._stopped.clear()
+        if self._mem is not None:
+            self._mem.close()
+            self._mem = None
+
+
+def attach(pid: int) -> LiveTarget:
+    """Stop every thread of ``pid`` and return a :class:`LiveTarget` (a context manager)."""
+    return LiveTarget(pid)
