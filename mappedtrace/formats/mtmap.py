@@ -1,0 +1,287 @@
+"""Decoder of ``.mtmap``, MappedTrace's own section (spec: ``llvm_pass/FORMAT.md`` §2).
+
+The section is a sequence of chunks (one per module), zero-padded to 8 bytes
+between them.  Each chunk has a 56-byte header and four tables found by
+chunk offsets: types (48-byte header + 32-byte slots each), functions
+(40-byte header + 24-byte allocas each), globals (32 bytes each) and a
+string table.  Types are deduplicated by id across chunks: the first
+definition wins, a different one under the same id is a warning.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from ..binreader import Cursor
+from ..errors import UnsupportedVersion
+
+SECTION = ".mtmap"
+MAGIC = b"MTMP"
+VERSION = 1
+
+#: magic, u16 version, u16 header_size, u32 chunk_size, u32 flags, u32 n_types,
+#: u32 n_functions, u32 n_globals, u32 strtab_size, u32 types_off,
+#: u32 functions_off, u32 globals_off, u32 strtab_off, u32 module_name, u32 reserved
+CHUNK_HEADER = struct.Struct("<4sHHIIIIIIIIIIII")
+#: u64 type_id, u64 size, u32 name, u8 kind, u8 reserved, u16 flags, u32 n_slots,
+#: u32 reserved, u64 elem_type, u64 flex_offset
+TYPE_HEADER = struct.Struct("<QQIBBHIIQQ")
+#: u64 offset, u64 target, u32 count, u32 stride, u32 flags, u32 reserved
+SLOT = struct.Struct("<QQIIII")
+#: u64 address, u32 name, u32 reason, u16 status, u16 reserved, u32 n_callsites,
+#: u32 n_loop_points, u32 n_unmapped_calls, u32 n_allocas, u32 reserved
+FUNCTION = struct.Struct("<QIIHHIIIII")
+#: u64 type_id, u64 size, u32 name, u32 reserved
+ALLOCA = struct.Struct("<QQII")
+#: u64 address, u64 size, u64 type_id, u32 name, u32 flags
+GLOBAL = struct.Struct("<QQQII")
+
+assert CHUNK_HEADER.size == 56 and TYPE_HEADER.size == 48 and SLOT.size == 32
+assert FUNCTION.size == 40 and ALLOCA.size == 24 and GLOBAL.size == 32
+
+# Slot flags
+SLOT_UNTYPED = 0x1
+SLOT_FUNCTION = 0x2
+SLOT_CONSERVATIVE = 0x4
+SLOT_WEAK = 0x8
+# Type flags
+TYPE_HAS_UNION = 0x1
+TYPE_FLEX = 0x2
+TYPE_ERASED = 0x4
+TYPE_RUST = 0x8
+# Chunk flags
+CHUNK_RUST = 0x1
+CHUNK_O0 = 0x2
+# Global flags
+GLOBAL_TLS = 0x1
+GLOBAL_CONSTANT = 0x2
+
+TYPE_KINDS = ("unknown", "scalar", "pointer", "struct", "union", "array", "function", "enum")
+FUNCTION_STATUS = ("instrumented", "skipped", "partial")
+
+
+@dataclass
+class Slot:
+    """A pointer-sized word (or ``count`` of them, ``stride`` apart) in an object."""
+
+    offset: int
+    target: int
+    count: int
+    stride: int
+    flags: int
+
+
+@dataclass
+class TypeInfo:
+    """A type of the type table; ``kind`` is one of :data:`TYPE_KINDS`."""
+
+    id: int
+    name: str
+    size: int
+    kind: str
+    flags: int
+    slots: list[Slot]
+    elem_type: int
+    flex_offset: int
+
+
+@dataclass
+class AllocaInfo:
+    name: str
+    type_id: int
+    size: int
+
+
+@dataclass
+class FunctionInfo:
+    """A function: ``status`` is ``instrumented`` | ``skipped`` | ``partial``;
+    ``size`` comes from the ELF symbol table (0 when unknown)."""
+
+    name: str
+    address: int
+    size: int
+    status: str
+    reason: str
+    n_callsites: int
+    n_loop_points: int
+    n_unmapped_calls: int
+    allocas: list[AllocaInfo] = field(default_factory=list)
+
+
+@dataclass
+class GlobalInfo:
+    """A global or thread-local holding pointers.  For ``tls`` the decoder
+    leaves ``address`` 0; :mod:`maps` fills in the offset in the TLS block."""
+
+    name: str
+    address: int
+    size: int
+    type_id: int
+    tls: bool
+    constant: bool
+
+
+@dataclass
+class Chunk:
+    """One module's chunk at ``section_offset``."""
+
+    section_offset: int
+    size: int
+    flags: int
+    module_name: str
+    types: list[TypeInfo]
+    functions: list[FunctionInfo]
+    globals: list[GlobalInfo]
+
+    @property
+    def rust(self) -> bool:
+        return bool(self.flags & CHUNK_RUST)
+
+
+def _skip_padding(c: Cursor) -> bool:
+    while not c.at_end():
+        if c.data[c.pos] != 0:
+            if c.pos % 8:
+                raise c.error(f"a chunk starts at {c.base + c.pos:#x}, which is not 8-byte aligned")
+            return True
+        c.pos += 1
+    return False
+
+
+class _Strings:
+    def __init__(self, c: Cursor):
+        self.c = c
+
+    def get(self, off: int, what: str) -> str:
+        if off == 0 and not self.c.data:
+            return ""
+        return self.c.cstr_at(off, what)
+
+
+def _table(chunk: Cursor, off: int, end: int, what: str) -> Cursor:
+    if off < CHUNK_HEADER.size and end > off:
+        raise chunk.error(f"{what} offset {off:#x} overlaps the chunk header", at=0)
+    return chunk.sub(off, end - off, what)
+
+
+def _decode_chunk(c: Cursor, warnings: list[str]) -> Chunk:
+    start = c.pos
+    (magic, version, hsize, csize, flags, ntyp, nfun, nglob, strsz,
+     typ_off, fun_off, glob_off, str_off, modname, _res) = c.unpack(CHUNK_HEADER, "chunk header")
+    if magic != MAGIC:
+        raise c.error(f"bad chunk magic {magic!r} (expected {MAGIC!r})", at=start)
+    if version != VERSION:
+        raise UnsupportedVersion(c.where, c.base + start + 4,
+                                 f".mtmap version {version} is not supported; this build reads version {VERSION}")
+    if hsize < CHUNK_HEADER.size:
+        raise c.error(f"chunk header size {hsize} is smaller than {CHUNK_HEADER.size}", at=start + 6)
+    if csize < hsize or csize % 8 or start + csize > len(c.data):
+        raise c.error(f"chunk size {csize:#x} is invalid (header {hsize:#x}, multiple of 8, "
+                      f"{len(c.data) - start:#x} bytes left in the section)", at=start + 8)
+    ch = c.sub(start, csize, "chunk")
+    c.seek(start + csize)
+
+    # Fixed-size tables: the whole table must lie in the chunk.
+    if str_off + strsz > csize:
+        raise ch.error(f"string table [{str_off:#x}, +{strsz:#x}) runs past the chunk end ({csize:#x})", at=44)
+    strtab = _Strings(_table(ch, str_off, str_off + strsz, "string table"))
+    if glob_off + nglob * GLOBAL.size > csize:
+        raise ch.error(f"global table [{glob_off:#x}, +{nglob}×{GLOBAL.size}) runs past the chunk end ({csize:#x})", at=24)
+    module = strtab.get(modname, "module name")
+
+    # Variable-size tables: walk them within [offset, chunk end).
+    types: list[TypeInfo] = []
+    tc = _table(ch, typ_off, csize, "type table") if ntyp else None
+    if tc is not None:
+        tc.check_count(ntyp, TYPE_HEADER.size, "type")
+        for _ in range(ntyp):
+            types.append(_decode_type(tc, strtab, warnings))
+    functions: list[FunctionInfo] = []
+    fc = _table(ch, fun_off, csize, "function table") if nfun else None
+    if fc is not None:
+        fc.check_count(nfun, FUNCTION.size, "function")
+        for _ in range(nfun):
+            functions.append(_decode_function(fc, strtab, warnings))
+    glob: list[GlobalInfo] = []
+    if nglob:
+        gc = _table(ch, glob_off, glob_off + nglob * GLOBAL.size, "global table")
+        for _ in range(nglob):
+            addr, size, tid, name, gflags = gc.unpack(GLOBAL, "global")
+            glob.append(GlobalInfo(strtab.get(name, "global name"), addr, size, tid,
+                                   bool(gflags & GLOBAL_TLS), bool(gflags & GLOBAL_CONSTANT)))
+    return Chunk(c.base + start, csize, flags, module, types, functions, glob)
+
+
+def _decode_type(c: Cursor, strtab: _Strings, warnings: list[str]) -> TypeInfo:
+    at = c.pos
+    tid, size, name, kind, _r, flags, nslots, _r2, elem, flex = c.unpack(TYPE_HEADER, "type header")
+    c.check_count(nslots, SLOT.size, f"slot (type {tid:#x})")
+    if kind < len(TYPE_KINDS):
+        kname = TYPE_KINDS[kind]
+    else:
+        warnings.append(f"{c.where}+{c.base + at:#x}: type {tid:#x} has unknown kind {kind}; treated as unknown")
+        kname = "unknown"
+    slots = [Slot(o, t, n, s, f) for (o, t, n, s, f, _r3) in
+             SLOT.iter_unpack(c.data[c.pos:c.pos + nslots * SLOT.size])]
+    for i, s in enumerate(slots):
+        if s.count < 1:
+            raise c.error(f"slot {i} of type {tid:#x} has count 0", at=c.pos + i * SLOT.size + 16)
+    c.skip(nslots * SLOT.size)
+    return TypeInfo(tid, strtab.get(name, "type name"), size, kname, flags, slots, elem, flex)
+
+
+def _decode_function(c: Cursor, strtab: _Strings, warnings: list[str]) -> FunctionInfo:
+    at = c.pos
+    addr, name, reason, status, _r, ncs, nlp, nun, nall, _r2 = c.unpack(FUNCTION, "function header")
+    c.check_count(nall, ALLOCA.size, "alloca")
+    fname = strtab.get(name, "function name")
+    if status < len(FUNCTION_STATUS):
+        sname = FUNCTION_STATUS[status]
+    else:
+        warnings.append(f"{c.where}+{c.base + at:#x}: function {fname} has unknown status {status}; treated as skipped")
+        sname = "skipped"
+    allocas = []
+    for _ in range(nall):
+        tid, size, aname, _r3 = c.unpack(ALLOCA, "alloca")
+        allocas.append(AllocaInfo(strtab.get(aname, "alloca name"), tid, size))
+    return FunctionInfo(fname, addr, 0, sname, strtab.get(reason, "reason"), ncs, nlp, nun, allocas)
+
+
+def decode(data: bytes, where: str, warnings: list[str] | None = None) -> list[Chunk]:
+    """Decode a whole ``.mtmap`` section.
+
+    :param data: the section's bytes
+    :param where: ``"path: .mtmap"`` for error messages
+    :param warnings: list that non-fatal problems are appended to
+    :returns: the chunks in section order (types *not* yet deduplicated; see
+        :func:`merge_types`)
+    :raises BadData: on malformed input; :class:`UnsupportedVersion` on a version other than 1
+    """
+    warns = warnings if warnings is not None else []
+    c = Cursor(data, where)
+    chunks: list[Chunk] = []
+    # Each chunk consumes at least 56 bytes: bounded by len(data) / 56.
+    while _skip_padding(c):
+        chunks.append(_decode_chunk(c, warns))
+    return chunks
+
+
+def _same(a: TypeInfo, b: TypeInfo) -> bool:
+    return (a.size, a.kind, a.flags, a.slots, a.elem_type, a.flex_offset) == \
+        (b.size, b.kind, b.flags, b.slots, b.elem_type, b.flex_offset)
+
+
+def merge_types(chunks: list[Chunk], warnings: list[str], where: str = ".mtmap") -> dict[int, TypeInfo]:
+    """Types of all chunks by id: the first definition wins; a different
+    layout under an id already seen adds a warning."""
+    out: dict[int, TypeInfo] = {}
+    for ch in chunks:
+        for t in ch.types:
+            cur = out.get(t.id)
+            if cur is None:
+                out[t.id] = t
+            elif not _same(cur, t):
+                warnings.append(f"{where}: type {t.id:#x} ({t.name}) in module {ch.module_name or '?'} "
+                                f"differs from its first definition ({cur.name}, {cur.size} bytes, "
+                                f"{len(cur.slots)} slots); keeping the first")
+    return out
