@@ -29,3 +29,299 @@ class Root:
     exact: bool
     source: str        # e.g. "thread 4242 #2 main rbx", "global kept_list", "tls kept_tree [4242]"
     thread: int | None = None
+
+
+# --------------------------------------------------------------------------
+# Collecting the roots of a stopped target
+# --------------------------------------------------------------------------
+import os  # noqa: E402
+from dataclasses import field  # noqa: E402
+from typing import Callable, Iterable  # noqa: E402
+
+from .errors import BadData, TargetFault  # noqa: E402
+from .target.base import DWARF_REGS, GPR_NAMES, SETTLED, Target  # noqa: E402
+
+#: x86-64 System V red zone: a leaf function may keep data this far below rsp.
+RED_ZONE = 128
+#: bytes of ``struct pthread`` (the TCB) above fs_base scanned conservatively
+#: (glibc 2.36 x86-64: sizeof(struct pthread) is 2304).
+TCB_SCAN = 2304
+#: bytes of static TLS below fs_base (modules' TLS blocks + glibc's surplus)
+#: scanned conservatively, minus the typed blocks of instrumented modules.
+STATIC_TLS_SCAN = 8192
+#: registers that can hold a pointer (not rip/segment/flags)
+POINTER_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10",
+                "r11", "r12", "r13", "r14", "r15")
+
+
+@dataclass
+class RootStats:
+    """How exact the roots are (printed in every report)."""
+
+    frames_exact: int = 0            # instrumented frames decoded with the maps
+    frames_conservative: int = 0     # uninstrumented or unsettled frames, scanned
+    frames_unsettled: int = 0        # instrumented top frames not at a map point
+    roots_exact: int = 0
+    roots_conservative: int = 0
+    bytes_scanned_conservatively: int = 0   # stack/global/anonymous bytes scanned as words
+    globals_typed: int = 0
+    tls_typed: int = 0
+    modules_with_maps: list[str] = field(default_factory=list)
+    modules_without_maps: list[str] = field(default_factory=list)
+    unreadable: int = 0              # locations that could not be evaluated
+    threads: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RootSet:
+    roots: list[Root]
+    stats: RootStats
+    frames: dict[int, list] = field(default_factory=dict)   # tid → unwound frames
+    warnings: list[str] = field(default_factory=list)
+
+
+def _subtract(ranges: list[tuple[int, int]], holes: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``ranges`` minus ``holes`` (both half-open [lo, hi)), sorted."""
+    hs = sorted(h for h in holes if h[0] < h[1])
+    out = []
+    for lo, hi in sorted(ranges):
+        cur = lo
+        for hlo, hhi in hs:
+            if hhi <= cur or hlo >= hi:
+                continue
+            if hlo > cur:
+                out.append((cur, hlo))
+            cur = max(cur, hhi)
+            if cur >= hi:
+                break
+        if cur < hi:
+            out.append((cur, hi))
+    return out
+
+
+class RootCollector:
+    """Finds the roots of a stopped target (DESIGN step 6).
+
+    * instrumented frames at a map point: exactly the entries of the record
+      (registers of the unwound frame, stack slots, live allocas with types);
+    * other frames (uninstrumented code, unsettled top frames): their stack
+      range is scanned conservatively, the top frame's registers too;
+    * globals and thread-locals of instrumented modules: typed, from ``.mtmap``;
+    * writable data of modules without maps, the TCB and static TLS, and
+      anonymous mappings that are neither heap nor stack: conservatively.
+
+    ``mode="conservative"`` ignores the maps (the LeakSanitizer baseline).
+    """
+
+    def __init__(self, target: Target, modules, maps_for: Callable[[str], object | None],
+                 unwinder, *, heap_ranges: Iterable[tuple[int, int]] = (), mode: str = "precise"):
+        self.t = target
+        self.modules = modules
+        self.maps_for = maps_for
+        self.unwinder = unwinder
+        self.heap_ranges = list(heap_ranges)
+        self.mode = mode
+        self.roots: list[Root] = []
+        self.stats = RootStats(threads=len(target.threads))
+        self.warnings: list[str] = []
+        self._exact_ranges: list[tuple[int, int]] = []
+        self._conservative: list[tuple[int, int, str, int | None]] = []
+
+    # -- helpers -------------------------------------------------------------
+    def _maps(self, module):
+        if module is None or self.mode == "conservative":
+            return None
+        bm = self.maps_for(module.path)
+        return bm if bm is not None and getattr(bm, "has_maps", False) else None
+
+    def _add(self, root: Root) -> None:
+        self.roots.append(root)
+        if root.exact:
+            self.stats.roots_exact += 1
+        else:
+            self.stats.roots_conservative += 1
+
+    def _scan(self, lo: int, hi: int, source: str, thread: int | None = None) -> None:
+        """Queue [lo, hi) for a conservative scan (clipped to readable mappings later)."""
+        if hi > lo:
+            self._conservative.append((lo, hi, source, thread))
+
+    def _loc_value(self, loc, regs: dict[str, int]) -> int | None:
+        kind = loc.kind
+        if kind in ("Constant", "ConstantIndex"):
+            return loc.offset
+        reg = DWARF_REGS.get(loc.dwarf_reg)
+        if reg is None or reg not in regs:
+            return None
+        base = regs[reg]
+        if kind == "Register":
+            return base
+        if kind == "Direct":
+            return (base + loc.offset) & ((1 << 64) - 1)
+        if kind == "Indirect":
+            try:
+                return self.t.read_u64((base + loc.offset) & ((1 << 64) - 1))
+            except TargetFault:
+                return None
+        return None
+
+    # -- frames ------------------------------------------------------------
+    def _thread(self, th) -> None:
+        try:
+            frames = self.unwinder.unwind(th)
+        except Exception as e:  # the unwinder must not spoil the whole report
+            self.warnings.append(f"thread {th.tid}: unwinding failed: {e}")
+            frames = []
+        self.frames[th.tid] = frames
+        if not frames:
+            lo = th.sp - RED_ZONE
+            m = self.t.mapping_at(th.sp)
+            self._scan(lo, m.end if m else th.sp + 4096, f"thread {th.tid} stack (not unwound)", th.tid)
+            self._regs(th.regs, th.tid, "top")
+            return
+        for f in frames:
+            self._frame(th, f, frames)
+
+    def _regs(self, regs: dict[str, int], tid: int, where: str) -> None:
+        for r in POINTER_REGS:
+            if r in regs:
+                self._add(Root("value", regs[r], 0, 0, False, f"thread {tid} {where} {r}", tid))
+
+    def _frame(self, th, f, frames) -> None:
+        mod = self.modules.module_at(f.pc)
+        bm = self._maps(mod)
+        fname = f.function or "?"
+        desc = f"thread {th.tid} #{f.index} {fname}"
+        rec = None
+        if bm is not None:
+            rec = bm.record_at(f.pc - mod.bias)
+            if rec is not None and f.index == 0 and th.settle not in (SETTLED, "uninstrumented", "not-settled"):
+                rec = None
+        if rec is not None:
+            self.stats.frames_exact += 1
+            for e in rec.entries:
+                v = self._loc_value(e.location, f.regs)
+                if v is None:
+                    self.stats.unreadable += 1
+                    continue
+                if e.role == "value":
+                    self._add(Root("value", v, 0, e.type_id, True, f"{desc} {_loc_str(e.location)}", th.tid))
+                else:
+                    ti = bm.types.get(e.type_id) if e.type_id else None
+                    size = ti.size if ti is not None and ti.size else 8
+                    self._add(Root("range", v, size, e.type_id, True, f"{desc} slot {_loc_str(e.location)}", th.tid))
+                    self._exact_ranges.append((v, v + size))
+            return
+        # no record: uninstrumented code, or an instrumented frame not at a map point
+        if bm is not None and bm.function_at(f.pc - mod.bias) is not None and \
+                bm.function_at(f.pc - mod.bias).status != "skipped":
+            self.stats.frames_unsettled += 1
+        self.stats.frames_conservative += 1
+        lo = f.sp_low - (RED_ZONE if f.index == 0 else 0)
+        self._scan(lo, f.sp_high, f"{desc} (frame scanned)", th.tid)
+        if f.index == 0:
+            self._regs(f.regs, th.tid, f"#0 {fname}")
+
+    # -- globals, TLS, other memory ------------------------------------------
+    def _tls_block(self, th, module) -> int | None:
+        """Address of ``module``'s static TLS block for thread ``th`` (main executable only)."""
+        from .formats import elf
+        seg = elf.tls_segment(module.path)
+        fs = th.regs.get("fs_base", 0)
+        if seg is None or not fs:
+            return None
+        vaddr, memsz, align = seg
+        # The DTV (tcbhead_t.dtv at fs_base+8) gives dtv[1] = the executable's block.
+        try:
+            dtv = self.t.read_u64(fs + 8)
+            blk = self.t.read_u64(dtv + 16 * 1)
+            if blk and fs - 0x100000 < blk < fs:
+                return blk
+        except TargetFault:
+            pass
+        # Variant II static TLS: the executable's block ends at the thread pointer.
+        align = max(align, 1)
+        off = (memsz + align - 1) // align * align
+        return fs - off
+
+    def _globals(self) -> None:
+        for mod in self.modules:
+            bm = self._maps(mod)
+            if bm is None:
+                self.stats.modules_without_maps.append(mod.path)
+                for m in self.t.mappings:
+                    if m.path == mod.path and m.writable and m.readable:
+                        self._scan(m.start, m.end, f"data of {os.path.basename(mod.path)} (no maps)")
+                continue
+            self.stats.modules_with_maps.append(mod.path)
+            # writable data of an instrumented module that is not a listed global:
+            # holds no pointers by the maps' word — not scanned (precise).
+            for g in bm.globals:
+                if g.tls:
+                    for th in self.t.threads:
+                        blk = self._tls_block(th, mod) if mod is self.modules.main else None
+                        from .formats import elf
+                        sym = elf.symbol(mod.path, g.name)
+                        if blk is None or sym is None:
+                            self.warnings.append(f"thread-local {g.name} of {mod.name} not located")
+                            continue
+                        addr = blk + sym.value
+                        self._add(Root("range", addr, g.size, g.type_id, True, f"tls {g.name} [{th.tid}]", th.tid))
+                        self._exact_ranges.append((addr, addr + g.size))
+                        self.stats.tls_typed += 1
+                else:
+                    addr = g.address + mod.bias
+                    self._add(Root("range", addr, g.size, g.type_id, True, f"global {g.name}"))
+                    self.stats.globals_typed += 1
+        for th in self.t.threads:
+            fs = th.regs.get("fs_base", 0)
+            if fs:
+                self._scan(fs - STATIC_TLS_SCAN, fs + TCB_SCAN, f"TCB and static TLS [{th.tid}]", th.tid)
+
+    def _anonymous(self) -> None:
+        """Anonymous writable mappings that are neither heap nor a thread stack."""
+        stacks = []
+        for th in self.t.threads:
+            m = self.t.mapping_at(th.sp)
+            if m is not None:
+                stacks.append((m.start, m.end))
+        holes = stacks + self.heap_ranges
+        for m in self.t.mappings:
+            if not (m.readable and m.writable) or m.path not in ("",) or m.size == 0:
+                continue
+            for lo, hi in _subtract([(m.start, m.end)], holes):
+                self._scan(lo, hi, "anonymous mapping")
+
+    def collect(self) -> RootSet:
+        self.frames: dict[int, list] = {}
+        for th in self.t.threads:
+            self._thread(th)
+        self._globals()
+        self._anonymous()
+        # conservative ranges, minus what is already covered exactly, clipped to readable mappings
+        exact = sorted(self._exact_ranges)
+        readable = [(m.start, m.end) for m in self.t.mappings if m.readable]
+        for lo, hi, src, tid in self._conservative:
+            for a, b in _subtract([(lo, hi)], exact):
+                for ra, rb in readable:
+                    s, e = max(a, ra), min(b, rb)
+                    if s < e:
+                        s = (s + 7) & ~7
+                        if e - s >= 8:
+                            self._add(Root("range", s, e - s, 0, False, src, tid))
+                            self.stats.bytes_scanned_conservatively += e - s
+        return RootSet(self.roots, self.stats, self.frames, self.warnings)
+
+
+def _loc_str(loc) -> str:
+    reg = DWARF_REGS.get(loc.dwarf_reg, f"r{loc.dwarf_reg}")
+    if loc.kind == "Register":
+        return reg
+    if loc.kind == "Direct":
+        return f"{reg}{loc.offset:+#x}"
+    if loc.kind == "Indirect":
+        return f"[{reg}{loc.offset:+#x}]"
+    return f"const {loc.offset:#x}"

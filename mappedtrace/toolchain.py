@@ -27,20 +27,9 @@ PLUGIN_NAME = "MappedTracePass.so"
 
 def find_tool(name: str) -> str | None:
     """Path of an LLVM 22 tool (``clang-22``, ``ld.lld-22``, ``llvm-readobj-22``…) or None."""
-    p = shutil.which(name)
-    if p:
-        return p
-    base = name.rsplit(f"-{LLVM_VERSION}", 1)[0]
-    cand = Path(f"/usr/lib/llvm-{LLVM_VERSION}/bin") / base
-    if cand.exists() and os.access(cand, os.X_OK) and _on_path_allowed():
-        return str(cand)
-    return None
-
-
-def _on_path_allowed() -> bool:
-    # Tests hide the toolchain with a PATH that lacks it; honour that by only
-    # falling back to /usr/lib/llvm-22/bin when PATH was not restricted.
-    return os.environ.get("MAPPEDTRACE_NO_LLVM_FALLBACK") != "1"
+    # Debian's packages put the versioned names (clang-22, ld.lld-22…) on PATH;
+    # looking only there lets a user (and our tests) choose or hide a toolchain.
+    return shutil.which(name)
 
 
 def require_tool(name: str) -> str:

@@ -1,0 +1,148 @@
+"""The whole analysis of one stopped target: modules → maps → unwind → roots → heap → graph → leaks.
+
+:func:`analyse` is what ``mappedtrace run``, ``leaks`` and ``graph`` call; it
+works on any :class:`~mappedtrace.target.base.Target` (a live process, a
+process stopped at exit, a snapshot file).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .errors import BadData
+from .formats.maps import BinaryMaps
+from .modules import ModuleMap
+from .roots import Root, RootCollector, RootSet
+from .target.base import Target
+
+
+@dataclass
+class Analysis:
+    """Everything one analysis found; the CLI's reporters render it."""
+
+    target: Target
+    modules: ModuleMap
+    maps: dict[str, BinaryMaps | None]
+    roots: RootSet
+    heap: object
+    graph: object
+    leaks: object | None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def precision(self) -> dict:
+        """The precision figures of roots, heap and graph together."""
+        out = {"roots_mode": self.roots_mode}
+        out.update(self.roots.stats.as_dict())
+        g = getattr(self.graph, "stats", None)
+        if g is not None:
+            out.update(g if isinstance(g, dict) else getattr(g, "as_dict", lambda: vars(g))())
+        out["heap_walk_exact"] = getattr(self.heap, "exact", None)
+        return out
+
+    roots_mode: str = "precise"
+
+
+class MapsCache:
+    """BinaryMaps per module path, loaded once; a binary without maps gives None."""
+
+    def __init__(self) -> None:
+        self.maps: dict[str, BinaryMaps | None] = {}
+        self.warnings: list[str] = []
+
+    def __call__(self, path: str) -> BinaryMaps | None:
+        if path not in self.maps:
+            try:
+                bm = BinaryMaps.load(path)
+            except BadData:
+                raise
+            except OSError as e:
+                self.warnings.append(f"{path}: cannot read ({e}); treated as without maps")
+                bm = None
+            if bm is not None and not bm.has_maps:
+                bm = None
+            if bm is not None:
+                self.warnings.extend(f"{path}: {w}" for w in bm.warnings)
+            self.maps[path] = bm
+        return self.maps[path]
+
+
+def merged_types(maps: dict[str, BinaryMaps | None]) -> dict[int, object]:
+    types: dict[int, object] = {}
+    for bm in maps.values():
+        if bm is not None:
+            for tid, ti in bm.types.items():
+                types.setdefault(tid, ti)
+    return types
+
+
+def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) -> Analysis:
+    """Run the full pipeline on a stopped target.
+
+    :param roots_mode: ``"precise"`` (use the maps) or ``"conservative"`` (scan
+        every root range and object word by word, like LeakSanitizer)
+    :returns: an :class:`Analysis` with the root set, heap, graph and leak report
+    """
+    from .heap.glibc import GlibcHeap
+    from .trace import mark
+    from .unwind import Unwinder
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    modules = ModuleMap(target)
+    cache = MapsCache()
+    for m in modules:
+        cache(m.path)
+    timings["maps"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    heap = GlibcHeap(target, modules)
+    chunks = heap.in_use()
+    timings["heap"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    unwinder = Unwinder(target, modules)
+    collector = RootCollector(target, modules, cache, unwinder,
+                              heap_ranges=_heap_ranges(heap), mode=roots_mode)
+    rootset = collector.collect()
+    rootset.roots.extend(_allocator_roots(heap))
+    timings["roots"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    types = merged_types(cache.maps)
+    graph = mark(target, chunks, rootset.roots, types,
+                 mode="conservative" if roots_mode == "conservative" else "precise")
+    timings["mark"] = time.perf_counter() - t0
+
+    report = None
+    if leaks:
+        from .analyses.leaks import find_leaks
+        t0 = time.perf_counter()
+        report = find_leaks(graph, target)
+        timings["leaks"] = time.perf_counter() - t0
+
+    warnings = list(target.warnings) + cache.warnings + rootset.warnings + \
+        list(getattr(heap, "warnings", [])) + list(getattr(unwinder, "warnings", []))
+    a = Analysis(target, modules, cache.maps, rootset, heap, graph, report, timings, warnings,
+                 roots_mode=roots_mode)
+    return a
+
+
+def _heap_ranges(heap) -> list[tuple[int, int]]:
+    """Address ranges that belong to the malloc heap (excluded from anonymous-memory scans)."""
+    fn = getattr(heap, "ranges", None)
+    if callable(fn):
+        return list(fn())
+    out = []
+    for c in heap.chunks():
+        out.append((c.address - 16, c.address + c.size))
+    return out
+
+
+def _allocator_roots(heap) -> list[Root]:
+    """Chunks the allocator itself holds (each thread's tcache struct): never leaks."""
+    fn = getattr(heap, "internal_chunks", None)
+    if not callable(fn):
+        return []
+    return [Root("value", c.address, 0, 0, True, f"allocator: {why}") for c, why in fn()]
