@@ -22,6 +22,7 @@ ssize_t process_vm_writev(int pid, const struct iovec *local_iov, unsigned long 
                           const struct iovec *remote_iov, unsigned long riovcnt, unsigned long flags);
 int waitpid(int pid, int *status, int options);
 int tgkill(int tgid, int tid, int sig);
+int kill(int pid, int sig);
 """)
 libc = ffi.dlopen(None)
 
@@ -54,6 +55,7 @@ PTRACE_O_TRACEEXIT = 0x40
 PTRACE_O_EXITKILL = 0x100000
 
 PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
 PTRACE_EVENT_CLONE = 3
 PTRACE_EVENT_EXEC = 4
 PTRACE_EVENT_EXIT = 6
@@ -68,6 +70,16 @@ WNOHANG = 1
 
 USER_REGS_SIZE = 27 * 8
 USER_FPREGS_SIZE = 512
+#: upper bound of the XSAVE area (AMX tiles make it about 11 KiB)
+XSTATE_MAX = 16384
+#: most iovecs one process_vm_readv call takes (UIO_MAXIOV)
+IOV_MAX = 1024
+
+SYS_CLONE = 56
+SYS_FORK = 57
+SIGKILL = 9
+SIGSTOP = 19
+SIGTRAP = 5
 
 
 def _raise(call: str, pid: int, err: int) -> None:
@@ -127,6 +139,31 @@ def get_regset(tid: int, nt: int, maxsize: int = 4096) -> bytes:
     return bytes(ffi.buffer(buf, iov.iov_len))
 
 
+def get_xstate(tid: int) -> bytes | None:
+    """The ``NT_X86_XSTATE`` register set (XSAVE area), or None where refused."""
+    try:
+        return get_regset(tid, NT_X86_XSTATE, XSTATE_MAX)
+    except MappedTraceError:
+        return None
+
+
+def set_options(tid: int, options: int) -> None:
+    ptrace(PTRACE_SETOPTIONS, tid, 0, options)
+
+
+def get_event_msg(tid: int) -> int:
+    out = ffi.new("unsigned long *")
+    ptrace(PTRACE_GETEVENTMSG, tid, 0, out)
+    return int(out[0])
+
+
+def kill(pid: int, sig: int) -> int:
+    """kill(2); returns 0 or -errno (never raises: used on cleanup paths)."""
+    ffi.errno = 0
+    r = libc.kill(pid, sig)
+    return -ffi.errno if r == -1 else 0
+
+
 def waitpid(pid: int, options: int = WALL) -> tuple[int, int]:
     """waitpid with EINTR retry; returns (pid, status)."""
     st = ffi.new("int *")
@@ -171,6 +208,38 @@ def vm_read_into(pid: int, addr: int, size: int, out) -> int:
     remote.iov_len = size
     n = libc.process_vm_readv(pid, local, 1, remote, 1, 0)
     return max(n, 0)
+
+
+def vm_readv(pid: int, pieces: list[tuple[int, int, object, int]]) -> int:
+    """Scatter-read many ranges in one process_vm_readv call.
+
+    :param pieces: ``(remote_addr, size, out_buffer, out_offset)``; at most
+        :data:`IOV_MAX` of them.
+    :returns: bytes read; the kernel stops at the first unreadable range, so a
+        short count tells the caller where to resume.
+    :raises NoSuchProcess: the process is gone.
+    """
+    n = len(pieces)
+    local = ffi.new("struct iovec[]", n)
+    remote = ffi.new("struct iovec[]", n)
+    keep = []
+    for i, (addr, size, out, off) in enumerate(pieces):
+        buf = ffi.from_buffer(out, require_writable=True)
+        keep.append(buf)
+        local[i].iov_base = buf + off
+        local[i].iov_len = size
+        remote[i].iov_base = ffi.cast("void *", addr)
+        remote[i].iov_len = size
+    ffi.errno = 0
+    r = libc.process_vm_readv(pid, local, n, remote, n, 0)
+    if r < 0:
+        err = ffi.errno
+        if err == errno.ESRCH:
+            raise NoSuchProcess(f"process {pid} exited while being read")
+        if err == errno.EPERM:
+            raise PermissionProblem(f"not permitted to read the memory of {pid}")
+        return 0
+    return r
 
 
 # wait status helpers (<sys/wait.h>)

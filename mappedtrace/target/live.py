@@ -11,10 +11,27 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 from . import _kernel as k
 from .base import Mapping, Target, ThreadState
 from ..errors import NoSuchProcess, PermissionProblem, TargetFault
+
+
+@dataclass
+class ThreadSnapshot(ThreadState):
+    """A :class:`ThreadState` that also keeps the raw ``NT_X86_XSTATE`` (XSAVE) area."""
+
+    xstate: bytes | None = None
+
+
+def process_state(pid: int) -> str:
+    """The one-letter state of ``/proc/PID/stat`` ("R", "S", "T", "t", "Z"…), or "" if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 #: bound on re-reading /proc/PID/task while threads keep appearing
 MAX_SEIZE_ROUNDS = 64
@@ -56,12 +73,36 @@ class LiveTarget(Target):
         self._stopped: dict[int, int] = {}      # tid → signal to re-inject on detach
         self._mem = None
         self.meta["backend"] = "ptrace"
+        #: perf_counter_ns() when the first thread was stopped (the pause starts)
+        self.stop_t0 = time.perf_counter_ns()
+        #: perf_counter_ns() when the last thread was released (0 while stopped)
+        self.resume_t1 = 0
+        #: the process was in group-stop (state T) before we came: it stays stopped
+        self.was_stopped = False
         if not seized:
             check_pid(pid)
-            t0 = time.perf_counter_ns()
+            self.was_stopped = process_state(pid) == "T"
+            self.stop_t0 = time.perf_counter_ns()
             self._stop_all()
-            self.meta["stop_ns"] = time.perf_counter_ns() - t0
+            self.meta["stop_ns"] = time.perf_counter_ns() - self.stop_t0
         self.refresh()
+
+    @property
+    def stopped_tids(self) -> list[int]:
+        """Threads currently held in a ptrace stop."""
+        return sorted(self._stopped)
+
+    def keep_signal(self, tid: int, sig: int) -> None:
+        """Remember a signal that arrived for ``tid`` while we held it; it is handed back on detach."""
+        if tid in self._stopped and sig and not self._stopped[tid]:
+            self._stopped[tid] = sig
+        elif tid in self._stopped and sig and self._stopped[tid] != sig:
+            self.warnings.append(f"thread {tid}: signal {sig} arrived while another ({self._stopped[tid]}) "
+                                 "was held; only one is handed back on detach")
+
+    def forget_thread(self, tid: int) -> None:
+        """A thread exited while stopped (seen by waitpid): stop tracking it."""
+        self._stopped.pop(tid, None)
 
     # --- stopping ---------------------------------------------------------
     def _tids(self) -> list[int]:
@@ -130,19 +171,25 @@ class LiveTarget(Target):
             raise NoSuchProcess(f"process {pid} exited") from None
         except PermissionError:
             raise PermissionProblem(f"cannot read /proc/{pid}") from None
+        old = {t.tid: t for t in self.threads}
         threads = []
         for tid in sorted(self._stopped) if self._stopped else [pid]:
             try:
                 regs = ThreadState.unpack_regs(k.get_regs(tid))
                 fp = k.get_fpregs(tid)
+                xs = k.get_xstate(tid)
             except NoSuchProcess:
                 self.warnings.append(f"thread {tid} exited during the stop")
+                self._stopped.pop(tid, None)
                 continue
             try:
                 name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
             except OSError:
                 name = ""
-            threads.append(ThreadState(tid, regs, fp, name=name))
+            t = ThreadSnapshot(tid, regs, fp, name=name, xstate=xs)
+            if tid in old:      # keep the settle outcome across refreshes
+                t.settle, t.settle_steps = old[tid].settle, old[tid].settle_steps
+            threads.append(t)
         self.threads = threads
 
     def _read(self, addr: int, size: int) -> bytes:
@@ -164,9 +211,18 @@ class LiveTarget(Target):
 
     # --- releasing --------------------------------------------------------
     def close(self) -> None:
-        """Detach every thread, handing back any signal that arrived meanwhile."""
+        """Detach every thread, handing back any signal that arrived meanwhile.
+
+        A process that was in group-stop (state T) before we came stays
+        stopped: the kernel re-enters group-stop on detach when the group stop
+        is still in effect (``__ptrace_unlink``), and we never resume it with
+        ``PTRACE_CONT`` ourselves.
+        """
         for tid, sig in list(self._stopped.items()):
             k.try_ptrace(k.PTRACE_DETACH, tid, 0, sig)
+        if self._stopped:
+            self.resume_t1 = time.perf_counter_ns()
+            self.meta["pause_ns"] = self.resume_t1 - self.stop_t0
         self._stopped.clear()
         if self._mem is not None:
             self._mem.close()

@@ -1,0 +1,561 @@
+"""Capture a stopped process into memory: stop-copy or copy-on-write fork (DESIGN step 3).
+
+Two modes, one result (:class:`CapturedTarget`, a :class:`Target` whose memory
+is served from the captured copy):
+
+``stop-copy``
+    While every thread is stopped, copy every mapping that cannot be
+    reproduced from files (anonymous and private-writable memory: heap,
+    stacks, ``.data``/``.bss``, the vDSO) with ``process_vm_readv``, then
+    resume.  The copy goes into a buffer allocated *and faulted in* before
+    the stop (``MAP_POPULATE``), so the pause is the copy itself.
+
+``fork``
+    While every thread is stopped, make one thread run a ``clone`` system call
+    by pointing its ``rip`` at a ``syscall`` instruction that already exists in
+    the vDSO or libc (no byte of the target is ever written), with
+    ``PTRACE_O_TRACECLONE`` so that the copy-on-write child starts traced and
+    never runs a user instruction.  The thread's registers are restored
+    exactly (``rax``/``rcx``/``r11``, ``orig_rax``, so an interrupted system
+    call restarts as it would have), the process is resumed at once, and the
+    memory is read from the child at leisure; then the child is killed.  The
+    child is created with ``CLONE_PARENT``: it is a sibling of the target, not
+    its child, so the target never sees a ``SIGCHLD`` or a zombie of ours.
+
+Read-only file-backed mappings are not copied (their bytes are in the files):
+:class:`CapturedTarget` reads them from the file named in the mapping, and the
+list of such mappings is kept (``meta["file_backed"]``).  ``[vvar]`` and
+``[vsyscall]`` are never copied.
+"""
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import _kernel as k
+from .base import Mapping, Target, ThreadState
+from .live import LiveTarget, ThreadSnapshot, parse_maps
+from ..errors import MappedTraceError, NoSuchProcess, TargetFault
+
+MODES = ("stop-copy", "fork")
+PAGE = 4096
+#: mappings never copied: kernel pages that are not process memory
+_SKIP_PATHS = ("[vvar]", "[vsyscall]", "[vvar_vclock]")
+#: one process_vm_readv call moves at most this much (the kernel caps at ~2 GiB)
+_BATCH_BYTES = 1 << 30
+#: bound on wait rounds while the injected clone runs
+_INJECT_ROUNDS = 64
+CLONE_PARENT = 0x00008000
+EINVAL = 22
+
+Progress = Callable[[int, int], None]      # (bytes done, bytes total)
+
+
+@dataclass
+class Piece:
+    """A contiguous range of captured memory (``data`` None: not captured)."""
+
+    start: int
+    size: int
+    data: memoryview | None = None
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+def wants_copy(m: Mapping) -> bool:
+    """Whether a mapping must be copied (it cannot be reproduced from a file)."""
+    if not m.readable or m.path in _SKIP_PATHS:
+        return False
+    if m.writable or m.path == "" or m.path.startswith("[") or m.path.endswith("(deleted)"):
+        return True
+    # shared memory and memfd mappings have no stable file to re-read
+    return m.path.startswith(("/dev/shm/", "/memfd:", "/SYSV"))
+
+
+def plan_bytes(mappings: list[Mapping]) -> int:
+    """Bytes a capture of ``mappings`` copies."""
+    return sum(m.size for m in mappings if wants_copy(m))
+
+
+class _Arena:
+    """Destination buffers, faulted in ahead of the stop where possible."""
+
+    def __init__(self, size: int, populate: bool = True):
+        self._bufs: list[mmap.mmap] = []
+        self._cur: mmap.mmap | None = None
+        self._off = 0
+        if size > 0:
+            self._grow(size, populate)
+
+    def _grow(self, size: int, populate: bool) -> None:
+        size = (size + PAGE - 1) & ~(PAGE - 1)
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+        if populate and hasattr(mmap, "MAP_POPULATE"):
+            flags |= mmap.MAP_POPULATE
+        self._cur = mmap.mmap(-1, size, flags=flags)
+        self._bufs.append(self._cur)
+        self._off = 0
+
+    def take(self, size: int) -> tuple[mmap.mmap, int]:
+        if self._cur is None or self._off + size > len(self._cur):
+            self._grow(max(size, 64 << 20), populate=False)
+        off = self._off
+        self._off += size
+        return self._cur, off
+
+    def close(self) -> None:
+        for b in self._bufs:
+            try:
+                b.close()
+            except BufferError:     # a memoryview still refers to it: let GC do it
+                pass
+        self._bufs.clear()
+
+
+def copy_ranges(pid: int, ranges: list[tuple[int, int]], arena: _Arena,
+                progress: Progress | None = None) -> tuple[list[Piece], list[tuple[int, int]]]:
+    """Copy ``(start, size)`` ranges of ``pid`` into ``arena``.
+
+    :returns: the captured pieces and the unreadable ``(start, size)`` holes
+        (pages the kernel refused, e.g. beyond the end of a mapped file).
+    :raises NoSuchProcess: the process vanished.
+    """
+    todo = []
+    for start, size in ranges:
+        buf, off = arena.take(size)
+        todo.append((start, size, buf, off))
+    total = sum(s for _, s, _, _ in todo)
+    pieces: list[Piece] = []
+    holes: list[tuple[int, int]] = []
+    done = 0
+    i = 0
+    while i < len(todo):
+        batch, nbytes = [], 0
+        while i < len(todo) and len(batch) < k.IOV_MAX and (not batch or nbytes + todo[i][1] <= _BATCH_BYTES):
+            if todo[i][1] > _BATCH_BYTES and not batch:      # split a huge range
+                s, n, b, o = todo[i]
+                todo[i:i + 1] = [(s + x, min(_BATCH_BYTES, n - x), b, o + x) for x in range(0, n, _BATCH_BYTES)]
+            batch.append(todo[i])
+            nbytes += todo[i][1]
+            i += 1
+        got = k.vm_readv(pid, batch)
+        if got == nbytes:
+            for s, n, b, o in batch:
+                pieces.append(Piece(s, n, memoryview(b)[o:o + n]))
+        else:
+            # Something in the batch is unreadable: redo it range by range, page-wise
+            # where a range is short (bounded: every step advances by a page).
+            for s, n, b, o in batch:
+                _copy_slow(pid, s, n, b, o, pieces, holes)
+        done += nbytes
+        if progress:
+            progress(done, total)
+    return pieces, holes
+
+
+def _copy_slow(pid: int, s: int, n: int, b: mmap.mmap, o: int, pieces: list[Piece],
+               holes: list[tuple[int, int]]) -> None:
+    pos = 0
+    while pos < n:
+        got = k.vm_readv(pid, [(s + pos, n - pos, b, o + pos)])
+        if got > 0:
+            got -= got % PAGE if got < n - pos else 0
+            pieces.append(Piece(s + pos, got, memoryview(b)[o + pos:o + pos + got]))
+            pos += got
+            continue
+        # first page unreadable: a hole of one page
+        step = min(PAGE - ((s + pos) % PAGE), n - pos)
+        if holes and holes[-1][0] + holes[-1][1] == s + pos:
+            holes[-1] = (holes[-1][0], holes[-1][1] + step)
+        else:
+            holes.append((s + pos, step))
+        pos += step
+
+
+class CapturedTarget(Target):
+    """A process as captured: threads, mappings, auxv, and memory from the copy.
+
+    Memory not copied (read-only file-backed mappings) is read from the mapped
+    file at the mapping's offset, if the file is still there.
+    """
+
+    def __init__(self, *, pid: int | None, threads: list, mappings: list[Mapping], auxv: bytes,
+                 exe: str, pieces: list[Piece], meta: dict | None = None,
+                 warnings: list[str] | None = None):
+        super().__init__(pid=pid, threads=threads, mappings=list(mappings), auxv=auxv, exe=exe,
+                         meta=dict(meta or {}), warnings=list(warnings or []))
+        self.pieces = sorted(pieces, key=lambda p: p.start)
+        self._piece_starts = [p.start for p in self.pieces]
+        self._files: dict[str, object] = {}
+        self._arena: _Arena | None = None
+        self._child: int | None = None
+
+    # --- memory -----------------------------------------------------------
+    def piece_at(self, addr: int) -> Piece | None:
+        i = bisect.bisect_right(self._piece_starts, addr) - 1
+        if i >= 0 and self.pieces[i].start <= addr < self.pieces[i].end:
+            return self.pieces[i]
+        return None
+
+    def _read(self, addr: int, size: int) -> bytes:
+        out = bytearray()
+        pos = addr
+        end = addr + size
+        while pos < end:                       # bounded: each round advances or raises
+            p = self.piece_at(pos)
+            if p is not None and p.data is not None:
+                n = min(end, p.end) - pos
+                out += p.data[pos - p.start:pos - p.start + n]
+            else:
+                m = self.mapping_at(pos)
+                if m is None:
+                    raise TargetFault(addr, size)
+                stop = min(end, m.end)
+                if p is not None:
+                    stop = min(stop, p.end)
+                else:   # stop at the next captured piece, if any inside m
+                    j = bisect.bisect_right(self._piece_starts, pos)
+                    if j < len(self.pieces):
+                        stop = min(stop, self.pieces[j].start)
+                n = stop - pos
+                out += self._read_file(m, pos, n, addr, size)
+            pos += n
+        return bytes(out)
+
+    def _read_file(self, m: Mapping, pos: int, n: int, addr: int, size: int) -> bytes:
+        if not m.path.startswith("/") or wants_copy(m):
+            raise TargetFault(addr, size)
+        f = self._files.get(m.path)
+        if f is None:
+            try:
+                f = open(m.path, "rb")
+            except OSError:
+                raise TargetFault(addr, size, f"cannot read {size} bytes at {addr:#x}: "
+                                  f"{m.path} (not in the snapshot) is not readable") from None
+            self._files[m.path] = f
+        f.seek(m.offset + pos - m.start)
+        data = f.read(n)
+        if len(data) < n:
+            # past the end of the file: the kernel maps zeros up to the page end only
+            page_end = (m.offset + (pos - m.start) + len(data) + PAGE - 1) & ~(PAGE - 1)
+            if m.offset + pos - m.start + n > page_end:
+                raise TargetFault(addr, size)
+            data += bytes(n - len(data))
+        return data
+
+    @property
+    def captured_bytes(self) -> int:
+        return sum(p.size for p in self.pieces if p.data is not None)
+
+    def close(self) -> None:
+        """Kill a fork-mode child still held, close files."""
+        _kill_child(self._child)
+        self._child = None
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+
+def _kill_child(child: int | None) -> None:
+    if not child:
+        return
+    k.kill(child, k.SIGKILL)
+    for _ in range(100):
+        try:
+            r, st = k.waitpid(child, k.WALL)
+        except MappedTraceError:
+            return
+        if r == child and (k.WIFEXITED(st) or k.WIFSIGNALED(st)):
+            return
+
+
+def _pieces_for(mappings: list[Mapping]) -> tuple[list[tuple[int, int]], list[Mapping]]:
+    ranges, skipped = [], []
+    for m in mappings:
+        if wants_copy(m):
+            ranges.append((m.start, m.size))
+        elif m.readable and m.path.startswith("/") and m.offset == 0:
+            # the ELF header page of a mapped binary: gdb/lldb find build-ids in it
+            ranges.append((m.start, min(PAGE, m.size)))
+            skipped.append(m)
+        else:
+            skipped.append(m)
+    return ranges, skipped
+
+
+def _layout(mappings: list[Mapping], pieces: list[Piece], holes: list[tuple[int, int]]) -> list[Piece]:
+    """Cover every mapping with pieces: captured ones, and empty ones for the rest."""
+    out = sorted(pieces, key=lambda p: p.start)
+    starts = [p.start for p in out]
+    extra = []
+    for m in mappings:
+        pos = m.start
+        i = bisect.bisect_left(starts, m.start)
+        while pos < m.end:
+            if i < len(out) and out[i].start < m.end:
+                if out[i].start > pos:
+                    extra.append(Piece(pos, out[i].start - pos, None))
+                pos = max(pos, out[i].end)
+                i += 1
+            else:
+                extra.append(Piece(pos, m.end - pos, None))
+                pos = m.end
+    return sorted(out + extra, key=lambda p: p.start)
+
+
+def _finish(live: LiveTarget, mappings: list[Mapping], pieces: list[Piece],
+            holes: list[tuple[int, int]], skipped: list[Mapping], mode: str, arena: _Arena) -> CapturedTarget:
+    warnings = list(live.warnings)
+    for s, n in holes[:20]:
+        warnings.append(f"{n} bytes at {s:#x} could not be read (left out of the snapshot)")
+    if len(holes) > 20:
+        warnings.append(f"… and {len(holes) - 20} more unreadable ranges")
+    meta = dict(live.meta)
+    meta.update(mode=mode, file_backed=[m.path for m in skipped if m.path],
+                holes=len(holes))
+    ct = CapturedTarget(pid=live.pid, threads=live.threads, mappings=mappings, auxv=live.auxv,
+                        exe=live.exe, pieces=_layout(mappings, pieces, holes), meta=meta,
+                        warnings=warnings)
+    ct._arena = arena
+    ct.meta["captured_bytes"] = ct.captured_bytes
+    return ct
+
+
+def capture_stop_copy(live: LiveTarget, *, arena: _Arena | None = None, release: bool = True,
+                      progress: Progress | None = None) -> CapturedTarget:
+    """Copy the memory of the stopped ``live`` target, then (``release``) resume it.
+
+    :returns: a :class:`CapturedTarget` with ``meta["pause_ns"]`` when released.
+    """
+    mappings = live.mappings
+    ranges, skipped = _pieces_for(mappings)
+    arena = arena or _Arena(sum(n for _, n in ranges), populate=False)
+    try:
+        t0 = time.perf_counter_ns()
+        pieces, holes = copy_ranges(live.pid, ranges, arena, progress)
+        live.meta["copy_ns"] = time.perf_counter_ns() - t0
+    finally:
+        if release:
+            live.close()
+    return _finish(live, mappings, pieces, holes, skipped, "stop-copy", arena)
+
+
+def find_syscall_insn(live: Target) -> int:
+    """Address of a ``syscall`` instruction (0f 05) in the vDSO or libc's code.
+
+    Only read, never written.  :raises MappedTraceError: none found.
+    """
+    cands = [m for m in live.mappings if m.executable and m.readable]
+    cands.sort(key=lambda m: (m.path != "[vdso]", "libc" not in m.path, m.size))
+    for m in cands[:16]:
+        size = min(m.size, 4 << 20)
+        try:
+            code = live.read(m.start, size)
+        except MappedTraceError:
+            continue
+        i = code.find(b"\x0f\x05")
+        if i >= 0:
+            return m.start + i
+    raise MappedTraceError(f"no syscall instruction found in the code of process {live.pid}",
+                           hint="use --mode stop-copy")
+
+
+def _pick_thread(live: LiveTarget) -> ThreadSnapshot:
+    # A thread outside any system call is the simplest to borrow; any works
+    # (restart state is restored with the registers), prefer the main thread.
+    ts = [t for t in live.threads if t.tid in live.stopped_tids]
+    if not ts:
+        raise NoSuchProcess(f"process {live.pid} has no stopped thread left")
+    out = [t for t in ts if t.regs["orig_rax"] == (1 << 64) - 1]
+    main = [t for t in (out or ts) if t.tid == live.pid]
+    return (main or out or ts)[0]
+
+
+def inject_clone(live: LiveTarget) -> int:
+    """Make one stopped thread of ``live`` fork; return the (traced, stopped) child's PID.
+
+    The thread's registers are restored exactly before this returns, also on errors.
+    """
+    t = _pick_thread(live)
+    tid = t.tid
+    insn = find_syscall_insn(live)
+    saved = k.get_regs(tid)
+    child = 0
+    for flags in (CLONE_PARENT, 0):
+        regs = dict(t.regs)
+        regs.update(rax=k.SYS_CLONE, orig_rax=(1 << 64) - 1, rip=insn,
+                    rdi=flags, rsi=0, rdx=0, r10=0, r8=0)
+        try:
+            k.set_options(tid, k.PTRACE_O_TRACECLONE | k.PTRACE_O_TRACEFORK | k.PTRACE_O_TRACEVFORK)
+            k.set_regs(tid, ThreadState(tid, regs).pack_regs())
+            k.ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0)
+            child, result = _run_injected(live, tid)
+        finally:
+            k.try_ptrace(k.PTRACE_SETREGS, tid, 0, k.ffi.new("char[]", saved))
+            k.try_ptrace(k.PTRACE_SETOPTIONS, tid, 0, 0)
+        if child:
+            return child
+        if result != -EINVAL:
+            break
+    raise MappedTraceError(f"the injected clone failed in thread {tid} of process {live.pid} "
+                           f"(errno {-result if result < 0 else '?'})", hint="use --mode stop-copy")
+
+
+def _run_injected(live: LiveTarget, tid: int) -> tuple[int, int]:
+    """Wait for the single-stepped clone; return (child pid or 0, raw result)."""
+    child = 0
+    for _ in range(_INJECT_ROUNDS):
+        _, st = k.waitpid(tid, k.WALL)
+        if k.WIFEXITED(st) or k.WIFSIGNALED(st):
+            live.forget_thread(tid)
+            raise NoSuchProcess(f"thread {tid} of process {live.pid} exited during the fork")
+        if not k.WIFSTOPPED(st):
+            continue
+        ev, sig = k.EVENT(st), k.WSTOPSIG(st)
+        if ev in (k.PTRACE_EVENT_CLONE, k.PTRACE_EVENT_FORK, k.PTRACE_EVENT_VFORK):
+            child = k.get_event_msg(tid)
+            _hold_child(child)
+            k.ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0)
+            continue
+        if ev == 0 and sig == k.SIGTRAP:
+            rax = int.from_bytes(k.get_regs(tid)[10 * 8:11 * 8], "little")
+            res = rax - (1 << 64) if rax >= 1 << 63 else rax
+            if res > 0 and not child:
+                child = res
+                _hold_child(child)
+            return (child if res > 0 else 0), res
+        if ev == 0 and sig:
+            # a signal arrived meanwhile: hand it back at detach, finish the step
+            live.keep_signal(tid, sig)
+        k.ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0)
+    raise MappedTraceError(f"the injected clone in thread {tid} did not complete "
+                           f"within {_INJECT_ROUNDS} stops", hint="use --mode stop-copy")
+
+
+def _hold_child(child: int) -> None:
+    # The auto-traced child starts in a ptrace stop; make it die with us.
+    for _ in range(100):
+        try:
+            r, st = k.waitpid(child, k.WALL)
+        except MappedTraceError:
+            return
+        if r == child and k.WIFSTOPPED(st):
+            k.try_ptrace(k.PTRACE_SETOPTIONS, child, 0, k.PTRACE_O_EXITKILL)
+            return
+        if r == child:
+            return
+
+
+def capture_fork(live: LiveTarget, *, arena: _Arena | None = None, release: bool = True,
+                 hold_child: bool = False, progress: Progress | None = None) -> CapturedTarget:
+    """Fork the stopped ``live`` target, resume it, copy the memory from the child.
+
+    :param hold_child: keep the child (and its copy-on-write pages) alive until
+        the result is closed (the benchmark uses it to measure the cost the
+        parent pays meanwhile); otherwise it is killed as soon as it is read.
+    """
+    child = 0
+    try:
+        t0 = time.perf_counter_ns()
+        child = inject_clone(live)
+        live.meta["fork_ns"] = time.perf_counter_ns() - t0
+    finally:
+        if release:
+            live.close()
+        if not child:
+            pass
+    try:
+        cmaps = parse_maps(open(f"/proc/{child}/maps").read())
+        # the child lacks MADV_DONTFORK ranges; keep the parent's view of the rest
+        mappings = live.mappings
+        ranges, skipped = _pieces_for(mappings)
+        inchild = [(m.start, m.end) for m in cmaps]
+        ranges = [r for r in ranges if any(a <= r[0] and r[0] + r[1] <= b for a, b in inchild)]
+        arena = arena or _Arena(sum(n for _, n in ranges), populate=True)
+        t1 = time.perf_counter_ns()
+        pieces, holes = copy_ranges(child, ranges, arena, progress)
+        live.meta["copy_ns"] = time.perf_counter_ns() - t1
+    except BaseException:
+        _kill_child(child)
+        raise
+    ct = _finish(live, mappings, pieces, holes, skipped, "fork", arena)
+    ct.meta["child_pid"] = child
+    if hold_child:
+        ct._child = child
+    else:
+        _kill_child(child)
+    return ct
+
+
+def capture(live: LiveTarget, mode: str = "stop-copy", **kw) -> CapturedTarget:
+    """Capture ``live`` in ``mode`` (:data:`MODES`); see :func:`capture_stop_copy`, :func:`capture_fork`."""
+    if mode == "stop-copy":
+        return capture_stop_copy(live, **kw)
+    if mode == "fork":
+        return capture_fork(live, **kw)
+    raise MappedTraceError(f"unknown capture mode {mode!r}; choose one of {', '.join(MODES)}")
+
+
+def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
+                     max_steps: int | None = None, hold_child: bool = False,
+                     progress: Progress | None = None) -> CapturedTarget:
+    """Stop, settle, capture and resume process ``pid`` (DESIGN steps 1–3).
+
+    The destination buffer is faulted in before the stop, so the pause
+    (``meta["pause_ns"]``) holds only the stop, the settling and the copy
+    (stop-copy) or the fork (fork).
+
+    :returns: a :class:`CapturedTarget`; ``close()`` it when done.
+    """
+    from .live import check_pid
+    from . import settle as _settle
+    if mode not in MODES:
+        raise MappedTraceError(f"unknown capture mode {mode!r}; choose one of {', '.join(MODES)}")
+    check_pid(pid)
+    arena = None
+    if mode == "stop-copy":
+        try:
+            est = plan_bytes(parse_maps(open(f"/proc/{pid}/maps").read()))
+        except FileNotFoundError:
+            raise NoSuchProcess(f"no process with PID {pid}") from None
+        except PermissionError:
+            from ..errors import PermissionProblem
+            raise PermissionProblem(f"cannot read /proc/{pid}/maps",
+                                    hint="run as root or with CAP_SYS_PTRACE") from None
+        # slack for growth between this look and the stop
+        arena = _Arena(est + est // 16 + (8 << 20), populate=True)
+    maps = None
+    early_warning = ""
+    if settle:     # load the maps before the stop: the pause is for the target only
+        try:
+            maps = _settle.load_maps(os.readlink(f"/proc/{pid}/exe"))
+        except OSError:
+            maps = None
+        except MappedTraceError as e:
+            maps = None
+            early_warning = f"maps not used for settling: {e.message}"
+    live = LiveTarget(pid)
+    try:
+        if settle:
+            _settle.settle_threads(live, maps, max_steps=max_steps, _maps_loaded=True)
+        if mode == "fork" and live.was_stopped:
+            live.warnings.append("the process was stopped (state T): captured with stop-copy instead of fork")
+            mode = "stop-copy"
+        ct = capture(live, mode, arena=arena, progress=progress,
+                     **({"hold_child": hold_child} if mode == "fork" else {}))
+    except BaseException:
+        live.close()
+        if arena is not None:
+            arena.close()
+        raise
+    if early_warning:
+        ct.warnings.insert(0, early_warning)
+    ct.meta["pause_ns"] = live.meta.get("pause_ns", 0)
+    ct.meta["was_stopped"] = live.was_stopped
+    return ct

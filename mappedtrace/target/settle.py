@@ -1,0 +1,207 @@
+"""Settle stopped threads at map points by single-stepping (DESIGN step 2).
+
+A thread stopped inside instrumented code *between* map points has pointer
+values in places no map describes.  Each such thread is advanced with
+``PTRACE_SINGLESTEP`` — never a breakpoint, no byte of the target is written —
+until its PC is a record PC of the main executable's maps (a call-site return
+address or a loop map point, FORMAT.md §1), or until it leaves instrumented
+code (then its instrumented callers sit at call sites, which are map points).
+The walk is bounded by a step count and a time budget per thread; a thread
+that does not get there is recorded as :data:`~mappedtrace.target.base.UNSETTLED`.
+
+Never stepped:
+
+* threads inside a system call (``orig_rax != -1``): resuming them would
+  restart the call, which may block; they sit in uninstrumented libc code, or
+  are recorded as unsettled if the call was made from instrumented code;
+* any thread of a process that was in group-stop (state T) before we came:
+  stepping would run a process its owner stopped;
+* a ``syscall``/``sysenter``/``int 0x80`` instruction: the step ends there
+  (unsettled) rather than risk a blocking call.
+
+A signal that arrives while stepping ends the walk for that thread (it is
+kept and handed back on detach).  Only the main executable's maps are used
+(maps in shared libraries are not settled on; their threads count as
+uninstrumented).  For a PIE the load bias (``AT_ENTRY`` − ``e_entry``) is
+added to record PCs.
+"""
+from __future__ import annotations
+
+import struct
+import time
+
+from . import _kernel as k
+from .base import SETTLED, UNINSTRUMENTED, UNSETTLED, NOT_SETTLED, Target, ThreadState
+from ..binreader import Cursor
+from ..errors import MappedTraceError
+
+#: default bounds per thread
+MAX_STEPS = 20000
+MAX_NS = 50_000_000
+#: a single step that has not finished after this long is interrupted
+STEP_TIMEOUT_NS = 100_000_000
+_SYSCALL_OPCODES = (b"\x0f\x05", b"\x0f\x34", b"\xcd\x80")
+_NO_SYSCALL = (1 << 64) - 1
+AT_ENTRY = 9
+_EHDR_ENTRY = struct.Struct("<16sHHIQ")     # e_ident, e_type, e_machine, e_version, e_entry
+ET_DYN = 3
+
+
+def load_bias(target: Target, exe: str | None = None) -> int:
+    """The load bias of the main executable (0 for a non-PIE one).
+
+    :raises BadData: the executable is not a readable ELF file.
+    """
+    path = exe or target.exe
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_EHDR_ENTRY.size)
+    except OSError as e:
+        raise MappedTraceError(f"cannot read the executable {path}: {e.strerror}") from None
+    c = Cursor(head, f"{path}: ELF header")
+    ident, e_type, _, _, e_entry = c.unpack(_EHDR_ENTRY, "ELF header")
+    if ident[:4] != b"\x7fELF":
+        raise c.error("not an ELF file", at=0)
+    if e_type != ET_DYN:
+        return 0
+    at_entry = target.auxv_entries().get(AT_ENTRY)
+    return (at_entry - e_entry) if at_entry else 0
+
+
+class _Classifier:
+    """Where a PC is: at a map point, in instrumented code, or elsewhere."""
+
+    def __init__(self, target: Target, maps, bias: int):
+        self.maps = maps
+        self.bias = bias
+        exe_maps = [m for m in target.mappings if m.path == target.exe and m.executable]
+        self.ranges = [(m.start, m.end) for m in exe_maps]
+
+    def classify(self, pc: int) -> str:
+        """"record", "instrumented" or "other"."""
+        if self.maps is None or not any(a <= pc < b for a, b in self.ranges):
+            return "other"
+        link = pc - self.bias
+        if self.maps.record_at(link) is not None:
+            return "record"
+        f = self.maps.function_at(link)
+        if f is not None and f.status in ("instrumented", "partial"):
+            return "instrumented"
+        return "other"
+
+
+def load_maps(path: str):
+    """The main executable's maps, or None when the binary has none.
+
+    :raises BadData: malformed map sections.
+    """
+    try:
+        from ..formats.maps import BinaryMaps     # written in parallel (formats layer)
+    except ImportError:
+        return None
+    bm = BinaryMaps.load(path)
+    return bm if bm.has_maps else None
+
+
+def settle_threads(live, maps=None, *, max_steps: int | None = None,
+                   max_ns: int | None = None, _maps_loaded: bool = False) -> None:
+    """Settle every stopped thread of ``live`` (a :class:`~mappedtrace.target.live.LiveTarget`).
+
+    Sets ``settle`` and ``settle_steps`` on each thread of ``live.threads``
+    and re-reads their registers.  ``maps`` defaults to the maps of
+    ``live.exe`` (loaded with :func:`load_maps`); without maps every thread is
+    :data:`UNINSTRUMENTED`.
+    """
+    max_steps = MAX_STEPS if max_steps is None else max_steps
+    max_ns = MAX_NS if max_ns is None else max_ns
+    if maps is None and not _maps_loaded:
+        try:
+            maps = load_maps(live.exe)
+        except MappedTraceError as e:
+            live.warnings.append(f"maps of {live.exe} not used for settling: {e.message}")
+            maps = None
+    try:
+        bias = load_bias(live) if maps is not None else 0
+    except MappedTraceError as e:
+        live.warnings.append(f"settling skipped: {e.message}")
+        maps = None
+        bias = 0
+    cls = _Classifier(live, maps, bias)
+    t_all = time.perf_counter_ns()
+    stepped = False
+    for t in live.threads:
+        if t.tid not in live.stopped_tids:
+            continue
+        where = cls.classify(t.pc)
+        if where == "record":
+            t.settle, t.settle_steps = SETTLED, 0
+        elif where == "other":
+            t.settle, t.settle_steps = UNINSTRUMENTED, 0
+        elif t.regs["orig_rax"] != _NO_SYSCALL or live.was_stopped or max_steps <= 0:
+            t.settle, t.settle_steps = UNSETTLED, 0
+        else:
+            t.settle, t.settle_steps = _step_thread(live, t, cls, max_steps, max_ns)
+            stepped = True
+    live.meta["settle_ns"] = time.perf_counter_ns() - t_all
+    if stepped:
+        live.refresh()
+
+
+def _step_thread(live, t: ThreadState, cls: _Classifier, max_steps: int, max_ns: int) -> tuple[str, int]:
+    tid = t.tid
+    t0 = time.perf_counter_ns()
+    pc = t.pc
+    for steps in range(max_steps):
+        if time.perf_counter_ns() - t0 > max_ns:
+            return UNSETTLED, steps
+        try:
+            if k.vm_read(live.pid, pc, 2) in _SYSCALL_OPCODES:
+                return UNSETTLED, steps
+        except MappedTraceError:
+            return UNSETTLED, steps
+        if k.try_ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0) < 0:
+            return UNSETTLED, steps
+        st = _wait_step(live, tid)
+        if st is None:
+            return UNSETTLED, steps
+        sig, ev = k.WSTOPSIG(st), k.EVENT(st)
+        if not (ev == 0 and sig == k.SIGTRAP):
+            if ev == 0 and sig:
+                live.keep_signal(tid, sig)      # handed back on detach
+            return UNSETTLED, steps + 1
+        try:
+            pc = int.from_bytes(k.get_regs(tid)[16 * 8:17 * 8], "little")
+        except MappedTraceError:
+            return UNSETTLED, steps + 1
+        where = cls.classify(pc)
+        if where == "record":
+            return SETTLED, steps + 1
+        if where == "other":
+            # left instrumented code: every instrumented caller sits at a call site
+            return UNINSTRUMENTED, steps + 1
+    return UNSETTLED, max_steps
+
+
+def _wait_step(live, tid: int) -> int | None:
+    """Wait for the end of one single step; None if the thread is gone or stuck."""
+    deadline = time.perf_counter_ns() + STEP_TIMEOUT_NS
+    interrupted = False
+    for spin in range(1_000_000):
+        r, st = k.waitpid(tid, k.WALL | k.WNOHANG)
+        if r == tid:
+            if k.WIFEXITED(st) or k.WIFSIGNALED(st):
+                live.forget_thread(tid)
+                return None
+            if k.WIFSTOPPED(st):
+                return None if interrupted else st
+            continue
+        if time.perf_counter_ns() > deadline:
+            if interrupted:
+                return None
+            # the step blocks (e.g. a page fault served by userfaultfd): stop it
+            k.try_ptrace(k.PTRACE_INTERRUPT, tid)
+            interrupted = True
+            deadline = time.perf_counter_ns() + STEP_TIMEOUT_NS
+        elif spin > 100:
+            time.sleep(0.0001)
+    return None
