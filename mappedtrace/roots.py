@@ -69,6 +69,7 @@ class RootStats:
     modules_with_maps: list[str] = field(default_factory=list)
     modules_without_maps: list[str] = field(default_factory=list)
     unreadable: int = 0              # locations that could not be evaluated
+    dead_stack_bytes_skipped: int = 0   # cached stacks of exited threads (stale data)
     threads: int = 0
 
     def as_dict(self) -> dict:
@@ -282,7 +283,12 @@ class RootCollector:
                 self._scan(fs - STATIC_TLS_SCAN, fs + TCB_SCAN, f"TCB and static TLS [{th.tid}]", th.tid)
 
     def _anonymous(self) -> None:
-        """Anonymous writable mappings that are neither heap nor a thread stack."""
+        """Anonymous writable mappings that are neither heap nor a live thread's stack.
+
+        A thread stack that no live thread uses (glibc caches the stacks of
+        exited threads) holds only stale data: it is recognised by the TCB
+        self-pointers of its ``struct pthread`` near its top and skipped.
+        """
         stacks = []
         for th in self.t.threads:
             m = self.t.mapping_at(th.sp)
@@ -290,10 +296,30 @@ class RootCollector:
                 stacks.append((m.start, m.end))
         holes = stacks + self.heap_ranges
         for m in self.t.mappings:
-            if not (m.readable and m.writable) or m.path not in ("",) or m.size == 0:
+            if not (m.readable and m.writable) or m.path != "" or m.size == 0:
+                continue
+            if (m.start, m.end) not in stacks and self._is_dead_thread_stack(m):
+                self.stats.dead_stack_bytes_skipped += m.size
                 continue
             for lo, hi in _subtract([(m.start, m.end)], holes):
                 self._scan(lo, hi, "anonymous mapping")
+
+    def _is_dead_thread_stack(self, m) -> bool:
+        # glibc: struct pthread (the TCB) sits at the top of a thread's stack
+        # mapping; tcbhead_t.tcb (offset 0) and .self (offset 16) point to it.
+        top = min(m.size, 0x8000)
+        try:
+            data = self.t.read(m.end - top, top)
+        except TargetFault:
+            return False
+        import numpy as np
+        words = np.frombuffer(data, dtype="<u8")
+        addrs = np.arange(m.end - top, m.end, 8, dtype=np.uint64)
+        hits = np.nonzero(words == addrs)[0]
+        for i in hits[:64]:
+            if i + 2 < len(words) and words[i + 2] == addrs[i]:
+                return True
+        return False
 
     def collect(self) -> RootSet:
         self.frames: dict[int, list] = {}
