@@ -65,6 +65,26 @@ def check_pid(pid: int) -> None:
                             hint="a zombie has no memory left to trace")
 
 
+def proc_meta(pid: int) -> dict:
+    """ppid, pgrp, sid, uid, gid, comm and cmdline of ``pid`` (what a core's PRPSINFO holds)."""
+    out: dict = {}
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, tail = f.read().rsplit(")", 1)
+        out["comm"] = head.split("(", 1)[1]
+        fields = tail.split()
+        out["ppid"], out["pgrp"], out["sid"] = int(fields[1]), int(fields[2]), int(fields[3])
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("Uid:", "Gid:")):
+                    out["uid" if line[0] == "U" else "gid"] = int(line.split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            out["cmdline"] = f.read(4096).rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
 class LiveTarget(Target):
     """All threads of ``pid`` stopped under ptrace.  Use as a context manager."""
 
@@ -167,6 +187,7 @@ class LiveTarget(Target):
             self.mappings = parse_maps(open(f"/proc/{pid}/maps").read())
             self.auxv = open(f"/proc/{pid}/auxv", "rb").read()
             self.exe = os.readlink(f"/proc/{pid}/exe")
+            self.meta.update(proc_meta(pid))
         except FileNotFoundError:
             raise NoSuchProcess(f"process {pid} exited") from None
         except PermissionError:
