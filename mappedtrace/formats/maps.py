@@ -259,8 +259,6 @@ class BinaryMaps:
             pcs.sort()
 
     def _join_functions(self) -> None:
-        if not self.has_maps:
-            return
         by_addr: dict[int, FunctionInfo] = {}
         for ch in self.chunks:
             for f in ch.functions:
