@@ -54,6 +54,9 @@ static void pattern(void)
     void *keep[512];
     int nkeep = 0;
     pthread_mutex_lock(&print_lock);
+    /* mmapped (threshold fixed); first: a large request consolidates fastbins */
+    for (int i = 0; i < 3; i++)
+        keep[nkeep++] = malloc(200000 + 4096 * i);
     for (unsigned c = 0; c < NCLASSES; c++)
         for (int i = 0; i < classes[c].count; i++) {
             blocks[c][i] = malloc(classes[c].size);
@@ -63,7 +66,6 @@ static void pattern(void)
     for (int phase = 0; phase < 2; phase++) {
         if (phase == 1) {
             keep[nkeep++] = malloc(9000);       /* sorts the unsorted bin */
-            keep[nkeep++] = malloc(24);
         }
         for (unsigned c = 0; c < NCLASSES; c++) {
             if (classes[c].phase != phase)
@@ -77,8 +79,6 @@ static void pattern(void)
     for (unsigned c = 0; c < NCLASSES; c++)
         for (int i = classes[c].nfree; i < classes[c].count; i++)
             keep[nkeep++] = blocks[c][i];
-    for (int i = 0; i < 3; i++)                 /* mmapped (threshold fixed) */
-        keep[nkeep++] = malloc(200000 + 4096 * i);
     for (int i = 0; i < nkeep; i++)
         record_live(keep[i]);
     fflush(stdout);
@@ -108,12 +108,12 @@ int main(int argc, char **argv)
     pthread_t tids[64];
     for (int i = 0; i < nthreads && i < 64; i++)
         pthread_create(&tids[i], NULL, worker, NULL);
-    pattern();
     for (long i = 0; i < big; i++) {
         void *p = malloc(16 + (i * 37) % 241);
         if (i % 4096 == 0)
             record_live(p);
     }
+    pattern();
     pthread_barrier_wait(&done);
     malloc_info(0, stdout);
     struct mallinfo2 mi = mallinfo2();

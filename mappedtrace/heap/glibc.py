@@ -1,0 +1,830 @@
+"""The glibc malloc heap of a target: every chunk, in use or free.
+
+Walks glibc 2.36 ptmalloc (Debian 12) from outside the process, read-only:
+
+* the **main arena** (``main_arena``, one contiguous ``brk`` heap from
+  ``mp_.sbrk_base`` up to the end of the top chunk);
+* **thread arenas** (``main_arena.next`` ring): each a list of ``heap_info``
+  segments, mmapped and aligned to ``HEAP_MAX_SIZE`` (64 MiB), found from the
+  arena's top chunk (``heap_for_ptr``) and the ``prev`` links;
+* **mmapped chunks** (requests above the mmap threshold): anonymous mappings
+  that start with a chunk header whose flags are exactly ``IS_MMAPPED``;
+* the free lists: the ``tcache`` of **every thread** and the fastbins (both
+  safe-linked: a stored next pointer is ``(slot_address >> 12) ^ next``,
+  glibc's ``PROTECT_PTR``), the unsorted, small and large bins (doubly linked,
+  not mangled).
+
+A chunk is free iff it is on a free list or is a top chunk: fastbin and
+tcache chunks keep ``PREV_INUSE`` set in the next chunk, so the flag bits
+alone cannot tell.
+
+Where the structures are: with libc6-dbg, libc's separate debug file (found by
+build-id) names ``main_arena``, ``mp_`` and the TLS variable ``tcache``
+(:attr:`GlibcHeap.exact` is True).  A thread's ``tcache`` lives in libc's
+static TLS block, found through the thread's DTV: ``fs_base`` points at the
+TCB whose second word is the DTV; ``dtv[modid].pointer.val`` is the start of
+module ``modid``'s block.  libc's module id is its rank among the modules with
+a ``PT_TLS`` segment in the dynamic linker's ``r_debug`` link-map chain (rtld
+hands out TLS module ids in load order, which is the chain's order); the
+``thread_arena`` TLS variable next to ``tcache`` must then hold a known arena
+(or 0), which checks the whole derivation.
+
+Without debug symbols (``use_debug_symbols=False`` or no debug file) the
+walker uses heuristics, documented where they are made: the ``[heap]``
+mapping is the main heap and its last chunk the top; ``main_arena`` is the
+place in libc's writable data whose ``top`` field points at that chunk and
+whose ``system_mem`` equals the heap's length; ``mp_`` is found by its
+``sbrk_base``; tcaches are the in-use 0x290-byte chunks whose contents check
+out as a ``tcache_perthread_struct`` (an application block of 0x280 bytes
+that happens to look like an empty tcache is taken for one — harmless, it
+frees nothing).
+
+Everything is read in big blocks (one read per heap segment) and parsed from
+the bytes; every loop is bounded by the segment's size or the number of
+chunks found.  A corrupted heap raises :class:`HeapCorrupted` naming the bad
+chunk; inconsistencies that leave the answer true become :attr:`warnings`.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import BadData, MappedTraceError, TargetFault, UnsupportedVersion
+from ..formats import elf
+from ..modules import Module, ModuleMap
+from ..target.base import Target
+
+# --- glibc 2.36 x86-64 constants (malloc/malloc.c, malloc/arena.c) --------
+SIZE_SZ = 8
+CHUNK_HDR_SZ = 2 * SIZE_SZ
+MALLOC_ALIGNMENT = 16
+MINSIZE = 32
+PREV_INUSE, IS_MMAPPED, NON_MAIN_ARENA = 1, 2, 4
+SIZE_BITS = 7
+NFASTBINS = 10
+NBINS = 128
+TCACHE_MAX_BINS = 64
+HEAP_MAX_SIZE = 64 << 20            # 2 * DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+NONCONTIGUOUS_BIT = 2
+PAGE = 0x1000
+
+#: bounds on the walks (a count read from the target is a bound to check)
+MAX_ARENAS = 1024
+MAX_HEAPS_PER_ARENA = 1 << 16
+MAX_THREADS_LINK_MAP = 4096
+
+# struct malloc_state (2200 bytes): mutex, flags, have_fastchunks, pad,
+# fastbinsY[10], top, last_remainder, bins[254], binmap[4], next, next_free,
+# attached_threads, system_mem, max_system_mem
+MSTATE = struct.Struct("<iii4x10QQQ254Q4IQQQQQ")
+MS_FASTBINS, MS_TOP, MS_LAST_REMAINDER, MS_BINS = 16, 96, 104, 112
+MS_NEXT, MS_SYSTEM_MEM = 2160, 2184
+# struct malloc_par (136 bytes)
+MALLOC_PAR = struct.Struct("<7Q5i4x7Q")
+MP_N_MMAPS, MP_MMAPPED_MEM, MP_SBRK_BASE, MP_TCACHE_BINS, MP_TCACHE_COUNT = 60, 80, 96, 104, 120
+# heap_info (48 bytes): ar_ptr, prev, size, mprotect_size, pagesize, pad
+HEAP_INFO = struct.Struct("<5Q8x")
+# tcache_perthread_struct (640 bytes): u16 counts[64], tcache_entry *entries[64]
+TCACHE = struct.Struct("<64H64Q")
+TCACHE_CHUNK = 0x290
+#: the chunk fields fd, bk at user-pointer offsets 0, 8
+FD, BK = 16, 24
+
+#: state codes in the arrays
+IN_USE, FREE = 0, 1
+#: free-list names
+LISTS = ("tcache", "fastbin", "unsorted", "smallbin", "largebin", "top")
+
+
+class HeapError(MappedTraceError):
+    """The glibc heap cannot be walked in this target (no glibc, unknown layout)."""
+
+
+class HeapCorrupted(BadData):
+    """A heap structure is inconsistent; ``chunk`` is the bad chunk's address
+    (its header, as glibc's ``mchunkptr``)."""
+
+    def __init__(self, where: str, chunk: int, message: str):
+        super().__init__(where, None, f"chunk at {chunk:#x}: {message}",
+                         hint="the heap is corrupted (a buffer overflow or a use after free in the program?)")
+        self.chunk = chunk
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One malloc chunk.
+
+    ``size`` is what ``malloc_usable_size`` reports for an in-use chunk
+    (``chunk_size - 8`` in an arena, ``chunk_size - 16`` when mmapped); a free
+    chunk reports the same formula.  ``where`` is ``"main"``,
+    ``"arena@0x…"`` or ``"mmapped"``; for a free chunk the list follows after
+    a slash: ``"main/tcache"``, ``"arena@0x7f…/fastbin"``, ``"main/top"``.
+    """
+
+    address: int
+    size: int
+    chunk_size: int
+    state: str
+    where: str
+
+    @property
+    def header(self) -> int:
+        """Address of the chunk header (glibc's ``mchunkptr``)."""
+        return self.address - CHUNK_HDR_SZ
+
+    @property
+    def arena(self) -> str:
+        return self.where.split("/", 1)[0]
+
+    @property
+    def free_list(self) -> str | None:
+        parts = self.where.split("/", 1)
+        return parts[1] if len(parts) > 1 else None
+
+
+@dataclass
+class HeapSegment:
+    """One contiguous run of chunks: the brk heap, or one ``heap_info``."""
+
+    start: int          # first byte of the segment (heap_info or sbrk_base)
+    end: int            # end of the segment
+    first_chunk: int    # header address of the first chunk
+    heap_info: int | None = None
+
+
+@dataclass
+class Arena:
+    """One malloc arena (``struct malloc_state``)."""
+
+    address: int
+    label: str                      # "main" or "arena@0x…"
+    top: int                        # top chunk header address
+    top_size: int
+    system_mem: int
+    flags: int
+    segments: list[HeapSegment] = field(default_factory=list)
+    raw: tuple = ()                 # the decoded malloc_state fields
+
+    @property
+    def is_main(self) -> bool:
+        return self.label == "main"
+
+
+class _Memory:
+    """Blocks of target memory read once; u64 reads served from them."""
+
+    def __init__(self, target: Target):
+        self.t = target
+        self.starts: list[int] = []
+        self.blocks: list[tuple[int, int, memoryview]] = []
+
+    def add(self, start: int, data: bytes) -> memoryview:
+        words = memoryview(data).cast("Q") if len(data) % 8 == 0 else memoryview(data[: len(data) & ~7]).cast("Q")
+        i = bisect.bisect_right(self.starts, start)
+        self.starts.insert(i, start)
+        self.blocks.insert(i, (start, start + len(data), words))
+        return words
+
+    def u64(self, addr: int) -> int:
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i >= 0:
+            s, e, w = self.blocks[i]
+            if addr + 8 <= e and not (addr - s) & 7:
+                return w[(addr - s) >> 3]
+        return self.t.read_u64(addr)
+
+    def cached(self, addr: int) -> bool:
+        i = bisect.bisect_right(self.starts, addr) - 1
+        return i >= 0 and addr + 8 <= self.blocks[i][1]
+
+
+#: Elf64_Sym: st_name, st_info, st_other, st_shndx, st_value, st_size
+_ELF64_SYM = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"),
+                       ("value", "<u8"), ("size", "<u8")])
+
+
+class _Sym:
+    """A symbol found by :func:`_find_symbols` (``addr`` is ``st_value``)."""
+
+    __slots__ = ("name", "addr", "size", "type")
+
+    def __init__(self, name: str, addr: int, size: int, type_: int):
+        self.name, self.addr, self.size, self.type = name, addr, size, type_
+
+
+def _find_symbols(path: str, names: tuple[str, ...]) -> dict[str, _Sym | None]:
+    """Look up a few names in ``.symtab`` (else ``.dynsym``) straight from the raw bytes.
+
+    pyelftools decodes libc's 10 000 debug symbols in about 2 s; matching the
+    string-table offsets of the wanted names with numpy takes milliseconds.
+    """
+    out: dict[str, _Sym | None] = {n: None for n in names}
+    for tab, strtab in ((".symtab", ".strtab"), (".dynsym", ".dynstr")):
+        raw, strs = elf.section_bytes(path, tab), elf.section_bytes(path, strtab)
+        if not raw or not strs:
+            continue
+        syms = np.frombuffer(raw[: len(raw) - len(raw) % _ELF64_SYM.itemsize], dtype=_ELF64_SYM)
+        defined = syms["shndx"] != 0
+        for n in names:
+            key = b"\0" + n.encode() + b"\0"
+            pos, offs = 0, []
+            for _ in range(64):         # the name may occur several times in the string table
+                pos = strs.find(key, pos)
+                if pos < 0:
+                    break
+                offs.append(pos + 1)
+                pos += 1
+            hit = np.flatnonzero(np.isin(syms["name"], offs) & defined)
+            if len(hit):
+                r = syms[hit[0]]
+                out[n] = _Sym(n, int(r["value"]), int(r["size"]), int(r["info"]) & 0xF)
+        if out.get(names[0]) is not None:
+            return out
+    return out
+
+
+def _reveal(pos: int, stored: int) -> int:
+    """glibc's ``REVEAL_PTR``: undo safe-linking of a pointer stored at ``pos``."""
+    return (pos >> 12) ^ stored
+
+
+def _bin_kind(i: int) -> str:
+    return "unsorted" if i == 1 else "smallbin" if i < 64 else "largebin"
+
+
+class GlibcHeap:
+    """The glibc heap of ``target``.
+
+    :param target: a stopped process or a snapshot
+    :param modules: the target's :class:`~mappedtrace.modules.ModuleMap`
+    :param use_debug_symbols: look for libc's debug file (libc6-dbg); False
+        forces the heuristics
+    :raises HeapError: no glibc in the target, or the heap cannot be located
+    :raises HeapCorrupted: a chunk header or a free list is inconsistent
+    """
+
+    def __init__(self, target: Target, modules: ModuleMap, *, use_debug_symbols: bool = True):
+        self.target = target
+        self.modules = modules
+        self.warnings: list[str] = []
+        self.exact = False
+        self.arenas: list[Arena] = []
+        self.mp: dict[str, int] | None = None
+        self._mem = _Memory(target)
+        self._chunk_list: list[Chunk] | None = None
+        libc = modules.find("libc.so") or modules.find("libc-")
+        if libc is None:
+            raise HeapError("no glibc (libc.so.6) is mapped in the target",
+                            hint="a statically linked or non-glibc program has no heap this walker reads")
+        self.libc = libc
+        syms = self._debug_symbols(libc) if use_debug_symbols else None
+        if syms is not None:
+            self._locate_exact(syms)
+        else:
+            self._locate_heuristic()
+        self._walk_all()
+
+    # ------------------------------------------------------------------
+    # locating main_arena, mp_ and the arenas
+
+    def _debug_symbols(self, libc: Module) -> dict | None:
+        """main_arena, mp_, tcache, thread_arena from libc's (debug) symbol table, or None."""
+        try:
+            cands = [libc.path]
+            dbg = elf.debug_file_for(libc.path)
+            if dbg:
+                cands.insert(0, dbg)
+            for path in cands:
+                got = _find_symbols(path, ("main_arena", "mp_", "tcache", "thread_arena"))
+                if got["main_arena"] is not None and got["mp_"] is not None:
+                    got["_path"] = path
+                    return got
+        except MappedTraceError as e:
+            self.warnings.append(f"libc debug symbols unusable ({e.message}); using heuristics")
+            return None
+        self.warnings.append(f"no debug symbols for {libc.path} (install libc6-dbg); using heuristics")
+        return None
+
+    def _locate_exact(self, syms: dict) -> None:
+        ma, mp = syms["main_arena"], syms["mp_"]
+        if ma.size != MSTATE.size or mp.size != MALLOC_PAR.size:
+            raise UnsupportedVersion(syms["_path"], None,
+                                     f"main_arena is {ma.size} bytes and mp_ {mp.size} bytes; this walker reads "
+                                     f"glibc 2.35–2.37 ({MSTATE.size} and {MALLOC_PAR.size} bytes)")
+        self.main_arena_addr = self.libc.to_run(ma.addr)
+        self.mp_addr = self.libc.to_run(mp.addr)
+        self._read_mp()
+        self._read_arenas()
+        self._tls = (syms.get("tcache"), syms.get("thread_arena"))
+        self.exact = True
+
+    def _read_mp(self) -> None:
+        v = MALLOC_PAR.unpack(self.target.read(self.mp_addr, MALLOC_PAR.size))
+        names = ("trim_threshold", "top_pad", "mmap_threshold", "arena_test", "arena_max", "thp_pagesize",
+                 "hp_pagesize", "hp_flags", "n_mmaps", "n_mmaps_max", "max_n_mmaps", "no_dyn_threshold",
+                 "mmapped_mem", "max_mmapped_mem", "sbrk_base", "tcache_bins", "tcache_max_bytes",
+                 "tcache_count", "tcache_unsorted_limit")
+        self.mp = dict(zip(names, v))
+
+    def _read_mstate(self, addr: int) -> tuple:
+        return MSTATE.unpack(self.target.read(addr, MSTATE.size))
+
+    def _read_arenas(self) -> None:
+        """main_arena and the ``next`` ring, with each arena's heap segments."""
+        addr = self.main_arena_addr
+        seen: set[int] = set()
+        for _ in range(MAX_ARENAS):
+            if addr in seen:
+                break
+            seen.add(addr)
+            ms = self._read_mstate(addr)
+            label = "main" if addr == self.main_arena_addr else f"arena@{addr:#x}"
+            top = ms[13]
+            arena = Arena(addr, label, top, 0, ms[-2], ms[1], raw=ms)
+            if top:
+                arena.top_size = self.target.read_u64(top + SIZE_SZ) & ~SIZE_BITS
+            self.arenas.append(arena)
+            nxt = ms[-5]
+            if nxt == 0 or nxt & 7:
+                raise HeapCorrupted(f"arena {addr:#x}", addr, f"arena.next {nxt:#x} is not an arena address")
+            addr = nxt
+        else:
+            raise HeapCorrupted("main_arena", self.main_arena_addr, f"arena ring longer than {MAX_ARENAS}")
+        if addr != self.main_arena_addr:
+            raise HeapCorrupted(f"arena {addr:#x}", addr, "the arena ring does not return to main_arena")
+        for a in self.arenas:
+            if a.is_main:
+                self._main_segments(a)
+            else:
+                self._thread_segments(a)
+
+    def _main_segments(self, a: Arena) -> None:
+        if a.top == 0 or a.top == a.address + MS_BINS - 2 * SIZE_SZ:
+            return              # malloc never initialised the main arena (top is the unsorted bin)
+        if a.flags & NONCONTIGUOUS_BIT:
+            self.warnings.append("main arena is non-contiguous (brk failed or was used by someone else); "
+                                 "only the segment holding the top chunk is walked")
+        base = self.mp["sbrk_base"] if self.mp else 0
+        end = a.top + a.top_size
+        m = self.target.mapping_at(a.top)
+        if not base or not (m and m.start <= base < end) or a.flags & NONCONTIGUOUS_BIT:
+            base = m.start if m else a.top
+        first = base + ((-(base + CHUNK_HDR_SZ)) & (MALLOC_ALIGNMENT - 1))
+        a.segments.append(HeapSegment(base, end, first))
+
+    def _thread_segments(self, a: Arena) -> None:
+        h = a.top & ~(HEAP_MAX_SIZE - 1)
+        segs = []
+        for _ in range(MAX_HEAPS_PER_ARENA):
+            ar_ptr, prev, size, _mprot, _pagesize = HEAP_INFO.unpack(self.target.read(h, HEAP_INFO.size))
+            if ar_ptr != a.address:
+                raise HeapCorrupted(a.label, h, f"heap_info.ar_ptr {ar_ptr:#x} is not its arena {a.address:#x}")
+            if size < HEAP_INFO.size or size > HEAP_MAX_SIZE:
+                raise HeapCorrupted(a.label, h, f"heap_info.size {size:#x} is out of range")
+            if h <= a.address < h + size:       # the arena's first heap holds the malloc_state
+                first = a.address + MSTATE.size
+                first += (-(first + CHUNK_HDR_SZ)) & (MALLOC_ALIGNMENT - 1)
+            else:
+                first = h + HEAP_INFO.size
+            segs.append(HeapSegment(h, h + size, first, h))
+            if prev == 0:
+                break
+            if prev & (HEAP_MAX_SIZE - 1):
+                raise HeapCorrupted(a.label, h, f"heap_info.prev {prev:#x} is not {HEAP_MAX_SIZE:#x}-aligned")
+            h = prev
+        else:
+            raise HeapCorrupted(a.label, h, f"more than {MAX_HEAPS_PER_ARENA} heaps in the arena")
+        a.segments = segs[::-1]
+
+    # --- heuristics -----------------------------------------------------
+    def _libc_data_ranges(self) -> list[tuple[int, int]]:
+        """libc's writable mappings plus the anonymous one right after them (.bss)."""
+        out = []
+        maps = sorted(self.target.mappings, key=lambda m: m.start)
+        for i, m in enumerate(maps):
+            if m.path == self.libc.path and m.writable and m.readable:
+                out.append((m.start, m.end))
+                if i + 1 < len(maps) and not maps[i + 1].path and maps[i + 1].start == m.end \
+                        and maps[i + 1].readable:
+                    out.append((maps[i + 1].start, maps[i + 1].end))
+        return out
+
+    def _locate_heuristic(self) -> None:
+        self.exact = False
+        self._tls = (None, None)
+        heap = next((m for m in self.target.mappings if m.path == "[heap]"), None)
+        data = [(s, self.target.read(s, e - s)) for s, e in self._libc_data_ranges()]
+        if heap is None:
+            raise HeapError("no [heap] mapping in the target and no libc debug symbols: cannot locate the heap",
+                            hint="install libc6-dbg")
+        # The brk heap starts page-aligned at the [heap] mapping; its last chunk is the top chunk.
+        first = heap.start + ((-(heap.start + CHUNK_HDR_SZ)) & (MALLOC_ALIGNMENT - 1))
+        words = self._mem.add(heap.start, self.target.read(heap.start, heap.size))
+        offs, _ = self._walk_words(words, heap.start, first, heap.end, None, "main (heuristic)")
+        if not len(offs):
+            raise HeapError("the [heap] mapping holds no malloc chunk")
+        top = heap.start + int(offs[-1])
+        length = heap.end - heap.start
+        # main_arena: a malloc_state in libc's data whose top is that chunk and system_mem the heap length
+        cands = []
+        for start, blob in data:
+            w = np.frombuffer(blob[: len(blob) & ~7], dtype="<u8")
+            for idx in np.flatnonzero(w == top):
+                a = start + int(idx) * 8 - MS_TOP
+                if a < start or a + MSTATE.size > start + len(blob):
+                    continue
+                ms = MSTATE.unpack_from(blob, a - start)
+                if ms[-2] == length and ms[-5] and not ms[-5] & 7:
+                    cands.append(a)
+        if len(cands) != 1:
+            raise HeapError(f"cannot locate main_arena in libc's data ({len(cands)} candidates)",
+                            hint="install libc6-dbg for exact heap walking")
+        self.main_arena_addr = cands[0]
+        self.warnings.append(f"heuristic: main_arena at {self.main_arena_addr:#x} (no debug symbols)")
+        # mp_: sbrk_base == heap start, tcache_bins == 64, a sane tcache_count
+        mps = []
+        for start, blob in data:
+            w = np.frombuffer(blob[: len(blob) & ~7], dtype="<u8")
+            for idx in np.flatnonzero(w == heap.start):
+                a = start + int(idx) * 8 - MP_SBRK_BASE
+                if a < start or a + MALLOC_PAR.size > start + len(blob):
+                    continue
+                v = MALLOC_PAR.unpack_from(blob, a - start)
+                if v[15] == TCACHE_MAX_BINS and v[17] <= 0xFFFF and v[8] >= 0:
+                    mps.append(a)
+        if len(mps) == 1:
+            self.mp_addr = mps[0]
+            self._read_mp()
+        else:
+            self.mp_addr = 0
+            self.warnings.append(f"heuristic: mp_ not found ({len(mps)} candidates); "
+                                 "mmapped chunks are not cross-checked")
+        self._read_arenas()
+
+    # ------------------------------------------------------------------
+    # walking
+
+    def _walk_words(self, words: memoryview, base: int, first: int, end: int, top: int | None,
+                    label: str) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk header offsets (from ``base``) and raw size fields from ``first`` to ``top`` (or ``end``).
+
+        Stops at the top chunk (included), or at the fence posts that close a
+        non-last thread heap.  Bounded: each step advances at least MINSIZE.
+        """
+        off = first - base
+        end_off = end - base
+        top_off = -1 if top is None else top - base
+        offs: list[int] = []
+        raws: list[int] = []
+        append_o, append_r = offs.append, raws.append
+        while off < end_off:
+            if off + CHUNK_HDR_SZ > end_off:
+                raise HeapCorrupted(label, base + off, f"chunk header runs past the heap end {end:#x}")
+            raw = words[(off >> 3) + 1]
+            sz = raw & ~SIZE_BITS
+            if off == top_off:
+                append_o(off)
+                append_r(raw)
+                if off + sz != end_off:
+                    raise HeapCorrupted(label, base + off, f"top chunk size {sz:#x} does not reach the heap end {end:#x}")
+                break
+            if sz < MINSIZE or sz & (MALLOC_ALIGNMENT - 1) or off + sz > end_off or raw & IS_MMAPPED:
+                # fence posts closing a thread heap: a 0x10 chunk then a 0 header at the very end
+                if sz == 0 and off + CHUNK_HDR_SZ == end_off:
+                    break
+                if sz == CHUNK_HDR_SZ and off + 2 * CHUNK_HDR_SZ == end_off \
+                        and words[(off >> 3) + 3] & ~SIZE_BITS == 0:
+                    break
+                why = ("size field is 0" if sz == 0 else
+                       f"size {sz:#x} is below the minimum {MINSIZE:#x}" if sz < MINSIZE else
+                       f"size {sz:#x} is not {MALLOC_ALIGNMENT}-aligned" if sz & (MALLOC_ALIGNMENT - 1) else
+                       f"size {sz:#x} runs past the heap end {end:#x}" if off + sz > end_off else
+                       f"IS_MMAPPED set in an arena chunk (size field {raw:#x})")
+                raise HeapCorrupted(label, base + off, why)
+            if top_off > 0 and off < top_off < off + sz:
+                raise HeapCorrupted(label, base + off, f"size {sz:#x} runs over the top chunk at {top:#x}")
+            append_o(off)
+            append_r(raw)
+            off += sz
+        else:
+            if top is not None:
+                raise HeapCorrupted(label, top, "top chunk not reached by the walk")
+        return np.asarray(offs, dtype=np.int64), np.asarray(raws, dtype=np.uint64)
+
+    def _walk_all(self) -> None:
+        hdrs, raws, arena_idx = [], [], []
+        self.overhead: dict[str, int] = {}
+        for ai, a in enumerate(self.arenas):
+            over = 0
+            for seg in a.segments:
+                last = seg is a.segments[-1]
+                if self._mem.cached(seg.start) and self._mem.cached(seg.end - 8):
+                    i = bisect.bisect_right(self._mem.starts, seg.start) - 1
+                    words, base = self._mem.blocks[i][2], self._mem.starts[i]
+                else:
+                    try:
+                        words = self._mem.add(seg.start, self.target.read(seg.start, seg.end - seg.start))
+                    except TargetFault as e:
+                        raise HeapError(f"{a.label}: heap segment [{seg.start:#x}, {seg.end:#x}) is unreadable: "
+                                        f"{e.message}") from None
+                    base = seg.start
+                offs, r = self._walk_words(words, base, seg.first_chunk, seg.end, a.top if last else None, a.label)
+                hdrs.append(offs + base)
+                raws.append(r)
+                arena_idx.append(np.full(len(offs), ai, dtype=np.int32))
+                walked = int((r & np.uint64(~SIZE_BITS & 0xFFFFFFFFFFFFFFFF)).sum()) if len(r) else 0
+                over += (seg.end - seg.start) - walked
+            self.overhead[a.label] = over
+        mm_h, mm_r = self._find_mmapped()
+        hdrs.append(np.asarray(mm_h, dtype=np.int64))
+        raws.append(np.asarray(mm_r, dtype=np.uint64))
+        arena_idx.append(np.full(len(mm_h), -1, dtype=np.int32))
+        hdr = np.concatenate(hdrs) if hdrs else np.zeros(0, np.int64)
+        raw = np.concatenate(raws) if raws else np.zeros(0, np.uint64)
+        aidx = np.concatenate(arena_idx) if arena_idx else np.zeros(0, np.int32)
+        order = np.argsort(hdr, kind="stable")
+        self.headers = hdr[order]
+        self.chunk_sizes = (raw[order] & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
+        self.arena_index = aidx[order]
+        mmapped = self.arena_index < 0
+        self.addresses = self.headers + CHUNK_HDR_SZ
+        self.usable = self.chunk_sizes - np.where(mmapped, CHUNK_HDR_SZ, SIZE_SZ)
+        self.state = np.zeros(len(self.headers), dtype=np.uint8)
+        self.list_code = np.full(len(self.headers), -1, dtype=np.int8)
+        if len(self.headers) > 1 and (np.diff(self.headers) <= 0).any():
+            i = int(np.flatnonzero(np.diff(self.headers) <= 0)[0])
+            raise HeapCorrupted("heap", int(self.headers[i + 1]), "chunk found twice (overlapping heaps)")
+        self._classify()
+        self._make_stats()
+
+    # --- mmapped chunks ---------------------------------------------------
+    def _find_mmapped(self) -> tuple[list[int], list[int]]:
+        """Chunks with exactly IS_MMAPPED set at the start of anonymous mappings.
+
+        Adjacent mmapped chunks may share one kernel mapping, so each mapping
+        is walked chunk by chunk while the headers stay valid.  glibc mmaps
+        page-aligned, so ``prev_size`` (the alignment correction) is 0 on x86-64.
+        """
+        heap_ranges = [(s.start, s.end) for a in self.arenas for s in a.segments]
+        hdrs, raws = [], []
+        for m in self.target.mappings:
+            if m.path not in ("",) and not m.path.startswith("[anon"):
+                continue
+            if not (m.readable and m.writable) or any(s < m.end and m.start < e for s, e in heap_ranges):
+                continue
+            pos = m.start
+            for _ in range((m.end - m.start) // PAGE):
+                if pos + CHUNK_HDR_SZ > m.end:
+                    break
+                try:
+                    prev_size, size = struct.unpack("<QQ", self.target.read(pos, CHUNK_HDR_SZ))
+                except TargetFault:
+                    break
+                sz = size & ~SIZE_BITS
+                if prev_size != 0 or size & SIZE_BITS != IS_MMAPPED or sz == 0 or sz % PAGE or pos + sz > m.end:
+                    break
+                hdrs.append(pos)
+                raws.append(size)
+                pos += sz
+        if self.mp is not None:
+            n, total = len(hdrs), sum(r & ~SIZE_BITS for r in raws)
+            if n != self.mp["n_mmaps"] or total != self.mp["mmapped_mem"]:
+                self.warnings.append(f"found {n} mmapped chunks of {total} bytes; mp_ says {self.mp['n_mmaps']} "
+                                     f"of {self.mp['mmapped_mem']} bytes")
+        return hdrs, raws
+
+    # --- free lists -------------------------------------------------------
+    def _chunk_index(self, hdr: int) -> int:
+        i = int(np.searchsorted(self.headers, hdr))
+        return i if i < len(self.headers) and int(self.headers[i]) == hdr else -1
+
+    def _mark(self, hdr: int, code: int, label: str, expect_size: int | None = None) -> None:
+        i = self._chunk_index(hdr)
+        if hdr & (MALLOC_ALIGNMENT - 1) or i < 0:
+            raise HeapCorrupted(label, hdr, f"{LISTS[code]} entry is not a chunk of the heap")
+        if self.arena_index[i] < 0:
+            raise HeapCorrupted(label, hdr, f"{LISTS[code]} entry is an mmapped chunk")
+        if expect_size is not None and int(self.chunk_sizes[i]) != expect_size:
+            raise HeapCorrupted(label, hdr, f"{LISTS[code]} entry of size {int(self.chunk_sizes[i]):#x} "
+                                            f"in the list of size {expect_size:#x}")
+        if self.state[i] == FREE:
+            raise HeapCorrupted(label, hdr, f"{LISTS[code]} entry is already on the {LISTS[self.list_code[i]]} "
+                                            "list (a cycle or a double free)")
+        self.state[i] = FREE
+        self.list_code[i] = code
+
+    def _classify(self) -> None:
+        limit = len(self.headers) + 1
+        self.list_counts: dict[tuple[str, str], list[int]] = {}
+        for a in self.arenas:
+            if not a.segments:
+                continue
+            ms = a.raw
+            self._mark(a.top, LISTS.index("top"), a.label)
+            # fastbins (safe-linked singly linked lists)
+            for b in range(NFASTBINS):
+                p = ms[3 + b]
+                for _ in range(limit):
+                    if p == 0:
+                        break
+                    self._mark(p, LISTS.index("fastbin"), f"{a.label} fastbin[{b}]", (b + 2) * MALLOC_ALIGNMENT)
+                    p = _reveal(p + FD, self._mem.u64(p + FD))
+                else:
+                    raise HeapCorrupted(f"{a.label} fastbin[{b}]", p, "list longer than the heap (a cycle)")
+            # bins[1..127]: doubly linked circular lists through the bin headers
+            for b in range(1, NBINS):
+                head = a.address + MS_BINS + (b - 1) * 16 - FD
+                kind = _bin_kind(b)
+                p = ms[15 + (b - 1) * 2]
+                prev = head
+                for _ in range(limit):
+                    if p == head:
+                        break
+                    self._mark(p, LISTS.index(kind), f"{a.label} bin[{b}]")
+                    if self._mem.u64(p + BK) != prev:
+                        self.warnings.append(f"{a.label} bin[{b}]: chunk at {p:#x} has bk "
+                                             f"{self._mem.u64(p + BK):#x}, expected {prev:#x}")
+                    prev, p = p, self._mem.u64(p + FD)
+                else:
+                    raise HeapCorrupted(f"{a.label} bin[{b}]", p, "list longer than the heap (a cycle)")
+        self._classify_tcaches(limit)
+
+    def _tcache_addresses(self) -> list[tuple[str, int]]:
+        """(owner, tcache_perthread_struct address) of every thread, exact when the TLS is known."""
+        tc_sym, ta_sym = self._tls
+        out: list[tuple[str, int]] = []
+        if tc_sym is not None and ta_sym is not None:
+            modid = self._libc_tls_modid()
+            arenas = {a.address for a in self.arenas}
+            ok = modid is not None
+            for th in self.target.threads if ok else []:
+                fs = th.regs.get("fs_base", 0)
+                try:
+                    dtv = self.target.read_u64(fs + 8)
+                    n = self.target.read_u64(dtv - 16)          # dtv[-1].counter: entries
+                    if not 0 < modid <= n:
+                        ok = False
+                        break
+                    block = self.target.read_u64(dtv + 16 * modid)
+                    ta = self.target.read_u64(block + ta_sym.addr)
+                    tc = self.target.read_u64(block + tc_sym.addr)
+                except TargetFault:
+                    ok = False
+                    break
+                if ta != 0 and ta not in arenas:
+                    ok = False
+                    break
+                if tc not in (0, 0xFFFFFFFFFFFFFFFF):
+                    out.append((f"thread {th.tid}", tc))
+            if ok:
+                return out
+            self.exact = False
+            self.warnings.append("could not locate libc's TLS block through the DTV; tcaches found by heuristics")
+        # heuristic: in-use 0x290 chunks whose contents are a consistent tcache_perthread_struct
+        for i in np.flatnonzero((self.chunk_sizes == TCACHE_CHUNK) & (self.state == IN_USE) & (self.arena_index >= 0)):
+            addr = int(self.addresses[i])
+            if self._looks_like_tcache(addr):
+                out.append((f"tcache@{addr:#x}", addr))
+        return out
+
+    def _looks_like_tcache(self, addr: int) -> bool:
+        v = [self._mem.u64(addr + 8 * k) for k in range(TCACHE.size // 8)]
+        f = TCACHE.unpack(struct.pack(f"<{len(v)}Q", *v))
+        counts, entries = f[:TCACHE_MAX_BINS], f[TCACHE_MAX_BINS:]
+        maxc = self.mp["tcache_count"] if self.mp else 0xFFFF
+        for c, e in zip(counts, entries):
+            if c > maxc or (c == 0) != (e == 0) or e & (MALLOC_ALIGNMENT - 1):
+                return False
+            if e and self._chunk_index(e - CHUNK_HDR_SZ) < 0:
+                return False
+        return True
+
+    def _libc_tls_modid(self) -> int | None:
+        """libc's TLS module id: its rank among PT_TLS modules in the r_debug link-map chain."""
+        ld = self.modules.find("ld-linux") or self.modules.find("ld-")
+        if ld is None:
+            return None
+        try:
+            sym = _find_symbols(ld.path, ("_r_debug",))["_r_debug"]
+            if sym is None:
+                return None
+            lm = self.target.read_u64(ld.to_run(sym.addr) + 8)      # r_debug.r_map
+            modid = 0
+            for _ in range(MAX_THREADS_LINK_MAP):
+                if lm == 0:
+                    return None
+                l_addr, l_name, _l_ld, l_next = struct.unpack("<4Q", self.target.read(lm, 32))
+                name = self.target.read_cstr(l_name).decode("utf-8", "replace") if l_name else ""
+                mod = self.modules.main if not name else next(
+                    (m for m in self.modules if m.path == name or m.bias == l_addr and m.path.endswith(
+                        os.path.basename(name))), None)
+                if mod is not None and elf.tls_segment(mod.path) is not None:
+                    modid += 1
+                    if mod.path == self.libc.path or (name and os.path.realpath(name) == os.path.realpath(self.libc.path)):
+                        return modid
+                lm = l_next
+        except (TargetFault, MappedTraceError):
+            return None
+        return None
+
+    def _classify_tcaches(self, limit: int) -> None:
+        code = LISTS.index("tcache")
+        self.tcaches: list[tuple[str, int]] = []
+        for owner, addr in self._tcache_addresses():
+            if self._chunk_index(addr - CHUNK_HDR_SZ) < 0:
+                raise HeapCorrupted(f"{owner} tcache", addr - CHUNK_HDR_SZ, "tcache struct is not a heap chunk")
+            self.tcaches.append((owner, addr))
+            raw = struct.pack(f"<{TCACHE.size // 8}Q", *(self._mem.u64(addr + 8 * k) for k in range(TCACHE.size // 8)))
+            f = TCACHE.unpack(raw)
+            for b in range(TCACHE_MAX_BINS):
+                count, e = f[b], f[TCACHE_MAX_BINS + b]
+                n = 0
+                for _ in range(limit):
+                    if e == 0:
+                        break
+                    self._mark(e - CHUNK_HDR_SZ, code, f"{owner} tcache[{b}]", MINSIZE + b * MALLOC_ALIGNMENT)
+                    n += 1
+                    e = _reveal(e, self._mem.u64(e))
+                else:
+                    raise HeapCorrupted(f"{owner} tcache[{b}]", e - CHUNK_HDR_SZ, "list longer than the heap (a cycle)")
+                if n != count:
+                    self.warnings.append(f"{owner} tcache[{b}]: count {count} but {n} chunks on the list")
+
+    # --- stats --------------------------------------------------------------
+    def _make_stats(self) -> None:
+        cs, st, lc, ai = self.chunk_sizes, self.state, self.list_code, self.arena_index
+        per: dict[str, dict] = {}
+        tot = dict(arena=0, ordblks=0, smblks=0, hblks=0, hblkhd=0, uordblks=0, fordblks=0, keepcost=0,
+                   fsmblks=0, tcache_blks=0, tcache_bytes=0, in_use_blks=0, in_use_bytes=0)
+        for k, a in enumerate(self.arenas):
+            sel = ai == k
+            fast = sel & (lc == LISTS.index("fastbin"))
+            binned = sel & (lc >= LISTS.index("unsorted")) & (lc <= LISTS.index("largebin"))
+            top = sel & (lc == LISTS.index("top"))
+            tc = sel & (lc == LISTS.index("tcache"))
+            used = sel & (st == IN_USE)
+            avail = int(cs[fast].sum() + cs[binned].sum() + cs[top].sum())
+            d = dict(system_mem=a.system_mem, ordblks=int(binned.sum()) + 1, smblks=int(fast.sum()),
+                     fsmblks=int(cs[fast].sum()), fordblks=avail, uordblks=a.system_mem - avail,
+                     tcache_blks=int(tc.sum()), tcache_bytes=int(cs[tc].sum()),
+                     in_use_blks=int(used.sum()), in_use_bytes=int(cs[used].sum()),
+                     top=int(cs[top].sum()), overhead=self.overhead.get(a.label, 0),
+                     **{f"{n}_blks": int((sel & (lc == LISTS.index(n))).sum()) for n in ("unsorted", "smallbin", "largebin")})
+            walked = int(cs[sel].sum()) + d["overhead"]
+            seg_total = sum(s.end - s.start for s in a.segments)
+            if a.segments and seg_total != a.system_mem and not (a.is_main and a.flags & NONCONTIGUOUS_BIT):
+                self.warnings.append(f"{a.label}: heap segments cover {seg_total} bytes, system_mem is {a.system_mem}")
+            if a.segments and walked != seg_total:
+                self.warnings.append(f"{a.label}: walked {walked} bytes of {seg_total}")
+            per[a.label] = d
+            tot["arena"] += a.system_mem
+            tot["ordblks"] += d["ordblks"]
+            for key in ("smblks", "fsmblks", "fordblks", "uordblks", "tcache_blks", "tcache_bytes",
+                        "in_use_blks", "in_use_bytes"):
+                tot[key] += d[key]
+            if a.is_main:
+                tot["keepcost"] = d["top"]
+        mm = ai < 0
+        tot["hblks"] = int(mm.sum())
+        tot["hblkhd"] = int(cs[mm].sum())
+        tot["in_use_blks"] += tot["hblks"]
+        tot["in_use_bytes"] += tot["hblkhd"]
+        tot["per_arena"] = per
+        self.stats = tot
+
+    # ------------------------------------------------------------------
+    # public view
+
+    def _chunk(self, i: int) -> Chunk:
+        ai = int(self.arena_index[i])
+        where = "mmapped" if ai < 0 else self.arenas[ai].label
+        if self.state[i] == FREE:
+            return Chunk(int(self.addresses[i]), int(self.usable[i]), int(self.chunk_sizes[i]), "free",
+                         f"{where}/{LISTS[self.list_code[i]]}")
+        return Chunk(int(self.addresses[i]), int(self.usable[i]), int(self.chunk_sizes[i]), "in-use", where)
+
+    def chunks(self) -> list[Chunk]:
+        """Every chunk of every arena and every mmapped chunk, sorted by address, classified."""
+        if self._chunk_list is None:
+            self._chunk_list = [self._chunk(i) for i in range(len(self.headers))]
+        return self._chunk_list
+
+    def in_use(self) -> list[Chunk]:
+        """The chunks the program holds (in use), sorted by address."""
+        if self._chunk_list is not None:
+            return [c for c in self._chunk_list if c.state == "in-use"]
+        return [self._chunk(int(i)) for i in np.flatnonzero(self.state == IN_USE)]
+
+    def find(self, addr: int) -> Chunk | None:
+        """The chunk whose memory (header included) contains ``addr``, or None."""
+        i = int(np.searchsorted(self.headers, addr, side="right")) - 1
+        if i >= 0 and addr < int(self.headers[i]) + int(self.chunk_sizes[i]):
+            return self._chunk(i)
+        return None
+
+    def __len__(self) -> int:
+        return len(self.headers)
