@@ -38,7 +38,7 @@ from typing import Callable
 
 from . import _kernel as k
 from .base import Mapping, Target, ThreadState
-from .live import LiveTarget, ThreadSnapshot, parse_maps
+from .live import LiveTarget, ThreadSnapshot, anon_file_ranges, parse_maps
 from ..errors import MappedTraceError, NoSuchProcess, TargetFault
 
 MODES = ("stop-copy", "fork")
@@ -69,6 +69,8 @@ class Piece:
 
 
 def wants_copy(m: Mapping) -> bool:
+    # (file-backed mappings with copy-on-write pages are copied too: see
+    # live.anon_file_ranges; that needs /proc/PID/smaps, so it is not decided here)
     """Whether a mapping must be copied (it cannot be reproduced from a file)."""
     if not m.readable or m.path in _SKIP_PATHS:
         return False
@@ -275,10 +277,12 @@ def _kill_child(child: int | None) -> None:
             return
 
 
-def _pieces_for(mappings: list[Mapping]) -> tuple[list[tuple[int, int]], list[Mapping]]:
+def _pieces_for(mappings: list[Mapping], anon_file: set[tuple[int, int]] | None = None
+                ) -> tuple[list[tuple[int, int]], list[Mapping]]:
     ranges, skipped = [], []
+    anon_file = anon_file or set()
     for m in mappings:
-        if wants_copy(m):
+        if wants_copy(m) or (m.readable and (m.start, m.end) in anon_file):
             ranges.append((m.start, m.size))
         elif m.readable and m.path.startswith("/") and m.offset == 0:
             # the ELF header page of a mapped binary: gdb/lldb find build-ids in it
@@ -328,13 +332,18 @@ def _finish(live: LiveTarget, mappings: list[Mapping], pieces: list[Piece],
 
 
 def capture_stop_copy(live: LiveTarget, *, arena: _Arena | None = None, release: bool = True,
+                      anon_file: set[tuple[int, int]] | None = None,
                       progress: Progress | None = None) -> CapturedTarget:
     """Copy the memory of the stopped ``live`` target, then (``release``) resume it.
 
+    :param anon_file: file-backed ranges to copy (:func:`~.live.anon_file_ranges`),
+        read now if not given.
     :returns: a :class:`CapturedTarget` with ``meta["pause_ns"]`` when released.
     """
     mappings = live.mappings
-    ranges, skipped = _pieces_for(mappings)
+    if anon_file is None:
+        anon_file = anon_file_ranges(live.pid)
+    ranges, skipped = _pieces_for(mappings, anon_file)
     arena = arena or _Arena(sum(n for _, n in ranges), populate=False)
     try:
         t0 = time.perf_counter_ns()
@@ -453,7 +462,8 @@ def _hold_child(child: int) -> None:
 
 
 def capture_fork(live: LiveTarget, *, arena: _Arena | None = None, release: bool = True,
-                 hold_child: bool = False, progress: Progress | None = None) -> CapturedTarget:
+                 hold_child: bool = False, anon_file: set[tuple[int, int]] | None = None,
+                 progress: Progress | None = None) -> CapturedTarget:
     """Fork the stopped ``live`` target, resume it, copy the memory from the child.
 
     :param hold_child: keep the child (and its copy-on-write pages) alive until
@@ -474,7 +484,9 @@ def capture_fork(live: LiveTarget, *, arena: _Arena | None = None, release: bool
         cmaps = parse_maps(open(f"/proc/{child}/maps").read())
         # the child lacks MADV_DONTFORK ranges; keep the parent's view of the rest
         mappings = live.mappings
-        ranges, skipped = _pieces_for(mappings)
+        if anon_file is None:
+            anon_file = anon_file_ranges(live.pid)
+        ranges, skipped = _pieces_for(mappings, anon_file)
         inchild = [(m.start, m.end) for m in cmaps]
         ranges = [r for r in ranges if any(a <= r[0] and r[0] + r[1] <= b for a, b in inchild)]
         arena = arena or _Arena(sum(n for _, n in ranges), populate=True)
@@ -519,6 +531,7 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
         raise MappedTraceError(f"unknown capture mode {mode!r}; choose one of {', '.join(MODES)}")
     check_pid(pid)
     arena = None
+    anon_file = anon_file_ranges(pid)      # before the stop: it walks page tables
     if mode == "stop-copy":
         try:
             est = plan_bytes(parse_maps(open(f"/proc/{pid}/maps").read()))
@@ -547,7 +560,7 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
         if mode == "fork" and live.was_stopped:
             live.warnings.append("the process was stopped (state T): captured with stop-copy instead of fork")
             mode = "stop-copy"
-        ct = capture(live, mode, arena=arena, progress=progress,
+        ct = capture(live, mode, arena=arena, progress=progress, anon_file=anon_file,
                      **({"hold_child": hold_child} if mode == "fork" else {}))
     except BaseException:
         live.close()

@@ -65,6 +65,32 @@ def check_pid(pid: int) -> None:
                             hint="a zombie has no memory left to trace")
 
 
+def anon_file_ranges(pid: int) -> set[tuple[int, int]]:
+    """File-backed mappings of ``pid`` that hold anonymous (copy-on-write) pages.
+
+    These differ from their files (RELRO after relocation, written private
+    mappings), so a capture copies them like anonymous memory — the kernel's
+    core dumper does the same (a VMA with an ``anon_vma`` counts as anonymous).
+    Read from ``/proc/PID/smaps``; an empty set if it cannot be read.
+    """
+    out: set[tuple[int, int]] = set()
+    cur = None
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    lo, hi = line.split(" ", 1)[0].split("-")
+                    parts = line.split(None, 5)
+                    cur = (int(lo, 16), int(hi, 16)) if len(parts) > 5 and parts[5].startswith("/") else None
+                elif cur is not None and line.startswith("Anonymous:"):
+                    if int(line.split()[1]) > 0:
+                        out.add(cur)
+                    cur = None
+    except (OSError, ValueError):
+        return set()
+    return out
+
+
 def proc_meta(pid: int) -> dict:
     """ppid, pgrp, sid, uid, gid, comm and cmdline of ``pid`` (what a core's PRPSINFO holds)."""
     out: dict = {}
