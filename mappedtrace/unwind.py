@@ -748,8 +748,12 @@ class Unwinder:
             if why:
                 self.warnings.append(f"thread {thread.tid}: frame #{index} at {pc:#x}: {why}; stopped")
                 break
-            if new_regs.get("rip", 0) == 0:
-                break                                   # the outermost frame
+            if "rip" not in new_regs:
+                break                                   # the CFI says: the outermost frame
+            if new_regs["rip"] == 0:
+                self.warnings.append(f"thread {thread.tid}: frame #{index} at {pc:#x}: "
+                                     "return address is 0; stopped")
+                break
             nsp = new_regs.get("rsp")
             if new_how != "signal":
                 if nsp is None or nsp <= rsp or (cfa is not None and cfa <= rsp and how != "signal"):
@@ -810,7 +814,7 @@ class Unwinder:
         ra_rule = row.rules.get(row.ra_reg)
         if ra_rule is None or ra_rule[0] == "u":
             # the end of the stack (e.g. _start, clone3 mark rip undefined)
-            return {"rip": 0}, cfa, "cfi", None
+            return {}, cfa, "cfi", None
         for num, (kind, arg) in row.rules.items():
             name = DWARF_REGS.get(num)
             if name is None:
@@ -836,9 +840,14 @@ class Unwinder:
                 new[name] = read(_eval_expr(arg, regs, read, push_cfa=cfa))
             elif kind == "ve":
                 new[name] = _eval_expr(arg, regs, read, push_cfa=cfa)
-        new["rip"] = new.pop(DWARF_REGS.get(row.ra_reg, "rip"), new.get("rip", 0))
         if row.ra_reg != RA_REG:
-            new.pop(DWARF_REGS.get(RA_REG, "rip"), None)
+            # the return address column is another register (never on x86-64 in practice)
+            ra = new.pop(DWARF_REGS.get(row.ra_reg, ""), None)
+            new.pop("rip", None)
+            if ra is not None:
+                new["rip"] = ra
+        if "rip" not in new:
+            return new, cfa, "cfi", "the return address is not recoverable"
         return new, cfa, "cfi", None
 
     def _signal_regs(self, regs: dict[str, int], cfa: int

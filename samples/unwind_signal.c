@@ -13,6 +13,11 @@
 #include <unistd.h>
 
 static int fds[2];
+long recurse(int depth, long acc);
+static long handler_deep(int n, long acc);
+/* calls go through volatile pointers so the recursions are not turned into loops */
+static long (*volatile again)(int, long) = recurse;
+static long (*volatile hagain)(int, long) = handler_deep;
 
 __attribute__((noinline)) static long handler_deep(int n, long acc) {
     if (n == 0) {
@@ -24,12 +29,12 @@ __attribute__((noinline)) static long handler_deep(int n, long acc) {
                 pause();
     }
     long a2 = acc * 7 + n;
-    return handler_deep(n - 1, a2) + a2;
+    return hagain(n - 1, a2) + a2;
 }
 
 static void on_usr1(int sig) {
     (void)sig;
-    handler_deep(3, sig);
+    hagain(3, sig);
 }
 
 __attribute__((noinline)) long recurse(int depth, long acc) {
@@ -38,7 +43,7 @@ __attribute__((noinline)) long recurse(int depth, long acc) {
         raise(SIGUSR1);
         return a2;
     }
-    return recurse(depth - 1, a2) + a2;
+    return again(depth - 1, a2) + a2;
 }
 
 int main(int argc, char **argv) {

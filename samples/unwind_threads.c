@@ -13,6 +13,9 @@ static pthread_mutex_t cm = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static pthread_barrier_t bar;
 static int fds[2];
+static long deep(long kind, int n, long acc);
+/* the recursion goes through a volatile pointer so it is not turned into a loop */
+static long (*volatile again)(long, int, long) = deep;
 
 static void park(long kind) {
     switch (kind) {
@@ -30,7 +33,7 @@ __attribute__((noinline)) static long deep(long kind, int n, long acc) {
         return acc;
     }
     long a2 = acc * 17 + n + kind;
-    return deep(kind, n - 1, a2) + a2;
+    return again(kind, n - 1, a2) + a2;
 }
 
 static void *worker(void *arg) {

@@ -1,0 +1,185 @@
+"""The CFI unwinder against LLDB on real, parked processes.
+
+Method: see ``test_unwind_support``.  Each test builds a sample at test time,
+parks it, unwinds every thread with :class:`mappedtrace.unwind.Unwinder` under
+ptrace, then lets LLDB attach to the same parked process and compares PCs and
+CFAs frame by frame, and the callee-saved registers (plus rsp) that both know.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+import mappedtrace
+from mappedtrace.target.base import CALLEE_SAVED
+from mappedtrace.unwind import UCONTEXT_GREGS, Unwinder
+
+from test_unwind_support import TOTAL, Parked, build_c, cross_check, ours
+
+pytestmark = pytest.mark.timeout(120)
+
+C_VARIANTS = {
+    "O0": ["-O0", "-g"],
+    "O2": ["-O2", "-g"],
+    "O2-nofp": ["-O2", "-g", "-fomit-frame-pointer"],
+    "O1-fp": ["-O1", "-g", "-fno-omit-frame-pointer"],
+}
+
+
+def _names(frames) -> list[str]:
+    return [f.function or "??" for f in frames]
+
+
+@pytest.mark.parametrize("variant", sorted(C_VARIANTS))
+@pytest.mark.parametrize("mode", ["read", "nanosleep", "futex"])
+def test_deep_recursion_matches_lldb(tmp_path, variant, mode):
+    exe = build_c(tmp_path, "unwind_deep.c", f"deep-{variant}", *C_VARIANTS[variant])
+    depth = 20
+    with Parked([exe, str(depth), mode]) as p:
+        tally, mine, warnings = cross_check(p.pid, f"deep-{variant}-{mode}")
+    print(f"deep {variant} {mode}: {tally}")
+    assert not tally.mismatches, "\n".join(tally.mismatches)
+    (frames,) = mine.values()
+    names = _names(frames)
+    assert names.count("recurse") == depth + 1, names
+    assert "main" in names and "block_forever" in names
+    assert all(f.how in ("top", "cfi") for f in frames), [f.how for f in frames]
+    # registers of frames > 0 are only callee-saved ones, rsp and rip
+    for f in frames[1:]:
+        assert set(f.regs) <= set(CALLEE_SAVED) | {"rsp", "rip"}, f.regs
+    # the CFA grows strictly; each frame's stack range starts where the callee's ends
+    for a, b in zip(frames, frames[1:]):
+        assert a.sp_high == b.sp_low and b.sp_low < b.sp_high
+    assert not warnings, warnings
+    assert tally.regs >= 6 * len(frames) // 2
+
+
+@pytest.mark.parametrize("altstack", [False, True])
+def test_signal_handler_frames(tmp_path, altstack):
+    exe = build_c(tmp_path, "unwind_signal.c", "sig", "-O2", "-g")
+    argv = [exe, "6"] + (["altstack"] if altstack else [])
+    with Parked(argv) as p:
+        tally, mine, warnings = cross_check(p.pid, f"signal-alt{altstack}")
+    print(f"signal altstack={altstack}: {tally}")
+    assert not tally.mismatches, "\n".join(tally.mismatches)
+    (frames,) = mine.values()
+    names = _names(frames)
+    assert "__restore_rt" in names, names
+    i = names.index("__restore_rt")
+    interrupted = frames[i + 1]
+    assert interrupted.how == "signal"
+    # every general register comes back from the ucontext_t
+    assert set(UCONTEXT_GREGS) - {"eflags"} <= set(interrupted.regs)
+    # on_usr1 tail-calls handler_deep at -O2, so it has no frame of its own
+    assert names.count("recurse") == 7 and "main" in names and names.count("handler_deep") == 4
+    if altstack:
+        # the handler ran on another stack: the walk crossed stacks and went on
+        assert frames[i].sp_low < frames[0].sp_low + (1 << 16) and abs(interrupted.sp_low - frames[i].sp_low) > 1 << 12
+    assert not warnings, warnings
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O2"])
+def test_threads_match_lldb(tmp_path, opt):
+    exe = build_c(tmp_path, "unwind_threads.c", "threads", opt, "-g")
+    with Parked([exe]) as p:
+        tally, mine, warnings = cross_check(p.pid, f"threads{opt}")
+    print(f"threads {opt}: {tally}")
+    assert not tally.mismatches, "\n".join(tally.mismatches)
+    assert len(mine) == 5
+    depths = sorted(_names(fr).count("deep") for tid, fr in mine.items() if tid != p.pid)
+    assert depths == [3, 6, 9, 12], depths
+    for tid, frames in mine.items():
+        names = _names(frames)
+        # threads end in clone3 (whose CFI marks rip undefined), the main thread in _start
+        assert names[-1] in ("clone3", "_start", "__clone3"), names
+    assert not warnings, warnings
+
+
+def test_frame_pointer_fallback(tmp_path):
+    exe = build_c(tmp_path, "unwind_nocfi.c", "nocfi", "-O2", "-fno-asynchronous-unwind-tables",
+                  "-fno-unwind-tables", "-fno-omit-frame-pointer")
+    with Parked([exe, "5"]) as p:
+        tally, mine, warnings = cross_check(p.pid, "nocfi")
+    print(f"frame-pointer fallback: {tally}")
+    assert not tally.mismatches, "\n".join(tally.mismatches)
+    (frames,) = mine.values()
+    fp = [f for f in frames if f.how == "frame-pointer"]
+    assert [f.function for f in fp][:5] == ["nocfi_recurse"] * 5, _names(frames)
+    for f in fp:
+        # only rbp (from the chain), rsp and rip are known: nothing else is guessed
+        assert set(f.regs) <= {"rbp", "rsp", "rip"}, f.regs
+    assert "main" in _names(frames)
+    assert not warnings, warnings
+
+
+def test_unwind_is_cached_and_quick(tmp_path):
+    """Re-unwinding costs little: CFI rows are cached per PC; libc is never fully parsed."""
+    import time
+    exe = build_c(tmp_path, "unwind_threads.c", "threads", "-O2", "-g")
+    with Parked([exe]) as p, mappedtrace.attach(p.pid) as t:
+        u = Unwinder(t)
+        t0 = time.perf_counter()
+        first = [u.unwind(th) for th in t.threads]
+        t1 = time.perf_counter()
+        again = [u.unwind(th) for th in t.threads]
+        t2 = time.perf_counter()
+    print(f"first unwind of 5 threads {1e3 * (t1 - t0):.1f} ms, again {1e3 * (t2 - t1):.1f} ms")
+    assert [[f.pc for f in x] for x in first] == [[f.pc for f in x] for x in again]
+    assert t1 - t0 < 1.5 and t2 - t1 < 0.2
+
+
+def test_depth_bound_and_warnings(tmp_path):
+    exe = build_c(tmp_path, "unwind_deep.c", "deep", "-O2", "-g")
+    with Parked([exe, "50"]) as p, mappedtrace.attach(p.pid) as t:
+        u = Unwinder(t, max_depth=10)
+        frames = u.unwind(t.threads[0])
+        assert len(frames) == 10
+        assert any("depth bound" in w for w in u.warnings), u.warnings
+
+
+def test_bad_stack_stops_with_warning(tmp_path):
+    """Garbage registers never raise: the walk stops with a one-line warning."""
+    from mappedtrace.target.base import ThreadState
+    exe = build_c(tmp_path, "unwind_deep.c", "deep", "-O2", "-g")
+    with Parked([exe, "3"]) as p, mappedtrace.attach(p.pid) as t:
+        th = t.threads[0]
+        cases = {
+            "unmapped rsp": dict(th.regs, rsp=0x10, rbp=0x20),
+            "pc in no module, rbp garbage": dict(th.regs, rip=0x1234, rbp=0xdead0000),
+            "pc in no module, rbp absent": {k: v for k, v in th.regs.items() if k != "rbp"} | {"rip": 0x1234},
+            # the return address is read from the last word of the stack: garbage
+            "rsp at the stack's end": dict(th.regs, rsp=t.mapping_at(th.regs["rsp"]).end - 8),
+        }
+        for what, regs in cases.items():
+            u = Unwinder(t)
+            frames = u.unwind(ThreadState(th.tid, regs))
+            assert 1 <= len(frames) <= 512, what
+            assert u.warnings and all("\n" not in w for w in u.warnings), (what, u.warnings)
+
+
+def test_rust_std_sleep_and_mutex(tmp_path):
+    import shutil
+    rustc = shutil.which("rustc")
+    if not rustc:
+        pytest.skip("rustc is not installed")
+    src = os.path.join(os.path.dirname(__file__), "..", "samples", "unwind_rust.rs")
+    exe = tmp_path / "urust"
+    r = subprocess.run([rustc, "-g", "-C", "opt-level=2", "-o", str(exe), src],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with Parked([str(exe)]) as p:
+        tally, mine, warnings = cross_check(p.pid, "rust")
+    print(f"rust: {tally}")
+    assert not tally.mismatches, "\n".join(tally.mismatches)
+    assert len(mine) == 3
+    joined = [" ".join(_names(f)) for f in mine.values()]
+    assert any("sleeper" in j for j in joined) and any("waiter" in j for j in joined), joined
+    assert not warnings, warnings
+
+
+def test_zz_report():
+    """Print the totals of every cross-check run in this session (see -s)."""
+    print(f"\nunwind cross-check total: {TOTAL}")
+    assert not TOTAL.mismatches
