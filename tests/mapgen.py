@@ -285,3 +285,61 @@ def decoded_table_as_readobj(t) -> dict:
             "records": [(r.id, r.instruction_offset,
                          [(l.kind, l.size, l.dwarf_reg, l.offset) for l in r.locations],
                          [(lo.dwarf_reg, lo.size) for lo in r.live_outs]) for r in t.records]}
+
+
+# ------------------------------------------------------ a binary with maps
+
+SAMPLE_MAIN = r"""
+#include <stdio.h>
+#include <stdlib.h>
+struct node { long v; struct node *next; };
+struct node *kept;
+_Thread_local struct node *tls_node;
+_Thread_local long tls_pad[3];
+void consume(void *p) { if (p) printf("%p\n", p); }
+__attribute__((noinline)) long plain_c(long x) { return x * 3; }
+int main(void) {
+    kept = malloc(sizeof *kept);
+    tls_node = kept;
+    return (int)plain_c(0);
+}
+"""
+
+
+def build_sample_binary(d: Path) -> dict:
+    """A non-PIE binary: llc-22 output of stackmap_inputs/statepoint_basic.ll
+    linked with :data:`SAMPLE_MAIN`, plus a generated ``.mtmap`` (added with
+    llvm-objcopy-22) whose addresses come from the binary's symbols.
+
+    :returns: ``{"dir", "exe" (no .mtmap), "full" (with it), "syms", "obj"}``
+    """
+    from mappedtrace.formats import elf
+    llc, clang, objcopy = tool("llc-22"), tool("clang-22"), tool("llvm-objcopy-22")
+    obj = d / "sb.o"
+    run([llc, "-O2", "-filetype=obj", str(REPO / "tests/stackmap_inputs/statepoint_basic.ll"), "-o", str(obj)])
+    src = d / "main.c"
+    src.write_text(SAMPLE_MAIN)
+    exe = d / "prog"
+    run([clang, "-O1", "-g", "-no-pie", "-fno-pie", "-Wl,--build-id", "-o", str(exe), str(src), str(obj)])
+    syms = {s.name: s for s in elf.symbols(str(exe))}
+    node, weird = 0x1111, 0x2222
+    chunk = encode_chunk(
+        "prog", [MType(node, "struct node", 16, slots=[MSlot(8, node)]),
+                 MType(weird, "struct [weird] name", 8, slots=[MSlot(0, 0, flags=1)])],
+        [MFunc("two_calls", syms["two_calls"].addr, 0, "", 2, 0, 0, [MAlloca("slot", node, 32)]),
+         MFunc("loop", syms["loop"].addr, 0, "", 0, 1, 0),
+         MFunc("main", syms["main"].addr, 1, "uses setjmp", 0, 0, 0)],
+        [MGlobal("kept", syms["kept"].addr, 8, node), MGlobal("tls_node", 0, 8, node, flags=1),
+         MGlobal("tls_missing", 0, 8, node, flags=1)])
+    (d / "mtmap.bin").write_bytes(chunk)
+    full = d / "prog_mt"
+    run([objcopy, "--add-section", f".mtmap={d / 'mtmap.bin'}", str(exe), str(full)])
+    return {"dir": d, "exe": str(exe), "full": str(full), "syms": syms, "obj": str(obj)}
+
+
+def replace_section(binary: str, name: str, data: bytes, out: Path) -> Path:
+    """A copy of ``binary`` whose section ``name`` holds ``data`` (same size or not)."""
+    blob = out.with_suffix(".sec")
+    blob.write_bytes(data)
+    run([tool("llvm-objcopy-22"), "--update-section", f"{name}={blob}", binary, str(out)])
+    return out

@@ -16,50 +16,11 @@ from mappedtrace.formats.maps import SKIPPED_NO_MTMAP, BinaryMaps
 
 INPUTS = Path(__file__).parent / "stackmap_inputs"
 
-C_MAIN = r"""
-#include <stdio.h>
-#include <stdlib.h>
-struct node { long v; struct node *next; };
-struct node *kept;
-_Thread_local struct node *tls_node;
-_Thread_local long tls_pad[3];
-void consume(void *p) { if (p) printf("%p\n", p); }
-__attribute__((noinline)) long plain_c(long x) { return x * 3; }
-ptr_fn_dummy(void) { return 0; }
-int main(void) {
-    kept = malloc(sizeof *kept);
-    tls_node = kept;
-    return (int)plain_c(0);
-}
-"""
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    llc, clang, objcopy = (mg.tool(t) for t in ("llc-22", "clang-22", "llvm-objcopy-22"))
-    if not (llc and clang and objcopy):
+    if not all(mg.tool(t) for t in ("llc-22", "clang-22", "llvm-objcopy-22")):
         pytest.skip("needs llc-22, clang-22, llvm-objcopy-22")
-    d = tmp_path_factory.mktemp("maps")
-    obj = d / "sb.o"
-    mg.run([llc, "-O2", "-filetype=obj", str(INPUTS / "statepoint_basic.ll"), "-o", str(obj)])
-    src = d / "main.c"
-    src.write_text(C_MAIN.replace("ptr_fn_dummy(void)", "int ptr_fn_dummy(void)"))
-    exe = d / "prog"
-    mg.run([clang, "-O1", "-g", "-no-pie", "-fno-pie", "-Wl,--build-id", "-o", str(exe), str(src), str(obj)])
-    syms = {s.name: s for s in elf.symbols(str(exe))}
-    node, tree_t = 0x1111, 0x2222
-    chunk = mg.encode_chunk(
-        "prog", [mg.MType(node, "struct node", 16, slots=[mg.MSlot(8, node)]),
-                 mg.MType(tree_t, "struct [weird] name", 8, slots=[mg.MSlot(0, 0, flags=1)])],
-        [mg.MFunc("two_calls", syms["two_calls"].addr, 0, "", 2, 0, 0, [mg.MAlloca("slot", node, 32)]),
-         mg.MFunc("loop", syms["loop"].addr, 0, "", 0, 1, 0),
-         mg.MFunc("main", syms["main"].addr, 1, "uses setjmp", 0, 0, 0)],
-        [mg.MGlobal("kept", syms["kept"].addr, 8, node), mg.MGlobal("tls_node", 0, 8, node, flags=1),
-         mg.MGlobal("tls_missing", 0, 8, node, flags=1)])
-    (d / "mtmap.bin").write_bytes(chunk)
-    full = d / "prog_mt"
-    mg.run([objcopy, "--add-section", f".mtmap={d / 'mtmap.bin'}", str(exe), str(full)])
-    return {"dir": d, "exe": str(exe), "full": str(full), "syms": syms, "obj": str(obj)}
+    return mg.build_sample_binary(tmp_path_factory.mktemp("maps"))
 
 
 def test_join(built):
