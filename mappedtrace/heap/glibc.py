@@ -49,6 +49,7 @@ from __future__ import annotations
 import bisect
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -247,6 +248,34 @@ def _find_symbols(path: str, names: tuple[str, ...]) -> dict[str, _Sym | None]:
     return out
 
 
+class ChunkList(Sequence):
+    """A read-only, list-like view of some of a heap's chunks (made on access)."""
+
+    def __init__(self, heap: "GlibcHeap", index: np.ndarray | None):
+        self._heap = heap
+        self._index = None if index is None else index.tolist()
+
+    def __len__(self) -> int:
+        return len(self._heap.headers) if self._index is None else len(self._index)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        return self._heap._chunk(i if self._index is None else self._index[i])
+
+    def __iter__(self):
+        mk = self._heap._chunk
+        return (mk(i) for i in (range(len(self)) if self._index is None else self._index))
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} chunks>"
+
+
 def _reveal(pos: int, stored: int) -> int:
     """glibc's ``REVEAL_PTR``: undo safe-linking of a pointer stored at ``pos``."""
     return (pos >> 12) ^ stored
@@ -275,7 +304,7 @@ class GlibcHeap:
         self.arenas: list[Arena] = []
         self.mp: dict[str, int] | None = None
         self._mem = _Memory(target)
-        self._chunk_list: list[Chunk] | None = None
+        self._lists: tuple | None = None
         libc = modules.find("libc.so") or modules.find("libc-")
         if libc is None:
             raise HeapError("no glibc (libc.so.6) is mapped in the target",
@@ -473,47 +502,64 @@ class GlibcHeap:
         """Chunk header offsets (from ``base``) and raw size fields from ``first`` to ``top`` (or ``end``).
 
         Stops at the top chunk (included), or at the fence posts that close a
-        non-last thread heap.  Bounded: each step advances at least MINSIZE.
+        non-last thread heap.  The hot loop only follows size fields (at
+        least 32 bytes per step, so it is bounded by the segment's size);
+        the headers are checked afterwards with numpy and the first bad one
+        is named.
         """
-        off = first - base
-        end_off = end - base
-        top_off = -1 if top is None else top - base
-        offs: list[int] = []
-        raws: list[int] = []
-        append_o, append_r = offs.append, raws.append
-        while off < end_off:
-            if off + CHUNK_HDR_SZ > end_off:
-                raise HeapCorrupted(label, base + off, f"chunk header runs past the heap end {end:#x}")
-            raw = words[(off >> 3) + 1]
-            sz = raw & ~SIZE_BITS
-            if off == top_off:
-                append_o(off)
-                append_r(raw)
-                if off + sz != end_off:
-                    raise HeapCorrupted(label, base + off, f"top chunk size {sz:#x} does not reach the heap end {end:#x}")
-                break
-            if sz < MINSIZE or sz & (MALLOC_ALIGNMENT - 1) or off + sz > end_off or raw & IS_MMAPPED:
-                # fence posts closing a thread heap: a 0x10 chunk then a 0 header at the very end
-                if sz == 0 and off + CHUNK_HDR_SZ == end_off:
-                    break
-                if sz == CHUNK_HDR_SZ and off + 2 * CHUNK_HDR_SZ == end_off \
-                        and words[(off >> 3) + 3] & ~SIZE_BITS == 0:
-                    break
-                why = ("size field is 0" if sz == 0 else
-                       f"size {sz:#x} is below the minimum {MINSIZE:#x}" if sz < MINSIZE else
-                       f"size {sz:#x} is not {MALLOC_ALIGNMENT}-aligned" if sz & (MALLOC_ALIGNMENT - 1) else
-                       f"size {sz:#x} runs past the heap end {end:#x}" if off + sz > end_off else
-                       f"IS_MMAPPED set in an arena chunk (size field {raw:#x})")
-                raise HeapCorrupted(label, base + off, why)
-            if top_off > 0 and off < top_off < off + sz:
-                raise HeapCorrupted(label, base + off, f"size {sz:#x} runs over the top chunk at {top:#x}")
-            append_o(off)
-            append_r(raw)
-            off += sz
+        o = (first - base) >> 3
+        end_w = (end - base) >> 3
+        if top is not None:
+            lim = (top - base) >> 3
+            if not o <= lim <= end_w - 2:
+                raise HeapCorrupted(label, top, f"top chunk lies outside its heap [{base:#x}, {end:#x})")
         else:
-            if top is not None:
+            lim = end_w - 1             # a header needs two words
+        w = words
+        offs: list[int] = []
+        app = offs.append
+        while o < lim:
+            app(o)
+            s = w[o + 1] >> 3           # size in words, flag bits shifted out
+            if s < 4:                   # below MINSIZE: corrupt, or a fence post
+                break
+            o += s
+        nw = np.frombuffer(words, dtype="<u8")
+        idx = np.asarray(offs, dtype=np.int64)
+        raw = nw[idx + 1] if len(idx) else np.zeros(0, np.uint64)
+        sz = (raw & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
+        stop = end_w if top is None else lim
+        bad = (sz < MINSIZE) | (sz & (MALLOC_ALIGNMENT - 1) != 0) | ((raw & np.uint64(IS_MMAPPED)) != 0) \
+            | (idx + (sz >> 3) > stop)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            off, size, r = int(idx[i]) * 8, int(sz[i]), int(raw[i])
+            end_off = end - base
+            fence = i == len(idx) - 1 and top is None and (
+                (size == 0 and off + CHUNK_HDR_SZ == end_off) or
+                (size == CHUNK_HDR_SZ and off + 2 * CHUNK_HDR_SZ == end_off and int(nw[(off >> 3) + 3]) >> 3 == 0))
+            if not fence:
+                why = ("size field is 0" if size == 0 else
+                       f"size {size:#x} is below the minimum {MINSIZE:#x}" if size < MINSIZE else
+                       f"size {size:#x} is not {MALLOC_ALIGNMENT}-aligned" if size & (MALLOC_ALIGNMENT - 1) else
+                       f"IS_MMAPPED set in an arena chunk (size field {r:#x})" if r & IS_MMAPPED else
+                       f"size {size:#x} runs past the heap end {end:#x}" if top is None else
+                       f"size {size:#x} runs over the top chunk at {top:#x}")
+                raise HeapCorrupted(label, base + off, why)
+            idx, raw = idx[:-1], raw[:-1]
+        elif top is None:
+            if o != end_w:
+                raise HeapCorrupted(label, base + o * 8, f"chunk header runs past the heap end {end:#x}")
+        if top is not None:
+            if o != lim:
                 raise HeapCorrupted(label, top, "top chunk not reached by the walk")
-        return np.asarray(offs, dtype=np.int64), np.asarray(raws, dtype=np.uint64)
+            traw = int(nw[lim + 1])
+            if lim + ((traw & ~SIZE_BITS) >> 3) != end_w:
+                raise HeapCorrupted(label, top, f"top chunk size {traw & ~SIZE_BITS:#x} does not reach "
+                                                f"the heap end {end:#x}")
+            idx = np.append(idx, lim)
+            raw = np.append(raw, np.uint64(traw))
+        return idx * 8, raw
 
     def _walk_all(self) -> None:
         hdrs, raws, arena_idx = [], [], []
@@ -558,6 +604,7 @@ class GlibcHeap:
         if len(self.headers) > 1 and (np.diff(self.headers) <= 0).any():
             i = int(np.flatnonzero(np.diff(self.headers) <= 0)[0])
             raise HeapCorrupted("heap", int(self.headers[i + 1]), "chunk found twice (overlapping heaps)")
+        self._hdr_list = self.headers.tolist()
         self._classify()
         self._make_stats()
 
@@ -599,8 +646,9 @@ class GlibcHeap:
 
     # --- free lists -------------------------------------------------------
     def _chunk_index(self, hdr: int) -> int:
-        i = int(np.searchsorted(self.headers, hdr))
-        return i if i < len(self.headers) and int(self.headers[i]) == hdr else -1
+        hl = self._hdr_list
+        i = bisect.bisect_left(hl, hdr)
+        return i if i < len(hl) and hl[i] == hdr else -1
 
     def _mark(self, hdr: int, code: int, label: str, expect_size: int | None = None) -> None:
         i = self._chunk_index(hdr)
@@ -799,30 +847,46 @@ class GlibcHeap:
     # ------------------------------------------------------------------
     # public view
 
+    def _py(self) -> tuple[list[int], list[int], list[int], list[int], list[str]]:
+        """Python lists of the arrays (bisect and object creation are faster on them)."""
+        if self._lists is None:
+            names = [a.label for a in self.arenas] + ["mmapped"]
+            table = [f"{names[ai]}/{LISTS[lc]}" if lc >= 0 else names[ai]
+                     for ai in range(-1, len(self.arenas)) for lc in range(-1, len(LISTS))]
+            code = (self.arena_index.astype(np.int64) + 1) * (len(LISTS) + 1) + self.list_code.astype(np.int64) + 1
+            # arena index -1 (mmapped) maps to names[-1] through the table's first row
+            self._lists = (self._hdr_list, self.addresses.tolist(), self.usable.tolist(),
+                           self.chunk_sizes.tolist(), [table[c] for c in code.tolist()])
+        return self._lists
+
     def _chunk(self, i: int) -> Chunk:
-        ai = int(self.arena_index[i])
-        where = "mmapped" if ai < 0 else self.arenas[ai].label
-        if self.state[i] == FREE:
-            return Chunk(int(self.addresses[i]), int(self.usable[i]), int(self.chunk_sizes[i]), "free",
-                         f"{where}/{LISTS[self.list_code[i]]}")
-        return Chunk(int(self.addresses[i]), int(self.usable[i]), int(self.chunk_sizes[i]), "in-use", where)
+        _, addr, usable, csize, where = self._py()
+        w = where[i]
+        return Chunk(addr[i], usable[i], csize[i], "free" if "/" in w else "in-use", w)
 
-    def chunks(self) -> list[Chunk]:
-        """Every chunk of every arena and every mmapped chunk, sorted by address, classified."""
-        if self._chunk_list is None:
-            self._chunk_list = [self._chunk(i) for i in range(len(self.headers))]
-        return self._chunk_list
+    def chunks(self) -> "ChunkList":
+        """Every chunk of every arena and every mmapped chunk, sorted by address, classified.
 
-    def in_use(self) -> list[Chunk]:
-        """The chunks the program holds (in use), sorted by address."""
-        if self._chunk_list is not None:
-            return [c for c in self._chunk_list if c.state == "in-use"]
-        return [self._chunk(int(i)) for i in np.flatnonzero(self.state == IN_USE)]
+        :returns: a read-only list-like sequence that makes the :class:`Chunk`
+            objects as they are accessed (a 4 M-chunk heap would spend seconds
+            making them all); ``list(heap.chunks())`` gives a real list.  The
+            numpy arrays :attr:`addresses`, :attr:`usable`, :attr:`chunk_sizes`,
+            :attr:`state` hold the same data column-wise.
+        """
+        return ChunkList(self, None)
+
+    def in_use(self) -> "ChunkList":
+        """The chunks the program holds (state ``"in-use"``), sorted by address (list-like, as :meth:`chunks`)."""
+        return ChunkList(self, np.flatnonzero(self.state == IN_USE))
 
     def find(self, addr: int) -> Chunk | None:
-        """The chunk whose memory (header included) contains ``addr``, or None."""
-        i = int(np.searchsorted(self.headers, addr, side="right")) - 1
-        if i >= 0 and addr < int(self.headers[i]) + int(self.chunk_sizes[i]):
+        """The chunk whose memory (header included) contains ``addr``, or None.
+
+        Interior pointers find their chunk; so does a pointer to the header.
+        """
+        hdrs = self._py()[0]
+        i = bisect.bisect_right(hdrs, addr) - 1
+        if i >= 0 and addr < hdrs[i] + self._lists[3][i]:
             return self._chunk(i)
         return None
 
