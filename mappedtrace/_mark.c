@@ -1,0 +1,373 @@
+/* _mark.c — the marking kernel of mappedtrace.trace (DESIGN step 8).
+ *
+ * Compiled with cffi (API mode) by mappedtrace/_markkernel.py on first use.
+ * mappedtrace/trace.py holds the specification of the algorithm (typing
+ * rules, phases, edge flags); mappedtrace/trace.py::_NumpyMarker is the
+ * vectorised fallback and must produce the identical graph.  Keep both in
+ * step.
+ *
+ * Nothing here trusts a count from the target: every read of object memory is
+ * bounded by the chunk's usable size, every slot run by its object's size.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* node state bits (mirror of trace.py ST_*) */
+#define ST_REACHED   0x01u
+#define ST_TYPED     0x02u   /* typed by a pointer at an element offset */
+#define ST_UNKNOWN   0x04u   /* reached through an untyped/interior/conservative pointer */
+#define ST_AMBIG     0x08u   /* reached with two different pointer-bearing types */
+#define ST_SCALAR    0x10u   /* reached at offset 0 by a pointer to a pointer-free type */
+#define ST_CQUEUED   0x20u   /* queued for (or done) a conservative scan */
+
+/* slot flags (FORMAT.md §2) */
+#define SLOT_UNTYPED      0x1u
+#define SLOT_FUNCTION     0x2u
+#define SLOT_CONSERVATIVE 0x4u
+#define SLOT_WEAK         0x8u
+#define TYPE_FLEX         0x2u
+
+/* edge flags (mirror of graph.py EDGE_*) */
+#define EDGE_EXACT     0x1u
+#define EDGE_WEAK      0x2u
+#define EDGE_TYPEDSCAN 0x4u
+#define EDGE_UNREACHED 0x8u
+
+struct mt_edge {
+    int64_t src;
+    int64_t dst;
+    uint64_t src_off;
+    uint64_t dst_off;
+    uint32_t flags;
+    uint32_t pad;
+};
+
+struct mt_heap {
+    int64_t n;                 /* chunks, sorted by start, not overlapping */
+    const uint64_t *starts;
+    const uint64_t *sizes;     /* usable bytes */
+    const int64_t *memoff;     /* offset of the chunk's bytes in mem, -1 unreadable */
+    const uint8_t *mem;
+    uint64_t memlen;
+    /* bucket index over [lo, lo + (nbuckets << shift)): bucket[b] = index of the
+     * last chunk starting at or before the bucket's first address (-1 none) */
+    uint64_t lo, hi;
+    uint32_t shift;
+    int64_t nbuckets;
+    const int64_t *bucket;
+    /* classification of values that are not heap edges: sorted [lo, hi) pairs */
+    int64_t nheapmaps;
+    const uint64_t *heapmaps;
+    int64_t nmaps;
+    const uint64_t *maps;
+};
+
+struct mt_types {
+    int64_t n;
+    const uint64_t *size;
+    const uint32_t *flags;
+    const int64_t *slot_lo;
+    const int64_t *slot_hi;
+    const int64_t *elem;       /* FLEX element type index, -1 none */
+    const uint64_t *flex_off;
+    const uint8_t *hasptr;     /* the type (or its flex element) has pointer slots */
+    const uint64_t *s_off;
+    const uint64_t *s_count;
+    const uint64_t *s_stride;
+    const int64_t *s_target;   /* type index, -1 unknown */
+    const uint32_t *s_flags;
+};
+
+struct mt_out {
+    uint8_t *state;            /* per node */
+    int64_t *type;             /* per node: type index of ST_TYPED, else -1 */
+    int64_t *scalar_type;      /* per node: type index of ST_SCALAR, else -1 */
+    struct mt_edge *edges;     /* malloc'ed, grown; free with mt_free */
+    int64_t nedges, capedges;
+    uint64_t counters[8];      /* 0 dangling, 1 static, 2 typed words, 3 conservative words,
+                                  4 unreadable chunks, 5 out of memory */
+};
+
+struct mt_queue { int64_t *v; int64_t head, tail, cap; };
+
+static int q_push(struct mt_queue *q, int64_t x)
+{
+    if (q->tail == q->cap) {
+        int64_t cap = q->cap ? q->cap * 2 : 1024;
+        int64_t *v = realloc(q->v, (size_t)cap * sizeof *v);
+        if (!v)
+            return -1;
+        q->v = v;
+        q->cap = cap;
+    }
+    q->v[q->tail++] = x;
+    return 0;
+}
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static int in_ranges(const uint64_t *r, int64_t n, uint64_t v)
+{
+    int64_t a = 0, b = n;       /* first range with hi > v */
+    while (a < b) {
+        int64_t m = (a + b) / 2;
+        if (r[2 * m + 1] <= v)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a < n && r[2 * a] <= v;
+}
+
+int64_t mt_find(const struct mt_heap *h, uint64_t v)
+{
+    if (h->n == 0 || v < h->lo || v >= h->hi)
+        return -1;
+    int64_t b = (int64_t)((v - h->lo) >> h->shift);
+    int64_t a, z;
+    if (b >= h->nbuckets)
+        b = h->nbuckets - 1;
+    a = h->bucket[b];
+    z = b + 1 < h->nbuckets ? h->bucket[b + 1] : h->n - 1;
+    if (a < 0)
+        a = 0;
+    /* last chunk in [a, z] with start <= v */
+    int64_t lo = a, hi = z + 1;
+    while (lo < hi) {
+        int64_t m = (lo + hi) / 2;
+        if (h->starts[m] <= v)
+            lo = m + 1;
+        else
+            hi = m;
+    }
+    int64_t i = lo - 1;
+    if (i < 0 || v - h->starts[i] >= h->sizes[i])
+        return -1;
+    return i;
+}
+
+static int emit(struct mt_out *o, int64_t src, uint64_t soff, int64_t dst, uint64_t doff, uint32_t fl)
+{
+    if (o->nedges == o->capedges) {
+        int64_t cap = o->capedges ? o->capedges * 2 : 4096;
+        struct mt_edge *e = realloc(o->edges, (size_t)cap * sizeof *e);
+        if (!e) {
+            o->counters[5]++;
+            return -1;
+        }
+        o->edges = e;
+        o->capedges = cap;
+    }
+    struct mt_edge *e = &o->edges[o->nedges++];
+    e->src = src;
+    e->dst = dst;
+    e->src_off = soff;
+    e->dst_off = doff;
+    e->flags = fl;
+    e->pad = 0;
+    return 0;
+}
+
+/* The visit rule (trace.py "Typing rule"). Returns -1 on out of memory. */
+static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+                 struct mt_queue *q, int64_t d, int64_t ti, uint64_t doff)
+{
+    uint8_t *st = &o->state[d];
+    *st |= ST_REACHED;
+    if (ti < 0) {
+        *st |= ST_UNKNOWN;
+        return 0;
+    }
+    if (!t->hasptr[ti]) {
+        if (doff != 0) {
+            *st |= ST_UNKNOWN;
+        } else if (!(*st & ST_SCALAR)) {
+            *st |= ST_SCALAR;
+            o->scalar_type[d] = ti;
+        }
+        return 0;
+    }
+    uint64_t tsz = t->size[ti];
+    int aligned = doff == 0 ||
+        (tsz > 0 && !(t->flags[ti] & TYPE_FLEX) && doff % tsz == 0 && h->sizes[d] >= 2 * tsz);
+    if (!aligned) {
+        *st |= ST_UNKNOWN;
+        return 0;
+    }
+    if (*st & ST_TYPED) {
+        if (o->type[d] != ti)
+            *st |= ST_AMBIG;
+        return 0;
+    }
+    *st |= ST_TYPED;
+    o->type[d] = ti;
+    return q_push(q, d);
+}
+
+static int handle(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+                  struct mt_queue *q, int64_t src, uint64_t off, uint64_t v,
+                  int64_t target, uint32_t sfl)
+{
+    int64_t d = mt_find(h, v);
+    if (d >= 0) {
+        uint32_t fl = EDGE_TYPEDSCAN;
+        if (!(sfl & SLOT_CONSERVATIVE))
+            fl |= EDGE_EXACT;
+        if (sfl & SLOT_WEAK)
+            fl |= EDGE_WEAK;
+        if (emit(o, src, off, d, v - h->starts[d], fl))
+            return -1;
+        if (sfl & SLOT_WEAK)     /* followed for the graph, but keeps nothing alive */
+            return 0;
+        if (sfl & (SLOT_UNTYPED | SLOT_CONSERVATIVE))
+            target = -1;
+        return visit(h, t, o, q, d, target, v - h->starts[d]);
+    }
+    if (!(sfl & SLOT_CONSERVATIVE)) {
+        if (in_ranges(h->heapmaps, h->nheapmaps, v) || !in_ranges(h->maps, h->nmaps, v))
+            o->counters[0]++;
+        else
+            o->counters[1]++;
+    }
+    return 0;
+}
+
+/* The slots of type ti laid at byte base of node d, bounded by limit. */
+static int scan_slots(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+                      struct mt_queue *q, int64_t d, const uint8_t *p, int64_t ti,
+                      uint64_t base, uint64_t limit)
+{
+    for (int64_t s = t->slot_lo[ti]; s < t->slot_hi[ti]; s++) {
+        uint32_t sfl = t->s_flags[s];
+        if (sfl & SLOT_FUNCTION)
+            continue;
+        uint64_t cnt = t->s_count[s] ? t->s_count[s] : 1;
+        uint64_t stride = t->s_stride[s];
+        if (stride == 0)
+            cnt = 1;
+        for (uint64_t i = 0; i < cnt; i++) {
+            uint64_t off = base + t->s_off[s] + i * stride;
+            if (off + 8 > limit || off < base)
+                break;
+            o->counters[2]++;
+            uint64_t v = load64(p + off);
+            if (v && handle(h, t, o, q, d, off, v, t->s_target[s], sfl))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int scan_typed(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+                      struct mt_queue *q, int64_t d, int64_t ti)
+{
+    uint64_t size = h->sizes[d], tsz = t->size[ti];
+    if (h->memoff[d] < 0)
+        return 0;
+    const uint8_t *p = h->mem + h->memoff[d];
+    if (t->flags[ti] & TYPE_FLEX) {
+        if (scan_slots(h, t, o, q, d, p, ti, 0, size))
+            return -1;
+        int64_t e = t->elem[ti];
+        if (e >= 0 && t->size[e] > 0)
+            for (uint64_t off = t->flex_off[ti]; off + t->size[e] <= size; off += t->size[e])
+                if (scan_slots(h, t, o, q, d, p, e, off, size))
+                    return -1;
+        return 0;
+    }
+    uint64_t nel = tsz ? size / tsz : 1;
+    if (nel < 1)
+        nel = 1;
+    for (uint64_t k = 0; k < nel; k++)
+        if (scan_slots(h, t, o, q, d, p, ti, k * tsz, size))
+            return -1;
+    return 0;
+}
+
+static int scan_cons(const struct mt_heap *h, struct mt_out *o, struct mt_queue *q,
+                     int64_t d, uint32_t extra, int reach)
+{
+    if (h->memoff[d] < 0)
+        return 0;
+    const uint8_t *p = h->mem + h->memoff[d];
+    uint64_t size = h->sizes[d];
+    for (uint64_t off = 0; off + 8 <= size; off += 8) {
+        uint64_t v = load64(p + off);
+        if (v < h->lo || v >= h->hi)
+            continue;
+        int64_t c = mt_find(h, v);
+        if (c < 0)
+            continue;
+        if (emit(o, d, off, c, v - h->starts[c], extra))
+            return -1;
+        if (!reach)
+            continue;
+        uint8_t *st = &o->state[c];
+        *st |= ST_REACHED | ST_UNKNOWN;
+        if (!(*st & (ST_TYPED | ST_SCALAR | ST_CQUEUED))) {
+            *st |= ST_CQUEUED;
+            if (q_push(q, c))
+                return -1;
+        }
+    }
+    o->counters[3] += size / 8;
+    return 0;
+}
+
+/* Mark.  Phase 1: visit the typed root pointers in order, then scan typed
+ * nodes in FIFO order.  Phase 2: conservative closure from every node that is
+ * reached but has no pointer-free/typed layout, and from ambiguous nodes.
+ * Phase 3 (leak scan): every in-use chunk left unreached is scanned
+ * conservatively, its edges flagged EDGE_UNREACHED, reaching nothing.
+ * Returns 0, or -1 when out of memory (counters[5]). */
+int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+            int64_t ninit, const int64_t *init_node, const int64_t *init_type,
+            const uint64_t *init_off, int conservative)
+{
+    struct mt_queue q = {0};
+    int rc = -1;
+    for (int64_t i = 0; i < ninit; i++) {
+        int64_t ti = conservative ? -1 : init_type[i];
+        if (visit(h, t, o, &q, init_node[i], ti, init_off[i]))
+            goto out;
+    }
+    while (q.head < q.tail) {
+        int64_t d = q.v[q.head++];
+        if (scan_typed(h, t, o, &q, d, o->type[d]))
+            goto out;
+    }
+    q.head = q.tail = 0;
+    for (int64_t d = 0; d < h->n; d++) {
+        uint8_t s = o->state[d];
+        if ((s & ST_AMBIG) || ((s & ST_UNKNOWN) && !(s & (ST_TYPED | ST_SCALAR)))) {
+            o->state[d] |= ST_CQUEUED;
+            if (q_push(&q, d))
+                goto out;
+        }
+    }
+    while (q.head < q.tail) {
+        int64_t d = q.v[q.head++];
+        if (scan_cons(h, o, &q, d, 0, 1))
+            goto out;
+    }
+    for (int64_t d = 0; d < h->n; d++)
+        if (!(o->state[d] & ST_REACHED) && scan_cons(h, o, &q, d, EDGE_UNREACHED, 0))
+            goto out;
+    rc = 0;
+out:
+    free(q.v);
+    if (rc)
+        o->counters[5]++;
+    return rc;
+}
+
+void mt_free(void *p)
+{
+    free(p);
+}

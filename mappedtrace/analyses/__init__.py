@@ -1,0 +1,1 @@
+"""Analyses over the heap graph (DESIGN step 10): leaks, …"""

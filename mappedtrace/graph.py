@@ -1,0 +1,238 @@
+"""The heap object graph (DESIGN step 9): objects, edges, root edges, precision.
+
+Built by :func:`mappedtrace.trace.mark`.  Arrays (numpy) hold the bulk so a
+graph of millions of objects stays compact; :meth:`HeapGraph.node` and
+:meth:`HeapGraph.iter_edges` give dataclass views for reporters and tests.
+
+Node ``i`` is the ``i``-th in-use chunk in address order.  An edge says "the
+word at ``src_off`` of node ``src`` points at byte ``dst_off`` of node
+``dst``"; it is *exact* when the word is known to be a pointer (a typed slot
+of a typed object), conservative when the word merely looks like one.  Edges
+from objects that the roots do not reach (flag :data:`EDGE_UNREACHED`) are
+found by a conservative scan of those objects; they let the leak analysis
+see the shape of leaked structures and never make anything reachable.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from .roots import Root
+
+#: edge flags (mirrored in _mark.c)
+EDGE_EXACT = 0x1
+EDGE_WEAK = 0x2
+EDGE_TYPEDSCAN = 0x4
+EDGE_UNREACHED = 0x8
+
+#: how a node was scanned
+HOW_UNREACHED = 0
+HOW_TYPED = 1
+HOW_CONSERVATIVE = 2
+HOW_NAMES = ("unreached", "typed", "conservative")
+
+EDGE_DTYPE = np.dtype([("src", "<i8"), ("dst", "<i8"), ("src_off", "<u8"),
+                       ("dst_off", "<u8"), ("flags", "<u4"), ("pad", "<u4")])
+ROOT_EDGE_DTYPE = np.dtype([("root", "<i8"), ("dst", "<i8"), ("root_off", "<u8"),
+                            ("dst_off", "<u8"), ("flags", "<u4"), ("pad", "<u4")])
+
+
+@dataclass(frozen=True)
+class Node:
+    """One in-use heap object."""
+
+    index: int
+    address: int
+    size: int
+    type_id: int          # 0: unknown
+    type_name: str        # "" when unknown
+    state: str            # "in-use"
+    reached: bool
+    how: str              # "typed" | "conservative" | "unreached"
+    ambiguous: bool = False
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A pointer from one heap object into another."""
+
+    src: int
+    src_off: int
+    dst: int
+    dst_off: int
+    exact: bool
+    weak: bool = False
+    unreached: bool = False
+
+
+@dataclass(frozen=True)
+class RootEdge:
+    """A root (by index in :attr:`HeapGraph.roots`) pointing into a heap object."""
+
+    root: int
+    root_off: int         # offset of the word inside a range root (0 for a value root)
+    dst: int
+    dst_off: int
+    exact: bool
+    source: str           # the Root's provenance
+
+
+@dataclass
+class Precision:
+    """How exact the graph is: every figure is a count, reported as is."""
+
+    mode: str = "precise"
+    kernel: str = ""
+    roots_exact: int = 0
+    roots_conservative: int = 0
+    frames_exact: int = 0
+    frames_conservative: int = 0
+    objects: int = 0
+    objects_reached: int = 0
+    objects_typed: int = 0
+    objects_conservative: int = 0
+    objects_ambiguous: int = 0
+    heap_bytes: int = 0
+    heap_bytes_typed: int = 0
+    heap_bytes_conservative: int = 0
+    edges_exact: int = 0
+    edges_conservative: int = 0
+    root_edges_exact: int = 0
+    root_edges_conservative: int = 0
+    dangling_pointers: int = 0
+    pointers_to_static: int = 0
+    typed_words_read: int = 0
+    unreadable_objects: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class HeapGraph:
+    """The object graph of one heap snapshot.
+
+    Per-node arrays are indexed by node index (address order); ``edges`` and
+    ``root_edges`` are structured arrays (:data:`EDGE_DTYPE`,
+    :data:`ROOT_EDGE_DTYPE`).
+    """
+
+    addresses: np.ndarray          # u64
+    sizes: np.ndarray              # u64, usable bytes
+    type_ids: np.ndarray           # u64, 0 unknown
+    how: np.ndarray                # u8, HOW_*
+    ambiguous: np.ndarray          # bool
+    edges: np.ndarray
+    root_edges: np.ndarray
+    roots: list[Root]
+    types: dict
+    precision: Precision
+    warnings: list[str] = field(default_factory=list)
+    #: the heap bytes read by the marker (kept so analyses see the same snapshot)
+    mem: np.ndarray | None = field(default=None, repr=False)
+    memoff: np.ndarray | None = field(default=None, repr=False)
+    #: sorted, merged [lo, hi) address ranges of the target's mappings
+    mapped: np.ndarray | None = field(default=None, repr=False)
+    _csr: tuple | None = field(default=None, repr=False)
+
+    # --- nodes ------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.addresses)
+
+    @property
+    def reached(self) -> np.ndarray:
+        """Boolean array: node reached from the roots."""
+        return self.how != HOW_UNREACHED
+
+    def type_name(self, type_id: int) -> str:
+        """Name of ``type_id`` in the type table ("" for unknown)."""
+        if not type_id:
+            return ""
+        t = self.types.get(int(type_id))
+        return getattr(t, "name", "") if t is not None else f"type#{int(type_id):x}"
+
+    def node(self, i: int) -> Node:
+        """A :class:`Node` view of node ``i``."""
+        tid = int(self.type_ids[i])
+        return Node(i, int(self.addresses[i]), int(self.sizes[i]), tid, self.type_name(tid),
+                    "in-use", bool(self.how[i] != HOW_UNREACHED), HOW_NAMES[int(self.how[i])],
+                    bool(self.ambiguous[i]))
+
+    def nodes(self) -> Iterator[Node]:
+        for i in range(len(self)):
+            yield self.node(i)
+
+    def find(self, addr: int) -> int | None:
+        """Index of the node containing ``addr``, or None."""
+        i = int(np.searchsorted(self.addresses, np.uint64(addr), side="right")) - 1
+        if i >= 0 and addr - int(self.addresses[i]) < int(self.sizes[i]):
+            return i
+        return None
+
+    def object_bytes(self, i: int, limit: int | None = None) -> bytes | None:
+        """The bytes of node ``i`` as the marker read them (None if unreadable)."""
+        if self.mem is None or self.memoff is None or self.memoff[i] < 0:
+            return None
+        n = int(self.sizes[i]) if limit is None else min(limit, int(self.sizes[i]))
+        o = int(self.memoff[i])
+        return self.mem[o:o + n].tobytes()
+
+    def is_mapped(self, addr: int) -> bool:
+        """Whether ``addr`` lies in a mapping of the target (False when unknown)."""
+        if self.mapped is None or len(self.mapped) == 0:
+            return False
+        i = int(np.searchsorted(self.mapped[:, 1], np.uint64(addr), side="right"))
+        return i < len(self.mapped) and int(self.mapped[i, 0]) <= addr
+
+    # --- edges ------------------------------------------------------------
+    def iter_edges(self) -> Iterator[Edge]:
+        for e in self.edges:
+            f = int(e["flags"])
+            yield Edge(int(e["src"]), int(e["src_off"]), int(e["dst"]), int(e["dst_off"]),
+                       bool(f & EDGE_EXACT), bool(f & EDGE_WEAK), bool(f & EDGE_UNREACHED))
+
+    def iter_root_edges(self) -> Iterator[RootEdge]:
+        for e in self.root_edges:
+            r = int(e["root"])
+            yield RootEdge(r, int(e["root_off"]), int(e["dst"]), int(e["dst_off"]),
+                           bool(int(e["flags"]) & EDGE_EXACT), self.roots[r].source)
+
+    def _adjacency(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._csr is None:
+            order = np.argsort(self.edges["src"], kind="stable")
+            src = self.edges["src"][order]
+            ptr = np.searchsorted(src, np.arange(len(self) + 1))
+            self._csr = (order, ptr, self.edges["dst"][order])
+        return self._csr
+
+    def successors(self, i: int) -> np.ndarray:
+        """Indices of the nodes that node ``i`` points to (with repeats)."""
+        _, ptr, dst = self._adjacency()
+        return dst[ptr[i]:ptr[i + 1]]
+
+    def out_edges(self, i: int) -> np.ndarray:
+        """Rows of ``edges`` whose source is node ``i``."""
+        order, ptr, _ = self._adjacency()
+        return self.edges[order[ptr[i]:ptr[i + 1]]]
+
+
+_FRAME_RE = re.compile(r"^(thread \d+ #\d+)")
+
+
+def frame_counts(roots: list[Root]) -> tuple[int, int]:
+    """(frames whose roots are all exact, frames with a conservative root).
+
+    A frame is named by the ``thread TID #N`` prefix of a root's source (the
+    convention of mappedtrace.roots); roots without one are not frames.
+    """
+    frames: dict[str, bool] = {}
+    for r in roots:
+        m = _FRAME_RE.match(r.source)
+        if m:
+            frames[m.group(1)] = frames.get(m.group(1), True) and r.exact
+    exact = sum(1 for v in frames.values() if v)
+    return exact, len(frames) - exact
+

@@ -1,0 +1,831 @@
+"""Typed marking (DESIGN step 8): from the roots over the type layouts to a heap graph.
+
+:func:`mark` reads every in-use chunk (one ``target.read`` per run of
+contiguous chunks, not one per object), then marks from the roots:
+
+Typing rule (what type a heap object gets)
+    A pointer of pointee type ``T`` reaching chunk ``c`` at byte ``o``:
+
+    * ``T`` unknown (type id 0, not in the table, a ``void*``/``char*`` slot
+      flagged UNTYPED, or a union/enum slot flagged CONSERVATIVE): ``c`` is
+      *reached untyped*.
+    * ``T`` has no pointer slots (``int``, ``char``, a pointer-free struct):
+      at ``o == 0`` ``c`` becomes *pointer-free* (it is not scanned); at an
+      interior offset it is reached untyped (a ``char*`` into the middle of a
+      struct says nothing about the struct).  Known imprecision: a ``char*``
+      to the first field of a struct held by nothing else would hide the
+      struct's pointers; a pointer-bearing type always wins over this.
+    * ``T`` has pointer slots: at an *element offset* (``o == 0``, or ``o`` a
+      multiple of ``sizeof T`` in a chunk that holds at least two ``T``) the
+      chunk is typed ``T`` by the **first** such pointer in breadth-first
+      order from the roots (roots in the order given, slots in offset order);
+      a later pointer of another pointer-bearing type makes it *ambiguous*.
+      At any other interior offset the pointer points at a sub-object whose
+      enclosing layout is unknown: the chunk is reached untyped.
+
+    Arrays: a chunk typed ``T`` is scanned as ``usable_size // sizeof T``
+    consecutive ``T`` (a typed pointer to a chunk holding k >= 2 elements is
+    an array of k).  Known imprecision: malloc's usable size rounds the
+    request up (up to 24 bytes on x86-64 glibc), so the slack after the last
+    real element may be scanned as one more element and can hold stale
+    pointers from an earlier use of the chunk.  FLEX types: the header's
+    slots, then the element's slots repeated from ``flex_offset`` to the
+    chunk's end (same slack caveat).
+
+Phases
+    1. typed: the typed root pointers, then every typed chunk in FIFO order,
+       reading exactly its type's slots.  Edges from typed slots are exact,
+       except CONSERVATIVE (union/enum) slots.  WEAK slots give an edge but
+       keep nothing alive.  A non-null exact slot pointing into no in-use
+       chunk is counted *dangling* (into a free chunk, heap metadata, or no
+       mapping), or *static* (into globals, stacks, libraries); neither is
+       followed.
+    2. conservative: every chunk reached untyped and not typed/pointer-free,
+       and every ambiguous chunk (its typed-scan edges are dropped), is
+       scanned word by word like LeakSanitizer: every 8-aligned word that
+       points into an in-use chunk is a conservative edge; closure.
+    3. leak scan: chunks still unreached are scanned conservatively so the
+       leak analysis sees the shape of leaked structures (edges flagged
+       ``EDGE_UNREACHED``; they reach nothing).
+
+``mode="conservative"`` is the LeakSanitizer baseline: every root range
+scanned word by word, every root value and every reached chunk untyped.
+
+The per-word work runs in ``_mark.c`` (compiled with cffi on first use);
+:class:`_NumpyMarker` implements the same phases level by level with numpy
+and yields the identical graph (tests check it).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from .errors import BadData, MappedTraceError, TargetFault
+from .graph import (EDGE_DTYPE, EDGE_EXACT, EDGE_TYPEDSCAN, EDGE_UNREACHED, EDGE_WEAK,
+                    HOW_CONSERVATIVE, HOW_TYPED, HOW_UNREACHED, ROOT_EDGE_DTYPE, HeapGraph,
+                    Precision, frame_counts)
+from .roots import Root
+
+# FORMAT.md §2 (same values as mappedtrace.formats)
+SLOT_UNTYPED = 0x1
+SLOT_FUNCTION = 0x2
+SLOT_CONSERVATIVE = 0x4
+SLOT_WEAK = 0x8
+TYPE_HAS_UNION = 0x1
+TYPE_FLEX = 0x2
+
+# node state bits (mirrored in _mark.c)
+ST_REACHED = 0x01
+ST_TYPED = 0x02
+ST_UNKNOWN = 0x04
+ST_AMBIG = 0x08
+ST_SCALAR = 0x10
+ST_CQUEUED = 0x20
+
+#: chunks closer than this are read together in one segment
+SEGMENT_GAP = 64 * 1024
+#: largest single target.read
+READ_PIECE = 64 << 20
+#: entries per numpy batch (bounds the fallback's temporary memory)
+NP_BATCH = 1 << 22
+
+
+class ChunkLike(Protocol):
+    """What the marker needs of a heap chunk (mappedtrace.heap.glibc.Chunk has it)."""
+
+    address: int     # user pointer
+    size: int        # usable bytes
+    state: str       # "in-use" | "free"
+
+
+class MarkError(MappedTraceError):
+    """The marker could not finish (out of memory in the kernel)."""
+
+
+# --------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------
+@dataclass
+class _Heap:
+    starts: np.ndarray       # u64
+    sizes: np.ndarray        # u64
+    memoff: np.ndarray       # i64, -1 unreadable
+    mem: np.ndarray          # u8, 8-aligned words at memoff
+    heapmaps: np.ndarray     # u64 (k, 2)
+    maps: np.ndarray         # u64 (k, 2)
+    warnings: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.starts)
+
+    def find(self, values: np.ndarray) -> np.ndarray:
+        """Node index containing each value, -1 for none."""
+        v = values.astype(np.uint64, copy=False)
+        i = np.searchsorted(self.starts, v, side="right").astype(np.int64) - 1
+        ok = i >= 0
+        ic = np.where(ok, i, 0)
+        if self.n:
+            ok &= (v - self.starts[ic]) < self.sizes[ic]
+        else:
+            ok[:] = False
+        return np.where(ok, i, -1)
+
+    def classify_missing(self, values: np.ndarray) -> tuple[int, int]:
+        """(dangling, static) counts for values that are not heap edges."""
+        if len(values) == 0:
+            return 0, 0
+        in_heap = _in_ranges(self.heapmaps, values)
+        in_map = _in_ranges(self.maps, values)
+        dangling = int(np.count_nonzero(in_heap | ~in_map))
+        return dangling, len(values) - dangling
+
+    def words(self, d: np.ndarray, off: np.ndarray) -> np.ndarray:
+        """The u64 at byte ``off`` of node ``d`` (memoff >= 0 assumed)."""
+        pos = self.memoff[d].astype(np.uint64) + off.astype(np.uint64)
+        if len(pos) and np.any(pos & np.uint64(7)):
+            b = self.mem[pos[:, None].astype(np.int64) + np.arange(8)]
+            return np.ascontiguousarray(b).view("<u8").reshape(-1)
+        return self.mem.view("<u8")[(pos >> np.uint64(3)).astype(np.int64)]
+
+
+def _in_ranges(r: np.ndarray, v: np.ndarray) -> np.ndarray:
+    if len(r) == 0:
+        return np.zeros(len(v), dtype=bool)
+    i = np.searchsorted(r[:, 1], v, side="right")
+    ok = i < len(r)
+    ic = np.where(ok, i, 0)
+    return ok & (r[ic, 0] <= v)
+
+
+def _merge_ranges(pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+    out: list[list[int]] = []
+    for lo, hi in sorted(pairs):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return np.array(out, dtype=np.uint64).reshape(-1, 2)
+
+
+def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (starts, usable sizes) of the in-use chunks.
+
+    Accepts a sequence of chunk records, or a heap object with column arrays
+    ``addresses``, ``usable`` and ``state`` (0 = in use), as
+    :class:`mappedtrace.heap.glibc.GlibcHeap` has: a 4 M-chunk heap is then
+    taken without making one Python object per chunk.
+    """
+    cols = [getattr(chunks, k, None) for k in ("addresses", "usable", "state")]
+    if all(isinstance(c, np.ndarray) for c in cols):
+        m = cols[2] == 0
+        starts = cols[0][m].astype(np.uint64)
+        sizes = cols[1][m].astype(np.uint64)
+    else:
+        used = [(int(c.address), int(c.size)) for c in chunks
+                if getattr(c, "state", "in-use") == "in-use"]
+        starts = np.array([a for a, _ in used], dtype=np.uint64)
+        sizes = np.array([s for _, s in used], dtype=np.uint64)
+    order = np.argsort(starts, kind="stable")
+    return starts[order], sizes[order]
+
+
+def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
+    starts, sizes = _chunk_arrays(chunks)
+    warnings: list[str] = []
+    ends = starts + sizes
+    if len(starts) > 1 and np.any(starts[1:] < ends[:-1]):
+        i = int(np.nonzero(starts[1:] < ends[:-1])[0][0])
+        raise BadData("heap", None, f"chunks overlap: {int(starts[i]):#x}+{int(sizes[i])} "
+                      f"and {int(starts[i + 1]):#x}", hint="the heap walk is inconsistent")
+    used = list(zip(starts.tolist(), sizes.tolist()))
+    if np.any(starts & np.uint64(7)):
+        bad = int(starts[np.nonzero(starts & np.uint64(7))[0][0]])
+        raise BadData("heap", None, f"chunk address {bad:#x} is not 8-byte aligned")
+    # segments of nearly contiguous chunks: one read each (in pieces of READ_PIECE)
+    segs: list[tuple[int, int, int, int]] = []   # (first, last+1, lo, hi)
+    i = 0
+    while i < len(used):
+        j, lo, hi = i + 1, used[i][0], used[i][0] + used[i][1]
+        while j < len(used) and used[j][0] - hi <= SEGMENT_GAP:
+            hi = max(hi, used[j][0] + used[j][1])
+            j += 1
+        segs.append((i, j, lo, hi))
+        i = j
+    total = sum(hi - lo for _, _, lo, hi in segs)
+    mem = np.zeros(total + 8, dtype=np.uint8)
+    memoff = np.full(len(used), -1, dtype=np.int64)
+    pos = 0
+    for first, last, lo, hi in segs:
+        bad_ranges = _read_into(target, lo, hi, mem, pos, warnings)
+        idx = np.arange(first, last)
+        memoff[idx] = pos + (starts[idx] - np.uint64(lo)).astype(np.int64)
+        for blo, bhi in bad_ranges:    # chunks touching an unreadable piece
+            cstart, cend = starts[idx], starts[idx] + sizes[idx]
+            hit = idx[(cstart < np.uint64(bhi)) & (cend > np.uint64(blo))]
+            for c in hit:
+                try:
+                    data = target.read(int(starts[c]), int(sizes[c]))
+                    mem[memoff[c]:memoff[c] + len(data)] = np.frombuffer(data, dtype=np.uint8)
+                except TargetFault:
+                    memoff[c] = -1
+        pos += hi - lo
+        pos = (pos + 7) & ~7
+    nbad = int(np.count_nonzero(memoff < 0))
+    if nbad:
+        warnings.append(f"{nbad} heap objects could not be read; they are not scanned")
+    mset = getattr(target, "mappings", []) or []
+    maps = _merge_ranges((m.start, m.end) for m in mset)
+    heapm = []
+    if len(starts):
+        for m in mset:
+            k = int(np.searchsorted(starts, np.uint64(m.start)))
+            if k < len(starts) and int(starts[k]) < m.end:
+                heapm.append((m.start, m.end))
+    return _Heap(starts, sizes, memoff, mem, _merge_ranges(heapm),
+                 maps, warnings)
+
+
+def _read_into(target, lo: int, hi: int, mem: np.ndarray, pos: int,
+               warnings: list[str]) -> list[tuple[int, int]]:
+    """Read [lo, hi) into mem[pos:]; return the pieces that could not be read."""
+    bad = []
+    a = lo
+    while a < hi:
+        b = min(hi, a + READ_PIECE)
+        try:
+            data = target.read(a, b - a)
+            mem[pos + (a - lo):pos + (b - lo)] = np.frombuffer(data, dtype=np.uint8)
+        except TargetFault:
+            bad.append((a, b))
+        a = b
+    return bad
+
+
+@dataclass
+class _Types:
+    ids: list[int]
+    index: dict[int, int]
+    size: np.ndarray
+    flags: np.ndarray
+    slot_lo: np.ndarray
+    slot_hi: np.ndarray
+    elem: np.ndarray
+    flex_off: np.ndarray
+    hasptr: np.ndarray
+    s_off: np.ndarray
+    s_count: np.ndarray
+    s_stride: np.ndarray
+    s_target: np.ndarray
+    s_flags: np.ndarray
+    _tmpl: dict | None = None
+
+    def idx(self, type_id: int) -> int:
+        return self.index.get(int(type_id), -1) if type_id else -1
+
+    def template(self, ti: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets, target index, flags) of one element of type ti, in scan order."""
+        if self._tmpl is None:
+            self._tmpl = {}
+        t = self._tmpl.get(ti)
+        if t is None:
+            offs, tg, fl = [], [], []
+            for s in range(int(self.slot_lo[ti]), int(self.slot_hi[ti])):
+                f = int(self.s_flags[s])
+                if f & SLOT_FUNCTION:
+                    continue
+                cnt = max(1, int(self.s_count[s]))
+                stride = int(self.s_stride[s])
+                if stride == 0:
+                    cnt = 1
+                base = int(self.s_off[s])
+                offs.append(base + stride * np.arange(cnt, dtype=np.uint64))
+                tg.append(np.full(cnt, int(self.s_target[s]), dtype=np.int64))
+                fl.append(np.full(cnt, f, dtype=np.uint32))
+            if offs:
+                t = (np.concatenate(offs).astype(np.uint64), np.concatenate(tg), np.concatenate(fl))
+            else:
+                t = (np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint32))
+            self._tmpl[ti] = t
+        return t
+
+    def expand(self, ti: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every slot word of an object of type ti and ``size`` bytes, in scan order."""
+        offs, tg, fl = self.template(ti)
+        tsz = int(self.size[ti])
+        parts = []
+        if int(self.flags[ti]) & TYPE_FLEX:
+            parts.append((offs, tg, fl))
+            e = int(self.elem[ti])
+            if e >= 0 and int(self.size[e]) > 0:
+                esz, fo = int(self.size[e]), int(self.flex_off[ti])
+                k = (size - fo) // esz if size >= fo else 0
+                eo, et, ef = self.template(e)
+                if k > 0 and len(eo):
+                    parts.append(((fo + esz * np.repeat(np.arange(k, dtype=np.uint64), len(eo))
+                                   + np.tile(eo, k)), np.tile(et, k), np.tile(ef, k)))
+        else:
+            k = max(1, size // tsz) if tsz else 1
+            parts.append(((tsz * np.repeat(np.arange(k, dtype=np.uint64), len(offs)) + np.tile(offs, k)),
+                          np.tile(tg, k), np.tile(fl, k)))
+        o = np.concatenate([p[0] for p in parts]).astype(np.uint64)
+        keep = o + np.uint64(8) <= np.uint64(size)
+        return (o[keep], np.concatenate([p[1] for p in parts])[keep],
+                np.concatenate([p[2] for p in parts])[keep])
+
+
+def _compile_types(types: dict[int, Any]) -> _Types:
+    ids = sorted(int(k) for k in types)
+    index = {tid: i for i, tid in enumerate(ids)}
+    n = len(ids)
+    size = np.zeros(n, np.uint64)
+    flags = np.zeros(n, np.uint32)
+    slot_lo = np.zeros(n, np.int64)
+    slot_hi = np.zeros(n, np.int64)
+    elem = np.full(n, -1, np.int64)
+    flex_off = np.zeros(n, np.uint64)
+    so, sc, ss, st, sf = [], [], [], [], []
+    own_ptr = np.zeros(n, bool)
+    for i, tid in enumerate(ids):
+        t = types[tid]
+        size[i] = max(0, int(t.size))
+        flags[i] = int(t.flags)
+        elem[i] = index.get(int(getattr(t, "elem_type", 0) or 0), -1) if (int(t.flags) & TYPE_FLEX) else -1
+        flex_off[i] = int(getattr(t, "flex_offset", 0) or 0)
+        slot_lo[i] = len(so)
+        for s in sorted(t.slots, key=lambda s: s.offset):
+            so.append(int(s.offset))
+            sc.append(max(1, int(s.count)))
+            ss.append(int(s.stride))
+            st.append(index.get(int(s.target), -1) if s.target else -1)
+            sf.append(int(s.flags))
+            if not int(s.flags) & SLOT_FUNCTION:
+                own_ptr[i] = True
+        slot_hi[i] = len(so)
+    hasptr = own_ptr.copy()
+    for i in range(n):
+        if elem[i] >= 0 and own_ptr[elem[i]]:
+            hasptr[i] = True
+    return _Types(ids, index, size, flags, slot_lo, slot_hi, elem, flex_off, hasptr.astype(np.uint8),
+                  np.array(so, np.uint64), np.array(sc, np.uint64), np.array(ss, np.uint64),
+                  np.array(st, np.int64), np.array(sf, np.uint32))
+
+
+# --------------------------------------------------------------------------
+# roots
+# --------------------------------------------------------------------------
+@dataclass
+class _RootScan:
+    init_node: np.ndarray
+    init_type: np.ndarray
+    init_off: np.ndarray
+    root_edges: np.ndarray
+    dangling: int = 0
+    static: int = 0
+    words: int = 0
+
+
+def _scan_roots(target, heap: _Heap, tt: _Types, roots: Sequence[Root], conservative: bool,
+                warnings: list[str]) -> _RootScan:
+    nodes, tys, offs, redges = [], [], [], []
+    dangling = static = words = 0
+    for ri, r in enumerate(roots):
+        if r.kind == "value":
+            v = np.array([r.value & (2**64 - 1)], dtype=np.uint64)
+            d = heap.find(v)
+            ti = -1 if (conservative or not r.exact) else tt.idx(r.type_id)
+            if d[0] >= 0:
+                doff = int(v[0] - heap.starts[d[0]])
+                nodes.append(d)
+                tys.append(np.array([ti], np.int64))
+                offs.append(np.array([doff], np.uint64))
+                redges.append((ri, 0, int(d[0]), doff, EDGE_EXACT if (r.exact and not conservative) else 0))
+            elif r.exact and not conservative and r.value:
+                a, b = heap.classify_missing(v)
+                dangling += a
+                static += b
+            continue
+        if r.kind != "range":
+            raise BadData("roots", None, f"root {ri} ({r.source}): unknown kind {r.kind!r}")
+        if r.size <= 0:
+            continue
+        try:
+            raw = target.read(r.value, r.size)
+        except TargetFault as e:
+            warnings.append(f"root {r.source}: {e.message}; not scanned")
+            continue
+        ti = -1 if conservative else tt.idx(r.type_id)
+        if ti >= 0 and r.exact:
+            o, tg, fl = tt.expand(ti, r.size)
+            keep = (fl & SLOT_FUNCTION) == 0
+            o, tg, fl = o[keep], tg[keep], fl[keep]
+            buf = np.frombuffer(raw, np.uint8)
+            vals = np.ascontiguousarray(buf[o[:, None].astype(np.int64) + np.arange(8)]).view("<u8").reshape(-1) \
+                if len(o) else np.zeros(0, np.uint64)
+            exact_mask = (fl & SLOT_CONSERVATIVE) == 0
+            tgt = np.where((fl & (SLOT_UNTYPED | SLOT_CONSERVATIVE)) != 0, -1, tg)
+            words += len(o)
+        else:
+            first = (-r.value) % 8
+            n = max(0, (r.size - first) // 8)
+            vals = np.frombuffer(raw, np.uint8)[first:first + 8 * n].copy().view("<u8")
+            o = first + 8 * np.arange(n, dtype=np.uint64)
+            fl = np.zeros(n, np.uint32)
+            exact_mask = np.zeros(n, bool)
+            tgt = np.full(n, -1, np.int64)
+        nz = vals != 0
+        vals, o, fl, exact_mask, tgt = vals[nz], o[nz], fl[nz], exact_mask[nz], tgt[nz]
+        d = heap.find(vals)
+        hit = d >= 0
+        miss = ~hit & exact_mask
+        a, b = heap.classify_missing(vals[miss])
+        dangling += a
+        static += b
+        dh = d[hit]
+        doff = vals[hit] - heap.starts[dh]
+        ef = np.where(exact_mask[hit], EDGE_EXACT, 0) | np.where((fl[hit] & SLOT_WEAK) != 0, EDGE_WEAK, 0)
+        for k in range(len(dh)):
+            redges.append((ri, int(o[hit][k]), int(dh[k]), int(doff[k]), int(ef[k])))
+        follow = (fl[hit] & SLOT_WEAK) == 0
+        nodes.append(dh[follow])
+        tys.append(tgt[hit][follow])
+        offs.append(doff[follow])
+    re = np.zeros(len(redges), ROOT_EDGE_DTYPE)
+    for k, (ri, ro, d, do, f) in enumerate(redges):
+        re[k] = (ri, d, ro, do, f, 0)
+    cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+    return _RootScan(cat(nodes, np.int64), cat(tys, np.int64), cat(offs, np.uint64), re,
+                     dangling, static, words)
+
+
+# --------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------
+@dataclass
+class _MarkOut:
+    state: np.ndarray
+    type: np.ndarray
+    scalar_type: np.ndarray
+    edges: np.ndarray
+    counters: list[int]
+
+
+def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _MarkOut:
+    ffi, lib = mod.ffi, mod.lib
+    keep: list[Any] = []
+
+    def p(arr: np.ndarray, ctype: str):
+        arr = np.ascontiguousarray(arr)
+        keep.append(arr)
+        return ffi.cast(ctype, ffi.from_buffer(arr)) if arr.nbytes else ffi.NULL
+
+    n = heap.n
+    h = ffi.new("struct mt_heap *")
+    h.n = n
+    h.starts = p(heap.starts, "uint64_t *")
+    h.sizes = p(heap.sizes, "uint64_t *")
+    h.memoff = p(heap.memoff, "int64_t *")
+    h.mem = p(heap.mem, "uint8_t *")
+    h.memlen = len(heap.mem)
+    if n:
+        lo = int(heap.starts[0])
+        hi = int((heap.starts + heap.sizes).max())
+        shift = 12
+        while ((hi - lo) >> shift) > (1 << 22):
+            shift += 1
+        nb = ((hi - lo) >> shift) + 1
+        bstarts = np.uint64(lo) + (np.arange(nb, dtype=np.uint64) << np.uint64(shift))
+        bucket = np.searchsorted(heap.starts, bstarts, side="right").astype(np.int64) - 1
+        h.lo, h.hi, h.shift, h.nbuckets = lo, hi, shift, nb
+        h.bucket = p(bucket, "int64_t *")
+    h.nheapmaps = len(heap.heapmaps)
+    h.heapmaps = p(heap.heapmaps.reshape(-1), "uint64_t *")
+    h.nmaps = len(heap.maps)
+    h.maps = p(heap.maps.reshape(-1), "uint64_t *")
+    t = ffi.new("struct mt_types *")
+    t.n = len(tt.ids)
+    for name in ("size", "flags", "slot_lo", "slot_hi", "elem", "flex_off", "hasptr",
+                 "s_off", "s_count", "s_stride", "s_target", "s_flags"):
+        arr = getattr(tt, name)
+        ctype = {np.dtype(np.uint64): "uint64_t *", np.dtype(np.int64): "int64_t *",
+                 np.dtype(np.uint32): "uint32_t *", np.dtype(np.uint8): "uint8_t *"}[arr.dtype]
+        setattr(t, name, p(arr, ctype))
+    state = np.zeros(n, np.uint8)
+    typ = np.full(n, -1, np.int64)
+    sc = np.full(n, -1, np.int64)
+    o = ffi.new("struct mt_out *")
+    o.state = p(state, "uint8_t *")
+    o.type = p(typ, "int64_t *")
+    o.scalar_type = p(sc, "int64_t *")
+    rc = lib.mt_mark(h, t, o, len(rs.init_node), p(rs.init_node, "int64_t *"),
+                     p(rs.init_type, "int64_t *"), p(rs.init_off, "uint64_t *"), int(conservative))
+    try:
+        if rc != 0:
+            raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
+        ne = int(o.nedges)
+        edges = np.frombuffer(ffi.buffer(o.edges, ne * EDGE_DTYPE.itemsize), EDGE_DTYPE).copy() \
+            if ne else np.zeros(0, EDGE_DTYPE)
+    finally:
+        lib.mt_free(o.edges)
+    return _MarkOut(state, typ, sc, edges, [int(o.counters[i]) for i in range(8)])
+
+
+class _NumpyMarker:
+    """The fallback marker: the phases of ``_mark.c`` level by level, vectorised."""
+
+    def __init__(self, heap: _Heap, tt: _Types, conservative: bool):
+        self.h, self.t, self.cons = heap, tt, conservative
+        n = heap.n
+        self.state = np.zeros(n, np.uint8)
+        self.type = np.full(n, -1, np.int64)
+        self.scalar = np.full(n, -1, np.int64)
+        self.edges: list[np.ndarray] = []
+        self.counters = [0] * 8
+
+    # the visit rule, applied to candidates in order; returns newly typed nodes in order
+    def _visit(self, d: np.ndarray, ti: np.ndarray, doff: np.ndarray) -> np.ndarray:
+        st, h, t = self.state, self.h, self.t
+        st[d] |= ST_REACHED
+        unknown = ti < 0
+        tic = np.where(unknown, 0, ti)
+        hp = np.zeros(len(d), bool)
+        if len(t.ids):
+            hp = ~unknown & (t.hasptr[tic] != 0)
+        scal = ~unknown & ~hp
+        st[d[scal & (doff != 0)]] |= ST_UNKNOWN
+        sc_at0 = np.nonzero(scal & (doff == 0))[0]
+        if len(sc_at0):
+            sd = d[sc_at0]
+            u, first = np.unique(sd, return_index=True)
+            new = (st[u] & ST_SCALAR) == 0
+            self.scalar[u[new]] = ti[sc_at0][first[new]]
+            st[u] |= ST_SCALAR
+        st[d[unknown]] |= ST_UNKNOWN
+        hpi = np.nonzero(hp)[0]
+        if len(hpi) == 0:
+            return np.zeros(0, np.int64)
+        dd, tt_, oo = d[hpi], ti[hpi], doff[hpi]
+        tsz = t.size[tt_]
+        flex = (t.flags[tt_] & TYPE_FLEX) != 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            elem_ok = (tsz > 0) & ~flex & (np.where(tsz > 0, oo % np.maximum(tsz, 1), 1) == 0) \
+                & (h.sizes[dd] >= 2 * tsz)
+        aligned = (oo == 0) | elem_ok
+        st[dd[~aligned]] |= ST_UNKNOWN
+        dd, tt_ = dd[aligned], tt_[aligned]
+        if len(dd) == 0:
+            return np.zeros(0, np.int64)
+        pre_typed = (st[dd] & ST_TYPED) != 0
+        # already typed before this batch: a different type makes it ambiguous
+        conflict = pre_typed & (self.type[dd] != tt_)
+        st[dd[conflict]] |= ST_AMBIG
+        nd, nt = dd[~pre_typed], tt_[~pre_typed]
+        if len(nd) == 0:
+            return np.zeros(0, np.int64)
+        u, first = np.unique(nd, return_index=True)
+        ft = nt[first]
+        self.type[u] = ft
+        st[u] |= ST_TYPED
+        # later candidates of a newly typed node with another type
+        bad = nt != self.type[nd]
+        st[nd[bad]] |= ST_AMBIG
+        return u[np.argsort(first, kind="stable")]
+
+    def _emit(self, src, soff, dst, doff, flags) -> None:
+        e = np.zeros(len(src), EDGE_DTYPE)
+        e["src"], e["dst"], e["src_off"], e["dst_off"], e["flags"] = src, dst, soff, doff, flags
+        self.edges.append(e)
+
+    def _typed_candidates(self, frontier: np.ndarray):
+        """Slot words of the frontier's typed nodes, in the kernel's scan order."""
+        h, t = self.h, self.t
+        srcs, offs, tgs, fls, keys = [], [], [], [], []
+        types_f = self.type[frontier]
+        for ti in np.unique(types_f):
+            ti = int(ti)
+            pos = np.nonzero(types_f == ti)[0]
+            pos = pos[h.memoff[frontier[pos]] >= 0]
+            if len(pos) == 0:
+                continue
+            if int(t.flags[ti]) & TYPE_FLEX:     # rare: one node at a time
+                for p in pos:
+                    d = int(frontier[p])
+                    o, tg, fl = t.expand(ti, int(h.sizes[d]))
+                    srcs.append(np.full(len(o), d, np.int64))
+                    offs.append(o)
+                    tgs.append(tg)
+                    fls.append(fl)
+                    keys.append(np.full(len(o), p, np.int64))
+                continue
+            toff, ttg, tfl = t.template(ti)
+            m = len(toff)
+            if m == 0:
+                continue
+            nodes = frontier[pos]
+            tsz = int(t.size[ti])
+            size = h.sizes[nodes]
+            nel = np.maximum(1, size // np.uint64(tsz)).astype(np.int64) if tsz else np.ones(len(nodes), np.int64)
+            cnt = nel * m
+            rep = np.repeat(np.arange(len(nodes)), cnt)
+            j = np.arange(len(rep)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            k, mi = j // m, j % m
+            off = np.uint64(tsz) * k.astype(np.uint64) + toff[mi]
+            keep = off + np.uint64(8) <= size[rep]
+            rep, off, mi = rep[keep], off[keep], mi[keep]
+            srcs.append(nodes[rep])
+            offs.append(off)
+            tgs.append(ttg[mi])
+            fls.append(tfl[mi])
+            keys.append(pos[rep])
+        if not srcs:
+            return None
+        key = np.concatenate(keys)
+        order = np.argsort(key, kind="stable")
+        return (np.concatenate(srcs)[order], np.concatenate(offs)[order],
+                np.concatenate(tgs)[order], np.concatenate(fls)[order])
+
+    def _handle(self, src, off, tg, fl) -> np.ndarray:
+        h = self.h
+        self.counters[2] += len(src)
+        v = h.words(src, off)
+        nz = v != 0
+        src, off, tg, fl, v = src[nz], off[nz], tg[nz], fl[nz], v[nz]
+        d = h.find(v)
+        hit = d >= 0
+        miss = ~hit & ((fl & SLOT_CONSERVATIVE) == 0)
+        a, b = h.classify_missing(v[miss])
+        self.counters[0] += a
+        self.counters[1] += b
+        src, off, tg, fl, v, d = src[hit], off[hit], tg[hit], fl[hit], v[hit], d[hit]
+        doff = v - h.starts[d]
+        flags = (EDGE_TYPEDSCAN | np.where((fl & SLOT_CONSERVATIVE) == 0, EDGE_EXACT, 0)
+                 | np.where((fl & SLOT_WEAK) != 0, EDGE_WEAK, 0)).astype(np.uint32)
+        self._emit(src, off, d, doff, flags)
+        follow = (fl & SLOT_WEAK) == 0
+        ti = np.where((fl & (SLOT_UNTYPED | SLOT_CONSERVATIVE)) != 0, -1, tg)
+        return self._visit(d[follow], ti[follow], doff[follow])
+
+    def _cons_words(self, nodes: np.ndarray):
+        """(src, off) of every word of the readable nodes, in batches."""
+        h = self.h
+        nodes = nodes[h.memoff[nodes] >= 0]
+        nw = (h.sizes[nodes] // np.uint64(8)).astype(np.int64)
+        i = 0
+        while i < len(nodes):
+            j, acc = i, 0
+            while j < len(nodes) and (acc == 0 or acc + nw[j] <= NP_BATCH):
+                acc += int(nw[j])
+                j += 1
+            part, pw = nodes[i:j], nw[i:j]
+            src = np.repeat(part, pw)
+            starts = np.repeat(np.cumsum(pw) - pw, pw)
+            off = ((np.arange(len(src)) - starts) * 8).astype(np.uint64)
+            self.counters[3] += len(src)
+            yield src, off
+            i = j
+
+    def _cons_scan(self, nodes: np.ndarray, flags: int, reach: bool) -> np.ndarray:
+        h, st = self.h, self.state
+        new_all = []
+        for src, off in self._cons_words(nodes):
+            v = h.words(src, off)
+            d = h.find(v)
+            hit = d >= 0
+            src, off, d, v = src[hit], off[hit], d[hit], v[hit]
+            self._emit(src, off, d, v - h.starts[d], np.full(len(d), flags, np.uint32))
+            if reach and len(d):
+                st[d] |= ST_REACHED | ST_UNKNOWN
+                u = np.unique(d)
+                u = u[(st[u] & (ST_TYPED | ST_SCALAR | ST_CQUEUED)) == 0]
+                st[u] |= ST_CQUEUED
+                new_all.append(u)
+        return np.concatenate(new_all) if new_all else np.zeros(0, np.int64)
+
+    def run(self, rs: _RootScan) -> _MarkOut:
+        h, st = self.h, self.state
+        ti0 = np.full(len(rs.init_type), -1, np.int64) if self.cons else rs.init_type
+        frontier = self._visit(rs.init_node, ti0, rs.init_off)
+        for _ in range(h.n + 1):           # at most one level per node
+            if len(frontier) == 0:
+                break
+            nxt = []
+            i = 0
+            while i < len(frontier):       # batches keep the kernel's FIFO order
+                part = frontier[i:i + 4096]
+                i += len(part)
+                c = self._typed_candidates(part)
+                if c is not None:
+                    nxt.append(self._handle(*c))
+            frontier = np.concatenate(nxt) if nxt else np.zeros(0, np.int64)
+        q = np.nonzero(((st & ST_AMBIG) != 0)
+                       | (((st & ST_UNKNOWN) != 0) & ((st & (ST_TYPED | ST_SCALAR)) == 0)))[0]
+        st[q] |= ST_CQUEUED
+        for _ in range(h.n + 1):
+            if len(q) == 0:
+                break
+            q = self._cons_scan(q, 0, True)
+        unreached = np.nonzero((st & ST_REACHED) == 0)[0]
+        self._cons_scan(unreached, EDGE_UNREACHED, False)
+        edges = np.concatenate(self.edges) if self.edges else np.zeros(0, EDGE_DTYPE)
+        return _MarkOut(st, self.type, self.scalar, edges, self.counters)
+
+
+# --------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------
+def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict[int, Any] | None,
+         *, mode: str = "precise", kernel: str = "auto") -> HeapGraph:
+    """Mark the heap from ``roots`` and build the object graph.
+
+    :param target: a :class:`mappedtrace.target.base.Target` (only ``read``
+        and ``mappings`` are used).
+    :param chunks: heap chunks (``address``, ``size``, ``state``), or a
+        :class:`~mappedtrace.heap.glibc.GlibcHeap` (its column arrays are
+        used directly); only in-use chunks become nodes.
+    :param roots: :class:`mappedtrace.roots.Root` records, in priority order.
+    :param types: the decoded type table ``{type_id: TypeInfo}`` (may be empty).
+    :param mode: ``"precise"`` (typed) or ``"conservative"`` (LeakSanitizer-like).
+    :param kernel: ``"auto"`` (C if it builds, else numpy), ``"c"`` or ``"numpy"``.
+    :returns: a :class:`mappedtrace.graph.HeapGraph`.
+    :raises BadData: chunks overlap or are misaligned, a root has an unknown kind.
+    """
+    if mode not in ("precise", "conservative"):
+        raise MappedTraceError(f"unknown marking mode {mode!r}", hint="use 'precise' or 'conservative'")
+    if kernel not in ("auto", "c", "numpy"):
+        raise MappedTraceError(f"unknown marking kernel {kernel!r}", hint="use 'auto', 'c' or 'numpy'")
+    t0 = time.perf_counter()
+    types = types or {}
+    conservative = mode == "conservative"
+    heap = _load_heap(target, chunks)
+    t_read = time.perf_counter()
+    tt = _compile_types(types)
+    warnings = list(heap.warnings)
+    rs = _scan_roots(target, heap, tt, list(roots), conservative, warnings)
+    mod = None
+    if kernel in ("auto", "c"):
+        from . import _markkernel
+        mod = _markkernel.load()
+        if mod is None and kernel == "c":
+            raise MappedTraceError("the C marking kernel is not available (no C compiler?)",
+                                   hint="use kernel='numpy'")
+    out = _run_c(mod, heap, tt, rs, conservative) if mod is not None \
+        else _NumpyMarker(heap, tt, conservative).run(rs)
+    t_mark = time.perf_counter()
+    g = _build_graph(heap, tt, types, list(roots), rs, out, mode,
+                     "c" if mod is not None else "numpy", warnings)
+    g.precision.__dict__.update(read_s=round(t_read - t0, 6), mark_s=round(t_mark - t_read, 6),
+                                total_s=round(time.perf_counter() - t0, 6))
+    return g
+
+
+def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootScan, out: _MarkOut,
+                 mode: str, kernel: str, warnings: list[str]) -> HeapGraph:
+    st = out.state
+    n = heap.n
+    typed = ((st & ST_TYPED) != 0) & ((st & ST_AMBIG) == 0)
+    scalar_only = ((st & ST_SCALAR) != 0) & ((st & ST_TYPED) == 0)
+    reached = (st & ST_REACHED) != 0
+    how = np.full(n, HOW_UNREACHED, np.uint8)
+    how[reached] = HOW_CONSERVATIVE
+    how[typed | scalar_only] = HOW_TYPED
+    ids = np.array(tt.ids + [0], dtype=np.uint64)      # index -1 → 0
+    type_ids = np.where((st & ST_TYPED) != 0, ids[out.type], ids[out.scalar_type])
+    type_ids = np.where(reached, type_ids, 0).astype(np.uint64)
+    ambiguous = (st & ST_AMBIG) != 0
+    e = out.edges
+    if len(e):
+        drop = ambiguous[e["src"]] & ((e["flags"] & EDGE_TYPEDSCAN) != 0)
+        e = e[~drop]
+        e = e[np.lexsort((e["src_off"], e["src"]))]
+    live = (e["flags"] & EDGE_UNREACHED) == 0
+    ex = (e["flags"] & EDGE_EXACT) != 0
+    re = rs.root_edges
+    rex = (re["flags"] & EDGE_EXACT) != 0
+    fe, fc = frame_counts(roots)
+    sizes = heap.sizes
+    prec = Precision(
+        mode=mode, kernel=kernel,
+        roots_exact=sum(1 for r in roots if r.exact and mode == "precise"),
+        roots_conservative=sum(1 for r in roots if not r.exact or mode != "precise"),
+        frames_exact=fe if mode == "precise" else 0,
+        frames_conservative=fc if mode == "precise" else fe + fc,
+        objects=n, objects_reached=int(reached.sum()),
+        objects_typed=int(np.count_nonzero(how == HOW_TYPED)),
+        objects_conservative=int(np.count_nonzero(how == HOW_CONSERVATIVE)),
+        objects_ambiguous=int(ambiguous.sum()),
+        heap_bytes=int(sizes.sum()) if n else 0,
+        heap_bytes_typed=int(sizes[how == HOW_TYPED].sum()) if n else 0,
+        heap_bytes_conservative=int(sizes[how == HOW_CONSERVATIVE].sum()) if n else 0,
+        edges_exact=int(np.count_nonzero(live & ex)),
+        edges_conservative=int(np.count_nonzero(live & ~ex)),
+        root_edges_exact=int(rex.sum()), root_edges_conservative=int((~rex).sum()),
+        dangling_pointers=out.counters[0] + rs.dangling,
+        pointers_to_static=out.counters[1] + rs.static,
+        typed_words_read=out.counters[2] + rs.words,
+        unreadable_objects=int(np.count_nonzero(heap.memoff < 0)),
+    )
+    return HeapGraph(heap.starts, heap.sizes, type_ids, how, ambiguous, e, re, roots, types, prec,
+                     warnings, mem=heap.mem, memoff=heap.memoff, mapped=heap.maps)
