@@ -1,12 +1,14 @@
 /* heap_pattern: a known glibc heap for the heap walker tests (tests/test_heap.c).
  *
- * Usage: heap_pattern [THREADS] [BIG]
+ * Usage: heap_pattern [THREADS] [BIG] [THREAD_BIG]
  *   Every thread (main + THREADS workers, each in its own arena) allocates a
  *   pattern of sizes (tcache, fastbin, small, large, mmapped), frees some so
  *   they land in tcache, fastbins, unsorted, small and large bins, and prints
  *       live  0xADDR USABLE          (malloc_usable_size)
  *       freed 0xADDR
- *   BIG > 0 adds BIG live 16..256-byte objects in the main arena (speed test).
+ *   BIG > 0 adds BIG live 16..256-byte objects in the main arena (speed test);
+ *   THREAD_BIG > 0 adds THREAD_BIG live 1000-byte objects in every worker's
+ *   arena first (100000 of them need two 64 MiB heaps per arena).
  *   Then main prints malloc_info(0, stdout) and
  *       mallinfo2 arena=… ordblks=… smblks=… hblks=… hblkhd=… uordblks=… fordblks=… keepcost=…
  *       ready
@@ -23,6 +25,7 @@
 static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_barrier_t done;
 static int block_fd[2];
+static long thread_big;
 
 static void record_live(void *p)
 {
@@ -88,6 +91,14 @@ static void pattern(void)
 static void *worker(void *arg)
 {
     (void)arg;
+    for (long i = 0; i < thread_big; i++) {
+        void *p = malloc(1000);
+        if (i % 4096 == 0) {
+            pthread_mutex_lock(&print_lock);
+            record_live(p);
+            pthread_mutex_unlock(&print_lock);
+        }
+    }
     pattern();
     pthread_barrier_wait(&done);
     char c;
@@ -99,6 +110,7 @@ int main(int argc, char **argv)
 {
     int nthreads = argc > 1 ? atoi(argv[1]) : 0;
     long big = argc > 2 ? atol(argv[2]) : 0;
+    thread_big = argc > 3 ? atol(argv[3]) : 0;
     if (pipe(block_fd) != 0)
         return 1;
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);      /* no dynamic threshold */

@@ -1,0 +1,67 @@
+/* heap_corrupt: a glibc heap this program corrupts on purpose, for the heap
+ * walker's error tests (tests/test_heap_glibc.py).
+ *
+ * Usage: heap_corrupt MODE   with MODE one of
+ *   zero    the size field of a chunk in the middle of the heap becomes 0
+ *   huge    a size field becomes 256 MiB (runs past the heap end)
+ *   cycle   a tcache entry's (safe-linked) next pointer points at itself
+ *   thread  like "zero", in a thread arena
+ * Prints "chunk 0xHEADER" (the header address of the damaged chunk), then
+ * "ready", and blocks reading stdin.  Never frees or mallocs afterwards.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic ignored "-Wuse-after-free"     /* the point of "cycle" */
+#endif
+
+static void *bad;
+
+static void corrupt(const char *mode)
+{
+    void *a[8];
+    for (int i = 0; i < 8; i++)
+        a[i] = malloc(40);
+    size_t *size_field = (size_t *)a[3] - 1;
+    bad = (char *)a[3] - 16;
+    if (!strcmp(mode, "zero") || !strcmp(mode, "thread")) {
+        *size_field = 0;
+    } else if (!strcmp(mode, "huge")) {
+        *size_field = ((size_t)256 << 20) | 1;
+    } else if (!strcmp(mode, "cycle")) {
+        uintptr_t self = (uintptr_t)a[3];
+        free(a[2]);
+        free(a[3]);                 /* tcache[1]: a[3] -> a[2] */
+        *(uintptr_t *)self = (self >> 12) ^ self;
+    }
+}
+
+static void *worker(void *arg)
+{
+    corrupt(arg);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "zero";
+    printf("pid %d\n", getpid());
+    fflush(stdout);
+    if (!strcmp(mode, "thread")) {
+        pthread_t t;
+        pthread_create(&t, NULL, worker, (void *)mode);
+        pthread_join(t, NULL);
+    } else {
+        corrupt(mode);
+    }
+    printf("chunk %p\nready\n", bad);
+    fflush(stdout);
+    char c;
+    while (read(0, &c, 1) > 0) {}
+    return 0;
+}
