@@ -1,0 +1,737 @@
+//===- Analysis.cpp - MappedTrace liveness analysis ----------------------===//
+//
+// Per function: (1) whether it can be instrumented at all (skipping rules);
+// (2) the call sites that become statepoints and the pointer SSA values live
+// across each: classic backward dataflow over the CFG on bit vectors,
+//   LiveOut(B) = U_{S in succ(B)} (LiveIn(S) - PhiDefs(S)) u PhiUses(S, B)
+//   LiveIn(B)  = UEVar(B) u (LiveOut(B) - Def(B)),
+// iterated to a fixpoint, then a backward walk inside each block (so a value
+// is recorded exactly where a later use may still read it, not wherever its
+// definition dominates); (3) pointer-holding static allocas and where their
+// contents are live: a second backward dataflow whose uses are loads (and
+// calls that receive the slot, and every memory read once the address
+// escapes) and whose kills are whole-slot stores, memset/memcpy of the whole
+// slot and lifetime markers; (4) loop headers of loops without mapped calls.
+//
+// Run the printer: opt-22 -load-pass-plugin=MappedTracePass.so
+//                         -passes='print<mappedtrace>' -disable-output x.ll
+//===----------------------------------------------------------------------===//
+#include "MappedTrace.h"
+#include "llvm/ADT/BitVector.h"
+#include "llvm/ADT/PostOrderIterator.h"
+#include "llvm/BinaryFormat/Dwarf.h"
+#include "llvm/Analysis/LoopInfo.h"
+#include "llvm/Analysis/ValueTracking.h"
+#include "llvm/IR/CFG.h"
+#include "llvm/IR/DebugProgramInstruction.h"
+#include "llvm/IR/InlineAsm.h"
+#include "llvm/IR/IntrinsicInst.h"
+
+using namespace llvm;
+
+namespace mappedtrace {
+
+AnalysisKey MappedTraceAnalysis::Key;
+
+bool isCandidate(const Function &F) {
+  return !F.isDeclaration() && !F.hasAvailableExternallyLinkage() &&
+         !F.hasFnAttribute("mappedtrace-thunk");
+}
+
+namespace {
+
+enum class CallKind { Site, Ignore, Unmapped };
+
+// Intrinsics that are never calls at run time are ignored; those that may be
+// lowered to a library call are counted as unmapped calls.
+CallKind classifyCall(const CallBase &CB) {
+  if (auto *II = dyn_cast<IntrinsicInst>(&CB)) {
+    switch (II->getIntrinsicID()) {
+    case Intrinsic::memcpy:
+    case Intrinsic::memmove:
+    case Intrinsic::memset:
+    case Intrinsic::memcpy_inline:
+    case Intrinsic::memset_inline:
+      return CallKind::Unmapped;
+    default:
+      return CallKind::Ignore;
+    }
+  }
+  if (const Function *F = CB.getCalledFunction(); F && F->isIntrinsic())
+    return CallKind::Ignore;
+  if (CB.isInlineAsm())
+    return CallKind::Unmapped;
+  if (auto *CI = dyn_cast<CallInst>(&CB); CI && CI->isMustTailCall())
+    return CallKind::Unmapped;
+  if (CB.getNumOperandBundles() > 0)
+    return CallKind::Unmapped;
+  if (!isa<CallInst>(CB) && !isa<InvokeInst>(CB))
+    return CallKind::Unmapped; // callbr
+  return CallKind::Site;
+}
+
+const char *skipReason(Function &F) {
+  if (F.hasGC())
+    return "function has a gc strategy";
+  if (F.hasFnAttribute(Attribute::Naked))
+    return "naked function";
+  if (F.hasFnAttribute(Attribute::PresplitCoroutine))
+    return "unsplit coroutine";
+  if (F.hasPersonalityFn()) {
+    StringRef P = F.getPersonalityFn()->stripPointerCasts()->getName();
+    if (P != "__gxx_personality_v0" && P != "rust_eh_personality" &&
+        P != "__gcc_personality_v0")
+      return "unsupported personality function";
+  }
+  for (BasicBlock &BB : F) {
+    if (isa<IndirectBrInst>(BB.getTerminator()))
+      return "computed goto (indirectbr)";
+    if (BB.isEHPad() && !BB.isLandingPad())
+      return "funclet-based exception handling";
+    for (Instruction &I : BB) {
+      auto *CB = dyn_cast<CallBase>(&I);
+      if (!CB)
+        continue;
+      if (isa<CallBrInst>(CB))
+        return "asm goto (callbr)";
+      if (CB->hasFnAttr(Attribute::ReturnsTwice))
+        return "calls a returns_twice function (setjmp)";
+      if (const Function *Callee = CB->getCalledFunction();
+          Callee && Callee->hasFnAttribute(Attribute::ReturnsTwice))
+        return "calls a returns_twice function (setjmp)";
+      if (auto *IA = dyn_cast<InlineAsm>(CB->getCalledOperand())) {
+        for (const InlineAsm::ConstraintInfo &C : IA->ParseConstraints()) {
+          if (C.isIndirect)
+            return "inline asm with memory operands";
+          for (const std::string &Code : C.Codes)
+            if (Code == "{memory}" || Code == "m")
+              return "inline asm with memory operands";
+        }
+      }
+      if (auto *SP = dyn_cast<CallBase>(CB);
+          SP && SP->getIntrinsicID() == Intrinsic::experimental_gc_statepoint)
+        return "already has statepoints";
+    }
+  }
+  return nullptr;
+}
+
+bool isStaticAllocaOf(const Value *V) {
+  const Value *U = getUnderlyingObject(V, 12);
+  auto *AI = dyn_cast<AllocaInst>(U);
+  return AI && AI->isStaticAlloca();
+}
+
+bool typeHasPointer(Type *T, unsigned Depth = 0) {
+  if (Depth > 16)
+    return true;
+  if (T->isPointerTy())
+    return true;
+  if (auto *ST = dyn_cast<StructType>(T)) {
+    for (Type *E : ST->elements())
+      if (typeHasPointer(E, Depth + 1))
+        return true;
+    return false;
+  }
+  if (auto *AT = dyn_cast<ArrayType>(T))
+    return typeHasPointer(AT->getElementType(), Depth + 1);
+  if (auto *VT = dyn_cast<VectorType>(T))
+    return VT->getElementType()->isPointerTy();
+  return false;
+}
+
+bool isByteArray(Type *T) {
+  auto *AT = dyn_cast<ArrayType>(T);
+  return AT && AT->getElementType()->isIntegerTy(8);
+}
+
+// How one instruction touches one candidate slot.
+struct SlotEffect {
+  BitVector Gen, Kill, ReadByCall;
+};
+
+class FunctionAnalyzer {
+public:
+  FunctionAnalyzer(Function &F, LoopInfo &LI, FunctionMapInfo &R)
+      : F(F), LI(LI), R(R), DL(F.getParent()->getDataLayout()) {}
+  void run();
+
+private:
+  void collectDebugTypes();
+  void collectValues();
+  void collectSlots();
+  void slotUses(unsigned SlotIdx, AllocaInst *AI);
+  void solveValues();
+  void solveSlots();
+  void record();
+  bool isSiteOrLoop(Instruction *I) const;
+  MapEntry valueEntry(Value *V);
+
+  Function &F;
+  LoopInfo &LI;
+  FunctionMapInfo &R;
+  const DataLayout &DL;
+
+  // Values.
+  DenseMap<Value *, unsigned> ValIdx;
+  std::vector<Value *> Vals;
+  DenseMap<BasicBlock *, BitVector> LiveOut, LiveIn, UE, Def, PhiDefs;
+  // Slots.
+  std::vector<AllocaInst *> SlotAllocas;
+  DenseMap<AllocaInst *, unsigned> SlotIdx;
+  std::vector<bool> SlotEscaped;
+  DenseMap<Instruction *, BitVector> SGen, SKill, SCallRead;
+  DenseMap<BasicBlock *, BitVector> SLiveOut;
+  DenseMap<Instruction *, BitVector> InLifetime; // at each call site, escaped slots only
+  void solveLifetimes();
+  // Debug types.
+  DenseMap<Value *, const DIType *> ValueDI;
+  DenseMap<AllocaInst *, const DILocalVariable *> AllocaVar;
+  // Sites.
+  DenseMap<Instruction *, unsigned> CallSiteIdx;
+  DenseMap<BasicBlock *, unsigned> LoopHeaderIdx;
+};
+
+void FunctionAnalyzer::collectDebugTypes() {
+  for (BasicBlock &BB : F)
+    for (Instruction &I : BB)
+      for (DbgVariableRecord &DVR : filterDbgVars(I.getDbgRecordRange())) {
+        DILocalVariable *Var = DVR.getVariable();
+        if (!Var)
+          continue;
+        if (DVR.isDbgDeclare()) {
+          if (auto *AI = dyn_cast_or_null<AllocaInst>(DVR.getAddress()))
+            AllocaVar.try_emplace(AI, Var);
+          continue;
+        }
+        if (DVR.isDbgAssign()) {
+          if (auto *AI = dyn_cast_or_null<AllocaInst>(DVR.getAddress()))
+            AllocaVar.try_emplace(AI, Var);
+        }
+        if (DVR.hasArgList() || DVR.getExpression()->getNumElements() != 0)
+          continue;
+        Value *V = DVR.getValue(0);
+        if (V && V->getType()->isPointerTy())
+          ValueDI.try_emplace(V, Var->getType());
+      }
+  // Argument types from the subprogram's signature (C: no hidden arguments).
+  if (DISubprogram *SP = F.getSubprogram())
+    if (auto *ST = SP->getType()) {
+      auto Tys = ST->getTypeArray();
+      if (Tys.size() == F.arg_size() + 1 && !F.hasStructRetAttr())
+        for (Argument &A : F.args())
+          if (A.getType()->isPointerTy() && Tys[A.getArgNo() + 1])
+            ValueDI.try_emplace(&A, Tys[A.getArgNo() + 1]);
+    }
+}
+
+void FunctionAnalyzer::collectValues() {
+  auto Track = [&](Value *V) {
+    if (!V->getType()->isPointerTy() || isStaticAllocaOf(V))
+      return;
+    ValIdx[V] = Vals.size();
+    Vals.push_back(V);
+  };
+  for (Argument &A : F.args())
+    Track(&A);
+  for (BasicBlock &BB : F)
+    for (Instruction &I : BB)
+      Track(&I);
+}
+
+// Walk the uses of a slot's address (through GEPs and casts) and note, per
+// instruction, whether it reads (gen), overwrites all of it (kill), or lets
+// the address escape.
+void FunctionAnalyzer::slotUses(unsigned S, AllocaInst *AI) {
+  uint64_t Size = AI->getAllocationSize(DL).value_or(TypeSize::getFixed(0)).getFixedValue();
+  unsigned N = SlotAllocas.size();
+  auto Gen = [&](Instruction *I) {
+    auto &B = SGen[I];
+    if (B.empty()) B.resize(N);
+    B.set(S);
+  };
+  auto Kill = [&](Instruction *I) {
+    auto &B = SKill[I];
+    if (B.empty()) B.resize(N);
+    B.set(S);
+  };
+  auto CallRead = [&](Instruction *I) {
+    auto &B = SCallRead[I];
+    if (B.empty()) B.resize(N);
+    B.set(S);
+    Gen(I);
+  };
+  SmallVector<std::pair<Value *, bool>, 16> Work{{AI, true}}; // (address, is the base)
+  SmallPtrSet<Value *, 16> Seen;
+  unsigned Budget = 4096;
+  while (!Work.empty() && Budget--) {
+    auto [Addr, IsBase] = Work.pop_back_val();
+    if (!Seen.insert(Addr).second)
+      continue;
+    for (Use &U : Addr->uses()) {
+      auto *I = dyn_cast<Instruction>(U.getUser());
+      if (!I)
+        continue;
+      if (auto *LI = dyn_cast<LoadInst>(I)) {
+        Gen(LI);
+      } else if (auto *SI = dyn_cast<StoreInst>(I)) {
+        if (U.getOperandNo() == 0) { // the address itself is stored
+          SlotEscaped[S] = true;
+          continue;
+        }
+        if (IsBase && DL.getTypeStoreSize(SI->getValueOperand()->getType()) >= Size)
+          Kill(SI);
+      } else if (isa<GetElementPtrInst>(I) || isa<BitCastInst>(I) ||
+                 isa<AddrSpaceCastInst>(I)) {
+        bool Base = false;
+        if (auto *G = dyn_cast<GetElementPtrInst>(I))
+          Base = IsBase && G->hasAllZeroIndices();
+        Work.push_back({I, Base});
+      } else if (auto *II = dyn_cast<IntrinsicInst>(I)) {
+        switch (II->getIntrinsicID()) {
+        case Intrinsic::lifetime_start:
+        case Intrinsic::lifetime_end:
+          Kill(II);
+          break;
+        case Intrinsic::memset:
+        case Intrinsic::memcpy:
+        case Intrinsic::memmove:
+        case Intrinsic::memcpy_inline:
+        case Intrinsic::memset_inline: {
+          auto *MI = cast<MemIntrinsic>(II);
+          if (U.getOperandNo() == 0) {
+            auto *Len = dyn_cast<ConstantInt>(MI->getLength());
+            if (IsBase && Len && Len->getZExtValue() >= Size && !(isa<MemTransferInst>(MI) && cast<MemTransferInst>(MI)->getRawSource() == Addr))
+              Kill(II);
+          } else {
+            Gen(II);
+          }
+          break;
+        }
+        default:
+          if (II->isDroppable() || isa<DbgInfoIntrinsic>(II))
+            break;
+          Gen(II);
+          SlotEscaped[S] = true;
+          break;
+        }
+      } else if (auto *CB = dyn_cast<CallBase>(I)) {
+        CallRead(CB);
+        if (!CB->isArgOperand(&U) || !CB->doesNotCapture(CB->getArgOperandNo(&U)))
+          SlotEscaped[S] = true;
+      } else {
+        // ptrtoint, phi, select, ret, icmp of the address…: be conservative.
+        if (!isa<ICmpInst>(I))
+          SlotEscaped[S] = true;
+      }
+    }
+  }
+  if (Budget == 0 || Budget > 4096)
+    SlotEscaped[S] = true;
+}
+
+void FunctionAnalyzer::collectSlots() {
+  for (Instruction &I : F.getEntryBlock()) {
+    auto *AI = dyn_cast<AllocaInst>(&I);
+    if (!AI || !AI->isStaticAlloca())
+      continue;
+    auto Sz = AI->getAllocationSize(DL);
+    if (!Sz || Sz->isScalable() || Sz->getFixedValue() < 8)
+      continue;
+    const DILocalVariable *Var = AllocaVar.lookup(AI);
+    const DIType *DT = Var ? Var->getType() : nullptr;
+    // Does it hold pointers? Debug info says so, or its IR type, or a pointer
+    // is stored into it; untyped byte buffers without debug info whose
+    // address escapes or that are copied into count as maybe-pointers.
+    bool Holds = typeHasPointer(AI->getAllocatedType());
+    bool StoresPtr = false, Copied = false, Escapes = false;
+    SmallVector<Value *, 8> W{AI};
+    SmallPtrSet<Value *, 8> Seen;
+    while (!W.empty() && Seen.size() < 256) {
+      Value *A = W.pop_back_val();
+      if (!Seen.insert(A).second)
+        continue;
+      for (User *U : A->users()) {
+        if (auto *SI = dyn_cast<StoreInst>(U)) {
+          if (SI->getValueOperand() == A)
+            Escapes = true;
+          else if (typeHasPointer(SI->getValueOperand()->getType()))
+            StoresPtr = true;
+        } else if (isa<GetElementPtrInst>(U) || isa<BitCastInst>(U)) {
+          W.push_back(U);
+        } else if (isa<MemTransferInst>(U)) {
+          Copied = true;
+        } else if (auto *CB = dyn_cast<CallBase>(U)) {
+          if (!isa<IntrinsicInst>(CB))
+            Escapes = true;
+        } else if (!isa<LoadInst>(U) && !isa<IntrinsicInst>(U)) {
+          Escapes = true;
+        }
+      }
+    }
+    bool DIHasPtr = false, DIKnown = false;
+    if (DT) {
+      // Walk the DI type cheaply: any pointer member anywhere?
+      SmallVector<const DIType *, 16> Q{DT};
+      SmallPtrSet<const DIType *, 16> S;
+      DIKnown = true;
+      while (!Q.empty() && S.size() < 512) {
+        const DIType *T = Q.pop_back_val();
+        if (!T || !S.insert(T).second)
+          continue;
+        if (auto *D = dyn_cast<DIDerivedType>(T)) {
+          unsigned Tag = D->getTag();
+          if (Tag == dwarf::DW_TAG_pointer_type || Tag == dwarf::DW_TAG_reference_type ||
+              Tag == dwarf::DW_TAG_rvalue_reference_type) {
+            DIHasPtr = true;
+            break;
+          }
+          Q.push_back(D->getBaseType());
+        } else if (auto *C = dyn_cast<DICompositeType>(T)) {
+          if (C->isForwardDecl())
+            DIHasPtr = true;
+          Q.push_back(C->getBaseType());
+          for (const DINode *E : C->getElements())
+            if (auto *ET = dyn_cast_or_null<DIType>(E))
+              Q.push_back(ET);
+        }
+      }
+    }
+    bool May = DIKnown ? (DIHasPtr || StoresPtr)
+                       : (Holds || StoresPtr || ((Copied || Escapes) && isByteArray(AI->getAllocatedType())));
+    if (!May)
+      continue;
+    SlotInfo SI;
+    SI.AI = AI;
+    SI.DI = DT;
+    SI.Name = Var ? Var->getName().str() : AI->getName().str();
+    SI.Size = Sz->getFixedValue();
+    SlotIdx[AI] = SlotAllocas.size();
+    SlotAllocas.push_back(AI);
+    R.Slots.push_back(SI);
+  }
+  SlotEscaped.assign(SlotAllocas.size(), false);
+  for (unsigned S = 0; S < SlotAllocas.size(); ++S)
+    slotUses(S, SlotAllocas[S]);
+}
+
+bool FunctionAnalyzer::isSiteOrLoop(Instruction *I) const {
+  return CallSiteIdx.count(I);
+}
+
+void FunctionAnalyzer::solveValues() {
+  unsigned N = Vals.size();
+  for (BasicBlock &BB : F) {
+    BitVector U(N), D(N), P(N);
+    for (Instruction &I : BB) {
+      if (auto *Phi = dyn_cast<PHINode>(&I)) {
+        if (auto It = ValIdx.find(Phi); It != ValIdx.end()) {
+          D.set(It->second);
+          P.set(It->second);
+        }
+        continue;
+      }
+      for (Value *Op : I.operands())
+        if (auto It = ValIdx.find(Op); It != ValIdx.end() && !D.test(It->second))
+          U.set(It->second);
+      if (auto It = ValIdx.find(&I); It != ValIdx.end())
+        D.set(It->second);
+    }
+    UE[&BB] = std::move(U);
+    Def[&BB] = std::move(D);
+    PhiDefs[&BB] = std::move(P);
+    LiveIn[&BB] = UE[&BB];
+    LiveOut[&BB] = BitVector(N);
+  }
+  // Iterate in post order (successors first) until nothing changes.
+  std::vector<BasicBlock *> PO;
+  for (BasicBlock *BB : post_order(&F.getEntryBlock()))
+    PO.push_back(BB);
+  // Blocks unreachable from the entry still need sets (they can hold calls).
+  for (BasicBlock &BB : F)
+    if (std::find(PO.begin(), PO.end(), &BB) == PO.end())
+      PO.insert(PO.begin(), &BB);
+  bool Changed = true;
+  for (unsigned Iter = 0; Changed && Iter < 10000; ++Iter) {
+    Changed = false;
+    for (BasicBlock *BB : PO) {
+      BitVector Out(N);
+      for (BasicBlock *S : successors(BB)) {
+        BitVector In = LiveIn[S];
+        In.reset(PhiDefs[S]);
+        Out |= In;
+        for (PHINode &Phi : S->phis()) {
+          Value *V = Phi.getIncomingValueForBlock(BB);
+          if (auto It = ValIdx.find(V); It != ValIdx.end())
+            Out.set(It->second);
+        }
+      }
+      BitVector In = Out;
+      In.reset(Def[BB]);
+      In |= UE[BB];
+      if (Out != LiveOut[BB] || In != LiveIn[BB]) {
+        LiveOut[BB] = std::move(Out);
+        LiveIn[BB] = std::move(In);
+        Changed = true;
+      }
+    }
+  }
+}
+
+void FunctionAnalyzer::solveSlots() {
+  unsigned N = SlotAllocas.size();
+  if (!N)
+    return;
+  // An escaped slot may be read by any instruction that reads memory.
+  BitVector EscapedSet(N);
+  for (unsigned S = 0; S < N; ++S)
+    if (SlotEscaped[S])
+      EscapedSet.set(S);
+  auto Transfer = [&](Instruction &I, BitVector &Live) {
+    if (auto It = SKill.find(&I); It != SKill.end())
+      Live.reset(It->second);
+    if (auto It = SGen.find(&I); It != SGen.end())
+      Live |= It->second;
+    if (EscapedSet.any() && I.mayReadFromMemory() && !isa<IntrinsicInst>(I))
+      Live |= EscapedSet;
+  };
+  DenseMap<BasicBlock *, BitVector> In;
+  for (BasicBlock &BB : F) {
+    In[&BB] = BitVector(N);
+    SLiveOut[&BB] = BitVector(N);
+  }
+  std::vector<BasicBlock *> PO;
+  for (BasicBlock *BB : post_order(&F.getEntryBlock()))
+    PO.push_back(BB);
+  bool Changed = true;
+  for (unsigned Iter = 0; Changed && Iter < 10000; ++Iter) {
+    Changed = false;
+    for (BasicBlock *BB : PO) {
+      BitVector Out(N);
+      for (BasicBlock *S : successors(BB))
+        Out |= In[S];
+      BitVector Live = Out;
+      for (Instruction &I : reverse(*BB))
+        Transfer(I, Live);
+      if (Out != SLiveOut[BB] || Live != In[BB]) {
+        SLiveOut[BB] = std::move(Out);
+        In[BB] = std::move(Live);
+        Changed = true;
+      }
+    }
+  }
+}
+
+// Forward "may be within its lifetime" for escaped slots: a slot without
+// lifetime markers is always within it; otherwise lifetime.start enters it
+// and lifetime.end leaves it (union over predecessors).
+void FunctionAnalyzer::solveLifetimes() {
+  unsigned N = SlotAllocas.size();
+  if (!N)
+    return;
+  BitVector HasMarkers(N);
+  DenseMap<Instruction *, std::pair<int, bool>> Marker; // slot, is start
+  for (unsigned S = 0; S < N; ++S) {
+    if (!SlotEscaped[S])
+      continue;
+    for (User *U : SlotAllocas[S]->users())
+      if (auto *II = dyn_cast<IntrinsicInst>(U))
+        if (II->getIntrinsicID() == Intrinsic::lifetime_start ||
+            II->getIntrinsicID() == Intrinsic::lifetime_end) {
+          HasMarkers.set(S);
+          Marker[II] = {S, II->getIntrinsicID() == Intrinsic::lifetime_start};
+        }
+  }
+  BitVector Always(N);
+  for (unsigned S = 0; S < N; ++S)
+    if (SlotEscaped[S] && !HasMarkers.test(S))
+      Always.set(S);
+  DenseMap<BasicBlock *, BitVector> Out;
+  for (BasicBlock &BB : F)
+    Out[&BB] = BitVector(N);
+  ReversePostOrderTraversal<Function *> RPO(&F);
+  auto Walk = [&](BasicBlock *BB, bool RecordSites) {
+    BitVector L(N);
+    for (BasicBlock *P : predecessors(BB))
+      L |= Out[P];
+    for (Instruction &I : *BB) {
+      if (auto It = Marker.find(&I); It != Marker.end()) {
+        if (It->second.second)
+          L.set(It->second.first);
+        else
+          L.reset(It->second.first);
+      }
+      if (RecordSites && CallSiteIdx.count(&I)) {
+        BitVector B = L;
+        B |= Always;
+        InLifetime[&I] = B;
+      }
+    }
+    return L;
+  };
+  bool Changed = true;
+  for (unsigned Iter = 0; Changed && Iter < 10000; ++Iter) {
+    Changed = false;
+    for (BasicBlock *BB : RPO) {
+      BitVector L = Walk(BB, false);
+      if (L != Out[BB]) {
+        Out[BB] = std::move(L);
+        Changed = true;
+      }
+    }
+  }
+  for (BasicBlock &BB : F)
+    Walk(&BB, true);
+}
+
+MapEntry FunctionAnalyzer::valueEntry(Value *V) {
+  MapEntry E;
+  E.V = V;
+  E.DI = ValueDI.lookup(V);
+  if (!E.DI) {
+    // Fallback: a GEP that indexes V as a named struct names its pointee.
+    for (User *U : V->users())
+      if (auto *G = dyn_cast<GetElementPtrInst>(U))
+        if (G->getPointerOperand() == V)
+          if (auto *ST = dyn_cast<StructType>(G->getSourceElementType()); ST && ST->hasName()) {
+            E.IRFallback = ST;
+            break;
+          }
+  }
+  return E;
+}
+
+void FunctionAnalyzer::record() {
+  unsigned NS = SlotAllocas.size();
+  BitVector EscapedSet(NS);
+  for (unsigned S = 0; S < NS; ++S)
+    if (SlotEscaped[S])
+      EscapedSet.set(S);
+  for (BasicBlock &BB : F) {
+    BitVector Live = LiveOut[&BB];
+    BitVector SLive = NS ? SLiveOut[&BB] : BitVector();
+    auto Emit = [&](MapSite &Site, const BitVector &VL, const BitVector &SL) {
+      for (int I = VL.find_first(); I >= 0; I = VL.find_next(I))
+        Site.Entries.push_back(valueEntry(Vals[I]));
+      for (int I = NS ? SL.find_first() : -1; I >= 0; I = SL.find_next(I)) {
+        MapEntry E;
+        E.IsSlot = true;
+        E.V = SlotAllocas[I];
+        E.DI = R.Slots[I].DI;
+        if (!E.DI && !isByteArray(SlotAllocas[I]->getAllocatedType()))
+          E.IRFallback = SlotAllocas[I]->getAllocatedType();
+        Site.Entries.push_back(E);
+      }
+    };
+    for (Instruction &I : reverse(BB)) {
+      if (isa<PHINode>(I))
+        break;
+      if (auto It = CallSiteIdx.find(&I); It != CallSiteIdx.end()) {
+        MapSite &Site = R.Calls[It->second];
+        BitVector VL = Live;
+        if (auto V = ValIdx.find(&I); V != ValIdx.end())
+          VL.reset(V->second);
+        BitVector SL = SLive;
+        if (NS) {
+          // The callee may read a slot passed to it, and any escaped slot
+          // that is within its lifetime here.
+          if (auto C = SCallRead.find(&I); C != SCallRead.end())
+            SL |= C->second;
+          BitVector Esc = EscapedSet;
+          Esc &= InLifetime.lookup(&I);
+          SL |= Esc;
+        }
+        Emit(Site, VL, SL);
+      }
+      if (auto V = ValIdx.find(&I); V != ValIdx.end())
+        Live.reset(V->second);
+      for (Value *Op : I.operands())
+        if (auto V = ValIdx.find(Op); V != ValIdx.end())
+          Live.set(V->second);
+      if (NS) {
+        if (auto K = SKill.find(&I); K != SKill.end())
+          SLive.reset(K->second);
+        if (auto G = SGen.find(&I); G != SGen.end())
+          SLive |= G->second;
+        if (EscapedSet.any() && I.mayReadFromMemory() && !isa<IntrinsicInst>(I))
+          SLive |= EscapedSet;
+      }
+    }
+    if (auto It = LoopHeaderIdx.find(&BB); It != LoopHeaderIdx.end())
+      Emit(R.Loops[It->second], Live, SLive);
+  }
+}
+
+void FunctionAnalyzer::run() {
+  if (const char *Why = skipReason(F)) {
+    R.Skipped = true;
+    R.Reason = Why;
+    return;
+  }
+  // Call sites.
+  for (BasicBlock &BB : F)
+    for (Instruction &I : BB)
+      if (auto *CB = dyn_cast<CallBase>(&I)) {
+        switch (classifyCall(*CB)) {
+        case CallKind::Ignore:
+          break;
+        case CallKind::Unmapped:
+          ++R.Unmapped;
+          break;
+        case CallKind::Site: {
+          CallSiteIdx[CB] = R.Calls.size();
+          MapSite S;
+          S.I = CB;
+          R.Calls.push_back(S);
+          if (CB->getFunctionType()->isVarArg())
+            R.VarargCalls.push_back(CB);
+          break;
+        }
+        }
+      }
+  // Loops with no mapped call get a point at their header.
+  for (Loop *L : LI.getLoopsInPreorder()) {
+    bool HasCall = false;
+    for (BasicBlock *BB : L->blocks()) {
+      for (Instruction &I : *BB)
+        if (CallSiteIdx.count(&I)) {
+          HasCall = true;
+          break;
+        }
+      if (HasCall)
+        break;
+    }
+    if (HasCall)
+      continue;
+    BasicBlock *H = L->getHeader();
+    if (H->getFirstInsertionPt() == H->end() || H->isEHPad())
+      continue;
+    LoopHeaderIdx[H] = R.Loops.size();
+    MapSite S;
+    S.I = &*H->getFirstInsertionPt();
+    S.LoopHeader = H;
+    R.Loops.push_back(S);
+  }
+  collectDebugTypes();
+  collectValues();
+  collectSlots();
+  solveValues();
+  solveSlots();
+  solveLifetimes();
+  record();
+  if (R.Unmapped)
+    R.Reason = "some calls cannot be mapped (intrinsics lowered to calls, inline asm, musttail, bundles)";
+}
+
+} // namespace
+
+FunctionMapInfo MappedTraceAnalysis::run(Function &F, FunctionAnalysisManager &FAM) {
+  FunctionMapInfo R;
+  if (!isCandidate(F))
+    return R;
+  LoopInfo &LI = FAM.getResult<LoopAnalysis>(F);
+  FunctionAnalyzer(F, LI, R).run();
+  return R;
+}
+
+} // namespace mappedtrace

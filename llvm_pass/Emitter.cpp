@@ -1,0 +1,511 @@
+//===- Emitter.cpp - MappedTrace rewriter and .mtmap emitter -------------===//
+//
+// The module pass `mappedtrace`: for each candidate function it takes the
+// MappedTraceAnalysis result and
+//   * rewrites every mapped call/invoke into a gc.statepoint (ID 0x4D54<<48 |
+//     1<<40 | seq) whose deopt operands are (descriptor, value) pairs per
+//     FORMAT.md §1, with gc.result for the return value, the calling
+//     convention, the parameter attributes (shifted to the statepoint's call
+//     argument positions, which is where StatepointLowering reads them) and
+//     the debug location of the original call;
+//   * calls to varargs functions go through a small non-varargs thunk (the
+//     statepoint verifier rejects non-void varargs callees), so the caller's
+//     frame is still mapped;
+//   * inserts llvm.experimental.stackmap (ID kind 2) at headers of call-free
+//     loops;
+//   * writes one `.mtmap` chunk (FORMAT.md §2) as a constant in section
+//     ".mtmap", kept by llvm.used, and marks the module so a second run (e.g.
+//     compile then LTO) does nothing.
+//
+// Run: opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
+//===----------------------------------------------------------------------===//
+#include "MappedTrace.h"
+#include "llvm/IR/Constants.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/IntrinsicInst.h"
+#include "llvm/IR/Intrinsics.h"
+#include "llvm/IR/Statepoint.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Transforms/Utils/ModuleUtils.h"
+
+using namespace llvm;
+
+namespace mappedtrace {
+
+static constexpr const char *DoneMD = "mappedtrace.instrumented";
+
+namespace {
+
+struct FuncOut {
+  Function *F = nullptr;
+  std::string Name, Reason;
+  uint16_t Status = 0;
+  uint32_t NCalls = 0, NLoops = 0, NUnmapped = 0;
+  std::vector<std::tuple<uint64_t, uint64_t, std::string>> Allocas; // type, size, name
+};
+
+/// Bytes with embedded absolute-address fields, turned into a packed struct.
+class Blob {
+public:
+  void u8(uint8_t V) { Bytes.push_back(V); }
+  void u16(uint16_t V) { le(V, 2); }
+  void u32(uint32_t V) { le(V, 4); }
+  void u64(uint64_t V) { le(V, 8); }
+  void addr(Constant *C) { // an 8-byte absolute address
+    Relocs.push_back({Bytes.size(), C});
+    le(0, 8);
+  }
+  void put32(size_t At, uint32_t V) {
+    for (int I = 0; I < 4; ++I)
+      Bytes[At + I] = (V >> (8 * I)) & 0xff;
+  }
+  void align8() {
+    while (Bytes.size() % 8)
+      Bytes.push_back(0);
+  }
+  size_t size() const { return Bytes.size(); }
+  Constant *build(LLVMContext &Ctx) const {
+    SmallVector<Constant *, 16> Parts;
+    SmallVector<Type *, 16> Tys;
+    Type *I64 = Type::getInt64Ty(Ctx);
+    size_t Pos = 0;
+    auto Raw = [&](size_t End) {
+      if (End <= Pos)
+        return;
+      Constant *C = ConstantDataArray::get(Ctx, ArrayRef<uint8_t>(Bytes.data() + Pos, End - Pos));
+      Parts.push_back(C);
+      Tys.push_back(C->getType());
+    };
+    for (auto &[Off, C] : Relocs) {
+      Raw(Off);
+      Constant *A = ConstantExpr::getPtrToInt(C, I64);
+      Parts.push_back(A);
+      Tys.push_back(I64);
+      Pos = Off + 8;
+    }
+    Raw(Bytes.size());
+    StructType *ST = StructType::get(Ctx, Tys, /*isPacked=*/true);
+    return ConstantStruct::get(ST, Parts);
+  }
+
+private:
+  void le(uint64_t V, int N) {
+    for (int I = 0; I < N; ++I)
+      Bytes.push_back((V >> (8 * I)) & 0xff);
+  }
+  std::vector<uint8_t> Bytes;
+  std::vector<std::pair<size_t, Constant *>> Relocs;
+};
+
+class StringTab {
+public:
+  StringTab() { Data.push_back('\0'); }
+  uint32_t get(StringRef S) {
+    if (S.empty())
+      return 0;
+    auto [It, New] = Index.try_emplace(S, Data.size());
+    if (New) {
+      Data.append(S.begin(), S.end());
+      Data.push_back('\0');
+    }
+    return It->second;
+  }
+  const std::string &data() const { return Data; }
+
+private:
+  std::string Data;
+  StringMap<uint32_t> Index;
+};
+
+class Emitter {
+public:
+  Emitter(Module &M, ModuleAnalysisManager &MAM, bool O0)
+      : M(M), Ctx(M.getContext()), TT(M), O0(O0),
+        FAM(MAM.getResult<FunctionAnalysisManagerModuleProxy>(M).getManager()) {}
+  void run();
+
+private:
+  uint64_t entryTypeId(const MapEntry &E);
+  SmallVector<Value *, 16> deoptOperands(const MapSite &S);
+  Function *thunkFor(CallBase *CB);
+  void rewriteCall(CallBase *CB, const MapSite &S, Function *Thunk);
+  void insertLoopPoint(const MapSite &S);
+  void emitMap();
+
+  Module &M;
+  LLVMContext &Ctx;
+  TypeTable TT;
+  bool O0;
+  FunctionAnalysisManager &FAM;
+  uint64_t Seq = 0;
+  std::vector<FuncOut> Funcs;
+  // Calls already rewritten → their gc.result (the analysis names originals).
+  DenseMap<Value *, Value *> Replaced;
+  std::map<std::tuple<Value *, FunctionType *, void *>, Function *> Thunks;
+};
+
+uint64_t Emitter::entryTypeId(const MapEntry &E) {
+  if (E.IsSlot) {
+    if (E.DI)
+      return TT.idOf(E.DI);
+    return E.IRFallback ? TT.idOfIR(E.IRFallback) : 0;
+  }
+  if (E.DI)
+    return TT.pointeeIdOf(E.DI);
+  if (auto *ST = dyn_cast_or_null<StructType>(E.IRFallback); ST && ST->hasName())
+    return TT.idOfIRStructName(ST->getName());
+  return 0;
+}
+
+SmallVector<Value *, 16> Emitter::deoptOperands(const MapSite &S) {
+  SmallVector<Value *, 16> Ops;
+  Type *I64 = Type::getInt64Ty(Ctx);
+  for (const MapEntry &E : S.Entries) {
+    uint64_t Desc = (E.IsSlot ? RoleSlot : RoleValue) | (entryTypeId(E) & TypeIdMask);
+    Ops.push_back(ConstantInt::get(I64, Desc));
+    Ops.push_back(Replaced.lookup_or(E.V, E.V));
+  }
+  return Ops;
+}
+
+// A non-varargs internal function that makes the varargs call, so the caller
+// can call it through a statepoint. For an indirect call the callee is its
+// first parameter.
+Function *Emitter::thunkFor(CallBase *CB) {
+  Value *Callee = CB->getCalledOperand();
+  bool Direct = isa<Function>(Callee->stripPointerCasts());
+  FunctionType *FT = CB->getFunctionType();
+  AttributeList AL = CB->getAttributes();
+  // Indirect thunks are keyed by type and attributes only.
+  SmallVector<Type *, 8> Params;
+  if (!Direct)
+    Params.push_back(Callee->getType());
+  for (Value *A : CB->args())
+    Params.push_back(A->getType());
+  FunctionType *TFT = FunctionType::get(FT->getReturnType(), Params, false);
+  auto KeyT = std::make_tuple(Direct ? Callee : (Value *)TFT, FT, AL.getRawPointer());
+  if (auto It = Thunks.find(KeyT); It != Thunks.end())
+    return It->second;
+  Function *T = Function::Create(TFT, GlobalValue::InternalLinkage,
+                                 "__mappedtrace_va_thunk", &M);
+  T->addFnAttr("mappedtrace-thunk");
+  T->addFnAttr(Attribute::NoInline);
+  T->addFnAttr(Attribute::NoUnwind);
+  if (!CB->doesNotThrow())
+    T->removeFnAttr(Attribute::NoUnwind);
+  if (CB->getCaller()->hasFnAttribute("frame-pointer"))
+    T->addFnAttr(CB->getCaller()->getFnAttribute("frame-pointer"));
+  for (StringRef A : {"target-cpu", "target-features", "tune-cpu"})
+    if (CB->getCaller()->hasFnAttribute(A))
+      T->addFnAttr(CB->getCaller()->getFnAttribute(A));
+  unsigned Shift = Direct ? 0 : 1;
+  for (unsigned I = 0; I < CB->arg_size(); ++I)
+    T->addParamAttrs(I + Shift, AttrBuilder(Ctx, AL.getParamAttrs(I)));
+  BasicBlock *BB = BasicBlock::Create(Ctx, "entry", T);
+  IRBuilder<> B(BB);
+  SmallVector<Value *, 8> Args;
+  for (unsigned I = 0; I < CB->arg_size(); ++I)
+    Args.push_back(T->getArg(I + Shift));
+  CallInst *C = B.CreateCall(FT, Direct ? Callee : T->getArg(0), Args);
+  C->setCallingConv(CB->getCallingConv());
+  C->setAttributes(AttributeList::get(Ctx, AttributeSet(), AL.getRetAttrs(),
+                                      [&] {
+                                        SmallVector<AttributeSet, 8> P;
+                                        for (unsigned I = 0; I < CB->arg_size(); ++I)
+                                          P.push_back(AL.getParamAttrs(I));
+                                        return P;
+                                      }()));
+  if (FT->getReturnType()->isVoidTy())
+    B.CreateRetVoid();
+  else
+    B.CreateRet(C);
+  Thunks[KeyT] = T;
+  return T;
+}
+
+void Emitter::rewriteCall(CallBase *CB, const MapSite &S, Function *Thunk) {
+  IRBuilder<> B(CB);
+  uint64_t ID = IdMagic | IdKindCall | (Seq++ & 0xFFFFFFFFFFULL);
+  SmallVector<Value *, 16> Deopt = deoptOperands(S);
+  FunctionCallee Callee(CB->getFunctionType(), CB->getCalledOperand());
+  SmallVector<Value *, 8> Args(CB->args());
+  AttributeList AL = CB->getAttributes();
+  SmallVector<AttributeSet, 8> ArgAttrs;
+  for (unsigned I = 0; I < CB->arg_size(); ++I)
+    ArgAttrs.push_back(AL.getParamAttrs(I));
+  CallingConv::ID CC = CB->getCallingConv();
+  if (Thunk) {
+    bool Direct = Thunk->arg_size() == CB->arg_size();
+    if (!Direct) {
+      Args.insert(Args.begin(), CB->getCalledOperand());
+      ArgAttrs.insert(ArgAttrs.begin(), AttributeSet());
+    }
+    Callee = FunctionCallee(Thunk->getFunctionType(), Thunk);
+    CC = CallingConv::C;
+  }
+  Type *RetTy = CB->getType();
+  CallBase *SP;
+  BasicBlock *ResultBlock = nullptr;
+  if (auto *II = dyn_cast<InvokeInst>(CB)) {
+    BasicBlock *Normal = II->getNormalDest();
+    if (!RetTy->isVoidTy()) {
+      // gc.result must sit in a block whose only predecessor is the invoke.
+      BasicBlock *NB = BasicBlock::Create(Ctx, "mt.normal", CB->getFunction(), Normal);
+      BranchInst::Create(Normal, NB)->setDebugLoc(CB->getDebugLoc());
+      Normal->replacePhiUsesWith(II->getParent(), NB);
+      Normal = NB;
+      ResultBlock = NB;
+    }
+    SP = B.CreateGCStatepointInvoke(ID, 0, Callee, Normal, II->getUnwindDest(), Args,
+                                    ArrayRef<Value *>(Deopt), {}, "");
+  } else {
+    SP = B.CreateGCStatepointCall(ID, 0, Callee, Args, ArrayRef<Value *>(Deopt), {}, "");
+  }
+  SP->setCallingConv(CC);
+  SP->setDebugLoc(CB->getDebugLoc());
+  // Parameter attributes at the statepoint's call-argument positions.
+  AttributeList SAL = SP->getAttributes();
+  for (unsigned I = 0; I < ArgAttrs.size(); ++I)
+    if (ArgAttrs[I].hasAttributes())
+      SAL = SAL.addParamAttributes(Ctx, GCStatepointInst::CallArgsBeginPos + I,
+                                   AttrBuilder(Ctx, ArgAttrs[I]));
+  if (AL.hasFnAttr(Attribute::NoUnwind))
+    SAL = SAL.addFnAttribute(Ctx, Attribute::NoUnwind);
+  SP->setAttributes(SAL);
+  if (!RetTy->isVoidTy()) {
+    IRBuilder<> RB(Ctx);
+    if (ResultBlock)
+      RB.SetInsertPoint(ResultBlock, ResultBlock->getFirstInsertionPt());
+    else
+      RB.SetInsertPoint(CB);
+    CallInst *GR = RB.CreateGCResult(SP, RetTy, CB->getName());
+    GR->setDebugLoc(CB->getDebugLoc());
+    CB->replaceAllUsesWith(GR);
+    Replaced[CB] = GR;
+  }
+  CB->eraseFromParent();
+}
+
+void Emitter::insertLoopPoint(const MapSite &S) {
+  IRBuilder<> B(S.I);
+  uint64_t ID = IdMagic | IdKindLoop | (Seq++ & 0xFFFFFFFFFFULL);
+  SmallVector<Value *, 16> Ops{B.getInt64(ID), B.getInt32(0)};
+  for (Value *V : deoptOperands(S))
+    Ops.push_back(V);
+  Function *SM = Intrinsic::getOrInsertDeclaration(&M, Intrinsic::experimental_stackmap);
+  CallInst *C = B.CreateCall(SM, Ops);
+  C->setDebugLoc(S.I->getDebugLoc());
+}
+
+void Emitter::run() {
+  for (Function &F : M) {
+    if (!isCandidate(F))
+      continue;
+    FunctionMapInfo Info = FAM.getResult<MappedTraceAnalysis>(F);
+    FuncOut O;
+    O.F = &F;
+    O.Name = F.getName().str();
+    if (Info.Skipped) {
+      O.Status = 1;
+      O.Reason = Info.Reason;
+      errs() << "mappedtrace: warning: " << F.getName() << " not instrumented: "
+             << Info.Reason << "\n";
+      Funcs.push_back(std::move(O));
+      continue;
+    }
+    SmallPtrSet<CallBase *, 8> Varargs(Info.VarargCalls.begin(), Info.VarargCalls.end());
+    // Loop points first: their insertion points are not calls we rewrite.
+    for (const MapSite &S : Info.Loops)
+      insertLoopPoint(S);
+    for (const MapSite &S : Info.Calls) {
+      auto *CB = cast<CallBase>(S.I);
+      Function *Thunk = Varargs.count(CB) ? thunkFor(CB) : nullptr;
+      rewriteCall(CB, S, Thunk);
+    }
+    // A GC strategy whose managed pointers live in addrspace(1) only: our
+    // pointers are then plain deopt values that codegen may keep in
+    // registers (without a strategy every pointer deopt value is treated as
+    // a GC pointer and spilled at each statepoint).
+    if (!Info.Calls.empty())
+      F.setGC("statepoint-example");
+    O.NCalls = Info.Calls.size();
+    O.NLoops = Info.Loops.size();
+    O.NUnmapped = Info.Unmapped;
+    if (O.NUnmapped) {
+      O.Status = 2;
+      O.Reason = Info.Reason;
+    }
+    for (const SlotInfo &SI : Info.Slots) {
+      uint64_t Ty = SI.DI ? TT.idOf(SI.DI) : 0;
+      if (!Ty && !SI.DI) {
+        Type *AT = SI.AI->getAllocatedType();
+        if (!(AT->isArrayTy() && AT->getArrayElementType()->isIntegerTy(8)))
+          Ty = TT.idOfIR(AT);
+      }
+      O.Allocas.emplace_back(Ty, SI.Size, SI.Name);
+    }
+    Funcs.push_back(std::move(O));
+    Replaced.clear();
+    FAM.invalidate(F, PreservedAnalyses::none());
+  }
+  for (auto &[K, T] : Thunks) {
+    FuncOut O;
+    O.F = T;
+    O.Name = T->getName().str();
+    O.Status = 2;
+    O.Reason = "varargs thunk";
+    O.NUnmapped = 1;
+    Funcs.push_back(std::move(O));
+  }
+  emitMap();
+  M.getOrInsertNamedMetadata(DoneMD);
+}
+
+void Emitter::emitMap() {
+  Type *I64 = Type::getInt64Ty(Ctx);
+  (void)I64;
+  // Globals and thread-locals whose type holds pointers.
+  struct GOut {
+    GlobalVariable *G;
+    uint64_t Size, Type;
+    uint32_t Flags;
+  };
+  std::vector<GOut> Globals;
+  const DataLayout &DL = M.getDataLayout();
+  for (GlobalVariable &G : M.globals()) {
+    if (G.isDeclaration() || G.getName().starts_with("llvm.") ||
+        (G.hasSection() && (G.getSection() == ".mtmap" || G.getSection() == "llvm.metadata")))
+      continue;
+    SmallVector<DIGlobalVariableExpression *, 1> GVEs;
+    G.getDebugInfo(GVEs);
+    uint64_t Ty = 0;
+    bool HasDI = false;
+    for (auto *E : GVEs)
+      if (E->getVariable() && E->getExpression()->getNumElements() == 0) {
+        Ty = TT.idOf(E->getVariable()->getType());
+        HasDI = true;
+        break;
+      }
+    bool Ptrs = HasDI ? TT.hasPointers(Ty) : false;
+    if (!HasDI) {
+      // No debug info: constants cannot hold heap pointers; mutable data
+      // whose IR type holds pointers is typed from the IR.
+      if (G.isConstant())
+        continue;
+      Type *VT = G.getValueType();
+      Ty = TT.idOfIR(VT);
+      Ptrs = TT.hasPointers(Ty) || (VT->isArrayTy() && VT->getArrayElementType()->isIntegerTy(8) &&
+                                    DL.getTypeAllocSize(VT) >= 8 && false);
+    }
+    if (!Ptrs)
+      continue;
+    uint32_t Flags = (G.isThreadLocal() ? 1 : 0) | (G.isConstant() ? 2 : 0);
+    Globals.push_back({&G, DL.getTypeAllocSize(G.getValueType()), Ty, Flags});
+  }
+
+  StringTab Str;
+  Blob B;
+  // Header, patched at the end.
+  B.u32(0x504D544D); // "MTMP" little-endian bytes 4D 54 4D 50
+  B.u16(1);
+  B.u16(56);
+  size_t ChunkSizeAt = B.size();
+  B.u32(0);
+  uint32_t Flags = (TT.isRust() ? 1 : 0) | (O0 ? 2 : 0);
+  B.u32(Flags);
+  size_t CountsAt = B.size();
+  for (int I = 0; I < 9; ++I)
+    B.u32(0); // n_types n_functions n_globals strtab_size types_off functions_off globals_off strtab_off module_name
+  B.u32(0);   // reserved
+  // Types: make sure every referenced id is materialised first.
+  for (auto &G : Globals)
+    (void)G;
+  uint32_t TypesOff = B.size();
+  const auto &Types = TT.all();
+  for (const auto &[Id, R] : Types) {
+    B.u64(R.Id);
+    B.u64(R.Size);
+    B.u32(Str.get(R.Name));
+    B.u8(R.Kind);
+    B.u8(0);
+    B.u16(R.Flags);
+    B.u32(R.Slots.size());
+    B.u32(0);
+    B.u64(R.Elem);
+    B.u64(R.FlexOffset);
+    for (const SlotRec &S : R.Slots) {
+      B.u64(S.Offset);
+      B.u64(S.Target);
+      B.u32(S.Count);
+      B.u32(S.Count > 1 ? S.Stride : 0);
+      B.u32(S.Flags);
+      B.u32(0);
+    }
+  }
+  uint32_t NTypes = Types.size();
+  uint32_t FunctionsOff = B.size();
+  for (const FuncOut &O : Funcs) {
+    // A function that will not be emitted (no body left) gets address 0.
+    if (O.F && !O.F->isDeclaration())
+      B.addr(O.F);
+    else
+      B.u64(0);
+    B.u32(Str.get(O.Name));
+    B.u32(Str.get(O.Reason));
+    B.u16(O.Status);
+    B.u16(0);
+    B.u32(O.NCalls);
+    B.u32(O.NLoops);
+    B.u32(O.NUnmapped);
+    B.u32(O.Allocas.size());
+    B.u32(0);
+    for (auto &[Ty, Size, Name] : O.Allocas) {
+      B.u64(Ty);
+      B.u64(Size);
+      B.u32(Str.get(Name));
+      B.u32(0);
+    }
+  }
+  uint32_t GlobalsOff = B.size();
+  for (const GOut &G : Globals) {
+    if (G.Flags & 1)
+      B.u64(0);
+    else
+      B.addr(G.G);
+    B.u64(G.Size);
+    B.u64(G.Type);
+    B.u32(Str.get(G.G->getName()));
+    B.u32(G.Flags);
+  }
+  uint32_t ModName = Str.get(M.getSourceFileName());
+  uint32_t StrOff = B.size();
+  for (char C : Str.data())
+    B.u8((uint8_t)C);
+  uint32_t StrSize = Str.data().size();
+  B.align8();
+  // The type table is complete only now (function/global emission may add
+  // none, but be exact): recount.
+  B.put32(ChunkSizeAt, B.size());
+  uint32_t Counts[9] = {NTypes, (uint32_t)Funcs.size(), (uint32_t)Globals.size(), StrSize,
+                        TypesOff, FunctionsOff, GlobalsOff, StrOff, ModName};
+  for (int I = 0; I < 9; ++I)
+    B.put32(CountsAt + 4 * I, Counts[I]);
+
+  Constant *Init = B.build(Ctx);
+  auto *GV = new GlobalVariable(M, Init->getType(), /*isConstant=*/true,
+                                GlobalValue::PrivateLinkage, Init, "__mappedtrace_map");
+  GV->setSection(".mtmap");
+  GV->setAlignment(Align(8));
+  appendToUsed(M, {GV});
+}
+
+} // namespace
+
+PreservedAnalyses MappedTracePass::run(Module &M, ModuleAnalysisManager &MAM) {
+  if (M.getNamedMetadata(DoneMD))
+    return PreservedAnalyses::all();
+  Emitter(M, MAM, O0).run();
+  return PreservedAnalyses::none();
+}
+
+} // namespace mappedtrace

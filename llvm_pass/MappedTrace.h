@@ -1,0 +1,164 @@
+//===- MappedTrace.h - shared declarations of the MappedTrace pass --------===//
+//
+// The MappedTrace pass plugin has three parts (STYLE.md #10):
+//   * MappedTraceAnalysis (Analysis.cpp): per function, which calls become map
+//     points, which pointer SSA values and pointer-holding stack slots are live
+//     across each of them, which loop headers need a zero-byte map point;
+//   * MappedTracePrinter  (Plugin.cpp): `opt -passes='print<mappedtrace>'`;
+//   * MappedTracePass     (Emitter.cpp): rewrites calls into statepoints,
+//     inserts loop stackmaps and writes the `.mtmap` section (FORMAT.md).
+// Types.cpp builds the content-hashed type table from debug metadata.
+//
+// Run: opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
+//      clang-22 -O2 -g -fpass-plugin=MappedTracePass.so -fno-pie -no-pie x.c
+//===----------------------------------------------------------------------===//
+#ifndef MAPPEDTRACE_H
+#define MAPPEDTRACE_H
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/IR/DebugInfoMetadata.h"
+#include "llvm/IR/Instructions.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/PassManager.h"
+#include <map>
+#include <string>
+#include <vector>
+
+namespace mappedtrace {
+
+// FORMAT.md constants.
+constexpr uint64_t IdMagic = 0x4D54ULL << 48;
+constexpr uint64_t IdKindCall = 1ULL << 40;
+constexpr uint64_t IdKindLoop = 2ULL << 40;
+constexpr uint64_t RoleValue = 0;
+constexpr uint64_t RoleSlot = 1ULL << 62;
+constexpr uint64_t TypeIdMask = 0x3FFFFFFFFFFFFFFFULL;
+
+enum TypeKind : uint8_t {
+  KUnknown = 0, KScalar = 1, KPointer = 2, KStruct = 3, KUnion = 4,
+  KArray = 5, KFunction = 6, KEnum = 7
+};
+enum : uint16_t { THasUnion = 1, TFlex = 2, TErased = 4, TRust = 8 };
+enum : uint32_t { SUntyped = 1, SFunction = 2, SConservative = 4, SWeak = 8 };
+
+struct SlotRec {
+  uint64_t Offset = 0, Target = 0;
+  uint32_t Count = 1, Stride = 0, Flags = 0;
+};
+
+struct TypeRec {
+  uint64_t Id = 0, Size = 0;
+  std::string Name;
+  uint8_t Kind = KUnknown;
+  uint16_t Flags = 0;
+  std::vector<SlotRec> Slots;
+  uint64_t Elem = 0, FlexOffset = 0;
+};
+
+/// The type table of one module: content-hashed ids (FORMAT.md §3) for
+/// debug-info types, with an IR-type fallback. Entries are created on demand
+/// and kept for emission.
+class TypeTable {
+public:
+  TypeTable(llvm::Module &M);
+  /// Id of the object type \p T (0 for void / unknown).
+  uint64_t idOf(const llvm::DIType *T) { return idOfDI(T, 0); }
+  /// Id of what a variable of type \p T points to (0 if not a pointer).
+  uint64_t pointeeIdOf(const llvm::DIType *T);
+  /// Fallback from an IR type (named `struct.X` matched to debug info).
+  uint64_t idOfIR(llvm::Type *T);
+  /// Id of a pointee named by an IR struct type (GEP source element type).
+  uint64_t idOfIRStructName(llvm::StringRef Name);
+  const TypeRec *get(uint64_t Id) const;
+  bool hasPointers(uint64_t Id) const;
+  const std::map<uint64_t, TypeRec> &all() const { return Types; }
+  bool isRust() const { return Rust; }
+
+private:
+  uint64_t idOfDI(const llvm::DIType *T, unsigned Depth);
+  uint64_t idOfComposite(const llvm::DICompositeType *CT, unsigned Depth);
+  uint64_t idOfIRImpl(llvm::Type *T, unsigned Depth);
+  uint64_t add(TypeRec R);
+  void appendArray(std::vector<SlotRec> &Out, const TypeRec *Elem,
+                   uint64_t Off, uint64_t Count, uint64_t ElemSize,
+                   uint32_t ExtraFlags);
+
+  llvm::Module &M;
+  const llvm::DataLayout &DL;
+  bool Rust = false;
+  llvm::DenseMap<const llvm::Metadata *, uint64_t> DIIds;
+  llvm::DenseMap<llvm::Type *, uint64_t> IRIds;
+  llvm::StringMap<const llvm::DICompositeType *> ByName;
+  std::map<uint64_t, TypeRec> Types;
+};
+
+uint64_t fnv1a(llvm::StringRef S);
+std::string hex(uint64_t V);
+
+/// A thing recorded at a map point.
+struct MapEntry {
+  bool IsSlot = false;
+  llvm::Value *V = nullptr;          // pointer SSA value, or the static alloca
+  const llvm::DIType *DI = nullptr;  // VALUE: the pointer's type; SLOT: the object type
+  llvm::Type *IRFallback = nullptr;  // SLOT: allocated type; VALUE: GEP source struct
+};
+
+struct MapSite {
+  llvm::Instruction *I = nullptr;    // the call/invoke; for a loop point the header's first insertion point
+  llvm::BasicBlock *LoopHeader = nullptr;
+  llvm::SmallVector<MapEntry, 8> Entries;
+};
+
+struct SlotInfo {
+  llvm::AllocaInst *AI = nullptr;
+  const llvm::DIType *DI = nullptr;
+  std::string Name;
+  uint64_t Size = 0;
+};
+
+/// What the analysis finds in one function.
+struct FunctionMapInfo {
+  bool Skipped = false;
+  std::string Reason;                // why skipped, or why partial
+  std::vector<MapSite> Calls;        // call sites to rewrite
+  std::vector<MapSite> Loops;        // loop headers to map
+  std::vector<llvm::CallBase *> VarargCalls; // (subset of Calls' I) need a thunk
+  unsigned Unmapped = 0;
+  std::vector<SlotInfo> Slots;       // pointer-holding static allocas
+};
+
+class MappedTraceAnalysis : public llvm::AnalysisInfoMixin<MappedTraceAnalysis> {
+  friend llvm::AnalysisInfoMixin<MappedTraceAnalysis>;
+  static llvm::AnalysisKey Key;
+
+public:
+  using Result = FunctionMapInfo;
+  Result run(llvm::Function &F, llvm::FunctionAnalysisManager &FAM);
+};
+
+/// Is \p F a function the pass would look at (defined, emitted here)?
+bool isCandidate(const llvm::Function &F);
+
+class MappedTracePrinter : public llvm::PassInfoMixin<MappedTracePrinter> {
+  llvm::raw_ostream &OS;
+
+public:
+  explicit MappedTracePrinter(llvm::raw_ostream &OS) : OS(OS) {}
+  llvm::PreservedAnalyses run(llvm::Module &M, llvm::ModuleAnalysisManager &MAM);
+  static bool isRequired() { return true; }
+};
+
+class MappedTracePass : public llvm::PassInfoMixin<MappedTracePass> {
+  bool O0;
+
+public:
+  explicit MappedTracePass(bool O0 = false) : O0(O0) {}
+  llvm::PreservedAnalyses run(llvm::Module &M, llvm::ModuleAnalysisManager &MAM);
+  static bool isRequired() { return true; }
+};
+
+} // namespace mappedtrace
+
+#endif

@@ -1,0 +1,155 @@
+"""Compiler drivers: ``mappedtrace cc`` and ``mappedtrace rustc``.
+
+Both are drop-in replacements that add what pointer maps need and pass every
+other argument through untouched:
+
+* ``cc``: clang-22 with ``-fpass-plugin=<plugin>`` when something is
+  compiled, ``-g`` unless the user chose a ``-g*`` level, ``-fno-pie`` when
+  compiling and ``-no-pie`` when linking unless the user asked for PIC/PIE or
+  ``-shared`` (the map sections hold absolute addresses: FORMAT.md).  With
+  ``-flto`` the pass runs inside lld instead (``-fuse-ld=lld
+  -Wl,--load-pass-plugin=…``).  Preprocessing-only runs (``-E``, ``-M``,
+  ``-MM``) are passed through unchanged.
+* ``rustc``: rustc with ``-C linker-plugin-lto`` and clang-22 + lld-22 as the
+  linker, lld loading the plugin, so the pass runs on the whole crate's
+  LLVM IR at link time; ``-C relocation-model=static`` and ``-no-pie``;
+  ``-g`` unless the user set a debug-info level.
+
+The commands exit with the compiler's exit code.  ``MAPPEDTRACE_VERBOSE=1``
+prints the command line on stderr.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from . import toolchain as tc
+from .errors import ToolchainError
+
+_SOURCE_EXTS = {".c", ".i", ".cc", ".cp", ".cpp", ".cxx", ".c++", ".C", ".ii", ".m", ".mm",
+                ".ll", ".bc"}
+# Options of clang that take the next argument as their value.
+_ARG_OPTS = {"-o", "-x", "-I", "-D", "-U", "-include", "-imacros", "-isystem", "-iquote",
+             "-idirafter", "-MF", "-MT", "-MQ", "-L", "-l", "-Xlinker", "-Xclang",
+             "-Xassembler", "-Xpreprocessor", "-target", "--target", "-arch", "-isysroot",
+             "--sysroot", "-u", "-z", "-T", "-mllvm", "-main-file-name", "-aux-info",
+             "-dependency-file", "-serialize-diagnostics"}
+_PIC_FLAGS = {"-fPIC", "-fpic", "-fPIE", "-fpie", "-shared", "-pie", "-static-pie"}
+
+
+def _verbose(cmd: list[str]) -> None:
+    if os.environ.get("MAPPEDTRACE_VERBOSE") == "1":
+        print("mappedtrace: " + " ".join(cmd), file=sys.stderr)
+
+
+def _inputs(args: list[str]) -> tuple[list[str], bool]:
+    """(positional inputs, whether an explicit ``-x`` language was given)."""
+    files: list[str] = []
+    has_x = False
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in _ARG_OPTS:
+            skip = True
+            has_x = has_x or a == "-x"
+            continue
+        if a.startswith("-x") and len(a) > 2:
+            has_x = True
+        if a == "-" or not a.startswith("-"):
+            files.append(a)
+    return files, has_x
+
+
+def cc_command(args: list[str], plugin: str | None = None) -> list[str]:
+    """The clang-22 command line ``mappedtrace cc ARGS…`` runs.
+
+    :param args: the user's arguments, unchanged.
+    :param plugin: the pass plugin path (default: :func:`toolchain.plugin_path`).
+    :returns: the full argv, compiler first.
+    :raises ToolchainError: clang-22 or the plugin is missing.
+    """
+    clang = tc.require_tool("clang-22")
+    args = list(args)
+    flags = set(args)
+    if (not args or args == ["-v"] or flags & {"--version", "--help", "-help", "-dumpversion",
+                                                "-dumpmachine", "-###"}
+            or any(a.startswith("-print-") for a in args)):
+        return [clang, *args]
+    preprocess_only = "-E" in flags or (("-M" in flags or "-MM" in flags))
+    if preprocess_only:
+        return [clang, *args]
+    files, has_x = _inputs(args)
+    compiles = has_x or any(Path(f).suffix in _SOURCE_EXTS or f == "-" for f in files)
+    links = not flags & {"-c", "-S", "-fsyntax-only"}
+    pic = bool(flags & _PIC_FLAGS)
+    lto = any(a == "-flto" or a.startswith("-flto=") for a in args)
+    extra: list[str] = []
+    if compiles and "-fsyntax-only" not in flags:
+        plugin = plugin or str(tc.plugin_path())
+        extra.append(f"-fpass-plugin={plugin}")
+        if not any(a.startswith("-g") for a in args):
+            extra.append("-g")
+        if not pic and not any(a in {"-fno-pie", "-fno-pic", "-fno-PIE", "-fno-PIC"} for a in args):
+            extra.append("-fno-pie")
+    link_extra: list[str] = []
+    if links:
+        if not pic and "-no-pie" not in flags and "-nopie" not in flags:
+            link_extra.append("-no-pie")
+        if lto:
+            plugin = plugin or str(tc.plugin_path())
+            if not any(a.startswith("-fuse-ld=") for a in args):
+                link_extra.append("-fuse-ld=lld")
+            link_extra.append(f"-Wl,--load-pass-plugin={plugin}")
+    return [clang, *extra, *args, *link_extra]
+
+
+def rustc_command(args: list[str], plugin: str | None = None) -> list[str]:
+    """The rustc command line ``mappedtrace rustc ARGS…`` runs.
+
+    :raises ToolchainError: rustc, clang-22, lld-22 or the plugin is missing.
+    """
+    rustc = tc.find_tool("rustc")
+    if not rustc:
+        raise ToolchainError("rustc not found", hint="install Rust 1.95 (built on LLVM 22)")
+    args = list(args)
+    if not args or any(a in {"--version", "-V", "-vV", "--help", "-h"} or a.startswith("--print")
+                       for a in args):
+        return [rustc, *args]
+    clang = tc.require_tool("clang-22")
+    tc.require_tool("ld.lld-22")
+    plugin = plugin or str(tc.plugin_path())
+    joined = " ".join(args)
+    extra = ["-C", "linker-plugin-lto", "-C", f"linker={clang}",
+             "-C", "link-arg=-fuse-ld=lld",
+             "-C", f"link-arg=-Wl,--load-pass-plugin={plugin}",
+             # lld would drop .llvm_stackmaps with --gc-sections (nothing refers to it)
+             "-C", "link-arg=-Wl,--no-gc-sections"]
+    if "relocation-model" not in joined:
+        extra += ["-C", "relocation-model=static", "-C", "link-arg=-no-pie"]
+    if not any(a == "-g" or a.startswith("debuginfo") or "debuginfo=" in a for a in args):
+        extra.append("-g")
+    return [rustc, *extra, *args]
+
+
+def _run(cmd: list[str]) -> int:
+    _verbose(cmd)
+    try:
+        return subprocess.run(cmd).returncode
+    except FileNotFoundError as e:
+        raise ToolchainError(f"cannot run {cmd[0]}: {e.strerror}") from e
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_cc(args: list[str]) -> int:
+    """Run ``mappedtrace cc``; returns the compiler's exit code."""
+    return _run(cc_command(args))
+
+
+def run_rustc(args: list[str]) -> int:
+    """Run ``mappedtrace rustc``; returns the compiler's exit code."""
+    return _run(rustc_command(args))
