@@ -1,0 +1,114 @@
+"""Render a :class:`~mappedtrace.analyses.leaks.LeakReport`: rich text or JSON.
+
+Every user-controlled string (type names such as ``[u8; 16]``, previews of
+target memory, root sources) goes into :class:`rich.text.Text` cells, never
+through markup; when the stream is not a terminal the width is fixed
+(:data:`DEFAULT_WIDTH`) and colour is off, so the output is stable.
+"""
+from __future__ import annotations
+
+import json
+from typing import IO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from ..analyses.leaks import LeakReport
+
+#: width used when the stream is not a terminal
+DEFAULT_WIDTH = 100
+#: objects listed per structure
+OBJECTS_PER_STRUCTURE = 5
+
+
+def _console(stream: IO[str], width: int | None) -> Console:
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    return Console(file=stream, width=width or (None if tty else DEFAULT_WIDTH),
+                   force_terminal=tty, no_color=not tty, highlight=False, emoji=False,
+                   soft_wrap=False)
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100.0 * a / b:.1f}%" if b else "-"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def render(report: LeakReport, stream: IO[str], *, width: int | None = None,
+           structures: int = 5) -> None:
+    """Write the human-readable leak report to ``stream``.
+
+    :param width: columns (default: the terminal's, or :data:`DEFAULT_WIDTH`).
+    :param structures: how many of the biggest leaked structures to show.
+    """
+    con = _console(stream, width)
+    s = report.summary
+    if s["leaked_objects"] == 0:
+        con.print(Text(f"no leaks: {s['reachable_objects']} objects "
+                       f"({_bytes(s['reachable_bytes'])}) reachable", style="bold green"))
+    else:
+        con.print(Text.assemble(
+            (f"{s['leaked_objects']} leaked objects ({_bytes(s['leaked_bytes'])})", "bold red"),
+            f" in {s.get('structures', len(report.structures))} structures: "
+            f"{s['direct_objects']} direct, {s['indirect_objects']} indirect; "
+            f"{s['reachable_objects']} objects ({_bytes(s['reachable_bytes'])}) reachable"))
+        t = Table(title="leaks by type", title_justify="left", expand=False)
+        for col, just in (("type", "left"), ("objects", "right"), ("bytes", "right"),
+                          ("direct", "right"), ("indirect", "right")):
+            t.add_column(col, justify=just, overflow="fold")
+        for name, cnt, nbytes, d, i in report.by_type():
+            t.add_row(Text(name), str(cnt), str(nbytes), str(d), str(i))
+        con.print(t)
+        for st in report.structures[:structures]:
+            types = ", ".join(f"{k} x{v}" for k, v in sorted(st.types.items(), key=lambda kv: -kv[1]))
+            con.print(Text.assemble((f"structure #{st.index}", "bold"),
+                                    f": {st.objects} objects, {_bytes(st.bytes)} ({types})"))
+            for l in st.leaks[:OBJECTS_PER_STRUCTURE]:
+                how = f" [{l.type_source}]" if l.type_source in ("pointer", "size") else ""
+                line = Text(f"  {l.kind:8} {l.address:#x} {l.size:>7} B  ")
+                line.append(Text(l.type + how))
+                if l.preview:
+                    line.append(Text("  " + l.preview, style="dim"))
+                con.print(line)
+            if st.objects > OBJECTS_PER_STRUCTURE:
+                con.print(Text(f"  … {st.objects - OBJECTS_PER_STRUCTURE} more"))
+    render_precision(report.precision, con)
+    if report.warnings:
+        con.print(Text(f"{len(report.warnings)} warnings (see stderr)", style="yellow"))
+
+
+def render_precision(p: dict, con: Console) -> None:
+    """The precision figures as a small table."""
+    t = Table(title=escape(f"precision ({p.get('mode', '?')} marking, {p.get('kernel', '?')} kernel)"),
+              title_justify="left", show_header=True)
+    t.add_column("what")
+    t.add_column("exact", justify="right")
+    t.add_column("conservative", justify="right")
+    t.add_column("exact share", justify="right")
+
+    def row(name: str, a: int, b: int) -> None:
+        t.add_row(name, str(a), str(b), _pct(a, a + b))
+
+    row("frames", p.get("frames_exact", 0), p.get("frames_conservative", 0))
+    row("roots", p.get("roots_exact", 0), p.get("roots_conservative", 0))
+    row("heap bytes (typed / scanned)", p.get("heap_bytes_typed", 0), p.get("heap_bytes_conservative", 0))
+    row("edges", p.get("edges_exact", 0), p.get("edges_conservative", 0))
+    con.print(t)
+    con.print(Text(f"dangling pointers: {p.get('dangling_pointers', 0)}   "
+                   f"pointers to globals/stacks: {p.get('pointers_to_static', 0)}   "
+                   f"ambiguous objects: {p.get('objects_ambiguous', 0)}   "
+                   f"unreadable objects: {p.get('unreadable_objects', 0)}"))
+
+
+def to_json(report: LeakReport, stream: IO[str], *, indent: int | None = 1) -> None:
+    """Write the leak JSON of DESIGN.md (``summary``, ``leaks``, ``precision`` …)."""
+    json.dump(report.to_dict(), stream, indent=indent)
+    stream.write("\n")
