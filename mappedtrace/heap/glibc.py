@@ -880,13 +880,16 @@ class GlibcHeap:
         return ChunkList(self, np.flatnonzero(self.state == IN_USE))
 
     def find(self, addr: int) -> Chunk | None:
-        """The chunk whose memory (header included) contains ``addr``, or None.
+        """The chunk whose user memory ``[address, address + size)`` contains ``addr``, or None.
 
-        Interior pointers find their chunk; so does a pointer to the header.
+        Interior pointers find their chunk.  The user memory of an arena chunk
+        ends 8 bytes into the next chunk (its ``prev_size`` field, usable while
+        the chunk is in use), so only the 8-byte size fields of headers belong
+        to no chunk.
         """
-        hdrs = self._py()[0]
-        i = bisect.bisect_right(hdrs, addr) - 1
-        if i >= 0 and addr < hdrs[i] + self._lists[3][i]:
+        addrs, usable = self._py()[1], self._lists[2]
+        i = bisect.bisect_right(addrs, addr) - 1
+        if i >= 0 and addr < addrs[i] + usable[i]:
             return self._chunk(i)
         return None
 

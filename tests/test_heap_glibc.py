@@ -1,0 +1,255 @@
+"""The glibc heap walker on real processes, checked against the programs' own records.
+
+samples/heap_pattern.c prints every live block (address, malloc_usable_size),
+every freed block, malloc_info() and mallinfo2(); the walker must find each
+live block in use with that size, no freed block in use, and totals equal to
+mallinfo2 and malloc_info per arena — with libc's debug symbols and with the
+heuristics.  samples/heap_corrupt.c damages its own heap: the walker must name
+the damaged chunk, quickly.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import mappedtrace
+from mappedtrace.errors import BadData
+from mappedtrace.formats import elf
+from mappedtrace.heap.glibc import GlibcHeap, HeapCorrupted, HeapError
+from mappedtrace.modules import ModuleMap
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang-22")
+
+pytestmark = [pytest.mark.timeout(120)]
+
+
+def _glibc_236() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") == "glibc 2.36"
+    except (ValueError, OSError):
+        return False
+
+
+if CC is None:
+    pytestmark.append(pytest.mark.skip(reason="no C compiler"))
+elif not _glibc_236():
+    pytestmark.append(pytest.mark.skip(reason="the walker's layouts are those of glibc 2.36 (Debian 12)"))
+
+
+def _can_trace() -> bool:
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            return f.read().strip() == "0" or os.geteuid() == 0
+    except FileNotFoundError:
+        return True
+
+
+def _libc_debug_file() -> str | None:
+    for path in ("/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"):
+        if os.path.exists(path):
+            return elf.debug_file_for(path)
+    return None
+
+
+@pytest.fixture(scope="module")
+def bins(tmp_path_factory) -> dict[str, Path]:
+    if not _can_trace():
+        pytest.skip("ptrace of a child is not permitted here")
+    d = tmp_path_factory.mktemp("heap")
+    out = {}
+    for name in ("heap_pattern", "heap_corrupt"):
+        exe = d / name
+        subprocess.run([CC, "-O1", "-g", "-pthread", "-o", str(exe), str(SAMPLES / f"{name}.c")],
+                       check=True, capture_output=True, timeout=60)
+        out[name] = exe
+    return out
+
+
+class Program:
+    """A sample program blocked after printing its records (killed on exit)."""
+
+    def __init__(self, exe: Path, *args: str):
+        self.p = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.p.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{exe.name} exited early: {self.p.wait()}")
+            if line.startswith("ready"):
+                break
+            self.lines.append(line.rstrip("\n"))
+        else:
+            raise RuntimeError(f"{exe.name} did not get ready")
+        self.pid = self.p.pid
+
+    def records(self, kind: str) -> list[list[str]]:
+        return [ln.split()[1:] for ln in self.lines if ln.startswith(kind + " ")]
+
+    def mallinfo2(self) -> dict[str, int]:
+        line = next(ln for ln in self.lines if ln.startswith("mallinfo2 "))
+        return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+
+    def malloc_info(self) -> list[dict[str, int]]:
+        """Per arena (<heap nr=…> in malloc_info order): fast/rest count and size, system current."""
+        text = "\n".join(self.lines)
+        out = []
+        for body in re.findall(r'<heap nr="\d+">(.*?)</heap>', text, re.S):
+            d = {}
+            for typ, cnt, size in re.findall(r'<total type="(fast|rest)" count="(\d+)" size="(\d+)"/>', body):
+                d[f"{typ}_count"], d[f"{typ}_size"] = int(cnt), int(size)
+            d["system"] = int(re.search(r'<system type="current" size="(\d+)"/>', body).group(1))
+            out.append(d)
+        return out
+
+    def close(self) -> None:
+        self.p.kill()
+        self.p.wait()
+        self.p.stdout.close()
+        self.p.stdin.close()
+
+
+@pytest.fixture
+def program(bins):
+    progs = []
+
+    def start(name: str, *args: str) -> Program:
+        progs.append(Program(bins[name], *args))
+        return progs[-1]
+    yield start
+    for pr in progs:
+        pr.close()
+
+
+MODES = [pytest.param(True, id="debug-symbols"), pytest.param(False, id="heuristics")]
+
+
+def _walk(pid: int, debug: bool) -> GlibcHeap:
+    if debug and _libc_debug_file() is None:
+        pytest.skip("libc6-dbg is not installed")
+    with mappedtrace.attach(pid) as t:
+        return GlibcHeap(t, ModuleMap(t), use_debug_symbols=debug)
+
+
+def _check_records(heap: GlibcHeap, prog: Program) -> None:
+    live = prog.records("live")
+    assert len(live) > 50
+    for addr, usable in live:
+        c = heap.find(int(addr, 16))
+        assert c is not None, f"live block {addr} not found"
+        assert (c.address, c.size, c.state) == (int(addr, 16), int(usable), "in-use"), (addr, usable, c)
+        assert heap.find(int(addr, 16) + int(usable) - 1) == c          # interior pointer
+    freed = prog.records("freed")
+    assert len(freed) > 50
+    for (addr,) in freed:
+        c = heap.find(int(addr, 16))
+        assert c is not None and c.state == "free", (addr, c)
+
+
+@pytest.mark.parametrize("debug", MODES)
+def test_pattern_matches_program_records(program, debug):
+    prog = program("heap_pattern", "3")
+    heap = _walk(prog.pid, debug)
+    assert heap.exact is debug
+    assert heap.warnings == [] if debug else all(w.startswith("heuristic") for w in heap.warnings)
+    _check_records(heap, prog)
+    # four arenas: main + one per worker, each with every kind of free list
+    assert [a.label for a in heap.arenas][0] == "main" and len(heap.arenas) == 4
+    wheres = {c.where for c in heap.chunks() if c.state == "free"}
+    for a in heap.arenas:
+        for lst in ("tcache", "fastbin", "unsorted", "smallbin", "largebin", "top"):
+            assert f"{a.label}/{lst}" in wheres, (a.label, lst)
+    assert len(heap.tcaches) == 4               # one per thread (each made its own)
+    # totals equal to glibc's own accounting
+    mi = prog.mallinfo2()
+    for key in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "uordblks", "fordblks", "keepcost", "fsmblks"):
+        assert heap.stats[key] == mi[key], key
+    # per arena equal to malloc_info (its heaps are main first, then the ring from main_arena.next)
+    info = prog.malloc_info()
+    assert len(info) == len(heap.arenas)
+    for a, mi_a in zip(heap.arenas, info):
+        st = heap.stats["per_arena"][a.label]
+        assert st["system_mem"] == mi_a["system"]
+        assert st["smblks"] == mi_a["fast_count"] and st["fsmblks"] == mi_a["fast_size"]
+        assert st["ordblks"] == mi_a["rest_count"]
+    # every byte of every arena accounted: chunks + headers (heap_info, malloc_state) = system_mem
+    for a in heap.arenas:
+        cs = sum(c.chunk_size for c in heap.chunks() if c.arena == a.label)
+        assert cs + heap.stats["per_arena"][a.label]["overhead"] == a.system_mem
+    # mmapped chunks: 3 per thread, usable = chunk size - 16
+    mm = [c for c in heap.chunks() if c.where == "mmapped"]
+    assert len(mm) == 12 and all(c.size == c.chunk_size - 16 and c.chunk_size % 4096 == 0 for c in mm)
+    # sorted, in_use is the in-use subset
+    addrs = [c.address for c in heap.chunks()]
+    assert addrs == sorted(addrs) and len(set(addrs)) == len(addrs)
+    assert len(heap.in_use()) == sum(1 for c in heap.chunks() if c.state == "in-use") == heap.stats["in_use_blks"]
+
+
+@pytest.mark.parametrize("debug", MODES)
+def test_thread_arena_with_several_heaps(program, debug):
+    prog = program("heap_pattern", "1", "0", "80000")      # 80 MB in the worker: two 64 MiB heaps
+    heap = _walk(prog.pid, debug)
+    worker = heap.arenas[1]
+    assert len(worker.segments) == 2
+    assert worker.segments[0].heap_info is not None and worker.segments[0].end - worker.segments[0].start == 64 << 20
+    _check_records(heap, prog)
+    mi = prog.mallinfo2()
+    for key in ("arena", "ordblks", "smblks", "uordblks", "fordblks", "hblks", "hblkhd"):
+        assert heap.stats[key] == mi[key], key
+
+
+def test_big_heap_is_fast(program):
+    n = 1_000_000
+    prog = program("heap_pattern", "0", str(n))
+    with mappedtrace.attach(prog.pid) as t:
+        t0 = time.perf_counter()
+        heap = GlibcHeap(t, ModuleMap(t), use_debug_symbols=_libc_debug_file() is not None)
+        took = time.perf_counter() - t0
+    assert len(heap) > n
+    assert took < 15, f"walking {len(heap)} chunks took {took:.1f} s"
+    _check_records(heap, prog)
+    assert heap.stats["uordblks"] == prog.mallinfo2()["uordblks"]
+
+
+@pytest.mark.parametrize("debug", MODES)
+@pytest.mark.parametrize("mode,why", [("zero", "size field is 0"), ("huge", "runs (past|over)"),
+                                      ("cycle", "cycle"), ("thread", "size field is 0")])
+def test_corrupted_heap_names_the_chunk(program, mode, why, debug):
+    prog = program("heap_corrupt", mode)
+    bad = int(prog.records("chunk")[0][0], 16)
+    t0 = time.perf_counter()
+    with pytest.raises(HeapCorrupted) as ei:
+        _walk(prog.pid, debug)
+    assert time.perf_counter() - t0 < 10
+    assert isinstance(ei.value, BadData)
+    assert ei.value.chunk == bad
+    assert f"chunk at {bad:#x}" in str(ei.value) and re.search(why, str(ei.value))
+    assert "\n" not in str(ei.value)
+
+
+def test_not_a_glibc_program(tmp_path):
+    """A static program has no libc.so mapped: a one-line HeapError, not a traceback."""
+    src = tmp_path / "s.c"
+    src.write_text("#include <unistd.h>\nint main(void){char c; while (read(0,&c,1)>0){} return 0;}\n")
+    exe = tmp_path / "s"
+    r = subprocess.run([CC, "-static", "-O1", "-o", str(exe), str(src)], capture_output=True, timeout=60)
+    if r.returncode:
+        pytest.skip("static linking is not available")
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE)
+    try:
+        time.sleep(0.2)
+        with mappedtrace.attach(p.pid) as t:
+            with pytest.raises(HeapError, match="no glibc"):
+                GlibcHeap(t, ModuleMap(t))
+    finally:
+        p.kill()
+        p.wait()
+        p.stdin.close()
