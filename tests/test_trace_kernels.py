@@ -1,0 +1,206 @@
+"""The C kernel and the numpy marker agree, on generated heaps; bad input gives typed errors.
+
+The heaps are generated in memory and read through a real
+:class:`~mappedtrace.target.base.Target` backend over bytes (the marker's
+input), with every feature mixed in: arrays, FLEX, unions, untyped and
+function and weak slots, interior and dangling pointers, several segments.
+"""
+from __future__ import annotations
+
+import random
+import struct
+
+import numpy as np
+import pytest
+
+from mappedtrace.analyses.leaks import find_leaks
+from mappedtrace.errors import BadData, MappedTraceError, TargetFault
+from mappedtrace.roots import Root
+from mappedtrace.target.base import Mapping, Target
+from mappedtrace.trace import mark
+
+from test_trace_helpers import C, S, T
+from test_trace_structs import assert_same_graph
+
+NODE, PAIR, PAIRP, FLEXT, HOLD, CHAR, GLOB = 1, 2, 3, 4, 5, 6, 7
+UNTYPED, FUNCTION, CONS, WEAK = 1, 2, 4, 8
+
+TYPES = {t.id: t for t in [
+    T(NODE, "struct node", 16, "struct", 0, (S(8, NODE),)),
+    T(PAIR, "struct pair", 32, "struct", 1, (S(0, NODE), S(8, PAIR), S(16, NODE, flags=CONS),
+                                              S(24, 0, flags=FUNCTION))),
+    T(PAIRP, "struct pair*", 8, "pointer", 0, (S(0, PAIR),)),
+    T(FLEXT, "struct flex[]", 16, "struct", 2, (S(8, NODE, flags=WEAK),), PAIRP, 16),
+    T(HOLD, "struct hold", 48, "struct", 0, (S(0, 0, flags=UNTYPED), S(8, CHAR, 4, 8),
+                                             S(40, HOLD))),
+    T(CHAR, "char", 1, "scalar"),
+    T(GLOB, "struct globals", 64, "struct", 0, (S(0, NODE), S(8, PAIR), S(16, PAIRP), S(24, FLEXT),
+                                                S(32, HOLD), S(40, CHAR, flags=UNTYPED), S(48, NODE, 2, 8))),
+]}
+
+
+class MemTarget(Target):
+    """A target over in-memory regions {start: bytes}."""
+
+    def __init__(self, regions: dict[int, bytes | bytearray]):
+        super().__init__(pid=None)
+        self.regions = {a: bytes(b) for a, b in regions.items()}
+        self.mappings = [Mapping(a, a + len(b), "rw-p") for a, b in sorted(self.regions.items())]
+        self.unreadable: set[int] = set()
+
+    def _read(self, addr: int, size: int) -> bytes:
+        for a, b in self.regions.items():
+            if a <= addr and addr + size <= a + len(b):
+                for u in self.unreadable:
+                    if addr <= u < addr + size:
+                        raise TargetFault(addr, size)
+                return b[addr - a:addr - a + size]
+        raise TargetFault(addr, size)
+
+
+def gen_heap(seed: int, n: int = 600):
+    rnd = random.Random(seed)
+    base, glob, static = 0x10000000, 0x600000, 0x700000
+    chunks, addr, segs = [], base, []
+    for i in range(n):
+        size = rnd.choice([24, 24, 40, 40, 56, 72, 104, 136])
+        if rnd.random() < 0.01:
+            addr += 0x20000           # a new segment
+        chunks.append((addr, size))
+        addr += size + 8 if (size + 8) % 16 == 0 else size + 8 + 8
+        addr = (addr + 15) & ~15
+    free = set(rnd.sample(range(n), n // 10))
+    live = [c for i, c in enumerate(chunks) if i not in free]
+    end = chunks[-1][0] + chunks[-1][1] + 64
+    mem = bytearray(end - base)
+
+    def rptr():
+        r = rnd.random()
+        a, s = rnd.choice(chunks)
+        if r < 0.70:
+            return a
+        if r < 0.85:
+            return a + rnd.randrange(0, s, 8)
+        if r < 0.90:
+            return static + 8 * rnd.randrange(16)
+        if r < 0.95:
+            return 0xdead0000 + rnd.randrange(1000)
+        return rnd.randrange(1 << 20)
+
+    for a, s in chunks:
+        for off in range(0, s, 8):
+            v = rptr() if rnd.random() < 0.45 else (0 if rnd.random() < 0.5 else rnd.randrange(1 << 16))
+            struct.pack_into("<Q", mem, a - base + off, v)
+    g = bytearray(64)
+    for off in range(0, 64, 8):
+        struct.pack_into("<Q", g, off, rnd.choice(live)[0] if rnd.random() < 0.8 else rptr())
+    regions = {base: mem, glob: g, static: bytes(128)}
+    roots = [Root("range", glob, 64, GLOB, True, "global globals")]
+    for k in range(40):
+        a, _ = rnd.choice(live)
+        roots.append(Root("value", a + rnd.choice([0, 0, 8]), 8, rnd.choice([0, NODE, PAIR, HOLD, CHAR]),
+                          rnd.random() < 0.8, f"thread 1 #{k} f rbx"))
+    stackbuf = bytearray(256)
+    for off in range(0, 256, 8):
+        if rnd.random() < 0.2:
+            struct.pack_into("<Q", stackbuf, off, rnd.choice(live)[0])
+    regions[0x7ff000] = stackbuf
+    roots.append(Root("range", 0x7ff000, 256, 0, False, "thread 1 #9 ? stack"))
+    return MemTarget(regions), [C(a, s) for a, s in live] + [C(chunks[i][0], chunks[i][1], "free") for i in free], roots
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 5])
+@pytest.mark.parametrize("mode", ["precise", "conservative"])
+def test_c_and_numpy_identical(seed, mode):
+    t, chunks, roots = gen_heap(seed)
+    try:
+        a = mark(t, chunks, roots, TYPES, mode=mode, kernel="c")
+    except MappedTraceError as e:
+        pytest.skip(f"C kernel unavailable: {e}")
+    b = mark(t, chunks, roots, TYPES, mode=mode, kernel="numpy")
+    assert_same_graph(a, b)
+    assert find_leaks(a).to_dict()["leaks"] == find_leaks(b).to_dict()["leaks"]
+    p = a.precision
+    assert p.objects == len([c for c in chunks if c.state == "in-use"])
+    assert 0 < p.objects_reached < p.objects
+    if mode == "precise":
+        assert p.objects_typed > 0 and p.edges_exact > 0 and p.dangling_pointers > 0
+        assert p.objects_ambiguous > 0
+    else:
+        assert p.objects_typed == 0 and p.edges_exact == 0
+
+
+def test_precise_reaches_no_more_than_conservative():
+    t, chunks, roots = gen_heap(7)
+    pr = mark(t, chunks, roots, TYPES, mode="precise")
+    co = mark(t, chunks, roots, TYPES, mode="conservative")
+    assert not np.any(pr.reached & ~co.reached)
+    assert pr.reached.sum() < co.reached.sum()
+
+
+def _small(words_by_chunk: dict[int, list[int]], base=0x1000):
+    regions = {}
+    mem = bytearray(0x1000)
+    for a, ws in words_by_chunk.items():
+        for i, w in enumerate(ws):
+            struct.pack_into("<Q", mem, a - base + 8 * i, w)
+    regions[base] = mem
+    return MemTarget(regions)
+
+
+@pytest.mark.parametrize("kernel", ["c", "numpy"])
+def test_array_flex_and_weak_rules(kernel):
+    B = 0x1000
+    # B+0x10: array of 3 struct node (usable 56: 3 elements + 8 bytes slack)
+    # B+0x100: struct flex[] whose weak slot points to n2 and whose elements point to pairs
+    n1, n2, p1 = B + 0x200, B + 0x220, B + 0x300
+    t = _small({B + 0x10: [0, n1, 0, 0, 0, 0, n2],          # slack word at 48 holds n2: not an element
+                B + 0x100: [2, n2, p1, 0],
+                p1: [0, 0, 0, 0]})
+    chunks = [C(B + 0x10, 56), C(B + 0x100, 40), C(n1, 24), C(n2, 24), C(p1, 40)]
+    roots = [Root("value", B + 0x10, 8, NODE, True, "r0"), Root("value", B + 0x100, 8, FLEXT, True, "r1")]
+    try:
+        g = mark(t, chunks, roots, TYPES, kernel=kernel)
+    except MappedTraceError as e:
+        pytest.skip(str(e))
+    node = {int(a): i for i, a in enumerate(g.addresses)}
+    assert g.node(node[B + 0x10]).type_name == "struct node"      # array of struct node
+    assert g.node(node[n1]).reached
+    assert not g.node(node[n2]).reached          # only a weak slot and the array slack point to it
+    assert g.node(node[p1]).type_name == "struct pair"      # flex element (struct pair*) → pair
+    weak = [e for e in g.iter_edges() if e.weak]
+    assert len(weak) == 1 and weak[0].dst == node[n2]
+
+
+def test_interior_pointer_is_untyped():
+    B = 0x1000
+    t = _small({B + 0x10: [7, B + 0x100, 0, 0, B + 0x200], B + 0x100: [0, 0], B + 0x200: [0, 0]})
+    chunks = [C(B + 0x10, 40), C(B + 0x100, 24), C(B + 0x200, 24)]
+    g = mark(t, chunks, [Root("value", B + 0x18, 8, NODE, True, "interior")], TYPES)
+    n = g.node(0)
+    assert n.how == "conservative" and n.type_id == 0
+    assert g.node(1).reached and g.node(2).reached        # every word scanned
+
+
+def test_bad_inputs():
+    t = _small({})
+    with pytest.raises(BadData, match="overlap"):
+        mark(t, [C(0x1010, 40), C(0x1020, 24)], [], TYPES)
+    with pytest.raises(BadData, match="aligned"):
+        mark(t, [C(0x1014, 24)], [], TYPES)
+    with pytest.raises(BadData, match="unknown kind"):
+        mark(t, [C(0x1010, 24)], [Root("register", 0x1010, 8, 0, True, "x")], TYPES)
+    with pytest.raises(MappedTraceError, match="mode"):
+        mark(t, [], [], TYPES, mode="fast")
+    # an unreadable chunk is reported, not fatal
+    t.unreadable.add(0x1100)
+    g = mark(t, [C(0x1010, 24), C(0x1100, 24)], [Root("value", 0x1100, 8, 0, True, "r")], TYPES)
+    assert g.precision.unreadable_objects == 1 and g.warnings
+    assert g.node(1).reached
+    # a root range that cannot be read is a warning
+    g = mark(t, [C(0x1010, 24)], [Root("range", 0x900000, 64, 0, False, "gone")], TYPES)
+    assert any("gone" in w for w in g.warnings)
+    # empty heap
+    g = mark(t, [], [Root("value", 0x99990, 8, NODE, True, "r"), Root("value", 0x1238, 8, NODE, True, "s")], TYPES)
+    assert len(g) == 0 and g.precision.dangling_pointers == 1 and g.precision.pointers_to_static == 1
+    assert find_leaks(g).summary["leaked_objects"] == 0
