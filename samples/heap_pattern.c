@@ -20,12 +20,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_barrier_t done;
 static int block_fd[2];
 static long thread_big;
+static void *last_mmapped;
 
 static void record_live(void *p)
 {
@@ -59,7 +61,7 @@ static void pattern(void)
     pthread_mutex_lock(&print_lock);
     /* mmapped (threshold fixed); first: a large request consolidates fastbins */
     for (int i = 0; i < 3; i++)
-        keep[nkeep++] = malloc(200000 + 4096 * i);
+        keep[nkeep++] = last_mmapped = malloc(200000 + 4096 * i);
     for (unsigned c = 0; c < NCLASSES; c++)
         for (int i = 0; i < classes[c].count; i++) {
             blocks[c][i] = malloc(classes[c].size);
@@ -127,6 +129,13 @@ int main(int argc, char **argv)
     }
     pattern();
     pthread_barrier_wait(&done);
+    /* An anonymous page right below an mmapped chunk (if the kernel takes the
+     * hint): their mappings merge, and the chunk no longer starts a mapping. */
+    char *page = mmap((char *)last_mmapped - 16 - 4096, 4096, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page != MAP_FAILED)
+        memset(page, 0x77, 64);
+    printf("adjacent %d\n", page == (char *)last_mmapped - 16 - 4096);
     malloc_info(0, stdout);
     struct mallinfo2 mi = mallinfo2();
     printf("\nmallinfo2 arena=%zu ordblks=%zu smblks=%zu hblks=%zu hblkhd=%zu "

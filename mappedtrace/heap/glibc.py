@@ -77,6 +77,7 @@ PAGE = 0x1000
 MAX_ARENAS = 1024
 MAX_HEAPS_PER_ARENA = 1 << 16
 MAX_THREADS_LINK_MAP = 4096
+MAX_DEEP_SCAN = 1 << 30            # bytes of anonymous memory searched for mmapped chunks
 
 # struct malloc_state (2200 bytes): mutex, flags, have_fastchunks, pad,
 # fastbinsY[10], top, last_remainder, bins[254], binmap[4], next, next_free,
@@ -374,6 +375,9 @@ class GlibcHeap:
             label = "main" if addr == self.main_arena_addr else f"arena@{addr:#x}"
             top = ms[13]
             arena = Arena(addr, label, top, 0, ms[-2], ms[1], raw=ms)
+            if ms[0]:
+                self.warnings.append(f"{label} is locked (a thread was inside malloc or free when stopped): "
+                                     "its lists may be mid-update")
             if top:
                 arena.top_size = self.target.read_u64(top + SIZE_SZ) & ~SIZE_BITS
             self.arenas.append(arena)
@@ -609,39 +613,93 @@ class GlibcHeap:
         self._make_stats()
 
     # --- mmapped chunks ---------------------------------------------------
-    def _find_mmapped(self) -> tuple[list[int], list[int]]:
-        """Chunks with exactly IS_MMAPPED set at the start of anonymous mappings.
-
-        Adjacent mmapped chunks may share one kernel mapping, so each mapping
-        is walked chunk by chunk while the headers stay valid.  glibc mmaps
-        page-aligned, so ``prev_size`` (the alignment correction) is 0 on x86-64.
-        """
-        heap_ranges = [(s.start, s.end) for a in self.arenas for s in a.segments]
-        hdrs, raws = [], []
+    def _anon_ranges(self) -> list[tuple[int, int]]:
+        """Readable, writable anonymous memory outside the arenas' heap segments."""
+        heaps = sorted((sg.start, sg.end) for a in self.arenas for sg in a.segments)
+        out = []
         for m in self.target.mappings:
-            if m.path not in ("",) and not m.path.startswith("[anon"):
+            if (m.path and not m.path.startswith("[anon")) or not (m.readable and m.writable):
                 continue
-            if not (m.readable and m.writable) or any(s < m.end and m.start < e for s, e in heap_ranges):
-                continue
-            pos = m.start
-            for _ in range((m.end - m.start) // PAGE):
-                if pos + CHUNK_HDR_SZ > m.end:
+            lo = m.start
+            for hs, he in heaps:
+                if he <= lo or hs >= m.end:
+                    continue
+                if hs > lo:
+                    out.append((lo, hs))
+                lo = max(lo, he)
+            if lo < m.end:
+                out.append((lo, m.end))
+        return out
+
+    @staticmethod
+    def _mmapped_header_ok(prev_size: int, size: int, pos: int, end: int) -> bool:
+        sz = size & ~SIZE_BITS
+        return prev_size == 0 and size & SIZE_BITS == IS_MMAPPED and sz != 0 and not sz % PAGE and pos + sz <= end
+
+    def _find_mmapped(self) -> tuple[list[int], list[int]]:
+        """Chunks with exactly IS_MMAPPED set in anonymous memory.
+
+        glibc mmaps page-aligned, so ``prev_size`` (the alignment correction)
+        is 0 on x86-64.  The kernel merges adjacent anonymous mappings, so
+        each mapping is walked chunk by chunk from its start while the headers
+        stay valid.  When that finds fewer than ``mp_.n_mmaps`` chunks (a
+        chunk merged behind another anonymous mapping), every page start of
+        anonymous memory is checked (bounded by MAX_DEEP_SCAN bytes) and the
+        result is kept if it then agrees with ``mp_``.
+        """
+        pieces = self._anon_ranges()
+        hdrs, raws = [], []
+        for lo, hi in pieces:
+            pos = lo
+            for _ in range((hi - lo) // PAGE):
+                if pos + CHUNK_HDR_SZ > hi:
                     break
                 try:
                     prev_size, size = struct.unpack("<QQ", self.target.read(pos, CHUNK_HDR_SZ))
                 except TargetFault:
                     break
-                sz = size & ~SIZE_BITS
-                if prev_size != 0 or size & SIZE_BITS != IS_MMAPPED or sz == 0 or sz % PAGE or pos + sz > m.end:
+                if not self._mmapped_header_ok(prev_size, size, pos, hi):
                     break
                 hdrs.append(pos)
                 raws.append(size)
-                pos += sz
-        if self.mp is not None:
-            n, total = len(hdrs), sum(r & ~SIZE_BITS for r in raws)
-            if n != self.mp["n_mmaps"] or total != self.mp["mmapped_mem"]:
-                self.warnings.append(f"found {n} mmapped chunks of {total} bytes; mp_ says {self.mp['n_mmaps']} "
-                                     f"of {self.mp['mmapped_mem']} bytes")
+                pos += size & ~SIZE_BITS
+        if self.mp is None:
+            return hdrs, raws
+        want = (self.mp["n_mmaps"], self.mp["mmapped_mem"])
+        if (len(hdrs), sum(r & ~SIZE_BITS for r in raws)) == want:
+            return hdrs, raws
+        deep = self._deep_mmapped_scan(pieces)
+        if deep is not None and (len(deep[0]), sum(r & ~SIZE_BITS for r in deep[1])) == want:
+            return deep
+        self.warnings.append(f"found {len(hdrs)} mmapped chunks of {sum(r & ~SIZE_BITS for r in raws)} bytes; "
+                             f"mp_ says {want[0]} of {want[1]} bytes")
+        return hdrs, raws
+
+    def _deep_mmapped_scan(self, pieces: list[tuple[int, int]]) -> tuple[list[int], list[int]] | None:
+        budget = MAX_DEEP_SCAN
+        hdrs, raws = [], []
+        for lo, hi in pieces:
+            if hi - lo > budget:
+                self.warnings.append(f"mmapped-chunk scan stopped at {lo:#x}: more than {MAX_DEEP_SCAN} bytes")
+                return None
+            budget -= hi - lo
+            try:
+                w = np.frombuffer(self.target.read(lo, hi - lo), dtype="<u8")
+            except TargetFault:
+                continue
+            idx = np.arange(0, len(w) - 1, PAGE // 8)
+            prev, size = w[idx], w[idx + 1]
+            pos = lo + idx * 8
+            ok = (prev == 0) & ((size & np.uint64(SIZE_BITS)) == IS_MMAPPED) & (size >= PAGE) \
+                & ((size & np.uint64(PAGE - 1 - SIZE_BITS)) == 0) & (pos.astype(np.uint64) + (size & np.uint64(~SIZE_BITS & 0xFFFFFFFFFFFFFFFF)) <= np.uint64(hi))
+            cursor = lo
+            for k in np.flatnonzero(ok).tolist():
+                p, sz = int(pos[k]), int(size[k])
+                if p < cursor:
+                    continue            # inside the chunk accepted before
+                hdrs.append(p)
+                raws.append(sz)
+                cursor = p + (sz & ~SIZE_BITS)
         return hdrs, raws
 
     # --- free lists -------------------------------------------------------
