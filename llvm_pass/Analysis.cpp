@@ -522,30 +522,39 @@ void FunctionAnalyzer::solveSlots() {
   }
 }
 
-// Forward "may be within its lifetime" for escaped slots: a slot without
-// lifetime markers is always within it; otherwise lifetime.start enters it
-// and lifetime.end leaves it (union over predecessors).
+// Forward "may hold something live" for escaped slots: a slot enters that
+// state where it is written or its address is handed out (stores, memory
+// intrinsics, calls, escapes: every user of its address but loads), or at
+// lifetime.start, and leaves it at lifetime.end. Before that it holds stale
+// bytes, which must not be reported.
 void FunctionAnalyzer::solveLifetimes() {
   unsigned N = SlotAllocas.size();
   if (!N)
     return;
-  BitVector HasMarkers(N);
-  DenseMap<Instruction *, std::pair<int, bool>> Marker; // slot, is start
+  DenseMap<Instruction *, SmallVector<std::pair<int, bool>, 1>> Marker; // slot, enters
   for (unsigned S = 0; S < N; ++S) {
     if (!SlotEscaped[S])
       continue;
-    for (User *U : SlotAllocas[S]->users())
-      if (auto *II = dyn_cast<IntrinsicInst>(U))
-        if (II->getIntrinsicID() == Intrinsic::lifetime_start ||
-            II->getIntrinsicID() == Intrinsic::lifetime_end) {
-          HasMarkers.set(S);
-          Marker[II] = {S, II->getIntrinsicID() == Intrinsic::lifetime_start};
+    SmallVector<Value *, 8> W{SlotAllocas[S]};
+    SmallPtrSet<Value *, 8> Seen;
+    while (!W.empty() && Seen.size() < 1024) {
+      Value *A = W.pop_back_val();
+      if (!Seen.insert(A).second)
+        continue;
+      for (User *U : A->users()) {
+        auto *I = dyn_cast<Instruction>(U);
+        if (!I || isa<LoadInst>(I))
+          continue;
+        if (isa<GetElementPtrInst>(I) || isa<BitCastInst>(I) || isa<AddrSpaceCastInst>(I)) {
+          W.push_back(I);
+          continue;
         }
+        auto *II = dyn_cast<IntrinsicInst>(I);
+        bool Leave = II && II->getIntrinsicID() == Intrinsic::lifetime_end;
+        Marker[I].push_back({S, !Leave});
+      }
+    }
   }
-  BitVector Always(N);
-  for (unsigned S = 0; S < N; ++S)
-    if (SlotEscaped[S] && !HasMarkers.test(S))
-      Always.set(S);
   DenseMap<BasicBlock *, BitVector> Out;
   for (BasicBlock &BB : F)
     Out[&BB] = BitVector(N);
@@ -555,17 +564,15 @@ void FunctionAnalyzer::solveLifetimes() {
     for (BasicBlock *P : predecessors(BB))
       L |= Out[P];
     for (Instruction &I : *BB) {
-      if (auto It = Marker.find(&I); It != Marker.end()) {
-        if (It->second.second)
-          L.set(It->second.first);
-        else
-          L.reset(It->second.first);
-      }
-      if (RecordSites && CallSiteIdx.count(&I)) {
-        BitVector B = L;
-        B |= Always;
-        InLifetime[&I] = B;
-      }
+      if (auto It = Marker.find(&I); It != Marker.end())
+        for (auto [S, Enters] : It->second) {
+          if (Enters)
+            L.set(S);
+          else
+            L.reset(S);
+        }
+      if (RecordSites && CallSiteIdx.count(&I))
+        InLifetime[&I] = L;
     }
     return L;
   };

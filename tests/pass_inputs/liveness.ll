@@ -1,0 +1,105 @@
+; Liveness rules of the MappedTrace analysis (tests/test_pass.py reads the
+; printer's output for each function).
+target datalayout = "e-m:e-p270:32:32-p271:32:32-p272:64:64-i64:64-i128:128-f80:128-n8:16:32:64-S128"
+target triple = "x86_64-pc-linux-gnu"
+
+declare ptr @malloc(i64)
+declare void @use(ptr)
+declare void @g()
+
+; %p dominates the call to @g but is never used after it: not recorded.
+define void @dead_after(ptr %p) {
+  call void @use(ptr %p)
+  call void @g()
+  ret void
+}
+
+; %p is used after the call: recorded.
+define void @live_across(ptr %p) {
+  call void @g()
+  call void @use(ptr %p)
+  ret void
+}
+
+; Both are live at the call: %p is used on one branch, %q on the other.
+; At the calls inside the branches only that branch's value is live.
+define void @one_branch(ptr %p, i1 %c) {
+entry:
+  %q = call ptr @malloc(i64 8)
+  call void @g()
+  br i1 %c, label %then, label %else
+then:
+  call void @g()
+  call void @use(ptr %p)
+  ret void
+else:
+  call void @g()
+  call void @use(ptr %q)
+  ret void
+}
+
+; A phi reads %a only on the edge from %l and %b only from %r.
+define void @phi_edges(ptr %a, ptr %b, i1 %c) {
+entry:
+  br i1 %c, label %l, label %r
+l:
+  call void @g()
+  br label %j
+r:
+  call void @g()
+  br label %j
+j:
+  %x = phi ptr [ %a, %l ], [ %b, %r ]
+  call void @use(ptr %x)
+  ret void
+}
+
+; A loop without calls gets a map point at its header with the live pointer.
+define i64 @loop_nocall(ptr %l) {
+entry:
+  br label %h
+h:
+  %p = phi ptr [ %l, %entry ], [ %n, %h ]
+  %s = phi i64 [ 0, %entry ], [ %s2, %h ]
+  %v = load i64, ptr %p
+  %s2 = add i64 %s, %v
+  %np = getelementptr i8, ptr %p, i64 8
+  %n = load ptr, ptr %np
+  %done = icmp eq ptr %n, null
+  br i1 %done, label %exit, label %h
+exit:
+  ret i64 %s2
+}
+
+; A loop with a call needs no extra point (the call is one).
+define void @loop_call(ptr %l, i64 %k) {
+entry:
+  br label %h
+h:
+  %i = phi i64 [ 0, %entry ], [ %i2, %h ]
+  call void @use(ptr %l)
+  %i2 = add i64 %i, 1
+  %done = icmp eq i64 %i2, %k
+  br i1 %done, label %exit, label %h
+exit:
+  ret void
+}
+
+; The result of a call is not live across that call, but across the next.
+define void @result_live() {
+  %m = call ptr @malloc(i64 16)
+  call void @g()
+  call void @use(ptr %m)
+  ret void
+}
+
+; Pointers into the frame (static allocas) are not values; a slot only.
+define void @alloca_not_value() {
+  %slot = alloca ptr, align 8
+  %m = call ptr @malloc(i64 16)
+  store ptr %m, ptr %slot, align 8
+  call void @g()
+  %r = load ptr, ptr %slot, align 8
+  call void @use(ptr %r)
+  ret void
+}

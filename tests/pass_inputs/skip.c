@@ -1,0 +1,39 @@
+/* Functions the pass must skip with a warning; the file must still compile. */
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static jmp_buf env;
+
+__attribute__((noinline)) int with_setjmp(void) {
+    char *p = malloc(8);
+    if (setjmp(env)) {
+        free(p);
+        return 1;
+    }
+    puts("set");
+    longjmp(env, 1);
+}
+
+__attribute__((noinline)) int with_asm(int x) {
+    char *p = malloc(8);
+    __asm__ volatile("" : : "r"(p) : "memory");
+    printf("%d\n", x);
+    free(p);
+    return x;
+}
+
+__attribute__((noinline)) int plain(int x) {
+    char *p = malloc(8);
+    printf("%d\n", x);
+    free(p);
+    return x + 1;
+}
+
+int main(void) {
+    int r = with_setjmp();
+    r += with_asm(2);
+    r += plain(3);
+    printf("r=%d\n", r);
+    return 0;
+}
