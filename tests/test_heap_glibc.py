@@ -253,3 +253,65 @@ def test_not_a_glibc_program(tmp_path):
         p.kill()
         p.wait()
         p.stdin.close()
+
+
+NO_MALLOC_C = r"""
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc > 1) { void *volatile p = malloc(300000); (void)p; }
+    write(1, "ready\n", 6);
+    char c; while (read(0, &c, 1) > 0) {}
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("debug", MODES)
+@pytest.mark.parametrize("allocate", [False, True], ids=["no-malloc", "one-mmapped"])
+def test_program_without_brk_heap(tmp_path, debug, allocate):
+    """No malloc at all (main_arena never initialised), or one mmapped block plus tcache."""
+    if not _can_trace():
+        pytest.skip("ptrace of a child is not permitted here")
+    src = tmp_path / "n.c"
+    src.write_text(NO_MALLOC_C)
+    exe = tmp_path / "n"
+    subprocess.run([CC, "-O1", "-o", str(exe), str(src)], check=True, capture_output=True, timeout=60)
+    p = subprocess.Popen([str(exe)] + (["x"] if allocate else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        heap = _walk(p.pid, debug)
+    finally:
+        p.kill()
+        p.wait()
+        p.stdin.close()
+        p.stdout.close()
+    if not allocate:
+        assert len(heap) == 0 and heap.stats["arena"] == 0 and heap.stats["in_use_blks"] == 0
+        return
+    mm = [c for c in heap.chunks() if c.where == "mmapped"]
+    assert len(mm) == 1 and mm[0].size >= 300000 and mm[0].chunk_size == 300000 + 16 + (-(300000 + 16)) % 4096
+    # the only arena chunk in use is the main thread's tcache_perthread_struct
+    assert [c.chunk_size for c in heap.in_use() if c.where == "main"] == [0x290]
+    assert heap.ranges()[-1][2] == "mmapped" or heap.ranges()[0][2] == "mmapped"
+
+
+def test_snapshot_file(program, tmp_path):
+    """The same walk on an ELF core snapshot of the program."""
+    try:
+        from mappedtrace.target.core import write_core
+    except ImportError:
+        pytest.skip("no core-file backend")
+    prog = program("heap_pattern", "2")
+    core = tmp_path / "heap.core"
+    with mappedtrace.attach(prog.pid) as t:
+        write_core(t, str(core))
+    snap = mappedtrace.open_snapshot(str(core))
+    try:
+        heap = GlibcHeap(snap, ModuleMap(snap), use_debug_symbols=_libc_debug_file() is not None)
+        _check_records(heap, prog)
+        mi = prog.mallinfo2()
+        for key in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "uordblks", "fordblks", "keepcost"):
+            assert heap.stats[key] == mi[key], key
+    finally:
+        snap.close()

@@ -295,6 +295,16 @@ class GlibcHeap:
         forces the heuristics
     :raises HeapError: no glibc in the target, or the heap cannot be located
     :raises HeapCorrupted: a chunk header or a free list is inconsistent
+
+    Attributes: ``arenas`` (main first, then the ``next`` ring), ``stats``
+    (mallinfo2's fields ``arena ordblks smblks hblks hblkhd uordblks
+    fordblks keepcost fsmblks`` computed from the walk — tcache chunks count
+    as in use there, as in glibc — plus ``tcache_blks/bytes``,
+    ``in_use_blks/bytes`` and ``per_arena``), ``tcaches`` (owner, address),
+    ``warnings``, ``exact``.  Column-wise numpy arrays, one row per chunk in
+    address order: ``headers``, ``addresses`` (user pointers), ``usable``,
+    ``chunk_sizes``, ``state`` (0 in use, 1 free), ``list_code`` (index into
+    :data:`LISTS`, -1 in use), ``arena_index`` (-1 mmapped).
     """
 
     def __init__(self, target: Target, modules: ModuleMap, *, use_debug_symbols: bool = True):
@@ -452,8 +462,8 @@ class GlibcHeap:
         heap = next((m for m in self.target.mappings if m.path == "[heap]"), None)
         data = [(s, self.target.read(s, e - s)) for s, e in self._libc_data_ranges()]
         if heap is None:
-            raise HeapError("no [heap] mapping in the target and no libc debug symbols: cannot locate the heap",
-                            hint="install libc6-dbg")
+            self._locate_heuristic_no_heap(data)
+            return
         # The brk heap starts page-aligned at the [heap] mapping; its last chunk is the top chunk.
         first = heap.start + ((-(heap.start + CHUNK_HDR_SZ)) & (MALLOC_ALIGNMENT - 1))
         words = self._mem.add(heap.start, self.target.read(heap.start, heap.size))
@@ -496,6 +506,35 @@ class GlibcHeap:
             self.mp_addr = 0
             self.warnings.append(f"heuristic: mp_ not found ({len(mps)} candidates); "
                                  "mmapped chunks are not cross-checked")
+        self._read_arenas()
+
+    def _locate_heuristic_no_heap(self, data: list[tuple[int, bytes]]) -> None:
+        """No brk heap: main_arena still holds its initial top, ``unsorted_chunks(av)``
+        (the address of its own ``top`` field), and its bin headers point at themselves."""
+        cands = []
+        for start, blob in data:
+            w = np.frombuffer(blob[: len(blob) & ~7], dtype="<u8")
+            own = np.uint64(start) + np.arange(len(w), dtype=np.uint64) * np.uint64(8)
+            # initialised: top == &top; never initialised (no malloc yet): next == &main_arena
+            hits = [(int(i) * 8 - MS_TOP, True) for i in np.flatnonzero(w == own)] + \
+                [(int(i) * 8 - MS_NEXT, False) for i in np.flatnonzero(w == own - np.uint64(MS_NEXT))]
+            for off, initialised in hits:
+                a = start + off
+                if off < 0 or off + MSTATE.size > len(blob):
+                    continue
+                ms = MSTATE.unpack_from(blob, off)
+                bin2 = a + MS_BINS + 16 - FD          # bin_at(2): an empty small bin points at itself
+                if initialised and ms[15 + 2] == bin2 and ms[15 + 3] == bin2 and ms[-5] and not ms[-5] & 7:
+                    cands.append(a)
+                elif not initialised and ms[-5] == a and not any(ms[3:15 + 254]) and ms[-2] == 0:
+                    cands.append(a)
+        if len(cands) != 1:
+            raise HeapError(f"no [heap] mapping and main_arena not found in libc's data ({len(cands)} candidates)",
+                            hint="install libc6-dbg for exact heap walking")
+        self.main_arena_addr = cands[0]
+        self.mp_addr = 0
+        self.warnings.append(f"heuristic: main_arena at {self.main_arena_addr:#x} (no debug symbols, no brk heap); "
+                             "mp_ not located, mmapped chunks are not cross-checked")
         self._read_arenas()
 
     # ------------------------------------------------------------------
@@ -950,6 +989,14 @@ class GlibcHeap:
         if i >= 0 and addr < addrs[i] + usable[i]:
             return self._chunk(i)
         return None
+
+    def ranges(self) -> list[tuple[int, int, str]]:
+        """``(start, end, label)`` of the memory malloc manages: every heap segment
+        (label: the arena) and every mmapped chunk (label ``"mmapped"``), sorted."""
+        out = [(sg.start, sg.end, a.label) for a in self.arenas for sg in a.segments]
+        mm = np.flatnonzero(self.arena_index < 0)
+        out += [(int(self.headers[i]), int(self.headers[i] + self.chunk_sizes[i]), "mmapped") for i in mm]
+        return sorted(out)
 
     def __len__(self) -> int:
         return len(self.headers)
