@@ -829,24 +829,33 @@ class GlibcHeap:
                 return out
             self.exact = False
             self.warnings.append("could not locate libc's TLS block through the DTV; tcaches found by heuristics")
-        # heuristic: in-use 0x290 chunks whose contents are a consistent tcache_perthread_struct
-        for i in np.flatnonzero((self.chunk_sizes == TCACHE_CHUNK) & (self.state == IN_USE) & (self.arena_index >= 0)):
-            addr = int(self.addresses[i])
+        # heuristic: in-use 0x290 chunks whose contents are a consistent, non-empty
+        # tcache_perthread_struct (an empty one frees nothing, so missing it changes no answer)
+        cand = np.flatnonzero((self.chunk_sizes == TCACHE_CHUNK) & (self.state == IN_USE) & (self.arena_index >= 0))
+        maxc = self.mp["tcache_count"] if self.mp else 0xFFFF
+        lane = np.arange(TCACHE.size // 8)
+        found: list[int] = []
+        for bstart, bend, words in self._mem.blocks:
+            nw = np.frombuffer(words, dtype="<u8")
+            addrs = self.addresses[cand]
+            sel = cand[(addrs >= bstart) & (addrs + TCACHE.size <= bend)]
+            for j in range(0, len(sel), 1 << 16):          # batches bound the (n, 80) gather
+                part = sel[j:j + (1 << 16)]
+                rows = nw[((self.addresses[part] - bstart) >> 3)[:, None] + lane]
+                counts = np.ascontiguousarray(rows[:, :TCACHE_MAX_BINS // 4]).view("<u2")
+                entries = rows[:, TCACHE_MAX_BINS // 4:]
+                ok = (counts <= maxc).all(1) & ((counts == 0) == (entries == 0)).all(1) \
+                    & ((entries & np.uint64(MALLOC_ALIGNMENT - 1)) == 0).all(1) & (entries != 0).any(1)
+                found += self.addresses[part[ok]].tolist()
+        for addr in sorted(found):
             if self._looks_like_tcache(addr):
                 out.append((f"tcache@{addr:#x}", addr))
         return out
 
     def _looks_like_tcache(self, addr: int) -> bool:
         v = [self._mem.u64(addr + 8 * k) for k in range(TCACHE.size // 8)]
-        f = TCACHE.unpack(struct.pack(f"<{len(v)}Q", *v))
-        counts, entries = f[:TCACHE_MAX_BINS], f[TCACHE_MAX_BINS:]
-        maxc = self.mp["tcache_count"] if self.mp else 0xFFFF
-        for c, e in zip(counts, entries):
-            if c > maxc or (c == 0) != (e == 0) or e & (MALLOC_ALIGNMENT - 1):
-                return False
-            if e and self._chunk_index(e - CHUNK_HDR_SZ) < 0:
-                return False
-        return True
+        entries = v[TCACHE_MAX_BINS // 4:]
+        return all(self._chunk_index(e - CHUNK_HDR_SZ) >= 0 for e in entries if e)
 
     def _libc_tls_modid(self) -> int | None:
         """libc's TLS module id: its rank among PT_TLS modules in the r_debug link-map chain."""
