@@ -5,6 +5,8 @@
  * output is the same whether or not the process was snapshotted meanwhile.
  *
  *   snap_threads THREADS ROUNDS [KIB_PER_THREAD]
+ *
+ * ROUNDS 0: the workers run until stdin reaches end-of-file.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -25,6 +27,7 @@ struct worker {
 };
 
 static int pipefd[2];
+static volatile int stop_workers;
 
 static uint64_t mix(uint64_t x) {
     x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
@@ -40,7 +43,7 @@ static void *work(void *arg) {
         x->next = w->list;
         w->list = x;
     }
-    for (unsigned long r = 1; r <= w->rounds; r++)
+    for (unsigned long r = 1; w->rounds ? r <= w->rounds : !stop_workers; r++)
         for (struct node *x = w->list; x; x = x->next)
             for (int j = 0; j < 7; j++) x->v[j] = mix(x->v[j] ^ r);
     uint64_t s = 0;
@@ -87,6 +90,11 @@ int main(int argc, char **argv) {
         ws[i].rounds = rounds;
         ws[i].n = kib * 1024 / sizeof(struct node);
         pthread_create(&ws[i].th, NULL, work, &ws[i]);
+    }
+    if (rounds == 0) {
+        char buf[256];
+        while (fread(buf, 1, sizeof buf, stdin) > 0) {}
+        stop_workers = 1;
     }
     for (int i = 0; i < t; i++) pthread_join(ws[i].th, NULL);
     done = 1;

@@ -539,7 +539,8 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
             raise NoSuchProcess(f"no process with PID {pid}") from None
         except PermissionError:
             from ..errors import PermissionProblem
-            raise PermissionProblem(f"cannot read /proc/{pid}/maps",
+            raise PermissionProblem(f"not permitted to trace process {pid} (permission denied "
+                                    f"reading /proc/{pid}/maps)",
                                     hint="run as root or with CAP_SYS_PTRACE") from None
         # slack for growth between this look and the stop
         arena = _Arena(est + est // 16 + (8 << 20), populate=True)

@@ -312,7 +312,10 @@ def open_core(path: str) -> CoreTarget:
     try:
         return _parse(path, mm, size)
     except BaseException:
-        mm.close()
+        try:
+            mm.close()
+        except BufferError:     # a view is still held by the traceback; GC closes it
+            pass
         raise
 
 

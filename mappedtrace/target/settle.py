@@ -90,17 +90,33 @@ class _Classifier:
         return "other"
 
 
+_maps_cache: dict[tuple, object] = {}
+
+
 def load_maps(path: str):
-    """The main executable's maps, or None when the binary has none.
+    """The main executable's maps, or None when the binary has none (cached per file version).
 
     :raises BadData: malformed map sections.
     """
+    import os
     try:
-        from ..formats.maps import BinaryMaps     # written in parallel (formats layer)
+        st = os.stat(path)
+        key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _maps_cache:
+        return _maps_cache[key]
+    try:
+        from ..formats.maps import BinaryMaps     # the formats layer
     except ImportError:
         return None
     bm = BinaryMaps.load(path)
-    return bm if bm.has_maps else None
+    out = bm if bm.has_maps else None
+    if key is not None:
+        if len(_maps_cache) > 16:
+            _maps_cache.clear()
+        _maps_cache[key] = out
+    return out
 
 
 def settle_threads(live, maps=None, *, max_steps: int | None = None,

@@ -1,0 +1,83 @@
+"""``mappedtrace snapshot PID -o FILE``: stop, settle, capture, write a core file.
+
+Exit codes: 0 written · 2 a one-line error (no such process, zombie, no
+permission, the process exited mid-capture, an unwritable file).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from ..errors import MappedTraceError
+
+
+class _LazyProgress:
+    """A rich progress bar on stderr that appears only once a capture takes a moment."""
+
+    DELAY_NS = 300_000_000
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter_ns()
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if time.perf_counter_ns() - self.t0 < self.DELAY_NS or not sys.stderr.isatty():
+                return
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+            self.bar = Progress("capturing", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("capture", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@click.command(help="Write a core-file snapshot of a running process.")
+@click.argument("pid", type=int)
+@click.option("-o", "--output", required=True, type=str, help="Snapshot file to write (mode 0600).")
+@click.option("--mode", type=click.Choice(["stop-copy", "fork"]), default="stop-copy", show_default=True,
+              help="stop-copy: copy while stopped; fork: copy-on-write child, shortest pause.")
+@click.option("--backend", type=click.Choice(["ptrace", "lldb"]), default="ptrace", show_default=True)
+@click.option("--no-settle", is_flag=True, help="Do not single-step threads to map points.")
+@click.option("--max-steps", type=click.IntRange(0, 10_000_000), default=20000, show_default=True,
+              help="Bound on single-steps per thread while settling.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def command(pid: int, output: str, mode: str, backend: str, no_settle: bool, max_steps: int,
+            as_json: bool) -> int:
+    from ..reporters import snapshot_report
+    from ..target.core import write_core
+
+    if pid <= 0:
+        raise MappedTraceError(f"invalid PID {pid}", hint="give the PID of a running process (ps -e)")
+    progress = _LazyProgress()
+    try:
+        if backend == "lldb":
+            if mode != "stop-copy":
+                raise MappedTraceError("--mode fork needs the ptrace backend", hint="use --backend ptrace")
+            from ..target.lldb_backend import snapshot_lldb
+            target = snapshot_lldb(pid, settle=not no_settle, max_steps=max_steps)
+        else:
+            from ..target.capture import snapshot_process
+            target = snapshot_process(pid, mode, settle=not no_settle, max_steps=max_steps,
+                                      progress=progress)
+    finally:
+        progress.close()
+    try:
+        nbytes = write_core(target, output)
+        d = snapshot_report.snapshot_to_dict(target, output, nbytes)
+    finally:
+        target.close()
+    snapshot_report.render_warnings(d, sys.stderr)
+    if as_json:
+        snapshot_report.render_json(d, sys.stdout)
+    else:
+        snapshot_report.render_text(d, sys.stdout)
+    return 0
