@@ -2,7 +2,7 @@
  *
  * Each level keeps values in callee-saved registers across the recursive
  * call (a checksum of the depth and a pointer), so an unwinder must recover
- * them frame by frame.  Prints "ready <pid>" once blocked (well, just before).
+ * them frame by frame.  Prints "ready <pid>" just before blocking.
  * Usage: unwind_deep DEPTH [read|nanosleep|pause|futex]
  */
 #include <stdio.h>
@@ -36,16 +36,24 @@ __attribute__((noinline)) static void block_forever(void) {
     }
 }
 
-__attribute__((noinline)) long recurse(int depth, long acc, long *p) {
-    long local[4] = {depth, acc, (long)p, depth * 3};
+/* one node per level, on the stack, linked to the caller's node */
+struct node {
+    struct node *parent;
+    long depth;
+};
+
+__attribute__((noinline)) long recurse(int depth, long acc, struct node *parent) {
+    struct node local = {parent, depth};
     if (depth == 0) {
         block_forever();
         return acc;
     }
-    /* acc2 and local stay live across the call: callee-saved registers at -O2 */
+    /* acc2 and parent stay live across the call: callee-saved registers at -O2;
+     * the caller's node is reachable only through parent (a map "value") and
+     * this level's node is a stack slot holding a pointer (a map "slot") */
     long acc2 = acc * 31 + depth;
-    long r = recurse(depth - 1, acc2, local);
-    return r + acc2 + local[depth & 3] + (long)p;
+    long r = recurse(depth - 1, acc2, &local);
+    return r + acc2 + local.depth + (parent ? parent->depth : 0);
 }
 
 int main(int argc, char **argv) {

@@ -16,7 +16,7 @@ import mappedtrace
 from mappedtrace.target.base import CALLEE_SAVED
 from mappedtrace.unwind import UCONTEXT_GREGS, Unwinder
 
-from test_unwind_support import TOTAL, Parked, build_c, cross_check, ours
+from test_unwind_support import SAMPLES as SAMPLES_DIR, TOTAL, Parked, build_c, cross_check, ours
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -183,3 +183,106 @@ def test_zz_report():
     """Print the totals of every cross-check run in this session (see -s)."""
     print(f"\nunwind cross-check total: {TOTAL}")
     assert not TOTAL.mismatches
+
+
+def test_debug_frame_when_no_eh_frame(tmp_path):
+    """Code without unwind tables but with -g has only .debug_frame: it is used (no fallback)."""
+    exe = build_c(tmp_path, "unwind_nocfi.c", "nocfi-g", "-O2", "-g", "-fno-asynchronous-unwind-tables",
+                  "-fno-unwind-tables", "-fomit-frame-pointer")
+    with Parked([exe, "5"]) as p:
+        tally, mine, warnings = cross_check(p.pid, "debug_frame")
+    print(f".debug_frame: {tally}")
+    assert not tally.mismatches, "\n".join(tally.mismatches)
+    (frames,) = mine.values()
+    assert _names(frames).count("nocfi_recurse") == 6
+    assert all(f.how == "cfi" for f in frames[1:]), [f.how for f in frames]
+    assert not warnings, warnings
+
+
+def _plt_entry(exe: str, name: str) -> int | None:
+    import re
+    import shutil
+    objdump = shutil.which("llvm-objdump-22") or shutil.which("objdump")
+    if not objdump:
+        return None
+    out = subprocess.run([objdump, "-d", "--section=.plt", exe], capture_output=True, text=True).stdout
+    m = re.search(rf"^([0-9a-f]+) <{name}@plt>:", out, re.M)
+    return int(m.group(1), 16) if m else None
+
+
+def test_plt_entry_cfa_expression(tmp_path):
+    """A thread just inside a lazy PLT entry: the CFA comes from the DW_CFA_def_cfa_expression."""
+    from mappedtrace.target.base import ThreadState
+    exe = build_c(tmp_path, "unwind_deep.c", "deep-plt", "-O2", "-g", "-Wl,-z,lazy")
+    plt = _plt_entry(exe, "read")
+    if plt is None:
+        pytest.skip("no objdump, or no read@plt in .plt")
+    with Parked([exe, "3", "read"]) as p, mappedtrace.attach(p.pid) as t:
+        u = Unwinder(t)
+        real = u.unwind(t.threads[0])
+        caller = real[1]                           # block_forever, which called read
+        assert caller.function == "block_forever"
+        bias = u.modules.main.bias
+        # the state at read@plt+0 (just called: return address at rsp) and at
+        # read@plt+11 (after "push $index": return address at rsp+8)
+        for off, rsp in ((0, real[0].cfa - 8), (11, real[0].cfa - 16)):
+            regs = dict(caller.regs, rip=plt + bias + off, rsp=rsp)
+            fr = Unwinder(t).unwind(ThreadState(t.threads[0].tid, regs))
+            assert fr[0].cfa == real[0].cfa, (off, fr[0])
+            assert [f.pc for f in fr[1:]] == [f.pc for f in real[1:]]
+            assert [f.regs for f in fr[1:]] == [f.regs for f in real[1:]]
+
+
+def test_instrumented_frames_hit_map_points(tmp_path):
+    """Built with ``mappedtrace cc``: every frame of instrumented code is at a map point, and the
+    pointer the maps locate in a callee-saved register (recurse's ``p``) is the caller's ``local``."""
+    import sys
+    from mappedtrace.formats.maps import BinaryMaps
+    from mappedtrace.target.base import DWARF_REGS
+    exe = str(tmp_path / "deep-mt")
+    r = subprocess.run([sys.executable, "-m", "mappedtrace", "cc", "-O2", "-o", exe, str(SAMPLES_DIR / "unwind_deep.c")],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        pytest.skip(f"mappedtrace cc failed: {r.stderr.strip()[-300:]}")
+    maps = BinaryMaps.load(exe)
+    if not maps.has_maps:
+        pytest.skip("the binary has no maps")
+    with Parked([exe, "8", "read"]) as p:
+        tally, mine, warnings = cross_check(p.pid, "instrumented")
+        with mappedtrace.attach(p.pid) as t:
+            u = Unwinder(t)
+            frames = u.unwind(t.threads[0])
+            bias = u.modules.main.bias
+
+            def values(f, role):
+                rec = maps.record_at(f.pc - bias)
+                out = []
+                for e in rec.entries if rec else ():
+                    loc = e.location
+                    reg = DWARF_REGS.get(loc.dwarf_reg)
+                    if e.role != role or reg not in f.regs:
+                        continue
+                    base = f.regs[reg]
+                    if loc.kind == "Register":
+                        out.append(base)
+                    elif loc.kind == "Direct":
+                        out.append(base + loc.offset)
+                    elif loc.kind == "Indirect":
+                        out.append(t.read_u64(base + loc.offset))
+                return out
+
+            mine_frames = [f for f in frames if f.function in ("recurse", "block_forever", "main")]
+            assert mine_frames and all(maps.record_at(f.pc - bias) is not None for f in mine_frames), \
+                [(f.function, hex(f.pc - bias)) for f in mine_frames]
+            rec_frames = [f for f in frames if f.function == "recurse"]
+            checked = 0
+            # the deepest level calls block_forever with nothing live; the others
+            # keep ``parent`` (= the caller's ``local``) live across the call
+            for callee, caller in zip(rec_frames[1:], rec_frames[2:]):
+                slots = set(values(caller, "slot"))
+                vals = set(values(callee, "value"))
+                assert slots & vals, (callee.index, [hex(v) for v in vals], [hex(s) for s in slots])
+                checked += 1
+            assert checked == 7
+    print(f"instrumented: {tally}; {checked} caller/callee pointer pairs found through the maps")
+    assert not tally.mismatches, "\n".join(tally.mismatches)
