@@ -25,6 +25,8 @@
 #include "llvm/IR/IntrinsicInst.h"
 #include "llvm/IR/Intrinsics.h"
 #include "llvm/IR/Statepoint.h"
+#include "llvm/IR/Verifier.h"
+#include <cstdlib>
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Transforms/Utils/ModuleUtils.h"
 
@@ -141,7 +143,7 @@ private:
   std::vector<FuncOut> Funcs;
   // Calls already rewritten → their gc.result (the analysis names originals).
   DenseMap<Value *, Value *> Replaced;
-  std::map<std::tuple<Value *, FunctionType *, void *>, Function *> Thunks;
+  std::map<std::tuple<Value *, FunctionType *, FunctionType *, void *>, Function *> Thunks;
 };
 
 uint64_t Emitter::entryTypeId(const MapEntry &E) {
@@ -183,7 +185,7 @@ Function *Emitter::thunkFor(CallBase *CB) {
   for (Value *A : CB->args())
     Params.push_back(A->getType());
   FunctionType *TFT = FunctionType::get(FT->getReturnType(), Params, false);
-  auto KeyT = std::make_tuple(Direct ? Callee : (Value *)TFT, FT, AL.getRawPointer());
+  auto KeyT = std::make_tuple(Direct ? Callee : nullptr, FT, TFT, AL.getRawPointer());
   if (auto It = Thunks.find(KeyT); It != Thunks.end())
     return It->second;
   Function *T = Function::Create(TFT, GlobalValue::InternalLinkage,
@@ -359,6 +361,10 @@ void Emitter::run() {
   }
   emitMap();
   M.getOrInsertNamedMetadata(DoneMD);
+  // clang runs without the IR verifier; tests ask for it explicitly.
+  if (const char *V = std::getenv("MAPPEDTRACE_VERIFY"); V && V[0] == '1')
+    if (verifyModule(M, &errs()))
+      report_fatal_error("mappedtrace: the instrumented module is broken");
 }
 
 void Emitter::emitMap() {

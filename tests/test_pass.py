@@ -1,0 +1,257 @@
+"""The LLVM pass: liveness rules through ``print<mappedtrace>``, the records
+``llvm-readobj --stackmap`` shows, skipping rules, ABI-sensitive calls and
+C++ invokes, and the decoded maps of real binaries (mappedtrace.formats.maps).
+
+Inputs live in tests/pass_inputs/; everything is built into tmp_path.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mappedtrace import toolchain as tc
+
+HERE = Path(__file__).resolve().parent
+INPUTS = HERE / "pass_inputs"
+SAMPLES = HERE.parent / "samples"
+MT_MAGIC = 0x4D54 << 48
+
+pytestmark = pytest.mark.skipif(
+    not (tc.find_tool("clang-22") and tc.find_tool("opt-22") and shutil.which("cmake")),
+    reason="LLVM 22 toolchain (clang-22, opt-22, cmake) not installed")
+
+
+@pytest.fixture(scope="session")
+def plugin() -> str:
+    try:
+        return str(tc.plugin_path(quiet=True))
+    except Exception as e:  # pragma: no cover - host without llvm-22-dev
+        pytest.skip(f"pass plugin cannot be built here: {e}")
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    # MAPPEDTRACE_VERIFY=1: the pass runs the IR verifier on what it wrote
+    # (clang itself compiles without the verifier).
+    env = dict(os.environ, MAPPEDTRACE_VERIFY="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, **kw)
+
+
+def _printer(plugin: str, ll: Path) -> dict[str, list[str]]:
+    """Run print<mappedtrace>; returns {function: [its lines]}."""
+    r = _run([tc.require_tool("opt-22"), f"-load-pass-plugin={plugin}",
+              "-passes=print<mappedtrace>", "-disable-output", str(ll)])
+    assert r.returncode == 0, r.stderr
+    out: dict[str, list[str]] = {}
+    cur = None
+    for line in r.stdout.splitlines():
+        m = re.match(r"function (\S+): (.*)", line)
+        if m:
+            cur = m.group(1)
+            out[cur] = [m.group(2)]
+        elif cur:
+            out[cur].append(line.strip())
+    return out
+
+
+def _site(lines: list[str], prefix: str) -> tuple[set[str], set[str]]:
+    """(value names, slot names) of the first line starting with prefix."""
+    for line in lines:
+        if line.startswith(prefix):
+            vals, slots = re.search(r"values \[(.*?)\] slots \[(.*?)\]", line).groups()
+            names = lambda s: {x.split(":")[0] for x in s.split(", ") if x}
+            return names(vals), names(slots)
+    raise AssertionError(f"no line starting with {prefix!r} in {lines}")
+
+
+@pytest.fixture(scope="module")
+def liveness(plugin):
+    return _printer(plugin, INPUTS / "liveness.ll")
+
+
+def test_dead_pointer_not_recorded(liveness):
+    # %p dominates the call to @g but nothing reads it afterwards.
+    assert _site(liveness["dead_after"], "call #1 @g") == (set(), set())
+    assert _site(liveness["live_across"], "call #0 @g") == ({"%p"}, set())
+
+
+def test_pointer_live_on_one_branch(liveness):
+    lines = liveness["one_branch"]
+    assert _site(lines, "call #1 @g")[0] == {"%p", "%q"}
+    assert _site(lines, "call #2 @g")[0] == {"%p"}   # then-branch: only %p
+    assert _site(lines, "call #4 @g")[0] == {"%q"}   # else-branch: only %q
+    assert _site(lines, "call #0 @malloc")[0] == {"%p"}  # %q is the call's own result
+
+
+def test_phi_operands_live_on_their_edge_only(liveness):
+    assert _site(liveness["phi_edges"], "call #0 @g")[0] == {"%a"}
+    assert _site(liveness["phi_edges"], "call #1 @g")[0] == {"%b"}
+
+
+def test_loop_without_call_gets_map_point(liveness):
+    assert "0 call sites, 1 loop points" in liveness["loop_nocall"][0]
+    assert _site(liveness["loop_nocall"], "loop %h")[0] == {"%p"}
+    assert "0 loop points" in liveness["loop_call"][0]
+
+
+def test_call_result_and_frame_addresses(liveness):
+    assert _site(liveness["result_live"], "call #0 @malloc") == (set(), set())
+    assert _site(liveness["result_live"], "call #1 @g")[0] == {"%m"}
+    # a static alloca's address is never a VALUE; its contents are a SLOT
+    assert _site(liveness["alloca_not_value"], "call #1 @g") == (set(), {"%slot"})
+    assert _site(liveness["alloca_not_value"], "call #0 @malloc") == (set(), set())
+
+
+@pytest.fixture(scope="module")
+def slots(plugin, tmp_path_factory):
+    ll = tmp_path_factory.mktemp("slots") / "slots.ll"
+    r = _run([tc.require_tool("clang-22"), "-O0", "-g", "-fno-discard-value-names", "-S",
+              "-emit-llvm", "-o", str(ll), str(INPUTS / "slots.c")])
+    assert r.returncode == 0, r.stderr
+    return _printer(plugin, ll)
+
+
+def test_stale_slot_not_recorded(slots):
+    assert _site(slots["stale"], "call #2 @g") == (set(), set())
+    assert _site(slots["overwritten"], "call #2 @g") == (set(), set())
+
+
+def test_live_slot_recorded_with_type(slots):
+    assert _site(slots["live_slot"], "call #1 @g")[1] == {"%p"}
+    line = next(l for l in slots["typed"] if l.startswith("call #1 @g"))
+    assert "%q:struct pair*" in line
+
+
+def test_escaped_slot_recorded_once_written(slots):
+    assert _site(slots["escaped"], "call #0 @malloc")[1] == set()  # stale bytes before
+    assert _site(slots["escaped"], "call #1 @use")[1] == {"%p"}
+    assert _site(slots["escaped"], "call #2 @g")[1] == {"%p"}
+
+
+def _build(plugin: str, src: Path, out: Path, *flags: str, cxx: bool = False) -> subprocess.CompletedProcess:
+    cc = tc.require_tool("clang++-22" if cxx else "clang-22")
+    r = _run([cc, *flags, "-g", "-fno-pie", "-no-pie", f"-fpass-plugin={plugin}", "-o", str(out),
+              str(src)])
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def _stackmap_ids(binary: Path) -> list[int]:
+    r = _run([tc.require_tool("llvm-readobj-22"), "--stackmap", str(binary)])
+    assert r.returncode == 0, r.stderr
+    return [int(x) for x in re.findall(r"Record ID: (\d+)", r.stdout)]
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O2"])
+def test_leaky_records_and_maps(plugin, tmp_path, opt):
+    exe = tmp_path / "leaky"
+    _build(plugin, SAMPLES / "leaky.c", exe, opt)
+    ids = _stackmap_ids(exe)
+    assert ids and all(i >> 48 == 0x4D54 for i in ids)
+    kinds = {(i >> 40) & 0xFF for i in ids}
+    assert 1 in kinds and (2 in kinds or opt == "-O0")
+    assert len(set(ids)) == len(ids)
+    maps = pytest.importorskip("mappedtrace.formats.maps")
+    bm = maps.BinaryMaps.load(str(exe))
+    assert bm.has_maps and not bm.warnings
+    assert len(bm.records) == len(ids)
+    fn = {f.name: f for f in bm.functions}
+    assert fn["leak_things"].status == "instrumented" and fn["leak_things"].n_callsites >= 8
+    assert sum(f.n_callsites + f.n_loop_points for f in bm.functions) == len(ids)
+    g = {x.name: x for x in bm.globals}
+    assert set(g) >= {"kept_list", "kept_tree", "kept_interior"}
+    assert g["kept_tree"].tls and not g["kept_list"].tls and g["kept_list"].address
+    node = next(t for t in bm.types.values() if t.name == "struct node")
+    assert node.size == 16 and [(s.offset, s.target) for s in node.slots] == [(8, node.id)]
+    tree = next(t for t in bm.types.values() if t.name == "struct tree")
+    assert [s.offset for s in tree.slots] == [0, 8, 16]
+    assert bm.types[g["kept_list"].type_id].slots[0].target == node.id
+    assert bm.types[g["kept_interior"].type_id].slots[0].flags & maps.SLOT_UNTYPED
+    # leak_things holds struct node pointers across calls
+    lt = fn["leak_things"]
+    entries = [e for pc in bm.map_point_pcs(lt.address) for e in bm.records[pc].entries]
+    if opt == "-O2":
+        vals = [e for e in entries if e.role == "value"]
+        assert any(e.type_id == node.id for e in vals)
+        # kept in callee-saved registers (rbx, rbp, r12-r15), not spilled
+        assert any(e.location.kind == "Register" and e.location.dwarf_reg in (3, 6, 12, 13, 14, 15)
+                   for e in vals)
+    else:
+        slots = [e for e in entries if e.role == "slot"]
+        assert slots and all(e.location.kind == "Direct" for e in slots)
+        assert {a.name for a in lt.allocas} >= {"dropped", "a", "b", "c", "t", "s"}
+
+
+def test_no_textrel(plugin, tmp_path):
+    exe = tmp_path / "leaky"
+    _build(plugin, SAMPLES / "leaky.c", exe, "-O2")
+    r = _run(["readelf", "-d", "-S", "-W", str(exe)])
+    assert "TEXTREL" not in r.stdout
+    for sec in (".mtmap", ".llvm_stackmaps"):
+        line = next(l for l in r.stdout.splitlines() if f" {sec} " in l)
+        assert "W" not in line.split()[-4], line  # read-only
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O2"])
+def test_abi_sensitive_calls_unchanged(plugin, tmp_path, opt):
+    exe, ref = tmp_path / "abi", tmp_path / "abi_ref"
+    _build(plugin, INPUTS / "abi.c", exe, opt)
+    r = _run([tc.require_tool("clang-22"), opt, "-o", str(ref), str(INPUTS / "abi.c")])
+    assert r.returncode == 0, r.stderr
+    a, b = _run([str(exe)]), _run([str(ref)])
+    assert (a.returncode, a.stdout) == (b.returncode, b.stdout)
+    assert "vsum 7.50" in a.stdout
+    maps = pytest.importorskip("mappedtrace.formats.maps")
+    bm = maps.BinaryMaps.load(str(exe))
+    main = next(f for f in bm.functions if f.name == "main")
+    assert main.n_callsites >= 8  # printf (varargs, through a thunk), indirect, noreturn
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O2"])
+def test_cxx_invokes(plugin, tmp_path, opt):
+    exe, ref = tmp_path / "eh", tmp_path / "eh_ref"
+    _build(plugin, INPUTS / "eh.cpp", exe, opt, cxx=True)
+    r = _run([tc.require_tool("clang++-22"), opt, "-o", str(ref), str(INPUTS / "eh.cpp")])
+    assert r.returncode == 0, r.stderr
+    a, b = _run([str(exe)]), _run([str(ref)])
+    assert (a.returncode, a.stdout) == (b.returncode, b.stdout)
+    assert "caught k=3" in a.stdout
+    maps = pytest.importorskip("mappedtrace.formats.maps")
+    bm = maps.BinaryMaps.load(str(exe))
+    main = next(f for f in bm.functions if f.name == "main")
+    assert main.status in ("instrumented", "partial") and main.n_callsites >= 5
+
+
+def test_setjmp_and_asm_skipped_with_warning(plugin, tmp_path):
+    exe = tmp_path / "skip"
+    r = _build(plugin, INPUTS / "skip.c", exe, "-O2")
+    assert "with_setjmp not instrumented: calls a returns_twice function" in r.stderr
+    assert "with_asm not instrumented: inline asm with memory operands" in r.stderr
+    assert "plain" not in r.stderr
+    out = _run([str(exe)])
+    assert out.returncode == 0 and "r=7" in out.stdout
+    maps = pytest.importorskip("mappedtrace.formats.maps")
+    fn = {f.name: f for f in maps.BinaryMaps.load(str(exe)).functions}
+    assert fn["with_setjmp"].status == "skipped" and "setjmp" in fn["with_setjmp"].reason
+    assert fn["with_asm"].status == "skipped"
+    assert fn["plain"].status == "instrumented" and fn["plain"].n_callsites >= 1
+
+
+def test_second_run_is_a_no_op(plugin, tmp_path):
+    # compile, then run the pass again on the output IR (as LTO would)
+    ll = tmp_path / "a.ll"
+    r = _run([tc.require_tool("clang-22"), "-O2", "-g", "-fno-pie", f"-fpass-plugin={plugin}",
+              "-S", "-emit-llvm", "-o", str(ll), str(SAMPLES / "leaky.c")])
+    assert r.returncode == 0, r.stderr
+    once = ll.read_text()
+    assert once.count('section ".mtmap"') == 1 and "mappedtrace.instrumented" in once
+    r = _run([tc.require_tool("opt-22"), f"-load-pass-plugin={plugin}", "-passes=mappedtrace",
+              "-S", "-o", str(tmp_path / "b.ll"), str(ll)])
+    assert r.returncode == 0, r.stderr
+    twice = (tmp_path / "b.ll").read_text()
+    assert twice.count('section ".mtmap"') == 1
+    assert twice.count("@llvm.experimental.gc.statepoint") == once.count("@llvm.experimental.gc.statepoint")
