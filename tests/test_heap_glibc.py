@@ -168,6 +168,12 @@ def test_pattern_matches_program_records(program, debug):
         for lst in ("tcache", "fastbin", "unsorted", "smallbin", "largebin", "top"):
             assert f"{a.label}/{lst}" in wheres, (a.label, lst)
     assert len(heap.tcaches) == 4               # one per thread (each made its own)
+    if debug:                                   # found through each thread's DTV
+        tids = sorted(int(x) for x in os.listdir(f"/proc/{prog.pid}/task"))
+        assert sorted(int(o.split()[1]) for o, _ in heap.tcaches) == tids
+    tc_chunks = {a - 16 for _, a in heap.tcaches}
+    assert all(heap.find(a).chunk_size == 0x290 and heap.find(a).state == "in-use" for a in
+               (h + 16 for h in tc_chunks))
     # totals equal to glibc's own accounting
     mi = prog.mallinfo2()
     for key in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "uordblks", "fordblks", "keepcost", "fsmblks"):

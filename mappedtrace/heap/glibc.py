@@ -363,7 +363,7 @@ class GlibcHeap:
         self.exact = True
 
     def _read_mp(self) -> None:
-        v = MALLOC_PAR.unpack(self.target.read(self.mp_addr, MALLOC_PAR.size))
+        v = MALLOC_PAR.unpack(self._read(self.mp_addr, MALLOC_PAR.size, "mp_", "malloc_par"))
         names = ("trim_threshold", "top_pad", "mmap_threshold", "arena_test", "arena_max", "thp_pagesize",
                  "hp_pagesize", "hp_flags", "n_mmaps", "n_mmaps_max", "max_n_mmaps", "no_dyn_threshold",
                  "mmapped_mem", "max_mmapped_mem", "sbrk_base", "tcache_bins", "tcache_max_bytes",
@@ -371,7 +371,14 @@ class GlibcHeap:
         self.mp = dict(zip(names, v))
 
     def _read_mstate(self, addr: int) -> tuple:
-        return MSTATE.unpack(self.target.read(addr, MSTATE.size))
+        return MSTATE.unpack(self._read(addr, MSTATE.size, f"arena@{addr:#x}", "malloc_state"))
+
+    def _read(self, addr: int, size: int, label: str, what: str) -> bytes:
+        """``target.read``, a fault becoming a HeapCorrupted naming the structure."""
+        try:
+            return self.target.read(addr, size)
+        except TargetFault:
+            raise HeapCorrupted(label, addr, f"{what} is not readable memory") from None
 
     def _read_arenas(self) -> None:
         """main_arena and the ``next`` ring, with each arena's heap segments."""
@@ -389,7 +396,7 @@ class GlibcHeap:
                 self.warnings.append(f"{label} is locked (a thread was inside malloc or free when stopped): "
                                      "its lists may be mid-update")
             if top:
-                arena.top_size = self.target.read_u64(top + SIZE_SZ) & ~SIZE_BITS
+                arena.top_size = int.from_bytes(self._read(top + SIZE_SZ, 8, label, "top chunk"), "little") & ~SIZE_BITS
             self.arenas.append(arena)
             nxt = ms[-5]
             if nxt == 0 or nxt & 7:
@@ -423,7 +430,7 @@ class GlibcHeap:
         h = a.top & ~(HEAP_MAX_SIZE - 1)
         segs = []
         for _ in range(MAX_HEAPS_PER_ARENA):
-            ar_ptr, prev, size, _mprot, _pagesize = HEAP_INFO.unpack(self.target.read(h, HEAP_INFO.size))
+            ar_ptr, prev, size, _mprot, _pagesize = HEAP_INFO.unpack(self._read(h, HEAP_INFO.size, a.label, "heap_info"))
             if ar_ptr != a.address:
                 raise HeapCorrupted(a.label, h, f"heap_info.ar_ptr {ar_ptr:#x} is not its arena {a.address:#x}")
             if size < HEAP_INFO.size or size > HEAP_MAX_SIZE:
