@@ -127,6 +127,14 @@ int main(int argc, char **argv)
         if (i % 4096 == 0)
             record_live(p);
     }
+    /* aligned blocks: memalign'd mmapped chunks start inside their mapping,
+     * an aligned arena chunk leaves a free chunk in front of it */
+    void *aligned[3];
+    if (posix_memalign(&aligned[0], 4096, 300000) || posix_memalign(&aligned[1], 32768, 150000) ||
+        posix_memalign(&aligned[2], 256, 1000))
+        return 1;
+    for (int i = 0; i < 3; i++)
+        record_live(aligned[i]);
     pattern();
     pthread_barrier_wait(&done);
     /* An anonymous page right below an mmapped chunk (if the kernel takes the

@@ -190,9 +190,13 @@ def test_pattern_matches_program_records(program, debug):
     for a in heap.arenas:
         cs = sum(c.chunk_size for c in heap.chunks() if c.arena == a.label)
         assert cs + heap.stats["per_arena"][a.label]["overhead"] == a.system_mem
-    # mmapped chunks: 3 per thread, usable = chunk size - 16
+    # mmapped chunks: 3 per thread + 2 posix_memalign'd in main (their chunk starts `lead` bytes
+    # into the mapping); usable = chunk size - 16
     mm = [c for c in heap.chunks() if c.where == "mmapped"]
-    assert len(mm) == 12 and all(c.size == c.chunk_size - 16 and c.chunk_size % 4096 == 0 for c in mm)
+    assert len(mm) == 14 and all(c.size == c.chunk_size - 16 for c in mm)
+    assert len(heap.mmapped_lead) == 2
+    assert all((c.chunk_size + heap.mmapped_lead.get(c.header, 0)) % 4096 == 0 for c in mm)
+    assert sum(hi - lo for lo, hi, what in heap.ranges() if what == "mmapped") == mi["hblkhd"]
     # sorted, in_use is the in-use subset
     addrs = [c.address for c in heap.chunks()]
     assert addrs == sorted(addrs) and len(set(addrs)) == len(addrs)

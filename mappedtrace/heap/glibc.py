@@ -78,6 +78,7 @@ MAX_ARENAS = 1024
 MAX_HEAPS_PER_ARENA = 1 << 16
 MAX_THREADS_LINK_MAP = 4096
 MAX_DEEP_SCAN = 1 << 30            # bytes of anonymous memory searched for mmapped chunks
+MAX_MEMALIGN_LEAD = 1 << 16         # how far into an mmapped region a memalign'd chunk is looked for
 
 # struct malloc_state (2200 bytes): mutex, flags, have_fastchunks, pad,
 # fastbinsY[10], top, last_remainder, bins[254], binmap[4], next, next_free,
@@ -635,7 +636,7 @@ class GlibcHeap:
                 walked = int((r & np.uint64(~SIZE_BITS & 0xFFFFFFFFFFFFFFFF)).sum()) if len(r) else 0
                 over += (seg.end - seg.start) - walked
             self.overhead[a.label] = over
-        mm_h, mm_r = self._find_mmapped()
+        mm_h, mm_r = self._aligned_mmapped(*self._find_mmapped())
         hdrs.append(np.asarray(mm_h, dtype=np.int64))
         raws.append(np.asarray(mm_r, dtype=np.uint64))
         arena_idx.append(np.full(len(mm_h), -1, dtype=np.int32))
@@ -720,6 +721,47 @@ class GlibcHeap:
         self.warnings.append(f"found {len(hdrs)} mmapped chunks of {sum(r & ~SIZE_BITS for r in raws)} bytes; "
                              f"mp_ says {want[0]} of {want[1]} bytes")
         return hdrs, raws
+
+    def _aligned_mmapped(self, hdrs: list[int], raws: list[int]) -> tuple[list[int], list[int]]:
+        """Move each mmapped region's chunk to where memalign put it.
+
+        ``_int_memalign`` on an mmapped chunk leaves the region's original
+        header in place and writes a new one ``L`` bytes further, with
+        ``prev_size = L`` (the lead) and size ``S - L``; the bytes between are
+        never handed out, so they are still zero.  The first non-zero word
+        after the original header is therefore either user data or that new
+        header.  Searched up to MAX_MEMALIGN_LEAD bytes: a larger alignment
+        of an mmapped chunk is not recognised (its user pointer would be
+        reported at the region start).
+        """
+        self.mmapped_lead: dict[int, int] = {}
+        out_h, out_r = [], []
+        for pos, raw in zip(hdrs, raws):
+            size = raw & ~SIZE_BITS
+            lead = 0
+            span = min(size, MAX_MEMALIGN_LEAD)
+            step = PAGE
+            lo = CHUNK_HDR_SZ
+            while lo < span:
+                hi = min(span, lo + step)
+                try:
+                    w = np.frombuffer(self.target.read(pos + lo, hi - lo), dtype="<u8")
+                except TargetFault:
+                    break
+                nz = np.flatnonzero(w)
+                if len(nz):
+                    k = int(nz[0])
+                    L = lo + 8 * k
+                    if k + 1 < len(w) and int(w[k]) == L and not L % MALLOC_ALIGNMENT \
+                            and int(w[k + 1]) == (size - L) | IS_MMAPPED:
+                        lead = L
+                    break
+                lo, step = hi, step * 4
+            if lead:
+                self.mmapped_lead[pos + lead] = lead
+            out_h.append(pos + lead)
+            out_r.append((size - lead) | IS_MMAPPED)
+        return out_h, out_r
 
     def _deep_mmapped_scan(self, pieces: list[tuple[int, int]]) -> tuple[list[int], list[int]] | None:
         budget = MAX_DEEP_SCAN
@@ -951,7 +993,7 @@ class GlibcHeap:
                 tot["keepcost"] = d["top"]
         mm = ai < 0
         tot["hblks"] = int(mm.sum())
-        tot["hblkhd"] = int(cs[mm].sum())
+        tot["hblkhd"] = int(cs[mm].sum()) + sum(self.mmapped_lead.values())
         tot["in_use_blks"] += tot["hblks"]
         tot["in_use_bytes"] += tot["hblkhd"]
         tot["per_arena"] = per
@@ -1011,7 +1053,9 @@ class GlibcHeap:
         (label: the arena) and every mmapped chunk (label ``"mmapped"``), sorted."""
         out = [(sg.start, sg.end, a.label) for a in self.arenas for sg in a.segments]
         mm = np.flatnonzero(self.arena_index < 0)
-        out += [(int(self.headers[i]), int(self.headers[i] + self.chunk_sizes[i]), "mmapped") for i in mm]
+        lead = self.mmapped_lead
+        out += [(int(self.headers[i]) - lead.get(int(self.headers[i]), 0), int(self.headers[i] + self.chunk_sizes[i]),
+                 "mmapped") for i in mm]
         return sorted(out)
 
     def __len__(self) -> int:
