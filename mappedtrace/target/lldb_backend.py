@@ -1,0 +1,176 @@
+"""The LLDB backend: stop and capture a process through LLDB's Python API.
+
+A second opinion on the ptrace backend (tests compare the two on the same
+stopped state) and a fallback where our own ptrace code cannot run.  LLDB
+attaches (``lldb-server`` stops every thread), we read the general-purpose
+registers of each thread, the mappings (``/proc/PID/maps``) and the memory a
+stop-copy capture copies, then LLDB detaches and the process runs on.
+
+Known differences from the ptrace backend, written down where they arise:
+
+* LLDB does not expose ``orig_rax``; it is read from
+  ``/proc/PID/task/TID/syscall`` while the thread is stopped (-1 when not in a
+  system call).
+* The FXSAVE/XSAVE areas are not rebuilt from LLDB's register view:
+  ``fpregs``/``xstate`` are None (a core written from this backend has no
+  ``NT_PRFPREG``).
+* No settling by single-stepping (LLDB's instruction step resumes through its
+  own thread plans): threads are classified only — at a map point
+  (settled), outside instrumented code (uninstrumented), or in between
+  (unsettled).
+* LLDB attaches with ``PTRACE_ATTACH`` (a ``SIGSTOP`` that it consumes); a
+  process that was stopped (state T) beforehand is not supported here.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from .base import GPR_NAMES, SETTLED, UNINSTRUMENTED, UNSETTLED, Mapping
+from .capture import CapturedTarget, Piece, _layout, _pieces_for, wants_copy
+from .live import ThreadSnapshot, anon_file_ranges, check_pid, parse_maps, process_state, proc_meta
+from ..errors import MappedTraceError, NoSuchProcess, PermissionProblem, ToolchainError
+
+#: LLDB names that differ from ``user_regs_struct``'s
+_LLDB_NAME = {"eflags": "rflags"}
+_NO_SYSCALL = (1 << 64) - 1
+_CHUNK = 16 << 20
+LLDB_SERVER = "/usr/lib/llvm-22/bin/lldb-server"
+
+
+def _lldb():
+    from ..toolchain import import_lldb
+    # lldb-22 looks for lldb-server-22.x.y on PATH; Debian installs it under
+    # /usr/lib/llvm-22/bin only.  Point LLDB at it (this process only).
+    if "LLDB_DEBUGSERVER_PATH" not in os.environ and os.path.exists(LLDB_SERVER):
+        os.environ["LLDB_DEBUGSERVER_PATH"] = LLDB_SERVER
+    return import_lldb()
+
+
+def _orig_rax(pid: int, tid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            first = f.read().split()[0]
+    except (OSError, IndexError):
+        return _NO_SYSCALL
+    try:
+        nr = int(first)
+    except ValueError:          # "running"
+        return _NO_SYSCALL
+    return nr & _NO_SYSCALL
+
+
+def _gprs(lldb, thread) -> dict[str, int]:
+    frame = thread.GetFrameAtIndex(0)
+    want = {_LLDB_NAME.get(n, n): n for n in GPR_NAMES}
+    regs = {n: 0 for n in GPR_NAMES}
+    for rs in frame.GetRegisters():
+        if "General" not in (rs.GetName() or ""):
+            continue
+        for r in rs:
+            n = want.get(r.GetName())
+            if n is not None and r.GetByteSize() == 8:
+                regs[n] = r.GetValueAsUnsigned()
+    return regs
+
+
+def snapshot_lldb(pid: int, *, settle: bool = True, max_steps: int | None = None,
+                  timeout_s: float = 60.0) -> CapturedTarget:
+    """Attach with LLDB, capture threads, registers and memory (stop-copy), detach.
+
+    :returns: a :class:`~mappedtrace.target.capture.CapturedTarget` with
+        ``meta["backend"] == "lldb"``.
+    :raises NoSuchProcess, PermissionProblem, ToolchainError: one-line errors.
+    """
+    check_pid(pid)
+    if process_state(pid) == "T":
+        raise MappedTraceError(f"process {pid} is stopped (state T); the LLDB backend would resume it",
+                               hint="use --backend ptrace")
+    lldb = _lldb()
+    anon_file = anon_file_ranges(pid)
+    dbg = lldb.SBDebugger.Create()
+    dbg.SetAsync(False)
+    try:
+        target = dbg.CreateTarget("")
+        err = lldb.SBError()
+        t0 = time.perf_counter_ns()
+        proc = target.AttachToProcessWithID(dbg.GetListener(), pid, err)
+        if err.Fail() or not proc.IsValid():
+            msg = err.GetCString() or "unknown error"
+            if "not permitted" in msg.lower():
+                raise PermissionProblem(f"LLDB was not permitted to attach to process {pid}: {msg}",
+                                        hint="run as root or with CAP_SYS_PTRACE")
+            if not os.path.exists(f"/proc/{pid}"):
+                raise NoSuchProcess(f"process {pid} exited")
+            raise ToolchainError(f"LLDB could not attach to process {pid}: {msg}")
+        t_attached = time.perf_counter_ns()
+        try:
+            ct = _capture(lldb, proc, pid, anon_file, settle)
+        finally:
+            proc.Detach()
+        t1 = time.perf_counter_ns()
+    finally:
+        lldb.SBDebugger.Destroy(dbg)
+    ct.meta.update(backend="lldb", mode="stop-copy", pause_ns=t1 - t0, stop_ns=t_attached - t0,
+                   was_stopped=False)
+    return ct
+
+
+def _capture(lldb, proc, pid: int, anon_file, settle: bool) -> CapturedTarget:
+    threads = []
+    for i in range(proc.GetNumThreads()):
+        th = proc.GetThreadAtIndex(i)
+        tid = th.GetThreadID()
+        regs = _gprs(lldb, th)
+        regs["orig_rax"] = _orig_rax(pid, tid)
+        threads.append(ThreadSnapshot(tid, regs, None, name=th.GetName() or ""))
+    try:
+        mappings = parse_maps(open(f"/proc/{pid}/maps").read())
+        exe = os.readlink(f"/proc/{pid}/exe")
+        auxv = open(f"/proc/{pid}/auxv", "rb").read()
+    except FileNotFoundError:
+        raise NoSuchProcess(f"process {pid} exited") from None
+    ranges, skipped = _pieces_for(mappings, anon_file)
+    pieces, holes = [], []
+    t0 = time.perf_counter_ns()
+    for start, size in ranges:
+        buf = bytearray()
+        for off in range(0, size, _CHUNK):
+            n = min(_CHUNK, size - off)
+            err = lldb.SBError()
+            data = proc.ReadMemory(start + off, n, err)
+            if err.Fail() or data is None or len(data) != n:
+                if buf:
+                    pieces.append(Piece(start + off - len(buf), len(buf), memoryview(bytes(buf))))
+                    buf = bytearray()
+                holes.append((start + off, n))
+                continue
+            buf += data
+        if buf:
+            pieces.append(Piece(start + size - len(buf), len(buf), memoryview(bytes(buf))))
+    copy_ns = time.perf_counter_ns() - t0
+    meta = proc_meta(pid)
+    meta.update(copy_ns=copy_ns, file_backed=[m.path for m in skipped if m.path], holes=len(holes))
+    ct = CapturedTarget(pid=pid, threads=threads, mappings=mappings, auxv=auxv, exe=exe,
+                        pieces=_layout(mappings, pieces, holes), meta=meta)
+    ct.meta["captured_bytes"] = ct.captured_bytes
+    for s, n in holes[:20]:
+        ct.warnings.append(f"{n} bytes at {s:#x} could not be read through LLDB")
+    if settle:
+        _classify(ct)
+    return ct
+
+
+def _classify(ct: CapturedTarget) -> None:
+    from . import settle as _settle
+    try:
+        maps = _settle.load_maps(ct.exe)
+        bias = _settle.load_bias(ct) if maps is not None else 0
+    except MappedTraceError as e:
+        ct.warnings.append(f"maps of {ct.exe} not used: {e.message}")
+        maps, bias = None, 0
+    cls = _settle._Classifier(ct, maps, bias)
+    for t in ct.threads:
+        where = cls.classify(t.pc)
+        t.settle = {"record": SETTLED, "other": UNINSTRUMENTED}.get(where, UNSETTLED)
+        t.settle_steps = 0
