@@ -65,7 +65,9 @@ def test_lldb_agrees_with_ptrace(blocked):
         for m in a.mappings:
             if m.path in ("[heap]", "[stack]"):
                 assert a.read(m.start, m.size) == b.read(m.start, m.size), m.path
-        assert a.captured_bytes == b.captured_bytes
+        # LLDB plants (and removes) a breakpoint in ld.so's code on attach: that page
+        # becomes copy-on-write, so the later ptrace capture copies ld.so's text too
+        assert 0 < a.captured_bytes <= b.captured_bytes
     finally:
         a.close()
         b.close()
