@@ -1,7 +1,7 @@
 /* unwind_busy: CPU-busy threads, for unwinding at arbitrary interruption
  * points (prologues, epilogues, leaf code, libc, qsort callbacks, the vDSO).
  * Runs until killed; prints "ready <pid>" once the worker threads run.
- * Usage: unwind_busy [NTHREADS]
+ * Usage: unwind_busy [NTHREADS [vdso]]   (vdso: the threads mostly call clock_gettime)
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -49,9 +49,25 @@ __attribute__((noinline)) static long work(int depth, long acc) {
     return r + a2 + leaf(depth);
 }
 
+static int vdso_mode;
+
+__attribute__((noinline)) static long clocks(long n) {
+    struct timespec ts;
+    long s = 0;
+    for (long i = 0; i < n; i++) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s += ts.tv_nsec;
+    }
+    return s;
+}
+
 static void *spin(void *arg) {
     long i = (long)arg;
     for (;;) {
+        if (vdso_mode) {
+            sink += clocks(1000);
+            continue;
+        }
         sink += work((int)(i % 9), i);
         i++;
     }
@@ -60,6 +76,7 @@ static void *spin(void *arg) {
 
 int main(int argc, char **argv) {
     int n = argc > 1 ? atoi(argv[1]) : 1;
+    vdso_mode = argc > 2 && strcmp(argv[2], "vdso") == 0;
     pthread_t th;
     for (long i = 0; i < n; i++)
         pthread_create(&th, NULL, spin, (void *)(i * 1000));

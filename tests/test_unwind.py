@@ -293,3 +293,34 @@ def test_instrumented_frames_hit_map_points(tmp_path):
             assert checked == 7
     print(f"instrumented: {tally}; {checked} caller/callee pointer pairs found through the maps")
     assert not tally.mismatches, "\n".join(tally.mismatches)
+
+
+def test_snapshot_unwinds_like_the_live_process(tmp_path):
+    """A core-file snapshot (``mappedtrace snapshot``) unwinds to exactly the live frames."""
+    import sys
+    exe = build_c(tmp_path, "unwind_threads.c", "threads", "-O2", "-g")
+    core = tmp_path / "snap.core"
+    with Parked([exe]) as p:
+        live, _ = ours(p.pid)
+        r = subprocess.run([sys.executable, "-m", "mappedtrace", "snapshot", str(p.pid), "-o", str(core)],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            pytest.skip(f"mappedtrace snapshot failed: {r.stderr.strip()[-300:]}")
+    from mappedtrace.errors import MappedTraceError
+    try:
+        t = mappedtrace.open_snapshot(str(core))
+    except (ImportError, MappedTraceError) as e:
+        pytest.skip(f"cannot open the snapshot: {e}")
+    with t:
+        u = Unwinder(t)
+        snap = {th.tid: u.unwind(th) for th in t.threads}
+    assert set(snap) == set(live)
+    n = 0
+    for tid, frames in live.items():
+        assert [(f.pc, f.cfa, f.how, f.function) for f in snap[tid]] == \
+            [(f.pc, f.cfa, f.how, f.function) for f in frames]
+        for a, b in zip(snap[tid][1:], frames[1:]):
+            assert a.regs == b.regs
+            n += 1
+    print(f"snapshot: {n} frames identical to the live unwind")
+    assert not u.warnings, u.warnings
