@@ -373,6 +373,7 @@ class _CfiSource:
         self._eh_sorted: tuple[list[int], list[FDE]] | None = None
         self._dbg_sorted: tuple[list[int], list[FDE]] | None = None
         self._eh_addr = 0
+        self._bad: set[int] = set()         # offsets of FDEs that failed to parse
         self._init_eh()
 
     @staticmethod
@@ -416,9 +417,13 @@ class _CfiSource:
         if pc in self._rows:
             return self._rows[pc]
         row = None
-        fde = self._fde_for(pc)
-        if fde is not None:
-            row = self._row_in(fde, pc)
+        try:
+            fde = self._fde_for(pc)
+            if fde is not None:
+                row = self._row_in(fde, pc)
+        except BadData:
+            self._rows[pc] = None           # warn once per PC, then treat it as uncovered
+            raise
         if len(self._rows) < 1 << 16:
             self._rows[pc] = row
         return row
@@ -444,9 +449,12 @@ class _CfiSource:
         return fde
 
     def _parse_at(self, cfi: CallFrameInfo, off: int, sec: str) -> FDE | None:
+        if off in self._bad:
+            return None                     # already reported
         try:
             e = cfi._parse_entry_at(off)  # one record: pyelftools has no public call for it
         except (ELFError, DWARFError, ValueError, KeyError, AssertionError, struct.error) as e:
+            self._bad.add(off)
             raise BadData(f"{self.name}: {sec}", off, f"cannot parse FDE: {e}") from None
         return e if isinstance(e, FDE) else None
 
@@ -685,6 +693,8 @@ class Unwinder:
             self.warnings.append(img.broken)
         except BadData as e:
             self.warnings.append(e.message)
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError, struct.error) as e:
+            self.warnings.append(f"{img.name}: unusable {what} ({type(e).__name__}: {e})")
         return None
 
     def symbolize(self, pc: int) -> tuple[str | None, str | None, int | None]:
@@ -733,6 +743,11 @@ class Unwinder:
                 msg = e.message if isinstance(e, BadData) else str(e)
                 self.warnings.append(f"thread {thread.tid}: frame #{index} at {pc:#x}: {msg}; stopped")
                 break
+            except (ValueError, KeyError, IndexError, AttributeError, TypeError, struct.error) as e:
+                # malformed unwind data that slipped past pyelftools' checks
+                self.warnings.append(f"thread {thread.tid}: frame #{index} at {pc:#x}: "
+                                     f"unusable unwind data ({type(e).__name__}: {e}); stopped")
+                break
             if step is None:
                 break
             new_regs, cfa, new_how, why = step
@@ -756,7 +771,7 @@ class Unwinder:
                 break
             nsp = new_regs.get("rsp")
             if new_how != "signal":
-                if nsp is None or nsp <= rsp or (cfa is not None and cfa <= rsp and how != "signal"):
+                if nsp is None or nsp <= rsp:
                     self.warnings.append(
                         f"thread {thread.tid}: frame #{index} at {pc:#x}: stack pointer does not grow "
                         f"({rsp:#x} -> {nsp if nsp is None else hex(nsp)}); stopped")

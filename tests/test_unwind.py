@@ -324,3 +324,48 @@ def test_snapshot_unwinds_like_the_live_process(tmp_path):
             n += 1
     print(f"snapshot: {n} frames identical to the live unwind")
     assert not u.warnings, u.warnings
+
+
+def _corrupt_copy(exe: str, out: str, func: str, what: str) -> None:
+    """Copy ``exe`` to ``out`` with the CFI of ``func`` (or .eh_frame_hdr) made malformed."""
+    import shutil
+    from elftools.elf.elffile import ELFFile
+    from mappedtrace.formats.elf import symbol_address
+    shutil.copy(exe, out)
+    with open(out, "r+b") as f:
+        elf = ELFFile(f)
+        if what == "hdr-version":
+            hdr = elf.get_section_by_name(".eh_frame_hdr")
+            pos = hdr["sh_offset"]
+            byte = 7
+        else:
+            eh = elf.get_section_by_name(".eh_frame")
+            addr = symbol_address(exe, func)
+            fde = next(e for e in elf.get_dwarf_info().EH_CFI_entries()
+                       if "initial_location" in e.header and e["initial_location"] == addr)
+            # length, CIE pointer, pc begin, pc range (4 bytes each), augmentation length 0
+            pos = eh["sh_offset"] + fde.offset + 17
+            byte = 0x3F                         # DW_CFA_hi_user: no such instruction
+        f.seek(pos)
+        f.write(bytes([byte]))
+
+
+@pytest.mark.parametrize("what", ["fde-insn", "hdr-version"])
+def test_malformed_cfi_is_a_warning(tmp_path, what):
+    """A malformed FDE gives a one-line warning naming the file, never a traceback;
+    a malformed .eh_frame_hdr is skipped (the FDEs are then sorted by a full parse)."""
+    exe = build_c(tmp_path, "unwind_deep.c", "deep", "-O2", "-g", "-fno-omit-frame-pointer")
+    bad = str(tmp_path / "deep-bad")
+    _corrupt_copy(exe, bad, "recurse", what)
+    with Parked([bad, "4"]) as p, mappedtrace.attach(p.pid) as t:
+        u = Unwinder(t)
+        frames = u.unwind(t.threads[0])
+    names = _names(frames)
+    if what == "hdr-version":
+        assert names.count("recurse") == 5 and not u.warnings, (names, u.warnings)
+        return
+    assert len(u.warnings) == 1 and "deep-bad: .eh_frame+0x" in u.warnings[0], u.warnings
+    assert all("\n" not in w for w in u.warnings)
+    # recurse's frames went on by the rbp chain (built with frame pointers)
+    assert [f.how for f in frames if f.function == "recurse"][1:] == ["frame-pointer"] * 4, \
+        [(f.function, f.how) for f in frames]
