@@ -796,56 +796,116 @@ class GlibcHeap:
         i = bisect.bisect_left(hl, hdr)
         return i if i < len(hl) and hl[i] == hdr else -1
 
-    def _mark(self, hdr: int, code: int, label: str, expect_size: int | None = None) -> None:
-        i = self._chunk_index(hdr)
-        if hdr & (MALLOC_ALIGNMENT - 1) or i < 0:
-            raise HeapCorrupted(label, hdr, f"{LISTS[code]} entry is not a chunk of the heap")
-        if self.arena_index[i] < 0:
-            raise HeapCorrupted(label, hdr, f"{LISTS[code]} entry is an mmapped chunk")
-        if expect_size is not None and int(self.chunk_sizes[i]) != expect_size:
-            raise HeapCorrupted(label, hdr, f"{LISTS[code]} entry of size {int(self.chunk_sizes[i]):#x} "
-                                            f"in the list of size {expect_size:#x}")
-        if self.state[i] == FREE:
-            raise HeapCorrupted(label, hdr, f"{LISTS[code]} entry is already on the {LISTS[self.list_code[i]]} "
-                                            "list (a cycle or a double free)")
-        self.state[i] = FREE
-        self.list_code[i] = code
+    def _link_arrays(self) -> None:
+        """For every arena chunk, its fd/bk words and the chunk index each link points at.
+
+        Read once from the cached segments with numpy, so following the free
+        lists is a walk over integer arrays.  Three decodings of the word at
+        ``fd`` (user offset 0): plain (small/large/unsorted bins), revealed
+        chunk pointer (fastbins) and revealed user pointer (tcache); glibc
+        mangles both of the latter with the slot's own address, ``hdr + 16``.
+        """
+        hdr = self.headers.astype(np.uint64)
+        n = len(hdr)
+        fd = np.zeros(n, np.uint64)
+        bk = np.zeros(n, np.uint64)
+        in_arena = self.arena_index >= 0
+        for bstart, bend, words in self._mem.blocks:
+            nw = np.frombuffer(words, dtype="<u8")
+            sel = np.flatnonzero(in_arena & (hdr >= np.uint64(bstart)) & (hdr + np.uint64(32) <= np.uint64(bend)))
+            o = ((hdr[sel] - np.uint64(bstart)) >> np.uint64(3)).astype(np.int64)
+            fd[sel] = nw[o + 2]
+            bk[sel] = nw[o + 3]
+        revealed = ((hdr + np.uint64(FD)) >> np.uint64(12)) ^ fd
+
+        def index_of(vals: np.ndarray) -> np.ndarray:
+            j = np.minimum(np.searchsorted(hdr, vals), max(n - 1, 0))
+            ok = (hdr[j] == vals) & in_arena[j] if n else np.zeros(0, bool)
+            return np.where(ok, j, -1).astype(np.int64)
+
+        self._fd, self._bk, self._revealed = fd, bk, revealed
+        self._next = {"plain": index_of(fd), "fast": index_of(revealed),
+                      "tcache": index_of(revealed - np.uint64(CHUNK_HDR_SZ))}
+
+    def _follow(self, first: int, how: str, code: int, label: str, end: int,
+                expect_size: int | None = None) -> list[int]:
+        """Follow one free list from the chunk header ``first`` until the link value ``end``.
+
+        :returns: the chunk indexes in list order (each also marked free)
+        :raises HeapCorrupted: naming the chunk that is not a heap chunk, is
+            on a list already (a cycle or a double free), has the wrong size
+            for its list, or whose link points outside the heap
+        """
+        seq: list[int] = []
+        if first == end:
+            return seq
+        i = self._chunk_index(first)
+        if first & (MALLOC_ALIGNMENT - 1) or i < 0 or self.arena_index[i] < 0:
+            raise HeapCorrupted(label, first, f"{LISTS[code]} entry is not a chunk of the heap")
+        nxt = memoryview(self._next[how])
+        raw = self._fd if how == "plain" else self._revealed
+        free = self._free
+        for _ in range(len(self.headers) + 1):
+            if free[i]:
+                raise HeapCorrupted(label, int(self.headers[i]), f"{LISTS[code]} entry is already on the "
+                                    f"{LISTS[free[i] - 1]} list (a cycle or a double free)")
+            free[i] = code + 1
+            seq.append(i)
+            j = nxt[i]
+            if j < 0:
+                v = int(raw[i])
+                if v == end:
+                    break
+                raise HeapCorrupted(label, int(self.headers[i]), f"{LISTS[code]} link {v:#x} is not a chunk "
+                                    "of the heap")
+            i = j
+        else:
+            raise HeapCorrupted(label, int(self.headers[i]), "list longer than the heap (a cycle)")
+        if expect_size is not None:
+            cs = self.chunk_sizes[seq]
+            bad = np.flatnonzero(cs != expect_size)
+            if len(bad):
+                k = seq[int(bad[0])]
+                raise HeapCorrupted(label, int(self.headers[k]), f"{LISTS[code]} entry of size "
+                                    f"{int(self.chunk_sizes[k]):#x} in the list of size {expect_size:#x}")
+        return seq
+
+    def _flush_marks(self) -> None:
+        f = np.frombuffer(bytes(self._free), dtype=np.uint8)
+        self.state[:] = (f != 0).astype(np.uint8)
+        self.list_code[:] = f.astype(np.int8) - 1
 
     def _classify(self) -> None:
-        limit = len(self.headers) + 1
-        self.list_counts: dict[tuple[str, str], list[int]] = {}
+        self._free = bytearray(len(self.headers))       # chunk index → list code + 1, 0 in use
+        self._link_arrays()
+        fast, top = LISTS.index("fastbin"), LISTS.index("top")
         for a in self.arenas:
             if not a.segments:
                 continue
             ms = a.raw
-            self._mark(a.top, LISTS.index("top"), a.label)
-            # fastbins (safe-linked singly linked lists)
+            i = self._chunk_index(a.top)
+            if i < 0:
+                raise HeapCorrupted(a.label, a.top, "the top chunk is not a chunk of the heap")
+            self._free[i] = top + 1
+            # fastbins: safe-linked, NULL-terminated
             for b in range(NFASTBINS):
-                p = ms[3 + b]
-                for _ in range(limit):
-                    if p == 0:
-                        break
-                    self._mark(p, LISTS.index("fastbin"), f"{a.label} fastbin[{b}]", (b + 2) * MALLOC_ALIGNMENT)
-                    p = _reveal(p + FD, self._mem.u64(p + FD))
-                else:
-                    raise HeapCorrupted(f"{a.label} fastbin[{b}]", p, "list longer than the heap (a cycle)")
+                self._follow(ms[3 + b], "fast", fast, f"{a.label} fastbin[{b}]", 0, (b + 2) * MALLOC_ALIGNMENT)
             # bins[1..127]: doubly linked circular lists through the bin headers
             for b in range(1, NBINS):
                 head = a.address + MS_BINS + (b - 1) * 16 - FD
-                kind = _bin_kind(b)
-                p = ms[15 + (b - 1) * 2]
-                prev = head
-                for _ in range(limit):
-                    if p == head:
-                        break
-                    self._mark(p, LISTS.index(kind), f"{a.label} bin[{b}]")
-                    if self._mem.u64(p + BK) != prev:
-                        self.warnings.append(f"{a.label} bin[{b}]: chunk at {p:#x} has bk "
-                                             f"{self._mem.u64(p + BK):#x}, expected {prev:#x}")
-                    prev, p = p, self._mem.u64(p + FD)
-                else:
-                    raise HeapCorrupted(f"{a.label} bin[{b}]", p, "list longer than the heap (a cycle)")
-        self._classify_tcaches(limit)
+                seq = self._follow(ms[15 + (b - 1) * 2], "plain", LISTS.index(_bin_kind(b)),
+                                   f"{a.label} bin[{b}]", head)
+                if seq:
+                    want = np.concatenate(([head], self.headers[seq[:-1]])).astype(np.uint64)
+                    bad = np.flatnonzero(self._bk[seq] != want)
+                    if len(bad):
+                        k = seq[int(bad[0])]
+                        self.warnings.append(f"{a.label} bin[{b}]: chunk at {int(self.headers[k]):#x} has bk "
+                                             f"{int(self._bk[k]):#x}, expected {int(want[bad[0]]):#x}")
+        self._flush_marks()
+        self._classify_tcaches()
+        self._flush_marks()
+        del self._free, self._fd, self._bk, self._revealed, self._next
 
     def _tcache_addresses(self) -> list[tuple[str, int]]:
         """(owner, tcache_perthread_struct address) of every thread, exact when the TLS is known."""
@@ -934,26 +994,25 @@ class GlibcHeap:
             return None
         return None
 
-    def _classify_tcaches(self, limit: int) -> None:
+    def _classify_tcaches(self) -> None:
         code = LISTS.index("tcache")
         self.tcaches: list[tuple[str, int]] = []
         for owner, addr in self._tcache_addresses():
-            if self._chunk_index(addr - CHUNK_HDR_SZ) < 0:
+            i = self._chunk_index(addr - CHUNK_HDR_SZ)
+            if i < 0 or self.arena_index[i] < 0 or self.chunk_sizes[i] < TCACHE_CHUNK:
                 raise HeapCorrupted(f"{owner} tcache", addr - CHUNK_HDR_SZ, "tcache struct is not a heap chunk")
             self.tcaches.append((owner, addr))
             raw = struct.pack(f"<{TCACHE.size // 8}Q", *(self._mem.u64(addr + 8 * k) for k in range(TCACHE.size // 8)))
             f = TCACHE.unpack(raw)
             for b in range(TCACHE_MAX_BINS):
                 count, e = f[b], f[TCACHE_MAX_BINS + b]
-                n = 0
-                for _ in range(limit):
-                    if e == 0:
-                        break
-                    self._mark(e - CHUNK_HDR_SZ, code, f"{owner} tcache[{b}]", MINSIZE + b * MALLOC_ALIGNMENT)
-                    n += 1
-                    e = _reveal(e, self._mem.u64(e))
+                if e == 0:
+                    n = 0
+                elif e & (MALLOC_ALIGNMENT - 1):
+                    raise HeapCorrupted(f"{owner} tcache[{b}]", e - CHUNK_HDR_SZ, "tcache entry is misaligned")
                 else:
-                    raise HeapCorrupted(f"{owner} tcache[{b}]", e - CHUNK_HDR_SZ, "list longer than the heap (a cycle)")
+                    n = len(self._follow(e - CHUNK_HDR_SZ, "tcache", code, f"{owner} tcache[{b}]", 0,
+                                         MINSIZE + b * MALLOC_ALIGNMENT))
                 if n != count:
                     self.warnings.append(f"{owner} tcache[{b}]: count {count} but {n} chunks on the list")
 
