@@ -6,6 +6,8 @@
  *   huge    a size field becomes 256 MiB (runs past the heap end)
  *   cycle   a tcache entry's (safe-linked) next pointer points at itself
  *   thread  like "zero", in a thread arena
+ *   fastbin a fastbin chunk's (safe-linked) fd points outside the heap
+ *   unsorted an unsorted-bin chunk's fd points outside the heap
  * Prints "chunk 0xHEADER" (the header address of the damaged chunk), then
  * "ready", and blocks reading stdin.  Never frees or mallocs afterwards.
  */
@@ -33,6 +35,23 @@ static void corrupt(const char *mode)
         *size_field = 0;
     } else if (!strcmp(mode, "huge")) {
         *size_field = ((size_t)256 << 20) | 1;
+    } else if (!strcmp(mode, "fastbin")) {
+        void *fill[7];
+        for (int i = 0; i < 7; i++)
+            fill[i] = malloc(40);
+        for (int i = 0; i < 7; i++)
+            free(fill[i]);          /* tcache[1] full */
+        uintptr_t p = (uintptr_t)a[3];
+        free(a[3]);                 /* → fastbin */
+        *(uintptr_t *)p = (p >> 12) ^ (uintptr_t)0x4141414141414140;
+    } else if (!strcmp(mode, "unsorted")) {
+        void *big = malloc(2000);
+        void *volatile guard = malloc(40);  /* keeps big away from top */
+        (void)guard;
+        uintptr_t p = (uintptr_t)big;
+        bad = (char *)big - 16;
+        free(big);                  /* → unsorted (above the tcache range) */
+        *(uintptr_t *)p = (uintptr_t)0x4141414141414140;
     } else if (!strcmp(mode, "cycle")) {
         uintptr_t self = (uintptr_t)a[3];
         free(a[2]);

@@ -231,7 +231,9 @@ def test_big_heap_is_fast(program):
 
 @pytest.mark.parametrize("debug", MODES)
 @pytest.mark.parametrize("mode,why", [("zero", "size field is 0"), ("huge", "runs (past|over)"),
-                                      ("cycle", "cycle"), ("thread", "size field is 0")])
+                                      ("cycle", "cycle"), ("thread", "size field is 0"),
+                                      ("fastbin", "fastbin link 0x4141414141414140 is not a chunk"),
+                                      ("unsorted", "unsorted link 0x4141414141414140 is not a chunk")])
 def test_corrupted_heap_names_the_chunk(program, mode, why, debug):
     prog = program("heap_corrupt", mode)
     bad = int(prog.records("chunk")[0][0], 16)
