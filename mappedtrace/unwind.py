@@ -574,12 +574,15 @@ def _debug_file_for(elf: ELFFile) -> str | None:
     return None
 
 
-class _Image:
-    """One ELF image mapped in the target: its CFI and symbols, opened lazily."""
+class _FileData:
+    """The CFI and symbols of one ELF image (a file or the vDSO), opened lazily.
 
-    def __init__(self, name: str, bias: int, opener: Callable[[], ELFFile]):
+    Independent of where the image is loaded, so one instance serves every
+    target that maps the same file (see :func:`_file_data`).
+    """
+
+    def __init__(self, name: str, opener: Callable[[], ELFFile]):
         self.name = name
-        self.bias = bias
         self._opener = opener
         self._elf: ELFFile | None = None
         self._dbg: ELFFile | None | bool = False
@@ -597,13 +600,12 @@ class _Image:
         if self._dbg is False:
             self._dbg = None
             path = None
-            try:
-                from .formats.elf import debug_file_for  # type: ignore[attr-defined]
-                path = debug_file_for(self.name)
-            except (ImportError, MappedTraceError, OSError, TypeError, ValueError):
-                path = None
-            if path is None and not self.name.startswith("["):
-                path = _debug_file_for(self.elf)
+            if not self.name.startswith("["):
+                try:
+                    from .formats.elf import debug_file_for
+                    path = debug_file_for(self.name)
+                except (ImportError, MappedTraceError, OSError, TypeError, ValueError):
+                    path = _debug_file_for(self.elf)
             if path:
                 try:
                     self._dbg = ELFFile(open(path, "rb"))
@@ -617,14 +619,59 @@ class _Image:
             self._cfi = _CfiSource(self.name, self.elf, self.debug_elf)
         return self._cfi
 
-    def symbol(self, pc: int) -> tuple[str, int] | None:
+    def symbol(self, link_pc: int) -> tuple[str, int] | None:
         if self._syms is None:
             elfs = [(self.name, self.elf)]
             dbg = self.debug_elf()
             if dbg is not None:
                 elfs.insert(0, (self.name + " (debug)", dbg))
             self._syms = _Symbols(elfs)
-        return self._syms.lookup(pc - self.bias)
+        return self._syms.lookup(link_pc)
+
+
+#: Per-file data shared by every Unwinder, keyed by (real path, size, mtime).
+_FILES: dict[tuple[str, int, int], _FileData] = {}
+_FILES_MAX = 32
+
+
+def _file_data(path: str) -> _FileData:
+    """The cached :class:`_FileData` of ``path`` (re-read when the file changed)."""
+    try:
+        st = os.stat(path)
+        key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (path, -1, -1)
+    fd = _FILES.pop(key, None)
+    if fd is None:
+        fd = _FileData(path, lambda: ELFFile(open(path, "rb")))
+        while len(_FILES) >= _FILES_MAX:
+            _FILES.pop(next(iter(_FILES)))   # the least recently used
+    _FILES[key] = fd
+    return fd
+
+
+class _Image:
+    """One ELF image as mapped in one target: its file data and load bias."""
+
+    def __init__(self, data: _FileData, bias: int):
+        self.data = data
+        self.bias = bias
+        self.name = data.name
+
+    @property
+    def broken(self) -> str | None:
+        return self.data.broken
+
+    @broken.setter
+    def broken(self, why: str | None) -> None:
+        self.data.broken = why
+
+    @property
+    def cfi(self) -> _CfiSource:
+        return self.data.cfi
+
+    def symbol(self, pc: int) -> tuple[str, int] | None:
+        return self.data.symbol(pc - self.bias)
 
 
 # --- the unwinder ---------------------------------------------------------------
@@ -636,8 +683,9 @@ class Unwinder:
     :param modules: its modules (built from ``target`` when omitted)
     :param max_depth: most frames returned per thread
 
-    Parsed CFI, rows per PC and symbols are cached for the life of the object,
-    so unwinding many threads (or the same thread again) is cheap.
+    Parsed CFI, rows per PC and symbols are cached per file (shared by every
+    Unwinder in the process, re-read when the file changes), so unwinding many
+    threads, or many snapshots of one program, is cheap.
     """
 
     def __init__(self, target: Target, modules: ModuleMap | None = None, max_depth: int = 512):
@@ -655,11 +703,7 @@ class Unwinder:
         if m is not None:
             img = self._images.get(m.path)
             if img is None:
-                path = m.path
-
-                def opener(path: str = path) -> ELFFile:
-                    return ELFFile(open(path, "rb"))
-                img = self._images[m.path] = _Image(m.path, m.bias, opener)
+                img = self._images[m.path] = _Image(_file_data(m.path), m.bias)
             return img, m.path
         v = self._vdso_image()
         if v is not None and v[0] <= pc < v[1]:
@@ -679,7 +723,7 @@ class Unwinder:
                     except (TargetFault, ELFError, StopIteration, ValueError) as e:
                         self.warnings.append(f"[vdso] at {mp.start:#x}: cannot read its ELF image ({e})")
                         break
-                    self._vdso = (mp.start, mp.end, _Image("[vdso]", bias, lambda elf=elf: elf))
+                    self._vdso = (mp.start, mp.end, _Image(_FileData("[vdso]", lambda elf=elf: elf), bias))
                     break
         return self._vdso  # type: ignore[return-value]
 
