@@ -84,11 +84,15 @@ MAX_MEMALIGN_LEAD = 1 << 16         # how far into an mmapped region a memalign'
 # fastbinsY[10], top, last_remainder, bins[254], binmap[4], next, next_free,
 # attached_threads, system_mem, max_system_mem
 MSTATE = struct.Struct("<iii4x10QQQ254Q4IQQQQQ")
-MS_FASTBINS, MS_TOP, MS_LAST_REMAINDER, MS_BINS = 16, 96, 104, 112
-MS_NEXT, MS_SYSTEM_MEM = 2160, 2184
+MS_TOP, MS_BINS, MS_NEXT = 96, 112, 2160          # byte offsets
+#: indexes of fields in MSTATE.unpack(...)
+F_MUTEX, F_FLAGS, F_FASTBINS, F_TOP, F_BINS = 0, 1, 3, 13, 15
+F_NEXT, F_SYSTEM_MEM = 273, 276
 # struct malloc_par (136 bytes)
 MALLOC_PAR = struct.Struct("<7Q5i4x7Q")
-MP_N_MMAPS, MP_MMAPPED_MEM, MP_SBRK_BASE, MP_TCACHE_BINS, MP_TCACHE_COUNT = 60, 80, 96, 104, 120
+MP_SBRK_BASE = 96                                  # byte offset
+#: indexes of fields in MALLOC_PAR.unpack(...)
+P_N_MMAPS, P_TCACHE_BINS, P_TCACHE_COUNT = 8, 15, 17
 # heap_info (48 bytes): ar_ptr, prev, size, mprotect_size, pagesize, pad
 HEAP_INFO = struct.Struct("<5Q8x")
 # tcache_perthread_struct (640 bytes): u16 counts[64], tcache_entry *entries[64]
@@ -278,11 +282,6 @@ class ChunkList(Sequence):
         return f"<{len(self)} chunks>"
 
 
-def _reveal(pos: int, stored: int) -> int:
-    """glibc's ``REVEAL_PTR``: undo safe-linking of a pointer stored at ``pos``."""
-    return (pos >> 12) ^ stored
-
-
 def _bin_kind(i: int) -> str:
     return "unsorted" if i == 1 else "smallbin" if i < 64 else "largebin"
 
@@ -391,15 +390,15 @@ class GlibcHeap:
             seen.add(addr)
             ms = self._read_mstate(addr)
             label = "main" if addr == self.main_arena_addr else f"arena@{addr:#x}"
-            top = ms[13]
-            arena = Arena(addr, label, top, 0, ms[-2], ms[1], raw=ms)
-            if ms[0]:
+            top = ms[F_TOP]
+            arena = Arena(addr, label, top, 0, ms[F_SYSTEM_MEM], ms[F_FLAGS], raw=ms)
+            if ms[F_MUTEX]:
                 self.warnings.append(f"{label} is locked (a thread was inside malloc or free when stopped): "
                                      "its lists may be mid-update")
             if top:
                 arena.top_size = int.from_bytes(self._read(top + SIZE_SZ, 8, label, "top chunk"), "little") & ~SIZE_BITS
             self.arenas.append(arena)
-            nxt = ms[-5]
+            nxt = ms[F_NEXT]
             if nxt == 0 or nxt & 7:
                 raise HeapCorrupted(f"arena {addr:#x}", addr, f"arena.next {nxt:#x} is not an arena address")
             addr = nxt
@@ -489,7 +488,7 @@ class GlibcHeap:
                 if a < start or a + MSTATE.size > start + len(blob):
                     continue
                 ms = MSTATE.unpack_from(blob, a - start)
-                if ms[-2] == length and ms[-5] and not ms[-5] & 7:
+                if ms[F_SYSTEM_MEM] == length and ms[F_NEXT] and not ms[F_NEXT] & 7:
                     cands.append(a)
         if len(cands) != 1:
             raise HeapError(f"cannot locate main_arena in libc's data ({len(cands)} candidates)",
@@ -505,7 +504,7 @@ class GlibcHeap:
                 if a < start or a + MALLOC_PAR.size > start + len(blob):
                     continue
                 v = MALLOC_PAR.unpack_from(blob, a - start)
-                if v[15] == TCACHE_MAX_BINS and v[17] <= 0xFFFF and v[8] >= 0:
+                if v[P_TCACHE_BINS] == TCACHE_MAX_BINS and v[P_TCACHE_COUNT] <= 0xFFFF and v[P_N_MMAPS] >= 0:
                     mps.append(a)
         if len(mps) == 1:
             self.mp_addr = mps[0]
@@ -532,9 +531,9 @@ class GlibcHeap:
                     continue
                 ms = MSTATE.unpack_from(blob, off)
                 bin2 = a + MS_BINS + 16 - FD          # bin_at(2): an empty small bin points at itself
-                if initialised and ms[15 + 2] == bin2 and ms[15 + 3] == bin2 and ms[-5] and not ms[-5] & 7:
+                if initialised and ms[F_BINS + 2] == bin2 and ms[F_BINS + 3] == bin2 and ms[F_NEXT] and not ms[F_NEXT] & 7:
                     cands.append(a)
-                elif not initialised and ms[-5] == a and not any(ms[3:15 + 254]) and ms[-2] == 0:
+                elif not initialised and ms[F_NEXT] == a and not any(ms[F_FASTBINS:F_BINS + 254]) and ms[F_SYSTEM_MEM] == 0:
                     cands.append(a)
         if len(cands) != 1:
             raise HeapError(f"no [heap] mapping and main_arena not found in libc's data ({len(cands)} candidates)",
@@ -889,11 +888,11 @@ class GlibcHeap:
             self._free[i] = top + 1
             # fastbins: safe-linked, NULL-terminated
             for b in range(NFASTBINS):
-                self._follow(ms[3 + b], "fast", fast, f"{a.label} fastbin[{b}]", 0, (b + 2) * MALLOC_ALIGNMENT)
+                self._follow(ms[F_FASTBINS + b], "fast", fast, f"{a.label} fastbin[{b}]", 0, (b + 2) * MALLOC_ALIGNMENT)
             # bins[1..127]: doubly linked circular lists through the bin headers
             for b in range(1, NBINS):
                 head = a.address + MS_BINS + (b - 1) * 16 - FD
-                seq = self._follow(ms[15 + (b - 1) * 2], "plain", LISTS.index(_bin_kind(b)),
+                seq = self._follow(ms[F_BINS + (b - 1) * 2], "plain", LISTS.index(_bin_kind(b)),
                                    f"{a.label} bin[{b}]", head)
                 if seq:
                     want = np.concatenate(([head], self.headers[seq[:-1]])).astype(np.uint64)
