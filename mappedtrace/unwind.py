@@ -88,7 +88,14 @@ class Frame:
     ``pc`` is the thread's rip for frame 0 and for a frame interrupted by a
     signal; for every other frame it is the return address (the PC that
     ``.llvm_stackmaps`` records key on).  ``regs`` holds only the registers
-    whose values in this frame are known.
+    whose values in this frame are known: in frames > 0 the callee-saved ones
+    the CFI recovers (or that no callee changed), rsp and rip; after a signal
+    frame every general register; after a frame-pointer step only rbp.
+    ``[sp_low, sp_high)`` is the frame's stack memory; for the last frame of
+    a walk that stopped early, ``sp_high`` is the end of its stack mapping.
+    ``how`` says how this frame's registers were found: ``top`` (the thread's
+    own), ``cfi`` (the callee's CFI), ``frame-pointer`` (the callee's rbp
+    chain), ``signal`` (the ucontext_t of a signal frame).
     """
 
     index: int
@@ -756,13 +763,17 @@ class Unwinder:
         """The frames of ``thread``, innermost first.
 
         Never raises on a bad stack: the walk stops and a one-line reason is
-        appended to :attr:`warnings`.
+        appended to :attr:`warnings`.  When it stops early like that (or at
+        the depth bound), the last frame's ``sp_high`` is extended to the end
+        of its stack mapping, so a conservative scan of that frame still
+        covers the part of the stack that was not unwound.
         """
         t = self.target
         regs = {n: v for n, v in thread.regs.items() if n in _TRACKED}
         how = "top"
         frames: list[Frame] = []
         stack_map = t.mapping_at(thread.regs.get("rsp", 0))
+        problem: str | None = None
         for index in range(self.max_depth):
             pc = regs.get("rip")
             rsp = regs.get("rsp")
@@ -778,23 +789,19 @@ class Unwinder:
                     off += pc - lookup
             frame = Frame(index, pc, None, dict(regs), path, func, how, rsp, rsp, off)
             frames.append(frame)
+            where = f"thread {thread.tid}: frame #{index} at {pc:#x}"
             try:
-                step = self._step(frame, img, lookup, stack_map)
+                new_regs, cfa, new_how, why = self._step(frame, img, lookup, stack_map)
             except TargetFault as e:
-                self.warnings.append(f"thread {thread.tid}: frame #{index} at {pc:#x}: {e.message}; stopped")
+                problem = f"{where}: {e.message}"
                 break
             except (_ExprError, BadData) as e:
-                msg = e.message if isinstance(e, BadData) else str(e)
-                self.warnings.append(f"thread {thread.tid}: frame #{index} at {pc:#x}: {msg}; stopped")
+                problem = f"{where}: {e.message if isinstance(e, BadData) else e}"
                 break
             except (ValueError, KeyError, IndexError, AttributeError, TypeError, struct.error) as e:
                 # malformed unwind data that slipped past pyelftools' checks
-                self.warnings.append(f"thread {thread.tid}: frame #{index} at {pc:#x}: "
-                                     f"unusable unwind data ({type(e).__name__}: {e}); stopped")
+                problem = f"{where}: unusable unwind data ({type(e).__name__}: {e})"
                 break
-            if step is None:
-                break
-            new_regs, cfa, new_how, why = step
             if new_how == "signal" and img is not None and lookup != pc:
                 # a signal trampoline's FDE starts one byte early on purpose;
                 # name the frame by its own PC (``__restore_rt``)
@@ -805,30 +812,34 @@ class Unwinder:
             if cfa is not None:
                 frame.sp_high = cfa
             if why:
-                self.warnings.append(f"thread {thread.tid}: frame #{index} at {pc:#x}: {why}; stopped")
+                problem = f"{where}: {why}"
                 break
             if "rip" not in new_regs:
                 break                                   # the CFI says: the outermost frame
             if new_regs["rip"] == 0:
-                self.warnings.append(f"thread {thread.tid}: frame #{index} at {pc:#x}: "
-                                     "return address is 0; stopped")
+                problem = f"{where}: return address is 0"
                 break
             nsp = new_regs.get("rsp")
-            if new_how != "signal":
-                if nsp is None or nsp <= rsp:
-                    self.warnings.append(
-                        f"thread {thread.tid}: frame #{index} at {pc:#x}: stack pointer does not grow "
-                        f"({rsp:#x} -> {nsp if nsp is None else hex(nsp)}); stopped")
-                    break
-            else:
+            if new_how == "signal":
+                # the handler may have run on another stack (sigaltstack)
                 stack_map = t.mapping_at(nsp) if nsp is not None else None
+            elif nsp is None or nsp <= rsp:
+                problem = (f"{where}: stack pointer does not grow "
+                           f"({rsp:#x} -> {'unknown' if nsp is None else hex(nsp)})")
+                break
             regs, how = new_regs, new_how
         else:
-            self.warnings.append(f"thread {thread.tid}: stopped at the depth bound of {self.max_depth} frames")
+            problem = f"thread {thread.tid}: the depth bound of {self.max_depth} frames"
+        if problem is not None:
+            self.warnings.append(f"{problem}; unwinding stopped")
+            last = frames[-1] if frames else None
+            m = t.mapping_at(last.sp_low) if last is not None else None
+            if last is not None and m is not None and m.end > last.sp_high:
+                last.sp_high = m.end
         return frames
 
     def _step(self, frame: Frame, img: _Image | None, lookup: int, stack_map
-              ) -> tuple[dict[str, int], int | None, str, str | None] | None:
+              ) -> tuple[dict[str, int], int | None, str, str | None]:
         """Registers of the caller of ``frame``: (regs, cfa of frame, how, reason-to-stop)."""
         row = None
         if img is not None:

@@ -137,6 +137,9 @@ def test_depth_bound_and_warnings(tmp_path):
         frames = u.unwind(t.threads[0])
         assert len(frames) == 10
         assert any("depth bound" in w for w in u.warnings), u.warnings
+        # the part of the stack not unwound is left to the last frame (for conservative scans)
+        assert frames[-1].sp_high == t.mapping_at(frames[-1].sp_low).end
+        assert all(f.sp_high == f.cfa for f in frames[:-1])
 
 
 def test_bad_stack_stops_with_warning(tmp_path):
