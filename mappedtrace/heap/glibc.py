@@ -7,8 +7,10 @@ Walks glibc 2.36 ptmalloc (Debian 12) from outside the process, read-only:
 * **thread arenas** (``main_arena.next`` ring): each a list of ``heap_info``
   segments, mmapped and aligned to ``HEAP_MAX_SIZE`` (64 MiB), found from the
   arena's top chunk (``heap_for_ptr``) and the ``prev`` links;
-* **mmapped chunks** (requests above the mmap threshold): anonymous mappings
-  that start with a chunk header whose flags are exactly ``IS_MMAPPED``;
+* **mmapped chunks** (requests above the mmap threshold): chunk headers whose
+  flags are exactly ``IS_MMAPPED`` at the start of anonymous memory, walked
+  while they chain (the kernel merges adjacent mappings), a page-by-page search
+  when the count disagrees with ``mp_.n_mmaps``, and memalign's offset chunks;
 * the free lists: the ``tcache`` of **every thread** and the fastbins (both
   safe-linked: a stored next pointer is ``(slot_address >> 12) ^ next``,
   glibc's ``PROTECT_PTR``), the unsorted, small and large bins (doubly linked,
@@ -35,9 +37,19 @@ mapping is the main heap and its last chunk the top; ``main_arena`` is the
 place in libc's writable data whose ``top`` field points at that chunk and
 whose ``system_mem`` equals the heap's length; ``mp_`` is found by its
 ``sbrk_base``; tcaches are the in-use 0x290-byte chunks whose contents check
-out as a ``tcache_perthread_struct`` (an application block of 0x280 bytes
-that happens to look like an empty tcache is taken for one — harmless, it
-frees nothing).
+out as a non-empty ``tcache_perthread_struct`` (counts within
+``mp_.tcache_count``, an entry exactly where a count is non-zero, entries
+that are chunks of the right size).  Imprecision: an application block of
+0x280 bytes that happens to look like that would have the chunks it points
+at reported free; empty tcaches are not listed (they free nothing).  A
+program that moved the brk itself before malloc started, or a non-contiguous
+main arena, defeats the ``[heap]`` assumption (the walk then fails with a
+typed error, or warns).
+
+Assumed layouts (checked against the debug symbols' sizes when present):
+``struct malloc_state`` 2200 bytes, ``struct malloc_par`` 136 bytes,
+``heap_info`` 48 bytes, ``tcache_perthread_struct`` 64 u16 counts + 64
+pointers, ``HEAP_MAX_SIZE`` 64 MiB — glibc 2.35–2.37 on x86-64.
 
 Everything is read in big blocks (one read per heap segment) and parsed from
 the bytes; every loop is bounded by the segment's size or the number of
@@ -327,6 +339,7 @@ class GlibcHeap:
         else:
             self._locate_heuristic()
         self._walk_all()
+        self._mem = None            # the segment bytes are not kept (a 1 GiB heap would stay in memory)
 
     # ------------------------------------------------------------------
     # locating main_arena, mp_ and the arenas
@@ -654,7 +667,6 @@ class GlibcHeap:
         if len(self.headers) > 1 and (np.diff(self.headers) <= 0).any():
             i = int(np.flatnonzero(np.diff(self.headers) <= 0)[0])
             raise HeapCorrupted("heap", int(self.headers[i + 1]), "chunk found twice (overlapping heaps)")
-        self._hdr_list = self.headers.tolist()
         self._classify()
         self._make_stats()
 
@@ -791,9 +803,11 @@ class GlibcHeap:
 
     # --- free lists -------------------------------------------------------
     def _chunk_index(self, hdr: int) -> int:
-        hl = self._hdr_list
-        i = bisect.bisect_left(hl, hdr)
-        return i if i < len(hl) and hl[i] == hdr else -1
+        """Index of the chunk whose header is at ``hdr``, or -1."""
+        if not 0 <= hdr < 1 << 63:
+            return -1
+        i = int(self.headers.searchsorted(hdr))
+        return i if i < len(self.headers) and self.headers.item(i) == hdr else -1
 
     def _link_arrays(self) -> None:
         """For every arena chunk, its fd/bk words and the chunk index each link points at.
@@ -1060,22 +1074,22 @@ class GlibcHeap:
     # ------------------------------------------------------------------
     # public view
 
-    def _py(self) -> tuple[list[int], list[int], list[int], list[int], list[str]]:
-        """Python lists of the arrays (bisect and object creation are faster on them)."""
+    def _where_table(self) -> tuple[np.ndarray, list[str]]:
+        """Per chunk a code into a small table of ``where`` strings."""
         if self._lists is None:
             names = [a.label for a in self.arenas] + ["mmapped"]
+            # row -1 (mmapped) takes names[-1]
             table = [f"{names[ai]}/{LISTS[lc]}" if lc >= 0 else names[ai]
                      for ai in range(-1, len(self.arenas)) for lc in range(-1, len(LISTS))]
-            code = (self.arena_index.astype(np.int64) + 1) * (len(LISTS) + 1) + self.list_code.astype(np.int64) + 1
-            # arena index -1 (mmapped) maps to names[-1] through the table's first row
-            self._lists = (self._hdr_list, self.addresses.tolist(), self.usable.tolist(),
-                           self.chunk_sizes.tolist(), [table[c] for c in code.tolist()])
+            code = (self.arena_index.astype(np.int32) + 1) * (len(LISTS) + 1) + self.list_code.astype(np.int32) + 1
+            self._lists = (code, table)
         return self._lists
 
     def _chunk(self, i: int) -> Chunk:
-        _, addr, usable, csize, where = self._py()
-        w = where[i]
-        return Chunk(addr[i], usable[i], csize[i], "free" if "/" in w else "in-use", w)
+        code, table = self._where_table()
+        w = table[code.item(i)]
+        return Chunk(self.addresses.item(i), self.usable.item(i), self.chunk_sizes.item(i),
+                     "free" if self.state.item(i) else "in-use", w)
 
     def chunks(self) -> "ChunkList":
         """Every chunk of every arena and every mmapped chunk, sorted by address, classified.
@@ -1100,9 +1114,10 @@ class GlibcHeap:
         the chunk is in use), so only the 8-byte size fields of headers belong
         to no chunk.
         """
-        addrs, usable = self._py()[1], self._lists[2]
-        i = bisect.bisect_right(addrs, addr) - 1
-        if i >= 0 and addr < addrs[i] + usable[i]:
+        if not 0 <= addr < 1 << 63:
+            return None
+        i = int(self.addresses.searchsorted(addr, "right")) - 1
+        if i >= 0 and addr < self.addresses.item(i) + self.usable.item(i):
             return self._chunk(i)
         return None
 
