@@ -54,7 +54,6 @@ __all__ = ["Frame", "Unwinder", "UCONTEXT_GREGS", "UCONTEXT_MCONTEXT_OFFSET"]
 
 #: DWARF register number of the return address column on x86-64.
 RA_REG = 16
-_REGNUM = {name: num for num, name in DWARF_REGS.items()}
 
 # --- the kernel's signal frame ----------------------------------------------
 # When a signal handler returns into glibc's __restore_rt, rsp points at the
@@ -519,13 +518,17 @@ def _covers(fde: FDE, pc: int) -> bool:
 
 _ELF64_SYM = struct.Struct("<IBBHQQ")
 _STT_FUNC, _STT_GNU_IFUNC = 2, 10
+_STB_LOCAL = 0
 
 
 class _Symbols:
     """Function symbols of one file (plus its debug file), sorted by address."""
 
     def __init__(self, elfs: list[tuple[str, ELFFile]]):
-        seen: dict[int, tuple[int, str]] = {}
+        # address -> (rank, size, name); aliases at one address: the one with a
+        # size, then global/weak over local, then the plainest (fewest leading
+        # underscores, shortest) name wins
+        seen: dict[int, tuple[tuple[int, int, int, int], int, str]] = {}
         for name, elf in elfs:
             for secname in (".symtab", ".dynsym"):
                 sec = elf.get_section_by_name(secname)
@@ -536,22 +539,23 @@ class _Symbols:
                     data = sec.data()
                 except (ELFError, ValueError, IndexError):
                     continue
-                sc = Cursor(strtab, f"{name}: strtab")
+                sc = Cursor(strtab, f"{name}: {secname} strings")
                 n = len(data) // _ELF64_SYM.size
-                for st_name, info, _other, shndx, value, size in struct.iter_unpack(
-                        "<IBBHQQ", data[:n * _ELF64_SYM.size]):
+                for st_name, info, _other, shndx, value, size in _ELF64_SYM.iter_unpack(
+                        data[:n * _ELF64_SYM.size]):
                     if (info & 0xF) not in (_STT_FUNC, _STT_GNU_IFUNC) or shndx == 0 or value == 0:
                         continue
-                    old = seen.get(value)
-                    if old is not None and (old[0] or not size) and not old[1].startswith("_"):
-                        continue
                     try:
-                        seen[value] = (size, sc.cstr_at(st_name))
+                        sym = sc.cstr_at(st_name)
                     except BadData:
                         continue
+                    rank = (size == 0, (info >> 4) == _STB_LOCAL, len(sym) - len(sym.lstrip("_")), len(sym))
+                    old = seen.get(value)
+                    if old is None or rank < old[0]:
+                        seen[value] = (rank, size, sym)
         items = sorted(seen.items())
         self._addrs = [a for a, _ in items]
-        self._vals = [v for _, v in items]
+        self._vals = [(size, sym) for _, (_rank, size, sym) in items]
 
     def lookup(self, addr: int) -> tuple[str, int] | None:
         """(name, offset) of the function containing link-time ``addr``."""
