@@ -29,6 +29,18 @@ says.  pyelftools parses the CIE/FDE records and their instruction lists.
 The walk never raises on a bad stack: it stops and appends a one-line reason
 to :attr:`Unwinder.warnings`.  Depth is bounded, and the CFA must grow from
 frame to frame (except across a signal frame, which may switch stacks).
+
+Known imprecision (checked against LLDB in ``tests/test_unwind*.py``):
+
+* the frame-pointer fallback knows only rbp in the caller; if the *top* frame
+  has no CFI and is stopped before its ``push rbp``/``mov rsp, rbp``, the rbp
+  chain skips its caller (no instruction decoding is attempted);
+* signal frames are recognised by the CIE's ``S`` augmentation (glibc); a
+  restorer without it is unwound by its CFI expressions, when it has them;
+* CFI and symbols are read from the file at the mapped path now: a file
+  replaced on disk since the process mapped it gives wrong answers (the
+  cache key is path, size and mtime; build-ids are not compared);
+* only general registers are tracked; rules for vector registers are ignored.
 """
 from __future__ import annotations
 
@@ -373,7 +385,7 @@ class _CfiSource:
         self._elf = elf
         self._debug_elf = debug_elf
         self._rows: dict[int, _Row | None] = {}
-        self._cies: dict[int, _Row] = {}
+        self._cies: dict[tuple[int, int], _Row] = {}
         self._eh: CallFrameInfo | None = None
         self._hdr: tuple[list[int], list[int]] | None = None
         self._eh_sorted: tuple[list[int], list[FDE]] | None = None
@@ -498,7 +510,7 @@ class _CfiSource:
     def _row_in(self, fde: FDE, pc: int) -> _Row:
         cie: CIE = fde.cie
         where = f"{self.name}: FDE at {fde.offset:#x}"
-        key = id(cie)
+        key = (cie.offset, cie["CIE_id"])     # CIE_id: 0 in .eh_frame, all ones in .debug_frame
         init = self._cies.get(key)
         caf, daf = cie["code_alignment_factor"], cie["data_alignment_factor"]
         if init is None:
