@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -266,6 +267,23 @@ def _find_symbols(path: str, names: tuple[str, ...]) -> dict[str, _Sym | None]:
     return out
 
 
+#: glibc versions whose malloc layouts this walker reads (2.35 added malloc_par's
+#: hugepage fields and heap_info.pagesize)
+SUPPORTED = ((2, 35), (2, 37))
+_VERSION_RE = re.compile(rb"release version (\d+)\.(\d+)")
+
+
+def _glibc_version(path: str) -> tuple[int, int] | None:
+    """(major, minor) from libc's banner string ("… stable release version 2.36."), or None."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64 << 20)
+    except OSError:
+        return None
+    m = _VERSION_RE.search(data)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 class ChunkList(Sequence):
     """A read-only, list-like view of some of a heap's chunks (made on access)."""
 
@@ -333,6 +351,13 @@ class GlibcHeap:
             raise HeapError("no glibc (libc.so.6) is mapped in the target",
                             hint="a statically linked or non-glibc program has no heap this walker reads")
         self.libc = libc
+        self.glibc_version = _glibc_version(libc.path)
+        if self.glibc_version is not None and not SUPPORTED[0] <= self.glibc_version <= SUPPORTED[1]:
+            raise UnsupportedVersion(libc.path, None, f"glibc {self.glibc_version[0]}.{self.glibc_version[1]} is not "
+                                     f"supported; this walker reads glibc {SUPPORTED[0][0]}.{SUPPORTED[0][1]}–"
+                                     f"{SUPPORTED[1][0]}.{SUPPORTED[1][1]} (the malloc layouts differ)")
+        if self.glibc_version is None:
+            self.warnings.append(f"{libc.path}: glibc version not found; assuming 2.36 layouts")
         syms = self._debug_symbols(libc) if use_debug_symbols else None
         if syms is not None:
             self._locate_exact(syms)
