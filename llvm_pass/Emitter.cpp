@@ -36,6 +36,8 @@ namespace mappedtrace {
 
 static constexpr const char *DoneMD = "mappedtrace.instrumented";
 
+bool isInstrumented(const Module &M) { return M.getNamedMetadata(DoneMD) != nullptr; }
+
 namespace {
 
 struct FuncOut {

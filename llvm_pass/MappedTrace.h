@@ -64,7 +64,7 @@ class TypeTable {
 public:
   TypeTable(llvm::Module &M);
   /// Id of the object type \p T (0 for void / unknown).
-  uint64_t idOf(const llvm::DIType *T) { return idOfDI(T, 0); }
+  uint64_t idOf(const llvm::DIType *T);
   /// Id of what a variable of type \p T points to (0 if not a pointer).
   uint64_t pointeeIdOf(const llvm::DIType *T);
   /// Fallback from an IR type (named `struct.X` matched to debug info).
@@ -78,6 +78,9 @@ public:
 
 private:
   uint64_t idOfDI(const llvm::DIType *T, unsigned Depth);
+  uint64_t idOnly(const llvm::DIType *T, unsigned Depth);
+  void drain();
+  const llvm::DICompositeType *definitionOf(const llvm::DICompositeType *C) const;
   uint64_t idOfComposite(const llvm::DICompositeType *CT, unsigned Depth);
   uint64_t idOfIRImpl(llvm::Type *T, unsigned Depth);
   uint64_t add(TypeRec R);
@@ -92,6 +95,7 @@ private:
   llvm::DenseMap<llvm::Type *, uint64_t> IRIds;
   llvm::StringMap<const llvm::DICompositeType *> ByName;
   std::map<uint64_t, TypeRec> Types;
+  std::vector<const llvm::DIType *> Pending; // pointees whose layout is still to build
 };
 
 uint64_t fnv1a(llvm::StringRef S);
@@ -137,6 +141,9 @@ public:
   using Result = FunctionMapInfo;
   Result run(llvm::Function &F, llvm::FunctionAnalysisManager &FAM);
 };
+
+/// Has the pass already instrumented \p M (named metadata marker)?
+bool isInstrumented(const llvm::Module &M);
 
 /// Is \p F a function the pass would look at (defined, emitted here)?
 bool isCandidate(const llvm::Function &F);

@@ -19,6 +19,7 @@
 #include "llvm/Plugins/PassPlugin.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
 #include <cstdlib>
 
 using namespace llvm;
@@ -113,8 +114,26 @@ static bool isLTOPreLink(ThinOrFullLTOPhase P) {
   return P == ThinOrFullLTOPhase::ThinLTOPreLink || P == ThinOrFullLTOPhase::FullLTOPreLink;
 }
 
+static bool debugEP() {
+  const char *E = std::getenv("MAPPEDTRACE_DEBUG_EP");
+  return E && E[0] == '1';
+}
+
 static void registerCallbacks(PassBuilder &PB) {
   setCodegenOptions();
+  if (debugEP()) {
+    PB.registerPipelineStartEPCallback([](ModulePassManager &, OptimizationLevel) {
+      errs() << "mappedtrace: EP PipelineStart\n";
+    });
+    PB.registerOptimizerEarlyEPCallback(
+        [](ModulePassManager &, OptimizationLevel, ThinOrFullLTOPhase P) {
+          errs() << "mappedtrace: EP OptimizerEarly phase " << (int)P << "\n";
+        });
+    PB.registerFullLinkTimeOptimizationEarlyEPCallback(
+        [](ModulePassManager &, OptimizationLevel) {
+          errs() << "mappedtrace: EP FullLTOEarly\n";
+        });
+  }
   PB.registerAnalysisRegistrationCallback([](FunctionAnalysisManager &FAM) {
     FAM.registerPass([] { return MappedTraceAnalysis(); });
   });
@@ -132,16 +151,48 @@ static void registerCallbacks(PassBuilder &PB) {
       });
   PB.registerOptimizerLastEPCallback(
       [](ModulePassManager &MPM, OptimizationLevel L, ThinOrFullLTOPhase P) {
+        if (debugEP())
+          errs() << "mappedtrace: EP OptimizerLast phase " << (int)P << "\n";
         if (isLTOPreLink(P))
           return; // runs at link time instead, after LTO optimised the code
         MPM.addPass(MappedTracePass(L == OptimizationLevel::O0));
       });
   PB.registerFullLinkTimeOptimizationLastEPCallback(
       [](ModulePassManager &MPM, OptimizationLevel L) {
+        if (debugEP())
+          errs() << "mappedtrace: EP FullLTOLast\n";
         MPM.addPass(MappedTracePass(L == OptimizationLevel::O0));
       });
 }
 
+// Last chance, right before code generation: LTO backends at -O0 (e.g. lld
+// running ThinLTO backends for `rustc -C linker-plugin-lto` at opt-level 0)
+// build no pipeline with extension points, so the pass runs here unless it
+// already ran on this module.
+static bool preCodeGen(Module &M, TargetMachine &TM, CodeGenFileType, raw_pwrite_stream &) {
+  if (debugEP())
+    errs() << "mappedtrace: PreCodeGen\n";
+  if (isInstrumented(M))
+    return false;
+  LoopAnalysisManager LAM;
+  FunctionAnalysisManager FAM;
+  CGSCCAnalysisManager CGAM;
+  ModuleAnalysisManager MAM;
+  PassBuilder PB(&TM);
+  FAM.registerPass([] { return MappedTraceAnalysis(); });
+  PB.registerModuleAnalyses(MAM);
+  PB.registerCGSCCAnalyses(CGAM);
+  PB.registerFunctionAnalyses(FAM);
+  PB.registerLoopAnalyses(LAM);
+  PB.crossRegisterProxies(LAM, FAM, CGAM, MAM);
+  ModulePassManager MPM;
+  MPM.addPass(MappedTracePass(TM.getOptLevel() == CodeGenOptLevel::None));
+  MPM.run(M, MAM);
+  return false;
+}
+
 extern "C" LLVM_ATTRIBUTE_WEAK PassPluginLibraryInfo llvmGetPassPluginInfo() {
-  return {LLVM_PLUGIN_API_VERSION, "MappedTrace", "1", registerCallbacks};
+  PassPluginLibraryInfo Info{LLVM_PLUGIN_API_VERSION, "MappedTrace", "1", registerCallbacks};
+  Info.PreCodeGenCallback = preCodeGen;
+  return Info;
 }

@@ -24,6 +24,7 @@ namespace mappedtrace {
 static constexpr unsigned MaxDepth = 48;
 static constexpr size_t MaxSlotsPerType = 4096;
 static constexpr uint64_t MaxUnrolledRuns = 64;
+static constexpr size_t MaxTypes = 50000;
 
 uint64_t fnv1a(StringRef S) {
   uint64_t H = 0xcbf29ce484222325ULL;
@@ -144,6 +145,64 @@ static std::string typeName(const DIType *T, unsigned Depth = 0) {
   return T->getName().str();
 }
 
+static std::string namedKind(const DICompositeType *C) {
+  switch (C->getTag()) {
+  case dwarf::DW_TAG_union_type:
+    return "union";
+  case dwarf::DW_TAG_class_type:
+    return "class";
+  default:
+    return "struct";
+  }
+}
+
+static bool isNamedAggregate(const DICompositeType *C) {
+  unsigned Tag = C->getTag();
+  return (Tag == dwarf::DW_TAG_structure_type || Tag == dwarf::DW_TAG_class_type ||
+          Tag == dwarf::DW_TAG_union_type) &&
+         (!C->getIdentifier().empty() || !C->getName().empty());
+}
+
+// FORMAT.md §3 id of a named struct/union/class (declarations: ":decl").
+static uint64_t namedId(const DICompositeType *C) {
+  StringRef Key = C->getIdentifier().empty() ? C->getName() : C->getIdentifier();
+  if (C->isForwardDecl())
+    return fnv1a(namedKind(C) + ":" + Key.str() + ":decl");
+  return fnv1a(namedKind(C) + ":" + Key.str() + ":" + std::to_string(C->getSizeInBits() / 8));
+}
+
+const DICompositeType *TypeTable::definitionOf(const DICompositeType *C) const {
+  if (!C->isForwardDecl())
+    return C;
+  auto It = ByName.find(C->getName());
+  return It != ByName.end() ? It->second : C;
+}
+
+uint64_t TypeTable::idOnly(const DIType *T, unsigned Depth) {
+  T = strip(T);
+  if (auto *C = dyn_cast_or_null<DICompositeType>(T); C && isNamedAggregate(C)) {
+    C = definitionOf(C);
+    if (!DIIds.count(C))
+      Pending.push_back(C);
+    return namedId(C);
+  }
+  return idOfDI(T, Depth);
+}
+
+void TypeTable::drain() {
+  while (!Pending.empty() && Types.size() < MaxTypes) {
+    const DIType *T = Pending.back();
+    Pending.pop_back();
+    idOfDI(T, 0);
+  }
+}
+
+uint64_t TypeTable::idOf(const DIType *T) {
+  uint64_t Id = idOfDI(T, 0);
+  drain();
+  return Id;
+}
+
 uint64_t TypeTable::pointeeIdOf(const DIType *T) {
   T = strip(T);
   auto *D = dyn_cast_or_null<DIDerivedType>(T);
@@ -152,7 +211,9 @@ uint64_t TypeTable::pointeeIdOf(const DIType *T) {
   const DIType *B = strip(D->getBaseType());
   if (!B || isByteType(B) || isa<DISubroutineType>(B))
     return 0;
-  return idOf(B);
+  uint64_t Id = idOnly(B, 0);
+  drain();
+  return Id;
 }
 
 void TypeTable::appendArray(std::vector<SlotRec> &Out, const TypeRec *Elem,
@@ -224,8 +285,9 @@ uint64_t TypeTable::idOfDI(const DIType *T, unsigned Depth) {
         S.Flags = SFunction;
         R.Slots.push_back(S);
       } else {
-        // Memoise first: a pointer to a struct that points back to itself.
-        uint64_t Pointee = idOfDI(Base, Depth + 1);
+        // Only the pointee's id here; its layout is built later from the
+        // pending list, so by-value recursion never meets a half-built type.
+        uint64_t Pointee = idOnly(Base, Depth + 1);
         R.Id = fnv1a("ptr:" + (Pointee ? hex(Pointee) : std::string("void")));
         S.Target = Pointee;
         if (isByteType(Base) || !Pointee)
@@ -325,14 +387,13 @@ uint64_t TypeTable::idOfComposite(const DICompositeType *C, unsigned Depth) {
   }
   bool IsUnion = Tag == dwarf::DW_TAG_union_type;
   bool IsVariantPart = Tag == dwarf::DW_TAG_variant_part;
-  if (C->isForwardDecl()) {
-    auto It = ByName.find(C->getName());
-    if (It != ByName.end() && It->second != C)
-      return idOfDI(It->second, Depth + 1);
-  }
+  if (C->isForwardDecl() && definitionOf(C) != C)
+    return idOfDI(definitionOf(C), Depth + 1);
   TypeRec R;
   R.Size = Size;
   R.Name = typeName(C);
+  if (Rust && StringRef(R.Name).starts_with("struct "))
+    R.Name = R.Name.substr(7); // Rust names carry no C tag
   R.Kind = IsUnion ? KUnion : KStruct;
   if (Rust)
     R.Flags |= TRust;
@@ -342,11 +403,11 @@ uint64_t TypeTable::idOfComposite(const DICompositeType *C, unsigned Depth) {
   bool Named = !Ident.empty() || !Name.empty();
   if (C->isForwardDecl()) {
     R.Kind = KUnknown;
-    R.Id = fnv1a(Kind + ":" + (Ident.empty() ? Name : Ident).str() + ":decl");
+    R.Id = namedId(C);
     return add(std::move(R));
   }
   if (Named) {
-    R.Id = fnv1a(Kind + ":" + (Ident.empty() ? Name : Ident).str() + ":" + std::to_string(Size));
+    R.Id = namedId(C);
     if (Types.count(R.Id)) { // same type seen through another node
       DIIds[C] = R.Id;
       return R.Id;

@@ -9,7 +9,9 @@ other argument through untouched:
   ``-shared`` (the map sections hold absolute addresses: FORMAT.md).  With
   ``-flto`` the pass runs inside lld instead (``-fuse-ld=lld
   -Wl,--load-pass-plugin=…``).  Preprocessing-only runs (``-E``, ``-M``,
-  ``-MM``) are passed through unchanged.
+  ``-MM``) are passed through unchanged.  ``-Wl,--gc-sections`` gets a
+  ``-Wl,--no-gc-sections`` after it: nothing refers to ``.llvm_stackmaps``,
+  so section GC would drop the maps.
 * ``rustc``: rustc with ``-C linker-plugin-lto`` and clang-22 + lld-22 as the
   linker, lld loading the plugin, so the pass runs on the whole crate's
   LLVM IR at link time; ``-C relocation-model=static`` and ``-no-pie``;
@@ -99,6 +101,10 @@ def cc_command(args: list[str], plugin: str | None = None) -> list[str]:
     if links:
         if not pic and "-no-pie" not in flags and "-nopie" not in flags:
             link_extra.append("-no-pie")
+        if any("--gc-sections" in a for a in args):
+            # Nothing refers to .llvm_stackmaps, so section GC would drop it
+            # (ld.bfd and lld alike); keep every section instead.
+            link_extra.append("-Wl,--no-gc-sections")
         if lto:
             plugin = plugin or str(tc.plugin_path())
             if not any(a.startswith("-fuse-ld=") for a in args):
@@ -132,7 +138,28 @@ def rustc_command(args: list[str], plugin: str | None = None) -> list[str]:
         extra += ["-C", "relocation-model=static", "-C", "link-arg=-no-pie"]
     if not any(a == "-g" or a.startswith("debuginfo") or "debuginfo=" in a for a in args):
         extra.append("-g")
+    if not _rust_optimized(args):
+        # At opt-level 0, lld's LTO backend builds a pipeline without any
+        # extension point (and calls no pre-codegen hook), so name the pass
+        # as the whole LTO pipeline (at -O0 it is otherwise empty).
+        extra += ["-C", "link-arg=-Wl,--lto-newpm-passes=mappedtrace"]
     return [rustc, *extra, *args]
+
+
+def _rust_optimized(args: list[str]) -> bool:
+    """Whether the rustc arguments select an opt-level above 0 (last one wins)."""
+    level = "0"
+    for i, a in enumerate(args):
+        if a == "-O":
+            level = "2"
+        v = None
+        if a.startswith("-Copt-level="):
+            v = a.split("=", 1)[1]
+        elif a == "-C" and i + 1 < len(args) and args[i + 1].startswith("opt-level="):
+            v = args[i + 1].split("=", 1)[1]
+        if v is not None:
+            level = v
+    return level != "0"
 
 
 def _run(cmd: list[str]) -> int:
