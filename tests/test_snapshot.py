@@ -472,3 +472,42 @@ def test_tracer_killed_midway(bins, procs, tmp_path, mode):
         assert st not in ("T", "t"), f"target left stopped ({st}) after the tracer was killed"
     assert p.finish(timeout=120) == want
     assert _live_copies(bins["threads"], p.pid) == []
+
+
+# --- signals that arrive during a snapshot -------------------------------------
+
+def test_signals_during_snapshots_are_delivered_once(tmp_path):
+    exe = _build("snap_signals.c", tmp_path / "snap_signals")
+    p = subprocess.Popen([exe], stdout=subprocess.PIPE, text=True)
+    stop = False
+    import select
+    import threading
+
+    def snapshots():
+        n = 0
+        while not stop and n < 200:
+            try:
+                snapshot_process(p.pid, "fork" if n % 2 else "stop-copy").close()
+            except MappedTraceError:
+                return
+            n += 1
+    try:
+        assert p.stdout.readline().startswith("ready")
+        th = threading.Thread(target=snapshots)
+        th.start()
+        try:
+            for i in range(1, 31):
+                os.kill(p.pid, signal.SIGUSR1)
+                ready, _, _ = select.select([p.stdout], [], [], 10)
+                assert ready, f"signal {i} was lost"
+                assert p.stdout.readline().strip() == str(i)
+                time.sleep(random.uniform(0, 0.01))
+        finally:
+            stop = True
+            th.join(timeout=60)
+        time.sleep(0.1)
+        ready, _, _ = select.select([p.stdout], [], [], 0)
+        assert not ready, "a signal was delivered twice"
+    finally:
+        p.kill()
+        p.wait()

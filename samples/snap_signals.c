@@ -1,0 +1,32 @@
+/* snap_signals: counts SIGUSR1 deliveries; after each one, prints the count.
+ * A snapshot taken while a signal is on its way must not lose or duplicate it:
+ * the tracer hands back any signal it saw on detach.  Prints "ready PID" first.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t count;
+
+static void on_usr1(int sig) { (void)sig; count++; }
+
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    printf("ready %d\n", (int)getpid());
+    fflush(stdout);
+    int seen = 0;
+    for (;;) {
+        pause();
+        while (seen < count) {
+            seen++;
+            printf("%d\n", seen);
+            fflush(stdout);
+        }
+        if (seen >= 1000) break;
+    }
+    return 0;
+}
