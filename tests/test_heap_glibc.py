@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import mappedtrace
+import mappedtrace.target.base
 from mappedtrace.errors import BadData
 from mappedtrace.formats import elf
 from mappedtrace.heap.glibc import GlibcHeap, HeapCorrupted, HeapError
@@ -418,3 +419,61 @@ def test_rust_program(tmp_path, debug):
         assert len(heap.arenas) >= 2 and sum(1 for c in heap.chunks() if c.where == "mmapped") >= 3
     finally:
         prog.close()
+
+
+class _Patched(mappedtrace.target.base.Target):
+    """A snapshot of a real process with some bytes overwritten (malformed heaps made in code)."""
+
+    def __init__(self, base, patches: dict[int, bytes]):
+        super().__init__(pid=base.pid, threads=base.threads, mappings=base.mappings, auxv=base.auxv, exe=base.exe)
+        self.base = base
+        self.patches = patches
+
+    def _read(self, addr: int, size: int) -> bytes:
+        data = bytearray(self.base.read(addr, size))
+        for at, b in self.patches.items():
+            lo, hi = max(at, addr), min(at + len(b), addr + size)
+            if lo < hi:
+                data[lo - addr:hi - addr] = b[lo - at:hi - at]
+        return bytes(data)
+
+
+@pytest.mark.parametrize("debug", MODES)
+def test_random_damage_gives_typed_errors(program, tmp_path, debug):
+    """Size fields and list links overwritten at random: a result or a MappedTraceError, quickly, never a crash."""
+    import random
+    import struct as st
+    from mappedtrace.errors import MappedTraceError
+    try:
+        from mappedtrace.target.core import write_core
+    except ImportError:
+        pytest.skip("no core-file backend")
+    if debug and _libc_debug_file() is None:
+        pytest.skip("libc6-dbg is not installed")
+    prog = program("heap_pattern", "2")
+    core = tmp_path / "heap.core"
+    with mappedtrace.attach(prog.pid) as t:
+        write_core(t, str(core))
+    snap = mappedtrace.open_snapshot(str(core))
+    try:
+        mods = ModuleMap(snap)
+        good = GlibcHeap(snap, mods, use_debug_symbols=debug)
+        chunks = list(good.chunks())
+        rng = random.Random(1234)
+        values = [0, 1, 8, 0x10, 0x21, 0x2000000001, 0xFFFFFFFFFFFFFFF0, 0x4141414141414140]
+        outcomes = {"ok": 0, "error": 0}
+        for _ in range(80):
+            c = rng.choice(chunks)
+            field = rng.choice([-8, 0, 8])          # size field, fd, bk
+            v = rng.choice(values + [rng.choice(chunks).header, c.header + rng.choice([8, 16, 24])])
+            t0 = time.perf_counter()
+            try:
+                GlibcHeap(_Patched(snap, {c.address + field: st.pack("<Q", v)}), mods, use_debug_symbols=debug)
+                outcomes["ok"] += 1
+            except MappedTraceError as e:
+                assert "\n" not in str(e)
+                outcomes["error"] += 1
+            assert time.perf_counter() - t0 < 5
+        assert outcomes["error"] > 10 and outcomes["ok"] > 5, outcomes
+    finally:
+        snap.close()

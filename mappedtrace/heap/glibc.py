@@ -59,6 +59,7 @@ chunk; inconsistencies that leave the answer true become :attr:`warnings`.
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import re
 import struct
@@ -237,6 +238,16 @@ class _Sym:
 
 
 def _find_symbols(path: str, names: tuple[str, ...]) -> dict[str, _Sym | None]:
+    """Look up a few names in ``.symtab`` (else ``.dynsym``); cached per file version."""
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        mtime = 0
+    return dict(_find_symbols_cached(path, mtime, names))
+
+
+@functools.lru_cache(maxsize=16)
+def _find_symbols_cached(path: str, _mtime: int, names: tuple[str, ...]) -> dict[str, _Sym | None]:
     """Look up a few names in ``.symtab`` (else ``.dynsym``) straight from the raw bytes.
 
     pyelftools decodes libc's 10 000 debug symbols in about 2 s; matching the
@@ -275,6 +286,14 @@ _VERSION_RE = re.compile(rb"release version (\d+)\.(\d+)")
 
 def _glibc_version(path: str) -> tuple[int, int] | None:
     """(major, minor) from libc's banner string ("… stable release version 2.36."), or None."""
+    try:
+        return _glibc_version_cached(path, os.stat(path).st_mtime_ns)
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def _glibc_version_cached(path: str, _mtime: int) -> tuple[int, int] | None:
     try:
         with open(path, "rb") as f:
             data = f.read(64 << 20)
