@@ -511,3 +511,32 @@ def test_signals_during_snapshots_are_delivered_once(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+# --- threads that come and go during the stop -----------------------------------
+
+@pytest.mark.parametrize("mode", ["stop-copy", "fork"])
+def test_thread_churn(tmp_path, mode):
+    exe = _build("snap_churn.c", tmp_path / "snap_churn")
+    argv = [exe, "3000", "4"]
+    want = _reference(argv)
+    p = Proc(argv)
+    try:
+        n = 0
+        for _ in range(30):
+            if p.p.poll() is not None:
+                break
+            try:
+                ct = snapshot_process(p.pid, mode)
+            except NoSuchProcess:
+                break
+            try:
+                assert ct.threads and all(t.regs["rip"] for t in ct.threads)
+                assert p.pid in {t.tid for t in ct.threads}
+                n += 1
+            finally:
+                ct.close()
+        assert n >= 3
+        assert p.finish() == want
+    finally:
+        p.kill()
