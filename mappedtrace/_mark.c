@@ -50,11 +50,16 @@ struct mt_heap {
     const int64_t *memoff;     /* offset of the chunk's bytes in mem, -1 unreadable */
     const uint8_t *mem;
     uint64_t memlen;
-    /* bucket index over [lo, lo + (nbuckets << shift)): bucket[b] = index of the
-     * last chunk starting at or before the bucket's first address (-1 none) */
+    /* lookup index: the chunks form nseg segments (runs of nearly contiguous
+     * chunks, sorted); segment s covers [seg_lo[s], seg_hi[s]) and chunks
+     * seg_first[s] .. seg_last[s]-1; it has seg_nb[s] buckets of 1 << seg_shift[s]
+     * bytes at bucket[seg_boff[s]...]: the index of the last chunk starting at or
+     * before the bucket's first address (or seg_first[s]) */
     uint64_t lo, hi;
-    uint32_t shift;
-    int64_t nbuckets;
+    int64_t nseg;
+    const uint64_t *seg_lo, *seg_hi;
+    const int64_t *seg_first, *seg_last, *seg_boff, *seg_nb;
+    const uint32_t *seg_shift;
     const int64_t *bucket;
     /* classification of values that are not heap edges: sorted [lo, hi) pairs */
     int64_t nheapmaps;
@@ -129,16 +134,23 @@ int64_t mt_find(const struct mt_heap *h, uint64_t v)
 {
     if (h->n == 0 || v < h->lo || v >= h->hi)
         return -1;
-    int64_t b = (int64_t)((v - h->lo) >> h->shift);
-    int64_t a, z;
-    if (b >= h->nbuckets)
-        b = h->nbuckets - 1;
-    a = h->bucket[b];
-    z = b + 1 < h->nbuckets ? h->bucket[b + 1] : h->n - 1;
-    if (a < 0)
-        a = 0;
-    /* last chunk in [a, z] with start <= v */
-    int64_t lo = a, hi = z + 1;
+    int64_t a = 0, b = h->nseg;          /* first segment with hi > v */
+    while (a < b) {
+        int64_t m = (a + b) / 2;
+        if (h->seg_hi[m] <= v)
+            a = m + 1;
+        else
+            b = m;
+    }
+    if (a >= h->nseg || v < h->seg_lo[a])
+        return -1;
+    int64_t s = a;
+    int64_t bk = (int64_t)((v - h->seg_lo[s]) >> h->seg_shift[s]);
+    if (bk >= h->seg_nb[s])
+        bk = h->seg_nb[s] - 1;
+    int64_t lo = h->bucket[h->seg_boff[s] + bk];
+    int64_t z = bk + 1 < h->seg_nb[s] ? h->bucket[h->seg_boff[s] + bk + 1] : h->seg_last[s] - 1;
+    int64_t hi = z + 1;                  /* last chunk in [lo, z] with start <= v */
     while (lo < hi) {
         int64_t m = (lo + hi) / 2;
         if (h->starts[m] <= v)
@@ -147,7 +159,7 @@ int64_t mt_find(const struct mt_heap *h, uint64_t v)
             hi = m;
     }
     int64_t i = lo - 1;
-    if (i < 0 || v - h->starts[i] >= h->sizes[i])
+    if (i < h->seg_first[s] || v - h->starts[i] >= h->sizes[i])
         return -1;
     return i;
 }

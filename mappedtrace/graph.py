@@ -172,6 +172,42 @@ class HeapGraph:
             return i
         return None
 
+    def find_many(self, values: np.ndarray) -> np.ndarray:
+        """Node index containing each value (vectorised :meth:`find`), -1 for none."""
+        v = np.asarray(values, dtype=np.uint64)
+        i = np.searchsorted(self.addresses, v, side="right").astype(np.int64) - 1
+        ic = np.maximum(i, 0)
+        ok = (i >= 0) & ((v - self.addresses[ic]) < self.sizes[ic]) if len(self) else np.zeros(len(v), bool)
+        return np.where(ok, i, -1)
+
+    def mapped_many(self, values: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`is_mapped`."""
+        v = np.asarray(values, dtype=np.uint64)
+        if self.mapped is None or len(self.mapped) == 0:
+            return np.zeros(len(v), bool)
+        i = np.searchsorted(self.mapped[:, 1], v, side="right")
+        ok = i < len(self.mapped)
+        return ok & (self.mapped[np.where(ok, i, 0), 0] <= v)
+
+    def words(self, nodes: np.ndarray, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(words, valid): the u64 at each byte offset of each node, a
+        ``len(nodes) x len(offs)`` matrix; invalid (0) past a node's end or
+        where it could not be read."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        offs = np.asarray(offs, dtype=np.uint64)
+        shape = (len(nodes), len(offs))
+        if self.mem is None or self.memoff is None or not len(nodes) or not len(offs):
+            return np.zeros(shape, np.uint64), np.zeros(shape, bool)
+        mo = self.memoff[nodes]
+        valid = (mo[:, None] >= 0) & (offs[None, :] + np.uint64(8) <= self.sizes[nodes][:, None])
+        pos = np.where(valid, np.maximum(mo, 0)[:, None].astype(np.uint64) + offs[None, :], np.uint64(0))
+        if np.any(pos & np.uint64(7)):
+            b = self.mem[pos.reshape(-1, 1).astype(np.int64) + np.arange(8)]
+            w = np.ascontiguousarray(b).view("<u8").reshape(shape)
+        else:
+            w = self.mem[:len(self.mem) // 8 * 8].view("<u8")[(pos >> np.uint64(3)).astype(np.int64)]
+        return np.where(valid, w, np.uint64(0)), valid
+
     def object_bytes(self, i: int, limit: int | None = None) -> bytes | None:
         """The bytes of node ``i`` as the marker read them (None if unreadable)."""
         if self.mem is None or self.memoff is None or self.memoff[i] < 0:

@@ -117,6 +117,7 @@ class _Heap:
     heapmaps: np.ndarray     # u64 (k, 2)
     maps: np.ndarray         # u64 (k, 2)
     warnings: list[str]
+    segs: list[tuple[int, int, int, int]]    # (first, last+1, lo, hi)
 
     @property
     def n(self) -> int:
@@ -201,23 +202,20 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
         i = int(np.nonzero(starts[1:] < ends[:-1])[0][0])
         raise BadData("heap", None, f"chunks overlap: {int(starts[i]):#x}+{int(sizes[i])} "
                       f"and {int(starts[i + 1]):#x}", hint="the heap walk is inconsistent")
-    used = list(zip(starts.tolist(), sizes.tolist()))
+    # segments of nearly contiguous chunks: one read each (in pieces of READ_PIECE)
+    segs: list[tuple[int, int, int, int]] = []   # (first, last+1, lo, hi)
+    if len(starts):
+        cut = np.nonzero(starts[1:] - ends[:-1] > np.uint64(SEGMENT_GAP))[0] + 1
+        firsts = np.concatenate([[0], cut]).astype(np.int64)
+        lasts = np.concatenate([cut, [len(starts)]]).astype(np.int64)
+        for f, l in zip(firsts.tolist(), lasts.tolist()):
+            segs.append((f, l, int(starts[f]), int(ends[l - 1])))
     if np.any(starts & np.uint64(7)):
         bad = int(starts[np.nonzero(starts & np.uint64(7))[0][0]])
         raise BadData("heap", None, f"chunk address {bad:#x} is not 8-byte aligned")
-    # segments of nearly contiguous chunks: one read each (in pieces of READ_PIECE)
-    segs: list[tuple[int, int, int, int]] = []   # (first, last+1, lo, hi)
-    i = 0
-    while i < len(used):
-        j, lo, hi = i + 1, used[i][0], used[i][0] + used[i][1]
-        while j < len(used) and used[j][0] - hi <= SEGMENT_GAP:
-            hi = max(hi, used[j][0] + used[j][1])
-            j += 1
-        segs.append((i, j, lo, hi))
-        i = j
-    total = sum(hi - lo for _, _, lo, hi in segs)
+    total = sum((hi - lo + 7) & ~7 for _, _, lo, hi in segs)
     mem = np.zeros(total + 8, dtype=np.uint8)
-    memoff = np.full(len(used), -1, dtype=np.int64)
+    memoff = np.full(len(starts), -1, dtype=np.int64)
     pos = 0
     for first, last, lo, hi in segs:
         bad_ranges = _read_into(target, lo, hi, mem, pos, warnings)
@@ -245,8 +243,7 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
             k = int(np.searchsorted(starts, np.uint64(m.start)))
             if k < len(starts) and int(starts[k]) < m.end:
                 heapm.append((m.start, m.end))
-    return _Heap(starts, sizes, memoff, mem, _merge_ranges(heapm),
-                 maps, warnings)
+    return _Heap(starts, sizes, memoff, mem, _merge_ranges(heapm), maps, warnings, segs)
 
 
 def _read_into(target, lo: int, hi: int, mem: np.ndarray, pos: int,
@@ -473,6 +470,38 @@ class _MarkOut:
     counters: list[int]
 
 
+def _index(heap: _Heap, h, p) -> None:
+    """Fill the lookup index of ``struct mt_heap``: per segment, about one
+    bucket per chunk (a power-of-two bucket size), so a lookup is a search
+    among the few segments, then among the few chunks of one bucket."""
+    lo_, hi_, first_, last_, boff_, nb_, shift_, buckets = [], [], [], [], [], [], [], []
+    off = 0
+    for first, last, lo, hi in heap.segs:
+        span = max(1, hi - lo)
+        shift = max(4, (span // max(1, last - first)).bit_length() - 1)
+        nb = (span >> shift) + 1
+        bstarts = np.uint64(lo) + (np.arange(nb, dtype=np.uint64) << np.uint64(shift))
+        b = np.searchsorted(heap.starts[first:last], bstarts, side="right").astype(np.int64) - 1
+        buckets.append(np.maximum(b, 0) + first)
+        lo_.append(lo)
+        hi_.append(hi)
+        first_.append(first)
+        last_.append(last)
+        boff_.append(off)
+        nb_.append(nb)
+        shift_.append(shift)
+        off += nb
+    h.lo, h.hi, h.nseg = heap.segs[0][2], max(hi_), len(heap.segs)
+    h.seg_lo = p(np.array(lo_, np.uint64), "uint64_t *")
+    h.seg_hi = p(np.array(hi_, np.uint64), "uint64_t *")
+    h.seg_first = p(np.array(first_, np.int64), "int64_t *")
+    h.seg_last = p(np.array(last_, np.int64), "int64_t *")
+    h.seg_boff = p(np.array(boff_, np.int64), "int64_t *")
+    h.seg_nb = p(np.array(nb_, np.int64), "int64_t *")
+    h.seg_shift = p(np.array(shift_, np.uint32), "uint32_t *")
+    h.bucket = p(np.concatenate(buckets), "int64_t *")
+
+
 def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _MarkOut:
     ffi, lib = mod.ffi, mod.lib
     keep: list[Any] = []
@@ -491,16 +520,7 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
     h.mem = p(heap.mem, "uint8_t *")
     h.memlen = len(heap.mem)
     if n:
-        lo = int(heap.starts[0])
-        hi = int((heap.starts + heap.sizes).max())
-        shift = 12
-        while ((hi - lo) >> shift) > (1 << 22):
-            shift += 1
-        nb = ((hi - lo) >> shift) + 1
-        bstarts = np.uint64(lo) + (np.arange(nb, dtype=np.uint64) << np.uint64(shift))
-        bucket = np.searchsorted(heap.starts, bstarts, side="right").astype(np.int64) - 1
-        h.lo, h.hi, h.shift, h.nbuckets = lo, hi, shift, nb
-        h.bucket = p(bucket, "int64_t *")
+        _index(heap, h, p)
     h.nheapmaps = len(heap.heapmaps)
     h.heapmaps = p(heap.heapmaps.reshape(-1), "uint64_t *")
     h.nmaps = len(heap.maps)
@@ -781,6 +801,15 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     return g
 
 
+def _edge_order(e: np.ndarray) -> np.ndarray:
+    """Order of edges by (src, src_off): one argsort of a packed u64 key when it fits."""
+    src, off = e["src"].astype(np.uint64), e["src_off"]
+    kbits = int(off.max()).bit_length()
+    if int(src.max()).bit_length() + kbits <= 64:
+        return np.argsort((src << np.uint64(kbits)) | off, kind="stable")
+    return np.lexsort((off, src))
+
+
 def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootScan, out: _MarkOut,
                  mode: str, kernel: str, warnings: list[str]) -> HeapGraph:
     st = out.state
@@ -799,7 +828,7 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
     if len(e):
         drop = ambiguous[e["src"]] & ((e["flags"] & EDGE_TYPEDSCAN) != 0)
         e = e[~drop]
-        e = e[np.lexsort((e["src_off"], e["src"]))]
+        e = e[_edge_order(e)]
     live = (e["flags"] & EDGE_UNREACHED) == 0
     ex = (e["flags"] & EDGE_EXACT) != 0
     re = rs.root_edges

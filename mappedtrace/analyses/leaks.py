@@ -27,12 +27,14 @@ or plausible pointers, with at least one non-null ("size", a heuristic); else
 """
 from __future__ import annotations
 
-from collections import Counter, deque
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..errors import MappedTraceError
 from ..graph import EDGE_WEAK, HOW_UNREACHED, HeapGraph
 
 SLOT_UNTYPED = 0x1
@@ -43,6 +45,8 @@ TYPE_FLEX = 0x2
 
 #: bytes of an object shown in a preview
 PREVIEW_BYTES = 48
+#: leaks that get a preview (the first ones, biggest structures first)
+PREVIEW_LIMIT = 2000
 
 
 @dataclass
@@ -198,58 +202,74 @@ def _preview(data: bytes | None) -> str:
     """Printable runs (4+ chars) of the bytes, escaped; else the first 16 bytes in hex."""
     if not data:
         return ""
-    runs, cur = [], bytearray()
-    for b in data + b"\0":
-        if 0x20 <= b < 0x7F:
-            cur.append(b)
-            continue
-        if len(cur) >= 4:
-            runs.append(cur.decode("ascii"))
-        cur = bytearray()
+    runs = _PRINTABLE.findall(data)
     if runs:
-        return " ".join(repr(r) for r in runs)[:80]
+        return " ".join(repr(r.decode("ascii")) for r in runs)[:80]
     return data[:16].hex(" ")
 
 
 class _Inferrer:
+    """Type inference over the leaked objects, vectorised per type."""
+
+    SOURCES = ("", "own", "pointer", "size")
+
     def __init__(self, g: HeapGraph, unreached: np.ndarray):
         self.g = g
-        self.local = {int(n): i for i, n in enumerate(unreached)}
         self.nodes = unreached
-        self.typ: dict[int, tuple[int, str]] = {}
-        self.queue: deque[int] = deque()
+        self.local = np.full(len(g) + 1, -1, np.int64)
+        self.local[unreached] = np.arange(len(unreached))
+        self.tid = np.zeros(len(unreached), np.uint64)
+        self.src = np.zeros(len(unreached), np.uint8)
         self._cands: dict[int, list] | None = None
+        self._slots: dict[int, tuple] = {}
 
-    def word(self, node: int, off: int) -> int | None:
-        b = self.g.object_bytes(node, off + 8)
-        if b is None or len(b) < off + 8:
-            return None
-        return int.from_bytes(b[off:off + 8], "little")
+    def _type_slots(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
+        """(offsets, pointee ids) of the exact typed slots of one element of ``tid``."""
+        r = self._slots.get(tid)
+        if r is None:
+            t = self.g.types[tid]
+            ws = [(o, tg) for o, tg, fl in _slot_words(t, int(t.size))
+                  if tg and not fl & (SLOT_UNTYPED | SLOT_FUNCTION | SLOT_CONSERVATIVE | SLOT_WEAK)]
+            r = (np.array([w[0] for w in ws], np.uint64), np.array([w[1] for w in ws], np.uint64))
+            self._slots[tid] = r
+        return r
 
-    def set(self, li: int, tid: int, how: str) -> None:
-        if li not in self.typ:
-            self.typ[li] = (tid, how)
-            self.queue.append(li)
+    def assign(self, li: np.ndarray, tids: np.ndarray, source: int) -> np.ndarray:
+        """Type the untyped ones of ``li`` (first occurrence wins); return them in order."""
+        free = self.tid[li] == 0
+        li, tids = li[free], tids[free]
+        if not len(li):
+            return li
+        u, first = np.unique(li, return_index=True)
+        order = np.argsort(first, kind="stable")
+        u, first = u[order], first[order]
+        self.tid[u] = tids[first]
+        self.src[u] = source
+        return u
 
-    def propagate(self, budget: int) -> int:
+    def propagate(self, frontier: np.ndarray, levels: int) -> None:
         g = self.g
-        while self.queue and budget > 0:
-            li = self.queue.popleft()
-            budget -= 1
-            t = g.types.get(self.typ[li][0])
-            if t is None:
-                continue
-            node = int(self.nodes[li])
-            for off, tgt, fl in _slot_words(t, int(g.sizes[node])):
-                if not tgt or fl & (SLOT_UNTYPED | SLOT_FUNCTION | SLOT_CONSERVATIVE | SLOT_WEAK):
+        for _ in range(levels):
+            if not len(frontier):
+                return
+            nxt = []
+            ft = self.tid[frontier]
+            for tid in np.unique(ft).tolist():
+                if tid not in g.types:
                     continue
-                v = self.word(node, off)
-                if not v:
+                offs, tg = self._type_slots(tid)
+                if not len(offs):
                     continue
-                d = g.find(v)
-                if d is not None and d in self.local and v == int(g.addresses[d]) and tgt in g.types:
-                    self.set(self.local[d], tgt, "pointer")
-        return budget
+                li = frontier[ft == tid]
+                w, valid = g.words(self.nodes[li], offs)
+                d = g.find_many(w.reshape(-1)).reshape(w.shape)
+                ld = self.local[np.where(d >= 0, d, len(g))]
+                at0 = (d >= 0) & (w == g.addresses[np.maximum(d, 0)])
+                known = np.isin(tg, np.array(list(g.types), np.uint64))[None, :]
+                hit = valid & at0 & (ld >= 0) & known
+                rows, cols = np.nonzero(hit)          # row-major: node order, then slot order
+                nxt.append(self.assign(ld[rows, cols], tg[cols], 2))
+            frontier = np.concatenate(nxt) if nxt else np.zeros(0, np.int64)
 
     def _candidates(self) -> dict[int, list]:
         if self._cands is None:
@@ -257,33 +277,38 @@ class _Inferrer:
             for tid, t in self.g.types.items():
                 if int(t.flags) & TYPE_FLEX or t.kind not in ("struct", "union", "enum"):
                     continue
-                words = [w for w in _slot_words(t, int(t.size))
-                         if not w[2] & (SLOT_FUNCTION | SLOT_CONSERVATIVE)]
-                if words and int(t.size) > 0:
-                    self._cands.setdefault(_usable(int(t.size)), []).append((tid, words))
+                offs = [o for o, _, fl in _slot_words(t, int(t.size))
+                        if not fl & (SLOT_FUNCTION | SLOT_CONSERVATIVE)]
+                if offs and int(t.size) > 0:
+                    self._cands.setdefault(_usable(int(t.size)), []).append(
+                        (int(tid), np.array(offs, np.uint64)))
         return self._cands
 
-    def by_size(self, li: int) -> None:
+    def by_size(self, li: np.ndarray) -> np.ndarray:
+        """Type ``li`` by a unique size-and-content match; return the typed ones."""
         g = self.g
-        node = int(self.nodes[li])
-        fits = []
-        for tid, words in self._candidates().get(int(g.sizes[node]), []):
-            ok, nonnull = True, 0
-            for off, _, _ in words:
-                v = self.word(node, off)
-                if v is None:
-                    ok = False
-                    break
-                if v == 0:
-                    continue
-                nonnull += 1
-                if g.find(v) is None and not g.is_mapped(v):
-                    ok = False
-                    break
-            if ok and nonnull:
-                fits.append(tid)
-        if len(fits) == 1:
-            self.set(li, fits[0], "size")
+        li = li[self.tid[li] == 0]
+        sizes = g.sizes[self.nodes[li]]
+        out = []
+        for size, cands in self._candidates().items():
+            sel = li[sizes == size]
+            if not len(sel):
+                continue
+            fits = np.zeros(len(sel), np.int64)
+            pick = np.zeros(len(sel), np.uint64)
+            for tid, offs in cands:
+                w, valid = g.words(self.nodes[sel], offs)
+                flat = w.reshape(-1)
+                plausible = ((flat == 0) | (g.find_many(flat) >= 0) | g.mapped_many(flat)).reshape(w.shape)
+                ok = np.all(plausible & valid, axis=1) & np.any(w != 0, axis=1)
+                fits += ok
+                pick = np.where(ok, np.uint64(tid), pick)
+            one = fits == 1
+            out.append(self.assign(sel[one], pick[one], 3))
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+_PRINTABLE = re.compile(rb"[\x20-\x7e]{4,}")
 
 
 def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) -> LeakReport:
@@ -292,7 +317,7 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
     :param graph: a graph from :func:`mappedtrace.trace.mark`.
     :param target: unused when the graph carries its snapshot bytes (it does
         when built by ``mark``); kept for symmetry with the other analyses.
-    :param infer_budget: bound on objects visited by type inference.
+    :param infer_budget: bound on the levels of pointer propagation in type inference.
     :returns: a :class:`LeakReport`; ``to_dict()`` gives the leak JSON.
     """
     g = graph
@@ -314,49 +339,37 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
     has_in = np.zeros(int(comp.max()) + 1 if m else 0, bool)
     cross = comp[a] != comp[b] if m else np.zeros(0, bool)
     has_in[comp[b[cross]]] = True
-    entry = np.full(len(has_in), -1, np.int64)
     # entry of each SCC: its lowest local index = lowest address (nodes are address-ordered)
-    for li in range(m - 1, -1, -1):
-        entry[comp[li]] = li
+    entry = np.full(len(has_in), m, np.int64)
+    np.minimum.at(entry, comp, np.arange(m))
     direct = np.zeros(m, bool)
-    ent = entry[~has_in]
-    direct[ent] = True
+    direct[entry[~has_in]] = True
     wcc = _wcc(m, a, b) if m else np.zeros(0, np.int64)
 
     inf = _Inferrer(g, unreached)
-    budget = infer_budget
-    for li in range(m):
-        tid = int(g.type_ids[unreached[li]])
-        if tid:
-            inf.set(li, tid, "own")
-    budget = inf.propagate(budget)
-    for li in np.nonzero(direct)[0].tolist() + [i for i in range(m) if not direct[i]]:
-        if budget <= 0:
-            break
-        if li not in inf.typ:
-            inf.by_size(li)
-            budget = inf.propagate(budget - 1)
+    levels = max(1, infer_budget)
+    own = np.nonzero(g.type_ids[unreached] != 0)[0]
+    inf.propagate(inf.assign(own, g.type_ids[unreached][own], 1), levels)
+    inf.propagate(inf.by_size(np.nonzero(direct)[0]), levels)
+    inf.propagate(inf.by_size(np.arange(m)), levels)
 
     # structures, biggest first
     groups: dict[int, list[int]] = {}
     for li in range(m):
         groups.setdefault(int(wcc[li]), []).append(li)
     leaks_by_group = []
+    tids, srcs = inf.tid.tolist(), inf.src.tolist()
+    names: dict[int, str] = {}
     for root, members in groups.items():
         lst = []
         for li in members:
             node = int(unreached[li])
             size = int(g.sizes[node])
-            tid, how = inf.typ.get(li, (0, ""))
-            name = g.type_name(tid) if tid else f"unk{size}"
-            preview = _preview(g.object_bytes(node, PREVIEW_BYTES)) if not tid or how == "size" else ""
-            if not tid and target is not None and g.mem is None:
-                try:
-                    preview = _preview(target.read(int(g.addresses[node]), min(size, PREVIEW_BYTES)))
-                except Exception:       # a preview is best effort
-                    preview = ""
-            lst.append(Leak(int(g.addresses[node]), size, name, "direct" if direct[li] else "indirect",
-                            node, -1, tid, how, preview))
+            tid, how = tids[li], _Inferrer.SOURCES[srcs[li]]
+            if tid and tid not in names:
+                names[tid] = g.type_name(tid)
+            lst.append(Leak(int(g.addresses[node]), size, names[tid] if tid else f"unk{size}",
+                            "direct" if direct[li] else "indirect", node, -1, tid, how))
         lst.sort(key=lambda l: (l.kind != "direct", l.address))
         leaks_by_group.append(lst)
     leaks_by_group.sort(key=lambda L: (-sum(l.size for l in L), -len(L), L[0].address))
@@ -369,6 +382,21 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
         structures.append(LeakStructure(si, len(lst), sum(l.size for l in lst),
                                         [l.address for l in lst if l.kind == "direct"],
                                         dict(Counter(l.type for l in lst)), lst))
+    # previews of the first PREVIEW_LIMIT leaks whose type is unknown or guessed
+    shown = 0
+    for l in leaks:
+        if shown >= PREVIEW_LIMIT:
+            break
+        if l.type_id and l.type_source != "size":
+            continue
+        shown += 1
+        data = g.object_bytes(l.node, PREVIEW_BYTES)
+        if data is None and target is not None:
+            try:
+                data = target.read(l.address, min(l.size, PREVIEW_BYTES))
+            except MappedTraceError:        # a preview is best effort
+                data = None
+        l.preview = _preview(data)
     reached = g.how != HOW_UNREACHED
     ndirect = int(direct.sum())
     summary = {
