@@ -540,3 +540,40 @@ def test_thread_churn(tmp_path, mode):
         assert p.finish() == want
     finally:
         p.kill()
+
+
+def test_fork_mode_refused_under_seccomp(tmp_path):
+    exe = _build("snap_seccomp.c", tmp_path / "snap_seccomp")
+    p = Proc([exe], stdin=subprocess.PIPE)
+    try:
+        ct = snapshot_process(p.pid, "fork")
+        ct.close()
+        assert ct.meta["mode"] == "stop-copy"
+        assert any("seccomp" in w for w in ct.warnings)
+        p.p.stdin.write("x\n")
+        p.p.stdin.flush()
+        assert p.finish().strip() == "bye"
+    finally:
+        p.kill()
+
+
+def test_proc_mem_fallback_reads_the_same(bins, procs):
+    """The /proc/PID/mem path of the copier gives the bytes process_vm_readv gives."""
+    import mmap as _mmap
+    from mappedtrace.target import _kernel as k
+    from mappedtrace.target.capture import _Reader
+    from mappedtrace.target.live import attach
+    p = procs([bins["heap"], "2", "serve"], stdin=subprocess.PIPE)
+    with attach(p.pid) as t:
+        heap = next(m for m in t.mappings if m.path == "[heap]")
+        a = _mmap.mmap(-1, heap.size)
+        b = _mmap.mmap(-1, heap.size)
+        assert k.vm_readv(p.pid, [(heap.start, heap.size, a, 0)]) == heap.size
+        r = _Reader(p.pid)
+        r.fd = os.open(f"/proc/{p.pid}/mem", os.O_RDONLY)
+        try:
+            assert r([(heap.start, heap.size, b, 0)]) == heap.size
+            assert r([(0x1000, 4096, b, 0)]) == 0           # unmapped: a short read, no exception
+        finally:
+            r.close()
+        assert a[:] == b[:]

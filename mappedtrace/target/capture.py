@@ -39,7 +39,7 @@ from typing import Callable
 from . import _kernel as k
 from .base import Mapping, Target, ThreadState
 from .live import LiveTarget, ThreadSnapshot, anon_file_ranges, parse_maps
-from ..errors import MappedTraceError, NoSuchProcess, TargetFault
+from ..errors import MappedTraceError, NoSuchProcess, PermissionProblem, TargetFault
 
 MODES = ("stop-copy", "fork")
 PAGE = 4096
@@ -120,6 +120,42 @@ class _Arena:
         self._bufs.clear()
 
 
+class _Reader:
+    """Scatter reads with process_vm_readv; ``/proc/PID/mem`` where that is refused."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.fd: int | None = None
+
+    def __call__(self, pieces: list[tuple[int, int, object, int]]) -> int:
+        if self.fd is None:
+            try:
+                return k.vm_readv(self.pid, pieces)
+            except PermissionProblem:
+                try:
+                    self.fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
+                except FileNotFoundError:
+                    raise NoSuchProcess(f"process {self.pid} exited while being read") from None
+                except OSError:
+                    raise PermissionProblem(f"not permitted to read the memory of process {self.pid}",
+                                            hint="run as root or with CAP_SYS_PTRACE") from None
+        done = 0
+        for addr, size, buf, off in pieces:         # same contract: stop at the first short read
+            try:
+                n = os.preadv(self.fd, [memoryview(buf)[off:off + size]], addr)
+            except OSError:
+                n = 0
+            done += n
+            if n != size:
+                break
+        return done
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def copy_ranges(pid: int, ranges: list[tuple[int, int]], arena: _Arena,
                 progress: Progress | None = None) -> tuple[list[Piece], list[tuple[int, int]]]:
     """Copy ``(start, size)`` ranges of ``pid`` into ``arena``.
@@ -128,6 +164,15 @@ def copy_ranges(pid: int, ranges: list[tuple[int, int]], arena: _Arena,
         (pages the kernel refused, e.g. beyond the end of a mapped file).
     :raises NoSuchProcess: the process vanished.
     """
+    reader = _Reader(pid)
+    try:
+        return _copy_ranges(reader, ranges, arena, progress)
+    finally:
+        reader.close()
+
+
+def _copy_ranges(reader: "_Reader", ranges: list[tuple[int, int]], arena: _Arena,
+                 progress: Progress | None) -> tuple[list[Piece], list[tuple[int, int]]]:
     todo = []
     for start, size in ranges:
         buf, off = arena.take(size)
@@ -146,7 +191,7 @@ def copy_ranges(pid: int, ranges: list[tuple[int, int]], arena: _Arena,
             batch.append(todo[i])
             nbytes += todo[i][1]
             i += 1
-        got = k.vm_readv(pid, batch)
+        got = reader(batch)
         if got == nbytes:
             for s, n, b, o in batch:
                 pieces.append(Piece(s, n, memoryview(b)[o:o + n]))
@@ -154,18 +199,18 @@ def copy_ranges(pid: int, ranges: list[tuple[int, int]], arena: _Arena,
             # Something in the batch is unreadable: redo it range by range, page-wise
             # where a range is short (bounded: every step advances by a page).
             for s, n, b, o in batch:
-                _copy_slow(pid, s, n, b, o, pieces, holes)
+                _copy_slow(reader, s, n, b, o, pieces, holes)
         done += nbytes
         if progress:
             progress(done, total)
     return pieces, holes
 
 
-def _copy_slow(pid: int, s: int, n: int, b: mmap.mmap, o: int, pieces: list[Piece],
+def _copy_slow(reader: _Reader, s: int, n: int, b: mmap.mmap, o: int, pieces: list[Piece],
                holes: list[tuple[int, int]]) -> None:
     pos = 0
     while pos < n:
-        got = k.vm_readv(pid, [(s + pos, n - pos, b, o + pos)])
+        got = reader([(s + pos, n - pos, b, o + pos)])
         if got > 0:
             got -= got % PAGE if got < n - pos else 0
             pieces.append(Piece(s + pos, got, memoryview(b)[o + pos:o + pos + got]))
@@ -375,6 +420,22 @@ def find_syscall_insn(live: Target) -> int:
                            hint="use --mode stop-copy")
 
 
+def fork_refused(pid: int) -> str | None:
+    """Why a fork must not be injected into ``pid`` (None if it may).
+
+    A seccomp filter may kill the process for a ``clone`` it does not expect
+    (``SECCOMP_RET_KILL``): never risk that.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Seccomp:") and line.split()[1] == "2":
+                    return "the process runs under a seccomp filter"
+    except (OSError, IndexError):
+        return "cannot read /proc/PID/status"
+    return None
+
+
 def _pick_thread(live: LiveTarget) -> ThreadSnapshot:
     # A thread outside any system call is the simplest to borrow; any works
     # (restart state is restored with the registers), prefer the main thread.
@@ -470,16 +531,27 @@ def capture_fork(live: LiveTarget, *, arena: _Arena | None = None, release: bool
         the result is closed (the benchmark uses it to measure the cost the
         parent pays meanwhile); otherwise it is killed as soon as it is read.
     """
-    child = 0
-    try:
-        t0 = time.perf_counter_ns()
-        child = inject_clone(live)
-        live.meta["fork_ns"] = time.perf_counter_ns() - t0
-    finally:
-        if release:
-            live.close()
-        if not child:
-            pass
+    why = fork_refused(live.pid)
+    if why is None:
+        child = 0
+        try:
+            t0 = time.perf_counter_ns()
+            child = inject_clone(live)
+            live.meta["fork_ns"] = time.perf_counter_ns() - t0
+        except NoSuchProcess:
+            if release:
+                live.close()
+            raise
+        except MappedTraceError as e:
+            why = e.message
+        else:
+            if release:
+                live.close()
+    if why is not None:
+        # still stopped: fall back to copying now
+        live.warnings.append(f"fork mode not used ({why}); captured with stop-copy instead")
+        return capture_stop_copy(live, arena=arena, release=release, anon_file=anon_file,
+                                 progress=progress)
     try:
         cmaps = parse_maps(open(f"/proc/{child}/maps").read())
         # the child lacks MADV_DONTFORK ranges; keep the parent's view of the rest
