@@ -745,13 +745,14 @@ class GlibcHeap:
         is 0 on x86-64.  The kernel merges adjacent anonymous mappings, so
         each mapping is walked chunk by chunk from its start while the headers
         stay valid.  When that finds fewer than ``mp_.n_mmaps`` chunks (a
-        chunk merged behind another anonymous mapping), every page start of
-        anonymous memory is checked (bounded by MAX_DEEP_SCAN bytes) and the
-        result is kept if it then agrees with ``mp_``.
+        chunk merged behind other anonymous memory), the page starts of the
+        rest of each mapping are checked, smallest rest first, until the count
+        and bytes agree with ``mp_`` (bounded by MAX_DEEP_SCAN bytes); without
+        ``mp_`` (heuristics) only the first pass is made.
         """
-        pieces = self._anon_ranges()
         hdrs, raws = [], []
-        for lo, hi in pieces:
+        rests: list[tuple[int, int]] = []       # what the chains did not cover
+        for lo, hi in self._anon_ranges():
             pos = lo
             for _ in range((hi - lo) // PAGE):
                 if pos + CHUNK_HDR_SZ > hi:
@@ -765,17 +766,52 @@ class GlibcHeap:
                 hdrs.append(pos)
                 raws.append(size)
                 pos += size & ~SIZE_BITS
+            if hi - pos >= PAGE:
+                rests.append((pos, hi))
         if self.mp is None:
             return hdrs, raws
         want = (self.mp["n_mmaps"], self.mp["mmapped_mem"])
-        if (len(hdrs), sum(r & ~SIZE_BITS for r in raws)) == want:
-            return hdrs, raws
-        deep = self._deep_mmapped_scan(pieces)
-        if deep is not None and (len(deep[0]), sum(r & ~SIZE_BITS for r in deep[1])) == want:
-            return deep
-        self.warnings.append(f"found {len(hdrs)} mmapped chunks of {sum(r & ~SIZE_BITS for r in raws)} bytes; "
-                             f"mp_ says {want[0]} of {want[1]} bytes")
-        return hdrs, raws
+        got = [len(hdrs), sum(r & ~SIZE_BITS for r in raws)]
+        budget = MAX_DEEP_SCAN
+        for lo, hi in sorted(rests, key=lambda r: r[1] - r[0]):
+            if tuple(got) == want or got[0] > want[0]:
+                break
+            if hi - lo > budget:
+                self.warnings.append(f"mmapped-chunk search stopped at {lo:#x}: more than {MAX_DEEP_SCAN} bytes")
+                break
+            budget -= hi - lo
+            for p, sz in self._page_scan(lo, hi):
+                hdrs.append(p)
+                raws.append(sz)
+                got[0] += 1
+                got[1] += sz & ~SIZE_BITS
+        if tuple(got) != want:
+            self.warnings.append(f"found {got[0]} mmapped chunks of {got[1]} bytes; mp_ says {want[0]} of "
+                                 f"{want[1]} bytes")
+        order = sorted(range(len(hdrs)), key=hdrs.__getitem__)
+        return [hdrs[i] for i in order], [raws[i] for i in order]
+
+    def _page_scan(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Non-overlapping (header, size field) of mmapped chunks at page starts in [lo, hi)."""
+        try:
+            w = np.frombuffer(self.target.read(lo, hi - lo), dtype="<u8")
+        except TargetFault:
+            return []
+        idx = np.arange(0, len(w) - 1, PAGE // 8)
+        prev, size = w[idx], w[idx + 1]
+        pos = (lo + idx * 8).astype(np.uint64)
+        csize = size & np.uint64(~SIZE_BITS & 0xFFFFFFFFFFFFFFFF)
+        ok = (prev == 0) & ((size & np.uint64(SIZE_BITS)) == IS_MMAPPED) & (csize >= PAGE) \
+            & ((csize & np.uint64(PAGE - 1)) == 0) & (pos + csize <= np.uint64(hi))
+        out = []
+        cursor = lo
+        for k in np.flatnonzero(ok).tolist():
+            p, sz = int(pos[k]), int(size[k])
+            if p < cursor:
+                continue            # inside the chunk accepted before
+            out.append((p, sz))
+            cursor = p + (sz & ~SIZE_BITS)
+        return out
 
     def _aligned_mmapped(self, hdrs: list[int], raws: list[int]) -> tuple[list[int], list[int]]:
         """Move each mmapped region's chunk to where memalign put it.
@@ -817,33 +853,6 @@ class GlibcHeap:
             out_h.append(pos + lead)
             out_r.append((size - lead) | IS_MMAPPED)
         return out_h, out_r
-
-    def _deep_mmapped_scan(self, pieces: list[tuple[int, int]]) -> tuple[list[int], list[int]] | None:
-        budget = MAX_DEEP_SCAN
-        hdrs, raws = [], []
-        for lo, hi in pieces:
-            if hi - lo > budget:
-                self.warnings.append(f"mmapped-chunk scan stopped at {lo:#x}: more than {MAX_DEEP_SCAN} bytes")
-                return None
-            budget -= hi - lo
-            try:
-                w = np.frombuffer(self.target.read(lo, hi - lo), dtype="<u8")
-            except TargetFault:
-                continue
-            idx = np.arange(0, len(w) - 1, PAGE // 8)
-            prev, size = w[idx], w[idx + 1]
-            pos = lo + idx * 8
-            ok = (prev == 0) & ((size & np.uint64(SIZE_BITS)) == IS_MMAPPED) & (size >= PAGE) \
-                & ((size & np.uint64(PAGE - 1 - SIZE_BITS)) == 0) & (pos.astype(np.uint64) + (size & np.uint64(~SIZE_BITS & 0xFFFFFFFFFFFFFFFF)) <= np.uint64(hi))
-            cursor = lo
-            for k in np.flatnonzero(ok).tolist():
-                p, sz = int(pos[k]), int(size[k])
-                if p < cursor:
-                    continue            # inside the chunk accepted before
-                hdrs.append(p)
-                raws.append(sz)
-                cursor = p + (sz & ~SIZE_BITS)
-        return hdrs, raws
 
     # --- free lists -------------------------------------------------------
     def _chunk_index(self, hdr: int) -> int:
