@@ -46,6 +46,10 @@ _U64 = (1 << 64) - 1
 #: Number of ``Constant`` locations that open a statepoint record (cc, flags, #deopt).
 STATEPOINT_HEADER = 3
 
+#: DWARF numbers of the callee-saved registers (rbx, rbp, r12-r15): the only
+#: registers whose value at a call's return address is the value at the call.
+CALLEE_SAVED_DWARF = frozenset({3, 6, 12, 13, 14, 15})
+
 SKIPPED_NO_MTMAP = "not compiled with the MappedTrace pass (no .mtmap entry)"
 
 
@@ -149,6 +153,13 @@ def decode_entries(rec: _sm.StackMapRecord, kind: str, where: str,
         if role == ROLE_SLOT and loc.kind != "Direct":
             w.add("slotkind", f"{where}+{at:#x}: record {rec.id:#x}: a stack slot at a {loc.kind} location "
                               f"(expected Direct); pair ignored")
+            continue
+        if kind == "call" and loc.kind == "Register" and loc.dwarf_reg not in CALLEE_SAVED_DWARF:
+            # The callee may overwrite a caller-saved register: by the time a
+            # tracer sees this frame the value is gone (a map bug; see FORMAT.md §1).
+            w.add("callersaved", f"{where}+{at:#x}: record {rec.id:#x}: a {_ROLE_NAMES[role]} in caller-saved "
+                                 f"DWARF register {loc.dwarf_reg} at a call site is clobbered by the call; "
+                                 f"pair ignored")
             continue
         if role == ROLE_VALUE and loc.kind in ("Register", "Indirect") and loc.size != 8:
             w.add("size", f"{where}+{at:#x}: record {rec.id:#x}: a {loc.size}-byte pointer value; "

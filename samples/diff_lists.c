@@ -1,0 +1,96 @@
+/* diff_lists.c — a sample for the LLDB differential test of the maps
+ * (tests/test_differential_lldb.py).
+ *
+ * A comment "MT-LIVE: a b" on a line with one call names pointer variables
+ * that are used after that call returns: the map of the call site must hold
+ * their values (or the stack slot they live in).  The test checks this, under
+ * LLDB, in the caller frame at the call's return address.
+ * Build: mappedtrace cc -O2 -g -o diff_lists samples/diff_lists.c
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct node {
+    long value;
+    struct node *next;
+};
+
+struct pair {
+    struct node *first, *second;
+    char *label;
+};
+
+__attribute__((noinline)) void touch(void *p) {
+    __asm__ volatile("" : : "r"(p) : "memory");
+}
+
+__attribute__((noinline)) struct node *new_node(long v, struct node *next) {
+    struct node *n = malloc(sizeof *n);
+    n->value = v;
+    n->next = next;
+    return n;
+}
+
+__attribute__((noinline)) long length(struct node *l) {
+    long n = 0;
+    for (; l; l = l->next)
+        n++;
+    return n;
+}
+
+__attribute__((noinline)) struct node *reverse(struct node *l) {
+    struct node *out = NULL;
+    while (l) {
+        struct node *next = l->next;
+        l->next = out;
+        out = l;
+        touch(next); /* MT-LIVE: next out */
+        l = next;
+    }
+    return out;
+}
+
+__attribute__((noinline)) void fill_pair(struct pair *p, struct node *a, struct node *b) {
+    p->first = a;
+    p->second = b;
+    p->label = strdup("pair"); /* MT-LIVE: p a b */
+    touch(a);
+    touch(b);
+    touch(p);
+}
+
+__attribute__((noinline)) long sum_pair(struct pair *p) {
+    long s = length(p->first); /* MT-LIVE: p */
+    s += length(p->second);
+    return s + (long)strlen(p->label);
+}
+
+__attribute__((noinline)) struct node *build(int n, struct node *tail) {
+    struct node *head = tail;
+    for (int i = 0; i < n; i++) {
+        struct node *x = new_node(i, head); /* MT-LIVE: tail */
+        touch(tail);
+        head = x;
+    }
+    return head;
+}
+
+int main(int argc, char **argv) {
+    struct node *keep = new_node(-1, NULL);
+    struct node *list = build(5, keep); /* MT-LIVE: keep */
+    struct node *other = build(3, NULL); /* MT-LIVE: keep list */
+    struct pair pr;
+    fill_pair(&pr, list, other); /* MT-LIVE: list other */
+    long total = sum_pair(&pr); /* MT-LIVE: list other */
+    struct node *rev = reverse(list); /* MT-LIVE: other keep */
+    char *msg = malloc(64);
+    snprintf(msg, 64, "total %ld len %ld", total, length(rev)); /* MT-LIVE: msg rev other keep */
+    puts(msg); /* MT-LIVE: msg rev other keep */
+    touch(keep);
+    touch(other);
+    touch(rev);
+    free(msg);
+    touch(argv);
+    return (int)(total & 0) + (argc > 100);
+}
