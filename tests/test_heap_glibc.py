@@ -78,8 +78,9 @@ def bins(tmp_path_factory) -> dict[str, Path]:
 class Program:
     """A sample program blocked after printing its records (killed on exit)."""
 
-    def __init__(self, exe: Path, *args: str):
-        self.p = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, exe: Path, *args: str, env: dict | None = None):
+        self.p = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env=None if env is None else {**os.environ, **env})
         self.lines: list[str] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -123,8 +124,8 @@ class Program:
 def program(bins):
     progs = []
 
-    def start(name: str, *args: str) -> Program:
-        progs.append(Program(bins[name], *args))
+    def start(name: str, *args: str, env: dict | None = None) -> Program:
+        progs.append(Program(bins[name], *args, env=env))
         return progs[-1]
     yield start
     for pr in progs:
@@ -141,7 +142,7 @@ def _walk(pid: int, debug: bool) -> GlibcHeap:
         return GlibcHeap(t, ModuleMap(t), use_debug_symbols=debug)
 
 
-def _check_records(heap: GlibcHeap, prog: Program) -> None:
+def _check_records(heap: GlibcHeap, prog: Program, freed_stay_free: bool = True) -> None:
     live = prog.records("live")
     assert len(live) > 50
     for addr, usable in live:
@@ -151,7 +152,7 @@ def _check_records(heap: GlibcHeap, prog: Program) -> None:
         assert heap.find(int(addr, 16) + int(usable) - 1) == c          # interior pointer
     freed = prog.records("freed")
     assert len(freed) > 50
-    for (addr,) in freed:
+    for (addr,) in freed if freed_stay_free else []:
         c = heap.find(int(addr, 16))
         assert c is not None and c.state == "free", (addr, c)
 
@@ -203,6 +204,27 @@ def test_pattern_matches_program_records(program, debug):
     addrs = [c.address for c in heap.chunks()]
     assert addrs == sorted(addrs) and len(set(addrs)) == len(addrs)
     assert len(heap.in_use()) == sum(1 for c in heap.chunks() if c.state == "in-use") == heap.stats["in_use_blks"]
+
+
+@pytest.mark.parametrize("debug", MODES)
+@pytest.mark.parametrize("tunables", ["glibc.malloc.tcache_count=0", "glibc.malloc.arena_max=1",
+                                      "glibc.malloc.hugetlb=2"])
+def test_malloc_tunables(program, debug, tunables):
+    """No tcache; every thread in the main arena (several tcaches in one arena); hugepage
+    heaps (heap_max_size = 4 huge pages, a main arena made of mmapped memory)."""
+    if not debug and "hugetlb=2" in tunables:
+        pytest.skip("the heuristics need the brk heap, which hugetlb=2 replaces by mmap")
+    prog = program("heap_pattern", "2", "0", "20000", env={"GLIBC_TUNABLES": tunables})
+    heap = _walk(prog.pid, debug)
+    # threads sharing one arena reuse each other's freed blocks: only the live records hold then
+    _check_records(heap, prog, freed_stay_free="arena_max=1" not in tunables)
+    mi = prog.mallinfo2()
+    for key in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "uordblks", "fordblks", "keepcost"):
+        assert heap.stats[key] == mi[key], key
+    if "tcache_count=0" in tunables:
+        assert heap.stats["tcache_blks"] == 0
+    if "arena_max=1" in tunables:
+        assert len(heap.arenas) == 1 and len(heap.tcaches) == 3
 
 
 @pytest.mark.parametrize("debug", MODES)

@@ -484,13 +484,17 @@ class GlibcHeap:
         a.segments.append(HeapSegment(base, end, first))
 
     def _thread_segments(self, a: Arena) -> None:
-        h = a.top & ~(HEAP_MAX_SIZE - 1)
+        # heap_max_size(): HEAP_MAX_SIZE, or 4 huge pages with the glibc.malloc.hugetlb tunable
+        hmax = 4 * self.mp["hp_pagesize"] if self.mp and self.mp["hp_pagesize"] else HEAP_MAX_SIZE
+        if hmax & (hmax - 1):
+            raise HeapCorrupted("mp_", self.mp_addr, f"mp_.hp_pagesize {self.mp['hp_pagesize']:#x} is not a power of 2")
+        h = a.top & ~(hmax - 1)
         segs = []
         for _ in range(MAX_HEAPS_PER_ARENA):
             ar_ptr, prev, size, _mprot, _pagesize = HEAP_INFO.unpack(self._read(h, HEAP_INFO.size, a.label, "heap_info"))
             if ar_ptr != a.address:
                 raise HeapCorrupted(a.label, h, f"heap_info.ar_ptr {ar_ptr:#x} is not its arena {a.address:#x}")
-            if size < HEAP_INFO.size or size > HEAP_MAX_SIZE:
+            if size < HEAP_INFO.size or size > hmax:
                 raise HeapCorrupted(a.label, h, f"heap_info.size {size:#x} is out of range")
             if h <= a.address < h + size:       # the arena's first heap holds the malloc_state
                 first = a.address + MSTATE.size
@@ -500,8 +504,8 @@ class GlibcHeap:
             segs.append(HeapSegment(h, h + size, first, h))
             if prev == 0:
                 break
-            if prev & (HEAP_MAX_SIZE - 1):
-                raise HeapCorrupted(a.label, h, f"heap_info.prev {prev:#x} is not {HEAP_MAX_SIZE:#x}-aligned")
+            if prev & (hmax - 1):
+                raise HeapCorrupted(a.label, h, f"heap_info.prev {prev:#x} is not {hmax:#x}-aligned")
             h = prev
         else:
             raise HeapCorrupted(a.label, h, f"more than {MAX_HEAPS_PER_ARENA} heaps in the arena")
