@@ -99,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except Exception as e:  # a bug of ours: one line, the traceback with --debug
+        if _debug:
+            raise
+        print(f"mappedtrace: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        print("mappedtrace: hint: run again with --debug for the traceback, and report it", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

@@ -49,6 +49,20 @@ TCB_SCAN = 2304
 #: bytes of static TLS below fs_base (modules' TLS blocks + glibc's surplus)
 #: scanned conservatively, minus the typed blocks of instrumented modules.
 STATIC_TLS_SCAN = 8192
+#: glibc 2.36 functions on the path from main's return (or exit()) to the
+#: exit_group syscall.  At that point their frames hold no pointer into the
+#: program's heap (only argc/argv/envp, libc's own exit-handler lists, which
+#: libc's data also reaches, and stale words from earlier calls); with
+#: ``exit_frames_rootless`` they count as exact frames with no roots instead
+#: of being scanned — the stale words are why a conservative scan of them
+#: misses leaks.  An assumption about glibc, stated here, checked by the leak
+#: corpus tests.
+EXIT_PATH_FUNCTIONS = frozenset({
+    "_exit", "_Exit", "__GI__exit", "__run_exit_handlers", "exit", "__GI_exit",
+    "__libc_start_call_main", "__libc_start_main", "__libc_start_main_impl",
+    "__libc_start_main_alias_2", "_start",
+})
+
 #: registers that can hold a pointer (not rip/segment/flags)
 POINTER_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10",
                 "r11", "r12", "r13", "r14", "r15")
@@ -69,6 +83,7 @@ class RootStats:
     modules_with_maps: list[str] = field(default_factory=list)
     modules_without_maps: list[str] = field(default_factory=list)
     unreadable: int = 0              # locations that could not be evaluated
+    frames_known_rootless: int = 0   # glibc exit-path frames (see EXIT_PATH_FUNCTIONS)
     dead_stack_bytes_skipped: int = 0   # cached stacks of exited threads (stale data)
     threads: int = 0
 
@@ -118,17 +133,23 @@ class RootCollector:
     """
 
     def __init__(self, target: Target, modules, maps_for: Callable[[str], object | None],
-                 unwinder, *, heap_ranges: Iterable[tuple[int, int]] = (), mode: str = "precise"):
+                 unwinder, *, heap_ranges: Iterable[tuple[int, int]] = (),
+                 allocator_ranges: Iterable[tuple[int, int]] = (), mode: str = "precise",
+                 exit_frames_rootless: bool = False):
         self.t = target
         self.modules = modules
         self.maps_for = maps_for
         self.unwinder = unwinder
         self.heap_ranges = list(heap_ranges)
         self.mode = mode
+        self.exit_frames_rootless = exit_frames_rootless and mode == "precise"
         self.roots: list[Root] = []
         self.stats = RootStats(threads=len(target.threads))
         self.warnings: list[str] = []
-        self._exact_ranges: list[tuple[int, int]] = []
+        # ranges never scanned conservatively: typed roots, and the allocator's own
+        # bookkeeping (malloc_state's bins and top point at chunk headers, which
+        # would look like interior pointers into the neighbouring chunks)
+        self._exact_ranges: list[tuple[int, int]] = list(allocator_ranges)
         self._conservative: list[tuple[int, int, str, int | None]] = []
 
     # -- helpers -------------------------------------------------------------
@@ -216,6 +237,11 @@ class RootCollector:
                     self._add(Root("range", v, size, e.type_id, True, f"{desc} slot {_loc_str(e.location)}", th.tid))
                     self._exact_ranges.append((v, v + size))
             return
+        if self.exit_frames_rootless and f.function in EXIT_PATH_FUNCTIONS and \
+                mod is not None and (mod.name.startswith("libc.so") or mod is self.modules.main):
+            self.stats.frames_exact += 1
+            self.stats.frames_known_rootless += 1
+            return
         # no record: uninstrumented code, or an instrumented frame not at a map point
         if bm is not None and bm.function_at(f.pc - mod.bias) is not None and \
                 bm.function_at(f.pc - mod.bias).status != "skipped":
@@ -269,7 +295,7 @@ class RootCollector:
                         if blk is None or sym is None:
                             self.warnings.append(f"thread-local {g.name} of {mod.name} not located")
                             continue
-                        addr = blk + sym.value
+                        addr = blk + sym.addr
                         self._add(Root("range", addr, g.size, g.type_id, True, f"tls {g.name} [{th.tid}]", th.tid))
                         self._exact_ranges.append((addr, addr + g.size))
                         self.stats.tls_typed += 1
@@ -279,8 +305,12 @@ class RootCollector:
                     self.stats.globals_typed += 1
         for th in self.t.threads:
             fs = th.regs.get("fs_base", 0)
-            if fs:
-                self._scan(fs - STATIC_TLS_SCAN, fs + TCB_SCAN, f"TCB and static TLS [{th.tid}]", th.tid)
+            m = self.t.mapping_at(fs) if fs else None
+            if m is not None:
+                # the TCB and the static TLS blocks lie in one allocation (ld.so's, or
+                # the top of a thread's stack): never scan past the mapping holding them
+                self._scan(max(m.start, fs - STATIC_TLS_SCAN), min(m.end, fs + TCB_SCAN),
+                           f"TCB and static TLS [{th.tid}]", th.tid)
 
     def _anonymous(self) -> None:
         """Anonymous writable mappings that are neither heap nor a live thread's stack.
@@ -298,28 +328,33 @@ class RootCollector:
         for m in self.t.mappings:
             if not (m.readable and m.writable) or m.path != "" or m.size == 0:
                 continue
-            if (m.start, m.end) not in stacks and self._is_dead_thread_stack(m):
-                self.stats.dead_stack_bytes_skipped += m.size
+            tcb = None if (m.start, m.end) in stacks else self._dead_thread_tcb(m)
+            if tcb is not None:
+                # glibc's stack cache still owns the exited thread's struct pthread
+                # (its DTV is malloc'd); the rest of the stack and its TLS are stale
+                lo, hi = tcb, min(m.end, tcb + TCB_SCAN)
+                self.stats.dead_stack_bytes_skipped += m.size - (hi - lo)
+                self._scan(lo, hi, "TCB of an exited thread (glibc stack cache)")
                 continue
             for lo, hi in _subtract([(m.start, m.end)], holes):
                 self._scan(lo, hi, "anonymous mapping")
 
-    def _is_dead_thread_stack(self, m) -> bool:
+    def _dead_thread_tcb(self, m) -> int | None:
         # glibc: struct pthread (the TCB) sits at the top of a thread's stack
         # mapping; tcbhead_t.tcb (offset 0) and .self (offset 16) point to it.
         top = min(m.size, 0x8000)
         try:
             data = self.t.read(m.end - top, top)
         except TargetFault:
-            return False
+            return None
         import numpy as np
         words = np.frombuffer(data, dtype="<u8")
         addrs = np.arange(m.end - top, m.end, 8, dtype=np.uint64)
         hits = np.nonzero(words == addrs)[0]
         for i in hits[:64]:
             if i + 2 < len(words) and words[i + 2] == addrs[i]:
-                return True
-        return False
+                return int(addrs[i])
+        return None
 
     def collect(self) -> RootSet:
         self.frames: dict[int, list] = {}

@@ -6,6 +6,7 @@ process stopped at exit, a snapshot file).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -104,14 +105,16 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) 
     t0 = time.perf_counter()
     unwinder = Unwinder(target, modules)
     collector = RootCollector(target, modules, cache, unwinder,
-                              heap_ranges=_heap_ranges(heap), mode=roots_mode)
+                              heap_ranges=_heap_ranges(heap),
+                              allocator_ranges=_allocator_ranges(heap), mode=roots_mode,
+                              exit_frames_rootless=target.meta.get("mode") == "exit")
     rootset = collector.collect()
     rootset.roots.extend(_allocator_roots(heap))
     timings["roots"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     types = merged_types(cache.maps)
-    graph = mark(target, chunks, rootset.roots, types,
+    graph = mark(target, heap, rootset.roots, types,
                  mode="conservative" if roots_mode == "conservative" else "precise")
     timings["mark"] = time.perf_counter() - t0
 
@@ -120,6 +123,15 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) 
         from .analyses.leaks import find_leaks
         t0 = time.perf_counter()
         report = find_leaks(graph, target)
+        for k_, v in rootset.stats.as_dict().items():
+            if k_ not in ("modules_with_maps", "modules_without_maps"):
+                report.precision.setdefault(k_, v)
+        report.precision["frames_exact"] = rootset.stats.frames_exact
+        report.precision["frames_conservative"] = rootset.stats.frames_conservative
+        report.precision["modules_with_maps"] = [os.path.basename(p) for p in rootset.stats.modules_with_maps]
+        report.precision["modules_without_maps"] = [os.path.basename(p) for p in rootset.stats.modules_without_maps]
+        report.precision["roots_mode"] = roots_mode
+        report.precision["heap_walk_exact"] = bool(getattr(heap, "exact", False))
         timings["leaks"] = time.perf_counter() - t0
 
     warnings = list(target.warnings) + cache.warnings + rootset.warnings + \
@@ -131,18 +143,19 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) 
 
 def _heap_ranges(heap) -> list[tuple[int, int]]:
     """Address ranges that belong to the malloc heap (excluded from anonymous-memory scans)."""
-    fn = getattr(heap, "ranges", None)
-    if callable(fn):
-        return list(fn())
-    out = []
-    for c in heap.chunks():
-        out.append((c.address - 16, c.address + c.size))
+    return [(lo, hi) for lo, hi, *_ in heap.ranges()]
+
+
+def _allocator_ranges(heap) -> list[tuple[int, int]]:
+    """malloc's own state in libc's data: every arena's malloc_state and mp_."""
+    from .heap.glibc import MALLOC_PAR, MSTATE
+    out = [(a.address, a.address + MSTATE.size) for a in heap.arenas]
+    if getattr(heap, "mp_addr", 0):
+        out.append((heap.mp_addr, heap.mp_addr + MALLOC_PAR.size))
     return out
 
 
 def _allocator_roots(heap) -> list[Root]:
     """Chunks the allocator itself holds (each thread's tcache struct): never leaks."""
-    fn = getattr(heap, "internal_chunks", None)
-    if not callable(fn):
-        return []
-    return [Root("value", c.address, 0, 0, True, f"allocator: {why}") for c, why in fn()]
+    return [Root("value", addr, 0, 0, True, f"allocator: tcache of {owner}")
+            for owner, addr in getattr(heap, "tcaches", [])]

@@ -145,7 +145,7 @@ def run_to_exit(argv: list[str], at_exit: Callable[[ExitTarget], None],
                         at_exit(t)
                     finally:
                         t.close()
-                except MappedTraceError as e:   # report it after the program has finished
+                except Exception as e:   # report it after the program has finished
                     error = e
                 for tid in list(held):
                     k.try_ptrace(k.PTRACE_CONT, tid, 0, 0)

@@ -1,0 +1,44 @@
+"""Options and output shared by the analysis commands (run, leaks, graph)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+roots_option = click.option(
+    "--roots", "roots_mode", type=click.Choice(["precise", "conservative"]), default="precise",
+    show_default=True,
+    help="precise: use the maps; conservative: scan every root and object word by word (the LeakSanitizer baseline).")
+
+
+def open_private(path: str):
+    """Open ``path`` for writing with mode 0600 (reports name addresses and contents)."""
+    if path == "-":
+        return sys.stdout
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, "w")
+
+
+def print_warnings(warnings: list[str], limit: int = 20) -> None:
+    seen = []
+    for w in warnings:
+        if w not in seen:
+            seen.append(w)
+    for w in seen[:limit]:
+        click.echo(f"mappedtrace: warning: {w}", err=True)
+    if len(seen) > limit:
+        click.echo(f"mappedtrace: warning: … {len(seen) - limit} more warnings", err=True)
+
+
+def target_from_arg(what: str):
+    """A PID (attach, all threads stopped) or a snapshot file."""
+    from ..errors import MappedTraceError
+    if what.isdigit():
+        from ..target.live import attach
+        return attach(int(what))
+    if not os.path.exists(what):
+        raise MappedTraceError(f"{what}: neither a PID nor an existing snapshot file",
+                               hint="give the PID of a running process or a file written by 'mappedtrace snapshot'")
+    from ..target.core import open_core
+    return open_core(what)

@@ -1,0 +1,27 @@
+"""``mappedtrace graph (PID | FILE) -o FILE.{json,dot}``: export the heap object graph."""
+from __future__ import annotations
+
+import click
+
+from ._analysis_opts import print_warnings, roots_option, target_from_arg
+from ..errors import MappedTraceError
+
+
+@click.command(help="Export the heap object graph (objects, edges, root edges, precision) "
+                    "of a running process or a snapshot as JSON or Graphviz dot.")
+@click.argument("what")
+@click.option("-o", "--output", required=True, metavar="FILE.json|FILE.dot")
+@roots_option
+def command(what: str, output: str, roots_mode: str) -> int:
+    if not output.endswith((".json", ".dot")):
+        raise MappedTraceError(f"{output}: the output must end in .json or .dot")
+    from ..session import analyse
+    from ..reporters import graph_export
+
+    with target_from_arg(what) as target:
+        a = analyse(target, roots_mode=roots_mode, leaks=False)
+    graph_export.export(a.graph, output)
+    g = a.graph
+    click.echo(f"wrote {output}: {len(g)} objects", err=True)
+    print_warnings(a.warnings)
+    return 0

@@ -1,0 +1,33 @@
+"""``mappedtrace leaks (PID | FILE) [--json FILE]``: leaks of a running process or a snapshot."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ._analysis_opts import open_private, print_warnings, roots_option, target_from_arg
+
+LEAK_EXIT_CODE = 23
+
+
+@click.command(help="Report the leaks of a running process (PID: stopped for the analysis, "
+                    "then resumed) or of a snapshot FILE.")
+@click.argument("what")
+@click.option("--json", "json_path", metavar="FILE", help="Write the leak report as JSON to FILE ('-': stdout).")
+@click.option("--exitcode", default=LEAK_EXIT_CODE, show_default=True, type=int,
+              help="Exit code when leaks are found.")
+@roots_option
+@click.option("--width", type=int, default=None, help="Report width (columns).")
+def command(what: str, json_path: str | None, exitcode: int, roots_mode: str, width: int | None) -> int:
+    from ..session import analyse
+    from ..reporters import leaks_report
+
+    with target_from_arg(what) as target:
+        a = analyse(target, roots_mode=roots_mode)
+    if json_path != "-":
+        leaks_report.render(a.leaks, sys.stdout, width=width)
+    if json_path:
+        with open_private(json_path) as f:
+            leaks_report.to_json(a.leaks, f)
+    print_warnings(a.warnings)
+    return exitcode if a.leaks.summary["leaked_objects"] else 0
