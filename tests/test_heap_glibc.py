@@ -334,6 +334,16 @@ def test_program_without_brk_heap(tmp_path, debug, allocate):
     assert heap.ranges()[-1][2] == "mmapped" or heap.ranges()[0][2] == "mmapped"
 
 
+def test_walk_helper(program):
+    """mappedtrace.heap.walk builds the module map itself."""
+    import mappedtrace.heap
+    prog = program("heap_pattern", "0")
+    with mappedtrace.attach(prog.pid) as t:
+        heap = mappedtrace.heap.walk(t)
+    assert heap.stats["uordblks"] == prog.mallinfo2()["uordblks"]
+    assert repr(heap.chunks()) == f"<{len(heap)} chunks>" and heap.chunks()[-1] == list(heap.chunks())[-1]
+
+
 def test_snapshot_file(program, tmp_path):
     """The same walk on an ELF core snapshot of the program."""
     try:

@@ -478,7 +478,9 @@ class GlibcHeap:
         base = self.mp["sbrk_base"] if self.mp else 0
         end = a.top + a.top_size
         m = self.target.mapping_at(a.top)
-        if not base or not (m and m.start <= base < end) or a.flags & NONCONTIGUOUS_BIT:
+        if not base or not (m and m.start <= base <= a.top):
+            # sbrk_base is not in the top chunk's mapping: walk that mapping from its start
+            # (imprecise when the kernel merged it with other anonymous memory)
             base = m.start if m else a.top
         first = base + ((-(base + CHUNK_HDR_SZ)) & (MALLOC_ALIGNMENT - 1))
         a.segments.append(HeapSegment(base, end, first))
