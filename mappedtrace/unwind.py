@@ -861,8 +861,7 @@ class Unwinder:
         if img is not None:
             row = self._image_call(img, lambda: img.cfi.row_for(lookup - img.bias), "CFI")
         regs = frame.regs
-        if row is not None:
-            assert isinstance(row, _Row)
+        if isinstance(row, _Row):
             return self._apply_row(row, regs)
         # no CFI: the rbp chain
         rbp = regs.get("rbp")

@@ -1,9 +1,17 @@
 // unwind_rust: Rust std threads parked in std::thread::sleep and on a Mutex.
 // Prints "ready <pid>" once both workers are parked (the main thread joins).
-use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
+
+// An opaque value (instead of std::hint::black_box, which is inline asm and
+// makes the MappedTrace pass skip the function): keeps the recursion a recursion.
+static OPAQUE: AtomicU64 = AtomicU64::new(1);
+
+fn opaque(v: u64) -> u64 {
+    OPAQUE.fetch_add(v, Ordering::Relaxed)
+}
 
 #[inline(never)]
 fn sleeper(n: u32, acc: u64) -> u64 {
@@ -12,8 +20,8 @@ fn sleeper(n: u32, acc: u64) -> u64 {
             thread::sleep(Duration::from_secs(1000));
         }
     }
-    let a2 = black_box(acc * 3 + n as u64);
-    sleeper(n - 1, a2) + a2
+    let a2 = opaque(acc * 3 + n as u64);
+    sleeper(n - 1, a2) * 3 + a2
 }
 
 #[inline(never)]
@@ -23,8 +31,8 @@ fn waiter(n: u32, m: &Mutex<u64>, b: &Barrier) -> u64 {
         let g = m.lock().unwrap();
         return *g;
     }
-    let v = black_box(n as u64);
-    waiter(n - 1, m, b) + v
+    let v = opaque(n as u64);
+    waiter(n - 1, m, b) * 3 + v
 }
 
 fn main() {

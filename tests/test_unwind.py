@@ -179,6 +179,8 @@ def test_rust_std_sleep_and_mutex(tmp_path):
     assert len(mine) == 3
     joined = [" ".join(_names(f)) for f in mine.values()]
     assert any("sleeper" in j for j in joined) and any("waiter" in j for j in joined), joined
+    # every level of both recursions is a frame of its own (4 sleeper, 5 waiter)
+    assert sum(j.count("sleeper") for j in joined) == 4 and sum(j.count("waiter") for j in joined) == 5
     assert not warnings, warnings
 
 
@@ -372,3 +374,43 @@ def test_malformed_cfi_is_a_warning(tmp_path, what):
     # recurse's frames went on by the rbp chain (built with frame pointers)
     assert [f.how for f in frames if f.function == "recurse"][1:] == ["frame-pointer"] * 4, \
         [(f.function, f.how) for f in frames]
+
+
+def test_rust_instrumented(tmp_path):
+    """Built with ``mappedtrace rustc``: frames agree with LLDB, and the Rust frames that
+    called into std sit at map points."""
+    import shutil
+    import sys
+    from mappedtrace.errors import ToolchainError
+    from mappedtrace.formats.maps import BinaryMaps
+    from mappedtrace.toolchain import plugin_path
+    if not shutil.which("rustc"):
+        pytest.skip("rustc is not installed")
+    try:
+        plugin_path(build=False)
+    except ToolchainError as e:
+        pytest.skip(f"the pass plugin is not built: {e.message} (run: mappedtrace doctor --build)")
+    exe = tmp_path / "urust-mt"
+    r = subprocess.run([sys.executable, "-m", "mappedtrace", "rustc", "-g", "-C", "opt-level=2",
+                        "-o", str(exe), str(SAMPLES_DIR / "unwind_rust.rs")],
+                       capture_output=True, text=True, timeout=110)
+    if r.returncode != 0:
+        pytest.skip(f"mappedtrace rustc failed: {r.stderr.strip()[-300:]}")
+    maps = BinaryMaps.load(str(exe))
+    hits = total = 0
+    with Parked([str(exe)]) as p:
+        tally, mine, warnings = cross_check(p.pid, "rust-instrumented")
+        with mappedtrace.attach(p.pid) as t:
+            u = Unwinder(t)
+            bias = u.modules.main.bias
+            for th in t.threads:
+                for f in u.unwind(th)[1:]:
+                    if f.function and ("sleeper" in f.function or "waiter" in f.function):
+                        total += 1
+                        hits += maps.record_at(f.pc - bias) is not None
+    print(f"rust instrumented: {tally}; {hits}/{total} sleeper/waiter frames at map points")
+    assert not tally.mismatches, "\n".join(tally.mismatches)
+    assert not warnings, warnings
+    if not maps.has_maps:
+        pytest.skip("mappedtrace rustc produced no maps")
+    assert total == 9 and hits == total
