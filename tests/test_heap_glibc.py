@@ -171,9 +171,9 @@ def test_pattern_matches_program_records(program, debug):
         for lst in ("tcache", "fastbin", "unsorted", "smallbin", "largebin", "top"):
             assert f"{a.label}/{lst}" in wheres, (a.label, lst)
     assert len(heap.tcaches) == 4               # one per thread (each made its own)
-    if debug:                                   # found through each thread's DTV
-        tids = sorted(int(x) for x in os.listdir(f"/proc/{prog.pid}/task"))
-        assert sorted(int(o.split()[1]) for o, _ in heap.tcaches) == tids
+    # found through each thread's DTV, or (heuristics) as pointed at from its static TLS
+    tids = sorted(int(x) for x in os.listdir(f"/proc/{prog.pid}/task"))
+    assert sorted(int(o.split()[1]) for o, _ in heap.tcaches) == tids
     tc_chunks = {a - 16 for _, a in heap.tcaches}
     assert all(heap.find(a).chunk_size == 0x290 and heap.find(a).state == "in-use" for a in
                (h + 16 for h in tc_chunks))
@@ -331,6 +331,7 @@ def test_program_without_brk_heap(tmp_path, debug, allocate):
     assert len(mm) == 1 and mm[0].size >= 300000 and mm[0].chunk_size == 300000 + 16 + (-(300000 + 16)) % 4096
     # the only arena chunk in use is the main thread's tcache_perthread_struct
     assert [c.chunk_size for c in heap.in_use() if c.where == "main"] == [0x290]
+    assert [(o, a) for o, a in heap.tcaches] == [(f"thread {p.pid}", heap.in_use()[0].address)]  # empty, still found
     assert heap.ranges()[-1][2] == "mmapped" or heap.ranges()[0][2] == "mmapped"
 
 

@@ -92,6 +92,7 @@ MAX_ARENAS = 1024
 MAX_HEAPS_PER_ARENA = 1 << 16
 MAX_THREADS_LINK_MAP = 4096
 MAX_DEEP_SCAN = 1 << 30            # bytes of anonymous memory searched for mmapped chunks
+TLS_SCAN = 64 << 10                 # bytes below fs_base searched for libc's tcache pointer (heuristics)
 MAX_MEMALIGN_LEAD = 1 << 16         # how far into an mmapped region a memalign'd chunk is looked for
 
 # struct malloc_state (2200 bytes): mutex, flags, have_fastchunks, pad,
@@ -1010,9 +1011,11 @@ class GlibcHeap:
                 return out
             self.exact = False
             self.warnings.append("could not locate libc's TLS block through the DTV; tcaches found by heuristics")
-        # heuristic: in-use 0x290 chunks whose contents are a consistent, non-empty
-        # tcache_perthread_struct (an empty one frees nothing, so missing it changes no answer)
+        # heuristic: in-use 0x290 chunks whose contents are a consistent
+        # tcache_perthread_struct and that are either non-empty or pointed at from
+        # a thread's static TLS (libc's ``tcache`` variable sits below fs_base)
         cand = np.flatnonzero((self.chunk_sizes == TCACHE_CHUNK) & (self.state == IN_USE) & (self.arena_index >= 0))
+        tls_refs = self._tls_references(self.addresses[cand])
         maxc = self.mp["tcache_count"] if self.mp else 0xFFFF
         lane = np.arange(TCACHE.size // 8)
         found: list[int] = []
@@ -1026,11 +1029,33 @@ class GlibcHeap:
                 counts = np.ascontiguousarray(rows[:, :TCACHE_MAX_BINS // 4]).view("<u2")
                 entries = rows[:, TCACHE_MAX_BINS // 4:]
                 ok = (counts <= maxc).all(1) & ((counts == 0) == (entries == 0)).all(1) \
-                    & ((entries & np.uint64(MALLOC_ALIGNMENT - 1)) == 0).all(1) & (entries != 0).any(1)
+                    & ((entries & np.uint64(MALLOC_ALIGNMENT - 1)) == 0).all(1) \
+                    & ((entries != 0).any(1) | np.isin(self.addresses[part], list(tls_refs)))
                 found += self.addresses[part[ok]].tolist()
         for addr in sorted(found):
             if self._looks_like_tcache(addr):
-                out.append((f"tcache@{addr:#x}", addr))
+                owner = f"thread {tls_refs[addr]}" if addr in tls_refs else f"tcache@{addr:#x}"
+                out.append((owner, addr))
+        return out
+
+    def _tls_references(self, addrs: np.ndarray) -> dict[int, int]:
+        """{address: tid} of the ``addrs`` found as words in a thread's static TLS area
+        (the TLS_SCAN bytes below its fs_base, within the mapping)."""
+        out: dict[int, int] = {}
+        if not len(addrs):
+            return out
+        for th in self.target.threads:
+            fs = th.regs.get("fs_base", 0)
+            m = self.target.mapping_at(fs - 8) if fs >= 8 else None
+            if m is None:
+                continue
+            lo = max(m.start, (fs - TLS_SCAN) & ~7)
+            try:
+                w = np.frombuffer(self.target.read(lo, fs - lo), dtype="<u8")
+            except TargetFault:
+                continue
+            for v in np.intersect1d(w, addrs.astype(np.uint64)).tolist():
+                out.setdefault(int(v), th.tid)
         return out
 
     def _looks_like_tcache(self, addr: int) -> bool:
