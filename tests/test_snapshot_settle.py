@@ -107,3 +107,68 @@ def test_cli_reports_settled(instrumented, tmp_path):
     finally:
         p.stdin.close()
         p.wait(timeout=60)
+
+
+_KILL_AFTER = """
+import os, signal, sys
+from mappedtrace.target.live import LiveTarget
+from mappedtrace.target import settle, capture
+lt = LiveTarget(int(sys.argv[1]))
+settle.settle_threads(lt)
+print(sum(t.settle_steps for t in lt.threads), flush=True)
+if sys.argv[2] == "fork":
+    capture.inject_clone(lt)
+os.kill(os.getpid(), signal.SIGKILL)      # die holding every thread, some just single-stepped
+"""
+
+
+@pytest.mark.parametrize("then", ["settle", "fork"])
+def test_tracer_killed_after_single_steps(instrumented, then):
+    """A single step leaves the trap flag set; a tracer killed before detaching must
+    not leave the target to die of SIGTRAP (settle re-stops stepped threads)."""
+    p = subprocess.Popen([instrumented, "2", "0", "64"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("ready")
+        time.sleep(0.05)
+        stepped = 0
+        for _ in range(4):
+            r = subprocess.run([sys.executable, "-c", _KILL_AFTER, str(p.pid), then],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == -9, r.stderr
+            stepped += int(r.stdout.split()[0])
+            time.sleep(0.05)
+            assert p.poll() is None, f"the target died ({p.returncode}) after its tracer was killed"
+        assert stepped > 0
+    finally:
+        p.stdin.close()
+        p.wait(timeout=60)
+    assert p.returncode == 0
+    assert p.stdout.read().count("worker") == 2
+
+
+def test_tracer_killed_at_random_while_settling(instrumented, tmp_path):
+    import random
+    p = subprocess.Popen([instrumented, "4", "0", "64"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    rng = random.Random(7)
+    try:
+        assert p.stdout.readline().startswith("ready")
+        t0 = time.monotonic()
+        r = subprocess.run([MT, "snapshot", str(p.pid), "-o", str(tmp_path / "c.core")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        span = time.monotonic() - t0
+        for i in range(6):
+            sp = subprocess.Popen([MT, "snapshot", str(p.pid), "-o", str(tmp_path / f"k{i}.core"),
+                                   "--max-steps", "1000000"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.4 * span, span))
+            sp.kill()
+            sp.wait()
+            time.sleep(0.05)
+            assert p.poll() is None, f"the target died ({p.returncode})"
+            with open(f"/proc/{p.pid}/stat") as f:
+                assert f.read().rsplit(")", 1)[1].split()[0] not in ("t", "T")
+    finally:
+        p.stdin.close()
+        p.wait(timeout=60)
+    assert p.returncode == 0

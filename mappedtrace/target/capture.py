@@ -38,6 +38,7 @@ from typing import Callable
 
 from . import _kernel as k
 from .base import Mapping, Target, ThreadState
+from . import settle as _settle
 from .live import LiveTarget, ThreadSnapshot, anon_file_ranges, parse_maps
 from ..errors import MappedTraceError, NoSuchProcess, PermissionProblem, TargetFault
 
@@ -469,6 +470,9 @@ def inject_clone(live: LiveTarget) -> int:
         finally:
             k.try_ptrace(k.PTRACE_SETREGS, tid, 0, k.ffi.new("char[]", saved))
             k.try_ptrace(k.PTRACE_SETOPTIONS, tid, 0, 0)
+            # the single step left TF set: clear it now (see settle.disarm_single_step)
+            if tid in live.stopped_tids:
+                _settle.disarm_single_step(live, tid)
         if child:
             return child
         if result != -EINVAL:
@@ -598,7 +602,6 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
     :returns: a :class:`CapturedTarget`; ``close()`` it when done.
     """
     from .live import check_pid
-    from . import settle as _settle
     if mode not in MODES:
         raise MappedTraceError(f"unknown capture mode {mode!r}; choose one of {', '.join(MODES)}")
     check_pid(pid)

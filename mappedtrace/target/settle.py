@@ -158,6 +158,9 @@ def settle_threads(live, maps=None, *, max_steps: int | None = None,
         else:
             t.settle, t.settle_steps = _step_thread(live, t, cls, max_steps, max_ns)
             stepped = True
+            if t.tid in live.stopped_tids and t.settle_steps and not disarm_single_step(live, t.tid):
+                live.warnings.append(f"thread {t.tid}: could not re-stop it after single-stepping")
+                t.settle = UNSETTLED
     live.meta["settle_ns"] = time.perf_counter_ns() - t_all
     if stepped:
         live.refresh()
@@ -196,6 +199,51 @@ def _step_thread(live, t: ThreadState, cls: _Classifier, max_steps: int, max_ns:
             # left instrumented code: every instrumented caller sits at a call site
             return UNINSTRUMENTED, steps + 1
     return UNSETTLED, max_steps
+
+
+def disarm_single_step(live, tid: int) -> bool:
+    """Turn off the trap flag a ``PTRACE_SINGLESTEP`` left set, without running user code.
+
+    After a single step the thread sits in a ptrace stop with ``TF`` still set;
+    ``PTRACE_DETACH`` clears it, but if the tracer dies first (``SIGKILL``) the
+    kernel detaches *without* clearing it and the thread dies of ``SIGTRAP``
+    on its next instruction.  So each stepped thread is re-stopped at once:
+    ``PTRACE_INTERRUPT`` then ``PTRACE_CONT`` — resuming clears the step flag,
+    and the pending interrupt traps the thread again (``PTRACE_EVENT_STOP``) on
+    its way back to user mode, before it executes an instruction.
+
+    :returns: True if the thread is stopped again at the same PC.
+    """
+    try:
+        rip = int.from_bytes(k.get_regs(tid)[16 * 8:17 * 8], "little")
+    except MappedTraceError:
+        return False
+    if k.try_ptrace(k.PTRACE_INTERRUPT, tid) < 0 or k.try_ptrace(k.PTRACE_CONT, tid, 0, 0) < 0:
+        return False
+    for _ in range(16):
+        try:
+            r, st = k.waitpid(tid, k.WALL)
+        except MappedTraceError:
+            live.forget_thread(tid)
+            return False
+        if k.WIFEXITED(st) or k.WIFSIGNALED(st):
+            live.forget_thread(tid)
+            return False
+        if not k.WIFSTOPPED(st):
+            continue
+        if k.EVENT(st) == k.PTRACE_EVENT_STOP:
+            break
+        sig = k.WSTOPSIG(st)
+        if k.EVENT(st) == 0 and sig:
+            live.keep_signal(tid, sig)          # delivered on detach
+        k.try_ptrace(k.PTRACE_INTERRUPT, tid)
+        k.try_ptrace(k.PTRACE_CONT, tid, 0, 0)
+    else:
+        return False
+    try:
+        return int.from_bytes(k.get_regs(tid)[16 * 8:17 * 8], "little") == rip
+    except MappedTraceError:
+        return False
 
 
 def _wait_step(live, tid: int) -> int | None:
