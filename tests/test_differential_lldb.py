@@ -37,7 +37,7 @@ from mappedtrace.formats.maps import BinaryMaps, MapEntry, MapRecord
 from mappedtrace.target.base import DWARF_REGS
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = ["leaky.c", "diff_lists.c", "diff_tree.c"]
+SAMPLES = ["leaky.c", "diff_lists.c", "diff_tree.c", "diff_rust.rs"]
 OPTS = ["-O0", "-O2"]
 #: Visits per call site (loops and recursion hit the same site many times).
 PER_SITE = 3
@@ -64,8 +64,15 @@ def lldb():
 
 
 def _build(src: Path, opt: str, out: Path) -> str:
-    r = subprocess.run([sys.executable, "-m", "mappedtrace", "cc", opt, "-g", "-o", str(out), str(src)],
-                       capture_output=True, text=True, timeout=300)
+    if src.suffix == ".rs":
+        import shutil
+        if not shutil.which("rustc"):
+            pytest.skip("rustc is not installed")
+        cmd = [sys.executable, "-m", "mappedtrace", "rustc", "-C", f"opt-level={opt.lstrip('-O')}", "-g",
+               "-o", str(out), str(src)]
+    else:
+        cmd = [sys.executable, "-m", "mappedtrace", "cc", opt, "-g", "-o", str(out), str(src)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=out.parent)
     if r.returncode != 0:
         err = r.stderr.strip()
         if "not built in this version" in err or " not found" in err:
@@ -171,6 +178,42 @@ def _evaluate(lldb, process, frame, e: MapEntry) -> int | None:
     return None if err.Fail() else v
 
 
+#: Rust types that are a pointer in a wrapper struct (followed through first fields).
+_RUST_POINTERS = ("alloc::boxed::Box<", "alloc::rc::Rc<", "alloc::sync::Arc<", "core::ptr::non_null::NonNull<",
+                  "core::ptr::unique::Unique<")
+
+
+def _as_pointer(var):
+    """``var`` if it is a C/Rust pointer or reference, the pointer inside a
+    Rust ``Box``/``Rc``/``Arc``/``NonNull`` (keeping the outer name and
+    storage), else None."""
+    if var.GetType().IsPointerType() or var.GetType().IsReferenceType():
+        return var
+    name = var.GetType().GetName() or ""
+    if not name.startswith(_RUST_POINTERS):
+        return None
+    inner = var
+    for _ in range(6):                     # Box → Unique → NonNull → *const T
+        if inner.GetNumChildren() < 1:
+            return None
+        inner = inner.GetChildAtIndex(0)
+        if inner.GetType().IsPointerType():
+            return _Named(inner, var)
+    return None
+
+
+class _Named:
+    """A pointer found inside a wrapper: its value, the wrapper's name and storage."""
+
+    def __init__(self, inner, outer):
+        self._inner, self._outer = inner, outer
+
+    def __getattr__(self, attr):
+        if attr in ("GetName", "GetLoadAddress", "GetDeclaration", "GetValueType", "IsInScope"):
+            return getattr(self._outer, attr)
+        return getattr(self._inner, attr)
+
+
 def _is_global(frame, var) -> bool:
     gl = frame.GetThread().GetProcess().GetTarget().FindGlobalVariables(var.GetName(), 4)
     d = var.GetDeclaration()
@@ -207,7 +250,8 @@ def _visit(lldb, process, frame1, rec: MapRecord, maps: BinaryMaps, marks: dict[
         name = var.GetName()
         if var.GetValueType() not in (lldb.eValueTypeVariableLocal, lldb.eValueTypeVariableArgument):
             continue
-        if not var.GetType().IsPointerType():
+        var = _as_pointer(var)
+        if var is None:
             continue
         storage = var.GetLoadAddress()
         if _is_global(frame1, var):
