@@ -50,6 +50,7 @@ struct mt_heap {
     const int64_t *memoff;     /* offset of the chunk's bytes in mem, -1 unreadable */
     const uint8_t *mem;
     uint64_t memlen;
+    const uint64_t *rng;       /* start, size of chunk i at rng[2i], rng[2i+1]: one cache line per probe */
     /* lookup index: the chunks form nseg segments (runs of nearly contiguous
      * chunks, sorted); segment s covers [seg_lo[s], seg_hi[s]) and chunks
      * seg_first[s] .. seg_last[s]-1; it has seg_nb[s] buckets of 1 << seg_shift[s]
@@ -151,15 +152,16 @@ int64_t mt_find(const struct mt_heap *h, uint64_t v)
     int64_t lo = h->bucket[h->seg_boff[s] + bk];
     int64_t z = bk + 1 < h->seg_nb[s] ? h->bucket[h->seg_boff[s] + bk + 1] : h->seg_last[s] - 1;
     int64_t hi = z + 1;                  /* last chunk in [lo, z] with start <= v */
+    const uint64_t *r = h->rng;
     while (lo < hi) {
         int64_t m = (lo + hi) / 2;
-        if (h->starts[m] <= v)
+        if (r[2 * m] <= v)
             lo = m + 1;
         else
             hi = m;
     }
     int64_t i = lo - 1;
-    if (i < h->seg_first[s] || v - h->starts[i] >= h->sizes[i])
+    if (i < h->seg_first[s] || v - r[2 * i] >= r[2 * i + 1])
         return -1;
     return i;
 }

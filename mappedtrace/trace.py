@@ -519,6 +519,9 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
     h.memoff = p(heap.memoff, "int64_t *")
     h.mem = p(heap.mem, "uint8_t *")
     h.memlen = len(heap.mem)
+    rng = np.empty(2 * n, np.uint64)
+    rng[0::2], rng[1::2] = heap.starts, heap.sizes
+    h.rng = p(rng, "uint64_t *")
     if n:
         _index(heap, h, p)
     h.nheapmaps = len(heap.heapmaps)
@@ -801,6 +804,12 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     return g
 
 
+def _edges_sorted(e: np.ndarray) -> bool:
+    src, off = e["src"], e["src_off"]
+    ds = np.diff(src)
+    return bool(np.all((ds > 0) | ((ds == 0) & (off[1:] > off[:-1]))))
+
+
 def _edge_order(e: np.ndarray) -> np.ndarray:
     """Order of edges by (src, src_off): one argsort of a packed u64 key when it fits."""
     src, off = e["src"].astype(np.uint64), e["src_off"]
@@ -826,9 +835,11 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
     ambiguous = (st & ST_AMBIG) != 0
     e = out.edges
     if len(e):
-        drop = ambiguous[e["src"]] & ((e["flags"] & EDGE_TYPEDSCAN) != 0)
-        e = e[~drop]
-        e = e[_edge_order(e)]
+        if ambiguous.any():
+            drop = ambiguous[e["src"]] & ((e["flags"] & EDGE_TYPEDSCAN) != 0)
+            e = e[~drop]
+        if len(e) > 1 and not _edges_sorted(e):
+            e = e[_edge_order(e)]
     live = (e["flags"] & EDGE_UNREACHED) == 0
     ex = (e["flags"] & EDGE_EXACT) != 0
     re = rs.root_edges
