@@ -30,7 +30,8 @@ want=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "setup: installing the mappedtrace package and its test extra" >&2
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e ".[test]"
+    .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v -i "warning\|^ *$" >&2 || true
+    .venv/bin/python -c "import mappedtrace" # the install worked
     echo "$want" > "$stamp"
 fi
 # Build the pass plugin now (cached by source hash), so the first command does not.

@@ -1,0 +1,102 @@
+"""`mappedtrace leaks PID`, `mappedtrace graph`, and their bad inputs, on a live process."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MAPPEDTRACE, SAMPLES, run_mt
+
+TRUTH = re.compile(r"truth leak (0x[0-9a-f]+) (\d+) (\w+)")
+
+
+@pytest.fixture(scope="module")
+def server_exe(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("server") / "leaky_server"
+    r = subprocess.run([MAPPEDTRACE, "cc", "-O2", "-o", str(out), str(SAMPLES / "leaky_server.c")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def start(exe: Path, errfile: Path) -> subprocess.Popen:
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=open(errfile, "w"), text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def finish(p: subprocess.Popen, feed: int = 3) -> str:
+    p.stdin.write("x" * feed)
+    p.stdin.close()
+    out = p.stdout.read()
+    assert p.wait(timeout=60) == 0
+    return out
+
+
+def test_leaks_of_a_live_process_exact_and_target_unharmed(server_exe: Path, tmp_path: Path) -> None:
+    # untraced reference run
+    ref = start(server_exe, tmp_path / "ref.err")
+    expected = finish(ref)
+    p = start(server_exe, tmp_path / "err")
+    try:
+        js = tmp_path / "leaks.json"
+        r = run_mt("leaks", str(p.pid), "--json", str(js))
+        assert r.returncode == 23, r.stderr
+        assert "Traceback" not in r.stderr
+        truth = {int(a, 16): (int(s), k) for a, s, k in TRUTH.findall((tmp_path / "err").read_text())}
+        rep = json.loads(js.read_text())
+        got = {int(l["address"], 16) if isinstance(l["address"], str) else l["address"]: l for l in rep["leaks"]}
+        assert set(got) == set(truth)
+        for a, (size, kind) in truth.items():
+            assert got[a]["kind"] == kind and got[a]["size"] == size
+        assert {got[a]["type"] for a in truth if truth[a][0] < 64} == {"struct session"}
+        assert oct(os.stat(js).st_mode & 0o777) == "0o600"
+        # the process runs on, exactly as before
+        state = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        assert state in ("S", "R")
+        assert finish(p) == expected
+    finally:
+        p.kill()
+
+
+def test_graph_export_json_and_dot(server_exe: Path, tmp_path: Path) -> None:
+    p = start(server_exe, tmp_path / "err")
+    try:
+        for ext in ("json", "dot"):
+            out = tmp_path / f"g.{ext}"
+            r = run_mt("graph", str(p.pid), "-o", str(out))
+            assert r.returncode == 0, r.stderr
+            text = out.read_text()
+            if ext == "json":
+                g = json.loads(text)
+                assert g["nodes"] and "edges" in g and "precision" in g
+            else:
+                assert text.startswith("digraph")
+        finish(p)
+    finally:
+        p.kill()
+
+
+def test_bad_pid_and_bad_file_are_one_line_errors(tmp_path: Path) -> None:
+    r = run_mt("leaks", "999999999")
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "999999999" in r.stderr
+    bogus = tmp_path / "bogus.core"
+    bogus.write_bytes(b"\x7fELF" + os.urandom(200))
+    r = run_mt("leaks", str(bogus))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len([l for l in r.stderr.splitlines() if l.startswith("mappedtrace: error")]) == 1
+    r = run_mt("leaks", str(tmp_path / "missing"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_run_reports_program_exit_code_when_no_leaks(tmp_path: Path) -> None:
+    r = run_mt("run", "--", "sh", "-c", "exit 7")
+    assert r.returncode == 7, r.stderr
+    r = run_mt("run", "--", str(tmp_path / "nonexistent"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "cannot run" in r.stderr
