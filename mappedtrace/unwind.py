@@ -775,6 +775,10 @@ class Unwinder:
         return path, s[0], s[1]  # type: ignore[index]
 
     # -- walking --------------------------------------------------------------
+    def unwind_all(self) -> dict[int, list[Frame]]:
+        """The frames of every thread of the target, by thread id (see :meth:`unwind`)."""
+        return {th.tid: self.unwind(th) for th in self.target.threads}
+
     def unwind(self, thread: ThreadState) -> list[Frame]:
         """The frames of ``thread``, innermost first.
 

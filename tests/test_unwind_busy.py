@@ -68,7 +68,8 @@ def test_interruption_points_match_lldb(tmp_path, opt):
     flags = [f for f in opt.split() if f.startswith("-")]
     exe = build_c(tmp_path, "unwind_busy.c", "busy", *flags, "-g")
     argv = [exe, "1"] + (["vdso"] if "vdso" in opt else [])
-    stops = 25
+    # more stops for a measurement: MAPPEDTRACE_UNWIND_STOPS=200
+    stops = int(os.environ.get("MAPPEDTRACE_UNWIND_STOPS", "25"))
     rng = random.Random(1234)
     total = Tally()
     hows: dict[str, int] = {}

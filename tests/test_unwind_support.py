@@ -94,7 +94,7 @@ def ours(pid: int) -> tuple[dict[int, list[Frame]], list[str]]:
     """Our frames of every thread (ptrace stop, unwind, detach)."""
     with mappedtrace.attach(pid) as t:
         u = Unwinder(t)
-        out = {th.tid: u.unwind(th) for th in t.threads}
+        out = u.unwind_all()
         return out, list(u.warnings)
 
 
