@@ -21,7 +21,7 @@ from mappedtrace.target.base import GPR_NAMES, Target, ThreadState
 from mappedtrace.target.live import parse_maps
 from mappedtrace.unwind import Unwinder
 
-from test_unwind_support import Parked, Tally, build_c, compare, lldb_frames, lldb_module
+from test_unwind_support import SAMPLES, Parked, Tally, build_c, compare, lldb_frames, lldb_module
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -62,11 +62,32 @@ def _wait_state(lldb, listener, proc, want, bound: float = 5.0) -> None:
                 return
 
 
-@pytest.mark.parametrize("opt", ["-O0", "-O2", "-O2 -fomit-frame-pointer", "-O2 vdso"])
+def _build_instrumented(tmp_path, flags: list[str]) -> str:
+    import subprocess
+    import sys
+    from mappedtrace.errors import ToolchainError
+    from mappedtrace.toolchain import plugin_path
+    try:
+        plugin_path(build=False)
+    except ToolchainError as e:
+        pytest.skip(f"the pass plugin is not built: {e.message} (run: mappedtrace doctor --build)")
+    exe = str(tmp_path / "busy-mt")
+    r = subprocess.run([sys.executable, "-m", "mappedtrace", "cc", *flags, "-o", exe,
+                        str(SAMPLES / "unwind_busy.c"), "-lpthread"],
+                       capture_output=True, text=True, timeout=100)
+    if r.returncode != 0:
+        pytest.skip(f"mappedtrace cc failed: {r.stderr.strip()[-300:]}")
+    return exe
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O2", "-O2 -fomit-frame-pointer", "-O2 vdso", "mappedtrace-cc -O2"])
 def test_interruption_points_match_lldb(tmp_path, opt):
     lldb = lldb_module()
     flags = [f for f in opt.split() if f.startswith("-")]
-    exe = build_c(tmp_path, "unwind_busy.c", "busy", *flags, "-g")
+    if opt.startswith("mappedtrace-cc"):
+        exe = _build_instrumented(tmp_path, flags)
+    else:
+        exe = build_c(tmp_path, "unwind_busy.c", "busy", *flags, "-g")
     argv = [exe, "1"] + (["vdso"] if "vdso" in opt else [])
     # more stops for a measurement: MAPPEDTRACE_UNWIND_STOPS=200
     stops = int(os.environ.get("MAPPEDTRACE_UNWIND_STOPS", "25"))
