@@ -131,7 +131,7 @@ class HeapCorrupted(BadData):
     (its header, as glibc's ``mchunkptr``)."""
 
     def __init__(self, where: str, chunk: int, message: str):
-        super().__init__(where, None, f"chunk at {chunk:#x}: {message}",
+        super().__init__(f"glibc heap, {where}", None, f"chunk at {chunk:#x}: {message}",
                          hint="the heap is corrupted (a buffer overflow or a use after free in the program?)")
         self.chunk = chunk
 
