@@ -383,7 +383,14 @@ class GlibcHeap:
             self._locate_exact(syms)
         else:
             self._locate_heuristic()
-        self._walk_all()
+        try:
+            self._walk_all()
+        except HeapCorrupted as e:
+            locked = [a.label for a in self.arenas if a.raw and a.raw[F_MUTEX]]
+            if locked:
+                e.hint = (f"arena {', '.join(locked)} was locked: a thread was inside malloc or free when the "
+                          "process was stopped; stop it again")
+            raise
         self._mem = None            # the segment bytes are not kept (a 1 GiB heap would stay in memory)
 
     # ------------------------------------------------------------------
