@@ -510,3 +510,34 @@ def test_random_damage_gives_typed_errors(program, tmp_path, debug):
         assert outcomes["error"] > 10 and outcomes["ok"] > 5, outcomes
     finally:
         snap.close()
+
+
+def test_busy_allocator(bins, tmp_path):
+    """Threads that malloc and free without pause, stopped at random points (inside malloc too):
+    every walk ends quickly with a heap or a typed one-line error; most succeed."""
+    from mappedtrace.errors import MappedTraceError
+    exe = tmp_path / "heap_busy"
+    subprocess.run([CC, "-O1", "-g", "-pthread", "-o", str(exe), str(SAMPLES / "heap_busy.c")],
+                   check=True, capture_output=True, timeout=60)
+    p = subprocess.Popen([str(exe), "2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    ok = errors = 0
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        for _ in range(12):
+            time.sleep(0.01)
+            with mappedtrace.attach(p.pid) as t:
+                t0 = time.perf_counter()
+                try:
+                    heap = GlibcHeap(t, ModuleMap(t), use_debug_symbols=_libc_debug_file() is not None)
+                    ok += 1
+                    assert len(heap.arenas) == 3 and heap.stats["in_use_blks"] > 1000
+                except MappedTraceError as e:
+                    errors += 1
+                    assert "\n" not in str(e)
+                assert time.perf_counter() - t0 < 10
+    finally:
+        p.kill()
+        p.wait()
+        p.stdin.close()
+        p.stdout.close()
+    assert ok >= 6, (ok, errors)

@@ -385,7 +385,7 @@ class GlibcHeap:
             self._locate_heuristic()
         try:
             self._walk_all()
-        except HeapCorrupted as e:
+        except (HeapCorrupted, HeapError) as e:
             locked = [a.label for a in self.arenas if a.raw and a.raw[F_MUTEX]]
             if locked:
                 e.hint = (f"arena {', '.join(locked)} was locked: a thread was inside malloc or free when the "
