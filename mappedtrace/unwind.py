@@ -565,6 +565,9 @@ class _Symbols:
                     old = seen.get(value)
                     if old is None or rank < old[0]:
                         seen[value] = (rank, size, sym)
+        if elfs:
+            for addr, sym in _plt_stubs(elfs[-1][1]):
+                seen.setdefault(addr, ((0, 0, 0, 0), _PLT_ENTRY, sym))
         items = sorted(seen.items())
         self._addrs = [a for a, _ in items]
         self._vals = [(size, sym) for _, (_rank, size, sym) in items]
@@ -579,6 +582,53 @@ class _Symbols:
         if size and addr >= start + size:
             return None
         return name, addr - start
+
+
+_ELF64_RELA = struct.Struct("<QQq")
+_PLT_ENTRY = 16
+
+
+def _plt_stubs(elf: ELFFile) -> list[tuple[int, str]]:
+    """``(address, "name@plt")`` of each PLT stub of ``.plt`` / ``.plt.sec``.
+
+    A stub is named by the GOT slot its ``jmp *slot(%rip)`` (``ff 25 disp32``,
+    possibly after ``endbr64``/``bnd``) goes through, and the ``.rela.plt``
+    relocation of that slot.  (The order of ``.rela.plt`` does not follow the
+    stubs: libc's has IRELATIVE entries and its own order.)
+    """
+    rela, dynsym = elf.get_section_by_name(".rela.plt"), elf.get_section_by_name(".dynsym")
+    if rela is None or dynsym is None:
+        return []
+    try:
+        relocs = rela.data()
+        syms = dynsym.data()
+        strs = Cursor(elf.get_section(dynsym["sh_link"]).data(), ".dynstr")
+    except (ELFError, ValueError, IndexError):
+        return []
+    slots: dict[int, str] = {}
+    nsyms = len(syms) // _ELF64_SYM.size
+    for off, info, _add in _ELF64_RELA.iter_unpack(relocs[:len(relocs) // _ELF64_RELA.size * _ELF64_RELA.size]):
+        idx = info >> 32
+        if 0 < idx < nsyms:
+            try:
+                slots[off] = strs.cstr_at(_ELF64_SYM.unpack_from(syms, idx * _ELF64_SYM.size)[0])
+            except BadData:
+                continue
+    out = []
+    for secname in (".plt", ".plt.sec"):
+        sec = elf.get_section_by_name(secname)
+        if sec is None or sec["sh_type"] == "SHT_NOBITS":
+            continue
+        data, base = sec.data(), sec["sh_addr"]
+        for pos in range(0, len(data) - _PLT_ENTRY + 1, _PLT_ENTRY):
+            k = data.find(b"\xff\x25", pos, pos + 9)
+            if k < 0 or k + 6 > len(data):
+                continue
+            slot = base + k + 6 + struct.unpack_from("<i", data, k + 2)[0]
+            name = slots.get(slot)
+            if name is not None:
+                out.append((base + pos, name + "@plt"))
+    return out
 
 
 def _debug_file_for(elf: ELFFile) -> str | None:

@@ -234,6 +234,7 @@ def test_plt_entry_cfa_expression(tmp_path):
             regs = dict(caller.regs, rip=plt + bias + off, rsp=rsp)
             fr = Unwinder(t).unwind(ThreadState(t.threads[0].tid, regs))
             assert fr[0].cfa == real[0].cfa, (off, fr[0])
+            assert fr[0].function == "read@plt" and fr[0].symbol_offset == off
             assert [f.pc for f in fr[1:]] == [f.pc for f in real[1:]]
             assert [f.regs for f in fr[1:]] == [f.regs for f in real[1:]]
 
