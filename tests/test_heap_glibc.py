@@ -545,3 +545,58 @@ def test_busy_allocator(bins, tmp_path):
         p.stdin.close()
         p.stdout.close()
     assert ok >= 6, (ok, errors)
+
+
+FOREIGN_SBRK_C = r"""
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+    void *volatile a = malloc(100);
+    printf("live %p %zu\n", a, malloc_usable_size(a));
+    char *f = sbrk(40960);                      /* someone else moves the brk */
+    memset(f, 0x41, 40960);
+    printf("foreign %p\n", (void *)f);
+    for (int i = 0; i < 64; i++) {              /* the heap grows past the gap */
+        void *p = malloc(4000);
+        printf("live %p %zu\n", p, malloc_usable_size(p));
+    }
+    struct mallinfo2 mi = mallinfo2();
+    printf("mallinfo2 arena=%zu uordblks=%zu fordblks=%zu\nready\n", mi.arena, mi.uordblks, mi.fordblks);
+    fflush(stdout);
+    char c; while (read(0, &c, 1) > 0) {}
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("debug", MODES)
+def test_foreign_sbrk_gap(tmp_path, debug):
+    """A program moves the brk itself between mallocs: glibc closes the old segment with two
+    fence posts and goes on after the foreign bytes; the walk crosses the gap."""
+    if not _can_trace():
+        pytest.skip("ptrace of a child is not permitted here")
+    src = tmp_path / "f.c"
+    src.write_text(FOREIGN_SBRK_C)
+    exe = tmp_path / "f"
+    subprocess.run([CC, "-O1", "-o", str(exe), str(src)], check=True, capture_output=True, timeout=60)
+    prog = Program(exe)
+    try:
+        heap = _walk(prog.pid, debug)
+        live = prog.records("live")
+        assert len(live) == 65
+        for addr, usable in live:
+            c = heap.find(int(addr, 16))
+            assert c is not None and (c.address, c.size, c.state) == (int(addr, 16), int(usable), "in-use")
+        foreign = int(prog.records("foreign")[0][0], 16)
+        assert len(heap.main_gaps) == 1
+        lo, hi = heap.main_gaps[0]
+        assert lo <= foreign and foreign + 40960 <= hi and hi - lo < 40960 + 4096
+        assert heap.find(foreign + 100) is None                       # the foreign bytes are no chunk
+        mi = prog.mallinfo2()
+        for key in ("arena", "uordblks", "fordblks"):
+            assert heap.stats[key] == mi[key], key
+    finally:
+        prog.close()

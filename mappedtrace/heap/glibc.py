@@ -93,7 +93,9 @@ MAX_HEAPS_PER_ARENA = 1 << 16
 MAX_THREADS_LINK_MAP = 4096
 MAX_DEEP_SCAN = 1 << 30            # bytes of anonymous memory searched for mmapped chunks
 TLS_SCAN = 64 << 10                 # bytes below fs_base searched for libc's tcache pointer (heuristics)
-MAX_MEMALIGN_LEAD = 1 << 16         # how far into an mmapped region a memalign'd chunk is looked for
+MAX_MEMALIGN_LEAD = 1 << 16
+MAX_GAPS = 64                       # foreign-sbrk gaps crossed in the main heap
+MAX_BRIDGE = 256 << 20              # bytes searched for the segment after a gap         # how far into an mmapped region a memalign'd chunk is looked for
 
 # struct malloc_state (2200 bytes): mutex, flags, have_fastchunks, pad,
 # fastbinsY[10], top, last_remainder, bins[254], binmap[4], next, next_free,
@@ -365,6 +367,8 @@ class GlibcHeap:
         self.arenas: list[Arena] = []
         self.mp: dict[str, int] | None = None
         self._mem = _Memory(target)
+        #: (start, end) of gaps in the brk heap that are not malloc's (foreign sbrk), fence posts included
+        self.main_gaps: list[tuple[int, int]] = []
         self._lists: tuple | None = None
         libc = modules.find("libc.so") or modules.find("libc-")
         if libc is None:
@@ -392,6 +396,8 @@ class GlibcHeap:
                           "process was stopped; stop it again")
             raise
         self._mem = None            # the segment bytes are not kept (a 1 GiB heap would stay in memory)
+        self.warnings = [w.replace("main (heuristic):", "main:") for w in self.warnings]
+        self.warnings = list(dict.fromkeys(self.warnings))      # the heuristics walk the brk heap twice
 
     # ------------------------------------------------------------------
     # locating main_arena, mp_ and the arenas
@@ -545,7 +551,7 @@ class GlibcHeap:
         # The brk heap starts page-aligned at the [heap] mapping; its last chunk is the top chunk.
         first = heap.start + ((-(heap.start + CHUNK_HDR_SZ)) & (MALLOC_ALIGNMENT - 1))
         words = self._mem.add(heap.start, self.target.read(heap.start, heap.size))
-        offs, _ = self._walk_words(words, heap.start, first, heap.end, None, "main (heuristic)")
+        offs, _ = self._walk_words(words, heap.start, first, heap.end, None, "main (heuristic)", gaps=True)
         if not len(offs):
             raise HeapError("the [heap] mapping holds no malloc chunk")
         top = heap.start + int(offs[-1])
@@ -559,7 +565,8 @@ class GlibcHeap:
                 if a < start or a + MSTATE.size > start + len(blob):
                     continue
                 ms = MSTATE.unpack_from(blob, a - start)
-                if ms[F_SYSTEM_MEM] == length and ms[F_NEXT] and not ms[F_NEXT] & 7:
+                # system_mem == length unless someone else took part of the brk heap
+                if 0 < ms[F_SYSTEM_MEM] <= length and ms[F_NEXT] and not ms[F_NEXT] & 7:
                     cands.append(a)
         if len(cands) != 1:
             raise HeapError(f"cannot locate main_arena in libc's data ({len(cands)} candidates)",
@@ -619,14 +626,16 @@ class GlibcHeap:
     # walking
 
     def _walk_words(self, words: memoryview, base: int, first: int, end: int, top: int | None,
-                    label: str) -> tuple[np.ndarray, np.ndarray]:
+                    label: str, gaps: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Chunk header offsets (from ``base``) and raw size fields from ``first`` to ``top`` (or ``end``).
 
         Stops at the top chunk (included), or at the fence posts that close a
         non-last thread heap.  The hot loop only follows size fields (at
         least 32 bytes per step, so it is bounded by the segment's size);
         the headers are checked afterwards with numpy and the first bad one
-        is named.
+        is named.  With ``gaps`` (the main arena), a double fence post (two
+        0x10 chunks: sysmalloc closing a segment when someone else moved the
+        brk) is crossed with :meth:`_bridge`.
         """
         o = (first - base) >> 3
         end_w = (end - base) >> 3
@@ -636,29 +645,42 @@ class GlibcHeap:
                 raise HeapCorrupted(label, top, f"top chunk lies outside its heap [{base:#x}, {end:#x})")
         else:
             lim = end_w - 1             # a header needs two words
-        w = words
-        offs: list[int] = []
-        app = offs.append
-        while o < lim:
-            app(o)
-            s = w[o + 1] >> 3           # size in words, flag bits shifted out
-            if s < 4:                   # below MINSIZE: corrupt, or a fence post
-                break
-            o += s
-        nw = np.frombuffer(words, dtype="<u8")
-        idx = np.asarray(offs, dtype=np.int64)
-        raw = nw[idx + 1] if len(idx) else np.zeros(0, np.uint64)
-        sz = (raw & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
         stop = end_w if top is None else lim
-        bad = (sz < MINSIZE) | (sz & (MALLOC_ALIGNMENT - 1) != 0) | ((raw & np.uint64(IS_MMAPPED)) != 0) \
-            | (idx + (sz >> 3) > stop)
-        if bad.any():
+        w = words
+        nw = np.frombuffer(words, dtype="<u8")
+        parts_i: list[np.ndarray] = []
+        parts_r: list[np.ndarray] = []
+        for _ in range(MAX_GAPS + 1):
+            offs: list[int] = []
+            app = offs.append
+            while o < lim:
+                app(o)
+                s = w[o + 1] >> 3       # size in words, flag bits shifted out
+                if s < 4:               # below MINSIZE: corrupt, or a fence post
+                    break
+                o += s
+            idx = np.asarray(offs, dtype=np.int64)
+            raw = nw[idx + 1] if len(idx) else np.zeros(0, np.uint64)
+            sz = (raw & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
+            bad = (sz < MINSIZE) | (sz & (MALLOC_ALIGNMENT - 1) != 0) | ((raw & np.uint64(IS_MMAPPED)) != 0) \
+                | (idx + (sz >> 3) > stop)
+            if not bad.any():
+                parts_i.append(idx)
+                parts_r.append(raw)
+                break
             i = int(np.flatnonzero(bad)[0])
             off, size, r = int(idx[i]) * 8, int(sz[i]), int(raw[i])
             end_off = end - base
+            nxt_size = int(nw[(off >> 3) + 3]) & ~SIZE_BITS if (off >> 3) + 3 < len(nw) else -1
+            if gaps and i == len(idx) - 1 and size == CHUNK_HDR_SZ and nxt_size == CHUNK_HDR_SZ \
+                    and off + 2 * CHUNK_HDR_SZ < stop * 8:
+                parts_i.append(idx[:-1])
+                parts_r.append(raw[:-1])
+                o = self._bridge(nw, base, off + 2 * CHUNK_HDR_SZ, stop * 8, label)
+                continue
             fence = i == len(idx) - 1 and top is None and (
                 (size == 0 and off + CHUNK_HDR_SZ == end_off) or
-                (size == CHUNK_HDR_SZ and off + 2 * CHUNK_HDR_SZ == end_off and int(nw[(off >> 3) + 3]) >> 3 == 0))
+                (size == CHUNK_HDR_SZ and off + 2 * CHUNK_HDR_SZ == end_off and nxt_size == 0))
             if not fence:
                 why = ("size field is 0" if size == 0 else
                        f"size {size:#x} is below the minimum {MINSIZE:#x}" if size < MINSIZE else
@@ -667,10 +689,16 @@ class GlibcHeap:
                        f"size {size:#x} runs past the heap end {end:#x}" if top is None else
                        f"size {size:#x} runs over the top chunk at {top:#x}")
                 raise HeapCorrupted(label, base + off, why)
-            idx, raw = idx[:-1], raw[:-1]
-        elif top is None:
-            if o != end_w:
-                raise HeapCorrupted(label, base + o * 8, f"chunk header runs past the heap end {end:#x}")
+            parts_i.append(idx[:-1])
+            parts_r.append(raw[:-1])
+            o = end_w
+            break
+        else:
+            raise HeapCorrupted(label, base + o * 8, f"more than {MAX_GAPS} gaps in the main heap")
+        if top is None and o != end_w:
+            raise HeapCorrupted(label, base + o * 8, f"chunk header runs past the heap end {end:#x}")
+        idx = np.concatenate(parts_i)
+        raw = np.concatenate(parts_r)
         if top is not None:
             if o != lim:
                 raise HeapCorrupted(label, top, "top chunk not reached by the walk")
@@ -682,7 +710,49 @@ class GlibcHeap:
             raw = np.append(raw, np.uint64(traw))
         return idx * 8, raw
 
+    def _bridge(self, nw: np.ndarray, base: int, start: int, target: int, label: str) -> int:
+        """Where the main heap goes on after a gap (memory someone else took with sbrk).
+
+        The next segment starts somewhere in ``[start, target)`` (offsets from
+        ``base``); its chunks chain to ``target`` (the top chunk, or the heap
+        end) or to the next double fence post.  Every 16-byte position is
+        tried at once by pointer doubling over "next chunk" links (log2 n
+        numpy gathers); the first one that gets there and has PREV_INUSE set
+        (a segment's first chunk does) is taken.  Imprecision: foreign data in
+        the gap that happens to chain onto the real chunks would be reported
+        as chunks.  Bounded by MAX_BRIDGE bytes.
+        :returns: the word index where the walk resumes
+        """
+        start += (-(base + start)) & (MALLOC_ALIGNMENT - 1)
+        if target - start > MAX_BRIDGE:
+            raise HeapCorrupted(label, base + start - 2 * CHUNK_HDR_SZ, f"fence posts followed by a gap of "
+                                f"{target - start:#x} bytes: too far to search for the next segment")
+        pos = np.arange(start, target, MALLOC_ALIGNMENT, dtype=np.int64)
+        n = len(pos)
+        if n == 0:
+            return target >> 3
+        raw = nw[(pos >> 3) + 1]
+        size = (raw & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
+        fence = (size == CHUNK_HDR_SZ) & np.append((size[1:] == CHUNK_HDR_SZ), False)
+        ok = (size >= MINSIZE) & (size % MALLOC_ALIGNMENT == 0) & ((raw & np.uint64(IS_MMAPPED)) == 0) \
+            & (pos + size <= target)
+        nxt = np.where(ok, (pos + size - start) // MALLOC_ALIGNMENT, n + 1)
+        nxt = np.where(fence, n, nxt)                       # a following segment's end counts as arrival
+        nxt = np.append(nxt, [n, n + 1])                    # n: arrived, n + 1: dead end
+        for _ in range(max(1, int(n).bit_length())):
+            nxt = nxt[nxt]
+        good = np.flatnonzero((nxt[:n] == n) & ((raw & np.uint64(PREV_INUSE)) != 0) & ok)
+        if not len(good):
+            raise HeapCorrupted(label, base + start - 2 * CHUNK_HDR_SZ, "fence posts, and no chunk after them "
+                                "leads to the top chunk")
+        resume = int(pos[good[0]])
+        self.warnings.append(f"{label}: gap [{base + start:#x}, {base + resume:#x}) in the brk heap "
+                             "(someone else moved the brk); walk resumed after it")
+        self.main_gaps.append((base + start - 2 * CHUNK_HDR_SZ, base + resume))
+        return resume >> 3
+
     def _walk_all(self) -> None:
+        self.main_gaps = []
         hdrs, raws, arena_idx = [], [], []
         #: per arena: bytes of its segments outside chunks (heap_info, malloc_state, alignment, fence posts)
         self.overhead: dict[str, int] = {}
@@ -700,7 +770,8 @@ class GlibcHeap:
                         raise HeapError(f"{a.label}: heap segment [{seg.start:#x}, {seg.end:#x}) is unreadable: "
                                         f"{e.message}") from None
                     base = seg.start
-                offs, r = self._walk_words(words, base, seg.first_chunk, seg.end, a.top if last else None, a.label)
+                offs, r = self._walk_words(words, base, seg.first_chunk, seg.end, a.top if last else None, a.label,
+                                           gaps=a.is_main)
                 hdrs.append(offs + base)
                 raws.append(r)
                 arena_idx.append(np.full(len(offs), ai, dtype=np.int32))
