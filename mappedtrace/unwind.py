@@ -82,6 +82,16 @@ UCONTEXT_GREGS: dict[str, int] = {
         "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip", "eflags"))
 }
 _GREGS = struct.Struct("<18Q")
+#: Offset of ``uc_mcontext.fpregs`` (pointer to the saved FPU/xsave area) in ``ucontext_t``.
+UCONTEXT_FPREGS_OFFSET = UCONTEXT_MCONTEXT_OFFSET + 23 * 8
+#: ``struct _fpx_sw_bytes`` inside the fxsave area: magic1, extended_size (the
+#: bytes of the whole saved area), xfeatures, xstate_size (<asm/sigcontext.h>).
+_FPX_SW_BYTES_OFFSET = 464
+_FPX_SW_BYTES = struct.Struct("<IIQI")
+_FP_XSTATE_MAGIC1 = 0x46505853
+_FXSAVE_SIZE = 512
+#: Most bytes a signal frame may take (ucontext, siginfo, xsave area).
+_MAX_SIGFRAME = 0x10000
 
 #: Registers an unwinder tracks (the general purpose registers and rip).
 _TRACKED = tuple(DWARF_REGS.values())
@@ -881,6 +891,8 @@ class Unwinder:
             frame.cfa = cfa
             if cfa is not None:
                 frame.sp_high = cfa
+            if new_how == "signal":
+                frame.sp_high = self._sigframe_end(rsp, cfa)
             if why:
                 problem = f"{where}: {why}"
                 break
@@ -988,6 +1000,32 @@ class Unwinder:
         if "rip" not in new:
             return new, cfa, "cfi", "the return address is not recoverable"
         return new, cfa, "cfi", None
+
+    def _sigframe_end(self, rsp: int, cfa: int | None) -> int:
+        """End of the signal frame at ``rsp`` (a ``__restore_rt`` frame's stack range).
+
+        On the interrupted stack the CFA (the interrupted rsp) bounds it; on an
+        alternate signal stack the CFA is on another stack, so the frame ends
+        with its saved FPU area (``uc_mcontext.fpregs`` + ``extended_size``).
+        """
+        m = self.target.mapping_at(rsp)
+        if cfa is not None and m is not None and m.contains(cfa - 1) and 0 < cfa - rsp <= _MAX_SIGFRAME:
+            return cfa
+        try:
+            fp = self.target.read_u64(rsp + UCONTEXT_FPREGS_OFFSET)
+            size = _FXSAVE_SIZE
+            if fp:
+                magic, ext, _xf, _xs = _FPX_SW_BYTES.unpack(
+                    self.target.read(fp + _FPX_SW_BYTES_OFFSET, _FPX_SW_BYTES.size))
+                if magic == _FP_XSTATE_MAGIC1:
+                    size = ext
+                end = fp + size
+                if rsp < end <= rsp + _MAX_SIGFRAME:
+                    return end
+        except TargetFault:
+            pass
+        # the ucontext_t and the siginfo_t that follows it, at least
+        return rsp + UCONTEXT_FPREGS_OFFSET + 8 + 1024
 
     def _signal_regs(self, regs: dict[str, int], cfa: int
                      ) -> tuple[dict[str, int], int | None, str, str | None]:

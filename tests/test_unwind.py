@@ -74,9 +74,16 @@ def test_signal_handler_frames(tmp_path, altstack):
     assert set(UCONTEXT_GREGS) - {"eflags"} <= set(interrupted.regs)
     # on_usr1 tail-calls handler_deep at -O2, so it has no frame of its own
     assert names.count("recurse") == 7 and "main" in names and names.count("handler_deep") == 4
+    tramp = frames[i]
+    # the trampoline frame's stack range holds the signal frame, and no more
+    assert 0x200 < tramp.sp_high - tramp.sp_low < 0x4000, hex(tramp.sp_high - tramp.sp_low)
     if altstack:
         # the handler ran on another stack: the walk crossed stacks and went on
-        assert frames[i].sp_low < frames[0].sp_low + (1 << 16) and abs(interrupted.sp_low - frames[i].sp_low) > 1 << 12
+        assert abs(interrupted.sp_low - tramp.sp_low) > 1 << 16
+        # its CFA is the interrupted rsp, on the other stack; its range ends with the xsave area
+        assert tramp.cfa == interrupted.sp_low and tramp.sp_high != tramp.cfa
+    else:
+        assert tramp.sp_high == tramp.cfa == interrupted.sp_low
     assert not warnings, warnings
 
 
