@@ -1211,7 +1211,9 @@ class GlibcHeap:
                      tcache_blks=int(tc.sum()), tcache_bytes=int(cs[tc].sum()),
                      in_use_blks=int(used.sum()), in_use_bytes=int(cs[used].sum()),
                      top=int(cs[top].sum()), overhead=self.overhead.get(a.label, 0),
-                     **{f"{n}_blks": int((sel & (lc == LISTS.index(n))).sum()) for n in ("unsorted", "smallbin", "largebin")})
+                     **{f"{n}_{k}": int(v) for n in ("unsorted", "smallbin", "largebin")
+                        for k, v in (("blks", (sel & (lc == LISTS.index(n))).sum()),
+                                     ("bytes", cs[sel & (lc == LISTS.index(n))].sum()))})
             seg_total = sum(s.end - s.start for s in a.segments)
             if a.segments and seg_total != a.system_mem and not (a.is_main and a.flags & NONCONTIGUOUS_BIT):
                 self.warnings.append(f"{a.label}: heap segments cover {seg_total} bytes, system_mem is {a.system_mem}")
