@@ -352,8 +352,12 @@ class GlibcHeap:
     (mallinfo2's fields ``arena ordblks smblks hblks hblkhd uordblks
     fordblks keepcost fsmblks`` computed from the walk — tcache chunks count
     as in use there, as in glibc — plus ``tcache_blks/bytes``,
-    ``in_use_blks/bytes`` and ``per_arena``), ``tcaches`` (owner, address),
-    ``warnings``, ``exact``.  Column-wise numpy arrays, one row per chunk in
+    ``in_use_blks/bytes`` and ``per_arena``: label → the same per arena with
+    ``system_mem``, ``top``, ``overhead`` and ``unsorted/smallbin/largebin_
+    blks/bytes``), ``tcaches`` (owner, user address of each thread's
+    tcache_perthread_struct), ``mmapped_lead`` (header → memalign offset),
+    ``main_gaps`` (foreign-sbrk gaps), ``warnings``, ``exact``, ``mp``
+    (``mp_`` decoded, or None), ``mp_addr``, ``main_arena_addr``.  Column-wise numpy arrays, one row per chunk in
     address order: ``headers``, ``addresses`` (user pointers), ``usable``,
     ``chunk_sizes``, ``state`` (0 in use, 1 free), ``list_code`` (index into
     :data:`LISTS`, -1 in use), ``arena_index`` (-1 mmapped).
