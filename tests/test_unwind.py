@@ -198,12 +198,6 @@ def test_rust_std_sleep_and_mutex(tmp_path):
     assert not warnings, warnings
 
 
-def test_zz_report():
-    """Print the totals of every cross-check run in this session (see -s)."""
-    print(f"\nunwind cross-check total: {TOTAL}")
-    assert not TOTAL.mismatches
-
-
 def test_debug_frame_when_no_eh_frame(tmp_path):
     """Code without unwind tables but with -g has only .debug_frame: it is used (no fallback)."""
     exe = build_c(tmp_path, "unwind_nocfi.c", "nocfi-g", "-O2", "-g", "-fno-asynchronous-unwind-tables",
@@ -429,3 +423,9 @@ def test_rust_instrumented(tmp_path):
     if not maps.has_maps:
         pytest.skip("mappedtrace rustc produced no maps")
     assert total == 9 and hits == total
+
+
+def test_zz_report():
+    """Print the totals of every cross-check run in this session (see -s)."""
+    print(f"\nunwind cross-check total: {TOTAL}")
+    assert not TOTAL.mismatches
