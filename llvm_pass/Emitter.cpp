@@ -130,7 +130,7 @@ public:
 
 private:
   uint64_t entryTypeId(const MapEntry &E);
-  SmallVector<Value *, 16> deoptOperands(const MapSite &S);
+  SmallVector<Value *, 16> deoptOperands(const MapSite &S, IRBuilder<> *SpillAt);
   Function *thunkFor(CallBase *CB);
   void rewriteCall(CallBase *CB, const MapSite &S, Function *Thunk);
   void insertLoopPoint(const MapSite &S);
@@ -161,13 +161,32 @@ uint64_t Emitter::entryTypeId(const MapEntry &E) {
   return 0;
 }
 
-SmallVector<Value *, 16> Emitter::deoptOperands(const MapSite &S) {
+// How many pointer values one statepoint may ask to keep in registers; the
+// rest are spilled. With more, the register allocator can run out of
+// registers on call-heavy code ("ran out of registers during register
+// allocation" on Lua's lcode.c and lobject.c). A value becomes a
+// spilled one by handing the statepoint an addrspace(1) view of it: that
+// address space is what the "statepoint-example" strategy calls managed,
+// and managed deopt values always get a stack slot (Indirect location).
+static unsigned maxRegisterValues() {
+  if (const char *E = std::getenv("MAPPEDTRACE_MAX_REG_VALUES"))
+    return (unsigned)std::strtoul(E, nullptr, 10);
+  // Lua 5.4 at -O2 builds with 3 (not 4); 2 leaves a margin.
+  return 2;
+}
+
+SmallVector<Value *, 16> Emitter::deoptOperands(const MapSite &S, IRBuilder<> *SpillAt) {
   SmallVector<Value *, 16> Ops;
   Type *I64 = Type::getInt64Ty(Ctx);
+  static const unsigned MaxRegs = maxRegisterValues();
+  unsigned NValues = 0;
   for (const MapEntry &E : S.Entries) {
     uint64_t Desc = (E.IsSlot ? RoleSlot : RoleValue) | (entryTypeId(E) & TypeIdMask);
     Ops.push_back(ConstantInt::get(I64, Desc));
-    Ops.push_back(Replaced.lookup_or(E.V, E.V));
+    Value *V = Replaced.lookup_or(E.V, E.V);
+    if (!E.IsSlot && SpillAt && ++NValues > MaxRegs)
+      V = SpillAt->CreateAddrSpaceCast(V, PointerType::get(Ctx, 1), "mt.spill");
+    Ops.push_back(V);
   }
   return Ops;
 }
@@ -230,7 +249,7 @@ Function *Emitter::thunkFor(CallBase *CB) {
 void Emitter::rewriteCall(CallBase *CB, const MapSite &S, Function *Thunk) {
   IRBuilder<> B(CB);
   uint64_t ID = IdMagic | IdKindCall | (Seq++ & 0xFFFFFFFFFFULL);
-  SmallVector<Value *, 16> Deopt = deoptOperands(S);
+  SmallVector<Value *, 16> Deopt = deoptOperands(S, &B);
   FunctionCallee Callee(CB->getFunctionType(), CB->getCalledOperand());
   SmallVector<Value *, 8> Args(CB->args());
   AttributeList AL = CB->getAttributes();
@@ -294,7 +313,7 @@ void Emitter::insertLoopPoint(const MapSite &S) {
   IRBuilder<> B(S.I);
   uint64_t ID = IdMagic | IdKindLoop | (Seq++ & 0xFFFFFFFFFFULL);
   SmallVector<Value *, 16> Ops{B.getInt64(ID), B.getInt32(0)};
-  for (Value *V : deoptOperands(S))
+  for (Value *V : deoptOperands(S, nullptr))
     Ops.push_back(V);
   Function *SM = Intrinsic::getOrInsertDeclaration(&M, Intrinsic::experimental_stackmap);
   CallInst *C = B.CreateCall(SM, Ops);

@@ -163,12 +163,13 @@ static bool isNamedAggregate(const DICompositeType *C) {
          (!C->getIdentifier().empty() || !C->getName().empty());
 }
 
-// FORMAT.md §3 id of a named struct/union/class (declarations: ":decl").
+// FORMAT.md §3 id of a named struct/union/class: "<kind>:<identifier or
+// name>", without the size, so a pointer to a type that is only declared in
+// one translation unit (opaque `struct x *`) has the id of its definition in
+// another.
 static uint64_t namedId(const DICompositeType *C) {
   StringRef Key = C->getIdentifier().empty() ? C->getName() : C->getIdentifier();
-  if (C->isForwardDecl())
-    return fnv1a(namedKind(C) + ":" + Key.str() + ":decl");
-  return fnv1a(namedKind(C) + ":" + Key.str() + ":" + std::to_string(C->getSizeInBits() / 8));
+  return fnv1a(namedKind(C) + ":" + Key.str());
 }
 
 const DICompositeType *TypeTable::definitionOf(const DICompositeType *C) const {
@@ -402,9 +403,10 @@ uint64_t TypeTable::idOfComposite(const DICompositeType *C, unsigned Depth) {
   StringRef Name = C->getName();
   bool Named = !Ident.empty() || !Name.empty();
   if (C->isForwardDecl()) {
-    R.Kind = KUnknown;
-    R.Id = namedId(C);
-    return add(std::move(R));
+    // Declared only: no entry (a reader treats the id as unknown here and
+    // takes the layout from the chunk that has the definition).
+    DIIds[C] = namedId(C);
+    return namedId(C);
   }
   if (Named) {
     R.Id = namedId(C);

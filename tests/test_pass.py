@@ -255,3 +255,42 @@ def test_second_run_is_a_no_op(plugin, tmp_path):
     twice = (tmp_path / "b.ll").read_text()
     assert twice.count('section ".mtmap"') == 1
     assert twice.count("@llvm.experimental.gc.statepoint") == once.count("@llvm.experimental.gc.statepoint")
+
+
+def test_type_table_layouts(plugin, tmp_path):
+    maps = pytest.importorskip("mappedtrace.formats.maps")
+    exe = tmp_path / "types"
+    _build(plugin, INPUTS / "types.c", exe, "-O1")
+    assert _run([str(exe)]).returncode == 0
+    bm = maps.BinaryMaps.load(str(exe))
+    g = {x.name: x for x in bm.globals}
+    assert "g_no_pointers" not in g
+    assert g["t_pair"].tls and g["g_const"].constant
+    T = bm.types
+    node = next(t for t in T.values() if t.name == "struct node")
+    mixed = T[g["g_mixed"].type_id]
+    assert mixed.size == 16064 and mixed.flags & maps.TYPE_HAS_UNION
+    s = {x.offset: x for x in mixed.slots}
+    assert s[0].flags & maps.SLOT_UNTYPED                      # char*
+    assert s[8].flags & maps.SLOT_FUNCTION                     # void (*)(int)
+    assert s[16].flags & maps.SLOT_CONSERVATIVE and s[16].target == node.id  # union member
+    assert (s[24].count, s[24].stride) == (1000, 16) and s[24].flags & maps.SLOT_UNTYPED
+    assert (s[32].count, s[32].stride) == (1000, 16)
+    assert s[16024].target == node.id and s[16024].flags == 0  # const node_t* via typedef
+    assert s[16040].target == node.id                          # inside an anonymous struct
+    assert [x.offset for x in mixed.slots] == sorted(x.offset for x in mixed.slots)
+    flex = next(t for t in T.values() if t.name == "struct flex")
+    assert flex.flags & maps.TYPE_FLEX and flex.flex_offset == 8
+    assert T[flex.elem_type].slots[0].target == node.id
+    arr = T[g["g_nodes"].type_id]
+    assert arr.kind == "array" and (arr.slots[0].count, arr.slots[0].stride) == (8, 8)
+    either = T[g["g_either"].type_id]
+    assert either.kind == "union" and either.slots[0].flags & maps.SLOT_CONSERVATIVE
+    # the same struct in another translation unit gets the same id
+    other = tmp_path / "other.c"
+    other.write_text("struct node { long v; struct node *next; };\nstruct node *other_root;\n"
+                     "int main(void) { return other_root != 0; }\n")
+    exe2 = tmp_path / "other"
+    _build(plugin, other, exe2, "-O1")
+    bm2 = maps.BinaryMaps.load(str(exe2))
+    assert bm2.types[bm2.globals[0].type_id].slots[0].target == node.id
