@@ -294,3 +294,74 @@ def test_type_table_layouts(plugin, tmp_path):
     _build(plugin, other, exe2, "-O1")
     bm2 = maps.BinaryMaps.load(str(exe2))
     assert bm2.types[bm2.globals[0].type_id].slots[0].target == node.id
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O1", "-O2"])
+def test_record_locations_hold_the_pointers(plugin, tmp_path, opt):
+    """Stop in pause_here() under LLDB; the caller's record must locate the
+    three pointers hold() printed (registers recovered by LLDB's unwinder,
+    stack slots read from memory)."""
+    maps = pytest.importorskip("mappedtrace.formats.maps")
+    try:
+        lldb = tc.import_lldb()
+    except Exception as e:
+        pytest.skip(f"LLDB Python module unavailable: {e}")
+    from mappedtrace.target.base import DWARF_REGS
+    if "LLDB_DEBUGSERVER_PATH" not in os.environ:
+        # LLDB looks for lldb-server-<full version> on PATH; name Debian's.
+        srv = shutil.which("lldb-server-22") or "/usr/lib/llvm-22/bin/lldb-server"
+        if not os.path.exists(srv):
+            pytest.skip("lldb-server-22 is not installed")
+        os.environ["LLDB_DEBUGSERVER_PATH"] = os.path.realpath(srv)
+    exe = tmp_path / "where"
+    _build(plugin, INPUTS / "where.c", exe, opt)
+    bm = maps.BinaryMaps.load(str(exe))
+    out = tmp_path / "out.txt"
+    dbg = lldb.SBDebugger.Create()
+    dbg.SetAsync(False)
+    try:
+        target = dbg.CreateTarget(str(exe))
+        assert target.BreakpointCreateByName("pause_here").GetNumLocations() >= 1
+        info = lldb.SBLaunchInfo([])
+        info.AddOpenFileAction(1, str(out), False, True)
+        err = lldb.SBError()
+        proc = target.Launch(info, err)
+        assert err.Success(), err.GetCString()
+        try:
+            assert proc.GetState() == lldb.eStateStopped
+            frame = proc.GetSelectedThread().GetFrameAtIndex(1)
+            assert frame.GetFunctionName() == "hold"
+            pc = frame.GetPC()
+            rec = bm.record_at(pc)
+            assert rec is not None and rec.kind == "call", hex(pc)
+
+            def reg(n: int) -> int:
+                return frame.FindRegister(DWARF_REGS[n]).GetValueAsUnsigned()
+
+            def word(addr: int) -> int:
+                e = lldb.SBError()
+                v = proc.ReadPointerFromMemory(addr, e)
+                assert e.Success(), hex(addr)
+                return v
+
+            found: set[int] = set()
+            for e in rec.entries:
+                loc = e.location
+                if loc.kind == "Register":
+                    v = reg(loc.dwarf_reg)
+                elif loc.kind == "Direct":
+                    v = reg(loc.dwarf_reg) + loc.offset
+                elif loc.kind == "Indirect":
+                    v = word(reg(loc.dwarf_reg) + loc.offset)
+                else:
+                    continue
+                found.add(word(v) if e.role == "slot" else v)
+            proc.Continue()
+        finally:
+            proc.Kill()
+    finally:
+        lldb.SBDebugger.Destroy(dbg)
+    printed = re.search(r"a=(0x[0-9a-f]+) b=(0x[0-9a-f]+) c=(0x[0-9a-f]+)", out.read_text())
+    assert printed, out.read_text()
+    want = {int(x, 16) for x in printed.groups()}
+    assert want <= found, (sorted(map(hex, want)), sorted(map(hex, found)))
