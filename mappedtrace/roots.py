@@ -247,7 +247,8 @@ class RootCollector:
                 bm.function_at(f.pc - mod.bias).status != "skipped":
             self.stats.frames_unsettled += 1
         self.stats.frames_conservative += 1
-        lo = f.sp_low - (RED_ZONE if f.index == 0 else 0)
+        # the top frame and a frame interrupted by a signal may use the red zone below rsp
+        lo = f.sp_low - (RED_ZONE if f.index == 0 or _interrupted(frames, f) else 0)
         self._scan(lo, f.sp_high, f"{desc} (frame scanned)", th.tid)
         if f.index == 0:
             self._regs(f.regs, th.tid, f"#0 {fname}")
@@ -375,6 +376,11 @@ class RootCollector:
                             self._add(Root("range", s, e - s, 0, False, src, tid))
                             self.stats.bytes_scanned_conservatively += e - s
         return RootSet(self.roots, self.stats, self.frames, self.warnings)
+
+
+def _interrupted(frames, f) -> bool:
+    """``f`` was interrupted by a signal (its registers come from a ucontext)."""
+    return f.how == "signal"
 
 
 def _loc_str(loc) -> str:

@@ -73,7 +73,13 @@ def plugin_path(build: bool = True, quiet: bool = False) -> Path:
         return so
     if not build:
         raise ToolchainError("the pass plugin is not built yet", hint="run: mappedtrace doctor --build")
-    _build_plugin(out, quiet)
+    import fcntl
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one build at a time (parallel tests and make -j all ask at once)
+    with open(out.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not so.exists():
+            _build_plugin(out, quiet)
     return so
 
 
@@ -109,6 +115,16 @@ def _build_plugin(out: Path, quiet: bool) -> None:
     built.rename(tmp / PLUGIN_NAME)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
+    _prune_old_builds(out)
+
+
+def _prune_old_builds(keep: Path, max_kept: int = 4) -> None:
+    """Remove all but the newest few plugin builds (each is rebuilt on demand)."""
+    builds = sorted((p for p in keep.parent.glob("plugin-*") if p.is_dir() and ".tmp" not in p.name),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in builds[max_kept:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def lldb_python_path() -> str | None:
@@ -136,6 +152,10 @@ def import_lldb():
         raise ToolchainError("the LLDB Python module was not found (lldb-22 -P)",
                              hint="apt-get install -y lldb-22 python3-lldb-22")
     sys.path.insert(0, p)
+    # LLDB looks for lldb-server under its unversioned name; Debian ships it here
+    server = Path(f"/usr/lib/llvm-{LLVM_VERSION}/bin/lldb-server")
+    if server.exists():
+        os.environ.setdefault("LLDB_DEBUGSERVER_PATH", str(server))
     try:
         import lldb  # type: ignore
     except ImportError as e:
