@@ -399,7 +399,8 @@ def _scan_roots(target, heap: _Heap, tt: _Types, roots: Sequence[Root], conserva
                 nodes.append(d)
                 tys.append(np.array([ti], np.int64))
                 offs.append(np.array([doff], np.uint64))
-                redges.append((ri, 0, int(d[0]), doff, EDGE_EXACT if (r.exact and not conservative) else 0))
+                redges.append(np.array([(ri, int(d[0]), 0, doff, EDGE_EXACT if (r.exact and not conservative)
+                                         else 0, 0)], ROOT_EDGE_DTYPE))
             elif r.exact and not conservative and r.value:
                 a, b = heap.classify_missing(v)
                 dangling += a
@@ -444,15 +445,16 @@ def _scan_roots(target, heap: _Heap, tt: _Types, roots: Sequence[Root], conserva
         dh = d[hit]
         doff = vals[hit] - heap.starts[dh]
         ef = np.where(exact_mask[hit], EDGE_EXACT, 0) | np.where((fl[hit] & SLOT_WEAK) != 0, EDGE_WEAK, 0)
-        for k in range(len(dh)):
-            redges.append((ri, int(o[hit][k]), int(dh[k]), int(doff[k]), int(ef[k])))
+        if len(dh):
+            re_k = np.zeros(len(dh), ROOT_EDGE_DTYPE)
+            re_k["root"], re_k["dst"], re_k["root_off"] = ri, dh, o[hit]
+            re_k["dst_off"], re_k["flags"] = doff, ef
+            redges.append(re_k)
         follow = (fl[hit] & SLOT_WEAK) == 0
         nodes.append(dh[follow])
         tys.append(tgt[hit][follow])
         offs.append(doff[follow])
-    re = np.zeros(len(redges), ROOT_EDGE_DTYPE)
-    for k, (ri, ro, d, do, f) in enumerate(redges):
-        re[k] = (ri, d, ro, do, f, 0)
+    re = np.concatenate(redges) if redges else np.zeros(0, ROOT_EDGE_DTYPE)
     cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
     return _RootScan(cat(nodes, np.int64), cat(tys, np.int64), cat(offs, np.uint64), re,
                      dangling, static, words)

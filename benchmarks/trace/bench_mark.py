@@ -81,15 +81,17 @@ def run(n: int, size: int, kernels: list[str], modes: list[str], leaks: bool) ->
             t1 = time.perf_counter()
             heap = GlibcHeap(t, ModuleMap(t))
             t2 = time.perf_counter()
+            print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus", flush=True)
             print(f"objects={n} size={size}: attach {t1 - t0:.3f} s, heap walk {t2 - t1:.3f} s "
                   f"({len(heap)} chunks)", flush=True)
             for mode in modes:
                 for kernel in kernels:
-                    a = time.perf_counter()
+                    a, ca = time.perf_counter(), time.process_time()
                     g = mark(t, heap, roots, types, mode=mode, kernel=kernel)
-                    b = time.perf_counter()
+                    b, cb = time.perf_counter(), time.process_time()
                     p = g.precision
-                    line = (f"  {mode:12} {kernel:5}: mark() {b - a:.3f} s (read {p.read_s:.3f} s, "
+                    line = (f"  {mode:12} {kernel:5}: mark() {b - a:.3f} s wall, {cb - ca:.3f} s cpu "
+                            f"({p.objects / (cb - ca) / 1e6:.2f} M objects/s of cpu) (read {p.read_s:.3f} s, "
                             f"kernel {p.mark_s:.3f} s) {p.objects} objects, "
                             f"{p.heap_bytes / 2**30:.2f} GiB, {p.objects / (b - a) / 1e6:.2f} M objects/s, "
                             f"{p.heap_bytes / (b - a) / 1e9:.2f} GB/s; reached {p.objects_reached}, "

@@ -180,6 +180,27 @@ def _wcc(m: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([find(x) for x in range(m)], dtype=np.int64)
 
 
+def _components(m: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(SCC id, WCC label) of ``m`` vertices with edges ``a[i] -> b[i]`` (sorted by a).
+
+    Only the vertices that have an edge go through the Python loops; every
+    other vertex is its own component (a leak heap is mostly such singletons).
+    """
+    comp = np.arange(m, dtype=np.int64)
+    wcc = np.arange(m, dtype=np.int64)
+    if not len(a):
+        return comp, wcc
+    inv = np.unique(np.concatenate([a, b]))
+    k = len(inv)
+    la, lb = np.searchsorted(inv, a), np.searchsorted(inv, b)
+    ptr = np.searchsorted(la, np.arange(k + 1))
+    sub = _tarjan(k, ptr, lb)
+    comp[inv] = m + sub                 # ids past m: never collide with the singletons'
+    wcc[inv] = inv[_wcc(k, la, lb)]
+    _, comp = np.unique(comp, return_inverse=True)
+    return comp.astype(np.int64), wcc
+
+
 def _usable(n: int) -> int:
     """glibc x86-64 malloc usable size for a request of n bytes."""
     return max(32, (n + 8 + 15) & ~15) - 8
@@ -334,17 +355,15 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
         a = b = np.zeros(0, np.int64)
     order = np.lexsort((b, a))
     a, b = a[order], b[order]
-    ptr = np.searchsorted(a, np.arange(m + 1)) if m else np.zeros(1, np.int64)
-    comp = _tarjan(m, ptr, b) if m else np.zeros(0, np.int64)
+    comp, wcc = _components(m, a, b)
     has_in = np.zeros(int(comp.max()) + 1 if m else 0, bool)
-    cross = comp[a] != comp[b] if m else np.zeros(0, bool)
+    cross = comp[a] != comp[b]
     has_in[comp[b[cross]]] = True
     # entry of each SCC: its lowest local index = lowest address (nodes are address-ordered)
     entry = np.full(len(has_in), m, np.int64)
     np.minimum.at(entry, comp, np.arange(m))
     direct = np.zeros(m, bool)
     direct[entry[~has_in]] = True
-    wcc = _wcc(m, a, b) if m else np.zeros(0, np.int64)
 
     inf = _Inferrer(g, unreached)
     levels = max(1, infer_budget)
