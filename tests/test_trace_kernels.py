@@ -204,3 +204,28 @@ def test_bad_inputs():
     g = mark(t, [], [Root("value", 0x99990, 8, NODE, True, "r"), Root("value", 0x1238, 8, NODE, True, "s")], TYPES)
     assert len(g) == 0 and g.precision.dangling_pointers == 1 and g.precision.pointers_to_static == 1
     assert find_leaks(g).summary["leaked_objects"] == 0
+
+
+def test_kernel_build_cache_and_fallback(tmp_path, monkeypatch, capfd):
+    from mappedtrace import _markkernel
+    t, chunks, roots = gen_heap(11, n=120)
+    # a fresh cache: the kernel is built once, with a message on stderr
+    monkeypatch.setenv("MAPPEDTRACE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(_markkernel, "_loaded", None)
+    monkeypatch.setattr(_markkernel, "_failed", False)
+    mod = _markkernel.load()
+    if mod is None:
+        pytest.skip("no C compiler on this host")
+    assert "building the marking kernel" in capfd.readouterr().err
+    assert list((tmp_path / "cache").glob("_mt_mark_*.so"))
+    a = mark(t, chunks, roots, TYPES, kernel="auto")
+    assert a.precision.kernel == "c"
+    # no C kernel: "auto" falls back to numpy with the same graph, "c" is a typed error
+    monkeypatch.setenv("MAPPEDTRACE_NO_CKERNEL", "1")
+    monkeypatch.setattr(_markkernel, "_loaded", None)
+    monkeypatch.setattr(_markkernel, "_failed", False)
+    b = mark(t, chunks, roots, TYPES, kernel="auto")
+    assert b.precision.kernel == "numpy"
+    assert_same_graph(a, b)
+    with pytest.raises(MappedTraceError, match="C marking kernel"):
+        mark(t, chunks, roots, TYPES, kernel="c")
