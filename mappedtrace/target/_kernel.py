@@ -157,6 +157,13 @@ def get_event_msg(tid: int) -> int:
     return int(out[0])
 
 
+def tgkill(tgid: int, tid: int, sig: int) -> int:
+    """tgkill(2); returns 0 or -errno (never raises)."""
+    ffi.errno = 0
+    r = libc.tgkill(tgid, tid, sig)
+    return -ffi.errno if r == -1 else 0
+
+
 def kill(pid: int, sig: int) -> int:
     """kill(2); returns 0 or -errno (never raises: used on cleanup paths)."""
     ffi.errno = 0

@@ -440,9 +440,10 @@ def fork_refused(pid: int) -> str | None:
 def _pick_thread(live: LiveTarget) -> ThreadSnapshot:
     # A thread outside any system call is the simplest to borrow; any works
     # (restart state is restored with the registers), prefer the main thread.
-    ts = [t for t in live.threads if t.tid in live.stopped_tids]
+    ts = [t for t in live.threads if live.can_resume(t.tid)]
     if not ts:
-        raise NoSuchProcess(f"process {live.pid} has no stopped thread left")
+        raise MappedTraceError(f"no thread of process {live.pid} can be borrowed for the fork "
+                               "(all are exiting or hold a signal)")
     out = [t for t in ts if t.regs["orig_rax"] == (1 << 64) - 1]
     main = [t for t in (out or ts) if t.tid == live.pid]
     return (main or out or ts)[0]
@@ -466,13 +467,15 @@ def inject_clone(live: LiveTarget) -> int:
             k.set_options(tid, k.PTRACE_O_TRACECLONE | k.PTRACE_O_TRACEFORK | k.PTRACE_O_TRACEVFORK)
             k.set_regs(tid, ThreadState(tid, regs).pack_regs())
             k.ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0)
-            child, result = _run_injected(live, tid)
+            sigs: list[int] = []
+            child, result = _run_injected(live, tid, sigs)
         finally:
             k.try_ptrace(k.PTRACE_SETREGS, tid, 0, k.ffi.new("char[]", saved))
             k.try_ptrace(k.PTRACE_SETOPTIONS, tid, 0, 0)
-            # the single step left TF set: clear it now (see settle.disarm_single_step)
+            # the single step left TF set: clear it now (see settle.disarm_single_step);
+            # signals suppressed meanwhile are re-sent once the thread is parked
             if tid in live.stopped_tids:
-                _settle.disarm_single_step(live, tid)
+                _settle.disarm_single_step(live, tid, sigs)
         if child:
             return child
         if result != -EINVAL:
@@ -481,7 +484,7 @@ def inject_clone(live: LiveTarget) -> int:
                            f"(errno {-result if result < 0 else '?'})", hint="use --mode stop-copy")
 
 
-def _run_injected(live: LiveTarget, tid: int) -> tuple[int, int]:
+def _run_injected(live: LiveTarget, tid: int, sigs: list[int]) -> tuple[int, int]:
     """Wait for the single-stepped clone; return (child pid or 0, raw result)."""
     child = 0
     for _ in range(_INJECT_ROUNDS):
@@ -505,8 +508,9 @@ def _run_injected(live: LiveTarget, tid: int) -> tuple[int, int]:
                 _hold_child(child)
             return (child if res > 0 else 0), res
         if ev == 0 and sig:
-            # a signal arrived meanwhile: hand it back at detach, finish the step
-            live.keep_signal(tid, sig)
+            # a signal arrived meanwhile: suppress it now, re-send it once parked;
+            # an interrupted clone restarts (-ERESTARTNOINTR) on the next step
+            sigs.append(sig)
         k.ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0)
     raise MappedTraceError(f"the injected clone in thread {tid} did not complete "
                            f"within {_INJECT_ROUNDS} stops", hint="use --mode stop-copy")

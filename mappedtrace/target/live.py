@@ -117,6 +117,7 @@ class LiveTarget(Target):
     def __init__(self, pid: int, *, seized: bool = False):
         super().__init__(pid=pid)
         self._stopped: dict[int, int] = {}      # tid → signal to re-inject on detach
+        self._requeued: set[int] = set()        # threads with re-sent signals pending
         self._mem = None
         self.meta["backend"] = "ptrace"
         #: perf_counter_ns() when the first thread was stopped (the pause starts)
@@ -138,13 +139,28 @@ class LiveTarget(Target):
         """Threads currently held in a ptrace stop."""
         return sorted(self._stopped)
 
-    def keep_signal(self, tid: int, sig: int) -> None:
-        """Remember a signal that arrived for ``tid`` while we held it; it is handed back on detach."""
-        if tid in self._stopped and sig and not self._stopped[tid]:
-            self._stopped[tid] = sig
-        elif tid in self._stopped and sig and self._stopped[tid] != sig:
-            self.warnings.append(f"thread {tid}: signal {sig} arrived while another ({self._stopped[tid]}) "
-                                 "was held; only one is handed back on detach")
+    def can_resume(self, tid: int) -> bool:
+        """Whether we may resume ``tid`` (to single-step it or borrow it for a fork).
+
+        Not a thread parked in a signal-delivery stop (its signal is handed
+        back on detach) nor one whose suppressed signals were re-sent to it
+        (resuming it would meet them again).
+        """
+        return tid in self._stopped and not self._stopped[tid] and tid not in self._requeued
+
+    def requeue_signals(self, tid: int, sigs: list[int]) -> None:
+        """Re-send signals that were suppressed while we drove ``tid``.
+
+        Call only once the thread is parked in a ``PTRACE_EVENT_STOP``: the
+        signals stay pending and are delivered after detach.  A re-sent
+        signal carries a ``tgkill`` siginfo (si_code SI_TKILL, our PID) instead
+        of its original one: a known imprecision for signals that arrive in
+        the few milliseconds a thread is being single-stepped.
+        """
+        for sig in dict.fromkeys(sigs):
+            if sig:
+                k.tgkill(self.pid, tid, sig)
+                self._requeued.add(tid)
 
     def forget_thread(self, tid: int) -> None:
         """A thread exited while stopped (seen by waitpid): stop tracking it."""
@@ -198,11 +214,11 @@ class LiveTarget(Target):
             if ev == k.PTRACE_EVENT_STOP or ev == k.PTRACE_EVENT_CLONE:
                 return
             if ev == 0 and sig not in (0,):
-                # signal-delivery stop: keep the signal for detach, and wait for our interrupt
+                # Signal-delivery stop: leave the thread parked in it and hand the
+                # signal back on detach (the one stop where ptrace injects a signal
+                # with its siginfo intact; in a PTRACE_EVENT_STOP it would be lost).
                 self._stopped[tid] = sig
-                k.try_ptrace(k.PTRACE_INTERRUPT, tid)
-                k.try_ptrace(k.PTRACE_CONT, tid, 0, 0)
-                continue
+                return
             return
 
     # --- reading ----------------------------------------------------------
@@ -271,6 +287,7 @@ class LiveTarget(Target):
             self.resume_t1 = time.perf_counter_ns()
             self.meta["pause_ns"] = self.resume_t1 - self.stop_t0
         self._stopped.clear()
+        self._requeued.clear()
         if self._mem is not None:
             self._mem.close()
             self._mem = None

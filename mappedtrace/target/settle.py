@@ -153,12 +153,13 @@ def settle_threads(live, maps=None, *, max_steps: int | None = None,
             t.settle, t.settle_steps = SETTLED, 0
         elif where == "other":
             t.settle, t.settle_steps = UNINSTRUMENTED, 0
-        elif t.regs["orig_rax"] != _NO_SYSCALL or live.was_stopped or max_steps <= 0:
+        elif (t.regs["orig_rax"] != _NO_SYSCALL or live.was_stopped or max_steps <= 0
+              or not live.can_resume(t.tid)):
             t.settle, t.settle_steps = UNSETTLED, 0
         else:
             t.settle, t.settle_steps = _step_thread(live, t, cls, max_steps, max_ns)
             stepped = True
-            if t.tid in live.stopped_tids and t.settle_steps and not disarm_single_step(live, t.tid):
+            if live.can_resume(t.tid) and t.settle_steps and not disarm_single_step(live, t.tid):
                 live.warnings.append(f"thread {t.tid}: could not re-stop it after single-stepping")
                 t.settle = UNSETTLED
     live.meta["settle_ns"] = time.perf_counter_ns() - t_all
@@ -186,7 +187,8 @@ def _step_thread(live, t: ThreadState, cls: _Classifier, max_steps: int, max_ns:
         sig, ev = k.WSTOPSIG(st), k.EVENT(st)
         if not (ev == 0 and sig == k.SIGTRAP):
             if ev == 0 and sig:
-                live.keep_signal(tid, sig)      # handed back on detach
+                # a signal arrived: stop here; disarm suppresses it and re-sends it
+                disarm_single_step(live, tid, [sig])
             return UNSETTLED, steps + 1
         try:
             pc = int.from_bytes(k.get_regs(tid)[16 * 8:17 * 8], "little")
@@ -201,7 +203,7 @@ def _step_thread(live, t: ThreadState, cls: _Classifier, max_steps: int, max_ns:
     return UNSETTLED, max_steps
 
 
-def disarm_single_step(live, tid: int) -> bool:
+def disarm_single_step(live, tid: int, pending: list[int] | None = None) -> bool:
     """Turn off the trap flag a ``PTRACE_SINGLESTEP`` left set, without running user code.
 
     After a single step the thread sits in a ptrace stop with ``TF`` still set;
@@ -210,16 +212,20 @@ def disarm_single_step(live, tid: int) -> bool:
     on its next instruction.  So each stepped thread is re-stopped at once:
     ``PTRACE_INTERRUPT`` then ``PTRACE_CONT`` — resuming clears the step flag,
     and the pending interrupt traps the thread again (``PTRACE_EVENT_STOP``) on
-    its way back to user mode, before it executes an instruction.
+    its way back to user mode, before it executes an instruction.  Signals
+    met on the way (and ``pending``: one the thread is stopped for now) are
+    suppressed and re-sent once it is parked (:meth:`LiveTarget.requeue_signals`).
 
     :returns: True if the thread is stopped again at the same PC.
     """
+    sigs = list(pending or [])
     try:
         rip = int.from_bytes(k.get_regs(tid)[16 * 8:17 * 8], "little")
     except MappedTraceError:
         return False
     if k.try_ptrace(k.PTRACE_INTERRUPT, tid) < 0 or k.try_ptrace(k.PTRACE_CONT, tid, 0, 0) < 0:
         return False
+    ok = False
     for _ in range(16):
         try:
             r, st = k.waitpid(tid, k.WALL)
@@ -232,13 +238,15 @@ def disarm_single_step(live, tid: int) -> bool:
         if not k.WIFSTOPPED(st):
             continue
         if k.EVENT(st) == k.PTRACE_EVENT_STOP:
+            ok = True
             break
         sig = k.WSTOPSIG(st)
         if k.EVENT(st) == 0 and sig:
-            live.keep_signal(tid, sig)          # delivered on detach
+            sigs.append(sig)                    # suppressed now, re-sent below
         k.try_ptrace(k.PTRACE_INTERRUPT, tid)
         k.try_ptrace(k.PTRACE_CONT, tid, 0, 0)
-    else:
+    live.requeue_signals(tid, sigs)
+    if not ok:
         return False
     try:
         return int.from_bytes(k.get_regs(tid)[16 * 8:17 * 8], "little") == rip
