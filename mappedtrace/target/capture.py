@@ -595,7 +595,8 @@ def capture(live: LiveTarget, mode: str = "stop-copy", **kw) -> CapturedTarget:
 
 
 def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
-                     max_steps: int | None = None, hold_child: bool = False,
+                     max_steps: int | None = None, max_settle_ns: int | None = None,
+                     hold_child: bool = False,
                      progress: Progress | None = None) -> CapturedTarget:
     """Stop, settle, capture and resume process ``pid`` (DESIGN steps 1–3).
 
@@ -636,7 +637,8 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
     live = LiveTarget(pid)
     try:
         if settle:
-            _settle.settle_threads(live, maps, max_steps=max_steps, _maps_loaded=True)
+            _settle.settle_threads(live, maps, max_steps=max_steps, max_ns=max_settle_ns,
+                                   _maps_loaded=True)
         if mode == "fork" and live.was_stopped:
             live.warnings.append("the process was stopped (state T): captured with stop-copy instead of fork")
             mode = "stop-copy"

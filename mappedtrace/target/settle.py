@@ -37,7 +37,7 @@ from ..errors import MappedTraceError
 
 #: default bounds per thread
 MAX_STEPS = 20000
-MAX_NS = 50_000_000
+MAX_NS = 100_000_000
 #: a single step that has not finished after this long is interrupted
 STEP_TIMEOUT_NS = 100_000_000
 _SYSCALL_OPCODES = (b"\x0f\x05", b"\x0f\x34", b"\xcd\x80")
