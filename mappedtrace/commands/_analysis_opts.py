@@ -42,3 +42,36 @@ def target_from_arg(what: str):
                                hint="give the PID of a running process or a file written by 'mappedtrace snapshot'")
     from ..target.core import open_core
     return open_core(what)
+
+
+#: attempts at stopping a live process whose malloc was caught mid-update
+LOCKED_RETRIES = 5
+
+
+def analyse_arg(what: str, **kw):
+    """Analyse a PID or a snapshot file.
+
+    A live process stopped while one of its threads was inside malloc or free
+    (an arena lock held) has a heap in mid-update: it is resumed and stopped
+    again, up to :data:`LOCKED_RETRIES` times; the last attempt's answer is
+    kept with its warning.
+    """
+    import time
+    from ..heap.glibc import HeapCorrupted, HeapError
+    from ..session import analyse
+    attempts = LOCKED_RETRIES if what.isdigit() else 1
+    for i in range(attempts):
+        last = i == attempts - 1
+        try:
+            with target_from_arg(what) as target:
+                a = analyse(target, **kw)
+        except (HeapCorrupted, HeapError) as e:
+            if last or "was locked" not in (e.hint or ""):
+                raise
+            time.sleep(0.02 * (i + 1))
+            continue
+        if not last and any("is locked" in w for w in getattr(a.heap, "warnings", [])):
+            time.sleep(0.02 * (i + 1))
+            continue
+        return a
+    raise AssertionError("unreachable")

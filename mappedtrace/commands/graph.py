@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._analysis_opts import print_warnings, roots_option, target_from_arg
+from ._analysis_opts import print_warnings, roots_option, analyse_arg
 from ..errors import MappedTraceError
 
 
@@ -15,11 +15,9 @@ from ..errors import MappedTraceError
 def command(what: str, output: str, roots_mode: str) -> int:
     if not output.endswith((".json", ".dot")):
         raise MappedTraceError(f"{output}: the output must end in .json or .dot")
-    from ..session import analyse
     from ..reporters import graph_export
 
-    with target_from_arg(what) as target:
-        a = analyse(target, roots_mode=roots_mode, leaks=False)
+    a = analyse_arg(what, roots_mode=roots_mode, leaks=False)
     graph_export.export(a.graph, output)
     g = a.graph
     click.echo(f"wrote {output}: {len(g)} objects", err=True)

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ._analysis_opts import open_private, print_warnings, roots_option, target_from_arg
+from ._analysis_opts import open_private, print_warnings, roots_option, analyse_arg
 
 LEAK_EXIT_CODE = 23
 
@@ -19,11 +19,9 @@ LEAK_EXIT_CODE = 23
 @roots_option
 @click.option("--width", type=int, default=None, help="Report width (columns).")
 def command(what: str, json_path: str | None, exitcode: int, roots_mode: str, width: int | None) -> int:
-    from ..session import analyse
     from ..reporters import leaks_report
 
-    with target_from_arg(what) as target:
-        a = analyse(target, roots_mode=roots_mode)
+    a = analyse_arg(what, roots_mode=roots_mode)
     if json_path != "-":
         leaks_report.render(a.leaks, sys.stdout, width=width)
     if json_path:
