@@ -27,6 +27,12 @@ needs_llvm = pytest.mark.skipif(
     reason="clang-22 / cmake not installed")
 
 
+def _real_warnings(bm) -> list[str]:
+    # LLVM repeats spilled deopt values as GC pointer pairs (FORMAT.md §1):
+    # expected, not a defect of the maps.
+    return [w for w in bm.warnings if "GC pointer locations" not in w]
+
+
 @pytest.fixture(scope="session")
 def plugin() -> str:
     try:
@@ -200,7 +206,7 @@ def test_rustc_leaks_sample(plugin, tmp_path, opt):
     assert {".mtmap", ".llvm_stackmaps"} <= _sections(exe) and _no_textrel(exe)
     maps = pytest.importorskip("mappedtrace.formats.maps")
     bm = maps.BinaryMaps.load(str(exe))
-    assert not bm.warnings
+    assert not _real_warnings(bm)
     fn = {f.name: f for f in bm.functions}
     make_list = next(f for n, f in fn.items() if "make_list" in n)
     assert make_list.status != "skipped" and make_list.n_callsites >= 1

@@ -26,6 +26,12 @@ pytestmark = pytest.mark.skipif(
     reason="LLVM 22 toolchain (clang-22, opt-22, cmake) not installed")
 
 
+def _real_warnings(bm) -> list[str]:
+    # LLVM repeats spilled deopt values as GC pointer pairs (FORMAT.md §1):
+    # expected, not a defect of the maps.
+    return [w for w in bm.warnings if "GC pointer locations" not in w]
+
+
 @pytest.fixture(scope="session")
 def plugin() -> str:
     try:
@@ -157,7 +163,7 @@ def test_leaky_records_and_maps(plugin, tmp_path, opt):
     assert len(set(ids)) == len(ids)
     maps = pytest.importorskip("mappedtrace.formats.maps")
     bm = maps.BinaryMaps.load(str(exe))
-    assert bm.has_maps and not bm.warnings
+    assert bm.has_maps and not _real_warnings(bm)
     assert len(bm.records) == len(ids)
     fn = {f.name: f for f in bm.functions}
     assert fn["leak_things"].status == "instrumented" and fn["leak_things"].n_callsites >= 8
