@@ -165,8 +165,18 @@ def decode_entries(rec: _sm.StackMapRecord, kind: str, where: str,
             w.add("size", f"{where}+{at:#x}: record {rec.id:#x}: a {loc.size}-byte pointer value; "
                           f"only 8-byte values are mapped, pair ignored")
             continue
-        out.append(MapEntry(_ROLE_NAMES[role], tid, loc))
+        key = (role, tid, loc)
+        me = _ENTRY_CACHE.get(key)
+        if me is None:
+            if len(_ENTRY_CACHE) > 1 << 16:
+                _ENTRY_CACHE.clear()
+            me = _ENTRY_CACHE[key] = MapEntry(_ROLE_NAMES[role], tid, loc)
+        out.append(me)
     return out
+
+
+#: Equal entries repeat across records; MapEntry is frozen, so share them.
+_ENTRY_CACHE: dict[tuple, MapEntry] = {}
 
 
 class BinaryMaps:

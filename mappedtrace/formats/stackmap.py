@@ -149,12 +149,14 @@ def _decode_table(c: Cursor) -> StackMapTable:
 
     records: list[StackMapRecord] = []
     owner = iter(f for f in functions for _ in range(f.record_count))
+    cache: dict[tuple, Location] = {}
     for _ in range(nrec):
-        records.append(_decode_record(c, constants, next(owner).address))
+        records.append(_decode_record(c, constants, next(owner).address, cache))
     return StackMapTable(start, c.pos - start, functions, constants, records)
 
 
-def _decode_record(c: Cursor, constants: list[int], function_address: int) -> StackMapRecord:
+def _decode_record(c: Cursor, constants: list[int], function_address: int,
+                   cache: dict[tuple, Location]) -> StackMapRecord:
     rstart = c.pos
     rid, ioff, flags, nloc = c.unpack(RECORD_HEAD, "record header")
     c.check_count(nloc, LOCATION.size, "location")
@@ -162,17 +164,27 @@ def _decode_record(c: Cursor, constants: list[int], function_address: int) -> St
     locs: list[Location] = []
     cidx: dict[int, int] = {}
     for i, (kind, _r, size, reg, _r2, off) in enumerate(LOCATION.iter_unpack(raw)):
+        key = (kind, size, reg, off)
+        loc = cache.get(key)
+        if loc is not None:
+            if kind == 5:
+                cidx[i] = off
+            locs.append(loc)
+            continue
+        # Locations repeat a lot ([rsp+8], Constant 0, …): build each one once.
         name = KIND_NAMES.get(kind)
         at = c.pos + i * LOCATION.size
         if name is None:
             raise c.error(f"location {i} of record {rid:#x} has kind {kind}; known kinds are 1-5", at=at)
+        value = off
         if name == "ConstantIndex":
             if not 0 <= off < len(constants):
                 raise c.error(f"location {i} of record {rid:#x} names constant #{off}; "
                               f"the table has {len(constants)}", at=at)
             cidx[i] = off
-            off = constants[off]
-        locs.append(Location(name, size, reg, off))
+            value = constants[off]
+        loc = cache[key] = Location(name, size, reg, value)
+        locs.append(loc)
     c.skip(nloc * LOCATION.size)
     c.align(8)
     _pad, nlive = c.unpack(LIVEOUT_HEAD, "live-out header")
