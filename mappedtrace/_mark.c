@@ -261,13 +261,15 @@ static int scan_slots(const struct mt_heap *h, const struct mt_types *t, struct 
         uint32_t sfl = t->s_flags[s];
         if (sfl & SLOT_FUNCTION)
             continue;
+        if (limit < 8 || base > limit || t->s_off[s] > limit)
+            continue;           /* offsets are bounded by MAX_OBJECT in trace.py: no wrap below */
         uint64_t cnt = t->s_count[s] ? t->s_count[s] : 1;
         uint64_t stride = t->s_stride[s];
         if (stride == 0)
             cnt = 1;
         for (uint64_t i = 0; i < cnt; i++) {
             uint64_t off = base + t->s_off[s] + i * stride;
-            if (off + 8 > limit || off < base)
+            if (off > limit - 8)
                 break;
             o->counters[2]++;
             uint64_t v = load64(p + off);
@@ -379,6 +381,39 @@ out:
     if (rc)
         o->counters[5]++;
     return rc;
+}
+
+/* Edges in canonical order, (src, src_off), into out: a counting sort by src
+ * (stable: a node's edges were emitted together), then an insertion sort of
+ * each node's few edges by offset (already ascending but for strided slot
+ * runs that interleave).  O(E + nodes).  Returns -1 when out of memory. */
+int mt_sort_edges(const struct mt_edge *e, int64_t n, int64_t nnodes, struct mt_edge *out)
+{
+    int64_t *pos = calloc((size_t)nnodes + 1, sizeof *pos);
+    if (!pos)
+        return -1;
+    for (int64_t i = 0; i < n; i++)
+        pos[e[i].src + 1]++;
+    for (int64_t d = 0; d < nnodes; d++)
+        pos[d + 1] += pos[d];
+    for (int64_t i = 0; i < n; i++)
+        out[pos[e[i].src]++] = e[i];
+    int64_t lo = 0;
+    for (int64_t d = 0; d < nnodes; d++) {
+        int64_t hi = pos[d];
+        for (int64_t i = lo + 1; i < hi; i++) {
+            struct mt_edge x = out[i];
+            int64_t j = i - 1;
+            while (j >= lo && out[j].src_off > x.src_off) {
+                out[j + 1] = out[j];
+                j--;
+            }
+            out[j + 1] = x;
+        }
+        lo = hi;
+    }
+    free(pos);
+    return 0;
 }
 
 void mt_free(void *p)

@@ -41,6 +41,7 @@ int64_t mt_find(const struct mt_heap *h, uint64_t v);
 int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
             int64_t ninit, const int64_t *init_node, const int64_t *init_type,
             const uint64_t *init_off, int conservative);
+int mt_sort_edges(const struct mt_edge *e, int64_t n, int64_t nnodes, struct mt_edge *out);
 void mt_free(void *p);
 """
 

@@ -89,6 +89,8 @@ ST_CQUEUED = 0x20
 SEGMENT_GAP = 64 * 1024
 #: largest single target.read
 READ_PIECE = 64 << 20
+#: bound on type sizes and slot offsets/strides/counts taken from a type table
+MAX_OBJECT = 1 << 40
 #: entries per numpy batch (bounds the fallback's temporary memory)
 NP_BATCH = 1 << 22
 
@@ -348,12 +350,15 @@ def _compile_types(types: dict[int, Any]) -> _Types:
     own_ptr = np.zeros(n, bool)
     for i, tid in enumerate(ids):
         t = types[tid]
-        size[i] = max(0, int(t.size))
+        size[i] = min(max(0, int(t.size)), MAX_OBJECT)
         flags[i] = int(t.flags)
         elem[i] = index.get(int(getattr(t, "elem_type", 0) or 0), -1) if (int(t.flags) & TYPE_FLEX) else -1
-        flex_off[i] = int(getattr(t, "flex_offset", 0) or 0)
+        flex_off[i] = min(max(0, int(getattr(t, "flex_offset", 0) or 0)), MAX_OBJECT)
         slot_lo[i] = len(so)
         for s in sorted(t.slots, key=lambda s: s.offset):
+            if not (0 <= int(s.offset) < MAX_OBJECT and 0 <= int(s.stride) < MAX_OBJECT
+                    and 0 <= int(s.count) < MAX_OBJECT):
+                continue                # nonsense from a damaged table: the slot is ignored
             so.append(int(s.offset))
             sc.append(max(1, int(s.count)))
             ss.append(int(s.stride))
@@ -551,8 +556,9 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
         if rc != 0:
             raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
         ne = int(o.nedges)
-        edges = np.frombuffer(ffi.buffer(o.edges, ne * EDGE_DTYPE.itemsize), EDGE_DTYPE).copy() \
-            if ne else np.zeros(0, EDGE_DTYPE)
+        edges = np.zeros(ne, EDGE_DTYPE)
+        if ne and lib.mt_sort_edges(o.edges, ne, n, ffi.cast("struct mt_edge *", ffi.from_buffer(edges))):
+            raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
     finally:
         lib.mt_free(o.edges)
     return _MarkOut(state, typ, sc, edges, [int(o.counters[i]) for i in range(8)])
