@@ -268,3 +268,49 @@ def test_random_corruption_gives_only_bad_data():
             stackmap.decode(bytes(b), WHERE)
         except BadData:
             pass
+
+
+# ------------------------------------------------- operands → MapEntry
+
+def _record(kind: str, locs) -> stackmap.StackMapRecord:
+    c: list[int] = []
+    blob = mg.encode_table([mg.Fn(0x1000, 8, [mg.Rec(mg.mt_id(kind, 1), 4, locs(c))])], c)
+    return stackmap.decode(blob, WHERE)[0].records[0]
+
+
+def test_entries_from_statepoint_operands():
+    from mappedtrace.formats.maps import _Warnings, decode_entries
+    big = 0x2ABC_DEF0_1234_5678
+    rec = _record("call", lambda c: mg.statepoint_locs(
+        [(mg.descriptor("value", big), ("Register", 8, 3, 0)),          # rbx: callee-saved
+         (mg.descriptor("slot", 7), ("Direct", 8, 7, 32)),
+         (mg.descriptor("value", 0), ("Constant", 8, 0, 0)),            # null: dropped
+         (mg.descriptor("reserved2", 1), ("Indirect", 8, 7, 0)),        # reserved role: warned
+         (mg.descriptor("value", 5), ("Register", 8, 0, 0)),            # rax at a call: warned, dropped
+         (mg.descriptor("slot", 5), ("Indirect", 8, 7, 8))],            # slot not Direct: warned
+        c, gc=[("Indirect", 8, 7, 8), ("Indirect", 8, 7, 8)]))          # GC pairs: ignored silently
+    w = _Warnings()
+    es = decode_entries(rec, "call", WHERE, w)
+    assert [(e.role, e.type_id, e.location.kind) for e in es] == [
+        ("value", big, "Register"), ("slot", 7, "Direct")]
+    lines = w.lines()
+    assert len(lines) == 3 and not any("GC" in l for l in lines)
+    assert any("reserved role 2" in l for l in lines) and any("caller-saved" in l for l in lines)
+
+
+def test_entries_malformed_operands():
+    from mappedtrace.formats.maps import _Warnings, decode_entries
+    rec = _record("call", lambda c: [("Constant", 8, 0, 0), ("Register", 8, 3, 0)])
+    with pytest.raises(BadData, match="statepoint header"):
+        decode_entries(rec, "call", WHERE)
+    rec = _record("call", lambda c: [("Constant", 8, 0, 0)] * 2 + [("Constant", 8, 0, 9)])
+    with pytest.raises(BadData, match="9 deopt operands"):
+        decode_entries(rec, "call", WHERE)
+    rec = _record("loop", lambda c: [("Register", 8, 3, 0), ("Register", 8, 3, 0)])
+    with pytest.raises(BadData, match="constant descriptor"):
+        decode_entries(rec, "loop", WHERE)
+    rec = _record("loop", lambda c: [mg.const_loc(mg.descriptor("value", 3), c), ("Register", 8, 0, 0),
+                                     ("Constant", 8, 0, 1)])
+    w = _Warnings()
+    es = decode_entries(rec, "loop", WHERE, w)          # rax is fine at a loop map point
+    assert [e.location.dwarf_reg for e in es] == [0] and any("odd number" in l for l in w.lines())

@@ -126,11 +126,10 @@ def decode_entries(rec: _sm.StackMapRecord, kind: str, where: str,
         if not 0 <= ndeopt <= len(locs) - STATEPOINT_HEADER:
             raise BadData(where, at, f"call-site record {rec.id:#x} says {ndeopt} deopt operands; "
                                      f"it has {len(locs) - STATEPOINT_HEADER} locations after the header")
+        # After the deopt operands LLVM lists a (base, derived) GC pointer pair
+        # for every deopt value it spilled as a managed pointer: they repeat
+        # deopt locations, so they are ignored without a warning (FORMAT.md §1).
         ops = locs[STATEPOINT_HEADER:STATEPOINT_HEADER + ndeopt]
-        extra = len(locs) - STATEPOINT_HEADER - ndeopt
-        if extra:
-            w.add("gc", f"{where}+{at:#x}: record {rec.id:#x} has {extra} GC pointer locations; "
-                        f"version 1 uses deopt operands only, they are ignored")
     else:
         ops = locs
     if len(ops) % 2:
