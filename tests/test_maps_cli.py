@@ -145,3 +145,17 @@ def test_truncated_sections_in_elf(built, tmp_path):
             assert len(elf.section_bytes(str(out), sec)) == cut
             line = _one_line_error(_maps(str(out)))
             assert f"{sec}+0x" in line, line
+
+
+@pytest.mark.parametrize("width", [80, 132])
+def test_render_text_fixed_width(built, width):
+    """The reporter renders to the stream it is given, within the width, with
+    user strings (``struct [weird] name``) escaped rather than read as markup."""
+    import io
+    from mappedtrace.reporters.maps_report import render_text
+    buf = io.StringIO()
+    render_text(BinaryMaps.load(built["full"]), buf, width=width)
+    out = buf.getvalue()
+    assert max(len(l) for l in out.splitlines()) <= width
+    assert "struct [weird] name" in out and "\x1b[" not in out      # no colour codes off a terminal
+    assert "two_calls" in out and "uses setjmp" in out

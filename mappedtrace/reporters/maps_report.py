@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import IO
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -134,23 +135,30 @@ def render_text(m: BinaryMaps, stream: IO[str], width: int | None = None,
             escape(x["name"] or "?") + (" (rust)" if x["rust"] else "") + (" (-O0)" if x["O0"] else "")
             for x in d["modules"]))
 
-    t = Table(title="functions", title_justify="left")
-    for col in ("function", "address", "size", "status", "calls", "loops", "unmapped", "allocas", "reason"):
-        t.add_column(col, justify="right" if col in ("size", "calls", "loops", "unmapped", "allocas") else "left",
-                     no_wrap=col in ("address", "status"), overflow="fold")
+    t = Table(box=box.SIMPLE_HEAD, title="functions", title_justify="left")
+    name_w = max(12, min(28, con.width - 70, max([len(f["name"]) for f in d["functions"]] + [8])))
+    for col in ("function", "address", "size", "status", "calls", "loops", "unmap", "alloc"):
+        t.add_column(col, justify="right" if col in ("size", "calls", "loops", "unmap", "alloc") else "left",
+                     no_wrap=col != "function", overflow="fold", min_width=name_w if col == "function" else None)
     for f in d["functions"]:
         style = {"instrumented": "green", "partial": "yellow", "skipped": "red"}.get(f["status"], "")
         t.add_row(escape(f["name"]), f"{f['address']:#x}", str(f["size"]),
                   f"[{style}]{f['status']}[/{style}]" if style else f["status"],
                   str(f["n_callsites"]), str(f["n_loop_points"]), str(f["n_unmapped_calls"]),
-                  str(len(f["allocas"])), escape(f["reason"]))
+                  str(len(f["allocas"])))
     con.print(t)
+    why = [f for f in d["functions"] if f["reason"]]
+    if why:
+        con.print("not (fully) instrumented:")
+        for f in why:
+            con.print(f"  {escape(f['name'])} ({f['status']}): {escape(f['reason'])}", soft_wrap=True)
 
     recs = d["records"]
     shown = recs if all_records else recs[:TEXT_RECORD_LIMIT]
-    t = Table(title="map points (call sites and loop map points)", title_justify="left")
+    t = Table(box=box.SIMPLE_HEAD, title="map points (call sites and loop map points)", title_justify="left")
     for col in ("pc", "kind", "function", "entries"):
-        t.add_column(col, no_wrap=col in ("pc", "kind"), overflow="fold")
+        t.add_column(col, no_wrap=col in ("pc", "kind"), overflow="fold",
+                     ratio={"function": 1, "entries": 3}.get(col))
     for r in shown:
         ents = "; ".join(f"{e['role']} {escape(e['type'])} @ {escape(e['location']['text'])}" for e in r["entries"])
         t.add_row(f"{r['pc']:#x}", r["kind"], escape(r["function"]), ents or "-")
@@ -160,7 +168,7 @@ def render_text(m: BinaryMaps, stream: IO[str], width: int | None = None,
 
     if not d["types"]:
         con.print("types: none")
-    t = Table(title="types", title_justify="left")
+    t = Table(box=box.SIMPLE_HEAD, title="types", title_justify="left")
     for col in ("id", "name", "size", "kind", "flags", "pointer slots"):
         t.add_column(col, justify="right" if col == "size" else "left", no_wrap=col == "id", overflow="fold")
     for ty in d["types"]:
@@ -175,7 +183,7 @@ def render_text(m: BinaryMaps, stream: IO[str], width: int | None = None,
     if not d["globals"]:
         con.print("globals: none")
         return
-    t = Table(title="globals", title_justify="left")
+    t = Table(box=box.SIMPLE_HEAD, title="globals", title_justify="left")
     for col in ("global", "address", "size", "type", "flags"):
         t.add_column(col, justify="right" if col == "size" else "left", no_wrap=col == "address", overflow="fold")
     for g in d["globals"]:
