@@ -1,11 +1,22 @@
 """A live process stopped with ptrace (SEIZE + INTERRUPT every thread).
 
-Minimal core of the ptrace backend: stop all threads, read their registers,
-read memory with ``process_vm_readv`` (``/proc/PID/mem`` as fallback), and
-detach so the process runs on exactly as before (a signal that arrived while
-it was stopped is handed back on detach).  Nothing is ever written into the
-target.  If the tracer dies, the kernel detaches the threads itself: SEIZE
-leaves no trace behind (no SIGSTOP is sent).
+The ptrace backend (DESIGN step 1): stop all threads — also threads created
+or exiting while we stop them (``/proc/PID/task`` is re-read until no new
+thread appears) —, read their general, FP (``user_fpregs_struct``) and
+``NT_X86_XSTATE`` registers (``fs_base`` is in the general set), the
+mappings and auxv, read memory with ``process_vm_readv`` (``/proc/PID/mem``
+as fallback), and detach so the process runs on exactly as before:
+
+* a signal that arrived while we stopped a thread leaves that thread parked
+  in its signal-delivery stop and is handed back, siginfo intact, on detach;
+* a process that was in group-stop (state T) stays stopped: SEIZE sends no
+  SIGSTOP, and the kernel re-enters the group stop on detach;
+* if the tracer dies, the kernel detaches the threads itself.
+
+Nothing is ever written into the target's memory.  Settling
+(:mod:`.settle`) and the fork capture (:mod:`.capture`) resume threads
+briefly; they use :meth:`LiveTarget.can_resume` and
+:meth:`LiveTarget.requeue_signals` to keep signal delivery exact.
 """
 from __future__ import annotations
 
