@@ -577,3 +577,31 @@ def test_proc_mem_fallback_reads_the_same(bins, procs):
         finally:
             r.close()
         assert a[:] == b[:]
+
+
+def test_core_refuses_a_rebuilt_binary(bins, procs, tmp_path):
+    """Read-only bytes left out of a snapshot come from the mapped file — only if its
+    build-id is the one recorded in the snapshot."""
+    from mappedtrace.target.core import build_id
+    exe = tmp_path / "snap_heap_copy"
+    shutil.copy(bins["heap"], exe)
+    if not build_id(str(exe)):
+        pytest.skip("the compiler wrote no build-id")
+    p = procs([str(exe), "1", "serve"], stdin=subprocess.PIPE)
+    ct = snapshot_process(p.pid, "stop-copy")
+    path = str(tmp_path / "r.core")
+    write_core(ct, path)
+    ct.close()
+    text = next(m for m in ct.mappings if m.path == str(exe) and m.executable)
+    c = open_core(path)
+    assert len(c.read(text.start, 16)) == 16          # from the file, same build
+    c.close()
+    p.kill()
+    subprocess.run([CC, "-O1", "-o", str(exe), str(SAMPLES / "snap_heap.c")], check=True)
+    c = open_core(path)
+    try:
+        assert any("build-id" in w for w in c.warnings)
+        with pytest.raises(MappedTraceError, match="build-id"):
+            c.read(text.start, 16)
+    finally:
+        c.close()

@@ -241,6 +241,9 @@ class CapturedTarget(Target):
         self.pieces = sorted(pieces, key=lambda p: p.start)
         self._piece_starts = [p.start for p in self.pieces]
         self._files: dict[str, object] = {}
+        #: mapped files that must not be read for bytes missing from the copy
+        #: (a snapshot opened where the file on disk is not the one that was mapped)
+        self.untrusted_files: set[str] = set()
         self._arena: _Arena | None = None
         self._child: int | None = None
 
@@ -279,6 +282,9 @@ class CapturedTarget(Target):
     def _read_file(self, m: Mapping, pos: int, n: int, addr: int, size: int) -> bytes:
         if not m.path.startswith("/") or wants_copy(m):
             raise TargetFault(addr, size)
+        if m.path in self.untrusted_files:
+            raise TargetFault(addr, size, f"cannot read {size} bytes at {addr:#x}: not in the snapshot, "
+                              f"and {m.path} on disk is not the file that was mapped (build-id differs)")
         f = self._files.get(m.path)
         if f is None:
             try:

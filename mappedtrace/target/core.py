@@ -423,6 +423,14 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
         warnings.append("no MappedTrace note: settle states and capture metadata unknown")
     ct = CoreTarget(pid=pid, threads=threads, mappings=mappings, auxv=auxv, exe=exe,
                     pieces=pieces, meta=meta, warnings=warnings)
+    for b in meta.get("binaries", []) if isinstance(meta.get("binaries"), list) else []:
+        # bytes not in the snapshot are read from the mapped files: only from the same build
+        if isinstance(b, dict) and isinstance(b.get("path"), str) and b.get("build_id"):
+            now = build_id(b["path"])
+            if now != b["build_id"]:
+                ct.untrusted_files.add(b["path"])
+                ct.warnings.append(f"{b['path']}: " + ("missing" if not now else "build-id differs from the snapshot's")
+                                   + "; its read-only bytes are not available")
     ct.path = path
     ct._mm = mm
     return ct
