@@ -67,6 +67,11 @@ CallKind classifyCall(const CallBase &CB) {
     return CallKind::Unmapped;
   if (!isa<CallInst>(CB) && !isa<InvokeInst>(CB))
     return CallKind::Unmapped; // callbr
+  // Argument conventions a statepoint cannot carry.
+  for (unsigned I = 0; I < CB.arg_size(); ++I)
+    if (CB.paramHasAttr(I, Attribute::InAlloca) || CB.paramHasAttr(I, Attribute::Preallocated) ||
+        CB.paramHasAttr(I, Attribute::SwiftError))
+      return CallKind::Unmapped;
   return CallKind::Site;
 }
 

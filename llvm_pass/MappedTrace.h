@@ -88,7 +88,6 @@ private:
                    uint64_t Off, uint64_t Count, uint64_t ElemSize,
                    uint32_t ExtraFlags);
 
-  llvm::Module &M;
   const llvm::DataLayout &DL;
   bool Rust = false;
   llvm::DenseMap<const llvm::Metadata *, uint64_t> DIIds;

@@ -15,7 +15,9 @@
 #include "llvm/IR/DebugInfo.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/ADT/STLExtras.h"
 #include <algorithm>
+#include <tuple>
 
 using namespace llvm;
 
@@ -43,7 +45,7 @@ std::string hex(uint64_t V) {
   return S;
 }
 
-TypeTable::TypeTable(Module &M) : M(M), DL(M.getDataLayout()) {
+TypeTable::TypeTable(Module &M) : DL(M.getDataLayout()) {
   DebugInfoFinder F;
   F.processModule(M);
   for (DICompileUnit *CU : F.compile_units())
@@ -471,8 +473,9 @@ uint64_t TypeTable::idOfComposite(const DICompositeType *C, unsigned Depth) {
       R.Flags |= THasUnion;
     appendArray(R.Slots, MR, Off, 1, MR->Size, Extra);
   }
-  std::stable_sort(R.Slots.begin(), R.Slots.end(),
-                   [](const SlotRec &A, const SlotRec &B) { return A.Offset < B.Offset; });
+  llvm::sort(R.Slots, [](const SlotRec &A, const SlotRec &B) {
+    return std::tie(A.Offset, A.Flags, A.Target) < std::tie(B.Offset, B.Flags, B.Target);
+  });
   if (Rust && isErasedRustName(Name)) {
     R.Flags |= TErased;
     DINodeArray TP = C->getTemplateParams();

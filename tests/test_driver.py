@@ -158,6 +158,22 @@ def test_cc_command_line(tmp_path):
 
 
 @needs_llvm
+@pytest.mark.parametrize("lto", ["-flto", "-flto=thin"])
+def test_cc_lto_runs_the_pass_in_lld(plugin, tmp_path, lto):
+    if not tc.find_tool("ld.lld-22"):
+        pytest.skip("lld-22 not installed")
+    exe = tmp_path / "leaky"
+    r = _run([MT, "cc", "-O2", lto, "-o", str(exe), str(SAMPLES / "leaky.c")])
+    assert r.returncode == 0, r.stderr
+    assert _run([str(exe)]).stdout.endswith("kept by an interior pointer\n")
+    maps = pytest.importorskip("mappedtrace.formats.maps")
+    bm = maps.BinaryMaps.load(str(exe))
+    assert len(bm.records) > 10 and any(f.name == "leak_things" for f in bm.functions)
+    # the pre-link compile did not instrument: one chunk only, from the link
+    assert len(bm.functions) == len({f.name for f in bm.functions})
+
+
+@needs_llvm
 def test_cc_exit_code_is_the_compilers(plugin, tmp_path):
     bad = tmp_path / "bad.c"
     bad.write_text("int main(void) { return undefined_thing; }\n")
