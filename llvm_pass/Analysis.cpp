@@ -33,6 +33,24 @@ namespace mappedtrace {
 
 AnalysisKey MappedTraceAnalysis::Key;
 
+// A vector of pointers or a literal struct with pointer fields held as one
+// SSA value (SLP vectors, first-class aggregates): its pointer lanes are
+// recorded one by one (the emitter extracts them at the map point).
+unsigned aggregatePointerCount(Type *T) {
+  if (auto *VT = dyn_cast<FixedVectorType>(T))
+    return VT->getElementType()->isPointerTy() && VT->getNumElements() <= 16
+               ? VT->getNumElements() : 0;
+  if (auto *ST = dyn_cast<StructType>(T)) {
+    if (!ST->isLiteral() || ST->getNumElements() > 16)
+      return 0;
+    unsigned N = 0;
+    for (Type *E : ST->elements())
+      N += E->isPointerTy();
+    return N;
+  }
+  return 0;
+}
+
 bool isCandidate(const Function &F) {
   return !F.isDeclaration() && !F.hasAvailableExternallyLinkage() &&
          !F.hasFnAttribute("mappedtrace-thunk");
@@ -122,6 +140,8 @@ const char *skipReason(Function &F) {
 }
 
 bool isStaticAllocaOf(const Value *V) {
+  if (!V->getType()->isPointerTy())
+    return false;
   const Value *U = getUnderlyingObject(V, 12);
   auto *AI = dyn_cast<AllocaInst>(U);
   return AI && AI->isStaticAlloca();
@@ -232,7 +252,8 @@ void FunctionAnalyzer::collectDebugTypes() {
 
 void FunctionAnalyzer::collectValues() {
   auto Track = [&](Value *V) {
-    if (!V->getType()->isPointerTy() || isStaticAllocaOf(V))
+    if (!(V->getType()->isPointerTy() || aggregatePointerCount(V->getType())) ||
+        isStaticAllocaOf(V))
       return;
     ValIdx[V] = Vals.size();
     Vals.push_back(V);

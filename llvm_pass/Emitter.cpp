@@ -130,7 +130,7 @@ public:
 
 private:
   uint64_t entryTypeId(const MapEntry &E);
-  SmallVector<Value *, 16> deoptOperands(const MapSite &S, IRBuilder<> *SpillAt);
+  SmallVector<Value *, 16> deoptOperands(const MapSite &S, IRBuilder<> &B, bool MaySpill);
   Function *thunkFor(CallBase *CB);
   void rewriteCall(CallBase *CB, const MapSite &S, Function *Thunk);
   void insertLoopPoint(const MapSite &S);
@@ -175,18 +175,32 @@ static unsigned maxRegisterValues() {
   return 2;
 }
 
-SmallVector<Value *, 16> Emitter::deoptOperands(const MapSite &S, IRBuilder<> *SpillAt) {
+SmallVector<Value *, 16> Emitter::deoptOperands(const MapSite &S, IRBuilder<> &B,
+                                                bool MaySpill) {
   SmallVector<Value *, 16> Ops;
   Type *I64 = Type::getInt64Ty(Ctx);
   static const unsigned MaxRegs = maxRegisterValues();
   unsigned NValues = 0;
+  auto Push = [&](uint64_t Desc, Value *V, bool IsSlot) {
+    Ops.push_back(ConstantInt::get(I64, Desc));
+    if (!IsSlot && MaySpill && ++NValues > MaxRegs)
+      V = B.CreateAddrSpaceCast(V, PointerType::get(Ctx, 1), "mt.spill");
+    Ops.push_back(V);
+  };
   for (const MapEntry &E : S.Entries) {
     uint64_t Desc = (E.IsSlot ? RoleSlot : RoleValue) | (entryTypeId(E) & TypeIdMask);
-    Ops.push_back(ConstantInt::get(I64, Desc));
     Value *V = Replaced.lookup_or(E.V, E.V);
-    if (!E.IsSlot && SpillAt && ++NValues > MaxRegs)
-      V = SpillAt->CreateAddrSpaceCast(V, PointerType::get(Ctx, 1), "mt.spill");
-    Ops.push_back(V);
+    Type *T = V->getType();
+    if (E.IsSlot || T->isPointerTy()) {
+      Push(Desc, V, E.IsSlot);
+    } else if (auto *VT = dyn_cast<FixedVectorType>(T)) {
+      for (unsigned I = 0; I < VT->getNumElements(); ++I)
+        Push(RoleValue, B.CreateExtractElement(V, B.getInt64(I), "mt.lane"), false);
+    } else if (auto *ST = dyn_cast<StructType>(T)) {
+      for (unsigned I = 0; I < ST->getNumElements(); ++I)
+        if (ST->getElementType(I)->isPointerTy())
+          Push(RoleValue, B.CreateExtractValue(V, I, "mt.field"), false);
+    }
   }
   return Ops;
 }
@@ -249,7 +263,7 @@ Function *Emitter::thunkFor(CallBase *CB) {
 void Emitter::rewriteCall(CallBase *CB, const MapSite &S, Function *Thunk) {
   IRBuilder<> B(CB);
   uint64_t ID = IdMagic | IdKindCall | (Seq++ & 0xFFFFFFFFFFULL);
-  SmallVector<Value *, 16> Deopt = deoptOperands(S, &B);
+  SmallVector<Value *, 16> Deopt = deoptOperands(S, B, /*MaySpill=*/true);
   FunctionCallee Callee(CB->getFunctionType(), CB->getCalledOperand());
   SmallVector<Value *, 8> Args(CB->args());
   AttributeList AL = CB->getAttributes();
@@ -313,7 +327,7 @@ void Emitter::insertLoopPoint(const MapSite &S) {
   IRBuilder<> B(S.I);
   uint64_t ID = IdMagic | IdKindLoop | (Seq++ & 0xFFFFFFFFFFULL);
   SmallVector<Value *, 16> Ops{B.getInt64(ID), B.getInt32(0)};
-  for (Value *V : deoptOperands(S, nullptr))
+  for (Value *V : deoptOperands(S, B, /*MaySpill=*/false))
     Ops.push_back(V);
   Function *SM = Intrinsic::getOrInsertDeclaration(&M, Intrinsic::experimental_stackmap);
   CallInst *C = B.CreateCall(SM, Ops);

@@ -144,6 +144,9 @@ public:
 /// Has the pass already instrumented \p M (named metadata marker)?
 bool isInstrumented(const llvm::Module &M);
 
+/// Number of pointer lanes/fields of a vector or literal struct SSA type (0 if none).
+unsigned aggregatePointerCount(llvm::Type *T);
+
 /// Is \p F a function the pass would look at (defined, emitted here)?
 bool isCandidate(const llvm::Function &F);
 

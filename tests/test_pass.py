@@ -112,6 +112,18 @@ def test_call_result_and_frame_addresses(liveness):
     assert _site(liveness["alloca_not_value"], "call #0 @malloc") == (set(), set())
 
 
+def test_vector_and_aggregate_values(liveness, plugin, tmp_path):
+    assert _site(liveness["vector_lanes"], "call #0 @g")[0] == {"%v", "%s"}
+    assert _site(liveness["vector_lanes"], "call #1 @use")[0] == {"%s"}
+    obj = tmp_path / "l.o"
+    r = _run([tc.require_tool("clang-22"), "-O0", "-c", f"-fpass-plugin={plugin}", "-o", str(obj),
+              str(INPUTS / "liveness.ll")])
+    assert r.returncode == 0, r.stderr
+    out = _run([tc.require_tool("llvm-readobj-22"), "--stackmap", str(obj)]).stdout
+    # two vector lanes and one struct field: three (descriptor, location) pairs
+    assert "#3: Constant 6, size: 8" in out
+
+
 @pytest.fixture(scope="module")
 def slots(plugin, tmp_path_factory):
     ll = tmp_path_factory.mktemp("slots") / "slots.ll"

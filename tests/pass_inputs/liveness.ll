@@ -103,3 +103,17 @@ define void @alloca_not_value() {
   call void @use(ptr %r)
   ret void
 }
+
+; A vector of pointers and a pointer-holding aggregate live across a call:
+; every pointer lane/field is recorded (the emitter extracts them).
+define ptr @vector_lanes(ptr %a, ptr %b) {
+  %v0 = insertelement <2 x ptr> poison, ptr %a, i64 0
+  %v = insertelement <2 x ptr> %v0, ptr %b, i64 1
+  %s0 = insertvalue { ptr, i64 } poison, ptr %a, 0
+  %s = insertvalue { ptr, i64 } %s0, i64 7, 1
+  call void @g()
+  %x = extractelement <2 x ptr> %v, i64 1
+  call void @use(ptr %x)
+  %y = extractvalue { ptr, i64 } %s, 0
+  ret ptr %y
+}
