@@ -19,7 +19,7 @@ from typing import Callable
 
 from . import _kernel as k
 from .base import Target, ThreadState
-from .live import parse_maps
+from .live import LiveTarget, parse_maps
 from ..errors import MappedTraceError, NoSuchProcess, TargetFault
 
 #: bound on stops handled while the program runs (signals, events)
@@ -50,21 +50,8 @@ class ExitTarget(Target):
             self.threads.append(ThreadState(tid, regs, fp, settle="not-settled", name=_comm(pid, tid)))
         self._mem = None
 
-    def _read(self, addr: int, size: int) -> bytes:
-        try:
-            return k.vm_read(self.pid, addr, size)
-        except TargetFault:
-            pass
-        try:
-            if self._mem is None:
-                self._mem = open(f"/proc/{self.pid}/mem", "rb", buffering=0)
-            self._mem.seek(addr)
-            data = self._mem.read(size)
-        except (OSError, OverflowError, ValueError):
-            raise TargetFault(addr, size) from None
-        if data is None or len(data) != size:
-            raise TargetFault(addr, size)
-        return data
+    # memory is read exactly as from a live process (process_vm_readv, /proc/PID/mem fallback)
+    _read = LiveTarget._read
 
     def close(self) -> None:
         if self._mem is not None:
