@@ -78,7 +78,7 @@ CallKind classifyCall(const CallBase &CB) {
   if (const Function *F = CB.getCalledFunction(); F && F->isIntrinsic())
     return CallKind::Ignore;
   if (CB.isInlineAsm())
-    return CallKind::Unmapped;
+    return CallKind::Ignore; // not a call; functions with memory operands are skipped
   if (auto *CI = dyn_cast<CallInst>(&CB); CI && CI->isMustTailCall())
     return CallKind::Unmapped;
   if (CB.getNumOperandBundles() > 0)
@@ -122,15 +122,14 @@ const char *skipReason(Function &F) {
       if (const Function *Callee = CB->getCalledFunction();
           Callee && Callee->hasFnAttribute(Attribute::ReturnsTwice))
         return "calls a returns_twice function (setjmp)";
-      if (auto *IA = dyn_cast<InlineAsm>(CB->getCalledOperand())) {
-        for (const InlineAsm::ConstraintInfo &C : IA->ParseConstraints()) {
+      // Inline asm that reads or writes memory through operands (an "=*m"
+      // output, a "*m" input) may move pointers where no map can see them.
+      // A mere "memory" clobber (a compiler barrier, Rust's black_box) does
+      // not: such asm is no call and is left alone.
+      if (auto *IA = dyn_cast<InlineAsm>(CB->getCalledOperand()))
+        for (const InlineAsm::ConstraintInfo &C : IA->ParseConstraints())
           if (C.isIndirect)
             return "inline asm with memory operands";
-          for (const std::string &Code : C.Codes)
-            if (Code == "{memory}" || Code == "m")
-              return "inline asm with memory operands";
-        }
-      }
       if (auto *SP = dyn_cast<CallBase>(CB);
           SP && SP->getIntrinsicID() == Intrinsic::experimental_gc_statepoint)
         return "already has statepoints";
@@ -208,6 +207,7 @@ private:
   DenseMap<Instruction *, BitVector> SGen, SKill, SCallRead;
   DenseMap<BasicBlock *, BitVector> SLiveOut;
   DenseMap<Instruction *, BitVector> InLifetime; // at each call site, escaped slots only
+  DenseMap<BasicBlock *, BitVector> InLifetimeAtHeader; // at loop points
   void solveLifetimes();
   // Debug types.
   DenseMap<Value *, const DIType *> ValueDI;
@@ -548,19 +548,25 @@ void FunctionAnalyzer::solveSlots() {
   }
 }
 
-// Forward "may hold something live" for escaped slots: a slot enters that
-// state where it is written or its address is handed out (stores, memory
-// intrinsics, calls, escapes: every user of its address but loads), or at
-// lifetime.start, and leaves it at lifetime.end. Before that it holds stale
-// bytes, which must not be reported.
+// Forward analysis for escaped slots: where may they hold something live?
+// * A slot with lifetime markers: only where, on every path, it was written
+//   (or its address handed out) after its lifetime.start and before any
+//   lifetime.end (a must-analysis: intersection over predecessors). Stack
+//   colouring lets slots with disjoint lifetimes share memory, and a union
+//   would report several of them, with their types, at one address.
+// * A slot without markers: from the first write or hand-out of its address
+//   (every user of the address but loads) on any path (union); before that
+//   it holds stale bytes, which must not be reported.
 void FunctionAnalyzer::solveLifetimes() {
   unsigned N = SlotAllocas.size();
   if (!N)
     return;
   DenseMap<Instruction *, SmallVector<std::pair<int, bool>, 1>> Marker; // slot, enters
+  BitVector HasMarkers(N);
   for (unsigned S = 0; S < N; ++S) {
     if (!SlotEscaped[S])
       continue;
+    SmallVector<std::pair<Instruction *, bool>, 16> Events;
     SmallVector<Value *, 8> W{SlotAllocas[S]};
     SmallPtrSet<Value *, 8> Seen;
     while (!W.empty() && Seen.size() < 1024) {
@@ -576,19 +582,49 @@ void FunctionAnalyzer::solveLifetimes() {
           continue;
         }
         auto *II = dyn_cast<IntrinsicInst>(I);
-        bool Leave = II && II->getIntrinsicID() == Intrinsic::lifetime_end;
-        Marker[I].push_back({S, !Leave});
+        if (II && (II->getIntrinsicID() == Intrinsic::lifetime_start ||
+                   II->getIntrinsicID() == Intrinsic::lifetime_end)) {
+          HasMarkers.set(S);
+          Events.push_back({I, false}); // fresh (stale bytes) or dead
+        } else {
+          Events.push_back({I, true});  // written or handed out
+        }
       }
     }
+    for (auto [I, Enters] : Events)
+      Marker[I].push_back({(int)S, Enters});
   }
-  DenseMap<BasicBlock *, BitVector> Out;
-  for (BasicBlock &BB : F)
-    Out[&BB] = BitVector(N);
+  BitVector MayMask(N); // escaped, no markers: union
+  for (unsigned S = 0; S < N; ++S)
+    if (SlotEscaped[S] && !HasMarkers.test(S))
+      MayMask.set(S);
   ReversePostOrderTraversal<Function *> RPO(&F);
+  DenseMap<BasicBlock *, BitVector> Out;
+  DenseSet<BasicBlock *> Visited;
   auto Walk = [&](BasicBlock *BB, bool RecordSites) {
-    BitVector L(N);
-    for (BasicBlock *P : predecessors(BB))
-      L |= Out[P];
+    BitVector May(N), Must(N);
+    bool First = true;
+    if (BB->isEntryBlock())
+      First = false; // nothing is live on entry
+    for (BasicBlock *P : predecessors(BB)) {
+      if (!Visited.count(P))
+        continue; // optimistic: unvisited predecessors are "all in"
+      const BitVector &O = Out[P];
+      May |= O;
+      if (First) {
+        Must = O;
+        First = false;
+      } else {
+        Must &= O;
+      }
+    }
+    BitVector L = May;
+    L &= MayMask;
+    BitVector M = Must;
+    M.reset(MayMask);
+    L |= M;
+    if (RecordSites && LoopHeaderIdx.count(BB))
+      InLifetimeAtHeader[BB] = L;
     for (Instruction &I : *BB) {
       if (auto It = Marker.find(&I); It != Marker.end())
         for (auto [S, Enters] : It->second) {
@@ -607,8 +643,9 @@ void FunctionAnalyzer::solveLifetimes() {
     Changed = false;
     for (BasicBlock *BB : RPO) {
       BitVector L = Walk(BB, false);
-      if (L != Out[BB]) {
+      if (!Visited.count(BB) || L != Out[BB]) {
         Out[BB] = std::move(L);
+        Visited.insert(BB);
         Changed = true;
       }
     }
@@ -666,10 +703,13 @@ void FunctionAnalyzer::record() {
           VL.reset(V->second);
         BitVector SL = SLive;
         if (NS) {
-          // The callee may read a slot passed to it, and any escaped slot
-          // that is within its lifetime here.
+          // The callee may read a slot passed to it. An escaped slot counts
+          // as read by every memory access, so the backward analysis has it
+          // live almost everywhere: for those, the forward lifetime
+          // analysis decides instead.
           if (auto C = SCallRead.find(&I); C != SCallRead.end())
             SL |= C->second;
+          SL.reset(EscapedSet);
           BitVector Esc = EscapedSet;
           Esc &= InLifetime.lookup(&I);
           SL |= Esc;
@@ -690,8 +730,15 @@ void FunctionAnalyzer::record() {
           SLive |= EscapedSet;
       }
     }
-    if (auto It = LoopHeaderIdx.find(&BB); It != LoopHeaderIdx.end())
+    if (auto It = LoopHeaderIdx.find(&BB); It != LoopHeaderIdx.end()) {
+      if (NS) {
+        SLive.reset(EscapedSet);
+        BitVector Esc = EscapedSet;
+        Esc &= InLifetimeAtHeader.lookup(&BB);
+        SLive |= Esc;
+      }
       Emit(R.Loops[It->second], Live, SLive);
+    }
   }
 }
 

@@ -314,11 +314,9 @@ def test_type_table_layouts(plugin, tmp_path):
     assert bm2.types[bm2.globals[0].type_id].slots[0].target == node.id
 
 
-@pytest.mark.parametrize("opt", ["-O0", "-O1", "-O2"])
-def test_record_locations_hold_the_pointers(plugin, tmp_path, opt):
-    """Stop in pause_here() under LLDB; the caller's record must locate the
-    three pointers hold() printed (registers recovered by LLDB's unwinder,
-    stack slots read from memory)."""
+def _pointers_at_caller_record(exe: Path, caller: str, out: Path) -> tuple[set[int], set[int]]:
+    """Run ``exe`` under LLDB to ``pause_here``; returns (addresses the program
+    printed as ``a=0x… b=0x… c=0x…``, pointers the caller's record locates)."""
     maps = pytest.importorskip("mappedtrace.formats.maps")
     try:
         lldb = tc.import_lldb()
@@ -331,12 +329,10 @@ def test_record_locations_hold_the_pointers(plugin, tmp_path, opt):
         if not os.path.exists(srv):
             pytest.skip("lldb-server-22 is not installed")
         os.environ["LLDB_DEBUGSERVER_PATH"] = os.path.realpath(srv)
-    exe = tmp_path / "where"
-    _build(plugin, INPUTS / "where.c", exe, opt)
     bm = maps.BinaryMaps.load(str(exe))
-    out = tmp_path / "out.txt"
     dbg = lldb.SBDebugger.Create()
     dbg.SetAsync(False)
+    found: set[int] = set()
     try:
         target = dbg.CreateTarget(str(exe))
         assert target.BreakpointCreateByName("pause_here").GetNumLocations() >= 1
@@ -347,11 +343,14 @@ def test_record_locations_hold_the_pointers(plugin, tmp_path, opt):
         assert err.Success(), err.GetCString()
         try:
             assert proc.GetState() == lldb.eStateStopped
-            frame = proc.GetSelectedThread().GetFrameAtIndex(1)
-            assert frame.GetFunctionName() == "hold"
-            pc = frame.GetPC()
-            rec = bm.record_at(pc)
-            assert rec is not None and rec.kind == "call", hex(pc)
+            th = proc.GetSelectedThread()
+            # skip inlined frames (LLDB lists them as frames of their own)
+            frame = next((th.GetFrameAtIndex(i) for i in range(1, min(th.GetNumFrames(), 8))
+                          if th.GetFrameAtIndex(i).GetFunctionName() == caller
+                          and not th.GetFrameAtIndex(i).IsInlined()), None)
+            assert frame is not None, [th.GetFrameAtIndex(i).GetFunctionName() for i in range(4)]
+            rec = bm.record_at(frame.GetPC())
+            assert rec is not None and rec.kind == "call", hex(frame.GetPC())
 
             def reg(n: int) -> int:
                 return frame.FindRegister(DWARF_REGS[n]).GetValueAsUnsigned()
@@ -362,7 +361,6 @@ def test_record_locations_hold_the_pointers(plugin, tmp_path, opt):
                 assert e.Success(), hex(addr)
                 return v
 
-            found: set[int] = set()
             for e in rec.entries:
                 loc = e.location
                 if loc.kind == "Register":
@@ -373,7 +371,13 @@ def test_record_locations_hold_the_pointers(plugin, tmp_path, opt):
                     v = word(reg(loc.dwarf_reg) + loc.offset)
                 else:
                     continue
-                found.add(word(v) if e.role == "slot" else v)
+                if e.role == "value":
+                    found.add(v)
+                    continue
+                t = bm.types.get(e.type_id)
+                offsets = [s.offset + i * s.stride for s in (t.slots if t else [])
+                           for i in range(min(s.count, 64))] or [0]
+                found.update(word(v + o) for o in offsets)
             proc.Continue()
         finally:
             proc.Kill()
@@ -381,5 +385,28 @@ def test_record_locations_hold_the_pointers(plugin, tmp_path, opt):
         lldb.SBDebugger.Destroy(dbg)
     printed = re.search(r"a=(0x[0-9a-f]+) b=(0x[0-9a-f]+) c=(0x[0-9a-f]+)", out.read_text())
     assert printed, out.read_text()
-    want = {int(x, 16) for x in printed.groups()}
+    return {int(x, 16) for x in printed.groups()}, found
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O1", "-O2"])
+def test_record_locations_hold_the_pointers(plugin, tmp_path, opt):
+    """Stop in pause_here() under LLDB; the caller's record must locate the
+    three pointers hold() printed (registers recovered by LLDB's unwinder,
+    stack slots read from memory)."""
+    exe = tmp_path / "where"
+    _build(plugin, INPUTS / "where.c", exe, opt)
+    want, found = _pointers_at_caller_record(exe, "hold", tmp_path / "out.txt")
+    assert want <= found, (sorted(map(hex, want)), sorted(map(hex, found)))
+
+
+@pytest.mark.skipif(not (tc.find_tool("rustc") and tc.find_tool("ld.lld-22")),
+                    reason="rustc / lld-22 not installed")
+@pytest.mark.parametrize("opt", [["-O"], []], ids=["O", "debug"])
+def test_rust_record_locations_hold_the_pointers(plugin, tmp_path, opt):
+    from mappedtrace.driver import rustc_command
+    exe = tmp_path / "where_rs"
+    r = _run([*rustc_command([*opt, "-o", str(exe), str(SAMPLES / "rust" / "where.rs")],
+                             plugin=plugin)])
+    assert r.returncode == 0, r.stderr
+    want, found = _pointers_at_caller_record(exe, "hold", tmp_path / "out.txt")
     assert want <= found, (sorted(map(hex, want)), sorted(map(hex, found)))

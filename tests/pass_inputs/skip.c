@@ -17,7 +17,8 @@ __attribute__((noinline)) int with_setjmp(void) {
 
 __attribute__((noinline)) int with_asm(int x) {
     char *p = malloc(8);
-    __asm__ volatile("" : : "r"(p) : "memory");
+    __asm__ volatile("" : "+m"(*p));      /* a memory operand: skipped */
+    __asm__ volatile("" : : "r"(p) : "memory");  /* a barrier alone would not be */
     printf("%d\n", x);
     free(p);
     return x;
@@ -25,6 +26,7 @@ __attribute__((noinline)) int with_asm(int x) {
 
 __attribute__((noinline)) int plain(int x) {
     char *p = malloc(8);
+    __asm__ volatile("" : : "r"(p) : "memory");  /* a compiler barrier: no reason to skip */
     printf("%d\n", x);
     free(p);
     return x + 1;
