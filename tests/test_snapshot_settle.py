@@ -25,6 +25,12 @@ MT = str(Path(sys.executable).parent / "mappedtrace")
 
 @pytest.fixture(scope="module")
 def instrumented(tmp_path_factory) -> str:
+    from mappedtrace import toolchain
+    from mappedtrace.errors import MappedTraceError
+    try:
+        toolchain.plugin_path(build=False)
+    except MappedTraceError as e:
+        pytest.skip(f"the pass plugin is not built ({e.message}); run: mappedtrace doctor --build")
     out = tmp_path_factory.mktemp("settle") / "snap_threads_i"
     try:
         r = subprocess.run([MT, "cc", "-O2", "-pthread", "-o", str(out), str(ROOT / "samples" / "snap_threads.c")],

@@ -76,6 +76,22 @@ class _Classifier:
         self.bias = bias
         exe_maps = [m for m in target.mappings if m.path == target.exe and m.executable]
         self.ranges = [(m.start, m.end) for m in exe_maps]
+        self.target = target
+        self._code: dict[int, bytes] = {}      # mapping start → its bytes (read once)
+
+    def code_at(self, pc: int, n: int) -> bytes:
+        """``n`` code bytes at ``pc``, from a copy of the executable mapping read once."""
+        for a, b in self.ranges:
+            if a <= pc < b:
+                if a not in self._code:
+                    try:
+                        self._code[a] = self.target.read(a, b - a)
+                    except MappedTraceError:
+                        self._code[a] = b""
+                code = self._code[a]
+                if pc - a + n <= len(code):
+                    return code[pc - a:pc - a + n]
+        return self.target.read(pc, n)
 
     def classify(self, pc: int) -> str:
         """"record", "instrumented" or "other"."""
@@ -175,7 +191,7 @@ def _step_thread(live, t: ThreadState, cls: _Classifier, max_steps: int, max_ns:
         if time.perf_counter_ns() - t0 > max_ns:
             return UNSETTLED, steps
         try:
-            if k.vm_read(live.pid, pc, 2) in _SYSCALL_OPCODES:
+            if cls.code_at(pc, 2) in _SYSCALL_OPCODES:
                 return UNSETTLED, steps
         except MappedTraceError:
             return UNSETTLED, steps
