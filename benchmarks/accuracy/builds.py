@@ -1,0 +1,228 @@
+"""Builds shared by the head-to-head benchmarks (accuracy, tool overhead).
+
+Every program is built in several *variants*, all with clang-22:
+
+* ``plain``: ``clang-22 -O2`` (the baseline; also what Valgrind runs);
+* ``maps``: ``mappedtrace cc -O2`` (pointer maps, no tracer attached);
+* ``lsan``: ``clang-22 -O2 -g -fsanitize=leak``;
+* ``asan``: ``clang-22 -O2 -g -fsanitize=address`` (leak detection included).
+
+Outputs are cached under ``benchmarks/work/build/`` (gitignored) and rebuilt
+when a source is newer.  The real programs come from the Debian source
+packages that ``benchmarks/setup.sh`` unpacks into ``benchmarks/work/``.
+
+The *injected leak* of the real programs (their ground truth when patched):
+:func:`patched_main` inserts, as the first statement of ``main`` in lua.c and
+SQLite's shell.c, a call to a function that mallocs a ``struct
+mt_bench_leak`` (16 bytes) whose ``name`` field points to a second malloc'd
+block (40 bytes) and drops both: one direct leak and one indirect leak.  The
+function prints ``truth leak ADDR SIZE direct|indirect`` for both on stderr,
+like the leak corpus (tests/leak_corpus/truth.h).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+WORK = ROOT / "benchmarks" / "work"
+#: MT_BENCH_BUILD moves the build cache (the test builds into its tmp_path)
+BUILD = Path(os.environ.get("MT_BENCH_BUILD") or WORK / "build")
+PROGRAMS = ROOT / "benchmarks" / "programs"
+CORPUS = ROOT / "tests" / "leak_corpus"
+MAPPEDTRACE = str(ROOT / ".venv" / "bin" / "mappedtrace")
+
+VARIANTS = ("plain", "maps", "lsan", "asan")
+
+INJECTED_LEAK = r"""
+/* --- injected by benchmarks/accuracy/builds.py: the benchmark's known leak --- */
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+struct mt_bench_leak { char *name; long n; };
+__attribute__((noinline)) static void mt_bench_inject_leak(void) {
+  struct mt_bench_leak *x = malloc(sizeof *x);
+  x->name = malloc(40);
+  strcpy(x->name, "dropped by the benchmark");
+  x->n = 42;
+  fprintf(stderr, "truth leak %p %zu direct\ntruth leak %p %zu indirect\n",
+          (void *)x, malloc_usable_size(x), (void *)x->name, malloc_usable_size(x->name));
+}
+/* --- end of injected code --- */
+"""
+
+
+def compiler(variant: str, opt: str = "-O2") -> list[str]:
+    """The compiler command prefix of *variant* at optimisation level *opt*."""
+    if variant == "plain":
+        return ["clang-22", opt]
+    if variant == "maps":
+        return [MAPPEDTRACE, "cc", opt]
+    if variant == "lsan":
+        return ["clang-22", opt, "-g", "-fsanitize=leak"]
+    if variant == "asan":
+        return ["clang-22", opt, "-g", "-fsanitize=address"]
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def _fresh(out: Path, srcs: list[Path]) -> bool:
+    if not out.exists():
+        return False
+    t = out.stat().st_mtime
+    return all(s.stat().st_mtime <= t for s in srcs)
+
+
+def _run(cmd: list[str], cwd: Path | None = None, spill: bool = False) -> None:
+    env = dict(os.environ, MAPPEDTRACE_DEOPT_IN_REGS="0") if spill else None
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=1800, env=env)
+    if spill and r.returncode == 0:
+        out = Path(cmd[cmd.index("-o") + 1])
+        out.with_name(out.name + ".spill").write_text("built with MAPPEDTRACE_DEOPT_IN_REGS=0\n")
+    if r.returncode != 0 and cmd[:2] == [MAPPEDTRACE, "cc"] and "ran out of registers" in r.stderr:
+        # The pass keeps deopt values in callee-saved registers by default; on some big
+        # functions (SQLite's sqlite3InitOne at -O2) the register allocator gives up.
+        # Fall back to spilling them to the stack (MAPPEDTRACE_DEOPT_IN_REGS=0) and say so.
+        out = Path(cmd[cmd.index("-o") + 1])
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=1800,
+                           env=dict(os.environ, MAPPEDTRACE_DEOPT_IN_REGS="0"))
+        if r.returncode == 0:
+            out.with_name(out.name + ".spill").write_text(
+                "built with MAPPEDTRACE_DEOPT_IN_REGS=0: the default build ran out of registers\n")
+    if r.returncode != 0:
+        raise RuntimeError(f"build failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
+
+
+def build_c(variant: str, srcs: list[Path], out: Path, opt: str = "-O2",
+            extra: list[str] | None = None) -> Path:
+    """Build an executable from *srcs* (sources or objects) unless it is up to date."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if _fresh(out, srcs):
+        return out
+    _run([*compiler(variant, opt), *(extra or []), "-o", str(out), *map(str, srcs)])
+    return out
+
+
+def _objects(variant: str, srcs: list[Path], outdir: Path, flags: list[str], spill: bool = False) -> list[Path]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    objs = []
+    for s in srcs:
+        o = outdir / (s.stem + ".o")
+        objs.append(o)
+        if not _fresh(o, [s]):
+            jobs.append([*compiler(variant), *flags, "-c", "-o", str(o), str(s)])
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        list(ex.map(lambda c: _run(c, spill=spill), jobs))
+    return objs
+
+
+def patched_main(src: Path, out: Path, main_line: str) -> Path:
+    """Copy *src* to *out* with the injected leak called first thing in ``main``."""
+    text = src.read_text(errors="surrogateescape")
+    if main_line not in text:
+        raise RuntimeError(f"{src}: main not found ({main_line!r})")
+    text = text.replace(main_line, main_line + " mt_bench_inject_leak();", 1)
+    text = INJECTED_LEAK + text
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.exists() or out.read_text(errors="surrogateescape") != text:
+        out.write_text(text, errors="surrogateescape")
+    return out
+
+
+def _one(pattern: str) -> Path:
+    found = sorted(p for p in WORK.glob(pattern) if p.is_dir())
+    if not found:
+        raise RuntimeError(f"{WORK}/{pattern} missing: run benchmarks/setup.sh")
+    return found[0]
+
+
+def lua(variant: str, patched: bool = False) -> Path:
+    """The Lua 5.4 interpreter (Debian's lua5.4 source) built as *variant*."""
+    src = _one("lua5.4-5*") / "src"
+    lib = [p for p in sorted(src.glob("*.c")) if p.name not in ("lua.c", "luac.c")]
+    inc = BUILD / "include"
+    inc.mkdir(parents=True, exist_ok=True)
+    hdr = inc / "lua5.4-deb-multiarch.h"   # what Debian's rules generate
+    if not hdr.exists():
+        hdr.write_text('#define DEB_HOST_MULTIARCH "x86_64-linux-gnu"\n')
+    flags = ["-DLUA_USE_LINUX", "-w", f"-I{inc}"]
+    objs = _objects(variant, lib, BUILD / variant / "lua-obj", flags)
+    main = src / "lua.c"
+    if patched:
+        main = patched_main(main, BUILD / "patched" / "lua.c", "int main (int argc, char **argv) {")
+    name = "lua-leak" if patched else "lua"
+    return build_c(variant, [main, *objs], BUILD / variant / name,
+                   extra=[*flags, f"-I{src}", "-lm", "-ldl"])
+
+
+def _sqlite_obj(variant: str) -> Path:
+    amalg = WORK / "sqlite-amalg"
+    if not (amalg / "sqlite3.c").exists():
+        raise RuntimeError(f"{amalg}/sqlite3.c missing: run benchmarks/setup.sh")
+    # maps: the default (deopt values in callee-saved registers) makes LLVM's register
+    # allocator give up on sqlite3InitOne ("ran out of registers"): spill them instead
+    return _objects(variant, [amalg / "sqlite3.c"], BUILD / variant / "sqlite-obj",
+                    ["-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION", "-w"], spill=variant == "maps")[0]
+
+
+def sqlite_shell(variant: str, patched: bool = False) -> Path:
+    """SQLite's command-line shell (shell.c + the amalgamation) built as *variant*."""
+    amalg = WORK / "sqlite-amalg"
+    obj = _sqlite_obj(variant)
+    main = amalg / "shell.c"
+    if patched:
+        main = patched_main(main, BUILD / "patched" / "shell.c", "int SQLITE_CDECL main(int argc, char **argv){")
+    name = "sqlite3-leak" if patched else "sqlite3"
+    return build_c(variant, [main, obj], BUILD / variant / name,
+                   extra=["-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION", "-w", f"-I{amalg}", "-lm"])
+
+
+def speedtest1(variant: str) -> Path:
+    """SQLite's test/speedtest1.c linked with the amalgamation, built as *variant*."""
+    amalg = WORK / "sqlite-amalg"
+    obj = _sqlite_obj(variant)
+    return build_c(variant, [amalg / "speedtest1.c", obj], BUILD / variant / "speedtest1",
+                   extra=["-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION", "-w", f"-I{amalg}", "-lm"])
+
+
+def binary_trees(variant: str) -> Path:
+    """benchmarks/programs/binary_trees.c built as *variant*."""
+    return build_c(variant, [PROGRAMS / "binary_trees.c"], BUILD / variant / "binary_trees")
+
+
+def corpus(variant: str, name: str, opt: str) -> Path:
+    """A leak-corpus program (tests/leak_corpus/NAME.c) built as *variant* at *opt*."""
+    out = BUILD / variant / "corpus" / f"{name}{opt}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if _fresh(out, [CORPUS / f"{name}.c", CORPUS / "truth.h"]):
+        return out
+    _run([*compiler(variant, opt), "-pthread", f"-I{CORPUS}", "-o", str(out), str(CORPUS / f"{name}.c")])
+    return out
+
+
+def spilled() -> list[str]:
+    """Outputs that needed the MAPPEDTRACE_DEOPT_IN_REGS=0 fallback (relative to BUILD)."""
+    return sorted(str(p.relative_to(BUILD))[:-len(".spill")] for p in BUILD.rglob("*.spill"))
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the compared tools, for RESULTS.md."""
+    def first(cmd: list[str]) -> str:
+        if not shutil.which(cmd[0]):
+            return "missing"
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        return ((r.stdout or r.stderr).strip().splitlines() or ["?"])[0]
+    import platform
+    return {
+        "clang": first(["clang-22", "--version"]),
+        "glibc": platform.libc_ver()[1] or first(["ldd", "--version"]),
+        "kernel": os.uname().release,
+        "valgrind": first(["valgrind", "--version"]),
+        "gdb": first(["gdb", "--version"]),
+        "python": platform.python_version(),
+    }

@@ -1,0 +1,87 @@
+"""The benchmark umbrella's plumbing (benchmarks/run.py, issue #6) on a tiny subset:
+the accuracy section on one corpus program, real builds and real tools, outputs
+written into tmp_path (never into benchmarks/)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, have
+
+RUN = ROOT / "benchmarks" / "run.py"
+
+
+def _lsan_works(tmp: Path) -> bool:
+    src = tmp / "t.c"
+    src.write_text("int main(void){return 0;}\n")
+    r = subprocess.run(["clang-22", "-fsanitize=leak", "-o", str(tmp / "t"), str(src)], capture_output=True)
+    return r.returncode == 0
+
+
+@pytest.mark.timeout(200)
+def test_umbrella_accuracy_on_one_program(tmp_path: Path) -> None:
+    if not have("clang-22"):
+        pytest.skip("clang-22 missing")
+    tools = ["mappedtrace"]
+    if _lsan_works(tmp_path):
+        tools.append("lsan")
+    # (Valgrind is left out to keep the test short; the full benchmark runs it)
+    out = tmp_path / "out"
+    env = dict(os.environ, MT_BENCH_BUILD=str(tmp_path / "build"))
+    r = subprocess.run([sys.executable, str(RUN), "--only", "accuracy", "--programs", "dropped_list@-O2",
+                        "--tools", ",".join(tools), "--runs", "1", "--out-dir", str(out)],
+                       capture_output=True, text=True, timeout=190, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["errors"] == {} and res["quick"] is False
+    assert set(res["sections"]) == {"accuracy"}
+    cases = res["sections"]["accuracy"]["cases"]
+    assert [(c["program"], c["opt"]) for c in cases] == [("dropped_list", "-O2")]
+    for c in cases:
+        assert set(c["tools"]) == set(tools)
+        mt = c["tools"]["mappedtrace"]
+        # dropped_list leaks 10 nodes (1 direct + 9 indirect); MappedTrace finds exactly those
+        assert (mt["truth"], mt["found"], mt["missed"], mt["false"]) == (10, 10, 0, 0), mt
+        for tool in tools:
+            s = c["tools"][tool]
+            assert s["found"] + s["missed"] == s["truth"] == 10, (tool, s)
+    md = (out / "RESULTS.md").read_text()
+    assert "| Leak corpus (C, -O0/-O2): true leaks found, false reports | 10/10 found, 0 false |" in md
+    assert "| dropped_list | -O2 | 10 | 10/0/0 |" in md
+    assert f"* {os.cpu_count()} CPUs (" in md
+    # the builds went into the test's own cache (MT_BENCH_BUILD), not into benchmarks/work
+    assert (tmp_path / "build" / "maps" / "corpus" / "dropped_list-O2").exists()
+    png = out / "bench.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_umbrella_rejects_unknown_section(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, str(RUN), "--only", "bogus", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "unknown section 'bogus'" in r.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_plot_from_results(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    res = {"date": "d", "quick": True, "machine": {"nproc": 2}, "sections": {
+        "snapshot": {"sizes": [{"heap_mib": m, "methods": {"fork": {"pause_ms_median": m / 10},
+                                                           "gcore": {"pause_ms_median": m * 10}}}
+                               for m in (64, 256)]},
+        "trace": {"sizes": [{"heap_mib": 16, "e2e": {"leaks_s_median": 3.0}}]}}}
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps(res))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plot.py"), str(src), str(tmp_path / "p.png")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
