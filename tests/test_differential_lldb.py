@@ -144,6 +144,8 @@ class Stats:
     failures: list = field(default_factory=list)
     unreadable_entries: list = field(default_factory=list)
     caller_saved_entries: list = field(default_factory=list)   # call-site entries in clobbered registers
+    outside_frame: list = field(default_factory=list)          # stack entries outside the caller's frame
+    values_not_in_memory: int = 0       # non-null values that point to no readable mapping
     missed_names: Counter = field(default_factory=Counter)
 
 
@@ -224,6 +226,11 @@ def _is_global(frame, var) -> bool:
     return False
 
 
+def _slot_size(maps: BinaryMaps, e: MapEntry) -> int:
+    t = maps.types.get(e.type_id)
+    return t.size if t is not None and t.size else 8
+
+
 def _visit(lldb, process, frame1, rec: MapRecord, maps: BinaryMaps, marks: dict[int, set[str]],
            line: int, st: Stats, seen_vars: set) -> None:
     values: set[int] = set()
@@ -235,11 +242,23 @@ def _visit(lldb, process, frame1, rec: MapRecord, maps: BinaryMaps, marks: dict[
             st.entries_unreadable += 1
             st.unreadable_entries.append(f"line {line} pc {rec.pc:#x}: {e.role} {e.location}")
             continue
+        loc = e.location
+        if loc.kind in ("Direct", "Indirect"):
+            # A stack slot or spill slot must lie in the caller's own frame:
+            # [frame 1's SP, its CFA).  A wrong base register or offset lands outside.
+            addr = (_reg(frame1, loc.dwarf_reg) + loc.offset) & (2**64 - 1)
+            size = loc.size if loc.kind == "Indirect" else _slot_size(maps, e)
+            if not (frame1.GetSP() <= addr and addr + size <= frame1.GetCFA()):
+                st.outside_frame.append(f"line {line} pc {rec.pc:#x}: {e.role} at {addr:#x}+{size} outside "
+                                        f"the frame [{frame1.GetSP():#x}, {frame1.GetCFA():#x})")
         if e.role == "value":
             values.add(v)
+            if v:
+                region = lldb.SBMemoryRegionInfo()
+                if not (process.GetMemoryRegionInfo(v, region).Success() and region.IsReadable()):
+                    st.values_not_in_memory += 1     # e.g. one past the end of an array: reported only
         else:
-            t = maps.types.get(e.type_id)
-            slots.append((v, t.size if t is not None and t.size else 8))
+            slots.append((v, _slot_size(maps, e)))
     want = marks.get(line, set())
     stack = lldb.SBMemoryRegionInfo()
     if not process.GetMemoryRegionInfo(frame1.GetSP(), stack).Success():
@@ -365,7 +384,9 @@ def run_differential(lldb, exe: str, src: Path, workdir: Path) -> Stats:
 
 
 def _report(name: str, st: Stats) -> str:
-    d = {k: v for k, v in st.__dict__.items() if k not in ("failures", "missed_names", "unreadable_entries", "caller_saved_entries")}
+    d = {k: v for k, v in st.__dict__.items() if k not in ("failures", "missed_names", "unreadable_entries", "caller_saved_entries",
+                                                  "outside_frame")}
+    d["outside_frame"] = len(st.outside_frame)
     d["caller_saved_entries"] = len(st.caller_saved_entries)
     d["missed_names"] = dict(st.missed_names.most_common(8))
     return f"[differential lldb] {name}: {json.dumps(d)}"
@@ -385,6 +406,7 @@ def test_maps_agree_with_lldb(lldb, tmp_path, sample, opt):
     if markers(src):
         assert st.marked_checked > 0, "no MT-LIVE variable could be checked: the harness checked nothing"
     assert not st.failures, "\n".join(st.failures[:20])
+    assert not st.outside_frame, "; ".join(st.outside_frame[:5])
     if st.caller_saved_entries:
         msg = ("call-site entries in caller-saved registers (clobbered by the call): "
                + "; ".join(st.caller_saved_entries[:5]))
