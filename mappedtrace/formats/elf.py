@@ -92,7 +92,7 @@ class _Elf:
             raise BadData(path, None, f"not an ELF file (starts with {magic!r})")
         try:
             self.elf = ELFFile(self.fh)
-        except (ELFError, ValueError, OSError, Exception) as e:  # pyelftools raises many kinds
+        except Exception as e:  # pyelftools raises many kinds on a malformed header
             self.fh.close()
             raise BadData(path, None, f"malformed ELF header: {e}") from None
         if self.elf.elfclass != 64 or self.elf["e_machine"] != "EM_X86_64":

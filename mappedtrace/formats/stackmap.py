@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ..binreader import Cursor
-from ..errors import BadData, UnsupportedVersion
+from ..errors import UnsupportedVersion
 
 SECTION = ".llvm_stackmaps"
 VERSION = 3
