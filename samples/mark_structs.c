@@ -11,7 +11,8 @@
  *
  * Prints the ground truth on stdout, then blocks until killed:
  *   size TYPE BYTES | off TYPE FIELD BYTES | global g ADDR BYTES
- *   obj NAME ADDR USABLE   (every malloc'ed object) | freed ADDR | ready
+ *   obj NAME ADDR USABLE CLASS   (every malloc'ed object; CLASS kept, leaked,
+ *   stale (leaked unless scanned conservatively) or freed) | freed ADDR | ready
  * Build: cc -O0 -g -o mark_structs samples/mark_structs.c
  */
 #include <malloc.h>
@@ -41,12 +42,16 @@ struct globals {
     struct node *amb_node;
 } g;
 
+/* what the objects allocated next are: "kept" (reachable from g), "leaked",
+ * "stale" (leaked, but a conservative scan keeps it), "freed" */
+static const char *cls = "kept";
+
 static void *obj(const char *name, size_t n)
 {
     void *p = calloc(1, n);
     if (!p)
         abort();
-    printf("obj %s %#lx %zu\n", name, (unsigned long)p, malloc_usable_size(p));
+    printf("obj %s %#lx %zu %s\n", name, (unsigned long)p, malloc_usable_size(p), cls);
     return p;
 }
 
@@ -133,17 +138,22 @@ int main(void)
     amb->left = (struct tree *)node("am0", 0, NULL);
     g.amb_tree = amb;
     g.amb_node = (struct node *)amb;
+    cls = "freed";
     struct node *gone = node("gone", 9, NULL);
+    cls = "kept";
     g.dangle = node("dg", 5, gone);
 
     /* leaked */
+    cls = "leaked";
     list("ll", 5);
     struct node *c0 = node("cy0", 0, NULL), *c1 = node("cy1", 1, c0), *c2 = node("cy2", 2, c1);
     c0->next = c2;
     key = 0;
     tree("lt", 3, NULL, &key);
     strcpy(obj("str", 20), "hello, leaked world");
+    cls = "stale";
     g.stale = (long)node("stale", 3, NULL);
+    cls = "leaked";
     node("tokept", 4, g.list->next);
 
     printf("freed %#lx\n", (unsigned long)gone);

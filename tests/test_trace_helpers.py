@@ -58,6 +58,7 @@ class Program:
     offs: dict[tuple[str, str], int] = field(default_factory=dict)
     globals: dict[str, tuple[int, int]] = field(default_factory=dict)
     objs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    cls: dict[str, str] = field(default_factory=dict)
     freed: list[int] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
 
@@ -118,6 +119,8 @@ def start(exe: Path, *args: str, timeout: float = 20.0) -> Program:
             prog.globals[w[1]] = (int(w[2], 16), int(w[3]))
         elif w[0] == "obj":
             prog.objs[w[1]] = (int(w[2], 16), int(w[3]))
+            if len(w) > 4:
+                prog.cls[w[1]] = w[4]
         elif w[0] == "freed":
             prog.freed.append(int(w[1], 16))
     return prog

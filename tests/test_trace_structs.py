@@ -64,6 +64,9 @@ def _names(prog, addrs):
 
 def test_precise_reached_and_leaked(snap):
     prog, out = snap
+    # the test's lists agree with what the program says it built
+    assert sorted(n for n, c in prog.cls.items() if c == "kept") == sorted(KEPT)
+    assert sorted(n for n, c in prog.cls.items() if c in ("leaked", "stale")) == sorted(LEAKED)
     g, rep = out[("precise", "c")]
     reached = [int(g.addresses[i]) for i in np.nonzero(g.reached)[0]]
     assert _names(prog, reached) == sorted(KEPT)
