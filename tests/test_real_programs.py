@@ -96,7 +96,7 @@ def _patched(src: Path, patch: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     dst = out / src.name
     shutil.copy(src, dst)
-    r = subprocess.run(["patch", "-s", "-p1", "-d", str(out), "-i", str(patch)],
+    r = subprocess.run(["patch", "-s", "--no-backup-if-mismatch", str(dst), "-i", str(patch)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, f"{patch.name} does not apply to {src}: {r.stdout}{r.stderr}"
     return dst
@@ -181,17 +181,41 @@ def sqlite_builds() -> dict[str, Path]:
             shutil.copy(work / f, amal / f)
         shutil.rmtree(work)
     patched = _patched(amal / "shell.c", patch, d / "patched")
-    out = {}
+    out: dict = {}
     for tool, cc in TOOLS.items():
         od = d / tool
         od.mkdir(exist_ok=True)
-        lib = _objects(cc, SQLITE_CFLAGS, [amal / "sqlite3.c"], od, amal)
+        if tool == "mt":
+            lib, out["mt_O2_failure"] = _sqlite_lib_mt(cc, amal, od)
+        else:
+            lib = _objects(cc, SQLITE_CFLAGS, [amal / "sqlite3.c"], od, amal)
         main = _objects(cc, SQLITE_CFLAGS, [amal / "shell.c"], od, amal)
         (od / "leak").mkdir(exist_ok=True)
         main_leak = _objects(cc, SQLITE_CFLAGS, [patched], od / "leak", amal)
         out[tool] = _link(cc, lib + main, od / "sqlite3", ["-lm"])
         out[tool + "_leak"] = _link(cc, lib + main_leak, od / "sqlite3_leak", ["-lm"])
     return out
+
+
+def _sqlite_lib_mt(cc: list[str], amal: Path, od: Path) -> tuple[list[Path], str]:
+    """sqlite3.o built by ``mappedtrace cc``: -O2, or -O1 when -O2 fails.
+
+    The pass at -O2 on the 3.40.1 amalgamation can leave the register allocator
+    short ("ran out of registers during register allocation in function
+    'sqlite3InitOne'"; a bug of the pass, see test_sqlite_amalgamation_builds_at_O2).
+    The failure is cached next to the objects so later sessions do not retry it.
+    :returns: the objects, and the -O2 failure message ("" when -O2 worked).
+    """
+    failed = od / "sqlite3-O2.failed"
+    if not failed.exists():
+        try:
+            return _objects(cc, SQLITE_CFLAGS, [amal / "sqlite3.c"], od, amal), ""
+        except AssertionError as e:
+            failed.write_text(str(e))
+    o1 = od / "O1"
+    o1.mkdir(exist_ok=True)
+    flags = ["-O1" if f == "-O2" else f for f in SQLITE_CFLAGS]
+    return _objects(cc, flags, [amal / "sqlite3.c"], o1, amal), failed.read_text()
 
 
 # -- running -------------------------------------------------------------------
@@ -301,6 +325,14 @@ def test_sqlite_workload_agrees_with_leaksanitizer(sqlite_builds, tmp_path: Path
     no leak."""
     check_clean("sqlite", sqlite_builds["mt"], sqlite_builds["lsan"], [":memory:"],
                 tmp_path, HERE / "workload.sql", SQL_EXPECT)
+
+
+@pytest.mark.xfail(strict=True, reason="the pass at -O2 on the SQLite 3.40.1 amalgamation: 'ran out of "
+                   "registers during register allocation in function sqlite3InitOne' (llvm_pass)")
+def test_sqlite_amalgamation_builds_at_O2(sqlite_builds) -> None:
+    """``mappedtrace cc -O2 -c sqlite3.c`` works (the other SQLite tests fall back to -O1 for
+    sqlite3.c when it does not; shell.c is always -O2)."""
+    assert not sqlite_builds["mt_O2_failure"], sqlite_builds["mt_O2_failure"][-600:]
 
 
 def test_sqlite_injected_leak_found_with_its_type(sqlite_builds, tmp_path: Path) -> None:

@@ -117,6 +117,8 @@ def test_rust_corpus_exact(name: str, opt: str, built, tmp_path: Path) -> None:
         _, cons, _, _ = run_traced(exe, tmp_path, "--roots", "conservative")
         cons_leaks = {_addr(l["address"]) for l in cons["leaks"]}
         assert not set(false) & cons_leaks, detail
+        assert report["summary"]["leaked_objects"] == len(truth) + len(false), detail
+        assert r.returncode == 23, detail
         pytest.xfail(f"roots.py: data of std (no maps) not scanned; {len(false)} block(s) held by "
                      f"std statics reported: {[(hex(a), reported[a]['size']) for a in false]}")
     s = report["summary"]
