@@ -207,7 +207,7 @@ def _e2e_leaks(exe: Path, objects: int, reps: int, tmp: Path) -> dict:
 
 
 def run_trace(a: argparse.Namespace, tmp: Path) -> dict:
-    sizes = [16, 64] if a.quick else [16, 64, 256]
+    sizes = [4, 16] if a.quick else [16, 64, 256]
     exe = builds.build_c("maps", [HERE / "trace" / "bench_heap.c"], builds.BUILD / "maps" / "bench_heap")
     rows = []
     for mib in sizes:
@@ -298,40 +298,66 @@ def _ovh(ov: dict, variant: str, key: str) -> float | None:
                  if variant in w["variants"]])
 
 
+def _acc_score(t: dict | None) -> tuple[int, int] | None:
+    return None if not t or t["cases"] == 0 or t["errors"] else (t["found"] - t["false"], -t["false"])
+
+
+def _winner(scores: dict[str, float | tuple | None], lower: bool) -> str:
+    ok = {k: v for k, v in scores.items() if v is not None}
+    if not ok:
+        return "–"
+    best = (min if lower else max)(ok.values())
+    wins = [k for k, v in ok.items() if v == best]
+    return " = ".join(wins) + (" (tie)" if len(wins) > 1 else "")
+
+
 def headline(res: dict) -> list[str]:
+    """The short table at the top of RESULTS.md (for the README), with who wins each row."""
     sec = res["sections"]
     acc, ov, snap, tr = (sec.get(k, {}) for k in ("accuracy", "overhead", "snapshot", "trace"))
-    lines = ["| Measure | MappedTrace | LeakSanitizer | ASan | Valgrind memcheck | gcore |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| Measure | MappedTrace | LeakSanitizer | ASan | Valgrind memcheck | gcore | Best |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     if acc:
         for real, label in ((False, "Leak corpus (C, -O0/-O2): true leaks found, false reports"),
-                            (True, "SQLite shell + Lua (injected leak): found, false reports")):
+                            (True, "SQLite shell + Lua, unmodified and with an injected leak"),):
             t = _acc_totals(acc, real)
             if t:
+                best = _winner({"MappedTrace": _acc_score(t.get("mappedtrace")),
+                                "LeakSanitizer": _acc_score(t.get("lsan")),
+                                "Valgrind": _acc_score(t.get("valgrind"))}, lower=False)
                 lines.append(f"| {label} | {_acc_cell(t.get('mappedtrace'))} | {_acc_cell(t.get('lsan'))} | – | "
-                             f"{_acc_cell(t.get('valgrind'))} | – |")
+                             f"{_acc_cell(t.get('valgrind'))} | – | {best} |")
     if ov.get("workloads"):
         g = {v: _ovh(ov, v, "wall_ratio") for v in ("maps", "maps+snapshot/s", "lsan", "asan", "valgrind")}
+        best = _winner({"MappedTrace": g["maps"], "LeakSanitizer": g["lsan"], "ASan": g["asan"],
+                        "Valgrind": g["valgrind"]}, lower=True)
         lines.append(f"| Slowdown vs clang-22 -O2 (geomean of {len(ov['workloads'])} workloads, wall) | "
                      f"×{_f(g['maps'])} (maps, no tracer); ×{_f(g['maps+snapshot/s'])} (+1 snapshot/s) | "
-                     f"×{_f(g['lsan'])} | ×{_f(g['asan'])} | ×{_f(g['valgrind'])} | – |")
+                     f"×{_f(g['lsan'])} | ×{_f(g['asan'])} | ×{_f(g['valgrind'])} | – | {best} |")
         r = {v: _ovh(ov, v, "rss_ratio") for v in ("maps", "lsan", "asan", "valgrind")}
+        best = _winner({"MappedTrace": r["maps"], "LeakSanitizer": r["lsan"], "ASan": r["asan"],
+                        "Valgrind": r["valgrind"]}, lower=True)
         lines.append(f"| Max RSS vs clang-22 -O2 (geomean) | ×{_f(r['maps'])} | ×{_f(r['lsan'])} | "
-                     f"×{_f(r['asan'])} | ×{_f(r['valgrind'])} | – |")
+                     f"×{_f(r['asan'])} | ×{_f(r['valgrind'])} | – | {best} |")
     if snap.get("sizes"):
         big = max(snap["sizes"], key=lambda s: s["heap_mib"])
         m = big["methods"]
+
         def pm(k: str) -> float | None:
             return m.get(k, {}).get("pause_ms_median")
+        best = _winner({"MappedTrace fork": pm("fork"), "MappedTrace stop-copy": pm("stop-copy"),
+                        "gcore": pm("gcore")}, lower=True)
         lines.append(f"| Snapshot pause, {big['heap_mib']} MiB heap (median ms) | fork {_f(pm('fork'), '{:.0f}')}; "
-                     f"stop-copy {_f(pm('stop-copy'), '{:.0f}')} | – | – | – | {_f(pm('gcore'), '{:.0f}')} |")
+                     f"stop-copy {_f(pm('stop-copy'), '{:.0f}')} | – | – | – | {_f(pm('gcore'), '{:.0f}')} | {best} |")
     rows = [r for r in tr.get("sizes", []) if "e2e" in r]
     if rows:
         big = max(rows, key=lambda r: r["heap_mib"])
-        lines.append(f"| Leak check of a live {big['heap_mib']} MiB heap ({big['e2e']['expected_leaked_at_least']} leaks), "
-                     f"end to end | {big['e2e']['leaks_s_median']:.1f} s, all leaks found: "
-                     f"{'yes' if big['e2e']['leaked_objects'] >= big['e2e']['expected_leaked_at_least'] else 'NO'} "
-                     f"| – (at exit only) | – (at exit only) | – (at exit only) | – |")
+        e = big["e2e"]
+        lines.append(f"| Leak check of a live {big['heap_mib']} MiB heap ({e['expected_leaked_at_least']} leaks), "
+                     f"end to end | {e['leaks_s_median']:.1f} s, all found: "
+                     f"{'yes' if e['leaked_objects'] >= e['expected_leaked_at_least'] else 'NO'} "
+                     "| – (only at exit, in process) | – (at exit) | – (at exit) | – | MappedTrace is the only one "
+                     "that checks a running process; it is slow (Python) |")
     return lines
 
 
@@ -386,8 +412,8 @@ def render(res: dict) -> str:
     if ov:
         L += ["## Overhead: slowdown and memory vs plain clang-22 -O2", "",
               f"Command: `{ov['command']}`; {ov['runs']} interleaved rounds (order rotated each round); medians; "
-              "ratio = variant median / plain median. CPU = user+sys of the target process (wait4); "
-              "RSS = its ru_maxrss. `maps+snapshot/s`: `mappedtrace snapshot PID -o FILE --mode fork` 0.5 s "
+              "ratio = variant median / plain median. CPU = user+sys of the program, max RSS and CPU from GNU time; "
+              "`maps+snapshot/s`: `mappedtrace snapshot PID -o FILE --mode fork` 0.25 s "
               "after start then every second (the snapshot command's own CPU, on the same 2 cores, is not "
               "in the target's CPU column but does slow its wall time).", "",
               "| workload | variant | wall s | wall × | CPU × | max RSS MiB | RSS × | notes |",
@@ -440,7 +466,11 @@ def render(res: dict) -> str:
         L.append("")
     L += ["## Plot", "", "![pause and leak-check time vs heap size](bench.png)", "",
           "`benchmarks/plot.py` draws it from results.json (matplotlib, Agg).", "",
-          "## Notes", ""] + NOTES + ["", "## Reproduce", "",
+          "## Notes", ""] + NOTES + ([
+          f"* Built with `MAPPEDTRACE_DEOPT_IN_REGS=0` (deopt values spilled to the stack): "
+          f"{', '.join(res.get('builds_spilled', []))} — with the default (values kept in callee-saved "
+          "registers) `mappedtrace cc -O2` fails on SQLite's amalgamation: \"ran out of registers during "
+          "register allocation in function 'sqlite3InitOne'\"."] if res.get("builds_spilled") else []) + ["", "## Reproduce", "",
           "```sh", "./bench.sh            # full (≤ 30 min on 2 cores): setup + every benchmark",
           "./bench.sh --quick    # ≤ 5 min: subset of the corpus, small sizes, 3 runs per median",
           "```", "", "Per section: `.venv/bin/python benchmarks/run.py --only accuracy|overhead|snapshot|trace "
@@ -503,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     res["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
     res["machine"]["loadavg_end"] = [round(x, 1) for x in os.getloadavg()]
+    res["builds_spilled"] = builds.spilled()
     (out_dir / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     (out_dir / "RESULTS.md").write_text(render(res))
     try:

@@ -6,7 +6,7 @@ Variants of each workload (builds: benchmarks/accuracy/builds.py):
 * ``plain``: ``clang-22 -O2`` — the baseline;
 * ``maps``: ``mappedtrace cc -O2``, no tracer attached;
 * ``maps+snapshot/s``: the same, with ``mappedtrace snapshot PID -o FILE --mode fork``
-  run 0.5 s after the start and then every second until the program exits
+  run 0.25 s after the start and then every second until the program exits
   (the tracer's own CPU is not counted in the target's CPU time);
 * ``lsan``: ``clang-22 -O2 -g -fsanitize=leak`` (leak check at exit);
 * ``asan``: ``clang-22 -O2 -g -fsanitize=address`` (leak check at exit);
@@ -16,8 +16,8 @@ Workloads: benchmarks/programs/binary_trees.c; SQLite's speedtest1 (test/speedte
 + the amalgamation, ``--memdb --size N``); Lua 5.4 running benchmarks/programs/bench.lua.
 
 Each round runs every variant once, in an order rotated from round to round
-(interleaved: machine noise hits all variants alike).  Per run: wall time, CPU
-time (user + sys of the target, from wait4) and max RSS (wait4's ru_maxrss).
+(interleaved: machine noise hits all variants alike).  Per run, under GNU time
+(/usr/bin/time): wall time, CPU time (user + sys of the program) and max RSS.
 Reported: medians, and each median divided by plain's median.
 
     .venv/bin/python benchmarks/overhead_tools/run.py [--runs 5] [--quick] [--out FILE]
@@ -43,16 +43,16 @@ import builds  # noqa: E402
 VARIANTS = ["plain", "maps", "maps+snapshot/s", "lsan", "asan", "valgrind"]
 #: workload -> (builder, full args, quick args)
 WORKLOADS = {
-    "binary_trees": (builds.binary_trees, ["16"], ["14"]),
-    "speedtest1": (builds.speedtest1, ["--memdb", "--size", "12"], ["--memdb", "--size", "4"]),
-    "lua": (builds.lua, [str(builds.PROGRAMS / "bench.lua"), "2"], [str(builds.PROGRAMS / "bench.lua"), "1"]),
+    "binary_trees": (builds.binary_trees, ["15"], ["13"]),
+    "speedtest1": (builds.speedtest1, ["--memdb", "--size", "6"], ["--memdb", "--size", "2"]),
+    "lua": (builds.lua, [str(builds.PROGRAMS / "bench.lua"), "1"], [str(builds.PROGRAMS / "bench.lua"), "0.5"]),
 }
 RUN_TIMEOUT = 600
 
 
 def _snapshot_loop(pid: int, done: threading.Event, out: Path, log: dict) -> None:
-    """``mappedtrace snapshot --mode fork`` 0.5 s after the start, then every second."""
-    delay = 0.5
+    """``mappedtrace snapshot --mode fork`` 0.25 s after the start, then every second."""
+    delay = 0.25
     for _ in range(RUN_TIMEOUT):
         if done.wait(delay):
             return
@@ -68,25 +68,48 @@ def _snapshot_loop(pid: int, done: threading.Event, out: Path, log: dict) -> Non
             return
 
 
+def _child_of(pid: int) -> int | None:
+    """The first child of *pid* (GNU time's child: the measured program), or None."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(kids[0]) if kids else None
+
+
+def _snapshot_target(time_pid: int, done: threading.Event, out: Path, log: dict) -> None:
+    for _ in range(1000):                       # ≤ 1 s to see GNU time's child appear
+        pid = _child_of(time_pid)
+        if pid is not None or done.wait(0.001):
+            break
+    if pid is not None:
+        _snapshot_loop(pid, done, out, log)
+
+
 def run_once(argv: list[str], snap: bool, tmp: Path) -> dict:
-    """One run: wall s, CPU s, max RSS KiB (+ the snapshot log)."""
+    """One run under GNU time: wall s, CPU s (user+sys), max RSS KiB (+ the snapshot log).
+
+    GNU time (a small C program) forks and execs the program and reads its rusage:
+    measuring from Python instead would count the Python process's RSS before exec.
+    """
     log = {"taken": 0, "ok": 0, "seconds": []}
     done = threading.Event()
+    tf = tmp / "time.out"
+    tf.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(["/usr/bin/time", "-f", "%U %S %M %x", "-o", str(tf), *argv], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     th = None
     if snap:
-        th = threading.Thread(target=_snapshot_loop, args=(p.pid, done, tmp / f"snap.{p.pid}", log))
+        th = threading.Thread(target=_snapshot_target, args=(p.pid, done, tmp / f"snap.{p.pid}", log))
         th.start()
     killer = threading.Timer(RUN_TIMEOUT, p.kill)   # bounds the read below
     killer.start()
     try:
-        err = b""
         # stderr is read to EOF (the end of the process), then the process is reaped
         err = p.stderr.read()
-        _, status, ru = os.wait4(p.pid, 0)
+        p.wait()
         wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
     finally:
         killer.cancel()
         done.set()
@@ -95,9 +118,11 @@ def run_once(argv: list[str], snap: bool, tmp: Path) -> dict:
             p.wait()
         if th is not None:
             th.join()
-    if p.returncode != 0:
+    fields = tf.read_text().split() if tf.exists() else []
+    if p.returncode != 0 or len(fields) < 4:
         raise RuntimeError(f"{argv[0]} exited with {p.returncode}: {err.decode(errors='replace')[-400:]}")
-    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_kib": ru.ru_maxrss, "snap": log}
+    user, sys_, rss, _ = fields[-4:]
+    return {"wall": wall, "cpu": float(user) + float(sys_), "rss_kib": int(rss), "snap": log}
 
 
 def argv_of(variant: str, workload: str, quick: bool) -> tuple[list[str], bool]:

@@ -5,11 +5,11 @@ local scale = tonumber(arg and arg[1]) or 1
 local function fib(n) if n < 2 then return n end return fib(n - 1) + fib(n - 2) end
 
 local t0 = os.clock()
-local f = fib(20 + scale)
+local f = fib(19 + math.floor(scale * 2))
 
 -- table churn: many small tables, most dropped, some kept
 local kept = {}
-for i = 1, 60000 * scale do
+for i = 1, math.floor(60000 * scale) do
   local t = {id = i, name = "n" .. i, kids = {i, i + 1, i + 2}}
   if i % 7 == 0 then kept[#kept + 1] = t end
   if #kept > 5000 then kept = {} end
@@ -17,7 +17,7 @@ end
 
 -- string ops
 local parts = {}
-for i = 1, 20000 * scale do
+for i = 1, math.floor(20000 * scale) do
   parts[#parts + 1] = string.format("%05d:%s", i, string.rep("x", i % 17))
 end
 local s = table.concat(parts, ",")
