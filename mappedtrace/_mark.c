@@ -47,9 +47,7 @@ struct mt_heap {
     int64_t n;                 /* chunks, sorted by start, not overlapping */
     const uint64_t *starts;
     const uint64_t *sizes;     /* usable bytes */
-    const int64_t *memoff;     /* offset of the chunk's bytes in mem, -1 unreadable */
-    const uint8_t *mem;
-    uint64_t memlen;
+    const uint64_t *cptr;      /* address of the chunk's bytes in this process, 0 unreadable */
     const uint64_t *rng;       /* start, size of chunk i at rng[2i], rng[2i+1]: one cache line per probe */
     /* lookup index: the chunks form nseg segments (runs of nearly contiguous
      * chunks, sorted); segment s covers [seg_lo[s], seg_hi[s]) and chunks
@@ -167,7 +165,7 @@ int64_t mt_find(const struct mt_heap *h, uint64_t v)
 }
 
 /* Prefetch distance (queue entries) for the software pipeline of the FIFO
- * loops: memoff[] at 2*PD, the object's first line at PD, and the bucket of
+ * loops: cptr[] at 2*PD, the object's first line at PD, and the bucket of
  * the object's first slot words at PD/2.  Marking is bound by cache misses on
  * a big heap (one random object, bucket and range per edge); Boehm GC
  * prefetches grey objects the same way. */
@@ -196,18 +194,22 @@ static inline void prefetch_ahead(const struct mt_heap *h, const struct mt_types
                                   const struct mt_out *o, const struct mt_queue *q, int typed)
 {
     int64_t i = q->head;
-    if (i + 2 * PD < q->tail)
-        __builtin_prefetch(&h->memoff[q->v[i + 2 * PD]]);
+    if (i + 2 * PD < q->tail) {
+        int64_t d = q->v[i + 2 * PD];
+        __builtin_prefetch(&h->cptr[d]);
+        if (typed)
+            __builtin_prefetch(&o->type[d]);
+    }
     if (i + PD < q->tail) {
         int64_t d = q->v[i + PD];
-        if (h->memoff[d] >= 0)
-            __builtin_prefetch(h->mem + h->memoff[d]);
+        if (h->cptr[d])
+            __builtin_prefetch((const void *)(uintptr_t)h->cptr[d]);
     }
     if (i + PD / 2 < q->tail) {
         int64_t d = q->v[i + PD / 2];
-        if (h->memoff[d] < 0)
+        if (!h->cptr[d])
             return;
-        const uint8_t *p = h->mem + h->memoff[d];
+        const uint8_t *p = (const uint8_t *)(uintptr_t)h->cptr[d];
         if (!typed) {
             if (h->sizes[d] >= 16) {
                 prefetch_bucket(h, load64(p));
@@ -340,9 +342,9 @@ static int scan_typed(const struct mt_heap *h, const struct mt_types *t, struct 
                       struct mt_queue *q, int64_t d, int64_t ti)
 {
     uint64_t size = h->sizes[d], tsz = t->size[ti];
-    if (h->memoff[d] < 0)
+    if (!h->cptr[d])
         return 0;
-    const uint8_t *p = h->mem + h->memoff[d];
+    const uint8_t *p = (const uint8_t *)(uintptr_t)h->cptr[d];
     if (t->flags[ti] & TYPE_FLEX) {
         if (scan_slots(h, t, o, q, d, p, ti, 0, size))
             return -1;
@@ -365,9 +367,9 @@ static int scan_typed(const struct mt_heap *h, const struct mt_types *t, struct 
 static int scan_cons(const struct mt_heap *h, struct mt_out *o, struct mt_queue *q,
                      int64_t d, uint32_t extra, int reach)
 {
-    if (h->memoff[d] < 0)
+    if (!h->cptr[d])
         return 0;
-    const uint8_t *p = h->mem + h->memoff[d];
+    const uint8_t *p = (const uint8_t *)(uintptr_t)h->cptr[d];
     uint64_t size = h->sizes[d];
     for (uint64_t off = 0; off + 8 <= size; off += 8) {
         uint64_t v = load64(p + off);

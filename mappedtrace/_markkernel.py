@@ -22,8 +22,8 @@ _SRC = Path(__file__).with_name("_mark.c")
 CDEF = """
 struct mt_edge { int64_t src; int64_t dst; uint64_t src_off; uint64_t dst_off; uint32_t flags; uint32_t pad; };
 struct mt_heap {
-    int64_t n; const uint64_t *starts; const uint64_t *sizes; const int64_t *memoff;
-    const uint8_t *mem; uint64_t memlen; const uint64_t *rng; uint64_t lo, hi; int64_t nseg;
+    int64_t n; const uint64_t *starts; const uint64_t *sizes; const uint64_t *cptr;
+    const uint64_t *rng; uint64_t lo, hi; int64_t nseg;
     const uint64_t *seg_lo, *seg_hi; const int64_t *seg_first, *seg_last, *seg_boff, *seg_nb;
     const uint32_t *seg_shift; const int64_t *bucket; int64_t nheapmaps; const uint64_t *heapmaps; int64_t nmaps; const uint64_t *maps;
 };

@@ -131,8 +131,9 @@ class HeapGraph:
     types: dict
     precision: Precision
     warnings: list[str] = field(default_factory=list)
-    #: the heap bytes read by the marker (kept so analyses see the same snapshot)
-    mem: np.ndarray | None = field(default=None, repr=False)
+    #: the heap bytes read by the marker (kept so analyses see the same snapshot);
+    #: ``memoff[i]`` is node i's position in ``mem`` (-1: unreadable)
+    mem: Any = field(default=None, repr=False)          # trace.PieceMemory
     memoff: np.ndarray | None = field(default=None, repr=False)
     #: sorted, merged [lo, hi) address ranges of the target's mappings
     mapped: np.ndarray | None = field(default=None, repr=False)
@@ -200,21 +201,17 @@ class HeapGraph:
             return np.zeros(shape, np.uint64), np.zeros(shape, bool)
         mo = self.memoff[nodes]
         valid = (mo[:, None] >= 0) & (offs[None, :] + np.uint64(8) <= self.sizes[nodes][:, None])
-        pos = np.where(valid, np.maximum(mo, 0)[:, None].astype(np.uint64) + offs[None, :], np.uint64(0))
-        if np.any(pos & np.uint64(7)):
-            b = self.mem[pos.reshape(-1, 1).astype(np.int64) + np.arange(8)]
-            w = np.ascontiguousarray(b).view("<u8").reshape(shape)
-        else:
-            w = self.mem[:len(self.mem) // 8 * 8].view("<u8")[(pos >> np.uint64(3)).astype(np.int64)]
-        return np.where(valid, w, np.uint64(0)), valid
+        pos = np.maximum(mo, 0)[:, None].astype(np.uint64) + offs[None, :]
+        w = np.zeros(shape, np.uint64)
+        w[valid] = self.mem.u64(pos[valid])
+        return w, valid
 
     def object_bytes(self, i: int, limit: int | None = None) -> bytes | None:
         """The bytes of node ``i`` as the marker read them (None if unreadable)."""
         if self.mem is None or self.memoff is None or self.memoff[i] < 0:
             return None
         n = int(self.sizes[i]) if limit is None else min(limit, int(self.sizes[i]))
-        o = int(self.memoff[i])
-        return self.mem[o:o + n].tobytes()
+        return self.mem.bytes(int(self.memoff[i]), n)
 
     def is_mapped(self, addr: int) -> bool:
         """Whether ``addr`` lies in a mapping of the target (False when unknown)."""

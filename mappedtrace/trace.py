@@ -114,8 +114,8 @@ class MarkError(MappedTraceError):
 class _Heap:
     starts: np.ndarray       # u64
     sizes: np.ndarray        # u64
-    memoff: np.ndarray       # i64, -1 unreadable
-    mem: np.ndarray          # u8, 8-aligned words at memoff
+    memoff: np.ndarray       # i64 position in ``mem``'s virtual space, -1 unreadable
+    mem: "PieceMemory"       # the bytes read, in pieces (no copy of what target.read gave)
     heapmaps: np.ndarray     # u64 (k, 2)
     maps: np.ndarray         # u64 (k, 2)
     warnings: list[str]
@@ -148,11 +148,73 @@ class _Heap:
 
     def words(self, d: np.ndarray, off: np.ndarray) -> np.ndarray:
         """The u64 at byte ``off`` of node ``d`` (memoff >= 0 assumed)."""
-        pos = self.memoff[d].astype(np.uint64) + off.astype(np.uint64)
-        if len(pos) and np.any(pos & np.uint64(7)):
-            b = self.mem[pos[:, None].astype(np.int64) + np.arange(8)]
-            return np.ascontiguousarray(b).view("<u8").reshape(-1)
-        return self.mem.view("<u8")[(pos >> np.uint64(3)).astype(np.int64)]
+        return self.mem.u64(self.memoff[d].astype(np.uint64) + off.astype(np.uint64))
+
+
+class PieceMemory:
+    """Bytes read from the target, kept as the pieces ``target.read`` returned.
+
+    Each piece gets a *virtual* base (8-aligned, pieces laid end to end); a
+    chunk's bytes are at a virtual position inside one piece.  Nothing is
+    copied into one big buffer: a 1 GiB heap costs 1 GiB, not 2.
+    """
+
+    def __init__(self) -> None:
+        self.bases: list[int] = []
+        self.arrays: list[np.ndarray] = []
+        self.size = 0
+        self._bases_np: np.ndarray | None = None
+
+    def add(self, data: bytes) -> int:
+        """Keep ``data``; return its virtual base."""
+        base = self.size
+        self.bases.append(base)
+        self.arrays.append(np.frombuffer(data, dtype=np.uint8))
+        self.size = (base + len(data) + 7) & ~7
+        self._bases_np = None
+        return base
+
+    def _piece(self, pos: np.ndarray) -> np.ndarray:
+        if self._bases_np is None:
+            self._bases_np = np.array(self.bases, dtype=np.uint64)
+        return np.searchsorted(self._bases_np, pos, side="right").astype(np.int64) - 1
+
+    def u64(self, pos: np.ndarray) -> np.ndarray:
+        """The little-endian u64 at each virtual position (inside one piece each)."""
+        pos = np.asarray(pos, dtype=np.uint64)
+        out = np.zeros(len(pos), dtype=np.uint64)
+        if not len(pos) or not self.arrays:
+            return out
+        k = self._piece(pos)
+        pieces = np.unique(k) if len(self.arrays) > 1 else np.zeros(1, np.int64)
+        for pi in pieces.tolist():
+            m = k == pi if len(pieces) > 1 else slice(None)
+            local = (pos[m] - np.uint64(self.bases[pi])).astype(np.int64)
+            arr = self.arrays[pi]
+            if np.any(local & 7):
+                b = arr[local[:, None] + np.arange(8)]
+                out[m] = np.ascontiguousarray(b).view("<u8").reshape(-1)
+            else:
+                out[m] = arr[:len(arr) // 8 * 8].view("<u8")[local >> 3]
+        return out
+
+    def bytes(self, pos: int, n: int) -> bytes:
+        """``n`` bytes at virtual position ``pos`` (inside one piece)."""
+        pi = int(self._piece(np.array([pos], dtype=np.uint64))[0])
+        local = pos - self.bases[pi]
+        return self.arrays[pi][local:local + n].tobytes()
+
+    def pointers(self, memoff: np.ndarray) -> np.ndarray:
+        """Absolute addresses (in this process) of each position; 0 where memoff < 0."""
+        out = np.zeros(len(memoff), dtype=np.uint64)
+        ok = memoff >= 0
+        if not ok.any():
+            return out
+        pos = memoff[ok].astype(np.uint64)
+        k = self._piece(pos)
+        addr = np.array([a.ctypes.data for a in self.arrays], dtype=np.uint64)
+        out[ok] = addr[k] + (pos - np.array(self.bases, dtype=np.uint64)[k])
+        return out
 
 
 def _in_ranges(r: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -215,25 +277,27 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
     if np.any(starts & np.uint64(7)):
         bad = int(starts[np.nonzero(starts & np.uint64(7))[0][0]])
         raise BadData("heap", None, f"chunk address {bad:#x} is not 8-byte aligned")
-    total = sum((hi - lo + 7) & ~7 for _, _, lo, hi in segs)
-    mem = np.zeros(total + 8, dtype=np.uint8)
+    mem = PieceMemory()
     memoff = np.full(len(starts), -1, dtype=np.int64)
-    pos = 0
     for first, last, lo, hi in segs:
-        bad_ranges = _read_into(target, lo, hi, mem, pos, warnings)
-        idx = np.arange(first, last)
-        memoff[idx] = pos + (starts[idx] - np.uint64(lo)).astype(np.int64)
-        for blo, bhi in bad_ranges:    # chunks touching an unreadable piece
-            cstart, cend = starts[idx], starts[idx] + sizes[idx]
-            hit = idx[(cstart < np.uint64(bhi)) & (cend > np.uint64(blo))]
-            for c in hit:
-                try:
-                    data = target.read(int(starts[c]), int(sizes[c]))
-                    mem[memoff[c]:memoff[c] + len(data)] = np.frombuffer(data, dtype=np.uint8)
-                except TargetFault:
-                    memoff[c] = -1
-        pos += hi - lo
-        pos = (pos + 7) & ~7
+        # pieces of about READ_PIECE bytes, cut at chunk starts (a chunk never straddles two)
+        rel = (starts[first:last] - np.uint64(lo)).astype(np.int64)
+        cuts = np.searchsorted(rel, np.arange(READ_PIECE, hi - lo, READ_PIECE, dtype=np.int64))
+        bounds = sorted(set([0, *cuts.tolist(), last - first]))
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if a >= b:
+                continue
+            plo, phi = int(starts[first + a]), int(ends[first + b - 1])
+            idx = np.arange(first + a, first + b)
+            try:
+                base = mem.add(target.read(plo, phi - plo))
+                memoff[idx] = base + (starts[idx] - np.uint64(plo)).astype(np.int64)
+            except TargetFault:
+                for c in idx.tolist():       # one chunk at a time: keep what can be read
+                    try:
+                        memoff[c] = mem.add(target.read(int(starts[c]), int(sizes[c])))
+                    except TargetFault:
+                        memoff[c] = -1
     nbad = int(np.count_nonzero(memoff < 0))
     if nbad:
         warnings.append(f"{nbad} heap objects could not be read; they are not scanned")
@@ -246,22 +310,6 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
             if k < len(starts) and int(starts[k]) < m.end:
                 heapm.append((m.start, m.end))
     return _Heap(starts, sizes, memoff, mem, _merge_ranges(heapm), maps, warnings, segs)
-
-
-def _read_into(target, lo: int, hi: int, mem: np.ndarray, pos: int,
-               warnings: list[str]) -> list[tuple[int, int]]:
-    """Read [lo, hi) into mem[pos:]; return the pieces that could not be read."""
-    bad = []
-    a = lo
-    while a < hi:
-        b = min(hi, a + READ_PIECE)
-        try:
-            data = target.read(a, b - a)
-            mem[pos + (a - lo):pos + (b - lo)] = np.frombuffer(data, dtype=np.uint8)
-        except TargetFault:
-            bad.append((a, b))
-        a = b
-    return bad
 
 
 @dataclass
@@ -523,9 +571,7 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
     h.n = n
     h.starts = p(heap.starts, "uint64_t *")
     h.sizes = p(heap.sizes, "uint64_t *")
-    h.memoff = p(heap.memoff, "int64_t *")
-    h.mem = p(heap.mem, "uint8_t *")
-    h.memlen = len(heap.mem)
+    h.cptr = p(heap.mem.pointers(heap.memoff), "uint64_t *")
     rng = np.empty(2 * n, np.uint64)
     rng[0::2], rng[1::2] = heap.starts, heap.sizes
     h.rng = p(rng, "uint64_t *")

@@ -229,3 +229,15 @@ def test_kernel_build_cache_and_fallback(tmp_path, monkeypatch, capfd):
     assert_same_graph(a, b)
     with pytest.raises(MappedTraceError, match="C marking kernel"):
         mark(t, chunks, roots, TYPES, kernel="c")
+
+
+def test_small_read_pieces_same_graph(monkeypatch):
+    import mappedtrace.trace as tr
+    t, chunks, roots = gen_heap(5)
+    a = mark(t, chunks, roots, TYPES)
+    monkeypatch.setattr(tr, "READ_PIECE", 300)      # many pieces, cut at chunk starts
+    monkeypatch.setattr(tr, "SEGMENT_GAP", 16)
+    b = mark(t, chunks, roots, TYPES)
+    assert len(b.mem.arrays) > 50
+    assert_same_graph(a, b)
+    assert find_leaks(a).to_dict()["leaks"] == find_leaks(b).to_dict()["leaks"]
