@@ -16,17 +16,23 @@ int main(void) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_usr1;
     sigaction(SIGUSR1, &sa, NULL);
+    /* SIGUSR1 is blocked except inside sigsuspend: no delivery between the
+     * check and the wait can be missed */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &block, &old);
     printf("ready %d\n", (int)getpid());
     fflush(stdout);
     int seen = 0;
     for (;;) {
-        pause();
         while (seen < count) {
             seen++;
             printf("%d\n", seen);
             fflush(stdout);
         }
         if (seen >= 1000) break;
+        sigsuspend(&old);
     }
     return 0;
 }

@@ -308,12 +308,20 @@ class CapturedTarget(Target):
         return sum(p.size for p in self.pieces if p.data is not None)
 
     def close(self) -> None:
-        """Kill a fork-mode child still held, close files."""
+        """Kill a fork-mode child still held, close files, release the copy.
+
+        Threads, mappings and meta stay available; memory reads do not.
+        """
         _kill_child(self._child)
         self._child = None
         for f in self._files.values():
             f.close()
         self._files.clear()
+        if self._arena is not None:
+            self.pieces = []
+            self._piece_starts = []
+            self._arena.close()
+            self._arena = None
 
 
 def _kill_child(child: int | None) -> None:
