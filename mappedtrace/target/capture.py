@@ -22,6 +22,14 @@ is served from the captured copy):
     child is created with ``CLONE_PARENT``: it is a sibling of the target, not
     its child, so the target never sees a ``SIGCHLD`` or a zombie of ours.
 
+Known windows, written down here: if the tracer is SIGKILLed during the few
+milliseconds a thread's registers are borrowed for the clone, that thread
+resumes with the borrowed registers (the process will likely crash; the
+child, created without a tracer, is not killed either).  The kernel gives no
+way to make that atomic; stop-copy has no such window.  Between the clone and
+``PTRACE_O_EXITKILL`` being set on the child (microseconds) a tracer death
+leaves the child running.
+
 Read-only file-backed mappings are not copied (their bytes are in the files):
 :class:`CapturedTarget` reads them from the file named in the mapping, and the
 list of such mappings is kept (``meta["file_backed"]``).  ``[vvar]`` and
