@@ -175,10 +175,12 @@ def note_payload(target: Target) -> dict:
 def _pieces_of(target: Target) -> list[Piece]:
     if isinstance(target, CapturedTarget):
         return target.pieces
-    # any other Target: copy what a capture would copy, through read()
+    # any other Target (e.g. a LiveTarget): copy what a capture would copy, through read()
+    from .live import anon_file_ranges
+    anon = anon_file_ranges(target.pid) if target.pid else set()
     out = []
     for m in target.mappings:
-        if wants_copy(m):
+        if wants_copy(m) or (m.readable and (m.start, m.end) in anon):
             try:
                 out.append(Piece(m.start, m.size, memoryview(target.read(m.start, m.size))))
                 continue
