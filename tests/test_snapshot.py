@@ -605,3 +605,23 @@ def test_core_refuses_a_rebuilt_binary(bins, procs, tmp_path):
             c.read(text.start, 16)
     finally:
         c.close()
+
+
+def test_load_bias_of_pie_and_non_pie(tmp_path):
+    """settle adds the load bias to record PCs: AT_ENTRY − e_entry, 0 for a non-PIE binary."""
+    from mappedtrace.target.settle import load_bias
+    gcc = shutil.which("gcc") or CC
+    for flags, pie in ((["-fPIE", "-pie"], True), (["-fno-pie", "-no-pie"], False)):
+        exe = tmp_path / f"heap_{'pie' if pie else 'nopie'}"
+        subprocess.run([gcc, "-O2", *flags, "-o", str(exe), str(SAMPLES / "snap_heap.c")], check=True)
+        p = Proc([str(exe), "1", "serve"], stdin=subprocess.PIPE)
+        try:
+            ct = snapshot_process(p.pid, "stop-copy", settle=False)
+            ct.close()
+            first = min(m.start for m in ct.mappings if m.path == str(exe))
+            if pie:
+                assert load_bias(ct) == first != 0
+            else:
+                assert load_bias(ct) == 0 and first == 0x400000
+        finally:
+            p.kill()
