@@ -62,6 +62,8 @@ def test_lldb_agrees_with_ptrace(blocked):
         ra, rb = a.threads[0].regs, b.threads[0].regs
         assert ra == rb, {k: (hex(ra[k]), hex(rb[k])) for k in ra if ra[k] != rb[k]}
         assert ra["orig_rax"] == 0          # blocked in read(2)
+        # the FXSAVE image rebuilt from LLDB's FP registers (bytes 416+ are reserved)
+        assert a.threads[0].fpregs[:416] == b.threads[0].fpregs[:416]
         for m in a.mappings:
             if m.path in ("[heap]", "[stack]"):
                 assert a.read(m.start, m.size) == b.read(m.start, m.size), m.path

@@ -11,9 +11,9 @@ Known differences from the ptrace backend, written down where they arise:
 * LLDB does not expose ``orig_rax``; it is read from
   ``/proc/PID/task/TID/syscall`` while the thread is stopped (-1 when not in a
   system call).
-* The FXSAVE/XSAVE areas are not rebuilt from LLDB's register view:
-  ``fpregs``/``xstate`` are None (a core written from this backend has no
-  ``NT_PRFPREG``).
+* The FXSAVE area (``fpregs``, 512 bytes) is rebuilt from LLDB's FP register
+  view (x87 control/status/tag, FIP/FDP, MXCSR, ST0–7, XMM0–15; bytes
+  416–511 are left zero); the XSAVE area (``xstate``) is not (None).
 * No settling by single-stepping (LLDB's instruction step resumes through its
   own thread plans): threads are classified only — at a map point
   (settled), outside instrumented code (uninstrumented), or in between
@@ -24,6 +24,7 @@ Known differences from the ptrace backend, written down where they arise:
 from __future__ import annotations
 
 import os
+import struct
 import time
 
 from .base import GPR_NAMES, SETTLED, UNINSTRUMENTED, UNSETTLED, Mapping
@@ -72,6 +73,40 @@ def _gprs(lldb, thread) -> dict[str, int]:
             if n is not None and r.GetByteSize() == 8:
                 regs[n] = r.GetValueAsUnsigned()
     return regs
+
+
+_FX_HEAD = struct.Struct("<HHBxHQQII")   # fcw, fsw, abridged ftw, fop, fip, fdp, mxcsr, mxcsr_mask
+
+
+def _fxsave(thread) -> bytes | None:
+    """The 512-byte FXSAVE image of ``thread``'s FP registers, as PTRACE_GETFPREGS gives it."""
+    vals: dict[str, bytes] = {}
+    import lldb as _l      # already imported by _lldb()
+    for rs in thread.GetFrameAtIndex(0).GetRegisters():
+        if "Floating" not in (rs.GetName() or ""):
+            continue
+        for r in rs:
+            d = r.GetData()
+            n = d.GetByteSize()
+            if n:
+                e = _l.SBError()
+                raw = d.ReadRawData(e, 0, n)
+                if e.Success() and raw is not None:
+                    vals[r.GetName()] = bytes(raw)
+    need = ("fctrl", "fstat", "ftag", "fop", "fip", "fdp", "mxcsr", "mxcsrmask")
+    if not all(n in vals for n in need):
+        return None
+    u = {n: int.from_bytes(vals[n], "little") for n in need}
+    # LLDB shows the full 16-bit tag word; FXSAVE keeps the abridged form (1 = not empty)
+    ftw = sum(1 << i for i in range(8) if (u["ftag"] >> (2 * i)) & 3 != 3) if len(vals["ftag"]) == 2 else u["ftag"] & 0xFF
+    out = bytearray(512)
+    _FX_HEAD.pack_into(out, 0, u["fctrl"], u["fstat"], ftw, u["fop"], u["fip"], u["fdp"], u["mxcsr"],
+                       u["mxcsrmask"])
+    for i in range(8):
+        out[32 + 16 * i:32 + 16 * i + 10] = vals.get(f"st{i}", bytes(10))[:10].ljust(10, b"\0")
+    for i in range(16):
+        out[160 + 16 * i:176 + 16 * i] = vals.get(f"xmm{i}", bytes(16))[:16].ljust(16, b"\0")
+    return bytes(out)
 
 
 def snapshot_lldb(pid: int, *, settle: bool = True, max_steps: int | None = None,
@@ -123,7 +158,7 @@ def _capture(lldb, proc, pid: int, anon_file, settle: bool) -> CapturedTarget:
         tid = th.GetThreadID()
         regs = _gprs(lldb, th)
         regs["orig_rax"] = _orig_rax(pid, tid)
-        threads.append(ThreadSnapshot(tid, regs, None, name=th.GetName() or ""))
+        threads.append(ThreadSnapshot(tid, regs, _fxsave(th), name=th.GetName() or ""))
     try:
         mappings = parse_maps(open(f"/proc/{pid}/maps").read())
         exe = os.readlink(f"/proc/{pid}/exe")
