@@ -625,3 +625,11 @@ def test_load_bias_of_pie_and_non_pie(tmp_path):
                 assert load_bias(ct) == 0 and first == 0x400000
         finally:
             p.kill()
+
+
+def test_kernel_thread_and_self_are_refused(tmp_path):
+    r = _run_mt("snapshot", "2", "-o", str(tmp_path / "k.core"))
+    assert r.returncode != 0
+    _no_traceback(r)
+    with pytest.raises(MappedTraceError, match="tracer itself"):
+        snapshot_process(os.getpid())

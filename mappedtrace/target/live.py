@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from . import _kernel as k
 from .base import Mapping, Target, ThreadState
-from ..errors import NoSuchProcess, PermissionProblem, TargetFault
+from ..errors import MappedTraceError, NoSuchProcess, PermissionProblem, TargetFault
 
 
 @dataclass
@@ -44,6 +44,7 @@ def process_state(pid: int) -> str:
     except (OSError, IndexError):
         return ""
 
+_PF_KTHREAD = 0x00200000     # task flag in /proc/PID/stat field 9 (include/linux/sched.h)
 #: bound on re-reading /proc/PID/task while threads keep appearing
 MAX_SEIZE_ROUNDS = 64
 
@@ -70,7 +71,14 @@ def check_pid(pid: int) -> None:
         raise NoSuchProcess(f"no process with PID {pid}", hint="check the PID (ps -e)") from None
     except PermissionError:
         raise PermissionProblem(f"cannot read /proc/{pid}/stat") from None
-    state = stat.rsplit(")", 1)[1].split()[0]
+    head, tail = stat.rsplit(")", 1)
+    fields = tail.split()
+    state = fields[0]
+    if len(fields) > 6 and int(fields[6]) & _PF_KTHREAD:
+        raise MappedTraceError(f"process {pid} ({head.split('(', 1)[-1]}) is a kernel thread: "
+                               "it has no user memory to trace")
+    if pid == os.getpid():
+        raise MappedTraceError(f"process {pid} is this tracer itself", hint="trace another process")
     if state in ("Z", "X"):
         raise NoSuchProcess(f"process {pid} is a zombie (it has exited; its parent has not reaped it)",
                             hint="a zombie has no memory left to trace")
