@@ -57,6 +57,7 @@ and yields the identical graph (tests check it).
 """
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, Sequence
@@ -200,7 +201,7 @@ class PieceMemory:
 
     def bytes(self, pos: int, n: int) -> bytes:
         """``n`` bytes at virtual position ``pos`` (inside one piece)."""
-        pi = int(self._piece(np.array([pos], dtype=np.uint64))[0])
+        pi = bisect.bisect_right(self.bases, pos) - 1
         local = pos - self.bases[pi]
         return self.arrays[pi][local:local + n].tobytes()
 

@@ -28,7 +28,6 @@ or plausible pointers, with at least one non-null ("size", a heuristic); else
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -372,35 +371,46 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
     inf.propagate(inf.by_size(np.nonzero(direct)[0]), levels)
     inf.propagate(inf.by_size(np.arange(m)), levels)
 
-    # structures, biggest first
-    groups: dict[int, list[int]] = {}
-    for li in range(m):
-        groups.setdefault(int(wcc[li]), []).append(li)
-    leaks_by_group = []
-    tids, srcs = inf.tid.tolist(), inf.src.tolist()
-    names: dict[int, str] = {}
-    for root, members in groups.items():
-        lst = []
-        for li in members:
-            node = int(unreached[li])
-            size = int(g.sizes[node])
-            tid, how = tids[li], _Inferrer.SOURCES[srcs[li]]
-            if tid and tid not in names:
-                names[tid] = g.type_name(tid)
-            lst.append(Leak(int(g.addresses[node]), size, names[tid] if tid else f"unk{size}",
-                            "direct" if direct[li] else "indirect", node, -1, tid, how))
-        lst.sort(key=lambda l: (l.kind != "direct", l.address))
-        leaks_by_group.append(lst)
-    leaks_by_group.sort(key=lambda L: (-sum(l.size for l in L), -len(L), L[0].address))
+    # structures, biggest first (bytes, then objects, then lowest address);
+    # inside one: direct leaks first, then by address
     leaks: list[Leak] = []
     structures: list[LeakStructure] = []
-    for si, lst in enumerate(leaks_by_group):
-        for l in lst:
-            l.structure = si
-        leaks.extend(lst)
-        structures.append(LeakStructure(si, len(lst), sum(l.size for l in lst),
-                                        [l.address for l in lst if l.kind == "direct"],
-                                        dict(Counter(l.type for l in lst)), lst))
+    if m:
+        addr = g.addresses[unreached]
+        size = g.sizes[unreached].astype(np.int64)
+        _, ginv = np.unique(wcc, return_inverse=True)
+        gbytes = np.bincount(ginv, weights=size).astype(np.int64)
+        gcount = np.bincount(ginv)
+        gaddr = np.full(len(gcount), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(gaddr, ginv, addr.astype(np.int64))
+        grank = np.empty(len(gcount), np.int64)
+        grank[np.lexsort((gaddr, -gcount, -gbytes))] = np.arange(len(gcount))
+        rank = grank[ginv]
+        order = np.lexsort((addr, ~direct, rank))
+        tids, srcs = inf.tid.tolist(), inf.src.tolist()
+        rank_l, addr_l, size_l = rank.tolist(), addr.tolist(), size.tolist()
+        nodes_l, direct_l = unreached.tolist(), direct.tolist()
+        names: dict[int, str] = {}
+        cur = None
+        for li in order.tolist():
+            tid = tids[li]
+            if tid and tid not in names:
+                names[tid] = g.type_name(tid)
+            sz = size_l[li]
+            si = rank_l[li]
+            l = Leak(addr_l[li], sz, names[tid] if tid else f"unk{sz}",
+                     "direct" if direct_l[li] else "indirect", nodes_l[li], si, tid,
+                     _Inferrer.SOURCES[srcs[li]])
+            leaks.append(l)
+            if cur is None or cur.index != si:
+                cur = LeakStructure(si, 0, 0, [], {})
+                structures.append(cur)
+            cur.objects += 1
+            cur.bytes += sz
+            if direct_l[li]:
+                cur.direct.append(l.address)
+            cur.types[l.type] = cur.types.get(l.type, 0) + 1
+            cur.leaks.append(l)
     # previews of the first PREVIEW_LIMIT leaks whose type is unknown or guessed
     shown = 0
     for l in leaks:
