@@ -30,6 +30,10 @@ def _console(stream: IO[str], width: int | None) -> Console:
                    soft_wrap=False)
 
 
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}" if k == 1 else f"{k} {word}s"
+
+
 def _pct(a: int, b: int) -> str:
     return f"{100.0 * a / b:.1f}%" if b else "-"
 
@@ -52,14 +56,14 @@ def render(report: LeakReport, stream: IO[str], *, width: int | None = None,
     con = _console(stream, width)
     s = report.summary
     if s["leaked_objects"] == 0:
-        con.print(Text(f"no leaks: {s['reachable_objects']} objects "
+        con.print(Text(f"no leaks: {_n(s['reachable_objects'], 'object')} "
                        f"({_bytes(s['reachable_bytes'])}) reachable", style="bold green"))
     else:
         con.print(Text.assemble(
-            (f"{s['leaked_objects']} leaked objects ({_bytes(s['leaked_bytes'])})", "bold red"),
-            f" in {s.get('structures', len(report.structures))} structures: "
+            (f"{_n(s['leaked_objects'], 'leaked object')} ({_bytes(s['leaked_bytes'])})", "bold red"),
+            f" in {_n(s.get('structures', len(report.structures)), 'structure')}: "
             f"{s['direct_objects']} direct, {s['indirect_objects']} indirect; "
-            f"{s['reachable_objects']} objects ({_bytes(s['reachable_bytes'])}) reachable"))
+            f"{_n(s['reachable_objects'], 'object')} ({_bytes(s['reachable_bytes'])}) reachable"))
         t = Table(title="leaks by type", title_justify="left", expand=False)
         for col, just in (("type", "left"), ("objects", "right"), ("bytes", "right"),
                           ("direct", "right"), ("indirect", "right")):
@@ -70,14 +74,15 @@ def render(report: LeakReport, stream: IO[str], *, width: int | None = None,
         for st in report.structures[:structures]:
             types = ", ".join(f"{k} x{v}" for k, v in sorted(st.types.items(), key=lambda kv: -kv[1]))
             con.print(Text.assemble((f"structure #{st.index}", "bold"),
-                                    f": {st.objects} objects, {_bytes(st.bytes)} ({types})"))
+                                    f": {_n(st.objects, 'object')}, {_bytes(st.bytes)} ({types})"),
+                      overflow="ellipsis", no_wrap=True)
             for l in st.leaks[:OBJECTS_PER_STRUCTURE]:
                 how = f" [{l.type_source}]" if l.type_source in ("pointer", "size") else ""
                 line = Text(f"  {l.kind:8} {l.address:#x} {l.size:>7} B  ")
                 line.append(Text(l.type + how))
-                if l.preview:
+                if l.preview and not l.type_id:
                     line.append(Text("  " + l.preview, style="dim"))
-                con.print(line)
+                con.print(line, overflow="ellipsis", no_wrap=True)
             if st.objects > OBJECTS_PER_STRUCTURE:
                 con.print(Text(f"  … {st.objects - OBJECTS_PER_STRUCTURE} more"))
     render_precision(report.precision, con)
