@@ -6,9 +6,10 @@ contiguous chunks, not one per object), then marks from the roots:
 Typing rule (what type a heap object gets)
     A pointer of pointee type ``T`` reaching chunk ``c`` at byte ``o``:
 
-    * ``T`` unknown (type id 0, not in the table, a ``void*``/``char*`` slot
-      flagged UNTYPED, or a union/enum slot flagged CONSERVATIVE): ``c`` is
-      *reached untyped*.
+    * ``T`` unknown (type id 0, not in the table, zero-sized like Rust's
+      ``()`` behind a ``dyn`` pointer, opaque, a function, a ``void*``/``char*``
+      slot flagged UNTYPED, or a union/enum slot flagged CONSERVATIVE): ``c``
+      is *reached untyped*.
     * ``T`` has no pointer slots (``int``, ``char``, a pointer-free struct):
       at ``o == 0`` ``c`` becomes *pointer-free* (it is not scanned); at an
       interior offset it is reached untyped (a ``char*`` into the middle of a
@@ -388,6 +389,11 @@ class _Types:
 def _compile_types(types: dict[int, Any]) -> _Types:
     ids = sorted(int(k) for k in types)
     index = {tid: i for i, tid in enumerate(ids)}
+    # a pointee type that says nothing about the object: zero-sized (Rust `()`,
+    # the data half of a `dyn` pointer), opaque, or code.  Pointers to it are untyped.
+    vague = {tid for tid in ids if int(types[tid].size) <= 0
+             or getattr(types[tid], "kind", "") in ("unknown", "function")}
+    index_ptr = {tid: i for tid, i in index.items() if tid not in vague}
     n = len(ids)
     size = np.zeros(n, np.uint64)
     flags = np.zeros(n, np.uint32)
@@ -411,7 +417,7 @@ def _compile_types(types: dict[int, Any]) -> _Types:
             so.append(int(s.offset))
             sc.append(max(1, int(s.count)))
             ss.append(int(s.stride))
-            st.append(index.get(int(s.target), -1) if s.target else -1)
+            st.append(index_ptr.get(int(s.target), -1) if s.target else -1)
             sf.append(int(s.flags))
             if not int(s.flags) & SLOT_FUNCTION:
                 own_ptr[i] = True
@@ -420,7 +426,7 @@ def _compile_types(types: dict[int, Any]) -> _Types:
     for i in range(n):
         if elem[i] >= 0 and own_ptr[elem[i]]:
             hasptr[i] = True
-    return _Types(ids, index, size, flags, slot_lo, slot_hi, elem, flex_off, hasptr.astype(np.uint8),
+    return _Types(ids, index_ptr, size, flags, slot_lo, slot_hi, elem, flex_off, hasptr.astype(np.uint8),
                   np.array(so, np.uint64), np.array(sc, np.uint64), np.array(ss, np.uint64),
                   np.array(st, np.int64), np.array(sf, np.uint32))
 

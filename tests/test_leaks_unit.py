@@ -98,3 +98,35 @@ def test_no_leaks_report():
     buf = io.StringIO()
     render(rep, buf)
     assert "no leaks" in buf.getvalue()
+
+
+UNIT, VT, P = 0x80, 0x81, 0x82
+
+
+def test_no_vtable_or_zero_sized_types():
+    types = {**TYPES,
+             UNIT: T(UNIT, "()", 0, "struct"),
+             VT: T(VT, "<x::A as x::T>::{vtable_type}", 32, "struct", 8, (S(0, UNIT), S(8, UNIT))),
+             P: T(P, "x::P", 24, "struct", 8, (S(0, UNIT),))}
+    t, chunks = heap({0: [1], 1: [], 2: [1]})
+    # 0 and 2 (40 B) fit Vec<…> and the vtable type by size: only Vec<…> counts.
+    # x::P (24 B, usable 24) never fits a 40-byte chunk.
+    rep = find_leaks(mark(t, chunks, [], types))
+    by = {(l.address - B) // 0x40: l for l in rep.leaks}
+    assert by[0].type == "Vec<[u8; 16]>" and by[2].type == "Vec<[u8; 16]>"
+    assert by[1].type == "Vec<[u8; 16]>" and by[1].type_source == "pointer"
+    assert all("vtable" not in l.type and l.type != "()" for l in rep.leaks)
+    # a pointer typed `()*` says nothing: the chunk is scanned, not taken as pointer-free
+    g = mark(t, chunks, [Root("value", B, 8, UNIT, True, "dyn data")], types)
+    assert g.node(0).how == "conservative" and g.node(1).reached
+
+
+def test_pointer_to_zero_sized_does_not_type():
+    types = {UNIT: T(UNIT, "()", 0, "struct"),
+             P: T(P, "x::P", 32, "struct", 8, (S(0, UNIT), S(8, P)))}
+    t, chunks = heap({0: [1, 2], 1: [], 2: []})
+    rep = find_leaks(mark(t, chunks, [], types))
+    by = {(l.address - B) // 0x40: l for l in rep.leaks}
+    assert by[0].type == "x::P" and by[0].type_source == "size"
+    assert by[1].type == "unk40"          # not "()": zero-sized pointees type nothing
+    assert by[2].type == "x::P" and by[2].type_source == "pointer"

@@ -22,7 +22,8 @@ Type of a leaked object, in order: its own type (if the graph typed it); a
 typed pointer slot of another leaked object whose type is known, pointing at
 its first byte ("pointer"); else a unique struct of the type table whose
 malloc usable size equals the chunk's and whose pointer slots all hold null
-or plausible pointers, with at least one non-null ("size", a heuristic); else
+or plausible pointers, at least one into the heap ("size", a heuristic; never
+a zero-sized, opaque, type-erased or vtable type); else
 ``unk<size>`` with a short preview of the bytes.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ SLOT_FUNCTION = 0x2
 SLOT_CONSERVATIVE = 0x4
 SLOT_WEAK = 0x8
 TYPE_FLEX = 0x2
+TYPE_ERASED = 0x4
 
 #: bytes of an object shown in a preview
 PREVIEW_BYTES = 48
@@ -285,17 +287,28 @@ class _Inferrer:
                 d = g.find_many(w.reshape(-1)).reshape(w.shape)
                 ld = self.local[np.where(d >= 0, d, len(g))]
                 at0 = (d >= 0) & (w == g.addresses[np.maximum(d, 0)])
-                known = np.isin(tg, np.array(list(g.types), np.uint64))[None, :]
-                hit = valid & at0 & (ld >= 0) & known
+                known = np.array([self._informative(int(x)) for x in tg.tolist()], bool)
+                # the pointee must fit in the chunk it points to
+                tsz = np.array([int(g.types[int(x)].size) if int(x) in g.types else 0
+                                for x in tg.tolist()], np.uint64)
+                fits = tsz[None, :] <= g.sizes[np.maximum(d, 0)]
+                hit = valid & at0 & (ld >= 0) & known[None, :] & fits
                 rows, cols = np.nonzero(hit)          # row-major: node order, then slot order
                 nxt.append(self.assign(ld[rows, cols], tg[cols], 2))
             frontier = np.concatenate(nxt) if nxt else np.zeros(0, np.int64)
+
+    def _informative(self, tid: int) -> bool:
+        """A type worth giving an object: known, sized, not code, not a vtable."""
+        t = self.g.types.get(tid)
+        return (t is not None and int(t.size) > 0 and t.kind not in ("unknown", "function")
+                and "{vtable" not in t.name)
 
     def _candidates(self) -> dict[int, list]:
         if self._cands is None:
             self._cands = {}
             for tid, t in self.g.types.items():
-                if int(t.flags) & TYPE_FLEX or t.kind not in ("struct", "union", "enum"):
+                if (int(t.flags) & (TYPE_FLEX | TYPE_ERASED) or t.kind not in ("struct", "union", "enum")
+                        or not self._informative(int(tid))):
                     continue
                 offs = [o for o, _, fl in _slot_words(t, int(t.size))
                         if not fl & (SLOT_FUNCTION | SLOT_CONSERVATIVE)]
@@ -319,8 +332,10 @@ class _Inferrer:
             for tid, offs in cands:
                 w, valid = g.words(self.nodes[sel], offs)
                 flat = w.reshape(-1)
-                plausible = ((flat == 0) | (g.find_many(flat) >= 0) | g.mapped_many(flat)).reshape(w.shape)
-                ok = np.all(plausible & valid, axis=1) & np.any(w != 0, axis=1)
+                inheap = (g.find_many(flat) >= 0).reshape(w.shape)
+                plausible = (w == 0) | inheap | g.mapped_many(flat).reshape(w.shape)
+                # every slot plausible, and at least one pointing into the heap
+                ok = np.all(plausible & valid, axis=1) & np.any(inheap, axis=1)
                 fits += ok
                 pick = np.where(ok, np.uint64(tid), pick)
             one = fits == 1
