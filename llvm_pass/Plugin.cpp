@@ -139,8 +139,8 @@ static void registerCallbacks(PassBuilder &PB) {
   });
   PB.registerPipelineParsingCallback(
       [](StringRef Name, ModulePassManager &MPM, ArrayRef<PassBuilder::PipelineElement>) {
-        if (Name == "mappedtrace") {
-          MPM.addPass(MappedTracePass());
+        if (Name == "mappedtrace" || Name == "mappedtrace<O0>") {
+          MPM.addPass(MappedTracePass(Name.ends_with("<O0>")));
           return true;
         }
         if (Name == "print<mappedtrace>") {

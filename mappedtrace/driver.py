@@ -142,7 +142,7 @@ def rustc_command(args: list[str], plugin: str | None = None) -> list[str]:
         # At opt-level 0, lld's LTO backend builds a pipeline without any
         # extension point (and calls no pre-codegen hook), so name the pass
         # as the whole LTO pipeline (at -O0 it is otherwise empty).
-        extra += ["-C", "link-arg=-Wl,--lto-newpm-passes=mappedtrace"]
+        extra += ["-C", "link-arg=-Wl,--lto-newpm-passes=mappedtrace<O0>"]
     return [rustc, *extra, *args]
 
 
