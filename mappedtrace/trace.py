@@ -93,6 +93,8 @@ SEGMENT_GAP = 64 * 1024
 READ_PIECE = 64 << 20
 #: bound on type sizes and slot offsets/strides/counts taken from a type table
 MAX_OBJECT = 1 << 40
+#: frontiers up to this many nodes are marked node by node by the numpy marker
+SMALL_LEVEL = 8
 #: entries per numpy batch (bounds the fallback's temporary memory)
 NP_BATCH = 1 << 22
 
@@ -331,6 +333,7 @@ class _Types:
     s_target: np.ndarray
     s_flags: np.ndarray
     _tmpl: dict | None = None
+    _exp: dict | None = None
 
     def idx(self, type_id: int) -> int:
         return self.index.get(int(type_id), -1) if type_id else -1
@@ -363,6 +366,17 @@ class _Types:
 
     def expand(self, ti: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every slot word of an object of type ti and ``size`` bytes, in scan order."""
+        if self._exp is None:
+            self._exp = {}
+        key = (ti, size)
+        r = self._exp.get(key)
+        if r is None:
+            r = self._expand(ti, size)
+            if len(self._exp) < 4096 and len(r[0]) <= 4096:
+                self._exp[key] = r
+        return r
+
+    def _expand(self, ti: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         offs, tg, fl = self.template(ti)
         tsz = int(self.size[ti])
         parts = []
@@ -788,6 +802,70 @@ class _NumpyMarker:
                 new_all.append(u)
         return np.concatenate(new_all) if new_all else np.zeros(0, np.int64)
 
+    def _visit1(self, c: int, ti: int, doff: int) -> bool:
+        """The visit rule for one candidate (as ``visit`` in _mark.c); True if c is to be scanned."""
+        st, t = self.state, self.t
+        st[c] |= ST_REACHED
+        if ti < 0:
+            st[c] |= ST_UNKNOWN
+            return False
+        if not t.hasptr[ti]:
+            if doff != 0:
+                st[c] |= ST_UNKNOWN
+            elif not st[c] & ST_SCALAR:
+                st[c] |= ST_SCALAR
+                self.scalar[c] = ti
+            return False
+        tsz = int(t.size[ti])
+        if not (doff == 0 or (tsz > 0 and not int(t.flags[ti]) & TYPE_FLEX and doff % tsz == 0
+                              and int(self.h.sizes[c]) >= 2 * tsz)):
+            st[c] |= ST_UNKNOWN
+            return False
+        if st[c] & ST_TYPED:
+            if int(self.type[c]) != ti:
+                st[c] |= ST_AMBIG
+            return False
+        st[c] |= ST_TYPED
+        self.type[c] = ti
+        return True
+
+    def _small_level(self, frontier: np.ndarray) -> np.ndarray:
+        """One typed level node by node: cheaper than the vectorised path for
+        a handful of nodes (a long list is one node per level)."""
+        h, t = self.h, self.t
+        nxt: list[int] = []
+        rows = []
+        for d in frontier.tolist():
+            if h.memoff[d] < 0:
+                continue
+            o, tg, fl = t.expand(int(self.type[d]), int(h.sizes[d]))
+            if not len(o):
+                continue
+            self.counters[2] += len(o)
+            vals = h.words(np.full(len(o), d, np.int64), o)
+            found = h.find(vals).tolist()
+            for k, v in enumerate(vals.tolist()):
+                if not v:
+                    continue
+                f, c = int(fl[k]), found[k]
+                if c < 0:
+                    if not f & SLOT_CONSERVATIVE:
+                        a, b = h.classify_missing(vals[k:k + 1])
+                        self.counters[0] += a
+                        self.counters[1] += b
+                    continue
+                doff = v - int(h.starts[c])
+                rows.append((d, c, int(o[k]), doff, EDGE_TYPEDSCAN | (0 if f & SLOT_CONSERVATIVE else EDGE_EXACT)
+                             | (EDGE_WEAK if f & SLOT_WEAK else 0), 0))
+                if f & SLOT_WEAK:
+                    continue
+                ti = -1 if f & (SLOT_UNTYPED | SLOT_CONSERVATIVE) else int(tg[k])
+                if self._visit1(c, ti, doff):
+                    nxt.append(c)
+        if rows:
+            self.edges.append(np.array(rows, EDGE_DTYPE))
+        return np.array(nxt, np.int64)
+
     def run(self, rs: _RootScan) -> _MarkOut:
         h, st = self.h, self.state
         ti0 = np.full(len(rs.init_type), -1, np.int64) if self.cons else rs.init_type
@@ -795,6 +873,9 @@ class _NumpyMarker:
         for _ in range(h.n + 1):           # at most one level per node
             if len(frontier) == 0:
                 break
+            if len(frontier) <= SMALL_LEVEL:
+                frontier = self._small_level(frontier)
+                continue
             nxt = []
             i = 0
             while i < len(frontier):       # batches keep the kernel's FIFO order

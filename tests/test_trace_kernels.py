@@ -241,3 +241,32 @@ def test_small_read_pieces_same_graph(monkeypatch):
     assert len(b.mem.arrays) > 50
     assert_same_graph(a, b)
     assert find_leaks(a).to_dict()["leaks"] == find_leaks(b).to_dict()["leaks"]
+
+
+@pytest.mark.parametrize("small", [0, 8, 10**9])
+def test_numpy_small_levels_same_graph(monkeypatch, small):
+    """The numpy marker's node-by-node path (small frontiers) and its
+    vectorised path give the C kernel's graph."""
+    import mappedtrace.trace as tr
+    t, chunks, roots = gen_heap(3)
+    try:
+        a = mark(t, chunks, roots, TYPES, kernel="c")
+    except MappedTraceError as e:
+        pytest.skip(str(e))
+    monkeypatch.setattr(tr, "SMALL_LEVEL", small)
+    assert_same_graph(a, mark(t, chunks, roots, TYPES, kernel="numpy"))
+
+
+def test_long_list_both_kernels():
+    n, B = 3000, 0x100000
+    mem = np.zeros(n * 4, np.uint64)
+    mem[1::4][:n - 1] = B + 32 * np.arange(1, n, dtype=np.uint64)
+    t = MemTarget({B: mem.tobytes()})
+    chunks = [C(B + 32 * i, 24) for i in range(n)]
+    roots = [Root("value", B, 8, NODE, True, "head")]
+    g = mark(t, chunks, roots, TYPES, kernel="numpy")
+    assert g.precision.objects_typed == n and g.precision.edges_exact == n - 1
+    try:
+        assert_same_graph(g, mark(t, chunks, roots, TYPES, kernel="c"))
+    except MappedTraceError as e:
+        pytest.skip(str(e))
