@@ -27,6 +27,7 @@
 #include "llvm/IR/Statepoint.h"
 #include "llvm/IR/Verifier.h"
 #include <cstdlib>
+#include "llvm/Support/CommandLine.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Transforms/Utils/ModuleUtils.h"
 
@@ -545,6 +546,15 @@ void Emitter::emitMap() {
 PreservedAnalyses MappedTracePass::run(Module &M, ModuleAnalysisManager &MAM) {
   if (M.getNamedMetadata(DoneMD))
     return PreservedAnalyses::all();
+  if (O0) {
+    // FixupStatepointCallerSaved only runs when optimising: at -O0 a deopt value
+    // kept "in a register" may sit in a caller-saved one that the call clobbers.
+    // Spill them instead (this compiler process builds this module only).
+    auto &Opts = cl::getRegisteredOptions();
+    auto It = Opts.find("use-registers-for-deopt-values");
+    if (It != Opts.end() && It->second)
+      static_cast<cl::opt<bool> *>(It->second)->setValue(false);
+  }
   Emitter(M, MAM, O0).run();
   return PreservedAnalyses::none();
 }

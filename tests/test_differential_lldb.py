@@ -410,12 +410,9 @@ def test_maps_agree_with_lldb(lldb, tmp_path, sample, opt):
     if st.caller_saved_entries:
         msg = ("call-site entries in caller-saved registers (clobbered by the call): "
                + "; ".join(st.caller_saved_entries[:5]))
-        if opt == "-O0" and os.environ.get("MAPPEDTRACE_STRICT_O0") != "1":
-            # Known pass defect (reported): at -O0 the plugin's
-            # use-registers-for-deopt-values leaves deopt values in caller-saved
-            # registers (LLVM's FixupStatepointCallerSaved runs only when
-            # optimising).  MAPPEDTRACE_DEOPT_IN_REGS=0 builds are clean.
-            pytest.xfail("known pass defect at -O0: " + msg)
+        # (was a pass defect at -O0: deopt values left in caller-saved registers
+        # because FixupStatepointCallerSaved runs only when optimising; the pass
+        # now spills deopt values at -O0)
         raise AssertionError(msg)
     # Every entry should evaluate: a Register entry names a callee-saved
     # register that unwinding recovers; memory at [rsp/rbp+off] is the frame's.
