@@ -411,10 +411,11 @@ def render(res: dict) -> str:
     ov = sec.get("overhead")
     if ov:
         L += ["## Overhead: slowdown and memory vs plain clang-22 -O2", "",
-              f"Command: `{ov['command']}`; {ov['runs']} interleaved rounds (order rotated each round); medians; "
+              f"Command: `{ov['command']}`; {ov['runs']} interleaved rounds (order rotated each round; a variant "
+              "whose first run took over 30 s — Valgrind — runs in the first 3 only); medians; "
               "ratio = variant median / plain median. CPU = user+sys of the program, max RSS and CPU from GNU time; "
-              "`maps+snapshot/s`: `mappedtrace snapshot PID -o FILE --mode fork` 0.25 s "
-              "after start then every second (the snapshot command's own CPU, on the same 2 cores, is not "
+              "`maps+snapshot/s`: `mappedtrace snapshot PID -o FILE --mode fork` launched "
+              "when the program starts, then every second (the snapshot command's own CPU, on the same 2 cores, is not "
               "in the target's CPU column but does slow its wall time).", "",
               "| workload | variant | wall s | wall × | CPU × | max RSS MiB | RSS × | notes |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -423,6 +424,10 @@ def render(res: dict) -> str:
                 note = ""
                 if vn == "maps+snapshot/s":
                     note = f"snapshots per run {r.get('snapshots_taken')}, ok {r.get('snapshots_ok')}"
+                    if r.get("snapshot_command_s_median"):
+                        note += f"; command {r['snapshot_command_s_median']:.2f} s (median, start-up included)"
+                    if r.get("snapshot_last_error"):
+                        note += f"; last failure: {r['snapshot_last_error'][:100].replace('|', '/')}"
                 L.append(f"| {w} `{' '.join(d['args'])}` | {vn} | {r['wall_s_median']:.3f} | "
                          f"{_f(r.get('wall_ratio'))} | {_f(r.get('cpu_ratio'))} | {r['rss_kib_median'] / 1024:.1f} | "
                          f"{_f(r.get('rss_ratio'))} | {note} |")
@@ -484,11 +489,22 @@ NOTES = [
     "* LeakSanitizer is conservative: a stale copy of a pointer in a register, a dead stack slot or "
     "a freed-but-unwiped buffer keeps its object \"reachable\", so it can miss leaks (stale_slot is "
     "built for that; on the other corpus programs it depends on what the compiler left behind). "
+    "On dropped_list, for instance, it reports none of the 10 leaked nodes: a stale copy of a list "
+    "pointer sits in a dead stack slot (with `LSAN_OPTIONS=use_stacks=0` it reports all 10). "
     "MappedTrace reads only live slots from the maps, so a stale word does not hide a leak.",
+    "* Overhead, where MappedTrace loses: SQLite (speedtest1) with the maps is slower than plain and "
+    "than LeakSanitizer, because its amalgamation had to be built with deopt values spilled to the "
+    "stack at every call (`MAPPEDTRACE_DEOPT_IN_REGS=0`, see the last note): the default keeps them "
+    "in callee-saved registers and is what the other workloads measure. `maps+snapshot/s` pays for "
+    "a Python process (`mappedtrace snapshot`) starting and copying every second on the same 2 "
+    "cores: its wall time grows, the target's own CPU time much less.",
+    "* LeakSanitizer's slowdown on binary_trees (pure malloc/free) is its allocator recording an "
+    "allocation stack trace at every malloc (default `malloc_context_size=30`); ASan's memory on "
+    "it is mostly its quarantine of freed blocks (default 256 MiB).",
     "* Valgrind is compared by block count only (it prints no addresses): a miss and a false "
     "report of the same size would cancel out.",
     "* Where MappedTrace loses: it checks from outside the process, in Python — a leak check costs "
-    "seconds (tens of seconds for a few hundred MiB of heap), where LeakSanitizer's in-process "
+    "seconds (the tracer table: about 9 s per million objects), where LeakSanitizer's in-process "
     "check at exit costs milliseconds; and `mappedtrace run` starts a Python tracer, which the "
     "accuracy table's timings include. The maps themselves cost little at run time (the `maps` "
     "rows); one snapshot a second costs the CPU of a Python process on a 2-core machine.",
@@ -505,9 +521,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools", default=None, help="accuracy: tools to compare (default mappedtrace,lsan,valgrind)")
     ap.add_argument("--runs", type=int, default=None, help="runs per measurement (default 5; 3 with --quick)")
     ap.add_argument("--out-dir", default=str(HERE), help="where results.json, RESULTS.md, bench.png go")
+    ap.add_argument("--render-only", action="store_true",
+                    help="run nothing: redraw RESULTS.md and bench.png from OUT_DIR/results.json")
     a = ap.parse_args(argv)
     out_dir = Path(a.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if a.render_only:
+        res = json.loads((out_dir / "results.json").read_text())
+        (out_dir / "RESULTS.md").write_text(render(res))
+        import plot
+        plot.draw(res, out_dir / "bench.png")
+        return 0
     only = a.only.split(",")
     for s in only:
         if s not in RUNNERS:
