@@ -46,7 +46,11 @@ LSAN_OBJ = re.compile(r"(0x[0-9a-f]+) \((\d+) bytes\)")
 LUA_CFLAGS = ["-O2", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX"]
 SQLITE_CFLAGS = ["-O2", "-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION"]
 
-pytestmark = [pytest.mark.slow,
+#: a cold build (no cache) of both tools' binaries can exceed the default 600 s
+#: per-test timeout on a loaded 2-core machine; warm runs take seconds
+BUILD_TIMEOUT = 2400
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(BUILD_TIMEOUT),
               pytest.mark.skipif(not have("clang-22"), reason="clang-22 not installed")]
 
 
@@ -126,6 +130,14 @@ def _link(cc: list[str], objs: list[Path], exe: Path, libs: list[str]) -> Path:
 TOOLS = {"mt": [MAPPEDTRACE, "cc"], "lsan": ["clang-22", "-g", "-fsanitize=leak"]}
 
 
+def _both_tools(build) -> None:
+    """Run ``build(tool, cc)`` for both tools at once (2 compilers: the -j2 budget)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        for f in [ex.submit(build, tool, cc) for tool, cc in TOOLS.items()]:
+            f.result()
+
+
 @pytest.fixture(scope="session")
 def lua_builds() -> dict[str, Path]:
     """Lua 5.4 interpreter: {mt, mt_leak, lsan, lsan_leak} executables."""
@@ -140,7 +152,8 @@ def lua_builds() -> dict[str, Path]:
     (inc / "lua5.4-deb-multiarch.h").write_text('#define DEB_HOST_MULTIARCH "x86_64-linux-gnu"\n')
     patched = _patched(src / "lua.c", patch, d / "patched" / "src")
     out = {}
-    for tool, cc in TOOLS.items():
+
+    def build(tool: str, cc: list[str]) -> None:
         od = d / tool
         od.mkdir(exist_ok=True)
         flags = [*LUA_CFLAGS, f"-I{src}"]
@@ -150,6 +163,8 @@ def lua_builds() -> dict[str, Path]:
         main_leak = _objects(cc, flags, [patched], od / "leak", inc)
         out[tool] = _link(cc, common + main, od / "lua", ["-lm", "-ldl"])
         out[tool + "_leak"] = _link(cc, common + main_leak, od / "lua_leak", ["-lm", "-ldl"])
+
+    _both_tools(build)
     return out
 
 
@@ -182,7 +197,8 @@ def sqlite_builds() -> dict[str, Path]:
         shutil.rmtree(work)
     patched = _patched(amal / "shell.c", patch, d / "patched")
     out: dict = {}
-    for tool, cc in TOOLS.items():
+
+    def build(tool: str, cc: list[str]) -> None:
         od = d / tool
         od.mkdir(exist_ok=True)
         if tool == "mt":
@@ -194,6 +210,8 @@ def sqlite_builds() -> dict[str, Path]:
         main_leak = _objects(cc, SQLITE_CFLAGS, [patched], od / "leak", amal)
         out[tool] = _link(cc, lib + main, od / "sqlite3", ["-lm"])
         out[tool + "_leak"] = _link(cc, lib + main_leak, od / "sqlite3_leak", ["-lm"])
+
+    _both_tools(build)
     return out
 
 
