@@ -208,7 +208,7 @@ def _e2e_leaks(exe: Path, objects: int, reps: int, tmp: Path) -> dict:
 
 def run_trace(a: argparse.Namespace, tmp: Path) -> dict:
     sizes = [4, 16] if a.quick else [16, 64, 256]
-    exe = builds.build_c("maps", [HERE / "trace" / "bench_heap.c"], builds.BUILD / "maps" / "bench_heap")
+    exe = builds.build_c("maps", [HERE / "trace" / "bench_heap.c"], builds.vdir("maps") / "bench_heap")
     rows = []
     for mib in sizes:
         reps = a.runs or (3 if a.quick or mib >= 64 else 5)   # runs of 64 MiB+ take ~30 s
@@ -248,7 +248,7 @@ def machine() -> dict:
         pass
     return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem / 2**20, 1),
             "os": platform.platform(), "loadavg": [round(x, 1) for x in os.getloadavg()],
-            "versions": builds.tool_versions()}
+            "versions": {**builds.tool_versions(), "pass_plugin": builds.plugin_id()}}
 
 # ---------------------------------------------------------------- RESULTS.md
 
@@ -376,7 +376,8 @@ def render(res: dict) -> str:
           f"* load average at start {m['loadavg']}, at end {m.get('loadavg_end')} — "
           "the machine was shared with other builds and test runs while this ran: wall times are noisy, "
           "CPU times (user+sys of the target) are given beside them",
-          f"* {v['clang']}; glibc {v['glibc']}; kernel {v['kernel']}; {v['valgrind']}; {v['gdb']}; Python {v['python']}",
+          f"* {v['clang']}; glibc {v['glibc']}; kernel {v['kernel']}; {v['valgrind']}; {v['gdb']}; Python {v['python']}; "
+          f"MappedTrace pass {v.get('pass_plugin', '?')}, commit {res.get('commit', '?')}",
           ""]
     if res["errors"]:
         L += ["## Sections that failed", ""] + [f"* {k}: {e}" for k, e in res["errors"].items()] + [""]
@@ -538,7 +539,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown section {s!r} (sections: {', '.join(SECTIONS)})")
     cmdline = "./bench.sh" + (" --quick" if a.quick else "") if argv is None and os.environ.get("MT_BENCH_SH") \
         else " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])
-    res: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": a.quick,
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "?"
+    res: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": a.quick, "commit": commit,
                  "command": cmdline, "machine": machine(), "sections": {}, "errors": {}, "seconds": {}}
     tmp = Path(tempfile.mkdtemp(prefix="mt-bench-"))
     t_all = time.perf_counter()

@@ -70,6 +70,28 @@ def compiler(variant: str, opt: str = "-O2") -> list[str]:
     raise ValueError(f"unknown variant {variant!r}")
 
 
+_PLUGIN_ID: str | None = None
+
+
+def plugin_id() -> str:
+    """Name of the pass plugin's build (``plugin-<hash of the pass sources>``): maps builds
+    are cached per plugin, so a changed pass rebuilds them."""
+    global _PLUGIN_ID
+    if _PLUGIN_ID is None:
+        r = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c",
+                            "from mappedtrace import toolchain; print(toolchain.plugin_path().parent.name)"],
+                           capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError(f"the pass plugin: {r.stderr.strip()[-300:]}")
+        _PLUGIN_ID = r.stdout.strip()
+    return _PLUGIN_ID
+
+
+def vdir(variant: str) -> Path:
+    """Build directory of *variant* (maps: one per pass plugin build)."""
+    return BUILD / (f"maps-{plugin_id()}" if variant == "maps" else variant)
+
+
 def _fresh(out: Path, srcs: list[Path]) -> bool:
     if not out.exists():
         return False
@@ -151,12 +173,12 @@ def lua(variant: str, patched: bool = False) -> Path:
     if not hdr.exists():
         hdr.write_text('#define DEB_HOST_MULTIARCH "x86_64-linux-gnu"\n')
     flags = ["-DLUA_USE_LINUX", "-w", f"-I{inc}"]
-    objs = _objects(variant, lib, BUILD / variant / "lua-obj", flags)
+    objs = _objects(variant, lib, vdir(variant) / "lua-obj", flags)
     main = src / "lua.c"
     if patched:
         main = patched_main(main, BUILD / "patched" / "lua.c", "int main (int argc, char **argv) {")
     name = "lua-leak" if patched else "lua"
-    return build_c(variant, [main, *objs], BUILD / variant / name,
+    return build_c(variant, [main, *objs], vdir(variant) / name,
                    extra=[*flags, f"-I{src}", "-lm", "-ldl"])
 
 
@@ -166,7 +188,7 @@ def _sqlite_obj(variant: str) -> Path:
         raise RuntimeError(f"{amalg}/sqlite3.c missing: run benchmarks/setup.sh")
     # maps: the default (deopt values in callee-saved registers) makes LLVM's register
     # allocator give up on sqlite3InitOne ("ran out of registers"): spill them instead
-    return _objects(variant, [amalg / "sqlite3.c"], BUILD / variant / "sqlite-obj",
+    return _objects(variant, [amalg / "sqlite3.c"], vdir(variant) / "sqlite-obj",
                     ["-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION", "-w"], spill=variant == "maps")[0]
 
 
@@ -178,7 +200,7 @@ def sqlite_shell(variant: str, patched: bool = False) -> Path:
     if patched:
         main = patched_main(main, BUILD / "patched" / "shell.c", "int SQLITE_CDECL main(int argc, char **argv){")
     name = "sqlite3-leak" if patched else "sqlite3"
-    return build_c(variant, [main, obj], BUILD / variant / name,
+    return build_c(variant, [main, obj], vdir(variant) / name,
                    extra=["-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION", "-w", f"-I{amalg}", "-lm"])
 
 
@@ -186,18 +208,18 @@ def speedtest1(variant: str) -> Path:
     """SQLite's test/speedtest1.c linked with the amalgamation, built as *variant*."""
     amalg = WORK / "sqlite-amalg"
     obj = _sqlite_obj(variant)
-    return build_c(variant, [amalg / "speedtest1.c", obj], BUILD / variant / "speedtest1",
+    return build_c(variant, [amalg / "speedtest1.c", obj], vdir(variant) / "speedtest1",
                    extra=["-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION", "-w", f"-I{amalg}", "-lm"])
 
 
 def binary_trees(variant: str) -> Path:
     """benchmarks/programs/binary_trees.c built as *variant*."""
-    return build_c(variant, [PROGRAMS / "binary_trees.c"], BUILD / variant / "binary_trees")
+    return build_c(variant, [PROGRAMS / "binary_trees.c"], vdir(variant) / "binary_trees")
 
 
 def corpus(variant: str, name: str, opt: str) -> Path:
     """A leak-corpus program (tests/leak_corpus/NAME.c) built as *variant* at *opt*."""
-    out = BUILD / variant / "corpus" / f"{name}{opt}"
+    out = vdir(variant) / "corpus" / f"{name}{opt}"
     out.parent.mkdir(parents=True, exist_ok=True)
     if _fresh(out, [CORPUS / f"{name}.c", CORPUS / "truth.h"]):
         return out
