@@ -172,9 +172,40 @@ def _run(cmd: list[str]) -> int:
         return 130
 
 
+#: what LLVM's register allocator says when a statepoint asks for more registers than exist
+_REGALLOC_FAILURE = b"ran out of registers during register allocation"
+
+
 def run_cc(args: list[str]) -> int:
-    """Run ``mappedtrace cc``; returns the compiler's exit code."""
-    return _run(cc_command(args))
+    """Run ``mappedtrace cc``; returns the compiler's exit code.
+
+    Keeping recorded pointers in registers (the default, cheapest) can exhaust
+    the register allocator in very large functions (seen on SQLite's
+    amalgamation at -O2).  Then the compile is retried once with the recorded
+    values spilled to the stack (``MAPPEDTRACE_DEOPT_IN_REGS=0``), with a
+    warning: same maps, slower code.
+    """
+    cmd = cc_command(args)
+    if os.environ.get("MAPPEDTRACE_DEOPT_IN_REGS") is not None:
+        return _run(cmd)
+    _verbose(cmd)
+    try:
+        r = subprocess.run(cmd, stderr=subprocess.PIPE)
+    except FileNotFoundError as e:
+        raise ToolchainError(f"cannot run {cmd[0]}: {e.strerror}") from e
+    except KeyboardInterrupt:
+        return 130
+    if r.returncode == 0 or _REGALLOC_FAILURE not in r.stderr:
+        sys.stderr.buffer.write(r.stderr)
+        sys.stderr.flush()
+        return r.returncode
+    print("mappedtrace cc: warning: the register allocator ran out of registers; compiling again "
+          "with recorded pointers spilled to the stack (MAPPEDTRACE_DEOPT_IN_REGS=0)", file=sys.stderr)
+    env = dict(os.environ, MAPPEDTRACE_DEOPT_IN_REGS="0")
+    try:
+        return subprocess.run(cmd, env=env).returncode
+    except KeyboardInterrupt:
+        return 130
 
 
 def run_rustc(args: list[str]) -> int:

@@ -285,8 +285,15 @@ class RootCollector:
                         self._scan(m.start, m.end, f"data of {os.path.basename(mod.path)} (no maps)")
                 continue
             self.stats.modules_with_maps.append(mod.path)
-            # writable data of an instrumented module that is not a listed global:
-            # holds no pointers by the maps' word — not scanned (precise).
+            # Writable data outside the listed globals: pointer-free globals of
+            # instrumented code, but also the statics of code linked in without
+            # maps (Rust's precompiled std, a plain-compiled .o): scanned
+            # conservatively, minus the typed globals below.  (Imprecision: a
+            # pointer-free global of instrumented code is scanned too; the pass
+            # would have to list those to avoid it.)
+            for m in self.t.mappings:
+                if m.path == mod.path and m.writable and m.readable:
+                    self._scan(m.start, m.end, f"data of {mod.name} outside its typed globals")
             for g in bm.globals:
                 if g.tls:
                     for th in self.t.threads:
@@ -303,6 +310,7 @@ class RootCollector:
                 else:
                     addr = g.address + mod.bias
                     self._add(Root("range", addr, g.size, g.type_id, True, f"global {g.name}"))
+                    self._exact_ranges.append((addr, addr + g.size))
                     self.stats.globals_typed += 1
         for th in self.t.threads:
             fs = th.regs.get("fs_base", 0)

@@ -349,11 +349,12 @@ def test_sqlite_workload_agrees_with_leaksanitizer(sqlite_builds, tmp_path: Path
                 tmp_path, HERE / "workload.sql", SQL_EXPECT)
 
 
-@pytest.mark.xfail(strict=True, reason="the pass at -O2 on the SQLite 3.40.1 amalgamation: 'ran out of "
-                   "registers during register allocation in function sqlite3InitOne' (llvm_pass)")
 def test_sqlite_amalgamation_builds_at_O2(sqlite_builds) -> None:
-    """``mappedtrace cc -O2 -c sqlite3.c`` works with the pass's defaults (the other
-    SQLite tests fall back to MAPPEDTRACE_DEOPT_IN_REGS=0 for sqlite3.c when it does not)."""
+    """``mappedtrace cc -O2 -c sqlite3.c`` works.  With values kept in registers the
+    register allocator gives up on the 3.40.1 amalgamation ('ran out of registers
+    during register allocation in function sqlite3InitOne'); the driver then
+    compiles again with the values spilled (a warning says so), so the plain
+    command succeeds."""
     assert not sqlite_builds["mt_O2_failure"], sqlite_builds["mt_O2_failure"][-600:]
 
 

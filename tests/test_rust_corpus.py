@@ -6,15 +6,12 @@ the format of tests/leak_corpus/truth.h; ``cycle`` marks the members of one
 unreachable cycle: exactly one of them is its entry, reported direct, the others
 indirect).
 
-Known discrepancy (roots.py, an xfail below until it is fixed): Rust's std is
-linked as precompiled machine code, not through the pass, so its statics are
-not in ``.mtmap``; the roots treat the writable data of an instrumented module
-as fully described by ``.mtmap`` and do not scan the rest, so a heap block held
-only by a std static (std::sys::pal::unix::stack_overflow::thread_info::THREAD_INFO,
-a BTreeMap whose 552-byte leaf node is allocated at start-up for the main
-thread) is reported as a leak.  Valgrind calls that block "still reachable".
-The tests fail on any other discrepancy, and check that the conservative
-baseline (which scans all writable data) finds exactly the truth.
+Rust's std is linked as precompiled machine code, not through the pass, so its
+statics (e.g. std's THREAD_INFO, a BTreeMap allocated at start-up) are not in
+``.mtmap``: the roots scan a mapped module's writable data outside its typed
+globals conservatively, and such blocks are reachable, as Valgrind says
+("still reachable").  ``test_global_of_code_without_maps_is_a_root`` is the
+minimal C form of that case.
 """
 from __future__ import annotations
 
@@ -110,17 +107,7 @@ def test_rust_corpus_exact(name: str, opt: str, built, tmp_path: Path) -> None:
     detail = (f"missed {[hex(a) for a in missed]}, false reports "
               f"{[(hex(a), reported[a]['size'], reported[a]['type']) for a in false]}, {bad}\n"
               f"{r.stderr[-3000:]}")
-    assert not missed and not bad, detail
-    if false:
-        # the one known cause: a block held only by a std static (no maps for std's data).
-        # It must then be reachable for the conservative baseline, which scans that data.
-        _, cons, _, _ = run_traced(exe, tmp_path, "--roots", "conservative")
-        cons_leaks = {_addr(l["address"]) for l in cons["leaks"]}
-        assert not set(false) & cons_leaks, detail
-        assert report["summary"]["leaked_objects"] == len(truth) + len(false), detail
-        assert r.returncode == 23, detail
-        pytest.xfail(f"roots.py: data of std (no maps) not scanned; {len(false)} block(s) held by "
-                     f"std statics reported: {[(hex(a), reported[a]['size']) for a in false]}")
+    assert not missed and not bad and not false, detail
     s = report["summary"]
     assert s["leaked_objects"] == len(truth)
     assert s["direct_objects"] == sum(1 for _, h in truth.values() if h in ("direct",)) + \
@@ -156,9 +143,6 @@ MIXED_LIB = "static void *keep;               /* a global of code built WITHOUT 
 MIXED_MAIN = "#include <stdlib.h>\nvoid stash(void *p);\nint main(void) { stash(malloc(100)); return 0; }\n"
 
 
-@pytest.mark.xfail(strict=True, reason="roots.py: writable data of a module with maps is not scanned "
-                   "outside .mtmap's globals, but code linked in without the pass (Rust's std, a "
-                   "plain-clang object, a static library) has globals .mtmap does not list")
 def test_global_of_code_without_maps_is_a_root(tmp_path: Path) -> None:
     """The minimal C reproduction of the std-static false report: a heap block
     kept only in a static of an object compiled by plain clang, linked into a
