@@ -198,8 +198,13 @@ class LiveTarget(Target):
                 new = [t for t in self._tids() if t not in self._stopped]
                 if not new:
                     return
+                new.sort(key=lambda t: t != self.pid)       # the leader first
                 for tid in new:
                     r = k.try_ptrace(k.PTRACE_SEIZE, tid, 0, 0)
+                    if r == -1 and tid != self.pid and self.pid in self._stopped:
+                        # permission is per process: the leader was seized, so EPERM
+                        # here means this thread is exiting (ptrace_attach refuses those)
+                        continue
                     if r == -1:  # EPERM
                         raise PermissionProblem(
                             f"not permitted to trace process {self.pid}",
