@@ -34,3 +34,19 @@ def run_mt(*args: str, check: bool = False, env: dict | None = None, timeout: fl
         e.update(env)
     return subprocess.run([MAPPEDTRACE, *args], capture_output=True, text=True, env=e,
                           timeout=timeout, check=check, input=input)
+
+
+def real_map_warnings(bm) -> list[str]:
+    """Decoder warnings except the expected ones: LLVM repeats spilled deopt
+    values as GC pointer pairs (FORMAT.md §1), not a defect of the maps."""
+    return [w for w in bm.warnings if "GC pointer locations" not in w]
+
+
+@pytest.fixture(scope="session")
+def plugin() -> str:
+    """Path of the pass plugin (built on first use); skips where it cannot be built."""
+    from mappedtrace import toolchain as tc
+    try:
+        return str(tc.plugin_path(quiet=True))
+    except Exception as e:  # host without llvm-22-dev
+        pytest.skip(f"pass plugin cannot be built here: {e}")

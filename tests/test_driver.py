@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import real_map_warnings as _real_warnings  # noqa: F401 (and the plugin fixture)
+
 from mappedtrace import driver
 from mappedtrace import toolchain as tc
 
@@ -25,20 +27,6 @@ MT = str(VENV_BIN / "mappedtrace") if (VENV_BIN / "mappedtrace").exists() else "
 needs_llvm = pytest.mark.skipif(
     not (tc.find_tool("clang-22") and shutil.which("cmake")),
     reason="clang-22 / cmake not installed")
-
-
-def _real_warnings(bm) -> list[str]:
-    # LLVM repeats spilled deopt values as GC pointer pairs (FORMAT.md §1):
-    # expected, not a defect of the maps.
-    return [w for w in bm.warnings if "GC pointer locations" not in w]
-
-
-@pytest.fixture(scope="session")
-def plugin() -> str:
-    try:
-        return str(tc.plugin_path(quiet=True))
-    except Exception as e:  # pragma: no cover
-        pytest.skip(f"pass plugin cannot be built here: {e}")
 
 
 def _run(cmd: list[str], cwd: Path | None = None, env: dict | None = None,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import real_map_warnings as _real_warnings  # noqa: F401 (and the plugin fixture)
+
 from mappedtrace import toolchain as tc
 
 HERE = Path(__file__).resolve().parent
@@ -24,20 +26,6 @@ MT_MAGIC = 0x4D54 << 48
 pytestmark = pytest.mark.skipif(
     not (tc.find_tool("clang-22") and tc.find_tool("opt-22") and shutil.which("cmake")),
     reason="LLVM 22 toolchain (clang-22, opt-22, cmake) not installed")
-
-
-def _real_warnings(bm) -> list[str]:
-    # LLVM repeats spilled deopt values as GC pointer pairs (FORMAT.md §1):
-    # expected, not a defect of the maps.
-    return [w for w in bm.warnings if "GC pointer locations" not in w]
-
-
-@pytest.fixture(scope="session")
-def plugin() -> str:
-    try:
-        return str(tc.plugin_path(quiet=True))
-    except Exception as e:  # pragma: no cover - host without llvm-22-dev
-        pytest.skip(f"pass plugin cannot be built here: {e}")
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
