@@ -154,7 +154,7 @@ def bench(workload: str, variants: list[str], runs: int, quick: bool, tmp: Path)
                 continue
             raw[v].append(run_once(cmds[v][0], cmds[v][1], tmp))
         print(f"  {workload} round {r + 1}/{runs}: " + ", ".join(
-            f"{v} {raw[v][-1]['wall']:.2f}s" for v in variants), flush=True)
+            f"{v} {raw[v][r]['wall']:.2f}s" if len(raw[v]) > r else f"{v} –" for v in variants), flush=True)
     res = {"command": {v: " ".join(Path(c).name if i == 0 else _rel(c) for i, c in enumerate(cmds[v][0]))
                        for v in variants}, "variants": {}}
     med = {v: {k: statistics.median(x[k] for x in raw[v]) for k in ("wall", "cpu", "rss_kib")} for v in variants}
