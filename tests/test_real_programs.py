@@ -217,27 +217,15 @@ def sqlite_builds() -> dict[str, Path]:
 
 
 def _sqlite_lib_mt(cc: list[str], amal: Path, od: Path) -> tuple[list[Path], str]:
-    """sqlite3.o built by ``mappedtrace cc -O2``; when that fails, by the same
-    command with ``MAPPEDTRACE_DEOPT_IN_REGS=0`` (the pass spills every recorded
-    value to the stack: llvm_pass/README.md).
+    """sqlite3.o built by ``mappedtrace cc -O2``.
 
-    By default the pass keeps statepoint values in registers, and on the 3.40.1
-    amalgamation the register allocator gives up ("ran out of registers during
-    register allocation in function 'sqlite3InitOne'"; see
-    test_sqlite_amalgamation_builds_at_O2).  The failure is cached next to the
-    objects so later sessions do not retry it.
-    :returns: the objects, and the default build's failure message ("" when it worked).
+    With recorded values kept in registers the register allocator gives up on
+    the 3.40.1 amalgamation ("ran out of registers during register allocation
+    in function 'sqlite3InitOne'"); ``mappedtrace cc`` then compiles again with
+    the values spilled (``MAPPEDTRACE_DEOPT_IN_REGS=0``) and says so.
+    :returns: the objects, and "" (the build worked) — a failure raises.
     """
-    failed = od / "sqlite3-O2.failed"
-    if not failed.exists():
-        try:
-            return _objects(cc, SQLITE_CFLAGS, [amal / "sqlite3.c"], od, amal), ""
-        except AssertionError as e:
-            failed.write_text(str(e))
-    spill = od / "spill"
-    spill.mkdir(exist_ok=True)
-    return (_objects(cc, SQLITE_CFLAGS, [amal / "sqlite3.c"], spill, amal,
-                     env={"MAPPEDTRACE_DEOPT_IN_REGS": "0"}), failed.read_text())
+    return _objects(cc, SQLITE_CFLAGS, [amal / "sqlite3.c"], od, amal), ""
 
 
 # -- running -------------------------------------------------------------------

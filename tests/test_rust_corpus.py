@@ -139,7 +139,8 @@ def test_rust_leaks_are_typed(built, tmp_path: Path) -> None:
 
 
 MIXED_LIB = "static void *keep;               /* a global of code built WITHOUT the pass */\n" \
-            "void stash(void *p) { keep = p; }\n"
+            "void stash(void *p) { keep = p; }\n" \
+            "void *kept(void) { return keep; }  /* read somewhere, so -O2 keeps the static */\n"
 MIXED_MAIN = "#include <stdlib.h>\nvoid stash(void *p);\nint main(void) { stash(malloc(100)); return 0; }\n"
 
 
