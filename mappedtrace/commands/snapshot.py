@@ -46,11 +46,16 @@ class _LazyProgress:
 @click.option("--mode", type=click.Choice(["stop-copy", "fork"]), default="stop-copy", show_default=True,
               help="stop-copy: copy while stopped; fork: copy-on-write child, shortest pause.")
 @click.option("--backend", type=click.Choice(["ptrace", "lldb"]), default="ptrace", show_default=True)
-@click.option("--no-settle", is_flag=True, help="Do not single-step threads to map points.")
+@click.option("--settle/--no-settle", default=False, show_default=True,
+              help="Single-step threads stopped inside instrumented code to the nearest map point, so "
+                   "their top frames are exact.  Off by default: if this command is SIGKILLed while a "
+                   "thread sits in a single-step trap, the kernel delivers that SIGTRAP after the "
+                   "tracer is gone and the target dies.  Without it such top frames are scanned "
+                   "conservatively (and marked unsettled).")
 @click.option("--max-steps", type=click.IntRange(0, 10_000_000), default=20000, show_default=True,
               help="Bound on single-steps per thread while settling.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def command(pid: int, output: str, mode: str, backend: str, no_settle: bool, max_steps: int,
+def command(pid: int, output: str, mode: str, backend: str, settle: bool, max_steps: int,
             as_json: bool) -> int:
     from ..reporters import snapshot_report
     from ..target.core import write_core
@@ -63,10 +68,10 @@ def command(pid: int, output: str, mode: str, backend: str, no_settle: bool, max
             if mode != "stop-copy":
                 raise MappedTraceError("--mode fork needs the ptrace backend", hint="use --backend ptrace")
             from ..target.lldb_backend import snapshot_lldb
-            target = snapshot_lldb(pid, settle=not no_settle, max_steps=max_steps)
+            target = snapshot_lldb(pid, settle=settle, max_steps=max_steps)
         else:
             from ..target.capture import snapshot_process
-            target = snapshot_process(pid, mode, settle=not no_settle, max_steps=max_steps,
+            target = snapshot_process(pid, mode, settle=settle, max_steps=max_steps,
                                       progress=progress)
     finally:
         progress.close()

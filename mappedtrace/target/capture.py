@@ -616,7 +616,7 @@ def capture(live: LiveTarget, mode: str = "stop-copy", **kw) -> CapturedTarget:
     raise MappedTraceError(f"unknown capture mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
-def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
+def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = False,
                      max_steps: int | None = None, max_settle_ns: int | None = None,
                      hold_child: bool = False,
                      progress: Progress | None = None) -> CapturedTarget:
@@ -625,6 +625,12 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
     The destination buffer is faulted in before the stop, so the pause
     (``meta["pause_ns"]``) holds only the stop, the settling and the copy
     (stop-copy) or the fork (fork).
+
+    ``settle`` single-steps threads to map points.  It is off by default
+    because single-stepping cannot be made safe against the tracer's own
+    death: a thread stopped in its single-step trap has SIGTRAP pending
+    (and TF set), and a tracer killed then leaves the kernel to deliver that
+    SIGTRAP, which kills the target.  No ptrace request avoids it.
 
     :returns: a :class:`CapturedTarget`; ``close()`` it when done.
     """
@@ -648,7 +654,7 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
         arena = _Arena(est + est // 16 + (8 << 20), populate=True)
     maps = None
     early_warning = ""
-    if settle:     # load the maps before the stop: the pause is for the target only
+    if True:       # load the maps before the stop: the pause is for the target only
         try:
             maps = _settle.load_maps(os.readlink(f"/proc/{pid}/exe"))
         except OSError:
@@ -658,9 +664,9 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = True,
             early_warning = f"maps not used for settling: {e.message}"
     live = LiveTarget(pid)
     try:
-        if settle:
-            _settle.settle_threads(live, maps, max_steps=max_steps, max_ns=max_settle_ns,
-                                   _maps_loaded=True)
+        # without ``settle`` threads are only classified (max_steps=0: no single step)
+        _settle.settle_threads(live, maps, max_steps=max_steps if settle else 0,
+                               max_ns=max_settle_ns, _maps_loaded=True)
         if mode == "fork" and live.was_stopped:
             live.warnings.append("the process was stopped (state T): captured with stop-copy instead of fork")
             mode = "stop-copy"
