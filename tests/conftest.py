@@ -42,11 +42,46 @@ def real_map_warnings(bm) -> list[str]:
     return [w for w in bm.warnings if "GC pointer locations" not in w]
 
 
+def missing_llvm() -> str | None:
+    """Why this host cannot build the pass plugin (None when it can)."""
+    for tool in ("clang-22", "clang++-22", "cmake"):
+        if not have(tool):
+            return f"{tool} is not installed"
+    if not Path("/usr/lib/llvm-22/lib/cmake/llvm").is_dir():
+        return "llvm-22-dev is not installed"
+    return None
+
+
+def have_c_compiler() -> bool:
+    return any(have(c) for c in ("cc", "gcc", "clang"))
+
+
+def require_plugin() -> str:
+    """Path of the pass plugin, built on first use.  Skips only on a host
+    without the LLVM 22 toolchain; a build failure there fails the test."""
+    why = missing_llvm()
+    if why:
+        pytest.skip(f"the pass plugin cannot be built here: {why}")
+    from mappedtrace import toolchain as tc
+    return str(tc.plugin_path(quiet=True))
+
+
 @pytest.fixture(scope="session")
 def plugin() -> str:
-    """Path of the pass plugin (built on first use); skips where it cannot be built."""
-    from mappedtrace import toolchain as tc
-    try:
-        return str(tc.plugin_path(quiet=True))
-    except Exception as e:  # host without llvm-22-dev
-        pytest.skip(f"pass plugin cannot be built here: {e}")
+    """Path of the pass plugin (see :func:`require_plugin`)."""
+    return require_plugin()
+
+
+#: where scripts/fetch_sources.sh (run by setup) puts the Debian sources of sqlite3 and lua5.4
+SRC = Path(os.environ.get("MAPPEDTRACE_SRC", Path.home() / ".cache" / "mappedtrace" / "src"))
+
+
+def source_tree(prefix: str) -> Path:
+    """The unpacked Debian source tree ``prefix-*`` from :data:`SRC`; skips when
+    this host could not fetch it (no deb-src line, no network)."""
+    found = sorted(SRC.glob(f"{prefix}-*/")) if SRC.is_dir() else []
+    found = [d for d in found if (d / "debian").is_dir()]
+    if not found:
+        pytest.skip(f"{prefix} sources not in {SRC}: run scripts/fetch_sources.sh "
+                    "(copies /work/srcpkgs or uses apt-get source when deb-src is enabled)")
+    return found[-1]

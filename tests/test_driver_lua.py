@@ -1,9 +1,8 @@
 """A real Makefile project: Lua 5.4 built with ``make CC="mappedtrace cc"``.
 
-Slow (about a minute on 2 cores), so opt-in: set MAPPEDTRACE_LUA_SRC to an
-unpacked lua-5.4.x source tree, or MAPPEDTRACE_SLOW_TESTS=1 to fetch Debian's
-source with ``apt-get source lua5.4`` (needs a deb-src line; the test never
-changes apt's configuration and skips when the source is unavailable).
+The source is $MAPPEDTRACE_LUA_SRC or the Debian source that setup fetched
+(scripts/fetch_sources.sh); the test skips only when this host could not
+fetch it.
 """
 from __future__ import annotations
 
@@ -14,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import real_map_warnings as _real_warnings, source_tree
 
 from mappedtrace import toolchain as tc
 
@@ -33,40 +34,43 @@ print(("x"):rep(3, ","), #setmetatable({}, {__len = function() return 7 end}))
 LUA_EXPECTED = "5000050000\t 3.14\nfalse\tboom\n42\nx,x,x\t7\n"
 
 
-def _real_warnings(bm) -> list[str]:
-    # LLVM repeats spilled deopt values as GC pointer pairs (FORMAT.md §1):
-    # expected, not a defect of the maps.
-    return [w for w in bm.warnings if "GC pointer locations" not in w]
-
-
 def _lua_source(tmp: Path) -> Path:
+    """A writable copy of Lua 5.4's source: $MAPPEDTRACE_LUA_SRC, or the Debian
+    source that setup fetched (skips when this host could not fetch it)."""
     env = os.environ.get("MAPPEDTRACE_LUA_SRC")
-    if env:
-        src = Path(env)
-        if not (src / "src" / "lua.c").exists():
-            pytest.skip(f"MAPPEDTRACE_LUA_SRC={env} is not a Lua source tree")
-        dst = tmp / "lua"
-        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.o", "*.a", "lua", "luac"))
-        return dst
-    if os.environ.get("MAPPEDTRACE_SLOW_TESTS") != "1":
-        pytest.skip("slow: set MAPPEDTRACE_LUA_SRC or MAPPEDTRACE_SLOW_TESTS=1")
-    if not shutil.which("apt-get") or not shutil.which("dpkg-source"):
-        pytest.skip("apt-get source is not available")
-    try:
-        r = subprocess.run(["apt-get", "source", "lua5.4"], cwd=tmp, capture_output=True,
-                           text=True, timeout=180)
-    except subprocess.TimeoutExpired:
-        pytest.skip("apt-get source lua5.4 timed out")
-    tree = next((p for p in tmp.glob("lua5.4-*") if (p / "src" / "lua.c").exists()), None)
-    if r.returncode != 0 or tree is None:
-        pytest.skip("Lua source unavailable (no deb-src line or no network)")
-    return tree
+    src = Path(env) if env else source_tree("lua5.4")
+    if not (src / "src" / "lua.c").exists():
+        pytest.skip(f"{src} is not a Lua source tree")
+    dst = tmp / "lua"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.o", "*.a", "lua", "luac"))
+    _unapply_debian_build_patch(dst)
+    return dst
+
+
+def _unapply_debian_build_patch(tree: Path) -> None:
+    """Debian's patches replace Lua's own Makefiles by a libtool build and point
+    luaconf.h at a multiarch header; this test is about Lua's upstream
+    ``make linux``, so the patches are taken back, newest first.  quilt keeps the
+    originals in ``.pc/<patch>/`` (an empty file there stands for a file the
+    patch added)."""
+    applied = tree / ".pc" / "applied-patches"
+    if not applied.exists():
+        return
+    for patch in reversed(applied.read_text().split()):
+        saved = tree / ".pc" / patch
+        for orig in saved.rglob("*"):
+            if orig.is_file():
+                target = tree / orig.relative_to(saved)
+                if orig.stat().st_size == 0:
+                    target.unlink(missing_ok=True)
+                else:
+                    shutil.copy2(orig, target)
 
 
 @pytest.mark.skipif(not (tc.find_tool("clang-22") and shutil.which("make")),
                     reason="clang-22 / make not installed")
 def test_make_lua_with_mappedtrace_cc(tmp_path):
-    maps = pytest.importorskip("mappedtrace.formats.maps")
+    import mappedtrace.formats.maps as maps
     tree = _lua_source(tmp_path)
     r = subprocess.run(["make", "-j2", "linux", f"CC={MT} cc", "MYCFLAGS=", "MYLDFLAGS=",
                         "MYLIBS="],

@@ -35,10 +35,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAPPEDTRACE, ROOT, have
+from conftest import MAPPEDTRACE, ROOT, have, source_tree
 
 HERE = ROOT / "tests" / "real_programs"
-SRC = Path(os.environ.get("MAPPEDTRACE_SRC", Path.home() / ".cache" / "mappedtrace" / "src"))
 TRUTH = re.compile(r"truth leak (0x[0-9a-f]+) (\d+) (\w+)")
 LSAN_LEAK = re.compile(r"(Direct|Indirect) leak of (\d+) byte\(s\) in (\d+) object\(s\)")
 LSAN_OBJ = re.compile(r"(0x[0-9a-f]+) \((\d+) bytes\)")
@@ -55,15 +54,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(BUILD_TIMEOUT),
 
 
 # -- sources and builds --------------------------------------------------------
-
-def _source_dir(prefix: str) -> Path:
-    found = sorted(SRC.glob(f"{prefix}-*/")) if SRC.is_dir() else []
-    found = [d for d in found if (d / "debian").is_dir()]
-    if not found:
-        pytest.skip(f"{prefix} sources not in {SRC}: run scripts/fetch_sources.sh "
-                    "(copies /work/srcpkgs or uses apt-get source when deb-src is enabled)")
-    return found[-1]
-
 
 def _hash_files(files: list[Path], *extra: str) -> str:
     h = hashlib.sha256()
@@ -142,7 +132,7 @@ def _both_tools(build) -> None:
 @pytest.fixture(scope="session")
 def lua_builds() -> dict[str, Path]:
     """Lua 5.4 interpreter: {mt, mt_leak, lsan, lsan_leak} executables."""
-    src = _source_dir("lua5.4") / "src"
+    src = source_tree("lua5.4") / "src"
     patch = HERE / "lua-injected-leak.patch"
     files = [p for p in src.glob("*.[ch]") if p.name != "luac.c"]
     key = _hash_files(files + [patch], *LUA_CFLAGS, _plugin_id())
@@ -176,7 +166,7 @@ def sqlite_builds() -> dict[str, Path]:
     The Debian package holds the canonical sources, not the amalgamation: it is
     made with ``./configure && make sqlite3.c shell.c`` (needs tclsh) in a copy.
     """
-    src = _source_dir("sqlite3")
+    src = source_tree("sqlite3")
     if not have("tclsh"):
         pytest.skip("tclsh missing: the SQLite amalgamation cannot be generated")
     patch = HERE / "sqlite-injected-leak.patch"

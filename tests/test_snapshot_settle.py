@@ -25,22 +25,13 @@ MT = str(Path(sys.executable).parent / "mappedtrace")
 
 @pytest.fixture(scope="module")
 def instrumented(tmp_path_factory) -> str:
-    from mappedtrace import toolchain
-    from mappedtrace.errors import MappedTraceError
-    try:
-        toolchain.plugin_path(build=False)
-    except MappedTraceError as e:
-        pytest.skip(f"the pass plugin is not built ({e.message}); run: mappedtrace doctor --build")
+    from conftest import require_plugin
+    require_plugin()
     out = tmp_path_factory.mktemp("settle") / "snap_threads_i"
-    try:
-        r = subprocess.run([MT, "cc", "-O2", "-pthread", "-o", str(out), str(ROOT / "samples" / "snap_threads.c")],
-                           capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired:
-        pytest.skip("mappedtrace cc took too long (building the pass plugin?)")
-    if r.returncode != 0:
-        pytest.skip(f"mappedtrace cc is not usable here: {r.stderr.strip()[-300:]}")
-    if load_maps(str(out)) is None:
-        pytest.skip("the instrumented build has no maps")
+    r = subprocess.run([MT, "cc", "-O2", "-pthread", "-o", str(out), str(ROOT / "samples" / "snap_threads.c")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr.strip()[-300:]
+    assert load_maps(str(out)) is not None, "the instrumented build has no maps"
     return str(out)
 
 

@@ -15,19 +15,19 @@ from mappedtrace.trace import mark
 from test_trace_helpers import ROOT, SAMPLES, start, stop
 from test_trace_structs import CONSERVATIVE, KEPT, LEAKED, TYPED
 
-maps_mod = pytest.importorskip("mappedtrace.formats.maps")
+import mappedtrace.formats.maps as maps_mod  # noqa: E402
+from conftest import require_plugin  # noqa: E402
 
 
 def test_mark_with_mtmap_types(tmp_path):
+    require_plugin()
     exe = tmp_path / "mark_structs"
     cc = ROOT / ".venv" / "bin" / "mappedtrace"
     r = subprocess.run([str(cc), "cc", "-O0", "-o", str(exe), str(SAMPLES / "mark_structs.c")],
                        capture_output=True, text=True, timeout=180)
-    if r.returncode != 0:
-        pytest.skip(f"mappedtrace cc unavailable here: {r.stderr.strip().splitlines()[-1:]}")
+    assert r.returncode == 0, r.stderr.strip()[-500:]
     bm = maps_mod.BinaryMaps.load(str(exe))
-    if not bm.has_maps:
-        pytest.skip("the binary has no maps (pass plugin not loaded)")
+    assert bm.has_maps, "the binary has no maps (pass plugin not loaded)"
     roots = [Root("range", gl.address, gl.size, gl.type_id, True, f"global {gl.name}")
              for gl in bm.globals if not gl.tls]
     assert any(r.source == "global g" for r in roots)

@@ -65,18 +65,13 @@ def _wait_state(lldb, listener, proc, want, bound: float = 5.0) -> None:
 def _build_instrumented(tmp_path, flags: list[str]) -> str:
     import subprocess
     import sys
-    from mappedtrace.errors import ToolchainError
-    from mappedtrace.toolchain import plugin_path
-    try:
-        plugin_path(build=False)
-    except ToolchainError as e:
-        pytest.skip(f"the pass plugin is not built: {e.message} (run: mappedtrace doctor --build)")
+    from conftest import require_plugin
+    require_plugin()
     exe = str(tmp_path / "busy-mt")
     r = subprocess.run([sys.executable, "-m", "mappedtrace", "cc", *flags, "-o", exe,
                         str(SAMPLES / "unwind_busy.c"), "-lpthread"],
-                       capture_output=True, text=True, timeout=100)
-    if r.returncode != 0:
-        pytest.skip(f"mappedtrace cc failed: {r.stderr.strip()[-300:]}")
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr.strip()[-300:]
     return exe
 
 
