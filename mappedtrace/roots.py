@@ -8,7 +8,15 @@ without maps).  Every root keeps its provenance.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .errors import TargetFault
+from .formats import elf
+from .target.base import DWARF_REGS, SETTLED, Target
 
 
 @dataclass(frozen=True)
@@ -34,12 +42,6 @@ class Root:
 # --------------------------------------------------------------------------
 # Collecting the roots of a stopped target
 # --------------------------------------------------------------------------
-import os  # noqa: E402
-from dataclasses import field  # noqa: E402
-from typing import Callable, Iterable  # noqa: E402
-
-from .errors import BadData, TargetFault  # noqa: E402
-from .target.base import DWARF_REGS, GPR_NAMES, SETTLED, Target  # noqa: E402
 
 #: x86-64 System V red zone: a leaf function may keep data this far below rsp.
 RED_ZONE = 128
@@ -243,8 +245,8 @@ class RootCollector:
             self.stats.frames_known_rootless += 1
             return
         # no record: uninstrumented code, or an instrumented frame not at a map point
-        if bm is not None and bm.function_at(f.pc - mod.bias) is not None and \
-                bm.function_at(f.pc - mod.bias).status != "skipped":
+        fi = bm.function_at(f.pc - mod.bias) if bm is not None else None
+        if fi is not None and fi.status != "skipped":
             self.stats.frames_unsettled += 1
         self.stats.frames_conservative += 1
         # the top frame and a frame interrupted by a signal may use the red zone below rsp
@@ -256,7 +258,6 @@ class RootCollector:
     # -- globals, TLS, other memory ------------------------------------------
     def _tls_block(self, th, module) -> int | None:
         """Address of ``module``'s static TLS block for thread ``th`` (main executable only)."""
-        from .formats import elf
         seg = elf.tls_segment(module.path)
         fs = th.regs.get("fs_base", 0)
         if seg is None or not fs:
@@ -296,10 +297,9 @@ class RootCollector:
                     self._scan(m.start, m.end, f"data of {mod.name} outside its typed globals")
             for g in bm.globals:
                 if g.tls:
+                    sym = elf.symbol(mod.path, g.name)
                     for th in self.t.threads:
                         blk = self._tls_block(th, mod) if mod is self.modules.main else None
-                        from .formats import elf
-                        sym = elf.symbol(mod.path, g.name)
                         if blk is None or sym is None:
                             self.warnings.append(f"thread-local {g.name} of {mod.name} not located")
                             continue
@@ -356,7 +356,6 @@ class RootCollector:
             data = self.t.read(m.end - top, top)
         except TargetFault:
             return None
-        import numpy as np
         words = np.frombuffer(data, dtype="<u8")
         addrs = np.arange(m.end - top, m.end, 8, dtype=np.uint64)
         hits = np.nonzero(words == addrs)[0]

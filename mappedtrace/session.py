@@ -10,7 +10,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .errors import BadData
 from .formats.maps import BinaryMaps
 from .modules import ModuleMap
 from .roots import Root, RootCollector, RootSet
@@ -31,18 +30,28 @@ class Analysis:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
+    roots_mode: str = "precise"
+
     @property
     def precision(self) -> dict:
         """The precision figures of roots, heap and graph together."""
-        out = {"roots_mode": self.roots_mode}
-        out.update(self.roots.stats.as_dict())
-        g = getattr(self.graph, "stats", None)
-        if g is not None:
-            out.update(g if isinstance(g, dict) else getattr(g, "as_dict", lambda: vars(g))())
-        out["heap_walk_exact"] = getattr(self.heap, "exact", None)
-        return out
+        return precision_figures(self.roots, self.graph, self.heap, self.roots_mode)
 
-    roots_mode: str = "precise"
+
+def precision_figures(rootset: RootSet, graph, heap, roots_mode: str) -> dict:
+    """One dict of every precision figure: the graph's, then the roots' (the
+    frame counts come from the roots, which saw the unwound frames)."""
+    out = dict(graph.precision.as_dict())
+    for k, v in rootset.stats.as_dict().items():
+        if k not in ("modules_with_maps", "modules_without_maps"):
+            out.setdefault(k, v)
+    out["frames_exact"] = rootset.stats.frames_exact
+    out["frames_conservative"] = rootset.stats.frames_conservative
+    out["modules_with_maps"] = [os.path.basename(p) for p in rootset.stats.modules_with_maps]
+    out["modules_without_maps"] = [os.path.basename(p) for p in rootset.stats.modules_without_maps]
+    out["roots_mode"] = roots_mode
+    out["heap_walk_exact"] = bool(getattr(heap, "exact", False))
+    return out
 
 
 class MapsCache:
@@ -55,9 +64,7 @@ class MapsCache:
     def __call__(self, path: str) -> BinaryMaps | None:
         if path not in self.maps:
             try:
-                bm = BinaryMaps.load(path)
-            except BadData:
-                raise
+                bm = BinaryMaps.load(path)      # BadData propagates: corrupt maps abort
             except OSError as e:
                 self.warnings.append(f"{path}: cannot read ({e}); treated as without maps")
                 bm = None
@@ -99,14 +106,13 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) 
 
     t0 = time.perf_counter()
     heap = GlibcHeap(target, modules)
-    chunks = heap.in_use()
     timings["heap"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     unwinder = Unwinder(target, modules)
     collector = RootCollector(target, modules, cache, unwinder,
                               heap_ranges=_heap_ranges(heap),
-                              allocator_ranges=_allocator_ranges(heap), mode=roots_mode,
+                              allocator_ranges=heap.state_ranges(), mode=roots_mode,
                               exit_frames_rootless=target.meta.get("mode") == "exit")
     rootset = collector.collect()
     rootset.roots.extend(_allocator_roots(heap))
@@ -123,15 +129,7 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) 
         from .analyses.leaks import find_leaks
         t0 = time.perf_counter()
         report = find_leaks(graph, target)
-        for k_, v in rootset.stats.as_dict().items():
-            if k_ not in ("modules_with_maps", "modules_without_maps"):
-                report.precision.setdefault(k_, v)
-        report.precision["frames_exact"] = rootset.stats.frames_exact
-        report.precision["frames_conservative"] = rootset.stats.frames_conservative
-        report.precision["modules_with_maps"] = [os.path.basename(p) for p in rootset.stats.modules_with_maps]
-        report.precision["modules_without_maps"] = [os.path.basename(p) for p in rootset.stats.modules_without_maps]
-        report.precision["roots_mode"] = roots_mode
-        report.precision["heap_walk_exact"] = bool(getattr(heap, "exact", False))
+        report.precision.update(precision_figures(rootset, graph, heap, roots_mode))
         timings["leaks"] = time.perf_counter() - t0
 
     warnings = list(target.warnings) + cache.warnings + rootset.warnings + \
@@ -144,15 +142,6 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) 
 def _heap_ranges(heap) -> list[tuple[int, int]]:
     """Address ranges that belong to the malloc heap (excluded from anonymous-memory scans)."""
     return [(lo, hi) for lo, hi, *_ in heap.ranges()]
-
-
-def _allocator_ranges(heap) -> list[tuple[int, int]]:
-    """malloc's own state in libc's data: every arena's malloc_state and mp_."""
-    from .heap.glibc import MALLOC_PAR, MSTATE
-    out = [(a.address, a.address + MSTATE.size) for a in heap.arenas]
-    if getattr(heap, "mp_addr", 0):
-        out.append((heap.mp_addr, heap.mp_addr + MALLOC_PAR.size))
-    return out
 
 
 def _allocator_roots(heap) -> list[Root]:

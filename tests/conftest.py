@@ -1,7 +1,9 @@
 """Shared fixtures: paths, building sample programs at test time, running targets."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,3 +87,29 @@ def source_tree(prefix: str) -> Path:
         pytest.skip(f"{prefix} sources not in {SRC}: run scripts/fetch_sources.sh "
                     "(copies /work/srcpkgs or uses apt-get source when deb-src is enabled)")
     return found[-1]
+
+
+#: what a corpus program says about itself on stderr (tests/leak_corpus/truth.h)
+TRUTH = re.compile(r"truth (leak|kept) (0x[0-9a-f]+)(?: (\d+) (\w+))?")
+
+
+def addr(x) -> int:
+    """An address from the leak JSON (an int, or a hex string)."""
+    return x if isinstance(x, int) else int(x, 16)
+
+
+def run_traced(exe: Path, tmp: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict, dict, set]:
+    """``mappedtrace run --json`` on a corpus program: (process, report, truth
+    {addr: (size, kind)}, kept addresses), the truth read from its stderr."""
+    js = tmp / f"{exe.name}{'-'.join(extra)}.json"
+    r = subprocess.run([MAPPEDTRACE, "run", "--json", str(js), *extra, "--", str(exe)],
+                       capture_output=True, text=True, timeout=300)
+    truth, kept = {}, set()
+    for kind, addr, size, how in TRUTH.findall(r.stderr):
+        if kind == "leak":
+            truth[int(addr, 16)] = (int(size), how)
+        else:
+            kept.add(int(addr, 16))
+    assert js.exists(), r.stderr[-3000:]
+    return r, json.loads(js.read_text()), truth, kept
+

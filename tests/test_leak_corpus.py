@@ -3,21 +3,17 @@ and compared EXACTLY with the ground truth the program prints about itself
 (``truth leak ADDR SIZE direct|indirect`` / ``truth kept ADDR`` on stderr)."""
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import MAPPEDTRACE, ROOT, have
+from conftest import MAPPEDTRACE, ROOT, addr as _addr, have, run_traced
 
 CORPUS = ROOT / "tests" / "leak_corpus"
 PROGRAMS = ["dropped_list", "cycle", "tree_parent", "interior", "stale_slot", "threads_tls", "no_leaks"]
 #: stale_slot needs the slot to stay a plain alloca: -O0 only
 OPT_LEVELS = {"stale_slot": ["-O0"]}
-
-TRUTH = re.compile(r"truth (leak|kept) (0x[0-9a-f]+)(?: (\d+) (\w+))?")
 
 
 def build(name: str, opt: str, out: Path) -> Path:
@@ -26,25 +22,6 @@ def build(name: str, opt: str, out: Path) -> Path:
                         str(CORPUS / f"{name}.c")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return exe
-
-
-def run_traced(exe: Path, tmp: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict, dict, set]:
-    js = tmp / f"{exe.name}.json"
-    r = subprocess.run([MAPPEDTRACE, "run", "--json", str(js), *extra, "--", str(exe)],
-                       capture_output=True, text=True, timeout=300)
-    truth_leaks, kept = {}, set()
-    for kind, addr, size, how in TRUTH.findall(r.stderr):
-        if kind == "leak":
-            truth_leaks[int(addr, 16)] = (int(size), how)
-        else:
-            kept.add(int(addr, 16))
-    assert js.exists(), r.stderr
-    report = json.loads(js.read_text())
-    return r, report, truth_leaks, kept
-
-
-def _addr(x) -> int:
-    return x if isinstance(x, int) else int(x, 16)
 
 
 @pytest.mark.parametrize("name,opt", [(n, o) for n in PROGRAMS for o in OPT_LEVELS.get(n, ["-O0", "-O2"])])

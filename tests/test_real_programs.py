@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAPPEDTRACE, ROOT, have, source_tree
+from conftest import MAPPEDTRACE, ROOT, addr as _addr, have, source_tree
 
 HERE = ROOT / "tests" / "real_programs"
 TRUTH = re.compile(r"truth leak (0x[0-9a-f]+) (\d+) (\w+)")
@@ -243,10 +243,6 @@ def run_lsan(exe: Path, args: list[str], stdin: Path | None = None) -> tuple[sub
         pytest.skip(f"LeakSanitizer cannot run here: {out.stderr[-300:]}")
     sizes = [int(s) for _, s in LSAN_OBJ.findall(out.stderr)]
     return out, sizes
-
-
-def _addr(x) -> int:
-    return x if isinstance(x, int) else int(x, 16)
 
 
 def _precision_line(name: str, report: dict) -> str:

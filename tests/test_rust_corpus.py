@@ -15,20 +15,16 @@ minimal C form of that case.
 """
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import MAPPEDTRACE, ROOT, have
+from conftest import MAPPEDTRACE, ROOT, addr as _addr, have, run_traced
 
 CORPUS = ROOT / "tests" / "leak_corpus_rust"
 PROGRAMS = ["box_leak_static", "forget_box", "rc_cycle", "forgotten_vec", "frees_all"]
 OPTS = {"O": ["-O"], "O0": ["-C", "opt-level=0"]}
-
-TRUTH = re.compile(r"truth (leak|kept) (0x[0-9a-f]+)(?: (\d+) (\w+))?")
 
 pytestmark = pytest.mark.skipif(not (have("rustc") and have("clang-22") and have("ld.lld-22")),
                                 reason="rustc, clang-22 or ld.lld-22 not installed")
@@ -40,24 +36,6 @@ def build(name: str, opt: str, out: Path) -> Path:
                         str(CORPUS / f"{name}.rs")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return exe
-
-
-def run_traced(exe: Path, tmp: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict, dict, set]:
-    js = tmp / f"{exe.name}{'-'.join(extra)}.json"
-    r = subprocess.run([MAPPEDTRACE, "run", "--json", str(js), *extra, "--", str(exe)],
-                       capture_output=True, text=True, timeout=300)
-    truth, kept = {}, set()
-    for kind, addr, size, how in TRUTH.findall(r.stderr):
-        if kind == "leak":
-            truth[int(addr, 16)] = (int(size), how)
-        else:
-            kept.add(int(addr, 16))
-    assert js.exists(), r.stderr[-3000:]
-    return r, json.loads(js.read_text()), truth, kept
-
-
-def _addr(x) -> int:
-    return x if isinstance(x, int) else int(x, 16)
 
 
 def compare(report: dict, truth: dict, kept: set) -> tuple[list[int], list[int], list[str]]:

@@ -6,6 +6,9 @@ import sys
 
 import click
 
+#: exit code when leaks are found (LeakSanitizer's)
+LEAK_EXIT_CODE = 23
+
 roots_option = click.option(
     "--roots", "roots_mode", type=click.Choice(["precise", "conservative"]), default="precise",
     show_default=True,

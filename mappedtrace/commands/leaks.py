@@ -5,9 +5,7 @@ import sys
 
 import click
 
-from ._analysis_opts import open_private, print_warnings, roots_option, analyse_arg
-
-LEAK_EXIT_CODE = 23
+from ._analysis_opts import LEAK_EXIT_CODE, analyse_arg, open_private, print_warnings, roots_option
 
 
 @click.command(help="Report the leaks of a running process (PID: stopped for the analysis, "

@@ -5,10 +5,7 @@ import sys
 
 import click
 
-from ._analysis_opts import open_private, print_warnings, roots_option
-
-#: default exit code when leaks are found (LeakSanitizer's)
-LEAK_EXIT_CODE = 23
+from ._analysis_opts import LEAK_EXIT_CODE, open_private, print_warnings, roots_option
 
 
 @click.command(help="Run PROGRAM under the tracer and report its leaks when it exits "

@@ -1287,6 +1287,16 @@ class GlibcHeap:
             return self._chunk(i)
         return None
 
+    def state_ranges(self) -> list[tuple[int, int]]:
+        """``(start, end)`` of malloc's own bookkeeping in libc's data: every
+        arena's ``malloc_state`` and ``mp_``.  Its bins and top point at chunk
+        headers, which look like interior pointers into the neighbouring chunk,
+        so a conservative root scan must leave these ranges out."""
+        out = [(a.address, a.address + MSTATE.size) for a in self.arenas]
+        if self.mp_addr:
+            out.append((self.mp_addr, self.mp_addr + MALLOC_PAR.size))
+        return out
+
     def ranges(self) -> list[tuple[int, int, str]]:
         """``(start, end, label)`` of the memory malloc manages: every heap segment
         (label: the arena) and every mmapped chunk (label ``"mmapped"``), sorted."""

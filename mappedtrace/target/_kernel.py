@@ -25,6 +25,8 @@ int tgkill(int tgid, int tid, int sig);
 int kill(int pid, int sig);
 """)
 libc = ffi.dlopen(None)
+#: buffers that the kernel fills whole: no memset before the copy
+_raw_new = ffi.new_allocator(should_clear_after_alloc=False)
 
 # <sys/ptrace.h>, <linux/ptrace.h>
 PTRACE_TRACEME = 0
@@ -186,7 +188,7 @@ def waitpid(pid: int, options: int = WALL) -> tuple[int, int]:
 
 def vm_read(pid: int, addr: int, size: int) -> bytes:
     """process_vm_readv of one range; raises TargetFault when short."""
-    buf = ffi.new("char[]", size)
+    buf = _raw_new("char[]", size)
     local = ffi.new("struct iovec *")
     remote = ffi.new("struct iovec *")
     local.iov_base = buf
