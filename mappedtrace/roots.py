@@ -263,10 +263,9 @@ class RootCollector:
         if seg is None or not fs:
             return None
         vaddr, memsz, align = seg
-        # The DTV (tcbhead_t.dtv at fs_base+8) gives dtv[1] = the executable's block.
+        # TLS module 1 is the executable
         try:
-            dtv = self.t.read_u64(fs + 8)
-            blk = self.t.read_u64(dtv + 16 * 1)
+            blk = self.t.tls_block(th, 1)
             if blk and fs - 0x100000 < blk < fs:
                 return blk
         except TargetFault:

@@ -1072,14 +1072,11 @@ class GlibcHeap:
             arenas = {a.address for a in self.arenas}
             ok = modid is not None
             for th in self.target.threads if ok else []:
-                fs = th.regs.get("fs_base", 0)
                 try:
-                    dtv = self.target.read_u64(fs + 8)
-                    n = self.target.read_u64(dtv - 16)          # dtv[-1].counter: entries
-                    if not 0 < modid <= n:
+                    block = self.target.tls_block(th, modid)
+                    if block is None:
                         ok = False
                         break
-                    block = self.target.read_u64(dtv + 16 * modid)
                     ta = self.target.read_u64(block + ta_sym.addr)
                     tc = self.target.read_u64(block + tc_sym.addr)
                 except TargetFault:

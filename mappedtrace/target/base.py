@@ -181,6 +181,23 @@ class Target:
             out[k] = v
         return out
 
+    def tls_block(self, thread: ThreadState, modid: int) -> int | None:
+        """Start of TLS module ``modid``'s block for ``thread`` (glibc, x86-64).
+
+        The thread pointer (fs_base) points at ``tcbhead_t``, whose second word
+        is the DTV; ``dtv[-1].counter`` is its number of entries and
+        ``dtv[modid].pointer.val`` the block (16-byte entries).  None when
+        ``modid`` is out of range or the thread has no thread pointer.
+        :raises TargetFault: when the TCB or the DTV cannot be read.
+        """
+        fs = thread.regs.get("fs_base", 0)
+        if not fs:
+            return None
+        dtv = self.read_u64(fs + 8)
+        if not 0 < modid <= self.read_u64(dtv - 16):
+            return None
+        return self.read_u64(dtv + 16 * modid) or None
+
     def thread(self, tid: int) -> ThreadState:
         for t in self.threads:
             if t.tid == tid:
