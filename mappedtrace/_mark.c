@@ -8,10 +8,32 @@
  *
  * Nothing here trusts a count from the target: every read of object memory is
  * bounded by the chunk's usable size, every slot run by its object's size.
+ *
+ * Speed.  Marking a big heap is bound by cache and TLB misses: each edge is
+ * a random pointer into a random object.  Three things keep the misses few
+ * and overlapping:
+ *  - one 32-byte record per node (start, size, bytes, type, state), so a
+ *    lookup and a visit touch one cache line;
+ *  - a bucket index per heap segment (about one bucket per chunk, u32
+ *    entries): a pointer's bucket names the first chunk that ends after the
+ *    bucket's start, so a lookup is one bucket load and one or two records;
+ *  - a software pipeline (as in Boehm GC's mark stack prefetching, here with
+ *    a candidate buffer): the words of queued nodes are read ahead into a
+ *    buffer of candidate pointers while their objects' lines, their buckets
+ *    and then their records are prefetched, and the candidates are then
+ *    handled strictly in order.  Handling in order keeps the result exactly
+ *    that of the plain FIFO algorithm: reading words and buckets changes no
+ *    state, and a node is expanded only once it is in the queue.
+ * mt_chain is the glibc chunk walk of mappedtrace.heap.glibc (follow size
+ * fields), here because it is a per-chunk loop too.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE             /* mremap */
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* node state bits (mirror of trace.py ST_*) */
 #define ST_REACHED   0x01u
@@ -43,23 +65,33 @@ struct mt_edge {
     uint32_t pad;
 };
 
-struct mt_heap {
-    int64_t n;                 /* chunks, sorted by start, not overlapping */
-    const uint64_t *starts;
-    const uint64_t *sizes;     /* usable bytes */
-    const uint64_t *cptr;      /* address of the chunk's bytes in this process, 0 unreadable */
-    const uint64_t *rng;       /* start, size of chunk i at rng[2i], rng[2i+1]: one cache line per probe */
-    /* lookup index: the chunks form nseg segments (runs of nearly contiguous
-     * chunks, sorted); segment s covers [seg_lo[s], seg_hi[s]) and chunks
-     * seg_first[s] .. seg_last[s]-1; it has seg_nb[s] buckets of 1 << seg_shift[s]
-     * bytes at bucket[seg_boff[s]...]: the index of the last chunk starting at or
-     * before the bucket's first address (or seg_first[s]) */
+/* one node (in-use chunk); trace.py NODE_DTYPE mirrors it */
+struct mt_node {
+    uint64_t start;
+    uint64_t size;             /* usable bytes */
+    const uint8_t *p;          /* the chunk's bytes in this process, NULL unreadable */
+    int32_t type;              /* type index of ST_TYPED, else -1 */
+    uint8_t state;
+    uint8_t pad[3];
+};
+
+/* a run of nearly contiguous chunks first..last-1 covering [lo, hi) */
+struct mt_seg {
     uint64_t lo, hi;
+    int64_t first, last;
+    int64_t boff, nb;          /* its buckets: bucket[boff .. boff+nb) */
+    uint32_t shift, pad;       /* bucket b covers [lo + (b << shift), lo + ((b+1) << shift)) */
+};
+
+struct mt_heap {
+    int64_t n;                 /* nodes, sorted by start, not overlapping */
+    struct mt_node *nodes;
     int64_t nseg;
-    const uint64_t *seg_lo, *seg_hi;
-    const int64_t *seg_first, *seg_last, *seg_boff, *seg_nb;
-    const uint32_t *seg_shift;
-    const int64_t *bucket;
+    const struct mt_seg *segs; /* sorted by lo */
+    int64_t hot;               /* the segment with the most chunks: tried first */
+    uint64_t lo, hi;           /* of all segments */
+    const uint32_t *bucket;    /* per bucket: first chunk (relative to the segment's first)
+                                  whose end lies after the bucket's start */
     /* classification of values that are not heap edges: sorted [lo, hi) pairs */
     int64_t nheapmaps;
     const uint64_t *heapmaps;
@@ -84,36 +116,95 @@ struct mt_types {
 };
 
 struct mt_out {
-    uint8_t *state;            /* per node */
-    int64_t *type;             /* per node: type index of ST_TYPED, else -1 */
     int64_t *scalar_type;      /* per node: type index of ST_SCALAR, else -1 */
-    struct mt_edge *edges;     /* malloc'ed, grown; free with mt_free */
+    struct mt_edge *edges;     /* grown by the kernel; free with mt_free_edges */
     int64_t nedges, capedges;
     uint64_t counters[8];      /* 0 dangling, 1 static, 2 typed words, 3 conservative words,
                                   4 unreadable chunks, 5 out of memory */
 };
 
-struct mt_queue { int64_t *v; int64_t head, tail, cap; };
+/* ------------------------------------------------------------------------ */
+/* the lookup index                                                          */
 
-static int q_push(struct mt_queue *q, int64_t x)
+static inline uint64_t node_end(const struct mt_node *x)
 {
-    if (q->tail == q->cap) {
-        int64_t cap = q->cap ? q->cap * 2 : 1024;
-        int64_t *v = realloc(q->v, (size_t)cap * sizeof *v);
-        if (!v)
-            return -1;
-        q->v = v;
-        q->cap = cap;
-    }
-    q->v[q->tail++] = x;
-    return 0;
+    return x->start + x->size;
 }
 
-static inline uint64_t load64(const uint8_t *p)
+/* Fill bucket[] (sum of the segments' nb entries) for the segments' chunks. */
+void mt_index(const struct mt_heap *h, uint32_t *bucket)
 {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
+    for (int64_t s = 0; s < h->nseg; s++) {
+        const struct mt_seg *g = &h->segs[s];
+        int64_t i = g->first;
+        for (int64_t b = 0; b < g->nb; b++) {
+            uint64_t bstart = g->lo + ((uint64_t)b << g->shift);
+            while (i < g->last && node_end(&h->nodes[i]) <= bstart)
+                i++;
+            bucket[g->boff + b] = (uint32_t)(i - g->first);
+        }
+    }
+}
+
+/* The segment whose [lo, hi) holds v, or -1. */
+static inline int64_t seg_of(const struct mt_heap *h, uint64_t v)
+{
+    if (v < h->lo || v >= h->hi)
+        return -1;
+    const struct mt_seg *g = &h->segs[h->hot];
+    if (v >= g->lo && v < g->hi)
+        return h->hot;
+    int64_t a = 0, b = h->nseg;          /* first segment with hi > v */
+    while (a < b) {
+        int64_t m = (a + b) / 2;
+        if (h->segs[m].hi <= v)
+            a = m + 1;
+        else
+            b = m;
+    }
+    if (a >= h->nseg || v < h->segs[a].lo)
+        return -1;
+    return a;
+}
+
+static inline const uint32_t *bucket_of(const struct mt_heap *h, int64_t s, uint64_t v)
+{
+    const struct mt_seg *g = &h->segs[s];
+    uint64_t b = (v - g->lo) >> g->shift;
+    if (b >= (uint64_t)g->nb)
+        b = (uint64_t)g->nb - 1;
+    return &h->bucket[g->boff + (int64_t)b];
+}
+
+/* The node of segment s containing v, or -1: the first chunk ending after v,
+ * searched between the bucket's chunk and the next bucket's. */
+static inline int64_t find_in(const struct mt_heap *h, int64_t s, uint64_t v)
+{
+    const struct mt_seg *g = &h->segs[s];
+    const uint32_t *bk = bucket_of(h, s, v);
+    int64_t a = g->first + bk[0];
+    int64_t z = bk + 1 < &h->bucket[g->boff + g->nb] ? g->first + bk[1] : g->last - 1;
+    if (z > g->last - 1)
+        z = g->last - 1;
+    const struct mt_node *nd = h->nodes;
+    while (z - a > 4) {                  /* a crowded bucket: binary search */
+        int64_t m = a + (z - a) / 2;
+        if (node_end(&nd[m]) > v)
+            z = m;
+        else
+            a = m + 1;
+    }
+    while (a < z && node_end(&nd[a]) <= v)
+        a++;
+    if (a < g->first || a >= g->last || nd[a].start > v || node_end(&nd[a]) <= v)
+        return -1;
+    return a;
+}
+
+int64_t mt_find(const struct mt_heap *h, uint64_t v)
+{
+    int64_t s = seg_of(h, v);
+    return s < 0 ? -1 : find_in(h, s, v);
 }
 
 static int in_ranges(const uint64_t *r, int64_t n, uint64_t v)
@@ -129,106 +220,101 @@ static int in_ranges(const uint64_t *r, int64_t n, uint64_t v)
     return a < n && r[2 * a] <= v;
 }
 
-int64_t mt_find(const struct mt_heap *h, uint64_t v)
+static inline uint64_t load64(const uint8_t *p)
 {
-    if (h->n == 0 || v < h->lo || v >= h->hi)
-        return -1;
-    int64_t a = 0, b = h->nseg;          /* first segment with hi > v */
-    while (a < b) {
-        int64_t m = (a + b) / 2;
-        if (h->seg_hi[m] <= v)
-            a = m + 1;
-        else
-            b = m;
-    }
-    if (a >= h->nseg || v < h->seg_lo[a])
-        return -1;
-    int64_t s = a;
-    int64_t bk = (int64_t)((v - h->seg_lo[s]) >> h->seg_shift[s]);
-    if (bk >= h->seg_nb[s])
-        bk = h->seg_nb[s] - 1;
-    int64_t lo = h->bucket[h->seg_boff[s] + bk];
-    int64_t z = bk + 1 < h->seg_nb[s] ? h->bucket[h->seg_boff[s] + bk + 1] : h->seg_last[s] - 1;
-    int64_t hi = z + 1;                  /* last chunk in [lo, z] with start <= v */
-    const uint64_t *r = h->rng;
-    while (lo < hi) {
-        int64_t m = (lo + hi) / 2;
-        if (r[2 * m] <= v)
-            lo = m + 1;
-        else
-            hi = m;
-    }
-    int64_t i = lo - 1;
-    if (i < h->seg_first[s] || v - r[2 * i] >= r[2 * i + 1])
-        return -1;
-    return i;
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
 }
 
-/* Prefetch distance (queue entries) for the software pipeline of the FIFO
- * loops: cptr[] at 2*PD, the object's first line at PD, and the bucket of
- * the object's first slot words at PD/2.  Marking is bound by cache misses on
- * a big heap (one random object, bucket and range per edge); Boehm GC
- * prefetches grey objects the same way. */
-#define PD 16
+/* ------------------------------------------------------------------------ */
+/* queue, candidates, edges                                                  */
 
-static inline void prefetch_bucket(const struct mt_heap *h, uint64_t v)
+/* The growing arrays (queue, edges) are anonymous mappings advised
+ * MADV_HUGEPAGE and grown with mremap: 4 KiB pages cost a page fault (and a
+ * page clear) every 4 KiB, about 30 000 faults for a 1 M-object heap, which
+ * measured as half of the marking time. */
+#define BIG_MIN ((size_t)1 << 21)
+
+static void *big_grow(void *p, size_t old, size_t size)
 {
-    if (v < h->lo || v >= h->hi)
-        return;
-    int64_t a = 0, b = h->nseg;
-    while (a < b) {
-        int64_t m = (a + b) / 2;
-        if (h->seg_hi[m] <= v)
-            a = m + 1;
-        else
-            b = m;
-    }
-    if (a >= h->nseg || v < h->seg_lo[a])
-        return;
-    int64_t bk = (int64_t)((v - h->seg_lo[a]) >> h->seg_shift[a]);
-    if (bk < h->seg_nb[a])
-        __builtin_prefetch(&h->bucket[h->seg_boff[a] + bk]);
+    if (size < BIG_MIN)
+        size = BIG_MIN;
+    void *q = p ? mremap(p, old, size, MREMAP_MAYMOVE)
+                : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (q == MAP_FAILED)
+        return NULL;
+    madvise(q, size, MADV_HUGEPAGE);
+    return q;
 }
 
-static inline void prefetch_ahead(const struct mt_heap *h, const struct mt_types *t,
-                                  const struct mt_out *o, const struct mt_queue *q, int typed)
+static void big_free(void *p, size_t size)
 {
-    int64_t i = q->head;
-    if (i + 2 * PD < q->tail) {
-        int64_t d = q->v[i + 2 * PD];
-        __builtin_prefetch(&h->cptr[d]);
-        if (typed)
-            __builtin_prefetch(&o->type[d]);
+    if (p)
+        munmap(p, size < BIG_MIN ? BIG_MIN : size);
+}
+
+struct qent { int64_t d; const uint8_t *p; uint64_t size; int64_t ti; };
+struct mt_queue { struct qent *v; int64_t head, tail, cap; };
+
+static int q_push(struct mt_queue *q, int64_t d, const struct mt_node *x, int64_t ti)
+{
+    if (q->tail == q->cap) {
+        int64_t cap = q->cap ? q->cap * 2 : (int64_t)(BIG_MIN / sizeof *q->v);
+        struct qent *v = big_grow(q->v, (size_t)q->cap * sizeof *v, (size_t)cap * sizeof *v);
+        if (!v)
+            return -1;
+        q->v = v;
+        q->cap = cap;
     }
-    if (i + PD < q->tail) {
-        int64_t d = q->v[i + PD];
-        if (h->cptr[d])
-            __builtin_prefetch((const void *)(uintptr_t)h->cptr[d]);
-    }
-    if (i + PD / 2 < q->tail) {
-        int64_t d = q->v[i + PD / 2];
-        if (!h->cptr[d])
-            return;
-        const uint8_t *p = (const uint8_t *)(uintptr_t)h->cptr[d];
-        if (!typed) {
-            if (h->sizes[d] >= 16) {
-                prefetch_bucket(h, load64(p));
-                prefetch_bucket(h, load64(p + 8));
-            }
-            return;
+    struct qent *e = &q->v[q->tail++];
+    e->d = d;
+    e->p = x->p;
+    e->size = x->size;
+    e->ti = ti;
+    return 0;
+}
+
+/* a word read from a node, to be looked up: seg -1 when outside every segment */
+struct cand { int64_t src; uint64_t off; uint64_t v; int32_t target; int32_t seg; uint32_t sfl, pad; };
+struct cbuf { struct cand *v; int64_t head, tail, cap; };
+
+static int c_push(struct cbuf *c, const struct mt_heap *h, int64_t src, uint64_t off, uint64_t v,
+                  int64_t target, uint32_t sfl, int64_t seg)
+{
+    if (c->tail == c->cap) {
+        if (c->head > 0) {               /* slide the pending ones down */
+            memmove(c->v, c->v + c->head, (size_t)(c->tail - c->head) * sizeof *c->v);
+            c->tail -= c->head;
+            c->head = 0;
         }
-        int64_t ti = o->type[d];
-        for (int64_t s = t->slot_lo[ti], k = 0; s < t->slot_hi[ti] && k < 2; s++, k++)
-            if (t->s_off[s] + 8 <= h->sizes[d])
-                prefetch_bucket(h, load64(p + t->s_off[s]));
+        if (c->tail == c->cap) {
+            int64_t cap = c->cap ? c->cap * 2 : 4096;
+            struct cand *nv = realloc(c->v, (size_t)cap * sizeof *nv);
+            if (!nv)
+                return -1;
+            c->v = nv;
+            c->cap = cap;
+        }
     }
+    if (seg >= 0)
+        __builtin_prefetch(bucket_of(h, seg, v));
+    struct cand *e = &c->v[c->tail++];
+    e->src = src;
+    e->off = off;
+    e->v = v;
+    e->target = (int32_t)target;
+    e->seg = (int32_t)seg;
+    e->sfl = sfl;
+    e->pad = 0;
+    return 0;
 }
 
 static int emit(struct mt_out *o, int64_t src, uint64_t soff, int64_t dst, uint64_t doff, uint32_t fl)
 {
     if (o->nedges == o->capedges) {
-        int64_t cap = o->capedges ? o->capedges * 2 : 4096;
-        struct mt_edge *e = realloc(o->edges, (size_t)cap * sizeof *e);
+        int64_t cap = o->capedges ? o->capedges * 2 : (int64_t)(BIG_MIN / sizeof *o->edges);
+        struct mt_edge *e = big_grow(o->edges, (size_t)o->capedges * sizeof *e, (size_t)cap * sizeof *e);
         if (!e) {
             o->counters[5]++;
             return -1;
@@ -246,63 +332,66 @@ static int emit(struct mt_out *o, int64_t src, uint64_t soff, int64_t dst, uint6
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* the rules                                                                  */
+
 /* The visit rule (trace.py "Typing rule"). Returns -1 on out of memory. */
 static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
                  struct mt_queue *q, int64_t d, int64_t ti, uint64_t doff)
 {
-    uint8_t *st = &o->state[d];
-    *st |= ST_REACHED;
+    struct mt_node *x = &h->nodes[d];
+    x->state |= ST_REACHED;
     if (ti < 0) {
-        *st |= ST_UNKNOWN;
+        x->state |= ST_UNKNOWN;
         return 0;
     }
     if (!t->hasptr[ti]) {
         if (doff != 0) {
-            *st |= ST_UNKNOWN;
-        } else if (!(*st & ST_SCALAR)) {
-            *st |= ST_SCALAR;
+            x->state |= ST_UNKNOWN;
+        } else if (!(x->state & ST_SCALAR)) {
+            x->state |= ST_SCALAR;
             o->scalar_type[d] = ti;
         }
         return 0;
     }
     uint64_t tsz = t->size[ti];
     int aligned = doff == 0 ||
-        (tsz > 0 && !(t->flags[ti] & TYPE_FLEX) && doff % tsz == 0 && h->sizes[d] >= 2 * tsz);
+        (tsz > 0 && !(t->flags[ti] & TYPE_FLEX) && doff % tsz == 0 && x->size >= 2 * tsz);
     if (!aligned) {
-        *st |= ST_UNKNOWN;
+        x->state |= ST_UNKNOWN;
         return 0;
     }
-    if (*st & ST_TYPED) {
-        if (o->type[d] != ti)
-            *st |= ST_AMBIG;
+    if (x->state & ST_TYPED) {
+        if (x->type != ti)
+            x->state |= ST_AMBIG;
         return 0;
     }
-    *st |= ST_TYPED;
-    o->type[d] = ti;
-    return q_push(q, d);
+    x->state |= ST_TYPED;
+    x->type = (int32_t)ti;
+    return q_push(q, d, x, ti);
 }
 
-static int handle(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
-                  struct mt_queue *q, int64_t src, uint64_t off, uint64_t v,
-                  int64_t target, uint32_t sfl)
+/* One typed candidate: edge, visit, or a dangling/static count. */
+static int handle_typed(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+                        struct mt_queue *q, const struct cand *c)
 {
-    int64_t d = mt_find(h, v);
+    int64_t d = c->seg >= 0 ? find_in(h, c->seg, c->v) : -1;
+    uint32_t sfl = c->sfl;
     if (d >= 0) {
+        uint64_t doff = c->v - h->nodes[d].start;
         uint32_t fl = EDGE_TYPEDSCAN;
         if (!(sfl & SLOT_CONSERVATIVE))
             fl |= EDGE_EXACT;
         if (sfl & SLOT_WEAK)
             fl |= EDGE_WEAK;
-        if (emit(o, src, off, d, v - h->starts[d], fl))
+        if (emit(o, c->src, c->off, d, doff, fl))
             return -1;
         if (sfl & SLOT_WEAK)     /* followed for the graph, but keeps nothing alive */
             return 0;
-        if (sfl & (SLOT_UNTYPED | SLOT_CONSERVATIVE))
-            target = -1;
-        return visit(h, t, o, q, d, target, v - h->starts[d]);
+        return visit(h, t, o, q, d, (sfl & (SLOT_UNTYPED | SLOT_CONSERVATIVE)) ? -1 : c->target, doff);
     }
     if (!(sfl & SLOT_CONSERVATIVE)) {
-        if (in_ranges(h->heapmaps, h->nheapmaps, v) || !in_ranges(h->maps, h->nmaps, v))
+        if (in_ranges(h->heapmaps, h->nheapmaps, c->v) || !in_ranges(h->maps, h->nmaps, c->v))
             o->counters[0]++;
         else
             o->counters[1]++;
@@ -310,10 +399,50 @@ static int handle(const struct mt_heap *h, const struct mt_types *t, struct mt_o
     return 0;
 }
 
-/* The slots of type ti laid at byte base of node d, bounded by limit. */
-static int scan_slots(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
-                      struct mt_queue *q, int64_t d, const uint8_t *p, int64_t ti,
-                      uint64_t base, uint64_t limit)
+/* One conservative candidate: edge, and with reach the node is reached and queued. */
+static int handle_cons(const struct mt_heap *h, struct mt_out *o, struct mt_queue *q,
+                       const struct cand *c, uint32_t extra, int reach)
+{
+    int64_t d = find_in(h, c->seg, c->v);
+    if (d < 0)
+        return 0;
+    struct mt_node *x = &h->nodes[d];
+    if (emit(o, c->src, c->off, d, c->v - x->start, extra))
+        return -1;
+    if (!reach)
+        return 0;
+    x->state |= ST_REACHED | ST_UNKNOWN;
+    if (!(x->state & (ST_TYPED | ST_SCALAR | ST_CQUEUED))) {
+        x->state |= ST_CQUEUED;
+        if (q_push(q, d, x, -1))
+            return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* reading the words of queued nodes into candidates                         */
+
+/* words of one piece (at most this many slot words or words per call) */
+#define PIECE_WORDS 512
+/* generate candidates while fewer than this are pending */
+#define LOW_WATER 32
+/* queued nodes whose object lines are prefetched ahead of the reader */
+#define PD_NODE 16
+/* candidates whose bucket is loaded and node record prefetched ahead of handling */
+#define PD_CAND 16
+
+/* where the reader is inside the node being read */
+struct reader {
+    int64_t qpos;              /* queue position of the node being read */
+    int started;
+    int flexhead;              /* FLEX: header slots not read yet */
+    uint64_t next;             /* next element (typed) or byte offset (conservative) */
+};
+
+/* The slots of type ti laid at byte base of node e, bounded by limit, as candidates. */
+static int read_slots(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+                      struct cbuf *cb, const struct qent *e, int64_t ti, uint64_t base, uint64_t limit)
 {
     for (int64_t s = t->slot_lo[ti]; s < t->slot_hi[ti]; s++) {
         uint32_t sfl = t->s_flags[s];
@@ -330,68 +459,153 @@ static int scan_slots(const struct mt_heap *h, const struct mt_types *t, struct 
             if (off > limit - 8)
                 break;
             o->counters[2]++;
-            uint64_t v = load64(p + off);
-            if (v && handle(h, t, o, q, d, off, v, t->s_target[s], sfl))
+            uint64_t v = load64(e->p + off);
+            if (v && c_push(cb, h, e->d, off, v, t->s_target[s], sfl, seg_of(h, v)))
                 return -1;
         }
     }
     return 0;
 }
 
-static int scan_typed(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
-                      struct mt_queue *q, int64_t d, int64_t ti)
+static inline int64_t slot_words(const struct mt_types *t, int64_t ti)
 {
-    uint64_t size = h->sizes[d], tsz = t->size[ti];
-    if (!h->cptr[d])
-        return 0;
-    const uint8_t *p = (const uint8_t *)(uintptr_t)h->cptr[d];
-    if (t->flags[ti] & TYPE_FLEX) {
-        if (scan_slots(h, t, o, q, d, p, ti, 0, size))
-            return -1;
-        int64_t e = t->elem[ti];
-        if (e >= 0 && t->size[e] > 0)
-            for (uint64_t off = t->flex_off[ti]; off + t->size[e] <= size; off += t->size[e])
-                if (scan_slots(h, t, o, q, d, p, e, off, size))
-                    return -1;
-        return 0;
+    int64_t n = 0;
+    for (int64_t s = t->slot_lo[ti]; s < t->slot_hi[ti]; s++)
+        n += t->s_stride[s] && t->s_count[s] ? (int64_t)(t->s_count[s] > PIECE_WORDS ? PIECE_WORDS : t->s_count[s]) : 1;
+    return n > 0 ? n : 1;
+}
+
+/* Read the next piece of the node at r->qpos: some elements of a typed node,
+ * some words of a conservative one.  Returns 1 when the node is done, 0 when
+ * more is left, -1 when out of memory. */
+static int read_piece(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+                      struct cbuf *cb, const struct qent *e, struct reader *r, int typed)
+{
+    uint64_t size = e->size;
+    if (!e->p)
+        return 1;
+    if (!typed) {
+        if (!r->started) {
+            r->started = 1;
+            r->next = 0;
+            o->counters[3] += size / 8;
+        }
+        uint64_t off = r->next, stop = off + 8 * PIECE_WORDS;
+        for (; off + 8 <= size && off < stop; off += 8) {
+            uint64_t v = load64(e->p + off);
+            if (v < h->lo || v >= h->hi)
+                continue;
+            int64_t s = seg_of(h, v);
+            if (s >= 0 && c_push(cb, h, e->d, off, v, -1, 0, s))
+                return -1;
+        }
+        r->next = off;
+        return off + 8 > size;
     }
+    int64_t ti = e->ti;
+    if (t->flags[ti] & TYPE_FLEX) {
+        int64_t el = t->elem[ti];
+        if (!r->started) {
+            r->started = 1;
+            r->next = t->flex_off[ti];
+            if (read_slots(h, t, o, cb, e, ti, 0, size))
+                return -1;
+            return !(el >= 0 && t->size[el] > 0);
+        }
+        uint64_t esz = t->size[el];
+        int64_t per = PIECE_WORDS / slot_words(t, el);
+        for (int64_t k = 0; k < (per > 0 ? per : 1); k++) {
+            if (r->next + esz > size || r->next + esz < r->next)
+                return 1;
+            if (read_slots(h, t, o, cb, e, el, r->next, size))
+                return -1;
+            r->next += esz;
+        }
+        return r->next + esz > size;
+    }
+    uint64_t tsz = t->size[ti];
     uint64_t nel = tsz ? size / tsz : 1;
     if (nel < 1)
         nel = 1;
-    for (uint64_t k = 0; k < nel; k++)
-        if (scan_slots(h, t, o, q, d, p, ti, k * tsz, size))
+    if (!r->started) {
+        r->started = 1;
+        r->next = 0;
+    }
+    int64_t per = PIECE_WORDS / slot_words(t, ti);
+    for (int64_t k = 0; k < (per > 0 ? per : 1) && r->next < nel; k++, r->next++)
+        if (read_slots(h, t, o, cb, e, ti, r->next * tsz, size))
             return -1;
-    return 0;
+    return r->next >= nel;
 }
 
-static int scan_cons(const struct mt_heap *h, struct mt_out *o, struct mt_queue *q,
-                     int64_t d, uint32_t extra, int reach)
+/* always_inline: GCC 12 finds a function that only prefetches "const" and
+ * drops its calls before inlining it (the prefetches then vanish) */
+static inline __attribute__((always_inline)) void prefetch_node_bytes(const struct mt_types *t, const struct qent *e, int typed)
 {
-    if (!h->cptr[d])
-        return 0;
-    const uint8_t *p = (const uint8_t *)(uintptr_t)h->cptr[d];
-    uint64_t size = h->sizes[d];
-    for (uint64_t off = 0; off + 8 <= size; off += 8) {
-        uint64_t v = load64(p + off);
-        if (v < h->lo || v >= h->hi)
-            continue;
-        int64_t c = mt_find(h, v);
-        if (c < 0)
-            continue;
-        if (emit(o, d, off, c, v - h->starts[c], extra))
-            return -1;
-        if (!reach)
-            continue;
-        uint8_t *st = &o->state[c];
-        *st |= ST_REACHED | ST_UNKNOWN;
-        if (!(*st & (ST_TYPED | ST_SCALAR | ST_CQUEUED))) {
-            *st |= ST_CQUEUED;
-            if (q_push(q, c))
-                return -1;
-        }
+    if (!e->p)
+        return;
+    if (!typed) {
+        __builtin_prefetch(e->p);
+        if (e->size > 64)
+            __builtin_prefetch(e->p + 64);
+        return;
     }
-    o->counters[3] += size / 8;
-    return 0;
+    int64_t ti = e->ti;
+    for (int64_t s = t->slot_lo[ti], k = 0; s < t->slot_hi[ti] && k < 4; s++, k++)
+        if (t->s_off[s] < e->size)
+            __builtin_prefetch(e->p + t->s_off[s]);
+}
+
+/* Drain the queue: read the queued nodes' words into candidates (ahead),
+ * handle the candidates in order.  mode 0: typed; 1: conservative, reaching;
+ * 2: conservative, not reaching (leak scan, EDGE_UNREACHED).  A steady
+ * pipeline, not bursts: each node read prefetches the bytes of the node
+ * PD_NODE places later in the queue, each candidate read prefetches its
+ * bucket, each candidate handled first prefetches the record of the one
+ * PD_CAND places later (by then its bucket is in cache). */
+static int run_queue(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+                     struct mt_queue *q, int mode)
+{
+    struct cbuf cb = {0};
+    struct reader r = {q->head, 0, 0, 0};
+    int typed = mode == 0;
+    uint32_t extra = mode == 2 ? EDGE_UNREACHED : 0;
+    int rc = -1;
+    for (int64_t i = q->head; i < q->tail && i < q->head + PD_NODE; i++)
+        prefetch_node_bytes(t, &q->v[i], typed);
+    for (;;) {
+        while (cb.tail - cb.head < LOW_WATER && r.qpos < q->tail) {
+            if (!r.started && r.qpos + PD_NODE < q->tail)
+                prefetch_node_bytes(t, &q->v[r.qpos + PD_NODE], typed);
+            int done = read_piece(h, t, o, &cb, &q->v[r.qpos], &r, typed);
+            if (done < 0)
+                goto out;
+            if (done) {
+                r.qpos++;
+                r.started = 0;
+            }
+        }
+        if (cb.head == cb.tail)
+            break;
+        if (cb.head + PD_CAND < cb.tail) {
+            const struct cand *f = &cb.v[cb.head + PD_CAND];
+            if (f->seg >= 0) {
+                const uint32_t *bk = bucket_of(h, f->seg, f->v);
+                const struct mt_node *x = &h->nodes[h->segs[f->seg].first + bk[0]];
+                __builtin_prefetch(x);
+            }
+        }
+        const struct cand *c = &cb.v[cb.head++];
+        if (typed ? handle_typed(h, t, o, q, c) : handle_cons(h, o, q, c, extra, mode == 1))
+            goto out;
+        if (cb.head == cb.tail)
+            cb.head = cb.tail = 0;
+    }
+    q->head = q->tail;
+    rc = 0;
+out:
+    free(cb.v);
+    return rc;
 }
 
 /* Mark.  Phase 1: visit the typed root pointers in order, then scan typed
@@ -408,75 +622,140 @@ int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
     int rc = -1;
     for (int64_t i = 0; i < ninit; i++) {
         int64_t ti = conservative ? -1 : init_type[i];
+        if (init_node[i] < 0 || init_node[i] >= h->n || ti >= t->n)
+            goto out;
         if (visit(h, t, o, &q, init_node[i], ti, init_off[i]))
             goto out;
     }
-    while (q.head < q.tail) {
-        prefetch_ahead(h, t, o, &q, 1);
-        int64_t d = q.v[q.head++];
-        if (scan_typed(h, t, o, &q, d, o->type[d]))
-            goto out;
-    }
+    if (run_queue(h, t, o, &q, 0))
+        goto out;
     q.head = q.tail = 0;
     for (int64_t d = 0; d < h->n; d++) {
-        uint8_t s = o->state[d];
+        struct mt_node *x = &h->nodes[d];
+        uint8_t s = x->state;
         if ((s & ST_AMBIG) || ((s & ST_UNKNOWN) && !(s & (ST_TYPED | ST_SCALAR)))) {
-            o->state[d] |= ST_CQUEUED;
-            if (q_push(&q, d))
+            x->state |= ST_CQUEUED;
+            if (q_push(&q, d, x, -1))
                 goto out;
         }
     }
-    while (q.head < q.tail) {
-        prefetch_ahead(h, t, o, &q, 0);
-        int64_t d = q.v[q.head++];
-        if (scan_cons(h, o, &q, d, 0, 1))
-            goto out;
-    }
+    if (run_queue(h, t, o, &q, 1))
+        goto out;
+    q.head = q.tail = 0;
     for (int64_t d = 0; d < h->n; d++)
-        if (!(o->state[d] & ST_REACHED) && scan_cons(h, o, &q, d, EDGE_UNREACHED, 0))
+        if (!(h->nodes[d].state & ST_REACHED) && q_push(&q, d, &h->nodes[d], -1))
             goto out;
+    if (run_queue(h, t, o, &q, 2))
+        goto out;
     rc = 0;
 out:
-    free(q.v);
+    big_free(q.v, (size_t)q.cap * sizeof *q.v);
     if (rc)
         o->counters[5]++;
     return rc;
 }
 
-/* Edges in canonical order, (src, src_off), into out: a counting sort by src
- * (stable: a node's edges were emitted together), then an insertion sort of
- * each node's few edges by offset (already ascending but for strided slot
- * runs that interleave).  O(E + nodes).  Returns -1 when out of memory. */
+/* Sort one node's few edges by offset (already ascending but for strided
+ * slot runs that interleave). */
+static void sort_run(struct mt_edge *out, int64_t lo, int64_t hi)
+{
+    for (int64_t i = lo + 1; i < hi; i++) {
+        struct mt_edge x = out[i];
+        int64_t j = i - 1;
+        while (j >= lo && out[j].src_off > x.src_off) {
+            out[j + 1] = out[j];
+            j--;
+        }
+        out[j + 1] = x;
+    }
+}
+
+/* Edges in canonical order, (src, src_off), into out.  The kernel emits a
+ * node's edges together, so the edges are runs, one per scanned node; when
+ * no node has two runs (a node scanned typed and then conservatively has),
+ * the runs are copied out in node order: sequential writes and prefetched
+ * reads.  Otherwise a counting sort by src (stable).  Then each node's edges
+ * are sorted by offset.  O(E + nodes).  Returns -1 when out of memory. */
 int mt_sort_edges(const struct mt_edge *e, int64_t n, int64_t nnodes, struct mt_edge *out)
 {
-    int64_t *pos = calloc((size_t)nnodes + 1, sizeof *pos);
-    if (!pos)
+    int64_t *first = malloc(((size_t)nnodes + 1) * sizeof *first);
+    int64_t *cnt = calloc((size_t)nnodes + 1, sizeof *cnt);
+    if (!first || !cnt) {
+        free(first);
+        free(cnt);
         return -1;
-    for (int64_t i = 0; i < n; i++)
-        pos[e[i].src + 1]++;
-    for (int64_t d = 0; d < nnodes; d++)
-        pos[d + 1] += pos[d];
-    for (int64_t i = 0; i < n; i++)
-        out[pos[e[i].src]++] = e[i];
-    int64_t lo = 0;
-    for (int64_t d = 0; d < nnodes; d++) {
-        int64_t hi = pos[d];
-        for (int64_t i = lo + 1; i < hi; i++) {
-            struct mt_edge x = out[i];
-            int64_t j = i - 1;
-            while (j >= lo && out[j].src_off > x.src_off) {
-                out[j + 1] = out[j];
-                j--;
-            }
-            out[j + 1] = x;
-        }
-        lo = hi;
     }
-    free(pos);
+    int multi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t s = e[i].src;
+        if (i == 0 || s != e[i - 1].src) {
+            if (cnt[s])
+                multi = 1;
+            else
+                first[s] = i;
+        }
+        cnt[s]++;
+    }
+    int64_t k = 0;
+    if (!multi) {
+        for (int64_t d = 0; d < nnodes; d++) {
+            if (d + 16 < nnodes && cnt[d + 16])
+                __builtin_prefetch(&e[first[d + 16]]);
+            if (!cnt[d])
+                continue;
+            memcpy(&out[k], &e[first[d]], (size_t)cnt[d] * sizeof *e);
+            sort_run(out, k, k + cnt[d]);
+            k += cnt[d];
+        }
+    } else {
+        for (int64_t d = 0; d < nnodes; d++) {       /* cnt becomes each node's start */
+            int64_t c = cnt[d];
+            cnt[d] = k;
+            k += c;
+        }
+        cnt[nnodes] = k;
+        for (int64_t i = 0; i < n; i++)
+            out[cnt[e[i].src]++] = e[i];
+        int64_t lo = 0;
+        for (int64_t d = 0; d < nnodes; d++) {       /* now cnt[d] is node d's end */
+            sort_run(out, lo, cnt[d]);
+            lo = cnt[d];
+        }
+    }
+    free(first);
+    free(cnt);
     return 0;
 }
 
-void mt_free(void *p)
+/* glibc chunk chain (mappedtrace.heap.glibc._walk_words): from word *pos,
+ * record each header's word offset and step by its size field (in words,
+ * flag bits dropped) while *pos < lim; stop at a size below 4 words (below
+ * MINSIZE: corrupt, or a fence post) or when the header's size word is not
+ * inside the nw words.  Each step advances at least 4 words, so at most
+ * (lim - *pos) / 4 + 1 offsets are written (cap bounds it too).  Returns
+ * the count; *pos is where the walk stopped. */
+int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64_t *out, int64_t cap)
 {
-    free(p);
+    int64_t o = *pos, k = 0;
+    while (o < lim && k < cap) {
+        if (o < 0 || o + 1 >= nw)
+            break;
+        out[k++] = o;
+        uint64_t s = w[o + 1] >> 3;
+        if (s < 4)
+            break;
+        if (s > (uint64_t)(INT64_MAX / 2))
+            s = INT64_MAX / 2;           /* past any segment: the caller reports the bad size */
+        o += (int64_t)s;
+    }
+    *pos = o;
+    return k;
+}
+
+/* Release the edges of an mt_out. */
+void mt_free_edges(struct mt_out *o)
+{
+    big_free(o->edges, (size_t)o->capedges * sizeof *o->edges);
+    o->edges = NULL;
+    o->nedges = o->capedges = 0;
 }

@@ -21,11 +21,12 @@ _SRC = Path(__file__).with_name("_mark.c")
 
 CDEF = """
 struct mt_edge { int64_t src; int64_t dst; uint64_t src_off; uint64_t dst_off; uint32_t flags; uint32_t pad; };
+struct mt_node { uint64_t start; uint64_t size; const uint8_t *p; int32_t type; uint8_t state; uint8_t pad[3]; };
+struct mt_seg { uint64_t lo, hi; int64_t first, last; int64_t boff, nb; uint32_t shift, pad; };
 struct mt_heap {
-    int64_t n; const uint64_t *starts; const uint64_t *sizes; const uint64_t *cptr;
-    const uint64_t *rng; uint64_t lo, hi; int64_t nseg;
-    const uint64_t *seg_lo, *seg_hi; const int64_t *seg_first, *seg_last, *seg_boff, *seg_nb;
-    const uint32_t *seg_shift; const int64_t *bucket; int64_t nheapmaps; const uint64_t *heapmaps; int64_t nmaps; const uint64_t *maps;
+    int64_t n; struct mt_node *nodes; int64_t nseg; const struct mt_seg *segs; int64_t hot;
+    uint64_t lo, hi; const uint32_t *bucket;
+    int64_t nheapmaps; const uint64_t *heapmaps; int64_t nmaps; const uint64_t *maps;
 };
 struct mt_types {
     int64_t n; const uint64_t *size; const uint32_t *flags; const int64_t *slot_lo; const int64_t *slot_hi;
@@ -34,15 +35,16 @@ struct mt_types {
     const uint32_t *s_flags;
 };
 struct mt_out {
-    uint8_t *state; int64_t *type; int64_t *scalar_type; struct mt_edge *edges;
-    int64_t nedges, capedges; uint64_t counters[8];
+    int64_t *scalar_type; struct mt_edge *edges; int64_t nedges, capedges; uint64_t counters[8];
 };
+void mt_index(const struct mt_heap *h, uint32_t *bucket);
 int64_t mt_find(const struct mt_heap *h, uint64_t v);
 int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
             int64_t ninit, const int64_t *init_node, const int64_t *init_type,
             const uint64_t *init_off, int conservative);
 int mt_sort_edges(const struct mt_edge *e, int64_t n, int64_t nnodes, struct mt_edge *out);
-void mt_free(void *p);
+int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64_t *out, int64_t cap);
+void mt_free_edges(struct mt_out *o);
 """
 
 _loaded: object | None = None

@@ -70,6 +70,7 @@ from .graph import (EDGE_DTYPE, EDGE_EXACT, EDGE_TYPEDSCAN, EDGE_UNREACHED, EDGE
                     HOW_CONSERVATIVE, HOW_TYPED, HOW_UNREACHED, ROOT_EDGE_DTYPE, HeapGraph,
                     Precision, frame_counts)
 from .roots import Root
+from .target.base import new_buffer
 
 # FORMAT.md §2 (same values as mappedtrace.formats)
 SLOT_UNTYPED = 0x1
@@ -169,8 +170,8 @@ class PieceMemory:
         self.size = 0
         self._bases_np: np.ndarray | None = None
 
-    def add(self, data: bytes) -> int:
-        """Keep ``data``; return its virtual base."""
+    def add(self, data) -> int:
+        """Keep ``data`` (bytes or a uint8 array); return its virtual base."""
         base = self.size
         self.bases.append(base)
         self.arrays.append(np.frombuffer(data, dtype=np.uint8))
@@ -283,6 +284,18 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
         raise BadData("heap", None, f"chunk address {bad:#x} is not 8-byte aligned")
     mem = PieceMemory()
     memoff = np.full(len(starts), -1, dtype=np.int64)
+    # bytes the heap walker already read (GlibcHeap.memory_blocks): used, not read again
+    blocks = list(getattr(chunks, "memory_blocks", None) or [])
+    bstarts = [b[0] for b in blocks]
+
+    def read(lo: int, hi: int):
+        i = bisect.bisect_right(bstarts, lo) - 1
+        if i >= 0 and hi <= blocks[i][0] + len(blocks[i][1]):
+            return blocks[i][1][lo - blocks[i][0]:hi - blocks[i][0]]
+        buf = new_buffer(hi - lo)
+        target.read_into(lo, buf)
+        return buf
+
     for first, last, lo, hi in segs:
         # pieces of about READ_PIECE bytes, cut at chunk starts (a chunk never straddles two)
         rel = (starts[first:last] - np.uint64(lo)).astype(np.int64)
@@ -294,7 +307,7 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
             plo, phi = int(starts[first + a]), int(ends[first + b - 1])
             idx = np.arange(first + a, first + b)
             try:
-                base = mem.add(target.read(plo, phi - plo))
+                base = mem.add(read(plo, phi))
                 memoff[idx] = base + (starts[idx] - np.uint64(plo)).astype(np.int64)
             except TargetFault:
                 for c in idx.tolist():       # one chunk at a time: keep what can be read
@@ -544,38 +557,29 @@ class _MarkOut:
     scalar_type: np.ndarray
     edges: np.ndarray
     counters: list[int]
+    edges_sorted: bool = False      # already in (src, src_off) order (the C kernel sorts them)
 
 
-def _index(heap: _Heap, h, p) -> None:
-    """Fill the lookup index of ``struct mt_heap``: per segment, about one
-    bucket per chunk (a power-of-two bucket size), so a lookup is a search
-    among the few segments, then among the few chunks of one bucket."""
-    lo_, hi_, first_, last_, boff_, nb_, shift_, buckets = [], [], [], [], [], [], [], []
+#: one node of the C kernel (``struct mt_node``)
+NODE_DTYPE = np.dtype([("start", "<u8"), ("size", "<u8"), ("p", "<u8"), ("type", "<i4"),
+                       ("state", "u1"), ("pad", "V3")])
+#: one segment of its lookup index (``struct mt_seg``)
+SEG_DTYPE = np.dtype([("lo", "<u8"), ("hi", "<u8"), ("first", "<i8"), ("last", "<i8"),
+                      ("boff", "<i8"), ("nb", "<i8"), ("shift", "<u4"), ("pad", "<u4")])
+
+
+def _segments(heap: _Heap) -> np.ndarray:
+    """The segments of ``struct mt_heap``, each with about one bucket per chunk
+    (a power-of-two bucket size, at least 16 bytes)."""
+    segs = np.zeros(len(heap.segs), SEG_DTYPE)
     off = 0
-    for first, last, lo, hi in heap.segs:
+    for k, (first, last, lo, hi) in enumerate(heap.segs):
         span = max(1, hi - lo)
         shift = max(4, (span // max(1, last - first)).bit_length() - 1)
         nb = (span >> shift) + 1
-        bstarts = np.uint64(lo) + (np.arange(nb, dtype=np.uint64) << np.uint64(shift))
-        b = np.searchsorted(heap.starts[first:last], bstarts, side="right").astype(np.int64) - 1
-        buckets.append(np.maximum(b, 0) + first)
-        lo_.append(lo)
-        hi_.append(hi)
-        first_.append(first)
-        last_.append(last)
-        boff_.append(off)
-        nb_.append(nb)
-        shift_.append(shift)
+        segs[k] = (lo, hi, first, last, off, nb, shift, 0)
         off += nb
-    h.lo, h.hi, h.nseg = heap.segs[0][2], max(hi_), len(heap.segs)
-    h.seg_lo = p(np.array(lo_, np.uint64), "uint64_t *")
-    h.seg_hi = p(np.array(hi_, np.uint64), "uint64_t *")
-    h.seg_first = p(np.array(first_, np.int64), "int64_t *")
-    h.seg_last = p(np.array(last_, np.int64), "int64_t *")
-    h.seg_boff = p(np.array(boff_, np.int64), "int64_t *")
-    h.seg_nb = p(np.array(nb_, np.int64), "int64_t *")
-    h.seg_shift = p(np.array(shift_, np.uint32), "uint32_t *")
-    h.bucket = p(np.concatenate(buckets), "int64_t *")
+    return segs
 
 
 def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _MarkOut:
@@ -588,16 +592,25 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
         return ffi.cast(ctype, ffi.from_buffer(arr)) if arr.nbytes else ffi.NULL
 
     n = heap.n
+    if n >= 1 << 32:
+        raise MarkError(f"{n} heap objects: the C kernel takes fewer than 2**32", hint="use kernel='numpy'")
+    nodes = new_buffer(n * NODE_DTYPE.itemsize).view(NODE_DTYPE)
+    nodes["start"], nodes["size"] = heap.starts, heap.sizes
+    nodes["p"] = heap.mem.pointers(heap.memoff)
+    nodes["type"] = -1
+    nodes["state"] = 0
     h = ffi.new("struct mt_heap *")
     h.n = n
-    h.starts = p(heap.starts, "uint64_t *")
-    h.sizes = p(heap.sizes, "uint64_t *")
-    h.cptr = p(heap.mem.pointers(heap.memoff), "uint64_t *")
-    rng = np.empty(2 * n, np.uint64)
-    rng[0::2], rng[1::2] = heap.starts, heap.sizes
-    h.rng = p(rng, "uint64_t *")
+    h.nodes = p(nodes, "struct mt_node *")
     if n:
-        _index(heap, h, p)
+        segs = _segments(heap)
+        h.nseg = len(segs)
+        h.segs = p(segs, "struct mt_seg *")
+        h.hot = int(np.argmax(segs["last"] - segs["first"]))
+        h.lo, h.hi = int(segs["lo"].min()), int(segs["hi"].max())
+        bucket = new_buffer(4 * int(segs["nb"].sum())).view(np.uint32)
+        h.bucket = p(bucket, "uint32_t *")
+        lib.mt_index(h, h.bucket)
     h.nheapmaps = len(heap.heapmaps)
     h.heapmaps = p(heap.heapmaps.reshape(-1), "uint64_t *")
     h.nmaps = len(heap.maps)
@@ -610,12 +623,8 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
         ctype = {np.dtype(np.uint64): "uint64_t *", np.dtype(np.int64): "int64_t *",
                  np.dtype(np.uint32): "uint32_t *", np.dtype(np.uint8): "uint8_t *"}[arr.dtype]
         setattr(t, name, p(arr, ctype))
-    state = np.zeros(n, np.uint8)
-    typ = np.full(n, -1, np.int64)
     sc = np.full(n, -1, np.int64)
     o = ffi.new("struct mt_out *")
-    o.state = p(state, "uint8_t *")
-    o.type = p(typ, "int64_t *")
     o.scalar_type = p(sc, "int64_t *")
     rc = lib.mt_mark(h, t, o, len(rs.init_node), p(rs.init_node, "int64_t *"),
                      p(rs.init_type, "int64_t *"), p(rs.init_off, "uint64_t *"), int(conservative))
@@ -623,12 +632,14 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
         if rc != 0:
             raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
         ne = int(o.nedges)
-        edges = np.zeros(ne, EDGE_DTYPE)
+        edges = new_buffer(ne * EDGE_DTYPE.itemsize).view(EDGE_DTYPE)
         if ne and lib.mt_sort_edges(o.edges, ne, n, ffi.cast("struct mt_edge *", ffi.from_buffer(edges))):
             raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
     finally:
-        lib.mt_free(o.edges)
-    return _MarkOut(state, typ, sc, edges, [int(o.counters[i]) for i in range(8)])
+        lib.mt_free_edges(o)
+    state = nodes["state"].copy()
+    typ = nodes["type"].astype(np.int64)
+    return _MarkOut(state, typ, sc, edges, [int(o.counters[i]) for i in range(8)], True)
 
 
 class _NumpyMarker:
@@ -980,7 +991,7 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         if ambiguous.any():
             drop = ambiguous[e["src"]] & ((e["flags"] & EDGE_TYPEDSCAN) != 0)
             e = e[~drop]
-        if len(e) > 1 and not _edges_sorted(e):
+        if len(e) > 1 and not out.edges_sorted and not _edges_sorted(e):
             e = e[_edge_order(e)]
     live = (e["flags"] & EDGE_UNREACHED) == 0
     ex = (e["flags"] & EDGE_EXACT) != 0

@@ -66,6 +66,14 @@ class BufTarget(Target):
             return BASE.to_bytes(8, "little")
         raise TargetFault(addr, size)
 
+    def _read_into(self, addr: int, view: memoryview) -> None:
+        # one copy, as process_vm_readv makes for a live target
+        o = addr - BASE
+        if 0 <= o and o + len(view) <= len(self.raw):
+            view[:] = memoryview(self.raw)[o:o + len(view)]
+        else:
+            view[:] = self._read(addr, len(view))
+
 
 class Columns:
     """Column arrays shaped like mappedtrace.heap.glibc.GlibcHeap's."""

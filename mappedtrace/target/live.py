@@ -47,6 +47,8 @@ def process_state(pid: int) -> str:
 _PF_KTHREAD = 0x00200000     # task flag in /proc/PID/stat field 9 (include/linux/sched.h)
 #: bound on re-reading /proc/PID/task while threads keep appearing
 MAX_SEIZE_ROUNDS = 64
+#: largest single process_vm_readv of read_into
+_READ_STEP = 1 << 30
 
 
 def parse_maps(text: str) -> list[Mapping]:
@@ -295,6 +297,12 @@ class LiveTarget(Target):
         if data is None or len(data) != size:
             raise TargetFault(addr, size)
         return data
+
+    def _read_into(self, addr: int, view: memoryview) -> None:
+        for pos in range(0, len(view), _READ_STEP):     # the kernel moves < 2 GiB per call
+            part = view[pos:pos + _READ_STEP]
+            if k.vm_read_into(self.pid, addr + pos, len(part), part) != len(part):
+                part[:] = self._read(addr + pos, len(part))     # /proc/PID/mem, or TargetFault
 
     # --- releasing --------------------------------------------------------
     def close(self) -> None:
