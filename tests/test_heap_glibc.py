@@ -210,6 +210,28 @@ def test_pattern_matches_program_records(program, debug):
     assert len(heap.in_use()) == sum(1 for c in heap.chunks() if c.state == "in-use") == heap.stats["in_use_blks"]
 
 
+def test_walk_paths_agree(program, monkeypatch):
+    """The compiled chunk chain and the Python loop, lazily decoded free-list
+    links and the all-chunks arrays give the same heap."""
+    import numpy as np
+    import mappedtrace.heap.glibc as hg
+    from mappedtrace import _markkernel
+    prog = program("heap_pattern", "3")
+    with mappedtrace.attach(prog.pid) as t:
+        a = GlibcHeap(t, ModuleMap(t))
+        monkeypatch.setattr(hg, "LAZY_LINKS", 0)
+        monkeypatch.setattr(_markkernel, "_loaded", None)
+        monkeypatch.setattr(_markkernel, "_failed", True)       # no compiled kernel: Python loop
+        b = GlibcHeap(t, ModuleMap(t))
+    for k in ("headers", "usable", "state", "list_code", "arena_index"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+    assert a.warnings == b.warnings and a.stats == b.stats
+    # the segments as read, kept for the marker
+    assert a.memory_blocks and all(len(buf) for _, buf in a.memory_blocks)
+    a.release_memory()
+    assert a.memory_blocks == []
+
+
 @pytest.mark.parametrize("debug", MODES)
 @pytest.mark.parametrize("tunables", ["glibc.malloc.tcache_count=0", "glibc.malloc.arena_max=1",
                                       "glibc.malloc.hugetlb=2"])
