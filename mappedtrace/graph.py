@@ -176,7 +176,13 @@ class HeapGraph:
     def find_many(self, values: np.ndarray) -> np.ndarray:
         """Node index containing each value (vectorised :meth:`find`), -1 for none."""
         v = np.asarray(values, dtype=np.uint64)
-        i = np.searchsorted(self.addresses, v, side="right").astype(np.int64) - 1
+        if len(v) > 4096:       # sorted needles: the binary searches share their cache lines
+            o = np.argsort(v, kind="stable")
+            i = np.empty(len(v), np.int64)
+            i[o] = np.searchsorted(self.addresses, v[o], side="right")
+            i -= 1
+        else:
+            i = np.searchsorted(self.addresses, v, side="right").astype(np.int64) - 1
         ic = np.maximum(i, 0)
         ok = (i >= 0) & ((v - self.addresses[ic]) < self.sizes[ic]) if len(self) else np.zeros(len(v), bool)
         return np.where(ok, i, -1)

@@ -29,6 +29,7 @@ a zero-sized, opaque, type-erased or vtable type); else
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,20 +80,113 @@ class LeakStructure:
     bytes: int
     direct: list[int]          # addresses of its direct leaks
     types: dict[str, int]      # type name → objects
-    leaks: list[Leak] = field(default_factory=list)
+    leaks: Sequence[Leak] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "objects": self.objects, "bytes": self.bytes,
                 "direct": self.direct, "types": self.types}
 
 
+class _Columns:
+    """The leaked objects in report order, column-wise: a heap with 200 000
+    leaks makes its :class:`Leak` objects only when they are looked at (making
+    them all took about 2 s)."""
+
+    def __init__(self, addr: np.ndarray, size: np.ndarray, direct: np.ndarray, node: np.ndarray,
+                 structure: np.ndarray, tid: np.ndarray, src: np.ndarray, code: np.ndarray,
+                 names: list[str], bounds: np.ndarray, previews: dict[int, str]):
+        self.addr, self.size, self.direct, self.node = addr, size, direct, node
+        self.structure, self.tid, self.src, self.code = structure, tid, src, code
+        self.names = names              # type name of each code
+        self.bounds = bounds            # structure k is rows bounds[k] .. bounds[k + 1]
+        self.previews = previews        # row → preview
+
+    def leak(self, i: int) -> Leak:
+        return Leak(self.addr.item(i), self.size.item(i), self.names[self.code.item(i)],
+                    "direct" if self.direct.item(i) else "indirect", self.node.item(i),
+                    self.structure.item(i), self.tid.item(i), _Inferrer.SOURCES[self.src.item(i)],
+                    self.previews.get(i, ""))
+
+    def structure_at(self, k: int) -> LeakStructure:
+        lo, hi = self.bounds.item(k), self.bounds.item(k + 1)
+        types: dict[str, int] = {}
+        for c in self.code[lo:hi].tolist():          # in leak order, as the JSON lists them
+            name = self.names[c]
+            types[name] = types.get(name, 0) + 1
+        return LeakStructure(k, hi - lo, int(self.size[lo:hi].sum()),
+                             self.addr[lo:hi][self.direct[lo:hi]].tolist(), types, LeakList(self, lo, hi))
+
+
+class LeakList(Sequence):
+    """A read-only, list-like view of leaks (:class:`Leak` made on access)."""
+
+    def __init__(self, cols: _Columns | None, lo: int = 0, hi: int = 0):
+        self._cols, self._lo, self._hi = cols, lo, hi
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._cols.leak(self._lo + i)
+
+    def __iter__(self):
+        return (self._cols.leak(i) for i in range(self._lo, self._hi))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (list, tuple, LeakList)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} leaks>"
+
+
+class StructureList(Sequence):
+    """A read-only, list-like view of the leaked structures, biggest first."""
+
+    def __init__(self, cols: _Columns | None):
+        self._cols = cols
+
+    def __len__(self) -> int:
+        return 0 if self._cols is None else len(self._cols.bounds) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._cols.structure_at(i)
+
+    def __iter__(self):
+        return (self._cols.structure_at(k) for k in range(len(self)))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (list, tuple, StructureList)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} structures>"
+
+
 @dataclass
 class LeakReport:
-    """The result of :func:`find_leaks`; ``to_dict()`` is the leak JSON of DESIGN.md."""
+    """The result of :func:`find_leaks`; ``to_dict()`` is the leak JSON of DESIGN.md.
+
+    ``leaks`` and ``structures`` are list-like sequences whose items are made
+    as they are accessed."""
 
     summary: dict[str, int]
-    leaks: list[Leak]
-    structures: list[LeakStructure]
+    leaks: Sequence[Leak]
+    structures: Sequence[LeakStructure]
     precision: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
 
@@ -103,13 +197,24 @@ class LeakReport:
 
     def by_type(self) -> list[tuple[str, int, int, int, int]]:
         """(type, objects, bytes, direct, indirect) per type, most bytes first."""
-        acc: dict[str, list[int]] = {}
-        for l in self.leaks:
-            a = acc.setdefault(l.type, [0, 0, 0, 0])
-            a[0] += 1
-            a[1] += l.size
-            a[2 if l.kind == "direct" else 3] += 1
-        return sorted(((k, *v) for k, v in acc.items()), key=lambda r: (-r[2], -r[1], r[0]))
+        cols = getattr(self.leaks, "_cols", None)
+        if cols is None:
+            acc: dict[str, list[int]] = {}
+            for l in self.leaks:
+                a = acc.setdefault(l.type, [0, 0, 0, 0])
+                a[0] += 1
+                a[1] += l.size
+                a[2 if l.kind == "direct" else 3] += 1
+            rows = [(k, *v) for k, v in acc.items()]
+        else:
+            k = len(cols.names)
+            cnt = np.bincount(cols.code, minlength=k)
+            nbytes = np.zeros(k, np.int64)
+            np.add.at(nbytes, cols.code, cols.size)
+            d = np.bincount(cols.code, weights=cols.direct, minlength=k).astype(np.int64)
+            rows = [(cols.names[c], int(cnt[c]), int(nbytes[c]), int(d[c]), int(cnt[c] - d[c]))
+                    for c in np.flatnonzero(cnt).tolist()]
+        return sorted(rows, key=lambda r: (-r[2], -r[1], r[0]))
 
 
 # --------------------------------------------------------------------------
@@ -388,8 +493,8 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
 
     # structures, biggest first (bytes, then objects, then lowest address);
     # inside one: direct leaks first, then by address
-    leaks: list[Leak] = []
-    structures: list[LeakStructure] = []
+    cols = None
+    nstruct = 0
     if m:
         addr = g.addresses[unreached]
         size = g.sizes[unreached].astype(np.int64)
@@ -402,45 +507,41 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
         grank[np.lexsort((gaddr, -gcount, -gbytes))] = np.arange(len(gcount))
         rank = grank[ginv]
         order = np.lexsort((addr, ~direct, rank))
-        tids, srcs = inf.tid.tolist(), inf.src.tolist()
-        rank_l, addr_l, size_l = rank.tolist(), addr.tolist(), size.tolist()
-        nodes_l, direct_l = unreached.tolist(), direct.tolist()
-        names: dict[int, str] = {}
-        cur = None
-        for li in order.tolist():
-            tid = tids[li]
-            if tid and tid not in names:
-                names[tid] = g.type_name(tid)
-            sz = size_l[li]
-            si = rank_l[li]
-            l = Leak(addr_l[li], sz, names[tid] if tid else f"unk{sz}",
-                     "direct" if direct_l[li] else "indirect", nodes_l[li], si, tid,
-                     _Inferrer.SOURCES[srcs[li]])
-            leaks.append(l)
-            if cur is None or cur.index != si:
-                cur = LeakStructure(si, 0, 0, [], {})
-                structures.append(cur)
-            cur.objects += 1
-            cur.bytes += sz
-            if direct_l[li]:
-                cur.direct.append(l.address)
-            cur.types[l.type] = cur.types.get(l.type, 0) + 1
-            cur.leaks.append(l)
-    # previews of the first PREVIEW_LIMIT leaks whose type is unknown or guessed
-    shown = 0
-    for l in leaks:
-        if shown >= PREVIEW_LIMIT:
-            break
-        if l.type_id and l.type_source != "size":
-            continue
-        shown += 1
-        data = g.object_bytes(l.node, PREVIEW_BYTES)
-        if data is None and target is not None:
-            try:
-                data = target.read(l.address, min(l.size, PREVIEW_BYTES))
-            except MappedTraceError:        # a preview is best effort
-                data = None
-        l.preview = _preview(data)
+        nstruct = len(gcount)
+        tid, src = inf.tid[order], inf.src[order]
+        size_o = size[order]
+        # one code per type name: the table's name of a typed leak, else unk<size>
+        names: list[str] = []
+        index: dict[str, int] = {}
+
+        def code_of(name: str) -> int:
+            if name not in index:
+                index[name] = len(names)
+                names.append(name)
+            return index[name]
+
+        code = np.empty(m, np.int64)
+        typed = tid != 0
+        if typed.any():
+            ut, inv_t = np.unique(tid[typed], return_inverse=True)
+            code[typed] = np.array([code_of(g.type_name(int(x))) for x in ut.tolist()], np.int64)[inv_t]
+        if (~typed).any():
+            us, inv_s = np.unique(size_o[~typed], return_inverse=True)
+            code[~typed] = np.array([code_of(f"unk{int(x)}") for x in us.tolist()], np.int64)[inv_s]
+        bounds = np.searchsorted(rank[order], np.arange(nstruct + 1))
+        cols = _Columns(addr[order].astype(np.int64), size_o, direct[order], unreached[order], rank[order],
+                        tid.astype(np.int64), src, code, names, bounds, {})
+        # previews of the first PREVIEW_LIMIT leaks whose type is unknown or guessed
+        for i in np.flatnonzero(~typed | (src == 3))[:PREVIEW_LIMIT].tolist():
+            data = g.object_bytes(cols.node.item(i), PREVIEW_BYTES)
+            if data is None and target is not None:
+                try:
+                    data = target.read(cols.addr.item(i), min(cols.size.item(i), PREVIEW_BYTES))
+                except MappedTraceError:        # a preview is best effort
+                    data = None
+            cols.previews[i] = _preview(data)
+    leaks = LeakList(cols, 0, m)
+    structures = StructureList(cols)
     reached = g.how != HOW_UNREACHED
     ndirect = int(direct.sum())
     summary = {
@@ -450,6 +551,6 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
         "indirect_objects": m - ndirect,
         "reachable_objects": int(reached.sum()),
         "reachable_bytes": int(g.sizes[reached].sum()) if n else 0,
-        "structures": len(structures),
+        "structures": nstruct,
     }
     return LeakReport(summary, leaks, structures, g.precision.as_dict(), list(g.warnings))
