@@ -117,8 +117,7 @@ struct mt_types {
 
 struct mt_out {
     int64_t *scalar_type;      /* per node: type index of ST_SCALAR, else -1 */
-    struct mt_edge *edges;     /* grown by the kernel; free with mt_free_edges */
-    int64_t nedges, capedges;
+    int64_t nedges;            /* edges counted by mt_mark */
     uint64_t counters[8];      /* 0 dangling, 1 static, 2 typed words, 3 conservative words,
                                   4 unreadable chunks, 5 out of memory */
 };
@@ -254,7 +253,15 @@ static void big_free(void *p, size_t size)
         munmap(p, size < BIG_MIN ? BIG_MIN : size);
 }
 
+/* a queued scan of node d: typed as ti (>= 0), or conservative (SCAN_QCONS: reaching,
+ * SCAN_QUNREACHED: the leak scan) */
 struct qent { int64_t d; const uint8_t *p; uint64_t size; int64_t ti; };
+#define SCAN_QCONS      (-1)
+#define SCAN_QUNREACHED (-2)
+/* candidate modes */
+#define SCAN_TYPED     0u
+#define SCAN_CONS      1u
+#define SCAN_UNREACHED 2u
 struct mt_queue { struct qent *v; int64_t head, tail, cap; };
 
 static int q_push(struct mt_queue *q, int64_t d, const struct mt_node *x, int64_t ti)
@@ -276,11 +283,11 @@ static int q_push(struct mt_queue *q, int64_t d, const struct mt_node *x, int64_
 }
 
 /* a word read from a node, to be looked up: seg -1 when outside every segment */
-struct cand { int64_t src; uint64_t off; uint64_t v; int32_t target; int32_t seg; uint32_t sfl, pad; };
+struct cand { int64_t src; uint64_t off; uint64_t v; int32_t target; int32_t seg; uint32_t sfl, mode; };
 struct cbuf { struct cand *v; int64_t head, tail, cap; };
 
 static int c_push(struct cbuf *c, const struct mt_heap *h, int64_t src, uint64_t off, uint64_t v,
-                  int64_t target, uint32_t sfl, int64_t seg)
+                  int64_t target, uint32_t sfl, int64_t seg, uint32_t mode)
 {
     if (c->tail == c->cap) {
         if (c->head > 0) {               /* slide the pending ones down */
@@ -306,29 +313,16 @@ static int c_push(struct cbuf *c, const struct mt_heap *h, int64_t src, uint64_t
     e->target = (int32_t)target;
     e->seg = (int32_t)seg;
     e->sfl = sfl;
-    e->pad = 0;
+    e->mode = mode;
     return 0;
 }
 
-static int emit(struct mt_out *o, int64_t src, uint64_t soff, int64_t dst, uint64_t doff, uint32_t fl)
+/* Marking only counts the edges: mt_edges makes them afterwards, node by
+ * node, straight into the caller's array in canonical order (no edge buffer,
+ * no sort: for 11 M edges those cost 1.5 s, most of it clearing fresh pages). */
+static inline int emit(struct mt_out *o)
 {
-    if (o->nedges == o->capedges) {
-        int64_t cap = o->capedges ? o->capedges * 2 : (int64_t)(BIG_MIN / sizeof *o->edges);
-        struct mt_edge *e = big_grow(o->edges, (size_t)o->capedges * sizeof *e, (size_t)cap * sizeof *e);
-        if (!e) {
-            o->counters[5]++;
-            return -1;
-        }
-        o->edges = e;
-        o->capedges = cap;
-    }
-    struct mt_edge *e = &o->edges[o->nedges++];
-    e->src = src;
-    e->dst = dst;
-    e->src_off = soff;
-    e->dst_off = doff;
-    e->flags = fl;
-    e->pad = 0;
+    o->nedges++;
     return 0;
 }
 
@@ -379,13 +373,7 @@ static int handle_typed(const struct mt_heap *h, const struct mt_types *t, struc
     uint32_t sfl = c->sfl;
     if (d >= 0) {
         uint64_t doff = c->v - h->nodes[d].start;
-        uint32_t fl = EDGE_TYPEDSCAN;
-        if (!(sfl & SLOT_CONSERVATIVE))
-            fl |= EDGE_EXACT;
-        if (sfl & SLOT_WEAK)
-            fl |= EDGE_WEAK;
-        if (emit(o, c->src, c->off, d, doff, fl))
-            return -1;
+        emit(o);
         if (sfl & SLOT_WEAK)     /* followed for the graph, but keeps nothing alive */
             return 0;
         return visit(h, t, o, q, d, (sfl & (SLOT_UNTYPED | SLOT_CONSERVATIVE)) ? -1 : c->target, doff);
@@ -399,17 +387,15 @@ static int handle_typed(const struct mt_heap *h, const struct mt_types *t, struc
     return 0;
 }
 
-/* One conservative candidate: edge, and with reach the node is reached and queued. */
-static int handle_cons(const struct mt_heap *h, struct mt_out *o, struct mt_queue *q,
-                       const struct cand *c, uint32_t extra, int reach)
+/* One conservative candidate: edge, and in the closure (SCAN_CONS) the node is reached and queued. */
+static int handle_cons(const struct mt_heap *h, struct mt_out *o, struct mt_queue *q, const struct cand *c)
 {
     int64_t d = find_in(h, c->seg, c->v);
     if (d < 0)
         return 0;
     struct mt_node *x = &h->nodes[d];
-    if (emit(o, c->src, c->off, d, c->v - x->start, extra))
-        return -1;
-    if (!reach)
+    emit(o);
+    if (c->mode != SCAN_CONS)
         return 0;
     x->state |= ST_REACHED | ST_UNKNOWN;
     if (!(x->state & (ST_TYPED | ST_SCALAR | ST_CQUEUED))) {
@@ -418,6 +404,32 @@ static int handle_cons(const struct mt_heap *h, struct mt_out *o, struct mt_queu
             return -1;
     }
     return 0;
+}
+
+/* The edge of one candidate, if it points into a node (the second pass). */
+static inline void handle_emit(const struct mt_heap *h, const struct cand *c, struct mt_edge *out,
+                               int64_t *k, int64_t cap)
+{
+    int64_t d = c->seg >= 0 ? find_in(h, c->seg, c->v) : -1;
+    if (d < 0 || *k >= cap)
+        return;
+    uint32_t fl = 0;
+    if (c->mode == SCAN_TYPED) {
+        fl = EDGE_TYPEDSCAN;
+        if (!(c->sfl & SLOT_CONSERVATIVE))
+            fl |= EDGE_EXACT;
+        if (c->sfl & SLOT_WEAK)
+            fl |= EDGE_WEAK;
+    } else if (c->mode == SCAN_UNREACHED) {
+        fl = EDGE_UNREACHED;
+    }
+    struct mt_edge *e = &out[(*k)++];
+    e->src = c->src;
+    e->dst = d;
+    e->src_off = c->off;
+    e->dst_off = c->v - h->nodes[d].start;
+    e->flags = fl;
+    e->pad = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -460,7 +472,7 @@ static int read_slots(const struct mt_heap *h, const struct mt_types *t, struct 
                 break;
             o->counters[2]++;
             uint64_t v = load64(e->p + off);
-            if (v && c_push(cb, h, e->d, off, v, t->s_target[s], sfl, seg_of(h, v)))
+            if (v && c_push(cb, h, e->d, off, v, t->s_target[s], sfl, seg_of(h, v), SCAN_TYPED))
                 return -1;
         }
     }
@@ -479,9 +491,10 @@ static inline int64_t slot_words(const struct mt_types *t, int64_t ti)
  * some words of a conservative one.  Returns 1 when the node is done, 0 when
  * more is left, -1 when out of memory. */
 static int read_piece(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
-                      struct cbuf *cb, const struct qent *e, struct reader *r, int typed)
+                      struct cbuf *cb, const struct qent *e, struct reader *r)
 {
     uint64_t size = e->size;
+    int typed = e->ti >= 0;
     if (!e->p)
         return 1;
     if (!typed) {
@@ -496,7 +509,7 @@ static int read_piece(const struct mt_heap *h, const struct mt_types *t, struct 
             if (v < h->lo || v >= h->hi)
                 continue;
             int64_t s = seg_of(h, v);
-            if (s >= 0 && c_push(cb, h, e->d, off, v, -1, 0, s))
+            if (s >= 0 && c_push(cb, h, e->d, off, v, -1, 0, s, e->ti == -1 ? SCAN_CONS : SCAN_UNREACHED))
                 return -1;
         }
         r->next = off;
@@ -540,11 +553,11 @@ static int read_piece(const struct mt_heap *h, const struct mt_types *t, struct 
 
 /* always_inline: GCC 12 finds a function that only prefetches "const" and
  * drops its calls before inlining it (the prefetches then vanish) */
-static inline __attribute__((always_inline)) void prefetch_node_bytes(const struct mt_types *t, const struct qent *e, int typed)
+static inline __attribute__((always_inline)) void prefetch_node_bytes(const struct mt_types *t, const struct qent *e)
 {
     if (!e->p)
         return;
-    if (!typed) {
+    if (e->ti < 0) {
         __builtin_prefetch(e->p);
         if (e->size > 64)
             __builtin_prefetch(e->p + 64);
@@ -557,27 +570,25 @@ static inline __attribute__((always_inline)) void prefetch_node_bytes(const stru
 }
 
 /* Drain the queue: read the queued nodes' words into candidates (ahead),
- * handle the candidates in order.  mode 0: typed; 1: conservative, reaching;
- * 2: conservative, not reaching (leak scan, EDGE_UNREACHED).  A steady
- * pipeline, not bursts: each node read prefetches the bytes of the node
- * PD_NODE places later in the queue, each candidate read prefetches its
- * bucket, each candidate handled first prefetches the record of the one
- * PD_CAND places later (by then its bucket is in cache). */
+ * handle the candidates in order.  Marking (out NULL) visits and counts;
+ * the second pass (out) writes the edges.  A steady pipeline, not bursts:
+ * each node read prefetches the bytes of the node PD_NODE places later in
+ * the queue, each candidate read prefetches its bucket, each candidate
+ * handled first prefetches the record of the one PD_CAND places later (by
+ * then its bucket is in cache). */
 static int run_queue(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
-                     struct mt_queue *q, int mode)
+                     struct mt_queue *q, struct mt_edge *out, int64_t *k, int64_t cap)
 {
     struct cbuf cb = {0};
     struct reader r = {q->head, 0, 0, 0};
-    int typed = mode == 0;
-    uint32_t extra = mode == 2 ? EDGE_UNREACHED : 0;
     int rc = -1;
     for (int64_t i = q->head; i < q->tail && i < q->head + PD_NODE; i++)
-        prefetch_node_bytes(t, &q->v[i], typed);
+        prefetch_node_bytes(t, &q->v[i]);
     for (;;) {
         while (cb.tail - cb.head < LOW_WATER && r.qpos < q->tail) {
             if (!r.started && r.qpos + PD_NODE < q->tail)
-                prefetch_node_bytes(t, &q->v[r.qpos + PD_NODE], typed);
-            int done = read_piece(h, t, o, &cb, &q->v[r.qpos], &r, typed);
+                prefetch_node_bytes(t, &q->v[r.qpos + PD_NODE]);
+            int done = read_piece(h, t, o, &cb, &q->v[r.qpos], &r);
             if (done < 0)
                 goto out;
             if (done) {
@@ -591,12 +602,13 @@ static int run_queue(const struct mt_heap *h, const struct mt_types *t, struct m
             const struct cand *f = &cb.v[cb.head + PD_CAND];
             if (f->seg >= 0) {
                 const uint32_t *bk = bucket_of(h, f->seg, f->v);
-                const struct mt_node *x = &h->nodes[h->segs[f->seg].first + bk[0]];
-                __builtin_prefetch(x);
+                __builtin_prefetch(&h->nodes[h->segs[f->seg].first + bk[0]]);
             }
         }
         const struct cand *c = &cb.v[cb.head++];
-        if (typed ? handle_typed(h, t, o, q, c) : handle_cons(h, o, q, c, extra, mode == 1))
+        if (out)
+            handle_emit(h, c, out, k, cap);
+        else if (c->mode == SCAN_TYPED ? handle_typed(h, t, o, q, c) : handle_cons(h, o, q, c))
             goto out;
         if (cb.head == cb.tail)
             cb.head = cb.tail = 0;
@@ -613,6 +625,7 @@ out:
  * reached but has no pointer-free/typed layout, and from ambiguous nodes.
  * Phase 3 (leak scan): every in-use chunk left unreached is scanned
  * conservatively, its edges flagged EDGE_UNREACHED, reaching nothing.
+ * The edges are counted (o->nedges); mt_edges makes them.
  * Returns 0, or -1 when out of memory (counters[5]). */
 int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
             int64_t ninit, const int64_t *init_node, const int64_t *init_type,
@@ -627,7 +640,7 @@ int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
         if (visit(h, t, o, &q, init_node[i], ti, init_off[i]))
             goto out;
     }
-    if (run_queue(h, t, o, &q, 0))
+    if (run_queue(h, t, o, &q, NULL, NULL, 0))
         goto out;
     q.head = q.tail = 0;
     for (int64_t d = 0; d < h->n; d++) {
@@ -635,17 +648,17 @@ int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
         uint8_t s = x->state;
         if ((s & ST_AMBIG) || ((s & ST_UNKNOWN) && !(s & (ST_TYPED | ST_SCALAR)))) {
             x->state |= ST_CQUEUED;
-            if (q_push(&q, d, x, -1))
+            if (q_push(&q, d, x, SCAN_QCONS))
                 goto out;
         }
     }
-    if (run_queue(h, t, o, &q, 1))
+    if (run_queue(h, t, o, &q, NULL, NULL, 0))
         goto out;
     q.head = q.tail = 0;
     for (int64_t d = 0; d < h->n; d++)
-        if (!(h->nodes[d].state & ST_REACHED) && q_push(&q, d, &h->nodes[d], -1))
+        if (!(h->nodes[d].state & ST_REACHED) && q_push(&q, d, &h->nodes[d], SCAN_QUNREACHED))
             goto out;
-    if (run_queue(h, t, o, &q, 2))
+    if (run_queue(h, t, o, &q, NULL, NULL, 0))
         goto out;
     rc = 0;
 out:
@@ -657,74 +670,89 @@ out:
 
 /* Sort one node's few edges by offset (already ascending but for strided
  * slot runs that interleave). */
-static void sort_run(struct mt_edge *out, int64_t lo, int64_t hi)
+static void sort_run(struct mt_edge *e, int64_t lo, int64_t hi)
 {
     for (int64_t i = lo + 1; i < hi; i++) {
-        struct mt_edge x = out[i];
+        struct mt_edge x = e[i];
         int64_t j = i - 1;
-        while (j >= lo && out[j].src_off > x.src_off) {
-            out[j + 1] = out[j];
+        while (j >= lo && e[j].src_off > x.src_off) {
+            e[j + 1] = e[j];
             j--;
         }
-        out[j + 1] = x;
+        e[j + 1] = x;
     }
 }
 
-/* Edges in canonical order, (src, src_off), into out.  The kernel emits a
- * node's edges together, so the edges are runs, one per scanned node; when
- * no node has two runs (a node scanned typed and then conservatively has),
- * the runs are copied out in node order: sequential writes and prefetched
- * reads.  Otherwise a counting sort by src (stable).  Then each node's edges
- * are sorted by offset.  O(E + nodes).  Returns -1 when out of memory. */
-int mt_sort_edges(const struct mt_edge *e, int64_t n, int64_t nnodes, struct mt_edge *out)
+/* One node's edges [lo, hi): its typed-scan edges (sorted here), then the
+ * edges of its conservative scan (ascending), merged by offset, typed first
+ * on a tie.  Returns -1 when out of memory. */
+static int order_node(struct mt_edge *e, int64_t lo, int64_t hi)
 {
-    int64_t *first = malloc(((size_t)nnodes + 1) * sizeof *first);
-    int64_t *cnt = calloc((size_t)nnodes + 1, sizeof *cnt);
-    if (!first || !cnt) {
-        free(first);
-        free(cnt);
+    int64_t mid = lo;
+    while (mid < hi && (e[mid].flags & EDGE_TYPEDSCAN))
+        mid++;
+    sort_run(e, lo, mid);
+    if (mid == lo || mid == hi || e[mid - 1].src_off <= e[mid].src_off)
+        return 0;
+    struct mt_edge *tmp = malloc((size_t)(mid - lo) * sizeof *tmp);
+    if (!tmp)
         return -1;
-    }
-    int multi = 0;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t s = e[i].src;
-        if (i == 0 || s != e[i - 1].src) {
-            if (cnt[s])
-                multi = 1;
-            else
-                first[s] = i;
-        }
-        cnt[s]++;
-    }
-    int64_t k = 0;
-    if (!multi) {
-        for (int64_t d = 0; d < nnodes; d++) {
-            if (d + 16 < nnodes && cnt[d + 16])
-                __builtin_prefetch(&e[first[d + 16]]);
-            if (!cnt[d])
-                continue;
-            memcpy(&out[k], &e[first[d]], (size_t)cnt[d] * sizeof *e);
-            sort_run(out, k, k + cnt[d]);
-            k += cnt[d];
-        }
-    } else {
-        for (int64_t d = 0; d < nnodes; d++) {       /* cnt becomes each node's start */
-            int64_t c = cnt[d];
-            cnt[d] = k;
-            k += c;
-        }
-        cnt[nnodes] = k;
-        for (int64_t i = 0; i < n; i++)
-            out[cnt[e[i].src]++] = e[i];
-        int64_t lo = 0;
-        for (int64_t d = 0; d < nnodes; d++) {       /* now cnt[d] is node d's end */
-            sort_run(out, lo, cnt[d]);
-            lo = cnt[d];
-        }
-    }
-    free(first);
-    free(cnt);
+    memcpy(tmp, &e[lo], (size_t)(mid - lo) * sizeof *tmp);
+    int64_t a = 0, na = mid - lo, b = mid, w = lo;
+    while (a < na && b < hi)
+        e[w++] = tmp[a].src_off <= e[b].src_off ? tmp[a++] : e[b++];
+    while (a < na)
+        e[w++] = tmp[a++];
+    free(tmp);
     return 0;
+}
+
+/* nodes per block of the second pass */
+#define EMIT_BLOCK 4096
+
+/* The second pass: every scan the marking made, node by node in address
+ * order, its edges written to out (cap of them: o->nedges from mt_mark) in
+ * canonical order (src, src_off).  A node typed was scanned typed; one
+ * queued conservatively (ST_CQUEUED) was scanned so; an unreached one by
+ * the leak scan.  The same words and the same lookups give the same edges
+ * as the marking counted.  Returns the number written, or -1 when out of
+ * memory. */
+int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+                 struct mt_edge *out, int64_t cap)
+{
+    struct mt_queue q = {0};
+    uint64_t saved[8];
+    memcpy(saved, o->counters, sizeof saved);        /* the words were counted by the marking */
+    int64_t k = 0, rc = -1;
+    for (int64_t d0 = 0; d0 < h->n; d0 += EMIT_BLOCK) {
+        int64_t d1 = d0 + EMIT_BLOCK < h->n ? d0 + EMIT_BLOCK : h->n;
+        q.head = q.tail = 0;
+        for (int64_t d = d0; d < d1; d++) {
+            const struct mt_node *x = &h->nodes[d];
+            if ((x->state & ST_TYPED) && q_push(&q, d, x, x->type))
+                goto out;
+            if ((x->state & ST_CQUEUED) && q_push(&q, d, x, SCAN_QCONS))
+                goto out;
+            if (!(x->state & ST_REACHED) && q_push(&q, d, x, SCAN_QUNREACHED))
+                goto out;
+        }
+        int64_t k0 = k;
+        if (run_queue(h, t, o, &q, out, &k, cap))
+            goto out;
+        for (int64_t lo = k0; lo < k;) {
+            int64_t hi = lo + 1;
+            while (hi < k && out[hi].src == out[lo].src)
+                hi++;
+            if (order_node(out, lo, hi))
+                goto out;
+            lo = hi;
+        }
+    }
+    rc = k;
+out:
+    big_free(q.v, (size_t)q.cap * sizeof *q.v);
+    memcpy(o->counters, saved, sizeof saved);
+    return rc;
 }
 
 /* glibc chunk chain (mappedtrace.heap.glibc._walk_words): from word *pos,
@@ -752,10 +780,3 @@ int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64
     return k;
 }
 
-/* Release the edges of an mt_out. */
-void mt_free_edges(struct mt_out *o)
-{
-    big_free(o->edges, (size_t)o->capedges * sizeof *o->edges);
-    o->edges = NULL;
-    o->nedges = o->capedges = 0;
-}

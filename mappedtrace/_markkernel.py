@@ -35,16 +35,15 @@ struct mt_types {
     const uint32_t *s_flags;
 };
 struct mt_out {
-    int64_t *scalar_type; struct mt_edge *edges; int64_t nedges, capedges; uint64_t counters[8];
+    int64_t *scalar_type; int64_t nedges; uint64_t counters[8];
 };
 void mt_index(const struct mt_heap *h, uint32_t *bucket);
 int64_t mt_find(const struct mt_heap *h, uint64_t v);
 int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
             int64_t ninit, const int64_t *init_node, const int64_t *init_type,
             const uint64_t *init_off, int conservative);
-int mt_sort_edges(const struct mt_edge *e, int64_t n, int64_t nnodes, struct mt_edge *out);
+int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o, struct mt_edge *out, int64_t cap);
 int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64_t *out, int64_t cap);
-void mt_free_edges(struct mt_out *o);
 """
 
 _loaded: object | None = None

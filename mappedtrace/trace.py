@@ -628,15 +628,16 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
     o.scalar_type = p(sc, "int64_t *")
     rc = lib.mt_mark(h, t, o, len(rs.init_node), p(rs.init_node, "int64_t *"),
                      p(rs.init_type, "int64_t *"), p(rs.init_off, "uint64_t *"), int(conservative))
-    try:
-        if rc != 0:
+    if rc != 0:
+        raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
+    ne = int(o.nedges)
+    edges = new_buffer(ne * EDGE_DTYPE.itemsize).view(EDGE_DTYPE)
+    if ne:
+        got = lib.mt_edges(h, t, o, ffi.cast("struct mt_edge *", ffi.from_buffer(edges)), ne)
+        if got < 0:
             raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
-        ne = int(o.nedges)
-        edges = new_buffer(ne * EDGE_DTYPE.itemsize).view(EDGE_DTYPE)
-        if ne and lib.mt_sort_edges(o.edges, ne, n, ffi.cast("struct mt_edge *", ffi.from_buffer(edges))):
-            raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
-    finally:
-        lib.mt_free_edges(o)
+        if got != ne:       # the second pass must find what the marking counted
+            raise MarkError(f"the marking kernel made {got} edges where it counted {ne}")
     state = nodes["state"].copy()
     typ = nodes["type"].astype(np.int64)
     return _MarkOut(state, typ, sc, edges, [int(o.counters[i]) for i in range(8)], True)
