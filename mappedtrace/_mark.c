@@ -122,6 +122,31 @@ struct mt_out {
                                   4 unreadable chunks, 5 out of memory */
 };
 
+/* The node records from the columns (one pass; numpy field by field took
+ * five strided passes). */
+void mt_nodes_init(struct mt_node *nodes, int64_t n, const uint64_t *starts, const uint64_t *sizes,
+                   const uint64_t *ptrs)
+{
+    for (int64_t i = 0; i < n; i++) {
+        struct mt_node *x = &nodes[i];
+        x->start = starts[i];
+        x->size = sizes[i];
+        x->p = (const uint8_t *)(uintptr_t)ptrs[i];
+        x->type = -1;
+        x->state = 0;
+        x->pad[0] = x->pad[1] = x->pad[2] = 0;
+    }
+}
+
+/* The marking's result per node: state, and type index (-1 untyped). */
+void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int64_t *type)
+{
+    for (int64_t i = 0; i < n; i++) {
+        state[i] = nodes[i].state;
+        type[i] = nodes[i].type;
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* the lookup index                                                          */
 

@@ -259,6 +259,8 @@ def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
                 if getattr(c, "state", "in-use") == "in-use"]
         starts = np.array([a for a, _ in used], dtype=np.uint64)
         sizes = np.array([s for _, s in used], dtype=np.uint64)
+    if len(starts) < 2 or bool(np.all(starts[1:] >= starts[:-1])):
+        return starts, sizes                    # a heap walker's columns are sorted already
     order = np.argsort(starts, kind="stable")
     return starts[order], sizes[order]
 
@@ -595,13 +597,11 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
     if n >= 1 << 32:
         raise MarkError(f"{n} heap objects: the C kernel takes fewer than 2**32", hint="use kernel='numpy'")
     nodes = new_buffer(n * NODE_DTYPE.itemsize).view(NODE_DTYPE)
-    nodes["start"], nodes["size"] = heap.starts, heap.sizes
-    nodes["p"] = heap.mem.pointers(heap.memoff)
-    nodes["type"] = -1
-    nodes["state"] = 0
     h = ffi.new("struct mt_heap *")
     h.n = n
     h.nodes = p(nodes, "struct mt_node *")
+    lib.mt_nodes_init(h.nodes, n, p(heap.starts, "uint64_t *"), p(heap.sizes, "uint64_t *"),
+                      p(heap.mem.pointers(heap.memoff), "uint64_t *"))
     if n:
         segs = _segments(heap)
         h.nseg = len(segs)
@@ -638,8 +638,9 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
             raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
         if got != ne:       # the second pass must find what the marking counted
             raise MarkError(f"the marking kernel made {got} edges where it counted {ne}")
-    state = nodes["state"].copy()
-    typ = nodes["type"].astype(np.int64)
+    state = np.empty(n, np.uint8)
+    typ = np.empty(n, np.int64)
+    lib.mt_nodes_out(h.nodes, n, p(state, "uint8_t *"), p(typ, "int64_t *"))
     return _MarkOut(state, typ, sc, edges, [int(o.counters[i]) for i in range(8)], True)
 
 
