@@ -781,19 +781,21 @@ out:
 }
 
 /* glibc chunk chain (mappedtrace.heap.glibc._walk_words): from word *pos,
- * record each header's word offset and step by its size field (in words,
+ * record each header's word offset and size field (raw) and step by the size (in words,
  * flag bits dropped) while *pos < lim; stop at a size below 4 words (below
  * MINSIZE: corrupt, or a fence post) or when the header's size word is not
  * inside the nw words.  Each step advances at least 4 words, so at most
  * (lim - *pos) / 4 + 1 offsets are written (cap bounds it too).  Returns
  * the count; *pos is where the walk stopped. */
-int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64_t *out, int64_t cap)
+int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64_t *out, uint64_t *raw,
+                 int64_t cap)
 {
     int64_t o = *pos, k = 0;
     while (o < lim && k < cap) {
         if (o < 0 || o + 1 >= nw)
             break;
-        out[k++] = o;
+        out[k] = o;
+        raw[k++] = w[o + 1];
         uint64_t s = w[o + 1] >> 3;
         if (s < 4)
             break;

@@ -46,7 +46,8 @@ int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
             int64_t ninit, const int64_t *init_node, const int64_t *init_type,
             const uint64_t *init_off, int conservative);
 int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o, struct mt_edge *out, int64_t cap);
-int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64_t *out, int64_t cap);
+int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64_t *out, uint64_t *raw,
+                 int64_t cap);
 """
 
 _loaded: object | None = None

@@ -294,7 +294,10 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
         i = bisect.bisect_right(bstarts, lo) - 1
         if i >= 0 and hi <= blocks[i][0] + len(blocks[i][1]):
             return blocks[i][1][lo - blocks[i][0]:hi - blocks[i][0]]
-        buf = new_buffer(hi - lo)
+        try:
+            buf = new_buffer(hi - lo)
+        except (MemoryError, OSError):      # an absurd range: read chunk by chunk below
+            raise TargetFault(lo, hi - lo) from None
         target.read_into(lo, buf)
         return buf
 

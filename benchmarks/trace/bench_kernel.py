@@ -1,6 +1,6 @@
 """Marker throughput without a process: a generated heap in memory.
 
-    .venv/bin/python benchmarks/trace/bench_kernel.py --objects 1000000 --kernels c,numpy
+    .venv/bin/python benchmarks/trace/bench_kernel.py --objects 1000000 --kernels c,numpy [--repeat 5]
 
 N objects of 248 usable bytes (256-byte chunks) in one segment; word 0 of
 each points to the next object, word 1 to a random one, the rest hold small
@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=1_000_000)
     ap.add_argument("--kernels", default="c")
     ap.add_argument("--modes", default="precise,conservative")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per mode and kernel (medians printed)")
     a = ap.parse_args()
     n = a.objects
     t = BufTarget(make(n))
@@ -112,15 +113,24 @@ def main() -> None:
           f"{n * STRIDE / 2**30:.2f} GiB", flush=True)
     for mode in a.modes.split(","):
         for kernel in a.kernels.split(","):
-            w, c = time.perf_counter(), time.process_time()
-            g = mark(t, heap, roots, types, mode=mode, kernel=kernel)
-            w, c = time.perf_counter() - w, time.process_time() - c
-            p = g.precision
-            print(f"  {mode:12} {kernel:5}: {w:.3f} s wall ({n / w / 1e6:.2f} M objects/s), "
-                  f"{c:.3f} s cpu ({n / c / 1e6:.2f} M objects/s, {n * STRIDE / c / 1e9:.2f} GB/s); "
-                  f"read {p.read_s:.3f} s, mark {p.mark_s:.3f} s; reached {p.objects_reached}, "
-                  f"edges {len(g.edges)}", flush=True)
-            del g
+            runs = []
+            for _ in range(a.repeat):
+                w, c = time.perf_counter(), time.process_time()
+                g = mark(t, heap, roots, types, mode=mode, kernel=kernel)
+                w, c = time.perf_counter() - w, time.process_time() - c
+                p = g.precision
+                runs.append((w, c))
+                print(f"  {mode:12} {kernel:5}: {w:.3f} s wall ({n / w / 1e6:.2f} M objects/s), "
+                      f"{c:.3f} s cpu ({n / c / 1e6:.2f} M objects/s, {n * STRIDE / c / 1e9:.2f} GB/s); "
+                      f"read {p.read_s:.3f} s, mark {p.mark_s:.3f} s; reached {p.objects_reached}, "
+                      f"edges {len(g.edges)}", flush=True)
+                del g
+            if a.repeat > 1:
+                w = sorted(r[0] for r in runs)[len(runs) // 2]
+                c = sorted(r[1] for r in runs)[len(runs) // 2]
+                print(f"  {mode:12} {kernel:5}: median of {a.repeat}: {w:.3f} s wall, {c:.3f} s cpu "
+                      f"({n / c / 1e6:.2f} M objects/s of cpu), load average {os.getloadavg()[0]:.1f}",
+                      flush=True)
 
 
 if __name__ == "__main__":
