@@ -582,10 +582,14 @@ static inline __attribute__((always_inline)) void prefetch_node_bytes(const stru
 {
     if (!e->p)
         return;
-    if (e->ti < 0) {
+    if (e->ti < 0) {            /* every word is read: the first four lines */
         __builtin_prefetch(e->p);
         if (e->size > 64)
             __builtin_prefetch(e->p + 64);
+        if (e->size > 128)
+            __builtin_prefetch(e->p + 128);
+        if (e->size > 192)
+            __builtin_prefetch(e->p + 192);
         return;
     }
     int64_t ti = e->ti;
