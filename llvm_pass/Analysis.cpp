@@ -58,7 +58,39 @@ bool isCandidate(const Function &F) {
 
 namespace {
 
-enum class CallKind { Site, Ignore, Unmapped };
+enum class CallKind { Site, Ignore, Unmapped, Tail };
+
+// A `tail` call whose result (if any) is returned at once: nothing of the
+// caller is live after it (`tail` also promises the callee does not touch
+// the caller's stack), so it stays a plain call and the backend may turn it
+// into a jump. Made a statepoint it could not, and the caller's frame would
+// stay on the stack for nothing. If it is not made a jump, a frame stopped
+// there holds nothing live: the tracer recognises the epilogue at the
+// return address.
+// The return may sit in a shared block behind a branch (and a phi of the
+// results): CodeGenPrepare duplicates such returns to make tail calls.
+bool isTailPosition(const CallInst &CI) {
+  if (!CI.isTailCall())
+    return false;
+  const Instruction *Next = CI.getNextNode();
+  const Value *Result = &CI;
+  for (unsigned Hops = 0; Next && Hops < 4; ++Hops) {
+    if (auto *Ret = dyn_cast<ReturnInst>(Next))
+      return Ret->getNumOperands() == 0 || Ret->getOperand(0) == Result;
+    auto *Br = dyn_cast<BranchInst>(Next);
+    if (!Br || Br->isConditional())
+      return false;
+    const BasicBlock *From = Br->getParent(), *To = Br->getSuccessor(0);
+    Next = &*To->getFirstNonPHIOrDbg();
+    for (const PHINode &Phi : To->phis()) {
+      // only a phi that carries the result on to the return
+      if (Phi.getIncomingValueForBlock(From) != Result || !Phi.hasOneUse())
+        return false;
+      Result = &Phi;
+    }
+  }
+  return false;
+}
 
 // Intrinsics that are never calls at run time are ignored; those that may be
 // lowered to a library call are counted as unmapped calls.
@@ -85,6 +117,8 @@ CallKind classifyCall(const CallBase &CB) {
     return CallKind::Unmapped;
   if (!isa<CallInst>(CB) && !isa<InvokeInst>(CB))
     return CallKind::Unmapped; // callbr
+  if (auto *CI = dyn_cast<CallInst>(&CB); CI && isTailPosition(*CI))
+    return CallKind::Tail;
   // Argument conventions a statepoint cannot carry.
   for (unsigned I = 0; I < CB.arg_size(); ++I)
     if (CB.paramHasAttr(I, Attribute::InAlloca) || CB.paramHasAttr(I, Attribute::Preallocated) ||
@@ -199,6 +233,11 @@ private:
   // Values.
   DenseMap<Value *, unsigned> ValIdx;
   std::vector<Value *> Vals;
+  // Vals[I] == Vals[BaseOf[I]] + OffOf[I] (a constant-offset GEP/cast chain
+  // from another tracked pointer), or BaseOf[I] == -1.
+  std::vector<int> BaseOf;
+  std::vector<int64_t> OffOf;
+  std::vector<int> CoveredBy;
   DenseMap<BasicBlock *, BitVector> LiveOut, LiveIn, UE, Def, PhiDefs;
   // Slots.
   std::vector<AllocaInst *> SlotAllocas;
@@ -263,6 +302,39 @@ void FunctionAnalyzer::collectValues() {
   for (BasicBlock &BB : F)
     for (Instruction &I : BB)
       Track(&I);
+  // A pointer that is another tracked pointer plus a constant (LICM hoists
+  // such field addresses out of loops by the dozen) is recorded as DERIVED
+  // from it: a constant in the map, no register and no spill at run time.
+  BaseOf.assign(Vals.size(), -1);
+  OffOf.assign(Vals.size(), 0);
+  for (unsigned I = 0; I < Vals.size(); ++I) {
+    Value *V = Vals[I];
+    auto *PT = dyn_cast<PointerType>(V->getType());
+    if (!PT || PT->getAddressSpace() != 0)
+      continue;
+    APInt Off(DL.getIndexTypeSizeInBits(PT), 0);
+    Value *B = const_cast<Value *>(
+        V->stripAndAccumulateConstantOffsets(DL, Off, /*AllowNonInbounds=*/true));
+    if (B == V || !B->getType()->isPointerTy() || B->getType()->getPointerAddressSpace() != 0 ||
+        Off.getSignificantBits() > 64)
+      continue;
+    if (auto It = ValIdx.find(B); It != ValIdx.end()) {
+      BaseOf[I] = It->second;
+      OffOf[I] = Off.getSExtValue();
+    }
+  }
+  // An inbounds GEP with variable indices points into the object its base
+  // points into (anything else is poison): where the base is recorded, the
+  // object is reached through it, and the interior pointer is not stored.
+  CoveredBy.assign(Vals.size(), -1);
+  for (unsigned I = 0; I < Vals.size(); ++I) {
+    if (BaseOf[I] >= 0 || !isa<GetElementPtrInst>(Vals[I]))
+      continue;
+    Value *B = Vals[I]->stripInBoundsOffsets();
+    if (B != Vals[I])
+      if (auto It = ValIdx.find(B); It != ValIdx.end())
+        CoveredBy[I] = It->second;
+  }
 }
 
 // Walk the uses of a slot's address (through GEPs and casts) and note, per
@@ -681,8 +753,35 @@ void FunctionAnalyzer::record() {
     BitVector Live = LiveOut[&BB];
     BitVector SLive = NS ? SLiveOut[&BB] : BitVector();
     auto Emit = [&](MapSite &Site, const BitVector &VL, const BitVector &SL) {
+      // Live pointers derived from one base: stored once, as the base (which
+      // is live anyway, or made live here when that replaces two or more
+      // stored pointers), the rest as DERIVED constants.
+      SmallDenseMap<int, SmallVector<int, 4>, 8> Derived;
       for (int I = VL.find_first(); I >= 0; I = VL.find_next(I))
+        if (BaseOf[I] >= 0)
+          Derived[BaseOf[I]].push_back(I);
+      SmallDenseMap<int, int, 8> EntryOf;
+      auto Value = [&](int I) {
+        EntryOf[I] = Site.Entries.size();
         Site.Entries.push_back(valueEntry(Vals[I]));
+      };
+      for (int I = VL.find_first(); I >= 0; I = VL.find_next(I))
+        if ((BaseOf[I] < 0 && !(CoveredBy[I] >= 0 && VL.test(CoveredBy[I]))) ||
+            (BaseOf[I] >= 0 && !VL.test(BaseOf[I]) && Derived[BaseOf[I]].size() == 1))
+          Value(I);
+      for (auto &[B, Members] : Derived) {
+        if (!VL.test(B) && Members.size() == 1)
+          continue;
+        if (!VL.test(B))
+          Value(B);
+        for (int I : Members) {
+          MapEntry E;
+          E.V = Vals[I];
+          E.DerivedFrom = EntryOf[B];
+          E.Offset = OffOf[I];
+          Site.Entries.push_back(E);
+        }
+      }
       for (int I = NS ? SL.find_first() : -1; I >= 0; I = SL.find_next(I)) {
         MapEntry E;
         E.IsSlot = true;
@@ -757,6 +856,9 @@ void FunctionAnalyzer::run() {
           break;
         case CallKind::Unmapped:
           ++R.Unmapped;
+          break;
+        case CallKind::Tail:
+          ++R.TailCalls;
           break;
         case CallKind::Site: {
           CallSiteIdx[CB] = R.Calls.size();

@@ -45,7 +45,7 @@ struct FuncOut {
   Function *F = nullptr;
   std::string Name, Reason;
   uint16_t Status = 0;
-  uint32_t NCalls = 0, NLoops = 0, NUnmapped = 0;
+  uint32_t NCalls = 0, NLoops = 0, NUnmapped = 0, NTail = 0;
   std::vector<std::tuple<uint64_t, uint64_t, std::string>> Allocas; // type, size, name
 };
 
@@ -163,17 +163,19 @@ uint64_t Emitter::entryTypeId(const MapEntry &E) {
 }
 
 // How many pointer values one statepoint may ask to keep in registers; the
-// rest are spilled. With more, the register allocator can run out of
-// registers on call-heavy code ("ran out of registers during register
-// allocation" on Lua's lcode.c and lobject.c). A value becomes a
-// spilled one by handing the statepoint an addrspace(1) view of it: that
-// address space is what the "statepoint-example" strategy calls managed,
-// and managed deopt values always get a stack slot (Indirect location).
+// rest are spilled. A value becomes a spilled one by handing the statepoint
+// an addrspace(1) view of it: that address space is what the
+// "statepoint-example" strategy calls managed, and managed deopt values
+// always get a stack slot (Indirect location). By default there is no cap:
+// the register allocator keeps each value where it would anyway (a callee-
+// saved register, or its spill slot folded into the statepoint). Before
+// derived pointers were recorded as constants (DERIVED), dozens of hoisted
+// field addresses per call made it run out of registers (SQLite, Lua); if
+// it still does, the driver retries with MAPPEDTRACE_MAX_REG_VALUES=2.
 static unsigned maxRegisterValues() {
   if (const char *E = std::getenv("MAPPEDTRACE_MAX_REG_VALUES"))
     return (unsigned)std::strtoul(E, nullptr, 10);
-  // Lua 5.4 at -O2 builds with 3 (not 4); 2 leaves a margin.
-  return 2;
+  return ~0u;
 }
 
 SmallVector<Value *, 16> Emitter::deoptOperands(const MapSite &S, IRBuilder<> &B,
@@ -188,7 +190,16 @@ SmallVector<Value *, 16> Emitter::deoptOperands(const MapSite &S, IRBuilder<> &B
       V = B.CreateAddrSpaceCast(V, PointerType::get(Ctx, 1), "mt.spill");
     Ops.push_back(V);
   };
+  // Pair index of each entry's first pair (for DERIVED entries' base).
+  SmallVector<unsigned, 16> PairOf;
   for (const MapEntry &E : S.Entries) {
+    PairOf.push_back(Ops.size() / 2);
+    if (E.DerivedFrom >= 0) {
+      // The base is an earlier pointer VALUE entry: exactly one pair.
+      Ops.push_back(ConstantInt::get(I64, RoleDerived | PairOf[E.DerivedFrom]));
+      Ops.push_back(ConstantInt::get(I64, (uint64_t)E.Offset));
+      continue;
+    }
     uint64_t Desc = (E.IsSlot ? RoleSlot : RoleValue) | (entryTypeId(E) & TypeIdMask);
     Value *V = Replaced.lookup_or(E.V, E.V);
     Type *T = V->getType();
@@ -369,6 +380,7 @@ void Emitter::run() {
     O.NCalls = Info.Calls.size();
     O.NLoops = Info.Loops.size();
     O.NUnmapped = Info.Unmapped;
+    O.NTail = Info.TailCalls;
     if (O.NUnmapped) {
       O.Status = 2;
       O.Reason = Info.Reason;
@@ -500,7 +512,7 @@ void Emitter::emitMap() {
     B.u32(O.NLoops);
     B.u32(O.NUnmapped);
     B.u32(O.Allocas.size());
-    B.u32(0);
+    B.u32(O.NTail);
     for (auto &[Ty, Size, Name] : O.Allocas) {
       B.u64(Ty);
       B.u64(Size);

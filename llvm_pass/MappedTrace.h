@@ -34,6 +34,7 @@ constexpr uint64_t IdKindCall = 1ULL << 40;
 constexpr uint64_t IdKindLoop = 2ULL << 40;
 constexpr uint64_t RoleValue = 0;
 constexpr uint64_t RoleSlot = 1ULL << 62;
+constexpr uint64_t RoleDerived = 2ULL << 62;
 constexpr uint64_t TypeIdMask = 0x3FFFFFFFFFFFFFFFULL;
 
 enum TypeKind : uint8_t {
@@ -106,6 +107,10 @@ struct MapEntry {
   llvm::Value *V = nullptr;          // pointer SSA value, or the static alloca
   const llvm::DIType *DI = nullptr;  // VALUE: the pointer's type; SLOT: the object type
   llvm::Type *IRFallback = nullptr;  // SLOT: allocated type; VALUE: GEP source struct
+  // DERIVED (FORMAT.md §1): V equals the pointer of entry DerivedFrom (an
+  // earlier VALUE entry of the same site) plus Offset; nothing is stored.
+  int DerivedFrom = -1;
+  int64_t Offset = 0;
 };
 
 struct MapSite {
@@ -129,6 +134,7 @@ struct FunctionMapInfo {
   std::vector<MapSite> Loops;        // loop headers to map
   std::vector<llvm::CallBase *> VarargCalls; // (subset of Calls' I) need a thunk
   unsigned Unmapped = 0;
+  unsigned TailCalls = 0;            // calls in tail position, left plain (nothing live after them)
   std::vector<SlotInfo> Slots;       // pointer-holding static allocas
 };
 

@@ -36,6 +36,12 @@ static void printEntries(raw_ostream &OS, TypeTable &TT, const MapSite &S) {
     OS << (First ? "" : ", ");
     First = false;
     E.V->printAsOperand(OS, false);
+    if (E.DerivedFrom >= 0) {
+      OS << "=";
+      S.Entries[E.DerivedFrom].V->printAsOperand(OS, false);
+      OS << (E.Offset < 0 ? "" : "+") << E.Offset;
+      continue;
+    }
     uint64_t Id = E.DI ? TT.pointeeIdOf(E.DI)
                        : (E.IRFallback && isa<StructType>(E.IRFallback) &&
                                   cast<StructType>(E.IRFallback)->hasName()
@@ -73,7 +79,7 @@ PreservedAnalyses MappedTracePrinter::run(Module &M, ModuleAnalysisManager &MAM)
     }
     OS << (I.Unmapped ? "partial" : "instrumented") << ", " << I.Calls.size()
        << " call sites, " << I.Loops.size() << " loop points, " << I.Unmapped
-       << " unmapped calls\n";
+       << " unmapped calls, " << I.TailCalls << " tail calls\n";
     for (const SlotInfo &S : I.Slots)
       OS << "  slot %" << S.AI->getName() << " '" << S.Name << "' size " << S.Size << "\n";
     unsigned N = 0;

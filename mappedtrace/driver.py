@@ -176,36 +176,45 @@ def _run(cmd: list[str]) -> int:
 _REGALLOC_FAILURE = b"ran out of registers during register allocation"
 
 
+#: the retries of :func:`run_cc` when the register allocator gives up: fewer
+#: recorded values per call kept in registers, then none
+_REGALLOC_RETRIES = (
+    ({"MAPPEDTRACE_MAX_REG_VALUES": "2"}, "at most 2 recorded pointers per call in registers"),
+    ({"MAPPEDTRACE_DEOPT_IN_REGS": "0"}, "recorded pointers spilled to the stack"),
+)
+
+
 def run_cc(args: list[str]) -> int:
     """Run ``mappedtrace cc``; returns the compiler's exit code.
 
-    Keeping recorded pointers in registers (the default, cheapest) can exhaust
-    the register allocator in very large functions (seen on SQLite's
-    amalgamation at -O2).  Then the compile is retried once with the recorded
-    values spilled to the stack (``MAPPEDTRACE_DEOPT_IN_REGS=0``), with a
-    warning: same maps, slower code.
+    Recorded pointers stay where the register allocator puts them (the
+    default, cheapest).  Should it run out of registers on some function, the
+    compile is retried with at most 2 recorded values per call kept in
+    registers, then with all of them spilled to the stack, with a warning
+    each time: same maps, slower code.  An environment that already sets
+    ``MAPPEDTRACE_MAX_REG_VALUES`` or ``MAPPEDTRACE_DEOPT_IN_REGS`` gets no retry.
     """
     cmd = cc_command(args)
-    if os.environ.get("MAPPEDTRACE_DEOPT_IN_REGS") is not None:
+    if any(os.environ.get(k) is not None for k in ("MAPPEDTRACE_DEOPT_IN_REGS", "MAPPEDTRACE_MAX_REG_VALUES")):
         return _run(cmd)
     _verbose(cmd)
-    try:
-        r = subprocess.run(cmd, stderr=subprocess.PIPE)
-    except FileNotFoundError as e:
-        raise ToolchainError(f"cannot run {cmd[0]}: {e.strerror}") from e
-    except KeyboardInterrupt:
-        return 130
-    if r.returncode == 0 or _REGALLOC_FAILURE not in r.stderr:
-        sys.stderr.buffer.write(r.stderr)
-        sys.stderr.flush()
-        return r.returncode
-    print("mappedtrace cc: warning: the register allocator ran out of registers; compiling again "
-          "with recorded pointers spilled to the stack (MAPPEDTRACE_DEOPT_IN_REGS=0)", file=sys.stderr)
-    env = dict(os.environ, MAPPEDTRACE_DEOPT_IN_REGS="0")
-    try:
-        return subprocess.run(cmd, env=env).returncode
-    except KeyboardInterrupt:
-        return 130
+    env = dict(os.environ)
+    for extra, what in (({}, ""), *_REGALLOC_RETRIES):
+        if extra:
+            print(f"mappedtrace cc: warning: the register allocator ran out of registers; compiling again "
+                  f"with {what} ({' '.join(f'{k}={v}' for k, v in extra.items())})", file=sys.stderr)
+        env.update(extra)
+        try:
+            r = subprocess.run(cmd, stderr=subprocess.PIPE, env=env)
+        except FileNotFoundError as e:
+            raise ToolchainError(f"cannot run {cmd[0]}: {e.strerror}") from e
+        except KeyboardInterrupt:
+            return 130
+        if r.returncode == 0 or _REGALLOC_FAILURE not in r.stderr:
+            break
+    sys.stderr.buffer.write(r.stderr)
+    sys.stderr.flush()
+    return r.returncode
 
 
 def run_rustc(args: list[str]) -> int:

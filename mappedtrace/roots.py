@@ -85,7 +85,7 @@ class RootStats:
     modules_with_maps: list[str] = field(default_factory=list)
     modules_without_maps: list[str] = field(default_factory=list)
     unreadable: int = 0              # locations that could not be evaluated
-    frames_known_rootless: int = 0   # glibc exit-path frames (see EXIT_PATH_FUNCTIONS)
+    frames_known_rootless: int = 0   # glibc exit-path frames (EXIT_PATH_FUNCTIONS), frames at a return
     dead_stack_bytes_skipped: int = 0   # cached stacks of exited threads (stale data)
     threads: int = 0
 
@@ -227,6 +227,8 @@ class RootCollector:
         if rec is not None:
             self.stats.frames_exact += 1
             for e in rec.entries:
+                if e.role == "derived":
+                    continue      # points into the object of its base, a VALUE of the same record
                 v = self._loc_value(e.location, f.regs)
                 if v is None:
                     self.stats.unreadable += 1
@@ -246,6 +248,12 @@ class RootCollector:
             return
         # no record: uninstrumented code, or an instrumented frame not at a map point
         fi = bm.function_at(f.pc - mod.bias) if bm is not None else None
+        if fi is not None and fi.status != "skipped" and f.index > 0 and not _interrupted(frames, f) \
+                and bm.returns_at(f.pc - mod.bias):
+            # a call in tail position that the backend did not make a jump: nothing is live here
+            self.stats.frames_exact += 1
+            self.stats.frames_known_rootless += 1
+            return
         if fi is not None and fi.status != "skipped":
             self.stats.frames_unsettled += 1
         self.stats.frames_conservative += 1

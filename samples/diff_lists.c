@@ -66,6 +66,24 @@ __attribute__((noinline)) long sum_pair(struct pair *p) {
     return s + (long)strlen(p->label);
 }
 
+/* Addresses of fields of a live struct: at -O2 the map records them as the
+ * struct pointer plus a constant (DERIVED entries), not as values of their own. */
+__attribute__((noinline)) long walk_fields(struct pair *p, int n) {
+    struct node **f = &p->first, **s = &p->second;
+    char **l = &p->label;
+    long t = 0;
+    for (int i = 0; i < n; i++) {
+        t += length(*s); /* MT-LIVE: p f s l */
+        touch(l); /* MT-LIVE: p f s l */
+        t += length(*f); /* MT-LIVE: p f s l */
+    }
+    touch(f);
+    touch(s);
+    touch(l);
+    touch(p);
+    return t;
+}
+
 __attribute__((noinline)) struct node *build(int n, struct node *tail) {
     struct node *head = tail;
     for (int i = 0; i < n; i++) {
@@ -83,6 +101,7 @@ int main(int argc, char **argv) {
     struct pair pr;
     fill_pair(&pr, list, other); /* MT-LIVE: list other */
     long total = sum_pair(&pr); /* MT-LIVE: list other */
+    total += walk_fields(&pr, 2); /* MT-LIVE: list other */
     struct node *rev = reverse(list); /* MT-LIVE: other keep */
     char *msg = malloc(64);
     snprintf(msg, 64, "total %ld len %ld", total, length(rev)); /* MT-LIVE: msg rev other keep */

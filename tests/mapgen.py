@@ -23,7 +23,8 @@ def mt_id(kind: str, seq: int) -> int:
 
 
 def descriptor(role: str, type_id: int) -> int:
-    return ({"value": 0, "slot": 1, "reserved2": 2, "reserved3": 3}[role] << 62) | type_id
+    """A FORMAT.md §1 descriptor; for ``derived`` the ``type_id`` is the base's pair index."""
+    return ({"value": 0, "slot": 1, "derived": 2, "reserved3": 3}[role] << 62) | type_id
 
 
 # ---------------------------------------------------------------- stack maps

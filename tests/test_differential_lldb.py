@@ -249,7 +249,9 @@ def _visit(lldb, process, frame1, rec: MapRecord, maps: BinaryMaps, marks: dict[
             if not (frame1.GetSP() <= addr and addr + size <= frame1.GetCFA()):
                 st.outside_frame.append(f"line {line} pc {rec.pc:#x}: {e.role} at {addr:#x}+{size} outside "
                                         f"the frame [{frame1.GetSP():#x}, {frame1.GetCFA():#x})")
-        if e.role == "value":
+        if e.role == "derived":
+            values.add((v + e.offset) & (2**64 - 1))    # the base's value plus the offset
+        elif e.role == "value":
             values.add(v)
             if v:
                 region = lldb.SBMemoryRegionInfo()

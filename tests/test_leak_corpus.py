@@ -11,7 +11,8 @@ import pytest
 from conftest import MAPPEDTRACE, ROOT, addr as _addr, have, run_traced
 
 CORPUS = ROOT / "tests" / "leak_corpus"
-PROGRAMS = ["dropped_list", "cycle", "tree_parent", "interior", "stale_slot", "threads_tls", "no_leaks"]
+PROGRAMS = ["dropped_list", "cycle", "tree_parent", "interior", "stale_slot", "threads_tls", "no_leaks",
+            "tail_frame"]
 #: stale_slot needs the slot to stay a plain alloca: -O0 only
 OPT_LEVELS = {"stale_slot": ["-O0"]}
 
@@ -44,6 +45,38 @@ def test_corpus_exact(name: str, opt: str, tmp_path: Path) -> None:
     p = report["precision"]
     assert p["frames_exact"] + p["frames_conservative"] > 0
     assert "roots_exact" in p and "heap_bytes_typed" in p
+
+
+def test_frame_of_a_tail_call_is_exact(tmp_path: Path) -> None:
+    """relay() calls finish() in tail position: the pass leaves the call plain
+    (n_tail_calls), the backend cannot make it a jump (stack arguments), and at
+    exit the tracer finds relay's frame at a return address with no record.
+    The epilogue there shows nothing is live: the frame is exact, not scanned."""
+    import json
+    import capstone
+    from mappedtrace.formats import elf
+    exe = build("tail_frame", "-O2", tmp_path)
+    m = json.loads(subprocess.run([MAPPEDTRACE, "maps", "--json", str(exe)], capture_output=True,
+                                  text=True, check=True).stdout)
+    relay = next(f for f in m["functions"] if f["name"] == "relay")
+    assert relay["n_tail_calls"] == 1 and relay["n_callsites"] == 0, relay
+    code = elf.code_at(str(exe), relay["address"], relay["size"])
+    insns = [i.mnemonic for i in capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(code, 0)]
+    assert "call" in insns, f"the backend made the call a jump ({insns}): the case is not exercised"
+    _r, report, truth, _kept = run_traced(exe, tmp_path)
+    assert {_addr(l["address"]) for l in report["leaks"]} == set(truth)
+    p = report["precision"]
+    assert p["frames_conservative"] == 0 and p["frames_unsettled"] == 0, p
+
+
+def test_epilogue_recognised() -> None:
+    from mappedtrace.formats.maps import _is_epilogue
+    yes = ["c3", "4883c408c3", "5b5dc3", "c9c3", "4883c4105b415c415ec3", "90c3", "488d65f05b5dc3"]
+    no = ["", "4889c3c3", "85c0c3", "e800000000c3", "ff2500000000", "488b0424c3", "5b" * 9 + "c3"]
+    for h in yes:
+        assert _is_epilogue(bytes.fromhex(h), 0x1000), h
+    for h in no:
+        assert not _is_epilogue(bytes.fromhex(h), 0x1000), h
 
 
 def test_typed_leaks_are_named(tmp_path: Path) -> None:

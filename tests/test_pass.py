@@ -62,6 +62,12 @@ def _site(lines: list[str], prefix: str) -> tuple[set[str], set[str]]:
     raise AssertionError(f"no line starting with {prefix!r} in {lines}")
 
 
+def _derived(lines: list[str], prefix: str) -> dict[str, str]:
+    """{derived pointer: "base+offset"} of the first line starting with prefix."""
+    vals, _ = _site(lines, prefix)
+    return dict(v.split("=", 1) for v in vals if "=" in v)
+
+
 @pytest.fixture(scope="module")
 def liveness(plugin):
     return _printer(plugin, INPUTS / "liveness.ll")
@@ -90,6 +96,32 @@ def test_loop_without_call_gets_map_point(liveness):
     assert "0 call sites, 1 loop points" in liveness["loop_nocall"][0]
     assert _site(liveness["loop_nocall"], "loop %h")[0] == {"%p"}
     assert "0 loop points" in liveness["loop_call"][0]
+
+
+def test_derived_pointers_recorded_as_constants(liveness):
+    lines = liveness["derived"]
+    vals, _ = _site(lines, "call #0 @g")
+    # %p is stored; %f8, %f16 (a non-inbounds chain) and %back are %p plus a
+    # constant; %vi (inbounds, variable index) points into %p's object: not stored
+    assert {v for v in vals if "=" not in v} == {"%p"}
+    assert _derived(lines, "call #0 @g") == {"%f8": "%p+8", "%f16": "%p+16", "%back": "%p-8"}
+    assert _site(lines, "call #1 @use3")[0] == {"%p"}
+
+
+def test_derived_pointers_with_a_dead_base(liveness):
+    lines = liveness["derived_dead_base"]
+    vals, _ = _site(lines, "call #0 @g")
+    # two derived pointers: their base is recorded once instead; %v's base is
+    # not live there, so %v is stored itself
+    assert {v for v in vals if "=" not in v} == {"%q", "%v"}
+    assert _derived(lines, "call #0 @g") == {"%a": "%q+8", "%b": "%q+24"}
+    assert _site(lines, "call #2 @g")[0] == {"%a"}          # one alone stays a VALUE
+
+
+def test_tail_calls_stay_plain(liveness):
+    assert "1 call sites" in liveness["tail_void"][0] and "1 tail calls" in liveness["tail_void"][0]
+    assert "1 call sites" in liveness["tail_merge"][0] and "1 tail calls" in liveness["tail_merge"][0]
+    assert "1 call sites" in liveness["not_tail"][0] and "0 tail calls" in liveness["not_tail"][0]
 
 
 def test_call_result_and_frame_addresses(liveness):

@@ -345,6 +345,21 @@ def load_segments(path: str) -> list[tuple[int, int, int, int]]:
             for (t, vaddr, memsz, _a, filesz, off) in _info(_key(path))["segments"] if t == "PT_LOAD"]
 
 
+def code_at(path: str, addr: int, n: int) -> bytes | None:
+    """Up to ``n`` bytes of the file's image at link-time address ``addr``
+    (within one ``PT_LOAD`` segment's file bytes), or None."""
+    for vaddr, _memsz, off, filesz in load_segments(path):
+        if vaddr <= addr < vaddr + filesz:
+            n = min(n, vaddr + filesz - addr)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(off + addr - vaddr)
+                    return f.read(n)
+            except OSError:
+                return None
+    return None
+
+
 def is_pie(path: str) -> bool:
     """True for a position-independent *executable* (loaded at a bias).
 

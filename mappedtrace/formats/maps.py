@@ -39,7 +39,8 @@ _KIND_NAMES = {ID_KIND_CALL: "call", ID_KIND_LOOP: "loop"}
 
 ROLE_VALUE = 0
 ROLE_SLOT = 1
-_ROLE_NAMES = {ROLE_VALUE: "value", ROLE_SLOT: "slot"}
+ROLE_DERIVED = 2
+_ROLE_NAMES = {ROLE_VALUE: "value", ROLE_SLOT: "slot", ROLE_DERIVED: "derived"}
 _TYPE_MASK = (1 << 62) - 1
 _U64 = (1 << 64) - 1
 
@@ -60,11 +61,16 @@ class MapEntry:
     ``role`` is ``"value"`` (the location holds a pointer whose pointee has
     type ``type_id``) or ``"slot"`` (the location is the address of stack
     memory holding an object of type ``type_id``); ``type_id`` 0 is unknown.
+    ``"derived"`` is a pointer equal to another VALUE of the record plus
+    ``offset``: ``location`` is that value's location, ``type_id`` 0.  It
+    points into the object its base points into, so the tracer needs only the
+    base; it is there so that every live pointer's value can be recovered.
     """
 
     role: str
     type_id: int
     location: Location
+    offset: int = 0
 
 
 @dataclass
@@ -136,6 +142,8 @@ def decode_entries(rec: _sm.StackMapRecord, kind: str, where: str,
         w.add("odd", f"{where}+{at:#x}: record {rec.id:#x} has an odd number ({len(ops)}) of operands; "
                      f"the last one is ignored")
     out: list[MapEntry] = []
+    #: pair index -> the VALUE entry decoded from it (bases of DERIVED pairs)
+    values: dict[int, MapEntry] = {}
     for i in range(0, len(ops) - 1, 2):
         d, loc = ops[i], ops[i + 1]
         if d.kind not in ("Constant", "ConstantIndex"):
@@ -146,6 +154,16 @@ def decode_entries(rec: _sm.StackMapRecord, kind: str, where: str,
         if role not in _ROLE_NAMES:
             w.add("role", f"{where}+{at:#x}: record {rec.id:#x}: descriptor {desc:#x} has reserved role {role}; "
                           f"pair ignored")
+            continue
+        if role == ROLE_DERIVED:
+            base = values.get(tid)
+            if loc.kind not in ("Constant", "ConstantIndex") or tid >= i // 2:
+                w.add("derived", f"{where}+{at:#x}: record {rec.id:#x}: a derived pointer whose base is pair "
+                                 f"{tid} and whose offset is a {loc.kind} location (expected an earlier pair "
+                                 f"and a constant); pair ignored")
+            elif base is not None:   # a base that is null or was ignored leaves nothing to derive
+                off = loc.offset if loc.kind == "Constant" else (loc.offset ^ (1 << 63)) - (1 << 63)
+                out.append(_entry("derived", 0, base.location, off))
             continue
         if loc.kind == "Constant" and loc.offset == 0:
             continue  # a null pointer constant-folded by the backend: nothing to trace
@@ -164,14 +182,49 @@ def decode_entries(rec: _sm.StackMapRecord, kind: str, where: str,
             w.add("size", f"{where}+{at:#x}: record {rec.id:#x}: a {loc.size}-byte pointer value; "
                           f"only 8-byte values are mapped, pair ignored")
             continue
-        key = (role, tid, loc)
-        me = _ENTRY_CACHE.get(key)
-        if me is None:
-            if len(_ENTRY_CACHE) > 1 << 16:
-                _ENTRY_CACHE.clear()
-            me = _ENTRY_CACHE[key] = MapEntry(_ROLE_NAMES[role], tid, loc)
+        me = _entry(_ROLE_NAMES[role], tid, loc)
+        if role == ROLE_VALUE:
+            values[i // 2] = me
         out.append(me)
     return out
+
+
+def _entry(role: str, tid: int, loc: Location, offset: int = 0) -> MapEntry:
+    key = (role, tid, loc, offset)
+    me = _ENTRY_CACHE.get(key)
+    if me is None:
+        if len(_ENTRY_CACHE) > 1 << 16:
+            _ENTRY_CACHE.clear()
+        me = _ENTRY_CACHE[key] = MapEntry(role, tid, loc, offset)
+    return me
+
+
+#: An epilogue is at most a few pops and a stack adjustment.
+_EPILOGUE_BYTES = 24
+_EPILOGUE_MAX_INSNS = 8
+_CS = None
+
+
+def _is_epilogue(code: bytes | None, pc: int) -> bool:
+    """``code`` (at ``pc``) is ``pop``s of registers, ``add``/``lea`` to rsp,
+    ``leave``, ``mov rsp, rbp`` and nops, then ``ret``: it reads nothing."""
+    global _CS
+    if not code:
+        return False
+    if _CS is None:
+        import capstone
+        _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    for n, (_a, _s, mn, ops) in enumerate(_CS.disasm_lite(code, pc)):
+        if n >= _EPILOGUE_MAX_INSNS:
+            return False
+        if mn == "ret" and not ops:
+            return True
+        if mn in ("nop", "leave") or (mn == "pop" and "[" not in ops) or (mn == "mov" and ops == "rsp, rbp"):
+            continue
+        if mn in ("add", "lea") and ops.startswith("rsp, ") and "rip" not in ops:
+            continue
+        return False
+    return False
 
 
 #: Equal entries repeat across records; MapEntry is frozen, so share them.
@@ -211,6 +264,7 @@ class BinaryMaps:
         self._starts: list[int] = []
         self._spans: list[tuple[int, int, FunctionInfo | None]] = []
         self._synth: dict[int, FunctionInfo] = {}
+        self._returns: dict[int, bool] = {}
 
     # ------------------------------------------------------------------ load
     @classmethod
@@ -328,6 +382,20 @@ class BinaryMaps:
     def record_at(self, pc: int) -> MapRecord | None:
         """The record whose PC is exactly ``pc`` (link-time address), or None."""
         return self.records.get(pc)
+
+    def returns_at(self, pc: int) -> bool:
+        """True when the code at ``pc`` (a return address, link-time) only
+        restores callee-saved registers and the stack pointer, then returns.
+
+        A frame stopped there holds nothing live: the call was in tail
+        position (the pass leaves such calls plain, so that the backend may
+        make them jumps; see ``n_tail_calls``).  The registers it restores
+        belong to outer frames, which the unwinder recovers for them.
+        """
+        hit = self._returns.get(pc)
+        if hit is None:
+            hit = self._returns[pc] = _is_epilogue(elf.code_at(self.path, pc, _EPILOGUE_BYTES), pc)
+        return hit
 
     def function_at(self, pc: int) -> FunctionInfo | None:
         """The function containing ``pc``: its ``.mtmap`` entry, or, for code

@@ -29,7 +29,7 @@ TYPE_HEADER = struct.Struct("<QQIBBHIIQQ")
 #: u64 offset, u64 target, u32 count, u32 stride, u32 flags, u32 reserved
 SLOT = struct.Struct("<QQIIII")
 #: u64 address, u32 name, u32 reason, u16 status, u16 reserved, u32 n_callsites,
-#: u32 n_loop_points, u32 n_unmapped_calls, u32 n_allocas, u32 reserved
+#: u32 n_loop_points, u32 n_unmapped_calls, u32 n_allocas, u32 n_tail_calls
 FUNCTION = struct.Struct("<QIIHHIIIII")
 #: u64 type_id, u64 size, u32 name, u32 reserved
 ALLOCA = struct.Struct("<QQII")
@@ -106,6 +106,8 @@ class FunctionInfo:
     n_loop_points: int
     n_unmapped_calls: int
     allocas: list[AllocaInfo] = field(default_factory=list)
+    #: calls in tail position left plain (nothing of the caller is live after them)
+    n_tail_calls: int = 0
 
 
 @dataclass
@@ -232,7 +234,7 @@ def _decode_type(c: Cursor, strtab: _Strings, warnings: list[str]) -> TypeInfo:
 
 def _decode_function(c: Cursor, strtab: _Strings, warnings: list[str]) -> FunctionInfo:
     at = c.pos
-    addr, name, reason, status, _r, ncs, nlp, nun, nall, _r2 = c.unpack(FUNCTION, "function header")
+    addr, name, reason, status, _r, ncs, nlp, nun, nall, ntail = c.unpack(FUNCTION, "function header")
     c.check_count(nall, ALLOCA.size, "alloca")
     fname = strtab.get(name, "function name")
     if status < len(FUNCTION_STATUS):
@@ -244,7 +246,7 @@ def _decode_function(c: Cursor, strtab: _Strings, warnings: list[str]) -> Functi
     for _ in range(nall):
         tid, size, aname, _r3 = c.unpack(ALLOCA, "alloca")
         allocas.append(AllocaInfo(strtab.get(aname, "alloca name"), tid, size))
-    return FunctionInfo(fname, addr, 0, sname, strtab.get(reason, "reason"), ncs, nlp, nun, allocas)
+    return FunctionInfo(fname, addr, 0, sname, strtab.get(reason, "reason"), ncs, nlp, nun, allocas, ntail)
 
 
 def decode(data: bytes, where: str, warnings: list[str] | None = None) -> list[Chunk]:

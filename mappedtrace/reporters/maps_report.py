@@ -54,8 +54,12 @@ def _loc_dict(loc: Location) -> dict:
 
 
 def _entry_dict(m: BinaryMaps, e: MapEntry) -> dict:
-    return {"role": e.role, "type_id": f"{e.type_id:#x}", "type": m.type_name(e.type_id),
-            "location": _loc_dict(e.location)}
+    d = {"role": e.role, "type_id": f"{e.type_id:#x}", "type": m.type_name(e.type_id),
+         "location": _loc_dict(e.location)}
+    if e.role == "derived":
+        d["offset"] = e.offset
+        d["location"]["text"] += f"{e.offset:+d}"   # the base's location, then the offset
+    return d
 
 
 def maps_to_dict(m: BinaryMaps) -> dict:
@@ -79,6 +83,8 @@ def maps_to_dict(m: BinaryMaps) -> dict:
             "call_sites": n_call,
             "loop_points": len(recs) - n_call,
             "unmapped_calls": sum(f.n_unmapped_calls for f in fns),
+            "tail_calls": sum(f.n_tail_calls for f in fns),
+            "derived_entries": sum(1 for r in recs for e in r.entries if e.role == "derived"),
             "entries": sum(len(r.entries) for r in recs),
             "types": len(m.types),
             "globals": len(m.globals),
@@ -89,7 +95,7 @@ def maps_to_dict(m: BinaryMaps) -> dict:
                      "functions": len(c.functions), "globals": len(c.globals)} for c in m.chunks],
         "functions": [{"name": f.name, "address": f.address, "size": f.size, "status": f.status,
                        "reason": f.reason, "n_callsites": f.n_callsites, "n_loop_points": f.n_loop_points,
-                       "n_unmapped_calls": f.n_unmapped_calls,
+                       "n_unmapped_calls": f.n_unmapped_calls, "n_tail_calls": f.n_tail_calls,
                        "allocas": [{"name": a.name, "type_id": f"{a.type_id:#x}", "type": m.type_name(a.type_id),
                                     "size": a.size} for a in f.allocas]} for f in fns],
         "records": [{"pc": r.pc, "kind": r.kind, "function_address": r.function_address,
@@ -127,7 +133,8 @@ def render_text(m: BinaryMaps, stream: IO[str], width: int | None = None,
     con.print(f"[bold]{escape(m.path)}[/bold]: {sizes}")
     con.print(f"functions: {s['functions']} ({s['instrumented']} instrumented, {s['partial']} partial, "
               f"{s['skipped']} skipped) · call sites {s['call_sites']} · loop map points {s['loop_points']} · "
-              f"unmapped calls {s['unmapped_calls']} · entries {s['entries']} · types {s['types']} · "
+              f"unmapped calls {s['unmapped_calls']} · tail calls {s['tail_calls']} · "
+              f"entries {s['entries']} ({s['derived_entries']} derived) · types {s['types']} · "
               f"globals {s['globals']}"
               + (f" · non-MappedTrace records {s['foreign_records']}" if s["foreign_records"] else ""))
     if d["modules"]:

@@ -117,3 +117,61 @@ define ptr @vector_lanes(ptr %a, ptr %b) {
   %y = extractvalue { ptr, i64 } %s, 0
   ret ptr %y
 }
+
+; Pointers derived from another one by a constant are DERIVED entries (no
+; register, no spill); an inbounds GEP with a variable index whose base is
+; recorded is not stored (it points into the base's object).
+declare void @use3(ptr, ptr, ptr, ptr)
+define void @derived(ptr %p, i64 %i) {
+entry:
+  %f8 = getelementptr inbounds i8, ptr %p, i64 8
+  %f16 = getelementptr i8, ptr %f8, i64 8
+  %back = getelementptr i8, ptr %p, i64 -8
+  %vi = getelementptr inbounds ptr, ptr %p, i64 %i
+  call void @g()
+  call void @use3(ptr %f8, ptr %f16, ptr %back, ptr %vi)
+  call void @use(ptr %p)
+  ret void
+}
+
+; The base is dead after the call: one derived pointer stays a VALUE; two
+; or more are recorded as their base plus DERIVED entries.
+define void @derived_dead_base(ptr %q, i64 %i) {
+entry:
+  %a = getelementptr inbounds i8, ptr %q, i64 8
+  %b = getelementptr inbounds i8, ptr %q, i64 24
+  %v = getelementptr inbounds ptr, ptr %q, i64 %i
+  call void @g()
+  call void @use3(ptr %a, ptr %b, ptr %v, ptr null)
+  call void @g()
+  call void @use(ptr %a)
+  ret void
+}
+
+; Calls in tail position (marked `tail`, result returned, possibly through a
+; shared return block) stay plain calls.
+declare ptr @id(ptr)
+define void @tail_void(ptr %p) {
+entry:
+  call void @g()
+  tail call void @use(ptr %p)
+  ret void
+}
+define ptr @tail_merge(ptr %p, i1 %c) {
+entry:
+  br i1 %c, label %a, label %b
+a:
+  %r1 = tail call ptr @id(ptr %p)
+  br label %done
+b:
+  %r2 = call ptr @id(ptr %p)
+  br label %done
+done:
+  %r = phi ptr [ %r1, %a ], [ %r2, %b ]
+  ret ptr %r
+}
+define ptr @not_tail(ptr %p) {
+entry:
+  %r = tail call ptr @id(ptr %p)
+  ret ptr %p
+}
