@@ -473,10 +473,9 @@ def render(res: dict) -> str:
     L += ["## Plot", "", "![pause and leak-check time vs heap size](bench.png)", "",
           "`benchmarks/plot.py` draws it from results.json (matplotlib, Agg).", "",
           "## Notes", ""] + NOTES + ([
-          f"* Built with `MAPPEDTRACE_DEOPT_IN_REGS=0` (deopt values spilled to the stack): "
-          f"{', '.join(res.get('builds_spilled', []))} — with the default (values kept in callee-saved "
-          "registers) `mappedtrace cc -O2` fails on SQLite's amalgamation: \"ran out of registers during "
-          "register allocation in function 'sqlite3InitOne'\"."] if res.get("builds_spilled") else []) + ["", "## Reproduce", "",
+          f"* `mappedtrace cc` had to retry with fewer recorded values in registers (the register "
+          f"allocator ran out of registers): {', '.join(res.get('builds_spilled', []))}."]
+          if res.get("builds_spilled") else []) + ["", "## Reproduce", "",
           "```sh", "./bench.sh            # full (≤ 30 min on 2 cores): setup + every benchmark",
           "./bench.sh --quick    # ≤ 5 min: subset of the corpus, small sizes, 3 runs per median",
           "```", "", "Per section: `.venv/bin/python benchmarks/run.py --only accuracy|overhead|snapshot|trace "
@@ -493,10 +492,9 @@ NOTES = [
     "On dropped_list, for instance, it reports none of the 10 leaked nodes: a stale copy of a list "
     "pointer sits in a dead stack slot (with `LSAN_OPTIONS=use_stacks=0` it reports all 10). "
     "MappedTrace reads only live slots from the maps, so a stale word does not hide a leak.",
-    "* Overhead, where MappedTrace loses: SQLite (speedtest1) with the maps is slower than plain and "
-    "than LeakSanitizer, because its amalgamation had to be built with deopt values spilled to the "
-    "stack at every call (`MAPPEDTRACE_DEOPT_IN_REGS=0`, see the last note): the default keeps them "
-    "in callee-saved registers and is what the other workloads measure. `maps+snapshot/s` pays for "
+    "* Overhead: the `maps` rows are the cost of the maps alone (recorded values kept where the "
+    "register allocator wants them; field addresses recorded as constants from their struct "
+    "pointer; tail calls left as jumps; see benchmarks/overhead/RESULTS.md). `maps+snapshot/s` pays for "
     "a Python process (`mappedtrace snapshot`) starting and copying every second on the same 2 "
     "cores: its wall time grows, the target's own CPU time much less.",
     "* LeakSanitizer's slowdown on binary_trees (pure malloc/free) is its allocator recording an "

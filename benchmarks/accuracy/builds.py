@@ -99,24 +99,20 @@ def _fresh(out: Path, srcs: list[Path]) -> bool:
     return all(s.stat().st_mtime <= t for s in srcs)
 
 
-def _run(cmd: list[str], cwd: Path | None = None, spill: bool = False) -> None:
-    env = dict(os.environ, MAPPEDTRACE_DEOPT_IN_REGS="0") if spill else None
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=1800, env=env)
-    if spill and r.returncode == 0:
-        out = Path(cmd[cmd.index("-o") + 1])
-        out.with_name(out.name + ".spill").write_text("built with MAPPEDTRACE_DEOPT_IN_REGS=0\n")
-    if r.returncode != 0 and cmd[:2] == [MAPPEDTRACE, "cc"] and "ran out of registers" in r.stderr:
-        # The pass keeps deopt values in callee-saved registers by default; on some big
-        # functions (SQLite's sqlite3InitOne at -O2) the register allocator gives up.
-        # Fall back to spilling them to the stack (MAPPEDTRACE_DEOPT_IN_REGS=0) and say so.
-        out = Path(cmd[cmd.index("-o") + 1])
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=1800,
-                           env=dict(os.environ, MAPPEDTRACE_DEOPT_IN_REGS="0"))
-        if r.returncode == 0:
-            out.with_name(out.name + ".spill").write_text(
-                "built with MAPPEDTRACE_DEOPT_IN_REGS=0: the default build ran out of registers\n")
+def _run(cmd: list[str], cwd: Path | None = None) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=1800)
     if r.returncode != 0:
         raise RuntimeError(f"build failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
+    if cmd[:2] == [MAPPEDTRACE, "cc"]:
+        # mappedtrace cc retries by itself when the register allocator runs out of
+        # registers (fewer recorded values in registers, then none): note it
+        out = Path(cmd[cmd.index("-o") + 1])
+        note = [l for l in r.stderr.splitlines() if "register allocator" in l]
+        marker = out.with_name(out.name + ".spill")
+        if note:
+            marker.write_text("\n".join(note) + "\n")
+        elif marker.exists():
+            marker.unlink()
 
 
 def build_c(variant: str, srcs: list[Path], out: Path, opt: str = "-O2",
@@ -129,7 +125,7 @@ def build_c(variant: str, srcs: list[Path], out: Path, opt: str = "-O2",
     return out
 
 
-def _objects(variant: str, srcs: list[Path], outdir: Path, flags: list[str], spill: bool = False) -> list[Path]:
+def _objects(variant: str, srcs: list[Path], outdir: Path, flags: list[str]) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     jobs = []
     objs = []
@@ -139,7 +135,7 @@ def _objects(variant: str, srcs: list[Path], outdir: Path, flags: list[str], spi
         if not _fresh(o, [s]):
             jobs.append([*compiler(variant), *flags, "-c", "-o", str(o), str(s)])
     with ThreadPoolExecutor(max_workers=2) as ex:
-        list(ex.map(lambda c: _run(c, spill=spill), jobs))
+        list(ex.map(_run, jobs))
     return objs
 
 
@@ -186,10 +182,8 @@ def _sqlite_obj(variant: str) -> Path:
     amalg = WORK / "sqlite-amalg"
     if not (amalg / "sqlite3.c").exists():
         raise RuntimeError(f"{amalg}/sqlite3.c missing: run benchmarks/setup.sh")
-    # maps: the default (deopt values in callee-saved registers) makes LLVM's register
-    # allocator give up on sqlite3InitOne ("ran out of registers"): spill them instead
     return _objects(variant, [amalg / "sqlite3.c"], vdir(variant) / "sqlite-obj",
-                    ["-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION", "-w"], spill=variant == "maps")[0]
+                    ["-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION", "-w"])[0]
 
 
 def sqlite_shell(variant: str, patched: bool = False) -> Path:
@@ -228,7 +222,8 @@ def corpus(variant: str, name: str, opt: str) -> Path:
 
 
 def spilled() -> list[str]:
-    """Outputs that needed the MAPPEDTRACE_DEOPT_IN_REGS=0 fallback (relative to BUILD)."""
+    """Outputs for which mappedtrace cc had to retry with fewer recorded values in
+    registers (relative to BUILD)."""
     return sorted(str(p.relative_to(BUILD))[:-len(".spill")] for p in BUILD.rglob("*.spill"))
 
 
