@@ -287,20 +287,21 @@ def test_entries_from_statepoint_operands():
          (mg.descriptor("value", 0), ("Constant", 8, 0, 0)),            # null: dropped
          (mg.descriptor("reserved3", 1), ("Indirect", 8, 7, 0)),        # reserved role: warned
          (mg.descriptor("value", 5), ("Register", 8, 0, 0)),            # rax at a call: warned, dropped
-         (mg.descriptor("slot", 5), ("Indirect", 8, 7, 8)),             # slot not Direct: warned
+         (mg.descriptor("slot", 5), ("Constant", 8, 0, 8)),             # slot as a constant: warned
+         (mg.descriptor("slot", 6), ("Register", 8, 12, 0)),            # slot address in r12: kept
          (mg.descriptor("derived", 0), ("Constant", 8, 0, 24)),         # rbx + 24
          (mg.descriptor("derived", 0), ("Constant", 8, 0, -8)),         # rbx - 8
          (mg.descriptor("derived", 2), ("Constant", 8, 0, 16)),         # its base was null: dropped
          (mg.descriptor("derived", 4), ("Constant", 8, 0, 16)),         # its base was dropped: dropped
-         (mg.descriptor("derived", 12), ("Constant", 8, 0, 16)),        # base is a later pair: warned
+         (mg.descriptor("derived", 13), ("Constant", 8, 0, 16)),        # base is a later pair: warned
          (mg.descriptor("derived", 0), ("Register", 8, 3, 0))],         # offset not a constant: warned
         c, gc=[("Indirect", 8, 7, 8), ("Indirect", 8, 7, 8)]))          # GC pairs: ignored silently
     w = _Warnings()
     es = decode_entries(rec, "call", WHERE, w)
     assert [(e.role, e.type_id, e.location.kind, e.offset) for e in es] == [
-        ("value", big, "Register", 0), ("slot", 7, "Direct", 0),
+        ("value", big, "Register", 0), ("slot", 7, "Direct", 0), ("slot", 6, "Register", 0),
         ("derived", 0, "Register", 24), ("derived", 0, "Register", -8)]
-    assert es[2].location == es[0].location
+    assert es[3].location == es[0].location
     lines = w.lines()
     assert len(lines) == 4 and not any("GC" in l for l in lines)
     assert any("reserved role 3" in l for l in lines) and any("caller-saved" in l for l in lines)
