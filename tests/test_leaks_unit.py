@@ -130,3 +130,19 @@ def test_pointer_to_zero_sized_does_not_type():
     assert by[0].type == "x::P" and by[0].type_source == "size"
     assert by[1].type == "unk40"          # not "()": zero-sized pointees type nothing
     assert by[2].type == "x::P" and by[2].type_source == "pointer"
+
+
+def test_json_writer_is_json_dump():
+    """The template JSON writer gives json.dump's exact text (strings escaped, empty lists)."""
+    from test_trace_kernels import TYPES as KTYPES, gen_heap
+    for seed, mode in ((1, "precise"), (2, "conservative")):
+        t, chunks, roots = gen_heap(seed)
+        rep = find_leaks(mark(t, chunks, roots, KTYPES, mode=mode), t)
+        rep.warnings.append('a "quoted" warning \u00e9\n')
+        out = io.StringIO()
+        to_json(rep, out)
+        assert out.getvalue() == json.dumps(rep.to_dict(), indent=1) + "\n"
+    empty = find_leaks(mark(t, [], roots, KTYPES), t)
+    out = io.StringIO()
+    to_json(empty, out)
+    assert out.getvalue() == json.dumps(empty.to_dict(), indent=1) + "\n"

@@ -195,6 +195,45 @@ class LeakReport:
                 "structures": [s.as_dict() for s in self.structures],
                 "precision": dict(self.precision), "warnings": list(self.warnings)}
 
+    def leak_rows(self):
+        """The values of :meth:`Leak.as_dict` of every leak, in order, as tuples
+        ``(address, size, type, kind, structure, type_source, preview)``,
+        without making the :class:`Leak` objects."""
+        cols = getattr(self.leaks, "_cols", None)
+        if cols is None:
+            for l in self.leaks:
+                d = l.as_dict()
+                yield tuple(d.values())
+            return
+        names, prev, src = cols.names, cols.previews, _Inferrer.SOURCES
+        for i, (a, sz, c, dr, st, so) in enumerate(zip(cols.addr.tolist(), cols.size.tolist(), cols.code.tolist(),
+                                                       cols.direct.tolist(), cols.structure.tolist(),
+                                                       cols.src.tolist())):
+            yield (a, sz, names[c], "direct" if dr else "indirect", st, src[so] or "unknown", prev.get(i, ""))
+
+    def structure_rows(self):
+        """The values of :meth:`LeakStructure.as_dict` of every structure, in
+        order: ``(index, objects, bytes, direct, types)``."""
+        cols = getattr(self.leaks, "_cols", None)
+        if cols is None:
+            for st in self.structures:
+                yield tuple(st.as_dict().values())
+            return
+        b = cols.bounds.tolist()
+        if len(b) < 2:
+            return
+        nbytes = np.add.reduceat(cols.size, cols.bounds[:-1]).tolist()
+        addr, direct, code, names = cols.addr.tolist(), cols.direct.tolist(), cols.code.tolist(), cols.names
+        for k in range(len(b) - 1):
+            lo, hi = b[k], b[k + 1]
+            if hi - lo == 1:
+                yield (k, 1, nbytes[k], [addr[lo]] if direct[lo] else [], {names[code[lo]]: 1})
+                continue
+            types: dict[str, int] = {}
+            for c in code[lo:hi]:
+                types[names[c]] = types.get(names[c], 0) + 1
+            yield (k, hi - lo, nbytes[k], [addr[i] for i in range(lo, hi) if direct[i]], types)
+
     def by_type(self) -> list[tuple[str, int, int, int, int]]:
         """(type, objects, bytes, direct, indirect) per type, most bytes first."""
         cols = getattr(self.leaks, "_cols", None)

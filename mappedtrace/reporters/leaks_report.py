@@ -114,6 +114,60 @@ def render_precision(p: dict, con: Console) -> None:
 
 
 def to_json(report: LeakReport, stream: IO[str], *, indent: int | None = 1) -> None:
-    """Write the leak JSON of DESIGN.md (``summary``, ``leaks``, ``precision`` …)."""
-    json.dump(report.to_dict(), stream, indent=indent)
-    stream.write("\n")
+    """Write the leak JSON of DESIGN.md (``summary``, ``leaks``, ``precision`` …).
+
+    With the default ``indent=1`` the text is exactly ``json.dump(report.to_dict(),
+    indent=1)``'s, but the two long lists are written from templates: the
+    standard encoder takes about 45 µs per leak (9 s for 200 000 leaks)."""
+    if indent != 1:
+        json.dump(report.to_dict(), stream, indent=indent)
+        stream.write("\n")
+        return
+    _write_json1(report, stream)
+
+
+_str = json.encoder.encode_basestring_ascii       # what json.dumps uses for a str (ensure_ascii)
+_LEAK = ('  {{\n   "address": {},\n   "size": {},\n   "type": {},\n   "kind": {},\n   "structure": {},'
+         '\n   "type_source": {},\n   "preview": {}\n  }}')
+_STRUCT = '  {{\n   "index": {},\n   "objects": {},\n   "bytes": {},\n   "direct": {},\n   "types": {}\n  }}'
+
+
+def _nested(value, level: int) -> str:
+    """``json.dumps(value, indent=1)`` as it reads ``level`` levels deep."""
+    return json.dumps(value, indent=1).replace("\n", "\n" + " " * level)
+
+
+def _write_list(stream: IO[str], rows) -> None:
+    """A list at level 1 whose items (already laid out at level 2) come from ``rows``."""
+    first = True
+    for text in rows:
+        stream.write("[\n" + text if first else ",\n" + text)
+        first = False
+    stream.write("[]" if first else "\n ]")
+
+
+def _write_json1(report: LeakReport, stream: IO[str]) -> None:
+    q: dict[str, str] = {}
+
+    def js(x: str) -> str:
+        r = q.get(x)
+        if r is None:
+            r = _str(x)
+            if len(q) < 4096:
+                q[x] = r
+        return r
+
+    def ints(xs: list[int]) -> str:
+        return "[\n    " + ",\n    ".join(str(x) for x in xs) + "\n   ]" if xs else "[]"
+
+    def counts(d: dict[str, int]) -> str:
+        return "{\n    " + ",\n    ".join(f"{js(k)}: {v}" for k, v in d.items()) + "\n   }" if d else "{}"
+
+    stream.write('{\n "summary": ' + _nested(dict(report.summary), 1) + ',\n "leaks": ')
+    _write_list(stream, (_LEAK.format(a, sz, js(t), js(k), st, js(so), js(pv))
+                         for a, sz, t, k, st, so, pv in report.leak_rows()))
+    stream.write(',\n "structures": ')
+    _write_list(stream, (_STRUCT.format(i, n, b, ints(d), counts(ty))
+                         for i, n, b, d, ty in report.structure_rows()))
+    stream.write(',\n "precision": ' + _nested(dict(report.precision), 1)
+                 + ',\n "warnings": ' + _nested(list(report.warnings), 1) + "\n}\n")
