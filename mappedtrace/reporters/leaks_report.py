@@ -127,9 +127,13 @@ def to_json(report: LeakReport, stream: IO[str], *, indent: int | None = 1) -> N
 
 
 _str = json.encoder.encode_basestring_ascii       # what json.dumps uses for a str (ensure_ascii)
-_LEAK = ('  {{\n   "address": {},\n   "size": {},\n   "type": {},\n   "kind": {},\n   "structure": {},'
-         '\n   "type_source": {},\n   "preview": {}\n  }}')
-_STRUCT = '  {{\n   "index": {},\n   "objects": {},\n   "bytes": {},\n   "direct": {},\n   "types": {}\n  }}'
+_LEAK = ('  {\n   "address": %d,\n   "size": %d,\n   "type": %s,\n   "kind": %s,\n   "structure": %d,'
+         '\n   "type_source": %s,\n   "preview": %s\n  }')
+_STRUCT = '  {\n   "index": %d,\n   "objects": %d,\n   "bytes": %d,\n   "direct": %s,\n   "types": %s\n  }'
+_ONE_DIRECT = '[\n    %d\n   ]'
+_ONE_TYPE = '{\n    %s: 1\n   }'
+#: items joined before one write
+_BATCH = 4096
 
 
 def _nested(value, level: int) -> str:
@@ -137,37 +141,52 @@ def _nested(value, level: int) -> str:
     return json.dumps(value, indent=1).replace("\n", "\n" + " " * level)
 
 
-def _write_list(stream: IO[str], rows) -> None:
-    """A list at level 1 whose items (already laid out at level 2) come from ``rows``."""
+class _Quoted(dict):
+    """str -> its JSON text, made once per distinct string."""
+
+    def __missing__(self, key: str) -> str:
+        v = _str(key)
+        if len(self) < 65536:
+            self[key] = v
+        return v
+
+
+def _write_list(stream: IO[str], items) -> None:
+    """A list at level 1 whose items (already laid out at level 2) come from ``items``."""
+    buf: list[str] = []
     first = True
-    for text in rows:
-        stream.write("[\n" + text if first else ",\n" + text)
+    for text in items:
+        buf.append(text)
+        if len(buf) == _BATCH:
+            stream.write(("[\n" if first else ",\n") + ",\n".join(buf))
+            first = False
+            buf.clear()
+    if buf:
+        stream.write(("[\n" if first else ",\n") + ",\n".join(buf))
         first = False
     stream.write("[]" if first else "\n ]")
 
 
 def _write_json1(report: LeakReport, stream: IO[str]) -> None:
-    q: dict[str, str] = {}
+    q = _Quoted()
 
-    def js(x: str) -> str:
-        r = q.get(x)
-        if r is None:
-            r = _str(x)
-            if len(q) < 4096:
-                q[x] = r
-        return r
-
-    def ints(xs: list[int]) -> str:
+    def direct(xs: list[int]) -> str:
+        if len(xs) == 1:
+            return _ONE_DIRECT % xs[0]
         return "[\n    " + ",\n    ".join(str(x) for x in xs) + "\n   ]" if xs else "[]"
 
     def counts(d: dict[str, int]) -> str:
-        return "{\n    " + ",\n    ".join(f"{js(k)}: {v}" for k, v in d.items()) + "\n   }" if d else "{}"
+        if len(d) == 1:
+            (k, v), = d.items()
+            if v == 1:
+                return _ONE_TYPE % q[k]
+        return "{\n    " + ",\n    ".join(f"{q[k]}: {v}" for k, v in d.items()) + "\n   }" if d else "{}"
 
     stream.write('{\n "summary": ' + _nested(dict(report.summary), 1) + ',\n "leaks": ')
-    _write_list(stream, (_LEAK.format(a, sz, js(t), js(k), st, js(so), js(pv))
+    _write_list(stream, (_LEAK % (a, sz, q[t], q[k], st, q[so], q[pv])
                          for a, sz, t, k, st, so, pv in report.leak_rows()))
     stream.write(',\n "structures": ')
-    _write_list(stream, (_STRUCT.format(i, n, b, ints(d), counts(ty))
+    _write_list(stream, (_STRUCT % (i, n, b, direct(d), counts(ty))
                          for i, n, b, d, ty in report.structure_rows()))
     stream.write(',\n "precision": ' + _nested(dict(report.precision), 1)
                  + ',\n "warnings": ' + _nested(list(report.warnings), 1) + "\n}\n")
