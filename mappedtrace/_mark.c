@@ -117,7 +117,11 @@ struct mt_types {
 
 struct mt_out {
     int64_t *scalar_type;      /* per node: type index of ST_SCALAR, else -1 */
-    int64_t nedges;            /* edges counted by mt_mark */
+    int64_t nedges;            /* edges counted by mt_mark, and by kind: */
+    int64_t nexact;            /*   typed-scan edges from exact slots */
+    int64_t ntcons;            /*   typed-scan edges from conservative (union) slots */
+    int64_t ncons;             /*   edges of the conservative closure */
+    int64_t nunreached;        /*   edges of the leak scan */
     uint64_t counters[8];      /* 0 dangling, 1 static, 2 typed words, 3 conservative words,
                                   4 unreadable chunks, 5 out of memory */
 };
@@ -399,6 +403,10 @@ static int handle_typed(const struct mt_heap *h, const struct mt_types *t, struc
     if (d >= 0) {
         uint64_t doff = c->v - h->nodes[d].start;
         emit(o);
+        if (sfl & SLOT_CONSERVATIVE)
+            o->ntcons++;
+        else
+            o->nexact++;
         if (sfl & SLOT_WEAK)     /* followed for the graph, but keeps nothing alive */
             return 0;
         return visit(h, t, o, q, d, (sfl & (SLOT_UNTYPED | SLOT_CONSERVATIVE)) ? -1 : c->target, doff);
@@ -420,8 +428,11 @@ static int handle_cons(const struct mt_heap *h, struct mt_out *o, struct mt_queu
         return 0;
     struct mt_node *x = &h->nodes[d];
     emit(o);
-    if (c->mode != SCAN_CONS)
+    if (c->mode != SCAN_CONS) {
+        o->nunreached++;
         return 0;
+    }
+    o->ncons++;
     x->state |= ST_REACHED | ST_UNKNOWN;
     if (!(x->state & (ST_TYPED | ST_SCALAR | ST_CQUEUED))) {
         x->state |= ST_CQUEUED;
@@ -431,12 +442,19 @@ static int handle_cons(const struct mt_heap *h, struct mt_out *o, struct mt_queu
     return 0;
 }
 
-/* The edge of one candidate, if it points into a node (the second pass). */
+/* The edge of one candidate, if it points into a node (the second pass;
+ * out NULL: only count it). */
 static inline void handle_emit(const struct mt_heap *h, const struct cand *c, struct mt_edge *out,
                                int64_t *k, int64_t cap)
 {
     int64_t d = c->seg >= 0 ? find_in(h, c->seg, c->v) : -1;
-    if (d < 0 || *k >= cap)
+    if (d < 0)
+        return;
+    if (!out) {                 /* counting */
+        (*k)++;
+        return;
+    }
+    if (*k >= cap)
         return;
     uint32_t fl = 0;
     if (c->mode == SCAN_TYPED) {
@@ -599,14 +617,14 @@ static inline __attribute__((always_inline)) void prefetch_node_bytes(const stru
 }
 
 /* Drain the queue: read the queued nodes' words into candidates (ahead),
- * handle the candidates in order.  Marking (out NULL) visits and counts;
- * the second pass (out) writes the edges.  A steady pipeline, not bursts:
+ * handle the candidates in order.  Marking visits and counts; the second
+ * pass writes the edges (or counts them, out NULL).  A steady pipeline, not bursts:
  * each node read prefetches the bytes of the node PD_NODE places later in
  * the queue, each candidate read prefetches its bucket, each candidate
  * handled first prefetches the record of the one PD_CAND places later (by
  * then its bucket is in cache). */
 static int run_queue(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
-                     struct mt_queue *q, struct mt_edge *out, int64_t *k, int64_t cap)
+                     struct mt_queue *q, int second, struct mt_edge *out, int64_t *k, int64_t cap)
 {
     struct cbuf cb = {0};
     struct reader r = {q->head, 0, 0, 0};
@@ -635,7 +653,7 @@ static int run_queue(const struct mt_heap *h, const struct mt_types *t, struct m
             }
         }
         const struct cand *c = &cb.v[cb.head++];
-        if (out)
+        if (second)
             handle_emit(h, c, out, k, cap);
         else if (c->mode == SCAN_TYPED ? handle_typed(h, t, o, q, c) : handle_cons(h, o, q, c))
             goto out;
@@ -669,7 +687,7 @@ int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
         if (visit(h, t, o, &q, init_node[i], ti, init_off[i]))
             goto out;
     }
-    if (run_queue(h, t, o, &q, NULL, NULL, 0))
+    if (run_queue(h, t, o, &q, 0, NULL, NULL, 0))
         goto out;
     q.head = q.tail = 0;
     for (int64_t d = 0; d < h->n; d++) {
@@ -681,13 +699,13 @@ int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
                 goto out;
         }
     }
-    if (run_queue(h, t, o, &q, NULL, NULL, 0))
+    if (run_queue(h, t, o, &q, 0, NULL, NULL, 0))
         goto out;
     q.head = q.tail = 0;
     for (int64_t d = 0; d < h->n; d++)
         if (!(h->nodes[d].state & ST_REACHED) && q_push(&q, d, &h->nodes[d], SCAN_QUNREACHED))
             goto out;
-    if (run_queue(h, t, o, &q, NULL, NULL, 0))
+    if (run_queue(h, t, o, &q, 0, NULL, NULL, 0))
         goto out;
     rc = 0;
 out:
@@ -744,10 +762,11 @@ static int order_node(struct mt_edge *e, int64_t lo, int64_t hi)
  * canonical order (src, src_off).  A node typed was scanned typed; one
  * queued conservatively (ST_CQUEUED) was scanned so; an unreached one by
  * the leak scan.  The same words and the same lookups give the same edges
- * as the marking counted.  Returns the number written, or -1 when out of
- * memory. */
+ * as the marking counted.  select (NULL: every node) picks the nodes whose
+ * edges are made; out NULL only counts them.  Returns the number written
+ * (counted), or -1 when out of memory. */
 int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
-                 struct mt_edge *out, int64_t cap)
+                 const uint8_t *select, struct mt_edge *out, int64_t cap)
 {
     struct mt_queue q = {0};
     uint64_t saved[8];
@@ -758,6 +777,8 @@ int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
         q.head = q.tail = 0;
         for (int64_t d = d0; d < d1; d++) {
             const struct mt_node *x = &h->nodes[d];
+            if (select && !select[d])
+                continue;
             if ((x->state & ST_TYPED) && q_push(&q, d, x, x->type))
                 goto out;
             if ((x->state & ST_CQUEUED) && q_push(&q, d, x, SCAN_QCONS))
@@ -766,9 +787,9 @@ int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
                 goto out;
         }
         int64_t k0 = k;
-        if (run_queue(h, t, o, &q, out, &k, cap))
+        if (run_queue(h, t, o, &q, 1, out, &k, cap))
             goto out;
-        for (int64_t lo = k0; lo < k;) {
+        for (int64_t lo = k0; out && lo < k;) {
             int64_t hi = lo + 1;
             while (hi < k && out[hi].src == out[lo].src)
                 hi++;

@@ -35,7 +35,7 @@ struct mt_types {
     const uint32_t *s_flags;
 };
 struct mt_out {
-    int64_t *scalar_type; int64_t nedges; uint64_t counters[8];
+    int64_t *scalar_type; int64_t nedges, nexact, ntcons, ncons, nunreached; uint64_t counters[8];
 };
 void mt_nodes_init(struct mt_node *nodes, int64_t n, const uint64_t *starts, const uint64_t *sizes,
                    const uint64_t *ptrs);
@@ -45,7 +45,8 @@ int64_t mt_find(const struct mt_heap *h, uint64_t v);
 int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
             int64_t ninit, const int64_t *init_node, const int64_t *init_type,
             const uint64_t *init_off, int conservative);
-int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o, struct mt_edge *out, int64_t cap);
+int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
+                 const uint8_t *select, struct mt_edge *out, int64_t cap);
 int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64_t *out, uint64_t *raw,
                  int64_t cap);
 """

@@ -563,6 +563,10 @@ class _MarkOut:
     edges: np.ndarray
     counters: list[int]
     edges_sorted: bool = False      # already in (src, src_off) order (the C kernel sorts them)
+    #: the C kernel defers the edges: edge_maker(mask or None) makes those of the masked nodes;
+    #: edge_counts = (typed exact, typed conservative, closure, leak scan) edges
+    edge_maker: Any = None
+    edge_counts: tuple[int, int, int, int] | None = None
 
 
 #: one node of the C kernel (``struct mt_node``)
@@ -634,17 +638,29 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
     if rc != 0:
         raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
     ne = int(o.nedges)
-    edges = new_buffer(ne * EDGE_DTYPE.itemsize).view(EDGE_DTYPE)
-    if ne:
-        got = lib.mt_edges(h, t, o, ffi.cast("struct mt_edge *", ffi.from_buffer(edges)), ne)
-        if got < 0:
+
+    def make_edges(select: np.ndarray | None, _alive=(keep, h, t, o)) -> np.ndarray:
+        """The second pass (mt_edges) over every node, or the nodes of a mask.
+        ``_alive`` keeps the kernel's inputs (node records, index, types) alive."""
+        sel_arr = None if select is None else np.ascontiguousarray(select, dtype=np.uint8)
+        sel = ffi.NULL if sel_arr is None or not n else ffi.cast("uint8_t *", ffi.from_buffer(sel_arr))
+        cnt = ne if sel_arr is None else int(lib.mt_edges(h, t, o, sel, ffi.NULL, 0))
+        if cnt < 0:
             raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
-        if got != ne:       # the second pass must find what the marking counted
-            raise MarkError(f"the marking kernel made {got} edges where it counted {ne}")
+        edges = new_buffer(cnt * EDGE_DTYPE.itemsize).view(EDGE_DTYPE)
+        if cnt:
+            got = lib.mt_edges(h, t, o, sel, ffi.cast("struct mt_edge *", ffi.from_buffer(edges)), cnt)
+            if got < 0:
+                raise MarkError("the marking kernel ran out of memory", hint="trace a smaller heap")
+            if got != cnt:       # the second pass must find what the marking counted
+                raise MarkError(f"the marking kernel made {got} edges where it counted {cnt}")
+        return edges
+
     state = np.empty(n, np.uint8)
     typ = np.empty(n, np.int64)
     lib.mt_nodes_out(h.nodes, n, p(state, "uint8_t *"), p(typ, "int64_t *"))
-    return _MarkOut(state, typ, sc, edges, [int(o.counters[i]) for i in range(8)], True)
+    return _MarkOut(state, typ, sc, None, [int(o.counters[i]) for i in range(8)], True, make_edges,
+                    (int(o.nexact), int(o.ntcons), int(o.ncons), int(o.nunreached)))
 
 
 class _NumpyMarker:
@@ -992,14 +1008,33 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
     type_ids = np.where(reached, type_ids, 0).astype(np.uint64)
     ambiguous = (st & ST_AMBIG) != 0
     e = out.edges
-    if len(e):
+    maker = None
+    if e is None:
+        # deferred edges (C kernel): counted by kind; an ambiguous node's typed-scan edges are dropped
+        nexact, ntcons, ncons, _ = out.edge_counts
         if ambiguous.any():
-            drop = ambiguous[e["src"]] & ((e["flags"] & EDGE_TYPEDSCAN) != 0)
-            e = e[~drop]
-        if len(e) > 1 and not out.edges_sorted and not _edges_sorted(e):
-            e = e[_edge_order(e)]
-    live = (e["flags"] & EDGE_UNREACHED) == 0
-    ex = (e["flags"] & EDGE_EXACT) != 0
+            ea = out.edge_maker(ambiguous)
+            ts = (ea["flags"] & EDGE_TYPEDSCAN) != 0
+            ex_a = (ea["flags"] & EDGE_EXACT) != 0
+            nexact -= int(np.count_nonzero(ts & ex_a))
+            ntcons -= int(np.count_nonzero(ts & ~ex_a))
+        n_exact, n_cons = nexact, ntcons + ncons
+
+        def maker(select, make=out.edge_maker, amb=ambiguous):
+            m = make(select)
+            if len(m) and amb.any():
+                m = m[~(amb[m["src"]] & ((m["flags"] & EDGE_TYPEDSCAN) != 0))]
+            return m
+    else:
+        if len(e):
+            if ambiguous.any():
+                drop = ambiguous[e["src"]] & ((e["flags"] & EDGE_TYPEDSCAN) != 0)
+                e = e[~drop]
+            if len(e) > 1 and not out.edges_sorted and not _edges_sorted(e):
+                e = e[_edge_order(e)]
+        live = (e["flags"] & EDGE_UNREACHED) == 0
+        ex = (e["flags"] & EDGE_EXACT) != 0
+        n_exact, n_cons = int(np.count_nonzero(live & ex)), int(np.count_nonzero(live & ~ex))
     re = rs.root_edges
     rex = (re["flags"] & EDGE_EXACT) != 0
     fe, fc = frame_counts(roots)
@@ -1017,8 +1052,8 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         heap_bytes=int(sizes.sum()) if n else 0,
         heap_bytes_typed=int(sizes[how == HOW_TYPED].sum()) if n else 0,
         heap_bytes_conservative=int(sizes[how == HOW_CONSERVATIVE].sum()) if n else 0,
-        edges_exact=int(np.count_nonzero(live & ex)),
-        edges_conservative=int(np.count_nonzero(live & ~ex)),
+        edges_exact=n_exact,
+        edges_conservative=n_cons,
         root_edges_exact=int(rex.sum()), root_edges_conservative=int((~rex).sum()),
         dangling_pointers=out.counters[0] + rs.dangling,
         pointers_to_static=out.counters[1] + rs.static,
@@ -1026,4 +1061,4 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         unreadable_objects=int(np.count_nonzero(heap.memoff < 0)),
     )
     return HeapGraph(heap.starts, heap.sizes, type_ids, how, ambiguous, e, re, roots, types, prec,
-                     warnings, mem=heap.mem, memoff=heap.memoff, mapped=heap.maps)
+                     warnings, mem=heap.mem, memoff=heap.memoff, mapped=heap.maps, _edge_maker=maker)

@@ -268,3 +268,18 @@ def test_long_list_both_kernels():
     g = mark(t, chunks, roots, TYPES, kernel="numpy")
     assert g.precision.objects_typed == n and g.precision.edges_exact == n - 1
     assert_same_graph(g, c_mark(t, chunks, roots, TYPES))
+
+
+@pytest.mark.parametrize("mode", ["precise", "conservative"])
+def test_deferred_edges_of_some_nodes(mode):
+    """The C marker makes edges on demand: those of some nodes (before and
+    after all edges exist) are the rows of the whole edge array with those sources."""
+    t, chunks, roots = gen_heap(3)
+    g = c_mark(t, chunks, roots, TYPES, mode=mode)
+    mask = np.random.default_rng(0).random(len(g)) < 0.3
+    mask[~g.reached] = True
+    some = g.edges_from(mask)           # before g.edges is made
+    e = g.edges
+    assert np.array_equal(some, e[mask[e["src"]]])
+    assert np.array_equal(g.edges_from(mask), some)
+    assert len(g.edges_from(np.zeros(len(g), bool))) == 0
