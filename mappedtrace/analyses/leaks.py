@@ -505,7 +505,7 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
     m = len(unreached)
     local = np.full(n + 1, -1, np.int64)
     local[unreached] = np.arange(m)
-    e = g.edges
+    e = g.edges_from(g.how == HOW_UNREACHED)      # only the leaked objects' edges are needed
     if len(e):
         keep = (local[e["src"]] >= 0) & (local[e["dst"]] >= 0) & ((e["flags"] & EDGE_WEAK) == 0)
         a, b = local[e["src"][keep]], local[e["dst"][keep]]
