@@ -85,3 +85,22 @@ def test_plot_from_results(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.timeout(200)
+def test_overhead_benchmark_on_one_workload(tmp_path: Path) -> None:
+    """benchmarks/overhead/run.py builds the three variants, runs them and writes
+    the figures (one round of list_walk; instruction counts left out)."""
+    if not have("clang-22"):
+        pytest.skip("clang-22 missing")
+    js = tmp_path / "overhead.json"
+    env = dict(os.environ, MT_BENCH_BUILD=str(tmp_path / "build"))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead" / "run.py"), "--runs", "1",
+                        "--only", "list_walk", "--json", str(js)],
+                       capture_output=True, text=True, timeout=190, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = {row["variant"]: row for row in json.loads(js.read_text())["rows"]}
+    assert set(rows) == {"plain", "nopie", "maps"}
+    assert rows["maps"]["map_bytes"] > 0 and rows["plain"]["map_bytes"] == rows["nopie"]["map_bytes"] == 0
+    assert all(len(row["cpu_s"]) == 1 and row["cpu_s"][0] > 0 for row in rows.values())
+    assert "| list_walk `200` | maps |" in r.stdout

@@ -4,6 +4,8 @@ Every program is built in several *variants*, all with clang-22:
 
 * ``plain``: ``clang-22 -O2`` (the baseline; also what Valgrind runs);
 * ``maps``: ``mappedtrace cc -O2`` (pointer maps, no tracer attached);
+* ``nopie``: ``clang-22 -O2 -g -fno-pie -no-pie`` (the flags the driver adds, without
+  the pass: the overhead benchmark's second baseline);
 * ``lsan``: ``clang-22 -O2 -g -fsanitize=leak``;
 * ``asan``: ``clang-22 -O2 -g -fsanitize=address`` (leak detection included).
 
@@ -63,6 +65,8 @@ def compiler(variant: str, opt: str = "-O2") -> list[str]:
         return ["clang-22", opt]
     if variant == "maps":
         return [MAPPEDTRACE, "cc", opt]
+    if variant == "nopie":      # what mappedtrace cc adds (-g, non-PIE), without the pass
+        return ["clang-22", opt, "-g", "-fno-pie", "-no-pie"]
     if variant == "lsan":
         return ["clang-22", opt, "-g", "-fsanitize=leak"]
     if variant == "asan":

@@ -7,8 +7,10 @@ call-free hot loop: a zero-byte loop map point), SQLite's speedtest1
 from the Debian source packages (``benchmarks/setup.sh``) and are built by
 benchmarks/accuracy/builds.py, cached per pass build.
 
-Variants: ``plain`` (clang-22 -O2) and ``maps`` (mappedtrace cc -O2, the
-default: recorded values stay where the register allocator puts them).  With
+Variants: ``plain`` (clang-22 -O2, the issue's baseline), ``nopie`` (clang-22
+-O2 -g -fno-pie -no-pie: what the driver adds, without the pass, so that the
+pass's own cost shows apart from the non-PIE link) and ``maps`` (mappedtrace cc
+-O2, the default: recorded values stay where the register allocator puts them).  With
 ``--spill``, the single-file workloads also get ``maps-spill``
 (MAPPEDTRACE_DEOPT_IN_REGS=0: every recorded value stored to the stack at every
 call), the alternative the issue asks to compare.
@@ -122,7 +124,7 @@ def main() -> int:
             ap.error(f"unknown workload {w!r} (known: {', '.join(WORKLOADS)})")
     jobs: list[tuple[str, str, Path]] = []
     for w in names:
-        for v in ("plain", "maps") + (("maps-spill",) if a.spill and w not in ("speedtest1", "lua") else ()):
+        for v in ("plain", "nopie", "maps") + (("maps-spill",) if a.spill and w not in ("speedtest1", "lua") else ()):
             print(f"building {w} ({v})…", file=sys.stderr, flush=True)
             jobs.append((w, v, build(w, v)))
     cpu: dict[tuple[str, str], list[float]] = {(w, v): [] for w, v, _ in jobs}
@@ -146,7 +148,9 @@ def main() -> int:
             row["instructions"] = instructions(exe, WORKLOADS[w][1])
         rows.append(row)
     base = {r["workload"]: r for r in rows if r["variant"] == "plain"}
-    print(f"\nload average {load:.1f}; {a.runs} rounds; medians; ratio = variant / plain\n")
+    nopie = {r["workload"]: r for r in rows if r["variant"] == "nopie"}
+    print(f"\nload average {load:.1f}; {a.runs} rounds; medians; ratio = variant / plain "
+          f"(in brackets: / nopie)\n")
     print("| workload | variant | CPU s | CPU × | wall s | wall × |" + (" instructions × |" if a.ir else "")
           + " .text bytes | .text × | map bytes |")
     print("| --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if a.ir else "") + " ---: | ---: | ---: |")
@@ -155,14 +159,20 @@ def main() -> int:
         r["cpu_ratio"] = r["cpu_median"] / b["cpu_median"]
         r["wall_ratio"] = r["wall_median"] / b["wall_median"]
         r["text_ratio"] = r["text_bytes"] / b["text_bytes"]
+        n = nopie[r["workload"]]
+        r["cpu_ratio_nopie"] = r["cpu_median"] / n["cpu_median"]
         ir = ""
         if a.ir:
             r["ir_ratio"] = (r["instructions"] / b["instructions"]
                              if r.get("instructions") and b.get("instructions") else None)
-            ir = f" {r['ir_ratio']:.3f} |" if r["ir_ratio"] else " – |"
+            r["ir_ratio_nopie"] = (r["instructions"] / n["instructions"]
+                                   if r.get("instructions") and n.get("instructions") else None)
+            ir = (f" {r['ir_ratio']:.3f} ({r['ir_ratio_nopie']:.3f}) |" if r["ir_ratio"] and r["ir_ratio_nopie"]
+                  else " – |")
         print(f"| {r['workload']} `{' '.join(Path(x).name if '/' in x else x for x in r['args'])}` | "
-              f"{r['variant']} | {r['cpu_median']:.3f} | {r['cpu_ratio']:.3f} | {r['wall_median']:.3f} | "
-              f"{r['wall_ratio']:.3f} |{ir} {r['text_bytes']} | {r['text_ratio']:.2f} | {r['map_bytes']} |")
+              f"{r['variant']} | {r['cpu_median']:.3f} | {r['cpu_ratio']:.3f} ({r['cpu_ratio_nopie']:.3f}) | "
+              f"{r['wall_median']:.3f} | {r['wall_ratio']:.3f} |{ir} {r['text_bytes']} | {r['text_ratio']:.2f} | "
+              f"{r['map_bytes']} |")
     Path(a.json).write_text(json.dumps({"load_average": load, "runs": a.runs, "rows": rows}, indent=1) + "\n")
     print(f"\nwritten: {a.json}", file=sys.stderr)
     return 0
