@@ -283,3 +283,21 @@ def test_deferred_edges_of_some_nodes(mode):
     assert np.array_equal(some, e[mask[e["src"]]])
     assert np.array_equal(g.edges_from(mask), some)
     assert len(g.edges_from(np.zeros(len(g), bool))) == 0
+
+
+def test_crowded_buckets_same_graph():
+    """A segment of many small chunks and one big one: its buckets hold many
+    chunks (no compact index); lookups still find every chunk (C = numpy)."""
+    B, n = 0x100000, 3000
+    mem = np.zeros((n * 32 + (1 << 20)) // 8, np.uint64)
+    rnd = np.random.default_rng(5)
+    targets = B + 32 * rnd.integers(0, n, n).astype(np.uint64) + rnd.integers(0, 3, n).astype(np.uint64) * 8
+    mem[1:n * 4:4] = targets                      # word 1 of each small chunk: an interior-ish pointer
+    big = B + 32 * n
+    mem[(big - B) // 8 + 7] = B + 32 * 5          # the big chunk points back
+    t = MemTarget({B: mem.tobytes()})
+    chunks = [C(B + 32 * i, 24) for i in range(n)] + [C(big, (1 << 20) - 64)]
+    roots = [Root("value", B, 8, NODE, True, "head"), Root("value", big + 8, 8, 0, True, "into big")]
+    a = c_mark(t, chunks, roots, TYPES)
+    assert_same_graph(a, mark(t, chunks, roots, TYPES, kernel="numpy"))
+    assert a.precision.objects_reached > 10 and len(a.edges) > 10
