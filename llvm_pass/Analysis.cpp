@@ -26,6 +26,7 @@
 #include "llvm/IR/DebugProgramInstruction.h"
 #include "llvm/IR/InlineAsm.h"
 #include "llvm/IR/IntrinsicInst.h"
+#include <cstdlib>
 
 using namespace llvm;
 
@@ -871,8 +872,16 @@ void FunctionAnalyzer::run() {
         }
         }
       }
-  // Loops with no mapped call get a point at their header.
-  for (Loop *L : LI.getLoopsInPreorder()) {
+  // Loops with no mapped call get a point at their header. A stackmap makes
+  // the x86 backend keep a frame pointer in the whole function (one callee-
+  // saved register less): MAPPEDTRACE_LOOP_POINTS=0 leaves them out for
+  // builds that do not need them (only `snapshot --settle` steps threads to
+  // them).
+  static const bool LoopPoints = [] {
+    const char *E = std::getenv("MAPPEDTRACE_LOOP_POINTS");
+    return !(E && E[0] == '0');
+  }();
+  for (Loop *L : LoopPoints ? LI.getLoopsInPreorder() : SmallVector<Loop *, 4>()) {
     bool HasCall = false;
     for (BasicBlock *BB : L->blocks()) {
       for (Instruction &I : *BB)

@@ -28,17 +28,17 @@ pytestmark = pytest.mark.skipif(
     reason="LLVM 22 toolchain (clang-22, opt-22, cmake) not installed")
 
 
-def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     # MAPPEDTRACE_VERIFY=1: the pass runs the IR verifier on what it wrote
     # (clang itself compiles without the verifier).
-    env = dict(os.environ, MAPPEDTRACE_VERIFY="1")
+    env = dict(os.environ, MAPPEDTRACE_VERIFY="1", **(env or {}))
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, **kw)
 
 
-def _printer(plugin: str, ll: Path) -> dict[str, list[str]]:
-    """Run print<mappedtrace>; returns {function: [its lines]}."""
+def _printer(plugin: str, ll: Path, **env: str) -> dict[str, list[str]]:
+    """Run print<mappedtrace> (with extra environment ``env``); returns {function: [its lines]}."""
     r = _run([tc.require_tool("opt-22"), f"-load-pass-plugin={plugin}",
-              "-passes=print<mappedtrace>", "-disable-output", str(ll)])
+              "-passes=print<mappedtrace>", "-disable-output", str(ll)], env=env)
     assert r.returncode == 0, r.stderr
     out: dict[str, list[str]] = {}
     cur = None
@@ -96,6 +96,12 @@ def test_loop_without_call_gets_map_point(liveness):
     assert "0 call sites, 1 loop points" in liveness["loop_nocall"][0]
     assert _site(liveness["loop_nocall"], "loop %h")[0] == {"%p"}
     assert "0 loop points" in liveness["loop_call"][0]
+
+
+def test_loop_points_can_be_left_out(plugin):
+    off = _printer(plugin, INPUTS / "liveness.ll", MAPPEDTRACE_LOOP_POINTS="0")
+    assert "0 call sites, 0 loop points" in off["loop_nocall"][0]
+    assert off["live_across"] == _printer(plugin, INPUTS / "liveness.ll")["live_across"]
 
 
 def test_derived_pointers_recorded_as_constants(liveness):
