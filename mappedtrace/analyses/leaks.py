@@ -117,7 +117,31 @@ class _Columns:
                              self.addr[lo:hi][self.direct[lo:hi]].tolist(), types, LeakList(self, lo, hi))
 
 
-class LeakList(Sequence):
+class _View(Sequence):
+    """A read-only, list-like view whose items are made on access by ``_item``."""
+
+    def _item(self, i: int):
+        raise NotImplementedError
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._item(i)
+
+    def __iter__(self):
+        return (self._item(i) for i in range(len(self)))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (list, tuple, _View)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+
+class LeakList(_View):
     """A read-only, list-like view of leaks (:class:`Leak` made on access)."""
 
     def __init__(self, cols: _Columns | None, lo: int = 0, hi: int = 0):
@@ -126,28 +150,14 @@ class LeakList(Sequence):
     def __len__(self) -> int:
         return self._hi - self._lo
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+    def _item(self, i: int):
         return self._cols.leak(self._lo + i)
-
-    def __iter__(self):
-        return (self._cols.leak(i) for i in range(self._lo, self._hi))
-
-    def __eq__(self, other) -> bool:
-        if isinstance(other, (list, tuple, LeakList)):
-            return len(self) == len(other) and list(self) == list(other)
-        return NotImplemented
 
     def __repr__(self) -> str:
         return f"<{len(self)} leaks>"
 
 
-class StructureList(Sequence):
+class StructureList(_View):
     """A read-only, list-like view of the leaked structures, biggest first."""
 
     def __init__(self, cols: _Columns | None):
@@ -156,22 +166,8 @@ class StructureList(Sequence):
     def __len__(self) -> int:
         return 0 if self._cols is None else len(self._cols.bounds) - 1
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+    def _item(self, i: int):
         return self._cols.structure_at(i)
-
-    def __iter__(self):
-        return (self._cols.structure_at(k) for k in range(len(self)))
-
-    def __eq__(self, other) -> bool:
-        if isinstance(other, (list, tuple, StructureList)):
-            return len(self) == len(other) and list(self) == list(other)
-        return NotImplemented
 
     def __repr__(self) -> str:
         return f"<{len(self)} structures>"
