@@ -228,7 +228,8 @@ def corpus(variant: str, name: str, opt: str) -> Path:
 def spilled() -> list[str]:
     """Outputs for which mappedtrace cc had to retry with fewer recorded values in
     registers (relative to BUILD)."""
-    return sorted(str(p.relative_to(BUILD))[:-len(".spill")] for p in BUILD.rglob("*.spill"))
+    d = vdir("maps")    # builds of the current pass only (older ones stay in the cache)
+    return sorted(str(p.relative_to(BUILD))[:-len(".spill")] for p in d.rglob("*.spill")) if d.exists() else []
 
 
 def tool_versions() -> dict[str, str]:
