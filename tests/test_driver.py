@@ -17,6 +17,7 @@ import pytest
 from conftest import real_map_warnings as _real_warnings  # noqa: F401 (and the plugin fixture)
 
 from mappedtrace import driver
+from mappedtrace.formats import maps
 from mappedtrace import toolchain as tc
 
 HERE = Path(__file__).resolve().parent
@@ -95,7 +96,6 @@ def test_make_with_mappedtrace_cc(plugin, tmp_path):
     out = _run([str(tmp_path / "prog"), "a", "b"])
     assert out.returncode == 0 and out.stdout == "4 items, first x\n"
     assert {".mtmap", ".llvm_stackmaps"} <= _sections(tmp_path / "prog")
-    maps = pytest.importorskip("mappedtrace.formats.maps")
     bm = maps.BinaryMaps.load(str(tmp_path / "prog"))
     names = {f.name for f in bm.functions}
     assert {"main", "push", "count"} <= names          # two translation units, two chunks
@@ -154,7 +154,6 @@ def test_cc_lto_runs_the_pass_in_lld(plugin, tmp_path, lto):
     r = _run([MT, "cc", "-O2", lto, "-o", str(exe), str(SAMPLES / "leaky.c")])
     assert r.returncode == 0, r.stderr
     assert _run([str(exe)]).stdout.endswith("kept by an interior pointer\n")
-    maps = pytest.importorskip("mappedtrace.formats.maps")
     bm = maps.BinaryMaps.load(str(exe))
     assert len(bm.records) > 10 and any(f.name == "leak_things" for f in bm.functions)
     # the pre-link compile did not instrument: one chunk only, from the link
@@ -208,7 +207,6 @@ def test_rustc_leaks_sample(plugin, tmp_path, opt):
     assert out.returncode == 0
     assert out.stdout.splitlines()[-1] == "list sum 45, config leaked into a static (8 values)"
     assert {".mtmap", ".llvm_stackmaps"} <= _sections(exe) and _no_textrel(exe)
-    maps = pytest.importorskip("mappedtrace.formats.maps")
     bm = maps.BinaryMaps.load(str(exe))
     assert not _real_warnings(bm)
     fn = {f.name: f for f in bm.functions}

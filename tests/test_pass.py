@@ -17,6 +17,7 @@ import pytest
 from conftest import real_map_warnings as _real_warnings  # noqa: F401 (and the plugin fixture)
 
 from mappedtrace import toolchain as tc
+from mappedtrace.formats import maps
 
 HERE = Path(__file__).resolve().parent
 INPUTS = HERE / "pass_inputs"
@@ -199,7 +200,6 @@ def test_leaky_records_and_maps(plugin, tmp_path, opt):
     kinds = {(i >> 40) & 0xFF for i in ids}
     assert 1 in kinds and (2 in kinds or opt == "-O0")
     assert len(set(ids)) == len(ids)
-    maps = pytest.importorskip("mappedtrace.formats.maps")
     bm = maps.BinaryMaps.load(str(exe))
     assert bm.has_maps and not _real_warnings(bm)
     assert len(bm.records) == len(ids)
@@ -249,7 +249,6 @@ def test_abi_sensitive_calls_unchanged(plugin, tmp_path, opt):
     a, b = _run([str(exe)]), _run([str(ref)])
     assert (a.returncode, a.stdout) == (b.returncode, b.stdout)
     assert "vsum 7.50" in a.stdout
-    maps = pytest.importorskip("mappedtrace.formats.maps")
     bm = maps.BinaryMaps.load(str(exe))
     main = next(f for f in bm.functions if f.name == "main")
     assert main.n_callsites >= 8  # printf (varargs, through a thunk), indirect, noreturn
@@ -264,7 +263,6 @@ def test_cxx_invokes(plugin, tmp_path, opt):
     a, b = _run([str(exe)]), _run([str(ref)])
     assert (a.returncode, a.stdout) == (b.returncode, b.stdout)
     assert "caught k=3" in a.stdout
-    maps = pytest.importorskip("mappedtrace.formats.maps")
     bm = maps.BinaryMaps.load(str(exe))
     main = next(f for f in bm.functions if f.name == "main")
     assert main.status in ("instrumented", "partial") and main.n_callsites >= 5
@@ -278,7 +276,6 @@ def test_setjmp_and_asm_skipped_with_warning(plugin, tmp_path):
     assert "plain" not in r.stderr
     out = _run([str(exe)])
     assert out.returncode == 0 and "r=7" in out.stdout
-    maps = pytest.importorskip("mappedtrace.formats.maps")
     fn = {f.name: f for f in maps.BinaryMaps.load(str(exe)).functions}
     assert fn["with_setjmp"].status == "skipped" and "setjmp" in fn["with_setjmp"].reason
     assert fn["with_asm"].status == "skipped"
@@ -302,7 +299,6 @@ def test_second_run_is_a_no_op(plugin, tmp_path):
 
 
 def test_type_table_layouts(plugin, tmp_path):
-    maps = pytest.importorskip("mappedtrace.formats.maps")
     exe = tmp_path / "types"
     _build(plugin, INPUTS / "types.c", exe, "-O1")
     assert _run([str(exe)]).returncode == 0
@@ -343,7 +339,6 @@ def test_type_table_layouts(plugin, tmp_path):
 def _pointers_at_caller_record(exe: Path, caller: str, out: Path) -> tuple[set[int], set[int]]:
     """Run ``exe`` under LLDB to ``pause_here``; returns (addresses the program
     printed as ``a=0x… b=0x… c=0x…``, pointers the caller's record locates)."""
-    maps = pytest.importorskip("mappedtrace.formats.maps")
     try:
         lldb = tc.import_lldb()
     except Exception as e:

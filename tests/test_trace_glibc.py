@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import mappedtrace
 from mappedtrace.analyses.leaks import find_leaks
+from mappedtrace.heap import glibc
+from mappedtrace.modules import ModuleMap
 from mappedtrace.roots import Root
 from mappedtrace.trace import mark
 
 from test_trace_helpers import GLOBALS, SAMPLES, build, start, stop, structs_types
 from test_trace_structs import KEPT, LEAKED, assert_same_graph
-
-glibc = pytest.importorskip("mappedtrace.heap.glibc")
-from mappedtrace.modules import ModuleMap  # noqa: E402
 
 
 def test_mark_over_glibc_heap(tmp_path):
