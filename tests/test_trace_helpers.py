@@ -19,29 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from mappedtrace.formats.mtmap import Slot, TypeInfo
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 
 
-@dataclass(frozen=True)
-class S:                       # shaped like mappedtrace.formats Slot
-    offset: int
-    target: int
-    count: int = 1
-    stride: int = 0
-    flags: int = 0
-
-
-@dataclass(frozen=True)
-class T:                       # shaped like mappedtrace.formats TypeInfo
-    id: int
-    name: str
-    size: int
-    kind: str
-    flags: int = 0
-    slots: tuple = ()
-    elem_type: int = 0
-    flex_offset: int = 0
+S, T = Slot, TypeInfo          # short names for the type tables built here
 
 
 @dataclass(frozen=True)

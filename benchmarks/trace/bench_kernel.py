@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from mappedtrace.errors import TargetFault  # noqa: E402
+from mappedtrace.formats.mtmap import Slot, TypeInfo  # noqa: E402
 from mappedtrace.roots import Root  # noqa: E402
 from mappedtrace.target.base import Mapping, Target  # noqa: E402
 from mappedtrace.trace import mark  # noqa: E402
@@ -32,25 +32,7 @@ BASE, GLOBAL = 0x10000000, 0x1000
 STRIDE, SIZE = 256, 248
 
 
-@dataclass(frozen=True)
-class S:
-    offset: int
-    target: int
-    count: int = 1
-    stride: int = 0
-    flags: int = 0
-
-
-@dataclass(frozen=True)
-class T:
-    id: int
-    name: str
-    size: int
-    kind: str
-    flags: int = 0
-    slots: tuple = ()
-    elem_type: int = 0
-    flex_offset: int = 0
+S, T = Slot, TypeInfo          # short names for the type tables built here
 
 
 class BufTarget(Target):

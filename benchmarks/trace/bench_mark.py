@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,31 +29,14 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 import mappedtrace  # noqa: E402
 from mappedtrace.analyses.leaks import find_leaks  # noqa: E402
+from mappedtrace.formats.mtmap import Slot, TypeInfo  # noqa: E402
 from mappedtrace.heap.glibc import GlibcHeap  # noqa: E402
 from mappedtrace.modules import ModuleMap  # noqa: E402
 from mappedtrace.roots import Root  # noqa: E402
 from mappedtrace.trace import mark  # noqa: E402
 
 
-@dataclass(frozen=True)
-class S:
-    offset: int
-    target: int
-    count: int = 1
-    stride: int = 0
-    flags: int = 0
-
-
-@dataclass(frozen=True)
-class T:
-    id: int
-    name: str
-    size: int
-    kind: str
-    flags: int = 0
-    slots: tuple = ()
-    elem_type: int = 0
-    flex_offset: int = 0
+S, T = Slot, TypeInfo          # short names for the type tables built here
 
 
 OBJ, OBJP, OBJPP = 0x11, 0x12, 0x13

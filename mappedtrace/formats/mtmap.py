@@ -66,9 +66,9 @@ class Slot:
 
     offset: int
     target: int
-    count: int
-    stride: int
-    flags: int
+    count: int = 1
+    stride: int = 0
+    flags: int = 0
 
 
 @dataclass
@@ -79,10 +79,10 @@ class TypeInfo:
     name: str
     size: int
     kind: str
-    flags: int
-    slots: list[Slot]
-    elem_type: int
-    flex_offset: int
+    flags: int = 0
+    slots: list[Slot] | tuple = ()
+    elem_type: int = 0
+    flex_offset: int = 0
 
 
 @dataclass
