@@ -470,7 +470,7 @@ def render(res: dict) -> str:
             L.append(f"| {r['heap_mib']} MiB | {n} | "
                      + (f"{mk['attach_s'] + mk['heap_walk_s']:.2f} | {mk['mark_s_median']:.3f} | "
                         f"{mk['mobj_per_s_median']:.3f} | {mk['gb_per_s_median']:.3f} | " if mk else
-                        f"error | error | – | – | ")
+                        "error | error | – | – | ")
                      + (f"{e['leaks_s_median']:.2f} | {', '.join(f'{x:.1f}' for x in e['leaks_s_all'])} | "
                         f"{e['leaked_objects']} / {e['expected_leaked_at_least']} | {e['leaks_s_median'] / n * 1e6:.1f} |"
                         if e else "error | – | – | – |"))

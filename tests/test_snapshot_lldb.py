@@ -6,7 +6,6 @@ both backends; registers and memory must agree.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -70,7 +70,7 @@ class MemTarget(Target):
 def gen_heap(seed: int, n: int = 600):
     rnd = random.Random(seed)
     base, glob, static = 0x10000000, 0x600000, 0x700000
-    chunks, addr, segs = [], base, []
+    chunks, addr = [], base
     for i in range(n):
         size = rnd.choice([24, 24, 40, 40, 56, 72, 104, 136])
         if rnd.random() < 0.01:

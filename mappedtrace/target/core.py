@@ -35,7 +35,7 @@ import os
 import struct
 from typing import Iterable
 
-from .base import GPR_NAMES, Mapping, Target, ThreadState, USER_REGS
+from .base import Mapping, Target, ThreadState, USER_REGS
 from .capture import PAGE, CapturedTarget, Piece, wants_copy
 from .live import ThreadSnapshot
 from ..binreader import Cursor

@@ -27,8 +27,8 @@ import os
 import struct
 import time
 
-from .base import GPR_NAMES, SETTLED, UNINSTRUMENTED, UNSETTLED, Mapping
-from .capture import CapturedTarget, Piece, _layout, _pieces_for, wants_copy
+from .base import GPR_NAMES, SETTLED, UNINSTRUMENTED, UNSETTLED
+from .capture import CapturedTarget, Piece, _layout, _pieces_for
 from .live import ThreadSnapshot, anon_file_ranges, check_pid, parse_maps, process_state, proc_meta
 from ..errors import MappedTraceError, NoSuchProcess, PermissionProblem, ToolchainError
 

@@ -31,7 +31,7 @@ import struct
 import time
 
 from . import _kernel as k
-from .base import SETTLED, UNINSTRUMENTED, UNSETTLED, NOT_SETTLED, Target, ThreadState
+from .base import SETTLED, UNINSTRUMENTED, UNSETTLED, Target, ThreadState
 from ..binreader import Cursor
 from ..errors import MappedTraceError
 

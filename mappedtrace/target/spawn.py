@@ -20,7 +20,7 @@ from typing import Callable
 from . import _kernel as k
 from .base import Target, ThreadState
 from .live import LiveTarget, parse_maps
-from ..errors import MappedTraceError, NoSuchProcess, TargetFault
+from ..errors import MappedTraceError, NoSuchProcess
 
 #: bound on stops handled while the program runs (signals, events)
 MAX_STOPS = 10_000_000
