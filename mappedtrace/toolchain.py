@@ -140,8 +140,19 @@ def lldb_python_path() -> str | None:
     return p if r.returncode == 0 and p and Path(p).is_dir() else None
 
 
+def lldb_server() -> str | None:
+    """The lldb-server LLDB should start: LLDB looks for
+    ``lldb-server-<full version>`` on PATH, which Debian does not install."""
+    srv = find_tool(f"lldb-server-{LLVM_VERSION}") or f"/usr/lib/llvm-{LLVM_VERSION}/bin/lldb-server"
+    return os.path.realpath(srv) if os.path.exists(srv) else None
+
+
 def import_lldb():
-    """Import the LLDB Python module found through ``lldb-22 -P``."""
+    """Import the LLDB Python module found through ``lldb-22 -P``, and point
+    ``LLDB_DEBUGSERVER_PATH`` at Debian's lldb-server (this process only)."""
+    server = lldb_server()
+    if server:
+        os.environ.setdefault("LLDB_DEBUGSERVER_PATH", server)
     try:
         import lldb  # type: ignore
         return lldb
@@ -152,10 +163,6 @@ def import_lldb():
         raise ToolchainError("the LLDB Python module was not found (lldb-22 -P)",
                              hint="apt-get install -y lldb-22 python3-lldb-22")
     sys.path.insert(0, p)
-    # LLDB looks for lldb-server under its unversioned name; Debian ships it here
-    server = Path(f"/usr/lib/llvm-{LLVM_VERSION}/bin/lldb-server")
-    if server.exists():
-        os.environ.setdefault("LLDB_DEBUGSERVER_PATH", str(server))
     try:
         import lldb  # type: ignore
     except ImportError as e:

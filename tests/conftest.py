@@ -58,6 +58,20 @@ def have_c_compiler() -> bool:
     return any(have(c) for c in ("cc", "gcc", "clang"))
 
 
+def lldb_or_skip():
+    """LLDB's Python module (and its lldb-server), or a skip naming what this
+    host lacks."""
+    from mappedtrace.errors import ToolchainError
+    from mappedtrace.toolchain import import_lldb
+    try:
+        lldb = import_lldb()
+    except ToolchainError as e:
+        pytest.skip(f"LLDB Python module unavailable: {e.message}")
+    if not os.environ.get("LLDB_DEBUGSERVER_PATH"):
+        pytest.skip("lldb-server-22 is not installed")
+    return lldb
+
+
 def require_plugin() -> str:
     """Path of the pass plugin, built on first use.  Skips only on a host
     without the LLVM 22 toolchain; a build failure there fails the test."""

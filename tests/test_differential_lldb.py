@@ -22,7 +22,6 @@ Run with ``-s`` to see the counts.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import lldb_or_skip
 from mappedtrace.formats import elf
 from mappedtrace.formats.maps import BinaryMaps, MapEntry, MapRecord
 from mappedtrace.target.base import DWARF_REGS
@@ -48,19 +48,7 @@ _MARK = re.compile(r"/\*\s*MT-LIVE:\s*([\w ]+?)\s*\*/")
 
 @pytest.fixture(scope="module")
 def lldb():
-    try:
-        from mappedtrace.toolchain import import_lldb
-        mod = import_lldb()
-    except Exception as e:  # ToolchainError or a broken python3-lldb
-        pytest.skip(f"LLDB Python module unavailable: {e}")
-    if "LLDB_DEBUGSERVER_PATH" not in os.environ:
-        # LLDB looks for lldb-server-<full version> on PATH; point it at Debian's.
-        import shutil
-        srv = shutil.which("lldb-server-22") or "/usr/lib/llvm-22/bin/lldb-server"
-        if not os.path.exists(srv):
-            pytest.skip("lldb-server-22 is not installed")
-        os.environ["LLDB_DEBUGSERVER_PATH"] = os.path.realpath(srv)
-    return mod
+    return lldb_or_skip()
 
 
 def _build(src: Path, opt: str, out: Path) -> str:

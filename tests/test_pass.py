@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import real_map_warnings as _real_warnings  # noqa: F401 (and the plugin fixture)
+from conftest import lldb_or_skip, real_map_warnings as _real_warnings  # noqa: F401 (and the plugin fixture)
 
 from mappedtrace import toolchain as tc
 from mappedtrace.formats import maps
@@ -339,17 +339,8 @@ def test_type_table_layouts(plugin, tmp_path):
 def _pointers_at_caller_record(exe: Path, caller: str, out: Path) -> tuple[set[int], set[int]]:
     """Run ``exe`` under LLDB to ``pause_here``; returns (addresses the program
     printed as ``a=0x… b=0x… c=0x…``, pointers the caller's record locates)."""
-    try:
-        lldb = tc.import_lldb()
-    except Exception as e:
-        pytest.skip(f"LLDB Python module unavailable: {e}")
+    lldb = lldb_or_skip()
     from mappedtrace.target.base import DWARF_REGS
-    if "LLDB_DEBUGSERVER_PATH" not in os.environ:
-        # LLDB looks for lldb-server-<full version> on PATH; name Debian's.
-        srv = shutil.which("lldb-server-22") or "/usr/lib/llvm-22/bin/lldb-server"
-        if not os.path.exists(srv):
-            pytest.skip("lldb-server-22 is not installed")
-        os.environ["LLDB_DEBUGSERVER_PATH"] = os.path.realpath(srv)
     bm = maps.BinaryMaps.load(str(exe))
     dbg = lldb.SBDebugger.Create()
     dbg.SetAsync(False)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mappedtrace.errors import MappedTraceError
+from conftest import lldb_or_skip
 from mappedtrace.target.capture import snapshot_process
 from mappedtrace.target.core import open_core
 from mappedtrace.target.live import process_state
@@ -23,12 +23,6 @@ MT = str(Path(sys.executable).parent / "mappedtrace")
 CC = shutil.which("clang-22") or shutil.which("cc") or shutil.which("gcc")
 
 
-def _lldb_or_skip():
-    try:
-        from mappedtrace.target.lldb_backend import _lldb
-        return _lldb()
-    except MappedTraceError as e:
-        pytest.skip(f"LLDB Python module unavailable: {e.message}")
 
 
 @pytest.fixture
@@ -50,7 +44,7 @@ def blocked(tmp_path):
 
 
 def test_lldb_agrees_with_ptrace(blocked):
-    _lldb_or_skip()
+    lldb_or_skip()
     from mappedtrace.target.lldb_backend import snapshot_lldb
     p, want = blocked
     a = snapshot_lldb(p.pid)
@@ -80,7 +74,7 @@ def test_lldb_agrees_with_ptrace(blocked):
 
 
 def test_cli_lldb_backend(blocked, tmp_path):
-    _lldb_or_skip()
+    lldb_or_skip()
     p, _ = blocked
     core = tmp_path / "l.core"
     r = subprocess.run([MT, "snapshot", str(p.pid), "-o", str(core), "--backend", "lldb", "--json"],

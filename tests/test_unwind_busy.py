@@ -21,7 +21,8 @@ from mappedtrace.target.base import GPR_NAMES, Target, ThreadState
 from mappedtrace.target.live import parse_maps
 from mappedtrace.unwind import Unwinder
 
-from test_unwind_support import SAMPLES, Parked, Tally, build_c, compare, lldb_frames, lldb_module
+from conftest import lldb_or_skip
+from test_unwind_support import SAMPLES, Parked, Tally, build_c, compare, lldb_frames
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -77,7 +78,7 @@ def _build_instrumented(tmp_path, flags: list[str]) -> str:
 
 @pytest.mark.parametrize("opt", ["-O0", "-O2", "-O2 -fomit-frame-pointer", "-O2 vdso", "mappedtrace-cc -O2"])
 def test_interruption_points_match_lldb(tmp_path, opt):
-    lldb = lldb_module()
+    lldb = lldb_or_skip()
     flags = [f for f in opt.split() if f.startswith("-")]
     if opt.startswith("mappedtrace-cc"):
         exe = _build_instrumented(tmp_path, flags)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import mappedtrace
+from conftest import lldb_or_skip
 from mappedtrace.target.base import CALLEE_SAVED
 from mappedtrace.unwind import Frame, Unwinder
 
@@ -100,20 +101,6 @@ def ours(pid: int) -> tuple[dict[int, list[Frame]], list[str]]:
 
 # --- LLDB ------------------------------------------------------------------------
 
-def lldb_module():
-    from mappedtrace.errors import ToolchainError
-    from mappedtrace.toolchain import import_lldb
-    try:
-        lldb = import_lldb()
-    except ToolchainError as e:
-        pytest.skip(f"LLDB is not available: {e.message}")
-    if "LLDB_DEBUGSERVER_PATH" not in os.environ:
-        srv = shutil.which("lldb-server-22") or "/usr/lib/llvm-22/bin/lldb-server"
-        if not os.path.exists(srv):
-            pytest.skip("lldb-server-22 is not installed")
-        # LLDB looks for lldb-server-<full version> next to liblldb; name it
-        os.environ["LLDB_DEBUGSERVER_PATH"] = os.path.realpath(srv)
-    return lldb
 
 
 @dataclass
@@ -151,7 +138,7 @@ def lldb_frames(sbthread, limit: int = 512) -> list[LFrame]:
 
 def theirs(pid: int) -> dict[int, list[LFrame]]:
     """LLDB's backtraces of every thread of ``pid`` (attach, read, detach)."""
-    lldb = lldb_module()
+    lldb = lldb_or_skip()
     dbg = lldb.SBDebugger.Create(False)
     try:
         dbg.SetAsync(False)

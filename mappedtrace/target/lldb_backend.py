@@ -36,15 +36,10 @@ from ..errors import MappedTraceError, NoSuchProcess, PermissionProblem, Toolcha
 _LLDB_NAME = {"eflags": "rflags"}
 _NO_SYSCALL = (1 << 64) - 1
 _CHUNK = 16 << 20
-LLDB_SERVER = "/usr/lib/llvm-22/bin/lldb-server"
 
 
 def _lldb():
     from ..toolchain import import_lldb
-    # lldb-22 looks for lldb-server-22.x.y on PATH; Debian installs it under
-    # /usr/lib/llvm-22/bin only.  Point LLDB at it (this process only).
-    if "LLDB_DEBUGSERVER_PATH" not in os.environ and os.path.exists(LLDB_SERVER):
-        os.environ["LLDB_DEBUGSERVER_PATH"] = LLDB_SERVER
     return import_lldb()
 
 
