@@ -58,6 +58,22 @@ def have_c_compiler() -> bool:
     return any(have(c) for c in ("cc", "gcc", "clang"))
 
 
+def build_sample(src: Path, opt: str, out: Path) -> str:
+    """Build a C or Rust sample with ``mappedtrace cc``/``rustc`` at ``opt``
+    (``-O0``, ``-O2``…) and ``-g``; a failed build fails the test."""
+    if src.suffix == ".rs":
+        if not shutil.which("rustc"):
+            pytest.skip("rustc is not installed")
+        cmd = [sys.executable, "-m", "mappedtrace", "rustc", "-C", f"opt-level={opt.lstrip('-O')}", "-g",
+               "-o", str(out), str(src)]
+    else:
+        cmd = [sys.executable, "-m", "mappedtrace", "cc", opt, "-g", "-o", str(out), str(src)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=out.parent)
+    if r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd[3:])} failed ({r.returncode}):\n{r.stderr.strip()}")
+    return str(out)
+
+
 def lldb_or_skip():
     """LLDB's Python module (and its lldb-server), or a skip naming what this
     host lacks."""

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conftest import lldb_or_skip
+from conftest import build_sample, lldb_or_skip
 from mappedtrace.formats import elf
 from mappedtrace.formats.maps import BinaryMaps, MapEntry, MapRecord
 from mappedtrace.target.base import DWARF_REGS
@@ -49,22 +47,6 @@ _MARK = re.compile(r"/\*\s*MT-LIVE:\s*([\w ]+?)\s*\*/")
 @pytest.fixture(scope="module")
 def lldb():
     return lldb_or_skip()
-
-
-def _build(src: Path, opt: str, out: Path) -> str:
-    if src.suffix == ".rs":
-        import shutil
-        if not shutil.which("rustc"):
-            pytest.skip("rustc is not installed")
-        cmd = [sys.executable, "-m", "mappedtrace", "rustc", "-C", f"opt-level={opt.lstrip('-O')}", "-g",
-               "-o", str(out), str(src)]
-    else:
-        cmd = [sys.executable, "-m", "mappedtrace", "cc", opt, "-g", "-o", str(out), str(src)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=out.parent)
-    if r.returncode != 0:
-        err = r.stderr.strip()
-        raise AssertionError(f"mappedtrace cc {opt} {src.name} failed ({r.returncode}):\n{err}")
-    return str(out)
 
 
 def markers(src: Path) -> dict[int, set[str]]:
@@ -384,7 +366,7 @@ def _report(name: str, st: Stats) -> str:
 @pytest.mark.parametrize("sample", SAMPLES)
 def test_maps_agree_with_lldb(lldb, tmp_path, sample, opt):
     src = REPO / "samples" / sample
-    exe = _build(src, opt, tmp_path / (src.stem + opt))
+    exe = build_sample(src, opt, tmp_path / (src.stem + opt))
     st = run_differential(lldb, exe, src, tmp_path)
     print(_report(f"{sample} {opt}", st))
     assert st.sites > 0, "no mapped call sites: the pass mapped nothing"

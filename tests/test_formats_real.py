@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,34 +18,20 @@ from pathlib import Path
 import pytest
 
 import mapgen as mg
+from conftest import build_sample
 from mappedtrace.formats import elf, stackmap
 from mappedtrace.formats.maps import CALLEE_SAVED_DWARF, BinaryMaps
 
 REPO = Path(__file__).resolve().parent.parent
 BUILDS = [("leaky.c", "-O0"), ("leaky.c", "-O2"), ("diff_lists.c", "-O2"), ("diff_tree.c", "-O0"),
-          ("rust/leaks.rs", "0"), ("rust/leaks.rs", "2")]
-
-
-def build(src: Path, opt: str, out: Path) -> str:
-    """Build a sample with the MappedTrace drivers (a failure fails the test)."""
-    if src.suffix == ".rs":
-        if not shutil.which("rustc"):
-            pytest.skip("rustc is not installed")
-        cmd = [sys.executable, "-m", "mappedtrace", "rustc", "-C", f"opt-level={opt}", "-g", "-o", str(out), str(src)]
-    else:
-        cmd = [sys.executable, "-m", "mappedtrace", "cc", opt, "-g", "-o", str(out), str(src)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=out.parent)
-    if r.returncode != 0:
-        err = r.stderr.strip()
-        raise AssertionError(f"{' '.join(cmd[3:])} failed ({r.returncode}):\n{err}")
-    return str(out)
+          ("rust/leaks.rs", "-O0"), ("rust/leaks.rs", "-O2")]
 
 
 @pytest.fixture(scope="module", params=BUILDS, ids=[f"{s}{o}" for s, o in BUILDS])
 def binary(request, tmp_path_factory):
     src, opt = request.param
     d = tmp_path_factory.mktemp("real")
-    return build(REPO / "samples" / src, opt, d / (Path(src).stem + opt.lstrip("-")))
+    return build_sample(REPO / "samples" / src, opt, d / (Path(src).stem + opt.lstrip("-")))
 
 
 def test_every_table_agrees_with_readobj(binary, tmp_path):
