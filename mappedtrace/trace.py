@@ -69,16 +69,10 @@ from .errors import BadData, MappedTraceError, TargetFault
 from .graph import (EDGE_DTYPE, EDGE_EXACT, EDGE_TYPEDSCAN, EDGE_UNREACHED, EDGE_WEAK,
                     HOW_CONSERVATIVE, HOW_TYPED, HOW_UNREACHED, ROOT_EDGE_DTYPE, HeapGraph,
                     Precision, frame_counts)
+from .formats.mtmap import SLOT_CONSERVATIVE, SLOT_FUNCTION, SLOT_UNTYPED, SLOT_WEAK, TYPE_FLEX  # mirrored in _mark.c
 from .roots import Root
 from .target.base import new_buffer
 
-# FORMAT.md §2 (same values as mappedtrace.formats)
-SLOT_UNTYPED = 0x1
-SLOT_FUNCTION = 0x2
-SLOT_CONSERVATIVE = 0x4
-SLOT_WEAK = 0x8
-TYPE_HAS_UNION = 0x1
-TYPE_FLEX = 0x2
 
 # node state bits (mirrored in _mark.c)
 ST_REACHED = 0x01
@@ -1008,7 +1002,6 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
     type_ids = np.where(reached, type_ids, 0).astype(np.uint64)
     ambiguous = (st & ST_AMBIG) != 0
     e = out.edges
-    maker = None
     if e is None:
         # deferred edges (C kernel): counted by kind; an ambiguous node's typed-scan edges are dropped
         nexact, ntcons, ncons, _ = out.edge_counts
@@ -1026,6 +1019,7 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
                 m = m[~(amb[m["src"]] & ((m["flags"] & EDGE_TYPEDSCAN) != 0))]
             return m
     else:
+        maker = None
         if len(e):
             if ambiguous.any():
                 drop = ambiguous[e["src"]] & ((e["flags"] & EDGE_TYPEDSCAN) != 0)
