@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import re
-import select
 import shutil
 import signal
 import statistics
@@ -47,6 +46,9 @@ PY = sys.executable
 sys.path.insert(0, str(HERE / "accuracy"))
 
 import builds  # noqa: E402
+
+sys.path.insert(0, str(HERE / "trace"))
+from bench_mark import start_heap  # noqa: E402
 
 SECTIONS = ["accuracy", "overhead", "snapshot", "trace"]
 QUICK_PROGRAMS = "dropped_list,stale_slot,cycle,no_leaks,lua+leak"
@@ -174,16 +176,8 @@ def _mark_bench(objects: int, reps: int) -> dict:
 
 def _e2e_leaks(exe: Path, objects: int, reps: int, tmp: Path) -> dict:
     """Wall time of ``mappedtrace leaks PID --json F`` on bench_heap built with the maps."""
-    p = subprocess.Popen([str(exe), str(objects), "248"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    p, _info = start_heap(exe, objects, 248, timeout=300)
     try:
-        buf = b""
-        deadline = time.monotonic() + 300
-        while b"ready\n" not in buf and time.monotonic() < deadline and p.poll() is None:
-            ready, _, _ = select.select([p.stdout], [], [], 1.0)
-            if ready:
-                buf += os.read(p.stdout.fileno(), 4096)
-        if b"ready\n" not in buf:
-            raise RuntimeError(f"bench_heap {objects} did not get ready")
         with open(f"/proc/{p.pid}/status") as f:
             rss_kib = int(next(l for l in f if l.startswith("VmRSS")).split()[1])
         times, leaked = [], []

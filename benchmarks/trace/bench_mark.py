@@ -42,19 +42,30 @@ S, T = Slot, TypeInfo          # short names for the type tables built here
 OBJ, OBJP, OBJPP = 0x11, 0x12, 0x13
 
 
+def start_heap(exe: Path, n: int, size: int, timeout: float = 600) -> tuple[subprocess.Popen, dict]:
+    """Start bench_heap with ``n`` objects of ``size`` bytes and wait for its
+    ``ready`` line; returns the process and the ``key value`` lines it printed.
+    The caller kills it."""
+    proc = subprocess.Popen([str(exe), str(n), str(size)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"ready\n" not in buf and time.monotonic() < deadline and proc.poll() is None:
+        r, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if r:
+            buf += os.read(proc.stdout.fileno(), 4096)
+    if b"ready\n" not in buf:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"bench_heap {n} {size} did not get ready")
+    return proc, dict(l.split()[:2] for l in buf.decode().splitlines() if len(l.split()) >= 2)
+
+
 def run(n: int, size: int, kernels: list[str], modes: list[str], leaks: bool, repeat: int = 1) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_mark_"))
     exe = tmp / "bench_heap"
     subprocess.run(["cc", "-O2", "-o", str(exe), str(HERE / "bench_heap.c")], check=True)
-    proc = subprocess.Popen([str(exe), str(n), str(size)], stdout=subprocess.PIPE)
+    proc, info = start_heap(exe, n, size)
     try:
-        buf = b""
-        deadline = time.monotonic() + 600
-        while b"ready\n" not in buf and time.monotonic() < deadline and proc.poll() is None:
-            r, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if r:
-                buf += os.read(proc.stdout.fileno(), 4096)
-        info = dict(l.split()[:2] for l in buf.decode().splitlines() if len(l.split()) >= 2)
         table = int(info["table"], 16)
         types = {OBJ: T(OBJ, "struct obj", size, "struct", 0, (S(0, OBJ), S(8, OBJ))),
                  OBJP: T(OBJP, "struct obj*", 8, "pointer", 0, (S(0, OBJ),)),
