@@ -252,20 +252,8 @@ def _f(x, fmt: str = "{:.2f}") -> str:
 
 def _acc_totals(acc: dict, real: bool) -> dict:
     """found/missed/false per tool over the corpus (real=False) or the real programs."""
-    tot: dict = {}
-    for case in acc.get("cases", []):
-        is_real = case["program"].startswith(("sqlite", "lua"))
-        if is_real != real:
-            continue
-        for tool, s in case["tools"].items():
-            t = tot.setdefault(tool, {"found": 0, "missed": 0, "false": 0, "truth": 0, "errors": 0, "cases": 0})
-            t["cases"] += 1
-            if "found" not in s:
-                t["errors"] += 1
-                continue
-            for k in ("found", "missed", "false", "truth"):
-                t[k] += s[k]
-    return tot
+    return builds.totals([c for c in acc.get("cases", [])
+                          if c["program"].startswith(("sqlite", "lua")) == real])
 
 
 def _acc_cell(t: dict | None) -> str:

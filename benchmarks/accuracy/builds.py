@@ -225,6 +225,28 @@ def corpus(variant: str, name: str, opt: str) -> Path:
     return out
 
 
+def totals(cases: list[dict], tools=None) -> dict:
+    """found/missed/false/truth per tool summed over accuracy cases; a run that
+    failed counts in ``errors``. With ``tools``, every case counts for each of
+    them (a tool missing from a case is an error); without, the tools the cases
+    name, each over the cases that ran it."""
+    names = list(tools) if tools is not None else list(dict.fromkeys(t for c in cases for t in c["tools"]))
+    tot: dict = {}
+    for tool in names:
+        t = tot[tool] = {"found": 0, "missed": 0, "false": 0, "truth": 0, "errors": 0, "cases": 0}
+        for case in cases:
+            if tools is None and tool not in case["tools"]:
+                continue
+            s = case["tools"].get(tool, {})
+            t["cases"] += 1
+            if "found" not in s:
+                t["errors"] += 1
+                continue
+            for k in ("found", "missed", "false", "truth"):
+                t[k] += s[k]
+    return tot
+
+
 def spilled() -> list[str]:
     """Outputs for which mappedtrace cc had to retry with fewer recorded values in
     registers (relative to BUILD)."""

@@ -165,23 +165,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"truth {s['truth']:3}  found {s['found']:3}  missed {s['missed']:3}  false {s['false']:3}"
                 f"  {s['seconds']:.2f} s" if "found" in s else f"ERROR {s['error']}"), flush=True)
         results.append(row)
-    totals = {}
-    for tool in tools:
-        t = {"found": 0, "missed": 0, "false": 0, "truth": 0, "errors": 0, "cases": 0}
-        for row in results:
-            s = row["tools"].get(tool, {})
-            t["cases"] += 1
-            if "found" not in s:
-                t["errors"] += 1
-                continue
-            for k in ("found", "missed", "false", "truth"):
-                t[k] += s[k]
-        totals[tool] = t
-    out = {"cases": results, "totals": totals,
+    out = {"cases": results, "totals": builds.totals(results, tools),
            "command": " ".join(["benchmarks/accuracy/run.py", *(argv if argv is not None else sys.argv[1:])])}
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
-    for tool, t in totals.items():
+    for tool, t in out["totals"].items():
         print(f"TOTAL {tool:12} truth {t['truth']}  found {t['found']}  missed {t['missed']}  "
               f"false {t['false']}  errors {t['errors']}/{t['cases']}")
     return 0
