@@ -261,13 +261,17 @@ uint64_t TypeTable::idOfDI(const DIType *T, unsigned Depth) {
   if (It != DIIds.end())
     return It->second;
   uint64_t Id = 0;
-  if (auto *B = dyn_cast<DIBasicType>(T)) {
+  // A scalar (base type, or anything without pointers we do not model).
+  auto Scalar = [&](const DIType *S) {
     TypeRec R;
-    R.Size = B->getSizeInBits() / 8;
-    R.Name = B->getName().str();
+    R.Size = S->getSizeInBits() / 8;
+    R.Name = S->getName().str();
     R.Kind = KScalar;
     R.Id = fnv1a("base:" + R.Name + ":" + std::to_string(R.Size));
-    Id = add(std::move(R));
+    return add(std::move(R));
+  };
+  if (auto *B = dyn_cast<DIBasicType>(T)) {
+    Id = Scalar(B);
   } else if (auto *D = dyn_cast<DIDerivedType>(T)) {
     if (isPointerTag(D->getTag()) || D->getTag() == dwarf::DW_TAG_ptr_to_member_type) {
       const DIType *Base = strip(D->getBaseType());
@@ -315,12 +319,7 @@ uint64_t TypeTable::idOfDI(const DIType *T, unsigned Depth) {
     R.Id = fnv1a("fn");
     Id = add(std::move(R));
   } else {
-    TypeRec R;
-    R.Size = T->getSizeInBits() / 8;
-    R.Name = T->getName().str();
-    R.Kind = KScalar;
-    R.Id = fnv1a("base:" + R.Name + ":" + std::to_string(R.Size));
-    Id = add(std::move(R));
+    Id = Scalar(T);
   }
   DIIds[T] = Id;
   return Id;
