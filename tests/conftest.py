@@ -21,6 +21,18 @@ def have(tool: str) -> bool:
     return shutil.which(tool) is not None
 
 
+def need(*tools: str) -> None:
+    """Skip the test unless this host has every tool: a name on PATH (an LLVM
+    ``x-22`` also in /usr/lib/llvm-22/bin), or ``"cc"`` for any C compiler."""
+    def ok(t: str) -> bool:
+        if t == "cc":
+            return have_c_compiler()
+        return have(t) or (t.endswith("-22") and os.access(f"/usr/lib/llvm-22/bin/{t[:-3]}", os.X_OK))
+    missing = [t for t in tools if not ok(t)]
+    if missing:
+        pytest.skip(f"not installed on this host: {', '.join('a C compiler' if t == 'cc' else t for t in missing)}")
+
+
 @pytest.fixture(scope="session")
 def mt_cmd() -> list[str]:
     """The mappedtrace command line as installed in this environment."""
@@ -62,8 +74,7 @@ def build_sample(src: Path, opt: str, out: Path) -> str:
     """Build a C or Rust sample with ``mappedtrace cc``/``rustc`` at ``opt``
     (``-O0``, ``-O2``…) and ``-g``; a failed build fails the test."""
     if src.suffix == ".rs":
-        if not shutil.which("rustc"):
-            pytest.skip("rustc is not installed")
+        need("rustc")
         cmd = [sys.executable, "-m", "mappedtrace", "rustc", "-C", f"opt-level={opt.lstrip('-O')}", "-g",
                "-o", str(out), str(src)]
     else:

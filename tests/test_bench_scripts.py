@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, have
+from conftest import ROOT, need
 
 RUN = ROOT / "benchmarks" / "run.py"
 
@@ -25,8 +25,7 @@ def _lsan_works(tmp: Path) -> bool:
 
 @pytest.mark.timeout(200)
 def test_umbrella_accuracy_on_one_program(tmp_path: Path) -> None:
-    if not have("clang-22"):
-        pytest.skip("clang-22 missing")
+    need("clang-22")
     tools = ["mappedtrace"]
     if _lsan_works(tmp_path):
         tools.append("lsan")
@@ -91,8 +90,7 @@ def test_plot_from_results(tmp_path: Path) -> None:
 def test_overhead_benchmark_on_one_workload(tmp_path: Path) -> None:
     """benchmarks/overhead/run.py builds the three variants, runs them and writes
     the figures (one round of list_walk; instruction counts left out)."""
-    if not have("clang-22"):
-        pytest.skip("clang-22 missing")
+    need("clang-22")
     js = tmp_path / "overhead.json"
     env = dict(os.environ, MT_BENCH_BUILD=str(tmp_path / "build"))
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead" / "run.py"), "--runs", "1",

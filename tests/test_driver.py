@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import real_map_warnings as _real_warnings  # noqa: F401 (and the plugin fixture)
+from conftest import need, real_map_warnings as _real_warnings  # noqa: F401 (and the plugin fixture)
 
 from mappedtrace import driver
 from mappedtrace.formats import maps
@@ -87,8 +87,7 @@ _MAKE_PROJECT = {
 
 @needs_llvm
 def test_make_with_mappedtrace_cc(plugin, tmp_path):
-    if not shutil.which("make"):
-        pytest.skip("make not installed")
+    need("make")
     for name, text in _MAKE_PROJECT.items():
         (tmp_path / name).write_text(text)
     r = _run(["make", f"CC={MT} cc", "-j2"], cwd=tmp_path)
@@ -126,8 +125,7 @@ def test_cc_passthrough_modes(plugin, tmp_path):
 
 def test_cc_command_line(tmp_path):
     # How flags are added, without running anything.
-    if not tc.find_tool("clang-22"):
-        pytest.skip("clang-22 not installed")
+    need("clang-22")
     p = "/x/MappedTracePass.so"
     cmd = driver.cc_command(["-O2", "-c", "a.c"], plugin=p)
     assert f"-fpass-plugin={p}" in cmd and "-g" in cmd and "-fno-pie" in cmd
@@ -148,8 +146,7 @@ def test_cc_command_line(tmp_path):
 @needs_llvm
 @pytest.mark.parametrize("lto", ["-flto", "-flto=thin"])
 def test_cc_lto_runs_the_pass_in_lld(plugin, tmp_path, lto):
-    if not tc.find_tool("ld.lld-22"):
-        pytest.skip("lld-22 not installed")
+    need("ld.lld-22")
     exe = tmp_path / "leaky"
     r = _run([MT, "cc", "-O2", lto, "-o", str(exe), str(SAMPLES / "leaky.c")])
     assert r.returncode == 0, r.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import mapgen as mg
+from conftest import need
 from mappedtrace.errors import BadData
 from mappedtrace.formats import elf
 from mappedtrace.formats.maps import SKIPPED_NO_MTMAP, BinaryMaps
@@ -18,8 +19,7 @@ INPUTS = Path(__file__).parent / "stackmap_inputs"
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    if not all(mg.tool(t) for t in ("llc-22", "clang-22", "llvm-objcopy-22")):
-        pytest.skip("needs llc-22, clang-22, llvm-objcopy-22")
+    need("llc-22", "clang-22", "llvm-objcopy-22")
     return mg.build_sample_binary(tmp_path_factory.mktemp("maps"))
 
 

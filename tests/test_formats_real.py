@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import mapgen as mg
-from conftest import build_sample
+from conftest import build_sample, need
 from mappedtrace.formats import elf, stackmap
 from mappedtrace.formats.maps import CALLEE_SAVED_DWARF, BinaryMaps
 
@@ -35,8 +35,7 @@ def binary(request, tmp_path_factory):
 
 
 def test_every_table_agrees_with_readobj(binary, tmp_path):
-    if not (mg.tool("llvm-readobj-22") and mg.tool("llvm-objcopy-22")):
-        pytest.skip("needs llvm-readobj-22 and llvm-objcopy-22")
+    need("llvm-readobj-22", "llvm-objcopy-22")
     data = elf.section_bytes(binary, ".llvm_stackmaps")
     assert data, "no .llvm_stackmaps"
     tables = stackmap.decode(data, f"{binary}: .llvm_stackmaps")

@@ -58,6 +58,11 @@ def _can_trace() -> bool:
         return True
 
 
+def _need_trace() -> None:
+    if not _can_trace():
+        pytest.skip("ptrace of a child is not permitted here (Yama ptrace_scope)")
+
+
 def _libc_debug_file() -> str | None:
     for path in ("/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"):
         if os.path.exists(path):
@@ -67,8 +72,7 @@ def _libc_debug_file() -> str | None:
 
 @pytest.fixture(scope="module")
 def bins(tmp_path_factory) -> dict[str, Path]:
-    if not _can_trace():
-        pytest.skip("ptrace of a child is not permitted here")
+    _need_trace()
     d = tmp_path_factory.mktemp("heap")
     out = {}
     for name in ("heap_pattern", "heap_corrupt"):
@@ -335,8 +339,7 @@ int main(int argc, char **argv) {
 @pytest.mark.parametrize("allocate", [False, True], ids=["no-malloc", "one-mmapped"])
 def test_program_without_brk_heap(tmp_path, debug, allocate):
     """No malloc at all (main_arena never initialised), or one mmapped block plus tcache."""
-    if not _can_trace():
-        pytest.skip("ptrace of a child is not permitted here")
+    _need_trace()
     src = tmp_path / "n.c"
     src.write_text(NO_MALLOC_C)
     exe = tmp_path / "n"
@@ -456,8 +459,7 @@ def test_rust_program(tmp_path, debug):
     rustc = shutil.which("rustc")
     if rustc is None:
         pytest.skip("rustc is not installed")
-    if not _can_trace():
-        pytest.skip("ptrace of a child is not permitted here")
+    _need_trace()
     src = tmp_path / "r.rs"
     src.write_text(RUST_SRC)
     exe = tmp_path / "r"
@@ -591,8 +593,7 @@ int main(void) {
 def test_foreign_sbrk_gap(tmp_path, debug):
     """A program moves the brk itself between mallocs: glibc closes the old segment with two
     fence posts and goes on after the foreign bytes; the walk crosses the gap."""
-    if not _can_trace():
-        pytest.skip("ptrace of a child is not permitted here")
+    _need_trace()
     src = tmp_path / "f.c"
     src.write_text(FOREIGN_SBRK_C)
     exe = tmp_path / "f"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import mapgen as mg
+from conftest import need
 from mappedtrace.formats import elf
 from mappedtrace.formats.maps import BinaryMaps
 
@@ -36,8 +37,7 @@ def _one_line_error(r: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    if not all(mg.tool(t) for t in ("llc-22", "clang-22", "llvm-objcopy-22")):
-        pytest.skip("needs llc-22, clang-22, llvm-objcopy-22")
+    need("llc-22", "clang-22", "llvm-objcopy-22")
     return mg.build_sample_binary(tmp_path_factory.mktemp("cli"))
 
 

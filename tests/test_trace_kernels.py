@@ -18,13 +18,12 @@ from mappedtrace.errors import BadData, MappedTraceError, TargetFault
 from mappedtrace.roots import Root
 from mappedtrace.target.base import Mapping, Target
 
-from conftest import have_c_compiler
+from conftest import need
 
 
 def c_mark(*args, **kw):
     """mark() with the C kernel; skips only on a host without a C compiler."""
-    if not have_c_compiler():
-        pytest.skip("no C compiler to build the marking kernel")
+    need("cc")
     return mark(*args, kernel="c", **kw)
 from mappedtrace.trace import mark
 
@@ -216,8 +215,7 @@ def test_kernel_build_cache_and_fallback(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("MAPPEDTRACE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(_markkernel, "_loaded", None)
     monkeypatch.setattr(_markkernel, "_failed", False)
-    if not have_c_compiler():
-        pytest.skip("no C compiler on this host")
+    need("cc")
     mod = _markkernel.load()
     assert mod is not None, "the marking kernel did not build although a C compiler is here"
     assert "building the marking kernel" in capfd.readouterr().err

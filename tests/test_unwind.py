@@ -375,12 +375,10 @@ def test_malformed_cfi_is_a_warning(tmp_path, what):
 def test_rust_instrumented(tmp_path):
     """Built with ``mappedtrace rustc``: frames agree with LLDB, and the Rust frames that
     called into std sit at map points."""
-    import shutil
     import sys
-    from conftest import require_plugin
+    from conftest import need, require_plugin
     from mappedtrace.formats.maps import BinaryMaps
-    if not shutil.which("rustc"):
-        pytest.skip("rustc is not installed")
+    need("rustc")
     require_plugin()
     exe = tmp_path / "urust-mt"
     r = subprocess.run([sys.executable, "-m", "mappedtrace", "rustc", "-g", "-C", "opt-level=2",
