@@ -60,12 +60,9 @@ def markers(src: Path) -> dict[int, set[str]]:
 
 
 def _code(exe: str, start: int, size: int) -> bytes:
-    for vaddr, memsz, off, filesz in elf.load_segments(exe):
-        if vaddr <= start and start + size <= vaddr + filesz:
-            with open(exe, "rb") as fh:
-                fh.seek(off + start - vaddr)
-                return fh.read(size)
-    raise AssertionError(f"{start:#x} is not in a loaded segment of {exe}")
+    code = elf.code_at(exe, start, size)
+    assert code is not None and len(code) == size, f"{start:#x}+{size} is not in a loaded segment of {exe}"
+    return code
 
 
 def call_instructions(exe: str, maps: BinaryMaps) -> dict[int, MapRecord]:

@@ -113,9 +113,6 @@ def test_cli_json_matches(binary):
 
 
 def _code(exe: str, start: int, size: int) -> bytes:
-    for vaddr, memsz, off, filesz in elf.load_segments(exe):
-        if vaddr <= start and start + size <= vaddr + filesz:
-            with open(exe, "rb") as fh:
-                fh.seek(off + start - vaddr)
-                return fh.read(size)
-    raise AssertionError(f"{start:#x} is not in a loaded segment of {exe}")
+    code = elf.code_at(exe, start, size)
+    assert code is not None and len(code) == size, f"{start:#x}+{size} is not in a loaded segment of {exe}"
+    return code
