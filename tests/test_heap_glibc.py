@@ -58,6 +58,15 @@ def _can_trace() -> bool:
         return True
 
 
+def _snapshot_of(prog, tmp_path):
+    """An ELF core snapshot of the running ``prog``, opened."""
+    from mappedtrace.target.core import write_core
+    core = tmp_path / "heap.core"
+    with mappedtrace.attach(prog.pid) as t:
+        write_core(t, str(core))
+    return mappedtrace.open_snapshot(str(core))
+
+
 def _need_trace() -> None:
     if not _can_trace():
         pytest.skip("ptrace of a child is not permitted here (Yama ptrace_scope)")
@@ -376,12 +385,8 @@ def test_walk_helper(program):
 
 def test_snapshot_file(program, tmp_path):
     """The same walk on an ELF core snapshot of the program."""
-    from mappedtrace.target.core import write_core
     prog = program("heap_pattern", "2")
-    core = tmp_path / "heap.core"
-    with mappedtrace.attach(prog.pid) as t:
-        write_core(t, str(core))
-    snap = mappedtrace.open_snapshot(str(core))
+    snap = _snapshot_of(prog, tmp_path)
     try:
         heap = GlibcHeap(snap, ModuleMap(snap), use_debug_symbols=_libc_debug_file() is not None)
         _check_records(heap, prog)
@@ -501,14 +506,10 @@ def test_random_damage_gives_typed_errors(program, tmp_path, debug):
     import random
     import struct as st
     from mappedtrace.errors import MappedTraceError
-    from mappedtrace.target.core import write_core
     if debug and _libc_debug_file() is None:
         pytest.skip("libc6-dbg is not installed")
     prog = program("heap_pattern", "2")
-    core = tmp_path / "heap.core"
-    with mappedtrace.attach(prog.pid) as t:
-        write_core(t, str(core))
-    snap = mappedtrace.open_snapshot(str(core))
+    snap = _snapshot_of(prog, tmp_path)
     try:
         mods = ModuleMap(snap)
         good = GlibcHeap(snap, mods, use_debug_symbols=debug)
