@@ -181,6 +181,29 @@ bool isStaticAllocaOf(const Value *V) {
   return AI && AI->isStaticAlloca();
 }
 
+// A pointer whose every possible underlying object is a function, a global
+// variable other than a thread-local, or null/undef points into the binary's
+// static image, never into the heap or a stack: like a pointer to a static
+// alloca, it is no root and is not recorded (FORMAT.md §1). Typical are a
+// comparison function chosen by a select, kept in a register across a loop of
+// calls (SQLite's xRecordCompare), and &table[i] of a static table.
+bool pointsToStaticOnly(const Value *V) {
+  if (!V->getType()->isPointerTy() || V->getType()->getPointerAddressSpace() != 0)
+    return false;
+  SmallVector<const Value *, 4> Objs;
+  getUnderlyingObjects(V, Objs, nullptr, 12);
+  if (Objs.empty() || Objs.size() > 16)
+    return false;
+  for (const Value *O : Objs) {
+    if (isa<Function>(O) || isa<ConstantPointerNull>(O) || isa<UndefValue>(O))
+      continue;
+    if (auto *GV = dyn_cast<GlobalVariable>(O); GV && !GV->isThreadLocal())
+      continue;
+    return false;
+  }
+  return true;
+}
+
 bool typeHasPointer(Type *T, unsigned Depth = 0) {
   if (Depth > 16)
     return true;
@@ -293,7 +316,7 @@ void FunctionAnalyzer::collectDebugTypes() {
 void FunctionAnalyzer::collectValues() {
   auto Track = [&](Value *V) {
     if (!(V->getType()->isPointerTy() || aggregatePointerCount(V->getType())) ||
-        isStaticAllocaOf(V))
+        isStaticAllocaOf(V) || pointsToStaticOnly(V))
       return;
     ValIdx[V] = Vals.size();
     Vals.push_back(V);

@@ -131,6 +131,14 @@ def test_tail_calls_stay_plain(liveness):
     assert "1 call sites" in liveness["not_tail"][0] and "0 tail calls" in liveness["not_tail"][0]
 
 
+def test_pointers_to_static_storage_not_recorded(liveness):
+    lines = liveness["static_pointers"]
+    # at @g: %fn (a select of two functions) and %slot (an element of a global
+    # table) are live but can reach no heap object; %mixed may be %heap
+    assert _site(lines, "call #0 @g")[0] == {"%mixed", "%t"}
+    assert _site(lines, "call #1 <indirect>")[0] == {"%mixed", "%t"}
+
+
 def test_call_result_and_frame_addresses(liveness):
     assert _site(liveness["result_live"], "call #0 @malloc") == (set(), set())
     assert _site(liveness["result_live"], "call #1 @g")[0] == {"%m"}

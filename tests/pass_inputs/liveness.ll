@@ -175,3 +175,24 @@ entry:
   %r = tail call ptr @id(ptr %p)
   ret ptr %p
 }
+
+; Pointers into the binary's static image reach no heap object: a select of
+; two functions and an element of a global table are not recorded; a pointer
+; that may be a global or a heap pointer is, and so is a thread-local's address.
+@table = global [4 x ptr] zeroinitializer
+@tls = thread_local global ptr null
+declare i32 @cmp_a(ptr)
+declare i32 @cmp_b(ptr)
+define void @static_pointers(i1 %c, i64 %i, ptr %heap) {
+entry:
+  %fn = select i1 %c, ptr @cmp_a, ptr @cmp_b
+  %slot = getelementptr inbounds [4 x ptr], ptr @table, i64 0, i64 %i
+  %mixed = select i1 %c, ptr @table, ptr %heap
+  %t = call ptr @llvm.threadlocal.address.p0(ptr @tls)
+  call void @g()
+  %r = call i32 %fn(ptr %slot)
+  call void @use(ptr %mixed)
+  call void @use(ptr %t)
+  ret void
+}
+declare ptr @llvm.threadlocal.address.p0(ptr)
