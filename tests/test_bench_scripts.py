@@ -102,3 +102,23 @@ def test_overhead_benchmark_on_one_workload(tmp_path: Path) -> None:
     assert rows["maps"]["map_bytes"] > 0 and rows["plain"]["map_bytes"] == rows["nopie"]["map_bytes"] == 0
     assert all(len(row["cpu_s"]) == 1 and row["cpu_s"][0] > 0 for row in rows.values())
     assert "| list_walk `200` | maps |" in r.stdout
+
+
+def test_overhead_median_interval() -> None:
+    """The overhead script's confidence interval of a median: the order
+    statistics that a binomial count gives (n=21 -> ranks 6 and 16; n=11 -> 2
+    and 10), and a coverage of at least 95 % by simulation."""
+    import importlib.util
+    import random
+    spec = importlib.util.spec_from_file_location("overhead_run", ROOT / "benchmarks" / "overhead" / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.median_ci([float(i) for i in range(1, 22)]) == (6.0, 16.0)
+    assert mod.median_ci([float(i) for i in range(1, 12)]) == (2.0, 10.0)
+    assert mod.median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)
+    rng = random.Random(7)
+    hits = 0
+    for _ in range(2000):
+        lo, hi = mod.median_ci([rng.expovariate(1.0) for _ in range(15)])
+        hits += lo <= 0.6931471805599453 <= hi      # the median of Exp(1) is ln 2
+    assert hits / 2000 >= 0.94

@@ -17,7 +17,10 @@ call), the alternative the issue asks to compare.
 
 Every round runs each variant of each workload once, in a rotating order;
 the figure is the median over rounds of the program's CPU time (user + sys,
-from wait4) and of its wall time.  ``--ir`` adds the instruction count of one
+from wait4) and of its wall time.  The CPU ratio to ``plain`` is the median of
+the per-round ratios (each variant against ``plain`` of the same round, so a
+slow spell of the shared machine hits both), with a distribution-free 95 %
+confidence interval of that median from the order statistics (binomial).  ``--ir`` adds the instruction count of one
 run under Valgrind's callgrind (deterministic: no noise from the shared
 machine) at a smaller size.  Code size is the ``.text`` section; map size is
 ``.llvm_stackmaps`` + ``.mtmap``.
@@ -110,6 +113,25 @@ def instructions(exe: Path, args: list[str]) -> int | None:
         return int(m.group(1)) if m else None
 
 
+def median_ci(xs: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median of *xs*.
+
+    The interval between order statistics k and n+1-k covers the median with
+    probability 1 - 2·P(Binomial(n, 1/2) < k); k is the largest rank that keeps
+    that at least *level*.  Fewer than 6 values give (min, max)."""
+    ys = sorted(xs)
+    n = len(ys)
+    from math import comb
+    cdf, k = 0.0, 0
+    while True:
+        cdf += comb(n, k) / 2 ** n          # P(B <= k)
+        if 2 * cdf > 1 - level or k + 1 > n // 2:
+            break
+        k += 1
+    # P(B < k) = P(B <= k-1) is the last value under the bound: rank k (1-based)
+    return (ys[k - 1], ys[n - k]) if k >= 1 else (ys[0], ys[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7, help="rounds (each runs every variant once)")
@@ -150,17 +172,19 @@ def main() -> int:
     base = {r["workload"]: r for r in rows if r["variant"] == "plain"}
     nopie = {r["workload"]: r for r in rows if r["variant"] == "nopie"}
     print(f"\nload average {load:.1f}; {a.runs} rounds; medians; ratio = variant / plain "
-          f"(in brackets: / nopie)\n")
-    print("| workload | variant | CPU s | CPU × | wall s | wall × |" + (" instructions × |" if a.ir else "")
+          f"(in brackets: / nopie); CPU × is the median of per-round ratios, with its 95 % interval\n")
+    print("| workload | variant | CPU s | CPU × | CPU × 95 % | wall s | wall × |" + (" instructions × |" if a.ir else "")
           + " .text bytes | .text × | map bytes |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if a.ir else "") + " ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | :---: | ---: | ---: |" + (" ---: |" if a.ir else "") + " ---: | ---: | ---: |")
     for r in rows:
         b = base[r["workload"]]
-        r["cpu_ratio"] = r["cpu_median"] / b["cpu_median"]
+        paired = [c / cb for c, cb in zip(r["cpu_s"], b["cpu_s"])]
+        r["cpu_ratio"] = statistics.median(paired)
+        r["cpu_ratio_ci95"] = median_ci(paired)
         r["wall_ratio"] = r["wall_median"] / b["wall_median"]
         r["text_ratio"] = r["text_bytes"] / b["text_bytes"]
         n = nopie[r["workload"]]
-        r["cpu_ratio_nopie"] = r["cpu_median"] / n["cpu_median"]
+        r["cpu_ratio_nopie"] = statistics.median(c / cn for c, cn in zip(r["cpu_s"], n["cpu_s"]))
         ir = ""
         if a.ir:
             r["ir_ratio"] = (r["instructions"] / b["instructions"]
@@ -171,6 +195,7 @@ def main() -> int:
                   else " – |")
         print(f"| {r['workload']} `{' '.join(Path(x).name if '/' in x else x for x in r['args'])}` | "
               f"{r['variant']} | {r['cpu_median']:.3f} | {r['cpu_ratio']:.3f} ({r['cpu_ratio_nopie']:.3f}) | "
+              f"{r['cpu_ratio_ci95'][0]:.3f}–{r['cpu_ratio_ci95'][1]:.3f} | "
               f"{r['wall_median']:.3f} | {r['wall_ratio']:.3f} |{ir} {r['text_bytes']} | {r['text_ratio']:.2f} | "
               f"{r['map_bytes']} |")
     Path(a.json).write_text(json.dumps({"load_average": load, "runs": a.runs, "rows": rows}, indent=1) + "\n")
