@@ -248,6 +248,7 @@ private:
   void record();
   bool isSiteOrLoop(Instruction *I) const;
   MapEntry valueEntry(Value *V);
+  Value *cursorBase(Value *V) const;
 
   Function &F;
   LoopInfo &LI;
@@ -350,15 +351,64 @@ void FunctionAnalyzer::collectValues() {
   // An inbounds GEP with variable indices points into the object its base
   // points into (anything else is poison): where the base is recorded, the
   // object is reached through it, and the interior pointer is not stored.
+  // The same holds for a phi or select all of whose incoming values are such
+  // GEPs of one base or the phi itself (a cursor walking an array, like
+  // SQLite's pOp over aOp), provided the base is not redefined in a loop
+  // around the phi (else the phi could still hold the previous object's
+  // pointer).
   CoveredBy.assign(Vals.size(), -1);
   for (unsigned I = 0; I < Vals.size(); ++I) {
-    if (BaseOf[I] >= 0 || !isa<GetElementPtrInst>(Vals[I]))
+    if (BaseOf[I] >= 0)
       continue;
-    Value *B = Vals[I]->stripInBoundsOffsets();
-    if (B != Vals[I])
+    Value *B = nullptr;
+    if (isa<GetElementPtrInst>(Vals[I]))
+      B = Vals[I]->stripInBoundsOffsets();
+    else if (isa<PHINode>(Vals[I]) || isa<SelectInst>(Vals[I]))
+      B = cursorBase(Vals[I]);
+    if (B && B != Vals[I])
       if (auto It = ValIdx.find(B); It != ValIdx.end())
         CoveredBy[I] = It->second;
   }
+}
+
+Value *FunctionAnalyzer::cursorBase(Value *V) const {
+  Value *Base = nullptr;
+  SmallPtrSet<Value *, 8> Seen;
+  SmallVector<Instruction *, 8> Joins;
+  SmallVector<Value *, 8> Work{V};
+  unsigned Budget = 64;
+  while (!Work.empty()) {
+    if (!Budget--)
+      return nullptr;
+    Value *X = Work.pop_back_val();
+    if (!Seen.insert(X).second)
+      continue;
+    if (auto *P = dyn_cast<PHINode>(X)) {
+      Joins.push_back(P);
+      for (Value *In : P->incoming_values())
+        Work.push_back(In->stripInBoundsOffsets());
+      continue;
+    }
+    if (auto *S = dyn_cast<SelectInst>(X)) {
+      Joins.push_back(S);
+      Work.push_back(S->getTrueValue()->stripInBoundsOffsets());
+      Work.push_back(S->getFalseValue()->stripInBoundsOffsets());
+      continue;
+    }
+    if (isa<ConstantPointerNull>(X) || isa<UndefValue>(X))
+      continue; // no object: nothing to cover
+    if (Base && Base != X)
+      return nullptr;
+    Base = X;
+  }
+  if (!Base)
+    return nullptr;
+  if (auto *BI = dyn_cast<Instruction>(Base))
+    for (Instruction *J : Joins)
+      for (Loop *L = LI.getLoopFor(J->getParent()); L; L = L->getParentLoop())
+        if (L->contains(BI))
+          return nullptr;
+  return Base;
 }
 
 // Walk the uses of a slot's address (through GEPs and casts) and note, per
@@ -796,7 +846,9 @@ void FunctionAnalyzer::record() {
       for (auto &[B, Members] : Derived) {
         if (!VL.test(B) && Members.size() == 1)
           continue;
-        if (!VL.test(B))
+        // A base not live here, or live but left out as covered by another
+        // pointer (an interior one): its derived pointers need it stored.
+        if (!EntryOf.count(B))
           Value(B);
         for (int I : Members) {
           MapEntry E;

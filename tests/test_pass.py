@@ -139,6 +139,16 @@ def test_pointers_to_static_storage_not_recorded(liveness):
     assert _site(lines, "call #1 <indirect>")[0] == {"%mixed", "%t"}
 
 
+def test_array_cursor_covered_by_its_base(liveness):
+    lines = liveness["cursor"]
+    assert _site(lines, "call #0 @g")[0] == {"%a"}           # %c points into %a's array
+    # %f = %c + 8 is written as DERIVED, so %c is stored for it
+    assert {v for v in _site(lines, "call #1 @g")[0] if "=" not in v} == {"%a", "%c"}
+    assert _derived(lines, "call #1 @g") == {"%f": "%c+8"}
+    # the base is loaded anew in each iteration: %c may point into the old object
+    assert _site(liveness["cursor_base_in_loop"], "call #0 @g")[0] == {"%pp", "%c", "%b"}
+
+
 def test_call_result_and_frame_addresses(liveness):
     assert _site(liveness["result_live"], "call #0 @malloc") == (set(), set())
     assert _site(liveness["result_live"], "call #1 @g")[0] == {"%m"}

@@ -196,3 +196,44 @@ entry:
   ret void
 }
 declare ptr @llvm.threadlocal.address.p0(ptr)
+
+; A cursor walking an array (a phi of inbounds GEPs of one base, or of
+; itself) points into the base's object: where the base is recorded it is not.
+; A pointer derived from it by a constant needs it stored, though.
+define void @cursor(ptr %a, i64 %n) {
+entry:
+  br label %loop
+loop:
+  %c = phi ptr [ %a, %entry ], [ %next, %loop ]
+  %i = phi i64 [ 0, %entry ], [ %i1, %loop ]
+  call void @g()
+  %f = getelementptr inbounds i8, ptr %c, i64 8
+  call void @g()
+  call void @use(ptr %f)
+  %next = getelementptr inbounds i8, ptr %c, i64 16
+  %i1 = add i64 %i, 1
+  %d = icmp ult i64 %i1, %n
+  br i1 %d, label %loop, label %exit
+exit:
+  call void @use(ptr %a)
+  ret void
+}
+
+; Not when the base is redefined in a loop around the phi: %c still holds a
+; pointer into the previous iteration's object.
+define void @cursor_base_in_loop(ptr %pp, i64 %n) {
+entry:
+  br label %loop
+loop:
+  %c = phi ptr [ null, %entry ], [ %e, %loop ]
+  %i = phi i64 [ 0, %entry ], [ %i1, %loop ]
+  %b = load ptr, ptr %pp
+  call void @g()
+  call void @use(ptr %c)
+  %e = getelementptr inbounds i8, ptr %b, i64 8
+  %i1 = add i64 %i, 1
+  %d = icmp ult i64 %i1, %n
+  br i1 %d, label %loop, label %exit
+exit:
+  ret void
+}
