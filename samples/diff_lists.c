@@ -84,6 +84,19 @@ __attribute__((noinline)) long walk_fields(struct pair *p, int n) {
     return t;
 }
 
+/* A cursor over a heap array: at -O2 `c` points into `arr`'s object, which
+   the map reaches through `arr`, so `c` itself is not stored (an interior
+   pointer); the test accepts it inside the heap chunk of a recorded value. */
+__attribute__((noinline)) long walk_array(struct node **arr, int n) {
+    long t = 0;
+    for (struct node **c = arr; c < arr + n; c++) {
+        t += length(*c); /* MT-LIVE: arr c */
+        touch(c); /* MT-LIVE: arr c */
+    }
+    touch(arr);
+    return t;
+}
+
 __attribute__((noinline)) struct node *build(int n, struct node *tail) {
     struct node *head = tail;
     for (int i = 0; i < n; i++) {
@@ -102,6 +115,10 @@ int main(int argc, char **argv) {
     fill_pair(&pr, list, other); /* MT-LIVE: list other */
     long total = sum_pair(&pr); /* MT-LIVE: list other */
     total += walk_fields(&pr, 2); /* MT-LIVE: list other */
+    struct node **arr = malloc(3 * sizeof *arr);
+    arr[0] = list, arr[1] = other, arr[2] = keep;
+    total += walk_array(arr, 3); /* MT-LIVE: list other arr */
+    free(arr);
     struct node *rev = reverse(list); /* MT-LIVE: other keep */
     char *msg = malloc(64);
     snprintf(msg, 64, "total %ld len %ld", total, length(rev)); /* MT-LIVE: msg rev other keep */

@@ -9,7 +9,9 @@ entry (Register from frame 1's registers, Indirect by reading ``[reg+off]``,
 Direct as ``reg+off``) and compares with the pointer variables LLDB can read:
 
 * a variable *matches* if its value equals a ``value`` entry, or its storage
-  lies inside a ``slot`` entry's stack object;
+  lies inside a ``slot`` entry's stack object, or (an interior pointer such
+  as an array cursor, which the pass leaves to its base) its value lies in
+  the glibc heap chunk that a ``value`` entry points to the start of;
 * a variable named in a ``MT-LIVE: a b`` comment on the source line of the
   call is used after the call returns: **the map must have it**.  The test
   fails when such a variable is readable, non-null and matched by no entry,
@@ -99,6 +101,7 @@ class Stats:
     vars_checked: int = 0               # readable, non-null pointer variables
     vars_matched_value: int = 0
     vars_matched_slot: int = 0
+    vars_matched_interior: int = 0
     vars_missed: int = 0
     vars_unreadable: int = 0
     marked_checked: int = 0
@@ -196,6 +199,14 @@ def _slot_size(maps: BinaryMaps, e: MapEntry) -> int:
     return t.size if t is not None and t.size else 8
 
 
+def _chunk_payload(lldb, process, p: int) -> int:
+    """Bytes of the glibc chunk whose user data starts at *p* (0 if *p* does not
+    look like one): the size field in the word before, flag bits masked."""
+    err = lldb.SBError()
+    size = process.ReadUnsignedFromMemory(p - 8, 8, err) & ~7
+    return size - 8 if err.Success() and 32 <= size < 1 << 32 and p % 16 == 0 else 0
+
+
 def _visit(lldb, process, frame1, rec: MapRecord, maps: BinaryMaps, marks: dict[int, set[str]],
            line: int, st: Stats, seen_vars: set) -> None:
     values: set[int] = set()
@@ -260,6 +271,9 @@ def _visit(lldb, process, frame1, rec: MapRecord, maps: BinaryMaps, marks: dict[
             st.marked_matched += marked
         elif storage != lldb.LLDB_INVALID_ADDRESS and any(a <= storage < a + n for a, n in slots):
             st.vars_matched_slot += 1
+            st.marked_matched += marked
+        elif any(v0 <= val <= v0 + _chunk_payload(lldb, process, v0) for v0 in values if v0):
+            st.vars_matched_interior += 1
             st.marked_matched += marked
         else:
             st.vars_missed += 1
