@@ -482,7 +482,7 @@ NOTES = [
     "* Overhead: the `maps` rows are the cost of the maps alone. On this shared machine the time "
     "medians of identical binaries move by ±10 % from one run to the next (here speedtest1 under "
     "LeakSanitizer came out faster than plain): read the maps' cost from the instruction counts of "
-    "benchmarks/overhead/RESULTS.md instead (SQLite +3.7 %, Lua +1.2 %, binary_trees +0.2 %). "
+    "benchmarks/overhead/RESULTS.md instead (SQLite +2.7 %, Lua −0.7 %, binary_trees +0.2 %). "
     "`maps+snapshot/s` pays for "
     "a Python process (`mappedtrace snapshot`) starting and copying every second on the same 2 "
     "cores: its wall time grows, the target's own CPU time much less.",
