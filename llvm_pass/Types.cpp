@@ -116,6 +116,24 @@ static bool isByteType(const DIType *T) {
          E == dwarf::DW_ATE_signed || E == dwarf::DW_ATE_unsigned;
 }
 
+// "a::b::" for a type declared in namespace (Rust module, C++ namespace) or
+// type a::b; empty at file scope (C).
+static std::string scopePrefix(const DIScope *S) {
+  std::string P;
+  for (unsigned Depth = 0; S && Depth < 16; S = S->getScope(), ++Depth) {
+    StringRef N;
+    if (auto *NS = dyn_cast<DINamespace>(S))
+      N = NS->getName();
+    else if (auto *CT = dyn_cast<DICompositeType>(S))
+      N = CT->getName();
+    else
+      break; // a file, compile unit or function
+    if (!N.empty())
+      P = N.str() + "::" + P;
+  }
+  return P;
+}
+
 static std::string typeName(const DIType *T, unsigned Depth = 0) {
   T = strip(T);
   if (!T)
@@ -129,6 +147,8 @@ static std::string typeName(const DIType *T, unsigned Depth = 0) {
   }
   if (auto *C = dyn_cast<DICompositeType>(T)) {
     std::string N = C->getName().str();
+    if (!N.empty())
+      N = scopePrefix(C->getScope()) + N;
     switch (C->getTag()) {
     case dwarf::DW_TAG_structure_type:
       return N.empty() ? "struct <anon>" : (C->getRuntimeLang() || N.find(':') != std::string::npos || N.find('<') != std::string::npos ? N : "struct " + N);

@@ -152,3 +152,13 @@ def test_rust_forgotten_vec_types_are_not_wrong(built, tmp_path: Path) -> None:
              for l in report["leaks"] if _addr(l["address"]) in truth
              and not (l["type"].startswith("unk") or l["type"].endswith("Item"))]
     assert not wrong, wrong
+
+
+def test_rust_type_names_are_module_qualified(built, tmp_path: Path) -> None:
+    """Rust type names in the map carry their module path (from the debug
+    info's namespaces): the crate's own struct and std's containers."""
+    from mappedtrace.formats.maps import BinaryMaps
+    names = {t.name for t in BinaryMaps.load(str(_exe(built, "forget_box", "O", tmp_path))).types.values()}
+    assert "forget_box::Record" in names and "Record" not in names, sorted(names)
+    assert "alloc::string::String" in names, sorted(names)
+    assert any(n.startswith("alloc::vec::Vec<u8") for n in names), sorted(names)
