@@ -214,5 +214,5 @@ def test_rustc_leaks_sample(plugin, tmp_path, opt):
     assert g.address and bm.types[g.type_id].slots
     node = next(t for t in bm.types.values() if t.name.endswith("Node") and t.kind == "struct")
     assert node.flags & maps.TYPE_RUST and node.slots
-    vec = [t for t in bm.types.values() if t.name.startswith("Vec<u64")]
+    vec = [t for t in bm.types.values() if t.name.startswith("alloc::vec::Vec<u64")]
     assert vec and vec[0].flags & maps.TYPE_ERASED
