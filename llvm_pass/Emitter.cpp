@@ -20,6 +20,7 @@
 // Run: opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
 //===----------------------------------------------------------------------===//
 #include "MappedTrace.h"
+#include "llvm/TargetParser/Triple.h"
 #include "llvm/IR/Constants.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/IntrinsicInst.h"
@@ -135,6 +136,7 @@ private:
   Function *thunkFor(CallBase *CB);
   void rewriteCall(CallBase *CB, const MapSite &S, Function *Thunk);
   void insertLoopPoint(const MapSite &S);
+  void keepStackMapsUnderGC();
   void emitMap();
 
   Module &M;
@@ -408,6 +410,7 @@ void Emitter::run() {
     Funcs.push_back(std::move(O));
   }
   emitMap();
+  keepStackMapsUnderGC();
   M.getOrInsertNamedMetadata(DoneMD);
   // clang runs without the IR verifier; tests ask for it explicitly.
   if (const char *V = std::getenv("MAPPEDTRACE_VERIFY"); V && V[0] == '1')
@@ -551,6 +554,24 @@ void Emitter::emitMap() {
   GV->setSection(".mtmap");
   GV->setAlignment(Align(8));
   appendToUsed(M, {GV});
+}
+
+// Nothing refers to .llvm_stackmaps, so a link with --gc-sections would drop
+// it. A label at the start of this object's .llvm_stackmaps (module asm comes
+// first in the output, so it is at offset 0 even if the backend emits no
+// record) and a PC-relative reference to it from a retained section
+// (SHF_GNU_RETAIN: never collected, no dynamic relocation) keep it, with ld.bfd
+// and lld alike. The functions the records refer to are kept with it; the
+// rest of the program is still collected.
+void Emitter::keepStackMapsUnderGC() {
+  if (!M.getTargetTriple().isOSBinFormatELF())
+    return;
+  M.appendModuleInlineAsm(".pushsection .llvm_stackmaps,\"a\",@progbits\n"
+                          ".Lmappedtrace_stackmaps:\n"
+                          ".popsection\n"
+                          ".pushsection .mtmap.keep,\"aR\",@progbits\n"
+                          ".long .Lmappedtrace_stackmaps - .\n"
+                          ".popsection");
 }
 
 } // namespace

@@ -9,9 +9,9 @@ other argument through untouched:
   ``-shared`` (the map sections hold absolute addresses: FORMAT.md).  With
   ``-flto`` the pass runs inside lld instead (``-fuse-ld=lld
   -Wl,--load-pass-plugin=…``).  Preprocessing-only runs (``-E``, ``-M``,
-  ``-MM``) are passed through unchanged.  ``-Wl,--gc-sections`` gets a
-  ``-Wl,--no-gc-sections`` after it: nothing refers to ``.llvm_stackmaps``,
-  so section GC would drop the maps.
+  ``-MM``) are passed through unchanged.  Section GC (``--gc-sections``)
+  is left as the user asked: the pass makes each object keep its maps
+  (``.mtmap.keep``, FORMAT.md).
 * ``rustc``: rustc with ``-C linker-plugin-lto`` and clang-22 + lld-22 as the
   linker, lld loading the plugin, so the pass runs on the whole crate's
   LLVM IR at link time; ``-C relocation-model=static`` and ``-no-pie``;
@@ -101,10 +101,6 @@ def cc_command(args: list[str], plugin: str | None = None) -> list[str]:
     if links:
         if not pic and "-no-pie" not in flags and "-nopie" not in flags:
             link_extra.append("-no-pie")
-        if any("--gc-sections" in a for a in args):
-            # Nothing refers to .llvm_stackmaps, so section GC would drop it
-            # (ld.bfd and lld alike); keep every section instead.
-            link_extra.append("-Wl,--no-gc-sections")
         if lto:
             plugin = plugin or str(tc.plugin_path())
             if not any(a.startswith("-fuse-ld=") for a in args):
@@ -131,9 +127,7 @@ def rustc_command(args: list[str], plugin: str | None = None) -> list[str]:
     joined = " ".join(args)
     extra = ["-C", "linker-plugin-lto", "-C", f"linker={clang}",
              "-C", "link-arg=-fuse-ld=lld",
-             "-C", f"link-arg=-Wl,--load-pass-plugin={plugin}",
-             # lld would drop .llvm_stackmaps with --gc-sections (nothing refers to it)
-             "-C", "link-arg=-Wl,--no-gc-sections"]
+             "-C", f"link-arg=-Wl,--load-pass-plugin={plugin}"]
     if "relocation-model" not in joined:
         extra += ["-C", "relocation-model=static", "-C", "link-arg=-no-pie"]
     if not any(a == "-g" or a.startswith("debuginfo") or "debuginfo=" in a for a in args):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need, real_map_warnings as _real_warnings  # noqa: F401 (and the plugin fixture)
+from conftest import need, real_map_warnings as _real_warnings, run_traced  # noqa: F401 (and the plugin fixture)
+from elftools.elf.elffile import ELFFile
 
 from mappedtrace import driver
 from mappedtrace.formats import maps
@@ -139,7 +140,7 @@ def test_cc_command_line(tmp_path):
     cmd = driver.cc_command(["-flto", "-o", "a", "a.c"], plugin=p)
     assert f"-Wl,--load-pass-plugin={p}" in cmd and "-fuse-ld=lld" in cmd
     cmd = driver.cc_command(["-o", "a", "a.c", "-Wl,--gc-sections"], plugin=p)
-    assert cmd.index("-Wl,--no-gc-sections") > cmd.index("-Wl,--gc-sections")
+    assert "-Wl,--gc-sections" in cmd and not any("no-gc-sections" in a for a in cmd)
     assert driver.cc_command(["-E", "a.c"], plugin=p)[1:] == ["-E", "a.c"]
 
 
@@ -173,12 +174,29 @@ def test_cc_without_clang_is_a_clear_error(tmp_path):
 
 
 @needs_llvm
-def test_cc_gc_sections_keeps_maps(plugin, tmp_path):
-    exe = tmp_path / "leaky"
-    r = _run([MT, "cc", "-O2", "-ffunction-sections", "-Wl,--gc-sections", "-o", str(exe),
-              str(SAMPLES / "leaky.c")])
+@pytest.mark.parametrize("ld", ["bfd", "lld"])
+def test_cc_gc_sections_keeps_maps(plugin, tmp_path, ld):
+    """With the user's --gc-sections (not overridden): the maps stay, whole,
+    and the leak check is exact; an unused function of an object built without
+    the pass is collected (instrumented code is kept whole: .mtmap names it)."""
+    need("ld.lld-22")
+    (tmp_path / "extra.c").write_text("void unused_helper(void) { }\nint used(void) { return 1; }\n")
+    r = _run(["clang-22", "-O2", "-ffunction-sections", "-c", "-o", str(tmp_path / "extra.o"),
+              str(tmp_path / "extra.c")])
     assert r.returncode == 0, r.stderr
-    assert {".mtmap", ".llvm_stackmaps"} <= _sections(exe)
+    built = {}
+    for gc in ([], ["-Wl,--gc-sections"]):
+        exe = tmp_path / f"leaky{len(gc)}"
+        r = _run([MT, "cc", "-O2", "-ffunction-sections", f"-fuse-ld={ld}", *gc, "-o", str(exe),
+                  str(SAMPLES / "leaky.c"), str(tmp_path / "extra.o")])
+        assert r.returncode == 0, r.stderr
+        assert {".mtmap", ".llvm_stackmaps"} <= _sections(exe)
+        bm = maps.BinaryMaps.load(str(exe))
+        names = {s.name for s in ELFFile(open(exe, "rb")).get_section_by_name(".symtab").iter_symbols()}
+        built[bool(gc)] = (len(bm.records), "unused_helper" in names)
+    assert built[False] == (built[False][0], True) and built[True] == (built[False][0], False), built
+    r, report, truth, _ = run_traced(tmp_path / "leaky1", tmp_path)
+    assert report["summary"]["leaked_objects"] == 21 and report["precision"]["frames_conservative"] == 0, report["summary"]
 
 
 @needs_llvm
