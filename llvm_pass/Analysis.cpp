@@ -20,6 +20,7 @@
 #include "llvm/ADT/BitVector.h"
 #include "llvm/ADT/PostOrderIterator.h"
 #include "llvm/BinaryFormat/Dwarf.h"
+#include "llvm/Analysis/CFG.h"
 #include "llvm/Analysis/LoopInfo.h"
 #include "llvm/Analysis/ValueTracking.h"
 #include "llvm/IR/CFG.h"
@@ -190,14 +191,30 @@ bool isStaticAllocaOf(const Value *V) {
 bool pointsToStaticOnly(const Value *V) {
   if (!V->getType()->isPointerTy() || V->getType()->getPointerAddressSpace() != 0)
     return false;
-  SmallVector<const Value *, 4> Objs;
-  getUnderlyingObjects(V, Objs, nullptr, 12);
-  if (Objs.empty() || Objs.size() > 16)
-    return false;
-  for (const Value *O : Objs) {
-    if (isa<Function>(O) || isa<ConstantPointerNull>(O) || isa<UndefValue>(O))
+  // Through phis, selects, casts and inbounds GEPs only: a GEP that is not
+  // inbounds may compute any address (clang's -fwrapv-pointer).
+  SmallPtrSet<const Value *, 8> Seen;
+  SmallVector<const Value *, 8> Work{V};
+  unsigned Budget = 64;
+  while (!Work.empty()) {
+    if (!Budget--)
+      return false;
+    const Value *X = Work.pop_back_val()->stripInBoundsOffsets();
+    if (!Seen.insert(X).second)
       continue;
-    if (auto *GV = dyn_cast<GlobalVariable>(O); GV && !GV->isThreadLocal())
+    if (auto *P = dyn_cast<PHINode>(X)) {
+      for (const Value *In : P->incoming_values())
+        Work.push_back(In);
+      continue;
+    }
+    if (auto *S = dyn_cast<SelectInst>(X)) {
+      Work.push_back(S->getTrueValue());
+      Work.push_back(S->getFalseValue());
+      continue;
+    }
+    if (isa<Function>(X) || isa<ConstantPointerNull>(X) || isa<UndefValue>(X))
+      continue;
+    if (auto *GV = dyn_cast<GlobalVariable>(X); GV && !GV->isThreadLocal())
       continue;
     return false;
   }
@@ -355,7 +372,10 @@ void FunctionAnalyzer::collectValues() {
   // GEPs of one base or the phi itself (a cursor walking an array, like
   // SQLite's pOp over aOp), provided the base is not redefined in a loop
   // around the phi (else the phi could still hold the previous object's
-  // pointer).
+  // pointer). LoopInfo sees no loop in an irreducible cycle, so there the rule
+  // is off for phis and selects.
+  ReversePostOrderTraversal<const Function *> RPOT(&F);
+  bool Irreducible = containsIrreducibleCFG<const BasicBlock *>(RPOT, LI);
   CoveredBy.assign(Vals.size(), -1);
   for (unsigned I = 0; I < Vals.size(); ++I) {
     if (BaseOf[I] >= 0)
@@ -363,7 +383,7 @@ void FunctionAnalyzer::collectValues() {
     Value *B = nullptr;
     if (isa<GetElementPtrInst>(Vals[I]))
       B = Vals[I]->stripInBoundsOffsets();
-    else if (isa<PHINode>(Vals[I]) || isa<SelectInst>(Vals[I]))
+    else if (!Irreducible && (isa<PHINode>(Vals[I]) || isa<SelectInst>(Vals[I])))
       B = cursorBase(Vals[I]);
     if (B && B != Vals[I])
       if (auto It = ValIdx.find(B); It != ValIdx.end())

@@ -137,6 +137,8 @@ def test_pointers_to_static_storage_not_recorded(liveness):
     # table) are live but can reach no heap object; %mixed may be %heap
     assert _site(lines, "call #0 @g")[0] == {"%mixed", "%t"}
     assert _site(lines, "call #1 <indirect>")[0] == {"%mixed", "%t"}
+    # a GEP that is not inbounds may leave the global (found by review)
+    assert _site(liveness["static_offset"], "call #0 @g")[0] == {"%q"}
 
 
 def test_array_cursor_covered_by_its_base(liveness):
@@ -147,6 +149,8 @@ def test_array_cursor_covered_by_its_base(liveness):
     assert _derived(lines, "call #1 @g") == {"%f": "%c+8"}
     # the base is loaded anew in each iteration: %c may point into the old object
     assert _site(liveness["cursor_base_in_loop"], "call #0 @g")[0] == {"%pp", "%c", "%b"}
+    # nor in an irreducible cycle, where LoopInfo sees no loop
+    assert _site(liveness["cursor_irreducible"], "call #1 @g")[0] == {"%p", "%b"}
 
 
 def test_call_result_and_frame_addresses(liveness):

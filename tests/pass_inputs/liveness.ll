@@ -237,3 +237,34 @@ loop:
 exit:
   ret void
 }
+
+; Nor in an irreducible cycle (two entries, so LoopInfo has no loop for it):
+; after H2 -> H1, %p holds the previous iteration's %b (found by review).
+define void @cursor_irreducible(i1 %c, i1 %d) {
+entry:
+  br i1 %c, label %H1, label %H2
+H1:
+  %p = phi ptr [ null, %entry ], [ %q, %H2 ]
+  %b = call ptr @malloc(i64 8)
+  call void @g()
+  call void @use(ptr %p)
+  call void @use(ptr %b)
+  br label %H2
+H2:
+  %q = phi ptr [ null, %entry ], [ %b, %H1 ]
+  br i1 %d, label %H1, label %exit
+exit:
+  ret void
+}
+
+; A GEP that is not inbounds may compute any address from a global: recorded.
+define void @static_offset(ptr %h) {
+entry:
+  %hi = ptrtoint ptr %h to i64
+  %gi = ptrtoint ptr @table to i64
+  %d = sub i64 %hi, %gi
+  %q = getelementptr i8, ptr @table, i64 %d
+  call void @g()
+  call void @use(ptr %q)
+  ret void
+}
