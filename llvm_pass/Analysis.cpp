@@ -385,7 +385,9 @@ void FunctionAnalyzer::collectValues() {
       B = Vals[I]->stripInBoundsOffsets();
     else if (!Irreducible && (isa<PHINode>(Vals[I]) || isa<SelectInst>(Vals[I])))
       B = cursorBase(Vals[I]);
-    if (B && B != Vals[I])
+    // (the base in the default address space: an x86 __ptr32 base is 32-bit)
+    if (B && B != Vals[I] && B->getType()->isPointerTy() &&
+        B->getType()->getPointerAddressSpace() == 0)
       if (auto It = ValIdx.find(B); It != ValIdx.end())
         CoveredBy[I] = It->second;
   }
