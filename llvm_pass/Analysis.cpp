@@ -20,7 +20,7 @@
 #include "llvm/ADT/BitVector.h"
 #include "llvm/ADT/PostOrderIterator.h"
 #include "llvm/BinaryFormat/Dwarf.h"
-#include "llvm/Analysis/CFG.h"
+#include "llvm/Analysis/CycleAnalysis.h"
 #include "llvm/Analysis/LoopInfo.h"
 #include "llvm/Analysis/ValueTracking.h"
 #include "llvm/IR/CFG.h"
@@ -182,17 +182,13 @@ bool isStaticAllocaOf(const Value *V) {
   return AI && AI->isStaticAlloca();
 }
 
-// A pointer whose every possible underlying object is a function, a global
-// variable other than a thread-local, or null/undef points into the binary's
-// static image, never into the heap or a stack: like a pointer to a static
-// alloca, it is no root and is not recorded (FORMAT.md §1). Typical are a
-// comparison function chosen by a select, kept in a register across a loop of
-// calls (SQLite's xRecordCompare), and &table[i] of a static table.
-bool pointsToStaticOnly(const Value *V) {
-  if (!V->getType()->isPointerTy() || V->getType()->getPointerAddressSpace() != 0)
-    return false;
-  // Through phis, selects, casts and inbounds GEPs only: a GEP that is not
-  // inbounds may compute any address (clang's -fwrapv-pointer).
+// The values a pointer may take its object from: a walk through phis,
+// selects, casts and inbounds GEPs (a GEP that is not inbounds may compute any
+// address, e.g. under clang's -fwrapv-pointer). Fills Leaves with the distinct
+// other values reached (null and undef left out) and, if asked, Joins with the
+// phis and selects passed; false if the walk takes more than 64 steps.
+bool inboundsLeaves(const Value *V, SmallVectorImpl<const Value *> &Leaves,
+                    SmallVectorImpl<const Instruction *> *Joins = nullptr) {
   SmallPtrSet<const Value *, 8> Seen;
   SmallVector<const Value *, 8> Work{V};
   unsigned Budget = 64;
@@ -203,22 +199,38 @@ bool pointsToStaticOnly(const Value *V) {
     if (!Seen.insert(X).second)
       continue;
     if (auto *P = dyn_cast<PHINode>(X)) {
+      if (Joins)
+        Joins->push_back(P);
       for (const Value *In : P->incoming_values())
         Work.push_back(In);
-      continue;
-    }
-    if (auto *S = dyn_cast<SelectInst>(X)) {
+    } else if (auto *S = dyn_cast<SelectInst>(X)) {
+      if (Joins)
+        Joins->push_back(S);
       Work.push_back(S->getTrueValue());
       Work.push_back(S->getFalseValue());
-      continue;
+    } else if (!isa<ConstantPointerNull>(X) && !isa<UndefValue>(X)) {
+      Leaves.push_back(X);
     }
-    if (isa<Function>(X) || isa<ConstantPointerNull>(X) || isa<UndefValue>(X))
-      continue;
-    if (auto *GV = dyn_cast<GlobalVariable>(X); GV && !GV->isThreadLocal())
-      continue;
-    return false;
   }
   return true;
+}
+
+// A pointer whose every possible object is a function or a global variable
+// other than a thread-local points into the binary's static image, never into
+// the heap or a stack: like a pointer to a static alloca, it is no root and is
+// not recorded (FORMAT.md §1). Typical are a comparison function chosen by a
+// select, kept in a register across a loop of calls (SQLite's xRecordCompare),
+// and &table[i] of a static table.
+bool pointsToStaticOnly(const Value *V) {
+  if (!V->getType()->isPointerTy() || V->getType()->getPointerAddressSpace() != 0)
+    return false;
+  SmallVector<const Value *, 4> Leaves;
+  if (!inboundsLeaves(V, Leaves))
+    return false;
+  return all_of(Leaves, [](const Value *X) {
+    auto *GV = dyn_cast<GlobalVariable>(X);
+    return isa<Function>(X) || (GV && !GV->isThreadLocal());
+  });
 }
 
 bool typeHasPointer(Type *T, unsigned Depth = 0) {
@@ -251,8 +263,8 @@ struct SlotEffect {
 
 class FunctionAnalyzer {
 public:
-  FunctionAnalyzer(Function &F, LoopInfo &LI, FunctionMapInfo &R)
-      : F(F), LI(LI), R(R), DL(F.getParent()->getDataLayout()) {}
+  FunctionAnalyzer(Function &F, LoopInfo &LI, CycleInfo &CI, FunctionMapInfo &R)
+      : F(F), LI(LI), CI(CI), R(R), DL(F.getParent()->getDataLayout()) {}
   void run();
 
 private:
@@ -269,6 +281,7 @@ private:
 
   Function &F;
   LoopInfo &LI;
+  CycleInfo &CI; // cycles, irreducible ones too (LoopInfo has natural loops only)
   FunctionMapInfo &R;
   const DataLayout &DL;
 
@@ -372,10 +385,7 @@ void FunctionAnalyzer::collectValues() {
   // GEPs of one base or the phi itself (a cursor walking an array, like
   // SQLite's pOp over aOp), provided the base is not redefined in a loop
   // around the phi (else the phi could still hold the previous object's
-  // pointer). LoopInfo sees no loop in an irreducible cycle, so there the rule
-  // is off for phis and selects.
-  ReversePostOrderTraversal<const Function *> RPOT(&F);
-  bool Irreducible = containsIrreducibleCFG<const BasicBlock *>(RPOT, LI);
+  // pointer): a cycle, irreducible ones included.
   CoveredBy.assign(Vals.size(), -1);
   for (unsigned I = 0; I < Vals.size(); ++I) {
     if (BaseOf[I] >= 0)
@@ -383,7 +393,7 @@ void FunctionAnalyzer::collectValues() {
     Value *B = nullptr;
     if (isa<GetElementPtrInst>(Vals[I]))
       B = Vals[I]->stripInBoundsOffsets();
-    else if (!Irreducible && (isa<PHINode>(Vals[I]) || isa<SelectInst>(Vals[I])))
+    else if (isa<PHINode>(Vals[I]) || isa<SelectInst>(Vals[I]))
       B = cursorBase(Vals[I]);
     // (the base in the default address space: an x86 __ptr32 base is 32-bit)
     if (B && B != Vals[I] && B->getType()->isPointerTy() &&
@@ -394,43 +404,17 @@ void FunctionAnalyzer::collectValues() {
 }
 
 Value *FunctionAnalyzer::cursorBase(Value *V) const {
-  Value *Base = nullptr;
-  SmallPtrSet<Value *, 8> Seen;
-  SmallVector<Instruction *, 8> Joins;
-  SmallVector<Value *, 8> Work{V};
-  unsigned Budget = 64;
-  while (!Work.empty()) {
-    if (!Budget--)
-      return nullptr;
-    Value *X = Work.pop_back_val();
-    if (!Seen.insert(X).second)
-      continue;
-    if (auto *P = dyn_cast<PHINode>(X)) {
-      Joins.push_back(P);
-      for (Value *In : P->incoming_values())
-        Work.push_back(In->stripInBoundsOffsets());
-      continue;
-    }
-    if (auto *S = dyn_cast<SelectInst>(X)) {
-      Joins.push_back(S);
-      Work.push_back(S->getTrueValue()->stripInBoundsOffsets());
-      Work.push_back(S->getFalseValue()->stripInBoundsOffsets());
-      continue;
-    }
-    if (isa<ConstantPointerNull>(X) || isa<UndefValue>(X))
-      continue; // no object: nothing to cover
-    if (Base && Base != X)
-      return nullptr;
-    Base = X;
-  }
-  if (!Base)
+  SmallVector<const Value *, 4> Leaves;
+  SmallVector<const Instruction *, 8> Joins;
+  if (!inboundsLeaves(V, Leaves, &Joins) || Leaves.size() != 1)
     return nullptr;
+  const Value *Base = Leaves[0];
   if (auto *BI = dyn_cast<Instruction>(Base))
-    for (Instruction *J : Joins)
-      for (Loop *L = LI.getLoopFor(J->getParent()); L; L = L->getParentLoop())
-        if (L->contains(BI))
+    for (const Instruction *J : Joins)
+      for (const CycleInfo::CycleT *C = CI.getCycle(J->getParent()); C; C = C->getParentCycle())
+        if (C->contains(BI->getParent()))
           return nullptr;
-  return Base;
+  return const_cast<Value *>(Base);
 }
 
 // Walk the uses of a slot's address (through GEPs and casts) and note, per
@@ -1018,7 +1002,8 @@ FunctionMapInfo MappedTraceAnalysis::run(Function &F, FunctionAnalysisManager &F
   if (!isCandidate(F))
     return R;
   LoopInfo &LI = FAM.getResult<LoopAnalysis>(F);
-  FunctionAnalyzer(F, LI, R).run();
+  CycleInfo &CI = FAM.getResult<CycleAnalysis>(F);
+  FunctionAnalyzer(F, LI, CI, R).run();
   return R;
 }
 

@@ -561,8 +561,8 @@ void Emitter::emitMap() {
 // first in the output, so it is at offset 0 even if the backend emits no
 // record) and a PC-relative reference to it from a retained section
 // (SHF_GNU_RETAIN: never collected, no dynamic relocation) keep it, with ld.bfd
-// and lld alike. The functions the records refer to are kept with it; the
-// rest of the program is still collected.
+// and lld alike. Instrumented code stays whole (.mtmap names every function);
+// objects built without the pass and unreferenced data are still collected.
 void Emitter::keepStackMapsUnderGC() {
   if (!M.getTargetTriple().isOSBinFormatELF())
     return;

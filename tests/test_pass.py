@@ -149,7 +149,7 @@ def test_array_cursor_covered_by_its_base(liveness):
     assert _derived(lines, "call #1 @g") == {"%f": "%c+8"}
     # the base is loaded anew in each iteration: %c may point into the old object
     assert _site(liveness["cursor_base_in_loop"], "call #0 @g")[0] == {"%pp", "%c", "%b"}
-    # nor in an irreducible cycle, where LoopInfo sees no loop
+    # nor in an irreducible cycle, which is no natural loop
     assert _site(liveness["cursor_irreducible"], "call #1 @g")[0] == {"%p", "%b"}
 
 

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from math import comb
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -121,7 +122,6 @@ def median_ci(xs: list[float], level: float = 0.95) -> tuple[float, float]:
     that at least *level*.  Fewer than 6 values give (min, max)."""
     ys = sorted(xs)
     n = len(ys)
-    from math import comb
     cdf, k = 0.0, 0
     while True:
         cdf += comb(n, k) / 2 ** n          # P(B <= k)

@@ -238,7 +238,7 @@ exit:
   ret void
 }
 
-; Nor in an irreducible cycle (two entries, so LoopInfo has no loop for it):
+; Nor in an irreducible cycle (two entries: no natural loop, a cycle all the same):
 ; after H2 -> H1, %p holds the previous iteration's %b (found by review).
 define void @cursor_irreducible(i1 %c, i1 %d) {
 entry:
