@@ -1,0 +1,102 @@
+"""Heaps as glibc sees them, and heaps that are damaged.
+
+samples/heap_layouts.c makes main heaps that ``/proc/PID/maps`` shows as
+several lines (grown after fork, a page made read-only, a THP-advised
+middle); the walker must read each as the one range glibc's state delimits
+(``mp_.sbrk_base`` to the end of the top chunk), with libc's debug symbols and
+with the heuristics, and find every block the program prints.
+samples/heap_overflow.c damages its own heap the way real bugs do (a buffer
+overrun into the next chunk's header, into the top chunk's size) and leaks
+known objects: ``mappedtrace leaks`` must still report those leaks, name the
+bad chunk in a warning and count the damaged bytes in the precision figures.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import mappedtrace
+from conftest import build_sample, need, require_plugin, run_mt
+from mappedtrace.heap.glibc import GlibcHeap
+from mappedtrace.modules import ModuleMap
+from test_heap_glibc import CC, MODES, Program, _libc_debug_file, _need_trace
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+pytestmark = [pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory) -> Path:
+    need("cc")
+    _need_trace()
+    exe = tmp_path_factory.mktemp("layouts") / "heap_layouts"
+    subprocess.run([CC, "-O1", "-g", "-o", str(exe), str(SAMPLES / "heap_layouts.c")],
+                   check=True, capture_output=True, timeout=60)
+    return exe
+
+
+def _heap_lines(pid: int) -> int:
+    with open(f"/proc/{pid}/maps") as f:
+        return sum(1 for line in f if line.rstrip().endswith("[heap]"))
+
+
+def _thp_or_skip() -> None:
+    try:
+        mode = re.search(r"\[(\w+)\]", THP.read_text()).group(1)
+    except (OSError, AttributeError):
+        pytest.skip("this kernel has no transparent huge pages")
+    if mode == "never":
+        pytest.skip("transparent huge pages are off on this host ([never]); not changed by tests")
+
+
+@pytest.mark.parametrize("debug", MODES)
+@pytest.mark.parametrize("mode,lines", [("fork", 2), ("mprotect", 3), ("mprotect-back", 1), ("thp", 2)])
+def test_split_main_heap_is_one_range(layouts, mode, lines, debug):
+    if mode == "thp":
+        _thp_or_skip()
+    if debug and _libc_debug_file() is None:
+        pytest.skip("libc6-dbg is not installed")
+    prog = Program(layouts, mode)
+    try:
+        pid = int(prog.records("pid")[0][0])        # fork: the child, which holds the records
+        assert _heap_lines(pid) >= lines
+        with mappedtrace.attach(pid) as t:
+            heap = GlibcHeap(t, ModuleMap(t), use_debug_symbols=debug)
+        assert heap.corrupted == [] and not [w for w in heap.warnings if not w.startswith("heuristic")], \
+            heap.warnings
+        live = prog.records("live")
+        assert len(live) > 20000
+        for addr, usable in live:
+            c = heap.find(int(addr, 16))
+            assert c is not None and (c.address, c.size, c.state) == (int(addr, 16), int(usable), "in-use"), \
+                (addr, usable, c)
+        mi = {k: int(v) for k, v in (kv.split("=") for kv in prog.records("mallinfo2")[0])}
+        for key in ("arena", "uordblks", "fordblks"):
+            assert heap.stats[key] == mi[key], key
+        main = heap.arenas[0]
+        assert len(main.segments) == 1 and main.segments[0].end - main.segments[0].start == mi["arena"]
+    finally:
+        prog.close()
+
+
+def test_forked_child_has_no_false_leaks(layouts, tmp_path):
+    """The whole pipeline on the child whose heap grew after fork: every block reachable."""
+    prog = Program(layouts, "fork", "5000")
+    try:
+        pid = int(prog.records("pid")[0][0])
+        js = tmp_path / "r.json"
+        r = run_mt("leaks", str(pid), "--json", str(js))
+        assert r.returncode == 0, r.stderr[-2000:]
+        rep = json.loads(js.read_text())
+        assert rep["summary"]["leaked_objects"] == 0
+        assert rep["summary"]["reachable_objects"] >= 5500
+        assert rep["precision"].get("heap_corrupted_regions", 0) == 0
+    finally:
+        prog.close()
