@@ -100,3 +100,48 @@ def test_forked_child_has_no_false_leaks(layouts, tmp_path):
         assert rep["precision"].get("heap_corrupted_regions", 0) == 0
     finally:
         prog.close()
+
+
+@pytest.fixture(scope="module")
+def overflow_exe(tmp_path_factory) -> Path:
+    _need_trace()
+    require_plugin()
+    d = tmp_path_factory.mktemp("overflow")
+    return Path(build_sample(SAMPLES / "heap_overflow.c", "-O1", d / "heap_overflow"))
+
+
+@pytest.mark.parametrize("mode,why", [("overflow", r"size 0x[0-9a-f]+ is not 16-aligned"),
+                                      ("top", r"top chunk size 0x10000000000 does not reach the heap end"),
+                                      ("topwrap", r"top chunk size 0xfffffffffffffff0 does not reach")])
+@pytest.mark.parametrize("nleak", [3, 0])
+def test_overflowed_heap_still_reports_leaks(overflow_exe, tmp_path, mode, why, nleak):
+    """A real overrun into the next chunk's header or the top's size: the report is still
+    made, with every leak the program made, a warning naming the bad chunk, the damaged
+    bytes in the precision figures, and the exit code of leaks (0 when there are none)."""
+    prog = Program(overflow_exe, mode, str(nleak))
+    try:
+        # "truth leak ADDR SIZE direct", "truth kept ADDR"
+        truth = {int(r[1], 16): int(r[2]) for r in prog.records("truth") if r[0] == "leak"}
+        kept = [int(r[1], 16) for r in prog.records("truth") if r[0] == "kept"]
+        bad = int(prog.records("chunk")[0][0], 16)
+        assert len(truth) == nleak
+        js = tmp_path / "r.json"
+        r = run_mt("leaks", str(prog.pid), "--json", str(js))
+        assert r.returncode == (23 if nleak else 0), r.stderr[-2000:]
+        assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+        warn = [ln for ln in r.stderr.splitlines() if f"corrupted chunk at {bad:#x}" in ln]
+        assert len(warn) == 1 and re.search(why, warn[0]), r.stderr[-2000:]
+        rep = json.loads(js.read_text())
+        found = {int(l["address"], 16) if isinstance(l["address"], str) else l["address"]: l["size"]
+                 for l in rep["leaks"]}
+        assert found == truth
+        assert rep["precision"]["heap_corrupted_regions"] == 1
+        region = rep["precision"]["heap_corrupted_bytes"]
+        # overflow: the damaged 80-byte chunk (the walk goes on at the next one); top: its header
+        assert region == (0x50 if mode == "overflow" else 16)
+        assert "corrupted heap: 1 region" in r.stdout
+        # what only the damaged chunk points at is not a false leak (the region is a root)
+        assert all(k not in found for k in kept) and (mode != "overflow" or kept)
+        assert prog.p.poll() is None                    # the program runs on
+    finally:
+        prog.close()

@@ -53,8 +53,13 @@ pointers, ``HEAP_MAX_SIZE`` 64 MiB — glibc 2.35–2.37 on x86-64.
 
 Everything is read in big blocks (one read per heap segment) and parsed from
 the bytes; every loop is bounded by the segment's size or the number of
-chunks found.  A corrupted heap raises :class:`HeapCorrupted` naming the bad
-chunk; inconsistencies that leave the answer true become :attr:`warnings`.
+chunks found.  A damaged chunk header, top size or free list becomes a
+:class:`CorruptRegion` in :attr:`corrupted` (and a warning naming the chunk);
+the walk goes on past it where glibc's state lets it (the chunks after it that
+chain to the top chunk, the other segments and arenas, the mmapped chunks).
+Damaged arena state (``malloc_state``, ``heap_info``, the arena ring) raises
+:class:`HeapCorrupted` naming the structure; inconsistencies that leave the
+answer true become :attr:`warnings`.
 """
 from __future__ import annotations
 
@@ -395,7 +400,8 @@ class GlibcHeap:
     :param use_debug_symbols: look for libc's debug file (libc6-dbg); False
         forces the heuristics
     :raises HeapError: no glibc in the target, or the heap cannot be located
-    :raises HeapCorrupted: a chunk header or a free list is inconsistent
+    :raises HeapCorrupted: arena state (malloc_state, heap_info) is inconsistent;
+        damaged chunks and free lists become :attr:`corrupted` regions instead
 
     Attributes: ``arenas`` (main first, then the ``next`` ring), ``stats``
     (mallinfo2's fields ``arena ordblks smblks hblks hblkhd uordblks
@@ -405,7 +411,8 @@ class GlibcHeap:
     ``system_mem``, ``top``, ``overhead`` and ``unsorted/smallbin/largebin_
     blks/bytes``), ``tcaches`` (owner, user address of each thread's
     tcache_perthread_struct), ``mmapped_lead`` (header → memalign offset),
-    ``main_gaps`` (foreign-sbrk gaps), ``warnings``, ``exact``, ``mp``
+    ``main_gaps`` (foreign-sbrk gaps), ``corrupted`` (:class:`CorruptRegion`
+    list, empty for a sound heap), ``warnings``, ``exact``, ``mp``
     (``mp_`` decoded, or None), ``mp_addr``, ``main_arena_addr``.  Column-wise numpy arrays, one row per chunk in
     address order: ``headers``, ``addresses`` (user pointers), ``usable``,
     ``chunk_sizes``, ``state`` (0 in use, 1 free), ``list_code`` (index into
