@@ -298,7 +298,8 @@ def test_big_heap_is_fast(program):
 @pytest.mark.parametrize("mode,why", [("zero", "size field is 0"), ("huge", "runs (past|over)"),
                                       ("cycle", "cycle"), ("thread", "size field is 0"),
                                       ("fastbin", "fastbin link 0x4141414141414140 is not a chunk"),
-                                      ("unsorted", "unsorted link 0x4141414141414140 is not a chunk")])
+                                      ("unsorted", "unsorted link 0x4141414141414140 is not a chunk"),
+                                      ("bins", "unsorted link 0x4141414141414140 is not a chunk")])
 def test_corrupted_heap_names_the_chunk(program, mode, why, debug):
     """A damaged chunk header or free list no longer stops the walk: the bad chunk
     becomes a corrupted region, named in a one-line warning; the walk resyncs after
@@ -318,6 +319,13 @@ def test_corrupted_heap_names_the_chunk(program, mode, why, debug):
         nxt = heap.find(bad + 0x30 + 16)
         assert nxt is not None and nxt.header == bad + 0x30 and nxt.state == "in-use"
         assert heap.find(bad + 16) is None
+    for (hdr,) in prog.records("lost"):     # bins: the rest of the list, found from its bk end
+        lost = heap.find(int(hdr, 16) + 16)
+        assert lost is not None and lost.state == "free" and lost.free_list == "unsorted", lost
+    if mode == "cycle":     # a[2], behind the self-linked a[3] on tcache[1]: found by glibc's tcache key
+        lost = heap.find(bad - 0x30 + 16)
+        assert lost is not None and lost.state == "free" and lost.free_list == "tcache", lost
+        assert any("found by glibc's tcache key" in w for w in heap.warnings)
 
 
 def test_not_a_glibc_program(tmp_path):

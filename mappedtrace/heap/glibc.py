@@ -1238,6 +1238,43 @@ class GlibcHeap:
                                   f"{int(self.chunk_sizes[k]):#x} in the list of size {expect_size:#x}")
         return seq
 
+    def _follow_back(self, head: int, code: int, label: str) -> None:
+        """A bin whose fd chain broke: its other end, from the bin header's bk back
+        through each chunk's bk, until the break; those chunks are free too."""
+        n = 0
+        try:
+            v = self._mem.u64(head + BK)
+            for _ in range(len(self.headers)):
+                i = self._chunk_index(v)
+                if v == head or i < 0 or self.arena_index[i] < 0 or self._free[i]:
+                    break
+                self._free[i] = code + 1
+                n += 1
+                v = self._mem.u64(v + BK)
+        except TargetFault:
+            pass
+        if n:
+            self.warnings.append(f"{label}: {n} chunks of the broken list found from its other end (bk links)")
+
+    def _recover_tcache(self, b: int, missing: int, key: int | None, code: int, label: str) -> None:
+        """A tcache list that broke: its other chunks are the in-use-looking chunks of its
+        size whose second word is glibc's ``tcache_key`` (``tcache_put`` writes it there,
+        ``tcache_get`` clears it), at most ``missing`` of them.  Imprecision: a program that
+        copied the key into a block of that size would have that block counted free."""
+        if key is None or missing <= 0:
+            return
+        size = MINSIZE + b * MALLOC_ALIGNMENT
+        cand = np.flatnonzero((self.chunk_sizes == size) & (self.arena_index >= 0))
+        n = 0
+        for i in cand.tolist():
+            if n >= missing:
+                break
+            if not self._free[i] and self._mem.u64(self.headers.item(i) + CHUNK_HDR_SZ + 8) == key:
+                self._free[i] = code + 1
+                n += 1
+        if n:
+            self.warnings.append(f"{label}: {n} chunks of the broken list found by glibc's tcache key")
+
     def _list_broken(self, label: str, chunk: int, i: int, reason: str) -> None:
         """A damaged free list: the chunk ``chunk`` (index ``i``, -1 when it is no chunk)
         becomes a corrupted region of its own size (none when it is no chunk)."""
@@ -1271,9 +1308,12 @@ class GlibcHeap:
             # bins[1..127]: doubly linked circular lists through the bin headers
             for b in range(1, NBINS):
                 head = a.address + MS_BINS + (b - 1) * 16 - FD
+                broken = len(self.corrupted)
                 seq = self._follow(ms[F_BINS + (b - 1) * 2], "plain", LISTS.index(_bin_kind(b)),
                                    f"{a.label} bin[{b}]", head)
-                if seq:
+                if len(self.corrupted) > broken:
+                    self._follow_back(head, LISTS.index(_bin_kind(b)), f"{a.label} bin[{b}]")
+                elif seq:
                     want = np.concatenate(([head], self.headers[seq[:-1]])).astype(np.uint64)
                     bks = self._bk_of(seq)
                     bad = np.flatnonzero(bks != want)
@@ -1408,6 +1448,7 @@ class GlibcHeap:
             raw = struct.pack(f"<{TCACHE.size // 8}Q", *(self._mem.u64(addr + 8 * k) for k in range(TCACHE.size // 8)))
             f = TCACHE.unpack(raw)
             for b in range(TCACHE_MAX_BINS):
+                broken = len(self.corrupted)
                 count, e = f[b], f[TCACHE_MAX_BINS + b]
                 if e == 0:
                     n = 0
@@ -1419,6 +1460,24 @@ class GlibcHeap:
                                          MINSIZE + b * MALLOC_ALIGNMENT))
                 if n != count:
                     self.warnings.append(f"{owner} tcache[{b}]: count {count} but {n} chunks on the list")
+                if len(self.corrupted) > broken:
+                    self._recover_tcache(b, count - n, self._tcache_key(), code, f"{owner} tcache[{b}]")
+
+    def _tcache_key(self) -> int | None:
+        """glibc's random ``tcache_key`` (2.34+): the second word of every tcache entry,
+        taken as the value most of the lists' first entries hold (None if none does)."""
+        if not hasattr(self, "_key"):
+            votes: dict[int, int] = {}
+            for _owner, addr in self.tcaches:
+                for k in range(TCACHE_MAX_BINS):
+                    e = self._mem.u64(addr + TCACHE_MAX_BINS * 2 + 8 * k)
+                    if e and not e & (MALLOC_ALIGNMENT - 1) and self._chunk_index(e - CHUNK_HDR_SZ) >= 0:
+                        v = self._mem.u64(e + 8)
+                        votes[v] = votes.get(v, 0) + 1
+            self._key = max(votes, key=votes.get) if votes else None
+            if self._key == 0:
+                self._key = None
+        return self._key
 
     # --- stats --------------------------------------------------------------
     def _make_stats(self) -> None:
