@@ -62,6 +62,7 @@ int main(int argc, char **argv)
     } else {
         size_t size = !strcmp(mode, "top") ? ((size_t)1 << 40) | 1 : (size_t)0xfffffffffffffff1;
         size_t *last = malloc(24);                          /* the last chunk before the top */
+        scratch = (char *)last;
         char *top = (char *)last + 16;
         printf("chunk %p\n", (void *)top);
         last[3] = size;                                     /* one word past its 24 bytes */

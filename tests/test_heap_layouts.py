@@ -145,3 +145,34 @@ def test_overflowed_heap_still_reports_leaks(overflow_exe, tmp_path, mode, why, 
         assert prog.p.poll() is None                    # the program runs on
     finally:
         prog.close()
+
+
+@pytest.mark.parametrize("debug", MODES)
+def test_bad_top_size_in_every_arena(tmp_path, debug):
+    """Top-chunk sizes made in code (too big, wrapping, 0, too small) in the main and the
+    thread arenas: each a one-chunk corrupted region, every chunk still found."""
+    import struct
+    from test_heap_glibc import _Patched
+    _need_trace()
+    if debug and _libc_debug_file() is None:
+        pytest.skip("libc6-dbg is not installed")
+    exe = tmp_path / "heap_pattern"
+    subprocess.run([CC, "-O1", "-g", "-pthread", "-o", str(exe), str(SAMPLES / "heap_pattern.c")],
+                   check=True, capture_output=True, timeout=60)
+    prog = Program(exe, "2")
+    try:
+        with mappedtrace.attach(prog.pid) as t:
+            mods = ModuleMap(t)
+            good = GlibcHeap(t, mods, use_debug_symbols=debug)
+            assert len(good.arenas) == 3 and good.corrupted == []
+            for a in good.arenas:
+                for v in ((1 << 40) | 1, 0xFFFFFFFFFFFFFFF1, 0, 0x21):
+                    h = GlibcHeap(_Patched(t, {a.top + 8: struct.pack("<Q", v)}), mods, use_debug_symbols=debug)
+                    assert [(r.chunk, r.start, r.end) for r in h.corrupted] == [(a.top, a.top, a.top + 16)], \
+                        (a.label, hex(v), h.corrupted)
+                    assert re.search("top chunk size 0x[0-9a-f]+ does not reach the heap end", h.corrupted[0].reason)
+                    assert list(h.headers) == list(good.headers)
+                    top = h.find(a.top + 16)
+                    assert top.free_list == "top" and top.chunk_size == good.find(a.top + 16).chunk_size
+    finally:
+        prog.close()

@@ -610,12 +610,15 @@ class GlibcHeap:
             hint = self._heap_hint
             base = hint[0] if hint and run[0] <= hint[0] <= a.top else run[0]
         end = a.top + a.top_size
-        if a.top_size < MINSIZE or a.top_size & (MALLOC_ALIGNMENT - 1) or end > run[1]:
+        state_end = base + a.system_mem
+        # The top chunk ends the brk heap: at sbrk_base + system_mem, or, when someone else
+        # moved the brk (gaps that system_mem does not count), further on at a page boundary.
+        bad_top = a.top_size < MINSIZE or a.top_size & (MALLOC_ALIGNMENT - 1) or end > run[1] or (
+            contiguous and end != state_end and (end < state_end or end % PAGE))
+        if bad_top:
             # A bad top size (a heap overflow into the top chunk): the heap still ends where
-            # glibc's accounting says, sbrk_base + system_mem (when no foreign sbrk made a gap;
-            # else at the end of the mapped run).
-            # The walk (_walk_words) marks the top's header as corrupted.
-            state_end = base + a.system_mem
+            # glibc's accounting says, sbrk_base + system_mem (else at the end of the mapped
+            # run).  The walk (_walk_words) marks the top's header as corrupted.
             end = state_end if a.top + MINSIZE <= state_end <= run[1] else run[1]
         first = base + ((-(base + CHUNK_HDR_SZ)) & (MALLOC_ALIGNMENT - 1))
         a.segments.append(HeapSegment(base, end, first))
