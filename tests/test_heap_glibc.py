@@ -24,9 +24,8 @@ import pytest
 
 import mappedtrace
 import mappedtrace.target.base
-from mappedtrace.errors import BadData
 from mappedtrace.formats import elf
-from mappedtrace.heap.glibc import GlibcHeap, HeapCorrupted, HeapError
+from mappedtrace.heap.glibc import GlibcHeap, HeapError
 from mappedtrace.modules import ModuleMap
 
 ROOT = Path(__file__).resolve().parent.parent
