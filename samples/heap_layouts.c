@@ -11,6 +11,9 @@
  *   mprotect  allocate N blocks, then make one page in the middle of the heap
  *             read-only (three [heap] lines).
  *   mprotect-back  the same, then make it writable again.
+ *   thread    a thread allocates N blocks in its own arena, then makes one
+ *             page in the middle of that 64 MiB-aligned heap read-only (the
+ *             heap_info chain delimits it; its mapping is split in three).
  *   thp       grow the heap by 16 MiB at once (M_TOP_PAD), advise the
  *             2 MiB-aligned middle of it MADV_HUGEPAGE (the mapping splits),
  *             then allocate N blocks into it (faulted in as huge pages where
@@ -24,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,6 +62,17 @@ static void report_and_block(void)
     fflush(stdout);
     char c;
     while (read(0, &c, 1) > 0) {}
+}
+
+static void *thread_heap(void *arg)
+{
+    int n = *(int *)arg;
+    take(n);
+    long page = sysconf(_SC_PAGESIZE);
+    char *mid = (char *)((uintptr_t)blocks[n / 2] & ~(uintptr_t)(page - 1));
+    if (mprotect(mid, (size_t)page, PROT_READ))
+        perror("mprotect");
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -95,6 +110,13 @@ int main(int argc, char **argv)
             perror("mprotect");
             return 1;
         }
+        report_and_block();
+        return 0;
+    }
+    if (!strcmp(mode, "thread")) {
+        pthread_t t;
+        pthread_create(&t, NULL, thread_heap, &n);
+        pthread_join(t, NULL);
         report_and_block();
         return 0;
     }

@@ -37,7 +37,7 @@ def layouts(tmp_path_factory) -> Path:
     need("cc")
     _need_trace()
     exe = tmp_path_factory.mktemp("layouts") / "heap_layouts"
-    subprocess.run([CC, "-O1", "-g", "-o", str(exe), str(SAMPLES / "heap_layouts.c")],
+    subprocess.run([CC, "-O1", "-g", "-pthread", "-o", str(exe), str(SAMPLES / "heap_layouts.c")],
                    check=True, capture_output=True, timeout=60)
     return exe
 
@@ -57,7 +57,8 @@ def _thp_or_skip() -> None:
 
 
 @pytest.mark.parametrize("debug", MODES)
-@pytest.mark.parametrize("mode,lines", [("fork", 2), ("mprotect", 3), ("mprotect-back", 1), ("thp", 2)])
+@pytest.mark.parametrize("mode,lines", [("fork", 2), ("mprotect", 3), ("mprotect-back", 1), ("thp", 2),
+                                        ("thread", 1)])
 def test_split_main_heap_is_one_range(layouts, mode, lines, debug):
     if mode == "thp":
         _thp_or_skip()
@@ -80,6 +81,14 @@ def test_split_main_heap_is_one_range(layouts, mode, lines, debug):
         mi = {k: int(v) for k, v in (kv.split("=") for kv in prog.records("mallinfo2")[0])}
         for key in ("arena", "uordblks", "fordblks"):
             assert heap.stats[key] == mi[key], key
+        if mode == "thread":        # the worker's arena: one heap_info segment, read across its three mappings
+            (worker,) = heap.arenas[1:]
+            assert len(worker.segments) == 1 and worker.segments[0].heap_info is not None
+            seg = worker.segments[0]
+            with open(f"/proc/{pid}/maps") as f:
+                inside = [ln for ln in f if seg.start <= int(ln.split("-")[0], 16) < seg.end]
+            assert len(inside) >= 3, inside
+            return
         main = heap.arenas[0]
         assert len(main.segments) == 1 and main.segments[0].end - main.segments[0].start == mi["arena"]
     finally:
