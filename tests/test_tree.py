@@ -137,6 +137,12 @@ def test_snapshot_and_graph_tree(server_exe, tmp_path):
         js = tmp_path / "w.json"
         r = run_mt("leaks", str(tmp_path / f"snap.{w}.core"), "--json", str(js))
         assert r.returncode == 23 and _leaks(json.loads(js.read_text())) == srv.truth[w]
+        # a directory: DIR/PID.core
+        (tmp_path / "d").mkdir()
+        r = run_mt("snapshot", str(srv.master), "--tree", "-o", str(tmp_path / "d"))
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert sorted(os.listdir(tmp_path / "d")) == sorted(f"{pid}.core" for pid in everyone)
+        assert f"process tree of {srv.master}: 3 processes" in r.stdout
         r = run_mt("graph", str(srv.master), "--tree", "-o", str(tmp_path / "g-{pid}.json"))
         assert r.returncode == 0, r.stderr[-3000:]
         for pid in everyone:

@@ -10,7 +10,8 @@ pages not yet written) is simply read once per process.
 Output files: ``-o`` names one file per process.  With ``{pid}`` in it, that
 is replaced by the PID (``-o 'snap-{pid}.core'``); without it, ``.PID`` goes
 before the last suffix (``-o server.json`` → ``server.1234.json``;
-``-o snap`` → ``snap.1234``).
+``-o snap`` → ``snap.1234``).  ``snapshot --tree`` also takes a directory
+(an existing one, or a name ending in ``/``): ``DIR/PID.core``.
 """
 from __future__ import annotations
 
@@ -52,8 +53,11 @@ def tree_pid(what: str) -> int:
     return int(what)
 
 
-def output_for(pattern: str, pid: int) -> str:
-    """The output file of process ``pid`` (see the module docstring)."""
+def output_for(pattern: str, pid: int, in_directory: str | None = None) -> str:
+    """The output file of process ``pid`` (see the module docstring); ``in_directory``
+    (e.g. ``"{pid}.core"``) names the file when ``pattern`` is a directory."""
+    if in_directory and (pattern.endswith("/") or os.path.isdir(pattern)):
+        return os.path.join(pattern, in_directory.replace("{pid}", str(pid)))
     if "{pid}" in pattern:
         return pattern.replace("{pid}", str(pid))
     head, tail = os.path.split(pattern)
@@ -175,7 +179,7 @@ def snapshot_tree(pid: int, output: str, as_json: bool, one: Callable[[int, str]
     warnings: list[str] = []
 
     def work(info: ProcessInfo) -> dict:
-        d = one(info.pid, output_for(output, info.pid))
+        d = one(info.pid, output_for(output, info.pid, "{pid}.core"))
         snapshot_report.render_warnings(d, sys.stderr)
         if not as_json:
             tree_report.render_header(info.pid, info.ppid, info.exe, sys.stdout)

@@ -57,7 +57,8 @@ class _LazyProgress:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--tree", is_flag=True,
               help="PID and all its descendants, each with its own pause: one file per process, -o a "
-                   "pattern ('{pid}' is replaced by the PID, else '.PID' goes before the suffix), and a summary.")
+                   "pattern ('{pid}' is replaced by the PID, else '.PID' goes before the suffix) or a directory "
+                   "(DIR/PID.core), and a summary.")
 def command(pid: int, output: str, mode: str, backend: str, settle: bool, max_steps: int,
             as_json: bool, tree: bool = False) -> int:
     from ..reporters import snapshot_report
