@@ -11,7 +11,8 @@ Output files: ``-o`` names one file per process.  With ``{pid}`` in it, that
 is replaced by the PID (``-o 'snap-{pid}.core'``); without it, ``.PID`` goes
 before the last suffix (``-o server.json`` → ``server.1234.json``;
 ``-o snap`` → ``snap.1234``).  ``snapshot --tree`` also takes a directory
-(an existing one, or a name ending in ``/``): ``DIR/PID.core``.
+(an existing one, or a name ending in ``/``, then made with mode 0700):
+``DIR/PID.core``.
 """
 from __future__ import annotations
 
@@ -177,6 +178,12 @@ def snapshot_tree(pid: int, output: str, as_json: bool, one: Callable[[int, str]
     from ..reporters import snapshot_report, tree_report
 
     warnings: list[str] = []
+    if output.endswith("/") and not os.path.isdir(output):
+        try:
+            os.mkdir(output, 0o700)         # private: snapshots hold the processes' memory
+        except OSError as e:
+            raise MappedTraceError(f"cannot create the directory {output}: {e.strerror}",
+                                   hint="give an existing directory, or one whose parent exists") from None
 
     def work(info: ProcessInfo) -> dict:
         d = one(info.pid, output_for(output, info.pid, "{pid}.core"))
