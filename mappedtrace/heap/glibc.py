@@ -464,6 +464,10 @@ class GlibcHeap:
                 e.hint = (f"arena {', '.join(locked)} was locked: a thread was inside malloc or free when the "
                           "process was stopped; stop it again")
             raise
+        locked = [a.label for a in self.arenas if a.raw and a.raw[F_MUTEX]]
+        if self.corrupted and locked:
+            self.warnings.append(f"arena {', '.join(locked)} was locked when the process was stopped: the "
+                                 "corrupted regions may be a malloc or free in progress, not damage")
         self._mem = None
         self.memory_blocks: list[tuple[int, np.ndarray]] = sorted(self._blocks, key=lambda b: b[0])
         self._blocks = []
