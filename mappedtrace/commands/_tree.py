@@ -70,8 +70,9 @@ def output_for(pattern: str, pid: int, in_directory: str | None = None) -> str:
 def over_tree(pid: int, work: Callable[[ProcessInfo], Any], warnings: list[str]) -> list[TreeEntry]:
     """``work(info)`` for ``pid`` and each descendant (parents first).
 
-    A :class:`MappedTraceError` ends only that process's turn: it is ``gone``
-    when the process no longer exists (or is a zombie), else an ``error``.
+    An error ends only that process's turn: it is ``gone`` when the process
+    no longer exists (or is a zombie), else an ``error`` (an internal error
+    too, unless ``--debug`` asks for its traceback).
     """
     entries: list[TreeEntry] = []
     for info in process_tree(pid, warnings):
@@ -80,11 +81,17 @@ def over_tree(pid: int, work: Callable[[ProcessInfo], Any], warnings: list[str])
             continue
         try:
             entries.append(TreeEntry(info, work(info)))
-        except MappedTraceError as e:
-            if alive(info.pid):
+        except Exception as e:          # noqa: BLE001 - one process's failure is not the others'
+            from .. import cli
+            if cli._debug and not isinstance(e, MappedTraceError):
+                raise
+            if not alive(info.pid):
+                entries.append(TreeEntry(info, error=f"process {info.pid} exited during the check", gone=True))
+            elif isinstance(e, MappedTraceError):
                 entries.append(TreeEntry(info, error=e.message))
             else:
-                entries.append(TreeEntry(info, error=f"process {info.pid} exited during the check", gone=True))
+                entries.append(TreeEntry(info, error=f"internal error: {type(e).__name__}: {e} (--debug shows "
+                                                     "the traceback)"))
     return entries
 
 

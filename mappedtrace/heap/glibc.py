@@ -604,7 +604,8 @@ class GlibcHeap:
             self.warnings.append("main arena is non-contiguous (brk failed or was used by someone else); "
                                  "only the segment holding the top chunk is walked")
             m = self.target.mapping_at(a.top)
-            base = m.start          # imprecise when the kernel merged it with other anonymous memory
+            if not (base and m.start <= base <= a.top):
+                base = m.start      # imprecise when the kernel merged it with other anonymous memory
         elif not base or not run[0] <= base <= a.top:
             # Heuristics without mp_: the start of the [heap] run (assumed: malloc made the brk heap,
             # nothing moved the brk before its first sbrk); else the start of the top's run.
