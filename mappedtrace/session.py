@@ -51,6 +51,9 @@ def precision_figures(rootset: RootSet, graph, heap, roots_mode: str) -> dict:
     out["modules_without_maps"] = [os.path.basename(p) for p in rootset.stats.modules_without_maps]
     out["roots_mode"] = roots_mode
     out["heap_walk_exact"] = bool(getattr(heap, "exact", False))
+    corrupted = getattr(heap, "corrupted", [])
+    out["heap_corrupted_regions"] = len(corrupted)
+    out["heap_corrupted_bytes"] = sum(r.size for r in corrupted)
     return out
 
 
@@ -145,6 +148,12 @@ def _heap_ranges(heap) -> list[tuple[int, int]]:
 
 
 def _allocator_roots(heap) -> list[Root]:
-    """Chunks the allocator itself holds (each thread's tcache struct): never leaks."""
-    return [Root("value", addr, 0, 0, True, f"allocator: tcache of {owner}")
-            for owner, addr in getattr(heap, "tcaches", [])]
+    """Chunks the allocator itself holds (each thread's tcache struct): never leaks.
+    And every corrupted heap region, scanned conservatively as a root: the
+    objects there are unknown, so whatever they point at counts as reachable
+    (no false leak behind a damaged chunk)."""
+    roots = [Root("value", addr, 0, 0, True, f"allocator: tcache of {owner}")
+             for owner, addr in getattr(heap, "tcaches", [])]
+    roots += [Root("range", r.start, r.size, 0, False, f"heap: corrupted region at {r.chunk:#x} ({r.where})")
+              for r in getattr(heap, "corrupted", []) if r.size > 0]
+    return roots

@@ -8,6 +8,8 @@
  *   thread  like "zero", in a thread arena
  *   fastbin a fastbin chunk's (safe-linked) fd points outside the heap
  *   unsorted an unsorted-bin chunk's fd points outside the heap
+ *   bins    three chunks in the unsorted bin, the first one's fd smashed: the
+ *           other two ("lost 0xHEADER") are still on the list's bk side
  * Prints "chunk 0xHEADER" (the header address of the damaged chunk), then
  * "ready", and blocks reading stdin.  Never frees or mallocs afterwards.
  */
@@ -23,6 +25,7 @@
 #endif
 
 static void *bad;
+static void *lost[2];
 
 static void corrupt(const char *mode)
 {
@@ -52,6 +55,19 @@ static void corrupt(const char *mode)
         bad = (char *)big - 16;
         free(big);                  /* → unsorted (above the tcache range) */
         *(uintptr_t *)p = (uintptr_t)0x4141414141414140;
+    } else if (!strcmp(mode, "bins")) {
+        void *big[3];
+        for (int i = 0; i < 3; i++) {
+            big[i] = malloc(2000);
+            void *volatile guard = malloc(40);      /* nothing coalesces */
+            (void)guard;
+        }
+        for (int i = 0; i < 3; i++)
+            free(big[i]);           /* unsorted: head -> big[2] -> big[1] -> big[0] */
+        bad = (char *)big[2] - 16;
+        lost[0] = (char *)big[1] - 16;
+        lost[1] = (char *)big[0] - 16;
+        *(uintptr_t *)big[2] = (uintptr_t)0x4141414141414140;
     } else if (!strcmp(mode, "cycle")) {
         uintptr_t self = (uintptr_t)a[3];
         free(a[2]);
@@ -78,6 +94,9 @@ int main(int argc, char **argv)
     } else {
         corrupt(mode);
     }
+    for (int i = 0; i < 2; i++)
+        if (lost[i])
+            printf("lost %p\n", lost[i]);
     printf("chunk %p\nready\n", bad);
     fflush(stdout);
     char c;

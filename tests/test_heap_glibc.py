@@ -24,9 +24,8 @@ import pytest
 
 import mappedtrace
 import mappedtrace.target.base
-from mappedtrace.errors import BadData
 from mappedtrace.formats import elf
-from mappedtrace.heap.glibc import GlibcHeap, HeapCorrupted, HeapError
+from mappedtrace.heap.glibc import GlibcHeap, HeapError
 from mappedtrace.modules import ModuleMap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -298,18 +297,34 @@ def test_big_heap_is_fast(program):
 @pytest.mark.parametrize("mode,why", [("zero", "size field is 0"), ("huge", "runs (past|over)"),
                                       ("cycle", "cycle"), ("thread", "size field is 0"),
                                       ("fastbin", "fastbin link 0x4141414141414140 is not a chunk"),
-                                      ("unsorted", "unsorted link 0x4141414141414140 is not a chunk")])
+                                      ("unsorted", "unsorted link 0x4141414141414140 is not a chunk"),
+                                      ("bins", "unsorted link 0x4141414141414140 is not a chunk")])
 def test_corrupted_heap_names_the_chunk(program, mode, why, debug):
+    """A damaged chunk header or free list no longer stops the walk: the bad chunk
+    becomes a corrupted region, named in a one-line warning; the walk resyncs after
+    a bad header (the next chunk, a[4], is found again)."""
     prog = program("heap_corrupt", mode)
     bad = int(prog.records("chunk")[0][0], 16)
     t0 = time.perf_counter()
-    with pytest.raises(HeapCorrupted) as ei:
-        _walk(prog.pid, debug)
+    heap = _walk(prog.pid, debug)
     assert time.perf_counter() - t0 < 10
-    assert isinstance(ei.value, BadData)
-    assert ei.value.chunk == bad
-    assert f"chunk at {bad:#x}" in str(ei.value) and re.search(why, str(ei.value))
-    assert "\n" not in str(ei.value)
+    assert [r.chunk for r in heap.corrupted] == [bad], heap.corrupted
+    region = heap.corrupted[0]
+    assert re.search(why, region.reason) and region.start == bad
+    warn = [w for w in heap.warnings if f"corrupted chunk at {bad:#x}" in w]
+    assert len(warn) == 1 and re.search(why, warn[0]) and "\n" not in warn[0]
+    if mode in ("zero", "huge", "thread"):         # a[3] of eight malloc(40): the walk goes on at a[4]
+        assert region.end == bad + 0x30
+        nxt = heap.find(bad + 0x30 + 16)
+        assert nxt is not None and nxt.header == bad + 0x30 and nxt.state == "in-use"
+        assert heap.find(bad + 16) is None
+    for (hdr,) in prog.records("lost"):     # bins: the rest of the list, found from its bk end
+        lost = heap.find(int(hdr, 16) + 16)
+        assert lost is not None and lost.state == "free" and lost.free_list == "unsorted", lost
+    if mode == "cycle":     # a[2], behind the self-linked a[3] on tcache[1]: found by glibc's tcache key
+        lost = heap.find(bad - 0x30 + 16)
+        assert lost is not None and lost.state == "free" and lost.free_list == "tcache", lost
+        assert any("found by glibc's tcache key" in w for w in heap.warnings)
 
 
 def test_not_a_glibc_program(tmp_path):
@@ -502,7 +517,8 @@ class _Patched(mappedtrace.target.base.Target):
 
 @pytest.mark.parametrize("debug", MODES)
 def test_random_damage_gives_typed_errors(program, tmp_path, debug):
-    """Size fields and list links overwritten at random: a result or a MappedTraceError, quickly, never a crash."""
+    """Size fields and list links overwritten at random: a result (with corrupted regions) or a
+    MappedTraceError, quickly, never a crash."""
     import random
     import struct as st
     from mappedtrace.errors import MappedTraceError
@@ -516,20 +532,21 @@ def test_random_damage_gives_typed_errors(program, tmp_path, debug):
         chunks = list(good.chunks())
         rng = random.Random(1234)
         values = [0, 1, 8, 0x10, 0x21, 0x2000000001, 0xFFFFFFFFFFFFFFF0, 0x4141414141414140]
-        outcomes = {"ok": 0, "error": 0}
+        outcomes = {"ok": 0, "corrupted": 0, "error": 0}
         for _ in range(80):
             c = rng.choice(chunks)
             field = rng.choice([-8, 0, 8])          # size field, fd, bk
             v = rng.choice(values + [rng.choice(chunks).header, c.header + rng.choice([8, 16, 24])])
             t0 = time.perf_counter()
             try:
-                GlibcHeap(_Patched(snap, {c.address + field: st.pack("<Q", v)}), mods, use_debug_symbols=debug)
-                outcomes["ok"] += 1
+                h = GlibcHeap(_Patched(snap, {c.address + field: st.pack("<Q", v)}), mods, use_debug_symbols=debug)
+                outcomes["corrupted" if h.corrupted else "ok"] += 1
             except MappedTraceError as e:
                 assert "\n" not in str(e)
                 outcomes["error"] += 1
             assert time.perf_counter() - t0 < 5
-        assert outcomes["error"] > 10 and outcomes["ok"] > 5, outcomes
+        # damage is a walk with corrupted regions now (or, in arena state, a typed error)
+        assert outcomes["corrupted"] + outcomes["error"] > 10 and outcomes["ok"] > 5, outcomes
     finally:
         snap.close()
 

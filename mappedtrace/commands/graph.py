@@ -12,10 +12,17 @@ from ..errors import MappedTraceError
 @click.argument("what")
 @click.option("-o", "--output", required=True, metavar="FILE.json|FILE.dot")
 @roots_option
-def command(what: str, output: str, roots_mode: str) -> int:
+@click.option("--tree", is_flag=True,
+              help="PID and all its descendants: one file per process, -o a pattern ('{pid}' is "
+                   "replaced by the PID, else '.PID' goes before the suffix), and a summary.")
+def command(what: str, output: str, roots_mode: str, tree: bool = False) -> int:
     if not output.endswith((".json", ".dot")):
         raise MappedTraceError(f"{output}: the output must end in .json or .dot")
     from ..reporters import graph_export
+
+    if tree:
+        from ._tree import graph_tree
+        return graph_tree(what, output, roots_mode, graph_export.export)
 
     a = analyse_arg(what, roots_mode=roots_mode, leaks=False)
     graph_export.export(a.graph, output)

@@ -16,8 +16,16 @@ from ._analysis_opts import LEAK_EXIT_CODE, analyse_arg, open_private, print_war
               help="Exit code when leaks are found.")
 @roots_option
 @click.option("--width", type=int, default=None, help="Report width (columns).")
-def command(what: str, json_path: str | None, exitcode: int, roots_mode: str, width: int | None) -> int:
+@click.option("--tree", is_flag=True,
+              help="PID and all its descendants (a pre-fork server's master and workers): a report per "
+                   "process and a summary; --json writes {\"processes\": [...], \"summary\": {...}}.")
+def command(what: str, json_path: str | None, exitcode: int, roots_mode: str, width: int | None,
+            tree: bool = False) -> int:
     from ..reporters import leaks_report
+
+    if tree:
+        from ._tree import leaks_tree
+        return leaks_tree(what, json_path, exitcode, roots_mode, width)
 
     a = analyse_arg(what, roots_mode=roots_mode)
     if json_path != "-":

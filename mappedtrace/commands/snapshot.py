@@ -55,13 +55,35 @@ class _LazyProgress:
 @click.option("--max-steps", type=click.IntRange(0, 10_000_000), default=20000, show_default=True,
               help="Bound on single-steps per thread while settling.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--tree", is_flag=True,
+              help="PID and all its descendants, each with its own pause: one file per process, -o a "
+                   "pattern ('{pid}' is replaced by the PID, else '.PID' goes before the suffix) or a directory "
+                   "(DIR/PID.core), and a summary.")
 def command(pid: int, output: str, mode: str, backend: str, settle: bool, max_steps: int,
-            as_json: bool) -> int:
+            as_json: bool, tree: bool = False) -> int:
     from ..reporters import snapshot_report
-    from ..target.core import write_core
 
     if pid <= 0:
         raise MappedTraceError(f"invalid PID {pid}", hint="give the PID of a running process (ps -e)")
+    if tree:
+        from ._tree import snapshot_tree
+        return snapshot_tree(pid, output, as_json,
+                             lambda p, out: snapshot_one(p, out, mode, backend, settle, max_steps))
+    d = snapshot_one(pid, output, mode, backend, settle, max_steps)
+    snapshot_report.render_warnings(d, sys.stderr)
+    if as_json:
+        snapshot_report.render_json(d, sys.stdout)
+    else:
+        snapshot_report.render_text(d, sys.stdout)
+    return 0
+
+
+def snapshot_one(pid: int, output: str, mode: str, backend: str, settle: bool, max_steps: int) -> dict:
+    """Capture ``pid`` and write its snapshot to ``output``; returns the report dict
+    (:func:`~mappedtrace.reporters.snapshot_report.snapshot_to_dict`)."""
+    from ..reporters import snapshot_report
+    from ..target.core import write_core
+
     progress = _LazyProgress()
     try:
         if backend == "lldb":
@@ -80,9 +102,4 @@ def command(pid: int, output: str, mode: str, backend: str, settle: bool, max_st
         d = snapshot_report.snapshot_to_dict(target, output, nbytes)
     finally:
         target.close()
-    snapshot_report.render_warnings(d, sys.stderr)
-    if as_json:
-        snapshot_report.render_json(d, sys.stdout)
-    else:
-        snapshot_report.render_text(d, sys.stdout)
-    return 0
+    return d

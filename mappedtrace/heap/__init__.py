@@ -10,9 +10,9 @@ Debian 12's 2.36)::
 """
 from __future__ import annotations
 
-from .glibc import Arena, Chunk, ChunkList, GlibcHeap, HeapCorrupted, HeapError
+from .glibc import Arena, Chunk, ChunkList, CorruptRegion, GlibcHeap, HeapCorrupted, HeapError
 
-__all__ = ["Arena", "Chunk", "ChunkList", "GlibcHeap", "HeapCorrupted", "HeapError", "walk"]
+__all__ = ["Arena", "Chunk", "ChunkList", "CorruptRegion", "GlibcHeap", "HeapCorrupted", "HeapError", "walk"]
 
 
 def walk(target, modules=None, *, use_debug_symbols: bool = True) -> GlibcHeap:
@@ -22,7 +22,7 @@ def walk(target, modules=None, *, use_debug_symbols: bool = True) -> GlibcHeap:
     :param use_debug_symbols: False forces the heuristics even when libc6-dbg is installed
     :returns: a :class:`GlibcHeap`
     :raises HeapError: no glibc heap in the target
-    :raises HeapCorrupted: the heap is inconsistent (the message names the chunk)
+    :raises HeapCorrupted: arena state is inconsistent (damaged chunks become ``heap.corrupted``)
     """
     if modules is None:
         from ..modules import ModuleMap

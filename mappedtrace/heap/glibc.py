@@ -53,8 +53,13 @@ pointers, ``HEAP_MAX_SIZE`` 64 MiB — glibc 2.35–2.37 on x86-64.
 
 Everything is read in big blocks (one read per heap segment) and parsed from
 the bytes; every loop is bounded by the segment's size or the number of
-chunks found.  A corrupted heap raises :class:`HeapCorrupted` naming the bad
-chunk; inconsistencies that leave the answer true become :attr:`warnings`.
+chunks found.  A damaged chunk header, top size or free list becomes a
+:class:`CorruptRegion` in :attr:`corrupted` (and a warning naming the chunk);
+the walk goes on past it where glibc's state lets it (the chunks after it that
+chain to the top chunk, the other segments and arenas, the mmapped chunks).
+Damaged arena state (``malloc_state``, ``heap_info``, the arena ring) raises
+:class:`HeapCorrupted` naming the structure; inconsistencies that leave the
+answer true become :attr:`warnings`.
 """
 from __future__ import annotations
 
@@ -170,6 +175,23 @@ class Chunk:
     def free_list(self) -> str | None:
         parts = self.where.split("/", 1)
         return parts[1] if len(parts) > 1 else None
+
+
+@dataclass(frozen=True)
+class CorruptRegion:
+    """Heap bytes the walk could not read as chunks: ``[start, end)`` from a
+    bad chunk header (``chunk``) to where the walk found chunks again (or the
+    end of the segment).  ``reason`` says what was wrong with the header."""
+
+    start: int
+    end: int
+    where: str          # the arena's label
+    chunk: int          # header address of the bad chunk
+    reason: str
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
 
 
 @dataclass
@@ -378,7 +400,8 @@ class GlibcHeap:
     :param use_debug_symbols: look for libc's debug file (libc6-dbg); False
         forces the heuristics
     :raises HeapError: no glibc in the target, or the heap cannot be located
-    :raises HeapCorrupted: a chunk header or a free list is inconsistent
+    :raises HeapCorrupted: arena state (malloc_state, heap_info) is inconsistent;
+        damaged chunks and free lists become :attr:`corrupted` regions instead
 
     Attributes: ``arenas`` (main first, then the ``next`` ring), ``stats``
     (mallinfo2's fields ``arena ordblks smblks hblks hblkhd uordblks
@@ -388,7 +411,8 @@ class GlibcHeap:
     ``system_mem``, ``top``, ``overhead`` and ``unsorted/smallbin/largebin_
     blks/bytes``), ``tcaches`` (owner, user address of each thread's
     tcache_perthread_struct), ``mmapped_lead`` (header → memalign offset),
-    ``main_gaps`` (foreign-sbrk gaps), ``warnings``, ``exact``, ``mp``
+    ``main_gaps`` (foreign-sbrk gaps), ``corrupted`` (:class:`CorruptRegion`
+    list, empty for a sound heap), ``warnings``, ``exact``, ``mp``
     (``mp_`` decoded, or None), ``mp_addr``, ``main_arena_addr``.  Column-wise numpy arrays, one row per chunk in
     address order: ``headers``, ``addresses`` (user pointers), ``usable``,
     ``chunk_sizes``, ``state`` (0 in use, 1 free), ``list_code`` (index into
@@ -411,6 +435,10 @@ class GlibcHeap:
         #: (start, end) of gaps in the brk heap that are not malloc's (foreign sbrk), fence posts included
         self.main_gaps: list[tuple[int, int]] = []
         self._lists: tuple | None = None
+        #: regions of damaged heap (a bad chunk header, a bad top size, a broken free list)
+        self.corrupted: list[CorruptRegion] = []
+        #: (start, end) of the brk heap as the heuristics saw it (the run of [heap] mappings)
+        self._heap_hint: tuple[int, int] | None = None
         libc = modules.find("libc.so") or modules.find("libc-")
         if libc is None:
             raise HeapError("no glibc (libc.so.6) is mapped in the target",
@@ -436,6 +464,10 @@ class GlibcHeap:
                 e.hint = (f"arena {', '.join(locked)} was locked: a thread was inside malloc or free when the "
                           "process was stopped; stop it again")
             raise
+        locked = [a.label for a in self.arenas if a.raw and a.raw[F_MUTEX]]
+        if self.corrupted and locked:
+            self.warnings.append(f"arena {', '.join(locked)} was locked when the process was stopped: the "
+                                 "corrupted regions may be a malloc or free in progress, not damage")
         self._mem = None
         self.memory_blocks: list[tuple[int, np.ndarray]] = sorted(self._blocks, key=lambda b: b[0])
         self._blocks = []
@@ -483,6 +515,12 @@ class GlibcHeap:
                  "mmapped_mem", "max_mmapped_mem", "sbrk_base", "tcache_bins", "tcache_max_bytes",
                  "tcache_count", "tcache_unsorted_limit")
         self.mp = dict(zip(names, v))
+
+    def _corrupt(self, where: str, chunk: int, start: int, end: int, reason: str) -> None:
+        """Mark ``[start, end)`` as damaged heap (the walk goes on around it) and warn."""
+        self.corrupted.append(CorruptRegion(start, end, where, chunk, reason))
+        self.warnings.append(f"{where}: corrupted chunk at {chunk:#x}: {reason}; [{start:#x}, {end:#x}) "
+                             f"({end - start} bytes) skipped: objects there are not reported as leaks")
 
     def _read_mstate(self, addr: int) -> tuple:
         return MSTATE.unpack(self._read(addr, MSTATE.size, f"arena@{addr:#x}", "malloc_state"))
@@ -533,19 +571,60 @@ class GlibcHeap:
             else:
                 self._thread_segments(a)
 
+    def _mapped_run(self, addr: int) -> tuple[int, int] | None:
+        """``(start, end)`` of the run of adjacent readable mappings holding ``addr``.
+
+        The kernel shows one range of memory as several ``/proc/PID/maps``
+        lines when parts of it differ (a heap grown after ``fork`` has another
+        ``anon_vma``; ``mprotect``, ``madvise`` and transparent huge pages
+        split a mapping): glibc sees one heap, so it is read as one."""
+        maps = sorted(self.target.mappings, key=lambda m: m.start)
+        i = bisect.bisect_right([m.start for m in maps], addr) - 1
+        if i < 0 or not maps[i].contains(addr) or not maps[i].readable:
+            return None
+        lo = hi = i
+        while lo > 0 and maps[lo - 1].end == maps[lo].start and maps[lo - 1].readable:
+            lo -= 1
+        while hi + 1 < len(maps) and maps[hi + 1].start == maps[hi].end and maps[hi + 1].readable:
+            hi += 1
+        return maps[lo].start, maps[hi].end
+
     def _main_segments(self, a: Arena) -> None:
+        """The brk heap as glibc delimits it: from ``mp_.sbrk_base`` to the end
+        of the main arena's top chunk (``system_mem`` bytes when no one else
+        moved the brk), however many mappings the kernel shows there."""
         if a.top == 0 or a.top == a.address + MS_BINS - 2 * SIZE_SZ:
             return              # malloc never initialised the main arena (top is the unsorted bin)
-        if a.flags & NONCONTIGUOUS_BIT:
+        run = self._mapped_run(a.top)
+        if run is None:
+            raise HeapCorrupted(a.label, a.top, "the top chunk is not in readable memory")
+        contiguous = not a.flags & NONCONTIGUOUS_BIT
+        base = self.mp["sbrk_base"] if self.mp else 0
+        if not contiguous:
             self.warnings.append("main arena is non-contiguous (brk failed or was used by someone else); "
                                  "only the segment holding the top chunk is walked")
-        base = self.mp["sbrk_base"] if self.mp else 0
+            m = self.target.mapping_at(a.top)
+            if not (base and m.start <= base <= a.top):
+                base = m.start      # imprecise when the kernel merged it with other anonymous memory
+        elif not base or not run[0] <= base <= a.top:
+            # Heuristics without mp_: the start of the [heap] run (assumed: malloc made the brk heap,
+            # nothing moved the brk before its first sbrk); else the start of the top's run.
+            if base:
+                self.warnings.append(f"main: mp_.sbrk_base {base:#x} is not below the top chunk {a.top:#x} "
+                                     "in its memory; the heap is walked from the start of that memory")
+            hint = self._heap_hint
+            base = hint[0] if hint and run[0] <= hint[0] <= a.top else run[0]
         end = a.top + a.top_size
-        m = self.target.mapping_at(a.top)
-        if not base or not (m and m.start <= base <= a.top):
-            # sbrk_base is not in the top chunk's mapping: walk that mapping from its start
-            # (imprecise when the kernel merged it with other anonymous memory)
-            base = m.start if m else a.top
+        state_end = base + a.system_mem
+        # The top chunk ends the brk heap: at sbrk_base + system_mem, or, when someone else
+        # moved the brk (gaps that system_mem does not count), further on at a page boundary.
+        bad_top = a.top_size < MINSIZE or a.top_size & (MALLOC_ALIGNMENT - 1) or end > run[1] or (
+            contiguous and end != state_end and (end < state_end or end % PAGE))
+        if bad_top:
+            # A bad top size (a heap overflow into the top chunk): the heap still ends where
+            # glibc's accounting says, sbrk_base + system_mem (else at the end of the mapped
+            # run).  The walk (_walk_words) marks the top's header as corrupted.
+            end = state_end if a.top + MINSIZE <= state_end <= run[1] else run[1]
         first = base + ((-(base + CHUNK_HDR_SZ)) & (MALLOC_ALIGNMENT - 1))
         a.segments.append(HeapSegment(base, end, first))
 
@@ -593,30 +672,37 @@ class GlibcHeap:
     def _locate_heuristic(self) -> None:
         self.exact = False
         self._tls = (None, None)
-        heap = next((m for m in self.target.mappings if m.path == "[heap]"), None)
+        maps = sorted(self.target.mappings, key=lambda m: m.start)
+        k = next((i for i, m in enumerate(maps) if m.path == "[heap]"), None)
         data = [(s, self.target.read(s, e - s)) for s, e in self._libc_data_ranges()]
-        if heap is None:
+        if k is None:
             self._locate_heuristic_no_heap(data)
             return
-        # The brk heap starts page-aligned at the [heap] mapping; its last chunk is the top chunk.
-        first = heap.start + ((-(heap.start + CHUNK_HDR_SZ)) & (MALLOC_ALIGNMENT - 1))
-        words = self._mem.add(heap.start, self._read_block(heap.start, heap.size))
-        offs, _ = self._walk_words(words, heap.start, first, heap.end, None, "main (heuristic)", gaps=True)
-        if not len(offs):
-            raise HeapError("the [heap] mapping holds no malloc chunk")
-        top = heap.start + int(offs[-1])
-        length = heap.end - heap.start
-        # main_arena: a malloc_state in libc's data whose top is that chunk and system_mem the heap length
+        # Assumed: the brk heap is the run of adjacent mappings labelled [heap] (the kernel
+        # labels every mapping between start_brk and brk so; fork, mprotect, madvise and THP
+        # split it into several) and malloc made it (nothing moved the brk before its first
+        # sbrk).  Only locating main_arena and mp_ uses this; the walk itself then follows
+        # glibc's state (mp_.sbrk_base, the top chunk).
+        lo, j = maps[k].start, k
+        while j + 1 < len(maps) and maps[j + 1].path == "[heap]" and maps[j + 1].start == maps[j].end:
+            j += 1
+        hi = maps[j].end
+        self._heap_hint = (lo, hi)
+        length = hi - lo
+        # main_arena: a malloc_state in libc's data whose top chunk lies in the brk heap, whose
+        # system_mem fits in it (less when someone else took part of the brk heap), and whose
+        # fastbins and bins are each empty (0, or a bin header pointing at itself) or point into
+        # the brk heap.  A damaged chunk does not disturb this (no walk needed to find it).
         cands = []
         for start, blob in data:
             w = np.frombuffer(blob[: len(blob) & ~7], dtype="<u8")
-            for idx in np.flatnonzero(w == top):
+            for idx in np.flatnonzero((w >= lo) & (w < hi) & ((w & np.uint64(MALLOC_ALIGNMENT - 1)) == 0)):
                 a = start + int(idx) * 8 - MS_TOP
                 if a < start or a + MSTATE.size > start + len(blob):
                     continue
                 ms = MSTATE.unpack_from(blob, a - start)
-                # system_mem == length unless someone else took part of the brk heap
-                if 0 < ms[F_SYSTEM_MEM] <= length and ms[F_NEXT] and not ms[F_NEXT] & 7:
+                if 0 < ms[F_SYSTEM_MEM] <= length and ms[F_NEXT] and not ms[F_NEXT] & 7 \
+                        and self._lists_in(a, ms, lo, hi):
                     cands.append(a)
         if len(cands) != 1:
             raise HeapError(f"cannot locate main_arena in libc's data ({len(cands)} candidates)",
@@ -627,7 +713,7 @@ class GlibcHeap:
         mps = []
         for start, blob in data:
             w = np.frombuffer(blob[: len(blob) & ~7], dtype="<u8")
-            for idx in np.flatnonzero(w == heap.start):
+            for idx in np.flatnonzero(w == lo):
                 a = start + int(idx) * 8 - MP_SBRK_BASE
                 if a < start or a + MALLOC_PAR.size > start + len(blob):
                     continue
@@ -642,6 +728,20 @@ class GlibcHeap:
             self.warnings.append(f"heuristic: mp_ not found ({len(mps)} candidates); "
                                  "mmapped chunks are not cross-checked")
         self._read_arenas()
+
+    @staticmethod
+    def _lists_in(a: int, ms: tuple, lo: int, hi: int) -> bool:
+        """Every fastbin of the malloc_state ``ms`` at ``a`` is 0 or in [lo, hi), every bin
+        is empty (its header points at itself) or points into [lo, hi) both ways."""
+        for v in ms[F_FASTBINS:F_FASTBINS + NFASTBINS]:
+            if v and not lo <= v < hi:
+                return False
+        for b in range(1, NBINS):
+            fd, bk = ms[F_BINS + 2 * (b - 1)], ms[F_BINS + 2 * (b - 1) + 1]
+            head = a + MS_BINS + (b - 1) * 16 - FD
+            if not ((fd == head and bk == head) or (lo <= fd < hi and lo <= bk < hi)):
+                return False
+        return True
 
     def _locate_heuristic_no_heap(self, data: list[tuple[int, bytes]]) -> None:
         """No brk heap: main_arena still holds its initial top, ``unsorted_chunks(av)``
@@ -686,6 +786,13 @@ class GlibcHeap:
         is named.  With ``gaps`` (the main arena), a double fence post (two
         0x10 chunks: sysmalloc closing a segment when someone else moved the
         brk) is crossed with :meth:`_bridge`.
+
+        A bad header (a heap overflow, a use after free) does not stop the
+        walk: the bytes from it to the next position whose chunks chain to
+        the top chunk (:meth:`_resync`; else to the end of the segment) become
+        a :class:`CorruptRegion`, and a top chunk whose size does not reach
+        the segment's end (which glibc's state gives: ``system_mem``,
+        ``heap_info.size``) keeps its place with the size that does.
         """
         o = (first - base) >> 3
         end_w = (end - base) >> 3
@@ -703,14 +810,15 @@ class GlibcHeap:
         for _ in range(MAX_GAPS + 1):
             idx, raw, o = _chain(w, nw, o, lim)
             sz = (raw & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
-            bad = (sz < MINSIZE) | (sz & (MALLOC_ALIGNMENT - 1) != 0) | ((raw & np.uint64(IS_MMAPPED)) != 0) \
-                | (idx + (sz >> 3) > stop)
+            with np.errstate(over="ignore"):
+                over = (idx + (sz >> 3) > stop) | (sz < 0)
+            bad = (sz < MINSIZE) | (sz & (MALLOC_ALIGNMENT - 1) != 0) | ((raw & np.uint64(IS_MMAPPED)) != 0) | over
             if not bad.any():
                 parts_i.append(idx)
                 parts_r.append(raw)
                 break
             i = int(np.flatnonzero(bad)[0])
-            off, size, r = int(idx[i]) * 8, int(sz[i]), int(raw[i])
+            off, size, r = int(idx[i]) * 8, int(raw[i]) & ~SIZE_BITS, int(raw[i])
             end_off = end - base
             nxt_size = int(nw[(off >> 3) + 3]) & ~SIZE_BITS if (off >> 3) + 3 < len(nw) else -1
             if gaps and i == len(idx) - 1 and size == CHUNK_HDR_SZ and nxt_size == CHUNK_HDR_SZ \
@@ -722,71 +830,102 @@ class GlibcHeap:
             fence = i == len(idx) - 1 and top is None and (
                 (size == 0 and off + CHUNK_HDR_SZ == end_off) or
                 (size == CHUNK_HDR_SZ and off + 2 * CHUNK_HDR_SZ == end_off and nxt_size == 0))
-            if not fence:
-                why = ("size field is 0" if size == 0 else
-                       f"size {size:#x} is below the minimum {MINSIZE:#x}" if size < MINSIZE else
-                       f"size {size:#x} is not {MALLOC_ALIGNMENT}-aligned" if size & (MALLOC_ALIGNMENT - 1) else
-                       f"IS_MMAPPED set in an arena chunk (size field {r:#x})" if r & IS_MMAPPED else
-                       f"size {size:#x} runs past the heap end {end:#x}" if top is None else
-                       f"size {size:#x} runs over the top chunk at {top:#x}")
-                raise HeapCorrupted(label, base + off, why)
-            parts_i.append(idx[:-1])
-            parts_r.append(raw[:-1])
-            o = end_w
-            break
+            if fence:
+                parts_i.append(idx[:-1])
+                parts_r.append(raw[:-1])
+                o = end_w
+                break
+            why = ("size field is 0" if size == 0 else
+                   f"size {size:#x} is below the minimum {MINSIZE:#x}" if size < MINSIZE else
+                   f"size {size:#x} is not {MALLOC_ALIGNMENT}-aligned" if size & (MALLOC_ALIGNMENT - 1) else
+                   f"IS_MMAPPED set in an arena chunk (size field {r:#x})" if r & IS_MMAPPED else
+                   f"size {size:#x} runs past the heap end {end:#x}" if top is None else
+                   f"size {size:#x} runs over the top chunk at {top:#x}")
+            parts_i.append(idx[:i])
+            parts_r.append(raw[:i])
+            resume = self._resync(nw, base, off + MALLOC_ALIGNMENT, stop * 8, fences=gaps)
+            if resume is None:          # nothing after it chains to the top: the rest of the segment
+                resume = stop * 8
+            self._corrupt(label, base + off, base + off, base + resume, why)
+            o = resume >> 3
+            if resume >= stop * 8:
+                o = lim if top is not None else end_w
+                break
         else:
-            raise HeapCorrupted(label, base + o * 8, f"more than {MAX_GAPS} gaps in the main heap")
+            raise HeapCorrupted(label, base + o * 8, f"more than {MAX_GAPS} gaps or damaged chunks in the heap")
         if top is None and o != end_w:
-            raise HeapCorrupted(label, base + o * 8, f"chunk header runs past the heap end {end:#x}")
+            self._corrupt(label, base + o * 8, base + o * 8, end, f"chunk header runs past the heap end {end:#x}")
         idx = np.concatenate(parts_i)
         raw = np.concatenate(parts_r)
         if top is not None:
-            if o != lim:
-                raise HeapCorrupted(label, top, "top chunk not reached by the walk")
             traw = int(nw[lim + 1])
-            if lim + ((traw & ~SIZE_BITS) >> 3) != end_w:
-                raise HeapCorrupted(label, top, f"top chunk size {traw & ~SIZE_BITS:#x} does not reach "
-                                                f"the heap end {end:#x}")
+            tsize = traw & ~SIZE_BITS
+            if lim + (tsize >> 3) != end_w or tsize & (MALLOC_ALIGNMENT - 1):
+                self._corrupt(label, top, top, top + CHUNK_HDR_SZ,
+                              f"top chunk size {tsize:#x} does not reach the heap end {end:#x}")
+                traw = (end - top) | (traw & SIZE_BITS & ~IS_MMAPPED)
             idx = np.append(idx, lim)
             raw = np.append(raw, np.uint64(traw))
         return idx * 8, raw
+
+    def _resync(self, nw: np.ndarray, base: int, start: int, target: int, *, fences: bool = False,
+                prev_inuse: bool = False) -> int | None:
+        """The first 16-aligned offset in ``[start, target)`` (from ``base``) from which
+        the chunks chain exactly to ``target`` (the top chunk or the heap end), or, with
+        ``fences``, to a double fence post (the end of a main-heap segment); None if none.
+
+        Every position is tried at once by pointer doubling over "next chunk"
+        links (log2 n numpy gathers).  Imprecision: a word of foreign or
+        damaged data that looks like a size field leading onto a real chunk
+        starts the chain early (those bytes then show as a chunk).  Bounded by
+        MAX_BRIDGE bytes (the caller names what lies beyond).
+        """
+        start += (-(base + start)) & (MALLOC_ALIGNMENT - 1)
+        if target - start > MAX_BRIDGE:
+            return None
+        pos = np.arange(start, target, MALLOC_ALIGNMENT, dtype=np.int64)
+        n = len(pos)
+        if n == 0:
+            return None
+        raw = nw[(pos >> 3) + 1]
+        size = (raw & np.uint64(0xFFFFFFFFFFFFFFF8))
+        ok = (size >= MINSIZE) & (size % MALLOC_ALIGNMENT == 0) & ((raw & np.uint64(IS_MMAPPED)) == 0) \
+            & (size <= np.uint64(target)) & (pos + np.minimum(size, np.uint64(target)).astype(np.int64) <= target)
+        sz = np.where(ok, size, 0).astype(np.int64)
+        nxt = np.where(ok, (pos + sz - start) // MALLOC_ALIGNMENT, n + 1)
+        if fences:
+            fence = (size == CHUNK_HDR_SZ) & np.append((size[1:] == CHUNK_HDR_SZ), False)
+            nxt = np.where(fence, n, nxt)                   # a following segment's end counts as arrival
+        nxt = np.append(nxt, [n, n + 1])                    # n: arrived, n + 1: dead end
+        for _ in range(max(1, int(n).bit_length())):
+            nxt = nxt[nxt]
+        sel = (nxt[:n] == n) & ok
+        if prev_inuse:
+            sel &= (raw & np.uint64(PREV_INUSE)) != 0
+        good = np.flatnonzero(sel)
+        return int(pos[good[0]]) if len(good) else None
 
     def _bridge(self, nw: np.ndarray, base: int, start: int, target: int, label: str) -> int:
         """Where the main heap goes on after a gap (memory someone else took with sbrk).
 
         The next segment starts somewhere in ``[start, target)`` (offsets from
         ``base``); its chunks chain to ``target`` (the top chunk, or the heap
-        end) or to the next double fence post.  Every 16-byte position is
-        tried at once by pointer doubling over "next chunk" links (log2 n
-        numpy gathers); the first one that gets there and has PREV_INUSE set
-        (a segment's first chunk does) is taken.  Imprecision: foreign data in
-        the gap that happens to chain onto the real chunks would be reported
-        as chunks.  Bounded by MAX_BRIDGE bytes.
+        end) or to the next double fence post; the first such position that
+        has PREV_INUSE set (a segment's first chunk does) is taken
+        (:meth:`_resync`).  Imprecision: foreign data in the gap that happens
+        to chain onto the real chunks would be reported as chunks.
         :returns: the word index where the walk resumes
         """
         start += (-(base + start)) & (MALLOC_ALIGNMENT - 1)
         if target - start > MAX_BRIDGE:
             raise HeapCorrupted(label, base + start - 2 * CHUNK_HDR_SZ, f"fence posts followed by a gap of "
                                 f"{target - start:#x} bytes: too far to search for the next segment")
-        pos = np.arange(start, target, MALLOC_ALIGNMENT, dtype=np.int64)
-        n = len(pos)
-        if n == 0:
+        if start >= target:
             return target >> 3
-        raw = nw[(pos >> 3) + 1]
-        size = (raw & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
-        fence = (size == CHUNK_HDR_SZ) & np.append((size[1:] == CHUNK_HDR_SZ), False)
-        ok = (size >= MINSIZE) & (size % MALLOC_ALIGNMENT == 0) & ((raw & np.uint64(IS_MMAPPED)) == 0) \
-            & (pos + size <= target)
-        nxt = np.where(ok, (pos + size - start) // MALLOC_ALIGNMENT, n + 1)
-        nxt = np.where(fence, n, nxt)                       # a following segment's end counts as arrival
-        nxt = np.append(nxt, [n, n + 1])                    # n: arrived, n + 1: dead end
-        for _ in range(max(1, int(n).bit_length())):
-            nxt = nxt[nxt]
-        good = np.flatnonzero((nxt[:n] == n) & ((raw & np.uint64(PREV_INUSE)) != 0) & ok)
-        if not len(good):
+        resume = self._resync(nw, base, start, target, fences=True, prev_inuse=True)
+        if resume is None:
             raise HeapCorrupted(label, base + start - 2 * CHUNK_HDR_SZ, "fence posts, and no chunk after them "
                                 "leads to the top chunk")
-        resume = int(pos[good[0]])
         self.warnings.append(f"{label}: gap [{base + start:#x}, {base + resume:#x}) in the brk heap "
                              "(someone else moved the brk); walk resumed after it")
         self.main_gaps.append((base + start - 2 * CHUNK_HDR_SZ, base + resume))
@@ -845,21 +984,32 @@ class GlibcHeap:
 
     # --- mmapped chunks ---------------------------------------------------
     def _anon_ranges(self) -> list[tuple[int, int]]:
-        """Readable, writable anonymous memory outside the arenas' heap segments."""
+        """Readable anonymous memory outside the arenas' heap segments, adjacent
+        mappings joined into one range (an mmapped chunk split by mprotect, madvise
+        or THP is one chunk); runs without a writable part are left out."""
         heaps = sorted((sg.start, sg.end) for a in self.arenas for sg in a.segments)
-        out = []
-        for m in self.target.mappings:
-            if (m.path and not m.path.startswith("[anon")) or not (m.readable and m.writable):
+        runs: list[list] = []           # [start, end, any writable]
+        for m in sorted(self.target.mappings, key=lambda m: m.start):
+            if (m.path and not m.path.startswith("[anon")) or not m.readable:
                 continue
-            lo = m.start
+            if runs and runs[-1][1] == m.start:
+                runs[-1][1] = m.end
+                runs[-1][2] |= m.writable
+            else:
+                runs.append([m.start, m.end, m.writable])
+        out = []
+        for start, end, writable in runs:
+            if not writable:
+                continue
+            lo = start
             for hs, he in heaps:
-                if he <= lo or hs >= m.end:
+                if he <= lo or hs >= end:
                     continue
                 if hs > lo:
                     out.append((lo, hs))
                 lo = max(lo, he)
-            if lo < m.end:
-                out.append((lo, m.end))
+            if lo < end:
+                out.append((lo, end))
         return out
 
     @staticmethod
@@ -1055,40 +1205,90 @@ class GlibcHeap:
         """Follow one free list from the chunk header ``first`` until the link value ``end``.
 
         :returns: the chunk indexes in list order (each also marked free)
-        :raises HeapCorrupted: naming the chunk that is not a heap chunk, is
-            on a list already (a cycle or a double free), has the wrong size
-            for its list, or whose link points outside the heap
+
+        A damaged list (an entry that is not a heap chunk, is on a list
+        already — a cycle or a double free —, has the wrong size for its list,
+        or whose link points outside the heap) is followed up to the bad chunk,
+        which becomes a :class:`CorruptRegion`.  Imprecision: the chunks
+        behind it on that list are not known to be free; they count as in use
+        (the warning says so).
         """
         seq: list[int] = []
         if first == end:
             return seq
         i = self._chunk_index(first)
         if first & (MALLOC_ALIGNMENT - 1) or i < 0 or self.arena_index[i] < 0:
-            raise HeapCorrupted(label, first, f"{LISTS[code]} entry is not a chunk of the heap")
+            self._list_broken(label, first, -1, f"{LISTS[code]} entry {first:#x} is not a chunk of the heap")
+            return seq
         free = self._free
         for _ in range(len(self.headers) + 1):
             if free[i]:
-                raise HeapCorrupted(label, int(self.headers[i]), f"{LISTS[code]} entry is already on the "
-                                    f"{LISTS[free[i] - 1]} list (a cycle or a double free)")
+                self._list_broken(label, int(self.headers[i]), i, f"{LISTS[code]} entry is already on the "
+                                  f"{LISTS[free[i] - 1]} list (a cycle or a double free)")
+                break
             free[i] = code + 1
             seq.append(i)
             j, v = self._link(how, i)
             if j < 0:
-                if v == end:
-                    break
-                raise HeapCorrupted(label, int(self.headers[i]), f"{LISTS[code]} link {v:#x} is not a chunk "
-                                    "of the heap")
+                if v != end:
+                    self._list_broken(label, int(self.headers[i]), i, f"{LISTS[code]} link {v:#x} is not a "
+                                      "chunk of the heap")
+                break
             i = j
         else:
-            raise HeapCorrupted(label, int(self.headers[i]), "list longer than the heap (a cycle)")
+            self._list_broken(label, int(self.headers[i]), i, "list longer than the heap (a cycle)")
         if expect_size is not None:
             cs = self.chunk_sizes[seq]
             bad = np.flatnonzero(cs != expect_size)
             if len(bad):
                 k = seq[int(bad[0])]
-                raise HeapCorrupted(label, int(self.headers[k]), f"{LISTS[code]} entry of size "
-                                    f"{int(self.chunk_sizes[k]):#x} in the list of size {expect_size:#x}")
+                self._list_broken(label, int(self.headers[k]), k, f"{LISTS[code]} entry of size "
+                                  f"{int(self.chunk_sizes[k]):#x} in the list of size {expect_size:#x}")
         return seq
+
+    def _follow_back(self, head: int, code: int, label: str) -> None:
+        """A bin whose fd chain broke: its other end, from the bin header's bk back
+        through each chunk's bk, until the break; those chunks are free too."""
+        n = 0
+        try:
+            v = self._mem.u64(head + BK)
+            for _ in range(len(self.headers)):
+                i = self._chunk_index(v)
+                if v == head or i < 0 or self.arena_index[i] < 0 or self._free[i]:
+                    break
+                self._free[i] = code + 1
+                n += 1
+                v = self._mem.u64(v + BK)
+        except TargetFault:
+            pass
+        if n:
+            self.warnings.append(f"{label}: {n} chunks of the broken list found from its other end (bk links)")
+
+    def _recover_tcache(self, b: int, missing: int, key: int | None, code: int, label: str) -> None:
+        """A tcache list that broke: its other chunks are the in-use-looking chunks of its
+        size whose second word is glibc's ``tcache_key`` (``tcache_put`` writes it there,
+        ``tcache_get`` clears it), at most ``missing`` of them.  Imprecision: a program that
+        copied the key into a block of that size would have that block counted free."""
+        if key is None or missing <= 0:
+            return
+        size = MINSIZE + b * MALLOC_ALIGNMENT
+        cand = np.flatnonzero((self.chunk_sizes == size) & (self.arena_index >= 0))
+        n = 0
+        for i in cand.tolist():
+            if n >= missing:
+                break
+            if not self._free[i] and self._mem.u64(self.headers.item(i) + CHUNK_HDR_SZ + 8) == key:
+                self._free[i] = code + 1
+                n += 1
+        if n:
+            self.warnings.append(f"{label}: {n} chunks of the broken list found by glibc's tcache key")
+
+    def _list_broken(self, label: str, chunk: int, i: int, reason: str) -> None:
+        """A damaged free list: the chunk ``chunk`` (index ``i``, -1 when it is no chunk)
+        becomes a corrupted region of its own size (none when it is no chunk)."""
+        end = chunk + int(self.chunk_sizes[i]) if i >= 0 else chunk
+        self._corrupt(label, chunk, chunk, end, f"{reason}; the rest of that list is unknown (its chunks "
+                      "count as in use)")
 
     def _flush_marks(self) -> None:
         f = np.frombuffer(bytes(self._free), dtype=np.uint8)
@@ -1107,6 +1307,8 @@ class GlibcHeap:
             i = self._chunk_index(a.top)
             if i < 0:
                 raise HeapCorrupted(a.label, a.top, "the top chunk is not a chunk of the heap")
+            if self._free[i]:
+                self._list_broken(a.label, a.top, i, f"the top chunk is also on the {LISTS[self._free[i] - 1]} list")
             self._free[i] = top + 1
             # fastbins: safe-linked, NULL-terminated
             for b in range(NFASTBINS):
@@ -1114,9 +1316,12 @@ class GlibcHeap:
             # bins[1..127]: doubly linked circular lists through the bin headers
             for b in range(1, NBINS):
                 head = a.address + MS_BINS + (b - 1) * 16 - FD
+                broken = len(self.corrupted)
                 seq = self._follow(ms[F_BINS + (b - 1) * 2], "plain", LISTS.index(_bin_kind(b)),
                                    f"{a.label} bin[{b}]", head)
-                if seq:
+                if len(self.corrupted) > broken:
+                    self._follow_back(head, LISTS.index(_bin_kind(b)), f"{a.label} bin[{b}]")
+                elif seq:
                     want = np.concatenate(([head], self.headers[seq[:-1]])).astype(np.uint64)
                     bks = self._bk_of(seq)
                     bad = np.flatnonzero(bks != want)
@@ -1245,21 +1450,42 @@ class GlibcHeap:
         for owner, addr in self._tcache_addresses():
             i = self._chunk_index(addr - CHUNK_HDR_SZ)
             if i < 0 or self.arena_index[i] < 0 or self.chunk_sizes[i] < TCACHE_CHUNK:
-                raise HeapCorrupted(f"{owner} tcache", addr - CHUNK_HDR_SZ, "tcache struct is not a heap chunk")
+                self._list_broken(f"{owner} tcache", addr - CHUNK_HDR_SZ, -1, "tcache struct is not a heap chunk")
+                continue
             self.tcaches.append((owner, addr))
             raw = struct.pack(f"<{TCACHE.size // 8}Q", *(self._mem.u64(addr + 8 * k) for k in range(TCACHE.size // 8)))
             f = TCACHE.unpack(raw)
             for b in range(TCACHE_MAX_BINS):
+                broken = len(self.corrupted)
                 count, e = f[b], f[TCACHE_MAX_BINS + b]
                 if e == 0:
                     n = 0
                 elif e & (MALLOC_ALIGNMENT - 1):
-                    raise HeapCorrupted(f"{owner} tcache[{b}]", e - CHUNK_HDR_SZ, "tcache entry is misaligned")
+                    self._list_broken(f"{owner} tcache[{b}]", e - CHUNK_HDR_SZ, -1, "tcache entry is misaligned")
+                    n = 0
                 else:
                     n = len(self._follow(e - CHUNK_HDR_SZ, "tcache", code, f"{owner} tcache[{b}]", 0,
                                          MINSIZE + b * MALLOC_ALIGNMENT))
                 if n != count:
                     self.warnings.append(f"{owner} tcache[{b}]: count {count} but {n} chunks on the list")
+                if len(self.corrupted) > broken:
+                    self._recover_tcache(b, count - n, self._tcache_key(), code, f"{owner} tcache[{b}]")
+
+    def _tcache_key(self) -> int | None:
+        """glibc's random ``tcache_key`` (2.34+): the second word of every tcache entry,
+        taken as the value most of the lists' first entries hold (None if none does)."""
+        if not hasattr(self, "_key"):
+            votes: dict[int, int] = {}
+            for _owner, addr in self.tcaches:
+                for k in range(TCACHE_MAX_BINS):
+                    e = self._mem.u64(addr + TCACHE_MAX_BINS * 2 + 8 * k)
+                    if e and not e & (MALLOC_ALIGNMENT - 1) and self._chunk_index(e - CHUNK_HDR_SZ) >= 0:
+                        v = self._mem.u64(e + 8)
+                        votes[v] = votes.get(v, 0) + 1
+            self._key = max(votes, key=votes.get) if votes else None
+            if self._key == 0:
+                self._key = None
+        return self._key
 
     # --- stats --------------------------------------------------------------
     def _make_stats(self) -> None:

@@ -111,6 +111,10 @@ def render_precision(p: dict, con: Console) -> None:
                    f"pointers to globals/stacks: {p.get('pointers_to_static', 0)}   "
                    f"ambiguous objects: {p.get('objects_ambiguous', 0)}   "
                    f"unreadable objects: {p.get('unreadable_objects', 0)}"))
+    if p.get("heap_corrupted_regions"):
+        con.print(Text(f"corrupted heap: {p['heap_corrupted_regions']} region(s), "
+                       f"{_bytes(p.get('heap_corrupted_bytes', 0))}: objects there are not known, not reported "
+                       "as leaks, and scanned conservatively as roots (see the warnings)", style="yellow"))
 
 
 def to_json(report: LeakReport, stream: IO[str], *, indent: int | None = 1) -> None:
