@@ -5,15 +5,19 @@
  * local of main holds a small tree; one object is shared by the cache's first
  * entry and the tree (so neither alone retains it); one list is leaked.  It
  * prints the truth on stdout (sizes are malloc_usable_size, what the tracer
- * sees), "ready", then blocks until stdin closes:
+ * sees), "ready", then serves stdin until it closes: a line "grow K" appends
+ * K entries to the cache and prints "grew BYTES" (their usable bytes):
  *
- *   truth cache ADDR RETAINED      the cache struct, its entries and values
+ *   truth cache ADDR RETAINED      the cache struct, its entries and values, less the
+ *                                  last entry and its value: main's `tail` (live, it
+ *                                  appends) points into that entry too
  *   truth tree ADDR RETAINED       the tree's nodes (not the shared object)
  *   truth entry ADDR DEPTH         the DEPTH-th entry (1-based) of the list
  *   truth shared ADDR SIZE
  *   truth leaked ADDR SIZE
  */
 #include <malloc.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +50,14 @@ __attribute__((noinline)) static void leak(void) {
     printf("truth leaked %p %zu\n", (void *)e, us(e));
 }
 
+/* In a function of its own, so that no register of main keeps a pointer
+ * into the middle of the list (a conservative root in the top frame). */
+__attribute__((noinline)) static void report_entry(int depth) {
+    struct entry *e = cache->head;
+    for (int i = 1; i < depth; i++) e = e->next;
+    printf("truth entry %p %d\n", (void *)e, depth);
+}
+
 static long sum(struct tnode *t) { return t ? t->v + sum(t->left) + sum(t->right) : 0; }
 
 int main(int argc, char **argv) {
@@ -69,16 +81,32 @@ int main(int argc, char **argv) {
     cache->head->extra = shared;
     t->extra = shared;
     leak();
-    struct entry *e = cache->head;
-    for (int i = 1; i < n / 2; i++) e = e->next;
-    printf("truth cache %p %zu\n", (void *)cache, cbytes);
+    struct entry *last = (struct entry *)((char *)tail - offsetof(struct entry, next));
+    printf("truth cache %p %zu\n", (void *)cache, cbytes - us(last) - us(last->value));
     printf("truth tree %p %zu\n", (void *)t, tbytes);
-    printf("truth entry %p %d\n", (void *)e, n / 2);
+    report_entry(n / 2);
     printf("truth shared %p %zu\n", (void *)shared, us(shared));
     printf("ready\n");
     fflush(stdout);
-    char buf[64];
-    while (read(0, buf, sizeof buf) > 0) {}
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        int k;
+        if (sscanf(line, "grow %d", &k) == 1) {
+            size_t grew = 0;
+            for (int i = 0; i < k; i++) {
+                struct entry *x = calloc(1, sizeof *x);
+                x->key = n + i;
+                x->value = malloc(200);
+                grew += us(x) + us(x->value);
+                *tail = x;
+                tail = &x->next;
+                cache->count++;
+            }
+            n += k;
+            printf("grew %zu\n", grew);
+            fflush(stdout);
+        }
+    }
     printf("%ld %ld\n", sum(t), cache->count);
     return 0;
 }

@@ -171,3 +171,72 @@ def test_why_bad_query_is_one_line(held, query):
     r = run_mt("why", str(core), query)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.startswith("mappedtrace: error: ")
+
+
+# --- diff and watch on a process that grows a cache -------------------------------
+
+def _start(exe: str, n: int):
+    p = subprocess.Popen([exe, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    truth = {}
+    for line in p.stdout:
+        if line.startswith("ready"):
+            break
+        _, what, addr, num = line.split()
+        truth[what] = (int(addr, 16), int(num))
+    return p, truth
+
+
+def _grow(p, k: int) -> int:
+    p.stdin.write(f"grow {k}\n")
+    p.stdin.flush()
+    line = p.stdout.readline().split()
+    assert line[0] == "grew", line
+    return int(line[1])
+
+
+def test_diff_names_the_growing_cache(held, tmp_path):
+    exe = str(held[2].parent / "heap_hold")
+    p, truth = _start(exe, 40)
+    try:
+        a, b = tmp_path / "a.core", tmp_path / "b.core"
+        assert run_mt("snapshot", str(p.pid), "-o", str(a)).returncode == 0
+        grew = _grow(p, 75)
+        assert run_mt("snapshot", str(p.pid), "-o", str(b), "--mode", "fork").returncode == 0
+        doc = _json("diff", str(a), str(b))
+        s = doc["suspects"][0]
+        assert s["holder"] == "global cache" and s["growth_bytes"] == grew
+        assert s["path"][0]["type"] == "struct cache" and s["path"][0]["address"] == truth["cache"][0]
+        types = {t["type"]: t for t in doc["types"]}
+        assert types["struct entry"]["new_objects"] == 75 and types["struct entry"]["gone_objects"] == 0
+        assert doc["totals"]["new_objects"] == 150
+        holders = {h["holder"]: h for h in doc["holders"]}
+        assert holders["global cache"]["growth_bytes"] == grew
+        # a diff of two different processes is refused
+        r = run_mt("diff", str(a), str(held[2]))
+        assert r.returncode != 0 and "different processes" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        p.stdin.close()
+        p.wait(timeout=60)
+
+
+def test_watch_reports_growth_as_it_happens(held):
+    exe = str(held[2].parent / "heap_hold")
+    p, truth = _start(exe, 10)
+    try:
+        w = subprocess.Popen([*__import__("conftest").MAPPEDTRACE.split(), "watch", str(p.pid), "--every", "1s",
+                              "--count", "2", "--json", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        first = w.stderr.readline()                      # snapshot 0 is taken: now grow
+        assert first.startswith("snapshot 0:"), first
+        grew = _grow(p, 30)
+        out, err = w.communicate(timeout=240)
+        err = first + err
+        assert w.returncode == 0, err
+        docs = [json.loads(x) for x in re.split(r"(?m)^(?=\{$)", out) if x.strip()]
+        last = docs[-1]
+        assert last["suspects"][0]["holder"] == "global cache"
+        assert last["suspects"][0]["growth_bytes"] == grew
+        assert "pause" in err and "fork" in err
+    finally:
+        p.stdin.close()
+        p.wait(timeout=60)

@@ -13,10 +13,14 @@ indices), roots ``n … n+R-1`` (``graph.roots`` order), the pseudo-root
 ``n+R``.  Edges: every heap edge from a reached object (edges of the leak
 scan, :data:`~mappedtrace.graph.EDGE_UNREACHED`, keep nothing alive and are
 left out; so are weak edges, e.g. Rust's ``Weak``), every root edge, and
-pseudo-root → root.  Conservative edges are kept: a word that may be a
-pointer may keep its target alive, so retained sizes computed with them are
-*lower bounds* for the objects those words point into, and the report counts
-how many of the edges were conservative.
+pseudo-root → root.  Conservative edges are kept, with one exception: an
+edge from a vertex that no exact root reaches into an object that exact roots
+keep alive is left out (it changes no object's liveness; left in, a stale
+word on an uninstrumented frame would take the credit from the variable that
+really holds the object).  So a holder's retained size says what it keeps
+alive *given the exact roots*; where conservative words also point into it,
+freeing the holder could free less, and the report counts those words
+(``deferred_edges``) beside the conservative edges.
 
 The immediate dominators come from igraph's ``Graph.dominator`` (the
 Lengauer–Tarjan algorithm, T. Lengauer and R. E. Tarjan, "A fast algorithm
@@ -46,8 +50,11 @@ class HeapDigraph:
     src: np.ndarray          # i64, every edge
     dst: np.ndarray          # i64
     exact: np.ndarray        # bool per edge: a known pointer (pseudo-root edges count as exact)
-    heap_edges: int          # how many of the edges are object → object
+    heap_edges: int          # how many of the graph's edges are object → object
     conservative_edges: int  # object→object or root→object edges that are conservative
+    #: edges into objects that exact roots keep alive, from vertices they do not
+    #: reach (stale words of uninstrumented frames): left out, see heap_digraph
+    deferred_edges: int = 0
 
     @property
     def n_vertices(self) -> int:
@@ -66,37 +73,45 @@ class HeapDigraph:
         return g
 
 
-def heap_digraph(graph: HeapGraph) -> HeapDigraph:
-    """The heap graph of ``graph`` with a vertex per root and a pseudo-root."""
+def heap_digraph(graph: HeapGraph, *, defer: bool = True) -> HeapDigraph:
+    """The heap graph of ``graph`` with a vertex per root and a pseudo-root;
+    ``defer``: leave out the edges that only blur attribution (see the module doc)."""
     n, r = len(graph), len(graph.roots)
     e = graph.edges
     keep = (e["flags"] & (EDGE_UNREACHED | EDGE_WEAK)) == 0
     hs, hd = e["src"][keep].astype(np.int64), e["dst"][keep].astype(np.int64)
     hx = (e["flags"][keep] & EDGE_EXACT) != 0
     re_ = graph.root_edges
-    dup = _shadowed_roots(graph.roots)
-    if dup:
-        re_ = re_[~np.isin(re_["root"], np.fromiter(dup, np.int64, len(dup)))]
     rs = re_["root"].astype(np.int64) + n
     rd = re_["dst"].astype(np.int64)
     rx = (re_["flags"] & EDGE_EXACT) != 0
     ps = np.full(r, n + r, np.int64)
     pd = np.arange(n, n + r, dtype=np.int64)
-    return HeapDigraph(n, r, np.concatenate([ps, rs, hs]), np.concatenate([pd, rd, hd]),
-                       np.concatenate([np.ones(r, bool), rx, hx]), int(len(hs)),
-                       int((~hx).sum() + (~rx).sum()))
+    src, dst = np.concatenate([ps, rs, hs]), np.concatenate([pd, rd, hd])
+    exact = np.concatenate([np.ones(r, bool), rx, hx])
+    # Exact holders first: an edge from a vertex that exact roots do not reach
+    # into one that they do changes no object's liveness; left in, a stale
+    # word on an uninstrumented frame would share every object it points to
+    # with the variable that really holds it, and neither would retain it.
+    if not defer:
+        return HeapDigraph(n, r, src, dst, exact, int(len(hs)), int((~hx).sum() + (~rx).sum()))
+    exact_root = np.array([ro.exact for ro in graph.roots], bool)
+    ex_reach = _reachable(n + r + 1, src, dst, np.flatnonzero(exact_root) + n)
+    ex_reach[n + r] = True                          # the pseudo-root keeps its edges
+    drop = ~ex_reach[src] & ex_reach[dst]
+    return HeapDigraph(n, r, src[~drop], dst[~drop], exact[~drop], int(len(hs)),
+                       int((~hx).sum() + (~rx).sum()), int(drop.sum()))
 
 
-def _shadowed_roots(roots) -> set[int]:
-    """Conservative register roots that repeat an exact root's value in the
-    same thread: a callee-saved register that an inner (uninstrumented) frame
-    did not save *is* the outer frame's variable, seen twice.  Counting both
-    would make the object shared by two holders and retained by neither; the
-    exact root explains it, so the repeat gets no edges (it still keeps
-    nothing alive that the exact one does not)."""
-    exact = {(r.thread, r.value) for r in roots if r.kind == "value" and r.exact and r.thread is not None}
-    return {k for k, r in enumerate(roots)
-            if r.kind == "value" and not r.exact and (r.thread, r.value) in exact}
+def _reachable(nv: int, src: np.ndarray, dst: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Vertices reachable from ``starts`` (igraph's BFS from a temporary source)."""
+    import igraph
+    g = igraph.Graph(n=nv + 1, directed=True)
+    g.add_edges(np.column_stack([np.concatenate([src, np.full(len(starts), nv)]),
+                                 np.concatenate([dst, starts])]))
+    seen = np.zeros(nv + 1, bool)
+    seen[np.asarray(g.subcomponent(nv, mode="out"), dtype=np.int64)] = True
+    return seen[:nv]
 
 
 @dataclass

@@ -54,7 +54,7 @@ class PathFinder:
 
     def __init__(self, graph: HeapGraph, digraph: HeapDigraph | None = None):
         self.graph = graph
-        self.dg = digraph or heap_digraph(graph)
+        self.dg = digraph or heap_digraph(graph, defer=False)   # every reason, stale words too
         self._g = self.dg.igraph()
         e = graph.edges
         keep = (e["flags"] & (EDGE_UNREACHED | EDGE_WEAK)) == 0

@@ -18,7 +18,8 @@ def heap_summary(graph, dom) -> dict:
             "objects_unreached": int((~reached).sum()), "bytes_unreached": int(sizes[~reached].sum()),
             "objects_typed": int((graph.type_ids[reached] != 0).sum()),
             "edges_exact": int(dom.digraph.heap_edges + len(graph.root_edges) - dom.digraph.conservative_edges),
-            "edges_conservative": dom.digraph.conservative_edges}
+            "edges_conservative": dom.digraph.conservative_edges,
+            "conservative_edges_deferred": dom.digraph.deferred_edges}
 
 
 @click.command(help="Objects, shallow bytes and retained bytes (dominator tree) by type and by the "

@@ -50,9 +50,9 @@ def render_top(types: list[TypeRow], holders: list[HolderRow], summary: dict, st
         h.add_row(Text(r.holder), r.kind, str(r.roots), _bytes(r.retained_bytes),
                   "exact" if r.exact else "conservative")
     con.print(h)
-    con.print(Text(f"precision: {s['edges_exact']} exact / {s['edges_conservative']} conservative edges "
-                   f"(a conservative edge may keep alive what it points to: retained sizes of their "
-                   f"targets' holders are upper bounds, of the targets themselves lower bounds); "
+    con.print(Text(f"precision: {s['edges_exact']} exact / {s['edges_conservative']} conservative edges; "
+                   f"{s['conservative_edges_deferred']} conservative words into objects that exact roots "
+                   f"hold were not counted as holding them (freeing such a holder may free less); "
                    f"objects typed {_pct(s['objects_typed'], s['objects_reached'])}"))
 
 
@@ -88,3 +88,52 @@ def render_why(query: str, found: list[tuple[int, int, str, bool, list[RootPath]
 def to_json(doc: dict, stream: IO[str]) -> None:
     json.dump(doc, stream, indent=1)
     stream.write("\n")
+
+
+def diff_dict(d, limit: int) -> dict:
+    """The JSON document of ``mappedtrace diff`` / ``watch``."""
+    return {"before": {"label": d.before.label, "pid": d.before.pid, "exe": d.before.exe},
+            "after": {"label": d.after.label, "pid": d.after.pid, "exe": d.after.exe},
+            "totals": d.totals,
+            "types": [dict(asdict(t), growth_bytes=t.growth_bytes) for t in d.types[:limit]],
+            "holders": [dict(asdict(h), growth_bytes=h.growth_bytes) for h in d.holders[:limit]],
+            "suspects": [{"holder": s.holder, "kind": s.kind, "growth_bytes": s.growth_bytes,
+                          "path": [asdict(p) for p in s.path]} for s in d.suspects]}
+
+
+def _signed(n: int) -> str:
+    return ("+" if n > 0 else "-" if n < 0 else "") + _bytes(abs(n))
+
+
+def render_diff(d, stream: IO[str], *, limit: int = 15, width: int | None = None) -> None:
+    """Totals, growth by type, by holder, then the suspects."""
+    con = _console(stream, width)
+    t = d.totals
+    con.print(Text(f"{t['objects_before']} → {t['objects_after']} reachable objects "
+                   f"({_bytes(t['bytes_before'])} → {_bytes(t['bytes_after'])}, "
+                   f"{_signed(t['bytes_after'] - t['bytes_before'])}): {t['new_objects']} new, "
+                   f"{t['gone_objects']} gone, {t['kept_objects']} kept (matched by {t['matched_by']})"))
+    ty = Table(title="growth by type", title_justify="left")
+    for c, j in (("type", "left"), ("objects", "right"), ("bytes", "right"), ("growth", "right"),
+                 ("new", "right"), ("gone", "right")):
+        ty.add_column(c, justify=j, overflow="fold")
+    for r in [r for r in d.types if r.growth_bytes or r.new_objects or r.gone_objects][:limit]:
+        ty.add_row(Text(r.type), f"{r.objects_before} → {r.objects_after}", _bytes(r.bytes_after),
+                   _signed(r.growth_bytes), str(r.new_objects), str(r.gone_objects))
+    con.print(ty)
+    ho = Table(title="growth by holder (retained bytes)", title_justify="left")
+    for c, j in (("holder", "left"), ("kind", "left"), ("before", "right"), ("after", "right"),
+                 ("growth", "right")):
+        ho.add_column(c, justify=j, overflow="fold")
+    for h in [h for h in d.holders if h.growth_bytes][:limit]:
+        ho.add_row(Text(h.holder), h.kind, _bytes(h.retained_before), _bytes(h.retained_after),
+                   _signed(h.growth_bytes))
+    con.print(ho)
+    if not d.suspects:
+        con.print(Text("no suspects: no holder retains more than before"))
+    for k, s in enumerate(d.suspects):
+        con.print(Text(f"suspect {k + 1}: {s.holder} ({s.kind}) retains {_signed(s.growth_bytes)} more",
+                       style="bold"))
+        for p in s.path:
+            con.print(Text(f"    -> {p.type} at {p.address:#x}: retained {_bytes(p.retained_before)} → "
+                           f"{_bytes(p.retained_after)}{' (new)' if p.new else ''}"))
