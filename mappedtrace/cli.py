@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "leaks": ("leaks", "Report leaks of a running process (PID) or a snapshot file."),
     "maps": ("maps", "Decode and print the pointer maps of a binary."),
     "graph": ("graph", "Export the heap object graph as JSON or Graphviz dot."),
+    "top": ("top", "Objects, shallow and retained bytes by type and by holder (dominator tree)."),
+    "why": ("why", "Why an object is alive: shortest paths from the roots to it."),
+    "diff": ("diff", "Growth between two snapshots: by type, by holder, suspects."),
+    "watch": ("watch", "Snapshot a live process at intervals and report its growth."),
     "doctor": ("doctor", "Check the toolchain, the pass plugin, LLDB and ptrace permission."),
 }
 
