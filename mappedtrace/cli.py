@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "why": ("why", "Why an object is alive: shortest paths from the roots to it."),
     "diff": ("diff", "Growth between two snapshots: by type, by holder, suspects."),
     "watch": ("watch", "Snapshot a live process at intervals and report its growth."),
+    "query": ("query", "Query the heap with SQL: objects, edges, roots, types as tables."),
     "doctor": ("doctor", "Check the toolchain, the pass plugin, LLDB and ptrace permission."),
 }
 

@@ -240,3 +240,58 @@ def test_watch_reports_growth_as_it_happens(held):
     finally:
         p.stdin.close()
         p.wait(timeout=60)
+
+
+# --- SQL and table exports -------------------------------------------------------
+
+def test_query_counts_by_type_as_top_does(held):
+    _, truth, core = held
+    top = {t["type"]: t for t in _json("top", str(core), "--limit", "100")["types"]}
+    q = _json("query", str(core), "SELECT type, count(*) AS n, sum(size) AS bytes, sum(retained) FILTER "
+              "(WHERE dominator_object = -1 OR type <> (SELECT type FROM objects o2 WHERE o2.id = "
+              "objects.dominator_object)) AS ret FROM objects WHERE reachable GROUP BY type")
+    assert q["columns"] == ["type", "n", "bytes", "ret"]
+    got = {r[0]: r for r in q["rows"]}
+    assert set(got) == set(top)
+    for t, row in top.items():
+        assert got[t][1] == row["objects"] and got[t][2] == row["shallow_bytes"], t
+    q = _json("query", str(core), f"SELECT retained FROM roots WHERE holder = 'global cache'")
+    assert q["rows"] == [[truth["cache"][1]]]
+
+
+def test_query_errors_are_the_engines(held):
+    _, _, core = held
+    r = run_mt("query", str(core), "SELEKT * FROM objects")
+    assert r.returncode == 2 and r.stderr.startswith("mappedtrace: error: query: ") and "Traceback" not in r.stderr
+    r = run_mt("query", str(core), "SELECT * FROM no_such_table")
+    assert r.returncode == 2 and "no_such_table" in r.stderr
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".duckdb", ".db"])
+def test_graph_exports_tables(held, tmp_path, suffix):
+    import os
+    import stat
+
+    import duckdb
+    _, truth, core = held
+    out = tmp_path / f"heap{suffix}"
+    r = run_mt("graph", str(core), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    n = _json("query", str(core), "SELECT count(*) FROM objects")["rows"][0][0]
+    if suffix == ".parquet":
+        assert sorted(os.listdir(out)) == sorted(f"{t}.parquet" for t in
+                                                 ("objects", "edges", "roots", "root_edges", "types", "fields"))
+        assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
+        f = out / "objects.parquet"
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+        got = duckdb.connect().execute(f"SELECT count(*), max(retained) FROM '{f}'").fetchone()
+    elif suffix == ".duckdb":
+        assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+        con = duckdb.connect(str(out), read_only=True)
+        got = con.execute("SELECT count(*), max(retained) FROM objects").fetchone()
+    else:
+        import sqlite3
+        assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+        got = sqlite3.connect(str(out)).execute("SELECT count(*), max(retained) FROM objects").fetchone()
+    assert got[0] == n and got[1] >= truth["cache"][1]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".mt-")]

@@ -8,17 +8,20 @@ from ..errors import MappedTraceError
 
 
 @click.command(help="Export the heap object graph (objects, edges, root edges, precision) "
-                    "of a running process or a snapshot as JSON or Graphviz dot.")
+                    "of a running process or a snapshot as JSON or Graphviz dot, or as tables "
+                    "(objects, edges, roots, root_edges, types, fields; see 'mappedtrace query'): "
+                    "NAME.parquet (a directory, one Parquet file per table), FILE.duckdb, FILE.db (SQLite).")
 @click.argument("what")
-@click.option("-o", "--output", required=True, metavar="FILE.json|FILE.dot")
+@click.option("-o", "--output", required=True, metavar="FILE.json|.dot|.parquet|.duckdb|.db")
 @roots_option
 @click.option("--tree", is_flag=True,
               help="PID and all its descendants: one file per process, -o a pattern ('{pid}' is "
                    "replaced by the PID, else '.PID' goes before the suffix), and a summary.")
 def command(what: str, output: str, roots_mode: str, tree: bool = False) -> int:
-    if not output.endswith((".json", ".dot")):
-        raise MappedTraceError(f"{output}: the output must end in .json or .dot")
     from ..reporters import graph_export
+    if not output.endswith((".json", ".dot") + graph_export.TABLE_SUFFIXES):
+        raise MappedTraceError(f"{output}: the output must end in .json, .dot, .parquet (a directory "
+                               f"of Parquet tables), .duckdb or .db (SQLite)")
 
     if tree:
         from ._tree import graph_tree

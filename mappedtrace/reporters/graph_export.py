@@ -106,9 +106,19 @@ def to_dot(graph: HeapGraph, stream: IO[str], *, max_nodes: int = 20000) -> None
     w("}\n")
 
 
+#: outputs written as tables (columns), not as one document
+TABLE_SUFFIXES = (".parquet", ".duckdb", ".db")
+
+
 def export(graph: HeapGraph, path: str) -> None:
-    """Write ``graph`` to ``path`` (``.json`` or ``.dot``), mode 0600."""
+    """Write ``graph`` to ``path`` (``.json`` or ``.dot``; the tables of
+    :mod:`~mappedtrace.analyses.tables` for ``.parquet``, ``.duckdb``, ``.db``), mode 0600."""
     import os
+    if path.endswith(TABLE_SUFFIXES):
+        from ..analyses.dominators import dominator_tree
+        from ..analyses.tables import export as export_tables, heap_tables
+        export_tables(heap_tables(graph, dominator_tree(graph)), path)
+        return
     if path.endswith(".json"):
         writer = to_json
     elif path.endswith(".dot") or path.endswith(".gv"):

@@ -137,3 +137,17 @@ def render_diff(d, stream: IO[str], *, limit: int = 15, width: int | None = None
         for p in s.path:
             con.print(Text(f"    -> {p.type} at {p.address:#x}: retained {_bytes(p.retained_before)} → "
                            f"{_bytes(p.retained_after)}{' (new)' if p.new else ''}"))
+
+
+def render_rows(cols: list[str], rows: list[tuple], stream: IO[str], *, max_rows: int = 100,
+                width: int | None = None) -> None:
+    """A query's result as a table (the first ``max_rows`` rows)."""
+    con = _console(stream, width)
+    t = Table()
+    for c in cols:
+        t.add_column(Text(c), overflow="fold")
+    for r in rows[:max_rows]:
+        t.add_row(*[Text("NULL" if v is None else str(v)) for v in r])
+    con.print(t)
+    more = f" ({len(rows) - max_rows} more not shown: --max-rows or --json)" if len(rows) > max_rows else ""
+    con.print(Text(f"{len(rows)} row{'s' if len(rows) != 1 else ''}{more}"))
