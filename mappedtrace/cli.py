@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("diff", "Growth between two snapshots: by type, by holder, suspects."),
     "watch": ("watch", "Snapshot a live process at intervals and report its growth."),
     "query": ("query", "Query the heap with SQL: objects, edges, roots, types as tables."),
+    "view": ("view", "Write a self-contained HTML heap viewer (histogram, dominator tree, paths)."),
     "doctor": ("doctor", "Check the toolchain, the pass plugin, LLDB and ptrace permission."),
 }
 

@@ -295,3 +295,58 @@ def test_graph_exports_tables(held, tmp_path, suffix):
         got = sqlite3.connect(str(out)).execute("SELECT count(*), max(retained) FROM objects").fetchone()
     assert got[0] == n and got[1] >= truth["cache"][1]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".mt-")]
+
+
+# --- the heap viewer, in a real browser ------------------------------------------
+
+def _chromium(url: str, tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    from conftest import need
+    need("chromium")
+    return subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                           "--window-size=1200,900", *extra, url],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_view_page_in_chromium(held, tmp_path):
+    import os
+    import stat
+    _, truth, core = held
+    page = tmp_path / "heap.html"
+    r = run_mt("view", str(core), "-o", str(page))
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(os.stat(page).st_mode) == 0o600
+    url = f"file://{page}#select={truth['cache'][0]:#x}"
+    dom = _chromium(url, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert 'data-ready="1"' in html                          # the script ran to its end
+    # the icicle has the global and the cache struct; the selected panel shows its exact path
+    assert re.search(r'class="cell root"[^>]*>global cache ', html)
+    assert re.search(r'class="cell object sel"[^>]*>struct cache ', html)
+    sel = html[html.index('id="selected"'):]
+    assert "path 1 (exact): global cache" in sel and f"struct cache at {truth['cache'][0]:#x}" in sel
+    assert "<td>struct entry</td><td>120</td>" in html        # the type histogram
+    shot = tmp_path / "shot.png"
+    r = _chromium(f"file://{page}", tmp_path, f"--screenshot={shot}")
+    assert r.returncode == 0 and shot.stat().st_size > 20_000    # a rendered page, not a blank one
+
+
+def test_view_of_two_snapshots_shows_growth(held, tmp_path):
+    exe = str(held[2].parent / "heap_hold")
+    p, truth = _start(exe, 20)
+    try:
+        a, b = tmp_path / "a.core", tmp_path / "b.core"
+        assert run_mt("snapshot", str(p.pid), "-o", str(a)).returncode == 0
+        grew = _grow(p, 40)
+        assert run_mt("snapshot", str(p.pid), "-o", str(b)).returncode == 0
+    finally:
+        p.stdin.close()
+        p.wait(timeout=60)
+    page = tmp_path / "diff.html"
+    r = run_mt("view", str(a), str(b), "-o", str(page))
+    assert r.returncode == 0, r.stderr
+    html = _chromium(f"file://{page}", tmp_path, "--dump-dom").stdout
+    assert "suspect 1: global cache retains +" in html
+    assert re.search(r"<td>struct entry</td><td>20 → 60</td>", html)
