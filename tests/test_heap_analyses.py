@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import SAMPLES, build_sample, run_mt
-from mappedtrace.analyses.dominators import by_type, dominator_tree, subtree_sums
+from mappedtrace.analyses.dominators import by_type, dominator_tree, preorder, subtree_sums
 from mappedtrace.analyses.paths import PathFinder
 from mappedtrace.roots import Root
 from mappedtrace.trace import mark
@@ -69,6 +69,23 @@ def test_subtree_sums_match_a_walk(parents):
         if par[v] >= 0:
             want[par[v]] += want[v]
     assert subtree_sums(par, w).tolist() == want.tolist()
+
+
+@given(st.lists(st.integers(-1, 30), min_size=1, max_size=30))
+def test_preorder_matches_a_walk(parents):
+    n = len(parents)
+    par = np.array([p if p < n and p != i else -1 for i, p in enumerate(parents)], np.int64)
+    par = np.where(par < np.arange(n), par, -1)
+    par[0] = -1
+    kids = {v: [c for c in range(n) if par[c] == v] for v in range(n)}
+    want, stack = {}, [0]
+    while stack:                                    # children in index order
+        v = stack.pop()
+        want[v] = len(want)
+        stack.extend(reversed(kids[v]))
+    got = preorder(par, 0, subtree_sums(par, np.ones(n, np.uint64)))
+    assert {v: int(p) for v, p in enumerate(got) if p >= 0} == want
+    assert all(got[v] == -1 for v in range(n) if v not in want)
 
 
 def test_subtree_sums_of_a_long_chain():

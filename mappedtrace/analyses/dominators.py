@@ -64,18 +64,11 @@ class HeapDigraph:
     def pseudo_root(self) -> int:
         return self.n_objects + self.n_roots
 
-    def igraph(self):
-        """The same graph as an ``igraph.Graph`` (made on each call)."""
-        import igraph
-        g = igraph.Graph(n=self.n_vertices, directed=True)
-        if len(self.src):
-            g.add_edges(np.column_stack([self.src, self.dst]))
-        return g
 
 
-def heap_digraph(graph: HeapGraph, *, defer: bool = True) -> HeapDigraph:
-    """The heap graph of ``graph`` with a vertex per root and a pseudo-root;
-    ``defer``: leave out the edges that only blur attribution (see the module doc)."""
+def heap_digraph(graph: HeapGraph) -> HeapDigraph:
+    """The heap graph of ``graph`` with a vertex per root and a pseudo-root
+    (every edge; :func:`dominator_tree` defers some, see the module doc)."""
     n, r = len(graph), len(graph.roots)
     e = graph.edges
     keep = (e["flags"] & (EDGE_UNREACHED | EDGE_WEAK)) == 0
@@ -87,31 +80,9 @@ def heap_digraph(graph: HeapGraph, *, defer: bool = True) -> HeapDigraph:
     rx = (re_["flags"] & EDGE_EXACT) != 0
     ps = np.full(r, n + r, np.int64)
     pd = np.arange(n, n + r, dtype=np.int64)
-    src, dst = np.concatenate([ps, rs, hs]), np.concatenate([pd, rd, hd])
-    exact = np.concatenate([np.ones(r, bool), rx, hx])
-    # Exact holders first: an edge from a vertex that exact roots do not reach
-    # into one that they do changes no object's liveness; left in, a stale
-    # word on an uninstrumented frame would share every object it points to
-    # with the variable that really holds it, and neither would retain it.
-    if not defer:
-        return HeapDigraph(n, r, src, dst, exact, int(len(hs)), int((~hx).sum() + (~rx).sum()))
-    exact_root = np.array([ro.exact for ro in graph.roots], bool)
-    ex_reach = _reachable(n + r + 1, src, dst, np.flatnonzero(exact_root) + n)
-    ex_reach[n + r] = True                          # the pseudo-root keeps its edges
-    drop = ~ex_reach[src] & ex_reach[dst]
-    return HeapDigraph(n, r, src[~drop], dst[~drop], exact[~drop], int(len(hs)),
-                       int((~hx).sum() + (~rx).sum()), int(drop.sum()))
-
-
-def _reachable(nv: int, src: np.ndarray, dst: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Vertices reachable from ``starts`` (igraph's BFS from a temporary source)."""
-    import igraph
-    g = igraph.Graph(n=nv + 1, directed=True)
-    g.add_edges(np.column_stack([np.concatenate([src, np.full(len(starts), nv)]),
-                                 np.concatenate([dst, starts])]))
-    seen = np.zeros(nv + 1, bool)
-    seen[np.asarray(g.subcomponent(nv, mode="out"), dtype=np.int64)] = True
-    return seen[:nv]
+    return HeapDigraph(n, r, np.concatenate([ps, rs, hs]), np.concatenate([pd, rd, hd]),
+                       np.concatenate([np.ones(r, bool), rx, hx]), int(len(hs)),
+                       int((~hx).sum() + (~rx).sum()))
 
 
 @dataclass
@@ -137,7 +108,7 @@ class DominatorTree:
     def preorder(self) -> np.ndarray:
         """Each vertex's position in a preorder of the dominator tree (-1: not reached)."""
         if self._pre is None:
-            self._pre = preorder(self.idom, self.digraph.pseudo_root)
+            self._pre = preorder(self.idom, self.digraph.pseudo_root, self.subtree_vertices)
         return self._pre
 
     @property
@@ -175,12 +146,31 @@ def subtree_sums(parent: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 
 def dominator_tree(graph: HeapGraph) -> DominatorTree:
-    """Immediate dominators and retained sizes of every object and root of ``graph``."""
+    """Immediate dominators and retained sizes of every object and root of ``graph``.
+
+    One igraph graph holds every edge plus a second source vertex ``X`` with
+    an edge to each exact root: the vertices ``X`` reaches are those exact
+    roots keep alive; the edges into them from vertices ``X`` does not reach
+    are deleted (deferred: see the module doc), and so are ``X``'s, before
+    the dominators are computed from the pseudo-root.
+    """
+    import igraph
     dg = heap_digraph(graph)
     nv = dg.n_vertices
-    raw = dg.igraph().dominator(dg.pseudo_root, mode="out")
+    x = nv                                            # the exact roots' source
+    exact_roots = np.flatnonzero([ro.exact for ro in graph.roots]).astype(np.int64) + dg.n_objects
+    g = igraph.Graph(n=nv + 1, directed=True)
+    g.add_edges(np.column_stack([np.concatenate([dg.src, np.full(len(exact_roots), x)]),
+                                 np.concatenate([dg.dst, exact_roots])]))
+    ex = np.zeros(nv + 1, bool)
+    ex[np.asarray(g.subcomponent(x, mode="out"), dtype=np.int64)] = True
+    ex[dg.pseudo_root] = True                         # the pseudo-root keeps its edges
+    drop = ~ex[dg.src] & ex[dg.dst]
+    dg.deferred_edges = int(drop.sum())
+    g.delete_edges(np.concatenate([np.flatnonzero(drop), len(dg.src) + np.arange(len(exact_roots))]).tolist())
+    raw = g.dominator(dg.pseudo_root, mode="out")
     # igraph: -1 for the root itself, NaN for vertices it does not reach
-    f = np.asarray(raw, dtype=np.float64)
+    f = np.asarray(raw[:nv], dtype=np.float64)
     reached = ~np.isnan(f)
     idom = np.where(reached, f, NO_IDOM).astype(np.int64)
     idom[dg.pseudo_root] = NO_IDOM
@@ -266,18 +256,44 @@ def by_type(graph: HeapGraph, dom: DominatorTree) -> list[TypeRow]:
     return sorted(rows.values(), key=lambda r: (-r.retained_bytes, -r.shallow_bytes, r.type))
 
 
-def preorder(parent: np.ndarray, root: int) -> np.ndarray:
+def path_sums(parent: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Sum of ``weight`` over each vertex and all its ancestors in the forest
+    ``parent`` (pointer doubling, ``O(n log depth)``; exact below 2**53)."""
+    n = len(parent)
+    acc = weight.astype(np.float64)
+    up = np.where(parent < 0, n, parent).astype(np.int64)
+    for _ in range(64):
+        live = up < n
+        if not live.any():
+            break
+        acc[live] += acc[up[live]]
+        up = np.append(up, n)[up]
+    return np.rint(acc).astype(np.int64)
+
+
+def preorder(parent: np.ndarray, root: int, sizes: np.ndarray) -> np.ndarray:
     """Position of each vertex in a depth-first preorder of the tree
-    ``parent`` from ``root`` (-1 for vertices outside it); igraph's DFS."""
-    import igraph
+    ``parent`` from ``root`` (-1 for vertices outside it), children in index
+    order.  ``sizes[v]``: vertices in v's subtree.  A child's position is its
+    parent's + 1 + the subtree sizes of its earlier siblings, so a vertex's
+    position is a sum along its path to the root (:func:`path_sums`)."""
     n = len(parent)
     kids = np.flatnonzero(parent >= 0)
-    t = igraph.Graph(n=n, directed=True)
+    kids = kids[np.argsort(parent[kids], kind="stable")]
+    w = np.zeros(n, np.int64)
     if len(kids):
-        t.add_edges(np.column_stack([parent[kids], kids]))
-    order, _ = t.dfs(root, mode="out")
-    pos = np.full(n, -1, np.int64)
-    pos[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
+        sz = sizes[kids].astype(np.int64)
+        cum = np.cumsum(sz) - sz                     # exclusive sum over all kids in order
+        first = np.searchsorted(parent[kids], parent[kids], side="left")
+        w[kids] = 1 + cum - cum[first]               # 1 + earlier siblings' subtrees
+    pos = path_sums(parent, w)
+    up = np.where(parent < 0, np.arange(n), parent)
+    for _ in range(64):                              # the forest root of each vertex
+        nxt = up[up]
+        if np.array_equal(nxt, up):
+            break
+        up = nxt
+    pos[up != root] = -1
     return pos
 
 

@@ -1,13 +1,15 @@
 """Why is it alive: shortest paths from the roots to an object (DESIGN step 10).
 
-One breadth-first search of the *reversed* heap digraph
-(:class:`~mappedtrace.analyses.dominators.HeapDigraph`: the same edges that
-keep objects alive, roots as vertices) from the object gives, for every root
-that reaches it, a shortest path from that root; the paths of the nearest
-roots of distinct holders (a global, a frame, a thread-local) are returned,
-each hop with the word that holds the pointer and whether that word is a
-known pointer (exact) or merely looks like one (conservative).  igraph's BFS
-(C) does the search; the work is bounded by the object's ancestors.
+A breadth-first search of the *reversed* heap digraph
+(:class:`~mappedtrace.analyses.dominators.HeapDigraph`: the edges that keep
+objects alive, roots as vertices) from the object gives, for every root that
+reaches it, a shortest path from that root; the paths of the nearest roots of
+distinct holders (a global, a frame, a thread-local) are returned, each hop
+with the word that holds the pointer and whether that word is a known
+pointer (exact) or merely looks like one (conservative).  The search runs
+level by level on numpy arrays (the reverse edges as CSR, made once per
+graph) and stops as soon as enough holders are found, so a query costs what
+the object's nearest ancestors cost, not the whole heap.
 """
 from __future__ import annotations
 
@@ -49,13 +51,21 @@ class RootPath:
         return self.root_exact and all(h.exact for h in self.hops)
 
 
+#: levels searched past the one where the first holder was found
+EXTRA_LEVELS = 3
+#: vertices a query visits at most
+MAX_VISITED = 2_000_000
+
+
 class PathFinder:
-    """Answers ``why`` queries on one graph (the digraph and edge index made once)."""
+    """Answers ``why`` queries on one graph (reverse adjacency and edge index made once)."""
 
     def __init__(self, graph: HeapGraph, digraph: HeapDigraph | None = None):
         self.graph = graph
-        self.dg = digraph or heap_digraph(graph, defer=False)   # every reason, stale words too
-        self._g = self.dg.igraph()
+        self.dg = digraph or heap_digraph(graph)       # every edge: stale words are reasons too
+        o = np.argsort(self.dg.dst, kind="stable")
+        self._rsrc = self.dg.src[o]                     # predecessors, grouped by vertex
+        self._rptr = np.searchsorted(self.dg.dst[o], np.arange(self.dg.n_vertices + 1))
         e = graph.edges
         keep = (e["flags"] & (EDGE_UNREACHED | EDGE_WEAK)) == 0
         self._edges = e[keep]
@@ -66,7 +76,8 @@ class PathFinder:
         re_ = graph.root_edges
         o = np.argsort(re_["root"], kind="stable")
         self._redges = re_[o]
-        self._rsrc = self._redges["root"]
+        self._rkey = self._redges["root"]
+        self._holders = [root_holder(r.source) for r in graph.roots]
 
     def _type(self, i: int) -> str:
         tid = int(self.graph.type_ids[i])
@@ -76,7 +87,7 @@ class PathFinder:
         """(word offset in u, offset in v, exact) of one edge u → v, an exact one if any."""
         n = self.dg.n_objects
         if u >= n:
-            arr, key, col = self._redges, self._rsrc, "root_off"
+            arr, key, col = self._redges, self._rkey, "root_off"
             k = u - n
         else:
             arr, key, col = self._edges, self._esrc, "src_off"
@@ -90,29 +101,65 @@ class PathFinder:
         j = int(np.flatnonzero(ex)[0]) if ex.any() else 0
         return int(seg[col][j]), int(seg["dst_off"][j]), bool(ex[j])
 
+    def _search(self, node: int, want: int) -> tuple[np.ndarray, list[int]]:
+        """Reverse BFS from ``node``: (next hop toward ``node`` of every vertex
+        seen, -1 elsewhere; root vertices in the order found).  Stops after the
+        level where ``want`` distinct holders are known, or :data:`EXTRA_LEVELS`
+        levels after the first holder was found, or after :data:`MAX_VISITED`
+        vertices: the nearest holders are what a user asks for."""
+        n, pr = self.dg.n_objects, self.dg.pseudo_root
+        nxt = np.full(self.dg.n_vertices, -1, np.int64)
+        nxt[node] = node
+        roots: list[int] = []
+        holders: set[str] = set()
+        frontier = np.array([node], np.int64)
+        visited, first_level = 1, None
+        for level in range(self.dg.n_vertices):         # bounded: each level adds a new vertex
+            lo, hi = self._rptr[frontier], self._rptr[frontier + 1]
+            cnt = hi - lo
+            total = int(cnt.sum())
+            if not total:
+                break
+            idx = np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(total)
+            preds, via = self._rsrc[idx], np.repeat(frontier, cnt)
+            fresh = (nxt[preds] < 0) & (preds != pr)
+            new, first = np.unique(preds[fresh], return_index=True)
+            if not len(new):
+                break
+            nxt[new] = via[fresh][first]
+            visited += len(new)
+            for p in new[new >= n].tolist():
+                roots.append(p)
+                holders.add(self._holders[p - n])
+            if holders and first_level is None:
+                first_level = level
+            if len(holders) >= want or visited > MAX_VISITED or \
+                    (first_level is not None and level - first_level >= EXTRA_LEVELS):
+                break
+            frontier = new[new < n]
+            if not len(frontier):
+                break
+        return nxt, roots
+
     def paths(self, node: int, max_paths: int = 3) -> list[RootPath]:
         """Shortest paths from the nearest roots of up to ``max_paths`` distinct
         holders to ``node`` (empty: the roots do not reach it): the nearest
         ``4 * max_paths`` holders are found, then exact paths come first,
         shorter before longer."""
         n = self.dg.n_objects
-        vids, _layers, parents = self._g.bfs(int(node), mode="in")
+        nxt, found = self._search(int(node), 4 * max_paths)
         out: list[RootPath] = []
-        holders: set[str] = set()
-        for v in vids:                                   # BFS order: nearest first
-            if v < n or v >= self.dg.pseudo_root:
-                continue
+        seen: set[str] = set()
+        for v in found:
             r = self.graph.roots[v - n]
-            h = root_holder(r.source)
-            if h in holders:
+            h = self._holders[v - n]
+            if h in seen:
                 continue
-            holders.add(h)
+            seen.add(h)
             path = RootPath(v - n, r.source, h, r.exact)
             u = v
             for _ in range(n + 1):                       # bounded by the object count
-                w = parents[u]
-                if w < 0 or w == u:
-                    break
+                w = int(nxt[u])
                 off, doff, ex = self._link(u, w)
                 path.hops.append(Hop(w, int(self.graph.addresses[w]), int(self.graph.sizes[w]),
                                      self._type(w), off, doff, ex))
@@ -120,7 +167,5 @@ class PathFinder:
                     break
                 u = w
             out.append(path)
-            if len(out) >= 4 * max_paths:
-                break
         out.sort(key=lambda p: (not p.exact, len(p.hops)))
         return out[:max_paths]
