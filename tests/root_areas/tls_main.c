@@ -28,7 +28,9 @@ int main(int argc, char **argv) {
     pthread_barrier_init(&b, NULL, 2);
     pthread_create(&t, NULL, worker, &b);
     TRUTH_KEPT(big_keep(40));
-    TRUTH_KEPT(foo_keep(56));
+    void *mine = foo_keep(56);
+    TRUTH_KEPT(mine);
+    fprintf(stderr, "main foo_obj %p\n", mine);   /* what libfoo's thread-local holds in main */
     churn();
     pthread_barrier_wait(&b);
     if (argc > 1 && strcmp(argv[1], "wait") == 0) {
