@@ -111,6 +111,9 @@ def render_precision(p: dict, con: Console) -> None:
                    f"pointers to globals/stacks: {p.get('pointers_to_static', 0)}   "
                    f"ambiguous objects: {p.get('objects_ambiguous', 0)}   "
                    f"unreadable objects: {p.get('unreadable_objects', 0)}"))
+    if p.get("stack_above_frames_bytes") or p.get("frames_exit_path_scanned"):
+        con.print(Text(f"stack scanned above the outermost frames: {_bytes(p.get('stack_above_frames_bytes', 0))}   "
+                       f"exit-path frames scanned: {p.get('frames_exit_path_scanned', 0)}"))
 
 
 def to_json(report: LeakReport, stream: IO[str], *, indent: int | None = 1) -> None:
