@@ -8,6 +8,7 @@ PID``), in the precise and the conservative mode."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MAPPEDTRACE, ROOT, TRUTH, addr, need, run_mt, run_traced
+from mappedtrace.target.base import Target
 
 HERE = ROOT / "tests" / "root_areas"
 CORPUS = ROOT / "tests" / "leak_corpus"
@@ -220,6 +222,87 @@ def test_tls_index_reads_the_link_maps(tls_program, tmp_path: Path) -> None:
         assert p.wait(timeout=60) == 0
     m = re.search(r"main foo_obj (0x[0-9a-f]+)", err.read_text())
     assert m and value == int(m.group(1), 16)
+
+
+def test_typed_tls_of_an_instrumented_library(tls_program, tmp_path: Path) -> None:
+    """libfoo built with the maps: its thread-local ``foo_obj`` is a typed, exact
+    root in each of the two threads (found through the link maps: before, only
+    the executable's thread-locals were located)."""
+    exe, lib = tls_program
+    mlib = tmp_path / "lib"
+    mlib.mkdir()
+    real = mlib / "libfoo.so.1.0.4"
+    r = subprocess.run([MAPPEDTRACE, "cc", "-O2", "-fPIC", "-shared", "-DLIB=foo", "-DBIG=64",
+                        "-Wl,-soname,libfoo.so.1", "-o", str(real), str(HERE / "tls_lib.c")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (mlib / "libfoo.so.1").symlink_to(real.name)
+    (mlib / "libfoo.so").symlink_to("libfoo.so.1")
+    for f in ("libbig.so.1.0.4", "libbig.so.1", "libbig.so"):
+        os.symlink(os.path.realpath(lib / f) if f.endswith(".4") else os.readlink(lib / f), mlib / f)
+    exe2 = build(HERE / "tls_main.c", tmp_path / "tls_main_maps", f"-L{mlib}", "-lbig", "-lfoo",
+                 f"-Wl,-rpath,{mlib}")
+    report = check_at_exit(exe2, tmp_path)
+    p = report["precision"]
+    assert "libfoo.so.1.0.4" in p["modules_with_maps"], p
+    assert p["tls_typed"] == 2, p
+
+
+class _Patched(Target):
+    """A real stopped process whose memory reads back with some words replaced
+    (a corrupted link-map chain, generated in code)."""
+
+    def __init__(self, live: Target, patches: dict[int, int]):
+        super().__init__(pid=live.pid, threads=live.threads, mappings=live.mappings, auxv=live.auxv,
+                         exe=live.exe)
+        self.live, self.patches = live, patches
+
+    def _read(self, addr: int, size: int) -> bytes:
+        data = bytearray(self.live.read(addr, size))
+        for a, v in self.patches.items():
+            for i, b in enumerate(v.to_bytes(8, "little")):
+                if addr <= a + i < addr + size:
+                    data[a + i - addr] = b
+        return bytes(data)
+
+
+def test_corrupted_link_maps_are_warnings(tls_program, tmp_path: Path) -> None:
+    """A link-map chain that loops, leads to unmapped memory, or has TLS fields
+    that disagree with the module's PT_TLS: the index is bounded, says what went
+    wrong, and keeps what it could read; the leak analysis still completes."""
+    import mappedtrace
+    from mappedtrace.modules import ModuleMap
+    from mappedtrace.session import analyse
+    from mappedtrace.tls import LINK_MAP_HEAD, TLS_FIELDS_2_36
+    exe, _lib = tls_program
+    p = subprocess.Popen([str(exe), "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        with mappedtrace.attach(p.pid) as t:
+            good = ModuleMap(t).tls
+            foo = next(tm for tm in good.modules if tm.name.endswith("libfoo.so.1"))
+            l_next = foo.link_map + 3 * 8
+            assert LINK_MAP_HEAD.size == 4 * 8
+            # a loop back to libfoo's own record
+            idx = ModuleMap(_Patched(t, {l_next: foo.link_map})).tls
+            assert idx.complete and [tm.name for tm in idx.modules] == \
+                [tm.name for tm in good.modules[:good.modules.index(foo) + 1]]
+            # into unmapped memory
+            idx = ModuleMap(_Patched(t, {l_next: 0x10})).tls
+            assert any("unreadable" in w for w in idx.warnings) and foo.name in [tm.name for tm in idx.modules]
+            # l_tls_blocksize that is not libfoo's p_memsz: libfoo is not located, the rest are
+            bad = _Patched(t, {foo.link_map + TLS_FIELDS_2_36 + 16: foo.blocksize + 4096})
+            idx = ModuleMap(bad).tls
+            assert any("do not match its PT_TLS" in w and "libfoo" in w for w in idx.warnings), idx.warnings
+            assert foo.name not in [tm.name for tm in idx.modules] and len(idx.modules) == len(good.modules) - 1
+            a = analyse(bad)
+            assert any("libfoo" in w for w in a.warnings)
+            assert a.heap.exact            # libc's TLS (the tcache) is still found
+    finally:
+        p.stdin.close()
+        p.stdout.read()
+        assert p.wait(timeout=60) == 0
 
 
 def test_debian_jq_has_no_leaks(tmp_path: Path) -> None:
