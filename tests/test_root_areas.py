@@ -156,14 +156,14 @@ def test_leaksanitizer_agrees_on_exit_deep(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tls_program(tmp_path_factory) -> tuple[Path, Path]:
-    """libbig.so.1.0.4 (20 000 bytes of TLS) and libfoo.so.1.0.4, each behind a
+    """libbig.so.1.0.4 (70 000 bytes of TLS) and libfoo.so.1.0.4, each behind a
     versioned symlink (libfoo.so.1 → libfoo.so.1.0.4), built without maps; the
     program with the maps, linked against both with an rpath."""
     need("clang-22")
     d = tmp_path_factory.mktemp("tls")
     lib = d / "lib"
     lib.mkdir()
-    for name, big in (("big", 20000), ("foo", 64)):
+    for name, big in (("big", 70000), ("foo", 64)):
         real = lib / f"lib{name}.so.1.0.4"
         r = subprocess.run(["clang-22", "-O2", "-g", "-fPIC", "-shared", f"-DLIB={name}", f"-DBIG={big}",
                             f"-Wl,-soname,lib{name}.so.1", "-o", str(real), str(HERE / "tls_lib.c")],
@@ -197,6 +197,7 @@ def test_tls_index_reads_the_link_maps(tls_program, tmp_path: Path) -> None:
     for the main thread holds the pointer the program kept in ``foo_obj``."""
     import mappedtrace
     from mappedtrace.formats import elf
+    from mappedtrace.heap.glibc import GlibcHeap
     from mappedtrace.modules import ModuleMap
     exe, lib = tls_program
     err = tmp_path / "tls.stderr"
@@ -216,6 +217,11 @@ def test_tls_index_reads_the_link_maps(tls_program, tmp_path: Path) -> None:
             main = t.thread(p.pid)
             sym = elf.symbol(foo.module.path, "foo_obj")
             value = t.read_u64(index.block(t, main, foo) + sym.addr)
+            # without libc's debug symbols the walker still names each thread's
+            # tcache by the pointer in that thread's libc TLS block (70 000 bytes of
+            # libbig's TLS lie between it and the thread pointer)
+            heap = GlibcHeap(t, mods, use_debug_symbols=False)
+            assert sorted(o for o, _ in heap.tcaches) == sorted(f"thread {th.tid}" for th in t.threads)
     finally:
         p.stdin.close()
         p.stdout.read()

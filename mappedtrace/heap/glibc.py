@@ -1185,19 +1185,25 @@ class GlibcHeap:
         return out
 
     def _tls_references(self, addrs: np.ndarray) -> dict[int, int]:
-        """{address: tid} of the ``addrs`` found as words in a thread's static TLS area
-        (the TLS_SCAN bytes below its fs_base, within the mapping)."""
+        """{address: tid} of the ``addrs`` found as words in a thread's libc TLS
+        block (from the link maps), or, when that is unknown, in the TLS_SCAN
+        bytes below its fs_base (within the mapping; imprecision: other modules'
+        thread-locals lie there too)."""
         out: dict[int, int] = {}
         if not len(addrs):
             return out
+        tm = self.modules.tls.for_module(self.libc)
         for th in self.target.threads:
             fs = th.regs.get("fs_base", 0)
             m = self.target.mapping_at(fs - 8) if fs >= 8 else None
             if m is None:
                 continue
-            lo = max(m.start, (fs - TLS_SCAN) & ~7)
+            lo, hi = max(m.start, (fs - TLS_SCAN) & ~7), fs
             try:
-                w = np.frombuffer(self.target.read(lo, fs - lo), dtype="<u8")
+                block = self.modules.tls.block(self.target, th, tm) if tm is not None else None
+                if block is not None:
+                    lo, hi = block & ~7, block + tm.blocksize
+                w = np.frombuffer(self.target.read(lo, (hi - lo) & ~7), dtype="<u8")
             except TargetFault:
                 continue
             for v in np.intersect1d(w, addrs.astype(np.uint64)).tolist():
