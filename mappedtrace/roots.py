@@ -365,7 +365,7 @@ class RootCollector:
         fs = th.regs.get("fs_base", 0)
         low = fs - STATIC_TLS_SCAN
         for tm in self.modules.tls.modules:
-            if tm.static_offset is not None and tm.static_offset < 1 << 40:
+            if tm.static_offset is not None:
                 low = min(low, fs - tm.static_offset)
         return low
 
@@ -417,7 +417,7 @@ class RootCollector:
                 # every module's static TLS block, wherever the link maps put it (typed
                 # thread-locals of instrumented modules are subtracted as exact ranges)
                 for tm in self.modules.tls.modules:
-                    if tm.static_offset is None or tm.static_offset >= 1 << 40:
+                    if tm.static_offset is None:
                         continue    # dlopen'ed: its block is a heap chunk, reached through the DTV
                     lo = fs - tm.static_offset
                     self._scan(max(m.start, lo), min(m.end, lo + tm.blocksize),

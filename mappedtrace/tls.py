@@ -24,6 +24,9 @@ l_tls_firstbyte_offset`` must equal what the module's own ``PT_TLS`` says
 when the 2.36 offset does not match, the record is searched for that
 signature (another glibc), and a module whose record does not match is
 reported as not located rather than guessed.
+
+Not covered: objects loaded with ``dlmopen`` into other namespaces (their
+chains hang off ``_r_debug_extended.r_next``); only the base namespace is read.
 """
 from __future__ import annotations
 
@@ -58,8 +61,9 @@ MAX_DYNAMIC = 1024
 #: l_tls_offset values meaning "not in static TLS" (glibc: NO_TLS_OFFSET 0,
 #: FORCED_DYNAMIC_TLS_OFFSET -1)
 _NOT_STATIC = (0, (1 << 64) - 1)
-_UNALLOCATED = (1 << 64) - 1          # TLS_DTV_UNALLOCATED in a DTV entry
-MASK = (1 << 64) - 1
+#: a larger l_tls_offset is not believed (glibc's static TLS is a few KiB to MiB):
+#: the block is then looked up in the DTV
+MAX_STATIC_TLS = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class TlsModule:
     name: str                  # l_name ("" for the main executable)
     link_map: int              # address of its struct link_map
     modid: int                 # l_tls_modid: its DTV index
-    static_offset: int | None  # l_tls_offset when the block is in static TLS
+    static_offset: int | None  # l_tls_offset when the block is in static TLS (block = tp - offset)
     blocksize: int             # l_tls_blocksize (p_memsz)
     align: int
 
@@ -101,12 +105,8 @@ class TlsIndex:
         if not tp:
             return None
         if tm.static_offset is not None:
-            return (tp - tm.static_offset) & MASK
-        dtv = target.read_u64(tp + 8)
-        if not dtv or not 0 < tm.modid <= target.read_u64(dtv - 16):
-            return None
-        v = target.read_u64(dtv + 16 * tm.modid)
-        return None if v in (0, _UNALLOCATED) else v
+            return tp - tm.static_offset
+        return target.tls_block(thread, tm.modid)
 
 
 def read_tls_index(target, modules: "ModuleMap") -> TlsIndex:
@@ -119,9 +119,10 @@ def read_tls_index(target, modules: "ModuleMap") -> TlsIndex:
     try:
         r_debug = _r_debug_address(target, modules)
         if r_debug is None:
-            out.warnings.append("no _r_debug (a static executable, or ld.so not found): "
-                                "TLS modules not read from the link maps")
-            return out
+            main = modules.main
+            if main is not None and main.exists and elf.segment(main.path, "PT_DYNAMIC") is not None:
+                out.warnings.append("no _r_debug (ld.so not found): TLS modules not read from the link maps")
+            return out        # a static executable: its own TLS block is at the thread pointer
         _version, lm = R_DEBUG.unpack(target.read(r_debug, R_DEBUG.size))
         tls_at: int | None = None
         seen: set[int] = set()
@@ -223,4 +224,5 @@ def _tls_record(target, lm: int, at: int, seg, mod: "Module", name: str) -> TlsM
         target.read(lm + at, LINK_MAP_TLS.size))
     if (filesz, memsz, align, first) != _expected(seg) or not 0 < modid <= MAX_LINK_MAPS:
         return None
-    return TlsModule(mod, name, lm, modid, None if offset in _NOT_STATIC else offset, memsz, align)
+    static = offset if offset not in _NOT_STATIC and offset <= MAX_STATIC_TLS else None
+    return TlsModule(mod, name, lm, modid, static, memsz, align)
