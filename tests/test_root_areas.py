@@ -323,3 +323,40 @@ def test_debian_jq_has_no_leaks(tmp_path: Path) -> None:
     assert report["summary"]["leaked_objects"] == 0, report["leaks"][:5]
     assert report["precision"]["heap_walk_exact"], report["precision"]
     assert "could not locate libc's TLS block" not in r.stderr
+
+
+def test_debian_jq_dying_on_a_bad_option_has_no_leaks(tmp_path: Path) -> None:
+    """``jq --nosuchoption .``: main → die() → exit(2); valgrind calls what main
+    holds still reachable, LeakSanitizer reports nothing, nor does the tracer."""
+    need("jq")
+    js = tmp_path / "jq.json"
+    r = subprocess.run([MAPPEDTRACE, "run", "--json", str(js), "--", "jq", "--nosuchoption", "."],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Unknown option" in r.stderr, r.stderr[-3000:]
+    report = json.loads(js.read_text())
+    assert report["summary"]["leaked_objects"] == 0, report["leaks"][:5]
+    assert report["precision"]["frames_exit_path_scanned"] >= 1
+
+
+def test_root_areas_in_a_snapshot_file(tls_program, tmp_path: Path) -> None:
+    """The same answer from a snapshot (core file) as from the live process: the
+    link maps, the stack above the frames and the TLS blocks are in its memory."""
+    exe, _lib = tls_program
+    core = tmp_path / "tls.core"
+    p = subprocess.Popen([str(exe), "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        r = run_mt("snapshot", str(p.pid), "-o", str(core))
+        assert r.returncode == 0, r.stderr[-2000:]
+    finally:
+        p.stdin.close()
+        p.stdout.read()
+        assert p.wait(timeout=60) == 0
+    js = tmp_path / "core.json"
+    r = run_mt("leaks", str(core), "--json", str(js))
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(js.read_text())
+    assert report["summary"]["leaked_objects"] == 0, report["leaks"][:5]
+    p = report["precision"]
+    assert p["heap_walk_exact"] and p["tls_blocks_scanned"] >= 2 * 3 and p["stack_above_frames_bytes"] > 0, p
