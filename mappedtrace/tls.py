@@ -127,10 +127,13 @@ def read_tls_index(target, modules: "ModuleMap") -> TlsIndex:
         tls_at: int | None = None
         seen: set[int] = set()
         for _ in range(MAX_LINK_MAPS):
-            if lm == 0 or lm in seen:
+            if lm == 0:
+                break
+            if lm in seen:
+                out.warnings.append(f"link-map chain loops back to {lm:#x}: read up to there")
                 break
             seen.add(lm)
-            l_addr, l_name, l_ld, l_next = LINK_MAP_HEAD.unpack(target.read(lm, LINK_MAP_HEAD.size))
+            _l_addr, l_name, l_ld, l_next = LINK_MAP_HEAD.unpack(target.read(lm, LINK_MAP_HEAD.size))
             mod = modules.module_at(l_ld) if l_ld else None
             seg = _tls_segment(mod)
             name = _cstr(target, l_name)
