@@ -140,11 +140,17 @@ class RootCollector:
       (registers of the unwound frame, stack slots, live allocas with types);
     * other frames (uninstrumented code, unsettled top frames): their stack
       range is scanned conservatively, the top frame's registers too;
-    * globals and thread-locals of instrumented modules: typed, from ``.mtmap``;
-    * writable data of modules without maps, the TCB and static TLS, and
-      anonymous mappings that are neither heap nor stack: conservatively.
+    * globals and thread-locals of instrumented modules: typed, from ``.mtmap``
+      (thread-locals located through the dynamic linker's link maps);
+    * writable data of modules without maps, the TCB, every module's static
+      TLS block, the stack above the outermost described frame (argv, envp,
+      auxv; the rest of a stack the unwinder could not finish), and anonymous
+      mappings that are neither heap nor stack: conservatively.
 
     ``mode="conservative"`` ignores the maps (the LeakSanitizer baseline).
+    ``exit_frames_rootless`` (the target is at its group exit): glibc's exit
+    path holds no roots, and the callers of the frame that called exit() are
+    scanned (:meth:`_exit_callers`).
     """
 
     def __init__(self, target: Target, modules, maps_for: Callable[[str], object | None],
