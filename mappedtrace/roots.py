@@ -443,10 +443,15 @@ class RootCollector:
             if m is not None:
                 stacks.append((m.start, m.end))
         holes = stacks + self.heap_ranges
+        # the main thread's TCB, static TLS and first DTV live in an anonymous
+        # mapping of ld.so's that looks like a cached stack: it is not stale
+        live_tcbs = {th.regs.get("fs_base", 0) for th in self.t.threads}
         for m in self.t.mappings:
             if not (m.readable and m.writable) or m.path != "" or m.size == 0:
                 continue
             tcb = None if (m.start, m.end) in stacks else self._dead_thread_tcb(m)
+            if tcb in live_tcbs:
+                tcb = None
             if tcb is not None:
                 # glibc's stack cache still owns the exited thread's struct pthread
                 # (its DTV is malloc'd); the rest of the stack and its TLS are stale

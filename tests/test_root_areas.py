@@ -230,12 +230,12 @@ def test_tls_index_reads_the_link_maps(tls_program, tmp_path: Path) -> None:
     assert m and value == int(m.group(1), 16)
 
 
-def test_typed_tls_of_an_instrumented_library(tls_program, tmp_path: Path) -> None:
-    """libfoo built with the maps: its thread-local ``foo_obj`` is a typed, exact
-    root in each of the two threads (found through the link maps: before, only
-    the executable's thread-locals were located)."""
-    exe, lib = tls_program
-    mlib = tmp_path / "lib"
+@pytest.fixture(scope="module")
+def maps_lib(tls_program, tmp_path_factory) -> Path:
+    """A directory with libfoo built with the maps (behind the same versioned
+    symlinks) and the plain libbig."""
+    _exe, lib = tls_program
+    mlib = tmp_path_factory.mktemp("maps") / "lib"
     mlib.mkdir()
     real = mlib / "libfoo.so.1.0.4"
     r = subprocess.run([MAPPEDTRACE, "cc", "-O2", "-fPIC", "-shared", "-DLIB=foo", "-DBIG=64",
@@ -246,12 +246,31 @@ def test_typed_tls_of_an_instrumented_library(tls_program, tmp_path: Path) -> No
     (mlib / "libfoo.so").symlink_to("libfoo.so.1")
     for f in ("libbig.so.1.0.4", "libbig.so.1", "libbig.so"):
         os.symlink(os.path.realpath(lib / f) if f.endswith(".4") else os.readlink(lib / f), mlib / f)
-    exe2 = build(HERE / "tls_main.c", tmp_path / "tls_main_maps", f"-L{mlib}", "-lbig", "-lfoo",
-                 f"-Wl,-rpath,{mlib}")
+    return mlib
+
+
+def test_typed_tls_of_an_instrumented_library(maps_lib: Path, tmp_path: Path) -> None:
+    """libfoo built with the maps: its thread-local ``foo_obj`` is a typed, exact
+    root in each of the two threads (found through the link maps: before, only
+    the executable's thread-locals were located)."""
+    exe2 = build(HERE / "tls_main.c", tmp_path / "tls_main_maps", f"-L{maps_lib}", "-lbig", "-lfoo",
+                 f"-Wl,-rpath,{maps_lib}")
     report = check_at_exit(exe2, tmp_path)
     p = report["precision"]
     assert "libfoo.so.1.0.4" in p["modules_with_maps"], p
     assert p["tls_typed"] == 2, p
+
+
+@pytest.mark.parametrize("maps,mode", [(False, "precise"), (False, "conservative"), (True, "precise")])
+def test_tls_of_a_dlopened_library(tls_program, maps_lib: Path, tmp_path: Path, maps: bool, mode: str) -> None:
+    """A library loaded with dlopen: its TLS block is a heap chunk that only the
+    main thread's DTV (in ld.so's anonymous memory next to the TCB) points to;
+    the object kept in it is reachable, the block too."""
+    _exe, lib = tls_program
+    exe = build(HERE / "tls_dlopen.c", tmp_path / "tls_dlopen", "-ldl")
+    report = check_at_exit(exe, tmp_path, str((maps_lib if maps else lib) / "libfoo.so.1"), mode=mode)
+    if maps:
+        assert report["precision"]["tls_typed"] == 1, report["precision"]
 
 
 class _Patched(Target):
