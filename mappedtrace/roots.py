@@ -65,10 +65,10 @@ EXIT_PATH_FUNCTIONS = frozenset({
     "__libc_start_main_alias_2", "_start",
 })
 
-#: glibc functions that end the process: at exit, the program frame that called
-#: one of them (directly, or through the EXIT_PATH_FUNCTIONS above) keeps its
-#: exact maps, and every program frame below it — callers waiting for a call
-#: that never returns — is scanned conservatively (see ``exit_frames_rootless``).
+#: glibc functions that end the process: at exit, the first frame below libc's
+#: frames on top of the exiting thread (one of them among those) keeps its exact
+#: maps, and every program frame below it — callers waiting for a call that
+#: never returns — is scanned conservatively (:meth:`RootCollector._exit_callers`).
 EXIT_CALLS = frozenset({"exit", "__GI_exit", "_exit", "_Exit", "__GI__exit", "quick_exit"})
 
 #: registers that can hold a pointer (not rip/segment/flags)
@@ -246,10 +246,15 @@ class RootCollector:
         """
         if not self.exit_frames_rootless:
             return len(frames)
+        # the libc frames on top (named by libc's exported symbols when its debug
+        # file is missing: ``exit`` and ``_exit`` are exported, __run_exit_handlers
+        # is not), among them an exit function
         i = 0
-        while i < len(frames) and frames[i].function in EXIT_CALLS | {"__run_exit_handlers"}:
+        while i < len(frames) and _in_libc(self.modules.module_at(frames[i].pc)):
             i += 1
-        return i + 1 if 0 < i < len(frames) else len(frames)
+        if not any(f.function in EXIT_CALLS for f in frames[:i]):
+            return len(frames)
+        return i + 1 if i < len(frames) else len(frames)
 
     def _stack_above(self, th, last, top: int) -> None:
         """Scan the thread's stack from ``top`` (the end of what its frames
@@ -503,6 +508,10 @@ class RootCollector:
                             self._add(Root("range", s, e - s, 0, False, src, tid))
                             self.stats.bytes_scanned_conservatively += e - s
         return RootSet(self.roots, self.stats, self.frames, self.warnings)
+
+
+def _in_libc(mod) -> bool:
+    return mod is not None and mod.name.startswith("libc.so")
 
 
 def _interrupted(frames, f) -> bool:
