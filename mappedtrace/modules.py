@@ -11,11 +11,15 @@ import bisect
 import os
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from .target.base import Target
+
+if TYPE_CHECKING:
+    from .tls import TlsIndex
 
 PAGE = 0x1000
 
@@ -110,7 +114,7 @@ class ModuleMap:
         return self.modules[0] if self.modules else None
 
     @cached_property
-    def tls(self):
+    def tls(self) -> "TlsIndex":
         """Every module's TLS as the dynamic linker recorded it (a
         :class:`~mappedtrace.tls.TlsIndex`, read once from the target's link maps)."""
         from .tls import read_tls_index      # tls.py names Module and ModuleMap

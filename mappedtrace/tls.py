@@ -39,7 +39,7 @@ from .formats import elf
 
 if TYPE_CHECKING:   # modules.py imports this module lazily
     from .modules import Module, ModuleMap
-    from .target.base import ThreadState
+    from .target.base import Target, ThreadState
 
 #: struct r_debug: r_version, r_map (the head of the link-map chain)
 R_DEBUG = struct.Struct("<i4xQ")
@@ -95,7 +95,7 @@ class TlsIndex:
                 return tm
         return None
 
-    def block(self, target, thread: "ThreadState", tm: TlsModule) -> int | None:
+    def block(self, target: "Target", thread: "ThreadState", tm: TlsModule) -> int | None:
         """Start of ``tm``'s TLS block in ``thread``, or None (no thread
         pointer, a dynamic block not allocated in that thread yet).
 
@@ -109,7 +109,7 @@ class TlsIndex:
         return target.tls_block(thread, tm.modid)
 
 
-def read_tls_index(target, modules: "ModuleMap") -> TlsIndex:
+def read_tls_index(target: "Target", modules: "ModuleMap") -> TlsIndex:
     """Every module with TLS, from ``_r_debug``'s link-map chain.
 
     Never raises on a bad chain: what could not be read becomes a warning and
@@ -169,7 +169,7 @@ def _tls_segment(mod: "Module | None") -> tuple[int, int, int, int] | None:
     return seg if seg is not None and seg[1] > 0 else None
 
 
-def _cstr(target, addr: int) -> str:
+def _cstr(target: "Target", addr: int) -> str:
     if not addr:
         return ""
     try:
@@ -178,7 +178,7 @@ def _cstr(target, addr: int) -> str:
         return "?"
 
 
-def _r_debug_address(target, modules: "ModuleMap") -> int | None:
+def _r_debug_address(target: "Target", modules: "ModuleMap") -> int | None:
     """``&_r_debug``: the main executable's ``DT_DEBUG`` entry, else ld.so's
     ``_r_debug`` symbol (ld.so found by ``AT_BASE``, not by name)."""
     main = modules.main
@@ -207,7 +207,7 @@ def _expected(seg: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     return filesz, memsz, align, (vaddr & (align - 1)) if align else 0
 
 
-def _find_tls_fields(target, lm: int, seg: tuple[int, int, int, int]) -> int | None:
+def _find_tls_fields(target: "Target", lm: int, seg: tuple[int, int, int, int]) -> int | None:
     """Offset of ``l_tls_initimage`` in a link map whose module's PT_TLS is ``seg``."""
     want = _expected(seg)
     m = target.mapping_at(lm)
@@ -222,7 +222,8 @@ def _find_tls_fields(target, lm: int, seg: tuple[int, int, int, int]) -> int | N
     return fits[0] * 8 if len(fits) == 1 else None
 
 
-def _tls_record(target, lm: int, at: int, seg, mod: "Module", name: str) -> TlsModule | None:
+def _tls_record(target: "Target", lm: int, at: int, seg: tuple[int, int, int, int], mod: "Module",
+                name: str) -> TlsModule | None:
     _init, filesz, memsz, align, first, offset, modid = LINK_MAP_TLS.unpack(
         target.read(lm + at, LINK_MAP_TLS.size))
     if (filesz, memsz, align, first) != _expected(seg) or not 0 < modid <= MAX_LINK_MAPS:
