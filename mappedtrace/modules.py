@@ -10,12 +10,16 @@ from __future__ import annotations
 import bisect
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from .target.base import Target
+
+if TYPE_CHECKING:
+    from .tls import TlsIndex
 
 PAGE = 0x1000
 
@@ -108,6 +112,13 @@ class ModuleMap:
             if exe and (x.path == exe or os.path.realpath(x.path) == os.path.realpath(exe)):
                 return x
         return self.modules[0] if self.modules else None
+
+    @cached_property
+    def tls(self) -> "TlsIndex":
+        """Every module's TLS as the dynamic linker recorded it (a
+        :class:`~mappedtrace.tls.TlsIndex`, read once from the target's link maps)."""
+        from .tls import read_tls_index      # tls.py names Module and ModuleMap
+        return read_tls_index(self.target, self)
 
     def __iter__(self):
         return iter(self.modules)

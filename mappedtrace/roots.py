@@ -65,6 +65,12 @@ EXIT_PATH_FUNCTIONS = frozenset({
     "__libc_start_main_alias_2", "_start",
 })
 
+#: glibc functions that end the process: at exit, the first frame below libc's
+#: frames on top of the exiting thread (one of them among those) keeps its exact
+#: maps, and every program frame below it — callers waiting for a call that
+#: never returns — is scanned conservatively (:meth:`RootCollector._exit_callers`).
+EXIT_CALLS = frozenset({"exit", "__GI_exit", "_exit", "_Exit", "__GI__exit", "quick_exit"})
+
 #: registers that can hold a pointer (not rip/segment/flags)
 POINTER_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10",
                 "r11", "r12", "r13", "r14", "r15")
@@ -87,6 +93,13 @@ class RootStats:
     unreadable: int = 0              # locations that could not be evaluated
     frames_known_rootless: int = 0   # glibc exit-path frames (EXIT_PATH_FUNCTIONS), frames at a return
     dead_stack_bytes_skipped: int = 0   # cached stacks of exited threads (stale data)
+    #: program frames below the caller of exit() scanned at exit (LeakSanitizer's rule; also
+    #: counted in frames_conservative)
+    frames_exit_path_scanned: int = 0
+    #: stack memory above the outermost described frame, up to the stack's end (the
+    #: argv/envp/auxv area of the main thread; a stack the unwinder could not finish)
+    stack_above_frames_bytes: int = 0
+    tls_blocks_scanned: int = 0      # static TLS blocks of modules (from the link maps)
     threads: int = 0
 
     def as_dict(self) -> dict:
@@ -127,11 +140,17 @@ class RootCollector:
       (registers of the unwound frame, stack slots, live allocas with types);
     * other frames (uninstrumented code, unsettled top frames): their stack
       range is scanned conservatively, the top frame's registers too;
-    * globals and thread-locals of instrumented modules: typed, from ``.mtmap``;
-    * writable data of modules without maps, the TCB and static TLS, and
-      anonymous mappings that are neither heap nor stack: conservatively.
+    * globals and thread-locals of instrumented modules: typed, from ``.mtmap``
+      (thread-locals located through the dynamic linker's link maps);
+    * writable data of modules without maps, the TCB, every module's static
+      TLS block, the stack above the outermost described frame (argv, envp,
+      auxv; the rest of a stack the unwinder could not finish), and anonymous
+      mappings that are neither heap nor stack: conservatively.
 
     ``mode="conservative"`` ignores the maps (the LeakSanitizer baseline).
+    ``exit_frames_rootless`` (the target is at its group exit): glibc's exit
+    path holds no roots, and the callers of the frame that called exit() are
+    scanned (:meth:`_exit_callers`).
     """
 
     def __init__(self, target: Target, modules, maps_for: Callable[[str], object | None],
@@ -206,19 +225,80 @@ class RootCollector:
             self._scan(lo, m.end if m else th.sp + 4096, f"thread {th.tid} stack (not unwound)", th.tid)
             self._regs(th.regs, th.tid, "top")
             return
+        exit_callers = self._exit_callers(frames)
+        top = 0
         for f in frames:
-            self._frame(th, f, frames)
+            top = max(top, self._frame(th, f, frames, f.index >= exit_callers))
+        self._stack_above(th, frames[-1], top)
+
+    def _exit_callers(self, frames) -> int:
+        """Index of the first frame that waits on a call to exit() that never returns.
+
+        At exit (``exit_frames_rootless``), the thread that ends the process
+        has glibc's exit path on top (``_exit`` ← ``__run_exit_handlers`` ←
+        ``exit``), then the program frame that called exit(): its dead slots
+        are not roots (``tests/leak_corpus/stale_slot.c``).  Every frame below
+        that one was in the middle of a call when the program decided to end:
+        the maps say its locals are dead only because the call does not return
+        (jq's ``main`` → ``die()`` → ``exit(2)``), so those frames are scanned
+        conservatively, as LeakSanitizer scans every stack at exit.  Returns
+        ``len(frames)`` when nothing is to be scanned that way.
+        """
+        if not self.exit_frames_rootless:
+            return len(frames)
+        # the libc frames on top (named by libc's exported symbols when its debug
+        # file is missing: ``exit`` and ``_exit`` are exported, __run_exit_handlers
+        # is not), among them an exit function
+        i = 0
+        while i < len(frames) and _in_libc(self.modules.module_at(frames[i].pc)):
+            i += 1
+        if not any(f.function in EXIT_CALLS for f in frames[:i]):
+            return len(frames)
+        return i + 1 if i < len(frames) else len(frames)
+
+    def _stack_above(self, th, last, top: int) -> None:
+        """Scan the thread's stack from ``top`` (the end of what its frames
+        describe) to the end of the stack mapping, conservatively.
+
+        Above the outermost frame of the main thread lie argc, the argv and
+        environ arrays, auxv and the strings (setproctitle implementations keep
+        heap copies of argv/environ there: Redis, nginx); above a frame the
+        unwinder could not go past lies the rest of the stack, undescribed.  A
+        thread created by pthread_create has its static TLS and TCB at the top
+        of its stack mapping: those are scanned as TLS (:meth:`_globals`)."""
+        m = self.t.mapping_at(last.sp_low)
+        if m is None or top >= m.end:
+            return
+        end = m.end
+        fs = th.regs.get("fs_base", 0)
+        if m.contains(fs):
+            end = min(end, self._static_tls_low(th))
+        if end > top:
+            what = "argv, envp, auxv" if th.tid == self.t.pid or m.path == "[stack]" else "thread start"
+            self._scan(top, end, f"thread {th.tid} stack above #{last.index} ({what})", th.tid)
+            self.stats.stack_above_frames_bytes += end - top
 
     def _regs(self, regs: dict[str, int], tid: int, where: str) -> None:
         for r in POINTER_REGS:
             if r in regs:
                 self._add(Root("value", regs[r], 0, 0, False, f"thread {tid} {where} {r}", tid))
 
-    def _frame(self, th, f, frames) -> None:
+    def _frame(self, th, f, frames, exit_caller: bool = False) -> int:
+        """Roots of one frame; returns the address up to which the frame's stack
+        memory is accounted for (its CFA, or the end of what was scanned)."""
         mod = self.modules.module_at(f.pc)
         bm = self._maps(mod)
         fname = f.function or "?"
         desc = f"thread {th.tid} #{f.index} {fname}"
+        described = f.cfa if f.cfa is not None else f.sp_low
+        if exit_caller and f.function not in EXIT_PATH_FUNCTIONS and not self._at_return(f, mod, bm, frames):
+            # a caller of the function that called exit() (see _exit_callers): the
+            # whole frame, and the callee-saved registers recovered for it
+            self.stats.frames_conservative += 1
+            self.stats.frames_exit_path_scanned += 1
+            self._scan(f.sp_low, f.sp_high, f"{desc} (on the exit path, scanned)", th.tid)
+            self._regs(f.regs, th.tid, f"#{f.index} {fname} (exit path)")
+            return f.sp_high
         rec = None
         if bm is not None:
             rec = bm.record_at(f.pc - mod.bias)
@@ -240,20 +320,18 @@ class RootCollector:
                     size = ti.size if ti is not None and ti.size else 8
                     self._add(Root("range", v, size, e.type_id, True, f"{desc} slot {_loc_str(e.location)}", th.tid))
                     self._exact_ranges.append((v, v + size))
-            return
+            return described
         if self.exit_frames_rootless and f.function in EXIT_PATH_FUNCTIONS and \
                 mod is not None and (mod.name.startswith("libc.so") or mod is self.modules.main):
             self.stats.frames_exact += 1
             self.stats.frames_known_rootless += 1
-            return
+            return described
         # no record: uninstrumented code, or an instrumented frame not at a map point
         fi = bm.function_at(f.pc - mod.bias) if bm is not None else None
-        if fi is not None and fi.status != "skipped" and f.index > 0 and not _interrupted(frames, f) \
-                and bm.returns_at(f.pc - mod.bias):
-            # a call in tail position that the backend did not make a jump: nothing is live here
+        if self._at_return(f, mod, bm, frames):
             self.stats.frames_exact += 1
             self.stats.frames_known_rootless += 1
-            return
+            return described
         if fi is not None and fi.status != "skipped":
             self.stats.frames_unsettled += 1
         self.stats.frames_conservative += 1
@@ -262,26 +340,45 @@ class RootCollector:
         self._scan(lo, f.sp_high, f"{desc} (frame scanned)", th.tid)
         if f.index == 0:
             self._regs(f.regs, th.tid, f"#0 {fname}")
+        return f.sp_high
+
+    def _at_return(self, f, mod, bm, frames) -> bool:
+        """``f`` waits on a call in tail position that the backend did not make a
+        jump (an epilogue at the return address): nothing in the frame is live,
+        whether or not the callee returns."""
+        if bm is None or f.index == 0 or _interrupted(frames, f):
+            return False
+        fi = bm.function_at(f.pc - mod.bias)
+        return fi is not None and fi.status != "skipped" and bm.returns_at(f.pc - mod.bias)
 
     # -- globals, TLS, other memory ------------------------------------------
     def _tls_block(self, th, module) -> int | None:
-        """Address of ``module``'s static TLS block for thread ``th`` (main executable only)."""
+        """Address of ``module``'s TLS block in thread ``th``, from the dynamic
+        linker's records (:mod:`mappedtrace.tls`); for an executable without
+        them (static), its variant II block ending at the thread pointer."""
+        tm = self.modules.tls.for_module(module)
+        if tm is not None:
+            try:
+                return self.modules.tls.block(self.t, th, tm)
+            except TargetFault:
+                return None
         seg = elf.tls_segment(module.path)
         fs = th.regs.get("fs_base", 0)
-        if seg is None or not fs:
+        if module is not self.modules.main or seg is None or not fs or self.modules.tls.modules:
             return None
-        vaddr, memsz, align = seg
-        # TLS module 1 is the executable
-        try:
-            blk = self.t.tls_block(th, 1)
-            if blk and fs - 0x100000 < blk < fs:
-                return blk
-        except TargetFault:
-            pass
-        # Variant II static TLS: the executable's block ends at the thread pointer.
+        _vaddr, memsz, align = seg
         align = max(align, 1)
-        off = (memsz + align - 1) // align * align
-        return fs - off
+        return fs - (memsz + align - 1) // align * align
+
+    def _static_tls_low(self, th) -> int:
+        """Lowest address of ``th``'s static TLS (the link maps' blocks, and at
+        least STATIC_TLS_SCAN bytes below the thread pointer)."""
+        fs = th.regs.get("fs_base", 0)
+        low = fs - STATIC_TLS_SCAN
+        for tm in self.modules.tls.modules:
+            if tm.static_offset is not None:
+                low = min(low, fs - tm.static_offset)
+        return low
 
     def _globals(self) -> None:
         for mod in self.modules:
@@ -306,7 +403,7 @@ class RootCollector:
                 if g.tls:
                     sym = elf.symbol(mod.path, g.name)
                     for th in self.t.threads:
-                        blk = self._tls_block(th, mod) if mod is self.modules.main else None
+                        blk = self._tls_block(th, mod)
                         if blk is None or sym is None:
                             self.warnings.append(f"thread-local {g.name} of {mod.name} not located")
                             continue
@@ -319,6 +416,7 @@ class RootCollector:
                     self._add(Root("range", addr, g.size, g.type_id, True, f"global {g.name}"))
                     self._exact_ranges.append((addr, addr + g.size))
                     self.stats.globals_typed += 1
+        self.warnings.extend(self.modules.tls.warnings)
         for th in self.t.threads:
             fs = th.regs.get("fs_base", 0)
             m = self.t.mapping_at(fs) if fs else None
@@ -327,6 +425,15 @@ class RootCollector:
                 # the top of a thread's stack): never scan past the mapping holding them
                 self._scan(max(m.start, fs - STATIC_TLS_SCAN), min(m.end, fs + TCB_SCAN),
                            f"TCB and static TLS [{th.tid}]", th.tid)
+                # every module's static TLS block, wherever the link maps put it (typed
+                # thread-locals of instrumented modules are subtracted as exact ranges)
+                for tm in self.modules.tls.modules:
+                    if tm.static_offset is None:
+                        continue    # dlopen'ed: its block is a heap chunk, reached through the DTV
+                    lo = fs - tm.static_offset
+                    self._scan(max(m.start, lo), min(m.end, lo + tm.blocksize),
+                               f"TLS of {tm.module.name} [{th.tid}]", th.tid)
+                    self.stats.tls_blocks_scanned += 1
 
     def _anonymous(self) -> None:
         """Anonymous writable mappings that are neither heap nor a live thread's stack.
@@ -341,10 +448,15 @@ class RootCollector:
             if m is not None:
                 stacks.append((m.start, m.end))
         holes = stacks + self.heap_ranges
+        # the main thread's TCB, static TLS and first DTV live in an anonymous
+        # mapping of ld.so's that looks like a cached stack: it is not stale
+        live_tcbs = {th.regs.get("fs_base", 0) for th in self.t.threads}
         for m in self.t.mappings:
             if not (m.readable and m.writable) or m.path != "" or m.size == 0:
                 continue
             tcb = None if (m.start, m.end) in stacks else self._dead_thread_tcb(m)
+            if tcb in live_tcbs:
+                tcb = None
             if tcb is not None:
                 # glibc's stack cache still owns the exited thread's struct pthread
                 # (its DTV is malloc'd); the rest of the stack and its TLS are stale
@@ -377,10 +489,16 @@ class RootCollector:
             self._thread(th)
         self._globals()
         self._anonymous()
-        # conservative ranges, minus what is already covered exactly, clipped to readable mappings
+        # conservative ranges, each byte once (the first range by start address
+        # names it), minus what is already covered exactly, clipped to readable mappings
         exact = sorted(self._exact_ranges)
         readable = [(m.start, m.end) for m in self.t.mappings if m.readable]
-        for lo, hi, src, tid in self._conservative:
+        done = 0
+        for lo, hi, src, tid in sorted(self._conservative, key=lambda r: (r[0], -r[1])):
+            lo = max(lo, done)
+            if hi <= lo:
+                continue
+            done = hi
             for a, b in _subtract([(lo, hi)], exact):
                 for ra, rb in readable:
                     s, e = max(a, ra), min(b, rb)
@@ -390,6 +508,10 @@ class RootCollector:
                             self._add(Root("range", s, e - s, 0, False, src, tid))
                             self.stats.bytes_scanned_conservatively += e - s
         return RootSet(self.roots, self.stats, self.frames, self.warnings)
+
+
+def _in_libc(mod) -> bool:
+    return mod is not None and mod.name.startswith("libc.so")
 
 
 def _interrupted(frames, f) -> bool:

@@ -339,6 +339,15 @@ def tls_segment(path: str) -> tuple[int, int, int] | None:
     return None
 
 
+def segment(path: str, p_type: str) -> tuple[int, int, int, int] | None:
+    """``(p_vaddr, p_memsz, p_align, p_filesz)`` of the first segment of type
+    ``p_type`` (``"PT_TLS"``, ``"PT_DYNAMIC"``…), or None."""
+    for (t, vaddr, memsz, align, filesz, _off) in _info(_key(path))["segments"]:
+        if t == p_type:
+            return vaddr, memsz, align, filesz
+    return None
+
+
 def load_segments(path: str) -> list[tuple[int, int, int, int]]:
     """``(p_vaddr, p_memsz, p_offset, p_filesz)`` of every ``PT_LOAD`` segment."""
     return [(vaddr, memsz, off, filesz)

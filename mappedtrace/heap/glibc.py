@@ -25,9 +25,8 @@ build-id) names ``main_arena``, ``mp_`` and the TLS variable ``tcache``
 (:attr:`GlibcHeap.exact` is True).  A thread's ``tcache`` lives in libc's
 static TLS block, found through the thread's DTV: ``fs_base`` points at the
 TCB whose second word is the DTV; ``dtv[modid].pointer.val`` is the start of
-module ``modid``'s block.  libc's module id is its rank among the modules with
-a ``PT_TLS`` segment in the dynamic linker's ``r_debug`` link-map chain (rtld
-hands out TLS module ids in load order, which is the chain's order); the
+module ``modid``'s block.  libc's module id is the ``l_tls_modid`` of its
+record in the dynamic linker's link-map chain (:mod:`mappedtrace.tls`); the
 ``thread_arena`` TLS variable next to ``tcache`` must then hold a known arena
 (or 0), which checks the whole derivation.
 
@@ -95,7 +94,6 @@ PAGE = 0x1000
 #: bounds on the walks (a count read from the target is a bound to check)
 MAX_ARENAS = 1024
 MAX_HEAPS_PER_ARENA = 1 << 16
-MAX_THREADS_LINK_MAP = 4096
 MAX_DEEP_SCAN = 1 << 30            # bytes of anonymous memory searched for mmapped chunks
 TLS_SCAN = 64 << 10                 # bytes below fs_base searched for libc's tcache pointer (heuristics)
 MAX_MEMALIGN_LEAD = 1 << 16
@@ -1392,19 +1390,25 @@ class GlibcHeap:
         return out
 
     def _tls_references(self, addrs: np.ndarray) -> dict[int, int]:
-        """{address: tid} of the ``addrs`` found as words in a thread's static TLS area
-        (the TLS_SCAN bytes below its fs_base, within the mapping)."""
+        """{address: tid} of the ``addrs`` found as words in a thread's libc TLS
+        block (from the link maps), or, when that is unknown, in the TLS_SCAN
+        bytes below its fs_base (within the mapping; imprecision: other modules'
+        thread-locals lie there too)."""
         out: dict[int, int] = {}
         if not len(addrs):
             return out
+        tm = self.modules.tls.for_module(self.libc)
         for th in self.target.threads:
             fs = th.regs.get("fs_base", 0)
             m = self.target.mapping_at(fs - 8) if fs >= 8 else None
             if m is None:
                 continue
-            lo = max(m.start, (fs - TLS_SCAN) & ~7)
+            lo, hi = max(m.start, (fs - TLS_SCAN) & ~7), fs
             try:
-                w = np.frombuffer(self.target.read(lo, fs - lo), dtype="<u8")
+                block = self.modules.tls.block(self.target, th, tm) if tm is not None else None
+                if block is not None:
+                    lo, hi = block & ~7, block + tm.blocksize
+                w = np.frombuffer(self.target.read(lo, (hi - lo) & ~7), dtype="<u8")
             except TargetFault:
                 continue
             for v in np.intersect1d(w, addrs.astype(np.uint64)).tolist():
@@ -1417,32 +1421,10 @@ class GlibcHeap:
         return all(self._chunk_index(e - CHUNK_HDR_SZ) >= 0 for e in entries if e)
 
     def _libc_tls_modid(self) -> int | None:
-        """libc's TLS module id: its rank among PT_TLS modules in the r_debug link-map chain."""
-        ld = self.modules.find("ld-linux") or self.modules.find("ld-")
-        if ld is None:
-            return None
-        try:
-            sym = _find_symbols(ld.path, ("_r_debug",))["_r_debug"]
-            if sym is None:
-                return None
-            lm = self.target.read_u64(ld.to_run(sym.addr) + 8)      # r_debug.r_map
-            modid = 0
-            for _ in range(MAX_THREADS_LINK_MAP):
-                if lm == 0:
-                    return None
-                l_addr, l_name, _l_ld, l_next = struct.unpack("<4Q", self.target.read(lm, 32))
-                name = self.target.read_cstr(l_name).decode("utf-8", "replace") if l_name else ""
-                mod = self.modules.main if not name else next(
-                    (m for m in self.modules if m.path == name or m.bias == l_addr and m.path.endswith(
-                        os.path.basename(name))), None)
-                if mod is not None and elf.tls_segment(mod.path) is not None:
-                    modid += 1
-                    if mod.path == self.libc.path or (name and os.path.realpath(name) == os.path.realpath(self.libc.path)):
-                        return modid
-                lm = l_next
-        except (TargetFault, MappedTraceError):
-            return None
-        return None
+        """libc's TLS module id, as the dynamic linker recorded it (``l_tls_modid``
+        of libc's link map, matched by address: see mappedtrace/tls.py)."""
+        tm = self.modules.tls.for_module(self.libc)
+        return tm.modid if tm is not None else None
 
     def _classify_tcaches(self) -> None:
         code = LISTS.index("tcache")

@@ -115,6 +115,9 @@ def render_precision(p: dict, con: Console) -> None:
         con.print(Text(f"corrupted heap: {p['heap_corrupted_regions']} region(s), "
                        f"{_bytes(p.get('heap_corrupted_bytes', 0))}: objects there are not known, not reported "
                        "as leaks, and scanned conservatively as roots (see the warnings)", style="yellow"))
+    if p.get("stack_above_frames_bytes") or p.get("frames_exit_path_scanned"):
+        con.print(Text(f"stack scanned above the outermost frames: {_bytes(p.get('stack_above_frames_bytes', 0))}   "
+                       f"exit-path frames scanned: {p.get('frames_exit_path_scanned', 0)}"))
 
 
 def to_json(report: LeakReport, stream: IO[str], *, indent: int | None = 1) -> None:

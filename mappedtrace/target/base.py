@@ -226,7 +226,9 @@ class Target:
         The thread pointer (fs_base) points at ``tcbhead_t``, whose second word
         is the DTV; ``dtv[-1].counter`` is its number of entries and
         ``dtv[modid].pointer.val`` the block (16-byte entries).  None when
-        ``modid`` is out of range or the thread has no thread pointer.
+        ``modid`` is out of range, the block is not allocated in this thread
+        yet (``TLS_DTV_UNALLOCATED``, -1: a dlopen'ed module) or the thread has
+        no thread pointer.
         :raises TargetFault: when the TCB or the DTV cannot be read.
         """
         fs = thread.regs.get("fs_base", 0)
@@ -235,7 +237,8 @@ class Target:
         dtv = self.read_u64(fs + 8)
         if not 0 < modid <= self.read_u64(dtv - 16):
             return None
-        return self.read_u64(dtv + 16 * modid) or None
+        block = self.read_u64(dtv + 16 * modid)
+        return None if block in (0, (1 << 64) - 1) else block
 
     def thread(self, tid: int) -> ThreadState:
         for t in self.threads:
