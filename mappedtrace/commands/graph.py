@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import click
 
-from ._analysis_opts import print_warnings, roots_option, analyse_arg
+from ._analysis_opts import analyse_arg, output_path, print_warnings, roots_option
 from ..errors import MappedTraceError
 
 
 @click.command(help="Export the heap object graph (objects, edges, root edges, precision) "
                     "of a running process or a snapshot as JSON or Graphviz dot.")
 @click.argument("what")
-@click.option("-o", "--output", required=True, metavar="FILE.json|FILE.dot")
+@click.option("-o", "--output", required=True, metavar="FILE.json|FILE.dot", callback=output_path)
 @roots_option
 def command(what: str, output: str, roots_mode: str) -> int:
     if not output.endswith((".json", ".dot")):

@@ -10,6 +10,7 @@ import json
 from typing import IO
 
 from ..errors import MappedTraceError
+from ..fileio import write_private
 from ..graph import EDGE_EXACT, EDGE_UNREACHED, EDGE_WEAK, HOW_NAMES, HeapGraph
 
 
@@ -107,8 +108,7 @@ def to_dot(graph: HeapGraph, stream: IO[str], *, max_nodes: int = 20000) -> None
 
 
 def export(graph: HeapGraph, path: str) -> None:
-    """Write ``graph`` to ``path`` (``.json`` or ``.dot``), mode 0600."""
-    import os
+    """Write ``graph`` to ``path`` (``.json`` or ``.dot``; mode 0600, replaced atomically)."""
     if path.endswith(".json"):
         writer = to_json
     elif path.endswith(".dot") or path.endswith(".gv"):
@@ -116,6 +116,5 @@ def export(graph: HeapGraph, path: str) -> None:
     else:
         raise MappedTraceError(f"cannot tell the export format of {path!r}",
                                hint="name the output FILE.json or FILE.dot")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
+    with write_private(path) as f:
         writer(graph, f)

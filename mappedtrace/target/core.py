@@ -40,6 +40,7 @@ from .capture import PAGE, CapturedTarget, Piece, wants_copy
 from .live import ThreadSnapshot
 from ..binreader import Cursor
 from ..errors import BadData, MappedTraceError, PermissionProblem, UnsupportedVersion
+from ..fileio import write_private
 
 NOTE_OWNER = "MAPPEDTRACE"
 NT_MAPPEDTRACE = 0x4D54
@@ -195,6 +196,8 @@ def write_core(target: Target, path: str) -> int:
 
     :returns: the number of bytes written.
     """
+    if path == "-":
+        raise MappedTraceError("a snapshot is not written to stdout", hint="name a file with -o FILE")
     pieces = _pieces_of(target)
     threads = sorted(target.threads, key=lambda t: (t.tid != target.pid, t.tid))
     info = _proc_info(target)
@@ -234,39 +237,16 @@ def write_core(target: Target, path: str) -> int:
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
     ehdr = EHDR.pack(ident, ET_CORE, EM_X86_64, 1, 0, EHDR.size, 0, 0, EHDR.size,
                      PHDR.size, nph, 0, 0, 0)
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600)
-    except PermissionError:
-        raise PermissionProblem(f"cannot create {path}: permission denied") from None
-    except OSError as e:
-        raise MappedTraceError(f"cannot create {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-            f.write(ehdr)
-            f.write(b"".join(phdrs))
-            f.write(notes)
-            pos = note_off + len(notes)
-            for o, data in layout:
-                if o > pos:
-                    f.write(bytes(o - pos))
-                f.write(data)
-                pos = o + len(data)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise MappedTraceError(f"cannot write {path}: {e.strerror}") from None
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with write_private(path, binary=True, buffering=1 << 20) as f:
+        f.write(ehdr)
+        f.write(b"".join(phdrs))
+        f.write(notes)
+        pos = note_off + len(notes)
+        for o, data in layout:
+            if o > pos:
+                f.write(bytes(o - pos))
+            f.write(data)
+            pos = o + len(data)
     return pos
 
 
