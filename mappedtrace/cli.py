@@ -88,8 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
+    except click.UsageError as e:
+        # one line and a hint, like every other error (click's own form is a
+        # usage block of four lines); --help still prints the full usage
+        msg = _one_line(e.format_message())
+        opt = getattr(e, "option_name", "") or ""
+        if isinstance(e, click.NoSuchOption) and opt[1:].isdigit():
+            msg = f"invalid PID {opt}: a PID is a positive number (read as an option here)"
+        print(f"mappedtrace: error: {msg}", file=sys.stderr)
+        cmd = e.ctx.command_path if e.ctx is not None else "mappedtrace"
+        print(f"mappedtrace: hint: '{cmd} --help' shows the arguments and options", file=sys.stderr)
+        return e.exit_code
     except click.ClickException as e:
-        e.show()
+        print(f"mappedtrace: error: {_one_line(e.format_message())}", file=sys.stderr)
         return e.exit_code
     except click.exceptions.Abort:
         print("mappedtrace: aborted", file=sys.stderr)
@@ -105,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mappedtrace: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         print("mappedtrace: hint: run again with --debug for the traceback, and report it", file=sys.stderr)
         return 70
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":
