@@ -56,9 +56,16 @@ def check_regular(path: str, what: str = "", where: str | None = None, offset: i
     """
     why = not_regular(path)
     if why is not None:
+        _refuse(path, why, what, where, offset)
+
+
+def _refuse(path: str, why: str, what: str, where: str | None = None, offset: int | None = None) -> None:
+    if where is None:       # the message starts with the path: "PATH: the snapshot is a FIFO …"
+        name = what or "it"
+    else:
         name = f"{what} {path}" if what else path
-        raise BadData(where or path, offset, f"{name} is {why}, not a regular file",
-                      hint="only regular files are read (a FIFO or a device could block or change on reading)")
+    raise BadData(where or path, offset, f"{name} is {why}, not a regular file",
+                  hint="only regular files are read (a FIFO or a device could block or change on reading)")
 
 
 def open_regular(path: str, what: str = "") -> IO[bytes]:
@@ -76,8 +83,7 @@ def open_regular(path: str, what: str = "") -> IO[bytes]:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            name = f"{what} {path}" if what else path
-            raise BadData(path, None, f"{name} is {file_kind(st.st_mode)}, not a regular file")
+            _refuse(path, file_kind(st.st_mode), what)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

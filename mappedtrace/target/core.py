@@ -40,7 +40,7 @@ from .capture import PAGE, CapturedTarget, Piece, wants_copy
 from .live import ThreadSnapshot
 from ..binreader import Cursor
 from ..errors import BadData, MappedTraceError, PermissionProblem, UnsupportedVersion
-from ..fileio import write_private
+from ..fileio import not_regular, open_regular, write_private
 
 NOTE_OWNER = "MAPPEDTRACE"
 NT_MAPPEDTRACE = 0x4D54
@@ -90,7 +90,7 @@ def _perm_flags(perms: str) -> int:
 def build_id(path: str) -> str:
     """The GNU build-id of an ELF file as hex, or "" (never raises for a bad file)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             head = f.read(64)
             c = Cursor(head, f"{path}: ELF header")
             e = c.unpack(EHDR)
@@ -279,13 +279,13 @@ def open_core(path: str) -> CoreTarget:
     :raises BadData: not ELF, not a core, truncated or corrupted headers or notes.
     """
     try:
-        f = open(path, "rb")
+        f = open_regular(path, "the snapshot")   # a FIFO would block the open or the read forever
     except FileNotFoundError:
         raise MappedTraceError(f"{path}: no such file") from None
     except PermissionError:
         raise PermissionProblem(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise MappedTraceError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise MappedTraceError(f"{path}: {e.strerror or e}") from None
     with f:
         size = os.fstat(f.fileno()).st_size
         if size < EHDR.size:
@@ -330,7 +330,7 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
         if p_type == PT_NOTE:
             notes.append((p_off, p_filesz))
             continue
-        if p_filesz > p_memsz or p_vaddr + p_memsz > 1 << 64:
+        if p_filesz > p_memsz or p_vaddr + p_memsz >= 1 << 64:
             raise BadData(path, at, f"program header {i}: file size {p_filesz:#x} > memory size "
                           f"{p_memsz:#x} or range past 2^64")
         loads.append((p_vaddr, p_memsz, p_off, p_filesz, p_flags, at))
@@ -403,8 +403,11 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
         exe = files[0][3] if files else psinfo_name
         pid = threads[0].tid
         warnings.append("no MappedTrace note: settle states and capture metadata unknown")
+    devices = _check_named_files(path, note_at if note is not None else notes[0][0], exe, mappings,
+                                 meta.get("binaries"))
     ct = CoreTarget(pid=pid, threads=threads, mappings=mappings, auxv=auxv, exe=exe,
                     pieces=pieces, meta=meta, warnings=warnings)
+    ct.untrusted_files.update(devices)
     for b in meta.get("binaries", []) if isinstance(meta.get("binaries"), list) else []:
         # bytes not in the snapshot are read from the mapped files: only from the same build
         if isinstance(b, dict) and isinstance(b.get("path"), str) and b.get("build_id"):
@@ -416,6 +419,29 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
     ct.path = path
     ct._mm = mm
     return ct
+
+
+def _check_named_files(path: str, where: int, exe: str, mappings: list[Mapping], binaries) -> set[str]:
+    """Refuse a snapshot that names a FIFO, a socket or a directory as its
+    executable or as a mapped file: no process maps one (mmap fails on them),
+    and opening or reading one could block forever.  A mapped device is real
+    (``/dev/zero``, a GPU): its path is returned, so it is never read from disk.
+    """
+    named = {m.path for m in mappings if m.path.startswith("/")}
+    if isinstance(binaries, list):
+        named |= {b["path"] for b in binaries if isinstance(b, dict) and isinstance(b.get("path"), str)}
+    devices = set()
+    for p in ([exe] if exe.startswith("/") else []) + sorted(named):
+        why = not_regular(p)
+        if why is None:
+            continue
+        if p != exe and why in ("a character device", "a block device"):
+            devices.add(p)
+            continue
+        what = "executable" if p == exe else "mapped file"
+        raise BadData(path, where, f"the snapshot names {why} as its {what}: {p}",
+                      hint="only regular files are read; was the file replaced since the snapshot?")
+    return devices
 
 
 def _parse_nt_file(path: str, where: int, desc: bytes) -> list[tuple[int, int, int, str]]:
@@ -434,6 +460,8 @@ def _parse_note(path: str, where: int, desc: bytes) -> dict:
         note = json.loads(bytes(desc).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadData(path, where, f"MappedTrace note is not valid JSON ({e})") from None
+    except RecursionError:      # json's decoder recurses once per nesting level
+        raise BadData(path, where, "MappedTrace note is nested too deeply to be ours") from None
     if not isinstance(note, dict) or note.get("format") != "mappedtrace-snapshot":
         raise BadData(path, where, "MappedTrace note has no 'format': 'mappedtrace-snapshot'")
     v = note.get("version")
@@ -448,10 +476,15 @@ def _note_mappings(path: str, where: int, note: dict) -> list[Mapping]:
     raw = note.get("mappings")
     if not isinstance(raw, list):
         raise BadData(path, where, "MappedTrace note: 'mappings' is not a list")
+    prev_end = 0
     for i, m in enumerate(raw):
-        if (not isinstance(m, list) or len(m) != 6 or not all(isinstance(x, int) for x in (m[0], m[1], m[3], m[4]))
-                or not isinstance(m[2], str) or not isinstance(m[5], str) or not 0 <= m[0] <= m[1] <= 1 << 64):
-            raise BadData(path, where, f"MappedTrace note: mapping {i} is malformed: {str(m)[:80]}")
+        # every number a u64 (addresses end below 2^64), ranges in order and disjoint, as in /proc/PID/maps
+        if (not isinstance(m, list) or len(m) != 6
+                or not all(isinstance(x, int) and 0 <= x < 1 << 64 for x in (m[0], m[1], m[3], m[4]))
+                or not isinstance(m[2], str) or not isinstance(m[5], str) or not prev_end <= m[0] <= m[1]):
+            raise BadData(path, where, f"MappedTrace note: mapping {i} is malformed, out of order or past "
+                          f"2^64: {str(m)[:80]}")
+        prev_end = m[1]
         out.append(Mapping(m[0], m[1], m[2], m[3], m[5], m[4]))
     return out
 
