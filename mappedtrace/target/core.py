@@ -8,7 +8,9 @@ file, so gdb and lldb open it as they open a kernel core dump:
   mappings, whose bytes are in the files named by ``NT_FILE``);
 * notes in kernel order: per thread ``NT_PRSTATUS`` (the first thread also
   followed by ``NT_PRPSINFO``, ``NT_AUXV``, ``NT_FILE``), ``NT_PRFPREG`` and
-  ``NT_X86_XSTATE`` (owner ``LINUX``); last the MappedTrace note.
+  ``NT_X86_XSTATE`` (owner ``LINUX``, the XSAVE area in Intel's layout:
+  :mod:`~mappedtrace.target.xsave`); once ``NT_X86_XSAVE_LAYOUT`` describing
+  that layout; last the MappedTrace note.
 
 The MappedTrace note (owner ``"MAPPEDTRACE"``, type :data:`NT_MAPPEDTRACE`)
 holds a UTF-8 JSON object, versioned::
@@ -37,6 +39,7 @@ from typing import Iterable
 
 from .base import Mapping, Target, ThreadState, USER_REGS
 from .capture import PAGE, CapturedTarget, Piece, wants_copy
+from . import xsave
 from .live import ThreadSnapshot
 from ..binreader import Cursor
 from ..errors import BadData, MappedTraceError, PermissionProblem, UnsupportedVersion
@@ -59,6 +62,7 @@ NT_AUXV = 6
 NT_FILE = 0x46494C45
 NT_SIGINFO = 0x53494749
 NT_X86_XSTATE = 0x202
+NT_X86_XSAVE_LAYOUT = xsave.NT_X86_XSAVE_LAYOUT
 
 #: Elf64_Ehdr: ident, type, machine, version, entry, phoff, shoff, flags,
 #: ehsize, phentsize, phnum, shentsize, shnum, shstrndx
@@ -214,6 +218,9 @@ def write_core(target: Target, path: str) -> int:
         xs = getattr(t, "xstate", None)
         if xs:
             notes += _note("LINUX", NT_X86_XSTATE, xs)
+    layout = next((t.xstate_layout for t in threads if getattr(t, "xstate_layout", None)), None)
+    if layout:      # once per process, after the threads, as the kernel writes it
+        notes += _note("LINUX", NT_X86_XSAVE_LAYOUT, xsave.layout_note(layout))
     notes += _note(NOTE_OWNER, NT_MAPPEDTRACE, json.dumps(note_payload(target)).encode())
 
     nph = 1 + len(pieces)
@@ -343,6 +350,7 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
     note: dict | None = None
     note_at = 0
     psinfo_name = ""
+    xlayout: list[tuple[int, int, int]] = []
     for n_off, n_size in notes:
         for owner, ntype, desc, at in _iter_notes(Cursor(mm[n_off:n_off + n_size], f"{path}: PT_NOTE", n_off)):
             where = n_off + at
@@ -360,6 +368,11 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
             elif owner == "LINUX" and ntype == NT_X86_XSTATE:
                 if threads:
                     threads[-1].xstate = bytes(desc)
+            elif owner == "LINUX" and ntype == NT_X86_XSAVE_LAYOUT:
+                c = Cursor(desc, f"{path}: NT_X86_XSAVE_LAYOUT", where)
+                c.check_count(len(desc) // xsave.XFEAT.size, xsave.XFEAT.size, "XSAVE layout record")
+                xlayout = [(ty, n, off) for ty, n, off, _ in
+                           (c.unpack(xsave.XFEAT, "XSAVE layout record") for _ in range(len(desc) // xsave.XFEAT.size))]
             elif owner == "CORE" and ntype == NT_AUXV:
                 auxv = bytes(desc)
             elif owner == "CORE" and ntype == NT_PRPSINFO and len(desc) == PRPSINFO.size:
@@ -370,6 +383,8 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
                 note, note_at = _parse_note(path, where, desc), where
     if not threads:
         raise BadData(path, notes[0][0], "no NT_PRSTATUS note: the core has no threads")
+    for t in threads:
+        t.xstate_layout = list(xlayout)
 
     pieces = []
     for vaddr, memsz, off, filesz, _, _ in loads:
