@@ -40,13 +40,12 @@ class Analysis:
 
 def precision_figures(rootset: RootSet, graph, heap, roots_mode: str) -> dict:
     """One dict of every precision figure: the graph's, then the roots' (the
-    frame counts come from the roots, which saw the unwound frames)."""
+    graph's frame counts are the roots', given to :func:`mark`).  ``leaks``
+    and ``graph`` both report this dict."""
     out = dict(graph.precision.as_dict())
     for k, v in rootset.stats.as_dict().items():
         if k not in ("modules_with_maps", "modules_without_maps"):
             out.setdefault(k, v)
-    out["frames_exact"] = rootset.stats.frames_exact
-    out["frames_conservative"] = rootset.stats.frames_conservative
     out["modules_with_maps"] = [os.path.basename(p) for p in rootset.stats.modules_with_maps]
     out["modules_without_maps"] = [os.path.basename(p) for p in rootset.stats.modules_without_maps]
     out["roots_mode"] = roots_mode
@@ -121,7 +120,8 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) 
     t0 = time.perf_counter()
     types = merged_types(cache.maps)
     graph = mark(target, heap, rootset.roots, types,
-                 mode="conservative" if roots_mode == "conservative" else "precise")
+                 mode="conservative" if roots_mode == "conservative" else "precise",
+                 frames=(rootset.stats.frames_exact, rootset.stats.frames_conservative))
     timings["mark"] = time.perf_counter() - t0
 
     report = None

@@ -14,12 +14,13 @@ from ..fileio import write_private
 from ..graph import EDGE_EXACT, EDGE_UNREACHED, EDGE_WEAK, HOW_NAMES, HeapGraph
 
 
-def to_json(graph: HeapGraph, stream: IO[str]) -> None:
+def to_json(graph: HeapGraph, stream: IO[str], precision: dict | None = None) -> None:
     """Write ``{"nodes", "edges", "roots", "root_edges", "precision", "warnings"}``.
 
     Nodes are listed in address order and named by index (``id``); edges
     refer to node ids.  ``exact`` tells a typed pointer from a word that
     merely looked like one; ``unreached`` marks edges inside leaked objects.
+    ``precision`` is the analysis' figures (the leak report's), else the graph's own.
     """
     g = graph
     w = stream.write
@@ -52,7 +53,7 @@ def to_json(graph: HeapGraph, stream: IO[str]) -> None:
         w(("," if k else "") + "\n" + json.dumps({
             "root": int(e["root"]), "root_off": int(e["root_off"]), "dst": int(e["dst"]),
             "dst_off": int(e["dst_off"]), "exact": bool(int(e["flags"]) & EDGE_EXACT)}))
-    w('],\n"precision": ' + json.dumps(g.precision.as_dict()))
+    w('],\n"precision": ' + json.dumps(g.precision.as_dict() if precision is None else precision))
     w(',\n"warnings": ' + json.dumps(list(g.warnings)) + "}\n")
 
 
@@ -107,7 +108,7 @@ def to_dot(graph: HeapGraph, stream: IO[str], *, max_nodes: int = 20000) -> None
     w("}\n")
 
 
-def export(graph: HeapGraph, path: str) -> None:
+def export(graph: HeapGraph, path: str, precision: dict | None = None) -> None:
     """Write ``graph`` to ``path`` (``.json`` or ``.dot``; mode 0600, replaced atomically)."""
     if path.endswith(".json"):
         writer = to_json
@@ -117,4 +118,7 @@ def export(graph: HeapGraph, path: str) -> None:
         raise MappedTraceError(f"cannot tell the export format of {path!r}",
                                hint="name the output FILE.json or FILE.dot")
     with write_private(path) as f:
-        writer(graph, f)
+        if writer is to_json:
+            to_json(graph, f, precision)
+        else:
+            writer(graph, f)
