@@ -18,7 +18,9 @@ def command(what: str, output: str, roots_mode: str) -> int:
     from ..reporters import graph_export
 
     a = analyse_arg(what, roots_mode=roots_mode, leaks=False)
-    graph_export.export(a.graph, output, precision=a.precision)
+    for n in a.notes:
+        click.echo(f"mappedtrace: note: {n}", err=True)
+    graph_export.export(a.graph, output, precision=a.precision, notes=a.notes)
     g = a.graph
     click.echo(f"wrote {output}: {len(g)} objects", err=True)
     print_warnings(a.warnings)

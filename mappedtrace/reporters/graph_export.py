@@ -14,17 +14,19 @@ from ..fileio import write_private
 from ..graph import EDGE_EXACT, EDGE_UNREACHED, EDGE_WEAK, HOW_NAMES, HeapGraph
 
 
-def to_json(graph: HeapGraph, stream: IO[str], precision: dict | None = None) -> None:
-    """Write ``{"nodes", "edges", "roots", "root_edges", "precision", "warnings"}``.
+def to_json(graph: HeapGraph, stream: IO[str], precision: dict | None = None,
+            notes: list[str] | None = None) -> None:
+    """Write ``{"notes", "nodes", "edges", "roots", "root_edges", "precision", "warnings"}``.
 
     Nodes are listed in address order and named by index (``id``); edges
     refer to node ids.  ``exact`` tells a typed pointer from a word that
     merely looked like one; ``unreached`` marks edges inside leaked objects.
-    ``precision`` is the analysis' figures (the leak report's), else the graph's own.
+    ``precision`` is the analysis' figures (the leak report's), else the graph's own;
+    ``notes`` what the report says first (binaries without maps).
     """
     g = graph
     w = stream.write
-    w('{"nodes": [')
+    w('{"notes": ' + json.dumps(list(notes or [])) + ',\n"nodes": [')
     names = {}
     for i in range(len(g)):
         tid = int(g.type_ids[i])
@@ -108,7 +110,8 @@ def to_dot(graph: HeapGraph, stream: IO[str], *, max_nodes: int = 20000) -> None
     w("}\n")
 
 
-def export(graph: HeapGraph, path: str, precision: dict | None = None) -> None:
+def export(graph: HeapGraph, path: str, precision: dict | None = None,
+           notes: list[str] | None = None) -> None:
     """Write ``graph`` to ``path`` (``.json`` or ``.dot``; mode 0600, replaced atomically)."""
     if path.endswith(".json"):
         writer = to_json
@@ -119,6 +122,6 @@ def export(graph: HeapGraph, path: str, precision: dict | None = None) -> None:
                                hint="name the output FILE.json or FILE.dot")
     with write_private(path) as f:
         if writer is to_json:
-            to_json(graph, f, precision)
+            to_json(graph, f, precision, notes)
         else:
             writer(graph, f)
