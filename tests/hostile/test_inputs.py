@@ -271,3 +271,30 @@ def test_corrupted_snapshots_on_the_command_line(tmp_path: Path) -> None:
             line = one_line_error(mt(*cmd), 2)
             assert str(p) in line, line
     assert not (tmp_path / "g.dot").exists()
+
+
+# --- hostile data inside the target ------------------------------------------------
+
+def test_wild_pointers_are_counted_not_followed(tmp_path: Path) -> None:
+    """Typed slots holding unmapped, kernel, freed, non-canonical and top-of-memory
+    addresses: counted as dangling (the program says how many), never followed,
+    the kept nodes not reported, the leaked one reported."""
+    from conftest import MAPPEDTRACE, need
+    import re
+    import subprocess
+    need("clang-22")
+    exe = tmp_path / "wild_pointers"
+    r = subprocess.run([MAPPEDTRACE, "cc", "-O0", "-g", "-o", str(exe), str(Path(__file__).parent / "wild_pointers.c")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    js = tmp_path / "w.json"
+    r = mt("run", "--json", str(js), "--", str(exe))
+    assert r.returncode == 23 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    kept = {int(a, 16) for a in re.findall(r"^kept (0x[0-9a-f]+)$", r.stdout, re.M)}
+    leak = {int(a, 16) for a in re.findall(r"^leak (0x[0-9a-f]+)$", r.stdout, re.M)}
+    wild = int(re.search(r"^wild (\d+)$", r.stdout, re.M).group(1))
+    rep = json.loads(js.read_text())
+    assert {l["address"] for l in rep["leaks"]} == leak and kept and not kept & leak
+    # every wild slot of a reachable (typed-scanned) node is counted; the leaked
+    # node's own slot is not scanned typed
+    assert rep["precision"]["dangling_pointers"] >= wild - 1
