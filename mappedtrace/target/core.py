@@ -218,9 +218,9 @@ def write_core(target: Target, path: str) -> int:
         xs = getattr(t, "xstate", None)
         if xs:
             notes += _note("LINUX", NT_X86_XSTATE, xs)
-    layout = next((t.xstate_layout for t in threads if getattr(t, "xstate_layout", None)), None)
-    if layout:      # once per process, after the threads, as the kernel writes it
-        notes += _note("LINUX", NT_X86_XSAVE_LAYOUT, xsave.layout_note(layout))
+    xlayout = next((t.xstate_layout for t in threads if getattr(t, "xstate_layout", None)), None)
+    if xlayout:     # once per process, after the threads, as the kernel writes it
+        notes += _note("LINUX", NT_X86_XSAVE_LAYOUT, xsave.layout_note(xlayout))
     notes += _note(NOTE_OWNER, NT_MAPPEDTRACE, json.dumps(note_payload(target)).encode())
 
     nph = 1 + len(pieces)
