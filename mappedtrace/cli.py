@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":     # bare 'mappedtrace': the help, as before
+            e.show()
+            return e.exit_code
         # one line and a hint, like every other error (click's own form is a
         # usage block of four lines); --help still prints the full usage
         msg = _one_line(e.format_message())
@@ -97,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             msg = f"invalid PID {opt}: a PID is a positive number (read as an option here)"
         print(f"mappedtrace: error: {msg}", file=sys.stderr)
         cmd = e.ctx.command_path if e.ctx is not None else "mappedtrace"
+        if cmd == "mappedtrace":        # an option of a command, refused while parsing it
+            sub = next((a for a in args if a in COMMANDS), None)
+            cmd = f"mappedtrace {sub}" if sub else cmd
         print(f"mappedtrace: hint: '{cmd} --help' shows the arguments and options", file=sys.stderr)
         return e.exit_code
     except click.ClickException as e:

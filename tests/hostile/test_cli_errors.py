@@ -31,6 +31,8 @@ USAGE_ERRORS = {
     "bad-width": (["leaks", "--width", "wide", "1"], "'wide' is not a valid integer"),
     "max-steps-range": (["snapshot", "1", "-o", "F", "--max-steps", "-5"], "-5"),
     "unknown-option": (["graph", "--frobnicate", "1", "-o", "F.json"], "No such option"),
+    "option-needs-value": (["leaks", "--json"], "requires an argument"),
+    "output-needs-value": (["snapshot", "5", "-o"], "requires an argument"),
 }
 
 
@@ -42,12 +44,17 @@ def test_usage_error_is_one_line_with_a_hint(name: str, tmp_path: Path) -> None:
     assert "Usage:" not in r.stderr and "Try '" not in r.stderr
     hints = [l for l in r.stderr.splitlines() if l.startswith("mappedtrace: hint:")]
     assert len(hints) == 1 and "--help" in hints[0], r.stderr
+    if args[0] != "frobnicate":
+        assert f"'mappedtrace {args[0]} --help'" in hints[0], hints[0]
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("args", [["--help"], ["leaks", "--help"], ["snapshot", "-h"]])
+@pytest.mark.parametrize("args", [["--help"], ["leaks", "--help"], ["snapshot", "-h"], []])
 def test_help_keeps_its_usage_block(args: list[str]) -> None:
     r = mt(*args)
+    if not args:        # bare 'mappedtrace': click shows the help (on stderr, exit 2 with click 8.2)
+        assert "Usage: mappedtrace" in r.stdout + r.stderr and "Commands:" in r.stdout + r.stderr
+        return
     assert r.returncode == 0 and r.stdout.startswith("Usage: mappedtrace") and r.stderr == ""
 
 
