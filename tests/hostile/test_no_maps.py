@@ -44,3 +44,34 @@ def test_report_says_which_binary_has_no_maps(build: str, tmp_path: Path) -> Non
     first = r.stdout.lstrip().splitlines()[0]
     assert first.startswith("note: the executable") and exe.name in r.stdout.split("leaked object")[0]
     assert f"mappedtrace: note: the executable {exe}" in g.stderr
+
+
+def test_a_user_library_without_maps_is_named(tmp_path: Path) -> None:
+    """A library of the user's (not under a system library directory) built
+    without the pass, holding heap objects in its data: named as a library;
+    glibc (a system library) is not."""
+    import subprocess
+    from conftest import MAPPEDTRACE, need
+    need("clang-22")
+    src = Path(__file__).parent / "plain_lib.c"
+    lib = tmp_path / "libplain.so"
+    subprocess.run(["clang-22", "-O2", "-g", "-shared", "-fPIC", "-DLIB", "-o", str(lib), str(src)],
+                   check=True, timeout=300)
+    exe = tmp_path / "uses_plain"
+    r = subprocess.run([MAPPEDTRACE, "cc", "-O2", "-o", str(exe), str(src), str(lib),
+                        f"-Wl,-rpath,{tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        r = mt("leaks", str(p.pid), "--json", str(tmp_path / "l.json"))
+        assert r.returncode == 0, r.stderr[-3000:]      # the items are reachable from the library's data
+        assert p.poll() is None
+    finally:
+        p.stdin.close()
+        assert p.wait(timeout=60) == 0
+    rep = json.loads((tmp_path / "l.json").read_text())
+    w, = rep["precision"]["without_maps"]
+    assert w["module"] == str(lib) and w["role"] == "library" and w["writable_bytes"] > 0
+    assert "libc.so.6" in rep["precision"]["modules_without_maps"]
+    assert len(rep["notes"]) == 1 and rep["notes"][0].startswith(f"the library {lib} ")

@@ -96,23 +96,6 @@ def test_writer_into_a_directory_is_a_one_line_error(writer: str, where: str, tm
     assert not any(d.iterdir())
 
 
-def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
-    """A writer that cannot finish leaves the file that was there (and no temporary)."""
-    if os.geteuid() == 0:
-        pytest.skip("root writes into a read-only directory")
-    d = tmp_path / "ro"
-    d.mkdir()
-    out = d / "out.json"
-    out.write_text("old\n")
-    os.chmod(d, 0o555)
-    try:
-        r = mt("leaks", str(server_core()), "--json", str(out))
-        one_line_error(r, 2)
-        assert out.read_text() == "old\n" and files_in(d) == {"out.json"}
-    finally:
-        os.chmod(d, 0o755)
-
-
 def test_write_private_unit(tmp_path: Path) -> None:
     """The one function every writer uses: symlink replaced, mode 0600, an
     exception in the writer leaves the old file and no temporary."""
