@@ -94,8 +94,25 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
+    except click.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":     # bare 'mappedtrace': the help, as before
+            e.show()
+            return e.exit_code
+        # one line and a hint, like every other error (click's own form is a
+        # usage block of four lines); --help still prints the full usage
+        msg = _one_line(e.format_message())
+        opt = getattr(e, "option_name", "") or ""
+        if isinstance(e, click.NoSuchOption) and opt[1:].isdigit():
+            msg = f"invalid PID {opt}: a PID is a positive number (read as an option here)"
+        print(f"mappedtrace: error: {msg}", file=sys.stderr)
+        cmd = e.ctx.command_path if e.ctx is not None else "mappedtrace"
+        if cmd == "mappedtrace":        # an option of a command, refused while parsing it
+            sub = next((a for a in args if a in COMMANDS), None)
+            cmd = f"mappedtrace {sub}" if sub else cmd
+        print(f"mappedtrace: hint: '{cmd} --help' shows the arguments and options", file=sys.stderr)
+        return e.exit_code
     except click.ClickException as e:
-        e.show()
+        print(f"mappedtrace: error: {_one_line(e.format_message())}", file=sys.stderr)
         return e.exit_code
     except click.exceptions.Abort:
         print("mappedtrace: aborted", file=sys.stderr)
@@ -111,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mappedtrace: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         print("mappedtrace: hint: run again with --debug for the traceback, and report it", file=sys.stderr)
         return 70
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

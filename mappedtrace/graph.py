@@ -14,7 +14,6 @@ see the shape of leaked structures and never make anything reachable.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -276,22 +275,4 @@ class HeapGraph:
         """Rows of ``edges`` whose source is node ``i``."""
         order, ptr, _ = self._adjacency()
         return self.edges[order[ptr[i]:ptr[i + 1]]]
-
-
-_FRAME_RE = re.compile(r"^(thread \d+ #\d+)")
-
-
-def frame_counts(roots: list[Root]) -> tuple[int, int]:
-    """(frames whose roots are all exact, frames with a conservative root).
-
-    A frame is named by the ``thread TID #N`` prefix of a root's source (the
-    convention of mappedtrace.roots); roots without one are not frames.
-    """
-    frames: dict[str, bool] = {}
-    for r in roots:
-        m = _FRAME_RE.match(r.source)
-        if m:
-            frames[m.group(1)] = frames.get(m.group(1), True) and r.exact
-    exact = sum(1 for v in frames.values() if v)
-    return exact, len(frames) - exact
 

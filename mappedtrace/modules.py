@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from .errors import BadData
+from .fileio import open_regular
 from .target.base import Target
 
 if TYPE_CHECKING:
@@ -28,12 +30,12 @@ PAGE = 0x1000
 def _elf_first_load(path: str) -> tuple[int, int] | None:
     """(vaddr, file offset) of the first PT_LOAD of ``path`` (or None if not ELF)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:      # a device or a FIFO is no module (and could block)
             elf = ELFFile(f)
             for seg in elf.iter_segments():
                 if seg["p_type"] == "PT_LOAD":
                     return seg["p_vaddr"], seg["p_offset"]
-    except (OSError, ELFError, ValueError):
+    except (OSError, ELFError, ValueError, BadData):
         return None
     return None
 

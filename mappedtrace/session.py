@@ -31,22 +31,80 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
 
     roots_mode: str = "precise"
+    #: modules analysed without maps that the user should know of (:func:`modules_without_maps`)
+    without_maps: list[dict] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """What a report says first: which binaries have no maps (:func:`maps_notes`)."""
+        return maps_notes(self.without_maps)
 
     @property
     def precision(self) -> dict:
         """The precision figures of roots, heap and graph together."""
-        return precision_figures(self.roots, self.graph, self.heap, self.roots_mode)
+        return precision_figures(self.roots, self.graph, self.heap, self.roots_mode, self.without_maps)
 
 
-def precision_figures(rootset: RootSet, graph, heap, roots_mode: str) -> dict:
+#: where a distribution's libraries live: a library there without maps is
+#: expected (glibc, libstdc++…) and not the user's to rebuild, so it gets no
+#: note (it is still listed in ``modules_without_maps``)
+SYSTEM_LIB_DIRS = ("/lib/", "/lib32/", "/lib64/", "/usr/lib/", "/usr/lib32/", "/usr/lib64/", "/usr/libexec/")
+
+
+def modules_without_maps(target: Target, modules: ModuleMap, maps: dict[str, BinaryMaps | None],
+                         rootset: RootSet) -> list[dict]:
+    """The binaries analysed without maps that a report must name.
+
+    The rule: the main executable whenever it has no maps; another module
+    when it is not a system library (:data:`SYSTEM_LIB_DIRS`) and has
+    writable data or frames on the stacks (its code can hold heap pointers
+    there, which are then scanned conservatively).
+
+    :returns: ``[{"module": path, "role": "executable"|"library", "frames": n,
+        "writable_bytes": n}]``
+    """
+    main = modules.main
+    frames: dict[str, int] = {}
+    for fs in rootset.frames.values():
+        for f in fs:
+            m = modules.module_at(f.pc)
+            if m is not None:
+                frames[m.path] = frames.get(m.path, 0) + 1
+    out = []
+    for m in modules:
+        if maps.get(m.path) is not None:
+            continue
+        wbytes = sum(x.size for x in target.mappings if x.path == m.path and x.writable)
+        if m is not main and (os.path.realpath(m.path).startswith(SYSTEM_LIB_DIRS)
+                              or not (wbytes or frames.get(m.path))):
+            continue
+        out.append({"module": m.path, "role": "executable" if m is main else "library",
+                    "frames": frames.get(m.path, 0), "writable_bytes": wbytes})
+    return out
+
+
+def maps_notes(without: list[dict]) -> list[str]:
+    """One sentence per entry of :func:`modules_without_maps`: what is
+    conservative, and how to rebuild."""
+    out = []
+    for w in without:
+        what = "the executable" if w["role"] == "executable" else "the library"
+        out.append(f"{what} {w['module']} has no MappedTrace maps (built without the pass): its "
+                   f"{w['frames']} stack frames and {w['writable_bytes']} bytes of writable data are scanned "
+                   f"conservatively; rebuild it with 'mappedtrace cc' (C) or 'mappedtrace rustc' (Rust) "
+                   f"for exact roots")
+    return out
+
+
+def precision_figures(rootset: RootSet, graph, heap, roots_mode: str,
+                      without_maps: list[dict] | None = None) -> dict:
     """One dict of every precision figure: the graph's, then the roots' (the
-    frame counts come from the roots, which saw the unwound frames)."""
+    graph's frame counts are the roots', given to :func:`mark`).  ``leaks``
+    and ``graph`` both report this dict."""
     out = dict(graph.precision.as_dict())
     for k, v in rootset.stats.as_dict().items():
         if k not in ("modules_with_maps", "modules_without_maps"):
             out.setdefault(k, v)
-    out["frames_exact"] = rootset.stats.frames_exact
-    out["frames_conservative"] = rootset.stats.frames_conservative
     out["modules_with_maps"] = [os.path.basename(p) for p in rootset.stats.modules_with_maps]
     out["modules_without_maps"] = [os.path.basename(p) for p in rootset.stats.modules_without_maps]
     out["roots_mode"] = roots_mode
@@ -54,6 +112,7 @@ def precision_figures(rootset: RootSet, graph, heap, roots_mode: str) -> dict:
     corrupted = getattr(heap, "corrupted", [])
     out["heap_corrupted_regions"] = len(corrupted)
     out["heap_corrupted_bytes"] = sum(r.size for r in corrupted)
+    out["without_maps"] = list(without_maps or [])
     return out
 
 
@@ -124,21 +183,24 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) 
     t0 = time.perf_counter()
     types = merged_types(cache.maps)
     graph = mark(target, heap, rootset.roots, types,
-                 mode="conservative" if roots_mode == "conservative" else "precise")
+                 mode="conservative" if roots_mode == "conservative" else "precise",
+                 frames=(rootset.stats.frames_exact, rootset.stats.frames_conservative))
     timings["mark"] = time.perf_counter() - t0
 
+    without = modules_without_maps(target, modules, cache.maps, rootset)
     report = None
     if leaks:
         from .analyses.leaks import find_leaks
         t0 = time.perf_counter()
         report = find_leaks(graph, target)
-        report.precision.update(precision_figures(rootset, graph, heap, roots_mode))
+        report.precision.update(precision_figures(rootset, graph, heap, roots_mode, without))
+        report.notes = maps_notes(without)
         timings["leaks"] = time.perf_counter() - t0
 
     warnings = list(target.warnings) + cache.warnings + rootset.warnings + \
         list(getattr(heap, "warnings", [])) + list(getattr(unwinder, "warnings", []))
     a = Analysis(target, modules, cache.maps, rootset, heap, graph, report, timings, warnings,
-                 roots_mode=roots_mode)
+                 roots_mode=roots_mode, without_maps=without)
     return a
 
 

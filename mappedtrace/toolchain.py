@@ -21,7 +21,19 @@ LLVM_PACKAGES = "clang-22 llvm-22-dev lld-22 lldb-22 python3-lldb-22"
 APT_HINT = f"apt-get install -y {LLVM_PACKAGES} (Debian 12: bookworm-security serves LLVM 22)"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PASS_SRC = REPO_ROOT / "llvm_pass"
+
+
+def _pass_src() -> Path:
+    """The pass sources: ``llvm_pass/`` of a checkout (also an editable
+    install), else the copy an installed wheel carries (``mappedtrace/_pass``,
+    put there by setup.py)."""
+    for p in (REPO_ROOT / "llvm_pass", Path(__file__).resolve().with_name("_pass")):
+        if (p / "CMakeLists.txt").is_file():
+            return p
+    return REPO_ROOT / "llvm_pass"
+
+
+PASS_SRC = _pass_src()
 PLUGIN_NAME = "MappedTracePass.so"
 
 
@@ -48,7 +60,7 @@ def _sources_hash() -> str:
     h = hashlib.sha256()
     if not PASS_SRC.is_dir():
         raise ToolchainError(f"pass sources not found at {PASS_SRC}",
-                             hint="install MappedTrace from a source checkout (pip install -e .)")
+                             hint="reinstall MappedTrace (pip install mappedtrace, or pip install -e . in a checkout)")
     for p in sorted(PASS_SRC.rglob("*")):
         if p.is_file() and "build" not in p.relative_to(PASS_SRC).parts and p.suffix in {".cpp", ".h", ".txt", ".cmake"}:
             h.update(str(p.relative_to(PASS_SRC)).encode())

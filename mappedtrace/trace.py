@@ -68,7 +68,7 @@ import numpy as np
 from .errors import BadData, MappedTraceError, TargetFault
 from .graph import (EDGE_DTYPE, EDGE_EXACT, EDGE_TYPEDSCAN, EDGE_UNREACHED, EDGE_WEAK,
                     HOW_CONSERVATIVE, HOW_TYPED, HOW_UNREACHED, ROOT_EDGE_DTYPE, HeapGraph,
-                    Precision, frame_counts)
+                    Precision)
 from .formats.mtmap import SLOT_CONSERVATIVE, SLOT_FUNCTION, SLOT_UNTYPED, SLOT_WEAK, TYPE_FLEX  # mirrored in _mark.c
 from .roots import Root
 from .target.base import new_buffer
@@ -928,7 +928,8 @@ class _NumpyMarker:
 # the entry point
 # --------------------------------------------------------------------------
 def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict[int, Any] | None,
-         *, mode: str = "precise", kernel: str = "auto") -> HeapGraph:
+         *, mode: str = "precise", kernel: str = "auto",
+         frames: tuple[int, int] = (0, 0)) -> HeapGraph:
     """Mark the heap from ``roots`` and build the object graph.
 
     :param target: a :class:`mappedtrace.target.base.Target` (only ``read``
@@ -940,6 +941,10 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     :param types: the decoded type table ``{type_id: TypeInfo}`` (may be empty).
     :param mode: ``"precise"`` (typed) or ``"conservative"`` (LeakSanitizer-like).
     :param kernel: ``"auto"`` (C if it builds, else numpy), ``"c"`` or ``"numpy"``.
+    :param frames: (exact, conservative) frame counts of the unwound stacks, as
+        :class:`mappedtrace.roots.RootStats` counts them (the one definition: every
+        unwound frame, decoded with the maps or scanned); the roots alone cannot
+        tell, since a frame with no live pointer yields no root.
     :returns: a :class:`mappedtrace.graph.HeapGraph`.
     :raises BadData: chunks overlap or are misaligned, a root has an unknown kind.
     """
@@ -967,7 +972,8 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     t_mark = time.perf_counter()
     g = _build_graph(heap, tt, types, list(roots), rs, out, mode,
                      "c" if mod is not None else "numpy", warnings)
-    g.precision.__dict__.update(read_s=round(t_read - t0, 6), mark_s=round(t_mark - t_read, 6),
+    g.precision.__dict__.update(frames_exact=frames[0], frames_conservative=frames[1],
+                                read_s=round(t_read - t0, 6), mark_s=round(t_mark - t_read, 6),
                                 total_s=round(time.perf_counter() - t0, 6))
     return g
 
@@ -1031,14 +1037,11 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         n_exact, n_cons = int(np.count_nonzero(live & ex)), int(np.count_nonzero(live & ~ex))
     re = rs.root_edges
     rex = (re["flags"] & EDGE_EXACT) != 0
-    fe, fc = frame_counts(roots)
     sizes = heap.sizes
     prec = Precision(
         mode=mode, kernel=kernel,
         roots_exact=sum(1 for r in roots if r.exact and mode == "precise"),
         roots_conservative=sum(1 for r in roots if not r.exact or mode != "precise"),
-        frames_exact=fe if mode == "precise" else 0,
-        frames_conservative=fc if mode == "precise" else fe + fc,
         objects=n, objects_reached=int(reached.sum()),
         objects_typed=int(np.count_nonzero(how == HOW_TYPED)),
         objects_conservative=int(np.count_nonzero(how == HOW_CONSERVATIVE)),

@@ -185,9 +185,12 @@ class LeakReport:
     structures: Sequence[LeakStructure]
     precision: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    #: what the report says first (binaries without maps: mappedtrace.session.maps_notes)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summary": dict(self.summary), "leaks": [l.as_dict() for l in self.leaks],
+        return {"summary": dict(self.summary), "notes": list(self.notes),
+                "leaks": [l.as_dict() for l in self.leaks],
                 "structures": [s.as_dict() for s in self.structures],
                 "precision": dict(self.precision), "warnings": list(self.warnings)}
 

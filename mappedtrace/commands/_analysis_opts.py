@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
+
+# every file written: mode 0600, a fresh file renamed into place, no symlink followed
+from ..fileio import check_output, write_private as open_private  # noqa: F401 (re-exported)
 
 #: exit code when leaks are found (LeakSanitizer's)
 LEAK_EXIT_CODE = 23
@@ -15,12 +17,12 @@ roots_option = click.option(
     help="precise: use the maps; conservative: scan every root and object word by word (the LeakSanitizer baseline).")
 
 
-def open_private(path: str):
-    """Open ``path`` for writing with mode 0600 (reports name addresses and contents)."""
-    if path == "-":
-        return sys.stdout
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    return os.fdopen(fd, "w")
+def output_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback of every output-file option: refuse a directory or a
+    missing directory before any work (one-line error, exit 2)."""
+    if value is not None:
+        check_output(value)
+    return value
 
 
 def print_warnings(warnings: list[str], limit: int = 20) -> None:

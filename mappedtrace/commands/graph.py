@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._analysis_opts import print_warnings, roots_option, analyse_arg
+from ._analysis_opts import analyse_arg, output_path, print_warnings, roots_option
 from ..errors import MappedTraceError
 
 
@@ -12,7 +12,7 @@ from ..errors import MappedTraceError
                     "(objects, edges, roots, root_edges, types, fields; see 'mappedtrace query'): "
                     "NAME.parquet (a directory, one Parquet file per table), FILE.duckdb, FILE.db (SQLite).")
 @click.argument("what")
-@click.option("-o", "--output", required=True, metavar="FILE.json|.dot|.parquet|.duckdb|.db")
+@click.option("-o", "--output", required=True, metavar="FILE.json|.dot|.parquet|.duckdb|.db", callback=output_path)
 @roots_option
 @click.option("--tree", is_flag=True,
               help="PID and all its descendants: one file per process, -o a pattern ('{pid}' is "
@@ -28,7 +28,9 @@ def command(what: str, output: str, roots_mode: str, tree: bool = False) -> int:
         return graph_tree(what, output, roots_mode, graph_export.export)
 
     a = analyse_arg(what, roots_mode=roots_mode, leaks=False)
-    graph_export.export(a.graph, output)
+    for n in a.notes:
+        click.echo(f"mappedtrace: note: {n}", err=True)
+    graph_export.export(a.graph, output, precision=a.precision, notes=a.notes)
     g = a.graph
     click.echo(f"wrote {output}: {len(g)} objects", err=True)
     print_warnings(a.warnings)

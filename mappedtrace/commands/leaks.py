@@ -5,13 +5,14 @@ import sys
 
 import click
 
-from ._analysis_opts import LEAK_EXIT_CODE, analyse_arg, open_private, print_warnings, roots_option
+from ._analysis_opts import LEAK_EXIT_CODE, analyse_arg, open_private, output_path, print_warnings, roots_option
 
 
 @click.command(help="Report the leaks of a running process (PID: stopped for the analysis, "
                     "then resumed) or of a snapshot FILE.")
 @click.argument("what")
-@click.option("--json", "json_path", metavar="FILE", help="Write the leak report as JSON to FILE ('-': stdout).")
+@click.option("--json", "json_path", metavar="FILE", callback=output_path,
+              help="Write the leak report as JSON to FILE ('-': stdout; a file: mode 0600).")
 @click.option("--exitcode", default=LEAK_EXIT_CODE, show_default=True, type=int,
               help="Exit code when leaks are found.")
 @roots_option

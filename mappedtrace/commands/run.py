@@ -5,14 +5,14 @@ import sys
 
 import click
 
-from ._analysis_opts import LEAK_EXIT_CODE, open_private, print_warnings, roots_option
+from ._analysis_opts import LEAK_EXIT_CODE, open_private, output_path, print_warnings, roots_option
 
 
 @click.command(help="Run PROGRAM under the tracer and report its leaks when it exits "
                     "(after main returns or exit is called), like LeakSanitizer. "
                     "Exits with --exitcode when leaks are found, else with the program's code.",
                context_settings={"ignore_unknown_options": True})
-@click.option("--json", "json_path", metavar="FILE", help="Also write the leak report as JSON to FILE (mode 0600).")
+@click.option("--json", "json_path", metavar="FILE", callback=output_path, help="Also write the leak report as JSON to FILE (mode 0600).")
 @click.option("--exitcode", default=LEAK_EXIT_CODE, show_default=True, type=int,
               help="Exit code when leaks are found.")
 @roots_option

@@ -11,6 +11,7 @@ import time
 import click
 
 from ..errors import MappedTraceError
+from ._analysis_opts import output_path
 
 
 class _LazyProgress:
@@ -42,7 +43,8 @@ class _LazyProgress:
 
 @click.command(help="Write a core-file snapshot of a running process.")
 @click.argument("pid", type=int)
-@click.option("-o", "--output", required=True, type=str, help="Snapshot file to write (mode 0600).")
+@click.option("-o", "--output", required=True, type=str, callback=output_path,
+              help="Snapshot file to write (mode 0600).")
 @click.option("--mode", type=click.Choice(["stop-copy", "fork"]), default="stop-copy", show_default=True,
               help="stop-copy: copy while stopped; fork: copy-on-write child, shortest pause.")
 @click.option("--backend", type=click.Choice(["ptrace", "lldb"]), default="ptrace", show_default=True)

@@ -11,6 +11,7 @@ import bisect
 import errno
 import functools
 import os
+import stat
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,6 +19,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import BadData, MappedTraceError, PermissionProblem
+from ..fileio import file_kind
 
 #: Where distributions install separate debug files (``libc6-dbg`` on Debian).
 DEBUG_ROOTS: tuple[str, ...] = ("/usr/lib/debug",)
@@ -67,8 +69,8 @@ def _key(path: str) -> tuple[str, int, int]:
         raise PermissionProblem(f"{path}: permission denied") from None
     except OSError as e:
         raise MappedTraceError(f"{path}: {os.strerror(e.errno or errno.EIO)}") from None
-    if not os.path.isfile(path):
-        raise BadData(path, None, "not a regular file")
+    if not stat.S_ISREG(st.st_mode):     # a FIFO would block the read forever
+        raise BadData(path, None, f"not a regular file ({file_kind(st.st_mode)})")
     return os.path.realpath(path), st.st_size, st.st_mtime_ns
 
 

@@ -10,19 +10,23 @@ import json
 from typing import IO
 
 from ..errors import MappedTraceError
+from ..fileio import write_private
 from ..graph import EDGE_EXACT, EDGE_UNREACHED, EDGE_WEAK, HOW_NAMES, HeapGraph
 
 
-def to_json(graph: HeapGraph, stream: IO[str]) -> None:
-    """Write ``{"nodes", "edges", "roots", "root_edges", "precision", "warnings"}``.
+def to_json(graph: HeapGraph, stream: IO[str], precision: dict | None = None,
+            notes: list[str] | None = None) -> None:
+    """Write ``{"notes", "nodes", "edges", "roots", "root_edges", "precision", "warnings"}``.
 
     Nodes are listed in address order and named by index (``id``); edges
     refer to node ids.  ``exact`` tells a typed pointer from a word that
     merely looked like one; ``unreached`` marks edges inside leaked objects.
+    ``precision`` is the analysis' figures (the leak report's), else the graph's own;
+    ``notes`` what the report says first (binaries without maps).
     """
     g = graph
     w = stream.write
-    w('{"nodes": [')
+    w('{"notes": ' + json.dumps(list(notes or [])) + ',\n"nodes": [')
     names = {}
     for i in range(len(g)):
         tid = int(g.type_ids[i])
@@ -51,7 +55,7 @@ def to_json(graph: HeapGraph, stream: IO[str]) -> None:
         w(("," if k else "") + "\n" + json.dumps({
             "root": int(e["root"]), "root_off": int(e["root_off"]), "dst": int(e["dst"]),
             "dst_off": int(e["dst_off"]), "exact": bool(int(e["flags"]) & EDGE_EXACT)}))
-    w('],\n"precision": ' + json.dumps(g.precision.as_dict()))
+    w('],\n"precision": ' + json.dumps(g.precision.as_dict() if precision is None else precision))
     w(',\n"warnings": ' + json.dumps(list(g.warnings)) + "}\n")
 
 
@@ -110,10 +114,11 @@ def to_dot(graph: HeapGraph, stream: IO[str], *, max_nodes: int = 20000) -> None
 TABLE_SUFFIXES = (".parquet", ".duckdb", ".db")
 
 
-def export(graph: HeapGraph, path: str) -> None:
-    """Write ``graph`` to ``path`` (``.json`` or ``.dot``; the tables of
-    :mod:`~mappedtrace.analyses.tables` for ``.parquet``, ``.duckdb``, ``.db``), mode 0600."""
-    import os
+def export(graph: HeapGraph, path: str, precision: dict | None = None,
+           notes: list[str] | None = None) -> None:
+    """Write ``graph`` to ``path`` (``.json`` or ``.dot``; mode 0600, replaced
+    atomically; the tables of :mod:`~mappedtrace.analyses.tables` for
+    ``.parquet``, ``.duckdb``, ``.db``)."""
     if path.endswith(TABLE_SUFFIXES):
         from ..analyses.dominators import dominator_tree
         from ..analyses.tables import export as export_tables, heap_tables
@@ -126,6 +131,8 @@ def export(graph: HeapGraph, path: str) -> None:
     else:
         raise MappedTraceError(f"cannot tell the export format of {path!r}",
                                hint="name the output FILE.json or FILE.dot")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        writer(graph, f)
+    with write_private(path) as f:
+        if writer is to_json:
+            to_json(graph, f, precision, notes)
+        else:
+            writer(graph, f)

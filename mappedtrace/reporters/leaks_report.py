@@ -54,6 +54,8 @@ def render(report: LeakReport, stream: IO[str], *, width: int | None = None,
     :param structures: how many of the biggest leaked structures to show.
     """
     con = _console(stream, width)
+    for n in report.notes:
+        con.print(Text(f"note: {n}", style="yellow"))
     s = report.summary
     if s["leaked_objects"] == 0:
         con.print(Text(f"no leaks: {_n(s['reachable_objects'], 'object')} "
@@ -189,7 +191,8 @@ def _write_json1(report: LeakReport, stream: IO[str]) -> None:
                 return _ONE_TYPE % q[k]
         return "{\n    " + ",\n    ".join(f"{q[k]}: {v}" for k, v in d.items()) + "\n   }" if d else "{}"
 
-    stream.write('{\n "summary": ' + _nested(dict(report.summary), 1) + ',\n "leaks": ')
+    stream.write('{\n "summary": ' + _nested(dict(report.summary), 1)
+                 + ',\n "notes": ' + _nested(list(report.notes), 1) + ',\n "leaks": ')
     _write_list(stream, (_LEAK % (a, sz, q[t], q[k], st, q[so], q[pv])
                          for a, sz, t, k, st, so, pv in report.leak_rows()))
     stream.write(',\n "structures": ')

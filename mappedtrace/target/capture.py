@@ -48,7 +48,8 @@ from . import _kernel as k
 from .base import Mapping, Target, ThreadState
 from . import settle as _settle
 from .live import LiveTarget, ThreadSnapshot, anon_file_ranges, parse_maps
-from ..errors import MappedTraceError, NoSuchProcess, PermissionProblem, TargetFault
+from ..errors import BadData, MappedTraceError, NoSuchProcess, PermissionProblem, TargetFault
+from ..fileio import open_regular
 
 MODES = ("stop-copy", "fork")
 PAGE = 4096
@@ -296,8 +297,8 @@ class CapturedTarget(Target):
         f = self._files.get(m.path)
         if f is None:
             try:
-                f = open(m.path, "rb")
-            except OSError:
+                f = open_regular(m.path)    # never a FIFO or a device named by a mapping
+            except (OSError, BadData):
                 raise TargetFault(addr, size, f"cannot read {size} bytes at {addr:#x}: "
                                   f"{m.path} (not in the snapshot) is not readable") from None
             self._files[m.path] = f

@@ -8,7 +8,9 @@ file, so gdb and lldb open it as they open a kernel core dump:
   mappings, whose bytes are in the files named by ``NT_FILE``);
 * notes in kernel order: per thread ``NT_PRSTATUS`` (the first thread also
   followed by ``NT_PRPSINFO``, ``NT_AUXV``, ``NT_FILE``), ``NT_PRFPREG`` and
-  ``NT_X86_XSTATE`` (owner ``LINUX``); last the MappedTrace note.
+  ``NT_X86_XSTATE`` (owner ``LINUX``, the XSAVE area in Intel's layout:
+  :mod:`~mappedtrace.target.xsave`); once ``NT_X86_XSAVE_LAYOUT`` describing
+  that layout; last the MappedTrace note.
 
 The MappedTrace note (owner ``"MAPPEDTRACE"``, type :data:`NT_MAPPEDTRACE`)
 holds a UTF-8 JSON object, versioned::
@@ -37,9 +39,11 @@ from typing import Iterable
 
 from .base import Mapping, Target, ThreadState, USER_REGS
 from .capture import PAGE, CapturedTarget, Piece, wants_copy
+from . import xsave
 from .live import ThreadSnapshot
 from ..binreader import Cursor
 from ..errors import BadData, MappedTraceError, PermissionProblem, UnsupportedVersion
+from ..fileio import not_regular, open_regular, write_private
 
 NOTE_OWNER = "MAPPEDTRACE"
 NT_MAPPEDTRACE = 0x4D54
@@ -58,6 +62,7 @@ NT_AUXV = 6
 NT_FILE = 0x46494C45
 NT_SIGINFO = 0x53494749
 NT_X86_XSTATE = 0x202
+NT_X86_XSAVE_LAYOUT = xsave.NT_X86_XSAVE_LAYOUT
 
 #: Elf64_Ehdr: ident, type, machine, version, entry, phoff, shoff, flags,
 #: ehsize, phentsize, phnum, shentsize, shnum, shstrndx
@@ -89,7 +94,7 @@ def _perm_flags(perms: str) -> int:
 def build_id(path: str) -> str:
     """The GNU build-id of an ELF file as hex, or "" (never raises for a bad file)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             head = f.read(64)
             c = Cursor(head, f"{path}: ELF header")
             e = c.unpack(EHDR)
@@ -195,6 +200,8 @@ def write_core(target: Target, path: str) -> int:
 
     :returns: the number of bytes written.
     """
+    if path == "-":
+        raise MappedTraceError("a snapshot is not written to stdout", hint="name a file with -o FILE")
     pieces = _pieces_of(target)
     threads = sorted(target.threads, key=lambda t: (t.tid != target.pid, t.tid))
     info = _proc_info(target)
@@ -211,6 +218,9 @@ def write_core(target: Target, path: str) -> int:
         xs = getattr(t, "xstate", None)
         if xs:
             notes += _note("LINUX", NT_X86_XSTATE, xs)
+    xlayout = next((t.xstate_layout for t in threads if getattr(t, "xstate_layout", None)), None)
+    if xlayout:     # once per process, after the threads, as the kernel writes it
+        notes += _note("LINUX", NT_X86_XSAVE_LAYOUT, xsave.layout_note(xlayout))
     notes += _note(NOTE_OWNER, NT_MAPPEDTRACE, json.dumps(note_payload(target)).encode())
 
     nph = 1 + len(pieces)
@@ -234,39 +244,16 @@ def write_core(target: Target, path: str) -> int:
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
     ehdr = EHDR.pack(ident, ET_CORE, EM_X86_64, 1, 0, EHDR.size, 0, 0, EHDR.size,
                      PHDR.size, nph, 0, 0, 0)
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600)
-    except PermissionError:
-        raise PermissionProblem(f"cannot create {path}: permission denied") from None
-    except OSError as e:
-        raise MappedTraceError(f"cannot create {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-            f.write(ehdr)
-            f.write(b"".join(phdrs))
-            f.write(notes)
-            pos = note_off + len(notes)
-            for o, data in layout:
-                if o > pos:
-                    f.write(bytes(o - pos))
-                f.write(data)
-                pos = o + len(data)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise MappedTraceError(f"cannot write {path}: {e.strerror}") from None
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with write_private(path, binary=True, buffering=1 << 20) as f:
+        f.write(ehdr)
+        f.write(b"".join(phdrs))
+        f.write(notes)
+        pos = note_off + len(notes)
+        for o, data in layout:
+            if o > pos:
+                f.write(bytes(o - pos))
+            f.write(data)
+            pos = o + len(data)
     return pos
 
 
@@ -299,13 +286,13 @@ def open_core(path: str) -> CoreTarget:
     :raises BadData: not ELF, not a core, truncated or corrupted headers or notes.
     """
     try:
-        f = open(path, "rb")
+        f = open_regular(path, "the snapshot")   # a FIFO would block the open or the read forever
     except FileNotFoundError:
         raise MappedTraceError(f"{path}: no such file") from None
     except PermissionError:
         raise PermissionProblem(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise MappedTraceError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise MappedTraceError(f"{path}: {e.strerror or e}") from None
     with f:
         size = os.fstat(f.fileno()).st_size
         if size < EHDR.size:
@@ -350,7 +337,7 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
         if p_type == PT_NOTE:
             notes.append((p_off, p_filesz))
             continue
-        if p_filesz > p_memsz or p_vaddr + p_memsz > 1 << 64:
+        if p_filesz > p_memsz or p_vaddr + p_memsz >= 1 << 64:
             raise BadData(path, at, f"program header {i}: file size {p_filesz:#x} > memory size "
                           f"{p_memsz:#x} or range past 2^64")
         loads.append((p_vaddr, p_memsz, p_off, p_filesz, p_flags, at))
@@ -363,6 +350,7 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
     note: dict | None = None
     note_at = 0
     psinfo_name = ""
+    xlayout: list[tuple[int, int, int]] = []
     for n_off, n_size in notes:
         for owner, ntype, desc, at in _iter_notes(Cursor(mm[n_off:n_off + n_size], f"{path}: PT_NOTE", n_off)):
             where = n_off + at
@@ -380,6 +368,11 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
             elif owner == "LINUX" and ntype == NT_X86_XSTATE:
                 if threads:
                     threads[-1].xstate = bytes(desc)
+            elif owner == "LINUX" and ntype == NT_X86_XSAVE_LAYOUT:
+                c = Cursor(desc, f"{path}: NT_X86_XSAVE_LAYOUT", where)
+                c.check_count(len(desc) // xsave.XFEAT.size, xsave.XFEAT.size, "XSAVE layout record")
+                xlayout = [(ty, n, off) for ty, n, off, _ in
+                           (c.unpack(xsave.XFEAT, "XSAVE layout record") for _ in range(len(desc) // xsave.XFEAT.size))]
             elif owner == "CORE" and ntype == NT_AUXV:
                 auxv = bytes(desc)
             elif owner == "CORE" and ntype == NT_PRPSINFO and len(desc) == PRPSINFO.size:
@@ -390,6 +383,8 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
                 note, note_at = _parse_note(path, where, desc), where
     if not threads:
         raise BadData(path, notes[0][0], "no NT_PRSTATUS note: the core has no threads")
+    for t in threads:
+        t.xstate_layout = list(xlayout)
 
     pieces = []
     for vaddr, memsz, off, filesz, _, _ in loads:
@@ -423,8 +418,11 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
         exe = files[0][3] if files else psinfo_name
         pid = threads[0].tid
         warnings.append("no MappedTrace note: settle states and capture metadata unknown")
+    devices = _check_named_files(path, note_at if note is not None else notes[0][0], exe, mappings,
+                                 meta.get("binaries"))
     ct = CoreTarget(pid=pid, threads=threads, mappings=mappings, auxv=auxv, exe=exe,
                     pieces=pieces, meta=meta, warnings=warnings)
+    ct.untrusted_files.update(devices)
     for b in meta.get("binaries", []) if isinstance(meta.get("binaries"), list) else []:
         # bytes not in the snapshot are read from the mapped files: only from the same build
         if isinstance(b, dict) and isinstance(b.get("path"), str) and b.get("build_id"):
@@ -436,6 +434,29 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
     ct.path = path
     ct._mm = mm
     return ct
+
+
+def _check_named_files(path: str, where: int, exe: str, mappings: list[Mapping], binaries) -> set[str]:
+    """Refuse a snapshot that names a FIFO, a socket or a directory as its
+    executable or as a mapped file: no process maps one (mmap fails on them),
+    and opening or reading one could block forever.  A mapped device is real
+    (``/dev/zero``, a GPU): its path is returned, so it is never read from disk.
+    """
+    named = {m.path for m in mappings if m.path.startswith("/")}
+    if isinstance(binaries, list):
+        named |= {b["path"] for b in binaries if isinstance(b, dict) and isinstance(b.get("path"), str)}
+    devices = set()
+    for p in ([exe] if exe.startswith("/") else []) + sorted(named):
+        why = not_regular(p)
+        if why is None:
+            continue
+        if p != exe and why in ("a character device", "a block device"):
+            devices.add(p)
+            continue
+        what = "executable" if p == exe else "mapped file"
+        raise BadData(path, where, f"the snapshot names {why} as its {what}: {p}",
+                      hint="only regular files are read; was the file replaced since the snapshot?")
+    return devices
 
 
 def _parse_nt_file(path: str, where: int, desc: bytes) -> list[tuple[int, int, int, str]]:
@@ -454,6 +475,8 @@ def _parse_note(path: str, where: int, desc: bytes) -> dict:
         note = json.loads(bytes(desc).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadData(path, where, f"MappedTrace note is not valid JSON ({e})") from None
+    except RecursionError:      # json's decoder recurses once per nesting level
+        raise BadData(path, where, "MappedTrace note is nested too deeply to be ours") from None
     if not isinstance(note, dict) or note.get("format") != "mappedtrace-snapshot":
         raise BadData(path, where, "MappedTrace note has no 'format': 'mappedtrace-snapshot'")
     v = note.get("version")
@@ -468,10 +491,15 @@ def _note_mappings(path: str, where: int, note: dict) -> list[Mapping]:
     raw = note.get("mappings")
     if not isinstance(raw, list):
         raise BadData(path, where, "MappedTrace note: 'mappings' is not a list")
+    prev_end = 0
     for i, m in enumerate(raw):
-        if (not isinstance(m, list) or len(m) != 6 or not all(isinstance(x, int) for x in (m[0], m[1], m[3], m[4]))
-                or not isinstance(m[2], str) or not isinstance(m[5], str) or not 0 <= m[0] <= m[1] <= 1 << 64):
-            raise BadData(path, where, f"MappedTrace note: mapping {i} is malformed: {str(m)[:80]}")
+        # every number a u64 (addresses end below 2^64), ranges in order and disjoint, as in /proc/PID/maps
+        if (not isinstance(m, list) or len(m) != 6
+                or not all(isinstance(x, int) and 0 <= x < 1 << 64 for x in (m[0], m[1], m[3], m[4]))
+                or not isinstance(m[2], str) or not isinstance(m[5], str) or not prev_end <= m[0] <= m[1]):
+            raise BadData(path, where, f"MappedTrace note: mapping {i} is malformed, out of order or past "
+                          f"2^64: {str(m)[:80]}")
+        prev_end = m[1]
         out.append(Mapping(m[0], m[1], m[2], m[3], m[5], m[4]))
     return out
 

@@ -22,18 +22,23 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import _kernel as k
+from . import xsave
 from .base import Mapping, Target, ThreadState
 from ..errors import MappedTraceError, NoSuchProcess, PermissionProblem, TargetFault
 
 
 @dataclass
 class ThreadSnapshot(ThreadState):
-    """A :class:`ThreadState` that also keeps the raw ``NT_X86_XSTATE`` (XSAVE) area."""
+    """A :class:`ThreadState` that also keeps the ``NT_X86_XSTATE`` (XSAVE) area:
+    in Intel's standard layout, which ``xstate_layout`` (the records of an
+    ``NT_X86_XSAVE_LAYOUT`` note: component, size, offset) describes; see
+    :mod:`mappedtrace.target.xsave`."""
 
     xstate: bytes | None = None
+    xstate_layout: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def process_state(pid: int) -> str:
@@ -275,7 +280,8 @@ class LiveTarget(Target):
                 name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
             except OSError:
                 name = ""
-            t = ThreadSnapshot(tid, regs, fp, name=name, xstate=xs)
+            xs, layout = xsave.to_standard(xs) if xs else (xs, [])
+            t = ThreadSnapshot(tid, regs, fp, name=name, xstate=xs, xstate_layout=layout)
             if tid in old:      # keep the settle outcome across refreshes
                 t.settle, t.settle_steps = old[tid].settle, old[tid].settle_steps
             threads.append(t)

@@ -34,6 +34,7 @@ from . import _kernel as k
 from .base import SETTLED, UNINSTRUMENTED, UNSETTLED, Target, ThreadState
 from ..binreader import Cursor
 from ..errors import MappedTraceError
+from ..fileio import open_regular
 
 #: default bounds per thread
 MAX_STEPS = 20000
@@ -54,7 +55,7 @@ def load_bias(target: Target, exe: str | None = None) -> int:
     """
     path = exe or target.exe
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "the executable") as f:
             head = f.read(_EHDR_ENTRY.size)
     except OSError as e:
         raise MappedTraceError(f"cannot read the executable {path}: {e.strerror}") from None
