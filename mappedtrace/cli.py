@@ -18,7 +18,9 @@ from .errors import MappedTraceError, NotBuiltYet
 #: name → (module, one-line help, issue that builds it)
 COMMANDS: dict[str, tuple[str, str]] = {
     "cc": ("cc", "Compile C with pointer maps: a drop-in CC (clang-22 + the pass)."),
+    "c++": ("cxx", "Compile C++ with pointer maps: a drop-in CXX (clang++-22 + the pass)."),
     "rustc": ("rustc", "Compile Rust with pointer maps (linker-plugin-lto + the pass)."),
+    "cargo": ("cargo", "Run cargo with pointer maps; 'run' and 'test' check leaks at exit."),
     "run": ("run", "Run a program and report its leaks at exit, like LeakSanitizer."),
     "snapshot": ("snapshot", "Write a core-file snapshot of a running process."),
     "leaks": ("leaks", "Report leaks of a running process (PID) or a snapshot file."),
@@ -132,6 +134,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(message: str) -> str:
     return " ".join(message.split())
+
+
+def _tool_main(name: str) -> int:
+    return main([name, *sys.argv[1:]])
+
+
+def cc_main() -> int:
+    """``mappedtrace-cc``: one executable for build systems that want CC to be a path."""
+    return _tool_main("cc")
+
+
+def cxx_main() -> int:
+    """``mappedtrace-c++``: the same for CXX."""
+    return _tool_main("c++")
+
+
+def rustc_wrapper_main() -> int:
+    """``mappedtrace-rustc-wrapper RUSTC ARGS…``: cargo's ``RUSTC_WRAPPER``."""
+    from .driver import run_wrapper
+    try:
+        return run_wrapper(sys.argv[1:])
+    except MappedTraceError as e:
+        print(f"mappedtrace: error: {e.message}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -66,15 +66,16 @@ def _inputs(args: list[str]) -> tuple[list[str], bool]:
     return files, has_x
 
 
-def cc_command(args: list[str], plugin: str | None = None) -> list[str]:
-    """The clang-22 command line ``mappedtrace cc ARGS…`` runs.
+def cc_command(args: list[str], plugin: str | None = None, compiler: str = "clang-22") -> list[str]:
+    """The clang-22 command line ``mappedtrace cc ARGS…`` runs (``compiler``
+    ``clang++-22`` for ``mappedtrace c++``).
 
     :param args: the user's arguments, unchanged.
     :param plugin: the pass plugin path (default: :func:`toolchain.plugin_path`).
     :returns: the full argv, compiler first.
     :raises ToolchainError: clang-22 or the plugin is missing.
     """
-    clang = tc.require_tool("clang-22")
+    clang = tc.require_tool(compiler)
     args = list(args)
     flags = set(args)
     if (not args or args == ["-v"] or flags & {"--version", "--help", "-help", "-dumpversion",
@@ -178,7 +179,7 @@ _REGALLOC_RETRIES = (
 )
 
 
-def run_cc(args: list[str]) -> int:
+def run_cc(args: list[str], compiler: str = "clang-22") -> int:
     """Run ``mappedtrace cc``; returns the compiler's exit code.
 
     Recorded pointers stay where the register allocator puts them (the
@@ -188,7 +189,7 @@ def run_cc(args: list[str]) -> int:
     each time: same maps, slower code.  An environment that already sets
     ``MAPPEDTRACE_MAX_REG_VALUES`` or ``MAPPEDTRACE_DEOPT_IN_REGS`` gets no retry.
     """
-    cmd = cc_command(args)
+    cmd = cc_command(args, compiler=compiler)
     if any(os.environ.get(k) is not None for k in ("MAPPEDTRACE_DEOPT_IN_REGS", "MAPPEDTRACE_MAX_REG_VALUES")):
         return _run(cmd)
     _verbose(cmd)
@@ -214,3 +215,101 @@ def run_cc(args: list[str]) -> int:
 def run_rustc(args: list[str]) -> int:
     """Run ``mappedtrace rustc``; returns the compiler's exit code."""
     return _run(rustc_command(args))
+
+
+def _crate_types(args: list[str]) -> set[str]:
+    out: set[str] = set()
+    for i, a in enumerate(args):
+        if a == "--crate-type" and i + 1 < len(args):
+            out.update(args[i + 1].split(","))
+        elif a.startswith("--crate-type="):
+            out.update(a.split("=", 1)[1].split(","))
+    return out
+
+
+def _crate_name(args: list[str]) -> str:
+    for i, a in enumerate(args):
+        if a == "--crate-name" and i + 1 < len(args):
+            return args[i + 1]
+    return ""
+
+
+def wrapper_command(args: list[str], plugin: str | None = None) -> list[str]:
+    """The command cargo's ``RUSTC_WRAPPER`` runs: ``args`` is cargo's
+    ``RUSTC ARGS…``.  Every crate cargo builds gets the maps (its LLVM
+    bitcode goes to the final link, where lld runs the pass over all of them)
+    except code that runs inside the build, not in the program: proc-macro
+    crates (loaded by rustc) and build scripts; cargo's queries (``-vV``,
+    ``--print``) pass through."""
+    if not args:
+        raise ToolchainError("the rustc wrapper needs the compiler as its first argument",
+                             hint="set RUSTC_WRAPPER=mappedtrace-rustc-wrapper and run cargo")
+    rustc, rest = args[0], args[1:]
+    kinds = _crate_types(rest)
+    if "proc-macro" in kinds or _crate_name(rest).startswith("build_script_") or not rest or \
+            any(a in {"--version", "-V", "-vV"} or a.startswith("--print") for a in rest) or "-" in rest:
+        return [rustc, *rest]
+    cmd = rustc_command(rest, plugin)
+    cmd[0] = rustc                      # the rustc cargo chose (rustup's toolchain)
+    return cmd
+
+
+def run_wrapper(args: list[str]) -> int:
+    """``RUSTC_WRAPPER`` entry point (``mappedtrace-rustc-wrapper RUSTC ARGS…``)."""
+    return _run(wrapper_command(args))
+
+
+def cargo_env(run_leak_check: bool = True, leaks_json: str | None = None) -> dict[str, str]:
+    """The environment ``mappedtrace cargo`` gives cargo: the wrapper, and for
+    ``run``/``test`` a runner that checks the program's leaks at exit (its
+    JSON report to ``leaks_json``)."""
+    import shlex
+    env = dict(os.environ)
+    exe = Path(sys.executable).parent / "mappedtrace-rustc-wrapper"
+    env["RUSTC_WRAPPER"] = str(exe) if exe.exists() else "mappedtrace-rustc-wrapper"
+    if run_leak_check:
+        host = _rust_host()
+        if host:
+            key = "CARGO_TARGET_" + host.upper().replace("-", "_").replace(".", "_") + "_RUNNER"
+            run = [sys.executable, "-m", "mappedtrace", "run",
+                   *(["--json", os.path.abspath(leaks_json)] if leaks_json else []), "--"]
+            env.setdefault(key, " ".join(shlex.quote(a) for a in run))
+    return env
+
+
+def _rust_host() -> str | None:
+    rustc = tc.find_tool("rustc")
+    if not rustc:
+        return None
+    try:
+        out = subprocess.run([rustc, "-vV"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        if line.startswith("host: "):
+            return line.split(": ", 1)[1].strip()
+    return None
+
+
+def run_cargo(args: list[str]) -> int:
+    """``mappedtrace cargo [--leaks-json FILE] [--no-leak-check] ARGS…``: cargo
+    with the maps (see :func:`cargo_env`); the two options, before cargo's
+    own arguments, belong to MappedTrace."""
+    leaks_json, check = None, True
+    while args and args[0] in ("--leaks-json", "--no-leak-check"):
+        if args[0] == "--no-leak-check":
+            check, args = False, args[1:]
+        elif len(args) < 2:
+            raise ToolchainError("--leaks-json needs a file name")
+        else:
+            leaks_json, args = args[1], args[2:]
+    cargo = tc.find_tool("cargo")
+    if not cargo:
+        raise ToolchainError("cargo not found", hint="install Rust 1.95 (built on LLVM 22)")
+    tc.plugin_path()                    # build the plugin once, not inside every rustc
+    cmd = [cargo, *args]
+    _verbose(cmd)
+    try:
+        return subprocess.run(cmd, env=cargo_env(check, leaks_json)).returncode
+    except KeyboardInterrupt:
+        return 130

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ._analysis_opts import analyse_arg, open_private, print_warnings, roots_option
+from ._analysis_opts import analyse_arg, open_private, output_path, print_warnings, roots_option
 
 
 @click.command(help="Growth between two snapshot files of the same process (older first): by type, "
@@ -14,7 +14,7 @@ from ._analysis_opts import analyse_arg, open_private, print_warnings, roots_opt
                     "object where the growth accumulates.")
 @click.argument("before")
 @click.argument("after")
-@click.option("--json", "json_path", metavar="FILE", help="Write the diff as JSON to FILE ('-': stdout).")
+@click.option("--json", "json_path", metavar="FILE", callback=output_path, help="Write the diff as JSON to FILE ('-': stdout).")
 @click.option("--limit", default=15, show_default=True, type=click.IntRange(1), help="Rows per table.")
 @roots_option
 @click.option("--width", type=int, default=None, help="Report width (columns).")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ._analysis_opts import analyse_arg, open_private, print_warnings, roots_option
+from ._analysis_opts import analyse_arg, open_private, output_path, print_warnings, roots_option
 from ..errors import MappedTraceError
 
 
@@ -23,7 +23,7 @@ class QueryError(MappedTraceError):
                     "ORDER BY 3 DESC")
 @click.argument("what")
 @click.argument("sql")
-@click.option("--json", "json_path", metavar="FILE", help="Write the result as JSON to FILE ('-': stdout).")
+@click.option("--json", "json_path", metavar="FILE", callback=output_path, help="Write the result as JSON to FILE ('-': stdout).")
 @click.option("--max-rows", default=100, show_default=True, type=click.IntRange(1),
               help="Rows printed on the terminal (JSON gets them all).")
 @roots_option

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ._analysis_opts import analyse_arg, open_private, print_warnings, roots_option
+from ._analysis_opts import analyse_arg, open_private, output_path, print_warnings, roots_option
 
 
 def heap_summary(graph, dom) -> dict:
@@ -25,7 +25,7 @@ def heap_summary(graph, dom) -> dict:
 @click.command(help="Objects, shallow bytes and retained bytes (dominator tree) by type and by the "
                     "root that holds them (global, thread-local, frame), largest first.")
 @click.argument("what")
-@click.option("--json", "json_path", metavar="FILE", help="Write the tables as JSON to FILE ('-': stdout).")
+@click.option("--json", "json_path", metavar="FILE", callback=output_path, help="Write the tables as JSON to FILE ('-': stdout).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1), help="Rows per table.")
 @roots_option
 @click.option("--width", type=int, default=None, help="Report width (columns).")

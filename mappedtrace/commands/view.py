@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._analysis_opts import analyse_arg, open_private, print_warnings, roots_option
+from ._analysis_opts import analyse_arg, open_private, output_path, print_warnings, roots_option
 from ..errors import MappedTraceError
 
 
@@ -13,7 +13,7 @@ from ..errors import MappedTraceError
                     "shows the second snapshot's heap.")
 @click.argument("what")
 @click.argument("after", required=False)
-@click.option("-o", "--output", required=True, metavar="FILE.html")
+@click.option("-o", "--output", required=True, metavar="FILE.html", callback=output_path)
 @roots_option
 def command(what: str, after: str | None, output: str, roots_mode: str) -> int:
     from ..analyses.dominators import dominator_tree

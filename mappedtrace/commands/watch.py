@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ._analysis_opts import open_private, print_warnings, roots_option
+from ._analysis_opts import open_private, output_path, print_warnings, roots_option
 from ..errors import MappedTraceError
 
 
@@ -27,7 +27,7 @@ def _seconds(s: str) -> float:
 @click.argument("pid", type=int)
 @click.option("--every", "every", default="30s", show_default=True, help="Interval: 500ms, 30s, 5m…")
 @click.option("--count", default=0, type=click.IntRange(0), help="Snapshots after the first (0: until interrupted).")
-@click.option("--json", "json_path", metavar="FILE",
+@click.option("--json", "json_path", metavar="FILE", callback=output_path,
               help="Write the last diff as JSON to FILE ('-': stdout, one document per interval).")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1), help="Rows per table.")
 @roots_option
