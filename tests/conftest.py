@@ -154,3 +154,18 @@ def run_traced(exe: Path, tmp: Path, *extra: str) -> tuple[subprocess.CompletedP
     assert js.exists(), r.stderr[-3000:]
     return r, json.loads(js.read_text()), truth, kept
 
+
+
+def assert_exact(report: dict, truth: dict, kept: set, context: str = "") -> None:
+    """The leak report names exactly the leaked objects the program printed
+    (:func:`run_traced`'s truth), with their sizes and kinds, and none it kept."""
+    reported = {addr(l["address"]): l for l in report["leaks"]}
+    missed = sorted(set(truth) - set(reported))
+    false = sorted(set(reported) - set(truth))
+    assert not missed and not false, (
+        f"missed {[hex(a) for a in missed]}, false reports "
+        f"{[(hex(a), reported[a]['size'], reported[a]['type']) for a in false]}\n{context}")
+    for a, (size, how) in truth.items():
+        assert reported[a]["kind"] == how, (hex(a), reported[a], how)
+        assert reported[a]["size"] == size
+    assert not kept & set(reported)

@@ -13,22 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAPPEDTRACE, ROOT, addr as _addr, need, run_traced
+from conftest import MAPPEDTRACE, ROOT, assert_exact, need, run_traced
 
 HERE = ROOT / "tests" / "build_systems"
 TRUTH_DIR = ROOT / "tests" / "leak_corpus"
 BIN = Path(sys.executable).parent
-
-
-def _exact(report: dict, truth: dict, kept: set) -> None:
-    reported = {_addr(l["address"]): l for l in report["leaks"]}
-    missed = sorted(set(truth) - set(reported))
-    false = sorted(set(reported) - set(truth))
-    assert not missed and not false, (
-        f"missed {[hex(a) for a in missed]}, false {[(hex(a), reported[a]['type']) for a in false]}")
-    for a, (size, how) in truth.items():
-        assert reported[a]["size"] == size and reported[a]["kind"] == how, (hex(a), reported[a], how)
-    assert not kept & set(reported)
 
 
 def _own_frames_exact(report: dict) -> None:
@@ -45,7 +34,7 @@ def test_cxx_vector_and_shared_ptr_cycle(tmp_path):
     r, report, truth, kept = run_traced(exe, tmp_path)
     assert r.returncode == 23 and "exceptions work" in r.stdout, r.stderr[-2000:]
     assert len(truth) == 9
-    _exact(report, truth, kept)
+    assert_exact(report, truth, kept)
     _own_frames_exact(report)
 
 
@@ -78,7 +67,7 @@ def test_cargo_run_checks_leaks_of_every_crate(workspace, profile, tmp_path):
     truth, kept = _truth_of(r.stderr)
     assert len(truth) == 5
     report = json.loads(js.read_text())
-    _exact(report, truth, kept)
+    assert_exact(report, truth, kept)
     _own_frames_exact(report)
     types = {l["type"] for l in report["leaks"]}
     assert {"app::Record", "store::Shelf"} <= types, types  # both crates carry maps
@@ -102,7 +91,7 @@ def _run_and_check(exe: Path, tmp_path: Path) -> None:
     r, report, truth, kept = run_traced(exe, tmp_path)
     assert r.returncode == 23, r.stderr[-2000:]
     assert len(truth) == 2
-    _exact(report, truth, kept)
+    assert_exact(report, truth, kept)
     _own_frames_exact(report)
 
 

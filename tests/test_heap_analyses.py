@@ -112,18 +112,23 @@ def test_paths_prefer_exact_and_name_the_words():
 
 # --- top and why on a live process ------------------------------------------------
 
-@pytest.fixture(scope="module")
-def held(tmp_path_factory):
-    d = tmp_path_factory.mktemp("hold")
-    exe = d / "heap_hold"
-    build_sample(SAMPLES / "heap_hold.c", "-O2", exe)
-    p = subprocess.Popen([str(exe), "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def _start(exe: str, n: int):
+    p = subprocess.Popen([exe, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     truth = {}
     for line in p.stdout:
         if line.startswith("ready"):
             break
         _, what, addr, num = line.split()
         truth[what] = (int(addr, 16), int(num))
+    return p, truth
+
+
+@pytest.fixture(scope="module")
+def held(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hold")
+    exe = d / "heap_hold"
+    build_sample(SAMPLES / "heap_hold.c", "-O2", exe)
+    p, truth = _start(str(exe), 120)
     core = d / "hold.core"
     r = run_mt("snapshot", str(p.pid), "-o", str(core))
     assert r.returncode == 0, r.stderr
@@ -192,17 +197,6 @@ def test_why_bad_query_is_one_line(held, query):
 
 # --- diff and watch on a process that grows a cache -------------------------------
 
-def _start(exe: str, n: int):
-    p = subprocess.Popen([exe, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    truth = {}
-    for line in p.stdout:
-        if line.startswith("ready"):
-            break
-        _, what, addr, num = line.split()
-        truth[what] = (int(addr, 16), int(num))
-    return p, truth
-
-
 def _grow(p, k: int) -> int:
     p.stdin.write(f"grow {k}\n")
     p.stdin.flush()
@@ -211,29 +205,35 @@ def _grow(p, k: int) -> int:
     return int(line[1])
 
 
-def test_diff_names_the_growing_cache(held, tmp_path):
-    exe = str(held[2].parent / "heap_hold")
-    p, truth = _start(exe, 40)
+def _grown(exe: str, n: int, k: int, tmp_path) -> tuple[dict, object, object, int]:
+    """Start heap_hold with ``n`` entries, snapshot it (stop-copy), grow it by
+    ``k`` entries, snapshot it again (fork): (truth, before, after, bytes grown)."""
+    p, truth = _start(exe, n)
     try:
         a, b = tmp_path / "a.core", tmp_path / "b.core"
         assert run_mt("snapshot", str(p.pid), "-o", str(a)).returncode == 0
-        grew = _grow(p, 75)
+        grew = _grow(p, k)
         assert run_mt("snapshot", str(p.pid), "-o", str(b), "--mode", "fork").returncode == 0
-        doc = _json("diff", str(a), str(b))
-        s = doc["suspects"][0]
-        assert s["holder"] == "global cache" and s["growth_bytes"] == grew
-        assert s["path"][0]["type"] == "struct cache" and s["path"][0]["address"] == truth["cache"][0]
-        types = {t["type"]: t for t in doc["types"]}
-        assert types["struct entry"]["new_objects"] == 75 and types["struct entry"]["gone_objects"] == 0
-        assert doc["totals"]["new_objects"] == 150
-        holders = {h["holder"]: h for h in doc["holders"]}
-        assert holders["global cache"]["growth_bytes"] == grew
-        # a diff of two different processes is refused
-        r = run_mt("diff", str(a), str(held[2]))
-        assert r.returncode != 0 and "different processes" in r.stderr and "Traceback" not in r.stderr
     finally:
         p.stdin.close()
         p.wait(timeout=60)
+    return truth, a, b, grew
+
+
+def test_diff_names_the_growing_cache(held, tmp_path):
+    truth, a, b, grew = _grown(str(held[2].parent / "heap_hold"), 40, 75, tmp_path)
+    doc = _json("diff", str(a), str(b))
+    s = doc["suspects"][0]
+    assert s["holder"] == "global cache" and s["growth_bytes"] == grew
+    assert s["path"][0]["type"] == "struct cache" and s["path"][0]["address"] == truth["cache"][0]
+    types = {t["type"]: t for t in doc["types"]}
+    assert types["struct entry"]["new_objects"] == 75 and types["struct entry"]["gone_objects"] == 0
+    assert doc["totals"]["new_objects"] == 150
+    holders = {h["holder"]: h for h in doc["holders"]}
+    assert holders["global cache"]["growth_bytes"] == grew
+    # a diff of two different processes is refused
+    r = run_mt("diff", str(a), str(held[2]))
+    assert r.returncode != 0 and "different processes" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_watch_reports_growth_as_it_happens(held):
@@ -272,7 +272,7 @@ def test_query_counts_by_type_as_top_does(held):
     assert set(got) == set(top)
     for t, row in top.items():
         assert got[t][1] == row["objects"] and got[t][2] == row["shallow_bytes"], t
-    q = _json("query", str(core), f"SELECT retained FROM roots WHERE holder = 'global cache'")
+    q = _json("query", str(core), "SELECT retained FROM roots WHERE holder = 'global cache'")
     assert q["rows"] == [[truth["cache"][1]]]
 
 
@@ -351,16 +351,7 @@ def test_view_page_in_chromium(held, tmp_path):
 
 
 def test_view_of_two_snapshots_shows_growth(held, tmp_path):
-    exe = str(held[2].parent / "heap_hold")
-    p, truth = _start(exe, 20)
-    try:
-        a, b = tmp_path / "a.core", tmp_path / "b.core"
-        assert run_mt("snapshot", str(p.pid), "-o", str(a)).returncode == 0
-        grew = _grow(p, 40)
-        assert run_mt("snapshot", str(p.pid), "-o", str(b)).returncode == 0
-    finally:
-        p.stdin.close()
-        p.wait(timeout=60)
+    _, a, b, _ = _grown(str(held[2].parent / "heap_hold"), 20, 40, tmp_path)
     page = tmp_path / "diff.html"
     r = run_mt("view", str(a), str(b), "-o", str(page))
     assert r.returncode == 0, r.stderr

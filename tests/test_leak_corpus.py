@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAPPEDTRACE, ROOT, addr as _addr, have, run_traced
+from conftest import MAPPEDTRACE, ROOT, addr as _addr, assert_exact, have, run_traced
 
 CORPUS = ROOT / "tests" / "leak_corpus"
 PROGRAMS = ["dropped_list", "cycle", "tree_parent", "interior", "stale_slot", "threads_tls", "no_leaks",
@@ -29,15 +29,7 @@ def build(name: str, opt: str, out: Path) -> Path:
 def test_corpus_exact(name: str, opt: str, tmp_path: Path) -> None:
     exe = build(name, opt, tmp_path)
     r, report, truth, kept = run_traced(exe, tmp_path)
-    reported = {_addr(l["address"]): l for l in report["leaks"]}
-    missed = sorted(set(truth) - set(reported))
-    false = sorted(set(reported) - set(truth))
-    assert not missed and not false, (
-        f"missed {[hex(a) for a in missed]}, false reports {[(hex(a), reported[a]['size'], reported[a]['type']) for a in false]}\n{r.stderr[-3000:]}")
-    for a, (size, how) in truth.items():
-        assert reported[a]["kind"] == how, (hex(a), reported[a], how)
-        assert reported[a]["size"] == size
-    assert not kept & set(reported)
+    assert_exact(report, truth, kept, r.stderr[-3000:])
     s = report["summary"]
     assert s["leaked_objects"] == len(truth)
     assert s["direct_objects"] == sum(1 for _, h in truth.values() if h == "direct")

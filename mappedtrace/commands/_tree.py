@@ -128,12 +128,7 @@ def leaks_tree(what: str, json_path: str | None, exitcode: int, roots_mode: str,
         return json.loads(buf.getvalue())
 
     entries = over_tree(pid, work, warnings)
-    processes = []
-    for e in entries:
-        d = e.row()
-        if e.result is not None:
-            d["report"] = e.result
-        processes.append(d)
+    processes = _process_rows(entries)
     summary = tree_report.summary_counts(processes)
     reports = [p["report"]["summary"] for p in processes if "report" in p]
     summary.update(leaked_objects=sum(s["leaked_objects"] for s in reports),
@@ -152,6 +147,17 @@ def leaks_tree(what: str, json_path: str | None, exitcode: int, roots_mode: str,
     if summary["leaked_objects"]:
         return exitcode
     return 2 if summary["failed"] else 0
+
+
+def _process_rows(entries) -> list[dict]:
+    """One JSON row per process: who it is, and its report where it has one."""
+    processes = []
+    for e in entries:
+        d = e.row()
+        if e.result is not None:
+            d["report"] = e.result
+        processes.append(d)
+    return processes
 
 
 def graph_tree(what: str, output: str, roots_mode: str, export: Callable[[Any, str], None]) -> int:
@@ -201,12 +207,7 @@ def snapshot_tree(pid: int, output: str, as_json: bool, one: Callable[[int, str]
         return d
 
     entries = over_tree(tree_pid(str(pid)), work, warnings)
-    processes = []
-    for e in entries:
-        d = e.row()
-        if e.result is not None:
-            d["report"] = e.result
-        processes.append(d)
+    processes = _process_rows(entries)
     summary = tree_report.summary_counts(processes)
     summary["file_bytes"] = sum(p["report"]["file_bytes"] for p in processes if "report" in p)
     if as_json:

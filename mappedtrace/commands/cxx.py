@@ -1,16 +1,9 @@
 """``mappedtrace c++ ARGS…``: a drop-in CXX (clang++-22 + the MappedTrace pass)."""
 from __future__ import annotations
 
-import click
-
+from ._passthrough import passthrough
 from ..driver import run_cc
 
-
-@click.command(
-    help="Compile C++ with pointer maps: a drop-in CXX (clang++-22 + the pass). "
-         "Every argument is passed to clang++-22.",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                      "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> int:
-    return run_cc(list(args), compiler="clang++-22")
+command = passthrough("Compile C++ with pointer maps: a drop-in CXX (clang++-22 + the pass). "
+                      "Every argument is passed to clang++-22.",
+                      lambda args: run_cc(args, compiler="clang++-22"))
