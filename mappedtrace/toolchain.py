@@ -130,7 +130,7 @@ def _build_plugin(out: Path, quiet: bool) -> None:
     _prune_old_builds(out)
 
 
-def _prune_old_builds(keep: Path, max_kept: int = 4) -> None:
+def _prune_old_builds(keep: Path, max_kept: int = 8) -> None:
     """Remove all but the newest few plugin builds (each is rebuilt on demand)."""
     builds = sorted((p for p in keep.parent.glob("plugin-*") if p.is_dir() and ".tmp" not in p.name),
                     key=lambda p: p.stat().st_mtime, reverse=True)

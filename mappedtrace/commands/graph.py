@@ -1,10 +1,19 @@
 """``mappedtrace graph (PID | FILE) -o FILE.{json,dot}``: export the heap object graph."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from ._analysis_opts import analyse_arg, output_path, print_warnings, roots_option
 from ..errors import MappedTraceError
+
+
+def _output(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An existing NAME.parquet directory is replaced (the tables are a directory)."""
+    if value.endswith(".parquet") and os.path.isdir(value) and not os.path.islink(value):
+        return value
+    return output_path(ctx, param, value)
 
 
 @click.command(help="Export the heap object graph (objects, edges, root edges, precision) "
@@ -12,7 +21,7 @@ from ..errors import MappedTraceError
                     "(objects, edges, roots, root_edges, types, fields; see 'mappedtrace query'): "
                     "NAME.parquet (a directory, one Parquet file per table), FILE.duckdb, FILE.db (SQLite).")
 @click.argument("what")
-@click.option("-o", "--output", required=True, metavar="FILE.json|.dot|.parquet|.duckdb|.db", callback=output_path)
+@click.option("-o", "--output", required=True, metavar="FILE.json|.dot|.parquet|.duckdb|.db", callback=_output)
 @roots_option
 @click.option("--tree", is_flag=True,
               help="PID and all its descendants: one file per process, -o a pattern ('{pid}' is "

@@ -5,13 +5,14 @@ permission, the process exited mid-capture, an unwritable file).
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import click
 
 from ..errors import MappedTraceError
-from ._analysis_opts import output_path
+from ..fileio import check_output
 
 
 class _LazyProgress:
@@ -43,8 +44,8 @@ class _LazyProgress:
 
 @click.command(help="Write a core-file snapshot of a running process.")
 @click.argument("pid", type=int)
-@click.option("-o", "--output", required=True, type=str, callback=output_path,
-              help="Snapshot file to write (mode 0600).")
+@click.option("-o", "--output", required=True, type=str,
+              help="Snapshot file to write (mode 0600); with --tree a pattern or a directory.")
 @click.option("--mode", type=click.Choice(["stop-copy", "fork"]), default="stop-copy", show_default=True,
               help="stop-copy: copy while stopped; fork: copy-on-write child, shortest pause.")
 @click.option("--backend", type=click.Choice(["ptrace", "lldb"]), default="ptrace", show_default=True)
@@ -67,6 +68,8 @@ def command(pid: int, output: str, mode: str, backend: str, settle: bool, max_st
 
     if pid <= 0:
         raise MappedTraceError(f"invalid PID {pid}", hint="give the PID of a running process (ps -e)")
+    if not tree or not (output.endswith("/") or os.path.isdir(output)):
+        check_output(output)             # a directory is an answer only for --tree
     if tree:
         from ._tree import snapshot_tree
         return snapshot_tree(pid, output, as_json,
