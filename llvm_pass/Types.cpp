@@ -17,6 +17,7 @@
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/ADT/STLExtras.h"
 #include <algorithm>
+#include <set>
 #include <tuple>
 
 using namespace llvm;
@@ -63,6 +64,58 @@ TypeTable::TypeTable(Module &M) : DL(M.getDataLayout()) {
   }
 }
 
+const DICompositeType *TypeTable::byName(StringRef Name) const {
+  auto It = ByName.find(Name);
+  return It == ByName.end() ? nullptr : It->second;
+}
+
+
+// STORED slots (FORMAT.md §2): every 8-aligned word that overlaps a range and
+// lies inside the object, unless a slot already covers it. A stored pointer
+// is found only at an aligned word: an unaligned one is missed by every
+// scanner (conservative ones too).
+void TypeTable::appendStored(TypeRec &R, const std::vector<std::pair<uint64_t, uint64_t>> &Ranges) const {
+  std::set<uint64_t> Have, Words;
+  for (const SlotRec &S : R.Slots)
+    for (uint64_t I = 0; I < S.Count && I < MaxSlotsPerType; ++I)
+      Have.insert(S.Offset + I * S.Stride);
+  for (auto [Lo, Hi] : Ranges)
+    for (uint64_t W = Lo & ~7ULL; W < Hi && W + 8 <= R.Size && Words.size() < MaxSlotsPerType; W += 8)
+      if (!Have.count(W))
+        Words.insert(W);
+  // one run per stretch of consecutive words
+  for (auto It = Words.begin(); It != Words.end();) {
+    SlotRec S;
+    S.Offset = *It;
+    S.Flags = SUntyped | SConservative | SStored;
+    uint64_t Next = *It + 8;
+    S.Count = 1;
+    for (++It; It != Words.end() && *It == Next && S.Count < UINT32_MAX; ++It, Next += 8)
+      ++S.Count;
+    S.Stride = S.Count > 1 ? 8 : 0;
+    R.Slots.push_back(S);
+  }
+}
+
+uint64_t TypeTable::withStored(uint64_t Id, const std::vector<std::pair<uint64_t, uint64_t>> &Ranges) {
+  const TypeRec *Base = get(Id);
+  if (!Base)
+    return Id;
+  TypeRec R = *Base;
+  appendStored(R, Ranges);
+  llvm::sort(R.Slots, [](const SlotRec &A, const SlotRec &B) {
+    return std::tie(A.Offset, A.Flags, A.Target) < std::tie(B.Offset, B.Flags, B.Target);
+  });
+  std::string Key = "stored:" + hex(Id) + ":";
+  for (const SlotRec &S : R.Slots)
+    if (S.Flags & SStored)
+      Key += std::to_string(S.Offset) + "x" + std::to_string(S.Count) + ",";
+  R.Id = fnv1a(Key);
+  if (R.Kind == KScalar || R.Kind == KPointer)
+    R.Kind = KStruct; // a layout of its own now (a scalar global with stored words)
+  return add(std::move(R));
+}
+
 const TypeRec *TypeTable::get(uint64_t Id) const {
   auto It = Types.find(Id);
   return It == Types.end() ? nullptr : &It->second;
@@ -100,6 +153,8 @@ static const DIType *strip(const DIType *T) {
   }
   return T;
 }
+
+const DIType *stripDI(const DIType *T) { return strip(T); }
 
 static bool isPointerTag(unsigned Tag) {
   return Tag == dwarf::DW_TAG_pointer_type || Tag == dwarf::DW_TAG_reference_type ||
@@ -192,6 +247,15 @@ static bool isNamedAggregate(const DICompositeType *C) {
 static uint64_t namedId(const DICompositeType *C) {
   StringRef Key = C->getIdentifier().empty() ? C->getName() : C->getIdentifier();
   return fnv1a(namedKind(C) + ":" + Key.str());
+}
+
+void TypeTable::addStored(const DICompositeType *C, uint64_t Off, uint64_t Len) {
+  if (!C || !Len)
+    return;
+  if (isNamedAggregate(C))
+    StoredById[namedId(C)].push_back({Off, Off + Len});
+  else
+    StoredByNode[C].push_back({Off, Off + Len});
 }
 
 const DICompositeType *TypeTable::definitionOf(const DICompositeType *C) const {
@@ -491,6 +555,12 @@ uint64_t TypeTable::idOfComposite(const DICompositeType *C, unsigned Depth) {
     if (MR->Flags & THasUnion)
       R.Flags |= THasUnion;
     appendArray(R.Slots, MR, Off, 1, MR->Size, Extra);
+  }
+  if (Named) {
+    if (auto It = StoredById.find(R.Id); It != StoredById.end())
+      appendStored(R, It->second);
+  } else if (auto It = StoredByNode.find(C); It != StoredByNode.end()) {
+    appendStored(R, It->second);
   }
   llvm::sort(R.Slots, [](const SlotRec &A, const SlotRec &B) {
     return std::tie(A.Offset, A.Flags, A.Target) < std::tie(B.Offset, B.Flags, B.Target);

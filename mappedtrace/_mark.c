@@ -37,7 +37,7 @@
 
 /* node state bits (mirror of trace.py ST_*) */
 #define ST_REACHED   0x01u
-#define ST_TYPED     0x02u   /* typed by a pointer at an element offset */
+#define ST_TYPED     0x02u   /* typed by a pointer to its start */
 #define ST_UNKNOWN   0x04u   /* reached through an untyped/interior/conservative pointer */
 #define ST_AMBIG     0x08u   /* reached with two different pointer-bearing types */
 #define ST_SCALAR    0x10u   /* reached at offset 0 by a pointer to a pointer-free type */

@@ -1,0 +1,394 @@
+//===- PointerStores.cpp - pointers stored where the type says "no pointer" -===//
+//
+// A type may let the tracer skip a word only where the program provably never
+// stores a pointer there (issue #11). This module-level scan finds the stores
+// that break a declared layout and records the words as STORED slots
+// (FORMAT.md §2), which the tracer scans conservatively:
+//   * a pointer-typed `store` (or a vector/aggregate holding pointers);
+//   * a `memcpy`/`memmove` whose source memory holds a pointer in the copied
+//     bytes (by its debug type, or an alloca's IR type);
+//   * an integer that comes from a `ptrtoint` (through integer arithmetic,
+//     phis, selects, casts, calls to and returns from functions of this
+//     module) and reaches a `store` or an atomic write: tagged pointers in
+//     `uintptr_t` fields.
+// The destination is resolved to (type, byte offset) through constant and
+// variable GEPs, from the debug type of the base pointer (dbg.value, the
+// signature, a dbg.declare'd alloca, a global's debug info, the field a base
+// pointer was loaded from, or a GEP's named struct); the innermost struct or
+// union holding that offset gets the mark. A scalar global gets its own type
+// with STORED words (Emitter.cpp).
+//
+// Known imprecision (written where it arises below): a store through a pointer
+// whose type cannot be resolved (a `void *` or `char *` base with no better
+// hint) marks nothing; integer locals holding pointers are not stack roots.
+// Bytes past a struct's declared size (flexible arrays, trailing data) need no
+// mark: the tracer scans an object's tail conservatively anyway.
+//
+// Run: as part of the `mappedtrace` pass (Emitter::run, before any type id).
+//===----------------------------------------------------------------------===//
+#include "MappedTrace.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/Analysis/ValueTracking.h"
+#include "llvm/BinaryFormat/Dwarf.h"
+#include "llvm/IR/DataLayout.h"
+#include "llvm/IR/DebugInfo.h"
+#include "llvm/IR/IntrinsicInst.h"
+#include "llvm/IR/Operator.h"
+
+using namespace llvm;
+
+namespace mappedtrace {
+
+namespace {
+
+static constexpr unsigned MaxResolveDepth = 6;
+static constexpr unsigned MaxGEPChain = 32;
+static constexpr unsigned MaxDIDepth = 16;
+
+/// Where an address points: into memory of debug type T at byte Off (Var:
+/// plus an unknown offset), or into global G.
+struct Loc {
+  const DIType *T = nullptr;
+  GlobalVariable *G = nullptr;
+  uint64_t Off = 0;
+  bool Var = false;
+};
+
+static bool isPtrTag(unsigned Tag) {
+  return Tag == dwarf::DW_TAG_pointer_type || Tag == dwarf::DW_TAG_reference_type ||
+         Tag == dwarf::DW_TAG_rvalue_reference_type;
+}
+
+static const DIType *pointee(const DIType *T) {
+  auto *D = dyn_cast_or_null<DIDerivedType>(stripDI(T));
+  if (!D || !isPtrTag(D->getTag()))
+    return nullptr;
+  return stripDI(D->getBaseType());
+}
+
+static uint64_t sizeOf(const DIType *T) { return T ? T->getSizeInBits() / 8 : 0; }
+
+class Finder {
+public:
+  Finder(Module &M, TypeTable &TT,
+         std::map<GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals)
+      : M(M), TT(TT), DL(M.getDataLayout()), Globals(Globals) {}
+
+  void run() {
+    taint();
+    for (Function &F : M) {
+      if (F.isDeclaration())
+        continue;
+      ValueDI.clear();
+      AllocaVar.clear();
+      collectValueTypes(F, ValueDI, &AllocaVar);
+      for (BasicBlock &BB : F)
+        for (Instruction &I : BB)
+          visit(I);
+    }
+  }
+
+private:
+  // ---- integers that carry a pointer (ptrtoint and what is computed from it)
+  void taint() {
+    SmallVector<Value *, 64> Work;
+    auto Add = [&](Value *V) {
+      if (V->getType()->isIntOrIntVectorTy() && Tainted.insert(V).second)
+        Work.push_back(V);
+    };
+    for (Function &F : M)
+      for (BasicBlock &BB : F)
+        for (Instruction &I : BB)
+          if (isa<PtrToIntInst>(I))
+            Add(&I);
+    // Each value enters the work list once: bounded by the module's size.
+    while (!Work.empty()) {
+      Value *V = Work.pop_back_val();
+      for (User *U : V->users()) {
+        auto *I = dyn_cast<Instruction>(U);
+        if (!I)
+          continue;
+        if (isa<BinaryOperator>(I) || isa<PHINode>(I) || isa<FreezeInst>(I) ||
+            (isa<CastInst>(I) && !isa<IntToPtrInst>(I) && !isa<PtrToIntInst>(I))) {
+          Add(I);
+        } else if (auto *S = dyn_cast<SelectInst>(I)) {
+          if (S->getCondition() != V)
+            Add(S);
+        } else if (auto *R = dyn_cast<ReturnInst>(I)) {
+          // returned: every call of this function yields a tainted value
+          for (User *CU : R->getFunction()->users())
+            if (auto *CB = dyn_cast<CallBase>(CU); CB && CB->getCalledOperand() == R->getFunction())
+              Add(CB);
+        } else if (auto *CB = dyn_cast<CallBase>(I)) {
+          Function *Callee = CB->getCalledFunction();
+          if (!Callee || Callee->isDeclaration())
+            continue;   // known imprecision: a library function's use is not followed
+          for (unsigned A = 0; A < CB->arg_size() && A < Callee->arg_size(); ++A)
+            if (CB->getArgOperand(A) == V)
+              Add(Callee->getArg(A));
+        }
+      }
+    }
+  }
+
+  // ---- the stores
+  void visit(Instruction &I) {
+    if (auto *S = dyn_cast<StoreInst>(&I)) {
+      Value *V = S->getValueOperand();
+      if (carriesPointer(V))
+        mark(S->getPointerOperand(), DL.getTypeStoreSize(V->getType()));
+    } else if (auto *RMW = dyn_cast<AtomicRMWInst>(&I)) {
+      if (carriesPointer(RMW->getValOperand()))
+        mark(RMW->getPointerOperand(), DL.getTypeStoreSize(RMW->getValOperand()->getType()));
+    } else if (auto *X = dyn_cast<AtomicCmpXchgInst>(&I)) {
+      if (carriesPointer(X->getNewValOperand()))
+        mark(X->getPointerOperand(), DL.getTypeStoreSize(X->getNewValOperand()->getType()));
+    } else if (auto *MT = dyn_cast<MemTransferInst>(&I)) {
+      auto *Len = dyn_cast<ConstantInt>(MT->getLength());
+      uint64_t N = Len ? Len->getZExtValue() : UINT64_MAX;
+      if (sourceHoldsPointer(MT->getSource(), N))
+        mark(MT->getDest(), N);
+    }
+  }
+
+  bool carriesPointer(Value *V) const {
+    Type *T = V->getType();
+    if (T->isPtrOrPtrVectorTy() || aggregatePointerCount(T))
+      return !isa<ConstantPointerNull>(V) && !isa<Function>(V->stripPointerCasts());
+    return Tainted.count(V);
+  }
+
+  /// Does the memory at S hold a pointer in its first N bytes?
+  bool sourceHoldsPointer(Value *S, uint64_t N) {
+    Value *B = S->stripPointerCasts();
+    if (auto *AI = dyn_cast<AllocaInst>(getUnderlyingObject(B, MaxGEPChain)))
+      if (typeHasPointer(AI->getAllocatedType()))
+        return true;
+    Loc L;
+    if (!resolve(S, L, 0) || !L.T)
+      return false; // known imprecision: memory of unknown type is taken as pointer-free
+    uint64_t Hi = L.Var || N == UINT64_MAX ? UINT64_MAX : L.Off + N;
+    return diHasPointer(L.T, L.Var ? 0 : L.Off, Hi, 0);
+  }
+
+  /// Is there a pointer member of T overlapping bytes [Lo, Hi)?
+  bool diHasPointer(const DIType *T, uint64_t Lo, uint64_t Hi, unsigned Depth) const {
+    T = stripDI(T);
+    if (!T || Depth > MaxDIDepth)
+      return false;
+    if (auto *D = dyn_cast<DIDerivedType>(T))
+      return isPtrTag(D->getTag()) && Lo < 8;
+    auto *C = dyn_cast<DICompositeType>(T);
+    if (!C)
+      return false;
+    if (C->getTag() == dwarf::DW_TAG_array_type) {
+      const DIType *E = stripDI(C->getBaseType());
+      uint64_t ES = sizeOf(E);
+      if (!ES)
+        return false;
+      // an element whose range overlaps: same layout in each, so check one period
+      return diHasPointer(E, Lo % ES, Hi - Lo >= ES ? ES : Lo % ES + (Hi - Lo), Depth + 1);
+    }
+    for (const DINode *N : C->getElements()) {
+      auto *Mem = dyn_cast_or_null<DIDerivedType>(N);
+      if (!Mem || Mem->getTag() != dwarf::DW_TAG_member || Mem->isStaticMember())
+        continue;
+      uint64_t O = Mem->getOffsetInBits() / 8, S = sizeOf(Mem->getBaseType());
+      if (O < Hi && (O + S > Lo || !S) &&
+          diHasPointer(Mem->getBaseType(), Lo > O ? Lo - O : 0, Hi - O, Depth + 1))
+        return true;
+    }
+    return false;
+  }
+
+  // ---- resolving an address to (debug type, offset)
+  bool resolve(Value *A, Loc &L, unsigned Depth) {
+    if (Depth > MaxResolveDepth)
+      return false;
+    int64_t Off = 0;
+    bool Var = false;
+    const DICompositeType *Hint = nullptr;
+    Value *B = A;
+    for (unsigned I = 0; I < MaxGEPChain; ++I) {
+      B = B->stripPointerCasts();
+      auto *G = dyn_cast<GEPOperator>(B);
+      if (!G)
+        break;
+      SmallMapVector<Value *, APInt, 4> VarOffs;
+      APInt C(DL.getIndexTypeSizeInBits(G->getType()), 0);
+      if (!G->collectOffset(DL, C.getBitWidth(), VarOffs, C))
+        return false;
+      Off += C.getSExtValue();
+      Var |= !VarOffs.empty();
+      // a GEP over a named struct names its base's type (at -O0 and in
+      // unoptimised code; optimised GEPs are mostly over i8)
+      if (auto *ST = dyn_cast<StructType>(G->getSourceElementType()); ST && ST->hasName()) {
+        StringRef N = ST->getName();
+        for (StringRef P : {"struct.", "union.", "class."})
+          if (N.consume_front(P))
+            break;
+        Hint = TT.byName(N);
+      } else {
+        Hint = nullptr;
+      }
+      B = G->getPointerOperand();
+    }
+    if (Off < 0)
+      return false;
+    L = Loc();
+    L.Off = (uint64_t)Off;
+    L.Var = Var;
+    if (auto *GV = dyn_cast<GlobalVariable>(B)) {
+      L.G = GV;
+      SmallVector<DIGlobalVariableExpression *, 1> GVEs;
+      GV->getDebugInfo(GVEs);
+      for (auto *E : GVEs)
+        if (E->getVariable() && E->getExpression()->getNumElements() == 0) {
+          L.T = E->getVariable()->getType();
+          break;
+        }
+      return true;
+    }
+    if (auto *AI = dyn_cast<AllocaInst>(B)) {
+      if (const DILocalVariable *V = AllocaVar.lookup(AI))
+        L.T = V->getType();
+      return L.T != nullptr;
+    }
+    if (const DIType *PT = ValueDI.lookup(B))
+      L.T = pointee(PT);
+    if (!L.T)
+      if (auto *LI = dyn_cast<LoadInst>(B)) {
+        // the base was loaded from a field: that field's pointee type
+        Loc From;
+        if (resolve(LI->getPointerOperand(), From, Depth + 1) && From.T && !From.Var)
+          L.T = pointee(fieldAt(From.T, From.Off));
+      }
+    if (!L.T && Hint)
+      L.T = Hint;
+    return L.T != nullptr;
+  }
+
+  /// The debug type of the member that starts at byte Off of T (nested).
+  const DIType *fieldAt(const DIType *T, uint64_t Off, unsigned Depth = 0) const {
+    T = stripDI(T);
+    if (!T || Depth > MaxDIDepth)
+      return nullptr;
+    auto *C = dyn_cast<DICompositeType>(T);
+    if (!C)
+      return Off == 0 ? T : nullptr;
+    if (C->getTag() == dwarf::DW_TAG_array_type) {
+      const DIType *E = stripDI(C->getBaseType());
+      uint64_t ES = sizeOf(E);
+      return ES ? fieldAt(E, Off % ES, Depth + 1) : nullptr;
+    }
+    for (const DINode *N : C->getElements()) {
+      auto *Mem = dyn_cast_or_null<DIDerivedType>(N);
+      if (!Mem || Mem->getTag() != dwarf::DW_TAG_member || Mem->isStaticMember() || Mem->isBitField())
+        continue;
+      uint64_t O = Mem->getOffsetInBits() / 8, S = sizeOf(Mem->getBaseType());
+      if (Off >= O && Off < O + S)
+        if (const DIType *R = fieldAt(Mem->getBaseType(), Off - O, Depth + 1))
+          return R;
+    }
+    return nullptr;
+  }
+
+  // ---- marking
+  void mark(Value *Addr, uint64_t Len) {
+    Loc L;
+    if (!resolve(Addr, L, 0))
+      return; // known imprecision: a destination of unknown type gets no mark
+    const DIType *T = L.T ? stripDI(L.T) : nullptr;
+    // an array of scalars is marked on its enclosing aggregate; at top level
+    // only a global can carry a layout of its own
+    const DIType *Elem = T;
+    for (unsigned I = 0; I < MaxDIDepth; ++I)
+      if (auto *AC = dyn_cast_or_null<DICompositeType>(Elem); AC && AC->getTag() == dwarf::DW_TAG_array_type)
+        Elem = stripDI(AC->getBaseType());
+      else
+        break;
+    auto *EC = dyn_cast_or_null<DICompositeType>(Elem);
+    if (!EC || EC->getTag() == dwarf::DW_TAG_enumeration_type) {
+      // a scalar (or pointer) variable: only globals can carry their own layout
+      if (L.G && !(T && isa<DIDerivedType>(T) && isPtrTag(cast<DIDerivedType>(T)->getTag()))) {
+        uint64_t Size = DL.getTypeAllocSize(L.G->getValueType());
+        uint64_t Lo = L.Var ? 0 : L.Off, Hi = L.Var || Len == UINT64_MAX ? Size : std::min(Size, L.Off + Len);
+        if (Lo < Hi)
+          Globals[L.G].push_back({Lo, Hi});
+      }
+      return;
+    }
+    markIn(cast<DICompositeType>(T), L.Off, Len, L.Var, 0);
+  }
+
+  /// Mark bytes [Off, Off+Len) of C (Var: anywhere in the member holding Off)
+  /// where C's declared layout has no pointer.
+  void markIn(const DICompositeType *C, uint64_t Off, uint64_t Len, bool Var, unsigned Depth) {
+    if (Depth > MaxDIDepth)
+      return;
+    uint64_t Size = sizeOf(C);
+    if (Off >= Size)
+      return; // past the declared part: the tracer scans an object's tail anyway
+    if (C->getTag() == dwarf::DW_TAG_array_type) {
+      const DIType *E = stripDI(C->getBaseType());
+      uint64_t ES = sizeOf(E);
+      if (auto *EC = dyn_cast_or_null<DICompositeType>(E); EC && ES)
+        markIn(EC, Off % ES, Len, Var, Depth + 1);
+      return; // an array of scalars: marked by the caller on the enclosing aggregate
+    }
+    bool IsUnion = C->getTag() == dwarf::DW_TAG_union_type;
+    uint64_t Hi = Len == UINT64_MAX ? Size : std::min(Size, Off + Len);
+    bool Inner = false;
+    for (const DINode *N : C->getElements()) {
+      auto *Mem = dyn_cast_or_null<DIDerivedType>(N);
+      if (!Mem || Mem->getTag() != dwarf::DW_TAG_member || Mem->isStaticMember())
+        continue;
+      uint64_t O = Mem->getOffsetInBits() / 8, S = sizeOf(Mem->getBaseType());
+      if (!(Off >= O && Off < O + S))
+        continue;
+      const DIType *MT = stripDI(Mem->getBaseType());
+      if (auto *D = dyn_cast_or_null<DIDerivedType>(MT); D && isPtrTag(D->getTag()) && !Var)
+        return; // a pointer field already (a union: some member is a pointer here)
+      auto *MC = dyn_cast_or_null<DICompositeType>(MT);
+      if (MC && MC->getTag() != dwarf::DW_TAG_enumeration_type) {
+        const DIType *E = MC->getTag() == dwarf::DW_TAG_array_type ? stripDI(MC->getBaseType()) : MC;
+        if (isa_and_nonnull<DICompositeType>(E) && cast<DICompositeType>(E)->getTag() != dwarf::DW_TAG_enumeration_type) {
+          markIn(MC, Off - O, Len, Var, Depth + 1);
+          Inner = true;
+          if (!IsUnion)
+            return;
+          continue;
+        }
+        // an array of scalars (char buf[64]): with a variable index, all of it
+        if (Var)
+          TT.addStored(C, O, S);
+        else
+          TT.addStored(C, Off, Hi - Off);
+        return;
+      }
+      if (IsUnion)
+        continue; // a scalar member of a union: marked below unless another covers it
+      TT.addStored(C, Var ? O : Off, Var ? S : Hi - Off);
+      return;
+    }
+    if (!Inner) // padding, a union with no pointer member here, or a bit-field
+      TT.addStored(C, Off, Hi - Off);
+  }
+
+  Module &M;
+  TypeTable &TT;
+  const DataLayout &DL;
+  std::map<GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals;
+  DenseSet<Value *> Tainted;
+  DenseMap<Value *, const DIType *> ValueDI;
+  DenseMap<AllocaInst *, const DILocalVariable *> AllocaVar;
+};
+
+} // namespace
+
+void findPointerStores(Module &M, TypeTable &TT,
+                       std::map<GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals) {
+  Finder(M, TT, Globals).run();
+}
+
+} // namespace mappedtrace
