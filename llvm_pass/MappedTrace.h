@@ -92,6 +92,8 @@ private:
   uint64_t idOnly(const llvm::DIType *T, unsigned Depth);
   void drain();
   const llvm::DICompositeType *definitionOf(const llvm::DICompositeType *C) const;
+  uint64_t namedId(const llvm::DICompositeType *C);
+  void content(const llvm::DIType *T, std::string &Out, unsigned Depth, bool Ref) const;
   uint64_t idOfComposite(const llvm::DICompositeType *CT, unsigned Depth);
   uint64_t idOfIRImpl(llvm::Type *T, unsigned Depth);
   uint64_t add(TypeRec R);
@@ -105,6 +107,7 @@ private:
   llvm::DenseMap<const llvm::Metadata *, uint64_t> DIIds;
   llvm::DenseMap<llvm::Type *, uint64_t> IRIds;
   llvm::StringMap<const llvm::DICompositeType *> ByName;
+  llvm::DenseMap<const llvm::DICompositeType *, uint64_t> ContentIds; // C types: layout hashes
   std::map<uint64_t, TypeRec> Types;
   std::vector<const llvm::DIType *> Pending; // pointees whose layout is still to build
   // STORED ranges of named types by id (one type may have several nodes in an

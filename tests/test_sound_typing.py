@@ -43,6 +43,7 @@ def check_exact(exe: Path, tmp: Path) -> dict:
         assert reported[a]["kind"] == how, (hex(a), reported[a], how)
         assert reported[a]["size"] == size
     assert r.returncode == 23, r.stderr[-2000:]
+    assert "first definition" not in r.stderr, r.stderr[-2000:]
     return report
 
 
@@ -97,3 +98,37 @@ def test_stored_slots_merge_across_modules() -> None:
     other = TypeInfo(0x55, "struct s", 32, "struct", 0, [ptr])
     merge_types([ch("a.c", a), ch("d.c", other)], warns)
     assert len(warns) == 1 and "differs" in warns[0]
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O2"])
+def test_same_name_two_layouts(opt: str, tmp_path: Path) -> None:
+    """Two translation units each define `struct dict` and `struct dictEntry`
+    (as hiredis and redis do): two types each, by content, with no warning;
+    each dict is scanned by its own layout (dict_b's pointers sit where
+    dict_a's has integers), kept ones keep everything, leaked ones are found."""
+    exe = build("dict_a", opt, tmp_path, str(SRC / "dict_b.c"))
+    m = maps_json(exe)
+    layouts = sorted((t["size"], tuple(s["offset"] for s in t["slots"]))
+                     for t in m["types"] if t["name"] == "struct dict")
+    assert layouts == [(32, (0,)), (32, (16, 24))], layouts
+    assert len({t["id"] for t in m["types"] if t["name"] == "struct dictEntry"}) == 2
+    assert not [w for w in m.get("warnings", []) if "differs" in w], m.get("warnings")
+    r = subprocess.run([MAPPEDTRACE, "maps", str(exe)], capture_output=True, text=True, timeout=120)
+    assert "differs" not in r.stderr and "first definition" not in r.stderr, r.stderr
+    check_exact(exe, tmp_path)
+
+
+def test_declared_only_type_resolves_by_name() -> None:
+    """A module that only declares `struct thing` (an opaque pointer) lists an
+    UNKNOWN `decl:` entry; a reader takes the program's one definition of that
+    name for it, and none when two modules define two layouts of that name."""
+    from mappedtrace.formats.mtmap import Chunk, Slot, TypeInfo, merge_types
+    ch = lambda name, *ts: Chunk(0, 0, 0, name, list(ts), [], [])
+    decl = TypeInfo(0x11, "struct thing", 0, "unknown")
+    one = TypeInfo(0x22, "struct thing", 16, "struct", 0, [Slot(0, 0, flags=1)])
+    two = TypeInfo(0x33, "struct thing", 24, "struct", 0, [Slot(8, 0, flags=1)])
+    warns: list[str] = []
+    merged = merge_types([ch("a.c", decl), ch("b.c", one)], warns)
+    assert merged[0x11] is merged[0x22] and not warns
+    merged = merge_types([ch("a.c", decl), ch("b.c", one), ch("c.c", two)], warns)
+    assert merged[0x11].kind == "unknown" and not warns

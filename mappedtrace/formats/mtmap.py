@@ -311,4 +311,19 @@ def merge_types(chunks: list[Chunk], warnings: list[str], where: str = ".mtmap")
                 warnings.append(f"{where}: type {t.id:#x} ({t.name}) in module {ch.module_name or '?'} "
                                 f"differs from its first definition ({cur.name}, {cur.size} bytes, "
                                 f"{len(cur.slots)} slots); keeping the first")
+    _resolve_declared(out)
     return out
+
+
+def _resolve_declared(types: dict[int, TypeInfo]) -> None:
+    """A type only declared in some module (an UNKNOWN entry, FORMAT.md §3
+    ``decl:``) stands for the program's one definition of that name, when
+    there is exactly one; with none or several it stays unknown (pointers to
+    it are untyped and what they reach is scanned conservatively)."""
+    defs: dict[str, set[int]] = {}
+    for tid, t in types.items():
+        if t.kind in ("struct", "union") and t.size > 0 and t.name:
+            defs.setdefault(t.name, set()).add(tid)
+    for tid, t in list(types.items()):
+        if t.kind == "unknown" and t.size == 0 and len(defs.get(t.name, ())) == 1:
+            types[tid] = types[next(iter(defs[t.name]))]
