@@ -44,6 +44,7 @@ namespace {
 static constexpr unsigned MaxResolveDepth = 6;
 static constexpr unsigned MaxGEPChain = 32;
 static constexpr unsigned MaxDIDepth = 16;
+static constexpr size_t MaxWords = 4096;
 
 /// Where an address points: into memory of debug type T at byte Off (Var:
 /// plus an unknown offset), or into global G.
@@ -136,19 +137,127 @@ private:
     if (auto *S = dyn_cast<StoreInst>(&I)) {
       Value *V = S->getValueOperand();
       if (carriesPointer(V))
-        mark(S->getPointerOperand(), DL.getTypeStoreSize(V->getType()));
+        mark(S->getPointerOperand(), storeSize(V));
     } else if (auto *RMW = dyn_cast<AtomicRMWInst>(&I)) {
       if (carriesPointer(RMW->getValOperand()))
-        mark(RMW->getPointerOperand(), DL.getTypeStoreSize(RMW->getValOperand()->getType()));
+        mark(RMW->getPointerOperand(), storeSize(RMW->getValOperand()));
     } else if (auto *X = dyn_cast<AtomicCmpXchgInst>(&I)) {
       if (carriesPointer(X->getNewValOperand()))
-        mark(X->getPointerOperand(), DL.getTypeStoreSize(X->getNewValOperand()->getType()));
+        mark(X->getPointerOperand(), storeSize(X->getNewValOperand()));
     } else if (auto *MT = dyn_cast<MemTransferInst>(&I)) {
       auto *Len = dyn_cast<ConstantInt>(MT->getLength());
       uint64_t N = Len ? Len->getZExtValue() : UINT64_MAX;
-      if (sourceHoldsPointer(MT->getSource(), N))
+      // a copy moves each pointer to the same relative place: mark those
+      // words of the destination (a struct copied onto its own type marks
+      // nothing); where the source's layout is not known exactly, all of it
+      SmallVector<uint64_t, 8> Rel;
+      switch (pointerWords(MT->getSource(), N, Rel)) {
+      case Holds::None:
+        break;
+      case Holds::At: {
+        Loc L;
+        if (resolve(MT->getDest(), L, 0))
+          for (uint64_t R : Rel)
+            markLoc(L, R, 8);
+        break;
+      }
+      case Holds::Somewhere:
         mark(MT->getDest(), N);
+        break;
+      }
     }
+  }
+
+  enum class Holds { None, At, Somewhere };
+
+  /// Where the first N bytes of the memory at S hold pointers: at the offsets
+  /// (relative to S) put in Rel, or somewhere (layout not known exactly).
+  Holds pointerWords(Value *S, uint64_t N, SmallVectorImpl<uint64_t> &Rel) {
+    APInt AOff(DL.getIndexTypeSizeInBits(S->getType()), 0);
+    Value *U = S->stripAndAccumulateConstantOffsets(DL, AOff, /*AllowNonInbounds=*/true);
+    if (auto *AI = dyn_cast<AllocaInst>(U); AI && !AOff.isNegative()) {
+      SmallVector<uint64_t, 8> All;
+      irPointerOffsets(AI->getAllocatedType(), 0, All, 0);
+      uint64_t Lo = AOff.getZExtValue(), Hi = endOf(Lo, N);
+      for (uint64_t O : All)
+        if (O >= Lo && O < Hi && Rel.size() < MaxWords)
+          Rel.push_back(O - Lo);
+      return Rel.empty() ? Holds::None : Holds::At;
+    }
+    Loc L;
+    if (!resolve(S, L, 0) || !L.T)
+      return Holds::None; // known imprecision: memory of unknown type is taken as pointer-free
+    if (L.Var || N == UINT64_MAX)
+      return diHasPointer(L.T, L.Var ? 0 : L.Off, UINT64_MAX, 0) ? Holds::Somewhere : Holds::None;
+    SmallVector<uint64_t, 8> All;
+    diPointerOffsets(L.T, 0, L.Off, endOf(L.Off, N), All, 0);
+    for (uint64_t O : All)
+      if (Rel.size() < MaxWords)
+        Rel.push_back(O - L.Off);
+    return Rel.empty() ? Holds::None : Holds::At;
+  }
+
+  /// Offsets of the pointers in a value of IR type T laid at Base.
+  void irPointerOffsets(Type *T, uint64_t Base, SmallVectorImpl<uint64_t> &Out, unsigned Depth) const {
+    if (Depth > MaxDIDepth || Out.size() >= MaxWords)
+      return;
+    if (T->isPointerTy()) {
+      Out.push_back(Base);
+    } else if (auto *ST = dyn_cast<StructType>(T)) {
+      const StructLayout *SL = DL.getStructLayout(ST);
+      for (unsigned I = 0; I < ST->getNumElements(); ++I)
+        irPointerOffsets(ST->getElementType(I), Base + SL->getElementOffset(I), Out, Depth + 1);
+    } else if (auto *AT = dyn_cast<ArrayType>(T)) {
+      if (!typeHasPointer(AT->getElementType()))
+        return;
+      uint64_t ES = DL.getTypeAllocSize(AT->getElementType());
+      for (uint64_t I = 0; I < AT->getNumElements() && Out.size() < MaxWords; ++I)
+        irPointerOffsets(AT->getElementType(), Base + I * ES, Out, Depth + 1);
+    } else if (auto *VT = dyn_cast<FixedVectorType>(T); VT && VT->getElementType()->isPointerTy()) {
+      for (unsigned I = 0; I < VT->getNumElements(); ++I)
+        Out.push_back(Base + 8 * I);
+    }
+  }
+
+  /// Offsets of the pointer members of debug type T (laid at Base) in [Lo, Hi).
+  void diPointerOffsets(const DIType *T, uint64_t Base, uint64_t Lo, uint64_t Hi,
+                        SmallVectorImpl<uint64_t> &Out, unsigned Depth) const {
+    T = stripDI(T);
+    if (!T || Depth > MaxDIDepth || Out.size() >= MaxWords || Base >= Hi)
+      return;
+    if (auto *D = dyn_cast<DIDerivedType>(T)) {
+      if (isPtrTag(D->getTag()) && Base >= Lo)
+        Out.push_back(Base);
+      return;
+    }
+    auto *C = dyn_cast<DICompositeType>(T);
+    if (!C || C->getTag() == dwarf::DW_TAG_enumeration_type)
+      return;
+    if (C->getTag() == dwarf::DW_TAG_array_type) {
+      const DIType *E = stripDI(C->getBaseType());
+      uint64_t ES = sizeOf(E), Size = sizeOf(C);
+      if (!ES || !diHasPointer(E, 0, ES, Depth + 1))
+        return;
+      uint64_t First = Lo > Base ? (Lo - Base) / ES : 0;
+      for (uint64_t I = First; I * ES < Size && Base + I * ES < Hi && Out.size() < MaxWords; ++I)
+        diPointerOffsets(E, Base + I * ES, Lo, Hi, Out, Depth + 1);
+      return;
+    }
+    for (const DINode *N : C->getElements()) {
+      auto *Mem = dyn_cast_or_null<DIDerivedType>(N);
+      if (!Mem || Mem->getTag() != dwarf::DW_TAG_member || Mem->isStaticMember() || Mem->isBitField())
+        continue;
+      uint64_t O = Base + Mem->getOffsetInBits() / 8, S = sizeOf(Mem->getBaseType());
+      if (O < Hi && O + (S ? S : 8) > Lo)
+        diPointerOffsets(Mem->getBaseType(), O, Lo, Hi, Out, Depth + 1);
+    }
+  }
+
+  /// Bytes a store of V writes (a scalable vector: its known minimum).
+  uint64_t storeSize(Value *V) const { return DL.getTypeStoreSize(V->getType()).getKnownMinValue(); }
+
+  static uint64_t endOf(uint64_t Off, uint64_t Len) {
+    return Len > UINT64_MAX - Off ? UINT64_MAX : Off + Len;
   }
 
   bool carriesPointer(Value *V) const {
@@ -156,19 +265,6 @@ private:
     if (T->isPtrOrPtrVectorTy() || aggregatePointerCount(T))
       return !isa<ConstantPointerNull>(V) && !isa<Function>(V->stripPointerCasts());
     return Tainted.count(V);
-  }
-
-  /// Does the memory at S hold a pointer in its first N bytes?
-  bool sourceHoldsPointer(Value *S, uint64_t N) {
-    Value *B = S->stripPointerCasts();
-    if (auto *AI = dyn_cast<AllocaInst>(getUnderlyingObject(B, MaxGEPChain)))
-      if (typeHasPointer(AI->getAllocatedType()))
-        return true;
-    Loc L;
-    if (!resolve(S, L, 0) || !L.T)
-      return false; // known imprecision: memory of unknown type is taken as pointer-free
-    uint64_t Hi = L.Var || N == UINT64_MAX ? UINT64_MAX : L.Off + N;
-    return diHasPointer(L.T, L.Var ? 0 : L.Off, Hi, 0);
   }
 
   /// Is there a pointer member of T overlapping bytes [Lo, Hi)?
@@ -298,6 +394,12 @@ private:
     Loc L;
     if (!resolve(Addr, L, 0))
       return; // known imprecision: a destination of unknown type gets no mark
+    markLoc(L, 0, Len);
+  }
+
+  /// Mark Len bytes at Delta past L.
+  void markLoc(Loc L, uint64_t Delta, uint64_t Len) {
+    L.Off = endOf(L.Off, Delta);
     const DIType *T = L.T ? stripDI(L.T) : nullptr;
     // an array of scalars is marked on its enclosing aggregate; at top level
     // only a global can carry a layout of its own
@@ -312,13 +414,67 @@ private:
       // a scalar (or pointer) variable: only globals can carry their own layout
       if (L.G && !(T && isa<DIDerivedType>(T) && isPtrTag(cast<DIDerivedType>(T)->getTag()))) {
         uint64_t Size = DL.getTypeAllocSize(L.G->getValueType());
-        uint64_t Lo = L.Var ? 0 : L.Off, Hi = L.Var || Len == UINT64_MAX ? Size : std::min(Size, L.Off + Len);
+        uint64_t Lo = L.Var ? 0 : L.Off, Hi = L.Var ? Size : std::min(Size, endOf(L.Off, Len));
         if (Lo < Hi)
           Globals[L.G].push_back({Lo, Hi});
       }
       return;
     }
-    markIn(cast<DICompositeType>(T), L.Off, Len, L.Var, 0);
+    auto *C = cast<DICompositeType>(T);
+    if (L.Var) {
+      // A variable index goes into an array: the scalar arrays of C at or
+      // after the known part of the offset may get the pointer (all of each);
+      // a C with no array and no pointer gets it somewhere (all of C).
+      // Known imprecision: with pointer arrays (or an array of C itself) the
+      // store is taken to land on a pointer.
+      if (!markScalarArrays(C, 0, L.Off, 0) && !diHasPointer(C, 0, UINT64_MAX, 0) && !hasArray(C, 0))
+        TT.addStored(C, 0, sizeOf(C));
+      return;
+    }
+    markIn(C, L.Off, Len, false, 0);
+  }
+
+  /// Mark every array of scalars in C (at Base, nested structs too) that ends
+  /// after From, on its innermost aggregate; true if there was one.
+  bool markScalarArrays(const DICompositeType *C, uint64_t Base, uint64_t From, unsigned Depth) {
+    if (Depth > MaxDIDepth || C->getTag() == dwarf::DW_TAG_array_type)
+      return false;
+    bool Any = false;
+    for (const DINode *N : C->getElements()) {
+      auto *Mem = dyn_cast_or_null<DIDerivedType>(N);
+      if (!Mem || Mem->getTag() != dwarf::DW_TAG_member || Mem->isStaticMember())
+        continue;
+      uint64_t O = Mem->getOffsetInBits() / 8, S = sizeOf(Mem->getBaseType());
+      if (Base + O + S <= From)
+        continue;
+      auto *MC = dyn_cast_or_null<DICompositeType>(stripDI(Mem->getBaseType()));
+      if (!MC || MC->getTag() == dwarf::DW_TAG_enumeration_type)
+        continue;
+      if (MC->getTag() != dwarf::DW_TAG_array_type) {
+        Any |= markScalarArrays(MC, Base + O, From, Depth + 1);
+        continue;
+      }
+      auto *E = dyn_cast_or_null<DICompositeType>(stripDI(MC->getBaseType()));
+      bool Scalar = !E || E->getTag() == dwarf::DW_TAG_enumeration_type;
+      if (Scalar && !diHasPointer(MC, 0, UINT64_MAX, Depth + 1) && S) {
+        TT.addStored(C, O, S);
+        Any = true;
+      }
+    }
+    return Any;
+  }
+
+  bool hasArray(const DICompositeType *C, unsigned Depth) const {
+    if (Depth > MaxDIDepth)
+      return false;
+    if (C->getTag() == dwarf::DW_TAG_array_type)
+      return true;
+    for (const DINode *N : C->getElements())
+      if (auto *Mem = dyn_cast_or_null<DIDerivedType>(N); Mem && Mem->getTag() == dwarf::DW_TAG_member)
+        if (auto *MC = dyn_cast_or_null<DICompositeType>(stripDI(Mem->getBaseType())))
+          if (hasArray(MC, Depth + 1))
+            return true;
+    return false;
   }
 
   /// Mark bytes [Off, Off+Len) of C (Var: anywhere in the member holding Off)
@@ -337,7 +493,7 @@ private:
       return; // an array of scalars: marked by the caller on the enclosing aggregate
     }
     bool IsUnion = C->getTag() == dwarf::DW_TAG_union_type;
-    uint64_t Hi = Len == UINT64_MAX ? Size : std::min(Size, Off + Len);
+    uint64_t Hi = std::min(Size, endOf(Off, Len));
     bool Inner = false;
     for (const DINode *N : C->getElements()) {
       auto *Mem = dyn_cast_or_null<DIDerivedType>(N);
