@@ -34,6 +34,8 @@
 #include "llvm/IR/DebugInfo.h"
 #include "llvm/IR/IntrinsicInst.h"
 #include "llvm/IR/Operator.h"
+#include "llvm/Support/raw_ostream.h"
+#include <cstdlib>
 
 using namespace llvm;
 
@@ -67,7 +69,11 @@ static const DIType *pointee(const DIType *T) {
   return stripDI(D->getBaseType());
 }
 
-static uint64_t sizeOf(const DIType *T) { return T ? T->getSizeInBits() / 8 : 0; }
+// (a typedef or qualifier node has size 0 in the metadata: the size of what it names)
+static uint64_t sizeOf(const DIType *T) {
+  T = stripDI(T);
+  return T ? T->getSizeInBits() / 8 : 0;
+}
 
 class Finder {
 public:
@@ -109,8 +115,15 @@ private:
         auto *I = dyn_cast<Instruction>(U);
         if (!I)
           continue;
-        if (isa<BinaryOperator>(I) || isa<PHINode>(I) || isa<FreezeInst>(I) ||
-            (isa<CastInst>(I) && !isa<IntToPtrInst>(I) && !isa<PtrToIntInst>(I))) {
+        if (auto *BO = dyn_cast<BinaryOperator>(I)) {
+          if (keepsPointer(BO))
+            Add(I);
+        } else if (auto *CI = dyn_cast<CastInst>(I)) {
+          // a cast to fewer than 64 bits cannot hold a pointer
+          if (!isa<IntToPtrInst>(CI) && !isa<PtrToIntInst>(CI) &&
+              CI->getType()->getScalarSizeInBits() >= 64)
+            Add(I);
+        } else if (isa<PHINode>(I) || isa<FreezeInst>(I)) {
           Add(I);
         } else if (auto *S = dyn_cast<SelectInst>(I)) {
           if (S->getCondition() != V)
@@ -132,11 +145,47 @@ private:
     }
   }
 
+  /// Record a mark (MAPPEDTRACE_DEBUG_STORES=1: say which instruction made it).
+  void addStored(const DICompositeType *C, uint64_t Off, uint64_t Len) {
+    if (Debug && CurI) {
+      errs() << "mappedtrace: stored " << C->getName() << "+" << Off << " len " << Len << " by "
+             << CurI->getFunction()->getName() << ": ";
+      CurI->print(errs());
+      errs() << "\n";
+    }
+    TT.addStored(C, Off, Len);
+  }
+
+  /// Can the result of BO still be a (tagged) pointer?  Adding, subtracting,
+  /// or-ing in or masking off tag bits keeps it; the difference of two
+  /// pointers, a small mask (alignment tests), shifts, products and
+  /// quotients (hashes) do not.
+  bool keepsPointer(const BinaryOperator *BO) const {
+    Value *A = BO->getOperand(0), *B = BO->getOperand(1);
+    switch (BO->getOpcode()) {
+    case Instruction::Add:
+    case Instruction::Or:
+    case Instruction::Xor:
+      return !(Tainted.count(A) && Tainted.count(B));
+    case Instruction::Sub:
+      return Tainted.count(A) && !Tainted.count(B);
+    case Instruction::And: {
+      for (Value *Op : {A, B})
+        if (auto *C = dyn_cast<ConstantInt>(Op))
+          return C->getValue().getActiveBits() > 12; // p & 7: a tag test, p & ~7: the pointer
+      return true;
+    }
+    default:
+      return false;
+    }
+  }
+
   // ---- the stores
   void visit(Instruction &I) {
+    CurI = &I;
     if (auto *S = dyn_cast<StoreInst>(&I)) {
       Value *V = S->getValueOperand();
-      if (carriesPointer(V))
+      if (carriesPointer(V) && storeSize(V) >= 8 && !pointerLvalue(S))
         mark(S->getPointerOperand(), storeSize(V));
     } else if (auto *RMW = dyn_cast<AtomicRMWInst>(&I)) {
       if (carriesPointer(RMW->getValOperand()))
@@ -145,6 +194,10 @@ private:
       if (carriesPointer(X->getNewValOperand()))
         mark(X->getPointerOperand(), storeSize(X->getNewValOperand()));
     } else if (auto *MT = dyn_cast<MemTransferInst>(&I)) {
+      // a struct assignment (the front end describes the copied type with
+      // !tbaa.struct) copies a layout onto itself: nothing to mark
+      if (MT->getMetadata(LLVMContext::MD_tbaa_struct))
+        return;
       auto *Len = dyn_cast<ConstantInt>(MT->getLength());
       uint64_t N = Len ? Len->getZExtValue() : UINT64_MAX;
       // a copy moves each pointer to the same relative place: mark those
@@ -187,10 +240,12 @@ private:
     Loc L;
     if (!resolve(S, L, 0) || !L.T)
       return Holds::None; // known imprecision: memory of unknown type is taken as pointer-free
-    if (L.Var || N == UINT64_MAX)
-      return diHasPointer(L.T, L.Var ? 0 : L.Off, UINT64_MAX, 0) ? Holds::Somewhere : Holds::None;
+    if (L.Var)
+      return diHasPointer(L.T, 0, UINT64_MAX, 0) ? Holds::Somewhere : Holds::None;
+    // a copy of unknown length: the pointers of the source's declared part
+    // (past it, the destination's tail is scanned by the tracer anyway)
     SmallVector<uint64_t, 8> All;
-    diPointerOffsets(L.T, 0, L.Off, endOf(L.Off, N), All, 0);
+    diPointerOffsets(L.T, 0, L.Off, N == UINT64_MAX ? std::max(sizeOf(L.T), L.Off) : endOf(L.Off, N), All, 0);
     for (uint64_t O : All)
       if (Rel.size() < MaxWords)
         Rel.push_back(O - L.Off);
@@ -251,6 +306,24 @@ private:
       if (O < Hi && O + (S ? S : 8) > Lo)
         diPointerOffsets(Mem->getBaseType(), O, Lo, Hi, Out, Depth + 1);
     }
+  }
+
+  /// Does the store's TBAA access tag say the front end stores to a pointer
+  /// lvalue ("any pointer", "p1 int", a vtable pointer)?  Then the memory is
+  /// a pointer field whatever type the base pointer seems to have.
+  static bool pointerLvalue(const Instruction *I) {
+    const MDNode *Tag = I->getMetadata(LLVMContext::MD_tbaa);
+    if (!Tag || Tag->getNumOperands() < 2)
+      return false;
+    auto *Access = dyn_cast_or_null<MDNode>(Tag->getOperand(1));
+    if (!Access || Access->getNumOperands() < 1)
+      return false;
+    auto *Name = dyn_cast_or_null<MDString>(Access->getOperand(0));
+    if (!Name)
+      return false;
+    StringRef N = Name->getString();
+    return N == "any pointer" || N == "vtable pointer" ||
+           (N.size() > 3 && N[0] == 'p' && isdigit((unsigned char)N[1]) && N.contains(' '));
   }
 
   /// Bytes a store of V writes (a scalable vector: its known minimum).
@@ -428,7 +501,7 @@ private:
       // Known imprecision: with pointer arrays (or an array of C itself) the
       // store is taken to land on a pointer.
       if (!markScalarArrays(C, 0, L.Off, 0) && !diHasPointer(C, 0, UINT64_MAX, 0) && !hasArray(C, 0))
-        TT.addStored(C, 0, sizeOf(C));
+        addStored(C, 0, sizeOf(C));
       return;
     }
     markIn(C, L.Off, Len, false, 0);
@@ -457,7 +530,7 @@ private:
       auto *E = dyn_cast_or_null<DICompositeType>(stripDI(MC->getBaseType()));
       bool Scalar = !E || E->getTag() == dwarf::DW_TAG_enumeration_type;
       if (Scalar && !diHasPointer(MC, 0, UINT64_MAX, Depth + 1) && S) {
-        TT.addStored(C, O, S);
+        addStored(C, O, S);
         Any = true;
       }
     }
@@ -492,6 +565,9 @@ private:
         markIn(EC, Off % ES, Len, Var, Depth + 1);
       return; // an array of scalars: marked by the caller on the enclosing aggregate
     }
+    // a pointer in some member (a union alternative too) at Off: a pointer word
+    if (!Var && diHasPointer(C, Off, Off + 8, Depth))
+      return;
     bool IsUnion = C->getTag() == dwarf::DW_TAG_union_type;
     uint64_t Hi = std::min(Size, endOf(Off, Len));
     bool Inner = false;
@@ -516,19 +592,21 @@ private:
           continue;
         }
         // an array of scalars (char buf[64]): with a variable index, all of it
+        if (IsUnion && !Var)
+          continue;
         if (Var)
-          TT.addStored(C, O, S);
+          addStored(C, O, S);
         else
-          TT.addStored(C, Off, Hi - Off);
+          addStored(C, Off, Hi - Off);
         return;
       }
       if (IsUnion)
         continue; // a scalar member of a union: marked below unless another covers it
-      TT.addStored(C, Var ? O : Off, Var ? S : Hi - Off);
+      addStored(C, Var ? O : Off, Var ? S : Hi - Off);
       return;
     }
     if (!Inner) // padding, a union with no pointer member here, or a bit-field
-      TT.addStored(C, Off, Hi - Off);
+      addStored(C, Off, Hi - Off);
   }
 
   Module &M;
@@ -536,6 +614,11 @@ private:
   const DataLayout &DL;
   std::map<GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals;
   DenseSet<Value *> Tainted;
+  Instruction *CurI = nullptr;
+  bool Debug = [] {
+    const char *E = std::getenv("MAPPEDTRACE_DEBUG_STORES");
+    return E && E[0] == '1';
+  }();
   DenseMap<Value *, const DIType *> ValueDI;
   DenseMap<AllocaInst *, const DILocalVariable *> AllocaVar;
 };
