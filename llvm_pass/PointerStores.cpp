@@ -310,7 +310,11 @@ private:
 
   /// Does the store's TBAA access tag say the front end stores to a pointer
   /// lvalue ("any pointer", "p1 int", a vtable pointer)?  Then the memory is
-  /// a pointer field whatever type the base pointer seems to have.
+  /// a pointer field whatever type the base pointer seems to have (a value
+  /// described by variables of several types, after inlining). The front
+  /// end emits TBAA only under strict aliasing, where storing through a
+  /// pointer lvalue into an integer object is undefined; with
+  /// -fno-strict-aliasing there is no tag and the resolved type decides.
   static bool pointerLvalue(const Instruction *I) {
     const MDNode *Tag = I->getMetadata(LLVMContext::MD_tbaa);
     if (!Tag || Tag->getNumOperands() < 2)
@@ -504,7 +508,7 @@ private:
         addStored(C, 0, sizeOf(C));
       return;
     }
-    markIn(C, L.Off, Len, false, 0);
+    markIn(C, L.Off, Len, 0);
   }
 
   /// Mark every array of scalars in C (at Base, nested structs too) that ends
@@ -550,9 +554,8 @@ private:
     return false;
   }
 
-  /// Mark bytes [Off, Off+Len) of C (Var: anywhere in the member holding Off)
-  /// where C's declared layout has no pointer.
-  void markIn(const DICompositeType *C, uint64_t Off, uint64_t Len, bool Var, unsigned Depth) {
+  /// Mark bytes [Off, Off+Len) of C where C's declared layout has no pointer.
+  void markIn(const DICompositeType *C, uint64_t Off, uint64_t Len, unsigned Depth) {
     if (Depth > MaxDIDepth)
       return;
     uint64_t Size = sizeOf(C);
@@ -562,11 +565,11 @@ private:
       const DIType *E = stripDI(C->getBaseType());
       uint64_t ES = sizeOf(E);
       if (auto *EC = dyn_cast_or_null<DICompositeType>(E); EC && ES)
-        markIn(EC, Off % ES, Len, Var, Depth + 1);
+        markIn(EC, Off % ES, Len, Depth + 1);
       return; // an array of scalars: marked by the caller on the enclosing aggregate
     }
     // a pointer in some member (a union alternative too) at Off: a pointer word
-    if (!Var && diHasPointer(C, Off, Off + 8, Depth))
+    if (diHasPointer(C, Off, Off + 8, Depth))
       return;
     bool IsUnion = C->getTag() == dwarf::DW_TAG_union_type;
     uint64_t Hi = std::min(Size, endOf(Off, Len));
@@ -579,30 +582,27 @@ private:
       if (!(Off >= O && Off < O + S))
         continue;
       const DIType *MT = stripDI(Mem->getBaseType());
-      if (auto *D = dyn_cast_or_null<DIDerivedType>(MT); D && isPtrTag(D->getTag()) && !Var)
+      if (auto *D = dyn_cast_or_null<DIDerivedType>(MT); D && isPtrTag(D->getTag()))
         return; // a pointer field already (a union: some member is a pointer here)
       auto *MC = dyn_cast_or_null<DICompositeType>(MT);
       if (MC && MC->getTag() != dwarf::DW_TAG_enumeration_type) {
         const DIType *E = MC->getTag() == dwarf::DW_TAG_array_type ? stripDI(MC->getBaseType()) : MC;
         if (isa_and_nonnull<DICompositeType>(E) && cast<DICompositeType>(E)->getTag() != dwarf::DW_TAG_enumeration_type) {
-          markIn(MC, Off - O, Len, Var, Depth + 1);
+          markIn(MC, Off - O, Len, Depth + 1);
           Inner = true;
           if (!IsUnion)
             return;
           continue;
         }
-        // an array of scalars (char buf[64]): with a variable index, all of it
-        if (IsUnion && !Var)
+        // an array of scalars (char buf[64]): the bytes stored
+        if (IsUnion)
           continue;
-        if (Var)
-          addStored(C, O, S);
-        else
-          addStored(C, Off, Hi - Off);
+        addStored(C, Off, Hi - Off);
         return;
       }
       if (IsUnion)
         continue; // a scalar member of a union: marked below unless another covers it
-      addStored(C, Var ? O : Off, Var ? S : Hi - Off);
+      addStored(C, Off, Hi - Off);
       return;
     }
     if (!Inner) // padding, a union with no pointer member here, or a bit-field

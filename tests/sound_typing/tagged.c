@@ -20,13 +20,14 @@ __attribute__((noinline)) static void put(struct blob *b, int i, void *p) {
 }
 
 struct tnode *volatile head;
+struct tnode *volatile spare;      /* a struct copy: pointers to pointers only */
 struct blob *volatile blob;
 volatile uintptr_t groot;          /* a scalar global holding a tagged pointer */
 
 static struct tnode *new_tnode(struct tnode *next, uint64_t k) {
     struct tnode *n = malloc(sizeof *n);
     n->next = next;
-    n->k = k;
+    n->k = k ^ ((uintptr_t)n >> 4);     /* a hash of a pointer: no pointer */
     n->tagged = tag(malloc(32));
     return n;
 }
@@ -39,6 +40,9 @@ int main(void) {
         TRUTH_KEPT((void *)(h->tagged & ~(uintptr_t)1));
     }
     head = h;
+    spare = malloc(sizeof *spare);
+    *spare = *h;
+    TRUTH_KEPT(spare);
     void *g = malloc(40);
     groot = (uintptr_t)g | 1;
     TRUTH_KEPT(g);
