@@ -577,6 +577,17 @@ def _scan_roots(target, heap: _Heap, tt: _Types, roots: Sequence[Root], conserva
             exact_mask = (fl & SLOT_CONSERVATIVE) == 0
             tgt = np.where((fl & (SLOT_UNTYPED | SLOT_CONSERVATIVE)) != 0, -1, tg)
             words += len(o)
+            # a range bigger than its type describes: the rest word by word (its tail)
+            ts = int(tt.tail_start(np.array([ti]), np.array([r.size], np.uint64))[0])
+            first = ts + (-(r.value + ts)) % 8
+            if first + 8 <= r.size:
+                n = (r.size - first) // 8
+                to = first + 8 * np.arange(n, dtype=np.uint64)
+                tv = np.frombuffer(raw, np.uint8)[first:first + 8 * n].copy().view("<u8")
+                o, vals = np.concatenate([o.astype(np.uint64), to]), np.concatenate([vals, tv])
+                fl = np.concatenate([fl, np.zeros(n, np.uint32)])
+                exact_mask = np.concatenate([exact_mask, np.zeros(n, bool)])
+                tgt = np.concatenate([tgt, np.full(n, -1, np.int64)])
         else:
             first = (-r.value) % 8
             n = max(0, (r.size - first) // 8)

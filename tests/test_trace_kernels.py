@@ -170,11 +170,13 @@ def test_array_flex_tail_and_weak_rules(kernel):
                 B + 0x100: [2, n3, p1, 0, 0],           # struct flex[]: weak slot -> n3, items -> p1
                 B + 0x180: [p2, 0, p3, 0, 0],           # struct pair*[5]: all words slots -> an array
                 B + 0x400: [0x6261_0000_0002, rc, 0],  # raxNode: a child in its raw data[]
+                B + 0x800: [x, 0, B + 0x440],           # a root range: struct node + 8 bytes
                 p1: [0, 0, 0, 0, 0]})
     chunks = [C(B + 0x10, 56), C(B + 0x100, 40), C(B + 0x180, 40), C(n1, 24), C(n2, 24), C(n3, 24),
-              C(x, 24), C(p1, 40), C(p2, 40), C(p3, 40), C(rc, 24), C(B + 0x400, 24)]
+              C(x, 24), C(p1, 40), C(p2, 40), C(p3, 40), C(rc, 24), C(B + 0x400, 24), C(B + 0x440, 24)]
     roots = [Root("value", B + 0x10, 8, NODE, True, "r0"), Root("value", B + 0x100, 8, FLEXT, True, "r1"),
-             Root("value", B + 0x180, 8, PAIRP, True, "r2"), Root("value", B + 0x400, 8, RAW, True, "r3")]
+             Root("value", B + 0x180, 8, PAIRP, True, "r2"), Root("value", B + 0x400, 8, RAW, True, "r3"),
+             Root("range", B + 0x800, 24, NODE, True, "r4")]
     types = {**TYPES, RAW: RAW_T}
     g = c_mark(t, chunks, roots, types) if kernel == "c" else mark(t, chunks, roots, types, kernel=kernel)
     node = {int(a): i for i, a in enumerate(g.addresses)}
@@ -197,6 +199,9 @@ def test_array_flex_tail_and_weak_rules(kernel):
     raw = g.node(node[B + 0x400])
     assert (raw.how, raw.type_name) == ("typed", "struct raxNode")
     assert g.node(node[rc]).reached and not edges[(node[B + 0x400], 8)].exact
+    # a root range bigger than its type: the rest is scanned too, not exactly
+    assert g.node(node[B + 0x440]).reached
+    assert [bool(e.exact) for e in g.iter_root_edges() if e.root == 4] == [False]
     p = g.precision
     # typed bytes: node 16, flex 40, pair*[] 40, pairs 32 x 3, nodes 16 (n1), raxNode 8 (header, aligned)
     assert p.heap_bytes_typed == 16 + 40 + 40 + 3 * 32 + 16 + 8
