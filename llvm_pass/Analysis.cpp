@@ -58,6 +58,58 @@ bool isCandidate(const Function &F) {
          !F.hasFnAttribute("mappedtrace-thunk");
 }
 
+// The debug type of each pointer SSA value (dbg.value of a variable, or the
+// subprogram's signature for arguments) and the variable of each alloca
+// (dbg.declare / dbg.assign).
+void collectValueTypes(Function &F, DenseMap<Value *, const DIType *> &ValueDI,
+                       DenseMap<AllocaInst *, const DILocalVariable *> *AllocaVar) {
+  for (BasicBlock &BB : F)
+    for (Instruction &I : BB)
+      for (DbgVariableRecord &DVR : filterDbgVars(I.getDbgRecordRange())) {
+        DILocalVariable *Var = DVR.getVariable();
+        if (!Var)
+          continue;
+        if (DVR.isDbgDeclare() || DVR.isDbgAssign()) {
+          if (auto *AI = dyn_cast_or_null<AllocaInst>(DVR.getAddress()); AI && AllocaVar)
+            AllocaVar->try_emplace(AI, Var);
+          if (DVR.isDbgDeclare())
+            continue;
+        }
+        if (DVR.hasArgList() || DVR.getExpression()->getNumElements() != 0)
+          continue;
+        Value *V = DVR.getValue(0);
+        if (V && V->getType()->isPointerTy())
+          ValueDI.try_emplace(V, Var->getType());
+      }
+  // Argument types from the subprogram's signature (C: no hidden arguments).
+  if (DISubprogram *SP = F.getSubprogram())
+    if (auto *ST = SP->getType()) {
+      auto Tys = ST->getTypeArray();
+      if (Tys.size() == F.arg_size() + 1 && !F.hasStructRetAttr())
+        for (Argument &A : F.args())
+          if (A.getType()->isPointerTy() && Tys[A.getArgNo() + 1])
+            ValueDI.try_emplace(&A, Tys[A.getArgNo() + 1]);
+    }
+}
+
+bool typeHasPointer(Type *T, unsigned Depth) {
+  if (Depth > 16)
+    return true;
+  if (T->isPointerTy())
+    return true;
+  if (auto *ST = dyn_cast<StructType>(T)) {
+    for (Type *E : ST->elements())
+      if (typeHasPointer(E, Depth + 1))
+        return true;
+    return false;
+  }
+  if (auto *AT = dyn_cast<ArrayType>(T))
+    return typeHasPointer(AT->getElementType(), Depth + 1);
+  if (auto *VT = dyn_cast<VectorType>(T))
+    return VT->getElementType()->isPointerTy();
+  return false;
+}
+
 namespace {
 
 enum class CallKind { Site, Ignore, Unmapped, Tail };
@@ -233,24 +285,6 @@ bool pointsToStaticOnly(const Value *V) {
   });
 }
 
-bool typeHasPointer(Type *T, unsigned Depth = 0) {
-  if (Depth > 16)
-    return true;
-  if (T->isPointerTy())
-    return true;
-  if (auto *ST = dyn_cast<StructType>(T)) {
-    for (Type *E : ST->elements())
-      if (typeHasPointer(E, Depth + 1))
-        return true;
-    return false;
-  }
-  if (auto *AT = dyn_cast<ArrayType>(T))
-    return typeHasPointer(AT->getElementType(), Depth + 1);
-  if (auto *VT = dyn_cast<VectorType>(T))
-    return VT->getElementType()->isPointerTy();
-  return false;
-}
-
 bool isByteArray(Type *T) {
   auto *AT = dyn_cast<ArrayType>(T);
   return AT && AT->getElementType()->isIntegerTy(8);
@@ -311,38 +345,7 @@ private:
   DenseMap<BasicBlock *, unsigned> LoopHeaderIdx;
 };
 
-void FunctionAnalyzer::collectDebugTypes() {
-  for (BasicBlock &BB : F)
-    for (Instruction &I : BB)
-      for (DbgVariableRecord &DVR : filterDbgVars(I.getDbgRecordRange())) {
-        DILocalVariable *Var = DVR.getVariable();
-        if (!Var)
-          continue;
-        if (DVR.isDbgDeclare()) {
-          if (auto *AI = dyn_cast_or_null<AllocaInst>(DVR.getAddress()))
-            AllocaVar.try_emplace(AI, Var);
-          continue;
-        }
-        if (DVR.isDbgAssign()) {
-          if (auto *AI = dyn_cast_or_null<AllocaInst>(DVR.getAddress()))
-            AllocaVar.try_emplace(AI, Var);
-        }
-        if (DVR.hasArgList() || DVR.getExpression()->getNumElements() != 0)
-          continue;
-        Value *V = DVR.getValue(0);
-        if (V && V->getType()->isPointerTy())
-          ValueDI.try_emplace(V, Var->getType());
-      }
-  // Argument types from the subprogram's signature (C: no hidden arguments).
-  if (DISubprogram *SP = F.getSubprogram())
-    if (auto *ST = SP->getType()) {
-      auto Tys = ST->getTypeArray();
-      if (Tys.size() == F.arg_size() + 1 && !F.hasStructRetAttr())
-        for (Argument &A : F.args())
-          if (A.getType()->isPointerTy() && Tys[A.getArgNo() + 1])
-            ValueDI.try_emplace(&A, Tys[A.getArgNo() + 1]);
-    }
-}
+void FunctionAnalyzer::collectDebugTypes() { collectValueTypes(F, ValueDI, &AllocaVar); }
 
 void FunctionAnalyzer::collectValues() {
   auto Track = [&](Value *V) {

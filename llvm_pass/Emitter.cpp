@@ -149,6 +149,8 @@ private:
   // Calls already rewritten → their gc.result (the analysis names originals).
   DenseMap<Value *, Value *> Replaced;
   std::map<std::tuple<Value *, FunctionType *, FunctionType *, void *>, Function *> Thunks;
+  // scalar globals the program stores pointers into: their STORED byte ranges
+  std::map<GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> StoredGlobals;
 };
 
 uint64_t Emitter::entryTypeId(const MapEntry &E) {
@@ -349,6 +351,8 @@ void Emitter::insertLoopPoint(const MapSite &S) {
 }
 
 void Emitter::run() {
+  // Before any type id is made: the layouts get the STORED words first.
+  findPointerStores(M, TT, StoredGlobals);
   for (Function &F : M) {
     if (!isCandidate(F))
       continue;
@@ -443,6 +447,8 @@ void Emitter::emitMap() {
         HasDI = true;
         break;
       }
+    if (auto It = StoredGlobals.find(&G); It != StoredGlobals.end() && HasDI)
+      Ty = TT.withStored(Ty, It->second);
     bool Ptrs = HasDI ? TT.hasPointers(Ty) : false;
     if (!HasDI) {
       // No debug info: constants cannot hold heap pointers; mutable data

@@ -8,6 +8,7 @@
 //   * MappedTracePass     (Emitter.cpp): rewrites calls into statepoints,
 //     inserts loop stackmaps and writes the `.mtmap` section (FORMAT.md).
 // Types.cpp builds the content-hashed type table from debug metadata.
+// PointerStores.cpp finds pointers stored where a type says "no pointer".
 //
 // Run: opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
 //      clang-22 -O2 -g -fpass-plugin=MappedTracePass.so -fno-pie -no-pie x.c
@@ -42,7 +43,7 @@ enum TypeKind : uint8_t {
   KArray = 5, KFunction = 6, KEnum = 7
 };
 enum : uint16_t { THasUnion = 1, TFlex = 2, TErased = 4, TRust = 8 };
-enum : uint32_t { SUntyped = 1, SFunction = 2, SConservative = 4, SWeak = 8 };
+enum : uint32_t { SUntyped = 1, SFunction = 2, SConservative = 4, SWeak = 8, SStored = 16 };
 
 struct SlotRec {
   uint64_t Offset = 0, Target = 0;
@@ -74,6 +75,15 @@ public:
   uint64_t idOfIRStructName(llvm::StringRef Name);
   const TypeRec *get(uint64_t Id) const;
   bool hasPointers(uint64_t Id) const;
+  /// The definition of the struct/union named \p Name in this module, if any.
+  const llvm::DICompositeType *byName(llvm::StringRef Name) const;
+  /// The program stores pointers into bytes [Off, Off+Len) of \p C, which its
+  /// declared layout calls non-pointer (PointerStores.cpp): C's entry gets
+  /// STORED slots there. Call before the first id is computed.
+  void addStored(const llvm::DICompositeType *C, uint64_t Off, uint64_t Len);
+  /// The id of a copy of type \p Id with STORED words over \p Ranges (a
+  /// global of a scalar type that holds pointers).
+  uint64_t withStored(uint64_t Id, const std::vector<std::pair<uint64_t, uint64_t>> &Ranges);
   const std::map<uint64_t, TypeRec> &all() const { return Types; }
   bool isRust() const { return Rust; }
 
@@ -82,9 +92,12 @@ private:
   uint64_t idOnly(const llvm::DIType *T, unsigned Depth);
   void drain();
   const llvm::DICompositeType *definitionOf(const llvm::DICompositeType *C) const;
+  uint64_t namedId(const llvm::DICompositeType *C);
+  void content(const llvm::DIType *T, std::string &Out, unsigned Depth, bool Ref) const;
   uint64_t idOfComposite(const llvm::DICompositeType *CT, unsigned Depth);
   uint64_t idOfIRImpl(llvm::Type *T, unsigned Depth);
   uint64_t add(TypeRec R);
+  void appendStored(TypeRec &R, const std::vector<std::pair<uint64_t, uint64_t>> &Ranges) const;
   void appendArray(std::vector<SlotRec> &Out, const TypeRec *Elem,
                    uint64_t Off, uint64_t Count, uint64_t ElemSize,
                    uint32_t ExtraFlags);
@@ -94,9 +107,28 @@ private:
   llvm::DenseMap<const llvm::Metadata *, uint64_t> DIIds;
   llvm::DenseMap<llvm::Type *, uint64_t> IRIds;
   llvm::StringMap<const llvm::DICompositeType *> ByName;
+  llvm::DenseMap<const llvm::DICompositeType *, uint64_t> ContentIds; // C types: layout hashes
   std::map<uint64_t, TypeRec> Types;
   std::vector<const llvm::DIType *> Pending; // pointees whose layout is still to build
+  // STORED ranges of named types by id (one type may have several nodes in an
+  // LTO module), of anonymous ones by node
+  std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> StoredById;
+  llvm::DenseMap<const llvm::DICompositeType *, std::vector<std::pair<uint64_t, uint64_t>>> StoredByNode;
 };
+
+/// Where the module stores pointers (pointer-typed stores, memcpy/memmove from
+/// pointer-holding memory, integers from ptrtoint) into memory whose declared
+/// type is not a pointer: recorded in \p TT (struct fields) and \p Globals
+/// (byte ranges of scalar globals). PointerStores.cpp.
+void findPointerStores(llvm::Module &M, TypeTable &TT,
+                       std::map<llvm::GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals);
+/// Debug types of pointer SSA values and the variables of allocas (Analysis.cpp).
+void collectValueTypes(llvm::Function &F, llvm::DenseMap<llvm::Value *, const llvm::DIType *> &ValueDI,
+                       llvm::DenseMap<llvm::AllocaInst *, const llvm::DILocalVariable *> *AllocaVar);
+/// Does a value of IR type \p T hold a pointer anywhere?
+bool typeHasPointer(llvm::Type *T, unsigned Depth = 0);
+/// \p T without typedefs and qualifiers.
+const llvm::DIType *stripDI(const llvm::DIType *T);
 
 uint64_t fnv1a(llvm::StringRef S);
 std::string hex(uint64_t V);

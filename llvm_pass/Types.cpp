@@ -17,6 +17,7 @@
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/ADT/STLExtras.h"
 #include <algorithm>
+#include <set>
 #include <tuple>
 
 using namespace llvm;
@@ -63,6 +64,58 @@ TypeTable::TypeTable(Module &M) : DL(M.getDataLayout()) {
   }
 }
 
+const DICompositeType *TypeTable::byName(StringRef Name) const {
+  auto It = ByName.find(Name);
+  return It == ByName.end() ? nullptr : It->second;
+}
+
+
+// STORED slots (FORMAT.md §2): every 8-aligned word that overlaps a range and
+// lies inside the object, unless a slot already covers it. A stored pointer
+// is found only at an aligned word: an unaligned one is missed by every
+// scanner (conservative ones too).
+void TypeTable::appendStored(TypeRec &R, const std::vector<std::pair<uint64_t, uint64_t>> &Ranges) const {
+  std::set<uint64_t> Have, Words;
+  for (const SlotRec &S : R.Slots)
+    for (uint64_t I = 0; I < S.Count && I < MaxSlotsPerType; ++I)
+      Have.insert(S.Offset + I * S.Stride);
+  for (auto [Lo, Hi] : Ranges)
+    for (uint64_t W = Lo & ~7ULL; W < Hi && W + 8 <= R.Size && Words.size() < MaxSlotsPerType; W += 8)
+      if (!Have.count(W))
+        Words.insert(W);
+  // one run per stretch of consecutive words
+  for (auto It = Words.begin(); It != Words.end();) {
+    SlotRec S;
+    S.Offset = *It;
+    S.Flags = SUntyped | SConservative | SStored;
+    uint64_t Next = *It + 8;
+    S.Count = 1;
+    for (++It; It != Words.end() && *It == Next && S.Count < UINT32_MAX; ++It, Next += 8)
+      ++S.Count;
+    S.Stride = S.Count > 1 ? 8 : 0;
+    R.Slots.push_back(S);
+  }
+}
+
+uint64_t TypeTable::withStored(uint64_t Id, const std::vector<std::pair<uint64_t, uint64_t>> &Ranges) {
+  const TypeRec *Base = get(Id);
+  if (!Base)
+    return Id;
+  TypeRec R = *Base;
+  appendStored(R, Ranges);
+  llvm::sort(R.Slots, [](const SlotRec &A, const SlotRec &B) {
+    return std::tie(A.Offset, A.Flags, A.Target) < std::tie(B.Offset, B.Flags, B.Target);
+  });
+  std::string Key = "stored:" + hex(Id) + ":";
+  for (const SlotRec &S : R.Slots)
+    if (S.Flags & SStored)
+      Key += std::to_string(S.Offset) + "x" + std::to_string(S.Count) + ",";
+  R.Id = fnv1a(Key);
+  if (R.Kind == KScalar || R.Kind == KPointer)
+    R.Kind = KStruct; // a layout of its own now (a scalar global with stored words)
+  return add(std::move(R));
+}
+
 const TypeRec *TypeTable::get(uint64_t Id) const {
   auto It = Types.find(Id);
   return It == Types.end() ? nullptr : &It->second;
@@ -100,6 +153,8 @@ static const DIType *strip(const DIType *T) {
   }
   return T;
 }
+
+const DIType *stripDI(const DIType *T) { return strip(T); }
 
 static bool isPointerTag(unsigned Tag) {
   return Tag == dwarf::DW_TAG_pointer_type || Tag == dwarf::DW_TAG_reference_type ||
@@ -185,13 +240,118 @@ static bool isNamedAggregate(const DICompositeType *C) {
          (!C->getIdentifier().empty() || !C->getName().empty());
 }
 
-// FORMAT.md §3 id of a named struct/union/class: "<kind>:<identifier or
-// name>", without the size, so a pointer to a type that is only declared in
-// one translation unit (opaque `struct x *`) has the id of its definition in
-// another.
-static uint64_t namedId(const DICompositeType *C) {
-  StringRef Key = C->getIdentifier().empty() ? C->getName() : C->getIdentifier();
-  return fnv1a(namedKind(C) + ":" + Key.str());
+static constexpr size_t MaxContentBytes = 1 << 18;
+
+// The declared layout of T as a canonical string (FORMAT.md §3): members with
+// offsets, bit sizes and types, nested aggregates inline, a pointer to a named
+// aggregate by the pointee's name only. Not following pointees keeps the
+// string the same in a translation unit that only declares the pointee (an
+// opaque `struct x *`) and one that defines it. Known imprecision: two
+// layouts identical but for what same-named pointees look like share an id
+// (the tracer then warns and keeps the first); each layout of a pointee is
+// still a type of its own.
+void TypeTable::content(const DIType *T, std::string &Out, unsigned Depth, bool Ref) const {
+  T = strip(T);
+  if (!T) {
+    Out += "v";
+    return;
+  }
+  if (Depth > MaxDepth || Out.size() > MaxContentBytes) {
+    Out += "?";
+    return;
+  }
+  if (auto *B = dyn_cast<DIBasicType>(T)) {
+    Out += "b" + B->getName().str() + ":" + std::to_string(B->getSizeInBits()) + ";";
+    return;
+  }
+  if (auto *D = dyn_cast<DIDerivedType>(T)) {
+    if (isPointerTag(D->getTag())) {
+      Out += "p(";
+      content(D->getBaseType(), Out, Depth + 1, true);
+      Out += ")";
+    } else if (D->getTag() == dwarf::DW_TAG_ptr_to_member_type) {
+      Out += "m" + std::to_string(D->getSizeInBits()) + ";";
+    } else {
+      content(D->getBaseType(), Out, Depth + 1, Ref);
+    }
+    return;
+  }
+  if (isa<DISubroutineType>(T)) {
+    Out += "f;";
+    return;
+  }
+  auto *C = dyn_cast<DICompositeType>(T);
+  if (!C) {
+    Out += "s" + std::to_string(T->getSizeInBits()) + ";";
+    return;
+  }
+  unsigned Tag = C->getTag();
+  if (Tag == dwarf::DW_TAG_enumeration_type) {
+    Out += "e" + C->getName().str() + ":" + std::to_string(C->getSizeInBits()) + ";";
+    return;
+  }
+  if (Tag == dwarf::DW_TAG_array_type) {
+    Out += "a" + std::to_string(C->getSizeInBits()) + "[";
+    content(C->getBaseType(), Out, Depth + 1, Ref);
+    Out += "]";
+    return;
+  }
+  if (isNamedAggregate(C)) {
+    std::string Head = namedKind(C) + " " + C->getName().str();
+    if (Ref || C->isForwardDecl()) {
+      Out += "n" + Head + ";"; // a pointee: by name
+      return;
+    }
+    Out += "{" + Head + ":" + std::to_string(C->getSizeInBits()) + ":";
+  } else {
+    Out += "{" + std::to_string(Tag) + ":" + std::to_string(C->getSizeInBits()) + ":";
+  }
+  for (const DINode *N : C->getElements()) {
+    if (auto *Mem = dyn_cast_or_null<DIDerivedType>(N)) {
+      if (Mem->isStaticMember())
+        continue;
+      Out += std::to_string(Mem->getOffsetInBits());
+      if (Mem->isBitField())
+        Out += "/" + std::to_string(Mem->getSizeInBits());
+      Out += "=";
+      content(Mem->getBaseType(), Out, Depth + 1, false);
+    } else if (auto *VP = dyn_cast_or_null<DICompositeType>(N)) {
+      content(VP, Out, Depth + 1, false); // a variant part
+    }
+  }
+  Out += "}";
+}
+
+// FORMAT.md §3 id of a named struct/union/class. With a unique identifier
+// (Rust, C++ ODR names): "<kind>:<identifier>". Without (C): a hash of the
+// declared layout, so two different `struct dict` of two translation units
+// are two types and the same one is one type. A type declared but not
+// defined in this module (opaque `struct x *`) gets "decl:<kind>:<name>"
+// and an UNKNOWN entry: the tracer resolves it by name when the program
+// defines exactly one layout under that name.
+uint64_t TypeTable::namedId(const DICompositeType *C) {
+  if (!C->getIdentifier().empty())
+    return fnv1a(namedKind(C) + ":" + C->getIdentifier().str());
+  C = definitionOf(C);
+  if (C->isForwardDecl())
+    return fnv1a("decl:" + namedKind(C) + ":" + C->getName().str());
+  auto It = ContentIds.find(C);
+  if (It != ContentIds.end())
+    return It->second;
+  std::string Key = "c:";
+  content(C, Key, 0, false);
+  uint64_t Id = fnv1a(Key);
+  ContentIds[C] = Id;
+  return Id;
+}
+
+void TypeTable::addStored(const DICompositeType *C, uint64_t Off, uint64_t Len) {
+  if (!C || !Len)
+    return;
+  if (isNamedAggregate(C))
+    StoredById[namedId(C)].push_back({Off, Off + Len});
+  else
+    StoredByNode[C].push_back({Off, Off + Len});
 }
 
 const DICompositeType *TypeTable::definitionOf(const DICompositeType *C) const {
@@ -424,10 +584,13 @@ uint64_t TypeTable::idOfComposite(const DICompositeType *C, unsigned Depth) {
   StringRef Name = C->getName();
   bool Named = !Ident.empty() || !Name.empty();
   if (C->isForwardDecl()) {
-    // Declared only: no entry (a reader treats the id as unknown here and
-    // takes the layout from the chunk that has the definition).
-    DIIds[C] = namedId(C);
-    return namedId(C);
+    // Declared only: an UNKNOWN entry under its decl id and name (a reader
+    // resolves it to the one definition of that name, if there is one).
+    R.Id = namedId(C);
+    R.Kind = KUnknown;
+    R.Size = 0;
+    DIIds[C] = R.Id;
+    return add(std::move(R));
   }
   if (Named) {
     R.Id = namedId(C);
@@ -491,6 +654,12 @@ uint64_t TypeTable::idOfComposite(const DICompositeType *C, unsigned Depth) {
     if (MR->Flags & THasUnion)
       R.Flags |= THasUnion;
     appendArray(R.Slots, MR, Off, 1, MR->Size, Extra);
+  }
+  if (Named) {
+    if (auto It = StoredById.find(R.Id); It != StoredById.end())
+      appendStored(R, It->second);
+  } else if (auto It = StoredByNode.find(C); It != StoredByNode.end()) {
+    appendStored(R, It->second);
   }
   llvm::sort(R.Slots, [](const SlotRec &A, const SlotRec &B) {
     return std::tie(A.Offset, A.Flags, A.Target) < std::tie(B.Offset, B.Flags, B.Target);

@@ -37,7 +37,7 @@
 
 /* node state bits (mirror of trace.py ST_*) */
 #define ST_REACHED   0x01u
-#define ST_TYPED     0x02u   /* typed by a pointer at an element offset */
+#define ST_TYPED     0x02u   /* typed by a pointer to its start */
 #define ST_UNKNOWN   0x04u   /* reached through an untyped/interior/conservative pointer */
 #define ST_AMBIG     0x08u   /* reached with two different pointer-bearing types */
 #define ST_SCALAR    0x10u   /* reached at offset 0 by a pointer to a pointer-free type */
@@ -108,6 +108,8 @@ struct mt_types {
     const int64_t *elem;       /* FLEX element type index, -1 none */
     const uint64_t *flex_off;
     const uint8_t *hasptr;     /* the type (or its flex element) has pointer slots */
+    const uint8_t *covered;    /* every word of the type is a pointer slot (not code):
+                                  a bigger chunk may be read as an array of it */
     const uint64_t *s_off;
     const uint64_t *s_count;
     const uint64_t *s_stride;
@@ -283,8 +285,8 @@ static void big_free(void *p, size_t size)
 }
 
 /* a queued scan of node d: typed as ti (>= 0), or conservative (SCAN_QCONS: reaching,
- * SCAN_QUNREACHED: the leak scan) */
-struct qent { int64_t d; const uint8_t *p; uint64_t size; int64_t ti; };
+ * SCAN_QUNREACHED: the leak scan) from byte ``from`` (a typed node's tail) */
+struct qent { int64_t d; const uint8_t *p; uint64_t size; int64_t ti; uint64_t from; };
 #define SCAN_QCONS      (-1)
 #define SCAN_QUNREACHED (-2)
 /* candidate modes */
@@ -293,7 +295,7 @@ struct qent { int64_t d; const uint8_t *p; uint64_t size; int64_t ti; };
 #define SCAN_UNREACHED 2u
 struct mt_queue { struct qent *v; int64_t head, tail, cap; };
 
-static int q_push(struct mt_queue *q, int64_t d, const struct mt_node *x, int64_t ti)
+static int q_push_from(struct mt_queue *q, int64_t d, const struct mt_node *x, int64_t ti, uint64_t from)
 {
     if (q->tail == q->cap) {
         int64_t cap = q->cap ? q->cap * 2 : (int64_t)(BIG_MIN / sizeof *q->v);
@@ -308,7 +310,13 @@ static int q_push(struct mt_queue *q, int64_t d, const struct mt_node *x, int64_
     e->p = x->p;
     e->size = x->size;
     e->ti = ti;
+    e->from = from;
     return 0;
+}
+
+static inline int q_push(struct mt_queue *q, int64_t d, const struct mt_node *x, int64_t ti)
+{
+    return q_push_from(q, d, x, ti, 0);
 }
 
 /* a word read from a node, to be looked up: seg -1 when outside every segment */
@@ -358,6 +366,59 @@ static inline int emit(struct mt_out *o)
 /* ------------------------------------------------------------------------ */
 /* the rules                                                                  */
 
+/* Elements of type ti read by type in a node of size bytes (trace.py "Sound
+ * typing"): one, or size / sizeof when every word of the type is a pointer
+ * slot (an array guess that skips no word). */
+static inline uint64_t typed_elems(const struct mt_types *t, int64_t ti, uint64_t size)
+{
+    uint64_t tsz = t->size[ti];
+    if (tsz && t->covered[ti] && size >= 2 * tsz)
+        return size / tsz;
+    return 1;
+}
+
+/* Does a FLEX type's element layout decide its flexible part (elements with
+ * pointer slots), or is that part raw bytes (scanned conservatively)? */
+static inline int flex_typed(const struct mt_types *t, int64_t ti)
+{
+    int64_t el = t->elem[ti];
+    return el >= 0 && t->size[el] > 0 && t->hasptr[el];
+}
+
+/* First byte (8-aligned) of a node of type ti beyond what the type
+ * describes: its tail, scanned conservatively. */
+static uint64_t tail_start(const struct mt_types *t, int64_t ti, uint64_t size)
+{
+    uint64_t end;
+    if (t->flags[ti] & TYPE_FLEX) {
+        end = t->flex_off[ti];
+        if (flex_typed(t, ti) && size > end) {
+            uint64_t esz = t->size[t->elem[ti]];
+            end += (size - end) / esz * esz;
+        }
+    } else {
+        end = typed_elems(t, ti, size) * t->size[ti];
+    }
+    if (end > size)
+        end = size;
+    return (end + 7) & ~(uint64_t)7;
+}
+
+/* Where the conservative scan of a queued (ST_CQUEUED) node starts: its
+ * tail when a type describes the rest, else 0. */
+static uint64_t cons_from(const struct mt_heap *h, const struct mt_types *t, const struct mt_out *o,
+                          int64_t d)
+{
+    const struct mt_node *x = &h->nodes[d];
+    if (x->state & ST_AMBIG)
+        return 0;
+    if (x->state & ST_TYPED)
+        return tail_start(t, x->type, x->size);
+    if (x->state & ST_SCALAR)
+        return tail_start(t, o->scalar_type[d], x->size);
+    return 0;
+}
+
 /* The visit rule (trace.py "Typing rule"). Returns -1 on out of memory. */
 static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
                  struct mt_queue *q, int64_t d, int64_t ti, uint64_t doff)
@@ -377,10 +438,7 @@ static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
         }
         return 0;
     }
-    uint64_t tsz = t->size[ti];
-    int aligned = doff == 0 ||
-        (tsz > 0 && !(t->flags[ti] & TYPE_FLEX) && doff % tsz == 0 && x->size >= 2 * tsz);
-    if (!aligned) {
+    if (doff != 0) {            /* inside an object of unknown layout: no type from it */
         x->state |= ST_UNKNOWN;
         return 0;
     }
@@ -543,8 +601,8 @@ static int read_piece(const struct mt_heap *h, const struct mt_types *t, struct 
     if (!typed) {
         if (!r->started) {
             r->started = 1;
-            r->next = 0;
-            o->counters[3] += size / 8;
+            r->next = e->from;
+            o->counters[3] += e->from < size ? (size - e->from) / 8 : 0;
         }
         uint64_t off = r->next, stop = off + 8 * PIECE_WORDS;
         for (; off + 8 <= size && off < stop; off += 8) {
@@ -566,7 +624,7 @@ static int read_piece(const struct mt_heap *h, const struct mt_types *t, struct 
             r->next = t->flex_off[ti];
             if (read_slots(h, t, o, cb, e, ti, 0, size))
                 return -1;
-            return !(el >= 0 && t->size[el] > 0);
+            return !flex_typed(t, ti);
         }
         uint64_t esz = t->size[el];
         int64_t per = PIECE_WORDS / slot_words(t, el);
@@ -580,9 +638,7 @@ static int read_piece(const struct mt_heap *h, const struct mt_types *t, struct 
         return r->next + esz > size;
     }
     uint64_t tsz = t->size[ti];
-    uint64_t nel = tsz ? size / tsz : 1;
-    if (nel < 1)
-        nel = 1;
+    uint64_t nel = typed_elems(t, ti, size);
     if (!r->started) {
         r->started = 1;
         r->next = 0;
@@ -601,7 +657,9 @@ static inline __attribute__((always_inline)) void prefetch_node_bytes(const stru
     if (!e->p)
         return;
     if (e->ti < 0) {            /* every word is read: the first four lines */
-        __builtin_prefetch(e->p);
+        if (e->from >= e->size)
+            return;
+        __builtin_prefetch(e->p + e->from);
         if (e->size > 64)
             __builtin_prefetch(e->p + 64);
         if (e->size > 128)
@@ -669,8 +727,9 @@ out:
 
 /* Mark.  Phase 1: visit the typed root pointers in order, then scan typed
  * nodes in FIFO order.  Phase 2: conservative closure from every node that is
- * reached but has no pointer-free/typed layout, and from ambiguous nodes.
- * Phase 3 (leak scan): every in-use chunk left unreached is scanned
+ * reached but has no pointer-free/typed layout, from ambiguous nodes, and
+ * from the tail of every typed or pointer-free node (the bytes its type does
+ * not describe, tail_start).  Phase 3 (leak scan): every in-use chunk left unreached is scanned
  * conservatively, its edges flagged EDGE_UNREACHED, reaching nothing.
  * The edges are counted (o->nedges); mt_edges makes them.
  * Returns 0, or -1 when out of memory (counters[5]). */
@@ -693,9 +752,12 @@ int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
     for (int64_t d = 0; d < h->n; d++) {
         struct mt_node *x = &h->nodes[d];
         uint8_t s = x->state;
-        if ((s & ST_AMBIG) || ((s & ST_UNKNOWN) && !(s & (ST_TYPED | ST_SCALAR)))) {
+        uint64_t from = cons_from(h, t, o, d);
+        /* ambiguous, reached untyped only, or typed with a tail its type does not describe */
+        if ((s & ST_AMBIG) || ((s & ST_UNKNOWN) && !(s & (ST_TYPED | ST_SCALAR)))
+            || ((s & (ST_TYPED | ST_SCALAR)) && from + 8 <= x->size)) {
             x->state |= ST_CQUEUED;
-            if (q_push(&q, d, x, SCAN_QCONS))
+            if (q_push_from(&q, d, x, SCAN_QCONS, from))
                 goto out;
         }
     }
@@ -781,7 +843,7 @@ int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
                 continue;
             if ((x->state & ST_TYPED) && q_push(&q, d, x, x->type))
                 goto out;
-            if ((x->state & ST_CQUEUED) && q_push(&q, d, x, SCAN_QCONS))
+            if ((x->state & ST_CQUEUED) && q_push_from(&q, d, x, SCAN_QCONS, cons_from(h, t, o, d)))
                 goto out;
             if (!(x->state & ST_REACHED) && q_push(&q, d, x, SCAN_QUNREACHED))
                 goto out;

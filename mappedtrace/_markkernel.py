@@ -30,7 +30,7 @@ struct mt_heap {
 };
 struct mt_types {
     int64_t n; const uint64_t *size; const uint32_t *flags; const int64_t *slot_lo; const int64_t *slot_hi;
-    const int64_t *elem; const uint64_t *flex_off; const uint8_t *hasptr;
+    const int64_t *elem; const uint64_t *flex_off; const uint8_t *hasptr; const uint8_t *covered;
     const uint64_t *s_off; const uint64_t *s_count; const uint64_t *s_stride; const int64_t *s_target;
     const uint32_t *s_flags;
 };

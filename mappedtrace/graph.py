@@ -97,6 +97,9 @@ class Precision:
     heap_bytes: int = 0
     heap_bytes_typed: int = 0
     heap_bytes_conservative: int = 0
+    #: part of heap_bytes_conservative: tails of typed objects, the bytes beyond what
+    #: their type describes (trailing data, raw flexible arrays, array guesses)
+    heap_bytes_tail: int = 0
     edges_exact: int = 0
     edges_conservative: int = 0
     root_edges_exact: int = 0

@@ -11,27 +11,43 @@ Typing rule (what type a heap object gets)
       slot flagged UNTYPED, or a union/enum slot flagged CONSERVATIVE): ``c``
       is *reached untyped*.
     * ``T`` has no pointer slots (``int``, ``char``, a pointer-free struct):
-      at ``o == 0`` ``c`` becomes *pointer-free* (it is not scanned); at an
+      at ``o == 0`` ``c`` becomes *pointer-free* (its type's bytes are not
+      scanned, its tail is: see below); at an
       interior offset it is reached untyped (a ``char*`` into the middle of a
       struct says nothing about the struct).  Known imprecision: a ``char*``
       to the first field of a struct held by nothing else would hide the
       struct's pointers; a pointer-bearing type always wins over this.
-    * ``T`` has pointer slots: at an *element offset* (``o == 0``, or ``o`` a
-      multiple of ``sizeof T`` in a chunk that holds at least two ``T``) the
-      chunk is typed ``T`` by the **first** such pointer in breadth-first
-      order from the roots (roots in the order given, slots in offset order);
-      a later pointer of another pointer-bearing type makes it *ambiguous*.
-      At any other interior offset the pointer points at a sub-object whose
-      enclosing layout is unknown: the chunk is reached untyped.
+    * ``T`` has pointer slots: at ``o == 0`` the chunk is typed ``T`` by the
+      **first** such pointer in breadth-first order from the roots (roots in
+      the order given, slots in offset order); a later pointer of another
+      pointer-bearing type makes it *ambiguous*.  At an interior offset the
+      pointer points at a sub-object (or an array element) whose enclosing
+      layout is unknown: the chunk is reached untyped.  No type is ever taken
+      from a chunk's size.
 
-    Arrays: a chunk typed ``T`` is scanned as ``usable_size // sizeof T``
-    consecutive ``T`` (a typed pointer to a chunk holding k >= 2 elements is
-    an array of k).  Known imprecision: malloc's usable size rounds the
-    request up (up to 24 bytes on x86-64 glibc), so the slack after the last
-    real element may be scanned as one more element and can hold stale
-    pointers from an earlier use of the chunk.  FLEX types: the header's
-    slots, then the element's slots repeated from ``flex_offset`` to the
-    chunk's end (same slack caveat).
+Sound typing (issue #11): a type makes the tracer skip a word only where the
+program provably never stores a pointer there.  A type describes its own
+bytes; the rest of the chunk, its *tail*, is scanned conservatively:
+
+    * a chunk typed ``T`` holds one ``T``, and the bytes after it (malloc's
+      rounding slack, ``malloc(sizeof(T) + n)`` trailing data, the other
+      elements of what may be an array) are the tail.  Only when every
+      8-byte word of ``T`` is a (non-code) pointer slot (``T`` a pointer type,
+      a struct of pointers: :attr:`_Types.covered`) is the chunk read as
+      ``usable_size // sizeof T`` elements of ``T``, since then that reading
+      skips no word;
+    * FLEX types: the header's slots, then the elements from ``flex_offset``
+      to the chunk's end when the element type has pointer slots; a
+      pointer-free flexible array (``unsigned char data[]`` holding child
+      pointers written with ``memcpy``, as in Redis's ``rax.c``) is tail;
+    * a pointer-free type at offset 0 makes the chunk *pointer-free* in its
+      type's bytes only: its tail is scanned too.
+
+    Tails are scanned in phase 2 (their edges are conservative, what they
+    reach is reached untyped); ``Precision.heap_bytes_tail`` counts them
+    (they are part of ``heap_bytes_conservative``).  Known imprecision: a
+    tail holding malloc's slack can hold a stale pointer from an earlier use
+    of the chunk, which then keeps its target alive (as in LeakSanitizer).
 
 Phases
     1. typed: the typed root pointers, then every typed chunk in FIFO order,
@@ -42,8 +58,9 @@ Phases
        mapping), or *static* (into globals, stacks, libraries); neither is
        followed.
     2. conservative: every chunk reached untyped and not typed/pointer-free,
-       and every ambiguous chunk (its typed-scan edges are dropped), is
-       scanned word by word like LeakSanitizer: every 8-aligned word that
+       every ambiguous chunk (its typed-scan edges are dropped), and the
+       tail of every typed or pointer-free chunk, is scanned word by word
+       like LeakSanitizer: every 8-aligned word that
        points into an in-use chunk is a conservative edge; closure.
     3. leak scan: chunks still unreached are scanned conservatively so the
        leak analysis sees the shape of leaked structures (edges flagged
@@ -88,6 +105,8 @@ SEGMENT_GAP = 64 * 1024
 READ_PIECE = 64 << 20
 #: bound on type sizes and slot offsets/strides/counts taken from a type table
 MAX_OBJECT = 1 << 40
+#: largest type (bytes) checked for covering every word with pointer slots
+MAX_COVER = 1 << 20
 #: frontiers up to this many nodes are marked node by node by the numpy marker
 SMALL_LEVEL = 8
 #: entries per numpy batch (bounds the fallback's temporary memory)
@@ -344,8 +363,54 @@ class _Types:
     s_stride: np.ndarray
     s_target: np.ndarray
     s_flags: np.ndarray
+    covered: np.ndarray = None     # u8: every word of the type is a pointer slot (not code)
     _tmpl: dict | None = None
     _exp: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.covered is None:
+            self.covered = np.array([self._covers(i) for i in range(len(self.ids))], np.uint8)
+
+    def _covers(self, ti: int) -> bool:
+        """Is every 8-byte word of type ti a (non-code) pointer slot?  Then
+        reading a bigger chunk as an array of it skips no word."""
+        tsz = int(self.size[ti])
+        if tsz <= 0 or tsz % 8 or int(self.flags[ti]) & TYPE_FLEX or tsz > MAX_COVER:
+            return False
+        offs, _, fl = self.template(ti)
+        o = offs[(fl & SLOT_FUNCTION) == 0] if len(offs) else offs
+        o = o[(o % np.uint64(8) == 0) & (o < np.uint64(tsz))]
+        return len(np.unique(o)) == tsz // 8
+
+    def flex_typed(self, ti: np.ndarray) -> np.ndarray:
+        """Per FLEX type: does its element layout decide the flexible part
+        (elements with pointer slots)?  Otherwise the part is raw bytes."""
+        el = self.elem[ti]
+        elc = np.maximum(el, 0)
+        return (el >= 0) & (self.size[elc] > 0) & (self.hasptr[elc] != 0)
+
+    def typed_elems(self, ti: np.ndarray, size: np.ndarray) -> np.ndarray:
+        """Elements of type ti read by type in a node of ``size`` bytes: one,
+        or ``size // sizeof`` when the type covers every word (as in _mark.c)."""
+        tsz = self.size[ti]
+        arr = (tsz > 0) & (self.covered[ti] != 0) & (size >= 2 * tsz)
+        return np.where(arr, size // np.maximum(tsz, np.uint64(1)), np.uint64(1)).astype(np.uint64)
+
+    def tail_start(self, ti: np.ndarray, size: np.ndarray) -> np.ndarray:
+        """First byte (8-aligned) beyond what type ti describes in a node of
+        ``size`` bytes: the node's tail, scanned conservatively (_mark.c tail_start)."""
+        ti = np.asarray(ti, np.int64)
+        size = np.asarray(size, np.uint64)
+        if len(ti) == 0:
+            return np.zeros(0, np.uint64)
+        flex = (self.flags[ti] & TYPE_FLEX) != 0
+        fo = self.flex_off[ti]
+        esz = np.maximum(self.size[np.maximum(self.elem[ti], 0)], np.uint64(1))
+        ft = self.flex_typed(ti) & (size > fo)
+        flex_end = fo + np.where(ft, (size - np.minimum(fo, size)) // esz * esz, np.uint64(0))
+        end = np.where(flex, flex_end, self.typed_elems(ti, size) * self.size[ti])
+        end = np.minimum(end, size)
+        return (end + np.uint64(7)) & ~np.uint64(7)
 
     def idx(self, type_id: int) -> int:
         return self.index.get(int(type_id), -1) if type_id else -1
@@ -395,7 +460,7 @@ class _Types:
         if int(self.flags[ti]) & TYPE_FLEX:
             parts.append((offs, tg, fl))
             e = int(self.elem[ti])
-            if e >= 0 and int(self.size[e]) > 0:
+            if bool(self.flex_typed(np.array([ti]))[0]):
                 esz, fo = int(self.size[e]), int(self.flex_off[ti])
                 k = (size - fo) // esz if size >= fo else 0
                 eo, et, ef = self.template(e)
@@ -403,7 +468,7 @@ class _Types:
                     parts.append(((fo + esz * np.repeat(np.arange(k, dtype=np.uint64), len(eo))
                                    + np.tile(eo, k)), np.tile(et, k), np.tile(ef, k)))
         else:
-            k = max(1, size // tsz) if tsz else 1
+            k = int(self.typed_elems(np.array([ti]), np.array([size], np.uint64))[0])
             parts.append(((tsz * np.repeat(np.arange(k, dtype=np.uint64), len(offs)) + np.tile(offs, k)),
                           np.tile(tg, k), np.tile(fl, k)))
         o = np.concatenate([p[0] for p in parts]).astype(np.uint64)
@@ -512,6 +577,17 @@ def _scan_roots(target, heap: _Heap, tt: _Types, roots: Sequence[Root], conserva
             exact_mask = (fl & SLOT_CONSERVATIVE) == 0
             tgt = np.where((fl & (SLOT_UNTYPED | SLOT_CONSERVATIVE)) != 0, -1, tg)
             words += len(o)
+            # a range bigger than its type describes: the rest word by word (its tail)
+            ts = int(tt.tail_start(np.array([ti]), np.array([r.size], np.uint64))[0])
+            first = ts + (-(r.value + ts)) % 8
+            if first + 8 <= r.size:
+                n = (r.size - first) // 8
+                to = first + 8 * np.arange(n, dtype=np.uint64)
+                tv = np.frombuffer(raw, np.uint8)[first:first + 8 * n].copy().view("<u8")
+                o, vals = np.concatenate([o.astype(np.uint64), to]), np.concatenate([vals, tv])
+                fl = np.concatenate([fl, np.zeros(n, np.uint32)])
+                exact_mask = np.concatenate([exact_mask, np.zeros(n, bool)])
+                tgt = np.concatenate([tgt, np.full(n, -1, np.int64)])
         else:
             first = (-r.value) % 8
             n = max(0, (r.size - first) // 8)
@@ -618,7 +694,7 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
     h.maps = p(heap.maps.reshape(-1), "uint64_t *")
     t = ffi.new("struct mt_types *")
     t.n = len(tt.ids)
-    for name in ("size", "flags", "slot_lo", "slot_hi", "elem", "flex_off", "hasptr",
+    for name in ("size", "flags", "slot_lo", "slot_hi", "elem", "flex_off", "hasptr", "covered",
                  "s_off", "s_count", "s_stride", "s_target", "s_flags"):
         arr = getattr(tt, name)
         ctype = {np.dtype(np.uint64): "uint64_t *", np.dtype(np.int64): "int64_t *",
@@ -692,12 +768,7 @@ class _NumpyMarker:
         if len(hpi) == 0:
             return np.zeros(0, np.int64)
         dd, tt_, oo = d[hpi], ti[hpi], doff[hpi]
-        tsz = t.size[tt_]
-        flex = (t.flags[tt_] & TYPE_FLEX) != 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            elem_ok = (tsz > 0) & ~flex & (np.where(tsz > 0, oo % np.maximum(tsz, 1), 1) == 0) \
-                & (h.sizes[dd] >= 2 * tsz)
-        aligned = (oo == 0) | elem_ok
+        aligned = oo == 0          # inside an object of unknown layout: no type from it
         st[dd[~aligned]] |= ST_UNKNOWN
         dd, tt_ = dd[aligned], tt_[aligned]
         if len(dd) == 0:
@@ -751,7 +822,7 @@ class _NumpyMarker:
             nodes = frontier[pos]
             tsz = int(t.size[ti])
             size = h.sizes[nodes]
-            nel = np.maximum(1, size // np.uint64(tsz)).astype(np.int64) if tsz else np.ones(len(nodes), np.int64)
+            nel = t.typed_elems(np.full(len(nodes), ti, np.int64), size).astype(np.int64)
             cnt = nel * m
             rep = np.repeat(np.arange(len(nodes)), cnt)
             j = np.arange(len(rep)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
@@ -792,11 +863,28 @@ class _NumpyMarker:
         ti = np.where((fl & (SLOT_UNTYPED | SLOT_CONSERVATIVE)) != 0, -1, tg)
         return self._visit(d[follow], ti[follow], doff[follow])
 
-    def _cons_words(self, nodes: np.ndarray):
-        """(src, off) of every word of the readable nodes, in batches."""
+    def _cons_from(self, nodes: np.ndarray) -> np.ndarray:
+        """Where the conservative scan of each node starts (_mark.c cons_from):
+        the tail of a typed or pointer-free node, else 0."""
+        st = self.state[nodes]
+        amb = (st & ST_AMBIG) != 0
+        typed = ((st & ST_TYPED) != 0) & ~amb
+        scal = ((st & ST_SCALAR) != 0) & ~typed & ~amb
+        ti = np.where(typed, self.type[nodes], np.where(scal, self.scalar[nodes], -1))
+        out = np.zeros(len(nodes), np.uint64)
+        k = ti >= 0
+        if k.any():
+            out[k] = self.t.tail_start(ti[k], self.h.sizes[nodes[k]])
+        return out
+
+    def _cons_words(self, nodes: np.ndarray, start: np.ndarray | None = None):
+        """(src, off) of every word of the readable nodes from ``start`` (0), in batches."""
         h = self.h
-        nodes = nodes[h.memoff[nodes] >= 0]
-        nw = (h.sizes[nodes] // np.uint64(8)).astype(np.int64)
+        ok = h.memoff[nodes] >= 0
+        nodes = nodes[ok]
+        start = np.zeros(len(nodes), np.uint64) if start is None else start[ok].astype(np.uint64)
+        start = np.minimum(start, h.sizes[nodes])
+        nw = ((h.sizes[nodes] - start) // np.uint64(8)).astype(np.int64)
         i = 0
         while i < len(nodes):
             j, acc = i, 0
@@ -806,15 +894,16 @@ class _NumpyMarker:
             part, pw = nodes[i:j], nw[i:j]
             src = np.repeat(part, pw)
             starts = np.repeat(np.cumsum(pw) - pw, pw)
-            off = ((np.arange(len(src)) - starts) * 8).astype(np.uint64)
+            off = ((np.arange(len(src)) - starts) * 8).astype(np.uint64) + np.repeat(start[i:j], pw)
             self.counters[3] += len(src)
             yield src, off
             i = j
 
-    def _cons_scan(self, nodes: np.ndarray, flags: int, reach: bool) -> np.ndarray:
+    def _cons_scan(self, nodes: np.ndarray, flags: int, reach: bool,
+                   start: np.ndarray | None = None) -> np.ndarray:
         h, st = self.h, self.state
         new_all = []
-        for src, off in self._cons_words(nodes):
+        for src, off in self._cons_words(nodes, start):
             v = h.words(src, off)
             d = h.find(v)
             hit = d >= 0
@@ -842,9 +931,7 @@ class _NumpyMarker:
                 st[c] |= ST_SCALAR
                 self.scalar[c] = ti
             return False
-        tsz = int(t.size[ti])
-        if not (doff == 0 or (tsz > 0 and not int(t.flags[ti]) & TYPE_FLEX and doff % tsz == 0
-                              and int(self.h.sizes[c]) >= 2 * tsz)):
+        if doff != 0:               # inside an object of unknown layout: no type from it
             st[c] |= ST_UNKNOWN
             return False
         if st[c] & ST_TYPED:
@@ -911,9 +998,13 @@ class _NumpyMarker:
                 if c is not None:
                     nxt.append(self._handle(*c))
             frontier = np.concatenate(nxt) if nxt else np.zeros(0, np.int64)
+        # ambiguous, reached untyped only, or typed with a tail its type does not describe
+        start = self._cons_from(np.arange(h.n))
         q = np.nonzero(((st & ST_AMBIG) != 0)
-                       | (((st & ST_UNKNOWN) != 0) & ((st & (ST_TYPED | ST_SCALAR)) == 0)))[0]
+                       | (((st & ST_UNKNOWN) != 0) & ((st & (ST_TYPED | ST_SCALAR)) == 0))
+                       | (((st & (ST_TYPED | ST_SCALAR)) != 0) & (start + np.uint64(8) <= h.sizes)))[0]
         st[q] |= ST_CQUEUED
+        q = self._cons_scan(q, 0, True, start[q])
         for _ in range(h.n + 1):
             if len(q) == 0:
                 break
@@ -1038,6 +1129,12 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
     re = rs.root_edges
     rex = (re["flags"] & EDGE_EXACT) != 0
     sizes = heap.sizes
+    # a typed node's tail (bytes its type does not describe) is scanned conservatively
+    tnodes = np.nonzero(how == HOW_TYPED)[0]
+    tti = np.where(typed[tnodes], out.type[tnodes], out.scalar_type[tnodes]).astype(np.int64)
+    tstart = np.minimum(tt.tail_start(tti, sizes[tnodes]), sizes[tnodes]) if len(tnodes) \
+        else np.zeros(0, np.uint64)
+    tail = int((sizes[tnodes] - tstart).sum()) if len(tnodes) else 0
     prec = Precision(
         mode=mode, kernel=kernel,
         roots_exact=sum(1 for r in roots if r.exact and mode == "precise"),
@@ -1047,8 +1144,9 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         objects_conservative=int(np.count_nonzero(how == HOW_CONSERVATIVE)),
         objects_ambiguous=int(ambiguous.sum()),
         heap_bytes=int(sizes.sum()) if n else 0,
-        heap_bytes_typed=int(sizes[how == HOW_TYPED].sum()) if n else 0,
-        heap_bytes_conservative=int(sizes[how == HOW_CONSERVATIVE].sum()) if n else 0,
+        heap_bytes_typed=int(tstart.sum()) if len(tnodes) else 0,
+        heap_bytes_conservative=(int(sizes[how == HOW_CONSERVATIVE].sum()) if n else 0) + tail,
+        heap_bytes_tail=tail,
         edges_exact=n_exact,
         edges_conservative=n_cons,
         root_edges_exact=int(rex.sum()), root_edges_conservative=int((~rex).sum()),

@@ -6,8 +6,9 @@
  * array of structs, an untyped (void*) block, a chunk typed two ways, a node
  * whose pointer dangles into a freed chunk), and leaked ones (a dropped list,
  * a cycle, a tree with parent pointers, a string, a node only held by a
- * `long` that precise marking does not treat as a pointer, a node pointing
- * into a kept list).
+ * `long` that precise marking with hand-written types does not treat as a
+ * pointer (the pass, seeing the ptrtoint stored there, marks it STORED), a
+ * node pointing into a kept list).
  *
  * Prints the ground truth on stdout, then blocks until killed:
  *   size TYPE BYTES | off TYPE FIELD BYTES | global g ADDR BYTES

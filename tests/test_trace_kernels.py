@@ -130,17 +130,17 @@ def test_c_and_numpy_identical(seed, mode):
     assert 0 < p.objects_reached < p.objects
     if mode == "precise":
         assert p.objects_typed > 0 and p.edges_exact > 0 and p.dangling_pointers > 0
-        assert p.objects_ambiguous > 0
+        assert p.heap_bytes_tail > 0
     else:
         assert p.objects_typed == 0 and p.edges_exact == 0
 
 
-def test_precise_reaches_no_more_than_conservative():
-    t, chunks, roots = gen_heap(7)
+@pytest.mark.parametrize("seed", [1, 7])
+def test_precise_reaches_no_more_than_conservative(seed):
+    t, chunks, roots = gen_heap(seed)
     pr = mark(t, chunks, roots, TYPES, mode="precise")
     co = mark(t, chunks, roots, TYPES, mode="conservative")
     assert not np.any(pr.reached & ~co.reached)
-    assert pr.reached.sum() < co.reached.sum()
 
 
 def _small(words_by_chunk: dict[int, list[int]], base=0x1000):
@@ -153,25 +153,72 @@ def _small(words_by_chunk: dict[int, list[int]], base=0x1000):
     return MemTarget(regions)
 
 
+RAW = 8
+#: a radix-tree node (Redis rax.c): a 4-byte header, then `unsigned char data[]`
+RAW_T = T(RAW, "struct raxNode", 4, "struct", 2, (), CHAR, 4)
+
+
 @pytest.mark.parametrize("kernel", ["c", "numpy"])
-def test_array_flex_and_weak_rules(kernel):
+def test_array_flex_tail_and_weak_rules(kernel):
+    """What a type decides (trace.py "Sound typing"): its own words, and an
+    array only when every word is a pointer slot; the rest of a chunk (its
+    tail) is scanned conservatively."""
     B = 0x1000
-    # B+0x10: array of 3 struct node (usable 56: 3 elements + 8 bytes slack)
-    # B+0x100: struct flex[] whose weak slot points to n2 and whose elements point to pairs
-    n1, n2, p1 = B + 0x200, B + 0x220, B + 0x300
-    t = _small({B + 0x10: [0, n1, 0, 0, 0, 0, n2],          # slack word at 48 holds n2: not an element
-                B + 0x100: [2, n2, p1, 0],
-                p1: [0, 0, 0, 0]})
-    chunks = [C(B + 0x10, 56), C(B + 0x100, 40), C(n1, 24), C(n2, 24), C(p1, 40)]
-    roots = [Root("value", B + 0x10, 8, NODE, True, "r0"), Root("value", B + 0x100, 8, FLEXT, True, "r1")]
-    g = c_mark(t, chunks, roots, TYPES) if kernel == "c" else mark(t, chunks, roots, TYPES, kernel=kernel)
+    n1, n2, n3, x, p1, p2, p3, rc = (B + 0x200, B + 0x220, B + 0x240, B + 0x280, B + 0x300, B + 0x340,
+                                     B + 0x380, B + 0x3c0)
+    t = _small({B + 0x10: [x, n1, 0, 0, 0, 0, n2],     # struct node + 40 bytes: word 6 (tail) holds n2
+                B + 0x100: [2, n3, p1, 0, 0],           # struct flex[]: weak slot -> n3, items -> p1
+                B + 0x180: [p2, 0, p3, 0, 0],           # struct pair*[5]: all words slots -> an array
+                B + 0x400: [0x6261_0000_0002, rc, 0],  # raxNode: a child in its raw data[]
+                B + 0x800: [x, 0, B + 0x440],           # a root range: struct node + 8 bytes
+                p1: [0, 0, 0, 0, 0]})
+    chunks = [C(B + 0x10, 56), C(B + 0x100, 40), C(B + 0x180, 40), C(n1, 24), C(n2, 24), C(n3, 24),
+              C(x, 24), C(p1, 40), C(p2, 40), C(p3, 40), C(rc, 24), C(B + 0x400, 24), C(B + 0x440, 24)]
+    roots = [Root("value", B + 0x10, 8, NODE, True, "r0"), Root("value", B + 0x100, 8, FLEXT, True, "r1"),
+             Root("value", B + 0x180, 8, PAIRP, True, "r2"), Root("value", B + 0x400, 8, RAW, True, "r3"),
+             Root("range", B + 0x800, 24, NODE, True, "r4")]
+    types = {**TYPES, RAW: RAW_T}
+    g = c_mark(t, chunks, roots, types) if kernel == "c" else mark(t, chunks, roots, types, kernel=kernel)
     node = {int(a): i for i, a in enumerate(g.addresses)}
-    assert g.node(node[B + 0x10]).type_name == "struct node"      # array of struct node
-    assert g.node(node[n1]).reached
-    assert not g.node(node[n2]).reached          # only a weak slot and the array slack point to it
-    assert g.node(node[p1]).type_name == "struct pair"      # flex element (struct pair*) → pair
+    edges = {(int(e.src), e.src_off): e for e in g.iter_edges()}
+    first = g.node(node[B + 0x10])
+    assert (first.how, first.type_name) == ("typed", "struct node")
+    assert g.node(node[n1]).type_name == "struct node" and edges[(node[B + 0x10], 8)].exact
+    # the tail (malloc slack or elements of a guessed array) is scanned, not typed
+    assert g.node(node[n2]).how == "conservative" and not edges[(node[B + 0x10], 48)].exact
+    assert not g.node(node[x]).reached           # struct node's word 0 is a long: skipped
+    # FLEX: header slots, then elements of struct pair* (every word a slot)
+    assert g.node(node[p1]).type_name == "struct pair"
+    assert not g.node(node[n3]).reached          # only a weak slot points to it
     weak = [e for e in g.iter_edges() if e.weak]
-    assert len(weak) == 1 and weak[0].dst == node[n2]
+    assert len(weak) == 1 and weak[0].dst == node[n3]
+    # an array of pointers: every element by type
+    assert g.node(node[p2]).type_name == g.node(node[p3]).type_name == "struct pair"
+    assert edges[(node[B + 0x180], 16)].exact
+    # a raw flexible array: the node is pointer-free by type, its data[] is scanned
+    raw = g.node(node[B + 0x400])
+    assert (raw.how, raw.type_name) == ("typed", "struct raxNode")
+    assert g.node(node[rc]).reached and not edges[(node[B + 0x400], 8)].exact
+    # a root range bigger than its type: the rest is scanned too, not exactly
+    assert g.node(node[B + 0x440]).reached
+    assert [bool(e.exact) for e in g.iter_root_edges() if e.root == 4] == [False]
+    p = g.precision
+    # typed bytes: node 16, flex 40, pair*[] 40, pairs 32 x 3, nodes 16 (n1), raxNode 8 (header, aligned)
+    assert p.heap_bytes_typed == 16 + 40 + 40 + 3 * 32 + 16 + 8
+    assert p.heap_bytes_tail == 40 + 3 * 8 + 8 + 16
+    co = mark(t, chunks, roots, types, mode="conservative", kernel=kernel if kernel == "numpy" else "auto")
+    assert co.node(node[x]).reached              # the baseline keeps what the long points to
+
+
+@pytest.mark.parametrize("kernel", ["c", "numpy"])
+def test_two_types_make_ambiguous(kernel):
+    B = 0x1000
+    t = _small({B + 0x10: [0, B + 0x100, B + 0x140, 0, 0]})
+    chunks = [C(B + 0x10, 40), C(B + 0x100, 24), C(B + 0x140, 24)]
+    roots = [Root("value", B + 0x10, 8, NODE, True, "r0"), Root("value", B + 0x10, 8, PAIR, True, "r1")]
+    g = c_mark(t, chunks, roots, TYPES) if kernel == "c" else mark(t, chunks, roots, TYPES, kernel=kernel)
+    assert g.node(0).ambiguous and g.precision.objects_ambiguous == 1
+    assert g.node(1).reached and g.node(2).reached      # scanned whole, conservatively
 
 
 def test_interior_pointer_is_untyped():

@@ -5,7 +5,9 @@ between them.  Each chunk has a 56-byte header and four tables found by
 chunk offsets: types (48-byte header + 32-byte slots each), functions
 (40-byte header + 24-byte allocas each), globals (32 bytes each) and a
 string table.  Types are deduplicated by id across chunks: the first
-definition wins, a different one under the same id is a warning.
+definition wins, a different one under the same id is a warning; STORED
+slots (words one module found the program storing pointers into) are
+merged from every definition.
 """
 from __future__ import annotations
 
@@ -44,6 +46,9 @@ SLOT_UNTYPED = 0x1
 SLOT_FUNCTION = 0x2
 SLOT_CONSERVATIVE = 0x4
 SLOT_WEAK = 0x8
+#: a word the declared type calls non-pointer where the program stores a pointer
+#: (found by the pass; always with UNTYPED | CONSERVATIVE)
+SLOT_STORED = 0x10
 # Type flags
 TYPE_HAS_UNION = 0x1
 TYPE_FLEX = 0x2
@@ -268,22 +273,57 @@ def decode(data: bytes, where: str, warnings: list[str] | None = None) -> list[C
     return chunks
 
 
+def _declared(slots) -> list[Slot]:
+    return [s for s in slots if not s.flags & SLOT_STORED]
+
+
 def _same(a: TypeInfo, b: TypeInfo) -> bool:
-    return (a.size, a.kind, a.flags, a.slots, a.elem_type, a.flex_offset) == \
-        (b.size, b.kind, b.flags, b.slots, b.elem_type, b.flex_offset)
+    """Same declared layout (STORED slots aside: each module finds its own)."""
+    return (a.size, a.kind, a.flags, _declared(a.slots), a.elem_type, a.flex_offset) == \
+        (b.size, b.kind, b.flags, _declared(b.slots), b.elem_type, b.flex_offset)
+
+
+def _with_stored(a: TypeInfo, b: TypeInfo) -> TypeInfo:
+    """``a`` with the STORED slots of ``b`` it lacks.  Runs are compared whole
+    (a count is not a loop bound); a word that two different runs cover is
+    read twice, which repeats an edge and changes nothing else."""
+    have = {(s.offset, s.count, s.stride) for s in a.slots if s.flags & SLOT_STORED}
+    extra = [s for s in b.slots if s.flags & SLOT_STORED and (s.offset, s.count, s.stride) not in have]
+    if not extra:
+        return a
+    return TypeInfo(a.id, a.name, a.size, a.kind, a.flags, sorted([*a.slots, *extra], key=lambda s: s.offset),
+                    a.elem_type, a.flex_offset)
 
 
 def merge_types(chunks: list[Chunk], warnings: list[str], where: str = ".mtmap") -> dict[int, TypeInfo]:
     """Types of all chunks by id: the first definition wins; a different
-    layout under an id already seen adds a warning."""
+    layout under an id already seen adds a warning.  STORED slots are the
+    union over every definition of the same layout."""
     out: dict[int, TypeInfo] = {}
     for ch in chunks:
         for t in ch.types:
             cur = out.get(t.id)
             if cur is None:
                 out[t.id] = t
-            elif not _same(cur, t):
+            elif _same(cur, t):
+                out[t.id] = _with_stored(cur, t)
+            else:
                 warnings.append(f"{where}: type {t.id:#x} ({t.name}) in module {ch.module_name or '?'} "
                                 f"differs from its first definition ({cur.name}, {cur.size} bytes, "
                                 f"{len(cur.slots)} slots); keeping the first")
+    _resolve_declared(out)
     return out
+
+
+def _resolve_declared(types: dict[int, TypeInfo]) -> None:
+    """A type only declared in some module (an UNKNOWN entry, FORMAT.md §3
+    ``decl:``) stands for the program's one definition of that name, when
+    there is exactly one; with none or several it stays unknown (pointers to
+    it are untyped and what they reach is scanned conservatively)."""
+    defs: dict[str, set[int]] = {}
+    for tid, t in types.items():
+        if t.kind in ("struct", "union") and t.size > 0 and t.name:
+            defs.setdefault(t.name, set()).add(tid)
+    for tid, t in list(types.items()):
+        if t.kind == "unknown" and t.size == 0 and len(defs.get(t.name, ())) == 1:
+            types[tid] = types[next(iter(defs[t.name]))]

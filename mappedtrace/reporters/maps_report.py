@@ -19,7 +19,7 @@ from ..formats.maps import BinaryMaps, Location, MapEntry
 from ..formats.mtmap import CHUNK_O0, CHUNK_RUST
 from ..target.base import DWARF_REGS
 
-_SLOT_FLAGS = ((1, "untyped"), (2, "function"), (4, "conservative"), (8, "weak"))
+_SLOT_FLAGS = ((1, "untyped"), (2, "function"), (4, "conservative"), (8, "weak"), (16, "stored"))
 _TYPE_FLAGS = ((1, "has_union"), (2, "flex"), (4, "erased"), (8, "rust"))
 
 #: Records shown in the text view before "… N more" (JSON has them all).
