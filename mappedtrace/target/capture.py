@@ -616,6 +616,20 @@ def capture(live: LiveTarget, mode: str = "stop-copy", **kw) -> CapturedTarget:
     raise MappedTraceError(f"unknown capture mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
+def no_loop_points_note(maps) -> str | None:
+    """What settling cannot do in a binary built without loop map points (None if it has them).
+
+    Loop points are off by default (``mappedtrace cc --settle-points`` turns
+    them on): a thread stopped in a loop without a call then never reaches a
+    map point by stepping, and its top frame stays conservative.
+    """
+    if any(f.n_loop_points for f in maps.functions):
+        return None
+    return ("the executable has no loop map points (built without 'mappedtrace cc --settle-points'): "
+            "a thread stopped in a loop without calls cannot be settled, its top frame is scanned "
+            "conservatively (unsettled)")
+
+
 def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = False,
                      max_steps: int | None = None, max_settle_ns: int | None = None,
                      hold_child: bool = False,
@@ -679,6 +693,11 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = False,
         raise
     if early_warning:
         ct.warnings.insert(0, early_warning)
+    if settle and maps is not None:
+        note = no_loop_points_note(maps)
+        if note:
+            ct.warnings.insert(0, note)
+            ct.meta["settle_loop_points"] = False
     ct.meta["pause_ns"] = live.meta.get("pause_ns", 0)
     ct.meta["was_stopped"] = live.was_stopped
     return ct
