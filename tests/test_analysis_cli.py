@@ -64,6 +64,39 @@ def test_leaks_of_a_live_process_exact_and_target_unharmed(server_exe: Path, tmp
         p.kill()
 
 
+def _without_timings(rep: dict) -> dict:
+    rep = dict(rep, precision={k: v for k, v in rep["precision"].items() if not k.endswith("_s")})
+    rep.pop("capture", None)
+    return rep
+
+
+def test_fork_capture_gives_the_stop_copy_answer(server_exe: Path, tmp_path: Path) -> None:
+    """A live process is paused only to capture it (fork by default), and the
+    analysis of the copy is the analysis of the stopped process: the leak
+    JSON of both modes is the same but for timings (the server is blocked in
+    a read, so nothing changes between the two captures)."""
+    ref = start(server_exe, tmp_path / "ref.err")
+    expected = finish(ref)
+    p = start(server_exe, tmp_path / "err")
+    try:
+        reps = {}
+        for mode in (None, "stop-copy", "fork"):
+            js = tmp_path / f"{mode}.json"
+            r = run_mt("leaks", str(p.pid), *(["--mode", mode] if mode else []), "--json", str(js))
+            assert r.returncode == 23, r.stderr
+            assert re.search(r"process paused [0-9.]+ ms to capture it \((fork|stop-copy)", r.stdout), r.stdout
+            rep = json.loads(js.read_text())
+            c = rep["capture"]
+            assert c["mode"] == (mode or "fork") and "fallback" not in c, c
+            assert 0 < c["pause_ms"] < 60_000 and c["captured_bytes"] > 0, c
+            reps[mode] = _without_timings(rep)
+        assert reps["stop-copy"]["summary"]["leaked_objects"] > 0
+        assert reps[None] == reps["stop-copy"] == reps["fork"]
+        assert finish(p) == expected
+    finally:
+        p.kill()
+
+
 def test_graph_export_json_and_dot(server_exe: Path, tmp_path: Path) -> None:
     p = start(server_exe, tmp_path / "err")
     try:
@@ -75,6 +108,8 @@ def test_graph_export_json_and_dot(server_exe: Path, tmp_path: Path) -> None:
             if ext == "json":
                 g = json.loads(text)
                 assert g["nodes"] and "edges" in g and "precision" in g
+                assert g["capture"]["mode"] == "fork" and g["capture"]["pause_ms"] > 0
+                assert "process paused" in r.stderr
             else:
                 assert text.startswith("digraph")
         finish(p)
