@@ -36,7 +36,7 @@ import struct
 from typing import Iterable
 
 from .base import Mapping, Target, ThreadState, USER_REGS
-from .capture import PAGE, CapturedTarget, Piece, wants_copy
+from .capture import PAGE, CapturedTarget, Piece, private_output, wants_copy
 from .live import ThreadSnapshot
 from ..binreader import Cursor
 from ..errors import BadData, MappedTraceError, PermissionProblem, UnsupportedVersion
@@ -234,39 +234,16 @@ def write_core(target: Target, path: str) -> int:
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
     ehdr = EHDR.pack(ident, ET_CORE, EM_X86_64, 1, 0, EHDR.size, 0, 0, EHDR.size,
                      PHDR.size, nph, 0, 0, 0)
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600)
-    except PermissionError:
-        raise PermissionProblem(f"cannot create {path}: permission denied") from None
-    except OSError as e:
-        raise MappedTraceError(f"cannot create {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-            f.write(ehdr)
-            f.write(b"".join(phdrs))
-            f.write(notes)
-            pos = note_off + len(notes)
-            for o, data in layout:
-                if o > pos:
-                    f.write(bytes(o - pos))
-                f.write(data)
-                pos = o + len(data)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise MappedTraceError(f"cannot write {path}: {e.strerror}") from None
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with private_output(path) as f:        # complete or absent under its name
+        f.write(ehdr)
+        f.write(b"".join(phdrs))
+        f.write(notes)
+        pos = note_off + len(notes)
+        for o, data in layout:
+            if o > pos:
+                f.write(bytes(o - pos))
+            f.write(data)
+            pos = o + len(data)
     return pos
 
 
