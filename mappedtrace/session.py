@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from .formats.maps import BinaryMaps
+from .formats.maps_cache import load_cached
 from .modules import ModuleMap
 from .roots import Root, RootCollector, RootSet
 from .target.base import Target
@@ -64,7 +65,7 @@ class MapsCache:
     def __call__(self, path: str) -> BinaryMaps | None:
         if path not in self.maps:
             try:
-                bm = BinaryMaps.load(path)      # BadData propagates: corrupt maps abort
+                bm = load_cached(path)          # BadData propagates: corrupt maps abort
             except OSError as e:
                 self.warnings.append(f"{path}: cannot read ({e}); treated as without maps")
                 bm = None
