@@ -134,3 +134,26 @@ def test_run_reports_program_exit_code_when_no_leaks(tmp_path: Path) -> None:
     assert r.returncode == 7, r.stderr
     r = run_mt("run", "--", str(tmp_path / "nonexistent"))
     assert r.returncode != 0 and "Traceback" not in r.stderr and "cannot run" in r.stderr
+
+
+def test_leaks_says_when_fork_is_impossible(tmp_path: Path) -> None:
+    """A process under seccomp is never forked: captured with stop-copy, and the
+    report says so (stderr warning, the capture line, ``capture.fallback``)."""
+    exe = tmp_path / "snap_seccomp"
+    r = subprocess.run([MAPPEDTRACE, "cc", "-O1", "-o", str(exe), str(SAMPLES / "snap_seccomp.c")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("ready")
+        js = tmp_path / "l.json"
+        r = run_mt("leaks", str(p.pid), "--json", str(js))
+        assert r.returncode in (0, 23), r.stderr
+        c = json.loads(js.read_text())["capture"]
+        assert c["mode"] == "stop-copy" and "seccomp" in c["fallback"], c
+        assert "seccomp" in r.stderr and "captured with stop-copy" in r.stdout.replace("\n", " ")
+        p.stdin.write("x\n")
+        p.stdin.close()
+        assert p.stdout.read().strip() == "bye" and p.wait(timeout=30) == 0
+    finally:
+        p.kill()
