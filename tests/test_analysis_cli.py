@@ -157,3 +157,22 @@ def test_leaks_says_when_fork_is_impossible(tmp_path: Path) -> None:
         assert p.stdout.read().strip() == "bye" and p.wait(timeout=30) == 0
     finally:
         p.kill()
+
+
+def test_python_api_capture(server_exe: Path, tmp_path: Path) -> None:
+    """``mappedtrace.capture(pid)``: the copy is analysed while the process runs."""
+    import mappedtrace
+    from mappedtrace.session import analyse
+    p = start(server_exe, tmp_path / "err")
+    try:
+        with mappedtrace.capture(p.pid) as t:
+            assert t.meta["mode"] == "fork" and t.meta["pause_ns"] > 0
+            state = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            assert state in ("S", "R")          # not held while its copy is read
+            a = analyse(t)
+        truth = {int(a_, 16) for a_, _s, _k in TRUTH.findall((tmp_path / "err").read_text())}
+        assert {l.address for l in a.leaks.leaks} == truth
+        assert a.leaks.capture["mode"] == "fork" and a.graph.capture == a.leaks.capture
+        finish(p)
+    finally:
+        p.kill()
