@@ -96,12 +96,18 @@ def kill_rounds(exe: Path, variant: str, mode: str, kills: int, seed: int, work:
     from mappedtrace.target.core import open_core
     rng = random.Random(seed)
     work.mkdir(parents=True, exist_ok=True)
-    target = subprocess.Popen([str(exe), variant], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def start() -> subprocess.Popen:
+        p = subprocess.Popen([str(exe), variant], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().startswith("ready")
+        return p
+
+    target = start()
     problems: list[str] = []
     spans = []
     killed_done = 0
+    deaths = 0
     try:
-        assert target.stdout.readline().startswith("ready")
         for _ in range(3):                       # calibrate: a whole capture + write
             t = _tracer(target.pid, mode, work / "cal.core", tree)
             out, err = t.communicate(timeout=120)
@@ -119,12 +125,18 @@ def kill_rounds(exe: Path, variant: str, mode: str, kills: int, seed: int, work:
             killed_done += t.returncode == 0
             time.sleep(0.01)
             if target.poll() is not None:
-                problems.append(f"kill {i}: the target died ({target.returncode})")
-                break
+                problems.append(f"kill {i}: the target died ({target.returncode}: "
+                                f"{target.stdout.read().strip()!r})")
+                deaths += 1
+                target = start()            # count every death: go on with a new one
+                continue
             st = process_state(target.pid)
             if st in ("t", "T"):
                 problems.append(f"kill {i}: the target was left stopped ({st})")
-                break
+                target.kill()
+                target.wait()
+                target = start()
+                continue
             for _ in range(50):                  # a child without its tracer exits by itself
                 copies = live_copies(exe, target.pid)
                 if not copies:
@@ -151,7 +163,7 @@ def kill_rounds(exe: Path, variant: str, mode: str, kills: int, seed: int, work:
         if target.poll() is None:
             target.kill()
             target.wait()
-    return {"kills": kills, "span_ms": span * 1e3, "completed_before_kill": killed_done,
+    return {"kills": kills, "span_ms": span * 1e3, "completed_before_kill": killed_done, "deaths": deaths,
             "problems": problems, "final": final.strip() if "final" in locals() else ""}
 
 
@@ -171,7 +183,7 @@ def main() -> int:
           f"{args.variant}); {r['completed_before_kill']} had finished first; target: {r['final']}")
     for p in r["problems"]:
         print("PROBLEM:", p)
-    print("target deaths: %d" % sum("died" in p for p in r["problems"]))
+    print(f"target deaths: {r['deaths']} of {args.kills}")
     return 1 if r["problems"] else 0
 
 
