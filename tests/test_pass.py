@@ -202,10 +202,11 @@ def test_escaped_slot_recorded_once_written(slots):
     assert _site(slots["escaped"], "call #2 @g")[1] == {"%p"}
 
 
-def _build(plugin: str, src: Path, out: Path, *flags: str, cxx: bool = False) -> subprocess.CompletedProcess:
+def _build(plugin: str, src: Path, out: Path, *flags: str, cxx: bool = False,
+           env: dict | None = None) -> subprocess.CompletedProcess:
     cc = tc.require_tool("clang++-22" if cxx else "clang-22")
     r = _run([cc, *flags, "-g", "-fno-pie", "-no-pie", f"-fpass-plugin={plugin}", "-o", str(out),
-              str(src)])
+              str(src)], env=env)
     assert r.returncode == 0, r.stderr
     return r
 
@@ -219,7 +220,9 @@ def _stackmap_ids(binary: Path) -> list[int]:
 @pytest.mark.parametrize("opt", ["-O0", "-O2"])
 def test_leaky_records_and_maps(plugin, tmp_path, opt):
     exe = tmp_path / "leaky"
-    _build(plugin, SAMPLES / "leaky.c", exe, opt)
+    _build(plugin, SAMPLES / "leaky.c", tmp_path / "leaky_default", opt)      # no loop points by default
+    assert {(i >> 40) & 0xFF for i in _stackmap_ids(tmp_path / "leaky_default")} == {1}
+    _build(plugin, SAMPLES / "leaky.c", exe, opt, env={"MAPPEDTRACE_LOOP_POINTS": "1"})
     ids = _stackmap_ids(exe)
     assert ids and all(i >> 48 == 0x4D54 for i in ids)
     kinds = {(i >> 40) & 0xFF for i in ids}

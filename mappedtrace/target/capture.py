@@ -672,8 +672,8 @@ def inject_clone(live: LiveTarget, gadgets: Gadgets | None = None) -> int:
     mask = k.get_sigmask(tid)
     frame = _build_frame(live, t, g, mask)
     child, result = 0, 0
-    k.vm_write(live.pid, frame.addr, frame.data)
     try:
+        k.vm_write(live.pid, frame.addr, frame.data)    # below the red zone: free by the ABI
         for flags in (CLONE_PARENT, 0):
             regs = dict(t.regs)
             regs.update(rax=k.SYS_CLONE, orig_rax=_NO_SYSCALL, rip=g.syscall_ret, rsp=frame.addr,
