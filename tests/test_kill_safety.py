@@ -112,3 +112,27 @@ def test_tracer_killed_at_random_points(exe, tmp_path, mode):
                                work=tmp_path / "out")
     assert r["problems"] == [], r
     assert r["final"].startswith("ok ")
+
+
+def test_snapshot_file_complete_or_absent(tmp_path):
+    """capture.private_output: nothing under the final name until the file is
+    whole (an old file stays as it was), no name to plant, mode 0600."""
+    import os
+    from mappedtrace.errors import MappedTraceError
+    from mappedtrace.target.capture import private_output
+    out = tmp_path / "s.core"
+    out.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with private_output(str(out)) as f:
+            f.write(b"partial" * 1000)
+            f.flush()
+            assert out.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["s.core"]
+            raise RuntimeError("the writer fails midway")
+    assert out.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["s.core"]
+    with private_output(str(out)) as f:
+        f.write(b"new")
+    assert out.read_bytes() == b"new" and out.stat().st_mode & 0o777 == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["s.core"]
+    with pytest.raises(MappedTraceError, match="cannot create"):
+        with private_output(str(tmp_path / "no" / "such" / "dir.core")) as f:
+            pass
