@@ -47,8 +47,10 @@ print("done", time.perf_counter() - t0, flush=True)
 
 def build(out: Path) -> Path:
     """regs_heartbeat, built with the C compiler (with AVX2 where the CPU has it)."""
+    import shutil
+    cc = next(c for c in ("cc", "gcc", "clang-22", "clang") if shutil.which(c))
     flags = ["-mavx2"] if "avx2" in Path("/proc/cpuinfo").read_text() else []
-    subprocess.run(["cc", "-O2", "-pthread", *flags, "-o", str(out), str(ROOT / "samples" / "regs_heartbeat.c")],
+    subprocess.run([cc, "-O2", "-pthread", *flags, "-o", str(out), str(ROOT / "samples" / "regs_heartbeat.c")],
                    check=True)
     return out
 
