@@ -195,3 +195,17 @@ def test_decoded_maps_cached_on_disk(built, tmp_path, monkeypatch):
     plain = _plain(built)
     maps_cache.load_cached(plain)
     assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]
+
+
+def test_maps_cache_is_bounded(tmp_path, monkeypatch):
+    """The least recently used entries go beyond MAX_ENTRIES."""
+    import os
+    from mappedtrace.formats import maps_cache
+    d = tmp_path / "maps"
+    d.mkdir()
+    for i in range(5):
+        (d / f"e{i}.pickle").write_bytes(b"x" * 10)
+        os.utime(d / f"e{i}.pickle", (1000 + i, 1000 + i))
+    monkeypatch.setattr(maps_cache, "MAX_ENTRIES", 3)
+    maps_cache._trim(d)
+    assert sorted(p.name for p in d.iterdir()) == ["e2.pickle", "e3.pickle", "e4.pickle"]

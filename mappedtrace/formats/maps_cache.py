@@ -7,7 +7,8 @@ every time.  :func:`load_cached` keeps each decoded
 ``$MAPPEDTRACE_CACHE/maps`` (``~/.cache/mappedtrace/maps``), named by the
 binary's build-id, size and mtime and by a hash of this decoder's own
 sources (a changed decoder never reads an old entry).  Files are mode 0600
-in a 0700 directory, written whole under a temporary name and renamed; an
+in a 0700 directory (at most 64 entries and 512 MiB, the least recently used
+dropped), written whole under a temporary name and renamed; an
 entry that does not load (truncated, corrupted, another version) is ignored,
 removed and rebuilt.  A binary without a build-id or without maps is not
 cached.
@@ -104,6 +105,10 @@ def _load_cached(path: str) -> BinaryMaps:
             bm = pickle.load(f)
         if isinstance(bm, BinaryMaps) and bm.has_maps:
             bm.path = path
+            try:
+                os.utime(where)         # recently used (see _trim)
+            except OSError:
+                pass
             return bm
     except FileNotFoundError:
         pass
@@ -117,6 +122,11 @@ def _load_cached(path: str) -> BinaryMaps:
     if bm.has_maps:
         _store(where, bm)
     return bm
+
+
+#: the cache keeps at most this many entries and bytes (the least recently used go)
+MAX_ENTRIES = 64
+MAX_BYTES = 512 << 20
 
 
 def _store(where: Path, bm: BinaryMaps) -> None:
@@ -133,3 +143,21 @@ def _store(where: Path, bm: BinaryMaps) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+    _trim(where.parent)
+
+
+def _trim(d: Path) -> None:
+    """Drop the least recently used entries beyond :data:`MAX_ENTRIES` / :data:`MAX_BYTES`."""
+    try:
+        entries = sorted(((e.stat().st_mtime, e.stat().st_size, e) for e in d.glob("*.pickle")),
+                         key=lambda x: x[0], reverse=True)
+    except OSError:
+        return
+    total = 0
+    for i, (_t, size, e) in enumerate(entries):
+        total += size
+        if i >= MAX_ENTRIES or (i > 0 and total > MAX_BYTES):
+            try:
+                e.unlink()
+            except OSError:
+                pass
