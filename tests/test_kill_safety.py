@@ -133,6 +133,9 @@ def test_snapshot_file_complete_or_absent(tmp_path):
         f.write(b"new")
     assert out.read_bytes() == b"new" and out.stat().st_mode & 0o777 == 0o600
     assert sorted(os.listdir(tmp_path)) == ["s.core"]
+    with private_output(str(tmp_path / "n.core")) as f:     # a new name: linked in place at once
+        f.write(b"fresh")
+    assert (tmp_path / "n.core").read_bytes() == b"fresh" and sorted(os.listdir(tmp_path)) == ["n.core", "s.core"]
     with pytest.raises(MappedTraceError, match="cannot create"):
         with private_output(str(tmp_path / "no" / "such" / "dir.core")) as f:
             pass

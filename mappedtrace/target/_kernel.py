@@ -189,6 +189,8 @@ def link_fd(fd: int, path: str) -> None:
     ffi.errno = 0
     if libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, os.fsencode(path), 0x400) != 0:
         err = ffi.errno
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), path)
         raise OSError(err, os.strerror(err), path)
 
 

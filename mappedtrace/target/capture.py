@@ -138,8 +138,14 @@ def private_output(path: str) -> Iterator[IO[bytes]]:
             f.flush()
             os.fchmod(f.fileno(), 0o600)
             if named is None:
-                named = os.path.join(d, f".{base}.{secrets.token_hex(8)}.tmp")
-                k.link_fd(f.fileno(), named)
+                try:        # a new name: linked in place at once, nothing else ever named
+                    k.link_fd(f.fileno(), path)
+                    return
+                except FileExistsError:
+                    # replacing a file: a hidden name, then the atomic rename (a
+                    # writer killed between the two leaves that complete file)
+                    named = os.path.join(d, f".{base}.{secrets.token_hex(8)}.tmp")
+                    k.link_fd(f.fileno(), named)
         os.replace(named, path)
         named = None
     except OSError as e:
