@@ -180,7 +180,7 @@ def _e2e_leaks(exe: Path, objects: int, reps: int, tmp: Path) -> dict:
     try:
         with open(f"/proc/{p.pid}/status") as f:
             rss_kib = int(next(l for l in f if l.startswith("VmRSS")).split()[1])
-        times, leaked = [], []
+        times, leaked, pauses = [], [], []
         js = tmp / "e2e.json"
         for _ in range(reps):
             t0 = time.perf_counter()
@@ -189,10 +189,13 @@ def _e2e_leaks(exe: Path, objects: int, reps: int, tmp: Path) -> dict:
             times.append(time.perf_counter() - t0)
             if r.returncode not in (0, 23) or not js.exists():
                 raise RuntimeError(f"mappedtrace leaks failed (exit {r.returncode}): {r.stderr[-300:]}")
-            leaked.append(json.loads(js.read_text())["summary"]["leaked_objects"])
+            rep = json.loads(js.read_text())
+            leaked.append(rep["summary"]["leaked_objects"])
+            pauses.append((rep.get("capture") or {}).get("pause_ms"))
             js.unlink()
         return {"command": f"mappedtrace leaks PID --json FILE (bench_heap {objects} 248, built with mappedtrace cc -O2)",
                 "target_rss_mib": round(rss_kib / 1024, 1), "leaks_s_all": [round(t, 3) for t in times],
+                "pause_ms_all": pauses,
                 "leaks_s_median": statistics.median(times), "leaked_objects": leaked[0],
                 "expected_leaked_at_least": (objects + 19) // 20}
     finally:

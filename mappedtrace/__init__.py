@@ -5,6 +5,8 @@ The Python API under the CLI::
     import mappedtrace
     with mappedtrace.attach(pid) as t:        # a live process, all threads stopped
         ...
+    with mappedtrace.capture(pid) as t:       # a copy of it; the process paused only to take it
+        ...
     snap = mappedtrace.open_snapshot(path)    # a core-file snapshot, same interface
 """
 from __future__ import annotations
@@ -20,6 +22,17 @@ def attach(pid: int):
     """
     from .target.live import attach as _attach
     return _attach(pid)
+
+
+def capture(pid: int, mode: str = "fork"):
+    """Capture running process ``pid``: paused only for the capture (``"fork"``, a
+    copy-on-write child, or ``"stop-copy"``), then it runs on while the copy is read.
+
+    :returns: a :class:`mappedtrace.target.capture.CapturedTarget` (a context
+        manager); ``meta["mode"]`` and ``meta["pause_ns"]`` say how and how long.
+    """
+    from .session import capture_live
+    return capture_live(pid, mode)
 
 
 def open_snapshot(path: str):

@@ -17,6 +17,10 @@ other argument through untouched:
   LLVM IR at link time; ``-C relocation-model=static`` and ``-no-pie``;
   ``-g`` unless the user set a debug-info level.
 
+Both take one option of their own, ``--settle-points`` (removed before the
+compiler sees the arguments): loop map points for ``snapshot --settle``, off
+by default (``MAPPEDTRACE_LOOP_POINTS=1`` does the same).
+
 The commands exit with the compiler's exit code.  ``MAPPEDTRACE_VERBOSE=1``
 prints the command line on stderr.
 """
@@ -157,10 +161,10 @@ def _rust_optimized(args: list[str]) -> bool:
     return level != "0"
 
 
-def _run(cmd: list[str]) -> int:
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> int:
     _verbose(cmd)
     try:
-        return subprocess.run(cmd).returncode
+        return subprocess.run(cmd, env=env).returncode
     except FileNotFoundError as e:
         raise ToolchainError(f"cannot run {cmd[0]}: {e.strerror}") from e
     except KeyboardInterrupt:
@@ -179,6 +183,24 @@ _REGALLOC_RETRIES = (
 )
 
 
+#: the driver's own flag: loop map points for ``snapshot --settle`` (off by default)
+SETTLE_POINTS_FLAG = "--settle-points"
+
+
+def settle_points_env(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Take the driver's ``--settle-points`` out of ``args``.
+
+    :returns: the arguments for the compiler and the environment the pass
+        reads (``MAPPEDTRACE_LOOP_POINTS=1``: a zero-byte map point at the
+        header of every loop without a call, so ``snapshot --settle`` can step
+        a thread in such a loop to a map point; off by default because it
+        costs instructions in tight loops).
+    """
+    if SETTLE_POINTS_FLAG not in args:
+        return list(args), {}
+    return [a for a in args if a != SETTLE_POINTS_FLAG], {"MAPPEDTRACE_LOOP_POINTS": "1"}
+
+
 def run_cc(args: list[str], compiler: str = "clang-22") -> int:
     """Run ``mappedtrace cc``; returns the compiler's exit code.
 
@@ -189,11 +211,12 @@ def run_cc(args: list[str], compiler: str = "clang-22") -> int:
     each time: same maps, slower code.  An environment that already sets
     ``MAPPEDTRACE_MAX_REG_VALUES`` or ``MAPPEDTRACE_DEOPT_IN_REGS`` gets no retry.
     """
+    args, points = settle_points_env(args)
     cmd = cc_command(args, compiler=compiler)
+    env = {**os.environ, **points}
     if any(os.environ.get(k) is not None for k in ("MAPPEDTRACE_DEOPT_IN_REGS", "MAPPEDTRACE_MAX_REG_VALUES")):
-        return _run(cmd)
+        return _run(cmd, env)
     _verbose(cmd)
-    env = dict(os.environ)
     for extra, what in (({}, ""), *_REGALLOC_RETRIES):
         if extra:
             print(f"mappedtrace cc: warning: the register allocator ran out of registers; compiling again "
@@ -214,7 +237,8 @@ def run_cc(args: list[str], compiler: str = "clang-22") -> int:
 
 def run_rustc(args: list[str]) -> int:
     """Run ``mappedtrace rustc``; returns the compiler's exit code."""
-    return _run(rustc_command(args))
+    args, points = settle_points_env(args)
+    return _run(rustc_command(args), {**os.environ, **points})
 
 
 def _crate_types(args: list[str]) -> set[str]:

@@ -1,9 +1,10 @@
 """Files MappedTrace writes, and files it opens because an input names them.
 
 Every report, graph and snapshot names addresses and memory contents, so
-every file the tool writes goes through :func:`write_private`: a new file
-with an unpredictable name (``mkstemp``: ``O_CREAT|O_EXCL``, mode 0600) in
-the destination's directory, renamed over the final name when complete.  A
+every file the tool writes goes through :func:`write_private`: an unnamed
+file (``O_TMPFILE``, or a hidden ``mkstemp`` name where the file system has
+no unnamed files), mode 0600, in the destination's directory, given the final
+name only when complete.  A
 symlink planted at the final name is replaced, not followed; a file that was
 there before (another mode, another owner) is replaced by ours; a writer that
 fails half-way leaves the old file as it was and no temporary behind.
@@ -18,7 +19,9 @@ This module sits beside :mod:`mappedtrace.errors` at the bottom of the layers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import stat
 import sys
 import tempfile
@@ -114,10 +117,14 @@ def check_output(path: str) -> None:
 def write_private(path: str, *, binary: bool = False, buffering: int = -1) -> Iterator[IO]:
     """A stream to write ``path`` privately (mode 0600) and atomically.
 
-    ``"-"`` gives stdout (left open).  Otherwise the data goes to a fresh
-    temporary file beside ``path`` that replaces ``path`` (``os.replace``)
-    when the ``with`` block ends without an exception; on an exception the
-    temporary file is removed and ``path`` is untouched.
+    ``"-"`` gives stdout (left open).  Otherwise the bytes go to an unnamed
+    file (``O_TMPFILE``) where the file system has them, else to a hidden
+    file with an unpredictable name (``mkstemp``), so nobody can block or
+    redirect the write by planting names.  When the ``with`` block ends
+    without an exception the file gets ``path``: linked in place at once when
+    the name is new, else through a hidden name and an atomic rename.  On an
+    exception ``path`` is untouched; a writer killed midway leaves nothing
+    under ``path`` (and, with ``O_TMPFILE``, nothing at all).
 
     :raises MappedTraceError: ``path`` cannot be created or written (one line,
         naming the file); :class:`PermissionProblem` when the kernel refuses.
@@ -129,8 +136,15 @@ def write_private(path: str, *, binary: bool = False, buffering: int = -1) -> It
         return
     check_output(path)
     d = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    named: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
+        try:
+            fd = os.open(d, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            fd, named = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=d)
     except PermissionError:
         raise PermissionProblem(f"cannot create {path}: permission denied") from None
     except OSError as e:
@@ -143,15 +157,33 @@ def write_private(path: str, *, binary: bool = False, buffering: int = -1) -> It
             raise
         with f:
             yield f
-        os.replace(tmp, path)
+            f.flush()
+            os.fchmod(f.fileno(), 0o600)
+            if named is None:
+                try:        # a new name: linked in place at once, nothing else ever named
+                    _link_fd(f.fileno(), path)
+                    return
+                except FileExistsError:
+                    # replacing a file: a hidden name, then the atomic rename (a
+                    # writer killed between the two leaves that complete file)
+                    named = os.path.join(d, f".{base}.{secrets.token_hex(8)}.tmp")
+                    _link_fd(f.fileno(), named)
+        os.replace(named, path)
+        named = None
     except OSError as e:
-        _unlink(tmp)
         if isinstance(e, PermissionError):
             raise PermissionProblem(f"cannot write {path}: permission denied") from None
         raise MappedTraceError(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
+    finally:
+        if named is not None:
+            _unlink(named)
+
+
+def _link_fd(fd: int, path: str) -> None:
+    """Give the open file ``fd`` (an ``O_TMPFILE``) the name ``path``: linkat
+    of ``/proc/self/fd/FD`` following the link (``os.link`` with
+    ``follow_symlinks=True`` is linkat with ``AT_SYMLINK_FOLLOW``)."""
+    os.link(f"/proc/self/fd/{fd}", path, follow_symlinks=True)
 
 
 def _unlink(path: str) -> None:

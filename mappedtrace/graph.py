@@ -142,6 +142,8 @@ class HeapGraph:
     _csr: tuple | None = field(default=None, repr=False)
     #: makes the edges of the nodes in a boolean mask (None: all) when the marker deferred them
     _edge_maker: Any = field(default=None, repr=False)
+    #: how a live process was captured (mode, pause_ms…: session.capture_figures); None otherwise
+    capture: dict | None = None
 
     @property
     def edges(self) -> np.ndarray:

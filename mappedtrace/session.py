@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from .formats.maps import BinaryMaps
+from .formats.maps_cache import load_cached
 from .modules import ModuleMap
 from .roots import Root, RootCollector, RootSet
 from .target.base import Target
@@ -126,7 +127,7 @@ class MapsCache:
     def __call__(self, path: str) -> BinaryMaps | None:
         if path not in self.maps:
             try:
-                bm = BinaryMaps.load(path)      # BadData propagates: corrupt maps abort
+                bm = load_cached(path)          # BadData propagates: corrupt maps abort
             except OSError as e:
                 self.warnings.append(f"{path}: cannot read ({e}); treated as without maps")
                 bm = None
@@ -147,11 +148,73 @@ def merged_types(maps: dict[str, BinaryMaps | None]) -> dict[int, object]:
     return types
 
 
-def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) -> Analysis:
-    """Run the full pipeline on a stopped target.
+def preload_maps(pid: int, cache: MapsCache | None = None) -> MapsCache:
+    """Decode the maps of every file process ``pid`` maps, without stopping it.
+
+    Everything keyed by file is read before the capture, so a malformed map
+    section aborts before the process is ever stopped.  Files mapped later
+    (a ``dlopen`` between this look and the stop) are loaded by
+    :func:`analyse` itself.
+
+    :raises NoSuchProcess: no process ``pid``.
+    """
+    from .target.live import parse_maps
+    from .errors import NoSuchProcess, PermissionProblem
+    cache = cache if cache is not None else MapsCache()
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            mappings = parse_maps(f.read())
+    except FileNotFoundError:
+        raise NoSuchProcess(f"no process with PID {pid}", hint="check the PID (ps -e)") from None
+    except PermissionError:
+        raise PermissionProblem(f"cannot read /proc/{pid}/maps",
+                                hint="run as root or with CAP_SYS_PTRACE") from None
+    for path in dict.fromkeys(m.path for m in mappings):
+        if path.startswith("/") and not path.endswith(" (deleted)") and os.path.isfile(path):
+            cache(path)
+    return cache
+
+
+def capture_live(pid: int, mode: str = "fork", cache: MapsCache | None = None) -> Target:
+    """Capture running process ``pid`` for an analysis that runs while it runs on.
+
+    The maps are decoded first (:func:`preload_maps`); then the process is
+    paused only for the capture (:func:`~mappedtrace.target.capture.snapshot_process`:
+    ``fork``, a copy-on-write child, or ``stop-copy`` — fork falls back to
+    stop-copy where it is impossible, with a warning saying why).
+
+    :returns: a :class:`~mappedtrace.target.capture.CapturedTarget` (close it);
+        its ``meta`` holds ``mode`` and ``pause_ns``.
+    """
+    from .target.capture import snapshot_process
+    preload_maps(pid, cache)
+    return snapshot_process(pid, mode)
+
+
+def capture_figures(target: Target) -> dict | None:
+    """The capture of a live process as reported (``capture`` in the leak JSON):
+    mode, pause and its parts in milliseconds, bytes copied; None for a target
+    that is not a live capture (a snapshot file, a process stopped at exit)."""
+    m = target.meta
+    if m.get("backend") != "ptrace" or m.get("mode") not in ("fork", "stop-copy") or "pause_ns" not in m:
+        return None
+    ms = lambda key: round(int(m.get(key, 0)) / 1e6, 3)
+    out = {"mode": m["mode"], "pause_ms": ms("pause_ns"), "stop_ms": ms("stop_ns"),
+           ("fork_ms" if m["mode"] == "fork" else "copy_ms"): ms("fork_ns" if m["mode"] == "fork" else "copy_ns"),
+           "captured_bytes": int(m.get("captured_bytes", 0))}
+    why = next((w for w in target.warnings if w.startswith(("fork mode not used", "the process was stopped"))), None)
+    if why:
+        out["fallback"] = why
+    return out
+
+
+def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True,
+            maps_cache: MapsCache | None = None) -> Analysis:
+    """Run the full pipeline on a stopped or captured target.
 
     :param roots_mode: ``"precise"`` (use the maps) or ``"conservative"`` (scan
         every root range and object word by word, like LeakSanitizer)
+    :param maps_cache: maps decoded already (:func:`preload_maps`)
     :returns: an :class:`Analysis` with the root set, heap, graph and leak report
     """
     from .heap.glibc import GlibcHeap
@@ -161,7 +224,7 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     modules = ModuleMap(target)
-    cache = MapsCache()
+    cache = maps_cache if maps_cache is not None else MapsCache()
     for m in modules:
         cache(m.path)
     timings["maps"] = time.perf_counter() - t0
@@ -195,7 +258,9 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True) 
         report = find_leaks(graph, target)
         report.precision.update(precision_figures(rootset, graph, heap, roots_mode, without))
         report.notes = maps_notes(without)
+        report.capture = capture_figures(target)
         timings["leaks"] = time.perf_counter() - t0
+    graph.capture = capture_figures(target)
 
     warnings = list(target.warnings) + cache.warnings + rootset.warnings + \
         list(getattr(heap, "warnings", [])) + list(getattr(unwinder, "warnings", []))

@@ -64,6 +64,39 @@ def test_leaks_of_a_live_process_exact_and_target_unharmed(server_exe: Path, tmp
         p.kill()
 
 
+def _without_timings(rep: dict) -> dict:
+    rep = dict(rep, precision={k: v for k, v in rep["precision"].items() if not k.endswith("_s")})
+    rep.pop("capture", None)
+    return rep
+
+
+def test_fork_capture_gives_the_stop_copy_answer(server_exe: Path, tmp_path: Path) -> None:
+    """A live process is paused only to capture it (fork by default), and the
+    analysis of the copy is the analysis of the stopped process: the leak
+    JSON of both modes is the same but for timings (the server is blocked in
+    a read, so nothing changes between the two captures)."""
+    ref = start(server_exe, tmp_path / "ref.err")
+    expected = finish(ref)
+    p = start(server_exe, tmp_path / "err")
+    try:
+        reps = {}
+        for mode in (None, "stop-copy", "fork"):
+            js = tmp_path / f"{mode}.json"
+            r = run_mt("leaks", str(p.pid), *(["--mode", mode] if mode else []), "--json", str(js))
+            assert r.returncode == 23, r.stderr
+            assert re.search(r"process paused [0-9.]+ ms to capture it \((fork|stop-copy)", r.stdout), r.stdout
+            rep = json.loads(js.read_text())
+            c = rep["capture"]
+            assert c["mode"] == (mode or "fork") and "fallback" not in c, c
+            assert 0 < c["pause_ms"] < 60_000 and c["captured_bytes"] > 0, c
+            reps[mode] = _without_timings(rep)
+        assert reps["stop-copy"]["summary"]["leaked_objects"] > 0
+        assert reps[None] == reps["stop-copy"] == reps["fork"]
+        assert finish(p) == expected
+    finally:
+        p.kill()
+
+
 def test_graph_export_json_and_dot(server_exe: Path, tmp_path: Path) -> None:
     p = start(server_exe, tmp_path / "err")
     try:
@@ -75,6 +108,8 @@ def test_graph_export_json_and_dot(server_exe: Path, tmp_path: Path) -> None:
             if ext == "json":
                 g = json.loads(text)
                 assert g["nodes"] and "edges" in g and "precision" in g
+                assert g["capture"]["mode"] == "fork" and g["capture"]["pause_ms"] > 0
+                assert "process paused" in r.stderr
             else:
                 assert text.startswith("digraph")
         finish(p)
@@ -99,3 +134,45 @@ def test_run_reports_program_exit_code_when_no_leaks(tmp_path: Path) -> None:
     assert r.returncode == 7, r.stderr
     r = run_mt("run", "--", str(tmp_path / "nonexistent"))
     assert r.returncode != 0 and "Traceback" not in r.stderr and "cannot run" in r.stderr
+
+
+def test_leaks_says_when_fork_is_impossible(tmp_path: Path) -> None:
+    """A process under seccomp is never forked: captured with stop-copy, and the
+    report says so (stderr warning, the capture line, ``capture.fallback``)."""
+    exe = tmp_path / "snap_seccomp"
+    r = subprocess.run([MAPPEDTRACE, "cc", "-O1", "-o", str(exe), str(SAMPLES / "snap_seccomp.c")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("ready")
+        js = tmp_path / "l.json"
+        r = run_mt("leaks", str(p.pid), "--json", str(js))
+        assert r.returncode in (0, 23), r.stderr
+        c = json.loads(js.read_text())["capture"]
+        assert c["mode"] == "stop-copy" and "seccomp" in c["fallback"], c
+        assert "seccomp" in r.stderr and "captured with stop-copy" in r.stdout.replace("\n", " ")
+        p.stdin.write("x\n")
+        p.stdin.close()
+        assert p.stdout.read().strip() == "bye" and p.wait(timeout=30) == 0
+    finally:
+        p.kill()
+
+
+def test_python_api_capture(server_exe: Path, tmp_path: Path) -> None:
+    """``mappedtrace.capture(pid)``: the copy is analysed while the process runs."""
+    import mappedtrace
+    from mappedtrace.session import analyse
+    p = start(server_exe, tmp_path / "err")
+    try:
+        with mappedtrace.capture(p.pid) as t:
+            assert t.meta["mode"] == "fork" and t.meta["pause_ns"] > 0
+            state = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            assert state in ("S", "R")          # not held while its copy is read
+            a = analyse(t)
+        truth = {int(a_, 16) for a_, _s, _k in TRUTH.findall((tmp_path / "err").read_text())}
+        assert {l.address for l in a.leaks.leaks} == truth
+        assert a.leaks.capture["mode"] == "fork" and a.graph.capture == a.leaks.capture
+        finish(p)
+    finally:
+        p.kill()

@@ -234,3 +234,10 @@ def test_rustc_leaks_sample(plugin, tmp_path, opt):
     assert node.flags & maps.TYPE_RUST and node.slots
     vec = [t for t in bm.types.values() if t.name.startswith("alloc::vec::Vec<u64")]
     assert vec and vec[0].flags & maps.TYPE_ERASED
+    if opt:     # loop map points: none by default, some with --settle-points (taken out of rustc's args)
+        assert sum(f.n_loop_points for f in bm.functions) == 0
+        pts = tmp_path / "leaks_points"
+        r = _run([MT, "rustc", "--settle-points", *opt, "--edition=2021", "-o", str(pts),
+                  str(SAMPLES / "rust" / "leaks.rs")])
+        assert r.returncode == 0, r.stderr
+        assert sum(f.n_loop_points for f in maps.BinaryMaps.load(str(pts)).functions) > 0

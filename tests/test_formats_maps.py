@@ -151,3 +151,61 @@ def test_debug_file_for_libc():
     dbg = elf.debug_file_for(libc)
     assert dbg == str(want)
     assert elf.symbol_address(dbg, "main_arena") is not None
+
+
+# --------------------------------------------------------- the on-disk cache
+def _same_maps(a: BinaryMaps, b: BinaryMaps) -> None:
+    assert sorted(a.records) == sorted(b.records)
+    assert {t: (i.name, i.size, i.slots) for t, i in a.types.items()} == \
+           {t: (i.name, i.size, i.slots) for t, i in b.types.items()}
+    assert [(f.name, f.address, f.size, f.status) for f in a.functions] == \
+           [(f.name, f.address, f.size, f.status) for f in b.functions]
+    assert [(g.name, g.address) for g in a.globals] == [(g.name, g.address) for g in b.globals]
+
+
+def test_decoded_maps_cached_on_disk(built, tmp_path, monkeypatch):
+    """Decoded maps are kept by build-id (0600 files in a 0700 directory) and
+    give the same answer; a corrupted or truncated entry is ignored and rebuilt."""
+    import os
+    import pickle
+    from mappedtrace.formats import maps_cache
+    monkeypatch.setenv("MAPPEDTRACE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(maps_cache, "_MEMO", {})
+    path = built["full"]
+    want = BinaryMaps.load(path)
+    entry = maps_cache.cache_path(path)
+    assert entry is not None and elf.build_id(path) in entry.name and not entry.exists()
+    _same_maps(maps_cache.load_cached(path), want)
+    assert entry.exists() and entry.stat().st_mode & 0o777 == 0o600
+    assert entry.parent.stat().st_mode & 0o777 == 0o700
+    assert maps_cache.load_cached(path) is maps_cache.load_cached(path)     # memo within a process
+    for damage in (b"garbage" * 10, entry.read_bytes()[:100], pickle.dumps({"not": "maps"})):
+        entry.write_bytes(damage)
+        monkeypatch.setattr(maps_cache, "_MEMO", {})
+        _same_maps(maps_cache.load_cached(path), want)
+        assert isinstance(pickle.loads(entry.read_bytes()), BinaryMaps)     # rebuilt
+    # served from the entry: a marker put into it comes back
+    bm = pickle.loads(entry.read_bytes())
+    bm.warnings.append("from the cache")
+    entry.write_bytes(pickle.dumps(bm))
+    monkeypatch.setattr(maps_cache, "_MEMO", {})
+    assert "from the cache" in maps_cache.load_cached(path).warnings
+    # a binary without maps or without a build-id is not cached
+    os.chmod(entry.parent, 0o700)
+    plain = _plain(built)
+    maps_cache.load_cached(plain)
+    assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]
+
+
+def test_maps_cache_is_bounded(tmp_path, monkeypatch):
+    """The least recently used entries go beyond MAX_ENTRIES."""
+    import os
+    from mappedtrace.formats import maps_cache
+    d = tmp_path / "maps"
+    d.mkdir()
+    for i in range(5):
+        (d / f"e{i}.pickle").write_bytes(b"x" * 10)
+        os.utime(d / f"e{i}.pickle", (1000 + i, 1000 + i))
+    monkeypatch.setattr(maps_cache, "MAX_ENTRIES", 3)
+    maps_cache._trim(d)
+    assert sorted(p.name for p in d.iterdir()) == ["e2.pickle", "e3.pickle", "e4.pickle"]

@@ -139,6 +139,9 @@ def test_json_writer_is_json_dump():
         t, chunks, roots = gen_heap(seed)
         rep = find_leaks(mark(t, chunks, roots, KTYPES, mode=mode), t)
         rep.warnings.append('a "quoted" warning \u00e9\n')
+        if seed == 2:       # a live capture's figures (session.capture_figures)
+            rep.capture = {"mode": "fork", "pause_ms": 12.5, "stop_ms": 1.0, "fork_ms": 10.25,
+                           "captured_bytes": 4096, "fallback": 'a "why" \u00e9'}
         out = io.StringIO()
         to_json(rep, out)
         assert out.getvalue() == json.dumps(rep.to_dict(), indent=1) + "\n"

@@ -71,7 +71,7 @@ def _derived(lines: list[str], prefix: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def liveness(plugin):
-    return _printer(plugin, INPUTS / "liveness.ll")
+    return _printer(plugin, INPUTS / "liveness.ll", MAPPEDTRACE_LOOP_POINTS="1")
 
 
 def test_dead_pointer_not_recorded(liveness):
@@ -99,10 +99,13 @@ def test_loop_without_call_gets_map_point(liveness):
     assert "0 loop points" in liveness["loop_call"][0]
 
 
-def test_loop_points_can_be_left_out(plugin):
+def test_loop_points_off_by_default(plugin, liveness):
+    # off unless asked for (mappedtrace cc --settle-points sets MAPPEDTRACE_LOOP_POINTS=1)
+    default = _printer(plugin, INPUTS / "liveness.ll")
     off = _printer(plugin, INPUTS / "liveness.ll", MAPPEDTRACE_LOOP_POINTS="0")
-    assert "0 call sites, 0 loop points" in off["loop_nocall"][0]
-    assert off["live_across"] == _printer(plugin, INPUTS / "liveness.ll")["live_across"]
+    for maps in (default, off):
+        assert "0 call sites, 0 loop points" in maps["loop_nocall"][0]
+        assert maps["live_across"] == liveness["live_across"]
 
 
 def test_derived_pointers_recorded_as_constants(liveness):
@@ -199,10 +202,11 @@ def test_escaped_slot_recorded_once_written(slots):
     assert _site(slots["escaped"], "call #2 @g")[1] == {"%p"}
 
 
-def _build(plugin: str, src: Path, out: Path, *flags: str, cxx: bool = False) -> subprocess.CompletedProcess:
+def _build(plugin: str, src: Path, out: Path, *flags: str, cxx: bool = False,
+           env: dict | None = None) -> subprocess.CompletedProcess:
     cc = tc.require_tool("clang++-22" if cxx else "clang-22")
     r = _run([cc, *flags, "-g", "-fno-pie", "-no-pie", f"-fpass-plugin={plugin}", "-o", str(out),
-              str(src)])
+              str(src)], env=env)
     assert r.returncode == 0, r.stderr
     return r
 
@@ -216,7 +220,9 @@ def _stackmap_ids(binary: Path) -> list[int]:
 @pytest.mark.parametrize("opt", ["-O0", "-O2"])
 def test_leaky_records_and_maps(plugin, tmp_path, opt):
     exe = tmp_path / "leaky"
-    _build(plugin, SAMPLES / "leaky.c", exe, opt)
+    _build(plugin, SAMPLES / "leaky.c", tmp_path / "leaky_default", opt)      # no loop points by default
+    assert {(i >> 40) & 0xFF for i in _stackmap_ids(tmp_path / "leaky_default")} == {1}
+    _build(plugin, SAMPLES / "leaky.c", exe, opt, env={"MAPPEDTRACE_LOOP_POINTS": "1"})
     ids = _stackmap_ids(exe)
     assert ids and all(i >> 48 == 0x4D54 for i in ids)
     kinds = {(i >> 40) & 0xFF for i in ids}

@@ -1,6 +1,6 @@
 """Settling threads at map points by single-stepping, on a binary built with the pass.
 
-snap_threads built with ``mappedtrace cc``: its workers spin in an
+snap_threads built with ``mappedtrace cc --settle-points``: its workers spin in an
 instrumented loop with a loop map point, so every worker stopped anywhere in
 that loop must reach a record PC within a few dozen steps; the threads in
 libc (nanosleep, read, pthread_join) are uninstrumented.  The program's output
@@ -8,6 +8,7 @@ must not change.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -27,12 +28,41 @@ MT = str(Path(sys.executable).parent / "mappedtrace")
 def instrumented(tmp_path_factory) -> str:
     from conftest import require_plugin
     require_plugin()
-    out = tmp_path_factory.mktemp("settle") / "snap_threads_i"
-    r = subprocess.run([MT, "cc", "-O2", "-pthread", "-o", str(out), str(ROOT / "samples" / "snap_threads.c")],
+    return _build(tmp_path_factory.mktemp("settle") / "snap_threads_i", "--settle-points")
+
+
+def _build(out: Path, *flags: str) -> str:
+    r = subprocess.run([MT, "cc", *flags, "-O2", "-pthread", "-o", str(out),
+                        str(ROOT / "samples" / "snap_threads.c")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr.strip()[-300:]
     assert load_maps(str(out)) is not None, "the instrumented build has no maps"
     return str(out)
+
+
+def test_settle_without_loop_points_says_so(instrumented, tmp_path):
+    """Loop points are off by default: the default build has none (the
+    --settle-points build has some), and ``snapshot --settle`` of it warns
+    that threads in call-free loops keep a conservative top frame."""
+    plain = _build(tmp_path / "snap_threads_plain")
+    assert sum(f.n_loop_points for f in load_maps(plain).functions) == 0
+    assert sum(f.n_loop_points for f in load_maps(instrumented).functions) > 0
+    for exe, warned in ((plain, True), (instrumented, False)):
+        p = subprocess.Popen([exe, "2", "0", "64"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline().startswith("ready")
+            time.sleep(0.05)
+            r = subprocess.run([MT, "snapshot", str(p.pid), "-o", str(tmp_path / "s.core"), "--json",
+                                "--settle"], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+        finally:
+            p.stdin.close()
+            p.wait(timeout=60)
+        said = "no loop map points" in r.stderr
+        assert said == warned, r.stderr
+        assert any("no loop map points" in w for w in json.loads(r.stdout)["warnings"]) == warned
+        if warned:      # the workers spin in a call-free loop: they cannot be settled
+            assert json.loads(r.stdout)["settle_states"].get("unsettled", 0) >= 2
 
 
 @pytest.mark.parametrize("mode", ["stop-copy", "fork"])

@@ -187,12 +187,17 @@ class LeakReport:
     warnings: list[str] = field(default_factory=list)
     #: what the report says first (binaries without maps: mappedtrace.session.maps_notes)
     notes: list[str] = field(default_factory=list)
+    #: how a live process was captured (mode, pause_ms…), None for a snapshot file
+    capture: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summary": dict(self.summary), "notes": list(self.notes),
-                "leaks": [l.as_dict() for l in self.leaks],
-                "structures": [s.as_dict() for s in self.structures],
-                "precision": dict(self.precision), "warnings": list(self.warnings)}
+        out = {"summary": dict(self.summary), "notes": list(self.notes),
+               "leaks": [l.as_dict() for l in self.leaks],
+               "structures": [s.as_dict() for s in self.structures],
+               "precision": dict(self.precision), "warnings": list(self.warnings)}
+        if self.capture is not None:
+            out["capture"] = dict(self.capture)
+        return out
 
     def leak_rows(self):
         """The values of :meth:`Leak.as_dict` of every leak, in order, as tuples

@@ -25,6 +25,13 @@ def output_path(ctx: click.Context, param: click.Parameter, value: str | None) -
     return value
 
 
+capture_option = click.option(
+    "--mode", "capture_mode", type=click.Choice(["fork", "stop-copy"]), default="fork", show_default=True,
+    help="How a running process (PID) is captured; it is paused only for that, and analysed on the copy "
+         "while it runs on.  fork: a copy-on-write child (shortest pause; falls back to stop-copy where "
+         "a fork is impossible, and says so); stop-copy: stopped while its memory is copied.")
+
+
 def print_warnings(warnings: list[str], limit: int = 20) -> None:
     seen = []
     for w in warnings:
@@ -36,12 +43,12 @@ def print_warnings(warnings: list[str], limit: int = 20) -> None:
         click.echo(f"mappedtrace: warning: … {len(seen) - limit} more warnings", err=True)
 
 
-def target_from_arg(what: str):
-    """A PID (attach, all threads stopped) or a snapshot file."""
+def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
+    """A PID (captured: :func:`~mappedtrace.session.capture_live`) or a snapshot file."""
     from ..errors import MappedTraceError
     if what.isdigit():
-        from ..target.live import attach
-        return attach(int(what))
+        from ..session import capture_live
+        return capture_live(int(what), capture_mode, maps_cache)
     if not os.path.exists(what):
         raise MappedTraceError(f"{what}: neither a PID nor an existing snapshot file",
                                hint="give the PID of a running process or a file written by 'mappedtrace snapshot'")
@@ -53,23 +60,25 @@ def target_from_arg(what: str):
 LOCKED_RETRIES = 5
 
 
-def analyse_arg(what: str, **kw):
+def analyse_arg(what: str, capture_mode: str = "fork", **kw):
     """Analyse a PID or a snapshot file.
 
-    A live process stopped while one of its threads was inside malloc or free
-    (an arena lock held) has a heap in mid-update: it is resumed and stopped
-    again, up to :data:`LOCKED_RETRIES` times; the last attempt's answer is
-    kept with its warning.
+    A PID is captured (``capture_mode``) and analysed on the copy while it
+    runs on.  A live process caught while one of its threads was inside
+    malloc or free (an arena lock held) has a heap in mid-update: it is
+    captured again, up to :data:`LOCKED_RETRIES` times; the last attempt's
+    answer is kept with its warning.
     """
     import time
     from ..heap.glibc import HeapCorrupted, HeapError
-    from ..session import analyse
+    from ..session import MapsCache, analyse
     attempts = LOCKED_RETRIES if what.isdigit() else 1
+    cache = MapsCache()
     for i in range(attempts):
         last = i == attempts - 1
         try:
-            with target_from_arg(what) as target:
-                a = analyse(target, **kw)
+            with target_from_arg(what, capture_mode, cache) as target:
+                a = analyse(target, maps_cache=cache, **kw)
         except (HeapCorrupted, HeapError) as e:
             if last or "was locked" not in (e.hint or ""):
                 raise

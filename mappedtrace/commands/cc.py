@@ -5,4 +5,5 @@ from ._passthrough import passthrough
 from ..driver import run_cc
 
 command = passthrough("Compile C with pointer maps: a drop-in CC (clang-22 + the pass). "
-                      "Every argument is passed to clang-22.", run_cc)
+                      "Every argument is passed to clang-22, but --settle-points (loop map points for "
+                      "snapshot --settle; off by default: they cost instructions in tight loops).", run_cc)

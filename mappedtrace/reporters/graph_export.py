@@ -56,6 +56,8 @@ def to_json(graph: HeapGraph, stream: IO[str], precision: dict | None = None,
             "root": int(e["root"]), "root_off": int(e["root_off"]), "dst": int(e["dst"]),
             "dst_off": int(e["dst_off"]), "exact": bool(int(e["flags"]) & EDGE_EXACT)}))
     w('],\n"precision": ' + json.dumps(g.precision.as_dict() if precision is None else precision))
+    if getattr(g, "capture", None) is not None:
+        w(',\n"capture": ' + json.dumps(g.capture))
     w(',\n"warnings": ' + json.dumps(list(g.warnings)) + "}\n")
 
 

@@ -88,8 +88,20 @@ def render(report: LeakReport, stream: IO[str], *, width: int | None = None,
             if st.objects > OBJECTS_PER_STRUCTURE:
                 con.print(Text(f"  … {st.objects - OBJECTS_PER_STRUCTURE} more"))
     render_precision(report.precision, con)
+    if report.capture is not None:
+        con.print(Text(capture_line(report.capture)))
     if report.warnings:
         con.print(Text(f"{len(report.warnings)} warnings (see stderr)", style="yellow"))
+
+
+def capture_line(c: dict) -> str:
+    """One line saying how long a live process was paused, and how."""
+    part = f"fork {c['fork_ms']:.1f} ms" if "fork_ms" in c else f"copy {c.get('copy_ms', 0):.1f} ms"
+    line = (f"process paused {c['pause_ms']:.1f} ms to capture it ({c['mode']}: stop {c['stop_ms']:.1f} ms, "
+            f"{part}, {_bytes(c['captured_bytes'])} copied); analysed on the copy while it ran")
+    if c.get("fallback"):
+        line += f" — {c['fallback']}"
+    return line
 
 
 def render_precision(p: dict, con: Console) -> None:
@@ -199,4 +211,6 @@ def _write_json1(report: LeakReport, stream: IO[str]) -> None:
     _write_list(stream, (_STRUCT % (i, n, b, direct(d), counts(ty))
                          for i, n, b, d, ty in report.structure_rows()))
     stream.write(',\n "precision": ' + _nested(dict(report.precision), 1)
-                 + ',\n "warnings": ' + _nested(list(report.warnings), 1) + "\n}\n")
+                 + ',\n "warnings": ' + _nested(list(report.warnings), 1)
+                 + ("" if report.capture is None else ',\n "capture": ' + _nested(dict(report.capture), 1))
+                 + "\n}\n")

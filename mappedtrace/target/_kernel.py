@@ -23,6 +23,7 @@ ssize_t process_vm_writev(int pid, const struct iovec *local_iov, unsigned long 
 int waitpid(int pid, int *status, int options);
 int tgkill(int tgid, int tid, int sig);
 int kill(int pid, int sig);
+int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags);
 """)
 libc = ffi.dlopen(None)
 #: buffers that the kernel fills whole: no memset before the copy
@@ -47,6 +48,8 @@ PTRACE_GETREGSET = 0x4204
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_LISTEN = 0x4208
+PTRACE_GETSIGMASK = 0x420a
+PTRACE_SETSIGMASK = 0x420b
 
 PTRACE_O_TRACESYSGOOD = 0x1
 PTRACE_O_TRACEFORK = 0x2
@@ -147,6 +150,48 @@ def get_xstate(tid: int) -> bytes | None:
         return get_regset(tid, NT_X86_XSTATE, XSTATE_MAX)
     except MappedTraceError:
         return None
+
+
+def get_sigmask(tid: int) -> int:
+    """The blocked-signal mask of a stopped thread (bit ``n-1`` is signal ``n``)."""
+    out = ffi.new("unsigned long long *")
+    ptrace(PTRACE_GETSIGMASK, tid, 8, out)
+    return int(out[0])
+
+
+def set_sigmask(tid: int, mask: int) -> int:
+    """Set the blocked-signal mask of a stopped thread; 0 or -errno (never raises)."""
+    v = ffi.new("unsigned long long *", mask & ((1 << 64) - 1))
+    return try_ptrace(PTRACE_SETSIGMASK, tid, 8, v)
+
+
+def vm_write(pid: int, addr: int, data: bytes) -> None:
+    """process_vm_writev of one range; raises TargetFault when short."""
+    local = ffi.new("struct iovec *")
+    remote = ffi.new("struct iovec *")
+    buf = ffi.from_buffer(data)
+    local.iov_base = buf
+    local.iov_len = len(data)
+    remote.iov_base = ffi.cast("void *", addr)
+    remote.iov_len = len(data)
+    ffi.errno = 0
+    n = libc.process_vm_writev(pid, local, 1, remote, 1, 0)
+    if n != len(data):
+        if n < 0 and ffi.errno == errno.ESRCH:
+            raise NoSuchProcess(f"process {pid} exited while being written")
+        raise TargetFault(addr, len(data), f"cannot write {len(data)} bytes at {addr:#x} in process {pid}")
+
+
+def link_fd(fd: int, path: str) -> None:
+    """Give the open file ``fd`` (e.g. an ``O_TMPFILE``) the name ``path``:
+    ``linkat`` of ``/proc/self/fd/FD`` with ``AT_SYMLINK_FOLLOW`` (Python's
+    ``os.link`` links the symlink itself there).  :raises OSError:"""
+    ffi.errno = 0
+    if libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, os.fsencode(path), 0x400) != 0:
+        err = ffi.errno
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), path)
+        raise OSError(err, os.strerror(err), path)
 
 
 def set_options(tid: int, options: int) -> None:

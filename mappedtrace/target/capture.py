@@ -12,23 +12,28 @@ is served from the captured copy):
 
 ``fork``
     While every thread is stopped, make one thread run a ``clone`` system call
-    by pointing its ``rip`` at a ``syscall`` instruction that already exists in
-    the vDSO or libc (no byte of the target is ever written), with
-    ``PTRACE_O_TRACECLONE`` so that the copy-on-write child starts traced and
-    never runs a user instruction.  The thread's registers are restored
-    exactly (``rax``/``rcx``/``r11``, ``orig_rax``, so an interrupted system
-    call restarts as it would have), the process is resumed at once, and the
-    memory is read from the child at leisure; then the child is killed.  The
-    child is created with ``CLONE_PARENT``: it is a sibling of the target, not
-    its child, so the target never sees a ``SIGCHLD`` or a zombie of ours.
+    at a ``syscall; ret`` that already exists in libc, driven by syscall
+    stops (no breakpoint, no single step), with ``PTRACE_O_TRACECLONE`` so
+    that the copy-on-write child starts traced and never runs a user
+    instruction.  The thread's registers, signal mask and the stack bytes
+    used are restored exactly (an interrupted system call restarts as it
+    would have), the process is resumed at once, and the memory is read from
+    the child at leisure; then the child is killed.  The child is created
+    with ``CLONE_PARENT``: it is a sibling of the target, not its child.
 
-Known windows, written down here: if the tracer is SIGKILLed during the few
-milliseconds a thread's registers are borrowed for the clone, that thread
-resumes with the borrowed registers (the process will likely crash; the
-child, created without a tracer, is not killed either).  The kernel gives no
-way to make that atomic; stop-copy has no such window.  Between the clone and
-``PTRACE_O_EXITKILL`` being set on the child (microseconds) a tracer death
-leaves the child running.
+The target survives this tracer being SIGKILLed at any point (issue #13):
+attach and stop-copy leave only ptrace stops, which the kernel undoes when
+the tracer dies.  In fork mode the borrowed thread is *armed* before its
+registers are touched: a signal frame holding its own state sits below its
+stack, and the ``ret`` after the ``clone`` leads into ``rt_sigreturn``
+(:func:`inject_clone`), so a thread left without its tracer finishes the
+clone and puts itself back; the child returns into ``exit``.  What is not
+exact then (only then): a system call interrupted by the stop is issued
+again from the start (a sleep starts over), the stack bytes below the red
+zone keep the frame, and a tracer killed between the clone and
+``PTRACE_O_EXITKILL`` on the child leaves that child to exit by itself.
+``--settle`` is the one mode with a fatal window (a single step's pending
+SIGTRAP: see :func:`snapshot_process`).
 
 Read-only file-backed mappings are not copied (their bytes are in the files):
 :class:`CapturedTarget` reads them from the file named in the mapping, and the
@@ -40,6 +45,7 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
+import struct
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -424,92 +430,239 @@ def capture_stop_copy(live: LiveTarget, *, arena: _Arena | None = None, release:
     return _finish(live, mappings, pieces, holes, skipped, "stop-copy", arena)
 
 
-def find_syscall_insn(live: Target) -> int:
-    """Address of a ``syscall`` instruction (0f 05) in the vDSO or libc's code.
+#: code found in the target (read, never written) that the fork injection runs
+_SYSCALL_RET = b"\x0f\x05\xc3"                                   # syscall; ret
+_RESTORE_RT = b"\x48\xc7\xc0\x0f\x00\x00\x00\x0f\x05"           # mov $15 (rt_sigreturn), %rax; syscall
+#: mov $60 (exit), %eax; syscall — glibc's clone child path; the forked child is
+#: single-threaded, so exit ends it (exit_group, mov $231, where that is missing)
+_EXITS = (b"\xb8\x3c\x00\x00\x00\x0f\x05", b"\xb8\xe7\x00\x00\x00\x0f\x05")
+_NO_SYSCALL = (1 << 64) - 1
+#: -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK (kernel-internal)
+_RESTART_CODES = {(1 << 64) - n for n in (512, 513, 514, 516)}
+_ERESTART_RESTARTBLOCK = (1 << 64) - 516
+#: struct rt_sigframe (arch/x86/include/asm/sigframe.h): pretcode, ucontext (304 bytes), siginfo (128)
+_UCONTEXT = struct.Struct("<QQQi4xQ")       # uc_flags, uc_link, uc_stack {ss_sp, ss_flags, ss_size}
+_SIGCONTEXT = struct.Struct("<18QHHHH5Q8Q")  # struct sigcontext_64 (uapi/asm/sigcontext.h), 256 bytes
+_SIGCONTEXT_GPRS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
+                    "rdx", "rax", "rcx", "rsp", "rip", "eflags")
+_FRAME_SIZE = 8 + _UCONTEXT.size + _SIGCONTEXT.size + 8 + 128
+_UC_FP_XSTATE, _UC_SIGCONTEXT_SS, _UC_STRICT_RESTORE_SS = 1, 2, 4
+#: an ss_flags value do_sigaltstack() refuses (EINVAL, ignored by rt_sigreturn): the
+#: thread's alternate signal stack, which ptrace cannot read, is left as it is
+_SS_FLAGS_INVALID = 3
+#: struct _fpx_sw_bytes in the FXSAVE area's software-reserved bytes (offset 464)
+_FPX_SW = struct.Struct("<IIQI")            # magic1, extended_size, xfeatures, xstate_size
+_FPX_SW_OFF = 464
+_FP_XSTATE_MAGIC1, _FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
+_RED_ZONE = 128
+_SYSGOOD_TRAP = 0x80 | 5
 
-    Only read, never written.  :raises MappedTraceError: none found.
+
+@dataclass
+class Gadgets:
+    """Addresses of the code the fork injection borrows (see :func:`inject_clone`)."""
+
+    syscall_ret: int
+    restore_rt: int
+    exit: int
+
+
+def find_gadgets(pid: int, mappings: list[Mapping]) -> Gadgets:
+    """Find ``syscall; ret``, ``__restore_rt`` and an ``exit`` call in libc's code.
+
+    Read-only code, so this runs before the process is stopped.
+    :raises MappedTraceError: one of them is missing (then fork mode is not used).
     """
-    cands = [m for m in live.mappings if m.executable and m.readable]
-    cands.sort(key=lambda m: (m.path != "[vdso]", "libc" not in m.path, m.size))
-    for m in cands[:16]:
-        size = min(m.size, 4 << 20)
+    cands = [m for m in mappings if m.executable and m.readable and "libc" in os.path.basename(m.path)]
+    found: dict[bytes, int] = {}
+    for m in cands[:4]:
         try:
-            code = live.read(m.start, size)
+            code = k.vm_read(pid, m.start, min(m.size, 8 << 20))
         except MappedTraceError:
             continue
-        i = code.find(b"\x0f\x05")
-        if i >= 0:
-            return m.start + i
-    raise MappedTraceError(f"no syscall instruction found in the code of process {live.pid}",
-                           hint="use --mode stop-copy")
+        for pat in (_SYSCALL_RET, _RESTORE_RT, *_EXITS):
+            i = code.find(pat)
+            if pat not in found and i >= 0:
+                found[pat] = m.start + i
+    exits = [found[p] for p in _EXITS if p in found]
+    missing = [n for n, ok in (("syscall; ret", _SYSCALL_RET in found), ("__restore_rt", _RESTORE_RT in found),
+                               ("exit", bool(exits))) if not ok]
+    if missing:
+        raise MappedTraceError(f"no {', '.join(missing)} code found in the C library of process {pid}",
+                               hint="use --mode stop-copy")
+    return Gadgets(found[_SYSCALL_RET], found[_RESTORE_RT], exits[0])
 
 
 def fork_refused(pid: int) -> str | None:
     """Why a fork must not be injected into ``pid`` (None if it may).
 
     A seccomp filter may kill the process for a ``clone`` it does not expect
-    (``SECCOMP_RET_KILL``): never risk that.
+    (``SECCOMP_RET_KILL``): never risk that.  A thread with a shadow stack
+    (x86 ``shstk``) would fault on the ``ret`` the injection relies on.
     """
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("Seccomp:") and line.split()[1] == "2":
                     return "the process runs under a seccomp filter"
+                if line.startswith("x86_Thread_features:") and "shstk" in line.split():
+                    return "the process uses a shadow stack"
     except (OSError, IndexError):
         return "cannot read /proc/PID/status"
     return None
 
 
 def _pick_thread(live: LiveTarget) -> ThreadSnapshot:
-    # A thread outside any system call is the simplest to borrow; any works
-    # (restart state is restored with the registers), prefer the main thread.
+    # Any thread works; preferred: one outside a system call (its registers come
+    # back exactly even if we die), then one whose call restarts plainly (not
+    # through the restart block, which rt_sigreturn cancels), the main thread first.
     ts = [t for t in live.threads if live.can_resume(t.tid)]
     if not ts:
         raise MappedTraceError(f"no thread of process {live.pid} can be borrowed for the fork "
                                "(all are exiting or hold a signal)")
-    out = [t for t in ts if t.regs["orig_rax"] == (1 << 64) - 1]
-    main = [t for t in (out or ts) if t.tid == live.pid]
-    return (main or out or ts)[0]
+    return min(ts, key=lambda t: (t.regs["orig_rax"] != _NO_SYSCALL, t.regs["rax"] == _ERESTART_RESTARTBLOCK,
+                                  t.tid != live.pid))
 
 
-def inject_clone(live: LiveTarget) -> int:
+@dataclass
+class _Frame:
+    """A signal frame written below a thread's stack pointer (see :func:`inject_clone`)."""
+
+    addr: int           # rt_sigframe: the parent's stack pointer while armed
+    data: bytes
+    saved: bytes        # the stack bytes it covers, put back afterwards
+
+    @property
+    def child_sp(self) -> int:
+        return self.addr + 8 + _UCONTEXT.size + _SIGCONTEXT.size + 8      # the siginfo, unused
+
+
+def _resumed_regs(regs: dict[str, int]) -> dict[str, int]:
+    """The registers a stopped thread resumes with (what the kernel's syscall restart
+    would make of them): a call interrupted with -ERESTART* is issued again."""
+    r = dict(regs)
+    if r["orig_rax"] != _NO_SYSCALL and r["rax"] in _RESTART_CODES:
+        # -ERESTART_RESTARTBLOCK is restarted as the original call too: rt_sigreturn
+        # cancels the restart block (a sleep then starts over rather than fail EINTR)
+        r["rax"] = r["orig_rax"]
+        r["rip"] -= 2
+    return r
+
+
+def _fp_area(t: ThreadSnapshot) -> tuple[bytes, bool]:
+    """The FPU state in the format rt_sigreturn reads: XSAVE with the magic words, or FXSAVE."""
+    xs = t.xstate
+    if xs and len(xs) >= 576:
+        # ptrace's NT_X86_XSTATE keeps XCR0 where a signal frame has its
+        # software bytes (offset 464, as gdb reads it): write the frame's own
+        area = bytearray(xs)
+        xcr0 = struct.unpack_from("<Q", xs, _FPX_SW_OFF)[0]
+        area[_FPX_SW_OFF:512] = bytes(512 - _FPX_SW_OFF)
+        _FPX_SW.pack_into(area, _FPX_SW_OFF, _FP_XSTATE_MAGIC1, len(xs) + 4, xcr0, len(xs))
+        return bytes(area) + struct.pack("<I", _FP_XSTATE_MAGIC2), True
+    if t.fpregs and len(t.fpregs) >= 512:
+        # FXSAVE only: x87/SSE state restored, AVX upper halves reset (only on the
+        # tracer-death path; the normal path restores registers with ptrace)
+        area = bytearray(t.fpregs[:512])
+        area[_FPX_SW_OFF:512] = bytes(512 - _FPX_SW_OFF)
+        return bytes(area), False
+    raise MappedTraceError(f"no FPU state of thread {t.tid}: cannot build its signal frame")
+
+
+def _build_frame(live: LiveTarget, t: ThreadSnapshot, g: Gadgets, mask: int) -> _Frame:
+    """A signal frame that puts thread ``t`` back as it was: laid out like the kernel's
+    (below the red zone, FPU state 64-byte aligned, ``pretcode`` = ``__restore_rt``)."""
+    fp, xsave = _fp_area(t)
+    rsp = t.regs["rsp"]
+    fp_addr = (rsp - _RED_ZONE - len(fp)) & ~63
+    addr = ((fp_addr - _FRAME_SIZE) & ~15) - 8
+    m = live.mapping_at(rsp - 1)
+    if m is None or not m.writable or addr < m.start:
+        raise MappedTraceError(f"not enough stack below {rsp:#x} in thread {t.tid} for a signal frame")
+    r = _resumed_regs(t.regs)
+    uc = _UCONTEXT.pack(_UC_SIGCONTEXT_SS | _UC_STRICT_RESTORE_SS | (_UC_FP_XSTATE if xsave else 0), 0,
+                        0, _SS_FLAGS_INVALID, 0)
+    sc = _SIGCONTEXT.pack(*(r[n] & ((1 << 64) - 1) for n in _SIGCONTEXT_GPRS), r["cs"], 0, 0, r["ss"],
+                          0, 0, 0, 0, fp_addr, *([0] * 8))   # err, trapno, oldmask, cr2, fpstate
+    head = struct.pack("<Q", g.restore_rt) + uc + sc + struct.pack("<Q", mask)
+    info = struct.pack("<Q", g.exit) + bytes(120)           # the child's stack: "return" into exit
+    data = head + info
+    data += bytes(fp_addr - addr - len(data)) + fp
+    saved = live.read(addr, len(data))
+    return _Frame(addr, data, saved)
+
+
+def inject_clone(live: LiveTarget, gadgets: Gadgets | None = None) -> int:
     """Make one stopped thread of ``live`` fork; return the (traced, stopped) child's PID.
 
-    The thread's registers are restored exactly before this returns, also on errors.
+    The thread runs a ``clone`` at a ``syscall; ret`` of libc, driven by
+    syscall stops (``PTRACE_SYSCALL``, ``PTRACE_O_TRACESYSGOOD``): no
+    breakpoint, no single step, nothing that leaves a ``SIGTRAP`` behind.
+    Before its registers are borrowed, a signal frame holding them (and its
+    FPU state and signal mask) is written below its stack, where a signal
+    frame may go at any time (the ABI's red zone is left alone), and the
+    ``ret`` after the ``clone`` leads to ``__restore_rt``.  So at every
+    instant the thread runs on correctly if this tracer is SIGKILLed: it
+    completes the ``clone`` (or has), returns into ``rt_sigreturn`` and gets
+    its own registers, mask and stack back (an interrupted system call is
+    issued again, as the kernel's restart would); the child, whose stack
+    pointer is set to a word holding the address of an ``exit`` call, exits.
+    Normally (the tracer alive) the registers, mask and stack bytes are put
+    back with ptrace and the thread is parked in a ``PTRACE_EVENT_STOP`` as
+    before.
+
+    :raises NoSuchProcess: the thread exited meanwhile.
+    :raises MappedTraceError: the fork cannot be done (use stop-copy).
     """
     t = _pick_thread(live)
     tid = t.tid
-    insn = find_syscall_insn(live)
+    g = gadgets or find_gadgets(live.pid, live.mappings)
     saved = k.get_regs(tid)
-    child = 0
-    for flags in (CLONE_PARENT, 0):
-        regs = dict(t.regs)
-        regs.update(rax=k.SYS_CLONE, orig_rax=(1 << 64) - 1, rip=insn,
-                    rdi=flags, rsi=0, rdx=0, r10=0, r8=0)
+    mask = k.get_sigmask(tid)
+    frame = _build_frame(live, t, g, mask)
+    child, result = 0, 0
+    try:
+        k.vm_write(live.pid, frame.addr, frame.data)    # below the red zone: free by the ABI
+        for flags in (CLONE_PARENT, 0):
+            regs = dict(t.regs)
+            regs.update(rax=k.SYS_CLONE, orig_rax=_NO_SYSCALL, rip=g.syscall_ret, rsp=frame.addr,
+                        rdi=flags, rsi=frame.child_sp, rdx=0, r10=0, r8=0)
+            k.set_options(tid, k.PTRACE_O_TRACECLONE | k.PTRACE_O_TRACEFORK | k.PTRACE_O_TRACEVFORK
+                          | k.PTRACE_O_TRACESYSGOOD)
+            k.set_regs(tid, ThreadState(tid, regs).pack_regs())     # armed: safe to die from here on
+            k.set_sigmask(tid, ~0)      # no signal handler meets the borrowed registers
+            child, result = _run_injected(live, tid)
+            if child or result != -EINVAL:
+                break
+    finally:
+        # mask first: dying between the two leaves a thread that still returns
+        # through the frame (which holds the mask), never one with signals blocked
+        k.set_sigmask(tid, mask)
+        k.try_ptrace(k.PTRACE_SETREGS, tid, 0, k.ffi.new("char[]", saved))
+        k.try_ptrace(k.PTRACE_SETOPTIONS, tid, 0, 0)
+        if tid in live.stopped_tids:
+            # park it in a PTRACE_EVENT_STOP again (from a syscall stop a plain
+            # resume would skip the restart of an interrupted call)
+            if not _settle.disarm_single_step(live, tid):
+                live.warnings.append(f"thread {tid}: could not park it again after the fork")
         try:
-            k.set_options(tid, k.PTRACE_O_TRACECLONE | k.PTRACE_O_TRACEFORK | k.PTRACE_O_TRACEVFORK)
-            k.set_regs(tid, ThreadState(tid, regs).pack_regs())
-            k.ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0)
-            sigs: list[int] = []
-            child, result = _run_injected(live, tid, sigs)
-        finally:
-            k.try_ptrace(k.PTRACE_SETREGS, tid, 0, k.ffi.new("char[]", saved))
-            k.try_ptrace(k.PTRACE_SETOPTIONS, tid, 0, 0)
-            # the single step left TF set: clear it now (see settle.disarm_single_step);
-            # signals suppressed meanwhile are re-sent once the thread is parked
-            if tid in live.stopped_tids:
-                _settle.disarm_single_step(live, tid, sigs)
-        if child:
-            return child
-        if result != -EINVAL:
-            break
+            k.vm_write(live.pid, frame.addr, frame.saved)
+            if child:
+                k.vm_write(child, frame.addr, frame.saved)
+        except MappedTraceError:
+            pass
+    if child:
+        return child
     raise MappedTraceError(f"the injected clone failed in thread {tid} of process {live.pid} "
                            f"(errno {-result if result < 0 else '?'})", hint="use --mode stop-copy")
 
 
-def _run_injected(live: LiveTarget, tid: int, sigs: list[int]) -> tuple[int, int]:
-    """Wait for the single-stepped clone; return (child pid or 0, raw result)."""
+def _run_injected(live: LiveTarget, tid: int) -> tuple[int, int]:
+    """Drive the armed thread through its clone to the syscall-exit stop;
+    return (child pid or 0, the clone's result)."""
     child = 0
+    entered = False
+    k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
     for _ in range(_INJECT_ROUNDS):
         _, st = k.waitpid(tid, k.WALL)
         if k.WIFEXITED(st) or k.WIFSIGNALED(st):
@@ -521,20 +674,18 @@ def _run_injected(live: LiveTarget, tid: int, sigs: list[int]) -> tuple[int, int
         if ev in (k.PTRACE_EVENT_CLONE, k.PTRACE_EVENT_FORK, k.PTRACE_EVENT_VFORK):
             child = k.get_event_msg(tid)
             _hold_child(child)
-            k.ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0)
-            continue
-        if ev == 0 and sig == k.SIGTRAP:
-            rax = int.from_bytes(k.get_regs(tid)[10 * 8:11 * 8], "little")
-            res = rax - (1 << 64) if rax >= 1 << 63 else rax
-            if res > 0 and not child:
-                child = res
-                _hold_child(child)
-            return (child if res > 0 else 0), res
-        if ev == 0 and sig:
-            # a signal arrived meanwhile: suppress it now, re-send it once parked;
-            # an interrupted clone restarts (-ERESTARTNOINTR) on the next step
-            sigs.append(sig)
-        k.ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0)
+        elif ev == 0 and sig == _SYSGOOD_TRAP:
+            if entered:
+                rax = ThreadState.unpack_regs(k.get_regs(tid))["rax"]
+                res = rax - (1 << 64) if rax >= 1 << 63 else rax
+                if res > 0 and not child:
+                    child = res
+                    _hold_child(child)
+                return (child if res > 0 else 0), res
+            entered = True
+        # anything else (a group stop, an unblockable signal) is passed over:
+        # signals are blocked while the thread is borrowed
+        k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
     raise MappedTraceError(f"the injected clone in thread {tid} did not complete "
                            f"within {_INJECT_ROUNDS} stops", hint="use --mode stop-copy")
 
@@ -555,7 +706,7 @@ def _hold_child(child: int) -> None:
 
 def capture_fork(live: LiveTarget, *, arena: _Arena | None = None, release: bool = True,
                  hold_child: bool = False, anon_file: set[tuple[int, int]] | None = None,
-                 progress: Progress | None = None) -> CapturedTarget:
+                 progress: Progress | None = None, gadgets: Gadgets | None = None) -> CapturedTarget:
     """Fork the stopped ``live`` target, resume it, copy the memory from the child.
 
     :param hold_child: keep the child (and its copy-on-write pages) alive until
@@ -567,7 +718,7 @@ def capture_fork(live: LiveTarget, *, arena: _Arena | None = None, release: bool
         child = 0
         try:
             t0 = time.perf_counter_ns()
-            child = inject_clone(live)
+            child = inject_clone(live, gadgets)
             live.meta["fork_ns"] = time.perf_counter_ns() - t0
         except NoSuchProcess:
             if release:
@@ -617,6 +768,20 @@ def capture(live: LiveTarget, mode: str = "stop-copy", **kw) -> CapturedTarget:
     raise MappedTraceError(f"unknown capture mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
+def no_loop_points_note(maps) -> str | None:
+    """What settling cannot do in a binary built without loop map points (None if it has them).
+
+    Loop points are off by default (``mappedtrace cc --settle-points`` turns
+    them on): a thread stopped in a loop without a call then never reaches a
+    map point by stepping, and its top frame stays conservative.
+    """
+    if any(f.n_loop_points for f in maps.functions):
+        return None
+    return ("the executable has no loop map points (built without 'mappedtrace cc --settle-points'): "
+            "a thread stopped in a loop without calls cannot be settled, its top frame is scanned "
+            "conservatively (unsettled)")
+
+
 def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = False,
                      max_steps: int | None = None, max_settle_ns: int | None = None,
                      hold_child: bool = False,
@@ -653,6 +818,12 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = False,
                                     hint="run as root or with CAP_SYS_PTRACE") from None
         # slack for growth between this look and the stop
         arena = _Arena(est + est // 16 + (8 << 20), populate=True)
+    gadgets = None
+    if mode == "fork" and fork_refused(pid) is None:
+        try:        # read-only code: found before the stop
+            gadgets = find_gadgets(pid, parse_maps(open(f"/proc/{pid}/maps").read()))
+        except (OSError, MappedTraceError):
+            gadgets = None          # inject_clone looks again, and says why it cannot
     maps = None
     early_warning = ""
     if True:       # load the maps before the stop: the pause is for the target only
@@ -672,7 +843,7 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = False,
             live.warnings.append("the process was stopped (state T): captured with stop-copy instead of fork")
             mode = "stop-copy"
         ct = capture(live, mode, arena=arena, progress=progress, anon_file=anon_file,
-                     **({"hold_child": hold_child} if mode == "fork" else {}))
+                     **({"hold_child": hold_child, "gadgets": gadgets} if mode == "fork" else {}))
     except BaseException:
         live.close()
         if arena is not None:
@@ -680,6 +851,11 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = False,
         raise
     if early_warning:
         ct.warnings.insert(0, early_warning)
+    if settle and maps is not None:
+        note = no_loop_points_note(maps)
+        if note:
+            ct.warnings.insert(0, note)
+            ct.meta["settle_loop_points"] = False
     ct.meta["pause_ns"] = live.meta.get("pause_ns", 0)
     ct.meta["was_stopped"] = live.was_stopped
     return ct

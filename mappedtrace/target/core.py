@@ -244,7 +244,7 @@ def write_core(target: Target, path: str) -> int:
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
     ehdr = EHDR.pack(ident, ET_CORE, EM_X86_64, 1, 0, EHDR.size, 0, 0, EHDR.size,
                      PHDR.size, nph, 0, 0, 0)
-    with write_private(path, binary=True, buffering=1 << 20) as f:
+    with write_private(path, binary=True, buffering=1 << 20) as f:   # complete or absent under its name
         f.write(ehdr)
         f.write(b"".join(phdrs))
         f.write(notes)

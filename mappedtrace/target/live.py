@@ -13,9 +13,10 @@ as fallback), and detach so the process runs on exactly as before:
   SIGSTOP, and the kernel re-enters the group stop on detach;
 * if the tracer dies, the kernel detaches the threads itself.
 
-Nothing is ever written into the target's memory.  Settling
-(:mod:`.settle`) and the fork capture (:mod:`.capture`) resume threads
-briefly; they use :meth:`LiveTarget.can_resume` and
+Nothing is ever written into the target's memory, but for the fork
+capture's signal frame below one thread's stack pointer (put back after the
+fork: :func:`.capture.inject_clone`).  Settling (:mod:`.settle`) and the
+fork capture resume threads briefly; they use :meth:`LiveTarget.can_resume` and
 :meth:`LiveTarget.requeue_signals` to keep signal delivery exact.
 """
 from __future__ import annotations

@@ -199,6 +199,12 @@ def _classify(ct: CapturedTarget) -> None:
     except MappedTraceError as e:
         ct.warnings.append(f"maps of {ct.exe} not used: {e.message}")
         maps, bias = None, 0
+    if maps is not None:
+        from .capture import no_loop_points_note
+        note = no_loop_points_note(maps)
+        if note:
+            ct.warnings.insert(0, note)
+            ct.meta["settle_loop_points"] = False
     cls = _settle._Classifier(ct, maps, bias)
     for t in ct.threads:
         where = cls.classify(t.pc)

@@ -107,33 +107,15 @@ class _Classifier:
         return "other"
 
 
-_maps_cache: dict[tuple, object] = {}
-
-
 def load_maps(path: str):
-    """The main executable's maps, or None when the binary has none (cached per file version).
+    """The main executable's maps, or None when the binary has none (decoded
+    once per file version, kept on disk by build-id: formats.maps_cache).
 
     :raises BadData: malformed map sections.
     """
-    import os
-    try:
-        st = os.stat(path)
-        key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
-    except OSError:
-        key = None
-    if key is not None and key in _maps_cache:
-        return _maps_cache[key]
-    try:
-        from ..formats.maps import BinaryMaps     # the formats layer
-    except ImportError:
-        return None
-    bm = BinaryMaps.load(path)
-    out = bm if bm.has_maps else None
-    if key is not None:
-        if len(_maps_cache) > 16:
-            _maps_cache.clear()
-        _maps_cache[key] = out
-    return out
+    from ..formats.maps_cache import load_cached     # the formats layer
+    bm = load_cached(path)
+    return bm if bm.has_maps else None
 
 
 def settle_threads(live, maps=None, *, max_steps: int | None = None,
