@@ -181,9 +181,14 @@ def write_private(path: str, *, binary: bool = False, buffering: int = -1) -> It
 
 def _link_fd(fd: int, path: str) -> None:
     """Give the open file ``fd`` (an ``O_TMPFILE``) the name ``path``: linkat
-    of ``/proc/self/fd/FD`` following the link (``os.link`` with
-    ``follow_symlinks=True`` is linkat with ``AT_SYMLINK_FOLLOW``)."""
-    os.link(f"/proc/self/fd/{fd}", path, follow_symlinks=True)
+    of ``/proc/self/fd/FD`` with ``AT_SYMLINK_FOLLOW``.  (``os.link`` calls
+    plain link(2), which would link the /proc symlink itself, unless a
+    directory fd is given: then it calls linkat with the follow flag.)"""
+    dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", os.path.basename(path), dst_dir_fd=dfd, follow_symlinks=True)
+    finally:
+        os.close(dfd)
 
 
 def _unlink(path: str) -> None:

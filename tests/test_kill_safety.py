@@ -138,6 +138,6 @@ def test_snapshot_file_complete_or_absent(tmp_path):
     with private_output(str(tmp_path / "n.core")) as f:     # a new name: linked in place at once
         f.write(b"fresh")
     assert (tmp_path / "n.core").read_bytes() == b"fresh" and sorted(os.listdir(tmp_path)) == ["n.core", "s.core"]
-    with pytest.raises(MappedTraceError, match="cannot create"):
+    with pytest.raises(MappedTraceError, match="does not exist"):
         with private_output(str(tmp_path / "no" / "such" / "dir.core")) as f:
             pass

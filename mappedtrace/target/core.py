@@ -206,6 +206,7 @@ def write_core(target: Target, path: str) -> int:
     threads = sorted(target.threads, key=lambda t: (t.tid != target.pid, t.tid))
     info = _proc_info(target)
     notes = bytearray()
+    xlayouts: list = []
     for i, t in enumerate(threads):
         notes += _note("CORE", NT_PRSTATUS, _prstatus(t, info, target.pid or 0))
         if i == 0:
@@ -217,8 +218,12 @@ def write_core(target: Target, path: str) -> int:
             notes += _note("CORE", NT_PRFPREG, t.fpregs[:FPREGS_SIZE])
         xs = getattr(t, "xstate", None)
         if xs:
+            layout = getattr(t, "xstate_layout", None)
+            if not layout:          # the CPU's layout (a live thread): Intel's for gdb
+                xs, layout = xsave.to_standard(xs)
+            xlayouts.append(layout)
             notes += _note("LINUX", NT_X86_XSTATE, xs)
-    xlayout = next((t.xstate_layout for t in threads if getattr(t, "xstate_layout", None)), None)
+    xlayout = next((x for x in xlayouts if x), None)
     if xlayout:     # once per process, after the threads, as the kernel writes it
         notes += _note("LINUX", NT_X86_XSAVE_LAYOUT, xsave.layout_note(xlayout))
     notes += _note(NOTE_OWNER, NT_MAPPEDTRACE, json.dumps(note_payload(target)).encode())

@@ -26,16 +26,18 @@ import time
 from dataclasses import dataclass, field
 
 from . import _kernel as k
-from . import xsave
 from .base import Mapping, Target, ThreadState
 from ..errors import MappedTraceError, NoSuchProcess, PermissionProblem, TargetFault
 
 
 @dataclass
 class ThreadSnapshot(ThreadState):
-    """A :class:`ThreadState` that also keeps the ``NT_X86_XSTATE`` (XSAVE) area:
-    in Intel's standard layout, which ``xstate_layout`` (the records of an
-    ``NT_X86_XSAVE_LAYOUT`` note: component, size, offset) describes; see
+    """A :class:`ThreadState` that also keeps the ``NT_X86_XSTATE`` (XSAVE) area.
+
+    ``xstate_layout`` empty: the area is as the kernel gave it (this CPU's
+    layout: a live thread, which gets it back as it was); else the records of
+    an ``NT_X86_XSAVE_LAYOUT`` note (component, size, offset) that describe it
+    (a thread read from a core, Intel's standard layout); see
     :mod:`mappedtrace.target.xsave`."""
 
     xstate: bytes | None = None
@@ -281,8 +283,9 @@ class LiveTarget(Target):
                 name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
             except OSError:
                 name = ""
-            xs, layout = xsave.to_standard(xs) if xs else (xs, [])
-            t = ThreadSnapshot(tid, regs, fp, name=name, xstate=xs, xstate_layout=layout)
+            # the kernel's own layout: what rt_sigreturn and PTRACE_SETREGSET take
+            # back; write_core moves it to Intel's layout for gdb
+            t = ThreadSnapshot(tid, regs, fp, name=name, xstate=xs)
             if tid in old:      # keep the settle outcome across refreshes
                 t.settle, t.settle_steps = old[tid].settle, old[tid].settle_steps
             threads.append(t)
