@@ -182,18 +182,6 @@ def vm_write(pid: int, addr: int, data: bytes) -> None:
         raise TargetFault(addr, len(data), f"cannot write {len(data)} bytes at {addr:#x} in process {pid}")
 
 
-def link_fd(fd: int, path: str) -> None:
-    """Give the open file ``fd`` (e.g. an ``O_TMPFILE``) the name ``path``:
-    ``linkat`` of ``/proc/self/fd/FD`` with ``AT_SYMLINK_FOLLOW`` (Python's
-    ``os.link`` links the symlink itself there).  :raises OSError:"""
-    ffi.errno = 0
-    if libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, os.fsencode(path), 0x400) != 0:
-        err = ffi.errno
-        if err == errno.EEXIST:
-            raise FileExistsError(err, os.strerror(err), path)
-        raise OSError(err, os.strerror(err), path)
-
-
 def set_options(tid: int, options: int) -> None:
     ptrace(PTRACE_SETOPTIONS, tid, 0, options)
 
