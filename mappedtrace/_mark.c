@@ -894,3 +894,176 @@ int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64
     return k;
 }
 
+
+/* ---- graph kernels of mappedtrace.analyses.dominators ------------------------
+ *
+ * mt_csr: successor lists (CSR) of a graph given as edge arrays, by counting
+ * sort (O(n + m), edges of a vertex in input order).  mt_reach: the vertices
+ * reachable from some starts (iterative DFS).  mt_dominators: immediate
+ * dominators from a root by SNCA (L. Georgiadis, "Linear-Time Algorithms for
+ * Dominators and Related Problems", PhD thesis, Princeton 2005, §3.3: the
+ * semidominators of Lengauer-Tarjan with simple path compression, then the
+ * idom of each vertex as the nearest common ancestor rule
+ * idom(w) = the first ancestor of parent(w) in the tree whose number is at
+ * most sdom(w)).  O(m log n); every array is indexed by bounded numbers, and
+ * every loop ends (DFS pushes each vertex once; compression walks ancestors
+ * whose preorder numbers strictly decrease).
+ */
+int mt_csr(int64_t n, int64_t m, const int64_t *src, const int64_t *dst, int64_t *ptr, int64_t *adj)
+{
+    for (int64_t v = 0; v <= n; v++)
+        ptr[v] = 0;
+    for (int64_t e = 0; e < m; e++) {
+        if (src[e] < 0 || src[e] >= n || dst[e] < 0 || dst[e] >= n)
+            return -1;
+        ptr[src[e] + 1]++;
+    }
+    for (int64_t v = 0; v < n; v++)
+        ptr[v + 1] += ptr[v];
+    int64_t *fill = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    if (!fill)
+        return -2;
+    for (int64_t v = 0; v < n; v++)
+        fill[v] = ptr[v];
+    for (int64_t e = 0; e < m; e++)
+        adj[fill[src[e]]++] = dst[e];
+    free(fill);
+    return 0;
+}
+
+int64_t mt_reach(int64_t n, const int64_t *ptr, const int64_t *adj, int64_t nstart, const int64_t *starts,
+                 uint8_t *seen)
+{
+    int64_t *stack = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    if (!stack)
+        return -2;
+    int64_t sp = 0, count = 0;
+    for (int64_t v = 0; v < n; v++)
+        seen[v] = 0;
+    for (int64_t i = 0; i < nstart; i++) {
+        int64_t s = starts[i];
+        if (s < 0 || s >= n || seen[s])
+            continue;
+        seen[s] = 1;
+        count++;
+        stack[sp++] = s;
+        while (sp) {
+            int64_t v = stack[--sp];
+            for (int64_t k = ptr[v]; k < ptr[v + 1]; k++) {
+                int64_t w = adj[k];
+                if (!seen[w]) {
+                    seen[w] = 1;
+                    count++;
+                    stack[sp++] = w;       /* each vertex once: sp <= n */
+                }
+            }
+        }
+    }
+    free(stack);
+    return count;
+}
+
+/* idom[v]: the immediate dominator of v (-1 for the root and for vertices the
+ * root does not reach).  Returns the number of vertices reached, < 0 on error. */
+int64_t mt_dominators(int64_t n, const int64_t *ptr, const int64_t *adj, int64_t root, int64_t *idom)
+{
+    if (root < 0 || root >= n)
+        return -1;
+    int64_t m = ptr[n];
+    size_t sz = sizeof(int64_t) * (size_t)(n > 0 ? n : 1);
+    int64_t *pre = malloc(sz), *vert = malloc(sz), *parent = malloc(sz), *semi = malloc(sz);
+    int64_t *label = malloc(sz), *anc = malloc(sz), *stack = malloc(sz), *it = malloc(sz);
+    int64_t *rptr = malloc(sizeof(int64_t) * (size_t)(n + 1)), *radj = malloc(sizeof(int64_t) * (size_t)(m > 0 ? m : 1));
+    int64_t count = 0;
+    if (!pre || !vert || !parent || !semi || !label || !anc || !stack || !it || !rptr || !radj) {
+        count = -2;
+        goto out;
+    }
+    /* predecessors */
+    for (int64_t v = 0; v <= n; v++)
+        rptr[v] = 0;
+    for (int64_t e = 0; e < m; e++)
+        rptr[adj[e] + 1]++;
+    for (int64_t v = 0; v < n; v++)
+        rptr[v + 1] += rptr[v];
+    for (int64_t v = 0; v < n; v++)
+        it[v] = rptr[v];
+    for (int64_t v = 0; v < n; v++)
+        for (int64_t k = ptr[v]; k < ptr[v + 1]; k++)
+            radj[it[adj[k]]++] = v;
+    /* iterative DFS: preorder numbers, tree parents (as numbers) */
+    for (int64_t v = 0; v < n; v++) {
+        pre[v] = -1;
+        idom[v] = -1;
+    }
+    int64_t sp = 0;
+    pre[root] = 0;
+    vert[0] = root;
+    parent[0] = -1;
+    count = 1;
+    stack[sp++] = root;
+    it[root] = ptr[root];
+    while (sp) {
+        int64_t v = stack[sp - 1];
+        if (it[v] < ptr[v + 1]) {
+            int64_t w = adj[it[v]++];
+            if (pre[w] < 0) {
+                pre[w] = count;
+                vert[count] = w;
+                parent[count] = pre[v];
+                count++;
+                it[w] = ptr[w];
+                stack[sp++] = w;
+            }
+        } else {
+            sp--;
+        }
+    }
+    for (int64_t i = 0; i < count; i++) {
+        semi[i] = i;
+        label[i] = i;
+        anc[i] = -1;
+    }
+    /* semidominators, in decreasing preorder */
+    for (int64_t i = count - 1; i > 0; i--) {
+        int64_t w = vert[i];
+        for (int64_t k = rptr[w]; k < rptr[w + 1]; k++) {
+            int64_t u = pre[radj[k]];
+            if (u < 0)
+                continue;                  /* a predecessor the root does not reach */
+            /* eval(u): the vertex of least semi on u's compressed ancestor path */
+            int64_t e = u;
+            if (anc[u] >= 0) {
+                int64_t top = 0;
+                int64_t x = u;
+                while (anc[anc[x]] >= 0) { /* collect the path to compress */
+                    stack[top++] = x;
+                    x = anc[x];
+                }
+                while (top) {
+                    int64_t y = stack[--top];
+                    if (semi[label[anc[y]]] < semi[label[y]])
+                        label[y] = label[anc[y]];
+                    anc[y] = anc[anc[y]];
+                }
+                e = label[u];
+            }
+            if (semi[e] < semi[i])
+                semi[i] = semi[e];
+        }
+        anc[i] = parent[i];                /* link */
+    }
+    /* idom by the NCA rule, in increasing preorder (parents first) */
+    it[0] = -1;
+    for (int64_t i = 1; i < count; i++) {
+        int64_t d = parent[i];
+        while (d > semi[i])
+            d = it[d];
+        it[i] = d;
+        idom[vert[i]] = vert[d];
+    }
+out:
+    free(pre); free(vert); free(parent); free(semi); free(label); free(anc); free(stack); free(it);
+    free(rptr); free(radj);
+    return count;
+}

@@ -49,6 +49,10 @@ int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
                  const uint8_t *select, struct mt_edge *out, int64_t cap);
 int64_t mt_chain(const uint64_t *w, int64_t nw, int64_t *pos, int64_t lim, int64_t *out, uint64_t *raw,
                  int64_t cap);
+int mt_csr(int64_t n, int64_t m, const int64_t *src, const int64_t *dst, int64_t *ptr, int64_t *adj);
+int64_t mt_reach(int64_t n, const int64_t *ptr, const int64_t *adj, int64_t nstart, const int64_t *starts,
+                 uint8_t *seen);
+int64_t mt_dominators(int64_t n, const int64_t *ptr, const int64_t *adj, int64_t root, int64_t *idom);
 """
 
 _loaded: object | None = None

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import MappedTraceError
 from ..graph import HeapGraph
-from .dominators import DominatorTree, by_holder, dominator_tree, root_holder
+from .dominators import DominatorTree, by_holder, dominator_tree, root_holder, type_labels
 
 #: a child must account for this share of its parent's growth to be walked into
 ACCUMULATION_SHARE = 0.5
@@ -119,16 +119,6 @@ def check_same_process(a: HeapState, b: HeapState) -> None:
                                hint="diff two snapshots of the same process, older first")
 
 
-def _labels(g: HeapGraph) -> np.ndarray:
-    """A type label per node (``unkN`` for untyped), as an object array."""
-    names = {int(t): g.type_name(int(t)) for t in np.unique(g.type_ids)}
-    out = np.array([names[int(t)] for t in g.type_ids], dtype=object) if len(g) else np.array([], object)
-    untyped = g.type_ids == 0
-    if untyped.any():
-        out[untyped] = np.char.add("unk", g.sizes[untyped].astype(str)).astype(object)
-    return out
-
-
 def _match(a: HeapGraph, b: HeapGraph) -> tuple[np.ndarray, np.ndarray]:
     """(index in a, index in b) of the objects kept from a to b."""
     common, ia, ib = np.intersect1d(a.addresses, b.addresses, assume_unique=True, return_indices=True)
@@ -144,23 +134,22 @@ def diff(before: HeapState, after: HeapState, *, suspects: int = 5) -> HeapDiff:
     ia, ib = _match(ga, gb)
     kept_a = np.zeros(len(ga), bool); kept_a[ia] = True
     kept_b = np.zeros(len(gb), bool); kept_b[ib] = True
-    la, lb = _labels(ga), _labels(gb)
+    (la, na), (lb, nb) = type_labels(ga), type_labels(gb)
     rows: dict[str, TypeGrowth] = {}
 
-    def row(t: str) -> TypeGrowth:
-        if t not in rows:
-            rows[t] = TypeGrowth(t, 0, 0, 0, 0, 0, 0, 0)
-        return rows[t]
-    for t, size, kept in zip(la[ra].tolist(), ga.sizes[ra].tolist(), kept_a[ra].tolist()):
-        r = row(t); r.objects_before += 1; r.bytes_before += size
-        if not kept:
-            r.gone_objects += 1
-    for t, size, kept in zip(lb[rb].tolist(), gb.sizes[rb].tolist(), kept_b[rb].tolist()):
-        r = row(t); r.objects_after += 1; r.bytes_after += size
-        if kept:
-            r.kept_objects += 1
-        else:
-            r.new_objects += 1
+    def count(lab: np.ndarray, names: list[str], sel: np.ndarray, sizes: np.ndarray) -> dict[str, tuple[int, int]]:
+        c = np.bincount(lab[sel], minlength=len(names))
+        b = np.rint(np.bincount(lab[sel], weights=sizes[sel].astype(np.float64), minlength=len(names)))
+        return {names[j]: (int(c[j]), int(b[j])) for j in np.flatnonzero(c)}
+    n_before, n_after = count(la, na, ra, ga.sizes), count(lb, nb, rb, gb.sizes)
+    gone = count(la, na, ra & ~kept_a, ga.sizes)
+    new = count(lb, nb, rb & ~kept_b, gb.sizes)
+    kept = count(lb, nb, rb & kept_b, gb.sizes)
+    for t in set(n_before) | set(n_after):
+        ob, bb = n_before.get(t, (0, 0))
+        oa, ba = n_after.get(t, (0, 0))
+        rows[t] = TypeGrowth(t, ob, oa, bb, ba, new.get(t, (0, 0))[0], gone.get(t, (0, 0))[0],
+                             kept.get(t, (0, 0))[0])
     types = sorted(rows.values(), key=lambda r: (-r.growth_bytes, r.type))
 
     ha = {h.holder: h for h in by_holder(ga, before.dom)}
@@ -173,7 +162,8 @@ def diff(before: HeapState, after: HeapState, *, suspects: int = 5) -> HeapDiff:
     # retained-before of each after-node (0 for new objects), for the walk
     ret_before = np.zeros(after.dom.digraph.n_vertices, np.int64)
     ret_before[ib] = before.dom.retained[ia].astype(np.int64)
-    out = [_suspect(after, h, ret_before, lb, kept_b) for h in holders[:suspects] if h.growth_bytes > 0]
+    labels_b = np.array(nb, dtype=object)[lb] if len(lb) else np.array([], object)
+    out = [_suspect(after, h, ret_before, labels_b, kept_b) for h in holders[:suspects] if h.growth_bytes > 0]
     totals = {"objects_before": int(ra.sum()), "objects_after": int(rb.sum()),
               "bytes_before": int(ga.sizes[ra].sum()), "bytes_after": int(gb.sizes[rb].sum()),
               "new_objects": int((rb & ~kept_b).sum()), "gone_objects": int((ra & ~kept_a).sum()),

@@ -26,19 +26,14 @@ import tempfile
 import numpy as np
 
 from ..graph import EDGE_EXACT, EDGE_UNREACHED, EDGE_WEAK, HOW_NAMES, HeapGraph
-from .dominators import DominatorTree, root_holder
+from .dominators import DominatorTree, root_holder, type_labels
 
 TABLES = ("objects", "edges", "roots", "root_edges", "types", "fields")
 
 
 def _type_names(graph: HeapGraph) -> np.ndarray:
-    uniq, inv = np.unique(graph.type_ids, return_inverse=True)
-    names = np.array([graph.type_name(int(t)) if t else "" for t in uniq], dtype=object)
-    out = names[inv] if len(graph) else np.array([], object)
-    untyped = graph.type_ids == 0
-    if untyped.any():
-        out[untyped] = np.char.add("unk", graph.sizes[untyped].astype(str)).astype(object)
-    return out
+    lab, names = type_labels(graph)
+    return np.array(names, dtype=object)[lab] if len(graph) else np.array([], object)
 
 
 def heap_tables(graph: HeapGraph, dom: DominatorTree | None = None) -> dict[str, dict[str, np.ndarray]]:
