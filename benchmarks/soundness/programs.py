@@ -1,0 +1,383 @@
+"""The programs of the soundness suite: how each is built, loaded and checked.
+
+Each ``check_<program>(work, log)`` yields :class:`soundness.Case` results, one
+per scenario, every tool on the same binary (MappedTrace and valgrind) or the
+same sources (LeakSanitizer) and the same workload.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from soundness import (JOBS, MT, Case, ToolCount, Unavailable, build, free_port, lsan_env, lsan_result, mt_count, mt_leaks,
+                       mt_run, need, parse_lsan, parse_valgrind, run, source_tree, stop, vg_cmd,
+                       vgdb_leak_check, wait_port)
+
+Log = Callable[[str], None]
+
+
+def _builds(program: str, prefix: str, recipe, recipe_id: str, log: Log) -> dict[str, Path]:
+    src = source_tree(prefix)
+    return {v: build(program, v, recipe, src, recipe_id, log) for v in ("mt", "lsan")}
+
+
+def _mt_case(case: Case, report: dict) -> None:
+    case.mt, case.mt_groups = mt_count(report)
+
+
+# -- Redis ---------------------------------------------------------------------
+
+REDIS_RECIPE = "make MALLOC=libc OPTIMIZATION=-O2 BUILD_TLS=no USE_SYSTEMD=no v1"
+
+
+def _redis_recipe(tree: Path, cc: str, logf: Path) -> Path:
+    run(["make", f"-j{JOBS}", "MALLOC=libc", f"CC={cc}", "OPTIMIZATION=-O2", "BUILD_TLS=no", "USE_SYSTEMD=no"],
+        tree, logf)
+    return tree / "src" / "redis-server"
+
+
+def _resp(*args: str) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+
+
+def redis_load(keys: int) -> bytes:
+    """``keys`` keys of each of six types (string, list, hash, set, sorted set,
+    stream), a tenth of them with a TTL: the RESP stream for ``redis-cli --pipe``."""
+    out = []
+    for i in range(keys):
+        out.append(_resp("SET", f"s:{i}", f"value-{i}-" + "x" * (i % 50)))
+        out.append(_resp("RPUSH", f"l:{i}", "a", f"b{i}", "c" * (i % 30)))
+        out.append(_resp("HSET", f"h:{i}", "f1", str(i), "f2", f"v{i}"))
+        out.append(_resp("SADD", f"t:{i}", "m1", f"m{i}", str(i * 7)))
+        out.append(_resp("ZADD", f"z:{i}", str(i), f"m{i}", "1.5", "x"))
+        out.append(_resp("XADD", f"x:{i % 997}", "*", "k", str(i)))
+        if i % 10 == 0:
+            out.append(_resp("EXPIRE", f"s:{i}", "100000"))
+    return b"".join(out)
+
+
+def _redis_cli(exe: Path, port: int, *args: str, stdin: bytes | None = None, timeout: float = 900) -> str:
+    r = subprocess.run([str(exe.with_name("redis-cli")), "-p", str(port), *args], input=stdin,
+                       capture_output=True, timeout=timeout)
+    if r.returncode != 0 and args[:1] != ("SHUTDOWN",):
+        raise RuntimeError(f"redis-cli {' '.join(args)}: {r.stderr.decode(errors='replace')[-500:]}")
+    return r.stdout.decode(errors="replace")
+
+
+def _redis_start(cmd: list[str], exe: Path, port: int, keys: int, **kw) -> subprocess.Popen:
+    p = subprocess.Popen(cmd + ["--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    wait_port(port, p, timeout=300)
+    out = _redis_cli(exe, port, "--pipe", stdin=redis_load(keys))
+    if "errors: 0" not in out:
+        raise RuntimeError(f"loading Redis failed: {out[-500:]}")
+    return p
+
+
+def check_redis(work: Path, log: Log, keys: int = 20000, tools=("mt", "valgrind", "lsan")) -> Iterator[Case]:
+    b = _builds("redis", "redis", _redis_recipe, REDIS_RECIPE, log)
+    exe = b["mt"]
+    live, snap, atexit = Case("redis", "live"), Case("redis", "snapshot"), Case("redis", "exit")
+    dbsize = None
+    if "mt" in tools:
+        port = free_port()
+        p = _redis_start([str(exe)], exe, port, keys)
+        try:
+            dbsize = _redis_cli(exe, port, "DBSIZE").strip()
+            _mt_case(live, mt_leaks(str(p.pid), work, "redis-live"))
+            core = work / "redis.core"
+            r = subprocess.run([MT, "snapshot", str(p.pid), "-o", str(core)], capture_output=True, text=True,
+                               timeout=900)
+            if r.returncode != 0:
+                snap.notes.append(f"snapshot failed: {r.stderr[-300:]}")
+            else:
+                _mt_case(snap, mt_leaks(str(core), work, "redis-snapshot"))
+                core.unlink()
+            assert _redis_cli(exe, port, "DBSIZE").strip() == dbsize, "Redis changed under the tracer"
+        finally:
+            _redis_cli(exe, port, "SHUTDOWN", "NOSAVE")
+            stop(p)
+        # at exit: under `mappedtrace run`, then SHUTDOWN NOSAVE
+        port = free_port()
+        js = work / "redis-exit.mt.json"
+        p = _redis_start([MT, "run", "--json", str(js), "--", str(exe)], exe, port, keys)
+        _redis_cli(exe, port, "SHUTDOWN", "NOSAVE")
+        stop(p, timeout=900)
+        if js.exists():
+            import json
+            _mt_case(atexit, json.loads(js.read_text()))
+        else:
+            atexit.notes.append("mappedtrace run wrote no report")
+    if "valgrind" in tools:
+        port = free_port()
+        vlog = work / "redis.vg.log"
+        p = _redis_start(vg_cmd([str(exe)], vlog), exe, port, keys)
+        try:
+            text = vgdb_leak_check(p.pid)
+            (work / "redis.vgdb.log").write_text(text)
+            live.valgrind = snap.valgrind = parse_valgrind(text)
+        finally:
+            _redis_cli(exe, port, "SHUTDOWN", "NOSAVE")
+            stop(p, timeout=900)
+        atexit.valgrind = parse_valgrind(vlog.read_text())
+    if "lsan" in tools:
+        port = free_port()
+        p = _redis_start([str(b["lsan"])], exe, port, keys, env=lsan_env(work / "redis.lsan"))
+        _redis_cli(exe, port, "SHUTDOWN", "NOSAVE")
+        stop(p, timeout=900)
+        atexit.lsan = lsan_result(work / "redis.lsan")
+    for c in (live, snap, atexit):
+        c.notes.append(f"{keys} keys of each of 6 types loaded (DBSIZE {dbsize})")
+    yield from (live, snap, atexit)
+
+
+# -- jq ------------------------------------------------------------------------
+
+JQ_RECIPE = "autoreconf -fi; configure --disable-shared --disable-docs --with-oniguruma=yes CFLAGS=-O2; make jq v1"
+#: the real leak of jq 1.6's --run-tests: jq_test.c:140 (valgrind and LSan agree)
+JQ_TEST_LEAK = 48
+
+
+def _jq_recipe(tree: Path, cc: str, logf: Path) -> Path:
+    need("autoreconf", "libtoolize")
+    run(["autoreconf", "-fi"], tree, logf)
+    run(["./configure", "--disable-shared", "--enable-static", "--disable-docs", "--disable-maintainer-mode",
+         "--disable-valgrind", "--with-oniguruma=yes", f"CC={cc}", "CFLAGS=-O2"], tree, logf)
+    run(["make", f"-j{JOBS}", "jq"], tree, logf)
+    return tree / "jq"
+
+
+def jq_scenarios(tree: Path) -> dict[str, tuple[list[str], Path | None]]:
+    """name -> (jq arguments, stdin); run in the source tree (the tests read tests/modules)."""
+    return {"run-tests": (["-L", "tests/modules", "--run-tests", "tests/jq.test"], None),
+            "n1": (["-n", "1"], None),
+            "badopt": (["--nosuchoption", "."], None)}
+
+
+def check_jq(work: Path, log: Log, tools=("mt", "valgrind", "lsan"), system: bool = True) -> Iterator[Case]:
+    b = _builds("jq", "jq", _jq_recipe, JQ_RECIPE, log)
+    tree = b["mt"].parent
+    runs = {name: (b["mt"], b["lsan"], args) for name, (args, _) in jq_scenarios(tree).items()}
+    if system and Path("/usr/bin/jq").exists():
+        # Debian's own jq: no maps anywhere, libjq.so.1 -> libjq.so.1.0.4 (TLS through a versioned symlink)
+        runs["system-n1"] = (Path("/usr/bin/jq"), None, ["-n", "1"])
+    for name, (mt_exe, lsan_exe, args) in runs.items():
+        case = Case("jq", name)
+        if name == "run-tests":
+            case.expect_at_least = JQ_TEST_LEAK
+        if "mt" in tools:
+            r, report = mt_run([str(mt_exe), *args], work, f"jq-{name}", stdin=subprocess.DEVNULL)
+            (work / f"jq-{name}.mt.stderr").write_text(r.stderr)
+            _mt_case(case, report)
+        if "valgrind" in tools:
+            vlog = work / f"jq-{name}.vg.log"
+            subprocess.run(vg_cmd([str(mt_exe), *args], vlog), cwd=tree, stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=1800)
+            case.valgrind = parse_valgrind(vlog.read_text())
+        if "lsan" in tools and lsan_exe is not None:
+            subprocess.run([str(lsan_exe), *args], cwd=lsan_exe.parent, stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=900, env=lsan_env(work / f"jq-{name}.lsan"))
+            case.lsan = lsan_result(work / f"jq-{name}.lsan")
+        yield case
+
+
+# -- memcached -----------------------------------------------------------------
+
+MEMCACHED_RECIPE = "configure CFLAGS=-O2; make memcached v1"
+
+
+def _memcached_recipe(tree: Path, cc: str, logf: Path) -> Path:
+    run(["./configure", f"CC={cc}", "CFLAGS=-O2"], tree, logf)
+    run(["make", f"-j{JOBS}", "memcached"], tree, logf)
+    return tree / "memcached"
+
+
+def memcached_load(port: int, items: int) -> None:
+    """``items`` sets of assorted sizes, a few gets and deletes, over one connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        f = s.makefile("rwb")
+        for i in range(items):
+            v = b"v%d-" % i + b"x" * (i % 700)
+            f.write(b"set k:%d 0 0 %d noreply\r\n%s\r\n" % (i, len(v), v))
+            if i % 100 == 99:
+                f.write(b"get k:%d\r\n" % (i - 50))
+                f.write(b"delete k:%d noreply\r\n" % (i - 60))
+        f.write(b"version\r\n")
+        f.flush()
+        while True:
+            line = f.readline()
+            if not line or line.startswith(b"VERSION"):
+                break
+
+
+def check_memcached(work: Path, log: Log, keys: int = 20000, tools=("mt", "valgrind", "lsan")) -> Iterator[Case]:
+    b = _builds("memcached", "memcached", _memcached_recipe, MEMCACHED_RECIPE, log)
+    exe = b["mt"]
+    args = ["-U", "0", "-t", "4", "-m", "64", "-l", "127.0.0.1", "-u", "root"]
+    live, atexit = Case("memcached", "live"), Case("memcached", "exit")
+
+    def start(cmd: list[str], **kw) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        p = subprocess.Popen(cmd + args + ["-p", str(port)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, **kw)
+        wait_port(port, p, timeout=300)
+        memcached_load(port, keys)
+        return p, port
+
+    if "mt" in tools:
+        p, _ = start([str(exe)])
+        try:
+            _mt_case(live, mt_leaks(str(p.pid), work, "memcached-live"))
+        finally:
+            stop(p)
+        js = work / "memcached-exit.mt.json"
+        p, _ = start([MT, "run", "--json", str(js), "--", str(exe)])
+        stop(p)   # SIGTERM: memcached leaves its event loop and returns from main
+        if js.exists():
+            import json
+            _mt_case(atexit, json.loads(js.read_text()))
+        else:
+            atexit.notes.append("mappedtrace run wrote no report")
+    if "valgrind" in tools:
+        vlog = work / "memcached.vg.log"
+        p, _ = start(vg_cmd([str(exe)], vlog))
+        try:
+            text = vgdb_leak_check(p.pid)
+            (work / "memcached.vgdb.log").write_text(text)
+            live.valgrind = parse_valgrind(text)
+        finally:
+            stop(p)
+        atexit.valgrind = parse_valgrind(vlog.read_text())
+    if "lsan" in tools:
+        p, _ = start([str(b["lsan"])], env=lsan_env(work / "memcached.lsan"))
+        stop(p)
+        atexit.lsan = lsan_result(work / "memcached.lsan")
+    yield from (live, atexit)
+
+
+# -- nginx ---------------------------------------------------------------------
+
+NGINX_RECIPE = "configure --with-cc-opt=-O2 (default modules); make v1"
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 2;
+error_log logs/error.log;
+pid logs/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port};
+        root html;
+        location / {{ }}
+        location /r {{ return 302 /index.html; }}
+    }}
+}}
+"""
+
+
+def _nginx_recipe(tree: Path, cc: str, logf: Path) -> Path:
+    run(["./configure", f"--with-cc={cc}", "--with-cc-opt=-O2", "--prefix=/nonexistent"], tree, logf)
+    run(["make", f"-j{JOBS}"], tree, logf)
+    return tree / "objs" / "nginx"
+
+
+def _nginx_prefix(work: Path, name: str, port: int) -> Path:
+    d = work / name
+    (d / "logs").mkdir(parents=True)
+    (d / "html").mkdir()
+    (d / "html" / "index.html").write_text("<p>hello</p>\n" * 100)
+    (d / "nginx.conf").write_text(NGINX_CONF.format(port=port))
+    return d
+
+
+def nginx_load(port: int, requests: int) -> None:
+    """``requests`` HTTP/1.1 requests over a few keep-alive connections."""
+    paths = [b"/index.html", b"/missing", b"/r", b"/"]
+    for c in range(4):
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            f = s.makefile("rwb")
+            n = requests // 4
+            for i in range(n):
+                close = b"close" if i == n - 1 else b"keep-alive"
+                f.write(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: %s\r\n\r\n" % (paths[i % 4], close))
+            f.flush()
+            while f.read(65536):
+                pass
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(x) for x in (t / "children").read_text().split()]
+    return sorted(out)
+
+
+def _nginx_start(cmd: list[str], work: Path, name: str, requests: int, **kw) -> tuple[subprocess.Popen, list[int]]:
+    port = free_port()
+    d = _nginx_prefix(work, name, port)
+    p = subprocess.Popen(cmd + ["-p", str(d), "-c", "nginx.conf"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, **kw)
+    wait_port(port, p, timeout=300)
+    nginx_load(port, requests)
+    end = time.time() + 60
+    while len(_children(p.pid)) < 2 and time.time() < end:
+        time.sleep(0.2)
+    return p, _children(p.pid)
+
+
+def check_nginx(work: Path, log: Log, keys: int = 2000, tools=("mt", "valgrind", "lsan")) -> Iterator[Case]:
+    """nginx master + 2 workers under ``keys`` requests: every process checked live
+    (MappedTrace and valgrind's vgdb), and LeakSanitizer at exit (SIGQUIT)."""
+    b = _builds("nginx", "nginx", _nginx_recipe, NGINX_RECIPE, log)
+    names = ["master", "worker0", "worker1"]
+    cases = {n: Case("nginx", f"{n}-live") for n in names}
+    atexit = Case("nginx", "exit-all-processes")
+    if "mt" in tools:
+        p, workers = _nginx_start([str(b["mt"])], work, "mt", keys)
+        try:
+            for n, pid in zip(names, [p.pid, *workers]):
+                try:
+                    _mt_case(cases[n], mt_leaks(str(pid), work, f"nginx-{n}"))
+                except RuntimeError as e:
+                    cases[n].notes.append(f"mappedtrace failed: {str(e)[-300:]}")
+        finally:
+            stop(p, signal.SIGQUIT)
+    if "valgrind" in tools:
+        need("valgrind")
+        vlog = work / "nginx.vg.%p.log"
+        cmd = ["valgrind", "--trace-children=yes", "--leak-check=full", "--errors-for-leak-kinds=none",
+               f"--log-file={vlog}", str(b["mt"])]
+        p, workers = _nginx_start(cmd, work, "vg", keys // 4)
+        try:
+            for n, pid in zip(names, [p.pid, *workers]):
+                text = vgdb_leak_check(pid)
+                (work / f"nginx-{n}.vgdb.log").write_text(text)
+                cases[n].valgrind = parse_valgrind(text)
+        finally:
+            stop(p, signal.SIGQUIT)
+        atexit.valgrind = _sum(parse_valgrind(f.read_text()) for f in work.glob("nginx.vg.*.log"))
+    if "lsan" in tools:
+        p, _ = _nginx_start([str(b["lsan"])], work, "lsan", keys, env=lsan_env(work / "nginx.lsan"))
+        stop(p, signal.SIGQUIT)
+        atexit.lsan = lsan_result(work / "nginx.lsan")
+    yield from cases.values()
+    if atexit.valgrind or atexit.lsan:
+        atexit.notes.append("summed over master and workers")
+        yield atexit
+
+
+def _sum(counts) -> ToolCount:
+    t = ToolCount(0, 0, 0)
+    for c in counts:
+        t.objects += c.objects
+        t.bytes += c.bytes
+        t.direct += c.direct or 0
+    return t
