@@ -260,11 +260,11 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def mt_run(cmd: list[str], work: Path, name: str, stdin=None, timeout: float = 900,
-           env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+           env: dict | None = None, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     """``mappedtrace run --json`` on a command that exits by itself."""
     js = work / f"{name}.mt.json"
     r = subprocess.run([MT, "run", "--json", str(js), "--", *cmd], stdin=stdin, capture_output=True,
-                       text=True, errors="replace", timeout=timeout, env=env)
+                       text=True, errors="replace", timeout=timeout, env=env, cwd=cwd)
     if not js.exists():
         raise RuntimeError(f"mappedtrace run wrote no report ({r.returncode}): {r.stderr[-1500:]}")
     return r, json.loads(js.read_text())
