@@ -8,13 +8,15 @@ benchmarks/soundness/RESULTS.md).
   which leaks for real at jq_test.c:140: compared with LeakSanitizer only here,
   valgrind takes minutes on it), ``jq -n 1``, ``jq --nosuchoption .``, and
   Debian's own /usr/bin/jq (no maps; libjq.so.1 is a versioned symlink);
-- memcached 1.6.18 under load: live (``mappedtrace leaks PID`` vs valgrind's own
-  live check through vgdb) and at exit (SIGTERM).
+- memcached 1.6.18 under load: live (``mappedtrace leaks PID``, against what
+  valgrind and LSan both find at exit; valgrind's own live check through vgdb is
+  printed beside it) and at exit (SIGTERM).
 
 The right answer comes from the other tools on the same program, never from a
 number written here: every case asserts that MappedTrace's leaked-object count
 equals valgrind's definitely+indirectly lost blocks and LeakSanitizer's leaked
-objects.  Cases that disagree on today's main are ``xfail(strict=True)`` naming
+objects (or, live, the count both report at exit: benchmarks/soundness/soundness.py
+``Case.truth``).  Cases that disagree on today's main are ``xfail(strict=True)`` naming
 the cause found (benchmarks/soundness/RESULTS.md lists each with its evidence);
 a fix that lands turns them into an XPASS failure, to be flipped then.
 
@@ -84,11 +86,19 @@ def test_jq_n1_clean(jq_cases) -> None:
     _agree(jq_cases["n1"])
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="exit semantics (issue #11 item 3): die() calls exit(2) and the maps call main's "
+                          "locals dead at that call, so the 2 objects they hold are reported; valgrind calls "
+                          "them still reachable, LSan does not report them")
 def test_jq_bad_option_exit(jq_cases) -> None:
     """``jq --nosuchoption .``: die() calls exit(2) with main's locals alive."""
     _agree(jq_cases["badopt"])
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="TLS found by file name (issue #11 item 2): libjq.so.1 -> libjq.so.1.0.4 makes the "
+                          "module lookup read the wrong TLS block, glibc's tcache is missed and ~39 freed "
+                          "chunks count as leaked")
 def test_system_jq_without_maps(jq_cases) -> None:
     """Debian's /usr/bin/jq: no maps anywhere, every root conservative, the
     thread-locals of libjq.so.1 (a versioned symlink) found through the
@@ -101,11 +111,14 @@ def test_system_jq_without_maps(jq_cases) -> None:
 # -- memcached -------------------------------------------------------------------
 
 def test_memcached_live_finds_storage_init_config(memcached_cases) -> None:
-    """Live, under load: valgrind's own live check (vgdb leak_check) and
-    MappedTrace agree, and the real 40-byte leak of storage_init_config
-    (memcached.c drops the extstore config it allocated) is among MappedTrace's."""
+    """Live, under load, MappedTrace finds memcached's real 40-byte leak
+    (storage_init_config: main drops the extstore config it allocated) and
+    nothing else: the truth is what valgrind and LSan both report at exit (the
+    leak happens at start-up).  valgrind's own live check (vgdb leak_check)
+    misses it, as --roots conservative does: main's dead local still holds the
+    pointer."""
     c = memcached_cases["live"]
-    assert c.valgrind is not None and c.valgrind.objects > 0, c.line()
+    assert c.truth is not None and c.truth > 0, c.line()
     _agree(c)
     assert any(size == 40 and kind == "direct" for _, _, size, kind in c.mt_groups), c.mt_groups
 

@@ -84,7 +84,6 @@ class Case:
     lsan: ToolCount | None = None
     mt_groups: list = field(default_factory=list)   # [(count, type, size, kind)]
     notes: list = field(default_factory=list)
-    expect_at_least: int | None = None              # a known true leak (e.g. jq_test.c:140: 48)
 
     #: the right count when no tool's own count on this scenario is (e.g. live, where a
     #: conservative check keeps objects whose last pointer sits in a dead stack slot),
