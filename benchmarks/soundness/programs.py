@@ -98,6 +98,9 @@ def check_redis(work: Path, log: Log, keys: int = 20000, tools=("mt", "valgrind"
                 snap.notes.append(f"snapshot failed: {r.stderr[-300:]}")
             else:
                 _mt_case(snap, mt_leaks(str(core), work, "redis-snapshot"))
+                cons = mt_leaks(str(core), work, "redis-conservative", ("--roots", "conservative"))
+                snap.notes.append(f"mappedtrace --roots conservative on the same snapshot: "
+                                  f"{cons['summary']['leaked_objects']} leaks")
                 core.unlink()
             assert _redis_cli(exe, port, "DBSIZE").strip() == dbsize, "Redis changed under the tracer"
         finally:
