@@ -195,6 +195,52 @@ def check_jq(work: Path, log: Log, tools=("mt", "valgrind", "lsan"), system: boo
                            capture_output=True, timeout=1800, env=lsan_env(work / f"jq-{name}.lsan"))
             case.lsan = lsan_result(work / f"jq-{name}.lsan")
         yield case
+    yield _jq_live(b["mt"], work, tools)
+
+
+def jq_partial_input(items: int = 20000) -> bytes:
+    """The first ``items`` elements of a JSON array, not closed: jq holds them all
+    while it waits for the rest."""
+    import json
+    return b"[" + b",".join(json.dumps({f"k{i}": [i, "s" * (i % 40), {"x": i * 1.5, "y": None}]}).encode()
+                           for i in range(items)) + b","
+
+
+def _jq_live(exe: Path, work: Path, tools) -> Case:
+    """jq in the middle of parsing a big array (blocked reading stdin): a live
+    check of a heap of ~140 000 jv objects, then the rest of the input."""
+    case = Case("jq", "live-parse")
+
+    def start(cmd: list[str]) -> subprocess.Popen:
+        p = subprocess.Popen(cmd + ["-c", ".[0]"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+        p.stdin.write(jq_partial_input())
+        p.stdin.flush()
+        return p
+
+    def finish(p: subprocess.Popen) -> None:
+        out, _ = p.communicate(b"1]\n", timeout=600)
+        if not out.startswith(b'{"k0":'):
+            case.notes.append(f"jq's output after the check is wrong: {out[:80]!r}")
+
+    if "mt" in tools:
+        p = start([str(exe)])
+        time.sleep(2)           # the parser consumes what it has, then blocks in read()
+        try:
+            _mt_case(case, mt_leaks(str(p.pid), work, "jq-live"))
+        finally:
+            finish(p)
+    if "valgrind" in tools:
+        vlog = work / "jq-live.vg.log"
+        p = start(vg_cmd([str(exe)], vlog))
+        time.sleep(30)          # under valgrind the parse takes a while; vgdb waits for the read()
+        try:
+            text = vgdb_leak_check(p.pid)
+            (work / "jq-live.vgdb.log").write_text(text)
+            case.valgrind = parse_valgrind(text)
+        finally:
+            finish(p)
+    return case
 
 
 # -- memcached -----------------------------------------------------------------
