@@ -80,6 +80,39 @@ def _redis_start(cmd: list[str], exe: Path, port: int, keys: int, **kw) -> subpr
     return p
 
 
+class _Pinger:
+    """PING Redis every 5 ms on its own connection while the block runs: the
+    longest wait for an answer is how long the tracer stopped the server."""
+
+    def __init__(self, port: int):
+        import threading
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=600)
+        self.longest = 0.0
+        self.elapsed = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            self.sock.sendall(b"PING\r\n")
+            self.sock.recv(64)
+            self.longest = max(self.longest, time.monotonic() - t0)
+            time.sleep(0.005)
+
+    def __enter__(self) -> "_Pinger":
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.elapsed = time.monotonic() - self._t0
+        time.sleep(0.05)
+        self._stop.set()
+        self._thread.join(600)
+        self.sock.close()
+
+
 def check_redis(work: Path, log: Log, keys: int = 20000, tools=("mt", "valgrind", "lsan")) -> Iterator[Case]:
     b = _builds("redis", "redis", _redis_recipe, REDIS_RECIPE, log)
     exe = b["mt"]
@@ -90,10 +123,16 @@ def check_redis(work: Path, log: Log, keys: int = 20000, tools=("mt", "valgrind"
         p = _redis_start([str(exe)], exe, port, keys)
         try:
             dbsize = _redis_cli(exe, port, "DBSIZE").strip()
-            _mt_case(live, mt_leaks(str(p.pid), work, "redis-live"))
+            with _Pinger(port) as ping:
+                _mt_case(live, mt_leaks(str(p.pid), work, "redis-live"))
+            live.notes.append(f"Redis answered no PING for {ping.longest * 1000:.0f} ms during `leaks PID` "
+                              f"({ping.elapsed:.1f} s)")
             core = work / "redis.core"
-            r = subprocess.run([MT, "snapshot", str(p.pid), "-o", str(core)], capture_output=True, text=True,
-                               timeout=900)
+            with _Pinger(port) as ping:
+                r = subprocess.run([MT, "snapshot", str(p.pid), "-o", str(core)], capture_output=True,
+                                   text=True, timeout=900)
+            snap.notes.append(f"Redis answered no PING for {ping.longest * 1000:.0f} ms during `snapshot PID` "
+                              f"({ping.elapsed:.1f} s)")
             if r.returncode != 0:
                 snap.notes.append(f"snapshot failed: {r.stderr[-300:]}")
             else:
