@@ -71,6 +71,67 @@ def _agree(case: soundness.Case) -> None:
     assert case.agree(), case.line()
 
 
+# -- the harness's readings of valgrind and LeakSanitizer, on real runs ---------
+
+_TWO_LEAKS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+struct node { struct node *next; char pad[40]; };
+static void drop(void) { struct node *a = malloc(sizeof *a); a->next = malloc(sizeof *a); a->next->next = 0; }
+int main(int argc, char **argv) {
+    drop();                                   /* 1 direct + 1 indirect */
+    static void *kept; kept = malloc(100);    /* reachable */
+    if (argc > 1) { puts("ready"); fflush(stdout); pause(); }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def two_leaks(tmp_path_factory) -> dict[str, Path]:
+    import subprocess
+    need("clang-22")
+    d = tmp_path_factory.mktemp("two")
+    (d / "t.c").write_text(_TWO_LEAKS)
+    out = {}
+    for name, flags in {"plain": ["-gdwarf-4"], "lsan": ["-gdwarf-4", "-fsanitize=leak"]}.items():
+        subprocess.run(["clang-22", "-O0", *flags, str(d / "t.c"), "-o", str(d / name)], check=True, timeout=120)
+        out[name] = d / name
+    return out
+
+
+def test_harness_reads_valgrind_at_exit_and_live(two_leaks, tmp_path: Path) -> None:
+    import subprocess
+    import time
+    need("valgrind", "vgdb")
+    log = tmp_path / "vg.log"
+    subprocess.run(soundness.vg_cmd([str(two_leaks["plain"])], log), capture_output=True, timeout=300)
+    c = soundness.parse_valgrind(log.read_text())
+    assert (c.objects, c.direct, c.extra["indirect"], c.extra["reachable_blocks"]) == (2, 1, 1, 1), log.read_text()
+    p = subprocess.Popen(soundness.vg_cmd([str(two_leaks["plain"]), "wait"], tmp_path / "vg2.log"),
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        live = soundness.parse_valgrind(soundness.vgdb_leak_check(p.pid))
+        assert (live.objects, live.direct) == (2, 1)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_harness_reads_leaksanitizer(two_leaks, tmp_path: Path) -> None:
+    import subprocess
+    subprocess.run([str(two_leaks["lsan"])], capture_output=True, timeout=120,
+                   env=soundness.lsan_env(tmp_path / "l"))
+    try:
+        c = soundness.lsan_result(tmp_path / "l")
+    except soundness.Unavailable as e:
+        pytest.skip(str(e))
+    assert (c.objects, c.direct) == (2, 1)
+
+
 # -- jq --------------------------------------------------------------------------
 
 def test_jq_run_tests_finds_the_real_leak(jq_cases) -> None:
