@@ -34,7 +34,6 @@ def referrers(core: str, limit: int = 4) -> list[dict]:
     a = analyse(t)
     g = a.graph
     reached = g.reached
-    leaked = {int(g.addresses[i]) for i in range(len(g)) if not reached[i]}
     kinds, structs = {}, {}
     for l in a.leaks.leaks:
         kinds[int(l.address)] = l.kind

@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from soundness import (JOBS, MT, Case, ToolCount, Unavailable, build, free_port, lsan_env, lsan_result, mt_count, mt_leaks,
-                       mt_run, need, parse_lsan, parse_valgrind, run, source_tree, stop, vg_cmd,
-                       vgdb_leak_check, wait_port)
+from soundness import (JOBS, MT, Case, ToolCount, build, free_port, lsan_env, lsan_result, mt_count, mt_leaks,
+                       mt_run, need, parse_valgrind, run, source_tree, stop, vg_cmd, vgdb_leak_check, wait_port)
 
 Log = Callable[[str], None]
 
