@@ -492,13 +492,14 @@ def _children(pid: int) -> list[int]:
     return sorted(out)
 
 
-def _nginx_start(cmd: list[str], work: Path, name: str, requests: int, **kw) -> tuple[subprocess.Popen, list[int]]:
+def _nginx_start(cmd: list[str], work: Path, name: str, requests: int, hold: int = 300,
+                 **kw) -> tuple[subprocess.Popen, list[int]]:
     port = free_port()
     d = _nginx_prefix(work, name, port)
     p = subprocess.Popen(cmd + ["-p", str(d), "-c", "nginx.conf"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, **kw)
     wait_port(port, p, timeout=300)
-    held = nginx_load(port, requests)
+    held = nginx_load(port, requests, hold)
     end = time.time() + 60
     while len(_children(p.pid)) < 2 and time.time() < end:
         time.sleep(0.2)
@@ -513,44 +514,48 @@ def _nginx_stop(p: subprocess.Popen) -> None:
 
 
 def check_nginx(work: Path, log: Log, keys: int = 2000, tools=("mt", "valgrind", "lsan")) -> Iterator[Case]:
-    """nginx master + 2 workers under ``keys`` requests: every process checked live
-    (MappedTrace and valgrind's vgdb), and LeakSanitizer at exit (SIGQUIT)."""
+    """nginx master + 2 workers under ``keys`` requests, every process checked live
+    (MappedTrace and valgrind's vgdb) twice: with no connection open (the
+    workers' heaps have not grown since the fork) and with 300 connections held
+    open (they have).  LeakSanitizer only at exit (SIGQUIT), as a note."""
     b = _builds("nginx", "nginx", _nginx_recipe, NGINX_RECIPE, log)
     names = ["master", "worker0", "worker1"]
-    cases = {n: Case("nginx", f"{n}-live") for n in names}
+    holds = {0: "live", 300: "live-300-connections"}
+    cases = {(n, h): Case("nginx", f"{n}-{label}") for h, label in holds.items() for n in names}
     atexit = Case("nginx", "exit-all-processes")
-    if "mt" in tools:
-        p, workers = _nginx_start([str(b["mt"])], work, "mt", keys)
-        try:
-            for n, pid in zip(names, [p.pid, *workers]):
-                try:
-                    _mt_case(cases[n], mt_leaks(str(pid), work, f"nginx-{n}"))
-                except RuntimeError as e:
-                    cases[n].notes.append(f"mappedtrace failed: {str(e)[-300:]}")
-        finally:
-            _nginx_stop(p)
-    if "valgrind" in tools:
-        need("valgrind")
-        vlog = work / "nginx.vg.%p.log"
-        cmd = ["valgrind", "--trace-children=yes", "--leak-check=full", "--errors-for-leak-kinds=none",
-               f"--log-file={vlog}", str(b["mt"])]
-        p, workers = _nginx_start(cmd, work, "vg", keys // 4)
-        try:
-            for n, pid in zip(names, [p.pid, *workers]):
-                text = vgdb_leak_check(pid)
-                (work / f"nginx-{n}.vgdb.log").write_text(text)
-                cases[n].valgrind = parse_valgrind(text)
-        finally:
-            _nginx_stop(p)
-        atexit.valgrind = _sum(parse_valgrind(f.read_text()) for f in work.glob("nginx.vg.*.log"))
+    for hold in holds:
+        if "mt" in tools:
+            p, workers = _nginx_start([str(b["mt"])], work, f"mt{hold}", keys, hold)
+            try:
+                for n, pid in zip(names, [p.pid, *workers]):
+                    try:
+                        _mt_case(cases[n, hold], mt_leaks(str(pid), work, f"nginx-{n}-{hold}"))
+                    except RuntimeError as e:
+                        cases[n, hold].notes.append(f"mappedtrace failed: {str(e)[-300:]}")
+            finally:
+                _nginx_stop(p)
+        if "valgrind" in tools:
+            need("valgrind")
+            vlog = work / f"nginx.vg{hold}.%p.log"
+            cmd = ["valgrind", "--trace-children=yes", "--leak-check=full", "--errors-for-leak-kinds=none",
+                   f"--log-file={vlog}", str(b["mt"])]
+            p, workers = _nginx_start(cmd, work, f"vg{hold}", keys // 4, hold)
+            try:
+                for n, pid in zip(names, [p.pid, *workers]):
+                    text = vgdb_leak_check(pid)
+                    (work / f"nginx-{n}-{hold}.vgdb.log").write_text(text)
+                    cases[n, hold].valgrind = parse_valgrind(text)
+            finally:
+                _nginx_stop(p)
+            atexit.valgrind = _sum(parse_valgrind(f.read_text()) for f in work.glob(f"nginx.vg{hold}.*.log"))
     if "lsan" in tools:
         p, _ = _nginx_start([str(b["lsan"])], work, "lsan", keys, env=lsan_env(work / "nginx.lsan"))
         _nginx_stop(p)
         atexit.lsan = lsan_result(work / "nginx.lsan")
     # At exit only valgrind and LSan take part (`mappedtrace run` follows no fork): their
     # counts go with the master's line as a note, not as a case of their own
-    cases["master"].notes.append(
-        "at exit (SIGQUIT), summed over all processes: valgrind definitely+indirect "
+    cases["master", 0].notes.append(
+        "at exit (SIGQUIT, 300 connections), summed over all processes: valgrind definitely+indirect "
         f"{'-' if atexit.valgrind is None else atexit.valgrind.objects}, LSan "
         f"{'-' if atexit.lsan is None else atexit.lsan.objects} (LSan wrote "
         f"{len(list(work.glob('nginx.lsan.*')))} report(s))")
