@@ -36,7 +36,7 @@ import pytest
 
 from conftest import ROOT, need
 
-sys.path.insert(0, str(ROOT / "benchmarks" / "soundness"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "soundness"))   # soundness, programs, diagnose
 
 import programs  # noqa: E402
 import soundness  # noqa: E402
@@ -243,3 +243,38 @@ def test_long_double_call_runs(opt: str, tmp_path: Path) -> None:
     exe = build_sample(ROOT / "tests" / "real_programs" / "long_double_call.c", opt, tmp_path / "ld")
     r = subprocess.run([exe], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "2.500000 ok\n", (r.returncode, r.stdout, r.stderr[-500:])
+
+
+@pytest.mark.timeout(300)
+def test_diagnose_names_the_referrer_the_type_skips(tmp_path: Path) -> None:
+    """benchmarks/soundness/diagnose.py on a snapshot of stale_typed_pointer.c
+    (live, waiting on stdin): the object called leaked has exactly one referring
+    word, inside the reached holder, which the marker typed ``struct tvalue``
+    through the stale ``ci[1].top`` (+16); the word lies inside that type.  (Once
+    the cause is fixed nothing is leaked and the test says so.)"""
+    import subprocess
+    from conftest import MAPPEDTRACE, TRUTH, build_sample
+    need("clang-22")
+    import diagnose
+    exe = build_sample(ROOT / "tests" / "real_programs" / "stale_typed_pointer.c", "-O0", tmp_path / "stp")
+    p = subprocess.Popen([exe, "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline().startswith("ready")
+        core = tmp_path / "stp.core"
+        r = subprocess.run([MAPPEDTRACE, "snapshot", str(p.pid), "-o", str(core)], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-1000:]
+    finally:
+        out, err = p.communicate("\n", timeout=60)
+    assert p.returncode == 0
+    kept = {int(a, 16) for kind, a, *_ in TRUTH.findall(err) if kind == "kept"}
+    rows = diagnose.referrers(str(core))
+    if not rows:
+        pytest.fail("nothing is leaked any more: the stale-typed-pointer cause is fixed; "
+                    "flip test_stale_typed_pointer_does_not_hide_a_pointer and update this test")
+    (row,) = rows
+    assert row["address"] in kept and row["kind"] == "direct" and row["nrefs"] == 1, row
+    (ref,) = row["refs"]
+    assert ref.startswith("reached struct tvalue") and "inside the type" in ref and \
+        "typed via struct callinfo+16" in ref, ref   # ci[1].top

@@ -18,7 +18,7 @@ struct holder { long tag; void *kid; };                   /* 16 bytes: a pointer
 struct callinfo *ci;      /* the frame array: ci[1] is "popped" but keeps its pointer */
 void *holders;            /* untyped: the holder's only proper reference */
 
-int main(void) {
+int main(int argc, char **argv) {
     ci = calloc(4, sizeof *ci);
     struct tvalue *stack = malloc(sizeof *stack);
     ci[1].top = stack;                 /* frame 1 in use */
@@ -32,5 +32,7 @@ int main(void) {
     TRUTH_KEPT(h->kid);
     printf("ready %d\n", (int)h->tag);
     fflush(stdout);
+    if (argc > 1 && argv[1][0] == 'w')
+        (void)getchar();   /* "wait": stay alive for a live check until stdin has a line */
     return 0;          /* at exit: h and h->kid reachable, nothing leaked */
 }
