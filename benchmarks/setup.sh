@@ -13,7 +13,8 @@ mkdir -p "$WORK"
 
 need=""
 dpkg -s libclang-rt-22-dev >/dev/null 2>&1 || need="$need libclang-rt-22-dev"
-for p in valgrind gdb tcl dpkg-dev time; do
+# + the soundness suite's builds (benchmarks/soundness: jq, memcached, nginx)
+for p in valgrind gdb tcl dpkg-dev time autoconf automake libtool libonig-dev libevent-dev libpcre2-dev zlib1g-dev; do
     dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
 done
 if [ -n "$need" ]; then
@@ -56,4 +57,6 @@ if [ ! -s "$WORK/sqlite-amalg/sqlite3.c" ] || [ ! -s "$WORK/sqlite-amalg/shell.c
         && make -j2 sqlite3.c shell.c >make.log 2>&1)
 fi
 cp -f "$SQ/test/speedtest1.c" "$WORK/sqlite-amalg/speedtest1.c"
+# Sources of benchmarks/soundness (into ~/.cache/mappedtrace/src, as the tests use)
+"$ROOT/scripts/fetch_sources.sh" --all >/dev/null || echo "setup: some soundness-suite sources are missing" >&2
 echo "setup: ok ($WORK)"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Fetch the Debian sources of sqlite3 and lua5.4 into a cache directory for
-# tests/test_real_programs.py:  $MAPPEDTRACE_SRC (default ~/.cache/mappedtrace/src)
+# Fetch Debian source packages into a cache directory for
+# tests/test_real_programs.py and benchmarks/soundness/:
+#   $MAPPEDTRACE_SRC (default ~/.cache/mappedtrace/src)
 #   <cache>/sqlite3-3.40.1/   <cache>/lua5.4-5.4.4/   (unpacked, Debian patches applied)
+# Usage: scripts/fetch_sources.sh [PACKAGE…]   (default: sqlite3 lua5.4 jq memcached;
+#   the heavy soundness benchmark also wants: redis nginx — `--all` fetches every one)
 # Where from, in order:
 #   1. /work/srcpkgs (or $MAPPEDTRACE_SRCPKGS) when it holds the unpacked trees or the .dsc files;
 #   2. `apt-get source` when deb-src is enabled in the apt sources.
@@ -13,7 +16,17 @@ LOCAL=${MAPPEDTRACE_SRCPKGS:-/work/srcpkgs}
 mkdir -p "$CACHE"
 status=0
 
-fetch_one() {   # fetch_one PACKAGE
+fetch_one() {   # fetch_one PACKAGE  (under an exclusive lock: parallel callers share the cache)
+    local pkg=$1
+    exec 9>"$CACHE/.lock-$pkg"
+    flock 9
+    fetch_locked "$pkg"
+    local rc=$?
+    exec 9>&-
+    return $rc
+}
+
+fetch_locked() {
     local pkg=$1 d
     for d in "$CACHE/$pkg"-*/; do
         if [ -d "$d" ] && [ -f "$d/debian/changelog" ]; then
@@ -51,12 +64,24 @@ fetch_one() {   # fetch_one PACKAGE
     fi
     echo "fetch_sources: $pkg: apt-get source" >&2
     if ! (cd "$CACHE" && apt-get source -qq "$pkg" >/dev/null 2>"$CACHE/.apt-$pkg.log"); then
+        # the newest version may be missing from the mirror (a security update
+        # whose files are not there yet): try the other versions the index lists
+        local v
+        for v in $(apt-cache showsrc "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | sort -rV); do
+            if (cd "$CACHE" && apt-get source -qq "$pkg=$v" >/dev/null 2>>"$CACHE/.apt-$pkg.log"); then
+                echo "fetch_sources: $pkg: got version $v (the newest failed)" >&2
+                return 0
+            fi
+        done
         echo "fetch_sources: $pkg: apt-get source failed (no index for deb-src? run apt-get update): $(tail -n1 "$CACHE/.apt-$pkg.log")" >&2
         return 1
     fi
 }
 
-for pkg in sqlite3 lua5.4; do
+DEFAULT=(sqlite3 lua5.4 jq memcached)
+ALL=(sqlite3 lua5.4 jq memcached redis nginx)
+if [ $# = 0 ]; then set -- "${DEFAULT[@]}"; elif [ "$1" = --all ]; then set -- "${ALL[@]}"; fi
+for pkg in "$@"; do
     fetch_one "$pkg" || status=1
 done
 [ $status = 0 ] && echo "$CACHE"

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-APT_PKGS=(clang-22 llvm-22-dev lld-22 lldb-22 python3-lldb-22 libclang-rt-22-dev cmake ninja-build gdb libc6-dbg python3-venv dpkg-dev tcl chromium jq autoconf automake make)
+APT_PKGS=(clang-22 llvm-22-dev lld-22 lldb-22 python3-lldb-22 libclang-rt-22-dev cmake ninja-build gdb libc6-dbg python3-venv dpkg-dev tcl chromium jq autoconf automake make valgrind libtool libonig-dev libevent-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,12 +37,12 @@ fi
 # Build the pass plugin now (cached by source hash), so the first command does not.
 .venv/bin/python -c "from mappedtrace import toolchain; toolchain.plugin_path()"
 
-# Sources of the real programs the tests build (SQLite, Lua 5.4): Debian source
+# Sources of the real programs the tests build (SQLite, Lua 5.4, jq, memcached): Debian source
 # packages, reachable once the apt sources list deb-src.  Not fatal: the tests
 # that need them skip, saying why, when they cannot be had.
 SRCLIST=/etc/apt/sources.list.d/debian.sources
 if [ -w "$SRCLIST" ] && ! grep -qE '^Types:.*deb-src' "$SRCLIST"; then
-    echo "setup: enabling deb-src in $SRCLIST (for apt-get source sqlite3 lua5.4)" >&2
+    echo "setup: enabling deb-src in $SRCLIST (for apt-get source sqlite3 lua5.4 jq memcached)" >&2
     sed -i 's/^Types: deb$/Types: deb deb-src/' "$SRCLIST"
     apt-get update -qq || true
 fi
