@@ -146,6 +146,23 @@ bool isTailPosition(const CallInst &CI) {
   return false;
 }
 
+// Whether a value of type T is returned in the x87 stack (long double,
+// complex long double, or an aggregate holding one): LLVM's statepoint
+// lowering cannot carry such a result (gc.result of x86_fp80 becomes a call
+// of address 0 at run time: Redis's strtold callers crashed), so such calls
+// stay plain calls, counted as unmapped.
+bool returnsInX87(Type *T) {
+  if (T->isX86_FP80Ty())
+    return true;
+  if (auto *ST = dyn_cast<StructType>(T))
+    return any_of(ST->elements(), returnsInX87);
+  if (auto *AT = dyn_cast<ArrayType>(T))
+    return returnsInX87(AT->getElementType());
+  if (auto *VT = dyn_cast<VectorType>(T))
+    return returnsInX87(VT->getElementType());
+  return false;
+}
+
 // Intrinsics that are never calls at run time are ignored; those that may be
 // lowered to a library call are counted as unmapped calls.
 CallKind classifyCall(const CallBase &CB) {
@@ -171,6 +188,8 @@ CallKind classifyCall(const CallBase &CB) {
     return CallKind::Unmapped;
   if (!isa<CallInst>(CB) && !isa<InvokeInst>(CB))
     return CallKind::Unmapped; // callbr
+  if (returnsInX87(CB.getType()))
+    return CallKind::Unmapped;
   if (auto *CI = dyn_cast<CallInst>(&CB); CI && isTailPosition(*CI))
     return CallKind::Tail;
   // Argument conventions a statepoint cannot carry.

@@ -148,19 +148,11 @@ def test_jq_n1_clean(jq_cases) -> None:
     _agree(jq_cases["n1"])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="exit semantics (issue #11 item 3): die() calls exit(2) and the maps call main's "
-                          "locals dead at that call, so the 2 objects they hold are reported; valgrind calls "
-                          "them still reachable, LSan does not report them")
 def test_jq_bad_option_exit(jq_cases) -> None:
     """``jq --nosuchoption .``: die() calls exit(2) with main's locals alive."""
     _agree(jq_cases["badopt"])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="TLS found by file name (issue #11 item 2): libjq.so.1 -> libjq.so.1.0.4 makes the "
-                          "module lookup read the wrong TLS block, glibc's tcache is missed and ~39 freed "
-                          "chunks count as leaked")
 def test_system_jq_without_maps(jq_cases) -> None:
     """Debian's /usr/bin/jq: no maps anywhere, every root conservative, the
     thread-locals of libjq.so.1 (a versioned symlink) found through the
@@ -230,10 +222,6 @@ def test_stale_typed_pointer_does_not_hide_a_pointer(opt: str, tmp_path: Path) -
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("opt", ["-O0", "-O2"])
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the program dies: a call returning long double (x86_fp80) in a statepoint is "
-                          "followed by `call 0` (gc.result.f80 lowered to a call of address 0); Redis's "
-                          "BLPOP/INCRBYFLOAT crash in string2ld (benchmarks/soundness/RESULTS.md)")
 def test_long_double_call_runs(opt: str, tmp_path: Path) -> None:
     """tests/real_programs/long_double_call.c built with ``mappedtrace cc`` runs
     as it does with plain clang (the maps must never change what a program does)."""

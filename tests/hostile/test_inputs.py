@@ -298,3 +298,24 @@ def test_wild_pointers_are_counted_not_followed(tmp_path: Path) -> None:
     # every wild slot of a reachable (typed-scanned) node is counted; the leaked
     # node's own slot is not scanned typed
     assert rep["precision"]["dangling_pointers"] >= wild - 1
+
+
+def test_live_process_mapping_data_files(tmp_path: Path) -> None:
+    """A process that maps a file which is not ELF (glibc maps its gconv cache
+    and locale archives so): `leaks PID` reads the binaries' maps, not that."""
+    import subprocess
+    from conftest import build_sample, run_mt
+    exe = build_sample(Path(__file__).with_name("maps_data_file.c"), "-O0", tmp_path / "maps_data_file")
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"not an ELF file at all " * 400)
+    p = subprocess.Popen([exe, str(data)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready 1"
+        js = tmp_path / "l.json"
+        r = run_mt("leaks", str(p.pid), "--json", str(js))
+        assert r.returncode == 23, r.stderr[-2000:]
+        assert json.loads(js.read_text())["summary"]["leaked_objects"] == 1
+    finally:
+        p.stdin.close()
+        p.wait(timeout=60)
