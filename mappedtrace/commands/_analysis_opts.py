@@ -15,6 +15,31 @@ roots_option = click.option(
     help="precise: use the maps; conservative: scan every root and object word by word (the LeakSanitizer baseline).")
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value):
+    # kept on the context, read by target_from_arg: the commands pass nothing down
+    if value is not None and value is not False:
+        ctx.meta[f"mappedtrace.{param.name}"] = value
+    return value
+
+
+def remote_options(f):
+    """``--remote HOST:PORT`` and ``--sysroot DIR`` for a command that takes a PID or FILE."""
+    f = click.option("--sysroot", metavar="DIR", expose_value=False, callback=_remember,
+                     help="Find the target's binaries here by build-id: a tree that mirrors the target's "
+                          "paths, or a .build-id/xx/yyyy… tree (with --remote or a snapshot from "
+                          "another machine).  Also searched: DEBUGINFOD_URLS, then the server's files.")(f)
+    return click.option("--remote", metavar="HOST:PORT", expose_value=False, callback=_remember,
+                        help="Trace PID on another machine through the gdb-remote server at HOST:PORT "
+                             "(lldb-server-22 gdbserver HOST:PORT --attach PID, or gdbserver --attach "
+                             "HOST:PORT PID there); the server exits when we detach.")(f)
+
+
+def remote_arg(name: str):
+    """The value of ``--remote``/``--sysroot``/``--bundle`` given to the running command, or None."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(f"mappedtrace.{name}") if ctx is not None else None
+
+
 def open_private(path: str):
     """Open ``path`` for writing with mode 0600 (reports name addresses and contents)."""
     if path == "-":
@@ -37,14 +62,28 @@ def print_warnings(warnings: list[str], limit: int = 20) -> None:
 def target_from_arg(what: str):
     """A PID (attach, all threads stopped) or a snapshot file."""
     from ..errors import MappedTraceError
+    remote, sysroot = remote_arg("remote"), remote_arg("sysroot")
+    if remote:
+        if not what.isdigit():
+            raise MappedTraceError(f"{what}: with --remote, give the PID of the process on the target's machine",
+                                   hint="the PID the server is attached to")
+        from ..target.remote import attach_remote
+        return attach_remote(remote, int(what), sysroot=sysroot)
     if what.isdigit():
         from ..target.live import attach
         return attach(int(what))
     if not os.path.exists(what):
         raise MappedTraceError(f"{what}: neither a PID nor an existing snapshot file",
                                hint="give the PID of a running process or a file written by 'mappedtrace snapshot'")
+    from ..target.bundle import is_bundle, open_bundle
+    if is_bundle(what):
+        return open_bundle(what, sysroot=sysroot)
     from ..target.core import open_core
-    return open_core(what)
+    target = open_core(what)
+    if sysroot:
+        from ..target.bundle import localize_snapshot
+        localize_snapshot(target, sysroot=sysroot)
+    return target
 
 
 #: attempts at stopping a live process whose malloc was caught mid-update
@@ -62,7 +101,8 @@ def analyse_arg(what: str, **kw):
     import time
     from ..heap.glibc import HeapCorrupted, HeapError
     from ..session import analyse
-    attempts = LOCKED_RETRIES if what.isdigit() else 1
+    # a remote server exits when we detach: one attempt (the warning is kept)
+    attempts = LOCKED_RETRIES if what.isdigit() and not remote_arg("remote") else 1
     for i in range(attempts):
         last = i == attempts - 1
         try:

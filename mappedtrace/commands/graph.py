@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._analysis_opts import print_warnings, roots_option, analyse_arg
+from ._analysis_opts import print_warnings, roots_option, analyse_arg, remote_options
 from ..errors import MappedTraceError
 
 
@@ -14,6 +14,7 @@ from ..errors import MappedTraceError
 @click.argument("what")
 @click.option("-o", "--output", required=True, metavar="FILE.json|.dot|.parquet|.duckdb|.db")
 @roots_option
+@remote_options
 @click.option("--tree", is_flag=True,
               help="PID and all its descendants: one file per process, -o a pattern ('{pid}' is "
                    "replaced by the PID, else '.PID' goes before the suffix), and a summary.")

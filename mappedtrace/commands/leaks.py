@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ._analysis_opts import LEAK_EXIT_CODE, analyse_arg, open_private, print_warnings, roots_option
+from ._analysis_opts import LEAK_EXIT_CODE, analyse_arg, open_private, print_warnings, roots_option, remote_options
 
 
 @click.command(help="Report the leaks of a running process (PID: stopped for the analysis, "
@@ -15,6 +15,7 @@ from ._analysis_opts import LEAK_EXIT_CODE, analyse_arg, open_private, print_war
 @click.option("--exitcode", default=LEAK_EXIT_CODE, show_default=True, type=int,
               help="Exit code when leaks are found.")
 @roots_option
+@remote_options
 @click.option("--width", type=int, default=None, help="Report width (columns).")
 @click.option("--tree", is_flag=True,
               help="PID and all its descendants (a pre-fork server's master and workers): a report per "
