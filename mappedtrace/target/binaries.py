@@ -156,11 +156,23 @@ class BinaryFinder:
         os.replace(tmp, out)
         return out
 
+    def _link(self, bid: str, name: str, target: str) -> str:
+        d = os.path.join(cache_dir(), bid)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        out = os.path.join(d, name)
+        if os.path.realpath(out) != os.path.realpath(target):
+            tmp = f"{out}.{os.getpid()}.lnk"
+            os.symlink(os.path.abspath(target), tmp)
+            os.replace(tmp, out)
+        return out
+
     def find(self, path: str, bid: str) -> str:
         """A local file with build-id ``bid`` for the target's ``path``.
 
         :raises MissingBinary: found nowhere (the message names both).
         """
+        # a file deleted (or replaced) on the target's machine since it was mapped
+        path = path.removesuffix(" (deleted)")
         name = os.path.basename(path) or bid
         tried: list[str] = []
         cands = []
@@ -172,8 +184,11 @@ class BinaryFinder:
         cands.append(self._cached(bid, name))
         for c in cands:
             if os.path.isfile(c) and _local_build_id(c) == bid:
-                return self._note(path, bid, "sysroot" if self.sysroot and c.startswith(self.sysroot)
-                                  else "cache" if c.startswith(cache_dir()) else "local", c)
+                how = "sysroot" if self.sysroot and c.startswith(self.sysroot) else \
+                    "cache" if c.startswith(cache_dir()) else "local"
+                if os.path.basename(c) != name:
+                    c = self._link(bid, name, c)    # a build-id tree: keep the module's own name
+                return self._note(path, bid, how, c)
             tried.append(c)
         for url in self.debuginfod or []:
             u = f"{url.rstrip('/')}/buildid/{bid}/executable"
