@@ -86,6 +86,14 @@ def target_from_arg(what: str):
     return target
 
 
+def _report_remote(meta: dict) -> None:
+    """What a remote analysis moved over the link, and how long the target was held."""
+    click.echo(f"mappedtrace: remote {meta.get('remote')}: read {meta.get('bytes_in', 0) / 2**20:.1f} MiB "
+               f"in {meta.get('round_trips', 0)} round trips, sent {meta.get('bytes_out', 0) / 2**10:.0f} KiB; "
+               f"pause {meta.get('pause_ns', 0) / 1e6:.0f} ms from our connect to our detach "
+               f"({'binary x' if meta.get('binary_reads') else 'hex m'} reads)", err=True)
+
+
 #: attempts at stopping a live process whose malloc was caught mid-update
 LOCKED_RETRIES = 5
 
@@ -108,6 +116,8 @@ def analyse_arg(what: str, **kw):
         try:
             with target_from_arg(what) as target:
                 a = analyse(target, **kw)
+            if remote_arg("remote"):
+                _report_remote(target.meta)
         except (HeapCorrupted, HeapError) as e:
             if last or "was locked" not in (e.hint or ""):
                 raise
