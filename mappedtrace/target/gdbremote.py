@@ -24,6 +24,8 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import MappedTraceError, TargetFault
 
 #: bound on one reply (a server announcing more is clamped)
@@ -57,7 +59,19 @@ def frame(payload: bytes) -> bytes:
 def unescape(body: bytes) -> bytes:
     """Decode a reply body: ``}x`` escapes and ``c*n`` run-length encoding."""
     if b"*" not in body:
-        return _ESC.sub(lambda m: bytes([m[1][0] ^ 0x20]), body) if b"}" in body else body
+        if b"}" not in body:
+            return body
+        # vectorised: 1–2 % of random bytes are escaped, a Python callback per escape
+        # ran at 14 MB/s; this keeps up with the server
+        arr = np.frombuffer(body, np.uint8)
+        idx = np.flatnonzero(arr == 0x7D)
+        if len(idx) and (idx[-1] == len(arr) - 1 or np.any(np.diff(idx) == 1)):
+            return _ESC.sub(lambda m: bytes([m[1][0] ^ 0x20]), body)     # "}}": decode in order
+        out = arr.copy()
+        out[idx + 1] ^= 0x20
+        keep = np.ones(len(arr), bool)
+        keep[idx] = False
+        return out[keep].tobytes()
     if b"}" not in body:        # hex replies of gdbserver: run-length encoded only
         return _RLE.sub(lambda m: m[1] * (m[2][0] - 29 + 1), body)
     out = bytearray()           # both: decode in order (rare)
