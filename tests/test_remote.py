@@ -409,3 +409,18 @@ def test_packet_framing_round_trip() -> None:
     assert unescape(body) == data
     assert unescape(b"0* 1") == b"0" * 4 + b"1"         # ' ' is 32: three more repeats
     assert unescape(b"a}]b* ") == b"a}" + b"b" * 4
+
+
+def test_bad_remote_arguments(tmp_path: Path) -> None:
+    from conftest import run_mt
+    for args, words in ((["leaks", "123", "--remote", "nonsense"], "is not HOST:PORT"),
+                        (["graph", str(tmp_path / "x"), "-o", str(tmp_path / "g.json"), "--remote", "10.0.0.1:5"],
+                         "give the PID"),
+                        (["snapshot", "123", "-o", str(tmp_path / "s"), "--mode", "fork", "--remote", "10.0.0.1:5"],
+                         "stop-copy only")):
+        r = run_mt(*args, timeout=60)
+        assert r.returncode == 2, r.stderr
+        _one_line_error(r, words)
+    (tmp_path / "fake.bundle").write_bytes(b"bundle.json".ljust(257, b"\0") + b"ustar" + bytes(250))
+    r = run_mt("leaks", str(tmp_path / "fake.bundle"), timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
