@@ -240,6 +240,30 @@ def test_remote_threads_graph_and_leaks(link: Link, exes, cache_env, tmp_path: P
             srv.kill()
 
 
+def test_remote_rust_same_as_local(link: Link, cache_env, tmp_path: Path) -> None:
+    require_plugin()
+    exe = Path(build_sample(SAMPLES / "rust" / "live_leaks.rs", "-O2", tmp_path / "live_leaks"))
+    p = _start(exe, errfile=tmp_path / "err")
+    srv = None
+    try:
+        local = _local_leaks(p.pid, tmp_path / "local.json")
+        srv, addr = link.server(p.pid)
+        r = link.tracer("leaks", str(p.pid), "--remote", addr, "--json", str(tmp_path / "remote.json"),
+                        env=cache_env)
+        assert r.returncode == 23, r.stderr
+        remote = _norm(json.loads((tmp_path / "remote.json").read_text()))
+        assert remote == local
+        head = int(re.search(r"truth leak (0x[0-9a-f]+)", (tmp_path / "err").read_text())[1], 16)
+        assert any(x["address"] == head and x["kind"] == "direct" for x in remote["leaks"])
+        assert remote["precision"]["modules_with_maps"] == ["live_leaks"]
+        assert _running_within(p.pid, 10)
+        assert _finish(p).split()[0] == "28"        # sum of its kept boxes: it ran on intact
+    finally:
+        p.kill()
+        if srv is not None:
+            srv.kill()
+
+
 def test_bundle_analysed_without_the_binaries(link: Link, exes, cache_env, tmp_path: Path) -> None:
     own = tmp_path / "bin" / "leaky_server"
     own.parent.mkdir()
