@@ -24,10 +24,19 @@ def _remember(ctx: click.Context, param: click.Parameter, value):
 
 def remote_options(f):
     """``--remote HOST:PORT`` and ``--sysroot DIR`` for a command that takes a PID or FILE."""
+    import functools
+
+    @functools.wraps(f)
+    def command(*args, **kw):
+        if kw.get("tree") and remote_arg("remote"):
+            from ..errors import MappedTraceError
+            raise MappedTraceError("--tree and --remote do not go together: a server is attached to one process",
+                                   hint="start a server per process and trace each with --remote")
+        return f(*args, **kw)
     f = click.option("--sysroot", metavar="DIR", expose_value=False, callback=_remember,
                      help="Find the target's binaries here by build-id: a tree that mirrors the target's "
                           "paths, or a .build-id/xx/yyyy… tree (with --remote or a snapshot from "
-                          "another machine).  Also searched: DEBUGINFOD_URLS, then the server's files.")(f)
+                          "another machine).  Also searched: DEBUGINFOD_URLS, then the server's files.")(command)
     return click.option("--remote", metavar="HOST:PORT", expose_value=False, callback=_remember,
                         help="Trace PID on another machine through the gdb-remote server at HOST:PORT "
                              "(lldb-server-22 gdbserver HOST:PORT --attach PID, or gdbserver --attach "
