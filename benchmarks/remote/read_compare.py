@@ -16,7 +16,6 @@ Prints one JSON line per client: bytes, seconds, MB/s, bytes on the wire (ours).
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys

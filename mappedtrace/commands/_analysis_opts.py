@@ -26,13 +26,15 @@ def remote_options(f):
     """``--remote HOST:PORT`` and ``--sysroot DIR`` for a command that takes a PID or FILE."""
     import functools
 
-    @functools.wraps(f)
+    inner = f
+
+    @functools.wraps(inner)
     def command(*args, **kw):
         if kw.get("tree") and remote_arg("remote"):
             from ..errors import MappedTraceError
             raise MappedTraceError("--tree and --remote do not go together: a server is attached to one process",
                                    hint="start a server per process and trace each with --remote")
-        return f(*args, **kw)
+        return inner(*args, **kw)
     f = click.option("--sysroot", metavar="DIR", expose_value=False, callback=_remember,
                      help="Find the target's binaries here by build-id: a tree that mirrors the target's "
                           "paths, or a .build-id/xx/yyyy… tree (with --remote or a snapshot from "

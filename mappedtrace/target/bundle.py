@@ -24,7 +24,7 @@ import tempfile
 
 from .base import Target
 from .binaries import BinaryFinder, localize
-from ..errors import BadData, MappedTraceError
+from ..errors import BadData
 
 BUNDLE_FORMAT = "mappedtrace-bundle"
 BUNDLE_VERSION = 1

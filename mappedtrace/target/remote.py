@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 
-from .base import GPR_NAMES, Mapping, Target
+from .base import GPR_NAMES, Target
 from .binaries import BinaryFinder, localize
 from .gdbremote import GdbRemote, RemoteError
 from .live import ThreadSnapshot, parse_maps
@@ -194,8 +194,7 @@ class RemoteTarget(Target):
             return
         self.meta.update(bytes_in=conn.bytes_in, bytes_out=conn.bytes_out, round_trips=conn.round_trips)
         if self._attached:
-            if not conn.detach(self.pid):
-                conn.send_detach_nowait(self.pid)
+            conn.detach(self.pid)       # on a broken link: queued, not waited for
             self.meta["pause_ns"] = time.perf_counter_ns() - self.stop_t0 if hasattr(self, "stop_t0") else 0
         conn.close()
         self.conn = None
