@@ -448,3 +448,33 @@ def test_bad_remote_arguments(tmp_path: Path) -> None:
     (tmp_path / "fake.bundle").write_bytes(b"bundle.json".ljust(257, b"\0") + b"ustar" + bytes(250))
     r = run_mt("leaks", str(tmp_path / "fake.bundle"), timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_snapshot_elsewhere_with_sysroot_or_bundle(exes, cache_env, tmp_path: Path) -> None:
+    """A local snapshot analysed where its program is gone: a plain core with --sysroot
+    (a tree mirroring the target's paths), and a --bundle with nothing else."""
+    own = tmp_path / "bin" / "leaky_server"
+    own.parent.mkdir()
+    shutil.copy(exes["leaky_server"], own)
+    mirror = tmp_path / "sysroot" / str(own).lstrip("/")
+    mirror.parent.mkdir(parents=True)
+    shutil.copy(own, mirror)
+    env = dict(os.environ, COLUMNS="120", **cache_env)
+    p = _start(own)
+    try:
+        local = _local_leaks(p.pid, tmp_path / "local.json")
+        for out, extra in (("snap.core", []), ("snap.bundle", ["--bundle"])):
+            r = subprocess.run([MAPPEDTRACE, "snapshot", str(p.pid), "-o", str(tmp_path / out), *extra],
+                               capture_output=True, text=True, timeout=300, env=env)
+            assert r.returncode == 0, r.stderr
+    finally:
+        p.kill()
+    own.unlink()
+    for what, extra in (("snap.core", ["--sysroot", str(tmp_path / "sysroot")]), ("snap.bundle", [])):
+        js = tmp_path / f"{what}.json"
+        r = subprocess.run([MAPPEDTRACE, "leaks", str(tmp_path / what), "--json", str(js), *extra],
+                           capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 23, r.stderr
+        got = _norm(json.loads(js.read_text()))
+        assert got["leaks"] == local["leaks"] and got["summary"] == local["summary"], what
+        assert got["precision"]["modules_with_maps"] == ["leaky_server"], what

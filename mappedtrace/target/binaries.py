@@ -6,8 +6,8 @@ binaries by the paths in ``target.mappings``, so :func:`localize` rewrites
 those paths to local files *with the same build-id*, found in this order:
 
 1. ``--sysroot DIR``: ``DIR/<path>`` (a tree that mirrors the target's paths),
-   then ``DIR/.build-id/xx/yyyy…`` (a build-id tree); without a sysroot, the
-   same path on this machine;
+   then ``DIR/.build-id/xx/yyyy…`` (a build-id tree); then the same path on
+   this machine (every candidate is checked by build-id);
 2. the cache of earlier fetches, ``~/.cache/mappedtrace/binaries/<build-id>/<name>``;
 3. debuginfod servers (``DEBUGINFOD_URLS``, space separated):
    ``GET URL/buildid/<build-id>/executable``;
@@ -179,8 +179,7 @@ class BinaryFinder:
         if self.sysroot:
             cands += [os.path.join(self.sysroot, path.lstrip("/")),
                       os.path.join(self.sysroot, ".build-id", bid[:2], bid[2:])]
-        else:
-            cands.append(path)
+        cands.append(path)      # the same file here: only if its build-id says so
         cands.append(self._cached(bid, name))
         for c in cands:
             if os.path.isfile(c) and _local_build_id(c) == bid:
