@@ -340,16 +340,20 @@ class GdbRemote:
                 off += r.bitsize // 8
         return regs
 
-    def registers(self, tid: int, pid: int | None = None) -> bytes:
-        """The raw ``g`` reply (bytes) of thread ``tid``."""
-        th = f"p{pid:x}.{tid:x}" if pid is not None and self.features.get("multiprocess") == "+" else f"{tid:x}"
-        r1, r = self.pipeline([f"Hg{th}", "g"])
-        if r1 != b"OK" or not r or r[:1] == b"E" and len(r) == 3:
-            raise RemoteError(f"{self.address}: registers of thread {tid} refused ({r1[:20]!r}, {r[:20]!r})")
-        try:
-            return bytes.fromhex(r.decode("latin-1").replace("xx", "00"))
-        except ValueError:
-            raise RemoteError(f"{self.address}: registers of thread {tid}: not hex") from None
+    def registers(self, tids: list[int], pid: int | None = None) -> list[bytes]:
+        """The raw ``g`` replies (bytes) of threads ``tids``, pipelined (``Hg`` then ``g`` each)."""
+        mp = pid is not None and self.features.get("multiprocess") == "+"
+        reqs = [q for tid in tids for q in (f"Hg{f'p{pid:x}.{tid:x}' if mp else f'{tid:x}'}", "g")]
+        reps = self.pipeline(reqs)
+        out = []
+        for tid, r1, r in zip(tids, reps[0::2], reps[1::2]):
+            if r1 != b"OK" or not r or r[:1] == b"E" and len(r) == 3:
+                raise RemoteError(f"{self.address}: registers of thread {tid} refused ({r1[:20]!r}, {r[:20]!r})")
+            try:
+                out.append(bytes.fromhex(r.decode("latin-1").replace("xx", "00")))
+            except ValueError:
+                raise RemoteError(f"{self.address}: registers of thread {tid}: not hex") from None
+        return out
 
     # --- memory -------------------------------------------------------------
     @property
@@ -441,6 +445,23 @@ class GdbRemote:
             raise RemoteError(f"{self.address}: {path} is larger than {limit} bytes")
         finally:
             self.request(f"vFile:close:{fd:x}")
+
+    def file_heads(self, paths: list[str], size: int) -> list[bytes | None]:
+        """The first ``size`` bytes of each file (None where refused), in three pipelined rounds."""
+        opens = self.pipeline([f"vFile:open:{p.encode().hex()},0,0" for p in paths])
+        fds = []
+        for r in opens:
+            head = r.split(b";")[0]
+            fds.append(int(head[1:], 16) if head.startswith(b"F") and not head.startswith(b"F-") else None)
+        live = [fd for fd in fds if fd is not None]
+        reads = dict(zip(live, self.pipeline([f"vFile:pread:{fd:x},{size:x},0" for fd in live])))
+        self.pipeline([f"vFile:close:{fd:x}" for fd in live])
+        out: list[bytes | None] = []
+        for fd in fds:
+            head, _, data = reads.get(fd, b"").partition(b";") if fd is not None else (b"", b"", b"")
+            ok = head.startswith(b"F") and not head.startswith(b"F-")
+            out.append(data[:int(head[1:], 16)] if ok else None)
+        return out
 
     # --- releasing ----------------------------------------------------------
     def detach(self, pid: int | None = None) -> bool:

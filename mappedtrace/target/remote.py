@@ -97,8 +97,8 @@ class RemoteTarget(Target):
         if not tids:
             raise RemoteError(f"{self.address}: the server lists no threads")
         threads = []
-        for tid in tids:
-            raw = c.registers(tid, pid)
+        names = c.file_heads([f"/proc/{pid}/task/{tid}/comm" for tid in tids], 64)
+        for tid, raw, name in zip(tids, c.registers(tids, pid), names):
             regs = {n: 0 for n in GPR_NAMES}
             for n in GPR_NAMES:
                 r = by_name.get(n)
@@ -106,7 +106,7 @@ class RemoteTarget(Target):
                     regs[n] = int.from_bytes(raw[r.offset:r.offset + r.bitsize // 8], "little")
             if "orig_rax" not in by_name:
                 regs["orig_rax"] = _NO_SYSCALL
-            threads.append(ThreadSnapshot(tid, regs, None, name=self._text(f"/proc/{pid}/task/{tid}/comm").strip()))
+            threads.append(ThreadSnapshot(tid, regs, None, name=(name or b"").decode("utf-8", "replace").strip()))
         # the leader first, as locally
         threads.sort(key=lambda t: (t.tid != pid, t.tid))
         self.threads = threads
