@@ -27,6 +27,12 @@ buffer, in pipelined packets.  ``meta`` counts bytes moved and round trips.
 
 The pause: the server stopped the process when it attached, before we
 connected; ``meta["pause_ns"]`` is only from our connect to our detach.
+
+Not done remotely: a process stopped while a thread held an arena lock is
+analysed once (with the warning) — locally the tracer resumes and stops it
+again; remotely that needs ``vCont;c`` + interrupt, and a signal arriving in
+between would have to be handed back with ``C`` (``D`` drops it), which is
+not written yet.  No settling (single steps) either.
 """
 from __future__ import annotations
 
