@@ -113,8 +113,7 @@ class RemoteTarget(Target):
             if "orig_rax" not in by_name:
                 regs["orig_rax"] = _NO_SYSCALL
             threads.append(ThreadSnapshot(tid, regs, None, name=(name or b"").decode("utf-8", "replace").strip()))
-        # the leader first, as locally
-        threads.sort(key=lambda t: (t.tid != pid, t.tid))
+        threads.sort(key=lambda t: t.tid)      # by TID, as the ptrace backend lists them
         self.threads = threads
         self.auxv = c.xfer("auxv", "", 1 << 16)
         self.mappings = parse_maps(self._text(f"/proc/{pid}/maps", required=True))
@@ -122,7 +121,6 @@ class RemoteTarget(Target):
         m = self.mapping_at(entry)
         self.exe = m.path if m is not None else ""
         self.meta.update(self._proc_meta())
-        self.remote_exe = self.exe
         finder = finder or BinaryFinder()
         if finder.fetch_remote is None:
             finder.fetch_remote = c.file_read
