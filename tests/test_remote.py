@@ -235,6 +235,17 @@ def test_remote_threads_graph_and_leaks(link: Link, exes, cache_env, tmp_path: P
         assert remote["precision"]["threads"] > 1
         assert remote == local
         assert _running_within(p.pid, 10)
+        # the object graph too: nodes, edges, roots with their provenance
+        r = subprocess.run([MAPPEDTRACE, "graph", str(p.pid), "-o", str(tmp_path / "local_graph.json")],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        srv, addr = link.server(p.pid)
+        r = link.tracer("graph", str(p.pid), "--remote", addr, "-o", str(tmp_path / "remote_graph.json"),
+                        env=cache_env)
+        assert r.returncode == 0, r.stderr
+        lg, rg = (_norm(json.loads((tmp_path / f"{w}_graph.json").read_text())) for w in ("local", "remote"))
+        assert lg["roots"] and rg == lg
+        assert _running_within(p.pid, 10)
     finally:
         p.kill()
         if srv is not None:
