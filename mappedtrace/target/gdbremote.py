@@ -363,10 +363,10 @@ class GdbRemote:
     def _probe_x(self, addr: int) -> None:
         if getattr(self, "_x_ok", None) is None:
             r = self.request(f"x{addr:x},1")
-            # lldb-server: binary data; old gdbserver: empty (unsupported);
+            # lldb-server: binary data (or "Exx" at an unreadable address); a server
+            # without x answers empty, as to any packet it does not know;
             # gdb 16's gdbserver: 'b' + data
-            self._x_ok = bool(r) and not (r[:1] == b"E" and len(r) == 3)
-            self._x_prefix = r[:1] == b"b" and len(r) == 2
+            self._x_ok = bool(r)
 
     def read_memory(self, ranges: list[tuple[int, int]], out: list) -> list[tuple[int, int]]:
         """Read each ``(addr, size)`` into the matching writable buffer of ``out``.
@@ -390,7 +390,7 @@ class GdbRemote:
         for i in range(0, len(reqs), 256):
             for (buf, off, a, n), r in zip(where[i:i + 256], self.pipeline(reqs[i:i + 256])):
                 if binary:
-                    if self._x_prefix and r[:1] == b"b":
+                    if len(r) == n + 1 and r[:1] == b"b":     # gdb 16's gdbserver
                         r = r[1:]
                     elif len(r) == 3 and r[:1] == b"E" and n != 3:
                         r = b""
