@@ -11,8 +11,8 @@ What each server gives (measured with lldb-server 22 and gdbserver 13.1):
 
 * registers from ``g`` after ``Hg``, laid out by ``target.xml``: both.
   lldb-server has no ``orig_rax``: it is -1 (as if no system call), which only
-  a core file's ``NT_PRSTATUS`` shows;  no FP registers are read (the analyses
-  do not use them; a snapshot has no ``NT_PRFPREG``).
+  a core file's ``NT_PRSTATUS`` shows.  The FXSAVE image (``NT_PRFPREG``) is
+  taken from the same reply; the XSAVE area (AVX upper halves) is not built.
 * memory: lldb-server answers binary ``x`` reads of 128 KiB; gdbserver 13
   only hex ``m`` of about 9 KiB (twice the bytes on the wire, and many more
   requests: pipelining hides the round trips).
@@ -42,6 +42,7 @@ from .base import GPR_NAMES, Target
 from .binaries import BinaryFinder, localize
 from .gdbremote import GdbRemote, RemoteError
 from .live import ThreadSnapshot, parse_maps
+from .lldb_backend import _FX_HEAD      # the FXSAVE header layout, declared once there
 from ..errors import TargetFault
 
 #: server register names that differ from ``user_regs_struct``'s
@@ -54,6 +55,52 @@ DIRECT = 256 << 10
 #: bound on threads read
 MAX_THREADS = 1 << 14
 _AT_ENTRY = 9
+
+
+def _fxsave(raw: bytes, by: dict) -> bytes | None:
+    """The 512-byte FXSAVE image (``user_fpregs_struct``) from a ``g`` reply, or None.
+
+    lldb-server's ``g`` holds the image itself (fctrl … xmm15 at FXSAVE's
+    offsets); gdbserver's holds gdb's i387 registers, repacked here as the
+    kernel lays them out (``mxcsr_mask`` is not among them: 0).
+    """
+    def reg(n: str) -> tuple[int, int] | None:
+        r = by.get(n)
+        if r is None or r.offset < 0 or r.offset + r.bitsize // 8 > len(raw):
+            return None
+        return r.offset, r.bitsize // 8
+
+    def abridged(ftag: int) -> int:     # the full tag word → FXSAVE's form (1 = not empty)
+        return sum(1 << i for i in range(8) if (ftag >> (2 * i)) & 3 != 3)
+
+    fc, x0 = reg("fctrl"), reg("xmm0")
+    if fc and x0 and fc[1] == 2 and x0[0] - fc[0] == 160 and fc[0] + 416 <= len(raw):
+        out = bytearray(raw[fc[0]:fc[0] + 416]) + bytes(96)
+        # lldb-server shows the full 16-bit tag word where FXSAVE has the abridged byte
+        out[4:6] = bytes([abridged(int.from_bytes(out[4:6], "little")), 0])
+        return bytes(out)
+    names = ["fctrl", "fstat", "ftag", "fop", "mxcsr"] + [f"st{i}" for i in range(8)] + \
+        [f"xmm{i}" for i in range(16)]
+    where = {n: reg(n) for n in names + ["fioff", "fiseg", "fooff", "foseg"]}
+    if any(where[n] is None for n in names):
+        return None
+
+    def val(n: str) -> int:
+        w = where.get(n)
+        return int.from_bytes(raw[w[0]:w[0] + w[1]], "little") if w else 0
+
+    ftw = abridged(val("ftag"))      # gdb: the full tag word
+    out = bytearray(512)
+    _FX_HEAD.pack_into(out, 0, val("fctrl") & 0xFFFF, val("fstat") & 0xFFFF, ftw, val("fop") & 0xFFFF,
+                       val("fioff") | val("fiseg") << 32, val("fooff") | val("foseg") << 32,
+                       val("mxcsr") & 0xFFFFFFFF, 0)
+    for i in range(8):
+        o, n = where[f"st{i}"]
+        out[32 + 16 * i:32 + 16 * i + 10] = raw[o:o + min(n, 10)].ljust(10, b"\0")
+    for i in range(16):
+        o, n = where[f"xmm{i}"]
+        out[160 + 16 * i:176 + 16 * i] = raw[o:o + min(n, 16)].ljust(16, b"\0")
+    return bytes(out)
 
 
 class RemoteTarget(Target):
@@ -112,7 +159,8 @@ class RemoteTarget(Target):
                     regs[n] = int.from_bytes(raw[r.offset:r.offset + r.bitsize // 8], "little")
             if "orig_rax" not in by_name:
                 regs["orig_rax"] = _NO_SYSCALL
-            threads.append(ThreadSnapshot(tid, regs, None, name=(name or b"").decode("utf-8", "replace").strip()))
+            threads.append(ThreadSnapshot(tid, regs, _fxsave(raw, by_name),
+                                          name=(name or b"").decode("utf-8", "replace").strip()))
         threads.sort(key=lambda t: t.tid)      # by TID, as the ptrace backend lists them
         self.threads = threads
         self.auxv = c.xfer("auxv", "", 1 << 16)
