@@ -78,8 +78,15 @@ def target_from_arg(what: str):
         if not what.isdigit():
             raise MappedTraceError(f"{what}: with --remote, give the PID of the process on the target's machine",
                                    hint="the PID the server is attached to")
-        from ..target.remote import attach_remote
-        return attach_remote(remote, int(what), sysroot=sysroot)
+        # copy what a snapshot copies, detach, analyse the copy: the target is held only
+        # while its memory crosses the link (the roots scan every anonymous mapping
+        # anyway, so reading on demand would not move fewer bytes)
+        from ..target.remote import attach_remote, capture_remote
+        rt = attach_remote(remote, int(what), sysroot=sysroot)
+        try:
+            return capture_remote(rt)
+        finally:
+            rt.close()
     if what.isdigit():
         from ..target.live import attach
         return attach(int(what))
@@ -101,7 +108,7 @@ def _report_remote(meta: dict) -> None:
     """What a remote analysis moved over the link, and how long the target was held."""
     click.echo(f"mappedtrace: remote {meta.get('remote')}: read {meta.get('bytes_in', 0) / 2**20:.1f} MiB "
                f"in {meta.get('round_trips', 0)} round trips, sent {meta.get('bytes_out', 0) / 2**10:.0f} KiB; "
-               f"pause {meta.get('pause_ns', 0) / 1e6:.0f} ms from our connect to our detach "
+               f"pause {meta.get('pause_ns', 0) / 1e6:.0f} ms from our connect to our detach, before the analysis "
                f"({'binary x' if meta.get('binary_reads') else 'hex m'} reads)", err=True)
 
 
