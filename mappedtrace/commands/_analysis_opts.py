@@ -45,6 +45,13 @@ def remote_options(f):
                              "HOST:PORT PID there); the server exits when we detach.")(f)
 
 
+#: ``snapshot --bundle`` (read with :func:`remote_arg`)
+bundle_option = click.option(
+    "--bundle", is_flag=True, expose_value=False, callback=_remember,
+    help="Write a tar of the core and every binary it maps (found by build-id), so another "
+         "machine can analyse it offline: mappedtrace leaks FILE.")
+
+
 def remote_arg(name: str):
     """The value of ``--remote``/``--sysroot``/``--bundle`` given to the running command, or None."""
     ctx = click.get_current_context(silent=True)

@@ -5,7 +5,8 @@ import sys
 
 import click
 
-from ._analysis_opts import LEAK_EXIT_CODE, analyse_arg, open_private, print_warnings, roots_option, remote_options
+from ._analysis_opts import (LEAK_EXIT_CODE, analyse_arg, open_private, print_warnings, remote_options,
+                             roots_option)
 
 
 @click.command(help="Report the leaks of a running process (PID: stopped for the analysis, "

@@ -11,7 +11,7 @@ import time
 import click
 
 from ..errors import MappedTraceError
-from ._analysis_opts import _remember, remote_arg, remote_options
+from ._analysis_opts import bundle_option, remote_arg, remote_options
 
 
 class _LazyProgress:
@@ -61,9 +61,7 @@ class _LazyProgress:
                    "pattern ('{pid}' is replaced by the PID, else '.PID' goes before the suffix) or a directory "
                    "(DIR/PID.core), and a summary.")
 @remote_options
-@click.option("--bundle", is_flag=True, expose_value=False, callback=_remember,
-              help="Write a tar of the core and every binary it maps (found by build-id), so another "
-                   "machine can analyse it offline: mappedtrace leaks FILE.")
+@bundle_option
 def command(pid: int, output: str, mode: str, backend: str, settle: bool, max_steps: int,
             as_json: bool, tree: bool = False) -> int:
     from ..reporters import snapshot_report
