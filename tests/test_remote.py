@@ -89,14 +89,17 @@ class Link:
         for ns in (self.srv, self.trc):
             _run("ip", "netns", "del", ns, check=False)
 
-    def server(self, pid: int, kind: str = "lldb") -> tuple[subprocess.Popen, str]:
-        """A debug server in ``srv`` attached to ``pid``, listening; (process, HOST:PORT)."""
+    def server(self, pid: int, kind: str = "lldb", launch: list[str] | None = None,
+               stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+        """A debug server in ``srv`` attached to ``pid`` (or gdbserver launching
+        ``launch``), listening; (process, HOST:PORT)."""
         port = random.randrange(20000, 60000)
         addr = f"{self.srv_ip}:{port}"
-        cmd = ["lldb-server-22", "gdbserver", addr, "--attach", str(pid)] if kind == "lldb" else \
+        cmd = ["gdbserver", addr, *launch] if launch else \
+            ["lldb-server-22", "gdbserver", addr, "--attach", str(pid)] if kind == "lldb" else \
             ["gdbserver", "--attach", addr, str(pid)]
         p = subprocess.Popen(["ip", "netns", "exec", self.srv, *cmd], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stderr=stderr)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             r = _run("ip", "netns", "exec", self.srv, "ss", "-Hltn", f"sport = :{port}", check=False)
@@ -530,3 +533,35 @@ def test_remote_snapshot_registers_match_local(link: Link, exes, cache_env, tmp_
     finally:
         loc.close()
         rem.close()
+
+
+CORPUS = Path(__file__).resolve().parent / "leak_corpus"
+
+
+def test_leak_corpus_at_exit_remotely(link: Link, cache_env, tmp_path: Path) -> None:
+    """Each corpus program launched by gdbserver on the far side, stopped at exit_group
+    (QCatchSyscalls), analysed across the link: the leaks it names, as the local run."""
+    need("gdbserver")
+    require_plugin()
+    names = sorted(p.stem for p in CORPUS.glob("*.c"))
+    assert names
+    for name in names:
+        exe = Path(build_sample(CORPUS / f"{name}.c", "-O2", tmp_path / name))
+        r = subprocess.run([MAPPEDTRACE, "run", "--json", str(tmp_path / f"{name}.local.json"), "--", str(exe)],
+                           capture_output=True, text=True, timeout=300)
+        local = _norm(json.loads((tmp_path / f"{name}.local.json").read_text()))
+        errfile = tmp_path / f"{name}.err"
+        srv, addr = link.server(0, launch=[str(exe)], stderr=open(errfile, "w"))
+        try:
+            r = link.tracer("run", "--remote", addr, "--json", str(tmp_path / f"{name}.remote.json"), env=cache_env)
+            assert r.returncode in (0, 23), (name, r.stderr)
+            srv.wait(timeout=30)
+        finally:
+            srv.kill()
+        remote = _norm(json.loads((tmp_path / f"{name}.remote.json").read_text()))
+        truth = {(int(a, 16), k) for a, _, k in TRUTH.findall(errfile.read_text())}
+        assert {(x["address"], x["kind"]) for x in remote["leaks"]} == truth, name
+        # the same report but for the addresses (the server runs it without ASLR)
+        strip = lambda rep: sorted((x["size"], x["type"], x["kind"]) for x in rep["leaks"])  # noqa: E731
+        assert strip(remote) == strip(local) and remote["summary"] == local["summary"], name
+        assert remote["precision"]["frames_exact"] == local["precision"]["frames_exact"], name

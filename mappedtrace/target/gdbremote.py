@@ -463,6 +463,24 @@ class GdbRemote:
             out.append(data[:int(head[1:], 16)] if ok else None)
         return out
 
+    def resume_until(self, what: str, timeout: float) -> bytes:
+        """``vCont;c`` and wait (at most ``timeout`` s) for the stop reply; returns it."""
+        self.pipeline_send(b"vCont;c" if self.features.get("vContSupported") == "+" else b"c")
+        return self.wait_stop(what, timeout)
+
+    def pipeline_send(self, payload: bytes) -> None:
+        if self.broken:
+            raise RemoteError(f"{self.address}: the connection failed earlier")
+        self._send_raw(frame(payload))
+
+    def wait_stop(self, what: str, timeout: float) -> bytes:
+        self.sock.settimeout(timeout)
+        try:
+            return unescape(self._recv_packet(what))
+        finally:
+            if not self.broken:
+                self.sock.settimeout(self.timeout)
+
     # --- releasing ----------------------------------------------------------
     def detach(self, pid: int | None = None) -> bool:
         """``D``: the server lets the process run on.  True when it said OK."""

@@ -115,10 +115,10 @@ class RemoteTarget(Target):
     """
 
     def __init__(self, address: str, pid: int | None = None, *, finder: BinaryFinder | None = None,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, conn: GdbRemote | None = None):
         super().__init__()
         t0 = time.perf_counter_ns()
-        self.conn = GdbRemote(address, timeout=timeout)
+        self.conn = conn or GdbRemote(address, timeout=timeout)
         self.address = address
         self._blocks: dict[int, bytes] = {}
         self._attached = True
@@ -296,3 +296,55 @@ def capture_remote(rt: RemoteTarget, release: bool = True):
                         if k in rt.meta})
     ct.meta["captured_bytes"] = ct.captured_bytes
     return ct
+
+
+#: exit_group(2) on x86-64
+_SYS_EXIT_GROUP = 231
+#: bound on signals handed back to a program run to its exit
+MAX_SIGNALS = 10000
+
+
+def run_remote_to_exit(address: str, at_exit, *, sysroot: str | None = None,
+                       timeout: float = 3600.0) -> int | None:
+    """Run the program a server launched (``gdbserver HOST:PORT PROG ARGS…``) to its
+    ``exit_group``, call ``at_exit(target)`` while every thread is held there (memory
+    intact, like ``mappedtrace run``), then let it exit.
+
+    Signals the program gets meanwhile are handed back to it (``vCont;C``).
+    Needs ``QCatchSyscalls`` (gdbserver; lldb-server 22 does not have it).
+
+    :returns: the program's exit code, or None when it was killed by a signal
+    :raises RemoteError: no such support, the program died before exit, the link failed
+    """
+    conn = GdbRemote(address)
+    try:
+        if conn.features.get("QCatchSyscalls") != "+":
+            raise RemoteError(f"{address}: the server cannot stop a program at its exit (no QCatchSyscalls)",
+                              hint="launch it with gdbserver HOST:PORT PROG")
+        conn.stop_reason()
+        if conn.request(f"QCatchSyscalls:1;{_SYS_EXIT_GROUP:x}") != b"OK":
+            raise RemoteError(f"{address}: the server refused to catch exit_group")
+        rep = conn.resume_until("running the program", timeout).decode("latin-1")
+        for _ in range(MAX_SIGNALS):
+            if rep[:1] in ("W", "X"):
+                raise RemoteError(f"{address}: the program ended ({rep[:12]}) before it could be stopped at exit")
+            if rep[:1] == "T" and "syscall_" in rep:
+                break       # at exit_group (gdbserver may call it the entry or the return)
+            if rep[:1] != "T":
+                raise RemoteError(f"{address}: unexpected stop reply {rep[:40]!r}")
+            sig = int(rep[1:3], 16)
+            th = next((kv[7:] for kv in rep.split(";") if kv.startswith("thread:")), None)
+            # a signal stop: hand the signal back to the thread that got it, run on
+            conn.pipeline_send(f"vCont;C{sig:02x}:{th};c".encode() if th and sig else b"vCont;c")
+            rep = conn.wait_stop("running the program", timeout).decode("latin-1")
+        else:
+            raise RemoteError(f"{address}: more than {MAX_SIGNALS} signal stops before exit")
+        rt = RemoteTarget(address, conn=conn, finder=BinaryFinder(sysroot=sysroot))
+        rt.meta["mode"] = "exit"
+        rt._attached = False        # it exits below; no detach
+        at_exit(rt)
+        conn.request("QCatchSyscalls:0")
+        rep = conn.resume_until("the program's exit", 60).decode("latin-1")
+        return int(rep[1:].split(";")[0], 16) if rep[:1] == "W" else None
+    finally:
+        conn.close()
