@@ -39,6 +39,9 @@ def command(json_path: str | None, exitcode: int, roots_mode: str, width: int | 
         print_warnings(a.warnings)
 
     if remote_arg("remote"):
+        if program:
+            raise click.UsageError("with --remote, the server launches the program: "
+                                   "gdbserver HOST:PORT PROGRAM ARGS… (give no PROGRAM here)")
         # the program was launched by the server: gdbserver HOST:PORT PROGRAM ARGS…
         from ..target.remote import run_remote_to_exit
         code = run_remote_to_exit(remote_arg("remote"), at_exit, sysroot=remote_arg("sysroot"))
