@@ -32,6 +32,49 @@ capture_option = click.option(
          "a fork is impossible, and says so); stop-copy: stopped while its memory is copied.")
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value):
+    # kept on the context, read by target_from_arg: the commands pass nothing down
+    if value is not None and value is not False:
+        ctx.meta[f"mappedtrace.{param.name}"] = value
+    return value
+
+
+def remote_options(f):
+    """``--remote HOST:PORT`` and ``--sysroot DIR`` for a command that takes a PID or FILE."""
+    import functools
+
+    inner = f
+
+    @functools.wraps(inner)
+    def command(*args, **kw):
+        if kw.get("tree") and remote_arg("remote"):
+            from ..errors import MappedTraceError
+            raise MappedTraceError("--tree and --remote do not go together: a server is attached to one process",
+                                   hint="start a server per process and trace each with --remote")
+        return inner(*args, **kw)
+    f = click.option("--sysroot", metavar="DIR", expose_value=False, callback=_remember,
+                     help="Find the target's binaries here by build-id: a tree that mirrors the target's "
+                          "paths, or a .build-id/xx/yyyy… tree (with --remote or a snapshot from "
+                          "another machine).  Also searched: DEBUGINFOD_URLS, then the server's files.")(command)
+    return click.option("--remote", metavar="HOST:PORT", expose_value=False, callback=_remember,
+                        help="Trace PID on another machine through the gdb-remote server at HOST:PORT "
+                             "(lldb-server-22 gdbserver HOST:PORT --attach PID, or gdbserver --attach "
+                             "HOST:PORT PID there); the server exits when we detach.")(f)
+
+
+#: ``snapshot --bundle`` (read with :func:`remote_arg`)
+bundle_option = click.option(
+    "--bundle", is_flag=True, expose_value=False, callback=_remember,
+    help="Write a tar of the core and every binary it maps (found by build-id), so another "
+         "machine can analyse it offline: mappedtrace leaks FILE.")
+
+
+def remote_arg(name: str):
+    """The value of ``--remote``/``--sysroot``/``--bundle`` given to the running command, or None."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(f"mappedtrace.{name}") if ctx is not None else None
+
+
 def print_warnings(warnings: list[str], limit: int = 20) -> None:
     seen = []
     for w in warnings:
@@ -46,14 +89,43 @@ def print_warnings(warnings: list[str], limit: int = 20) -> None:
 def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
     """A PID (captured: :func:`~mappedtrace.session.capture_live`) or a snapshot file."""
     from ..errors import MappedTraceError
+    remote, sysroot = remote_arg("remote"), remote_arg("sysroot")
+    if remote:
+        if not what.isdigit():
+            raise MappedTraceError(f"{what}: with --remote, give the PID of the process on the target's machine",
+                                   hint="the PID the server is attached to")
+        # copy what a snapshot copies, detach, analyse the copy: the target is held only
+        # while its memory crosses the link (the roots scan every anonymous mapping
+        # anyway, so reading on demand would not move fewer bytes)
+        from ..target.remote import attach_remote, capture_remote
+        rt = attach_remote(remote, int(what), sysroot=sysroot)
+        try:
+            return capture_remote(rt)
+        finally:
+            rt.close()
     if what.isdigit():
         from ..session import capture_live
         return capture_live(int(what), capture_mode, maps_cache)
     if not os.path.exists(what):
         raise MappedTraceError(f"{what}: neither a PID nor an existing snapshot file",
                                hint="give the PID of a running process or a file written by 'mappedtrace snapshot'")
+    from ..target.bundle import is_bundle, open_bundle
+    if is_bundle(what):
+        return open_bundle(what, sysroot=sysroot)
     from ..target.core import open_core
-    return open_core(what)
+    target = open_core(what)
+    if sysroot:
+        from ..target.bundle import localize_snapshot
+        localize_snapshot(target, sysroot=sysroot)
+    return target
+
+
+def _report_remote(meta: dict) -> None:
+    """What a remote analysis moved over the link, and how long the target was held."""
+    click.echo(f"mappedtrace: remote {meta.get('remote')}: read {meta.get('bytes_in', 0) / 2**20:.1f} MiB "
+               f"in {meta.get('round_trips', 0)} round trips, sent {meta.get('bytes_out', 0) / 2**10:.0f} KiB; "
+               f"pause {meta.get('pause_ns', 0) / 1e6:.0f} ms from our connect to our detach, before the analysis "
+               f"({'binary x' if meta.get('binary_reads') else 'hex m'} reads)", err=True)
 
 
 #: attempts at stopping a live process whose malloc was caught mid-update
@@ -72,13 +144,16 @@ def analyse_arg(what: str, capture_mode: str = "fork", **kw):
     import time
     from ..heap.glibc import HeapCorrupted, HeapError
     from ..session import MapsCache, analyse
-    attempts = LOCKED_RETRIES if what.isdigit() else 1
+    # a remote server exits when we detach: one attempt (the warning is kept)
+    attempts = LOCKED_RETRIES if what.isdigit() and not remote_arg("remote") else 1
     cache = MapsCache()
     for i in range(attempts):
         last = i == attempts - 1
         try:
             with target_from_arg(what, capture_mode, cache) as target:
                 a = analyse(target, maps_cache=cache, **kw)
+            if remote_arg("remote"):
+                _report_remote(target.meta)
         except (HeapCorrupted, HeapError) as e:
             if last or "was locked" not in (e.hint or ""):
                 raise

@@ -5,7 +5,7 @@ import os
 
 import click
 
-from ._analysis_opts import analyse_arg, capture_option, output_path, print_warnings, roots_option
+from ._analysis_opts import analyse_arg, capture_option, output_path, print_warnings, remote_options, roots_option
 from ..errors import MappedTraceError
 
 
@@ -24,6 +24,7 @@ def _output(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("-o", "--output", required=True, metavar="FILE.json|.dot|.parquet|.duckdb|.db", callback=_output)
 @roots_option
 @capture_option
+@remote_options
 @click.option("--tree", is_flag=True,
               help="PID and all its descendants: one file per process, -o a pattern ('{pid}' is "
                    "replaced by the PID, else '.PID' goes before the suffix), and a summary.")

@@ -6,7 +6,7 @@ import sys
 import click
 
 from ._analysis_opts import (LEAK_EXIT_CODE, analyse_arg, capture_option, open_private, output_path,
-                             print_warnings, roots_option)
+                             print_warnings, remote_options, roots_option)
 
 
 @click.command(help="Report the leaks of a running process (PID: paused only to capture it, "
@@ -18,6 +18,7 @@ from ._analysis_opts import (LEAK_EXIT_CODE, analyse_arg, capture_option, open_p
               help="Exit code when leaks are found.")
 @roots_option
 @capture_option
+@remote_options
 @click.option("--width", type=int, default=None, help="Report width (columns).")
 @click.option("--tree", is_flag=True,
               help="PID and all its descendants (a pre-fork server's master and workers): a report per "

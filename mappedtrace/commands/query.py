@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ._analysis_opts import analyse_arg, open_private, output_path, print_warnings, roots_option
+from ._analysis_opts import analyse_arg, open_private, output_path, print_warnings, remote_options, roots_option
 from ..errors import MappedTraceError
 
 
@@ -27,6 +27,7 @@ class QueryError(MappedTraceError):
 @click.option("--max-rows", default=100, show_default=True, type=click.IntRange(1),
               help="Rows printed on the terminal (JSON gets them all).")
 @roots_option
+@remote_options
 @click.option("--width", type=int, default=None, help="Report width (columns).")
 def command(what: str, sql: str, json_path: str | None, max_rows: int, roots_mode: str,
             width: int | None) -> int:

@@ -5,7 +5,8 @@ import sys
 
 import click
 
-from ._analysis_opts import LEAK_EXIT_CODE, open_private, output_path, print_warnings, roots_option
+from ._analysis_opts import (LEAK_EXIT_CODE, open_private, output_path, print_warnings, remote_arg, remote_options,
+                             roots_option)
 
 
 @click.command(help="Run PROGRAM under the tracer and report its leaks when it exits "
@@ -16,8 +17,9 @@ from ._analysis_opts import LEAK_EXIT_CODE, open_private, output_path, print_war
 @click.option("--exitcode", default=LEAK_EXIT_CODE, show_default=True, type=int,
               help="Exit code when leaks are found.")
 @roots_option
+@remote_options
 @click.option("--width", type=int, default=None, help="Report width (columns).")
-@click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("program", nargs=-1, required=False, type=click.UNPROCESSED)
 def command(json_path: str | None, exitcode: int, roots_mode: str, width: int | None,
             program: tuple[str, ...]) -> int:
     from ..session import analyse
@@ -37,6 +39,17 @@ def command(json_path: str | None, exitcode: int, roots_mode: str, width: int | 
                 leaks_report.to_json(a.leaks, f)
         print_warnings(a.warnings)
 
+    if remote_arg("remote"):
+        if program:
+            raise click.UsageError("with --remote, the server launches the program: "
+                                   "gdbserver HOST:PORT PROGRAM ARGS… (give no PROGRAM here)")
+        # the program was launched by the server: gdbserver HOST:PORT PROGRAM ARGS…
+        from ..target.remote import run_remote_to_exit
+        code = run_remote_to_exit(remote_arg("remote"), at_exit, sysroot=remote_arg("sysroot"))
+        a = found["analysis"]
+        return exitcode if a.leaks.summary["leaked_objects"] else (code or 0)
+    if not program:
+        raise click.UsageError("Missing argument 'PROGRAM...'.")
     res = run_to_exit(list(program), at_exit)
     if res.error is not None:
         raise res.error

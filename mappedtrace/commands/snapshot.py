@@ -13,6 +13,7 @@ import click
 
 from ..errors import MappedTraceError
 from ..fileio import check_output
+from ._analysis_opts import bundle_option, remote_arg, remote_options
 
 
 class _LazyProgress:
@@ -62,6 +63,8 @@ class _LazyProgress:
               help="PID and all its descendants, each with its own pause: one file per process, -o a "
                    "pattern ('{pid}' is replaced by the PID, else '.PID' goes before the suffix) or a directory "
                    "(DIR/PID.core), and a summary.")
+@remote_options
+@bundle_option
 def command(pid: int, output: str, mode: str, backend: str, settle: bool, max_steps: int,
             as_json: bool, tree: bool = False) -> int:
     from ..reporters import snapshot_report
@@ -90,8 +93,19 @@ def snapshot_one(pid: int, output: str, mode: str, backend: str, settle: bool, m
     from ..target.core import write_core
 
     progress = _LazyProgress()
+    remote = remote_arg("remote")
     try:
-        if backend == "lldb":
+        if remote:
+            if mode != "stop-copy":
+                raise MappedTraceError("--remote captures with --mode stop-copy only",
+                                       hint="the server cannot fork the target")
+            from ..target.remote import attach_remote, capture_remote
+            rt = attach_remote(remote, pid, sysroot=remote_arg("sysroot"))
+            try:
+                target = capture_remote(rt)
+            finally:
+                rt.close()
+        elif backend == "lldb":
             if mode != "stop-copy":
                 raise MappedTraceError("--mode fork needs the ptrace backend", hint="use --backend ptrace")
             from ..target.lldb_backend import snapshot_lldb
@@ -103,7 +117,11 @@ def snapshot_one(pid: int, output: str, mode: str, backend: str, settle: bool, m
     finally:
         progress.close()
     try:
-        nbytes = write_core(target, output)
+        if remote_arg("bundle"):
+            from ..target.bundle import write_bundle
+            nbytes, _ = write_bundle(target, output)
+        else:
+            nbytes = write_core(target, output)
         d = snapshot_report.snapshot_to_dict(target, output, nbytes)
     finally:
         target.close()

@@ -174,6 +174,10 @@ def note_payload(target: Target) -> dict:
         "mappings": [[m.start, m.end, m.perms, m.offset, m.inode, m.path] for m in target.mappings],
         "binaries": [{"path": p, "build_id": build_id(p)} for p in paths],
         "warnings": list(target.warnings)[:100],
+        # a capture through a debug server: its address and how each binary was found
+        **({"remote": {"address": target.meta["remote"],
+                       "binaries": target.meta.get("binaries_found", [])}}
+           if target.meta.get("remote") else {}),
     }
 
 
@@ -410,7 +414,7 @@ def _parse(path: str, mm: mmap.mmap, size: int) -> CoreTarget:
             t.settle = str(n.get("settle", t.settle))
             t.settle_steps = int(n.get("settle_steps", 0)) if isinstance(n.get("settle_steps", 0), int) else 0
             t.name = str(n.get("name", ""))
-        for key in ("backend", "mode", "pause_ns", "captured_bytes", "was_stopped", "binaries"):
+        for key in ("backend", "mode", "pause_ns", "captured_bytes", "was_stopped", "binaries", "remote"):
             if key in note:
                 meta[key] = note[key]
         meta["snapshot_backend"] = meta.get("backend")

@@ -102,40 +102,63 @@ def anon_file_ranges(pid: int) -> set[tuple[int, int]]:
     core dumper does the same (a VMA with an ``anon_vma`` counts as anonymous).
     Read from ``/proc/PID/smaps``; an empty set if it cannot be read.
     """
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            return parse_anon_file_ranges(f)
+    except OSError:
+        return set()
+
+
+def parse_anon_file_ranges(lines) -> set[tuple[int, int]]:
+    """:func:`anon_file_ranges` from the lines of a ``/proc/PID/smaps`` text (an empty
+    set if it does not parse)."""
     out: set[tuple[int, int]] = set()
     cur = None
     try:
-        with open(f"/proc/{pid}/smaps") as f:
-            for line in f:
-                if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
-                    lo, hi = line.split(" ", 1)[0].split("-")
-                    parts = line.split(None, 5)
-                    cur = (int(lo, 16), int(hi, 16)) if len(parts) > 5 and parts[5].startswith("/") else None
-                elif cur is not None and line.startswith("Anonymous:"):
-                    if int(line.split()[1]) > 0:
-                        out.add(cur)
-                    cur = None
-    except (OSError, ValueError):
+        for line in lines:
+            if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                lo, hi = line.split(" ", 1)[0].split("-")
+                parts = line.split(None, 5)
+                cur = (int(lo, 16), int(hi, 16)) if len(parts) > 5 and parts[5].startswith("/") else None
+            elif cur is not None and line.startswith("Anonymous:"):
+                if int(line.split()[1]) > 0:
+                    out.add(cur)
+                cur = None
+    except ValueError:
         return set()
     return out
 
 
 def proc_meta(pid: int) -> dict:
     """ppid, pgrp, sid, uid, gid, comm and cmdline of ``pid`` (what a core's PRPSINFO holds)."""
+    def text(name: str) -> str:
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                return f.read()
+        except OSError:
+            return ""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read(4096)
+    except OSError:
+        cmdline = b""
+    return parse_proc_meta(text("stat"), text("status"), cmdline)
+
+
+def parse_proc_meta(stat: str, status: str, cmdline: bytes) -> dict:
+    """:func:`proc_meta` from the texts of ``/proc/PID/{stat,status,cmdline}``
+    (read here or, for a remote target, through the debug server)."""
     out: dict = {}
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            head, tail = f.read().rsplit(")", 1)
+        head, tail = stat.rsplit(")", 1)
         out["comm"] = head.split("(", 1)[1]
         fields = tail.split()
         out["ppid"], out["pgrp"], out["sid"] = int(fields[1]), int(fields[2]), int(fields[3])
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(("Uid:", "Gid:")):
-                    out["uid" if line[0] == "U" else "gid"] = int(line.split()[1])
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            out["cmdline"] = f.read(4096).rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
-    except (OSError, ValueError, IndexError):
+        for line in status.splitlines():
+            if line.startswith(("Uid:", "Gid:")):
+                out["uid" if line[0] == "U" else "gid"] = int(line.split()[1])
+        out["cmdline"] = cmdline[:4096].rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    except (ValueError, IndexError):
         pass
     return out
 
