@@ -209,9 +209,12 @@ def capture_figures(target: Target) -> dict | None:
     mode, pause and its parts in milliseconds, bytes copied; None for a target
     that is not a live capture (a snapshot file, a process stopped at exit)."""
     m = target.meta
+    ms = lambda key: round(int(m.get(key, 0)) / 1e6, 3)
+    if m.get("backend") == "remote" and "pause_ns" in m and m.get("mode") != "exit":
+        return {"mode": "remote", "remote": m.get("remote", ""), "pause_ms": ms("pause_ns"),
+                "bytes_read": int(m.get("bytes_in", 0)), "round_trips": int(m.get("round_trips", 0))}
     if m.get("backend") != "ptrace" or m.get("mode") not in ("fork", "stop-copy") or "pause_ns" not in m:
         return None
-    ms = lambda key: round(int(m.get(key, 0)) / 1e6, 3)
     out = {"mode": m["mode"], "pause_ms": ms("pause_ns"), "stop_ms": ms("stop_ns"),
            ("fork_ms" if m["mode"] == "fork" else "copy_ms"): ms("fork_ns" if m["mode"] == "fork" else "copy_ns"),
            "captured_bytes": int(m.get("captured_bytes", 0))}

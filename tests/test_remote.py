@@ -194,6 +194,7 @@ def _local_leaks(pid: int, out: Path) -> dict:
 def _norm(report: dict) -> dict:
     for k in TIMINGS:
         report.get("precision", {}).pop(k, None)
+    report.pop("capture", None)         # how it was captured: a fork here, the link there
     return report
 
 

@@ -96,6 +96,10 @@ def render(report: LeakReport, stream: IO[str], *, width: int | None = None,
 
 def capture_line(c: dict) -> str:
     """One line saying how long a live process was paused, and how."""
+    if c.get("mode") == "remote":
+        return (f"process paused {c['pause_ms']:.1f} ms by us through {c.get('remote', '?')} "
+                f"({_bytes(c.get('bytes_read', 0))} read in {c.get('round_trips', 0)} round trips); "
+                f"analysed on the copy after we detached")
     part = f"fork {c['fork_ms']:.1f} ms" if "fork_ms" in c else f"copy {c.get('copy_ms', 0):.1f} ms"
     line = (f"process paused {c['pause_ms']:.1f} ms to capture it ({c['mode']}: stop {c['stop_ms']:.1f} ms, "
             f"{part}, {_bytes(c['captured_bytes'])} copied); analysed on the copy while it ran")
