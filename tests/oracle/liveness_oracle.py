@@ -1,0 +1,937 @@
+"""An independent oracle for the map contract — test code only, never imported
+by ``mappedtrace`` (STYLE.md: a second implementation is kept only as an oracle).
+
+The contract (DESIGN.md, FORMAT.md §1): at every call in instrumented code the
+pass records every pointer value live across the call.  This module checks it
+on the LLVM IR that clang-22 prints *after* the pass (the pass runs at
+OptimizerLast, so ``clang-22 -O2 -g -fpass-plugin=P -S -emit-llvm`` prints what
+the backend is given):
+
+1. the module is parsed with llvmlite (LLVM 22.1); nothing is shared with
+   llvm_pass/Analysis.cpp;
+2. liveness of pointer SSA values is recomputed with the textbook backward
+   dataflow over the CFG (Aho, Lam, Sethi, Ullman §9.2.5), phi operands live on
+   their incoming edge only::
+
+       LiveOut(B) = U_{S in succ(B)} (LiveIn(S) - PhiDefs(S)) u PhiUses(S, B)
+       LiveIn(B)  = UEVar(B) u (LiveOut(B) - Def(B))
+
+   iterated to a fixpoint, then a backward walk of each block gives the set
+   live *after* each map point (a gc.statepoint call site, a loop stackmap);
+3. that set is compared with the map point's (descriptor, value) pairs.
+
+Uses that exist only for the map are not uses: the deopt bundle of a
+statepoint, the live operands of a stackmap, and the casts/extracts the
+emitter adds to feed them (``mt.spill``, ``mt.lane``, ``mt.field``).  A value
+only used by the call itself is not live after it; the call's result comes
+back through ``gc.result``, defined after the call, so it is never live across
+it.
+
+Every live pointer value must be accounted for, and each omission rule the
+pass documents (FORMAT.md §1, llvm_pass/README.md) is accepted only after its
+condition is checked here:
+
+* ``value``     a VALUE pair holds it (vectors/literal structs: one pair per
+  pointer lane);
+* ``derived``   a DERIVED pair (base pair k, offset c) matches it: stripping
+  constant-offset GEPs and casts from the value reaches pair k's value with
+  offset c (offsets computed here from the data layout);
+* ``frame``     a frame address: its underlying object (through GEPs and casts)
+  is a static alloca of the entry block (slots carry what is stored there);
+* ``static``    it can only point into the binary's static image: every leaf
+  through phis, selects, casts and *inbounds* GEPs is a function, a global
+  variable that is not thread-local, or null/undef;
+* ``interior``  an inbounds GEP with variable indices whose base (stripped of
+  inbounds GEPs and casts) is itself accounted for by a pair at this map point;
+* ``cursor``    a phi/select all of whose leaves through phis, selects and
+  inbounds GEPs are one base accounted for at this map point, that base not
+  defined in a CFG cycle (a non-trivial strongly connected component) that
+  contains any of the joins walked.
+
+A VALUE pair whose value is not live is accepted only as the base of DERIVED
+pairs at the same point (``base``: README, "Derived pointers").  Plain calls
+left in instrumented code are accepted when they are intrinsics, inline asm,
+musttail calls or calls with operand bundles (counted as unmapped), or tail
+calls after which the oracle finds nothing live (``tail``).  Functions the
+pass skipped must show the reason it gave (indirectbr, a returns_twice call,
+inline asm with memory operands; other reasons are counted as unverified).
+
+SLOT pairs are checked only for being static allocas: the liveness of stack
+memory is not recomputed here.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import dataclasses
+import re
+from typing import Iterable
+
+import llvmlite.binding as llvm
+
+ROLE_VALUE, ROLE_SLOT, ROLE_DERIVED = 0, 1, 2
+ID_MAGIC = 0x4D54
+KIND_CALL, KIND_LOOP = 1, 2
+_STATEPOINT = "llvm.experimental.gc.statepoint"
+_STACKMAP = "llvm.experimental.stackmap"
+_MAP_FEEDERS = {"addrspacecast", "extractelement", "extractvalue"}
+_NULLISH = {llvm.ValueKind.constant_pointer_null, llvm.ValueKind.undef_value,
+            llvm.ValueKind.poison_value, llvm.ValueKind.constant_aggregate_zero}
+_BB = llvm.ValueKind.basic_block
+_INSTR = llvm.ValueKind.instruction
+_ARG = llvm.ValueKind.argument
+_CEXPR = llvm.ValueKind.constant_expr
+_MAX_WALK = 10_000  # every walk over the IR is bounded
+
+#: outcomes for live values that agree with the map, and for recorded pairs
+AGREE = ("value", "derived", "frame", "static", "interior", "cursor", "base", "tail")
+#: differences: each one is either a bug of the pass or needs a documented reason
+DIFFS = ("missing", "extra_value", "extra_derived", "bad_pair", "tail_live", "missing_site",
+         "skip_unverified")
+
+_DILOC = re.compile(r"^!(\d+) = (?:distinct )?!DILocation\(line: (\d+)", re.M)
+_ATTR_GROUP = re.compile(r"^attributes #(\d+) = \{(.*)\}$", re.M)
+_SKIP_WARNING = re.compile(r"mappedtrace: warning: (\S+) not instrumented: (.*)")
+
+
+def _key(v: llvm.ValueRef) -> int:
+    return ctypes.cast(v._ptr, ctypes.c_void_p).value
+
+
+@dataclasses.dataclass
+class Difference:
+    kind: str
+    function: str
+    point: str        # "call #3 @malloc" / "loop #0" / "plain call @f"
+    line: int | None
+    value: str        # the IR of the value concerned
+    detail: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.function}:{self.point}" + (f" (line {self.line})" if self.line else "")
+        return f"{self.kind}: {where}: {self.value}" + (f" — {self.detail}" if self.detail else "")
+
+
+@dataclasses.dataclass
+class Report:
+    """Counts for one module (add reports with ``+``)."""
+    functions: int = 0
+    instrumented: int = 0
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    call_sites: int = 0
+    loop_points: int = 0
+    plain_calls: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    live_values: int = 0
+    outcomes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    pairs: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    differences: list[Difference] = dataclasses.field(default_factory=list)
+    #: with ``check_module(..., keep_points=True)``: {function: [(point, names of
+    #: the values the oracle finds live after it)]}
+    points: dict[str, list[tuple[str, frozenset[str]]]] = dataclasses.field(default_factory=dict)
+
+    def diff(self, d: Difference) -> None:
+        self.differences.append(d)
+
+    def __add__(self, o: "Report") -> "Report":
+        return Report(self.functions + o.functions, self.instrumented + o.instrumented,
+                      self.skipped + o.skipped, self.call_sites + o.call_sites,
+                      self.loop_points + o.loop_points, self.plain_calls + o.plain_calls,
+                      self.live_values + o.live_values, self.outcomes + o.outcomes,
+                      self.pairs + o.pairs, self.differences + o.differences,
+                      {**self.points, **o.points})
+
+    def by_kind(self) -> collections.Counter:
+        return collections.Counter(d.kind for d in self.differences)
+
+    def summary(self) -> str:
+        agreed = sum(self.outcomes[k] for k in ("value", "derived"))
+        omitted = {k: self.outcomes[k] for k in ("frame", "static", "interior", "cursor") if self.outcomes[k]}
+        return (f"{self.functions} functions ({self.instrumented} instrumented, "
+                f"{sum(self.skipped.values())} skipped), {self.call_sites} call sites, "
+                f"{self.loop_points} loop points; {self.live_values} live pointer values: "
+                f"{agreed} recorded ({self.outcomes['value']} VALUE, {self.outcomes['derived']} DERIVED), "
+                f"omitted with a checked reason {dict(omitted)}; recorded dead bases of DERIVED "
+                f"pairs {self.outcomes['base']}; plain calls {dict(self.plain_calls)}; "
+                f"differences {dict(self.by_kind()) or 'none'}")
+
+
+# -- types --------------------------------------------------------------------
+
+def _has_pointer(t: llvm.TypeRef, depth: int = 0) -> bool:
+    if depth > 16:
+        return True
+    if t.is_pointer:
+        return True
+    if t.is_vector or t.is_array or t.is_struct:
+        return any(_has_pointer(e, depth + 1) for e in t.elements)
+    return False
+
+
+_SCALAR_SIZE = {"half": 2, "bfloat": 2, "float": 4, "double": 8, "x86_fp80": 16, "fp128": 16, "ptr": 8}
+
+
+def _split_top(s: str) -> list[str]:
+    """Split a type list at top-level commas."""
+    out, depth, cur = [], 0, []
+    for ch in s:
+        if ch in "[{<(":
+            depth += 1
+        elif ch in "]}>)":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if "".join(cur).strip():
+        out.append("".join(cur).strip())
+    return out
+
+
+class _Layout:
+    """Sizes and field offsets of IR types given as text (a GEP's source
+    element type); named structs through the module's data layout."""
+
+    def __init__(self, module: llvm.ModuleRef):
+        self.module = module
+        self.td = llvm.create_target_data(module.data_layout)
+
+    def _named(self, name: str) -> llvm.TypeRef | None:
+        try:
+            return self.module.get_struct_type(name)
+        except NameError:
+            return None
+
+    def size_align(self, t: str) -> tuple[int, int] | None:
+        t = t.strip()
+        if m := re.fullmatch(r"i(\d+)", t):
+            bits = int(m.group(1))
+            size = 1 << max(0, (bits - 1).bit_length() - 3) if bits > 8 else 1
+            return size, min(size, 16)
+        if t in _SCALAR_SIZE or t.startswith("ptr"):
+            s = _SCALAR_SIZE.get(t, 8)
+            return s, s
+        if m := re.fullmatch(r"\[(\d+) x (.*)\]", t):
+            e = self.size_align(m.group(2))
+            return (int(m.group(1)) * e[0], e[1]) if e else None
+        if t.startswith("%"):
+            nt = self._named(t[1:].strip('"'))
+            if nt is None:
+                return None
+            return self.td.get_abi_size(nt), self.td.get_abi_alignment(nt)
+        if t.startswith("{") or t.startswith("<{"):
+            offs = self.field_offsets(t)
+            return None if offs is None else (offs[1], offs[2])
+        return None  # vectors and the rest: left unverified
+
+    def field_offsets(self, t: str) -> tuple[list[int], int, int] | None:
+        """(offsets of the fields, size, alignment) of a literal struct."""
+        packed = t.startswith("<{")
+        inner = t[2:-2] if packed else t[1:-1]
+        offs, pos, align = [], 0, 1
+        for f in _split_top(inner):
+            sa = self.size_align(f)
+            if sa is None:
+                return None
+            a = 1 if packed else sa[1]
+            pos = (pos + a - 1) // a * a
+            offs.append(pos)
+            pos += sa[0]
+            align = max(align, a)
+        return offs, (pos + align - 1) // align * align, align
+
+    def element(self, t: str, idx: int) -> tuple[int, str] | None:
+        """(byte offset, type) of field/element ``idx`` of aggregate ``t``."""
+        t = t.strip()
+        if m := re.fullmatch(r"\[(\d+) x (.*)\]", t):
+            e = self.size_align(m.group(2))
+            return (idx * e[0], m.group(2)) if e else None
+        if t.startswith("%"):
+            nt = self._named(t[1:].strip('"'))
+            if nt is None:
+                return None
+            elems = list(nt.elements)
+            return self.td.get_element_offset(nt, idx), str(elems[idx])
+        if t.startswith("{") or t.startswith("<{"):
+            offs = self.field_offsets(t)
+            inner = t[2:-2] if t.startswith("<{") else t[1:-1]
+            return (offs[0][idx], _split_top(inner)[idx]) if offs else None
+        return None
+
+
+# -- one function -----------------------------------------------------------
+
+_GEP = re.compile(r"getelementptr\s+((?:(?:inbounds|nuw|nusw|inrange\([^)]*\))\s+)*)(.*)")
+
+
+class _Function:
+    """The IR facts of one function the oracle needs, read once through llvmlite."""
+
+    def __init__(self, fn: llvm.ValueRef, mod: "_Module"):
+        self.ref, self.mod, self.name = fn, mod, fn.name
+        self.blocks: list[list[llvm.ValueRef]] = []
+        self.block_of: dict[int, int] = {}       # value key → block index
+        self.insts: dict[int, llvm.ValueRef] = {}
+        self.opcode: dict[int, str] = {}
+        self.ops: dict[int, list[llvm.ValueRef]] = {}
+        self._text: dict[int, str] = {}
+        bkeys = []
+        for bi, b in enumerate(fn.blocks):
+            bkeys.append(_key(b))
+            insts = list(b.instructions)
+            self.blocks.append(insts)
+            for i in insts:
+                k = _key(i)
+                self.insts[k], self.block_of[k] = i, bi
+                self.opcode[k] = i.opcode
+                self.ops[k] = list(i.operands)
+        self.bindex = {k: i for i, k in enumerate(bkeys)}
+        self.succs = [[self.bindex[_key(o)] for o in self.ops[_key(insts[-1])] if o.value_kind == _BB]
+                      if insts else [] for insts in self.blocks]
+        self.args = list(fn.arguments)
+        self._scc: list[int] | None = None
+
+    def text(self, k: int) -> str:
+        if k not in self._text:
+            self._text[k] = str(self.insts[k]).strip()
+        return self._text[k]
+
+    def callee(self, k: int) -> llvm.ValueRef | None:
+        return self.ops[k][-1] if self.opcode[k] in ("call", "invoke", "callbr") else None
+
+    def callee_name(self, k: int) -> str:
+        c = self.callee(k)
+        return c.name if c is not None and c.value_kind == llvm.ValueKind.function else ""
+
+    # SCCs of the CFG (Tarjan, iterative): a cycle contains both a and b iff
+    # they are in one non-trivial SCC.
+    def scc(self) -> list[int]:
+        if self._scc is not None:
+            return self._scc
+        n = len(self.blocks)
+        index, low, comp = [-1] * n, [0] * n, [-1] * n
+        onstack, stack, counter, ncomp = [False] * n, [], 0, 0
+        for root in range(n):
+            if index[root] >= 0:
+                continue
+            work = [(root, 0)]
+            while work:
+                v, i = work.pop()
+                if i == 0:
+                    index[v] = low[v] = counter
+                    counter += 1
+                    stack.append(v)
+                    onstack[v] = True
+                recurse = False
+                succ = self.succs[v]
+                while i < len(succ):
+                    w = succ[i]
+                    i += 1
+                    if index[w] < 0:
+                        work.append((v, i))
+                        work.append((w, 0))
+                        recurse = True
+                        break
+                    if onstack[w]:
+                        low[v] = min(low[v], index[w])
+                if recurse:
+                    continue
+                if low[v] == index[v]:
+                    while True:
+                        w = stack.pop()
+                        onstack[w] = False
+                        comp[w] = ncomp
+                        if w == v:
+                            break
+                    ncomp += 1
+                if work:
+                    u = work[-1][0]
+                    low[u] = min(low[u], low[v])
+        sizes = collections.Counter(comp)
+        self._nontrivial = {c for c, s in sizes.items() if s > 1} | {
+            comp[b] for b in range(n) if b in self.succs[b]}
+        self._scc = comp
+        return comp
+
+    def in_common_cycle(self, a: int, b: int) -> bool:
+        comp = self.scc()
+        return comp[a] == comp[b] and comp[a] in self._nontrivial
+
+
+# -- the module ---------------------------------------------------------------
+
+class _Module:
+    def __init__(self, text: str):
+        self.text = text
+        self.module = llvm.parse_assembly(text)
+        self.layout = _Layout(self.module)
+        self.lines = {int(a): int(b) for a, b in _DILOC.findall(text)}
+        self.attr_groups = {int(a): b for a, b in _ATTR_GROUP.findall(text)}
+        self._tls: dict[int, bool] = {}
+
+    def thread_local(self, g: llvm.ValueRef) -> bool:
+        k = _key(g)
+        if k not in self._tls:
+            head = str(g).split("=", 1)[-1][:200]
+            self._tls[k] = "thread_local" in head
+        return self._tls[k]
+
+    def global_ref(self, name: str) -> llvm.ValueRef | None:
+        """The function or global variable ``@name`` (None for null and unknowns)."""
+        if name == "null":
+            return None
+        name = name[1:].strip('"')
+        for get in (self.module.get_function, self.module.get_global_variable):
+            try:
+                return get(name)
+            except NameError:
+                pass
+        return None
+
+    def fn_attrs(self, f: llvm.ValueRef) -> str:
+        return " ".join(a.decode() if isinstance(a, bytes) else str(a) for a in f.attributes)
+
+
+def _line(mod: _Module, text: str) -> int | None:
+    m = re.search(r"!dbg !(\d+)", text)
+    return mod.lines.get(int(m.group(1))) if m else None
+
+
+class _Checker:
+    def __init__(self, mod: _Module, fn: _Function, report: Report, keep_points: bool = False):
+        self.mod, self.fn, self.r, self.keep_points = mod, fn, report, keep_points
+
+    # -- value identity and walks ---------------------------------------------------
+
+    def describe(self, k: int) -> str:
+        if k in self.fn.insts:
+            return self.fn.text(k)[:160]
+        for a in self.fn.args:
+            if _key(a) == k:
+                return f"argument {str(a).strip()}"
+        return "?"
+
+    def _defined(self, v: llvm.ValueRef) -> tuple[str, list[llvm.ValueRef], str] | None:
+        """(opcode, operands, text) of an instruction or constant expression."""
+        if v.value_kind == _INSTR:
+            k = _key(v)
+            if k in self.fn.insts:
+                return self.fn.opcode[k], self.fn.ops[k], self.fn.text(k)
+            return None
+        if v.value_kind == _CEXPR:
+            # llvmlite lists no operands of a constant expression: its base is
+            # read from the text, and only the stripping walks go through it
+            t = str(v).strip()
+            m = re.match(r"(?:ptr\s+)?(getelementptr|bitcast|addrspacecast)\b(.*)", t)
+            base = re.search(r"\bptr (@[-\w.$]+|@\"[^\"]+\"|null)", m.group(2)) if m else None
+            ref = self.mod.global_ref(base.group(1)) if base else None
+            if ref is None:
+                return "constexpr", [], t
+            return "constexpr " + m.group(1), [ref], t
+        return None
+
+    def gep_offset(self, text: str, ops: list[llvm.ValueRef]) -> int | None:
+        """Byte offset of a GEP whose indices are all constants (None otherwise
+        or if a type's layout is not known here)."""
+        m = _GEP.search(text)
+        if not m:
+            return None
+        rest = m.group(2)
+        if rest.startswith("("):
+            rest = rest[1:]
+        ty = _split_top(rest)[0]
+        idxs = []
+        for o in ops[1:]:
+            if o.value_kind != llvm.ValueKind.constant_int:
+                return None
+            idxs.append(o.get_constant_value(signed_int=True))
+        if not idxs:
+            return 0
+        sa = self.mod.layout.size_align(ty)
+        if sa is None:
+            return None
+        off = idxs[0] * sa[0]
+        for i in idxs[1:]:
+            e = self.mod.layout.element(ty, i)
+            if e is None:
+                return None
+            off += e[0]
+            ty = e[1]
+        return off
+
+    @staticmethod
+    def _inbounds(text: str) -> bool:
+        m = _GEP.search(text)
+        return bool(m) and "inbounds" in m.group(1)
+
+    def strip_constant_offsets(self, v: llvm.ValueRef) -> tuple[int, int | None]:
+        """(key of the base, accumulated offset) through constant-index GEPs and
+        pointer casts; offset None if a GEP's offset could not be computed."""
+        off = 0
+        for _ in range(64):
+            d = self._defined(v)
+            if d is None:
+                break
+            op, ops, text = d
+            if op == "getelementptr":
+                o = self.gep_offset(text, ops)
+                if o is None:
+                    if all(x.value_kind == llvm.ValueKind.constant_int for x in ops[1:]):
+                        return _key(ops[0]), None
+                    break
+                off += o
+                v = ops[0]
+            elif op in ("bitcast", "addrspacecast"):
+                v = ops[0]
+            else:
+                break
+        return _key(v), off
+
+    def strip_inbounds(self, v: llvm.ValueRef) -> llvm.ValueRef:
+        for _ in range(64):
+            d = self._defined(v)
+            if d is None:
+                return v
+            op, ops, text = d
+            if (op in ("getelementptr", "constexpr getelementptr") and self._inbounds(text)) \
+                    or op in ("bitcast", "addrspacecast", "constexpr bitcast", "constexpr addrspacecast"):
+                v = ops[0]
+            else:
+                return v
+        return v
+
+    def leaves(self, v: llvm.ValueRef) -> tuple[list[llvm.ValueRef], list[int]] | None:
+        """Leaves and joins (phi/select keys) of ``v`` through phis, selects,
+        casts and inbounds GEPs, null/undef left out; None past the bound."""
+        seen: set[int] = set()
+        work, leaves, joins = [v], [], []
+        steps = 0
+        while work:
+            steps += 1
+            if steps > _MAX_WALK:
+                return None
+            x = self.strip_inbounds(work.pop())
+            k = _key(x)
+            if k in seen:
+                continue
+            seen.add(k)
+            if x.value_kind == _INSTR and self.fn.opcode.get(k) == "phi":
+                joins.append(k)
+                work.extend(self.fn.ops[k])
+            elif x.value_kind == _INSTR and self.fn.opcode.get(k) == "select":
+                joins.append(k)
+                work.extend(self.fn.ops[k][1:3])
+            elif x.value_kind not in _NULLISH:
+                leaves.append(x)
+        return leaves, joins
+
+    def is_frame_address(self, v: llvm.ValueRef) -> bool:
+        for _ in range(64):
+            d = self._defined(v)
+            if d is None:
+                return False
+            op, ops, _ = d
+            if op == "alloca":
+                k = _key(v)
+                return (self.fn.block_of.get(k) == 0
+                        and ops[0].value_kind == llvm.ValueKind.constant_int)
+            if op in ("getelementptr", "bitcast", "addrspacecast"):
+                v = ops[0]
+            else:
+                return False
+        return False
+
+    def is_static_only(self, v: llvm.ValueRef) -> bool:
+        if not v.type.is_pointer:
+            return False
+        lj = self.leaves(v)
+        if lj is None:
+            return False
+        for x in lj[0]:
+            if x.value_kind == llvm.ValueKind.function:
+                continue
+            if x.value_kind == llvm.ValueKind.global_variable and not self.mod.thread_local(x):
+                continue
+            return False
+        return True
+
+    # -- liveness (the reference algorithm) ------------------------------------------
+
+    def solve(self) -> None:
+        fn = self.fn
+        # map uses: deopt operands of statepoints, live operands of stackmaps
+        self.sites: list[tuple[int, str]] = []     # (instruction key, "call"/"loop")
+        map_use: dict[int, set[int]] = {}          # instruction key → operand positions
+        users: dict[int, list[tuple[int, bool]]] = collections.defaultdict(list)
+        for insts in fn.blocks:
+            for i in insts:
+                k = _key(i)
+                name = fn.callee_name(k)
+                ops = fn.ops[k]
+                if name.startswith(_STATEPOINT):
+                    # operands: id, patch bytes, target, #args, flags, args, 0, 0,
+                    # the deopt bundle, [normal and unwind blocks of an invoke], callee
+                    n = ops[3].get_constant_value()
+                    end = len(ops) - (3 if fn.opcode[k] == "invoke" else 1)
+                    map_use[k] = set(range(7 + n, end))
+                    self.sites.append((k, "call"))
+                elif name == _STACKMAP and (ops[0].get_constant_value() >> 48) == ID_MAGIC:
+                    map_use[k] = set(range(2, len(ops) - 1))
+                    self.sites.append((k, "loop"))
+                mu = map_use.get(k, ())
+                for pos, o in enumerate(ops):
+                    if o.value_kind == _INSTR:
+                        users[_key(o)].append((k, pos in mu))
+        # the emitter's feeders (mt.spill/mt.lane/mt.field): used by map points only
+        self.feeder = {k for k, us in users.items()
+                       if fn.opcode.get(k) in _MAP_FEEDERS and all(m for _, m in us)}
+        self.map_use = map_use
+        # the values: every pointer-holding SSA value
+        vals: list[llvm.ValueRef] = []
+        idx: dict[int, int] = {}
+        for a in fn.args:
+            if _has_pointer(a.type):
+                idx[_key(a)] = len(vals)
+                vals.append(a)
+        for insts in fn.blocks:
+            for i in insts:
+                k = _key(i)
+                if k not in self.feeder and _has_pointer(i.type):
+                    idx[k] = len(vals)
+                    vals.append(i)
+        self.vals, self.idx = vals, idx
+        nb = len(fn.blocks)
+        ue, defs, phidefs = [0] * nb, [0] * nb, [0] * nb
+        phiuse: dict[tuple[int, int], int] = collections.defaultdict(int)  # (succ, pred) → bits
+        for b, insts in enumerate(fn.blocks):
+            u = d = p = 0
+            for i in insts:
+                k = _key(i)
+                if fn.opcode[k] == "phi":
+                    for v, blk in zip(fn.ops[k], i.incoming_blocks):
+                        j = idx.get(_key(v))
+                        if j is not None:
+                            phiuse[(b, fn.bindex[_key(blk)])] |= 1 << j
+                    if k in idx:
+                        d |= 1 << idx[k]
+                        p |= 1 << idx[k]
+                    continue
+                u |= self._uses(k) & ~d
+                if k in idx:
+                    d |= 1 << idx[k]
+            ue[b], defs[b], phidefs[b] = u, d, p
+        live_in, live_out = list(ue), [0] * nb
+        changed, rounds = True, 0
+        while changed:
+            rounds += 1
+            assert rounds < 100_000, "liveness did not converge"
+            changed = False
+            for b in reversed(range(nb)):
+                out = 0
+                for s in fn.succs[b]:
+                    out |= (live_in[s] & ~phidefs[s]) | phiuse.get((s, b), 0)
+                inn = ue[b] | (out & ~defs[b])
+                if out != live_out[b] or inn != live_in[b]:
+                    live_out[b], live_in[b] = out, inn
+                    changed = True
+        # live after each instruction of interest
+        self.live_after: dict[int, int] = {}
+        for b, insts in enumerate(fn.blocks):
+            live = live_out[b]
+            for i in reversed(insts):
+                k = _key(i)
+                if fn.opcode[k] == "phi":
+                    break
+                if fn.opcode[k] in ("call", "invoke"):
+                    self.live_after[k] = live & ~(1 << idx[k]) if k in idx else live
+                if k in idx:
+                    live &= ~(1 << idx[k])
+                live |= self._uses(k)
+
+    def _uses(self, k: int) -> int:
+        if k in self.feeder:
+            return 0
+        mu = self.map_use.get(k, ())
+        bits = 0
+        for pos, o in enumerate(self.fn.ops[k]):
+            j = self.idx.get(_key(o))
+            if j is not None and pos not in mu:
+                bits |= 1 << j
+        return bits
+
+    # -- comparison ----------------------------------------------------------
+
+    def check(self, skipped_reason: str | None) -> None:
+        fn, r = self.fn, self.r
+        r.functions += 1
+        if skipped_reason is not None:
+            r.skipped[skipped_reason] += 1
+            why = self.verify_skip(skipped_reason)
+            if why:
+                r.diff(Difference("skip_unverified", fn.name, "function", None, skipped_reason, why))
+            return
+        self.solve()
+        if self.sites:
+            r.instrumented += 1
+        site_keys = {k for k, _ in self.sites}
+        seqs = collections.Counter()
+        for k, kind in self.sites:
+            seqs[kind] += 1
+            if kind == "call":
+                r.call_sites += 1
+                target = fn.ops[k][2]
+                point = f"call #{seqs[kind] - 1} @{target.name or '(indirect)'}"
+            else:
+                r.loop_points += 1
+                point = f"loop #{seqs[kind] - 1}"
+            self.compare(k, kind, point)
+        for insts in fn.blocks:
+            for i in insts:
+                k = _key(i)
+                if fn.opcode[k] in ("call", "invoke", "callbr") and k not in site_keys:
+                    self.plain_call(k)
+
+    def verify_skip(self, reason: str) -> str:
+        """'' if the reason the pass gave for skipping holds in the IR."""
+        fn = self.fn
+        for insts in fn.blocks:
+            for i in insts:
+                k = _key(i)
+                op = fn.opcode[k]
+                if "indirectbr" in reason and op == "indirectbr":
+                    return ""
+                if op not in ("call", "invoke", "callbr"):
+                    continue
+                if "returns_twice" in reason:
+                    c = fn.callee(k)
+                    groups = [int(g) for g in re.findall(r" #(\d+)", fn.text(k))]
+                    if ((c is not None and c.value_kind == llvm.ValueKind.function
+                         and "returns_twice" in self.mod.fn_attrs(c))
+                            or any("returns_twice" in self.mod.attr_groups.get(g, "") for g in groups)):
+                        return ""
+                if "inline asm with memory" in reason:
+                    c = fn.callee(k)
+                    if c is not None and c.value_kind == llvm.ValueKind.inline_asm:
+                        cons = re.search(r'asm[^"]*"(?:[^"\\]|\\.)*", "([^"]*)"', str(c))
+                        if cons and re.search(r"(^|,)=?\*", cons.group(1)):
+                            return ""
+        return "the oracle does not find the reason in the IR"
+
+    def plain_call(self, k: int) -> None:
+        fn, r = self.fn, self.r
+        c = fn.callee(k)
+        text = fn.text(k)
+        name = fn.callee_name(k)
+        if name.startswith("llvm.experimental.gc.result"):
+            return
+        if name.startswith("llvm."):
+            r.plain_calls["intrinsic"] += 1
+            return
+        if c is not None and c.value_kind == llvm.ValueKind.inline_asm:
+            r.plain_calls["inline asm"] += 1
+            return
+        if re.search(r"\bmusttail call\b", text):
+            r.plain_calls["musttail (unmapped)"] += 1
+            return
+        if re.search(r'\) (#\d+ )?\[ "', text):
+            r.plain_calls["operand bundles (unmapped)"] += 1
+            return
+        live = self.live_after.get(k, 0)
+        point = f"plain call @{name or '(indirect)'}"
+        if re.search(r"\btail call\b", text) and fn.opcode[k] == "call":
+            if live:
+                for j in _bits(live):
+                    r.diff(Difference("tail_live", fn.name, point, _line(self.mod, text),
+                                      self.describe(_key(self.vals[j])),
+                                      "live after a tail call the pass left unmapped"))
+            else:
+                r.plain_calls["tail (nothing live)"] += 1
+                r.outcomes["tail"] += 1
+            return
+        r.diff(Difference("missing_site", fn.name, point, _line(self.mod, text), text[:160],
+                          "a call in an instrumented function without a map point"))
+
+    def compare(self, k: int, kind: str, point: str) -> None:
+        fn, r = self.fn, self.r
+        ops = fn.ops[k]
+        deopt = [ops[p] for p in sorted(self.map_use[k])]
+        line = _line(self.mod, fn.text(k))
+        if len(deopt) % 2:
+            r.diff(Difference("bad_pair", fn.name, point, line, fn.text(k)[:160], "odd operand count"))
+            return
+        value_pair: dict[int, int] = {}               # value key → pair index
+        lanes: dict[int, set[int]] = collections.defaultdict(set)
+        pair_value: dict[int, int] = {}               # pair index → value key (VALUE pairs)
+        derived: dict[tuple[int, int], int] = {}      # (base pair, offset) → pair index
+        for p in range(len(deopt) // 2):
+            dv, loc = deopt[2 * p], deopt[2 * p + 1]
+            if dv.value_kind != llvm.ValueKind.constant_int:
+                r.diff(Difference("bad_pair", fn.name, point, line, str(dv), "descriptor not a constant"))
+                continue
+            desc = dv.get_constant_value() & (2**64 - 1)
+            role, payload = desc >> 62, desc & ((1 << 62) - 1)
+            r.pairs[("VALUE", "SLOT", "DERIVED", "reserved")[role]] += 1
+            if role == ROLE_VALUE:
+                src, lane = loc, None
+                lk = _key(loc)
+                if lk in self.feeder:
+                    fop = fn.opcode[lk]
+                    src = fn.ops[lk][0]
+                    if fop == "extractelement":
+                        lane = fn.ops[lk][1].get_constant_value()
+                    elif fop == "extractvalue":
+                        lane = int(re.search(r", (\d+)\s*(?:,|$)", fn.text(lk)).group(1))
+                sk = _key(src)
+                value_pair[sk] = p
+                pair_value[p] = sk
+                if lane is not None:
+                    lanes[sk].add(lane)
+            elif role == ROLE_SLOT:
+                if not self.is_frame_address(loc) or fn.opcode.get(_key(loc)) != "alloca":
+                    r.diff(Difference("bad_pair", fn.name, point, line, str(loc).strip()[:160],
+                                      "SLOT pair that is not a static alloca"))
+            elif role == ROLE_DERIVED:
+                if payload not in pair_value or loc.value_kind != llvm.ValueKind.constant_int:
+                    r.diff(Difference("bad_pair", fn.name, point, line, f"pair {p}",
+                                      f"DERIVED from pair {payload}, which is no earlier VALUE pair"))
+                    continue
+                derived[(payload, loc.get_constant_value(signed_int=True))] = p
+            else:
+                r.diff(Difference("bad_pair", fn.name, point, line, f"pair {p}", "reserved role 3"))
+        live = self.live_after[k]
+        live_keys = {_key(self.vals[j]) for j in _bits(live)}
+        if self.keep_points:
+            r.points.setdefault(fn.name, []).append(
+                (point, frozenset(self.vals[j].name for j in _bits(live))))
+        used_derived: set[int] = set()
+        accounted: dict[int, str] = {}
+
+        def via_derived(v: llvm.ValueRef) -> bool:
+            base, off = self.strip_constant_offsets(v)
+            if base == _key(v) or base not in value_pair:
+                return False
+            if off is None:  # a layout the oracle cannot compute: any pair from that base
+                hits = [q for (bp, _), q in derived.items() if bp == value_pair[base]]
+                if hits:
+                    used_derived.update(hits)
+                    return True
+                return False
+            q = derived.get((value_pair[base], off))
+            if q is None:
+                return False
+            used_derived.add(q)
+            return True
+
+        def reached(v: llvm.ValueRef, depth: int = 0) -> bool:
+            """Is v's object reached through a pair of this map point?"""
+            vk = _key(v)
+            if vk in value_pair or via_derived(v):
+                return True
+            if depth < 4 and vk in live_keys:
+                return why_omitted(v, depth + 1) in ("interior", "cursor")
+            return False
+
+        def why_omitted(v: llvm.ValueRef, depth: int = 0) -> str | None:
+            if self.is_frame_address(v):
+                return "frame"
+            if self.is_static_only(v):
+                return "static"
+            vk = _key(v)
+            op = fn.opcode.get(vk)
+            # (a GEP with constant indices only must be a DERIVED pair instead)
+            if op == "getelementptr" and any(o.value_kind != llvm.ValueKind.constant_int
+                                             for o in fn.ops[vk][1:]):
+                b = self.strip_inbounds(v)
+                if _key(b) != vk and reached(b, depth):
+                    return "interior"
+            if op in ("phi", "select"):
+                lj = self.leaves(v)
+                if lj and len(lj[0]) == 1 and _key(lj[0][0]) != vk:
+                    b = lj[0][0]
+                    bb = fn.block_of.get(_key(b))
+                    if (bb is None or not any(fn.in_common_cycle(fn.block_of[j], bb) for j in lj[1])) \
+                            and reached(b, depth):
+                        return "cursor"
+            return None
+
+        for j in _bits(live):
+            v = self.vals[j]
+            vk = _key(v)
+            r.live_values += 1
+            if vk in value_pair:
+                want = _pointer_lanes(v.type)
+                if lanes.get(vk) is not None and want is not None and len(lanes[vk]) != want:
+                    r.diff(Difference("missing", fn.name, point, line, self.describe(vk),
+                                      f"{len(lanes[vk])} of {want} pointer lanes recorded"))
+                    continue
+                outcome = "value"
+            elif via_derived(v):
+                outcome = "derived"
+            else:
+                outcome = why_omitted(v)
+            if outcome is None:
+                r.diff(Difference("missing", fn.name, point, line, self.describe(vk),
+                                  "live after this point, in no pair and under no omission rule"))
+                continue
+            accounted[vk] = outcome
+            r.outcomes[outcome] += 1
+        bases = {bp for (bp, _) in derived}
+        for vk, p in value_pair.items():
+            if vk in live_keys:
+                continue
+            if p in bases:
+                r.outcomes["base"] += 1
+                continue
+            r.diff(Difference("extra_value", fn.name, point, line, self.describe(vk),
+                              "recorded, but not live after this point"))
+        for (bp, off), q in derived.items():
+            if q not in used_derived:
+                r.diff(Difference("extra_derived", fn.name, point, line, f"pair {q}",
+                                  f"DERIVED {self.describe(pair_value[bp])[:60]} {off:+d}: no live value is that"))
+
+
+def _bits(x: int) -> Iterable[int]:
+    while x:
+        low = x & -x
+        yield low.bit_length() - 1
+        x ^= low
+
+
+def _pointer_lanes(t: llvm.TypeRef) -> int | None:
+    if t.is_pointer:
+        return None
+    if t.is_vector:
+        return t.element_count if next(iter(t.elements)).is_pointer else 0
+    if t.is_struct:
+        return sum(1 for e in t.elements if e.is_pointer)
+    return None
+
+
+def skipped_functions(stderr: str) -> dict[str, str]:
+    """{function: reason} from the pass's warnings on clang's stderr."""
+    return {m.group(1): m.group(2).strip() for m in _SKIP_WARNING.finditer(stderr)}
+
+
+def check_module(ir_text: str, skipped: dict[str, str] | None = None,
+                 keep_points: bool = False) -> Report:
+    """Compare every map point of a module printed after the pass with the
+    oracle's liveness.
+
+    :param ir_text: textual IR after the pass.
+    :param skipped: functions the pass reported as not instrumented, with the
+        reason (:func:`skipped_functions` of clang's stderr).
+    :param keep_points: also keep, per map point, the names of the values
+        found live (:attr:`Report.points`).
+    :returns: the counts and every difference.
+    """
+    mod = _Module(ir_text)
+    r = Report()
+    skipped = skipped or {}
+    for f in mod.module.functions:
+        if f.is_declaration or "mappedtrace-thunk" in mod.fn_attrs(f):
+            continue
+        if "available_externally" in str(f.linkage):
+            continue
+        fn = _Function(f, mod)
+        _Checker(mod, fn, r, keep_points).check(skipped.get(f.name))
+    return r
