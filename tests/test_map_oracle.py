@@ -140,6 +140,11 @@ def test_static_image_rule_rejects_a_thread_local(rules: str) -> None:
     broken = rules.replace("@ga = dso_local local_unnamed_addr global",
                            "@ga = dso_local thread_local local_unnamed_addr global")
     assert ("missing", "stat") in _diffs(broken)
+    # the same through constant-expression GEPs of an internal constant
+    assert "@fmt = internal unnamed_addr constant" in rules
+    broken = rules.replace("@fmt = internal unnamed_addr constant",
+                           "@fmt = internal thread_local unnamed_addr constant")
+    assert ("missing", "stat_const") in _diffs(broken)
 
 
 def test_interior_and_cursor_need_their_base_recorded(rules: str) -> None:

@@ -267,7 +267,7 @@ _GEP = re.compile(r"getelementptr\s+((?:(?:inbounds|nuw|nusw|inrange\([^)]*\))\s
 class _Function:
     """The IR facts of one function the oracle needs, read once through llvmlite."""
 
-    def __init__(self, fn: llvm.ValueRef, mod: "_Module"):
+    def __init__(self, fn: llvm.ValueRef, mod: "_Module", lines: list[str] | None = None):
         self.ref, self.mod, self.name = fn, mod, fn.name
         self.blocks: list[list[llvm.ValueRef]] = []
         self.block_of: dict[int, int] = {}       # value key → block index
@@ -275,21 +275,33 @@ class _Function:
         self.opcode: dict[int, str] = {}
         self.ops: dict[int, list[llvm.ValueRef]] = {}
         self._text: dict[int, str] = {}
-        bkeys = []
+        bkeys, order = [], []
         for bi, b in enumerate(fn.blocks):
             bkeys.append(_key(b))
             insts = list(b.instructions)
             self.blocks.append(insts)
             for i in insts:
                 k = _key(i)
+                order.append(k)
                 self.insts[k], self.block_of[k] = i, bi
                 self.opcode[k] = i.opcode
                 self.ops[k] = list(i.operands)
+        # An instruction's text: its line of the printed function when the
+        # lines and instructions pair up one to one (str() of a ValueRef
+        # numbers the whole function each time: milliseconds per call).
+        if lines is not None and len(lines) == len(order) and all(
+                self._line_matches(lines[n], self.opcode[k]) for n, k in enumerate(order)):
+            self._text.update(zip(order, (ln.strip() for ln in lines)))
         self.bindex = {k: i for i, k in enumerate(bkeys)}
         self.succs = [[self.bindex[_key(o)] for o in self.ops[_key(insts[-1])] if o.value_kind == _BB]
                       if insts else [] for insts in self.blocks]
         self.args = list(fn.arguments)
         self._scc: list[int] | None = None
+
+    @staticmethod
+    def _line_matches(line: str, opcode: str) -> bool:
+        m = re.match(r"\s*(?:%[-\w.$\"]+ = )?(?:(?:tail|musttail|notail) )?(\w+)", line)
+        return bool(m) and (m.group(1) == opcode or opcode in ("fneg", "freeze"))
 
     def text(self, k: int) -> str:
         if k not in self._text:
@@ -368,6 +380,7 @@ class _Module:
         self.lines = {int(a): int(b) for a, b in _DILOC.findall(text)}
         self.attr_groups = {int(a): b for a, b in _ATTR_GROUP.findall(text)}
         self._tls: dict[int, bool] = {}
+        self._globals: dict[str, llvm.ValueRef] | None = None
 
     def thread_local(self, g: llvm.ValueRef) -> bool:
         k = _key(g)
@@ -380,13 +393,10 @@ class _Module:
         """The function or global variable ``@name`` (None for null and unknowns)."""
         if name == "null":
             return None
-        name = name[1:].strip('"')
-        for get in (self.module.get_function, self.module.get_global_variable):
-            try:
-                return get(name)
-            except NameError:
-                pass
-        return None
+        if self._globals is None:  # (get_global_variable does not find internal ones)
+            self._globals = {g.name: g for g in self.module.global_variables}
+            self._globals.update((f.name, f) for f in self.module.functions)
+        return self._globals.get(name[1:].strip('"'))
 
     def fn_attrs(self, f: llvm.ValueRef) -> str:
         return " ".join(a.decode() if isinstance(a, bytes) else str(a) for a in f.attributes)
@@ -907,6 +917,20 @@ def _pointer_lanes(t: llvm.TypeRef) -> int | None:
     return None
 
 
+_DEFINE = re.compile(r'^define [^@]*@("(?:[^"\\]|\\.)*"|[-\w.$]+)\(', re.M)
+_INST_LINE = re.compile(r"^  (?:%|[a-z])")
+
+
+def _instruction_lines(ir_text: str) -> dict[str, list[str]]:
+    """{function: the lines of its body that start an instruction}"""
+    out = {}
+    for m in _DEFINE.finditer(ir_text):
+        end = ir_text.find("\n}\n", m.end())
+        body = ir_text[ir_text.find("\n", m.end()) + 1:end]
+        out[m.group(1).strip('"')] = [ln for ln in body.split("\n") if _INST_LINE.match(ln)]
+    return out
+
+
 def skipped_functions(stderr: str) -> dict[str, str]:
     """{function: reason} from the pass's warnings on clang's stderr."""
     return {m.group(1): m.group(2).strip() for m in _SKIP_WARNING.finditer(stderr)}
@@ -925,6 +949,7 @@ def check_module(ir_text: str, skipped: dict[str, str] | None = None,
     :returns: the counts and every difference.
     """
     mod = _Module(ir_text)
+    bodies = _instruction_lines(ir_text)
     r = Report()
     skipped = skipped or {}
     for f in mod.module.functions:
@@ -932,6 +957,6 @@ def check_module(ir_text: str, skipped: dict[str, str] | None = None,
             continue
         if "available_externally" in str(f.linkage):
             continue
-        fn = _Function(f, mod)
+        fn = _Function(f, mod, bodies.get(f.name))
         _Checker(mod, fn, r, keep_points).check(skipped.get(f.name))
     return r

@@ -41,3 +41,14 @@ long cursor(struct node *a, int n) {
 
 /* tail: nothing of the caller is live after use(p) */
 void tail(void *p) { use(p); }
+
+/* static, through constant expressions: p is &fmt[0], &fmt[1] or &fmt[2]
+ * (inbounds constant GEPs of an internal constant, SQLite's fmtinfo) */
+struct info { char c; const char *name; };
+static const struct info fmt[] = {{'d', "a"}, {'s', "b"}, {'x', "c"}, {'y', "d"}};
+long stat_const(int k, int n) {
+    const struct info *p = k == 1 ? &fmt[1] : k == 2 ? &fmt[2] : &fmt[0];
+    long s = 0;
+    for (int i = 0; i < n; i++) { use(NULL); s += p->c; }
+    return s;
+}
