@@ -10,7 +10,7 @@ tests/pass_inputs), Lua 5.4 and the SQLite 3.40.1 amalgamation from their
 Debian sources.  SQLite's one 9 MB file takes minutes: that is why it is here
 and not in the tests (tests/test_map_oracle.py covers the corpus and Lua).
 
-    .venv/bin/python benchmarks/oracle/run.py [--programs corpus,lua,sqlite] [--json FILE]
+    .venv/bin/python benchmarks/oracle/run.py [--programs corpus,lua,sqlite] [--opt=-O2,-O3] [--json FILE]
 
 Sources: Lua from ``$MAPPEDTRACE_SRC`` or ~/.cache/mappedtrace/src
 (scripts/fetch_sources.sh); the SQLite amalgamation from benchmarks/work/sqlite-amalg
@@ -39,9 +39,9 @@ from oracle import liveness_oracle as lo  # noqa: E402
 SRC = Path(os.environ.get("MAPPEDTRACE_SRC", Path.home() / ".cache" / "mappedtrace" / "src"))
 
 
-def emit(plugin: str, src: Path, flags: list[str]) -> tuple[str, dict[str, str]]:
+def emit(plugin: str, src: Path, flags: list[str], opt: str = "-O2") -> tuple[str, dict[str, str]]:
     cc = tc.require_tool("clang++-22" if src.suffix == ".cpp" else "clang-22")
-    r = subprocess.run([cc, "-O2", "-g", "-fno-pie", f"-fpass-plugin={plugin}", *flags,
+    r = subprocess.run([cc, opt, "-g", "-fno-pie", f"-fpass-plugin={plugin}", *flags,
                         "-S", "-emit-llvm", "-o", "-", str(src)],
                        capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
@@ -74,12 +74,12 @@ def program_sources(name: str, sqlite: str | None) -> tuple[list[Path], list[str
     raise SystemExit(f"oracle: unknown program {name!r}")
 
 
-def run_program(plugin: str, name: str, sqlite: str | None) -> tuple[lo.Report, dict]:
+def run_program(plugin: str, name: str, sqlite: str | None, opt: str) -> tuple[lo.Report, dict]:
     files, flags = program_sources(name, sqlite)
     total, t_cc, t_check = lo.Report(), 0.0, 0.0
     for f in files:
         t0 = time.monotonic()
-        ir, skipped = emit(plugin, f, flags)
+        ir, skipped = emit(plugin, f, flags, opt)
         t1 = time.monotonic()
         total = total + lo.check_module(ir, skipped)
         t_check += time.monotonic() - t1
@@ -99,16 +99,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--programs", default="corpus,lua,sqlite")
     ap.add_argument("--sqlite", help="the amalgamation's sqlite3.c")
+    ap.add_argument("--opt", default="-O2", help="optimisation level(s), comma-separated (-O0,-O2,-O3…)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     plugin = str(tc.plugin_path())
     out = {}
-    for name in a.programs.split(","):
-        r, extra = run_program(plugin, name, a.sqlite)
-        out[name] = as_json(r, extra)
-        print(f"{name}: {r.summary()}  [{extra}]", flush=True)
-        for d in r.differences[:50]:
-            print(f"    {d}")
+    for opt in a.opt.split(","):
+        for name in a.programs.split(","):
+            r, extra = run_program(plugin, name, a.sqlite, opt)
+            key = name if opt == "-O2" else f"{name} {opt}"
+            out[key] = as_json(r, {"opt": opt, **extra})
+            print(f"{key}: {r.summary()}  [{extra}]", flush=True)
+            for d in r.differences[:50]:
+                print(f"    {d}")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
         os.chmod(a.json, 0o600)

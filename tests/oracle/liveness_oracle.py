@@ -128,6 +128,8 @@ class Report:
     #: with ``check_module(..., keep_points=True)``: {function: [(point, names of
     #: the values the oracle finds live after it)]}
     points: dict[str, list[tuple[str, frozenset[str]]]] = dataclasses.field(default_factory=dict)
+    #: figures outside the contract (integers from ptrtoint live after a point)
+    notes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def diff(self, d: Difference) -> None:
         self.differences.append(d)
@@ -138,21 +140,22 @@ class Report:
                       self.loop_points + o.loop_points, self.plain_calls + o.plain_calls,
                       self.live_values + o.live_values, self.outcomes + o.outcomes,
                       self.pairs + o.pairs, self.differences + o.differences,
-                      {**self.points, **o.points})
+                      {**self.points, **o.points}, self.notes + o.notes)
 
     def by_kind(self) -> collections.Counter:
         return collections.Counter(d.kind for d in self.differences)
 
     def summary(self) -> str:
         agreed = sum(self.outcomes[k] for k in ("value", "derived"))
-        omitted = {k: self.outcomes[k] for k in ("frame", "static", "interior", "cursor") if self.outcomes[k]}
+        omitted = {k: n for k, n in sorted(self.outcomes.items())
+                   if k not in ("value", "derived", "base", "tail") and n}
         return (f"{self.functions} functions ({self.instrumented} instrumented, "
                 f"{sum(self.skipped.values())} skipped), {self.call_sites} call sites, "
                 f"{self.loop_points} loop points; {self.live_values} live pointer values: "
                 f"{agreed} recorded ({self.outcomes['value']} VALUE, {self.outcomes['derived']} DERIVED), "
                 f"omitted with a checked reason {dict(omitted)}; recorded dead bases of DERIVED "
                 f"pairs {self.outcomes['base']}; plain calls {dict(self.plain_calls)}; "
-                f"differences {dict(self.by_kind()) or 'none'}")
+                f"notes {dict(self.notes) or 'none'}; differences {dict(self.by_kind()) or 'none'}")
 
 
 # -- types --------------------------------------------------------------------
@@ -535,21 +538,31 @@ class _Checker:
                 leaves.append(x)
         return leaves, joins
 
-    def is_frame_address(self, v: llvm.ValueRef) -> bool:
+    def is_frame_address(self, v: llvm.ValueRef) -> str:
+        """'frame' if ``v`` is based on a static alloca of the entry block;
+        'frame (non-inbounds GEP)' if the way there passes a GEP with a variable
+        index that is not inbounds (which may compute any address: the pass's
+        rule, getUnderlyingObject, accepts it; counted apart); '' if neither."""
+        loose = False
         for _ in range(64):
             d = self._defined(v)
             if d is None:
-                return False
-            op, ops, _ = d
+                return ""
+            op, ops, text = d
             if op == "alloca":
                 k = _key(v)
-                return (self.fn.block_of.get(k) == 0
-                        and ops[0].value_kind == llvm.ValueKind.constant_int)
-            if op in ("getelementptr", "bitcast", "addrspacecast"):
+                ok = (self.fn.block_of.get(k) == 0
+                      and ops[0].value_kind == llvm.ValueKind.constant_int)
+                return ("frame (non-inbounds GEP)" if loose else "frame") if ok else ""
+            if op == "getelementptr":
+                loose = loose or (not self._inbounds(text) and any(
+                    o.value_kind != llvm.ValueKind.constant_int for o in ops[1:]))
+                v = ops[0]
+            elif op in ("bitcast", "addrspacecast"):
                 v = ops[0]
             else:
-                return False
-        return False
+                return ""
+        return ""
 
     def is_static_only(self, v: llvm.ValueRef) -> bool:
         if not v.type.is_pointer:
@@ -606,10 +619,12 @@ class _Checker:
         for insts in fn.blocks:
             for i in insts:
                 k = _key(i)
-                if k not in self.feeder and _has_pointer(i.type):
+                # (a ptrtoint's integer is tracked too: counted as a note)
+                if k not in self.feeder and (_has_pointer(i.type) or fn.opcode[k] == "ptrtoint"):
                     idx[k] = len(vals)
                     vals.append(i)
         self.vals, self.idx = vals, idx
+        self.ints = sum(1 << j for j, v in enumerate(vals) if not _has_pointer(v.type))
         nb = len(fn.blocks)
         ue, defs, phidefs = [0] * nb, [0] * nb, [0] * nb
         phiuse: dict[tuple[int, int], int] = collections.defaultdict(int)  # (succ, pred) → bits
@@ -746,7 +761,7 @@ class _Checker:
         if re.search(r'\) (#\d+ )?\[ "', text):
             r.plain_calls["operand bundles (unmapped)"] += 1
             return
-        live = self.live_after.get(k, 0)
+        live = self.live_after.get(k, 0) & ~self.ints
         point = f"plain call @{name or '(indirect)'}"
         if re.search(r"\btail call\b", text) and fn.opcode[k] == "call":
             if live:
@@ -808,7 +823,8 @@ class _Checker:
                 derived[(payload, loc.get_constant_value(signed_int=True))] = p
             else:
                 r.diff(Difference("bad_pair", fn.name, point, line, f"pair {p}", "reserved role 3"))
-        live = self.live_after[k]
+        ints = self.live_after[k] & self.ints
+        live = self.live_after[k] & ~ints
         live_keys = {_key(self.vals[j]) for j in _bits(live)}
         if self.keep_points:
             r.points.setdefault(fn.name, []).append(
@@ -842,8 +858,8 @@ class _Checker:
             return False
 
         def why_omitted(v: llvm.ValueRef, depth: int = 0) -> str | None:
-            if self.is_frame_address(v):
-                return "frame"
+            if f := self.is_frame_address(v):
+                return f
             if self.is_static_only(v):
                 return "static"
             vk = _key(v)
@@ -864,6 +880,16 @@ class _Checker:
                         return "cursor"
             return None
 
+        for j in _bits(ints):
+            # outside the contract (a pointer value kept as an integer): noted,
+            # with whether the pointer it came from is reached at this point
+            src = fn.ops[_key(self.vals[j])][0]
+            if reached(src):
+                r.notes["ptrtoint live, its pointer reached"] += 1
+            else:  # only an inttoptr can turn it back into a pointer
+                back = any(o == "inttoptr" for o in fn.opcode.values())
+                r.notes["ptrtoint live, no inttoptr in the function" if not back
+                        else "ptrtoint live, the function has an inttoptr"] += 1
         for j in _bits(live):
             v = self.vals[j]
             vk = _key(v)
