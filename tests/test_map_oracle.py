@@ -162,6 +162,18 @@ def test_a_skip_reason_is_checked(rules: str) -> None:
     assert _diffs(rules, {"value": "computed goto (indirectbr)"}) == [("skip_unverified", "value")]
 
 
+def test_slots_at_O0_and_a_dropped_slot(plugin) -> None:
+    # at -O0 every local lives in a stack slot: n's slot is read after use()
+    ir = emit_ir(plugin, INPUTS / "oracle_rules.c", "-O0")[0]
+    r = lo.check_module(ir)
+    _no_differences(r)
+    assert r.outcomes["slot"] >= 5, r.summary()
+    pairs = _deopt(ir, "value")
+    assert re.search(r"i64 \d+, ptr %\d+", pairs)
+    broken = _edit_in(ir, "value", f'"deopt"({pairs})', '"deopt"()')
+    assert {d.kind for d in lo.check_module(broken).differences if d.function == "value"} == {"missing_slot"}
+
+
 _PLAIN = """
 declare ptr @get(ptr)
 declare void @use(ptr)

@@ -86,7 +86,7 @@ _MAX_WALK = 10_000  # every walk over the IR is bounded
 #: outcomes for live values that agree with the map, and for recorded pairs
 AGREE = ("value", "derived", "frame", "static", "interior", "cursor", "base", "tail")
 #: differences: each one is either a bug of the pass or needs a documented reason
-DIFFS = ("missing", "extra_value", "extra_derived", "bad_pair", "tail_live", "missing_site",
+DIFFS = ("missing", "missing_slot", "extra_value", "extra_derived", "bad_pair", "tail_live", "missing_site",
          "skip_unverified")
 
 _DILOC = re.compile(r"^!(\d+) = (?:distinct )?!DILocation\(line: (\d+)", re.M)
@@ -148,13 +148,14 @@ class Report:
     def summary(self) -> str:
         agreed = sum(self.outcomes[k] for k in ("value", "derived"))
         omitted = {k: n for k, n in sorted(self.outcomes.items())
-                   if k not in ("value", "derived", "base", "tail") and n}
+                   if k not in ("value", "derived", "base", "tail", "slot") and n}
         return (f"{self.functions} functions ({self.instrumented} instrumented, "
                 f"{sum(self.skipped.values())} skipped), {self.call_sites} call sites, "
                 f"{self.loop_points} loop points; {self.live_values} live pointer values: "
                 f"{agreed} recorded ({self.outcomes['value']} VALUE, {self.outcomes['derived']} DERIVED), "
                 f"omitted with a checked reason {dict(omitted)}; recorded dead bases of DERIVED "
-                f"pairs {self.outcomes['base']}; plain calls {dict(self.plain_calls)}; "
+                f"pairs {self.outcomes['base']}; live non-escaping slots recorded {self.outcomes['slot']}; "
+                f"plain calls {dict(self.plain_calls)}; "
                 f"notes {dict(self.notes) or 'none'}; differences {dict(self.by_kind()) or 'none'}")
 
 
@@ -585,6 +586,7 @@ class _Checker:
         # map uses: deopt operands of statepoints, live operands of stackmaps
         self.sites: list[tuple[int, str]] = []     # (instruction key, "call"/"loop")
         map_use: dict[int, set[int]] = {}          # instruction key → operand positions
+        self.uses_of: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
         users: dict[int, list[tuple[int, bool]]] = collections.defaultdict(list)
         for insts in fn.blocks:
             for i in insts:
@@ -605,6 +607,7 @@ class _Checker:
                 for pos, o in enumerate(ops):
                     if o.value_kind == _INSTR:
                         users[_key(o)].append((k, pos in mu))
+                        self.uses_of[_key(o)].append((k, pos))
         # the emitter's feeders (mt.spill/mt.lane/mt.field): used by map points only
         self.feeder = {k for k, us in users.items()
                        if fn.opcode.get(k) in _MAP_FEEDERS and all(m for _, m in us)}
@@ -684,6 +687,172 @@ class _Checker:
                 bits |= 1 << j
         return bits
 
+    # -- stack slots (the subset the oracle can decide) ----------------------------
+    #
+    # A static alloca whose address never escapes (only loads, stores to it,
+    # GEPs/casts of it, memset/memcpy/memmove, lifetime markers, and calls
+    # that take it as a captures(none) argument) and into which a pointer is
+    # stored: its contents are live after a point if some path reads them
+    # (a load, a memcpy source, a call given the address) before a store of
+    # the whole slot, a whole-slot memset/memcpy or a lifetime marker. Such a
+    # slot must be a SLOT pair wherever its contents are live, and at a call
+    # that is given its address. Escaped slots are counted, not checked.
+
+    def _slot_size(self, k: int) -> int | None:
+        rest = self.fn.text(k).split("alloca ", 1)[-1]
+        parts = _split_top(rest)
+        sa = self.mod.layout.size_align(parts[0].replace("inalloca ", ""))
+        if sa is None:
+            return None
+        n = 1
+        if len(parts) > 1 and re.fullmatch(r"i\d+ \d+", parts[1]):
+            n = int(parts[1].split()[1])
+        return sa[0] * n
+
+    def _arg_attrs(self, k: int, pos: int) -> str:
+        """The attributes printed before call argument ``pos`` ('' if unknown)."""
+        text = self.fn.text(k)
+        m = re.search(r"@[-\w.$]+\(|%[-\w.$]+\(", text)
+        if not m:
+            return ""
+        depth, start = 0, m.end()
+        for n, ch in enumerate(text[start:], start):
+            depth += ch in "([{<"
+            if ch in ")]}>":
+                if depth == 0:
+                    args = _split_top(text[start:n])
+                    return args[pos] if pos < len(args) else ""
+                depth -= 1
+        return ""
+
+    def solve_slots(self) -> None:
+        fn = self.fn
+        self.slot_required: dict[int, set[int]] = {}
+        self.slots_checked: list[int] = []
+        site_keys = {k for k, _ in self.sites}
+        gen: dict[int, int] = collections.defaultdict(int)     # instruction → slot bits read
+        kill: dict[int, int] = collections.defaultdict(int)    # instruction → slot bits overwritten
+        callread: dict[int, int] = collections.defaultdict(int)
+        for a in (self.fn.blocks[0] if fn.blocks else []):
+            ak = _key(a)
+            if fn.opcode[ak] != "alloca" or self.fn.ops[ak][0].value_kind != llvm.ValueKind.constant_int:
+                continue
+            size = self._slot_size(ak)
+            if size is None or size < 8:
+                continue
+            bit = 1 << len(self.slots_checked)
+            escaped = holds = False
+            g, kl, cr = [], [], []
+            work, seen = [(ak, True)], set()
+            while work and not escaped:
+                x, is_base = work.pop()
+                if x in seen or len(seen) > 4096:
+                    escaped = escaped or len(seen) > 4096
+                    continue
+                seen.add(x)
+                for u, pos in self.uses_of.get(x, ()):
+                    op = fn.opcode[u]
+                    if pos in self.map_use.get(u, ()):
+                        continue
+                    if op == "load":
+                        g.append(u)
+                    elif op == "store":
+                        if pos == 0:
+                            escaped = True
+                            break
+                        t = fn.ops[u][0].type
+                        holds = holds or _has_pointer(t)
+                        if is_base and self.mod.layout.td.get_abi_size(t) >= size:
+                            kl.append(u)
+                    elif op in ("getelementptr", "bitcast", "addrspacecast"):
+                        zero = op != "getelementptr" or all(
+                            o.value_kind == llvm.ValueKind.constant_int and o.get_constant_value() == 0
+                            for o in fn.ops[u][1:])
+                        work.append((u, is_base and zero))
+                    elif op == "icmp":
+                        continue
+                    elif op in ("call", "invoke"):
+                        name = fn.callee_name(u)
+                        if name.startswith(("llvm.lifetime.start", "llvm.lifetime.end")):
+                            kl.append(u)
+                        elif name.startswith(("llvm.memset", "llvm.memcpy", "llvm.memmove")):
+                            if pos == 0:
+                                ln = fn.ops[u][2]
+                                src_self = name.startswith(("llvm.memcpy", "llvm.memmove")) and \
+                                    _key(fn.ops[u][1]) == x
+                                if is_base and ln.value_kind == llvm.ValueKind.constant_int and \
+                                        ln.get_constant_value() >= size and not src_self:
+                                    kl.append(u)
+                                # a copy into the slot may bring pointers the type has
+                                holds = holds or not name.startswith("llvm.memset")
+                            else:
+                                g.append(u)
+                        elif name.startswith("llvm."):
+                            escaped = True   # other intrinsics: not decided here
+                            break
+                        elif u in site_keys or name:
+                            attrs = self._arg_attrs(u, pos)
+                            if "captures(none)" not in attrs and "nocapture" not in attrs:
+                                escaped = True
+                                break
+                            cr.append(u)
+                        else:
+                            escaped = True
+                            break
+                    else:
+                        escaped = True    # phi, select, ptrtoint, ret…: the address escapes
+                        break
+            if escaped or not holds:
+                self.r.notes["slots not checked (address escapes)" if escaped
+                             else "slots not checked (no pointer stored)"] += 1
+                continue
+            self.slots_checked.append(ak)
+            for u in g:
+                gen[u] |= bit
+            for u in kl:
+                kill[u] |= bit
+            for u in cr:
+                callread[u] |= bit
+                gen[u] |= bit
+        if not self.slots_checked:
+            return
+        nb = len(fn.blocks)
+        live_in, live_out = [0] * nb, [0] * nb
+        def walk(b: int, live: int, record: bool) -> int:
+            for i in reversed(fn.blocks[b]):
+                k = _key(i)
+                if record and k in site_keys:
+                    self.slot_required[k] = live | callread.get(k, 0)
+                live = (live & ~kill.get(k, 0)) | gen.get(k, 0)
+            return live
+        changed, rounds = True, 0
+        while changed:
+            rounds += 1
+            assert rounds < 100_000, "slot liveness did not converge"
+            changed = False
+            for b in reversed(range(nb)):
+                out = 0
+                for sb in fn.succs[b]:
+                    out |= live_in[sb]
+                inn = walk(b, out, False)
+                if out != live_out[b] or inn != live_in[b]:
+                    live_out[b], live_in[b] = out, inn
+                    changed = True
+        for b in range(nb):
+            walk(b, live_out[b], True)
+
+    def compare_slots(self, k: int, point: str, line: int | None, recorded: set[int]) -> None:
+        need = self.slot_required.get(k, 0)
+        for n, ak in enumerate(self.slots_checked):
+            if need >> n & 1:
+                if ak in recorded:
+                    self.r.outcomes["slot"] += 1
+                else:
+                    self.r.diff(Difference("missing_slot", self.fn.name, point, line, self.describe(ak),
+                                           "a stack slot holding a pointer, read later, not recorded"))
+            elif ak in recorded:
+                self.r.notes["slot recorded where the oracle finds it dead"] += 1
+
     # -- comparison ----------------------------------------------------------
 
     def check(self, skipped_reason: str | None) -> None:
@@ -696,6 +865,7 @@ class _Checker:
                 r.diff(Difference("skip_unverified", fn.name, "function", None, skipped_reason, why))
             return
         self.solve()
+        self.solve_slots()
         if self.sites:
             r.instrumented += 1
         site_keys = {k for k, _ in self.sites}
@@ -788,6 +958,7 @@ class _Checker:
         lanes: dict[int, set[int]] = collections.defaultdict(set)
         pair_value: dict[int, int] = {}               # pair index → value key (VALUE pairs)
         derived: dict[tuple[int, int], int] = {}      # (base pair, offset) → pair index
+        slots_here: set[int] = set()                  # allocas of the SLOT pairs
         for p in range(len(deopt) // 2):
             dv, loc = deopt[2 * p], deopt[2 * p + 1]
             if dv.value_kind != llvm.ValueKind.constant_int:
@@ -812,6 +983,7 @@ class _Checker:
                 if lane is not None:
                     lanes[sk].add(lane)
             elif role == ROLE_SLOT:
+                slots_here.add(_key(loc))
                 if not self.is_frame_address(loc) or fn.opcode.get(_key(loc)) != "alloca":
                     r.diff(Difference("bad_pair", fn.name, point, line, str(loc).strip()[:160],
                                       "SLOT pair that is not a static alloca"))
@@ -911,6 +1083,7 @@ class _Checker:
                 continue
             accounted[vk] = outcome
             r.outcomes[outcome] += 1
+        self.compare_slots(k, point, line, slots_here)
         bases = {bp for (bp, _) in derived}
         for vk, p in value_pair.items():
             if vk in live_keys:
