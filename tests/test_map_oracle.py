@@ -12,6 +12,7 @@ benchmarks/oracle/run.py (results in tests/real_programs/ORACLE.md).
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -94,6 +95,21 @@ def test_oracle_liveness_on_hand_checked_cases(liveness_post: str) -> None:
     _no_differences(r)
     for rule in ("value", "derived", "frame", "static", "interior", "cursor", "base", "tail"):
         assert r.outcomes[rule], (rule, r.summary())
+
+
+def test_aggregate_values_are_recorded_lane_by_lane(plugin) -> None:
+    # found by the oracle: a named-struct or array SSA value holding a pointer
+    # was not recorded (the pass took vectors and literal structs only)
+    r = subprocess.run([tc.require_tool("opt-22"), f"-load-pass-plugin={plugin}", "-passes=mappedtrace",
+                        "-S", str(INPUTS / "aggregates.ll"), "-o", "-"],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "MAPPEDTRACE_VERIFY": "1"})
+    assert r.returncode == 0, r.stderr
+    rep = lo.check_module(r.stdout)
+    missing = {d.function: d.detail for d in rep.differences}
+    # the documented gaps, and nothing else
+    assert set(missing) == {"nested", "wide"}, "\n".join(map(str, rep.differences))
+    assert "1 of 2 pointer lanes" in missing["nested"]
+    assert rep.outcomes["value"] == 4    # named, array, literal, vector
 
 
 # -- each omission rule, accepted, then rejected once its condition is broken --------

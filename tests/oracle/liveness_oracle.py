@@ -1106,13 +1106,17 @@ def _bits(x: int) -> Iterable[int]:
         x ^= low
 
 
-def _pointer_lanes(t: llvm.TypeRef) -> int | None:
+def _pointer_lanes(t: llvm.TypeRef, depth: int = 0) -> int | None:
+    """Pointers held in an aggregate SSA value, nested ones included."""
     if t.is_pointer:
-        return None
-    if t.is_vector:
-        return t.element_count if next(iter(t.elements)).is_pointer else 0
+        return None if depth == 0 else 1
+    if depth > 8:
+        return 0
+    if t.is_vector or t.is_array:
+        e = next(iter(t.elements))
+        return t.element_count * (_pointer_lanes(e, depth + 1) or 0)
     if t.is_struct:
-        return sum(1 for e in t.elements if e.is_pointer)
+        return sum(_pointer_lanes(e, depth + 1) or 0 for e in t.elements)
     return None
 
 
