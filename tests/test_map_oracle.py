@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, source_tree
+import sys
+
+from conftest import ROOT, need, source_tree
 
 from mappedtrace import toolchain as tc
 
@@ -239,4 +241,39 @@ def test_lua_maps_agree_with_the_oracle(plugin, tmp_path: Path) -> None:
         total = total + lo.check_module(ir, skipped)
     print(f"lua 5.4: {total.summary()}")
     assert total.call_sites > 3000
+    _no_differences(total)
+
+
+RUST = sorted(p for p in [*(ROOT / "tests" / "leak_corpus_rust").glob("*.rs"), *(ROOT / "samples").glob("*.rs")]
+              if "fn main" in p.read_text())
+
+
+def emit_rust_ir(src: Path, opt: str, out: Path) -> list[str]:
+    """The IR after the pass of a Rust program built by ``mappedtrace rustc``:
+    the pass runs in lld's LTO backends, whose modules ``--save-temps`` keeps
+    (``*.5.precodegen.bc``: what the code generator is given)."""
+    out.mkdir()
+    r = subprocess.run([sys.executable, "-m", "mappedtrace", "rustc", "-C", f"opt-level={opt}",
+                        "--edition=2021", "-C", "link-arg=-Wl,--save-temps", "-o", str(out / "prog"), str(src)],
+                       capture_output=True, text=True, timeout=600, cwd=out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    texts = []
+    for bc in sorted(out.glob("*.5.precodegen.bc")):
+        d = subprocess.run([tc.require_tool("llvm-dis-22"), str(bc), "-o", "-"],
+                           capture_output=True, text=True, timeout=120)
+        assert d.returncode == 0, d.stderr
+        texts.append(d.stdout)
+    assert texts, f"no LTO module kept in {out}"
+    return texts
+
+
+@pytest.mark.parametrize("opt", ["0", "2"])
+@pytest.mark.parametrize("src", RUST, ids=lambda p: p.name)
+def test_rust_maps_agree_with_the_oracle(src: Path, opt: str, tmp_path: Path) -> None:
+    need("rustc", "ld.lld-22", "llvm-dis-22")
+    total = lo.Report()
+    for ir in emit_rust_ir(src, opt, tmp_path / "build"):
+        total = total + lo.check_module(ir)
+    print(f"{src.name} -C opt-level={opt}: {total.summary()}")
+    assert total.call_sites > 0
     _no_differences(total)
