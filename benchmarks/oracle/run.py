@@ -115,7 +115,7 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
         os.chmod(a.json, 0o600)
-    if any(v["differences"] for v in out.values()):
+    if any(set(v["differences"]) - {"copied_slot"} for v in out.values()):
         sys.exit(1)
 
 
