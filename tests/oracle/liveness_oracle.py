@@ -56,18 +56,30 @@ calls after which the oracle finds nothing live (``tail``).  Functions the
 pass skipped must show the reason it gave (indirectbr, a returns_twice call,
 inline asm with memory operands; other reasons are counted as unverified).
 
-SLOT pairs are checked only for being static allocas: the liveness of stack
-memory is not recomputed here.
+Stack slots (static allocas) whose address does not escape get a backward
+liveness of their contents (see ``solve_slots``): one into which a pointer is
+stored must be a SLOT pair wherever live; one filled only by memcpy is
+reported apart (``copied_slot``: the bytes do not say whether they held
+pointers). Escaped slots, whose liveness the pass decides with a forward
+lifetime analysis, are counted, not checked; every SLOT pair must name a
+static alloca.
+
+Integers made by ``ptrtoint`` that are live after a map point are outside the
+contract and only counted (``Report.notes``).
+
+Run on whole programs by benchmarks/oracle/run.py; results in
+tests/real_programs/ORACLE.md.
 """
 from __future__ import annotations
 
 import collections
-import ctypes
 import dataclasses
 import re
-from typing import Iterable
 
 import llvmlite.binding as llvm
+
+from .ir import (GEP, Function, Module, bits, has_pointer, instruction_lines, key, line_of, pointer_lanes,
+                 split_top)
 
 ROLE_VALUE, ROLE_SLOT, ROLE_DERIVED = 0, 1, 2
 ID_MAGIC = 0x4D54
@@ -77,25 +89,17 @@ _STACKMAP = "llvm.experimental.stackmap"
 _MAP_FEEDERS = {"addrspacecast", "extractelement", "extractvalue"}
 _NULLISH = {llvm.ValueKind.constant_pointer_null, llvm.ValueKind.undef_value,
             llvm.ValueKind.poison_value, llvm.ValueKind.constant_aggregate_zero}
-_BB = llvm.ValueKind.basic_block
 _INSTR = llvm.ValueKind.instruction
-_ARG = llvm.ValueKind.argument
 _CEXPR = llvm.ValueKind.constant_expr
 _MAX_WALK = 10_000  # every walk over the IR is bounded
 
 #: outcomes for live values that agree with the map, and for recorded pairs
-AGREE = ("value", "derived", "frame", "static", "interior", "cursor", "base", "tail")
+AGREE = ("value", "derived", "frame", "static", "interior", "cursor", "base", "tail", "slot")
 #: differences: each one is either a bug of the pass or needs a documented reason
 DIFFS = ("missing", "missing_slot", "copied_slot", "extra_value", "extra_derived", "bad_pair", "tail_live", "missing_site",
          "skip_unverified")
 
-_DILOC = re.compile(r"^!(\d+) = (?:distinct )?!DILocation\(line: (\d+)", re.M)
-_ATTR_GROUP = re.compile(r"^attributes #(\d+) = \{(.*)\}$", re.M)
 _SKIP_WARNING = re.compile(r"mappedtrace: warning: (\S+) not instrumented: (.*)")
-
-
-def _key(v: llvm.ValueRef) -> int:
-    return ctypes.cast(v._ptr, ctypes.c_void_p).value
 
 
 @dataclasses.dataclass
@@ -159,267 +163,8 @@ class Report:
                 f"notes {dict(self.notes) or 'none'}; differences {dict(self.by_kind()) or 'none'}")
 
 
-# -- types --------------------------------------------------------------------
-
-def _has_pointer(t: llvm.TypeRef, depth: int = 0) -> bool:
-    if depth > 16:
-        return True
-    if t.is_pointer:
-        return True
-    if t.is_vector or t.is_array or t.is_struct:
-        return any(_has_pointer(e, depth + 1) for e in t.elements)
-    return False
-
-
-_SCALAR_SIZE = {"half": 2, "bfloat": 2, "float": 4, "double": 8, "x86_fp80": 16, "fp128": 16, "ptr": 8}
-
-
-def _split_top(s: str) -> list[str]:
-    """Split a type list at top-level commas."""
-    out, depth, cur = [], 0, []
-    for ch in s:
-        if ch in "[{<(":
-            depth += 1
-        elif ch in "]}>)":
-            depth -= 1
-        if ch == "," and depth == 0:
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    if "".join(cur).strip():
-        out.append("".join(cur).strip())
-    return out
-
-
-class _Layout:
-    """Sizes and field offsets of IR types given as text (a GEP's source
-    element type); named structs through the module's data layout."""
-
-    def __init__(self, module: llvm.ModuleRef):
-        self.module = module
-        self.td = llvm.create_target_data(module.data_layout)
-
-    def _named(self, name: str) -> llvm.TypeRef | None:
-        try:
-            return self.module.get_struct_type(name)
-        except NameError:
-            return None
-
-    def size_align(self, t: str) -> tuple[int, int] | None:
-        t = t.strip()
-        if m := re.fullmatch(r"i(\d+)", t):
-            bits = int(m.group(1))
-            size = 1 << max(0, (bits - 1).bit_length() - 3) if bits > 8 else 1
-            return size, min(size, 16)
-        if t in _SCALAR_SIZE or t.startswith("ptr"):
-            s = _SCALAR_SIZE.get(t, 8)
-            return s, s
-        if m := re.fullmatch(r"\[(\d+) x (.*)\]", t):
-            e = self.size_align(m.group(2))
-            return (int(m.group(1)) * e[0], e[1]) if e else None
-        if t.startswith("%"):
-            nt = self._named(t[1:].strip('"'))
-            if nt is None:
-                return None
-            return self.td.get_abi_size(nt), self.td.get_abi_alignment(nt)
-        if t.startswith("{") or t.startswith("<{"):
-            offs = self.field_offsets(t)
-            return None if offs is None else (offs[1], offs[2])
-        return None  # vectors and the rest: left unverified
-
-    def field_offsets(self, t: str) -> tuple[list[int], int, int] | None:
-        """(offsets of the fields, size, alignment) of a literal struct."""
-        packed = t.startswith("<{")
-        inner = t[2:-2] if packed else t[1:-1]
-        offs, pos, align = [], 0, 1
-        for f in _split_top(inner):
-            sa = self.size_align(f)
-            if sa is None:
-                return None
-            a = 1 if packed else sa[1]
-            pos = (pos + a - 1) // a * a
-            offs.append(pos)
-            pos += sa[0]
-            align = max(align, a)
-        return offs, (pos + align - 1) // align * align, align
-
-    def element(self, t: str, idx: int) -> tuple[int, str] | None:
-        """(byte offset, type) of field/element ``idx`` of aggregate ``t``."""
-        t = t.strip()
-        if m := re.fullmatch(r"\[(\d+) x (.*)\]", t):
-            e = self.size_align(m.group(2))
-            return (idx * e[0], m.group(2)) if e else None
-        if t.startswith("%"):
-            nt = self._named(t[1:].strip('"'))
-            if nt is None:
-                return None
-            elems = list(nt.elements)
-            return self.td.get_element_offset(nt, idx), str(elems[idx])
-        if t.startswith("{") or t.startswith("<{"):
-            offs = self.field_offsets(t)
-            inner = t[2:-2] if t.startswith("<{") else t[1:-1]
-            return (offs[0][idx], _split_top(inner)[idx]) if offs else None
-        return None
-
-
-# -- one function -----------------------------------------------------------
-
-_GEP = re.compile(r"getelementptr\s+((?:(?:inbounds|nuw|nusw|inrange\([^)]*\))\s+)*)(.*)")
-
-
-class _Function:
-    """The IR facts of one function the oracle needs, read once through llvmlite."""
-
-    def __init__(self, fn: llvm.ValueRef, mod: "_Module", lines: list[str] | None = None):
-        self.ref, self.mod, self.name = fn, mod, fn.name
-        self.blocks: list[list[llvm.ValueRef]] = []
-        self.block_of: dict[int, int] = {}       # value key → block index
-        self.insts: dict[int, llvm.ValueRef] = {}
-        self.opcode: dict[int, str] = {}
-        self.ops: dict[int, list[llvm.ValueRef]] = {}
-        self._text: dict[int, str] = {}
-        bkeys, order = [], []
-        for bi, b in enumerate(fn.blocks):
-            bkeys.append(_key(b))
-            insts = list(b.instructions)
-            self.blocks.append(insts)
-            for i in insts:
-                k = _key(i)
-                order.append(k)
-                self.insts[k], self.block_of[k] = i, bi
-                self.opcode[k] = i.opcode
-                self.ops[k] = list(i.operands)
-        # An instruction's text: its line of the printed function when the
-        # lines and instructions pair up one to one (str() of a ValueRef
-        # numbers the whole function each time: milliseconds per call).
-        if lines is not None and len(lines) == len(order) and all(
-                self._line_matches(lines[n], self.opcode[k]) for n, k in enumerate(order)):
-            self._text.update(zip(order, (ln.strip() for ln in lines)))
-        self.bindex = {k: i for i, k in enumerate(bkeys)}
-        self.succs = [[self.bindex[_key(o)] for o in self.ops[_key(insts[-1])] if o.value_kind == _BB]
-                      if insts else [] for insts in self.blocks]
-        self.args = list(fn.arguments)
-        self._scc: list[int] | None = None
-        self.reachable = {0} if self.blocks else set()
-        work = list(self.reachable)
-        while work:
-            for t in self.succs[work.pop()]:
-                if t not in self.reachable:
-                    self.reachable.add(t)
-                    work.append(t)
-
-    @staticmethod
-    def _line_matches(line: str, opcode: str) -> bool:
-        m = re.match(r"\s*(?:%[-\w.$\"]+ = )?(?:(?:tail|musttail|notail) )?(\w+)", line)
-        return bool(m) and (m.group(1) == opcode or opcode in ("fneg", "freeze"))
-
-    def text(self, k: int) -> str:
-        if k not in self._text:
-            self._text[k] = str(self.insts[k]).strip()
-        return self._text[k]
-
-    def callee(self, k: int) -> llvm.ValueRef | None:
-        return self.ops[k][-1] if self.opcode[k] in ("call", "invoke", "callbr") else None
-
-    def callee_name(self, k: int) -> str:
-        c = self.callee(k)
-        return c.name if c is not None and c.value_kind == llvm.ValueKind.function else ""
-
-    # SCCs of the CFG (Tarjan, iterative): a cycle contains both a and b iff
-    # they are in one non-trivial SCC.
-    def scc(self) -> list[int]:
-        if self._scc is not None:
-            return self._scc
-        n = len(self.blocks)
-        index, low, comp = [-1] * n, [0] * n, [-1] * n
-        onstack, stack, counter, ncomp = [False] * n, [], 0, 0
-        for root in range(n):
-            if index[root] >= 0:
-                continue
-            work = [(root, 0)]
-            while work:
-                v, i = work.pop()
-                if i == 0:
-                    index[v] = low[v] = counter
-                    counter += 1
-                    stack.append(v)
-                    onstack[v] = True
-                recurse = False
-                succ = self.succs[v]
-                while i < len(succ):
-                    w = succ[i]
-                    i += 1
-                    if index[w] < 0:
-                        work.append((v, i))
-                        work.append((w, 0))
-                        recurse = True
-                        break
-                    if onstack[w]:
-                        low[v] = min(low[v], index[w])
-                if recurse:
-                    continue
-                if low[v] == index[v]:
-                    while True:
-                        w = stack.pop()
-                        onstack[w] = False
-                        comp[w] = ncomp
-                        if w == v:
-                            break
-                    ncomp += 1
-                if work:
-                    u = work[-1][0]
-                    low[u] = min(low[u], low[v])
-        sizes = collections.Counter(comp)
-        self._nontrivial = {c for c, s in sizes.items() if s > 1} | {
-            comp[b] for b in range(n) if b in self.succs[b]}
-        self._scc = comp
-        return comp
-
-    def in_common_cycle(self, a: int, b: int) -> bool:
-        comp = self.scc()
-        return comp[a] == comp[b] and comp[a] in self._nontrivial
-
-
-# -- the module ---------------------------------------------------------------
-
-class _Module:
-    def __init__(self, text: str):
-        self.text = text
-        self.module = llvm.parse_assembly(text)
-        self.layout = _Layout(self.module)
-        self.lines = {int(a): int(b) for a, b in _DILOC.findall(text)}
-        self.attr_groups = {int(a): b for a, b in _ATTR_GROUP.findall(text)}
-        self._tls: dict[int, bool] = {}
-        self._globals: dict[str, llvm.ValueRef] | None = None
-
-    def thread_local(self, g: llvm.ValueRef) -> bool:
-        k = _key(g)
-        if k not in self._tls:
-            head = str(g).split("=", 1)[-1][:200]
-            self._tls[k] = "thread_local" in head
-        return self._tls[k]
-
-    def global_ref(self, name: str) -> llvm.ValueRef | None:
-        """The function or global variable ``@name`` (None for null and unknowns)."""
-        if name == "null":
-            return None
-        if self._globals is None:  # (get_global_variable does not find internal ones)
-            self._globals = {g.name: g for g in self.module.global_variables}
-            self._globals.update((f.name, f) for f in self.module.functions)
-        return self._globals.get(name[1:].strip('"'))
-
-    def fn_attrs(self, f: llvm.ValueRef) -> str:
-        return " ".join(a.decode() if isinstance(a, bytes) else str(a) for a in f.attributes)
-
-
-def _line(mod: _Module, text: str) -> int | None:
-    m = re.search(r"!dbg !(\d+)", text)
-    return mod.lines.get(int(m.group(1))) if m else None
-
-
 class _Checker:
-    def __init__(self, mod: _Module, fn: _Function, report: Report, keep_points: bool = False):
+    def __init__(self, mod: Module, fn: Function, report: Report, keep_points: bool = False):
         self.mod, self.fn, self.r, self.keep_points = mod, fn, report, keep_points
 
     # -- value identity and walks ---------------------------------------------------
@@ -428,14 +173,14 @@ class _Checker:
         if k in self.fn.insts:
             return self.fn.text(k)[:160]
         for a in self.fn.args:
-            if _key(a) == k:
+            if key(a) == k:
                 return f"argument {str(a).strip()}"
         return "?"
 
     def _defined(self, v: llvm.ValueRef) -> tuple[str, list[llvm.ValueRef], str] | None:
         """(opcode, operands, text) of an instruction or constant expression."""
         if v.value_kind == _INSTR:
-            k = _key(v)
+            k = key(v)
             if k in self.fn.insts:
                 return self.fn.opcode[k], self.fn.ops[k], self.fn.text(k)
             return None
@@ -454,13 +199,13 @@ class _Checker:
     def gep_offset(self, text: str, ops: list[llvm.ValueRef]) -> int | None:
         """Byte offset of a GEP whose indices are all constants (None otherwise
         or if a type's layout is not known here)."""
-        m = _GEP.search(text)
+        m = GEP.search(text)
         if not m:
             return None
         rest = m.group(2)
         if rest.startswith("("):
             rest = rest[1:]
-        ty = _split_top(rest)[0]
+        ty = split_top(rest)[0]
         idxs = []
         for o in ops[1:]:
             if o.value_kind != llvm.ValueKind.constant_int:
@@ -482,7 +227,7 @@ class _Checker:
 
     @staticmethod
     def _inbounds(text: str) -> bool:
-        m = _GEP.search(text)
+        m = GEP.search(text)
         return bool(m) and "inbounds" in m.group(1)
 
     def strip_constant_offsets(self, v: llvm.ValueRef) -> tuple[int, int | None]:
@@ -498,7 +243,7 @@ class _Checker:
                 o = self.gep_offset(text, ops)
                 if o is None:
                     if all(x.value_kind == llvm.ValueKind.constant_int for x in ops[1:]):
-                        return _key(ops[0]), None
+                        return key(ops[0]), None
                     break
                 off += o
                 v = ops[0]
@@ -506,7 +251,7 @@ class _Checker:
                 v = ops[0]
             else:
                 break
-        return _key(v), off
+        return key(v), off
 
     def strip_inbounds(self, v: llvm.ValueRef) -> llvm.ValueRef:
         for _ in range(64):
@@ -532,7 +277,7 @@ class _Checker:
             if steps > _MAX_WALK:
                 return None
             x = self.strip_inbounds(work.pop())
-            k = _key(x)
+            k = key(x)
             if k in seen:
                 continue
             seen.add(k)
@@ -558,7 +303,7 @@ class _Checker:
                 return ""
             op, ops, text = d
             if op == "alloca":
-                k = _key(v)
+                k = key(v)
                 ok = (self.fn.block_of.get(k) == 0
                       and ops[0].value_kind == llvm.ValueKind.constant_int)
                 return ("frame (non-inbounds GEP)" if loose else "frame") if ok else ""
@@ -597,7 +342,7 @@ class _Checker:
         users: dict[int, list[tuple[int, bool]]] = collections.defaultdict(list)
         for insts in fn.blocks:
             for i in insts:
-                k = _key(i)
+                k = key(i)
                 name = fn.callee_name(k)
                 ops = fn.ops[k]
                 if name.startswith(_STATEPOINT):
@@ -613,8 +358,8 @@ class _Checker:
                 mu = map_use.get(k, ())
                 for pos, o in enumerate(ops):
                     if o.value_kind == _INSTR:
-                        users[_key(o)].append((k, pos in mu))
-                        self.uses_of[_key(o)].append((k, pos))
+                        users[key(o)].append((k, pos in mu))
+                        self.uses_of[key(o)].append((k, pos))
         # the emitter's feeders (mt.spill/mt.lane/mt.field): used by map points only
         self.feeder = {k for k, us in users.items()
                        if fn.opcode.get(k) in _MAP_FEEDERS and all(m for _, m in us)}
@@ -623,30 +368,30 @@ class _Checker:
         vals: list[llvm.ValueRef] = []
         idx: dict[int, int] = {}
         for a in fn.args:
-            if _has_pointer(a.type):
-                idx[_key(a)] = len(vals)
+            if has_pointer(a.type):
+                idx[key(a)] = len(vals)
                 vals.append(a)
         for insts in fn.blocks:
             for i in insts:
-                k = _key(i)
+                k = key(i)
                 # (a ptrtoint's integer is tracked too: counted as a note)
-                if k not in self.feeder and (_has_pointer(i.type) or fn.opcode[k] == "ptrtoint"):
+                if k not in self.feeder and (has_pointer(i.type) or fn.opcode[k] == "ptrtoint"):
                     idx[k] = len(vals)
                     vals.append(i)
         self.vals, self.idx = vals, idx
-        self.ints = sum(1 << j for j, v in enumerate(vals) if not _has_pointer(v.type))
+        self.ints = sum(1 << j for j, v in enumerate(vals) if not has_pointer(v.type))
         nb = len(fn.blocks)
         ue, defs, phidefs = [0] * nb, [0] * nb, [0] * nb
         phiuse: dict[tuple[int, int], int] = collections.defaultdict(int)  # (succ, pred) → bits
         for b, insts in enumerate(fn.blocks):
             u = d = p = 0
             for i in insts:
-                k = _key(i)
+                k = key(i)
                 if fn.opcode[k] == "phi":
                     for v, blk in zip(fn.ops[k], i.incoming_blocks):
-                        j = idx.get(_key(v))
+                        j = idx.get(key(v))
                         if j is not None:
-                            phiuse[(b, fn.bindex[_key(blk)])] |= 1 << j
+                            phiuse[(b, fn.bindex[key(blk)])] |= 1 << j
                     if k in idx:
                         d |= 1 << idx[k]
                         p |= 1 << idx[k]
@@ -659,7 +404,8 @@ class _Checker:
         changed, rounds = True, 0
         while changed:
             rounds += 1
-            assert rounds < 100_000, "liveness did not converge"
+            if rounds > 100_000:
+                raise RuntimeError(f"{fn.name}: liveness did not converge")
             changed = False
             for b in reversed(range(nb)):
                 out = 0
@@ -674,7 +420,7 @@ class _Checker:
         for b, insts in enumerate(fn.blocks):
             live = live_out[b]
             for i in reversed(insts):
-                k = _key(i)
+                k = key(i)
                 if fn.opcode[k] == "phi":
                     break
                 if fn.opcode[k] in ("call", "invoke"):
@@ -689,7 +435,7 @@ class _Checker:
         mu = self.map_use.get(k, ())
         bits = 0
         for pos, o in enumerate(self.fn.ops[k]):
-            j = self.idx.get(_key(o))
+            j = self.idx.get(key(o))
             if j is not None and pos not in mu:
                 bits |= 1 << j
         return bits
@@ -712,7 +458,7 @@ class _Checker:
 
     def _slot_size(self, k: int) -> int | None:
         rest = self.fn.text(k).split("alloca ", 1)[-1]
-        parts = _split_top(rest)
+        parts = split_top(rest)
         sa = self.mod.layout.size_align(parts[0].replace("inalloca ", ""))
         if sa is None:
             return None
@@ -732,7 +478,7 @@ class _Checker:
             depth += ch in "([{<"
             if ch in ")]}>":
                 if depth == 0:
-                    args = _split_top(text[start:n])
+                    args = split_top(text[start:n])
                     return args[pos] if pos < len(args) else ""
                 depth -= 1
         return ""
@@ -747,7 +493,7 @@ class _Checker:
         kill: dict[int, int] = collections.defaultdict(int)    # instruction → slot bits overwritten
         callread: dict[int, int] = collections.defaultdict(int)
         for a in (self.fn.blocks[0] if fn.blocks else []):
-            ak = _key(a)
+            ak = key(a)
             if fn.opcode[ak] != "alloca" or self.fn.ops[ak][0].value_kind != llvm.ValueKind.constant_int:
                 continue
             size = self._slot_size(ak)
@@ -774,7 +520,7 @@ class _Checker:
                             escaped = True
                             break
                         t = fn.ops[u][0].type
-                        holds = holds or _has_pointer(t)
+                        holds = holds or has_pointer(t)
                         if is_base and self.mod.layout.td.get_abi_size(t) >= size:
                             kl.append(u)
                     elif op in ("getelementptr", "bitcast", "addrspacecast"):
@@ -792,7 +538,7 @@ class _Checker:
                             if pos == 0:
                                 ln = fn.ops[u][2]
                                 src_self = name.startswith(("llvm.memcpy", "llvm.memmove")) and \
-                                    _key(fn.ops[u][1]) == x
+                                    key(fn.ops[u][1]) == x
                                 if is_base and ln.value_kind == llvm.ValueKind.constant_int and \
                                         ln.get_constant_value() >= size and not src_self:
                                     kl.append(u)
@@ -837,7 +583,7 @@ class _Checker:
         live_in, live_out = [0] * nb, [0] * nb
         def walk(b: int, live: int, record: bool) -> int:
             for i in reversed(fn.blocks[b]):
-                k = _key(i)
+                k = key(i)
                 if record and k in site_keys:
                     self.slot_required[k] = live | callread.get(k, 0)
                 live = (live & ~kill.get(k, 0)) | gen.get(k, 0)
@@ -845,7 +591,8 @@ class _Checker:
         changed, rounds = True, 0
         while changed:
             rounds += 1
-            assert rounds < 100_000, "slot liveness did not converge"
+            if rounds > 100_000:
+                raise RuntimeError(f"{fn.name}: slot liveness did not converge")
             changed = False
             for b in reversed(range(nb)):
                 out = 0
@@ -908,7 +655,7 @@ class _Checker:
             self.compare(k, kind, point)
         for insts in fn.blocks:
             for i in insts:
-                k = _key(i)
+                k = key(i)
                 if fn.opcode[k] in ("call", "invoke", "callbr") and k not in site_keys:
                     self.plain_call(k)
 
@@ -917,7 +664,7 @@ class _Checker:
         fn = self.fn
         for insts in fn.blocks:
             for i in insts:
-                k = _key(i)
+                k = key(i)
                 op = fn.opcode[k]
                 if "indirectbr" in reason and op == "indirectbr":
                     return ""
@@ -961,22 +708,22 @@ class _Checker:
         point = f"plain call @{name or '(indirect)'}"
         if re.search(r"\btail call\b", text) and fn.opcode[k] == "call":
             if live:
-                for j in _bits(live):
-                    r.diff(Difference("tail_live", fn.name, point, _line(self.mod, text),
-                                      self.describe(_key(self.vals[j])),
+                for j in bits(live):
+                    r.diff(Difference("tail_live", fn.name, point, line_of(self.mod, text),
+                                      self.describe(key(self.vals[j])),
                                       "live after a tail call the pass left unmapped"))
             else:
                 r.plain_calls["tail (nothing live)"] += 1
                 r.outcomes["tail"] += 1
             return
-        r.diff(Difference("missing_site", fn.name, point, _line(self.mod, text), text[:160],
+        r.diff(Difference("missing_site", fn.name, point, line_of(self.mod, text), text[:160],
                           "a call in an instrumented function without a map point"))
 
     def compare(self, k: int, kind: str, point: str) -> None:
         fn, r = self.fn, self.r
         ops = fn.ops[k]
         deopt = [ops[p] for p in sorted(self.map_use[k])]
-        line = _line(self.mod, fn.text(k))
+        line = line_of(self.mod, fn.text(k))
         if len(deopt) % 2:
             r.diff(Difference("bad_pair", fn.name, point, line, fn.text(k)[:160], "odd operand count"))
             return
@@ -995,7 +742,7 @@ class _Checker:
             r.pairs[("VALUE", "SLOT", "DERIVED", "reserved")[role]] += 1
             if role == ROLE_VALUE:
                 src, lane = loc, None
-                lk = _key(loc)
+                lk = key(loc)
                 if lk in self.feeder:
                     fop = fn.opcode[lk]
                     src = fn.ops[lk][0]
@@ -1003,14 +750,14 @@ class _Checker:
                         lane = fn.ops[lk][1].get_constant_value()
                     elif fop == "extractvalue":
                         lane = int(re.search(r", (\d+)\s*(?:,|$)", fn.text(lk)).group(1))
-                sk = _key(src)
+                sk = key(src)
                 value_pair[sk] = p
                 pair_value[p] = sk
                 if lane is not None:
                     lanes[sk].add(lane)
             elif role == ROLE_SLOT:
-                slots_here.add(_key(loc))
-                if not self.is_frame_address(loc) or fn.opcode.get(_key(loc)) != "alloca":
+                slots_here.add(key(loc))
+                if not self.is_frame_address(loc) or fn.opcode.get(key(loc)) != "alloca":
                     r.diff(Difference("bad_pair", fn.name, point, line, str(loc).strip()[:160],
                                       "SLOT pair that is not a static alloca"))
             elif role == ROLE_DERIVED:
@@ -1023,16 +770,16 @@ class _Checker:
                 r.diff(Difference("bad_pair", fn.name, point, line, f"pair {p}", "reserved role 3"))
         ints = self.live_after[k] & self.ints
         live = self.live_after[k] & ~ints
-        live_keys = {_key(self.vals[j]) for j in _bits(live)}
+        live_keys = {key(self.vals[j]) for j in bits(live)}
         if self.keep_points:
             r.points.setdefault(fn.name, []).append(
-                (point, frozenset(self.vals[j].name for j in _bits(live))))
+                (point, frozenset(self.vals[j].name for j in bits(live))))
         used_derived: set[int] = set()
         accounted: dict[int, str] = {}
 
         def via_derived(v: llvm.ValueRef) -> bool:
             base, off = self.strip_constant_offsets(v)
-            if base == _key(v) or base not in value_pair:
+            if base == key(v) or base not in value_pair:
                 return False
             if off is None:  # a layout the oracle cannot compute: any pair from that base
                 hits = [q for (bp, _), q in derived.items() if bp == value_pair[base]]
@@ -1048,7 +795,7 @@ class _Checker:
 
         def reached(v: llvm.ValueRef, depth: int = 0) -> bool:
             """Is v's object reached through a pair of this map point?"""
-            vk = _key(v)
+            vk = key(v)
             if vk in value_pair or via_derived(v):
                 return True
             if depth < 4 and vk in live_keys:
@@ -1060,40 +807,40 @@ class _Checker:
                 return f
             if self.is_static_only(v):
                 return "static"
-            vk = _key(v)
+            vk = key(v)
             op = fn.opcode.get(vk)
             # (a GEP with constant indices only must be a DERIVED pair instead)
             if op == "getelementptr" and any(o.value_kind != llvm.ValueKind.constant_int
                                              for o in fn.ops[vk][1:]):
                 b = self.strip_inbounds(v)
-                if _key(b) != vk and reached(b, depth):
+                if key(b) != vk and reached(b, depth):
                     return "interior"
             if op in ("phi", "select"):
                 lj = self.leaves(v)
-                if lj and len(lj[0]) == 1 and _key(lj[0][0]) != vk:
+                if lj and len(lj[0]) == 1 and key(lj[0][0]) != vk:
                     b = lj[0][0]
-                    bb = fn.block_of.get(_key(b))
+                    bb = fn.block_of.get(key(b))
                     if (bb is None or not any(fn.in_common_cycle(fn.block_of[j], bb) for j in lj[1])) \
                             and reached(b, depth):
                         return "cursor"
             return None
 
-        for j in _bits(ints):
+        for j in bits(ints):
             # outside the contract (a pointer value kept as an integer): noted,
             # with whether the pointer it came from is reached at this point
-            src = fn.ops[_key(self.vals[j])][0]
+            src = fn.ops[key(self.vals[j])][0]
             if reached(src):
                 r.notes["ptrtoint live, its pointer reached"] += 1
             else:  # only an inttoptr can turn it back into a pointer
                 back = any(o == "inttoptr" for o in fn.opcode.values())
                 r.notes["ptrtoint live, no inttoptr in the function" if not back
                         else "ptrtoint live, the function has an inttoptr"] += 1
-        for j in _bits(live):
+        for j in bits(live):
             v = self.vals[j]
-            vk = _key(v)
+            vk = key(v)
             r.live_values += 1
             if vk in value_pair:
-                want = _pointer_lanes(v.type)
+                want = pointer_lanes(v.type)
                 if lanes.get(vk) is not None and want is not None and len(lanes[vk]) != want:
                     r.diff(Difference("missing", fn.name, point, line, self.describe(vk),
                                       f"{len(lanes[vk])} of {want} pointer lanes recorded"))
@@ -1125,41 +872,6 @@ class _Checker:
                                   f"DERIVED {self.describe(pair_value[bp])[:60]} {off:+d}: no live value is that"))
 
 
-def _bits(x: int) -> Iterable[int]:
-    while x:
-        low = x & -x
-        yield low.bit_length() - 1
-        x ^= low
-
-
-def _pointer_lanes(t: llvm.TypeRef, depth: int = 0) -> int | None:
-    """Pointers held in an aggregate SSA value, nested ones included."""
-    if t.is_pointer:
-        return None if depth == 0 else 1
-    if depth > 8:
-        return 0
-    if t.is_vector or t.is_array:
-        e = next(iter(t.elements))
-        return t.element_count * (_pointer_lanes(e, depth + 1) or 0)
-    if t.is_struct:
-        return sum(_pointer_lanes(e, depth + 1) or 0 for e in t.elements)
-    return None
-
-
-_DEFINE = re.compile(r'^define [^@]*@("(?:[^"\\]|\\.)*"|[-\w.$]+)\(', re.M)
-_INST_LINE = re.compile(r"^  (?:%|[a-z])")
-
-
-def _instruction_lines(ir_text: str) -> dict[str, list[str]]:
-    """{function: the lines of its body that start an instruction}"""
-    out = {}
-    for m in _DEFINE.finditer(ir_text):
-        end = ir_text.find("\n}\n", m.end())
-        body = ir_text[ir_text.find("\n", m.end()) + 1:end]
-        out[m.group(1).strip('"')] = [ln for ln in body.split("\n") if _INST_LINE.match(ln)]
-    return out
-
-
 def skipped_functions(stderr: str) -> dict[str, str]:
     """{function: reason} from the pass's warnings on clang's stderr."""
     return {m.group(1): m.group(2).strip() for m in _SKIP_WARNING.finditer(stderr)}
@@ -1177,8 +889,8 @@ def check_module(ir_text: str, skipped: dict[str, str] | None = None,
         found live (:attr:`Report.points`).
     :returns: the counts and every difference.
     """
-    mod = _Module(ir_text)
-    bodies = _instruction_lines(ir_text)
+    mod = Module(ir_text)
+    bodies = instruction_lines(ir_text)
     r = Report()
     skipped = skipped or {}
     for f in mod.module.functions:
@@ -1186,6 +898,6 @@ def check_module(ir_text: str, skipped: dict[str, str] | None = None,
             continue
         if "available_externally" in str(f.linkage):
             continue
-        fn = _Function(f, mod, bodies.get(f.name))
+        fn = Function(f, mod, bodies.get(f.name))
         _Checker(mod, fn, r, keep_points).check(skipped.get(f.name))
     return r
