@@ -7,7 +7,7 @@ pass wrote; each omission rule of FORMAT.md is accepted only once its
 condition is checked.  Here: the oracle's own liveness on hand-checked cases,
 each omission rule accepted and then rejected once the IR is edited to break
 its condition, and the comparison on the C leak corpus, the samples, the pass
-inputs and Lua 5.4 (slow).  SQLite's amalgamation is compared by
+inputs, the Rust corpus and Lua 5.4 (slow).  SQLite's amalgamation is compared by
 benchmarks/oracle/run.py (results in tests/real_programs/ORACLE.md).
 """
 from __future__ import annotations
@@ -15,11 +15,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-import sys
 
 from conftest import ROOT, need, source_tree
 
@@ -43,16 +42,19 @@ def emit_ir(plugin: str, src: Path, *flags: str) -> tuple[str, dict[str, str]]:
     return r.stdout, lo.skipped_functions(r.stderr)
 
 
-#: differences judged case by case in tests/real_programs/ORACLE.md (a slot
-#: filled by memcpy only: the bytes may or may not hold pointers)
-JUDGED = {"copied_slot"}
+#: ``copied_slot`` differences judged one by one in tests/real_programs/ORACLE.md
+#: (slots filled by memcpy only: the bytes may or may not hold pointers), by
+#: function: the open bug's reproduction, and Rust's Arc::new (no pointers)
+JUDGED = ("save_restore", "Arc$LT$T$GT$3new")
 
 
 def _no_differences(r: lo.Report) -> None:
-    hard = [d for d in r.differences if d.kind not in JUDGED]
+    hard = []
     for d in r.differences:
-        if d.kind in JUDGED:
+        if d.kind == "copied_slot" and any(j in d.function for j in JUDGED):
             print(f"  judged in ORACLE.md: {d}")
+        else:
+            hard.append(d)
     assert not hard, "\n".join(map(str, hard[:40]))
 
 
