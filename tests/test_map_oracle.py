@@ -12,6 +12,7 @@ benchmarks/oracle/run.py (results in tests/real_programs/ORACLE.md).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -297,3 +298,18 @@ def test_rust_maps_agree_with_the_oracle(src: Path, opt: str, tmp_path: Path) ->
     print(f"{src.name} -C opt-level={opt}: {total.summary()}")
     assert total.call_sites > 0
     _no_differences(total)
+
+
+def test_oracle_benchmark_script_on_the_corpus(plugin, tmp_path: Path) -> None:
+    """benchmarks/oracle/run.py (SQLite and Lua are its heavy part) on the corpus."""
+    out = tmp_path / "oracle.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oracle" / "run.py"), "--programs", "corpus",
+                        "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert out.stat().st_mode & 0o777 == 0o600
+    c = res["corpus"]
+    assert c["files"] == len(CORPUS) and c["call_sites"] > 500 and c["live_values"] > 1000
+    # the one judged difference: the reproduction of SQLite's saveBuf
+    assert c["differences"] == {"copied_slot": 1} and "save_restore" in c["difference_list"][0]
+    assert r.stdout.startswith("corpus: ")
