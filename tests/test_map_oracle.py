@@ -188,6 +188,18 @@ def test_interior_and_cursor_need_their_base_recorded(rules: str) -> None:
     assert any(" = phi ptr" in d.value for d in missing), missing   # the cursor itself
 
 
+def test_cursor_rule_rejects_a_base_defined_in_the_loop(liveness_post: str) -> None:
+    # cursor_base_in_loop: %c = phi [null, %b + 8] with %b loaded in the same
+    # loop; %b is recorded, but %c may still point into the previous %b's
+    # object, so the pass records %c itself. Without that pair the oracle must
+    # refuse the cursor rule (the base is in a cycle with the phi).
+    assert _diffs(liveness_post) == []
+    broken = _edit_in(liveness_post, "cursor_base_in_loop", "i64 0, ptr %c, ", "")
+    diffs = lo.check_module(broken).differences
+    assert [(d.kind, d.function) for d in diffs] == [("missing", "cursor_base_in_loop")]
+    assert "%c = phi ptr" in diffs[0].value
+
+
 def test_a_skip_reason_is_checked(rules: str) -> None:
     assert _diffs(rules, {"value": "computed goto (indirectbr)"}) == [("skip_unverified", "value")]
 
