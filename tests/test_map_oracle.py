@@ -29,6 +29,8 @@ pytest.importorskip("llvmlite.binding", reason="llvmlite (pyproject's test extra
 from oracle import liveness_oracle as lo  # noqa: E402
 
 INPUTS = ROOT / "tests" / "pass_inputs"
+#: loop map points too (whatever the pass's default), so the oracle checks them
+LOOP_POINTS = {**os.environ, "MAPPEDTRACE_LOOP_POINTS": "1"}
 pytestmark = pytest.mark.skipif(not (tc.find_tool("clang-22") and tc.find_tool("opt-22")),
                                 reason="LLVM 22 toolchain (clang-22, opt-22) not installed")
 
@@ -38,7 +40,7 @@ def emit_ir(plugin: str, src: Path, *flags: str) -> tuple[str, dict[str, str]]:
     cc = tc.require_tool("clang++-22" if src.suffix == ".cpp" else "clang-22")
     r = subprocess.run([cc, "-O2", "-g", "-fno-pie", f"-fpass-plugin={plugin}", *flags,
                         "-S", "-emit-llvm", "-o", "-", str(src)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=LOOP_POINTS)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout, lo.skipped_functions(r.stderr)
 
@@ -87,7 +89,7 @@ def _edit_in(ir: str, fn: str, old: str, new: str, count: int = 1) -> str:
 def liveness_post(plugin) -> str:
     r = subprocess.run([tc.require_tool("opt-22"), f"-load-pass-plugin={plugin}", "-passes=mappedtrace",
                         "-S", str(INPUTS / "liveness.ll"), "-o", "-"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=LOOP_POINTS)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -288,7 +290,7 @@ def emit_rust_ir(src: Path, opt: str, out: Path) -> list[str]:
     out.mkdir()
     r = subprocess.run([sys.executable, "-m", "mappedtrace", "rustc", "-C", f"opt-level={opt}",
                         "--edition=2021", "-C", "link-arg=-Wl,--save-temps", "-o", str(out / "prog"), str(src)],
-                       capture_output=True, text=True, timeout=600, cwd=out)
+                       capture_output=True, text=True, timeout=600, cwd=out, env=LOOP_POINTS)
     assert r.returncode == 0, r.stderr[-2000:]
     texts = []
     for bc in sorted(out.glob("*.5.precodegen.bc")):

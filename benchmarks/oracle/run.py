@@ -43,7 +43,8 @@ def emit(plugin: str, src: Path, flags: list[str], opt: str = "-O2") -> tuple[st
     cc = tc.require_tool("clang++-22" if src.suffix == ".cpp" else "clang-22")
     r = subprocess.run([cc, opt, "-g", "-fno-pie", f"-fpass-plugin={plugin}", *flags,
                         "-S", "-emit-llvm", "-o", "-", str(src)],
-                       capture_output=True, text=True, timeout=3600)
+                       capture_output=True, text=True, timeout=3600,
+                       env={**os.environ, "MAPPEDTRACE_LOOP_POINTS": "1"})  # checked too
     if r.returncode != 0:
         raise SystemExit(f"oracle: {src.name} does not compile: {r.stderr[-500:]}")
     return r.stdout, lo.skipped_functions(r.stderr)
@@ -100,9 +101,10 @@ def main() -> None:
     ap.add_argument("--programs", default="corpus,lua,sqlite")
     ap.add_argument("--sqlite", help="the amalgamation's sqlite3.c")
     ap.add_argument("--opt", default="-O2", help="optimisation level(s), comma-separated (-O0,-O2,-O3…)")
+    ap.add_argument("--plugin", help="the pass plugin (default: built from this tree's llvm_pass)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
-    plugin = str(tc.plugin_path())
+    plugin = a.plugin or str(tc.plugin_path())
     out = {}
     for opt in a.opt.split(","):
         for name in a.programs.split(","):
