@@ -35,15 +35,21 @@ namespace mappedtrace {
 
 AnalysisKey MappedTraceAnalysis::Key;
 
-// A vector of pointers or a literal struct with pointer fields held as one
-// SSA value (SLP vectors, first-class aggregates): its pointer lanes are
-// recorded one by one (the emitter extracts them at the map point).
+// A vector or array of pointers, or a struct with pointer fields (literal or
+// named), held as one SSA value (SLP vectors, first-class aggregates): its
+// pointer lanes are recorded one by one (the emitter extracts them at the map
+// point). Known gap: pointers nested one aggregate deeper, and aggregates of
+// more than 16 elements, are not recorded (tests/oracle reports them; none in
+// the corpora, Lua or SQLite).
 unsigned aggregatePointerCount(Type *T) {
   if (auto *VT = dyn_cast<FixedVectorType>(T))
     return VT->getElementType()->isPointerTy() && VT->getNumElements() <= 16
                ? VT->getNumElements() : 0;
+  if (auto *AT = dyn_cast<ArrayType>(T))
+    return AT->getElementType()->isPointerTy() && AT->getNumElements() <= 16
+               ? AT->getNumElements() : 0;
   if (auto *ST = dyn_cast<StructType>(T)) {
-    if (!ST->isLiteral() || ST->getNumElements() > 16)
+    if (ST->isOpaque() || ST->getNumElements() > 16)
       return 0;
     unsigned N = 0;
     for (Type *E : ST->elements())

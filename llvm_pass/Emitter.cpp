@@ -216,6 +216,9 @@ SmallVector<Value *, 16> Emitter::deoptOperands(const MapSite &S, IRBuilder<> &B
       for (unsigned I = 0; I < ST->getNumElements(); ++I)
         if (ST->getElementType(I)->isPointerTy())
           Push(RoleValue, B.CreateExtractValue(V, I, "mt.field"), false);
+    } else if (auto *AT = dyn_cast<ArrayType>(T)) {
+      for (unsigned I = 0; I < AT->getNumElements(); ++I)
+        Push(RoleValue, B.CreateExtractValue(V, I, "mt.field"), false);
     }
   }
   return Ops;
