@@ -277,10 +277,17 @@ def _declared(slots) -> list[Slot]:
     return [s for s in slots if not s.flags & SLOT_STORED]
 
 
+def _shape(slots) -> list[tuple]:
+    # a slot's place and kind, not its target's id: ids hash pointees by name, and a
+    # module that only declares the pointee names it by a ``decl:`` id (FORMAT.md §3)
+    # that _resolve_declared maps to the same definition
+    return [(s.offset, s.count, s.stride, s.flags) for s in _declared(slots)]
+
+
 def _same(a: TypeInfo, b: TypeInfo) -> bool:
     """Same declared layout (STORED slots aside: each module finds its own)."""
-    return (a.size, a.kind, a.flags, _declared(a.slots), a.elem_type, a.flex_offset) == \
-        (b.size, b.kind, b.flags, _declared(b.slots), b.elem_type, b.flex_offset)
+    return (a.size, a.kind, a.flags, _shape(a.slots), a.flex_offset) == \
+        (b.size, b.kind, b.flags, _shape(b.slots), b.flex_offset)
 
 
 def _with_stored(a: TypeInfo, b: TypeInfo) -> TypeInfo:

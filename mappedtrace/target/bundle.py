@@ -36,7 +36,11 @@ MAX_INDEX = 1 << 20
 
 
 def is_bundle(path: str) -> bool:
-    """Whether ``path`` is a tar archive whose first member is ``bundle.json``."""
+    """Whether ``path`` is a tar archive whose first member is ``bundle.json``
+    (False for anything but a regular file: a FIFO's open would block)."""
+    from ..fileio import not_regular
+    if not_regular(path) is not None:
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(512)
