@@ -186,20 +186,29 @@ def _deferred(dg: HeapDigraph, ex: np.ndarray) -> np.ndarray:
     return drop
 
 
+def csr(n: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ptr, adj): the successor lists of ``n`` vertices given as edge arrays,
+    each vertex's edges in input order; the compiled kernel's counting sort
+    where it builds, else a stable numpy argsort."""
+    from .._markkernel import load
+    src = np.ascontiguousarray(src, np.int64)
+    dst = np.ascontiguousarray(dst, np.int64)
+    k = load()
+    if k is None:
+        o = np.argsort(src, kind="stable")
+        return np.searchsorted(src[o], np.arange(n + 1)), dst[o]
+    ptr = np.empty(n + 1, np.int64)
+    adj = np.empty(max(len(src), 1), np.int64)
+    rc = k.lib.mt_csr(n, len(src), k.ffi.from_buffer("int64_t[]", src), k.ffi.from_buffer("int64_t[]", dst),
+                      k.ffi.from_buffer("int64_t[]", ptr), k.ffi.from_buffer("int64_t[]", adj))
+    if rc != 0:
+        raise MemoryError("mt_csr failed") if rc == -2 else ValueError("an edge names no vertex")
+    return ptr, adj[:len(src)]
+
+
 def _idom_c(k, dg: HeapDigraph, exact_roots: np.ndarray) -> np.ndarray:
     ffi, lib = k.ffi, k.lib
     nv = dg.n_vertices
-
-    def csr(n: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        src = np.ascontiguousarray(src, np.int64)
-        dst = np.ascontiguousarray(dst, np.int64)
-        ptr = np.empty(n + 1, np.int64)
-        adj = np.empty(max(len(src), 1), np.int64)
-        rc = lib.mt_csr(n, len(src), ffi.from_buffer("int64_t[]", src), ffi.from_buffer("int64_t[]", dst),
-                        ffi.from_buffer("int64_t[]", ptr), ffi.from_buffer("int64_t[]", adj))
-        if rc != 0:
-            raise MemoryError("mt_csr failed") if rc == -2 else ValueError("an edge names no vertex")
-        return ptr, adj
     x = nv                                            # the exact roots' source
     ptr, adj = csr(nv + 1, np.concatenate([dg.src, np.full(len(exact_roots), x)]),
                    np.concatenate([dg.dst, exact_roots]))

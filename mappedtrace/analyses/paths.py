@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..graph import EDGE_EXACT, EDGE_UNREACHED, EDGE_WEAK, HeapGraph
-from .dominators import HeapDigraph, heap_digraph, root_holder
+from .dominators import HeapDigraph, csr, heap_digraph, root_holder
 
 
 @dataclass
@@ -63,9 +63,9 @@ class PathFinder:
     def __init__(self, graph: HeapGraph, digraph: HeapDigraph | None = None):
         self.graph = graph
         self.dg = digraph or heap_digraph(graph)       # every edge: stale words are reasons too
-        o = np.argsort(self.dg.dst, kind="stable")
-        self._rsrc = self.dg.src[o]                     # predecessors, grouped by vertex
-        self._rptr = np.searchsorted(self.dg.dst[o], np.arange(self.dg.n_vertices + 1))
+        # predecessors grouped by vertex (reverse CSR): the kernel's counting sort,
+        # else numpy's argsort
+        self._rptr, self._rsrc = csr(self.dg.n_vertices, self.dg.dst, self.dg.src)
         e = graph.edges
         keep = (e["flags"] & (EDGE_UNREACHED | EDGE_WEAK)) == 0
         self._edges = e[keep]
