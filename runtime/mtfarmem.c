@@ -3,8 +3,8 @@
  * At load it creates a userfaultfd owned by this process (so the descriptor,
  * and every fault queued on it, survives a pager that dies) and one helper
  * thread that listens on a unix socket named by $MTFARMEM_SOCK.  The pager
- * connects, asks for the uffd's descriptor number (HELLO) and takes the
- * descriptor with pidfd_getfd; it registers ranges and serves faults itself.
+ * finds the uffd in /proc/PID/fd, takes it with pidfd_getfd, registers
+ * ranges and serves faults itself; it connects to the socket for the rest.
  * The helper does only what must be done inside this address space: drop
  * pages with madvise(MADV_DONTNEED) on request (DROP), and give the
  * descriptor up on detach (RELEASE).  No per-allocation bookkeeping, no
@@ -35,19 +35,24 @@ enum { MT_HELLO = 1, MT_DROP = 2, MT_PING = 3, MT_RELEASE = 4 };
 #define MT_MAX_RANGES 4096
 struct mt_req { uint32_t op, n; };
 struct mt_range { uint64_t start, len; };
-struct mt_reply { int32_t rc, err; uint64_t value, features; };
+struct mt_reply { int32_t rc, err; uint64_t value, features, last_drop; };
 
 static int mt_uffd = -1;
 static uint64_t mt_features;
 static int mt_listen = -1;
 static char mt_path[108];
 static struct mt_range mt_ranges[MT_MAX_RANGES];   /* static: the thread never mallocs */
+/* The last DROP request, kept until the next one: a pager that takes over from
+ * one killed in the middle of a drop reads it (HELLO gives its address) to tell
+ * that drop's REMOVE events from the program's own madvise. */
+static struct { uint64_t n; struct mt_range r[MT_MAX_RANGES]; } mt_last;
 
 static int mt_full_io(int fd, void *buf, size_t n, int writing)
 {
 	char *p = buf;
 	while (n) {
-		ssize_t r = writing ? write(fd, p, n) : read(fd, p, n);
+		/* MSG_NOSIGNAL: a pager that died must not take the program down with SIGPIPE */
+		ssize_t r = writing ? send(fd, p, n, MSG_NOSIGNAL) : read(fd, p, n);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
@@ -94,7 +99,7 @@ static void mt_serve(int c)
 {
 	struct mt_req q;
 	while (mt_full_io(c, &q, sizeof q, 0) == 0) {
-		struct mt_reply r = { 0, 0, 0, mt_features };
+		struct mt_reply r = { 0, 0, 0, mt_features, (uint64_t)(uintptr_t)&mt_last };
 		if (q.n > MT_MAX_RANGES)
 			return;                 /* a bad request: drop the connection */
 		if (q.n && mt_full_io(c, mt_ranges, q.n * sizeof mt_ranges[0], 0))
@@ -106,6 +111,8 @@ static void mt_serve(int c)
 		case MT_PING:
 			break;
 		case MT_DROP:
+			memcpy(mt_last.r, mt_ranges, q.n * sizeof mt_ranges[0]);
+			mt_last.n = q.n;
 			for (uint32_t i = 0; i < q.n; i++) {
 				if (madvise((void *)mt_ranges[i].start, mt_ranges[i].len, MADV_DONTNEED)) {
 					r.rc = -1;

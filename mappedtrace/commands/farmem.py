@@ -208,7 +208,6 @@ def detach_cmd(pid: int, timeout: float) -> int:
     store = open_store(st["store"])
     p = Pager(pid, store, local=max(st["local_bytes"], 4096), sock=st["sock"], ns=st["namespace"], resume=True)
     p.connect(timeout=5)
-    p.start()
     p.detach()
     print(f"detached from {pid} (its pager had died; pages brought home from {st['store']})", file=sys.stderr)
     return 0

@@ -62,7 +62,7 @@ _ZERO_HASH = hashlib.blake2b(_ZERO, digest_size=8).digest()
 # the helper's wire format (runtime/mtfarmem.c)
 _REQ = struct.Struct("<II")
 _RANGE = struct.Struct("<QQ")
-_REPLY = struct.Struct("<iiQQ")
+_REPLY = struct.Struct("<iiQQQ")
 OP_HELLO, OP_DROP, OP_PING, OP_RELEASE = 1, 2, 3, 4
 MAX_RANGES = 4096
 
@@ -110,8 +110,8 @@ class Helper:
                                            "static binary or one that clears LD_PRELOAD cannot be paged") from None
                 time.sleep(0.02)
 
-    def call(self, op: int, ranges: list[tuple[int, int]] = ()) -> tuple[int, int, int, int]:
-        """``(rc, errno, value, features)`` of one request."""
+    def call(self, op: int, ranges: list[tuple[int, int]] = ()) -> tuple[int, int, int, int, int]:
+        """``(rc, errno, value, features, address of the last drop)`` of one request."""
         msg = _REQ.pack(op, len(ranges)) + b"".join(_RANGE.pack(a, n) for a, n in ranges)
         with self.lock:
             try:
@@ -139,6 +139,33 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
         else:
             out.append((p, PAGE))
     return out
+
+
+def find_uffd(pid: int) -> tuple[int, int] | None:
+    """``(fd number, features)`` of the userfaultfd the helper made in ``pid``, or None.
+
+    Found in ``/proc/PID/fd`` rather than asked of the helper: a helper in the
+    middle of a drop that a dead pager asked for waits until someone reads the
+    userfaultfd, so the descriptor must be had without it.
+    """
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        raise NoSuchProcess(f"no process {pid}") from None
+    except PermissionError:
+        raise FarMemError(f"not permitted to look at the descriptors of process {pid}") from None
+    for n in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{n}") != "anon_inode:[userfaultfd]":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{n}") as f:
+                for line in f:
+                    if line.startswith("API:"):         # API:\t<api>:<features>:<ioctls>
+                        return int(n), int(line.split()[1].split(":")[1], 16)
+            return int(n), 0
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
 
 
 def registered_vmas(pid: int) -> list[tuple[int, int]]:
@@ -190,7 +217,8 @@ class Pager:
         self.lat = deque(maxlen=20000)
         self.stats = dict(faults=0, zero_faults=0, pages_evicted=0, pages_sent=0, pages_dropped_clean=0,
                           pages_zero=0, bytes_sent=0, bytes_fetched=0, removed_by_program=0, remapped=0,
-                          resident_bytes=0, remote_bytes=0, heap_bytes=0, evict_rounds=0)
+                          resident_bytes=0, remote_bytes=0, heap_bytes=0, evict_rounds=0,
+                          resident_after_evict_bytes=0, resident_after_evict_max_bytes=0)
         self.blocked: str | None = None
         self.warnings: list[str] = []
         self.state = "starting"
@@ -199,6 +227,9 @@ class Pager:
         self.faults_per_s = 0.0
         self._state_at = 0.0
         self.cycle = 0
+        self.hello_done = threading.Event()
+        self.foreign_drops: list[tuple[int, int]] = []
+        self.pending_removes: list[tuple[int, int]] = []
         self.ranges = HeapRanges(pid)
         self.threads: list[threading.Thread] = []
         self.helper: Helper | None = None
@@ -209,25 +240,42 @@ class Pager:
         return f"{self.ns}:{page:x}"
 
     def connect(self, *, timeout: float = 10.0, alive=lambda: True) -> None:
-        """Connect to the helper and take the target's userfaultfd."""
-        self.helper = Helper(self.sock, timeout=timeout, alive=alive)
-        rc, err, fdnum, features = self.helper.call(OP_HELLO)
-        if rc or fdnum > 1 << 31:
-            raise FarMemError(f"process {self.pid}: the far-memory helper has no userfaultfd",
-                              hint="userfaultfd needs root or vm.unprivileged_userfaultfd=1")
+        """Take the target's userfaultfd, start serving it, then connect to the helper."""
+        deadline = time.monotonic() + timeout
+        while (found := find_uffd(self.pid)) is None:
+            if time.monotonic() > deadline or not alive():
+                raise FarMemError(f"process {self.pid} has no far-memory helper (no userfaultfd)",
+                                  hint="start it with 'mappedtrace farmem run'; a static binary, one that "
+                                       "clears LD_PRELOAD, or a kernel without userfaultfd cannot be paged")
+            time.sleep(0.01)
+        fdnum, features = found
         missing = [n for bit, n in U.NEEDED_FEATURES.items() if not features & bit]
         if missing:
             raise FarMemError(f"this kernel's userfaultfd lacks {', '.join(missing)}",
                               hint="far memory needs Linux 5.7 or newer (anonymous write-protect)")
         self.uffd = U.Uffd(U.take_fd(self.pid, fdnum))
         self.pagemap = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
+        t = threading.Thread(target=self._fault_loop, name="mtfm-fault", daemon=True)
+        t.start()
+        self.threads.append(t)
+        self.helper = Helper(self.sock, timeout=max(1.0, deadline - time.monotonic()), alive=alive)
+        rc, err, _, _, last = self.helper.call(OP_HELLO)
+        if self.resume and last:
+            # the drop a killed pager had asked for: its REMOVE events are not the program's
+            try:
+                n = struct.unpack("<Q", K.vm_read(self.pid, last, 8))[0]
+                raw = K.vm_read(self.pid, last + 8, min(n, MAX_RANGES) * _RANGE.size) if n else b""
+                self.foreign_drops = [r for r in _RANGE.iter_unpack(raw)]
+            except MappedTraceError as e:
+                self.warnings.append(f"the helper's last drop could not be read: {e.message}")
+        self.hello_done.set()
 
     def start(self) -> None:
+        """Start evicting (the fault thread runs from :meth:`connect` on)."""
         self.state = "running"
-        for fn, name in ((self._fault_loop, "mtfm-fault"), (self._evict_loop, "mtfm-evict")):
-            t = threading.Thread(target=fn, name=name, daemon=True)
-            t.start()
-            self.threads.append(t)
+        t = threading.Thread(target=self._evict_loop, name="mtfm-evict", daemon=True)
+        t.start()
+        self.threads.append(t)
 
     # ---- the fault thread ----------------------------------------------
     def _fault_loop(self) -> None:
@@ -236,6 +284,10 @@ class Pager:
         poller.register(fd, select.POLLIN)
         retry: list[int] = []
         while not self.stop.is_set():
+            if self.pending_removes and self.hello_done.is_set():
+                for a, b in self.pending_removes:
+                    self._on_remove(a, b, False)
+                self.pending_removes = []
             self.cycle += 1         # everything read so far is handled (see _evict)
             if not poller.poll(20 if retry else 100):
                 if retry:
@@ -339,6 +391,12 @@ class Pager:
             # boundary comes back in pieces; each lies inside a run in flight
             if not unmap and any(a <= start and end <= a + n for a, n in self.dropping):
                 return
+            if not unmap and self.resume:
+                if not self.hello_done.is_set():       # who dropped it is known after HELLO
+                    self.pending_removes.append((start, end))
+                    return
+                if any(a <= start and end <= a + n for a, n in self.foreign_drops):
+                    return
             if (end - start) // PAGE < len(self.stored):
                 gone = [p for p in range(start, end, PAGE) if p in self.stored]
             else:
@@ -458,6 +516,9 @@ class Pager:
                 self.write_state()
         present, _ = self._scan()
         self._account(present)
+        self.stats["resident_after_evict_bytes"] = self.stats["resident_bytes"]
+        self.stats["resident_after_evict_max_bytes"] = max(self.stats["resident_after_evict_max_bytes"],
+                                                           self.stats["resident_bytes"])
 
     def _account(self, present: np.ndarray) -> None:
         with self.lock:
@@ -540,7 +601,7 @@ class Pager:
                 self.dropping.update(drop)
             try:
                 for i in range(0, len(drop), MAX_RANGES):
-                    rc, err, _, _ = self.helper.call(OP_DROP, drop[i:i + MAX_RANGES])
+                    rc, err, _, _, _ = self.helper.call(OP_DROP, drop[i:i + MAX_RANGES])
                     if rc:
                         self.warnings.append(f"the helper could not drop pages: {os.strerror(err)}")
                 # the helper's madvise returned once the fault thread had *read* its REMOVE
