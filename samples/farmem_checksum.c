@@ -11,10 +11,11 @@
  *   ready heap=BYTES pid=PID
  * once built, then at the end
  *   passes=N mismatches=M checksum=X expected=Y
- * where X is summed from memory and Y from the formula alone; a list cut
+ * (SIGUSR1 ends the run early) where X is summed from memory and Y from the formula alone; a list cut
  * short (a page read back as zeros) counts as a mismatch.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@ struct worker {
 };
 
 static double deadline;
+static volatile sig_atomic_t stop;   /* SIGUSR1: finish the current pass and report */
 static int verbose;     /* $FARMEM_CHECKSUM_VERBOSE: describe the first mismatches on stderr */
 static uint64_t *big;
 static size_t big_words = (4u << 20) / 8;
@@ -92,7 +94,7 @@ static void build(struct worker *w)
 static void work(struct worker *w)
 {
 	uint64_t hot = w->n / 4;
-	while (now() < deadline) {
+	while (!stop && now() < deadline) {
 		int full = w->passes % 4 == 0;
 		uint64_t k = 0;
 		for (struct rec *r = w->head; r && (full || k < hot); r = r->next, k++) {
@@ -125,6 +127,12 @@ static void work(struct worker *w)
 	}
 }
 
+static void on_usr1(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
 static void *thread_main(void *arg)
 {
 	struct worker *w = arg;
@@ -144,6 +152,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: farmem_checksum [MIB [THREADS(0-64) [SECONDS]]]\n");
 		return 2;
 	}
+	signal(SIGUSR1, on_usr1);
 	verbose = getenv("FARMEM_CHECKSUM_VERBOSE") != NULL;
 	uint64_t total = (mib << 20) / sizeof(struct rec);
 	uint64_t per = total / (threads + 1);

@@ -55,7 +55,8 @@ PAGE = 4096
 PM_PRESENT = np.uint64(1 << 63)
 PM_SOFT_DIRTY = np.uint64(1 << 55)
 BATCH = 256                  # pages per eviction batch (1 MiB)
-LOW_WATER = 0.95             # evict down to this share of the budget
+HIGH_WATER = 0.95            # evict when the resident heap passes this share of the budget,
+LOW_WATER = 0.90             # down to this share (faults find room without waiting)
 _ZERO = bytes(PAGE)
 _ZERO_HASH = hashlib.blake2b(_ZERO, digest_size=8).digest()
 
@@ -218,7 +219,8 @@ class Pager:
         self.stats = dict(faults=0, zero_faults=0, pages_evicted=0, pages_sent=0, pages_dropped_clean=0,
                           pages_zero=0, bytes_sent=0, bytes_fetched=0, removed_by_program=0, remapped=0,
                           resident_bytes=0, remote_bytes=0, heap_bytes=0, evict_rounds=0,
-                          resident_after_evict_bytes=0, resident_after_evict_max_bytes=0)
+                          resident_after_evict_bytes=0, resident_after_evict_max_bytes=0,
+                          faults_waited_for_room=0)
         self.blocked: str | None = None
         self.warnings: list[str] = []
         self.state = "starting"
@@ -227,6 +229,8 @@ class Pager:
         self.faults_per_s = 0.0
         self._state_at = 0.0
         self.cycle = 0
+        self.resident_est = 0           # bytes: the last scan, plus faults served, less drops since
+        self.kick = threading.Event()   # a fault waits for room: evict now
         self.hello_done = threading.Event()
         self.foreign_drops: list[tuple[int, int]] = []
         self.pending_removes: list[tuple[int, int]] = []
@@ -289,9 +293,9 @@ class Pager:
                     self._on_remove(a, b, False)
                 self.pending_removes = []
             self.cycle += 1         # everything read so far is handled (see _evict)
-            if not poller.poll(20 if retry else 100):
+            if not poller.poll(2 if retry else 100):
                 if retry:
-                    retry = self._serve(retry, time.perf_counter())
+                    retry = self._serve(retry)
                 continue
             try:
                 data = os.read(fd, U.MSG.size * 512)
@@ -308,16 +312,16 @@ class Pager:
                     if a & U.PAGEFAULT_FLAG_WP:
                         self._on_wp(page)
                     else:
-                        missing.append(page)
+                        missing.append((page, t0))
                 elif ev in (U.EVENT_REMOVE, U.EVENT_UNMAP):
                     if missing:            # faults read before the event come first
-                        missing = self._serve(missing, t0)
+                        missing = self._serve(missing, budget=False)
                     self._on_remove(a, b, ev == U.EVENT_UNMAP)
                 elif ev == U.EVENT_REMAP:
                     if missing:
-                        missing = self._serve(missing, t0)
+                        missing = self._serve(missing, budget=False)
                     self._on_remap(a, b, c)
-            retry = self._serve(missing, t0) if missing else []
+            retry = self._serve(missing) if missing else []
 
     def _on_wp(self, page: int) -> None:
         with self.lock:
@@ -342,15 +346,28 @@ class Pager:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _serve(self, pages: list[int], t0: float) -> list[int]:
-        """Serve missing faults; returns the pages to try again (EAGAIN)."""
-        pages = list(dict.fromkeys(pages))
+    def _serve(self, faults: list[tuple[int, float]], *, budget: bool = True) -> list[tuple[int, float]]:
+        """Serve missing faults ``(page, time read)``; returns those to try again: EAGAIN
+        from the kernel, or no room under the budget yet (the faulting thread waits while
+        the evictor makes room: that is what keeps the resident heap under --local)."""
+        first: dict[int, float] = {}
+        for p, t in faults:
+            first.setdefault(p, t)
+        pages = list(first)
+        later: list[int] = []
+        if budget:
+            with self.lock:
+                room = max(0, (self.local - self.resident_est) // PAGE)
+            if room < len(pages):
+                pages, later = pages[:room], pages[room:]
+                self.kick.set()
+                self.stats["faults_waited_for_room"] += len(later)
         with self.lock:
             known = [(p, self.stored.get(p)) for p in pages]
         ask = [p for p, h in known if (h is not None and h != _ZERO_HASH) or (h is None and self.resume)]
         got = dict(zip(ask, self._fetch([self.key(p) for p in ask]))) if ask else {}
-        retry = []
-        zero = 0
+        retry = later
+        zero = served = 0
         for p, h in known:
             data = got.get(p)
             if data is None:
@@ -370,20 +387,22 @@ class Pager:
                 self.uffd.wake(p, PAGE)
             elif rc == errno.EAGAIN:
                 retry.append(p)
+                continue
             elif rc in (errno.ENOENT, errno.ESRCH, errno.EFAULT, errno.EINVAL):
                 self.uffd.wake(p, PAGE)     # the range went away: the thread retries and sees why
             elif rc:
                 self.warnings.append(f"UFFDIO_COPY {p:#x}: {os.strerror(rc)}")
-            if rc != errno.EAGAIN:
-                self.stats["bytes_fetched"] += 0 if data is _ZERO else PAGE
-        dt = time.perf_counter() - t0
-        n = len(known) - len(retry)
+            served += rc == 0
+            if data is not _ZERO:
+                self.stats["bytes_fetched"] += PAGE
+            self.lat.append(time.perf_counter() - first[p])
+        n = len(pages) - (len(retry) - len(later))
         self.stats["faults"] += n
         self.stats["zero_faults"] += zero
-        self.lat.extend([dt] * n)
         with self.lock:
+            self.resident_est += served * PAGE
             self.ref.update(pages)
-        return retry
+        return [(p, first[p]) for p in retry]
 
     def _on_remove(self, start: int, end: int, unmap: bool) -> None:
         with self.lock:
@@ -473,6 +492,7 @@ class Pager:
     def _evict_loop(self) -> None:
         last_ranges = 0.0
         last_state = 0.0
+        kicked = False
         while not self.stop.is_set():
             try:
                 now = time.monotonic()
@@ -480,7 +500,7 @@ class Pager:
                     self._refresh_ranges()
                     last_ranges = now
                 if self.evict_on.is_set():
-                    self._round()
+                    self._round(kicked)
                 if now - last_state > 0.5:
                     self.write_state()
                     last_state = now
@@ -489,9 +509,10 @@ class Pager:
                 break
             except MappedTraceError as e:
                 self.warnings.append(e.message)
-            self.stop.wait(self.interval)
+            kicked = self.kick.wait(self.interval)
+            self.kick.clear()
 
-    def _round(self) -> None:
+    def _round(self, kicked: bool = False) -> None:
         present, dirty = self._scan()
         if self.soft_dirty:
             with self.lock:
@@ -504,9 +525,11 @@ class Pager:
         self.stats["evict_rounds"] += 1
         self._account(present)
         resident = len(present) * PAGE
-        if resident <= self.local:
+        with self.lock:
+            self.resident_est = resident
+        if resident <= self.local * HIGH_WATER and not kicked:
             return
-        need = (resident - int(self.local * LOW_WATER)) // PAGE
+        need = max(resident - int(self.local * LOW_WATER), 16 * PAGE) // PAGE
         victims = self._pick(present, need)
         for i in range(0, len(victims), BATCH):
             if self.stop.is_set() or not self.evict_on.is_set():
@@ -516,6 +539,8 @@ class Pager:
                 self.write_state()
         present, _ = self._scan()
         self._account(present)
+        with self.lock:
+            self.resident_est = self.stats["resident_bytes"]
         self.stats["resident_after_evict_bytes"] = self.stats["resident_bytes"]
         self.stats["resident_after_evict_max_bytes"] = max(self.stats["resident_after_evict_max_bytes"],
                                                            self.stats["resident_bytes"])
@@ -614,6 +639,8 @@ class Pager:
             finally:
                 with self.lock:
                     self.dropping.difference_update(drop)
+            with self.lock:
+                self.resident_est -= len(hashes) * PAGE
             self.stats["pages_evicted"] += len(hashes)
             self.stats["pages_sent"] += len(puts)
             self.stats["bytes_sent"] += len(puts) * PAGE
@@ -677,7 +704,8 @@ class Pager:
             for lo, hi in registered_vmas(self.pid):
                 home += [p for p in range(lo, hi, PAGE) if p not in pres and p not in self.stored]
         for i in range(0, len(home), BATCH):
-            self._serve(home[i:i + BATCH], time.perf_counter())
+            t = time.perf_counter()
+            self._serve([(p, t) for p in home[i:i + BATCH]], budget=False)
         for lo, hi in registered_vmas(self.pid):
             try:
                 self.uffd.unregister(lo, hi - lo)
