@@ -14,6 +14,7 @@
  * (SIGUSR1 ends the run early) where X is summed from memory and Y from the formula alone; a list cut
  * short (a page read back as zeros) counts as a mismatch.
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -38,6 +39,7 @@ struct worker {
 	pthread_barrier_t *built;
 };
 
+static uint64_t churn(uint64_t pass);
 static double deadline;
 static volatile sig_atomic_t stop;   /* SIGUSR1: finish the current pass and report */
 static int verbose;     /* $FARMEM_CHECKSUM_VERBOSE: describe the first mismatches on stderr */
@@ -123,6 +125,8 @@ static void work(struct worker *w)
 		if (w->first_id == 0) { /* main also checks the mmapped buffer */
 			for (size_t i = 0; i < big_words; i += 512)
 				w->mismatches += big[i] != mix(i);
+			if (full)
+				w->mismatches += churn(w->full_passes);
 		}
 	}
 }
@@ -131,6 +135,43 @@ static void on_usr1(int sig)
 {
 	(void)sig;
 	stop = 1;
+}
+
+/* The program's own munmap, mremap and madvise(DONTNEED), which the pager must follow:
+ * a buffer above the mmap threshold that is checked, grown or shrunk with realloc
+ * (mremap), freed and allocated again (munmap, mmap); malloc_trim gives free heap
+ * pages back with MADV_DONTNEED.  Returns the mismatches found. */
+static uint64_t *churn_buf;
+static size_t churn_words;
+static uint64_t churn_gen;
+
+static uint64_t churn(uint64_t pass)
+{
+	uint64_t bad = 0;
+	for (size_t i = 0; i < churn_words; i++)
+		bad += churn_buf && churn_buf[i] != mix(i ^ (churn_gen << 48));
+	size_t keep = churn_words;
+	size_t words = ((pass % 3) + 1) * (256u << 10) / 8;   /* 256, 512, 768 KiB */
+	if (pass % 8 == 7) {
+		free(churn_buf);
+		churn_buf = malloc(words * 8);
+		keep = 0;
+	} else {
+		churn_buf = realloc(churn_buf, words * 8);
+	}
+	if (!churn_buf) {
+		perror("churn");
+		exit(2);
+	}
+	for (size_t i = 0; i < (keep < words ? keep : words); i++)
+		bad += churn_buf[i] != mix(i ^ (churn_gen << 48));
+	churn_gen++;
+	for (size_t i = 0; i < words; i++)
+		churn_buf[i] = mix(i ^ (churn_gen << 48));
+	churn_words = words;
+	if (pass % 4 == 1)
+		malloc_trim(0);
+	return bad;
 }
 
 static void *thread_main(void *arg)

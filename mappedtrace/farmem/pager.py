@@ -220,7 +220,7 @@ class Pager:
                           pages_zero=0, bytes_sent=0, bytes_fetched=0, removed_by_program=0, remapped=0,
                           resident_bytes=0, remote_bytes=0, heap_bytes=0, evict_rounds=0,
                           resident_after_evict_bytes=0, resident_after_evict_max_bytes=0,
-                          faults_waited_for_room=0)
+                          faults_waited_for_room=0, events_remove=0, events_unmap=0, events_remap=0)
         self.blocked: str | None = None
         self.warnings: list[str] = []
         self.state = "starting"
@@ -314,10 +314,12 @@ class Pager:
                     else:
                         missing.append((page, t0))
                 elif ev in (U.EVENT_REMOVE, U.EVENT_UNMAP):
+                    self.stats["events_unmap" if ev == U.EVENT_UNMAP else "events_remove"] += 1
                     if missing:            # faults read before the event come first
                         missing = self._serve(missing, budget=False)
                     self._on_remove(a, b, ev == U.EVENT_UNMAP)
                 elif ev == U.EVENT_REMAP:
+                    self.stats["events_remap"] += 1
                     if missing:
                         missing = self._serve(missing, budget=False)
                     self._on_remap(a, b, c)
