@@ -100,12 +100,20 @@ def _status(pid: int) -> dict:
     return json.loads(r.stdout)
 
 
-def _wait_paging(pid: int, timeout: float = 40) -> dict:
-    """Status once pages went out and came back, and a few eviction rounds ran."""
+def _wait_paging(pid: int, heap: int, timeout: float = 40) -> dict:
+    """Status once the whole heap is registered, pages went out and came back, and a few
+    eviction rounds ran."""
     deadline = time.monotonic() + timeout
+    while run_mt("farmem", "status", str(pid)).returncode:     # the pager is still connecting
+        assert time.monotonic() < deadline, "no far-memory state for the program"
+        time.sleep(0.2)
+    first = None
     while True:
         st = _status(pid)
-        if st["remote_bytes"] > 0 and st["faults"] - st["zero_faults"] > 100 and st["evict_rounds"] > 5:
+        if st["heap_bytes"] >= heap and first is None:
+            first = st["evict_rounds"]
+        if first is not None and st["evict_rounds"] > first + 5 and st["remote_bytes"] > 0 and \
+                st["faults"] - st["zero_faults"] > 100:
             return st
         assert time.monotonic() < deadline, f"no paging after {timeout} s: {st}"
         time.sleep(0.5)
@@ -136,7 +144,7 @@ def test_paged_run_is_exact(checksum_exe, heap_bytes, redis_url, tmp_path, store
     budget = int(heap_bytes * share)
     p, pid = _start(checksum_exe, store, budget)
     try:
-        st = _wait_paging(pid)
+        st = _wait_paging(pid, heap_bytes)
         assert st["state"] == "running" and st["store_health"]["ok"]
         assert st["remote_bytes"] > 0 and st["pages_evicted"] > 0 and st["faults"] > 0
         assert st["fault_latency_median_us"] is not None
@@ -170,7 +178,7 @@ def test_pager_killed_then_taken_over(checksum_exe, heap_bytes, redis_url):
     budget = heap_bytes // 3
     p, pid = _start(checksum_exe, redis_url, budget)
     try:
-        _wait_paging(pid)
+        _wait_paging(pid, heap_bytes)
         p.send_signal(signal.SIGKILL)
         p.wait()
         time.sleep(1.0)

@@ -102,12 +102,11 @@ def take_fd(pid: int, fdnum: int) -> int:
 class Uffd:
     """The pager's duplicate of the target's userfaultfd."""
 
+    # The argument structs are made per call: the fault thread, the evictor and detach call
+    # these at the same time, and a shared struct would mix one call's fields into another's.
+
     def __init__(self, fd: int):
         self.fd = fd
-        self._rng = ffi.new("struct uffdio_range *")
-        self._reg = ffi.new("struct uffdio_register *")
-        self._copy = ffi.new("struct uffdio_copy *")
-        self._wp = ffi.new("struct uffdio_writeprotect *")
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -115,25 +114,25 @@ class Uffd:
             self.fd = -1
 
     def register(self, start: int, length: int, mode: int) -> None:
-        r = self._reg
+        r = ffi.new("struct uffdio_register *")
         r.range.start, r.range.len, r.mode = start, length, mode
         if libc.ioctl(self.fd, UFFDIO_REGISTER, r) < 0:
             raise UffdError("UFFDIO_REGISTER", ffi.errno, f"{start:#x}+{length:#x}")
 
     def unregister(self, start: int, length: int) -> None:
-        self._rng.start, self._rng.len = start, length
-        if libc.ioctl(self.fd, UFFDIO_UNREGISTER, self._rng) < 0:
+        rng = ffi.new("struct uffdio_range *", (start, length))
+        if libc.ioctl(self.fd, UFFDIO_UNREGISTER, rng) < 0:
             raise UffdError("UFFDIO_UNREGISTER", ffi.errno, f"{start:#x}+{length:#x}")
 
     def wake(self, start: int, length: int) -> None:
-        self._rng.start, self._rng.len = start, length
-        libc.ioctl(self.fd, UFFDIO_WAKE, self._rng)      # nothing to wake is not an error
+        rng = ffi.new("struct uffdio_range *", (start, length))
+        libc.ioctl(self.fd, UFFDIO_WAKE, rng)      # nothing to wake is not an error
 
     def copy(self, dst: int, src_cdata, length: int) -> int:
         """UFFDIO_COPY ``length`` bytes to ``dst``; returns 0 or the errno
         (EEXIST: already there, the waiter is woken by the caller; ENOENT/ESRCH:
         the range or the process went away)."""
-        c = self._copy
+        c = ffi.new("struct uffdio_copy *")
         c.dst, c.src, c.len, c.mode, c.copy = dst, int(ffi.cast("uintptr_t", src_cdata)), length, 0, 0
         if libc.ioctl(self.fd, UFFDIO_COPY, c) < 0:
             return ffi.errno or errno.EIO
@@ -141,7 +140,7 @@ class Uffd:
 
     def writeprotect(self, start: int, length: int, protect: bool, wake: bool = True) -> int:
         """Set or clear write protection of resident pages; returns 0 or the errno."""
-        w = self._wp
+        w = ffi.new("struct uffdio_writeprotect *")
         w.range.start, w.range.len = start, length
         # the kernel takes DONTWAKE only when clearing the protection
         w.mode = WP_MODE_WP if protect else (0 if wake else WP_MODE_DONTWAKE)

@@ -231,6 +231,9 @@ class Pager:
         self.cycle = 0
         self.resident_est = 0           # bytes: the last scan, plus faults served, less drops since
         self.kick = threading.Event()   # a fault waits for room: evict now
+        self.round_lock = threading.Lock()
+        #: $MTFARMEM_DEBUG=PATH: a log of evictions, serves and events, written to PATH.PID at the end
+        self.debug = deque(maxlen=2_000_000) if os.environ.get("MTFARMEM_DEBUG") else None
         self.hello_done = threading.Event()
         self.foreign_drops: list[tuple[int, int]] = []
         self.pending_removes: list[tuple[int, int]] = []
@@ -277,6 +280,7 @@ class Pager:
     def start(self) -> None:
         """Start evicting (the fault thread runs from :meth:`connect` on)."""
         self.state = "running"
+        self.write_state()
         t = threading.Thread(target=self._evict_loop, name="mtfm-evict", daemon=True)
         t.start()
         self.threads.append(t)
@@ -385,6 +389,8 @@ class Pager:
                 retry.append(p)
                 continue
             rc = self.uffd.copy(p, U.ffi.from_buffer(data), PAGE)
+            if self.debug is not None:
+                self.debug.append((time.monotonic(), "serve", p, "zero" if data is _ZERO else "store", h, rc))
             if rc == errno.EEXIST:
                 self.uffd.wake(p, PAGE)
             elif rc == errno.EAGAIN:
@@ -407,6 +413,8 @@ class Pager:
         return [(p, first[p]) for p in retry]
 
     def _on_remove(self, start: int, end: int, unmap: bool) -> None:
+        if self.debug is not None:
+            self.debug.append((time.monotonic(), "remove", start, end, unmap, list(self.dropping)))
         with self.lock:
             # our own drop: madvise reports one REMOVE per VMA, so a run that crosses a VMA
             # boundary comes back in pieces; each lies inside a run in flight
@@ -436,6 +444,8 @@ class Pager:
                 self.warnings.append(f"{e.message} (stale pages stay in the store)")
 
     def _on_remap(self, old: int, new: int, length: int) -> None:
+        if self.debug is not None:
+            self.debug.append((time.monotonic(), "remap", old, new, length))
         # the program's mremap moved registered pages: move their store copies with them
         with self.lock:
             moved = [(p, self.stored.pop(p)) for p in range(old, old + length, PAGE) if p in self.stored]
@@ -498,11 +508,12 @@ class Pager:
         while not self.stop.is_set():
             try:
                 now = time.monotonic()
-                if now - last_ranges > 0.5:
-                    self._refresh_ranges()
-                    last_ranges = now
-                if self.evict_on.is_set():
-                    self._round(kicked)
+                with self.round_lock:           # detach waits for a round to finish
+                    if now - last_ranges >= self.interval and self.evict_on.is_set():
+                        self._refresh_ranges()
+                        last_ranges = now
+                    if self.evict_on.is_set():
+                        self._round(kicked)
                 if now - last_state > 0.5:
                     self.write_state()
                     last_state = now
@@ -623,6 +634,8 @@ class Pager:
             if self.blocked and "eviction" in self.blocked:
                 self.blocked = None
             drop = [(a, n) for a, n, _ in good]
+            if self.debug is not None:
+                self.debug.append((time.monotonic(), "evict", drop, len(puts)))
             with self.lock:
                 self.stored.update(hashes)      # before the drop: a fault right after it finds the copy
                 self.dropping.update(drop)
@@ -690,14 +703,10 @@ class Pager:
 
     def detach(self) -> None:
         """Bring every page home, unregister, release the helper's descriptor."""
-        self.evict_on.clear()
         self.state = "detaching"
-        time.sleep(self.interval * 2)           # let a running eviction batch finish
-        while True:
-            with self.lock:
-                if not self.evicting:
-                    break
-            time.sleep(0.01)
+        self.evict_on.clear()                   # a round in progress stops after its batch...
+        with self.round_lock:                   # ...and releases this when it has
+            pass
         present, _ = self._scan()
         pres = set(present.tolist())
         with self.lock:
@@ -707,7 +716,16 @@ class Pager:
                 home += [p for p in range(lo, hi, PAGE) if p not in pres and p not in self.stored]
         for i in range(0, len(home), BATCH):
             t = time.perf_counter()
-            self._serve([(p, t) for p in home[i:i + BATCH]], budget=False)
+            left = self._serve([(p, t) for p in home[i:i + BATCH]], budget=False)
+            for _ in range(2000):               # EAGAIN while the program maps or unmaps: again
+                if not left:
+                    break
+                time.sleep(0.005)
+                left = self._serve(left, budget=False)
+            if left:
+                raise FarMemError(f"detach: {len(left)} pages of process {self.pid} could not be brought home "
+                                  f"({self.blocked or 'the kernel kept answering EAGAIN'}); it stays paged",
+                                  hint="run 'mappedtrace farmem detach' again")
         for lo, hi in registered_vmas(self.pid):
             try:
                 self.uffd.unregister(lo, hi - lo)
@@ -720,6 +738,10 @@ class Pager:
     def shutdown(self) -> None:
         """Stop the threads, forget this process's pages in the store, close the descriptors."""
         self.stop.set()
+        if self.debug is not None:
+            with open(os.environ["MTFARMEM_DEBUG"] + f".{self.pid}", "w") as f:
+                for rec in list(self.debug):
+                    f.write(repr(rec) + "\n")
         for t in self.threads:
             if t is not threading.current_thread():
                 t.join(timeout=5)
