@@ -59,7 +59,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
+def redis_server(tmp_path_factory):
+    """(url, server process) of a Redis started here."""
     need("redis-server")
     port = _free_port()
     d = tmp_path_factory.mktemp("redis")
@@ -77,10 +78,15 @@ def redis_url(tmp_path_factory):
                 pass
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}"
+        yield f"redis://127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def redis_url(redis_server) -> str:
+    return redis_server[0]
 
 
 def _start(exe: str, store: str, budget: int) -> tuple[subprocess.Popen, int]:
@@ -201,6 +207,40 @@ def test_pager_killed_then_taken_over(checksum_exe, heap_bytes, redis_url):
             pass
 
 
+def test_store_stopped_program_waits(checksum_exe, heap_bytes, redis_server):
+    """Redis stopped (SIGSTOP) mid-run: status says what the program waits on, no zero page
+    is handed out, and the run resumes exact when the store answers again."""
+    redis_url, server = redis_server[0], redis_server[1].pid
+    budget = heap_bytes // 2
+    p, pid = _start(checksum_exe, redis_url, budget)
+    try:
+        _wait_paging(pid, heap_bytes)
+        os.kill(server, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                st = _status(pid)
+                if st["blocked"] and not st["store_health"]["ok"]:
+                    break
+                assert time.monotonic() < deadline, f"status never said the store is down: {st}"
+                time.sleep(0.5)
+            assert "redis://127.0.0.1" in st["blocked"], st["blocked"]
+        finally:
+            os.kill(server, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while _status(pid)["blocked"]:
+            assert time.monotonic() < deadline, "still blocked after the store came back"
+            time.sleep(0.5)
+        r = run_mt("farmem", "detach", str(pid), timeout=120)
+        assert r.returncode == 0, r.stderr
+        _finish(p, pid)
+    finally:
+        os.kill(server, signal.SIGCONT)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def test_bad_input_one_line(checksum_exe, tmp_path):
     port = _free_port()
     r = run_mt("farmem", "run", "--local", "16M", "--store", f"redis://127.0.0.1:{port}", "--", checksum_exe)
@@ -209,6 +249,8 @@ def test_bad_input_one_line(checksum_exe, tmp_path):
     r = run_mt("farmem", "run", "--local", "0", "--store", f"file:{tmp_path}", "--", checksum_exe)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "leaves no page resident" in r.stderr, r.stderr
+    r = run_mt("farmem", "run", "--local", "64K", "--store", f"file:{tmp_path}", "--", checksum_exe)
+    assert r.returncode != 0 and "is below the 1 MiB" in r.stderr, r.stderr
     r = run_mt("farmem", "run", "--local", "lots", "--store", f"file:{tmp_path}", "--", checksum_exe)
     assert r.returncode != 0 and "is not a size" in r.stderr, r.stderr
     r = run_mt("farmem", "run", "--local", "16M", "--store", "ftp://x", "--", checksum_exe)

@@ -19,6 +19,7 @@ import click
 
 from ..errors import MappedTraceError, NoSuchProcess
 
+MIN_LOCAL = 1 << 20
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -64,8 +65,11 @@ def run_cmd(local: str, store_url: str, no_graph: bool, interval: float, program
     from ..farmem.stores import open_store
 
     budget = parse_size(local)
-    if budget < 4096:
-        raise FarMemError(f"a local memory budget of {budget} bytes leaves no page resident",
+    if budget < MIN_LOCAL:
+        # below this a thread touching a few pages at once could wait for room forever
+        raise FarMemError(f"a local memory budget of {budget} bytes leaves no page resident"
+                          if budget < 4096 else f"a local memory budget of {budget} bytes is below the "
+                          f"{MIN_LOCAL >> 20} MiB this pager needs to keep every thread moving",
                           hint="give --local a size such as 64M or 1G")
     store = open_store(store_url)
     lib = _runtime.library_path()
