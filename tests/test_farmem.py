@@ -179,10 +179,12 @@ def test_paged_run_is_exact(checksum_exe, heap_bytes, redis_url, tmp_path, store
 
 
 def test_pager_killed_then_taken_over(checksum_exe, heap_bytes, redis_url):
-    """SIGKILL the pager mid-run: the program waits on its next fault; 'detach' takes the
-    descriptor over, brings the pages home from the store, and the program ends exact."""
+    """SIGKILL the pager mid-run: the program waits on its next fault.  'attach' pages it
+    again; SIGKILL that pager too, and 'detach' takes the descriptor over and brings every
+    page home from the store.  The program ends exact."""
     budget = heap_bytes // 3
     p, pid = _start(checksum_exe, redis_url, budget)
+    attach = None
     try:
         _wait_paging(pid, heap_bytes)
         p.send_signal(signal.SIGKILL)
@@ -194,13 +196,26 @@ def test_pager_killed_then_taken_over(checksum_exe, heap_bytes, redis_url):
         before = ticks()
         time.sleep(1.0)
         assert ticks() - before <= 5, "the program ran on without its pager"
+        attach = subprocess.Popen([MAPPEDTRACE, "farmem", "attach", str(pid), "--local", str(budget)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 40
+        while True:
+            st = _status(pid)
+            if st["pager_pid"] == attach.pid and st["faults"] > 100 and st["pages_evicted"] > 0:
+                break
+            assert attach.poll() is None, attach.communicate()
+            assert time.monotonic() < deadline, f"the new pager does not page: {st}"
+            time.sleep(0.5)
+        attach.send_signal(signal.SIGKILL)
+        attach.wait()
         r = run_mt("farmem", "detach", str(pid), timeout=120)
         assert r.returncode == 0, r.stderr
         assert "pager had died" in r.stderr
-        err = _finish(p, pid)       # the program's stdout is the pipe it inherited
+        _finish(p, pid)        # the program's stdout is the pipe it inherited
     finally:
-        if p.poll() is None:
-            p.kill()
+        for q in (p, attach):
+            if q is not None and q.poll() is None:
+                q.kill()
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -82,13 +82,6 @@ def run_cmd(local: str, store_url: str, no_graph: bool, interval: float, program
         child = subprocess.Popen(list(program), env=env)
     except OSError as e:
         raise MappedTraceError(f"cannot run {program[0]}: {e.strerror}") from None
-    flags = {"detach": False}
-
-    def on_signal(signum, frame):
-        flags["detach"] = True
-    for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, on_signal)
-
     pager = Pager(child.pid, store, local=budget, sock=sock, ns=f"mtfm:{child.pid}:{token}",
                   interval=interval, graph=not no_graph)
     try:
@@ -99,32 +92,84 @@ def run_cmd(local: str, store_url: str, no_graph: bool, interval: float, program
             child.kill()
             child.wait()
         raise e
+
+    def wait() -> int | None:
+        try:
+            return child.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            return None
+    rc = _page_until_exit(pager, wait)
+    try:
+        os.unlink(sock)
+    except OSError:
+        pass
+    return rc if rc >= 0 else 128 - rc
+
+
+def _page_until_exit(pager, wait) -> int:
+    """Keep paging until ``wait()`` returns the program's exit code; SIGUSR1, SIGTERM or
+    SIGINT to the pager detach it (every page home) and it goes on waiting."""
+    from ..farmem.pager import state_path
+    flags = {"detach": False}
+
+    def on_signal(signum, frame):
+        flags["detach"] = True
+    for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, on_signal)
     detached = False
     try:
-        while True:
-            try:
-                rc = child.wait(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                pass
+        while (rc := wait()) is None:
             if flags["detach"] and not detached:
                 pager.detach()
                 detached = True
-                print(f"mappedtrace: farmem: detached from {child.pid}; every page is home", file=sys.stderr)
+                print(f"mappedtrace: farmem: detached from {pager.pid}; every page is home", file=sys.stderr)
     finally:
         if not detached:
             pager.shutdown()
         for w in pager.warnings:
             print(f"mappedtrace: farmem: warning: {w}", file=sys.stderr)
-        try:
-            os.unlink(sock)
-        except OSError:
-            pass
     try:
-        os.unlink(state_path(child.pid))
+        os.unlink(state_path(pager.pid))
     except OSError:
         pass
-    return rc if rc >= 0 else 128 - rc
+    return rc
+
+
+@command.command("attach", help="Page PID again after its pager died (the program runs with the helper "
+                                "that 'farmem run' preloaded). Waits until PID exits.")
+@click.argument("pid", type=int)
+@click.option("--local", "local", required=True, metavar="SIZE", help="Resident heap budget, e.g. 64M.")
+@click.option("--store", "store_url", default=None, metavar="URL",
+              help="The store the dead pager used (default: the one its state file names).")
+@click.option("--interval", default=0.1, show_default=True, type=float, help="Seconds between eviction rounds.")
+def attach_cmd(pid: int, local: str, store_url: str | None, interval: float) -> int:
+    from ..farmem.pager import FarMemError, Pager
+    from ..farmem.stores import open_store
+    st = _state_or_fail(pid)
+    if _alive(st.get("pager_pid", -1)) and st.get("state") == "running":
+        raise FarMemError(f"process {pid} is paged by pager {st['pager_pid']} already")
+    if st.get("state") == "detached":
+        # the helper gave its userfaultfd up; a new one needs code injected (a follow-up)
+        raise FarMemError(f"process {pid} was detached: its helper no longer has a userfaultfd",
+                          hint="attaching to a process without the helper needs it injected (not built yet)")
+    if store_url and store_url != st["store"]:
+        raise FarMemError(f"process {pid}'s pages are in {st['store']}, not {store_url}",
+                          hint="give the same --store, or leave it out")
+    budget = parse_size(local)
+    if budget < MIN_LOCAL:
+        raise FarMemError(f"a local memory budget of {budget} bytes is below {MIN_LOCAL >> 20} MiB")
+    store = open_store(st["store"])
+    pager = Pager(pid, store, local=budget, sock=st["sock"], ns=st["namespace"], resume=True, interval=interval)
+    pager.connect(timeout=5, alive=lambda: _alive(pid))
+    pager.start()
+    print(f"mappedtrace: farmem: paging {pid} again (pages of the dead pager come back from "
+          f"{st['store']} on their first touch)", file=sys.stderr)
+
+    def wait() -> int | None:
+        time.sleep(0.2)
+        return None if _alive(pid) else 0
+    _page_until_exit(pager, wait)
+    return 0
 
 
 def _state_or_fail(pid: int) -> dict:

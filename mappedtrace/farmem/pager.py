@@ -265,6 +265,11 @@ class Pager:
         t = threading.Thread(target=self._fault_loop, name="mtfm-fault", daemon=True)
         t.start()
         self.threads.append(t)
+        if self.resume:
+            # faults a dead pager had read but not served wait for a wake-up that never comes:
+            # wake every registered range, the threads fault again and this pager reads them
+            for lo, hi in registered_vmas(self.pid):
+                self.uffd.wake(lo, hi - lo)
         self.helper = Helper(self.sock, timeout=max(1.0, deadline - time.monotonic()), alive=alive)
         rc, err, _, _, last = self.helper.call(OP_HELLO)
         if self.resume and last:
