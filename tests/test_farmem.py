@@ -132,6 +132,16 @@ def _rss_anon(pid: int) -> int:
     raise AssertionError("no RssAnon")
 
 
+def _kill(p: subprocess.Popen, pid: int) -> None:
+    """After a failure: the pager and the program (a pager killed first leaves it waiting)."""
+    for q in (p.pid, pid):
+        try:
+            os.kill(q, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
+
+
 def _finish(p: subprocess.Popen, pid: int) -> str:
     time.sleep(1.0)                 # a second of running unpaged after the detach
     os.kill(pid, signal.SIGUSR1)
@@ -173,9 +183,7 @@ def test_paged_run_is_exact(checksum_exe, heap_bytes, redis_url, tmp_path, store
         if store_kind == "file":
             assert not any((tmp_path / "pages").iterdir()), "pages left in the store after detach"
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        _kill(p, pid)
 
 
 def test_pager_killed_then_taken_over(checksum_exe, heap_bytes, redis_url):
@@ -251,9 +259,7 @@ def test_store_stopped_program_waits(checksum_exe, heap_bytes, redis_server):
         _finish(p, pid)
     finally:
         os.kill(server, signal.SIGCONT)
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        _kill(p, pid)
 
 
 def test_bad_input_one_line(checksum_exe, tmp_path):
