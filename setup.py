@@ -2,7 +2,8 @@
 package data in ``mappedtrace/_pass/``, so an installed ``mappedtrace cc``
 builds the plugin on first use exactly as a checkout does (into
 ``~/.cache/mappedtrace``, keyed by the sources' hash, against the machine's
-own LLVM 22).  Everything else is declared in pyproject.toml.
+own LLVM 22); likewise ``runtime/mtfarmem.c`` (the far-memory helper) goes
+to ``mappedtrace/farmem/``.  Everything else is declared in pyproject.toml.
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class BuildPyWithPass(build_py):
             if p.is_file() and "build" not in rel.parts and p.suffix in PASS_SUFFIXES:
                 (dst / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(p, dst / rel)
+        # the far-memory helper's source, built on first use like the plugin
+        rt = Path(self.build_lib) / "mappedtrace" / "farmem"
+        rt.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(HERE / "runtime" / "mtfarmem.c", rt / "mtfarmem.c")
 
 
 setup(cmdclass={"build_py": BuildPyWithPass})

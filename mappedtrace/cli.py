@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("watch", "Snapshot a live process at intervals and report its growth."),
     "query": ("query", "Query the heap with SQL: objects, edges, roots, types as tables."),
     "view": ("view", "Write a self-contained HTML heap viewer (histogram, dominator tree, paths)."),
+    "farmem": ("farmem", "Far memory: run a program with part of its heap in Redis or files, paged back on touch."),
     "doctor": ("doctor", "Check the toolchain, the pass plugin, LLDB and ptrace permission."),
 }
 

@@ -2,12 +2,12 @@
 # Set up everything MappedTrace needs on Debian 12, as root; idempotent and quick when done.
 #   - Debian packages: LLVM 22 (clang, lld, lldb + Python module), cmake, ninja, gdb, libc6-dbg
 #   - a virtualenv in .venv with the package and its test extra (editable)
-#   - the pass plugin, built once into ~/.cache/mappedtrace
+#   - the pass plugin and the far-memory helper, built once into ~/.cache/mappedtrace
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-APT_PKGS=(clang-22 llvm-22-dev lld-22 lldb-22 python3-lldb-22 libclang-rt-22-dev cmake ninja-build gdb libc6-dbg python3-venv dpkg-dev tcl chromium jq autoconf automake make valgrind libtool libonig-dev libevent-dev gdbserver debuginfod iproute2)
+APT_PKGS=(clang-22 llvm-22-dev lld-22 lldb-22 python3-lldb-22 libclang-rt-22-dev cmake ninja-build gdb libc6-dbg python3-venv dpkg-dev tcl chromium jq autoconf automake make valgrind libtool libonig-dev libevent-dev gdbserver debuginfod iproute2 redis-server)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,6 +34,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -c "import mappedtrace" # the install worked
     echo "$want" > "$stamp"
 fi
+# Build the far-memory runtime helper (runtime/mtfarmem.c) now, cached by source hash.
+.venv/bin/python -c "from mappedtrace.farmem import _runtime; _runtime.library_path()"
 # Build the pass plugin now (cached by source hash), so the first command does not.
 .venv/bin/python -c "from mappedtrace import toolchain; toolchain.plugin_path()"
 

@@ -1,0 +1,287 @@
+"""Far memory end to end: a program that checksums its heap runs with part of it in a store.
+
+Real parts only: the sample is built with the system C compiler, runs under
+``mappedtrace farmem run`` with the runtime helper preloaded, its faults are
+served through a real userfaultfd from a file store or a Redis server that the
+test starts on 127.0.0.1 at a free port.  The program itself says whether
+every byte it read was right (mismatches=0, checksum == expected).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MAPPEDTRACE, SAMPLES, have_c_compiler, need, run_mt
+
+MIB = 1 << 20
+HEAP_MIB = 32                 # the sample's records; plus a 4 MiB mmapped buffer
+SECONDS = 120               # an upper bound: the test ends the run with SIGUSR1
+#: stated tolerance of "resident ≤ budget": the pager measures the resident heap again after
+#: every eviction round; pages the program faults in during that round count, so allow 5 % of
+#: the budget plus 1 MiB
+TOLERANCE = lambda budget: budget * 0.05 + MIB      # noqa: E731
+
+
+def _uffd_ok() -> bool:
+    return os.geteuid() == 0 or Path("/proc/sys/vm/unprivileged_userfaultfd").read_text().strip() == "1"
+
+
+@pytest.fixture(scope="module")
+def checksum_exe(tmp_path_factory) -> str:
+    if not have_c_compiler():
+        pytest.skip("no C compiler")
+    if not _uffd_ok():
+        pytest.skip("userfaultfd needs root or vm.unprivileged_userfaultfd=1 here")
+    out = tmp_path_factory.mktemp("farmem") / "farmem_checksum"
+    subprocess.run(["cc", "-O2", "-pthread", "-o", str(out), str(SAMPLES / "farmem_checksum.c")], check=True)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def heap_bytes(checksum_exe) -> int:
+    """The sample's heap as it reports it (a run of 0 seconds)."""
+    r = subprocess.run([checksum_exe, str(HEAP_MIB), "2", "0"], capture_output=True, text=True, check=True)
+    return int(re.search(r"heap=(\d+)", r.stdout).group(1))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """(url, server process) of a Redis started here."""
+    need("redis-server")
+    port = _free_port()
+    d = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(d)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def redis_url(redis_server) -> str:
+    return redis_server[0]
+
+
+def _start(exe: str, store: str, budget: int) -> tuple[subprocess.Popen, int]:
+    p = subprocess.Popen([MAPPEDTRACE, "farmem", "run", "--local", str(budget), "--store", store, "--",
+                          exe, str(HEAP_MIB), "2", str(SECONDS)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, FARMEM_CHECKSUM_VERBOSE="1"))
+    line = p.stdout.readline()
+    m = re.search(r"pid=(\d+)", line)
+    assert m, f"no ready line: {line!r} {p.stderr.read() if p.poll() is not None else ''}"
+    return p, int(m.group(1))
+
+
+def _status(pid: int) -> dict:
+    r = run_mt("farmem", "status", str(pid), "--json", timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _wait_paging(pid: int, heap: int, timeout: float = 40) -> dict:
+    """Status once the whole heap is registered, pages went out and came back, and a few
+    eviction rounds ran."""
+    deadline = time.monotonic() + timeout
+    while run_mt("farmem", "status", str(pid)).returncode:     # the pager is still connecting
+        assert time.monotonic() < deadline, "no far-memory state for the program"
+        time.sleep(0.2)
+    first = None
+    while True:
+        st = _status(pid)
+        if st["heap_bytes"] >= heap and first is None:
+            first = st["evict_rounds"]
+        if first is not None and st["evict_rounds"] > first + 5 and st["remote_bytes"] > 0 and \
+                st["faults"] - st["zero_faults"] > 100:
+            return st
+        assert time.monotonic() < deadline, f"no paging after {timeout} s: {st}"
+        time.sleep(0.5)
+
+
+def _rss_anon(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon")
+
+
+def _kill(p: subprocess.Popen, pid: int) -> None:
+    """After a failure: the pager and the program (a pager killed first leaves it waiting)."""
+    for q in (p.pid, pid):
+        try:
+            os.kill(q, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
+
+
+def _finish(p: subprocess.Popen, pid: int) -> str:
+    time.sleep(1.0)                 # a second of running unpaged after the detach
+    os.kill(pid, signal.SIGUSR1)
+    out, err = p.communicate(timeout=120)
+    m = re.search(r"mismatches=(\d+) checksum=(\w+) expected=(\w+)", out)
+    assert m, f"no result line: {out!r} {err!r}"
+    assert m.group(1) == "0", f"the program read wrong bytes: {out} {err}"
+    assert m.group(2) == m.group(3), out
+    return err
+
+
+@pytest.mark.parametrize("share", [0.5, 0.25])
+@pytest.mark.parametrize("store_kind", ["file", "redis"])
+def test_paged_run_is_exact(checksum_exe, heap_bytes, redis_url, tmp_path, store_kind, share):
+    store = f"file:{tmp_path / 'pages'}" if store_kind == "file" else redis_url
+    budget = int(heap_bytes * share)
+    p, pid = _start(checksum_exe, store, budget)
+    try:
+        st = _wait_paging(pid, heap_bytes)
+        assert st["state"] == "running" and st["store_health"]["ok"]
+        assert st["remote_bytes"] > 0 and st["pages_evicted"] > 0 and st["faults"] > 0
+        assert st["fault_latency_median_us"] is not None
+        # the pager's own figure, after each round, and the kernel's, independently
+        assert st["resident_after_evict_max_bytes"] <= budget + TOLERANCE(budget), st
+        rss = _rss_anon(pid)
+        # RssAnon counts all anonymous memory (stacks, libc data, pages faulted in since the
+        # last round): at most the budget plus a round's faults and 8 MiB of non-heap memory
+        assert rss <= budget * 1.25 + 8 * MIB, (rss, budget)
+        assert rss < heap_bytes, (rss, heap_bytes)      # the heap really is not all resident
+        r = run_mt("farmem", "detach", str(pid), timeout=120)
+        assert r.returncode == 0, r.stderr
+        vm_flags = [ln for ln in Path(f"/proc/{pid}/smaps").read_text().splitlines() if ln.startswith("VmFlags")]
+        assert not any(" um" in ln or " uw" in ln for ln in vm_flags), "ranges still registered"
+        assert not any(ln.split()[-1] == "anon_inode:[userfaultfd]" for ln in
+                       (os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd"))), \
+            "the helper still holds its userfaultfd"
+        err = _finish(p, pid)
+        assert p.returncode == 0, err
+        if store_kind == "file":
+            assert not any((tmp_path / "pages").iterdir()), "pages left in the store after detach"
+    finally:
+        _kill(p, pid)
+
+
+def test_pager_killed_then_taken_over(checksum_exe, heap_bytes, redis_url):
+    """SIGKILL the pager mid-run: the program waits on its next fault.  'attach' pages it
+    again; SIGKILL that pager too, and 'detach' takes the descriptor over and brings every
+    page home from the store.  The program ends exact."""
+    budget = heap_bytes // 3
+    p, pid = _start(checksum_exe, redis_url, budget)
+    attach = None
+    try:
+        _wait_paging(pid, heap_bytes)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        time.sleep(1.0)
+        # the program is stuck in a fault (or a helper drop) with no pager: it makes no progress
+        ticks = lambda: sum(int(Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[11])  # noqa
+                            for t in os.listdir(f"/proc/{pid}/task"))
+        before = ticks()
+        time.sleep(1.0)
+        assert ticks() - before <= 5, "the program ran on without its pager"
+        attach = subprocess.Popen([MAPPEDTRACE, "farmem", "attach", str(pid), "--local", str(budget)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 40
+        while True:
+            st = _status(pid)
+            if st["pager_pid"] == attach.pid and st["faults"] > 100 and st["pages_evicted"] > 0:
+                break
+            assert attach.poll() is None, attach.communicate()
+            assert time.monotonic() < deadline, f"the new pager does not page: {st}"
+            time.sleep(0.5)
+        attach.send_signal(signal.SIGKILL)
+        attach.wait()
+        r = run_mt("farmem", "detach", str(pid), timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "pager had died" in r.stderr
+        _finish(p, pid)        # the program's stdout is the pipe it inherited
+    finally:
+        for q in (p, attach):
+            if q is not None and q.poll() is None:
+                q.kill()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_store_stopped_program_waits(checksum_exe, heap_bytes, redis_server):
+    """Redis stopped (SIGSTOP) mid-run: status says what the program waits on, no zero page
+    is handed out, and the run resumes exact when the store answers again."""
+    redis_url, server = redis_server[0], redis_server[1].pid
+    budget = heap_bytes // 2
+    p, pid = _start(checksum_exe, redis_url, budget)
+    try:
+        _wait_paging(pid, heap_bytes)
+        os.kill(server, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                st = _status(pid)
+                if st["blocked"] and not st["store_health"]["ok"]:
+                    break
+                assert time.monotonic() < deadline, f"status never said the store is down: {st}"
+                time.sleep(0.5)
+            assert "redis://127.0.0.1" in st["blocked"], st["blocked"]
+        finally:
+            os.kill(server, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while _status(pid)["blocked"]:
+            assert time.monotonic() < deadline, "still blocked after the store came back"
+            time.sleep(0.5)
+        r = run_mt("farmem", "detach", str(pid), timeout=120)
+        assert r.returncode == 0, r.stderr
+        _finish(p, pid)
+    finally:
+        os.kill(server, signal.SIGCONT)
+        _kill(p, pid)
+
+
+def test_bad_input_one_line(checksum_exe, tmp_path):
+    port = _free_port()
+    r = run_mt("farmem", "run", "--local", "16M", "--store", f"redis://127.0.0.1:{port}", "--", checksum_exe)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert re.search(r"error: store redis://127\.0\.0\.1:\d+ does not answer", r.stderr), r.stderr
+    r = run_mt("farmem", "run", "--local", "0", "--store", f"file:{tmp_path}", "--", checksum_exe)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "leaves no page resident" in r.stderr, r.stderr
+    r = run_mt("farmem", "run", "--local", "64K", "--store", f"file:{tmp_path}", "--", checksum_exe)
+    assert r.returncode != 0 and "is below the 1 MiB" in r.stderr, r.stderr
+    r = run_mt("farmem", "run", "--local", "lots", "--store", f"file:{tmp_path}", "--", checksum_exe)
+    assert r.returncode != 0 and "is not a size" in r.stderr, r.stderr
+    r = run_mt("farmem", "run", "--local", "16M", "--store", "ftp://x", "--", checksum_exe)
+    assert r.returncode != 0 and "unknown store" in r.stderr, r.stderr
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    for cmd in ("status", "detach"):
+        r = run_mt("farmem", cmd, str(gone.pid))
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert f"no process {gone.pid}" in r.stderr, r.stderr
+        assert len([ln for ln in r.stderr.splitlines() if ln.startswith("mappedtrace: error")]) == 1
+    r = run_mt("farmem", "status", str(os.getpid()))
+    assert r.returncode != 0 and "is not paged by mappedtrace farmem" in r.stderr, r.stderr
