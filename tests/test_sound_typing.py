@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAPPEDTRACE, ROOT, addr as _addr, run_traced
+from conftest import MAPPEDTRACE, ROOT, assert_exact, run_traced
 
 SRC = ROOT / "tests" / "sound_typing"
 TRUTH_H = ROOT / "tests" / "leak_corpus"
@@ -33,15 +33,7 @@ def build(name: str, opt: str, out: Path, *extra: str) -> Path:
 def check_exact(exe: Path, tmp: Path) -> dict:
     r, report, truth, kept = run_traced(exe, tmp)
     assert truth and kept, r.stderr[-2000:]
-    reported = {_addr(l["address"]): l for l in report["leaks"]}
-    missed = sorted(set(truth) - set(reported))
-    false = sorted(set(reported) - set(truth))
-    assert not missed and not false, (
-        f"missed {[hex(a) for a in missed]}, false reports "
-        f"{[(hex(a), reported[a]['size'], reported[a]['type']) for a in false]}\n{r.stderr[-3000:]}")
-    for a, (size, how) in truth.items():
-        assert reported[a]["kind"] == how, (hex(a), reported[a], how)
-        assert reported[a]["size"] == size
+    assert_exact(report, truth, kept, r.stderr[-3000:])
     assert r.returncode == 23, r.stderr[-2000:]
     assert "first definition" not in r.stderr, r.stderr[-2000:]
     return report

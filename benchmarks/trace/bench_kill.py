@@ -29,6 +29,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))
+from mappedtrace.target.live import process_state  # noqa: E402
 
 #: the tracer: everything imported and loaded first, then one snapshot
 TRACER = """
@@ -55,12 +57,6 @@ def build(out: Path) -> Path:
     return out
 
 
-def process_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
 
 
 def live_copies(exe: Path, keep: int) -> list[int]:
