@@ -470,6 +470,8 @@ class Pager:
     # ---- the evictor -----------------------------------------------------
     def _refresh_ranges(self) -> None:
         for lo, hi, label in self.ranges.current():
+            if self.state in ("detaching", "detached"):
+                return                          # detach unregisters: register nothing new
             if (lo, hi) in self.registered:
                 continue
             try:
@@ -517,7 +519,7 @@ class Pager:
                     if now - last_ranges >= self.interval and self.evict_on.is_set():
                         self._refresh_ranges()
                         last_ranges = now
-                    if self.evict_on.is_set():
+                    if self.evict_on.is_set() and self.state not in ("detaching", "detached"):
                         self._round(kicked)
                 if now - last_state > 0.5:
                     self.write_state()
@@ -731,6 +733,8 @@ class Pager:
                 raise FarMemError(f"detach: {len(left)} pages of process {self.pid} could not be brought home "
                                   f"({self.blocked or 'the kernel kept answering EAGAIN'}); it stays paged",
                                   hint="run 'mappedtrace farmem detach' again")
+        with self.round_lock:                   # a refresh that began before "detaching" has ended
+            pass
         for lo, hi in registered_vmas(self.pid):
             try:
                 self.uffd.unregister(lo, hi - lo)
