@@ -286,9 +286,20 @@ class Pager:
         """Start evicting (the fault thread runs from :meth:`connect` on)."""
         self.state = "running"
         self.write_state()
-        t = threading.Thread(target=self._evict_loop, name="mtfm-evict", daemon=True)
-        t.start()
-        self.threads.append(t)
+        for fn, name in ((self._evict_loop, "mtfm-evict"), (self._state_loop, "mtfm-state")):
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _state_loop(self) -> None:
+        """The status file, twice a second, from a thread of its own: an eviction
+        round waiting on a store that does not answer must not freeze what
+        ``farmem status`` shows (the store's health, what the program waits on)."""
+        while not self.stop.wait(0.5):
+            try:
+                self.write_state()
+            except MappedTraceError as e:
+                self.warnings.append(e.message)
 
     # ---- the fault thread ----------------------------------------------
     def _fault_loop(self) -> None:
@@ -510,7 +521,6 @@ class Pager:
 
     def _evict_loop(self) -> None:
         last_ranges = 0.0
-        last_state = 0.0
         kicked = False
         while not self.stop.is_set():
             try:
@@ -521,9 +531,6 @@ class Pager:
                         last_ranges = now
                     if self.evict_on.is_set() and self.state not in ("detaching", "detached"):
                         self._round(kicked)
-                if now - last_state > 0.5:
-                    self.write_state()
-                    last_state = now
             except (NoSuchProcess, FarMemError) as e:
                 self.warnings.append(e.message)
                 break
@@ -735,11 +742,18 @@ class Pager:
                                   hint="run 'mappedtrace farmem detach' again")
         with self.round_lock:                   # a refresh that began before "detaching" has ended
             pass
-        for lo, hi in registered_vmas(self.pid):
-            try:
-                self.uffd.unregister(lo, hi - lo)
-            except U.UffdError as e:
-                self.warnings.append(e.message)
+        # the program runs on meanwhile: an mremap of a registered range moves its
+        # registration, so look again until nothing is registered (bounded)
+        for _ in range(200):
+            vmas = registered_vmas(self.pid)
+            if not vmas:
+                break
+            for lo, hi in vmas:
+                try:
+                    self.uffd.unregister(lo, hi - lo)
+                except U.UffdError as e:
+                    self.warnings.append(e.message)
+            time.sleep(0.005)
         self.helper.call(OP_RELEASE)
         self.state = "detached"
         self.shutdown()
