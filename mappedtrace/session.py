@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .formats.maps import BinaryMaps
 from .formats.maps_cache import load_cached
-from .modules import ModuleMap
+from .modules import ModuleMap, _elf_first_load
 from .roots import Root, RootCollector, RootSet
 from .target.base import Target
 
@@ -170,22 +170,11 @@ def preload_maps(pid: int, cache: MapsCache | None = None) -> MapsCache:
         raise PermissionProblem(f"cannot read /proc/{pid}/maps",
                                 hint="run as root or with CAP_SYS_PTRACE") from None
     for path in dict.fromkeys(m.path for m in mappings):
-        if path.startswith("/") and not path.endswith(" (deleted)") and _is_elf(path):
+        # ModuleMap's own test of a module: processes map data files too (glibc's
+        # gconv cache, locale archives), which have no maps and must not stop us
+        if path.startswith("/") and not path.endswith(" (deleted)") and _elf_first_load(path) is not None:
             cache(path)
     return cache
-
-
-def _is_elf(path: str) -> bool:
-    """A regular file that starts like an ELF file: processes map data files
-    too (glibc's gconv-modules.cache, locale archives, fonts), which have no maps
-    and must not stop the analysis.  (ModuleMap lists ELF modules only.)"""
-    try:
-        if not os.path.isfile(path):
-            return False
-        with open(path, "rb") as f:
-            return f.read(4) == b"\x7fELF"
-    except OSError:
-        return False
 
 
 def capture_live(pid: int, mode: str = "fork", cache: MapsCache | None = None) -> Target:

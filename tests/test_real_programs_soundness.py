@@ -210,7 +210,8 @@ def test_stale_typed_pointer_does_not_hide_a_pointer(opt: str, tmp_path: Path) -
                        timeout=240)
     assert "ready 7" in r.stdout and js.exists(), r.stderr[-2000:]
     if "not reused" in r.stderr:
-        pytest.skip(f"malloc did not reuse the freed chunk here: {r.stderr[-300:]}")
+        pytest.skip(f"this host's malloc did not hand the freed chunk back (no tcache?), so the stale "
+                    f"pointer cannot be made here: {r.stderr[-300:]}")
     kept = {int(a, 16) for kind, a, *_ in TRUTH.findall(r.stderr) if kind == "kept"}
     assert kept, r.stderr[-1000:]
     leaked = {addr(l["address"]) for l in json.loads(js.read_text())["leaks"]}
