@@ -747,7 +747,7 @@ class _NumpyMarker:
 
     # the visit rule, applied to candidates in order; returns newly typed nodes in order
     def _visit(self, d: np.ndarray, ti: np.ndarray, doff: np.ndarray) -> np.ndarray:
-        st, h, t = self.state, self.h, self.t
+        st, t = self.state, self.t
         st[d] |= ST_REACHED
         unknown = ti < 0
         tic = np.where(unknown, 0, ti)

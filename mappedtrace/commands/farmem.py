@@ -61,7 +61,7 @@ def command() -> None:
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_cmd(local: str, store_url: str, no_graph: bool, interval: float, program: tuple[str, ...]) -> int:
     from ..farmem import _runtime
-    from ..farmem.pager import FarMemError, Pager, state_dir, state_path
+    from ..farmem.pager import FarMemError, Pager, state_dir
     from ..farmem.stores import open_store
 
     budget = parse_size(local)
