@@ -550,7 +550,7 @@ void FunctionAnalyzer::collectSlots() {
     // is stored into it; untyped byte buffers without debug info whose
     // address escapes or that are copied into count as maybe-pointers.
     bool Holds = typeHasPointer(AI->getAllocatedType());
-    bool StoresPtr = false, Copied = false, Escapes = false;
+    bool StoresPtr = false, Copied = false, CopiedInto = false, Escapes = false;
     SmallVector<Value *, 8> W{AI};
     SmallPtrSet<Value *, 8> Seen;
     while (!W.empty() && Seen.size() < 256) {
@@ -565,8 +565,10 @@ void FunctionAnalyzer::collectSlots() {
             StoresPtr = true;
         } else if (isa<GetElementPtrInst>(U) || isa<BitCastInst>(U)) {
           W.push_back(U);
-        } else if (isa<MemTransferInst>(U)) {
+        } else if (auto *MT = dyn_cast<MemTransferInst>(U)) {
           Copied = true;
+          if (MT->getRawDest() == A)
+            CopiedInto = true;
         } else if (auto *CB = dyn_cast<CallBase>(U)) {
           if (!isa<IntrinsicInst>(CB))
             Escapes = true;
@@ -603,11 +605,21 @@ void FunctionAnalyzer::collectSlots() {
         }
       }
     }
-    bool May = DIKnown ? (DIHasPtr || StoresPtr)
-                       : (Holds || StoresPtr || ((Copied || Escapes) && isByteArray(AI->getAllocatedType())));
+    // A type may let the tracer skip a word only where the program provably
+    // never puts a pointer there. Bytes copied into the slot (memcpy/memmove:
+    // SQLite's sqlite3NestedParse saves pointer fields into `char saveBuf[]`)
+    // or written through its escaped address by code the pass cannot see may
+    // be pointers whatever the declared type: such a slot is recorded and all
+    // its words are STORED (scanned conservatively), unless its type already
+    // says it holds pointers.
+    bool Bytes = isByteArray(AI->getAllocatedType());
+    bool Foreign = CopiedInto || Escapes || (!DIKnown && Copied && Bytes);
+    bool Typed = DIKnown ? (DIHasPtr || StoresPtr) : (Holds || StoresPtr);
+    bool May = Typed || Foreign;
     if (!May)
       continue;
     SlotInfo SI;
+    SI.AllStored = !Typed || (!DIKnown && Bytes);
     SI.AI = AI;
     SI.DI = DT;
     SI.Name = Var ? Var->getName().str() : AI->getName().str();
@@ -897,7 +909,8 @@ void FunctionAnalyzer::record() {
         E.IsSlot = true;
         E.V = SlotAllocas[I];
         E.DI = R.Slots[I].DI;
-        if (!E.DI && !isByteArray(SlotAllocas[I]->getAllocatedType()))
+        E.AllStored = R.Slots[I].AllStored;
+        if (!E.DI && (E.AllStored || !isByteArray(SlotAllocas[I]->getAllocatedType())))
           E.IRFallback = SlotAllocas[I]->getAllocatedType();
         Site.Entries.push_back(E);
       }

@@ -155,9 +155,11 @@ private:
 
 uint64_t Emitter::entryTypeId(const MapEntry &E) {
   if (E.IsSlot) {
-    if (E.DI)
-      return TT.idOf(E.DI);
-    return E.IRFallback ? TT.idOfIR(E.IRFallback) : 0;
+    uint64_t Id = E.DI ? TT.idOf(E.DI) : (E.IRFallback ? TT.idOfIR(E.IRFallback) : 0);
+    if (E.AllStored && Id)
+      if (const TypeRec *R = TT.get(Id))
+        Id = TT.withStored(Id, {{0, R->Size}});
+    return Id;
   }
   if (E.DI)
     return TT.pointeeIdOf(E.DI);

@@ -143,6 +143,9 @@ struct MapEntry {
   // earlier VALUE entry of the same site) plus Offset; nothing is stored.
   int DerivedFrom = -1;
   int64_t Offset = 0;
+  // SLOT: every word may hold a pointer whatever the type says (bytes copied
+  // or written into the slot by code the pass does not see): STORED words.
+  bool AllStored = false;
 };
 
 struct MapSite {
@@ -156,6 +159,7 @@ struct SlotInfo {
   const llvm::DIType *DI = nullptr;
   std::string Name;
   uint64_t Size = 0;
+  bool AllStored = false; // see MapEntry::AllStored
 };
 
 /// What the analysis finds in one function.

@@ -380,3 +380,32 @@ def test_root_areas_in_a_snapshot_file(tls_program, tmp_path: Path) -> None:
     assert report["summary"]["leaked_objects"] == 0, report["leaks"][:5]
     p = report["precision"]
     assert p["heap_walk_exact"] and p["tls_blocks_scanned"] >= 2 * 3 and p["stack_above_frames_bytes"] > 0, p
+
+
+# --------------------------------------------------------------------------
+# pointers saved as bytes in a stack buffer (SQLite's saveBuf, the map oracle)
+
+@pytest.fixture(scope="module", params=["-O0", "-O2"])
+def saved_bytes(request, tmp_path_factory) -> Path:
+    return build(HERE / "saved_bytes.c", tmp_path_factory.mktemp("sb") / f"saved_bytes{request.param}",
+                 opt=request.param)
+
+
+def test_pointers_saved_in_a_char_buffer_are_reachable_live(saved_bytes: Path, tmp_path: Path) -> None:
+    """During the call the only references are bytes of `char buf[]` in an exact
+    frame: the buffer must be a slot scanned word by word (STORED)."""
+    report = check_live(saved_bytes, tmp_path, "wait")
+    assert report["precision"]["frames_exact"] >= 2, report["precision"]
+
+
+def test_the_saved_bytes_buffer_is_a_stored_slot(saved_bytes: Path) -> None:
+    """`mappedtrace maps` shows the buffer in the record of the call: a slot whose
+    type has every word STORED (scanned conservatively), not a plain char[]."""
+    m = json.loads(subprocess.run([MAPPEDTRACE, "maps", "--json", str(saved_bytes)], capture_output=True,
+                                  text=True, check=True).stdout)
+    types = {t["id"]: t for t in m["types"]}
+    rec = next(r for r in m["records"] if r.get("function") == "save_restore")
+    slots = [e for e in rec["entries"] if e["role"] == "slot" and e["type"].startswith("char")]
+    assert len(slots) == 1, rec
+    t = types[slots[0]["type_id"]]
+    assert t["size"] == 32 and sum(s["count"] for s in t["slots"] if "stored" in s["flags"]) == 4, t

@@ -2,7 +2,8 @@
  * (tests/test_map_oracle.py): pointers saved into a char buffer with memcpy
  * live only there while a call runs. The buffer's type says "no pointers", so
  * the pass records no SLOT for it, and a snapshot taken inside use() misses
- * whatever only the saved copy points to (open: issue #11, sound typing). */
+ * whatever only the saved copy points to (fixed: such a buffer is a slot whose
+ * words are all STORED, scanned conservatively; issue #11). */
 #include <string.h>
 void use(void *);
 struct state { void *p[17]; };
