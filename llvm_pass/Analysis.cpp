@@ -1116,10 +1116,21 @@ void FunctionAnalyzer::run() {
     return;
   }
   // Call sites.
+  bool CallsReturnsTwice = false;
+  for (BasicBlock &BB : F)
+    for (Instruction &I : BB)
+      if (auto *CB = dyn_cast<CallBase>(&I); CB && isReturnsTwice(*CB))
+        CallsReturnsTwice = true;
   for (BasicBlock &BB : F)
     for (Instruction &I : BB)
       if (auto *CB = dyn_cast<CallBase>(&I)) {
-        switch (classifyCall(*CB)) {
+        CallKind K = classifyCall(*CB);
+        // After setjmp, a call in tail position may still longjmp back into
+        // this frame, which must then hold what setjmp's continuation reads
+        // (LLVM neither marks nor makes tail calls in such functions).
+        if (K == CallKind::Tail && CallsReturnsTwice)
+          K = CallKind::Site;
+        switch (K) {
         case CallKind::Ignore:
           break;
         case CallKind::Unmapped:

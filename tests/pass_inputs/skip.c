@@ -1,4 +1,5 @@
-/* Functions the pass must skip with a warning; the file must still compile. */
+/* Functions the pass must skip with a warning (with_asm), and a setjmp caller it
+ * instruments (all calls but setjmp itself); the file must still compile. */
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
