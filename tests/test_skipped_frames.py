@@ -17,6 +17,7 @@ what is still skipped and why.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -143,3 +144,22 @@ def test_maps_lists_what_is_still_skipped(tmp_path: Path) -> None:
     assert skipped == {"with_asm": "inline asm with memory operands"}, skipped
     assert doc["summary"]["skipped_reasons"] == {"inline asm with memory operands": 1}
     assert "still skipped: 1 function (inline asm with memory operands: 1)" in t.stdout
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O2"])
+def test_computed_goto_with_invokes(opt: str, tmp_path: Path) -> None:
+    """C++: landing pads and invokes in a computed-goto function (the IR
+    verifier on, MAPPEDTRACE_VERIFY=1): it is instrumented and runs as built
+    without the pass."""
+    if not tc.find_tool("clang++-22"):
+        pytest.skip("clang++-22 not installed")
+    src = ROOT / "tests" / "pass_inputs" / "cgoto_eh.cpp"
+    exe = tmp_path / f"cgoto_eh{opt}"
+    r = subprocess.run([MAPPEDTRACE, "cc", opt, "-o", str(exe), str(src), "-lstdc++"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "MAPPEDTRACE_VERIFY": "1"})
+    assert r.returncode == 0 and "not instrumented" not in r.stderr, r.stderr
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "acc=1003\n"), out.stderr
+    run = next(f for f in maps.BinaryMaps.load(str(exe)).functions if f.name == "_Z3runPKh")
+    assert run.status != "skipped" and run.n_callsites >= 5, run
