@@ -11,7 +11,10 @@
 // contents are live: a second backward dataflow whose uses are loads (and
 // calls that receive the slot, and every memory read once the address
 // escapes) and whose kills are whole-slot stores, memset/memcpy of the whole
-// slot and lifetime markers; (4) loop headers of loops without mapped calls.
+// slot and lifetime markers; (4) loop headers of loops without mapped calls;
+// (5) in functions that call setjmp, the "longjmp edges": what is live after
+// a returns_twice call is live across every call site reachable from it
+// (addLongjmpEdges). Computed goto needs nothing special.
 //
 // Run the printer: opt-22 -load-pass-plugin=MappedTracePass.so
 //                         -passes='print<mappedtrace>' -disable-output x.ll
@@ -206,8 +209,8 @@ CallKind classifyCall(const CallBase &CB) {
     return CallKind::Unmapped; // callbr
   // The returns_twice call itself stays a plain call: wrapped in a statepoint
   // it would lose the attribute, and with it the backend's care for such
-  // functions (MachineFunction::exposesReturnsTwice: no stack colouring, no
-  // stack slot sharing). A thread stopped inside setjmp sees this frame
+  // functions (MachineFunction::exposesReturnsTwice: no stack slot colouring,
+  // among others). A thread stopped inside setjmp sees this frame
   // scanned conservatively; every other call is a map point (see
   // addLongjmpEdges).
   if (isReturnsTwice(CB))
@@ -912,14 +915,14 @@ void FunctionAnalyzer::liveAfter(Instruction *S, BitVector &VA, BitVector &SA) {
 // again until nothing changes (several setjmps feed each other).
 //
 // Soundness (llvm_pass/README.md, "setjmp"): after longjmp the program reads
-// its SSA values where the code generator keeps them at S — callee-saved
-// registers restored from the jmp_buf, or their spill slots, which the
-// backend never shares in such functions (exposesReturnsTwice). A value made
-// live across a later call site C is kept by the register allocator until C
-// and recorded at C, so the tracer finds it there while the program may
-// still come back to S; the same SSA value holds the same pointer. What C
-// calls "indeterminate" (a non-volatile local changed between setjmp and
-// longjmp) is a different SSA value, recorded where it is live.
+// its SSA values where the code generator kept them at S — callee-saved
+// registers restored from the jmp_buf, or spill slots. A value made live
+// across a later call site C (a statepoint operand) is kept by the register
+// allocator until C and recorded at C, so the tracer finds it there while
+// the program may still come back to S; an SSA value never changes, so it
+// is the pointer the program will read. What C calls "indeterminate" (a
+// non-volatile local changed between setjmp and longjmp) is a different SSA
+// value, recorded where it is live.
 // A value live after S that does not dominate a reachable site C (S in a
 // loop, C reached around it) cannot be named at C: the function is skipped.
 const char *FunctionAnalyzer::addLongjmpEdges() {
