@@ -11,7 +11,10 @@
 // contents are live: a second backward dataflow whose uses are loads (and
 // calls that receive the slot, and every memory read once the address
 // escapes) and whose kills are whole-slot stores, memset/memcpy of the whole
-// slot and lifetime markers; (4) loop headers of loops without mapped calls.
+// slot and lifetime markers; (4) loop headers of loops without mapped calls;
+// (5) in functions that call setjmp, the "longjmp edges": what is live after
+// a returns_twice call is live across every call site reachable from it
+// (addLongjmpEdges). Computed goto needs nothing special.
 //
 // Run the printer: opt-22 -load-pass-plugin=MappedTracePass.so
 //                         -passes='print<mappedtrace>' -disable-output x.ll
@@ -25,6 +28,7 @@
 #include "llvm/Analysis/ValueTracking.h"
 #include "llvm/IR/CFG.h"
 #include "llvm/IR/DebugProgramInstruction.h"
+#include "llvm/IR/Dominators.h"
 #include "llvm/IR/InlineAsm.h"
 #include "llvm/IR/IntrinsicInst.h"
 #include <cstdlib>
@@ -118,7 +122,16 @@ bool typeHasPointer(Type *T, unsigned Depth) {
 
 namespace {
 
-enum class CallKind { Site, Ignore, Unmapped, Tail };
+enum class CallKind { Site, Ignore, Unmapped, Tail, ReturnsTwice };
+
+// A call of a returns_twice function (setjmp, sigsetjmp, vfork): by its own
+// attribute or by its callee's.
+bool isReturnsTwice(const CallBase &CB) {
+  if (CB.hasFnAttr(Attribute::ReturnsTwice))
+    return true;
+  const Function *Callee = CB.getCalledFunction();
+  return Callee && Callee->hasFnAttribute(Attribute::ReturnsTwice);
+}
 
 // A `tail` call whose result (if any) is returned at once: nothing of the
 // caller is live after it (`tail` also promises the callee does not touch
@@ -194,6 +207,14 @@ CallKind classifyCall(const CallBase &CB) {
     return CallKind::Unmapped;
   if (!isa<CallInst>(CB) && !isa<InvokeInst>(CB))
     return CallKind::Unmapped; // callbr
+  // The returns_twice call itself stays a plain call: wrapped in a statepoint
+  // it would lose the attribute, and with it the backend's care for such
+  // functions (MachineFunction::exposesReturnsTwice: no stack slot colouring,
+  // among others). A thread stopped inside setjmp sees this frame
+  // scanned conservatively; every other call is a map point (see
+  // addLongjmpEdges).
+  if (isReturnsTwice(CB))
+    return CallKind::ReturnsTwice;
   if (returnsInX87(CB.getType()))
     return CallKind::Unmapped;
   if (auto *CI = dyn_cast<CallInst>(&CB); CI && isTailPosition(*CI))
@@ -219,9 +240,10 @@ const char *skipReason(Function &F) {
         P != "__gcc_personality_v0")
       return "unsupported personality function";
   }
+  // Computed goto (indirectbr) needs nothing special: calls become
+  // statepoints in place and no edge is split (an invoke's new normal
+  // destination sits on the invoke's own edge, never an indirectbr's).
   for (BasicBlock &BB : F) {
-    if (isa<IndirectBrInst>(BB.getTerminator()))
-      return "computed goto (indirectbr)";
     if (BB.isEHPad() && !BB.isLandingPad())
       return "funclet-based exception handling";
     for (Instruction &I : BB) {
@@ -230,11 +252,7 @@ const char *skipReason(Function &F) {
         continue;
       if (isa<CallBrInst>(CB))
         return "asm goto (callbr)";
-      if (CB->hasFnAttr(Attribute::ReturnsTwice))
-        return "calls a returns_twice function (setjmp)";
-      if (const Function *Callee = CB->getCalledFunction();
-          Callee && Callee->hasFnAttribute(Attribute::ReturnsTwice))
-        return "calls a returns_twice function (setjmp)";
+      // (returns_twice callers are instrumented: see addLongjmpEdges)
       // Inline asm that reads or writes memory through operands (an "=*m"
       // output, a "*m" input) may move pointers where no map can see them.
       // A mere "memory" clobber (a compiler barrier, Rust's black_box) does
@@ -322,8 +340,8 @@ struct SlotEffect {
 
 class FunctionAnalyzer {
 public:
-  FunctionAnalyzer(Function &F, LoopInfo &LI, CycleInfo &CI, FunctionMapInfo &R)
-      : F(F), LI(LI), CI(CI), R(R), DL(F.getParent()->getDataLayout()) {}
+  FunctionAnalyzer(Function &F, LoopInfo &LI, CycleInfo &CI, DominatorTree &DT, FunctionMapInfo &R)
+      : F(F), LI(LI), CI(CI), DT(DT), R(R), DL(F.getParent()->getDataLayout()) {}
   void run();
 
 private:
@@ -335,12 +353,15 @@ private:
   void solveSlots();
   void record();
   bool isSiteOrLoop(Instruction *I) const;
+  const char *addLongjmpEdges();
+  void liveAfter(Instruction *S, BitVector &Vals, BitVector &Slots);
   MapEntry valueEntry(Value *V);
   Value *cursorBase(Value *V) const;
 
   Function &F;
   LoopInfo &LI;
   CycleInfo &CI; // cycles, irreducible ones too (LoopInfo has natural loops only)
+  DominatorTree &DT;
   FunctionMapInfo &R;
   const DataLayout &DL;
 
@@ -368,6 +389,10 @@ private:
   // Sites.
   DenseMap<Instruction *, unsigned> CallSiteIdx;
   DenseMap<BasicBlock *, unsigned> LoopHeaderIdx;
+  // returns_twice calls, and what their second return needs at each call
+  // site reachable from them (the "longjmp edges", see addLongjmpEdges)
+  std::vector<Instruction *> RetTwice;
+  DenseMap<Instruction *, BitVector> ExtraVals, ExtraSlots;
 };
 
 void FunctionAnalyzer::collectDebugTypes() { collectValueTypes(F, ValueDI, &AllocaVar); }
@@ -652,6 +677,11 @@ void FunctionAnalyzer::solveValues() {
       for (Value *Op : I.operands())
         if (auto It = ValIdx.find(Op); It != ValIdx.end() && !D.test(It->second))
           U.set(It->second);
+      if (auto It = ExtraVals.find(&I); It != ExtraVals.end()) {
+        BitVector E = It->second; // read by a second return of setjmp
+        E.reset(D);
+        U |= E;
+      }
       if (auto It = ValIdx.find(&I); It != ValIdx.end())
         D.set(It->second);
     }
@@ -712,6 +742,8 @@ void FunctionAnalyzer::solveSlots() {
       Live |= It->second;
     if (EscapedSet.any() && I.mayReadFromMemory() && !isa<IntrinsicInst>(I))
       Live |= EscapedSet;
+    if (auto It = ExtraSlots.find(&I); It != ExtraSlots.end())
+      Live |= It->second;
   };
   DenseMap<BasicBlock *, BitVector> In;
   for (BasicBlock &BB : F) {
@@ -825,7 +857,7 @@ void FunctionAnalyzer::solveLifetimes() {
           else
             L.reset(S);
         }
-      if (RecordSites && CallSiteIdx.count(&I))
+      if (RecordSites && (CallSiteIdx.count(&I) || is_contained(RetTwice, &I)))
         InLifetime[&I] = L;
     }
     return L;
@@ -844,6 +876,127 @@ void FunctionAnalyzer::solveLifetimes() {
   }
   for (BasicBlock &BB : F)
     Walk(&BB, true);
+}
+
+// The pointer values and slots live just after the returns_twice call S: a
+// backward walk of S's block from its live-out set, with the same transfer
+// as record().
+void FunctionAnalyzer::liveAfter(Instruction *S, BitVector &VA, BitVector &SA) {
+  BasicBlock *BB = S->getParent();
+  unsigned NS = SlotAllocas.size();
+  BitVector EscapedSet(NS);
+  for (unsigned I = 0; I < NS; ++I)
+    if (SlotEscaped[I])
+      EscapedSet.set(I);
+  VA = LiveOut[BB];
+  SA = NS ? SLiveOut[BB] : BitVector();
+  for (Instruction &I : reverse(*BB)) {
+    if (&I == S)
+      break;
+    if (auto V = ValIdx.find(&I); V != ValIdx.end())
+      VA.reset(V->second);
+    for (Value *Op : I.operands())
+      if (auto V = ValIdx.find(Op); V != ValIdx.end())
+        VA.set(V->second);
+    if (auto E = ExtraVals.find(&I); E != ExtraVals.end())
+      VA |= E->second;
+    if (NS) {
+      if (auto K = SKill.find(&I); K != SKill.end())
+        SA.reset(K->second);
+      if (auto G = SGen.find(&I); G != SGen.end())
+        SA |= G->second;
+      if (auto E = ExtraSlots.find(&I); E != ExtraSlots.end())
+        SA |= E->second;
+    }
+  }
+  if (NS) {
+    // escaped slots: the forward lifetime analysis decides, as at a call
+    SA.reset(EscapedSet);
+    BitVector Esc = EscapedSet;
+    Esc &= InLifetime.lookup(S);
+    SA |= Esc;
+  }
+}
+
+// setjmp returns a second time when a call made after it (directly or deep
+// in its callees) calls longjmp: the CFG has no edge for that. Every call
+// site reachable from a returns_twice call S may be such a call, so what is
+// live just after S is live across each of them too — an edge from every
+// such call site back to S's continuation, added to both dataflows (values:
+// an upward-exposed use at the site; slots: a read at the site) and solved
+// again until nothing changes (several setjmps feed each other).
+//
+// Soundness (llvm_pass/README.md, "setjmp"): after longjmp the program reads
+// its SSA values where the code generator kept them at S — callee-saved
+// registers restored from the jmp_buf, or spill slots. A value made live
+// across a later call site C (a statepoint operand) is kept by the register
+// allocator until C and recorded at C, so the tracer finds it there while
+// the program may still come back to S; an SSA value never changes, so it
+// is the pointer the program will read. What C calls "indeterminate" (a
+// non-volatile local changed between setjmp and longjmp) is a different SSA
+// value, recorded where it is live.
+// A value live after S that does not dominate a reachable site C (S in a
+// loop, C reached around it) cannot be named at C: the function is skipped.
+const char *FunctionAnalyzer::addLongjmpEdges() {
+  // The call sites reachable from each returns_twice call.
+  std::vector<SmallVector<Instruction *, 16>> Reach(RetTwice.size());
+  for (unsigned K = 0; K < RetTwice.size(); ++K) {
+    Instruction *S = RetTwice[K];
+    BasicBlock *SB = S->getParent();
+    for (Instruction *I = S->getNextNode(); I; I = I->getNextNode())
+      if (CallSiteIdx.count(I))
+        Reach[K].push_back(I);
+    SmallPtrSet<BasicBlock *, 32> Seen;
+    SmallVector<BasicBlock *, 32> Work(succ_begin(SB), succ_end(SB));
+    while (!Work.empty()) {
+      BasicBlock *B = Work.pop_back_val();
+      if (!Seen.insert(B).second)
+        continue;
+      for (Instruction &I : *B)
+        if (CallSiteIdx.count(&I) && !(B == SB && S->comesBefore(&I)))
+          Reach[K].push_back(&I);
+      append_range(Work, successors(B));
+    }
+  }
+  unsigned NV = Vals.size(), NS = SlotAllocas.size();
+  for (unsigned Round = 0; Round < 64; ++Round) {
+    bool Changed = false;
+    for (unsigned K = 0; K < RetTwice.size(); ++K) {
+      BitVector VA, SA;
+      liveAfter(RetTwice[K], VA, SA);
+      for (Instruction *C : Reach[K]) {
+        BitVector &EV = ExtraVals[C];
+        if (EV.empty())
+          EV.resize(NV);
+        BitVector New = VA;
+        New.reset(EV);
+        for (int V = New.find_first(); V >= 0; V = New.find_next(V))
+          if (auto *Def = dyn_cast<Instruction>(Vals[V]); Def && !DT.dominates(Def, C))
+            return "calls a returns_twice function (setjmp), and a value live after it "
+                   "does not dominate a later call";
+        if (New.any()) {
+          EV |= New;
+          Changed = true;
+        }
+        if (NS) {
+          BitVector &ES = ExtraSlots[C];
+          if (ES.empty())
+            ES.resize(NS);
+          BitVector NewS = SA;
+          NewS.reset(ES);
+          if (NewS.any()) {
+            ES |= NewS;
+            Changed = true;
+          }
+        }
+      }
+    }
+    if (!Changed)
+      return nullptr;
+    solveValues();
+    solveSlots();
+  }
+  return "calls a returns_twice function (setjmp), and its liveness did not converge";
 }
 
 MapEntry FunctionAnalyzer::valueEntry(Value *V) {
@@ -923,6 +1076,8 @@ void FunctionAnalyzer::record() {
         BitVector VL = Live;
         if (auto V = ValIdx.find(&I); V != ValIdx.end())
           VL.reset(V->second);
+        if (auto E = ExtraVals.find(&I); E != ExtraVals.end())
+          VL |= E->second;
         BitVector SL = SLive;
         if (NS) {
           // The callee may read a slot passed to it. An escaped slot counts
@@ -935,6 +1090,8 @@ void FunctionAnalyzer::record() {
           BitVector Esc = EscapedSet;
           Esc &= InLifetime.lookup(&I);
           SL |= Esc;
+          if (auto E = ExtraSlots.find(&I); E != ExtraSlots.end())
+            SL |= E->second;
         }
         Emit(Site, VL, SL);
       }
@@ -943,6 +1100,8 @@ void FunctionAnalyzer::record() {
       for (Value *Op : I.operands())
         if (auto V = ValIdx.find(Op); V != ValIdx.end())
           Live.set(V->second);
+      if (auto E = ExtraVals.find(&I); E != ExtraVals.end())
+        Live |= E->second;
       if (NS) {
         if (auto K = SKill.find(&I); K != SKill.end())
           SLive.reset(K->second);
@@ -950,6 +1109,8 @@ void FunctionAnalyzer::record() {
           SLive |= G->second;
         if (EscapedSet.any() && I.mayReadFromMemory() && !isa<IntrinsicInst>(I))
           SLive |= EscapedSet;
+        if (auto E = ExtraSlots.find(&I); E != ExtraSlots.end())
+          SLive |= E->second;
       }
     }
     if (auto It = LoopHeaderIdx.find(&BB); It != LoopHeaderIdx.end()) {
@@ -971,10 +1132,21 @@ void FunctionAnalyzer::run() {
     return;
   }
   // Call sites.
+  bool CallsReturnsTwice = false;
+  for (BasicBlock &BB : F)
+    for (Instruction &I : BB)
+      if (auto *CB = dyn_cast<CallBase>(&I); CB && isReturnsTwice(*CB))
+        CallsReturnsTwice = true;
   for (BasicBlock &BB : F)
     for (Instruction &I : BB)
       if (auto *CB = dyn_cast<CallBase>(&I)) {
-        switch (classifyCall(*CB)) {
+        CallKind K = classifyCall(*CB);
+        // After setjmp, a call in tail position may still longjmp back into
+        // this frame, which must then hold what setjmp's continuation reads
+        // (LLVM neither marks nor makes tail calls in such functions).
+        if (K == CallKind::Tail && CallsReturnsTwice)
+          K = CallKind::Site;
+        switch (K) {
         case CallKind::Ignore:
           break;
         case CallKind::Unmapped:
@@ -982,6 +1154,10 @@ void FunctionAnalyzer::run() {
           break;
         case CallKind::Tail:
           ++R.TailCalls;
+          break;
+        case CallKind::ReturnsTwice:
+          ++R.Unmapped;
+          RetTwice.push_back(CB);
           break;
         case CallKind::Site: {
           CallSiteIdx[CB] = R.Calls.size();
@@ -1032,9 +1208,18 @@ void FunctionAnalyzer::run() {
   solveValues();
   solveSlots();
   solveLifetimes();
+  if (!RetTwice.empty())
+    if (const char *Why = addLongjmpEdges()) {
+      R = FunctionMapInfo();
+      R.Skipped = true;
+      R.Reason = Why;
+      return;
+    }
   record();
-  if (R.Unmapped)
+  if (R.Unmapped > RetTwice.size())
     R.Reason = "some calls cannot be mapped (intrinsics lowered to calls, inline asm, musttail, bundles)";
+  else if (R.Unmapped)
+    R.Reason = "the returns_twice call (setjmp) itself is no map point";
 }
 
 } // namespace
@@ -1045,7 +1230,8 @@ FunctionMapInfo MappedTraceAnalysis::run(Function &F, FunctionAnalysisManager &F
     return R;
   LoopInfo &LI = FAM.getResult<LoopAnalysis>(F);
   CycleInfo &CI = FAM.getResult<CycleAnalysis>(F);
-  FunctionAnalyzer(F, LI, CI, R).run();
+  DominatorTree &DT = FAM.getResult<DominatorTreeAnalysis>(F);
+  FunctionAnalyzer(F, LI, CI, DT, R).run();
   return R;
 }
 

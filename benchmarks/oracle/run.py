@@ -9,6 +9,7 @@ Programs: the C corpus of the tests (tests/leak_corpus, samples,
 tests/pass_inputs), Lua 5.4 and the SQLite 3.40.1 amalgamation from their
 Debian sources.  SQLite's one 9 MB file takes minutes: that is why it is here
 and not in the tests (tests/test_map_oracle.py covers the corpus and Lua).
+The corpus includes tests/skipped_frames (computed goto, setjmp).
 
     .venv/bin/python benchmarks/oracle/run.py [--programs corpus,lua,sqlite] [--opt=-O2,-O3] [--json FILE]
 
@@ -54,7 +55,8 @@ def program_sources(name: str, sqlite: str | None) -> tuple[list[Path], list[str
     if name == "corpus":
         files = sorted([*(ROOT / "tests" / "leak_corpus").glob("*.c"), *(ROOT / "samples").glob("*.c"),
                         *(ROOT / "tests" / "pass_inputs").glob("*.c"),
-                        *(ROOT / "tests" / "pass_inputs").glob("*.cpp")])
+                        *(ROOT / "tests" / "pass_inputs").glob("*.cpp"),
+                        *(ROOT / "tests" / "skipped_frames").glob("*.c")])
         return files, [f"-I{ROOT / 'tests' / 'leak_corpus'}"]
     if name == "lua":
         trees = sorted(SRC.glob("lua5.4-*/src"))

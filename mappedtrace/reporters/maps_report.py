@@ -8,6 +8,7 @@ before rich sees them.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import IO
 
 from rich import box
@@ -80,6 +81,8 @@ def maps_to_dict(m: BinaryMaps) -> dict:
             "instrumented": sum(1 for f in fns if f.status == "instrumented"),
             "partial": sum(1 for f in fns if f.status == "partial"),
             "skipped": sum(1 for f in fns if f.status == "skipped"),
+            # what the pass could not instrument, by the reason it gave, most frequent first
+            "skipped_reasons": dict(Counter(f.reason for f in fns if f.status == "skipped").most_common()),
             "call_sites": n_call,
             "loop_points": len(recs) - n_call,
             "unmapped_calls": sum(f.n_unmapped_calls for f in fns),
@@ -154,7 +157,11 @@ def render_text(m: BinaryMaps, stream: IO[str], width: int | None = None,
                   str(f["n_callsites"]), str(f["n_loop_points"]), str(f["n_unmapped_calls"]),
                   str(len(f["allocas"])))
     con.print(t)
-    why = [f for f in d["functions"] if f["reason"]]
+    if s["skipped"]:
+        con.print(f"still skipped: {s['skipped']} function{'s' if s['skipped'] > 1 else ''} ("
+                  + escape("; ".join(f"{r}: {n}" for r, n in s["skipped_reasons"].items())) + ")", soft_wrap=True)
+    # skipped functions first (their frames are scanned), then partial ones
+    why = sorted((f for f in d["functions"] if f["reason"]), key=lambda f: f["status"] != "skipped")
     if why:
         con.print("not (fully) instrumented:")
         for f in why:

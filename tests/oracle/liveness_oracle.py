@@ -64,6 +64,13 @@ pointers). Escaped slots, whose liveness the pass decides with a forward
 lifetime analysis, are counted, not checked; every SLOT pair must name a
 static alloca.
 
+Calls of returns_twice functions (setjmp): the function returns a second time
+when a call made after it longjmps, an edge the CFG does not have.  The oracle
+adds it: what is live just after a returns_twice call is used at every call
+reachable from it (values and checked slots alike), solved again until nothing
+changes; the returns_twice call itself is a plain call (``returns_twice`` in
+``plain_calls``).
+
 Integers made by ``ptrtoint`` that are live after a map point are outside the
 contract and only counted (``Report.notes``).
 
@@ -380,6 +387,58 @@ class _Checker:
                     vals.append(i)
         self.vals, self.idx = vals, idx
         self.ints = sum(1 << j for j, v in enumerate(vals) if not has_pointer(v.type))
+        # the longjmp edges: every call reachable from a returns_twice call uses
+        # what is live just after it; solved again until nothing changes
+        self.longjmp_use: dict[int, int] = {}
+        self.returns_twice = [key(i) for insts in fn.blocks for i in insts if self.is_returns_twice(key(i))]
+        reach = {s: self.calls_reachable_from(s) for s in self.returns_twice}
+        for _round in range(1000):
+            self._solve_values()
+            changed = False
+            for s in self.returns_twice:
+                after = self.live_after[s]
+                for c in reach[s]:
+                    if after & ~self.longjmp_use.get(c, 0):
+                        self.longjmp_use[c] = self.longjmp_use.get(c, 0) | after
+                        changed = True
+            if not changed:
+                return
+        raise RuntimeError(f"{fn.name}: longjmp edges did not converge")
+
+    def is_returns_twice(self, k: int) -> bool:
+        """Is instruction ``k`` a call of a returns_twice function (by the
+        callee's attributes or the call's own attribute groups)?"""
+        fn = self.fn
+        if fn.opcode[k] not in ("call", "invoke"):
+            return False
+        c = fn.callee(k)
+        if c is not None and c.value_kind == llvm.ValueKind.function and "returns_twice" in self.mod.fn_attrs(c):
+            return True
+        groups = [int(g) for g in re.findall(r" #(\d+)", fn.text(k))]
+        return any("returns_twice" in self.mod.attr_groups.get(g, "") for g in groups)
+
+    def calls_reachable_from(self, s: int) -> set[int]:
+        """Calls and invokes (intrinsics left out) that may run after ``s``."""
+        fn = self.fn
+        b0 = fn.block_of[s]
+        insts = fn.blocks[b0]
+        pos = [key(i) for i in insts].index(s)
+        out = [key(i) for i in insts[pos + 1:]]
+        seen: set[int] = set()
+        work = list(fn.succs[b0])
+        while work:
+            b = work.pop()
+            if b in seen:
+                continue
+            seen.add(b)
+            out.extend(key(i) for i in fn.blocks[b])
+            work.extend(fn.succs[b])
+        # (map points that are loop stackmaps are no calls: nothing longjmps from them)
+        return {k for k in out if k != s and fn.opcode[k] in ("call", "invoke")
+                and (not fn.callee_name(k).startswith("llvm.") or fn.callee_name(k).startswith(_STATEPOINT))}
+
+    def _solve_values(self) -> None:
+        fn, idx = self.fn, self.idx
         nb = len(fn.blocks)
         ue, defs, phidefs = [0] * nb, [0] * nb, [0] * nb
         phiuse: dict[tuple[int, int], int] = collections.defaultdict(int)  # (succ, pred) → bits
@@ -424,7 +483,9 @@ class _Checker:
                 if fn.opcode[k] == "phi":
                     break
                 if fn.opcode[k] in ("call", "invoke"):
-                    self.live_after[k] = live & ~(1 << idx[k]) if k in idx else live
+                    # (a longjmp during the call needs what setjmp's continuation reads)
+                    la = live | self.longjmp_use.get(k, 0)
+                    self.live_after[k] = la & ~(1 << idx[k]) if k in idx else la
                 if k in idx:
                     live &= ~(1 << idx[k])
                 live |= self._uses(k)
@@ -433,7 +494,7 @@ class _Checker:
         if k in self.feeder:
             return 0
         mu = self.map_use.get(k, ())
-        bits = 0
+        bits = self.longjmp_use.get(k, 0)
         for pos, o in enumerate(self.fn.ops[k]):
             j = self.idx.get(key(o))
             if j is not None and pos not in mu:
@@ -580,30 +641,48 @@ class _Checker:
         if not self.slots_checked:
             return
         nb = len(fn.blocks)
-        live_in, live_out = [0] * nb, [0] * nb
+        after_rt: dict[int, int] = {}
+        ljs: dict[int, int] = collections.defaultdict(int)   # call → slots read by a longjmp during it
         def walk(b: int, live: int, record: bool) -> int:
             for i in reversed(fn.blocks[b]):
                 k = key(i)
                 if record and k in site_keys:
-                    self.slot_required[k] = live | callread.get(k, 0)
-                live = (live & ~kill.get(k, 0)) | gen.get(k, 0)
+                    self.slot_required[k] = live | callread.get(k, 0) | ljs.get(k, 0)
+                if record and k in rt:
+                    after_rt[k] = live
+                live = (live & ~kill.get(k, 0)) | gen.get(k, 0) | ljs.get(k, 0)
             return live
-        changed, rounds = True, 0
-        while changed:
-            rounds += 1
-            if rounds > 100_000:
-                raise RuntimeError(f"{fn.name}: slot liveness did not converge")
-            changed = False
-            for b in reversed(range(nb)):
-                out = 0
-                for sb in fn.succs[b]:
-                    out |= live_in[sb]
-                inn = walk(b, out, False)
-                if out != live_out[b] or inn != live_in[b]:
-                    live_out[b], live_in[b] = out, inn
-                    changed = True
-        for b in range(nb):
-            walk(b, live_out[b], True)
+        # the longjmp edges (see solve): slots live after a returns_twice call
+        # are read at every call reachable from it
+        rt = set(self.returns_twice)
+        reach = {s: self.calls_reachable_from(s) for s in rt}
+        for _round in range(1000):
+            live_in, live_out = [0] * nb, [0] * nb
+            changed, rounds = True, 0
+            while changed:
+                rounds += 1
+                if rounds > 100_000:
+                    raise RuntimeError(f"{fn.name}: slot liveness did not converge")
+                changed = False
+                for b in reversed(range(nb)):
+                    out = 0
+                    for sb in fn.succs[b]:
+                        out |= live_in[sb]
+                    inn = walk(b, out, False)
+                    if out != live_out[b] or inn != live_in[b]:
+                        live_out[b], live_in[b] = out, inn
+                        changed = True
+            for b in range(nb):
+                walk(b, live_out[b], True)
+            grown = False
+            for s in rt:
+                for c in reach[s]:
+                    if after_rt.get(s, 0) & ~ljs.get(c, 0):
+                        ljs[c] |= after_rt[s]
+                        grown = True
+            if not grown:
+                return
+        raise RuntimeError(f"{fn.name}: slot longjmp edges did not converge")
 
     def compare_slots(self, k: int, point: str, line: int | None, recorded: set[int]) -> None:
         if self.fn.block_of[k] not in self.fn.reachable:
@@ -697,6 +776,11 @@ class _Checker:
             return
         if c is not None and c.value_kind == llvm.ValueKind.inline_asm:
             r.plain_calls["inline asm"] += 1
+            return
+        if self.is_returns_twice(k):
+            # kept plain by design (a statepoint would hide the attribute from
+            # the backend); what is live after it is checked at the calls after it
+            r.plain_calls["returns_twice"] += 1
             return
         if re.search(r"\bmusttail call\b", text):
             r.plain_calls["musttail (unmapped)"] += 1
