@@ -531,9 +531,15 @@ class GlibcHeap:
             raise HeapCorrupted(label, addr, f"{what} is not readable memory") from None
 
     def _read_block(self, addr: int, size: int) -> np.ndarray:
-        """A big block of target memory, read straight into a (huge-page) buffer."""
-        buf = new_buffer(size)
-        self.target.read_into(addr, buf)
+        """A big block of target memory: in place where the target holds it (a
+        captured copy, an mmapped snapshot: no second copy of the heap), else
+        read straight into a (huge-page) buffer."""
+        view = self.target.view(addr, size) if hasattr(self.target, "view") else None
+        if view is not None:
+            buf = np.frombuffer(view, np.uint8)
+        else:
+            buf = new_buffer(size)
+            self.target.read_into(addr, buf)
         self._blocks.append((addr, buf))
         return buf
 
