@@ -169,6 +169,11 @@ class _Heap:
         return self.mem.u64(self.memoff[d].astype(np.uint64) + off.astype(np.uint64))
 
 
+#: elements per slice where a whole-heap computation is done in slices
+#: (bounded temporaries: 1 M × 8 bytes each)
+_SLICE = 1 << 20
+
+
 class PieceMemory:
     """Bytes read from the target, kept as the pieces ``target.read`` returned.
 
@@ -225,13 +230,18 @@ class PieceMemory:
     def pointers(self, memoff: np.ndarray) -> np.ndarray:
         """Absolute addresses (in this process) of each position; 0 where memoff < 0."""
         out = np.zeros(len(memoff), dtype=np.uint64)
-        ok = memoff >= 0
-        if not ok.any():
+        if not self.arrays:
             return out
-        pos = memoff[ok].astype(np.uint64)
-        k = self._piece(pos)
-        addr = np.array([a.ctypes.data for a in self.arrays], dtype=np.uint64)
-        out[ok] = addr[k] + (pos - np.array(self.bases, dtype=np.uint64)[k])
+        # per piece: its address minus its virtual base; in slices, so that the
+        # temporaries stay small beside the per-object columns
+        delta = (np.array([a.ctypes.data for a in self.arrays], dtype=np.uint64)
+                 - np.array(self.bases, dtype=np.uint64))
+        for lo in range(0, len(memoff), _SLICE):
+            mo = memoff[lo:lo + _SLICE]
+            ok = mo >= 0
+            pos = np.where(ok, mo, 0).view(np.uint64)
+            k = self._piece(pos) if len(self.arrays) > 1 else np.zeros(len(pos), np.int64)
+            out[lo:lo + _SLICE] = np.where(ok, pos + delta[k], np.uint64(0))
         return out
 
 
@@ -254,6 +264,10 @@ def _merge_ranges(pairs: Iterable[tuple[int, int]]) -> np.ndarray:
     return np.array(out, dtype=np.uint64).reshape(-1, 2)
 
 
+def _as_u64(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint64) if a.dtype in (np.int64, np.uint64) and a.flags.c_contiguous else a.astype(np.uint64)
+
+
 def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (starts, usable sizes) of the in-use chunks.
 
@@ -265,8 +279,8 @@ def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
     cols = [getattr(chunks, k, None) for k in ("addresses", "usable", "state")]
     if all(isinstance(c, np.ndarray) for c in cols):
         m = cols[2] == 0
-        starts = cols[0][m].astype(np.uint64)
-        sizes = cols[1][m].astype(np.uint64)
+        # one copy each (a view of int64 as uint64: addresses and sizes are never negative)
+        starts, sizes = (_as_u64(c[m]) for c in cols[:2])
     else:
         used = [(int(c.address), int(c.size)) for c in chunks
                 if getattr(c, "state", "in-use") == "in-use"]
@@ -1095,8 +1109,10 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
     how[reached] = HOW_CONSERVATIVE
     how[typed | scalar_only] = HOW_TYPED
     ids = np.array(tt.ids + [0], dtype=np.uint64)      # index -1 → 0
-    type_ids = np.where((st & ST_TYPED) != 0, ids[out.type], ids[out.scalar_type])
-    type_ids = np.where(reached, type_ids, 0).astype(np.uint64)
+    tix = np.where((st & ST_TYPED) != 0, out.type, out.scalar_type)
+    tix[~reached] = -1
+    type_ids = ids[tix]
+    del tix
     ambiguous = (st & ST_AMBIG) != 0
     e = out.edges
     if e is None:
@@ -1130,11 +1146,17 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
     rex = (re["flags"] & EDGE_EXACT) != 0
     sizes = heap.sizes
     # a typed node's tail (bytes its type does not describe) is scanned conservatively
-    tnodes = np.nonzero(how == HOW_TYPED)[0]
-    tti = np.where(typed[tnodes], out.type[tnodes], out.scalar_type[tnodes]).astype(np.int64)
-    tstart = np.minimum(tt.tail_start(tti, sizes[tnodes]), sizes[tnodes]) if len(tnodes) \
-        else np.zeros(0, np.uint64)
-    tail = int((sizes[tnodes] - tstart).sum()) if len(tnodes) else 0
+    # (in slices: tail_start's temporaries are a dozen arrays as long as its input)
+    typed_bytes = tail = 0
+    for lo in range(0, n, _SLICE):
+        tnodes = np.nonzero(how[lo:lo + _SLICE] == HOW_TYPED)[0] + lo
+        if not len(tnodes):
+            continue
+        tti = np.where(typed[tnodes], out.type[tnodes], out.scalar_type[tnodes]).astype(np.int64)
+        tsz = sizes[tnodes]
+        tstart = np.minimum(tt.tail_start(tti, tsz), tsz)
+        typed_bytes += int(tstart.sum())
+        tail += int((tsz - tstart).sum())
     prec = Precision(
         mode=mode, kernel=kernel,
         roots_exact=sum(1 for r in roots if r.exact and mode == "precise"),
@@ -1144,7 +1166,7 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         objects_conservative=int(np.count_nonzero(how == HOW_CONSERVATIVE)),
         objects_ambiguous=int(ambiguous.sum()),
         heap_bytes=int(sizes.sum()) if n else 0,
-        heap_bytes_typed=int(tstart.sum()) if len(tnodes) else 0,
+        heap_bytes_typed=typed_bytes,
         heap_bytes_conservative=(int(sizes[how == HOW_CONSERVATIVE].sum()) if n else 0) + tail,
         heap_bytes_tail=tail,
         edges_exact=n_exact,

@@ -859,8 +859,6 @@ class GlibcHeap:
             raise HeapCorrupted(label, base + o * 8, f"more than {MAX_GAPS} gaps or damaged chunks in the heap")
         if top is None and o != end_w:
             self._corrupt(label, base + o * 8, base + o * 8, end, f"chunk header runs past the heap end {end:#x}")
-        idx = np.concatenate(parts_i)
-        raw = np.concatenate(parts_r)
         if top is not None:
             traw = int(nw[lim + 1])
             tsize = traw & ~SIZE_BITS
@@ -868,9 +866,12 @@ class GlibcHeap:
                 self._corrupt(label, top, top, top + CHUNK_HDR_SZ,
                               f"top chunk size {tsize:#x} does not reach the heap end {end:#x}")
                 traw = (end - top) | (traw & SIZE_BITS & ~IS_MMAPPED)
-            idx = np.append(idx, lim)
-            raw = np.append(raw, np.uint64(traw))
-        return idx * 8, raw
+            parts_i.append(np.array([lim], np.int64))
+            parts_r.append(np.array([traw], np.uint64))
+        idx = np.concatenate(parts_i)       # one copy out of _chain's (mostly untouched) buffers
+        raw = np.concatenate(parts_r)
+        idx *= 8
+        return idx, raw
 
     def _resync(self, nw: np.ndarray, base: int, start: int, target: int, *, fences: bool = False,
                 prev_inuse: bool = False) -> int | None:
@@ -956,7 +957,8 @@ class GlibcHeap:
                     base = seg.start
                 offs, r = self._walk_words(words, base, seg.first_chunk, seg.end, a.top if last else None, a.label,
                                            gaps=a.is_main)
-                hdrs.append(offs + base)
+                offs += base
+                hdrs.append(offs)
                 raws.append(r)
                 arena_idx.append(np.full(len(offs), ai, dtype=np.int32))
                 walked = int((r & np.uint64(~SIZE_BITS & 0xFFFFFFFFFFFFFFFF)).sum()) if len(r) else 0
@@ -966,9 +968,14 @@ class GlibcHeap:
         hdrs.append(np.asarray(mm_h, dtype=np.int64))
         raws.append(np.asarray(mm_r, dtype=np.uint64))
         arena_idx.append(np.full(len(mm_h), -1, dtype=np.int32))
-        hdr = np.concatenate(hdrs) if hdrs else np.zeros(0, np.int64)
-        raw = np.concatenate(raws) if raws else np.zeros(0, np.uint64)
-        aidx = np.concatenate(arena_idx) if arena_idx else np.zeros(0, np.int32)
+        # (a single part is taken as it is: no copy of a column of the whole heap)
+        one = lambda parts, dt: (parts[0] if len(parts) == 1 else np.concatenate(parts) if parts
+                                 else np.zeros(0, dt))
+        keep = [i for i in range(len(hdrs)) if len(hdrs[i])] or [0]
+        hdr = one([hdrs[i] for i in keep], np.int64)
+        raw = one([raws[i] for i in keep], np.uint64)
+        aidx = one([arena_idx[i] for i in keep], np.int32)
+        del hdrs, raws, arena_idx
         if len(hdr) > 1 and not bool(np.all(hdr[1:] > hdr[:-1])):      # else: in order already
             order = np.argsort(hdr, kind="stable")
             hdr, raw, aidx = hdr[order], raw[order], aidx[order]
@@ -976,11 +983,14 @@ class GlibcHeap:
                 i = int(np.flatnonzero(np.diff(hdr) <= 0)[0])
                 raise HeapCorrupted("heap", int(hdr[i + 1]), "chunk found twice (overlapping heaps)")
         self.headers = hdr
-        self.chunk_sizes = (raw & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
+        raw &= np.uint64(0xFFFFFFFFFFFFFFF8)
+        self.chunk_sizes = raw.view(np.int64)       # in place: the raw fields are not needed again
+        del raw
         self.arena_index = aidx
         mmapped = self.arena_index < 0
         self.addresses = self.headers + CHUNK_HDR_SZ
-        self.usable = self.chunk_sizes - np.where(mmapped, CHUNK_HDR_SZ, SIZE_SZ)
+        self.usable = self.chunk_sizes - SIZE_SZ
+        self.usable[mmapped] -= CHUNK_HDR_SZ - SIZE_SZ
         self.state = np.zeros(len(self.headers), dtype=np.uint8)
         self.list_code = np.full(len(self.headers), -1, dtype=np.int8)
         self._classify()
