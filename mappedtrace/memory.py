@@ -19,9 +19,6 @@ BASE_BYTES = 96 << 20
 #: peak bytes per heap chunk beyond the copy (walk columns, marker nodes, graph columns,
 #: their temporaries); measured on bench_scale at 4 M chunks, rounded up
 PER_CHUNK_BYTES = 96
-#: chunks in a heap of unknown chunk count: one per this many bytes (glibc's
-#: smallest chunk is 32 bytes; typical C heaps average 64–256)
-BYTES_PER_CHUNK_GUESS = 64
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40,
@@ -57,25 +54,29 @@ def fmt_size(n: int) -> str:
     return f"{n} B"
 
 
-def estimate(copy_bytes: int, chunks: int) -> int:
+def estimate(copy_bytes: int, chunks: int | None) -> int:
     """Peak bytes an analysis of a target needs: the copy it holds, plus
-    :data:`PER_CHUNK_BYTES` per heap chunk, plus :data:`BASE_BYTES`."""
-    return BASE_BYTES + max(copy_bytes, 0) + PER_CHUNK_BYTES * max(chunks, 0)
+    :data:`PER_CHUNK_BYTES` per heap chunk (none when not known yet), plus :data:`BASE_BYTES`."""
+    return BASE_BYTES + max(copy_bytes, 0) + PER_CHUNK_BYTES * max(chunks or 0, 0)
 
 
-def check(limit: int | None, copy_bytes: int, chunks: int, what: str, *, guessed: bool) -> None:
+def check(limit: int | None, copy_bytes: int, chunks: int | None, what: str) -> None:
     """Refuse (:class:`MemoryLimit`) when :func:`estimate` exceeds ``limit``.
 
     :param what: the target, for the message
-    :param guessed: the chunk count is a guess from the heap's size (before the walk)
+    :param chunks: the heap's chunk count, or None before the walk (the
+        estimate is then a lower bound: the copy alone)
     """
     if limit is None:
         return
     need = estimate(copy_bytes, chunks)
     if need <= limit:
         return
-    how = (f"about {chunks:,} chunks guessed from its size" if guessed else f"{chunks:,} heap chunks")
-    raise MemoryLimit(f"{what}: the analysis needs about {fmt_size(need)} ({fmt_size(copy_bytes)} of "
-                      f"memory to hold, {how}), over --max-memory {fmt_size(limit)}",
+    parts = (f"{fmt_size(copy_bytes)} of its memory to hold and {chunks:,} heap chunks" if chunks is not None
+             else f"{fmt_size(copy_bytes)} of its memory to hold, before its heap chunks are counted")
+    raise MemoryLimit(f"{what}: the analysis needs at least {fmt_size(need)} ({parts}), over "
+                      f"--max-memory {fmt_size(limit)}" if chunks is None else
+                      f"{what}: the analysis needs about {fmt_size(need)} ({parts}), over "
+                      f"--max-memory {fmt_size(limit)}",
                       hint="raise --max-memory, or analyse on a machine with more memory "
                            "(mappedtrace snapshot PID -o FILE, then copy FILE there)")
