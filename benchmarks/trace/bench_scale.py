@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/trace/bench_scale.py --objects 20000000 [--repeat 1] \
         [--runs fork,conservative,snapshot] [--tree DIR]
 
-Builds bench_scale.c with ``mappedtrace cc -O2`` and runs it with N objects of
+Builds samples/scale_heap.c with ``mappedtrace cc -O2`` and runs it with N objects of
 64–128 bytes in linked structures (trees and doubly linked lists from
 globals) and 1 000 leaked chains of 3 objects; the program prints how many
 objects it leaked.  Then, for each run:
@@ -85,9 +85,9 @@ def main() -> int:
     args = ap.parse_args()
     runs = args.runs.split(",")
     work = Path(tempfile.mkdtemp(prefix="bench_scale."))
-    exe = work / "bench_scale"
+    exe = work / "scale_heap"
     py = sys.executable
-    subprocess.run([py, "-m", "mappedtrace", "cc", "-O2", "-o", str(exe), str(HERE / "bench_scale.c")],
+    subprocess.run([py, "-m", "mappedtrace", "cc", "-O2", "-o", str(exe), str(ROOT / "samples" / "scale_heap.c")],
                    check=True, env=dict(os.environ, PYTHONPATH=str(args.tree)))
     t0 = time.perf_counter()
     proc, info = start(exe, args.objects)

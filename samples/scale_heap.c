@@ -1,7 +1,7 @@
-/* bench_scale.c — many small linked objects for the scale benchmark
- * (benchmarks/trace/bench_scale.py, issue #13 items 2–3).
+/* scale_heap.c — many small linked objects for the scale benchmark
+ * (benchmarks/trace/bench_scale.py and tests/test_scale.py, issue #13 items 2–3).
  *
- * Usage: bench_scale N [CHAINS]   builds N objects of 64–128 bytes in linked
+ * Usage: scale_heap N [CHAINS]   builds N objects of 64–128 bytes in linked
  * structures reachable from globals:
  *   - half of them in binary trees (struct tnode: left, right, parent, payload),
  *     each tree holding 1023 nodes, the roots in a global array;
