@@ -330,19 +330,21 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
 
     for first, last, lo, hi in segs:
         # pieces of about READ_PIECE bytes, cut at chunk starts (a chunk never straddles two)
-        rel = (starts[first:last] - np.uint64(lo)).astype(np.int64)
-        cuts = np.searchsorted(rel, np.arange(READ_PIECE, hi - lo, READ_PIECE, dtype=np.int64))
+        cuts = np.searchsorted(starts[first:last],
+                               np.arange(lo + READ_PIECE, hi, READ_PIECE, dtype=np.uint64))
         bounds = sorted(set([0, *cuts.tolist(), last - first]))
         for a, b in zip(bounds[:-1], bounds[1:]):
             if a >= b:
                 continue
             plo, phi = int(starts[first + a]), int(ends[first + b - 1])
-            idx = np.arange(first + a, first + b)
+            part = slice(first + a, first + b)
             try:
                 base = mem.add(read(plo, phi))
-                memoff[idx] = base + (starts[idx] - np.uint64(plo)).astype(np.int64)
+                # memoff = base + (start - plo), in place (mod 2**64, so in any order of the two)
+                np.subtract(starts[part], np.uint64((plo - base) & 0xFFFFFFFFFFFFFFFF),
+                            out=memoff[part].view(np.uint64))
             except TargetFault:
-                for c in idx.tolist():       # one chunk at a time: keep what can be read
+                for c in range(first + a, first + b):     # one chunk at a time: keep what can be read
                     try:
                         memoff[c] = mem.add(target.read(int(starts[c]), int(sizes[c])))
                     except TargetFault:

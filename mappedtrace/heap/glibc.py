@@ -125,6 +125,9 @@ LAZY_LINKS = 1 << 16
 
 #: state codes in the arrays
 IN_USE, FREE = 0, 1
+#: elements per slice where a pass over every chunk is done in slices (temporaries
+#: of a few MiB, reused, instead of fresh whole-heap arrays)
+_SLICE = 1 << 20
 #: free-list names
 LISTS = ("tcache", "fastbin", "unsorted", "smallbin", "largebin", "top")
 
@@ -326,6 +329,22 @@ def _glibc_version_cached(path: str, _mtime: int) -> tuple[int, int] | None:
         return None
     m = _VERSION_RE.search(data)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _first_bad_header(idx: np.ndarray, raw: np.ndarray, stop: int) -> int:
+    """Index of the first chunk whose size field is bad (below MINSIZE, not
+    aligned, IS_MMAPPED in an arena, or running past word ``stop``), -1 if none.
+    Checked in slices: the temporaries stay a few MiB however big the heap."""
+    for lo in range(0, len(idx), _SLICE):
+        r = raw[lo:lo + _SLICE]
+        sz = (r & np.uint64(0xFFFFFFFFFFFFFFF8)).view(np.int64)
+        with np.errstate(over="ignore"):
+            bad = (idx[lo:lo + _SLICE] + (sz >> 3) > stop) | (sz < MINSIZE)
+        bad |= (sz & (MALLOC_ALIGNMENT - 1)) != 0
+        bad |= (r & np.uint64(IS_MMAPPED)) != 0
+        if bad.any():
+            return lo + int(np.flatnonzero(bad)[0])
+    return -1
 
 
 def _chain(w: memoryview, nw: np.ndarray, o: int, lim: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -813,15 +832,11 @@ class GlibcHeap:
         parts_r: list[np.ndarray] = []
         for _ in range(MAX_GAPS + 1):
             idx, raw, o = _chain(w, nw, o, lim)
-            sz = (raw & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
-            with np.errstate(over="ignore"):
-                over = (idx + (sz >> 3) > stop) | (sz < 0)
-            bad = (sz < MINSIZE) | (sz & (MALLOC_ALIGNMENT - 1) != 0) | ((raw & np.uint64(IS_MMAPPED)) != 0) | over
-            if not bad.any():
+            i = _first_bad_header(idx, raw, stop)
+            if i < 0:
                 parts_i.append(idx)
                 parts_r.append(raw)
                 break
-            i = int(np.flatnonzero(bad)[0])
             off, size, r = int(idx[i]) * 8, int(raw[i]) & ~SIZE_BITS, int(raw[i])
             end_off = end - base
             nxt_size = int(nw[(off >> 3) + 3]) & ~SIZE_BITS if (off >> 3) + 3 < len(nw) else -1
@@ -1487,26 +1502,34 @@ class GlibcHeap:
 
     # --- stats --------------------------------------------------------------
     def _make_stats(self) -> None:
-        cs, st, lc, ai = self.chunk_sizes, self.state, self.list_code, self.arena_index
+        cs, lc, ai = self.chunk_sizes, self.list_code, self.arena_index
         per: dict[str, dict] = {}
         tot = dict(arena=0, ordblks=0, smblks=0, hblks=0, hblkhd=0, uordblks=0, fordblks=0, keepcost=0,
                    fsmblks=0, tcache_blks=0, tcache_bytes=0, in_use_blks=0, in_use_bytes=0)
+        # one pass: chunks and bytes per (arena, list) cell (list -1: in use; arena -1: mmapped),
+        # counted in slices (bounded temporaries) rather than a mask per figure over the whole heap
+        nl = len(LISTS) + 1
+        ncell = (len(self.arenas) + 1) * nl
+        blks = np.zeros(ncell, np.int64)
+        byts = np.zeros(ncell, np.int64)
+        for lo in range(0, len(cs), _SLICE):
+            cell = (ai[lo:lo + _SLICE].astype(np.int64) + 1) * nl + lc[lo:lo + _SLICE] + 1
+            blks += np.bincount(cell, minlength=ncell)
+            # (float sums of a slice's sizes are exact: every partial sum stays below 2**53)
+            byts += np.bincount(cell, weights=cs[lo:lo + _SLICE], minlength=ncell).astype(np.int64)
+        cells = lambda k, name: (k + 1) * nl + (LISTS.index(name) + 1 if name else 0)
+        count = lambda k, *names: int(sum(blks[cells(k, n)] for n in names))
+        size = lambda k, *names: int(sum(byts[cells(k, n)] for n in names))
         for k, a in enumerate(self.arenas):
-            sel = ai == k
-            fast = sel & (lc == LISTS.index("fastbin"))
-            binned = sel & (lc >= LISTS.index("unsorted")) & (lc <= LISTS.index("largebin"))
-            top = sel & (lc == LISTS.index("top"))
-            tc = sel & (lc == LISTS.index("tcache"))
-            used = sel & (st == IN_USE)
-            avail = int(cs[fast].sum() + cs[binned].sum() + cs[top].sum())
-            d = dict(system_mem=a.system_mem, ordblks=int(binned.sum()) + 1, smblks=int(fast.sum()),
-                     fsmblks=int(cs[fast].sum()), fordblks=avail, uordblks=a.system_mem - avail,
-                     tcache_blks=int(tc.sum()), tcache_bytes=int(cs[tc].sum()),
-                     in_use_blks=int(used.sum()), in_use_bytes=int(cs[used].sum()),
-                     top=int(cs[top].sum()), overhead=self.overhead.get(a.label, 0),
-                     **{f"{n}_{k}": int(v) for n in ("unsorted", "smallbin", "largebin")
-                        for k, v in (("blks", (sel & (lc == LISTS.index(n))).sum()),
-                                     ("bytes", cs[sel & (lc == LISTS.index(n))].sum()))})
+            binned = ("unsorted", "smallbin", "largebin")
+            avail = size(k, "fastbin", *binned, "top")
+            d = dict(system_mem=a.system_mem, ordblks=count(k, *binned) + 1, smblks=count(k, "fastbin"),
+                     fsmblks=size(k, "fastbin"), fordblks=avail, uordblks=a.system_mem - avail,
+                     tcache_blks=count(k, "tcache"), tcache_bytes=size(k, "tcache"),
+                     in_use_blks=count(k, None), in_use_bytes=size(k, None),
+                     top=size(k, "top"), overhead=self.overhead.get(a.label, 0),
+                     **{f"{n}_{w}": (count if w == "blks" else size)(k, n)
+                        for n in binned for w in ("blks", "bytes")})
             seg_total = sum(s.end - s.start for s in a.segments)
             if a.segments and seg_total != a.system_mem and not (a.is_main and a.flags & NONCONTIGUOUS_BIT):
                 self.warnings.append(f"{a.label}: heap segments cover {seg_total} bytes, system_mem is {a.system_mem}")
@@ -1518,9 +1541,8 @@ class GlibcHeap:
                 tot[key] += d[key]
             if a.is_main:
                 tot["keepcost"] = d["top"]
-        mm = ai < 0
-        tot["hblks"] = int(mm.sum())
-        tot["hblkhd"] = int(cs[mm].sum()) + sum(self.mmapped_lead.values())
+        tot["hblks"] = int(blks[:nl].sum())
+        tot["hblkhd"] = int(byts[:nl].sum()) + sum(self.mmapped_lead.values())
         tot["in_use_blks"] += tot["hblks"]
         tot["in_use_bytes"] += tot["hblkhd"]
         tot["per_arena"] = per

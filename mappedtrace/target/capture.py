@@ -65,6 +65,8 @@ PAGE = 4096
 _SKIP_PATHS = ("[vvar]", "[vsyscall]", "[vvar_vclock]")
 #: one process_vm_readv call moves at most this much (the kernel caps at ~2 GiB)
 _BATCH_BYTES = 1 << 30
+#: madvise(2): fault in writable pages now (Linux 5.14; Python's mmap module has no name for it)
+_MADV_POPULATE_WRITE = 23
 #: bound on wait rounds while the injected clone runs
 _INJECT_ROUNDS = 64
 CLONE_PARENT = 0x00008000
@@ -115,10 +117,19 @@ class _Arena:
 
     def _grow(self, size: int, populate: bool) -> None:
         size = (size + PAGE - 1) & ~(PAGE - 1)
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-        if populate and hasattr(mmap, "MAP_POPULATE"):
-            flags |= mmap.MAP_POPULATE
-        self._cur = mmap.mmap(-1, size, flags=flags)
+        self._cur = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        # Huge pages: the marker reads the heap in place here, at random, and a
+        # 2 GiB copy in 4 KiB pages costs 500 000 faults and a TLB miss per object
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            try:
+                self._cur.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:         # THP disabled: plain pages
+                pass
+        if populate:
+            try:
+                self._cur.madvise(_MADV_POPULATE_WRITE)
+            except OSError:         # before Linux 5.14: touch a byte per page
+                np.frombuffer(self._cur, np.uint8)[::PAGE] = 0
         self._bufs.append(self._cur)
         self._off = 0
 
@@ -801,7 +812,8 @@ def capture_fork(live: LiveTarget, *, arena: _Arena | None = None, release: bool
         ranges, skipped = _pieces_for(mappings, anon_file)
         inchild = [(m.start, m.end) for m in cmaps]
         ranges = [r for r in ranges if any(a <= r[0] and r[0] + r[1] <= b for a, b in inchild)]
-        arena = arena or _Arena(sum(n for _, n in ranges), populate=True)
+        # (not faulted in ahead: the process runs on already, the copy faults its pages itself)
+        arena = arena or _Arena(sum(n for _, n in ranges), populate=False)
         t1 = time.perf_counter_ns()
         pieces, holes = copy_ranges(child, ranges, arena, progress)
         live.meta["copy_ns"] = time.perf_counter_ns() - t1
