@@ -278,8 +278,8 @@ def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
     """
     cols = [getattr(chunks, k, None) for k in ("addresses", "usable", "state")]
     if all(isinstance(c, np.ndarray) for c in cols):
-        m = cols[2] == 0
         # one copy each (a view of int64 as uint64: addresses and sizes are never negative)
+        m = cols[2] == 0
         starts, sizes = (_as_u64(c[m]) for c in cols[:2])
     else:
         used = [(int(c.address), int(c.size)) for c in chunks
@@ -693,8 +693,10 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
     h = ffi.new("struct mt_heap *")
     h.n = n
     h.nodes = p(nodes, "struct mt_node *")
+    ptrs = heap.mem.pointers(heap.memoff)      # copied into the node records: not kept
     lib.mt_nodes_init(h.nodes, n, p(heap.starts, "uint64_t *"), p(heap.sizes, "uint64_t *"),
-                      p(heap.mem.pointers(heap.memoff), "uint64_t *"))
+                      ffi.cast("uint64_t *", ffi.from_buffer(ptrs)) if n else ffi.NULL)
+    del ptrs
     if n:
         segs = _segments(heap)
         h.nseg = len(segs)
