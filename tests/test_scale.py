@@ -12,7 +12,6 @@ import os
 import select
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,14 +41,9 @@ def scale_prog(tmp_path_factory):
     proc.wait()
 
 
-def _leaked_addresses(rep: dict) -> set[int]:
-    return {int(l["address"], 16) if isinstance(l["address"], str) else int(l["address"]) for l in rep["leaks"]}
-
-
 def test_heap_in_place_equals_a_copy(scale_prog):
     """The walker reads a captured heap in place (Target.view); with the view
     refused it copies (read_into): columns, memory and the leak answer agree."""
-    from mappedtrace.analyses.leaks import find_leaks
     from mappedtrace.heap.glibc import GlibcHeap
     from mappedtrace.modules import ModuleMap
     from mappedtrace.session import analyse, capture_live

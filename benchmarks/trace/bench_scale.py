@@ -56,13 +56,16 @@ def rss_of(pid: int) -> int:
 
 
 def timed(cmd: list[str], tree: Path) -> tuple[float, int, subprocess.CompletedProcess]:
-    """(wall seconds, max RSS bytes, result) of ``cmd`` under /usr/bin/time -v."""
+    """(wall seconds, max RSS bytes, result) of ``cmd`` under /usr/bin/time -v;
+    the result's ``cpu_s`` is user + system time."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     t0 = time.perf_counter()
     r = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, cwd=str(tree), capture_output=True,
                        text=True, timeout=3600)
     wall = time.perf_counter() - t0
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
+    cpu = [float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", r.stderr)]
+    r.cpu_s = sum(cpu)
     return wall, int(m.group(1)) * 1024 if m else 0, r
 
 
@@ -108,7 +111,7 @@ def main() -> int:
                         cmd[4:4] = ["--roots", "conservative"]
                     wall, rss, r = timed(cmd, args.tree)
                     rep = check(r, out, info["leaked_objects"], name)
-                    row.update(wall_s=wall, rss=rss)
+                    row.update(wall_s=wall, rss=rss, cpu_s=r.cpu_s)
                 else:
                     snap = work / "scale.core"
                     wall_s, rss_s, r = timed([py, "-m", "mappedtrace", "snapshot", str(proc.pid), "-o", str(snap)],
@@ -118,7 +121,7 @@ def main() -> int:
                     wall, rss, r = timed([py, "-m", "mappedtrace", "leaks", str(snap), "--json", str(out)],
                                          args.tree)
                     rep = check(r, out, info["leaked_objects"], "leaks SNAPSHOT")
-                    row.update(snapshot_wall_s=wall_s, snapshot_rss=rss_s, wall_s=wall, rss=rss,
+                    row.update(snapshot_wall_s=wall_s, snapshot_rss=rss_s, wall_s=wall, rss=rss, cpu_s=r.cpu_s,
                                snapshot_bytes=snap.stat().st_size)
                     if not args.keep_snapshot:
                         snap.unlink()
@@ -132,7 +135,7 @@ def main() -> int:
                 extra = (f"; snapshot {row['snapshot_wall_s']:.2f} s, RSS {row['snapshot_rss'] / 2**20:.0f} MiB"
                          if name == "snapshot" else "")
                 pause = "-" if row["pause_ms"] is None else f"{row['pause_ms']:.1f} ms"
-                print(f"run {i + 1} {name:12} wall {row['wall_s']:6.2f} s, tracer max RSS "
+                print(f"run {i + 1} {name:12} wall {row['wall_s']:6.2f} s (cpu {row['cpu_s']:.2f} s), tracer max RSS "
                       f"{row['rss'] / 2**20:6.0f} MiB ({row['rss'] / heap:.2f}× the heap), pause {pause}, "
                       f"mark {row['mark_s']:.2f} s ({row['mobj_s']:.2f} M objects/s){extra}; load "
                       f"{os.getloadavg()[0]:.1f}", flush=True)
@@ -143,7 +146,7 @@ def main() -> int:
     for name, rs in rows.items():
         if rs:
             med = lambda k: statistics.median(r[k] for r in rs)
-            print(f"  {name:12} wall {med('wall_s'):.2f} s, RSS {med('rss') / 2**20:.0f} MiB "
+            print(f"  {name:12} wall {med('wall_s'):.2f} s, cpu {med('cpu_s'):.2f} s, RSS {med('rss') / 2**20:.0f} MiB "
                   f"({med('rss') / heap:.2f}×), mark {med('mobj_s'):.2f} M objects/s")
     return 0
 
