@@ -118,7 +118,7 @@ struct mt_types {
 };
 
 struct mt_out {
-    int64_t *scalar_type;      /* per node: type index of ST_SCALAR, else -1 */
+    int32_t *scalar_type;      /* per node: type index of ST_SCALAR, else -1 (as mt_node.type) */
     int64_t nedges;            /* edges counted by mt_mark, and by kind: */
     int64_t nexact;            /*   typed-scan edges from exact slots */
     int64_t ntcons;            /*   typed-scan edges from conservative (union) slots */
@@ -145,7 +145,7 @@ void mt_nodes_init(struct mt_node *nodes, int64_t n, const uint64_t *starts, con
 }
 
 /* The marking's result per node: state, and type index (-1 untyped). */
-void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int64_t *type)
+void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int32_t *type)
 {
     for (int64_t i = 0; i < n; i++) {
         state[i] = nodes[i].state;
@@ -434,7 +434,7 @@ static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
             x->state |= ST_UNKNOWN;
         } else if (!(x->state & ST_SCALAR)) {
             x->state |= ST_SCALAR;
-            o->scalar_type[d] = ti;
+            o->scalar_type[d] = (int32_t)ti;
         }
         return 0;
     }

@@ -35,11 +35,11 @@ struct mt_types {
     const uint32_t *s_flags;
 };
 struct mt_out {
-    int64_t *scalar_type; int64_t nedges, nexact, ntcons, ncons, nunreached; uint64_t counters[8];
+    int32_t *scalar_type; int64_t nedges, nexact, ntcons, ncons, nunreached; uint64_t counters[8];
 };
 void mt_nodes_init(struct mt_node *nodes, int64_t n, const uint64_t *starts, const uint64_t *sizes,
                    const uint64_t *ptrs);
-void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int64_t *type);
+void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int32_t *type);
 void mt_index(const struct mt_heap *h, uint32_t *bucket);
 int64_t mt_find(const struct mt_heap *h, uint64_t v);
 int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,

@@ -718,9 +718,10 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
         ctype = {np.dtype(np.uint64): "uint64_t *", np.dtype(np.int64): "int64_t *",
                  np.dtype(np.uint32): "uint32_t *", np.dtype(np.uint8): "uint8_t *"}[arr.dtype]
         setattr(t, name, p(arr, ctype))
-    sc = np.full(n, -1, np.int64)
+    # type indices as int32, as in the node records (8 bytes per object less than int64)
+    sc = np.full(n, -1, np.int32)
     o = ffi.new("struct mt_out *")
-    o.scalar_type = p(sc, "int64_t *")
+    o.scalar_type = p(sc, "int32_t *")
     rc = lib.mt_mark(h, t, o, len(rs.init_node), p(rs.init_node, "int64_t *"),
                      p(rs.init_type, "int64_t *"), p(rs.init_off, "uint64_t *"), int(conservative))
     if rc != 0:
@@ -745,8 +746,8 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
         return edges
 
     state = np.empty(n, np.uint8)
-    typ = np.empty(n, np.int64)
-    lib.mt_nodes_out(h.nodes, n, p(state, "uint8_t *"), p(typ, "int64_t *"))
+    typ = np.empty(n, np.int32)
+    lib.mt_nodes_out(h.nodes, n, p(state, "uint8_t *"), p(typ, "int32_t *"))
     return _MarkOut(state, typ, sc, None, [int(o.counters[i]) for i in range(8)], True, make_edges,
                     (int(o.nexact), int(o.ntcons), int(o.ncons), int(o.nunreached)))
 
