@@ -10,7 +10,7 @@ objects it leaked.  Then, for each run:
 
 ``fork``          ``mappedtrace leaks PID`` (fork capture, precise roots: the default)
 ``conservative``  ``mappedtrace leaks --roots conservative PID``
-``snapshot``      ``mappedtrace snapshot PID -o FILE``, then ``mappedtrace leaks FILE``
+``snapshot``      ``mappedtrace snapshot --mode fork PID -o FILE``, then ``mappedtrace leaks FILE``
 
 Each command runs under ``/usr/bin/time -v``: wall, the tracer's maximum RSS
 (and its ratio to the target's RSS, the heap in use), the pause the report
@@ -114,7 +114,7 @@ def main() -> int:
                     row.update(wall_s=wall, rss=rss, cpu_s=r.cpu_s)
                 else:
                     snap = work / "scale.core"
-                    wall_s, rss_s, r = timed([py, "-m", "mappedtrace", "snapshot", str(proc.pid), "-o", str(snap)],
+                    wall_s, rss_s, r = timed([py, "-m", "mappedtrace", "snapshot", "--mode", "fork", str(proc.pid), "-o", str(snap)],
                                              args.tree)
                     if r.returncode != 0:
                         raise RuntimeError(f"snapshot: exit {r.returncode}: {r.stderr.strip()[-600:]}")
