@@ -16,9 +16,10 @@ from .errors import MappedTraceError
 
 #: interpreter, numpy, the maps and the reporters (measured: 40–90 MiB)
 BASE_BYTES = 96 << 20
-#: peak bytes per heap chunk beyond the copy (walk columns, marker nodes, graph columns,
-#: their temporaries); measured on bench_scale at 4 M chunks, rounded up
-PER_CHUNK_BYTES = 96
+#: peak bytes per heap chunk beyond the copy (walk columns, marker node records and
+#: index, graph columns, their temporaries): measured with bench_scale, 144 at 4 M
+#: chunks and 148 at 20 M (tracer max RSS less the copy and the base), rounded up
+PER_CHUNK_BYTES = 152
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40,
