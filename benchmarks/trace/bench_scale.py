@@ -114,8 +114,8 @@ def main() -> int:
                     row.update(wall_s=wall, rss=rss, cpu_s=r.cpu_s)
                 else:
                     snap = work / "scale.core"
-                    wall_s, rss_s, r = timed([py, "-m", "mappedtrace", "snapshot", "--mode", "fork", str(proc.pid), "-o", str(snap)],
-                                             args.tree)
+                    wall_s, rss_s, r = timed([py, "-m", "mappedtrace", "snapshot", "--mode", "fork", str(proc.pid),
+                                              "-o", str(snap)], args.tree)
                     if r.returncode != 0:
                         raise RuntimeError(f"snapshot: exit {r.returncode}: {r.stderr.strip()[-600:]}")
                     wall, rss, r = timed([py, "-m", "mappedtrace", "leaks", str(snap), "--json", str(out)],
