@@ -53,6 +53,7 @@ int mt_csr(int64_t n, int64_t m, const int64_t *src, const int64_t *dst, int64_t
 int64_t mt_reach(int64_t n, const int64_t *ptr, const int64_t *adj, int64_t nstart, const int64_t *starts,
                  uint8_t *seen);
 int64_t mt_dominators(int64_t n, const int64_t *ptr, const int64_t *adj, int64_t root, int64_t *idom);
+int64_t mt_subtree_sums(int64_t n, const int64_t *parent, const uint64_t *weight, uint64_t *out);
 """
 
 _loaded: object | None = None

@@ -129,16 +129,32 @@ class DominatorTree:
         return c[np.argsort(-self.retained[c].astype(np.int64), kind="stable")]
 
 
-def subtree_sums(parent: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def subtree_sums(parent: np.ndarray, weight: np.ndarray, *, kernel: str = "auto") -> np.ndarray:
     """Sum of ``weight`` over each vertex's subtree in the forest ``parent``
     (``parent[v] < 0`` for a tree root).
 
-    Pointer doubling: after round *k*, ``acc[v]`` holds the weights of the
+    The compiled kernel (``mt_subtree_sums``: one pass from the leaves up,
+    O(n)) when it builds (``kernel`` "auto" or "c"); else (and as its test
+    oracle, ``kernel="numpy"``) pointer doubling: after round *k*, ``acc[v]`` holds the weights of the
     descendants of ``v`` at distance below ``2**k``; the next round adds the
     same sums shifted ``2**k`` levels up (``np.bincount`` onto the ``2**k``-th
     ancestor).  Exact for byte counts below 2**53 (float64 weights).
     """
     n = len(parent)
+    from .._markkernel import load
+    k = load() if kernel in ("auto", "c") and n else None
+    if k is not None:
+        par = np.ascontiguousarray(parent, np.int64)
+        w = np.ascontiguousarray(weight, np.uint64)
+        out = np.empty(n, np.uint64)
+        ffi = k.ffi
+        done = k.lib.mt_subtree_sums(n, ffi.from_buffer("int64_t[]", par), ffi.from_buffer("uint64_t[]", w),
+                                     ffi.from_buffer("uint64_t[]", out))
+        if done == n:
+            return out
+        if done == -2:
+            raise MemoryError("mt_subtree_sums: out of memory")
+        # (a cycle or a parent out of range: not a forest; the doubling below bounds its rounds)
     acc = weight.astype(np.float64)
     up = np.where(parent < 0, n, parent).astype(np.int64)   # n: above every root
     for _ in range(64):                                       # depth < 2**64
