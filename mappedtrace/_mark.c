@@ -1129,3 +1129,47 @@ out:
     free(stack);
     return done;
 }
+
+/* Sum of weight over each vertex and its ancestors in the forest parent, and
+ * the tree root of each vertex (root may be NULL): parents before children, in
+ * the reverse of the leaves-up order of mt_subtree_sums.  O(n).  Returns the
+ * number of vertices done (n for a forest), < 0 on error. */
+int64_t mt_path_sums(int64_t n, const int64_t *parent, const int64_t *weight, int64_t *out, int64_t *root)
+{
+    size_t sz = sizeof(int64_t) * (size_t)(n > 0 ? n : 1);
+    int64_t *kids = calloc((size_t)(n > 0 ? n : 1), sizeof(int64_t));
+    int64_t *order = malloc(sz), *stack = malloc(sz);
+    int64_t done = -2, sp = 0, k = 0;
+    if (!kids || !order || !stack)
+        goto out;
+    for (int64_t v = 0; v < n; v++) {
+        if (parent[v] >= n) {
+            done = -1;
+            goto out;
+        }
+        if (parent[v] >= 0)
+            kids[parent[v]]++;
+    }
+    for (int64_t v = 0; v < n; v++)
+        if (kids[v] == 0)
+            stack[sp++] = v;
+    while (sp) {                        /* each vertex is pushed once: sp, k <= n */
+        int64_t v = stack[--sp];
+        order[k++] = v;
+        int64_t p = parent[v];
+        if (p >= 0 && --kids[p] == 0)
+            stack[sp++] = p;
+    }
+    for (int64_t i = k - 1; i >= 0; i--) {      /* parents before their children */
+        int64_t v = order[i], p = parent[v];
+        out[v] = weight[v] + (p >= 0 ? out[p] : 0);
+        if (root)
+            root[v] = p >= 0 ? root[p] : v;
+    }
+    done = k;
+out:
+    free(kids);
+    free(order);
+    free(stack);
+    return done;
+}

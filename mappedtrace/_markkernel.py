@@ -54,6 +54,7 @@ int64_t mt_reach(int64_t n, const int64_t *ptr, const int64_t *adj, int64_t nsta
                  uint8_t *seen);
 int64_t mt_dominators(int64_t n, const int64_t *ptr, const int64_t *adj, int64_t root, int64_t *idom);
 int64_t mt_subtree_sums(int64_t n, const int64_t *parent, const uint64_t *weight, uint64_t *out);
+int64_t mt_path_sums(int64_t n, const int64_t *parent, const int64_t *weight, int64_t *out, int64_t *root);
 """
 
 _loaded: object | None = None
