@@ -118,7 +118,7 @@ struct mt_types {
 };
 
 struct mt_out {
-    int64_t *scalar_type;      /* per node: type index of ST_SCALAR, else -1 */
+    int32_t *scalar_type;      /* per node: type index of ST_SCALAR, else -1 (as mt_node.type) */
     int64_t nedges;            /* edges counted by mt_mark, and by kind: */
     int64_t nexact;            /*   typed-scan edges from exact slots */
     int64_t ntcons;            /*   typed-scan edges from conservative (union) slots */
@@ -145,7 +145,7 @@ void mt_nodes_init(struct mt_node *nodes, int64_t n, const uint64_t *starts, con
 }
 
 /* The marking's result per node: state, and type index (-1 untyped). */
-void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int64_t *type)
+void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int32_t *type)
 {
     for (int64_t i = 0; i < n; i++) {
         state[i] = nodes[i].state;
@@ -293,10 +293,19 @@ struct qent { int64_t d; const uint8_t *p; uint64_t size; int64_t ti; uint64_t f
 #define SCAN_TYPED     0u
 #define SCAN_CONS      1u
 #define SCAN_UNREACHED 2u
+/* v[head..tail) are pending; run_queue advances head as it reads, so a full
+ * queue first slides its pending entries down over the consumed ones (the
+ * queue holds the frontier, not every node ever queued: 40 bytes per object
+ * of a 20 M-object heap was 800 MB) */
 struct mt_queue { struct qent *v; int64_t head, tail, cap; };
 
 static int q_push_from(struct mt_queue *q, int64_t d, const struct mt_node *x, int64_t ti, uint64_t from)
 {
+    if (q->tail == q->cap && q->head >= q->cap / 2) {
+        memmove(q->v, q->v + q->head, (size_t)(q->tail - q->head) * sizeof *q->v);
+        q->tail -= q->head;
+        q->head = 0;
+    }
     if (q->tail == q->cap) {
         int64_t cap = q->cap ? q->cap * 2 : (int64_t)(BIG_MIN / sizeof *q->v);
         struct qent *v = big_grow(q->v, (size_t)q->cap * sizeof *v, (size_t)cap * sizeof *v);
@@ -434,7 +443,7 @@ static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
             x->state |= ST_UNKNOWN;
         } else if (!(x->state & ST_SCALAR)) {
             x->state |= ST_SCALAR;
-            o->scalar_type[d] = ti;
+            o->scalar_type[d] = (int32_t)ti;
         }
         return 0;
     }
@@ -545,9 +554,8 @@ static inline void handle_emit(const struct mt_heap *h, const struct cand *c, st
 /* candidates whose bucket is loaded and node record prefetched ahead of handling */
 #define PD_CAND 16
 
-/* where the reader is inside the node being read */
+/* where the reader is inside the node being read (the node at the queue's head) */
 struct reader {
-    int64_t qpos;              /* queue position of the node being read */
     int started;
     int flexhead;              /* FLEX: header slots not read yet */
     uint64_t next;             /* next element (typed) or byte offset (conservative) */
@@ -588,7 +596,7 @@ static inline int64_t slot_words(const struct mt_types *t, int64_t ti)
     return n > 0 ? n : 1;
 }
 
-/* Read the next piece of the node at r->qpos: some elements of a typed node,
+/* Read the next piece of the node e (the queue's head): some elements of a typed node,
  * some words of a conservative one.  Returns 1 when the node is done, 0 when
  * more is left, -1 when out of memory. */
 static int read_piece(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
@@ -685,19 +693,19 @@ static int run_queue(const struct mt_heap *h, const struct mt_types *t, struct m
                      struct mt_queue *q, int second, struct mt_edge *out, int64_t *k, int64_t cap)
 {
     struct cbuf cb = {0};
-    struct reader r = {q->head, 0, 0, 0};
+    struct reader r = {0, 0, 0};
     int rc = -1;
     for (int64_t i = q->head; i < q->tail && i < q->head + PD_NODE; i++)
         prefetch_node_bytes(t, &q->v[i]);
     for (;;) {
-        while (cb.tail - cb.head < LOW_WATER && r.qpos < q->tail) {
-            if (!r.started && r.qpos + PD_NODE < q->tail)
-                prefetch_node_bytes(t, &q->v[r.qpos + PD_NODE]);
-            int done = read_piece(h, t, o, &cb, &q->v[r.qpos], &r);
+        while (cb.tail - cb.head < LOW_WATER && q->head < q->tail) {
+            if (!r.started && q->head + PD_NODE < q->tail)
+                prefetch_node_bytes(t, &q->v[q->head + PD_NODE]);
+            int done = read_piece(h, t, o, &cb, &q->v[q->head], &r);
             if (done < 0)
                 goto out;
             if (done) {
-                r.qpos++;
+                q->head++;          /* consumed: a push may slide the rest down */
                 r.started = 0;
             }
         }
@@ -725,6 +733,9 @@ out:
     return rc;
 }
 
+/* nodes queued per block (phases 2–3 of mt_mark, and mt_edges) */
+#define EMIT_BLOCK 4096
+
 /* Mark.  Phase 1: visit the typed root pointers in order, then scan typed
  * nodes in FIFO order.  Phase 2: conservative closure from every node that is
  * reached but has no pointer-free/typed layout, from ambiguous nodes, and
@@ -748,27 +759,38 @@ int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
     }
     if (run_queue(h, t, o, &q, 0, NULL, NULL, 0))
         goto out;
-    q.head = q.tail = 0;
-    for (int64_t d = 0; d < h->n; d++) {
-        struct mt_node *x = &h->nodes[d];
-        uint8_t s = x->state;
-        uint64_t from = cons_from(h, t, o, d);
-        /* ambiguous, reached untyped only, or typed with a tail its type does not describe */
-        if ((s & ST_AMBIG) || ((s & ST_UNKNOWN) && !(s & (ST_TYPED | ST_SCALAR)))
-            || ((s & (ST_TYPED | ST_SCALAR)) && from + 8 <= x->size)) {
-            x->state |= ST_CQUEUED;
-            if (q_push_from(&q, d, x, SCAN_QCONS, from))
-                goto out;
+    /* Phases 2 and 3 queue their nodes a block at a time (the closure of each
+     * block drained before the next), so the queue never holds every node.
+     * The same nodes are scanned from the same bytes as with everything queued
+     * first: phase 1 queues none conservatively, the closure queues only nodes
+     * with neither type nor ST_CQUEUED, and a node it queued is skipped here. */
+    for (int64_t d0 = 0; d0 < h->n; d0 += EMIT_BLOCK) {
+        int64_t d1 = d0 + EMIT_BLOCK < h->n ? d0 + EMIT_BLOCK : h->n;
+        for (int64_t d = d0; d < d1; d++) {
+            struct mt_node *x = &h->nodes[d];
+            uint8_t s = x->state;
+            if (s & ST_CQUEUED)
+                continue;
+            uint64_t from = cons_from(h, t, o, d);
+            /* ambiguous, reached untyped only, or typed with a tail its type does not describe */
+            if ((s & ST_AMBIG) || ((s & ST_UNKNOWN) && !(s & (ST_TYPED | ST_SCALAR)))
+                || ((s & (ST_TYPED | ST_SCALAR)) && from + 8 <= x->size)) {
+                x->state |= ST_CQUEUED;
+                if (q_push_from(&q, d, x, SCAN_QCONS, from))
+                    goto out;
+            }
         }
-    }
-    if (run_queue(h, t, o, &q, 0, NULL, NULL, 0))
-        goto out;
-    q.head = q.tail = 0;
-    for (int64_t d = 0; d < h->n; d++)
-        if (!(h->nodes[d].state & ST_REACHED) && q_push(&q, d, &h->nodes[d], SCAN_QUNREACHED))
+        if (run_queue(h, t, o, &q, 0, NULL, NULL, 0))
             goto out;
-    if (run_queue(h, t, o, &q, 0, NULL, NULL, 0))
-        goto out;
+    }
+    for (int64_t d0 = 0; d0 < h->n; d0 += EMIT_BLOCK) {
+        int64_t d1 = d0 + EMIT_BLOCK < h->n ? d0 + EMIT_BLOCK : h->n;
+        for (int64_t d = d0; d < d1; d++)
+            if (!(h->nodes[d].state & ST_REACHED) && q_push(&q, d, &h->nodes[d], SCAN_QUNREACHED))
+                goto out;
+        if (run_queue(h, t, o, &q, 0, NULL, NULL, 0))
+            goto out;
+    }
     rc = 0;
 out:
     big_free(q.v, (size_t)q.cap * sizeof *q.v);
@@ -815,9 +837,6 @@ static int order_node(struct mt_edge *e, int64_t lo, int64_t hi)
     free(tmp);
     return 0;
 }
-
-/* nodes per block of the second pass */
-#define EMIT_BLOCK 4096
 
 /* The second pass: every scan the marking made, node by node in address
  * order, its edges written to out (cap of them: o->nedges from mt_mark) in
@@ -1066,4 +1085,91 @@ out:
     free(pre); free(vert); free(parent); free(semi); free(label); free(anc); free(stack); free(it);
     free(rptr); free(radj);
     return count;
+}
+
+/* Sum of weight over each vertex's subtree in the forest parent (parent[v] < 0:
+ * a tree root), in one pass from the leaves up (Kahn's order: a vertex is added
+ * to its parent once all its children are): O(n), where pointer doubling in
+ * numpy took a round over every vertex per doubling of the depth (22 rounds for
+ * a 4 M-node list).  out may alias nothing.  Returns the number of vertices
+ * summed (n for a forest; fewer when parent has a cycle, whose vertices are
+ * left with their own weight), < 0 on error. */
+int64_t mt_subtree_sums(int64_t n, const int64_t *parent, const uint64_t *weight, uint64_t *out)
+{
+    int64_t *kids = calloc((size_t)(n > 0 ? n : 1), sizeof(int64_t));
+    int64_t *stack = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    int64_t done = -2, sp = 0;
+    if (!kids || !stack)
+        goto out;
+    for (int64_t v = 0; v < n; v++) {
+        if (parent[v] >= n) {
+            done = -1;
+            goto out;
+        }
+        out[v] = weight[v];
+        if (parent[v] >= 0)
+            kids[parent[v]]++;
+    }
+    for (int64_t v = 0; v < n; v++)
+        if (kids[v] == 0)
+            stack[sp++] = v;
+    done = 0;
+    while (sp) {                        /* each vertex is pushed once: sp <= n */
+        int64_t v = stack[--sp];
+        done++;
+        int64_t p = parent[v];
+        if (p >= 0) {
+            out[p] += out[v];
+            if (--kids[p] == 0)
+                stack[sp++] = p;
+        }
+    }
+out:
+    free(kids);
+    free(stack);
+    return done;
+}
+
+/* Sum of weight over each vertex and its ancestors in the forest parent, and
+ * the tree root of each vertex (root may be NULL): parents before children, in
+ * the reverse of the leaves-up order of mt_subtree_sums.  O(n).  Returns the
+ * number of vertices done (n for a forest), < 0 on error. */
+int64_t mt_path_sums(int64_t n, const int64_t *parent, const int64_t *weight, int64_t *out, int64_t *root)
+{
+    size_t sz = sizeof(int64_t) * (size_t)(n > 0 ? n : 1);
+    int64_t *kids = calloc((size_t)(n > 0 ? n : 1), sizeof(int64_t));
+    int64_t *order = malloc(sz), *stack = malloc(sz);
+    int64_t done = -2, sp = 0, k = 0;
+    if (!kids || !order || !stack)
+        goto out;
+    for (int64_t v = 0; v < n; v++) {
+        if (parent[v] >= n) {
+            done = -1;
+            goto out;
+        }
+        if (parent[v] >= 0)
+            kids[parent[v]]++;
+    }
+    for (int64_t v = 0; v < n; v++)
+        if (kids[v] == 0)
+            stack[sp++] = v;
+    while (sp) {                        /* each vertex is pushed once: sp, k <= n */
+        int64_t v = stack[--sp];
+        order[k++] = v;
+        int64_t p = parent[v];
+        if (p >= 0 && --kids[p] == 0)
+            stack[sp++] = p;
+    }
+    for (int64_t i = k - 1; i >= 0; i--) {      /* parents before their children */
+        int64_t v = order[i], p = parent[v];
+        out[v] = weight[v] + (p >= 0 ? out[p] : 0);
+        if (root)
+            root[v] = p >= 0 ? root[p] : v;
+    }
+    done = k;
+out:
+    free(kids);
+    free(order);
+    free(stack);
+    return done;
 }

@@ -35,11 +35,11 @@ struct mt_types {
     const uint32_t *s_flags;
 };
 struct mt_out {
-    int64_t *scalar_type; int64_t nedges, nexact, ntcons, ncons, nunreached; uint64_t counters[8];
+    int32_t *scalar_type; int64_t nedges, nexact, ntcons, ncons, nunreached; uint64_t counters[8];
 };
 void mt_nodes_init(struct mt_node *nodes, int64_t n, const uint64_t *starts, const uint64_t *sizes,
                    const uint64_t *ptrs);
-void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int64_t *type);
+void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int32_t *type);
 void mt_index(const struct mt_heap *h, uint32_t *bucket);
 int64_t mt_find(const struct mt_heap *h, uint64_t v);
 int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
@@ -53,6 +53,8 @@ int mt_csr(int64_t n, int64_t m, const int64_t *src, const int64_t *dst, int64_t
 int64_t mt_reach(int64_t n, const int64_t *ptr, const int64_t *adj, int64_t nstart, const int64_t *starts,
                  uint8_t *seen);
 int64_t mt_dominators(int64_t n, const int64_t *ptr, const int64_t *adj, int64_t root, int64_t *idom);
+int64_t mt_subtree_sums(int64_t n, const int64_t *parent, const uint64_t *weight, uint64_t *out);
+int64_t mt_path_sums(int64_t n, const int64_t *parent, const int64_t *weight, int64_t *out, int64_t *root);
 """
 
 _loaded: object | None = None

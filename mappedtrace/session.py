@@ -214,12 +214,15 @@ def capture_figures(target: Target) -> dict | None:
 
 
 def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True,
-            maps_cache: MapsCache | None = None) -> Analysis:
+            maps_cache: MapsCache | None = None, max_memory: int | None = None) -> Analysis:
     """Run the full pipeline on a stopped or captured target.
 
     :param roots_mode: ``"precise"`` (use the maps) or ``"conservative"`` (scan
         every root range and object word by word, like LeakSanitizer)
     :param maps_cache: maps decoded already (:func:`preload_maps`)
+    :param max_memory: bytes this analysis may use: checked after the heap walk,
+        before the marking (:func:`mappedtrace.memory.check`)
+    :raises MemoryLimit: the estimate exceeds ``max_memory``
     :returns: an :class:`Analysis` with the root set, heap, graph and leak report
     """
     from .heap.glibc import GlibcHeap
@@ -237,6 +240,8 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True,
     t0 = time.perf_counter()
     heap = GlibcHeap(target, modules)
     timings["heap"] = time.perf_counter() - t0
+    if max_memory is not None:
+        _check_memory(target, heap, max_memory)
 
     t0 = time.perf_counter()
     unwinder = Unwinder(target, modules)
@@ -272,6 +277,17 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True,
     a = Analysis(target, modules, cache.maps, rootset, heap, graph, report, timings, warnings,
                  roots_mode=roots_mode, without_maps=without)
     return a
+
+
+def _check_memory(target: Target, heap, limit: int) -> None:
+    """After the walk, before the marking: the copy held (a capture's or a
+    snapshot's memory, else the heap segments read) and the chunk count."""
+    from .memory import check
+    held = int(getattr(target, "captured_bytes", 0) or 0)
+    if not held:
+        held = sum(len(b) for _, b in getattr(heap, "memory_blocks", []))
+    where = getattr(target, "path", "") or (f"process {target.pid}" if target.pid else "the target")
+    check(limit, held, len(heap.headers), str(where))
 
 
 def _heap_ranges(heap) -> list[tuple[int, int]]:

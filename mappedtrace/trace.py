@@ -169,6 +169,11 @@ class _Heap:
         return self.mem.u64(self.memoff[d].astype(np.uint64) + off.astype(np.uint64))
 
 
+#: elements per slice where a whole-heap computation is done in slices
+#: (bounded temporaries: 1 M × 8 bytes each)
+_SLICE = 1 << 20
+
+
 class PieceMemory:
     """Bytes read from the target, kept as the pieces ``target.read`` returned.
 
@@ -225,13 +230,18 @@ class PieceMemory:
     def pointers(self, memoff: np.ndarray) -> np.ndarray:
         """Absolute addresses (in this process) of each position; 0 where memoff < 0."""
         out = np.zeros(len(memoff), dtype=np.uint64)
-        ok = memoff >= 0
-        if not ok.any():
+        if not self.arrays:
             return out
-        pos = memoff[ok].astype(np.uint64)
-        k = self._piece(pos)
-        addr = np.array([a.ctypes.data for a in self.arrays], dtype=np.uint64)
-        out[ok] = addr[k] + (pos - np.array(self.bases, dtype=np.uint64)[k])
+        # per piece: its address minus its virtual base; in slices, so that the
+        # temporaries stay small beside the per-object columns
+        delta = (np.array([a.ctypes.data for a in self.arrays], dtype=np.uint64)
+                 - np.array(self.bases, dtype=np.uint64))
+        for lo in range(0, len(memoff), _SLICE):
+            mo = memoff[lo:lo + _SLICE]
+            ok = mo >= 0
+            pos = np.where(ok, mo, 0).view(np.uint64)
+            k = self._piece(pos) if len(self.arrays) > 1 else np.zeros(len(pos), np.int64)
+            out[lo:lo + _SLICE] = np.where(ok, pos + delta[k], np.uint64(0))
         return out
 
 
@@ -254,6 +264,10 @@ def _merge_ranges(pairs: Iterable[tuple[int, int]]) -> np.ndarray:
     return np.array(out, dtype=np.uint64).reshape(-1, 2)
 
 
+def _as_u64(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint64) if a.dtype in (np.int64, np.uint64) and a.flags.c_contiguous else a.astype(np.uint64)
+
+
 def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (starts, usable sizes) of the in-use chunks.
 
@@ -264,9 +278,9 @@ def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
     """
     cols = [getattr(chunks, k, None) for k in ("addresses", "usable", "state")]
     if all(isinstance(c, np.ndarray) for c in cols):
+        # one copy each (a view of int64 as uint64: addresses and sizes are never negative)
         m = cols[2] == 0
-        starts = cols[0][m].astype(np.uint64)
-        sizes = cols[1][m].astype(np.uint64)
+        starts, sizes = (_as_u64(c[m]) for c in cols[:2])
     else:
         used = [(int(c.address), int(c.size)) for c in chunks
                 if getattr(c, "state", "in-use") == "in-use"]
@@ -316,19 +330,21 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
 
     for first, last, lo, hi in segs:
         # pieces of about READ_PIECE bytes, cut at chunk starts (a chunk never straddles two)
-        rel = (starts[first:last] - np.uint64(lo)).astype(np.int64)
-        cuts = np.searchsorted(rel, np.arange(READ_PIECE, hi - lo, READ_PIECE, dtype=np.int64))
+        cuts = np.searchsorted(starts[first:last],
+                               np.arange(lo + READ_PIECE, hi, READ_PIECE, dtype=np.uint64))
         bounds = sorted(set([0, *cuts.tolist(), last - first]))
         for a, b in zip(bounds[:-1], bounds[1:]):
             if a >= b:
                 continue
             plo, phi = int(starts[first + a]), int(ends[first + b - 1])
-            idx = np.arange(first + a, first + b)
+            part = slice(first + a, first + b)
             try:
                 base = mem.add(read(plo, phi))
-                memoff[idx] = base + (starts[idx] - np.uint64(plo)).astype(np.int64)
+                # memoff = base + (start - plo), in place (mod 2**64, so in any order of the two)
+                np.subtract(starts[part], np.uint64((plo - base) & 0xFFFFFFFFFFFFFFFF),
+                            out=memoff[part].view(np.uint64))
             except TargetFault:
-                for c in idx.tolist():       # one chunk at a time: keep what can be read
+                for c in range(first + a, first + b):     # one chunk at a time: keep what can be read
                     try:
                         memoff[c] = mem.add(target.read(int(starts[c]), int(sizes[c])))
                     except TargetFault:
@@ -677,8 +693,10 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
     h = ffi.new("struct mt_heap *")
     h.n = n
     h.nodes = p(nodes, "struct mt_node *")
+    ptrs = heap.mem.pointers(heap.memoff)      # copied into the node records: not kept
     lib.mt_nodes_init(h.nodes, n, p(heap.starts, "uint64_t *"), p(heap.sizes, "uint64_t *"),
-                      p(heap.mem.pointers(heap.memoff), "uint64_t *"))
+                      ffi.cast("uint64_t *", ffi.from_buffer(ptrs)) if n else ffi.NULL)
+    del ptrs
     if n:
         segs = _segments(heap)
         h.nseg = len(segs)
@@ -700,9 +718,10 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
         ctype = {np.dtype(np.uint64): "uint64_t *", np.dtype(np.int64): "int64_t *",
                  np.dtype(np.uint32): "uint32_t *", np.dtype(np.uint8): "uint8_t *"}[arr.dtype]
         setattr(t, name, p(arr, ctype))
-    sc = np.full(n, -1, np.int64)
+    # type indices as int32, as in the node records (8 bytes per object less than int64)
+    sc = np.full(n, -1, np.int32)
     o = ffi.new("struct mt_out *")
-    o.scalar_type = p(sc, "int64_t *")
+    o.scalar_type = p(sc, "int32_t *")
     rc = lib.mt_mark(h, t, o, len(rs.init_node), p(rs.init_node, "int64_t *"),
                      p(rs.init_type, "int64_t *"), p(rs.init_off, "uint64_t *"), int(conservative))
     if rc != 0:
@@ -727,8 +746,8 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
         return edges
 
     state = np.empty(n, np.uint8)
-    typ = np.empty(n, np.int64)
-    lib.mt_nodes_out(h.nodes, n, p(state, "uint8_t *"), p(typ, "int64_t *"))
+    typ = np.empty(n, np.int32)
+    lib.mt_nodes_out(h.nodes, n, p(state, "uint8_t *"), p(typ, "int32_t *"))
     return _MarkOut(state, typ, sc, None, [int(o.counters[i]) for i in range(8)], True, make_edges,
                     (int(o.nexact), int(o.ntcons), int(o.ncons), int(o.nunreached)))
 
@@ -1095,8 +1114,10 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
     how[reached] = HOW_CONSERVATIVE
     how[typed | scalar_only] = HOW_TYPED
     ids = np.array(tt.ids + [0], dtype=np.uint64)      # index -1 → 0
-    type_ids = np.where((st & ST_TYPED) != 0, ids[out.type], ids[out.scalar_type])
-    type_ids = np.where(reached, type_ids, 0).astype(np.uint64)
+    tix = np.where((st & ST_TYPED) != 0, out.type, out.scalar_type)
+    tix[~reached] = -1
+    type_ids = ids[tix]
+    del tix
     ambiguous = (st & ST_AMBIG) != 0
     e = out.edges
     if e is None:
@@ -1130,11 +1151,17 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
     rex = (re["flags"] & EDGE_EXACT) != 0
     sizes = heap.sizes
     # a typed node's tail (bytes its type does not describe) is scanned conservatively
-    tnodes = np.nonzero(how == HOW_TYPED)[0]
-    tti = np.where(typed[tnodes], out.type[tnodes], out.scalar_type[tnodes]).astype(np.int64)
-    tstart = np.minimum(tt.tail_start(tti, sizes[tnodes]), sizes[tnodes]) if len(tnodes) \
-        else np.zeros(0, np.uint64)
-    tail = int((sizes[tnodes] - tstart).sum()) if len(tnodes) else 0
+    # (in slices: tail_start's temporaries are a dozen arrays as long as its input)
+    typed_bytes = tail = 0
+    for lo in range(0, n, _SLICE):
+        tnodes = np.nonzero(how[lo:lo + _SLICE] == HOW_TYPED)[0] + lo
+        if not len(tnodes):
+            continue
+        tti = np.where(typed[tnodes], out.type[tnodes], out.scalar_type[tnodes]).astype(np.int64)
+        tsz = sizes[tnodes]
+        tstart = np.minimum(tt.tail_start(tti, tsz), tsz)
+        typed_bytes += int(tstart.sum())
+        tail += int((tsz - tstart).sum())
     prec = Precision(
         mode=mode, kernel=kernel,
         roots_exact=sum(1 for r in roots if r.exact and mode == "precise"),
@@ -1144,7 +1171,7 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         objects_conservative=int(np.count_nonzero(how == HOW_CONSERVATIVE)),
         objects_ambiguous=int(ambiguous.sum()),
         heap_bytes=int(sizes.sum()) if n else 0,
-        heap_bytes_typed=int(tstart.sum()) if len(tnodes) else 0,
+        heap_bytes_typed=typed_bytes,
         heap_bytes_conservative=(int(sizes[how == HOW_CONSERVATIVE].sum()) if n else 0) + tail,
         heap_bytes_tail=tail,
         edges_exact=n_exact,

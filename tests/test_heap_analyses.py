@@ -68,7 +68,8 @@ def test_subtree_sums_match_a_walk(parents):
     for v in range(n - 1, -1, -1):
         if par[v] >= 0:
             want[par[v]] += want[v]
-    assert subtree_sums(par, w).tolist() == want.tolist()
+    assert subtree_sums(par, w).tolist() == want.tolist()              # the C kernel where it builds
+    assert subtree_sums(par, w, kernel="numpy").tolist() == want.tolist()
 
 
 @given(st.lists(st.integers(-1, 30), min_size=1, max_size=30))
@@ -83,9 +84,10 @@ def test_preorder_matches_a_walk(parents):
         v = stack.pop()
         want[v] = len(want)
         stack.extend(reversed(kids[v]))
-    got = preorder(par, 0, subtree_sums(par, np.ones(n, np.uint64)))
-    assert {v: int(p) for v, p in enumerate(got) if p >= 0} == want
-    assert all(got[v] == -1 for v in range(n) if v not in want)
+    for kernel in ("auto", "numpy"):                # the C kernel where it builds, and the oracle
+        got = preorder(par, 0, subtree_sums(par, np.ones(n, np.uint64), kernel=kernel), kernel=kernel)
+        assert {v: int(p) for v, p in enumerate(got) if p >= 0} == want
+        assert all(got[v] == -1 for v in range(n) if v not in want)
 
 
 def test_subtree_sums_of_a_long_chain():

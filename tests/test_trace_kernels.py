@@ -346,3 +346,31 @@ def test_crowded_buckets_same_graph():
     a = c_mark(t, chunks, roots, TYPES)
     assert_same_graph(a, mark(t, chunks, roots, TYPES, kernel="numpy"))
     assert a.precision.objects_reached > 10 and len(a.edges) > 10
+
+
+@pytest.mark.parametrize("mode", ["precise", "conservative"])
+def test_big_heap_queue_and_blocks_same_graph(mode):
+    """A heap big enough that the C kernel's queue slides its pending entries
+    down over consumed ones (a typed list of 100 000 nodes: the queue's first
+    capacity is 52 428) and its conservative phases run in many blocks of
+    4 096 nodes, with closures crossing blocks both ways (random tail words):
+    the graph is the numpy marker's (the oracle)."""
+    n, B = 150_000, 0x1000000
+    rng = np.random.default_rng(5)
+    mem = np.zeros(n * 4, np.uint64)
+    addr = B + 32 * np.arange(n, dtype=np.uint64)
+    mem[1::4][:99_999] = addr[1:100_000]                 # a typed list: node.next at 8
+    tail = rng.random(n) < 0.3                           # conservative tails (byte 16) anywhere
+    mem[2::4][tail] = addr[rng.integers(0, n, int(tail.sum()))]
+    extra = rng.random(n) < 0.2                          # untyped nodes' first words
+    extra[:100_000] = False
+    mem[0::4][extra] = addr[rng.integers(0, n, int(extra.sum()))] + np.uint64(8)
+    t = MemTarget({B: mem.tobytes()})
+    chunks = [C(int(a), 24) for a in addr]
+    roots = [Root("value", B, 8, NODE, True, "head"),
+             Root("value", int(addr[n - 7]), 8, 0, False, "thread 1 #0 f rbx")]
+    a = c_mark(t, chunks, roots, TYPES, mode=mode)
+    b = mark(t, chunks, roots, TYPES, mode=mode, kernel="numpy")
+    assert_same_graph(a, b)
+    assert find_leaks(a).to_dict()["leaks"] == find_leaks(b).to_dict()["leaks"]
+    assert 100_000 < a.precision.objects_reached < n

@@ -121,7 +121,13 @@ def check_same_process(a: HeapState, b: HeapState) -> None:
 
 def _match(a: HeapGraph, b: HeapGraph) -> tuple[np.ndarray, np.ndarray]:
     """(index in a, index in b) of the objects kept from a to b."""
-    common, ia, ib = np.intersect1d(a.addresses, b.addresses, assume_unique=True, return_indices=True)
+    # both graphs' addresses are sorted and unique (node order): a binary search
+    # per object instead of intersect1d's sort of both arrays together
+    ia = np.arange(len(a.addresses))
+    ib = np.searchsorted(b.addresses, a.addresses)
+    hit = ib < len(b.addresses)
+    hit[hit] = b.addresses[ib[hit]] == a.addresses[hit]
+    ia, ib = ia[hit], ib[hit]
     same = (a.sizes[ia] == b.sizes[ib]) & (a.type_ids[ia] == b.type_ids[ib])
     return ia[same], ib[same]
 
@@ -162,8 +168,7 @@ def diff(before: HeapState, after: HeapState, *, suspects: int = 5) -> HeapDiff:
     # retained-before of each after-node (0 for new objects), for the walk
     ret_before = np.zeros(after.dom.digraph.n_vertices, np.int64)
     ret_before[ib] = before.dom.retained[ia].astype(np.int64)
-    labels_b = np.array(nb, dtype=object)[lb] if len(lb) else np.array([], object)
-    out = [_suspect(after, h, ret_before, labels_b, kept_b) for h in holders[:suspects] if h.growth_bytes > 0]
+    out = [_suspect(after, h, ret_before, (lb, nb), kept_b) for h in holders[:suspects] if h.growth_bytes > 0]
     totals = {"objects_before": int(ra.sum()), "objects_after": int(rb.sum()),
               "bytes_before": int(ga.sizes[ra].sum()), "bytes_after": int(gb.sizes[rb].sum()),
               "new_objects": int((rb & ~kept_b).sum()), "gone_objects": int((ra & ~kept_a).sum()),
@@ -171,7 +176,7 @@ def diff(before: HeapState, after: HeapState, *, suspects: int = 5) -> HeapDiff:
     return HeapDiff(before, after, types, holders, out, totals)
 
 
-def _suspect(after: HeapState, h: HolderGrowth, ret_before: np.ndarray, labels: np.ndarray,
+def _suspect(after: HeapState, h: HolderGrowth, ret_before: np.ndarray, labels: tuple[np.ndarray, list[str]],
              kept: np.ndarray) -> Suspect:
     g, dom = after.graph, after.dom
     n = len(g)
@@ -190,7 +195,7 @@ def _suspect(after: HeapState, h: HolderGrowth, ret_before: np.ndarray, labels: 
                                      if s.path else h.growth_bytes)
         if grow[best] <= 0 or grow[best] < need:
             break
-        t = str(labels[best])
+        t = str(labels[1][labels[0][best]])         # (label index per node, label names)
         if cur_type is not None and t == cur_type:
             break                                   # a recursive structure starts at the current step
         s.path.append(Step(t, int(g.addresses[best]), int(ret_before[best]), int(ret_after[best]),

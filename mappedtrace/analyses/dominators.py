@@ -129,16 +129,32 @@ class DominatorTree:
         return c[np.argsort(-self.retained[c].astype(np.int64), kind="stable")]
 
 
-def subtree_sums(parent: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def subtree_sums(parent: np.ndarray, weight: np.ndarray, *, kernel: str = "auto") -> np.ndarray:
     """Sum of ``weight`` over each vertex's subtree in the forest ``parent``
     (``parent[v] < 0`` for a tree root).
 
-    Pointer doubling: after round *k*, ``acc[v]`` holds the weights of the
+    The compiled kernel (``mt_subtree_sums``: one pass from the leaves up,
+    O(n)) when it builds (``kernel`` "auto" or "c"); else (and as its test
+    oracle, ``kernel="numpy"``) pointer doubling: after round *k*, ``acc[v]`` holds the weights of the
     descendants of ``v`` at distance below ``2**k``; the next round adds the
     same sums shifted ``2**k`` levels up (``np.bincount`` onto the ``2**k``-th
     ancestor).  Exact for byte counts below 2**53 (float64 weights).
     """
     n = len(parent)
+    from .._markkernel import load
+    k = load() if kernel in ("auto", "c") and n else None
+    if k is not None:
+        par = np.ascontiguousarray(parent, np.int64)
+        w = np.ascontiguousarray(weight, np.uint64)
+        out = np.empty(n, np.uint64)
+        ffi = k.ffi
+        done = k.lib.mt_subtree_sums(n, ffi.from_buffer("int64_t[]", par), ffi.from_buffer("uint64_t[]", w),
+                                     ffi.from_buffer("uint64_t[]", out))
+        if done == n:
+            return out
+        if done == -2:
+            raise MemoryError("mt_subtree_sums: out of memory")
+        # (a cycle or a parent out of range: not a forest; the doubling below bounds its rounds)
     acc = weight.astype(np.float64)
     up = np.where(parent < 0, n, parent).astype(np.int64)   # n: above every root
     for _ in range(64):                                       # depth < 2**64
@@ -335,9 +351,34 @@ def by_type(graph: HeapGraph, dom: DominatorTree) -> list[TypeRow]:
     return sorted(rows, key=lambda r: (-r.retained_bytes, -r.shallow_bytes, r.type))
 
 
-def path_sums(parent: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def _path_sums_c(parent: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(path sums, tree root of each vertex) by the compiled kernel
+    (``mt_path_sums``: parents before children, O(n)), or None without it
+    or when ``parent`` is not a forest."""
+    from .._markkernel import load
+    n = len(parent)
+    k = load() if n else None
+    if k is None:
+        return None
+    par = np.ascontiguousarray(parent, np.int64)
+    w = np.ascontiguousarray(weight, np.int64)
+    out, root = np.empty(n, np.int64), np.empty(n, np.int64)
+    f = k.ffi
+    done = k.lib.mt_path_sums(n, f.from_buffer("int64_t[]", par), f.from_buffer("int64_t[]", w),
+                              f.from_buffer("int64_t[]", out), f.from_buffer("int64_t[]", root))
+    if done == -2:
+        raise MemoryError("mt_path_sums: out of memory")
+    return (out, root) if done == n else None
+
+
+def path_sums(parent: np.ndarray, weight: np.ndarray, *, kernel: str = "auto") -> np.ndarray:
     """Sum of ``weight`` over each vertex and all its ancestors in the forest
-    ``parent`` (pointer doubling, ``O(n log depth)``; exact below 2**53)."""
+    ``parent``: the compiled kernel (O(n)) where it builds, else (and as its
+    test oracle, ``kernel="numpy"``) pointer doubling, ``O(n log depth)``,
+    exact below 2**53."""
+    got = _path_sums_c(parent, weight) if kernel in ("auto", "c") else None
+    if got is not None:
+        return got[0]
     n = len(parent)
     acc = weight.astype(np.float64)
     up = np.where(parent < 0, n, parent).astype(np.int64)
@@ -350,7 +391,7 @@ def path_sums(parent: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return np.rint(acc).astype(np.int64)
 
 
-def preorder(parent: np.ndarray, root: int, sizes: np.ndarray) -> np.ndarray:
+def preorder(parent: np.ndarray, root: int, sizes: np.ndarray, *, kernel: str = "auto") -> np.ndarray:
     """Position of each vertex in a depth-first preorder of the tree
     ``parent`` from ``root`` (-1 for vertices outside it), children in index
     order.  ``sizes[v]``: vertices in v's subtree.  A child's position is its
@@ -365,13 +406,17 @@ def preorder(parent: np.ndarray, root: int, sizes: np.ndarray) -> np.ndarray:
         cum = np.cumsum(sz) - sz                     # exclusive sum over all kids in order
         first = np.searchsorted(parent[kids], parent[kids], side="left")
         w[kids] = 1 + cum - cum[first]               # 1 + earlier siblings' subtrees
-    pos = path_sums(parent, w)
-    up = np.where(parent < 0, np.arange(n), parent)
-    for _ in range(64):                              # the forest root of each vertex
-        nxt = up[up]
-        if np.array_equal(nxt, up):
-            break
-        up = nxt
+    got = _path_sums_c(parent, w) if kernel in ("auto", "c") else None
+    if got is not None:
+        pos, up = got
+    else:
+        pos = path_sums(parent, w, kernel="numpy")
+        up = np.where(parent < 0, np.arange(n), parent)
+        for _ in range(64):                              # the forest root of each vertex
+            nxt = up[up]
+            if np.array_equal(nxt, up):
+                break
+            up = nxt
     pos[up != root] = -1
     return pos
 

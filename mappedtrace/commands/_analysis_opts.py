@@ -69,6 +69,25 @@ bundle_option = click.option(
          "machine can analyse it offline: mappedtrace leaks FILE.")
 
 
+def _remember_size(ctx: click.Context, param: click.Parameter, value):
+    if value is None:
+        return None
+    from ..memory import parse_size
+    try:
+        ctx.meta[f"mappedtrace.{param.name}"] = parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    return value
+
+
+#: ``--max-memory SIZE`` (read with :func:`remote_arg`; checked by :func:`analyse_arg`)
+max_memory_option = click.option(
+    "--max-memory", metavar="SIZE", expose_value=False, callback=_remember_size,
+    help="Refuse, before the work, an analysis estimated to need more memory than SIZE "
+         "(e.g. 2G, 512M): checked before a capture (the copy) and after the heap walk "
+         "(the copy and the heap's chunks), before the marking.")
+
+
 def remote_arg(name: str):
     """The value of ``--remote``/``--sysroot``/``--bundle`` given to the running command, or None."""
     ctx = click.get_current_context(silent=True)
@@ -103,8 +122,11 @@ def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
             return capture_remote(rt)
         finally:
             rt.close()
+    limit = remote_arg("max_memory")
     if what.isdigit():
         from ..session import capture_live
+        if limit is not None:
+            _check_capture(int(what), limit)
         return capture_live(int(what), capture_mode, maps_cache)
     if not os.path.exists(what):
         raise MappedTraceError(f"{what}: neither a PID nor an existing snapshot file",
@@ -113,11 +135,31 @@ def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
     if is_bundle(what):
         return open_bundle(what, sysroot=sysroot)
     from ..target.core import open_core
+    if limit is not None:
+        # the snapshot's memory is mapped, not copied; what the analysis touches of it counts
+        from ..memory import check
+        check(limit, os.path.getsize(what), None, what)
     target = open_core(what)
     if sysroot:
         from ..target.bundle import localize_snapshot
         localize_snapshot(target, sysroot=sysroot)
     return target
+
+
+def _check_capture(pid: int, limit: int) -> None:
+    """Before a capture: refuse when the copy alone would not fit in ``limit``."""
+    from ..errors import NoSuchProcess, PermissionProblem
+    from ..memory import check
+    from ..target.capture import plan_bytes
+    from ..target.live import parse_maps
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            mappings = parse_maps(f.read())
+    except FileNotFoundError:
+        raise NoSuchProcess(f"no process with PID {pid}", hint="check the PID (ps -e)") from None
+    except PermissionError:
+        raise PermissionProblem(f"cannot read /proc/{pid}/maps", hint="run as root or with CAP_SYS_PTRACE") from None
+    check(limit, plan_bytes(mappings), None, f"process {pid}")
 
 
 def _report_remote(meta: dict) -> None:
@@ -147,6 +189,7 @@ def analyse_arg(what: str, capture_mode: str = "fork", **kw):
     # a remote server exits when we detach: one attempt (the warning is kept)
     attempts = LOCKED_RETRIES if what.isdigit() and not remote_arg("remote") else 1
     cache = MapsCache()
+    kw.setdefault("max_memory", remote_arg("max_memory"))
     for i in range(attempts):
         last = i == attempts - 1
         try:

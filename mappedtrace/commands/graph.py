@@ -5,7 +5,8 @@ import os
 
 import click
 
-from ._analysis_opts import analyse_arg, capture_option, output_path, print_warnings, remote_options, roots_option
+from ._analysis_opts import (analyse_arg, capture_option, max_memory_option, output_path, print_warnings,
+                             remote_options, roots_option)
 from ..errors import MappedTraceError
 
 
@@ -25,6 +26,7 @@ def _output(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @roots_option
 @capture_option
 @remote_options
+@max_memory_option
 @click.option("--tree", is_flag=True,
               help="PID and all its descendants: one file per process, -o a pattern ('{pid}' is "
                    "replaced by the PID, else '.PID' goes before the suffix), and a summary.")

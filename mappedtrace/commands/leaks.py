@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from ._analysis_opts import (LEAK_EXIT_CODE, analyse_arg, capture_option, open_private, output_path,
-                             print_warnings, remote_options, roots_option)
+from ._analysis_opts import (LEAK_EXIT_CODE, analyse_arg, capture_option, max_memory_option, open_private,
+                             output_path, print_warnings, remote_options, roots_option)
 
 
 @click.command(help="Report the leaks of a running process (PID: paused only to capture it, "
@@ -19,6 +19,7 @@ from ._analysis_opts import (LEAK_EXIT_CODE, analyse_arg, capture_option, open_p
 @roots_option
 @capture_option
 @remote_options
+@max_memory_option
 @click.option("--width", type=int, default=None, help="Report width (columns).")
 @click.option("--tree", is_flag=True,
               help="PID and all its descendants (a pre-fork server's master and workers): a report per "

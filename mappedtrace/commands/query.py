@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from ._analysis_opts import analyse_arg, open_private, output_path, print_warnings, remote_options, roots_option
+from ._analysis_opts import (analyse_arg, max_memory_option, open_private, output_path, print_warnings,
+                             remote_options, roots_option)
 from ..errors import MappedTraceError
 
 
@@ -28,6 +29,7 @@ class QueryError(MappedTraceError):
               help="Rows printed on the terminal (JSON gets them all).")
 @roots_option
 @remote_options
+@max_memory_option
 @click.option("--width", type=int, default=None, help="Report width (columns).")
 def command(what: str, sql: str, json_path: str | None, max_rows: int, roots_mode: str,
             width: int | None) -> int:

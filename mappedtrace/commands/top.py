@@ -5,7 +5,8 @@ import sys
 
 import click
 
-from ._analysis_opts import analyse_arg, open_private, output_path, print_warnings, remote_options, roots_option
+from ._analysis_opts import (analyse_arg, max_memory_option, open_private, output_path, print_warnings,
+                             remote_options, roots_option)
 
 
 def heap_summary(graph, dom) -> dict:
@@ -29,6 +30,7 @@ def heap_summary(graph, dom) -> dict:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1), help="Rows per table.")
 @roots_option
 @remote_options
+@max_memory_option
 @click.option("--width", type=int, default=None, help="Report width (columns).")
 def command(what: str, json_path: str | None, limit: int, roots_mode: str, width: int | None) -> int:
     from ..analyses.dominators import by_holder, by_type, dominator_tree

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._analysis_opts import analyse_arg, open_private, output_path, print_warnings, roots_option
+from ._analysis_opts import analyse_arg, max_memory_option, open_private, output_path, print_warnings, roots_option
 from ..errors import MappedTraceError
 
 
@@ -15,6 +15,7 @@ from ..errors import MappedTraceError
 @click.argument("after", required=False)
 @click.option("-o", "--output", required=True, metavar="FILE.html", callback=output_path)
 @roots_option
+@max_memory_option
 def command(what: str, after: str | None, output: str, roots_mode: str) -> int:
     from ..analyses.dominators import dominator_tree
     from ..analyses.heapview import view_data

@@ -5,7 +5,8 @@ import sys
 
 import click
 
-from ._analysis_opts import analyse_arg, open_private, output_path, print_warnings, remote_options, roots_option
+from ._analysis_opts import (analyse_arg, max_memory_option, open_private, output_path, print_warnings,
+                             remote_options, roots_option)
 from ..errors import MappedTraceError
 
 
@@ -28,6 +29,7 @@ def _address(s: str) -> int | None:
 @click.option("--json", "json_path", metavar="FILE", callback=output_path, help="Write the paths as JSON to FILE ('-': stdout).")
 @roots_option
 @remote_options
+@max_memory_option
 @click.option("--width", type=int, default=None, help="Report width (columns).")
 def command(what: str, query: str, max_paths: int, max_objects: int, json_path: str | None,
             roots_mode: str, width: int | None) -> int:

@@ -125,6 +125,9 @@ LAZY_LINKS = 1 << 16
 
 #: state codes in the arrays
 IN_USE, FREE = 0, 1
+#: elements per slice where a pass over every chunk is done in slices (temporaries
+#: of a few MiB, reused, instead of fresh whole-heap arrays)
+_SLICE = 1 << 20
 #: free-list names
 LISTS = ("tcache", "fastbin", "unsorted", "smallbin", "largebin", "top")
 
@@ -326,6 +329,22 @@ def _glibc_version_cached(path: str, _mtime: int) -> tuple[int, int] | None:
         return None
     m = _VERSION_RE.search(data)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _first_bad_header(idx: np.ndarray, raw: np.ndarray, stop: int) -> int:
+    """Index of the first chunk whose size field is bad (below MINSIZE, not
+    aligned, IS_MMAPPED in an arena, or running past word ``stop``), -1 if none.
+    Checked in slices: the temporaries stay a few MiB however big the heap."""
+    for lo in range(0, len(idx), _SLICE):
+        r = raw[lo:lo + _SLICE]
+        sz = (r & np.uint64(0xFFFFFFFFFFFFFFF8)).view(np.int64)
+        with np.errstate(over="ignore"):
+            bad = (idx[lo:lo + _SLICE] + (sz >> 3) > stop) | (sz < MINSIZE)
+        bad |= (sz & (MALLOC_ALIGNMENT - 1)) != 0
+        bad |= (r & np.uint64(IS_MMAPPED)) != 0
+        if bad.any():
+            return lo + int(np.flatnonzero(bad)[0])
+    return -1
 
 
 def _chain(w: memoryview, nw: np.ndarray, o: int, lim: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -531,9 +550,15 @@ class GlibcHeap:
             raise HeapCorrupted(label, addr, f"{what} is not readable memory") from None
 
     def _read_block(self, addr: int, size: int) -> np.ndarray:
-        """A big block of target memory, read straight into a (huge-page) buffer."""
-        buf = new_buffer(size)
-        self.target.read_into(addr, buf)
+        """A big block of target memory: in place where the target holds it (a
+        captured copy, an mmapped snapshot: no second copy of the heap), else
+        read straight into a (huge-page) buffer."""
+        view = self.target.view(addr, size) if hasattr(self.target, "view") else None
+        if view is not None:
+            buf = np.frombuffer(view, np.uint8)
+        else:
+            buf = new_buffer(size)
+            self.target.read_into(addr, buf)
         self._blocks.append((addr, buf))
         return buf
 
@@ -807,15 +832,11 @@ class GlibcHeap:
         parts_r: list[np.ndarray] = []
         for _ in range(MAX_GAPS + 1):
             idx, raw, o = _chain(w, nw, o, lim)
-            sz = (raw & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
-            with np.errstate(over="ignore"):
-                over = (idx + (sz >> 3) > stop) | (sz < 0)
-            bad = (sz < MINSIZE) | (sz & (MALLOC_ALIGNMENT - 1) != 0) | ((raw & np.uint64(IS_MMAPPED)) != 0) | over
-            if not bad.any():
+            i = _first_bad_header(idx, raw, stop)
+            if i < 0:
                 parts_i.append(idx)
                 parts_r.append(raw)
                 break
-            i = int(np.flatnonzero(bad)[0])
             off, size, r = int(idx[i]) * 8, int(raw[i]) & ~SIZE_BITS, int(raw[i])
             end_off = end - base
             nxt_size = int(nw[(off >> 3) + 3]) & ~SIZE_BITS if (off >> 3) + 3 < len(nw) else -1
@@ -853,8 +874,6 @@ class GlibcHeap:
             raise HeapCorrupted(label, base + o * 8, f"more than {MAX_GAPS} gaps or damaged chunks in the heap")
         if top is None and o != end_w:
             self._corrupt(label, base + o * 8, base + o * 8, end, f"chunk header runs past the heap end {end:#x}")
-        idx = np.concatenate(parts_i)
-        raw = np.concatenate(parts_r)
         if top is not None:
             traw = int(nw[lim + 1])
             tsize = traw & ~SIZE_BITS
@@ -862,9 +881,12 @@ class GlibcHeap:
                 self._corrupt(label, top, top, top + CHUNK_HDR_SZ,
                               f"top chunk size {tsize:#x} does not reach the heap end {end:#x}")
                 traw = (end - top) | (traw & SIZE_BITS & ~IS_MMAPPED)
-            idx = np.append(idx, lim)
-            raw = np.append(raw, np.uint64(traw))
-        return idx * 8, raw
+            parts_i.append(np.array([lim], np.int64))
+            parts_r.append(np.array([traw], np.uint64))
+        idx = np.concatenate(parts_i)       # one copy out of _chain's (mostly untouched) buffers
+        raw = np.concatenate(parts_r)
+        idx *= 8
+        return idx, raw
 
     def _resync(self, nw: np.ndarray, base: int, start: int, target: int, *, fences: bool = False,
                 prev_inuse: bool = False) -> int | None:
@@ -950,7 +972,8 @@ class GlibcHeap:
                     base = seg.start
                 offs, r = self._walk_words(words, base, seg.first_chunk, seg.end, a.top if last else None, a.label,
                                            gaps=a.is_main)
-                hdrs.append(offs + base)
+                offs += base
+                hdrs.append(offs)
                 raws.append(r)
                 arena_idx.append(np.full(len(offs), ai, dtype=np.int32))
                 walked = int((r & np.uint64(~SIZE_BITS & 0xFFFFFFFFFFFFFFFF)).sum()) if len(r) else 0
@@ -960,9 +983,14 @@ class GlibcHeap:
         hdrs.append(np.asarray(mm_h, dtype=np.int64))
         raws.append(np.asarray(mm_r, dtype=np.uint64))
         arena_idx.append(np.full(len(mm_h), -1, dtype=np.int32))
-        hdr = np.concatenate(hdrs) if hdrs else np.zeros(0, np.int64)
-        raw = np.concatenate(raws) if raws else np.zeros(0, np.uint64)
-        aidx = np.concatenate(arena_idx) if arena_idx else np.zeros(0, np.int32)
+        # (a single part is taken as it is: no copy of a column of the whole heap)
+        one = lambda parts, dt: (parts[0] if len(parts) == 1 else np.concatenate(parts) if parts
+                                 else np.zeros(0, dt))
+        keep = [i for i in range(len(hdrs)) if len(hdrs[i])] or [0]
+        hdr = one([hdrs[i] for i in keep], np.int64)
+        raw = one([raws[i] for i in keep], np.uint64)
+        aidx = one([arena_idx[i] for i in keep], np.int32)
+        del hdrs, raws, arena_idx
         if len(hdr) > 1 and not bool(np.all(hdr[1:] > hdr[:-1])):      # else: in order already
             order = np.argsort(hdr, kind="stable")
             hdr, raw, aidx = hdr[order], raw[order], aidx[order]
@@ -970,11 +998,14 @@ class GlibcHeap:
                 i = int(np.flatnonzero(np.diff(hdr) <= 0)[0])
                 raise HeapCorrupted("heap", int(hdr[i + 1]), "chunk found twice (overlapping heaps)")
         self.headers = hdr
-        self.chunk_sizes = (raw & np.uint64(0xFFFFFFFFFFFFFFF8)).astype(np.int64)
+        raw &= np.uint64(0xFFFFFFFFFFFFFFF8)
+        self.chunk_sizes = raw.view(np.int64)       # in place: the raw fields are not needed again
+        del raw
         self.arena_index = aidx
         mmapped = self.arena_index < 0
         self.addresses = self.headers + CHUNK_HDR_SZ
-        self.usable = self.chunk_sizes - np.where(mmapped, CHUNK_HDR_SZ, SIZE_SZ)
+        self.usable = self.chunk_sizes - SIZE_SZ
+        self.usable[mmapped] -= CHUNK_HDR_SZ - SIZE_SZ
         self.state = np.zeros(len(self.headers), dtype=np.uint8)
         self.list_code = np.full(len(self.headers), -1, dtype=np.int8)
         self._classify()
@@ -1471,26 +1502,34 @@ class GlibcHeap:
 
     # --- stats --------------------------------------------------------------
     def _make_stats(self) -> None:
-        cs, st, lc, ai = self.chunk_sizes, self.state, self.list_code, self.arena_index
+        cs, lc, ai = self.chunk_sizes, self.list_code, self.arena_index
         per: dict[str, dict] = {}
         tot = dict(arena=0, ordblks=0, smblks=0, hblks=0, hblkhd=0, uordblks=0, fordblks=0, keepcost=0,
                    fsmblks=0, tcache_blks=0, tcache_bytes=0, in_use_blks=0, in_use_bytes=0)
+        # one pass: chunks and bytes per (arena, list) cell (list -1: in use; arena -1: mmapped),
+        # counted in slices (bounded temporaries) rather than a mask per figure over the whole heap
+        nl = len(LISTS) + 1
+        ncell = (len(self.arenas) + 1) * nl
+        blks = np.zeros(ncell, np.int64)
+        byts = np.zeros(ncell, np.int64)
+        for lo in range(0, len(cs), _SLICE):
+            cell = (ai[lo:lo + _SLICE].astype(np.int64) + 1) * nl + lc[lo:lo + _SLICE] + 1
+            blks += np.bincount(cell, minlength=ncell)
+            # (float sums of a slice's sizes are exact: every partial sum stays below 2**53)
+            byts += np.bincount(cell, weights=cs[lo:lo + _SLICE], minlength=ncell).astype(np.int64)
+        cells = lambda k, name: (k + 1) * nl + (LISTS.index(name) + 1 if name else 0)
+        count = lambda k, *names: int(sum(blks[cells(k, n)] for n in names))
+        size = lambda k, *names: int(sum(byts[cells(k, n)] for n in names))
         for k, a in enumerate(self.arenas):
-            sel = ai == k
-            fast = sel & (lc == LISTS.index("fastbin"))
-            binned = sel & (lc >= LISTS.index("unsorted")) & (lc <= LISTS.index("largebin"))
-            top = sel & (lc == LISTS.index("top"))
-            tc = sel & (lc == LISTS.index("tcache"))
-            used = sel & (st == IN_USE)
-            avail = int(cs[fast].sum() + cs[binned].sum() + cs[top].sum())
-            d = dict(system_mem=a.system_mem, ordblks=int(binned.sum()) + 1, smblks=int(fast.sum()),
-                     fsmblks=int(cs[fast].sum()), fordblks=avail, uordblks=a.system_mem - avail,
-                     tcache_blks=int(tc.sum()), tcache_bytes=int(cs[tc].sum()),
-                     in_use_blks=int(used.sum()), in_use_bytes=int(cs[used].sum()),
-                     top=int(cs[top].sum()), overhead=self.overhead.get(a.label, 0),
-                     **{f"{n}_{k}": int(v) for n in ("unsorted", "smallbin", "largebin")
-                        for k, v in (("blks", (sel & (lc == LISTS.index(n))).sum()),
-                                     ("bytes", cs[sel & (lc == LISTS.index(n))].sum()))})
+            binned = ("unsorted", "smallbin", "largebin")
+            avail = size(k, "fastbin", *binned, "top")
+            d = dict(system_mem=a.system_mem, ordblks=count(k, *binned) + 1, smblks=count(k, "fastbin"),
+                     fsmblks=size(k, "fastbin"), fordblks=avail, uordblks=a.system_mem - avail,
+                     tcache_blks=count(k, "tcache"), tcache_bytes=size(k, "tcache"),
+                     in_use_blks=count(k, None), in_use_bytes=size(k, None),
+                     top=size(k, "top"), overhead=self.overhead.get(a.label, 0),
+                     **{f"{n}_{w}": (count if w == "blks" else size)(k, n)
+                        for n in binned for w in ("blks", "bytes")})
             seg_total = sum(s.end - s.start for s in a.segments)
             if a.segments and seg_total != a.system_mem and not (a.is_main and a.flags & NONCONTIGUOUS_BIT):
                 self.warnings.append(f"{a.label}: heap segments cover {seg_total} bytes, system_mem is {a.system_mem}")
@@ -1502,9 +1541,8 @@ class GlibcHeap:
                 tot[key] += d[key]
             if a.is_main:
                 tot["keepcost"] = d["top"]
-        mm = ai < 0
-        tot["hblks"] = int(mm.sum())
-        tot["hblkhd"] = int(cs[mm].sum()) + sum(self.mmapped_lead.values())
+        tot["hblks"] = int(blks[:nl].sum())
+        tot["hblkhd"] = int(byts[:nl].sum()) + sum(self.mmapped_lead.values())
         tot["in_use_blks"] += tot["hblks"]
         tot["in_use_bytes"] += tot["hblkhd"]
         tot["per_arena"] = per

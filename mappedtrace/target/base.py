@@ -174,6 +174,14 @@ class Target:
     def _read_into(self, addr: int, view: memoryview) -> None:
         view[:] = self.read(addr, len(view))
 
+    def view(self, addr: int, size: int) -> memoryview | None:
+        """The ``size`` bytes at ``addr`` without a copy (a read-only or shared
+        view of memory the target already holds: a captured copy, an mmapped
+        snapshot), or None where this target has no such memory and the caller
+        must :meth:`read_into` a buffer of its own.  The view lives as long as
+        the target is open."""
+        return None
+
     def read_u64(self, addr: int) -> int:
         return int.from_bytes(self.read(addr, 8), "little")
 
