@@ -62,6 +62,8 @@ from .errors import BadData, MappedTraceError, TargetFault
 from .modules import Module, ModuleMap
 from .target.base import CALLEE_SAVED, DWARF_REGS, Target, ThreadState
 
+_DWARF_NUM = {name: num for num, name in DWARF_REGS.items()}
+
 __all__ = ["Frame", "Unwinder", "UCONTEXT_GREGS", "UCONTEXT_MCONTEXT_OFFSET"]
 
 #: DWARF register number of the return address column on x86-64.
@@ -130,6 +132,10 @@ class Frame:
     sp_high: int
     #: symbol + offset, e.g. ``"main+0x1c"`` (empty when unknown)
     symbol_offset: int | None = None
+    #: callee-saved registers this frame's CFI row leaves alone (no rule, or
+    #: "same value"): the function has not saved them, so by the ABI they still
+    #: hold its caller's values, and the caller's frame says what they mean
+    keeps: frozenset[str] = frozenset()
 
     @property
     def lookup_pc(self) -> int:
@@ -893,6 +899,7 @@ class Unwinder:
                 frame.sp_high = cfa
             if new_how == "signal":
                 frame.sp_high = self._sigframe_end(rsp, cfa)
+            frame.keeps = self._row_keeps if new_how == "cfi" else frozenset()
             if why:
                 problem = f"{where}: {why}"
                 break
@@ -924,6 +931,7 @@ class Unwinder:
               ) -> tuple[dict[str, int], int | None, str, str | None]:
         """Registers of the caller of ``frame``: (regs, cfa of frame, how, reason-to-stop)."""
         row = None
+        self._row_keeps: frozenset[str] = frozenset()
         if img is not None:
             row = self._image_call(img, lambda: img.cfi.row_for(lookup - img.bias), "CFI")
         regs = frame.regs
@@ -961,6 +969,8 @@ class Unwinder:
         for name in CALLEE_SAVED:
             if name in regs:
                 new[name] = regs[name]
+        self._row_keeps = frozenset(n for n in CALLEE_SAVED if n in regs and
+                                    row.rules.get(_DWARF_NUM[n], ("s", None))[0] == "s")
         new["rsp"] = cfa
         ra_rule = row.rules.get(row.ra_reg)
         if ra_rule is None or ra_rule[0] == "u":

@@ -409,3 +409,49 @@ def test_the_saved_bytes_buffer_is_a_stored_slot(saved_bytes: Path) -> None:
     assert len(slots) == 1, rec
     t = types[slots[0]["type_id"]]
     assert t["size"] == 32 and sum(s["count"] for s in t["slots"] if "stored" in s["flags"]) == 4, t
+
+
+# --------------------------------------------------------------------------
+# callee-saved registers of an uninstrumented top frame that belong to an exact caller
+
+def _wait_in_read(pid: int, timeout: float = 30) -> None:
+    """Until ``pid`` sleeps in read(2) (its top frame is libc's, not main's)."""
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if Path(f"/proc/{pid}/syscall").read_text().split()[0] == "0":
+            return
+        time.sleep(0.01)
+    pytest.fail(f"process {pid} never blocked in read()")
+
+
+@pytest.fixture(scope="module")
+def dead_register(tmp_path_factory) -> Path:
+    return build(HERE / "dead_register.c", tmp_path_factory.mktemp("dr") / "dead_register")
+
+
+@pytest.mark.parametrize("mode", ["fork", "stop-copy"])
+def test_a_dead_pointer_in_a_register_libc_leaves_alone_is_not_a_root(dead_register: Path, tmp_path: Path,
+                                                                      mode: str) -> None:
+    """read()'s frame is libc's (scanned), but its CFI leaves r14 alone: r14 is
+    main's, dead at main's call by main's map, so the list is found leaked."""
+    err = tmp_path / "dr.stderr"
+    with open(err, "w") as ef:
+        p = subprocess.Popen([str(dead_register)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=ef,
+                             text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        _wait_in_read(p.pid)
+        js = tmp_path / f"dr-{mode}.json"
+        r = run_mt("leaks", str(p.pid), "--mode", mode, "--json", str(js))
+        assert r.returncode == 23, r.stderr[-3000:]
+        report = json.loads(js.read_text())
+    finally:
+        p.stdin.close()
+        p.stdout.read()
+        assert p.wait(timeout=60) == 0
+    truth = {int(a, 16): (int(s), h) for kind, a, s, h in TRUTH.findall(err.read_text()) if kind == "leak"}
+    assert len(truth) == 3
+    leaked = {addr(l["address"]) for l in report["leaks"]}
+    assert leaked == set(truth), ([hex(a) for a in leaked], [hex(a) for a in truth])
+    assert report["precision"]["registers_left_to_exact_callers"] >= 1, report["precision"]
