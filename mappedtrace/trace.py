@@ -1126,8 +1126,9 @@ def _add_sites(g: HeapGraph, tt: _Types, sites, node_site: np.ndarray, site_type
     g.sites = list(sites.sites)
     g.node_site = node_site
     has = node_site >= 0
+    known = np.array([int(t) in g.types for t in sites.type_ids.tolist()] + [False], bool)
     sid = np.append(sites.type_ids, np.uint64(0))[node_site]
-    named = has & (g.type_ids == 0) & (sid != 0)
+    named = has & (g.type_ids == 0) & known[node_site]
     g.type_ids = np.where(named, sid, g.type_ids).astype(np.uint64)
     typed = g.how == HOW_TYPED
     st = out.state
