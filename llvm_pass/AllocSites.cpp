@@ -10,10 +10,11 @@
 //     `malloc(m)` with m = align8(n) + 8, and when the result is not null the
 //     last word of the request (offset m - 8, past the n bytes the program
 //     asked for) gets the *site word*
-//         ((p * 0x9E3779B97F4A7C15) ^ &record) | 1 << 63
+//         (p * 0xFFFFFFFF9E3779B1) ^ &record        (mod 2^64)
 //     p the pointer malloc returned, &record the run-time address of the
-//     site's record. No runtime library: the code is inlined at the call
-//     (constant sizes fold to one multiply, xor, or, a store and a null test).
+//     site's record. No runtime library: the code is inlined at the call; a
+//     constant size folds to five instructions (test, branch, imul with a
+//     32-bit immediate, xor with the record's address, store).
 // The pointer returned is malloc's own, so memory freed or reallocated by code
 // without the maps is freed correctly. Sizes that would overflow, realloc to
 // 0 bytes and calloc overflow keep their original arguments (and get no word).
@@ -38,8 +39,9 @@ namespace {
 
 enum SiteKind : uint8_t { KMalloc = 1, KCalloc = 2, KRealloc = 3, KAlignedAlloc = 4 };
 
-constexpr uint64_t SiteMix = 0x9E3779B97F4A7C15ULL;
-constexpr uint64_t SiteHigh = 1ULL << 63;
+// An odd multiplier that fits an imul's sign-extended 32-bit immediate (a
+// full 64-bit constant costs a movabs more per allocation).
+constexpr uint64_t SiteMix = 0xFFFFFFFF9E3779B1ULL;
 
 struct Site {
   CallInst *CI;
@@ -279,8 +281,7 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
   Instruction *Then = SplitBlockAndInsertIfThen(Ok, After, /*Unreachable=*/false);
   B.SetInsertPoint(Then);
   Value *P = B.CreatePtrToInt(CI, I64);
-  Value *Word = B.CreateOr(B.CreateXor(B.CreateMul(P, C(SiteMix)), ConstantExpr::getPtrToInt(Rec, I64)),
-                           C(SiteHigh));
+  Value *Word = B.CreateXor(B.CreateMul(P, C(SiteMix)), ConstantExpr::getPtrToInt(Rec, I64));
   Value *At = B.CreateGEP(Type::getInt8Ty(Ctx), CI, B.CreateSub(Req, C(8)), "mt.siteword");
   B.CreateAlignedStore(Word, At, Align(8));
 }

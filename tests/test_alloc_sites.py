@@ -161,7 +161,7 @@ def test_maps_cli_lists_no_error_and_driver_flag_is_ours(tmp_path: Path) -> None
 # generated heaps
 # --------------------------------------------------------------------------
 def _site_word(p: int, rec: int) -> int:
-    return (((p * fas.SITE_MIX) & (2**64 - 1)) ^ rec) | fas.SITE_HIGH
+    return ((p * fas.SITE_MIX) & (2**64 - 1)) ^ rec
 
 
 def _with_sites(seed: int):
@@ -224,7 +224,7 @@ def test_site_word_rules() -> None:
         (0, 32): _site_word(0x1000, site.address),          # last word of a 32-byte request: found
         (1, 32): _site_word(0x1000, site.address),          # keyed to another address: rejected
         (2, 88): _site_word(0x3000, site.address),          # a smaller request (another size class): stale
-        (3, 104): _site_word(0x4000, site.address) & ~fas.SITE_HIGH,    # bit 63 clear: rejected
+        (3, 104): _site_word(0x4000, site.address) ^ 0x18,  # names no record (between two): rejected
         (4, 136): _site_word(0x5000, aligned.address),      # aligned_alloc, unsplit remainder: found
         (5, 4096 * 2 + 8): _site_word(0x6000, site.address),     # mmapped: in the last page: found
     }

@@ -21,10 +21,8 @@ HEADER = struct.Struct("<IHHIIIIII")    # magic version header_size block_size n
 RECORD = struct.Struct("<QIIIHBB")      # type_id file function line column kind flags
 #: site kinds (FORMAT.md §4)
 KINDS = {1: "malloc", 2: "calloc", 3: "realloc", 4: "aligned_alloc"}
-#: the multiplier of the site word (AllocSites.cpp SiteMix)
-SITE_MIX = 0x9E3779B97F4A7C15
-#: bit 63 of every site word (makes it a non-canonical address: never a pointer)
-SITE_HIGH = 1 << 63
+#: the multiplier of the site word (AllocSites.cpp SiteMix): odd, a sign-extended imm32
+SITE_MIX = 0xFFFFFFFF9E3779B1
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,16 @@ A ``--alloc-sites`` build asks malloc for 8 more bytes at every direct
 word* into the last word of its request (llvm_pass/AllocSites.cpp,
 FORMAT.md §4)::
 
-    word = ((p * SITE_MIX) ^ record) | 1 << 63      (mod 2**64)
+    word = (p * SITE_MIX) ^ record      (mod 2**64)
 
 ``p`` the user pointer, ``record`` the run-time address of the site's
 record in ``.mtsites``.  :func:`find_sites` reads it back from each in-use
 chunk.  A word is accepted only when
 
-* ``(word ^ p * SITE_MIX) & ~(1 << 63)`` is the address of a known record
-  (a foreign or random word passes with odds of about ``sites / 2**63``);
+* ``word ^ p * SITE_MIX`` is the address of a known record (a foreign or
+  random word passes with odds of about ``sites / 2**64``; a word written
+  for another address gives ``record ^ (p - p') * SITE_MIX``-like values far
+  from any record);
 * its offset ``o`` agrees with the chunk: glibc's chunk for a request of
   ``o + 8`` bytes is exactly this chunk's size (``request2size``; for an
   mmapped chunk, the page-rounded size; for an ``aligned_alloc`` site up to
@@ -37,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..formats.allocsites import SITE_HIGH, SITE_MIX, AllocSite
+from ..formats.allocsites import SITE_MIX, AllocSite
 
 #: glibc x86-64: SIZE_SZ, MALLOC_ALIGNMENT, MINSIZE, page size (mmapped chunks)
 _SIZE_SZ = 8
@@ -90,10 +92,10 @@ def _request2size(m: np.ndarray) -> np.ndarray:
 def _check(table: SiteTable, starts: np.ndarray, words: np.ndarray) -> np.ndarray:
     """Index of the site each word names for a chunk at ``starts``, -1 none."""
     with np.errstate(over="ignore"):
-        rec = (words ^ (starts * np.uint64(SITE_MIX))) & ~np.uint64(SITE_HIGH)
+        rec = words ^ (starts * np.uint64(SITE_MIX))
     i = np.searchsorted(table.ids, rec)
     ic = np.minimum(i, len(table.ids) - 1)
-    ok = ((words & np.uint64(SITE_HIGH)) != 0) & (i < len(table.ids)) & (table.ids[ic] == rec)
+    ok = (i < len(table.ids)) & (table.ids[ic] == rec)
     return np.where(ok, ic, -1)
 
 
