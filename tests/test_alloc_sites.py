@@ -157,6 +157,39 @@ def test_maps_cli_lists_no_error_and_driver_flag_is_ours(tmp_path: Path) -> None
     assert {s.function for s in bm.sites} == {"make_leaf", "make_tree", "new_rec", "main"}
 
 
+def test_top_and_why_show_sites(tmp_path: Path) -> None:
+    """On a live process: ``top`` lists the reachable objects by allocation
+    site (the void*-held records: one site, NBAG objects), ``why`` says where
+    the object asked about was allocated."""
+    exe = build(tmp_path, "-O2")
+    p = subprocess.Popen([str(exe), "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        err = ""
+        top_js, why_js = tmp_path / "top.json", tmp_path / "why.json"
+        r = subprocess.run([MAPPEDTRACE, "top", str(p.pid), "--json", str(top_js)], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "by allocation site" in r.stdout and "in new_rec" in r.stdout, r.stdout
+        r2 = subprocess.run([MAPPEDTRACE, "why", str(p.pid), "struct rec", "--json", str(why_js)],
+                            capture_output=True, text=True, timeout=300)
+        assert r2.returncode == 0, r2.stderr[-3000:]
+        assert "allocated at" in r2.stdout and "in new_rec" in r2.stdout, r2.stdout
+    finally:
+        out, err = p.communicate("\n", timeout=60)
+    assert p.returncode == 0                          # the traced process carried on, unharmed
+    nbag = int(re.search(r"^bag (\d+)$", err, re.M).group(1))
+    top = json.loads(top_js.read_text())
+    rows = {r["site"].split(" in ")[1]: r for r in top["sites"] if r["site"]}
+    assert rows["new_rec"]["objects"] == nbag and rows["new_rec"]["type"] == "struct rec"
+    assert rows["make_leaf"]["objects"] >= nbag and rows["make_leaf"]["type"] == "struct leaf"
+    why = json.loads(why_js.read_text())
+    assert why["objects"] and all(o["site"].endswith(" in new_rec")
+                                  for o in why["objects"])
+    assert all(o["reachable"] and o["paths"] for o in why["objects"])
+
+
 # --------------------------------------------------------------------------
 # generated heaps
 # --------------------------------------------------------------------------

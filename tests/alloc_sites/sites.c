@@ -8,6 +8,7 @@
  *   "foreign ADDR"                  an object last reallocated by code without
  *                                   the maps (foreign.c): it has no site
  *   "bag N"                         objects reachable only as `void *`
+ * With the argument "wait" it prints "ready" at the end and waits for a line. 
  * The library (foreign.c, built without the pass) frees and reallocates
  * objects that typed sites allocated. */
 #include <stdint.h>
@@ -52,7 +53,7 @@ static struct rec *new_rec(long id)
     return r;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     /* three leaves leaked directly */
     for (int i = 0; i < 3; i++) {
@@ -102,5 +103,10 @@ int main(void)
     al = NULL;
     g = NULL;
     s = NULL;
+    if (argc > 1 && argv[1][0] == 'w') {     /* "wait": a live process for top/why */
+        printf("ready\n");
+        fflush(stdout);
+        getchar();
+    }
     return 0;
 }
