@@ -157,6 +157,23 @@ def test_maps_cli_lists_no_error_and_driver_flag_is_ours(tmp_path: Path) -> None
     assert {s.function for s in bm.sites} == {"make_leaf", "make_tree", "new_rec", "main"}
 
 
+def test_cxx_driver(tmp_path: Path) -> None:
+    """``mappedtrace c++ --alloc-sites``: malloc in C++ is a site (namespaced
+    type named), ``operator new`` is not."""
+    require_plugin()
+    exe = tmp_path / "sites_cxx"
+    r = subprocess.run([MAPPEDTRACE, "c++", "--alloc-sites", "-O0", "-o", str(exe), str(SRC / "sites_cxx.cc")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    err, rep = run(exe, tmp_path)
+    m = re.search(r"site (0x[0-9a-f]+) (\d+)", err)
+    n = int(re.search(r"new (0x[0-9a-f]+)", err).group(1), 16)
+    leaks = {addr(l["address"]): l for l in rep["leaks"]}
+    site = leaks[int(m.group(1), 16)]
+    assert site["site"].endswith(f"sites_cxx.cc:{m.group(2)} in main") and site["type"] == "shapes::Poly", site
+    assert leaks[n]["site"] is None
+
+
 def test_top_and_why_show_sites(tmp_path: Path) -> None:
     """On a live process: ``top`` lists the reachable objects by allocation
     site (the void*-held records: one site, NBAG objects), ``why`` says where
