@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import subprocess
@@ -155,6 +156,16 @@ def test_maps_cli_lists_no_error_and_driver_flag_is_ours(tmp_path: Path) -> None
         assert "SITE(" in text[s.line - 1], s
         assert s.kind in ("malloc", "calloc", "realloc", "aligned_alloc")
     assert {s.function for s in bm.sites} == {"make_leaf", "make_tree", "new_rec", "main"}
+    # and `mappedtrace maps` lists them
+    r = subprocess.run([MAPPEDTRACE, "maps", "--json", str(exe)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["summary"]["alloc_sites"] == len(bm.sites)
+    assert {(a["line"], a["function"], a["type"]) for a in m["alloc_sites"]} >= {
+        (s.line, "make_tree", "struct tree") for s in bm.sites if s.function == "make_tree"}
+    r = subprocess.run([MAPPEDTRACE, "maps", str(exe)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COLUMNS": "160"})
+    assert r.returncode == 0 and "allocation sites" in r.stdout and "in new_rec" in r.stdout, r.stdout[-2000:]
 
 
 def test_cxx_driver(tmp_path: Path) -> None:

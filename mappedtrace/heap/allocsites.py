@@ -116,7 +116,9 @@ def find_sites(table: SiteTable, starts: np.ndarray, sizes: np.ndarray, readable
     # arena chunks: the word ends the request, the request fills the chunk
     # (aligned_alloc: glibc keeps a remainder of up to MINSIZE unsplit)
     aligned = np.array([s.kind == "aligned_alloc" for s in table.sites] + [False], bool)
-    for k in range(1, _ARENA_WORDS + 1):
+    # the last three words hold every word a malloc/calloc/realloc site can
+    # leave (three for a minimum chunk); further ones only aligned_alloc's
+    for k in range(1, (_ARENA_WORDS if aligned.any() else 3) + 1):
         off = sizes - np.uint64(8 * k)
         slack = (sizes + np.uint64(_SIZE_SZ)) - _request2size(off + np.uint64(8))
         cand = np.nonzero((out < 0) & readable & (sizes >= np.uint64(8 * k))
