@@ -23,6 +23,7 @@ struct tree { struct leaf *first; struct tree *sub; char name[24]; };
 struct rec { long id; struct leaf *item; double w[4]; };
 
 void *foreign_grow(void *p, size_t n);
+void *foreign_resize(void *p, size_t n);
 void foreign_free(void *p);
 
 #define NBAG 64
@@ -98,6 +99,14 @@ int main(int argc, char **argv)
     s = foreign_grow(s, 24);
     fprintf(stderr, "foreign %p\n", (void *)s);
     TRUTH_LEAK(s, "direct");
+    /* shrunk in place by the library, its bytes untouched: the chunk is
+     * smaller, the old word lies past its end, the site is not read */
+    struct rec *big = malloc(25 * sizeof *big); SITE(big);
+    memset(big, 0, 25 * sizeof *big);
+    struct rec *small = foreign_resize(big, sizeof *big);
+    fprintf(stderr, "foreign %p%s\n", (void *)small, small == big ? "" : " moved");
+    TRUTH_LEAK(small, "direct");
+    big = small = NULL;
     t = NULL;
     rr = NULL;
     al = NULL;
