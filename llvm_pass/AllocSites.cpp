@@ -24,6 +24,7 @@
 // Run: MAPPEDTRACE_ALLOC_SITES=1 opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
 //===----------------------------------------------------------------------===//
 #include "MappedTrace.h"
+#include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/IR/Constants.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/Intrinsics.h"
@@ -38,6 +39,11 @@ namespace mappedtrace {
 namespace {
 
 enum SiteKind : uint8_t { KMalloc = 1, KCalloc = 2, KRealloc = 3, KAlignedAlloc = 4 };
+// Record flags (FORMAT.md §4).
+enum : uint8_t {
+  FReturned = 1,    // the function returns the site's result: an allocation wrapper
+  FWrapperCall = 2, // the site calls a wrapper named by --alloc-fn
+};
 
 // An odd multiplier that fits an imul's sign-extended 32-bit immediate (a
 // full 64-bit constant costs a movabs more per allocation).
@@ -46,17 +52,59 @@ constexpr uint64_t SiteMix = 0xFFFFFFFF9E3779B1ULL;
 struct Site {
   CallInst *CI;
   SiteKind Kind;
+  uint8_t Flags = 0;
   uint64_t Type = 0;
   std::string File, Func;
   uint32_t Line = 0;
   uint16_t Col = 0;
 };
 
-SiteKind kindOf(const CallInst *CI) {
+// Allocation wrappers named by the user (MAPPEDTRACE_ALLOC_FNS="name:kind,…",
+// `mappedtrace cc --alloc-fn NAME[:KIND]`): called like malloc/calloc/realloc,
+// their memory freed without its size.
+const StringMap<SiteKind> &wrappers() {
+  static StringMap<SiteKind> W = [] {
+    StringMap<SiteKind> Out;
+    const char *E = std::getenv("MAPPEDTRACE_ALLOC_FNS");
+    SmallVector<StringRef, 8> Parts;
+    StringRef(E ? E : "").split(Parts, ',', -1, false);
+    for (StringRef P : Parts) {
+      auto [Name, K] = P.split(':');
+      SiteKind Kind = K == "calloc" ? KCalloc : K == "realloc" ? KRealloc : KMalloc;
+      if (!Name.empty())
+        Out[Name.trim()] = Kind;
+    }
+    return Out;
+  }();
+  return W;
+}
+
+bool shapeOk(const CallInst *CI, SiteKind K) {
+  unsigned NArgs = CI->arg_size();
+  auto Int = [&](unsigned I) { return CI->getArgOperand(I)->getType()->isIntegerTy(64); };
+  switch (K) {
+  case KMalloc:
+    return NArgs == 1 && Int(0);
+  case KCalloc:
+  case KAlignedAlloc:
+    return NArgs == 2 && Int(0) && Int(1);
+  case KRealloc:
+    return NArgs == 2 && CI->getArgOperand(0)->getType()->isPointerTy() && Int(1);
+  }
+  return false;
+}
+
+SiteKind kindOf(const CallInst *CI, uint8_t &Flags) {
   const Function *F = CI->getCalledFunction();
-  if (!F || !F->isDeclaration() || !CI->getType()->isPointerTy())
+  if (!F || !CI->getType()->isPointerTy())
     return SiteKind(0);
   StringRef N = F->getName();
+  if (auto It = wrappers().find(N); It != wrappers().end()) {
+    Flags |= FWrapperCall;
+    return shapeOk(CI, It->second) ? It->second : SiteKind(0);
+  }
+  if (!F->isDeclaration())
+    return SiteKind(0);
   unsigned NArgs = CI->arg_size();
   auto IntArgs = [&](unsigned K) {
     for (unsigned I = 0; I < K; ++I)
@@ -96,6 +144,24 @@ const DIType *resultType(CallInst *CI, const DenseMap<Value *, const DIType *> &
   return nullptr;
 }
 
+// Is \p CI's result what its function returns (through phis and selects)?
+bool returned(const Instruction *CI) {
+  SmallVector<const Value *, 8> Work{CI};
+  SmallPtrSet<const Value *, 8> Seen;
+  while (!Work.empty() && Seen.size() < 32) {
+    const Value *V = Work.pop_back_val();
+    if (!Seen.insert(V).second)
+      continue;
+    for (const User *U : V->users()) {
+      if (isa<ReturnInst>(U))
+        return true;
+      if (isa<PHINode>(U) || isa<SelectInst>(U))
+        Work.push_back(U);
+    }
+  }
+  return false;
+}
+
 class SiteWriter {
 public:
   SiteWriter(Module &M, TypeTable &TT) : M(M), Ctx(M.getContext()), TT(TT) {}
@@ -121,14 +187,17 @@ void SiteWriter::collect(Function &F) {
       auto *CI = dyn_cast<CallInst>(&I);
       if (!CI || CI->isMustTailCall())
         continue;
-      SiteKind K = kindOf(CI);
+      uint8_t Flags = 0;
+      SiteKind K = kindOf(CI, Flags);
       if (!K)
         continue;
       if (!Typed) {
         collectValueTypes(F, ValueDI, &AllocaVar);
         Typed = true;
       }
-      Site S{CI, K};
+      Site S{CI, K, Flags};
+      if (returned(CI))
+        S.Flags |= FReturned;
       if (const DIType *T = resultType(CI, ValueDI, AllocaVar)) {
         S.Type = TT.pointeeIdOf(T);
         // a constant request smaller than the type: not an object of it
@@ -201,7 +270,7 @@ GlobalVariable *SiteWriter::emitTable() {
     Le(S.Line, 4);
     Le(S.Col, 2);
     Le(S.Kind, 1);
-    Le(0, 1);
+    Le(S.Flags, 1);
   }
   // header fields that depend on the final string table
   Total = (StrOff + Str.size() + 7) & ~7u;

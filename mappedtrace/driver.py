@@ -192,6 +192,8 @@ _REGALLOC_RETRIES = (
 SETTLE_POINTS_FLAG = "--settle-points"
 #: the driver's own flag: record the allocation site of every object (off by default)
 ALLOC_SITES_FLAG = "--alloc-sites"
+#: the driver's own option: allocation wrappers whose calls are sites (``--alloc-fn=NAME[:KIND],…``)
+ALLOC_FN_FLAG = "--alloc-fn"
 #: each flag of the drivers' own and the environment the pass reads for it
 _DRIVER_FLAGS = {SETTLE_POINTS_FLAG: ("MAPPEDTRACE_LOOP_POINTS", "1"),
                  ALLOC_SITES_FLAG: ("MAPPEDTRACE_ALLOC_SITES", "1")}
@@ -209,11 +211,30 @@ def settle_points_env(args: list[str]) -> tuple[list[str], dict[str, str]]:
       line, function) in a word at the end of the object it allocates
       (llvm_pass/AllocSites.cpp, FORMAT.md §4); off by default: it costs 8
       bytes per object and a few instructions per allocation.
+    * ``--alloc-fn=NAME[:KIND][,…]`` (implies ``--alloc-sites``): calls to
+      the allocation wrapper NAME are sites too, KIND ``malloc`` (the
+      default: ``NAME(size)``), ``calloc`` (``NAME(n, size)``) or ``realloc``
+      (``NAME(ptr, size)``).  The wrapper is asked for 8 bytes more: it must
+      return memory that is freed without its size (Redis's ``zmalloc``,
+      jq's ``jv_mem_alloc``, an ``xmalloc``), never a size-class pool's.
 
     :returns: the arguments for the compiler and the environment the pass reads.
+    :raises ToolchainError: an ``--alloc-fn`` KIND that is none of these.
     """
     env = {_DRIVER_FLAGS[a][0]: _DRIVER_FLAGS[a][1] for a in args if a in _DRIVER_FLAGS}
-    return [a for a in args if a not in _DRIVER_FLAGS], env
+    fns: list[str] = []
+    for a in args:
+        if a.startswith(ALLOC_FN_FLAG + "="):
+            for item in filter(None, a.split("=", 1)[1].split(",")):
+                name, _, kind = item.partition(":")
+                if kind not in ("", "malloc", "calloc", "realloc") or not name:
+                    raise ToolchainError(f"{ALLOC_FN_FLAG}: {item!r} is not NAME[:malloc|calloc|realloc]",
+                                         hint="e.g. --alloc-fn=zmalloc,zrealloc:realloc")
+                fns.append(f"{name}:{kind or 'malloc'}")
+    if fns:
+        env["MAPPEDTRACE_ALLOC_SITES"] = "1"
+        env["MAPPEDTRACE_ALLOC_FNS"] = ",".join(fns)
+    return [a for a in args if a not in _DRIVER_FLAGS and not a.startswith(ALLOC_FN_FLAG + "=")], env
 
 
 def run_cc(args: list[str], compiler: str = "clang-22") -> int:

@@ -169,6 +169,48 @@ def test_maps_cli_lists_no_error_and_driver_flag_is_ours(tmp_path: Path) -> None
     assert r.returncode == 0 and "allocation sites" in r.stdout and "in new_rec" in r.stdout, r.stdout[-2000:]
 
 
+@pytest.mark.parametrize("wrapper_maps", [True, False])
+def test_allocation_wrappers(wrapper_maps: bool, tmp_path: Path) -> None:
+    """``--alloc-fn=xmalloc,xrealloc:realloc``: each object's site is the
+    wrapper's caller (its line, its type), whether the wrappers are built with
+    sites too (two words: the caller's is taken) or without the maps at all."""
+    require_plugin()
+    need("clang-22")
+    flags = ["--alloc-fn=xmalloc,xrealloc:realloc", "-O2", f"-I{TRUTH_H}"]
+    if wrapper_maps:
+        objs = [str(SRC / "wrap_alloc.c")]
+    else:
+        lib = tmp_path / "wrap_alloc.o"
+        subprocess.run(["clang-22", "-O2", "-c", "-o", str(lib), str(SRC / "wrap_alloc.c")], check=True, timeout=300)
+        objs = [str(lib)]
+    exe = tmp_path / "wrap"
+    r = subprocess.run([MAPPEDTRACE, "cc", *flags, "-o", str(exe), str(SRC / "wrap.c"), *objs],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    err, rep = run(exe, tmp_path)
+    truth, kept = truth_of(err)
+    assert_exact(rep, truth, kept, err[-3000:])
+    where = {int(a, 16): f":{line} in {fn}" for a, f, line, fn in SITE_LINE.findall(err)}
+    text = (SRC / "wrap.c").read_text().splitlines()
+    line_of = {k: next(i + 1 for i, t in enumerate(text) if k in t) for k in ("*it = xmalloc", "**arr = xrealloc")}
+    for l in rep["leaks"]:
+        a = addr(l["address"])
+        assert l["site"] and l["site"].endswith(where[a]), (hex(a), l, where[a])
+        # the caller's variable gives the type (an array element store gives none)
+        if l["site"].endswith(f":{line_of['*it = xmalloc']} in main"):
+            assert (l["type"], l["type_source"]) == ("struct item", "site"), l
+        if l["site"].endswith(f":{line_of['**arr = xrealloc']} in main"):
+            assert (l["type"], l["type_source"]) == ("struct item*", "site"), l
+    assert rep["precision"]["objects_with_site"] == len(truth)
+
+
+def test_alloc_fn_bad_kind() -> None:
+    r = subprocess.run([MAPPEDTRACE, "cc", "--alloc-fn=xmalloc:free", "-c", "-o", "/dev/null", "x.c"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "--alloc-fn" in r.stderr and "xmalloc:free" in r.stderr and len(r.stderr.strip().splitlines()) <= 2
+
+
 def test_cxx_driver(tmp_path: Path) -> None:
     """``mappedtrace c++ --alloc-sites``: malloc in C++ is a site (namespaced
     type named), ``operator new`` is not."""

@@ -21,6 +21,10 @@ HEADER = struct.Struct("<IHHIIIIII")    # magic version header_size block_size n
 RECORD = struct.Struct("<QIIIHBB")      # type_id file function line column kind flags
 #: site kinds (FORMAT.md §4)
 KINDS = {1: "malloc", 2: "calloc", 3: "realloc", 4: "aligned_alloc"}
+#: record flags: the function returns the site's result (an allocation wrapper's own site)
+SITE_RETURNED = 0x1
+#: record flags: the site is a call to a wrapper named by ``--alloc-fn``
+SITE_WRAPPER_CALL = 0x2
 #: the multiplier of the site word (AllocSites.cpp SiteMix): odd, a sign-extended imm32
 SITE_MIX = 0xFFFFFFFF9E3779B1
 
@@ -41,6 +45,7 @@ class AllocSite:
     column: int
     kind: str
     module: str = ""
+    flags: int = 0
 
     @property
     def where(self) -> str:
@@ -86,10 +91,10 @@ def decode(data: bytes, where: str, section_address: int) -> list[AllocSite]:
         module = strings.cstr_at(mod, "module name") if mod else ""
         for i in range(n):
             recs.seek(i * rsize)
-            tid, f, fn, line, col, kind, _flags = recs.unpack(RECORD, "site record")
+            tid, f, fn, line, col, kind, flags = recs.unpack(RECORD, "site record")
             out.append(AllocSite(section_address + start + hsize + i * rsize, tid,
                                  strings.cstr_at(f, "file name") if f else "",
                                  strings.cstr_at(fn, "function name") if fn else "",
-                                 line, col, KINDS.get(kind, f"kind{kind}"), module))
+                                 line, col, KINDS.get(kind, f"kind{kind}"), module, flags))
         c.seek(start + bsize)
     return out

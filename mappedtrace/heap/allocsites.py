@@ -24,6 +24,13 @@ chunk.  A word is accepted only when
   bigger than asked when the rest of a free chunk would be smaller than
   ``MINSIZE``; such an object's site is not found (it counts as without one).
 
+An allocation wrapper named by ``--alloc-fn`` whose own ``malloc`` is a
+site too leaves two words: its caller's (the last of the wrapper's request)
+right before its own (the last of malloc's).  A word right before the word of
+a site whose result its function returns (flag ``SITE_RETURNED``) is taken
+instead when it names a call to a named wrapper (``SITE_WRAPPER_CALL``):
+the caller knows the type.
+
 Known imprecision (documented in FORMAT.md §4): a chunk freed and then
 allocated again *at the same address for the same size* by code without the
 maps (a library's ``malloc``) keeps the earlier site word where the new
@@ -39,7 +46,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..formats.allocsites import SITE_MIX, AllocSite
+from ..formats.allocsites import SITE_MIX, SITE_RETURNED, SITE_WRAPPER_CALL, AllocSite
 
 #: glibc x86-64: SIZE_SZ, MALLOC_ALIGNMENT, MINSIZE, page size (mmapped chunks)
 _SIZE_SZ = 8
@@ -51,6 +58,8 @@ _PAGE = 4096
 _ARENA_WORDS = 7
 #: most mmapped chunks searched (each over its last page)
 MAX_MMAPPED = 4096
+#: most nested allocation wrappers followed outward (a word before a wrapper's own word)
+MAX_WRAPPERS = 4
 
 
 @dataclass
@@ -109,6 +118,7 @@ def find_sites(table: SiteTable, starts: np.ndarray, sizes: np.ndarray, readable
     """
     n = len(starts)
     out = np.full(n, -1, np.int64)
+    at = np.zeros(n, np.uint64)          # offset of the word found
     if not len(table) or not n:
         return out
     starts = starts.astype(np.uint64)
@@ -127,6 +137,7 @@ def find_sites(table: SiteTable, starts: np.ndarray, sizes: np.ndarray, readable
             hit = _check(table, starts[cand], words(cand, off[cand]))
             ok = (hit >= 0) & ((slack[cand] == 0) | aligned[hit])
             out[cand[ok]] = hit[ok]
+            at[cand[ok]] = off[cand[ok]]
     # mmapped chunks (usable = page multiple - 16): the request ends in the last page
     mm = np.nonzero((out < 0) & readable & (sizes >= np.uint64(_PAGE - 2 * _SIZE_SZ))
                     & ((sizes + np.uint64(2 * _SIZE_SZ)) % np.uint64(_PAGE) == 0))[0][:MAX_MMAPPED]
@@ -142,4 +153,19 @@ def find_sites(table: SiteTable, starts: np.ndarray, sizes: np.ndarray, readable
         ok = np.nonzero(hit >= 0)[0]
         if len(ok):
             out[c] = hit[ok[0]]
+            at[c] = offs[ok[0]]
+    # an allocation wrapper's caller (--alloc-fn): its request, 8 bytes less than
+    # the wrapper's own, ends in a word right before the wrapper's word
+    returned = np.array([bool(s.flags & SITE_RETURNED) for s in table.sites] + [False], bool)
+    wcall = np.array([bool(s.flags & SITE_WRAPPER_CALL) for s in table.sites] + [False], bool)
+    for _ in range(MAX_WRAPPERS):
+        cand = np.nonzero((out >= 0) & returned[out] & (at >= np.uint64(8)))[0]
+        if not len(cand):
+            break
+        hit = _check(table, starts[cand], words(cand, at[cand] - np.uint64(8)))
+        ok = (hit >= 0) & wcall[hit]
+        if not ok.any():
+            break
+        out[cand[ok]] = hit[ok]
+        at[cand[ok]] -= np.uint64(8)
     return out
