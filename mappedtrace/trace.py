@@ -90,7 +90,7 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -101,6 +101,9 @@ from .graph import (EDGE_DTYPE, EDGE_EXACT, EDGE_TYPEDSCAN, EDGE_UNREACHED, EDGE
 from .formats.mtmap import SLOT_CONSERVATIVE, SLOT_FUNCTION, SLOT_UNTYPED, SLOT_WEAK, TYPE_FLEX  # mirrored in _mark.c
 from .roots import Root
 from .target.base import new_buffer
+
+if TYPE_CHECKING:
+    from .heap.allocsites import SiteTable
 
 
 # node state bits (mirrored in _mark.c)
@@ -1055,7 +1058,7 @@ class _NumpyMarker:
 # --------------------------------------------------------------------------
 def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict[int, Any] | None,
          *, mode: str = "precise", kernel: str = "auto",
-         frames: tuple[int, int] = (0, 0), sites=None) -> HeapGraph:
+         frames: tuple[int, int] = (0, 0), sites: "SiteTable | None" = None) -> HeapGraph:
     """Mark the heap from ``roots`` and build the object graph.
 
     :param target: a :class:`mappedtrace.target.base.Target` (only ``read``
@@ -1109,7 +1112,7 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     return g
 
 
-def _node_sites(heap: _Heap, tt: _Types, sites) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _node_sites(heap: _Heap, tt: _Types, sites: "SiteTable | None") -> tuple[np.ndarray | None, np.ndarray | None]:
     """(site index per node or -1, site type index per node or -1); (None, None) without sites."""
     if sites is None or not len(sites):
         return None, None
@@ -1119,7 +1122,7 @@ def _node_sites(heap: _Heap, tt: _Types, sites) -> tuple[np.ndarray | None, np.n
     return node_site, stype[node_site]           # index -1 picks the trailing -1
 
 
-def _add_sites(g: HeapGraph, tt: _Types, sites, node_site: np.ndarray, site_type: np.ndarray,
+def _add_sites(g: HeapGraph, tt: _Types, sites: "SiteTable", node_site: np.ndarray, site_type: np.ndarray,
                out: _MarkOut) -> None:
     """The sites into the graph, site types as names where the marker gave
     none, and the precision figures of the sites."""
