@@ -343,6 +343,28 @@ def test_site_word_rules() -> None:
     assert find_sites(table, starts, sizes, np.ones(6, bool), rd)[4] == -1
 
 
+def test_wrapper_word_rule() -> None:
+    """A word right before a wrapper's own word (a RETURNED site) names the
+    wrapper's caller when it is a WRAPPER_CALL site; before any other site's
+    word, or naming another kind of site, it is ignored."""
+    inner = fas.AllocSite(0x500018, 0, "w.c", "xmalloc", 3, 1, "malloc", flags=fas.SITE_RETURNED)
+    plain = fas.AllocSite(0x500030, 0, "a.c", "f", 4, 1, "malloc")
+    caller = fas.AllocSite(0x500048, 7, "a.c", "main", 9, 1, "malloc", flags=fas.SITE_WRAPPER_CALL)
+    other = fas.AllocSite(0x500060, 7, "a.c", "g", 10, 1, "malloc")
+    table = SiteTable(np.array([x.address for x in (inner, plain, caller, other)], np.uint64),
+                      [inner, plain, caller, other])
+    starts = np.array([0x1000, 0x2000, 0x3000], np.uint64)
+    sizes = np.array([40, 40, 40], np.uint64)
+    words = {(0, 32): _site_word(0x1000, inner.address), (0, 24): _site_word(0x1000, caller.address),
+             (1, 32): _site_word(0x2000, plain.address), (1, 24): _site_word(0x2000, caller.address),
+             (2, 32): _site_word(0x3000, inner.address), (2, 24): _site_word(0x3000, other.address)}
+
+    def rd(nodes, offs):
+        return np.array([words.get((int(n), int(o)), 0) for n, o in zip(nodes, offs)], np.uint64)
+
+    assert find_sites(table, starts, sizes, np.ones(3, bool), rd).tolist() == [2, 1, 0]
+
+
 def _block(n: int = 1, version: int = 1, magic: int = fas.MAGIC, record_size: int = 24) -> bytes:
     strings = b"\0a.c\0f\0"
     soff = 32 + record_size * n

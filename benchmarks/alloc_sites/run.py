@@ -10,11 +10,13 @@
   16-byte binary-trees node alone);
 * **heap bytes typed** on live programs, with and without ``--alloc-sites``:
   the Lua 5.4 interpreter holding 20 000 tables (tests/real_programs/hold.lua)
-  and the SQLite shell holding a 20 000-row in-memory table (hold.sql), each
-  analysed by ``mappedtrace leaks PID --json`` while it waits.
+  the SQLite shell holding a 20 000-row in-memory table (hold.sql), and jq
+  1.6 in the middle of parsing a 20 000-element array (``sites`` names jq's
+  allocation wrappers with ``--alloc-fn``), each analysed by ``mappedtrace
+  leaks PID --json`` while it waits.
 
     PYTHONPATH=. .venv/bin/python benchmarks/alloc_sites/run.py [--rounds 3] [--depth 14]
-        [--live lua,sqlite] [--json FILE]
+        [--live lua,sqlite,jq] [--json FILE]
 
 Lua and SQLite come from the Debian sources (scripts/fetch_sources.sh; SQLite's
 amalgamation from the real-program tests' cache, or made with tclsh).
@@ -145,6 +147,62 @@ def sqlite_exe(work: Path, variant: str) -> Path:
                  [*SQLITE_CFLAGS, f"-I{amal}"], ["-lm"])
 
 
+#: jq's allocation wrappers (src/jv_alloc.h): freed by jv_mem_free, without their size
+JQ_ALLOC_FNS = ("jv_mem_alloc,jv_mem_alloc_unguarded,jv_mem_calloc:calloc,jv_mem_calloc_unguarded:calloc,"
+                "jv_mem_realloc:realloc")
+
+
+def jq_exe(work: Path, variant: str, wrappers: bool = True) -> Path:
+    """jq 1.6 (Debian source) as benchmarks/soundness builds it; ``sites`` also
+    names jq's allocation wrappers (``--alloc-fn``)."""
+    tree = work / f"jq-{variant}"
+    if not tree.exists():
+        shutil.copytree(_tree("jq"), tree, symlinks=True)
+    cc_ = " ".join(cc(variant) + ([f"--alloc-fn={JQ_ALLOC_FNS}"] if variant == "sites" and wrappers else []))
+    run(["autoreconf", "-fi"], tree)
+    run(["./configure", "--disable-shared", "--enable-static", "--disable-docs", "--disable-maintainer-mode",
+         "--disable-valgrind", "--with-oniguruma=yes", f"CC={cc_}", "CFLAGS=-O2"], tree)
+    run(["make", "-j2", "src/builtin.inc", "src/version.h"], tree)
+    run(["make", "-j2", "jq"], tree)
+    return tree / "jq"
+
+
+def jq_live(exe: Path, work: Path, name: str) -> dict:
+    """jq in the middle of parsing a 20 000-element array (benchmarks/soundness's
+    live-parse case): blocked in read(), holding ~140 000 jv objects."""
+    p = subprocess.Popen([str(exe), "-c", ".[0]"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    try:
+        p.stdin.write(b"[" + b",".join(json.dumps({f"k{i}": [i, "s" * (i % 40), {"x": i * 1.5, "y": None}]}).encode()
+                                       for i in range(20000)) + b",")
+        p.stdin.flush()
+        time.sleep(3)
+        js = work / f"{name}.json"
+        r = subprocess.run([*MT, "leaks", str(p.pid), "--json", str(js)], capture_output=True, text=True,
+                           timeout=1800)
+        if not js.exists():
+            raise RuntimeError(f"leaks {name}: {r.stderr[-2000:]}")
+        rep = json.loads(js.read_text())
+        out, _ = p.communicate(b"1]\n", timeout=600)
+        if not out.startswith(b'{"k0":'):
+            raise RuntimeError(f"jq's output after the check is wrong: {out[:80]!r}")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return _figures(rep)
+
+
+def _figures(rep: dict) -> dict:
+    pr = rep["precision"]
+    keys = ("objects", "objects_typed", "heap_bytes", "heap_bytes_typed", "objects_with_site",
+            "objects_with_site_type", "objects_typed_by_site", "heap_bytes_typed_by_site")
+    out = {k: pr.get(k, 0) for k in keys}
+    out["typed_pct"] = round(100.0 * pr["heap_bytes_typed"] / max(1, pr["heap_bytes"]), 2)
+    out["leaked_objects"] = rep["summary"]["leaked_objects"]
+    return out
+
+
 def live_figures(cmd: list[str], feed: str | None, work: Path, name: str) -> dict:
     """Start the program, wait for its 'ready' line, ``leaks PID --json``, let it finish."""
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -167,13 +225,7 @@ def live_figures(cmd: list[str], feed: str | None, work: Path, name: str) -> dic
         if p.poll() is None:
             p.kill()
             p.wait()
-    pr = rep["precision"]
-    keys = ("objects", "objects_typed", "heap_bytes", "heap_bytes_typed", "objects_with_site",
-            "objects_with_site_type", "objects_typed_by_site", "heap_bytes_typed_by_site")
-    out = {k: pr.get(k, 0) for k in keys}
-    out["typed_pct"] = round(100.0 * pr["heap_bytes_typed"] / max(1, pr["heap_bytes"]), 2)
-    out["leaked_objects"] = rep["summary"]["leaked_objects"]
-    return out
+    return _figures(rep)
 
 
 def bench_live(work: Path, which: list[str]) -> dict:
@@ -181,7 +233,9 @@ def bench_live(work: Path, which: list[str]) -> dict:
     for prog in which:
         for v in ("maps", "sites"):
             print(f"  {prog} {v}: building", flush=True)
-            if prog == "lua":
+            if prog == "jq":
+                fig = jq_live(jq_exe(work, v), work, f"jq-{v}")
+            elif prog == "lua":
                 exe = lua_exe(work, v)
                 rt = ROOT / "tests" / "real_programs"
                 fig = live_figures([str(exe), str(rt / "hold.lua"), str(rt / "workload.lua")], None, work,
@@ -198,7 +252,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--depth", type=int, default=14, help="binary_trees depth under callgrind")
-    ap.add_argument("--live", default="", help="comma-separated: lua, sqlite")
+    ap.add_argument("--live", default="", help="comma-separated: lua, sqlite, jq")
     ap.add_argument("--skip-ir", action="store_true")
     ap.add_argument("--json", default=str(HERE / "results.json"))
     a = ap.parse_args()
