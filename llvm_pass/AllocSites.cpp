@@ -179,6 +179,9 @@ private:
 };
 
 void SiteWriter::collect(Function &F) {
+  // A wrapper named by --alloc-fn: its callers pad and mark, so its own
+  // allocation (the one it returns) does not pad again (one word per object).
+  bool IsWrapper = wrappers().count(F.getName()) != 0;
   DenseMap<Value *, const DIType *> ValueDI;
   DenseMap<AllocaInst *, const DILocalVariable *> AllocaVar;
   bool Typed = false;
@@ -196,8 +199,11 @@ void SiteWriter::collect(Function &F) {
         Typed = true;
       }
       Site S{CI, K, Flags};
-      if (returned(CI))
+      if (returned(CI)) {
+        if (IsWrapper)
+          continue;
         S.Flags |= FReturned;
+      }
       if (const DIType *T = resultType(CI, ValueDI, AllocaVar)) {
         S.Type = TT.pointeeIdOf(T);
         // a constant request smaller than the type: not an object of it

@@ -1,5 +1,8 @@
 /* wrap_alloc.c — allocation wrappers (named with --alloc-fn by the test):
- * they pass the size through to malloc/realloc and return its pointer. */
+ * they pass the size through and return the allocator's pointer.  xmalloc
+ * calls malloc itself (its allocation is then no site: its callers mark the
+ * object); xrealloc goes through a helper that is no named wrapper (its
+ * realloc is a site: the object holds two words, the caller's first). */
 #include <stdlib.h>
 
 void *xmalloc(size_t n)
@@ -10,9 +13,14 @@ void *xmalloc(size_t n)
     return p;
 }
 
+__attribute__((noinline)) static void *try_realloc(void *p, size_t n)
+{
+    return realloc(p, n);
+}
+
 void *xrealloc(void *p, size_t n)
 {
-    void *q = realloc(p, n);
+    void *q = try_realloc(p, n);
     if (!q && n)
         abort();
     return q;
