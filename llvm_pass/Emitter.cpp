@@ -358,6 +358,8 @@ void Emitter::insertLoopPoint(const MapSite &S) {
 void Emitter::run() {
   // Before any type id is made: the layouts get the STORED words first.
   findPointerStores(M, TT, StoredGlobals);
+  if (allocSitesEnabled())
+    recordAllocSites(M, TT, FAM);
   for (Function &F : M) {
     if (!isCandidate(F))
       continue;

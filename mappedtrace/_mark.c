@@ -126,6 +126,8 @@ struct mt_out {
     int64_t nunreached;        /*   edges of the leak scan */
     uint64_t counters[8];      /* 0 dangling, 1 static, 2 typed words, 3 conservative words,
                                   4 unreadable chunks, 5 out of memory */
+    const int64_t *site_type;  /* per node: type index of its allocation site, -1 none;
+                                  NULL: no sites (trace.py "Allocation sites") */
 };
 
 /* The node records from the columns (one pass; numpy field by field took
@@ -433,6 +435,13 @@ static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
                  struct mt_queue *q, int64_t d, int64_t ti, uint64_t doff)
 {
     struct mt_node *x = &h->nodes[d];
+    /* first reached: its allocation site's type comes first, as a typed
+     * pointer to its start would (the pointer that reached it is visited next) */
+    if (!(x->state & ST_REACHED) && o->site_type && o->site_type[d] >= 0) {
+        x->state |= ST_REACHED;
+        if (visit(h, t, o, q, d, o->site_type[d], 0))
+            return -1;
+    }
     x->state |= ST_REACHED;
     if (ti < 0) {
         x->state |= ST_UNKNOWN;

@@ -36,6 +36,7 @@ struct mt_types {
 };
 struct mt_out {
     int32_t *scalar_type; int64_t nedges, nexact, ntcons, ncons, nunreached; uint64_t counters[8];
+    const int64_t *site_type;
 };
 void mt_nodes_init(struct mt_node *nodes, int64_t n, const uint64_t *starts, const uint64_t *sizes,
                    const uint64_t *ptrs);

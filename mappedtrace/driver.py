@@ -17,9 +17,14 @@ other argument through untouched:
   LLVM IR at link time; ``-C relocation-model=static`` and ``-no-pie``;
   ``-g`` unless the user set a debug-info level.
 
-Both take one option of their own, ``--settle-points`` (removed before the
-compiler sees the arguments): loop map points for ``snapshot --settle``, off
-by default (``MAPPEDTRACE_LOOP_POINTS=1`` does the same).
+Both take options of their own (removed before the compiler sees the
+arguments): ``--settle-points``, loop map points for ``snapshot --settle``,
+off by default (``MAPPEDTRACE_LOOP_POINTS=1`` does the same); and
+``--alloc-sites``, the allocation site of every object from a direct
+``malloc``/``calloc``/``realloc``/``aligned_alloc`` call, recorded in a word
+at the object's end (``MAPPEDTRACE_ALLOC_SITES=1``; Rust allocates through
+``__rust_alloc`` in a standard library built without the pass, so a Rust
+build records no sites).
 
 The commands exit with the compiler's exit code.  ``MAPPEDTRACE_VERBOSE=1``
 prints the command line on stderr.
@@ -185,20 +190,51 @@ _REGALLOC_RETRIES = (
 
 #: the driver's own flag: loop map points for ``snapshot --settle`` (off by default)
 SETTLE_POINTS_FLAG = "--settle-points"
+#: the driver's own flag: record the allocation site of every object (off by default)
+ALLOC_SITES_FLAG = "--alloc-sites"
+#: the driver's own option: allocation wrappers whose calls are sites (``--alloc-fn=NAME[:KIND],…``)
+ALLOC_FN_FLAG = "--alloc-fn"
+#: each flag of the drivers' own and the environment the pass reads for it
+_DRIVER_FLAGS = {SETTLE_POINTS_FLAG: ("MAPPEDTRACE_LOOP_POINTS", "1"),
+                 ALLOC_SITES_FLAG: ("MAPPEDTRACE_ALLOC_SITES", "1")}
 
 
 def settle_points_env(args: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Take the driver's ``--settle-points`` out of ``args``.
+    """Take the driver's own flags out of ``args``.
 
-    :returns: the arguments for the compiler and the environment the pass
-        reads (``MAPPEDTRACE_LOOP_POINTS=1``: a zero-byte map point at the
-        header of every loop without a call, so ``snapshot --settle`` can step
-        a thread in such a loop to a map point; off by default because it
-        costs instructions in tight loops).
+    * ``--settle-points``: ``MAPPEDTRACE_LOOP_POINTS=1``, a zero-byte map
+      point at the header of every loop without a call, so ``snapshot
+      --settle`` can step a thread in such a loop to a map point; off by
+      default because it costs instructions in tight loops.
+    * ``--alloc-sites``: ``MAPPEDTRACE_ALLOC_SITES=1``, every direct call to
+      malloc, calloc, realloc or aligned_alloc records its site (type, file,
+      line, function) in a word at the end of the object it allocates
+      (llvm_pass/AllocSites.cpp, FORMAT.md §4); off by default: it costs 8
+      bytes per object and a few instructions per allocation.
+    * ``--alloc-fn=NAME[:KIND][,…]`` (implies ``--alloc-sites``): calls to
+      the allocation wrapper NAME are sites too, KIND ``malloc`` (the
+      default: ``NAME(size)``), ``calloc`` (``NAME(n, size)``) or ``realloc``
+      (``NAME(ptr, size)``).  The wrapper is asked for 8 bytes more: it must
+      return memory that is freed without its size (Redis's ``zmalloc``,
+      jq's ``jv_mem_alloc``, an ``xmalloc``), never a size-class pool's.
+
+    :returns: the arguments for the compiler and the environment the pass reads.
+    :raises ToolchainError: an ``--alloc-fn`` KIND that is none of these.
     """
-    if SETTLE_POINTS_FLAG not in args:
-        return list(args), {}
-    return [a for a in args if a != SETTLE_POINTS_FLAG], {"MAPPEDTRACE_LOOP_POINTS": "1"}
+    env = {_DRIVER_FLAGS[a][0]: _DRIVER_FLAGS[a][1] for a in args if a in _DRIVER_FLAGS}
+    fns: list[str] = []
+    for a in args:
+        if a.startswith(ALLOC_FN_FLAG + "="):
+            for item in filter(None, a.split("=", 1)[1].split(",")):
+                name, _, kind = item.partition(":")
+                if kind not in ("", "malloc", "calloc", "realloc") or not name:
+                    raise ToolchainError(f"{ALLOC_FN_FLAG}: {item!r} is not NAME[:malloc|calloc|realloc]",
+                                         hint="e.g. --alloc-fn=zmalloc,zrealloc:realloc")
+                fns.append(f"{name}:{kind or 'malloc'}")
+    if fns:
+        env["MAPPEDTRACE_ALLOC_SITES"] = "1"
+        env["MAPPEDTRACE_ALLOC_FNS"] = ",".join(fns)
+    return [a for a in args if a not in _DRIVER_FLAGS and not a.startswith(ALLOC_FN_FLAG + "=")], env
 
 
 def run_cc(args: list[str], compiler: str = "clang-22") -> int:

@@ -108,6 +108,12 @@ class Precision:
     pointers_to_static: int = 0
     typed_words_read: int = 0
     unreadable_objects: int = 0
+    #: allocation sites (a ``--alloc-sites`` build): chunks whose site word was found,
+    #: those whose site has a type, the typed ones whose type is their site's, and their typed bytes
+    objects_with_site: int = 0
+    objects_with_site_type: int = 0
+    objects_typed_by_site: int = 0
+    heap_bytes_typed_by_site: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -144,6 +150,15 @@ class HeapGraph:
     _edge_maker: Any = field(default=None, repr=False)
     #: how a live process was captured (mode, pause_ms…: session.capture_figures); None otherwise
     capture: dict | None = None
+    #: allocation sites (``--alloc-sites`` builds): the sites, and per node an index into them (-1 none)
+    sites: list = field(default_factory=list)
+    node_site: np.ndarray | None = field(default=None, repr=False)
+
+    def site_of(self, i: int):
+        """The :class:`~mappedtrace.formats.allocsites.AllocSite` of node ``i``, or None."""
+        if self.node_site is None or self.node_site[i] < 0:
+            return None
+        return self.sites[int(self.node_site[i])]
 
     @property
     def edges(self) -> np.ndarray:

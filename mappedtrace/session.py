@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .formats.maps import BinaryMaps
 from .formats.maps_cache import load_cached
+from .heap.allocsites import SiteTable
 from .modules import ModuleMap, _elf_first_load
 from .roots import Root, RootCollector, RootSet
 from .target.base import Target
@@ -255,9 +256,11 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True,
 
     t0 = time.perf_counter()
     types = merged_types(cache.maps)
+    sites = SiteTable.of(modules, cache.maps)
     graph = mark(target, heap, rootset.roots, types,
                  mode="conservative" if roots_mode == "conservative" else "precise",
-                 frames=(rootset.stats.frames_exact, rootset.stats.frames_conservative))
+                 frames=(rootset.stats.frames_exact, rootset.stats.frames_conservative),
+                 sites=sites if len(sites) else None)
     timings["mark"] = time.perf_counter() - t0
 
     without = modules_without_maps(target, modules, cache.maps, rootset)

@@ -66,6 +66,18 @@ Phases
        leak analysis sees the shape of leaked structures (edges flagged
        ``EDGE_UNREACHED``; they reach nothing).
 
+Allocation sites (``mappedtrace cc --alloc-sites``, :mod:`mappedtrace.heap.allocsites`)
+    A chunk whose site word names a site of known type ``T`` is visited with
+    ``T`` at offset 0 when it is *first reached* in phase 1, before the
+    pointer that reached it: the site counts as one more typed pointer to
+    its start, with every rule above (a different pointer-bearing type makes
+    it ambiguous; the bytes after ``T`` are its tail).  A site never makes a
+    chunk reachable.  Chunks reached only by the conservative closure
+    (phase 2) are scanned conservatively as before; their site type, and that
+    of unreached chunks, only names them (``type_ids``, ``how`` unchanged).
+    ``Precision.objects_typed_by_site`` counts the typed chunks whose type is
+    their site's.
+
 ``mode="conservative"`` is the LeakSanitizer baseline: every root range
 scanned word by word, every root value and every reached chunk untyped.
 
@@ -78,7 +90,7 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -89,6 +101,9 @@ from .graph import (EDGE_DTYPE, EDGE_EXACT, EDGE_TYPEDSCAN, EDGE_UNREACHED, EDGE
 from .formats.mtmap import SLOT_CONSERVATIVE, SLOT_FUNCTION, SLOT_UNTYPED, SLOT_WEAK, TYPE_FLEX  # mirrored in _mark.c
 from .roots import Root
 from .target.base import new_buffer
+
+if TYPE_CHECKING:
+    from .heap.allocsites import SiteTable
 
 
 # node state bits (mirrored in _mark.c)
@@ -677,7 +692,8 @@ def _segments(heap: _Heap) -> np.ndarray:
     return segs
 
 
-def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _MarkOut:
+def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool,
+           site_type: np.ndarray | None = None) -> _MarkOut:
     ffi, lib = mod.ffi, mod.lib
     keep: list[Any] = []
 
@@ -722,6 +738,8 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
     sc = np.full(n, -1, np.int32)
     o = ffi.new("struct mt_out *")
     o.scalar_type = p(sc, "int32_t *")
+    if site_type is not None and not conservative and n:
+        o.site_type = p(site_type.astype(np.int64), "int64_t *")
     rc = lib.mt_mark(h, t, o, len(rs.init_node), p(rs.init_node, "int64_t *"),
                      p(rs.init_type, "int64_t *"), p(rs.init_off, "uint64_t *"), int(conservative))
     if rc != 0:
@@ -755,8 +773,9 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool) -> _
 class _NumpyMarker:
     """The fallback marker: the phases of ``_mark.c`` level by level, vectorised."""
 
-    def __init__(self, heap: _Heap, tt: _Types, conservative: bool):
+    def __init__(self, heap: _Heap, tt: _Types, conservative: bool, site_type: np.ndarray | None = None):
         self.h, self.t, self.cons = heap, tt, conservative
+        self.site = None if conservative else site_type
         n = heap.n
         self.state = np.zeros(n, np.uint8)
         self.type = np.full(n, -1, np.int64)
@@ -764,8 +783,22 @@ class _NumpyMarker:
         self.edges: list[np.ndarray] = []
         self.counters = [0] * 8
 
+    def _with_sites(self, d: np.ndarray, ti: np.ndarray, doff: np.ndarray):
+        """The candidates with each first-reached node's site type (offset 0)
+        put right before its first candidate (``visit`` in _mark.c)."""
+        if self.site is None or not len(d):
+            return d, ti, doff
+        fresh = np.nonzero(((self.state[d] & ST_REACHED) == 0) & (self.site[d] >= 0))[0]
+        if not len(fresh):
+            return d, ti, doff
+        _, first = np.unique(d[fresh], return_index=True)
+        pos = np.sort(fresh[first])
+        return (np.insert(d, pos, d[pos]), np.insert(ti, pos, self.site[d[pos]]),
+                np.insert(doff, pos, np.zeros(len(pos), doff.dtype)))
+
     # the visit rule, applied to candidates in order; returns newly typed nodes in order
     def _visit(self, d: np.ndarray, ti: np.ndarray, doff: np.ndarray) -> np.ndarray:
+        d, ti, doff = self._with_sites(d, ti, doff)
         st, t = self.state, self.t
         st[d] |= ST_REACHED
         unknown = ti < 0
@@ -939,6 +972,11 @@ class _NumpyMarker:
     def _visit1(self, c: int, ti: int, doff: int) -> bool:
         """The visit rule for one candidate (as ``visit`` in _mark.c); True if c is to be scanned."""
         st, t = self.state, self.t
+        if self.site is not None and not st[c] & ST_REACHED and self.site[c] >= 0:
+            st[c] |= ST_REACHED
+            if self._visit1(c, int(self.site[c]), 0):
+                self._visit1(c, ti, doff)
+                return True
         st[c] |= ST_REACHED
         if ti < 0:
             st[c] |= ST_UNKNOWN
@@ -1039,7 +1077,7 @@ class _NumpyMarker:
 # --------------------------------------------------------------------------
 def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict[int, Any] | None,
          *, mode: str = "precise", kernel: str = "auto",
-         frames: tuple[int, int] = (0, 0)) -> HeapGraph:
+         frames: tuple[int, int] = (0, 0), sites: "SiteTable | None" = None) -> HeapGraph:
     """Mark the heap from ``roots`` and build the object graph.
 
     :param target: a :class:`mappedtrace.target.base.Target` (only ``read``
@@ -1055,6 +1093,8 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
         :class:`mappedtrace.roots.RootStats` counts them (the one definition: every
         unwound frame, decoded with the maps or scanned); the roots alone cannot
         tell, since a frame with no live pointer yields no root.
+    :param sites: a :class:`mappedtrace.heap.allocsites.SiteTable` (None: no
+        allocation sites): each chunk's site is read from its site word.
     :returns: a :class:`mappedtrace.graph.HeapGraph`.
     :raises BadData: chunks overlap or are misaligned, a root has an unknown kind.
     """
@@ -1070,6 +1110,7 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     tt = _compile_types(types)
     warnings = list(heap.warnings)
     rs = _scan_roots(target, heap, tt, list(roots), conservative, warnings)
+    node_site, site_type = _node_sites(heap, tt, sites)
     mod = None
     if kernel in ("auto", "c"):
         from . import _markkernel
@@ -1077,15 +1118,53 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
         if mod is None and kernel == "c":
             raise MappedTraceError("the C marking kernel is not available (no C compiler?)",
                                    hint="use kernel='numpy'")
-    out = _run_c(mod, heap, tt, rs, conservative) if mod is not None \
-        else _NumpyMarker(heap, tt, conservative).run(rs)
+    out = _run_c(mod, heap, tt, rs, conservative, site_type) if mod is not None \
+        else _NumpyMarker(heap, tt, conservative, site_type).run(rs)
     t_mark = time.perf_counter()
     g = _build_graph(heap, tt, types, list(roots), rs, out, mode,
                      "c" if mod is not None else "numpy", warnings)
+    if sites is not None and len(sites):
+        _add_sites(g, tt, sites, node_site, site_type, out)
     g.precision.__dict__.update(frames_exact=frames[0], frames_conservative=frames[1],
                                 read_s=round(t_read - t0, 6), mark_s=round(t_mark - t_read, 6),
                                 total_s=round(time.perf_counter() - t0, 6))
     return g
+
+
+def _node_sites(heap: _Heap, tt: _Types, sites: "SiteTable | None") -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(site index per node or -1, site type index per node or -1); (None, None) without sites."""
+    if sites is None or not len(sites):
+        return None, None
+    from .heap.allocsites import find_sites
+    node_site = find_sites(sites, heap.starts, heap.sizes, heap.memoff >= 0, heap.words)
+    stype = np.array([tt.idx(int(t)) for t in sites.type_ids.tolist()] + [-1], np.int64)
+    return node_site, stype[node_site]           # index -1 picks the trailing -1
+
+
+def _add_sites(g: HeapGraph, tt: _Types, sites: "SiteTable", node_site: np.ndarray, site_type: np.ndarray,
+               out: _MarkOut) -> None:
+    """The sites into the graph, site types as names where the marker gave
+    none, and the precision figures of the sites."""
+    g.sites = list(sites.sites)
+    g.node_site = node_site
+    has = node_site >= 0
+    known = np.array([int(t) in g.types for t in sites.type_ids.tolist()] + [False], bool)
+    sid = np.append(sites.type_ids, np.uint64(0))[node_site]
+    named = has & (g.type_ids == 0) & known[node_site]
+    g.type_ids = np.where(named, sid, g.type_ids).astype(np.uint64)
+    typed = g.how == HOW_TYPED
+    st = out.state
+    # typed by the marker with the site's type (the site was visited first: its type won)
+    mtype = np.where((st & ST_TYPED) != 0, out.type, out.scalar_type)
+    by_site = typed & ~g.ambiguous & (site_type >= 0) & (mtype == site_type)
+    p = g.precision
+    p.objects_with_site = int(np.count_nonzero(has))
+    p.objects_with_site_type = int(np.count_nonzero(has & (sid != 0)))
+    p.objects_typed_by_site = int(np.count_nonzero(by_site))
+    if by_site.any():
+        idx = np.nonzero(by_site)[0]
+        ts = tt.tail_start(site_type[idx], g.sizes[idx])
+        p.heap_bytes_typed_by_site = int(np.minimum(ts, g.sizes[idx]).sum())
 
 
 def _edges_sorted(e: np.ndarray) -> bool:

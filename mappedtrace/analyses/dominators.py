@@ -295,6 +295,15 @@ class TypeRow:
 
 
 @dataclass
+class SiteRow:
+    site: str                 # "file:line in function" ("" for objects without a site)
+    type: str                 # the site's type ("" unknown)
+    objects: int
+    shallow_bytes: int
+    retained_bytes: int       # retained by the site's objects that no other object of it dominates
+
+
+@dataclass
 class HolderRow:
     holder: str               # e.g. "global cache", "thread 4242 #1 main"
     kind: str                 # "global" | "tls" | "frame" | "stack" | "other"
@@ -419,6 +428,33 @@ def preorder(parent: np.ndarray, root: int, sizes: np.ndarray, *, kernel: str = 
             up = nxt
     pos[up != root] = -1
     return pos
+
+
+def by_site(graph: HeapGraph, dom: DominatorTree) -> list[SiteRow]:
+    """:func:`by_type` by allocation site (a ``--alloc-sites`` build): per
+    site, the reached objects it allocated, their bytes, and what its topmost
+    ones retain; objects without a site are one row (site "").  Empty for a
+    graph without sites."""
+    if graph.node_site is None or not len(graph.sites):
+        return []
+    n = len(graph)
+    idx = np.flatnonzero(dom.reached[:n])
+    k = len(graph.sites) + 1
+    lab = np.where(graph.node_site >= 0, graph.node_site, k - 1).astype(np.int64)
+    lid = np.full(dom.digraph.n_vertices, -1, np.int64)
+    lid[:n] = lab
+    top = _topmost_of_label(dom, lid, idx)
+    li = lab[idx]
+    objects = np.bincount(li, minlength=k)
+    shallow = np.rint(np.bincount(li, weights=graph.sizes[idx].astype(np.float64), minlength=k)).astype(np.int64)
+    ret = np.rint(np.bincount(li[top], weights=dom.retained[idx][top].astype(np.float64),
+                              minlength=k)).astype(np.int64)
+    rows = []
+    for j in np.flatnonzero(objects).tolist():
+        s = graph.sites[j] if j < k - 1 else None
+        tname = graph.type_name(s.type_id) if s is not None and s.type_id in graph.types else ""
+        rows.append(SiteRow(s.where if s is not None else "", tname, int(objects[j]), int(shallow[j]), int(ret[j])))
+    return sorted(rows, key=lambda r: (-r.retained_bytes, -r.shallow_bytes, r.site))
 
 
 def _topmost_of_label(dom: "DominatorTree", lid: np.ndarray, idx: np.ndarray) -> np.ndarray:

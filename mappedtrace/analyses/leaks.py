@@ -18,7 +18,8 @@ conservative (a leaked object's type is not known from the roots): a stale
 word inside a leaked object can make a direct leak look indirect, never the
 reverse.
 
-Type of a leaked object, in order: its own type (if the graph typed it); a
+Type of a leaked object, in order: its own type (if the graph typed it, or
+named it by its allocation site in a ``--alloc-sites`` build: "site"); a
 typed pointer slot of another leaked object whose type is known, pointing at
 its first byte ("pointer"); else a unique struct of the type table whose
 malloc usable size equals the chunk's and whose pointer slots all hold null
@@ -62,13 +63,15 @@ class Leak:
     node: int                 # index in the graph
     structure: int            # index in LeakReport.structures
     type_id: int = 0
-    type_source: str = ""     # "own" | "pointer" | "size" | "" (unknown)
+    type_source: str = ""     # "own" | "site" | "pointer" | "size" | "" (unknown)
     preview: str = ""
+    #: where it was allocated (``file:line in function``; "" unknown or not a --alloc-sites build)
+    site: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"address": self.address, "size": self.size, "type": self.type, "kind": self.kind,
                 "structure": self.structure, "type_source": self.type_source or "unknown",
-                "preview": self.preview}
+                "preview": self.preview, "site": self.site or None}
 
 
 @dataclass
@@ -94,8 +97,11 @@ class _Columns:
 
     def __init__(self, addr: np.ndarray, size: np.ndarray, direct: np.ndarray, node: np.ndarray,
                  structure: np.ndarray, tid: np.ndarray, src: np.ndarray, code: np.ndarray,
-                 names: list[str], bounds: np.ndarray, previews: dict[int, str]):
+                 names: list[str], bounds: np.ndarray, previews: dict[int, str],
+                 site: np.ndarray | None = None, sites: list[str] | None = None):
         self.addr, self.size, self.direct, self.node = addr, size, direct, node
+        self.site = site if site is not None else np.full(len(addr), -1, np.int64)
+        self.sites = sites or []        # "file:line in function" of each site index
         self.structure, self.tid, self.src, self.code = structure, tid, src, code
         self.names = names              # type name of each code
         self.bounds = bounds            # structure k is rows bounds[k] .. bounds[k + 1]
@@ -105,7 +111,10 @@ class _Columns:
         return Leak(self.addr.item(i), self.size.item(i), self.names[self.code.item(i)],
                     "direct" if self.direct.item(i) else "indirect", self.node.item(i),
                     self.structure.item(i), self.tid.item(i), _Inferrer.SOURCES[self.src.item(i)],
-                    self.previews.get(i, ""))
+                    self.previews.get(i, ""), self.site_name(self.site.item(i)))
+
+    def site_name(self, k: int) -> str:
+        return self.sites[k] if k >= 0 else ""
 
     def structure_at(self, k: int) -> LeakStructure:
         lo, hi = self.bounds.item(k), self.bounds.item(k + 1)
@@ -194,6 +203,7 @@ class LeakReport:
         out = {"summary": dict(self.summary), "notes": list(self.notes),
                "leaks": [l.as_dict() for l in self.leaks],
                "structures": [s.as_dict() for s in self.structures],
+               "sites": self.to_dict_sites(),
                "precision": dict(self.precision), "warnings": list(self.warnings)}
         if self.capture is not None:
             out["capture"] = dict(self.capture)
@@ -201,7 +211,7 @@ class LeakReport:
 
     def leak_rows(self):
         """The values of :meth:`Leak.as_dict` of every leak, in order, as tuples
-        ``(address, size, type, kind, structure, type_source, preview)``,
+        ``(address, size, type, kind, structure, type_source, preview, site)``,
         without making the :class:`Leak` objects."""
         cols = getattr(self.leaks, "_cols", None)
         if cols is None:
@@ -209,11 +219,13 @@ class LeakReport:
                 d = l.as_dict()
                 yield tuple(d.values())
             return
-        names, prev, src = cols.names, cols.previews, _Inferrer.SOURCES
-        for i, (a, sz, c, dr, st, so) in enumerate(zip(cols.addr.tolist(), cols.size.tolist(), cols.code.tolist(),
-                                                       cols.direct.tolist(), cols.structure.tolist(),
-                                                       cols.src.tolist())):
-            yield (a, sz, names[c], "direct" if dr else "indirect", st, src[so] or "unknown", prev.get(i, ""))
+        names, prev, src, sn = cols.names, cols.previews, _Inferrer.SOURCES, cols.sites
+        for i, (a, sz, c, dr, st, so, si) in enumerate(zip(cols.addr.tolist(), cols.size.tolist(),
+                                                           cols.code.tolist(), cols.direct.tolist(),
+                                                           cols.structure.tolist(), cols.src.tolist(),
+                                                           cols.site.tolist())):
+            yield (a, sz, names[c], "direct" if dr else "indirect", st, src[so] or "unknown", prev.get(i, ""),
+                   sn[si] if si >= 0 else None)
 
     def structure_rows(self):
         """The values of :meth:`LeakStructure.as_dict` of every structure, in
@@ -237,6 +249,32 @@ class LeakReport:
             for c in code[lo:hi]:
                 types[names[c]] = types.get(names[c], 0) + 1
             yield (k, hi - lo, nbytes[k], [addr[i] for i in range(lo, hi) if direct[i]], types)
+
+    def to_dict_sites(self) -> list[dict[str, Any]]:
+        """``sites`` of the leak JSON: :meth:`by_site` as dicts."""
+        return [dict(zip(("site", "type", "objects", "bytes", "direct", "indirect"), r)) for r in self.by_site()]
+
+    def by_site(self) -> list[tuple[str, str, int, int, int, int]]:
+        """(site, type, objects, bytes, direct, indirect) per allocation site and
+        type, most bytes first; site "" for leaks without one.  Empty when no
+        leak has a site (a build without ``--alloc-sites``)."""
+        acc: dict[tuple[str, str], list[int]] = {}
+        cols = getattr(self.leaks, "_cols", None)
+        if cols is not None:
+            if not (cols.site >= 0).any():
+                return []
+            rows = zip(cols.site.tolist(), cols.code.tolist(), cols.size.tolist(), cols.direct.tolist())
+            it = ((cols.site_name(si), cols.names[c], sz, dr) for si, c, sz, dr in rows)
+        else:
+            it = ((l.site, l.type, l.size, l.kind == "direct") for l in self.leaks)
+        for site, t, sz, dr in it:
+            a = acc.setdefault((site, t), [0, 0, 0, 0])
+            a[0] += 1
+            a[1] += sz
+            a[2 if dr else 3] += 1
+        if not any(site for site, _ in acc):
+            return []
+        return sorted(((s, t, *v) for (s, t), v in acc.items()), key=lambda r: (-r[3], -r[2], r[0], r[1]))
 
     def by_type(self) -> list[tuple[str, int, int, int, int]]:
         """(type, objects, bytes, direct, indirect) per type, most bytes first."""
@@ -381,7 +419,7 @@ def _preview(data: bytes | None) -> str:
 class _Inferrer:
     """Type inference over the leaked objects, vectorised per type."""
 
-    SOURCES = ("", "own", "pointer", "size")
+    SOURCES = ("", "own", "pointer", "size", "site")
 
     def __init__(self, g: HeapGraph, unreached: np.ndarray):
         self.g = g
@@ -530,7 +568,11 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
     inf = _Inferrer(g, unreached)
     levels = max(1, infer_budget)
     own = np.nonzero(g.type_ids[unreached] != 0)[0]
-    inf.propagate(inf.assign(own, g.type_ids[unreached][own], 1), levels)
+    first = inf.assign(own, g.type_ids[unreached][own], 1)
+    # an unreached object is never typed by the marker: a type it has is its site's
+    if g.node_site is not None:
+        inf.src[first[g.node_site[unreached[first]] >= 0]] = 4
+    inf.propagate(first, levels)
     inf.propagate(inf.by_size(np.nonzero(direct)[0]), levels)
     inf.propagate(inf.by_size(np.arange(m)), levels)
 
@@ -572,8 +614,10 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
             us, inv_s = np.unique(size_o[~typed], return_inverse=True)
             code[~typed] = np.array([code_of(f"unk{int(x)}") for x in us.tolist()], np.int64)[inv_s]
         bounds = np.searchsorted(rank[order], np.arange(nstruct + 1))
+        site = g.node_site[unreached[order]] if g.node_site is not None else None
         cols = _Columns(addr[order].astype(np.int64), size_o, direct[order], unreached[order], rank[order],
-                        tid.astype(np.int64), src, code, names, bounds, {})
+                        tid.astype(np.int64), src, code, names, bounds, {},
+                        site, [s.where for s in getattr(g, "sites", [])])
         # previews of the first PREVIEW_LIMIT leaks whose type is unknown or guessed
         for i in np.flatnonzero(~typed | (src == 3))[:PREVIEW_LIMIT].tolist():
             data = g.object_bytes(cols.node.item(i), PREVIEW_BYTES)

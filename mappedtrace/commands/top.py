@@ -33,17 +33,17 @@ def heap_summary(graph, dom) -> dict:
 @max_memory_option
 @click.option("--width", type=int, default=None, help="Report width (columns).")
 def command(what: str, json_path: str | None, limit: int, roots_mode: str, width: int | None) -> int:
-    from ..analyses.dominators import by_holder, by_type, dominator_tree
+    from ..analyses.dominators import by_holder, by_site, by_type, dominator_tree
     from ..reporters import heap_report
 
     a = analyse_arg(what, roots_mode=roots_mode, leaks=False)
     dom = dominator_tree(a.graph)
-    types, holders = by_type(a.graph, dom), by_holder(a.graph, dom)
+    types, holders, sites = by_type(a.graph, dom), by_holder(a.graph, dom), by_site(a.graph, dom)
     summary = heap_summary(a.graph, dom)
     if json_path != "-":
-        heap_report.render_top(types, holders, summary, sys.stdout, limit=limit, width=width)
+        heap_report.render_top(types, holders, summary, sys.stdout, limit=limit, width=width, sites=sites)
     if json_path:
         with open_private(json_path) as f:
-            heap_report.to_json(heap_report.top_dict(types, holders, summary, limit), f)
+            heap_report.to_json(heap_report.top_dict(types, holders, summary, limit, sites), f)
     print_warnings(a.warnings)
     return 0

@@ -66,10 +66,11 @@ def command(what: str, query: str, max_paths: int, max_objects: int, json_path: 
         reached = bool(g.reached[i])
         paths = pf.paths(i, max_paths) if reached else []
         found.append((i, int(g.addresses[i]), pf._type(i), reached, paths))
+    sites = {i: g.site_of(i).where for i in nodes if g.site_of(i) is not None}
     if json_path != "-":
-        heap_report.render_why(query, found, sys.stdout, width=width)
+        heap_report.render_why(query, found, sys.stdout, width=width, sites=sites)
     if json_path:
         with open_private(json_path) as f:
-            heap_report.to_json(heap_report.why_dict(query, found), f)
+            heap_report.to_json(heap_report.why_dict(query, found, sites), f)
     print_warnings(a.warnings)
     return 0

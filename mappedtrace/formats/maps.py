@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import BadData
 from . import elf
+from . import allocsites as _as
 from . import mtmap as _mt
 from . import stackmap as _sm
 from .mtmap import (AllocaInfo, FunctionInfo, GlobalInfo, Slot, TypeInfo,  # noqa: F401 (re-exported API)
@@ -263,6 +264,8 @@ class BinaryMaps:
         self.tables: list[_sm.StackMapTable] = []
         self.chunks: list[_mt.Chunk] = []
         self.foreign_records = 0
+        #: allocation sites of a ``--alloc-sites`` build (``.mtsites``), record addresses link-time
+        self.sites: list[_as.AllocSite] = []
         self._by_fn: dict[int, list[int]] = {}
         self._starts: list[int] = []
         self._spans: list[tuple[int, int, FunctionInfo | None]] = []
@@ -303,6 +306,9 @@ class BinaryMaps:
             where = f"{path}: {_sm.SECTION}"
             self.tables = _sm.decode(sm.data, where)
             self._join_records(where, warn)
+        st = elf.section(path, _as.SECTION)
+        if st is not None and self.has_maps:
+            self.sites = _as.decode(st.data, f"{path}: {_as.SECTION}", st.addr)
         self.warnings.extend(warn.lines())
         self._join_functions()
         self._join_globals()

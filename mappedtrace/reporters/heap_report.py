@@ -18,15 +18,18 @@ from ..analyses.paths import RootPath
 from .leaks_report import _bytes, _console, _pct
 
 
-def top_dict(types: list[TypeRow], holders: list[HolderRow], summary: dict, limit: int) -> dict:
-    """The JSON document of ``mappedtrace top``."""
+def top_dict(types: list[TypeRow], holders: list[HolderRow], summary: dict, limit: int,
+             sites: list | None = None) -> dict:
+    """The JSON document of ``mappedtrace top`` (``sites``: rows of
+    :func:`~mappedtrace.analyses.dominators.by_site`, empty without sites)."""
     return {"summary": summary,
             "types": [asdict(r) for r in types[:limit]],
-            "holders": [asdict(r) for r in holders[:limit]]}
+            "holders": [asdict(r) for r in holders[:limit]],
+            "sites": [asdict(r) for r in (sites or [])[:limit]]}
 
 
 def render_top(types: list[TypeRow], holders: list[HolderRow], summary: dict, stream: IO[str], *,
-               limit: int = 20, width: int | None = None) -> None:
+               limit: int = 20, width: int | None = None, sites: list | None = None) -> None:
     """The histogram by type with retained bytes, then the biggest holders."""
     con = _console(stream, width)
     s = summary
@@ -50,28 +53,43 @@ def render_top(types: list[TypeRow], holders: list[HolderRow], summary: dict, st
         h.add_row(Text(r.holder), r.kind, str(r.roots), _bytes(r.retained_bytes),
                   "exact" if r.exact else "conservative")
     con.print(h)
+    if sites:
+        st = Table(title="by allocation site (retained: what freeing the site's topmost objects would free)",
+                   title_justify="left")
+        for c, j in (("allocated at", "left"), ("type", "left"), ("objects", "right"), ("shallow", "right"),
+                     ("retained", "right")):
+            st.add_column(c, justify=j, overflow="fold")
+        for r in sites[:limit]:
+            st.add_row(Text(r.site or "(no site)"), Text(r.type), str(r.objects), _bytes(r.shallow_bytes),
+                       _bytes(r.retained_bytes))
+        con.print(st)
     con.print(Text(f"precision: {s['edges_exact']} exact / {s['edges_conservative']} conservative edges; "
                    f"{s['conservative_edges_deferred']} conservative words into objects that exact roots "
                    f"hold were not counted as holding them (freeing such a holder may free less); "
                    f"objects typed {_pct(s['objects_typed'], s['objects_reached'])}"))
 
 
-def why_dict(query: str, found: list[tuple[int, int, str, bool, list[RootPath]]]) -> dict:
-    """The JSON document of ``mappedtrace why``."""
+def why_dict(query: str, found: list[tuple[int, int, str, bool, list[RootPath]]],
+             sites: dict[int, str] | None = None) -> dict:
+    """The JSON document of ``mappedtrace why`` (``sites``: node → where it
+    was allocated, in a ``--alloc-sites`` build)."""
     out = []
     for node, addr, typ, reached, paths in found:
         out.append({"node": node, "address": addr, "type": typ, "reachable": reached,
+                    "site": (sites or {}).get(node),
                     "paths": [{"root": p.source, "holder": p.holder, "root_exact": p.root_exact,
                                "exact": p.exact, "hops": [asdict(h) for h in p.hops]} for p in paths]})
     return {"query": query, "objects": out}
 
 
 def render_why(query: str, found: list[tuple[int, int, str, bool, list[RootPath]]], stream: IO[str], *,
-               width: int | None = None) -> None:
-    """Each object asked about, then its paths from the roots, one hop a line."""
+               width: int | None = None, sites: dict[int, str] | None = None) -> None:
+    """Each object asked about (and where it was allocated, when known), then
+    its paths from the roots, one hop a line."""
     con = _console(stream, width)
     for node, addr, typ, reached, paths in found:
-        con.print(Text(f"{typ} at {addr:#x}", style="bold"))
+        site = (sites or {}).get(node)
+        con.print(Text(f"{typ} at {addr:#x}" + (f", allocated at {site}" if site else ""), style="bold"))
         if not reached:
             con.print(Text("  not reachable from any root: a leak (see 'mappedtrace leaks')"))
             continue

@@ -73,6 +73,15 @@ def render(report: LeakReport, stream: IO[str], *, width: int | None = None,
         for name, cnt, nbytes, d, i in report.by_type():
             t.add_row(Text(name), str(cnt), str(nbytes), str(d), str(i))
         con.print(t)
+        by_site = report.by_site()
+        if by_site:
+            t = Table(title="leaks by allocation site", title_justify="left", expand=False)
+            for col, just in (("allocated at", "left"), ("type", "left"), ("objects", "right"),
+                              ("bytes", "right"), ("direct", "right"), ("indirect", "right")):
+                t.add_column(col, justify=just, overflow="fold")
+            for site, name, cnt, nbytes, d, i in by_site:
+                t.add_row(Text(site or "(no site)"), Text(name), str(cnt), str(nbytes), str(d), str(i))
+            con.print(t)
         for st in report.structures[:structures]:
             types = ", ".join(f"{k} x{v}" for k, v in sorted(st.types.items(), key=lambda kv: -kv[1]))
             con.print(Text.assemble((f"structure #{st.index}", "bold"),
@@ -82,6 +91,8 @@ def render(report: LeakReport, stream: IO[str], *, width: int | None = None,
                 how = f" [{l.type_source}]" if l.type_source in ("pointer", "size") else ""
                 line = Text(f"  {l.kind:8} {l.address:#x} {l.size:>7} B  ")
                 line.append(Text(l.type + how))
+                if l.site:
+                    line.append(Text(f"  allocated at {l.site}"))
                 if l.preview and not l.type_id:
                     line.append(Text("  " + l.preview, style="dim"))
                 con.print(line, overflow="ellipsis", no_wrap=True)
@@ -129,6 +140,11 @@ def render_precision(p: dict, con: Console) -> None:
                    f"pointers to globals/stacks: {p.get('pointers_to_static', 0)}   "
                    f"ambiguous objects: {p.get('objects_ambiguous', 0)}   "
                    f"unreadable objects: {p.get('unreadable_objects', 0)}"))
+    if p.get("objects_with_site"):
+        con.print(Text(f"allocation sites: {p['objects_with_site']} objects with a site "
+                       f"({p.get('objects_with_site_type', 0)} of a known type); "
+                       f"{p.get('objects_typed_by_site', 0)} typed by their site "
+                       f"({_bytes(p.get('heap_bytes_typed_by_site', 0))})"))
     if p.get("heap_corrupted_regions"):
         con.print(Text(f"corrupted heap: {p['heap_corrupted_regions']} region(s), "
                        f"{_bytes(p.get('heap_corrupted_bytes', 0))}: objects there are not known, not reported "
@@ -153,7 +169,7 @@ def to_json(report: LeakReport, stream: IO[str], *, indent: int | None = 1) -> N
 
 _str = json.encoder.encode_basestring_ascii       # what json.dumps uses for a str (ensure_ascii)
 _LEAK = ('  {\n   "address": %d,\n   "size": %d,\n   "type": %s,\n   "kind": %s,\n   "structure": %d,'
-         '\n   "type_source": %s,\n   "preview": %s\n  }')
+         '\n   "type_source": %s,\n   "preview": %s,\n   "site": %s\n  }')
 _STRUCT = '  {\n   "index": %d,\n   "objects": %d,\n   "bytes": %d,\n   "direct": %s,\n   "types": %s\n  }'
 _ONE_DIRECT = '[\n    %d\n   ]'
 _ONE_TYPE = '{\n    %s: 1\n   }'
@@ -209,11 +225,12 @@ def _write_json1(report: LeakReport, stream: IO[str]) -> None:
 
     stream.write('{\n "summary": ' + _nested(dict(report.summary), 1)
                  + ',\n "notes": ' + _nested(list(report.notes), 1) + ',\n "leaks": ')
-    _write_list(stream, (_LEAK % (a, sz, q[t], q[k], st, q[so], q[pv])
-                         for a, sz, t, k, st, so, pv in report.leak_rows()))
+    _write_list(stream, (_LEAK % (a, sz, q[t], q[k], st, q[so], q[pv], "null" if si is None else q[si])
+                         for a, sz, t, k, st, so, pv, si in report.leak_rows()))
     stream.write(',\n "structures": ')
     _write_list(stream, (_STRUCT % (i, n, b, direct(d), counts(ty))
                          for i, n, b, d, ty in report.structure_rows()))
+    stream.write(',\n "sites": ' + _nested(report.to_dict_sites(), 1))
     stream.write(',\n "precision": ' + _nested(dict(report.precision), 1)
                  + ',\n "warnings": ' + _nested(list(report.warnings), 1)
                  + ("" if report.capture is None else ',\n "capture": ' + _nested(dict(report.capture), 1))

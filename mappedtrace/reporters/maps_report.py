@@ -92,6 +92,7 @@ def maps_to_dict(m: BinaryMaps) -> dict:
             "types": len(m.types),
             "globals": len(m.globals),
             "foreign_records": m.foreign_records,
+            "alloc_sites": len(getattr(m, "sites", [])),
         },
         "modules": [{"name": c.module_name, "rust": bool(c.flags & CHUNK_RUST),
                      "O0": bool(c.flags & CHUNK_O0), "types": len(c.types),
@@ -112,6 +113,9 @@ def maps_to_dict(m: BinaryMaps) -> dict:
                              for s in t.slots]} for t in m.types.values()],
         "globals": [{"name": g.name, "address": g.address, "size": g.size, "type_id": f"{g.type_id:#x}",
                      "type": m.type_name(g.type_id), "tls": g.tls, "constant": g.constant} for g in m.globals],
+        "alloc_sites": [{"address": a.address, "kind": a.kind, "type_id": f"{a.type_id:#x}",
+                         "type": m.type_name(a.type_id) if a.type_id else "", "file": a.file, "line": a.line,
+                         "column": a.column, "function": a.function} for a in getattr(m, "sites", [])],
         "warnings": list(m.warnings),
     }
 
@@ -192,6 +196,15 @@ def render_text(m: BinaryMaps, stream: IO[str], width: int | None = None,
             for x in ty["slots"])
         t.add_row(ty["id"], escape(ty["name"]), str(ty["size"]), ty["kind"], ",".join(ty["flags"]), slots or "-")
     if d["types"]:
+        con.print(t)
+
+    if d["alloc_sites"]:
+        t = Table(box=box.SIMPLE_HEAD, title="allocation sites (--alloc-sites)", title_justify="left")
+        for col in ("record", "kind", "allocated at", "type"):
+            t.add_column(col, no_wrap=col == "record", overflow="fold")
+        for a in d["alloc_sites"]:
+            t.add_row(f"{a['address']:#x}", a["kind"], escape(f"{a['file']}:{a['line']} in {a['function']}"),
+                      escape(a["type"]) or "-")
         con.print(t)
 
     if not d["globals"]:

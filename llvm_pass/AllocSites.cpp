@@ -1,0 +1,395 @@
+//===- AllocSites.cpp - opt-in allocation sites (`mappedtrace cc --alloc-sites`) ===//
+//
+// With MAPPEDTRACE_ALLOC_SITES=1 (set by the driver's --alloc-sites) every
+// direct call to malloc, calloc, realloc or aligned_alloc in the module
+// becomes an *allocation site*:
+//   * a 24-byte record in section `.mtsites` (FORMAT.md §4): the type the
+//     result is used as (from the debug type of the variable or return value
+//     it flows into; 0 when unknown), file, line, column, function, kind;
+//   * the call asks for 8 more bytes, rounded: `malloc(n)` becomes
+//     `malloc(m)` with m = align8(n) + 8, and when the result is not null the
+//     last word of the request (offset m - 8, past the n bytes the program
+//     asked for) gets the *site word*
+//         (p * 0xFFFFFFFF9E3779B1) ^ &record        (mod 2^64)
+//     p the pointer malloc returned, &record the run-time address of the
+//     site's record. No runtime library: the code is inlined at the call; a
+//     constant size folds to five instructions (test, branch, imul with a
+//     32-bit immediate, xor with the record's address, store).
+// The pointer returned is malloc's own, so memory freed or reallocated by code
+// without the maps is freed correctly. Sizes that would overflow, realloc to
+// 0 bytes and calloc overflow keep their original arguments (and get no word).
+// The tracer finds the word at the end of a chunk, checks it against the
+// chunk's address and the list of records (trace.py, allocsites.py).
+//
+// Run: MAPPEDTRACE_ALLOC_SITES=1 opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
+//===----------------------------------------------------------------------===//
+#include "MappedTrace.h"
+#include "llvm/ADT/SmallPtrSet.h"
+#include "llvm/IR/Constants.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/Intrinsics.h"
+#include "llvm/Transforms/Utils/BasicBlockUtils.h"
+#include "llvm/Transforms/Utils/ModuleUtils.h"
+#include <cstdlib>
+
+using namespace llvm;
+
+namespace mappedtrace {
+
+namespace {
+
+enum SiteKind : uint8_t { KMalloc = 1, KCalloc = 2, KRealloc = 3, KAlignedAlloc = 4 };
+// Record flags (FORMAT.md §4).
+enum : uint8_t {
+  FReturned = 1,    // the function returns the site's result: an allocation wrapper
+  FWrapperCall = 2, // the site calls a wrapper named by --alloc-fn
+};
+
+// An odd multiplier that fits an imul's sign-extended 32-bit immediate (a
+// full 64-bit constant costs a movabs more per allocation).
+constexpr uint64_t SiteMix = 0xFFFFFFFF9E3779B1ULL;
+
+struct Site {
+  CallInst *CI;
+  SiteKind Kind;
+  uint8_t Flags = 0;
+  uint64_t Type = 0;
+  std::string File, Func;
+  uint32_t Line = 0;
+  uint16_t Col = 0;
+};
+
+// Allocation wrappers named by the user (MAPPEDTRACE_ALLOC_FNS="name:kind,…",
+// `mappedtrace cc --alloc-fn NAME[:KIND]`): called like malloc/calloc/realloc,
+// their memory freed without its size.
+const StringMap<SiteKind> &wrappers() {
+  static StringMap<SiteKind> W = [] {
+    StringMap<SiteKind> Out;
+    const char *E = std::getenv("MAPPEDTRACE_ALLOC_FNS");
+    SmallVector<StringRef, 8> Parts;
+    StringRef(E ? E : "").split(Parts, ',', -1, false);
+    for (StringRef P : Parts) {
+      auto [Name, K] = P.split(':');
+      SiteKind Kind = K == "calloc" ? KCalloc : K == "realloc" ? KRealloc : KMalloc;
+      if (!Name.empty())
+        Out[Name.trim()] = Kind;
+    }
+    return Out;
+  }();
+  return W;
+}
+
+bool shapeOk(const CallInst *CI, SiteKind K) {
+  unsigned NArgs = CI->arg_size();
+  auto Int = [&](unsigned I) { return CI->getArgOperand(I)->getType()->isIntegerTy(64); };
+  switch (K) {
+  case KMalloc:
+    return NArgs == 1 && Int(0);
+  case KCalloc:
+  case KAlignedAlloc:
+    return NArgs == 2 && Int(0) && Int(1);
+  case KRealloc:
+    return NArgs == 2 && CI->getArgOperand(0)->getType()->isPointerTy() && Int(1);
+  }
+  return false;
+}
+
+SiteKind kindOf(const CallInst *CI, uint8_t &Flags) {
+  const Function *F = CI->getCalledFunction();
+  if (!F || !CI->getType()->isPointerTy())
+    return SiteKind(0);
+  StringRef N = F->getName();
+  if (auto It = wrappers().find(N); It != wrappers().end()) {
+    Flags |= FWrapperCall;
+    return shapeOk(CI, It->second) ? It->second : SiteKind(0);
+  }
+  if (!F->isDeclaration())
+    return SiteKind(0);
+  unsigned NArgs = CI->arg_size();
+  auto IntArgs = [&](unsigned K) {
+    for (unsigned I = 0; I < K; ++I)
+      if (!CI->getArgOperand(I)->getType()->isIntegerTy(64))
+        return false;
+    return true;
+  };
+  if (N == "malloc" && NArgs == 1 && IntArgs(1))
+    return KMalloc;
+  if (N == "calloc" && NArgs == 2 && IntArgs(2))
+    return KCalloc;
+  if (N == "realloc" && NArgs == 2 && CI->getArgOperand(0)->getType()->isPointerTy() &&
+      CI->getArgOperand(1)->getType()->isIntegerTy(64))
+    return KRealloc;
+  if (N == "aligned_alloc" && NArgs == 2 && IntArgs(2))
+    return KAlignedAlloc;
+  return SiteKind(0);
+}
+
+// The debug type the result of \p CI is used as: a variable it is the value
+// of (dbg.value), a stack variable it is stored into (dbg.declare'd alloca,
+// -O0), or the return type of the function returning it.
+const DIType *resultType(CallInst *CI, const DenseMap<Value *, const DIType *> &ValueDI,
+                         const DenseMap<AllocaInst *, const DILocalVariable *> &AllocaVar) {
+  if (auto It = ValueDI.find(CI); It != ValueDI.end())
+    return It->second;
+  for (User *U : CI->users()) {
+    if (auto *SI = dyn_cast<StoreInst>(U); SI && SI->getValueOperand() == CI)
+      if (auto *AI = dyn_cast<AllocaInst>(SI->getPointerOperand()))
+        if (auto It = AllocaVar.find(AI); It != AllocaVar.end())
+          return It->second->getType();
+    if (isa<ReturnInst>(U))
+      if (DISubprogram *SP = CI->getFunction()->getSubprogram())
+        if (auto *ST = SP->getType(); ST && ST->getTypeArray().size() > 0)
+          return ST->getTypeArray()[0];
+  }
+  return nullptr;
+}
+
+// Is \p CI's result what its function returns (through phis and selects)?
+bool returned(const Instruction *CI) {
+  SmallVector<const Value *, 8> Work{CI};
+  SmallPtrSet<const Value *, 8> Seen;
+  while (!Work.empty() && Seen.size() < 32) {
+    const Value *V = Work.pop_back_val();
+    if (!Seen.insert(V).second)
+      continue;
+    for (const User *U : V->users()) {
+      if (isa<ReturnInst>(U))
+        return true;
+      if (isa<PHINode>(U) || isa<SelectInst>(U))
+        Work.push_back(U);
+    }
+  }
+  return false;
+}
+
+class SiteWriter {
+public:
+  SiteWriter(Module &M, TypeTable &TT) : M(M), Ctx(M.getContext()), TT(TT) {}
+  void run();
+
+private:
+  void collect(Function &F);
+  void rewrite(Site &S, Constant *Rec);
+  GlobalVariable *emitTable();
+
+  Module &M;
+  LLVMContext &Ctx;
+  TypeTable &TT;
+  std::vector<Site> Sites;
+};
+
+void SiteWriter::collect(Function &F) {
+  // A wrapper named by --alloc-fn: its callers pad and mark, so its own
+  // allocation (the one it returns) does not pad again (one word per object).
+  bool IsWrapper = wrappers().count(F.getName()) != 0;
+  DenseMap<Value *, const DIType *> ValueDI;
+  DenseMap<AllocaInst *, const DILocalVariable *> AllocaVar;
+  bool Typed = false;
+  for (BasicBlock &BB : F)
+    for (Instruction &I : BB) {
+      auto *CI = dyn_cast<CallInst>(&I);
+      if (!CI || CI->isMustTailCall())
+        continue;
+      uint8_t Flags = 0;
+      SiteKind K = kindOf(CI, Flags);
+      if (!K)
+        continue;
+      if (!Typed) {
+        collectValueTypes(F, ValueDI, &AllocaVar);
+        Typed = true;
+      }
+      Site S{CI, K, Flags};
+      if (returned(CI)) {
+        if (IsWrapper)
+          continue;
+        S.Flags |= FReturned;
+      }
+      if (const DIType *T = resultType(CI, ValueDI, AllocaVar)) {
+        S.Type = TT.pointeeIdOf(T);
+        // a constant request smaller than the type: not an object of it
+        const TypeRec *R = TT.get(S.Type);
+        Value *Size = K == KMalloc ? CI->getArgOperand(0) : K == KCalloc ? nullptr : CI->getArgOperand(1);
+        if (auto *C = dyn_cast_or_null<ConstantInt>(Size); C && R && C->getZExtValue() < R->Size)
+          S.Type = 0;
+        if (K == KCalloc)
+          if (auto *A = dyn_cast<ConstantInt>(CI->getArgOperand(0)))
+            if (auto *B = dyn_cast<ConstantInt>(CI->getArgOperand(1)); B && R &&
+                (A->getValue().zextOrTrunc(128) * B->getValue().zextOrTrunc(128)).ult(R->Size))
+              S.Type = 0;
+      }
+      if (const DebugLoc &DL = CI->getDebugLoc()) {
+        S.Line = DL.getLine();
+        S.Col = (uint16_t)std::min<unsigned>(DL.getCol(), 0xFFFF);
+        S.File = DL->getFilename().str();
+        if (DISubprogram *SP = DL->getScope()->getSubprogram())
+          S.Func = SP->getName().str();
+      }
+      if (S.Func.empty())
+        S.Func = F.getName().str();
+      Sites.push_back(std::move(S));
+    }
+}
+
+// The record table of this module: header, records, strings (FORMAT.md §4).
+GlobalVariable *SiteWriter::emitTable() {
+  std::vector<uint8_t> Bytes;
+  auto Le = [&](uint64_t V, int N) {
+    for (int I = 0; I < N; ++I)
+      Bytes.push_back((V >> (8 * I)) & 0xff);
+  };
+  std::string Str(1, '\0');
+  StringMap<uint32_t> Index;
+  auto StrOf = [&](StringRef S) -> uint32_t {
+    if (S.empty())
+      return 0;
+    auto [It, New] = Index.try_emplace(S, Str.size());
+    if (New) {
+      Str.append(S.begin(), S.end());
+      Str.push_back('\0');
+    }
+    return It->second;
+  };
+  const uint32_t HeaderSize = 32, RecordSize = 24;
+  uint32_t N = Sites.size();
+  std::vector<uint32_t> FileStr, FuncStr;
+  for (Site &S : Sites) {
+    FileStr.push_back(StrOf(S.File));
+    FuncStr.push_back(StrOf(S.Func));
+  }
+  uint32_t StrOff = HeaderSize + RecordSize * N;
+  uint32_t Total = (StrOff + Str.size() + 7) & ~7u;
+  Le(0x5453544D, 4); // "MTST"
+  Le(1, 2);          // version
+  Le(HeaderSize, 2);
+  Le(Total, 4);      // block_size
+  Le(N, 4);          // n_sites
+  Le(RecordSize, 4); // record_size
+  Le(StrOff, 4);     // strtab_off
+  Le(Str.size(), 4); // strtab_size
+  Le(StrOf(M.getSourceFileName()) , 4); // module name
+  // (the module name may add to Str after StrOff/size were taken: re-patch below)
+  for (unsigned I = 0; I < N; ++I) {
+    const Site &S = Sites[I];
+    Le(S.Type & TypeIdMask, 8);
+    Le(FileStr[I], 4);
+    Le(FuncStr[I], 4);
+    Le(S.Line, 4);
+    Le(S.Col, 2);
+    Le(S.Kind, 1);
+    Le(S.Flags, 1);
+  }
+  // header fields that depend on the final string table
+  Total = (StrOff + Str.size() + 7) & ~7u;
+  auto Put32 = [&](size_t At, uint32_t V) {
+    for (int I = 0; I < 4; ++I)
+      Bytes[At + I] = (V >> (8 * I)) & 0xff;
+  };
+  Put32(8, Total);
+  Put32(24, Str.size());
+  Bytes.insert(Bytes.end(), Str.begin(), Str.end());
+  while (Bytes.size() % 8)
+    Bytes.push_back(0);
+  Constant *Init = ConstantDataArray::get(Ctx, ArrayRef<uint8_t>(Bytes));
+  auto *GV = new GlobalVariable(M, Init->getType(), /*isConstant=*/true,
+                                GlobalValue::PrivateLinkage, Init, "__mappedtrace_sites");
+  GV->setSection(".mtsites");
+  GV->setAlignment(Align(8));
+  GV->setUnnamedAddr(GlobalValue::UnnamedAddr::None); // never merged: its address is the id
+  appendToUsed(M, {GV});
+  return GV;
+}
+
+void SiteWriter::rewrite(Site &S, Constant *Rec) {
+  CallInst *CI = S.CI;
+  Type *I64 = Type::getInt64Ty(Ctx);
+  IRBuilder<> B(CI);
+  auto C = [&](uint64_t V) { return ConstantInt::get(I64, V); };
+  // Largest request that still gets a word (above it: unchanged call, no word).
+  const uint64_t MaxReq = ~0ULL - 64;
+  Value *Req = nullptr, *Skip = nullptr;
+  auto Padded = [&](Value *N) { return B.CreateAdd(B.CreateAnd(B.CreateAdd(N, C(7)), C(~7ULL)), C(8)); };
+  switch (S.Kind) {
+  case KMalloc: {
+    Value *N = CI->getArgOperand(0);
+    Skip = B.CreateICmpUGT(N, C(MaxReq));
+    Req = B.CreateSelect(Skip, N, Padded(N));
+    CI->setArgOperand(0, Req);
+    break;
+  }
+  case KRealloc: {
+    Value *N = CI->getArgOperand(1);
+    Skip = B.CreateOr(B.CreateICmpUGT(N, C(MaxReq)), B.CreateICmpEQ(N, C(0)));
+    Req = B.CreateSelect(Skip, N, Padded(N));
+    CI->setArgOperand(1, Req);
+    break;
+  }
+  case KCalloc: {
+    Value *K = CI->getArgOperand(0), *Sz = CI->getArgOperand(1);
+    Function *Mul = Intrinsic::getOrInsertDeclaration(&M, Intrinsic::umul_with_overflow, {I64});
+    Value *R = B.CreateCall(Mul, {K, Sz});
+    Value *Total = B.CreateExtractValue(R, 0);
+    Skip = B.CreateOr(B.CreateExtractValue(R, 1), B.CreateICmpUGT(Total, C(MaxReq)));
+    Req = B.CreateSelect(Skip, K, Padded(Total));
+    CI->setArgOperand(0, Req);
+    CI->setArgOperand(1, B.CreateSelect(Skip, Sz, C(1)));
+    break;
+  }
+  case KAlignedAlloc: {
+    Value *Al = CI->getArgOperand(0), *N = CI->getArgOperand(1);
+    // the request rounded up to the alignment (a non-power of two fails in malloc anyway)
+    Value *AlM1 = B.CreateSub(Al, C(1));
+    // alignment 0 or not a power of two: the call as it was (it fails, or means malloc)
+    Value *BadAl = B.CreateOr(B.CreateICmpEQ(Al, C(0)), B.CreateICmpNE(B.CreateAnd(Al, AlM1), C(0)));
+    Skip = B.CreateOr(B.CreateOr(B.CreateICmpUGT(N, C(MaxReq)), B.CreateICmpUGT(Al, C(1ULL << 40))), BadAl);
+    Value *Up = B.CreateAnd(B.CreateAdd(Padded(N), AlM1), B.CreateNeg(Al));
+    Req = B.CreateSelect(Skip, N, Up);
+    CI->setArgOperand(1, Req);
+    break;
+  }
+  }
+  // Attributes that state the old size (allocsize stays right: it reads the operand).
+  CI->removeRetAttr(Attribute::Dereferenceable);
+  CI->removeRetAttr(Attribute::DereferenceableOrNull);
+  Instruction *After = CI->getNextNode();
+  B.SetInsertPoint(After);
+  Value *Ok = B.CreateAnd(B.CreateIsNotNull(CI), B.CreateNot(Skip));
+  Instruction *Then = SplitBlockAndInsertIfThen(Ok, After, /*Unreachable=*/false);
+  B.SetInsertPoint(Then);
+  Value *P = B.CreatePtrToInt(CI, I64);
+  Value *Word = B.CreateXor(B.CreateMul(P, C(SiteMix)), ConstantExpr::getPtrToInt(Rec, I64));
+  Value *At = B.CreateGEP(Type::getInt8Ty(Ctx), CI, B.CreateSub(Req, C(8)), "mt.siteword");
+  B.CreateAlignedStore(Word, At, Align(8));
+}
+
+void SiteWriter::run() {
+  for (Function &F : M)
+    if (isCandidate(F))
+      collect(F);
+  if (Sites.empty())
+    return;
+  GlobalVariable *GV = emitTable();
+  Type *I8 = Type::getInt8Ty(Ctx);
+  for (unsigned I = 0; I < Sites.size(); ++I) {
+    Constant *Rec = ConstantExpr::getInBoundsGetElementPtr(
+        I8, GV, ConstantInt::get(Type::getInt64Ty(Ctx), 32 + 24 * (uint64_t)I));
+    rewrite(Sites[I], Rec);
+  }
+}
+
+} // namespace
+
+bool allocSitesEnabled() {
+  const char *E = std::getenv("MAPPEDTRACE_ALLOC_SITES");
+  return E && E[0] == '1';
+}
+
+void recordAllocSites(Module &M, TypeTable &TT, FunctionAnalysisManager &FAM) {
+  SiteWriter W(M, TT);
+  W.run();
+  // the rewritten functions have new blocks: no cached analysis of them holds
+  for (Function &F : M)
+    if (isCandidate(F))
+      FAM.invalidate(F, PreservedAnalyses::none());
+}
+
+} // namespace mappedtrace

@@ -1,0 +1,400 @@
+"""Allocation sites (``mappedtrace cc --alloc-sites``, issue #11 item 6).
+
+* ``tests/alloc_sites/sites.c`` is built at test time with the pass and
+  linked with ``foreign.c`` built without it (a library that frees and
+  reallocates objects from typed sites).  It prints each object's site
+  (``__LINE__`` of the malloc call) and the truth of its leaks; the report
+  must name exactly those leaks, each with its site, and no site for the
+  objects the library reallocated.
+* The same program under valgrind (``-gdwarf-4``): no error.
+* Generated heaps: the C kernel and the numpy marker agree with sites, and
+  the site-word rules (address check, offset check) hold.
+* Malformed ``.mtsites`` sections give BadData with section and offset.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mappedtrace.errors import BadData, UnsupportedVersion
+from mappedtrace.formats import allocsites as fas
+from mappedtrace.heap.allocsites import SiteTable, find_sites
+from mappedtrace.trace import mark
+
+from conftest import MAPPEDTRACE, ROOT, TRUTH, addr, assert_exact, need, require_plugin
+
+SRC = ROOT / "tests" / "alloc_sites"
+TRUTH_H = ROOT / "tests" / "leak_corpus"
+SITE_LINE = re.compile(r"^site (0x[0-9a-f]+) (\S+):(\d+) (\w+)$", re.M)
+FOREIGN_LINE = re.compile(r"^foreign (0x[0-9a-f]+)( moved)?$", re.M)
+
+
+def build(tmp: Path, opt: str, *extra: str, sites: bool = True) -> Path:
+    """sites.c with the maps (and --alloc-sites), linked with foreign.c built without."""
+    require_plugin()
+    need("clang-22")
+    lib = tmp / "libforeign.so"
+    if not lib.exists():
+        subprocess.run(["clang-22", "-O2", "-shared", "-fPIC", *extra, "-o", str(lib), str(SRC / "foreign.c")],
+                       check=True, capture_output=True, timeout=300)
+    exe = tmp / f"sites{opt}{'-sites' if sites else ''}{''.join(extra)}"
+    r = subprocess.run([MAPPEDTRACE, "cc", *(["--alloc-sites"] if sites else []), opt, *extra,
+                        f"-I{TRUTH_H}", "-o", str(exe), str(SRC / "sites.c"), f"-L{tmp}", "-lforeign",
+                        f"-Wl,-rpath,{tmp}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return exe
+
+
+def run(exe: Path, tmp: Path) -> tuple[str, dict]:
+    js = tmp / f"{exe.name}.json"
+    r = subprocess.run([MAPPEDTRACE, "run", "--json", str(js), "--", str(exe)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 23, r.stderr[-3000:]
+    return r.stderr, json.loads(js.read_text())
+
+
+def truth_of(stderr: str) -> tuple[dict, set]:
+    truth, kept = {}, set()
+    for kind, a, size, how in TRUTH.findall(stderr):
+        if kind == "leak":
+            truth[int(a, 16)] = (int(size), how)
+        else:
+            kept.add(int(a, 16))
+    return truth, kept
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O2"])
+def test_leaks_say_where_they_were_allocated(opt: str, tmp_path: Path) -> None:
+    exe = build(tmp_path, opt)
+    err, rep = run(exe, tmp_path)
+    truth, kept = truth_of(err)
+    assert_exact(rep, truth, kept, err[-3000:])
+    leaks = {addr(l["address"]): l for l in rep["leaks"]}
+    # the site each object was allocated at, as the program printed it (the
+    # last line for an address wins: chunks are reused)
+    where = {int(a, 16): (f, f":{line} in {fn}") for a, f, line, fn in SITE_LINE.findall(err)}
+    moves = FOREIGN_LINE.findall(err)
+    foreign = {int(a, 16) for a, _ in moves}
+    assert len(foreign) == 3 and moves[2][1] == "", moves        # the shrink stayed in place
+    for a, l in leaks.items():
+        if a in foreign:
+            # reallocated by the library: the old site word is gone, never read as truth
+            assert l["site"] is None, l
+        else:
+            # the file as the debug info names it (relative to the build directory)
+            f, rest = where[a]
+            assert l["site"].endswith(rest) and f.endswith(l["site"][:-len(rest)]), (hex(a), l, where[a])
+            assert l["type_source"] in ("site", "pointer"), l
+    # every leak from a typed site is named by its type
+    by = {l["site"]: l["type"] for l in rep["leaks"] if l["site"]}
+    assert {(s.split(" in ")[1], t) for s, t in by.items() if not s.endswith(" in main")} == {
+        ("make_leaf", "struct leaf"), ("make_tree", "struct tree")}
+    mains = {s: t for s, t in by.items() if s.endswith(" in main")}
+    assert sorted(mains.values()) == ["struct leaf", "struct rec"], mains      # aligned_alloc, realloc
+    # the groups: one per (site, type), counts from the program's own lines
+    groups = {(g["site"], g["type"]): g for g in rep["sites"]}
+    leaf_site = next(s for s in by if s.endswith(" in make_leaf"))
+    n_leaf = sum(1 for a in truth if a in where and leaf_site.endswith(where[a][1]) and a not in foreign)
+    g = groups[(leaf_site, "struct leaf")]
+    assert g["objects"] == n_leaf == 13 and g["direct"] == 11 and g["indirect"] == 2
+    assert sum(g["objects"] for g in rep["sites"]) == len(truth)
+    # precision: the records held only by void* slots are typed by their site
+    p = rep["precision"]
+    nbag = int(re.search(r"^bag (\d+)$", err, re.M).group(1))
+    assert p["objects_typed_by_site"] >= nbag
+    assert p["objects_with_site"] >= len(truth) - len(foreign)
+    # reachable objects: bag records typed (their own site), leaves typed
+    assert p["objects_typed"] >= 2 * nbag
+
+
+def test_sites_type_what_void_pointers_hold(tmp_path: Path) -> None:
+    """The same program without --alloc-sites: the records held by void* are
+    scanned conservatively, leaks have no site, and fewer bytes are typed."""
+    err_a, with_ = run(build(tmp_path, "-O2"), tmp_path)
+    err_b, without = run(build(tmp_path, "-O2", sites=False), tmp_path)
+    truth, kept = truth_of(err_b)
+    assert_exact(without, truth, kept, err_b[-3000:])
+    assert without["sites"] == [] and all(l["site"] is None for l in without["leaks"])
+    assert without["precision"]["objects_with_site"] == 0
+    nbag = int(re.search(r"^bag (\d+)$", err_a, re.M).group(1))
+    pa, pb = with_["precision"], without["precision"]
+    assert pa["objects_typed"] - pb["objects_typed"] >= nbag
+    assert pa["heap_bytes_typed"] > pb["heap_bytes_typed"]
+    # leaked objects named by their site instead of by their size
+    assert sum(l["type"].startswith("unk") for l in with_["leaks"]) < \
+        sum(l["type"].startswith("unk") for l in without["leaks"])
+
+
+def test_valgrind_clean(tmp_path: Path) -> None:
+    """The padded requests and the site words stay inside what malloc gave;
+    the library frees and reallocates them: valgrind finds no error."""
+    need("valgrind")
+    exe = build(tmp_path, "-O2", "-gdwarf-4")
+    r = subprocess.run(["valgrind", "-q", "--error-exitcode=99", "--leak-check=no", str(exe)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Invalid" not in r.stderr and "uninitialised" not in r.stderr, r.stderr[-3000:]
+
+
+def test_maps_cli_lists_no_error_and_driver_flag_is_ours(tmp_path: Path) -> None:
+    """--alloc-sites is the driver's (clang never sees it); the binary has a
+    .mtsites section whose records decode with the program's lines."""
+    exe = build(tmp_path, "-O2")
+    from mappedtrace.formats.maps import BinaryMaps
+    bm = BinaryMaps.load(str(exe))
+    text = (SRC / "sites.c").read_text().splitlines()
+    # one record per allocation call left after inlining: every SITE() line, no other
+    lines = {i + 1 for i, t in enumerate(text) if re.search(r";\s*SITE\(", t)}
+    assert {s.line for s in bm.sites} == lines and len(lines) == 8
+    for s in bm.sites:
+        assert "SITE(" in text[s.line - 1], s
+        assert s.kind in ("malloc", "calloc", "realloc", "aligned_alloc")
+    assert {s.function for s in bm.sites} == {"make_leaf", "make_tree", "new_rec", "main"}
+    # and `mappedtrace maps` lists them
+    r = subprocess.run([MAPPEDTRACE, "maps", "--json", str(exe)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["summary"]["alloc_sites"] == len(bm.sites)
+    assert {(a["line"], a["function"], a["type"]) for a in m["alloc_sites"]} >= {
+        (s.line, "make_tree", "struct tree") for s in bm.sites if s.function == "make_tree"}
+    r = subprocess.run([MAPPEDTRACE, "maps", str(exe)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COLUMNS": "160"})
+    assert r.returncode == 0 and "allocation sites" in r.stdout and "in new_rec" in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.parametrize("wrapper_maps", [True, False])
+def test_allocation_wrappers(wrapper_maps: bool, tmp_path: Path) -> None:
+    """``--alloc-fn=xmalloc,xrealloc:realloc``: each object's site is the
+    wrapper's caller (its line, its type), whether the wrappers are built with
+    sites too (two words: the caller's is taken) or without the maps at all."""
+    require_plugin()
+    need("clang-22")
+    flags = ["--alloc-fn=xmalloc,xrealloc:realloc", "-O2", f"-I{TRUTH_H}"]
+    if wrapper_maps:
+        objs = [str(SRC / "wrap_alloc.c")]
+    else:
+        lib = tmp_path / "wrap_alloc.o"
+        subprocess.run(["clang-22", "-O2", "-c", "-o", str(lib), str(SRC / "wrap_alloc.c")], check=True, timeout=300)
+        objs = [str(lib)]
+    exe = tmp_path / "wrap"
+    r = subprocess.run([MAPPEDTRACE, "cc", *flags, "-o", str(exe), str(SRC / "wrap.c"), *objs],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    err, rep = run(exe, tmp_path)
+    truth, kept = truth_of(err)
+    assert_exact(rep, truth, kept, err[-3000:])
+    where = {int(a, 16): f":{line} in {fn}" for a, f, line, fn in SITE_LINE.findall(err)}
+    text = (SRC / "wrap.c").read_text().splitlines()
+    line_of = {k: next(i + 1 for i, t in enumerate(text) if k in t) for k in ("*it = xmalloc", "**arr = xrealloc")}
+    for l in rep["leaks"]:
+        a = addr(l["address"])
+        assert l["site"] and l["site"].endswith(where[a]), (hex(a), l, where[a])
+        # the caller's variable gives the type (an array element store gives none)
+        if l["site"].endswith(f":{line_of['*it = xmalloc']} in main"):
+            assert (l["type"], l["type_source"]) == ("struct item", "site"), l
+        if l["site"].endswith(f":{line_of['**arr = xrealloc']} in main"):
+            assert (l["type"], l["type_source"]) == ("struct item*", "site"), l
+    assert rep["precision"]["objects_with_site"] == len(truth)
+
+
+def test_alloc_fn_bad_kind() -> None:
+    r = subprocess.run([MAPPEDTRACE, "cc", "--alloc-fn=xmalloc:free", "-c", "-o", "/dev/null", "x.c"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "--alloc-fn" in r.stderr and "xmalloc:free" in r.stderr and len(r.stderr.strip().splitlines()) <= 2
+
+
+def test_cxx_driver(tmp_path: Path) -> None:
+    """``mappedtrace c++ --alloc-sites``: malloc in C++ is a site (namespaced
+    type named), ``operator new`` is not."""
+    require_plugin()
+    exe = tmp_path / "sites_cxx"
+    r = subprocess.run([MAPPEDTRACE, "c++", "--alloc-sites", "-O0", "-o", str(exe), str(SRC / "sites_cxx.cc")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    err, rep = run(exe, tmp_path)
+    m = re.search(r"site (0x[0-9a-f]+) (\d+)", err)
+    n = int(re.search(r"new (0x[0-9a-f]+)", err).group(1), 16)
+    leaks = {addr(l["address"]): l for l in rep["leaks"]}
+    site = leaks[int(m.group(1), 16)]
+    assert site["site"].endswith(f"sites_cxx.cc:{m.group(2)} in main") and site["type"] == "shapes::Poly", site
+    assert leaks[n]["site"] is None
+
+
+def test_top_and_why_show_sites(tmp_path: Path) -> None:
+    """On a live process: ``top`` lists the reachable objects by allocation
+    site (the void*-held records: one site, NBAG objects), ``why`` says where
+    the object asked about was allocated."""
+    exe = build(tmp_path, "-O2")
+    p = subprocess.Popen([str(exe), "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        err = ""
+        top_js, why_js = tmp_path / "top.json", tmp_path / "why.json"
+        r = subprocess.run([MAPPEDTRACE, "top", str(p.pid), "--json", str(top_js)], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "by allocation site" in r.stdout and "in new_rec" in r.stdout, r.stdout
+        r2 = subprocess.run([MAPPEDTRACE, "why", str(p.pid), "struct rec", "--json", str(why_js)],
+                            capture_output=True, text=True, timeout=300)
+        assert r2.returncode == 0, r2.stderr[-3000:]
+        assert "allocated at" in r2.stdout and "in new_rec" in r2.stdout, r2.stdout
+    finally:
+        out, err = p.communicate("\n", timeout=60)
+    assert p.returncode == 0                          # the traced process carried on, unharmed
+    nbag = int(re.search(r"^bag (\d+)$", err, re.M).group(1))
+    top = json.loads(top_js.read_text())
+    rows = {r["site"].split(" in ")[1]: r for r in top["sites"] if r["site"]}
+    assert rows["new_rec"]["objects"] == nbag and rows["new_rec"]["type"] == "struct rec"
+    assert rows["make_leaf"]["objects"] >= nbag and rows["make_leaf"]["type"] == "struct leaf"
+    why = json.loads(why_js.read_text())
+    assert why["objects"] and all(o["site"].endswith(" in new_rec")
+                                  for o in why["objects"])
+    assert all(o["reachable"] and o["paths"] for o in why["objects"])
+
+
+# --------------------------------------------------------------------------
+# generated heaps
+# --------------------------------------------------------------------------
+def _site_word(p: int, rec: int) -> int:
+    return ((p * fas.SITE_MIX) & (2**64 - 1)) ^ rec
+
+
+def _with_sites(seed: int):
+    """A generated heap (test_trace_kernels.gen_heap) where every third chunk
+    has a site word (a site of one of the test types, or none) at its end."""
+    from test_trace_kernels import gen_heap, NODE, PAIR, HOLD, CHAR
+    import random
+    t, chunks, roots = gen_heap(seed)
+    rnd = random.Random(seed)
+    tids = [NODE, PAIR, HOLD, CHAR, 0, 12345]           # 12345: not in the table
+    sites = [fas.AllocSite(0x500000 + 24 * i, tid, "g.c", "f", 10 + i, 1, "malloc") for i, tid in enumerate(tids)]
+    table = SiteTable(np.array([s.address for s in sites], np.uint64), sites)
+    base = min(t.regions)
+    mem = bytearray(t.regions[0x10000000])
+    want = {}
+    for c in chunks:
+        if c.state != "in-use" or rnd.random() > 0.33:
+            continue
+        k = rnd.randrange(len(sites))
+        struct.pack_into("<Q", mem, c.address - 0x10000000 + c.size - 8, _site_word(c.address, sites[k].address))
+        want[c.address] = k
+    t.regions[0x10000000] = bytes(mem)
+    assert base <= 0x10000000
+    return t, chunks, roots, table, want
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_c_and_numpy_agree_with_sites(seed: int) -> None:
+    from test_trace_kernels import TYPES, c_mark
+    from test_trace_structs import assert_same_graph
+    t, chunks, roots, table, want = _with_sites(seed)
+    a = c_mark(t, chunks, roots, TYPES, sites=table)
+    b = mark(t, chunks, roots, TYPES, kernel="numpy", sites=table)
+    assert_same_graph(a, b)
+    assert np.array_equal(a.node_site, b.node_site)
+    got = {int(a.addresses[i]): int(a.node_site[i]) for i in np.flatnonzero(a.node_site >= 0)}
+    assert got == want
+    assert a.precision.objects_with_site == len(want)
+    assert a.precision.objects_typed_by_site > 0
+    # a site never makes a chunk reachable: whatever is reached, the
+    # conservative baseline (every word a pointer) reaches too
+    cons = c_mark(t, chunks, roots, TYPES, mode="conservative", sites=table)
+    assert not np.any((a.how != 0) & (cons.how == 0))
+    assert cons.precision.objects_typed_by_site == 0 and cons.precision.objects_typed == 0
+    # unreached chunks are named by their site's type (known ones), never typed
+    un = (a.how == 0) & (a.node_site >= 0)
+    named = np.array([table.sites[k].type_id in TYPES for k in a.node_site[un]], bool)
+    assert np.all(a.type_ids[un][named] == [table.sites[k].type_id for k in a.node_site[un][named]])
+
+
+def test_site_word_rules() -> None:
+    """The word is accepted only keyed to the chunk's own address, at the end
+    of a request that fills the chunk."""
+    site = fas.AllocSite(0x500018, 1, "a.c", "f", 3, 1, "malloc")
+    aligned = fas.AllocSite(0x500030, 1, "a.c", "g", 4, 1, "aligned_alloc")
+    table = SiteTable(np.array([site.address, aligned.address], np.uint64), [site, aligned])
+    starts = np.array([0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000], np.uint64)
+    sizes = np.array([40, 40, 120, 120, 168, 4096 * 3 - 16], np.uint64)
+    words = {
+        (0, 32): _site_word(0x1000, site.address),          # last word of a 32-byte request: found
+        (1, 32): _site_word(0x1000, site.address),          # keyed to another address: rejected
+        (2, 88): _site_word(0x3000, site.address),          # a smaller request (another size class): stale
+        (3, 104): _site_word(0x4000, site.address) ^ 0x18,  # names no record (between two): rejected
+        (4, 136): _site_word(0x5000, aligned.address),      # aligned_alloc, unsplit remainder: found
+        (5, 4096 * 2 + 8): _site_word(0x6000, site.address),     # mmapped: in the last page: found
+    }
+
+    def rd(nodes, offs):
+        return np.array([words.get((int(n), int(o)), 0) for n, o in zip(nodes, offs)], np.uint64)
+
+    got = find_sites(table, starts, sizes, np.ones(6, bool), rd)
+    assert got.tolist() == [0, -1, -1, -1, 1, 0]
+    # the same word at 136 of a malloc site is one size class off: rejected
+    words[(4, 136)] = _site_word(0x5000, site.address)
+    assert find_sites(table, starts, sizes, np.ones(6, bool), rd)[4] == -1
+
+
+def test_wrapper_word_rule() -> None:
+    """A word right before a wrapper's own word (a RETURNED site) names the
+    wrapper's caller when it is a WRAPPER_CALL site; before any other site's
+    word, or naming another kind of site, it is ignored."""
+    inner = fas.AllocSite(0x500018, 0, "w.c", "xmalloc", 3, 1, "malloc", flags=fas.SITE_RETURNED)
+    plain = fas.AllocSite(0x500030, 0, "a.c", "f", 4, 1, "malloc")
+    caller = fas.AllocSite(0x500048, 7, "a.c", "main", 9, 1, "malloc", flags=fas.SITE_WRAPPER_CALL)
+    other = fas.AllocSite(0x500060, 7, "a.c", "g", 10, 1, "malloc")
+    table = SiteTable(np.array([x.address for x in (inner, plain, caller, other)], np.uint64),
+                      [inner, plain, caller, other])
+    starts = np.array([0x1000, 0x2000, 0x3000], np.uint64)
+    sizes = np.array([40, 40, 40], np.uint64)
+    words = {(0, 32): _site_word(0x1000, inner.address), (0, 24): _site_word(0x1000, caller.address),
+             (1, 32): _site_word(0x2000, plain.address), (1, 24): _site_word(0x2000, caller.address),
+             (2, 32): _site_word(0x3000, inner.address), (2, 24): _site_word(0x3000, other.address)}
+
+    def rd(nodes, offs):
+        return np.array([words.get((int(n), int(o)), 0) for n, o in zip(nodes, offs)], np.uint64)
+
+    assert find_sites(table, starts, sizes, np.ones(3, bool), rd).tolist() == [2, 1, 0]
+
+
+def _block(n: int = 1, version: int = 1, magic: int = fas.MAGIC, record_size: int = 24) -> bytes:
+    strings = b"\0a.c\0f\0"
+    soff = 32 + record_size * n
+    total = (soff + len(strings) + 7) & ~7
+    out = struct.pack("<IHHIIIIII", magic, version, 32, total, n, record_size, soff, len(strings), 0)
+    for i in range(n):
+        out += struct.pack("<QIIIHBB", 7, 1, 5, 10 + i, 2, 1, 0).ljust(record_size, b"\0")
+    return (out + strings).ljust(total, b"\0")
+
+
+def test_decoder() -> None:
+    data = _block(2) + b"\0" * 8 + _block(1)
+    sites = fas.decode(data, "x: .mtsites", 0x400000)
+    assert [(s.address, s.line, s.file, s.function, s.kind, s.type_id) for s in sites] == [
+        (0x400020, 10, "a.c", "f", "malloc", 7), (0x400038, 11, "a.c", "f", "malloc", 7),
+        (0x400000 + len(_block(2)) + 8 + 32, 10, "a.c", "f", "malloc", 7)]
+    assert sites[0].where == "a.c:10 in f"
+
+
+@pytest.mark.parametrize("data,what", [
+    (_block(magic=0x1234), "magic"),
+    (_block(version=2), "version 2"),
+    (_block()[:40], "runs past the end"),
+    (_block(n=1)[:8] + struct.pack("<I", 4) + _block(n=1)[12:], "block sizes"),
+    (_block(n=1)[:12] + struct.pack("<I", 10 ** 6) + _block(n=1)[16:], "site count"),
+    (b"\0\0\0" + _block(), "aligned"),
+])
+def test_decoder_bad_input(data: bytes, what: str) -> None:
+    with pytest.raises(BadData) as e:
+        fas.decode(data, "x: .mtsites", 0)
+    assert what in str(e.value) and "x: .mtsites" in str(e.value)
+    if what.startswith("version"):
+        assert isinstance(e.value, UnsupportedVersion)
