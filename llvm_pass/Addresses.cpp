@@ -19,7 +19,8 @@
 //     table address".
 //
 // A function entry keeps its absolute address when the pass did not mark its
-// records (comdat or interposable functions, see addressIsRelative).
+// records (comdat or interposable functions in code that may go into a shared
+// library, see addressIsRelative).
 //
 // The printer is found by name when code is generated: IR that carries
 // `gc "mappedtrace"` must be compiled with this plugin loaded
@@ -40,18 +41,29 @@ using namespace llvm;
 
 namespace mappedtrace {
 
+// A comdat member may be dropped by the linker in favour of another object's
+// copy, and a fixup against a local symbol in a dropped section is a link
+// error; an interposable (weak, linkonce, common) definition may be replaced.
+// Such a definition must be named by its own symbol.
+static bool localNameIsSafe(const GlobalObject &GO) {
+  return !GO.hasComdat() && !GlobalValue::isInterposableLinkage(GO.getLinkage());
+}
+
+// Code compiled for an executable (no PIC, or PIE): no symbol it defines can
+// be interposed, so a PC-relative fixup may name any of them.
+static bool forExecutable(const Module &M) {
+  return M.getPICLevel() == PICLevel::NotPIC || M.getPIELevel() != PIELevel::Default;
+}
+
 bool addressIsRelative(const GlobalObject &GO) {
-  // A comdat member may be dropped by the linker in favour of another
-  // object's copy, and a reference to a local symbol in a dropped section is
-  // a link error; an interposable (weak, linkonce, common) definition may
-  // be replaced. Both keep the symbol and its absolute address.
-  return !GO.isDeclarationForLinker() && !GO.hasComdat() &&
-         !GlobalValue::isInterposableLinkage(GO.getLinkage()) && !GO.isThreadLocal();
+  if (GO.isDeclarationForLinker() || GO.isThreadLocal())
+    return false;
+  return localNameIsSafe(GO) || forExecutable(*GO.getParent());
 }
 
 Constant *localAddressOf(GlobalObject &GO) {
-  if (GO.hasLocalLinkage())
-    return &GO;
+  if (GO.hasLocalLinkage() || !localNameIsSafe(GO))
+    return &GO; // see localNameIsSafe; then only in an executable (addressIsRelative)
   // A private alias: assembled as `.set .Lname, sym`, and a fixup against it
   // uses the section symbol, so the definition in this object is meant even
   // where the dynamic linker would let another module interpose `sym`.
@@ -115,9 +127,13 @@ bool MappedTraceGCPrinter::emitStackMaps(StackMaps &SM, AsmPrinter &AP) {
       // `.set .Lmt_fn, f`: a local name for f, so the fixup below is made
       // against the section symbol (this object's definition, resolved by the
       // static linker), never against f itself, which another module could
-      // interpose.
-      MCSymbol *Local = Ctx.createTempSymbol("mt_fn");
-      AP.OutStreamer->emitAssignment(Local, MCSymbolRefExpr::create(Sym, Ctx));
+      // interpose. A comdat or interposable f is named itself (only in code
+      // for an executable, where nothing is interposed: addressIsRelative).
+      MCSymbol *Local = const_cast<MCSymbol *>(Sym);
+      if (localNameIsSafe(*GO)) {
+        Local = Ctx.createTempSymbol("mt_fn");
+        AP.OutStreamer->emitAssignment(Local, MCSymbolRefExpr::create(Sym, Ctx));
+      }
       MCSymbol *S = Ctx.createTempSymbol("mt_fn_rel");
       AP.OutStreamer->emitAssignment(
           S, MCBinaryExpr::createSub(MCSymbolRefExpr::create(Local, Ctx),
