@@ -11,7 +11,7 @@
 // PointerStores.cpp finds pointers stored where a type says "no pointer".
 //
 // Run: opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
-//      clang-22 -O2 -g -fpass-plugin=MappedTracePass.so -fno-pie -no-pie x.c
+//      clang-22 -O2 -g -fpass-plugin=MappedTracePass.so x.c
 //===----------------------------------------------------------------------===//
 #ifndef MAPPEDTRACE_H
 #define MAPPEDTRACE_H
