@@ -184,3 +184,31 @@ def test_live_leaks_and_library_frame_exact(built, tmp_path: Path, how: str) -> 
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_cxx_inline_functions_in_a_pie(tmp_path: Path) -> None:
+    """Inline functions and templates of two C++ translation units are comdat
+    members (one copy kept): in a PIE they are named by their own symbols,
+    PC-relative (FORMAT.md "Addresses"), so still no TEXTREL, read-only maps,
+    and every kept copy's map address is its symbol's."""
+    need("clang++-22", "readelf")
+    from mappedtrace.formats import elf
+    from mappedtrace.formats.maps import BinaryMaps
+    exe = tmp_path / "cxx_pie"
+    r = subprocess.run([MAPPEDTRACE, "c++", "-O0", "-fPIE", "-pie", f"-I{TRUTH_H}", "-o", str(exe),
+                        str(PIC / "cxx_a.cpp"), str(PIC / "cxx_b.cpp")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "TEXTREL" not in r.stderr, r.stderr[-3000:]
+    assert "TEXTREL" not in _readelf("-d", str(exe))
+    for line in _readelf("-S", str(exe)).splitlines():
+        parts = line.replace("[ ", "[").split()
+        if len(parts) > 7 and parts[1] in MAP_SECTIONS:
+            assert "W" not in parts[7], line
+    bm = BinaryMaps.load(str(exe))
+    inline = [f for f in bm.functions if f.name.startswith("_Z4cell") or f.name.startswith("_Z5chain")]
+    assert len(inline) >= 2, [f.name for f in bm.functions]      # one entry per translation unit
+    for f in inline:
+        assert f.address == elf.symbol_address(str(exe), f.name), f.name
+    r, report, truth, kept = run_traced(exe, tmp_path)
+    assert_exact(report, truth, kept, r.stderr[-3000:])
+    assert len(truth) == 5
