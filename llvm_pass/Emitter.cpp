@@ -14,7 +14,9 @@
 //   * inserts llvm.experimental.stackmap (ID kind 2) at headers of call-free
 //     loops;
 //   * writes one `.mtmap` chunk (FORMAT.md §2) as a constant in section
-//     ".mtmap", kept by llvm.used, and marks the module so a second run (e.g.
+//     ".mtmap", kept by llvm.used, its addresses relative to the chunk
+//     (FORMAT.md "Addresses"; Addresses.cpp does the same for the function
+//     entries of .llvm_stackmaps), and marks the module so a second run (e.g.
 //     compile then LTO) does nothing.
 //
 // Run: opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
