@@ -19,7 +19,7 @@
 //     table address".
 //
 // A function entry keeps its absolute address when the pass did not mark its
-// records (comdat or interposable functions in code that may go into a shared
+// records (an exported comdat function in code that may go into a shared
 // library, see addressIsRelative).
 //
 // The printer is found by name when code is generated: IR that carries
@@ -41,29 +41,35 @@ using namespace llvm;
 
 namespace mappedtrace {
 
-// A comdat member may be dropped by the linker in favour of another object's
-// copy, and a fixup against a local symbol in a dropped section is a link
-// error; an interposable (weak, linkonce, common) definition may be replaced.
-// Such a definition must be named by its own symbol.
+// A local name (a private alias, assembled as a section-relative fixup)
+// names this object's definition. A comdat member may be dropped by the
+// linker in favour of another object's copy, and a fixup against a local
+// symbol in a dropped section is a link error; a common symbol has no
+// section. Those must be named by their own symbol. (A weak definition
+// outside a comdat stays in the output even when another one wins: its
+// local name still names its own code.)
 static bool localNameIsSafe(const GlobalObject &GO) {
-  return !GO.hasComdat() && !GlobalValue::isInterposableLinkage(GO.getLinkage());
+  return !GO.hasComdat() && !GO.hasCommonLinkage();
 }
 
-// Code compiled for an executable (no PIC, or PIE): no symbol it defines can
-// be interposed, so a PC-relative fixup may name any of them.
-static bool forExecutable(const Module &M) {
-  return M.getPICLevel() == PICLevel::NotPIC || M.getPIELevel() != PIELevel::Default;
+// Whether a PC-relative fixup may name GO's own symbol: in code for an
+// executable (no PIC, or PIE) nothing is interposed; elsewhere only a symbol
+// that is not exported as preemptible (hidden or protected) qualifies.
+static bool ownNameIsSafe(const GlobalObject &GO) {
+  const Module &M = *GO.getParent();
+  return M.getPICLevel() == PICLevel::NotPIC || M.getPIELevel() != PIELevel::Default ||
+         !GO.hasDefaultVisibility();
 }
 
 bool addressIsRelative(const GlobalObject &GO) {
   if (GO.isDeclarationForLinker() || GO.isThreadLocal())
     return false;
-  return localNameIsSafe(GO) || forExecutable(*GO.getParent());
+  return localNameIsSafe(GO) || ownNameIsSafe(GO);
 }
 
 Constant *localAddressOf(GlobalObject &GO) {
   if (GO.hasLocalLinkage() || !localNameIsSafe(GO))
-    return &GO; // see localNameIsSafe; then only in an executable (addressIsRelative)
+    return &GO; // then ownNameIsSafe holds (addressIsRelative)
   // A private alias: assembled as `.set .Lname, sym`, and a fixup against it
   // uses the section symbol, so the definition in this object is meant even
   // where the dynamic linker would let another module interpose `sym`.
@@ -127,8 +133,8 @@ bool MappedTraceGCPrinter::emitStackMaps(StackMaps &SM, AsmPrinter &AP) {
       // `.set .Lmt_fn, f`: a local name for f, so the fixup below is made
       // against the section symbol (this object's definition, resolved by the
       // static linker), never against f itself, which another module could
-      // interpose. A comdat or interposable f is named itself (only in code
-      // for an executable, where nothing is interposed: addressIsRelative).
+      // interpose. A comdat f is named itself (where ownNameIsSafe:
+      // addressIsRelative).
       MCSymbol *Local = const_cast<MCSymbol *>(Sym);
       if (localNameIsSafe(*GO)) {
         Local = Ctx.createTempSymbol("mt_fn");

@@ -226,3 +226,38 @@ def test_cxx_inline_functions_in_a_pie(tmp_path: Path) -> None:
     r, report, truth, kept = run_traced(exe, tmp_path)
     assert_exact(report, truth, kept, r.stderr[-3000:])
     assert len(truth) == 5
+
+
+def test_weak_and_hidden_definitions_in_a_shared_library(tmp_path: Path) -> None:
+    """A weak function (outside a comdat) gets a local name, and C++ code
+    built -fvisibility=hidden names its comdat members by their own (not
+    preemptible) symbols: neither leaves a dynamic relocation in the maps;
+    the weak function's map address is its symbol's."""
+    need("clang++-22", "readelf")
+    from mappedtrace.formats import elf
+    from mappedtrace.formats.maps import BinaryMaps
+    weak = tmp_path / "weak.c"
+    weak.write_text("#include <stdlib.h>\n__attribute__((weak, noinline)) void *wmk(int n) { return malloc(n); }\n"
+                    "void *use(int n) { return wmk(n); }\n")
+    _cc("-O2", "-fPIC", "-shared", "-o", str(tmp_path / "libweak.so"), str(weak))
+    lib = str(tmp_path / "libweak.so")
+    assert "TEXTREL" not in _readelf("-d", lib)
+    fn = {f.name: f for f in BinaryMaps.load(lib).functions}
+    assert fn["wmk"].address == elf.symbol_address(lib, "wmk") and fn["wmk"].status == "instrumented"
+    # (no libstdc++ here: its headers make namespace std default visibility)
+    src = tmp_path / "hidden.cpp"
+    src.write_text("#include <stdlib.h>\nstruct C { C *next; };\n"
+                   "inline C *cell(C *n) { C *c = (C *)malloc(sizeof(C)); c->next = n; return c; }\n"
+                   "template <class T> T *two(T *p) { return cell(cell(p)); }\n"
+                   "__attribute__((visibility(\"default\"))) void *api() { return two<C>(nullptr); }\n")
+    cxx = tmp_path / "libcxx.so"
+    r = subprocess.run([MAPPEDTRACE, "c++", "-O0", "-fPIC", "-shared", "-fvisibility=hidden",
+                        "-o", str(cxx), str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "TEXTREL" not in r.stderr, r.stderr[-3000:]
+    assert "TEXTREL" not in _readelf("-d", str(cxx))
+    names = {f.name for f in BinaryMaps.load(str(cxx)).functions}
+    assert {"_Z4cellP1C", "_Z3twoI1CEPT_S2_"} <= names, names        # out of line at -O0, comdat
+    for line in _readelf("-S", str(cxx)).splitlines():
+        parts = line.replace("[ ", "[").split()
+        if len(parts) > 7 and parts[1] in MAP_SECTIONS:
+            assert "W" not in parts[7], line
