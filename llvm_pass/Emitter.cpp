@@ -14,7 +14,9 @@
 //   * inserts llvm.experimental.stackmap (ID kind 2) at headers of call-free
 //     loops;
 //   * writes one `.mtmap` chunk (FORMAT.md §2) as a constant in section
-//     ".mtmap", kept by llvm.used, and marks the module so a second run (e.g.
+//     ".mtmap", kept by llvm.used, its addresses relative to the chunk
+//     (FORMAT.md "Addresses"; Addresses.cpp does the same for the function
+//     entries of .llvm_stackmaps), and marks the module so a second run (e.g.
 //     compile then LTO) does nothing.
 //
 // Run: opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
@@ -50,16 +52,22 @@ struct FuncOut {
   std::vector<std::tuple<uint64_t, uint64_t, std::string>> Allocas; // type, size, name
 };
 
-/// Bytes with embedded absolute-address fields, turned into a packed struct.
+/// Bytes with embedded address fields, turned into a packed struct. An
+/// address is written relative to the start of the blob (FORMAT.md §2,
+/// "Addresses"): `target - blob`, a difference the static linker resolves,
+/// or absolute where the target needs it (addressIsRelative).
 class Blob {
 public:
   void u8(uint8_t V) { Bytes.push_back(V); }
   void u16(uint16_t V) { le(V, 2); }
   void u32(uint32_t V) { le(V, 4); }
   void u64(uint64_t V) { le(V, 8); }
-  void addr(Constant *C) { // an 8-byte absolute address
-    Relocs.push_back({Bytes.size(), C});
+  /// An 8-byte address of \p GO; returns whether it is relative.
+  bool addr(GlobalObject *GO) {
+    bool Rel = addressIsRelative(*GO);
+    Relocs.push_back({Bytes.size(), GO, Rel});
     le(0, 8);
+    return Rel;
   }
   void put32(size_t At, uint32_t V) {
     for (int I = 0; I < 4; ++I)
@@ -70,37 +78,58 @@ public:
       Bytes.push_back(0);
   }
   size_t size() const { return Bytes.size(); }
-  Constant *build(LLVMContext &Ctx) const {
-    SmallVector<Constant *, 16> Parts;
-    SmallVector<Type *, 16> Tys;
+  /// The private constant \p Name in \p Section holding the blob.
+  GlobalVariable *emit(Module &M, StringRef Name, StringRef Section) const {
+    LLVMContext &Ctx = M.getContext();
     Type *I64 = Type::getInt64Ty(Ctx);
-    size_t Pos = 0;
-    auto Raw = [&](size_t End) {
-      if (End <= Pos)
-        return;
-      Constant *C = ConstantDataArray::get(Ctx, ArrayRef<uint8_t>(Bytes.data() + Pos, End - Pos));
-      Parts.push_back(C);
-      Tys.push_back(C->getType());
-    };
-    for (auto &[Off, C] : Relocs) {
-      Raw(Off);
-      Constant *A = ConstantExpr::getPtrToInt(C, I64);
-      Parts.push_back(A);
-      Tys.push_back(I64);
-      Pos = Off + 8;
-    }
-    Raw(Bytes.size());
+    SmallVector<Type *, 16> Tys;
+    forParts([&](size_t Pos, size_t End) { Tys.push_back(ArrayType::get(Type::getInt8Ty(Ctx), End - Pos)); },
+             [&](const Reloc &) { Tys.push_back(I64); });
     StructType *ST = StructType::get(Ctx, Tys, /*isPacked=*/true);
-    return ConstantStruct::get(ST, Parts);
+    auto *GV = new GlobalVariable(M, ST, /*isConstant=*/true, GlobalValue::PrivateLinkage,
+                                  nullptr, Name);
+    Constant *Base = ConstantExpr::getPtrToInt(GV, I64);
+    SmallVector<Constant *, 16> Parts;
+    forParts(
+        [&](size_t Pos, size_t End) {
+          Parts.push_back(ConstantDataArray::get(Ctx, ArrayRef<uint8_t>(Bytes.data() + Pos, End - Pos)));
+        },
+        [&](const Reloc &R) {
+          if (R.Relative)
+            Parts.push_back(ConstantExpr::getSub(
+                ConstantExpr::getPtrToInt(localAddressOf(*R.GO), I64), Base));
+          else
+            Parts.push_back(ConstantExpr::getPtrToInt(R.GO, I64));
+        });
+    GV->setInitializer(ConstantStruct::get(ST, Parts));
+    GV->setSection(Section);
+    GV->setAlignment(Align(8));
+    return GV;
   }
 
 private:
+  struct Reloc {
+    size_t Off;
+    GlobalObject *GO;
+    bool Relative;
+  };
+  template <typename RawFn, typename RelocFn> void forParts(RawFn Raw, RelocFn Rel) const {
+    size_t Pos = 0;
+    for (const Reloc &R : Relocs) {
+      if (R.Off > Pos)
+        Raw(Pos, R.Off);
+      Rel(R);
+      Pos = R.Off + 8;
+    }
+    if (Bytes.size() > Pos)
+      Raw(Pos, Bytes.size());
+  }
   void le(uint64_t V, int N) {
     for (int I = 0; I < N; ++I)
       Bytes.push_back((V >> (8 * I)) & 0xff);
   }
   std::vector<uint8_t> Bytes;
-  std::vector<std::pair<size_t, Constant *>> Relocs;
+  std::vector<Reloc> Relocs;
 };
 
 class StringTab {
@@ -152,6 +181,12 @@ private:
   // scalar globals the program stores pointers into: their STORED byte ranges
   std::map<GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> StoredGlobals;
 };
+
+// The record ID bits that say how the function's stack map entry gives its
+// address (Addresses.cpp).
+static uint64_t idFlags(const Function &F) {
+  return addressIsRelative(F) ? IdRelativeFn : 0;
+}
 
 uint64_t Emitter::entryTypeId(const MapEntry &E) {
   if (E.IsSlot) {
@@ -283,7 +318,7 @@ Function *Emitter::thunkFor(CallBase *CB) {
 
 void Emitter::rewriteCall(CallBase *CB, const MapSite &S, Function *Thunk) {
   IRBuilder<> B(CB);
-  uint64_t ID = IdMagic | IdKindCall | (Seq++ & 0xFFFFFFFFFFULL);
+  uint64_t ID = IdMagic | IdKindCall | idFlags(*CB->getFunction()) | (Seq++ & IdSeqMask);
   SmallVector<Value *, 16> Deopt = deoptOperands(S, B, /*MaySpill=*/true);
   FunctionCallee Callee(CB->getFunctionType(), CB->getCalledOperand());
   SmallVector<Value *, 8> Args(CB->args());
@@ -346,7 +381,7 @@ void Emitter::rewriteCall(CallBase *CB, const MapSite &S, Function *Thunk) {
 
 void Emitter::insertLoopPoint(const MapSite &S) {
   IRBuilder<> B(S.I);
-  uint64_t ID = IdMagic | IdKindLoop | (Seq++ & 0xFFFFFFFFFFULL);
+  uint64_t ID = IdMagic | IdKindLoop | idFlags(*S.I->getFunction()) | (Seq++ & IdSeqMask);
   SmallVector<Value *, 16> Ops{B.getInt64(ID), B.getInt32(0)};
   for (Value *V : deoptOperands(S, B, /*MaySpill=*/false))
     Ops.push_back(V);
@@ -388,8 +423,11 @@ void Emitter::run() {
     // pointers are then plain deopt values that codegen may keep in
     // registers (without a strategy every pointer deopt value is treated as
     // a GC pointer and spilled at each statepoint).
-    if (!Info.Calls.empty())
-      F.setGC("statepoint-example");
+    // The strategy is "statepoint-example" plus the printer that makes the
+    // function addresses of .llvm_stackmaps relative (Addresses.cpp); any
+    // function with a record gets it, so that the printer runs.
+    if (!Info.Calls.empty() || !Info.Loops.empty())
+      F.setGC(GCStrategyName);
     O.NCalls = Info.Calls.size();
     O.NLoops = Info.Loops.size();
     O.NUnmapped = Info.Unmapped;
@@ -477,7 +515,7 @@ void Emitter::emitMap() {
   Blob B;
   // Header, patched at the end.
   B.u32(0x504D544D); // "MTMP" little-endian bytes 4D 54 4D 50
-  B.u16(1);
+  B.u16(MtmapVersion);
   B.u16(56);
   size_t ChunkSizeAt = B.size();
   B.u32(0);
@@ -516,14 +554,15 @@ void Emitter::emitMap() {
   uint32_t FunctionsOff = B.size();
   for (const FuncOut &O : Funcs) {
     // A function that will not be emitted (no body left) gets address 0.
-    if (O.F && !O.F->isDeclaration())
-      B.addr(O.F);
+    bool Abs = false;
+    if (O.F && !O.F->isDeclarationForLinker())
+      Abs = !B.addr(O.F);
     else
       B.u64(0);
     B.u32(Str.get(O.Name));
     B.u32(Str.get(O.Reason));
     B.u16(O.Status);
-    B.u16(0);
+    B.u16(Abs ? FnAddrAbsolute : 0);
     B.u32(O.NCalls);
     B.u32(O.NLoops);
     B.u32(O.NUnmapped);
@@ -538,14 +577,15 @@ void Emitter::emitMap() {
   }
   uint32_t GlobalsOff = B.size();
   for (const GOut &G : Globals) {
+    uint32_t Flags = G.Flags;
     if (G.Flags & 1)
       B.u64(0);
-    else
-      B.addr(G.G);
+    else if (!B.addr(G.G))
+      Flags |= GlobalAddrAbsolute;
     B.u64(G.Size);
     B.u64(G.Type);
     B.u32(Str.get(G.G->getName()));
-    B.u32(G.Flags);
+    B.u32(Flags);
   }
   uint32_t ModName = Str.get(M.getSourceFileName());
   uint32_t StrOff = B.size();
@@ -561,11 +601,7 @@ void Emitter::emitMap() {
   for (int I = 0; I < 9; ++I)
     B.put32(CountsAt + 4 * I, Counts[I]);
 
-  Constant *Init = B.build(Ctx);
-  auto *GV = new GlobalVariable(M, Init->getType(), /*isConstant=*/true,
-                                GlobalValue::PrivateLinkage, Init, "__mappedtrace_map");
-  GV->setSection(".mtmap");
-  GV->setAlignment(Align(8));
+  GlobalVariable *GV = B.emit(M, "__mappedtrace_map", ".mtmap");
   appendToUsed(M, {GV});
 }
 

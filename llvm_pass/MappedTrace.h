@@ -11,7 +11,7 @@
 // PointerStores.cpp finds pointers stored where a type says "no pointer".
 //
 // Run: opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
-//      clang-22 -O2 -g -fpass-plugin=MappedTracePass.so -fno-pie -no-pie x.c
+//      clang-22 -O2 -g -fpass-plugin=MappedTracePass.so x.c
 //===----------------------------------------------------------------------===//
 #ifndef MAPPEDTRACE_H
 #define MAPPEDTRACE_H
@@ -33,6 +33,19 @@ namespace mappedtrace {
 constexpr uint64_t IdMagic = 0x4D54ULL << 48;
 constexpr uint64_t IdKindCall = 1ULL << 40;
 constexpr uint64_t IdKindLoop = 2ULL << 40;
+constexpr uint64_t IdTagMask = 0xFFFFULL << 48;
+// The function entry of this record's function holds its address minus the
+// address of the table (Addresses.cpp); without it, the absolute address.
+constexpr uint64_t IdRelativeFn = 1ULL << 39;
+constexpr uint64_t IdSeqMask = IdRelativeFn - 1;
+// .mtmap: version, and the flags of an address written absolute (FORMAT.md §2).
+constexpr uint16_t MtmapVersion = 2;
+constexpr uint16_t FnAddrAbsolute = 1;
+constexpr uint32_t GlobalAddrAbsolute = 4;
+// The GC strategy of instrumented functions, and its stack map printer.
+constexpr const char *GCStrategyName = "mappedtrace";
+// Prefix of the private aliases that name a definition of this object.
+constexpr const char *LocalAliasPrefix = "__mappedtrace.local.";
 constexpr uint64_t RoleValue = 0;
 constexpr uint64_t RoleSlot = 1ULL << 62;
 constexpr uint64_t RoleDerived = 2ULL << 62;
@@ -120,6 +133,13 @@ private:
 /// pointer-holding memory, integers from ptrtoint) into memory whose declared
 /// type is not a pointer: recorded in \p TT (struct fields) and \p Globals
 /// (byte ranges of scalar globals). PointerStores.cpp.
+/// True when the maps give \p GO's address relative to the map itself (a
+/// definition that the linker keeps and nothing can interpose): no dynamic
+/// relocation. Otherwise the address is written absolute (Addresses.cpp).
+bool addressIsRelative(const llvm::GlobalObject &GO);
+/// \p GO itself if it has local linkage, else a private alias of it.
+llvm::Constant *localAddressOf(llvm::GlobalObject &GO);
+
 void findPointerStores(llvm::Module &M, TypeTable &TT,
                        std::map<llvm::GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals);
 /// Is allocation-site recording asked for (MAPPEDTRACE_ALLOC_SITES=1)?

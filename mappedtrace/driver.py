@@ -4,9 +4,11 @@ Both are drop-in replacements that add what pointer maps need and pass every
 other argument through untouched:
 
 * ``cc``: clang-22 with ``-fpass-plugin=<plugin>`` when something is
-  compiled, ``-g`` unless the user chose a ``-g*`` level, ``-fno-pie`` when
-  compiling and ``-no-pie`` when linking unless the user asked for PIC/PIE or
-  ``-shared`` (the map sections hold absolute addresses: FORMAT.md).  With
+  compiled and ``-g`` unless the user chose a ``-g*`` level.  PIE, PIC and
+  ``-shared`` are the user's (or clang's default: PIE on Debian): the maps
+  need no dynamic relocation in any of them (FORMAT.md, "Addresses"), and a
+  PIE costs the maps nothing more than it costs plain code (measured in
+  ``benchmarks/RESULTS.md``, "PIE or not").  With
   ``-flto`` the pass runs inside lld instead (``-fuse-ld=lld
   -Wl,--load-pass-plugin=…``).  Preprocessing-only runs (``-E``, ``-M``,
   ``-MM``) are passed through unchanged.  Section GC (``--gc-sections``)
@@ -14,7 +16,7 @@ other argument through untouched:
   (``.mtmap.keep``, FORMAT.md).
 * ``rustc``: rustc with ``-C linker-plugin-lto`` and clang-22 + lld-22 as the
   linker, lld loading the plugin, so the pass runs on the whole crate's
-  LLVM IR at link time; ``-C relocation-model=static`` and ``-no-pie``;
+  LLVM IR at link time; rustc's own relocation model (PIE by default);
   ``-g`` unless the user set a debug-info level.
 
 Both take options of their own (removed before the compiler sees the
@@ -47,7 +49,6 @@ _ARG_OPTS = {"-o", "-x", "-I", "-D", "-U", "-include", "-imacros", "-isystem", "
              "-Xassembler", "-Xpreprocessor", "-target", "--target", "-arch", "-isysroot",
              "--sysroot", "-u", "-z", "-T", "-mllvm", "-main-file-name", "-aux-info",
              "-dependency-file", "-serialize-diagnostics"}
-_PIC_FLAGS = {"-fPIC", "-fpic", "-fPIE", "-fpie", "-shared", "-pie", "-static-pie"}
 
 
 def _verbose(cmd: list[str]) -> None:
@@ -97,7 +98,6 @@ def cc_command(args: list[str], plugin: str | None = None, compiler: str = "clan
     files, has_x = _inputs(args)
     compiles = has_x or any(Path(f).suffix in _SOURCE_EXTS or f == "-" for f in files)
     links = not flags & {"-c", "-S", "-fsyntax-only"}
-    pic = bool(flags & _PIC_FLAGS)
     lto = any(a == "-flto" or a.startswith("-flto=") for a in args)
     extra: list[str] = []
     if compiles and "-fsyntax-only" not in flags:
@@ -105,12 +105,8 @@ def cc_command(args: list[str], plugin: str | None = None, compiler: str = "clan
         extra.append(f"-fpass-plugin={plugin}")
         if not any(a.startswith("-g") for a in args):
             extra.append("-g")
-        if not pic and not any(a in {"-fno-pie", "-fno-pic", "-fno-PIE", "-fno-PIC"} for a in args):
-            extra.append("-fno-pie")
     link_extra: list[str] = []
     if links:
-        if not pic and "-no-pie" not in flags and "-nopie" not in flags:
-            link_extra.append("-no-pie")
         if lto:
             plugin = plugin or str(tc.plugin_path())
             if not any(a.startswith("-fuse-ld=") for a in args):
@@ -134,12 +130,9 @@ def rustc_command(args: list[str], plugin: str | None = None) -> list[str]:
     clang = tc.require_tool("clang-22")
     tc.require_tool("ld.lld-22")
     plugin = plugin or str(tc.plugin_path())
-    joined = " ".join(args)
     extra = ["-C", "linker-plugin-lto", "-C", f"linker={clang}",
              "-C", "link-arg=-fuse-ld=lld",
              "-C", f"link-arg=-Wl,--load-pass-plugin={plugin}"]
-    if "relocation-model" not in joined:
-        extra += ["-C", "relocation-model=static", "-C", "link-arg=-no-pie"]
     if not any(a == "-g" or a.startswith("debuginfo") or "debuginfo=" in a for a in args):
         extra.append("-g")
     if not _rust_optimized(args):

@@ -17,9 +17,11 @@ REPO = Path(__file__).resolve().parent.parent
 LOC_KIND = {"Register": 1, "Direct": 2, "Indirect": 3, "Constant": 4, "ConstantIndex": 5}
 
 
-def mt_id(kind: str, seq: int) -> int:
-    """A MappedTrace record ID: tag 0x4D54, kind 1 call / 2 loop, sequence."""
-    return (0x4D54 << 48) | ({"call": 1, "loop": 2}[kind] << 40) | (seq & ((1 << 40) - 1))
+def mt_id(kind: str, seq: int, relative_fn: bool = False) -> int:
+    """A MappedTrace record ID: tag 0x4D54, kind 1 call / 2 loop, bit 39 when its
+    function entry's address is relative to the table, sequence."""
+    return (0x4D54 << 48) | ({"call": 1, "loop": 2}[kind] << 40) | (int(relative_fn) << 39) | \
+        (seq & ((1 << 39) - 1))
 
 
 def descriptor(role: str, type_id: int) -> int:
@@ -138,6 +140,7 @@ class MFunc:
     n_loop_points: int = 0
     n_unmapped_calls: int = 0
     allocas: list[MAlloca] = field(default_factory=list)
+    flags: int = 0          # version 2: 0x1 the address is absolute
 
 
 @dataclass
@@ -175,7 +178,7 @@ def encode_chunk(module: str, types: list[MType] = (), functions: list[MFunc] = 
             tbytes += struct.pack("<QQIIII", s.offset, s.target, s.count, s.stride, s.flags, 0)
     fbytes = bytearray()
     for f in functions:
-        fbytes += struct.pack("<QIIHHIIIII", f.address, st.add(f.name), st.add(f.reason), f.status, 0,
+        fbytes += struct.pack("<QIIHHIIIII", f.address, st.add(f.name), st.add(f.reason), f.status, f.flags,
                               f.n_callsites, f.n_loop_points, f.n_unmapped_calls, len(f.allocas), 0)
         for a in f.allocas:
             fbytes += struct.pack("<QQII", a.type_id, a.size, st.add(a.name), 0)

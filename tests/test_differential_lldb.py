@@ -326,6 +326,10 @@ def run_differential(lldb, exe: str, src: Path, workdir: Path) -> Stats:
         err = lldb.SBError()
         process = target.Launch(info, err)
         assert err.Success(), f"LLDB could not launch {exe}: {err}"
+        # the maps hold link-time addresses; a PIE runs at a load bias
+        hdr = target.FindModule(target.GetExecutable()).GetObjectFileHeaderAddress()
+        bias = hdr.GetLoadAddress(target) - hdr.GetFileAddress()
+        calls = {addr + bias: rec for addr, rec in calls.items()}
         bps = {addr: target.BreakpointCreateByAddress(addr) for addr in calls}
         process.Continue()
         hits: Counter = Counter()
@@ -346,7 +350,7 @@ def run_differential(lldb, exe: str, src: Path, workdir: Path) -> Stats:
                             bps[pc].SetEnabled(False)
                         thread.StepInstruction(False)
                         f1 = thread.GetFrameAtIndex(1)
-                        if f1.GetPC() != rec.pc:
+                        if f1.GetPC() - bias != rec.pc:
                             st.unwind_mismatch += 1
                         else:
                             st.visits += 1

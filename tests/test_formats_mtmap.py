@@ -113,7 +113,31 @@ def test_version_7():
     with pytest.raises(UnsupportedVersion) as ei:
         mtmap.decode(mg.encode_chunk("m", version=7), WHERE)
     msg = str(ei.value)
-    assert "version 7" in msg and "version 1" in msg and ei.value.offset == 4
+    assert "version 7" in msg and "versions 1-2" in msg and ei.value.offset == 4
+
+
+def test_version_2_addresses_are_relative_to_their_chunk():
+    """FORMAT.md "Addresses": a version 2 chunk holds ``address - chunk
+    address`` unless the entry says ABSOLUTE; version 1 stays absolute, and
+    both come out as link-time addresses given the section's address."""
+    old = mg.encode_chunk("old.c", functions=[mg.MFunc("f1", 0x401000)],
+                          globals_=[mg.MGlobal("g1", 0x404000, 8, 0)])
+    new = mg.encode_chunk("new.c", version=2,
+                          functions=[mg.MFunc("rel", 0x1000), mg.MFunc("gone", 0),
+                                     mg.MFunc("abs", 0x402000, flags=mtmap.FUNCTION_ABSOLUTE),
+                                     mg.MFunc("below", (-0x2000) & (2**64 - 1))],
+                          globals_=[mg.MGlobal("grel", 0x30, 8, 0),
+                                    mg.MGlobal("gabs", 0x405000, 8, 0, flags=mtmap.GLOBAL_ABSOLUTE),
+                                    mg.MGlobal("tls", 0, 8, 0, flags=mtmap.GLOBAL_TLS)])
+    vaddr = 0x3000
+    c1, c2 = mtmap.decode(mg.concat([old, new]), WHERE, [], vaddr)
+    assert [(f.name, f.address) for f in c1.functions] == [("f1", 0x401000)]
+    assert [(g.name, g.address) for g in c1.globals] == [("g1", 0x404000)]
+    base = vaddr + c2.section_offset
+    assert c2.section_offset == len(old)
+    assert [(f.name, f.address) for f in c2.functions] == [
+        ("rel", base + 0x1000), ("gone", 0), ("abs", 0x402000), ("below", base - 0x2000)]
+    assert [(g.name, g.address) for g in c2.globals] == [("grel", base + 0x30), ("gabs", 0x405000), ("tls", 0)]
 
 
 def test_second_chunk_errors_name_its_offset():

@@ -153,6 +153,37 @@ def test_generated_round_trip_and_readobj(tmp_path):
             assert _norm(mg.decoded_table_as_readobj(t)) == want
 
 
+def test_relative_function_entries():
+    """FORMAT.md §1 "Addresses": a function entry whose MappedTrace records
+    carry ID bit 39 holds ``address - table address``; one without keeps its
+    absolute address, also in the same section; foreign records never make an
+    entry relative."""
+    from mappedtrace.formats.maps import _relative_entry
+    c: list[int] = []
+    rel = mg.Fn(0x1000, 16, [mg.Rec(mg.mt_id("call", 1, relative_fn=True), 0x10, mg.statepoint_locs([], c)),
+                             mg.Rec(mg.mt_id("call", 2, relative_fn=True), 0x20, mg.statepoint_locs([], c))])
+    below = mg.Fn((-0x800) & (2**64 - 1), 16, [mg.Rec(mg.mt_id("loop", 3, relative_fn=True), 4, [])])
+    absolute = mg.Fn(0x402000, 16, [mg.Rec(mg.mt_id("call", 4), 8, mg.statepoint_locs([], c))])
+    foreign = mg.Fn(0x403000, 16, [mg.Rec(42 | (1 << 39), 8, [])])
+    t1 = mg.encode_table([rel, below, absolute], c)
+    c2: list[int] = []
+    t2 = mg.encode_table([foreign, mg.Fn(0x2000, 8, [mg.Rec(mg.mt_id("call", 5, True), 1,
+                                                             mg.statepoint_locs([], c2))])], c2)
+    blob = mg.concat([t1, t2])
+    vaddr = 0x5000
+    a, b = stackmap.decode(blob, WHERE, vaddr, _relative_entry)
+    assert [(f.relative, f.resolved) for f in a.functions] == [
+        (True, vaddr + 0x1000), (True, vaddr - 0x800), (False, 0x402000)]
+    assert [f.address for f in a.functions] == [0x1000, (-0x800) & (2**64 - 1), 0x402000]   # as written
+    assert [r.pc for r in a.records] == [vaddr + 0x1010, vaddr + 0x1020, vaddr - 0x800 + 4, 0x402008]
+    tb = vaddr + b.section_offset
+    assert [(f.relative, f.resolved) for f in b.functions] == [(False, 0x403000), (True, tb + 0x2000)]
+    assert b.records[1].pc == tb + 0x2001
+    # without the predicate (LLVM's own format) every entry is absolute
+    assert [r.pc for r in stackmap.decode(blob, WHERE)[0].records][:2] == [0x1010, 0x1020]
+    assert decode_id(mg.mt_id("call", 1, relative_fn=True)) == "call"
+
+
 def test_ids():
     assert decode_id(mg.mt_id("call", 7)) == "call"
     assert decode_id(mg.mt_id("loop", 7)) == "loop"

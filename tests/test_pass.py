@@ -394,7 +394,8 @@ def _pointers_at_caller_record(exe: Path, caller: str, out: Path) -> tuple[set[i
                           if th.GetFrameAtIndex(i).GetFunctionName() == caller
                           and not th.GetFrameAtIndex(i).IsInlined()), None)
             assert frame is not None, [th.GetFrameAtIndex(i).GetFunctionName() for i in range(4)]
-            rec = bm.record_at(frame.GetPC())
+            # the maps hold link-time addresses: a PIE runs at a load bias
+            rec = bm.record_at(frame.GetPCAddress().GetFileAddress())
             assert rec is not None and rec.kind == "call", hex(frame.GetPC())
 
             def reg(n: int) -> int:

@@ -79,14 +79,14 @@ def test_workers_settle_at_map_points(instrumented, mode):
             # a generous time bound: on a loaded machine one step can take milliseconds
             ct = snapshot_process(p.pid, mode, settle=True, max_settle_ns=5_000_000_000)
             try:
-                assert load_bias(ct) == 0               # mappedtrace cc links non-PIE
-                workers = [t for t in ct.threads if maps.function_at(t.pc) is not None
-                           and maps.function_at(t.pc).name == "work"]
+                bias = load_bias(ct)                    # a PIE (clang's default) or 0
+                workers = [t for t in ct.threads if maps.function_at(t.pc - bias) is not None
+                           and maps.function_at(t.pc - bias).name == "work"]
                 others = [t for t in ct.threads if t not in workers]
                 assert len(workers) == 4, [(t.tid, hex(t.pc), t.settle) for t in ct.threads]
                 for t in workers:
                     assert t.settle == SETTLED, (t.tid, hex(t.pc), t.settle, t.settle_steps)
-                    assert maps.record_at(t.pc) is not None
+                    assert maps.record_at(t.pc - bias) is not None
                     settled_steps.append(t.settle_steps)
                 for t in others:            # main, sleeper, reader wait in libc
                     assert t.settle == UNINSTRUMENTED, (t.tid, hex(t.pc), t.settle)

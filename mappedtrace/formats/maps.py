@@ -7,8 +7,9 @@ indexes them by PC; functions come from ``.mtmap`` with sizes from the ELF
 symbol table, so :meth:`BinaryMaps.function_at` answers for any code address
 (functions not compiled with the pass are reported ``skipped``).
 
-Addresses are link-time addresses: binaries built by ``mappedtrace cc`` are
-non-PIE.  For a PIE the caller adds the load bias (a warning says so).
+Addresses are link-time addresses (the decoders resolve the relative ones of
+FORMAT.md, "Addresses"); for a PIE or a shared library the caller adds the
+module's load bias (:class:`~mappedtrace.modules.Module`).
 """
 from __future__ import annotations
 
@@ -87,6 +88,15 @@ class MapRecord:
     kind: str
     function_address: int
     entries: list[MapEntry]
+
+
+#: Bit 39 of a MappedTrace record ID: the function entry of the record's
+#: function holds its address relative to the table (FORMAT.md §1).
+ID_RELATIVE_FN = 1 << 39
+
+
+def _relative_entry(record_id: int) -> bool:
+    return record_id >> 48 == ID_TAG and bool(record_id & ID_RELATIVE_FN)
 
 
 def decode_id(record_id: int) -> str | None:
@@ -290,21 +300,18 @@ class BinaryMaps:
         etype = elf.elf_type(path)
         if self.has_maps and etype == "ET_REL":
             self.warnings.append(f"{path}: a relocatable object: addresses in the maps are not relocated")
-        elif self.has_maps and etype == "ET_DYN":
-            self.warnings.append(f"{path}: a position-independent binary: map addresses are link-time "
-                                 f"addresses; add the load bias")
         warn = _Warnings()
         if mt is not None:
             self.section_sizes[_mt.SECTION] = mt.size
             where = f"{path}: {_mt.SECTION}"
             mw: list[str] = []
-            self.chunks = _mt.decode(mt.data, where, mw)
+            self.chunks = _mt.decode(mt.data, where, mw, mt.addr)
             self.types = _mt.merge_types(self.chunks, mw, where)
             self.warnings.extend(mw)
         if sm is not None:
             self.section_sizes[_sm.SECTION] = sm.size
             where = f"{path}: {_sm.SECTION}"
-            self.tables = _sm.decode(sm.data, where)
+            self.tables = _sm.decode(sm.data, where, sm.addr, _relative_entry)
             self._join_records(where, warn)
         st = elf.section(path, _as.SECTION)
         if st is not None and self.has_maps:

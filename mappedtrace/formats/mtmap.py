@@ -8,6 +8,11 @@ string table.  Types are deduplicated by id across chunks: the first
 definition wins, a different one under the same id is a warning; STORED
 slots (words one module found the program storing pointers into) are
 merged from every definition.
+
+Addresses: a version 1 chunk holds absolute (link-time) addresses; a version
+2 chunk holds ``address - chunk address`` unless the entry's ABSOLUTE flag
+is set (FORMAT.md §2, "Addresses"); :func:`decode` turns both into link-time
+addresses when it is given the section's address.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ from ..errors import UnsupportedVersion
 
 SECTION = ".mtmap"
 MAGIC = b"MTMP"
-VERSION = 1
+VERSION = 2
+#: versions this build reads (1: absolute addresses only)
+VERSIONS = (1, 2)
 
 #: magic, u16 version, u16 header_size, u32 chunk_size, u32 flags, u32 n_types,
 #: u32 n_functions, u32 n_globals, u32 strtab_size, u32 types_off,
@@ -30,7 +37,7 @@ CHUNK_HEADER = struct.Struct("<4sHHIIIIIIIIIIII")
 TYPE_HEADER = struct.Struct("<QQIBBHIIQQ")
 #: u64 offset, u64 target, u32 count, u32 stride, u32 flags, u32 reserved
 SLOT = struct.Struct("<QQIIII")
-#: u64 address, u32 name, u32 reason, u16 status, u16 reserved, u32 n_callsites,
+#: u64 address, u32 name, u32 reason, u16 status, u16 flags, u32 n_callsites,
 #: u32 n_loop_points, u32 n_unmapped_calls, u32 n_allocas, u32 n_tail_calls
 FUNCTION = struct.Struct("<QIIHHIIIII")
 #: u64 type_id, u64 size, u32 name, u32 reserved
@@ -60,6 +67,11 @@ CHUNK_O0 = 0x2
 # Global flags
 GLOBAL_TLS = 0x1
 GLOBAL_CONSTANT = 0x2
+#: (version 2) the address is absolute, not relative to the chunk
+GLOBAL_ABSOLUTE = 0x4
+# Function flags (version 2)
+FUNCTION_ABSOLUTE = 0x1
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 TYPE_KINDS = ("unknown", "scalar", "pointer", "struct", "union", "array", "function", "enum")
 FUNCTION_STATUS = ("instrumented", "skipped", "partial")
@@ -171,15 +183,18 @@ def _table(chunk: Cursor, off: int, end: int, what: str) -> Cursor:
     return chunk.sub(off, end - off, what)
 
 
-def _decode_chunk(c: Cursor, warnings: list[str]) -> Chunk:
+def _decode_chunk(c: Cursor, warnings: list[str], vaddr: int) -> Chunk:
     start = c.pos
     (magic, version, hsize, csize, flags, ntyp, nfun, nglob, strsz,
      typ_off, fun_off, glob_off, str_off, modname, _res) = c.unpack(CHUNK_HEADER, "chunk header")
     if magic != MAGIC:
         raise c.error(f"bad chunk magic {magic!r} (expected {MAGIC!r})", at=start)
-    if version != VERSION:
+    if version not in VERSIONS:
         raise UnsupportedVersion(c.where, c.base + start + 4,
-                                 f".mtmap version {version} is not supported; this build reads version {VERSION}")
+                                 f".mtmap version {version} is not supported; this build reads versions "
+                                 f"{VERSIONS[0]}-{VERSIONS[-1]}")
+    # Version 2: an address is relative to the chunk's own address.
+    base = (vaddr + c.base + start) if version >= 2 else None
     if hsize < CHUNK_HEADER.size:
         raise c.error(f"chunk header size {hsize} is smaller than {CHUNK_HEADER.size}", at=start + 6)
     if csize < hsize or csize % 8 or start + csize > len(c.data):
@@ -208,12 +223,14 @@ def _decode_chunk(c: Cursor, warnings: list[str]) -> Chunk:
     if fc is not None:
         fc.check_count(nfun, FUNCTION.size, "function")
         for _ in range(nfun):
-            functions.append(_decode_function(fc, strtab, warnings))
+            functions.append(_decode_function(fc, strtab, warnings, base))
     glob: list[GlobalInfo] = []
     if nglob:
         gc = _table(ch, glob_off, glob_off + nglob * GLOBAL.size, "global table")
         for _ in range(nglob):
             addr, size, tid, name, gflags = gc.unpack(GLOBAL, "global")
+            if addr and base is not None and not gflags & GLOBAL_ABSOLUTE:
+                addr = (base + addr) & _U64
             glob.append(GlobalInfo(strtab.get(name, "global name"), addr, size, tid,
                                    bool(gflags & GLOBAL_TLS), bool(gflags & GLOBAL_CONSTANT)))
     return Chunk(c.base + start, csize, flags, module, types, functions, glob)
@@ -237,9 +254,11 @@ def _decode_type(c: Cursor, strtab: _Strings, warnings: list[str]) -> TypeInfo:
     return TypeInfo(tid, strtab.get(name, "type name"), size, kname, flags, slots, elem, flex)
 
 
-def _decode_function(c: Cursor, strtab: _Strings, warnings: list[str]) -> FunctionInfo:
+def _decode_function(c: Cursor, strtab: _Strings, warnings: list[str], base: int | None) -> FunctionInfo:
     at = c.pos
-    addr, name, reason, status, _r, ncs, nlp, nun, nall, ntail = c.unpack(FUNCTION, "function header")
+    addr, name, reason, status, fflags, ncs, nlp, nun, nall, ntail = c.unpack(FUNCTION, "function header")
+    if addr and base is not None and not fflags & FUNCTION_ABSOLUTE:
+        addr = (base + addr) & _U64
     c.check_count(nall, ALLOCA.size, "alloca")
     fname = strtab.get(name, "function name")
     if status < len(FUNCTION_STATUS):
@@ -254,22 +273,24 @@ def _decode_function(c: Cursor, strtab: _Strings, warnings: list[str]) -> Functi
     return FunctionInfo(fname, addr, 0, sname, strtab.get(reason, "reason"), ncs, nlp, nun, allocas, ntail)
 
 
-def decode(data: bytes, where: str, warnings: list[str] | None = None) -> list[Chunk]:
+def decode(data: bytes, where: str, warnings: list[str] | None = None, vaddr: int = 0) -> list[Chunk]:
     """Decode a whole ``.mtmap`` section.
 
     :param data: the section's bytes
     :param where: ``"path: .mtmap"`` for error messages
     :param warnings: list that non-fatal problems are appended to
+    :param vaddr: the section's (link-time) address: version 2 addresses are
+        relative to their chunk and come out as link-time addresses
     :returns: the chunks in section order (types *not* yet deduplicated; see
         :func:`merge_types`)
-    :raises BadData: on malformed input; :class:`UnsupportedVersion` on a version other than 1
+    :raises BadData: on malformed input; :class:`UnsupportedVersion` on a version not in :data:`VERSIONS`
     """
     warns = warnings if warnings is not None else []
     c = Cursor(data, where)
     chunks: list[Chunk] = []
     # Each chunk consumes at least 56 bytes: bounded by len(data) / 56.
     while _skip_padding(c):
-        chunks.append(_decode_chunk(c, warns))
+        chunks.append(_decode_chunk(c, warns, vaddr))
     return chunks
 
 

@@ -18,6 +18,12 @@ them.  Each table::
 
 Every count is checked against the bytes that remain before it bounds a loop;
 errors are :class:`~mappedtrace.errors.BadData` naming path, section, offset.
+
+A function entry's address is absolute in LLVM's format.  MappedTrace's pass
+may write it relative to the table instead (``address - table address``, so
+that a shared library needs no dynamic relocation); which one is said by the
+records' IDs (FORMAT.md §1, "Addresses"), so :func:`decode` takes a predicate
+on a record ID and the section's address.
 """
 from __future__ import annotations
 
@@ -76,9 +82,15 @@ class LiveOut:
 
 @dataclass
 class StackMapFunction:
+    """A function entry: ``address`` as written (see ``relative``)."""
+
     address: int
     stack_size: int
     record_count: int
+    #: the address field is relative to the table's start; ``resolved`` is then
+    #: the section address + table offset + field (mod 2**64), else the field
+    relative: bool = False
+    resolved: int = 0
 
 
 @dataclass
@@ -123,7 +135,14 @@ def _skip_padding(c: Cursor) -> bool:
     return False
 
 
-def _decode_table(c: Cursor) -> StackMapTable:
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _never(_record_id: int) -> bool:
+    return False
+
+
+def _decode_table(c: Cursor, vaddr: int, relative) -> StackMapTable:
     start = c.pos
     version, r1, r2, nfun, ncon, nrec = c.unpack(HEADER, "stack map header")
     if version != VERSION:
@@ -147,12 +166,40 @@ def _decode_table(c: Cursor) -> StackMapTable:
         raise c.error(f"the functions' record counts add up to {total}, but the header says {nrec} records",
                       at=start + 12)
 
+    # Which entries are relative: their records' IDs say so (each record's ID
+    # is read ahead of its decoding; record i of the table starts after i-1).
+    ids = _record_ids(c, nrec)
+    k = 0
+    for f in functions:
+        f.relative = any(relative(i) for i in ids[k:k + f.record_count])
+        f.resolved = (vaddr + c.base + start + f.address) & _U64 if f.relative else f.address
+        k += f.record_count
     records: list[StackMapRecord] = []
     owner = iter(f for f in functions for _ in range(f.record_count))
     cache: dict[tuple, Location] = {}
     for _ in range(nrec):
-        records.append(_decode_record(c, constants, next(owner).address, cache))
+        records.append(_decode_record(c, constants, next(owner).resolved, cache))
     return StackMapTable(start, c.pos - start, functions, constants, records)
+
+
+def _record_ids(c: Cursor, nrec: int) -> list[int]:
+    """The IDs of the ``nrec`` records that start at the cursor, without
+    moving it (records are walked again, fully checked, by the caller)."""
+    ids: list[int] = []
+    pos = c.pos
+    for _ in range(nrec):
+        if pos + RECORD_HEAD.size + LIVEOUT_HEAD.size > len(c.data):
+            break                       # the full decode reports the overrun
+        rid, _off, _flags, nloc = RECORD_HEAD.unpack_from(c.data, pos)
+        ids.append(rid)
+        pos += RECORD_HEAD.size + nloc * LOCATION.size
+        pos += -pos % 8
+        if pos + LIVEOUT_HEAD.size > len(c.data):
+            break
+        _pad, nlive = LIVEOUT_HEAD.unpack_from(c.data, pos)
+        pos += LIVEOUT_HEAD.size + nlive * LIVEOUT.size
+        pos += -pos % 8
+    return ids
 
 
 def _decode_record(c: Cursor, constants: list[int], function_address: int,
@@ -199,11 +246,14 @@ def _decode_record(c: Cursor, constants: list[int], function_address: int,
     return StackMapRecord(rid, ioff, flags, locs, live, function_address, c.base + rstart, cidx)
 
 
-def decode(data: bytes, where: str) -> list[StackMapTable]:
+def decode(data: bytes, where: str, vaddr: int = 0, relative=_never) -> list[StackMapTable]:
     """Decode a whole ``.llvm_stackmaps`` section (a sequence of tables).
 
     :param data: the section's bytes
     :param where: ``"path: .llvm_stackmaps"`` for error messages
+    :param vaddr: the section's address (link-time), for relative entries
+    :param relative: ``relative(record_id)`` is True when the function entry
+        of that record holds its address relative to the table
     :returns: the tables in section order
     :raises BadData: on malformed input (offset = byte offset in the section)
     :raises UnsupportedVersion: on a table whose version is not 3
@@ -212,5 +262,5 @@ def decode(data: bytes, where: str) -> list[StackMapTable]:
     tables: list[StackMapTable] = []
     # Each table consumes at least 16 bytes, so this is bounded by len(data)/16.
     while _skip_padding(c):
-        tables.append(_decode_table(c))
+        tables.append(_decode_table(c, vaddr, relative))
     return tables
