@@ -108,6 +108,13 @@ class Precision:
     pointers_to_static: int = 0
     typed_words_read: int = 0
     unreadable_objects: int = 0
+    #: objects (bytes) named by a type derived from their holder (analyses/containers.py),
+    #: and of those the ones the marker itself scanned by a type; derived types never
+    #: decide which words are scanned
+    derived_objects: int = 0
+    derived_bytes: int = 0
+    derived_objects_typed: int = 0
+    derived_bytes_typed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -144,6 +151,14 @@ class HeapGraph:
     _edge_maker: Any = field(default=None, repr=False)
     #: how a live process was captured (mode, pause_ms…: session.capture_figures); None otherwise
     capture: dict | None = None
+    #: types derived from the holder (a container's buffer, node or control block:
+    #: analyses/containers.py), per node, 0 none; they name objects, never decide
+    #: which words are scanned.  Their entries are in ``types`` (kind "derived").
+    derived_ids: np.ndarray | None = field(default=None, repr=False)
+    #: node -> what the holder says of it ("len 3, cap 4")
+    derived_detail: dict = field(default_factory=dict, repr=False)
+    #: node -> (element type id, offset of element 0, element count, stride) of a derived object
+    derived_elems: dict = field(default_factory=dict, repr=False)
 
     @property
     def edges(self) -> np.ndarray:
@@ -179,10 +194,27 @@ class HeapGraph:
         t = self.types.get(int(type_id))
         return getattr(t, "name", "") if t is not None else f"type#{int(type_id):x}"
 
+    @property
+    def label_ids(self) -> np.ndarray:
+        """The type id that names each node: the derived type where there is one
+        (:attr:`derived_ids`), else the marker's type (0: unknown)."""
+        if self.derived_ids is None:
+            return self.type_ids
+        return np.where(self.derived_ids != 0, self.derived_ids, self.type_ids)
+
+    def object_name(self, i: int) -> str:
+        """What to call node ``i`` in a report: its (derived) type's name with what
+        the holder says of it ("… buffer (len 3, cap 4)"), or ``unkN``."""
+        tid = int(self.label_ids[i])
+        name = self.type_name(tid) if tid else f"unk{int(self.sizes[i])}"
+        d = self.derived_detail.get(int(i))
+        return f"{name} ({d})" if d else name
+
     def node(self, i: int) -> Node:
-        """A :class:`Node` view of node ``i``."""
+        """A :class:`Node` view of node ``i`` (``type_name``: the derived type's when there is one)."""
         tid = int(self.type_ids[i])
-        return Node(i, int(self.addresses[i]), int(self.sizes[i]), tid, self.type_name(tid),
+        lid = int(self.label_ids[i])
+        return Node(i, int(self.addresses[i]), int(self.sizes[i]), tid, self.type_name(lid),
                     "in-use", bool(self.how[i] != HOW_UNREACHED), HOW_NAMES[int(self.how[i])],
                     bool(self.ambiguous[i]))
 

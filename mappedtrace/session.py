@@ -254,6 +254,10 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True,
                  mode="conservative" if roots_mode == "conservative" else "precise",
                  frames=(rootset.stats.frames_exact, rootset.stats.frames_conservative))
     timings["mark"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    from .analyses.containers import derive_types
+    derive_types(graph, target, modules)         # names only: the marking above is final
+    timings["containers"] = time.perf_counter() - t0
 
     without = modules_without_maps(target, modules, cache.maps, rootset)
     report = None

@@ -62,7 +62,7 @@ class Leak:
     node: int                 # index in the graph
     structure: int            # index in LeakReport.structures
     type_id: int = 0
-    type_source: str = ""     # "own" | "pointer" | "size" | "" (unknown)
+    type_source: str = ""     # "own" | "pointer" | "size" | "holder" (derived, analyses/containers.py) | "" (unknown)
     preview: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -381,7 +381,7 @@ def _preview(data: bytes | None) -> str:
 class _Inferrer:
     """Type inference over the leaked objects, vectorised per type."""
 
-    SOURCES = ("", "own", "pointer", "size")
+    SOURCES = ("", "own", "pointer", "size", "holder")
 
     def __init__(self, g: HeapGraph, unreached: np.ndarray):
         self.g = g
@@ -529,6 +529,9 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
 
     inf = _Inferrer(g, unreached)
     levels = max(1, infer_budget)
+    if g.derived_ids is not None:             # named by their holder (analyses/containers.py) first
+        held = np.nonzero(g.derived_ids[unreached] != 0)[0]
+        inf.propagate(inf.assign(held, g.derived_ids[unreached][held], 4), levels)
     own = np.nonzero(g.type_ids[unreached] != 0)[0]
     inf.propagate(inf.assign(own, g.type_ids[unreached][own], 1), levels)
     inf.propagate(inf.by_size(np.nonzero(direct)[0]), levels)

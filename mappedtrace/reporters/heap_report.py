@@ -81,7 +81,8 @@ def render_why(query: str, found: list[tuple[int, int, str, bool, list[RootPath]
             con.print(Text(f"    {p.source}  [{'exact' if p.root_exact else 'conservative'} root]"))
             for h in p.hops:
                 into = f" (+{h.dst_offset:#x} into it)" if h.dst_offset else ""
-                con.print(Text(f"    -> word +{h.via_offset:#x} {'exact' if h.exact else 'conservative'}"
+                via = f"{h.via_field} (+{h.via_offset:#x})" if h.via_field else f"word +{h.via_offset:#x}"
+                con.print(Text(f"    -> {via} {'exact' if h.exact else 'conservative'}"
                                f" -> {h.type} at {h.address:#x}, {h.size} B{into}"))
 
 
