@@ -110,6 +110,7 @@ def _norm(name: str) -> str:
     return name.replace(" >", ">")
 
 
+@functools.lru_cache(maxsize=4096)
 def derived_id(name: str) -> int:
     """The id of the derived type ``name`` (top bit set: never a table id)."""
     return DERIVED_BIT | (_fnv(name) & 0x3FFFFFFFFFFFFFFF) or DERIVED_BIT | 1
@@ -304,7 +305,9 @@ def _made(ty: _Types, spec: Spec, word: Word, base: int, ptr: int, dst_addr: int
     """What ``spec``'s container (its word reader ``word``, at address ``base``)
     says of the object at ``dst_addr`` its word ``ptr`` points into."""
     a = spec.at
-    tname = ty.name(spec.tid)
+    tname = a.get("_name")
+    if tname is None:
+        tname = a["_name"] = ty.name(spec.tid)
     value = word(ptr)
     if value is None:
         return None
@@ -423,13 +426,20 @@ def _vtable_types(graph: HeapGraph, ty: _Types, nodes: np.ndarray, modules) -> d
     from ..formats import elf
     w, ok = graph.words(nodes, np.array([0], np.uint64))
     w, nodes = w[:, 0][ok[:, 0]], nodes[ok[:, 0]]
-    mods = [m for m in modules if getattr(m, "path", None)]
+    mods = sorted((m for m in modules if getattr(m, "path", None)), key=lambda m: m.start)
+    if not mods:
+        return out
+    # first words that point into a module's image, vectorised (a heap of millions
+    # of untyped objects has as many distinct first words, few of them in a module)
+    lo = np.array([m.start for m in mods], np.uint64)
+    hi = np.array([m.end for m in mods], np.uint64)
+    k = np.searchsorted(lo, w, side="right").astype(np.int64) - 1
+    inmod = (k >= 0) & (w < hi[np.maximum(k, 0)])
+    w, nodes, k = w[inmod], nodes[inmod], k[inmod]
     named: dict[int, int] = {}
-    for v in np.unique(w).tolist():
-        if not v:
-            continue
-        m = next((m for m in mods if m.contains(v)), None)
-        if m is None:
+    for v, mi in zip(*np.unique(np.stack([w, k.astype(np.uint64)]), axis=1).tolist()):
+        m = mods[int(mi)]
+        if not m.contains(v):
             continue
         try:
             s = elf.symbol_at(m.path, m.to_link(v))
@@ -448,6 +458,166 @@ def _vtable_types(graph: HeapGraph, ty: _Types, nodes: np.ndarray, modules) -> d
     return out
 
 
+class _Obj:
+    """The bytes of one holder (a heap object as the marker read it, or a root
+    range), read once: its words by offset."""
+
+    def __init__(self, data: bytes | None):
+        self.data = data or b""
+        self.size = len(self.data)
+        self.w = np.frombuffer(self.data, "<u8", self.size // 8)
+
+    def word(self, off: int) -> int | None:
+        if off < 0 or off + 8 > self.size:
+            return None
+        if not off & 7:
+            return int(self.w[off >> 3])
+        return int.from_bytes(self.data[off:off + 8], "little")
+
+    def words(self, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the words at ``offs``, which offsets were readable and aligned)."""
+        ok = (offs >= 0) & (offs + 8 <= self.size) & (offs % 8 == 0)
+        out = np.zeros(len(offs), np.uint64)
+        out[ok] = self.w[offs[ok] >> 3]
+        return out, ok
+
+
+class _Pass:
+    """One run of :func:`derive_types` over a graph."""
+
+    def __init__(self, graph: HeapGraph):
+        self.g = graph
+        self.ty = _Types(graph.types)
+        n = len(graph)
+        self.ids = np.zeros(n, np.uint64)
+        self.detail: dict[int, str] = {}
+        self.elems: dict[int, tuple[int, int, int, int]] = {}
+        self.queue: deque[tuple[int, Made]] = deque()
+        self.budget = MAX_ELEMENTS
+        self._objs: dict[int, _Obj] = {}
+
+    def obj(self, node: int) -> _Obj:
+        o = self._objs.get(node)
+        if o is None:
+            o = _Obj(self.g.object_bytes(node))
+            if len(self._objs) > 4096:              # holders are met in bursts: keep a few
+                self._objs.clear()
+            self._objs[node] = o
+        return o
+
+    def give(self, node: int, made: Made) -> None:
+        if self.ids[node]:
+            return                               # the first holder names it
+        tid = made.tid or derived_id(made.name)
+        if not made.tid and tid not in self.g.types:
+            self.g.types[tid] = TypeInfo(tid, made.name, 0, "derived", 0, (), made.elem)
+        self.ids[node] = tid
+        if made.detail:
+            self.detail[node] = made.detail
+        if made.elem and made.count:
+            self.elems[node] = (made.elem, made.start, made.count, made.stride)
+        self.queue.append((node, made))
+
+    def _buffers(self, obj: _Obj, spec: Spec, cont: np.ndarray, vals: np.ndarray, d: np.ndarray) -> None:
+        """:func:`_made` for the buffers of Vecs, Strings and std::vectors, a
+        whole array of containers at once (a Vec of a million Strings)."""
+        g, a = self.g, spec.at
+        daddr, dsize = g.addresses[d], g.sizes[d]
+        ok = vals == daddr
+        esz = np.uint64(a["esz"])
+        if spec.rule in ("vec", "string"):
+            n, okn = obj.words(cont + a["len"])
+            cap, okc = obj.words(cont + a["cap"])
+            ok &= okn & okc & (n <= cap) & (cap <= dsize // esz)
+            fmt = "len {}, cap {}"
+        else:
+            fin, okf = obj.words(cont + a["_M_finish"])
+            eos, oke = obj.words(cont + a["_M_end_of_storage"])
+            ok &= okf & oke & (vals <= fin) & (fin <= eos) & (eos - vals <= dsize)
+            n, cap = (fin - vals) // esz, (eos - vals) // esz
+            fmt = "len {}, cap {}"
+        name = f"{self.ty.name(spec.tid)} buffer"
+        tid = derived_id(name)
+        if tid not in g.types:
+            g.types[tid] = TypeInfo(tid, name, 0, "derived", 0, (), a["elem"])
+        nest = bool(a["elem"]) and bool(self.ty.slots(a["elem"]))
+        for dd, k, c in zip(d[ok].tolist(), n[ok].tolist(), cap[ok].tolist()):
+            if self.ids[dd]:
+                continue
+            self.ids[dd] = tid
+            self.detail[dd] = fmt.format(k, c)
+            if a["elem"] and k:
+                self.elems[dd] = (a["elem"], 0, k, a["esz"])
+                if nest:
+                    self.queue.append((dd, Made(name, elem=a["elem"], count=k, stride=a["esz"])))
+
+    def reach(self, obj: _Obj, node: int, base: int, insts: np.ndarray, slots) -> None:
+        """Containers at offsets ``insts`` (the holder's elements) of ``obj``
+        (node ``node``, -1 for a root range, at address ``base``)."""
+        g = self.g
+        for w, spec, cbase in slots:
+            vals, ok = obj.words(insts + w)
+            hit = ok & (vals != 0)
+            if not hit.any():
+                continue
+            d = g.find_many(vals[hit])
+            good = (d >= 0) & (d != node)
+            if spec.rule in ("vec", "string", "vector"):
+                self._buffers(obj, spec, insts[hit][good] + cbase, vals[hit][good], d[good])
+                continue
+            for eo, dd in zip(insts[hit][good].tolist(), d[good].tolist()):
+                if self.ids[dd]:
+                    continue
+                c = eo + cbase
+                made = _made(self.ty, spec, lambda o, c=c: obj.word(c + o), base + c, w - cbase,
+                             int(g.addresses[dd]), int(g.sizes[dd]), lambda dd=dd: g.object_bytes(dd))
+                if made is not None:
+                    self.give(dd, made)
+
+    def typed_nodes(self) -> None:
+        """Containers in heap objects the marker typed, one type at a time."""
+        g = self.g
+        typed = np.flatnonzero(g.type_ids != 0)
+        if not len(typed):
+            return
+        u, inv = np.unique(g.type_ids[typed], return_inverse=True)
+        for k, t in enumerate(u.tolist()):
+            slots = self.ty.slots(int(t))
+            if not slots:
+                continue
+            nodes = typed[inv == k]
+            offs = np.array(sorted({w for w, _, _ in slots}), np.uint64)
+            vals, ok = g.words(nodes, offs)
+            d = g.find_many(vals.reshape(-1)).reshape(vals.shape)
+            keep = np.any(ok & (vals != 0) & (d >= 0) & (d != nodes[:, None]), axis=1)
+            for i in nodes[keep].tolist():      # only holders whose container words hit an object
+                self.reach(self.obj(i), i, int(g.addresses[i]), np.zeros(1, np.int64), slots)
+                self.drain()
+
+    def drain(self) -> None:
+        """Nested holders: the elements of every derived object, and its links."""
+        g = self.g
+        while self.queue and self.budget > 0:
+            node, made = self.queue.popleft()
+            if made.elem and made.count:
+                slots = self.ty.slots(made.elem)
+                if slots:
+                    insts = np.asarray(made.elem_offs, np.int64) if made.elem_offs is not None else \
+                        made.start + np.arange(made.count, dtype=np.int64) * made.stride
+                    insts = insts[:self.budget]
+                    self.budget -= len(insts)
+                    self.reach(self.obj(node), node, int(g.addresses[node]), insts, slots)
+            if made.links:
+                self.budget -= len(made.links)
+                vals, ok = self.obj(node).words(np.asarray(made.links, np.int64))
+                vals = vals[ok & (vals != 0)]
+                d = g.find_many(vals)
+                good = (d >= 0) & (d != node)
+                for v, dd in zip(vals[good].tolist(), d[good].tolist()):
+                    if v == int(g.addresses[dd]):   # a link to a node's start, not the header inside a holder
+                        self.give(dd, made.link_made or made)
+
+
 def derive_types(graph: HeapGraph, target=None, modules=None) -> None:
     """Give container buffers, nodes and control blocks their derived types
     (module docstring), in place: :attr:`HeapGraph.derived_ids`,
@@ -459,112 +629,35 @@ def derive_types(graph: HeapGraph, target=None, modules=None) -> None:
     :param modules: the target's :class:`~mappedtrace.modules.ModuleMap`, for
         naming leaked polymorphic objects by their virtual table.
     """
-    n = len(graph)
-    ty = _Types(graph.types)
-    ids = np.zeros(n, np.uint64)
-    detail: dict[int, str] = {}
-    elems: dict[int, tuple[int, int, int, int]] = {}
-    queue: deque[tuple[int, Made]] = deque()
-    budget = [MAX_ELEMENTS]
-
-    def give(node: int, made: Made) -> None:
-        if ids[node]:
-            return
-        tid = made.tid or derived_id(made.name)
-        if not made.tid and tid not in graph.types:
-            graph.types[tid] = TypeInfo(tid, made.name, 0, "derived", 0, (), made.elem)
-        ids[node] = tid
-        if made.detail:
-            detail[node] = made.detail
-        if made.elem and made.count:
-            elems[node] = (made.elem, made.start, made.count, made.stride)
-        queue.append((node, made))
-
-    def reach(word: Word, base: int, holder_node: int, slots) -> None:
-        for w, spec, cbase in slots:
-            v = word(w)
-            if not v:
-                continue
-            d = graph.find(v)
-            if d is None or d == holder_node:
-                continue
-            made = _made(ty, spec, lambda o, c=cbase: word(c + o), base + cbase, w - cbase, int(graph.addresses[d]),
-                         int(graph.sizes[d]), lambda d=d: graph.object_bytes(d))
-            if made is not None:
-                give(d, made)
-
-    def heap_word(node: int) -> Word:
-        size = int(graph.sizes[node])
-
-        def word(off: int) -> int | None:
-            if off < 0 or off + 8 > size:
-                return None
-            w, ok = graph.words(np.array([node]), np.array([off], np.uint64))
-            return int(w[0, 0]) if ok[0, 0] else None
-        return word
-
+    ps = _Pass(graph)
+    one = np.zeros(1, np.int64)
     # 1. containers in typed root ranges (globals, frame slots, thread-locals)
     if target is not None:
         for r in graph.roots:
-            if r.kind != "range" or not r.type_id or not ty.slots(r.type_id):
+            if r.kind != "range" or not r.type_id or not ps.ty.slots(r.type_id):
                 continue
             try:
                 data = target.read(r.value, min(r.size, MAX_ROOT_READ))
             except Exception:                   # an unreadable root range holds nothing we can read
                 continue
-
-            def word(off: int, data=data) -> int | None:
-                return int.from_bytes(data[off:off + 8], "little") if 0 <= off and off + 8 <= len(data) else None
-            reach(word, r.value, -1, ty.slots(r.type_id))
+            ps.reach(_Obj(data), -1, r.value, one, ps.ty.slots(r.type_id))
+            ps.drain()
     # 2. containers in heap objects the marker typed
-    typed = np.flatnonzero(graph.type_ids != 0)
-    if len(typed):
-        u, inv = np.unique(graph.type_ids[typed], return_inverse=True)
-        has = np.array([bool(ty.slots(int(t))) for t in u.tolist()], bool)
-        for i in typed[has[inv]].tolist():
-            reach(heap_word(i), int(graph.addresses[i]), i, ty.slots(int(graph.type_ids[i])))
-            _drain(queue, ty, graph, heap_word, reach, give, budget)
-    _drain(queue, ty, graph, heap_word, reach, give, budget)
+    ps.typed_nodes()
+    ps.drain()
     # 3. leaked (and other untyped) polymorphic objects, by their virtual table
-    untyped = np.flatnonzero((ids == 0) & (graph.type_ids == 0))
-    for i, made in _vtable_types(graph, ty, untyped, modules).items():
-        give(i, made)
-    _drain(queue, ty, graph, heap_word, reach, give, budget)
-    if budget[0] <= 0:
+    untyped = np.flatnonzero((ps.ids == 0) & (graph.type_ids == 0))
+    for i, made in _vtable_types(graph, ps.ty, untyped, modules).items():
+        ps.give(i, made)
+    ps.drain()
+    if ps.budget <= 0:
         graph.warnings.append(f"container typing stopped after {MAX_ELEMENTS} elements: "
                               f"some nested buffers keep the marker's name")
-    graph.derived_ids, graph.derived_detail, graph.derived_elems = ids, detail, elems
-    d = ids != 0
+    graph.derived_ids, graph.derived_detail, graph.derived_elems = ps.ids, ps.detail, ps.elems
+    d = ps.ids != 0
     marker = d & (graph.how == HOW_TYPED) & ~graph.ambiguous
     p = graph.precision
     p.derived_objects = int(d.sum())
     p.derived_bytes = int(graph.sizes[d].sum())
     p.derived_objects_typed = int(marker.sum())
     p.derived_bytes_typed = int(graph.sizes[marker].sum())
-
-
-def _drain(queue, ty: _Types, graph: HeapGraph, heap_word, reach, give, budget: list[int]) -> None:
-    """Nested holders: the elements of every derived object, and its links."""
-    while queue and budget[0] > 0:
-        node, made = queue.popleft()
-        word = heap_word(node)
-        base = int(graph.addresses[node])
-        if made.elem and made.count:
-            slots = ty.slots(made.elem)
-            if slots:
-                offs = made.elem_offs if made.elem_offs is not None else \
-                    [made.start + k * made.stride for k in range(made.count)]
-                for eo in offs:
-                    budget[0] -= 1
-                    if budget[0] <= 0:
-                        return
-                    reach(lambda o, eo=eo: word(eo + o), base + eo, node, slots)
-        for off in made.links:
-            budget[0] -= 1
-            v = word(off)
-            if not v:
-                continue
-            d = graph.find(v)
-            if d is None or d == node or v != int(graph.addresses[d]):
-                continue
-            give(d, made.link_made or made)

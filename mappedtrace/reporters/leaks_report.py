@@ -129,6 +129,8 @@ def render_precision(p: dict, con: Console) -> None:
                    f"pointers to globals/stacks: {p.get('pointers_to_static', 0)}   "
                    f"ambiguous objects: {p.get('objects_ambiguous', 0)}   "
                    f"unreadable objects: {p.get('unreadable_objects', 0)}"))
+    if p.get("derived_objects"):
+        con.print(Text(_derived_line(p)))
     if p.get("heap_corrupted_regions"):
         con.print(Text(f"corrupted heap: {p['heap_corrupted_regions']} region(s), "
                        f"{_bytes(p.get('heap_corrupted_bytes', 0))}: objects there are not known, not reported "
@@ -136,6 +138,14 @@ def render_precision(p: dict, con: Console) -> None:
     if p.get("stack_above_frames_bytes") or p.get("frames_exit_path_scanned"):
         con.print(Text(f"stack scanned above the outermost frames: {_bytes(p.get('stack_above_frames_bytes', 0))}   "
                        f"exit-path frames scanned: {p.get('frames_exit_path_scanned', 0)}"))
+
+
+def _derived_line(p: dict) -> str:
+    """The figures of typing by holder (analyses/containers.py): names only."""
+    return (f"named by their holder (container buffers, nodes, control blocks): {p.get('derived_objects', 0)} "
+            f"objects, {_bytes(p.get('derived_bytes', 0))}; of those scanned by a type: "
+            f"{p.get('derived_objects_typed', 0)} ({_bytes(p.get('derived_bytes_typed', 0))}), the rest "
+            f"conservatively (a derived type never decides what is scanned)")
 
 
 def to_json(report: LeakReport, stream: IO[str], *, indent: int | None = 1) -> None:
