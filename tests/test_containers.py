@@ -92,6 +92,12 @@ def test_rust_containers_named_by_holder(rust_exe):
         assert _count(top, r"std::collections::hash::map::HashMap<alloc::string::String, "
                            r"alloc::vec::Vec<u8, alloc::alloc::Global>, .*> table") == 1, top["types"]
         assert _count(top, r"alloc::rc::RcInner<rust_containers::Ring>") == 2, top["types"]
+        assert _count(top, r"alloc::boxed::Box<\[u64\], alloc::alloc::Global> buffer") == 1, top["types"]
+        assert _count(top, r"alloc::sync::ArcInner<alloc::vec::Vec<u16, alloc::alloc::Global>>") == 1, top["types"]
+        assert _count(top, r"alloc::vec::Vec<u16, alloc::alloc::Global> buffer") == 1, top["types"]
+        (sl, sn), = live.get("slice")
+        assert live.mt("why", sl)["objects"][0]["type"] == \
+            f"alloc::boxed::Box<[u64], alloc::alloc::Global> buffer (len {sn})"
 
         why = live.mt("why", vbuf)
         obj = why["objects"][0]
@@ -167,3 +173,32 @@ def test_cxx_leaked_shared_ptr_cycle_names_its_control_blocks(cxx_exe, tmp_path)
     p = rep["precision"]
     # the reachable containers' buffers, nodes and blocks, and the two leaked blocks
     assert p["derived_objects"] >= 2 and p["derived_bytes"] >= p["derived_bytes_typed"] >= 0, p
+
+
+def test_field_path_on_a_table():
+    """Member paths from fields alone: base classes walked through unnamed,
+    array elements indexed, and among overlapping enum variants of one size
+    the one with members (Rust's ``Some(x)`` over ``None``)."""
+    from mappedtrace.analyses.fields import field_path, find_member
+    from mappedtrace.formats.mtmap import FIELD_BASE, FIELD_TEMPLATE_ARG, FIELD_VARIANT, Field, TypeInfo
+    types = {
+        1: TypeInfo(1, "long", 8, "scalar"),
+        2: TypeInfo(2, "void*", 8, "pointer"),
+        3: TypeInfo(3, "Inner", 16, "struct", fields=[Field(0, 1, "x"), Field(8, 2, "p")]),
+        4: TypeInfo(4, "Inner[3]", 48, "array", elem_type=3),
+        5: TypeInfo(5, "Empty", 1, "struct"),
+        6: TypeInfo(6, "Outer", 56, "struct", fields=[Field(0, 5, "", FIELD_BASE), Field(0, 1, "a"),
+                                                      Field(8, 4, "arr"), Field(0, 3, "T", FIELD_TEMPLATE_ARG)]),
+        7: TypeInfo(7, "None", 8, "struct", fields=[Field(0, 2, "T", FIELD_TEMPLATE_ARG)]),
+        8: TypeInfo(8, "Some", 8, "struct", fields=[Field(0, 2, "__0")]),
+        9: TypeInfo(9, "Option", 8, "enum", fields=[Field(0, 7, "None", FIELD_VARIANT),
+                                                    Field(0, 8, "Some", FIELD_VARIANT)]),
+    }
+    assert field_path(types, 6, 8 + 16 + 8) == "arr[1].p"
+    assert field_path(types, 6, 0) == "a"
+    assert field_path(types, 6, 56 + 8 + 8) == "[1].arr[0].p"      # the next Outer of an array
+    assert field_path(types, 9, 0) == "Some.__0"
+    assert field_path(types, 2, 0) == "" and field_path(types, 99, 0) == ""
+    assert find_member(types, 9, "__0") == (0, 2) and find_member(types, 3, "p") == (8, 2)
+    assert find_member(types, 6, "p") is None                       # not inside arrays
+    assert find_member(types, 6, "T") is None                       # template arguments are not members

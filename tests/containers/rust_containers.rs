@@ -10,10 +10,13 @@
 //!   truth tags ADDR LEN CAP         a node's Vec<u32> buffer (one line per node)
 //!   truth map ITEMS                 entries of the HashMap (each: a String key, a Vec<u8> value)
 //!   truth rc ADDR                   an RcInner of the cycle (two lines)
+//!   truth slice ADDR LEN            the Box<[u64]>'s buffer
+//!   truth arc ADDR                  the ArcInner of the Arc<Vec<u16>>, and its Vec's buffer
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub struct Node {
     pub id: u64,
@@ -30,6 +33,8 @@ pub struct State {
     pub nodes: Vec<Node>,
     pub map: HashMap<String, Vec<u8>>,
     pub ring: Rc<Ring>,
+    pub slice: Box<[u64]>,
+    pub shared: Arc<Vec<u16>>,
 }
 
 #[inline(never)]
@@ -47,7 +52,9 @@ fn build(n: u64, m: u64) -> Box<State> {
     let a = Rc::new(Ring { id: 1, next: RefCell::new(None) });
     let b = Rc::new(Ring { id: 2, next: RefCell::new(Some(a.clone())) });
     *a.next.borrow_mut() = Some(b.clone());
-    Box::new(State { nodes, map, ring: a })
+    let slice: Box<[u64]> = (0..n * 3).collect::<Vec<u64>>().into_boxed_slice();
+    let shared = Arc::new((0..40u16).collect::<Vec<u16>>());
+    Box::new(State { nodes, map, ring: a, slice, shared })
 }
 
 fn rc_block<T>(r: &Rc<T>) -> *const u8 {
@@ -68,6 +75,9 @@ fn main() {
     if let Some(b) = st.ring.next.borrow().as_ref() {
         println!("truth rc {:p}", rc_block(b));
     }
+    println!("truth slice {:p} {}", st.slice.as_ptr(), st.slice.len());
+    // ArcInner<T> { strong, weak, data }: the data sits 16 bytes in
+    println!("truth arc {:p} {:p}", unsafe { (Arc::as_ptr(&st.shared) as *const u8).sub(16) }, st.shared.as_ptr());
     println!("ready");
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
