@@ -159,6 +159,7 @@ class HeapGraph:
     derived_detail: dict = field(default_factory=dict, repr=False)
     #: node -> (element type id, offset of element 0, element count, stride) of a derived object
     derived_elems: dict = field(default_factory=dict, repr=False)
+    _labels: tuple | None = field(default=None, repr=False)
 
     @property
     def edges(self) -> np.ndarray:
@@ -200,7 +201,11 @@ class HeapGraph:
         (:attr:`derived_ids`), else the marker's type (0: unknown)."""
         if self.derived_ids is None:
             return self.type_ids
-        return np.where(self.derived_ids != 0, self.derived_ids, self.type_ids)
+        c = self._labels
+        if c is None or c[0] is not self.derived_ids or c[1] is not self.type_ids:
+            c = self._labels = (self.derived_ids, self.type_ids,
+                                np.where(self.derived_ids != 0, self.derived_ids, self.type_ids))
+        return c[2]
 
     def object_name(self, i: int) -> str:
         """What to call node ``i`` in a report: its (derived) type's name with what
