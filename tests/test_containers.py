@@ -202,3 +202,20 @@ def test_field_path_on_a_table():
     assert find_member(types, 9, "__0") == (0, 2) and find_member(types, 3, "p") == (8, 2)
     assert find_member(types, 6, "p") is None                       # not inside arrays
     assert find_member(types, 6, "T") is None                       # template arguments are not members
+
+
+def test_rust_leaked_rc_cycle_names_its_buffers(tmp_path):
+    """tests/leak_corpus_rust/rc_cycle.rs: the leaked RcInner blocks are typed
+    by the leak analysis; each one's Vec<u32> then names its payload buffer."""
+    need("rustc", "clang-22", "ld.lld-22")
+    from conftest import run_traced
+    exe = tmp_path / "rc_cycle"
+    _build(["rustc", "-O", "--edition=2021", "-o", str(exe), str(ROOT / "tests" / "leak_corpus_rust" / "rc_cycle.rs")])
+    _, report, truth, _ = run_traced(exe, tmp_path)
+    by_addr = {int(l["address"], 16) if isinstance(l["address"], str) else l["address"]: l for l in report["leaks"]}
+    payload = [a for a, (_, how) in truth.items() if how == "indirect"]
+    blocks = [a for a, (_, how) in truth.items() if how == "cycle"]
+    assert len(payload) == 3 and len(blocks) == 3, truth
+    assert all(by_addr[a]["type"] == "alloc::rc::RcInner<rc_cycle::Node>" for a in blocks), report["leaks"]
+    assert all(by_addr[a]["type"] == "alloc::vec::Vec<u32, alloc::alloc::Global> buffer" and
+               by_addr[a]["type_source"] == "holder" for a in payload), report["leaks"]

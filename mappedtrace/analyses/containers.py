@@ -574,13 +574,16 @@ class _Pass:
                 if made is not None:
                     self.give(dd, made)
 
-    def typed_nodes(self) -> None:
-        """Containers in heap objects the marker typed, one type at a time."""
+    def typed_nodes(self, typed: np.ndarray | None = None, tids: np.ndarray | None = None) -> None:
+        """Containers in heap objects of a type (the marker's, or ``tids`` of
+        ``typed``), one type at a time."""
         g = self.g
-        typed = np.flatnonzero(g.type_ids != 0)
+        if typed is None:
+            typed = np.flatnonzero(g.type_ids != 0)
+            tids = g.type_ids[typed]
         if not len(typed):
             return
-        u, inv = np.unique(g.type_ids[typed], return_inverse=True)
+        u, inv = np.unique(tids, return_inverse=True)
         for k, t in enumerate(u.tolist()):
             slots = self.ty.slots(int(t))
             if not slots:
@@ -654,7 +657,29 @@ def derive_types(graph: HeapGraph, target=None, modules=None) -> None:
         graph.warnings.append(f"container typing stopped after {MAX_ELEMENTS} elements: "
                               f"some nested buffers keep the marker's name")
     graph.derived_ids, graph.derived_detail, graph.derived_elems = ps.ids, ps.detail, ps.elems
-    d = ps.ids != 0
+    _figures(graph)
+
+
+def derive_from(graph: HeapGraph, nodes: np.ndarray, tids: np.ndarray) -> np.ndarray:
+    """Typing by holder from types found after marking (the leak analysis's
+    inferred types of unreachable objects: ``tids`` of ``nodes``): the objects
+    their containers point to that have no derived type yet get one, in
+    place as :func:`derive_types` does.  Returns the nodes newly named."""
+    if graph.derived_ids is None:
+        derive_types(graph)
+    ps = _Pass(graph)
+    ps.ids = graph.derived_ids.copy()
+    ps.detail, ps.elems = graph.derived_detail, graph.derived_elems
+    before = ps.ids != 0
+    ps.typed_nodes(np.asarray(nodes, np.int64), np.asarray(tids, np.uint64))
+    ps.drain()
+    graph.derived_ids = ps.ids
+    _figures(graph)
+    return np.flatnonzero((ps.ids != 0) & ~before)
+
+
+def _figures(graph: HeapGraph) -> None:
+    d = graph.derived_ids != 0
     marker = d & (graph.how == HOW_TYPED) & ~graph.ambiguous
     p = graph.precision
     p.derived_objects = int(d.sum())

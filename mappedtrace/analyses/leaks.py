@@ -494,6 +494,14 @@ class _Inferrer:
 _PRINTABLE = re.compile(rb"[\x20-\x7e]{4,}")
 
 
+def _by_holder(g: HeapGraph, inf: _Inferrer, unreached: np.ndarray, local: np.ndarray, levels: int) -> None:
+    from .containers import derive_from
+    known = np.nonzero((inf.tid != 0) & (inf.src != 4))[0]
+    if len(known):
+        named = derive_from(g, unreached[known], inf.tid[known])
+        inf.propagate(inf.assign(local[named], g.derived_ids[named], 4), levels)
+
+
 def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) -> LeakReport:
     """Find the leaked objects of ``graph`` and classify them.
 
@@ -535,7 +543,11 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
     own = np.nonzero(g.type_ids[unreached] != 0)[0]
     inf.propagate(inf.assign(own, g.type_ids[unreached][own], 1), levels)
     inf.propagate(inf.by_size(np.nonzero(direct)[0]), levels)
+    # containers in the leaked objects typed so far name their buffers (each
+    # container checked against the buffer: analyses/containers.py)
+    _by_holder(g, inf, unreached, local, levels)
     inf.propagate(inf.by_size(np.arange(m)), levels)
+    _by_holder(g, inf, unreached, local, levels)
 
     # structures, biggest first (bytes, then objects, then lowest address);
     # inside one: direct leaks first, then by address
