@@ -111,6 +111,13 @@ def test_rust_containers_named_by_holder(rust_exe):
         # the element's index and field inside the Vec's buffer
         assert any(re.fullmatch(r"alloc::vec::Vec<rust_containers::Node, alloc::alloc::Global> buffer"
                                 r"\[\d\]\.name\..*", h["via_field"]) for h in _hops(why)), why
+        # the tables say the same: the type column, and what the holder says of each buffer
+        q = live.mt("query", "SELECT count(*), min(detail) FROM objects "
+                             "WHERE type = 'alloc::string::String buffer' AND reachable")
+        assert q["rows"][0][0] == len(names) + items and q["rows"][0][1].startswith("len "), q
+        why = live.mt("why", "alloc::string::String buffer", "--objects", "2")
+        assert len(why["objects"]) == 2 and all(o["type"].startswith("alloc::string::String buffer (len ")
+                                                for o in why["objects"]), why
         rc = [a for (a,) in live.get("rc")]
         why = live.mt("why", rc[1], "--paths", "4")
         assert any(".next." in h["via_field"] and h["via_field"].startswith("alloc::rc::RcInner<")
