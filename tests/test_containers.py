@@ -141,6 +141,8 @@ def test_cxx_containers_named_by_holder(cxx_exe):
         assert _count(top, r"std::_Hashtable<long, .*> buckets") == t["buckets"], top["types"]
         assert _count(top, r"std::_Sp_counted_ptr_inplace<app::Node, std::allocator<void>, "
                            r"\(__gnu_cxx::_Lock_policy\)2>") == 2, top["types"]
+        # state.solo's block: not in the type table (nothing typed points to one), named by its vtable
+        assert _count(top, r"std::_Sp_counted_ptr<app::Node ?\*, \(__gnu_cxx::_Lock_policy\)2>") == 1, top["types"]
 
         (vbuf, vlen, vcap), = live.get("vector")
         why = live.mt("why", vbuf)

@@ -30,8 +30,10 @@ holder                             object                                       
 Elements are holders in turn (a ``Vec<String>``'s buffer types the strings'
 buffers; a map node's key types its string's buffer).  A C++ object that the
 roots do not reach (a leak) is named by its virtual table when it has one:
-the word at offset 0 pointing into ``vtable for X`` makes it an ``X``, which
-names the control blocks of a leaked ``shared_ptr`` cycle.
+the word at offset 0 pointing into ``vtable for X`` makes it an ``X`` (the
+dynamic class, also where the marker typed the object by a base class), which
+names the control blocks of a leaked ``shared_ptr`` cycle and a
+``_Sp_counted_ptr`` the table lacks.
 
 Soundness (issue #11's rule): **a derived type names an object; it never
 decides which of its words are scanned** — the marker has run before this
@@ -106,8 +108,9 @@ def _fnv(s: str) -> int:
 
 
 def _norm(name: str) -> str:
-    # DWARF writes nested template closers "> >" (C++03 style), a name built here ">>"
-    return name.replace(" >", ">")
+    # DWARF writes nested template closers "> >" (C++03 style) and "T *", a name
+    # built here or demangled ">>" and "T*"
+    return name.replace(" >", ">").replace(" *", "*").replace(" &", "&")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -383,7 +386,8 @@ def _made(ty: _Types, spec: Spec, word: Word, base: int, ptr: int, dst_addr: int
             return Made(ty.name(cb) if cb else f"std::_Sp_counted_ptr_inplace<{ename}>", tid=cb,
                         elem=a["elem"], start=obj - dst_addr, count=1)
         cb = ty.by_prefix(f"std::_Sp_counted_ptr<{ename} *, ")
-        return Made(ty.name(cb) if cb else f"std::shared_ptr<{ename}> control block", tid=cb)
+        # not in the table (nothing typed points to one): the block's vtable names it (step 3)
+        return Made(ty.name(cb), tid=cb) if cb else None
     return None
 
 
@@ -448,13 +452,15 @@ def _vtable_types(graph: HeapGraph, ty: _Types, nodes: np.ndarray, modules) -> d
         if s is None or not s.name.startswith("_ZTV"):
             continue
         d = dm(s.name) or ""
-        tid = ty.by_name(d[len("vtable for "):]) if d.startswith("vtable for ") else 0
-        if tid:
-            named[v] = tid
+        if d.startswith("vtable for "):
+            cls = d[len("vtable for "):]
+            named[v] = (ty.by_name(cls), cls)
     for i, v in zip(nodes.tolist(), w.tolist()):
-        tid = named.get(v)
-        if tid:
-            out[i] = Made(ty.name(tid), tid=tid, elem=tid, count=1)
+        got = named.get(v)
+        if got:
+            tid, cls = got
+            # a class the table has: typed and read as one (nested holders); else named only
+            out[i] = Made(ty.name(tid), tid=tid, elem=tid, count=1) if tid else Made(cls)
     return out
 
 
@@ -648,8 +654,9 @@ def derive_types(graph: HeapGraph, target=None, modules=None) -> None:
     # 2. containers in heap objects the marker typed
     ps.typed_nodes()
     ps.drain()
-    # 3. leaked (and other untyped) polymorphic objects, by their virtual table
-    untyped = np.flatnonzero((ps.ids == 0) & (graph.type_ids == 0))
+    # 3. polymorphic objects no holder named (leaked ones; ones the marker typed by a
+    #    base class, as a shared_ptr's _Sp_counted_base), by their virtual table
+    untyped = np.flatnonzero(ps.ids == 0)
     for i, made in _vtable_types(graph, ps.ty, untyped, modules).items():
         ps.give(i, made)
     ps.drain()

@@ -14,6 +14,7 @@
 //   truth vectors N                std::vectors with a heap buffer
 //   truth buckets N                hash tables with a bucket array of their own (not the single bucket)
 //   truth cycle ADDR               a control block of the reachable cycle (two lines)
+//   truth solo ADDR                the Node that state.solo owns (its control block is apart)
 //   truth leaked ADDR              a control block of the leaked cycle (two lines)
 #include <cstdio>
 #include <cstdlib>
@@ -35,6 +36,7 @@ struct State {
     std::map<std::string, int> counts;
     std::unordered_map<long, Node *> index;
     std::shared_ptr<Node> ring;
+    std::shared_ptr<Node> solo;   // from `new`: a separate control block (_Sp_counted_ptr)
 };
 }  // namespace app
 
@@ -60,6 +62,7 @@ __attribute__((noinline)) static void build(int n) {
     a->peer = b;
     b->peer = a;
     state.ring = a;
+    state.solo = std::shared_ptr<app::Node>(new app::Node{200, "solo", {}, nullptr});
     std::printf("truth vector %p %zu %zu\n", (void *)state.nodes.data(), state.nodes.size(),
                 state.nodes.capacity());
     for (auto *x : state.nodes) std::printf("truth node %p\n", (void *)x);
@@ -69,6 +72,7 @@ __attribute__((noinline)) static void build(int n) {
     std::printf("truth vectors %d\n", 1 + (state.nodes[0]->kids.capacity() ? 1 : 0));
     std::printf("truth buckets %d\n", state.index.bucket_count() > 1 ? 1 : 0);
     // make_shared: the Node sits after the control block's vtable pointer and counts (16 bytes)
+    std::printf("truth solo %p\n", (void *)state.solo.get());
     std::printf("truth cycle %p\n", (void *)(reinterpret_cast<char *>(a.get()) - 16));
     std::printf("truth cycle %p\n", (void *)(reinterpret_cast<char *>(b.get()) - 16));
 }
