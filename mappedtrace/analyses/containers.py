@@ -63,7 +63,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..formats.mtmap import TypeInfo
-from ..graph import HOW_TYPED, HeapGraph
+from ..graph import HOW_TYPED, Details, HeapGraph
 from .fields import MAX_DEPTH, find_member, members_at, template_arg
 
 #: top bit of a derived type's id (table ids have their top two bits clear, FORMAT.md §3)
@@ -72,6 +72,7 @@ DERIVED_BIT = 1 << 63
 MAX_ELEMENTS = 4_000_000
 #: bytes of a root range read to find containers in it
 MAX_ROOT_READ = 1 << 20
+_LENCAP = "len {}, cap {}"
 
 
 @dataclass
@@ -80,7 +81,7 @@ class Made:
 
     name: str                    # the derived type's name
     tid: int = 0                 # a type of the table when the holder names one (RcInner<T>, _Rb_tree_node<V>)
-    detail: str = ""
+    detail: tuple = ()          # what is said of it: (format, one or two numbers), e.g. ("len {}, cap {}", 3, 4)
     elem: int = 0                # element type (nested holders; field names)
     start: int = 0               # offset of element 0 in the object
     count: int = 0
@@ -321,7 +322,7 @@ def _made(ty: _Types, spec: Spec, word: Word, base: int, ptr: int, dst_addr: int
         cap = word(a["cap"]) if r != "boxslice" else n
         if inner or n is None or cap is None or n > cap or cap * a["esz"] > dst_size:
             return None
-        det = f"len {n}" if r == "boxslice" else f"len {n}, cap {cap}"
+        det = ("len {}", n) if r == "boxslice" else (_LENCAP, n, cap)
         return Made(f"{tname} buffer", detail=det, elem=a["elem"], count=n if a["elem"] else 0, stride=a["esz"])
     if r == "rawtable":
         mask, items = word(a["bucket_mask"]), word(a["items"])
@@ -337,7 +338,7 @@ def _made(ty: _Types, spec: Spec, word: Word, base: int, ptr: int, dst_addr: int
             ctrl = np.frombuffer(data, np.uint8, buckets, inner)
             full = np.flatnonzero(ctrl < 0x80)
             live = (inner - (full + 1) * a["esz"]).tolist()   # bucket i's data lies below the control bytes
-        return Made(f"{tname} table", detail=f"items {items}, buckets {buckets}", elem=a["elem"],
+        return Made(f"{tname} table", detail=("items {}, buckets {}", items, buckets), elem=a["elem"],
                     start=start, count=buckets, stride=a["esz"], elem_offs=live if live is not None else [])
     if r == "rc":
         if inner:
@@ -349,14 +350,14 @@ def _made(ty: _Types, spec: Spec, word: Word, base: int, ptr: int, dst_addr: int
         if inner or fin is None or eos is None or not value <= fin <= eos or eos - value > dst_size:
             return None
         n, cap = (fin - value) // esz, (eos - value) // esz
-        return Made(f"{tname} buffer", detail=f"len {n}, cap {cap}", elem=a["elem"], count=n, stride=esz)
+        return Made(f"{tname} buffer", detail=(_LENCAP, n, cap), elem=a["elem"], count=n, stride=esz)
     if r == "basic_string":
         if value == base + a["_M_local_buf"] or inner:
             return None                         # the short string lives in the object itself
         n, cap = word(a["_M_string_length"]), word(a["_M_allocated_capacity"])
         if n is None or cap is None or n > cap or cap >= dst_size:
             return None
-        return Made(f"{tname} buffer", detail=f"len {n}, cap {cap}")
+        return Made(f"{tname} buffer", detail=(_LENCAP, n, cap))
     if r == "rbtree":
         if inner:
             return None                         # the header itself (an empty tree)
@@ -373,7 +374,7 @@ def _made(ty: _Types, spec: Spec, word: Word, base: int, ptr: int, dst_addr: int
             n = word(a["_M_bucket_count"])
             if n is None or n * 8 > dst_size:
                 return None
-            return Made(f"{tname} buckets", detail=f"buckets {n}", links=tuple(range(0, 8 * n, 8)),
+            return Made(f"{tname} buckets", detail=("buckets {}", n), links=tuple(range(0, 8 * n, 8)),
                         link_made=nmade)
         return nmade
     if r == "shared_ptr":
@@ -496,7 +497,7 @@ class _Pass:
         self.ty = _Types(graph.types)
         n = len(graph)
         self.ids = np.zeros(n, np.uint64)
-        self.detail: dict[int, str] = {}
+        self.detail = Details()
         self.elems: dict[int, tuple[int, int, int, int]] = {}
         self.queue: deque[tuple[int, Made]] = deque()
         self.budget = MAX_ELEMENTS
@@ -519,7 +520,8 @@ class _Pass:
             self.g.types[tid] = TypeInfo(tid, made.name, 0, "derived", 0, (), made.elem)
         self.ids[node] = tid
         if made.detail:
-            self.detail[node] = made.detail
+            fmt, *nums = made.detail
+            self.detail.add([node], [nums[0]], [nums[1] if len(nums) > 1 else 0], fmt)
         if made.elem and made.count:
             self.elems[node] = (made.elem, made.start, made.count, made.stride)
         self.queue.append((node, made))
@@ -535,27 +537,29 @@ class _Pass:
             n, okn = obj.words(cont + a["len"])
             cap, okc = obj.words(cont + a["cap"])
             ok &= okn & okc & (n <= cap) & (cap <= dsize // esz)
-            fmt = "len {}, cap {}"
         else:
             fin, okf = obj.words(cont + a["_M_finish"])
             eos, oke = obj.words(cont + a["_M_end_of_storage"])
             ok &= okf & oke & (vals <= fin) & (fin <= eos) & (eos - vals <= dsize)
             n, cap = (fin - vals) // esz, (eos - vals) // esz
-            fmt = "len {}, cap {}"
         name = f"{self.ty.name(spec.tid)} buffer"
         tid = derived_id(name)
         if tid not in g.types:
             g.types[tid] = TypeInfo(tid, name, 0, "derived", 0, (), a["elem"])
         nest = bool(a["elem"]) and bool(self.ty.slots(a["elem"]))
-        for dd, k, c in zip(d[ok].tolist(), n[ok].tolist(), cap[ok].tolist()):
-            if self.ids[dd]:
-                continue
-            self.ids[dd] = tid
-            self.detail[dd] = fmt.format(k, c)
-            if a["elem"] and k:
-                self.elems[dd] = (a["elem"], 0, k, a["esz"])
-                if nest:
-                    self.queue.append((dd, Made(name, elem=a["elem"], count=k, stride=a["esz"])))
+        # vectorised: the first holder names an object (within the batch too)
+        dd, first = np.unique(d[ok], return_index=True)
+        fresh = self.ids[dd] == 0
+        dd, k, c = dd[fresh], n[ok][first][fresh], cap[ok][first][fresh]
+        self.ids[dd] = tid
+        self.detail.add(dd, k.astype(np.int64), c.astype(np.int64), _LENCAP)
+        if a["elem"] and self.ty.t.get(a["elem"]) is not None and self.ty.t[a["elem"]].kind != "scalar":
+            # elements named in why (buffer[3].name); not for numbers and bytes: no pointers
+            elem, esz = a["elem"], a["esz"]
+            dl, kl = dd.tolist(), k.tolist()
+            self.elems.update((x, (elem, 0, kk, esz)) for x, kk in zip(dl, kl) if kk)
+            if nest:
+                self.queue.extend((x, Made(name, elem=elem, count=kk, stride=esz)) for x, kk in zip(dl, kl) if kk)
 
     def reach(self, obj: _Obj, node: int, base: int, insts: np.ndarray, slots) -> None:
         """Containers at offsets ``insts`` (the holder's elements) of ``obj``

@@ -105,10 +105,7 @@ def heap_tables(graph: HeapGraph, dom: DominatorTree | None = None) -> dict[str,
 
 
 def _details(graph: HeapGraph) -> np.ndarray:
-    out = np.full(len(graph), "", dtype=object)
-    for i, d in graph.derived_detail.items():
-        out[i] = d
-    return out
+    return graph.derived_detail.strings(len(graph))
 
 
 def connect(tables: dict[str, dict[str, np.ndarray]]):
