@@ -86,7 +86,10 @@ def test_rust_containers_named_by_holder(rust_exe):
         items = int(items)
         assert _count(top, r"alloc::vec::Vec<rust_containers::Node, alloc::alloc::Global> buffer") == 1, top["types"]
         # the nodes' names and the map's keys
-        assert _count(top, r"alloc::string::String buffer") == len(names) + items, top["types"]
+        (queued,), = live.get("queue")
+        assert _count(top, r"alloc::string::String buffer") == len(names) + items + int(queued), top["types"]
+        assert _count(top, r"alloc::collections::vec_deque::VecDeque<alloc::string::String, "
+                           r"alloc::alloc::Global> buffer") == 1, top["types"]
         assert _count(top, r"alloc::vec::Vec<u32, alloc::alloc::Global> buffer") == len(tags), top["types"]
         assert _count(top, r"alloc::vec::Vec<u8, alloc::alloc::Global> buffer") == items, top["types"]
         assert _count(top, r"std::collections::hash::map::HashMap<alloc::string::String, "
@@ -114,7 +117,7 @@ def test_rust_containers_named_by_holder(rust_exe):
         # the tables say the same: the type column, and what the holder says of each buffer
         q = live.mt("query", "SELECT count(*), min(detail) FROM objects "
                              "WHERE type = 'alloc::string::String buffer' AND reachable")
-        assert q["rows"][0][0] == len(names) + items and q["rows"][0][1].startswith("len "), q
+        assert q["rows"][0][0] == len(names) + items + int(queued) and q["rows"][0][1].startswith("len "), q
         why = live.mt("why", "alloc::string::String buffer", "--objects", "2")
         assert len(why["objects"]) == 2 and all(o["type"].startswith("alloc::string::String buffer (len ")
                                                 for o in why["objects"]), why
@@ -131,11 +134,12 @@ def test_cxx_containers_named_by_holder(cxx_exe):
     try:
         top = live.mt("top", "--limit", "100")
         t = {k: int(v[0][0]) for k, v in ((k, live.get(k)) for k in
-                                         ("map", "umap", "longstr", "vectors", "buckets"))}
+                                         ("map", "umap", "longstr", "vectors", "buckets", "list"))}
         string = r"std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >"
         assert _count(top, r"std::vector<app::Node \*, std::allocator<app::Node \*> > buffer") == t["vectors"]
         assert _count(top, rf"std::_Rb_tree_node<std::pair<const {string}, int> >") == t["map"], top["types"]
         assert _count(top, rf"{string} buffer") == t["longstr"], top["types"]
+        assert _count(top, rf"std::_List_node<{string} >") == t["list"], top["types"]
         assert _count(top, r"std::__detail::_Hash_node<std::pair<const long, app::Node \*>, (true|false)>") \
             == t["umap"], top["types"]
         assert _count(top, r"std::_Hashtable<long, .*> buckets") == t["buckets"], top["types"]

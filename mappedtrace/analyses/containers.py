@@ -23,14 +23,18 @@ holder                             object                                       
 ``std::_Rb_tree`` (map, set)       ``std::_Rb_tree_node<V>``, and every node
                                    linked from it
 ``std::_Hashtable``                ``… buckets`` and ``_Hash_node<V, …>``        buckets
-``std::__shared_ptr<T>``           ``_Sp_counted_ptr_inplace<T, …>`` (the T in  
+``std::list<T>``                   ``std::_List_node<T>``, every node linked
+``alloc::…::VecDeque<T>``          ``VecDeque<T> buffer`` (a ring from ``head``) len, cap
+``std::__shared_ptr<T>``           ``_Sp_counted_ptr_inplace<T, …>`` (the T in
                                    the block) or ``_Sp_counted_ptr<T *, …>``
 =================================  ===========================================  ==================
 
 Elements are holders in turn (a ``Vec<String>``'s buffer types the strings'
-buffers; a map node's key types its string's buffer).  A C++ object that the
-roots do not reach (a leak) is named by its virtual table when it has one:
-the word at offset 0 pointing into ``vtable for X`` makes it an ``X`` (the
+buffers; a map node's key types its string's buffer).  The leak analysis
+runs the same rules from the types it infers for unreachable objects
+(:func:`derive_from`: a leaked ``Rc`` cycle's ``Vec`` buffers).  A C++ object
+no holder names is named by its virtual table when it has one: the word at
+offset 0 pointing into ``vtable for X`` makes it an ``X`` (the
 dynamic class, also where the marker typed the object by a base class), which
 names the control blocks of a leaked ``shared_ptr`` cycle and a
 ``_Sp_counted_ptr`` the table lacks.
@@ -47,9 +51,13 @@ Only live elements are read for nested holders: a ``Vec``'s first ``len``
 elements, a hash table's full buckets (control byte < 0x80).  Each container
 is checked against its chunk (``len <= cap``, ``cap`` elements fit the chunk,
 the pointer at the chunk's start, or at the control bytes for hashbrown);
-a container failing the check gives nothing.  Known imprecision: a node whose
+a container failing the check gives nothing.  Rust enum variants are all
+read (which one is live is not known): a container in an inactive variant
+must pass the same check to name anything.  Known imprecision: a node whose
 first holder is not a container keeps the marker's name; two holders of one
-object: the first in root order, then address order, wins.
+object: the first in root order, then address order, wins; containers in
+fixed arrays of more than 4 KiB, and ``BTreeMap``, ``LinkedList`` and
+``std::deque`` are not read.
 """
 from __future__ import annotations
 
@@ -117,7 +125,7 @@ def _norm(name: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def derived_id(name: str) -> int:
     """The id of the derived type ``name`` (top bit set: never a table id)."""
-    return DERIVED_BIT | (_fnv(name) & 0x3FFFFFFFFFFFFFFF) or DERIVED_BIT | 1
+    return DERIVED_BIT | (_fnv(name) & 0x3FFFFFFFFFFFFFFF)
 
 
 class _Types:
@@ -228,6 +236,26 @@ def _spec(ty: _Types, tid: int) -> Spec | None:
         if None in at.values() or esz <= 0:
             return None
         return Spec("vec", tid, (at["ptr"],), dict(at, esz=esz, elem=elem))
+    if name.startswith("alloc::collections::vec_deque::VecDeque<"):
+        # { buf: RawVec<T>, head, len }: a ring of len elements from head
+        elem = int(getattr(ty.t.get(tid), "elem_type", 0) or 0) or template_arg(ty.t, tid, "T")
+        at = {"ptr": m(tid, "ptr"), "len": m(tid, "len"), "cap": m(tid, "cap"), "head": m(tid, "head")}
+        esz = ty.size(elem)
+        if None in at.values() or esz <= 0:
+            return None
+        return Spec("vecdeque", tid, (at["ptr"],), dict(at, esz=esz, elem=elem))
+    if name.startswith(("std::__cxx11::list<", "std::list<")):
+        h = find_member(ty.t, tid, "_M_node")
+        elem = template_arg(ty.t, tid, "_Tp")
+        if not h or not elem:
+            return None
+        nl = tuple(o for o in (m(h[1], k) for k in ("_M_next", "_M_prev")) if o is not None)
+        if len(nl) != 2:
+            return None
+        node_name = f"std::_List_node<{ty.name(elem)}>"
+        node = ty.by_name(node_name)
+        return Spec("list", tid, tuple(h[0] + o for o in nl),
+                    {"node": node, "node_name": ty.name(node) or node_name, "links": nl})
     if name.startswith(("std::collections::hash::map::HashMap<", "std::collections::hash::set::HashSet<",
                         "hashbrown::map::HashMap<", "hashbrown::set::HashSet<", "hashbrown::raw::RawTable<")):
         # the RawTable inside: { table: RawTableInner { ctrl, bucket_mask, items, … }, marker: PhantomData<T> }
@@ -324,6 +352,20 @@ def _made(ty: _Types, spec: Spec, word: Word, base: int, ptr: int, dst_addr: int
             return None
         det = ("len {}", n) if r == "boxslice" else (_LENCAP, n, cap)
         return Made(f"{tname} buffer", detail=det, elem=a["elem"], count=n if a["elem"] else 0, stride=a["esz"])
+    if r == "vecdeque":
+        n, cap, head = word(a["len"]), word(a["cap"]), word(a["head"])
+        if inner or n is None or cap is None or head is None or n > cap or (cap and head >= cap) \
+                or cap * a["esz"] > dst_size:
+            return None
+        esz = a["esz"]
+        live = [((head + i) % cap) * esz for i in range(n)] if cap else []
+        return Made(f"{tname} buffer", detail=(_LENCAP, n, cap), elem=a["elem"], count=cap, stride=esz,
+                    elem_offs=live)
+    if r == "list":
+        if inner:
+            return None                         # the header itself (an empty list)
+        node = a["node"]
+        return Made(a["node_name"], tid=node, elem=node, count=1 if node else 0, links=a["links"])
     if r == "rawtable":
         mask, items = word(a["bucket_mask"]), word(a["items"])
         if mask is None or items is None:

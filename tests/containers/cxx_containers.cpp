@@ -11,6 +11,7 @@
 //   truth map N                    entries of state.counts (each a tree node with a long key)
 //   truth umap N                   entries of state.index (hash nodes)
 //   truth longstr N                std::strings with a heap buffer (not the short local one)
+//   truth list N                   nodes of state.names (a std::list of long strings)
 //   truth vectors N                std::vectors with a heap buffer
 //   truth buckets N                hash tables with a bucket array of their own (not the single bucket)
 //   truth cycle ADDR               a control block of the reachable cycle (two lines)
@@ -18,6 +19,7 @@
 //   truth leaked ADDR              a control block of the leaked cycle (two lines)
 #include <cstdio>
 #include <cstdlib>
+#include <list>
 #include <map>
 #include <memory>
 #include <string>
@@ -37,6 +39,7 @@ struct State {
     std::unordered_map<long, Node *> index;
     std::shared_ptr<Node> ring;
     std::shared_ptr<Node> solo;   // from `new`: a separate control block (_Sp_counted_ptr)
+    std::list<std::string> names;
 };
 }  // namespace app
 
@@ -55,6 +58,10 @@ __attribute__((noinline)) static void build(int n) {
         state.counts["counter number " + std::to_string(k) + " (a long key)"] = k;
         longstr++;
     }
+    for (int k = 0; k < 4; k++) {
+        state.names.push_back("listed name " + std::to_string(k) + " (too long for SSO)");
+        longstr++;
+    }
     auto a = std::make_shared<app::Node>();
     auto b = std::make_shared<app::Node>();
     a->id = 100;
@@ -69,6 +76,7 @@ __attribute__((noinline)) static void build(int n) {
     std::printf("truth map %zu\n", state.counts.size());
     std::printf("truth umap %zu\n", state.index.size());
     std::printf("truth longstr %d\n", longstr);
+    std::printf("truth list %zu\n", state.names.size());
     std::printf("truth vectors %d\n", 1 + (state.nodes[0]->kids.capacity() ? 1 : 0));
     std::printf("truth buckets %d\n", state.index.bucket_count() > 1 ? 1 : 0);
     // make_shared: the Node sits after the control block's vtable pointer and counts (16 bytes)

@@ -12,8 +12,9 @@
 //!   truth rc ADDR                   an RcInner of the cycle (two lines)
 //!   truth slice ADDR LEN            the Box<[u64]>'s buffer
 //!   truth arc ADDR                  the ArcInner of the Arc<Vec<u16>>, and its Vec's buffer
+//!   truth queue LEN                 strings in the VecDeque<String> (each with its buffer)
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub struct State {
     pub ring: Rc<Ring>,
     pub slice: Box<[u64]>,
     pub shared: Arc<Vec<u16>>,
+    pub queue: VecDeque<String>,
 }
 
 #[inline(never)]
@@ -54,7 +56,18 @@ fn build(n: u64, m: u64) -> Box<State> {
     *a.next.borrow_mut() = Some(b.clone());
     let slice: Box<[u64]> = (0..n * 3).collect::<Vec<u64>>().into_boxed_slice();
     let shared = Arc::new((0..40u16).collect::<Vec<u16>>());
-    Box::new(State { nodes, map, ring: a, slice, shared })
+    // a ring whose head has moved: 6 pushed, 3 popped from the front, 6 more pushed
+    let mut queue = VecDeque::with_capacity(8);
+    for k in 0..6 {
+        queue.push_back(format!("queued string {k:02} of the deque"));
+    }
+    for _ in 0..3 {
+        queue.pop_front();
+    }
+    for k in 6..12 {
+        queue.push_back(format!("queued string {k:02} of the deque"));
+    }
+    Box::new(State { nodes, map, ring: a, slice, shared, queue })
 }
 
 fn rc_block<T>(r: &Rc<T>) -> *const u8 {
@@ -76,6 +89,7 @@ fn main() {
         println!("truth rc {:p}", rc_block(b));
     }
     println!("truth slice {:p} {}", st.slice.as_ptr(), st.slice.len());
+    println!("truth queue {}", st.queue.len());
     // ArcInner<T> { strong, weak, data }: the data sits 16 bytes in
     println!("truth arc {:p} {:p}", unsafe { (Arc::as_ptr(&st.shared) as *const u8).sub(16) }, st.shared.as_ptr());
     println!("ready");
