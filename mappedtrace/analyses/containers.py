@@ -70,6 +70,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import MappedTraceError
 from ..formats.mtmap import TypeInfo
 from ..graph import HOW_TYPED, Details, HeapGraph
 from .fields import MAX_DEPTH, find_member, members_at, template_arg
@@ -490,7 +491,7 @@ def _vtable_types(graph: HeapGraph, ty: _Types, nodes: np.ndarray, modules) -> d
             continue
         try:
             s = elf.symbol_at(m.path, m.to_link(v))
-        except Exception:                       # a module we cannot read names nothing
+        except (MappedTraceError, OSError):     # a module we cannot read names nothing
             continue
         if s is None or not s.name.startswith("_ZTV"):
             continue
@@ -693,7 +694,7 @@ def derive_types(graph: HeapGraph, target=None, modules=None) -> None:
                 continue
             try:
                 data = target.read(r.value, min(r.size, MAX_ROOT_READ))
-            except Exception:                   # an unreadable root range holds nothing we can read
+            except MappedTraceError:            # an unreadable root range holds nothing we can read
                 continue
             ps.reach(_Obj(data), -1, r.value, one, ps.ty.slots(r.type_id))
             ps.drain()
