@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..formats.mtmap import FIELD_BASE
+from ..formats.mtmap import FIELD_BASE, Field
 
 #: nesting levels walked (members of members …)
 MAX_DEPTH = 24
@@ -55,7 +55,6 @@ def members_at(types: dict[int, Any], tid: int, off: int) -> tuple[Any, int] | N
     if name.startswith(_RAW_STORAGE):
         arg = _template_arg(t, "_Tp")
         if arg and off < max(_size(types, arg), 1):
-            from ..formats.mtmap import Field
             return Field(0, arg, "", FIELD_BASE), off
     best = None
     best_key = (-1, False)
