@@ -515,7 +515,7 @@ void Emitter::emitMap() {
   Blob B;
   // Header, patched at the end.
   B.u32(0x504D544D); // "MTMP" little-endian bytes 4D 54 4D 50
-  B.u16(MtmapVersion);
+  B.u16(MtmapVersion); // FORMAT.md: 2 = addresses relative to the chunk, and type fields
   B.u16(56);
   size_t ChunkSizeAt = B.size();
   B.u32(0);
@@ -538,7 +538,7 @@ void Emitter::emitMap() {
     B.u8(0);
     B.u16(R.Flags);
     B.u32(R.Slots.size());
-    B.u32(0);
+    B.u32(R.Fields.size()); // n_fields (version 2)
     B.u64(R.Elem);
     B.u64(R.FlexOffset);
     for (const SlotRec &S : R.Slots) {
@@ -548,6 +548,12 @@ void Emitter::emitMap() {
       B.u32(S.Count > 1 ? S.Stride : 0);
       B.u32(S.Flags);
       B.u32(0);
+    }
+    for (const FieldRec &F : R.Fields) {
+      B.u64(F.Offset);
+      B.u64(F.Type);
+      B.u32(Str.get(F.Name));
+      B.u32(F.Flags);
     }
   }
   uint32_t NTypes = Types.size();

@@ -63,6 +63,18 @@ struct SlotRec {
   uint32_t Count = 1, Stride = 0, Flags = 0;
 };
 
+/// A named member of a struct/union/class (FORMAT.md §2 "Fields"): direct
+/// members and base classes at their offsets, and the type arguments of a
+/// template (offset 0), and the variants of a Rust enum (overlapping), so a
+/// reader can name the field a pointer sits in and
+/// read a container's length without knowing its layout in advance.
+enum : uint32_t { FBase = 1, FTemplateArg = 2, FVariant = 4 };
+struct FieldRec {
+  uint64_t Offset = 0, Type = 0;
+  std::string Name;
+  uint32_t Flags = 0;
+};
+
 struct TypeRec {
   uint64_t Id = 0, Size = 0;
   std::string Name;
@@ -70,6 +82,7 @@ struct TypeRec {
   uint16_t Flags = 0;
   std::vector<SlotRec> Slots;
   uint64_t Elem = 0, FlexOffset = 0;
+  std::vector<FieldRec> Fields;
 };
 
 /// The type table of one module: content-hashed ids (FORMAT.md §3) for
@@ -97,7 +110,11 @@ public:
   /// The id of a copy of type \p Id with STORED words over \p Ranges (a
   /// global of a scalar type that holds pointers).
   uint64_t withStored(uint64_t Id, const std::vector<std::pair<uint64_t, uint64_t>> &Ranges);
-  const std::map<uint64_t, TypeRec> &all() const { return Types; }
+  /// Every type, the pending pointees and template arguments built first.
+  const std::map<uint64_t, TypeRec> &all() {
+    drain();
+    return Types;
+  }
   bool isRust() const { return Rust; }
 
 private:
@@ -110,6 +127,8 @@ private:
   uint64_t idOfComposite(const llvm::DICompositeType *CT, unsigned Depth);
   uint64_t idOfIRImpl(llvm::Type *T, unsigned Depth);
   uint64_t add(TypeRec R);
+  void addField(TypeRec &R, uint64_t Off, uint64_t Type, llvm::StringRef Name,
+                uint32_t Flags) const;
   void appendStored(TypeRec &R, const std::vector<std::pair<uint64_t, uint64_t>> &Ranges) const;
   void appendArray(std::vector<SlotRec> &Out, const TypeRec *Elem,
                    uint64_t Off, uint64_t Count, uint64_t ElemSize,

@@ -28,6 +28,7 @@ static constexpr unsigned MaxDepth = 48;
 static constexpr size_t MaxSlotsPerType = 4096;
 static constexpr uint64_t MaxUnrolledRuns = 64;
 static constexpr size_t MaxTypes = 50000;
+static constexpr size_t MaxFieldsPerType = 1024;
 
 uint64_t fnv1a(StringRef S) {
   uint64_t H = 0xcbf29ce484222325ULL;
@@ -399,6 +400,12 @@ uint64_t TypeTable::pointeeIdOf(const DIType *T) {
   return Id;
 }
 
+void TypeTable::addField(TypeRec &R, uint64_t Off, uint64_t Type, StringRef Name,
+                         uint32_t Flags) const {
+  if (R.Fields.size() < MaxFieldsPerType)
+    R.Fields.push_back({Off, Type, Name.str(), Flags});
+}
+
 void TypeTable::appendArray(std::vector<SlotRec> &Out, const TypeRec *Elem,
                             uint64_t Off, uint64_t Count, uint64_t ElemSize,
                             uint32_t ExtraFlags) {
@@ -616,6 +623,7 @@ uint64_t TypeTable::idOfComposite(const DICompositeType *C, unsigned Depth) {
         if (!VM)
           continue;
         uint64_t VId = idOfDI(VM->getBaseType(), Depth + 1);
+        addField(R, VM->getOffsetInBits() / 8, VId, VM->getName(), FVariant);
         if (const TypeRec *VR = get(VId))
           appendArray(R.Slots, VR, VM->getOffsetInBits() / 8, 1, VR->Size, SConservative);
         Anon += std::to_string(VM->getOffsetInBits() / 8) + "=" + hex(VId) + ",";
@@ -640,11 +648,14 @@ uint64_t TypeTable::idOfComposite(const DICompositeType *C, unsigned Depth) {
         R.Elem = AR->Elem;
         R.FlexOffset = Off;
         Anon += std::to_string(Off) + "=" + hex(AId) + ",";
+        addField(R, Off, AId, Mem->getName(), 0);
         continue;
       }
     }
     uint64_t MId = idOfDI(MT, Depth + 1);
     Anon += std::to_string(Off) + "=" + hex(MId) + ",";
+    addField(R, Off, MId, Mem->getName(),
+             Mem->getTag() == dwarf::DW_TAG_inheritance ? FBase : 0);
     const TypeRec *MR = get(MId);
     if (!MR)
       continue;
@@ -664,6 +675,14 @@ uint64_t TypeTable::idOfComposite(const DICompositeType *C, unsigned Depth) {
   llvm::sort(R.Slots, [](const SlotRec &A, const SlotRec &B) {
     return std::tie(A.Offset, A.Flags, A.Target) < std::tie(B.Offset, B.Flags, B.Target);
   });
+  // Template type arguments (Vec<T>, std::vector<T, A>, _Rb_tree<K, V, …>):
+  // what a container holds, for the tracer's typing by holder. By id only
+  // (a named argument's layout is built later from the pending list): an
+  // argument may be a type whose layout is being built right now
+  // (PhantomData<RcInner<T>> inside T), which by value would see it empty.
+  for (const DINode *P : C->getTemplateParams())
+    if (auto *TT = dyn_cast_or_null<DITemplateTypeParameter>(P))
+      addField(R, 0, idOnly(TT->getType(), Depth + 1), TT->getName(), FTemplateArg);
   if (Rust && isErasedRustName(Name)) {
     R.Flags |= TErased;
     DINodeArray TP = C->getTemplateParams();

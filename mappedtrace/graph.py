@@ -114,9 +114,71 @@ class Precision:
     objects_with_site_type: int = 0
     objects_typed_by_site: int = 0
     heap_bytes_typed_by_site: int = 0
+    #: objects (bytes) named by a type derived from their holder (analyses/containers.py),
+    #: and of those the ones the marker itself scanned by a type; derived types never
+    #: decide which words are scanned
+    derived_objects: int = 0
+    derived_bytes: int = 0
+    derived_objects_typed: int = 0
+    derived_bytes_typed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+class Details:
+    """What holders say of objects ("len 3, cap 4"), kept as columns: batches of
+    (nodes, first number, second number, format) added by the container pass,
+    sorted into one index on first lookup."""
+
+    def __init__(self) -> None:
+        self._batches: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
+        self._fmts: list[str] = []
+        self._index: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def add(self, nodes, a, b, fmt: str) -> None:
+        """``fmt`` with ``{}`` for each number it shows (one or two)."""
+        if fmt not in self._fmts:
+            self._fmts.append(fmt)
+        nodes = np.asarray(nodes, np.int64)
+        if len(nodes):
+            self._batches.append((nodes, np.asarray(a, np.int64), np.asarray(b, np.int64),
+                                  self._fmts.index(fmt)))
+            self._index = None
+
+    def __len__(self) -> int:
+        return sum(len(x[0]) for x in self._batches)
+
+    def _idx(self):
+        if self._index is None:
+            if self._batches:
+                nodes = np.concatenate([x[0] for x in self._batches])
+                a = np.concatenate([x[1] for x in self._batches])
+                b = np.concatenate([x[2] for x in self._batches])
+                f = np.concatenate([np.full(len(x[0]), x[3], np.int64) for x in self._batches])
+                o = np.argsort(nodes, kind="stable")
+                self._index = (nodes[o], a[o], b[o], f[o])
+                self._batches = [(nodes[o], a[o], b[o], 0)] if len(self._fmts) == 1 else self._batches
+            else:
+                z = np.zeros(0, np.int64)
+                self._index = (z, z, z, z)
+        return self._index
+
+    def get(self, i: int) -> str:
+        nodes, a, b, f = self._idx()
+        k = int(np.searchsorted(nodes, i))
+        if k < len(nodes) and int(nodes[k]) == i:
+            return self._fmts[int(f[k])].format(int(a[k]), int(b[k]))
+        return ""
+
+    def strings(self, n: int) -> np.ndarray:
+        """An object array of ``n`` strings, "" where nothing is said."""
+        out = np.full(n, "", dtype=object)
+        nodes, a, b, f = self._idx()
+        for k, fmt in enumerate(self._fmts):
+            sel = f == k
+            out[nodes[sel]] = [fmt.format(x, y) for x, y in zip(a[sel].tolist(), b[sel].tolist())]
+        return out
 
 
 @dataclass
@@ -159,6 +221,15 @@ class HeapGraph:
         if self.node_site is None or self.node_site[i] < 0:
             return None
         return self.sites[int(self.node_site[i])]
+    #: types derived from the holder (a container's buffer, node or control block:
+    #: analyses/containers.py), per node, 0 none; they name objects, never decide
+    #: which words are scanned.  Their entries are in ``types`` (kind "derived").
+    derived_ids: np.ndarray | None = field(default=None, repr=False)
+    #: what the holder says of a node (:class:`Details`; :meth:`detail` formats it)
+    derived_detail: Details = field(default_factory=Details, repr=False)
+    #: node -> (element type id, offset of element 0, element count, stride) of a derived object
+    derived_elems: dict = field(default_factory=dict, repr=False)
+    _labels: tuple | None = field(default=None, repr=False)
 
     @property
     def edges(self) -> np.ndarray:
@@ -194,10 +265,35 @@ class HeapGraph:
         t = self.types.get(int(type_id))
         return getattr(t, "name", "") if t is not None else f"type#{int(type_id):x}"
 
+    @property
+    def label_ids(self) -> np.ndarray:
+        """The type id that names each node: the derived type where there is one
+        (:attr:`derived_ids`), else the marker's type (0: unknown)."""
+        if self.derived_ids is None:
+            return self.type_ids
+        c = self._labels
+        if c is None or c[0] is not self.derived_ids or c[1] is not self.type_ids:
+            c = self._labels = (self.derived_ids, self.type_ids,
+                                np.where(self.derived_ids != 0, self.derived_ids, self.type_ids))
+        return c[2]
+
+    def object_name(self, i: int) -> str:
+        """What to call node ``i`` in a report: its (derived) type's name with what
+        the holder says of it ("… buffer (len 3, cap 4)"), or ``unkN``."""
+        tid = int(self.label_ids[i])
+        name = self.type_name(tid) if tid else f"unk{int(self.sizes[i])}"
+        d = self.detail(i)
+        return f"{name} ({d})" if d else name
+
+    def detail(self, i: int) -> str:
+        """What node ``i``'s holder says of it ("len 3, cap 4"), "" when nothing."""
+        return self.derived_detail.get(int(i))
+
     def node(self, i: int) -> Node:
-        """A :class:`Node` view of node ``i``."""
+        """A :class:`Node` view of node ``i`` (``type_name``: the derived type's when there is one)."""
         tid = int(self.type_ids[i])
-        return Node(i, int(self.addresses[i]), int(self.sizes[i]), tid, self.type_name(tid),
+        lid = int(self.label_ids[i])
+        return Node(i, int(self.addresses[i]), int(self.sizes[i]), tid, self.type_name(lid),
                     "in-use", bool(self.how[i] != HOW_UNREACHED), HOW_NAMES[int(self.how[i])],
                     bool(self.ambiguous[i]))
 

@@ -262,6 +262,10 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True,
                  frames=(rootset.stats.frames_exact, rootset.stats.frames_conservative),
                  sites=sites if len(sites) else None)
     timings["mark"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    from .analyses.containers import derive_types
+    derive_types(graph, target, modules)         # names only: the marking above is final
+    timings["containers"] = time.perf_counter() - t0
 
     without = modules_without_maps(target, modules, cache.maps, rootset)
     report = None

@@ -121,6 +121,8 @@ class MType:
     slots: list[MSlot] = field(default_factory=list)
     elem_type: int = 0
     flex_offset: int = 0
+    #: (offset, type id, name, flags) per field (written in version 2 chunks only)
+    fields: list[tuple] = field(default_factory=list)
 
 
 @dataclass
@@ -172,10 +174,13 @@ def encode_chunk(module: str, types: list[MType] = (), functions: list[MFunc] = 
     modname = st.add(module)
     tbytes = bytearray()
     for t in types:
+        fields = list(getattr(t, "fields", ())) if version >= 2 else []
         tbytes += struct.pack("<QQIBBHIIQQ", t.id, t.size, st.add(t.name), t.kind, 0, t.flags,
-                              len(t.slots), 0, t.elem_type, t.flex_offset)
+                              len(t.slots), len(fields), t.elem_type, t.flex_offset)
         for s in t.slots:
             tbytes += struct.pack("<QQIIII", s.offset, s.target, s.count, s.stride, s.flags, 0)
+        for fo, ft, fname, fflags in fields:          # (offset, type id, name, flags), version 2
+            tbytes += struct.pack("<QQII", fo, ft, st.add(fname), fflags)
     fbytes = bytearray()
     for f in functions:
         fbytes += struct.pack("<QIIHHIIIII", f.address, st.add(f.name), st.add(f.reason), f.status, f.flags,

@@ -140,6 +140,26 @@ def test_version_2_addresses_are_relative_to_their_chunk():
     assert [(g.name, g.address) for g in c2.globals] == [("grel", base + 0x30), ("gabs", 0x405000), ("tls", 0)]
 
 
+def test_version_2_fields():
+    """Version 2 adds named members, base classes and template arguments after
+    a type's slots; version 1's reserved word stays 0 and gives none."""
+    t = mg.MType(0x10, "app::Vec<app::Node>", 24, 3, slots=[mg.MSlot(0, 0x20)],
+                 fields=[(0, 0x21, "ptr", 0), (8, 0x22, "len", 0), (0, 0x20, "T", mtmap.FIELD_TEMPLATE_ARG),
+                         (0, 0x23, "", mtmap.FIELD_BASE)])
+    after = mg.MType(0x11, "after", 8, 1)
+    [ch] = mtmap.decode(mg.encode_chunk("m", [t, after], version=2), WHERE)
+    got = ch.types[0]
+    assert [(f.offset, f.name) for f in got.members] == [(0, "ptr"), (0, ""), (8, "len")]
+    assert [(f.name, f.type_id) for f in got.template_args] == [("T", 0x20)]
+    assert ch.types[1].name == "after" and ch.types[1].fields == []
+    [ch1] = mtmap.decode(mg.encode_chunk("m", [t, after], version=1), WHERE)
+    assert ch1.types[0].fields == [] and ch1.types[1].name == "after"
+    bad = bytearray(mg.encode_chunk("m", [t], version=2))
+    struct.pack_into("<I", bad, 56 + 28, 1000)          # n_fields past the chunk's end
+    with pytest.raises(BadData, match="field"):
+        mtmap.decode(bytes(bad), WHERE)
+
+
 def test_second_chunk_errors_name_its_offset():
     c1 = _chunk1()
     blob = mg.concat([c1, mg.encode_chunk("m", version=3)])

@@ -299,7 +299,8 @@ def test_graph_exports_tables(held, tmp_path, suffix):
     n = _json("query", str(core), "SELECT count(*) FROM objects")["rows"][0][0]
     if suffix == ".parquet":
         assert sorted(os.listdir(out)) == sorted(f"{t}.parquet" for t in
-                                                 ("objects", "edges", "roots", "root_edges", "types", "fields"))
+                                                 ("objects", "edges", "roots", "root_edges", "types", "fields",
+                                                  "members"))
         assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
         f = out / "objects.parquet"
         assert stat.S_IMODE(os.stat(f).st_mode) == 0o600

@@ -313,16 +313,18 @@ class HolderRow:
 
 
 def type_labels(graph: HeapGraph) -> tuple[np.ndarray, list[str]]:
-    """(a label id per object, the label names): the type's name, or
+    """(a label id per object, the label names): the type's name (the type
+    derived from the holder where there is one), or
     ``unkN`` for an untyped object of N bytes.  Types of one name share a
     label.  Vectorised: a Python step per distinct type or size, not per object."""
     n = len(graph)
     names: list[str] = []
     of: dict[str, int] = {}
     lid = np.empty(n, np.int64)
-    typed = graph.type_ids != 0
+    label = graph.label_ids                     # a derived (container) type names first
+    typed = label != 0
     if typed.any():
-        u, inv = np.unique(graph.type_ids[typed], return_inverse=True)
+        u, inv = np.unique(label[typed], return_inverse=True)
         ids = np.array([of.setdefault(graph.type_name(int(t)), len(of)) for t in u], np.int64)
         lid[typed] = ids[inv]
     if (~typed).any():

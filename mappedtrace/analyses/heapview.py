@@ -64,8 +64,7 @@ def tree_sample(graph: HeapGraph, dom: DominatorTree) -> list[dict]:
                 node = {"label": root_holder(r.source), "kind": "root", "address": 0, "size": 0,
                         "exact": bool(r.exact), "source": r.source}
             else:
-                tid = int(graph.type_ids[c])
-                node = {"label": graph.type_name(tid) if tid else f"unk{int(graph.sizes[c])}", "kind": "object",
+                node = {"label": graph.object_name(int(c)), "kind": "object",
                         "address": int(graph.addresses[c]), "size": int(graph.sizes[c]), "node": int(c)}
             node.update(id=len(out), parent=idx, retained=int(ret[c]), count=1)
             out.append(node)

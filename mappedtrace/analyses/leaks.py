@@ -63,7 +63,7 @@ class Leak:
     node: int                 # index in the graph
     structure: int            # index in LeakReport.structures
     type_id: int = 0
-    type_source: str = ""     # "own" | "site" | "pointer" | "size" | "" (unknown)
+    type_source: str = ""     # "own" | "site" | "pointer" | "size" | "holder" (derived, analyses/containers.py) | "" (unknown)
     preview: str = ""
     #: where it was allocated (``file:line in function``; "" unknown or not a --alloc-sites build)
     site: str = ""
@@ -419,7 +419,7 @@ def _preview(data: bytes | None) -> str:
 class _Inferrer:
     """Type inference over the leaked objects, vectorised per type."""
 
-    SOURCES = ("", "own", "pointer", "size", "site")
+    SOURCES = ("", "own", "pointer", "size", "site", "holder")
 
     def __init__(self, g: HeapGraph, unreached: np.ndarray):
         self.g = g
@@ -532,6 +532,14 @@ class _Inferrer:
 _PRINTABLE = re.compile(rb"[\x20-\x7e]{4,}")
 
 
+def _by_holder(g: HeapGraph, inf: _Inferrer, unreached: np.ndarray, local: np.ndarray, levels: int) -> None:
+    from .containers import derive_from
+    known = np.nonzero((inf.tid != 0) & (inf.src != 5))[0]
+    if len(known):
+        named = derive_from(g, unreached[known], inf.tid[known])
+        inf.propagate(inf.assign(local[named], g.derived_ids[named], 5), levels)
+
+
 def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) -> LeakReport:
     """Find the leaked objects of ``graph`` and classify them.
 
@@ -567,6 +575,9 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
 
     inf = _Inferrer(g, unreached)
     levels = max(1, infer_budget)
+    if g.derived_ids is not None:             # named by their holder (analyses/containers.py) first
+        held = np.nonzero(g.derived_ids[unreached] != 0)[0]
+        inf.propagate(inf.assign(held, g.derived_ids[unreached][held], 5), levels)
     own = np.nonzero(g.type_ids[unreached] != 0)[0]
     first = inf.assign(own, g.type_ids[unreached][own], 1)
     # an unreached object is never typed by the marker: a type it has is its site's
@@ -574,7 +585,11 @@ def find_leaks(graph: HeapGraph, target=None, *, infer_budget: int = 1_000_000) 
         inf.src[first[g.node_site[unreached[first]] >= 0]] = 4
     inf.propagate(first, levels)
     inf.propagate(inf.by_size(np.nonzero(direct)[0]), levels)
+    # containers in the leaked objects typed so far name their buffers (each
+    # container checked against the buffer: analyses/containers.py)
+    _by_holder(g, inf, unreached, local, levels)
     inf.propagate(inf.by_size(np.arange(m)), levels)
+    _by_holder(g, inf, unreached, local, levels)
 
     # structures, biggest first (bytes, then objects, then lowest address);
     # inside one: direct leaks first, then by address

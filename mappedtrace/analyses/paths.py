@@ -5,8 +5,10 @@ A breadth-first search of the *reversed* heap digraph
 objects alive, roots as vertices) from the object gives, for every root that
 reaches it, a shortest path from that root; the paths of the nearest roots of
 distinct holders (a global, a frame, a thread-local) are returned, each hop
-with the word that holds the pointer and whether that word is a known
-pointer (exact) or merely looks like one (conservative).  The search runs
+with the word that holds the pointer, named as ``Type.field`` from the type
+table (``[index]`` for array and container elements: :func:`word_name`), and
+whether that word is a known pointer (exact) or merely looks like one
+(conservative).  The search runs
 level by level on numpy arrays (the reverse edges as CSR, made once per
 graph) and stops as soon as enough holders are found, so a query costs what
 the object's nearest ancestors cost, not the whole heap.
@@ -19,6 +21,42 @@ import numpy as np
 
 from ..graph import EDGE_EXACT, EDGE_UNREACHED, EDGE_WEAK, HeapGraph
 from .dominators import HeapDigraph, csr, heap_digraph, root_holder
+from .fields import field_path
+
+
+def word_name(graph: HeapGraph, node: int, off: int) -> str:
+    """The word at byte ``off`` of heap object ``node`` as ``Type.field``
+    (``Vec<Node> buffer[3].name``: an element of a container's buffer), or ""
+    when the object has no type.  A derived object's elements are named by
+    their element type; its other bytes (a hash table's control bytes) by
+    the offset."""
+    el = graph.derived_elems.get(int(node))
+    tid = int(graph.label_ids[node])
+    tname = graph.type_name(tid) if tid else ""
+    if el is not None:
+        elem, start, count, stride = el
+        if stride and start <= off < start + count * stride:
+            k, r = divmod(off - start, stride)
+            sub = field_path(graph.types, elem, r)
+            return f"{tname}[{k}]" + (f".{sub}" if sub and sub[0] not in "[+" else sub)
+        if count == 1 and start <= off:
+            sub = field_path(graph.types, elem, off - start)
+            return f"{tname}.{sub}" if sub and sub[0] not in "[+" else tname + sub
+    if not tid:
+        return ""
+    sub = field_path(graph.types, tid, off)
+    return f"{tname}.{sub}" if sub and sub[0] not in "[+" else tname + sub
+
+
+def root_word_name(graph: HeapGraph, root: int, off: int) -> str:
+    """The word at ``off`` of a typed root range (a global's or a frame slot's
+    field) as ``Type.field``; "" for a register or an untyped range."""
+    r = graph.roots[root]
+    if r.kind != "range" or not r.type_id:
+        return ""
+    tname = graph.type_name(r.type_id)
+    sub = field_path(graph.types, r.type_id, off)
+    return f"{tname}.{sub}" if sub and sub[0] not in "[+" else tname + sub
 
 
 @dataclass
@@ -33,6 +71,7 @@ class Hop:
     via_offset: int           # offset of the pointer word in the previous object / root range
     dst_offset: int           # where in this object the pointer points (0: its start)
     exact: bool               # the pointer word is a known pointer
+    via_field: str = ""       # that word as Type.field[index] ("" when its holder has no type)
 
 
 @dataclass
@@ -80,8 +119,7 @@ class PathFinder:
         self._holders = [root_holder(r.source) for r in graph.roots]
 
     def _type(self, i: int) -> str:
-        tid = int(self.graph.type_ids[i])
-        return self.graph.type_name(tid) if tid else f"unk{int(self.graph.sizes[i])}"
+        return self.graph.object_name(i)
 
     def _link(self, u: int, v: int) -> tuple[int, int, bool]:
         """(word offset in u, offset in v, exact) of one edge u → v, an exact one if any."""
@@ -161,8 +199,9 @@ class PathFinder:
             for _ in range(n + 1):                       # bounded by the object count
                 w = int(nxt[u])
                 off, doff, ex = self._link(u, w)
+                via = root_word_name(self.graph, u - n, off) if u >= n else word_name(self.graph, u, off)
                 path.hops.append(Hop(w, int(self.graph.addresses[w]), int(self.graph.sizes[w]),
-                                     self._type(w), off, doff, ex))
+                                     self._type(w), off, doff, ex, via))
                 if w == node:
                     break
                 u = w

@@ -1,4 +1,5 @@
-"""The heap as tables: objects, edges, roots, root edges, types, fields.
+"""The heap as tables: objects, edges, roots, root edges, types, fields (pointer
+slots), members (named fields, base classes and template arguments).
 
 Columns are numpy arrays (one dict per table), so a graph of millions of
 objects becomes tables without a Python loop per row; :func:`connect` loads
@@ -25,10 +26,11 @@ import tempfile
 
 import numpy as np
 
+from ..formats.mtmap import FIELD_BASE, FIELD_TEMPLATE_ARG, FIELD_VARIANT
 from ..graph import EDGE_EXACT, EDGE_UNREACHED, EDGE_WEAK, HOW_NAMES, HeapGraph
 from .dominators import DominatorTree, root_holder, type_labels
 
-TABLES = ("objects", "edges", "roots", "root_edges", "types", "fields")
+TABLES = ("objects", "edges", "roots", "root_edges", "types", "fields", "members")
 
 
 def _type_names(graph: HeapGraph) -> np.ndarray:
@@ -43,7 +45,12 @@ def heap_tables(graph: HeapGraph, dom: DominatorTree | None = None) -> dict[str,
            "size": graph.sizes.astype(np.uint64), "type_id": graph.type_ids.astype(np.uint64),
            "type": _type_names(graph),
            "how": np.array(HOW_NAMES, dtype=object)[graph.how.astype(np.int64)] if n else np.array([], object),
-           "reachable": graph.how != 0, "ambiguous": graph.ambiguous.astype(bool)}
+           "reachable": graph.how != 0, "ambiguous": graph.ambiguous.astype(bool),
+           # the type derived from the holder (a container's buffer, node, control block), 0 none,
+           # and what the holder says of the object ("len 3, cap 4")
+           "derived_type_id": (graph.derived_ids if graph.derived_ids is not None
+                               else np.zeros(n, np.uint64)).astype(np.uint64),
+           "detail": _details(graph)}
     if dom is not None:
         idom = dom.idom[:n]
         obj["retained"] = dom.retained[:n].astype(np.uint64)
@@ -84,8 +91,21 @@ def heap_tables(graph: HeapGraph, dom: DominatorTree | None = None) -> dict[str,
               "count": np.array([s.count for _, s in sl], dtype=np.uint64),
               "stride": np.array([s.stride for _, s in sl], dtype=np.uint64),
               "flags": np.array([s.flags for _, s in sl], dtype=np.uint32)}
+    # members: every named field, base class and template argument of the types
+    ml = [(t.id, f) for t in tys for f in getattr(t, "fields", ())]
+    members = {"type_id": np.array([tid for tid, _ in ml], dtype=np.uint64),
+               "offset": np.array([f.offset for _, f in ml], dtype=np.uint64),
+               "name": np.array([f.name for _, f in ml], dtype=object),
+               "member_type": np.array([f.type_id for _, f in ml], dtype=np.uint64),
+               "role": np.array(["template_arg" if f.flags & FIELD_TEMPLATE_ARG else
+                                 "base" if f.flags & FIELD_BASE else "variant" if f.flags & FIELD_VARIANT else "member"
+                                 for _, f in ml], dtype=object)}
     return {"objects": obj, "edges": edges, "roots": roots, "root_edges": root_edges,
-            "types": types, "fields": fields}
+            "types": types, "fields": fields, "members": members}
+
+
+def _details(graph: HeapGraph) -> np.ndarray:
+    return graph.derived_detail.strings(len(graph))
 
 
 def connect(tables: dict[str, dict[str, np.ndarray]]):

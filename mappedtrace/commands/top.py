@@ -20,7 +20,9 @@ def heap_summary(graph, dom) -> dict:
             "objects_typed": int((graph.type_ids[reached] != 0).sum()),
             "edges_exact": int(dom.digraph.heap_edges + len(graph.root_edges) - dom.digraph.conservative_edges),
             "edges_conservative": dom.digraph.conservative_edges,
-            "conservative_edges_deferred": dom.digraph.deferred_edges}
+            "conservative_edges_deferred": dom.digraph.deferred_edges,
+            **{k: getattr(graph.precision, k) for k in ("derived_objects", "derived_bytes",
+                                                        "derived_objects_typed", "derived_bytes_typed")}}
 
 
 @click.command(help="Objects, shallow bytes and retained bytes (dominator tree) by type and by the "

@@ -50,9 +50,10 @@ def command(what: str, query: str, max_paths: int, max_objects: int, json_path: 
     else:
         from ..analyses.dominators import dominator_tree
         ids = [tid for tid, t in g.types.items() if getattr(t, "name", None) == query]
-        cand = np.flatnonzero(np.isin(g.type_ids, np.asarray(ids, dtype=np.uint64)))
+        label = g.label_ids                     # derived (container) types name objects first
+        cand = np.flatnonzero(np.isin(label, np.asarray(ids, dtype=np.uint64)))
         if not len(cand) and query.startswith("unk") and query[3:].isdigit():
-            cand = np.flatnonzero((g.type_ids == 0) & (g.sizes == int(query[3:])))
+            cand = np.flatnonzero((label == 0) & (g.sizes == int(query[3:])))
         if not len(cand):
             raise MappedTraceError(f"{query}: no object of this type in the heap, and not an address",
                                    hint="type names as 'mappedtrace top' prints them, e.g. 'struct node'; "

@@ -2,7 +2,7 @@
 
 The section is a sequence of chunks (one per module), zero-padded to 8 bytes
 between them.  Each chunk has a 56-byte header and four tables found by
-chunk offsets: types (48-byte header + 32-byte slots each), functions
+chunk offsets: types (48-byte header + 32-byte slots + 24-byte fields each), functions
 (40-byte header + 24-byte allocas each), globals (32 bytes each) and a
 string table.  Types are deduplicated by id across chunks: the first
 definition wins, a different one under the same id is a warning; STORED
@@ -25,7 +25,7 @@ from ..errors import UnsupportedVersion
 SECTION = ".mtmap"
 MAGIC = b"MTMP"
 VERSION = 2
-#: versions this build reads (1: absolute addresses only)
+#: versions this build reads (1: absolute addresses only, no type fields)
 VERSIONS = (1, 2)
 
 #: magic, u16 version, u16 header_size, u32 chunk_size, u32 flags, u32 n_types,
@@ -33,10 +33,12 @@ VERSIONS = (1, 2)
 #: u32 functions_off, u32 globals_off, u32 strtab_off, u32 module_name, u32 reserved
 CHUNK_HEADER = struct.Struct("<4sHHIIIIIIIIIIII")
 #: u64 type_id, u64 size, u32 name, u8 kind, u8 reserved, u16 flags, u32 n_slots,
-#: u32 reserved, u64 elem_type, u64 flex_offset
+#: u32 n_fields (version 2; reserved 0 in version 1), u64 elem_type, u64 flex_offset
 TYPE_HEADER = struct.Struct("<QQIBBHIIQQ")
 #: u64 offset, u64 target, u32 count, u32 stride, u32 flags, u32 reserved
 SLOT = struct.Struct("<QQIIII")
+#: u64 offset, u64 type_id, u32 name, u32 flags (version 2)
+FIELD = struct.Struct("<QQII")
 #: u64 address, u32 name, u32 reason, u16 status, u16 flags, u32 n_callsites,
 #: u32 n_loop_points, u32 n_unmapped_calls, u32 n_allocas, u32 n_tail_calls
 FUNCTION = struct.Struct("<QIIHHIIIII")
@@ -45,7 +47,7 @@ ALLOCA = struct.Struct("<QQII")
 #: u64 address, u64 size, u64 type_id, u32 name, u32 flags
 GLOBAL = struct.Struct("<QQQII")
 
-assert CHUNK_HEADER.size == 56 and TYPE_HEADER.size == 48 and SLOT.size == 32
+assert CHUNK_HEADER.size == 56 and TYPE_HEADER.size == 48 and SLOT.size == 32 and FIELD.size == 24
 assert FUNCTION.size == 40 and ALLOCA.size == 24 and GLOBAL.size == 32
 
 # Slot flags
@@ -56,6 +58,11 @@ SLOT_WEAK = 0x8
 #: a word the declared type calls non-pointer where the program stores a pointer
 #: (found by the pass; always with UNTYPED | CONSERVATIVE)
 SLOT_STORED = 0x10
+# Field flags
+FIELD_BASE = 0x1
+FIELD_TEMPLATE_ARG = 0x2
+#: a variant of a Rust enum with data (variants overlap; which one is live is not known)
+FIELD_VARIANT = 0x4
 # Type flags
 TYPE_HAS_UNION = 0x1
 TYPE_FLEX = 0x2
@@ -88,6 +95,23 @@ class Slot:
     flags: int = 0
 
 
+@dataclass(frozen=True)
+class Field:
+    """A named member of a struct/union/class at ``offset`` (a base class
+    when ``flags & FIELD_BASE``), or a template type argument
+    (``FIELD_TEMPLATE_ARG``, offset 0), or a Rust enum's variant
+    (``FIELD_VARIANT``: variants overlap)."""
+
+    offset: int
+    type_id: int
+    name: str
+    flags: int = 0
+
+    @property
+    def template_arg(self) -> bool:
+        return bool(self.flags & FIELD_TEMPLATE_ARG)
+
+
 @dataclass
 class TypeInfo:
     """A type of the type table; ``kind`` is one of :data:`TYPE_KINDS`."""
@@ -100,6 +124,18 @@ class TypeInfo:
     slots: list[Slot] | tuple = ()
     elem_type: int = 0
     flex_offset: int = 0
+    #: members and template arguments (version 2 maps; empty in version 1)
+    fields: list[Field] | tuple = ()
+
+    @property
+    def members(self) -> list[Field]:
+        """The data members and base classes, in offset order."""
+        return sorted((f for f in self.fields if not f.template_arg), key=lambda f: f.offset)
+
+    @property
+    def template_args(self) -> list[Field]:
+        """The template type arguments, in declaration order."""
+        return [f for f in self.fields if f.template_arg]
 
 
 @dataclass
@@ -217,7 +253,7 @@ def _decode_chunk(c: Cursor, warnings: list[str], vaddr: int) -> Chunk:
     if tc is not None:
         tc.check_count(ntyp, TYPE_HEADER.size, "type")
         for _ in range(ntyp):
-            types.append(_decode_type(tc, strtab, warnings))
+            types.append(_decode_type(tc, strtab, warnings, version))
     functions: list[FunctionInfo] = []
     fc = _table(ch, fun_off, csize, "function table") if nfun else None
     if fc is not None:
@@ -236,9 +272,11 @@ def _decode_chunk(c: Cursor, warnings: list[str], vaddr: int) -> Chunk:
     return Chunk(c.base + start, csize, flags, module, types, functions, glob)
 
 
-def _decode_type(c: Cursor, strtab: _Strings, warnings: list[str]) -> TypeInfo:
+def _decode_type(c: Cursor, strtab: _Strings, warnings: list[str], version: int = VERSION) -> TypeInfo:
     at = c.pos
-    tid, size, name, kind, _r, flags, nslots, _r2, elem, flex = c.unpack(TYPE_HEADER, "type header")
+    tid, size, name, kind, _r, flags, nslots, nfields, elem, flex = c.unpack(TYPE_HEADER, "type header")
+    if version < 2:
+        nfields = 0             # reserved in version 1
     c.check_count(nslots, SLOT.size, f"slot (type {tid:#x})")
     if kind < len(TYPE_KINDS):
         kname = TYPE_KINDS[kind]
@@ -251,7 +289,11 @@ def _decode_type(c: Cursor, strtab: _Strings, warnings: list[str]) -> TypeInfo:
         if s.count < 1:
             raise c.error(f"slot {i} of type {tid:#x} has count 0", at=c.pos + i * SLOT.size + 16)
     c.skip(nslots * SLOT.size)
-    return TypeInfo(tid, strtab.get(name, "type name"), size, kname, flags, slots, elem, flex)
+    c.check_count(nfields, FIELD.size, f"field (type {tid:#x})")
+    fields = [Field(o, t, strtab.get(n, "field name"), f) for (o, t, n, f) in
+              FIELD.iter_unpack(c.data[c.pos:c.pos + nfields * FIELD.size])]
+    c.skip(nfields * FIELD.size)
+    return TypeInfo(tid, strtab.get(name, "type name"), size, kname, flags, slots, elem, flex, fields)
 
 
 def _decode_function(c: Cursor, strtab: _Strings, warnings: list[str], base: int | None) -> FunctionInfo:
@@ -320,7 +362,7 @@ def _with_stored(a: TypeInfo, b: TypeInfo) -> TypeInfo:
     if not extra:
         return a
     return TypeInfo(a.id, a.name, a.size, a.kind, a.flags, sorted([*a.slots, *extra], key=lambda s: s.offset),
-                    a.elem_type, a.flex_offset)
+                    a.elem_type, a.flex_offset, a.fields)
 
 
 def merge_types(chunks: list[Chunk], warnings: list[str], where: str = ".mtmap") -> dict[int, TypeInfo]:

@@ -28,13 +28,15 @@ def to_json(graph: HeapGraph, stream: IO[str], precision: dict | None = None,
     w = stream.write
     w('{"notes": ' + json.dumps(list(notes or [])) + ',\n"nodes": [')
     names = {}
+    label = g.label_ids                     # a type derived from the holder names first
     for i in range(len(g)):
         tid = int(g.type_ids[i])
-        if tid not in names:
-            names[tid] = g.type_name(tid)
+        lid = int(label[i])
+        if lid not in names:
+            names[lid] = g.type_name(lid)
         w(("," if i else "") + "\n" + json.dumps({
             "id": i, "address": int(g.addresses[i]), "size": int(g.sizes[i]),
-            "type": names[tid] or f"unk{int(g.sizes[i])}", "type_id": tid,
+            "type": names[lid] or f"unk{int(g.sizes[i])}", "type_id": tid,
             "how": HOW_NAMES[int(g.how[i])], "reached": bool(g.how[i] != 0),
             "ambiguous": bool(g.ambiguous[i])}))
     w('],\n"edges": [')
@@ -79,8 +81,7 @@ def to_dot(graph: HeapGraph, stream: IO[str], *, max_nodes: int = 20000) -> None
     if len(g) > n:
         w(f"  // {len(g) - n} objects beyond max_nodes={max_nodes} left out\n")
     for i in range(n):
-        tid = int(g.type_ids[i])
-        name = g.type_name(tid) or f"unk{int(g.sizes[i])}"
+        name = g.object_name(i)
         how = HOW_NAMES[int(g.how[i])]
         style = {"unreached": 'color=red', "conservative": 'style=dashed', "typed": ''}[how]
         label = f"{int(g.addresses[i]):#x}\\n{_q(name)}\\n{int(g.sizes[i])} B"

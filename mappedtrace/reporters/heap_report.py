@@ -15,7 +15,7 @@ from rich.text import Text
 
 from ..analyses.dominators import HolderRow, TypeRow
 from ..analyses.paths import RootPath
-from .leaks_report import _bytes, _console, _pct
+from .leaks_report import _bytes, _console, _derived_line, _pct
 
 
 def top_dict(types: list[TypeRow], holders: list[HolderRow], summary: dict, limit: int,
@@ -67,6 +67,8 @@ def render_top(types: list[TypeRow], holders: list[HolderRow], summary: dict, st
                    f"{s['conservative_edges_deferred']} conservative words into objects that exact roots "
                    f"hold were not counted as holding them (freeing such a holder may free less); "
                    f"objects typed {_pct(s['objects_typed'], s['objects_reached'])}"))
+    if s.get("derived_objects"):
+        con.print(Text(_derived_line(s)))
 
 
 def why_dict(query: str, found: list[tuple[int, int, str, bool, list[RootPath]]],
@@ -99,7 +101,8 @@ def render_why(query: str, found: list[tuple[int, int, str, bool, list[RootPath]
             con.print(Text(f"    {p.source}  [{'exact' if p.root_exact else 'conservative'} root]"))
             for h in p.hops:
                 into = f" (+{h.dst_offset:#x} into it)" if h.dst_offset else ""
-                con.print(Text(f"    -> word +{h.via_offset:#x} {'exact' if h.exact else 'conservative'}"
+                via = f"{h.via_field} (+{h.via_offset:#x})" if h.via_field else f"word +{h.via_offset:#x}"
+                con.print(Text(f"    -> {via} {'exact' if h.exact else 'conservative'}"
                                f" -> {h.type} at {h.address:#x}, {h.size} B{into}"))
 
 

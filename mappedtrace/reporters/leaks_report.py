@@ -145,6 +145,8 @@ def render_precision(p: dict, con: Console) -> None:
                        f"({p.get('objects_with_site_type', 0)} of a known type); "
                        f"{p.get('objects_typed_by_site', 0)} typed by their site "
                        f"({_bytes(p.get('heap_bytes_typed_by_site', 0))})"))
+    if p.get("derived_objects"):
+        con.print(Text(_derived_line(p)))
     if p.get("heap_corrupted_regions"):
         con.print(Text(f"corrupted heap: {p['heap_corrupted_regions']} region(s), "
                        f"{_bytes(p.get('heap_corrupted_bytes', 0))}: objects there are not known, not reported "
@@ -152,6 +154,14 @@ def render_precision(p: dict, con: Console) -> None:
     if p.get("stack_above_frames_bytes") or p.get("frames_exit_path_scanned"):
         con.print(Text(f"stack scanned above the outermost frames: {_bytes(p.get('stack_above_frames_bytes', 0))}   "
                        f"exit-path frames scanned: {p.get('frames_exit_path_scanned', 0)}"))
+
+
+def _derived_line(p: dict) -> str:
+    """The figures of typing by holder (analyses/containers.py): names only."""
+    return (f"named by their holder (container buffers, nodes, control blocks): {p.get('derived_objects', 0)} "
+            f"objects, {_bytes(p.get('derived_bytes', 0))}; of those scanned by a type: "
+            f"{p.get('derived_objects_typed', 0)} ({_bytes(p.get('derived_bytes_typed', 0))}), the rest "
+            f"conservatively (a derived type never decides what is scanned)")
 
 
 def to_json(report: LeakReport, stream: IO[str], *, indent: int | None = 1) -> None:

@@ -22,6 +22,7 @@ from ..target.base import DWARF_REGS
 
 _SLOT_FLAGS = ((1, "untyped"), (2, "function"), (4, "conservative"), (8, "weak"), (16, "stored"))
 _TYPE_FLAGS = ((1, "has_union"), (2, "flex"), (4, "erased"), (8, "rust"))
+_FIELD_FLAGS = ((1, "base"), (2, "template_arg"), (4, "variant"))
 
 #: Records shown in the text view before "… N more" (JSON has them all).
 TEXT_RECORD_LIMIT = 200
@@ -110,7 +111,10 @@ def maps_to_dict(m: BinaryMaps) -> dict:
                    "flex_offset": t.flex_offset,
                    "slots": [{"offset": s.offset, "target": f"{s.target:#x}", "target_type": m.type_name(s.target),
                               "count": s.count, "stride": s.stride, "flags": _flag_names(s.flags, _SLOT_FLAGS)}
-                             for s in t.slots]} for t in m.types.values()],
+                             for s in t.slots],
+                   "fields": [{"offset": f.offset, "name": f.name, "type_id": f"{f.type_id:#x}",
+                               "type": m.type_name(f.type_id), "flags": _flag_names(f.flags, _FIELD_FLAGS)}
+                              for f in getattr(t, "fields", ())]} for t in m.types.values()],
         "globals": [{"name": g.name, "address": g.address, "size": g.size, "type_id": f"{g.type_id:#x}",
                      "type": m.type_name(g.type_id), "tls": g.tls, "constant": g.constant} for g in m.globals],
         "alloc_sites": [{"address": a.address, "kind": a.kind, "type_id": f"{a.type_id:#x}",
