@@ -94,7 +94,7 @@ def build(workload: str, variant: str) -> Path:
 
 def sizes(exe: Path) -> dict[str, int]:
     secs = {name: size for name, _addr, _off, size, _flags, _type in elf.section_headers(str(exe))}
-    return {"text": secs.get(".text", 0),
+    return {"text": secs.get(".text", 0), "stackmaps": secs.get(".llvm_stackmaps", 0), "mtmap": secs.get(".mtmap", 0),
             "maps": secs.get(".llvm_stackmaps", 0) + secs.get(".mtmap", 0)}
 
 
@@ -161,8 +161,32 @@ def instructions(exe: Path, args: list[str]) -> int | None:
 _CG_FN = re.compile(r"^\s*([\d,]+)\s+(?:\([\d.]+%\)\s+)?(\S.*?)(?:\s+\[[^\]]*\])?$")
 
 
-def per_function(out: Path) -> dict[str, int]:
-    """Self instructions per function of a callgrind out file (``callgrind_annotate``)."""
+def _symbolizer(exe: Path | None):
+    """A function naming an address by the executable's symbol table (``nm -n``):
+    callgrind leaves some functions as bare addresses (zstd's assembly loops in the
+    maps build), which would not match between two builds."""
+    import bisect
+    syms: list[tuple[int, str]] = []
+    if exe is not None and shutil.which("nm"):
+        r = subprocess.run(["nm", "-n", "--defined-only", str(exe)], capture_output=True, text=True, timeout=120)
+        for line in r.stdout.splitlines():
+            f = line.split()
+            if len(f) == 3 and f[1] in "tTwW":
+                syms.append((int(f[0], 16), f[2]))
+    starts = [a for a, _ in syms]
+
+    def name(n: str) -> str:
+        if not n.startswith("0x") or not syms:
+            return n
+        k = bisect.bisect_right(starts, int(n, 16)) - 1
+        return syms[k][1] if k >= 0 else n
+    return name
+
+
+def per_function(out: Path, exe: Path | None = None) -> dict[str, int]:
+    """Self instructions per function of a callgrind out file (``callgrind_annotate``),
+    bare addresses named from ``exe``'s symbols."""
+    name = _symbolizer(exe)
     r = subprocess.run(["callgrind_annotate", "--threshold=100", str(out)], capture_output=True, text=True,
                        errors="replace", timeout=600)
     fns: dict[str, int] = {}
@@ -173,15 +197,16 @@ def per_function(out: Path) -> dict[str, int]:
             continue
         m = _CG_FN.match(line) if started else None
         if m:
-            name = m.group(2).split(":", 1)[-1]
-            fns[name] = fns.get(name, 0) + int(m.group(1).replace(",", ""))
+            fn = name(m.group(2).split(":", 1)[-1])
+            fns[fn] = fns.get(fn, 0) + int(m.group(1).replace(",", ""))
     return fns
 
 
-def grew_most(plain_out: Path, maps_out: Path, n: int = 8) -> list[tuple[str, int, int]]:
+def grew_most(plain_out: Path, maps_out: Path, plain_exe: Path | None = None, maps_exe: Path | None = None,
+              n: int = 8) -> list[tuple[str, int, int]]:
     """The ``n`` functions whose self instruction count grew most from plain to
     maps: (function, plain, maps)."""
-    a, b = per_function(plain_out), per_function(maps_out)
+    a, b = per_function(plain_out, plain_exe), per_function(maps_out, maps_exe)
     rows = [(f, a.get(f, 0), b.get(f, 0)) for f in set(a) | set(b)]
     return sorted(rows, key=lambda r: r[1] - r[2])[:n]
 
@@ -286,7 +311,8 @@ def main() -> int:
         row = {"workload": w, "variant": v, "args": j["args"], "exe": str(exe),
                "cpu_s": cpu[(w, v)], "wall_s": wall[(w, v)],
                "cpu_median": statistics.median(cpu[(w, v)]), "wall_median": statistics.median(wall[(w, v)]),
-               "text_bytes": s["text"], "map_bytes": s["maps"], "suite": j.get("suite", False)}
+               "text_bytes": s["text"], "map_bytes": s["maps"], "stackmaps_bytes": s["stackmaps"],
+               "mtmap_bytes": s["mtmap"], "suite": j.get("suite", False)}
         for f in ("input_bytes", "ir_input_bytes"):
             if f in j:
                 row[f] = j[f]
@@ -348,7 +374,7 @@ def worst_explained(rows: list[dict]) -> dict:
     maps = [r for r in rows if r["variant"] == "maps" and r.get("ir_ratio")]
     w = max(maps, key=lambda r: r["ir_ratio"])
     plain = next(r for r in rows if r["workload"] == w["workload"] and r["variant"] == "plain")
-    grew = grew_most(Path(plain["callgrind_out"]), Path(w["callgrind_out"]))
+    grew = grew_most(Path(plain["callgrind_out"]), Path(w["callgrind_out"]), Path(plain["exe"]), Path(w["exe"]))
     return {"workload": w["workload"], "ir_ratio": w["ir_ratio"], "plain_instructions": plain["instructions"],
             "maps_instructions": w["instructions"],
             "grew": [{"function": f, "plain": a, "maps": b} for f, a, b in grew]}
@@ -390,8 +416,8 @@ def write_results(doc: dict, argv: str) -> None:
         L.append("")
     L += ["**Size** (each program's executable; maps = `.llvm_stackmaps` + `.mtmap`; goals: code ≤ ×1.10, "
           "maps ≤ 50 % of `.text`):", "",
-          "| program | .text plain | .text maps | .text × | maps bytes | maps / .text |",
-          "| --- | ---: | ---: | ---: | ---: | ---: |"]
+          "| program | .text plain | .text maps | .text × | .llvm_stackmaps | .mtmap | maps / .text |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     seen = set()
     for r in sorted(maps, key=lambda r: -r["text_ratio"]):
         prog = r["workload"].split()[0]
@@ -399,8 +425,12 @@ def write_results(doc: dict, argv: str) -> None:
             continue
         seen.add(prog)
         p = plain[r["workload"]]
-        L.append(f"| {prog} | {p['text_bytes']:,} | {r['text_bytes']:,} | {r['text_ratio']:.2f} | "
-                 f"{r['map_bytes']:,} | {r['map_bytes'] / r['text_bytes'] * 100:.0f} % |")
+        L.append(f"| {prog} | {p['text_bytes']:,} | {r['text_bytes']:,} | {r['text_ratio']:.3f} | "
+                 f"{r['stackmaps_bytes']:,} | {r['mtmap_bytes']:,} | {r['map_bytes'] / r['text_bytes'] * 100:.0f} % |")
+    L += ["", f"Code: geometric mean ×{geomean(list({r['workload'].split()[0]: r['text_ratio'] for r in maps}.values())):.3f}; "
+              f"maps / .text: geometric mean "
+              f"{geomean(list({r['workload'].split()[0]: r['map_bytes'] / r['text_bytes'] for r in maps}.values())) * 100:.0f} %."]
+
     L += ["", END]
     path = HERE / "RESULTS.md"
     text = path.read_text()

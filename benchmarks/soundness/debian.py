@@ -199,7 +199,7 @@ def _awk_script(size: int) -> str:
 def _bc_script(size: int) -> str:
     # arbitrary precision: pi by arctangent, e, a square root, and a recursive
     # function; `size` picks the digits
-    digits = 1200 if size >= 1 << 20 else 400
+    digits = 800 if size >= 1 << 20 else 400
     return (f"scale = {digits}\n"
             # first, state on the heap (an array of long numbers) for the live check,
             # which sees about the first half of this text
