@@ -31,11 +31,11 @@ bytes; the rest of the chunk, its *tail*, is scanned conservatively:
 
     * a chunk typed ``T`` holds one ``T``, and the bytes after it (malloc's
       rounding slack, ``malloc(sizeof(T) + n)`` trailing data, the other
-      elements of what may be an array) are the tail.  Only when every
-      8-byte word of ``T`` is a (non-code) pointer slot (``T`` a pointer type,
-      a struct of pointers: :attr:`_Types.covered`) is the chunk read as
-      ``usable_size // sizeof T`` elements of ``T``, since then that reading
-      skips no word;
+      elements of what may be an array) are the tail.  Even when every
+      8-byte word of ``T`` is a pointer slot (:attr:`_Types.covered`), the
+      chunk is not read as an array of ``T``: that reading skips no word, but
+      a guessed element would type its pointees (a pointer to a struct's
+      first member is not an array: tests/sound_typing/first_member.c);
     * FLEX types: the header's slots, then the elements from ``flex_offset``
       to the chunk's end when the element type has pointer slots; a
       pointer-free flexible array (``unsigned char data[]`` holding child
@@ -421,11 +421,12 @@ class _Types:
         return (el >= 0) & (self.size[elc] > 0) & (self.hasptr[elc] != 0)
 
     def typed_elems(self, ti: np.ndarray, size: np.ndarray) -> np.ndarray:
-        """Elements of type ti read by type in a node of ``size`` bytes: one,
-        or ``size // sizeof`` when the type covers every word (as in _mark.c)."""
-        tsz = self.size[ti]
-        arr = (tsz > 0) & (self.covered[ti] != 0) & (size >= 2 * tsz)
-        return np.where(arr, size // np.maximum(tsz, np.uint64(1)), np.uint64(1)).astype(np.uint64)
+        """Elements of type ti read by type in a node of ``size`` bytes: one (as
+        in _mark.c).  A guessed array of a type that covers every word skips no
+        word, but its guessed elements would type their pointees: a pointer to
+        a struct's first member types the rest of the struct as more elements
+        (gawk's ``pools = &ctxt->pools``; tests/sound_typing/first_member.c)."""
+        return np.ones(np.shape(ti), np.uint64)
 
     def tail_start(self, ti: np.ndarray, size: np.ndarray) -> np.ndarray:
         """First byte (8-aligned) beyond what type ti describes in a node of

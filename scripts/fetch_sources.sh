@@ -3,8 +3,9 @@
 # tests/test_real_programs.py and benchmarks/soundness/:
 #   $MAPPEDTRACE_SRC (default ~/.cache/mappedtrace/src)
 #   <cache>/sqlite3-3.40.1/   <cache>/lua5.4-5.4.4/   (unpacked, Debian patches applied)
-# Usage: scripts/fetch_sources.sh [PACKAGE…]   (default: sqlite3 lua5.4 jq memcached;
-#   the heavy soundness benchmark also wants: redis nginx — `--all` fetches every one)
+# Usage: scripts/fetch_sources.sh [PACKAGE…]   (default: sqlite3 lua5.4 jq memcached bzip2 ncompress;
+#   the heavy soundness and overhead suites also want: redis nginx gzip xz-utils libzstd lz4
+#   gawk bc — `--all` fetches every one)
 # Where from, in order:
 #   1. /work/srcpkgs (or $MAPPEDTRACE_SRCPKGS) when it holds the unpacked trees or the .dsc files;
 #   2. `apt-get source` when deb-src is enabled in the apt sources.
@@ -78,8 +79,10 @@ fetch_locked() {
     fi
 }
 
-DEFAULT=(sqlite3 lua5.4 jq memcached)
-ALL=(sqlite3 lua5.4 jq memcached redis nginx)
+DEFAULT=(sqlite3 lua5.4 jq memcached bzip2 ncompress)
+#: the heavy suites: Redis and nginx (soundness), and the Debian program list of
+#: benchmarks/soundness/debian.py (overhead and soundness)
+ALL=(sqlite3 lua5.4 jq memcached redis nginx bzip2 ncompress gzip xz-utils libzstd lz4 gawk bc)
 if [ $# = 0 ]; then set -- "${DEFAULT[@]}"; elif [ "$1" = --all ]; then set -- "${ALL[@]}"; fi
 for pkg in "$@"; do
     fetch_one "$pkg" || status=1

@@ -39,7 +39,7 @@ fi
 # Build the pass plugin now (cached by source hash), so the first command does not.
 .venv/bin/python -c "from mappedtrace import toolchain; toolchain.plugin_path()"
 
-# Sources of the real programs the tests build (SQLite, Lua 5.4, jq, memcached): Debian source
+# Sources of the real programs the tests build (SQLite, Lua 5.4, jq, memcached, bzip2, ncompress): Debian source
 # packages, reachable once the apt sources list deb-src.  Not fatal: the tests
 # that need them skip, saying why, when they cannot be had.
 SRCLIST=/etc/apt/sources.list.d/debian.sources

@@ -229,7 +229,11 @@ def test_diff_names_the_growing_cache(held, tmp_path):
     assert s["holder"] == "global cache" and s["growth_bytes"] == grew
     assert s["path"][0]["type"] == "struct cache" and s["path"][0]["address"] == truth["cache"][0]
     types = {t["type"]: t for t in doc["types"]}
-    assert types["struct entry"]["new_objects"] == 75 and types["struct entry"]["gone_objects"] == 0
+    # 75 new entries: the newest is named `struct entry*` by main's `tail` (a `struct
+    # entry **` to its first member), the others `struct entry`; their 75 strings
+    # are untyped (a guessed array of `struct entry*` no longer types them: first_member.c)
+    assert types["struct entry"]["new_objects"] + types["struct entry*"]["new_objects"] == 75
+    assert types["struct entry"]["gone_objects"] == 0 and types["unk200"]["new_objects"] == 75
     assert doc["totals"]["new_objects"] == 150
     holders = {h["holder"]: h for h in doc["holders"]}
     assert holders["global cache"]["growth_bytes"] == grew
@@ -360,7 +364,12 @@ def test_view_of_two_snapshots_shows_growth(held, tmp_path):
     assert r.returncode == 0, r.stderr
     html = _chromium(f"file://{page}", tmp_path, "--dump-dom").stdout
     assert "suspect 1: global cache retains +" in html
-    assert re.search(r"<td>struct entry</td><td>20 → 60</td>", html)
+    # 20 → 60 entries; the newest may be named `struct entry*` by `tail` (test above)
+    def row(t: str) -> tuple[int, int]:
+        m = re.search(rf"<td>{re.escape(t)}</td><td>(\d+) → (\d+)</td>", html)
+        return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    e, ep = row("struct entry"), row("struct entry*")
+    assert (e[0] + ep[0], e[1] + ep[1]) == (20, 60) and e[1] >= 59, (e, ep)
 
 
 @settings(max_examples=200, deadline=None)

@@ -18,7 +18,7 @@ from conftest import MAPPEDTRACE, ROOT, assert_exact, run_traced
 
 SRC = ROOT / "tests" / "sound_typing"
 TRUTH_H = ROOT / "tests" / "leak_corpus"
-PROGRAMS = ["radix_node", "size_match", "union_array", "trailing"]
+PROGRAMS = ["radix_node", "size_match", "union_array", "trailing", "first_member"]
 
 
 def build(name: str, opt: str, out: Path, *extra: str) -> Path:

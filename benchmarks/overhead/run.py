@@ -7,6 +7,15 @@ call-free hot loop: a zero-byte loop map point), SQLite's speedtest1
 from the Debian source packages (``benchmarks/setup.sh``) and are built by
 benchmarks/accuracy/builds.py, cached per pass build.
 
+The Debian programs of benchmarks/soundness/debian.py (issue #18: bzip2, gzip,
+xz, zstd, lz4, ncompress, gawk, bc; the list the soundness suite shares) run
+their workloads there too: ``plain`` (clang-22 -O2 -gdwarf-4) against ``maps``
+(mappedtrace cc -O2 -gdwarf-4), one row per workload (compress and decompress
+apart).  ``--suite`` runs only those, ``--results`` rewrites the generated part
+of RESULTS.md: every row worst first, mean and geometric mean, the functions
+that grew most in the worst row (callgrind's per-function counts), and the
+size table.
+
 Variants: ``plain`` (clang-22 -O2, the issue's baseline), ``nopie`` (clang-22
 -O2 -g -fno-pie -no-pie: what the driver adds, without the pass, so that the
 pass's own cost shows apart from the non-PIE link) and ``maps`` (mappedtrace cc
@@ -26,7 +35,8 @@ machine) at a smaller size.  Code size is the ``.text`` section; map size is
 ``.llvm_stackmaps`` + ``.mtmap``.
 
     .venv/bin/python benchmarks/overhead/run.py [--runs 7] [--ir] [--spill]
-        [--only binary_trees,hash_table,list_walk,speedtest1,lua] [--json FILE]
+        [--only binary_trees,hash_table,list_walk,speedtest1,lua,bzip2,gawk,…] [--json FILE]
+    .venv/bin/python benchmarks/overhead/run.py --suite --ir --results [--runs 5]
 """
 from __future__ import annotations
 
@@ -47,8 +57,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE.parent / "accuracy"))
+sys.path.insert(0, str(HERE.parent / "soundness"))
 
 import builds  # noqa: E402
+import debian  # noqa: E402
 from mappedtrace.formats import elf  # noqa: E402
 
 PROGRAMS = ROOT / "benchmarks" / "programs"
@@ -82,36 +94,121 @@ def build(workload: str, variant: str) -> Path:
 
 def sizes(exe: Path) -> dict[str, int]:
     secs = {name: size for name, _addr, _off, size, _flags, _type in elf.section_headers(str(exe))}
-    return {"text": secs.get(".text", 0),
+    return {"text": secs.get(".text", 0), "stackmaps": secs.get(".llvm_stackmaps", 0), "mtmap": secs.get(".mtmap", 0),
             "maps": secs.get(".llvm_stackmaps", 0) + secs.get(".mtmap", 0)}
 
 
-def run_once(exe: Path, args: list[str]) -> tuple[float, float]:
+#: a command: (argv, file for stdin or None)
+Cmd = tuple[list[str], "Path | None"]
+
+#: where the suite's inputs and callgrind out files go (outside the repository)
+WORK = Path(os.environ.get("MAPPEDTRACE_OVERHEAD_WORK", Path.home() / ".cache" / "mappedtrace" / "overhead"))
+#: corpus bytes of the timed runs and of the callgrind runs of the Debian programs
+SUITE_SIZE, SUITE_IR_SIZE = 4 << 20, 256 << 10
+#: the Debian programs' variants: this script's name -> the build's (debian.py)
+SUITE_VARIANTS = {"plain": "plain", "maps": "mt"}
+
+
+def run_once(cmd: Cmd) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of one run; output discarded."""
+    argv, stdin = cmd
     t0 = time.perf_counter()
-    p = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _pid, status, ru = os.wait4(p.pid, 0)
+    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as inp:
+        p = subprocess.Popen(argv, stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _pid, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
-        raise RuntimeError(f"{exe} {' '.join(args)} exited with {p.returncode}")
+        raise RuntimeError(f"{' '.join(argv)} exited with {p.returncode}")
     return ru.ru_utime + ru.ru_stime, wall
 
 
-def instructions(exe: Path, args: list[str]) -> int | None:
-    """Instructions executed by one run under callgrind (None without valgrind).
+#: callgrind's out file: "summary: N" (or "totals: N") is the instruction count of the run
+_CG_TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.M)
+
+
+def callgrind(cmd: Cmd, out: Path) -> int | None:
+    """Instructions executed by one run under callgrind (None without valgrind),
+    counted from the out file ``out``, which is kept for :func:`per_function`.
 
     Debug info is stripped from a copy first: this Valgrind cannot read the
-    DWARF 5 that clang-22 writes for the maps builds."""
+    DWARF 5 that clang-22 writes by default (the symbol table stays, so the
+    per-function counts keep their names)."""
     if not shutil.which("valgrind"):
         return None
+    argv, stdin = cmd
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
-        copy = Path(d) / exe.name
-        subprocess.run(["llvm-objcopy-22", "--strip-debug", str(exe), str(copy)], check=True)
-        r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out",
-                            str(copy), *args], capture_output=True, text=True, timeout=1800)
-        m = re.search(r"Collected : (\d+)", r.stderr)
-        return int(m.group(1)) if m else None
+        copy = Path(d) / Path(argv[0]).name
+        subprocess.run(["llvm-objcopy-22", "--strip-debug", argv[0], str(copy)], check=True)
+        with open(stdin, "rb") if stdin else open(os.devnull, "rb") as inp:
+            r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(copy), *argv[1:]],
+                               stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               errors="replace", timeout=1800)
+    if r.returncode != 0 or not out.exists():
+        raise RuntimeError(f"callgrind {' '.join(argv)} failed ({r.returncode}): {r.stderr[-800:]}")
+    m = _CG_TOTAL.search(out.read_text(errors="replace"))
+    return int(m.group(1)) if m else None
+
+
+def instructions(exe: Path, args: list[str]) -> int | None:
+    """Instructions of ``exe ARGS`` under callgrind (the out file is thrown away)."""
+    with tempfile.TemporaryDirectory() as d:
+        return callgrind(([str(exe), *args], None), Path(d) / "cg.out")
+
+
+#: one line of ``callgrind_annotate``: "12,345 (1.2%)  file:function [object]"
+_CG_FN = re.compile(r"^\s*([\d,]+)\s+(?:\([\d.]+%\)\s+)?(\S.*?)(?:\s+\[[^\]]*\])?$")
+
+
+def _symbolizer(exe: Path | None):
+    """A function naming an address by the executable's symbol table (``nm -n``):
+    callgrind leaves some functions as bare addresses (zstd's assembly loops in the
+    maps build), which would not match between two builds."""
+    import bisect
+    syms: list[tuple[int, str]] = []
+    if exe is not None and shutil.which("nm"):
+        r = subprocess.run(["nm", "-n", "--defined-only", str(exe)], capture_output=True, text=True, timeout=120)
+        for line in r.stdout.splitlines():
+            f = line.split()
+            if len(f) == 3 and f[1] in "tTwW":
+                syms.append((int(f[0], 16), f[2]))
+    starts = [a for a, _ in syms]
+
+    def name(n: str) -> str:
+        if not n.startswith("0x") or not syms:
+            return n
+        k = bisect.bisect_right(starts, int(n, 16)) - 1
+        return syms[k][1] if k >= 0 else n
+    return name
+
+
+def per_function(out: Path, exe: Path | None = None) -> dict[str, int]:
+    """Self instructions per function of a callgrind out file (``callgrind_annotate``),
+    bare addresses named from ``exe``'s symbols."""
+    name = _symbolizer(exe)
+    r = subprocess.run(["callgrind_annotate", "--threshold=100", str(out)], capture_output=True, text=True,
+                       errors="replace", timeout=600)
+    fns: dict[str, int] = {}
+    started = False
+    for line in r.stdout.splitlines():
+        if "file:function" in line:
+            started = True
+            continue
+        m = _CG_FN.match(line) if started else None
+        if m:
+            fn = name(m.group(2).split(":", 1)[-1])
+            fns[fn] = fns.get(fn, 0) + int(m.group(1).replace(",", ""))
+    return fns
+
+
+def grew_most(plain_out: Path, maps_out: Path, plain_exe: Path | None = None, maps_exe: Path | None = None,
+              n: int = 8) -> list[tuple[str, int, int]]:
+    """The ``n`` functions whose self instruction count grew most from plain to
+    maps: (function, plain, maps)."""
+    a, b = per_function(plain_out, plain_exe), per_function(maps_out, maps_exe)
+    rows = [(f, a.get(f, 0), b.get(f, 0)) for f in set(a) | set(b)]
+    return sorted(rows, key=lambda r: r[1] - r[2])[:n]
 
 
 def median_ci(xs: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -132,42 +229,101 @@ def median_ci(xs: list[float], level: float = 0.95) -> tuple[float, float]:
     return (ys[k - 1], ys[n - k]) if k >= 1 else (ys[0], ys[-1])
 
 
+def toy_jobs(names: list[str], spill: bool) -> list[dict]:
+    """The single-file and SQLite/Lua workloads: plain, nopie, maps (and maps-spill)."""
+    jobs = []
+    for w in names:
+        for v in ("plain", "nopie", "maps") + (("maps-spill",) if spill and w not in ("speedtest1", "lua") else ()):
+            print(f"building {w} ({v})…", file=sys.stderr, flush=True)
+            exe = build(w, v)
+            jobs.append({"workload": w, "variant": v, "exe": exe, "args": WORKLOADS[w][0],
+                         "cmd": ([str(exe), *WORKLOADS[w][0]], None), "ir_args": WORKLOADS[w][1],
+                         "ir_cmd": ([str(exe), *WORKLOADS[w][1]], None)})
+    return jobs
+
+
+def suite_jobs(progs: list, size: int = SUITE_SIZE, ir_size: int = SUITE_IR_SIZE) -> list[dict]:
+    """The Debian programs' workloads (benchmarks/soundness/debian.py), plain and maps.
+    A program whose sources are missing is left out with a line on stderr."""
+    jobs = []
+    for prog in progs:
+        try:
+            exes = {v: prog.build(b, lambda m: print(m, file=sys.stderr, flush=True))
+                    for v, b in SUITE_VARIANTS.items()}
+        except debian.Unavailable as e:
+            print(f"{prog.name}: left out: {e}", file=sys.stderr)
+            continue
+        files = debian.inputs(prog, size, WORK / "inputs", exes["plain"])
+        ir_files = debian.inputs(prog, ir_size, WORK / "inputs", exes["plain"])
+        for wl in prog.workloads:
+            for v, exe in exes.items():
+                cmd, ir_cmd = wl.command(exe, files), wl.command(exe, ir_files)
+                jobs.append({"workload": f"{prog.name} {wl.name}", "variant": v, "exe": exe,
+                             "args": [*wl.args] + ([f"< {wl.stdin}"] if wl.stdin else []),
+                             "cmd": cmd, "ir_cmd": ir_cmd, "suite": True,
+                             "input_bytes": size, "ir_input_bytes": ir_size})
+    return jobs
+
+
+def geomean(xs: list[float]) -> float:
+    import math
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7, help="rounds (each runs every variant once)")
-    ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
+    ap.add_argument("--only", default=None,
+                    help=f"comma-separated workloads ({', '.join(WORKLOADS)}) and Debian programs "
+                         f"({', '.join(debian.PROGRAMS)}); default: the workloads above, --suite: the programs")
+    ap.add_argument("--suite", action="store_true", help="the Debian programs (all, or those in --only)")
     ap.add_argument("--spill", action="store_true", help="add maps-spill for the single-file workloads")
     ap.add_argument("--ir", action="store_true", help="also count instructions under callgrind")
-    ap.add_argument("--json", default=str(HERE / "results.json"), help="write the figures here")
+    ap.add_argument("--json", default=None, help="write the figures here (default: results.json, "
+                                                "--suite: suite.json beside this script)")
+    ap.add_argument("--results", action="store_true",
+                    help="rewrite the generated section of RESULTS.md from these figures (with --suite)")
     a = ap.parse_args()
-    names = [w for w in a.only.split(",") if w]
+    names = [w for w in (a.only or ("" if a.suite else ",".join(WORKLOADS))).split(",") if w]
     for w in names:
-        if w not in WORKLOADS:
-            ap.error(f"unknown workload {w!r} (known: {', '.join(WORKLOADS)})")
-    jobs: list[tuple[str, str, Path]] = []
-    for w in names:
-        for v in ("plain", "nopie", "maps") + (("maps-spill",) if a.spill and w not in ("speedtest1", "lua") else ()):
-            print(f"building {w} ({v})…", file=sys.stderr, flush=True)
-            jobs.append((w, v, build(w, v)))
-    cpu: dict[tuple[str, str], list[float]] = {(w, v): [] for w, v, _ in jobs}
-    wall: dict[tuple[str, str], list[float]] = {(w, v): [] for w, v, _ in jobs}
+        if w not in WORKLOADS and w not in debian.PROGRAMS:
+            ap.error(f"unknown workload {w!r} (known: {', '.join([*WORKLOADS, *debian.PROGRAMS])})")
+    progs = [debian.PROGRAMS[w] for w in names if w in debian.PROGRAMS] or (
+        list(debian.PROGRAMS.values()) if a.suite else [])
+    jobs = toy_jobs([w for w in names if w in WORKLOADS], a.spill) + suite_jobs(progs)
+    if not jobs:
+        ap.error("nothing to measure")
+    key = [(j["workload"], j["variant"]) for j in jobs]
+    cpu: dict[tuple[str, str], list[float]] = {k: [] for k in key}
+    wall: dict[tuple[str, str], list[float]] = {k: [] for k in key}
     for r in range(a.runs):
+        # interleaved: every round runs every variant once, in a rotating order
         k = r % len(jobs)
-        for w, v, exe in jobs[k:] + jobs[:k]:
-            c, t = run_once(exe, WORKLOADS[w][0])
-            cpu[(w, v)].append(c)
-            wall[(w, v)].append(t)
+        for j in jobs[k:] + jobs[:k]:
+            c, t = run_once(j["cmd"])
+            cpu[(j["workload"], j["variant"])].append(c)
+            wall[(j["workload"], j["variant"])].append(t)
     load = os.getloadavg()[0]
     rows = []
-    for w, v, exe in jobs:
+    for j in jobs:
+        w, v, exe = j["workload"], j["variant"], j["exe"]
         s = sizes(exe)
-        row = {"workload": w, "variant": v, "args": WORKLOADS[w][0], "exe": str(exe),
+        row = {"workload": w, "variant": v, "args": j["args"], "exe": str(exe),
                "cpu_s": cpu[(w, v)], "wall_s": wall[(w, v)],
                "cpu_median": statistics.median(cpu[(w, v)]), "wall_median": statistics.median(wall[(w, v)]),
-               "text_bytes": s["text"], "map_bytes": s["maps"]}
+               "text_bytes": s["text"], "map_bytes": s["maps"], "stackmaps_bytes": s["stackmaps"],
+               "mtmap_bytes": s["mtmap"], "suite": j.get("suite", False)}
+        for f in ("input_bytes", "ir_input_bytes"):
+            if f in j:
+                row[f] = j[f]
         if a.ir:
-            row["ir_args"] = WORKLOADS[w][1]
-            row["instructions"] = instructions(exe, WORKLOADS[w][1])
+            row["ir_args"] = j["ir_cmd"][0][1:]
+            if j.get("suite"):
+                out = WORK / "callgrind" / f"{w.replace(' ', '-')}.{v}.out"
+                row["instructions"] = callgrind(j["ir_cmd"], out)
+                row["callgrind_out"] = str(out)
+            else:
+                row["instructions"] = callgrind(j["ir_cmd"], WORK / "callgrind" / f"{w}.{v}.out")
         rows.append(row)
     base = {r["workload"]: r for r in rows if r["variant"] == "plain"}
     nopie = {r["workload"]: r for r in rows if r["variant"] == "nopie"}
@@ -178,12 +334,12 @@ def main() -> int:
     print("| --- | --- | ---: | ---: | :---: | ---: | ---: |" + (" ---: |" if a.ir else "") + " ---: | ---: | ---: |")
     for r in rows:
         b = base[r["workload"]]
+        n = nopie.get(r["workload"], b)
         paired = [c / cb for c, cb in zip(r["cpu_s"], b["cpu_s"])]
         r["cpu_ratio"] = statistics.median(paired)
         r["cpu_ratio_ci95"] = median_ci(paired)
         r["wall_ratio"] = r["wall_median"] / b["wall_median"]
         r["text_ratio"] = r["text_bytes"] / b["text_bytes"]
-        n = nopie[r["workload"]]
         r["cpu_ratio_nopie"] = statistics.median(c / cn for c, cn in zip(r["cpu_s"], n["cpu_s"]))
         ir = ""
         if a.ir:
@@ -198,9 +354,92 @@ def main() -> int:
               f"{r['cpu_ratio_ci95'][0]:.3f}–{r['cpu_ratio_ci95'][1]:.3f} | "
               f"{r['wall_median']:.3f} | {r['wall_ratio']:.3f} |{ir} {r['text_bytes']} | {r['text_ratio']:.2f} | "
               f"{r['map_bytes']} |")
-    Path(a.json).write_text(json.dumps({"load_average": load, "runs": a.runs, "rows": rows}, indent=1) + "\n")
-    print(f"\nwritten: {a.json}", file=sys.stderr)
+    out = Path(a.json or HERE / ("suite.json" if a.suite else "results.json"))
+    doc = {"load_average": load, "runs": a.runs, "rows": rows}
+    suite = [r for r in rows if r.get("suite")]
+    if suite and a.ir:
+        doc["worst"] = worst_explained(suite)
+    out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print(f"\nwritten: {out}", file=sys.stderr)
+    if a.results:
+        if not (suite and a.ir):
+            ap.error("--results needs --suite and --ir")
+        write_results(doc, " ".join(sys.argv[1:]))
     return 0
+
+
+def worst_explained(rows: list[dict]) -> dict:
+    """The maps row with the highest instruction ratio, and the functions that grew
+    most there (from the two callgrind out files)."""
+    maps = [r for r in rows if r["variant"] == "maps" and r.get("ir_ratio")]
+    w = max(maps, key=lambda r: r["ir_ratio"])
+    plain = next(r for r in rows if r["workload"] == w["workload"] and r["variant"] == "plain")
+    grew = grew_most(Path(plain["callgrind_out"]), Path(w["callgrind_out"]), Path(plain["exe"]), Path(w["exe"]))
+    return {"workload": w["workload"], "ir_ratio": w["ir_ratio"], "plain_instructions": plain["instructions"],
+            "maps_instructions": w["instructions"],
+            "grew": [{"function": f, "plain": a, "maps": b} for f, a, b in grew]}
+
+
+BEGIN, END = "<!-- suite:begin (written by run.py --suite --results) -->", "<!-- suite:end -->"
+
+
+def write_results(doc: dict, argv: str) -> None:
+    """Rewrite the generated section of RESULTS.md: the suite table worst first,
+    mean and geometric mean, the worst row's functions, the size table."""
+    rows = [r for r in doc["rows"] if r.get("suite")]
+    maps = sorted((r for r in rows if r["variant"] == "maps"), key=lambda r: -(r.get("ir_ratio") or 0))
+    plain = {r["workload"]: r for r in rows if r["variant"] == "plain"}
+    irs = [r["ir_ratio"] for r in maps if r.get("ir_ratio")]
+    cpus = [r["cpu_ratio"] for r in maps]
+    L = [BEGIN, "",
+         f"`.venv/bin/python benchmarks/overhead/run.py {argv}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+         f"{doc['runs']} interleaved rounds, load average {doc['load_average']:.1f} at the end "
+         "(the machine is shared: CPU ratios are noisy, instructions are not).", "",
+         "| program, workload | instructions plain | maps | instructions × | CPU s plain | CPU × (95 % interval) |",
+         "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in maps:
+        p = plain[r["workload"]]
+        L.append(f"| {r['workload']} `{' '.join(r['args'])}` | {p.get('instructions') or 0:,} | "
+                 f"{r.get('instructions') or 0:,} | **{r.get('ir_ratio') or float('nan'):.3f}** | "
+                 f"{p['cpu_median']:.2f} | {r['cpu_ratio']:.3f} ({r['cpu_ratio_ci95'][0]:.2f}–"
+                 f"{r['cpu_ratio_ci95'][1]:.2f}) |")
+    L += ["", f"**Instructions:** mean ×{statistics.mean(irs):.3f}, geometric mean ×{geomean(irs):.3f}, "
+              f"worst ×{max(irs):.3f} ({maps[0]['workload']}); goals: worst ≤ ×1.05, geometric mean ≤ ×1.02. "
+              f"**CPU time:** mean ×{statistics.mean(cpus):.3f}, geometric mean ×{geomean(cpus):.3f}.", ""]
+    w = doc.get("worst")
+    if w:
+        L += [f"Functions whose own instruction count grew most in the worst row ({w['workload']}, "
+              f"{w['plain_instructions']:,} → {w['maps_instructions']:,}; `callgrind_annotate`, self counts):", "",
+              "| function | plain | maps | Δ |", "| --- | ---: | ---: | ---: |"]
+        for g in w["grew"]:
+            L.append(f"| `{g['function']}` | {g['plain']:,} | {g['maps']:,} | {g['maps'] - g['plain']:+,} |")
+        L.append("")
+    L += ["**Size** (each program's executable; maps = `.llvm_stackmaps` + `.mtmap`; goals: code ≤ ×1.10, "
+          "maps ≤ 50 % of `.text`):", "",
+          "| program | .text plain | .text maps | .text × | .llvm_stackmaps | .mtmap | maps / .text |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    seen = set()
+    for r in sorted(maps, key=lambda r: -r["text_ratio"]):
+        prog = r["workload"].split()[0]
+        if prog in seen:
+            continue
+        seen.add(prog)
+        p = plain[r["workload"]]
+        L.append(f"| {prog} | {p['text_bytes']:,} | {r['text_bytes']:,} | {r['text_ratio']:.3f} | "
+                 f"{r['stackmaps_bytes']:,} | {r['mtmap_bytes']:,} | {r['map_bytes'] / r['text_bytes'] * 100:.0f} % |")
+    L += ["", f"Code: geometric mean ×{geomean(list({r['workload'].split()[0]: r['text_ratio'] for r in maps}.values())):.3f}; "
+              f"maps / .text: geometric mean "
+              f"{geomean(list({r['workload'].split()[0]: r['map_bytes'] / r['text_bytes'] for r in maps}.values())) * 100:.0f} %."]
+
+    L += ["", END]
+    path = HERE / "RESULTS.md"
+    text = path.read_text()
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + "\n".join(L) + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n## The Debian suite (issue #18)\n\n" + "\n".join(L) + "\n"
+    path.write_text(text)
+    print(f"written: {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -64,8 +64,12 @@ def referrers(core: str, limit: int = 4) -> list[dict]:
             continue
         addr, size = int(g.addresses[i]), int(g.sizes[i])
         # referrers inside objects first (they decide the cause), then plain memory
-        hs = sorted(hits.get(i, []), key=lambda h: g.find(h[0]) is None)
-        refs = [_where(a, g, src, val, stacks) for src, val in hs[:limit]]
+        hs = sorted(hits.get(i, []), key=lambda h: (g.find(h[0]) is None, h[1] == addr + size - 8))
+        # a word equal to the end of the object's usable bytes minus 8 points at the
+        # NEXT chunk's header (its prev_size field overlaps this chunk's last word):
+        # glibc's own pointers (main_arena.top, a bin) look like that, and hold nothing
+        refs = [("allocator metadata (the next chunk's header): " if val == addr + size - 8 else "")
+                + _where(a, g, src, val, stacks) for src, val in hs[:limit]]
         words = g.object_bytes(i, 32)
         out.append({"address": addr, "size": size, "kind": kinds.get(addr, "?"), "structure": structs.get(addr),
                     "nrefs": len(hs), "refs": refs,

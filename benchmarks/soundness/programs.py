@@ -569,3 +569,106 @@ def _sum(counts) -> ToolCount:
         t.bytes += c.bytes
         t.direct += c.direct or 0
     return t
+
+
+# -- the Debian programs shared with the overhead suite (debian.py) -------------
+
+#: the programs of debian.py that the soundness suite checks (each with a live scenario)
+DEBIAN_SOUND = ("bzip2", "gzip", "ncompress", "gawk", "bc")
+#: corpus bytes of the soundness workloads (valgrind runs them ~50× slower)
+DEBIAN_SIZE = 512 << 10
+
+
+def _wait_reading(pid: int, timeout: float = 120) -> None:
+    """Wait until ``pid`` sleeps in read(2) on its stdin: it has consumed what it
+    was given and waits for the rest (``/proc/PID/syscall``: number 0, fd 0)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            fields = Path(f"/proc/{pid}/syscall").read_text().split()
+        except OSError:
+            fields = []
+        if fields[:2] == ["0", "0x0"]:
+            time.sleep(0.2)     # and it stays there
+            if Path(f"/proc/{pid}/syscall").read_text().split()[:2] == ["0", "0x0"]:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"process {pid} did not block reading its input within {timeout} s")
+
+
+def _live_pipe(cmd: list[str], data: bytes, check: Callable[[int], None], case: Case, **kw) -> None:
+    """Run ``cmd`` with half of ``data`` on a pipe, ``check(pid)`` once it waits
+    for the rest, then the rest: the program must finish as it would have (exit 0)."""
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    try:
+        half = len(data) // 2
+        p.stdin.write(data[:half])
+        p.stdin.flush()
+        _wait_reading(p.pid, timeout=300)
+        check(p.pid)
+    finally:
+        try:
+            p.stdin.write(data[half:])
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+        rc = p.wait(900)
+        err = p.stderr.read().decode(errors="replace")
+        if rc != 0:
+            case.notes.append(f"{Path(cmd[0]).name} exited {rc} after the live check: {err[-300:]}")
+
+
+def check_debian(name: str, work: Path, log: Log, tools=("mt", "valgrind", "lsan"),
+                 size: int = DEBIAN_SIZE) -> Iterator[Case]:
+    """A program of debian.py: each workload at exit (``mappedtrace run``, valgrind
+    on the same maps build, LSan on its own build), then its live scenario
+    (``leaks PID`` and valgrind's vgdb while it waits on a half-fed pipe)."""
+    import debian
+    prog = debian.PROGRAMS[name]
+    b = {v: prog.build(v, log) for v in ("plain", "mt") + (("lsan",) if "lsan" in tools else ())}
+    files = debian.inputs(prog, size, work / "inputs", b["plain"])
+    for wl in prog.workloads:
+        case = Case(name, wl.name)
+        cmd, stdin = wl.command(b["mt"], files)
+
+        def inp():
+            return open(stdin, "rb") if stdin else subprocess.DEVNULL
+        if "mt" in tools:
+            r, report = mt_run(cmd, work, f"{name}-{wl.name}", stdin=inp())
+            (work / f"{name}-{wl.name}.mt.stderr").write_text(r.stderr)
+            _mt_case(case, report)
+        if "valgrind" in tools:
+            vlog = work / f"{name}-{wl.name}.vg.log"
+            subprocess.run(vg_cmd(cmd, vlog), stdin=inp(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=3600)
+            case.valgrind = parse_valgrind(vlog.read_text())
+        if "lsan" in tools:
+            lcmd, _ = wl.command(b["lsan"], files)
+            subprocess.run(lcmd, stdin=inp(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=1800, env=lsan_env(work / f"{name}-{wl.name}.lsan"))
+            case.lsan = lsan_result(work / f"{name}-{wl.name}.lsan")
+        case.notes.append(f"{' '.join(Path(c).name for c in cmd)}" + (f" < {Path(stdin).name}" if stdin else ""))
+        yield case
+    if prog.live is not None:
+        yield _debian_live(prog, b["mt"], files, work, tools)
+
+
+def _debian_live(prog, exe: Path, files: dict[str, Path], work: Path, tools) -> Case:
+    case = Case(prog.name, f"live-{prog.live.name}")
+    cmd, stdin = prog.live.command(exe, files)
+    data = Path(stdin).read_bytes()
+    if "mt" in tools:
+        def mt(pid: int) -> None:
+            _mt_case(case, mt_leaks(str(pid), work, f"{prog.name}-live"))
+        _live_pipe(cmd, data, mt, case)
+    if "valgrind" in tools:
+        vlog = work / f"{prog.name}-live.vg.log"
+
+        def vg(pid: int) -> None:
+            text = vgdb_leak_check(pid)
+            (work / f"{prog.name}-live.vgdb.log").write_text(text)
+            case.valgrind = parse_valgrind(text)
+        _live_pipe(vg_cmd(cmd, vlog), data, vg, case)
+    case.notes.append(f"{' '.join(Path(c).name for c in cmd)} < half of {Path(stdin).name} "
+                      f"({len(data) // 2} of {len(data)} bytes), checked while it waits for the rest")
+    return case

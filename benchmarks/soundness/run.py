@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Real-program soundness suite: MappedTrace vs valgrind vs LeakSanitizer.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/soundness/run.py redis [jq memcached nginx | all]
+    PYTHONPATH=. .venv/bin/python benchmarks/soundness/run.py redis [jq memcached nginx
+        bzip2 gzip ncompress gawk bc | all]
         [--keys N] [--tools mt,valgrind,lsan] [--json FILE]
 
 Fetch the sources first (scripts/fetch_sources.sh --all).  Builds are cached
@@ -17,6 +18,7 @@ Exit code 0 when every case agrees, 1 when some disagree, 2 on a failure.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -29,7 +31,9 @@ import programs  # noqa: E402
 from soundness import Unavailable, workdir  # noqa: E402
 
 PROGRAMS = {"redis": programs.check_redis, "jq": programs.check_jq, "memcached": programs.check_memcached,
-            "nginx": programs.check_nginx}
+            "nginx": programs.check_nginx,
+            # the Debian programs shared with the overhead suite (debian.py)
+            **{n: functools.partial(programs.check_debian, n) for n in programs.DEBIAN_SOUND}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -184,8 +184,9 @@ def need(*tools: str) -> None:
 
 
 def compilers() -> dict[str, str]:
-    """The C compiler command of each variant (a wrapper script for ``mt``:
-    nginx's configure wants one executable)."""
+    """The C compiler command of each variant (a wrapper script for each:
+    nginx's configure wants one executable): ``mt`` (the maps), ``lsan`` and
+    ``plain`` (clang-22 alone, the overhead suite's baseline)."""
     need("clang-22")
     CACHE.mkdir(parents=True, exist_ok=True)
     w = CACHE / "bin" / "mtcc"
@@ -199,7 +200,12 @@ def compilers() -> dict[str, str]:
     if not lw.exists() or lw.read_text() != ltext:
         lw.write_text(ltext)
         lw.chmod(0o755)
-    return {"mt": str(w), "lsan": str(lw)}
+    pw = CACHE / "bin" / "plaincc"
+    ptext = "#!/bin/sh\nexec clang-22 -gdwarf-4 \"$@\"\n"
+    if not pw.exists() or pw.read_text() != ptext:
+        pw.write_text(ptext)
+        pw.chmod(0o755)
+    return {"mt": str(w), "lsan": str(lw), "plain": str(pw)}
 
 
 def run(cmd: list[str] | str, cwd: Path, log: Path, timeout: float = 3600, env: dict | None = None) -> None:
