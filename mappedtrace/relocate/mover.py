@@ -1,0 +1,361 @@
+"""One relocation pass over a live process, and the recovery of a pass cut short.
+
+A pass (:func:`relocate`):
+
+1. stop every thread (ptrace) and put the process in group-stop
+   (:func:`~.inject.group_stop`) — from here a dead relocator leaves it stopped;
+2. analyse it in place (:func:`mappedtrace.session.analyse` on the stopped
+   process) and plan (:func:`~.plan.make_plan`);
+3. check that no thread is inside the allocator (arena locks free, no frame in
+   a malloc function) and borrow one thread for the calls;
+4. allocate each destination with the program's ``posix_memalign`` (same
+   alignment as the object's address has, up to a page), journaling each call;
+5. journal the plan (copies, and every word with its old and new value), then
+   copy the objects and rewrite the words (``process_vm_writev``/``/proc/PID/mem``,
+   registers with ``PTRACE_SETREGS``), each word checked against its old value
+   first; journal ``commit``;
+6. ``free`` each old chunk with the program's ``free``; journal ``done``;
+   detach and SIGCONT (unless the process was stopped before we came).
+
+Recovery (:func:`recover`), on the process a dead relocator left stopped: a
+call in flight is finished (its thread stopped inside ``posix_memalign`` or
+``free``), then before ``commit`` every word gets its old value back (all
+writes are idempotent) and every destination is freed; after ``commit`` the
+remaining old chunks are freed.  A ``free`` whose end the journal did not
+record is not repeated (that chunk is leaked rather than freed twice).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from ..errors import MappedTraceError, NoSuchProcess
+from ..target import _kernel as k
+from ..target.base import ThreadState
+from ..target.live import LiveTarget, check_pid
+from . import inject
+from .journal import Journal, load, start_time
+from .plan import Plan, make_plan
+
+#: test hook: SIGKILL this relocator after its k-th write to the target (copies and words)
+KILL_ENV = "MAPPEDTRACE_RELOCATE_KILL_AFTER"
+#: largest alignment kept for a moved object (the natural alignment of its address, capped)
+MAX_ALIGN = 4096
+
+
+@dataclass
+class PassResult:
+    plan: Plan
+    dry_run: bool
+    moved: list[tuple[int, int, int]] = field(default_factory=list)   # (old, new, size)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    recovered: dict | None = None
+    analysis: object = None
+
+    def to_dict(self) -> dict:
+        f = self.plan.figures()
+        return {"dry_run": self.dry_run, "summary": f,
+                "moved": [{"from": hex(o), "to": hex(n), "size": s} for o, n, s in self.moved],
+                "pinned": [{"address": hex(int(self.plan.graph.addresses[i])), "size": int(self.plan.graph.sizes[i]),
+                            "type": self.plan.graph.type_name(int(self.plan.graph.type_ids[i])), "reason": why}
+                           for i, why in sorted(self.plan.pinned.items())],
+                "timings_ms": {k_: round(v * 1000, 3) for k_, v in self.timings.items()},
+                "recovered": self.recovered, "warnings": self.warnings}
+
+
+class _Writer:
+    """Every write to the target goes here (counted for the kill hook)."""
+
+    def __init__(self, live: LiveTarget):
+        self.live = live
+        self.n = 0
+        env = os.environ.get(KILL_ENV)
+        self.kill_after = int(env) if env and env.isdigit() else None
+
+    def _tick(self) -> None:
+        self.n += 1
+        if self.kill_after is not None and self.n >= self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def mem(self, addr: int, data: bytes) -> None:
+        k.vm_write(self.live.pid, addr, data)
+        self._tick()
+
+    def word(self, where: list | tuple, value: int, expect: int | None) -> None:
+        """Write ``value`` to a word; with ``expect`` the word must hold it or its
+        final value (a rerun of an idempotent write)."""
+        if where[0] == "mem":
+            if expect is not None:
+                cur = int.from_bytes(k.vm_read(self.live.pid, where[1], 8), "little")
+                if cur not in (expect, value):
+                    raise MappedTraceError(f"word at {where[1]:#x} holds {cur:#x}, not {expect:#x}",
+                                           hint="the process changed under the relocator")
+            self.mem(where[1], value.to_bytes(8, "little"))
+            return
+        tid, name = where[1], where[2]
+        regs = ThreadState.unpack_regs(k.get_regs(tid))
+        if expect is not None and regs[name] not in (expect, value):
+            raise MappedTraceError(f"register {name} of thread {tid} holds {regs[name]:#x}, not {expect:#x}")
+        regs[name] = value
+        k.set_regs(tid, ThreadState(tid, regs).pack_regs())
+        for t in self.live.threads:
+            if t.tid == tid:
+                t.regs[name] = value
+        self._tick()
+
+
+def _alignment(addr: int) -> int:
+    a = addr & -addr
+    return max(16, min(a, MAX_ALIGN))
+
+
+def _translate(addr: int, moves: list[tuple[int, int, int]], starts: list[int]) -> int:
+    """A word's address after the move (words inside moved objects move with them)."""
+    import bisect
+    i = bisect.bisect_right(starts, addr) - 1
+    if i >= 0:
+        old, new, size = moves[i]
+        if addr < old + size:
+            return new + (addr - old)
+    return addr
+
+
+def _pick_thread(live: LiveTarget, frames: dict) -> int:
+    ok = [t.tid for t in live.threads if live.can_resume(t.tid) and inject.thread_in_allocator(frames.get(t.tid, [])) is None]
+    if not ok:
+        raise MappedTraceError(f"no thread of process {live.pid} can be borrowed for the allocator calls",
+                               hint="every thread is inside the allocator or holds a signal: try again")
+    return min(ok, key=lambda t: (t != live.pid, t))
+
+
+def _allocator_busy(analysis) -> str | None:
+    from ..heap.glibc import F_MUTEX
+    locked = [a.label for a in analysis.heap.arenas if a.raw and a.raw[F_MUTEX]]
+    if locked:
+        return f"arena {', '.join(locked)} is locked"
+    for tid, fs in analysis.roots.frames.items():
+        fn = inject.thread_in_allocator(fs)
+        if fn:
+            return f"thread {tid} is inside {fn}"
+    return None
+
+
+def _call(live, journal, alloc, tid, fn, args, phase, i) -> int:
+    rec, frame = inject.begin_call(live, tid, alloc, fn, args)
+    journal.add({"t": "call", "phase": phase, "i": i, **rec.__dict__})
+    r = inject.run_call(live, rec, frame, alloc)
+    journal.add({"t": "call-end", "phase": phase, "i": i, "result": r})
+    return r
+
+
+def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None = None,
+             keep_analysis: bool = False) -> PassResult:
+    """One relocation pass over process ``pid`` (see the module's docstring).
+
+    A journal left by a relocator that died is recovered first.
+
+    :raises MappedTraceError: the pass cannot be made (a one-line reason);
+        nothing was written to the target then, or it was rolled back.
+    """
+    from ..session import MapsCache, analyse, preload_maps
+    from ..target import settle as _settle
+
+    check_pid(pid)
+    recovered = None
+    if load(pid) is not None:
+        recovered = recover(pid)
+    cache = preload_maps(pid, MapsCache())
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    live = LiveTarget(pid)
+    journal = None
+    try:
+        if not dry_run:
+            journal = Journal(pid, {"t": "begin", "pid": pid, "start": start_time(pid),
+                                    "was_stopped": live.was_stopped})
+            inject.group_stop(live)
+            live.refresh()
+        maps = cache.maps.get(os.path.realpath(live.exe)) or cache.maps.get(live.exe)
+        _settle.settle_threads(live, maps, max_steps=0, _maps_loaded=True)
+        timings["stop"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        a = analyse(live, leaks=False, maps_cache=cache)
+        plan = make_plan(a.graph, a.roots, select, limit)
+        timings["analyse"] = time.perf_counter() - t1
+        res = PassResult(plan, dry_run, timings=timings, warnings=list(a.warnings), recovered=recovered,
+                         analysis=a if keep_analysis else None)
+        if dry_run or not plan.moves:
+            return res
+        busy = _allocator_busy(a)
+        if busy:
+            raise MappedTraceError(f"cannot relocate now: {busy}", hint="try again (the lock is held only briefly)")
+        tid = _pick_thread(live, a.roots.frames)
+        alloc = inject.Allocator.find(live, a.modules)
+        g = plan.graph
+        t2 = time.perf_counter()
+        moves: list[tuple[int, int, int]] = []
+        for i in plan.moves:
+            old, size = int(g.addresses[i]), int(g.sizes[i])
+            new = _call(live, journal, alloc, tid, "posix_memalign", [_alignment(old), size], "alloc", i)
+            if not new:
+                raise MappedTraceError(f"posix_memalign({size}) failed in process {pid}")
+            moves.append((old, new, size))
+        timings["allocate"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        starts = [m[0] for m in moves]
+        delta = {i: (m[1] - m[0]) for i, m in zip(plan.moves, moves)}
+        sites = []
+        for s in plan.sites:
+            where = s.where
+            if where[0] == "mem":
+                where = ("mem", _translate(where[1], moves, starts))
+            sites.append([list(where), s.old, s.old + delta[s.obj]])
+        journal.add({"t": "plan", "copies": [list(m) for m in moves], "sites": sites})
+        w = _Writer(live)
+        for old, new, size in moves:
+            w.mem(new, bytes(live.read(old, size)))
+        for where, oldv, newv in sites:
+            w.word(where, newv, oldv)
+        journal.add({"t": "commit"})
+        timings["write"] = time.perf_counter() - t3
+        t4 = time.perf_counter()
+        live.refresh()
+        for i, (old, _new, _size) in zip(plan.moves, moves):
+            _call(live, journal, alloc, tid, "free", [old], "free", i)
+        timings["free"] = time.perf_counter() - t4
+        res.moved = moves
+        journal.add({"t": "done"})
+        return res
+    except BaseException:
+        if journal is not None:
+            # before the commit: undo what was written (words back to their old values,
+            # destinations freed); after it: free the old chunks left
+            live.close()
+            live = None
+            try:
+                recover(pid)
+            except MappedTraceError as e:
+                raise MappedTraceError(f"the pass failed and its recovery too ({e.message}); the process is "
+                                       f"left stopped", hint=f"run 'mappedtrace relocate {pid} --recover'") from None
+        raise
+    finally:
+        if live is not None:
+            was = live.was_stopped
+            live.close()
+            if journal is not None:
+                journal.finish()
+                if not was:
+                    k.kill(pid, signal.SIGCONT)
+            timings["pause"] = time.perf_counter() - t0
+
+
+def recover(pid: int) -> dict:
+    """Finish or roll back the pass a dead relocator left in ``pid``'s journal,
+    then let the process run again (SIGCONT unless it was stopped before).
+
+    A recovery journals its own calls in the same file, so a recovery killed
+    midway is recovered in turn without freeing anything twice.
+
+    :returns: ``{"action": "rolled back"|"finished"|"none", "words": n,
+        "freed": n, "leaked": n}``
+    """
+    recs = load(pid)
+    if recs is None:
+        return {"action": "none", "words": 0, "freed": 0, "leaked": 0}
+    head = recs[0]
+    was = bool(head.get("was_stopped", False))
+    out = {"action": "", "words": 0, "freed": 0, "leaked": 0}
+    live = LiveTarget(pid)
+    journal = Journal.reopen(pid)
+    try:
+        inject.group_stop(live)
+        live.refresh()
+        allocs: dict[int, int] = {}                       # move index → destination
+        freed: dict[str, set[int]] = {"free": set(), "rfree": set()}   # old chunks, destinations
+        unsure: dict[str, set[int]] = {"free": set(), "rfree": set()}
+        last_call = None
+        for r in recs:
+            if r["t"] == "call":
+                last_call = r
+            elif r["t"] == "call-end":
+                if r["phase"] == "alloc":
+                    allocs[r["i"]] = r["result"]
+                else:
+                    freed[r["phase"]].add(r["i"])
+                last_call = None
+        # 1. a call in flight when the relocator died: finish it
+        if last_call is not None:
+            rec = inject.CallRecord(**{f: last_call[f] for f in inject.CallRecord.__dataclass_fields__})
+            ph, i = last_call["phase"], last_call["i"]
+            if rec.tid in live.stopped_tids:
+                if inject.call_state(rec) == "in-flight":
+                    result = inject.finish_call(live, rec)
+                    if ph == "alloc":
+                        if result:
+                            allocs[i] = result
+                    else:
+                        freed[ph].add(i)
+                else:
+                    # not started, or over (rt_sigreturn ran after the relocator died)
+                    if ph == "alloc":
+                        v = int.from_bytes(k.vm_read(pid, rec.result_slot, 8), "little")
+                        if v:
+                            allocs[i] = v
+                    else:
+                        unsure[ph].add(i)       # freed or not: never risk a double free
+                    inject.restore(live, rec)
+                journal.add({"t": "call-end", "phase": ph, "i": i,
+                             "result": allocs.get(i, 0) if ph == "alloc" else 0,
+                             **({"unsure": True} if i in unsure.get(ph, ()) else {})})
+            elif ph != "alloc":
+                unsure[ph].add(i)
+        for r in recs:
+            if r["t"] == "call-end" and r.get("unsure"):
+                unsure[r["phase"]].add(r["i"])
+                freed[r["phase"]].discard(r["i"])
+        plan = next((r for r in recs if r["t"] == "plan"), None)
+        committed = any(r["t"] == "commit" for r in recs)
+        from ..modules import ModuleMap
+        alloc = inject.Allocator.find(live, ModuleMap(live))
+        tid = _pick_thread(live, {})
+        if not committed:
+            out["action"] = "rolled back"
+            if plan is not None:
+                w = _Writer(live)
+                w.kill_after = None
+                for where, oldv, _newv in plan["sites"]:
+                    if where[0] == "reg" and where[1] not in live.stopped_tids:
+                        continue
+                    w.word(where, oldv, None)
+                    out["words"] += 1
+                live.refresh()
+            for i, new in allocs.items():
+                if i in freed["rfree"]:
+                    continue
+                if i in unsure["rfree"]:
+                    out["leaked"] += 1
+                    continue
+                _call(live, journal, alloc, tid, "free", [new], "rfree", i)
+                out["freed"] += 1
+        else:
+            out["action"] = "finished"
+            order = list(dict.fromkeys(r["i"] for r in recs if r["t"] == "call" and r["phase"] == "alloc"))
+            for n_, (old, _new, _size) in enumerate(plan["copies"] if plan else []):
+                i = order[n_]
+                if i in freed["free"]:
+                    continue
+                if i in unsure["free"]:
+                    out["leaked"] += 1
+                    continue
+                _call(live, journal, alloc, tid, "free", [old], "free", i)
+                out["freed"] += 1
+        journal.add({"t": "done"})
+    finally:
+        live.close()
+    journal.finish()
+    if not was:
+        k.kill(pid, signal.SIGCONT)
+    return out
