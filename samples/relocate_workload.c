@@ -9,8 +9,9 @@
  * a digest of its final data: it depends only on the thread's PRNG, never on
  * timing, so a run whose objects were moved must print the same digests.
  *
- *   relocate_workload THREADS ROUNDS SLEEP_US
- * prints "ready PID" once the structures are built, "result T DIGEST" per
+ *   relocate_workload THREADS ROUNDS SLEEP_US [wait]
+ * ("wait": after its rounds each thread idles until stdin is closed, then
+ * checks once more and prints its digest) prints "ready PID" once the structures are built, "result T DIGEST" per
  * thread and "mismatches N" at the end (exit code 1 if N > 0).
  */
 #include <pthread.h>
@@ -40,7 +41,7 @@ struct state {
 
 static struct state *states;      /* a global root */
 static int nthreads, rounds, sleep_us;
-static volatile int ready_count;
+static volatile int ready_count, go_home;
 static pthread_mutex_t ready_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static uint64_t next_rand(uint64_t *s) {
@@ -182,9 +183,9 @@ static void step(struct state *st) {
     for (int i = 0; i < 20; i++) {
         uint64_t r = next_rand(&st->rng);
         switch (r % 6) {
-        case 0: case 1: list_add(st, r >> 8); break;
+        case 0: case 1: list_add(st, r >> 8); if (st->nitems > 800) list_drop_one(st, r >> 16); break;
         case 2: list_drop_one(st, r >> 8); break;
-        case 3: tree_insert(st, (r >> 8) % 100000); break;
+        case 3: tree_insert(st, (r >> 8) % 3000); break;
         case 4: table_put(st, (r >> 8) % 5000); break;
         case 5: table_del(st, r >> 8); break;
         }
@@ -204,6 +205,9 @@ static void *worker(void *arg) {
         step(st);
         if (sleep_us) usleep(sleep_us);
     }
+    while (!go_home)
+        usleep(1000);
+    list_check(st); tree_check(st); table_check(st);
     st->digest = digest(st);
     return NULL;
 }
@@ -228,6 +232,12 @@ int main(int argc, char **argv) {
     }
     printf("ready %d\n", (int)getpid());
     fflush(stdout);
+    if (argc > 4 && !strcmp(argv[4], "wait")) {       /* finish once stdin is closed */
+        char buf[256];
+        while (fread(buf, 1, sizeof buf, stdin) > 0)
+            ;
+    }
+    go_home = 1;
     unsigned long bad = 0;
     for (int i = 0; i < nthreads; i++) {
         pthread_join(tids[i], NULL);

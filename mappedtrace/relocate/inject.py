@@ -157,7 +157,7 @@ def begin_call(live: LiveTarget, tid: int, alloc: Allocator, fn: str, args: list
     return rec, frame
 
 
-def run_call(live: LiveTarget, rec: CallRecord, frame, alloc: Allocator) -> int:
+def run_call(live: LiveTarget, rec: CallRecord, frame, alloc: Allocator, hook=None) -> int:
     """Make the call prepared by :func:`begin_call`; returns its result
     (the allocated address for posix_memalign, 0 for free)."""
     tid = rec.tid
@@ -171,9 +171,10 @@ def run_call(live: LiveTarget, rec: CallRecord, frame, alloc: Allocator) -> int:
     else:
         regs.update(rdi=a[0])
     regs.update(rax=0, orig_rax=_NO_SYSCALL, rip=fn, rsp=frame.addr)
-    k.set_options(tid, k.PTRACE_O_TRACESYSGOOD)
     k.set_regs(tid, ThreadState(tid, regs).pack_regs())      # armed: safe to die from here on
     k.set_sigmask(tid, ~0)
+    if hook is not None:
+        hook()          # the tests' kill hook: die with the call armed
     return finish_call(live, rec)
 
 
@@ -184,6 +185,7 @@ def finish_call(live: LiveTarget, rec: CallRecord) -> int:
     died (the thread then stopped somewhere inside the call)."""
     tid = rec.tid
     ret = 0
+    k.set_options(tid, k.PTRACE_O_TRACESYSGOOD)     # a recovery's fresh seize has none
     k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
     at_sigreturn = False
     for _ in range(MAX_CALL_STOPS):

@@ -39,10 +39,31 @@ from . import inject
 from .journal import Journal, load, start_time
 from .plan import Plan, make_plan
 
-#: test hook: SIGKILL this relocator after its k-th write to the target (copies and words)
+#: test hook: SIGKILL this relocator after its k-th step that changes the target
+#: (an injected call, armed; a copy; a word written)
 KILL_ENV = "MAPPEDTRACE_RELOCATE_KILL_AFTER"
-#: largest alignment kept for a moved object (the natural alignment of its address, capped)
-MAX_ALIGN = 4096
+
+
+class _KillHook:
+    """Counts the steps of a pass; with :data:`KILL_ENV` set, dies at the k-th."""
+
+    def __init__(self) -> None:
+        env = os.environ.get(KILL_ENV, "")
+        self.after = int(env) if env.isdigit() else None
+        self.n = 0
+
+    def __call__(self) -> None:
+        self.n += 1
+        if self.after is not None and self.n >= self.after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_hook = _KillHook()
+#: largest alignment kept for a moved object (the natural alignment of its address, capped:
+#: a cache line, what programs ask aligned_alloc for; a page for objects of a page or more).
+#: Known imprecision: an object the program allocated with a larger alignment loses it.
+MAX_ALIGN = 64
+PAGE = 4096
 
 
 @dataclass
@@ -69,16 +90,9 @@ class PassResult:
 class _Writer:
     """Every write to the target goes here (counted for the kill hook)."""
 
-    def __init__(self, live: LiveTarget):
+    def __init__(self, live: LiveTarget, hook=None):
         self.live = live
-        self.n = 0
-        env = os.environ.get(KILL_ENV)
-        self.kill_after = int(env) if env and env.isdigit() else None
-
-    def _tick(self) -> None:
-        self.n += 1
-        if self.kill_after is not None and self.n >= self.kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        self._tick = hook or (lambda: None)
 
     def mem(self, addr: int, data: bytes) -> None:
         k.vm_write(self.live.pid, addr, data)
@@ -107,8 +121,10 @@ class _Writer:
         self._tick()
 
 
-def _alignment(addr: int) -> int:
+def _alignment(addr: int, size: int) -> int:
     a = addr & -addr
+    if size >= PAGE and a >= PAGE:
+        return PAGE
     return max(16, min(a, MAX_ALIGN))
 
 
@@ -143,10 +159,10 @@ def _allocator_busy(analysis) -> str | None:
     return None
 
 
-def _call(live, journal, alloc, tid, fn, args, phase, i) -> int:
+def _call(live, journal, alloc, tid, fn, args, phase, i, hook=None) -> int:
     rec, frame = inject.begin_call(live, tid, alloc, fn, args)
     journal.add({"t": "call", "phase": phase, "i": i, **rec.__dict__})
-    r = inject.run_call(live, rec, frame, alloc)
+    r = inject.run_call(live, rec, frame, alloc, hook)
     journal.add({"t": "call-end", "phase": phase, "i": i, "result": r})
     return r
 
@@ -199,7 +215,8 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
         moves: list[tuple[int, int, int]] = []
         for i in plan.moves:
             old, size = int(g.addresses[i]), int(g.sizes[i])
-            new = _call(live, journal, alloc, tid, "posix_memalign", [_alignment(old), size], "alloc", i)
+            new = _call(live, journal, alloc, tid, "posix_memalign", [_alignment(old, size), size], "alloc", i,
+                        _hook)
             if not new:
                 raise MappedTraceError(f"posix_memalign({size}) failed in process {pid}")
             moves.append((old, new, size))
@@ -214,7 +231,7 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
                 where = ("mem", _translate(where[1], moves, starts))
             sites.append([list(where), s.old, s.old + delta[s.obj]])
         journal.add({"t": "plan", "copies": [list(m) for m in moves], "sites": sites})
-        w = _Writer(live)
+        w = _Writer(live, _hook)
         for old, new, size in moves:
             w.mem(new, bytes(live.read(old, size)))
         for where, oldv, newv in sites:
@@ -224,7 +241,7 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
         t4 = time.perf_counter()
         live.refresh()
         for i, (old, _new, _size) in zip(plan.moves, moves):
-            _call(live, journal, alloc, tid, "free", [old], "free", i)
+            _call(live, journal, alloc, tid, "free", [old], "free", i, _hook)
         timings["free"] = time.perf_counter() - t4
         res.moved = moves
         journal.add({"t": "done"})
@@ -325,7 +342,6 @@ def recover(pid: int) -> dict:
             out["action"] = "rolled back"
             if plan is not None:
                 w = _Writer(live)
-                w.kill_after = None
                 for where, oldv, _newv in plan["sites"]:
                     if where[0] == "reg" and where[1] not in live.stopped_tids:
                         continue
