@@ -75,20 +75,16 @@ class Allocator:
 
 
 @dataclass
-class CallRecord:
-    """What a recovery needs to finish or undo one injected call (kept in the journal)."""
+class Borrow:
+    """A thread borrowed for allocator calls: what a recovery needs to give it
+    back (kept in the journal once per pass, not per call)."""
 
     tid: int
-    fn: str
-    args: list[int]
     frame_addr: int
     frame_saved: str     # hex of the stack bytes under the frame
     saved_regs: str      # hex of user_regs_struct
     mask: int
-    result_slot: int     # where posix_memalign writes its result (0 for free)
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__)
+    result_slot: int     # where posix_memalign writes its result
 
 
 def group_stop(live: LiveTarget) -> list[int]:
@@ -146,92 +142,109 @@ def thread_in_allocator(frames) -> str | None:
     return None
 
 
-def begin_call(live: LiveTarget, tid: int, alloc: Allocator, fn: str, args: list[int]) -> tuple[CallRecord, object]:
-    """Prepare a call of ``fn`` ("posix_memalign" or "free") in thread ``tid``:
-    the signal frame and the record (journal it, then :func:`run_call`)."""
+def borrow(live: LiveTarget, tid: int, alloc: Allocator) -> tuple[Borrow, object]:
+    """Prepare thread ``tid`` for calls: its signal frame and the record to
+    journal before :func:`call` arms it."""
     t = next(x for x in live.threads if x.tid == tid)
     mask = k.get_sigmask(tid)
     frame = _build_frame(live, t, alloc.gadgets, mask)
-    slot = frame.child_sp + 8 if fn == "posix_memalign" else 0
-    rec = CallRecord(tid, fn, list(args), frame.addr, frame.saved.hex(), k.get_regs(tid).hex(), mask, slot)
-    return rec, frame
+    return Borrow(tid, frame.addr, frame.saved.hex(), k.get_regs(tid).hex(), mask, frame.child_sp + 8), frame
 
 
-def run_call(live: LiveTarget, rec: CallRecord, frame, alloc: Allocator, hook=None) -> int:
-    """Make the call prepared by :func:`begin_call`; returns its result
-    (the allocated address for posix_memalign, 0 for free)."""
-    tid = rec.tid
-    t = next(x for x in live.threads if x.tid == tid)
-    k.vm_write(live.pid, frame.addr, frame.data)
-    fn = alloc.posix_memalign if rec.fn == "posix_memalign" else alloc.free
-    regs = dict(t.regs)
-    a = rec.args + [0, 0, 0]
-    if rec.fn == "posix_memalign":
-        regs.update(rdi=rec.result_slot, rsi=a[0], rdx=a[1])
+def arm(live: LiveTarget, b: Borrow, frame) -> None:
+    """Write the signal frame under the thread's stack (free by the ABI) and block its signals."""
+    k.vm_write(live.pid, b.frame_addr, frame.data)
+    k.set_options(b.tid, k.PTRACE_O_TRACESYSGOOD)
+    k.set_sigmask(b.tid, ~0)     # no signal handler meets the borrowed registers
+
+
+def call(live: LiveTarget, b: Borrow, alloc: Allocator, fn: str, args: list[int], hook=None) -> int:
+    """Call ``fn`` ("posix_memalign": args ``[align, size]``, or "free": ``[ptr]``)
+    in the borrowed thread; returns what posix_memalign allocated (0 for free).
+
+    The thread is left at the ``rt_sigreturn`` system-call entry of the call's
+    return, from where the next call is armed directly (the syscall skipped);
+    :func:`release` ends the borrowing."""
+    regs = ThreadState.unpack_regs(bytes.fromhex(b.saved_regs))
+    if fn == "posix_memalign":
+        k.vm_write(live.pid, b.result_slot, bytes(8))
+        regs.update(rdi=b.result_slot, rsi=args[0], rdx=args[1])
+        target = alloc.posix_memalign
     else:
-        regs.update(rdi=a[0])
-    regs.update(rax=0, orig_rax=_NO_SYSCALL, rip=fn, rsp=frame.addr)
-    k.set_regs(tid, ThreadState(tid, regs).pack_regs())      # armed: safe to die from here on
-    k.set_sigmask(tid, ~0)
+        regs.update(rdi=args[0])
+        target = alloc.free
+    regs.update(rax=0, orig_rax=_NO_SYSCALL, rip=target, rsp=b.frame_addr)
+    k.set_regs(b.tid, ThreadState(b.tid, regs).pack_regs())      # armed: safe to die from here on
     if hook is not None:
         hook()          # the tests' kill hook: die with the call armed
-    return finish_call(live, rec)
+    return finish_call(live, b, fn)
 
 
-def finish_call(live: LiveTarget, rec: CallRecord) -> int:
-    """Drive an armed thread to the end of its call and put it back as it was.
+def finish_call(live: LiveTarget, b: Borrow, fn: str) -> int:
+    """Drive an armed thread to the ``rt_sigreturn`` of its call's return; the
+    result (posix_memalign's, else 0).
 
     Also what a recovery does with a call that was in flight when a relocator
     died (the thread then stopped somewhere inside the call)."""
-    tid = rec.tid
-    ret = 0
+    tid = b.tid
     k.set_options(tid, k.PTRACE_O_TRACESYSGOOD)     # a recovery's fresh seize has none
     k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
-    at_sigreturn = False
     for _ in range(MAX_CALL_STOPS):
         _, st = k.waitpid(tid, k.WALL)
         if k.WIFEXITED(st) or k.WIFSIGNALED(st):
             live.forget_thread(tid)
-            raise NoSuchProcess(f"thread {tid} of process {live.pid} exited during an injected {rec.fn}")
+            raise NoSuchProcess(f"thread {tid} of process {live.pid} exited during an injected {fn}")
         if not k.WIFSTOPPED(st):
             continue
         if k.EVENT(st) == 0 and k.WSTOPSIG(st) == (0x80 | 5):
             r = ThreadState.unpack_regs(k.get_regs(tid))
-            if at_sigreturn:
-                break        # the exit of rt_sigreturn: the thread has its frame's state
-            if r["orig_rax"] == SYS_RT_SIGRETURN and rec.frame_addr < r["rsp"] <= rec.frame_addr + 64:
-                at_sigreturn = True
-            elif r["orig_rax"] == SYS_FUTEX:
+            if r["orig_rax"] == SYS_RT_SIGRETURN and b.frame_addr < r["rsp"] <= b.frame_addr + 64:
+                break
+            if r["orig_rax"] == SYS_FUTEX:
                 # waits for a lock a stopped thread holds: cannot finish (checked before, see mover)
-                raise MappedTraceError(f"injected {rec.fn} in thread {tid} waits on a lock",
+                raise MappedTraceError(f"injected {fn} in thread {tid} waits on a lock",
                                        hint="a thread holds the allocator's lock: try again")
         k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
     else:
-        raise MappedTraceError(f"injected {rec.fn} in thread {tid} did not return within {MAX_CALL_STOPS} stops")
-    if rec.result_slot:
-        ret = struct.unpack("<Q", k.vm_read(live.pid, rec.result_slot, 8))[0]
-    restore(live, rec)
-    return ret
+        raise MappedTraceError(f"injected {fn} in thread {tid} did not return within {MAX_CALL_STOPS} stops")
+    if fn == "posix_memalign":
+        return struct.unpack("<Q", k.vm_read(live.pid, b.result_slot, 8))[0]
+    return 0
 
 
-def restore(live: LiveTarget, rec: CallRecord) -> None:
+def restore(live: LiveTarget, b: Borrow) -> None:
     """Give the thread its exact saved registers, mask and stack bytes back, parked
-    in a ``PTRACE_EVENT_STOP`` (see :func:`~mappedtrace.target.settle.disarm_single_step`)."""
-    tid = rec.tid
-    k.set_sigmask(tid, rec.mask)
-    k.set_regs(tid, bytes.fromhex(rec.saved_regs))
+    in a ``PTRACE_EVENT_STOP`` (see :func:`~mappedtrace.target.settle.disarm_single_step`).
+    From an ``rt_sigreturn`` entry stop the syscall is skipped (``orig_rax`` is
+    the saved one only once the thread has left the stop)."""
+    tid = b.tid
+    regs = ThreadState.unpack_regs(bytes.fromhex(b.saved_regs))
+    cur = ThreadState.unpack_regs(k.get_regs(tid))
+    if cur["orig_rax"] == SYS_RT_SIGRETURN and b.frame_addr < cur["rsp"] <= b.frame_addr + 64:
+        # at the rt_sigreturn entry: let it run to its exit stop (the thread then has the
+        # frame's state), so that the saved registers are set where no syscall follows
+        k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
+        for _ in range(16):
+            _, st = k.waitpid(tid, k.WALL)
+            if k.WIFSTOPPED(st) and k.EVENT(st) == 0 and k.WSTOPSIG(st) == (0x80 | 5):
+                break
+            if k.WIFEXITED(st) or k.WIFSIGNALED(st):
+                live.forget_thread(tid)
+                return
+            k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
+    k.set_sigmask(tid, b.mask)
+    k.set_regs(tid, ThreadState(tid, regs).pack_regs())
     k.try_ptrace(k.PTRACE_SETOPTIONS, tid, 0, 0)
     if not _settle.disarm_single_step(live, tid):
-        live.warnings.append(f"thread {tid}: could not park it again after an injected call")
-    k.vm_write(live.pid, rec.frame_addr, bytes.fromhex(rec.frame_saved))
+        live.warnings.append(f"thread {tid}: could not park it again after the allocator calls")
+    k.vm_write(live.pid, b.frame_addr, bytes.fromhex(b.frame_saved))
 
 
-def call_state(rec: CallRecord) -> str:
-    """Where a journaled call stands in a thread that a dead relocator left
-    (the thread is stopped): ``"idle"`` (not started or over: the thread has
-    its own registers) or ``"in-flight"`` (inside the function)."""
-    cur = ThreadState.unpack_regs(k.get_regs(rec.tid))
-    saved = ThreadState.unpack_regs(bytes.fromhex(rec.saved_regs))
+def call_state(b: Borrow) -> str:
+    """Where a borrowed thread that a dead relocator left stands: ``"idle"``
+    (no call started, or over: it has its own registers) or ``"in-flight"``."""
+    cur = ThreadState.unpack_regs(k.get_regs(b.tid))
+    saved = ThreadState.unpack_regs(bytes.fromhex(b.saved_regs))
     if cur["rip"] in (saved["rip"], saved["rip"] - 2) and cur["rsp"] == saved["rsp"]:
         return "idle"
     return "in-flight"

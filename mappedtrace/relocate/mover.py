@@ -159,12 +159,23 @@ def _allocator_busy(analysis) -> str | None:
     return None
 
 
-def _call(live, journal, alloc, tid, fn, args, phase, i, hook=None) -> int:
-    rec, frame = inject.begin_call(live, tid, alloc, fn, args)
-    journal.add({"t": "call", "phase": phase, "i": i, **rec.__dict__})
-    r = inject.run_call(live, rec, frame, alloc, hook)
+def _call(live, journal, alloc, b, fn, args, phase, i, hook=None) -> int:
+    journal.add({"t": "call", "phase": phase, "i": i, "fn": fn, "args": args})
+    r = inject.call(live, b, alloc, fn, args, hook)
     journal.add({"t": "call-end", "phase": phase, "i": i, "result": r})
     return r
+
+
+def _borrow(live, journal, alloc, tid) -> inject.Borrow:
+    b, frame = inject.borrow(live, tid, alloc)
+    journal.add({"t": "borrow", **b.__dict__})
+    inject.arm(live, b, frame)
+    return b
+
+
+def _release(live, journal, b) -> None:
+    inject.restore(live, b)
+    journal.add({"t": "release", "tid": b.tid})
 
 
 def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None = None,
@@ -213,13 +224,16 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
         g = plan.graph
         t2 = time.perf_counter()
         moves: list[tuple[int, int, int]] = []
+        b = _borrow(live, journal, alloc, tid)
         for i in plan.moves:
             old, size = int(g.addresses[i]), int(g.sizes[i])
-            new = _call(live, journal, alloc, tid, "posix_memalign", [_alignment(old, size), size], "alloc", i,
+            new = _call(live, journal, alloc, b, "posix_memalign", [_alignment(old, size), size], "alloc", i,
                         _hook)
             if not new:
                 raise MappedTraceError(f"posix_memalign({size}) failed in process {pid}")
             moves.append((old, new, size))
+        # given back before the words are written: one of them may be its register
+        _release(live, journal, b)
         timings["allocate"] = time.perf_counter() - t2
         t3 = time.perf_counter()
         starts = [m[0] for m in moves]
@@ -240,8 +254,10 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
         timings["write"] = time.perf_counter() - t3
         t4 = time.perf_counter()
         live.refresh()
+        b = _borrow(live, journal, alloc, tid)
         for i, (old, _new, _size) in zip(plan.moves, moves):
-            _call(live, journal, alloc, tid, "free", [old], "free", i, _hook)
+            _call(live, journal, alloc, b, "free", [old], "free", i, _hook)
+        _release(live, journal, b)
         timings["free"] = time.perf_counter() - t4
         res.moved = moves
         journal.add({"t": "done"})
@@ -303,32 +319,39 @@ def recover(pid: int) -> dict:
                 else:
                     freed[r["phase"]].add(r["i"])
                 last_call = None
-        # 1. a call in flight when the relocator died: finish it
-        if last_call is not None:
-            rec = inject.CallRecord(**{f: last_call[f] for f in inject.CallRecord.__dataclass_fields__})
-            ph, i = last_call["phase"], last_call["i"]
-            if rec.tid in live.stopped_tids:
-                if inject.call_state(rec) == "in-flight":
-                    result = inject.finish_call(live, rec)
-                    if ph == "alloc":
-                        if result:
-                            allocs[i] = result
-                    else:
-                        freed[ph].add(i)
-                else:
-                    # not started, or over (rt_sigreturn ran after the relocator died)
-                    if ph == "alloc":
-                        v = int.from_bytes(k.vm_read(pid, rec.result_slot, 8), "little")
+        # 1. a thread still borrowed when the relocator died: finish its call, give it back
+        borrowed = None
+        for r in recs:
+            if r["t"] == "borrow":
+                borrowed = r
+            elif r["t"] == "release":
+                borrowed = None
+        if borrowed is not None:
+            b = inject.Borrow(**{f: borrowed[f] for f in inject.Borrow.__dataclass_fields__})
+            if b.tid in live.stopped_tids:
+                if last_call is not None:
+                    ph, i = last_call["phase"], last_call["i"]
+                    if inject.call_state(b) == "in-flight":
+                        result = inject.finish_call(live, b, last_call["fn"])
+                        if ph == "alloc":
+                            if result:
+                                allocs[i] = result
+                        else:
+                            freed[ph].add(i)
+                    elif ph == "alloc":
+                        # not started, or over (rt_sigreturn ran after the relocator died)
+                        v = int.from_bytes(k.vm_read(pid, b.result_slot, 8), "little")
                         if v:
                             allocs[i] = v
                     else:
                         unsure[ph].add(i)       # freed or not: never risk a double free
-                    inject.restore(live, rec)
-                journal.add({"t": "call-end", "phase": ph, "i": i,
-                             "result": allocs.get(i, 0) if ph == "alloc" else 0,
-                             **({"unsure": True} if i in unsure.get(ph, ()) else {})})
-            elif ph != "alloc":
-                unsure[ph].add(i)
+                    journal.add({"t": "call-end", "phase": ph, "i": i,
+                                 "result": allocs.get(i, 0) if ph == "alloc" else 0,
+                                 **({"unsure": True} if i in unsure.get(ph, ()) else {})})
+                inject.restore(live, b)
+            elif last_call is not None and last_call["phase"] != "alloc":
+                unsure[last_call["phase"]].add(last_call["i"])
+            journal.add({"t": "release", "tid": b.tid})
         for r in recs:
             if r["t"] == "call-end" and r.get("unsure"):
                 unsure[r["phase"]].add(r["i"])
@@ -348,17 +371,24 @@ def recover(pid: int) -> dict:
                     w.word(where, oldv, None)
                     out["words"] += 1
                 live.refresh()
+            todo = []
             for i, new in allocs.items():
                 if i in freed["rfree"]:
                     continue
                 if i in unsure["rfree"]:
                     out["leaked"] += 1
                     continue
-                _call(live, journal, alloc, tid, "free", [new], "rfree", i)
-                out["freed"] += 1
+                todo.append((i, new))
+            if todo:
+                b = _borrow(live, journal, alloc, tid)
+                for i, new in todo:
+                    _call(live, journal, alloc, b, "free", [new], "rfree", i)
+                    out["freed"] += 1
+                _release(live, journal, b)
         else:
             out["action"] = "finished"
             order = list(dict.fromkeys(r["i"] for r in recs if r["t"] == "call" and r["phase"] == "alloc"))
+            todo = []
             for n_, (old, _new, _size) in enumerate(plan["copies"] if plan else []):
                 i = order[n_]
                 if i in freed["free"]:
@@ -366,8 +396,13 @@ def recover(pid: int) -> dict:
                 if i in unsure["free"]:
                     out["leaked"] += 1
                     continue
-                _call(live, journal, alloc, tid, "free", [old], "free", i)
-                out["freed"] += 1
+                todo.append((i, old))
+            if todo:
+                b = _borrow(live, journal, alloc, tid)
+                for i, old in todo:
+                    _call(live, journal, alloc, b, "free", [old], "free", i)
+                    out["freed"] += 1
+                _release(live, journal, b)
         journal.add({"t": "done"})
     finally:
         live.close()
