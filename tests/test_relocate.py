@@ -301,3 +301,23 @@ def test_corpus_runs_on_after_its_objects_moved(name, tmp_path, plugin):
     norm = lambda s: _HEX.sub("ADDR", s)
     assert norm(err) == norm(ref.stderr)
     print(name, "moved", len(d["moved"]), "of", d["summary"]["objects"])
+
+
+def test_object_with_a_pointer_past_its_end_is_pinned(tmp_path, plugin):
+    exe = tmp_path / "end_pointer"
+    build_sample(Path(__file__).resolve().parent / "relocate" / "end_pointer.c", "-O1", exe)
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        _, begin, span = p.stdout.readline().split()
+        r = _relocate(p.pid, _plan(tmp_path, {"select": "all"}))
+        assert r.returncode == 0, r.stderr
+        d = json.loads(r.stdout)
+        pins = {int(x["address"], 16): x["reason"] for x in d["pinned"]}
+        assert "end address" in pins.get(int(begin, 16), ""), pins
+        assert int(span, 16) in {int(m["from"], 16) for m in d["moved"]}
+        out, _ = p.communicate("", timeout=60)
+        assert out.split() == ["24", "0"] and p.returncode == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

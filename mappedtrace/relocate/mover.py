@@ -216,7 +216,7 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
         timings["stop"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         a = analyse(live, leaks=False, maps_cache=cache)
-        plan = make_plan(a.graph, a.roots, select, limit)
+        plan = make_plan(a.graph, a.roots, select, limit, read=live.read)
         timings["analyse"] = time.perf_counter() - t1
         res = PassResult(plan, dry_run, timings=timings, warnings=list(a.warnings), recovered=recovered,
                          analysis=a if keep_analysis else None)

@@ -18,13 +18,17 @@ exactly and can be rewritten.  It is **pinned** when:
   outer frame: the unwinder recovers its value, not where the callee saved it);
 * it cannot be read.
 
-Known imprecision, pinning nothing (written here, at the point where it
-arises): a pointer one past the end of an object whose requested size equals
-its usable size lands outside every object and is not seen as pointing to it
-unless it is a root or derived value (those are checked); a pointer whose
-*value* the program used (hashed, ordered, ``ptrtoint`` kept in an integer
-outside the maps' "may hold a pointer" fields) keeps its old value's meaning:
-a hash table keyed by object address must not be relocated.
+* some word (any heap word, any root range, any root or derived value) equals
+  its end address: a pointer one past its end lands outside every object,
+  so the graph has no edge for it (conservative: the word may be a number);
+* a thread's stack pointer or a frame lies in it (a stack in a heap chunk).
+
+Known imprecision (written here, at the point where it arises): a pointer
+whose *value* the program used (hashed, ordered, ``ptrtoint`` kept in an
+integer outside the maps' "may hold a pointer" fields, or mangled as glibc
+mangles ``jmp_buf`` pointers) keeps its old value's meaning: a program that
+hashes or orders objects by address (Lua's tables as keys) must not be
+relocated.
 """
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ ALLOCATOR = "held by the allocator (tcache)"
 UNREADABLE = "unreadable"
 OUTER_REG = "exact pointer in a register of an outer frame (save slot unknown)"
 NO_LOCATION = "exact pointer whose location is unknown"
-END_POINTER = "a root or derived pointer one past its end"
+END_POINTER = "a word holding its end address (a pointer one past its end)"
+STACK = "a thread's stack is in it"
 CONS_HEAP_UNTYPED = "conservative word: contents of an untyped or ambiguous object"
 CONS_HEAP_TAIL = "conservative word: tail of a typed object"
 CONS_HEAP_UNREACHED = "conservative word: contents of an unreached object"
@@ -127,13 +132,43 @@ def _pin(pinned: dict[int, str], nodes, why: str) -> None:
             pinned.setdefault(int(i), why)
 
 
-def make_plan(graph: HeapGraph, rootset, select: str | list[int] = "all", limit: int | None = None) -> Plan:
+#: bound on the root-range bytes read back for the end-address check
+MAX_ROOT_BYTES = 256 << 20
+
+
+def _all_words(g: HeapGraph, read=None) -> list[np.ndarray]:
+    """Every aligned word of the heap bytes the marker read, and of the root ranges
+    (read through ``read(addr, size)`` when given), as u64 arrays."""
+    out = []
+    if g.mem is not None:
+        for arr in g.mem.arrays:
+            n = len(arr) // 8 * 8
+            if n:
+                out.append(arr[:n].view("<u8"))
+    if read is not None:
+        left = MAX_ROOT_BYTES
+        for r in g.roots:
+            if r.kind != "range" or r.size < 8 or r.size > left:
+                continue
+            try:
+                data = read(r.value, r.size)
+            except Exception:      # a root the marker could not read either
+                continue
+            left -= r.size
+            out.append(np.frombuffer(data[:len(data) // 8 * 8], dtype="<u8"))
+    return out
+
+
+def make_plan(graph: HeapGraph, rootset, select: str | list[int] = "all", limit: int | None = None,
+              read=None) -> Plan:
     """Decide what moves.
 
     :param select: ``"all"`` (every object that can move) or a list of object
         addresses (each the start of an in-use object; others are listed in
         :attr:`Plan.not_objects`)
     :param limit: move at most this many (the first in address order)
+    :param read: ``read(addr, size) -> bytes`` of the stopped target, for the
+        end-address check of root ranges (None: heap words and root values only)
     """
     g = graph
     n = len(g)
@@ -193,14 +228,21 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] = "all", limit:
             root_sites.append(Site(("reg", tid, where[2]), v, dst))
         else:
             root_sites.append(Site(("mem", where[1]), v, dst))
-    # a root/derived value one past an object's end (outside every object)
-    if values and n:
+    # a word equal to an object's end (outside every object: no edge says so)
+    if n:
         ends = g.addresses + g.sizes
-        v = np.asarray(values, dtype=np.uint64)
-        hit = np.searchsorted(ends, v)
-        ok = hit < n
-        hit, v = hit[ok], v[ok]
-        _pin(pinned, hit[ends[hit] == v], END_POINTER)
+        for v in [np.asarray(values, dtype=np.uint64), *_all_words(g, read)]:
+            if not len(v):
+                continue
+            hit = np.searchsorted(ends, v)
+            ok = hit < n
+            hit, v = hit[ok], v[ok]
+            _pin(pinned, hit[ends[hit] == v], END_POINTER)
+        # stacks in heap chunks (coroutines, threads given a malloc'd stack)
+        sps = [x for fs in getattr(rootset, "frames", {}).values() for f in fs
+               for x in (f.sp_low, f.cfa) if x]
+        if sps:
+            _pin(pinned, g.find_many(np.asarray(sps, dtype=np.uint64)), STACK)
 
     # the selection
     not_objects: list[int] = []
