@@ -202,22 +202,27 @@ def test_killed_relocator_is_recovered(workload, tmp_path, reference):
     plan = _plan(tmp_path, {"select": "all", "limit": limit})
     w = Workload(workload, rounds=ROUNDS, sleep_us=2000)
     try:
-        # steps of a pass: limit calls, limit copies, >= limit words, limit frees
-        points = [rng.randint(1, limit), rng.randint(limit + 1, 2 * limit), rng.randint(2 * limit + 1, 3 * limit),
-                  rng.randint(4 * limit, 5 * limit), rng.randint(1, 5 * limit)]
+        # steps of a pass: >= limit allocator calls, limit copies and >= limit words, limit frees
+        points = [f"alloc:{rng.randint(1, limit)}", f"write:{rng.randint(1, limit)}",
+                  f"write:{rng.randint(limit + 1, 2 * limit)}", f"free:{rng.randint(1, limit)}",
+                  str(rng.randint(1, 3 * limit))]
         actions = set()
+        jdir = tmp_path / "journals"
+        env = {"MAPPEDTRACE_RELOCATE_DIR": str(jdir)}
         for k in points:
-            r = _relocate(w.pid, plan, env={"MAPPEDTRACE_RELOCATE_KILL_AFTER": str(k)})
+            r = _relocate(w.pid, plan, env={**env, "MAPPEDTRACE_RELOCATE_KILL_AFTER": str(k)})
             if r.returncode == 0:
                 continue            # the pass had fewer steps than k
             assert r.returncode == -signal.SIGKILL, r.stderr
             assert _stopped(w.pid), f"not stopped after a kill at step {k}"
-            rec = run_mt("relocate", str(w.pid), "--recover", "--json", timeout=120)
+            journal = jdir / f"{w.pid}.journal"
+            assert journal.stat().st_mode & 0o777 == 0o600
+            rec = run_mt("relocate", str(w.pid), "--recover", "--json", timeout=120, env=env)
             assert rec.returncode == 0, rec.stderr
             out = json.loads(rec.stdout)["recovered"]
             actions.add(out["action"])
-            assert _state(w.pid) != "T"
-        assert "rolled back" in actions
+            assert _state(w.pid) != "T" and not journal.exists()
+        assert actions == {"rolled back", "finished"}
         rc, out, err = w.finish()
         assert "MISMATCH" not in err, err[:2000]
         assert rc == 0 and _digests(out) == reference

@@ -45,14 +45,20 @@ KILL_ENV = "MAPPEDTRACE_RELOCATE_KILL_AFTER"
 
 
 class _KillHook:
-    """Counts the steps of a pass; with :data:`KILL_ENV` set, dies at the k-th."""
+    """Counts the steps of a pass; with :data:`KILL_ENV` set to ``k``, dies at the
+    k-th; set to ``PHASE:k`` (alloc, write, free), at the k-th step of that phase."""
 
     def __init__(self) -> None:
         env = os.environ.get(KILL_ENV, "")
-        self.after = int(env) if env.isdigit() else None
+        phase, _, n = env.rpartition(":")
+        self.phase = phase or None
+        self.after = int(n) if n.isdigit() else None
         self.n = 0
+        self.current = ""
 
     def __call__(self) -> None:
+        if self.phase is not None and self.phase != self.current:
+            return
         self.n += 1
         if self.after is not None and self.n >= self.after:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -230,6 +236,7 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
         g = plan.graph
         t2 = time.perf_counter()
         moves: list[tuple[int, int, int]] = []
+        _hook.current = "alloc"
         b = _borrow(live, journal, alloc, tid)
         for i in plan.moves:
             old, size = int(g.addresses[i]), int(g.sizes[i])
@@ -257,6 +264,7 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
                 where = ("mem", _translate(where[1], moves, starts))
             sites.append([list(where), s.old, s.old + delta[s.obj]])
         journal.add({"t": "plan", "copies": [list(m) for m in moves], "sites": sites})
+        _hook.current = "write"
         w = _Writer(live, _hook)
         for old, new, size in moves:
             w.mem(new, bytes(live.read(old, size)))
@@ -266,6 +274,7 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
         timings["write"] = time.perf_counter() - t3
         t4 = time.perf_counter()
         live.refresh()
+        _hook.current = "free"
         b = _borrow(live, journal, alloc, tid)
         for i, (old, _new, _size) in zip(plan.moves, moves):
             _call(live, journal, alloc, b, "free", [old], "free", i, _hook)
