@@ -235,6 +235,7 @@ def test_killed_relocator_is_recovered(workload, tmp_path, reference):
     ('{"select": "cold"}', "unknown selection"),
     ('{"objects": ["zz"]}', "is not an address"),
     ('{"select": "all", "limit": -1}', "limit must be"),
+    ('{"types": []}', "types must be"),
 ])
 def test_bad_plan_is_one_line(tmp_path, doc, message):
     p = tmp_path / "plan.json"
@@ -242,6 +243,29 @@ def test_bad_plan_is_one_line(tmp_path, doc, message):
     r = run_mt("relocate", str(os.getpid()), "--plan", str(p), "--dry-run")
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2
+
+
+def test_fifo_plan_is_refused(tmp_path):
+    f = tmp_path / "plan.fifo"
+    os.mkfifo(f)
+    r = run_mt("relocate", str(os.getpid()), "--plan", str(f), "--dry-run", timeout=30)
+    assert r.returncode == 2 and "not a regular file" in r.stderr
+
+
+def test_select_by_type(workload, tmp_path, reference):
+    w = Workload(workload)
+    try:
+        r = _relocate(w.pid, _plan(tmp_path, {"types": ["struct tnode"]}), "--dry-run")
+        assert r.returncode == 0, r.stderr
+        d = json.loads(r.stdout)
+        assert 0 < d["summary"]["moved_objects"] <= d["summary"]["selected"]
+        r = _relocate(w.pid, _plan(tmp_path, {"types": ["struct tnode"], "limit": 50}))
+        d = json.loads(r.stdout)
+        assert len(d["moved"]) == 50 and all(m["size"] == 40 for m in d["moved"])   # sizeof(struct tnode) + slack
+        rc, out, err = w.finish()
+        assert rc == 0 and "MISMATCH" not in err and _digests(out) == reference
+    finally:
+        w.kill()
 
 
 def test_gone_pid_is_one_line(tmp_path):

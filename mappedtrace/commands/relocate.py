@@ -1,7 +1,8 @@
 """``mappedtrace relocate PID --plan FILE [--dry-run] [--json]``: one relocation pass.
 
 The plan file is JSON: ``{"select": "all"}`` (every object that can move),
-or ``{"objects": ["0x…", …]}`` (start addresses of in-use objects), with an
+``{"objects": ["0x…", …]}`` (start addresses of in-use objects) or
+``{"types": ["struct node", …]}`` (the objects the graph types so), with an
 optional ``"limit": N``.  ``--recover`` only finishes or rolls back the pass
 of a relocator that died (``relocate`` does that first anyway).
 
@@ -21,10 +22,11 @@ from ..errors import MappedTraceError
 MAX_PLAN_BYTES = 64 << 20
 
 
-def read_plan(path: str) -> tuple[str | list[int], int | None]:
+def read_plan(path: str) -> tuple[str | list[int] | dict, int | None]:
     """(selection, limit) from a plan file; a bad one is a one-line error naming it."""
+    from ..fileio import open_regular
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "plan") as f:       # a FIFO or a device is refused, not read
             data = f.read(MAX_PLAN_BYTES + 1)
     except OSError as e:
         raise MappedTraceError(f"cannot read the plan {path}: {e.strerror}") from None
@@ -40,6 +42,11 @@ def read_plan(path: str) -> tuple[str | list[int], int | None]:
     limit = doc.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise MappedTraceError(f"{path}: limit must be a non-negative integer, not {limit!r}")
+    if "types" in doc:
+        types = doc["types"]
+        if not isinstance(types, list) or not types or not all(isinstance(t, str) and t for t in types):
+            raise MappedTraceError(f"{path}: types must be a list of type names", hint='e.g. {"types": ["struct node"]}')
+        return {"types": types}, limit
     if "objects" in doc:
         objs = doc["objects"]
         if not isinstance(objs, list):
@@ -58,14 +65,15 @@ def read_plan(path: str) -> tuple[str | list[int], int | None]:
     if sel in ("all", "all-movable"):
         return "all", limit
     raise MappedTraceError(f"{path}: unknown selection {sel!r}",
-                           hint='choose "select": "all" or list "objects" (type names and "cold" are not supported yet)')
+                           hint='choose "select": "all", or list "objects" or "types" ("cold" is not supported yet)')
 
 
 @click.command(help="Move heap objects of a running process, rewriting every exact pointer to them "
                     "(one pass; --dry-run: what would move, what is pinned and why).")
 @click.argument("pid", type=int)
 @click.option("--plan", "plan_path", metavar="FILE",
-              help='JSON: {"select": "all"} or {"objects": ["0x..."]}, optional "limit".')
+              help='JSON: {"select": "all"}, {"objects": ["0x..."]} or {"types": ["struct node"]}, '
+                   'optional "limit".')
 @click.option("--dry-run", is_flag=True, help="Analyse and report only; write nothing.")
 @click.option("--recover", is_flag=True, help="Only finish or roll back a pass whose relocator died.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")

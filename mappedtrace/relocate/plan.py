@@ -163,9 +163,10 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] = "all", limit:
               read=None) -> Plan:
     """Decide what moves.
 
-    :param select: ``"all"`` (every object that can move) or a list of object
+    :param select: ``"all"`` (every object that can move), a list of object
         addresses (each the start of an in-use object; others are listed in
-        :attr:`Plan.not_objects`)
+        :attr:`Plan.not_objects`), or ``{"types": [name, …]}`` (objects the
+        graph gives one of these type names; a size-guessed name never counts)
     :param limit: move at most this many (the first in address order)
     :param read: ``read(addr, size) -> bytes`` of the stopped target, for the
         end-address check of root ranges (None: heap words and root values only)
@@ -248,6 +249,11 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] = "all", limit:
     not_objects: list[int] = []
     if select == "all":
         chosen = np.arange(n, dtype=np.int64)
+    elif isinstance(select, dict):
+        names = set(select.get("types", ()))
+        ids = {tid for tid in np.unique(g.type_ids).tolist() if tid and g.type_name(tid) in names}
+        chosen = np.nonzero(np.isin(g.type_ids, np.asarray(sorted(ids), dtype=np.uint64)))[0] \
+            if ids else np.zeros(0, np.int64)
     else:
         idx = []
         for a in select:
