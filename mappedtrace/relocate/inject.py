@@ -21,8 +21,6 @@ the exact saved registers back (an interrupted system call keeps its restart).
 """
 from __future__ import annotations
 
-import json
-import os
 import signal
 import struct
 from dataclasses import dataclass
@@ -248,7 +246,3 @@ def call_state(b: Borrow) -> str:
     if cur["rip"] in (saved["rip"], saved["rip"] - 2) and cur["rsp"] == saved["rsp"]:
         return "idle"
     return "in-flight"
-
-
-def os_pid_alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")

@@ -31,7 +31,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from ..errors import MappedTraceError, NoSuchProcess
+from ..errors import MappedTraceError
 from ..target import _kernel as k
 from ..target.base import ThreadState
 from ..target.live import LiveTarget, check_pid
@@ -72,6 +72,15 @@ MAX_ALIGN = 64
 PAGE = 4096
 
 
+class AllocatorBusy(MappedTraceError):
+    """A thread was inside the allocator when the process was stopped: nothing was written."""
+
+
+#: attempts of a pass that met the allocator busy, and the pause between them
+BUSY_ATTEMPTS = 20
+BUSY_WAIT = 0.02
+
+
 @dataclass
 class PassResult:
     plan: Plan
@@ -81,6 +90,7 @@ class PassResult:
     warnings: list[str] = field(default_factory=list)
     recovered: dict | None = None
     analysis: object = None
+    attempts: int = 1
 
     def to_dict(self) -> dict:
         f = self.plan.figures()
@@ -90,7 +100,7 @@ class PassResult:
                             "type": self.plan.graph.type_name(int(self.plan.graph.type_ids[i])), "reason": why}
                            for i, why in sorted(self.plan.pinned.items())],
                 "timings_ms": {k_: round(v * 1000, 3) for k_, v in self.timings.items()},
-                "recovered": self.recovered, "warnings": self.warnings}
+                "recovered": self.recovered, "attempts": self.attempts, "warnings": self.warnings}
 
 
 class _Writer:
@@ -191,22 +201,44 @@ def _release(live, journal, b) -> None:
 
 
 def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None = None,
-             keep_analysis: bool = False) -> PassResult:
+             keep_analysis: bool = False, attempts: int = BUSY_ATTEMPTS) -> PassResult:
     """One relocation pass over process ``pid`` (see the module's docstring).
 
-    A journal left by a relocator that died is recovered first.
+    A journal left by a relocator that died is recovered first.  A pass that
+    finds a thread inside the allocator lets the process run :data:`BUSY_WAIT`
+    seconds and tries again, ``attempts`` times in all.
 
     :raises MappedTraceError: the pass cannot be made (a one-line reason);
         nothing was written to the target then, or it was rolled back.
     """
-    from ..session import MapsCache, analyse, preload_maps
-    from ..target import settle as _settle
+    from ..session import MapsCache, preload_maps
+    from ..target.live import process_state
 
     check_pid(pid)
     recovered = None
     if load(pid) is not None:
         recovered = recover(pid)
     cache = preload_maps(pid, MapsCache())
+    if process_state(pid) == "T":
+        attempts = 1        # stopped by someone else: waiting changes nothing
+    for attempt in range(max(1, attempts)):
+        try:
+            res = _pass(pid, select, dry_run, limit, keep_analysis, cache)
+        except AllocatorBusy:
+            if attempt + 1 >= attempts:
+                raise
+            time.sleep(BUSY_WAIT)
+            continue
+        res.recovered = recovered
+        res.attempts = attempt + 1
+        return res
+    raise AssertionError("unreachable")
+
+
+def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: bool, cache) -> PassResult:
+    from ..session import analyse
+    from ..target import settle as _settle
+
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     live = LiveTarget(pid)
@@ -224,13 +256,13 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
         a = analyse(live, leaks=False, maps_cache=cache)
         plan = make_plan(a.graph, a.roots, select, limit, read=live.read)
         timings["analyse"] = time.perf_counter() - t1
-        res = PassResult(plan, dry_run, timings=timings, warnings=list(a.warnings), recovered=recovered,
+        res = PassResult(plan, dry_run, timings=timings, warnings=list(a.warnings),
                          analysis=a if keep_analysis else None)
         if dry_run or not plan.moves:
             return res
         busy = _allocator_busy(a)
         if busy:
-            raise MappedTraceError(f"cannot relocate now: {busy}", hint="try again (the lock is held only briefly)")
+            raise AllocatorBusy(f"cannot relocate now: {busy}", hint="try again (the lock is held only briefly)")
         tid = _pick_thread(live, a.roots.frames)
         alloc = inject.Allocator.find(live, a.modules)
         g = plan.graph
