@@ -350,3 +350,22 @@ def test_object_with_a_pointer_past_its_end_is_pinned(tmp_path, plugin):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_object_the_kernel_points_to_is_pinned(tmp_path, plugin):
+    """epoll keeps data.ptr in the kernel (/proc/PID/fdinfo shows it): never moved."""
+    exe = tmp_path / "epoll_conn"
+    build_sample(Path(__file__).resolve().parent / "relocate" / "epoll_conn.c", "-O1", exe)
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        conn = int(p.stdout.readline().split()[1], 16)
+        r = _relocate(p.pid, _plan(tmp_path, {"select": "all"}))
+        assert r.returncode == 0, r.stderr
+        pins = {int(x["address"], 16): x["reason"] for x in json.loads(r.stdout)["pinned"]}
+        assert "kernel" in pins.get(conn, ""), pins
+        out, _ = p.communicate("", timeout=60)
+        assert out.split() == ["ok"] and p.returncode == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -37,7 +37,7 @@ from ..target.base import ThreadState
 from ..target.live import LiveTarget, check_pid
 from . import inject
 from .journal import Journal, load, start_time
-from .plan import Plan, make_plan
+from .plan import Plan, kernel_held_values, make_plan
 
 #: test hook: SIGKILL this relocator after its k-th step that changes the target
 #: (an injected call, armed; a copy; a word written)
@@ -254,7 +254,8 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
         timings["stop"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         a = analyse(live, leaks=False, maps_cache=cache)
-        plan = make_plan(a.graph, a.roots, select, limit, read=live.read)
+        plan = make_plan(a.graph, a.roots, select, limit, read=live.read,
+                         kernel_values=kernel_held_values(pid))
         timings["analyse"] = time.perf_counter() - t1
         res = PassResult(plan, dry_run, timings=timings, warnings=list(a.warnings),
                          analysis=a if keep_analysis else None)

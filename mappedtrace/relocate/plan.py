@@ -21,7 +21,13 @@ exactly and can be rewritten.  It is **pinned** when:
 * some word (any heap word, any root range, any root or derived value) equals
   its end address: a pointer one past its end lands outside every object,
   so the graph has no edge for it (conservative: the word may be a number);
-* a thread's stack pointer or a frame lies in it (a stack in a heap chunk).
+* a thread's stack pointer or a frame lies in it (a stack in a heap chunk);
+* the kernel holds a pointer into it that /proc shows (``epoll_event.data`` in
+  ``/proc/PID/fdinfo``: servers keep their connection objects there).
+
+Known imprecision: pointers the kernel holds that /proc does not show (a
+``sigaltstack`` in a heap chunk, ``timer_create``'s ``sigev_value``, AIO
+control blocks) are not seen: such objects may be moved.
 
 Known imprecision (written here, at the point where it arises): a pointer
 whose *value* the program used (hashed, ordered, ``ptrtoint`` kept in an
@@ -36,6 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import MappedTraceError
 from ..graph import EDGE_EXACT, EDGE_UNREACHED, HOW_CONSERVATIVE, HOW_TYPED, HOW_UNREACHED, HeapGraph
 
 # pin reasons, in order of precedence (an object pinned for several is counted under the first)
@@ -46,6 +53,7 @@ OUTER_REG = "exact pointer in a register of an outer frame (save slot unknown)"
 NO_LOCATION = "exact pointer whose location is unknown"
 END_POINTER = "a word holding its end address (a pointer one past its end)"
 STACK = "a thread's stack is in it"
+KERNEL = "the kernel holds a pointer into it (epoll data)"
 CONS_HEAP_UNTYPED = "conservative word: contents of an untyped or ambiguous object"
 CONS_HEAP_TAIL = "conservative word: tail of a typed object"
 CONS_HEAP_UNREACHED = "conservative word: contents of an unreached object"
@@ -159,8 +167,8 @@ def _all_words(g: HeapGraph, read=None) -> list[np.ndarray]:
     return out
 
 
-def make_plan(graph: HeapGraph, rootset, select: str | list[int] = "all", limit: int | None = None,
-              read=None) -> Plan:
+def make_plan(graph: HeapGraph, rootset, select: str | list[int] | dict = "all", limit: int | None = None,
+              read=None, kernel_values=()) -> Plan:
     """Decide what moves.
 
     :param select: ``"all"`` (every object that can move), a list of object
@@ -170,6 +178,7 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] = "all", limit:
     :param limit: move at most this many (the first in address order)
     :param read: ``read(addr, size) -> bytes`` of the stopped target, for the
         end-address check of root ranges (None: heap words and root values only)
+    :param kernel_values: pointers the kernel holds (:func:`kernel_held_values`)
     """
     g = graph
     n = len(g)
@@ -180,6 +189,9 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] = "all", limit:
         r = g.roots[int(e["root"])]
         if r.source.startswith("allocator:"):
             _pin(pinned, [int(e["dst"])], ALLOCATOR)
+    if len(kernel_values) and n:
+        kv = np.asarray(list(kernel_values), dtype=np.uint64)
+        _pin(pinned, g.find_many(kv), KERNEL)
     if g.memoff is not None:
         _pin(pinned, np.nonzero(g.memoff < 0)[0], UNREADABLE)
     # conservative roots
@@ -282,6 +294,42 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] = "all", limit:
     for s in sites:
         prev = uniq.setdefault(s.where, s)
         if prev.old != s.old:
-            raise ValueError(f"word {s.where} read as both {prev.old:#x} and {s.old:#x}")
+            raise MappedTraceError(f"word {s.where} read as both {prev.old:#x} and {s.old:#x}",
+                                   hint="the graph is inconsistent: report it")
     return Plan(g, moves, pinned, list(uniq.values()), not_objects,
                 selected=len(chosen))
+
+
+#: bound on the descriptors and lines of /proc/PID/fdinfo read
+MAX_FDS = 65536
+MAX_FDINFO_LINES = 1 << 20
+
+
+def kernel_held_values(pid: int) -> list[int]:
+    """User data the kernel keeps for ``pid`` that may be pointers: the ``data``
+    of every epoll registration (``/proc/PID/fdinfo/FD``, lines ``tfd: …
+    data: HEX``).  Unreadable entries are skipped (a descriptor closed meanwhile)."""
+    import os
+    out: list[int] = []
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")[:MAX_FDS]
+    except OSError:
+        return out
+    lines = 0
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                for line in f:
+                    lines += 1
+                    if lines > MAX_FDINFO_LINES:
+                        return out
+                    if line.startswith("tfd:") and " data:" in line:
+                        tok = line.split(" data:", 1)[1].split()
+                        if tok:
+                            try:
+                                out.append(int(tok[0], 16))
+                            except ValueError:
+                                pass
+        except OSError:
+            continue
+    return out
