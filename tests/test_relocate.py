@@ -126,8 +126,12 @@ def test_dry_run_moves_nothing_and_explains_pins(workload, tmp_path, reference):
         w.kill()
 
 
-def test_passes_while_running_give_identical_results(workload, tmp_path, reference):
-    w = Workload(workload, rounds=ROUNDS, sleep_us=2000)
+@pytest.mark.parametrize("rounds, sleep_us", [(ROUNDS, 2000), (5000, 0)], ids=["sleepy", "busy"])
+def test_passes_while_running_give_identical_results(workload, tmp_path, rounds, sleep_us):
+    """Passes while the threads work: mostly asleep between rounds, or computing
+    (stopped anywhere: in instrumented code, in malloc, in libc)."""
+    reference = _reference(workload, rounds)
+    w = Workload(workload, rounds=rounds, sleep_us=sleep_us)
     try:
         plan = _plan(tmp_path, {"select": "all", "limit": 400})
         moved = 0
