@@ -373,3 +373,12 @@ def test_object_the_kernel_points_to_is_pinned(tmp_path, plugin):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_shared_journal_directory_is_refused(tmp_path):
+    d = tmp_path / "shared"
+    d.mkdir()
+    d.chmod(0o777)
+    r = run_mt("relocate", str(os.getpid()), "--plan", _plan(tmp_path, {"select": "all"}),
+               env={"MAPPEDTRACE_RELOCATE_DIR": str(d)})
+    assert r.returncode == 2 and "not private" in r.stderr and "Traceback" not in r.stderr

@@ -31,9 +31,14 @@ def journal_dir() -> str:
     d = os.environ.get(ENV_DIR) or os.path.join(tempfile.gettempdir(), "mappedtrace-relocate")
     try:
         os.makedirs(d, mode=0o700, exist_ok=True)
+        st = os.lstat(d)
     except OSError as e:
         raise MappedTraceError(f"cannot create the journal directory {d}: {e.strerror}",
                                hint=f"set {ENV_DIR} to a writable directory") from None
+    # a directory someone else owns or may write to could lose or swap our journal
+    if not os.path.isdir(d) or os.path.islink(d) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise MappedTraceError(f"the journal directory {d} is not private (owner {st.st_uid}, mode "
+                               f"{st.st_mode & 0o777:o})", hint=f"remove it, or set {ENV_DIR} to a directory of yours")
     return d
 
 
