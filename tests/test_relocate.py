@@ -234,6 +234,15 @@ def test_killed_relocator_is_recovered(workload, tmp_path, reference):
         w.kill()
 
 
+@pytest.fixture
+def sleeper():
+    """A process to name as the target of commands that must refuse before touching it."""
+    p = subprocess.Popen(["sleep", "60"])
+    yield p.pid
+    p.kill()
+    p.wait()
+
+
 @pytest.mark.parametrize("doc, message", [
     ("not json", "not JSON"),
     ('{"select": "cold"}', "unknown selection"),
@@ -241,18 +250,18 @@ def test_killed_relocator_is_recovered(workload, tmp_path, reference):
     ('{"select": "all", "limit": -1}', "limit must be"),
     ('{"types": []}', "types must be"),
 ])
-def test_bad_plan_is_one_line(tmp_path, doc, message):
+def test_bad_plan_is_one_line(tmp_path, doc, message, sleeper):
     p = tmp_path / "plan.json"
     p.write_text(doc)
-    r = run_mt("relocate", str(os.getpid()), "--plan", str(p), "--dry-run")
+    r = run_mt("relocate", str(sleeper), "--plan", str(p), "--dry-run")
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2
 
 
-def test_fifo_plan_is_refused(tmp_path):
+def test_fifo_plan_is_refused(tmp_path, sleeper):
     f = tmp_path / "plan.fifo"
     os.mkfifo(f)
-    r = run_mt("relocate", str(os.getpid()), "--plan", str(f), "--dry-run", timeout=30)
+    r = run_mt("relocate", str(sleeper), "--plan", str(f), "--dry-run", timeout=30)
     assert r.returncode == 2 and "not a regular file" in r.stderr
 
 
@@ -375,10 +384,10 @@ def test_object_the_kernel_points_to_is_pinned(tmp_path, plugin):
             p.wait()
 
 
-def test_shared_journal_directory_is_refused(tmp_path):
+def test_shared_journal_directory_is_refused(tmp_path, sleeper):
     d = tmp_path / "shared"
     d.mkdir()
     d.chmod(0o777)
-    r = run_mt("relocate", str(os.getpid()), "--plan", _plan(tmp_path, {"select": "all"}),
+    r = run_mt("relocate", str(sleeper), "--plan", _plan(tmp_path, {"select": "all"}),
                env={"MAPPEDTRACE_RELOCATE_DIR": str(d)})
     assert r.returncode == 2 and "not private" in r.stderr and "Traceback" not in r.stderr
