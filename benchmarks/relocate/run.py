@@ -78,6 +78,7 @@ def figures(res) -> dict:
     n = len(res.moved)
     return {"objects": f["objects"], "movable": f["movable_objects"], "movable_bytes": f["movable_bytes"],
             "moved": n, "rewrites": f["rewrites"], "pinned_by_reason": f["pinned_by_reason"],
+            **res.pages(),
             "pause_ms": round(t.get("pause", 0) * 1000, 1),
             "parts_ms": {k: round(v * 1000, 1) for k, v in t.items() if k != "pause"},
             "pause_ms_per_1000_moved": round(t.get("pause", 0) * 1e6 / n, 1) if n else None,

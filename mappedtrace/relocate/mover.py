@@ -92,8 +92,20 @@ class PassResult:
     analysis: object = None
     attempts: int = 1
 
+    def pages(self) -> dict:
+        """Distinct 4 KiB pages the moved objects touched before and touch after the
+        pass: how much closer together they now are (what far memory pages by)."""
+        def count(spans):
+            pages = set()
+            for a, n in spans:
+                pages.update(range(a // PAGE, (a + max(n, 1) - 1) // PAGE + 1))
+            return len(pages)
+        return {"pages_before": count((o, s) for o, _n, s in self.moved),
+                "pages_after": count((n, s) for _o, n, s in self.moved)}
+
     def to_dict(self) -> dict:
         f = self.plan.figures()
+        f.update(self.pages())
         return {"dry_run": self.dry_run, "summary": f,
                 "moved": [{"from": hex(o), "to": hex(n), "size": s} for o, n, s in self.moved],
                 "pinned": [{"address": hex(int(self.plan.graph.addresses[i])), "size": int(self.plan.graph.sizes[i]),

@@ -17,6 +17,8 @@ def render(d: dict, out: TextIO) -> None:
               f"{s['rewrites']} pointers rewritten ({s['rewrites_in_registers']} in registers)\n")
     out.write(f"heap: {s['objects']} objects ({_kib(s['bytes'])}); movable {s['movable_objects']} "
               f"({_kib(s['movable_bytes'])}), pinned {s['pinned_objects']} ({_kib(s['pinned_bytes'])})\n")
+    if s.get("pages_before"):
+        out.write(f"the moved objects spanned {s['pages_before']} pages, now {s['pages_after']}\n")
     if s["pinned_by_reason"]:
         out.write("pinned by reason:\n")
         for why, c in s["pinned_by_reason"].items():
