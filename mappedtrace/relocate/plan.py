@@ -226,7 +226,8 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] | dict = "all",
         else:
             root_sites.append(Site(("mem", r.where[1]), r.value, dst))
     # derived pointers (interior pointers of exact frames): rewritten with their base's object
-    values = [r.value for r in g.roots if r.kind == "value" and r.exact]
+    # every value root, exact or not (a register of a thread in libc may hold an end bound)
+    values = [r.value for r in g.roots if r.kind == "value"]
     derived = list(getattr(rootset, "derived", []))
     for v, where, _src, tid in derived:
         dst = g.find(v)
