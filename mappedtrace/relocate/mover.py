@@ -439,11 +439,16 @@ def recover(pid: int) -> dict:
             out["action"] = "rolled back"
             if plan is not None:
                 w = _Writer(live)
-                for where, oldv, _newv in plan["sites"]:
+                for where, oldv, newv in plan["sites"]:
                     if where[0] == "reg" and where[1] not in live.stopped_tids:
                         continue
-                    w.word(where, oldv, None)
-                    out["words"] += 1
+                    try:
+                        # only a word that holds the new value (or already the old one) goes
+                        # back: one the program changed since (someone sent SIGCONT) stays
+                        w.word(where, oldv, newv)
+                        out["words"] += 1
+                    except MappedTraceError:
+                        out["changed"] = out.get("changed", 0) + 1
                 live.refresh()
             todo = []
             for i, new in allocs.items():

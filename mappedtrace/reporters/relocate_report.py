@@ -37,3 +37,6 @@ def render_recovery(r: dict, out: TextIO) -> None:
         return
     out.write(f"recovered an interrupted pass: {r['action']} ({r['words']} words restored, "
               f"{r['freed']} chunks freed, {r['leaked']} chunks left allocated rather than risk a double free)\n")
+    if r.get("changed"):
+        out.write(f"warning: {r['changed']} words had changed since the pass (the process was continued "
+                  "before the recovery): left as they were\n")
