@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("query", "Query the heap with SQL: objects, edges, roots, types as tables."),
     "view": ("view", "Write a self-contained HTML heap viewer (histogram, dominator tree, paths)."),
     "farmem": ("farmem", "Far memory: run a program with part of its heap in Redis or files, paged back on touch."),
+    "relocate": ("relocate", "Move heap objects of a running process, rewriting every exact pointer to them."),
     "doctor": ("doctor", "Check the toolchain, the pass plugin, LLDB and ptrace permission."),
 }
 

@@ -37,6 +37,10 @@ class Root:
     exact: bool
     source: str        # e.g. "thread 4242 #2 main rbx", "global kept_list", "tls kept_tree [4242]"
     thread: int | None = None
+    #: where an exact value root's word lives, for tools that rewrite it (the
+    #: relocator): ``("mem", address)`` for a stack slot, ``("reg", frame, name)``
+    #: for a register of an unwound frame; None when unknown
+    where: tuple | None = None
 
 
 # --------------------------------------------------------------------------
@@ -115,6 +119,9 @@ class RootSet:
     stats: RootStats
     frames: dict[int, list] = field(default_factory=dict)   # tid → unwound frames
     warnings: list[str] = field(default_factory=list)
+    #: derived pointers of exact frames (not roots: each points into the object of
+    #: a base that is one): ``(value, where, source, tid)``, ``where`` as :attr:`Root.where`
+    derived: list[tuple[int, tuple | None, str, int]] = field(default_factory=list)
 
 
 def _subtract(ranges: list[tuple[int, int]], holes: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -175,6 +182,7 @@ class RootCollector:
         # would look like interior pointers into the neighbouring chunks)
         self._exact_ranges: list[tuple[int, int]] = list(allocator_ranges)
         self._conservative: list[tuple[int, int, str, int | None]] = []
+        self.derived: list[tuple[int, tuple | None, str, int]] = []
 
     # -- helpers -------------------------------------------------------------
     def _maps(self, module):
@@ -310,14 +318,18 @@ class RootCollector:
         if rec is not None:
             self.stats.frames_exact += 1
             for e in rec.entries:
-                if e.role == "derived":
-                    continue      # points into the object of its base, a VALUE of the same record
                 v = self._loc_value(e.location, f.regs)
+                if e.role == "derived":
+                    # points into the object of its base, a VALUE of the same record
+                    if v is not None:
+                        self.derived.append((v, _loc_where(e.location, f), f"{desc} {_loc_str(e.location)}", th.tid))
+                    continue
                 if v is None:
                     self.stats.unreadable += 1
                     continue
                 if e.role == "value":
-                    self._add(Root("value", v, 0, e.type_id, True, f"{desc} {_loc_str(e.location)}", th.tid))
+                    self._add(Root("value", v, 0, e.type_id, True, f"{desc} {_loc_str(e.location)}", th.tid,
+                                   _loc_where(e.location, f)))
                 else:
                     ti = bm.types.get(e.type_id) if e.type_id else None
                     size = ti.size if ti is not None and ti.size else 8
@@ -535,7 +547,7 @@ class RootCollector:
                         if e - s >= 8:
                             self._add(Root("range", s, e - s, 0, False, src, tid))
                             self.stats.bytes_scanned_conservatively += e - s
-        return RootSet(self.roots, self.stats, self.frames, self.warnings)
+        return RootSet(self.roots, self.stats, self.frames, self.warnings, self.derived)
 
 
 def _in_libc(mod) -> bool:
@@ -545,6 +557,18 @@ def _in_libc(mod) -> bool:
 def _interrupted(frames, f) -> bool:
     """``f`` was interrupted by a signal (its registers come from a ucontext)."""
     return f.how == "signal"
+
+
+def _loc_where(loc, f) -> tuple | None:
+    """Where the word of a map location lives in frame ``f`` (see :attr:`Root.where`)."""
+    reg = DWARF_REGS.get(loc.dwarf_reg)
+    if reg is None or reg not in f.regs:
+        return None
+    if loc.kind == "Register":
+        return ("reg", f.index, reg)
+    if loc.kind == "Indirect":
+        return ("mem", (f.regs[reg] + loc.offset) & ((1 << 64) - 1))
+    return None
 
 
 def _loc_str(loc) -> str:

@@ -1,0 +1,491 @@
+"""One relocation pass over a live process, and the recovery of a pass cut short.
+
+A pass (:func:`relocate`):
+
+1. stop every thread (ptrace) and put the process in group-stop
+   (:func:`~.inject.group_stop`) — from here a dead relocator leaves it stopped;
+2. analyse it in place (:func:`mappedtrace.session.analyse` on the stopped
+   process) and plan (:func:`~.plan.make_plan`);
+3. check that no thread is inside the allocator (arena locks free, no frame in
+   a malloc function) and borrow one thread for the calls;
+4. allocate each destination with the program's ``posix_memalign`` (same
+   alignment as the object's address has, up to a page), journaling each call;
+5. journal the plan (copies, and every word with its old and new value), then
+   copy the objects and rewrite the words (``process_vm_writev``/``/proc/PID/mem``,
+   registers with ``PTRACE_SETREGS``), each word checked against its old value
+   first; journal ``commit``;
+6. ``free`` each old chunk with the program's ``free``; journal ``done``;
+   detach and SIGCONT (unless the process was stopped before we came).
+
+Recovery (:func:`recover`), on the process a dead relocator left stopped: a
+call in flight is finished (its thread stopped inside ``posix_memalign`` or
+``free``), then before ``commit`` every word gets its old value back (all
+writes are idempotent) and every destination is freed; after ``commit`` the
+remaining old chunks are freed.  A ``free`` whose end the journal did not
+record is not repeated (that chunk is leaked rather than freed twice).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from ..errors import MappedTraceError
+from ..target import _kernel as k
+from ..target.base import ThreadState
+from ..target.live import LiveTarget, check_pid
+from . import inject
+from .journal import Journal, load, start_time
+from .plan import Plan, kernel_held_values, make_plan
+
+#: test hook: SIGKILL this relocator after its k-th step that changes the target
+#: (an injected call, armed; a copy; a word written)
+KILL_ENV = "MAPPEDTRACE_RELOCATE_KILL_AFTER"
+
+
+class _KillHook:
+    """Counts the steps of a pass; with :data:`KILL_ENV` set to ``k``, dies at the
+    k-th; set to ``PHASE:k`` (alloc, write, free), at the k-th step of that phase."""
+
+    def __init__(self) -> None:
+        env = os.environ.get(KILL_ENV, "")
+        phase, _, n = env.rpartition(":")
+        self.phase = phase or None
+        self.after = int(n) if n.isdigit() else None
+        self.n = 0
+        self.current = ""
+
+    def __call__(self) -> None:
+        if self.phase is not None and self.phase != self.current:
+            return
+        self.n += 1
+        if self.after is not None and self.n >= self.after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_hook = _KillHook()
+#: largest alignment kept for a moved object (the natural alignment of its address, capped:
+#: a cache line, what programs ask aligned_alloc for; a page for objects of a page or more).
+#: Known imprecision: an object the program allocated with a larger alignment loses it.
+MAX_ALIGN = 64
+PAGE = 4096
+
+
+class AllocatorBusy(MappedTraceError):
+    """A thread was inside the allocator when the process was stopped: nothing was written."""
+
+
+#: attempts of a pass that met the allocator busy, and the pause between them
+BUSY_ATTEMPTS = 20
+BUSY_WAIT = 0.02
+
+
+@dataclass
+class PassResult:
+    plan: Plan
+    dry_run: bool
+    moved: list[tuple[int, int, int]] = field(default_factory=list)   # (old, new, size)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    recovered: dict | None = None
+    analysis: object = None
+    attempts: int = 1
+
+    def pages(self) -> dict:
+        """Distinct 4 KiB pages the moved objects touched before and touch after the
+        pass: how much closer together they now are (what far memory pages by)."""
+        def count(spans):
+            pages = set()
+            for a, n in spans:
+                pages.update(range(a // PAGE, (a + max(n, 1) - 1) // PAGE + 1))
+            return len(pages)
+        return {"pages_before": count((o, s) for o, _n, s in self.moved),
+                "pages_after": count((n, s) for _o, n, s in self.moved)}
+
+    def to_dict(self) -> dict:
+        f = self.plan.figures()
+        f.update(self.pages())
+        return {"dry_run": self.dry_run, "summary": f,
+                "moved": [{"from": hex(o), "to": hex(n), "size": s} for o, n, s in self.moved],
+                "pinned": [{"address": hex(int(self.plan.graph.addresses[i])), "size": int(self.plan.graph.sizes[i]),
+                            "type": self.plan.graph.type_name(int(self.plan.graph.type_ids[i])), "reason": why}
+                           for i, why in sorted(self.plan.pinned.items())],
+                "timings_ms": {k_: round(v * 1000, 3) for k_, v in self.timings.items()},
+                "recovered": self.recovered, "attempts": self.attempts, "warnings": self.warnings}
+
+
+class _Writer:
+    """Every write to the target goes here (counted for the kill hook)."""
+
+    def __init__(self, live: LiveTarget, hook=None):
+        self.live = live
+        self._tick = hook or (lambda: None)
+
+    def mem(self, addr: int, data: bytes) -> None:
+        k.vm_write(self.live.pid, addr, data)
+        self._tick()
+
+    def word(self, where: list | tuple, value: int, expect: int | None) -> None:
+        """Write ``value`` to a word; with ``expect`` the word must hold it or its
+        final value (a rerun of an idempotent write)."""
+        if where[0] == "mem":
+            if expect is not None:
+                cur = int.from_bytes(k.vm_read(self.live.pid, where[1], 8), "little")
+                if cur not in (expect, value):
+                    raise MappedTraceError(f"word at {where[1]:#x} holds {cur:#x}, not {expect:#x}",
+                                           hint="the process changed under the relocator")
+            self.mem(where[1], value.to_bytes(8, "little"))
+            return
+        tid, name = where[1], where[2]
+        regs = ThreadState.unpack_regs(k.get_regs(tid))
+        if expect is not None and regs[name] not in (expect, value):
+            raise MappedTraceError(f"register {name} of thread {tid} holds {regs[name]:#x}, not {expect:#x}")
+        regs[name] = value
+        k.set_regs(tid, ThreadState(tid, regs).pack_regs())
+        for t in self.live.threads:
+            if t.tid == tid:
+                t.regs[name] = value
+        self._tick()
+
+
+def _alignment(addr: int, size: int) -> int:
+    a = addr & -addr
+    if size >= PAGE and a >= PAGE:
+        return PAGE
+    return max(16, min(a, MAX_ALIGN))
+
+
+def _usable(live: LiveTarget, addr: int) -> int:
+    """malloc_usable_size of the chunk at ``addr`` (glibc: its size field, less the header)."""
+    hdr = int.from_bytes(live.read(addr - 8, 8), "little")
+    return (hdr & ~7) - (16 if hdr & 2 else 8)
+
+
+def _translate(addr: int, moves: list[tuple[int, int, int]], starts: list[int]) -> int:
+    """A word's address after the move (words inside moved objects move with them)."""
+    import bisect
+    i = bisect.bisect_right(starts, addr) - 1
+    if i >= 0:
+        old, new, size = moves[i]
+        if addr < old + size:
+            return new + (addr - old)
+    return addr
+
+
+def _pick_thread(live: LiveTarget, frames: dict) -> int:
+    ok = [t.tid for t in live.threads if live.can_resume(t.tid) and inject.thread_in_allocator(frames.get(t.tid, [])) is None]
+    if not ok:
+        raise MappedTraceError(f"no thread of process {live.pid} can be borrowed for the allocator calls",
+                               hint="every thread is inside the allocator or holds a signal: try again")
+    return min(ok, key=lambda t: (t != live.pid, t))
+
+
+def _allocator_busy(analysis) -> str | None:
+    from ..heap.glibc import F_MUTEX
+    locked = [a.label for a in analysis.heap.arenas if a.raw and a.raw[F_MUTEX]]
+    if locked:
+        return f"arena {', '.join(locked)} is locked"
+    for tid, fs in analysis.roots.frames.items():
+        fn = inject.thread_in_allocator(fs)
+        if fn:
+            return f"thread {tid} is inside {fn}"
+    return None
+
+
+def _call(live, journal, alloc, b, fn, args, phase, i, hook=None) -> int:
+    journal.add({"t": "call", "phase": phase, "i": i, "fn": fn, "args": args})
+    r = inject.call(live, b, alloc, fn, args, hook)
+    journal.add({"t": "call-end", "phase": phase, "i": i, "result": r})
+    return r
+
+
+def _borrow(live, journal, alloc, tid) -> inject.Borrow:
+    b, frame = inject.borrow(live, tid, alloc)
+    journal.add({"t": "borrow", **b.__dict__})
+    inject.arm(live, b, frame)
+    return b
+
+
+def _release(live, journal, b) -> None:
+    inject.restore(live, b)
+    journal.add({"t": "release", "tid": b.tid})
+
+
+def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None = None,
+             keep_analysis: bool = False, attempts: int = BUSY_ATTEMPTS) -> PassResult:
+    """One relocation pass over process ``pid`` (see the module's docstring).
+
+    A journal left by a relocator that died is recovered first.  A pass that
+    finds a thread inside the allocator lets the process run :data:`BUSY_WAIT`
+    seconds and tries again, ``attempts`` times in all.
+
+    :raises MappedTraceError: the pass cannot be made (a one-line reason);
+        nothing was written to the target then, or it was rolled back.
+    """
+    from ..session import MapsCache, preload_maps
+    from ..target.live import process_state
+
+    check_pid(pid)
+    recovered = None
+    if load(pid) is not None:
+        recovered = recover(pid)
+    cache = preload_maps(pid, MapsCache())
+    if process_state(pid) == "T":
+        attempts = 1        # stopped by someone else: waiting changes nothing
+    for attempt in range(max(1, attempts)):
+        try:
+            res = _pass(pid, select, dry_run, limit, keep_analysis, cache)
+        except AllocatorBusy:
+            if attempt + 1 >= attempts:
+                raise
+            time.sleep(BUSY_WAIT)
+            continue
+        res.recovered = recovered
+        res.attempts = attempt + 1
+        return res
+    raise AssertionError("unreachable")
+
+
+def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: bool, cache) -> PassResult:
+    from ..session import analyse
+    from ..target import settle as _settle
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    live = LiveTarget(pid)
+    journal = None
+    try:
+        if not dry_run:
+            journal = Journal(pid, {"t": "begin", "pid": pid, "start": start_time(pid),
+                                    "was_stopped": live.was_stopped})
+            inject.group_stop(live)
+            live.refresh()
+        maps = cache.maps.get(os.path.realpath(live.exe)) or cache.maps.get(live.exe)
+        _settle.settle_threads(live, maps, max_steps=0, _maps_loaded=True)
+        timings["stop"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        a = analyse(live, leaks=False, maps_cache=cache)
+        plan = make_plan(a.graph, a.roots, select, limit, read=live.read,
+                         kernel_values=kernel_held_values(pid))
+        timings["analyse"] = time.perf_counter() - t1
+        res = PassResult(plan, dry_run, timings=timings, warnings=list(a.warnings),
+                         analysis=a if keep_analysis else None)
+        if dry_run or not plan.moves:
+            return res
+        busy = _allocator_busy(a)
+        if busy:
+            raise AllocatorBusy(f"cannot relocate now: {busy}", hint="try again (the lock is held only briefly)")
+        tid = _pick_thread(live, a.roots.frames)
+        alloc = inject.Allocator.find(live, a.modules)
+        g = plan.graph
+        t2 = time.perf_counter()
+        moves: list[tuple[int, int, int]] = []
+        _hook.current = "alloc"
+        b = _borrow(live, journal, alloc, tid)
+        for i in plan.moves:
+            old, size = int(g.addresses[i]), int(g.sizes[i])
+            align = _alignment(old, size)
+            new = _call(live, journal, alloc, b, "posix_memalign", [align, size], "alloc", i, _hook)
+            if new and align > 16 and _usable(live, new) != size:
+                # the alignment would change malloc_usable_size (memalign's split leaves
+                # slack): malloc's own 16 instead.  Known imprecision: an object the
+                # program asked more alignment for may lose it when it is this size.
+                _call(live, journal, alloc, b, "free", [new], "undo", i, _hook)
+                new = _call(live, journal, alloc, b, "posix_memalign", [16, size], "alloc", i, _hook)
+            if not new:
+                raise MappedTraceError(f"posix_memalign({size}) failed in process {pid}")
+            moves.append((old, new, size))
+        # given back before the words are written: one of them may be its register
+        _release(live, journal, b)
+        timings["allocate"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        starts = [m[0] for m in moves]
+        delta = {i: (m[1] - m[0]) for i, m in zip(plan.moves, moves)}
+        sites = []
+        for s in plan.sites:
+            where = s.where
+            if where[0] == "mem":
+                where = ("mem", _translate(where[1], moves, starts))
+            sites.append([list(where), s.old, s.old + delta[s.obj]])
+        journal.add({"t": "plan", "copies": [list(m) for m in moves], "sites": sites})
+        _hook.current = "write"
+        w = _Writer(live, _hook)
+        for old, new, size in moves:
+            w.mem(new, bytes(live.read(old, size)))
+        for where, oldv, newv in sites:
+            w.word(where, newv, oldv)
+        journal.add({"t": "commit"})
+        timings["write"] = time.perf_counter() - t3
+        t4 = time.perf_counter()
+        live.refresh()
+        _hook.current = "free"
+        b = _borrow(live, journal, alloc, tid)
+        for i, (old, _new, _size) in zip(plan.moves, moves):
+            _call(live, journal, alloc, b, "free", [old], "free", i, _hook)
+        _release(live, journal, b)
+        timings["free"] = time.perf_counter() - t4
+        res.moved = moves
+        journal.add({"t": "done"})
+        return res
+    except BaseException:
+        if journal is not None:
+            # before the commit: undo what was written (words back to their old values,
+            # destinations freed); after it: free the old chunks left
+            live.close()
+            live = None
+            try:
+                recover(pid)
+            except MappedTraceError as e:
+                raise MappedTraceError(f"the pass failed and its recovery too ({e.message}); the process is "
+                                       f"left stopped", hint=f"run 'mappedtrace relocate {pid} --recover'") from None
+        raise
+    finally:
+        if live is not None:
+            was = live.was_stopped
+            live.close()
+            if journal is not None:
+                journal.finish()
+                if not was:
+                    k.kill(pid, signal.SIGCONT)
+            timings["pause"] = time.perf_counter() - t0
+
+
+def recover(pid: int) -> dict:
+    """Finish or roll back the pass a dead relocator left in ``pid``'s journal,
+    then let the process run again (SIGCONT unless it was stopped before).
+
+    A recovery journals its own calls in the same file, so a recovery killed
+    midway is recovered in turn without freeing anything twice.
+
+    :returns: ``{"action": "rolled back"|"finished"|"none", "words": n,
+        "freed": n, "leaked": n}``
+    """
+    recs = load(pid)
+    if recs is None:
+        return {"action": "none", "words": 0, "freed": 0, "leaked": 0}
+    head = recs[0]
+    was = bool(head.get("was_stopped", False))
+    out = {"action": "", "words": 0, "freed": 0, "leaked": 0}
+    live = LiveTarget(pid)
+    journal = Journal.reopen(pid)
+    try:
+        inject.group_stop(live)
+        live.refresh()
+        allocs: dict[int, int] = {}                       # move index → destination
+        # old chunks, destinations (rollback), destinations given back at once ("undo")
+        freed: dict[str, set[int]] = {"free": set(), "rfree": set(), "undo": set()}
+        unsure: dict[str, set[int]] = {"free": set(), "rfree": set(), "undo": set()}
+        last_call = None
+        for r in recs:
+            if r["t"] == "call":
+                last_call = r
+            elif r["t"] == "call-end":
+                if r["phase"] == "alloc":
+                    allocs[r["i"]] = r["result"]
+                elif r["phase"] == "undo":
+                    allocs.pop(r["i"], None)
+                else:
+                    freed[r["phase"]].add(r["i"])
+                last_call = None
+        # 1. a thread still borrowed when the relocator died: finish its call, give it back
+        borrowed = None
+        for r in recs:
+            if r["t"] == "borrow":
+                borrowed = r
+            elif r["t"] == "release":
+                borrowed = None
+        if borrowed is not None:
+            b = inject.Borrow(**{f: borrowed[f] for f in inject.Borrow.__dataclass_fields__})
+            if b.tid in live.stopped_tids:
+                if last_call is not None:
+                    ph, i = last_call["phase"], last_call["i"]
+                    if inject.call_state(b) == "in-flight":
+                        result = inject.finish_call(live, b, last_call["fn"])
+                        if ph == "alloc":
+                            if result:
+                                allocs[i] = result
+                        elif ph == "undo":
+                            allocs.pop(i, None)
+                        else:
+                            freed[ph].add(i)
+                    elif ph == "alloc":
+                        # not started, or over (rt_sigreturn ran after the relocator died)
+                        v = int.from_bytes(k.vm_read(pid, b.result_slot, 8), "little")
+                        if v:
+                            allocs[i] = v
+                    else:
+                        unsure[ph].add(i)       # freed or not: never risk a double free
+                        if ph == "undo":
+                            allocs.pop(i, None)
+                            out["leaked"] += 1
+                    journal.add({"t": "call-end", "phase": ph, "i": i,
+                                 "result": allocs.get(i, 0) if ph == "alloc" else 0,
+                                 **({"unsure": True} if i in unsure.get(ph, ()) else {})})
+                inject.restore(live, b)
+            elif last_call is not None and last_call["phase"] != "alloc":
+                unsure[last_call["phase"]].add(last_call["i"])
+            journal.add({"t": "release", "tid": b.tid})
+        for r in recs:
+            if r["t"] == "call-end" and r.get("unsure"):
+                unsure[r["phase"]].add(r["i"])
+                freed[r["phase"]].discard(r["i"])
+        plan = next((r for r in recs if r["t"] == "plan"), None)
+        committed = any(r["t"] == "commit" for r in recs)
+        from ..modules import ModuleMap
+        alloc = inject.Allocator.find(live, ModuleMap(live))
+        tid = _pick_thread(live, {})
+        if not committed:
+            out["action"] = "rolled back"
+            if plan is not None:
+                w = _Writer(live)
+                for where, oldv, newv in plan["sites"]:
+                    if where[0] == "reg" and where[1] not in live.stopped_tids:
+                        continue
+                    try:
+                        # only a word that holds the new value (or already the old one) goes
+                        # back: one the program changed since (someone sent SIGCONT) stays
+                        w.word(where, oldv, newv)
+                        out["words"] += 1
+                    except MappedTraceError:
+                        out["changed"] = out.get("changed", 0) + 1
+                live.refresh()
+            todo = []
+            for i, new in allocs.items():
+                if i in freed["rfree"]:
+                    continue
+                if i in unsure["rfree"]:
+                    out["leaked"] += 1
+                    continue
+                todo.append((i, new))
+            if todo:
+                b = _borrow(live, journal, alloc, tid)
+                for i, new in todo:
+                    _call(live, journal, alloc, b, "free", [new], "rfree", i)
+                    out["freed"] += 1
+                _release(live, journal, b)
+        else:
+            out["action"] = "finished"
+            order = list(dict.fromkeys(r["i"] for r in recs if r["t"] == "call" and r["phase"] == "alloc"))
+            todo = []
+            for n_, (old, _new, _size) in enumerate(plan["copies"] if plan else []):
+                i = order[n_]
+                if i in freed["free"]:
+                    continue
+                if i in unsure["free"]:
+                    out["leaked"] += 1
+                    continue
+                todo.append((i, old))
+            if todo:
+                b = _borrow(live, journal, alloc, tid)
+                for i, old in todo:
+                    _call(live, journal, alloc, b, "free", [old], "free", i)
+                    out["freed"] += 1
+                _release(live, journal, b)
+        journal.add({"t": "done"})
+    finally:
+        live.close()
+    journal.finish()
+    if not was:
+        k.kill(pid, signal.SIGCONT)
+    return out
