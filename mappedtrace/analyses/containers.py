@@ -30,7 +30,9 @@ holder                             object                                       
 =================================  ===========================================  ==================
 
 Elements are holders in turn (a ``Vec<String>``'s buffer types the strings'
-buffers; a map node's key types its string's buffer).  The leak analysis
+buffers; a map node's key types its string's buffer), and the live elements
+of a buffer of pointers (``std::vector<T *>``) name the untyped objects they
+point to at their start ``T``.  The leak analysis
 runs the same rules from the types it infers for unreachable objects
 (:func:`derive_from`: a leaked ``Rc`` cycle's ``Vec`` buffers).  A C++ object
 no holder names is named by its virtual table when it has one: the word at
@@ -603,6 +605,37 @@ class _Pass:
             self.elems.update((x, (elem, 0, kk, esz)) for x, kk in zip(dl, kl) if kk)
             if nest:
                 self.queue.extend((x, Made(name, elem=elem, count=kk, stride=esz)) for x, kk in zip(dl, kl) if kk)
+            self._pointees(elem, esz, dl, kl)
+
+    def _pointees(self, elem: int, esz: int, bufs: list[int], lens: list[int]) -> None:
+        """The objects the live elements of buffers of pointers (``std::vector<T *>``)
+        point to, at their start, that nothing has typed or named: named ``T``
+        (a name, like every derived type) and read as holders in turn (a node's
+        ``std::string`` member names its buffer).  The marker no longer reads
+        such a buffer as an array of ``T *`` (a guessed array types wrongly:
+        tests/sound_typing/first_member.c), so only this names the others."""
+        t = self.ty.t.get(int(elem))
+        if t is None or getattr(t, "kind", "") != "pointer" or esz != 8:
+            return
+        sl = list(getattr(t, "slots", ()))
+        target = int(sl[0].target) if sl else 0
+        tsize = self.ty.size(target)
+        if not target or not tsize or getattr(self.ty.t.get(target), "kind", "") not in ("struct", "union"):
+            return
+        g = self.g
+        for x, k in zip(bufs, lens):
+            k = min(int(k), self.budget)
+            if k <= 0:
+                continue
+            self.budget -= k
+            vals, ok = self.obj(x).words(np.arange(k, dtype=np.int64) * 8)
+            vals = vals[ok & (vals != 0)]
+            d = g.find_many(vals)
+            good = d >= 0
+            for v, e in zip(vals[good].tolist(), d[good].tolist()):
+                if v == int(g.addresses[e]) and not self.ids[e] and not g.type_ids[e] \
+                        and int(g.sizes[e]) >= tsize:
+                    self.give(e, Made(self.ty.name(target), tid=target, elem=target, count=1, stride=tsize))
 
     def reach(self, obj: _Obj, node: int, base: int, insts: np.ndarray, slots) -> None:
         """Containers at offsets ``insts`` (the holder's elements) of ``obj``
