@@ -139,18 +139,25 @@ def addr(x) -> int:
     return x if isinstance(x, int) else int(x, 16)
 
 
+def truth_of(stderr: str) -> tuple[dict, set]:
+    """What a program printed about itself (tests/leak_corpus/truth.h): truth
+    {addr: (size, kind)} of its leaks, and the addresses it keeps."""
+    truth, kept = {}, set()
+    for kind, a, size, how in TRUTH.findall(stderr):
+        if kind == "leak":
+            truth[int(a, 16)] = (int(size), how)
+        else:
+            kept.add(int(a, 16))
+    return truth, kept
+
+
 def run_traced(exe: Path, tmp: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict, dict, set]:
     """``mappedtrace run --json`` on a corpus program: (process, report, truth
     {addr: (size, kind)}, kept addresses), the truth read from its stderr."""
     js = tmp / f"{exe.name}{'-'.join(extra)}.json"
     r = subprocess.run([MAPPEDTRACE, "run", "--json", str(js), *extra, "--", str(exe)],
                        capture_output=True, text=True, timeout=300)
-    truth, kept = {}, set()
-    for kind, addr, size, how in TRUTH.findall(r.stderr):
-        if kind == "leak":
-            truth[int(addr, 16)] = (int(size), how)
-        else:
-            kept.add(int(addr, 16))
+    truth, kept = truth_of(r.stderr)
     assert js.exists(), r.stderr[-3000:]
     return r, json.loads(js.read_text()), truth, kept
 

@@ -28,7 +28,8 @@ from mappedtrace.formats import allocsites as fas
 from mappedtrace.heap.allocsites import SiteTable, find_sites
 from mappedtrace.trace import mark
 
-from conftest import MAPPEDTRACE, ROOT, TRUTH, addr, assert_exact, need, require_plugin
+import conftest
+from conftest import MAPPEDTRACE, ROOT, addr, assert_exact, need, require_plugin
 
 SRC = ROOT / "tests" / "alloc_sites"
 TRUTH_H = ROOT / "tests" / "leak_corpus"
@@ -61,13 +62,7 @@ def run(exe: Path, tmp: Path) -> tuple[str, dict]:
 
 
 def truth_of(stderr: str) -> tuple[dict, set]:
-    truth, kept = {}, set()
-    for kind, a, size, how in TRUTH.findall(stderr):
-        if kind == "leak":
-            truth[int(a, 16)] = (int(size), how)
-        else:
-            kept.add(int(a, 16))
-    return truth, kept
+    return conftest.truth_of(stderr)
 
 
 @pytest.mark.parametrize("opt", ["-O0", "-O2"])

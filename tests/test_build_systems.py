@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 from conftest import MAPPEDTRACE, ROOT, assert_exact, need, run_traced
 
 HERE = ROOT / "tests" / "build_systems"
@@ -47,14 +48,7 @@ def workspace(tmp_path_factory):
 
 
 def _truth_of(stderr: str) -> tuple[dict, set]:
-    from conftest import TRUTH
-    truth, kept = {}, set()
-    for kind, a, size, how in TRUTH.findall(stderr):
-        if kind == "leak":
-            truth[int(a, 16)] = (int(size), how)
-        else:
-            kept.add(int(a, 16))
-    return truth, kept
+    return conftest.truth_of(stderr)
 
 
 @pytest.mark.parametrize("profile", ["debug", "release"])

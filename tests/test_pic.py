@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 from conftest import MAPPEDTRACE, ROOT, TRUTH, assert_exact, need, run_mt, run_traced
 
 PIC = ROOT / "tests" / "pic"
@@ -132,13 +133,7 @@ def test_run_dlopen_two_copies_exact(built, tmp_path: Path) -> None:
 
 
 def _truth(stderr: str) -> tuple[dict, set]:
-    truth, kept = {}, set()
-    for kind, a, size, how in TRUTH.findall(stderr):
-        if kind == "leak":
-            truth[int(a, 16)] = (int(size), how)
-        else:
-            kept.add(int(a, 16))
-    return truth, kept
+    return conftest.truth_of(stderr)
 
 
 def _start_waiting(argv: list[str], err: Path) -> subprocess.Popen:

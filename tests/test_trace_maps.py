@@ -9,6 +9,7 @@ import numpy as np
 import mappedtrace
 from mappedtrace.analyses.leaks import find_leaks
 from mappedtrace.formats.mtmap import SLOT_STORED
+from mappedtrace.modules import ModuleMap
 from mappedtrace.roots import Root
 from mappedtrace.trace import mark
 
@@ -28,12 +29,13 @@ def test_mark_with_mtmap_types(tmp_path):
     assert r.returncode == 0, r.stderr.strip()[-500:]
     bm = maps_mod.BinaryMaps.load(str(exe))
     assert bm.has_maps, "the binary has no maps (pass plugin not loaded)"
-    roots = [Root("range", gl.address, gl.size, gl.type_id, True, f"global {gl.name}")
-             for gl in bm.globals if not gl.tls]
-    assert any(r.source == "global g" for r in roots)
     prog = start(exe)
     try:
         with mappedtrace.attach(prog.pid) as t:
+            bias = ModuleMap(t).main.bias       # PIE: the map's addresses are link-time ones
+            roots = [Root("range", gl.address + bias, gl.size, gl.type_id, True, f"global {gl.name}")
+                     for gl in bm.globals if not gl.tls]
+            assert any(r.source == "global g" for r in roots)
             g = mark(t, prog.chunks(), roots, bm.types)
             gc = mark(t, prog.chunks(), roots, bm.types, mode="conservative")
             rep, repc = find_leaks(g, t), find_leaks(gc, t)

@@ -42,11 +42,10 @@ S, T = Slot, TypeInfo          # short names for the type tables built here
 OBJ, OBJP, OBJPP = 0x11, 0x12, 0x13
 
 
-def start_heap(exe: Path, n: int, size: int, timeout: float = 600) -> tuple[subprocess.Popen, dict]:
-    """Start bench_heap with ``n`` objects of ``size`` bytes and wait for its
-    ``ready`` line; returns the process and the ``key value`` lines it printed.
-    The caller kills it."""
-    proc = subprocess.Popen([str(exe), str(n), str(size)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+def start_ready(cmd: list[str], timeout: float = 600) -> tuple[subprocess.Popen, str]:
+    """Start ``cmd`` and wait for its ``ready`` line; returns the process and
+    what it printed until then.  The caller kills it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     buf = b""
     deadline = time.monotonic() + timeout
     while b"ready\n" not in buf and time.monotonic() < deadline and proc.poll() is None:
@@ -56,8 +55,16 @@ def start_heap(exe: Path, n: int, size: int, timeout: float = 600) -> tuple[subp
     if b"ready\n" not in buf:
         proc.kill()
         proc.wait()
-        raise RuntimeError(f"bench_heap {n} {size} did not get ready")
-    return proc, dict(l.split()[:2] for l in buf.decode().splitlines() if len(l.split()) >= 2)
+        raise RuntimeError(f"{' '.join(map(str, cmd))} did not get ready")
+    return proc, buf.decode()
+
+
+def start_heap(exe: Path, n: int, size: int, timeout: float = 600) -> tuple[subprocess.Popen, dict]:
+    """Start bench_heap with ``n`` objects of ``size`` bytes and wait for its
+    ``ready`` line; returns the process and the ``key value`` lines it printed.
+    The caller kills it."""
+    proc, out = start_ready([str(exe), str(n), str(size)], timeout)
+    return proc, dict(l.split()[:2] for l in out.splitlines() if len(l.split()) >= 2)
 
 
 def run(n: int, size: int, kernels: list[str], modes: list[str], leaks: bool, repeat: int = 1) -> None:

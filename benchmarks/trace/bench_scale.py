@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import select
 import statistics
 import subprocess
 import sys
@@ -33,21 +32,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from bench_mark import start_ready  # noqa: E402
 
 
 def start(exe: Path, n: int, timeout: float = 1800) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([str(exe), str(n)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while b"ready\n" not in buf and time.monotonic() < deadline and proc.poll() is None:
-        r, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if r:
-            buf += os.read(proc.stdout.fileno(), 4096)
-    if b"ready\n" not in buf:
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"bench_scale {n} did not get ready")
-    return proc, {l.split()[0]: int(l.split()[1]) for l in buf.decode().splitlines() if len(l.split()) == 2}
+    proc, out = start_ready([str(exe), str(n)], timeout)
+    return proc, {l.split()[0]: int(l.split()[1]) for l in out.splitlines() if len(l.split()) == 2}
 
 
 def rss_of(pid: int) -> int:

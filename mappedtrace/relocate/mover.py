@@ -351,6 +351,26 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
             timings["pause"] = time.perf_counter() - t0
 
 
+
+def _free_rest(live, journal, alloc, tid, chunks, freed, unsure, phase: str, out: dict) -> None:
+    """Recovery: ``free`` every chunk of ``chunks`` (journal index, address) whose
+    free is not journaled as done (``freed``); one whose free began but did not
+    end (``unsure``) is counted leaked, never freed twice."""
+    todo = []
+    for i, addr in chunks:
+        if i in freed:
+            continue
+        if i in unsure:
+            out["leaked"] += 1
+            continue
+        todo.append((i, addr))
+    if todo:
+        b = _borrow(live, journal, alloc, tid)
+        for i, addr in todo:
+            _call(live, journal, alloc, b, "free", [addr], phase, i)
+            out["freed"] += 1
+        _release(live, journal, b)
+
 def recover(pid: int) -> dict:
     """Finish or roll back the pass a dead relocator left in ``pid``'s journal,
     then let the process run again (SIGCONT unless it was stopped before).
@@ -450,38 +470,13 @@ def recover(pid: int) -> dict:
                     except MappedTraceError:
                         out["changed"] = out.get("changed", 0) + 1
                 live.refresh()
-            todo = []
-            for i, new in allocs.items():
-                if i in freed["rfree"]:
-                    continue
-                if i in unsure["rfree"]:
-                    out["leaked"] += 1
-                    continue
-                todo.append((i, new))
-            if todo:
-                b = _borrow(live, journal, alloc, tid)
-                for i, new in todo:
-                    _call(live, journal, alloc, b, "free", [new], "rfree", i)
-                    out["freed"] += 1
-                _release(live, journal, b)
+            _free_rest(live, journal, alloc, tid, list(allocs.items()), freed["rfree"], unsure["rfree"],
+                       "rfree", out)
         else:
             out["action"] = "finished"
             order = list(dict.fromkeys(r["i"] for r in recs if r["t"] == "call" and r["phase"] == "alloc"))
-            todo = []
-            for n_, (old, _new, _size) in enumerate(plan["copies"] if plan else []):
-                i = order[n_]
-                if i in freed["free"]:
-                    continue
-                if i in unsure["free"]:
-                    out["leaked"] += 1
-                    continue
-                todo.append((i, old))
-            if todo:
-                b = _borrow(live, journal, alloc, tid)
-                for i, old in todo:
-                    _call(live, journal, alloc, b, "free", [old], "free", i)
-                    out["freed"] += 1
-                _release(live, journal, b)
+            olds = [(order[n_], old) for n_, (old, _new, _size) in enumerate(plan["copies"] if plan else [])]
+            _free_rest(live, journal, alloc, tid, olds, freed["free"], unsure["free"], "free", out)
         journal.add({"t": "done"})
     finally:
         live.close()
