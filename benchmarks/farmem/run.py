@@ -112,7 +112,10 @@ def main() -> None:
                        **{k: st.get(k) for k in ("faults", "zero_faults", "faults_per_s", "fault_latency_median_us",
                                                  "fault_latency_p99_us", "pages_evicted", "pages_sent",
                                                  "pages_dropped_clean", "bytes_sent", "bytes_fetched",
-                                                 "resident_after_evict_max_bytes", "faults_waited_for_room")}}
+                                                 "resident_after_evict_max_bytes", "faults_waited_for_room",
+                                                 "faults_over_budget", "store_round_trips", "prefetched",
+                                                 "prefetch_hits", "prefetch_accuracy", "evicted_by_reason",
+                                                 "fault_loop")}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if redis:

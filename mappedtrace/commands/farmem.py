@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -93,12 +94,19 @@ def run_cmd(local: str, store_url: str, no_graph: bool, interval: float, program
             child.wait()
         raise e
 
+    # Wait for the exit through a pidfd, and reap only then: the graph thread ptrace-stops the
+    # program (our child) for its fork snapshots, and a waitpid here would take those stops
+    # for the tracer's (Popen reads a stop as an exit by signal, and the tracer waits for ever).
+    pidfd = os.pidfd_open(child.pid)
+
     def wait() -> int | None:
-        try:
-            return child.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
+        if not select.select([pidfd], [], [], 0.2)[0]:
             return None
-    rc = _page_until_exit(pager, wait)
+        return child.wait()
+    try:
+        rc = _page_until_exit(pager, wait)
+    finally:
+        os.close(pidfd)
     try:
         os.unlink(sock)
     except OSError:

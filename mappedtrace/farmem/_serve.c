@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -84,7 +85,7 @@ struct fq { uint64_t q[MAXQ]; double qt[MAXQ]; uint32_t nq; };
 struct mtfs_stats {
 	uint64_t faults, zero_faults, bytes_fetched, faults_waited_for_room, store_round_trips;
 	uint64_t events_remove, events_unmap, events_remap, removed_by_program, remapped, wp_faults;
-	uint64_t prefetched, prefetch_hits, prefetch_unused, hinted, copy_errors, store_errors, faults_over_budget;
+	uint64_t prefetched, prefetch_hits, prefetch_unused, hinted, copy_errors, store_errors, faults_over_budget, graph_prefetched;
 	uint64_t cycle, nlat, recent_n, remote_pages, stored_pages;
 	int64_t resident_est;
 };
@@ -111,6 +112,8 @@ struct mtfs {
 	uint64_t foreign[MAXDROP][2]; uint32_t nforeign;
 	uint64_t pend[MAXPEND][2]; uint32_t npend;
 	uint64_t hints[HINTN]; uint32_t nhints;
+	/* the heap graph's page edges (CSR over sorted source pages), from Python */
+	uint64_t *g_keys, *g_ptr, *g_adj; uint64_t g_n; int g_depth;
 	struct fq lq;                   /* the loop's faults waiting to be served */
 };
 
@@ -762,6 +765,48 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 				ask[nask++] = q;
 			}
 		}
+		/* along the graph's edges, breadth first, from each page asked for */
+		if (s->g_n && s->g_depth > 0) {
+			uint64_t front[MAXPF * 2], next[MAXPF * 2];
+			uint32_t nf = 0, nn, visited = 0;
+			for (uint32_t i = 0; i < ndemand_ask && nf < MAXPF * 2; i++)
+				front[nf++] = ask[i];
+			for (int d = 0; d < s->g_depth && nf && nask < ndemand_ask + MAXPF; d++) {
+				nn = 0;
+				for (uint32_t i = 0; i < nf && nask < ndemand_ask + MAXPF; i++) {
+					uint64_t lo = 0, hi = s->g_n;       /* binary search of the source page */
+					while (lo < hi) {
+						uint64_t mid = (lo + hi) / 2;
+						if (s->g_keys[mid] < front[i])
+							lo = mid + 1;
+						else
+							hi = mid;
+					}
+					if (lo == s->g_n || s->g_keys[lo] != front[i])
+						continue;
+					for (uint64_t k = s->g_ptr[lo]; k < s->g_ptr[lo + 1] && visited < MAXPF * 4 &&
+								       nask < ndemand_ask + MAXPF; k++, visited++) {
+						uint64_t q = s->g_adj[k];
+						if (nn < MAXPF * 2)
+							next[nn++] = q;
+						struct ent *e = map_find(&s->m, q);
+						if (!e || (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) !=
+								  (F_STORED | F_REMOTE))
+							continue;
+						uint32_t j = 0;
+						while (j < nask && ask[j] != q)
+							j++;
+						if (j < nask)
+							continue;
+						askhash[nask] = e->hash;
+						ask[nask++] = q;
+						s->st.graph_prefetched++;
+					}
+				}
+				memcpy(front, next, nn * sizeof next[0]);
+				nf = nn;
+			}
+		}
 		while (s->nhints && nask < ndemand_ask + MAXPF) {
 			uint64_t q = s->hints[--s->nhints];
 			struct ent *e = map_find(&s->m, q);
@@ -800,7 +845,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 		}
 	}
 	/* install the demand pages */
-	uint32_t served = 0, zero = 0, fetched = 0, done = 0;
+	uint32_t served = 0, zero = 0, done = 0;
 	char why[320] = "";
 	double t1;
 	for (uint32_t i = 0; i < now_n; i++) {
@@ -858,7 +903,6 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 		}
 		served += rc == 0;
 		zero += data == zero_page;
-		fetched += src[i] == 1 && data != zero_page;
 		pages[done] = pages[i];
 		times[done++] = times[i];
 	}
@@ -888,7 +932,9 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 	}
 	s->st.faults += done;
 	s->st.zero_faults += zero;
-	s->st.bytes_fetched += (uint64_t)fetched * PAGE;
+	if (fetched_ok)                 /* every page that came over the wire, prefetched ones too */
+		for (uint32_t k = 0; k < nask; k++)
+			s->st.bytes_fetched += found[k] == 1 ? PAGE : 0;
 	s->st.resident_est += (int64_t)served * PAGE;
 	if (why[0])
 		setmsg(s->blocked, sizeof s->blocked, "%s (the program waits on its faults)", why);
@@ -1112,6 +1158,7 @@ void mtfs_destroy(struct mtfs *s)
 	r_close(&s->aux_st);
 	free(s->loop_st.wbuf), free(s->aux_st.wbuf);
 	free(s->m.e), free(s->cache), free(s->cache_page);
+	free(s->g_keys), free(s->g_ptr), free(s->g_adj);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }
@@ -1126,6 +1173,7 @@ int mtfs_run(struct mtfs *s)
 {
 	struct uffd_msg msgs[MAXMSG];
 	struct pollfd pfd = { .fd = s->uffd, .events = POLLIN };
+	prctl(PR_SET_NAME, "mtfm-serve");     /* visible in /proc: the tests find the compiled loop by it */
 	while (!s->stop) {
 		if (s->npend && s->hello_done) {
 			uint32_t n = s->npend;
@@ -1381,3 +1429,24 @@ void mtfs_read(struct mtfs *s, struct mtfs_stats *st, double *lat, uint64_t *rec
 	pthread_mutex_unlock(&s->mu);
 }
 
+
+/* The heap graph's page edges: keys[0..n) sorted source pages, their successors
+ * adj[ptr[i]..ptr[i+1]); copied.  depth: prefetch steps (0: none). */
+int mtfs_set_graph(struct mtfs *s, const uint64_t *keys, const uint64_t *ptr, const uint64_t *adj, uint64_t n,
+		   int depth)
+{
+	uint64_t m = n ? ptr[n] : 0;
+	uint64_t *k = malloc((n + 1) * 8), *p = malloc((n + 1) * 8), *a = malloc((m + 1) * 8);
+	if (!k || !p || !a) {
+		free(k), free(p), free(a);
+		return -1;
+	}
+	memcpy(k, keys, n * 8);
+	memcpy(p, ptr, (n ? n + 1 : 0) * 8);
+	memcpy(a, adj, m * 8);
+	pthread_mutex_lock(&s->mu);
+	free(s->g_keys), free(s->g_ptr), free(s->g_adj);
+	s->g_keys = k, s->g_ptr = p, s->g_adj = a, s->g_n = n, s->g_depth = depth;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}

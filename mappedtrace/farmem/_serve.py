@@ -23,7 +23,7 @@ ffi.cdef("""
 struct mtfs_stats {
     uint64_t faults, zero_faults, bytes_fetched, faults_waited_for_room, store_round_trips;
     uint64_t events_remove, events_unmap, events_remap, removed_by_program, remapped, wp_faults;
-    uint64_t prefetched, prefetch_hits, prefetch_unused, hinted, copy_errors, store_errors, faults_over_budget;
+    uint64_t prefetched, prefetch_hits, prefetch_unused, hinted, copy_errors, store_errors, faults_over_budget, graph_prefetched;
     uint64_t cycle, nlat, recent_n, remote_pages, stored_pages;
     int64_t resident_est;
 };
@@ -46,13 +46,15 @@ void mtfs_hello(struct mtfs *s, const uint64_t *runs, uint32_t n);
 void mtfs_set_resident(struct mtfs *s, int64_t bytes, int add);
 uint64_t mtfs_stored(struct mtfs *s, uint64_t *out, uint64_t max, int remote_only);
 void mtfs_hint(struct mtfs *s, const uint64_t *pages, uint32_t n);
+int mtfs_set_graph(struct mtfs *s, const uint64_t *keys, const uint64_t *ptr, const uint64_t *adj, uint64_t n,
+                   int depth);
 void mtfs_read(struct mtfs *s, struct mtfs_stats *st, double *lat, uint64_t *recent, char *blocked, char *warning);
 """)
 ST_FILE, ST_REDIS = 1, 2
 LATN, RECENTN = 20000, 4096      # _serve.c's LATN and RECENTN
 STAT_FIELDS = ("faults", "zero_faults", "bytes_fetched", "faults_waited_for_room", "store_round_trips",
                "events_remove", "events_unmap", "events_remap", "removed_by_program", "remapped", "wp_faults",
-               "prefetched", "prefetch_hits", "prefetch_unused", "hinted", "copy_errors", "store_errors", "faults_over_budget",
+               "prefetched", "prefetch_hits", "prefetch_unused", "hinted", "copy_errors", "store_errors", "faults_over_budget", "graph_prefetched",
                "cycle", "nlat", "recent_n", "remote_pages", "stored_pages", "resident_est")
 _lib = None
 
@@ -180,6 +182,15 @@ class FaultServer:
             if k <= len(out):
                 return np.sort(out[:k])
         raise RuntimeError("the page table kept growing")
+
+    def set_graph(self, src: np.ndarray, dst: np.ndarray, depth: int) -> None:
+        """Page edges ``src[i] -> dst[i]`` (sorted by src) for prefetch along the graph."""
+        src, dst = _u64(src), _u64(dst)
+        keys, first = np.unique(src, return_index=True)
+        ptr = _u64(np.append(first, len(src)))
+        keys = _u64(keys)
+        self.lib.mtfs_set_graph(self.s, _ptr(keys, "uint64_t *"), _ptr(ptr, "uint64_t *"), _ptr(dst, "uint64_t *"),
+                                len(keys), depth)
 
     def hint(self, pages) -> None:
         a = _u64(pages)

@@ -1,16 +1,179 @@
-"""Graph guidance for the pager (placeholder while the loop is tested)."""
+"""Graph guidance for the pager: leaked pages first, prefetch along exact edges.
+
+A thread of the pager refreshes the heap graph of the paged process every
+``period`` seconds from a fork snapshot (:func:`mappedtrace.session.capture_live`:
+the program is paused only for the fork) and turns it into two things:
+
+* **leaked pages**: pages that overlap unreachable objects and no reachable
+  one (a chunk's header counts as its object's).  The evictor takes them before
+  any cold page (:meth:`Pager._pick`): a correct program never touches them again.
+* **prefetch edges**: for every exact pointer (a typed slot of a typed
+  object, :data:`~mappedtrace.graph.EDGE_EXACT`) from an object on page A to an
+  object on page B, the edge A → B; the fault loop (``_serve.c``) fetches, with
+  a faulting page, the pages reachable from it along these edges (breadth first,
+  at most ``depth`` steps and 256 pages a round trip), into its prefetch cache.
+  Conservative edges are not used (a hint's cost is a wasted fetch, but exact
+  edges are what the maps give us for free).
+
+Nothing waits for this thread: the fault loop is compiled and holds no GIL, the
+evictor reads :attr:`Pager.leaked_pages` as it is (an array replaced whole).
+
+Why the first attempt hung, and what is different: that pager served faults
+in Python, so the graph thread (Python, holding the GIL through the marker's
+numpy work) starved the fault thread; the target's threads then sat in
+userfaultfd waits, and the helper sat in ``madvise`` waiting (killably, not
+interruptibly) for its REMOVE event to be read, so ptrace could not stop it
+and the capture waited for ever.  Now the fault loop runs without the GIL,
+and the fork runs with the evictor paused (no DROP request in flight to a
+helper that the capture is about to stop); the maps are decoded before it.
+
+Known imprecision, policy only (a wrong guess costs a fetch or an eviction,
+never a wrong byte): the fork child of a paged process has no userfaultfd
+(``EVENT_FORK`` is not asked for), so its pages that were in the store read as
+zeros; they are patched from the store's copies of the pages the fault loop
+knows as remote right after the capture.  A page brought back between the fork
+and that look reads as zeros in the graph's copy.
+"""
 from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from ..errors import MappedTraceError
+
+PAGE = 4096
+CHUNK_HDR = 16          # glibc: a chunk's size field sits just before the user pointer
+MAX_EDGES = 1 << 20     # page edges handed to the fault loop at most
+
+
+def leaked_pages(addresses: np.ndarray, sizes: np.ndarray, reached: np.ndarray) -> np.ndarray:
+    """Pages (sorted) that overlap an unreached object and no reached one."""
+    def pages_of(mask: np.ndarray) -> np.ndarray:
+        a = addresses[mask].astype(np.uint64)
+        lo = (a - np.uint64(CHUNK_HDR)) // np.uint64(PAGE)
+        hi = (a + np.maximum(sizes[mask].astype(np.uint64), np.uint64(1)) - np.uint64(1)) // np.uint64(PAGE)
+        if not len(lo):
+            return np.zeros(0, np.uint64)
+        n = (hi - lo + np.uint64(1)).astype(np.int64)
+        idx = np.repeat(lo, n) + (np.arange(int(n.sum()), dtype=np.int64) -
+                                  np.repeat(np.cumsum(n) - n, n)).astype(np.uint64)
+        return np.unique(idx) * np.uint64(PAGE)
+    dead = pages_of(~reached)
+    live = pages_of(reached)
+    return dead[~np.isin(dead, live)]
+
+
+def page_edges(graph, exact_flag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique ``(src page, dst page)`` pairs of the exact edges, src page != dst page."""
+    e = graph.edges
+    if not len(e):
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    e = e[(e["flags"] & exact_flag) != 0]
+    src = (graph.addresses[e["src"]].astype(np.uint64) + e["src_off"].astype(np.uint64)) // np.uint64(PAGE)
+    dst = (graph.addresses[e["dst"]].astype(np.uint64) + e["dst_off"].astype(np.uint64)) // np.uint64(PAGE)
+    keep = src != dst
+    pairs = np.unique(np.stack([src[keep], dst[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), np.uint64)
+    pairs = pairs[:MAX_EDGES]
+    return pairs[:, 0] * np.uint64(PAGE), pairs[:, 1] * np.uint64(PAGE)
 
 
 class Guide:
-    def __init__(self, pager):
+    """The graph thread of one :class:`~mappedtrace.farmem.pager.Pager`.
+
+    :param period: seconds between graph refreshes (measured from the end of one)
+    :param depth: prefetch steps along exact edges from a faulting page
+    """
+
+    def __init__(self, pager, *, period: float = 5.0, depth: int = 2):
         self.pager = pager
+        self.period, self.depth = period, depth
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="mtfm-graph", daemon=True)
+        self.state = "waiting for the first graph"
+        self.refreshes = 0
+        self.last: dict = {}
+        self.error: str | None = None
+        self._maps = None
 
     def start(self) -> None:
-        pass
+        self.thread.start()
 
     def stop(self) -> None:
-        pass
+        self._stop.set()
+        self.thread.join(timeout=30)
 
     def describe(self) -> dict:
-        return {"state": "not built"}
+        """What the status shows about the graph."""
+        return {"state": self.state, "refreshes": self.refreshes, "error": self.error, **self.last}
+
+    def _loop(self) -> None:
+        # the first graph after the program has had a moment to build its heap
+        if self._stop.wait(min(1.0, self.period)):
+            return
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+                self.error = None
+            except MappedTraceError as e:
+                self.error = e.message
+                self.state = "graph failed; paging without it until the next try"
+            except Exception as e:     # policy only: never take the pager down
+                self.error = f"{type(e).__name__}: {e}"
+                self.state = "graph failed; paging without it until the next try"
+            if self._stop.wait(self.period):
+                return
+
+    def refresh(self) -> None:
+        """Take a fork snapshot, patch the pages that were in the store, build the graph,
+        and hand its leaked pages to the evictor and its page edges to the fault loop."""
+        from ..graph import EDGE_EXACT
+        from ..session import analyse, preload_maps
+        from ..target.capture import snapshot_process
+        p = self.pager
+        t0 = time.perf_counter()
+        self.state = "capturing"
+        # the maps decoded before the pause (session.capture_live's order), kept between refreshes
+        self._maps = preload_maps(p.pid, self._maps)
+        with p.round_lock:          # no drop in flight while the helper's thread is stopped
+            target = snapshot_process(p.pid, "fork")
+        remote = p.server.stored(remote_only=True)
+        try:
+            patched = self._patch(target, remote)
+            self.state = "building the graph"
+            t1 = time.perf_counter()
+            a = analyse(target, leaks=False, maps_cache=self._maps)
+            g = a.graph
+            reached = np.asarray(g.reached, dtype=bool)
+            leaked = leaked_pages(np.asarray(g.addresses), np.asarray(g.sizes), reached)
+            src, dst = page_edges(g, EDGE_EXACT)
+        finally:
+            target.close()
+        p.leaked_pages = leaked
+        p.server.set_graph(src, dst, self.depth)
+        self.refreshes += 1
+        self.state = "ready"
+        self.last = {"objects": int(len(g.addresses)), "unreached_objects": int((~reached).sum()),
+                     "leaked_pages": int(len(leaked)), "page_edges": int(len(src)),
+                     "patched_pages": patched, "capture_ms": round((t1 - t0) * 1e3, 1),
+                     "graph_ms": round((time.perf_counter() - t1) * 1e3, 1), "updated": time.time(),
+                     "prefetch_depth": self.depth}
+
+    def _patch(self, target, remote: np.ndarray) -> int:
+        """Write the store's copies of the remote pages into the captured copy."""
+        n = 0
+        pages = [int(x) for x in remote]
+        for i in range(0, len(pages), 512):
+            batch = [q for q in pages[i:i + 512] if (pc := target.piece_at(q)) is not None and pc.data is not None
+                     and q + PAGE <= pc.end]
+            if not batch:
+                continue
+            got = self.pager.store.get_many([self.pager.key(q) for q in batch])
+            for q, data in zip(batch, got):
+                if data is None or len(data) != PAGE:
+                    continue        # a zero page (no key), or gone: the copy's zeros stand
+                pc = target.piece_at(q)
+                pc.data[q - pc.start:q - pc.start + PAGE] = data
+                n += 1
+        return n

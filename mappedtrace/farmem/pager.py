@@ -584,7 +584,7 @@ class Pager:
                                           "store_round_trips", "events_remove", "events_unmap", "events_remap",
                                           "removed_by_program", "remapped", "wp_faults", "prefetched",
                                           "prefetch_hits", "prefetch_unused", "hinted", "copy_errors",
-                                          "store_errors", "faults_over_budget")}
+                                          "store_errors", "faults_over_budget", "graph_prefetched")}
         now = time.monotonic()
         t, f = self._last_faults
         if now - t >= 1.0:
