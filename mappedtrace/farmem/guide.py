@@ -48,8 +48,9 @@ CHUNK_HDR = 16          # glibc: a chunk's size field sits just before the user 
 MAX_EDGES = 1 << 20     # page edges handed to the fault loop at most
 
 
-def leaked_pages(addresses: np.ndarray, sizes: np.ndarray, reached: np.ndarray) -> np.ndarray:
-    """Pages (sorted) that overlap an unreached object and no reached one."""
+def leaked_pages(addresses: np.ndarray, sizes: np.ndarray, reached: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(leaked, live)``: pages (sorted) that overlap an unreached object and no reached one,
+    and pages that overlap a reached one."""
     def pages_of(mask: np.ndarray) -> np.ndarray:
         a = addresses[mask].astype(np.uint64)
         lo = (a - np.uint64(CHUNK_HDR)) // np.uint64(PAGE)
@@ -62,7 +63,7 @@ def leaked_pages(addresses: np.ndarray, sizes: np.ndarray, reached: np.ndarray) 
         return np.unique(idx) * np.uint64(PAGE)
     dead = pages_of(~reached)
     live = pages_of(reached)
-    return dead[~np.isin(dead, live)]
+    return dead[~np.isin(dead, live)], live
 
 
 def page_edges(graph, exact_flag: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +147,13 @@ class Guide:
             a = analyse(target, leaks=False, maps_cache=self._maps)
             g = a.graph
             reached = np.asarray(g.reached, dtype=bool)
-            leaked = leaked_pages(np.asarray(g.addresses), np.asarray(g.sizes), reached)
+            leaked, live = leaked_pages(np.asarray(g.addresses), np.asarray(g.sizes), reached)
+            # A C object that nothing points to stays so (no pointer to it can be made again, nor
+            # can it be freed): pages found leaked before stay leaked unless this graph finds a
+            # live object on them.  So one graph read from a poor copy (pages brought back
+            # between the fork and the patch read as zeros) does not undo what earlier ones saw.
+            prev = p.leaked_pages
+            leaked = np.union1d(leaked, prev[~np.isin(prev, live)]) if len(prev) else leaked
             src, dst = page_edges(g, EDGE_EXACT)
         finally:
             target.close()
