@@ -5,8 +5,10 @@
  * Phase 1 builds, in the main heap and in this order: a live list A (MIB of
  * 256-byte records, held by a global), a list L of MIB that is then leaked (its
  * head pointer is dropped: nothing points into it), and prints
- *   ready heap=BYTES pid=PID leak_lo=ADDR leak_hi=ADDR leak_records=N
- * where [leak_lo, leak_hi) holds every byte of every leaked record.  It walks A
+ *   ready heap=BYTES pid=PID leak_first_page=P leak_last_page=Q leak_records=N
+ * where pages P..Q (page numbers: address >> 12) hold every byte of every leaked
+ * record.  They are kept as page numbers, not addresses: an address kept in a
+ * variable of main's frame would be a root that keeps the leaked list reachable.  It walks A
  * until SIGUSR2 comes (the test sends it once the pager has its heap graph) or
  * 60 s have passed, then phase 2 grows the heap with a live list B of MIB and
  * walks A and B in turns, checking every record, until SECONDS more have passed
@@ -56,10 +58,10 @@ static struct rec *build(uint64_t n, uint64_t first, uintptr_t *lo, uintptr_t *h
 			r->w[k] = val(r->id, k);
 		*tail = r;
 		tail = &r->next;
-		if (lo && (uintptr_t)r < *lo)
-			*lo = (uintptr_t)r;
-		if (hi && (uintptr_t)r + sizeof *r > *hi)
-			*hi = (uintptr_t)r + sizeof *r;
+		if (lo && (uintptr_t)r >> 12 < *lo)
+			*lo = (uintptr_t)r >> 12;
+		if (hi && ((uintptr_t)r + sizeof *r - 1) >> 12 > *hi)
+			*hi = ((uintptr_t)r + sizeof *r - 1) >> 12;
 	}
 	return head;
 }
@@ -88,7 +90,7 @@ int main(int argc, char **argv)
 	struct rec *leak = build(n, n, &lo, &hi);
 	leak = NULL;            /* the only pointer to L is gone: L is leaked */
 	(void)leak;
-	printf("ready heap=%llu pid=%d leak_lo=%#lx leak_hi=%#lx leak_records=%llu\n",
+	printf("ready heap=%llu pid=%d leak_first_page=%#lx leak_last_page=%#lx leak_records=%llu\n",
 	       (unsigned long long)(3 * n * 272), getpid(), (unsigned long)lo, (unsigned long)hi,
 	       (unsigned long long)n);
 	fflush(stdout);

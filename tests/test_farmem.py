@@ -361,10 +361,10 @@ def _leaky_run(exe: str, store: str, graph: bool, seconds: float | None = None) 
            *([] if graph else ["--no-graph"]), "--", exe, str(mib), "300"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
-    m = re.search(r"pid=(\d+) leak_lo=(0x[0-9a-f]+) leak_hi=(0x[0-9a-f]+)", line)
+    m = re.search(r"pid=(\d+) leak_first_page=(0x[0-9a-f]+) leak_last_page=(0x[0-9a-f]+)", line)
     assert m, line
-    pid, lo, hi = int(m.group(1)), int(m.group(2), 16), int(m.group(3), 16)
-    inner_lo, inner_hi = (lo + 4095) // 4096 * 4096, hi // 4096 * 4096    # pages only L touches
+    pid, first, last = int(m.group(1)), int(m.group(2), 16), int(m.group(3), 16)
+    inner_lo, inner_hi = (first + 1) * 4096, last * 4096      # pages only L touches (not the two ends)
     try:
         deadline = time.monotonic() + 90
         while graph:

@@ -253,7 +253,8 @@ def _graph_line(g) -> str:
     if g.get("state") != "ready":
         return g.get("state", "-") + (f" ({g['error']})" if g.get("error") else "")
     return (f"{g['objects']} objects, {g['leaked_pages']} leaked pages, {g['page_edges']} page edges; "
-            f"refreshed {g['refreshes']}×, last capture {g['capture_ms']:.0f} ms + graph {g['graph_ms']:.0f} ms")
+            f"refreshed {g['refreshes']}×, last capture {g['capture_ms']:.0f} ms + graph {g['graph_ms']:.0f} ms"
+            + (f"; {g['note']}" if g.get("note") else ""))
 
 
 @command.command("detach", help="Bring every page of PID home, stop paging it, leave it as if never paged.")

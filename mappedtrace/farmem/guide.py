@@ -166,6 +166,9 @@ class Guide:
                      "patched_pages": patched, "capture_ms": round((t1 - t0) * 1e3, 1),
                      "graph_ms": round((time.perf_counter() - t1) * 1e3, 1), "updated": time.time(),
                      "prefetch_depth": self.depth}
+        if not len(src):
+            self.last["note"] = ("no exact pointer edges between pages (a binary without maps is paged with "
+                                 "leaked pages from a conservative graph, and no prefetch along pointers)")
 
     def _patch(self, target, remote: np.ndarray) -> int:
         """Write the store's copies of the remote pages into the captured copy."""

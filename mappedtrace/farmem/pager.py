@@ -120,7 +120,8 @@ class Helper:
 
     def call(self, op: int, ranges: list[tuple[int, int]] = ()) -> tuple[int, int, int, int, int]:
         """``(rc, errno, value, features, address of the last drop)`` of one request."""
-        msg = _REQ.pack(op, len(ranges)) + b"".join(_RANGE.pack(a, n) for a, n in ranges)
+        # page numbers, not addresses (see runtime/mtfarmem.c: the helper's data is a root)
+        msg = _REQ.pack(op, len(ranges)) + b"".join(_RANGE.pack(a >> 12, n >> 12) for a, n in ranges)
         with self.lock:
             try:
                 self.s.sendall(msg)
@@ -288,7 +289,7 @@ class Pager:
             try:
                 n = struct.unpack("<Q", K.vm_read(self.pid, last, 8))[0]
                 raw = K.vm_read(self.pid, last + 8, min(n, MAX_RANGES) * _RANGE.size) if n else b""
-                foreign = [r for r in _RANGE.iter_unpack(raw)]
+                foreign = [(a << 12, n << 12) for a, n in _RANGE.iter_unpack(raw)]
             except MappedTraceError as e:
                 self.warnings.append(f"the helper's last drop could not be read: {e.message}")
         self.server.hello(foreign)
