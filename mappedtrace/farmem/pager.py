@@ -412,6 +412,9 @@ class Pager:
         faulted = self._faulted_since()
         with self.lock:
             self.ref.update(faulted)
+        if len(self.leaked_pages) and faulted:
+            # a page the program touched is not leaked, whatever the last graph said
+            self.leaked_pages = self.leaked_pages[~np.isin(self.leaked_pages, np.asarray(faulted, np.uint64))]
         if self.soft_dirty:
             with self.lock:
                 self.ref.update(dirty.tolist())
