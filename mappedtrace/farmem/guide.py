@@ -24,8 +24,7 @@ numpy work) starved the fault thread; the target's threads then sat in
 userfaultfd waits, and the helper sat in ``madvise`` waiting (killably, not
 interruptibly) for its REMOVE event to be read, so ptrace could not stop it
 and the capture waited for ever.  Now the fault loop runs without the GIL,
-and the fork runs with the evictor paused (no DROP request in flight to a
-helper that the capture is about to stop); the maps are decoded before it.
+and the maps are decoded before the fork.
 
 Known imprecision, policy only (a wrong guess costs a fetch or an eviction,
 never a wrong byte): the fork child of a paged process has no userfaultfd
@@ -100,6 +99,7 @@ class Guide:
         self.last: dict = {}
         self.error: str | None = None
         self._maps = None
+        self.last_seconds = 0.0
 
     def start(self) -> None:
         self.thread.start()
@@ -126,7 +126,8 @@ class Guide:
             except Exception as e:     # policy only: never take the pager down
                 self.error = f"{type(e).__name__}: {e}"
                 self.state = "graph failed; paging without it until the next try"
-            if self._stop.wait(self.period):
+            # at most a fifth of the time on graphs: a 2-core machine shares them with the program
+            if self._stop.wait(max(self.period, 4 * self.last_seconds)):
                 return
 
     def refresh(self) -> None:
@@ -140,8 +141,11 @@ class Guide:
         self.state = "capturing"
         # the maps decoded before the pause (session.capture_live's order), kept between refreshes
         self._maps = preload_maps(p.pid, self._maps)
-        with p.round_lock:          # no drop in flight while the helper's thread is stopped
-            target = snapshot_process(p.pid, "fork")
+        # The evictor goes on meanwhile: a DROP sent to the helper while the capture has its
+        # thread stopped waits for the resume (the fork's pause), and the helper's madvise
+        # cannot hold the stop up (its REMOVE events are read by the compiled loop).  Holding
+        # the evictor for the capture starved the budget for seconds on a loaded machine.
+        target = snapshot_process(p.pid, "fork")
         stored = p.server.stored()
         try:
             patched = self._patch(target, stored)
@@ -160,6 +164,7 @@ class Guide:
             src, dst = page_edges(g, EDGE_EXACT)
         finally:
             target.close()
+        self.last_seconds = time.perf_counter() - t0
         p.leaked_pages = leaked
         p.server.set_graph(src, dst, self.depth)
         self.refreshes += 1
