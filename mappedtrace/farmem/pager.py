@@ -196,6 +196,27 @@ def registered_vmas(pid: int) -> list[tuple[int, int]]:
     return out
 
 
+def _helper_sp(pid: int) -> int:
+    """The stack pointer of the helper's thread (named ``mtfarmem``), 0 if unknown.
+
+    Read from ``/proc/PID/task/TID/syscall`` (``nr args… sp pc`` while the
+    thread waits in a system call, as it does between requests)."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != "mtfarmem":
+                    continue
+            for _ in range(50):
+                with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                    parts = f.read().split()
+                if len(parts) >= 9:
+                    return int(parts[-2], 16)
+                time.sleep(0.01)        # "running": between two system calls
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 class Pager:
     """Far memory for process ``pid`` whose helper listens on ``sock``.
 
@@ -247,6 +268,7 @@ class Pager:
         self.server: FaultServer | None = None
         self.kick_fd = -1
         self.serve_thread: threading.Thread | None = None
+        self.helper_sp = 0
 
     # ---- set-up ------------------------------------------------------
     def key(self, page: int) -> str:
@@ -293,6 +315,8 @@ class Pager:
             except MappedTraceError as e:
                 self.warnings.append(f"the helper's last drop could not be read: {e.message}")
         self.server.hello(foreign)
+        self.helper_sp = _helper_sp(self.pid)
+
 
     def start(self) -> None:
         """Start evicting (the fault loop runs from :meth:`connect` on)."""
@@ -332,6 +356,15 @@ class Pager:
             if self.state in ("detaching", "detached"):
                 return                          # detach unregisters: register nothing new
             if (lo, hi) in self.registered:
+                continue
+            if self.helper_sp and lo <= self.helper_sp < hi:
+                # The helper's own stack, merged by the kernel with a heap mapping next to it
+                # (same flags): never paged.  The helper writes its stack while it serves a
+                # DROP; a stack page in that DROP's batch would wait for the DROP (seen: the
+                # evictor and the helper waited on each other for good).
+                with self.lock:
+                    self.registered[(lo, hi)] = "refused"
+                self.warnings.append(f"{label} heap {lo:#x}-{hi:#x} not paged: it holds the helper's stack")
                 continue
             try:
                 self.uffd.register(lo, hi - lo, U.REGISTER_MODE_MISSING | U.REGISTER_MODE_WP)
