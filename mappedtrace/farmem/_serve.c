@@ -65,6 +65,7 @@ enum {
 	F_INVALID = 16,         /* removed by the program while being evicted: do not drop */
 	F_DEFERRED = 32,        /* a write fault waits for the eviction to end */
 	F_CACHED = 64,          /* prefetched, in the cache at `slot` */
+	F_COMMITTED = 128,      /* being evicted, its copy recorded: the drop comes next */
 };
 
 struct ent { uint64_t page, hash; uint32_t flags, slot; };
@@ -636,9 +637,10 @@ static int store_move(struct store *st, const uint64_t *from, const uint64_t *to
 
 /* ---- uffd ---- */
 
-static int uffd_copy(int fd, uint64_t dst, const void *src)
+static int uffd_copy(int fd, uint64_t dst, const void *src, int wp)
 {
-	struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = PAGE, .mode = 0 };
+	struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = PAGE,
+				 .mode = wp ? UFFDIO_COPY_MODE_WP : 0 };
 	if (ioctl(fd, UFFDIO_COPY, &c) < 0)
 		return errno ? errno : EIO;
 	return 0;
@@ -677,6 +679,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 	static __thread int8_t found[MAXQ + MAXPF];
 	static __thread int8_t src[MAXQ];     /* 0 zero, 1 store, 2 cache */
 	static __thread int32_t slot[MAXQ];   /* index into ask / bufs */
+	static __thread int8_t wpc[MAXQ];     /* install write-protected (a page being evicted) */
 	static __thread uint8_t *bufs;
 	static __thread uint8_t *cbuf;        /* pages taken from the cache */
 	if (!bufs) {
@@ -713,7 +716,12 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t p = fq->q[i];
 		struct ent *e = map_find(&s->m, p);
-		int evicting = e && (e->flags & F_EVICTING);
+		/* A page being evicted whose copy is recorded (the drop comes next) waits for the
+		 * drop.  Before that it is served at once, write-protected (a write then waits for
+		 * the drop and refaults): the evictor's own read of the program faults too, and
+		 * must not wait for the evictor (seen: both waited for good). */
+		int evicting = e && (e->flags & F_EVICTING) && (e->flags & F_COMMITTED);
+		wpc[now_n] = e && (e->flags & F_EVICTING) && !evicting;
 		/* A fault waits for room while the evictor makes some, but not for ever: the
 		 * evictor's own reads of the program (a mapping's first bytes, a page the
 		 * program just dropped) fault too, and must not wait for the evictor.  After
@@ -878,7 +886,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 				continue;
 			}
 		}
-		int rc = uffd_copy(s->uffd, pages[i], data);
+		int rc = uffd_copy(s->uffd, pages[i], data, wpc[i]);
 		if (rc == EAGAIN) {
 			later[nlater] = pages[i];
 			latert[nlater++] = times[i];
@@ -1325,7 +1333,7 @@ int mtfs_evict_commit(struct mtfs *s, const uint64_t *pages, uint32_t n, const u
 		if (!(e->flags & F_REMOTE))
 			s->st.remote_pages++;
 		e->hash = hash[i];
-		e->flags = (e->flags & ~F_ZERO) | F_STORED | F_REMOTE | (zero[i] ? F_ZERO : 0);
+		e->flags = (e->flags & ~F_ZERO) | F_STORED | F_REMOTE | F_COMMITTED | (zero[i] ? F_ZERO : 0);
 		k++;
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -1350,7 +1358,7 @@ void mtfs_evict_end(struct mtfs *s, const uint64_t *pages, uint32_t n, const uin
 			e->flags &= ~F_REMOTE;
 			s->st.remote_pages--;
 		}
-		e->flags &= ~(F_EVICTING | F_INVALID | F_DEFERRED);
+		e->flags &= ~(F_EVICTING | F_INVALID | F_DEFERRED | F_COMMITTED);
 		put_or_drop(s, e);
 	}
 	pthread_mutex_unlock(&s->mu);
