@@ -386,6 +386,7 @@ def _leaky_run(exe: str, store: str, graph: bool, seconds: float | None = None) 
             if (seconds is None and resident_leaked == 0 and waited >= 2) or \
                     waited >= (seconds if seconds is not None else 60):
                 break
+        time.sleep(1.0)             # the state file is written twice a second: let it catch up
         st = _status(pid)
         os.kill(pid, signal.SIGUSR1)
         out, err = p.communicate(timeout=120)
