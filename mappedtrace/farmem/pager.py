@@ -661,15 +661,16 @@ class Pager:
         with self.round_lock:                   # ...and releases this when it has
             pass
         left = 0
+        holes = np.zeros(0, np.uint64)
+        if self.resume:                         # pages a dead pager sent: ask the store for every hole
+            hs = [np.arange(lo, hi, PAGE, dtype=np.uint64) for lo, hi in registered_vmas(self.pid)]
+            holes = np.concatenate(hs) if hs else holes
         for attempt in range(2000):             # EAGAIN while the program maps or unmaps: again
             present, _ = self._scan()
-            home = self.server.stored()
+            # the holes stay wanted until present (a resumed pager's table does not name them)
+            home = np.union1d(self.server.stored(), holes)
             home = home[~np.isin(home, present)]
-            if self.resume and attempt == 0:    # pages a dead pager sent: ask the store for every hole
-                holes = [np.arange(lo, hi, PAGE, dtype=np.uint64) for lo, hi in registered_vmas(self.pid)]
-                if holes:
-                    h = np.concatenate(holes)
-                    home = np.union1d(home, h[~np.isin(h, present)])
+            holes = holes[~np.isin(holes, present)]
             if not len(home):
                 break
             left = self.server.serve_now(home.tolist())
