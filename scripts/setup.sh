@@ -34,8 +34,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -c "import mappedtrace" # the install worked
     echo "$want" > "$stamp"
 fi
-# Build the far-memory runtime helper (runtime/mtfarmem.c) now, cached by source hash.
-.venv/bin/python -c "from mappedtrace.farmem import _runtime; _runtime.library_path()"
+# Build the far-memory C parts (runtime/mtfarmem.c, mappedtrace/farmem/_serve.c) now, cached by source hash.
+.venv/bin/python -c "from mappedtrace.farmem import _runtime; _runtime.library_path(); _runtime.serve_library_path()"
 # Build the pass plugin now (cached by source hash), so the first command does not.
 .venv/bin/python -c "from mappedtrace import toolchain; toolchain.plugin_path()"
 

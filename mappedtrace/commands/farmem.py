@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -56,10 +57,14 @@ def command() -> None:
 @click.option("--local", "local", required=True, metavar="SIZE", help="Resident heap budget, e.g. 64M.")
 @click.option("--store", "store_url", required=True, metavar="URL",
               help="file:DIR or redis://HOST:PORT")
-@click.option("--no-graph", is_flag=True, help="Page without heap-graph guidance (today always so).")
+@click.option("--no-graph", is_flag=True,
+              help="Page without heap-graph guidance (no leaked-first eviction, no prefetch along pointers).")
+@click.option("--prefetch", default=8, show_default=True, type=click.IntRange(0, 64),
+              help="Pages after a faulting one fetched with it when the store holds them (0: none).")
 @click.option("--interval", default=0.1, show_default=True, type=float, help="Seconds between eviction rounds.")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
-def run_cmd(local: str, store_url: str, no_graph: bool, interval: float, program: tuple[str, ...]) -> int:
+def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, interval: float,
+            program: tuple[str, ...]) -> int:
     from ..farmem import _runtime
     from ..farmem.pager import FarMemError, Pager, state_dir
     from ..farmem.stores import open_store
@@ -83,7 +88,7 @@ def run_cmd(local: str, store_url: str, no_graph: bool, interval: float, program
     except OSError as e:
         raise MappedTraceError(f"cannot run {program[0]}: {e.strerror}") from None
     pager = Pager(child.pid, store, local=budget, sock=sock, ns=f"mtfm:{child.pid}:{token}",
-                  interval=interval, graph=not no_graph)
+                  interval=interval, graph=not no_graph, prefetch=prefetch)
     try:
         pager.connect(alive=lambda: child.poll() is None)
         pager.start()
@@ -93,12 +98,19 @@ def run_cmd(local: str, store_url: str, no_graph: bool, interval: float, program
             child.wait()
         raise e
 
+    # Wait for the exit through a pidfd, and reap only then: the graph thread ptrace-stops the
+    # program (our child) for its fork snapshots, and a waitpid here would take those stops
+    # for the tracer's (Popen reads a stop as an exit by signal, and the tracer waits for ever).
+    pidfd = os.pidfd_open(child.pid)
+
     def wait() -> int | None:
-        try:
-            return child.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
+        if not select.select([pidfd], [], [], 0.2)[0]:
             return None
-    rc = _page_until_exit(pager, wait)
+        return child.wait()
+    try:
+        rc = _page_until_exit(pager, wait)
+    finally:
+        os.close(pidfd)
     try:
         os.unlink(sock)
     except OSError:
@@ -214,10 +226,15 @@ def status_cmd(pid: int, as_json: bool) -> int:
         ("faults", f"{st['faults']} ({st['zero_faults']} zero-filled), {st['faults_per_s']}/s"),
         ("fault latency", "-" if lat is None else
          f"median {lat:.0f} µs, p99 {st['fault_latency_p99_us']:.0f} µs"),
+        ("fault loop", f"{st.get('fault_loop', '-')}, {st.get('store_round_trips', 0)} store round trips"),
+        ("prefetch", "-" if st.get("prefetch_accuracy") is None else
+         f"accuracy {st['prefetch_accuracy']:.1%} ({st['prefetch_hits']} of {st['prefetched']} used; "
+         f"{st.get('graph_prefetched', 0)} along the graph), cache {_mib(st.get('prefetch_cache_bytes'))}"),
         ("pages evicted", f"{st['pages_evicted']} (sent {st['pages_sent']}, clean {st['pages_dropped_clean']}, "
-                          f"zero {st['pages_zero']}) cold"),
+                          f"zero {st['pages_zero']}); by reason: " +
+         ", ".join(f"{k} {v}" for k, v in st.get("evicted_by_reason", {}).items())),
         ("bytes moved", f"{_mib(st['bytes_sent'])} out, {_mib(st['bytes_fetched'])} in"),
-        ("graph", st.get("graph", "-")),
+        ("graph", _graph_line(st.get("graph"))),
     ]
     if st.get("blocked"):
         rows.append(("BLOCKED", st["blocked"]))
@@ -228,6 +245,16 @@ def status_cmd(pid: int, as_json: bool) -> int:
     for w in st.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def _graph_line(g) -> str:
+    if not isinstance(g, dict):
+        return str(g or "-")
+    if g.get("state") != "ready":
+        return g.get("state", "-") + (f" ({g['error']})" if g.get("error") else "")
+    return (f"{g['objects']} objects, {g['leaked_pages']} leaked pages, {g['page_edges']} page edges; "
+            f"refreshed {g['refreshes']}×, last capture {g['capture_ms']:.0f} ms + graph {g['graph_ms']:.0f} ms"
+            + (f"; {g['note']}" if g.get("note") else ""))
 
 
 @command.command("detach", help="Bring every page of PID home, stop paging it, leave it as if never paged.")

@@ -2,19 +2,23 @@
 
 Threads (all in the pager process; the program only runs the runtime helper):
 
-* **fault thread** — reads the userfaultfd: missing-page faults are served with
-  ``UFFDIO_COPY`` from the store (or zeros for a page never evicted),
-  write-protect faults on pages being evicted are held until the drop is
-  done, and the program's own ``madvise(DONTNEED)``, ``munmap`` and
-  ``mremap`` (events REMOVE, UNMAP, REMAP) update which store copies are
-  still the page's content.
+* **fault loop** — compiled (:mod:`._serve`, ``_serve.c``), holding no GIL:
+  reads the userfaultfd, serves missing-page faults with ``UFFDIO_COPY`` from
+  the store (or zeros for a page never evicted) with the neighbours that the
+  store also holds prefetched in the same round trip, holds write-protect
+  faults on pages being evicted until the drop is done, and follows the
+  program's own ``madvise(DONTNEED)``, ``munmap`` and ``mremap`` (events
+  REMOVE, UNMAP, REMAP).  It owns the table of the store's copies.
 * **evictor** — every ``interval`` s: finds new heap mappings and registers
   them (missing + write-protect mode), reads ``/proc/PID/pagemap`` (present
   and soft-dirty bits), and when the resident heap is over the budget picks
-  cold pages by a clock and evicts them in batches: write-protect, read with
-  ``process_vm_readv``, send what changed to the store (pipelined), then ask
-  the helper to drop them.  Writes the state file that ``farmem status``
-  reads.
+  pages (leaked first when the heap graph says so, then cold by a clock) and
+  evicts them in batches: write-protect, read with ``process_vm_readv``, send
+  what changed to the store (pipelined), then ask the helper to drop them.
+* **status** — writes the state file that ``farmem status`` reads.
+* **graph** (optional, :mod:`.guide`) — refreshes the heap graph from a fork
+  snapshot and turns it into "leaked" pages and prefetch hints; nothing waits
+  for it.
 
 Dirty tracking: a page is write-protected (uffd-wp) *before* it is read, so
 no write can slip in between the read and the drop; its content is hashed
@@ -27,7 +31,9 @@ The clock: a page served by a fault or seen soft-dirty gets its reference
 bit; the hand sweeps the resident heap pages in address order, clears the
 bits it passes and evicts pages whose bit is clear.  Known imprecision: reads
 of resident pages leave no trace visible from outside (pagemap has no
-accessed bit), so a page only read is seen as cold until it faults once.
+accessed bit), so a page only read is seen as cold until it faults once; and
+the fault loop keeps the last 4096 faulted pages for the clock, so in a round
+with more faults than that the oldest ones set no bit.
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ from ..errors import MappedTraceError, NoSuchProcess
 from ..fileio import write_private
 from ..target import _kernel as K
 from . import _uffd as U
+from ._serve import FaultServer, make_kick_fd
 from .ranges import HeapRanges
 from .stores import Store, StoreError
 
@@ -113,7 +120,8 @@ class Helper:
 
     def call(self, op: int, ranges: list[tuple[int, int]] = ()) -> tuple[int, int, int, int, int]:
         """``(rc, errno, value, features, address of the last drop)`` of one request."""
-        msg = _REQ.pack(op, len(ranges)) + b"".join(_RANGE.pack(a, n) for a, n in ranges)
+        # page numbers, not addresses (see runtime/mtfarmem.c: the helper's data is a root)
+        msg = _REQ.pack(op, len(ranges)) + b"".join(_RANGE.pack(a >> 12, n >> 12) for a, n in ranges)
         with self.lock:
             try:
                 self.s.sendall(msg)
@@ -188,6 +196,27 @@ def registered_vmas(pid: int) -> list[tuple[int, int]]:
     return out
 
 
+def _helper_sp(pid: int) -> int:
+    """The stack pointer of the helper's thread (named ``mtfarmem``), 0 if unknown.
+
+    Read from ``/proc/PID/task/TID/syscall`` (``nr args… sp pc`` while the
+    thread waits in a system call, as it does between requests)."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != "mtfarmem":
+                    continue
+            for _ in range(50):
+                with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                    parts = f.read().split()
+                if len(parts) >= 9:
+                    return int(parts[-2], 16)
+                time.sleep(0.01)        # "running": between two system calls
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 class Pager:
     """Far memory for process ``pid`` whose helper listens on ``sock``.
 
@@ -195,52 +224,51 @@ class Pager:
     :param ns: prefix of this process's keys in the store
     :param resume: a pager took over from one that died: pages it does not know
         may be in the store (asked on their first fault)
+    :param graph: guide eviction and prefetch by the heap graph (:mod:`.guide`)
+    :param prefetch: pages after a faulting page fetched with it when the store holds them
     """
 
     def __init__(self, pid: int, store: Store, *, local: int, sock: str, ns: str, resume: bool = False,
-                 interval: float = 0.1, soft_dirty: bool = True, graph: bool = False):
+                 interval: float = 0.1, soft_dirty: bool = True, graph: bool = False, prefetch: int = 8):
         if local <= 0:
             raise FarMemError(f"a local memory budget of {local} bytes leaves no page resident",
                               hint="give --local a size such as 64M or 1G")
         self.pid, self.store, self.local, self.sock, self.ns = pid, store, local, sock, ns
         self.resume, self.interval, self.soft_dirty, self.graph = resume, interval, soft_dirty, graph
+        self.prefetch = prefetch
         self.lock = threading.Lock()
-        self.stored: dict[int, bytes] = {}          # page → hash of the store's copy
         self.ref: set[int] = set()                  # clock reference bits
-        self.evicting: set[int] = set()
-        self.deferred: set[int] = set()             # write faults held during an eviction
-        self.dropping: set[tuple[int, int]] = set() # our own DROP runs (their REMOVE events are ours)
         self.registered: dict[tuple[int, int], str] = {}
         self.hand = 0
         self.stop = threading.Event()
         self.evict_on = threading.Event()
         self.evict_on.set()
-        self.lat = deque(maxlen=20000)
-        self.stats = dict(faults=0, zero_faults=0, pages_evicted=0, pages_sent=0, pages_dropped_clean=0,
-                          pages_zero=0, bytes_sent=0, bytes_fetched=0, removed_by_program=0, remapped=0,
+        self.stats = dict(pages_evicted=0, pages_sent=0, pages_dropped_clean=0, pages_zero=0, bytes_sent=0,
                           resident_bytes=0, remote_bytes=0, heap_bytes=0, evict_rounds=0,
                           resident_after_evict_bytes=0, resident_after_evict_max_bytes=0,
-                          faults_waited_for_room=0, events_remove=0, events_unmap=0, events_remap=0)
-        self.blocked: str | None = None
+                          evicted_leaked=0, evicted_cold=0, pages_not_dropped=0)
+        self.blocked: str | None = None             # the evictor's reason to wait (the loop has its own)
         self.warnings: list[str] = []
         self.state = "starting"
         self.started = time.time()
         self._last_faults = (time.monotonic(), 0)
         self.faults_per_s = 0.0
         self._state_at = 0.0
-        self.cycle = 0
-        self.resident_est = 0           # bytes: the last scan, plus faults served, less drops since
-        self.kick = threading.Event()   # a fault waits for room: evict now
+        self._recent_seen = 0
+        #: pages holding only leaked objects (sorted), from the last heap graph (:mod:`.guide`)
+        self.leaked_pages = np.zeros(0, np.uint64)
+        self.guide = None
         self.round_lock = threading.Lock()
-        #: $MTFARMEM_DEBUG=PATH: a log of evictions, serves and events, written to PATH.PID at the end
+        #: $MTFARMEM_DEBUG=PATH: a log of evictions, written to PATH.PID at the end
         self.debug = deque(maxlen=2_000_000) if os.environ.get("MTFARMEM_DEBUG") else None
-        self.hello_done = threading.Event()
-        self.foreign_drops: list[tuple[int, int]] = []
-        self.pending_removes: list[tuple[int, int]] = []
         self.ranges = HeapRanges(pid)
         self.threads: list[threading.Thread] = []
         self.helper: Helper | None = None
         self.uffd: U.Uffd | None = None
+        self.server: FaultServer | None = None
+        self.kick_fd = -1
+        self.serve_thread: threading.Thread | None = None
+        self.helper_sp = 0
 
     # ---- set-up ------------------------------------------------------
     def key(self, page: int) -> str:
@@ -260,11 +288,16 @@ class Pager:
         if missing:
             raise FarMemError(f"this kernel's userfaultfd lacks {', '.join(missing)}",
                               hint="far memory needs Linux 5.7 or newer (anonymous write-protect)")
+        # the loop's state before the descriptor: a store the loop cannot speak stops us here
+        self.kick_fd = make_kick_fd()
         self.uffd = U.Uffd(U.take_fd(self.pid, fdnum))
+        # the prefetch cache: an eighth of the budget, at most 4 MiB (pager memory, in the status)
+        cache_pages = 0 if self.prefetch <= 0 else int(min(1024, max(64, self.local // PAGE // 8)))
+        self.server = FaultServer(self.uffd.fd, self.kick_fd, self.store, self.ns, local=self.local,
+                                  resume=self.resume, pf_neigh=max(0, self.prefetch), cache_pages=cache_pages)
         self.pagemap = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
-        t = threading.Thread(target=self._fault_loop, name="mtfm-fault", daemon=True)
-        t.start()
-        self.threads.append(t)
+        self.serve_thread = threading.Thread(target=self._serve_loop, name="mtfm-fault", daemon=True)
+        self.serve_thread.start()
         if self.resume:
             # faults a dead pager had read but not served wait for a wake-up that never comes:
             # wake every registered range, the threads fault again and this pager reads them
@@ -272,24 +305,31 @@ class Pager:
                 self.uffd.wake(lo, hi - lo)
         self.helper = Helper(self.sock, timeout=max(1.0, deadline - time.monotonic()), alive=alive)
         rc, err, _, _, last = self.helper.call(OP_HELLO)
+        foreign: list[tuple[int, int]] = []
         if self.resume and last:
             # the drop a killed pager had asked for: its REMOVE events are not the program's
             try:
                 n = struct.unpack("<Q", K.vm_read(self.pid, last, 8))[0]
                 raw = K.vm_read(self.pid, last + 8, min(n, MAX_RANGES) * _RANGE.size) if n else b""
-                self.foreign_drops = [r for r in _RANGE.iter_unpack(raw)]
+                foreign = [(a << 12, n << 12) for a, n in _RANGE.iter_unpack(raw)]
             except MappedTraceError as e:
                 self.warnings.append(f"the helper's last drop could not be read: {e.message}")
-        self.hello_done.set()
+        self.server.hello(foreign)
+        self.helper_sp = _helper_sp(self.pid)
+
 
     def start(self) -> None:
-        """Start evicting (the fault thread runs from :meth:`connect` on)."""
+        """Start evicting (the fault loop runs from :meth:`connect` on)."""
         self.state = "running"
         self.write_state()
         for fn, name in ((self._evict_loop, "mtfm-evict"), (self._state_loop, "mtfm-state")):
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()
             self.threads.append(t)
+        if self.graph:
+            from .guide import Guide
+            self.guide = Guide(self)
+            self.guide.start()
 
     def _state_loop(self) -> None:
         """The status file, twice a second, from a thread of its own: an eviction
@@ -301,182 +341,14 @@ class Pager:
             except MappedTraceError as e:
                 self.warnings.append(e.message)
 
-    # ---- the fault thread ----------------------------------------------
-    def _fault_loop(self) -> None:
-        fd = self.uffd.fd
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        retry: list[int] = []
-        while not self.stop.is_set():
-            if self.pending_removes and self.hello_done.is_set():
-                for a, b in self.pending_removes:
-                    self._on_remove(a, b, False)
-                self.pending_removes = []
-            self.cycle += 1         # everything read so far is handled (see _evict)
-            if not poller.poll(2 if retry else 100):
-                if retry:
-                    retry = self._serve(retry)
-                continue
-            try:
-                data = os.read(fd, U.MSG.size * 512)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                self.warnings.append(f"reading the userfaultfd: {e.strerror}")
-                break
-            t0 = time.perf_counter()
-            missing = retry
-            for ev, _, _, _, a, b, c in U.MSG.iter_unpack(data):
-                if ev == U.EVENT_PAGEFAULT:
-                    page = b & ~(PAGE - 1)
-                    if a & U.PAGEFAULT_FLAG_WP:
-                        self._on_wp(page)
-                    else:
-                        missing.append((page, t0))
-                elif ev in (U.EVENT_REMOVE, U.EVENT_UNMAP):
-                    self.stats["events_unmap" if ev == U.EVENT_UNMAP else "events_remove"] += 1
-                    if missing:            # faults read before the event come first
-                        missing = self._serve(missing, budget=False)
-                    self._on_remove(a, b, ev == U.EVENT_UNMAP)
-                elif ev == U.EVENT_REMAP:
-                    self.stats["events_remap"] += 1
-                    if missing:
-                        missing = self._serve(missing, budget=False)
-                    self._on_remap(a, b, c)
-            retry = self._serve(missing) if missing else []
+    # ---- the fault loop (compiled) -------------------------------------------
+    def _serve_loop(self) -> None:
+        rc = self.server.run()
+        if rc < 0:
+            self.warnings.append(f"reading the userfaultfd: {os.strerror(-rc)}")
 
-    def _on_wp(self, page: int) -> None:
-        with self.lock:
-            if page in self.evicting:
-                self.deferred.add(page)      # woken after the drop; it refaults as missing
-                return
-        self.uffd.writeprotect(page, PAGE, False)
-
-    def _fetch(self, keys: list[str]) -> list[bytes | None]:
-        """get_many that waits for the store rather than hand the program a wrong page."""
-        delay = 0.05
-        while True:
-            try:
-                got = self.store.get_many(keys)
-                if self.blocked:
-                    self.blocked = None
-                return got
-            except StoreError as e:
-                self.blocked = f"{e.message} (the program waits on its faults)"
-                if self.stop.is_set():
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
-    def _serve(self, faults: list[tuple[int, float]], *, budget: bool = True) -> list[tuple[int, float]]:
-        """Serve missing faults ``(page, time read)``; returns those to try again: EAGAIN
-        from the kernel, or no room under the budget yet (the faulting thread waits while
-        the evictor makes room: that is what keeps the resident heap under --local)."""
-        first: dict[int, float] = {}
-        for p, t in faults:
-            first.setdefault(p, t)
-        pages = list(first)
-        later: list[int] = []
-        if budget:
-            with self.lock:
-                room = max(0, (self.local - self.resident_est) // PAGE)
-            if room < len(pages):
-                pages, later = pages[:room], pages[room:]
-                self.kick.set()
-                self.stats["faults_waited_for_room"] += len(later)
-        with self.lock:
-            known = [(p, self.stored.get(p)) for p in pages]
-        ask = [p for p, h in known if (h is not None and h != _ZERO_HASH) or (h is None and self.resume)]
-        got = dict(zip(ask, self._fetch([self.key(p) for p in ask]))) if ask else {}
-        retry = later
-        zero = served = 0
-        for p, h in known:
-            data = got.get(p)
-            if data is None:
-                if h is not None and h != _ZERO_HASH:
-                    # the store lost a page it acknowledged: never hand out zeros instead
-                    self.blocked = f"store {self.store.url} has no copy of page {p:#x}; the program waits"
-                    retry.append(p)
-                    continue
-                data = _ZERO
-                zero += 1
-            elif len(data) != PAGE:
-                self.blocked = f"store {self.store.url}: page {p:#x} has {len(data)} bytes, not {PAGE}"
-                retry.append(p)
-                continue
-            rc = self.uffd.copy(p, U.ffi.from_buffer(data), PAGE)
-            if self.debug is not None:
-                self.debug.append((time.monotonic(), "serve", p, "zero" if data is _ZERO else "store", h, rc))
-            if rc == errno.EEXIST:
-                self.uffd.wake(p, PAGE)
-            elif rc == errno.EAGAIN:
-                retry.append(p)
-                continue
-            elif rc in (errno.ENOENT, errno.ESRCH, errno.EFAULT, errno.EINVAL):
-                self.uffd.wake(p, PAGE)     # the range went away: the thread retries and sees why
-            elif rc:
-                self.warnings.append(f"UFFDIO_COPY {p:#x}: {os.strerror(rc)}")
-            served += rc == 0
-            if data is not _ZERO:
-                self.stats["bytes_fetched"] += PAGE
-            self.lat.append(time.perf_counter() - first[p])
-        n = len(pages) - (len(retry) - len(later))
-        self.stats["faults"] += n
-        self.stats["zero_faults"] += zero
-        with self.lock:
-            self.resident_est += served * PAGE
-            self.ref.update(pages)
-        return [(p, first[p]) for p in retry]
-
-    def _on_remove(self, start: int, end: int, unmap: bool) -> None:
-        if self.debug is not None:
-            self.debug.append((time.monotonic(), "remove", start, end, unmap, list(self.dropping)))
-        with self.lock:
-            # our own drop: madvise reports one REMOVE per VMA, so a run that crosses a VMA
-            # boundary comes back in pieces; each lies inside a run in flight
-            if not unmap and any(a <= start and end <= a + n for a, n in self.dropping):
-                return
-            if not unmap and self.resume:
-                if not self.hello_done.is_set():       # who dropped it is known after HELLO
-                    self.pending_removes.append((start, end))
-                    return
-                if any(a <= start and end <= a + n for a, n in self.foreign_drops):
-                    return
-            if (end - start) // PAGE < len(self.stored):
-                gone = [p for p in range(start, end, PAGE) if p in self.stored]
-            else:
-                gone = [p for p in self.stored if start <= p < end]
-            keys = [self.key(p) for p in gone if self.stored.pop(p) != _ZERO_HASH]
-            self.ref.difference_update(gone)
-            self.stats["removed_by_program"] += (end - start) // PAGE
-        if unmap:
-            with self.lock:
-                for r in [r for r in self.registered if r[0] < end and start < r[1]]:
-                    del self.registered[r]
-        if keys:
-            try:
-                self.store.delete(keys)
-            except StoreError as e:
-                self.warnings.append(f"{e.message} (stale pages stay in the store)")
-
-    def _on_remap(self, old: int, new: int, length: int) -> None:
-        if self.debug is not None:
-            self.debug.append((time.monotonic(), "remap", old, new, length))
-        # the program's mremap moved registered pages: move their store copies with them
-        with self.lock:
-            moved = [(p, self.stored.pop(p)) for p in range(old, old + length, PAGE) if p in self.stored]
-        data_keys = [p for p, h in moved if h != _ZERO_HASH]
-        got = self._fetch([self.key(p) for p in data_keys]) if data_keys else []
-        puts = [(self.key(p - old + new), d) for p, d in zip(data_keys, got) if d is not None]
-        try:
-            self.store.put_many(puts)
-            self.store.delete([self.key(p) for p in data_keys])
-        except StoreError as e:
-            self.blocked = e.message
-        with self.lock:
-            for p, h in moved:
-                self.stored[p - old + new] = h
-            self.stats["remapped"] += len(moved)
+    def loop_alive(self) -> bool:
+        return self.serve_thread is not None and self.serve_thread.is_alive()
 
     # ---- the evictor -----------------------------------------------------
     def _refresh_ranges(self) -> None:
@@ -484,6 +356,15 @@ class Pager:
             if self.state in ("detaching", "detached"):
                 return                          # detach unregisters: register nothing new
             if (lo, hi) in self.registered:
+                continue
+            if self.helper_sp and lo <= self.helper_sp < hi:
+                # The helper's own stack, merged by the kernel with a heap mapping next to it
+                # (same flags): never paged.  The helper writes its stack while it serves a
+                # DROP; a stack page in that DROP's batch would wait for the DROP (seen: the
+                # evictor and the helper waited on each other for good).
+                with self.lock:
+                    self.registered[(lo, hi)] = "refused"
+                self.warnings.append(f"{label} heap {lo:#x}-{hi:#x} not paged: it holds the helper's stack")
                 continue
             try:
                 self.uffd.register(lo, hi - lo, U.REGISTER_MODE_MISSING | U.REGISTER_MODE_WP)
@@ -536,11 +417,37 @@ class Pager:
                 break
             except MappedTraceError as e:
                 self.warnings.append(e.message)
-            kicked = self.kick.wait(self.interval)
-            self.kick.clear()
+            except Exception as e:             # a bug must show in the status, not end paging silently
+                self.warnings.append(f"evictor: {type(e).__name__}: {e}")
+                time.sleep(self.interval)
+            # the fault loop writes the eventfd when a fault waits for room
+            kicked = bool(select.select([self.kick_fd], [], [], self.interval)[0])
+            if kicked:
+                try:
+                    os.eventfd_read(self.kick_fd)
+                except BlockingIOError:
+                    pass
+
+    def _faulted_since(self) -> list[int]:
+        """Pages the fault loop served since the last call (at most its ring's 4096)."""
+        r = self.server.read(recent=True)
+        n, seen = r["recent_n"], self._recent_seen
+        self._recent_seen = n
+        k = min(n - seen, len(r["recent"]))
+        if k <= 0:
+            return []
+        ring = r["recent"]
+        idx = np.arange(n - k, n) % len(ring)
+        return ring[idx].tolist()
 
     def _round(self, kicked: bool = False) -> None:
         present, dirty = self._scan()
+        faulted = self._faulted_since()
+        with self.lock:
+            self.ref.update(faulted)
+        if len(self.leaked_pages) and faulted:
+            # a page the program touched is not leaked, whatever the last graph said
+            self.leaked_pages = self.leaked_pages[~np.isin(self.leaked_pages, np.asarray(faulted, np.uint64))]
         if self.soft_dirty:
             with self.lock:
                 self.ref.update(dirty.tolist())
@@ -552,38 +459,52 @@ class Pager:
         self.stats["evict_rounds"] += 1
         self._account(present)
         resident = len(present) * PAGE
-        with self.lock:
-            self.resident_est = resident
+        self.server.set_resident(resident)
         if resident <= self.local * HIGH_WATER and not kicked:
             return
         need = max(resident - int(self.local * LOW_WATER), 16 * PAGE) // PAGE
-        victims = self._pick(present, need)
+        victims, nleaked = self._pick(present, need)
         for i in range(0, len(victims), BATCH):
             if self.stop.is_set() or not self.evict_on.is_set():
                 break
-            self._evict(victims[i:i + BATCH])
+            batch = victims[i:i + BATCH]
+            done = self._evict(batch)
+            lk = max(0, min(nleaked - i, len(batch)))       # victims start with the leaked pages
+            self.stats["evicted_leaked"] += min(lk, done)
+            self.stats["evicted_cold"] += max(0, done - lk)
             if time.monotonic() - self._state_at > 0.5:
                 self.write_state()
         present, _ = self._scan()
         self._account(present)
-        with self.lock:
-            self.resident_est = self.stats["resident_bytes"]
+        self.server.set_resident(self.stats["resident_bytes"])
         self.stats["resident_after_evict_bytes"] = self.stats["resident_bytes"]
         self.stats["resident_after_evict_max_bytes"] = max(self.stats["resident_after_evict_max_bytes"],
                                                            self.stats["resident_bytes"])
 
     def _account(self, present: np.ndarray) -> None:
+        st = self.server.stored()
         with self.lock:
-            st = np.fromiter(self.stored.keys(), dtype=np.uint64, count=len(self.stored))
             heap = sum(hi - lo for (lo, hi), lab in self.registered.items() if lab != "refused")
         self.stats["resident_bytes"] = int(len(present)) * PAGE
         self.stats["remote_bytes"] = int((~np.isin(st, present)).sum()) * PAGE if len(st) else 0
         self.stats["heap_bytes"] = heap
 
-    def _pick(self, present: np.ndarray, need: int) -> list[int]:
-        """The clock: from the hand on, pages without a reference bit; bits passed are cleared."""
+    def _pick(self, present: np.ndarray, need: int) -> tuple[list[int], int]:
+        """Victims and how many of them (the first ones) are leaked pages.
+
+        Pages the heap graph says hold only leaked objects go first (never touched again by a
+        correct program); then the clock: from the hand on, pages without a reference bit;
+        bits passed are cleared."""
         if not len(present) or need <= 0:
-            return []
+            return [], 0
+        leaked = present[np.isin(present, self.leaked_pages)] if len(self.leaked_pages) else present[:0]
+        leaked = leaked[:need]
+        out = [int(p) for p in leaked]
+        need -= len(out)
+        if need <= 0:
+            return sorted(out), len(out)
+        if len(leaked):
+            present = present[~np.isin(present, leaked)]
         k = int(np.searchsorted(present, np.uint64(self.hand)))
         order = np.concatenate([present[k:], present[:k]])
         with self.lock:
@@ -601,11 +522,14 @@ class Pager:
             self.ref.difference_update(passed.tolist())
         if len(chosen):
             self.hand = int(order[upto - 1]) + PAGE if upto else self.hand
-        return sorted(int(p) for p in chosen)
+        # leaked first, each part in address order (runs for the drop)
+        return out + sorted(int(p) for p in chosen), len(out)
 
-    def _evict(self, pages: list[int]) -> None:
-        with self.lock:
-            self.evicting.update(pages)
+    def _evict(self, pages: list[int]) -> int:
+        """Evict ``pages`` (sorted); returns how many were dropped."""
+        arr = np.asarray(pages, dtype=np.uint64)
+        old_hash, has_old = self.server.evict_begin(arr)
+        dropped = np.zeros(len(arr), bool)
         try:
             runs = _runs(pages)
             ok_runs = []
@@ -621,20 +545,24 @@ class Pager:
                 else:
                     self.uffd.writeprotect(a, n, False)
                 off += n
-            puts, hashes, zero_old = [], {}, []
+            index = {int(p): i for i, p in enumerate(pages)}
+            puts, zero_old = [], []
+            read_pages, hashes, zero = [], [], []
             mv = memoryview(buf)
-            with self.lock:
-                old = {p: self.stored.get(p) for p in pages}
             for a, n, o in good:
                 for i in range(0, n, PAGE):
                     p, page = a + i, mv[o + i:o + i + PAGE]
                     h = hashlib.blake2b(page, digest_size=8).digest()
-                    hashes[p] = h
+                    j = index[p]
+                    old = int(old_hash[j]).to_bytes(8, "little") if has_old[j] else None
+                    read_pages.append(p)
+                    hashes.append(int.from_bytes(h, "little"))
+                    zero.append(h == _ZERO_HASH)
                     if h == _ZERO_HASH:
                         self.stats["pages_zero"] += 1
-                        if old[p] not in (None, _ZERO_HASH):
+                        if old not in (None, _ZERO_HASH):
                             zero_old.append(self.key(p))
-                    elif old[p] != h:
+                    elif old != h:
                         puts.append((self.key(p), bytes(page)))
             try:
                 self.store.put_many(puts)
@@ -644,68 +572,79 @@ class Pager:
                 self.blocked = f"{e.message} (eviction paused)"
                 for a, n, _ in good:
                     self.uffd.writeprotect(a, n, False)
-                return
+                return 0
             if self.blocked and "eviction" in self.blocked:
                 self.blocked = None
-            drop = [(a, n) for a, n, _ in good]
+            # before the drop: a fault right after it finds the copy; a page the program
+            # removed or moved meanwhile is not committed, and not dropped
+            ok = self.server.evict_commit(np.asarray(read_pages, np.uint64), np.asarray(hashes, np.uint64),
+                                          np.asarray(zero, bool))
+            keep = [p for p, k in zip(read_pages, ok) if k]
+            drop = _runs(keep)
+            if len(keep) < len(read_pages):
+                self.stats["pages_not_dropped"] += len(read_pages) - len(keep)
+                for p, k in zip(read_pages, ok):
+                    if not k:
+                        self.uffd.writeprotect(p, PAGE, False)
             if self.debug is not None:
                 self.debug.append((time.monotonic(), "evict", drop, len(puts)))
-            with self.lock:
-                self.stored.update(hashes)      # before the drop: a fault right after it finds the copy
-                self.dropping.update(drop)
+            self.server.dropping(drop)
             try:
                 for i in range(0, len(drop), MAX_RANGES):
                     rc, err, _, _, _ = self.helper.call(OP_DROP, drop[i:i + MAX_RANGES])
                     if rc:
                         self.warnings.append(f"the helper could not drop pages: {os.strerror(err)}")
-                # the helper's madvise returned once the fault thread had *read* its REMOVE
-                # events, not handled them: wait for the fault thread to finish the read it
-                # was in, so it still finds these runs in self.dropping
-                c = self.cycle
-                fault_thread = self.threads[0]
-                while self.cycle <= c and not self.stop.is_set() and fault_thread.is_alive():
-                    time.sleep(0.0002)
+                for p in keep:
+                    dropped[index[p]] = True
+                # the helper's madvise returned once the fault loop had *read* its REMOVE
+                # events, not handled them: wait for the loop to finish the read it was in,
+                # so it still finds these runs among the drops in flight
+                self.server.quiesce()
             finally:
-                with self.lock:
-                    self.dropping.difference_update(drop)
-            with self.lock:
-                self.resident_est -= len(hashes) * PAGE
-            self.stats["pages_evicted"] += len(hashes)
+                self.server.dropping([])
+            self.server.set_resident(-len(keep) * PAGE, add=True)
+            self.stats["pages_evicted"] += len(keep)
             self.stats["pages_sent"] += len(puts)
             self.stats["bytes_sent"] += len(puts) * PAGE
-            self.stats["pages_dropped_clean"] += len(hashes) - len(puts) - sum(
-                1 for h in hashes.values() if h == _ZERO_HASH)
+            self.stats["pages_dropped_clean"] += len(hashes) - len(puts) - sum(zero)
+            return len(keep)
         finally:
-            with self.lock:
-                self.evicting.difference_update(pages)
-                woken = [p for p in self.deferred if p in set(pages)]
-                self.deferred.difference_update(woken)
-            for p in woken:
-                self.uffd.writeprotect(p, PAGE, False)   # no-op when dropped; then wakes the writer
-                self.uffd.wake(p, PAGE)
+            self.server.evict_end(arr, dropped)
 
     # ---- status, detach, shutdown -------------------------------------------
-    def latency_us(self) -> tuple[float | None, float | None]:
-        lat = np.fromiter(self.lat, dtype=float, count=len(self.lat)) if self.lat else None
-        if lat is None:
-            return None, None
-        return float(np.median(lat) * 1e6), float(np.percentile(lat, 99) * 1e6)
-
     def snapshot(self) -> dict:
+        r = self.server.read(latencies=True) if self.server else {"latencies": np.zeros(0), "blocked": "",
+                                                                   "warning": ""}
+        if r.get("warning"):
+            self.warnings.append(r["warning"])
+        loop = {k: r.get(k, 0) for k in ("faults", "zero_faults", "bytes_fetched", "faults_waited_for_room",
+                                          "store_round_trips", "events_remove", "events_unmap", "events_remap",
+                                          "removed_by_program", "remapped", "wp_faults", "prefetched",
+                                          "prefetch_hits", "prefetch_unused", "hinted", "copy_errors",
+                                          "store_errors", "faults_over_budget", "graph_prefetched")}
         now = time.monotonic()
         t, f = self._last_faults
         if now - t >= 1.0:
-            self.faults_per_s = (self.stats["faults"] - f) / (now - t)
-            self._last_faults = (now, self.stats["faults"])
-        med, p99 = self.latency_us()
+            self.faults_per_s = (loop["faults"] - f) / (now - t)
+            self._last_faults = (now, loop["faults"])
+        lat = r["latencies"]
+        med, p99 = (float(np.median(lat) * 1e6), float(np.percentile(lat, 99) * 1e6)) if len(lat) else (None, None)
         with self.lock:
             regs = sorted((lo, hi, lab) for (lo, hi), lab in self.registered.items())
+        pf = loop["prefetched"]
+        guide = self.guide.describe() if self.guide else \
+            {"state": "off (--no-graph)" if not self.graph else "starting"}
         return {
             "pid": self.pid, "pager_pid": os.getpid(), "state": self.state, "store": self.store.url,
-            "namespace": self.ns, "sock": self.sock, "local_bytes": self.local, **self.stats,
+            "namespace": self.ns, "sock": self.sock, "local_bytes": self.local, **self.stats, **loop,
+            "fault_loop": "compiled" if self.loop_alive() else "stopped",
+            "prefetch_cache_bytes": (self.server.cache_pages if self.server else 0) * PAGE,
+            "prefetch_accuracy": round(loop["prefetch_hits"] / pf, 4) if pf else None,
             "faults_per_s": round(self.faults_per_s, 1), "fault_latency_median_us": med,
-            "fault_latency_p99_us": p99, "store_health": self.store.health(), "blocked": self.blocked,
-            "graph": "off (not built yet: leaked-first and prefetch are follow-ups)",
+            "fault_latency_p99_us": p99, "store_health": self.store.health(),
+            "blocked": r["blocked"] or self.blocked or None,
+            "evicted_by_reason": {"leaked": self.stats["evicted_leaked"], "cold": self.stats["evicted_cold"]},
+            "graph": guide,
             "ranges": [{"start": lo, "end": hi, "label": lab} for lo, hi, lab in regs],
             "warnings": self.warnings[-20:], "updated": time.time(), "started": self.started,
         }
@@ -721,25 +660,28 @@ class Pager:
         self.evict_on.clear()                   # a round in progress stops after its batch...
         with self.round_lock:                   # ...and releases this when it has
             pass
-        present, _ = self._scan()
-        pres = set(present.tolist())
-        with self.lock:
-            home = sorted(p for p, h in self.stored.items() if p not in pres)
+        left = 0
+        holes = np.zeros(0, np.uint64)
         if self.resume:                         # pages a dead pager sent: ask the store for every hole
-            for lo, hi in registered_vmas(self.pid):
-                home += [p for p in range(lo, hi, PAGE) if p not in pres and p not in self.stored]
-        for i in range(0, len(home), BATCH):
-            t = time.perf_counter()
-            left = self._serve([(p, t) for p in home[i:i + BATCH]], budget=False)
-            for _ in range(2000):               # EAGAIN while the program maps or unmaps: again
-                if not left:
-                    break
-                time.sleep(0.005)
-                left = self._serve(left, budget=False)
-            if left:
-                raise FarMemError(f"detach: {len(left)} pages of process {self.pid} could not be brought home "
-                                  f"({self.blocked or 'the kernel kept answering EAGAIN'}); it stays paged",
-                                  hint="run 'mappedtrace farmem detach' again")
+            hs = [np.arange(lo, hi, PAGE, dtype=np.uint64) for lo, hi in registered_vmas(self.pid)]
+            holes = np.concatenate(hs) if hs else holes
+        for attempt in range(2000):             # EAGAIN while the program maps or unmaps: again
+            present, _ = self._scan()
+            # the holes stay wanted until present (a resumed pager's table does not name them)
+            home = np.union1d(self.server.stored(), holes)
+            home = home[~np.isin(home, present)]
+            holes = holes[~np.isin(holes, present)]
+            if not len(home):
+                break
+            left = self.server.serve_now(home.tolist())
+            if not left:
+                break
+            time.sleep(0.005)
+        if left:
+            r = self.server.read()
+            raise FarMemError(f"detach: {left} pages of process {self.pid} could not be brought home "
+                              f"({r['blocked'] or 'the kernel kept answering EAGAIN'}); it stays paged",
+                              hint="run 'mappedtrace farmem detach' again")
         with self.round_lock:                   # a refresh that began before "detaching" has ended
             pass
         # the program runs on meanwhile: an mremap of a registered range moves its
@@ -765,9 +707,15 @@ class Pager:
             with open(os.environ["MTFARMEM_DEBUG"] + f".{self.pid}", "w") as f:
                 for rec in list(self.debug):
                     f.write(repr(rec) + "\n")
+        if self.guide:
+            self.guide.stop()
         for t in self.threads:
             if t is not threading.current_thread():
                 t.join(timeout=5)
+        if self.server:
+            self.server.stop()
+            if self.serve_thread:
+                self.serve_thread.join(timeout=10)
         if self.state != "detached":
             self.state = "stopped"
         try:
@@ -778,10 +726,15 @@ class Pager:
             self.store.delete_prefix(self.ns + ":")
         except StoreError as e:
             self.warnings.append(e.message)
+        if self.server and not self.loop_alive():
+            self.server.destroy()           # (a loop that did not stop keeps its state: no use after free)
         if self.uffd:
             self.uffd.close()
         if self.helper:
             self.helper.close()
+        if self.kick_fd >= 0:
+            os.close(self.kick_fd)
+            self.kick_fd = -1
         try:
             os.close(self.pagemap)
         except (OSError, AttributeError):

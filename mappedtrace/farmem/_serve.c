@@ -1,0 +1,1460 @@
+/* libmtfmserve.so: the pager's compiled fault-serving loop.
+ *
+ * Runs in the pager process (not in the program), in a thread that Python
+ * starts and that holds no GIL while it runs (cffi releases it).  It reads the
+ * userfaultfd the pager took from the program, fetches missing pages from the
+ * store (a file per page with pread, or Redis MGET spoken in RESP over one
+ * socket), installs them with UFFDIO_COPY, and follows the program's own
+ * madvise(DONTNEED), munmap and mremap (events REMOVE, UNMAP, REMAP).  Python
+ * keeps the policy: which pages to evict, when, the status file.
+ *
+ * It owns the one table that says which pages the store holds (page -> hash
+ * of the store's copy), so the fault path never waits for Python; the
+ * evictor changes the table through mtfs_evict_begin/commit/end.
+ *
+ * Prefetch: a fault that goes to the store also asks for up to `pf_neigh`
+ * following pages that are in the store, and for pages Python hinted (the
+ * heap graph's edges), in the same round trip.  Prefetched pages go to a
+ * bounded cache in this process, like the kernel's swap cache, not into the
+ * program: a fault on one is served from here without a round trip, and a
+ * prefetch never installs a page the program did not ask for (so the
+ * program's own madvise cannot race with it), and its accuracy is exact:
+ * hits / pages prefetched.
+ *
+ * Build: cc -O2 -shared -fPIC -pthread -o libmtfmserve.so _serve.c
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096ULL
+#define MAXMSG 512              /* uffd messages per read */
+#define MAXQ 2048               /* faults waiting in one round (retries + new) */
+#define MAXPF 256               /* prefetched pages per round trip */
+#define LATN 20000              /* fault latencies kept for the median and p99 */
+#define RECENTN 4096            /* demand-faulted pages kept for the graph thread */
+#define HINTN 4096              /* hinted pages waiting to be prefetched */
+#define MAXDROP 4096            /* runs of one drop request */
+#define MAXPEND 4096            /* REMOVE events held until HELLO (resume) */
+#define ROOM_WAIT 0.25          /* s a fault waits for room under the budget at most */
+
+enum { ST_FILE = 1, ST_REDIS = 2 };
+/* table entry flags */
+enum {
+	F_STORED = 1,           /* the store holds this page: `hash` is its copy's */
+	F_ZERO = 2,             /* ... and the copy is all zeros (no key in the store) */
+	F_REMOTE = 4,           /* dropped by the pager, not served back since */
+	F_EVICTING = 8,         /* being evicted: write faults wait, missing faults retry */
+	F_INVALID = 16,         /* removed by the program while being evicted: do not drop */
+	F_DEFERRED = 32,        /* a write fault waits for the eviction to end */
+	F_CACHED = 64,          /* prefetched, in the cache at `slot` */
+	F_COMMITTED = 128,      /* being evicted, its copy recorded: the drop comes next */
+};
+
+struct ent { uint64_t page, hash; uint32_t flags, slot; };
+
+struct map { struct ent *e; uint64_t cap, n; };
+
+struct store {
+	int kind, fd, port, db;
+	char dir[4096], host[256], pass[256], unix_path[108], ns[128], url[512];
+	char *wbuf; size_t wlen, wcap;
+	char rb[1 << 16]; size_t rpos, rlen;
+	char err[256];
+};
+
+/* everything Python reads: plain counters, written under `mu` */
+struct fq { uint64_t q[MAXQ]; double qt[MAXQ]; uint32_t nq; };
+
+struct mtfs_stats {
+	uint64_t faults, zero_faults, bytes_fetched, faults_waited_for_room, store_round_trips;
+	uint64_t events_remove, events_unmap, events_remap, removed_by_program, remapped, wp_faults;
+	uint64_t prefetched, prefetch_hits, prefetch_unused, hinted, copy_errors, store_errors, faults_over_budget, graph_prefetched;
+	uint64_t cycle, nlat, recent_n, remote_pages, stored_pages;
+	int64_t resident_est;
+};
+
+struct mtfs {
+	/* set by Python before mtfs_run */
+	int uffd, kick_fd, resume, hello_done;
+	volatile int stop;
+	int busy;                       /* handling a batch of messages it read */
+	int64_t local;
+	int pf_neigh;
+	uint32_t cache_pages;
+	struct mtfs_stats st;
+	char blocked[320];              /* why faults wait; "" when they do not */
+	char warning[320];              /* the last unexpected error */
+	double lat[LATN];
+	uint64_t recent[RECENTN];
+	/* private */
+	pthread_mutex_t mu;
+	struct map m;
+	struct store loop_st, aux_st;   /* the loop's connection, and detach's */
+	uint8_t *cache; uint64_t *cache_page; uint32_t cache_hand;
+	uint64_t drops[MAXDROP][2]; uint32_t ndrops;
+	uint64_t foreign[MAXDROP][2]; uint32_t nforeign;
+	uint64_t pend[MAXPEND][2]; uint32_t npend;
+	uint64_t hints[HINTN]; uint32_t nhints;
+	/* the heap graph's page edges (CSR over sorted source pages), from Python */
+	uint64_t *g_keys, *g_ptr, *g_adj; uint64_t g_n; int g_depth;
+	struct fq lq;                   /* the loop's faults waiting to be served */
+};
+
+static const uint8_t zero_page[PAGE] __attribute__((aligned(4096)));
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static void setmsg(char *dst, size_t n, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(dst, n, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- the table: open addressing, linear probing, backward-shift deletion ---- */
+
+static uint64_t hslot(const struct map *m, uint64_t page)
+{
+	return ((page >> 12) * 0x9e3779b97f4a7c15ull) & (m->cap - 1);
+}
+
+static struct ent *map_find(struct map *m, uint64_t page)
+{
+	if (!m->cap)
+		return NULL;
+	for (uint64_t i = hslot(m, page);; i = (i + 1) & (m->cap - 1)) {
+		if (m->e[i].page == page)
+			return &m->e[i];
+		if (!m->e[i].page)
+			return NULL;
+	}
+}
+
+static int map_grow(struct map *m)
+{
+	uint64_t cap = m->cap ? m->cap * 2 : 1 << 16;
+	struct ent *e = calloc(cap, sizeof *e), *old = m->e;
+	if (!e)
+		return -1;
+	uint64_t ocap = m->cap;
+	m->e = e;
+	m->cap = cap;
+	for (uint64_t i = 0; i < ocap; i++) {
+		if (!old[i].page)
+			continue;
+		uint64_t j = hslot(m, old[i].page);
+		while (e[j].page)
+			j = (j + 1) & (cap - 1);
+		e[j] = old[i];
+	}
+	free(old);
+	return 0;
+}
+
+/* the entry of `page`, made (flags 0) if absent; NULL only when out of memory */
+static struct ent *map_get(struct map *m, uint64_t page)
+{
+	struct ent *e = map_find(m, page);
+	if (e)
+		return e;
+	if ((m->n + 1) * 2 > m->cap && map_grow(m))
+		return NULL;
+	uint64_t i = hslot(m, page);
+	while (m->e[i].page)
+		i = (i + 1) & (m->cap - 1);
+	m->e[i] = (struct ent){ .page = page };
+	m->n++;
+	return &m->e[i];
+}
+
+static void map_del(struct map *m, struct ent *e)
+{
+	uint64_t i = (uint64_t)(e - m->e), j = i;
+	m->e[i].page = 0;
+	m->n--;
+	for (;;) {      /* shift back the entries that probed past the hole */
+		j = (j + 1) & (m->cap - 1);
+		if (!m->e[j].page)
+			return;
+		uint64_t k = hslot(m, m->e[j].page);
+		if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+			m->e[i] = m->e[j];
+			m->e[j].page = 0;
+			i = j;
+		}
+	}
+}
+
+/* ---- the prefetch cache (FIFO, `cache_pages` slots) ---- */
+
+static void cache_forget(struct mtfs *s, struct ent *e, int used)
+{
+	if (!(e->flags & F_CACHED))
+		return;
+	s->cache_page[e->slot] = 0;
+	e->flags &= ~F_CACHED;
+	if (!used)
+		s->st.prefetch_unused++;
+}
+
+static void put_or_drop(struct mtfs *s, struct ent *e)
+{
+	if (!e->flags)
+		map_del(&s->m, e);
+}
+
+static void cache_put(struct mtfs *s, uint64_t page, const uint8_t *data)
+{
+	if (!s->cache_pages)
+		return;
+	uint32_t slot = s->cache_hand;
+	s->cache_hand = (s->cache_hand + 1) % s->cache_pages;
+	if (s->cache_page[slot]) {
+		struct ent *old = map_find(&s->m, s->cache_page[slot]);
+		if (old) {
+			cache_forget(s, old, 0);
+			put_or_drop(s, old);
+		}
+		s->cache_page[slot] = 0;
+	}
+	struct ent *e = map_find(&s->m, page);
+	if (!e)
+		return;
+	memcpy(s->cache + (uint64_t)slot * PAGE, data, PAGE);
+	s->cache_page[slot] = page;
+	e->slot = slot;
+	e->flags |= F_CACHED;
+	s->st.prefetched++;
+}
+
+/* ---- stores ---- */
+
+static void key_of(const struct store *st, uint64_t page, char *out, size_t n)
+{
+	snprintf(out, n, "%s:%llx", st->ns, (unsigned long long)page);
+}
+
+static void path_of(const struct store *st, uint64_t page, char *out, size_t n)
+{
+	char key[160];
+	key_of(st, page, key, sizeof key);
+	for (char *p = key; *p; p++)
+		if (*p == '/')
+			*p = '_';
+	snprintf(out, n, "%s/%s", st->dir, key);
+}
+
+static void r_close(struct store *st)
+{
+	if (st->fd >= 0)
+		close(st->fd);
+	st->fd = -1;
+	st->rpos = st->rlen = 0;
+}
+
+static int r_fail(struct store *st, const char *what, int err)
+{
+	if (err == EAGAIN || err == EWOULDBLOCK)
+		setmsg(st->err, sizeof st->err, "store %s: no answer to %s within 2 s", st->url, what);
+	else
+		setmsg(st->err, sizeof st->err, "store %s: %s failed: %s", st->url, what,
+		       err ? strerror(err) : "connection closed");
+	r_close(st);
+	return -1;
+}
+
+static int w_add(struct store *st, const void *p, size_t n)
+{
+	if (st->wlen + n > st->wcap) {
+		size_t cap = st->wcap ? st->wcap : 1 << 16;
+		while (cap < st->wlen + n)
+			cap *= 2;
+		char *b = realloc(st->wbuf, cap);
+		if (!b)
+			return -1;
+		st->wbuf = b;
+		st->wcap = cap;
+	}
+	memcpy(st->wbuf + st->wlen, p, n);
+	st->wlen += n;
+	return 0;
+}
+
+/* append one RESP command of `argc` arguments */
+static int w_cmd(struct store *st, int argc, const char **argv, const size_t *lens)
+{
+	char h[32];
+	int k = snprintf(h, sizeof h, "*%d\r\n", argc);
+	if (w_add(st, h, (size_t)k))
+		return -1;
+	for (int i = 0; i < argc; i++) {
+		k = snprintf(h, sizeof h, "$%zu\r\n", lens[i]);
+		if (w_add(st, h, (size_t)k) || w_add(st, argv[i], lens[i]) || w_add(st, "\r\n", 2))
+			return -1;
+	}
+	return 0;
+}
+
+static int w_flush(struct store *st, const char *what)
+{
+	size_t off = 0;
+	while (off < st->wlen) {
+		ssize_t n = send(st->fd, st->wbuf + off, st->wlen - off, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			st->wlen = 0;
+			return r_fail(st, what, n < 0 ? errno : 0);
+		}
+		off += (size_t)n;
+	}
+	st->wlen = 0;
+	return 0;
+}
+
+static int r_fill(struct store *st, const char *what)
+{
+	if (st->rpos == st->rlen)
+		st->rpos = st->rlen = 0;
+	else if (st->rlen == sizeof st->rb) {
+		memmove(st->rb, st->rb + st->rpos, st->rlen - st->rpos);
+		st->rlen -= st->rpos;
+		st->rpos = 0;
+	}
+	for (;;) {
+		ssize_t n = recv(st->fd, st->rb + st->rlen, sizeof st->rb - st->rlen, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return r_fail(st, what, n < 0 ? errno : 0);
+		st->rlen += (size_t)n;
+		return 0;
+	}
+}
+
+/* one reply line without its CRLF, into out */
+static int r_line(struct store *st, char *out, size_t max, const char *what)
+{
+	for (;;) {
+		char *b = st->rb + st->rpos, *nl = memmem(b, st->rlen - st->rpos, "\r\n", 2);
+		if (nl) {
+			size_t n = (size_t)(nl - b);
+			if (n >= max) {
+				setmsg(st->err, sizeof st->err, "store %s: a reply line of %zu bytes to %s", st->url, n, what);
+				r_close(st);
+				return -1;
+			}
+			memcpy(out, b, n);
+			out[n] = 0;
+			st->rpos += n + 2;
+			return 0;
+		}
+		if (r_fill(st, what))
+			return -1;
+	}
+}
+
+static int r_bytes(struct store *st, void *dst, size_t n, const char *what)
+{
+	while (n) {
+		if (st->rpos == st->rlen && r_fill(st, what))
+			return -1;
+		size_t k = st->rlen - st->rpos < n ? st->rlen - st->rpos : n;
+		if (dst) {
+			memcpy(dst, st->rb + st->rpos, k);
+			dst = (char *)dst + k;
+		}
+		st->rpos += k;
+		n -= k;
+	}
+	return 0;
+}
+
+/* a reply that is not an error; `ret` gets an integer reply's value */
+static int r_simple(struct store *st, const char *what, long long *ret)
+{
+	char line[512];
+	if (r_line(st, line, sizeof line, what))
+		return -1;
+	if (line[0] == '-') {
+		setmsg(st->err, sizeof st->err, "store %s: %s refused: %s", st->url, what, line + 1);
+		return -2;
+	}
+	if (ret)
+		*ret = line[0] == ':' ? atoll(line + 1) : 0;
+	return 0;
+}
+
+static int r_connect(struct store *st)
+{
+	if (st->fd >= 0)
+		return 0;
+	int fd = -1;
+	if (st->unix_path[0]) {
+		struct sockaddr_un a = { .sun_family = AF_UNIX };
+		memcpy(a.sun_path, st->unix_path, sizeof a.sun_path - 1);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
+			int e = errno;
+			if (fd >= 0)
+				close(fd);
+			return r_fail(st, "connect", e);
+		}
+	} else {
+		struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+		char port[16];
+		snprintf(port, sizeof port, "%d", st->port);
+		int rc = getaddrinfo(st->host, port, &hints, &res);
+		if (rc) {
+			setmsg(st->err, sizeof st->err, "store %s: %s", st->url, gai_strerror(rc));
+			return -1;
+		}
+		int e = 0;
+		for (struct addrinfo *a = res; a; a = a->ai_next) {
+			fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+			if (fd < 0)
+				continue;
+			struct timeval tv = { 2, 0 };
+			setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+			if (!connect(fd, a->ai_addr, a->ai_addrlen))
+				break;
+			e = errno;
+			close(fd);
+			fd = -1;
+		}
+		freeaddrinfo(res);
+		if (fd < 0)
+			return r_fail(st, "connect", e);
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	}
+	/* a store that stops answering (stopped, partitioned) must not hang the loop:
+	 * it waits 2 s, reports, reconnects and asks again */
+	struct timeval tv = { 2, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	st->fd = fd;
+	st->rpos = st->rlen = 0;
+	char dbs[16];
+	int n = 0;
+	if (st->pass[0]) {
+		const char *av[] = { "AUTH", st->pass };
+		size_t ln[] = { 4, strlen(st->pass) };
+		w_cmd(st, 2, av, ln);
+		n++;
+	}
+	if (st->db) {
+		snprintf(dbs, sizeof dbs, "%d", st->db);
+		const char *av[] = { "SELECT", dbs };
+		size_t ln[] = { 6, strlen(dbs) };
+		w_cmd(st, 2, av, ln);
+		n++;
+	}
+	if (n && w_flush(st, "AUTH/SELECT"))
+		return -1;
+	for (int i = 0; i < n; i++) {
+		int rc = r_simple(st, "AUTH/SELECT", NULL);
+		if (rc) {
+			r_close(st);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* fetch pages: found[i] = 1 (bufs[i] filled), 0 (no copy), -1 (copy of a wrong size) */
+static int store_get(struct store *st, const uint64_t *pages, uint32_t n, uint8_t *bufs, int8_t *found)
+{
+	if (!n)
+		return 0;
+	if (st->kind == ST_FILE) {
+		for (uint32_t i = 0; i < n; i++) {
+			char path[4400];
+			path_of(st, pages[i], path, sizeof path);
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0) {
+				if (errno == ENOENT) {
+					found[i] = 0;
+					continue;
+				}
+				setmsg(st->err, sizeof st->err, "store %s: read failed: %s", st->url, strerror(errno));
+				return -1;
+			}
+			ssize_t k = pread(fd, bufs + (uint64_t)i * PAGE, PAGE, 0);
+			int e = errno;
+			close(fd);
+			if (k < 0) {
+				setmsg(st->err, sizeof st->err, "store %s: read failed: %s", st->url, strerror(e));
+				return -1;
+			}
+			found[i] = k == (ssize_t)PAGE ? 1 : -1;
+		}
+		return 0;
+	}
+	if (r_connect(st))
+		return -1;
+	/* MGET key...: keys formatted into one buffer */
+	const char *av[MAXQ + MAXPF + 1];
+	size_t ln[MAXQ + MAXPF + 1];
+	static __thread char keys[MAXQ + MAXPF][160];
+	av[0] = "MGET";
+	ln[0] = 4;
+	for (uint32_t i = 0; i < n; i++) {
+		key_of(st, pages[i], keys[i], sizeof keys[i]);
+		av[i + 1] = keys[i];
+		ln[i + 1] = strlen(keys[i]);
+	}
+	if (w_cmd(st, (int)n + 1, av, ln) || w_flush(st, "get"))
+		return -1;
+	char line[64];
+	if (r_line(st, line, sizeof line, "get"))
+		return -1;
+	if (line[0] != '*' || atoll(line + 1) != (long long)n) {
+		setmsg(st->err, sizeof st->err, "store %s: get: unexpected reply %.40s", st->url, line);
+		r_close(st);
+		return -1;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (r_line(st, line, sizeof line, "get"))
+			return -1;
+		long long len = line[0] == '$' ? atoll(line + 1) : -2;
+		if (len == -1) {
+			found[i] = 0;
+			continue;
+		}
+		if (len < 0) {
+			setmsg(st->err, sizeof st->err, "store %s: get: unexpected reply %.40s", st->url, line);
+			r_close(st);
+			return -1;
+		}
+		if (len == (long long)PAGE) {
+			if (r_bytes(st, bufs + (uint64_t)i * PAGE, PAGE, "get"))
+				return -1;
+			found[i] = 1;
+		} else {
+			if (r_bytes(st, NULL, (size_t)len, "get"))
+				return -1;
+			found[i] = -1;
+		}
+		if (r_bytes(st, NULL, 2, "get"))
+			return -1;
+	}
+	return 0;
+}
+
+static int store_del(struct store *st, const uint64_t *pages, uint32_t n)
+{
+	if (!n)
+		return 0;
+	if (st->kind == ST_FILE) {
+		for (uint32_t i = 0; i < n; i++) {
+			char path[4400];
+			path_of(st, pages[i], path, sizeof path);
+			if (unlink(path) && errno != ENOENT) {
+				setmsg(st->err, sizeof st->err, "store %s: delete failed: %s", st->url, strerror(errno));
+				return -1;
+			}
+		}
+		return 0;
+	}
+	if (r_connect(st))
+		return -1;
+	for (uint32_t i = 0; i < n; i++) {
+		char key[160];
+		key_of(st, pages[i], key, sizeof key);
+		const char *av[] = { "DEL", key };
+		size_t ln[] = { 3, strlen(key) };
+		if (w_cmd(st, 2, av, ln))
+			return -1;
+	}
+	if (w_flush(st, "delete"))
+		return -1;
+	for (uint32_t i = 0; i < n; i++)
+		if (r_simple(st, "delete", NULL))
+			return -1;
+	return 0;
+}
+
+/* move the store's copy of each page from[i] to to[i] */
+static int store_move(struct store *st, const uint64_t *from, const uint64_t *to, uint32_t n)
+{
+	if (st->kind == ST_FILE) {
+		for (uint32_t i = 0; i < n; i++) {
+			char a[4400], b[4400];
+			path_of(st, from[i], a, sizeof a);
+			path_of(st, to[i], b, sizeof b);
+			if (rename(a, b) && errno != ENOENT) {
+				setmsg(st->err, sizeof st->err, "store %s: rename failed: %s", st->url, strerror(errno));
+				return -1;
+			}
+		}
+		return 0;
+	}
+	if (r_connect(st))
+		return -1;
+	for (uint32_t i = 0; i < n; i++) {
+		char a[160], b[160];
+		key_of(st, from[i], a, sizeof a);
+		key_of(st, to[i], b, sizeof b);
+		const char *av[] = { "RENAME", a, b };
+		size_t ln[] = { 6, strlen(a), strlen(b) };
+		if (w_cmd(st, 3, av, ln))
+			return -1;
+	}
+	if (w_flush(st, "rename"))
+		return -1;
+	for (uint32_t i = 0; i < n; i++) {
+		int rc = r_simple(st, "rename", NULL);
+		if (rc == -1)
+			return -1;      /* -2: "no such key" is a page never sent (zero): fine */
+	}
+	return 0;
+}
+
+/* ---- uffd ---- */
+
+static int uffd_copy(int fd, uint64_t dst, const void *src, int wp)
+{
+	struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = PAGE,
+				 .mode = wp ? UFFDIO_COPY_MODE_WP : 0 };
+	if (ioctl(fd, UFFDIO_COPY, &c) < 0)
+		return errno ? errno : EIO;
+	return 0;
+}
+
+static void uffd_wake(int fd, uint64_t start, uint64_t len)
+{
+	struct uffdio_range r = { start, len };
+	ioctl(fd, UFFDIO_WAKE, &r);
+}
+
+static void uffd_unprotect(int fd, uint64_t page)
+{
+	struct uffdio_writeprotect w = { .range = { page, PAGE }, .mode = 0 };
+	ioctl(fd, UFFDIO_WRITEPROTECT, &w);
+}
+
+/* ---- serving faults ---- */
+
+static void blocked_set(struct mtfs *s, const char *msg)
+{
+	pthread_mutex_lock(&s->mu);
+	setmsg(s->blocked, sizeof s->blocked, "%s (the program waits on its faults)", msg);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* Serve the queued faults fq->q[0..nq).  What cannot be served now (no room under
+ * the budget, a page being evicted, EAGAIN, a store that does not answer) stays
+ * queued for the next round.  `budget`: keep the resident heap under `local`;
+ * `prefetch`: ask for neighbours and hints too (not when the batch held the
+ * program's own REMOVE/REMAP events: see mtfs_run). */
+static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, int prefetch)
+{
+	static __thread uint64_t ask[MAXQ + MAXPF];
+	static __thread uint64_t askhash[MAXQ + MAXPF];
+	static __thread int8_t found[MAXQ + MAXPF];
+	static __thread int8_t src[MAXQ];     /* 0 zero, 1 store, 2 cache */
+	static __thread int32_t slot[MAXQ];   /* index into ask / bufs */
+	static __thread int8_t wpc[MAXQ];     /* install write-protected (a page being evicted) */
+	static __thread uint8_t *bufs;
+	static __thread uint8_t *cbuf;        /* pages taken from the cache */
+	if (!bufs) {
+		bufs = aligned_alloc(PAGE, (MAXQ + MAXPF) * PAGE);
+		cbuf = aligned_alloc(PAGE, MAXQ * PAGE);
+		if (!bufs || !cbuf) {
+			blocked_set(s, "the pager is out of memory");
+			return;
+		}
+	}
+	/* dedupe, keeping the first time each page was read */
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < fq->nq; i++) {
+		uint32_t j = 0;
+		while (j < n && fq->q[j] != fq->q[i])
+			j++;
+		if (j == n) {
+			fq->q[n] = fq->q[i];
+			fq->qt[n++] = fq->qt[i];
+		}
+	}
+	fq->nq = n;
+	uint64_t later[MAXQ];
+	double latert[MAXQ];
+	uint32_t nlater = 0, nask = 0, ndemand_ask = 0, now_n = 0;
+	uint64_t pages[MAXQ];
+	double times[MAXQ];
+
+	double t_round = now();
+	pthread_mutex_lock(&s->mu);
+	int64_t room = budget ? (s->local - s->st.resident_est) / (int64_t)PAGE : (int64_t)n;
+	if (room < 0)
+		room = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t p = fq->q[i];
+		struct ent *e = map_find(&s->m, p);
+		/* A page being evicted whose copy is recorded (the drop comes next) waits for the
+		 * drop.  Before that it is served at once, write-protected (a write then waits for
+		 * the drop and refaults): the evictor's own read of the program faults too, and
+		 * must not wait for the evictor (seen: both waited for good). */
+		int evicting = e && (e->flags & F_EVICTING) && (e->flags & F_COMMITTED);
+		wpc[now_n] = e && (e->flags & F_EVICTING) && !evicting;
+		/* A fault waits for room while the evictor makes some, but not for ever: the
+		 * evictor's own reads of the program (a mapping's first bytes, a page the
+		 * program just dropped) fault too, and must not wait for the evictor.  After
+		 * ROOM_WAIT it is served over the budget (counted); the next round evicts. */
+		int over = !evicting && (int64_t)now_n >= room && t_round - fq->qt[i] > ROOM_WAIT;
+		if (over)
+			s->st.faults_over_budget++;
+		if (evicting || ((int64_t)now_n >= room && !over)) {
+			if (!evicting)
+				s->st.faults_waited_for_room++;
+			later[nlater] = p;
+			latert[nlater++] = fq->qt[i];
+			continue;
+		}
+		pages[now_n] = p;
+		times[now_n] = fq->qt[i];
+		if (e && (e->flags & F_CACHED)) {
+			memcpy(cbuf + (uint64_t)now_n * PAGE, s->cache + (uint64_t)e->slot * PAGE, PAGE);
+			cache_forget(s, e, 1);
+			s->st.prefetch_hits++;
+			src[now_n] = 2;
+		} else if ((e && (e->flags & F_STORED) && !(e->flags & F_ZERO)) ||
+			   (s->resume && !(e && (e->flags & F_STORED)))) {
+			slot[now_n] = (int32_t)nask;
+			askhash[nask] = e ? e->hash : 0;
+			ask[nask++] = p;
+			src[now_n] = 1;
+		} else {
+			src[now_n] = 0;
+		}
+		now_n++;
+	}
+	ndemand_ask = nask;
+	if (prefetch && ndemand_ask) {
+		/* neighbours after each page asked for, then the graph's hints */
+		for (uint32_t i = 0; i < ndemand_ask && nask < ndemand_ask + MAXPF; i++) {
+			for (int k = 1; k <= s->pf_neigh && nask < ndemand_ask + MAXPF; k++) {
+				uint64_t q = ask[i] + (uint64_t)k * PAGE;
+				struct ent *e = map_find(&s->m, q);
+				if (!e || (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) !=
+						  (F_STORED | F_REMOTE))
+					break;
+				uint32_t j = 0;
+				while (j < nask && ask[j] != q)
+					j++;
+				if (j < nask)
+					continue;
+				askhash[nask] = e->hash;
+				ask[nask++] = q;
+			}
+		}
+		/* along the graph's edges, breadth first, from each page asked for */
+		if (s->g_n && s->g_depth > 0) {
+			uint64_t front[MAXPF * 2], next[MAXPF * 2];
+			uint32_t nf = 0, nn, visited = 0;
+			for (uint32_t i = 0; i < ndemand_ask && nf < MAXPF * 2; i++)
+				front[nf++] = ask[i];
+			for (int d = 0; d < s->g_depth && nf && nask < ndemand_ask + MAXPF; d++) {
+				nn = 0;
+				for (uint32_t i = 0; i < nf && nask < ndemand_ask + MAXPF; i++) {
+					uint64_t lo = 0, hi = s->g_n;       /* binary search of the source page */
+					while (lo < hi) {
+						uint64_t mid = (lo + hi) / 2;
+						if (s->g_keys[mid] < front[i])
+							lo = mid + 1;
+						else
+							hi = mid;
+					}
+					if (lo == s->g_n || s->g_keys[lo] != front[i])
+						continue;
+					for (uint64_t k = s->g_ptr[lo]; k < s->g_ptr[lo + 1] && visited < MAXPF * 4 &&
+								       nask < ndemand_ask + MAXPF; k++, visited++) {
+						uint64_t q = s->g_adj[k];
+						if (nn < MAXPF * 2)
+							next[nn++] = q;
+						struct ent *e = map_find(&s->m, q);
+						if (!e || (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) !=
+								  (F_STORED | F_REMOTE))
+							continue;
+						uint32_t j = 0;
+						while (j < nask && ask[j] != q)
+							j++;
+						if (j < nask)
+							continue;
+						askhash[nask] = e->hash;
+						ask[nask++] = q;
+						s->st.graph_prefetched++;
+					}
+				}
+				memcpy(front, next, nn * sizeof next[0]);
+				nf = nn;
+			}
+		}
+		while (s->nhints && nask < ndemand_ask + MAXPF) {
+			uint64_t q = s->hints[--s->nhints];
+			struct ent *e = map_find(&s->m, q);
+			if (!e || (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) != (F_STORED | F_REMOTE))
+				continue;
+			uint32_t j = 0;
+			while (j < nask && ask[j] != q)
+				j++;
+			if (j < nask)
+				continue;
+			askhash[nask] = e->hash;
+			ask[nask++] = q;
+			s->st.hinted++;
+		}
+	}
+	if (nlater && budget && s->kick_fd >= 0) {
+		uint64_t one = 1;
+		if (write(s->kick_fd, &one, sizeof one) < 0) {
+			/* the evictor wakes on its own interval anyway */
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+
+	int fetched_ok = 1;
+	if (nask) {
+		if (store_get(st, ask, nask, bufs, found)) {
+			fetched_ok = 0;
+			pthread_mutex_lock(&s->mu);
+			s->st.store_errors++;
+			setmsg(s->blocked, sizeof s->blocked, "%s (the program waits on its faults)", st->err);
+			pthread_mutex_unlock(&s->mu);
+		} else {
+			pthread_mutex_lock(&s->mu);
+			s->st.store_round_trips++;
+			pthread_mutex_unlock(&s->mu);
+		}
+	}
+	/* install the demand pages */
+	uint32_t served = 0, zero = 0, done = 0;
+	char why[320] = "";
+	double t1;
+	for (uint32_t i = 0; i < now_n; i++) {
+		const void *data = zero_page;
+		if (src[i] == 2) {
+			data = cbuf + (uint64_t)i * PAGE;
+		} else if (src[i] == 1) {
+			int32_t k = slot[i];
+			if (!fetched_ok) {
+				later[nlater] = pages[i];
+				latert[nlater++] = times[i];
+				continue;
+			}
+			if (found[k] == 1) {
+				data = bufs + (uint64_t)k * PAGE;
+			} else if (found[k] == 0 && !(askhash[k] || !s->resume)) {
+				/* resume: a page this pager never saw and the store does not hold is zero */
+			} else if (found[k] == 0) {
+				/* the store lost a page it acknowledged: never hand out zeros instead */
+				setmsg(why, sizeof why, "store %s has no copy of page %#llx", st->url,
+				       (unsigned long long)pages[i]);
+				later[nlater] = pages[i];
+				latert[nlater++] = times[i];
+				continue;
+			} else {
+				setmsg(why, sizeof why, "store %s: page %#llx is not %llu bytes", st->url,
+				       (unsigned long long)pages[i], PAGE);
+				later[nlater] = pages[i];
+				latert[nlater++] = times[i];
+				continue;
+			}
+		}
+		int rc = uffd_copy(s->uffd, pages[i], data, wpc[i]);
+		if (rc == EAGAIN) {
+			later[nlater] = pages[i];
+			latert[nlater++] = times[i];
+			if (src[i] == 2) {      /* back into the cache: it was taken out */
+				pthread_mutex_lock(&s->mu);
+				s->st.prefetch_hits--;
+				if (map_find(&s->m, pages[i]))
+					cache_put(s, pages[i], data), s->st.prefetched--;
+				pthread_mutex_unlock(&s->mu);
+			}
+			continue;
+		}
+		if (rc == EEXIST || rc == ENOENT || rc == ESRCH || rc == EFAULT || rc == EINVAL) {
+			/* EEXIST: already there; the others: the range went away, the thread retries and sees why */
+			uffd_wake(s->uffd, pages[i], PAGE);
+		} else if (rc) {
+			pthread_mutex_lock(&s->mu);
+			s->st.copy_errors++;
+			setmsg(s->warning, sizeof s->warning, "UFFDIO_COPY %#llx: %s", (unsigned long long)pages[i],
+			       strerror(rc));
+			pthread_mutex_unlock(&s->mu);
+		}
+		served += rc == 0;
+		zero += data == zero_page;
+		pages[done] = pages[i];
+		times[done++] = times[i];
+	}
+	t1 = now();
+	pthread_mutex_lock(&s->mu);
+	for (uint32_t i = 0; i < done; i++) {
+		struct ent *e = map_find(&s->m, pages[i]);
+		if (e) {
+			if (e->flags & F_REMOTE)
+				s->st.remote_pages--;
+			e->flags &= ~F_REMOTE;
+			put_or_drop(s, e);
+		}
+		s->lat[s->st.nlat % LATN] = t1 - times[i];
+		s->st.nlat++;
+		s->recent[s->st.recent_n % RECENTN] = pages[i];
+		s->st.recent_n++;
+	}
+	/* prefetched pages into the cache, if the table still says the same */
+	if (fetched_ok) {
+		for (uint32_t k = ndemand_ask; k < nask; k++) {
+			struct ent *e = map_find(&s->m, ask[k]);
+			if (found[k] == 1 && e && e->hash == askhash[k] &&
+			    (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) == (F_STORED | F_REMOTE))
+				cache_put(s, ask[k], bufs + (uint64_t)k * PAGE);
+		}
+	}
+	s->st.faults += done;
+	s->st.zero_faults += zero;
+	if (fetched_ok)                 /* every page that came over the wire, prefetched ones too */
+		for (uint32_t k = 0; k < nask; k++)
+			s->st.bytes_fetched += found[k] == 1 ? PAGE : 0;
+	s->st.resident_est += (int64_t)served * PAGE;
+	if (why[0])
+		setmsg(s->blocked, sizeof s->blocked, "%s (the program waits on its faults)", why);
+	else if (fetched_ok && s->blocked[0])
+		s->blocked[0] = 0;
+	pthread_mutex_unlock(&s->mu);
+	memcpy(fq->q, later, nlater * sizeof later[0]);
+	memcpy(fq->qt, latert, nlater * sizeof latert[0]);
+	fq->nq = nlater;
+}
+
+static int in_runs(uint64_t runs[][2], uint32_t n, uint64_t start, uint64_t end)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (runs[i][0] <= start && end <= runs[i][0] + runs[i][1])
+			return 1;
+	return 0;
+}
+
+/* the program's own madvise(DONTNEED) or munmap of [start, end) */
+static void on_remove(struct mtfs *s, uint64_t start, uint64_t end, int unmap)
+{
+	static __thread uint64_t gone[1 << 16];
+	pthread_mutex_lock(&s->mu);
+	if (!unmap) {
+		/* our own drop: madvise reports one REMOVE per VMA, each inside a run in flight */
+		if (in_runs(s->drops, s->ndrops, start, end)) {
+			pthread_mutex_unlock(&s->mu);
+			return;
+		}
+		if (s->resume) {
+			if (!s->hello_done && s->npend < MAXPEND) {     /* who dropped it is known after HELLO */
+				s->pend[s->npend][0] = start;
+				s->pend[s->npend++][1] = end;
+				pthread_mutex_unlock(&s->mu);
+				return;
+			}
+			if (in_runs(s->foreign, s->nforeign, start, end)) {
+				pthread_mutex_unlock(&s->mu);
+				return;
+			}
+		}
+	}
+	s->st.removed_by_program += (end - start) / PAGE;
+	uint32_t ngone = 0;
+	int by_page = (end - start) / PAGE < s->m.n;
+	uint64_t i = 0, p = start;
+	for (;;) {
+		struct ent *e;
+		if (by_page) {
+			if (p >= end)
+				break;
+			e = map_find(&s->m, p);
+			p += PAGE;
+		} else {
+			if (i >= s->m.cap)
+				break;
+			e = &s->m.e[i];
+			if (!e->page || e->page < start || e->page >= end) {
+				i++;
+				continue;
+			}
+		}
+		if (!e)
+			continue;
+		if ((e->flags & (F_STORED | F_ZERO)) == F_STORED && ngone < sizeof gone / sizeof gone[0])
+			gone[ngone++] = e->page;
+		if (e->flags & F_REMOTE)
+			s->st.remote_pages--;
+		if (e->flags & F_STORED)
+			s->st.stored_pages--;
+		cache_forget(s, e, 0);
+		e->flags &= ~(F_STORED | F_ZERO | F_REMOTE);
+		if (e->flags & F_EVICTING) {
+			e->flags |= F_INVALID;
+			i++;
+		} else if (!e->flags) {
+			map_del(&s->m, e);      /* shifts a later entry into slot i: look at i again */
+		} else {
+			i++;
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	/* the store's stale copies; a failure leaves garbage in the store, never a wrong page
+	 * (the table no longer names them) */
+	if (store_del(&s->loop_st, gone, ngone)) {
+		pthread_mutex_lock(&s->mu);
+		setmsg(s->warning, sizeof s->warning, "%s (stale pages stay in the store)", s->loop_st.err);
+		pthread_mutex_unlock(&s->mu);
+	}
+}
+
+/* the program's mremap moved [old, old+len) to new: the table and the store's copies follow */
+static void on_remap(struct mtfs *s, uint64_t old, uint64_t new, uint64_t len)
+{
+	uint64_t *from = malloc((len / PAGE + 1) * sizeof *from), *to = malloc((len / PAGE + 1) * sizeof *to);
+	struct ent *tmp = malloc((len / PAGE + 1) * sizeof *tmp);
+	if (!from || !to || !tmp) {
+		free(from), free(to), free(tmp);
+		blocked_set(s, "the pager is out of memory following an mremap");
+		return;
+	}
+	uint32_t nm = 0, nt = 0;
+	pthread_mutex_lock(&s->mu);
+	for (uint64_t p = old; p < old + len; p += PAGE) {
+		struct ent *e = map_find(&s->m, p);
+		if (!e)
+			continue;
+		cache_forget(s, e, 0);
+		if (e->flags & F_STORED) {
+			tmp[nt] = *e;
+			tmp[nt].page = p - old + new;
+			tmp[nt++].flags &= F_STORED | F_ZERO | F_REMOTE;
+			if (!(e->flags & F_ZERO)) {
+				from[nm] = p;
+				to[nm++] = p - old + new;
+			}
+		}
+		if (e->flags & F_EVICTING) {
+			e->flags = (e->flags & ~(F_STORED | F_ZERO | F_REMOTE)) | F_INVALID;
+		} else {
+			map_del(&s->m, e);
+		}
+	}
+	for (uint32_t i = 0; i < nt; i++) {
+		struct ent *e = map_get(&s->m, tmp[i].page);
+		if (e) {
+			e->hash = tmp[i].hash;
+			e->flags = (e->flags & ~(F_STORED | F_ZERO | F_REMOTE)) | tmp[i].flags;
+		}
+	}
+	s->st.remapped += nt;
+	pthread_mutex_unlock(&s->mu);
+	/* the moved pages' faults need their copies under the new keys: wait for the store */
+	for (int delay_ms = 50; store_move(&s->loop_st, from, to, nm) && !s->stop;) {
+		blocked_set(s, s->loop_st.err);
+		usleep((useconds_t)delay_ms * 1000);
+		delay_ms = delay_ms < 1000 ? delay_ms * 2 : 1000;
+	}
+	free(from), free(to), free(tmp);
+}
+
+static void on_wp(struct mtfs *s, uint64_t page)
+{
+	pthread_mutex_lock(&s->mu);
+	s->st.wp_faults++;
+	struct ent *e = map_find(&s->m, page);
+	if (e && (e->flags & F_EVICTING)) {
+		e->flags |= F_DEFERRED;         /* woken after the drop; it refaults as missing */
+		pthread_mutex_unlock(&s->mu);
+		return;
+	}
+	pthread_mutex_unlock(&s->mu);
+	uffd_unprotect(s->uffd, page);
+}
+
+static void queue(struct mtfs *s, struct fq *fq, uint64_t page, double t)
+{
+	for (uint32_t i = 0; i < fq->nq; i++)
+		if (fq->q[i] == page)
+			return;
+	if (fq->nq < MAXQ) {
+		fq->q[fq->nq] = page;
+		fq->qt[fq->nq++] = t;
+		return;
+	}
+	/* more distinct pages waiting than the queue holds (each is a waiting thread):
+	 * wake this one, it touches the page again and faults again later */
+	uffd_wake(s->uffd, page, PAGE);
+}
+
+/* ---- the API Python calls ---- */
+
+/* A serving state for the userfaultfd `uffd` (a descriptor of this process) and a
+ * store: kind ST_FILE (dir) or ST_REDIS (host:port or unix_path, db, password),
+ * keys "<ns>:<page in hex>".  kick_fd: an eventfd written when a fault waits for
+ * room (the evictor wakes on it).  NULL when out of memory. */
+struct mtfs *mtfs_create(int uffd, int kick_fd, int resume, int64_t local, int pf_neigh, uint32_t cache_pages,
+			 int kind, const char *url, const char *ns, const char *dir, const char *host, int port,
+			 int db, const char *pass, const char *unix_path)
+{
+	struct mtfs *s = calloc(1, sizeof *s);
+	if (!s)
+		return NULL;
+	s->uffd = uffd;
+	s->kick_fd = kick_fd;
+	s->resume = resume;
+	s->hello_done = !resume;
+	s->local = local;
+	s->pf_neigh = pf_neigh;
+	s->cache_pages = cache_pages;
+	pthread_mutex_init(&s->mu, NULL);
+	struct store *sts[2] = { &s->loop_st, &s->aux_st };
+	for (int i = 0; i < 2; i++) {
+		struct store *st = sts[i];
+		st->kind = kind;
+		st->fd = -1;
+		st->port = port;
+		st->db = db;
+		snprintf(st->url, sizeof st->url, "%s", url);
+		snprintf(st->ns, sizeof st->ns, "%s", ns);
+		snprintf(st->dir, sizeof st->dir, "%s", dir ? dir : "");
+		snprintf(st->host, sizeof st->host, "%s", host ? host : "");
+		snprintf(st->pass, sizeof st->pass, "%s", pass ? pass : "");
+		snprintf(st->unix_path, sizeof st->unix_path, "%s", unix_path ? unix_path : "");
+	}
+	if (cache_pages) {
+		s->cache = aligned_alloc(PAGE, (uint64_t)cache_pages * PAGE);
+		s->cache_page = calloc(cache_pages, sizeof *s->cache_page);
+	}
+	if ((cache_pages && (!s->cache || !s->cache_page)) || map_grow(&s->m)) {
+		free(s->cache), free(s->cache_page), free(s->m.e), free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void mtfs_destroy(struct mtfs *s)
+{
+	r_close(&s->loop_st);
+	r_close(&s->aux_st);
+	free(s->loop_st.wbuf), free(s->aux_st.wbuf);
+	free(s->m.e), free(s->cache), free(s->cache_page);
+	free(s->g_keys), free(s->g_ptr), free(s->g_adj);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+/* mtfs_run returns within 100 ms */
+void mtfs_stop(struct mtfs *s) { s->stop = 1; }
+
+uint64_t mtfs_cycle(struct mtfs *s) { return __atomic_load_n(&s->st.cycle, __ATOMIC_SEQ_CST); }
+
+/* the fault loop: returns when s->stop is set, or -errno when the uffd fails */
+int mtfs_run(struct mtfs *s)
+{
+	struct uffd_msg msgs[MAXMSG];
+	struct pollfd pfd = { .fd = s->uffd, .events = POLLIN };
+	prctl(PR_SET_NAME, "mtfm-serve");     /* visible in /proc: the tests find the compiled loop by it */
+	while (!s->stop) {
+		if (s->npend && s->hello_done) {
+			uint32_t n = s->npend;
+			uint64_t pend[MAXPEND][2];
+			memcpy(pend, s->pend, n * sizeof pend[0]);
+			s->npend = 0;
+			for (uint32_t i = 0; i < n; i++)
+				on_remove(s, pend[i][0], pend[i][1], 0);
+		}
+		__atomic_add_fetch(&s->st.cycle, 1, __ATOMIC_SEQ_CST);    /* all read so far is handled */
+		int r = poll(&pfd, 1, s->lq.nq ? 2 : 100);
+		if (r <= 0) {
+			if (s->lq.nq)
+				serve(s, &s->lq, &s->loop_st, 1, 0);
+			continue;
+		}
+		__atomic_store_n(&s->busy, 1, __ATOMIC_SEQ_CST);
+		ssize_t got = read(s->uffd, msgs, sizeof msgs);
+		if (got < 0) {
+			__atomic_store_n(&s->busy, 0, __ATOMIC_SEQ_CST);
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			return -errno;
+		}
+		double t0 = now();
+		int events = 0;
+		for (ssize_t i = 0; i < got / (ssize_t)sizeof msgs[0]; i++) {
+			struct uffd_msg *m = &msgs[i];
+			switch (m->event) {
+			case UFFD_EVENT_PAGEFAULT: {
+				uint64_t page = m->arg.pagefault.address & ~(PAGE - 1);
+				if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+					on_wp(s, page);
+				else
+					queue(s, &s->lq, page, t0);
+				break;
+			}
+			case UFFD_EVENT_REMOVE:
+			case UFFD_EVENT_UNMAP:
+				events++;
+				pthread_mutex_lock(&s->mu);
+				if (m->event == UFFD_EVENT_UNMAP)
+					s->st.events_unmap++;
+				else
+					s->st.events_remove++;
+				pthread_mutex_unlock(&s->mu);
+				if (s->lq.nq)      /* faults read before the event come first */
+					serve(s, &s->lq, &s->loop_st, 0, 0);
+				on_remove(s, m->arg.remove.start, m->arg.remove.end, m->event == UFFD_EVENT_UNMAP);
+				break;
+			case UFFD_EVENT_REMAP:
+				events++;
+				pthread_mutex_lock(&s->mu);
+				s->st.events_remap++;
+				pthread_mutex_unlock(&s->mu);
+				if (s->lq.nq)
+					serve(s, &s->lq, &s->loop_st, 0, 0);
+				on_remap(s, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
+				break;
+			default:
+				break;
+			}
+		}
+		/* No prefetch after an event of the program's in this batch: its zap may still
+		 * be on its way, and a page fetched for it now would be stale (faults are safe:
+		 * the kernel refuses UFFDIO_COPY while an event is unread, EAGAIN). */
+		if (s->lq.nq)
+			serve(s, &s->lq, &s->loop_st, 1, !events);
+		__atomic_store_n(&s->busy, 0, __ATOMIC_SEQ_CST);
+	}
+	return 0;
+}
+
+/* Wait until every message the loop has read so far is handled (a drop's madvise
+ * returns once its REMOVE events are read, not handled). */
+void mtfs_quiesce(struct mtfs *s)
+{
+	if (!__atomic_load_n(&s->busy, __ATOMIC_SEQ_CST))
+		return;
+	uint64_t c = mtfs_cycle(s);
+	while (__atomic_load_n(&s->busy, __ATOMIC_SEQ_CST) && mtfs_cycle(s) == c && !s->stop)
+		usleep(50);
+}
+
+
+/* Serve `pages` now, without the budget and without prefetch (detach), on a
+ * store connection of its own; returns how many are still not served (EAGAIN
+ * while the program maps or unmaps, or the store does not answer). */
+int mtfs_serve_now(struct mtfs *s, const uint64_t *pages, uint32_t n)
+{
+	struct fq *fq = malloc(sizeof *fq);
+	if (!fq)
+		return (int)n;
+	int left = 0;
+	for (uint32_t off = 0; off < n; off += MAXQ / 2) {
+		uint32_t k = n - off < MAXQ / 2 ? n - off : MAXQ / 2;
+		double t = now();
+		fq->nq = 0;
+		for (uint32_t i = 0; i < k; i++) {
+			fq->q[fq->nq] = pages[off + i];
+			fq->qt[fq->nq++] = t;
+		}
+		serve(s, fq, &s->aux_st, 0, 0);
+		left += (int)fq->nq;
+	}
+	free(fq);
+	return left;
+}
+
+/* Eviction, step 1: mark `pages` as being evicted (their write faults wait, their
+ * missing faults retry) and return the hash of each one's store copy
+ * (has[i] = 0: the store has none). */
+int mtfs_evict_begin(struct mtfs *s, const uint64_t *pages, uint32_t n, uint64_t *hash, uint8_t *has)
+{
+	int rc = 0;
+	pthread_mutex_lock(&s->mu);
+	for (uint32_t i = 0; i < n; i++) {
+		struct ent *e = map_get(&s->m, pages[i]);
+		if (!e) {
+			rc = -1;
+			has[i] = 0;
+			continue;
+		}
+		e->flags = (e->flags & ~(F_INVALID | F_DEFERRED)) | F_EVICTING;
+		has[i] = (e->flags & F_STORED) != 0;
+		hash[i] = e->hash;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+/* Step 2, once the store holds the pages' contents: record `hash[i]` as the store's
+ * copy of pages[i] (zero[i]: an all-zero page, no key) and mark it remote, for the
+ * pages still being evicted; ok[i] = 0 for a page the program removed or moved
+ * meanwhile: it must not be dropped.  Returns how many may be dropped. */
+int mtfs_evict_commit(struct mtfs *s, const uint64_t *pages, uint32_t n, const uint64_t *hash,
+		      const uint8_t *zero, uint8_t *ok)
+{
+	int k = 0;
+	pthread_mutex_lock(&s->mu);
+	for (uint32_t i = 0; i < n; i++) {
+		struct ent *e = map_find(&s->m, pages[i]);
+		ok[i] = e && (e->flags & (F_EVICTING | F_INVALID)) == F_EVICTING;
+		if (!ok[i])
+			continue;
+		cache_forget(s, e, 0);
+		if (!(e->flags & F_STORED))
+			s->st.stored_pages++;
+		if (!(e->flags & F_REMOTE))
+			s->st.remote_pages++;
+		e->hash = hash[i];
+		e->flags = (e->flags & ~F_ZERO) | F_STORED | F_REMOTE | F_COMMITTED | (zero[i] ? F_ZERO : 0);
+		k++;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return k;
+}
+
+/* Step 3, after the drop (or instead of it): the pages are no longer being evicted;
+ * write faults held meanwhile are released (they refault as missing when dropped).
+ * dropped[i] = 0: the page was not dropped after all (it stays resident). */
+void mtfs_evict_end(struct mtfs *s, const uint64_t *pages, uint32_t n, const uint8_t *dropped)
+{
+	uint64_t *wake = malloc((n + 1) * sizeof *wake);
+	uint32_t nw = 0;
+	pthread_mutex_lock(&s->mu);
+	for (uint32_t i = 0; i < n; i++) {
+		struct ent *e = map_find(&s->m, pages[i]);
+		if (!e)
+			continue;
+		if ((e->flags & F_DEFERRED) && wake)
+			wake[nw++] = pages[i];
+		if (!dropped[i] && (e->flags & F_REMOTE)) {
+			e->flags &= ~F_REMOTE;
+			s->st.remote_pages--;
+		}
+		e->flags &= ~(F_EVICTING | F_INVALID | F_DEFERRED | F_COMMITTED);
+		put_or_drop(s, e);
+	}
+	pthread_mutex_unlock(&s->mu);
+	for (uint32_t i = 0; i < nw; i++) {
+		uffd_unprotect(s->uffd, wake[i]);       /* a no-op when dropped; then wakes the writer */
+		uffd_wake(s->uffd, wake[i], PAGE);
+	}
+	free(wake);
+}
+
+/* the runs of the drop in flight (n = 0: none): their REMOVE events are the pager's */
+void mtfs_dropping(struct mtfs *s, const uint64_t *runs, uint32_t n)
+{
+	pthread_mutex_lock(&s->mu);
+	s->ndrops = n < MAXDROP ? n : MAXDROP;
+	memcpy(s->drops, runs, s->ndrops * sizeof s->drops[0]);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* resume: the drop a killed pager had asked for (its REMOVE events are not the program's) */
+void mtfs_hello(struct mtfs *s, const uint64_t *runs, uint32_t n)
+{
+	pthread_mutex_lock(&s->mu);
+	s->nforeign = n < MAXDROP ? n : MAXDROP;
+	memcpy(s->foreign, runs, s->nforeign * sizeof s->foreign[0]);
+	s->hello_done = 1;
+	pthread_mutex_unlock(&s->mu);
+}
+
+void mtfs_set_resident(struct mtfs *s, int64_t bytes, int add)
+{
+	pthread_mutex_lock(&s->mu);
+	s->st.resident_est = add ? s->st.resident_est + bytes : bytes;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* pages whose copy the store holds (remote_only: and not served back since); returns
+ * the count, writing at most `max` */
+uint64_t mtfs_stored(struct mtfs *s, uint64_t *out, uint64_t max, int remote_only)
+{
+	uint64_t k = 0;
+	pthread_mutex_lock(&s->mu);
+	for (uint64_t i = 0; i < s->m.cap; i++) {
+		struct ent *e = &s->m.e[i];
+		if (!e->page || !(e->flags & F_STORED) || (remote_only && !(e->flags & F_REMOTE)))
+			continue;
+		if (k < max)
+			out[k] = e->page;
+		k++;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return k;
+}
+
+/* pages the graph says will be wanted soon: prefetched with the next fault's round trip */
+void mtfs_hint(struct mtfs *s, const uint64_t *pages, uint32_t n)
+{
+	pthread_mutex_lock(&s->mu);
+	for (uint32_t i = 0; i < n && s->nhints < HINTN; i++)
+		s->hints[s->nhints++] = pages[i];
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* copies of the stats, the latencies, the recent faults and the messages, consistent */
+void mtfs_read(struct mtfs *s, struct mtfs_stats *st, double *lat, uint64_t *recent, char *blocked, char *warning)
+{
+	pthread_mutex_lock(&s->mu);
+	*st = s->st;
+	if (lat)
+		memcpy(lat, s->lat, sizeof s->lat);
+	if (recent)
+		memcpy(recent, s->recent, sizeof s->recent);
+	memcpy(blocked, s->blocked, sizeof s->blocked);
+	memcpy(warning, s->warning, sizeof s->warning);
+	s->warning[0] = 0;
+	pthread_mutex_unlock(&s->mu);
+}
+
+
+/* The heap graph's page edges: keys[0..n) sorted source pages, their successors
+ * adj[ptr[i]..ptr[i+1]); copied.  depth: prefetch steps (0: none). */
+int mtfs_set_graph(struct mtfs *s, const uint64_t *keys, const uint64_t *ptr, const uint64_t *adj, uint64_t n,
+		   int depth)
+{
+	uint64_t m = n ? ptr[n] : 0;
+	uint64_t *k = malloc((n + 1) * 8), *p = malloc((n + 1) * 8), *a = malloc((m + 1) * 8);
+	if (!k || !p || !a) {
+		free(k), free(p), free(a);
+		return -1;
+	}
+	memcpy(k, keys, n * 8);
+	memcpy(p, ptr, (n ? n + 1 : 0) * 8);
+	memcpy(a, adj, m * 8);
+	pthread_mutex_lock(&s->mu);
+	free(s->g_keys), free(s->g_ptr), free(s->g_adj);
+	s->g_keys = k, s->g_ptr = p, s->g_adj = a, s->g_n = n, s->g_depth = depth;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}
