@@ -474,11 +474,20 @@ def _vtable_types(graph: HeapGraph, ty: _Types, nodes: np.ndarray, modules) -> d
     if modules is None or dm is None or not len(nodes):
         return out
     from ..formats import elf
-    w, ok = graph.words(nodes, np.array([0], np.uint64))
-    w, nodes = w[:, 0][ok[:, 0]], nodes[ok[:, 0]]
-    mods = sorted((m for m in modules if getattr(m, "path", None)), key=lambda m: m.start)
+
+    def has_vtables(m) -> bool:
+        try:
+            return any(sym.name.startswith("_ZTV") for sym in elf.symbols(m.path))
+        except (MappedTraceError, OSError):     # a module we cannot read names nothing
+            return False
+
+    # only modules that define virtual tables (none in a C program: the first
+    # words of millions of untyped objects are then not read at all)
+    mods = sorted((m for m in modules if getattr(m, "path", None) and has_vtables(m)), key=lambda m: m.start)
     if not mods:
         return out
+    w, ok = graph.words(nodes, np.array([0], np.uint64))
+    w, nodes = w[:, 0][ok[:, 0]], nodes[ok[:, 0]]
     # first words that point into a module's image, vectorised (a heap of millions
     # of untyped objects has as many distinct first words, few of them in a module)
     lo = np.array([m.start for m in mods], np.uint64)
