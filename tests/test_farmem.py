@@ -164,8 +164,11 @@ def test_paged_run_is_exact(checksum_exe, heap_bytes, redis_url, tmp_path, store
         assert st["state"] == "running" and st["store_health"]["ok"]
         assert st["remote_bytes"] > 0 and st["pages_evicted"] > 0 and st["faults"] > 0
         assert st["fault_latency_median_us"] is not None
-        # the pager's own figure, after each round, and the kernel's, independently
-        assert st["resident_after_evict_max_bytes"] <= budget + TOLERANCE(budget), st
+        # the pager's own figure, after each round, and the kernel's, independently.  A fault
+        # that waited ROOM_WAIT for room is served over the budget and counted (the evictor's
+        # own reads fault too: _serve.c); such pages are resident until the next round
+        over = st["faults_over_budget"] * 4096
+        assert st["resident_after_evict_max_bytes"] <= budget + TOLERANCE(budget) + over, st
         rss = _rss_anon(pid)
         # RssAnon counts all anonymous memory (stacks, libc data, pages faulted in since the
         # last round): at most the budget plus a round's faults and 8 MiB of non-heap memory

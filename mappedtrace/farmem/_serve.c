@@ -667,6 +667,22 @@ static void blocked_set(struct mtfs *s, const char *msg)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* Ask the store for page q too (prefetch): only a page the store holds that is
+ * remote and not on its way anywhere, and not asked for already.  Returns -1
+ * when q is not such a page, 0 when it is asked for already, 1 when added. */
+static int ask_add(struct mtfs *s, uint64_t *ask, uint64_t *askhash, uint32_t *nask, uint64_t q)
+{
+	struct ent *e = map_find(&s->m, q);
+	if (!e || (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) != (F_STORED | F_REMOTE))
+		return -1;
+	for (uint32_t j = 0; j < *nask; j++)
+		if (ask[j] == q)
+			return 0;
+	askhash[*nask] = e->hash;
+	ask[(*nask)++] = q;
+	return 1;
+}
+
 /* Serve the queued faults fq->q[0..nq).  What cannot be served now (no room under
  * the budget, a page being evicted, EAGAIN, a store that does not answer) stays
  * queued for the next round.  `budget`: keep the resident heap under `local`;
@@ -760,17 +776,8 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 		for (uint32_t i = 0; i < ndemand_ask && nask < ndemand_ask + MAXPF; i++) {
 			for (int k = 1; k <= s->pf_neigh && nask < ndemand_ask + MAXPF; k++) {
 				uint64_t q = ask[i] + (uint64_t)k * PAGE;
-				struct ent *e = map_find(&s->m, q);
-				if (!e || (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) !=
-						  (F_STORED | F_REMOTE))
+				if (ask_add(s, ask, askhash, &nask, q) < 0)
 					break;
-				uint32_t j = 0;
-				while (j < nask && ask[j] != q)
-					j++;
-				if (j < nask)
-					continue;
-				askhash[nask] = e->hash;
-				ask[nask++] = q;
 			}
 		}
 		/* along the graph's edges, breadth first, from each page asked for */
@@ -797,18 +804,8 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 						uint64_t q = s->g_adj[k];
 						if (nn < MAXPF * 2)
 							next[nn++] = q;
-						struct ent *e = map_find(&s->m, q);
-						if (!e || (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) !=
-								  (F_STORED | F_REMOTE))
-							continue;
-						uint32_t j = 0;
-						while (j < nask && ask[j] != q)
-							j++;
-						if (j < nask)
-							continue;
-						askhash[nask] = e->hash;
-						ask[nask++] = q;
-						s->st.graph_prefetched++;
+						if (ask_add(s, ask, askhash, &nask, q) > 0)
+							s->st.graph_prefetched++;
 					}
 				}
 				memcpy(front, next, nn * sizeof next[0]);
@@ -817,17 +814,8 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 		}
 		while (s->nhints && nask < ndemand_ask + MAXPF) {
 			uint64_t q = s->hints[--s->nhints];
-			struct ent *e = map_find(&s->m, q);
-			if (!e || (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) != (F_STORED | F_REMOTE))
-				continue;
-			uint32_t j = 0;
-			while (j < nask && ask[j] != q)
-				j++;
-			if (j < nask)
-				continue;
-			askhash[nask] = e->hash;
-			ask[nask++] = q;
-			s->st.hinted++;
+			if (ask_add(s, ask, askhash, &nask, q) > 0)
+				s->st.hinted++;
 		}
 	}
 	if (nlater && budget && s->kick_fd >= 0) {
