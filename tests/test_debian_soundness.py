@@ -50,7 +50,7 @@ def _cases(name: str) -> dict[str, soundness.Case]:
         return {c.scenario: c for c in programs.check_debian(name, work, lambda m: print(m, file=sys.stderr),
                                                              size=SIZE)}
     except soundness.Unavailable as e:
-        pytest.skip(str(e))
+        pytest.skip(f"this host cannot take part: {e}")
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ def _cases(check, **kw) -> dict[str, soundness.Case]:
     try:
         return {c.scenario: c for c in check(work, lambda m: print(m, file=sys.stderr), **kw)}
     except soundness.Unavailable as e:
-        pytest.skip(str(e))
+        pytest.skip(f"this host cannot take part: {e}")
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +128,7 @@ def test_harness_reads_leaksanitizer(two_leaks, tmp_path: Path) -> None:
     try:
         c = soundness.lsan_result(tmp_path / "l")
     except soundness.Unavailable as e:
-        pytest.skip(str(e))
+        pytest.skip(f"this host cannot take part: {e}")
     assert (c.objects, c.direct) == (2, 1)
 
 
