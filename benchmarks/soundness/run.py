@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import shutil
 import sys
@@ -51,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         work = workdir(name)
         kw = {"tools": tools}
-        if a.keys is not None:
-            kw["keys"] = a.keys
+        if a.keys is not None and "keys" in inspect.signature(PROGRAMS[name]).parameters:
+            kw["keys"] = a.keys       # the programs with a load size (Redis, memcached, nginx)
         try:
             for case in PROGRAMS[name](work, lambda m: print(m, file=sys.stderr, flush=True), **kw):
                 cases.append(case)
                 print(case.line(), flush=True)
-                if not case.agree():
+                if case.verdict() == "DISAGREE":
                     status = max(status, 1)
                     for n, t, size, kind in case.mt_groups[:12]:
                         print(f"    {n:6d} × {size:7d} B  {kind:8s} {t}")

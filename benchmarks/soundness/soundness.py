@@ -107,7 +107,12 @@ class Case:
         return (f"{self.program}/{self.scenario}: mappedtrace {mt}, valgrind definitely+indirect {vg}, "
                 f"LSan {n(self.lsan)}"
                 + (f", truth {self.truth} ({self.truth_from})" if self.truth is not None else "")
-                + f", {'agree' if self.agree() else 'DISAGREE'}")
+                + f", {self.verdict()}")
+
+    def verdict(self) -> str:
+        """``agree``, ``DISAGREE``, or ``not compared`` (one tool ran, and no truth)."""
+        compared = self.truth is not None or sum(c is not None for c in (self.mt, self.valgrind, self.lsan)) >= 2
+        return "not compared" if not compared else "agree" if self.agree() else "DISAGREE"
 
     def to_json(self) -> dict:
         def d(c: ToolCount | None):
