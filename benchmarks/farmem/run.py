@@ -145,14 +145,268 @@ def one_run(exe: str, args: list[str], seconds: float, budget: int | None, store
     return {"passes": int(m.group(1)), "seconds": wall, "passes_per_s": int(m.group(1)) / wall, "status": st}
 
 
+
+# ---- the issue's workloads (a) Zipf key-value, (b) pointer chase, (c) leaking server ----------------
+#: name -> (sample, default MiB, CI MiB, extra program arguments after MIB SECONDS)
+WORKLOADS = {
+    "kv": ("farmem_kv.c", 256, 32, []),
+    "chase": ("farmem_chase.c", 64, 16, []),
+    "leak": ("farmem_leakserver.c", 64, 8, ["256"]),
+}
+WINDOW_STATS = ("faults", "zero_faults", "prefetched", "prefetch_hits", "store_round_trips", "bytes_fetched",
+                "bytes_sent", "pages_evicted", "graph_prefetched", "faults_waited_for_room", "faults_over_budget")
+
+
+def build_workload(name: str, tmp: str) -> str:
+    """The sample built with ``mappedtrace cc`` (maps in: the graph can guide)."""
+    exe = os.path.join(tmp, name)
+    r = subprocess.run([*MT, "cc", "-O2", "-g", "-o", exe, str(ROOT / "samples" / WORKLOADS[name][0]), "-lm"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if r.returncode:
+        raise SystemExit(f"building {name}: {r.stderr.strip()}")
+    return exe
+
+
+def _status(pid: int) -> dict | None:
+    r = subprocess.run([*MT, "farmem", "status", str(pid), "--json"], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+def _rss_anon(pid: int) -> int | None:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _mark(p: subprocess.Popen, pid: int) -> tuple[int, float]:
+    """``(ops, t)`` the program prints on SIGUSR2."""
+    os.kill(pid, signal.SIGUSR2)
+    while True:
+        line = p.stdout.readline()
+        if not line:
+            raise SystemExit(f"the program ended before its progress line: {p.stderr.read()}")
+        m = re.match(r"mark ops=(\d+) t=([\d.]+)", line)
+        if m:
+            return int(m.group(1)), float(m.group(2))
+
+
+def window_run(exe: str, args: list[str], *, warmup: float, seconds: float, budget: int | None = None,
+               store: str | None = None, extra: list[str] = (), cgroup_limit: int | None = None,
+               want_graph: bool = False) -> dict:
+    """One run of a workload: start it (under the pager, in a memory cgroup, or alone), let it
+    warm up ``warmup`` s (and, with the graph, until a heap graph taken after the program was
+    built is in use), then time a window of ``seconds`` between two SIGUSR2 progress marks,
+    with the pager's counters (or the cgroup's) read at both ends.  The program's own check
+    must report zero mismatches."""
+    cmd = [exe, *args]
+    cg = None
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if cgroup_limit is not None:
+        cg = os.path.join(CG_ROOT, f"mtfm-bench-{os.getpid()}")
+        os.makedirs(cg, exist_ok=True)
+        if cgroup_limit > 0:
+            _write(f"{cg}/memory.limit_in_bytes", str(cgroup_limit))
+            _write(f"{cg}/memory.swappiness", "100")
+        cmd = ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$0" "$@"', *cmd]
+    elif budget is not None:
+        cmd = [*MT, "farmem", "run", "--local", str(budget), "--store", store, *extra, "--", *cmd]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out = {}
+    try:
+        ready = p.stdout.readline()
+        m = re.search(r"heap=(\d+) pid=(\d+)", ready)
+        if not m:
+            raise SystemExit(f"no ready line from {cmd}: {ready!r} {p.stderr.read() if p.poll() is not None else ''}")
+        heap, pid = int(m.group(1)), int(m.group(2))
+        t_ready = time.time()
+        deadline = time.monotonic() + warmup + 120
+        t_warm = time.monotonic() + warmup
+        while time.monotonic() < t_warm or want_graph:
+            time.sleep(0.5)
+            if want_graph:
+                st = _status(pid) or {}
+                g = st.get("graph") or {}
+                if g.get("updated", 0) > t_ready and time.monotonic() >= t_warm:
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"no heap graph after {warmup + 120:.0f} s: {g}")
+
+        def counters() -> dict:
+            if cg:
+                stat = dict(line.split() for line in open(f"{cg}/memory.stat"))
+                return {"pgmajfault": int(stat.get("pgmajfault", 0)), "swap_bytes": int(stat.get("swap", 0))}
+            return (_status(pid) or {}) if budget is not None else {}
+        c0 = counters()
+        ops0, t0 = _mark(p, pid)
+        time.sleep(seconds)
+        ops1, t1 = _mark(p, pid)
+        time.sleep(0.6 if budget is not None else 0)     # the state file is written twice a second
+        c1 = counters()
+        rss = _rss_anon(pid)
+        os.kill(pid, signal.SIGUSR1)
+        stdout, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if cg:
+            for _ in range(50):
+                try:
+                    os.rmdir(cg)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+    if cg and p.returncode == -signal.SIGKILL:
+        return {"ops_per_s": 0.0, "oom_killed": True}
+    fm = re.search(r"mismatches=(\d+)", stdout)
+    if not fm or fm.group(1) != "0" or p.returncode:
+        raise SystemExit(f"wrong result under {cmd}: {stdout} {err}")
+    out = {"heap_bytes": heap, "ops": ops1 - ops0, "ops_per_s": (ops1 - ops0) / max(t1 - t0, 1e-9), "window_s": t1 - t0,
+           "rss_anon_bytes": rss, "final": stdout.strip().splitlines()[-1]}
+    if cg:
+        out["major_faults"] = c1.get("pgmajfault", 0) - c0.get("pgmajfault", 0)
+        out["demand_faults_per_kop"] = out["major_faults"] * 1000 / max(out["ops"], 1)
+        out["swap_bytes"] = c1.get("swap_bytes")
+    elif budget is not None:
+        d = {k: (c1.get(k) or 0) - (c0.get(k) or 0) for k in WINDOW_STATS}
+        out.update(d)
+        # a demand fault waits for the store: not a zero page, not a prefetched page from the cache
+        # (the kernel's analogue: a major fault; a swap-cache hit is a minor fault)
+        out["demand_faults"] = d["faults"] - d["zero_faults"] - d["prefetch_hits"]
+        # per thousand operations: a slower run does fewer operations, and fewer faults with them
+        out["demand_faults_per_kop"] = out["demand_faults"] * 1000 / max(out["ops"], 1)
+        out["prefetch_accuracy"] = round(d["prefetch_hits"] / d["prefetched"], 4) if d["prefetched"] else None
+        out["bytes_moved"] = d["bytes_fetched"] + d["bytes_sent"]
+        out["resident_bytes"] = c1.get("resident_bytes")
+        out["remote_bytes"] = c1.get("remote_bytes")
+        out["fault_latency_median_us"] = c1.get("fault_latency_median_us")
+        out["evicted_by_reason"] = c1.get("evicted_by_reason")
+        g = c1.get("graph") or {}
+        out["graph"] = {k: g.get(k) for k in ("state", "refreshes", "leaked_pages", "page_edges", "prefetch",
+                                                "capture_ms", "graph_ms", "unreached_objects", "error")}
+        for k in ("leaked_pages_resident", "leaked_faulted_back"):
+            out[k] = c1.get(k)
+    return out
+
+
+def workload_main(a) -> None:
+    name = a.workload
+    tmp = tempfile.mkdtemp(prefix="farmem-bench-")
+    shm = tempfile.mkdtemp(prefix="farmem-pages-", dir="/dev/shm")
+    exe = build_workload(name, tmp)
+    mib = a.mib or (WORKLOADS[name][2] if a.ci else WORKLOADS[name][1])
+    long = str(a.warmup + a.seconds + 600)          # the program's own deadline: far beyond the window
+    args = [str(mib), long, *WORKLOADS[name][3]]
+    shares = [float(x) for x in a.shares.split(",")]
+    redis = None
+    swap_on = False
+    rows = []
+    try:
+        base = window_run(exe, args, warmup=a.warmup, seconds=a.seconds)
+        heap = base["heap_bytes"]
+        print(f"{name}: unpaged {base['ops_per_s']:.0f} ops/s, heap {heap / 2**20:.1f} MiB, "
+              f"RssAnon {base['rss_anon_bytes'] / 2**20:.1f} MiB", flush=True)
+        for kind in a.stores.split(","):
+            extra: list[str] = []
+            overhead = None
+            store = None
+            env_pf = None
+            if kind == "redis-pagebfs":         # the first version of graph prefetch (page BFS, depth 2)
+                env_pf = "pages"
+                kind_store = "redis"
+            else:
+                kind_store = kind
+            os.environ.pop("MTFARMEM_GRAPH_PREFETCH", None)
+            if env_pf:
+                os.environ["MTFARMEM_GRAPH_PREFETCH"] = env_pf
+            if kind_store in ("redis", "redis-nograph"):
+                redis, store = start_redis(tmp)
+                extra = ["--no-graph"] if kind_store == "redis-nograph" else []
+            elif kind_store in ("file", "file-nograph"):
+                store = f"file:{shm}"
+                extra = ["--no-graph"] if kind == "file-nograph" else []
+            elif kind_store == "kswap":
+                zram_swap_on(max(1 << 30, 2 * heap))
+                swap_on = True
+                # the program's memory outside its heap, measured in the same cgroup without a limit
+                overhead = max(0, (base["rss_anon_bytes"] or heap) - heap)
+            else:
+                raise SystemExit(f"unknown store kind {kind}")
+            for share in shares:
+                local = int(heap * share)
+                if overhead is not None:
+                    r = window_run(exe, args, warmup=a.warmup, seconds=a.seconds,
+                                   cgroup_limit=local + overhead + KSWAP_SLACK)
+                else:
+                    r = window_run(exe, args, warmup=a.warmup, seconds=a.seconds, budget=local, store=store,
+                                   extra=extra, want_graph="--no-graph" not in extra)
+                row = {"workload": name, "mib": mib, "store": kind, "local_share": share, "local_bytes": local,
+                       "slowdown": base["ops_per_s"] / max(r["ops_per_s"], 1e-9), **r}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            if redis:
+                redis.terminate()
+                redis.wait()
+                redis = None
+            if swap_on:
+                zram_swap_off()
+                swap_on = False
+    finally:
+        if redis:
+            redis.kill()
+        if swap_on:
+            zram_swap_off()
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(shm, ignore_errors=True)
+    path = a.json or str(Path(__file__).with_name(f"results_{name}{'_ci' if a.ci else ''}.json"))
+    with open(path, "w") as f:
+        json.dump({"workload": name, "mib": mib, "heap_bytes": heap, "unpaged_ops_per_s": base["ops_per_s"],
+                   "load": os.getloadavg(), "args": vars(a), "rows": rows}, f, indent=1)
+    print(table(rows), flush=True)
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a Markdown table (what RESULTS.md shows)."""
+    def f(v, fmt="{:.0f}"):
+        return "-" if v is None else fmt.format(v)
+    out = ["| store | local | slowdown | ops/s | RssAnon MiB | demand faults / 1000 ops | demand faults | all faults "
+           "| MiB moved | prefetch accuracy | evicted leaked / cold |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        ev = r.get("evicted_by_reason") or {}
+        dem = r.get("demand_faults", r.get("major_faults"))
+        out.append(f"| {r['store']} | {r['local_share']:.0%} | {r['slowdown']:.2f}× | {f(r['ops_per_s'])} "
+                   f"| {f((r.get('rss_anon_bytes') or 0) / 2**20, '{:.1f}')} | {f(r.get('demand_faults_per_kop'), '{:.2f}')} "
+                   f"| {f(dem)} | {f(r.get('faults'))} "
+                   f"| {f(r['bytes_moved'] / 2**20, '{:.1f}') if r.get('bytes_moved') is not None else '-'} "
+                   f"| {f(r.get('prefetch_accuracy'), '{:.3f}')} "
+                   f"| {ev.get('leaked', '-')} / {ev.get('cold', '-')} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mib", type=int, default=32)
+    ap.add_argument("--workload", default="checksum", choices=["checksum", *WORKLOADS])
+    ap.add_argument("--ci", action="store_true", help="the workload's CI size (kv 32, chase 16, leak 8 MiB)")
+    ap.add_argument("--shares", default="1,0.75,0.5,0.25", help="local memory as shares of the heap")
+    ap.add_argument("--warmup", type=float, default=8, help="seconds before the timed window (workloads)")
+    ap.add_argument("--mib", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=12)
     ap.add_argument("--stores", default="redis,file")
-    ap.add_argument("--json", default=str(Path(__file__).with_name("results.json")))
+    ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    if a.workload != "checksum":
+        if a.stores == "redis,file":
+            a.stores = "redis,redis-nograph,kswap"
+        return workload_main(a)
+    a.mib = a.mib or 32
+    a.json = a.json or str(Path(__file__).with_name("results.json"))
     tmp = tempfile.mkdtemp(prefix="farmem-bench-")
     shm = tempfile.mkdtemp(prefix="farmem-pages-", dir="/dev/shm")
     exe = os.path.join(tmp, "farmem_checksum")

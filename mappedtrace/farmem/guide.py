@@ -38,6 +38,7 @@ a program without leaks).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -47,25 +48,52 @@ from ..errors import MappedTraceError
 
 PAGE = 4096
 CHUNK_HDR = 16          # glibc: a chunk's size field sits just before the user pointer
-MAX_EDGES = 1 << 20     # page edges handed to the fault loop at most
+MAX_EDGES = 1 << 22     # page edges handed to the fault loop at most (64 MiB here, 32 MiB in the loop)
+PATH_PAGES = 256        # prefetch list of a page along object paths: the loop's MAXPF
 
 
-def leaked_pages(addresses: np.ndarray, sizes: np.ndarray, reached: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(leaked, live)``: pages (sorted) that overlap an unreached object and no reached one,
-    and pages that overlap a reached one."""
-    def pages_of(mask: np.ndarray) -> np.ndarray:
-        a = addresses[mask].astype(np.uint64)
-        lo = (a - np.uint64(CHUNK_HDR)) // np.uint64(PAGE)
-        hi = (a + np.maximum(sizes[mask].astype(np.uint64), np.uint64(1)) - np.uint64(1)) // np.uint64(PAGE)
-        if not len(lo):
-            return np.zeros(0, np.uint64)
-        n = (hi - lo + np.uint64(1)).astype(np.int64)
-        idx = np.repeat(lo, n) + (np.arange(int(n.sum()), dtype=np.int64) -
-                                  np.repeat(np.cumsum(n) - n, n)).astype(np.uint64)
-        return np.unique(idx) * np.uint64(PAGE)
-    dead = pages_of(~reached)
-    live = pages_of(reached)
-    return dead[~np.isin(dead, live)], live
+def _pages_of(a: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Pages (sorted, unique) that chunks at user addresses ``a`` of ``sizes`` bytes overlap,
+    their headers included."""
+    a = a.astype(np.uint64)
+    lo = (a - np.uint64(CHUNK_HDR)) // np.uint64(PAGE)
+    hi = (a + np.maximum(sizes.astype(np.uint64), np.uint64(1)) - np.uint64(1)) // np.uint64(PAGE)
+    if not len(lo):
+        return np.zeros(0, np.uint64)
+    n = (hi - lo + np.uint64(1)).astype(np.int64)
+    idx = np.repeat(lo, n) + (np.arange(int(n.sum()), dtype=np.int64) -
+                              np.repeat(np.cumsum(n) - n, n)).astype(np.uint64)
+    return np.unique(idx) * np.uint64(PAGE)
+
+
+def leaked_pages(addresses: np.ndarray, sizes: np.ndarray, reached: np.ndarray,
+                 free: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(leaked, live)``: pages (sorted) that overlap an unreached object and no reached one
+    (nor, with ``free`` = ``(user addresses, sizes)`` of the free chunks, a free chunk: malloc
+    hands those out again and the program writes them, so such a page is not dead), and pages
+    that overlap a reached one."""
+    dead = _pages_of(addresses[~reached], sizes[~reached])
+    live = _pages_of(addresses[reached], sizes[reached])
+    keep = ~np.isin(dead, live)
+    if free is not None and len(free[0]):
+        keep &= ~_in_chunks(dead, *free)
+    return dead[keep], live
+
+
+def _in_chunks(pages: np.ndarray, addrs: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Which ``pages`` overlap one of the chunks (user address, size; headers included).
+    A free chunk may be large (the top chunk): compared by intervals, not page by page."""
+    lo = addrs.astype(np.uint64) - np.uint64(CHUNK_HDR)
+    hi = addrs.astype(np.uint64) + np.maximum(sizes.astype(np.uint64), np.uint64(1))
+    order = np.argsort(lo)
+    lo, hi = lo[order], hi[order]
+    hi = np.maximum.accumulate(hi)          # chunks do not overlap; this keeps it safe if they did
+    # the last chunk starting before the page's end: overlaps if it ends after the page's start
+    i = np.searchsorted(lo, pages + np.uint64(PAGE), side="left") - 1
+    ok = i >= 0
+    out = np.zeros(len(pages), bool)
+    out[ok] = hi[i[ok]] > pages[ok]
+    return out
 
 
 def page_edges(graph, exact_flag: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,8 +106,100 @@ def page_edges(graph, exact_flag: int) -> tuple[np.ndarray, np.ndarray]:
     dst = (graph.addresses[e["dst"]].astype(np.uint64) + e["dst_off"].astype(np.uint64)) // np.uint64(PAGE)
     keep = src != dst
     pairs = np.unique(np.stack([src[keep], dst[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), np.uint64)
-    pairs = pairs[:MAX_EDGES]
+    pairs = pairs[:1 << 20]             # (the first version's bound, kept)
     return pairs[:, 0] * np.uint64(PAGE), pairs[:, 1] * np.uint64(PAGE)
+
+
+def path_edges(graph, exact_flag: int, *, per_page: int, max_depth: int = 64,
+               max_pairs: int = MAX_EDGES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prefetch lists along object paths: ``(src page, dst page, depth)``, grouped by source
+    page (ascending) and, within a group, nearest first.
+
+    For every page P, the objects on P are followed along exact edges breadth first,
+    object by object (not page by page), and the pages of the objects reached are
+    listed in the order they are first met, at most ``per_page`` of them, at most
+    ``max_depth`` steps.  Why objects and not pages: a fault says which page, not which
+    object on it, so every object on P is a start; but a step from page to page
+    follows *every* pointer out of every object on the next page too, and after two
+    steps the list is mostly pages no path of the program leads to (a linked list in a
+    random order, 16 records a page: page BFS at depth 2 is 16 + 256 pages of which
+    about 2 are on the path the program walks; object paths reach ``per_page`` / 16
+    steps along each of the 16 paths).
+
+    Cost: a frontier of (source page, object) pairs, at most ``per_page`` objects per
+    source page, one vectorised step per depth; the output is bounded by ``max_pairs``
+    (``per_page`` is lowered to fit)."""
+    e = graph.edges
+    n = len(graph.addresses)
+    empty = np.zeros(0, np.uint64)
+    if not len(e) or not n:
+        return empty, empty, np.zeros(0, np.int32)
+    e = e[(e["flags"] & exact_flag) != 0]
+    if not len(e):
+        return empty, empty, np.zeros(0, np.int32)
+    addr = np.asarray(graph.addresses, np.uint64)
+    size = np.asarray(graph.sizes, np.uint64)
+    order = np.argsort(e["src"], kind="stable")
+    esrc, edst = e["src"][order].astype(np.int64), e["dst"][order].astype(np.int64)
+    eptr = np.searchsorted(esrc, np.arange(n + 1, dtype=np.int64))
+    # the pages an object is read from: its first and, for one that straddles, its second
+    first = (addr - np.uint64(CHUNK_HDR)) // np.uint64(PAGE)
+    last = (addr + np.maximum(size, np.uint64(1)) - np.uint64(1)) // np.uint64(PAGE)
+    second = np.where(last > first, first + np.uint64(1), first)
+    # starts: every page an object with exact out-edges overlaps (a straddling record: both)
+    has_out = np.flatnonzero(eptr[1:] > eptr[:-1])
+    sp = np.concatenate([first[has_out], second[has_out][second[has_out] != first[has_out]]])
+    so = np.concatenate([has_out, has_out[second[has_out] != first[has_out]]])
+    pages, sidx = np.unique(sp, return_inverse=True)
+    per_page = int(max(4, min(per_page, max_pairs // max(1, len(pages)))))
+    got = np.zeros(len(pages), np.int64)
+    out_s, out_d, out_k = [], [], []
+    fs, fo = sidx.astype(np.int64), so.astype(np.int64)
+    for depth in range(1, max_depth + 1):
+        live = got[fs] < per_page
+        fs, fo = fs[live], fo[live]
+        if not len(fs):
+            break
+        deg = eptr[fo + 1] - eptr[fo]
+        tot = int(deg.sum())
+        if not tot:
+            break
+        base = np.repeat(eptr[fo] - np.cumsum(deg) + deg, deg)
+        child = edst[base + np.arange(tot, dtype=np.int64)]
+        cs = np.repeat(fs, deg)
+        key = np.unique(cs * np.int64(n) + child)           # one visit per (source page, object)
+        cs, child = key // n, key % n
+        # at most per_page objects of one source page go on (the first in object order)
+        start = np.searchsorted(cs, cs, side="left")
+        rank = np.arange(len(cs)) - start
+        keep = rank < per_page
+        cs, child = cs[keep], child[keep]
+        d1, d2 = first[child], second[child]
+        two = d2 != d1
+        out_s += [cs, cs[two]]
+        out_d += [d1, d2[two]]
+        out_k += [np.full(len(cs), depth, np.int32), np.full(int(two.sum()), depth, np.int32)]
+        got += np.bincount(cs, minlength=len(pages)) + np.bincount(cs[two], minlength=len(pages))
+        fs, fo = cs, child
+    if not out_s:
+        return empty, empty, np.zeros(0, np.int32)
+    s_idx = np.concatenate(out_s)
+    d = np.concatenate(out_d)
+    k = np.concatenate(out_k)
+    src = pages[s_idx]
+    keep = d != src
+    src, d, k = src[keep], d[keep], k[keep]
+    # one entry per (source, destination), at its least depth; then nearest first per source
+    o = np.lexsort((k, d, src))
+    src, d, k = src[o], d[o], k[o]
+    u = np.ones(len(src), bool)
+    u[1:] = (src[1:] != src[:-1]) | (d[1:] != d[:-1])
+    src, d, k = src[u], d[u], k[u]
+    o = np.lexsort((d, k, src))
+    src, d, k = src[o], d[o], k[o]
+    start = np.searchsorted(src, src, side="left")
+    keep = (np.arange(len(src)) - start) < per_page
+    return src[keep] * np.uint64(PAGE), d[keep] * np.uint64(PAGE), k[keep]
 
 
 class Guide:
@@ -89,9 +209,15 @@ class Guide:
     :param depth: prefetch steps along exact edges from a faulting page
     """
 
-    def __init__(self, pager, *, period: float = 5.0, depth: int = 2):
+    def __init__(self, pager, *, period: float = 5.0, depth: int = 2, prefetch: str | None = None):
         self.pager = pager
         self.period, self.depth = period, depth
+        #: "paths" (object paths, :func:`path_edges`) or "pages" (page-to-page edges, breadth
+        #: first in the fault loop: the first version, kept to measure against;
+        #: $MTFARMEM_GRAPH_PREFETCH chooses it for the benchmark)
+        self.prefetch = prefetch or os.environ.get("MTFARMEM_GRAPH_PREFETCH", "paths")
+        if self.prefetch not in ("paths", "pages"):
+            raise MappedTraceError(f"graph prefetch {self.prefetch!r}: 'paths' or 'pages'")
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="mtfm-graph", daemon=True)
         self.state = "waiting for the first graph"
@@ -154,26 +280,38 @@ class Guide:
             a = analyse(target, leaks=False, maps_cache=self._maps)
             g = a.graph
             reached = np.asarray(g.reached, dtype=bool)
-            leaked, live = leaked_pages(np.asarray(g.addresses), np.asarray(g.sizes), reached)
+            h = a.heap
+            fr = np.asarray(h.state) != 0          # free chunks, the top chunk among them
+            free = (np.asarray(h.addresses)[fr], np.asarray(h.chunk_sizes)[fr].astype(np.uint64) - np.uint64(CHUNK_HDR))
+            leaked, live = leaked_pages(np.asarray(g.addresses), np.asarray(g.sizes), reached, free)
             # A C object that nothing points to stays so (no pointer to it can be made again, nor
             # can it be freed): pages found leaked before stay leaked unless this graph finds a
             # live object on them.  So one graph read from a poor copy (pages brought back
             # between the fork and the patch read as zeros) does not undo what earlier ones saw.
             prev = p.leaked_pages
             leaked = np.union1d(leaked, prev[~np.isin(prev, live)]) if len(prev) else leaked
-            src, dst = page_edges(g, EDGE_EXACT)
+            if self.prefetch == "paths":
+                # at most half the prefetch cache a round trip: the nearest pages of a list must
+                # not be pushed out of the cache by the farthest ones of the same round trip
+                per = max(4, min(PATH_PAGES, p.server.cache_pages // 2))
+                src, dst, _ = path_edges(g, EDGE_EXACT, per_page=per)
+                depth = 1                           # the lists are transitive already
+            else:
+                src, dst = page_edges(g, EDGE_EXACT)
+                depth = self.depth
         finally:
             target.close()
         self.last_seconds = time.perf_counter() - t0
         p.leaked_pages = leaked
-        p.server.set_graph(src, dst, self.depth)
+        p.server.set_graph(src, dst, depth)
         self.refreshes += 1
         self.state = "ready"
         self.last = {"objects": int(len(g.addresses)), "unreached_objects": int((~reached).sum()),
                      "leaked_pages": int(len(leaked)), "page_edges": int(len(src)),
                      "patched_pages": patched, "capture_ms": round((t1 - t0) * 1e3, 1),
                      "graph_ms": round((time.perf_counter() - t1) * 1e3, 1), "updated": time.time(),
-                     "prefetch_depth": self.depth}
+                     "prefetch": self.prefetch, "prefetch_depth": depth,
+                     "prefetch_list_pages": per if self.prefetch == "paths" else None}
         if not len(src):
             self.last["note"] = ("no exact pointer edges between pages (a binary without maps is paged with "
                                  "leaked pages from a conservative graph, and no prefetch along pointers)")

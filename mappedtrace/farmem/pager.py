@@ -246,7 +246,8 @@ class Pager:
         self.stats = dict(pages_evicted=0, pages_sent=0, pages_dropped_clean=0, pages_zero=0, bytes_sent=0,
                           resident_bytes=0, remote_bytes=0, heap_bytes=0, evict_rounds=0,
                           resident_after_evict_bytes=0, resident_after_evict_max_bytes=0,
-                          evicted_leaked=0, evicted_cold=0, pages_not_dropped=0)
+                          evicted_leaked=0, evicted_cold=0, pages_not_dropped=0,
+                          leaked_pages_resident=0, leaked_faulted_back=0)
         self.blocked: str | None = None             # the evictor's reason to wait (the loop has its own)
         self.warnings: list[str] = []
         self.state = "starting"
@@ -446,8 +447,11 @@ class Pager:
         with self.lock:
             self.ref.update(faulted)
         if len(self.leaked_pages) and faulted:
-            # a page the program touched is not leaked, whatever the last graph said
-            self.leaked_pages = self.leaked_pages[~np.isin(self.leaked_pages, np.asarray(faulted, np.uint64))]
+            # a page the program touched is not leaked, whatever the last graph said (counted: a
+            # leaked page fetched back is the graph's mistake, or a leak the program still reads)
+            back = np.isin(self.leaked_pages, np.asarray(faulted, np.uint64))
+            self.stats["leaked_faulted_back"] += int(back.sum())
+            self.leaked_pages = self.leaked_pages[~back]
         if self.soft_dirty:
             with self.lock:
                 self.ref.update(dirty.tolist())
@@ -458,6 +462,7 @@ class Pager:
                 self.soft_dirty = False
         self.stats["evict_rounds"] += 1
         self._account(present)
+        self.stats["leaked_pages_resident"] = int(np.isin(self.leaked_pages, present).sum())
         resident = len(present) * PAGE
         self.server.set_resident(resident)
         if resident <= self.local * HIGH_WATER and not kicked:
