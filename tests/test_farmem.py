@@ -477,3 +477,50 @@ def test_leaking_server_leaks_stay_remote(leakserver_exe, tmp_path):
     # the graph found leaks the program really made: no more leaked pages than its leaked bytes fill
     assert seen["graph"]["leaked_pages"] * 4096 <= int(fm.group(1)) + 4096 * seen["graph"]["leaked_pages"] // 8, \
         (seen["graph"], fm.group(0))
+
+
+def test_path_prefetch_lists_follow_the_program_s_path(plugin, tmp_path):
+    """The graph's prefetch list of a page (guide.path_edges) holds, nearest first, the pages
+    the program will read next from any object on it: on farmem_chase (records linked in a
+    random order), for records on a few pages the pages of the next 3 records along `next`
+    (read from the captured copy) are in the page's list (budget 64 pages; 16-17 records a
+    page, and a straddling one counts two pages: 3 steps), the k-th at depth k or less, and
+    the list is sorted by depth."""
+    import struct
+    import numpy as np
+    import mappedtrace
+    from conftest import build_sample
+    from mappedtrace.farmem.guide import path_edges
+    from mappedtrace.graph import EDGE_EXACT
+    from mappedtrace.session import analyse
+    exe = build_sample(SAMPLES / "farmem_chase.c", "-O2", tmp_path / "farmem_chase")
+    p = subprocess.Popen([exe, "2", "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(re.search(r"pid=(\d+)", p.stdout.readline()).group(1))
+        with mappedtrace.capture(pid) as t:
+            g = analyse(t, leaks=False).graph
+            src, dst, depth = path_edges(g, EDGE_EXACT, per_page=64)
+            assert len(src) and np.all(np.diff(src.astype(np.int64)) >= 0)
+            addrs = np.asarray(g.addresses, np.uint64)
+            recs = np.flatnonzero((np.asarray(g.sizes) >= 256) & (np.asarray(g.sizes) < 272))
+            checked = 0
+            for i in recs[::max(1, len(recs) // 20)]:
+                r = int(addrs[i])
+                page = (r - 16) // 4096 * 4096
+                if (r + 255) // 4096 * 4096 != page:
+                    continue                        # a record that straddles two pages: skip
+                mine = src == np.uint64(page)
+                lst, dep = dst[mine].tolist(), depth[mine]
+                assert 16 <= len(lst) <= 64, (hex(page), len(lst))
+                assert np.all(np.diff(dep) >= 0)            # nearest first
+                x = r
+                for step in range(3):
+                    x = struct.unpack("<Q", t.read(x, 8))[0]
+                    for q in {(x - 16) // 4096 * 4096, (x + 255) // 4096 * 4096} - {page}:
+                        assert q in lst, (step, hex(q))
+                        assert dep[lst.index(q)] <= step + 1, (step, hex(q), dep[lst.index(q)])
+                checked += 1
+            assert checked >= 10
+    finally:
+        p.kill()
+        p.wait()
