@@ -1,5 +1,27 @@
 #!/usr/bin/env python3
-"""Far memory, first measurement: the checksum workload at 100/75/50/25 % local memory.
+"""Far memory: the issue's workloads, and the first checksum workload, at 100/75/50/25 % local memory.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/farmem/run.py --workload kv|chase|leak [--ci] [--mib N]
+        [--stores redis,redis-nograph,kswap] [--shares 1,0.75,0.5,0.25] [--warmup 8] [--seconds 12]
+
+The issue's workloads (issue #15), built with ``mappedtrace cc`` (maps in, so the
+graph can guide): ``kv`` = samples/farmem_kv.c (Zipf lookups over a chained hash
+table, default 256 MiB, ``--ci`` 32), ``chase`` = samples/farmem_chase.c (a
+cycle of records linked in a random order, default 64 MiB, ``--ci`` 16),
+``leak`` = samples/farmem_leakserver.c (a server leaking one response in 256,
+64 MiB of sessions, ``--ci`` 8).  Each run: start, let it warm up ``--warmup``
+s (with the graph: until a heap graph taken after the program was built is in
+use), then a window of ``--seconds`` between two SIGUSR2 progress marks, with
+the pager's (or the cgroup's) counters read at both ends.  Figures per window:
+ops/s (slowdown = unpaged ÷ paged), RssAnon at the end, demand faults (faults
+that waited for the store: not zero pages, not prefetch-cache hits; the
+kernel's: the cgroup's major faults), the same per 1000 operations (a slower run
+does fewer operations), all userfaultfd faults, bytes moved (fetched + sent),
+prefetch accuracy (hits ÷ prefetched).  Store kinds: ``redis``, ``redis-nograph``,
+``redis-pagebfs`` (the first version of graph prefetch, page to page breadth
+first), ``file``, ``file-nograph``, ``kswap``.  Results: results_WORKLOAD.json.
+
+The checksum workload (default, ``--workload checksum``):
 
     PYTHONPATH=. .venv/bin/python benchmarks/farmem/run.py [--mib 32] [--threads 2] [--seconds 12]
                                                             [--stores redis,file] [--json out.json]

@@ -5,15 +5,26 @@ A thread of the pager refreshes the heap graph of the paged process every
 the program is paused only for the fork) and turns it into two things:
 
 * **leaked pages**: pages that overlap unreachable objects and no reachable
-  one (a chunk's header counts as its object's).  The evictor takes them before
+  one nor a free chunk (a chunk's header counts as its object's; malloc hands
+  a free chunk out again, the top chunk included, and the program then writes
+  that page: a leaking server's newest leak shares its page with the top
+  chunk, which would be evicted as leaked and fetched back).  The evictor takes them before
   any cold page (:meth:`Pager._pick`): a correct program never touches them again.
-* **prefetch edges**: for every exact pointer (a typed slot of a typed
-  object, :data:`~mappedtrace.graph.EDGE_EXACT`) from an object on page A to an
-  object on page B, the edge A → B; the fault loop (``_serve.c``) fetches, with
-  a faulting page, the pages reachable from it along these edges (breadth first,
-  at most ``depth`` steps and 256 pages a round trip), into its prefetch cache.
-  Conservative edges are not used (a hint's cost is a wasted fetch, but exact
-  edges are what the maps give us for free).
+* **prefetch lists** (default, :func:`path_edges`): for every page P, the
+  pages of the objects reached from the objects on P along exact pointers (a
+  typed slot of a typed object, :data:`~mappedtrace.graph.EDGE_EXACT`), object
+  by object, breadth first, nearest first, at most half the prefetch cache
+  (and 256 pages, the loop's bound a round trip); the fault loop
+  (``_serve.c``) fetches, with a faulting page, the pages of its list that
+  are remote, into its prefetch cache (it is given the lists as edges of
+  depth 1).  The first version (``$MTFARMEM_GRAPH_PREFETCH=pages``, kept to
+  measure against) gave the loop page-to-page edges (A → B for a pointer
+  from an object on A to one on B) and let it go breadth first 2 steps: after
+  one step that follows every pointer of every object of the next page, and
+  on the pointer chase of ``benchmarks/farmem`` it cut demand faults 1.8×
+  where object paths cut them 4-5× (RESULTS.md).  Conservative edges are not
+  used (a hint's cost is a wasted fetch, but exact edges are what the maps
+  give us for free).
 
 Nothing waits for this thread: the fault loop is compiled and holds no GIL, the
 evictor reads :attr:`Pager.leaked_pages` as it is (an array replaced whole).
