@@ -9,7 +9,7 @@ graph can guide): ``kv`` = samples/farmem_kv.c (Zipf lookups over a chained hash
 table, default 256 MiB, ``--ci`` 32), ``chase`` = samples/farmem_chase.c (a
 cycle of records linked in a random order, default 64 MiB, ``--ci`` 16),
 ``leak`` = samples/farmem_leakserver.c (a server leaking one response in 256,
-64 MiB of sessions, ``--ci`` 8).  Each run: start, let it warm up ``--warmup``
+32 MiB of sessions, ``--ci`` 8).  Each run: start, let it warm up ``--warmup``
 s (with the graph: until a heap graph taken after the program was built is in
 use), then a window of ``--seconds`` between two SIGUSR2 progress marks, with
 the pager's (or the cgroup's) counters read at both ends.  Figures per window:
@@ -19,7 +19,7 @@ kernel's: the cgroup's major faults), the same per 1000 operations (a slower run
 does fewer operations), all userfaultfd faults, bytes moved (fetched + sent),
 prefetch accuracy (hits ÷ prefetched).  Store kinds: ``redis``, ``redis-nograph``,
 ``redis-pagebfs`` (the first version of graph prefetch, page to page breadth
-first), ``file``, ``file-nograph``, ``kswap``.  Results: results_WORKLOAD.json.
+first), ``redis-pathsN`` (object paths with a budget of N pages a fault), ``file``, ``file-nograph``, ``kswap``.  Results: results_WORKLOAD.json.
 
 The checksum workload (default, ``--workload checksum``):
 
@@ -173,7 +173,7 @@ def one_run(exe: str, args: list[str], seconds: float, budget: int | None, store
 WORKLOADS = {
     "kv": ("farmem_kv.c", 256, 32, []),
     "chase": ("farmem_chase.c", 64, 16, []),
-    "leak": ("farmem_leakserver.c", 64, 8, ["256"]),
+    "leak": ("farmem_leakserver.c", 32, 8, ["256"]),
 }
 WINDOW_STATS = ("faults", "zero_faults", "prefetched", "prefetch_hits", "store_round_trips", "bytes_fetched",
                 "bytes_sent", "pages_evicted", "graph_prefetched", "faults_waited_for_room", "faults_over_budget")
@@ -352,14 +352,16 @@ def workload_main(a) -> None:
             overhead = None
             store = None
             env_pf = None
+            os.environ.pop("MTFARMEM_GRAPH_PREFETCH", None)
+            os.environ.pop("MTFARMEM_GRAPH_PREFETCH_PAGES", None)
             if kind == "redis-pagebfs":         # the first version of graph prefetch (page BFS, depth 2)
-                env_pf = "pages"
+                os.environ["MTFARMEM_GRAPH_PREFETCH"] = "pages"
+                kind_store = "redis"
+            elif kind.startswith("redis-paths"):  # redis-pathsN: a budget of N pages a fault
+                os.environ["MTFARMEM_GRAPH_PREFETCH_PAGES"] = kind[len("redis-paths"):]
                 kind_store = "redis"
             else:
                 kind_store = kind
-            os.environ.pop("MTFARMEM_GRAPH_PREFETCH", None)
-            if env_pf:
-                os.environ["MTFARMEM_GRAPH_PREFETCH"] = env_pf
             if kind_store in ("redis", "redis-nograph"):
                 redis, store = start_redis(tmp)
                 extra = ["--no-graph"] if kind_store == "redis-nograph" else []

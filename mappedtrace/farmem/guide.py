@@ -253,6 +253,9 @@ class Guide:
         #: first in the fault loop: the first version, kept to measure against;
         #: $MTFARMEM_GRAPH_PREFETCH chooses it for the benchmark)
         self.prefetch = prefetch or os.environ.get("MTFARMEM_GRAPH_PREFETCH", "paths")
+        #: the byte budget of one fault's prefetch along paths, in pages (at most 256, the loop's
+        #: bound; $MTFARMEM_GRAPH_PREFETCH_PAGES sets it for the benchmark's trade-off rows)
+        self.path_pages = int(os.environ.get("MTFARMEM_GRAPH_PREFETCH_PAGES", PATH_PAGES))
         if self.prefetch not in ("paths", "pages"):
             raise MappedTraceError(f"graph prefetch {self.prefetch!r}: 'paths' or 'pages'")
         self._stop = threading.Event()
@@ -330,7 +333,7 @@ class Guide:
             if self.prefetch == "paths":
                 # at most half the prefetch cache a round trip: the nearest pages of a list must
                 # not be pushed out of the cache by the farthest ones of the same round trip
-                per = max(4, min(PATH_PAGES, p.server.cache_pages // 2))
+                per = max(4, min(self.path_pages, p.server.cache_pages // 2))
                 src, dst, _ = path_edges(g, EDGE_EXACT, per_page=per)
                 depth = 1                           # the lists are transitive already
             else:
