@@ -324,7 +324,8 @@ def window_run(exe: str, args: list[str], *, warmup: float, seconds: float, budg
         out["evicted_by_reason"] = c1.get("evicted_by_reason")
         g = c1.get("graph") or {}
         out["graph"] = {k: g.get(k) for k in ("state", "refreshes", "leaked_pages", "page_edges", "prefetch",
-                                                "capture_ms", "graph_ms", "unreached_objects", "error")}
+                                                "capture_ms", "graph_ms", "unreached_objects", "unreached_bytes",
+                                                "unreached_bytes_on_leaked_pages", "error")}
         for k in ("leaked_pages_resident", "leaked_faulted_back"):
             out[k] = c1.get(k)
     return out

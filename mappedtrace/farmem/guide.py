@@ -330,6 +330,15 @@ class Guide:
             # between the fork and the patch read as zeros) does not undo what earlier ones saw.
             prev = p.leaked_pages
             leaked = np.union1d(leaked, prev[~np.isin(prev, live)]) if len(prev) else leaked
+            # how much of what is leaked the pager can send away whole: bytes of unreached
+            # objects that lie on leaked pages only (the rest share a page with live data or a
+            # free chunk, and stay resident while that page is in use)
+            ua = np.asarray(g.addresses, np.uint64)[~reached]
+            us = np.asarray(g.sizes, np.uint64)[~reached]
+            f = (ua - np.uint64(CHUNK_HDR)) // np.uint64(PAGE) * np.uint64(PAGE)
+            l_ = (ua + np.maximum(us, np.uint64(1)) - np.uint64(1)) // np.uint64(PAGE) * np.uint64(PAGE)
+            whole = np.isin(f, leaked) & np.isin(l_, leaked)
+            unreached_bytes, on_leaked = int(us.sum()), int(us[whole].sum())
             if self.prefetch == "paths":
                 # at most half the prefetch cache a round trip: the nearest pages of a list must
                 # not be pushed out of the cache by the farthest ones of the same round trip
@@ -347,6 +356,7 @@ class Guide:
         self.refreshes += 1
         self.state = "ready"
         self.last = {"objects": int(len(g.addresses)), "unreached_objects": int((~reached).sum()),
+                     "unreached_bytes": unreached_bytes, "unreached_bytes_on_leaked_pages": on_leaked,
                      "leaked_pages": int(len(leaked)), "page_edges": int(len(src)),
                      "patched_pages": patched, "capture_ms": round((t1 - t0) * 1e3, 1),
                      "graph_ms": round((time.perf_counter() - t1) * 1e3, 1), "updated": time.time(),
