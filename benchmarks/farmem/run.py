@@ -285,7 +285,9 @@ def window_run(exe: str, args: list[str], *, warmup: float, seconds: float, budg
         c1 = counters()
         rss = _rss_anon(pid)
         os.kill(pid, signal.SIGUSR1)
-        stdout, err = p.communicate(timeout=300)
+        # the program's last check reads its whole heap back through the pager: at 256 MiB and
+        # 50 % on a loaded machine that took more than 300 s once (the row was lost)
+        stdout, err = p.communicate(timeout=1800)
     finally:
         if p.poll() is None:
             p.kill()
