@@ -21,8 +21,9 @@ the program is paused only for the fork) and turns it into two things:
   measure against) gave the loop page-to-page edges (A → B for a pointer
   from an object on A to one on B) and let it go breadth first 2 steps: after
   one step that follows every pointer of every object of the next page, and
-  on the pointer chase of ``benchmarks/farmem`` it cut demand faults 1.8×
-  where object paths cut them 4-5× (RESULTS.md).  Conservative edges are not
+  on the pointer chase of ``benchmarks/farmem`` it cut demand faults per
+  operation 1.4-3.6× against ``--no-graph`` where object paths cut them
+  3.4-9.1× (RESULTS.md).  Conservative edges are not
   used (a hint's cost is a wasted fetch, but exact edges are what the maps
   give us for free).
 
