@@ -250,6 +250,8 @@ def window_run(exe: str, args: list[str], *, warmup: float, seconds: float, budg
         ready = p.stdout.readline()
         m = re.search(r"heap=(\d+) pid=(\d+)", ready)
         if not m:
+            if cg and p.wait(timeout=60) == -signal.SIGKILL:
+                return {"ops_per_s": 0.0, "oom_killed": True, "ops": 0, "while": "building its heap"}
             raise SystemExit(f"no ready line from {cmd}: {ready!r} {p.stderr.read() if p.poll() is not None else ''}")
         heap, pid = int(m.group(1)), int(m.group(2))
         t_ready = time.time()
