@@ -13,8 +13,9 @@
  * covers ids, payloads and peers in list order: it depends only on N, KEEP and
  * SEED, never on addresses, so a run whose objects were moved prints the same.
  *
- *   frag_heap N KEEP SEED
- * prints "ready objects O survivors S bytes B" and then reads commands on
+ *   frag_heap N KEEP SEED [THREADS]
+ * (THREADS > 1: the objects are allocated by that many threads, each in its own
+ * malloc arena, which have exited by "ready"; the digests are the same) prints "ready objects O survivors S bytes B" and then reads commands on
  * stdin, one per line:
  *   check      -> "digest HEX mismatches M"
  *   churn K    -> frees about a quarter of the survivors, allocates K new
@@ -24,6 +25,7 @@
  * and exits 1 if M > 0.
  */
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,9 +58,13 @@ static uint64_t fnv(uint64_t h, uint64_t v) {
 
 static uint64_t next_id = 1;
 
+/* the first allocations may come from threads (premade[i]: object i's memory) */
+static void **premade;
+static size_t premade_next;
+
 #define NEW(K, P) \
     static struct o##K *new##K(void) { \
-        struct o##K *o = malloc(sizeof *o); \
+        struct o##K *o = premade ? premade[premade_next++] : malloc(sizeof *o); \
         if (!o) { perror("malloc"); exit(2); } \
         o->id = next_id++; o->peer = NULL; o->peer_id = 0; \
         for (int j = 0; j < P; j++) o->pay[j] = mix(o->id, j); \
@@ -92,6 +98,7 @@ KINDS(THIN)
             struct o##K *p = r % 8 ? all[r % n] : NULL; \
             all[i]->peer = p; all[i]->peer_id = p ? p->id : 0; \
         } \
+        memset(all, 0, n * sizeof *all);   /* see main: no stale pointers left behind */ \
         free(all); \
     }
 KINDS(PEERS)
@@ -137,30 +144,80 @@ static uint64_t check(void) {
     return h;
 }
 
+static int kind_of(uint64_t r) {
+    static const int kinds[16] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5};  /* small ones more often */
+    return kinds[r % 16];
+}
+#define SIZE(K, P) sizeof(struct o##K),
+static const size_t kind_size[] = {KINDS(SIZE)};
+
 static void alloc_random(size_t n) {
     for (size_t i = 0; i < n; i++) {
-        switch (next_rand() % 16) {      /* smaller kinds more often */
-        case 0: case 1: case 2: case 3: case 4: new0(); break;
-        case 5: case 6: case 7: case 8: new1(); break;
-        case 9: case 10: case 11: new2(); break;
-        case 12: case 13: new3(); break;
-        case 14: new4(); break;
+        switch (kind_of(next_rand())) {
+        case 0: new0(); break;
+        case 1: new1(); break;
+        case 2: new2(); break;
+        case 3: new3(); break;
+        case 4: new4(); break;
         default: new5(); break;
         }
     }
 }
 
+/* THREADS > 1: thread t allocates objects t, t + THREADS, ... (in its own malloc arena);
+ * the main thread then fills and links them exactly as it would its own, so the
+ * digests do not depend on THREADS.  The threads have exited by "ready". */
+struct job { size_t t, nthreads, n; const unsigned char *kinds; };
+static void *alloc_job(void *arg) {
+    struct job *j = arg;
+    for (size_t i = j->t; i < j->n; i += j->nthreads) premade[i] = malloc(kind_size[j->kinds[i]]);
+    return NULL;
+}
+static void alloc_threaded(size_t n, size_t nthreads) {
+    unsigned char *kinds = malloc(n);
+    uint64_t saved = rng;
+    for (size_t i = 0; i < n; i++) kinds[i] = (unsigned char)kind_of(next_rand());
+    rng = saved;                     /* alloc_random draws the same kinds again */
+    premade = calloc(n, sizeof *premade);
+    pthread_t tid[64];
+    struct job jobs[64];
+    for (size_t t = 0; t < nthreads; t++) {
+        jobs[t] = (struct job){t, nthreads, n, kinds};
+        pthread_create(&tid[t], NULL, alloc_job, &jobs[t]);
+    }
+    for (size_t t = 0; t < nthreads; t++) pthread_join(tid[t], NULL);
+    alloc_random(n);
+    memset(premade, 0, n * sizeof *premade);
+    free(premade);
+    premade = NULL;
+    free(kinds);
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s N KEEP_PERCENT SEED\n", argv[0]);
+        fprintf(stderr, "usage: %s N KEEP_PERCENT SEED [THREADS]\n", argv[0]);
+        return 2;
+    }
+    size_t nthreads = argc > 4 ? strtoull(argv[4], NULL, 0) : 1;
+    if (nthreads < 1 || nthreads > 64) {
+        fprintf(stderr, "THREADS must be 1 to 64\n");
         return 2;
     }
     size_t n = strtoull(argv[1], NULL, 0);
     unsigned keep = (unsigned)strtoul(argv[2], NULL, 0);
     rng = strtoull(argv[3], NULL, 0) * 2654435761ull + 88172645463325252ull;
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    /* Static stdio buffers, and the temporary array of PEERS cleared before it is
+     * freed: a heap buffer that reused that array's chunk would hold stale pointers
+     * to the survivors, and its untyped bytes would pin them (conservatively, as they
+     * must), so how much could move would depend on the seed. */
+    static char inbuf[4096], outbuf[4096];
+    setvbuf(stdin, inbuf, _IOFBF, sizeof inbuf);
+    setvbuf(stdout, outbuf, _IOLBF, sizeof outbuf);
 
-    alloc_random(n);
+    if (nthreads > 1)
+        alloc_threaded(n, nthreads);
+    else
+        alloc_random(n);
 #define DO_THIN(K, P) thin##K(keep);
     KINDS(DO_THIN)
 #define DO_PEERS(K, P) peers##K();

@@ -44,8 +44,8 @@ def reference(frag) -> list[str]:
 
 
 class Frag:
-    def __init__(self, exe: Path):
-        self.p = subprocess.Popen([str(exe), str(N), str(KEEP), str(SEED)], stdin=subprocess.PIPE,
+    def __init__(self, exe: Path, threads: int = 1):
+        self.p = subprocess.Popen([str(exe), str(N), str(KEEP), str(SEED), str(threads)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()
         assert line.startswith("ready"), line
@@ -118,6 +118,28 @@ def test_compact_releases_more_than_malloc_trim(frag, reference):
     finally:
         base.kill()
         comp.kill()
+
+
+def test_compact_empties_a_thread_arena(frag, reference):
+    """Objects allocated by threads (now gone) in their own arena: moved into the
+    borrowed thread's arena, and the thread arena's pages given back."""
+    w = Frag(frag, threads=3)
+    try:
+        r = _compact(w.pid)
+        assert r.returncode == 0, r.stderr
+        d = json.loads(r.stdout)
+        c = d["compaction"]
+        assert c["plugs"]["arena"] == "main"
+        assert d["summary"]["moved_objects"] > 0.9 * d["summary"]["movable_objects"]
+        moved_from = {int(m["from"], 16) for m in d["moved"]}
+        # the thread arena's objects are far from the brk heap (an mmapped 64 MiB segment)
+        brk = [line for line in open(f"/proc/{w.pid}/maps") if "[heap]" in line]
+        lo, hi = (int(x, 16) for x in brk[0].split()[0].split("-"))
+        assert any(not lo <= a < hi for a in moved_from), "nothing came out of a thread arena"
+        assert c["released"]["heap_resident_pages"] > 0.5 * c["source_pages"]
+        _runs_on(w, reference)          # the same digests as the single-threaded reference
+    finally:
+        w.kill()
 
 
 def _writable_bytes(pid: int) -> dict[tuple[int, int], bytes]:
@@ -205,38 +227,42 @@ def _in_use(pid: int) -> int:
         return int((GlibcHeap(live, ModuleMap(live)).state == IN_USE).sum())
 
 
+def _kill_and_recover(w: Frag, k: str, env: dict, jdir: Path, tcache_bins: int, in_use: int,
+                      reference: list[str]) -> str:
+    r = _compact(w.pid, env={**env, "MAPPEDTRACE_RELOCATE_KILL_AFTER": k})
+    assert r.returncode == -signal.SIGKILL, (k, r.stderr)
+    assert _stopped(w.pid), f"not stopped after a kill at {k}"
+    journal = jdir / f"{w.pid}.journal"
+    assert journal.stat().st_mode & 0o777 == 0o600
+    rec = run_mt("compact", str(w.pid), "--recover", "--json", env=env, timeout=300)
+    assert rec.returncode == 0, rec.stderr
+    out = json.loads(rec.stdout)["recovered"]
+    assert out["leaked"] == 0 and not out.get("changed"), (k, out)
+    assert not journal.exists() and _state(w.pid) != "T"
+    assert _tcache_bins(w.pid) == tcache_bins, f"tcache not restored after a kill at {k}"
+    # every chunk the pass held (plugs, destinations or old chunks) is free again
+    assert _in_use(w.pid) == in_use, f"chunks in use changed after a kill at {k}"
+    assert w.ask("check") == reference[0], f"data changed after a kill at {k}"
+    return out["action"]
+
+
 def test_killed_compaction_is_recovered(frag, reference, tmp_path):
-    """SIGKILL at steps of every phase (the tcache switched off, plugs and the first
-    malloc_trim, destinations, copies and pointers, frees): the process is left
-    stopped; --recover rolls back or finishes, frees every chunk the pass held and
-    switches the tcache back on; the program's data and allocator stay right."""
+    """SIGKILL at steps of every phase (the tcache switched off, the first malloc_trim,
+    plugs, destinations, copies and pointers; then, in fresh processes, the frees of
+    the old chunks and of the plugs): the process is left stopped; --recover rolls
+    back or finishes, frees every chunk the pass held and switches the tcache back on;
+    the program's data and allocator stay right."""
     rng = random.Random(int(os.environ.get("MT_SEED", "1717")))
+    jdir = tmp_path / "journals"
+    env = {"MAPPEDTRACE_RELOCATE_DIR": str(jdir)}
     w = Frag(frag)
     try:
-        tcache_bins = _tcache_bins(w.pid)
-        in_use = _in_use(w.pid)
+        tcache_bins, in_use = _tcache_bins(w.pid), _in_use(w.pid)
         assert tcache_bins > 0
-        points = ["plug:1", "plug:2", f"plug:{rng.randint(3, 60)}", f"alloc:{rng.randint(1, 100)}",
-                  f"write:{rng.randint(1, 300)}", f"free:{rng.randint(1, 100)}", f"pfree:{rng.randint(1, 100)}"]
-        env = {"MAPPEDTRACE_RELOCATE_DIR": str(tmp_path / "journals")}
-        actions = []
-        for k in points:
-            r = _compact(w.pid, env={**env, "MAPPEDTRACE_RELOCATE_KILL_AFTER": k})
-            assert r.returncode == -signal.SIGKILL, (k, r.stderr)
-            assert _stopped(w.pid), f"not stopped after a kill at {k}"
-            journal = tmp_path / "journals" / f"{w.pid}.journal"
-            assert journal.stat().st_mode & 0o777 == 0o600
-            rec = run_mt("compact", str(w.pid), "--recover", "--json", env=env, timeout=300)
-            assert rec.returncode == 0, rec.stderr
-            out = json.loads(rec.stdout)["recovered"]
-            actions.append(out["action"])
-            assert out["leaked"] == 0 and not out.get("changed"), (k, out)
-            assert not journal.exists() and _state(w.pid) != "T"
-            assert _tcache_bins(w.pid) == tcache_bins, f"tcache not restored after a kill at {k}"
-            # every chunk the pass held (plugs, destinations or old chunks) is free again
-            assert _in_use(w.pid) == in_use, f"chunks in use changed after a kill at {k}"
-            assert w.ask("check") == reference[0], f"data changed after a kill at {k}"
-        assert "rolled back" in actions and "finished" in actions
+        # before the commit: each kill is rolled back, so the heap stays fragmented for the next
+        for k in ["plug:1", "plug:2", f"plug:{rng.randint(3, 60)}", f"alloc:{rng.randint(1, 100)}",
+                  f"write:{rng.randint(1, 300)}"]:
+            assert _kill_and_recover(w, k, env, jdir, tcache_bins, in_use, reference) == "rolled back", k
         # a whole pass still works on the process recovered so many times
         r = _compact(w.pid, env=env)
         assert r.returncode == 0, r.stderr
@@ -244,6 +270,14 @@ def test_killed_compaction_is_recovered(frag, reference, tmp_path):
         _runs_on(w, reference)
     finally:
         w.kill()
+    # after the commit (a pass finished leaves a compact heap: a fresh process each)
+    for k in [f"free:{rng.randint(1, 100)}", f"pfree:{rng.randint(1, 100)}"]:
+        w = Frag(frag)
+        try:
+            assert _kill_and_recover(w, k, env, jdir, tcache_bins, in_use, reference) == "finished", k
+            _runs_on(w, reference)
+        finally:
+            w.kill()
 
 
 @pytest.fixture

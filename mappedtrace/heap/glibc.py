@@ -1365,6 +1365,26 @@ class GlibcHeap:
         for k in ("_fd", "_bk", "_revealed"):
             self.__dict__.pop(k, None)
 
+    def thread_arena(self, thread) -> int | None:
+        """Index in :attr:`arenas` of the arena ``thread`` allocates from (libc's
+        ``thread_arena`` TLS variable); -1 when it has not allocated yet (its first
+        ``malloc`` chooses one); None when that variable cannot be read (no debug
+        symbols, TLS not located)."""
+        _tc, ta_sym = self._tls
+        modid = self._libc_tls_modid() if ta_sym is not None else None
+        if modid is None:
+            return None
+        try:
+            block = self.target.tls_block(thread, modid)
+            ta = self.target.read_u64(block + ta_sym.addr) if block is not None else None
+        except TargetFault:
+            return None
+        if ta is None:
+            return None
+        if ta == 0:
+            return -1
+        return next((k for k, a in enumerate(self.arenas) if a.address == ta), None)
+
     def _tcache_addresses(self) -> list[tuple[str, int]]:
         """(owner, tcache_perthread_struct address) of every thread, exact when the TLS is known."""
         tc_sym, ta_sym = self._tls

@@ -22,9 +22,10 @@ with a :class:`CompactPolicy` that:
    ``malloc`` does not take a cached chunk from a source page;
 3. **calls the program's ``malloc_trim(0)``** first: it consolidates the fastbins
    (so every free chunk is in a bin) and gives back what it can already;
-4. **plugs** every free chunk that touches a source page: allocates it (a request
-   of exactly its size, which glibc serves from an exact fit) and holds it until
-   the end, so that the destinations come from the holes of the pages that stay
+4. **plugs** every free chunk that touches a source page in the arena the borrowed
+   thread allocates from (its ``thread_arena``; the other arenas never serve it):
+   allocates it (a request of exactly its size, which glibc serves from an exact
+   fit) and holds it until the end, so that the destinations come from the holes of the pages that stay
    (or the top chunk), not from the pages being emptied;
 5. allocates each destination with the program's ``posix_memalign`` and refuses
    (holds, and asks again, :attr:`CompactPolicy.max_tries` times) one that
@@ -237,8 +238,12 @@ class CompactPolicy(MovePolicy):
     """Choose sparse pages, move what is on them into the holes of the others
     (see the module's docstring).  :attr:`report` holds the figures."""
 
-    #: destinations refused per object before it is left where it is
-    max_tries = 8
+    #: destinations refused per object before it is left where it is.  A refused chunk
+    #: is held to the end, so the refusals of a whole pass are bounded by the free
+    #: chunks that are wrong for it (on a source page, or a size whose split would leave
+    #: too little: malloc then hands out the whole chunk, a different usable size),
+    #: not by this times the objects.  8 left 2 % of the objects on their pages.
+    max_tries = 64
 
     def __init__(self, pid: int, max_occupancy: float = 0.5, trim_only: bool = False):
         if not 0 < max_occupancy <= 1:
@@ -251,6 +256,7 @@ class CompactPolicy(MovePolicy):
         self.report: dict = {"mode": "trim-only" if trim_only else "compact", "max_occupancy": max_occupancy}
         self._heap_free = 0
         self._tcache_addr = 0
+        self._plug_calls = 0
 
     # --- choosing ----------------------------------------------------------------
     def select(self, analysis, graph, pinned) -> list[int]:
@@ -358,7 +364,12 @@ class CompactPolicy(MovePolicy):
         calls.live.refresh()
         heap2 = GlibcHeap(calls.live, analysis.modules)
         calls.borrow()
+        # only the arena the borrowed thread allocates from can hand out these chunks
+        th = next((t for t in calls.live.threads if t.tid == calls.tid), None)
+        own = heap2.thread_arena(th) if th is not None else None
         m = (heap2.state != IN_USE) & (heap2.arena_index >= 0)
+        if own is not None:
+            m &= heap2.arena_index == own       # -1 (none yet): a new arena, nothing to plug
         m &= (heap2.list_code != _TCACHE) & (heap2.list_code != _TOP)
         idx = np.flatnonzero(m)
         hdr = heap2.headers[idx].astype(np.int64)
@@ -376,7 +387,10 @@ class CompactPolicy(MovePolicy):
                 r = calls.plug(c - 8)        # request2size(c - 8) == c
                 calls_made += 1
                 left.pop(r, None)
-        self.report["plugs"] = {"free_chunks_on_source_pages": len(wanted), "calls": calls_made,
+        self._plug_calls = calls_made
+        self.report["plugs"] = {"arena": ("unknown: all arenas" if own is None else "a new one" if own < 0
+                                          else heap2.arenas[own].label),
+                                "free_chunks_on_source_pages": len(wanted), "calls": calls_made,
                                 "left_free": len(left),
                                 "tcache": "off for the pass" if self._tcache_addr else "left on (mp_ not found)"}
 
@@ -396,7 +410,11 @@ class CompactPolicy(MovePolicy):
         return not any(p in self.sources for p in range(lo // PAGE, (hi - 1) // PAGE + 1))
 
     def finish(self, calls: Calls, analysis) -> None:
-        calls.trim(self._trim_stops(len(self.sources) * 2 + len(calls.plugs)))
+        if "plugs" in self.report:
+            self.report["plugs"]["refused_destinations"] = calls.holds
+        # free chunks now: at most those before, plus one per object moved or chunk held
+        # (a source page holds at most PAGE / 32 objects)
+        calls.trim(self._trim_stops(calls.holds + self._plug_calls + len(self.sources) * (PAGE // 32)))
 
 
 def compact(pid: int, *, dry_run: bool = False, max_occupancy: float = 0.5, trim_only: bool = False,

@@ -17,6 +17,14 @@ A pass (:func:`relocate`):
 6. ``free`` each old chunk with the program's ``free``; journal ``done``;
    detach and SIGCONT (unless the process was stopped before we came).
 
+A destination whose ``malloc_usable_size`` is not the object's (glibc hands
+out a whole free chunk when the rest is too small to split off) is refused:
+held (journaled as a "plug") until the end of the pass, so that malloc offers
+another.  A :class:`MovePolicy` (``mappedtrace compact``,
+:mod:`.compact`) chooses the objects, may hold free chunks, change libc words
+for the pass (journaled "pokes") and call ``malloc_trim``, and refuse
+destinations; a recovery frees every plug and restores every poke.
+
 Recovery (:func:`recover`), on the process a dead relocator left stopped: a
 call in flight is finished (its thread stopped inside ``posix_memalign`` or
 ``free``), then before ``commit`` every word gets its old value back (all
@@ -238,6 +246,7 @@ class Calls:
         self._k = 0
         self._pokes: list[tuple[int, int, int]] = []  # (address, old, new)
         self.trims = 0
+        self.holds = 0
 
     def borrow(self) -> None:
         self.b = _borrow(self.live, self.journal, self.alloc, self.tid)
@@ -265,6 +274,7 @@ class Calls:
         self._k += 1
         self.journal.add({"t": "hold", "i": i, "k": k, "addr": addr})
         self.plugs.append((k, addr))
+        self.holds += 1
 
     def free_plugs(self) -> None:
         for k, addr in self.plugs:
