@@ -24,9 +24,6 @@ from conftest import MAPPEDTRACE, SAMPLES, have_c_compiler, need, run_mt
 MIB = 1 << 20
 HEAP_MIB = 32                 # the sample's records; plus a 4 MiB mmapped buffer
 SECONDS = 120               # an upper bound: the test ends the run with SIGUSR1
-#: stated tolerance of "resident ≤ budget": the pager measures the resident heap again after
-#: every eviction round; pages the program faults in during that round count, so allow 5 % of
-#: the budget plus 1 MiB
 
 
 def _uffd_ok() -> bool:
@@ -163,23 +160,29 @@ def test_paged_run_is_exact(checksum_exe, heap_bytes, redis_url, tmp_path, store
         assert st["state"] == "running" and st["store_health"]["ok"]
         assert st["remote_bytes"] > 0 and st["pages_evicted"] > 0 and st["faults"] > 0
         assert st["fault_latency_median_us"] is not None
-        # Known gap (issue #15): on a loaded machine the budget is not held while a round runs
-        # (faults are let in by the room the last round left; a fault that waited ROOM_WAIT is
-        # served over the budget: _serve.c), and fresh-clone CI runs saw a round end at 14.8 and
-        # 38.7 MB on a 9.96 MB budget.  Checked here: the pager brings the process back under
-        # the budget plus a quarter and 8 MiB within 30 s, by its own figure after a round and
-        # by the kernel's RssAnon, independently; the worst round is printed, not judged.
-        bound = budget * 1.25 + 8 * MIB
-        deadline = time.monotonic() + 30
-        while True:
-            rss = _rss_anon(pid)
-            if st["resident_after_evict_bytes"] <= bound and rss <= bound:
-                break
-            assert time.monotonic() < deadline, (rss, budget, st)
+        # The budget holds (issue #15): the fault loop lets a fault in only against room under
+        # the budget, the room is given back batch by batch as the evictor drops pages, and the
+        # pager's own reads of the program (they fault too) are told apart by their thread.
+        # So once paging holds (from the first round that evicted and ended under budget on),
+        # no scan of the pager sees more resident in the heap ranges it had registered already
+        # than the budget, give or take its own reads (1 MiB is 256 of them), and no fault was
+        # let in over the budget after waiting.  The kernel's RssAnon, sampled for 3 s, holds
+        # all the program's anonymous memory: the paged heap, plus what the budget does not
+        # govern (thread stacks, libc's data, the helper, and pages of a mapping touched before
+        # the pager registered it: the sample's 256-768 KiB realloc'd buffer): budget + 4 MiB.
+        rss_max = 0
+        for _ in range(6):
+            rss_max = max(rss_max, _rss_anon(pid))
             time.sleep(0.5)
-            st = _status(pid)
-        print(f"worst round: {st['resident_after_evict_max_bytes']} B resident on a budget of {budget} B")
-        assert rss < heap_bytes, (rss, heap_bytes)      # the heap really is not all resident
+        st = _status(pid)
+        print(f"budget {budget} B: worst scan {st['resident_scan_max_bytes']} B, worst round end "
+              f"{st['resident_after_evict_max_bytes']} B, RssAnon up to {rss_max} B, "
+              f"faults waited for room {st['faults_waited_for_room']}, pager's own {st['faults_pager_own']}")
+        assert st["resident_scan_max_bytes"] <= budget + MIB, (budget, st)
+        assert st["faults_over_budget"] == 0, st
+        assert rss_max <= budget + 4 * MIB, (rss_max, budget, st)
+        assert rss_max < heap_bytes, (rss_max, heap_bytes)      # the heap really is not all resident
+        assert st["pages_evicted"] > 0 and st["evict_batches"] > 0, st
         r = run_mt("farmem", "detach", str(pid), timeout=120)
         assert r.returncode == 0, r.stderr
         vm_flags = [ln for ln in Path(f"/proc/{pid}/smaps").read_text().splitlines() if ln.startswith("VmFlags")]
