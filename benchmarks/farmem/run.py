@@ -9,7 +9,8 @@ Builds samples/farmem_checksum.c with cc, runs it once unpaged and then under
 ``mappedtrace farmem run --local X`` for X = 100, 75, 50, 25 % of its heap (as
 the program reports it) with each store: Redis started here on 127.0.0.1 at a
 free port (persistence off, stopped at the end) and ``file:`` on tmpfs
-(/dev/shm); ``--no-graph`` rows with ``redis-nograph``.
+(/dev/shm); ``--no-graph`` rows with ``redis-nograph``, ``--no-readahead`` rows with
+``redis-noreadahead``.
 
 ``kswap`` in ``--stores`` is the baseline: Linux's own swap.  The benchmark
 sets up a zram swap device (``/sys/block/zram0``, lz4, 1 GiB, ``swapon``) and
@@ -175,9 +176,9 @@ def main() -> None:
         for store_kind in a.stores.split(","):
             extra: list[str] = []
             overhead = None
-            if store_kind in ("redis", "redis-nograph"):
+            if store_kind in ("redis", "redis-nograph", "redis-noreadahead"):
                 redis, store = start_redis(tmp)
-                extra = ["--no-graph"] if store_kind == "redis-nograph" else []
+                extra = {"redis-nograph": ["--no-graph"], "redis-noreadahead": ["--no-readahead"]}.get(store_kind, [])
             elif store_kind == "kswap":
                 zram_swap_on()
                 swap_on = True
@@ -216,7 +217,7 @@ def main() -> None:
                                                  "pgmajfault", "oom_killed", "resident_scan_max_bytes",
                                                  "faults_pager_own", "evict_batches", "evict_seconds",
                                                  "evict_read_seconds", "evict_put_seconds",
-                                                 "evict_drop_seconds")}}
+                                                 "evict_drop_seconds", "readahead")}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if redis:

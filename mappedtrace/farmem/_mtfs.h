@@ -89,6 +89,7 @@ struct mtfs_stats {
 	int64_t resident_est;
 	uint64_t installed;             /* pages put into the program by UFFDIO_COPY, ever */
 	uint64_t faults_pager_own;      /* faults of the pager's own reads, served without waiting */
+	uint64_t readahead;             /* prefetched pages put into the program (no fault for them) */
 };
 
 struct mtfs {
@@ -117,6 +118,7 @@ struct mtfs {
 	uint64_t *g_keys, *g_ptr, *g_adj; uint64_t g_n; int g_depth;
 	struct fq lq;                   /* the loop's faults waiting to be served */
 	int own_tid;                    /* messages carry the faulting thread (UFFD_FEATURE_THREAD_ID) */
+	int readahead;                  /* prefetched pages into the program while there is room */
 	/* the evictor (_evict.c), set by mtfs_evict_setup */
 	int pid, pagemap_fd, helper_fd;
 	struct store ev_st;             /* the evictor's own store connection */

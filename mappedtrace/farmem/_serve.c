@@ -14,12 +14,14 @@
  *
  * Prefetch: a fault that goes to the store also asks for up to `pf_neigh`
  * following pages that are in the store, and for pages Python hinted (the
- * heap graph's edges), in the same round trip.  Prefetched pages go to a
- * bounded cache in this process, like the kernel's swap cache, not into the
- * program: a fault on one is served from here without a round trip, and a
- * prefetch never installs a page the program did not ask for (so the
- * program's own madvise cannot race with it), and its accuracy is exact:
- * hits / pages prefetched.
+ * heap graph's edges), in the same round trip.  Prefetched pages go into the
+ * program while half the room left under the budget allows (readahead: each
+ * saves the program a fault; see serve() for why the program's own madvise
+ * cannot race with it), else to a bounded cache in this process, like the
+ * kernel's swap cache: a fault on a cached page is served from here without a
+ * round trip.  The cache's accuracy is exact (hits / pages cached); whether a
+ * page read ahead was used is not known (no accessed bit is visible from
+ * here).
  *
  * Build (with _store.c, _evict.c; see _mtfs.h):
  *   cc -O2 -shared -fPIC -pthread -o libmtfmserve.so _serve.c _store.c _evict.c
@@ -167,6 +169,14 @@ static int uffd_copy(int fd, uint64_t dst, const void *src, int wp)
 {
 	struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = PAGE,
 				 .mode = wp ? UFFDIO_COPY_MODE_WP : 0 };
+	if (ioctl(fd, UFFDIO_COPY, &c) < 0)
+		return errno ? errno : EIO;
+	return 0;
+}
+
+static int uffd_copy_mode(int fd, uint64_t dst, const void *src, uint64_t mode)
+{
+	struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = PAGE, .mode = mode };
 	if (ioctl(fd, UFFDIO_COPY, &c) < 0)
 		return errno ? errno : EIO;
 	return 0;
@@ -460,22 +470,45 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 		s->recent[s->st.recent_n % RECENTN] = pages[i];
 		s->st.recent_n++;
 	}
-	/* prefetched pages into the cache, if the table still says the same */
+	/* Prefetched pages, if the table still says the same: into the program while half the
+	 * room left under the budget allows (readahead: the fault it saves costs the program a
+	 * round trip through this loop), else into the cache.  Safe against the program's own
+	 * madvise/munmap/mremap: an event of the program that this loop has not read yet makes
+	 * UFFDIO_COPY fail with EAGAIN (then the page goes to the cache), and one it has read
+	 * has changed the table already (then the page is not installed at all). */
+	uint32_t ra = 0;
 	if (fetched_ok) {
+		int64_t spare = s->readahead && budget ?
+			((s->local - s->st.resident_est) / (int64_t)PAGE - (int64_t)served) / 2 : 0;
 		for (uint32_t k = ndemand_ask; k < nask; k++) {
 			struct ent *e = map_find(&s->m, ask[k]);
-			if (found[k] == 1 && e && e->hash == askhash[k] &&
-			    (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) == (F_STORED | F_REMOTE))
-				cache_put(s, ask[k], bufs + (uint64_t)k * PAGE);
+			if (!(found[k] == 1 && e && e->hash == askhash[k] &&
+			      (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) == (F_STORED | F_REMOTE)))
+				continue;
+			if ((int64_t)ra < spare) {
+				int rc = uffd_copy_mode(s->uffd, ask[k], bufs + (uint64_t)k * PAGE, UFFDIO_COPY_MODE_DONTWAKE);
+				if (rc == 0) {
+					e->flags &= ~F_REMOTE;
+					s->st.remote_pages--;
+					s->recent[s->st.recent_n % RECENTN] = ask[k];   /* the clock sees it as used */
+					s->st.recent_n++;
+					ra++;
+					continue;
+				}
+				if (rc != EAGAIN)
+					continue;       /* present already, or its range went away */
+			}
+			cache_put(s, ask[k], bufs + (uint64_t)k * PAGE);
 		}
 	}
+	s->st.readahead += ra;
 	s->st.faults += done;
 	s->st.zero_faults += zero;
 	if (fetched_ok)                 /* every page that came over the wire, prefetched ones too */
 		for (uint32_t k = 0; k < nask; k++)
 			s->st.bytes_fetched += found[k] == 1 ? PAGE : 0;
-	s->st.resident_est += (int64_t)served * PAGE;
-	s->st.installed += served;
+	s->st.resident_est += (int64_t)(served + ra) * PAGE;
+	s->st.installed += served + ra;
 	if (why[0])
 		setmsg(s->blocked, sizeof s->blocked, "%s (the program waits on its faults)", why);
 	else if (fetched_ok && s->blocked[0])
@@ -883,6 +916,12 @@ uint64_t mtfs_installed(struct mtfs *s)
 	uint64_t n = s->st.installed;
 	pthread_mutex_unlock(&s->mu);
 	return n;
+}
+
+/* prefetched pages go into the program while there is room (1), or only to the cache (0) */
+void mtfs_set_readahead(struct mtfs *s, int on)
+{
+	s->readahead = on;
 }
 
 /* the userfaultfd's features (UFFD_FEATURE_THREAD_ID: the pager's own faults are known) */

@@ -224,16 +224,20 @@ class Pager:
         may be in the store (asked on their first fault)
     :param graph: guide eviction and prefetch by the heap graph (:mod:`.guide`)
     :param prefetch: pages after a faulting page fetched with it when the store holds them
+    :param readahead: put prefetched pages into the program while half the room left under the
+        budget allows (each saves the program a fault), not only into the pager's cache
     """
 
     def __init__(self, pid: int, store: Store, *, local: int, sock: str, ns: str, resume: bool = False,
-                 interval: float = 0.1, soft_dirty: bool = True, graph: bool = False, prefetch: int = 8):
+                 interval: float = 0.1, soft_dirty: bool = True, graph: bool = False, prefetch: int = 8,
+                 readahead: bool = True):
         if local <= 0:
             raise FarMemError(f"a local memory budget of {local} bytes leaves no page resident",
                               hint="give --local a size such as 64M or 1G")
         self.pid, self.store, self.local, self.sock, self.ns = pid, store, local, sock, ns
         self.resume, self.interval, self.soft_dirty, self.graph = resume, interval, soft_dirty, graph
         self.prefetch = prefetch
+        self.readahead = readahead
         self.lock = threading.Lock()
         self.ref: set[int] = set()                  # clock reference bits
         self.registered: dict[tuple[int, int], str] = {}
@@ -302,6 +306,7 @@ class Pager:
                                   resume=self.resume, pf_neigh=max(0, self.prefetch), cache_pages=cache_pages)
         self.features = features
         self.server.set_features(features)
+        self.server.set_readahead(self.readahead)
         try:
             self.pagemap = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
         except (ProcessLookupError, FileNotFoundError):
@@ -605,7 +610,7 @@ class Pager:
                                           "store_round_trips", "events_remove", "events_unmap", "events_remap",
                                           "removed_by_program", "remapped", "wp_faults", "prefetched",
                                           "prefetch_hits", "prefetch_unused", "hinted", "copy_errors",
-                                          "store_errors", "faults_over_budget", "graph_prefetched", "faults_pager_own")}
+                                          "store_errors", "faults_over_budget", "graph_prefetched", "faults_pager_own", "readahead")}
         now = time.monotonic()
         t, f = self._last_faults
         if now - t >= 1.0:
@@ -710,8 +715,9 @@ class Pager:
             self.store.delete_prefix(self.ns + ":")
         except StoreError as e:
             self.warnings.append(e.message)
-        if self.server and not self.loop_alive():
-            self.server.destroy()           # (a loop that did not stop keeps its state: no use after free)
+        if self.server and not self.loop_alive() and not any(t.is_alive() for t in self.threads):
+            # (a loop or an evictor in a batch that did not stop keeps the state: no use after free)
+            self.server.destroy()
         if self.uffd:
             self.uffd.close()
         if self.helper:
