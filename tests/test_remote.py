@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -44,6 +45,11 @@ class Link:
         self.va, self.vb = f"mtv{n}a", f"mtv{n}b"
         x, y = (n >> 6) & 255, (n & 63) * 4
         self.srv_ip, self.trc_ip = f"10.200.{x}.{y + 1}", f"10.200.{x}.{y + 2}"
+        #: the devices the link's traffic leaves by, one per end (shaped by :meth:`shape`)
+        self.devs = [(self.srv, self.va), (self.trc, self.vb)]
+        self.mid = f"mt-mid-{n}"
+        self.relay: subprocess.Popen | None = None
+        self.qdisc = ""
 
     def up(self) -> None:
         _run("ip", "netns", "add", self.trc)
@@ -59,8 +65,10 @@ class Link:
         kernel has no netem, the rate alone (tbf).  Returns the qdisc used."""
         for qdisc in (["netem", "delay", delay, "rate", rate],
                       ["tbf", "rate", rate, "burst", "64kb", "latency", "100ms"]):
+            if qdisc[0] == "netem" and self.relay is not None:
+                continue            # the delay is the relay's; the rate is tbf's
             ok = True
-            for ns, dev in ((self.srv, self.va), (self.trc, self.vb)):
+            for ns, dev in self.devs:
                 r = _run("ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", *qdisc,
                          check=False)
                 ok = ok and r.returncode == 0
@@ -72,22 +80,93 @@ class Link:
     def drop(self) -> None:
         """Drop every packet (netem loss 100 %, else both ends of the link down)."""
         if self.qdisc == "netem":
-            for ns, dev in ((self.srv, self.va), (self.trc, self.vb)):
+            for ns, dev in self.devs:
                 _run("ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem",
                      "loss", "100%")
         else:
-            for ns, dev in ((self.srv, self.va), (self.trc, self.vb)):
+            for ns, dev in self.devs:
                 _run("ip", "-n", ns, "link", "set", dev, "down")
 
     def restore(self) -> None:
         if self.qdisc != "netem":
-            for ns, dev in ((self.srv, self.va), (self.trc, self.vb)):
+            for ns, dev in self.devs:
                 _run("ip", "-n", ns, "link", "set", dev, "up")
         self.shape("100mbit")
 
     def down(self) -> None:
-        for ns in (self.srv, self.trc):
+        if self.relay is not None:
+            self.relay.kill()
+            self.relay.wait()
+        for ns in (self.srv, self.trc, self.mid):
             _run("ip", "netns", "del", ns, check=False)
+
+    def delay(self, one_way_us: int) -> None:
+        """Route the link through ``tests/tun_delay.py`` in a third namespace, which holds
+        every packet ``one_way_us`` µs each way (the kernel here has no ``sch_netem``):
+        two TUN devices, one moved into each end, with addresses 10.201.x.y of their own
+        (``srv_ip``/``trc_ip`` change to them; :meth:`shape` then limits the TUN devices)."""
+        _run("ip", "netns", "add", self.mid)
+        self.relay = subprocess.Popen(["ip", "netns", "exec", self.mid, sys.executable,
+                                       str(Path(__file__).with_name("tun_delay.py")),
+                                       f"{self.va}t", f"{self.vb}t", str(one_way_us)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.relay.stdout.readline()
+        if line.strip() != "ready":
+            raise AssertionError(f"tun_delay.py did not start: {line!r}")
+        x, y = self.srv_ip.split(".")[2:]
+        srv_ip, trc_ip = f"10.201.{x}.{int(y)}", f"10.201.{x}.{int(y) + 1}"
+        for ns, dev, ip, peer in ((self.srv, f"{self.va}t", srv_ip, trc_ip),
+                                  (self.trc, f"{self.vb}t", trc_ip, srv_ip)):
+            _run("ip", "-n", self.mid, "link", "set", dev, "netns", ns)
+            _run("ip", "-n", ns, "addr", "add", ip, "peer", peer, "dev", dev)
+            _run("ip", "-n", ns, "link", "set", dev, "mtu", "65000", "up")
+        self.srv_ip, self.trc_ip = srv_ip, trc_ip
+        self.devs = [(self.srv, f"{self.va}t"), (self.trc, f"{self.vb}t")]
+
+    def set_delay(self, one_way_us: int) -> None:
+        """A new hold for the relay of :meth:`delay` (µs each way)."""
+        self.relay.stdin.write(f"{int(one_way_us)}\n")
+        self.relay.stdin.flush()
+        assert self.relay.stdout.readline().strip() == "ok"
+
+    def calibrate(self, rtt_ms: float, rounds: int = 3) -> dict:
+        """Set the relay's hold so that the median TCP round trip (:meth:`rtt`) comes near
+        ``rtt_ms``; returns the last measurement with the hold used."""
+        hold = rtt_ms * 500
+        for _ in range(rounds):
+            self.set_delay(max(0, round(hold)))
+            m = self.rtt()
+            hold -= (m["median_ms"] - rtt_ms) * 500
+        self.set_delay(max(0, round(hold)))
+        return dict(self.rtt(), hold_us=max(0, round(hold)))
+
+    def rtt(self, count: int = 200) -> dict:
+        """Round trips of one byte over TCP across the link (ms): median, p90, max."""
+        port = random.randrange(20000, 60000)
+        prog = (
+            "import socket,sys,time\n"
+            "m,h,p,n=sys.argv[1],sys.argv[2],int(sys.argv[3]),int(sys.argv[4])\n"
+            "if m=='s':\n"
+            " s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind((h,p));s.listen(1)\n"
+            " print('up',flush=True);c,_=s.accept();c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n"
+            " while c.recv(1):c.sendall(b'p')\n"
+            "else:\n"
+            " c=socket.create_connection((h,p));c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1);t=[]\n"
+            " for i in range(n):\n"
+            "  a=time.perf_counter();c.sendall(b'p');c.recv(1);t.append(time.perf_counter()-a)\n"
+            " print(' '.join('%.6f'%x for x in t))\n")
+        srv = subprocess.Popen(["ip", "netns", "exec", self.srv, sys.executable, "-c", prog, "s", self.srv_ip,
+                                str(port), "0"], stdout=subprocess.PIPE, text=True)
+        try:
+            srv.stdout.readline()
+            r = _run("ip", "netns", "exec", self.trc, sys.executable, "-c", prog, "c", self.srv_ip, str(port),
+                     str(count))
+        finally:
+            srv.kill()
+            srv.wait()
+        t = sorted(float(x) * 1e3 for x in r.stdout.split())
+        return {"median_ms": round(t[len(t) // 2], 3), "p90_ms": round(t[len(t) * 9 // 10], 3),
+                "max_ms": round(t[-1], 3)}
 
     def server(self, pid: int, kind: str = "lldb", launch: list[str] | None = None,
                stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
