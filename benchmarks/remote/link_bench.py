@@ -9,7 +9,8 @@ Usage (root)::
 Builds samples/snap_heap.c and builds a heap of N MiB in 256-byte objects, then:
 
 * ``local``: ``mappedtrace leaks PID`` on the same machine (process_vm_readv after a
-  fork, the default), the baseline; R runs after one that fills the caches.
+  fork, the default), the baseline; after one run that fills the caches, one local
+  run beside each remote run (paired: the machine's load moves both alike).
 * for each link: two network namespaces joined through a third one where
   ``tests/tun_delay.py`` holds every packet for half the round trip (this kernel
   has no ``sch_netem``; the hold is calibrated until the measured TCP round trip's
@@ -25,7 +26,9 @@ millisecond and adds up the time the target spends stopped (state ``t``): for a
 remote run that is from the server's attach to our detach.  The tracer's own
 figure (from its connect to its detach) is printed beside it.
 
-Prints one JSON line per measurement.
+CPU seconds of the tracer (user + system, from ``getrusage``) are printed beside
+wall times: on a shared machine they move less.  Prints one JSON line per
+measurement.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ import json
 import os
 import re
 import random
+import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,7 +93,15 @@ class StopSampler:
         return {"stopped_ms": round(self.total_ns / 1e6), "longest_stop_ms": round(self.longest_ns / 1e6)}
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished children (the tracer; not the server,
+    which ``ip netns exec`` leaves to the Popen that started it)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))    # clean up the namespaces on kill
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--runs", type=int, default=2)
@@ -101,21 +114,25 @@ def main() -> None:
                    env=ENV, cwd=ROOT)
     t = subprocess.Popen([str(exe), str(a.mib), "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     t.stdout.readline()
+    def run_local(tag) -> dict:
+        s = StopSampler(t.pid)
+        c0, t0 = _children_cpu(), time.perf_counter()
+        subprocess.run([*MT, "leaks", str(t.pid), "--json", str(d / "local.json")], env=ENV,
+                       capture_output=True, text=True)
+        wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
+        rep = json.loads((d / "local.json").read_text())
+        print(json.dumps({"what": "local", "mib": a.mib, "pair": tag, "wall_s": round(wall, 2),
+                          "cpu_s": round(cpu, 2), **s.stop(),
+                          "tracer_pause_ms": (rep.get("capture") or {}).get("pause_ms"),
+                          "heap_in_use": rep["precision"]["heap_bytes"],
+                          "leaked": rep["summary"]["leaked_objects"], "load": os.getloadavg()[0]}), flush=True)
+        return rep
+
     try:
-        local = None
         # a first run fills the caches (decoded maps, glibc's debug file): not counted
         subprocess.run([*MT, "leaks", str(t.pid), "--json", str(d / "local.json")], env=ENV, capture_output=True)
-        for i in range(a.runs):
-            s = StopSampler(t.pid)
-            t0 = time.perf_counter()
-            r = subprocess.run([*MT, "leaks", str(t.pid), "--json", str(d / "local.json")], env=ENV,
-                               capture_output=True, text=True)
-            wall = time.perf_counter() - t0
-            local = json.loads((d / "local.json").read_text())
-            heap = local["precision"]["heap_bytes"]
-            print(json.dumps({"what": "local", "mib": a.mib, "run": i, "wall_s": round(wall, 2), **s.stop(),
-                              "tracer_pause_ms": (local.get("capture") or {}).get("pause_ms"),
-                              "heap_in_use": heap, "leaked": local["summary"]["leaked_objects"]}), flush=True)
+        local = json.loads((d / "local.json").read_text())
+        heap = local["precision"]["heap_bytes"]
         for spec in a.links:
             rtt_ms, rate = spec.split(":")
             lk = Link(random.randrange(1, 1 << 14))
@@ -128,24 +145,27 @@ def main() -> None:
                 print(json.dumps({"what": "link", "rtt_goal_ms": float(rtt_ms), "rate": rate, "qdisc": qdisc,
                                   **rtt}), flush=True)
                 for i in range(a.runs):
+                    # local and remote alternate: each remote run has a local one beside it
+                    local = run_local(f"{spec}/{i}")
                     s = StopSampler(t.pid)
                     srv, addr = lk.server(t.pid)
-                    t0 = time.perf_counter()
+                    c0, t0 = _children_cpu(), time.perf_counter()
                     r = lk.tracer("leaks", str(t.pid), "--remote", addr, "--json", str(d / "remote.json"),
                                   env=ENV, timeout=1800)
-                    wall = time.perf_counter() - t0
+                    wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
                     srv.wait(timeout=60)
                     stops = s.stop()
                     m = REPORT.search(r.stderr)
                     remote = json.loads((d / "remote.json").read_text()) if r.returncode in (0, 23) else {}
-                    print(json.dumps({"what": "remote", "rtt_ms": float(rtt_ms), "rate": rate, "run": i,
-                                      "wall_s": round(wall, 2), **stops,
+                    print(json.dumps({"what": "remote", "rtt_ms": float(rtt_ms), "rate": rate, "pair": f"{spec}/{i}",
+                                      "wall_s": round(wall, 2), "tracer_cpu_s": round(cpu, 2), **stops,
                                       "tracer_pause_ms": int(m[3]) if m else None,
                                       "moved_MiB": float(m[1]) if m else None,
                                       "moved_vs_heap_in_use": round(float(m[1]) * 2**20 / heap, 3) if m else None,
                                       "round_trips": int(m[2]) if m else None,
                                       "same_leaks": remote.get("leaks") == local["leaks"],
-                                      "error": None if m else r.stderr.strip()[-300:]}), flush=True)
+                                      "error": None if m else r.stderr.strip()[-300:],
+                                      "load": os.getloadavg()[0]}), flush=True)
                 if a.no_gcore:
                     continue
                 s = StopSampler(t.pid)
