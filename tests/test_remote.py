@@ -645,3 +645,40 @@ def test_leak_corpus_at_exit_remotely(link: Link, cache_env, tmp_path: Path) -> 
         strip = lambda rep: sorted((x["size"], x["type"], x["kind"]) for x in rep["leaks"])  # noqa: E731
         assert strip(remote) == strip(local) and remote["summary"] == local["summary"], name
         assert remote["precision"]["frames_exact"] == local["precision"]["frames_exact"], name
+
+
+@pytest.mark.parametrize("kind", ["lldb", "gdbserver"])
+def test_remote_retry_when_malloc_lock_held(link: Link, cache_env, tmp_path: Path, kind: str) -> None:
+    """A thread of heap_locked holds main_arena's lock (blocked inside malloc_stats) until the
+    process has been stopped for over a second.  lldb-server: the tracer sees the lock, lets
+    the process run a moment, stops it again and copies a heap with no lock held (the
+    report has no lock warning).  gdbserver cannot stop it again (its interrupt signals the
+    process group): one stop, a warning that says so.  Either way the target runs on."""
+    if kind == "gdbserver":
+        need("gdbserver")
+    require_plugin()
+    exe = Path(build_sample(SAMPLES / "heap_locked.c", "-O2", tmp_path / "heap_locked"))
+    p = _start(exe)
+    srv = None
+    try:
+        srv, addr = link.server(p.pid, kind)
+        time.sleep(1.5)             # stopped for over a second: the target's watcher will let go
+        r = link.tracer("leaks", str(p.pid), "--remote", addr, "--json", str(tmp_path / "r.json"), env=cache_env,
+                        timeout=120)
+        assert r.returncode in (0, 23), r.stderr
+        report = json.loads((tmp_path / "r.json").read_text())
+        assert report["summary"]["reachable_objects"] >= 1000     # the list of 1000 nodes
+        if kind == "lldb":
+            m = re.search(r"stopped (\d+) times: an arena lock was held", r.stderr)
+            assert m and int(m[1]) >= 2, r.stderr
+            assert "is locked" not in r.stderr and "was locked" not in r.stderr, r.stderr
+        else:
+            assert "gdbserver cannot stop the process again" in r.stderr, r.stderr
+        assert _running_within(p.pid, 10)
+        p.stdin.write("x\n")
+        p.stdin.flush()
+        assert p.stdout.readline().startswith("ok 1")     # its heap works: the lock was released
+    finally:
+        p.kill()
+        if srv is not None:
+            srv.kill()
