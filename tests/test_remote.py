@@ -2,7 +2,9 @@
 
 Each test makes two network namespaces joined by a veth pair (addresses
 10.200.x.y/30 only inside them), shapes the link with ``tc netem`` (1 ms each
-way, 100 Mbit/s; where the kernel has no netem, ``tbf`` limits the rate alone), runs the debug server (``lldb-server-22 gdbserver`` or
+way, 100 Mbit/s; where the kernel has no netem, ``tbf`` limits the rate alone;
+``Link.delay`` routes it through ``tun_delay.py`` instead, which holds each packet
+in a third namespace: the benchmarks use it for the round-trip table), runs the debug server (``lldb-server-22 gdbserver`` or
 ``gdbserver``) in one namespace attached to the target, and the tracer in the
 other.  The right answers come from the programs (their "truth" lines) and
 from the local tracer on the same process; the target must run on unharmed.
@@ -536,7 +538,11 @@ def test_bad_remote_arguments(tmp_path: Path) -> None:
                         (["graph", str(tmp_path / "x"), "-o", str(tmp_path / "g.json"), "--remote", "10.0.0.1:5"],
                          "give the PID"),
                         (["snapshot", "123", "-o", str(tmp_path / "s"), "--mode", "fork", "--remote", "10.0.0.1:5"],
-                         "stop-copy only")):
+                         "stop-copy only"),
+                        (["snapshot", "123", "-o", str(tmp_path / "s"), "--tree", "--remote", "10.0.0.1:5"],
+                         "--tree and --remote do not go together"),
+                        (["leaks", "123", "--tree", "--remote", "10.0.0.1:5"],
+                         "--tree and --remote do not go together")):
         r = run_mt(*args, timeout=60)
         assert r.returncode == 2, r.stderr
         _one_line_error(r, words)

@@ -50,7 +50,8 @@ def remote_options(f):
         if kw.get("tree") and remote_arg("remote"):
             from ..errors import MappedTraceError
             raise MappedTraceError("--tree and --remote do not go together: a server is attached to one process",
-                                   hint="start a server per process and trace each with --remote")
+                                   hint="start a server per process of the tree and trace each with --remote "
+                                        "(one gdbserver --multi serving a tree is not supported)")
         return inner(*args, **kw)
     f = click.option("--sysroot", metavar="DIR", expose_value=False, callback=_remember,
                      help="Find the target's binaries here by build-id: a tree that mirrors the target's "

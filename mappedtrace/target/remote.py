@@ -10,8 +10,8 @@ there.
 What each server gives (measured with lldb-server 22 and gdbserver 13.1):
 
 * registers from ``g`` after ``Hg``, laid out by ``target.xml``: both.
-  lldb-server has no ``orig_rax``: it is -1 (as if no system call), which only
-  a core file's ``NT_PRSTATUS`` shows.  The FXSAVE image (``NT_PRFPREG``) is
+  lldb-server has no ``orig_rax``: it is read from
+  ``/proc/PID/task/TID/syscall`` through ``vFile:`` (-1 where unreadable).  The FXSAVE image (``NT_PRFPREG``) is
   taken from the same reply; the XSAVE area (AVX upper halves) is not built.
 * memory: lldb-server answers binary ``x`` reads of 128 KiB; gdbserver 13
   only hex ``m`` of about 9 KiB (twice the bytes on the wire, and many more
@@ -28,11 +28,14 @@ buffer, in pipelined packets.  ``meta`` counts bytes moved and round trips.
 The pause: the server stopped the process when it attached, before we
 connected; ``meta["pause_ns"]`` is only from our connect to our detach.
 
-Not done remotely: a process stopped while a thread held an arena lock is
-analysed once (with the warning) — locally the tracer resumes and stops it
-again; remotely that needs ``vCont;c`` + interrupt, and a signal arriving in
-between would have to be handed back with ``C`` (``D`` drops it), which is
-not written yet.  No settling (single steps) either.
+Letting the process run and stopping it again (:meth:`RemoteTarget.run_for`:
+``vCont;c``, a moment, the ``\x03`` interrupt) is done with lldb-server only:
+gdbserver's interrupt sends ``SIGINT`` to the target's process group (it fails
+when the target leads none, and would reach the group's other processes).
+:func:`capture_remote` uses it to stop again a process caught with an arena
+lock held; signals that arrive while it runs go back to their threads with
+``vCont;C``.  Settling by single steps through the server (both servers):
+:func:`mappedtrace.target.settle.settle_remote`.
 """
 from __future__ import annotations
 
