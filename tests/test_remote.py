@@ -744,3 +744,28 @@ def test_remote_settle(link: Link, cache_env, tmp_path: Path, kind: str) -> None
             if srv is not None:
                 srv.kill()
     assert max(steps) > 0          # the workers were stepped (none sits on a map point by chance twice)
+
+
+def test_delay_link_holds_packets() -> None:
+    """The benchmarks' delay link (tun_delay.py between the namespaces): a 1 ms hold each way
+    gives a TCP round trip of at least 2 ms, and a new hold set through its stdin takes effect."""
+    need("ip", "tc")
+    lk = Link(random.randrange(1, 1 << 14))
+    r = _run("ip", "netns", "add", lk.srv, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"ip netns is not permitted here: {r.stderr.strip()}")
+    try:
+        lk.up()
+        try:
+            lk.delay(1000)
+        except (AssertionError, subprocess.CalledProcessError) as e:
+            if not os.path.exists("/dev/net/tun"):
+                pytest.skip("no /dev/net/tun here")
+            raise e
+        slow = lk.rtt(50)
+        assert slow["median_ms"] >= 2.0, slow
+        lk.set_delay(0)
+        fast = lk.rtt(50)
+        assert fast["median_ms"] < slow["median_ms"] - 1.0, (fast, slow)
+    finally:
+        lk.down()
