@@ -496,7 +496,15 @@ def test_failure_mid_read(link: Link, exes, cache_env, tmp_path: Path, fault: st
         srv, addr = link.server(p.pid)
         t0 = time.monotonic()
         tr = link.tracer("leaks", str(p.pid), "--remote", addr, env=cache_env, wait=False)
-        time.sleep(2.0)
+        # break it mid-read: once the tracer is connected (its start-up takes seconds on a
+        # loaded machine; a link dropped before the connect tests something else) and reading
+        port = addr.rsplit(":", 1)[1]
+        deadline = time.monotonic() + 60
+        while not _run("ip", "netns", "exec", link.srv, "ss", "-Htn", "state", "established",
+                       f"sport = :{port}", check=False).stdout.strip():
+            assert time.monotonic() < deadline and tr.poll() is None, tr.communicate()
+            time.sleep(0.1)
+        time.sleep(1.0)
         assert tr.poll() is None, tr.communicate()
         if fault == "server-killed":
             os.kill(srv.pid, signal.SIGKILL)

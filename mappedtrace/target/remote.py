@@ -11,8 +11,9 @@ What each server gives (measured with lldb-server 22 and gdbserver 13.1):
 
 * registers from ``g`` after ``Hg``, laid out by ``target.xml``: both.
   lldb-server has no ``orig_rax``: it is read from
-  ``/proc/PID/task/TID/syscall`` through ``vFile:`` (-1 where unreadable).  The FXSAVE image (``NT_PRFPREG``) is
-  taken from the same reply; the XSAVE area (AVX upper halves) is not built.
+  ``/proc/PID/task/TID/syscall`` through ``vFile:`` (-1 where unreadable).
+  The FXSAVE image (``NT_PRFPREG``) is taken from the same reply; the XSAVE
+  area (AVX upper halves) is not built.
 * memory: lldb-server answers binary ``x`` reads of 128 KiB; gdbserver 13
   only hex ``m`` of about 9 KiB (twice the bytes on the wire, and many more
   requests: pipelining hides the round trips).
@@ -60,7 +61,7 @@ MAX_THREADS = 1 << 14
 #: bound on signal stops met while the process is let run (:meth:`RemoteTarget.run_for`)
 MAX_SIGNAL_STOPS = 64
 _AT_ENTRY = 9
-_SIGTRAP, _SIGSTOP = 5, 19
+_SIGSTOP = 19
 
 
 def _syscall_nr(text: bytes | None) -> int:
@@ -230,7 +231,7 @@ class RemoteTarget(Target):
             if st.signal < 0:
                 self._attached = False
                 raise RemoteError(f"{self.address}: process {self.pid} exited while it ran ({st.raw[:12]!r})")
-            if st.signal in (0, _SIGSTOP, _SIGTRAP):
+            if st.signal in (0, _SIGSTOP):      # lldb-server reports its interrupt as SIGSTOP
                 break
             # a signal for the process: it goes back to its thread on the next resume
             pending, seconds = (st.signal, st.tid or self.pid), 0.001
