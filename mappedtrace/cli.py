@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "view": ("view", "Write a self-contained HTML heap viewer (histogram, dominator tree, paths)."),
     "farmem": ("farmem", "Far memory: run a program with part of its heap in Redis or files, paged back on touch."),
     "relocate": ("relocate", "Move heap objects of a running process, rewriting every exact pointer to them."),
+    "compact": ("compact", "Pack a fragmented heap so whole pages go back to the system (vs malloc_trim)."),
     "doctor": ("doctor", "Check the toolchain, the pass plugin, LLDB and ptrace permission."),
 }
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-APT_PKGS=(clang-22 llvm-22-dev lld-22 lldb-22 python3-lldb-22 libclang-rt-22-dev cmake ninja-build gdb libc6-dbg python3-venv dpkg-dev tcl chromium jq autoconf automake make valgrind libtool libonig-dev libevent-dev gdbserver debuginfod iproute2 redis-server)
+APT_PKGS=(clang-22 llvm-22-dev lld-22 lldb-22 python3-lldb-22 libclang-rt-22-dev cmake ninja-build gdb libc6-dbg python3-venv dpkg-dev tcl chromium jq autoconf automake make valgrind libtool libonig-dev libevent-dev gdbserver debuginfod iproute2 redis-server libxxhash-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

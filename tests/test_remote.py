@@ -2,7 +2,9 @@
 
 Each test makes two network namespaces joined by a veth pair (addresses
 10.200.x.y/30 only inside them), shapes the link with ``tc netem`` (1 ms each
-way, 100 Mbit/s; where the kernel has no netem, ``tbf`` limits the rate alone), runs the debug server (``lldb-server-22 gdbserver`` or
+way, 100 Mbit/s; where the kernel has no netem, ``tbf`` limits the rate alone;
+``Link.delay`` routes it through ``tun_delay.py`` instead, which holds each packet
+in a third namespace: the benchmarks use it for the round-trip table), runs the debug server (``lldb-server-22 gdbserver`` or
 ``gdbserver``) in one namespace attached to the target, and the tracer in the
 other.  The right answers come from the programs (their "truth" lines) and
 from the local tracer on the same process; the target must run on unharmed.
@@ -16,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -44,6 +47,11 @@ class Link:
         self.va, self.vb = f"mtv{n}a", f"mtv{n}b"
         x, y = (n >> 6) & 255, (n & 63) * 4
         self.srv_ip, self.trc_ip = f"10.200.{x}.{y + 1}", f"10.200.{x}.{y + 2}"
+        #: the devices the link's traffic leaves by, one per end (shaped by :meth:`shape`)
+        self.devs = [(self.srv, self.va), (self.trc, self.vb)]
+        self.mid = f"mt-mid-{n}"
+        self.relay: subprocess.Popen | None = None
+        self.qdisc = ""
 
     def up(self) -> None:
         _run("ip", "netns", "add", self.trc)
@@ -59,8 +67,10 @@ class Link:
         kernel has no netem, the rate alone (tbf).  Returns the qdisc used."""
         for qdisc in (["netem", "delay", delay, "rate", rate],
                       ["tbf", "rate", rate, "burst", "64kb", "latency", "100ms"]):
+            if qdisc[0] == "netem" and self.relay is not None:
+                continue            # the delay is the relay's; the rate is tbf's
             ok = True
-            for ns, dev in ((self.srv, self.va), (self.trc, self.vb)):
+            for ns, dev in self.devs:
                 r = _run("ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", *qdisc,
                          check=False)
                 ok = ok and r.returncode == 0
@@ -72,22 +82,93 @@ class Link:
     def drop(self) -> None:
         """Drop every packet (netem loss 100 %, else both ends of the link down)."""
         if self.qdisc == "netem":
-            for ns, dev in ((self.srv, self.va), (self.trc, self.vb)):
+            for ns, dev in self.devs:
                 _run("ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem",
                      "loss", "100%")
         else:
-            for ns, dev in ((self.srv, self.va), (self.trc, self.vb)):
+            for ns, dev in self.devs:
                 _run("ip", "-n", ns, "link", "set", dev, "down")
 
     def restore(self) -> None:
         if self.qdisc != "netem":
-            for ns, dev in ((self.srv, self.va), (self.trc, self.vb)):
+            for ns, dev in self.devs:
                 _run("ip", "-n", ns, "link", "set", dev, "up")
         self.shape("100mbit")
 
     def down(self) -> None:
-        for ns in (self.srv, self.trc):
+        if self.relay is not None:
+            self.relay.kill()
+            self.relay.wait()
+        for ns in (self.srv, self.trc, self.mid):
             _run("ip", "netns", "del", ns, check=False)
+
+    def delay(self, one_way_us: int) -> None:
+        """Route the link through ``tests/tun_delay.py`` in a third namespace, which holds
+        every packet ``one_way_us`` µs each way (the kernel here has no ``sch_netem``):
+        two TUN devices, one moved into each end, with addresses 10.201.x.y of their own
+        (``srv_ip``/``trc_ip`` change to them; :meth:`shape` then limits the TUN devices)."""
+        _run("ip", "netns", "add", self.mid)
+        self.relay = subprocess.Popen(["ip", "netns", "exec", self.mid, sys.executable,
+                                       str(Path(__file__).with_name("tun_delay.py")),
+                                       f"{self.va}t", f"{self.vb}t", str(one_way_us)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.relay.stdout.readline()
+        if line.strip() != "ready":
+            raise AssertionError(f"tun_delay.py did not start: {line!r}")
+        x, y = self.srv_ip.split(".")[2:]
+        srv_ip, trc_ip = f"10.201.{x}.{int(y)}", f"10.201.{x}.{int(y) + 1}"
+        for ns, dev, ip, peer in ((self.srv, f"{self.va}t", srv_ip, trc_ip),
+                                  (self.trc, f"{self.vb}t", trc_ip, srv_ip)):
+            _run("ip", "-n", self.mid, "link", "set", dev, "netns", ns)
+            _run("ip", "-n", ns, "addr", "add", ip, "peer", peer, "dev", dev)
+            _run("ip", "-n", ns, "link", "set", dev, "mtu", "65000", "up")
+        self.srv_ip, self.trc_ip = srv_ip, trc_ip
+        self.devs = [(self.srv, f"{self.va}t"), (self.trc, f"{self.vb}t")]
+
+    def set_delay(self, one_way_us: int) -> None:
+        """A new hold for the relay of :meth:`delay` (µs each way)."""
+        self.relay.stdin.write(f"{int(one_way_us)}\n")
+        self.relay.stdin.flush()
+        assert self.relay.stdout.readline().strip() == "ok"
+
+    def calibrate(self, rtt_ms: float, rounds: int = 3) -> dict:
+        """Set the relay's hold so that the median TCP round trip (:meth:`rtt`) comes near
+        ``rtt_ms``; returns the last measurement with the hold used."""
+        hold = rtt_ms * 500
+        for _ in range(rounds):
+            self.set_delay(max(0, round(hold)))
+            m = self.rtt()
+            hold -= (m["median_ms"] - rtt_ms) * 500
+        self.set_delay(max(0, round(hold)))
+        return dict(self.rtt(), hold_us=max(0, round(hold)))
+
+    def rtt(self, count: int = 200) -> dict:
+        """Round trips of one byte over TCP across the link (ms): median, p90, max."""
+        port = random.randrange(20000, 60000)
+        prog = (
+            "import socket,sys,time\n"
+            "m,h,p,n=sys.argv[1],sys.argv[2],int(sys.argv[3]),int(sys.argv[4])\n"
+            "if m=='s':\n"
+            " s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind((h,p));s.listen(1)\n"
+            " print('up',flush=True);c,_=s.accept();c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n"
+            " while c.recv(1):c.sendall(b'p')\n"
+            "else:\n"
+            " c=socket.create_connection((h,p));c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1);t=[]\n"
+            " for i in range(n):\n"
+            "  a=time.perf_counter();c.sendall(b'p');c.recv(1);t.append(time.perf_counter()-a)\n"
+            " print(' '.join('%.6f'%x for x in t))\n")
+        srv = subprocess.Popen(["ip", "netns", "exec", self.srv, sys.executable, "-c", prog, "s", self.srv_ip,
+                                str(port), "0"], stdout=subprocess.PIPE, text=True)
+        try:
+            srv.stdout.readline()
+            r = _run("ip", "netns", "exec", self.trc, sys.executable, "-c", prog, "c", self.srv_ip, str(port),
+                     str(count))
+        finally:
+            srv.kill()
+            srv.wait()
+        t = sorted(float(x) * 1e3 for x in r.stdout.split())
+        return {"median_ms": round(t[len(t) // 2], 3), "p90_ms": round(t[len(t) * 9 // 10], 3),
+                "max_ms": round(t[-1], 3)}
 
     def server(self, pid: int, kind: str = "lldb", launch: list[str] | None = None,
                stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
@@ -415,7 +496,15 @@ def test_failure_mid_read(link: Link, exes, cache_env, tmp_path: Path, fault: st
         srv, addr = link.server(p.pid)
         t0 = time.monotonic()
         tr = link.tracer("leaks", str(p.pid), "--remote", addr, env=cache_env, wait=False)
-        time.sleep(2.0)
+        # break it mid-read: once the tracer is connected (its start-up takes seconds on a
+        # loaded machine; a link dropped before the connect tests something else) and reading
+        port = addr.rsplit(":", 1)[1]
+        deadline = time.monotonic() + 60
+        while not _run("ip", "netns", "exec", link.srv, "ss", "-Htn", "state", "established",
+                       f"sport = :{port}", check=False).stdout.strip():
+            assert time.monotonic() < deadline and tr.poll() is None, tr.communicate()
+            time.sleep(0.1)
+        time.sleep(1.0)
         assert tr.poll() is None, tr.communicate()
         if fault == "server-killed":
             os.kill(srv.pid, signal.SIGKILL)
@@ -457,7 +546,11 @@ def test_bad_remote_arguments(tmp_path: Path) -> None:
                         (["graph", str(tmp_path / "x"), "-o", str(tmp_path / "g.json"), "--remote", "10.0.0.1:5"],
                          "give the PID"),
                         (["snapshot", "123", "-o", str(tmp_path / "s"), "--mode", "fork", "--remote", "10.0.0.1:5"],
-                         "stop-copy only")):
+                         "stop-copy only"),
+                        (["snapshot", "123", "-o", str(tmp_path / "s"), "--tree", "--remote", "10.0.0.1:5"],
+                         "--tree and --remote do not go together"),
+                        (["leaks", "123", "--tree", "--remote", "10.0.0.1:5"],
+                         "--tree and --remote do not go together")):
         r = run_mt(*args, timeout=60)
         assert r.returncode == 2, r.stderr
         _one_line_error(r, words)
@@ -566,3 +659,121 @@ def test_leak_corpus_at_exit_remotely(link: Link, cache_env, tmp_path: Path) -> 
         strip = lambda rep: sorted((x["size"], x["type"], x["kind"]) for x in rep["leaks"])  # noqa: E731
         assert strip(remote) == strip(local) and remote["summary"] == local["summary"], name
         assert remote["precision"]["frames_exact"] == local["precision"]["frames_exact"], name
+
+
+@pytest.mark.parametrize("kind", ["lldb", "gdbserver"])
+def test_remote_retry_when_malloc_lock_held(link: Link, cache_env, tmp_path: Path, kind: str) -> None:
+    """A thread of heap_locked holds main_arena's lock (blocked inside malloc_stats) until the
+    process has been stopped for over a second.  lldb-server: the tracer sees the lock, lets
+    the process run a moment, stops it again and copies a heap with no lock held (the
+    report has no lock warning).  gdbserver cannot stop it again (its interrupt signals the
+    process group): one stop, a warning that says so.  Either way the target runs on."""
+    if kind == "gdbserver":
+        need("gdbserver")
+    require_plugin()
+    exe = Path(build_sample(SAMPLES / "heap_locked.c", "-O2", tmp_path / "heap_locked"))
+    p = _start(exe)
+    srv = None
+    try:
+        srv, addr = link.server(p.pid, kind)
+        time.sleep(1.5)             # stopped for over a second: the target's watcher will let go
+        r = link.tracer("leaks", str(p.pid), "--remote", addr, "--json", str(tmp_path / "r.json"), env=cache_env,
+                        timeout=120)
+        assert r.returncode in (0, 23), r.stderr
+        report = json.loads((tmp_path / "r.json").read_text())
+        assert report["summary"]["reachable_objects"] >= 1000     # the list of 1000 nodes
+        if kind == "lldb":
+            m = re.search(r"stopped (\d+) times: an arena lock was held", r.stderr)
+            assert m and int(m[1]) >= 2, r.stderr
+            assert "is locked" not in r.stderr and "was locked" not in r.stderr, r.stderr
+        else:
+            assert "gdbserver cannot stop the process again" in r.stderr, r.stderr
+        assert _running_within(p.pid, 10)
+        p.stdin.write("x\n")
+        p.stdin.flush()
+        assert p.stdout.readline().startswith("ok 1")     # its heap works: the lock was released
+    finally:
+        p.kill()
+        if srv is not None:
+            srv.kill()
+
+
+@pytest.mark.parametrize("kind", ["lldb", "gdbserver"])
+def test_remote_settle(link: Link, cache_env, tmp_path: Path, kind: str) -> None:
+    """``snapshot --settle --remote``: snap_threads' two workers spin in instrumented loops with
+    loop map points; single-stepped through the server they reach record PCs (checked in the
+    core against the maps), the threads waiting in libc are uninstrumented.  A run with a
+    fixed number of rounds, settled remotely meanwhile, prints what it prints untouched."""
+    from mappedtrace.target.core import open_core
+    from mappedtrace.target.settle import load_bias, load_maps
+    if kind == "gdbserver":
+        need("gdbserver")
+    require_plugin()
+    exe = tmp_path / "snap_threads"
+    r = subprocess.run([MAPPEDTRACE, "cc", "--settle-points", "-O2", "-pthread", "-o", str(exe),
+                        str(SAMPLES / "snap_threads.c")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    maps = load_maps(str(exe))
+    want = subprocess.run([str(exe), "2", "100000", "64"], capture_output=True, text=True, timeout=300,
+                          check=True).stdout.split("\n", 1)[1]
+    steps = []
+    for rounds in ("0", "100000"):
+        p = subprocess.Popen([str(exe), "2", rounds, "64"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        srv = None
+        try:
+            assert p.stdout.readline().startswith("ready")
+            time.sleep(0.1)
+            srv, addr = link.server(p.pid, kind)
+            core = tmp_path / f"s{rounds}.core"
+            r = link.tracer("snapshot", str(p.pid), "--remote", addr, "--settle", "--json", "-o", str(core),
+                            env=cache_env, timeout=300)
+            assert r.returncode == 0, r.stderr
+            d = json.loads(r.stdout)
+            assert _running_within(p.pid, 10)
+            if rounds == "0":
+                assert d["settle_states"].get("settled") == 2 and "unsettled" not in d["settle_states"], d
+                c = open_core(str(core))
+                try:
+                    bias = load_bias(c, str(exe))
+                    for t in c.threads:
+                        if t.settle == "settled":
+                            assert maps.record_at(t.pc - bias) is not None, hex(t.pc)
+                            assert maps.function_at(t.pc - bias).name == "work"
+                finally:
+                    c.close()
+                steps += [t["settle_steps"] for t in d["threads"]]
+                p.stdin.close()
+                assert p.wait(timeout=60) == 0 and p.stdout.read().count("worker") == 2
+            else:
+                out, _ = p.communicate(timeout=300)
+                assert out == want          # the stepped program computed the same ("ready" was read)
+        finally:
+            p.kill()
+            if srv is not None:
+                srv.kill()
+    assert max(steps) > 0          # the workers were stepped (none sits on a map point by chance twice)
+
+
+def test_delay_link_holds_packets() -> None:
+    """The benchmarks' delay link (tun_delay.py between the namespaces): a 1 ms hold each way
+    gives a TCP round trip of at least 2 ms, and a new hold set through its stdin takes effect."""
+    need("ip", "tc")
+    lk = Link(random.randrange(1, 1 << 14))
+    r = _run("ip", "netns", "add", lk.srv, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"ip netns is not permitted here: {r.stderr.strip()}")
+    try:
+        lk.up()
+        try:
+            lk.delay(1000)
+        except (AssertionError, subprocess.CalledProcessError) as e:
+            if not os.path.exists("/dev/net/tun"):
+                pytest.skip("no /dev/net/tun here")
+            raise e
+        slow = lk.rtt(50)
+        assert slow["median_ms"] >= 2.0, slow
+        lk.set_delay(0)
+        fast = lk.rtt(50)
+        assert fast["median_ms"] < slow["median_ms"] - 1.0, (fast, slow)
+    finally:
+        lk.down()

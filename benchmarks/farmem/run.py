@@ -25,12 +25,14 @@ The checksum workload (default, ``--workload checksum``):
 
     PYTHONPATH=. .venv/bin/python benchmarks/farmem/run.py [--mib 32] [--threads 2] [--seconds 12]
                                                             [--stores redis,file] [--json out.json]
+                                                            [--shares 1,0.75,0.5,0.25] [--repeat 1]
 
 Builds samples/farmem_checksum.c with cc, runs it once unpaged and then under
 ``mappedtrace farmem run --local X`` for X = 100, 75, 50, 25 % of its heap (as
 the program reports it) with each store: Redis started here on 127.0.0.1 at a
 free port (persistence off, stopped at the end) and ``file:`` on tmpfs
-(/dev/shm); ``--no-graph`` rows with ``redis-nograph``.
+(/dev/shm); ``--no-graph`` rows with ``redis-nograph``, ``--no-readahead`` rows with
+``redis-noreadahead``.
 
 ``kswap`` in ``--stores`` is the baseline: Linux's own swap.  The benchmark
 sets up a zram swap device (``/sys/block/zram0``, lz4, 1 GiB, ``swapon``) and
@@ -39,7 +41,10 @@ the program's memory outside its heap (measured in the same cgroup unlimited:
 max usage − heap) plus 4 MiB for the swap cache (an advantage the kernel gets), runs the program in it, and tears both down at the end (the
 machine is left with no swap, as it came).  Needs root and a free zram0.  Each run lasts ``--seconds``; the pager's status is read just
 before the run is ended with SIGUSR1.  Throughput is the program's checking
-passes per second, so slowdown = unpaged passes/s ÷ paged passes/s.  Every run
+passes per second, so slowdown = unpaged passes/s ÷ paged passes/s.  With
+``--repeat N`` every paged run is paired with an unpaged run just before it,
+N times, and the row gives the median of the N ratios (and the worst): on a
+loaded machine the unpaged rate itself moves 2-4× within minutes.  Every run
 must report zero mismatches and the right checksum, or the benchmark fails.
 """
 from __future__ import annotations
@@ -457,6 +462,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=12)
     ap.add_argument("--stores", default="redis,file")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--repeat", type=int, default=1, help="paired runs per row (median slowdown; checksum only)")
     a = ap.parse_args()
     if a.workload != "checksum":
         if a.stores == "redis,file":
@@ -480,9 +486,9 @@ def main() -> None:
         for store_kind in a.stores.split(","):
             extra: list[str] = []
             overhead = None
-            if store_kind in ("redis", "redis-nograph"):
+            if store_kind in ("redis", "redis-nograph", "redis-noreadahead"):
                 redis, store = start_redis(tmp)
-                extra = ["--no-graph"] if store_kind == "redis-nograph" else []
+                extra = {"redis-nograph": ["--no-graph"], "redis-noreadahead": ["--no-readahead"]}.get(store_kind, [])
             elif store_kind == "kswap":
                 zram_swap_on()
                 swap_on = True
@@ -492,17 +498,24 @@ def main() -> None:
                       f"outside the heap {overhead / 2**20:.1f} MiB", flush=True)
             else:
                 store = f"file:{shm}"
-            for share in (1.0, 0.75, 0.5, 0.25):
-                if overhead is not None:
-                    # + KSWAP_SLACK: the swap cache and page tables are charged to the cgroup too;
-                    # without it the kernel OOM-kills the program at 75 % (seen here)
-                    r = one_run(exe, args, a.seconds, None, None,
-                                cgroup_limit=int(heap * share) + overhead + KSWAP_SLACK)
-                else:
-                    r = one_run(exe, args, a.seconds, int(heap * share), store, extra=extra)
+            for share in (float(x) for x in a.shares.split(",")):
+                ratios = []
+                for k in range(max(1, a.repeat)):
+                    ref = base if a.repeat <= 1 else one_run(exe, args, a.seconds, None, None)
+                    if overhead is not None:
+                        # + KSWAP_SLACK: the swap cache and page tables are charged to the cgroup too;
+                        # without it the kernel OOM-kills the program at 75 % (seen here)
+                        r = one_run(exe, args, a.seconds, None, None,
+                                    cgroup_limit=int(heap * share) + overhead + KSWAP_SLACK)
+                    else:
+                        r = one_run(exe, args, a.seconds, int(heap * share), store, extra=extra)
+                    ratios.append(ref["passes_per_s"] / max(r["passes_per_s"], 1e-9))
                 st = r["status"] or {}
+                ratios.sort()
                 row = {"store": store_kind, "local_share": share, "local_bytes": int(heap * share),
-                       "slowdown": base["passes_per_s"] / max(r["passes_per_s"], 1e-9),
+                       "slowdown": ratios[len(ratios) // 2] if len(ratios) % 2 else
+                       (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2,
+                       "slowdown_worst": ratios[-1], "slowdowns": ratios,
                        "passes_per_s": r["passes_per_s"],
                        **{k: st.get(k) for k in ("faults", "zero_faults", "faults_per_s", "fault_latency_median_us",
                                                  "fault_latency_p99_us", "pages_evicted", "pages_sent",
@@ -511,7 +524,10 @@ def main() -> None:
                                                  "faults_over_budget", "store_round_trips", "prefetched",
                                                  "prefetch_hits", "prefetch_accuracy", "evicted_by_reason",
                                                  "fault_loop", "max_usage_bytes", "swap_bytes",
-                                                 "pgmajfault", "oom_killed")}}
+                                                 "pgmajfault", "oom_killed", "resident_scan_max_bytes",
+                                                 "faults_pager_own", "evict_batches", "evict_seconds",
+                                                 "evict_read_seconds", "evict_put_seconds",
+                                                 "evict_drop_seconds", "readahead")}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if redis:

@@ -50,7 +50,8 @@ def remote_options(f):
         if kw.get("tree") and remote_arg("remote"):
             from ..errors import MappedTraceError
             raise MappedTraceError("--tree and --remote do not go together: a server is attached to one process",
-                                   hint="start a server per process and trace each with --remote")
+                                   hint="start a server per process of the tree and trace each with --remote "
+                                        "(one gdbserver --multi serving a tree is not supported)")
         return inner(*args, **kw)
     f = click.option("--sysroot", metavar="DIR", expose_value=False, callback=_remember,
                      help="Find the target's binaries here by build-id: a tree that mirrors the target's "
@@ -119,7 +120,9 @@ def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
         from ..target.remote import attach_remote, capture_remote
         rt = attach_remote(remote, int(what), sysroot=sysroot)
         try:
-            return capture_remote(rt)
+            # a copy taken while a thread held an arena lock is taken again after a
+            # moment's run (before the detach: the server exits when we detach)
+            return capture_remote(rt, busy=_arena_busy, attempts=LOCKED_RETRIES)
         finally:
             rt.close()
     limit = remote_arg("max_memory")
@@ -146,6 +149,18 @@ def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
     return target
 
 
+def _arena_busy(target) -> str | None:
+    """Why a copy of ``target`` would give a heap in mid-update (an arena lock held), or None."""
+    from ..errors import MappedTraceError
+    from ..heap.glibc import locked_arenas
+    from ..modules import ModuleMap
+    try:
+        locked = locked_arenas(target, ModuleMap(target))
+    except MappedTraceError:
+        return None         # no heap found: the analysis says so
+    return f"arena {', '.join(locked)} was locked (a thread was inside malloc or free)" if locked else None
+
+
 def _check_capture(pid: int, limit: int) -> None:
     """Before a capture: refuse when the copy alone would not fit in ``limit``."""
     from ..errors import NoSuchProcess, PermissionProblem
@@ -167,7 +182,9 @@ def _report_remote(meta: dict) -> None:
     click.echo(f"mappedtrace: remote {meta.get('remote')}: read {meta.get('bytes_in', 0) / 2**20:.1f} MiB "
                f"in {meta.get('round_trips', 0)} round trips, sent {meta.get('bytes_out', 0) / 2**10:.0f} KiB; "
                f"pause {meta.get('pause_ns', 0) / 1e6:.0f} ms from our connect to our detach, before the analysis "
-               f"({'binary x' if meta.get('binary_reads') else 'hex m'} reads)", err=True)
+               f"({'binary x' if meta.get('binary_reads') else 'hex m'} reads)"
+               + (f"; stopped {meta['lock_retries'] + 1} times: an arena lock was held, the process ran "
+                  "a moment in between" if meta.get("lock_retries") else ""), err=True)
 
 
 #: attempts at stopping a live process whose malloc was caught mid-update
@@ -186,7 +203,7 @@ def analyse_arg(what: str, capture_mode: str = "fork", **kw):
     import time
     from ..heap.glibc import HeapCorrupted, HeapError
     from ..session import MapsCache, analyse
-    # a remote server exits when we detach: one attempt (the warning is kept)
+    # remotely the copy is retried before the detach (target_from_arg): one attempt here
     attempts = LOCKED_RETRIES if what.isdigit() and not remote_arg("remote") else 1
     cache = MapsCache()
     kw.setdefault("max_memory", remote_arg("max_memory"))

@@ -61,9 +61,11 @@ def command() -> None:
               help="Page without heap-graph guidance (no leaked-first eviction, no prefetch along pointers).")
 @click.option("--prefetch", default=8, show_default=True, type=click.IntRange(0, 64),
               help="Pages after a faulting one fetched with it when the store holds them (0: none).")
+@click.option("--no-readahead", is_flag=True,
+              help="Keep prefetched pages in the pager's cache until faulted, never put them into the program.")
 @click.option("--interval", default=0.1, show_default=True, type=float, help="Seconds between eviction rounds.")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
-def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, interval: float,
+def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readahead: bool, interval: float,
             program: tuple[str, ...]) -> int:
     from ..farmem import _runtime
     from ..farmem.pager import FarMemError, Pager, state_dir
@@ -88,7 +90,7 @@ def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, interval:
     except OSError as e:
         raise MappedTraceError(f"cannot run {program[0]}: {e.strerror}") from None
     pager = Pager(child.pid, store, local=budget, sock=sock, ns=f"mtfm:{child.pid}:{token}",
-                  interval=interval, graph=not no_graph, prefetch=prefetch)
+                  interval=interval, graph=not no_graph, prefetch=prefetch, readahead=not no_readahead)
     try:
         pager.connect(alive=lambda: child.poll() is None)
         pager.start()
@@ -230,6 +232,11 @@ def status_cmd(pid: int, as_json: bool) -> int:
         ("prefetch", "-" if st.get("prefetch_accuracy") is None else
          f"accuracy {st['prefetch_accuracy']:.1%} ({st['prefetch_hits']} of {st['prefetched']} used; "
          f"{st.get('graph_prefetched', 0)} along the graph), cache {_mib(st.get('prefetch_cache_bytes'))}"),
+        ("readahead", f"{st.get('readahead', 0)} prefetched pages put into the program (no fault for them; "
+                      f"whether each was used is not known)"),
+        ("budget", f"worst resident {_mib(st.get('resident_scan_max_bytes', 0))} once held; "
+                   f"{st.get('faults_waited_for_room', 0)} faults waited for room, "
+                   f"{st.get('faults_over_budget', 0)} let in over it"),
         ("pages evicted", f"{st['pages_evicted']} (sent {st['pages_sent']}, clean {st['pages_dropped_clean']}, "
                           f"zero {st['pages_zero']}); by reason: " +
          ", ".join(f"{k} {v}" for k, v in st.get("evicted_by_reason", {}).items())),

@@ -102,6 +102,9 @@ def snapshot_one(pid: int, output: str, mode: str, backend: str, settle: bool, m
             from ..target.remote import attach_remote, capture_remote
             rt = attach_remote(remote, pid, sysroot=remote_arg("sysroot"))
             try:
+                if settle:
+                    from ..target.settle import settle_remote
+                    settle_remote(rt, max_steps=max_steps)
                 target = capture_remote(rt)
             finally:
                 rt.close()

@@ -10,124 +10,35 @@
  *
  * It owns the one table that says which pages the store holds (page -> hash
  * of the store's copy), so the fault path never waits for Python; the
- * evictor changes the table through mtfs_evict_begin/commit/end.
+ * evictor (_evict.c) changes it under the same lock.
  *
  * Prefetch: a fault that goes to the store also asks for up to `pf_neigh`
  * following pages that are in the store, and for pages Python hinted (the
- * heap graph's edges), in the same round trip.  Prefetched pages go to a
- * bounded cache in this process, like the kernel's swap cache, not into the
- * program: a fault on one is served from here without a round trip, and a
- * prefetch never installs a page the program did not ask for (so the
- * program's own madvise cannot race with it), and its accuracy is exact:
- * hits / pages prefetched.
+ * heap graph's edges), in the same round trip.  Prefetched pages go into the
+ * program while half the room left under the budget allows (readahead: each
+ * saves the program a fault; see serve() for why the program's own madvise
+ * cannot race with it), else to a bounded cache in this process, like the
+ * kernel's swap cache: a fault on a cached page is served from here without a
+ * round trip.  The cache's accuracy is exact (hits / pages cached); whether a
+ * page read ahead was used is not known (no accessed bit is visible from
+ * here).
  *
- * Build: cc -O2 -shared -fPIC -pthread -o libmtfmserve.so _serve.c
+ * Build (with _store.c, _evict.c; see _mtfs.h):
+ *   cc -O2 -shared -fPIC -pthread -o libmtfmserve.so _serve.c _store.c _evict.c
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/userfaultfd.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
-#include <unistd.h>
+#include "_mtfs.h"
 
-#define PAGE 4096ULL
-#define MAXMSG 512              /* uffd messages per read */
-#define MAXQ 2048               /* faults waiting in one round (retries + new) */
-#define MAXPF 256               /* prefetched pages per round trip */
-#define LATN 20000              /* fault latencies kept for the median and p99 */
-#define RECENTN 4096            /* demand-faulted pages kept for the graph thread */
-#define HINTN 4096              /* hinted pages waiting to be prefetched */
-#define MAXDROP 4096            /* runs of one drop request */
-#define MAXPEND 4096            /* REMOVE events held until HELLO (resume) */
-#define ROOM_WAIT 0.25          /* s a fault waits for room under the budget at most */
+const uint8_t zero_page[PAGE] __attribute__((aligned(4096)));
 
-enum { ST_FILE = 1, ST_REDIS = 2 };
-/* table entry flags */
-enum {
-	F_STORED = 1,           /* the store holds this page: `hash` is its copy's */
-	F_ZERO = 2,             /* ... and the copy is all zeros (no key in the store) */
-	F_REMOTE = 4,           /* dropped by the pager, not served back since */
-	F_EVICTING = 8,         /* being evicted: write faults wait, missing faults retry */
-	F_INVALID = 16,         /* removed by the program while being evicted: do not drop */
-	F_DEFERRED = 32,        /* a write fault waits for the eviction to end */
-	F_CACHED = 64,          /* prefetched, in the cache at `slot` */
-	F_COMMITTED = 128,      /* being evicted, its copy recorded: the drop comes next */
-};
-
-struct ent { uint64_t page, hash; uint32_t flags, slot; };
-
-struct map { struct ent *e; uint64_t cap, n; };
-
-struct store {
-	int kind, fd, port, db;
-	char dir[4096], host[256], pass[256], unix_path[108], ns[128], url[512];
-	char *wbuf; size_t wlen, wcap;
-	char rb[1 << 16]; size_t rpos, rlen;
-	char err[256];
-};
-
-/* everything Python reads: plain counters, written under `mu` */
-struct fq { uint64_t q[MAXQ]; double qt[MAXQ]; uint32_t nq; };
-
-struct mtfs_stats {
-	uint64_t faults, zero_faults, bytes_fetched, faults_waited_for_room, store_round_trips;
-	uint64_t events_remove, events_unmap, events_remap, removed_by_program, remapped, wp_faults;
-	uint64_t prefetched, prefetch_hits, prefetch_unused, hinted, copy_errors, store_errors, faults_over_budget, graph_prefetched;
-	uint64_t cycle, nlat, recent_n, remote_pages, stored_pages;
-	int64_t resident_est;
-};
-
-struct mtfs {
-	/* set by Python before mtfs_run */
-	int uffd, kick_fd, resume, hello_done;
-	volatile int stop;
-	int busy;                       /* handling a batch of messages it read */
-	int64_t local;
-	int pf_neigh;
-	uint32_t cache_pages;
-	struct mtfs_stats st;
-	char blocked[320];              /* why faults wait; "" when they do not */
-	char warning[320];              /* the last unexpected error */
-	double lat[LATN];
-	uint64_t recent[RECENTN];
-	/* private */
-	pthread_mutex_t mu;
-	struct map m;
-	struct store loop_st, aux_st;   /* the loop's connection, and detach's */
-	uint8_t *cache; uint64_t *cache_page; uint32_t cache_hand;
-	uint64_t drops[MAXDROP][2]; uint32_t ndrops;
-	uint64_t foreign[MAXDROP][2]; uint32_t nforeign;
-	uint64_t pend[MAXPEND][2]; uint32_t npend;
-	uint64_t hints[HINTN]; uint32_t nhints;
-	/* the heap graph's page edges (CSR over sorted source pages), from Python */
-	uint64_t *g_keys, *g_ptr, *g_adj; uint64_t g_n; int g_depth;
-	struct fq lq;                   /* the loop's faults waiting to be served */
-};
-
-static const uint8_t zero_page[PAGE] __attribute__((aligned(4096)));
-
-static double now(void)
+MTFS_HIDDEN double now(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-static void setmsg(char *dst, size_t n, const char *fmt, ...)
+MTFS_HIDDEN void setmsg(char *dst, size_t n, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -142,7 +53,7 @@ static uint64_t hslot(const struct map *m, uint64_t page)
 	return ((page >> 12) * 0x9e3779b97f4a7c15ull) & (m->cap - 1);
 }
 
-static struct ent *map_find(struct map *m, uint64_t page)
+MTFS_HIDDEN struct ent *map_find(struct map *m, uint64_t page)
 {
 	if (!m->cap)
 		return NULL;
@@ -154,7 +65,7 @@ static struct ent *map_find(struct map *m, uint64_t page)
 	}
 }
 
-static int map_grow(struct map *m)
+MTFS_HIDDEN int map_grow(struct map *m)
 {
 	uint64_t cap = m->cap ? m->cap * 2 : 1 << 16;
 	struct ent *e = calloc(cap, sizeof *e), *old = m->e;
@@ -176,7 +87,7 @@ static int map_grow(struct map *m)
 }
 
 /* the entry of `page`, made (flags 0) if absent; NULL only when out of memory */
-static struct ent *map_get(struct map *m, uint64_t page)
+MTFS_HIDDEN struct ent *map_get(struct map *m, uint64_t page)
 {
 	struct ent *e = map_find(m, page);
 	if (e)
@@ -191,7 +102,7 @@ static struct ent *map_get(struct map *m, uint64_t page)
 	return &m->e[i];
 }
 
-static void map_del(struct map *m, struct ent *e)
+MTFS_HIDDEN void map_del(struct map *m, struct ent *e)
 {
 	uint64_t i = (uint64_t)(e - m->e), j = i;
 	m->e[i].page = 0;
@@ -211,7 +122,7 @@ static void map_del(struct map *m, struct ent *e)
 
 /* ---- the prefetch cache (FIFO, `cache_pages` slots) ---- */
 
-static void cache_forget(struct mtfs *s, struct ent *e, int used)
+MTFS_HIDDEN void cache_forget(struct mtfs *s, struct ent *e, int used)
 {
 	if (!(e->flags & F_CACHED))
 		return;
@@ -221,13 +132,13 @@ static void cache_forget(struct mtfs *s, struct ent *e, int used)
 		s->st.prefetch_unused++;
 }
 
-static void put_or_drop(struct mtfs *s, struct ent *e)
+MTFS_HIDDEN void put_or_drop(struct mtfs *s, struct ent *e)
 {
 	if (!e->flags)
 		map_del(&s->m, e);
 }
 
-static void cache_put(struct mtfs *s, uint64_t page, const uint8_t *data)
+MTFS_HIDDEN void cache_put(struct mtfs *s, uint64_t page, const uint8_t *data)
 {
 	if (!s->cache_pages)
 		return;
@@ -251,389 +162,6 @@ static void cache_put(struct mtfs *s, uint64_t page, const uint8_t *data)
 	s->st.prefetched++;
 }
 
-/* ---- stores ---- */
-
-static void key_of(const struct store *st, uint64_t page, char *out, size_t n)
-{
-	snprintf(out, n, "%s:%llx", st->ns, (unsigned long long)page);
-}
-
-static void path_of(const struct store *st, uint64_t page, char *out, size_t n)
-{
-	char key[160];
-	key_of(st, page, key, sizeof key);
-	for (char *p = key; *p; p++)
-		if (*p == '/')
-			*p = '_';
-	snprintf(out, n, "%s/%s", st->dir, key);
-}
-
-static void r_close(struct store *st)
-{
-	if (st->fd >= 0)
-		close(st->fd);
-	st->fd = -1;
-	st->rpos = st->rlen = 0;
-}
-
-static int r_fail(struct store *st, const char *what, int err)
-{
-	if (err == EAGAIN || err == EWOULDBLOCK)
-		setmsg(st->err, sizeof st->err, "store %s: no answer to %s within 2 s", st->url, what);
-	else
-		setmsg(st->err, sizeof st->err, "store %s: %s failed: %s", st->url, what,
-		       err ? strerror(err) : "connection closed");
-	r_close(st);
-	return -1;
-}
-
-static int w_add(struct store *st, const void *p, size_t n)
-{
-	if (st->wlen + n > st->wcap) {
-		size_t cap = st->wcap ? st->wcap : 1 << 16;
-		while (cap < st->wlen + n)
-			cap *= 2;
-		char *b = realloc(st->wbuf, cap);
-		if (!b)
-			return -1;
-		st->wbuf = b;
-		st->wcap = cap;
-	}
-	memcpy(st->wbuf + st->wlen, p, n);
-	st->wlen += n;
-	return 0;
-}
-
-/* append one RESP command of `argc` arguments */
-static int w_cmd(struct store *st, int argc, const char **argv, const size_t *lens)
-{
-	char h[32];
-	int k = snprintf(h, sizeof h, "*%d\r\n", argc);
-	if (w_add(st, h, (size_t)k))
-		return -1;
-	for (int i = 0; i < argc; i++) {
-		k = snprintf(h, sizeof h, "$%zu\r\n", lens[i]);
-		if (w_add(st, h, (size_t)k) || w_add(st, argv[i], lens[i]) || w_add(st, "\r\n", 2))
-			return -1;
-	}
-	return 0;
-}
-
-static int w_flush(struct store *st, const char *what)
-{
-	size_t off = 0;
-	while (off < st->wlen) {
-		ssize_t n = send(st->fd, st->wbuf + off, st->wlen - off, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			st->wlen = 0;
-			return r_fail(st, what, n < 0 ? errno : 0);
-		}
-		off += (size_t)n;
-	}
-	st->wlen = 0;
-	return 0;
-}
-
-static int r_fill(struct store *st, const char *what)
-{
-	if (st->rpos == st->rlen)
-		st->rpos = st->rlen = 0;
-	else if (st->rlen == sizeof st->rb) {
-		memmove(st->rb, st->rb + st->rpos, st->rlen - st->rpos);
-		st->rlen -= st->rpos;
-		st->rpos = 0;
-	}
-	for (;;) {
-		ssize_t n = recv(st->fd, st->rb + st->rlen, sizeof st->rb - st->rlen, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return r_fail(st, what, n < 0 ? errno : 0);
-		st->rlen += (size_t)n;
-		return 0;
-	}
-}
-
-/* one reply line without its CRLF, into out */
-static int r_line(struct store *st, char *out, size_t max, const char *what)
-{
-	for (;;) {
-		char *b = st->rb + st->rpos, *nl = memmem(b, st->rlen - st->rpos, "\r\n", 2);
-		if (nl) {
-			size_t n = (size_t)(nl - b);
-			if (n >= max) {
-				setmsg(st->err, sizeof st->err, "store %s: a reply line of %zu bytes to %s", st->url, n, what);
-				r_close(st);
-				return -1;
-			}
-			memcpy(out, b, n);
-			out[n] = 0;
-			st->rpos += n + 2;
-			return 0;
-		}
-		if (r_fill(st, what))
-			return -1;
-	}
-}
-
-static int r_bytes(struct store *st, void *dst, size_t n, const char *what)
-{
-	while (n) {
-		if (st->rpos == st->rlen && r_fill(st, what))
-			return -1;
-		size_t k = st->rlen - st->rpos < n ? st->rlen - st->rpos : n;
-		if (dst) {
-			memcpy(dst, st->rb + st->rpos, k);
-			dst = (char *)dst + k;
-		}
-		st->rpos += k;
-		n -= k;
-	}
-	return 0;
-}
-
-/* a reply that is not an error; `ret` gets an integer reply's value */
-static int r_simple(struct store *st, const char *what, long long *ret)
-{
-	char line[512];
-	if (r_line(st, line, sizeof line, what))
-		return -1;
-	if (line[0] == '-') {
-		setmsg(st->err, sizeof st->err, "store %s: %s refused: %s", st->url, what, line + 1);
-		return -2;
-	}
-	if (ret)
-		*ret = line[0] == ':' ? atoll(line + 1) : 0;
-	return 0;
-}
-
-static int r_connect(struct store *st)
-{
-	if (st->fd >= 0)
-		return 0;
-	int fd = -1;
-	if (st->unix_path[0]) {
-		struct sockaddr_un a = { .sun_family = AF_UNIX };
-		memcpy(a.sun_path, st->unix_path, sizeof a.sun_path - 1);
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
-			int e = errno;
-			if (fd >= 0)
-				close(fd);
-			return r_fail(st, "connect", e);
-		}
-	} else {
-		struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
-		char port[16];
-		snprintf(port, sizeof port, "%d", st->port);
-		int rc = getaddrinfo(st->host, port, &hints, &res);
-		if (rc) {
-			setmsg(st->err, sizeof st->err, "store %s: %s", st->url, gai_strerror(rc));
-			return -1;
-		}
-		int e = 0;
-		for (struct addrinfo *a = res; a; a = a->ai_next) {
-			fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-			if (fd < 0)
-				continue;
-			struct timeval tv = { 2, 0 };
-			setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-			if (!connect(fd, a->ai_addr, a->ai_addrlen))
-				break;
-			e = errno;
-			close(fd);
-			fd = -1;
-		}
-		freeaddrinfo(res);
-		if (fd < 0)
-			return r_fail(st, "connect", e);
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	}
-	/* a store that stops answering (stopped, partitioned) must not hang the loop:
-	 * it waits 2 s, reports, reconnects and asks again */
-	struct timeval tv = { 2, 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	st->fd = fd;
-	st->rpos = st->rlen = 0;
-	char dbs[16];
-	int n = 0;
-	if (st->pass[0]) {
-		const char *av[] = { "AUTH", st->pass };
-		size_t ln[] = { 4, strlen(st->pass) };
-		w_cmd(st, 2, av, ln);
-		n++;
-	}
-	if (st->db) {
-		snprintf(dbs, sizeof dbs, "%d", st->db);
-		const char *av[] = { "SELECT", dbs };
-		size_t ln[] = { 6, strlen(dbs) };
-		w_cmd(st, 2, av, ln);
-		n++;
-	}
-	if (n && w_flush(st, "AUTH/SELECT"))
-		return -1;
-	for (int i = 0; i < n; i++) {
-		int rc = r_simple(st, "AUTH/SELECT", NULL);
-		if (rc) {
-			r_close(st);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* fetch pages: found[i] = 1 (bufs[i] filled), 0 (no copy), -1 (copy of a wrong size) */
-static int store_get(struct store *st, const uint64_t *pages, uint32_t n, uint8_t *bufs, int8_t *found)
-{
-	if (!n)
-		return 0;
-	if (st->kind == ST_FILE) {
-		for (uint32_t i = 0; i < n; i++) {
-			char path[4400];
-			path_of(st, pages[i], path, sizeof path);
-			int fd = open(path, O_RDONLY | O_CLOEXEC);
-			if (fd < 0) {
-				if (errno == ENOENT) {
-					found[i] = 0;
-					continue;
-				}
-				setmsg(st->err, sizeof st->err, "store %s: read failed: %s", st->url, strerror(errno));
-				return -1;
-			}
-			ssize_t k = pread(fd, bufs + (uint64_t)i * PAGE, PAGE, 0);
-			int e = errno;
-			close(fd);
-			if (k < 0) {
-				setmsg(st->err, sizeof st->err, "store %s: read failed: %s", st->url, strerror(e));
-				return -1;
-			}
-			found[i] = k == (ssize_t)PAGE ? 1 : -1;
-		}
-		return 0;
-	}
-	if (r_connect(st))
-		return -1;
-	/* MGET key...: keys formatted into one buffer */
-	const char *av[MAXQ + MAXPF + 1];
-	size_t ln[MAXQ + MAXPF + 1];
-	static __thread char keys[MAXQ + MAXPF][160];
-	av[0] = "MGET";
-	ln[0] = 4;
-	for (uint32_t i = 0; i < n; i++) {
-		key_of(st, pages[i], keys[i], sizeof keys[i]);
-		av[i + 1] = keys[i];
-		ln[i + 1] = strlen(keys[i]);
-	}
-	if (w_cmd(st, (int)n + 1, av, ln) || w_flush(st, "get"))
-		return -1;
-	char line[64];
-	if (r_line(st, line, sizeof line, "get"))
-		return -1;
-	if (line[0] != '*' || atoll(line + 1) != (long long)n) {
-		setmsg(st->err, sizeof st->err, "store %s: get: unexpected reply %.40s", st->url, line);
-		r_close(st);
-		return -1;
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		if (r_line(st, line, sizeof line, "get"))
-			return -1;
-		long long len = line[0] == '$' ? atoll(line + 1) : -2;
-		if (len == -1) {
-			found[i] = 0;
-			continue;
-		}
-		if (len < 0) {
-			setmsg(st->err, sizeof st->err, "store %s: get: unexpected reply %.40s", st->url, line);
-			r_close(st);
-			return -1;
-		}
-		if (len == (long long)PAGE) {
-			if (r_bytes(st, bufs + (uint64_t)i * PAGE, PAGE, "get"))
-				return -1;
-			found[i] = 1;
-		} else {
-			if (r_bytes(st, NULL, (size_t)len, "get"))
-				return -1;
-			found[i] = -1;
-		}
-		if (r_bytes(st, NULL, 2, "get"))
-			return -1;
-	}
-	return 0;
-}
-
-static int store_del(struct store *st, const uint64_t *pages, uint32_t n)
-{
-	if (!n)
-		return 0;
-	if (st->kind == ST_FILE) {
-		for (uint32_t i = 0; i < n; i++) {
-			char path[4400];
-			path_of(st, pages[i], path, sizeof path);
-			if (unlink(path) && errno != ENOENT) {
-				setmsg(st->err, sizeof st->err, "store %s: delete failed: %s", st->url, strerror(errno));
-				return -1;
-			}
-		}
-		return 0;
-	}
-	if (r_connect(st))
-		return -1;
-	for (uint32_t i = 0; i < n; i++) {
-		char key[160];
-		key_of(st, pages[i], key, sizeof key);
-		const char *av[] = { "DEL", key };
-		size_t ln[] = { 3, strlen(key) };
-		if (w_cmd(st, 2, av, ln))
-			return -1;
-	}
-	if (w_flush(st, "delete"))
-		return -1;
-	for (uint32_t i = 0; i < n; i++)
-		if (r_simple(st, "delete", NULL))
-			return -1;
-	return 0;
-}
-
-/* move the store's copy of each page from[i] to to[i] */
-static int store_move(struct store *st, const uint64_t *from, const uint64_t *to, uint32_t n)
-{
-	if (st->kind == ST_FILE) {
-		for (uint32_t i = 0; i < n; i++) {
-			char a[4400], b[4400];
-			path_of(st, from[i], a, sizeof a);
-			path_of(st, to[i], b, sizeof b);
-			if (rename(a, b) && errno != ENOENT) {
-				setmsg(st->err, sizeof st->err, "store %s: rename failed: %s", st->url, strerror(errno));
-				return -1;
-			}
-		}
-		return 0;
-	}
-	if (r_connect(st))
-		return -1;
-	for (uint32_t i = 0; i < n; i++) {
-		char a[160], b[160];
-		key_of(st, from[i], a, sizeof a);
-		key_of(st, to[i], b, sizeof b);
-		const char *av[] = { "RENAME", a, b };
-		size_t ln[] = { 6, strlen(a), strlen(b) };
-		if (w_cmd(st, 3, av, ln))
-			return -1;
-	}
-	if (w_flush(st, "rename"))
-		return -1;
-	for (uint32_t i = 0; i < n; i++) {
-		int rc = r_simple(st, "rename", NULL);
-		if (rc == -1)
-			return -1;      /* -2: "no such key" is a page never sent (zero): fine */
-	}
-	return 0;
-}
 
 /* ---- uffd ---- */
 
@@ -646,13 +174,21 @@ static int uffd_copy(int fd, uint64_t dst, const void *src, int wp)
 	return 0;
 }
 
-static void uffd_wake(int fd, uint64_t start, uint64_t len)
+static int uffd_copy_mode(int fd, uint64_t dst, const void *src, uint64_t mode)
+{
+	struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = PAGE, .mode = mode };
+	if (ioctl(fd, UFFDIO_COPY, &c) < 0)
+		return errno ? errno : EIO;
+	return 0;
+}
+
+MTFS_HIDDEN void uffd_wake(int fd, uint64_t start, uint64_t len)
 {
 	struct uffdio_range r = { start, len };
 	ioctl(fd, UFFDIO_WAKE, &r);
 }
 
-static void uffd_unprotect(int fd, uint64_t page)
+MTFS_HIDDEN void uffd_unprotect(int fd, uint64_t page)
 {
 	struct uffdio_writeprotect w = { .range = { page, PAGE }, .mode = 0 };
 	ioctl(fd, UFFDIO_WRITEPROTECT, &w);
@@ -660,7 +196,7 @@ static void uffd_unprotect(int fd, uint64_t page)
 
 /* ---- serving faults ---- */
 
-static void blocked_set(struct mtfs *s, const char *msg)
+MTFS_HIDDEN void blocked_set(struct mtfs *s, const char *msg)
 {
 	pthread_mutex_lock(&s->mu);
 	setmsg(s->blocked, sizeof s->blocked, "%s (the program waits on its faults)", msg);
@@ -714,14 +250,19 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 			j++;
 		if (j == n) {
 			fq->q[n] = fq->q[i];
+			fq->own[n] = fq->own[i];
 			fq->qt[n++] = fq->qt[i];
+		} else {
+			fq->own[j] |= fq->own[i];
 		}
 	}
 	fq->nq = n;
 	uint64_t later[MAXQ];
 	double latert[MAXQ];
+	uint8_t laterown[MAXQ];
 	uint32_t nlater = 0, nask = 0, ndemand_ask = 0, now_n = 0;
 	uint64_t pages[MAXQ];
+	uint8_t owns[MAXQ];
 	double times[MAXQ];
 
 	double t_round = now();
@@ -738,21 +279,29 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 		 * must not wait for the evictor (seen: both waited for good). */
 		int evicting = e && (e->flags & F_EVICTING) && (e->flags & F_COMMITTED);
 		wpc[now_n] = e && (e->flags & F_EVICTING) && !evicting;
-		/* A fault waits for room while the evictor makes some, but not for ever: the
-		 * evictor's own reads of the program (a mapping's first bytes, a page the
-		 * program just dropped) fault too, and must not wait for the evictor.  After
-		 * ROOM_WAIT it is served over the budget (counted); the next round evicts. */
-		int over = !evicting && (int64_t)now_n >= room && t_round - fq->qt[i] > ROOM_WAIT;
+		/* A fault waits for room while the evictor makes some.  The pager's own reads
+		 * of the program (a mapping's first bytes, a page the program just dropped)
+		 * fault too and must not wait for the evictor: known by the faulting thread,
+		 * they are served at once (counted); without thread ids, after ROOM_WAIT_BLIND.
+		 * A fault of the program waits at most ROOM_WAIT_MAX (see _mtfs.h). */
+		int full = (int64_t)now_n >= room;
+		int own = full && !evicting && fq->own[i];
+		int over = full && !evicting && !own &&
+			   t_round - fq->qt[i] > (s->own_tid ? ROOM_WAIT_MAX : ROOM_WAIT_BLIND);
+		if (own)
+			s->st.faults_pager_own++;
 		if (over)
 			s->st.faults_over_budget++;
-		if (evicting || ((int64_t)now_n >= room && !over)) {
+		if (evicting || (full && !own && !over)) {
 			if (!evicting)
 				s->st.faults_waited_for_room++;
 			later[nlater] = p;
+			laterown[nlater] = fq->own[i];
 			latert[nlater++] = fq->qt[i];
 			continue;
 		}
 		pages[now_n] = p;
+		owns[now_n] = fq->own[i];
 		times[now_n] = fq->qt[i];
 		if (e && (e->flags & F_CACHED)) {
 			memcpy(cbuf + (uint64_t)now_n * PAGE, s->cache + (uint64_t)e->slot * PAGE, PAGE);
@@ -852,6 +401,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 			int32_t k = slot[i];
 			if (!fetched_ok) {
 				later[nlater] = pages[i];
+				laterown[nlater] = owns[i];
 				latert[nlater++] = times[i];
 				continue;
 			}
@@ -864,12 +414,14 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 				setmsg(why, sizeof why, "store %s has no copy of page %#llx", st->url,
 				       (unsigned long long)pages[i]);
 				later[nlater] = pages[i];
+				laterown[nlater] = owns[i];
 				latert[nlater++] = times[i];
 				continue;
 			} else {
 				setmsg(why, sizeof why, "store %s: page %#llx is not %llu bytes", st->url,
 				       (unsigned long long)pages[i], PAGE);
 				later[nlater] = pages[i];
+				laterown[nlater] = owns[i];
 				latert[nlater++] = times[i];
 				continue;
 			}
@@ -877,6 +429,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 		int rc = uffd_copy(s->uffd, pages[i], data, wpc[i]);
 		if (rc == EAGAIN) {
 			later[nlater] = pages[i];
+			laterown[nlater] = owns[i];
 			latert[nlater++] = times[i];
 			if (src[i] == 2) {      /* back into the cache: it was taken out */
 				pthread_mutex_lock(&s->mu);
@@ -917,21 +470,45 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 		s->recent[s->st.recent_n % RECENTN] = pages[i];
 		s->st.recent_n++;
 	}
-	/* prefetched pages into the cache, if the table still says the same */
+	/* Prefetched pages, if the table still says the same: into the program while half the
+	 * room left under the budget allows (readahead: the fault it saves costs the program a
+	 * round trip through this loop), else into the cache.  Safe against the program's own
+	 * madvise/munmap/mremap: an event of the program that this loop has not read yet makes
+	 * UFFDIO_COPY fail with EAGAIN (then the page goes to the cache), and one it has read
+	 * has changed the table already (then the page is not installed at all). */
+	uint32_t ra = 0;
 	if (fetched_ok) {
+		int64_t spare = s->readahead && budget ?
+			((s->local - s->st.resident_est) / (int64_t)PAGE - (int64_t)served) / 2 : 0;
 		for (uint32_t k = ndemand_ask; k < nask; k++) {
 			struct ent *e = map_find(&s->m, ask[k]);
-			if (found[k] == 1 && e && e->hash == askhash[k] &&
-			    (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) == (F_STORED | F_REMOTE))
-				cache_put(s, ask[k], bufs + (uint64_t)k * PAGE);
+			if (!(found[k] == 1 && e && e->hash == askhash[k] &&
+			      (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) == (F_STORED | F_REMOTE)))
+				continue;
+			if ((int64_t)ra < spare) {
+				int rc = uffd_copy_mode(s->uffd, ask[k], bufs + (uint64_t)k * PAGE, UFFDIO_COPY_MODE_DONTWAKE);
+				if (rc == 0) {
+					e->flags &= ~F_REMOTE;
+					s->st.remote_pages--;
+					s->recent[s->st.recent_n % RECENTN] = ask[k];   /* the clock sees it as used */
+					s->st.recent_n++;
+					ra++;
+					continue;
+				}
+				if (rc != EAGAIN)
+					continue;       /* present already, or its range went away */
+			}
+			cache_put(s, ask[k], bufs + (uint64_t)k * PAGE);
 		}
 	}
+	s->st.readahead += ra;
 	s->st.faults += done;
 	s->st.zero_faults += zero;
 	if (fetched_ok)                 /* every page that came over the wire, prefetched ones too */
 		for (uint32_t k = 0; k < nask; k++)
 			s->st.bytes_fetched += found[k] == 1 ? PAGE : 0;
-	s->st.resident_est += (int64_t)served * PAGE;
+	s->st.resident_est += (int64_t)(served + ra) * PAGE;
+	s->st.installed += served + ra;
 	if (why[0])
 		setmsg(s->blocked, sizeof s->blocked, "%s (the program waits on its faults)", why);
 	else if (fetched_ok && s->blocked[0])
@@ -939,6 +516,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 	pthread_mutex_unlock(&s->mu);
 	memcpy(fq->q, later, nlater * sizeof later[0]);
 	memcpy(fq->qt, latert, nlater * sizeof latert[0]);
+	memcpy(fq->own, laterown, nlater);
 	fq->nq = nlater;
 }
 
@@ -1087,13 +665,23 @@ static void on_wp(struct mtfs *s, uint64_t page)
 	uffd_unprotect(s->uffd, page);
 }
 
-static void queue(struct mtfs *s, struct fq *fq, uint64_t page, double t)
+/* Is thread `tid` one of this process's (the pager's own read of the program faulted)?
+ * tgkill with signal 0 sends nothing: it only says whether the thread is in our group. */
+static int own_thread(uint32_t tid)
+{
+	return tid && syscall(SYS_tgkill, getpid(), (pid_t)tid, 0) == 0;
+}
+
+static void queue(struct mtfs *s, struct fq *fq, uint64_t page, double t, int own)
 {
 	for (uint32_t i = 0; i < fq->nq; i++)
-		if (fq->q[i] == page)
+		if (fq->q[i] == page) {
+			fq->own[i] |= (uint8_t)own;
 			return;
+		}
 	if (fq->nq < MAXQ) {
 		fq->q[fq->nq] = page;
+		fq->own[fq->nq] = (uint8_t)own;
 		fq->qt[fq->nq++] = t;
 		return;
 	}
@@ -1123,8 +711,10 @@ struct mtfs *mtfs_create(int uffd, int kick_fd, int resume, int64_t local, int p
 	s->pf_neigh = pf_neigh;
 	s->cache_pages = cache_pages;
 	pthread_mutex_init(&s->mu, NULL);
-	struct store *sts[2] = { &s->loop_st, &s->aux_st };
-	for (int i = 0; i < 2; i++) {
+	struct store *sts[3] = { &s->loop_st, &s->aux_st, &s->ev_st };
+	s->pid = -1;
+	s->pagemap_fd = s->helper_fd = -1;
+	for (int i = 0; i < 3; i++) {
 		struct store *st = sts[i];
 		st->kind = kind;
 		st->fd = -1;
@@ -1152,7 +742,8 @@ void mtfs_destroy(struct mtfs *s)
 {
 	r_close(&s->loop_st);
 	r_close(&s->aux_st);
-	free(s->loop_st.wbuf), free(s->aux_st.wbuf);
+	r_close(&s->ev_st);
+	free(s->loop_st.wbuf), free(s->aux_st.wbuf), free(s->ev_st.wbuf), free(s->ev_buf);
 	free(s->m.e), free(s->cache), free(s->cache_page);
 	free(s->g_keys), free(s->g_ptr), free(s->g_adj);
 	pthread_mutex_destroy(&s->mu);
@@ -1204,7 +795,8 @@ int mtfs_run(struct mtfs *s)
 				if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 					on_wp(s, page);
 				else
-					queue(s, &s->lq, page, t0);
+					queue(s, &s->lq, page, t0,
+					      s->own_tid && own_thread(m->arg.pagefault.feat.ptid));
 				break;
 			}
 			case UFFD_EVENT_REMOVE:
@@ -1270,6 +862,7 @@ int mtfs_serve_now(struct mtfs *s, const uint64_t *pages, uint32_t n)
 		fq->nq = 0;
 		for (uint32_t i = 0; i < k; i++) {
 			fq->q[fq->nq] = pages[off + i];
+			fq->own[fq->nq] = 0;
 			fq->qt[fq->nq++] = t;
 		}
 		serve(s, fq, &s->aux_st, 0, 0);
@@ -1279,86 +872,8 @@ int mtfs_serve_now(struct mtfs *s, const uint64_t *pages, uint32_t n)
 	return left;
 }
 
-/* Eviction, step 1: mark `pages` as being evicted (their write faults wait, their
- * missing faults retry) and return the hash of each one's store copy
- * (has[i] = 0: the store has none). */
-int mtfs_evict_begin(struct mtfs *s, const uint64_t *pages, uint32_t n, uint64_t *hash, uint8_t *has)
-{
-	int rc = 0;
-	pthread_mutex_lock(&s->mu);
-	for (uint32_t i = 0; i < n; i++) {
-		struct ent *e = map_get(&s->m, pages[i]);
-		if (!e) {
-			rc = -1;
-			has[i] = 0;
-			continue;
-		}
-		e->flags = (e->flags & ~(F_INVALID | F_DEFERRED)) | F_EVICTING;
-		has[i] = (e->flags & F_STORED) != 0;
-		hash[i] = e->hash;
-	}
-	pthread_mutex_unlock(&s->mu);
-	return rc;
-}
-
-/* Step 2, once the store holds the pages' contents: record `hash[i]` as the store's
- * copy of pages[i] (zero[i]: an all-zero page, no key) and mark it remote, for the
- * pages still being evicted; ok[i] = 0 for a page the program removed or moved
- * meanwhile: it must not be dropped.  Returns how many may be dropped. */
-int mtfs_evict_commit(struct mtfs *s, const uint64_t *pages, uint32_t n, const uint64_t *hash,
-		      const uint8_t *zero, uint8_t *ok)
-{
-	int k = 0;
-	pthread_mutex_lock(&s->mu);
-	for (uint32_t i = 0; i < n; i++) {
-		struct ent *e = map_find(&s->m, pages[i]);
-		ok[i] = e && (e->flags & (F_EVICTING | F_INVALID)) == F_EVICTING;
-		if (!ok[i])
-			continue;
-		cache_forget(s, e, 0);
-		if (!(e->flags & F_STORED))
-			s->st.stored_pages++;
-		if (!(e->flags & F_REMOTE))
-			s->st.remote_pages++;
-		e->hash = hash[i];
-		e->flags = (e->flags & ~F_ZERO) | F_STORED | F_REMOTE | F_COMMITTED | (zero[i] ? F_ZERO : 0);
-		k++;
-	}
-	pthread_mutex_unlock(&s->mu);
-	return k;
-}
-
-/* Step 3, after the drop (or instead of it): the pages are no longer being evicted;
- * write faults held meanwhile are released (they refault as missing when dropped).
- * dropped[i] = 0: the page was not dropped after all (it stays resident). */
-void mtfs_evict_end(struct mtfs *s, const uint64_t *pages, uint32_t n, const uint8_t *dropped)
-{
-	uint64_t *wake = malloc((n + 1) * sizeof *wake);
-	uint32_t nw = 0;
-	pthread_mutex_lock(&s->mu);
-	for (uint32_t i = 0; i < n; i++) {
-		struct ent *e = map_find(&s->m, pages[i]);
-		if (!e)
-			continue;
-		if ((e->flags & F_DEFERRED) && wake)
-			wake[nw++] = pages[i];
-		if (!dropped[i] && (e->flags & F_REMOTE)) {
-			e->flags &= ~F_REMOTE;
-			s->st.remote_pages--;
-		}
-		e->flags &= ~(F_EVICTING | F_INVALID | F_DEFERRED | F_COMMITTED);
-		put_or_drop(s, e);
-	}
-	pthread_mutex_unlock(&s->mu);
-	for (uint32_t i = 0; i < nw; i++) {
-		uffd_unprotect(s->uffd, wake[i]);       /* a no-op when dropped; then wakes the writer */
-		uffd_wake(s->uffd, wake[i], PAGE);
-	}
-	free(wake);
-}
-
 /* the runs of the drop in flight (n = 0: none): their REMOVE events are the pager's */
-void mtfs_dropping(struct mtfs *s, const uint64_t *runs, uint32_t n)
+MTFS_HIDDEN void mtfs_dropping(struct mtfs *s, const uint64_t *runs, uint32_t n)
 {
 	pthread_mutex_lock(&s->mu);
 	s->ndrops = n < MAXDROP ? n : MAXDROP;
@@ -1381,6 +896,38 @@ void mtfs_set_resident(struct mtfs *s, int64_t bytes, int add)
 	pthread_mutex_lock(&s->mu);
 	s->st.resident_est = add ? s->st.resident_est + bytes : bytes;
 	pthread_mutex_unlock(&s->mu);
+}
+
+/* The resident heap measured (pagemap) by a scan that began when st.installed was
+ * `installed_before`: pages installed since then are added, since the scan may have
+ * missed them (an estimate set to the scan alone forgot them, and let faults in over
+ * the budget).  A page counted twice or one the program dropped meanwhile makes the
+ * estimate high, never low; the next scan corrects it. */
+void mtfs_set_resident_scan(struct mtfs *s, int64_t bytes, uint64_t installed_before)
+{
+	pthread_mutex_lock(&s->mu);
+	s->st.resident_est = bytes + (int64_t)(s->st.installed - installed_before) * (int64_t)PAGE;
+	pthread_mutex_unlock(&s->mu);
+}
+
+uint64_t mtfs_installed(struct mtfs *s)
+{
+	pthread_mutex_lock(&s->mu);
+	uint64_t n = s->st.installed;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+/* prefetched pages go into the program while there is room (1), or only to the cache (0) */
+void mtfs_set_readahead(struct mtfs *s, int on)
+{
+	s->readahead = on;
+}
+
+/* the userfaultfd's features (UFFD_FEATURE_THREAD_ID: the pager's own faults are known) */
+void mtfs_set_features(struct mtfs *s, uint64_t features)
+{
+	s->own_tid = (features & UFFD_FEATURE_THREAD_ID) != 0;
 }
 
 /* pages whose copy the store holds (remote_only: and not served back since); returns

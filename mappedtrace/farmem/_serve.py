@@ -4,8 +4,7 @@ The loop runs in a thread of the pager that holds no GIL while it waits and
 serves (cffi releases it around every call), so the program's faults never wait
 for Python: not for the evictor, not for the status writer, not for the heap
 graph.  Python keeps the policy and changes the one page table through
-:meth:`FaultServer.evict_begin` / :meth:`~FaultServer.evict_commit` /
-:meth:`~FaultServer.evict_end`.
+:meth:`FaultServer.evict` (a batch of pages, evicted in C: ``_evict.c``).
 """
 from __future__ import annotations
 
@@ -26,6 +25,12 @@ struct mtfs_stats {
     uint64_t prefetched, prefetch_hits, prefetch_unused, hinted, copy_errors, store_errors, faults_over_budget, graph_prefetched;
     uint64_t cycle, nlat, recent_n, remote_pages, stored_pages;
     int64_t resident_est;
+    uint64_t installed, faults_pager_own, readahead;
+};
+struct mtfs_evict_res {
+    uint64_t asked, evicted, sent, clean, zero, deleted, not_present, not_read, not_dropped, bytes_sent;
+    double t_read, t_put, t_drop;
+    char err[320];
 };
 struct mtfs;
 struct mtfs *mtfs_create(int uffd, int kick_fd, int resume, int64_t local, int pf_neigh, uint32_t cache_pages,
@@ -37,11 +42,12 @@ void mtfs_stop(struct mtfs *s);
 uint64_t mtfs_cycle(struct mtfs *s);
 void mtfs_quiesce(struct mtfs *s);
 int mtfs_serve_now(struct mtfs *s, const uint64_t *pages, uint32_t n);
-int mtfs_evict_begin(struct mtfs *s, const uint64_t *pages, uint32_t n, uint64_t *hash, uint8_t *has);
-int mtfs_evict_commit(struct mtfs *s, const uint64_t *pages, uint32_t n, const uint64_t *hash,
-                      const uint8_t *zero, uint8_t *ok);
-void mtfs_evict_end(struct mtfs *s, const uint64_t *pages, uint32_t n, const uint8_t *dropped);
-void mtfs_dropping(struct mtfs *s, const uint64_t *runs, uint32_t n);
+int mtfs_evict_setup(struct mtfs *s, int pid, int pagemap_fd, int helper_fd);
+int mtfs_evict(struct mtfs *s, const uint64_t *pages, uint32_t n, struct mtfs_evict_res *ret);
+void mtfs_set_resident_scan(struct mtfs *s, int64_t bytes, uint64_t installed_before);
+uint64_t mtfs_installed(struct mtfs *s);
+void mtfs_set_features(struct mtfs *s, uint64_t features);
+void mtfs_set_readahead(struct mtfs *s, int on);
 void mtfs_hello(struct mtfs *s, const uint64_t *runs, uint32_t n);
 void mtfs_set_resident(struct mtfs *s, int64_t bytes, int add);
 uint64_t mtfs_stored(struct mtfs *s, uint64_t *out, uint64_t max, int remote_only);
@@ -51,11 +57,15 @@ int mtfs_set_graph(struct mtfs *s, const uint64_t *keys, const uint64_t *ptr, co
 void mtfs_read(struct mtfs *s, struct mtfs_stats *st, double *lat, uint64_t *recent, char *blocked, char *warning);
 """)
 ST_FILE, ST_REDIS = 1, 2
-LATN, RECENTN = 20000, 4096      # _serve.c's LATN and RECENTN
+LATN, RECENTN = 20000, 4096      # _mtfs.h's LATN and RECENTN
+EVB = 1024                       # _mtfs.h's EVB: pages of one eviction batch at most
+EVICT_FIELDS = ("asked", "evicted", "sent", "clean", "zero", "deleted", "not_present", "not_read", "not_dropped",
+                "bytes_sent")
 STAT_FIELDS = ("faults", "zero_faults", "bytes_fetched", "faults_waited_for_room", "store_round_trips",
                "events_remove", "events_unmap", "events_remap", "removed_by_program", "remapped", "wp_faults",
                "prefetched", "prefetch_hits", "prefetch_unused", "hinted", "copy_errors", "store_errors", "faults_over_budget", "graph_prefetched",
-               "cycle", "nlat", "recent_n", "remote_pages", "stored_pages", "resident_est")
+               "cycle", "nlat", "recent_n", "remote_pages", "stored_pages", "resident_est", "installed",
+               "faults_pager_own", "readahead")
 _lib = None
 
 
@@ -139,32 +149,39 @@ class FaultServer:
         a = _u64(pages)
         return int(self.lib.mtfs_serve_now(self.s, _ptr(a, "uint64_t *"), len(a))) if len(a) else 0
 
-    def evict_begin(self, pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(hash, has)`` of the store's copies of ``pages``, now marked as being evicted."""
+    def evict_setup(self, pid: int, pagemap_fd: int, helper_fd: int) -> None:
+        """Where :meth:`evict` reads (``pid``, its pagemap) and whom it asks to drop (the helper)."""
+        if self.lib.mtfs_evict_setup(self.s, pid, pagemap_fd, helper_fd):
+            raise MemoryError("the evictor's buffer")
+
+    def evict(self, pages: np.ndarray) -> tuple[dict, str]:
+        """Evict ``pages`` (sorted, at most :data:`EVB`) in C without the GIL: write-protect,
+        read, hash, send what changed, drop (``_evict.c``).  Returns the batch's counters and
+        why it failed ("" when it did not); the caller holds the helper's lock."""
         a = _u64(pages)
-        h = np.zeros(len(a), np.uint64)
-        has = np.zeros(len(a), np.uint8)
-        self.lib.mtfs_evict_begin(self.s, _ptr(a, "uint64_t *"), len(a), _ptr(h, "uint64_t *"),
-                                  _ptr(has, "uint8_t *"))
-        return h, has.astype(bool)
+        r = ffi.new("struct mtfs_evict_res *")
+        rc = self.lib.mtfs_evict(self.s, _ptr(a, "uint64_t *"), len(a), r)
+        out = {k: int(getattr(r, k)) for k in EVICT_FIELDS}
+        out.update(t_read=float(r.t_read), t_put=float(r.t_put), t_drop=float(r.t_drop))
+        err = ffi.string(r.err).decode(errors="replace")
+        if rc == -3:
+            err = "the evictor was not set up, or a batch was too big"
+        return out, ((err or f"eviction failed ({rc})") if rc else "")
 
-    def evict_commit(self, pages: np.ndarray, hashes: np.ndarray, zero: np.ndarray) -> np.ndarray:
-        """Record the store's new copies; returns which pages may be dropped."""
-        a, h = _u64(pages), _u64(hashes)
-        z = np.ascontiguousarray(zero, dtype=np.uint8)
-        ok = np.zeros(len(a), np.uint8)
-        self.lib.mtfs_evict_commit(self.s, _ptr(a, "uint64_t *"), len(a), _ptr(h, "uint64_t *"),
-                                   _ptr(z, "uint8_t *"), _ptr(ok, "uint8_t *"))
-        return ok.astype(bool)
+    def installed(self) -> int:
+        """Pages the loop has put into the program so far (for :meth:`set_resident_scan`)."""
+        return int(self.lib.mtfs_installed(self.s))
 
-    def evict_end(self, pages: np.ndarray, dropped: np.ndarray) -> None:
-        a = _u64(pages)
-        d = np.ascontiguousarray(dropped, dtype=np.uint8)
-        self.lib.mtfs_evict_end(self.s, _ptr(a, "uint64_t *"), len(a), _ptr(d, "uint8_t *"))
+    def set_resident_scan(self, nbytes: int, installed_before: int) -> None:
+        """The resident heap a pagemap scan measured, the scan having begun at ``installed_before``."""
+        self.lib.mtfs_set_resident_scan(self.s, nbytes, installed_before)
 
-    def dropping(self, runs: list[tuple[int, int]]) -> None:
-        a = _u64(runs).reshape(-1)
-        self.lib.mtfs_dropping(self.s, _ptr(a, "uint64_t *"), len(runs))
+    def set_features(self, features: int) -> None:
+        self.lib.mtfs_set_features(self.s, features)
+
+    def set_readahead(self, on: bool) -> None:
+        """Prefetched pages into the program while half the room left under the budget allows."""
+        self.lib.mtfs_set_readahead(self.s, int(on))
 
     def hello(self, foreign: list[tuple[int, int]]) -> None:
         a = _u64(foreign).reshape(-1)

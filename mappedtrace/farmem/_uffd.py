@@ -58,6 +58,7 @@ FEATURE_EVENT_REMAP = 1 << 2
 FEATURE_EVENT_REMOVE = 1 << 3
 FEATURE_EVENT_UNMAP = 1 << 6
 FEATURE_PAGEFAULT_FLAG_WP = 1 << 0
+FEATURE_THREAD_ID = 1 << 8           # optional: the pager tells its own reads' faults apart
 #: what the pager needs from the helper's descriptor to keep the program's memory right
 NEEDED_FEATURES = {FEATURE_EVENT_REMAP: "EVENT_REMAP", FEATURE_EVENT_REMOVE: "EVENT_REMOVE",
                    FEATURE_EVENT_UNMAP: "EVENT_UNMAP", FEATURE_PAGEFAULT_FLAG_WP: "PAGEFAULT_FLAG_WP"}

@@ -9,20 +9,30 @@ Threads (all in the pager process; the program only runs the runtime helper):
   faults on pages being evicted until the drop is done, and follows the
   program's own ``madvise(DONTNEED)``, ``munmap`` and ``mremap`` (events
   REMOVE, UNMAP, REMAP).  It owns the table of the store's copies.
-* **evictor** — every ``interval`` s: finds new heap mappings and registers
-  them (missing + write-protect mode), reads ``/proc/PID/pagemap`` (present
-  and soft-dirty bits), and when the resident heap is over the budget picks
-  pages (leaked first when the heap graph says so, then cold by a clock) and
-  evicts them in batches: write-protect, read with ``process_vm_readv``, send
-  what changed to the store (pipelined), then ask the helper to drop them.
+* **evictor** — every ``interval`` s, and at once when a fault waits for room:
+  finds new heap mappings and registers them (missing + write-protect mode),
+  reads ``/proc/PID/pagemap`` (present and soft-dirty bits), and when the
+  resident heap is over the budget picks pages (leaked first when the heap
+  graph says so, then cold by a clock) and hands them to the compiled
+  eviction batch (``_evict.c``, no GIL) 512 at a time: write-protect, read
+  with ``process_vm_readv``, hash, send what changed to the store (one
+  pipelined request), ask the helper to drop them.  Each batch's drop gives
+  its room to the waiting faults at once.
 * **status** — writes the state file that ``farmem status`` reads.
 * **graph** (optional, :mod:`.guide`) — refreshes the heap graph from a fork
   snapshot and turns it into "leaked" pages and prefetch hints; nothing waits
   for it.
 
+The budget: the fault loop lets a fault in only against room under the
+budget (``local`` − its resident estimate); the estimate is set from each
+pagemap scan plus the pages installed while the scan ran (so none is
+forgotten), grows with every page installed and shrinks with every batch
+dropped.  Faults of the pager's own reads of the program are told apart by
+their thread (``UFFD_FEATURE_THREAD_ID``) and do not wait.
+
 Dirty tracking: a page is write-protected (uffd-wp) *before* it is read, so
 no write can slip in between the read and the drop; its content is hashed
-(BLAKE2b, 8 bytes) and compared with the hash of the copy the store holds; a
+(XXH3, 64 bits) and compared with the hash of the copy the store holds; a
 page whose store copy is current is dropped without being sent again.
 Soft-dirty bits (``/proc/PID/clear_refs`` 4) only feed the clock as "written
 recently"; they decide nothing about correctness.
@@ -38,7 +48,6 @@ with more faults than that the oldest ones set no bit.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import select
@@ -61,11 +70,14 @@ from .stores import Store, StoreError
 PAGE = 4096
 PM_PRESENT = np.uint64(1 << 63)
 PM_SOFT_DIRTY = np.uint64(1 << 55)
-BATCH = 256                  # pages per eviction batch (1 MiB)
+BATCH = 512                  # pages per eviction batch (2 MiB; _mtfs.h's EVB is the most)
+FIRST_BATCH = 32             # a round starts small and doubles: the faults waiting for room get
+                             # the first room after 32 pages, not 512 (a file store on a busy
+                             # disk took 3 ms a page to create: 1.5 s for a batch of 512)
 HIGH_WATER = 0.95            # evict when the resident heap passes this share of the budget,
 LOW_WATER = 0.90             # down to this share (faults find room without waiting)
-_ZERO = bytes(PAGE)
-_ZERO_HASH = hashlib.blake2b(_ZERO, digest_size=8).digest()
+CLEAR_REFS_EVERY = 0.1       # s between two clearings of the soft-dirty bits (each costs the
+                             # program a minor fault on its next write to every page)
 
 # the helper's wire format (runtime/mtfarmem.c)
 _REQ = struct.Struct("<II")
@@ -137,17 +149,6 @@ class Helper:
 
     def close(self) -> None:
         self.s.close()
-
-
-def _runs(pages: list[int]) -> list[tuple[int, int]]:
-    """Sorted page addresses → ``(start, length)`` of contiguous runs."""
-    out: list[tuple[int, int]] = []
-    for p in pages:
-        if out and out[-1][0] + out[-1][1] == p:
-            out[-1] = (out[-1][0], out[-1][1] + PAGE)
-        else:
-            out.append((p, PAGE))
-    return out
 
 
 def find_uffd(pid: int) -> tuple[int, int] | None:
@@ -226,16 +227,20 @@ class Pager:
         may be in the store (asked on their first fault)
     :param graph: guide eviction and prefetch by the heap graph (:mod:`.guide`)
     :param prefetch: pages after a faulting page fetched with it when the store holds them
+    :param readahead: put prefetched pages into the program while half the room left under the
+        budget allows (each saves the program a fault), not only into the pager's cache
     """
 
     def __init__(self, pid: int, store: Store, *, local: int, sock: str, ns: str, resume: bool = False,
-                 interval: float = 0.1, soft_dirty: bool = True, graph: bool = False, prefetch: int = 8):
+                 interval: float = 0.1, soft_dirty: bool = True, graph: bool = False, prefetch: int = 8,
+                 readahead: bool = True):
         if local <= 0:
             raise FarMemError(f"a local memory budget of {local} bytes leaves no page resident",
                               hint="give --local a size such as 64M or 1G")
         self.pid, self.store, self.local, self.sock, self.ns = pid, store, local, sock, ns
         self.resume, self.interval, self.soft_dirty, self.graph = resume, interval, soft_dirty, graph
         self.prefetch = prefetch
+        self.readahead = readahead
         self.lock = threading.Lock()
         self.ref: set[int] = set()                  # clock reference bits
         self.registered: dict[tuple[int, int], str] = {}
@@ -246,7 +251,9 @@ class Pager:
         self.stats = dict(pages_evicted=0, pages_sent=0, pages_dropped_clean=0, pages_zero=0, bytes_sent=0,
                           resident_bytes=0, remote_bytes=0, heap_bytes=0, evict_rounds=0,
                           resident_after_evict_bytes=0, resident_after_evict_max_bytes=0,
-                          evicted_leaked=0, evicted_cold=0, pages_not_dropped=0,
+                          resident_scan_max_bytes=0, evicted_leaked=0, evicted_cold=0, pages_not_dropped=0,
+                          pages_deleted=0, evict_batches=0, evict_seconds=0.0,
+                          evict_read_seconds=0.0, evict_put_seconds=0.0, evict_drop_seconds=0.0,
                           leaked_pages_resident=0, leaked_faulted_back=0)
         self.blocked: str | None = None             # the evictor's reason to wait (the loop has its own)
         self.warnings: list[str] = []
@@ -256,6 +263,11 @@ class Pager:
         self.faults_per_s = 0.0
         self._state_at = 0.0
         self._recent_seen = 0
+        self._cleared_at = 0.0
+        self._held = False              # the resident heap has been under the budget once
+        self._scan_regs: set[tuple[int, int]] = set()
+        self._scan_old = 0
+        self.features = 0
         #: pages holding only leaked objects (sorted), from the last heap graph (:mod:`.guide`)
         self.leaked_pages = np.zeros(0, np.uint64)
         self.guide = None
@@ -296,7 +308,13 @@ class Pager:
         cache_pages = 0 if self.prefetch <= 0 else int(min(1024, max(64, self.local // PAGE // 8)))
         self.server = FaultServer(self.uffd.fd, self.kick_fd, self.store, self.ns, local=self.local,
                                   resume=self.resume, pf_neigh=max(0, self.prefetch), cache_pages=cache_pages)
-        self.pagemap = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
+        self.features = features
+        self.server.set_features(features)
+        self.server.set_readahead(self.readahead)
+        try:
+            self.pagemap = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
+        except (ProcessLookupError, FileNotFoundError):
+            raise NoSuchProcess(f"process {self.pid} exited before the pager connected") from None
         self.serve_thread = threading.Thread(target=self._serve_loop, name="mtfm-fault", daemon=True)
         self.serve_thread.start()
         if self.resume:
@@ -316,6 +334,7 @@ class Pager:
             except MappedTraceError as e:
                 self.warnings.append(f"the helper's last drop could not be read: {e.message}")
         self.server.hello(foreign)
+        self.server.evict_setup(self.pid, self.pagemap, self.helper.s.fileno())
         self.helper_sp = _helper_sp(self.pid)
 
 
@@ -382,10 +401,16 @@ class Pager:
                 del self.registered[r]
 
     def _scan(self) -> tuple[np.ndarray, np.ndarray]:
-        """Present pages and soft-dirty present pages of the registered ranges."""
+        """Present pages and soft-dirty present pages of the registered ranges.
+
+        Also sets ``self._scan_old``: how many of the present pages lie in ranges that were
+        registered at the previous scan already (their pages came in through the fault loop,
+        under the budget; a new range's pages were touched before it was registered)."""
         present, dirty = [], []
         with self.lock:
             regs = [r for r, lab in self.registered.items() if lab != "refused"]
+        old = 0
+        prev, self._scan_regs = self._scan_regs, set(regs)
         for lo, hi in sorted(regs):
             n = (hi - lo) // PAGE
             try:
@@ -396,7 +421,10 @@ class Pager:
             addrs = lo + np.arange(len(pm), dtype=np.uint64) * PAGE
             pres = (pm & PM_PRESENT) != 0
             present.append(addrs[pres])
+            if (lo, hi) in prev:
+                old += int(pres.sum())
             dirty.append(addrs[pres & ((pm & PM_SOFT_DIRTY) != 0)])
+        self._scan_old = old
         if not present:
             return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
         return np.concatenate(present), np.concatenate(dirty)
@@ -441,8 +469,16 @@ class Pager:
         idx = np.arange(n - k, n) % len(ring)
         return ring[idx].tolist()
 
-    def _round(self, kicked: bool = False) -> None:
+    def _scan_counted(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_scan`, and the fault loop's resident estimate set from it (with the pages it
+        installed while the scan ran: an estimate that forgot them let faults in over budget)."""
+        before = self.server.installed()
         present, dirty = self._scan()
+        self.server.set_resident_scan(len(present) * PAGE, before)
+        return present, dirty
+
+    def _round(self, kicked: bool = False) -> None:
+        present, dirty = self._scan_counted()
         faulted = self._faulted_since()
         with self.lock:
             self.ref.update(faulted)
@@ -455,34 +491,49 @@ class Pager:
         if self.soft_dirty:
             with self.lock:
                 self.ref.update(dirty.tolist())
-            try:
-                with open(f"/proc/{self.pid}/clear_refs", "w") as f:
-                    f.write("4")
-            except OSError:
-                self.soft_dirty = False
+            now = time.monotonic()
+            if now - self._cleared_at >= CLEAR_REFS_EVERY:
+                self._cleared_at = now
+                try:
+                    with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                        f.write("4")
+                except OSError:
+                    self.soft_dirty = False
         self.stats["evict_rounds"] += 1
         self._account(present)
         self.stats["leaked_pages_resident"] = int(np.isin(self.leaked_pages, present).sum())
         resident = len(present) * PAGE
-        self.server.set_resident(resident)
+        # The worst resident heap a scan saw, once paging holds, in the ranges registered at the
+        # previous scan already: the pages the budget governs.  Not counted: the program's start
+        # (it fills its heap before the pager registers it: counted from the first round that
+        # evicted and ended under the budget on) and the pages of a mapping the program
+        # touched before the pager registered it (an mmapped chunk, a new arena).
+        if self._held:
+            self.stats["resident_scan_max_bytes"] = max(self.stats["resident_scan_max_bytes"],
+                                                        self._scan_old * PAGE)
         if resident <= self.local * HIGH_WATER and not kicked:
             return
         need = max(resident - int(self.local * LOW_WATER), 16 * PAGE) // PAGE
         victims, nleaked = self._pick(present, need)
-        for i in range(0, len(victims), BATCH):
+        t0 = time.monotonic()
+        i, size = 0, FIRST_BATCH
+        while i < len(victims):
             if self.stop.is_set() or not self.evict_on.is_set():
                 break
-            batch = victims[i:i + BATCH]
+            batch = victims[i:i + size]
             done = self._evict(batch)
+            if done < 0:                        # the store failed: the status says so
+                break
             lk = max(0, min(nleaked - i, len(batch)))       # victims start with the leaked pages
             self.stats["evicted_leaked"] += min(lk, done)
             self.stats["evicted_cold"] += max(0, done - lk)
-            if time.monotonic() - self._state_at > 0.5:
-                self.write_state()
-        present, _ = self._scan()
+            i += len(batch)
+            size = min(BATCH, size * 2)
+        self.stats["evict_seconds"] += time.monotonic() - t0
+        present, _ = self._scan_counted()
         self._account(present)
-        self.server.set_resident(self.stats["resident_bytes"])
         self.stats["resident_after_evict_bytes"] = self.stats["resident_bytes"]
+        self._held = self._held or (self.stats["pages_evicted"] > 0 and self.stats["resident_bytes"] <= self.local)
         self.stats["resident_after_evict_max_bytes"] = max(self.stats["resident_after_evict_max_bytes"],
                                                            self.stats["resident_bytes"])
 
@@ -531,90 +582,34 @@ class Pager:
         return out + sorted(int(p) for p in chosen), len(out)
 
     def _evict(self, pages: list[int]) -> int:
-        """Evict ``pages`` (sorted); returns how many were dropped."""
-        arr = np.asarray(pages, dtype=np.uint64)
-        old_hash, has_old = self.server.evict_begin(arr)
-        dropped = np.zeros(len(arr), bool)
-        try:
-            runs = _runs(pages)
-            ok_runs = []
-            for a, n in runs:
-                if self.uffd.writeprotect(a, n, True) == 0:
-                    ok_runs.append((a, n))
-            buf = bytearray(sum(n for _, n in ok_runs))
-            good: list[tuple[int, int, int]] = []        # (addr, len, offset in buf)
-            off = 0
-            for a, n in ok_runs:
-                if K.vm_read_into(self.pid, a, n, memoryview(buf)[off:off + n]) == n:
-                    good.append((a, n, off))
-                else:
-                    self.uffd.writeprotect(a, n, False)
-                off += n
-            index = {int(p): i for i, p in enumerate(pages)}
-            puts, zero_old = [], []
-            read_pages, hashes, zero = [], [], []
-            mv = memoryview(buf)
-            for a, n, o in good:
-                for i in range(0, n, PAGE):
-                    p, page = a + i, mv[o + i:o + i + PAGE]
-                    h = hashlib.blake2b(page, digest_size=8).digest()
-                    j = index[p]
-                    old = int(old_hash[j]).to_bytes(8, "little") if has_old[j] else None
-                    read_pages.append(p)
-                    hashes.append(int.from_bytes(h, "little"))
-                    zero.append(h == _ZERO_HASH)
-                    if h == _ZERO_HASH:
-                        self.stats["pages_zero"] += 1
-                        if old not in (None, _ZERO_HASH):
-                            zero_old.append(self.key(p))
-                    elif old != h:
-                        puts.append((self.key(p), bytes(page)))
-            try:
-                self.store.put_many(puts)
-                if zero_old:
-                    self.store.delete(zero_old)
-            except StoreError as e:
-                self.blocked = f"{e.message} (eviction paused)"
-                for a, n, _ in good:
-                    self.uffd.writeprotect(a, n, False)
-                return 0
-            if self.blocked and "eviction" in self.blocked:
-                self.blocked = None
-            # before the drop: a fault right after it finds the copy; a page the program
-            # removed or moved meanwhile is not committed, and not dropped
-            ok = self.server.evict_commit(np.asarray(read_pages, np.uint64), np.asarray(hashes, np.uint64),
-                                          np.asarray(zero, bool))
-            keep = [p for p, k in zip(read_pages, ok) if k]
-            drop = _runs(keep)
-            if len(keep) < len(read_pages):
-                self.stats["pages_not_dropped"] += len(read_pages) - len(keep)
-                for p, k in zip(read_pages, ok):
-                    if not k:
-                        self.uffd.writeprotect(p, PAGE, False)
-            if self.debug is not None:
-                self.debug.append((time.monotonic(), "evict", drop, len(puts)))
-            self.server.dropping(drop)
-            try:
-                for i in range(0, len(drop), MAX_RANGES):
-                    rc, err, _, _, _ = self.helper.call(OP_DROP, drop[i:i + MAX_RANGES])
-                    if rc:
-                        self.warnings.append(f"the helper could not drop pages: {os.strerror(err)}")
-                for p in keep:
-                    dropped[index[p]] = True
-                # the helper's madvise returned once the fault loop had *read* its REMOVE
-                # events, not handled them: wait for the loop to finish the read it was in,
-                # so it still finds these runs among the drops in flight
-                self.server.quiesce()
-            finally:
-                self.server.dropping([])
-            self.server.set_resident(-len(keep) * PAGE, add=True)
-            self.stats["pages_evicted"] += len(keep)
-            self.stats["pages_sent"] += len(puts)
-            self.stats["bytes_sent"] += len(puts) * PAGE
-            self.stats["pages_dropped_clean"] += len(hashes) - len(puts) - sum(zero)
-            return len(keep)
-        finally:
-            self.server.evict_end(arr, dropped)
+        """Evict ``pages`` (sorted) in the compiled batch; returns how many were dropped, or -1
+        when the store failed (nothing dropped; the status says why).
+
+        :raises FarMemError: the helper did not answer (the program exited?)"""
+        with self.helper.lock:                  # the batch speaks to the helper over its socket
+            r, err = self.server.evict(np.asarray(pages, np.uint64))
+        st = self.stats
+        st["evict_batches"] += 1
+        st["pages_evicted"] += r["evicted"]
+        st["pages_sent"] += r["sent"]
+        st["bytes_sent"] += r["bytes_sent"]
+        st["pages_dropped_clean"] += r["clean"]
+        st["pages_zero"] += r["zero"]
+        st["pages_deleted"] += r["deleted"]
+        st["pages_not_dropped"] += r["not_dropped"]
+        st["evict_read_seconds"] += r["t_read"]
+        st["evict_put_seconds"] += r["t_put"]
+        st["evict_drop_seconds"] += r["t_drop"]
+        if self.debug is not None:
+            self.debug.append((time.monotonic(), "evict", len(pages), r, err))
+        if err:
+            if "helper" in err:
+                raise FarMemError(err)
+            self.blocked = f"{err} (eviction paused)"
+            return -1
+        if self.blocked and "eviction" in self.blocked:
+            self.blocked = None
+        return r["evicted"]
 
     # ---- status, detach, shutdown -------------------------------------------
     def snapshot(self) -> dict:
@@ -626,7 +621,7 @@ class Pager:
                                           "store_round_trips", "events_remove", "events_unmap", "events_remap",
                                           "removed_by_program", "remapped", "wp_faults", "prefetched",
                                           "prefetch_hits", "prefetch_unused", "hinted", "copy_errors",
-                                          "store_errors", "faults_over_budget", "graph_prefetched")}
+                                          "store_errors", "faults_over_budget", "graph_prefetched", "faults_pager_own", "readahead")}
         now = time.monotonic()
         t, f = self._last_faults
         if now - t >= 1.0:
@@ -731,8 +726,9 @@ class Pager:
             self.store.delete_prefix(self.ns + ":")
         except StoreError as e:
             self.warnings.append(e.message)
-        if self.server and not self.loop_alive():
-            self.server.destroy()           # (a loop that did not stop keeps its state: no use after free)
+        if self.server and not self.loop_alive() and not any(t.is_alive() for t in self.threads):
+            # (a loop or an evictor in a batch that did not stop keeps the state: no use after free)
+            self.server.destroy()
         if self.uffd:
             self.uffd.close()
         if self.helper:

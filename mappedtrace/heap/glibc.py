@@ -409,6 +409,17 @@ def _bin_kind(i: int) -> str:
     return "unsorted" if i == 1 else "smallbin" if i < 64 else "largebin"
 
 
+def locked_arenas(target: Target, modules: ModuleMap) -> list[str]:
+    """Labels of the arenas whose mutex is held — a thread was inside malloc or
+    free when the process was stopped, so their lists may be mid-update —
+    found without walking the heap (main_arena, mp_ and the arena ring only).
+
+    :raises HeapError: no glibc heap found (the full walk would say the same)
+    """
+    heap = GlibcHeap(target, modules, walk=False)
+    return [a.label for a in heap.arenas if a.raw and a.raw[F_MUTEX]]
+
+
 class GlibcHeap:
     """The glibc heap of ``target``.
 
@@ -440,7 +451,8 @@ class GlibcHeap:
     about 1.5 s more).  :meth:`release_memory` drops them.
     """
 
-    def __init__(self, target: Target, modules: ModuleMap, *, use_debug_symbols: bool = True):
+    def __init__(self, target: Target, modules: ModuleMap, *, use_debug_symbols: bool = True,
+                 walk: bool = True):
         self.target = target
         self.modules = modules
         self.warnings: list[str] = []
@@ -473,6 +485,10 @@ class GlibcHeap:
             self._locate_exact(syms)
         else:
             self._locate_heuristic()
+        if not walk:            # the arenas only (their locks): :func:`locked_arenas`
+            self._mem = None
+            self.memory_blocks = []
+            return
         try:
             self._walk_all()
         except (HeapCorrupted, HeapError) as e:
@@ -1364,6 +1380,26 @@ class GlibcHeap:
         self._free = self._next = None
         for k in ("_fd", "_bk", "_revealed"):
             self.__dict__.pop(k, None)
+
+    def thread_arena(self, thread) -> int | None:
+        """Index in :attr:`arenas` of the arena ``thread`` allocates from (libc's
+        ``thread_arena`` TLS variable); -1 when it has not allocated yet (its first
+        ``malloc`` chooses one); None when that variable cannot be read (no debug
+        symbols, TLS not located)."""
+        _tc, ta_sym = self._tls
+        modid = self._libc_tls_modid() if ta_sym is not None else None
+        if modid is None:
+            return None
+        try:
+            block = self.target.tls_block(thread, modid)
+            ta = self.target.read_u64(block + ta_sym.addr) if block is not None else None
+        except TargetFault:
+            return None
+        if ta is None:
+            return None
+        if ta == 0:
+            return -1
+        return next((k for k, a in enumerate(self.arenas) if a.address == ta), None)
 
     def _tcache_addresses(self) -> list[tuple[str, int]]:
         """(owner, tcache_perthread_struct address) of every thread, exact when the TLS is known."""

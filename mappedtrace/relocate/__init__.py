@@ -4,8 +4,9 @@ Layers: :mod:`.plan` decides from a heap graph what can move and what is
 pinned (and why); :mod:`.inject` calls the program's own ``posix_memalign``
 and ``free`` in a borrowed thread; :mod:`.journal` records a pass so that a
 relocator killed midway is finished or rolled back by the next run;
-:mod:`.mover` runs a pass.  Above the graph and the target, never imported
-by them.
+:mod:`.mover` runs a pass; :mod:`.compact` is a pass that empties sparse
+heap pages for ``malloc_trim`` (``mappedtrace compact``).  Above the graph and
+the target, never imported by them.
 
 How a pass stays all-or-nothing under SIGKILL (:mod:`.mover`): the process is
 put in group-stop (SIGSTOP) before anything is written, so a tracer that dies

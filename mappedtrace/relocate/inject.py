@@ -57,6 +57,8 @@ class Allocator:
     posix_memalign: int
     free: int
     gadgets: Gadgets
+    #: ``malloc_trim`` (for ``mappedtrace compact``; 0 when libc does not export it)
+    malloc_trim: int = 0
 
     @classmethod
     def find(cls, live: LiveTarget, modules) -> "Allocator":
@@ -69,7 +71,9 @@ class Allocator:
             if s is None or not s.addr:
                 raise MappedTraceError(f"{libc.path}: no symbol {name}")
             addrs[name] = s.addr + libc.bias
-        return cls(addrs["posix_memalign"], addrs["free"], find_gadgets(live.pid, live.mappings))
+        trim = elf.symbol(libc.path, "malloc_trim")
+        return cls(addrs["posix_memalign"], addrs["free"], find_gadgets(live.pid, live.mappings),
+                   trim.addr + libc.bias if trim is not None and trim.addr else 0)
 
 
 @dataclass
@@ -156,9 +160,11 @@ def arm(live: LiveTarget, b: Borrow, frame) -> None:
     k.set_sigmask(b.tid, ~0)     # no signal handler meets the borrowed registers
 
 
-def call(live: LiveTarget, b: Borrow, alloc: Allocator, fn: str, args: list[int], hook=None) -> int:
-    """Call ``fn`` ("posix_memalign": args ``[align, size]``, or "free": ``[ptr]``)
-    in the borrowed thread; returns what posix_memalign allocated (0 for free).
+def call(live: LiveTarget, b: Borrow, alloc: Allocator, fn: str, args: list[int], hook=None,
+         max_stops: int = MAX_CALL_STOPS) -> int:
+    """Call ``fn`` ("posix_memalign": args ``[align, size]``, "free": ``[ptr]``, or
+    "malloc_trim": ``[pad]``) in the borrowed thread; returns what posix_memalign
+    allocated (0 for the others: malloc_trim's own result is lost with ``rax``).
 
     The thread is left at the ``rt_sigreturn`` system-call entry of the call's
     return, from where the next call is armed directly (the syscall skipped);
@@ -168,6 +174,11 @@ def call(live: LiveTarget, b: Borrow, alloc: Allocator, fn: str, args: list[int]
         k.vm_write(live.pid, b.result_slot, bytes(8))
         regs.update(rdi=b.result_slot, rsi=args[0], rdx=args[1])
         target = alloc.posix_memalign
+    elif fn == "malloc_trim":
+        if not alloc.malloc_trim:
+            raise MappedTraceError(f"process {live.pid}: libc exports no malloc_trim")
+        regs.update(rdi=args[0])
+        target = alloc.malloc_trim
     else:
         regs.update(rdi=args[0])
         target = alloc.free
@@ -175,19 +186,21 @@ def call(live: LiveTarget, b: Borrow, alloc: Allocator, fn: str, args: list[int]
     k.set_regs(b.tid, ThreadState(b.tid, regs).pack_regs())      # armed: safe to die from here on
     if hook is not None:
         hook()          # the tests' kill hook: die with the call armed
-    return finish_call(live, b, fn)
+    return finish_call(live, b, fn, max_stops)
 
 
-def finish_call(live: LiveTarget, b: Borrow, fn: str) -> int:
+def finish_call(live: LiveTarget, b: Borrow, fn: str, max_stops: int = MAX_CALL_STOPS) -> int:
     """Drive an armed thread to the ``rt_sigreturn`` of its call's return; the
     result (posix_memalign's, else 0).
 
     Also what a recovery does with a call that was in flight when a relocator
-    died (the thread then stopped somewhere inside the call)."""
+    died (the thread then stopped somewhere inside the call).  ``max_stops``
+    bounds its system-call stops (``malloc_trim`` makes one ``madvise`` per
+    free chunk: its callers pass a bound from the heap's free chunks)."""
     tid = b.tid
     k.set_options(tid, k.PTRACE_O_TRACESYSGOOD)     # a recovery's fresh seize has none
     k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
-    for _ in range(MAX_CALL_STOPS):
+    for _ in range(max_stops):
         _, st = k.waitpid(tid, k.WALL)
         if k.WIFEXITED(st) or k.WIFSIGNALED(st):
             live.forget_thread(tid)
@@ -204,7 +217,7 @@ def finish_call(live: LiveTarget, b: Borrow, fn: str) -> int:
                                        hint="a thread holds the allocator's lock: try again")
         k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
     else:
-        raise MappedTraceError(f"injected {fn} in thread {tid} did not return within {MAX_CALL_STOPS} stops")
+        raise MappedTraceError(f"injected {fn} in thread {tid} did not return within {max_stops} stops")
     if fn == "posix_memalign":
         return struct.unpack("<Q", k.vm_read(live.pid, b.result_slot, 8))[0]
     return 0

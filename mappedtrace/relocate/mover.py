@@ -17,6 +17,14 @@ A pass (:func:`relocate`):
 6. ``free`` each old chunk with the program's ``free``; journal ``done``;
    detach and SIGCONT (unless the process was stopped before we came).
 
+A destination whose ``malloc_usable_size`` is not the object's (glibc hands
+out a whole free chunk when the rest is too small to split off) is refused:
+held (journaled as a "plug") until the end of the pass, so that malloc offers
+another.  A :class:`MovePolicy` (``mappedtrace compact``,
+:mod:`.compact`) chooses the objects, may hold free chunks, change libc words
+for the pass (journaled "pokes") and call ``malloc_trim``, and refuse
+destinations; a recovery frees every plug and restores every poke.
+
 Recovery (:func:`recover`), on the process a dead relocator left stopped: a
 call in flight is finished (its thread stopped inside ``posix_memalign`` or
 ``free``), then before ``commit`` every word gets its old value back (all
@@ -26,6 +34,7 @@ record is not repeated (that chunk is leaked rather than freed twice).
 """
 from __future__ import annotations
 
+import bisect
 import os
 import signal
 import time
@@ -76,6 +85,11 @@ class AllocatorBusy(MappedTraceError):
     """A thread was inside the allocator when the process was stopped: nothing was written."""
 
 
+#: destinations refused (their usable size is not the object's) before an object is left where it is
+MAX_TRIES = 8
+#: bound on the system-call stops of a call a recovery finishes (a malloc_trim
+#: makes one madvise per free chunk)
+RECOVERY_MAX_STOPS = 1 << 22
 #: attempts of a pass that met the allocator busy, and the pause between them
 BUSY_ATTEMPTS = 20
 BUSY_WAIT = 0.02
@@ -91,6 +105,10 @@ class PassResult:
     recovered: dict | None = None
     analysis: object = None
     attempts: int = 1
+    #: objects planned to move that stayed (a policy refused every destination offered)
+    skipped: list[int] = field(default_factory=list)
+    #: a compaction pass's figures (:mod:`.compact`)
+    compaction: dict | None = None
 
     def pages(self) -> dict:
         """Distinct 4 KiB pages the moved objects touched before and touch after the
@@ -112,6 +130,8 @@ class PassResult:
                             "type": self.plan.graph.type_name(int(self.plan.graph.type_ids[i])), "reason": why}
                            for i, why in sorted(self.plan.pinned.items())],
                 "timings_ms": {k_: round(v * 1000, 3) for k_, v in self.timings.items()},
+                "skipped": len(self.skipped),
+                **({"compaction": self.compaction} if self.compaction is not None else {}),
                 "recovered": self.recovered, "attempts": self.attempts, "warnings": self.warnings}
 
 
@@ -193,9 +213,9 @@ def _allocator_busy(analysis) -> str | None:
     return None
 
 
-def _call(live, journal, alloc, b, fn, args, phase, i, hook=None) -> int:
+def _call(live, journal, alloc, b, fn, args, phase, i, hook=None, max_stops: int = inject.MAX_CALL_STOPS) -> int:
     journal.add({"t": "call", "phase": phase, "i": i, "fn": fn, "args": args})
-    r = inject.call(live, b, alloc, fn, args, hook)
+    r = inject.call(live, b, alloc, fn, args, hook, max_stops)
     journal.add({"t": "call-end", "phase": phase, "i": i, "result": r})
     return r
 
@@ -212,13 +232,118 @@ def _release(live, journal, b) -> None:
     journal.add({"t": "release", "tid": b.tid})
 
 
+class Calls:
+    """The journaled allocator calls and writes a pass policy may make
+    (:class:`MovePolicy`): chunks held for the pass ("plugs", freed at its end),
+    ``malloc_trim``, and words of libc's own data changed for the pass and
+    restored after it ("pokes").  A recovery frees the plugs and restores the
+    pokes whether it rolls the pass back or finishes it."""
+
+    def __init__(self, live: LiveTarget, journal: Journal, alloc: inject.Allocator, tid: int):
+        self.live, self.journal, self.alloc, self.tid = live, journal, alloc, tid
+        self.b: inject.Borrow | None = None
+        self.plugs: list[tuple[int, int]] = []      # (journal index, address)
+        self._k = 0
+        self._pokes: list[tuple[int, int, int]] = []  # (address, old, new)
+        self.trims = 0
+        self.holds = 0
+
+    def borrow(self) -> None:
+        self.b = _borrow(self.live, self.journal, self.alloc, self.tid)
+
+    def release(self) -> None:
+        _release(self.live, self.journal, self.b)
+        self.b = None
+
+    def call(self, fn: str, args: list[int], phase: str, i: int, max_stops: int = inject.MAX_CALL_STOPS) -> int:
+        return _call(self.live, self.journal, self.alloc, self.b, fn, args, phase, i, _hook, max_stops)
+
+    def plug(self, size: int) -> int:
+        """Allocate ``size`` bytes and hold them until :meth:`free_plugs`; the address (0: none)."""
+        k = self._k
+        self._k += 1
+        r = self.call("posix_memalign", [16, size], "plug", k)
+        if r:
+            self.plugs.append((k, r))
+        return r
+
+    def hold(self, i: int, addr: int) -> None:
+        """Keep the destination ``addr`` allocated for move ``i`` as a plug (one journal
+        record: a recovery frees it once, as a plug, never as a destination)."""
+        k = self._k
+        self._k += 1
+        self.journal.add({"t": "hold", "i": i, "k": k, "addr": addr})
+        self.plugs.append((k, addr))
+        self.holds += 1
+
+    def free_plugs(self) -> None:
+        for k, addr in self.plugs:
+            self.call("free", [addr], "pfree", k)
+        self.plugs = []
+
+    def trim(self, max_stops: int) -> None:
+        """The program's ``malloc_trim(0)``."""
+        self.call("malloc_trim", [0], "trim", self.trims, max_stops)
+        self.trims += 1
+
+    def poke(self, addr: int, value: int) -> int:
+        """Set the word at ``addr`` (libc's data) to ``value`` for the pass; its old value."""
+        old = int.from_bytes(self.live.read(addr, 8), "little")
+        self.journal.add({"t": "poke", "addr": addr, "old": old, "new": value})
+        _Writer(self.live, _hook).word(("mem", addr), value, old)
+        self._pokes.append((addr, old, value))
+        return old
+
+    def unpoke(self) -> None:
+        for addr, old, new in reversed(self._pokes):
+            _Writer(self.live).word(("mem", addr), old, new)
+            self.journal.add({"t": "unpoke", "addr": addr})
+        self._pokes = []
+
+
+class MovePolicy:
+    """How a pass chooses and places objects (the default: none of this).
+
+    :meth:`select` chooses the objects (node indices, given the pins);
+    :meth:`prepare` runs with the thread borrowed before the destinations are
+    allocated; :meth:`accept` may refuse a destination (it is then held, see
+    :meth:`Calls.hold`, and another is allocated, :attr:`max_tries` times in
+    all, after which the object stays where it is); :meth:`finish` runs after
+    the old chunks are freed.  ``always``: run prepare and finish even when
+    nothing moves."""
+
+    max_tries = 1
+    always = False
+
+    def select(self, analysis, graph, pinned) -> list[int]:
+        """Node indices of the objects to move (pinned ones are dropped all the same)."""
+        raise NotImplementedError
+
+    def before(self, live: LiveTarget, analysis, result: "PassResult") -> None:
+        """Runs once the plan is made (also on a dry run)."""
+
+    def prepare(self, calls: Calls, analysis) -> None:
+        pass
+
+    def accept(self, new: int, size: int) -> bool:
+        return True
+
+    def finish(self, calls: Calls, analysis) -> None:
+        pass
+
+    def after(self, live: LiveTarget, analysis, result: "PassResult") -> None:
+        """Runs after the pass, the process still stopped."""
+
+
 def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None = None,
-             keep_analysis: bool = False, attempts: int = BUSY_ATTEMPTS) -> PassResult:
+             keep_analysis: bool = False, attempts: int = BUSY_ATTEMPTS,
+             policy: MovePolicy | None = None) -> PassResult:
     """One relocation pass over process ``pid`` (see the module's docstring).
 
     A journal left by a relocator that died is recovered first.  A pass that
     finds a thread inside the allocator lets the process run :data:`BUSY_WAIT`
-    seconds and tries again, ``attempts`` times in all.
+    seconds and tries again, ``attempts`` times in all.  ``policy`` (a
+    :class:`MovePolicy`) chooses and places the objects instead of ``select``.
 
     :raises MappedTraceError: the pass cannot be made (a one-line reason);
         nothing was written to the target then, or it was rolled back.
@@ -235,7 +360,7 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
         attempts = 1        # stopped by someone else: waiting changes nothing
     for attempt in range(max(1, attempts)):
         try:
-            res = _pass(pid, select, dry_run, limit, keep_analysis, cache)
+            res = _pass(pid, select, dry_run, limit, keep_analysis, cache, policy)
         except AllocatorBusy:
             if attempt + 1 >= attempts:
                 raise
@@ -247,7 +372,8 @@ def relocate(pid: int, select="all", *, dry_run: bool = False, limit: int | None
     raise AssertionError("unreachable")
 
 
-def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: bool, cache) -> PassResult:
+def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: bool, cache,
+          policy: MovePolicy | None = None) -> PassResult:
     from ..session import analyse
     from ..target import settle as _settle
 
@@ -266,12 +392,14 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
         timings["stop"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         a = analyse(live, leaks=False, maps_cache=cache)
-        plan = make_plan(a.graph, a.roots, select, limit, read=live.read,
-                         kernel_values=kernel_held_values(pid))
+        sel = (lambda g_, pinned_: policy.select(a, g_, pinned_)) if policy is not None else select
+        plan = make_plan(a.graph, a.roots, sel, limit, read=live.read, kernel_values=kernel_held_values(pid))
         timings["analyse"] = time.perf_counter() - t1
         res = PassResult(plan, dry_run, timings=timings, warnings=list(a.warnings),
                          analysis=a if keep_analysis else None)
-        if dry_run or not plan.moves:
+        if policy is not None:
+            policy.before(live, a, res)
+        if dry_run or not (plan.moves or (policy is not None and policy.always)):
             return res
         busy = _allocator_busy(a)
         if busy:
@@ -281,34 +409,60 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
         g = plan.graph
         t2 = time.perf_counter()
         moves: list[tuple[int, int, int]] = []
+        moved_idx: list[int] = []
         _hook.current = "alloc"
-        b = _borrow(live, journal, alloc, tid)
+        calls = Calls(live, journal, alloc, tid)
+        calls.borrow()
+        if policy is not None:
+            _hook.current = "plug"
+            policy.prepare(calls, a)
+            _hook.current = "alloc"
+        b = calls.b
         for i in plan.moves:
             old, size = int(g.addresses[i]), int(g.sizes[i])
             align = _alignment(old, size)
-            new = _call(live, journal, alloc, b, "posix_memalign", [align, size], "alloc", i, _hook)
-            if new and align > 16 and _usable(live, new) != size:
-                # the alignment would change malloc_usable_size (memalign's split leaves
-                # slack): malloc's own 16 instead.  Known imprecision: an object the
-                # program asked more alignment for may lose it when it is this size.
-                _call(live, journal, alloc, b, "free", [new], "undo", i, _hook)
-                new = _call(live, journal, alloc, b, "posix_memalign", [16, size], "alloc", i, _hook)
+            tries = 0
+            while True:
+                new = _call(live, journal, alloc, b, "posix_memalign", [align, size], "alloc", i, _hook)
+                if new and align > 16 and _usable(live, new) != size:
+                    # the alignment would change malloc_usable_size (memalign's split leaves
+                    # slack): malloc's own 16 instead.  Known imprecision: an object the
+                    # program asked more alignment for may lose it when it is this size.
+                    _call(live, journal, alloc, b, "free", [new], "undo", i, _hook)
+                    new = _call(live, journal, alloc, b, "posix_memalign", [16, size], "alloc", i, _hook)
+                if not new:
+                    raise MappedTraceError(f"posix_memalign({size}) failed in process {pid}")
+                # malloc hands out a whole free chunk when the rest would be too small to split
+                # off: malloc_usable_size would change.  Such a chunk is refused like one the
+                # policy refuses (held until the end, so that malloc offers another).
+                if _usable(live, new) == size and (policy is None or policy.accept(new, size)):
+                    break
+                calls.hold(i, new)
+                tries += 1
+                if tries >= (policy.max_tries if policy is not None else MAX_TRIES):
+                    new = 0
+                    break
             if not new:
-                raise MappedTraceError(f"posix_memalign({size}) failed in process {pid}")
+                res.skipped.append(i)       # no place the policy accepts: stays where it is
+                continue
             moves.append((old, new, size))
+            moved_idx.append(i)
         # given back before the words are written: one of them may be its register
-        _release(live, journal, b)
+        calls.release()
         timings["allocate"] = time.perf_counter() - t2
         t3 = time.perf_counter()
+        plan.moves = moved_idx
         starts = [m[0] for m in moves]
-        delta = {i: (m[1] - m[0]) for i, m in zip(plan.moves, moves)}
+        delta = {i: (m[1] - m[0]) for i, m in zip(moved_idx, moves)}
         sites = []
         for s in plan.sites:
+            if s.obj not in delta:
+                continue
             where = s.where
             if where[0] == "mem":
                 where = ("mem", _translate(where[1], moves, starts))
             sites.append([list(where), s.old, s.old + delta[s.obj]])
-        journal.add({"t": "plan", "copies": [list(m) for m in moves], "sites": sites})
+        journal.add({"t": "plan", "copies": [list(m) for m in moves], "idx": moved_idx, "sites": sites})
         _hook.current = "write"
         w = _Writer(live, _hook)
         for old, new, size in moves:
@@ -320,12 +474,22 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
         t4 = time.perf_counter()
         live.refresh()
         _hook.current = "free"
-        b = _borrow(live, journal, alloc, tid)
-        for i, (old, _new, _size) in zip(plan.moves, moves):
+        calls.borrow()
+        b = calls.b
+        for i, (old, _new, _size) in zip(moved_idx, moves):
             _call(live, journal, alloc, b, "free", [old], "free", i, _hook)
-        _release(live, journal, b)
+        _hook.current = "pfree"
+        calls.free_plugs()
+        calls.unpoke()
+        if policy is not None:
+            policy.finish(calls, a)
+        calls.release()
         timings["free"] = time.perf_counter() - t4
         res.moved = moves
+        if policy is not None:
+            t5 = time.perf_counter()
+            policy.after(live, a, res)
+            timings["measure"] = time.perf_counter() - t5
         journal.add({"t": "done"})
         return res
     except BaseException:
@@ -393,9 +557,11 @@ def recover(pid: int) -> dict:
         inject.group_stop(live)
         live.refresh()
         allocs: dict[int, int] = {}                       # move index → destination
-        # old chunks, destinations (rollback), destinations given back at once ("undo")
-        freed: dict[str, set[int]] = {"free": set(), "rfree": set(), "undo": set()}
-        unsure: dict[str, set[int]] = {"free": set(), "rfree": set(), "undo": set()}
+        plugs: dict[int, int] = {}                        # plug index → chunk held for the pass
+        pokes: dict[int, tuple[int, int]] = {}            # libc word → (old, new) not restored yet
+        # old chunks, destinations (rollback), destinations given back at once ("undo"), plugs
+        freed: dict[str, set[int]] = {"free": set(), "rfree": set(), "undo": set(), "pfree": set()}
+        unsure: dict[str, set[int]] = {"free": set(), "rfree": set(), "undo": set(), "pfree": set()}
         last_call = None
         for r in recs:
             if r["t"] == "call":
@@ -403,11 +569,23 @@ def recover(pid: int) -> dict:
             elif r["t"] == "call-end":
                 if r["phase"] == "alloc":
                     allocs[r["i"]] = r["result"]
+                elif r["phase"] == "plug":
+                    if r["result"]:
+                        plugs[r["i"]] = r["result"]
                 elif r["phase"] == "undo":
                     allocs.pop(r["i"], None)
-                else:
+                elif r["phase"] != "trim":
                     freed[r["phase"]].add(r["i"])
                 last_call = None
+            elif r["t"] == "hold":
+                # a refused destination kept as a plug: freed once, as a plug
+                if allocs.get(r["i"]) == r["addr"]:
+                    del allocs[r["i"]]
+                plugs[r["k"]] = r["addr"]
+            elif r["t"] == "poke":
+                pokes[r["addr"]] = (r["old"], r["new"])
+            elif r["t"] == "unpoke":
+                pokes.pop(r["addr"], None)
         # 1. a thread still borrowed when the relocator died: finish its call, give it back
         borrowed = None
         for r in recs:
@@ -421,26 +599,34 @@ def recover(pid: int) -> dict:
                 if last_call is not None:
                     ph, i = last_call["phase"], last_call["i"]
                     if inject.call_state(b) == "in-flight":
-                        result = inject.finish_call(live, b, last_call["fn"])
+                        result = inject.finish_call(live, b, last_call["fn"], RECOVERY_MAX_STOPS)
                         if ph == "alloc":
                             if result:
                                 allocs[i] = result
+                        elif ph == "plug":
+                            if result:
+                                plugs[i] = result
                         elif ph == "undo":
                             allocs.pop(i, None)
-                        else:
+                        elif ph != "trim":
                             freed[ph].add(i)
-                    elif ph == "alloc":
-                        # not started, or over (rt_sigreturn ran after the relocator died)
+                    elif ph in ("alloc", "plug"):
+                        # not started, or over (rt_sigreturn ran after the relocator died).
+                        # The slot still holds the previous call's result when the relocator
+                        # died before clearing it: a chunk the journal already holds is not this one.
                         v = int.from_bytes(k.vm_read(pid, b.result_slot, 8), "little")
-                        if v:
-                            allocs[i] = v
+                        if v and v not in allocs.values() and v not in plugs.values():
+                            (allocs if ph == "alloc" else plugs)[i] = v
+                    elif ph == "trim":
+                        pass        # not started or over: nothing to undo or finish
                     else:
                         unsure[ph].add(i)       # freed or not: never risk a double free
                         if ph == "undo":
                             allocs.pop(i, None)
                             out["leaked"] += 1
                     journal.add({"t": "call-end", "phase": ph, "i": i,
-                                 "result": allocs.get(i, 0) if ph == "alloc" else 0,
+                                 "result": allocs.get(i, 0) if ph == "alloc" else plugs.get(i, 0) if ph == "plug"
+                                 else 0,
                                  **({"unsure": True} if i in unsure.get(ph, ()) else {})})
                 inject.restore(live, b)
             elif last_call is not None and last_call["phase"] != "alloc":
@@ -459,9 +645,17 @@ def recover(pid: int) -> dict:
             out["action"] = "rolled back"
             if plan is not None:
                 w = _Writer(live)
+                # a word inside a copy is freed with its destination: nothing to restore (and
+                # a copy not made yet holds whatever the chunk held)
+                dests = sorted((new, new + size) for _old, new, size in plan["copies"])
+                dstarts = [d[0] for d in dests]
                 for where, oldv, newv in plan["sites"]:
                     if where[0] == "reg" and where[1] not in live.stopped_tids:
                         continue
+                    if where[0] == "mem":
+                        j = bisect.bisect_right(dstarts, where[1]) - 1
+                        if j >= 0 and where[1] < dests[j][1]:
+                            continue
                     try:
                         # only a word that holds the new value (or already the old one) goes
                         # back: one the program changed since (someone sent SIGCONT) stays
@@ -474,9 +668,23 @@ def recover(pid: int) -> dict:
                        "rfree", out)
         else:
             out["action"] = "finished"
-            order = list(dict.fromkeys(r["i"] for r in recs if r["t"] == "call" and r["phase"] == "alloc"))
-            olds = [(order[n_], old) for n_, (old, _new, _size) in enumerate(plan["copies"] if plan else [])]
+            copies = plan["copies"] if plan else []
+            if plan and "idx" in plan:
+                order = plan["idx"]
+            else:       # a journal of a relocator before "idx": every allocated move was copied
+                order = list(dict.fromkeys(r["i"] for r in recs if r["t"] == "call" and r["phase"] == "alloc"))
+            olds = [(order[n_], old) for n_, (old, _new, _size) in enumerate(copies)]
             _free_rest(live, journal, alloc, tid, olds, freed["free"], unsure["free"], "free", out)
+        # either way: the chunks held for the pass go back, libc's words get their values back
+        _free_rest(live, journal, alloc, tid, list(plugs.items()), freed["pfree"], unsure["pfree"], "pfree", out)
+        w = _Writer(live)
+        for addr, (oldv, newv) in pokes.items():
+            try:
+                w.word(("mem", addr), oldv, newv)
+                journal.add({"t": "unpoke", "addr": addr})
+                out["restored"] = out.get("restored", 0) + 1
+            except MappedTraceError:
+                out["changed"] = out.get("changed", 0) + 1
         journal.add({"t": "done"})
     finally:
         live.close()

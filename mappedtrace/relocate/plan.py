@@ -173,8 +173,10 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] | dict = "all",
 
     :param select: ``"all"`` (every object that can move), a list of object
         addresses (each the start of an in-use object; others are listed in
-        :attr:`Plan.not_objects`), or ``{"types": [name, …]}`` (objects the
-        graph gives one of these type names; a size-guessed name never counts)
+        :attr:`Plan.not_objects`), ``{"types": [name, …]}`` (objects the
+        graph gives one of these type names; a size-guessed name never counts),
+        or a callable ``(graph, pinned) -> node indices`` (pinned ones are
+        dropped all the same)
     :param limit: move at most this many (the first in address order)
     :param read: ``read(addr, size) -> bytes`` of the stopped target, for the
         end-address check of root ranges (None: heap words and root values only)
@@ -260,7 +262,10 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] | dict = "all",
 
     # the selection
     not_objects: list[int] = []
-    if select == "all":
+    if callable(select):
+        # a policy that looks at the pins (mappedtrace compact chooses whole pages)
+        chosen = np.unique(np.asarray(select(g, pinned), dtype=np.int64))
+    elif select == "all":
         chosen = np.arange(n, dtype=np.int64)
     elif isinstance(select, dict):
         names = set(select.get("types", ()))

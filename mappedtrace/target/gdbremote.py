@@ -110,6 +110,30 @@ class StopInfo:
     fields: dict = field(default_factory=dict)
 
 
+def parse_stop(rep: bytes) -> StopInfo:
+    """A stop reply (``T``/``S`` signal, ``W``/``X`` exit) as a :class:`StopInfo`;
+    ``signal`` is -1 for an exit; ``fields`` holds the ``T`` reply's
+    ``key:value`` pairs (expedited registers under their hex register numbers)."""
+    r = rep.decode("latin-1")
+    if r[:1] in ("W", "X"):
+        return StopInfo(-1, None, None, rep, {})
+    if r[:1] not in ("T", "S") or len(r) < 3:
+        raise RemoteError(f"unexpected stop reply {r[:40]!r}")
+    try:
+        sig = int(r[1:3], 16)
+    except ValueError:
+        raise RemoteError(f"unexpected stop reply {r[:40]!r}") from None
+    fields = {}
+    for kv in r[3:].split(";"):
+        if ":" in kv:
+            k, v = kv.split(":", 1)
+            fields[k] = v
+    pid = tid = None
+    if "thread" in fields:
+        pid, tid = parse_thread_id(fields["thread"])
+    return StopInfo(sig, pid, tid, rep, fields)
+
+
 def parse_thread_id(s: str) -> tuple[int | None, int]:
     """``pPID.TID`` or ``TID`` (hex) → (pid or None, tid)."""
     if s.startswith("p"):
@@ -256,20 +280,14 @@ class GdbRemote:
 
     # --- queries ------------------------------------------------------------
     def stop_reason(self) -> StopInfo:
-        r = self.request("?").decode("latin-1")
-        if not r or r[0] not in "TS":
+        r = self.request("?")
+        if not r or r[:1] not in b"TS":
             raise RemoteError(f"{self.address}: the server has no stopped process (stop reply {r[:40]!r})",
                               hint="attach it first: lldb-server-22 gdbserver HOST:PORT --attach PID")
-        sig = int(r[1:3], 16)
-        fields = {}
-        for kv in r[3:].split(";"):
-            if ":" in kv:
-                k, v = kv.split(":", 1)
-                fields[k] = v
-        pid = tid = None
-        if "thread" in fields:
-            pid, tid = parse_thread_id(fields["thread"])
-        return StopInfo(sig, pid, tid, r.encode(), fields)
+        try:
+            return parse_stop(r)
+        except RemoteError as e:
+            raise RemoteError(f"{self.address}: {e.message}") from None
 
     def process_id(self) -> int | None:
         """The PID of the attached process (``qProcessInfo``, else ``qC``/``?``), or None."""
@@ -462,6 +480,44 @@ class GdbRemote:
             ok = head.startswith(b"F") and not head.startswith(b"F-")
             out.append(data[:int(head[1:], 16)] if ok else None)
         return out
+
+    @property
+    def server(self) -> str:
+        """``"lldb-server"`` or ``"gdbserver"`` (told apart by their ``qSupported`` answers)."""
+        return "lldb-server" if "QThreadSuffixSupported" in self.features else "gdbserver"
+
+    def interrupt(self) -> None:
+        """Send the out-of-band interrupt (``\\x03``) to a running process.
+
+        lldb-server stops every thread itself (reported as ``SIGSTOP``); gdbserver
+        sends ``SIGINT`` to the *process group* of the PID, which fails when the
+        process leads no group and would reach every other member of it: callers
+        use this with lldb-server only (:attr:`server`).  A server whose process
+        is already stopped ignores it."""
+        self._send_raw(b"\x03")
+
+    def sync(self) -> None:
+        """Drop any stop reply still in flight (a late answer to an interrupt):
+        send ``qC`` and read replies until its own (bounded)."""
+        self.pipeline_send(b"qC")
+        for _ in range(16):
+            r = unescape(self._recv_packet("qC"))
+            if not r[:1] in (b"T", b"S", b"O"):
+                return
+        self.broken = True
+        raise RemoteError(f"{self.address}: the server keeps sending stop replies")
+
+    def step(self, tid: int, pid: int | None = None, signal: int = 0, timeout: float = 2.0) -> StopInfo:
+        """Single-step thread ``tid`` alone (``vCont;s:TID``; ``vCont;S`` hands it
+        ``signal`` first), the other threads staying stopped; returns the stop reply.
+        Nothing is written into the target: the server uses the trap flag.
+
+        :raises RemoteError: no stop reply within ``timeout``
+        """
+        mp = pid is not None and self.features.get("multiprocess") == "+"
+        th = f"p{pid:x}.{tid:x}" if mp else f"{tid:x}"
+        self.pipeline_send((f"vCont;S{signal:02x}:{th}" if signal else f"vCont;s:{th}").encode())
+        return parse_stop(self.wait_stop(f"single step of thread {tid}", timeout))
 
     def resume_until(self, what: str, timeout: float) -> bytes:
         """``vCont;c`` and wait (at most ``timeout`` s) for the stop reply; returns it."""

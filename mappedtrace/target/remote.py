@@ -10,9 +10,10 @@ there.
 What each server gives (measured with lldb-server 22 and gdbserver 13.1):
 
 * registers from ``g`` after ``Hg``, laid out by ``target.xml``: both.
-  lldb-server has no ``orig_rax``: it is -1 (as if no system call), which only
-  a core file's ``NT_PRSTATUS`` shows.  The FXSAVE image (``NT_PRFPREG``) is
-  taken from the same reply; the XSAVE area (AVX upper halves) is not built.
+  lldb-server has no ``orig_rax``: it is read from
+  ``/proc/PID/task/TID/syscall`` through ``vFile:`` (-1 where unreadable).
+  The FXSAVE image (``NT_PRFPREG``) is taken from the same reply; the XSAVE
+  area (AVX upper halves) is not built.
 * memory: lldb-server answers binary ``x`` reads of 128 KiB; gdbserver 13
   only hex ``m`` of about 9 KiB (twice the bytes on the wire, and many more
   requests: pipelining hides the round trips).
@@ -28,11 +29,14 @@ buffer, in pipelined packets.  ``meta`` counts bytes moved and round trips.
 The pause: the server stopped the process when it attached, before we
 connected; ``meta["pause_ns"]`` is only from our connect to our detach.
 
-Not done remotely: a process stopped while a thread held an arena lock is
-analysed once (with the warning) — locally the tracer resumes and stops it
-again; remotely that needs ``vCont;c`` + interrupt, and a signal arriving in
-between would have to be handed back with ``C`` (``D`` drops it), which is
-not written yet.  No settling (single steps) either.
+Letting the process run and stopping it again (:meth:`RemoteTarget.run_for`:
+``vCont;c``, a moment, the ``\x03`` interrupt) is done with lldb-server only:
+gdbserver's interrupt sends ``SIGINT`` to the target's process group (it fails
+when the target leads none, and would reach the group's other processes).
+:func:`capture_remote` uses it to stop again a process caught with an arena
+lock held; signals that arrive while it runs go back to their threads with
+``vCont;C``.  Settling by single steps through the server (both servers):
+:func:`mappedtrace.target.settle.settle_remote`.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ import time
 
 from .base import GPR_NAMES, Target
 from .binaries import BinaryFinder, localize
-from .gdbremote import GdbRemote, RemoteError
+from .gdbremote import GdbRemote, RemoteError, parse_stop
 from .live import ThreadSnapshot, parse_maps
 from .lldb_backend import _FX_HEAD      # the FXSAVE header layout, declared once there
 from ..errors import TargetFault
@@ -54,7 +58,20 @@ BLOCK = 64 << 10
 DIRECT = 256 << 10
 #: bound on threads read
 MAX_THREADS = 1 << 14
+#: bound on signal stops met while the process is let run (:meth:`RemoteTarget.run_for`)
+MAX_SIGNAL_STOPS = 64
 _AT_ENTRY = 9
+_SIGSTOP = 19
+
+
+def _syscall_nr(text: bytes | None) -> int:
+    """``orig_rax`` from ``/proc/PID/task/TID/syscall``: the call number, else -1
+    (not in a call, ``running``, or unreadable)."""
+    try:
+        nr = int((text or b"-1").split()[0])
+    except (ValueError, IndexError):
+        return _NO_SYSCALL
+    return nr & _NO_SYSCALL
 
 
 def _fxsave(raw: bytes, by: dict) -> bytes | None:
@@ -144,25 +161,8 @@ class RemoteTarget(Target):
     # --- loading ------------------------------------------------------------
     def _load(self, finder: BinaryFinder | None) -> None:
         c, pid = self.conn, self.pid
-        layout = c.registers_layout()
-        by_name = {_ALIASES.get(r.name, r.name): r for r in layout}
-        tids = c.thread_ids()[:MAX_THREADS]
-        if not tids:
-            raise RemoteError(f"{self.address}: the server lists no threads")
-        threads = []
-        names = c.file_heads([f"/proc/{pid}/task/{tid}/comm" for tid in tids], 64)
-        for tid, raw, name in zip(tids, c.registers(tids, pid), names):
-            regs = {n: 0 for n in GPR_NAMES}
-            for n in GPR_NAMES:
-                r = by_name.get(n)
-                if r is not None and 0 <= r.offset and r.offset + r.bitsize // 8 <= len(raw):
-                    regs[n] = int.from_bytes(raw[r.offset:r.offset + r.bitsize // 8], "little")
-            if "orig_rax" not in by_name:
-                regs["orig_rax"] = _NO_SYSCALL
-            threads.append(ThreadSnapshot(tid, regs, _fxsave(raw, by_name),
-                                          name=(name or b"").decode("utf-8", "replace").strip()))
-        threads.sort(key=lambda t: t.tid)      # by TID, as the ptrace backend lists them
-        self.threads = threads
+        self._by_name = {_ALIASES.get(r.name, r.name): r for r in c.registers_layout()}
+        self._load_threads()
         self.auxv = c.xfer("auxv", "", 1 << 16)
         self.mappings = parse_maps(self._text(f"/proc/{pid}/maps", required=True))
         entry = self.auxv_entries().get(_AT_ENTRY, 0)
@@ -172,7 +172,80 @@ class RemoteTarget(Target):
         finder = finder or BinaryFinder()
         if finder.fetch_remote is None:
             finder.fetch_remote = c.file_read
-        localize(self, finder)
+        self._finder = finder
+        self._localized = localize(self, finder)
+
+    def _load_threads(self) -> None:
+        """Thread ids, names and registers (``orig_rax`` from ``/proc/PID/task/TID/syscall``
+        where the server has no such register)."""
+        c, pid, by_name = self.conn, self.pid, self._by_name
+        tids = c.thread_ids()[:MAX_THREADS]
+        if not tids:
+            raise RemoteError(f"{self.address}: the server lists no threads")
+        threads = []
+        names = c.file_heads([f"/proc/{pid}/task/{tid}/comm" for tid in tids], 64)
+        calls = c.file_heads([f"/proc/{pid}/task/{tid}/syscall" for tid in tids], 256) \
+            if "orig_rax" not in by_name else [None] * len(tids)
+        for tid, raw, name, call in zip(tids, c.registers(tids, pid), names, calls):
+            regs = {n: 0 for n in GPR_NAMES}
+            for n in GPR_NAMES:
+                r = by_name.get(n)
+                if r is not None and 0 <= r.offset and r.offset + r.bitsize // 8 <= len(raw):
+                    regs[n] = int.from_bytes(raw[r.offset:r.offset + r.bitsize // 8], "little")
+            if "orig_rax" not in by_name:
+                regs["orig_rax"] = _syscall_nr(call)
+            threads.append(ThreadSnapshot(tid, regs, _fxsave(raw, by_name),
+                                          name=(name or b"").decode("utf-8", "replace").strip()))
+        threads.sort(key=lambda t: t.tid)      # by TID, as the ptrace backend lists them
+        self.threads = threads
+
+    # --- letting it run -----------------------------------------------------
+    @property
+    def can_run(self) -> bool:
+        """Whether the process can be let run and stopped again through this server
+        (lldb-server: yes; gdbserver: its interrupt signals the process group, see
+        :meth:`GdbRemote.interrupt`)."""
+        return self.conn is not None and self.conn.server == "lldb-server" and self._attached
+
+    def run_for(self, seconds: float) -> None:
+        """Let the process run for ``seconds``, stop it again and re-read its threads,
+        mappings and memory (what was cached is dropped).
+
+        A signal that stops it meanwhile is handed back to its thread with the next
+        resume (``vCont;C``), and the process is stopped again by our interrupt:
+        no signal is lost.  (A ``SIGSTOP`` sent by someone else in that moment
+        looks like our interrupt and is not handed back.)
+
+        :raises RemoteError: the server cannot do it, the process exited, the link failed
+        """
+        c = self.conn
+        if not self.can_run:
+            raise RemoteError(f"{self.address}: {c.server if c else 'the server'} cannot stop the process "
+                              "again once it runs")
+        pending: tuple[int, int] | None = None
+        for _ in range(MAX_SIGNAL_STOPS):
+            c.pipeline_send(f"vCont;C{pending[0]:02x}:{pending[1]:x};c".encode() if pending else b"vCont;c")
+            time.sleep(seconds)
+            c.interrupt()
+            st = parse_stop(c.wait_stop("stopping the process again", c.timeout))
+            if st.signal < 0:
+                self._attached = False
+                raise RemoteError(f"{self.address}: process {self.pid} exited while it ran ({st.raw[:12]!r})")
+            if st.signal in (0, _SIGSTOP):      # lldb-server reports its interrupt as SIGSTOP
+                break
+            # a signal for the process: it goes back to its thread on the next resume
+            pending, seconds = (st.signal, st.tid or self.pid), 0.001
+        else:
+            raise RemoteError(f"{self.address}: more than {MAX_SIGNAL_STOPS} signals while the process ran")
+        c.sync()
+        self._blocks.clear()
+        self._load_threads()
+        self.mappings = parse_maps(self._text(f"/proc/{self.pid}/maps", required=True))
+        if self._localized:
+            import dataclasses
+            self.mappings = [dataclasses.replace(m, path=self._localized.get(m.path, m.path))
+                             for m in self.mappings]
+        self.meta["runs"] = self.meta.get("runs", 0) + 1
 
     def _text(self, path: str, required: bool = False) -> str:
         try:
@@ -260,12 +333,44 @@ def attach_remote(address: str, pid: int | None = None, *, sysroot: str | None =
     return RemoteTarget(address, pid, finder=BinaryFinder(sysroot=sysroot), timeout=timeout)
 
 
-def capture_remote(rt: RemoteTarget, release: bool = True):
+def capture_remote(rt: RemoteTarget, release: bool = True, *, busy=None, attempts: int = 1):
     """Copy what a stop-copy snapshot keeps (writable and anonymous memory, the
     ELF header pages) from the server, in pipelined reads, then (``release``) detach.
 
+    :param busy: ``busy(target) -> str | None``: why this stop is a bad moment to
+        copy (an arena lock held: a thread was inside malloc or free), or None;
+        asked of the stopped process itself, before the copy (a few small reads)
+    :param attempts: stops tried at most while ``busy`` says so; between two, the
+        process runs a moment (20 ms, 40 ms, …: :meth:`RemoteTarget.run_for`).  Where
+        the server cannot stop the process again (gdbserver) the first stop is
+        copied and a warning says why.
     :returns: a :class:`~mappedtrace.target.capture.CapturedTarget`
     """
+    notes, i = [], 0
+    for i in range(max(1, attempts)):
+        why = busy(rt) if busy is not None and attempts > 1 else None
+        if why is None:
+            break
+        if i == attempts - 1:
+            notes.append(f"{why} in each of {attempts} stops; the last one is copied")
+            break
+        if not rt.can_run:
+            notes.append(f"{why}, and {rt.conn.server} cannot stop the process again once it runs "
+                         "(its interrupt signals the whole process group): not retried; use "
+                         "lldb-server-22 gdbserver for that")
+            break
+        rt.run_for(0.02 * (i + 1))
+    ct = _capture_once(rt)
+    ct.warnings += notes
+    ct.meta["lock_retries"] = i
+    if release:
+        rt.close()
+        ct.meta.update({k: rt.meta[k] for k in ("pause_ns", "bytes_in", "bytes_out", "round_trips")
+                        if k in rt.meta})
+    return ct
+
+
+def _capture_once(rt: RemoteTarget):
     from .capture import CapturedTarget, Piece, _layout, _pieces_for
     from .live import parse_anon_file_ranges
     anon = parse_anon_file_ranges(rt._text(f"/proc/{rt.pid}/smaps").splitlines())
@@ -290,10 +395,6 @@ def capture_remote(rt: RemoteTarget, release: bool = True):
                         pieces=_layout(rt.mappings, pieces, holes), meta=meta, warnings=list(rt.warnings))
     for s, n in holes[:20]:
         ct.warnings.append(f"{n} bytes at {s:#x} could not be read through the server (left out of the snapshot)")
-    if release:
-        rt.close()
-        ct.meta.update({k: rt.meta[k] for k in ("pause_ns", "bytes_in", "bytes_out", "round_trips")
-                        if k in rt.meta})
     ct.meta["captured_bytes"] = ct.captured_bytes
     return ct
 

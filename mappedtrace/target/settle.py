@@ -276,3 +276,109 @@ def _wait_step(live, tid: int) -> int | None:
         elif spin > 100:
             time.sleep(0.0001)
     return None
+
+
+#: bounds per thread when settling through a debug server: each step is a round trip
+REMOTE_MAX_NS = 2_000_000_000
+#: seconds one remote step may take before the link counts as failed
+REMOTE_STEP_TIMEOUT = 5.0
+#: bound on signals handed back while settling one thread remotely
+_MAX_HANDED_BACK = 16
+
+
+def settle_remote(rt, maps=None, *, max_steps: int | None = None, max_ns: int | None = None) -> None:
+    """Settle the threads of a :class:`~mappedtrace.target.remote.RemoteTarget` at map
+    points, by single steps through its server (``vCont;s:TID``: the trap flag, no
+    breakpoint, no byte written; the other threads stay stopped).
+
+    The rules of :func:`settle_threads` hold: a thread inside a system call
+    (``orig_rax``; lldb-server has no such register, it comes from
+    ``/proc/PID/task/TID/syscall``) or at a ``syscall`` instruction is not
+    stepped.  A signal that arrives for the thread being stepped ends its walk
+    (unsettled) and is handed to it at once with a step-with-signal
+    (``vCont;S``), so none is lost: the thread then sits at the first
+    instruction of its handler.  Unlike locally, whether the process was in a
+    group stop before the server attached cannot be known here.  Each step
+    costs a round trip: the time bound per thread is :data:`REMOTE_MAX_NS`.
+
+    :raises RemoteError: the link failed or the process exited while stepping
+    """
+    from .gdbremote import RemoteError
+    max_steps = MAX_STEPS if max_steps is None else max_steps
+    max_ns = REMOTE_MAX_NS if max_ns is None else max_ns
+    if maps is None:
+        try:
+            maps = load_maps(rt.exe)
+        except MappedTraceError as e:
+            rt.warnings.append(f"maps of {rt.exe} not used for settling: {e.message}")
+    try:
+        bias = load_bias(rt) if maps is not None else 0
+    except MappedTraceError as e:
+        rt.warnings.append(f"settling skipped: {e.message}")
+        maps, bias = None, 0
+    cls = _Classifier(rt, maps, bias)
+    rip = rt._by_name.get("rip")
+    rip_key = f"{rip.regnum:02x}" if rip is not None else None
+    t_all = time.perf_counter_ns()
+    stepped = False
+    for t in rt.threads:
+        where = cls.classify(t.pc)
+        if where == "record":
+            t.settle, t.settle_steps = SETTLED, 0
+        elif where == "other":
+            t.settle, t.settle_steps = UNINSTRUMENTED, 0
+        elif t.regs["orig_rax"] != _NO_SYSCALL or max_steps <= 0:
+            t.settle, t.settle_steps = UNSETTLED, 0
+        else:
+            t.settle, t.settle_steps = _step_remote(rt, t, cls, rip_key, max_steps, max_ns, RemoteError)
+            stepped = stepped or t.settle_steps > 0
+    rt.meta["settle_ns"] = time.perf_counter_ns() - t_all
+    if stepped:
+        states = {t.tid: (t.settle, t.settle_steps) for t in rt.threads}
+        rt._blocks.clear()
+        rt._load_threads()
+        for t in rt.threads:
+            t.settle, t.settle_steps = states.get(t.tid, (UNSETTLED, 0))
+
+
+def _step_remote(rt, t: ThreadState, cls: _Classifier, rip_key: str | None, max_steps: int, max_ns: int,
+                 RemoteError) -> tuple[str, int]:
+    c, tid = rt.conn, t.tid
+    t0 = time.perf_counter_ns()
+    pc = t.pc
+    for steps in range(max_steps):
+        if time.perf_counter_ns() - t0 > max_ns:
+            return UNSETTLED, steps
+        try:
+            if cls.code_at(pc, 2) in _SYSCALL_OPCODES:
+                return UNSETTLED, steps
+        except MappedTraceError:
+            return UNSETTLED, steps
+        st = c.step(tid, rt.pid, timeout=REMOTE_STEP_TIMEOUT)
+        for _ in range(_MAX_HANDED_BACK):
+            if st.signal < 0:
+                raise RemoteError(f"{rt.address}: process {rt.pid} exited while thread {tid} was single-stepped")
+            if st.signal == k.SIGTRAP:
+                if st.tid not in (None, tid):
+                    pc = None           # not our step (never seen): end the walk, hand nothing
+                break
+            # a signal arrived: hand it to its thread now (one step into the handler)
+            st = c.step(st.tid or tid, rt.pid, signal=st.signal, timeout=REMOTE_STEP_TIMEOUT)
+            pc = None
+        else:
+            raise RemoteError(f"{rt.address}: more than {_MAX_HANDED_BACK} signals while stepping thread {tid}")
+        if pc is None:
+            return UNSETTLED, steps + 1
+        value = st.fields.get(rip_key) if rip_key else None
+        if value is not None and len(value) == 16:
+            pc = int.from_bytes(bytes.fromhex(value), "little")
+        else:
+            raw = c.registers([tid], rt.pid)[0]
+            r = rt._by_name["rip"]
+            pc = int.from_bytes(raw[r.offset:r.offset + 8], "little")
+        where = cls.classify(pc)
+        if where == "record":
+            return SETTLED, steps + 1
+        if where == "other":
+            return UNINSTRUMENTED, steps + 1
+    return UNSETTLED, max_steps
