@@ -1261,6 +1261,7 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         pointers_to_static=out.counters[1] + rs.static,
         typed_words_read=out.counters[2] + rs.words,
         unreadable_objects=int(np.count_nonzero(heap.memoff < 0)),
+        mark_queue_bytes=int(out.counters[6]) if kernel == "c" else 0,
     )
     return HeapGraph(heap.starts, heap.sizes, type_ids, how, ambiguous, e, re, roots, types, prec,
                      warnings, mem=heap.mem, memoff=heap.memoff, mapped=heap.maps, _edge_maker=maker)
