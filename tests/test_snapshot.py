@@ -617,6 +617,35 @@ def test_fork_capture_leaves_the_child_pages_shared(bins, procs):
         ct.close()
 
 
+def test_stop_copy_leaves_a_forked_targets_pages_shared(tmp_path):
+    """A target whose heap is shared copy-on-write with a fork child of its own
+    is read through /proc/PID/mem by stop-copy: its pages stay shared (read with
+    process_vm_readv, every page read was copied inside the target first)."""
+    exe = tmp_path / "forked_heap"
+    if CC is None:
+        pytest.skip("no C compiler")
+    subprocess.run([CC, "-O2", "-o", str(exe), str(ROOT / "tests" / "capture" / "forked_heap.c")], check=True)
+    p = subprocess.Popen([str(exe), "32"], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    try:
+        _, pid, child = p.stdout.readline().split()
+        heap = None
+        ct = snapshot_process(int(pid), "stop-copy")
+        try:
+            heap = next(m for m in ct.mappings if m.path == "[heap]")
+            assert ct.piece_at(heap.start).data is not None
+        finally:
+            ct.close()
+        shared, private = _dirty_kib(int(pid), heap.start)
+        assert shared >= 24 << 10, (shared, private)       # still shared with the child
+        p.stdin.write("q\n")
+        p.stdin.flush()
+        assert p.wait(timeout=30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def test_core_refuses_a_rebuilt_binary(bins, procs, tmp_path):
     """Read-only bytes left out of a snapshot come from the mapped file — only if its
     build-id is the one recorded in the snapshot."""
