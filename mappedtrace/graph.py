@@ -121,6 +121,8 @@ class Precision:
     derived_bytes: int = 0
     derived_objects_typed: int = 0
     derived_bytes_typed: int = 0
+    #: the C marker's queue at its largest (bytes; 0 for the numpy marker)
+    mark_queue_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

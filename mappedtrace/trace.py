@@ -1187,17 +1187,22 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
                  mode: str, kernel: str, warnings: list[str]) -> HeapGraph:
     st = out.state
     n = heap.n
-    typed = ((st & ST_TYPED) != 0) & ((st & ST_AMBIG) == 0)
-    scalar_only = ((st & ST_SCALAR) != 0) & ((st & ST_TYPED) == 0)
-    reached = (st & ST_REACHED) != 0
-    how = np.full(n, HOW_UNREACHED, np.uint8)
-    how[reached] = HOW_CONSERVATIVE
-    how[typed | scalar_only] = HOW_TYPED
+    how = np.empty(n, np.uint8)
+    type_ids = np.empty(n, np.uint64)
     ids = np.array(tt.ids + [0], dtype=np.uint64)      # index -1 → 0
-    tix = np.where((st & ST_TYPED) != 0, out.type, out.scalar_type)
-    tix[~reached] = -1
-    type_ids = ids[tix]
-    del tix
+    # in slices: the masks and type indices of the whole heap at once were
+    # about 10 bytes per object of temporaries at the analysis's peak (issue #13)
+    for lo in range(0, n, _SLICE):
+        s = st[lo:lo + _SLICE]
+        typed = ((s & ST_TYPED) != 0) & ((s & ST_AMBIG) == 0)
+        scalar_only = ((s & ST_SCALAR) != 0) & ((s & ST_TYPED) == 0)
+        reached = (s & ST_REACHED) != 0
+        h = np.where(reached, np.uint8(HOW_CONSERVATIVE), np.uint8(HOW_UNREACHED))
+        h[typed | scalar_only] = HOW_TYPED
+        how[lo:lo + _SLICE] = h
+        tix = np.where((s & ST_TYPED) != 0, out.type[lo:lo + _SLICE], out.scalar_type[lo:lo + _SLICE])
+        tix[~reached] = -1
+        type_ids[lo:lo + _SLICE] = ids[tix]
     ambiguous = (st & ST_AMBIG) != 0
     e = out.edges
     if e is None:
@@ -1237,7 +1242,9 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         tnodes = np.nonzero(how[lo:lo + _SLICE] == HOW_TYPED)[0] + lo
         if not len(tnodes):
             continue
-        tti = np.where(typed[tnodes], out.type[tnodes], out.scalar_type[tnodes]).astype(np.int64)
+        ts = st[tnodes]
+        typed_t = ((ts & ST_TYPED) != 0) & ((ts & ST_AMBIG) == 0)
+        tti = np.where(typed_t, out.type[tnodes], out.scalar_type[tnodes]).astype(np.int64)
         tsz = sizes[tnodes]
         tstart = np.minimum(tt.tail_start(tti, tsz), tsz)
         typed_bytes += int(tstart.sum())
@@ -1246,13 +1253,14 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         mode=mode, kernel=kernel,
         roots_exact=sum(1 for r in roots if r.exact and mode == "precise"),
         roots_conservative=sum(1 for r in roots if not r.exact or mode != "precise"),
-        objects=n, objects_reached=int(reached.sum()),
+        objects=n, objects_reached=int(np.count_nonzero(how != HOW_UNREACHED)),
         objects_typed=int(np.count_nonzero(how == HOW_TYPED)),
         objects_conservative=int(np.count_nonzero(how == HOW_CONSERVATIVE)),
         objects_ambiguous=int(ambiguous.sum()),
         heap_bytes=int(sizes.sum()) if n else 0,
         heap_bytes_typed=typed_bytes,
-        heap_bytes_conservative=(int(sizes[how == HOW_CONSERVATIVE].sum()) if n else 0) + tail,
+        # (sum with a mask: ``sizes[mask]`` copied 8 bytes per conservative object)
+        heap_bytes_conservative=(int(sizes.sum(where=how == HOW_CONSERVATIVE)) if n else 0) + tail,
         heap_bytes_tail=tail,
         edges_exact=n_exact,
         edges_conservative=n_cons,
@@ -1261,6 +1269,7 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         pointers_to_static=out.counters[1] + rs.static,
         typed_words_read=out.counters[2] + rs.words,
         unreadable_objects=int(np.count_nonzero(heap.memoff < 0)),
+        mark_queue_bytes=int(out.counters[6]) if kernel == "c" else 0,
     )
     return HeapGraph(heap.starts, heap.sizes, type_ids, how, ambiguous, e, re, roots, types, prec,
                      warnings, mem=heap.mem, memoff=heap.memoff, mapped=heap.maps, _edge_maker=maker)

@@ -582,6 +582,70 @@ def test_proc_mem_fallback_reads_the_same(bins, procs):
         assert a[:] == b[:]
 
 
+def _dirty_kib(pid: int, start: int) -> tuple[int, int]:
+    """(Shared_Dirty, Private_Dirty) in KiB of the mapping of ``pid`` that starts at ``start``."""
+    shared = private = None
+    inside = False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                inside = int(head.split("-")[0], 16) == start
+            elif inside and head == "Shared_Dirty:":
+                shared = int(line.split()[1])
+            elif inside and head == "Private_Dirty:":
+                private = int(line.split()[1])
+    assert shared is not None and private is not None, f"no mapping at {start:#x} in process {pid}"
+    return shared, private
+
+
+def test_fork_capture_leaves_the_child_pages_shared(bins, procs):
+    """Reading the fork child copies nothing inside it: its heap pages are still the
+    ones it shares with the target.  (process_vm_readv pins what it reads, and pinning
+    unshares a page still shared after a fork: the child used to get a private copy of
+    the whole heap, 3–5 s/GiB, issue #13.)"""
+    p = procs([bins["heap"], "32", "serve"], stdin=subprocess.PIPE)
+    ct = snapshot_process(p.pid, "fork", hold_child=True)
+    try:
+        child = ct.meta["child_pid"]
+        heap = next(m for m in ct.mappings if m.path == "[heap]")
+        assert ct.piece_at(heap.start).data is not None
+        shared, private = _dirty_kib(child, heap.start)
+        assert shared >= 30 << 10, (shared, private)       # the 32 MiB heap, still shared
+        assert private < 1 << 10, (shared, private)        # not copied into the child
+    finally:
+        ct.close()
+
+
+def test_stop_copy_leaves_a_forked_targets_pages_shared(tmp_path):
+    """A target whose heap is shared copy-on-write with a fork child of its own
+    is read through /proc/PID/mem by stop-copy: its pages stay shared (read with
+    process_vm_readv, every page read was copied inside the target first)."""
+    exe = tmp_path / "forked_heap"
+    if CC is None:
+        pytest.skip("no C compiler")
+    subprocess.run([CC, "-O2", "-o", str(exe), str(ROOT / "tests" / "capture" / "forked_heap.c")], check=True)
+    p = subprocess.Popen([str(exe), "32"], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    try:
+        _, pid, child = p.stdout.readline().split()
+        heap = None
+        ct = snapshot_process(int(pid), "stop-copy")
+        try:
+            heap = next(m for m in ct.mappings if m.path == "[heap]")
+            assert ct.piece_at(heap.start).data is not None
+        finally:
+            ct.close()
+        shared, private = _dirty_kib(int(pid), heap.start)
+        assert shared >= 24 << 10, (shared, private)       # still shared with the child
+        p.stdin.write("q\n")
+        p.stdin.flush()
+        assert p.wait(timeout=30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def test_core_refuses_a_rebuilt_binary(bins, procs, tmp_path):
     """Read-only bytes left out of a snapshot come from the mapped file — only if its
     build-id is the one recorded in the snapshot."""

@@ -379,3 +379,33 @@ def test_big_heap_queue_and_blocks_same_graph(mode):
     assert_same_graph(a, b)
     assert find_leaks(a).to_dict()["leaks"] == find_leaks(b).to_dict()["leaks"]
     assert 100_000 < a.precision.objects_reached < n
+
+
+@pytest.mark.parametrize("mode", ["precise", "conservative"])
+def test_conservative_closure_of_a_forest_keeps_a_small_queue(mode):
+    """2 000 binary trees of 127 nodes reached only through an untyped array: the
+    conservative closure runs depth first, so the C marker's queue holds about
+    the 2 000 roots and a path, not the widest level of every tree at once
+    (128 000 entries of 40 bytes, what the breadth-first closure queued: issue
+    #13); and the graph is the numpy marker's."""
+    ntrees, per = 2000, 127
+    B = 0x1000000
+    arr_size = 8 * ntrees
+    first = B + ((arr_size + 8 + 15) & ~15) + 16
+    n = ntrees * per
+    addr = first + 32 * np.arange(n, dtype=np.uint64)
+    mem = np.zeros((int(addr[-1]) + 32 - B) // 8, np.uint64)
+    mem[:ntrees] = addr[::per]                            # the array of tree roots
+    i = np.arange(n)
+    tree, k = i // per, i % per
+    for side, child in ((0, 2 * k + 1), (1, 2 * k + 2)):  # heap order: children of k at 2k+1, 2k+2
+        has = child < per
+        w = ((addr[has] - np.uint64(B)) // np.uint64(8)).astype(np.int64) + side
+        mem[w] = addr[(tree * per + child)[has]]
+    t = MemTarget({B: mem.tobytes()})
+    chunks = [C(B, arr_size)] + [C(int(a), 24) for a in addr]
+    roots = [Root("value", B, 8, 0, False, "thread 1 #0 f rbx")]
+    a = c_mark(t, chunks, roots, TYPES, mode=mode)
+    assert a.precision.objects_reached == n + 1
+    assert 0 < a.precision.mark_queue_bytes <= 2 << 20, a.precision.mark_queue_bytes
+    assert_same_graph(a, mark(t, chunks, roots, TYPES, mode=mode, kernel="numpy"))

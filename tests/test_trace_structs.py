@@ -204,7 +204,7 @@ def assert_same_graph(a, b) -> None:
     assert np.array_equal(a.edges, b.edges)
     assert np.array_equal(a.root_edges, b.root_edges)
     pa, pb = a.precision.as_dict(), b.precision.as_dict()
-    for k in ("kernel", "read_s", "mark_s", "total_s"):
+    for k in ("kernel", "read_s", "mark_s", "total_s", "mark_queue_bytes"):
         pa.pop(k, None)
         pb.pop(k, None)
     assert pa == pb

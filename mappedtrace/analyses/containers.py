@@ -467,11 +467,12 @@ def _demangler():
     return demangle
 
 
-def _vtable_types(graph: HeapGraph, ty: _Types, nodes: np.ndarray, modules) -> dict[int, Made]:
-    """Nodes whose first word points into a ``vtable for X`` symbol, X a type of the table."""
+def _vtable_types(graph: HeapGraph, ty: _Types, ids: np.ndarray, modules) -> dict[int, Made]:
+    """Nodes with no derived type yet (``ids`` 0) whose first word points into a
+    ``vtable for X`` symbol, X a type of the table."""
     out: dict[int, Made] = {}
     dm = _demangler()
-    if modules is None or dm is None or not len(nodes):
+    if modules is None or dm is None or not len(ids):
         return out
     from ..formats import elf
 
@@ -485,6 +486,10 @@ def _vtable_types(graph: HeapGraph, ty: _Types, nodes: np.ndarray, modules) -> d
     # words of millions of untyped objects are then not read at all)
     mods = sorted((m for m in modules if getattr(m, "path", None) and has_vtables(m)), key=lambda m: m.start)
     if not mods:
+        return out
+    # (the untyped nodes listed only now: in a C program, 8 bytes per object for nothing)
+    nodes = np.flatnonzero(ids == 0)
+    if not len(nodes):
         return out
     w, ok = graph.words(nodes, np.array([0], np.uint64))
     w, nodes = w[:, 0][ok[:, 0]], nodes[ok[:, 0]]
@@ -745,8 +750,7 @@ def derive_types(graph: HeapGraph, target=None, modules=None) -> None:
     ps.drain()
     # 3. polymorphic objects no holder named (leaked ones; ones the marker typed by a
     #    base class, as a shared_ptr's _Sp_counted_base), by their virtual table
-    untyped = np.flatnonzero(ps.ids == 0)
-    for i, made in _vtable_types(graph, ps.ty, untyped, modules).items():
+    for i, made in _vtable_types(graph, ps.ty, ps.ids, modules).items():
         ps.give(i, made)
     ps.drain()
     if ps.budget <= 0:

@@ -1018,10 +1018,6 @@ class GlibcHeap:
         self.chunk_sizes = raw.view(np.int64)       # in place: the raw fields are not needed again
         del raw
         self.arena_index = aidx
-        mmapped = self.arena_index < 0
-        self.addresses = self.headers + CHUNK_HDR_SZ
-        self.usable = self.chunk_sizes - SIZE_SZ
-        self.usable[mmapped] -= CHUNK_HDR_SZ - SIZE_SZ
         self.state = np.zeros(len(self.headers), dtype=np.uint8)
         self.list_code = np.full(len(self.headers), -1, dtype=np.int8)
         self._classify()
@@ -1433,23 +1429,25 @@ class GlibcHeap:
         # tcache_perthread_struct and that are either non-empty or pointed at from
         # a thread's static TLS (libc's ``tcache`` variable sits below fs_base)
         cand = np.flatnonzero((self.chunk_sizes == TCACHE_CHUNK) & (self.state == IN_USE) & (self.arena_index >= 0))
-        tls_refs = self._tls_references(self.addresses[cand])
+        cand_addrs = self.headers[cand] + CHUNK_HDR_SZ
+        tls_refs = self._tls_references(cand_addrs)
         maxc = self.mp["tcache_count"] if self.mp else 0xFFFF
         lane = np.arange(TCACHE.size // 8)
         found: list[int] = []
         for bstart, bend, words in self._mem.blocks:
             nw = np.frombuffer(words, dtype="<u8")
-            addrs = self.addresses[cand]
+            addrs = cand_addrs
             sel = cand[(addrs >= bstart) & (addrs + TCACHE.size <= bend)]
             for j in range(0, len(sel), 1 << 16):          # batches bound the (n, 80) gather
                 part = sel[j:j + (1 << 16)]
-                rows = nw[((self.addresses[part] - bstart) >> 3)[:, None] + lane]
+                paddr = self.headers[part] + CHUNK_HDR_SZ
+                rows = nw[((paddr - bstart) >> 3)[:, None] + lane]
                 counts = np.ascontiguousarray(rows[:, :TCACHE_MAX_BINS // 4]).view("<u2")
                 entries = rows[:, TCACHE_MAX_BINS // 4:]
                 ok = (counts <= maxc).all(1) & ((counts == 0) == (entries == 0)).all(1) \
                     & ((entries & np.uint64(MALLOC_ALIGNMENT - 1)) == 0).all(1) \
-                    & ((entries != 0).any(1) | np.isin(self.addresses[part], list(tls_refs)))
-                found += self.addresses[part[ok]].tolist()
+                    & ((entries != 0).any(1) | np.isin(paddr, list(tls_refs)))
+                found += paddr[ok].tolist()
         for addr in sorted(found):
             if self._looks_like_tcache(addr):
                 owner = f"thread {tls_refs[addr]}" if addr in tls_refs else f"tcache@{addr:#x}"
@@ -1598,10 +1596,28 @@ class GlibcHeap:
             self._lists = (code, table)
         return self._lists
 
+    # ``addresses`` and ``usable`` are computed when asked for, not kept: two
+    # columns of 8 bytes per chunk less for the whole analysis (issue #13)
+    @property
+    def addresses(self) -> np.ndarray:
+        """User pointers (int64), one per chunk: ``headers + 16``; a new array at each access."""
+        return self.headers + CHUNK_HDR_SZ
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Usable sizes (int64), one per chunk, as ``malloc_usable_size``; a new array at each access."""
+        u = self.chunk_sizes - SIZE_SZ
+        u[self.arena_index < 0] -= CHUNK_HDR_SZ - SIZE_SZ
+        return u
+
+    def _usable_of(self, i: int) -> int:
+        extra = CHUNK_HDR_SZ - SIZE_SZ if self.arena_index.item(i) < 0 else 0
+        return self.chunk_sizes.item(i) - SIZE_SZ - extra
+
     def _chunk(self, i: int) -> Chunk:
         code, table = self._where_table()
         w = table[code.item(i)]
-        return Chunk(self.addresses.item(i), self.usable.item(i), self.chunk_sizes.item(i),
+        return Chunk(self.headers.item(i) + CHUNK_HDR_SZ, self._usable_of(i), self.chunk_sizes.item(i),
                      "free" if self.state.item(i) else "in-use", w)
 
     def chunks(self) -> "ChunkList":
@@ -1629,8 +1645,8 @@ class GlibcHeap:
         """
         if not 0 <= addr < 1 << 63:
             return None
-        i = int(self.addresses.searchsorted(addr, "right")) - 1
-        if i >= 0 and addr < self.addresses.item(i) + self.usable.item(i):
+        i = int(self.headers.searchsorted(addr - CHUNK_HDR_SZ, "right")) - 1
+        if i >= 0 and addr < self.headers.item(i) + CHUNK_HDR_SZ + self._usable_of(i):
             return self._chunk(i)
         return None
 
