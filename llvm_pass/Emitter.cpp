@@ -611,8 +611,9 @@ void Emitter::emitMap() {
   appendToUsed(M, {GV});
 }
 
-// Nothing refers to .llvm_stackmaps, so a link with --gc-sections would drop
-// it. A label at the start of this object's .llvm_stackmaps (module asm comes
+// Nothing refers to the stack maps (.mtstack, and .llvm_stackmaps when
+// MAPPEDTRACE_LLVM_STACKMAPS=1 keeps it), so a link with --gc-sections would
+// drop them. A label at the start of this object's section (module asm comes
 // first in the output, so it is at offset 0 even if the backend emits no
 // record) and a PC-relative reference to it from a retained section
 // (SHF_GNU_RETAIN: never collected, no dynamic relocation) keep it, with ld.bfd
@@ -621,12 +622,19 @@ void Emitter::emitMap() {
 void Emitter::keepStackMapsUnderGC() {
   if (!M.getTargetTriple().isOSBinFormatELF())
     return;
-  M.appendModuleInlineAsm(".pushsection .llvm_stackmaps,\"a\",@progbits\n"
-                          ".Lmappedtrace_stackmaps:\n"
-                          ".popsection\n"
-                          ".pushsection .mtmap.keep,\"aR\",@progbits\n"
-                          ".long .Lmappedtrace_stackmaps - .\n"
-                          ".popsection");
+  std::string Asm = std::string(".pushsection ") + StackTableSection +
+                    ",\"a\",@progbits\n"
+                    ".Lmappedtrace_stacktable:\n"
+                    ".popsection\n";
+  std::string Keep = ".pushsection .mtmap.keep,\"aR\",@progbits\n"
+                     ".long .Lmappedtrace_stacktable - .\n";
+  if (keepLLVMStackMaps()) {
+    Asm += ".pushsection .llvm_stackmaps,\"a\",@progbits\n"
+           ".Lmappedtrace_stackmaps:\n"
+           ".popsection\n";
+    Keep += ".long .Lmappedtrace_stackmaps - .\n";
+  }
+  M.appendModuleInlineAsm(Asm + Keep + ".popsection");
 }
 
 } // namespace
