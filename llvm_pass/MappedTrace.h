@@ -45,7 +45,7 @@ constexpr uint64_t IdTagMask = 0xFFFFULL << 48;
 constexpr uint64_t IdRelativeFn = 1ULL << 39;
 constexpr uint64_t IdSeqMask = IdRelativeFn - 1;
 // .mtmap: version, and the flags of an address written absolute (FORMAT.md §2).
-constexpr uint16_t MtmapVersion = 2;
+constexpr uint16_t MtmapVersion = 3;
 constexpr uint16_t FnAddrAbsolute = 1;
 constexpr uint32_t GlobalAddrAbsolute = 4;
 // The GC strategy of instrumented functions, and its stack map printer.

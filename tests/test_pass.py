@@ -263,7 +263,7 @@ def test_no_textrel(plugin, tmp_path):
     _build(plugin, SAMPLES / "leaky.c", exe, "-O2")
     r = _run(["readelf", "-d", "-S", "-W", str(exe)])
     assert "TEXTREL" not in r.stdout
-    for sec in (".mtmap", ".llvm_stackmaps"):
+    for sec in (".mtmap", ".mtstack"):
         line = next(l for l in r.stdout.splitlines() if f" {sec} " in l)
         assert "W" not in line.split()[-4], line  # read-only
 

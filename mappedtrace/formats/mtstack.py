@@ -42,51 +42,18 @@ VERSION = 1
 HEADER = struct.Struct("<4sHHII")
 FN_RELATIVE = 1
 _U64 = (1 << 64) - 1
-_LEB_MAX = 10                     # bytes of a 64-bit LEB128
 
 
 def _uleb(c: Cursor, what: str) -> int:
-    data, pos = c.data, c.pos
-    value = shift = 0
-    for i in range(_LEB_MAX):
-        if pos + i >= len(data):
-            raise c.error(f"truncated {what} (LEB128 runs past the end)")
-        b = data[pos + i]
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            c.pos = pos + i + 1
-            if value > _U64:
-                raise c.error(f"{what} {value:#x} does not fit 64 bits", at=pos)
-            return value
-    raise c.error(f"{what}: LEB128 longer than {_LEB_MAX} bytes", at=pos)
+    return c.uleb(what)
 
 
 def _sleb(c: Cursor, what: str) -> int:
-    data, pos = c.data, c.pos
-    value = shift = 0
-    for i in range(_LEB_MAX):
-        if pos + i >= len(data):
-            raise c.error(f"truncated {what} (LEB128 runs past the end)")
-        b = data[pos + i]
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            c.pos = pos + i + 1
-            if b & 0x40:
-                value -= 1 << shift
-            if not -(1 << 63) <= value < 1 << 63:
-                raise c.error(f"{what} {value:#x} does not fit 64 bits", at=pos)
-            return value
-    raise c.error(f"{what}: LEB128 longer than {_LEB_MAX} bytes", at=pos)
+    return c.sleb(what)
 
 
 def _count(c: Cursor, what: str) -> int:
-    """A count of items that take at least one byte each: no more than what is left."""
-    n = _uleb(c, f"{what} count")
-    if n > c.remaining:
-        raise c.error(f"{what} count {n} needs at least {n} bytes; only {c.remaining} left")
-    return n
+    return c.leb_count(what)
 
 
 def _decode_block(c: Cursor, vaddr: int) -> StackMapTable:
