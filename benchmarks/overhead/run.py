@@ -147,7 +147,7 @@ def sizes_only(progs: list, results: bool, argv: str) -> int:
         t = r["text_maps"]
         L.append(f"| {r['program']} | {r['text_plain']:,} | {t:,} | {t / r['text_plain']:.3f} | {r['records']:,} | "
                  f"{r['mtstack']:,} | {r['stackmaps'] / max(r['records'], 1):.1f} | {r['llvm_stackmaps']:,} | "
-                 f"{r['mtmap']:,} | {r['maps']:,} | {r['maps'] / t * 100:.0f} % | "
+                 f"{r['mtmap']:,} | {r['maps']:,} | {r['maps'] / t * 100:.1f} % | "
                  f"{r['stackmaps'] / t * 100:.0f} % | {r['mtmap'] / t * 100:.0f} % |")
     L += ["", f"maps / .text: geometric mean {geomean([r['maps'] / r['text_maps'] for r in rows]) * 100:.0f} %, "
               f"worst {rows[0]['maps'] / rows[0]['text_maps'] * 100:.0f} % ({rows[0]['program']}); stack maps "
