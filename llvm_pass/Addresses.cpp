@@ -113,6 +113,7 @@ bool MappedTraceGCPrinter::emitStackMaps(StackMaps &SM, AsmPrinter &AP) {
   if (Fns.empty() || !M)
     return false;
   MCContext &Ctx = AP.OutContext;
+  bool KeepLLVM = keepLLVMStackMaps();
   // The label serializeToStackMapSection puts at the start of the table.
   MCSymbol *Table = Ctx.getOrCreateSymbol("__LLVM_StackMaps");
   DenseMap<const MCSymbol *, GlobalObject *> ByFnSym;
@@ -120,6 +121,7 @@ bool MappedTraceGCPrinter::emitStackMaps(StackMaps &SM, AsmPrinter &AP) {
     if (!F.isDeclaration())
       ByFnSym[AP.getSymbol(&F)] = &F;
   StackMaps::FnInfoMap Out;
+  std::vector<StackTableFn> Compact;
   size_t First = 0; // records are listed function by function, in entry order
   for (auto &[Sym, Info] : Fns) {
     size_t End = std::min(First + (size_t)Info.RecordCount, Records.size());
@@ -129,8 +131,9 @@ bool MappedTraceGCPrinter::emitStackMaps(StackMaps &SM, AsmPrinter &AP) {
         Rel = Records[I].ID & IdRelativeFn;
     GlobalObject *GO = ByFnSym.lookup(Sym);
     const MCSymbol *Key = Sym;
+    StackTableFn CF{Sym, nullptr, Info.StackSize, Info.RecordCount};
     if (Rel && GO && addressIsRelative(*GO)) {
-      // `.set .Lmt_fn, f`: a local name for f, so the fixup below is made
+      // `.set .Lmt_fn, f`: a local name for f, so the fixups below are made
       // against the section symbol (this object's definition, resolved by the
       // static linker), never against f itself, which another module could
       // interpose. A comdat f is named itself (where ownNameIsSafe:
@@ -140,27 +143,36 @@ bool MappedTraceGCPrinter::emitStackMaps(StackMaps &SM, AsmPrinter &AP) {
         Local = Ctx.createTempSymbol("mt_fn");
         AP.OutStreamer->emitAssignment(Local, MCSymbolRefExpr::create(Sym, Ctx));
       }
-      MCSymbol *S = Ctx.createTempSymbol("mt_fn_rel");
-      AP.OutStreamer->emitAssignment(
-          S, MCBinaryExpr::createSub(MCSymbolRefExpr::create(Local, Ctx),
-                                     MCSymbolRefExpr::create(Table, Ctx), Ctx));
-      Key = S;
+      CF.Local = Local;
+      if (KeepLLVM) {
+        MCSymbol *S = Ctx.createTempSymbol("mt_fn_rel");
+        AP.OutStreamer->emitAssignment(
+            S, MCBinaryExpr::createSub(MCSymbolRefExpr::create(Local, Ctx),
+                                       MCSymbolRefExpr::create(Table, Ctx), Ctx));
+        Key = S;
+      }
     } else if (Rel) {
       // No local symbol after all: leave the absolute address and say so in
       // the records, so that a reader takes the field as absolute.
       for (size_t I = First; I < End; ++I)
         Records[I].ID &= ~IdRelativeFn;
     }
+    Compact.push_back(CF);
     Out.insert({Key, Info});
     First = End;
   }
+  // The compact table (.mtstack, FORMAT.md §1a) always; LLVM's own table
+  // only when asked for: returning true tells the AsmPrinter it is written.
+  emitStackTable(SM, AP, Compact);
+  if (!KeepLLVM)
+    return true;
   Fns = std::move(Out);
   return false; // LLVM's serializer writes the table
 }
 
 GCRegistry::Add<MappedTraceGC> RegGC(GCStrategyName, "MappedTrace: statepoints, relative stack map addresses");
 GCMetadataPrinterRegistry::Add<MappedTraceGCPrinter>
-    RegPrinter(GCStrategyName, "MappedTrace: relative function addresses in .llvm_stackmaps");
+    RegPrinter(GCStrategyName, "MappedTrace: compact stack maps (.mtstack), relative function addresses");
 
 } // namespace
 } // namespace mappedtrace

@@ -69,6 +69,22 @@ public:
     le(0, 8);
     return Rel;
   }
+  void uleb(uint64_t V) {
+    do {
+      uint8_t B = V & 0x7f;
+      V >>= 7;
+      Bytes.push_back(B | (V ? 0x80 : 0));
+    } while (V);
+  }
+  void sleb(int64_t V) {
+    bool More = true;
+    while (More) {
+      uint8_t B = V & 0x7f;
+      V >>= 7; // arithmetic shift
+      More = !((V == 0 && !(B & 0x40)) || (V == -1 && (B & 0x40)));
+      Bytes.push_back(B | (More ? 0x80 : 0));
+    }
+  }
   void put32(size_t At, uint32_t V) {
     for (int I = 0; I < 4; ++I)
       Bytes[At + I] = (V >> (8 * I)) & 0xff;
@@ -513,10 +529,16 @@ void Emitter::emitMap() {
 
   StringTab Str;
   Blob B;
+  // Version 3 (the default) writes the tables in LEB128 with type ids by
+  // index; MAPPEDTRACE_MTMAP_VERSION=2 writes the fixed-size tables of
+  // version 2 (tests compare the two decodings).
+  const char *VE = std::getenv("MAPPEDTRACE_MTMAP_VERSION");
+  bool V2 = VE && VE[0] == '2' && !VE[1];
+  const auto &Types = TT.all();
   // Header, patched at the end.
   B.u32(0x504D544D); // "MTMP" little-endian bytes 4D 54 4D 50
-  B.u16(MtmapVersion); // FORMAT.md: 2 = addresses relative to the chunk, and type fields
-  B.u16(56);
+  B.u16(V2 ? 2 : MtmapVersion);
+  B.u16(V2 ? 56 : 64);
   size_t ChunkSizeAt = B.size();
   B.u32(0);
   uint32_t Flags = (TT.isRust() ? 1 : 0) | (O0 ? 2 : 0);
@@ -525,12 +547,59 @@ void Emitter::emitMap() {
   for (int I = 0; I < 9; ++I)
     B.u32(0); // n_types n_functions n_globals strtab_size types_off functions_off globals_off strtab_off module_name
   B.u32(0);   // reserved
-  // Types: make sure every referenced id is materialised first.
-  for (auto &G : Globals)
-    (void)G;
+  // Version 3: a type id is written as a reference (FORMAT.md §2): 0, the
+  // index + 1 of a type of this chunk, or past those, an entry of the id table.
+  std::map<uint64_t, uint64_t> Ref;
+  std::vector<uint64_t> ExtraIds;
+  auto ref = [&](uint64_t Id) -> uint64_t {
+    if (Id == 0)
+      return 0;
+    auto [It, New] = Ref.try_emplace(Id, 0);
+    if (New) {
+      ExtraIds.push_back(Id);
+      It->second = Types.size() + ExtraIds.size();
+    }
+    return It->second;
+  };
+  size_t IdsAt = B.size();
+  if (!V2) {
+    B.u32(0); // n_ids
+    B.u32(0); // ids_off
+    uint64_t I = 0;
+    for (const auto &KV : Types)
+      Ref[KV.first] = ++I;
+  }
   uint32_t TypesOff = B.size();
-  const auto &Types = TT.all();
   for (const auto &[Id, R] : Types) {
+    if (!V2) {
+      B.u64(R.Id);
+      B.uleb(R.Size);
+      B.uleb(Str.get(R.Name));
+      B.u8(R.Kind);
+      B.uleb(R.Flags);
+      B.uleb(R.Slots.size());
+      B.uleb(R.Fields.size());
+      B.uleb(ref(R.Elem));
+      B.uleb(R.FlexOffset);
+      uint64_t Prev = 0;
+      for (const SlotRec &S : R.Slots) {
+        // slots are sorted by offset: the (signed) distance from the previous one
+        B.sleb((int64_t)(S.Offset - Prev));
+        Prev = S.Offset;
+        B.uleb(ref(S.Target));
+        B.uleb(S.Count);
+        if (S.Count > 1)
+          B.uleb(S.Stride);
+        B.uleb(S.Flags);
+      }
+      for (const FieldRec &F : R.Fields) {
+        B.uleb(F.Offset);
+        B.uleb(ref(F.Type));
+        B.uleb(Str.get(F.Name));
+        B.uleb(F.Flags);
+      }
+      continue;
+    }
     B.u64(R.Id);
     B.u64(R.Size);
     B.u32(Str.get(R.Name));
@@ -565,6 +634,23 @@ void Emitter::emitMap() {
       Abs = !B.addr(O.F);
     else
       B.u64(0);
+    if (!V2) {
+      B.uleb(Str.get(O.Name));
+      B.uleb(Str.get(O.Reason));
+      B.u8(O.Status);
+      B.u8(Abs ? FnAddrAbsolute : 0);
+      B.uleb(O.NCalls);
+      B.uleb(O.NLoops);
+      B.uleb(O.NUnmapped);
+      B.uleb(O.Allocas.size());
+      B.uleb(O.NTail);
+      for (auto &[Ty, Size, Name] : O.Allocas) {
+        B.uleb(ref(Ty));
+        B.uleb(Size);
+        B.uleb(Str.get(Name));
+      }
+      continue;
+    }
     B.u32(Str.get(O.Name));
     B.u32(Str.get(O.Reason));
     B.u16(O.Status);
@@ -588,10 +674,23 @@ void Emitter::emitMap() {
       B.u64(0);
     else if (!B.addr(G.G))
       Flags |= GlobalAddrAbsolute;
+    if (!V2) {
+      B.uleb(G.Size);
+      B.uleb(ref(G.Type));
+      B.uleb(Str.get(G.G->getName()));
+      B.uleb(Flags);
+      continue;
+    }
     B.u64(G.Size);
     B.u64(G.Type);
     B.u32(Str.get(G.G->getName()));
     B.u32(Flags);
+  }
+  if (!V2) {
+    B.put32(IdsAt, ExtraIds.size());
+    B.put32(IdsAt + 4, B.size());
+    for (uint64_t Id : ExtraIds)
+      B.u64(Id);
   }
   uint32_t ModName = Str.get(M.getSourceFileName());
   uint32_t StrOff = B.size();
@@ -611,8 +710,9 @@ void Emitter::emitMap() {
   appendToUsed(M, {GV});
 }
 
-// Nothing refers to .llvm_stackmaps, so a link with --gc-sections would drop
-// it. A label at the start of this object's .llvm_stackmaps (module asm comes
+// Nothing refers to the stack maps (.mtstack, and .llvm_stackmaps when
+// MAPPEDTRACE_LLVM_STACKMAPS=1 keeps it), so a link with --gc-sections would
+// drop them. A label at the start of this object's section (module asm comes
 // first in the output, so it is at offset 0 even if the backend emits no
 // record) and a PC-relative reference to it from a retained section
 // (SHF_GNU_RETAIN: never collected, no dynamic relocation) keep it, with ld.bfd
@@ -621,12 +721,19 @@ void Emitter::emitMap() {
 void Emitter::keepStackMapsUnderGC() {
   if (!M.getTargetTriple().isOSBinFormatELF())
     return;
-  M.appendModuleInlineAsm(".pushsection .llvm_stackmaps,\"a\",@progbits\n"
-                          ".Lmappedtrace_stackmaps:\n"
-                          ".popsection\n"
-                          ".pushsection .mtmap.keep,\"aR\",@progbits\n"
-                          ".long .Lmappedtrace_stackmaps - .\n"
-                          ".popsection");
+  std::string Asm = std::string(".pushsection ") + StackTableSection +
+                    ",\"a\",@progbits\n"
+                    ".Lmappedtrace_stacktable:\n"
+                    ".popsection\n";
+  std::string Keep = ".pushsection .mtmap.keep,\"aR\",@progbits\n"
+                     ".long .Lmappedtrace_stacktable - .\n";
+  if (keepLLVMStackMaps()) {
+    Asm += ".pushsection .llvm_stackmaps,\"a\",@progbits\n"
+           ".Lmappedtrace_stackmaps:\n"
+           ".popsection\n";
+    Keep += ".long .Lmappedtrace_stackmaps - .\n";
+  }
+  M.appendModuleInlineAsm(Asm + Keep + ".popsection");
 }
 
 } // namespace

@@ -27,6 +27,12 @@
 #include <string>
 #include <vector>
 
+namespace llvm {
+class AsmPrinter;
+class MCSymbol;
+class StackMaps;
+} // namespace llvm
+
 namespace mappedtrace {
 
 // FORMAT.md constants.
@@ -39,13 +45,17 @@ constexpr uint64_t IdTagMask = 0xFFFFULL << 48;
 constexpr uint64_t IdRelativeFn = 1ULL << 39;
 constexpr uint64_t IdSeqMask = IdRelativeFn - 1;
 // .mtmap: version, and the flags of an address written absolute (FORMAT.md §2).
-constexpr uint16_t MtmapVersion = 2;
+constexpr uint16_t MtmapVersion = 3;
 constexpr uint16_t FnAddrAbsolute = 1;
 constexpr uint32_t GlobalAddrAbsolute = 4;
 // The GC strategy of instrumented functions, and its stack map printer.
 constexpr const char *GCStrategyName = "mappedtrace";
 // Prefix of the private aliases that name a definition of this object.
 constexpr const char *LocalAliasPrefix = "__mappedtrace.local.";
+// .mtstack, the compact stack maps (FORMAT.md §1a, StackTable.cpp).
+constexpr const char *StackTableSection = ".mtstack";
+constexpr const char *StackTableMagic = "MTSK";
+constexpr uint16_t StackTableVersion = 1;
 constexpr uint64_t RoleValue = 0;
 constexpr uint64_t RoleSlot = 1ULL << 62;
 constexpr uint64_t RoleDerived = 2ULL << 62;
@@ -158,6 +168,18 @@ private:
 bool addressIsRelative(const llvm::GlobalObject &GO);
 /// \p GO itself if it has local linkage, else a private alias of it.
 llvm::Constant *localAddressOf(llvm::GlobalObject &GO);
+
+/// A function entry of the stack maps: its symbol, the local name its
+/// address is written relative to (null: written absolute), and LLVM's counts.
+struct StackTableFn {
+  const llvm::MCSymbol *Sym = nullptr;
+  const llvm::MCSymbol *Local = nullptr;
+  uint64_t StackSize = 0, RecordCount = 0;
+};
+/// Write this object's stack map records to `.mtstack` (StackTable.cpp).
+void emitStackTable(llvm::StackMaps &SM, llvm::AsmPrinter &AP, llvm::ArrayRef<StackTableFn> Fns);
+/// MAPPEDTRACE_LLVM_STACKMAPS=1: write LLVM's `.llvm_stackmaps` as well.
+bool keepLLVMStackMaps();
 
 void findPointerStores(llvm::Module &M, TypeTable &TT,
                        std::map<llvm::GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals);

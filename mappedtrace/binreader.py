@@ -19,6 +19,8 @@ U32 = struct.Struct("<I")
 I32 = struct.Struct("<i")
 U64 = struct.Struct("<Q")
 I64 = struct.Struct("<q")
+#: bytes of a 64-bit LEB128 integer, at most
+_LEB_MAX = 10
 
 
 @dataclass
@@ -91,6 +93,49 @@ class Cursor:
 
     def i64(self) -> int:
         return self.unpack(I64, "i64")[0]
+
+    def uleb(self, what: str = "ULEB128 value") -> int:
+        """An unsigned LEB128 integer of at most 64 bits (10 bytes)."""
+        data, pos = self.data, self.pos
+        value = shift = 0
+        for i in range(_LEB_MAX):
+            if pos + i >= len(data):
+                raise self.error(f"truncated {what} (LEB128 runs past the end)")
+            b = data[pos + i]
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                if value >> 64:
+                    raise self.error(f"{what} {value:#x} does not fit 64 bits")
+                self.pos = pos + i + 1
+                return value
+        raise self.error(f"{what}: LEB128 longer than {_LEB_MAX} bytes")
+
+    def sleb(self, what: str = "SLEB128 value") -> int:
+        """A signed LEB128 integer of at most 64 bits (10 bytes)."""
+        data, pos = self.data, self.pos
+        value = shift = 0
+        for i in range(_LEB_MAX):
+            if pos + i >= len(data):
+                raise self.error(f"truncated {what} (LEB128 runs past the end)")
+            b = data[pos + i]
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                if b & 0x40:
+                    value -= 1 << shift
+                if not -(1 << 63) <= value < 1 << 63:
+                    raise self.error(f"{what} {value:#x} does not fit 64 bits")
+                self.pos = pos + i + 1
+                return value
+        raise self.error(f"{what}: LEB128 longer than {_LEB_MAX} bytes")
+
+    def leb_count(self, what: str) -> int:
+        """A ULEB128 count of items that take at least one byte each: at most what is left."""
+        n = self.uleb(f"{what} count")
+        if n > self.remaining:
+            raise self.error(f"{what} count {n} needs at least {n} bytes; only {self.remaining} left")
+        return n
 
     def sub(self, start: int, length: int, what: str = "block") -> "Cursor":
         """A cursor over ``data[start:start+length]``, bounds checked."""

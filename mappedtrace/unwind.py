@@ -110,7 +110,7 @@ class Frame:
 
     ``pc`` is the thread's rip for frame 0 and for a frame interrupted by a
     signal; for every other frame it is the return address (the PC that
-    ``.llvm_stackmaps`` records key on).  ``regs`` holds only the registers
+    stack map records key on).  ``regs`` holds only the registers
     whose values in this frame are known: in frames > 0 the callee-saved ones
     the CFI recovers (or that no callee changed), rsp and rip; after a signal
     frame every general register; after a frame-pointer step only rbp.

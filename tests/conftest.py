@@ -70,16 +70,18 @@ def have_c_compiler() -> bool:
     return any(have(c) for c in ("cc", "gcc", "clang"))
 
 
-def build_sample(src: Path, opt: str, out: Path) -> str:
+def build_sample(src: Path, opt: str, out: Path, env: dict | None = None) -> str:
     """Build a C or Rust sample with ``mappedtrace cc``/``rustc`` at ``opt``
-    (``-O0``, ``-O2``…) and ``-g``; a failed build fails the test."""
+    (``-O0``, ``-O2``…) and ``-g``, ``env`` added to the environment; a failed
+    build fails the test."""
     if src.suffix == ".rs":
         need("rustc")
         cmd = [sys.executable, "-m", "mappedtrace", "rustc", "-C", f"opt-level={opt.lstrip('-O')}", "-g",
                "-o", str(out), str(src)]
     else:
         cmd = [sys.executable, "-m", "mappedtrace", "cc", opt, "-g", "-o", str(out), str(src)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=out.parent)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=out.parent,
+                       env=dict(os.environ, **env) if env else None)
     if r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd[3:])} failed ({r.returncode}):\n{r.stderr.strip()}")
     return str(out)

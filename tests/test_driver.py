@@ -57,7 +57,7 @@ def test_cc_leaky_same_output_as_clang(plugin, tmp_path, opt):
     assert r.returncode == 0, r.stderr
     a, b = _run([str(exe)]), _run([str(ref)])
     assert (a.returncode, a.stdout) == (b.returncode, b.stdout)
-    assert {".mtmap", ".llvm_stackmaps"} <= _sections(exe)
+    assert {".mtmap", ".mtstack"} <= _sections(exe)
     assert ".mtmap" not in _sections(ref)
     assert _no_textrel(exe)
     # clang's own choice of PIE or not (Debian: PIE, ELF type DYN), no TEXTREL either way
@@ -96,7 +96,7 @@ def test_make_with_mappedtrace_cc(plugin, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     out = _run([str(tmp_path / "prog"), "a", "b"])
     assert out.returncode == 0 and out.stdout == "4 items, first x\n"
-    assert {".mtmap", ".llvm_stackmaps"} <= _sections(tmp_path / "prog")
+    assert {".mtmap", ".mtstack"} <= _sections(tmp_path / "prog")
     bm = maps.BinaryMaps.load(str(tmp_path / "prog"))
     names = {f.name for f in bm.functions}
     assert {"main", "push", "count"} <= names          # two translation units, two chunks
@@ -117,7 +117,7 @@ def test_cc_passthrough_modes(plugin, tmp_path):
     assert v.returncode == 0 and "clang version 22" in v.stdout
     # -S and -c, then a separate link
     r = _run([MT, "cc", "-O1", "-S", "-o", str(tmp_path / "l.s"), str(src)])
-    assert r.returncode == 0 and ".llvm_stackmaps" in (tmp_path / "l.s").read_text()
+    assert r.returncode == 0 and ".mtstack" in (tmp_path / "l.s").read_text()
     r = _run([MT, "cc", "-O1", "-c", "-o", str(tmp_path / "l.o"), str(src)])
     assert r.returncode == 0, r.stderr
     r = _run([MT, "cc", "-o", str(tmp_path / "l"), str(tmp_path / "l.o")])
@@ -194,7 +194,7 @@ def test_cc_gc_sections_keeps_maps(plugin, tmp_path, ld):
         r = _run([MT, "cc", "-O2", "-ffunction-sections", f"-fuse-ld={ld}", *gc, "-o", str(exe),
                   str(SAMPLES / "leaky.c"), str(tmp_path / "extra.o")])
         assert r.returncode == 0, r.stderr
-        assert {".mtmap", ".llvm_stackmaps"} <= _sections(exe)
+        assert {".mtmap", ".mtstack"} <= _sections(exe)
         bm = maps.BinaryMaps.load(str(exe))
         names = {s.name for s in ELFFile(open(exe, "rb")).get_section_by_name(".symtab").iter_symbols()}
         built[bool(gc)] = (len(bm.records), "unused_helper" in names)
@@ -226,7 +226,7 @@ def test_rustc_leaks_sample(plugin, tmp_path, opt):
     out = _run([str(exe)])
     assert out.returncode == 0
     assert out.stdout.splitlines()[-1] == "list sum 45, config leaked into a static (8 values)"
-    assert {".mtmap", ".llvm_stackmaps"} <= _sections(exe) and _no_textrel(exe)
+    assert {".mtmap", ".mtstack"} <= _sections(exe) and _no_textrel(exe)
     bm = maps.BinaryMaps.load(str(exe))
     assert not _real_warnings(bm)
     fn = {f.name: f for f in bm.functions}

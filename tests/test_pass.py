@@ -29,6 +29,10 @@ pytestmark = pytest.mark.skipif(
     reason="LLVM 22 toolchain (clang-22, opt-22, cmake) not installed")
 
 
+#: makes the pass write LLVM's .llvm_stackmaps beside .mtstack (for llvm-readobj --stackmap)
+LLVM_TABLE = {"MAPPEDTRACE_LLVM_STACKMAPS": "1"}
+
+
 def _run(cmd: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     # MAPPEDTRACE_VERIFY=1: the pass runs the IR verifier on what it wrote
     # (clang itself compiles without the verifier).
@@ -168,8 +172,9 @@ def test_vector_and_aggregate_values(liveness, plugin, tmp_path):
     assert _site(liveness["vector_lanes"], "call #0 @g")[0] == {"%v", "%s"}
     assert _site(liveness["vector_lanes"], "call #1 @use")[0] == {"%s"}
     obj = tmp_path / "l.o"
+    # LLVM's own table kept beside .mtstack, for llvm-readobj (the two agree: test_formats_real.py)
     r = _run([tc.require_tool("clang-22"), "-O0", "-c", f"-fpass-plugin={plugin}", "-o", str(obj),
-              str(INPUTS / "liveness.ll")])
+              str(INPUTS / "liveness.ll")], env=LLVM_TABLE)
     assert r.returncode == 0, r.stderr
     out = _run([tc.require_tool("llvm-readobj-22"), "--stackmap", str(obj)]).stdout
     # two vector lanes and one struct field: three (descriptor, location) pairs
@@ -220,9 +225,10 @@ def _stackmap_ids(binary: Path) -> list[int]:
 @pytest.mark.parametrize("opt", ["-O0", "-O2"])
 def test_leaky_records_and_maps(plugin, tmp_path, opt):
     exe = tmp_path / "leaky"
-    _build(plugin, SAMPLES / "leaky.c", tmp_path / "leaky_default", opt)      # no loop points by default
+    # LLVM's own table kept beside .mtstack, for llvm-readobj (the two agree: test_formats_real.py)
+    _build(plugin, SAMPLES / "leaky.c", tmp_path / "leaky_default", opt, env=LLVM_TABLE)  # no loop points by default
     assert {(i >> 40) & 0xFF for i in _stackmap_ids(tmp_path / "leaky_default")} == {1}
-    _build(plugin, SAMPLES / "leaky.c", exe, opt, env={"MAPPEDTRACE_LOOP_POINTS": "1"})
+    _build(plugin, SAMPLES / "leaky.c", exe, opt, env={"MAPPEDTRACE_LOOP_POINTS": "1", **LLVM_TABLE})
     ids = _stackmap_ids(exe)
     assert ids and all(i >> 48 == 0x4D54 for i in ids)
     kinds = {(i >> 40) & 0xFF for i in ids}
@@ -263,7 +269,7 @@ def test_no_textrel(plugin, tmp_path):
     _build(plugin, SAMPLES / "leaky.c", exe, "-O2")
     r = _run(["readelf", "-d", "-S", "-W", str(exe)])
     assert "TEXTREL" not in r.stdout
-    for sec in (".mtmap", ".llvm_stackmaps"):
+    for sec in (".mtmap", ".mtstack"):
         line = next(l for l in r.stdout.splitlines() if f" {sec} " in l)
         assert "W" not in line.split()[-4], line  # read-only
 

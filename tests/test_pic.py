@@ -6,7 +6,7 @@ executable linked against it, and a PIE that ``dlopen``s two copies of it
 (two instrumented modules at addresses ld.so picks).  Checked:
 
 * no ``DT_TEXTREL``, no dynamic relocation into the map sections, and
-  ``.mtmap``/``.llvm_stackmaps`` read-only (``A``, not ``WA``);
+  ``.mtmap``/``.mtstack`` read-only (``A``, not ``WA``);
 * ``mappedtrace run`` and ``leaks PID`` report exactly the leaks the programs
   print (``tests/leak_corpus/truth.h``), and the objects held only by a
   library frame's locals are found *through the library's maps* (exact roots
@@ -28,7 +28,7 @@ from conftest import MAPPEDTRACE, ROOT, TRUTH, assert_exact, need, run_mt, run_t
 
 PIC = ROOT / "tests" / "pic"
 TRUTH_H = ROOT / "tests" / "leak_corpus"
-MAP_SECTIONS = (".mtmap", ".llvm_stackmaps")
+MAP_SECTIONS = (".mtmap", ".mtstack")
 
 
 def _cc(*args: str) -> None:

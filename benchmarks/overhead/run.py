@@ -32,11 +32,13 @@ slow spell of the shared machine hits both), with a distribution-free 95 %
 confidence interval of that median from the order statistics (binomial).  ``--ir`` adds the instruction count of one
 run under Valgrind's callgrind (deterministic: no noise from the shared
 machine) at a smaller size.  Code size is the ``.text`` section; map size is
-``.llvm_stackmaps`` + ``.mtmap``.
+``.mtstack`` + ``.llvm_stackmaps`` + ``.mtmap`` (+ ``.mtsites``).  ``--sizes-only``
+builds the Debian programs and reports those sizes alone (no run).
 
     .venv/bin/python benchmarks/overhead/run.py [--runs 7] [--ir] [--spill]
         [--only binary_trees,hash_table,list_walk,speedtest1,lua,bzip2,gawk,…] [--json FILE]
     .venv/bin/python benchmarks/overhead/run.py --suite --ir --results [--runs 5]
+    .venv/bin/python benchmarks/overhead/run.py --sizes-only [--only gawk,…] [--results]
 """
 from __future__ import annotations
 
@@ -92,14 +94,78 @@ def build(workload: str, variant: str) -> Path:
     return builds.build_c(variant, [src], builds.vdir(variant) / "overhead" / workload)
 
 
+#: the map sections: compact stack maps (the pass's default), LLVM's stack maps
+#: (older builds, or MAPPEDTRACE_LLVM_STACKMAPS=1), types/frames/globals, allocation sites
+MAP_SECTIONS = (".mtstack", ".llvm_stackmaps", ".mtmap", ".mtsites")
+
+
 def sizes(exe: Path) -> dict[str, int]:
     secs = {name: size for name, _addr, _off, size, _flags, _type in elf.section_headers(str(exe))}
-    return {"text": secs.get(".text", 0), "stackmaps": secs.get(".llvm_stackmaps", 0), "mtmap": secs.get(".mtmap", 0),
-            "maps": secs.get(".llvm_stackmaps", 0) + secs.get(".mtmap", 0)}
+    stack = secs.get(".mtstack", 0) + secs.get(".llvm_stackmaps", 0)
+    return {"text": secs.get(".text", 0), "stackmaps": stack, "mtstack": secs.get(".mtstack", 0),
+            "llvm_stackmaps": secs.get(".llvm_stackmaps", 0), "mtmap": secs.get(".mtmap", 0),
+            "mtsites": secs.get(".mtsites", 0), "maps": sum(secs.get(n, 0) for n in MAP_SECTIONS)}
 
 
-#: a command: (argv, file for stdin or None)
-Cmd = tuple[list[str], "Path | None"]
+def call_sites(exe: Path) -> int:
+    """Stack map records of the MappedTrace pass in ``exe`` (call sites and loop points)."""
+    from mappedtrace.formats.maps import BinaryMaps
+    m = BinaryMaps.load(str(exe))
+    return sum(1 for t in m.tables for r in t.records if r.id >> 48 == 0x4D54)
+
+
+SIZES_BEGIN, SIZES_END = "<!-- sizes:begin (written by run.py --sizes-only --results) -->", "<!-- sizes:end -->"
+
+
+def sizes_only(progs: list, results: bool, argv: str) -> int:
+    """Build each Debian program plain and with the maps (cached), print each
+    map section's bytes against ``.text``; with ``results``, write the table
+    into RESULTS.md between the sizes markers.  No workload runs."""
+    rows = []
+    for prog in progs:
+        try:
+            exes = {v: prog.build(b, lambda m: print(m, file=sys.stderr, flush=True))
+                    for v, b in SUITE_VARIANTS.items()}
+        except debian.Unavailable as e:
+            print(f"{prog.name}: left out: {e}", file=sys.stderr)
+            continue
+        p, m = sizes(exes["plain"]), sizes(exes["maps"])
+        rows.append({"program": prog.name, "text_plain": p["text"], "text_maps": m["text"], **m,
+                     "records": call_sites(exes["maps"]), "exe": str(exes["maps"])})
+    if not rows:
+        print("nothing built", file=sys.stderr)
+        return 1
+    rows.sort(key=lambda r: -r["maps"] / r["text_maps"])
+    L = [SIZES_BEGIN, "",
+         f"`PYTHONPATH=. .venv/bin/python benchmarks/overhead/run.py {argv}` — "
+         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (sizes of the executables; "
+         "maps = every map section: `.mtstack` + `.llvm_stackmaps` + `.mtmap` + `.mtsites`; goal ≤ 50 % of `.text`).", "",
+         "| program | .text plain | .text maps | .text × | records | .mtstack | B / record | .llvm_stackmaps "
+         "| .mtmap | maps | maps / .text | .mtstack / .text | .mtmap / .text |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        t = r["text_maps"]
+        L.append(f"| {r['program']} | {r['text_plain']:,} | {t:,} | {t / r['text_plain']:.3f} | {r['records']:,} | "
+                 f"{r['mtstack']:,} | {r['stackmaps'] / max(r['records'], 1):.1f} | {r['llvm_stackmaps']:,} | "
+                 f"{r['mtmap']:,} | {r['maps']:,} | {r['maps'] / t * 100:.1f} % | "
+                 f"{r['stackmaps'] / t * 100:.0f} % | {r['mtmap'] / t * 100:.0f} % |")
+    L += ["", f"maps / .text: geometric mean {geomean([r['maps'] / r['text_maps'] for r in rows]) * 100:.0f} %, "
+              f"worst {rows[0]['maps'] / rows[0]['text_maps'] * 100:.0f} % ({rows[0]['program']}); stack maps "
+              f"{geomean([r['stackmaps'] / max(r['records'], 1) for r in rows]):.1f} bytes per record (geometric mean).",
+          "", SIZES_END]
+    print("\n".join(L[2:-2]))
+    (HERE / "sizes.json").write_text(json.dumps(rows, indent=1) + "\n")
+    if results:
+        path = HERE / "RESULTS.md"
+        text = path.read_text()
+        if SIZES_BEGIN in text and SIZES_END in text:
+            text = text[:text.index(SIZES_BEGIN)] + "\n".join(L) + text[text.index(SIZES_END) + len(SIZES_END):]
+        else:
+            text = text.rstrip("\n") + "\n\n## Map sizes (issue #18 item 3)\n\n" + "\n".join(L) + "\n"
+        path.write_text(text)
+        print(f"written: {path}", file=sys.stderr)
+    return 0
+
 
 #: where the suite's inputs and callgrind out files go (outside the repository)
 WORK = Path(os.environ.get("MAPPEDTRACE_OVERHEAD_WORK", Path.home() / ".cache" / "mappedtrace" / "overhead"))
@@ -283,7 +349,17 @@ def main() -> int:
                                                 "--suite: suite.json beside this script)")
     ap.add_argument("--results", action="store_true",
                     help="rewrite the generated section of RESULTS.md from these figures (with --suite)")
+    ap.add_argument("--sizes-only", action="store_true",
+                    help="build the Debian programs (all, or those in --only) and report the map sections' "
+                         "sizes only, no run (with --results: the sizes table of RESULTS.md)")
     a = ap.parse_args()
+    if a.sizes_only:
+        names = [w for w in (a.only or "").split(",") if w]
+        bad = [w for w in names if w not in debian.PROGRAMS]
+        if bad:
+            ap.error(f"--sizes-only measures the Debian programs ({', '.join(debian.PROGRAMS)}); not {bad}")
+        return sizes_only([debian.PROGRAMS[w] for w in names] or list(debian.PROGRAMS.values()), a.results,
+                          " ".join(sys.argv[1:]))
     names = [w for w in (a.only or ("" if a.suite else ",".join(WORKLOADS))).split(",") if w]
     for w in names:
         if w not in WORKLOADS and w not in debian.PROGRAMS:
@@ -414,9 +490,10 @@ def write_results(doc: dict, argv: str) -> None:
         for g in w["grew"]:
             L.append(f"| `{g['function']}` | {g['plain']:,} | {g['maps']:,} | {g['maps'] - g['plain']:+,} |")
         L.append("")
-    L += ["**Size** (each program's executable; maps = `.llvm_stackmaps` + `.mtmap`; goals: code ≤ ×1.10, "
+    L += ["**Size** (each program's executable; stack maps = `.mtstack` + `.llvm_stackmaps`, maps = those + "
+          "`.mtmap` (+ `.mtsites`); goals: code ≤ ×1.10, "
           "maps ≤ 50 % of `.text`):", "",
-          "| program | .text plain | .text maps | .text × | .llvm_stackmaps | .mtmap | maps / .text |",
+          "| program | .text plain | .text maps | .text × | stack maps | .mtmap | maps / .text |",
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     seen = set()
     for r in sorted(maps, key=lambda r: -r["text_ratio"]):

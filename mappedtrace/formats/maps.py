@@ -1,6 +1,8 @@
-"""The decoded pointer maps of one binary: ``.llvm_stackmaps`` joined with ``.mtmap``.
+"""The decoded pointer maps of one binary: the stack maps joined with ``.mtmap``.
 
-:meth:`BinaryMaps.load` reads both sections (spec: ``llvm_pass/FORMAT.md``),
+:meth:`BinaryMaps.load` reads the stack maps (``.mtstack``, the compact form
+the pass writes, and/or LLVM's ``.llvm_stackmaps`` of older builds; both
+decode to the same records) and ``.mtmap`` (spec: ``llvm_pass/FORMAT.md``),
 keeps the MappedTrace records (ID tag ``0x4D54``), turns each record's
 ``(descriptor, location)`` operand pairs into :class:`MapEntry` values and
 indexes them by PC; functions come from ``.mtmap`` with sizes from the ELF
@@ -20,6 +22,7 @@ from ..errors import BadData
 from . import elf
 from . import allocsites as _as
 from . import mtmap as _mt
+from . import mtstack as _ms
 from . import stackmap as _sm
 from .mtmap import (AllocaInfo, FunctionInfo, GlobalInfo, Slot, TypeInfo,  # noqa: F401 (re-exported API)
                     SLOT_CONSERVATIVE, SLOT_FUNCTION, SLOT_UNTYPED, SLOT_WEAK,
@@ -249,7 +252,7 @@ class BinaryMaps:
     """The maps of one binary.
 
     :ivar path: the binary
-    :ivar has_maps: False when it has neither ``.llvm_stackmaps`` nor ``.mtmap``
+    :ivar has_maps: False when it has none of ``.mtstack``, ``.llvm_stackmaps``, ``.mtmap``
     :ivar records: :class:`MapRecord` by PC
     :ivar functions: :class:`FunctionInfo` of ``.mtmap`` (plus functions that
         have stack map records but no ``.mtmap`` entry), sizes from the symtab
@@ -257,8 +260,9 @@ class BinaryMaps:
     :ivar globals: :class:`GlobalInfo`; a TLS global's ``address`` is its
         offset in the module's TLS block (from the ELF symbol), 0 if unresolved
     :ivar warnings: non-fatal problems met while loading
-    :ivar section_sizes: bytes of ``.llvm_stackmaps`` and ``.mtmap`` (0 if absent)
-    :ivar tables: the raw stack map tables; ``chunks``: the raw ``.mtmap`` chunks
+    :ivar section_sizes: bytes of ``.mtstack``, ``.llvm_stackmaps`` and ``.mtmap`` (0 if absent)
+    :ivar tables: the raw stack map tables (``.mtstack`` blocks first, then the
+        ``.llvm_stackmaps`` tables); ``chunks``: the raw ``.mtmap`` chunks
     :ivar foreign_records: stack map records whose ID is not a MappedTrace ID
     """
 
@@ -270,7 +274,7 @@ class BinaryMaps:
         self.types: dict[int, TypeInfo] = {}
         self.globals: list[GlobalInfo] = []
         self.warnings: list[str] = []
-        self.section_sizes: dict[str, int] = {_sm.SECTION: 0, _mt.SECTION: 0}
+        self.section_sizes: dict[str, int] = {_ms.SECTION: 0, _sm.SECTION: 0, _mt.SECTION: 0}
         self.tables: list[_sm.StackMapTable] = []
         self.chunks: list[_mt.Chunk] = []
         self.foreign_records = 0
@@ -294,9 +298,10 @@ class BinaryMaps:
         """
         self = cls(path)
         elf.check_elf(path)
+        ms = elf.section(path, _ms.SECTION)
         sm = elf.section(path, _sm.SECTION)
         mt = elf.section(path, _mt.SECTION)
-        self.has_maps = sm is not None or mt is not None
+        self.has_maps = ms is not None or sm is not None or mt is not None
         etype = elf.elf_type(path)
         if self.has_maps and etype == "ET_REL":
             self.warnings.append(f"{path}: a relocatable object: addresses in the maps are not relocated")
@@ -308,11 +313,26 @@ class BinaryMaps:
             self.chunks = _mt.decode(mt.data, where, mw, mt.addr)
             self.types = _mt.merge_types(self.chunks, mw, where)
             self.warnings.extend(mw)
+        seen: set[tuple[int, int]] = set()
+        if ms is not None:
+            self.section_sizes[_ms.SECTION] = ms.size
+            where = f"{path}: {_ms.SECTION}"
+            tables = _ms.decode(ms.data, where, ms.addr)
+            self.tables.extend(tables)
+            seen = {(r.id, r.pc) for t in tables for r in t.records}
+            self._join_records(where, tables, warn)
         if sm is not None:
             self.section_sizes[_sm.SECTION] = sm.size
             where = f"{path}: {_sm.SECTION}"
-            self.tables = _sm.decode(sm.data, where, sm.addr, _relative_entry)
-            self._join_records(where, warn)
+            tables = _sm.decode(sm.data, where, sm.addr, _relative_entry)
+            if seen:
+                # A build with MAPPEDTRACE_LLVM_STACKMAPS=1 writes each record
+                # to both sections; objects of older builds linked in have
+                # theirs in .llvm_stackmaps only.
+                for t in tables:
+                    t.records = [r for r in t.records if (r.id, r.pc) not in seen]
+            self.tables.extend(tables)
+            self._join_records(where, tables, warn)
         st = elf.section(path, _as.SECTION)
         if st is not None and self.has_maps:
             self.sites = _as.decode(st.data, f"{path}: {_as.SECTION}", st.addr)
@@ -321,8 +341,8 @@ class BinaryMaps:
         self._join_globals()
         return self
 
-    def _join_records(self, where: str, warn: _Warnings) -> None:
-        for t in self.tables:
+    def _join_records(self, where: str, tables: list[_sm.StackMapTable], warn: _Warnings) -> None:
+        for t in tables:
             for r in t.records:
                 kind = decode_id(r.id)
                 if kind is None:

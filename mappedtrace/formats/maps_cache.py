@@ -30,7 +30,7 @@ from .maps import BinaryMaps
 
 #: bumped by hand when BinaryMaps changes shape in a way the source hash would miss
 CACHE_FORMAT = 1
-_DECODER_SOURCES = ("maps.py", "allocsites.py", "mtmap.py", "stackmap.py", "elf.py", "maps_cache.py")
+_DECODER_SOURCES = ("maps.py", "allocsites.py", "mtmap.py", "mtstack.py", "stackmap.py", "elf.py", "maps_cache.py")
 
 
 def cache_root() -> Path:

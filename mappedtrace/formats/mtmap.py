@@ -24,9 +24,10 @@ from ..errors import UnsupportedVersion
 
 SECTION = ".mtmap"
 MAGIC = b"MTMP"
-VERSION = 2
-#: versions this build reads (1: absolute addresses only, no type fields)
-VERSIONS = (1, 2)
+VERSION = 3
+#: versions this build reads (1: absolute addresses only, no type fields;
+#: 2: fixed-size tables; 3: LEB128 tables, type ids by reference)
+VERSIONS = (1, 2, 3)
 
 #: magic, u16 version, u16 header_size, u32 chunk_size, u32 flags, u32 n_types,
 #: u32 n_functions, u32 n_globals, u32 strtab_size, u32 types_off,
@@ -46,6 +47,10 @@ FUNCTION = struct.Struct("<QIIHHIIIII")
 ALLOCA = struct.Struct("<QQII")
 #: u64 address, u64 size, u64 type_id, u32 name, u32 flags
 GLOBAL = struct.Struct("<QQQII")
+
+#: version 3: u32 n_ids, u32 ids_off (the id table of type references), after the 56 bytes above
+HEADER_V3_TAIL = struct.Struct("<II")
+HEADER_V3_SIZE = 64
 
 assert CHUNK_HEADER.size == 56 and TYPE_HEADER.size == 48 and SLOT.size == 32 and FIELD.size == 24
 assert FUNCTION.size == 40 and ALLOCA.size == 24 and GLOBAL.size == 32
@@ -238,6 +243,9 @@ def _decode_chunk(c: Cursor, warnings: list[str], vaddr: int) -> Chunk:
                       f"{len(c.data) - start:#x} bytes left in the section)", at=start + 8)
     ch = c.sub(start, csize, "chunk")
     c.seek(start + csize)
+    if version >= 3:
+        return _decode_chunk_v3(ch, c.base + start, hsize, flags, ntyp, nfun, nglob, strsz,
+                                typ_off, fun_off, glob_off, str_off, modname, warnings, base)
 
     # Fixed-size tables: the whole table must lie in the chunk.
     if str_off + strsz > csize:
@@ -270,6 +278,123 @@ def _decode_chunk(c: Cursor, warnings: list[str], vaddr: int) -> Chunk:
             glob.append(GlobalInfo(strtab.get(name, "global name"), addr, size, tid,
                                    bool(gflags & GLOBAL_TLS), bool(gflags & GLOBAL_CONSTANT)))
     return Chunk(c.base + start, csize, flags, module, types, functions, glob)
+
+
+def _decode_chunk_v3(ch: Cursor, at: int, hsize: int, flags: int, ntyp: int, nfun: int, nglob: int,
+                     strsz: int, typ_off: int, fun_off: int, glob_off: int, str_off: int, modname: int,
+                     warnings: list[str], base: int) -> Chunk:
+    """Version 3 (FORMAT.md §2): the tables in LEB128, a type id written as a
+    reference (0; 1..n_types: a type of this chunk; past those: the id table)."""
+    csize = len(ch.data)
+    if hsize < HEADER_V3_SIZE:
+        raise ch.error(f"version 3 chunk header size {hsize} is smaller than {HEADER_V3_SIZE}", at=6)
+    nids, ids_off = HEADER_V3_TAIL.unpack_from(ch.data, CHUNK_HEADER.size)
+    for what, off, end in (("string table", str_off, str_off + strsz), ("id table", ids_off, ids_off + 8 * nids),
+                           ("type table", typ_off, typ_off), ("function table", fun_off, fun_off),
+                           ("global table", glob_off, glob_off)):
+        if (off < hsize and end > off) or end > csize:
+            raise ch.error(f"{what} [{off:#x}, {end:#x}) is outside the chunk body [{hsize:#x}, {csize:#x})", at=32)
+    for what, n, off in (("type", ntyp, typ_off), ("function", nfun, fun_off), ("global", nglob, glob_off)):
+        if n and off < hsize:
+            raise ch.error(f"{what} table offset {off:#x} overlaps the {hsize}-byte chunk header", at=32)
+    strtab = _Strings(_table(ch, str_off, str_off + strsz, "string table"))
+    module = strtab.get(modname, "module name")
+    extra = [v for (v,) in struct.iter_unpack("<Q", ch.data[ids_off:ids_off + 8 * nids])]
+    tc = _table(ch, typ_off, csize, "type table")
+    # Each type takes at least 16 bytes (its id and 8 one-byte fields).
+    tc.check_count(ntyp, 16, "type")
+    ids = [0] * ntyp
+    types: list[TypeInfo] = []
+
+    def ref(c: Cursor, what: str) -> int:
+        r = c.uleb(what)
+        if r > ntyp + nids:
+            raise c.error(f"{what} {r} names neither one of the {ntyp} types nor one of the {nids} ids")
+        return r
+
+    def resolve(r: int) -> int:
+        return 0 if r == 0 else ids[r - 1] if r <= ntyp else extra[r - 1 - ntyp]
+
+    for i in range(ntyp):
+        tat = tc.pos
+        tid = tc.u64()
+        ids[i] = tid
+        size = tc.uleb("type size")
+        name = tc.uleb("type name")
+        kind = tc.u8()
+        tflags = tc.uleb("type flags")
+        nslots = tc.leb_count(f"slot (type {tid:#x})")
+        nfields = tc.leb_count(f"field (type {tid:#x})")
+        elem = ref(tc, "element type")
+        flex = tc.uleb("flex offset")
+        if kind < len(TYPE_KINDS):
+            kname = TYPE_KINDS[kind]
+        else:
+            warnings.append(f"{tc.where}+{tc.base + tat:#x}: type {tid:#x} has unknown kind {kind}; treated as unknown")
+            kname = "unknown"
+        slots: list[Slot] = []
+        off = 0
+        for k in range(nslots):
+            off = (off + tc.sleb("slot offset delta")) & _U64
+            target = ref(tc, "slot target")
+            count = tc.uleb("slot count")
+            stride = tc.uleb("slot stride") if count > 1 else 0
+            sflags = tc.uleb("slot flags")
+            if count < 1:
+                raise tc.error(f"slot {k} of type {tid:#x} has count 0")
+            slots.append(Slot(off, target, count, stride, sflags))
+        fields: list[Field] = []
+        for _ in range(nfields):
+            foff = tc.uleb("field offset")
+            ftype = ref(tc, "field type")
+            fname = tc.uleb("field name")
+            fields.append(Field(foff, ftype, strtab.get(fname, "field name"), tc.uleb("field flags")))
+        types.append(TypeInfo(tid, strtab.get(name, "type name"), size, kname, tflags, slots, elem, flex, fields))
+    for t in types:
+        t.elem_type = resolve(t.elem_type)
+        t.slots = [Slot(s.offset, resolve(s.target), s.count, s.stride, s.flags) for s in t.slots]
+        t.fields = [Field(f.offset, resolve(f.type_id), f.name, f.flags) for f in t.fields]
+    fc = _table(ch, fun_off, csize, "function table")
+    # Each function takes at least 17 bytes (its address and 9 one-byte fields).
+    fc.check_count(nfun, 17, "function")
+    functions: list[FunctionInfo] = []
+    for _ in range(nfun):
+        fat = fc.pos
+        addr = fc.u64()
+        fname = strtab.get(fc.uleb("function name"), "function name")
+        reason = strtab.get(fc.uleb("reason"), "reason")
+        status, fflags = fc.u8(), fc.u8()
+        ncs, nlp, nun = fc.uleb("call sites"), fc.uleb("loop points"), fc.uleb("unmapped calls")
+        nall = fc.leb_count("alloca")
+        ntail = fc.uleb("tail calls")
+        if addr and not fflags & FUNCTION_ABSOLUTE:
+            addr = (base + addr) & _U64
+        if status < len(FUNCTION_STATUS):
+            sname = FUNCTION_STATUS[status]
+        else:
+            warnings.append(f"{fc.where}+{fc.base + fat:#x}: function {fname} has unknown status {status}; "
+                            f"treated as skipped")
+            sname = "skipped"
+        allocas = []
+        for _ in range(nall):
+            tid = resolve(ref(fc, "alloca type"))
+            asize = fc.uleb("alloca size")
+            allocas.append(AllocaInfo(strtab.get(fc.uleb("alloca name"), "alloca name"), tid, asize))
+        functions.append(FunctionInfo(fname, addr, 0, sname, reason, ncs, nlp, nun, allocas, ntail))
+    gc = _table(ch, glob_off, csize, "global table")
+    # Each global takes at least 12 bytes (its address and 4 one-byte fields).
+    gc.check_count(nglob, 12, "global")
+    glob: list[GlobalInfo] = []
+    for _ in range(nglob):
+        addr = gc.u64()
+        size = gc.uleb("global size")
+        tid = resolve(ref(gc, "global type"))
+        name = strtab.get(gc.uleb("global name"), "global name")
+        gflags = gc.uleb("global flags")
+        if addr and not gflags & GLOBAL_ABSOLUTE:
+            addr = (base + addr) & _U64
+        glob.append(GlobalInfo(name, addr, size, tid, bool(gflags & GLOBAL_TLS), bool(gflags & GLOBAL_CONSTANT)))
+    return Chunk(at, csize, flags, module, types, functions, glob)
 
 
 def _decode_type(c: Cursor, strtab: _Strings, warnings: list[str], version: int = VERSION) -> TypeInfo:

@@ -140,7 +140,8 @@ def render_text(m: BinaryMaps, stream: IO[str], width: int | None = None,
     d = maps_to_dict(m)
     con = Console(file=stream, width=width, highlight=False, soft_wrap=False)
     s = d["summary"]
-    sizes = ", ".join(f"{k} {v} bytes" for k, v in d["section_sizes"].items())
+    # the sections a binary has (a default build: .mtstack and .mtmap; an older one: .llvm_stackmaps)
+    sizes = ", ".join(f"{k} {v} bytes" for k, v in d["section_sizes"].items() if v) or "no map sections"
     con.print(f"[bold]{escape(m.path)}[/bold]: {sizes}")
     con.print(f"functions: {s['functions']} ({s['instrumented']} instrumented, {s['partial']} partial, "
               f"{s['skipped']} skipped) · call sites {s['call_sites']} · loop map points {s['loop_points']} · "

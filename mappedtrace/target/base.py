@@ -6,7 +6,7 @@ knows whether the bytes come from ``process_vm_readv``, LLDB or a core file.
 
 Register names follow the kernel's ``struct user_regs_struct`` (x86-64), the
 order of ``NT_PRSTATUS``; :data:`DWARF_REGS` maps DWARF register numbers (used
-by ``.eh_frame`` and ``.llvm_stackmaps``) to those names.
+by ``.eh_frame`` and the stack maps) to those names.
 """
 from __future__ import annotations
 
