@@ -118,6 +118,18 @@ def try_ptrace(request: int, pid: int, addr: int = 0, data=0) -> int:
     return r
 
 
+#: ``si_code`` of a trap raised by the trap flag (single step)
+TRAP_TRACE = 2
+
+
+def stop_si_code(tid: int) -> int | None:
+    """``si_code`` of the signal a ptrace-stopped thread is stopped for (None if unknown)."""
+    buf = ffi.new("char[]", 128)                 # siginfo_t
+    if try_ptrace(PTRACE_GETSIGINFO, tid, 0, buf) < 0:
+        return None
+    return int.from_bytes(bytes(ffi.buffer(buf, 12))[8:12], "little", signed=True)
+
+
 def get_regs(tid: int) -> bytes:
     buf = ffi.new("char[]", USER_REGS_SIZE)
     ptrace(PTRACE_GETREGS, tid, 0, buf)

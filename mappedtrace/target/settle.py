@@ -182,7 +182,8 @@ def _step_thread(live, t: ThreadState, cls: _Classifier, max_steps: int, max_ns:
             return UNSETTLED, steps
         st = _wait_step(live, tid)
         if st is None:
-            return UNSETTLED, steps
+            # the step was asked for: the trap flag may be set, so count it (the caller disarms)
+            return UNSETTLED, steps + 1
         sig, ev = k.WSTOPSIG(st), k.EVENT(st)
         if not (ev == 0 and sig == k.SIGTRAP):
             if ev == 0 and sig:
@@ -240,8 +241,9 @@ def disarm_single_step(live, tid: int, pending: list[int] | None = None) -> bool
             ok = True
             break
         sig = k.WSTOPSIG(st)
-        if k.EVENT(st) == 0 and sig:
-            sigs.append(sig)                    # suppressed now, re-sent below
+        if (k.EVENT(st) == 0 and sig
+                and not (sig == k.SIGTRAP and k.stop_si_code(tid) == k.TRAP_TRACE)):
+            sigs.append(sig)                    # suppressed now, re-sent below (not our own step's trap)
         k.try_ptrace(k.PTRACE_INTERRUPT, tid)
         k.try_ptrace(k.PTRACE_CONT, tid, 0, 0)
     live.requeue_signals(tid, sigs)
