@@ -574,7 +574,7 @@ def _sum(counts) -> ToolCount:
 # -- the Debian programs shared with the overhead suite (debian.py) -------------
 
 #: the programs of debian.py that the soundness suite checks (each with a live scenario)
-DEBIAN_SOUND = ("bzip2", "gzip", "ncompress", "gawk", "bc")
+DEBIAN_SOUND = ("bzip2", "gzip", "xz", "zstd", "lz4", "ncompress", "gawk", "bc")
 #: corpus bytes of the soundness workloads (valgrind runs them ~50× slower)
 DEBIAN_SIZE = 512 << 10
 
@@ -628,7 +628,7 @@ def check_debian(name: str, work: Path, log: Log, tools=("mt", "valgrind", "lsan
     b = {v: prog.build(v, log) for v in ("plain", "mt") + (("lsan",) if "lsan" in tools else ())}
     files = debian.inputs(prog, size, work / "inputs", b["plain"])
     for wl in prog.workloads:
-        case = Case(name, wl.name)
+        case = Case(name, wl.name, known=prog.known.get(wl.name))
         cmd, stdin = wl.command(b["mt"], files)
 
         def inp():
@@ -654,7 +654,7 @@ def check_debian(name: str, work: Path, log: Log, tools=("mt", "valgrind", "lsan
 
 
 def _debian_live(prog, exe: Path, files: dict[str, Path], work: Path, tools) -> Case:
-    case = Case(prog.name, f"live-{prog.live.name}")
+    case = Case(prog.name, f"live-{prog.live.name}", known=prog.known.get(f"live-{prog.live.name}"))
     cmd, stdin = prog.live.command(exe, files)
     data = Path(stdin).read_bytes()
     if "mt" in tools:
