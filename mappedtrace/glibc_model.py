@@ -221,6 +221,23 @@ class GlibcModel:
                 names = {s.name}
         return names
 
+    def summary(self) -> dict:
+        """What the model covers in this libc: ``{"version", "off", "wrappers": {name:
+        "checked"|"rejected"}, "waiters": [...], "start": [...], "thread_start": [...]}``
+        (names found in this libc only)."""
+        out = {"library": self.path, "version": self.version, "off": self.why_off,
+               "wrappers": {}, "waiters": [], "start": [], "thread_start": []}
+        if not self.on:
+            return out
+        for name in sorted(WRAPPERS):
+            s = self._syms.get(name)
+            if s is not None:
+                out["wrappers"][name] = "checked" if self.wrapper(s.addr) is not None else "rejected"
+        out["waiters"] = sorted(n for n in WAITERS if n in self._syms)
+        out["start"] = ["_start (of the executable)"] + sorted(n for n in START_FUNCTIONS if n in self._syms)
+        out["thread_start"] = sorted(n for n in THREAD_FUNCTIONS if n in self._syms)
+        return out
+
     def call_target_before(self, ret: int) -> int | None:
         """The link-time target of a direct call that ends at ``ret``, or None."""
         for n in (5, 6, 7):

@@ -171,3 +171,15 @@ def test_wrapper_check_rejects_functions_that_call_out() -> None:
     assert m.wrapper(sym("nanosleep"))            # calls clock_nanosleep, itself checked
     assert m.wrapper(sym("pthread_cond_wait")) is None     # not a listed wrapper
     assert m.wrapper(sym("malloc")) is None
+
+
+def test_maps_of_libc_lists_the_model() -> None:
+    import json
+    r = subprocess.run([MAPPEDTRACE, "maps", LIBC, "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr          # still no maps in libc
+    m = json.loads(r.stdout)["glibc_model"]
+    assert m["version"] == glibc_model.MODELLED[elf.build_id(LIBC)] and m["off"] is None
+    assert m["wrappers"]["read"] == "checked" and m["wrappers"]["epoll_wait"] == "checked", m
+    assert "pthread_cond_wait" in m["waiters"] and "start_thread" in m["thread_start"], m
+    t = subprocess.run([MAPPEDTRACE, "maps", LIBC], capture_output=True, text=True, timeout=120)
+    assert "glibc model: " in t.stdout and "syscall wrappers checked by disassembly" in t.stdout, t.stdout
