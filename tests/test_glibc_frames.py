@@ -15,6 +15,10 @@ what it keeps and what it leaks (tests/leak_corpus/truth.h):
   read() up to fgets stay scanned (a caller outside the model), and the buffer,
   dead in main after the call, stays reachable.
 
+- ``readlive``: main blocks in read(0, buf) with buf live after the call: the
+  relocator (which does not use the model) pins buf, held by read()'s
+  argument register, while leak finding sees it only through main's map.
+
 A libc whose build-id is not modelled makes every glibc frame conservative
 and the report says so.
 """
@@ -183,3 +187,35 @@ def test_maps_of_libc_lists_the_model() -> None:
     assert "pthread_cond_wait" in m["waiters"] and "start_thread" in m["thread_start"], m
     t = subprocess.run([MAPPEDTRACE, "maps", LIBC], capture_output=True, text=True, timeout=120)
     assert "glibc model: " in t.stdout and "syscall wrappers checked by disassembly" in t.stdout, t.stdout
+
+
+def test_the_relocator_pins_a_buffer_read_is_filling(exe: Path, tmp_path: Path) -> None:
+    import json
+    import re
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"select": "all"}))
+    p = subprocess.Popen([str(exe), "readlive"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        _blocked(p.pid, 1)
+        r = subprocess.run([MAPPEDTRACE, "relocate", str(p.pid), "--plan", str(plan), "--json", "--dry-run"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        d = json.loads(r.stdout)
+        # leak finding: the same process, the frames exact by the model
+        t = session.capture_live(p.pid)
+        try:
+            a = session.analyse(t)
+        finally:
+            t.close()
+        out, err = p.communicate("hello", timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0 and out.split() == ["5", str(ord("h"))], (out, err)
+    buf = int(re.search(r"buffer (0x[0-9a-f]+)", err).group(1), 16)
+    pins = {int(x["address"], 16): x["reason"] for x in d["pinned"]}
+    assert buf in pins and "conservative root" in pins[buf], (hex(buf), pins)
+    assert a.precision["frames_conservative"] == 0 and not a.leaks.leaks, a.precision

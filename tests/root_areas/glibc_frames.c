@@ -8,6 +8,10 @@
  *            wait (kept), a thread in read(pipe, buf) with buf dead after the
  *            call (a leak), and main in read(0) like "read" (no buffer);
  *            the threads' start arguments are heap objects (kept)
+ *   readlive main blocks in read(0, buf) with buf live in main after the call
+ *            (main prints its first byte): the relocator must pin it (the
+ *            kernel is filling it through read()'s argument), whatever the
+ *            glibc model says for leak finding
  *   fgets    main blocks in fgets(b, 64, stdin): b is dead in main after the
  *            call (main uses fgets' result), but fgets gives it back: held only
  *            by fgets' frames, which the model does not cover (kept)
@@ -88,6 +92,18 @@ static int main_threads(void) {
     return 0;
 }
 
+static int main_readlive(void) {
+    char *buf = calloc(1, 128);
+    TRUTH_KEPT(buf);
+    fprintf(stderr, "buffer %p\n", (void *)buf);
+    puts("ready");
+    fflush(stdout);
+    ssize_t n = read(0, buf, 127);
+    printf("%zd %d\n", n, buf[0]);             /* buf is live after the call */
+    free(buf);
+    return 0;
+}
+
 static int main_fgets(void) {
     char *b = malloc(64);
     TRUTH_KEPT(b);
@@ -104,6 +120,8 @@ int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "read";
     if (!strcmp(mode, "read"))
         return main_read();
+    if (!strcmp(mode, "readlive"))
+        return main_readlive();
     if (!strcmp(mode, "fgets"))
         return main_fgets();
     return main_threads();
