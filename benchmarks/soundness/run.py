@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("programs", nargs="+", choices=[*PROGRAMS, "all"])
     ap.add_argument("--keys", type=int, default=None, help="Redis: keys of each type; memcached: items")
     ap.add_argument("--tools", default="mt,valgrind,lsan")
+    ap.add_argument("--scenarios", help="Debian programs: only these scenarios (e.g. live-decompress,compress)")
     ap.add_argument("--json", type=Path, help="write every case as JSON to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directories (reports, logs)")
     ap.add_argument("--debug", action="store_true")
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         kw = {"tools": tools}
         if a.keys is not None and "keys" in inspect.signature(PROGRAMS[name]).parameters:
             kw["keys"] = a.keys       # the programs with a load size (Redis, memcached, nginx)
+        if a.scenarios and "scenarios" in inspect.signature(PROGRAMS[name]).parameters:
+            kw["scenarios"] = tuple(a.scenarios.split(","))
         try:
             for case in PROGRAMS[name](work, lambda m: print(m, file=sys.stderr, flush=True), **kw):
                 cases.append(case)
