@@ -253,7 +253,7 @@ class RootCollector:
             self._regs(th.regs, th.tid, "top")
             return
         exit_callers = self._exit_callers(frames)
-        models = self._frame_models(th, frames)
+        models = self._frame_models(th, frames, exit_callers)
         self.frame_kinds[th.tid] = []
         top = 0
         for f in frames:
@@ -417,15 +417,19 @@ class RootCollector:
             return False
         return not (f.index == 0 and th.settle not in (SETTLED, "uninstrumented", "not-settled"))
 
-    def _frame_models(self, th, frames) -> list[str | None]:
+    def _frame_models(self, th, frames, exit_callers: int | None = None) -> list[str | None]:
         """The glibc model's kind of each frame (None: not modelled).
 
         A frame is a candidate when its own rule holds (top-down: a wrapper
         stopped after its system call, a waiter waiting on a candidate callee it
         may call); it is modelled when its caller is exact, known rootless or
         modelled too (bottom-up), or, for the start-up and thread-start frames,
-        when it and every frame below it are such frames.
+        when it and every frame below it are such frames.  A frame scanned on
+        the exit path (index ``exit_callers`` and below, :meth:`_exit_callers`)
+        is no exact caller.
         """
+        if exit_callers is None:
+            exit_callers = len(frames)
         out: list[str | None] = [None] * len(frames)
         if not self.glibc_model or not frames:
             return out
@@ -494,7 +498,8 @@ class RootCollector:
                 caller_ok = True
                 continue
             mod = self.modules.module_at(f.pc)
-            caller_ok = self._has_record(th, f) or self._at_return(f, mod, self._maps(mod), frames)
+            caller_ok = i < exit_callers and (self._has_record(th, f) or
+                                              self._at_return(f, mod, self._maps(mod), frames))
         return out
 
     def _callers_registers(self, frames) -> frozenset[str]:

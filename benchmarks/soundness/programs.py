@@ -585,16 +585,25 @@ _WAITING = (["0", "0x0"], ["7"], ["271"])
 
 
 def _waiting(pid: int) -> bool:
+    """Some thread of ``pid`` waits for input (zstd reads in a thread of its own)."""
     try:
-        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-    return any(fields[:len(w)] == w for w in _WAITING)
+    for t in tasks:
+        try:
+            fields = (t / "syscall").read_text().split()
+        except OSError:
+            continue
+        if any(fields[:len(w)] == w for w in _WAITING):
+            return True
+    return False
 
 
 def _wait_reading(pid: int, timeout: float = 120) -> None:
-    """Wait until ``pid`` sleeps in read(2) on its stdin (or polls it): it has
-    consumed what it was given and waits for the rest (``/proc/PID/syscall``)."""
+    """Wait until a thread of ``pid`` sleeps in read(2) on its stdin (or polls
+    it): it has consumed what it was given and waits for the rest
+    (``/proc/PID/task/*/syscall``)."""
     end = time.time() + timeout
     while time.time() < end:
         if _waiting(pid):
