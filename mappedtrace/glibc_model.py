@@ -39,10 +39,12 @@ holds; such a frame counts as exact and yields no root.  The kinds:
     ``clock_nanosleep``: their ``timespec`` arguments.
 ``stdio read``
     ``getc`` → ``__uflow`` → ``_IO_default_uflow`` → ``_IO_new_file_underflow``
-    (→ ``_IO_file_read``) waiting on ``read`` (libio/genops.c, fileops.c,
-    getc.c): each holds ``fp`` and values read from it; the buffer being
-    filled is ``fp->_IO_buf_base``, allocated and stored in ``fp`` before the
-    read.  Every FILE whose underflow is ``_IO_new_file_underflow`` is linked
+    (→ ``_IO_file_read``) waiting on ``read``, and ``fread`` → ``_IO_sgetn`` →
+    ``_IO_file_xsgetn`` waiting on ``read`` (libio/genops.c, fileops.c, getc.c,
+    iofread.c): each holds ``fp``, values read from it and (fread) the
+    caller's buffer and counts; the buffer being filled is ``fp->_IO_buf_base``,
+    allocated and stored in ``fp`` before the read, or the caller's own.  They
+    return a character or a count.  Every FILE whose underflow is ``_IO_new_file_underflow`` is linked
     into ``_IO_list_all`` by ``_IO_new_file_init_internal`` until ``fclose``
     (or is libc's static stdin/stdout/stderr): libc's data reaches it.
 
@@ -109,6 +111,12 @@ WAITERS: dict[str, tuple[str, tuple[str, ...]]] = {
     **{n: (STDIO_READ, _READ + ("_IO_file_read", "_IO_new_file_read"))
        for n in ("_IO_file_underflow", "_IO_new_file_underflow")},
     "_IO_default_uflow": (STDIO_READ, ("_IO_file_underflow", "_IO_new_file_underflow")),
+    # fread → _IO_sgetn → _IO_file_xsgetn → read into the caller's buffer (or fp's, through
+    # underflow): at the read, what they hold is the caller's buffer and fp
+    **{n: (STDIO_READ, _READ + ("_IO_file_read", "_IO_new_file_read", "_IO_file_underflow",
+                                "_IO_new_file_underflow"))
+       for n in ("_IO_file_xsgetn", "__GI__IO_file_xsgetn")},
+    **{n: (STDIO_READ, ("_IO_file_xsgetn",)) for n in ("_IO_sgetn", "fread", "_IO_fread")},
     "__uflow": (STDIO_READ, ("_IO_default_uflow",)),
     **{n: (STDIO_READ, ("__uflow",)) for n in ("getc", "_IO_getc", "fgetc")},
 }

@@ -141,6 +141,15 @@ def test_threads_waiting_in_glibc_are_exact(exe: Path) -> None:
     assert not leaked(b), leaked(b)      # the relocator's view: read()'s frame holds the buffer
 
 
+def test_fread_path_is_exact_and_its_dead_buffer_a_leak(exe: Path) -> None:
+    out, leak, _kept = analyses(exe, "fread", 1, model={})
+    a = out["model"]
+    [frames] = kinds(a)
+    assert [k for _f, k in frames[:3]] == ["glibc model: syscall wrapper"] + ["glibc model: stdio read"] * 2, frames
+    assert a.precision["frames_conservative"] == 0, a.precision
+    assert len(leak) == 1 and leaked(a) == leak
+
+
 def test_a_glibc_function_outside_the_model_stays_conservative(exe: Path) -> None:
     out, leak, kept = analyses(exe, "fgets", 1, model={})
     a = out["model"]

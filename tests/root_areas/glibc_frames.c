@@ -12,6 +12,8 @@
  *            (main prints its first byte): the relocator must pin it (the
  *            kernel is filling it through read()'s argument), whatever the
  *            glibc model says for leak finding
+ *   fread    main blocks in fread(buf, 1, 100, stdin) with buf dead after the
+ *            call (a leak, like "read")
  *   fgets    main blocks in fgets(b, 64, stdin): b is dead in main after the
  *            call (main uses fgets' result), but fgets gives it back: held only
  *            by fgets' frames, which the model does not cover (kept)
@@ -104,6 +106,15 @@ static int main_readlive(void) {
     return 0;
 }
 
+static int main_fread(void) {
+    char *buf = malloc(100);
+    TRUTH_LEAK(buf, "direct");
+    puts("ready");
+    fflush(stdout);
+    size_t n = fread(buf, 1, 100, stdin);      /* buf is dead after the call */
+    return n > 100;
+}
+
 static int main_fgets(void) {
     char *b = malloc(64);
     TRUTH_KEPT(b);
@@ -122,6 +133,8 @@ int main(int argc, char **argv) {
         return main_read();
     if (!strcmp(mode, "readlive"))
         return main_readlive();
+    if (!strcmp(mode, "fread"))
+        return main_fread();
     if (!strcmp(mode, "fgets"))
         return main_fgets();
     return main_threads();
