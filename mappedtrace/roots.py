@@ -107,6 +107,12 @@ class RootStats:
     #: callee-saved registers of uninstrumented top frames not scanned: they hold an exact
     #: caller's values, which its map record describes (:meth:`RootCollector._callers_registers`)
     registers_left_to_exact_callers: int = 0
+    #: glibc frames counted exact by the glibc model (:mod:`mappedtrace.glibc_model`; also in
+    #: frames_exact), by kind ("syscall wrapper", "blocking wait", "stdio read", "start-up",
+    #: "thread start"); ``glibc_model`` names the modelled build, or says why the model is off
+    frames_exact_by_glibc_model: int = 0
+    frames_by_model: dict[str, int] = field(default_factory=dict)
+    glibc_model: str = ""
     threads: int = 0
 
     def as_dict(self) -> dict:
@@ -122,6 +128,9 @@ class RootSet:
     #: derived pointers of exact frames (not roots: each points into the object of
     #: a base that is one): ``(value, where, source, tid)``, ``where`` as :attr:`Root.where`
     derived: list[tuple[int, tuple | None, str, int]] = field(default_factory=list)
+    #: tid → how each frame (by index) was taken: ``maps``, ``glibc model: KIND``,
+    #: ``known rootless``, ``scanned``, ``exit path (scanned)``
+    frame_kinds: dict[int, list[str]] = field(default_factory=dict)
 
 
 def _subtract(ranges: list[tuple[int, int]], holes: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -158,6 +167,9 @@ class RootCollector:
       mappings that are neither heap nor stack: conservatively.
 
     ``mode="conservative"`` ignores the maps (the LeakSanitizer baseline).
+    ``glibc_model`` (precise mode only): glibc frames that :mod:`mappedtrace.glibc_model`
+    proves rootless count as exact and are not scanned; off for the relocator, which
+    must pin whatever such a frame may hold (a buffer the kernel is filling).
     ``exit_frames_rootless`` (the target is at its group exit): glibc's exit
     path holds no roots, and the callers of the frame that called exit() are
     scanned (:meth:`_exit_callers`).
@@ -166,7 +178,7 @@ class RootCollector:
     def __init__(self, target: Target, modules, maps_for: Callable[[str], object | None],
                  unwinder, *, heap_ranges: Iterable[tuple[int, int]] = (),
                  allocator_ranges: Iterable[tuple[int, int]] = (), mode: str = "precise",
-                 exit_frames_rootless: bool = False):
+                 exit_frames_rootless: bool = False, glibc_model: bool = True):
         self.t = target
         self.modules = modules
         self.maps_for = maps_for
@@ -174,6 +186,10 @@ class RootCollector:
         self.heap_ranges = list(heap_ranges)
         self.mode = mode
         self.exit_frames_rootless = exit_frames_rootless and mode == "precise"
+        self.glibc_model = glibc_model and mode == "precise"
+        self.frame_kinds: dict[int, list[str]] = {}
+        #: tid → the end of what the thread's frames describe (the outermost CFA)
+        self._frames_top: dict[int, int] = {}
         self.roots: list[Root] = []
         self.stats = RootStats(threads=len(target.threads))
         self.warnings: list[str] = []
@@ -237,9 +253,12 @@ class RootCollector:
             self._regs(th.regs, th.tid, "top")
             return
         exit_callers = self._exit_callers(frames)
+        models = self._frame_models(th, frames, exit_callers)
+        self.frame_kinds[th.tid] = []
         top = 0
         for f in frames:
-            top = max(top, self._frame(th, f, frames, f.index >= exit_callers))
+            top = max(top, self._frame(th, f, frames, f.index >= exit_callers, models[f.index]))
+        self._frames_top[th.tid] = top
         self._stack_above(th, frames[-1], top)
 
     def _exit_callers(self, frames) -> int:
@@ -294,9 +313,11 @@ class RootCollector:
             if r in regs and r not in skip:
                 self._add(Root("value", regs[r], 0, 0, False, f"thread {tid} {where} {r}", tid))
 
-    def _frame(self, th, f, frames, exit_caller: bool = False) -> int:
+    def _frame(self, th, f, frames, exit_caller: bool = False, model: str | None = None) -> int:
         """Roots of one frame; returns the address up to which the frame's stack
-        memory is accounted for (its CFA, or the end of what was scanned)."""
+        memory is accounted for (its CFA, or the end of what was scanned).
+        ``model``: the glibc model's kind for this frame (:meth:`_frame_models`)."""
+        kinds = self.frame_kinds.setdefault(th.tid, [])
         mod = self.modules.module_at(f.pc)
         bm = self._maps(mod)
         fname = f.function or "?"
@@ -309,6 +330,7 @@ class RootCollector:
             self.stats.frames_exit_path_scanned += 1
             self._scan(f.sp_low, f.sp_high, f"{desc} (on the exit path, scanned)", th.tid)
             self._regs(f.regs, th.tid, f"#{f.index} {fname} (exit path)")
+            kinds.append("exit path (scanned)")
             return f.sp_high
         rec = None
         if bm is not None:
@@ -335,17 +357,29 @@ class RootCollector:
                     size = ti.size if ti is not None and ti.size else 8
                     self._add(Root("range", v, size, e.type_id, True, f"{desc} slot {_loc_str(e.location)}", th.tid))
                     self._exact_ranges.append((v, v + size))
+            kinds.append("maps")
             return described
         if self.exit_frames_rootless and f.function in EXIT_PATH_FUNCTIONS and \
                 mod is not None and (mod.name.startswith("libc.so") or mod is self.modules.main):
             self.stats.frames_exact += 1
             self.stats.frames_known_rootless += 1
+            kinds.append("known rootless")
+            return described
+        if model is not None:
+            # glibc_model.py: what the frame holds is known from glibc's source, and no
+            # heap pointer the program still needs is only there; its registers (the top
+            # frame's included) are its own copies or an exact/modelled caller's values
+            self.stats.frames_exact += 1
+            self.stats.frames_exact_by_glibc_model += 1
+            self.stats.frames_by_model[model] = self.stats.frames_by_model.get(model, 0) + 1
+            kinds.append(f"glibc model: {model}")
             return described
         # no record: uninstrumented code, or an instrumented frame not at a map point
         fi = bm.function_at(f.pc - mod.bias) if bm is not None else None
         if self._at_return(f, mod, bm, frames):
             self.stats.frames_exact += 1
             self.stats.frames_known_rootless += 1
+            kinds.append("known rootless")
             return described
         if fi is not None and fi.status != "skipped":
             self.stats.frames_unsettled += 1
@@ -357,7 +391,116 @@ class RootCollector:
             skip = self._callers_registers(frames)
             self.stats.registers_left_to_exact_callers += len(skip)
             self._regs(f.regs, th.tid, f"#0 {fname}", skip)
+        kinds.append("scanned")
         return f.sp_high
+
+    # -- the glibc model -----------------------------------------------------
+    def _libc_model(self):
+        """The :class:`~mappedtrace.glibc_model.GlibcModel` of the target's libc, or None."""
+        if not hasattr(self, "_glibc"):
+            self._glibc = None
+            libc = next((m for m in self.modules if _in_libc(m)), None)
+            if libc is not None and self.glibc_model:
+                from .glibc_model import model_for
+                self._glibc = model_for(libc.path)
+                self.stats.glibc_model = self._glibc.version or f"off: {self._glibc.why_off}"
+                if not self._glibc.on:
+                    self.warnings.append(self._glibc.why_off)
+                    self._glibc = None
+        return self._glibc
+
+    def _has_record(self, th, f) -> bool:
+        """``f`` is decoded with the maps (the test of :meth:`_frame`)."""
+        mod = self.modules.module_at(f.pc)
+        bm = self._maps(mod)
+        if bm is None or bm.record_at(f.pc - mod.bias) is None:
+            return False
+        return not (f.index == 0 and th.settle not in (SETTLED, "uninstrumented", "not-settled"))
+
+    def _frame_models(self, th, frames, exit_callers: int | None = None) -> list[str | None]:
+        """The glibc model's kind of each frame (None: not modelled).
+
+        A frame is a candidate when its own rule holds (top-down: a wrapper
+        stopped after its system call, a waiter waiting on a candidate callee it
+        may call); it is modelled when its caller is exact, known rootless or
+        modelled too (bottom-up), or, for the start-up and thread-start frames,
+        when it and every frame below it are such frames.  A frame scanned on
+        the exit path (index ``exit_callers`` and below, :meth:`_exit_callers`)
+        is no exact caller.
+        """
+        if exit_callers is None:
+            exit_callers = len(frames)
+        out: list[str | None] = [None] * len(frames)
+        if not self.glibc_model or not frames:
+            return out
+        gm = self._libc_model()
+        if gm is None:
+            return out
+        main = self.modules.main
+        starts: list[int | None] = []
+        in_libc: list[bool] = []
+        for f in frames:
+            mod = self.modules.module_at(f.pc)
+            in_libc.append(_in_libc(mod))
+            starts.append(f.pc - f.symbol_offset - mod.bias
+                          if mod is not None and f.symbol_offset is not None else None)
+        cand: list[str | None] = [None] * len(frames)
+        for i, f in enumerate(frames):
+            if not in_libc[i] or starts[i] is None or f.how not in ("top", "cfi"):
+                continue
+            link_pc = starts[i] + f.symbol_offset
+            names = gm._names_at(starts[i])
+            ends = gm.wrapper(starts[i])
+            if i == 0:
+                if ends is not None and link_pc in ends:
+                    cand[i] = "syscall wrapper"
+                continue
+            callee = frames[i - 1]
+            if callee.how not in ("top", "cfi") or cand[i - 1] is None:
+                continue
+            if ends is not None and link_pc in ends:
+                cand[i] = "syscall wrapper"
+                continue
+            callee_names = gm._names_at(starts[i - 1]) if starts[i - 1] is not None else set()
+            from .glibc_model import WAITERS
+            for n in names & WAITERS.keys():
+                kind, allowed = WAITERS[n]
+                if callee_names & set(allowed):
+                    cand[i] = kind
+                    break
+        # the bottom runs: start-up (main thread) and thread start (a created thread)
+        from .glibc_model import START_FUNCTIONS, THREAD_FUNCTIONS
+        last = frames[-1]
+        main_thread = th.tid == self.t.pid
+        if main_thread and last.function == "_start" and self.modules.module_at(last.pc) is main:
+            for i in range(len(frames) - 1, -1, -1):
+                f = frames[i]
+                if i == len(frames) - 1 or (in_libc[i] and f.how == "cfi" and
+                                            gm._names_at(starts[i] or 0) & START_FUNCTIONS):
+                    cand[i] = "start-up"
+                else:
+                    break
+        elif not main_thread and in_libc[-1] and gm._names_at(starts[-1] or 0) & THREAD_FUNCTIONS:
+            for i in range(len(frames) - 1, -1, -1):
+                f = frames[i]
+                names = gm._names_at(starts[i] or 0) if in_libc[i] else set()
+                if not names & THREAD_FUNCTIONS or f.how not in ("top", "cfi"):
+                    break
+                if "start_thread" in names and gm.call_target_before(starts[i] + f.symbol_offset) != -1:
+                    break       # not waiting on the start routine (an indirect call)
+                cand[i] = "thread start"
+        # bottom-up: a modelled frame needs an exact, rootless or modelled caller
+        caller_ok = True
+        for i in range(len(frames) - 1, -1, -1):
+            f = frames[i]
+            if cand[i] is not None and (caller_ok or cand[i] in ("start-up", "thread start")):
+                out[i] = cand[i]
+                caller_ok = True
+                continue
+            mod = self.modules.module_at(f.pc)
+            caller_ok = i < exit_callers and (self._has_record(th, f) or
+                                              self._at_return(f, mod, self._maps(mod), frames))
+        return out
 
     def _callers_registers(self, frames) -> frozenset[str]:
         """Callee-saved registers of an uninstrumented top frame that hold values
@@ -462,9 +605,14 @@ class RootCollector:
             m = self.t.mapping_at(fs) if fs else None
             if m is not None:
                 # the TCB and the static TLS blocks lie in one allocation (ld.so's, or
-                # the top of a thread's stack): never scan past the mapping holding them
-                self._scan(max(m.start, fs - STATIC_TLS_SCAN), min(m.end, fs + TCB_SCAN),
-                           f"TCB and static TLS [{th.tid}]", th.tid)
+                # the top of a thread's stack): never scan past the mapping holding them.
+                # In a created thread's stack the frames lie below the static TLS
+                # (glibc's allocate_stack): never scan into what its frames describe
+                lo = max(m.start, fs - STATIC_TLS_SCAN)
+                ftop = self._frames_top.get(th.tid)
+                if ftop is not None and m.contains(th.sp) and lo < ftop <= fs:
+                    lo = ftop
+                self._scan(lo, min(m.end, fs + TCB_SCAN), f"TCB and static TLS [{th.tid}]", th.tid)
                 # every module's static TLS block, wherever the link maps put it (typed
                 # thread-locals of instrumented modules are subtracted as exact ranges)
                 for tm in self.modules.tls.modules:
@@ -547,7 +695,7 @@ class RootCollector:
                         if e - s >= 8:
                             self._add(Root("range", s, e - s, 0, False, src, tid))
                             self.stats.bytes_scanned_conservatively += e - s
-        return RootSet(self.roots, self.stats, self.frames, self.warnings, self.derived)
+        return RootSet(self.roots, self.stats, self.frames, self.warnings, self.derived, self.frame_kinds)
 
 
 def _in_libc(mod) -> bool:

@@ -215,7 +215,8 @@ def capture_figures(target: Target) -> dict | None:
 
 
 def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True,
-            maps_cache: MapsCache | None = None, max_memory: int | None = None) -> Analysis:
+            maps_cache: MapsCache | None = None, max_memory: int | None = None,
+            glibc_model: bool = True) -> Analysis:
     """Run the full pipeline on a stopped or captured target.
 
     :param roots_mode: ``"precise"`` (use the maps) or ``"conservative"`` (scan
@@ -223,6 +224,8 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True,
     :param maps_cache: maps decoded already (:func:`preload_maps`)
     :param max_memory: bytes this analysis may use: checked after the heap walk,
         before the marking (:func:`mappedtrace.memory.check`)
+    :param glibc_model: count the glibc frames :mod:`mappedtrace.glibc_model` proves
+        rootless as exact, unscanned (leak finding); False scans them (the relocator)
     :raises MemoryLimit: the estimate exceeds ``max_memory``
     :returns: an :class:`Analysis` with the root set, heap, graph and leak report
     """
@@ -249,7 +252,8 @@ def analyse(target: Target, *, roots_mode: str = "precise", leaks: bool = True,
     collector = RootCollector(target, modules, cache, unwinder,
                               heap_ranges=_heap_ranges(heap),
                               allocator_ranges=heap.state_ranges(), mode=roots_mode,
-                              exit_frames_rootless=target.meta.get("mode") == "exit")
+                              exit_frames_rootless=target.meta.get("mode") == "exit",
+                              glibc_model=glibc_model)
     rootset = collector.collect()
     rootset.roots.extend(_allocator_roots(heap))
     timings["roots"] = time.perf_counter() - t0

@@ -122,3 +122,28 @@ def test_overhead_median_interval() -> None:
         lo, hi = mod.median_ci([rng.expovariate(1.0) for _ in range(15)])
         hits += lo <= 0.6931471805599453 <= hi      # the median of Exp(1) is ln 2
     assert hits / 2000 >= 0.94
+
+
+def test_soundness_verdicts_explained_only_by_the_documented_count() -> None:
+    """benchmarks/soundness: a documented disagreement (``Known``) is "explained"
+    only when valgrind and LSan agree and MappedTrace differs by exactly the
+    documented count; ncompress carries one for every scenario."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "soundness"))
+    import debian
+    import soundness
+    known = debian.PROGRAMS["ncompress"].known
+    assert set(known) == {"compress", "decompress", "live-decompress"}
+    T = soundness.ToolCount
+
+    def verdict(mt: int, vg: int | None, ls: int | None, k=known["compress"]) -> str:
+        c = soundness.Case("ncompress", "compress", known=k)
+        c.mt, c.valgrind = T(mt, 0, mt), None if vg is None else T(vg, 0, vg)
+        c.lsan = None if ls is None else T(ls, 0, ls)
+        return c.verdict()
+    assert verdict(1, 0, 0) == "explained"
+    assert verdict(1, 0, None) == "explained"           # live: valgrind only
+    assert verdict(0, 0, 0) == "agree"
+    assert verdict(2, 0, 0) == "DISAGREE"               # one more than documented
+    assert verdict(1, 1, 0) == "DISAGREE"               # valgrind and LSan differ
+    assert verdict(1, 0, 0, k=None) == "DISAGREE"       # nothing documented
+    assert not debian.PROGRAMS["bzip2"].known

@@ -23,11 +23,11 @@ import fcntl
 import hashlib
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from soundness import JOBS, SRC, Unavailable, build, need, run, source_tree
+from soundness import JOBS, SRC, Known, Unavailable, build, need, run, source_tree
 
 Recipe = Callable[[Path, str, Path], Path]
 
@@ -62,6 +62,9 @@ class Program:
     #: the soundness suite's live scenario: this workload with its stdin fed
     #: through a pipe, half of it, then checked while the program waits for the rest
     live: Workload | None = None
+    #: documented disagreements with valgrind and LSan, by scenario (a workload's
+    #: name, ``live-NAME`` for the live one): the harness calls them "explained"
+    known: dict[str, Known] = field(default_factory=dict)
 
     def tree(self) -> Path:
         return source_tree(self.package)
@@ -237,21 +240,32 @@ def _bc_script(size: int) -> str:
             "length(p); length(x); length(t); y\nquit\n")
 
 
+#: ncompress's ``filelist`` (compress42.c:732, never freed) is held only in ``main``'s
+#: callee-saved registers that ``compress()``/``decompress()`` saved, which the maps call
+#: dead at the call: a leak by the program's own liveness, reachable to a conservative
+#: scan (valgrind, LSan, ``--roots conservative``)
+_NCOMPRESS_FILELIST = Known(1, "ncompress's filelist (compress42.c:732) is held only by main's dead "
+                               "callee-saved registers (the maps' liveness; the stale_slot.c rule): "
+                               "benchmarks/soundness/RESULTS.md, tests/test_debian_soundness.py")
+
 PROGRAMS: dict[str, Program] = {p.name: p for p in (
     Program("bzip2", "bzip2", _bzip2, "make libbz2.a bzip2.o CFLAGS=-O2; static link v2", _pack_unpack("-9"), _bzip2_test,
             "make test", pack=("-9", "-c"), live=Workload("decompress", ("-dc",), "packed")),
     Program("gzip", "gzip", _gzip, "configure CFLAGS=-O2; make MAKEINFO=true v1", _pack_unpack("-9"), _make_check,
             "make check", pack=("-9", "-c"), live=Workload("decompress", ("-dc",), "packed")),
     Program("xz", "xz-utils", _xz, "configure --disable-shared CFLAGS=-O2; make v1", _pack_unpack("-6", "-T1"),
-            _make_check, "make check", pack=("-6", "-T1", "-c")),
+            _make_check, "make check", pack=("-6", "-T1", "-c"), live=Workload("decompress", ("-dc",), "packed")),
     Program("zstd", "libzstd", _zstd, "make -C programs zstd CFLAGS=-O2 HAVE_*=0 LEGACY=0 v1",
             (Workload("compress", ("-q", "-19", "-c"), "corpus"), Workload("decompress", ("-q", "-dc"), "packed")),
-            _zstd_test, "tests/playTests.sh", pack=("-q", "-19", "-c")),
+            _zstd_test, "tests/playTests.sh", pack=("-q", "-19", "-c"),
+            live=Workload("decompress", ("-q", "-dc"), "packed")),
     Program("lz4", "lz4", _lz4, "make lz4 CFLAGS=-O2 v1",
             (Workload("compress", ("-q", "-9", "-c"), "corpus"), Workload("decompress", ("-q", "-dc"), "packed")),
-            _lz4_test, "make -C tests test-lz4-essentials", pack=("-q", "-9", "-c")),
+            _lz4_test, "make -C tests test-lz4-essentials", pack=("-q", "-9", "-c"),
+            live=Workload("decompress", ("-q", "-dc"), "packed")),
     Program("ncompress", "ncompress", _ncompress, "make compress CFLAGS=-O2 v1", _pack_unpack(), _make_check,
-            "make check", pack=("-c",), live=Workload("decompress", ("-dc",), "packed")),
+            "make check", pack=("-c",), live=Workload("decompress", ("-dc",), "packed"),
+            known={s: _NCOMPRESS_FILELIST for s in ("compress", "decompress", "live-decompress")}),
     Program("gawk", "gawk", _gawk, "configure --disable-extensions CFLAGS=-O2; make -C support; make gawk v2",
             (Workload("words", ("-f", "{script}", "{corpus}")),), _gawk_test, "make -C test check (failures = the plain build's)", script=_awk_script,
             live=Workload("words", ("-f", "{script}"), "corpus")),

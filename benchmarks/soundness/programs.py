@@ -574,23 +574,41 @@ def _sum(counts) -> ToolCount:
 # -- the Debian programs shared with the overhead suite (debian.py) -------------
 
 #: the programs of debian.py that the soundness suite checks (each with a live scenario)
-DEBIAN_SOUND = ("bzip2", "gzip", "ncompress", "gawk", "bc")
+DEBIAN_SOUND = ("bzip2", "gzip", "xz", "zstd", "lz4", "ncompress", "gawk", "bc")
 #: corpus bytes of the soundness workloads (valgrind runs them ~50× slower)
 DEBIAN_SIZE = 512 << 10
 
 
+#: ``/proc/PID/syscall`` of a process waiting for its input: read(2) on fd 0, or
+#: poll(2)/ppoll(2) (xz polls its stdin before it reads)
+_WAITING = (["0", "0x0"], ["7"], ["271"])
+
+
+def _waiting(pid: int) -> bool:
+    """Some thread of ``pid`` waits for input (zstd reads in a thread of its own)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+    for t in tasks:
+        try:
+            fields = (t / "syscall").read_text().split()
+        except OSError:
+            continue
+        if any(fields[:len(w)] == w for w in _WAITING):
+            return True
+    return False
+
+
 def _wait_reading(pid: int, timeout: float = 120) -> None:
-    """Wait until ``pid`` sleeps in read(2) on its stdin: it has consumed what it
-    was given and waits for the rest (``/proc/PID/syscall``: number 0, fd 0)."""
+    """Wait until a thread of ``pid`` sleeps in read(2) on its stdin (or polls
+    it): it has consumed what it was given and waits for the rest
+    (``/proc/PID/task/*/syscall``)."""
     end = time.time() + timeout
     while time.time() < end:
-        try:
-            fields = Path(f"/proc/{pid}/syscall").read_text().split()
-        except OSError:
-            fields = []
-        if fields[:2] == ["0", "0x0"]:
+        if _waiting(pid):
             time.sleep(0.2)     # and it stays there
-            if Path(f"/proc/{pid}/syscall").read_text().split()[:2] == ["0", "0x0"]:
+            if _waiting(pid):
                 return
         time.sleep(0.1)
     raise RuntimeError(f"process {pid} did not block reading its input within {timeout} s")
@@ -619,7 +637,7 @@ def _live_pipe(cmd: list[str], data: bytes, check: Callable[[int], None], case: 
 
 
 def check_debian(name: str, work: Path, log: Log, tools=("mt", "valgrind", "lsan"),
-                 size: int = DEBIAN_SIZE) -> Iterator[Case]:
+                 size: int = DEBIAN_SIZE, scenarios: tuple[str, ...] | None = None) -> Iterator[Case]:
     """A program of debian.py: each workload at exit (``mappedtrace run``, valgrind
     on the same maps build, LSan on its own build), then its live scenario
     (``leaks PID`` and valgrind's vgdb while it waits on a half-fed pipe)."""
@@ -628,7 +646,9 @@ def check_debian(name: str, work: Path, log: Log, tools=("mt", "valgrind", "lsan
     b = {v: prog.build(v, log) for v in ("plain", "mt") + (("lsan",) if "lsan" in tools else ())}
     files = debian.inputs(prog, size, work / "inputs", b["plain"])
     for wl in prog.workloads:
-        case = Case(name, wl.name)
+        if scenarios is not None and wl.name not in scenarios:
+            continue
+        case = Case(name, wl.name, known=prog.known.get(wl.name))
         cmd, stdin = wl.command(b["mt"], files)
 
         def inp():
@@ -649,12 +669,12 @@ def check_debian(name: str, work: Path, log: Log, tools=("mt", "valgrind", "lsan
             case.lsan = lsan_result(work / f"{name}-{wl.name}.lsan")
         case.notes.append(f"{' '.join(Path(c).name for c in cmd)}" + (f" < {Path(stdin).name}" if stdin else ""))
         yield case
-    if prog.live is not None:
+    if prog.live is not None and (scenarios is None or f"live-{prog.live.name}" in scenarios):
         yield _debian_live(prog, b["mt"], files, work, tools)
 
 
 def _debian_live(prog, exe: Path, files: dict[str, Path], work: Path, tools) -> Case:
-    case = Case(prog.name, f"live-{prog.live.name}")
+    case = Case(prog.name, f"live-{prog.live.name}", known=prog.known.get(f"live-{prog.live.name}"))
     cmd, stdin = prog.live.command(exe, files)
     data = Path(stdin).read_bytes()
     if "mt" in tools:

@@ -391,7 +391,9 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
         _settle.settle_threads(live, maps, max_steps=0, _maps_loaded=True)
         timings["stop"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        a = analyse(live, leaks=False, maps_cache=cache)
+        # glibc frames stay scanned: what the model calls rootless (a buffer read(2)
+        # is filling) must still be pinned
+        a = analyse(live, leaks=False, maps_cache=cache, glibc_model=False)
         sel = (lambda g_, pinned_: policy.select(a, g_, pinned_)) if policy is not None else select
         plan = make_plan(a.graph, a.roots, sel, limit, read=live.read, kernel_values=kernel_held_values(pid))
         timings["analyse"] = time.perf_counter() - t1

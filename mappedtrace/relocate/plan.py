@@ -11,7 +11,10 @@ exactly and can be rewritten.  It is **pinned** when:
 * the allocator holds it (a thread's tcache struct);
 * a conservative root word points into it (an uninstrumented or unsettled
   frame, the registers of a thread not at a map point, data of a module
-  without maps, TLS/TCB, the argv area, an anonymous mapping);
+  without maps, TLS/TCB, the argv area, an anonymous mapping).  glibc's frames
+  are among them even where leak finding counts them exact by the glibc
+  model (mappedtrace/glibc_model.py): the mover analyses with
+  ``glibc_model=False``, since a buffer ``read(2)`` is filling must not move;
 * a conservative heap word points into it (the contents of an untyped or
   ambiguous object, the tail of a typed one, an unreached object);
 * an exact pointer to it lives where it cannot be rewritten (a register of an

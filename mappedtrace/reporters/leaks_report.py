@@ -140,6 +140,12 @@ def render_precision(p: dict, con: Console) -> None:
                    f"pointers to globals/stacks: {p.get('pointers_to_static', 0)}   "
                    f"ambiguous objects: {p.get('objects_ambiguous', 0)}   "
                    f"unreadable objects: {p.get('unreadable_objects', 0)}"))
+    if p.get("frames_exact_by_glibc_model"):
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(p.get("frames_by_model", {}).items()))
+        con.print(Text(f"frames exact by glibc model: {p['frames_exact_by_glibc_model']} ({kinds}; "
+                       f"{p.get('glibc_model', '')})"))
+    elif str(p.get("glibc_model", "")).startswith("off"):
+        con.print(Text(f"glibc model {p['glibc_model']}"))
     if p.get("objects_with_site"):
         con.print(Text(f"allocation sites: {p['objects_with_site']} objects with a site "
                        f"({p.get('objects_with_site_type', 0)} of a known type); "
