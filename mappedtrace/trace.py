@@ -99,6 +99,7 @@ from .graph import (EDGE_DTYPE, EDGE_EXACT, EDGE_TYPEDSCAN, EDGE_UNREACHED, EDGE
                     HOW_CONSERVATIVE, HOW_TYPED, HOW_UNREACHED, ROOT_EDGE_DTYPE, HeapGraph,
                     Precision)
 from .formats.mtmap import SLOT_CONSERVATIVE, SLOT_FUNCTION, SLOT_UNTYPED, SLOT_WEAK, TYPE_FLEX  # mirrored in _mark.c
+from .formats.mtmap import Field, Slot, TypeInfo
 from .roots import Root
 from .target.base import new_buffer
 
@@ -1108,10 +1109,14 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     conservative = mode == "conservative"
     heap = _load_heap(target, chunks)
     t_read = time.perf_counter()
+    node_site, node_tid, types = _node_sites(heap, types, sites)
     tt = _compile_types(types)
     warnings = list(heap.warnings)
     rs = _scan_roots(target, heap, tt, list(roots), conservative, warnings)
-    node_site, site_type = _node_sites(heap, tt, sites)
+    site_type = None
+    if node_tid is not None:
+        u, inv = np.unique(node_tid, return_inverse=True)
+        site_type = np.array([tt.idx(int(t)) for t in u.tolist()], np.int64)[inv.reshape(-1)]
     mod = None
     if kernel in ("auto", "c"):
         from . import _markkernel
@@ -1125,33 +1130,69 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     g = _build_graph(heap, tt, types, list(roots), rs, out, mode,
                      "c" if mod is not None else "numpy", warnings)
     if sites is not None and len(sites):
-        _add_sites(g, tt, sites, node_site, site_type, out)
+        _add_sites(g, tt, sites, node_site, node_tid, site_type, out)
     g.precision.__dict__.update(frames_exact=frames[0], frames_conservative=frames[1],
                                 read_s=round(t_read - t0, 6), mark_s=round(t_mark - t_read, 6),
                                 total_s=round(time.perf_counter() - t0, 6))
     return g
 
 
-def _node_sites(heap: _Heap, tt: _Types, sites: "SiteTable | None") -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(site index per node or -1, site type index per node or -1); (None, None) without sites."""
+#: synthetic type ids (an object at an offset in its chunk) have bit 63 set; .mtmap ids never do
+_AT_OFFSET_BIT = 1 << 63
+
+
+def _at_offset_type(t: Any, d: int, tid: int) -> TypeInfo:
+    """Type ``t`` at offset ``d`` of its chunk (a typed wrapper's object after
+    the allocator's header, SQLite's ``chunk + 8``): ``t``'s slots and fields
+    moved by ``d``, the header words before it scanned conservatively (what
+    the allocator keeps there is not described)."""
+    slots = [Slot(o, 0, 1, 0, SLOT_CONSERVATIVE) for o in range(0, d, 8)]
+    slots += [Slot(int(x.offset) + d, int(x.target), int(x.count), int(x.stride), int(x.flags)) for x in t.slots]
+    fields = [Field(int(f.offset) + d, int(f.type_id), f.name, int(f.flags))
+              for f in (getattr(t, "fields", ()) or ()) if not f.template_arg]
+    flex = int(getattr(t, "flex_offset", 0) or 0)
+    return TypeInfo(tid, f"{t.name} [+{d}]", int(t.size) + d, t.kind, int(t.flags), slots,
+                    int(getattr(t, "elem_type", 0) or 0), flex + d if int(t.flags) & TYPE_FLEX else flex, fields)
+
+
+def _node_sites(heap: _Heap, types: dict[int, Any], sites: "SiteTable | None"
+                ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, Any]]:
+    """(site index per node or -1, the type id each node's site gives it or 0,
+    the types with those of objects at an offset in their chunk added);
+    (None, None, types) without sites."""
     if sites is None or not len(sites):
-        return None, None
+        return None, None, types
     from .heap.allocsites import find_sites
-    node_site = find_sites(sites, heap.starts, heap.sizes, heap.memoff >= 0, heap.words)
-    stype = np.array([tt.idx(int(t)) for t in sites.type_ids.tolist()] + [-1], np.int64)
-    return node_site, stype[node_site]           # index -1 picks the trailing -1
+    node_site, node_off = find_sites(sites, heap.starts, heap.sizes, heap.memoff >= 0, heap.words,
+                                     with_offsets=True)
+    node_tid = np.append(sites.type_ids, np.uint64(0))[node_site]       # index -1 picks the trailing 0
+    moved = np.nonzero((node_off != 0) & (node_tid != 0))[0]
+    if len(moved):
+        types = dict(types)
+        pairs = np.unique(np.stack([node_tid[moved], node_off[moved]], axis=1), axis=0)
+        ids = {}
+        for tid, d in pairs.tolist():
+            t = types.get(int(tid))
+            if t is None or int(t.size) <= 0:
+                continue
+            sid = _AT_OFFSET_BIT | (int(d) << 56) | (int(tid) & ((1 << 56) - 1))
+            types[sid] = _at_offset_type(t, int(d), sid)
+            ids[(int(tid), int(d))] = sid
+        node_tid = node_tid.copy()
+        node_tid[moved] = np.array([ids.get((int(t), int(d)), 0)
+                                    for t, d in zip(node_tid[moved].tolist(), node_off[moved].tolist())], np.uint64)
+    return node_site, node_tid, types
 
 
-def _add_sites(g: HeapGraph, tt: _Types, sites: "SiteTable", node_site: np.ndarray, site_type: np.ndarray,
-               out: _MarkOut) -> None:
+def _add_sites(g: HeapGraph, tt: _Types, sites: "SiteTable", node_site: np.ndarray, node_tid: np.ndarray,
+               site_type: np.ndarray, out: _MarkOut) -> None:
     """The sites into the graph, site types as names where the marker gave
     none, and the precision figures of the sites."""
     g.sites = list(sites.sites)
     g.node_site = node_site
     has = node_site >= 0
-    known = np.array([int(t) in g.types for t in sites.type_ids.tolist()] + [False], bool)
-    sid = np.append(sites.type_ids, np.uint64(0))[node_site]
-    named = has & (g.type_ids == 0) & known[node_site]
+    sid = node_tid
+    named = has & (g.type_ids == 0) & (site_type >= 0)
     g.type_ids = np.where(named, sid, g.type_ids).astype(np.uint64)
     typed = g.how == HOW_TYPED
     st = out.state
