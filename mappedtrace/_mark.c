@@ -434,6 +434,25 @@ static uint64_t cons_from(const struct mt_heap *h, const struct mt_types *t, con
     return 0;
 }
 
+/* Every pointer slot of type a is one of type s (same offset, count, stride
+ * and flags; the pointee may differ), and a has no pointer-bearing flexible
+ * array: a's view of an object of type s is no different layout (Lua's
+ * GCObject, the common initial sequence of its Table). */
+static int covers(const struct mt_types *t, int64_t s, int64_t a)
+{
+    if ((t->flags[a] & TYPE_FLEX) && flex_typed(t, a))
+        return 0;
+    for (int64_t i = t->slot_lo[a]; i < t->slot_hi[a]; i++) {
+        int64_t j = t->slot_lo[s];
+        while (j < t->slot_hi[s] && !(t->s_off[j] == t->s_off[i] && t->s_count[j] == t->s_count[i]
+                                      && t->s_stride[j] == t->s_stride[i] && t->s_flags[j] == t->s_flags[i]))
+            j++;
+        if (j == t->slot_hi[s])
+            return 0;
+    }
+    return 1;
+}
+
 /* The visit rule (trace.py "Typing rule"). Returns -1 on out of memory. */
 static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
                  struct mt_queue *q, int64_t d, int64_t ti, uint64_t doff)
@@ -465,7 +484,8 @@ static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
         return 0;
     }
     if (x->state & ST_TYPED) {
-        if (x->type != ti)
+        /* typed by its allocation site: a pointer whose type the site's covers agrees */
+        if (x->type != ti && !(o->site_type && o->site_type[d] == x->type && covers(t, x->type, ti)))
             x->state |= ST_AMBIG;
         return 0;
     }

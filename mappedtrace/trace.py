@@ -76,7 +76,14 @@ Allocation sites (``mappedtrace cc --alloc-sites``, :mod:`mappedtrace.heap.alloc
     (phase 2) are scanned conservatively as before; their site type, and that
     of unreached chunks, only names them (``type_ids``, ``how`` unchanged).
     ``Precision.objects_typed_by_site`` counts the typed chunks whose type is
-    their site's.
+    their site's.  A chunk typed by its site and reached by a pointer of
+    another type ``A`` is not ambiguous when ``A`` *is covered* by the site's
+    type (every pointer slot of ``A`` is one of the site's type, same offset,
+    count, stride and flags, and no pointer-bearing flexible array): ``A`` is
+    a view of its common initial sequence (Lua's ``GCObject *`` to a
+    ``Table``).  A typed wrapper's object at offset ``d`` of its chunk
+    (SQLite's ``chunk + 8``) is typed by a synthetic type ``T [+d]``:
+    ``T``'s slots moved by ``d``, the words before it conservative.
 
 ``mode="conservative"`` is the LeakSanitizer baseline: every root range
 scanned word by word, every root value and every reached chunk untyped.
@@ -89,7 +96,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 import numpy as np
@@ -398,6 +405,7 @@ class _Types:
     covered: np.ndarray = None     # u8: every word of the type is a pointer slot (not code)
     _tmpl: dict | None = None
     _exp: dict | None = None
+    _covers_cache: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.covered is None:
@@ -444,6 +452,19 @@ class _Types:
         end = np.where(flex, flex_end, self.typed_elems(ti, size) * self.size[ti])
         end = np.minimum(end, size)
         return (end + np.uint64(7)) & ~np.uint64(7)
+
+    def covers(self, s: int, a: int) -> bool:
+        """Every pointer slot of type ``a`` is one of type ``s`` (``covers`` in _mark.c)."""
+        key = (s, a)
+        hit = self._covers_cache.get(key)
+        if hit is None:
+            sl = {(int(self.s_off[j]), int(self.s_count[j]), int(self.s_stride[j]), int(self.s_flags[j]))
+                  for j in range(int(self.slot_lo[s]), int(self.slot_hi[s]))}
+            hit = not ((int(self.flags[a]) & TYPE_FLEX) and bool(self.flex_typed(np.array([a]))[0])) and all(
+                (int(self.s_off[i]), int(self.s_count[i]), int(self.s_stride[i]), int(self.s_flags[i])) in sl
+                for i in range(int(self.slot_lo[a]), int(self.slot_hi[a])))
+            self._covers_cache[key] = hit
+        return hit
 
     def idx(self, type_id: int) -> int:
         return self.index.get(int(type_id), -1) if type_id else -1
@@ -798,6 +819,16 @@ class _NumpyMarker:
         return (np.insert(d, pos, d[pos]), np.insert(ti, pos, self.site[d[pos]]),
                 np.insert(doff, pos, np.zeros(len(pos), doff.dtype)))
 
+    def _site_covers(self, d: np.ndarray, have: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """Per candidate: node ``d`` has its site's type ``have``, which covers
+        ``other`` (``covers`` in _mark.c)."""
+        if self.site is None or not len(d):
+            return np.zeros(len(d), bool)
+        ok = (self.site[d] == have) & (have != other) & (have >= 0) & (other >= 0)
+        for i in np.nonzero(ok)[0].tolist():
+            ok[i] = self.t.covers(int(have[i]), int(other[i]))
+        return ok
+
     # the visit rule, applied to candidates in order; returns newly typed nodes in order
     def _visit(self, d: np.ndarray, ti: np.ndarray, doff: np.ndarray) -> np.ndarray:
         d, ti, doff = self._with_sites(d, ti, doff)
@@ -829,7 +860,8 @@ class _NumpyMarker:
             return np.zeros(0, np.int64)
         pre_typed = (st[dd] & ST_TYPED) != 0
         # already typed before this batch: a different type makes it ambiguous
-        conflict = pre_typed & (self.type[dd] != tt_)
+        # (unless the node has its site's type and that covers the other)
+        conflict = pre_typed & (self.type[dd] != tt_) & ~self._site_covers(dd, self.type[dd], tt_)
         st[dd[conflict]] |= ST_AMBIG
         nd, nt = dd[~pre_typed], tt_[~pre_typed]
         if len(nd) == 0:
@@ -839,7 +871,7 @@ class _NumpyMarker:
         self.type[u] = ft
         st[u] |= ST_TYPED
         # later candidates of a newly typed node with another type
-        bad = nt != self.type[nd]
+        bad = (nt != self.type[nd]) & ~self._site_covers(nd, self.type[nd], nt)
         st[nd[bad]] |= ST_AMBIG
         return u[np.argsort(first, kind="stable")]
 
@@ -994,7 +1026,8 @@ class _NumpyMarker:
             st[c] |= ST_UNKNOWN
             return False
         if st[c] & ST_TYPED:
-            if int(self.type[c]) != ti:
+            if int(self.type[c]) != ti and not self._site_covers(np.array([c]), self.type[c:c + 1],
+                                                                  np.array([ti]))[0]:
                 st[c] |= ST_AMBIG
             return False
         st[c] |= ST_TYPED

@@ -45,8 +45,17 @@ LUA_CFLAGS = ["-O2", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX"]
 SQLITE_CFLAGS = ["-O2", "-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION"]
 
 
-def cc(variant: str) -> list[str]:
-    return [*MT, "cc", *(["--alloc-sites"] if variant == "sites" else [])]
+#: Lua 5.4's allocation wrappers: every object comes from luaC_newobj (its caller
+#: knows the type) or a luaM_* vector function, through l_alloc (a function pointer)
+LUA_ALLOC_FNS = "luaC_newobj:wrapper,luaM_*:wrapper"
+#: SQLite's: sqlite3Malloc & co. return the chunk + 8 (sqlite3MemMalloc's size word)
+SQLITE_ALLOC_FNS = ("sqlite3Malloc*:wrapper,sqlite3DbMalloc*:wrapper,sqlite3Realloc:wrapper,"
+                    "sqlite3DbRealloc*:wrapper,sqlite3_malloc*:wrapper,sqlite3_realloc*:wrapper")
+
+
+def cc(variant: str, fns: str = "") -> list[str]:
+    return [*MT, "cc", *(["--alloc-sites"] if variant == "sites" else []),
+            *([f"--alloc-fn={fns}"] if variant == "sites" and fns else [])]
 
 
 def run(cmd: list[str], cwd: Path | None = None, timeout: float = 3600) -> str:
@@ -56,15 +65,19 @@ def run(cmd: list[str], cwd: Path | None = None, timeout: float = 3600) -> str:
     return r.stdout
 
 
-def build(variant: str, srcs: list[Path], out: Path, flags: list[str], libs: list[str] = ()) -> Path:
-    """Objects one by one (two at a time), then the link."""
+def build(variant: str, srcs: list[Path], out: Path, flags: list[str], libs: list[str] = (),
+          fns: str = "") -> Path:
+    """Objects one by one (two at a time), then the link (kept: a --work
+    directory reuses what it built)."""
+    if out.exists():
+        return out
     od = out.parent / f"obj-{variant}"
     od.mkdir(parents=True, exist_ok=True)
     objs, procs = [], []
     for s in srcs:
         o = od / (s.stem + ".o")
         objs.append(o)
-        procs.append(subprocess.Popen([*cc(variant), *flags, "-c", "-o", str(o), str(s)],
+        procs.append(subprocess.Popen([*cc(variant, fns), *flags, "-c", "-o", str(o), str(s)],
                                       stderr=subprocess.PIPE, text=True))
         if len(procs) == 2:
             for p in procs:
@@ -74,7 +87,7 @@ def build(variant: str, srcs: list[Path], out: Path, flags: list[str], libs: lis
     for p in procs:
         if p.wait() != 0:
             raise RuntimeError(p.stderr.read()[-2000:])
-    run([*cc(variant), "-o", str(out), *map(str, objs), *libs])
+    run([*cc(variant, fns), "-o", str(out), *map(str, objs), *libs])
     return out
 
 
@@ -125,7 +138,7 @@ def lua_exe(work: Path, variant: str) -> Path:
     (inc / "lua5.4-deb-multiarch.h").write_text('#define DEB_HOST_MULTIARCH "x86_64-linux-gnu"\n')
     files = sorted(p for p in src.glob("*.c") if p.name != "luac.c")
     return build(variant, files, work / f"lua-{variant}" / "lua", [*LUA_CFLAGS, f"-I{src}", f"-I{inc}"],
-                 ["-lm", "-ldl"])
+                 ["-lm", "-ldl"], LUA_ALLOC_FNS)
 
 
 def sqlite_exe(work: Path, variant: str) -> Path:
@@ -144,7 +157,7 @@ def sqlite_exe(work: Path, variant: str) -> Path:
             run(["make", "sqlite3.c", "shell.c"], tree)
         amal = tree
     return build(variant, [amal / "sqlite3.c", amal / "shell.c"], work / f"sqlite-{variant}" / "sqlite3",
-                 [*SQLITE_CFLAGS, f"-I{amal}"], ["-lm"])
+                 [*SQLITE_CFLAGS, f"-I{amal}"], ["-lm"], SQLITE_ALLOC_FNS)
 
 
 #: jq's allocation wrappers (src/jv_alloc.h): freed by jv_mem_free, without their size
@@ -255,10 +268,12 @@ def main() -> int:
     ap.add_argument("--live", default="", help="comma-separated: lua, sqlite, jq")
     ap.add_argument("--skip-ir", action="store_true")
     ap.add_argument("--json", default=str(HERE / "results.json"))
+    ap.add_argument("--work", help="keep the builds in this directory (reused by the next run)")
     a = ap.parse_args()
     res: dict = {}
     with tempfile.TemporaryDirectory(prefix="mt-allocsites-") as d:
-        work = Path(d)
+        work = Path(a.work or d)
+        work.mkdir(parents=True, exist_ok=True)
         if not a.skip_ir:
             print("binary_trees under callgrind", flush=True)
             res["binary_trees"] = bench_instructions(work, a.rounds, a.depth)

@@ -31,6 +31,13 @@ a site whose result its function returns (flag ``SITE_RETURNED``) is taken
 instead when it names a call to a named wrapper (``SITE_WRAPPER_CALL``):
 the caller knows the type.
 
+A call to a typed wrapper (``--alloc-fn=NAME:wrapper``, kind ``wrapper``)
+overwrites the word of the site inside the wrapper (same place) with its
+own, keyed to the pointer the wrapper returned, which may lie up to 56
+bytes into the chunk (SQLite's ``chunk + 8``): such records are also tried
+with the keys ``c + 8i``, and :func:`find_sites` (``with_offsets``) gives the
+object's offset in its chunk.
+
 Known imprecision (documented in FORMAT.md §4): a chunk freed and then
 allocated again *at the same address for the same size* by code without the
 maps (a library's ``malloc``) keeps the earlier site word where the new
