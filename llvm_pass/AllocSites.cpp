@@ -47,6 +47,7 @@ enum SiteKind : uint8_t { KMalloc = 1, KCalloc = 2, KRealloc = 3, KAlignedAlloc 
 enum : uint8_t {
   FReturned = 1,    // the function returns the site's result: an allocation wrapper
   FWrapperCall = 2, // the site calls a wrapper named by --alloc-fn
+  FArray = 4,       // the request is a multiple of the type's size: an array of it
 };
 
 // An odd multiplier that fits an imul's sign-extended 32-bit immediate (a
@@ -198,6 +199,27 @@ const DIType *resultType(CallInst *CI, const DenseMap<Value *, const DIType *> &
   return nullptr;
 }
 
+// Is \p V a multiple of \p Size by its form: a constant multiple, or a
+// product or left shift by one (`n * sizeof(T)`, `n << 4`)?
+bool multipleOf(const Value *V, uint64_t Size) {
+  if (!Size)
+    return false;
+  auto Mult = [&](const Value *C) {
+    auto *K = dyn_cast<ConstantInt>(C);
+    return K && K->getBitWidth() <= 64 && K->getZExtValue() && K->getZExtValue() % Size == 0;
+  };
+  if (Mult(V))
+    return true;
+  if (auto *B = dyn_cast<BinaryOperator>(V)) {
+    if (B->getOpcode() == Instruction::Mul)
+      return Mult(B->getOperand(0)) || Mult(B->getOperand(1));
+    if (B->getOpcode() == Instruction::Shl)
+      if (auto *K = dyn_cast<ConstantInt>(B->getOperand(1)); K && K->getZExtValue() < 64)
+        return (uint64_t(1) << K->getZExtValue()) % Size == 0;
+  }
+  return false;
+}
+
 // Is \p CI's result what its function returns (through phis, selects and
 // constant offsets: SQLite's sqlite3MemMalloc returns its chunk + 8)?
 bool returned(const Instruction *CI) {
@@ -281,6 +303,17 @@ uint64_t wrapperResultType(CallInst *CI, TypeTable &TT, const DenseMap<Value *, 
           Cands.push_back(It->second->getType());
         continue;
       }
+      // an element of an array of pointers: `v[i] = wrapper(…)`, v a T **
+      if (auto *G = dyn_cast<GetElementPtrInst>(Ptr);
+          G && G->getNumIndices() == 1 && G->getSourceElementType()->isPointerTy())
+        if (auto It = ValueDI.find(G->getPointerOperand()); It != ValueDI.end())
+          if (auto *PT = dyn_cast_or_null<DIDerivedType>(stripDI(It->second));
+              PT && PT->getTag() == dwarf::DW_TAG_pointer_type)
+            if (auto *ET = dyn_cast_or_null<DIDerivedType>(stripDI(PT->getBaseType()));
+                ET && ET->getTag() == dwarf::DW_TAG_pointer_type) {
+              Cands.push_back(ET);
+              continue;
+            }
       APInt Off(64, 0);
       Value *Base = Ptr->stripAndAccumulateConstantOffsets(DL, Off, /*AllowNonInbounds=*/true);
       auto It = ValueDI.find(Base);
@@ -384,6 +417,22 @@ void SiteWriter::collect(Function &F) {
             if (auto *B = dyn_cast<ConstantInt>(CI->getArgOperand(1)); B && R &&
                 (A->getValue().zextOrTrunc(128) * B->getValue().zextOrTrunc(128)).ult(R->Size))
               S.Type = 0;
+      }
+      // an array of the type: its request is a multiple of the type's size
+      // (a wrapper: one of its integer arguments is such a product)
+      if (const TypeRec *R = S.Type ? TT.get(S.Type) : nullptr; R && R->Size && !(R->Flags & TFlex)) {
+        bool Arr = false;
+        if (K == KWrapper) {
+          for (Value *A : CI->args())
+            if (A->getType()->isIntegerTy() && !isa<ConstantInt>(A) && multipleOf(A, R->Size))
+              Arr = true;
+        } else if (K == KCalloc) {
+          Arr = multipleOf(CI->getArgOperand(1), R->Size) || multipleOf(CI->getArgOperand(0), R->Size);
+        } else {
+          Arr = multipleOf(CI->getArgOperand(K == KMalloc ? 0 : 1), R->Size);
+        }
+        if (Arr)
+          S.Flags |= FArray;
       }
       if (const DebugLoc &DL = CI->getDebugLoc()) {
         S.Line = DL.getLine();

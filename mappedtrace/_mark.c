@@ -434,21 +434,36 @@ static uint64_t cons_from(const struct mt_heap *h, const struct mt_types *t, con
     return 0;
 }
 
-/* Every pointer slot of type a is one of type s (same offset, count, stride
- * and flags; the pointee may differ), and a has no pointer-bearing flexible
- * array: a's view of an object of type s is no different layout (Lua's
- * GCObject, the common initial sequence of its Table). */
+/* Is word offset pos, with slot flags fl, an instance of a slot of type s? */
+static int slot_at(const struct mt_types *t, int64_t s, uint64_t pos, uint32_t fl)
+{
+    for (int64_t j = t->slot_lo[s]; j < t->slot_hi[s]; j++) {
+        uint64_t o = t->s_off[j], st = t->s_stride[j];
+        if (t->s_flags[j] != fl || pos < o)
+            continue;
+        if (pos == o || (st && (pos - o) % st == 0 && (pos - o) / st < t->s_count[j]))
+            return 1;
+    }
+    return 0;
+}
+
+/* Every pointer slot of type a is one of type s (same offset and flags,
+ * instance by instance; the pointee may differ), and a has no
+ * pointer-bearing flexible array: a's view of an object of type s is no
+ * different layout (Lua's GCObject, the common initial sequence of its
+ * Table; an element of an array its site proved). */
+#define COVERS_MAX_INSTANCES 64
 static int covers(const struct mt_types *t, int64_t s, int64_t a)
 {
     if ((t->flags[a] & TYPE_FLEX) && flex_typed(t, a))
         return 0;
     for (int64_t i = t->slot_lo[a]; i < t->slot_hi[a]; i++) {
-        int64_t j = t->slot_lo[s];
-        while (j < t->slot_hi[s] && !(t->s_off[j] == t->s_off[i] && t->s_count[j] == t->s_count[i]
-                                      && t->s_stride[j] == t->s_stride[i] && t->s_flags[j] == t->s_flags[i]))
-            j++;
-        if (j == t->slot_hi[s])
+        uint64_t n = t->s_count[i] ? t->s_count[i] : 1;
+        if (n > COVERS_MAX_INSTANCES)
             return 0;
+        for (uint64_t m = 0; m < n; m++)
+            if (!slot_at(t, s, t->s_off[i] + m * t->s_stride[i], t->s_flags[i]))
+                return 0;
     }
     return 1;
 }

@@ -83,7 +83,10 @@ Allocation sites (``mappedtrace cc --alloc-sites``, :mod:`mappedtrace.heap.alloc
     a view of its common initial sequence (Lua's ``GCObject *`` to a
     ``Table``).  A typed wrapper's object at offset ``d`` of its chunk
     (SQLite's ``chunk + 8``) is typed by a synthetic type ``T [+d]``:
-    ``T``'s slots moved by ``d``, the words before it conservative.
+    ``T``'s slots moved by ``d``, the words before it conservative.  A site
+    whose request is a multiple of its type's size (flag ``ARRAY``: ``n *
+    sizeof(T)``) types its chunk as ``T[k]``, ``k`` the elements before the
+    site word (a chunk's slack after the request stays tail).
 
 ``mode="conservative"`` is the LeakSanitizer baseline: every root range
 scanned word by word, every root value and every reached chunk untyped.
@@ -454,15 +457,28 @@ class _Types:
         return (end + np.uint64(7)) & ~np.uint64(7)
 
     def covers(self, s: int, a: int) -> bool:
-        """Every pointer slot of type ``a`` is one of type ``s`` (``covers`` in _mark.c)."""
+        """Every pointer slot of type ``a`` is one of type ``s``, instance by
+        instance (``covers`` in _mark.c)."""
         key = (s, a)
         hit = self._covers_cache.get(key)
         if hit is None:
-            sl = {(int(self.s_off[j]), int(self.s_count[j]), int(self.s_stride[j]), int(self.s_flags[j]))
-                  for j in range(int(self.slot_lo[s]), int(self.slot_hi[s]))}
-            hit = not ((int(self.flags[a]) & TYPE_FLEX) and bool(self.flex_typed(np.array([a]))[0])) and all(
-                (int(self.s_off[i]), int(self.s_count[i]), int(self.s_stride[i]), int(self.s_flags[i])) in sl
-                for i in range(int(self.slot_lo[a]), int(self.slot_hi[a])))
+            js = range(int(self.slot_lo[s]), int(self.slot_hi[s]))
+
+            def at(pos: int, fl: int) -> bool:
+                for j in js:
+                    o, st = int(self.s_off[j]), int(self.s_stride[j])
+                    if int(self.s_flags[j]) != fl or pos < o:
+                        continue
+                    if pos == o or (st and (pos - o) % st == 0 and (pos - o) // st < int(self.s_count[j])):
+                        return True
+                return False
+            hit = not ((int(self.flags[a]) & TYPE_FLEX) and bool(self.flex_typed(np.array([a]))[0]))
+            for i in range(int(self.slot_lo[a]), int(self.slot_hi[a])):
+                n = max(1, int(self.s_count[i]))
+                if not hit or n > 64:
+                    hit = False
+                    break
+                hit = all(at(int(self.s_off[i]) + m * int(self.s_stride[i]), int(self.s_flags[i])) for m in range(n))
             self._covers_cache[key] = hit
         return hit
 
@@ -1170,50 +1186,89 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     return g
 
 
-#: synthetic type ids (an object at an offset in its chunk) have bit 63 set; .mtmap ids never do
-_AT_OFFSET_BIT = 1 << 63
+#: synthetic type ids (an object at an offset in its chunk, an array proved by
+#: its site) have bit 63 set; .mtmap ids never do (TypeIdMask)
+_SYNTHETIC_BIT = 1 << 63
+#: most slots of a synthetic array type (else the site types its first element only)
+_MAX_SYNTH_SLOTS = 1 << 16
 
 
-def _at_offset_type(t: Any, d: int, tid: int) -> TypeInfo:
-    """Type ``t`` at offset ``d`` of its chunk (a typed wrapper's object after
-    the allocator's header, SQLite's ``chunk + 8``): ``t``'s slots and fields
-    moved by ``d``, the header words before it scanned conservatively (what
-    the allocator keeps there is not described)."""
+def _site_type(t: Any, d: int, k: int, tid: int) -> TypeInfo | None:
+    """Type ``t`` at offset ``d`` of its chunk, ``k`` times (an array its site
+    proved: the request was a multiple of ``t``'s size); ``d`` > 0 for a typed
+    wrapper's object after the allocator's header (SQLite's ``chunk + 8``),
+    whose words before the object are scanned conservatively (what the
+    allocator keeps there is not described).  None when too many slots."""
+    tsz = int(t.size)
     slots = [Slot(o, 0, 1, 0, SLOT_CONSERVATIVE) for o in range(0, d, 8)]
-    slots += [Slot(int(x.offset) + d, int(x.target), int(x.count), int(x.stride), int(x.flags)) for x in t.slots]
+    for x in t.slots:
+        c, st = int(x.count), int(x.stride)
+        if k == 1:
+            slots.append(Slot(int(x.offset) + d, int(x.target), c, st, int(x.flags)))
+        elif c <= 1:
+            slots.append(Slot(int(x.offset) + d, int(x.target), k, tsz, int(x.flags)))
+        else:
+            slots += [Slot(int(x.offset) + d + i * tsz, int(x.target), c, st, int(x.flags)) for i in range(k)]
+        if len(slots) > _MAX_SYNTH_SLOTS:
+            return None
     fields = [Field(int(f.offset) + d, int(f.type_id), f.name, int(f.flags))
               for f in (getattr(t, "fields", ()) or ()) if not f.template_arg]
     flex = int(getattr(t, "flex_offset", 0) or 0)
-    return TypeInfo(tid, f"{t.name} [+{d}]", int(t.size) + d, t.kind, int(t.flags), slots,
+    name = t.name + (f"[{k}]" if k > 1 else "") + (f" [+{d}]" if d else "")
+    return TypeInfo(tid, name, tsz * k + d, t.kind, int(t.flags), slots,
                     int(getattr(t, "elem_type", 0) or 0), flex + d if int(t.flags) & TYPE_FLEX else flex, fields)
 
 
 def _node_sites(heap: _Heap, types: dict[int, Any], sites: "SiteTable | None"
                 ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, Any]]:
     """(site index per node or -1, the type id each node's site gives it or 0,
-    the types with those of objects at an offset in their chunk added);
-    (None, None, types) without sites."""
+    the types with the synthetic ones added: objects at an offset in their
+    chunk, arrays proved by their site); (None, None, types) without sites."""
     if sites is None or not len(sites):
         return None, None, types
+    import hashlib
     from .heap.allocsites import find_sites
-    node_site, node_off = find_sites(sites, heap.starts, heap.sizes, heap.memoff >= 0, heap.words,
-                                     with_offsets=True)
+    from .formats.allocsites import SITE_ARRAY
+    node_site, node_off, word_at = find_sites(sites, heap.starts, heap.sizes, heap.memoff >= 0, heap.words,
+                                              with_offsets=True)
     node_tid = np.append(sites.type_ids, np.uint64(0))[node_site]       # index -1 picks the trailing 0
-    moved = np.nonzero((node_off != 0) & (node_tid != 0))[0]
+    # (aligned_alloc's request is rounded up to its alignment: its word does not end the array)
+    is_arr = np.array([bool(s.flags & SITE_ARRAY) and s.kind != "aligned_alloc" for s in sites.sites]
+                      + [False], bool)[node_site]
+    tsize = np.zeros(len(node_tid), np.uint64)
+    cand = np.nonzero(node_tid != 0)[0]
+    if len(cand):
+        u, inv = np.unique(node_tid[cand], return_inverse=True)
+        sz = np.array([int(getattr(types.get(int(t)), "size", 0) or 0)
+                       if not int(getattr(types.get(int(t)), "flags", 0) or 0) & TYPE_FLEX else 0
+                       for t in u.tolist()], np.uint64)
+        tsize[cand] = sz[inv.reshape(-1)]
+    count = np.ones(len(node_tid), np.uint64)
+    arr = np.nonzero(is_arr & (tsize > 0) & (word_at > node_off))[0]
+    count[arr] = np.maximum((word_at[arr] - node_off[arr]) // np.maximum(tsize[arr], np.uint64(1)), np.uint64(1))
+    moved = np.nonzero((node_tid != 0) & ((node_off != 0) | (count > 1)))[0]
     if len(moved):
         types = dict(types)
-        pairs = np.unique(np.stack([node_tid[moved], node_off[moved]], axis=1), axis=0)
-        ids = {}
-        for tid, d in pairs.tolist():
+        triples = np.unique(np.stack([node_tid[moved], node_off[moved], count[moved]], axis=1), axis=0)
+        ids: dict[tuple[int, int, int], int] = {}
+        for tid, d, k in triples.tolist():
             t = types.get(int(tid))
             if t is None or int(t.size) <= 0:
                 continue
-            sid = _AT_OFFSET_BIT | (int(d) << 56) | (int(tid) & ((1 << 56) - 1))
-            types[sid] = _at_offset_type(t, int(d), sid)
-            ids[(int(tid), int(d))] = sid
+            h = hashlib.blake2b(f"{tid}:{d}:{k}".encode(), digest_size=8).digest()
+            sid = _SYNTHETIC_BIT | (int.from_bytes(h, "little") & ((1 << 62) - 1))
+            st = _site_type(t, int(d), int(k), sid)
+            if st is None and d:
+                st = _site_type(t, int(d), 1, sid)
+            if st is not None:
+                types[sid] = st
+                ids[(int(tid), int(d), int(k))] = sid
+            elif not d:
+                ids[(int(tid), 0, int(k))] = int(tid)       # too big an array: its first element
         node_tid = node_tid.copy()
-        node_tid[moved] = np.array([ids.get((int(t), int(d)), 0)
-                                    for t, d in zip(node_tid[moved].tolist(), node_off[moved].tolist())], np.uint64)
+        node_tid[moved] = np.array([ids.get((int(t), int(d), int(k)), 0) for t, d, k in
+                                    zip(node_tid[moved].tolist(), node_off[moved].tolist(), count[moved].tolist())],
+                                   np.uint64)
     return node_site, node_tid, types
 
 

@@ -92,7 +92,8 @@ def test_leaks_say_where_they_were_allocated(opt: str, tmp_path: Path) -> None:
     assert {(s.split(" in ")[1], t) for s, t in by.items() if not s.endswith(" in main")} == {
         ("make_leaf", "struct leaf"), ("make_tree", "struct tree")}
     mains = {s: t for s, t in by.items() if s.endswith(" in main")}
-    assert sorted(mains.values()) == ["struct leaf", "struct rec"], mains      # aligned_alloc, realloc
+    # aligned_alloc; realloc(NULL, 2 * sizeof *rr): an array its site proves
+    assert sorted(mains.values()) == ["struct leaf", "struct rec[2]"], mains
     # the groups: one per (site, type), counts from the program's own lines
     groups = {(g["site"], g["type"]): g for g in rep["sites"]}
     leaf_site = next(s for s in by if s.endswith(" in make_leaf"))
@@ -191,15 +192,15 @@ def test_allocation_wrappers(wrapper_maps: bool, tmp_path: Path) -> None:
     for l in rep["leaks"]:
         a = addr(l["address"])
         assert l["site"] and l["site"].endswith(where[a]), (hex(a), l, where[a])
-        # the caller's variable gives the type (an array element store gives none)
+        # the caller's variable gives the type
         if l["site"].endswith(f":{line_of['*it = xmalloc']} in main"):
             assert (l["type"], l["type_source"]) == ("struct item", "site"), l
-        if l["site"].endswith(f":{line_of['**arr = xrealloc']} in main"):
-            assert (l["type"], l["type_source"]) == ("struct item*", "site"), l
+        if l["site"].endswith(f":{line_of['**arr = xrealloc']} in main"):    # 4 * sizeof *arr: an array
+            assert (l["type"], l["type_source"]) == ("struct item*[4]", "site"), l
     assert rep["precision"]["objects_with_site"] == len(truth)
 
 
-TYPED_WRAP_FNS = "--alloc-fn=obj_new:wrapper,hdr_*:wrapper"
+TYPED_WRAP_FNS = "--alloc-fn=obj_new:wrapper,vec_*:wrapper,hdr_*:wrapper"
 
 
 def build_typed_wrap(tmp: Path, *extra: str, fns: str = TYPED_WRAP_FNS) -> Path:
@@ -233,11 +234,15 @@ def test_typed_wrappers(tmp_path: Path) -> None:
     where = {int(a, 16): f":{line} in {fn}" for a, f, line, fn in SITE_LINE.findall(err)}
     text = (SRC / "typed_wrap.c").read_text().splitlines()
     line_of = {k: next(i + 1 for i, t in enumerate(text) if k in t)
-               for k in ("*t = (struct table *)obj_new(&S", "*r = hdr_alloc(sizeof *r); SITE", "*lone = hdr_alloc")}
+               for k in ("*t = (struct table *)obj_new(&S", "*r = hdr_alloc(sizeof *r); SITE", "*lone = hdr_alloc",
+                         "**lost = vec_new", "lost[i] = hdr_alloc")}
+    nlost = int(re.search(r"^vec (\d+)$", err, re.M).group(1)) - 10
     types = {line_of["*t = (struct table *)obj_new(&S"]: "struct table",
              line_of["*r = hdr_alloc(sizeof *r); SITE"]: "struct rec [+8]",
-             line_of["*lone = hdr_alloc"]: "struct rec [+8]"}
-    assert len(rep["leaks"]) == len(where) == 7
+             line_of["*lone = hdr_alloc"]: "struct rec [+8]",
+             line_of["**lost = vec_new"]: f"struct rec*[{nlost}]",        # an array its site proved
+             line_of["lost[i] = hdr_alloc"]: "struct rec [+8]"}
+    assert len(rep["leaks"]) == len(where) == 7 + 1 + nlost
     for l in rep["leaks"]:
         a = addr(l["address"])
         assert l["site"] and l["site"].endswith(where[a]), (hex(a), l, where[a])
@@ -245,8 +250,10 @@ def test_typed_wrappers(tmp_path: Path) -> None:
         assert (l["type"], l["type_source"]) == (types[line], "site"), l
     p = rep["precision"]
     nbag = int(re.search(r"^bag (\d+)$", err, re.M).group(1))
-    # kept tables (through struct gcobj *next), strings and recs (through void *)
-    assert p["objects_typed_by_site"] >= 3 * nbag, p
+    # kept tables (through struct gcobj *next), strings and recs (through void *),
+    # the kept vector and every rec it holds (the array's elements are typed slots)
+    nvec = int(re.search(r"^vec (\d+)$", err, re.M).group(1))
+    assert p["objects_typed_by_site"] >= 3 * nbag + 1 + nvec, p
     # the wrapper's own count of bytes is the program's (no request changed)
     plain = build_typed_wrap(tmp_path, fns="")
     err_p, rep_p = run(plain, tmp_path)
@@ -431,6 +438,48 @@ def test_wrapper_word_rule() -> None:
         return np.array([words.get((int(n), int(o)), 0) for n, o in zip(nodes, offs)], np.uint64)
 
     assert find_sites(table, starts, sizes, np.ones(3, bool), rd).tolist() == [2, 1, 0]
+
+
+def test_typed_wrapper_word_rule() -> None:
+    """A typed wrapper's word (kind ``wrapper``) may be keyed to a pointer up
+    to 56 bytes into the chunk, which gives the object's offset; a word of
+    any other kind keyed so is rejected, and so is a key past 56 bytes."""
+    caller = fas.AllocSite(0x500018, 7, "a.c", "main", 9, 1, "wrapper", flags=fas.SITE_WRAPPER_CALL)
+    plain = fas.AllocSite(0x500030, 7, "a.c", "f", 4, 1, "malloc")
+    table = SiteTable(np.array([caller.address, plain.address], np.uint64), [caller, plain])
+    starts = np.array([0x1000, 0x2000, 0x3000, 0x4000, 0x5000], np.uint64)
+    sizes = np.array([40, 40, 40, 120, 120], np.uint64)
+    words = {(0, 32): _site_word(0x1008, caller.address),      # SQLite's chunk + 8: found, offset 8
+             (1, 32): _site_word(0x2008, plain.address),       # a malloc site keyed so: rejected
+             (2, 32): _site_word(0x3000, caller.address),      # keyed to the chunk: offset 0
+             (3, 104): _site_word(0x4000 + 64, caller.address),  # 64 bytes in: rejected
+             (4, 104): _site_word(0x5000 + 56, caller.address)}  # 56 bytes in: found
+
+    def rd(nodes, offs):
+        return np.array([words.get((int(n), int(o)), 0) for n, o in zip(nodes, offs)], np.uint64)
+
+    got, obj, at = find_sites(table, starts, sizes, np.ones(5, bool), rd, with_offsets=True)
+    assert got.tolist() == [0, -1, 0, -1, 0]
+    assert obj.tolist() == [8, 0, 0, 0, 56] and at[[0, 2, 4]].tolist() == [32, 32, 104]
+
+
+def test_site_types_at_offsets_and_arrays() -> None:
+    """The synthetic type of a site's object at offset 8 of its chunk, and
+    of an array its site proved: slots moved and repeated, header words
+    conservative; a pointer to the element type is covered by the array."""
+    from mappedtrace.formats.mtmap import Slot, TypeInfo
+    from mappedtrace.trace import _compile_types, _site_type
+    rec = TypeInfo(7, "struct rec", 24, "struct", 0, [Slot(0, 7), Slot(16, 0, flags=4)])
+    at8 = _site_type(rec, 8, 1, 1 << 63 | 1)
+    assert at8.name == "struct rec [+8]" and at8.size == 32
+    assert [(x.offset, x.count, x.flags) for x in at8.slots] == [(0, 1, 4), (8, 1, 0), (24, 1, 4)]
+    arr = _site_type(rec, 0, 5, 1 << 63 | 2)
+    assert arr.name == "struct rec[5]" and arr.size == 120
+    assert [(x.offset, x.count, x.stride) for x in arr.slots] == [(0, 5, 24), (16, 5, 24)]
+    other = TypeInfo(9, "struct other", 24, "struct", 0, [Slot(8, 7)])
+    tt = _compile_types({7: rec, arr.id: arr, 9: other})
+    a, r, o = tt.idx(arr.id), tt.idx(7), tt.idx(9)
+    assert tt.covers(a, r) and not tt.covers(a, o) and not tt.covers(r, a)
 
 
 def _block(n: int = 1, version: int = 1, magic: int = fas.MAGIC, record_size: int = 24) -> bytes:

@@ -180,6 +180,49 @@ def jq_exe(work: Path, variant: str, wrappers: bool = True) -> Path:
     return tree / "jq"
 
 
+#: Redis 7.0's (src/zmalloc.c): with MALLOC=libc on glibc no prefix word, the
+#: size from malloc_usable_size
+REDIS_ALLOC_FNS = "zmalloc*:wrapper,zcalloc*:wrapper,zrealloc*:wrapper,ztry*:wrapper"
+REDIS_KEYS = 20000
+
+
+def redis_exe(work: Path, variant: str) -> Path:
+    """Redis 7.0.15 (Debian source) as benchmarks/soundness builds it
+    (``make MALLOC=libc OPTIMIZATION=-O2``); ``sites`` names its wrappers."""
+    tree = work / f"redis-{variant}"
+    exe = tree / "src" / "redis-server"
+    if exe.exists():
+        return exe
+    if not tree.exists():
+        shutil.copytree(_tree("redis"), tree, symlinks=True)
+    cc_ = " ".join(cc(variant, REDIS_ALLOC_FNS))
+    run(["make", "-j2", "MALLOC=libc", f"CC={cc_}", "OPTIMIZATION=-O2", "BUILD_TLS=no", "USE_SYSTEMD=no"], tree)
+    return exe
+
+
+def redis_live(exe: Path, work: Path, name: str, keys: int = REDIS_KEYS) -> dict:
+    """redis-server with ``keys`` keys of each of six types loaded
+    (benchmarks/soundness's load), checked live while it serves."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "soundness"))
+    from programs import _redis_cli, _redis_start  # noqa: E402
+    from soundness import free_port  # noqa: E402
+    port = free_port()
+    p = _redis_start([str(exe)], exe, port, keys)
+    try:
+        js = work / f"{name}.json"
+        r = subprocess.run([*MT, "leaks", str(p.pid), "--json", str(js)], capture_output=True, text=True,
+                           timeout=1800)
+        if not js.exists():
+            raise RuntimeError(f"leaks {name}: {r.stderr[-2000:]}")
+        rep = json.loads(js.read_text())
+        if _redis_cli(exe, port, "PING").strip() != "PONG":
+            raise RuntimeError("Redis does not answer after the check")
+    finally:
+        p.kill()
+        p.wait()
+    return _figures(rep)
+
+
 def jq_live(exe: Path, work: Path, name: str) -> dict:
     """jq in the middle of parsing a 20 000-element array (benchmarks/soundness's
     live-parse case): blocked in read(), holding ~140 000 jv objects."""
@@ -248,6 +291,8 @@ def bench_live(work: Path, which: list[str]) -> dict:
             print(f"  {prog} {v}: building", flush=True)
             if prog == "jq":
                 fig = jq_live(jq_exe(work, v), work, f"jq-{v}")
+            elif prog == "redis":
+                fig = redis_live(redis_exe(work, v), work, f"redis-{v}")
             elif prog == "lua":
                 exe = lua_exe(work, v)
                 rt = ROOT / "tests" / "real_programs"
@@ -265,7 +310,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--depth", type=int, default=14, help="binary_trees depth under callgrind")
-    ap.add_argument("--live", default="", help="comma-separated: lua, sqlite, jq")
+    ap.add_argument("--live", default="", help="comma-separated: lua, sqlite, jq, redis")
     ap.add_argument("--skip-ir", action="store_true")
     ap.add_argument("--json", default=str(HERE / "results.json"))
     ap.add_argument("--work", help="keep the builds in this directory (reused by the next run)")

@@ -25,6 +25,8 @@ KINDS = {1: "malloc", 2: "calloc", 3: "realloc", 4: "aligned_alloc", 5: "wrapper
 SITE_RETURNED = 0x1
 #: record flags: the site is a call to a wrapper named by ``--alloc-fn``
 SITE_WRAPPER_CALL = 0x2
+#: record flags: the request is a multiple of the type's size (``n * sizeof(T)``): an array of it
+SITE_ARRAY = 0x4
 #: the multiplier of the site word (AllocSites.cpp SiteMix): odd, a sign-extended imm32
 SITE_MIX = 0xFFFFFFFF9E3779B1
 

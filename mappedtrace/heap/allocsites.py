@@ -126,14 +126,15 @@ def find_sites(table: SiteTable, starts: np.ndarray, sizes: np.ndarray, readable
     :param readable: per chunk, whether its bytes were read
     :param words: ``words(nodes, offsets)`` gives the u64 at each (node, offset)
     :param with_offsets: also return, per chunk, the offset of the object the
-        site names (0, or the ``c + 8i`` key of a typed wrapper's word)
+        site names (0, or the ``c + 8i`` key of a typed wrapper's word) and
+        the offset of the word found (the request ends there, rounded up to 8)
     """
     n = len(starts)
     out = np.full(n, -1, np.int64)
     at = np.zeros(n, np.uint64)          # offset of the word found
     obj = np.zeros(n, np.uint64)         # offset of the object the word is keyed to
     if not len(table) or not n:
-        return (out, obj) if with_offsets else out
+        return (out, obj, at) if with_offsets else out
     starts = starts.astype(np.uint64)
     sizes = sizes.astype(np.uint64)
     # arena chunks: the word ends the request, the request fills the chunk
@@ -191,4 +192,4 @@ def find_sites(table: SiteTable, starts: np.ndarray, sizes: np.ndarray, readable
             break
         out[cand[ok]] = hit[ok]
         at[cand[ok]] -= np.uint64(8)
-    return (out, obj) if with_offsets else out
+    return (out, obj, at) if with_offsets else out

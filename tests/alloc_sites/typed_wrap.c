@@ -20,6 +20,7 @@ void *foreign_resize(void *p, size_t n);
 
 /* reachable only through untyped words: without a site, nothing types them */
 void *bag[64];
+void *keep_vec;
 struct state S = {l_alloc, NULL, NULL, 0};
 
 __attribute__((noinline)) static struct table *new_table(struct state *S, long n)
@@ -40,8 +41,9 @@ __attribute__((noinline)) static struct str *new_str(struct state *S, const char
     return o;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argv;
     struct table *prev = NULL;
     for (int i = 0; i < 32; i++) {
         struct table *t = new_table(&S, i);
@@ -56,6 +58,29 @@ int main(void)
         new_str(&S, i % 2 ? "odd" : "an even longer string");
     }
     fprintf(stderr, "bag %d\n", 32);
+    /* an array its site proves (n * sizeof): every element typed, so the recs
+     * it alone holds are reached by a typed slot (not by a conservative tail) */
+    int nvec = 15 + argc;
+    struct rec **vec = vec_new(&S, nvec * sizeof *vec);
+    for (int i = 0; i < nvec; i++) {
+        vec[i] = hdr_alloc(sizeof **vec);
+        vec[i]->peer = NULL;
+        vec[i]->v = i;
+        TRUTH_KEPT(CHUNK(vec[i]));
+    }
+    keep_vec = vec;
+    TRUTH_KEPT(vec);
+    fprintf(stderr, "vec %d\n", nvec);
+    /* a leaked array and what it holds */
+    int nlost = 5 + argc;
+    struct rec **lost = vec_new(&S, nlost * sizeof *lost); SITE(lost);
+    TRUTH_LEAK(lost, "direct");
+    for (int i = 0; i < nlost; i++) {
+        lost[i] = hdr_alloc(sizeof **lost); SITE(CHUNK(lost[i]));
+        lost[i]->peer = NULL;
+        TRUTH_LEAK(CHUNK(lost[i]), "indirect");
+    }
+    lost = NULL;
     /* leaks: a table unlinked from the list, with its rec (reached from it) */
     for (int i = 0; i < 3; i++) {
         struct table *t = (struct table *)obj_new(&S, 5, sizeof(struct table)); SITE(t);

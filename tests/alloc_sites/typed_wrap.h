@@ -12,5 +12,6 @@ struct state { alloc_fn frealloc; void *ud; struct gcobj *all; size_t bytes; };
 void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 struct gcobj *obj_new(struct state *S, int tag, size_t size);
 void obj_free(struct state *S, struct gcobj *o, size_t size);
+void *vec_new(struct state *S, size_t size);
 void *hdr_alloc(size_t n);
 void hdr_free(void *p);

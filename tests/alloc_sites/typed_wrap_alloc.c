@@ -43,6 +43,16 @@ void obj_free(struct state *S, struct gcobj *o, size_t size)
     S->bytes -= size;
 }
 
+/* a vector of the state (Lua's luaM_newvector): the caller's n * sizeof(T) */
+void *vec_new(struct state *S, size_t size)
+{
+    void *v = S->frealloc(S->ud, NULL, 0, size);
+    if (!v)
+        abort();
+    S->bytes += size;
+    return v;
+}
+
 void *hdr_alloc(size_t n)
 {
     long long *p = malloc(n + 8);
