@@ -226,7 +226,8 @@ def test_typed_wrappers(tmp_path: Path) -> None:
     caller and its type what the caller uses it as; a table is typed although
     the list reaches it as its common header (struct gcobj); the program's
     own byte count is unchanged (no request grew); objects freed and
-    reallocated by code without the maps (foreign.c) are no trouble."""
+    reallocated by code without the maps (foreign.c) are no trouble; a
+    wrapper handing out slots of memory no site allocated gets no word."""
     exe = build_typed_wrap(tmp_path)
     err, rep = run(exe, tmp_path)
     truth, kept = truth_of(err)
@@ -254,6 +255,8 @@ def test_typed_wrappers(tmp_path: Path) -> None:
     # the kept vector and every rec it holds (the array's elements are typed slots)
     nvec = int(re.search(r"^vec (\d+)$", err, re.M).group(1))
     assert p["objects_typed_by_site"] >= 3 * nbag + 1 + nvec, p
+    # a wrapper that hands out memory no site allocated: nothing written into it
+    assert re.search(r"^pool intact$", err, re.M), err[-2000:]
     # the wrapper's own count of bytes is the program's (no request changed)
     plain = build_typed_wrap(tmp_path, fns="")
     err_p, rep_p = run(plain, tmp_path)

@@ -15,3 +15,6 @@ void obj_free(struct state *S, struct gcobj *o, size_t size);
 void *vec_new(struct state *S, size_t size);
 void *hdr_alloc(size_t n);
 void hdr_free(void *p);
+#define POOL_SIZE 1024
+extern unsigned char *pool;
+void *hdr_pool(size_t n);
