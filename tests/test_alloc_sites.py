@@ -355,6 +355,13 @@ def _with_sites(seed: int):
     rnd = random.Random(seed)
     tids = [NODE, PAIR, HOLD, CHAR, 0, 12345]           # 12345: not in the table
     sites = [fas.AllocSite(0x500000 + 24 * i, tid, "g.c", "f", 10 + i, 1, "malloc") for i, tid in enumerate(tids)]
+    # a typed wrapper's object at chunk + 8, and arrays proved by their site
+    sites += [fas.AllocSite(0x500000 + 24 * len(tids), NODE, "g.c", "w", 30, 1, "wrapper",
+                            flags=fas.SITE_WRAPPER_CALL),
+              fas.AllocSite(0x500000 + 24 * (len(tids) + 1), NODE, "g.c", "a", 31, 1, "malloc",
+                            flags=fas.SITE_ARRAY),
+              fas.AllocSite(0x500000 + 24 * (len(tids) + 2), PAIR, "g.c", "b", 32, 1, "wrapper",
+                            flags=fas.SITE_WRAPPER_CALL | fas.SITE_ARRAY)]
     table = SiteTable(np.array([s.address for s in sites], np.uint64), sites)
     base = min(t.regions)
     mem = bytearray(t.regions[0x10000000])
@@ -363,7 +370,8 @@ def _with_sites(seed: int):
         if c.state != "in-use" or rnd.random() > 0.33:
             continue
         k = rnd.randrange(len(sites))
-        struct.pack_into("<Q", mem, c.address - 0x10000000 + c.size - 8, _site_word(c.address, sites[k].address))
+        key = c.address + (8 if sites[k].kind == "wrapper" else 0)
+        struct.pack_into("<Q", mem, c.address - 0x10000000 + c.size - 8, _site_word(key, sites[k].address))
         want[c.address] = k
     t.regions[0x10000000] = bytes(mem)
     assert base <= 0x10000000
@@ -390,8 +398,14 @@ def test_c_and_numpy_agree_with_sites(seed: int) -> None:
     assert cons.precision.objects_typed_by_site == 0 and cons.precision.objects_typed == 0
     # unreached chunks are named by their site's type (known ones), never typed
     un = (a.how == 0) & (a.node_site >= 0)
+    # (a wrapper's object at +8, an array: the synthetic type T [+8], T[k])
     named = np.array([table.sites[k].type_id in TYPES for k in a.node_site[un]], bool)
-    assert np.all(a.type_ids[un][named] == [table.sites[k].type_id for k in a.node_site[un][named]])
+    for tid, k in zip(a.type_ids[un][named].tolist(), a.node_site[un][named].tolist()):
+        st = table.sites[k]
+        assert tid == st.type_id or (tid >> 63 and a.types[tid].name.startswith(TYPES[st.type_id].name)), (tid, st)
+    # the wrapper's and the array sites were found, and typed some chunks
+    assert {table.sites[k].function for k in a.node_site[a.node_site >= 0]} >= {"w", "a", "b"}
+    assert any(a.types[int(t)].name.endswith("[+8]") for t in a.type_ids if int(t) >> 63)
 
 
 def test_site_word_rules() -> None:
