@@ -29,6 +29,7 @@
 #include "llvm/IR/Constants.h"
 #include "llvm/IR/DebugInfoMetadata.h"
 #include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/IntrinsicInst.h"
 #include "llvm/IR/Intrinsics.h"
 #include "llvm/Transforms/Utils/BasicBlockUtils.h"
 #include "llvm/Transforms/Utils/ModuleUtils.h"
@@ -210,6 +211,12 @@ bool multipleOf(const Value *V, uint64_t Size) {
   };
   if (Mult(V))
     return true;
+  // the product of an overflow-checked multiplication (`n * sizeof(T) < n`
+  // tests become umul.with.overflow): Redis's _dictExpand
+  if (auto *EV = dyn_cast<ExtractValueInst>(V); EV && EV->getNumIndices() == 1 && EV->getIndices()[0] == 0)
+    if (auto *II = dyn_cast<IntrinsicInst>(EV->getAggregateOperand());
+        II && II->getIntrinsicID() == Intrinsic::umul_with_overflow)
+      return Mult(II->getArgOperand(0)) || Mult(II->getArgOperand(1));
   if (auto *B = dyn_cast<BinaryOperator>(V)) {
     if (B->getOpcode() == Instruction::Mul)
       return Mult(B->getOperand(0)) || Mult(B->getOperand(1));
