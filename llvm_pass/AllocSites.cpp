@@ -220,6 +220,8 @@ bool multipleOf(const Value *V, uint64_t Size) {
   if (auto *B = dyn_cast<BinaryOperator>(V)) {
     if (B->getOpcode() == Instruction::Mul)
       return Mult(B->getOperand(0)) || Mult(B->getOperand(1));
+    if (B->getOpcode() == Instruction::Shl && Mult(B->getOperand(0)))
+      return true; // (k * size) << n: `(1ul << exp) * sizeof(T)` folds to `8 << exp`
     if (B->getOpcode() == Instruction::Shl)
       if (auto *K = dyn_cast<ConstantInt>(B->getOperand(1)); K && K->getZExtValue() < 64)
         return (uint64_t(1) << K->getZExtValue()) % Size == 0;
