@@ -25,8 +25,11 @@
 //===----------------------------------------------------------------------===//
 #include "MappedTrace.h"
 #include "llvm/ADT/SmallPtrSet.h"
+#include "llvm/BinaryFormat/Dwarf.h"
 #include "llvm/IR/Constants.h"
+#include "llvm/IR/DebugInfoMetadata.h"
 #include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/IntrinsicInst.h"
 #include "llvm/IR/Intrinsics.h"
 #include "llvm/Transforms/Utils/BasicBlockUtils.h"
 #include "llvm/Transforms/Utils/ModuleUtils.h"
@@ -38,16 +41,40 @@ namespace mappedtrace {
 
 namespace {
 
-enum SiteKind : uint8_t { KMalloc = 1, KCalloc = 2, KRealloc = 3, KAlignedAlloc = 4 };
+// KWrapper: a call to a wrapper named `--alloc-fn=NAME:wrapper`, any
+// signature; its request is not changed (see "Wrapper calls" below).
+enum SiteKind : uint8_t { KMalloc = 1, KCalloc = 2, KRealloc = 3, KAlignedAlloc = 4, KWrapper = 5 };
 // Record flags (FORMAT.md §4).
 enum : uint8_t {
   FReturned = 1,    // the function returns the site's result: an allocation wrapper
   FWrapperCall = 2, // the site calls a wrapper named by --alloc-fn
+  FArray = 4,       // the request is a multiple of the type's size: an array of it
 };
 
 // An odd multiplier that fits an imul's sign-extended 32-bit immediate (a
 // full 64-bit constant costs a movabs more per allocation).
 constexpr uint64_t SiteMix = 0xFFFFFFFF9E3779B1ULL;
+
+// Wrapper calls (`--alloc-fn=NAME:wrapper`, FORMAT.md §4 "Typed wrappers").
+// A padded site whose result its function returns, in a function that
+// returns an untyped pointer (an allocator: Lua's l_alloc, SQLite's
+// sqlite3MemMalloc, Redis's zmalloc) or in a named wrapper, leaves in a
+// thread-local pair what it allocated: word 0 = its pointer c ^ HandoffMask,
+// word 1 = the offset of its site word from c. The caller of a named
+// wrapper gets p back; when c <= p < c + MaxWrapperOffset and p <= the site
+// word's address, p lies in the block that site allocated and the site word
+// is that block's padding (never the program's bytes): the caller writes its
+// own word there, keyed with p instead of c, (p * K) ^ &record. The tracer
+// tries the keys c + 8i, i < 8, for a wrapper call's record, which gives the
+// object's offset in the chunk (SQLite: 8). No request changes size, so a
+// wrapper whose free takes the size (Lua's luaM_free_) stays right.
+// The mask keeps the pair from looking like a pointer to a conservative
+// scanner (LeakSanitizer, `--roots conservative`): the user-space pointer c
+// becomes a kernel-half value, and a cleared pair (0) gives c = HandoffMask,
+// which no user pointer is within 64 bytes of.
+constexpr uint64_t HandoffMask = 0xFFFFFFFFA5A5A5A5ULL; // a sign-extended imm32: no movabs
+constexpr uint64_t MaxWrapperOffset = 64;
+constexpr const char *HandoffName = "__mappedtrace_site_handoff";
 
 struct Site {
   CallInst *CI;
@@ -57,22 +84,47 @@ struct Site {
   std::string File, Func;
   uint32_t Line = 0;
   uint16_t Col = 0;
+  bool Handoff = false; // a padded site that leaves its block in the handoff pair
 };
 
 // Allocation wrappers named by the user (MAPPEDTRACE_ALLOC_FNS="name:kind,…",
-// `mappedtrace cc --alloc-fn NAME[:KIND]`): called like malloc/calloc/realloc,
-// their memory freed without its size.
-const StringMap<SiteKind> &wrappers() {
-  static StringMap<SiteKind> W = [] {
-    StringMap<SiteKind> Out;
+// `mappedtrace cc --alloc-fn NAME[:KIND]`): called like malloc/calloc/realloc
+// and freed without their size (their callers pad the request), or, KIND
+// `wrapper`, of any signature (their callers type what a padded site inside
+// allocated). A NAME ending in `*` names every function it is a prefix of.
+struct Wrappers {
+  StringMap<SiteKind> Exact;
+  std::vector<std::pair<std::string, SiteKind>> Prefix;
+  SiteKind find(StringRef N) const {
+    if (auto It = Exact.find(N); It != Exact.end())
+      return It->second;
+    for (const auto &[P, K] : Prefix)
+      if (N.starts_with(P))
+        return K;
+    return SiteKind(0);
+  }
+};
+
+const Wrappers &wrappers() {
+  static Wrappers W = [] {
+    Wrappers Out;
     const char *E = std::getenv("MAPPEDTRACE_ALLOC_FNS");
     SmallVector<StringRef, 8> Parts;
     StringRef(E ? E : "").split(Parts, ',', -1, false);
     for (StringRef P : Parts) {
       auto [Name, K] = P.split(':');
-      SiteKind Kind = K == "calloc" ? KCalloc : K == "realloc" ? KRealloc : KMalloc;
-      if (!Name.empty())
-        Out[Name.trim()] = Kind;
+      K = K.trim();
+      SiteKind Kind = K == "calloc"    ? KCalloc
+                      : K == "realloc" ? KRealloc
+                      : K == "wrapper" ? KWrapper
+                                       : KMalloc;
+      Name = Name.trim();
+      if (Name.empty())
+        continue;
+      if (Name.ends_with("*"))
+        Out.Prefix.emplace_back(Name.drop_back().str(), Kind);
+      else
+        Out.Exact[Name] = Kind;
     }
     return Out;
   }();
@@ -90,6 +142,8 @@ bool shapeOk(const CallInst *CI, SiteKind K) {
     return NArgs == 2 && Int(0) && Int(1);
   case KRealloc:
     return NArgs == 2 && CI->getArgOperand(0)->getType()->isPointerTy() && Int(1);
+  case KWrapper:
+    return true;
   }
   return false;
 }
@@ -99,9 +153,11 @@ SiteKind kindOf(const CallInst *CI, uint8_t &Flags) {
   if (!F || !CI->getType()->isPointerTy())
     return SiteKind(0);
   StringRef N = F->getName();
-  if (auto It = wrappers().find(N); It != wrappers().end()) {
+  if (SiteKind W = wrappers().find(N)) {
     Flags |= FWrapperCall;
-    return shapeOk(CI, It->second) ? It->second : SiteKind(0);
+    if (W == KWrapper)
+      return KWrapper; // any signature: nothing of it is changed
+    return shapeOk(CI, W) ? W : SiteKind(0);
   }
   if (!F->isDeclaration())
     return SiteKind(0);
@@ -144,7 +200,37 @@ const DIType *resultType(CallInst *CI, const DenseMap<Value *, const DIType *> &
   return nullptr;
 }
 
-// Is \p CI's result what its function returns (through phis and selects)?
+// Is \p V a multiple of \p Size by its form: a constant multiple, or a
+// product or left shift by one (`n * sizeof(T)`, `n << 4`)?
+bool multipleOf(const Value *V, uint64_t Size) {
+  if (!Size)
+    return false;
+  auto Mult = [&](const Value *C) {
+    auto *K = dyn_cast<ConstantInt>(C);
+    return K && K->getBitWidth() <= 64 && K->getZExtValue() && K->getZExtValue() % Size == 0;
+  };
+  if (Mult(V))
+    return true;
+  // the product of an overflow-checked multiplication (`n * sizeof(T) < n`
+  // tests become umul.with.overflow): Redis's _dictExpand
+  if (auto *EV = dyn_cast<ExtractValueInst>(V); EV && EV->getNumIndices() == 1 && EV->getIndices()[0] == 0)
+    if (auto *II = dyn_cast<IntrinsicInst>(EV->getAggregateOperand());
+        II && II->getIntrinsicID() == Intrinsic::umul_with_overflow)
+      return Mult(II->getArgOperand(0)) || Mult(II->getArgOperand(1));
+  if (auto *B = dyn_cast<BinaryOperator>(V)) {
+    if (B->getOpcode() == Instruction::Mul)
+      return Mult(B->getOperand(0)) || Mult(B->getOperand(1));
+    if (B->getOpcode() == Instruction::Shl && Mult(B->getOperand(0)))
+      return true; // (k * size) << n: `(1ul << exp) * sizeof(T)` folds to `8 << exp`
+    if (B->getOpcode() == Instruction::Shl)
+      if (auto *K = dyn_cast<ConstantInt>(B->getOperand(1)); K && K->getZExtValue() < 64)
+        return (uint64_t(1) << K->getZExtValue()) % Size == 0;
+  }
+  return false;
+}
+
+// Is \p CI's result what its function returns (through phis, selects and
+// constant offsets: SQLite's sqlite3MemMalloc returns its chunk + 8)?
 bool returned(const Instruction *CI) {
   SmallVector<const Value *, 8> Work{CI};
   SmallPtrSet<const Value *, 8> Seen;
@@ -157,9 +243,119 @@ bool returned(const Instruction *CI) {
         return true;
       if (isa<PHINode>(U) || isa<SelectInst>(U))
         Work.push_back(U);
+      else if (auto *G = dyn_cast<GetElementPtrInst>(U); G && G->getPointerOperand() == V &&
+               G->hasAllConstantIndices())
+        Work.push_back(U);
     }
   }
   return false;
+}
+
+// The member of composite \p T that holds byte \p Off, as a pointer type
+// (nested structs and arrays followed); null if none is a pointer there.
+const DIType *pointerMemberAt(const DIType *T, uint64_t Off, unsigned Depth = 0) {
+  T = stripDI(T);
+  if (Depth > 8 || !T)
+    return nullptr;
+  if (Off == 0)
+    if (auto *D = dyn_cast<DIDerivedType>(T); D && (D->getTag() == dwarf::DW_TAG_pointer_type))
+      return D;
+  auto *C = dyn_cast<DICompositeType>(T);
+  if (!C)
+    return nullptr;
+  if (C->getTag() == dwarf::DW_TAG_array_type) {
+    const DIType *E = stripDI(C->getBaseType());
+    uint64_t Sz = E ? E->getSizeInBits() / 8 : 0;
+    return Sz ? pointerMemberAt(E, Off % Sz, Depth + 1) : nullptr;
+  }
+  if (C->getTag() != dwarf::DW_TAG_structure_type)
+    return nullptr; // a union member: which one holds the pointer is not known
+  for (const DINode *N : C->getElements()) {
+    auto *M = dyn_cast_or_null<DIDerivedType>(N);
+    if (!M || M->getTag() != dwarf::DW_TAG_member || M->isStaticMember())
+      continue;
+    uint64_t MOff = M->getOffsetInBits() / 8, MSz = M->getSizeInBits() / 8;
+    if (Off >= MOff && Off < MOff + std::max<uint64_t>(MSz, 1))
+      return pointerMemberAt(M->getBaseType(), Off - MOff, Depth + 1);
+  }
+  return nullptr;
+}
+
+// What the result of a call to a named wrapper is used as: every debug
+// type it takes (variables it is the value of, stack variables and struct
+// fields it is stored into, the function's return type when returned), and
+// of those the type whose size a constant argument states (`luaC_newobj(L,
+// LUA_VTABLE, sizeof(Table))` is stored as a GCObject * and a Table *: the
+// Table), else the biggest (the other views are its common initial
+// sequence, Lua's GCObject).
+uint64_t wrapperResultType(CallInst *CI, TypeTable &TT, const DenseMap<Value *, const DIType *> &ValueDI,
+                           const DenseMap<AllocaInst *, const DILocalVariable *> &AllocaVar) {
+  SmallVector<const DIType *, 8> Cands;
+  Function &F = *CI->getFunction();
+  const DataLayout &DL = F.getDataLayout();
+  SmallPtrSet<const Value *, 8> Views{CI}; // CI and constant-zero offsets of it
+  for (User *U : CI->users())
+    if (auto *G = dyn_cast<GetElementPtrInst>(U); G && G->hasAllZeroIndices())
+      Views.insert(G);
+  for (BasicBlock &BB : F)
+    for (Instruction &I : BB) {
+      for (DbgVariableRecord &DVR : filterDbgVars(I.getDbgRecordRange()))
+        if (!DVR.hasArgList() && DVR.getExpression()->getNumElements() == 0 && DVR.getVariable() &&
+            Views.count(DVR.getValue(0)))
+          Cands.push_back(DVR.getVariable()->getType());
+      auto *SI = dyn_cast<StoreInst>(&I);
+      if (!SI || !Views.count(SI->getValueOperand()))
+        continue;
+      Value *Ptr = SI->getPointerOperand();
+      if (auto *AI = dyn_cast<AllocaInst>(Ptr)) {
+        if (auto It = AllocaVar.find(AI); It != AllocaVar.end())
+          Cands.push_back(It->second->getType());
+        continue;
+      }
+      // an element of an array of pointers: `v[i] = wrapper(…)`, v a T **
+      if (auto *G = dyn_cast<GetElementPtrInst>(Ptr);
+          G && G->getNumIndices() == 1 && G->getSourceElementType()->isPointerTy())
+        if (auto It = ValueDI.find(G->getPointerOperand()); It != ValueDI.end())
+          if (auto *PT = dyn_cast_or_null<DIDerivedType>(stripDI(It->second));
+              PT && PT->getTag() == dwarf::DW_TAG_pointer_type)
+            if (auto *ET = dyn_cast_or_null<DIDerivedType>(stripDI(PT->getBaseType()));
+                ET && ET->getTag() == dwarf::DW_TAG_pointer_type) {
+              Cands.push_back(ET);
+              continue;
+            }
+      APInt Off(64, 0);
+      Value *Base = Ptr->stripAndAccumulateConstantOffsets(DL, Off, /*AllowNonInbounds=*/true);
+      auto It = ValueDI.find(Base);
+      if (It == ValueDI.end() || Off.isNegative())
+        continue;
+      auto *PT = dyn_cast_or_null<DIDerivedType>(stripDI(It->second));
+      if (PT && PT->getTag() == dwarf::DW_TAG_pointer_type)
+        if (const DIType *M = pointerMemberAt(PT->getBaseType(), Off.getZExtValue()))
+          Cands.push_back(M);
+    }
+  if (returned(CI))
+    if (DISubprogram *SP = F.getSubprogram())
+      if (auto *ST = SP->getType(); ST && ST->getTypeArray().size() > 0 && ST->getTypeArray()[0])
+        Cands.push_back(ST->getTypeArray()[0]);
+  SmallVector<uint64_t, 4> Sizes;
+  for (Value *A : CI->args())
+    if (auto *C = dyn_cast<ConstantInt>(A); C && C->getBitWidth() <= 64)
+      Sizes.push_back(C->getZExtValue());
+  uint64_t Best = 0, BestSize = 0;
+  bool BestExact = false;
+  for (const DIType *T : Cands) {
+    uint64_t Id = TT.pointeeIdOf(T);
+    const TypeRec *R = Id ? TT.get(Id) : nullptr;
+    if (!R || !R->Size)
+      continue;
+    bool Exact = is_contained(Sizes, R->Size);
+    if ((Exact && !BestExact) || (Exact == BestExact && R->Size > BestSize)) {
+      Best = Id;
+      BestSize = R->Size;
+      BestExact = Exact;
+    }
+  }
+  return Best;
 }
 
 class SiteWriter {
@@ -170,6 +366,8 @@ public:
 private:
   void collect(Function &F);
   void rewrite(Site &S, Constant *Rec);
+  void rewriteWrapperCall(Site &S, Constant *Rec);
+  GlobalVariable *handoffVar();
   GlobalVariable *emitTable();
 
   Module &M;
@@ -179,9 +377,18 @@ private:
 };
 
 void SiteWriter::collect(Function &F) {
-  // A wrapper named by --alloc-fn: its callers pad and mark, so its own
-  // allocation (the one it returns) does not pad again (one word per object).
-  bool IsWrapper = wrappers().count(F.getName()) != 0;
+  // A wrapper named by --alloc-fn with a malloc/calloc/realloc shape: its
+  // callers pad and mark, so its own allocation (the one it returns) does
+  // not pad again (one word per object).
+  SiteKind FK = wrappers().find(F.getName());
+  bool IsWrapper = FK && FK != KWrapper;
+  // An allocator: it returns an untyped pointer (or is a named `wrapper`);
+  // a padded site whose result it returns hands its block to the caller.
+  bool Allocator = FK == KWrapper;
+  if (!Allocator && F.getReturnType()->isPointerTy())
+    if (DISubprogram *SP = F.getSubprogram())
+      if (auto *ST = SP->getType(); ST && ST->getTypeArray().size() > 0)
+        Allocator = ST->getTypeArray()[0] && TT.pointeeIdOf(ST->getTypeArray()[0]) == 0;
   DenseMap<Value *, const DIType *> ValueDI;
   DenseMap<AllocaInst *, const DILocalVariable *> AllocaVar;
   bool Typed = false;
@@ -200,11 +407,14 @@ void SiteWriter::collect(Function &F) {
       }
       Site S{CI, K, Flags};
       if (returned(CI)) {
-        if (IsWrapper)
+        if (IsWrapper && K != KWrapper)
           continue;
         S.Flags |= FReturned;
+        S.Handoff = Allocator && K != KWrapper;
       }
-      if (const DIType *T = resultType(CI, ValueDI, AllocaVar)) {
+      if (K == KWrapper) {
+        S.Type = wrapperResultType(CI, TT, ValueDI, AllocaVar);
+      } else if (const DIType *T = resultType(CI, ValueDI, AllocaVar)) {
         S.Type = TT.pointeeIdOf(T);
         // a constant request smaller than the type: not an object of it
         const TypeRec *R = TT.get(S.Type);
@@ -216,6 +426,22 @@ void SiteWriter::collect(Function &F) {
             if (auto *B = dyn_cast<ConstantInt>(CI->getArgOperand(1)); B && R &&
                 (A->getValue().zextOrTrunc(128) * B->getValue().zextOrTrunc(128)).ult(R->Size))
               S.Type = 0;
+      }
+      // an array of the type: its request is a multiple of the type's size
+      // (a wrapper: one of its integer arguments is such a product)
+      if (const TypeRec *R = S.Type ? TT.get(S.Type) : nullptr; R && R->Size && !(R->Flags & TFlex)) {
+        bool Arr = false;
+        if (K == KWrapper) {
+          for (Value *A : CI->args())
+            if (A->getType()->isIntegerTy() && !isa<ConstantInt>(A) && multipleOf(A, R->Size))
+              Arr = true;
+        } else if (K == KCalloc) {
+          Arr = multipleOf(CI->getArgOperand(1), R->Size) || multipleOf(CI->getArgOperand(0), R->Size);
+        } else {
+          Arr = multipleOf(CI->getArgOperand(K == KMalloc ? 0 : 1), R->Size);
+        }
+        if (Arr)
+          S.Flags |= FArray;
       }
       if (const DebugLoc &DL = CI->getDebugLoc()) {
         S.Line = DL.getLine();
@@ -299,7 +525,50 @@ GlobalVariable *SiteWriter::emitTable() {
   return GV;
 }
 
+GlobalVariable *SiteWriter::handoffVar() {
+  if (GlobalVariable *G = M.getNamedGlobal(HandoffName))
+    return G;
+  auto *Ty = ArrayType::get(Type::getInt64Ty(Ctx), 2);
+  // one pair per thread, shared by the modules linked into one binary
+  // (comdat); hidden: a shared library has its own
+  auto *G = new GlobalVariable(M, Ty, /*isConstant=*/false, GlobalValue::LinkOnceODRLinkage,
+                               ConstantAggregateZero::get(Ty), HandoffName, nullptr,
+                               GlobalValue::InitialExecTLSModel);
+  G->setVisibility(GlobalValue::HiddenVisibility);
+  G->setDSOLocal(true);
+  G->setComdat(M.getOrInsertComdat(HandoffName));
+  G->setAlignment(Align(16));
+  return G;
+}
+
+// A call to a `wrapper`: after it, write this site's word into the padding
+// of the block the handoff pair names, if the result lies in that block.
+void SiteWriter::rewriteWrapperCall(Site &S, Constant *Rec) {
+  CallInst *CI = S.CI;
+  Type *I64 = Type::getInt64Ty(Ctx);
+  auto C = [&](uint64_t V) { return ConstantInt::get(I64, V); };
+  Instruction *After = CI->getNextNode();
+  IRBuilder<> B(After);
+  Value *Pair = B.CreateThreadLocalAddress(handoffVar());
+  Value *Slot1 = B.CreateConstGEP1_64(I64, Pair, 1);
+  Value *Blk = B.CreateXor(B.CreateAlignedLoad(I64, Pair, Align(8)), C(HandoffMask));
+  Value *Off = B.CreateAlignedLoad(I64, Slot1, Align(8));
+  Value *P = B.CreatePtrToInt(CI, I64);
+  Value *At = B.CreateAdd(Blk, Off);
+  Value *Ok = B.CreateAnd(B.CreateICmpULT(B.CreateSub(P, Blk), C(MaxWrapperOffset)), B.CreateICmpUGE(At, P));
+  // consumed, unless the result goes on to this function's caller, which may
+  // be a wrapper call that knows the type better
+  if (!(S.Flags & FReturned))
+    B.CreateAlignedStore(C(0), Pair, Align(8));
+  Instruction *Then = SplitBlockAndInsertIfThen(Ok, After, /*Unreachable=*/false);
+  B.SetInsertPoint(Then);
+  Value *Word = B.CreateXor(B.CreateMul(P, C(SiteMix)), ConstantExpr::getPtrToInt(Rec, I64));
+  B.CreateAlignedStore(Word, B.CreateIntToPtr(At, PointerType::getUnqual(Ctx)), Align(8));
+}
+
 void SiteWriter::rewrite(Site &S, Constant *Rec) {
+  if (S.Kind == KWrapper)
+    return rewriteWrapperCall(S, Rec);
   CallInst *CI = S.CI;
   Type *I64 = Type::getInt64Ty(Ctx);
   IRBuilder<> B(CI);
@@ -346,6 +615,8 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
     CI->setArgOperand(1, Req);
     break;
   }
+  case KWrapper:
+    return; // rewriteWrapperCall
   }
   // Attributes that state the old size (allocsize stays right: it reads the operand).
   CI->removeRetAttr(Attribute::Dereferenceable);
@@ -357,8 +628,14 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
   B.SetInsertPoint(Then);
   Value *P = B.CreatePtrToInt(CI, I64);
   Value *Word = B.CreateXor(B.CreateMul(P, C(SiteMix)), ConstantExpr::getPtrToInt(Rec, I64));
-  Value *At = B.CreateGEP(Type::getInt8Ty(Ctx), CI, B.CreateSub(Req, C(8)), "mt.siteword");
+  Value *WOff = B.CreateSub(Req, C(8));
+  Value *At = B.CreateGEP(Type::getInt8Ty(Ctx), CI, WOff, "mt.siteword");
   B.CreateAlignedStore(Word, At, Align(8));
+  if (S.Handoff) {
+    Value *Pair = B.CreateThreadLocalAddress(handoffVar());
+    B.CreateAlignedStore(B.CreateXor(P, C(HandoffMask)), Pair, Align(8));
+    B.CreateAlignedStore(WOff, B.CreateConstGEP1_64(I64, Pair, 1), Align(8));
+  }
 }
 
 void SiteWriter::run() {

@@ -434,6 +434,40 @@ static uint64_t cons_from(const struct mt_heap *h, const struct mt_types *t, con
     return 0;
 }
 
+/* Is word offset pos, with slot flags fl, an instance of a slot of type s? */
+static int slot_at(const struct mt_types *t, int64_t s, uint64_t pos, uint32_t fl)
+{
+    for (int64_t j = t->slot_lo[s]; j < t->slot_hi[s]; j++) {
+        uint64_t o = t->s_off[j], st = t->s_stride[j];
+        if (t->s_flags[j] != fl || pos < o)
+            continue;
+        if (pos == o || (st && (pos - o) % st == 0 && (pos - o) / st < t->s_count[j]))
+            return 1;
+    }
+    return 0;
+}
+
+/* Every pointer slot of type a is one of type s (same offset and flags,
+ * instance by instance; the pointee may differ), and a has no
+ * pointer-bearing flexible array: a's view of an object of type s is no
+ * different layout (Lua's GCObject, the common initial sequence of its
+ * Table; an element of an array its site proved). */
+#define COVERS_MAX_INSTANCES 64
+static int covers(const struct mt_types *t, int64_t s, int64_t a)
+{
+    if ((t->flags[a] & TYPE_FLEX) && flex_typed(t, a))
+        return 0;
+    for (int64_t i = t->slot_lo[a]; i < t->slot_hi[a]; i++) {
+        uint64_t n = t->s_count[i] ? t->s_count[i] : 1;
+        if (n > COVERS_MAX_INSTANCES)
+            return 0;
+        for (uint64_t m = 0; m < n; m++)
+            if (!slot_at(t, s, t->s_off[i] + m * t->s_stride[i], t->s_flags[i]))
+                return 0;
+    }
+    return 1;
+}
+
 /* The visit rule (trace.py "Typing rule"). Returns -1 on out of memory. */
 static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
                  struct mt_queue *q, int64_t d, int64_t ti, uint64_t doff)
@@ -465,7 +499,8 @@ static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
         return 0;
     }
     if (x->state & ST_TYPED) {
-        if (x->type != ti)
+        /* typed by its allocation site: a pointer whose type the site's covers agrees */
+        if (x->type != ti && !(o->site_type && o->site_type[d] == x->type && covers(t, x->type, ti)))
             x->state |= ST_AMBIG;
         return 0;
     }

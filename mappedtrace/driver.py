@@ -210,6 +210,11 @@ def settle_points_env(args: list[str]) -> tuple[list[str], dict[str, str]]:
       (``NAME(ptr, size)``).  The wrapper is asked for 8 bytes more: it must
       return memory that is freed without its size (Redis's ``zmalloc``,
       jq's ``jv_mem_alloc``, an ``xmalloc``), never a size-class pool's.
+      KIND ``wrapper``: any signature, the request unchanged; the caller
+      types what a site inside the wrapper (built with ``--alloc-sites``)
+      allocated, even at an offset (Lua's ``luaC_newobj``, freed with its
+      size; SQLite's ``sqlite3Malloc``, which returns the chunk + 8).  A NAME
+      ending in ``*`` names every function it is a prefix of.
 
     :returns: the arguments for the compiler and the environment the pass reads.
     :raises ToolchainError: an ``--alloc-fn`` KIND that is none of these.
@@ -220,9 +225,10 @@ def settle_points_env(args: list[str]) -> tuple[list[str], dict[str, str]]:
         if a.startswith(ALLOC_FN_FLAG + "="):
             for item in filter(None, a.split("=", 1)[1].split(",")):
                 name, _, kind = item.partition(":")
-                if kind not in ("", "malloc", "calloc", "realloc") or not name:
-                    raise ToolchainError(f"{ALLOC_FN_FLAG}: {item!r} is not NAME[:malloc|calloc|realloc]",
-                                         hint="e.g. --alloc-fn=zmalloc,zrealloc:realloc")
+                if kind not in ("", "malloc", "calloc", "realloc", "wrapper") or not name \
+                        or "*" in name[:-1]:
+                    raise ToolchainError(f"{ALLOC_FN_FLAG}: {item!r} is not NAME[:malloc|calloc|realloc|wrapper]",
+                                         hint="e.g. --alloc-fn=zmalloc,zrealloc:realloc or luaC_newobj:wrapper")
                 fns.append(f"{name}:{kind or 'malloc'}")
     if fns:
         env["MAPPEDTRACE_ALLOC_SITES"] = "1"

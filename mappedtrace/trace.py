@@ -76,7 +76,17 @@ Allocation sites (``mappedtrace cc --alloc-sites``, :mod:`mappedtrace.heap.alloc
     (phase 2) are scanned conservatively as before; their site type, and that
     of unreached chunks, only names them (``type_ids``, ``how`` unchanged).
     ``Precision.objects_typed_by_site`` counts the typed chunks whose type is
-    their site's.
+    their site's.  A chunk typed by its site and reached by a pointer of
+    another type ``A`` is not ambiguous when ``A`` *is covered* by the site's
+    type (every pointer slot of ``A`` is one of the site's type, same offset,
+    count, stride and flags, and no pointer-bearing flexible array): ``A`` is
+    a view of its common initial sequence (Lua's ``GCObject *`` to a
+    ``Table``).  A typed wrapper's object at offset ``d`` of its chunk
+    (SQLite's ``chunk + 8``) is typed by a synthetic type ``T [+d]``:
+    ``T``'s slots moved by ``d``, the words before it conservative.  A site
+    whose request is a multiple of its type's size (flag ``ARRAY``: ``n *
+    sizeof(T)``) types its chunk as ``T[k]``, ``k`` the elements before the
+    site word (a chunk's slack after the request stays tail).
 
 ``mode="conservative"`` is the LeakSanitizer baseline: every root range
 scanned word by word, every root value and every reached chunk untyped.
@@ -89,7 +99,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 import numpy as np
@@ -99,6 +109,7 @@ from .graph import (EDGE_DTYPE, EDGE_EXACT, EDGE_TYPEDSCAN, EDGE_UNREACHED, EDGE
                     HOW_CONSERVATIVE, HOW_TYPED, HOW_UNREACHED, ROOT_EDGE_DTYPE, HeapGraph,
                     Precision)
 from .formats.mtmap import SLOT_CONSERVATIVE, SLOT_FUNCTION, SLOT_UNTYPED, SLOT_WEAK, TYPE_FLEX  # mirrored in _mark.c
+from .formats.mtmap import Field, Slot, TypeInfo
 from .roots import Root
 from .target.base import new_buffer
 
@@ -397,6 +408,7 @@ class _Types:
     covered: np.ndarray = None     # u8: every word of the type is a pointer slot (not code)
     _tmpl: dict | None = None
     _exp: dict | None = None
+    _covers_cache: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.covered is None:
@@ -443,6 +455,32 @@ class _Types:
         end = np.where(flex, flex_end, self.typed_elems(ti, size) * self.size[ti])
         end = np.minimum(end, size)
         return (end + np.uint64(7)) & ~np.uint64(7)
+
+    def covers(self, s: int, a: int) -> bool:
+        """Every pointer slot of type ``a`` is one of type ``s``, instance by
+        instance (``covers`` in _mark.c)."""
+        key = (s, a)
+        hit = self._covers_cache.get(key)
+        if hit is None:
+            js = range(int(self.slot_lo[s]), int(self.slot_hi[s]))
+
+            def at(pos: int, fl: int) -> bool:
+                for j in js:
+                    o, st = int(self.s_off[j]), int(self.s_stride[j])
+                    if int(self.s_flags[j]) != fl or pos < o:
+                        continue
+                    if pos == o or (st and (pos - o) % st == 0 and (pos - o) // st < int(self.s_count[j])):
+                        return True
+                return False
+            hit = not ((int(self.flags[a]) & TYPE_FLEX) and bool(self.flex_typed(np.array([a]))[0]))
+            for i in range(int(self.slot_lo[a]), int(self.slot_hi[a])):
+                n = max(1, int(self.s_count[i]))
+                if not hit or n > 64:
+                    hit = False
+                    break
+                hit = all(at(int(self.s_off[i]) + m * int(self.s_stride[i]), int(self.s_flags[i])) for m in range(n))
+            self._covers_cache[key] = hit
+        return hit
 
     def idx(self, type_id: int) -> int:
         return self.index.get(int(type_id), -1) if type_id else -1
@@ -797,6 +835,16 @@ class _NumpyMarker:
         return (np.insert(d, pos, d[pos]), np.insert(ti, pos, self.site[d[pos]]),
                 np.insert(doff, pos, np.zeros(len(pos), doff.dtype)))
 
+    def _site_covers(self, d: np.ndarray, have: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """Per candidate: node ``d`` has its site's type ``have``, which covers
+        ``other`` (``covers`` in _mark.c)."""
+        if self.site is None or not len(d):
+            return np.zeros(len(d), bool)
+        ok = (self.site[d] == have) & (have != other) & (have >= 0) & (other >= 0)
+        for i in np.nonzero(ok)[0].tolist():
+            ok[i] = self.t.covers(int(have[i]), int(other[i]))
+        return ok
+
     # the visit rule, applied to candidates in order; returns newly typed nodes in order
     def _visit(self, d: np.ndarray, ti: np.ndarray, doff: np.ndarray) -> np.ndarray:
         d, ti, doff = self._with_sites(d, ti, doff)
@@ -828,7 +876,8 @@ class _NumpyMarker:
             return np.zeros(0, np.int64)
         pre_typed = (st[dd] & ST_TYPED) != 0
         # already typed before this batch: a different type makes it ambiguous
-        conflict = pre_typed & (self.type[dd] != tt_)
+        # (unless the node has its site's type and that covers the other)
+        conflict = pre_typed & (self.type[dd] != tt_) & ~self._site_covers(dd, self.type[dd], tt_)
         st[dd[conflict]] |= ST_AMBIG
         nd, nt = dd[~pre_typed], tt_[~pre_typed]
         if len(nd) == 0:
@@ -838,7 +887,7 @@ class _NumpyMarker:
         self.type[u] = ft
         st[u] |= ST_TYPED
         # later candidates of a newly typed node with another type
-        bad = nt != self.type[nd]
+        bad = (nt != self.type[nd]) & ~self._site_covers(nd, self.type[nd], nt)
         st[nd[bad]] |= ST_AMBIG
         return u[np.argsort(first, kind="stable")]
 
@@ -993,7 +1042,8 @@ class _NumpyMarker:
             st[c] |= ST_UNKNOWN
             return False
         if st[c] & ST_TYPED:
-            if int(self.type[c]) != ti:
+            if int(self.type[c]) != ti and not self._site_covers(np.array([c]), self.type[c:c + 1],
+                                                                  np.array([ti]))[0]:
                 st[c] |= ST_AMBIG
             return False
         st[c] |= ST_TYPED
@@ -1108,10 +1158,14 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     conservative = mode == "conservative"
     heap = _load_heap(target, chunks)
     t_read = time.perf_counter()
+    node_site, node_tid, types = _node_sites(heap, types, sites)
     tt = _compile_types(types)
     warnings = list(heap.warnings)
     rs = _scan_roots(target, heap, tt, list(roots), conservative, warnings)
-    node_site, site_type = _node_sites(heap, tt, sites)
+    site_type = None
+    if node_tid is not None:
+        u, inv = np.unique(node_tid, return_inverse=True)
+        site_type = np.array([tt.idx(int(t)) for t in u.tolist()], np.int64)[inv.reshape(-1)]
     mod = None
     if kernel in ("auto", "c"):
         from . import _markkernel
@@ -1125,33 +1179,108 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     g = _build_graph(heap, tt, types, list(roots), rs, out, mode,
                      "c" if mod is not None else "numpy", warnings)
     if sites is not None and len(sites):
-        _add_sites(g, tt, sites, node_site, site_type, out)
+        _add_sites(g, tt, sites, node_site, node_tid, site_type, out)
     g.precision.__dict__.update(frames_exact=frames[0], frames_conservative=frames[1],
                                 read_s=round(t_read - t0, 6), mark_s=round(t_mark - t_read, 6),
                                 total_s=round(time.perf_counter() - t0, 6))
     return g
 
 
-def _node_sites(heap: _Heap, tt: _Types, sites: "SiteTable | None") -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(site index per node or -1, site type index per node or -1); (None, None) without sites."""
+#: synthetic type ids (an object at an offset in its chunk, an array proved by
+#: its site) have bit 63 set; .mtmap ids never do (TypeIdMask)
+_SYNTHETIC_BIT = 1 << 63
+#: most slots of a synthetic array type (else the site types its first element only)
+_MAX_SYNTH_SLOTS = 1 << 16
+
+
+def _site_type(t: Any, d: int, k: int, tid: int) -> TypeInfo | None:
+    """Type ``t`` at offset ``d`` of its chunk, ``k`` times (an array its site
+    proved: the request was a multiple of ``t``'s size); ``d`` > 0 for a typed
+    wrapper's object after the allocator's header (SQLite's ``chunk + 8``),
+    whose words before the object are scanned conservatively (what the
+    allocator keeps there is not described).  None when too many slots."""
+    tsz = int(t.size)
+    slots = [Slot(o, 0, 1, 0, SLOT_CONSERVATIVE) for o in range(0, d, 8)]
+    for x in t.slots:
+        c, st = int(x.count), int(x.stride)
+        if k == 1:
+            slots.append(Slot(int(x.offset) + d, int(x.target), c, st, int(x.flags)))
+        elif c <= 1:
+            slots.append(Slot(int(x.offset) + d, int(x.target), k, tsz, int(x.flags)))
+        else:
+            slots += [Slot(int(x.offset) + d + i * tsz, int(x.target), c, st, int(x.flags)) for i in range(k)]
+        if len(slots) > _MAX_SYNTH_SLOTS:
+            return None
+    fields = [Field(int(f.offset) + d, int(f.type_id), f.name, int(f.flags))
+              for f in (getattr(t, "fields", ()) or ()) if not f.template_arg]
+    flex = int(getattr(t, "flex_offset", 0) or 0)
+    name = t.name + (f"[{k}]" if k > 1 else "") + (f" [+{d}]" if d else "")
+    return TypeInfo(tid, name, tsz * k + d, t.kind, int(t.flags), slots,
+                    int(getattr(t, "elem_type", 0) or 0), flex + d if int(t.flags) & TYPE_FLEX else flex, fields)
+
+
+def _node_sites(heap: _Heap, types: dict[int, Any], sites: "SiteTable | None"
+                ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, Any]]:
+    """(site index per node or -1, the type id each node's site gives it or 0,
+    the types with the synthetic ones added: objects at an offset in their
+    chunk, arrays proved by their site); (None, None, types) without sites."""
     if sites is None or not len(sites):
-        return None, None
+        return None, None, types
+    import hashlib
     from .heap.allocsites import find_sites
-    node_site = find_sites(sites, heap.starts, heap.sizes, heap.memoff >= 0, heap.words)
-    stype = np.array([tt.idx(int(t)) for t in sites.type_ids.tolist()] + [-1], np.int64)
-    return node_site, stype[node_site]           # index -1 picks the trailing -1
+    from .formats.allocsites import SITE_ARRAY
+    node_site, node_off, word_at = find_sites(sites, heap.starts, heap.sizes, heap.memoff >= 0, heap.words,
+                                              with_offsets=True)
+    node_tid = np.append(sites.type_ids, np.uint64(0))[node_site]       # index -1 picks the trailing 0
+    # (aligned_alloc's request is rounded up to its alignment: its word does not end the array)
+    is_arr = np.array([bool(s.flags & SITE_ARRAY) and s.kind != "aligned_alloc" for s in sites.sites]
+                      + [False], bool)[node_site]
+    tsize = np.zeros(len(node_tid), np.uint64)
+    cand = np.nonzero(node_tid != 0)[0]
+    if len(cand):
+        u, inv = np.unique(node_tid[cand], return_inverse=True)
+        sz = np.array([int(getattr(types.get(int(t)), "size", 0) or 0)
+                       if not int(getattr(types.get(int(t)), "flags", 0) or 0) & TYPE_FLEX else 0
+                       for t in u.tolist()], np.uint64)
+        tsize[cand] = sz[inv.reshape(-1)]
+    count = np.ones(len(node_tid), np.uint64)
+    arr = np.nonzero(is_arr & (tsize > 0) & (word_at > node_off))[0]
+    count[arr] = np.maximum((word_at[arr] - node_off[arr]) // np.maximum(tsize[arr], np.uint64(1)), np.uint64(1))
+    moved = np.nonzero((node_tid != 0) & ((node_off != 0) | (count > 1)))[0]
+    if len(moved):
+        types = dict(types)
+        triples = np.unique(np.stack([node_tid[moved], node_off[moved], count[moved]], axis=1), axis=0)
+        ids: dict[tuple[int, int, int], int] = {}
+        for tid, d, k in triples.tolist():
+            t = types.get(int(tid))
+            if t is None or int(t.size) <= 0:
+                continue
+            h = hashlib.blake2b(f"{tid}:{d}:{k}".encode(), digest_size=8).digest()
+            sid = _SYNTHETIC_BIT | (int.from_bytes(h, "little") & ((1 << 62) - 1))
+            st = _site_type(t, int(d), int(k), sid)
+            if st is None and d:
+                st = _site_type(t, int(d), 1, sid)
+            if st is not None:
+                types[sid] = st
+                ids[(int(tid), int(d), int(k))] = sid
+            elif not d:
+                ids[(int(tid), 0, int(k))] = int(tid)       # too big an array: its first element
+        node_tid = node_tid.copy()
+        node_tid[moved] = np.array([ids.get((int(t), int(d), int(k)), 0) for t, d, k in
+                                    zip(node_tid[moved].tolist(), node_off[moved].tolist(), count[moved].tolist())],
+                                   np.uint64)
+    return node_site, node_tid, types
 
 
-def _add_sites(g: HeapGraph, tt: _Types, sites: "SiteTable", node_site: np.ndarray, site_type: np.ndarray,
-               out: _MarkOut) -> None:
+def _add_sites(g: HeapGraph, tt: _Types, sites: "SiteTable", node_site: np.ndarray, node_tid: np.ndarray,
+               site_type: np.ndarray, out: _MarkOut) -> None:
     """The sites into the graph, site types as names where the marker gave
     none, and the precision figures of the sites."""
     g.sites = list(sites.sites)
     g.node_site = node_site
     has = node_site >= 0
-    known = np.array([int(t) in g.types for t in sites.type_ids.tolist()] + [False], bool)
-    sid = np.append(sites.type_ids, np.uint64(0))[node_site]
-    named = has & (g.type_ids == 0) & known[node_site]
+    sid = node_tid
+    named = has & (g.type_ids == 0) & (site_type >= 0)
     g.type_ids = np.where(named, sid, g.type_ids).astype(np.uint64)
     typed = g.how == HOW_TYPED
     st = out.state

@@ -92,7 +92,8 @@ def test_leaks_say_where_they_were_allocated(opt: str, tmp_path: Path) -> None:
     assert {(s.split(" in ")[1], t) for s, t in by.items() if not s.endswith(" in main")} == {
         ("make_leaf", "struct leaf"), ("make_tree", "struct tree")}
     mains = {s: t for s, t in by.items() if s.endswith(" in main")}
-    assert sorted(mains.values()) == ["struct leaf", "struct rec"], mains      # aligned_alloc, realloc
+    # aligned_alloc; realloc(NULL, 2 * sizeof *rr): an array its site proves
+    assert sorted(mains.values()) == ["struct leaf", "struct rec[2]"], mains
     # the groups: one per (site, type), counts from the program's own lines
     groups = {(g["site"], g["type"]): g for g in rep["sites"]}
     leaf_site = next(s for s in by if s.endswith(" in make_leaf"))
@@ -191,12 +192,94 @@ def test_allocation_wrappers(wrapper_maps: bool, tmp_path: Path) -> None:
     for l in rep["leaks"]:
         a = addr(l["address"])
         assert l["site"] and l["site"].endswith(where[a]), (hex(a), l, where[a])
-        # the caller's variable gives the type (an array element store gives none)
+        # the caller's variable gives the type
         if l["site"].endswith(f":{line_of['*it = xmalloc']} in main"):
             assert (l["type"], l["type_source"]) == ("struct item", "site"), l
-        if l["site"].endswith(f":{line_of['**arr = xrealloc']} in main"):
-            assert (l["type"], l["type_source"]) == ("struct item*", "site"), l
+        if l["site"].endswith(f":{line_of['**arr = xrealloc']} in main"):    # 4 * sizeof *arr: an array
+            assert (l["type"], l["type_source"]) == ("struct item*[4]", "site"), l
     assert rep["precision"]["objects_with_site"] == len(truth)
+
+
+TYPED_WRAP_FNS = "--alloc-fn=obj_new:wrapper,vec_*:wrapper,hdr_*:wrapper"
+
+
+def build_typed_wrap(tmp: Path, *extra: str, fns: str = TYPED_WRAP_FNS) -> Path:
+    """typed_wrap.c and its allocators with the maps, linked with foreign.c built without."""
+    require_plugin()
+    need("clang-22")
+    lib = tmp / "libforeign.so"
+    if not lib.exists():
+        subprocess.run(["clang-22", "-O2", "-shared", "-fPIC", *extra, "-o", str(lib), str(SRC / "foreign.c")],
+                       check=True, capture_output=True, timeout=300)
+    exe = tmp / f"typed_wrap{'-w' if fns else ''}{''.join(extra)}"
+    r = subprocess.run([MAPPEDTRACE, "cc", "--alloc-sites", *([fns] if fns else []), "-O2", *extra,
+                        f"-I{TRUTH_H}", "-o", str(exe), str(SRC / "typed_wrap.c"), str(SRC / "typed_wrap_alloc.c"),
+                        f"-L{tmp}", "-lforeign", f"-Wl,-rpath,{tmp}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return exe
+
+
+def test_typed_wrappers(tmp_path: Path) -> None:
+    """``--alloc-fn=obj_new:wrapper,hdr_*:wrapper``: Lua's shape (an allocator
+    called through a function pointer, objects freed with their size) and
+    SQLite's (the object at chunk + 8): each object's site is the wrapper's
+    caller and its type what the caller uses it as; a table is typed although
+    the list reaches it as its common header (struct gcobj); the program's
+    own byte count is unchanged (no request grew); objects freed and
+    reallocated by code without the maps (foreign.c) are no trouble; a
+    wrapper handing out slots of memory no site allocated gets no word."""
+    exe = build_typed_wrap(tmp_path)
+    err, rep = run(exe, tmp_path)
+    truth, kept = truth_of(err)
+    assert_exact(rep, truth, kept, err[-3000:])
+    where = {int(a, 16): f":{line} in {fn}" for a, f, line, fn in SITE_LINE.findall(err)}
+    text = (SRC / "typed_wrap.c").read_text().splitlines()
+    line_of = {k: next(i + 1 for i, t in enumerate(text) if k in t)
+               for k in ("*t = (struct table *)obj_new(&S", "*r = hdr_alloc(sizeof *r); SITE", "*lone = hdr_alloc",
+                         "**lost = vec_new", "lost[i] = hdr_alloc")}
+    nlost = int(re.search(r"^vec (\d+)$", err, re.M).group(1)) - 10
+    types = {line_of["*t = (struct table *)obj_new(&S"]: "struct table",
+             line_of["*r = hdr_alloc(sizeof *r); SITE"]: "struct rec [+8]",
+             line_of["*lone = hdr_alloc"]: "struct rec [+8]",
+             line_of["**lost = vec_new"]: f"struct rec*[{nlost}]",        # an array its site proved
+             line_of["lost[i] = hdr_alloc"]: "struct rec [+8]"}
+    assert len(rep["leaks"]) == len(where) == 7 + 1 + nlost
+    for l in rep["leaks"]:
+        a = addr(l["address"])
+        assert l["site"] and l["site"].endswith(where[a]), (hex(a), l, where[a])
+        line = int(where[a].split()[0][1:])
+        assert (l["type"], l["type_source"]) == (types[line], "site"), l
+    p = rep["precision"]
+    nbag = int(re.search(r"^bag (\d+)$", err, re.M).group(1))
+    # kept tables (through struct gcobj *next), strings and recs (through void *),
+    # the kept vector and every rec it holds (the array's elements are typed slots)
+    nvec = int(re.search(r"^vec (\d+)$", err, re.M).group(1))
+    assert p["objects_typed_by_site"] >= 3 * nbag + 1 + nvec, p
+    # a wrapper that hands out memory no site allocated: nothing written into it
+    assert re.search(r"^pool intact$", err, re.M), err[-2000:]
+    # the wrapper's own count of bytes is the program's (no request changed)
+    plain = build_typed_wrap(tmp_path, fns="")
+    err_p, rep_p = run(plain, tmp_path)
+    count = re.compile(r"^bytes (\d+)$", re.M)
+    assert count.search(err).group(1) == count.search(err_p).group(1)
+    # without the wrappers named: l_alloc's site has no type, hdr_alloc's types
+    # only the size word (long long) of each rec
+    pp = rep_p["precision"]
+    assert pp["objects_typed_by_site"] <= nbag + 4 and pp["heap_bytes_typed_by_site"] <= 8 * (nbag + 4), pp
+    assert p["heap_bytes_typed_by_site"] > 4 * pp["heap_bytes_typed_by_site"], (p, pp)
+    assert_exact(rep_p, *truth_of(err_p), err_p[-3000:])
+
+
+def test_typed_wrappers_valgrind_clean(tmp_path: Path) -> None:
+    """The callers' words go only into the padding of the block a site
+    allocated: valgrind finds no error (objects freed with their size,
+    by hdr_free and by code without the maps, and reallocated by it)."""
+    need("valgrind")
+    exe = build_typed_wrap(tmp_path, "-gdwarf-4")
+    r = subprocess.run(["valgrind", "-q", "--error-exitcode=99", "--leak-check=no", str(exe)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Invalid" not in r.stderr and "uninitialised" not in r.stderr, r.stderr[-3000:]
 
 
 def test_alloc_fn_bad_kind() -> None:
@@ -272,6 +355,13 @@ def _with_sites(seed: int):
     rnd = random.Random(seed)
     tids = [NODE, PAIR, HOLD, CHAR, 0, 12345]           # 12345: not in the table
     sites = [fas.AllocSite(0x500000 + 24 * i, tid, "g.c", "f", 10 + i, 1, "malloc") for i, tid in enumerate(tids)]
+    # a typed wrapper's object at chunk + 8, and arrays proved by their site
+    sites += [fas.AllocSite(0x500000 + 24 * len(tids), NODE, "g.c", "w", 30, 1, "wrapper",
+                            flags=fas.SITE_WRAPPER_CALL),
+              fas.AllocSite(0x500000 + 24 * (len(tids) + 1), NODE, "g.c", "a", 31, 1, "malloc",
+                            flags=fas.SITE_ARRAY),
+              fas.AllocSite(0x500000 + 24 * (len(tids) + 2), PAIR, "g.c", "b", 32, 1, "wrapper",
+                            flags=fas.SITE_WRAPPER_CALL | fas.SITE_ARRAY)]
     table = SiteTable(np.array([s.address for s in sites], np.uint64), sites)
     base = min(t.regions)
     mem = bytearray(t.regions[0x10000000])
@@ -280,7 +370,8 @@ def _with_sites(seed: int):
         if c.state != "in-use" or rnd.random() > 0.33:
             continue
         k = rnd.randrange(len(sites))
-        struct.pack_into("<Q", mem, c.address - 0x10000000 + c.size - 8, _site_word(c.address, sites[k].address))
+        key = c.address + (8 if sites[k].kind == "wrapper" else 0)
+        struct.pack_into("<Q", mem, c.address - 0x10000000 + c.size - 8, _site_word(key, sites[k].address))
         want[c.address] = k
     t.regions[0x10000000] = bytes(mem)
     assert base <= 0x10000000
@@ -307,8 +398,14 @@ def test_c_and_numpy_agree_with_sites(seed: int) -> None:
     assert cons.precision.objects_typed_by_site == 0 and cons.precision.objects_typed == 0
     # unreached chunks are named by their site's type (known ones), never typed
     un = (a.how == 0) & (a.node_site >= 0)
+    # (a wrapper's object at +8, an array: the synthetic type T [+8], T[k])
     named = np.array([table.sites[k].type_id in TYPES for k in a.node_site[un]], bool)
-    assert np.all(a.type_ids[un][named] == [table.sites[k].type_id for k in a.node_site[un][named]])
+    for tid, k in zip(a.type_ids[un][named].tolist(), a.node_site[un][named].tolist()):
+        st = table.sites[k]
+        assert tid == st.type_id or (tid >> 63 and a.types[tid].name.startswith(TYPES[st.type_id].name)), (tid, st)
+    # the wrapper's and the array sites were found, and typed some chunks
+    assert {table.sites[k].function for k in a.node_site[a.node_site >= 0]} >= {"w", "a", "b"}
+    assert any(a.types[int(t)].name.endswith("[+8]") for t in a.type_ids if int(t) >> 63)
 
 
 def test_site_word_rules() -> None:
@@ -358,6 +455,48 @@ def test_wrapper_word_rule() -> None:
         return np.array([words.get((int(n), int(o)), 0) for n, o in zip(nodes, offs)], np.uint64)
 
     assert find_sites(table, starts, sizes, np.ones(3, bool), rd).tolist() == [2, 1, 0]
+
+
+def test_typed_wrapper_word_rule() -> None:
+    """A typed wrapper's word (kind ``wrapper``) may be keyed to a pointer up
+    to 56 bytes into the chunk, which gives the object's offset; a word of
+    any other kind keyed so is rejected, and so is a key past 56 bytes."""
+    caller = fas.AllocSite(0x500018, 7, "a.c", "main", 9, 1, "wrapper", flags=fas.SITE_WRAPPER_CALL)
+    plain = fas.AllocSite(0x500030, 7, "a.c", "f", 4, 1, "malloc")
+    table = SiteTable(np.array([caller.address, plain.address], np.uint64), [caller, plain])
+    starts = np.array([0x1000, 0x2000, 0x3000, 0x4000, 0x5000], np.uint64)
+    sizes = np.array([40, 40, 40, 120, 120], np.uint64)
+    words = {(0, 32): _site_word(0x1008, caller.address),      # SQLite's chunk + 8: found, offset 8
+             (1, 32): _site_word(0x2008, plain.address),       # a malloc site keyed so: rejected
+             (2, 32): _site_word(0x3000, caller.address),      # keyed to the chunk: offset 0
+             (3, 104): _site_word(0x4000 + 64, caller.address),  # 64 bytes in: rejected
+             (4, 104): _site_word(0x5000 + 56, caller.address)}  # 56 bytes in: found
+
+    def rd(nodes, offs):
+        return np.array([words.get((int(n), int(o)), 0) for n, o in zip(nodes, offs)], np.uint64)
+
+    got, obj, at = find_sites(table, starts, sizes, np.ones(5, bool), rd, with_offsets=True)
+    assert got.tolist() == [0, -1, 0, -1, 0]
+    assert obj.tolist() == [8, 0, 0, 0, 56] and at[[0, 2, 4]].tolist() == [32, 32, 104]
+
+
+def test_site_types_at_offsets_and_arrays() -> None:
+    """The synthetic type of a site's object at offset 8 of its chunk, and
+    of an array its site proved: slots moved and repeated, header words
+    conservative; a pointer to the element type is covered by the array."""
+    from mappedtrace.formats.mtmap import Slot, TypeInfo
+    from mappedtrace.trace import _compile_types, _site_type
+    rec = TypeInfo(7, "struct rec", 24, "struct", 0, [Slot(0, 7), Slot(16, 0, flags=4)])
+    at8 = _site_type(rec, 8, 1, 1 << 63 | 1)
+    assert at8.name == "struct rec [+8]" and at8.size == 32
+    assert [(x.offset, x.count, x.flags) for x in at8.slots] == [(0, 1, 4), (8, 1, 0), (24, 1, 4)]
+    arr = _site_type(rec, 0, 5, 1 << 63 | 2)
+    assert arr.name == "struct rec[5]" and arr.size == 120
+    assert [(x.offset, x.count, x.stride) for x in arr.slots] == [(0, 5, 24), (16, 5, 24)]
+    other = TypeInfo(9, "struct other", 24, "struct", 0, [Slot(8, 7)])
+    tt = _compile_types({7: rec, arr.id: arr, 9: other})
+    a, r, o = tt.idx(arr.id), tt.idx(7), tt.idx(9)
+    assert tt.covers(a, r) and not tt.covers(a, o) and not tt.covers(r, a)
 
 
 def _block(n: int = 1, version: int = 1, magic: int = fas.MAGIC, record_size: int = 24) -> bytes:

@@ -45,8 +45,17 @@ LUA_CFLAGS = ["-O2", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX"]
 SQLITE_CFLAGS = ["-O2", "-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION"]
 
 
-def cc(variant: str) -> list[str]:
-    return [*MT, "cc", *(["--alloc-sites"] if variant == "sites" else [])]
+#: Lua 5.4's allocation wrappers: every object comes from luaC_newobj (its caller
+#: knows the type) or a luaM_* vector function, through l_alloc (a function pointer)
+LUA_ALLOC_FNS = "luaC_newobj:wrapper,luaM_*:wrapper"
+#: SQLite's: sqlite3Malloc & co. return the chunk + 8 (sqlite3MemMalloc's size word)
+SQLITE_ALLOC_FNS = ("sqlite3Malloc*:wrapper,sqlite3DbMalloc*:wrapper,sqlite3Realloc:wrapper,"
+                    "sqlite3DbRealloc*:wrapper,sqlite3_malloc*:wrapper,sqlite3_realloc*:wrapper")
+
+
+def cc(variant: str, fns: str = "") -> list[str]:
+    return [*MT, "cc", *(["--alloc-sites"] if variant == "sites" else []),
+            *([f"--alloc-fn={fns}"] if variant == "sites" and fns else [])]
 
 
 def run(cmd: list[str], cwd: Path | None = None, timeout: float = 3600) -> str:
@@ -56,15 +65,19 @@ def run(cmd: list[str], cwd: Path | None = None, timeout: float = 3600) -> str:
     return r.stdout
 
 
-def build(variant: str, srcs: list[Path], out: Path, flags: list[str], libs: list[str] = ()) -> Path:
-    """Objects one by one (two at a time), then the link."""
+def build(variant: str, srcs: list[Path], out: Path, flags: list[str], libs: list[str] = (),
+          fns: str = "") -> Path:
+    """Objects one by one (two at a time), then the link (kept: a --work
+    directory reuses what it built)."""
+    if out.exists():
+        return out
     od = out.parent / f"obj-{variant}"
     od.mkdir(parents=True, exist_ok=True)
     objs, procs = [], []
     for s in srcs:
         o = od / (s.stem + ".o")
         objs.append(o)
-        procs.append(subprocess.Popen([*cc(variant), *flags, "-c", "-o", str(o), str(s)],
+        procs.append(subprocess.Popen([*cc(variant, fns), *flags, "-c", "-o", str(o), str(s)],
                                       stderr=subprocess.PIPE, text=True))
         if len(procs) == 2:
             for p in procs:
@@ -74,7 +87,7 @@ def build(variant: str, srcs: list[Path], out: Path, flags: list[str], libs: lis
     for p in procs:
         if p.wait() != 0:
             raise RuntimeError(p.stderr.read()[-2000:])
-    run([*cc(variant), "-o", str(out), *map(str, objs), *libs])
+    run([*cc(variant, fns), "-o", str(out), *map(str, objs), *libs])
     return out
 
 
@@ -125,7 +138,7 @@ def lua_exe(work: Path, variant: str) -> Path:
     (inc / "lua5.4-deb-multiarch.h").write_text('#define DEB_HOST_MULTIARCH "x86_64-linux-gnu"\n')
     files = sorted(p for p in src.glob("*.c") if p.name != "luac.c")
     return build(variant, files, work / f"lua-{variant}" / "lua", [*LUA_CFLAGS, f"-I{src}", f"-I{inc}"],
-                 ["-lm", "-ldl"])
+                 ["-lm", "-ldl"], LUA_ALLOC_FNS)
 
 
 def sqlite_exe(work: Path, variant: str) -> Path:
@@ -144,7 +157,7 @@ def sqlite_exe(work: Path, variant: str) -> Path:
             run(["make", "sqlite3.c", "shell.c"], tree)
         amal = tree
     return build(variant, [amal / "sqlite3.c", amal / "shell.c"], work / f"sqlite-{variant}" / "sqlite3",
-                 [*SQLITE_CFLAGS, f"-I{amal}"], ["-lm"])
+                 [*SQLITE_CFLAGS, f"-I{amal}"], ["-lm"], SQLITE_ALLOC_FNS)
 
 
 #: jq's allocation wrappers (src/jv_alloc.h): freed by jv_mem_free, without their size
@@ -165,6 +178,49 @@ def jq_exe(work: Path, variant: str, wrappers: bool = True) -> Path:
     run(["make", "-j2", "src/builtin.inc", "src/version.h"], tree)
     run(["make", "-j2", "jq"], tree)
     return tree / "jq"
+
+
+#: Redis 7.0's (src/zmalloc.c): with MALLOC=libc on glibc no prefix word, the
+#: size from malloc_usable_size
+REDIS_ALLOC_FNS = "zmalloc*:wrapper,zcalloc*:wrapper,zrealloc*:wrapper,ztry*:wrapper"
+REDIS_KEYS = 20000
+
+
+def redis_exe(work: Path, variant: str) -> Path:
+    """Redis 7.0.15 (Debian source) as benchmarks/soundness builds it
+    (``make MALLOC=libc OPTIMIZATION=-O2``); ``sites`` names its wrappers."""
+    tree = work / f"redis-{variant}"
+    exe = tree / "src" / "redis-server"
+    if exe.exists():
+        return exe
+    if not tree.exists():
+        shutil.copytree(_tree("redis"), tree, symlinks=True)
+    cc_ = " ".join(cc(variant, REDIS_ALLOC_FNS))
+    run(["make", "-j2", "MALLOC=libc", f"CC={cc_}", "OPTIMIZATION=-O2", "BUILD_TLS=no", "USE_SYSTEMD=no"], tree)
+    return exe
+
+
+def redis_live(exe: Path, work: Path, name: str, keys: int = REDIS_KEYS) -> dict:
+    """redis-server with ``keys`` keys of each of six types loaded
+    (benchmarks/soundness's load), checked live while it serves."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "soundness"))
+    from programs import _redis_cli, _redis_start  # noqa: E402
+    from soundness import free_port  # noqa: E402
+    port = free_port()
+    p = _redis_start([str(exe)], exe, port, keys)
+    try:
+        js = work / f"{name}.json"
+        r = subprocess.run([*MT, "leaks", str(p.pid), "--json", str(js)], capture_output=True, text=True,
+                           timeout=1800)
+        if not js.exists():
+            raise RuntimeError(f"leaks {name}: {r.stderr[-2000:]}")
+        rep = json.loads(js.read_text())
+        if _redis_cli(exe, port, "PING").strip() != "PONG":
+            raise RuntimeError("Redis does not answer after the check")
+    finally:
+        p.kill()
+        p.wait()
+    return _figures(rep)
 
 
 def jq_live(exe: Path, work: Path, name: str) -> dict:
@@ -235,6 +291,8 @@ def bench_live(work: Path, which: list[str]) -> dict:
             print(f"  {prog} {v}: building", flush=True)
             if prog == "jq":
                 fig = jq_live(jq_exe(work, v), work, f"jq-{v}")
+            elif prog == "redis":
+                fig = redis_live(redis_exe(work, v), work, f"redis-{v}")
             elif prog == "lua":
                 exe = lua_exe(work, v)
                 rt = ROOT / "tests" / "real_programs"
@@ -252,13 +310,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--depth", type=int, default=14, help="binary_trees depth under callgrind")
-    ap.add_argument("--live", default="", help="comma-separated: lua, sqlite, jq")
+    ap.add_argument("--live", default="", help="comma-separated: lua, sqlite, jq, redis")
     ap.add_argument("--skip-ir", action="store_true")
     ap.add_argument("--json", default=str(HERE / "results.json"))
+    ap.add_argument("--work", help="keep the builds in this directory (reused by the next run)")
     a = ap.parse_args()
     res: dict = {}
     with tempfile.TemporaryDirectory(prefix="mt-allocsites-") as d:
-        work = Path(d)
+        work = Path(a.work or d)
+        work.mkdir(parents=True, exist_ok=True)
         if not a.skip_ir:
             print("binary_trees under callgrind", flush=True)
             res["binary_trees"] = bench_instructions(work, a.rounds, a.depth)

@@ -20,11 +20,13 @@ VERSION = 1
 HEADER = struct.Struct("<IHHIIIIII")    # magic version header_size block_size n_sites record_size strtab_off strtab_size module
 RECORD = struct.Struct("<QIIIHBB")      # type_id file function line column kind flags
 #: site kinds (FORMAT.md §4)
-KINDS = {1: "malloc", 2: "calloc", 3: "realloc", 4: "aligned_alloc"}
+KINDS = {1: "malloc", 2: "calloc", 3: "realloc", 4: "aligned_alloc", 5: "wrapper"}
 #: record flags: the function returns the site's result (an allocation wrapper's own site)
 SITE_RETURNED = 0x1
 #: record flags: the site is a call to a wrapper named by ``--alloc-fn``
 SITE_WRAPPER_CALL = 0x2
+#: record flags: the request is a multiple of the type's size (``n * sizeof(T)``): an array of it
+SITE_ARRAY = 0x4
 #: the multiplier of the site word (AllocSites.cpp SiteMix): odd, a sign-extended imm32
 SITE_MIX = 0xFFFFFFFF9E3779B1
 

@@ -31,6 +31,13 @@ a site whose result its function returns (flag ``SITE_RETURNED``) is taken
 instead when it names a call to a named wrapper (``SITE_WRAPPER_CALL``):
 the caller knows the type.
 
+A call to a typed wrapper (``--alloc-fn=NAME:wrapper``, kind ``wrapper``)
+overwrites the word of the site inside the wrapper (same place) with its
+own, keyed to the pointer the wrapper returned, which may lie up to 56
+bytes into the chunk (SQLite's ``chunk + 8``): such records are also tried
+with the keys ``c + 8i``, and :func:`find_sites` (``with_offsets``) gives the
+object's offset in its chunk.
+
 Known imprecision (documented in FORMAT.md §4): a chunk freed and then
 allocated again *at the same address for the same size* by code without the
 maps (a library's ``malloc``) keeps the earlier site word where the new
@@ -60,6 +67,8 @@ _ARENA_WORDS = 7
 MAX_MMAPPED = 4096
 #: most nested allocation wrappers followed outward (a word before a wrapper's own word)
 MAX_WRAPPERS = 4
+#: a typed wrapper's object starts less than this far into its chunk (AllocSites.cpp MaxWrapperOffset)
+WRAPPER_OFFSET = 64
 
 
 @dataclass
@@ -109,35 +118,47 @@ def _check(table: SiteTable, starts: np.ndarray, words: np.ndarray) -> np.ndarra
 
 
 def find_sites(table: SiteTable, starts: np.ndarray, sizes: np.ndarray, readable: np.ndarray,
-               words: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+               words: Callable[[np.ndarray, np.ndarray], np.ndarray],
+               with_offsets: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The allocation site of each chunk (index into ``table.sites``, -1 none).
 
     :param starts: user pointers (u64), :param sizes: usable sizes (u64)
     :param readable: per chunk, whether its bytes were read
     :param words: ``words(nodes, offsets)`` gives the u64 at each (node, offset)
+    :param with_offsets: also return, per chunk, the offset of the object the
+        site names (0, or the ``c + 8i`` key of a typed wrapper's word) and
+        the offset of the word found (the request ends there, rounded up to 8)
     """
     n = len(starts)
     out = np.full(n, -1, np.int64)
     at = np.zeros(n, np.uint64)          # offset of the word found
+    obj = np.zeros(n, np.uint64)         # offset of the object the word is keyed to
     if not len(table) or not n:
-        return out
+        return (out, obj, at) if with_offsets else out
     starts = starts.astype(np.uint64)
     sizes = sizes.astype(np.uint64)
     # arena chunks: the word ends the request, the request fills the chunk
     # (aligned_alloc: glibc keeps a remainder of up to MINSIZE unsplit)
     aligned = np.array([s.kind == "aligned_alloc" for s in table.sites] + [False], bool)
+    # a typed wrapper's call (KIND wrapper) may key its word to an object
+    # inside the chunk: c + 8i (FORMAT.md §4 "Typed wrappers")
+    inner = np.array([s.kind == "wrapper" for s in table.sites] + [False], bool)
+    keys = range(0, WRAPPER_OFFSET, 8) if inner.any() else range(0, 8, 8)
     # the last three words hold every word a malloc/calloc/realloc site can
     # leave (three for a minimum chunk); further ones only aligned_alloc's
     for k in range(1, (_ARENA_WORDS if aligned.any() else 3) + 1):
         off = sizes - np.uint64(8 * k)
         slack = (sizes + np.uint64(_SIZE_SZ)) - _request2size(off + np.uint64(8))
-        cand = np.nonzero((out < 0) & readable & (sizes >= np.uint64(8 * k))
-                          & (slack <= np.uint64(_MINSIZE)))[0]
-        if len(cand):
-            hit = _check(table, starts[cand], words(cand, off[cand]))
-            ok = (hit >= 0) & ((slack[cand] == 0) | aligned[hit])
+        for d in keys:
+            cand = np.nonzero((out < 0) & readable & (sizes >= np.uint64(8 * k))
+                              & (slack <= np.uint64(_MINSIZE)) & (off >= np.uint64(d)))[0]
+            if not len(cand):
+                continue
+            hit = _check(table, starts[cand] + np.uint64(d), words(cand, off[cand]))
+            ok = (hit >= 0) & ((slack[cand] == 0) | aligned[hit]) & ((d == 0) | inner[hit])
             out[cand[ok]] = hit[ok]
             at[cand[ok]] = off[cand[ok]]
+            obj[cand[ok]] = d
     # mmapped chunks (usable = page multiple - 16): the request ends in the last page
     mm = np.nonzero((out < 0) & readable & (sizes >= np.uint64(_PAGE - 2 * _SIZE_SZ))
                     & ((sizes + np.uint64(2 * _SIZE_SZ)) % np.uint64(_PAGE) == 0))[0][:MAX_MMAPPED]
@@ -148,18 +169,21 @@ def find_sites(table: SiteTable, starts: np.ndarray, sizes: np.ndarray, readable
         offs = offs[((req + np.uint64(_PAGE - 1)) & ~np.uint64(_PAGE - 1)) == np.uint64(u + 2 * _SIZE_SZ)]
         if not len(offs):
             continue
-        hit = _check(table, np.full(len(offs), starts[c], np.uint64),
-                     words(np.full(len(offs), c, np.int64), offs))
-        ok = np.nonzero(hit >= 0)[0]
-        if len(ok):
-            out[c] = hit[ok[0]]
-            at[c] = offs[ok[0]]
+        w = words(np.full(len(offs), c, np.int64), offs)
+        for d in keys:
+            hit = _check(table, np.full(len(offs), starts[c] + np.uint64(d), np.uint64), w)
+            ok = np.nonzero((hit >= 0) & ((d == 0) | inner[hit]))[0]
+            if len(ok):
+                out[c] = hit[ok[0]]
+                at[c] = offs[ok[0]]
+                obj[c] = d
+                break
     # an allocation wrapper's caller (--alloc-fn): its request, 8 bytes less than
     # the wrapper's own, ends in a word right before the wrapper's word
     returned = np.array([bool(s.flags & SITE_RETURNED) for s in table.sites] + [False], bool)
     wcall = np.array([bool(s.flags & SITE_WRAPPER_CALL) for s in table.sites] + [False], bool)
     for _ in range(MAX_WRAPPERS):
-        cand = np.nonzero((out >= 0) & returned[out] & (at >= np.uint64(8)))[0]
+        cand = np.nonzero((out >= 0) & returned[out] & (at >= np.uint64(8)) & (obj == 0))[0]
         if not len(cand):
             break
         hit = _check(table, starts[cand], words(cand, at[cand] - np.uint64(8)))
@@ -168,4 +192,4 @@ def find_sites(table: SiteTable, starts: np.ndarray, sizes: np.ndarray, readable
             break
         out[cand[ok]] = hit[ok]
         at[cand[ok]] -= np.uint64(8)
-    return out
+    return (out, obj, at) if with_offsets else out
