@@ -159,9 +159,6 @@ def _page_until_exit(pager, wait) -> int:
 @click.option("--local", "local", required=True, metavar="SIZE", help="Resident heap budget, e.g. 64M.")
 @click.option("--store", "store_url", default=None, metavar="URL",
               help="The store the dead pager used (default: the one its state file names).")
-@click.option("--graph-readahead", default=None, type=click.IntRange(0, 256), metavar="N",
-              help="Of the pages prefetched along the heap graph, at most N a fault go into the program "
-                   "(nearest first); the rest wait in the pager's cache.  [default: 0]")
 @click.option("--interval", default=0.1, show_default=True, type=float, help="Seconds between eviction rounds.")
 def attach_cmd(pid: int, local: str, store_url: str | None, interval: float) -> int:
     from ..farmem.pager import FarMemError, Pager
