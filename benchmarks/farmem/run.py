@@ -182,7 +182,8 @@ WORKLOADS = {
     "leak": ("farmem_leakserver.c", 32, 8, ["256"]),
 }
 WINDOW_STATS = ("faults", "zero_faults", "prefetched", "prefetch_hits", "store_round_trips", "bytes_fetched",
-                "bytes_sent", "pages_evicted", "graph_prefetched", "faults_waited_for_room", "faults_over_budget")
+                "bytes_sent", "pages_evicted", "graph_prefetched", "faults_waited_for_room", "faults_over_budget",
+                "readahead", "graph_readahead", "leaked_not_prefetched")
 
 
 def build_workload(name: str, tmp: str) -> str:
