@@ -5,7 +5,8 @@ Threads (all in the pager process; the program only runs the runtime helper):
 * **fault loop** — compiled (:mod:`._serve`, ``_serve.c``), holding no GIL:
   reads the userfaultfd, serves missing-page faults with ``UFFDIO_COPY`` from
   the store (or zeros for a page never evicted) with the neighbours that the
-  store also holds prefetched in the same round trip, holds write-protect
+  store also holds prefetched in the same round trip (and the pages the heap
+  graph's lists name; never a page the graph says is leaked), holds write-protect
   faults on pages being evicted until the drop is done, and follows the
   program's own ``madvise(DONTNEED)``, ``munmap`` and ``mremap`` (events
   REMOVE, UNMAP, REMAP).  It owns the table of the store's copies.
