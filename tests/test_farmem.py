@@ -466,12 +466,9 @@ def test_leaking_server_leaks_stay_remote(leakserver_exe, tmp_path):
     the clock, depends on whether the graph knew them first: benchmarks/farmem measures that.)"""
     mib = 4
     heap = (mib << 20) // 280 * 280
-    # --no-readahead: readahead (main's default since the evictor in C) puts the neighbours of a
-    # faulting page into the program, leaked ones too (6 pages in one run here): the pager, not
-    # the program, fetches them back.  Known gap: the fault loop should skip pages the graph
-    # says are leaked when it prefetches (_serve.c).  This test checks the policy: the program
-    # itself never touches a leaked page, and every leaked page is out.
-    p = subprocess.Popen([MAPPEDTRACE, "farmem", "run", "--local", str(int(heap * 1.1)), "--no-readahead", "--store",
+    # with readahead (the default): the fault loop never prefetches a page the graph says is
+    # leaked, so neither the program nor the pager's prefetch brings one back.
+    p = subprocess.Popen([MAPPEDTRACE, "farmem", "run", "--local", str(int(heap * 1.1)), "--store",
                           f"file:{tmp_path / 'pages'}", "--", leakserver_exe, str(mib), "300", "256"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()

@@ -19,7 +19,8 @@ kernel's: the cgroup's major faults), the same per 1000 operations (a slower run
 does fewer operations), all userfaultfd faults, bytes moved (fetched + sent),
 prefetch accuracy (hits ÷ prefetched).  Store kinds: ``redis``, ``redis-nograph``,
 ``redis-pagebfs`` (the first version of graph prefetch, page to page breadth
-first), ``redis-pathsN`` (object paths with a budget of N pages a fault), ``file``, ``file-nograph``, ``kswap``.  Results: results_WORKLOAD.json.
+first), ``redis-pathsN`` (object paths with a budget of N pages a fault), ``redis-graN``
+(``--graph-readahead N``), ``file``, ``file-nograph``, ``kswap``.  Results: results_WORKLOAD.json.
 
 The checksum workload (default, ``--workload checksum``):
 
@@ -181,7 +182,8 @@ WORKLOADS = {
     "leak": ("farmem_leakserver.c", 32, 8, ["256"]),
 }
 WINDOW_STATS = ("faults", "zero_faults", "prefetched", "prefetch_hits", "store_round_trips", "bytes_fetched",
-                "bytes_sent", "pages_evicted", "graph_prefetched", "faults_waited_for_room", "faults_over_budget")
+                "bytes_sent", "pages_evicted", "graph_prefetched", "faults_waited_for_room", "faults_over_budget",
+                "readahead", "graph_readahead", "leaked_not_prefetched")
 
 
 def build_workload(name: str, tmp: str) -> str:
@@ -370,11 +372,15 @@ def workload_main(a) -> None:
             elif kind.startswith("redis-paths"):  # redis-pathsN: a budget of N pages a fault
                 os.environ["MTFARMEM_GRAPH_PREFETCH_PAGES"] = kind[len("redis-paths"):]
                 kind_store = "redis"
+            elif kind.startswith("redis-gra"):    # redis-graN: --graph-readahead N
+                kind_store = "redis"
             else:
                 kind_store = kind
             if kind_store in ("redis", "redis-nograph"):
                 redis, store = start_redis(tmp)
                 extra = ["--no-graph"] if kind_store == "redis-nograph" else []
+                if kind.startswith("redis-gra"):
+                    extra = ["--graph-readahead", kind[len("redis-gra"):]]
             elif kind_store in ("file", "file-nograph"):
                 store = f"file:{shm}"
                 extra = ["--no-graph"] if kind == "file-nograph" else []

@@ -63,10 +63,13 @@ def command() -> None:
               help="Pages after a faulting one fetched with it when the store holds them (0: none).")
 @click.option("--no-readahead", is_flag=True,
               help="Keep prefetched pages in the pager's cache until faulted, never put them into the program.")
+@click.option("--graph-readahead", default=None, type=click.IntRange(0, 256), metavar="N",
+              help="Of the pages prefetched along the heap graph, at most N a fault go into the program "
+                   "(nearest first); the rest wait in the pager's cache.  [default: 0]")
 @click.option("--interval", default=0.1, show_default=True, type=float, help="Seconds between eviction rounds.")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
-def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readahead: bool, interval: float,
-            program: tuple[str, ...]) -> int:
+def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readahead: bool,
+            graph_readahead: int | None, interval: float, program: tuple[str, ...]) -> int:
     from ..farmem import _runtime
     from ..farmem.pager import FarMemError, Pager, state_dir
     from ..farmem.stores import open_store
@@ -90,7 +93,8 @@ def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readah
     except OSError as e:
         raise MappedTraceError(f"cannot run {program[0]}: {e.strerror}") from None
     pager = Pager(child.pid, store, local=budget, sock=sock, ns=f"mtfm:{child.pid}:{token}",
-                  interval=interval, graph=not no_graph, prefetch=prefetch, readahead=not no_readahead)
+                  interval=interval, graph=not no_graph, prefetch=prefetch, readahead=not no_readahead,
+                  **({} if graph_readahead is None else {"graph_readahead": graph_readahead}))
     try:
         pager.connect(alive=lambda: child.poll() is None)
         pager.start()

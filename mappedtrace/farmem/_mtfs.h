@@ -90,6 +90,8 @@ struct mtfs_stats {
 	uint64_t installed;             /* pages put into the program by UFFDIO_COPY, ever */
 	uint64_t faults_pager_own;      /* faults of the pager's own reads, served without waiting */
 	uint64_t readahead;             /* prefetched pages put into the program (no fault for them) */
+	uint64_t graph_readahead;       /* ... of them, pages of the graph's lists or hints */
+	uint64_t leaked_not_prefetched; /* pages left out of a prefetch: the graph says leaked */
 };
 
 struct mtfs {
@@ -119,6 +121,9 @@ struct mtfs {
 	struct fq lq;                   /* the loop's faults waiting to be served */
 	int own_tid;                    /* messages carry the faulting thread (UFFD_FEATURE_THREAD_ID) */
 	int readahead;                  /* prefetched pages into the program while there is room */
+	int graph_ra;                   /* ... of the graph's (and hints'), at most this many a round trip */
+	/* pages the heap graph says hold only leaked objects (sorted): never prefetched */
+	uint64_t *leaked; uint64_t nleaked;
 	/* the evictor (_evict.c), set by mtfs_evict_setup */
 	int pid, pagemap_fd, helper_fd;
 	struct store ev_st;             /* the evictor's own store connection */

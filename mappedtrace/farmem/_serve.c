@@ -206,11 +206,30 @@ MTFS_HIDDEN void blocked_set(struct mtfs *s, const char *msg)
 /* Ask the store for page q too (prefetch): only a page the store holds that is
  * remote and not on its way anywhere, and not asked for already.  Returns -1
  * when q is not such a page, 0 when it is asked for already, 1 when added. */
+static int is_leaked(const struct mtfs *s, uint64_t q)
+{
+	uint64_t lo = 0, hi = s->nleaked;
+	while (lo < hi) {
+		uint64_t mid = (lo + hi) / 2;
+		if (s->leaked[mid] < q)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < s->nleaked && s->leaked[lo] == q;
+}
+
 static int ask_add(struct mtfs *s, uint64_t *ask, uint64_t *askhash, uint32_t *nask, uint64_t q)
 {
 	struct ent *e = map_find(&s->m, q);
 	if (!e || (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) != (F_STORED | F_REMOTE))
 		return -1;
+	/* a page the graph says is leaked stays out (the program itself faults it in if the
+	 * graph was wrong); it ends a run of neighbours like a page not in the store */
+	if (s->nleaked && is_leaked(s, q)) {
+		s->st.leaked_not_prefetched++;
+		return -1;
+	}
 	for (uint32_t j = 0; j < *nask; j++)
 		if (ask[j] == q)
 			return 0;
@@ -260,7 +279,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 	uint64_t later[MAXQ];
 	double latert[MAXQ];
 	uint8_t laterown[MAXQ];
-	uint32_t nlater = 0, nask = 0, ndemand_ask = 0, now_n = 0;
+	uint32_t nlater = 0, nask = 0, ndemand_ask = 0, nneigh = 0, now_n = 0;
 	uint64_t pages[MAXQ];
 	uint8_t owns[MAXQ];
 	double times[MAXQ];
@@ -319,7 +338,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 		}
 		now_n++;
 	}
-	ndemand_ask = nask;
+	ndemand_ask = nneigh = nask;
 	if (prefetch && ndemand_ask) {
 		/* neighbours after each page asked for, then the graph's hints */
 		for (uint32_t i = 0; i < ndemand_ask && nask < ndemand_ask + MAXPF; i++) {
@@ -329,6 +348,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 					break;
 			}
 		}
+		nneigh = nask;
 		/* along the graph's edges, breadth first, from each page asked for */
 		if (s->g_n && s->g_depth > 0) {
 			uint64_t front[MAXPF * 2], next[MAXPF * 2];
@@ -472,11 +492,15 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 	}
 	/* Prefetched pages, if the table still says the same: into the program while half the
 	 * room left under the budget allows (readahead: the fault it saves costs the program a
-	 * round trip through this loop), else into the cache.  Safe against the program's own
+	 * round trip through this loop), else into the cache.  Readahead takes the neighbours
+	 * (ask[ndemand_ask..nneigh)) and at most graph_ra pages of the graph's lists and hints
+	 * (ask[nneigh..nask), nearest first): a list holds the next pages of every path that
+	 * starts on the faulting page, of which the program walks one, and up to 256 of them
+	 * installed pushed out pages the program needed (issue 15).  Safe against the program's own
 	 * madvise/munmap/mremap: an event of the program that this loop has not read yet makes
 	 * UFFDIO_COPY fail with EAGAIN (then the page goes to the cache), and one it has read
 	 * has changed the table already (then the page is not installed at all). */
-	uint32_t ra = 0;
+	uint32_t ra = 0, gra = 0;
 	if (fetched_ok) {
 		int64_t spare = s->readahead && budget ?
 			((s->local - s->st.resident_est) / (int64_t)PAGE - (int64_t)served) / 2 : 0;
@@ -485,7 +509,8 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 			if (!(found[k] == 1 && e && e->hash == askhash[k] &&
 			      (e->flags & (F_STORED | F_REMOTE | F_ZERO | F_CACHED | F_EVICTING)) == (F_STORED | F_REMOTE)))
 				continue;
-			if ((int64_t)ra < spare) {
+			int graph = k >= nneigh;
+			if ((int64_t)ra < spare && (!graph || (int)gra < s->graph_ra)) {
 				int rc = uffd_copy_mode(s->uffd, ask[k], bufs + (uint64_t)k * PAGE, UFFDIO_COPY_MODE_DONTWAKE);
 				if (rc == 0) {
 					e->flags &= ~F_REMOTE;
@@ -493,6 +518,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 					s->recent[s->st.recent_n % RECENTN] = ask[k];   /* the clock sees it as used */
 					s->st.recent_n++;
 					ra++;
+					gra += graph;
 					continue;
 				}
 				if (rc != EAGAIN)
@@ -502,6 +528,7 @@ static void serve(struct mtfs *s, struct fq *fq, struct store *st, int budget, i
 		}
 	}
 	s->st.readahead += ra;
+	s->st.graph_readahead += gra;
 	s->st.faults += done;
 	s->st.zero_faults += zero;
 	if (fetched_ok)                 /* every page that came over the wire, prefetched ones too */
@@ -745,7 +772,7 @@ void mtfs_destroy(struct mtfs *s)
 	r_close(&s->ev_st);
 	free(s->loop_st.wbuf), free(s->aux_st.wbuf), free(s->ev_st.wbuf), free(s->ev_buf);
 	free(s->m.e), free(s->cache), free(s->cache_page);
-	free(s->g_keys), free(s->g_ptr), free(s->g_adj);
+	free(s->g_keys), free(s->g_ptr), free(s->g_adj), free(s->leaked);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }
@@ -922,6 +949,31 @@ uint64_t mtfs_installed(struct mtfs *s)
 void mtfs_set_readahead(struct mtfs *s, int on)
 {
 	s->readahead = on;
+}
+
+/* of the prefetched pages of the graph's lists and hints, at most n a round trip go into the
+ * program (readahead on; nearest first), the others only to the cache */
+void mtfs_set_graph_readahead(struct mtfs *s, int n)
+{
+	pthread_mutex_lock(&s->mu);
+	s->graph_ra = n < 0 ? 0 : n;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* The pages the heap graph says hold only leaked objects (sorted ascending; copied): never
+ * prefetched, neither into the program nor into the cache.  -1 when out of memory (the old
+ * set stays). */
+int mtfs_set_leaked(struct mtfs *s, const uint64_t *pages, uint64_t n)
+{
+	uint64_t *a = malloc((n + 1) * sizeof *a);
+	if (!a)
+		return -1;
+	memcpy(a, pages, n * sizeof *a);
+	pthread_mutex_lock(&s->mu);
+	free(s->leaked);
+	s->leaked = a, s->nleaked = n;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
 }
 
 /* the userfaultfd's features (UFFD_FEATURE_THREAD_ID: the pager's own faults are known) */

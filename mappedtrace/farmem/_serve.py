@@ -25,7 +25,7 @@ struct mtfs_stats {
     uint64_t prefetched, prefetch_hits, prefetch_unused, hinted, copy_errors, store_errors, faults_over_budget, graph_prefetched;
     uint64_t cycle, nlat, recent_n, remote_pages, stored_pages;
     int64_t resident_est;
-    uint64_t installed, faults_pager_own, readahead;
+    uint64_t installed, faults_pager_own, readahead, graph_readahead, leaked_not_prefetched;
 };
 struct mtfs_evict_res {
     uint64_t asked, evicted, sent, clean, zero, deleted, not_present, not_read, not_dropped, bytes_sent;
@@ -48,6 +48,8 @@ void mtfs_set_resident_scan(struct mtfs *s, int64_t bytes, uint64_t installed_be
 uint64_t mtfs_installed(struct mtfs *s);
 void mtfs_set_features(struct mtfs *s, uint64_t features);
 void mtfs_set_readahead(struct mtfs *s, int on);
+void mtfs_set_graph_readahead(struct mtfs *s, int n);
+int mtfs_set_leaked(struct mtfs *s, const uint64_t *pages, uint64_t n);
 void mtfs_hello(struct mtfs *s, const uint64_t *runs, uint32_t n);
 void mtfs_set_resident(struct mtfs *s, int64_t bytes, int add);
 uint64_t mtfs_stored(struct mtfs *s, uint64_t *out, uint64_t max, int remote_only);
@@ -65,7 +67,7 @@ STAT_FIELDS = ("faults", "zero_faults", "bytes_fetched", "faults_waited_for_room
                "events_remove", "events_unmap", "events_remap", "removed_by_program", "remapped", "wp_faults",
                "prefetched", "prefetch_hits", "prefetch_unused", "hinted", "copy_errors", "store_errors", "faults_over_budget", "graph_prefetched",
                "cycle", "nlat", "recent_n", "remote_pages", "stored_pages", "resident_est", "installed",
-               "faults_pager_own", "readahead")
+               "faults_pager_own", "readahead", "graph_readahead", "leaked_not_prefetched")
 _lib = None
 
 
@@ -182,6 +184,17 @@ class FaultServer:
     def set_readahead(self, on: bool) -> None:
         """Prefetched pages into the program while half the room left under the budget allows."""
         self.lib.mtfs_set_readahead(self.s, int(on))
+
+    def set_graph_readahead(self, n: int) -> None:
+        """Of the graph's prefetched pages (and hints), at most ``n`` a round trip go into the
+        program, nearest first (readahead on); the others wait in the pager's cache."""
+        self.lib.mtfs_set_graph_readahead(self.s, int(n))
+
+    def set_leaked(self, pages) -> None:
+        """Pages the heap graph says hold only leaked objects: never prefetched."""
+        a = np.sort(_u64(pages))
+        if self.lib.mtfs_set_leaked(self.s, _ptr(a, "uint64_t *"), len(a)):
+            raise MemoryError("the fault loop's leaked set")
 
     def hello(self, foreign: list[tuple[int, int]]) -> None:
         a = _u64(foreign).reshape(-1)

@@ -352,6 +352,7 @@ class Guide:
         finally:
             target.close()
         self.last_seconds = time.perf_counter() - t0
+        p.server.set_leaked(leaked)         # the fault loop never prefetches them (first: see below)
         p.leaked_pages = leaked
         p.server.set_graph(src, dst, depth)
         self.refreshes += 1

@@ -5,7 +5,8 @@ Threads (all in the pager process; the program only runs the runtime helper):
 * **fault loop** — compiled (:mod:`._serve`, ``_serve.c``), holding no GIL:
   reads the userfaultfd, serves missing-page faults with ``UFFDIO_COPY`` from
   the store (or zeros for a page never evicted) with the neighbours that the
-  store also holds prefetched in the same round trip, holds write-protect
+  store also holds prefetched in the same round trip (and the pages the heap
+  graph's lists name; never a page the graph says is leaked), holds write-protect
   faults on pages being evicted until the drop is done, and follows the
   program's own ``madvise(DONTNEED)``, ``munmap`` and ``mremap`` (events
   REMOVE, UNMAP, REMAP).  It owns the table of the store's copies.
@@ -74,6 +75,8 @@ BATCH = 512                  # pages per eviction batch (2 MiB; _mtfs.h's EVB is
 FIRST_BATCH = 32             # a round starts small and doubles: the faults waiting for room get
                              # the first room after 32 pages, not 512 (a file store on a busy
                              # disk took 3 ms a page to create: 1.5 s for a batch of 512)
+GRAPH_READAHEAD = 0           # graph-prefetched pages put into the program a fault (the rest: cache;
+                             # benchmarks/farmem/RESULTS.md, "readahead and the graph")
 HIGH_WATER = 0.95            # evict when the resident heap passes this share of the budget,
 LOW_WATER = 0.90             # down to this share (faults find room without waiting)
 CLEAR_REFS_EVERY = 0.1       # s between two clearings of the soft-dirty bits (each costs the
@@ -229,11 +232,13 @@ class Pager:
     :param prefetch: pages after a faulting page fetched with it when the store holds them
     :param readahead: put prefetched pages into the program while half the room left under the
         budget allows (each saves the program a fault), not only into the pager's cache
+    :param graph_readahead: of the pages the graph's lists bring, at most this many a fault
+        go into the program (nearest first); the rest wait in the pager's cache
     """
 
     def __init__(self, pid: int, store: Store, *, local: int, sock: str, ns: str, resume: bool = False,
                  interval: float = 0.1, soft_dirty: bool = True, graph: bool = False, prefetch: int = 8,
-                 readahead: bool = True):
+                 readahead: bool = True, graph_readahead: int = GRAPH_READAHEAD):
         if local <= 0:
             raise FarMemError(f"a local memory budget of {local} bytes leaves no page resident",
                               hint="give --local a size such as 64M or 1G")
@@ -241,6 +246,7 @@ class Pager:
         self.resume, self.interval, self.soft_dirty, self.graph = resume, interval, soft_dirty, graph
         self.prefetch = prefetch
         self.readahead = readahead
+        self.graph_readahead = max(0, graph_readahead)
         self.lock = threading.Lock()
         self.ref: set[int] = set()                  # clock reference bits
         self.registered: dict[tuple[int, int], str] = {}
@@ -311,6 +317,7 @@ class Pager:
         self.features = features
         self.server.set_features(features)
         self.server.set_readahead(self.readahead)
+        self.server.set_graph_readahead(self.graph_readahead)
         try:
             self.pagemap = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
         except (ProcessLookupError, FileNotFoundError):
@@ -487,7 +494,9 @@ class Pager:
             # leaked page fetched back is the graph's mistake, or a leak the program still reads)
             back = np.isin(self.leaked_pages, np.asarray(faulted, np.uint64))
             self.stats["leaked_faulted_back"] += int(back.sum())
-            self.leaked_pages = self.leaked_pages[~back]
+            if back.any():
+                self.leaked_pages = self.leaked_pages[~back]
+                self.server.set_leaked(self.leaked_pages)     # prefetch them again like any page
         if self.soft_dirty:
             with self.lock:
                 self.ref.update(dirty.tolist())
@@ -621,7 +630,8 @@ class Pager:
                                           "store_round_trips", "events_remove", "events_unmap", "events_remap",
                                           "removed_by_program", "remapped", "wp_faults", "prefetched",
                                           "prefetch_hits", "prefetch_unused", "hinted", "copy_errors",
-                                          "store_errors", "faults_over_budget", "graph_prefetched", "faults_pager_own", "readahead")}
+                                          "store_errors", "faults_over_budget", "graph_prefetched", "faults_pager_own", "readahead",
+                                          "graph_readahead", "leaked_not_prefetched")}
         now = time.monotonic()
         t, f = self._last_faults
         if now - t >= 1.0:
