@@ -33,7 +33,6 @@ from ..errors import MappedTraceError
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def command(pid: int, dry_run: bool, trim_only: bool, max_occupancy: float, recover: bool, as_json: bool) -> int:
     from ..relocate.compact import compact
-    from ..relocate.mover import recover as do_recover
     from ..reporters import relocate_report
 
     if pid <= 0:
@@ -41,15 +40,8 @@ def command(pid: int, dry_run: bool, trim_only: bool, max_occupancy: float, reco
     if not 0 < max_occupancy <= 1:
         raise MappedTraceError(f"--max-occupancy must be in (0, 1], not {max_occupancy}")
     if recover:
-        from ..target.live import check_pid
-        check_pid(pid)
-        out = do_recover(pid)
-        if as_json:
-            json.dump({"recovered": out}, sys.stdout, indent=1)
-            sys.stdout.write("\n")
-        else:
-            relocate_report.render_recovery(out, sys.stdout)
-        return 0
+        from .relocate import recover_and_report
+        return recover_and_report(pid, as_json)
     res = compact(pid, dry_run=dry_run, max_occupancy=max_occupancy, trim_only=trim_only)
     d = res.to_dict()
     if as_json:

@@ -68,6 +68,21 @@ def read_plan(path: str) -> tuple[str | list[int] | dict, int | None]:
                            hint='choose "select": "all", or list "objects" or "types" ("cold" is not supported yet)')
 
 
+def recover_and_report(pid: int, as_json: bool) -> int:
+    """``--recover``: finish or roll back a dead relocator's pass on PID and say what was done."""
+    from ..relocate.mover import recover as do_recover
+    from ..reporters import relocate_report
+    from ..target.live import check_pid
+    check_pid(pid)
+    out = do_recover(pid)
+    if as_json:
+        json.dump({"recovered": out}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        relocate_report.render_recovery(out, sys.stdout)
+    return 0
+
+
 @click.command(help="Move heap objects of a running process, rewriting every exact pointer to them "
                     "(one pass; --dry-run: what would move, what is pinned and why).")
 @click.argument("pid", type=int)
@@ -79,20 +94,12 @@ def read_plan(path: str) -> tuple[str | list[int] | dict, int | None]:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def command(pid: int, plan_path: str | None, dry_run: bool, recover: bool, as_json: bool) -> int:
     from ..reporters import relocate_report
-    from ..relocate.mover import recover as do_recover, relocate
+    from ..relocate.mover import relocate
 
     if pid <= 0:
         raise MappedTraceError(f"invalid PID {pid}", hint="give the PID of a running process (ps -e)")
     if recover:
-        from ..target.live import check_pid
-        check_pid(pid)
-        out = do_recover(pid)
-        if as_json:
-            json.dump({"recovered": out}, sys.stdout, indent=1)
-            sys.stdout.write("\n")
-        else:
-            relocate_report.render_recovery(out, sys.stdout)
-        return 0
+        return recover_and_report(pid, as_json)
     if not plan_path:
         raise MappedTraceError("no plan given", hint='relocate PID --plan FILE (e.g. {"select": "all"})')
     select, limit = read_plan(plan_path)
