@@ -96,23 +96,13 @@ class Cursor:
 
     def uleb(self, what: str = "ULEB128 value") -> int:
         """An unsigned LEB128 integer of at most 64 bits (10 bytes)."""
-        data, pos = self.data, self.pos
-        value = shift = 0
-        for i in range(_LEB_MAX):
-            if pos + i >= len(data):
-                raise self.error(f"truncated {what} (LEB128 runs past the end)")
-            b = data[pos + i]
-            value |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if value >> 64:
-                    raise self.error(f"{what} {value:#x} does not fit 64 bits")
-                self.pos = pos + i + 1
-                return value
-        raise self.error(f"{what}: LEB128 longer than {_LEB_MAX} bytes")
+        return self._leb(False, what)
 
     def sleb(self, what: str = "SLEB128 value") -> int:
         """A signed LEB128 integer of at most 64 bits (10 bytes)."""
+        return self._leb(True, what)
+
+    def _leb(self, signed: bool, what: str) -> int:
         data, pos = self.data, self.pos
         value = shift = 0
         for i in range(_LEB_MAX):
@@ -122,9 +112,10 @@ class Cursor:
             value |= (b & 0x7F) << shift
             shift += 7
             if not b & 0x80:
-                if b & 0x40:
+                if signed and b & 0x40:
                     value -= 1 << shift
-                if not -(1 << 63) <= value < 1 << 63:
+                lo, hi = (-(1 << 63), 1 << 63) if signed else (0, 1 << 64)
+                if not lo <= value < hi:
                     raise self.error(f"{what} {value:#x} does not fit 64 bits")
                 self.pos = pos + i + 1
                 return value

@@ -30,16 +30,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAPPEDTRACE, ROOT, TRUTH
+from conftest import MAPPEDTRACE, ROOT, TRUTH, missing_llvm
 
 from mappedtrace import glibc_model, session
-from mappedtrace import toolchain as tc
 from mappedtrace.formats import elf
 
 SRC = ROOT / "tests" / "root_areas" / "glibc_frames.c"
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 
-pytestmark = [pytest.mark.skipif(not tc.find_tool("clang-22"), reason="clang-22 not installed"),
+pytestmark = [pytest.mark.skipif(missing_llvm() is not None,
+                                 reason=f"the host cannot build the maps: {missing_llvm()}"),
               pytest.mark.skipif(not Path(LIBC).exists() or elf.build_id(LIBC) not in glibc_model.MODELLED,
                                  reason="this host's glibc is not a modelled build (the model is off: "
                                         "every glibc frame is scanned)")]

@@ -623,7 +623,7 @@ def test_stop_copy_leaves_a_forked_targets_pages_shared(tmp_path):
     process_vm_readv, every page read was copied inside the target first)."""
     exe = tmp_path / "forked_heap"
     if CC is None:
-        pytest.skip("no C compiler")
+        pytest.skip("this host has no C compiler to build the target")
     subprocess.run([CC, "-O2", "-o", str(exe), str(ROOT / "tests" / "capture" / "forked_heap.c")], check=True)
     p = subprocess.Popen([str(exe), "32"], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
     try:
