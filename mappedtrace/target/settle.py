@@ -166,10 +166,16 @@ def settle_threads(live, maps=None, *, max_steps: int | None = None,
         live.refresh()
 
 
-def _step_thread(live, t: ThreadState, cls: _Classifier, max_steps: int, max_ns: int) -> tuple[str, int]:
-    tid = t.tid
+#: what a step function returns when it could not make the step
+_NOT_STEPPED = -1
+
+
+def _walk(cls: _Classifier, pc: int, max_steps: int, max_ns: int, step) -> tuple[str, int]:
+    """Single-step one thread from ``pc`` until a map record or uninstrumented code, within
+    ``max_steps`` and ``max_ns``; never at a ``syscall``.  ``step()`` makes one step and
+    returns the new PC, None when the walk must end there (the step counts: the trap flag may
+    be set), or :data:`_NOT_STEPPED` when no step was made."""
     t0 = time.perf_counter_ns()
-    pc = t.pc
     for steps in range(max_steps):
         if time.perf_counter_ns() - t0 > max_ns:
             return UNSETTLED, steps
@@ -178,21 +184,10 @@ def _step_thread(live, t: ThreadState, cls: _Classifier, max_steps: int, max_ns:
                 return UNSETTLED, steps
         except MappedTraceError:
             return UNSETTLED, steps
-        if k.try_ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0) < 0:
+        pc = step()
+        if pc == _NOT_STEPPED:
             return UNSETTLED, steps
-        st = _wait_step(live, tid)
-        if st is None:
-            # the step was asked for: the trap flag may be set, so count it (the caller disarms)
-            return UNSETTLED, steps + 1
-        sig, ev = k.WSTOPSIG(st), k.EVENT(st)
-        if not (ev == 0 and sig == k.SIGTRAP):
-            if ev == 0 and sig:
-                # a signal arrived: stop here; disarm suppresses it and re-sends it
-                disarm_single_step(live, tid, [sig])
-            return UNSETTLED, steps + 1
-        try:
-            pc = int.from_bytes(k.get_regs(tid)[16 * 8:17 * 8], "little")
-        except MappedTraceError:
+        if pc is None:
             return UNSETTLED, steps + 1
         where = cls.classify(pc)
         if where == "record":
@@ -201,6 +196,30 @@ def _step_thread(live, t: ThreadState, cls: _Classifier, max_steps: int, max_ns:
             # left instrumented code: every instrumented caller sits at a call site
             return UNINSTRUMENTED, steps + 1
     return UNSETTLED, max_steps
+
+
+def _step_thread(live, t: ThreadState, cls: _Classifier, max_steps: int, max_ns: int) -> tuple[str, int]:
+    tid = t.tid
+
+    def step() -> int | None:
+        if k.try_ptrace(k.PTRACE_SINGLESTEP, tid, 0, 0) < 0:
+            return _NOT_STEPPED
+        st = _wait_step(live, tid)
+        if st is None:
+            # the step was asked for: the trap flag may be set, so it counts (the caller disarms)
+            return None
+        sig, ev = k.WSTOPSIG(st), k.EVENT(st)
+        if not (ev == 0 and sig == k.SIGTRAP):
+            if ev == 0 and sig:
+                # a signal arrived: stop here; disarm suppresses it and re-sends it
+                disarm_single_step(live, tid, [sig])
+            return None
+        try:
+            return int.from_bytes(k.get_regs(tid)[16 * 8:17 * 8], "little")
+        except MappedTraceError:
+            return None
+
+    return _walk(cls, t.pc, max_steps, max_ns, step)
 
 
 def disarm_single_step(live, tid: int, pending: list[int] | None = None) -> bool:
@@ -346,41 +365,29 @@ def settle_remote(rt, maps=None, *, max_steps: int | None = None, max_ns: int | 
 def _step_remote(rt, t: ThreadState, cls: _Classifier, rip_key: str | None, max_steps: int, max_ns: int,
                  RemoteError) -> tuple[str, int]:
     c, tid = rt.conn, t.tid
-    t0 = time.perf_counter_ns()
-    pc = t.pc
-    for steps in range(max_steps):
-        if time.perf_counter_ns() - t0 > max_ns:
-            return UNSETTLED, steps
-        try:
-            if cls.code_at(pc, 2) in _SYSCALL_OPCODES:
-                return UNSETTLED, steps
-        except MappedTraceError:
-            return UNSETTLED, steps
+
+    def step() -> int | None:
         st = c.step(tid, rt.pid, timeout=REMOTE_STEP_TIMEOUT)
+        ours = True
         for _ in range(_MAX_HANDED_BACK):
             if st.signal < 0:
                 raise RemoteError(f"{rt.address}: process {rt.pid} exited while thread {tid} was single-stepped")
             if st.signal == k.SIGTRAP:
                 if st.tid not in (None, tid):
-                    pc = None           # not our step (never seen): end the walk, hand nothing
+                    ours = False        # not our step (never seen): end the walk, hand nothing
                 break
             # a signal arrived: hand it to its thread now (one step into the handler)
             st = c.step(st.tid or tid, rt.pid, signal=st.signal, timeout=REMOTE_STEP_TIMEOUT)
-            pc = None
+            ours = False
         else:
             raise RemoteError(f"{rt.address}: more than {_MAX_HANDED_BACK} signals while stepping thread {tid}")
-        if pc is None:
-            return UNSETTLED, steps + 1
+        if not ours:
+            return None
         value = st.fields.get(rip_key) if rip_key else None
         if value is not None and len(value) == 16:
-            pc = int.from_bytes(bytes.fromhex(value), "little")
-        else:
-            raw = c.registers([tid], rt.pid)[0]
-            r = rt._by_name["rip"]
-            pc = int.from_bytes(raw[r.offset:r.offset + 8], "little")
-        where = cls.classify(pc)
-        if where == "record":
-            return SETTLED, steps + 1
-        if where == "other":
-            return UNINSTRUMENTED, steps + 1
-    return UNSETTLED, max_steps
+            return int.from_bytes(bytes.fromhex(value), "little")
+        raw = c.registers([tid], rt.pid)[0]
+        r = rt._by_name["rip"]
+        return int.from_bytes(raw[r.offset:r.offset + 8], "little")
+
+    return _walk(cls, t.pc, max_steps, max_ns, step)
