@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "farmem_work.h"
+
 #define WORDS 29
 struct rec {
 	struct rec *next;
@@ -40,33 +42,8 @@ struct table {
 };
 struct table *table;                    /* the root: nbuckets chains */
 static uint64_t nbuckets, nkeys;
-static volatile sig_atomic_t stop, mark;
-
-static uint64_t mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
 
 static uint64_t val(uint64_t key, uint64_t gen, int i) { return mix(key * 131 + (gen << 40) + (uint64_t)i); }
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static uint64_t rng_state;
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545f4914f6cdd1dull;
-}
 
 static double unif(void) { return (rnd() >> 11) * (1.0 / 9007199254740992.0); }
 
@@ -109,17 +86,6 @@ static uint64_t check(const struct rec *r, uint64_t key)
 	for (int i = 0; i < WORDS; i++)
 		bad |= r->w[i] != val(key, r->gen, i);
 	return bad;
-}
-
-static void on_usr1(int sig) { (void)sig; stop = 1; }
-static void on_usr2(int sig) { (void)sig; mark = 1; }
-
-/* SIGUSR2: a progress line, so that a benchmark can time a window of the run */
-static void progress(uint64_t ops)
-{
-	mark = 0;
-	printf("mark ops=%llu t=%.6f\n", (unsigned long long)ops, now());
-	fflush(stdout);
 }
 
 int main(int argc, char **argv)
