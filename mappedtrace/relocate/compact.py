@@ -383,9 +383,10 @@ class CompactPolicy(MovePolicy):
         for _round in range(PLUG_ROUNDS):
             if not left:
                 break
-            for _addr, c in sorted(left.items(), key=lambda x: -x[1]):
-                r = calls.plug(c - 8)        # request2size(c - 8) == c
-                calls_made += 1
+            sizes = [c for _addr, c in sorted(left.items(), key=lambda x: -x[1])]
+            got = calls.plug_many([c - 8 for c in sizes])        # request2size(c - 8) == c
+            calls_made += len(sizes)
+            for r in got:
                 left.pop(r, None)
         self._plug_calls = calls_made
         self.report["plugs"] = {"arena": ("unknown: all arenas" if own is None else "a new one" if own < 0

@@ -1,23 +1,36 @@
-"""Call the program's own allocator in a borrowed thread, and keep a process in group-stop.
+"""Call the program's own allocator in a borrowed thread, in batches, and keep a process in group-stop.
 
 Why inject rather than a helper in ``runtime/``: the relocator must work on
 any process built with the maps, not only those started with a preloaded
 helper, and a moved object must stay the allocator's own chunk so that
 ``free``, ``realloc`` and ``malloc_usable_size`` keep working.  Calling
-glibc's ``posix_memalign``/``free`` in the target gives exactly that, at
-the cost of a few ptrace round trips per call.
+glibc's ``posix_memalign``/``free`` in the target gives exactly that.
 
-The call is made kill-safe the way the fork injection is
+**Batches.**  One ptrace round trip per allocator call made a pass cost
+0.4–1.1 s per thousand objects (issue #17).  So the calls go in batches: a
+*scratch mapping* of the tracer's own (:class:`Scratch`; mapped at an address
+chosen and journaled beforehand with ``MAP_FIXED_NOREPLACE``, so that a
+recovery finds it; code page read-and-execute, table pages read-and-write)
+holds a 61-byte loop (:data:`BLOB`) and a table of calls ``{fn, a0, a1, a2,
+ret, out}``.  The loop calls each ``fn(a0, a1, a2)``, stores ``rax`` in
+``ret`` and bumps the table's ``done`` counter after each call; a
+``posix_memalign`` gets ``&out`` as its ``memptr``.  The tracer writes the
+table in one write, lets the thread run once, and reads every result back in
+one read: one stop-resume per batch, not per call.
+
+The batch is made kill-safe the way the fork injection is
 (:func:`mappedtrace.target.capture.inject_clone`): a signal frame holding the
 thread's registers, FPU state and signal mask is written below its stack
-(below the red zone), and the function is entered with the frame's
-``pretcode`` (``__restore_rt``) as its return address.  Whatever happens to
-the tracer, the function returns into ``rt_sigreturn`` and the thread gets
-its own state back.  ``posix_memalign`` writes its result to memory (a word of
-the frame's unused siginfo), not only to ``rax``, which ``__restore_rt``
-overwrites: so a recovery can still learn what was allocated.  Normally the
-tracer stops the thread at the ``rt_sigreturn`` syscall, lets it run, and puts
-the exact saved registers back (an interrupted system call keeps its restart).
+(below the red zone), and the loop is entered with the frame's ``pretcode``
+(``__restore_rt``) as its return address.  Whatever happens to the tracer,
+the loop runs to its end and returns into ``rt_sigreturn``, and the thread
+gets its own state back; ``done`` and the ``out`` words say what was done
+(a recovery reads them).  Normally the tracer stops the thread at the
+``rt_sigreturn`` system call, and arms the next batch from there or puts the
+exact saved registers back (an interrupted system call keeps its restart).
+The scratch mapping is made and removed with system calls run the same way at
+a ``syscall; ret`` of libc, and is gone when the pass is: no byte of the
+program's is left changed.
 """
 from __future__ import annotations
 
@@ -86,7 +99,6 @@ class Borrow:
     frame_saved: str     # hex of the stack bytes under the frame
     saved_regs: str      # hex of user_regs_struct
     mask: int
-    result_slot: int     # where posix_memalign writes its result
 
 
 def group_stop(live: LiveTarget) -> list[int]:
@@ -150,7 +162,7 @@ def borrow(live: LiveTarget, tid: int, alloc: Allocator) -> tuple[Borrow, object
     t = next(x for x in live.threads if x.tid == tid)
     mask = k.get_sigmask(tid)
     frame = _build_frame(live, t, alloc.gadgets, mask)
-    return Borrow(tid, frame.addr, frame.saved.hex(), k.get_regs(tid).hex(), mask, frame.child_sp + 8), frame
+    return Borrow(tid, frame.addr, frame.saved.hex(), k.get_regs(tid).hex(), mask), frame
 
 
 def arm(live: LiveTarget, b: Borrow, frame) -> None:
@@ -160,43 +172,89 @@ def arm(live: LiveTarget, b: Borrow, frame) -> None:
     k.set_sigmask(b.tid, ~0)     # no signal handler meets the borrowed registers
 
 
-def call(live: LiveTarget, b: Borrow, alloc: Allocator, fn: str, args: list[int], hook=None,
-         max_stops: int = MAX_CALL_STOPS) -> int:
-    """Call ``fn`` ("posix_memalign": args ``[align, size]``, "free": ``[ptr]``, or
-    "malloc_trim": ``[pad]``) in the borrowed thread; returns what posix_memalign
-    allocated (0 for the others: malloc_trim's own result is lost with ``rax``).
+#: the loop a batch runs (x86-64; 61 bytes), entered with ``rdi`` = the table and the
+#: signal frame's ``pretcode`` as return address; ``rbx``, ``r12``, ``r13`` are
+#: callee-saved, so they survive the calls (the frame restores the thread's own)::
+#:
+#:       sub  $8, %rsp              # 16-byte aligned for the calls
+#:       mov  %rdi, %rbx            # the table
+#:       mov  8(%rbx), %r12         # i = done
+#:   1:  cmp  (%rbx), %r12          # while i < n
+#:       jae  2f
+#:       imul $48, %r12, %r13
+#:       lea  16(%rbx,%r13), %r13   # op = &ops[i]
+#:       mov  8(%r13), %rdi
+#:       mov  16(%r13), %rsi
+#:       mov  24(%r13), %rdx
+#:       call *(%r13)               # op->fn(a0, a1, a2)
+#:       mov  %rax, 32(%r13)        # op->ret
+#:       inc  %r12
+#:       mov  %r12, 8(%rbx)         # done = i + 1, after the call returned
+#:       jmp  1b
+#:   2:  add  $8, %rsp
+#:       ret                        # into __restore_rt: rt_sigreturn
+#:
+#: (assembled with ``llvm-mc-22 -triple=x86_64``; tests/test_relocate_batch.py
+#: disassembles it with capstone and checks this listing)
+BLOB = bytes.fromhex("4883ec084889fb4c8b63084c3b2373264d6bec304e8d6c2b10498b7d08498b7510498b55"
+                     "1841ff55004989452049ffc44c896308ebd54883c408c3")
+#: the table: ``n``, ``done``, then ``n`` ops
+TABLE_HEAD = struct.Struct("<QQ")
+#: one call: fn, a0, a1, a2, ret (rax after the call), out (posix_memalign's memptr)
+OP = struct.Struct("<6Q")
+OP_RET, OP_OUT = 32, 40
+PAGE = 4096
+#: calls per batch (the table: 16 + 48 × this bytes)
+BATCH_MAX = 8192
+SCRATCH_SIZE = PAGE + (TABLE_HEAD.size + OP.size * BATCH_MAX + PAGE - 1) // PAGE * PAGE
+SYS_MMAP, SYS_MPROTECT, SYS_MUNMAP = 9, 10, 11
+_ENOSYS = (1 << 64) - 38
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = 0x02, 0x20, 0x100000
+#: system-call stops allowed per call of a batch, on top of :data:`MAX_CALL_STOPS`
+#: (a free may trim the heap: brk or madvise, entry and exit)
+STOPS_PER_CALL = 8
 
-    The thread is left at the ``rt_sigreturn`` system-call entry of the call's
-    return, from where the next call is armed directly (the syscall skipped);
-    :func:`release` ends the borrowing."""
-    regs = ThreadState.unpack_regs(bytes.fromhex(b.saved_regs))
-    if fn == "posix_memalign":
-        k.vm_write(live.pid, b.result_slot, bytes(8))
-        regs.update(rdi=b.result_slot, rsi=args[0], rdx=args[1])
-        target = alloc.posix_memalign
-    elif fn == "malloc_trim":
-        if not alloc.malloc_trim:
-            raise MappedTraceError(f"process {live.pid}: libc exports no malloc_trim")
-        regs.update(rdi=args[0])
-        target = alloc.malloc_trim
-    else:
-        regs.update(rdi=args[0])
-        target = alloc.free
-    regs.update(rax=0, orig_rax=_NO_SYSCALL, rip=target, rsp=b.frame_addr)
-    k.set_regs(b.tid, ThreadState(b.tid, regs).pack_regs())      # armed: safe to die from here on
-    if hook is not None:
-        hook()          # the tests' kill hook: die with the call armed
-    return finish_call(live, b, fn, max_stops)
+
+@dataclass
+class Scratch:
+    """The tracer's mapping in the target: the loop's code page, then the table."""
+
+    addr: int
+    size: int = SCRATCH_SIZE
+
+    @property
+    def table(self) -> int:
+        return self.addr + PAGE
 
 
-def finish_call(live: LiveTarget, b: Borrow, fn: str, max_stops: int = MAX_CALL_STOPS) -> int:
-    """Drive an armed thread to the ``rt_sigreturn`` of its call's return; the
-    result (posix_memalign's, else 0).
+def choose_scratch(live: LiveTarget, size: int = SCRATCH_SIZE) -> Scratch:
+    """A free range of ``size`` bytes for the scratch mapping, chosen before it is made
+    (so the journal can name it): the highest gap below the lowest shared library,
+    a page clear of its neighbours, where the kernel's own top-down ``mmap`` would
+    put it."""
+    maps = sorted(live.mappings, key=lambda m: m.start)
+    libs = [m.start for m in maps if m.path.startswith("/") and ".so" in m.path]
+    ceiling = min(libs) if libs else (1 << 47)
+    prev_end = PAGE * 16
+    best = None
+    for m in maps + [None]:
+        lo = prev_end + PAGE
+        hi = (m.start if m is not None else (1 << 47)) - PAGE
+        hi = min(hi, ceiling - PAGE)
+        if hi - lo >= size:
+            best = hi - size            # the highest such gap wins (later ones are higher)
+        if m is None or m.start >= ceiling:
+            break
+        prev_end = max(prev_end, m.end)
+    if best is None:
+        raise MappedTraceError(f"no free range of {size} bytes in process {live.pid} for the batch table")
+    return Scratch(best & ~(PAGE - 1), size)
 
-    Also what a recovery does with a call that was in flight when a relocator
-    died (the thread then stopped somewhere inside the call).  ``max_stops``
-    bounds its system-call stops (``malloc_trim`` makes one ``madvise`` per
-    free chunk: its callers pass a bound from the heap's free chunks)."""
+
+def _drive(live: LiveTarget, b: Borrow, what: str, max_stops: int, on_stop=None) -> None:
+    """Resume the armed thread with syscall stops up to the ``rt_sigreturn`` entry of its
+    return through the frame.  ``on_stop(regs)`` sees every other system-call stop."""
     tid = b.tid
     k.set_options(tid, k.PTRACE_O_TRACESYSGOOD)     # a recovery's fresh seize has none
     k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
@@ -204,23 +262,153 @@ def finish_call(live: LiveTarget, b: Borrow, fn: str, max_stops: int = MAX_CALL_
         _, st = k.waitpid(tid, k.WALL)
         if k.WIFEXITED(st) or k.WIFSIGNALED(st):
             live.forget_thread(tid)
-            raise NoSuchProcess(f"thread {tid} of process {live.pid} exited during an injected {fn}")
+            raise NoSuchProcess(f"thread {tid} of process {live.pid} exited during an injected {what}")
         if not k.WIFSTOPPED(st):
             continue
         if k.EVENT(st) == 0 and k.WSTOPSIG(st) == (0x80 | 5):
             r = ThreadState.unpack_regs(k.get_regs(tid))
             if r["orig_rax"] == SYS_RT_SIGRETURN and b.frame_addr < r["rsp"] <= b.frame_addr + 64:
-                break
+                return
             if r["orig_rax"] == SYS_FUTEX:
                 # waits for a lock a stopped thread holds: cannot finish (checked before, see mover)
-                raise MappedTraceError(f"injected {fn} in thread {tid} waits on a lock",
+                raise MappedTraceError(f"injected {what} in thread {tid} waits on a lock",
                                        hint="a thread holds the allocator's lock: try again")
+            if on_stop is not None:
+                on_stop(r)
         k.ptrace(k.PTRACE_SYSCALL, tid, 0, 0)
-    else:
-        raise MappedTraceError(f"injected {fn} in thread {tid} did not return within {max_stops} stops")
+    raise MappedTraceError(f"injected {what} in thread {tid} did not return within {max_stops} stops")
+
+
+def _arm(live: LiveTarget, b: Borrow, **regs_) -> None:
+    regs = ThreadState.unpack_regs(bytes.fromhex(b.saved_regs))
+    regs.update(rax=0, orig_rax=_NO_SYSCALL, rsp=b.frame_addr)
+    regs.update(regs_)
+    k.set_regs(b.tid, ThreadState(b.tid, regs).pack_regs())      # armed: safe to die from here on
+
+
+def syscall(live: LiveTarget, b: Borrow, alloc: "Allocator", nr: int, args: list[int]) -> int:
+    """One system call in the borrowed thread, at libc's ``syscall; ret`` (then
+    ``rt_sigreturn`` through the frame, like a batch); its result (negative: -errno)."""
+    names = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+    _arm(live, b, rip=alloc.gadgets.syscall_ret, rax=nr, **dict(zip(names, args)))
+    out: list[int] = []
+
+    def exit_stop(r: dict) -> None:
+        # the call's exit stop (its entry shows -ENOSYS; a skipped call, orig_rax -1)
+        if r["orig_rax"] == nr and r["rax"] != _ENOSYS:
+            out.append(r["rax"])
+    _drive(live, b, f"system call {nr}", 16, exit_stop)
+    if not out:
+        raise MappedTraceError(f"injected system call {nr} in thread {b.tid} gave no result")
+    v = out[0]
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def map_scratch(live: LiveTarget, b: Borrow, alloc: "Allocator", sc: Scratch) -> None:
+    """Make the scratch mapping at ``sc.addr`` (journaled by the caller before), write the
+    loop and make its page read-and-execute."""
+    r = syscall(live, b, alloc, SYS_MMAP, [sc.addr, sc.size, PROT_READ | PROT_WRITE,
+                                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, (1 << 64) - 1, 0])
+    if r != sc.addr:
+        if r > 0:       # a kernel that ignores MAP_FIXED_NOREPLACE put it elsewhere
+            syscall(live, b, alloc, SYS_MUNMAP, [r, sc.size])
+        raise MappedTraceError(f"cannot map {sc.size} bytes at {sc.addr:#x} in process {live.pid} "
+                               f"for the batch table ({'errno ' + str(-r) if r < 0 else hex(r)})")
+    k.vm_write(live.pid, sc.addr, BLOB)
+    r = syscall(live, b, alloc, SYS_MPROTECT, [sc.addr, PAGE, PROT_READ | PROT_EXEC])
+    if r != 0:
+        raise MappedTraceError(f"cannot make the batch loop executable in process {live.pid} (errno {-r})",
+                               hint="the process may forbid new executable memory")
+
+
+def unmap_scratch(live: LiveTarget, b: Borrow, alloc: "Allocator", sc: Scratch) -> None:
+    r = syscall(live, b, alloc, SYS_MUNMAP, [sc.addr, sc.size])
+    if r != 0:
+        raise MappedTraceError(f"cannot unmap the batch table at {sc.addr:#x} in process {live.pid} (errno {-r})")
+
+
+def scratch_mapped(pid: int, sc: Scratch) -> bool:
+    """Whether ``[sc.addr, sc.addr + sc.size)`` is exactly our scratch mapping: anonymous
+    and private, its first page ``r-x`` holding :data:`BLOB` or ``rw-`` (killed before
+    the ``mprotect``), nothing else inside it (the process was stopped throughout)."""
+    from ..target.live import parse_maps
+    try:
+        maps = parse_maps(open(f"/proc/{pid}/maps").read())
+    except OSError:
+        return False
+    inside = [m for m in maps if m.start < sc.addr + sc.size and m.end > sc.addr]
+    if not inside or inside[0].start != sc.addr or inside[-1].end != sc.addr + sc.size:
+        return False
+    if any(m.path or m.perms[3] != "p" for m in inside):
+        return False
+    return all(inside[i].end == inside[i + 1].start for i in range(len(inside) - 1))
+
+
+def op_for(alloc: "Allocator", sc: Scratch, j: int, fn: str, args: list[int]) -> bytes:
+    """The table entry of call ``j`` of a batch."""
     if fn == "posix_memalign":
-        return struct.unpack("<Q", k.vm_read(live.pid, b.result_slot, 8))[0]
-    return 0
+        return OP.pack(alloc.posix_memalign, sc.table + TABLE_HEAD.size + j * OP.size + OP_OUT, args[0], args[1],
+                       0, 0)
+    if fn == "free":
+        return OP.pack(alloc.free, args[0], 0, 0, 0, 0)
+    if fn == "malloc_trim":
+        if not alloc.malloc_trim:
+            raise MappedTraceError("libc exports no malloc_trim")
+        return OP.pack(alloc.malloc_trim, args[0], 0, 0, 0, 0)
+    raise ValueError(fn)
+
+
+def write_batch(live: LiveTarget, alloc: "Allocator", sc: Scratch, calls: list[tuple[str, list[int]]]) -> None:
+    """Write a batch's table (``done`` = 0): nothing runs until :func:`run_batch`."""
+    if not 0 < len(calls) <= BATCH_MAX:
+        raise ValueError(f"a batch holds 1 to {BATCH_MAX} calls, not {len(calls)}")
+    data = TABLE_HEAD.pack(len(calls), 0) + b"".join(op_for(alloc, sc, j, fn, a) for j, (fn, a) in enumerate(calls))
+    k.vm_write(live.pid, sc.table, data)
+
+
+def run_batch(live: LiveTarget, b: Borrow, sc: Scratch, max_stops: int) -> None:
+    """Run the batch written in the table in the borrowed thread, to the
+    ``rt_sigreturn`` of its return."""
+    _arm(live, b, rip=sc.addr, rdi=sc.table)
+    finish_batch(live, b, max_stops)
+
+
+def start_batch(live: LiveTarget, b: Borrow, sc: Scratch) -> None:
+    """Arm the batch and let the thread run, without waiting (the tests' kill hook:
+    the relocator dies while the batch runs)."""
+    _arm(live, b, rip=sc.addr, rdi=sc.table)
+    k.set_options(b.tid, k.PTRACE_O_TRACESYSGOOD)
+    k.ptrace(k.PTRACE_SYSCALL, b.tid, 0, 0)
+
+
+def batch_done(pid: int, sc: Scratch) -> int:
+    """The ``done`` counter of the batch in the table."""
+    return TABLE_HEAD.unpack(k.vm_read(pid, sc.table, TABLE_HEAD.size))[1]
+
+
+def finish_batch(live: LiveTarget, b: Borrow, max_stops: int) -> None:
+    """Drive an armed thread (or one a dead relocator left inside a batch) to the
+    ``rt_sigreturn`` of its return."""
+    _drive(live, b, "batch of allocator calls", max_stops)
+
+
+def read_batch(pid: int, sc: Scratch, n: int) -> tuple[int, list[tuple[int, int]]]:
+    """``done`` and ``(ret, out)`` of each of the ``n`` calls of the batch in the table."""
+    raw = k.vm_read(pid, sc.table, TABLE_HEAD.size + n * OP.size)
+    total, done = TABLE_HEAD.unpack_from(raw)
+    if total != n or done > n:
+        raise MappedTraceError(f"the batch table at {sc.table:#x} in process {pid} says {done} of {total} "
+                               f"calls, not of {n}", hint="the process changed the tracer's mapping")
+    res = []
+    for j in range(n):
+        ret, out = struct.unpack_from("<QQ", raw, TABLE_HEAD.size + j * OP.size + OP_RET)
+        res.append((ret, out))
+    return done, res
+
+
+def batch_stops(n: int) -> int:
+    """The bound on system-call stops of a batch of ``n`` calls."""
+    return MAX_CALL_STOPS + STOPS_PER_CALL * n
 
 
 def restore(live: LiveTarget, b: Borrow) -> None:

@@ -66,11 +66,23 @@ class _KillHook:
         self.current = ""
 
     def __call__(self) -> None:
+        if self.span(1) is not None:
+            self.die()
+
+    def span(self, n: int) -> int | None:
+        """Count ``n`` steps at once (a batch of calls or writes): the step among them
+        (1..n) after which to die, or None."""
         if self.phase is not None and self.phase != self.current:
-            return
-        self.n += 1
-        if self.after is not None and self.n >= self.after:
-            os.kill(os.getpid(), signal.SIGKILL)
+            return None
+        first = self.n + 1
+        self.n += n
+        if self.after is not None and first <= self.after <= self.n:
+            return self.after - first + 1
+        return None
+
+    @staticmethod
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 _hook = _KillHook()
@@ -140,33 +152,72 @@ class _Writer:
 
     def __init__(self, live: LiveTarget, hook=None):
         self.live = live
-        self._tick = hook or (lambda: None)
+        self._hook = hook
+
+    def _span(self, n: int) -> int | None:
+        return self._hook.span(n) if self._hook is not None else None
 
     def mem(self, addr: int, data: bytes) -> None:
         k.vm_write(self.live.pid, addr, data)
-        self._tick()
+        if self._span(1) is not None:
+            self._hook.die()
+
+    def copies(self, items: list[tuple[int, bytes]]) -> None:
+        """Write each ``(address, bytes)``, in one ``process_vm_writev`` per
+        :data:`~mappedtrace.target._kernel.IOV_MAX` ranges (one step each for the kill hook)."""
+        j = self._span(len(items))
+        k.vm_writev(self.live.pid, items if j is None else items[:j])
+        if j is not None:
+            self._hook.die()        # killed between two ranges of the write
 
     def word(self, where: list | tuple, value: int, expect: int | None) -> None:
         """Write ``value`` to a word; with ``expect`` the word must hold it or its
         final value (a rerun of an idempotent write)."""
-        if where[0] == "mem":
-            if expect is not None:
-                cur = int.from_bytes(k.vm_read(self.live.pid, where[1], 8), "little")
-                if cur not in (expect, value):
-                    raise MappedTraceError(f"word at {where[1]:#x} holds {cur:#x}, not {expect:#x}",
-                                           hint="the process changed under the relocator")
-            self.mem(where[1], value.to_bytes(8, "little"))
-            return
-        tid, name = where[1], where[2]
-        regs = ThreadState.unpack_regs(k.get_regs(tid))
-        if expect is not None and regs[name] not in (expect, value):
-            raise MappedTraceError(f"register {name} of thread {tid} holds {regs[name]:#x}, not {expect:#x}")
-        regs[name] = value
-        k.set_regs(tid, ThreadState(tid, regs).pack_regs())
-        for t in self.live.threads:
-            if t.tid == tid:
-                t.regs[name] = value
-        self._tick()
+        self.words([(where, value, expect)])
+
+    def words(self, sites: list) -> None:
+        """Write many words ``(where, value, expect)`` (see :meth:`word`): every
+        memory word read in one scatter read and checked first, then written in one
+        gather write of the merged runs; registers once per thread.  Nothing is
+        written when a check fails."""
+        j = self._span(len(sites))
+        todo = sites if j is None else sites[:j]
+        mem = [(w[1], v, e) for w, v, e in sites if w[0] == "mem"]
+        cur = k.vm_read_words(self.live.pid, [a for a, _v, _e in mem])
+        for (a, v, e), c in zip(mem, cur):
+            if e is not None and c not in (e, v):
+                raise MappedTraceError(f"word at {a:#x} holds {c:#x}, not {e:#x}",
+                                       hint="the process changed under the relocator")
+        regs: dict[int, dict] = {}
+        for w, v, e in sites:
+            if w[0] != "reg":
+                continue
+            r = regs.get(w[1])
+            if r is None:
+                r = regs[w[1]] = ThreadState.unpack_regs(k.get_regs(w[1]))
+            if e is not None and r[w[2]] not in (e, v):
+                raise MappedTraceError(f"register {w[2]} of thread {w[1]} holds {r[w[2]]:#x}, not {e:#x}")
+        # the writes: memory as runs of adjacent words, then each thread's registers
+        words = sorted((w[1], v) for w, v, _e in todo if w[0] == "mem")
+        runs: list[tuple[int, bytearray]] = []
+        for a, v in words:
+            if runs and runs[-1][0] + len(runs[-1][1]) == a:
+                runs[-1][1].extend(v.to_bytes(8, "little"))
+            else:
+                runs.append((a, bytearray(v.to_bytes(8, "little"))))
+        k.vm_writev(self.live.pid, [(a, bytes(d)) for a, d in runs])
+        changed = set()
+        for w, v, _e in todo:
+            if w[0] == "reg":
+                regs[w[1]][w[2]] = v
+                changed.add(w[1])
+                for t in self.live.threads:
+                    if t.tid == w[1]:
+                        t.regs[w[2]] = v
+        for tid in changed:
+            k.set_regs(tid, ThreadState(tid, regs[tid]).pack_regs())
+        if j is not None:
+            self._hook.die()
 
 
 def _alignment(addr: int, size: int) -> int:
@@ -176,10 +227,28 @@ def _alignment(addr: int, size: int) -> int:
     return max(16, min(a, MAX_ALIGN))
 
 
-def _usable(live: LiveTarget, addr: int) -> int:
-    """malloc_usable_size of the chunk at ``addr`` (glibc: its size field, less the header)."""
-    hdr = int.from_bytes(live.read(addr - 8, 8), "little")
-    return (hdr & ~7) - (16 if hdr & 2 else 8)
+def _usable_many(live: LiveTarget, addrs: list[int]) -> list[int]:
+    """malloc_usable_size of the chunks at ``addrs`` (glibc: the size field, less the
+    header), their size fields read in one scatter read."""
+    return [(h & ~7) - (16 if h & 2 else 8) for h in k.vm_read_words(live.pid, [a - 8 for a in addrs])]
+
+
+def _read_many(live: LiveTarget, ranges: list[tuple[int, int]]) -> list[bytes]:
+    """The bytes of each ``(address, size)``, read in scatter reads of
+    :data:`~mappedtrace.target._kernel.IOV_MAX` ranges."""
+    from ..errors import TargetFault
+    offs, total = [], 0
+    for _a, n in ranges:
+        offs.append(total)
+        total += n
+    buf = bytearray(total)
+    for lo in range(0, len(ranges), k.IOV_MAX):
+        part = [(a, n, buf, offs[lo + j]) for j, (a, n) in enumerate(ranges[lo:lo + k.IOV_MAX])]
+        want = sum(n for _a, n, _b, _o in part)
+        if k.vm_readv(live.pid, part) != want:
+            raise TargetFault(part[0][0], want, f"cannot read {len(part)} objects from {part[0][0]:#x} "
+                                                 f"in process {live.pid}")
+    return [bytes(buf[o:o + n]) for o, (_a, n) in zip(offs, ranges)]
 
 
 def _translate(addr: int, moves: list[tuple[int, int, int]], starts: list[int]) -> int:
@@ -213,13 +282,6 @@ def _allocator_busy(analysis) -> str | None:
     return None
 
 
-def _call(live, journal, alloc, b, fn, args, phase, i, hook=None, max_stops: int = inject.MAX_CALL_STOPS) -> int:
-    journal.add({"t": "call", "phase": phase, "i": i, "fn": fn, "args": args})
-    r = inject.call(live, b, alloc, fn, args, hook, max_stops)
-    journal.add({"t": "call-end", "phase": phase, "i": i, "result": r})
-    return r
-
-
 def _borrow(live, journal, alloc, tid) -> inject.Borrow:
     b, frame = inject.borrow(live, tid, alloc)
     journal.add({"t": "borrow", **b.__dict__})
@@ -232,40 +294,98 @@ def _release(live, journal, b) -> None:
     journal.add({"t": "release", "tid": b.tid})
 
 
-class Calls:
-    """The journaled allocator calls and writes a pass policy may make
-    (:class:`MovePolicy`): chunks held for the pass ("plugs", freed at its end),
-    ``malloc_trim``, and words of libc's own data changed for the pass and
-    restored after it ("pokes").  A recovery frees the plugs and restores the
-    pokes whether it rolls the pass back or finishes it."""
+#: bound on how long the kill hook lets a batch run before the relocator dies in it
+_KILL_POLL_S = 2.0
 
-    def __init__(self, live: LiveTarget, journal: Journal, alloc: inject.Allocator, tid: int):
+
+class Calls:
+    """The journaled allocator calls of a pass, made in batches (:mod:`.inject`): the
+    destinations, and what a pass policy may do (:class:`MovePolicy`): chunks held
+    for the pass ("plugs", freed at its end), ``malloc_trim``, and words of libc's
+    own data changed for the pass and restored after it ("pokes").  A recovery
+    frees the plugs and restores the pokes whether it rolls the pass back or
+    finishes it.
+
+    Journal records: ``scratch``/``unscratch`` (the batch mapping, named before it
+    is made), ``batch`` (the table's address and every call ``[phase, i, fn,
+    args]``, written after the table and before the thread is armed) and
+    ``batch-end`` (each call's result)."""
+
+    def __init__(self, live: LiveTarget, journal: Journal, alloc: inject.Allocator, tid: int,
+                 hook: "_KillHook | None" = None):
         self.live, self.journal, self.alloc, self.tid = live, journal, alloc, tid
+        self.hook = hook
         self.b: inject.Borrow | None = None
+        self.scratch: inject.Scratch | None = None
         self.plugs: list[tuple[int, int]] = []      # (journal index, address)
         self._k = 0
         self._pokes: list[tuple[int, int, int]] = []  # (address, old, new)
         self.trims = 0
         self.holds = 0
+        self.batches = 0
 
     def borrow(self) -> None:
         self.b = _borrow(self.live, self.journal, self.alloc, self.tid)
+        sc = inject.choose_scratch(self.live)
+        self.journal.add({"t": "scratch", "addr": sc.addr, "size": sc.size})
+        self.scratch = sc
+        inject.map_scratch(self.live, self.b, self.alloc, sc)
 
     def release(self) -> None:
+        if self.scratch is not None:
+            inject.unmap_scratch(self.live, self.b, self.alloc, self.scratch)
+            self.journal.add({"t": "unscratch", "addr": self.scratch.addr})
+            self.scratch = None
         _release(self.live, self.journal, self.b)
         self.b = None
 
-    def call(self, fn: str, args: list[int], phase: str, i: int, max_stops: int = inject.MAX_CALL_STOPS) -> int:
-        return _call(self.live, self.journal, self.alloc, self.b, fn, args, phase, i, _hook, max_stops)
+    def batch(self, ops: list[tuple[str, int, str, list[int]]], max_stops: int | None = None) -> list[int]:
+        """Run the calls ``(phase, i, fn, args)`` in batches of at most
+        :data:`~.inject.BATCH_MAX`; each call's result (the address posix_memalign
+        allocated, 0 if it failed; malloc_trim's result; 0 for free)."""
+        out: list[int] = []
+        for lo in range(0, len(ops), inject.BATCH_MAX):
+            out += self._batch(ops[lo:lo + inject.BATCH_MAX], max_stops)
+        return out
 
-    def plug(self, size: int) -> int:
-        """Allocate ``size`` bytes and hold them until :meth:`free_plugs`; the address (0: none)."""
-        k = self._k
-        self._k += 1
-        r = self.call("posix_memalign", [16, size], "plug", k)
-        if r:
-            self.plugs.append((k, r))
-        return r
+    def _batch(self, ops, max_stops: int | None) -> list[int]:
+        live, sc, n = self.live, self.scratch, len(ops)
+        inject.write_batch(live, self.alloc, sc, [(fn, args) for _ph, _i, fn, args in ops])
+        self.journal.add({"t": "batch", "table": sc.table, "ops": [list(o) for o in ops]})
+        j = self.hook.span(n) if self.hook is not None else None
+        if j is not None:
+            # the tests' kill hook: die with the batch armed (j = 1) or while it runs,
+            # once about j - 1 of its calls are done
+            if j == 1:
+                inject._arm(live, self.b, rip=sc.addr, rdi=sc.table)
+            else:
+                inject.start_batch(live, self.b, sc)
+                end = time.monotonic() + _KILL_POLL_S
+                while inject.batch_done(live.pid, sc) < j - 1 and time.monotonic() < end:
+                    time.sleep(0.0002)
+            self.hook.die()
+        inject.run_batch(live, self.b, sc, max_stops or inject.batch_stops(n))
+        self.batches += 1
+        done, res = inject.read_batch(live.pid, sc, n)
+        if done != n:
+            raise MappedTraceError(f"a batch of {n} allocator calls in process {live.pid} stopped after {done}")
+        out = [(o if r == 0 else 0) if fn == "posix_memalign" else (r if fn == "malloc_trim" else 0)
+               for (_ph, _i, fn, _a), (r, o) in zip(ops, res)]
+        self.journal.add({"t": "batch-end", "done": n, "results": out})
+        return out
+
+    def plug_many(self, sizes: list[int]) -> list[int]:
+        """Allocate chunks of ``sizes`` bytes and hold them until :meth:`free_plugs`;
+        their addresses (0: none)."""
+        ops = []
+        for size in sizes:
+            ops.append(("plug", self._k, "posix_memalign", [16, size]))
+            self._k += 1
+        res = self.batch(ops)
+        for (_ph, k_, _fn, _a), r in zip(ops, res):
+            if r:
+                self.plugs.append((k_, r))
+        return res
 
     def hold(self, i: int, addr: int) -> None:
         """Keep the destination ``addr`` allocated for move ``i`` as a plug (one journal
@@ -277,13 +397,13 @@ class Calls:
         self.holds += 1
 
     def free_plugs(self) -> None:
-        for k, addr in self.plugs:
-            self.call("free", [addr], "pfree", k)
+        if self.plugs:
+            self.batch([("pfree", k, "free", [addr]) for k, addr in self.plugs])
         self.plugs = []
 
     def trim(self, max_stops: int) -> None:
         """The program's ``malloc_trim(0)``."""
-        self.call("malloc_trim", [0], "trim", self.trims, max_stops)
+        self.batch([("trim", self.trims, "malloc_trim", [0])], max_stops)
         self.trims += 1
 
     def poke(self, addr: int, value: int) -> int:
@@ -413,48 +533,58 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
         moves: list[tuple[int, int, int]] = []
         moved_idx: list[int] = []
         _hook.current = "alloc"
-        calls = Calls(live, journal, alloc, tid)
+        calls = Calls(live, journal, alloc, tid, _hook)
         calls.borrow()
         if policy is not None:
             _hook.current = "plug"
             policy.prepare(calls, a)
             _hook.current = "alloc"
-        b = calls.b
-        for i in plan.moves:
-            old, size = int(g.addresses[i]), int(g.sizes[i])
-            align = _alignment(old, size)
-            tries = 0
-            while True:
-                new = _call(live, journal, alloc, b, "posix_memalign", [align, size], "alloc", i, _hook)
-                if new and align > 16 and _usable(live, new) != size:
+        max_tries = policy.max_tries if policy is not None else MAX_TRIES
+        dest: dict[int, int] = {}
+        # (node, old, size, alignment, refusals so far): every pending object asks in one batch
+        pending = [(i, int(g.addresses[i]), int(g.sizes[i])) for i in plan.moves]
+        pending = [(i, old, size, _alignment(old, size), 0) for i, old, size in pending]
+        for _round in range(2 * max_tries + 2):
+            if not pending:
+                break
+            got = calls.batch([("alloc", i, "posix_memalign", [align, size]) for i, _o, size, align, _t in pending])
+            if not all(got):
+                bad = next(p_ for p_, r in zip(pending, got) if not r)
+                raise MappedTraceError(f"posix_memalign({bad[2]}) failed in process {pid}")
+            usable = _usable_many(live, got)
+            retry, undo = [], []
+            for (i, old, size, align, tries), new, us in zip(pending, got, usable):
+                if align > 16 and us != size:
                     # the alignment would change malloc_usable_size (memalign's split leaves
                     # slack): malloc's own 16 instead.  Known imprecision: an object the
                     # program asked more alignment for may lose it when it is this size.
-                    _call(live, journal, alloc, b, "free", [new], "undo", i, _hook)
-                    new = _call(live, journal, alloc, b, "posix_memalign", [16, size], "alloc", i, _hook)
-                if not new:
-                    raise MappedTraceError(f"posix_memalign({size}) failed in process {pid}")
+                    undo.append(("undo", i, "free", [new]))
+                    retry.append((i, old, size, 16, tries))
                 # malloc hands out a whole free chunk when the rest would be too small to split
                 # off: malloc_usable_size would change.  Such a chunk is refused like one the
                 # policy refuses (held until the end, so that malloc offers another).
-                if _usable(live, new) == size and (policy is None or policy.accept(new, size)):
-                    break
-                calls.hold(i, new)
-                tries += 1
-                if tries >= (policy.max_tries if policy is not None else MAX_TRIES):
-                    new = 0
-                    break
-            if not new:
+                elif us == size and (policy is None or policy.accept(new, size)):
+                    dest[i] = new
+                else:
+                    calls.hold(i, new)
+                    if tries + 1 < max_tries:
+                        retry.append((i, old, size, align, tries + 1))
+            if undo:
+                calls.batch(undo)
+            pending = retry
+        for i in plan.moves:
+            if i in dest:
+                moves.append((int(g.addresses[i]), dest[i], int(g.sizes[i])))
+                moved_idx.append(i)
+            else:
                 res.skipped.append(i)       # no place the policy accepts: stays where it is
-                continue
-            moves.append((old, new, size))
-            moved_idx.append(i)
         # given back before the words are written: one of them may be its register
         calls.release()
         timings["allocate"] = time.perf_counter() - t2
         t3 = time.perf_counter()
         plan.moves = moved_idx
-        starts = [m[0] for m in moves]
+        by_addr = sorted(moves)
+        starts = [m[0] for m in by_addr]
         delta = {i: (m[1] - m[0]) for i, m in zip(moved_idx, moves)}
         sites = []
         for s in plan.sites:
@@ -462,24 +592,22 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
                 continue
             where = s.where
             if where[0] == "mem":
-                where = ("mem", _translate(where[1], moves, starts))
+                where = ("mem", _translate(where[1], by_addr, starts))
             sites.append([list(where), s.old, s.old + delta[s.obj]])
         journal.add({"t": "plan", "copies": [list(m) for m in moves], "idx": moved_idx, "sites": sites})
         _hook.current = "write"
         w = _Writer(live, _hook)
-        for old, new, size in moves:
-            w.mem(new, bytes(live.read(old, size)))
-        for where, oldv, newv in sites:
-            w.word(where, newv, oldv)
+        data = _read_many(live, [(old, size) for old, _new, size in moves])
+        w.copies([(new, d) for (_old, new, _size), d in zip(moves, data)])
+        w.words([(where, newv, oldv) for where, oldv, newv in sites])
         journal.add({"t": "commit"})
         timings["write"] = time.perf_counter() - t3
         t4 = time.perf_counter()
         live.refresh()
         _hook.current = "free"
         calls.borrow()
-        b = calls.b
-        for i, (old, _new, _size) in zip(moved_idx, moves):
-            _call(live, journal, alloc, b, "free", [old], "free", i, _hook)
+        if moves:
+            calls.batch([("free", i, "free", [old]) for i, (old, _new, _size) in zip(moved_idx, moves)])
         _hook.current = "pfree"
         calls.free_plugs()
         calls.unpoke()
@@ -518,25 +646,6 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
 
 
 
-def _free_rest(live, journal, alloc, tid, chunks, freed, unsure, phase: str, out: dict) -> None:
-    """Recovery: ``free`` every chunk of ``chunks`` (journal index, address) whose
-    free is not journaled as done (``freed``); one whose free began but did not
-    end (``unsure``) is counted leaked, never freed twice."""
-    todo = []
-    for i, addr in chunks:
-        if i in freed:
-            continue
-        if i in unsure:
-            out["leaked"] += 1
-            continue
-        todo.append((i, addr))
-    if todo:
-        b = _borrow(live, journal, alloc, tid)
-        for i, addr in todo:
-            _call(live, journal, alloc, b, "free", [addr], phase, i)
-            out["freed"] += 1
-        _release(live, journal, b)
-
 def recover(pid: int) -> dict:
     """Finish or roll back the pass a dead relocator left in ``pid``'s journal,
     then let the process run again (SIGCONT unless it was stopped before).
@@ -564,21 +673,37 @@ def recover(pid: int) -> dict:
         # old chunks, destinations (rollback), destinations given back at once ("undo"), plugs
         freed: dict[str, set[int]] = {"free": set(), "rfree": set(), "undo": set(), "pfree": set()}
         unsure: dict[str, set[int]] = {"free": set(), "rfree": set(), "undo": set(), "pfree": set()}
-        last_call = None
+
+        def apply(ph: str, i: int, result: int) -> None:
+            if ph == "alloc":
+                if result:
+                    allocs[i] = result
+            elif ph == "plug":
+                if result:
+                    plugs[i] = result
+            elif ph == "undo":
+                allocs.pop(i, None)
+            elif ph != "trim":
+                freed[ph].add(i)
+
+        if any(r["t"] in ("call", "call-end") for r in recs):
+            raise MappedTraceError(f"the journal of process {pid} was written by an older mappedtrace "
+                                   "(one call per record)", hint="recover with the version that wrote it")
+        last_batch = None
+        scratches: dict[int, int] = {}                    # scratch mappings not unmapped: address → size
         for r in recs:
-            if r["t"] == "call":
-                last_call = r
-            elif r["t"] == "call-end":
-                if r["phase"] == "alloc":
-                    allocs[r["i"]] = r["result"]
-                elif r["phase"] == "plug":
-                    if r["result"]:
-                        plugs[r["i"]] = r["result"]
-                elif r["phase"] == "undo":
-                    allocs.pop(r["i"], None)
-                elif r["phase"] != "trim":
-                    freed[r["phase"]].add(r["i"])
-                last_call = None
+            if r["t"] == "batch":
+                last_batch = r
+            elif r["t"] == "batch-end":
+                for (ph, i, _fn, _a), res_ in zip(last_batch["ops"][:r["done"]], r["results"]):
+                    apply(ph, i, res_)
+                for ph, i, _fn, _a in last_batch["ops"][r["done"]:r.get("unsure", r["done"])]:
+                    unsure.setdefault(ph, set()).add(i)
+                last_batch = None
+            elif r["t"] == "scratch":
+                scratches[r["addr"]] = r["size"]
+            elif r["t"] == "unscratch":
+                scratches.pop(r["addr"], None)
             elif r["t"] == "hold":
                 # a refused destination kept as a plug: freed once, as a plug
                 if allocs.get(r["i"]) == r["addr"]:
@@ -588,7 +713,8 @@ def recover(pid: int) -> dict:
                 pokes[r["addr"]] = (r["old"], r["new"])
             elif r["t"] == "unpoke":
                 pokes.pop(r["addr"], None)
-        # 1. a thread still borrowed when the relocator died: finish its call, give it back
+        # 1. a thread still borrowed when the relocator died: let its batch (or system
+        # call) run to its end, read what the batch did, give the thread back
         borrowed = None
         for r in recs:
             if r["t"] == "borrow":
@@ -597,52 +723,47 @@ def recover(pid: int) -> dict:
                 borrowed = None
         if borrowed is not None:
             b = inject.Borrow(**{f: borrowed[f] for f in inject.Borrow.__dataclass_fields__})
-            if b.tid in live.stopped_tids:
-                if last_call is not None:
-                    ph, i = last_call["phase"], last_call["i"]
-                    if inject.call_state(b) == "in-flight":
-                        result = inject.finish_call(live, b, last_call["fn"], RECOVERY_MAX_STOPS)
-                        if ph == "alloc":
-                            if result:
-                                allocs[i] = result
-                        elif ph == "plug":
-                            if result:
-                                plugs[i] = result
-                        elif ph == "undo":
-                            allocs.pop(i, None)
-                        elif ph != "trim":
-                            freed[ph].add(i)
-                    elif ph in ("alloc", "plug"):
-                        # not started, or over (rt_sigreturn ran after the relocator died).
-                        # The slot still holds the previous call's result when the relocator
-                        # died before clearing it: a chunk the journal already holds is not this one.
-                        v = int.from_bytes(k.vm_read(pid, b.result_slot, 8), "little")
-                        if v and v not in allocs.values() and v not in plugs.values():
-                            (allocs if ph == "alloc" else plugs)[i] = v
-                    elif ph == "trim":
-                        pass        # not started or over: nothing to undo or finish
-                    else:
-                        unsure[ph].add(i)       # freed or not: never risk a double free
-                        if ph == "undo":
-                            allocs.pop(i, None)
-                            out["leaked"] += 1
-                    journal.add({"t": "call-end", "phase": ph, "i": i,
-                                 "result": allocs.get(i, 0) if ph == "alloc" else plugs.get(i, 0) if ph == "plug"
-                                 else 0,
-                                 **({"unsure": True} if i in unsure.get(ph, ()) else {})})
+            alive = b.tid in live.stopped_tids
+            if alive and inject.call_state(b) == "in-flight":
+                inject.finish_batch(live, b, RECOVERY_MAX_STOPS)
+            if last_batch is not None:
+                n = len(last_batch["ops"])
+                sc = inject.Scratch(last_batch["table"] - inject.PAGE, scratches.get(last_batch["table"] - inject.PAGE,
+                                                                               inject.SCRATCH_SIZE))
+                done, res_ = inject.read_batch(pid, sc, n)
+                results = []
+                for (ph, i, fn, _a), (ret, o) in zip(last_batch["ops"][:done], res_):
+                    v = (o if ret == 0 else 0) if fn == "posix_memalign" else 0
+                    apply(ph, i, v)
+                    results.append(v)
+                # a call cut short with its thread (gone): freed or not, never freed twice
+                cut = done + (1 if not alive and done < n else 0)
+                for ph, i, _fn, _a in last_batch["ops"][done:cut]:
+                    unsure.setdefault(ph, set()).add(i)
+                    if ph == "undo":
+                        allocs.pop(i, None)
+                        out["leaked"] += 1
+                journal.add({"t": "batch-end", "done": done, "results": results, "unsure": cut})
+            if alive:
                 inject.restore(live, b)
-            elif last_call is not None and last_call["phase"] != "alloc":
-                unsure[last_call["phase"]].add(last_call["i"])
             journal.add({"t": "release", "tid": b.tid})
-        for r in recs:
-            if r["t"] == "call-end" and r.get("unsure"):
-                unsure[r["phase"]].add(r["i"])
-                freed[r["phase"]].discard(r["i"])
         plan = next((r for r in recs if r["t"] == "plan"), None)
         committed = any(r["t"] == "commit" for r in recs)
         from ..modules import ModuleMap
         alloc = inject.Allocator.find(live, ModuleMap(live))
         tid = _pick_thread(live, {})
+        todo: list[tuple[str, int, str, list[int]]] = []
+
+        def free_rest(chunks, phase: str) -> None:
+            # every chunk (journal index, address) whose free is not journaled as done; one
+            # whose free began but did not end (unsure) is counted leaked, never freed twice
+            for i, addr in chunks:
+                if i in freed[phase]:
+                    continue
+                if i in unsure.get(phase, ()):
+                    out["leaked"] += 1
+                    continue
+                todo.append((phase, i, "free", [addr]))
         if not committed:
             out["action"] = "rolled back"
             if plan is not None:
@@ -666,19 +787,31 @@ def recover(pid: int) -> dict:
                     except MappedTraceError:
                         out["changed"] = out.get("changed", 0) + 1
                 live.refresh()
-            _free_rest(live, journal, alloc, tid, list(allocs.items()), freed["rfree"], unsure["rfree"],
-                       "rfree", out)
+            free_rest(list(allocs.items()), "rfree")
         else:
             out["action"] = "finished"
             copies = plan["copies"] if plan else []
-            if plan and "idx" in plan:
-                order = plan["idx"]
-            else:       # a journal of a relocator before "idx": every allocated move was copied
-                order = list(dict.fromkeys(r["i"] for r in recs if r["t"] == "call" and r["phase"] == "alloc"))
-            olds = [(order[n_], old) for n_, (old, _new, _size) in enumerate(copies)]
-            _free_rest(live, journal, alloc, tid, olds, freed["free"], unsure["free"], "free", out)
-        # either way: the chunks held for the pass go back, libc's words get their values back
-        _free_rest(live, journal, alloc, tid, list(plugs.items()), freed["pfree"], unsure["pfree"], "pfree", out)
+            order = plan["idx"] if plan else []
+            free_rest([(order[n_], old) for n_, (old, _new, _size) in enumerate(copies)], "free")
+        # either way: the chunks held for the pass go back
+        free_rest(list(plugs.items()), "pfree")
+        # the frees in one borrowing, in batches; the dead relocator's batch mapping goes too
+        old_scratch = [inject.Scratch(a_, n_) for a_, n_ in scratches.items()
+                       if inject.scratch_mapped(pid, inject.Scratch(a_, n_))]
+        for a_ in scratches:
+            if all(sc.addr != a_ for sc in old_scratch):
+                journal.add({"t": "unscratch", "addr": a_})     # unmapped before the relocator died
+        if todo or old_scratch:
+            calls = Calls(live, journal, alloc, tid)
+            calls.borrow()
+            for sc in old_scratch:
+                inject.unmap_scratch(live, calls.b, alloc, sc)
+                journal.add({"t": "unscratch", "addr": sc.addr})
+            if todo:
+                calls.batch(todo, RECOVERY_MAX_STOPS)
+                out["freed"] += len(todo)
+            calls.release()
+        # libc's words get their values back
         w = _Writer(live)
         for addr, (oldv, newv) in pokes.items():
             try:

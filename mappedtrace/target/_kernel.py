@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 
 from cffi import FFI
 
@@ -294,6 +295,58 @@ def vm_readv(pid: int, pieces: list[tuple[int, int, object, int]]) -> int:
             raise PermissionProblem(f"not permitted to read the memory of {pid}")
         return 0
     return r
+
+
+def vm_writev(pid: int, pieces: list[tuple[int, bytes]]) -> None:
+    """Gather-write many ranges: ``(remote_addr, data)``, :data:`IOV_MAX` per
+    ``process_vm_writev`` call (the caller merges adjacent ranges first).
+
+    :raises TargetFault: a range could not be written whole (the ranges before it were).
+    :raises NoSuchProcess: the process is gone.
+    """
+    for lo in range(0, len(pieces), IOV_MAX):
+        part = pieces[lo:lo + IOV_MAX]
+        n = len(part)
+        local = ffi.new("struct iovec[]", n)
+        remote = ffi.new("struct iovec[]", n)
+        keep = []
+        total = 0
+        for i, (addr, data) in enumerate(part):
+            buf = ffi.from_buffer(data)
+            keep.append(buf)
+            local[i].iov_base = buf
+            local[i].iov_len = len(data)
+            remote[i].iov_base = ffi.cast("void *", addr)
+            remote[i].iov_len = len(data)
+            total += len(data)
+        ffi.errno = 0
+        r = libc.process_vm_writev(pid, local, n, remote, n, 0)
+        if r != total:
+            if r < 0 and ffi.errno == errno.ESRCH:
+                raise NoSuchProcess(f"process {pid} exited while being written")
+            done = max(r, 0)
+            for addr, data in part:         # the first range not written whole
+                if done < len(data):
+                    raise TargetFault(addr + done, len(data) - done,
+                                      f"cannot write {len(data)} bytes at {addr:#x} in process {pid}")
+                done -= len(data)
+            raise TargetFault(part[0][0], total, f"short write to process {pid}")
+
+
+def vm_read_words(pid: int, addrs: list[int]) -> list[int]:
+    """The 8-byte little-endian words at ``addrs`` (any order), :data:`IOV_MAX` per
+    ``process_vm_readv`` call.
+
+    :raises TargetFault: a word could not be read.
+    """
+    out = bytearray(8 * len(addrs))
+    for lo in range(0, len(addrs), IOV_MAX):
+        part = addrs[lo:lo + IOV_MAX]
+        got = vm_readv(pid, [(a, 8, out, 8 * (lo + j)) for j, a in enumerate(part)])
+        if got != 8 * len(part):
+            bad = part[got // 8]
+            raise TargetFault(bad, 8, f"cannot read the word at {bad:#x} in process {pid}")
+    return list(struct.unpack(f"<{len(addrs)}Q", out))
 
 
 # wait status helpers (<sys/wait.h>)
