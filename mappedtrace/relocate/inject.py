@@ -198,6 +198,8 @@ def arm(live: LiveTarget, b: Borrow, frame) -> None:
 #: disassembles it with capstone and checks this listing)
 BLOB = bytes.fromhex("4883ec084889fb4c8b63084c3b2373264d6bec304e8d6c2b10498b7d08498b7510498b55"
                      "1841ff55004989452049ffc44c896308ebd54883c408c3")
+#: offset in :data:`BLOB` of the loop's head (``1:``)
+BLOB_LOOP = 11
 #: the table: ``n``, ``done``, then ``n`` ops
 TABLE_HEAD = struct.Struct("<QQ")
 #: one call: fn, a0, a1, a2, ret (rax after the call), out (posix_memalign's memptr)
@@ -344,26 +346,26 @@ def scratch_mapped(pid: int, sc: Scratch) -> bool:
     return all(inside[i].end == inside[i + 1].start for i in range(len(inside) - 1))
 
 
-def op_for(alloc: "Allocator", sc: Scratch, j: int, fn: str, args: list[int]) -> bytes:
-    """The table entry of call ``j`` of a batch."""
-    if fn == "posix_memalign":
-        return OP.pack(alloc.posix_memalign, sc.table + TABLE_HEAD.size + j * OP.size + OP_OUT, args[0], args[1],
-                       0, 0)
-    if fn == "free":
-        return OP.pack(alloc.free, args[0], 0, 0, 0, 0)
-    if fn == "malloc_trim":
-        if not alloc.malloc_trim:
-            raise MappedTraceError("libc exports no malloc_trim")
-        return OP.pack(alloc.malloc_trim, args[0], 0, 0, 0, 0)
-    raise ValueError(fn)
-
-
 def write_batch(live: LiveTarget, alloc: "Allocator", sc: Scratch, calls: list[tuple[str, list[int]]]) -> None:
-    """Write a batch's table (``done`` = 0): nothing runs until :func:`run_batch`."""
-    if not 0 < len(calls) <= BATCH_MAX:
-        raise ValueError(f"a batch holds 1 to {BATCH_MAX} calls, not {len(calls)}")
-    data = TABLE_HEAD.pack(len(calls), 0) + b"".join(op_for(alloc, sc, j, fn, a) for j, (fn, a) in enumerate(calls))
-    k.vm_write(live.pid, sc.table, data)
+    """Write a batch's table (``done`` = 0) in one write: nothing runs until :func:`run_batch`.
+    Calls: ``("posix_memalign", [align, size])`` (its ``memptr`` is the entry's ``out``),
+    ``("free", [ptr])``, ``("malloc_trim", [pad])``."""
+    import numpy as np
+    n = len(calls)
+    if not 0 < n <= BATCH_MAX:
+        raise ValueError(f"a batch holds 1 to {BATCH_MAX} calls, not {n}")
+    fns = {"posix_memalign": alloc.posix_memalign, "free": alloc.free, "malloc_trim": alloc.malloc_trim}
+    ops = np.zeros((n, OP.size // 8), dtype="<u8")
+    ops[:, 0] = [fns[fn] for fn, _a in calls]
+    if not ops[:, 0].all():
+        raise MappedTraceError(f"process {live.pid}: libc exports no malloc_trim")
+    pm = np.array([fn == "posix_memalign" for fn, _a in calls])
+    args = np.array([a + [0] * (2 - len(a)) if len(a) < 2 else a[:2] for _fn, a in calls], dtype="<u8")
+    outs = sc.table + TABLE_HEAD.size + np.arange(n, dtype="<u8") * OP.size + OP_OUT
+    ops[:, 1] = np.where(pm, outs, args[:, 0])
+    ops[:, 2] = np.where(pm, args[:, 0], 0)
+    ops[:, 3] = np.where(pm, args[:, 1], 0)
+    k.vm_write(live.pid, sc.table, TABLE_HEAD.pack(n, 0) + ops.tobytes())
 
 
 def run_batch(live: LiveTarget, b: Borrow, sc: Scratch, max_stops: int) -> None:
@@ -373,12 +375,25 @@ def run_batch(live: LiveTarget, b: Borrow, sc: Scratch, max_stops: int) -> None:
     finish_batch(live, b, max_stops)
 
 
-def start_batch(live: LiveTarget, b: Borrow, sc: Scratch) -> None:
-    """Arm the batch and let the thread run, without waiting (the tests' kill hook:
-    the relocator dies while the batch runs)."""
-    _arm(live, b, rip=sc.addr, rdi=sc.table)
-    k.set_options(b.tid, k.PTRACE_O_TRACESYSGOOD)
-    k.ptrace(k.PTRACE_SYSCALL, b.tid, 0, 0)
+def run_batch_until(live: LiveTarget, b: Borrow, sc: Scratch, n: int, calls: int, max_stops: int) -> None:
+    """Leave the thread inside the batch (``n`` calls, written), stopped at the loop's
+    head with exactly ``calls`` calls done: the tests' kill hook, which dies there.
+
+    Deterministic, unlike dying while the thread runs (a running thread finishes a
+    batch of thousands of calls in a millisecond, before the tracer's death unlinks
+    it): the table's ``n`` is lowered to ``calls``, the loop runs them and returns to
+    the ``rt_sigreturn`` entry stop, the table gets its ``n`` back, and the thread the
+    registers it has at the loop's head (``rbx`` the table, ``r12`` the next call,
+    ``rsp`` aligned), the ``rt_sigreturn`` skipped."""
+    if calls <= 0:
+        _arm(live, b, rip=sc.addr, rdi=sc.table)
+        return
+    k.vm_write(live.pid, sc.table, TABLE_HEAD.pack(calls, 0))
+    run_batch(live, b, sc, max_stops)
+    k.vm_write(live.pid, sc.table, TABLE_HEAD.pack(n, calls))
+    regs = ThreadState.unpack_regs(k.get_regs(b.tid))
+    regs.update(rip=sc.addr + BLOB_LOOP, rbx=sc.table, r12=calls, rsp=b.frame_addr - 8, orig_rax=_NO_SYSCALL)
+    k.set_regs(b.tid, ThreadState(b.tid, regs).pack_regs())
 
 
 def batch_done(pid: int, sc: Scratch) -> int:
@@ -393,17 +408,16 @@ def finish_batch(live: LiveTarget, b: Borrow, max_stops: int) -> None:
 
 
 def read_batch(pid: int, sc: Scratch, n: int) -> tuple[int, list[tuple[int, int]]]:
-    """``done`` and ``(ret, out)`` of each of the ``n`` calls of the batch in the table."""
+    """``done`` and ``(ret, out)`` of each of the ``n`` calls of the batch in the table
+    (one read)."""
+    import numpy as np
     raw = k.vm_read(pid, sc.table, TABLE_HEAD.size + n * OP.size)
     total, done = TABLE_HEAD.unpack_from(raw)
     if total != n or done > n:
         raise MappedTraceError(f"the batch table at {sc.table:#x} in process {pid} says {done} of {total} "
                                f"calls, not of {n}", hint="the process changed the tracer's mapping")
-    res = []
-    for j in range(n):
-        ret, out = struct.unpack_from("<QQ", raw, TABLE_HEAD.size + j * OP.size + OP_RET)
-        res.append((ret, out))
-    return done, res
+    ops = np.frombuffer(raw, dtype="<u8", offset=TABLE_HEAD.size).reshape(n, OP.size // 8)
+    return done, list(zip(ops[:, OP_RET // 8].tolist(), ops[:, OP_OUT // 8].tolist()))
 
 
 def batch_stops(n: int) -> int:

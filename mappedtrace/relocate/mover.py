@@ -121,6 +121,8 @@ class PassResult:
     skipped: list[int] = field(default_factory=list)
     #: a compaction pass's figures (:mod:`.compact`)
     compaction: dict | None = None
+    #: batches of allocator calls run (each one stop-resume of the borrowed thread)
+    batches: int = 0
 
     def pages(self) -> dict:
         """Distinct 4 KiB pages the moved objects touched before and touch after the
@@ -142,7 +144,7 @@ class PassResult:
                             "type": self.plan.graph.type_name(int(self.plan.graph.type_ids[i])), "reason": why}
                            for i, why in sorted(self.plan.pinned.items())],
                 "timings_ms": {k_: round(v * 1000, 3) for k_, v in self.timings.items()},
-                "skipped": len(self.skipped),
+                "skipped": len(self.skipped), "batches": self.batches,
                 **({"compaction": self.compaction} if self.compaction is not None else {}),
                 "recovered": self.recovered, "attempts": self.attempts, "warnings": self.warnings}
 
@@ -234,21 +236,14 @@ def _usable_many(live: LiveTarget, addrs: list[int]) -> list[int]:
 
 
 def _read_many(live: LiveTarget, ranges: list[tuple[int, int]]) -> list[bytes]:
-    """The bytes of each ``(address, size)``, read in scatter reads of
-    :data:`~mappedtrace.target._kernel.IOV_MAX` ranges."""
-    from ..errors import TargetFault
-    offs, total = [], 0
-    for _a, n in ranges:
-        offs.append(total)
-        total += n
-    buf = bytearray(total)
-    for lo in range(0, len(ranges), k.IOV_MAX):
-        part = [(a, n, buf, offs[lo + j]) for j, (a, n) in enumerate(ranges[lo:lo + k.IOV_MAX])]
-        want = sum(n for _a, n, _b, _o in part)
-        if k.vm_readv(live.pid, part) != want:
-            raise TargetFault(part[0][0], want, f"cannot read {len(part)} objects from {part[0][0]:#x} "
-                                                 f"in process {live.pid}")
-    return [bytes(buf[o:o + n]) for o, (_a, n) in zip(offs, ranges)]
+    """The bytes of each ``(address, size)``, read in scatter reads."""
+    sizes = [n for _a, n in ranges]
+    raw = k.vm_read_ranges(live.pid, [a for a, _n in ranges], sizes)
+    out, o = [], 0
+    for n in sizes:
+        out.append(raw[o:o + n])
+        o += n
+    return out
 
 
 def _translate(addr: int, moves: list[tuple[int, int, int]], starts: list[int]) -> int:
@@ -292,10 +287,6 @@ def _borrow(live, journal, alloc, tid) -> inject.Borrow:
 def _release(live, journal, b) -> None:
     inject.restore(live, b)
     journal.add({"t": "release", "tid": b.tid})
-
-
-#: bound on how long the kill hook lets a batch run before the relocator dies in it
-_KILL_POLL_S = 2.0
 
 
 class Calls:
@@ -354,15 +345,9 @@ class Calls:
         self.journal.add({"t": "batch", "table": sc.table, "ops": [list(o) for o in ops]})
         j = self.hook.span(n) if self.hook is not None else None
         if j is not None:
-            # the tests' kill hook: die with the batch armed (j = 1) or while it runs,
-            # once about j - 1 of its calls are done
-            if j == 1:
-                inject._arm(live, self.b, rip=sc.addr, rdi=sc.table)
-            else:
-                inject.start_batch(live, self.b, sc)
-                end = time.monotonic() + _KILL_POLL_S
-                while inject.batch_done(live.pid, sc) < j - 1 and time.monotonic() < end:
-                    time.sleep(0.0002)
+            # the tests' kill hook: die with the batch armed (j = 1), or with the thread
+            # inside it, j - 1 calls done
+            inject.run_batch_until(live, self.b, sc, n, j - 1, max_stops or inject.batch_stops(n))
             self.hook.die()
         inject.run_batch(live, self.b, sc, max_stops or inject.batch_stops(n))
         self.batches += 1
@@ -616,6 +601,7 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
         calls.release()
         timings["free"] = time.perf_counter() - t4
         res.moved = moves
+        res.batches = calls.batches
         if policy is not None:
             t5 = time.perf_counter()
             policy.after(live, a, res)
@@ -724,12 +710,16 @@ def recover(pid: int) -> dict:
         if borrowed is not None:
             b = inject.Borrow(**{f: borrowed[f] for f in inject.Borrow.__dataclass_fields__})
             alive = b.tid in live.stopped_tids
+            sc = None
+            if last_batch is not None:
+                sc = inject.Scratch(last_batch["table"] - inject.PAGE, scratches.get(last_batch["table"] - inject.PAGE,
+                                                                               inject.SCRATCH_SIZE))
+                out["batch"] = {"calls": len(last_batch["ops"]), "done_when_found": inject.batch_done(pid, sc),
+                                "in_flight": alive and inject.call_state(b) == "in-flight"}
             if alive and inject.call_state(b) == "in-flight":
                 inject.finish_batch(live, b, RECOVERY_MAX_STOPS)
             if last_batch is not None:
                 n = len(last_batch["ops"])
-                sc = inject.Scratch(last_batch["table"] - inject.PAGE, scratches.get(last_batch["table"] - inject.PAGE,
-                                                                               inject.SCRATCH_SIZE))
                 done, res_ = inject.read_batch(pid, sc, n)
                 results = []
                 for (ph, i, fn, _a), (ret, o) in zip(last_batch["ops"][:done], res_):

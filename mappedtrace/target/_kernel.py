@@ -297,56 +297,90 @@ def vm_readv(pid: int, pieces: list[tuple[int, int, object, int]]) -> int:
     return r
 
 
+def _remote_iov(addrs, sizes):
+    """An array of ``struct iovec`` (two 64-bit words each on x86-64) for the remote side."""
+    import numpy as np
+    iov = np.empty((len(addrs), 2), dtype=np.uint64)
+    iov[:, 0] = addrs
+    iov[:, 1] = sizes
+    return iov
+
+
+def _vm_rw(pid: int, write: bool, buf, addrs, sizes) -> int:
+    """One ``process_vm_readv``/``writev`` per :data:`IOV_MAX` remote ranges, the local
+    side one contiguous buffer; returns the bytes moved before the first short call."""
+    iov = _remote_iov(addrs, sizes)
+    base = ffi.from_buffer(buf, require_writable=not write)
+    local = ffi.new("struct iovec *")
+    call = libc.process_vm_writev if write else libc.process_vm_readv
+    done = 0
+    for lo in range(0, len(iov), IOV_MAX):
+        part = iov[lo:lo + IOV_MAX]
+        want = int(part[:, 1].sum())
+        local.iov_base = base + done
+        local.iov_len = want
+        ffi.errno = 0
+        r = call(pid, local, 1, ffi.cast("struct iovec *", ffi.from_buffer(part)), len(part), 0)
+        if r < 0 and ffi.errno == errno.ESRCH:
+            raise NoSuchProcess(f"process {pid} exited while being {'written' if write else 'read'}")
+        if r < 0 and ffi.errno == errno.EPERM:
+            raise PermissionProblem(f"not permitted to access the memory of {pid}")
+        done += max(r, 0)
+        if r != want:
+            break
+    return done
+
+
+def _first_short(addrs, sizes, done: int) -> tuple[int, int]:
+    for a, n in zip(addrs, sizes):
+        if done < n:
+            return int(a) + done, int(n) - done
+        done -= n
+    return int(addrs[0]), 0
+
+
 def vm_writev(pid: int, pieces: list[tuple[int, bytes]]) -> None:
-    """Gather-write many ranges: ``(remote_addr, data)``, :data:`IOV_MAX` per
-    ``process_vm_writev`` call (the caller merges adjacent ranges first).
+    """Gather-write many ranges ``(remote_addr, data)``: the data joined in one local
+    buffer, :data:`IOV_MAX` remote ranges per ``process_vm_writev`` call (the caller
+    merges adjacent ranges first).
 
     :raises TargetFault: a range could not be written whole (the ranges before it were).
     :raises NoSuchProcess: the process is gone.
     """
-    for lo in range(0, len(pieces), IOV_MAX):
-        part = pieces[lo:lo + IOV_MAX]
-        n = len(part)
-        local = ffi.new("struct iovec[]", n)
-        remote = ffi.new("struct iovec[]", n)
-        keep = []
-        total = 0
-        for i, (addr, data) in enumerate(part):
-            buf = ffi.from_buffer(data)
-            keep.append(buf)
-            local[i].iov_base = buf
-            local[i].iov_len = len(data)
-            remote[i].iov_base = ffi.cast("void *", addr)
-            remote[i].iov_len = len(data)
-            total += len(data)
-        ffi.errno = 0
-        r = libc.process_vm_writev(pid, local, n, remote, n, 0)
-        if r != total:
-            if r < 0 and ffi.errno == errno.ESRCH:
-                raise NoSuchProcess(f"process {pid} exited while being written")
-            done = max(r, 0)
-            for addr, data in part:         # the first range not written whole
-                if done < len(data):
-                    raise TargetFault(addr + done, len(data) - done,
-                                      f"cannot write {len(data)} bytes at {addr:#x} in process {pid}")
-                done -= len(data)
-            raise TargetFault(part[0][0], total, f"short write to process {pid}")
+    if not pieces:
+        return
+    addrs = [a for a, _d in pieces]
+    sizes = [len(d) for _a, d in pieces]
+    data = b"".join(d for _a, d in pieces)
+    done = _vm_rw(pid, True, data, addrs, sizes)
+    if done != len(data):
+        a, n = _first_short(addrs, sizes, done)
+        raise TargetFault(a, n, f"cannot write {n} bytes at {a:#x} in process {pid}")
 
 
-def vm_read_words(pid: int, addrs: list[int]) -> list[int]:
-    """The 8-byte little-endian words at ``addrs`` (any order), :data:`IOV_MAX` per
-    ``process_vm_readv`` call.
+def vm_read_ranges(pid: int, addrs, sizes) -> bytes:
+    """The bytes of many remote ranges, joined, read with :data:`IOV_MAX` ranges per
+    ``process_vm_readv`` call into one local buffer.
+
+    :raises TargetFault: a range could not be read whole.
+    """
+    total = int(sum(sizes))
+    buf = bytearray(total)
+    if total:
+        done = _vm_rw(pid, False, buf, addrs, sizes)
+        if done != total:
+            a, n = _first_short(addrs, sizes, done)
+            raise TargetFault(a, n, f"cannot read {n} bytes at {a:#x} in process {pid}")
+    return bytes(buf)
+
+
+def vm_read_words(pid: int, addrs) -> list[int]:
+    """The 8-byte little-endian words at ``addrs`` (any order), one scatter read.
 
     :raises TargetFault: a word could not be read.
     """
-    out = bytearray(8 * len(addrs))
-    for lo in range(0, len(addrs), IOV_MAX):
-        part = addrs[lo:lo + IOV_MAX]
-        got = vm_readv(pid, [(a, 8, out, 8 * (lo + j)) for j, a in enumerate(part)])
-        if got != 8 * len(part):
-            bad = part[got // 8]
-            raise TargetFault(bad, 8, f"cannot read the word at {bad:#x} in process {pid}")
-    return list(struct.unpack(f"<{len(addrs)}Q", out))
+    raw = vm_read_ranges(pid, addrs, [8] * len(addrs))
+    return list(struct.unpack(f"<{len(addrs)}Q", raw))
 
 
 # wait status helpers (<sys/wait.h>)
