@@ -40,6 +40,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import MappedTraceError
 from ..target import _kernel as k
 from ..target.base import ThreadState
@@ -200,14 +202,14 @@ class _Writer:
             if e is not None and r[w[2]] not in (e, v):
                 raise MappedTraceError(f"register {w[2]} of thread {w[1]} holds {r[w[2]]:#x}, not {e:#x}")
         # the writes: memory as runs of adjacent words, then each thread's registers
-        words = sorted((w[1], v) for w, v, _e in todo if w[0] == "mem")
-        runs: list[tuple[int, bytearray]] = []
-        for a, v in words:
-            if runs and runs[-1][0] + len(runs[-1][1]) == a:
-                runs[-1][1].extend(v.to_bytes(8, "little"))
-            else:
-                runs.append((a, bytearray(v.to_bytes(8, "little"))))
-        k.vm_writev(self.live.pid, [(a, bytes(d)) for a, d in runs])
+        addrs = np.array([w[1] for w, _v, _e in todo if w[0] == "mem"], dtype=np.uint64)
+        vals = np.array([v for w, v, _e in todo if w[0] == "mem"], dtype="<u8")
+        order = np.argsort(addrs, kind="stable")
+        addrs, data = addrs[order], vals[order].tobytes()
+        cut = np.flatnonzero(np.diff(addrs) != 8) + 1
+        starts = [0, *cut.tolist()]
+        ends = [*cut.tolist(), len(addrs)]
+        k.vm_writev(self.live.pid, [(int(addrs[a]), data[8 * a:8 * b]) for a, b in zip(starts, ends) if b > a])
         changed = set()
         for w, v, _e in todo:
             if w[0] == "reg":
@@ -342,7 +344,7 @@ class Calls:
     def _batch(self, ops, max_stops: int | None) -> list[int]:
         live, sc, n = self.live, self.scratch, len(ops)
         inject.write_batch(live, self.alloc, sc, [(fn, args) for _ph, _i, fn, args in ops])
-        self.journal.add({"t": "batch", "table": sc.table, "ops": [list(o) for o in ops]})
+        self.journal.add({"t": "batch", "table": sc.table, "ops": ops})     # tuples: JSON arrays
         j = self.hook.span(n) if self.hook is not None else None
         if j is not None:
             # the tests' kill hook: die with the batch armed (j = 1), or with the thread
