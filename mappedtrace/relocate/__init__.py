@@ -2,7 +2,8 @@
 
 Layers: :mod:`.plan` decides from a heap graph what can move and what is
 pinned (and why); :mod:`.inject` calls the program's own ``posix_memalign``
-and ``free`` in a borrowed thread; :mod:`.journal` records a pass so that a
+and ``free`` in a borrowed thread, in batches (a loop in a mapping of the
+tracer's own, one stop-resume per batch); :mod:`.journal` records a pass so that a
 relocator killed midway is finished or rolled back by the next run;
 :mod:`.mover` runs a pass; :mod:`.compact` is a pass that empties sparse
 heap pages for ``malloc_trim`` (``mappedtrace compact``).  Above the graph and

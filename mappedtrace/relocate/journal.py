@@ -7,9 +7,12 @@ relocator (a SIGKILL keeps what ``write`` took), not the machine (a crash
 kills the target too).
 
 Records (key ``t``): ``begin`` (pid, start time, whether the process was
-stopped before), ``call``/``call-end`` (an injected allocator call and its
-result), ``plan`` (copies and every word to rewrite, with old and new value),
-``commit`` (every write made), ``done``.  A file under the same name with a
+stopped before), ``borrow``/``release`` (a thread borrowed for calls),
+``scratch``/``unscratch`` (the batch mapping, named before it is made),
+``batch``/``batch-end`` (a batch of injected allocator calls, before it runs,
+and each call's result), ``hold``, ``poke``/``unpoke``, ``plan`` (copies and
+every word to rewrite, with old and new value), ``commit`` (every write made),
+``done``.  A file under the same name with a
 different process start time belongs to a process that is gone: replaced.
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ..errors import MappedTraceError, PermissionProblem
 from ..fileio import _link_fd
 
 ENV_DIR = "MAPPEDTRACE_RELOCATE_DIR"
-#: bound on a journal's records read back (a pass writes 4 per object plus the plan)
+#: bound on a journal's records read back (a pass writes a few per batch, per refused destination, and the plan)
 MAX_RECORDS = 10_000_000
 
 
