@@ -381,14 +381,17 @@ class Calls:
                 self.plugs.append((k_, r))
         return res
 
-    def hold(self, i: int, addr: int) -> None:
-        """Keep the destination ``addr`` allocated for move ``i`` as a plug (one journal
-        record: a recovery frees it once, as a plug, never as a destination)."""
-        k = self._k
-        self._k += 1
-        self.journal.add({"t": "hold", "i": i, "k": k, "addr": addr})
-        self.plugs.append((k, addr))
-        self.holds += 1
+    def hold(self, items: list[tuple[int, int]]) -> None:
+        """Keep each destination ``addr`` allocated for move ``i`` (``items``: ``(i,
+        addr)``) as a plug (one journal record: a recovery frees each once, as a plug,
+        never as a destination)."""
+        if not items:
+            return
+        ks = list(range(self._k, self._k + len(items)))
+        self._k += len(items)
+        self.journal.add({"t": "hold", "i": [i for i, _a in items], "k": ks, "addr": [a for _i, a in items]})
+        self.plugs.extend(zip(ks, (a for _i, a in items)))
+        self.holds += len(items)
 
     def free_plugs(self) -> None:
         if self.plugs:
@@ -558,7 +561,7 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
                 bad = next(p_ for p_, r in zip(pending, got) if not r)
                 raise MappedTraceError(f"posix_memalign({bad[2]}) failed in process {pid}")
             usable = _usable_many(live, got)
-            retry, undo = [], []
+            retry, undo, held = [], [], []
             for (i, old, size, align, tries), new, us in zip(pending, got, usable):
                 if align > 16 and us != size:
                     # the alignment would change malloc_usable_size (memalign's split leaves
@@ -572,9 +575,10 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
                 elif us == size and (policy is None or policy.accept(new, size)):
                     dest[i] = new
                 else:
-                    calls.hold(i, new)
+                    held.append((i, new))
                     if tries + 1 < max_tries:
                         retry.append((i, old, size, align, tries + 1))
+            calls.hold(held)
             if undo:
                 calls.batch(undo)
             pending = retry
@@ -712,10 +716,11 @@ def recover(pid: int) -> dict:
             elif r["t"] == "unscratch":
                 scratches.pop(r["addr"], None)
             elif r["t"] == "hold":
-                # a refused destination kept as a plug: freed once, as a plug
-                if allocs.get(r["i"]) == r["addr"]:
-                    del allocs[r["i"]]
-                plugs[r["k"]] = r["addr"]
+                # refused destinations kept as plugs: freed once, as plugs
+                for i, k_, addr in zip(r["i"], r["k"], r["addr"]):
+                    if allocs.get(i) == addr:
+                        del allocs[i]
+                    plugs[k_] = addr
             elif r["t"] == "poke":
                 pokes[r["addr"]] = (r["old"], r["new"])
             elif r["t"] == "unpoke":
