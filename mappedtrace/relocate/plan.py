@@ -284,7 +284,7 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] | dict = "all",
             else:
                 idx.append(i)
         chosen = np.unique(np.asarray(idx, dtype=np.int64))
-    moves = [int(i) for i in chosen if int(i) not in pinned]
+    moves = [i for i in chosen.tolist() if i not in pinned]
     if limit is not None:
         moves = moves[:limit]
     moving = np.zeros(n, bool)
@@ -294,9 +294,10 @@ def make_plan(graph: HeapGraph, rootset, select: str | list[int] | dict = "all",
     sites: list[Site] = []
     ex = edges[((edges["flags"] & EDGE_EXACT) != 0) & ((edges["flags"] & EDGE_UNREACHED) == 0)]
     ex = ex[moving[ex["dst"]]] if len(ex) else ex
-    for e in ex:
-        s, d = int(e["src"]), int(e["dst"])
-        sites.append(Site(("mem", int(g.addresses[s]) + int(e["src_off"])), int(g.addresses[d]) + int(e["dst_off"]), d))
+    if len(ex):
+        wa = (g.addresses[ex["src"]] + ex["src_off"].astype(np.uint64)).tolist()
+        ov = (g.addresses[ex["dst"]] + ex["dst_off"].astype(np.uint64)).tolist()
+        sites = [Site(("mem", a), v, d) for a, v, d in zip(wa, ov, ex["dst"].tolist())]
     sites += [s for s in root_sites if moving[s.obj]]
     # one rewrite per word (the same word can be reached twice, e.g. overlapping ranges)
     uniq: dict[tuple, Site] = {}
