@@ -157,3 +157,28 @@ def test_relocator_killed_inside_a_batch(frag, reference, tmp_path, kill, action
         _runs_on(w, reference)
     finally:
         w.kill()
+
+
+def test_process_under_seccomp_is_refused(tmp_path, plugin):
+    """A seccomp filter may kill the process for the batch mapping's mmap or mprotect:
+    the relocator refuses in one line before anything is written, and the program
+    runs on untouched."""
+    exe = tmp_path / "seccomp_list"
+    build_sample(Path(__file__).resolve().parent / "relocate" / "seccomp_list.c", "-O1", exe)
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        plan = tmp_path / "plan.json"
+        plan.write_text('{"select": "all"}')
+        exe_before = _exec_maps(p.pid)
+        r = run_mt("relocate", str(p.pid), "--plan", str(plan), timeout=120)
+        assert r.returncode == 2 and "seccomp" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) <= 2
+        assert _state(p.pid) != "T"
+        assert _exec_maps(p.pid) == exe_before
+        out, _ = p.communicate("", timeout=60)
+        assert out.split() == ["ok", str(sum(range(1000)))] and p.returncode == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -330,9 +330,9 @@ def unmap_scratch(live: LiveTarget, b: Borrow, alloc: "Allocator", sc: Scratch) 
 
 
 def scratch_mapped(pid: int, sc: Scratch) -> bool:
-    """Whether ``[sc.addr, sc.addr + sc.size)`` is exactly our scratch mapping: anonymous
-    and private, its first page ``r-x`` holding :data:`BLOB` or ``rw-`` (killed before
-    the ``mprotect``), nothing else inside it (the process was stopped throughout)."""
+    """Whether ``[sc.addr, sc.addr + sc.size)`` is exactly a mapping the tracer made:
+    anonymous and private, its first page ``r-x`` (or ``rw-``: killed before the
+    ``mprotect``), nothing else inside it (the process was stopped throughout)."""
     from ..target.live import parse_maps
     try:
         maps = parse_maps(open(f"/proc/{pid}/maps").read())
@@ -341,9 +341,18 @@ def scratch_mapped(pid: int, sc: Scratch) -> bool:
     inside = [m for m in maps if m.start < sc.addr + sc.size and m.end > sc.addr]
     if not inside or inside[0].start != sc.addr or inside[-1].end != sc.addr + sc.size:
         return False
-    if any(m.path or m.perms[3] != "p" for m in inside):
+    if any(m.path or m.perms[3] != "p" for m in inside) or inside[0].perms[:3] not in ("r-x", "rw-"):
         return False
     return all(inside[i].end == inside[i + 1].start for i in range(len(inside) - 1))
+
+
+def injection_refused(pid: int) -> str | None:
+    """Why no call may be injected into ``pid`` (None if it may): a seccomp filter may
+    kill the process for the ``mmap``/``mprotect`` of the batch mapping, and a thread
+    with a shadow stack would fault on the ``ret`` into ``__restore_rt``
+    (:func:`mappedtrace.target.capture.fork_refused`, the same rule as the fork)."""
+    from ..target.capture import fork_refused
+    return fork_refused(pid)
 
 
 def write_batch(live: LiveTarget, alloc: "Allocator", sc: Scratch, calls: list[tuple[str, list[int]]]) -> None:

@@ -535,6 +535,10 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
         busy = _allocator_busy(a)
         if busy:
             raise AllocatorBusy(f"cannot relocate now: {busy}", hint="try again (the lock is held only briefly)")
+        why = inject.injection_refused(pid)
+        if why:
+            raise MappedTraceError(f"cannot call the allocator of process {pid}: {why}",
+                                   hint="relocation injects allocator calls; this process forbids it")
         tid = _pick_thread(live, a.roots.frames)
         alloc = inject.Allocator.find(live, a.modules)
         g = plan.graph
