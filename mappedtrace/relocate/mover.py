@@ -403,7 +403,7 @@ class Calls:
             raise MappedTraceError(f"a batch of {n} allocator calls in process {live.pid} stopped after {done}")
         out = [(o if r == 0 else 0) if fn == "posix_memalign" else (r if fn == "malloc_trim" else 0)
                for (_ph, _i, fn, _a), (r, o) in zip(ops, res)]
-        self.journal.add({"t": "batch-end", "done": n, "results": out})
+        self.journal.add({"t": "batch-end", "done": n, "results": _col(out)})
         return out
 
     def plug_many(self, sizes: list[int]) -> list[int]:
@@ -772,7 +772,7 @@ def recover(pid: int) -> dict:
                 last_batch = r
                 r["ops"] = _ops_from_record(r)
             elif r["t"] == "batch-end":
-                for (ph, i, _fn, _a), res_ in zip(last_batch["ops"][:r["done"]], r["results"]):
+                for (ph, i, _fn, _a), res_ in zip(last_batch["ops"][:r["done"]], _uncol(r["results"]).tolist()):
                     apply(ph, i, res_)
                 for ph, i, _fn, _a in last_batch["ops"][r["done"]:r.get("unsure", r["done"])]:
                     unsure.setdefault(ph, set()).add(i)
@@ -825,7 +825,7 @@ def recover(pid: int) -> dict:
                     if ph == "undo":
                         allocs.pop(i, None)
                         out["leaked"] += 1
-                journal.add({"t": "batch-end", "done": done, "results": results, "unsure": cut})
+                journal.add({"t": "batch-end", "done": done, "results": _col(results), "unsure": cut})
             if alive:
                 inject.restore(live, b)
             journal.add({"t": "release", "tid": b.tid})
