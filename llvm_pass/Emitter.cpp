@@ -16,8 +16,10 @@
 //   * writes one `.mtmap` chunk (FORMAT.md §2) as a constant in section
 //     ".mtmap", kept by llvm.used, its addresses relative to the chunk
 //     (FORMAT.md "Addresses"; Addresses.cpp does the same for the function
-//     entries of .llvm_stackmaps), and marks the module so a second run (e.g.
-//     compile then LTO) does nothing.
+//     entries of .llvm_stackmaps), and each type the maps need as a
+//     `.mttypes` record in a COMDAT group keyed by the record's bytes
+//     (FORMAT.md §2a: the linker keeps one copy per program), and marks the
+//     module so a second run (e.g. compile then LTO) does nothing.
 //
 // Run: opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
 //===----------------------------------------------------------------------===//
