@@ -496,6 +496,7 @@ GlobalVariable *SiteWriter::emitTable() {
   // (the module name may add to Str after StrOff/size were taken: re-patch below)
   for (unsigned I = 0; I < N; ++I) {
     const Site &S = Sites[I];
+    TT.use(S.Type & TypeIdMask);
     Le(S.Type & TypeIdMask, 8);
     Le(FileStr[I], 4);
     Le(FuncStr[I], 4);

@@ -16,8 +16,10 @@
 //   * writes one `.mtmap` chunk (FORMAT.md §2) as a constant in section
 //     ".mtmap", kept by llvm.used, its addresses relative to the chunk
 //     (FORMAT.md "Addresses"; Addresses.cpp does the same for the function
-//     entries of .llvm_stackmaps), and marks the module so a second run (e.g.
-//     compile then LTO) does nothing.
+//     entries of .llvm_stackmaps), and each type the maps need as a
+//     `.mttypes` record in a COMDAT group keyed by the record's bytes
+//     (FORMAT.md §2a: the linker keeps one copy per program), and marks the
+//     module so a second run (e.g. compile then LTO) does nothing.
 //
 // Run: opt-22 -load-pass-plugin=MappedTracePass.so -passes=mappedtrace x.ll
 //===----------------------------------------------------------------------===//
@@ -32,6 +34,8 @@
 #include <cstdlib>
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/Support/xxhash.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Transforms/Utils/ModuleUtils.h"
 
 using namespace llvm;
@@ -65,10 +69,26 @@ public:
   /// An 8-byte address of \p GO; returns whether it is relative.
   bool addr(GlobalObject *GO) {
     bool Rel = addressIsRelative(*GO);
-    Relocs.push_back({Bytes.size(), GO, Rel});
+    Relocs.push_back({Bytes.size(), GO, Rel, 8});
     le(0, 8);
     return Rel;
   }
+  /// Version 4: where \p GO's address can be relative, a 4-byte `target -
+  /// blob`; else an 8-byte absolute address. Returns whether it is relative.
+  bool addr32(GlobalObject *GO) {
+    bool Rel = addressIsRelative(*GO);
+    Relocs.push_back({Bytes.size(), GO, Rel, Rel ? 4u : 8u});
+    le(0, Rel ? 4 : 8);
+    return Rel;
+  }
+  void bytes(StringRef S) { Bytes.insert(Bytes.end(), S.begin(), S.end()); }
+  /// A string written in place: ULEB length, then its bytes (no NUL).
+  void str(StringRef S) {
+    uleb(S.size());
+    bytes(S);
+  }
+  const std::vector<uint8_t> &data() const { return Bytes; }
+  uint8_t &data_at(size_t At) { return Bytes[At]; }
   void uleb(uint64_t V) {
     do {
       uint8_t B = V & 0x7f;
@@ -95,12 +115,13 @@ public:
   }
   size_t size() const { return Bytes.size(); }
   /// The private constant \p Name in \p Section holding the blob.
-  GlobalVariable *emit(Module &M, StringRef Name, StringRef Section) const {
+  GlobalVariable *emit(Module &M, StringRef Name, StringRef Section, unsigned Alignment = 8) const {
     LLVMContext &Ctx = M.getContext();
     Type *I64 = Type::getInt64Ty(Ctx);
+    Type *I32 = Type::getInt32Ty(Ctx);
     SmallVector<Type *, 16> Tys;
     forParts([&](size_t Pos, size_t End) { Tys.push_back(ArrayType::get(Type::getInt8Ty(Ctx), End - Pos)); },
-             [&](const Reloc &) { Tys.push_back(I64); });
+             [&](const Reloc &R) { Tys.push_back(R.Size == 4 ? I32 : I64); });
     StructType *ST = StructType::get(Ctx, Tys, /*isPacked=*/true);
     auto *GV = new GlobalVariable(M, ST, /*isConstant=*/true, GlobalValue::PrivateLinkage,
                                   nullptr, Name);
@@ -111,15 +132,15 @@ public:
           Parts.push_back(ConstantDataArray::get(Ctx, ArrayRef<uint8_t>(Bytes.data() + Pos, End - Pos)));
         },
         [&](const Reloc &R) {
-          if (R.Relative)
-            Parts.push_back(ConstantExpr::getSub(
-                ConstantExpr::getPtrToInt(localAddressOf(*R.GO), I64), Base));
-          else
-            Parts.push_back(ConstantExpr::getPtrToInt(R.GO, I64));
+          Constant *C = R.Relative ? ConstantExpr::getSub(
+                                         ConstantExpr::getPtrToInt(localAddressOf(*R.GO), I64), Base)
+                                   : ConstantExpr::getPtrToInt(R.GO, I64);
+          // a 4-byte difference: the assembler emits a 32-bit PC-relative fixup
+          Parts.push_back(R.Size == 4 ? ConstantExpr::getTrunc(C, I32) : C);
         });
     GV->setInitializer(ConstantStruct::get(ST, Parts));
     GV->setSection(Section);
-    GV->setAlignment(Align(8));
+    GV->setAlignment(Align(Alignment));
     return GV;
   }
 
@@ -128,6 +149,7 @@ private:
     size_t Off;
     GlobalObject *GO;
     bool Relative;
+    unsigned Size; // 8, or 4 for a relative address of version 4
   };
   template <typename RawFn, typename RelocFn> void forParts(RawFn Raw, RelocFn Rel) const {
     size_t Pos = 0;
@@ -135,7 +157,7 @@ private:
       if (R.Off > Pos)
         Raw(Pos, R.Off);
       Rel(R);
-      Pos = R.Off + 8;
+      Pos = R.Off + R.Size;
     }
     if (Bytes.size() > Pos)
       Raw(Pos, Bytes.size());
@@ -183,6 +205,14 @@ private:
   void insertLoopPoint(const MapSite &S);
   void keepStackMapsUnderGC();
   void emitMap();
+  // A global or thread-local whose type holds pointers.
+  struct GOut {
+    GlobalVariable *G;
+    uint64_t Size, Type;
+    uint32_t Flags;
+  };
+  void emitTypeRecord(const TypeRec &R);
+  void emitChunkV4(const std::vector<GOut> &Globals);
 
   Module &M;
   LLVMContext &Ctx;
@@ -257,7 +287,9 @@ SmallVector<Value *, 16> Emitter::deoptOperands(const MapSite &S, IRBuilder<> &B
       Ops.push_back(ConstantInt::get(I64, (uint64_t)E.Offset));
       continue;
     }
-    uint64_t Desc = (E.IsSlot ? RoleSlot : RoleValue) | (entryTypeId(E) & TypeIdMask);
+    uint64_t Ty = entryTypeId(E) & TypeIdMask;
+    TT.use(Ty);
+    uint64_t Desc = (E.IsSlot ? RoleSlot : RoleValue) | Ty;
     Value *V = Replaced.lookup_or(E.V, E.V);
     Type *T = V->getType();
     if (E.IsSlot || T->isPointerTy()) {
@@ -487,11 +519,6 @@ void Emitter::emitMap() {
   Type *I64 = Type::getInt64Ty(Ctx);
   (void)I64;
   // Globals and thread-locals whose type holds pointers.
-  struct GOut {
-    GlobalVariable *G;
-    uint64_t Size, Type;
-    uint32_t Flags;
-  };
   std::vector<GOut> Globals;
   const DataLayout &DL = M.getDataLayout();
   for (GlobalVariable &G : M.globals()) {
@@ -527,17 +554,43 @@ void Emitter::emitMap() {
     Globals.push_back({&G, DL.getTypeAllocSize(G.getValueType()), Ty, Flags});
   }
 
+  for (const GOut &G : Globals)
+    TT.use(G.Type);
+  for (const FuncOut &O : Funcs)
+    for (auto &[Ty, Size, Name] : O.Allocas)
+      TT.use(Ty);
+  // Types nothing refers to (the debug types of globals without pointers,
+  // string literals' char[N], …) are left out: only what the maps use, the
+  // definitions a declaration elsewhere may resolve to, and what those refer to.
+  std::set<uint64_t> Keep = TT.reachable();
+  std::vector<const TypeRec *> Types;
+  for (const auto &[Id, R] : TT.all())
+    if (Keep.count(Id))
+      Types.push_back(&R);
+
+  // Version 4 (the default, ELF) writes each type as a record of its own in
+  // .mttypes, in a COMDAT group keyed by the record's bytes, so the linker
+  // keeps one copy per program; the chunk names types by id only.
+  // MAPPEDTRACE_MTMAP_VERSION=2 or 3 writes the types into the chunk (tests
+  // compare the decodings).
+  unsigned Version = MtmapVersion;
+  if (const char *VE = std::getenv("MAPPEDTRACE_MTMAP_VERSION"); VE && (VE[0] == '2' || VE[0] == '3') && !VE[1])
+    Version = VE[0] - '0';
+  if (!M.getTargetTriple().isOSBinFormatELF())
+    Version = 3; // COMDAT groups keyed by name are ELF's
+  if (Version == 4) {
+    for (const TypeRec *R : Types)
+      emitTypeRecord(*R);
+    emitChunkV4(Globals);
+    return;
+  }
+  bool V2 = Version == 2;
+
   StringTab Str;
   Blob B;
-  // Version 3 (the default) writes the tables in LEB128 with type ids by
-  // index; MAPPEDTRACE_MTMAP_VERSION=2 writes the fixed-size tables of
-  // version 2 (tests compare the two decodings).
-  const char *VE = std::getenv("MAPPEDTRACE_MTMAP_VERSION");
-  bool V2 = VE && VE[0] == '2' && !VE[1];
-  const auto &Types = TT.all();
   // Header, patched at the end.
   B.u32(0x504D544D); // "MTMP" little-endian bytes 4D 54 4D 50
-  B.u16(V2 ? 2 : MtmapVersion);
+  B.u16(Version);
   B.u16(V2 ? 56 : 64);
   size_t ChunkSizeAt = B.size();
   B.u32(0);
@@ -566,11 +619,12 @@ void Emitter::emitMap() {
     B.u32(0); // n_ids
     B.u32(0); // ids_off
     uint64_t I = 0;
-    for (const auto &KV : Types)
-      Ref[KV.first] = ++I;
+    for (const TypeRec *R : Types)
+      Ref[R->Id] = ++I;
   }
   uint32_t TypesOff = B.size();
-  for (const auto &[Id, R] : Types) {
+  for (const TypeRec *TR : Types) {
+    const TypeRec &R = *TR;
     if (!V2) {
       B.u64(R.Id);
       B.uleb(R.Size);
@@ -707,6 +761,183 @@ void Emitter::emitMap() {
     B.put32(CountsAt + 4 * I, Counts[I]);
 
   GlobalVariable *GV = B.emit(M, "__mappedtrace_map", ".mtmap");
+  appendToUsed(M, {GV});
+}
+
+// One .mttypes record (FORMAT.md §2a): the type with the ids it refers to and
+// its strings in place, no relocation, so that the same record of two
+// objects is the same bytes. It goes into a COMDAT group named after a hash
+// of those bytes: the linker keeps one copy of each. Two modules' records of
+// one type differ only where their STORED slots differ (PointerStores.cpp);
+// then both are kept, and a reader takes the union.
+void Emitter::emitTypeRecord(const TypeRec &R) {
+  std::vector<uint64_t> Ids;
+  std::map<uint64_t, uint64_t> Index;
+  auto ref = [&](uint64_t Id) -> uint64_t {
+    if (Id == 0)
+      return 0;
+    if (Id == R.Id)
+      return 1;
+    auto [It, New] = Index.try_emplace(Id, Ids.size() + 2);
+    if (New)
+      Ids.push_back(Id);
+    return It->second;
+  };
+  Blob Body;
+  Body.uleb(R.Size);
+  Body.str(R.Name);
+  Body.u8(R.Kind);
+  Body.uleb(R.Flags);
+  Body.uleb(R.Slots.size());
+  Body.uleb(R.Fields.size());
+  Body.uleb(ref(R.Elem));
+  Body.uleb(R.FlexOffset);
+  uint64_t Prev = 0;
+  for (const SlotRec &S : R.Slots) {
+    Body.sleb((int64_t)(S.Offset - Prev));
+    Prev = S.Offset;
+    Body.uleb(ref(S.Target));
+    Body.uleb(S.Count);
+    if (S.Count > 1)
+      Body.uleb(S.Stride);
+    Body.uleb(S.Flags);
+  }
+  Prev = 0;
+  for (const FieldRec &F : R.Fields) {
+    // members come in declaration order: the (signed) distance from the previous one
+    Body.sleb((int64_t)(F.Offset - Prev));
+    Prev = F.Offset;
+    Body.uleb(ref(F.Type));
+    Body.str(F.Name);
+    Body.uleb(F.Flags);
+  }
+  Blob Head;
+  Head.u64(R.Id);
+  Head.uleb(Ids.size());
+  for (uint64_t Id : Ids)
+    Head.u64(Id);
+  std::vector<uint8_t> Rec{TypeRecordVersion};
+  Blob Len;
+  Len.uleb(Head.size() + Body.size());
+  Rec.insert(Rec.end(), Len.data().begin(), Len.data().end());
+  Rec.insert(Rec.end(), Head.data().begin(), Head.data().end());
+  Rec.insert(Rec.end(), Body.data().begin(), Body.data().end());
+  // 64 bits of xxh3 name the group: a collision (odds about n^2 / 2^65 for
+  // n records in a program) would drop one of the two records.
+  std::string Name = "__mappedtrace_type." + utohexstr(xxh3_64bits(Rec), /*LowerCase=*/true, 16);
+  if (M.getNamedValue(Name))
+    return;
+  auto *GV = new GlobalVariable(M, ArrayType::get(Type::getInt8Ty(Ctx), Rec.size()), /*isConstant=*/true,
+                                GlobalValue::LinkOnceODRLinkage,
+                                ConstantDataArray::get(Ctx, ArrayRef<uint8_t>(Rec)), Name);
+  GV->setVisibility(GlobalValue::HiddenVisibility);
+  GV->setComdat(M.getOrInsertComdat(Name));
+  GV->setSection(TypeRecordSection);
+  GV->setAlignment(Align(1));
+  // kept under --gc-sections (SHF_GNU_RETAIN), like the chunk
+  appendToUsed(M, {GV});
+}
+
+// A version 4 chunk (FORMAT.md §2, "Version 4"): functions and globals, types
+// by id only (their records are in .mttypes), byte-aligned.
+void Emitter::emitChunkV4(const std::vector<GOut> &Globals) {
+  StringTab Str;
+  std::vector<uint64_t> Ids;
+  std::map<uint64_t, uint64_t> Index;
+  auto ref = [&](uint64_t Id) -> uint64_t {
+    if (Id == 0)
+      return 0;
+    auto [It, New] = Index.try_emplace(Id, Ids.size() + 1);
+    if (New)
+      Ids.push_back(Id);
+    return It->second;
+  };
+  auto reason = [&](StringRef Why) -> uint64_t {
+    if (Why.empty())
+      return 0;
+    for (size_t I = 0; I < std::size(StdReasons); ++I)
+      if (Why == StdReasons[I])
+        return I + 1;
+    return StdReasonLimit + Str.get(Why);
+  };
+  // The tables first (their addresses are relative to the chunk's start, so
+  // the header is written into the same blob, before them, with its size
+  // fields patched at the end).
+  Blob B;
+  B.u32(0x504D544D); // "MTMP"
+  B.u16(4);
+  B.u16(12); // fixed header bytes; the counts follow as ULEB
+  size_t ChunkSizeAt = B.size();
+  B.u32(0);
+  // The counts come first: the ids and strings the entries will name are
+  // collected before any entry is written.
+  for (const FuncOut &O : Funcs)
+    for (auto &[Ty, Size, Name] : O.Allocas)
+      ref(Ty);
+  for (const GOut &G : Globals)
+    ref(G.Type);
+  uint32_t ModName = Str.get(M.getSourceFileName());
+  for (const FuncOut &O : Funcs) {
+    Str.get(O.Name);
+    reason(O.Reason);
+    for (auto &[Ty, Size, Name] : O.Allocas)
+      Str.get(Name);
+  }
+  for (const GOut &G : Globals)
+    Str.get(G.G->getName());
+  B.uleb((TT.isRust() ? 1 : 0) | (O0 ? 2 : 0));
+  B.uleb(Funcs.size());
+  B.uleb(Globals.size());
+  B.uleb(Ids.size());
+  B.uleb(Str.data().size());
+  B.uleb(ModName);
+  for (uint64_t Id : Ids)
+    B.u64(Id);
+  for (const FuncOut &O : Funcs) {
+    // A varargs thunk's entry is its flags and address: its name is its
+    // symbol's, the rest is the same for every thunk (FORMAT.md §2, Version 4).
+    bool Thunk = O.F && O.F->hasFnAttribute("mappedtrace-thunk") && O.Reason == StdReasons[2] &&
+                 O.Status == 2 && !O.NCalls && !O.NLoops && O.NUnmapped == 1 && !O.NTail &&
+                 O.Allocas.empty();
+    bool HasAddr = O.F && !O.F->isDeclarationForLinker();
+    bool Counts = O.NLoops || O.NUnmapped || O.NTail;
+    uint8_t Flags = (HasAddr ? 0 : FnNoAddress) | (Thunk ? FnThunk : 0) | (Counts ? FnCounts : 0) |
+                    (O.Status << 4) | (O.Allocas.empty() ? 0 : FnAllocas);
+    size_t FlagsAt = B.size();
+    B.u8(Flags);
+    if (HasAddr && !B.addr32(O.F))
+      B.data_at(FlagsAt) |= FnAddrAbsolute;
+    if (Thunk)
+      continue;
+    B.uleb(Str.get(O.Name));
+    B.uleb(reason(O.Reason));
+    B.uleb(O.NCalls);
+    if (Counts) {
+      B.uleb(O.NLoops);
+      B.uleb(O.NUnmapped);
+      B.uleb(O.NTail);
+    }
+    if (O.Allocas.empty())
+      continue;
+    B.uleb(O.Allocas.size());
+    for (auto &[Ty, Size, Name] : O.Allocas) {
+      B.uleb(ref(Ty));
+      B.uleb(Size);
+      B.uleb(Str.get(Name));
+    }
+  }
+  for (const GOut &G : Globals) {
+    size_t FlagsAt = B.size();
+    B.u8(G.Flags);
+    if (!(G.Flags & 1) && !B.addr32(G.G))
+      B.data_at(FlagsAt) |= GlobalAddrAbsolute;
+    B.uleb(G.Size);
+    B.uleb(ref(G.Type));
+    B.uleb(Str.get(G.G->getName()));
+  }
+  B.bytes(Str.data());
+  B.put32(ChunkSizeAt, B.size());
+  GlobalVariable *GV = B.emit(M, "__mappedtrace_map", ".mtmap", /*Alignment=*/1);
   appendToUsed(M, {GV});
 }
 

@@ -24,6 +24,7 @@
 #include "llvm/IR/Module.h"
 #include "llvm/IR/PassManager.h"
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,9 +46,23 @@ constexpr uint64_t IdTagMask = 0xFFFFULL << 48;
 constexpr uint64_t IdRelativeFn = 1ULL << 39;
 constexpr uint64_t IdSeqMask = IdRelativeFn - 1;
 // .mtmap: version, and the flags of an address written absolute (FORMAT.md §2).
-constexpr uint16_t MtmapVersion = 3;
+constexpr uint16_t MtmapVersion = 4;
 constexpr uint16_t FnAddrAbsolute = 1;
 constexpr uint32_t GlobalAddrAbsolute = 4;
+// .mtmap version 4: the function entry's flag byte (FORMAT.md §2, "Version 4").
+constexpr uint8_t FnNoAddress = 2, FnThunk = 4, FnCounts = 8, FnAllocas = 64;
+// .mttypes: one record per type, each in a COMDAT group keyed by its content
+// (FORMAT.md §2a); the record's version byte.
+constexpr const char *TypeRecordSection = ".mttypes";
+constexpr uint8_t TypeRecordVersion = 1;
+// Reasons a function is not (fully) instrumented that .mtmap version 4
+// writes as a number (index + 1) instead of a string (FORMAT.md §2).
+constexpr const char *StdReasons[] = {
+    "some calls cannot be mapped (intrinsics lowered to calls, inline asm, musttail, bundles)",
+    "the returns_twice call (setjmp) itself is no map point",
+    "varargs thunk",
+};
+constexpr uint64_t StdReasonLimit = 16; // reason numbers below this are StdReasons
 // The GC strategy of instrumented functions, and its stack map printer.
 constexpr const char *GCStrategyName = "mappedtrace";
 // Prefix of the private aliases that name a definition of this object.
@@ -55,7 +70,7 @@ constexpr const char *LocalAliasPrefix = "__mappedtrace.local.";
 // .mtstack, the compact stack maps (FORMAT.md §1a, StackTable.cpp).
 constexpr const char *StackTableSection = ".mtstack";
 constexpr const char *StackTableMagic = "MTSK";
-constexpr uint16_t StackTableVersion = 1;
+constexpr uint16_t StackTableVersion = 2;
 constexpr uint64_t RoleValue = 0;
 constexpr uint64_t RoleSlot = 1ULL << 62;
 constexpr uint64_t RoleDerived = 2ULL << 62;
@@ -126,6 +141,17 @@ public:
     return Types;
   }
   bool isRust() const { return Rust; }
+  /// The maps refer to type \p Id (a record, an alloca, a global, an
+  /// allocation site): it and what it refers to are emitted.
+  void use(uint64_t Id) {
+    if (Id)
+      Used.insert(Id);
+  }
+  /// The ids to emit: every type used (use()), every type with STORED words
+  /// (addStored) and every struct, union or enum definition (another module
+  /// may resolve a declaration to it), with the types they refer to
+  /// (element, slot targets, fields), transitively.
+  std::set<uint64_t> reachable();
 
 private:
   uint64_t idOfDI(const llvm::DIType *T, unsigned Depth);
@@ -156,6 +182,8 @@ private:
   // LTO module), of anonymous ones by node
   std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> StoredById;
   llvm::DenseMap<const llvm::DICompositeType *, std::vector<std::pair<uint64_t, uint64_t>>> StoredByNode;
+  std::set<uint64_t> Used;
+  std::vector<const llvm::DICompositeType *> StoredNodes; // addStored's types
 };
 
 /// Where the module stores pointers (pointer-typed stores, memcpy/memmove from

@@ -4,7 +4,8 @@
 // and pads to 8: about 157 bytes per call site in gawk, more than the code
 // itself. This file writes the same records to `.mtstack` (FORMAT.md §1a):
 // per object one block with a dictionary of distinct locations and one of
-// distinct location lists ("shapes": most call sites of a function share one),
+// distinct location lists ("shapes": most call sites of a function share one;
+// each written as runs copied from the previous shape and literal runs),
 // then per function its records as (ID delta, return-address delta, shape).
 // Integers are LEB128; the return-address deltas are label differences that
 // the assembler resolves (`.uleb128 .Ltmp5-.Ltmp3`, as in DWARF and LSDA
@@ -54,6 +55,47 @@ namespace {
 
 using LocKey = std::tuple<unsigned, unsigned, unsigned, int32_t>; // kind, size, reg, offset
 using ShapeKey = std::pair<std::vector<unsigned>, std::vector<std::pair<unsigned, unsigned>>>;
+
+// Greedy: at each position the longest run of \p Prev that matches what
+// follows (two indices or more) is copied, `ULEB (length << 1 | 1), ULEB
+// start`; what no run covers goes into literal runs, `ULEB (length << 1)`
+// then the indices (FORMAT.md §1a, version 2).
+void encodeShape(const std::vector<unsigned> &Cur, const std::vector<unsigned> &Prev,
+                 std::vector<uint64_t> &Out, unsigned &NTokens) {
+  std::vector<unsigned> Lit;
+  auto Flush = [&] {
+    if (Lit.empty())
+      return;
+    Out.push_back((uint64_t)Lit.size() << 1);
+    Out.insert(Out.end(), Lit.begin(), Lit.end());
+    ++NTokens;
+    Lit.clear();
+  };
+  // Very long lists are written literally (the search is quadratic).
+  bool Search = (uint64_t)Cur.size() * Prev.size() <= (1u << 20);
+  for (size_t I = 0; I < Cur.size();) {
+    size_t BestLen = 0, BestAt = 0;
+    for (size_t A = 0; Search && A < Prev.size(); ++A) {
+      size_t L = 0;
+      while (I + L < Cur.size() && A + L < Prev.size() && Cur[I + L] == Prev[A + L])
+        ++L;
+      if (L > BestLen) {
+        BestLen = L;
+        BestAt = A;
+      }
+    }
+    if (BestLen >= 2) {
+      Flush();
+      Out.push_back((uint64_t)BestLen << 1 | 1);
+      Out.push_back(BestAt);
+      ++NTokens;
+      I += BestLen;
+    } else {
+      Lit.push_back(Cur[I++]);
+    }
+  }
+  Flush();
+}
 
 } // namespace
 
@@ -115,10 +157,20 @@ void emitStackTable(StackMaps &SM, AsmPrinter &AP, ArrayRef<StackTableFn> Fns) {
     OS.emitULEB128IntValue(std::get<2>(L));
     OS.emitSLEB128IntValue(std::get<3>(L));
   }
+  // Version 2: a shape's location list is written against the previous
+  // shape's (consecutive call sites of a function keep most values where they
+  // were): runs copied from it, and literal runs of location indices.
+  const std::vector<unsigned> None;
+  const std::vector<unsigned> *Prev = &None;
   for (const ShapeKey *S : Shapes) {
+    std::vector<uint64_t> Tokens;
+    unsigned NTokens = 0;
+    encodeShape(S->first, *Prev, Tokens, NTokens);
+    Prev = &S->first;
     OS.emitULEB128IntValue(S->first.size());
-    for (unsigned L : S->first)
-      OS.emitULEB128IntValue(L);
+    OS.emitULEB128IntValue(NTokens);
+    for (uint64_t T : Tokens)
+      OS.emitULEB128IntValue(T);
     OS.emitULEB128IntValue(S->second.size());
     for (auto [Reg, Size] : S->second) {
       OS.emitULEB128IntValue(Reg);

@@ -349,6 +349,7 @@ uint64_t TypeTable::namedId(const DICompositeType *C) {
 void TypeTable::addStored(const DICompositeType *C, uint64_t Off, uint64_t Len) {
   if (!C || !Len)
     return;
+  StoredNodes.push_back(C);
   if (isNamedAggregate(C))
     StoredById[namedId(C)].push_back({Off, Off + Len});
   else
@@ -763,6 +764,36 @@ uint64_t TypeTable::idOfIRImpl(Type *T, unsigned Depth) {
   }
   IRIds[T] = Id;
   return Id;
+}
+
+std::set<uint64_t> TypeTable::reachable() {
+  // A type this module stores pointers into is emitted even where nothing
+  // else of the module names it: its STORED words are this module's to give
+  // (readers take their union over every module's record of the type).
+  std::vector<uint64_t> Work(Used.begin(), Used.end());
+  for (const DICompositeType *C : StoredNodes)
+    Work.push_back(idOf(C));
+  drain();
+  std::set<uint64_t> Out;
+  for (const auto &[Id, R] : Types)
+    if ((R.Kind == KStruct || R.Kind == KUnion || R.Kind == KEnum) && R.Size)
+      Work.push_back(Id);
+  // Each id enters Out once: bounded by the table's size.
+  while (!Work.empty()) {
+    uint64_t Id = Work.back();
+    Work.pop_back();
+    if (!Id || !Out.insert(Id).second)
+      continue;
+    const TypeRec *R = get(Id);
+    if (!R)
+      continue; // an id this module names but does not define (FORMAT.md §3)
+    Work.push_back(R->Elem);
+    for (const SlotRec &S : R->Slots)
+      Work.push_back(S.Target);
+    for (const FieldRec &F : R->Fields)
+      Work.push_back(F.Type);
+  }
+  return Out;
 }
 
 } // namespace mappedtrace

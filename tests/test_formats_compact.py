@@ -1,5 +1,5 @@
-"""The compact map encodings on malformed input: ``.mtstack`` (FORMAT.md §1a)
-and ``.mtmap`` version 3 (§2).
+"""The compact map encodings on malformed input: ``.mtstack`` (FORMAT.md §1a),
+``.mtmap`` versions 3 and 4 (§2) and ``.mttypes`` (§2a).
 
 The sections come from a program built at test time by ``mappedtrace cc``;
 malformed copies are made here: every truncation, seeded random byte changes,
@@ -32,6 +32,12 @@ def exe(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def exe3(tmp_path_factory):
+    return build_sample(REPO / "samples" / "heap_layouts.c", "-O2", tmp_path_factory.mktemp("compact3") / "hl3",
+                        {"MAPPEDTRACE_MTMAP_VERSION": "3"})
+
+
+@pytest.fixture(scope="module")
 def stack(exe):
     s = elf.section(exe, ".mtstack")
     assert s is not None and s.size > 16
@@ -39,17 +45,61 @@ def stack(exe):
 
 
 @pytest.fixture(scope="module")
-def chunk(exe):
-    s = elf.section(exe, ".mtmap")
+def chunk(exe3):
+    s = elf.section(exe3, ".mtmap")
     assert s is not None and int.from_bytes(s.data[4:6], "little") == 3
     return s
 
 
-def test_decodes(stack, chunk):
+@pytest.fixture(scope="module")
+def chunk4(exe):
+    s = elf.section(exe, ".mtmap")
+    assert s is not None and int.from_bytes(s.data[4:6], "little") == 4
+    return s
+
+
+@pytest.fixture(scope="module")
+def types4(exe):
+    s = elf.section(exe, ".mttypes")
+    assert s is not None and s.size > 16
+    return s
+
+
+def test_decodes(stack, chunk, chunk4, types4):
     tables = mtstack.decode(stack.data, "x: .mtstack", stack.addr)
     assert tables and sum(len(t.records) for t in tables) > 10
     chunks = mtmap.decode(chunk.data, "x: .mtmap", [], chunk.addr)
     assert chunks and chunks[0].types and chunks[0].functions
+    chunks = mtmap.decode(chunk4.data, "x: .mtmap", [], chunk4.addr)
+    assert chunks and not chunks[0].types and chunks[0].functions
+    assert mtmap.decode_types(types4.data, "x: .mttypes")
+
+
+def test_every_mtmap_v4_truncation_is_bad_data(chunk4):
+    data = chunk4.data
+    for n in range(1, len(data)):
+        with pytest.raises(BadData):
+            mtmap.decode(data[:n], "x: .mtmap", [], chunk4.addr)
+
+
+def test_mttypes_truncation_is_bad_data_or_whole_records(types4):
+    """A record cut anywhere is refused; a cut between records leaves the records
+    before it (the section has no count: its ELF size is the bound)."""
+    data = types4.data
+    whole = mtmap.decode_types(data, "x")
+    ends = set()
+    c = Cursor(data, "x")
+    while not c.at_end():
+        c.u8()
+        c.skip(c.uleb())
+        ends.add(c.pos)
+    for n in range(1, len(data)):
+        if n in ends:
+            got = mtmap.decode_types(data[:n], "x")
+            assert got == whole[:len(got)] and got
+        else:
+            with pytest.raises(BadData, match=r"^x\+0x"):
+                mtmap.decode_types(data[:n], "x")
 
 
 def test_every_truncation_is_bad_data(stack):
@@ -68,9 +118,9 @@ def test_every_mtmap_truncation_is_bad_data(chunk):
             mtmap.decode(data[:n], "x: .mtmap", [], chunk.addr)
 
 
-@pytest.mark.parametrize("section", [".mtstack", ".mtmap"])
-def test_garbled_bytes_give_bad_data_or_a_result(stack, chunk, section):
-    src = stack if section == ".mtstack" else chunk
+@pytest.mark.parametrize("section", [".mtstack", ".mtmap", ".mtmap4", ".mttypes"])
+def test_garbled_bytes_give_bad_data_or_a_result(stack, chunk, chunk4, types4, section):
+    src = {".mtstack": stack, ".mtmap": chunk, ".mtmap4": chunk4, ".mttypes": types4}[section]
     rng = random.Random(18)
     outcomes = {"ok": 0, "bad": 0}
     for _ in range(400):
@@ -80,6 +130,8 @@ def test_garbled_bytes_give_bad_data_or_a_result(stack, chunk, section):
         try:
             if section == ".mtstack":
                 mtstack.decode(bytes(data), "x", src.addr)
+            elif section == ".mttypes":
+                mtmap.decode_types(bytes(data), "x", [])
             else:
                 mtmap.decode(bytes(data), "x", [], src.addr)
             outcomes["ok"] += 1
@@ -97,7 +149,7 @@ def test_header_errors_name_the_value(stack):
         mtstack.decode(bytes(d), "x")
     d = bytearray(stack.data)
     d[4:6] = (9).to_bytes(2, "little")
-    with pytest.raises(UnsupportedVersion, match="stack table version 9 is not supported; this build reads version 1"):
+    with pytest.raises(UnsupportedVersion, match="stack table version 9 is not supported; this build reads versions 1-2"):
         mtstack.decode(bytes(d), "x")
     d = bytearray(stack.data)
     d[8:12] = (1 << 31).to_bytes(4, "little")
@@ -128,13 +180,69 @@ def test_mtmap_v3_header_errors(chunk):
     with pytest.raises(BadData, match="version 3 chunk header size 56"):
         mtmap.decode(bytes(d), "x")
     d = bytearray(chunk.data)
-    d[4:6] = (4).to_bytes(2, "little")
-    with pytest.raises(UnsupportedVersion, match=".mtmap version 4 is not supported; this build reads versions 1-3"):
+    d[4:6] = (5).to_bytes(2, "little")
+    with pytest.raises(UnsupportedVersion, match=".mtmap version 5 is not supported; this build reads versions 1-4"):
         mtmap.decode(bytes(d), "x")
     d = bytearray(chunk.data)
     struct.pack_into("<I", d, 56, 1 << 28)    # an id table that cannot fit
     with pytest.raises(BadData, match="id table"):
         mtmap.decode(bytes(d), "x")
+
+
+def test_mtmap_v4_and_mttypes_errors(chunk4, types4):
+    d = bytearray(chunk4.data)
+    d[6:8] = (8).to_bytes(2, "little")         # shorter than the 12 fixed bytes
+    with pytest.raises(BadData, match=r"x\+0x6: chunk header size 8"):
+        mtmap.decode(bytes(d), "x")
+    d = bytearray(chunk4.data)
+    d[8:12] = (len(d) + 1).to_bytes(4, "little")
+    with pytest.raises(BadData, match="chunk size"):
+        mtmap.decode(bytes(d), "x")
+    d = bytearray(chunk4.data)
+    d[12] = 0x80 | d[12]                         # the flags ULEB now swallows the counts
+    with pytest.raises(BadData):
+        mtmap.decode(bytes(d), "x")
+    d = bytearray(types4.data)
+    d[0] = 2
+    with pytest.raises(UnsupportedVersion, match=r"x\+0x0: .mttypes record version 2 is not supported"):
+        mtmap.decode_types(bytes(d), "x")
+    # a record whose size runs past the section
+    d = bytearray(types4.data[:2]) + bytes(4)
+    d[1] = 0x7F
+    with pytest.raises(BadData, match="runs past the section end"):
+        mtmap.decode_types(bytes(d), "x")
+    # a type reference past the record's ids: id count 0, then an element type of 5
+    rec = struct.pack("<Q", 7) + bytes([0, 8, 1]) + b"x" + bytes([3, 0, 0, 0, 5, 0])
+    with pytest.raises(BadData, match="element type 5 is past the 0 ids of type 0x7"):
+        mtmap.decode_types(bytes([1, len(rec)]) + rec, "x")
+    # reference 1 is the record's own id
+    ok = struct.pack("<Q", 7) + bytes([0, 8, 1]) + b"x" + bytes([3, 0, 0, 0, 1, 0])
+    assert mtmap.decode_types(bytes([1, len(ok)]) + ok, "x")[0].elem_type == 7
+
+
+def _chunk_v4(fn: bytes) -> bytes:
+    """A version 4 chunk with one function entry ``fn``, no ids, an empty string table."""
+    body = bytes([0, 1, 0, 0, 1, 0]) + fn + b"\0"   # flags, 1 function, 0 globals, 0 ids, strtab 1, module ""
+    return struct.pack("<4sHHI", b"MTMP", 4, 12, 12 + len(body)) + body
+
+
+def test_mtmap_v4_function_entries():
+    no_addr, counts = mtmap.FUNCTION_NO_ADDRESS, mtmap.FUNCTION_COUNTS
+    # flags, name "", reason 1, 3 call sites, (0 loop points, 1 unmapped call, 0 tail calls)
+    f = mtmap.decode(_chunk_v4(bytes([no_addr | counts | 2 << 4, 0, 1, 3, 0, 1, 0])), "x")[0].functions[0]
+    assert (f.address, f.status, f.reason, f.n_callsites, f.n_unmapped_calls) == (0, "partial", mtmap.STD_REASONS[0], 3, 1)
+    f = mtmap.decode(_chunk_v4(bytes([no_addr | mtmap.FUNCTION_THUNK | 2 << 4])), "x")[0].functions[0]
+    assert (f.name, f.reason, f.n_unmapped_calls, f.allocas) == (mtmap.THUNK_NAME, "varargs thunk", 1, [])
+    with pytest.raises(BadData, match="reason number 9 is not one of the 3 known"):
+        mtmap.decode(_chunk_v4(bytes([no_addr, 0, 9, 0])), "x")
+    with pytest.raises(BadData, match="unknown flags 0x82"):
+        mtmap.decode(_chunk_v4(bytes([no_addr | 0x80, 0, 0, 0])), "x")
+    # a relative address is 4 bytes from the chunk's start: chunk at 0x1000, function at 0x1000 - 16
+    f = mtmap.decode(_chunk_v4(bytes([0]) + struct.pack("<i", -16) + bytes([0, 0, 0])), "x",
+                     vaddr=0x1000)[0].functions[0]
+    assert f.address == 0x1000 - 16 and f.allocas == [] and f.n_tail_calls == 0
+    with pytest.raises(BadData, match="bytes after the last global"):
+        mtmap.decode(_chunk_v4(bytes([no_addr, 0, 0, 0, 7])), "x")
 
 
 def test_bad_section_in_real_elf(exe, stack, tmp_path):

@@ -57,7 +57,7 @@ def test_no_maps(built):
     plain = _plain(built)
     m = BinaryMaps.load(plain)
     assert not m.has_maps and m.records == {} and m.functions == [] and m.types == {}
-    assert m.section_sizes == {".mtstack": 0, ".llvm_stackmaps": 0, ".mtmap": 0}
+    assert m.section_sizes == {".mtstack": 0, ".llvm_stackmaps": 0, ".mtmap": 0, ".mttypes": 0}
     # Even without maps, code addresses resolve to (skipped) functions.
     main = elf.symbol(plain, "main")
     f = m.function_at(main.addr)

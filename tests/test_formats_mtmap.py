@@ -113,7 +113,7 @@ def test_version_7():
     with pytest.raises(UnsupportedVersion) as ei:
         mtmap.decode(mg.encode_chunk("m", version=7), WHERE)
     msg = str(ei.value)
-    assert "version 7" in msg and "versions 1-3" in msg and ei.value.offset == 4
+    assert "version 7" in msg and "versions 1-4" in msg and ei.value.offset == 4
 
 
 def test_version_2_addresses_are_relative_to_their_chunk():
@@ -162,7 +162,7 @@ def test_version_2_fields():
 
 def test_second_chunk_errors_name_its_offset():
     c1 = _chunk1()
-    blob = mg.concat([c1, mg.encode_chunk("m", version=4)])
+    blob = mg.concat([c1, mg.encode_chunk("m", version=5)])
     with pytest.raises(UnsupportedVersion) as ei:
         mtmap.decode(blob, WHERE)
     assert ei.value.offset == len(c1) + 4

@@ -60,7 +60,8 @@ def test_default_build_has_compact_maps_only(binary, reference):
     assert elf.section(binary, ".mtstack") is not None and elf.section(binary, ".llvm_stackmaps") is None
     assert elf.section(reference, ".llvm_stackmaps") is not None
     assert [c.section_offset for c in mtmap.decode(elf.section_bytes(binary, ".mtmap"), binary)]
-    assert struct_version(binary) == {3} and struct_version(reference) == {2}
+    assert struct_version(binary) == {4} and struct_version(reference) == {2}
+    assert elf.section(binary, ".mttypes") is not None and elf.section(reference, ".mttypes") is None
     # data only: the code is the same size, function by function
     fs = {s.name: s.size for s in elf.symbols(binary) if s.type == "func"}
     fr = {s.name: s.size for s in elf.symbols(reference) if s.type == "func"}

@@ -124,7 +124,7 @@ def test_corrupt_stackmaps_in_elf(built, tmp_path, case):
 
 @pytest.mark.parametrize("field,value,expect", [
     (0, 0x51544D4D, ".mtmap+0x0: bad chunk magic"),
-    (4, 7, ".mtmap+0x4: .mtmap version 7 is not supported; this build reads versions 1-3"),
+    (4, 7, ".mtmap+0x4: .mtmap version 7 is not supported; this build reads versions 1-4"),
     (16, 0xFFFFFFF, "type count"),
     (48, 0xFFFF, "module name offset 0xffff outside the string table"),
 ])

@@ -32,7 +32,7 @@ slow spell of the shared machine hits both), with a distribution-free 95 %
 confidence interval of that median from the order statistics (binomial).  ``--ir`` adds the instruction count of one
 run under Valgrind's callgrind (deterministic: no noise from the shared
 machine) at a smaller size.  Code size is the ``.text`` section; map size is
-``.mtstack`` + ``.llvm_stackmaps`` + ``.mtmap`` (+ ``.mtsites``).  ``--sizes-only``
+``.mtstack`` + ``.llvm_stackmaps`` + ``.mtmap`` + ``.mttypes`` (+ ``.mtsites``).  ``--sizes-only``
 builds the Debian programs and reports those sizes alone (no run).
 
     .venv/bin/python benchmarks/overhead/run.py [--runs 7] [--ir] [--spill]
@@ -95,8 +95,9 @@ def build(workload: str, variant: str) -> Path:
 
 
 #: the map sections: compact stack maps (the pass's default), LLVM's stack maps
-#: (older builds, or MAPPEDTRACE_LLVM_STACKMAPS=1), types/frames/globals, allocation sites
-MAP_SECTIONS = (".mtstack", ".llvm_stackmaps", ".mtmap", ".mtsites")
+#: (older builds, or MAPPEDTRACE_LLVM_STACKMAPS=1), frames/globals (and types before
+#: .mtmap version 4), the type records of version 4, allocation sites
+MAP_SECTIONS = (".mtstack", ".llvm_stackmaps", ".mtmap", ".mttypes", ".mtsites")
 
 
 def sizes(exe: Path) -> dict[str, int]:
@@ -104,6 +105,7 @@ def sizes(exe: Path) -> dict[str, int]:
     stack = secs.get(".mtstack", 0) + secs.get(".llvm_stackmaps", 0)
     return {"text": secs.get(".text", 0), "stackmaps": stack, "mtstack": secs.get(".mtstack", 0),
             "llvm_stackmaps": secs.get(".llvm_stackmaps", 0), "mtmap": secs.get(".mtmap", 0),
+            "mttypes": secs.get(".mttypes", 0),
             "mtsites": secs.get(".mtsites", 0), "maps": sum(secs.get(n, 0) for n in MAP_SECTIONS)}
 
 
@@ -139,16 +141,17 @@ def sizes_only(progs: list, results: bool, argv: str) -> int:
     L = [SIZES_BEGIN, "",
          f"`PYTHONPATH=. .venv/bin/python benchmarks/overhead/run.py {argv}` — "
          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (sizes of the executables; "
-         "maps = every map section: `.mtstack` + `.llvm_stackmaps` + `.mtmap` + `.mtsites`; goal ≤ 50 % of `.text`).", "",
+         "maps = every map section: `.mtstack` + `.llvm_stackmaps` + `.mtmap` + `.mttypes` + `.mtsites`; "
+         "goal ≤ 50 % of `.text`).", "",
          "| program | .text plain | .text maps | .text × | records | .mtstack | B / record | .llvm_stackmaps "
-         "| .mtmap | maps | maps / .text | .mtstack / .text | .mtmap / .text |",
-         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+         "| .mtmap | .mttypes | maps | maps / .text | .mtstack / .text | .mtmap + .mttypes / .text |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         t = r["text_maps"]
         L.append(f"| {r['program']} | {r['text_plain']:,} | {t:,} | {t / r['text_plain']:.3f} | {r['records']:,} | "
                  f"{r['mtstack']:,} | {r['stackmaps'] / max(r['records'], 1):.1f} | {r['llvm_stackmaps']:,} | "
-                 f"{r['mtmap']:,} | {r['maps']:,} | {r['maps'] / t * 100:.1f} % | "
-                 f"{r['stackmaps'] / t * 100:.0f} % | {r['mtmap'] / t * 100:.0f} % |")
+                 f"{r['mtmap']:,} | {r.get('mttypes', 0):,} | {r['maps']:,} | {r['maps'] / t * 100:.1f} % | "
+                 f"{r['stackmaps'] / t * 100:.0f} % | {(r['mtmap'] + r.get('mttypes', 0)) / t * 100:.0f} % |")
     L += ["", f"maps / .text: geometric mean {geomean([r['maps'] / r['text_maps'] for r in rows]) * 100:.0f} %, "
               f"worst {rows[0]['maps'] / rows[0]['text_maps'] * 100:.0f} % ({rows[0]['program']}); stack maps "
               f"{geomean([r['stackmaps'] / max(r['records'], 1) for r in rows]):.1f} bytes per record (geometric mean).",
@@ -388,7 +391,7 @@ def main() -> int:
                "cpu_s": cpu[(w, v)], "wall_s": wall[(w, v)],
                "cpu_median": statistics.median(cpu[(w, v)]), "wall_median": statistics.median(wall[(w, v)]),
                "text_bytes": s["text"], "map_bytes": s["maps"], "stackmaps_bytes": s["stackmaps"],
-               "mtmap_bytes": s["mtmap"], "suite": j.get("suite", False)}
+               "mtmap_bytes": s["mtmap"] + s["mttypes"], "suite": j.get("suite", False)}
         for f in ("input_bytes", "ir_input_bytes"):
             if f in j:
                 row[f] = j[f]
@@ -491,9 +494,9 @@ def write_results(doc: dict, argv: str) -> None:
             L.append(f"| `{g['function']}` | {g['plain']:,} | {g['maps']:,} | {g['maps'] - g['plain']:+,} |")
         L.append("")
     L += ["**Size** (each program's executable; stack maps = `.mtstack` + `.llvm_stackmaps`, maps = those + "
-          "`.mtmap` (+ `.mtsites`); goals: code ≤ ×1.10, "
+          "`.mtmap` + `.mttypes` (+ `.mtsites`); goals: code ≤ ×1.10, "
           "maps ≤ 50 % of `.text`):", "",
-          "| program | .text plain | .text maps | .text × | stack maps | .mtmap | maps / .text |",
+          "| program | .text plain | .text maps | .text × | stack maps | .mtmap + .mttypes | maps / .text |",
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     seen = set()
     for r in sorted(maps, key=lambda r: -r["text_ratio"]):

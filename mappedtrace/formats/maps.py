@@ -253,6 +253,7 @@ class BinaryMaps:
 
     :ivar path: the binary
     :ivar has_maps: False when it has none of ``.mtstack``, ``.llvm_stackmaps``, ``.mtmap``
+        (``.mttypes`` alone is no maps: it only holds types)
     :ivar records: :class:`MapRecord` by PC
     :ivar functions: :class:`FunctionInfo` of ``.mtmap`` (plus functions that
         have stack map records but no ``.mtmap`` entry), sizes from the symtab
@@ -260,7 +261,8 @@ class BinaryMaps:
     :ivar globals: :class:`GlobalInfo`; a TLS global's ``address`` is its
         offset in the module's TLS block (from the ELF symbol), 0 if unresolved
     :ivar warnings: non-fatal problems met while loading
-    :ivar section_sizes: bytes of ``.mtstack``, ``.llvm_stackmaps`` and ``.mtmap`` (0 if absent)
+    :ivar section_sizes: bytes of ``.mtstack``, ``.llvm_stackmaps``, ``.mtmap`` and
+        ``.mttypes`` (0 if absent)
     :ivar tables: the raw stack map tables (``.mtstack`` blocks first, then the
         ``.llvm_stackmaps`` tables); ``chunks``: the raw ``.mtmap`` chunks
     :ivar foreign_records: stack map records whose ID is not a MappedTrace ID
@@ -274,7 +276,8 @@ class BinaryMaps:
         self.types: dict[int, TypeInfo] = {}
         self.globals: list[GlobalInfo] = []
         self.warnings: list[str] = []
-        self.section_sizes: dict[str, int] = {_ms.SECTION: 0, _sm.SECTION: 0, _mt.SECTION: 0}
+        self.section_sizes: dict[str, int] = {_ms.SECTION: 0, _sm.SECTION: 0, _mt.SECTION: 0,
+                                              _mt.TYPES_SECTION: 0}
         self.tables: list[_sm.StackMapTable] = []
         self.chunks: list[_mt.Chunk] = []
         self.foreign_records = 0
@@ -306,12 +309,18 @@ class BinaryMaps:
         if self.has_maps and etype == "ET_REL":
             self.warnings.append(f"{path}: a relocatable object: addresses in the maps are not relocated")
         warn = _Warnings()
-        if mt is not None:
-            self.section_sizes[_mt.SECTION] = mt.size
+        tt = elf.section(path, _mt.TYPES_SECTION)
+        if mt is not None or tt is not None:
             where = f"{path}: {_mt.SECTION}"
             mw: list[str] = []
-            self.chunks = _mt.decode(mt.data, where, mw, mt.addr)
-            self.types = _mt.merge_types(self.chunks, mw, where)
+            if mt is not None:
+                self.section_sizes[_mt.SECTION] = mt.size
+                self.chunks = _mt.decode(mt.data, where, mw, mt.addr)
+            records: list[TypeInfo] = []
+            if tt is not None:
+                self.section_sizes[_mt.TYPES_SECTION] = tt.size
+                records = _mt.decode_types(tt.data, f"{path}: {_mt.TYPES_SECTION}", mw)
+            self.types = _mt.merge_types(self.chunks, mw, where, records)
             self.warnings.extend(mw)
         seen: set[tuple[int, int]] = set()
         if ms is not None:
@@ -376,6 +385,8 @@ class BinaryMaps:
                     sym = elf.symbol_at(self.path, f.address)
                     if sym is not None and sym.addr == f.address:
                         f.size = sym.size
+                        if f.name == _mt.THUNK_NAME and f.reason == _mt.STD_REASONS[2]:
+                            f.name = sym.name   # version 4 leaves a thunk's name to its symbol
                     by_addr.setdefault(f.address, f)
                 self.functions.append(f)
         # Functions with records but no .mtmap entry (e.g. an object built by

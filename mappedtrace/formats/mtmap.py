@@ -1,13 +1,18 @@
-"""Decoder of ``.mtmap``, MappedTrace's own section (spec: ``llvm_pass/FORMAT.md`` §2).
+"""Decoders of ``.mtmap`` and ``.mttypes``, MappedTrace's own sections
+(spec: ``llvm_pass/FORMAT.md`` §2, §2a).
 
-The section is a sequence of chunks (one per module), zero-padded to 8 bytes
-between them.  Each chunk has a 56-byte header and four tables found by
-chunk offsets: types (48-byte header + 32-byte slots + 24-byte fields each), functions
-(40-byte header + 24-byte allocas each), globals (32 bytes each) and a
-string table.  Types are deduplicated by id across chunks: the first
-definition wins, a different one under the same id is a warning; STORED
-slots (words one module found the program storing pointers into) are
-merged from every definition.
+``.mtmap`` is a sequence of chunks (one per module), zero padding between
+them.  Versions 1–3: a 56/64-byte header and four tables found by chunk
+offsets: types, functions, globals and a string table (version 2: 48-byte
+type headers + 32-byte slots + 24-byte fields, 40-byte functions + 24-byte
+allocas, 32-byte globals; version 3: the same entries in LEB128).  Version 4
+(what the pass writes): a 12-byte header, LEB128 counts, then the id table,
+functions, globals and strings in that order; no types — each type is a
+record of its own in ``.mttypes``, where the linker kept one copy of each
+(:func:`decode_types`).  Types are deduplicated by id across chunks and
+records: the first definition wins, a different one under the same id is a
+warning; STORED slots (words one module found the program storing pointers
+into) are merged from every definition.
 
 Addresses: a version 1 chunk holds absolute (link-time) addresses; a version
 2 chunk holds ``address - chunk address`` unless the entry's ABSOLUTE flag
@@ -23,11 +28,16 @@ from ..binreader import Cursor
 from ..errors import UnsupportedVersion
 
 SECTION = ".mtmap"
+#: the type records of version 4 chunks (FORMAT.md §2a)
+TYPES_SECTION = ".mttypes"
 MAGIC = b"MTMP"
-VERSION = 3
+VERSION = 4
 #: versions this build reads (1: absolute addresses only, no type fields;
-#: 2: fixed-size tables; 3: LEB128 tables, type ids by reference)
-VERSIONS = (1, 2, 3)
+#: 2: fixed-size tables; 3: LEB128 tables, type ids by reference; 4: the
+#: types in ``.mttypes``, 4-byte relative addresses)
+VERSIONS = (1, 2, 3, 4)
+#: version of a ``.mttypes`` record (its first byte)
+TYPE_RECORD_VERSION = 1
 
 #: magic, u16 version, u16 header_size, u32 chunk_size, u32 flags, u32 n_types,
 #: u32 n_functions, u32 n_globals, u32 strtab_size, u32 types_off,
@@ -51,6 +61,25 @@ GLOBAL = struct.Struct("<QQQII")
 #: version 3: u32 n_ids, u32 ids_off (the id table of type references), after the 56 bytes above
 HEADER_V3_TAIL = struct.Struct("<II")
 HEADER_V3_SIZE = 64
+#: version 4: magic, u16 version, u16 header_size (12), u32 chunk_size; ULEB counts follow
+HEADER_V4 = struct.Struct("<4sHHI")
+#: version 4 function flags: no address (not emitted); a varargs thunk (nothing
+#: follows the address); loop points, unmapped and tail calls written (else 0);
+#: bits 4-5: the status; allocas written (else none)
+FUNCTION_NO_ADDRESS = 0x2
+FUNCTION_THUNK = 0x4
+FUNCTION_COUNTS = 0x8
+FUNCTION_ALLOCAS = 0x40
+#: version 4: reasons written as a number below STD_REASON_LIMIT (FORMAT.md §2,
+#: "Version 4"); the pass's StdReasons, same order
+STD_REASONS = (
+    "some calls cannot be mapped (intrinsics lowered to calls, inline asm, musttail, bundles)",
+    "the returns_twice call (setjmp) itself is no map point",
+    "varargs thunk",
+)
+STD_REASON_LIMIT = 16
+#: name of a thunk entry when the ELF symbol table does not name its address
+THUNK_NAME = "__mappedtrace_va_thunk"
 
 assert CHUNK_HEADER.size == 56 and TYPE_HEADER.size == 48 and SLOT.size == 32 and FIELD.size == 24
 assert FUNCTION.size == 40 and ALLOCA.size == 24 and GLOBAL.size == 32
@@ -199,10 +228,10 @@ class Chunk:
 
 
 def _skip_padding(c: Cursor) -> bool:
+    # Chunks of versions 1-3 are 8-byte aligned; version 4 chunks are not
+    # aligned at all: a chunk starts at the first non-zero byte (its magic).
     while not c.at_end():
         if c.data[c.pos] != 0:
-            if c.pos % 8:
-                raise c.error(f"a chunk starts at {c.base + c.pos:#x}, which is not 8-byte aligned")
             return True
         c.pos += 1
     return False
@@ -226,6 +255,12 @@ def _table(chunk: Cursor, off: int, end: int, what: str) -> Cursor:
 
 def _decode_chunk(c: Cursor, warnings: list[str], vaddr: int) -> Chunk:
     start = c.pos
+    magic, version = c.unpack(HEADER_V4, "chunk header")[:2] if c.remaining >= HEADER_V4.size else (None, None)
+    c.seek(start)
+    if magic == MAGIC and version == 4:
+        return _decode_chunk_v4(c, warnings, vaddr)
+    if start % 8:
+        raise c.error(f"a version 1-3 chunk starts at {c.base + start:#x}, which is not 8-byte aligned")
     (magic, version, hsize, csize, flags, ntyp, nfun, nglob, strsz,
      typ_off, fun_off, glob_off, str_off, modname, _res) = c.unpack(CHUNK_HEADER, "chunk header")
     if magic != MAGIC:
@@ -397,6 +432,183 @@ def _decode_chunk_v3(ch: Cursor, at: int, hsize: int, flags: int, ntyp: int, nfu
     return Chunk(at, csize, flags, module, types, functions, glob)
 
 
+def _decode_chunk_v4(c: Cursor, warnings: list[str], vaddr: int) -> Chunk:
+    """Version 4 (FORMAT.md §2, "Version 4"): 12-byte header, ULEB counts, id
+    table, functions, globals, strings; types by id only (``.mttypes``)."""
+    start = c.pos
+    _magic, _version, hsize, csize = c.unpack(HEADER_V4, "chunk header")
+    if hsize < HEADER_V4.size:
+        raise c.error(f"chunk header size {hsize} is smaller than {HEADER_V4.size}", at=start + 6)
+    if csize < hsize or start + csize > len(c.data):
+        raise c.error(f"chunk size {csize:#x} is invalid (header {hsize:#x}, "
+                      f"{len(c.data) - start:#x} bytes left in the section)", at=start + 8)
+    ch = c.sub(start, csize, "chunk")
+    c.seek(start + csize)
+    at = c.base + start
+    base = vaddr + at
+    ch.seek(hsize)
+    flags = ch.uleb("chunk flags")
+    nfun = ch.leb_count("function")
+    nglob = ch.leb_count("global")
+    nids = ch.uleb("id count")
+    ch.check_count(nids, 8, "id")
+    strsz = ch.uleb("string table size")
+    modname = ch.uleb("module name")
+    if strsz > ch.remaining:
+        raise ch.error(f"string table of {strsz:#x} bytes is longer than the {ch.remaining:#x} bytes left")
+    strtab = _Strings(ch.sub(csize - strsz, strsz, "string table"))
+    module = strtab.get(modname, "module name")
+    ids = [ch.u64() for _ in range(nids)]
+    body = ch.sub(ch.pos, csize - strsz - ch.pos, "tables")
+
+    def ref(what: str) -> int:
+        r = body.uleb(what)
+        if r > nids:
+            raise body.error(f"{what} {r} is past the {nids} ids of the chunk")
+        return ids[r - 1] if r else 0
+
+    def addr(fl: int, absolute: int) -> int:
+        if fl & absolute:
+            return body.u64()
+        return (base + body.i32()) & _U64
+
+    functions: list[FunctionInfo] = []
+    for _ in range(nfun):
+        fat = body.pos
+        fflags = body.u8()
+        if fflags & 0x80:
+            raise body.error(f"function entry has unknown flags {fflags:#x}", at=fat)
+        address = 0 if fflags & FUNCTION_NO_ADDRESS else addr(fflags, FUNCTION_ABSOLUTE)
+        status = (fflags >> 4) & 3
+        if fflags & FUNCTION_THUNK:
+            # named by its ELF symbol where there is one (BinaryMaps)
+            functions.append(FunctionInfo(THUNK_NAME, address, 0, FUNCTION_STATUS[2], STD_REASONS[2], 0, 0, 1, []))
+            continue
+        fname = strtab.get(body.uleb("function name"), "function name")
+        r = body.uleb("reason")
+        if r == 0:
+            reason = ""
+        elif r < STD_REASON_LIMIT:
+            if r > len(STD_REASONS):
+                raise body.error(f"reason number {r} is not one of the {len(STD_REASONS)} known", at=fat)
+            reason = STD_REASONS[r - 1]
+        else:
+            reason = strtab.get(r - STD_REASON_LIMIT, "reason")
+        ncs = body.uleb("call sites")
+        nlp = nun = ntail = 0
+        if fflags & FUNCTION_COUNTS:
+            nlp, nun, ntail = body.uleb("loop points"), body.uleb("unmapped calls"), body.uleb("tail calls")
+        nall = body.leb_count("alloca") if fflags & FUNCTION_ALLOCAS else 0
+        if status < len(FUNCTION_STATUS):
+            sname = FUNCTION_STATUS[status]
+        else:
+            warnings.append(f"{body.where}+{body.base + fat:#x}: function {fname} has unknown status {status}; "
+                            f"treated as skipped")
+            sname = "skipped"
+        allocas = []
+        for _ in range(nall):
+            tid = ref("alloca type")
+            asize = body.uleb("alloca size")
+            allocas.append(AllocaInfo(strtab.get(body.uleb("alloca name"), "alloca name"), tid, asize))
+        functions.append(FunctionInfo(fname, address, 0, sname, reason, ncs, nlp, nun, allocas, ntail))
+    glob: list[GlobalInfo] = []
+    for _ in range(nglob):
+        gflags = body.u8()
+        address = 0 if gflags & GLOBAL_TLS else addr(gflags, GLOBAL_ABSOLUTE)
+        size = body.uleb("global size")
+        tid = ref("global type")
+        name = strtab.get(body.uleb("global name"), "global name")
+        glob.append(GlobalInfo(name, address, size, tid, bool(gflags & GLOBAL_TLS), bool(gflags & GLOBAL_CONSTANT)))
+    if not body.at_end():
+        raise body.error(f"{body.remaining} bytes after the last global of the chunk")
+    return Chunk(at, csize, flags, module, [], functions, glob)
+
+
+def decode_types(data: bytes, where: str, warnings: list[str] | None = None) -> list[TypeInfo]:
+    """Decode a ``.mttypes`` section (FORMAT.md §2a): one record per type,
+    byte-aligned, zero bytes between records skipped.
+
+    :param data: the section's bytes
+    :param where: ``"path: .mttypes"`` for error messages
+    :param warnings: list that non-fatal problems are appended to
+    :returns: the types in section order (one per record; two records of one
+        id, which differ in their STORED slots, are both returned: see :func:`merge_types`)
+    :raises BadData: on malformed input; :class:`UnsupportedVersion` on a record version other than 1
+    """
+    warns = warnings if warnings is not None else []
+    c = Cursor(data, where)
+    out: list[TypeInfo] = []
+    # Each record consumes at least 2 bytes: bounded by len(data) / 2.
+    while not c.at_end():
+        if c.data[c.pos] == 0:
+            c.pos += 1
+            continue
+        at = c.pos
+        version = c.u8()
+        if version != TYPE_RECORD_VERSION:
+            raise UnsupportedVersion(c.where, c.base + at, f".mttypes record version {version} is not supported; "
+                                                           f"this build reads version {TYPE_RECORD_VERSION}")
+        size = c.uleb("record size")
+        r = c.sub(c.pos, size, "type record") if size <= c.remaining else None
+        if r is None:
+            raise c.error(f"type record of {size:#x} bytes runs past the section end ({c.remaining:#x} left)", at=at)
+        c.skip(size)
+        out.append(_decode_type_record(r, warns))
+    return out
+
+
+def _decode_type_record(r: Cursor, warnings: list[str]) -> TypeInfo:
+    tid = r.u64()
+    nids = r.uleb("id count")
+    r.check_count(nids, 8, "id")
+    ids = [r.u64() for _ in range(nids)]
+
+    def ref(what: str) -> int:
+        v = r.uleb(what)
+        if v > nids + 1:
+            raise r.error(f"{what} {v} is past the {nids} ids of type {tid:#x}")
+        return 0 if v == 0 else tid if v == 1 else ids[v - 2]
+
+    def text(what: str) -> str:
+        n = r.uleb(f"{what} length")
+        return r.bytes(n, what).decode("utf-8", "replace")
+
+    size = r.uleb("type size")
+    name = text("type name")
+    kind = r.u8()
+    tflags = r.uleb("type flags")
+    nslots = r.leb_count(f"slot (type {tid:#x})")
+    nfields = r.leb_count(f"field (type {tid:#x})")
+    elem = ref("element type")
+    flex = r.uleb("flex offset")
+    if kind < len(TYPE_KINDS):
+        kname = TYPE_KINDS[kind]
+    else:
+        warnings.append(f"{r.where}+{r.base:#x}: type {tid:#x} has unknown kind {kind}; treated as unknown")
+        kname = "unknown"
+    slots: list[Slot] = []
+    off = 0
+    for k in range(nslots):
+        off = (off + r.sleb("slot offset delta")) & _U64
+        target = ref("slot target")
+        count = r.uleb("slot count")
+        stride = r.uleb("slot stride") if count > 1 else 0
+        sflags = r.uleb("slot flags")
+        if count < 1:
+            raise r.error(f"slot {k} of type {tid:#x} has count 0")
+        slots.append(Slot(off, target, count, stride, sflags))
+    fields: list[Field] = []
+    foff = 0
+    for _ in range(nfields):
+        foff = (foff + r.sleb("field offset delta")) & _U64
+        ftype = ref("field type")
+        fname = text("field name")
+        fields.append(Field(foff, ftype, fname, r.uleb("field flags")))
+    if not r.at_end():
+        raise r.error(f"{r.remaining} bytes after the last field of type {tid:#x}")
+    return TypeInfo(tid, name, size, kname, tflags, slots, elem, flex, fields)
+
+
 def _decode_type(c: Cursor, strtab: _Strings, warnings: list[str], version: int = VERSION) -> TypeInfo:
     at = c.pos
     tid, size, name, kind, _r, flags, nslots, nfields, elem, flex = c.unpack(TYPE_HEADER, "type header")
@@ -490,22 +702,25 @@ def _with_stored(a: TypeInfo, b: TypeInfo) -> TypeInfo:
                     a.elem_type, a.flex_offset, a.fields)
 
 
-def merge_types(chunks: list[Chunk], warnings: list[str], where: str = ".mtmap") -> dict[int, TypeInfo]:
-    """Types of all chunks by id: the first definition wins; a different
-    layout under an id already seen adds a warning.  STORED slots are the
-    union over every definition of the same layout."""
+def merge_types(chunks: list[Chunk], warnings: list[str], where: str = ".mtmap",
+                records: list[TypeInfo] = ()) -> dict[int, TypeInfo]:
+    """Types of all chunks, then of the ``.mttypes`` ``records``, by id: the
+    first definition wins; a different layout under an id already seen adds
+    a warning.  STORED slots are the union over every definition of the same
+    layout."""
     out: dict[int, TypeInfo] = {}
-    for ch in chunks:
-        for t in ch.types:
-            cur = out.get(t.id)
-            if cur is None:
-                out[t.id] = t
-            elif _same(cur, t):
-                out[t.id] = _with_stored(cur, t)
-            else:
-                warnings.append(f"{where}: type {t.id:#x} ({t.name}) in module {ch.module_name or '?'} "
-                                f"differs from its first definition ({cur.name}, {cur.size} bytes, "
-                                f"{len(cur.slots)} slots); keeping the first")
+    sources = [(ch.module_name, t) for ch in chunks for t in ch.types]
+    sources += [(TYPES_SECTION, t) for t in records]
+    for module, t in sources:
+        cur = out.get(t.id)
+        if cur is None:
+            out[t.id] = t
+        elif _same(cur, t):
+            out[t.id] = _with_stored(cur, t)
+        else:
+            warnings.append(f"{where}: type {t.id:#x} ({t.name}) in module {module or '?'} "
+                            f"differs from its first definition ({cur.name}, {cur.size} bytes, "
+                            f"{len(cur.slots)} slots); keeping the first")
     _resolve_declared(out)
     return out
 

@@ -11,12 +11,16 @@ address, constants), so every consumer reads one or the other alike.
 
 Block::
 
-    header   4s magic "MTSK", u16 version (1), u16 header size (16),
+    header   4s magic "MTSK", u16 version (2; 1 is read too), u16 header size (16),
              u32 block size (header included), u32 reserved (0)
     counts   ULEB functions, constants, locations, shapes, records
     constants  × u64 (LLVM's constant pool, in its order)
     locations  × {u8 kind (1-5), ULEB size, ULEB DWARF reg, SLEB offset/constant}
-    shapes     × {ULEB n, n × ULEB location index, ULEB m, m × {ULEB reg, ULEB size}}
+    shapes     × {location list, ULEB m, m × {ULEB reg, ULEB size}}, the location
+                 list: version 1: ULEB n, n × ULEB location index; version 2:
+                 ULEB n, ULEB tokens, tokens × {ULEB (run << 1 | 1), ULEB start:
+                 a run copied from the previous shape's list | ULEB (run << 1),
+                 run × ULEB location index}
     functions  × {u8 flags (bit 0 RELATIVE), i32 (address - this field's address)
                   if RELATIVE else u64 address, ULEB stack size, ULEB records,
                   records × {SLEB ID - previous ID of the block (mod 2^64),
@@ -37,7 +41,12 @@ from .stackmap import KIND_NAMES, LiveOut, Location, StackMapFunction, StackMapR
 
 SECTION = ".mtstack"
 MAGIC = b"MTSK"
-VERSION = 1
+VERSION = 2
+#: versions this build reads (1: a shape lists its location indices; 2: runs
+#: copied from the previous shape and literal runs)
+VERSIONS = (1, 2)
+#: locations of one record at most (StackMap v3 counts them in a u16)
+MAX_SHAPE = 0xFFFF
 #: 4s magic, u16 version, u16 header size, u32 block size, u32 reserved
 HEADER = struct.Struct("<4sHHII")
 FN_RELATIVE = 1
@@ -56,14 +65,43 @@ def _count(c: Cursor, what: str) -> int:
     return c.leb_count(what)
 
 
+def _shape_indices(b: Cursor, i: int, prev: list[int]) -> list[int]:
+    """Version 2: shape ``i``'s location indices, from runs copied from the
+    previous shape's (``prev``) and literal runs."""
+    at = b.pos
+    n = _uleb(b, "shape length")
+    if n > MAX_SHAPE:
+        raise b.error(f"shape {i} has {n} locations; a record has at most {MAX_SHAPE}", at=at)
+    ntok = _count(b, "shape token")
+    out: list[int] = []
+    for _ in range(ntok):
+        t = _uleb(b, "shape token")
+        run = t >> 1
+        if run == 0 or len(out) + run > n:
+            raise b.error(f"shape {i}: a run of {run} locations does not fit its {n}", at=at)
+        if t & 1:
+            a = _uleb(b, "copied run start")
+            if a + run > len(prev):
+                raise b.error(f"shape {i} copies [{a}, {a + run}) of the previous shape's {len(prev)} locations",
+                              at=at)
+            out.extend(prev[a:a + run])
+        else:
+            b.check_count(run, 1, "location index")
+            out.extend(_uleb(b, "location index") for _ in range(run))
+    if len(out) != n:
+        raise b.error(f"shape {i}'s runs hold {len(out)} locations, not {n}", at=at)
+    return out
+
+
 def _decode_block(c: Cursor, vaddr: int) -> StackMapTable:
     start = c.pos
     magic, version, hsize, bsize, _res = c.unpack(HEADER, "stack table header")
     if magic != MAGIC:
         raise c.error(f"bad stack table magic {magic!r} (expected {MAGIC!r})", at=start)
-    if version != VERSION:
+    if version not in VERSIONS:
         raise UnsupportedVersion(c.where, c.base + start,
-                                 f"stack table version {version} is not supported; this build reads version {VERSION}")
+                                 f"stack table version {version} is not supported; this build reads versions "
+                                 f"{VERSIONS[0]}-{VERSIONS[-1]}")
     if hsize < HEADER.size or bsize < hsize or start + bsize > len(c.data):
         raise c.error(f"stack table header size {hsize} / block size {bsize} do not fit the "
                       f"{len(c.data) - start} bytes left", at=start + 6)
@@ -96,13 +134,15 @@ def _decode_block(c: Cursor, vaddr: int) -> StackMapTable:
         else:
             locs.append((Location(name, size, reg, off), None))
     shapes: list[tuple[list[Location], dict[int, int], list[LiveOut]]] = []
+    prev: list[int] = []
     for i in range(nshape):
         at = b.pos
-        n = _count(b, "shape location")
+        idx = _shape_indices(b, i, prev) if version >= 2 else \
+            [_uleb(b, "location index") for _ in range(_count(b, "shape location"))]
+        prev = idx
         sl: list[Location] = []
         cidx: dict[int, int] = {}
-        for k in range(n):
-            li = _uleb(b, "location index")
+        for k, li in enumerate(idx):
             if li >= nloc:
                 raise b.error(f"shape {i} names location #{li}; the block has {nloc}", at=at)
             loc, ci = locs[li]
@@ -159,7 +199,7 @@ def decode(data: bytes, where: str, vaddr: int = 0) -> list[StackMapTable]:
     :param vaddr: the section's address (link-time), for relative function addresses
     :returns: one :class:`StackMapTable` per block, in section order
     :raises BadData: on malformed input (offset = byte offset in the section)
-    :raises UnsupportedVersion: on a block whose version is not 1
+    :raises UnsupportedVersion: on a block whose version is not in :data:`VERSIONS`
     """
     c = Cursor(data, where)
     tables: list[StackMapTable] = []
