@@ -631,7 +631,8 @@ class Pager:
                                           "removed_by_program", "remapped", "wp_faults", "prefetched",
                                           "prefetch_hits", "prefetch_unused", "hinted", "copy_errors",
                                           "store_errors", "faults_over_budget", "graph_prefetched", "faults_pager_own", "readahead",
-                                          "graph_readahead", "leaked_not_prefetched")}
+                                          "graph_readahead", "leaked_not_prefetched", "forks", "forks_own",
+                                          "fork_pages_restored", "fork_events_child", "fork_seconds")}
         now = time.monotonic()
         t, f = self._last_faults
         if now - t >= 1.0:
