@@ -7,9 +7,11 @@
  * parent rewrites every record with the next generation, so a child that were given a
  * page's later content would see it.  Last line:
  *   "forks=N child_failures=K child_bad_records=B mismatches=M"  (all zero: every byte right)
+ * With LINGER, it then waits (at most LINGER seconds) for another SIGUSR1 before it exits
+ * (a test reads the pager's status meanwhile).
  *
  * Build: cc -O2 -o farmem_fork farmem_fork.c
- * Run:   farmem_fork MIB FORKS SECONDS
+ * Run:   farmem_fork MIB FORKS SECONDS [LINGER]
  */
 #include <signal.h>
 #include <stdint.h>
@@ -112,5 +114,12 @@ int main(int argc, char **argv)
 	mism = check(head, n, gen);
 	printf("forks=%d child_failures=%d child_bad_records=%llu mismatches=%llu sum=%llu\n", forks, failures,
 	       (unsigned long long)child_bad, (unsigned long long)mism, (unsigned long long)(sum & 1));
+	fflush(stdout);
+	if (argc > 4) {
+		double end = now() + atof(argv[4]);
+		stop = 0;
+		while (!stop && now() < end)
+			usleep(10000);
+	}
 	return failures || mism ? 1 : 0;
 }
