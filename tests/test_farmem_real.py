@@ -97,6 +97,52 @@ def test_fork_child_gets_its_paged_out_pages(fork_exe, tmp_path):
     assert st["forks_own"] == 0
 
 
+def test_fork_after_the_pager_was_killed_and_taken_over(fork_exe, tmp_path):
+    """A pager that took over from a killed one knows only the pages it sent itself: a fork
+    child must still get the dead pager's pages (asked of the store for every page of the
+    registered ranges that its table does not name)."""
+    p = subprocess.Popen([MAPPEDTRACE, "farmem", "run", "--local", "8M", "--store", f"file:{tmp_path}", "--no-graph",
+                          "--", fork_exe, "16", "2", "120", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    attach = None
+    try:
+        m = re.search(r"pid=(\d+)", p.stdout.readline())
+        assert m
+        pid = int(m.group(1))
+        _wait_remote(pid, 6 * MIB)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        attach = subprocess.Popen([MAPPEDTRACE, "farmem", "attach", str(pid), "--local", "8M"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while (st := _status(pid)) is None or st["pager_pid"] != attach.pid or st["state"] != "running":
+            assert attach.poll() is None, attach.communicate()
+            assert time.monotonic() < deadline, st
+            time.sleep(0.2)
+        os.kill(pid, signal.SIGUSR1)                     # fork now, under the new pager
+        lines = []
+        while not (lines and lines[-1].startswith("forks=")):
+            line = p.stdout.readline()
+            assert line, f"the program ended early: {lines}"
+            lines.append(line.strip())
+        st = _status(pid)
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 60
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        for q in (p, attach):
+            if q is not None and q.poll() is None:
+                q.kill()
+                q.wait()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, UnboundLocalError):
+            pass
+    assert lines[-1].startswith("forks=2 child_failures=0 child_bad_records=0 mismatches=0"), lines
+    assert st["forks"] == 2 and st["fork_pages_restored"] > 0, st
+
+
 # ---- Redis from the Debian sources -------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -130,6 +130,9 @@ struct mtfs {
 	/* pages the heap graph says hold only leaked objects (sorted): never prefetched */
 	uint64_t *leaked; uint64_t nleaked;
 	int own_forks;                  /* forks the pager itself makes now (mtfs_own_fork) */
+	/* the registered ranges (from Python): a resumed pager's fork restore asks the store
+	 * for every page of them its table does not name */
+	uint64_t (*ranges)[2]; uint32_t nranges;
 	/* the evictor (_evict.c), set by mtfs_evict_setup */
 	int pid, pagemap_fd, helper_fd;
 	struct store ev_st;             /* the evictor's own store connection */

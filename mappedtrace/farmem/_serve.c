@@ -618,7 +618,25 @@ static void on_remove(struct mtfs *s, uint64_t start, uint64_t end, int unmap)
 			i++;
 		}
 	}
+	int resume = s->resume;
 	pthread_mutex_unlock(&s->mu);
+	if (resume) {
+		/* A pager that took over from a dead one asks the store for any page its table does
+		 * not name (serve(), on_fork()), so the dead pager's copies of the removed pages must
+		 * go, or the program would get them back instead of zeros: every key of the range,
+		 * waiting for the store (bounded by the range; the program waits for this event) */
+		for (uint64_t q = start; q < end && !s->stop;) {
+			uint32_t k = 0;
+			for (; q < end && k < sizeof gone / sizeof gone[0]; q += PAGE)
+				gone[k++] = q;
+			for (int delay_ms = 50; store_del(&s->loop_st, gone, k) && !s->stop;) {
+				blocked_set(s, s->loop_st.err);
+				usleep((useconds_t)delay_ms * 1000);
+				delay_ms = delay_ms < 1000 ? delay_ms * 2 : 1000;
+			}
+		}
+		return;
+	}
 	/* the store's stale copies; a failure leaves garbage in the store, never a wrong page
 	 * (the table no longer names them) */
 	if (store_del(&s->loop_st, gone, ngone)) {
@@ -787,7 +805,8 @@ static uint64_t fork_where(const struct fork_op *ops, uint32_t nops, uint64_t p)
  *
  * Known limits: a pager killed during a restore closes the child's descriptor with it,
  * and the child's pages not restored yet read as zeros; a pager that took over from a
- * dead one (resume) restores only the pages its own table names.  A grandchild forked
+ * dead one (resume) asks the store for every page of the registered ranges its table does
+ * not name (the dead pager's copies; on_remove deletes those the program removed).  A grandchild forked
  * before its parent is restored has its descriptor closed (its missing pages read as
  * zeros); the counters say how often the child's own events came (fork_events_child). */
 static void on_fork(struct mtfs *s, int cfd)
@@ -812,6 +831,31 @@ static void on_fork(struct mtfs *s, int cfd)
 				pages[n++] = e->page;
 			}
 		}
+	/* resume: every page of the registered ranges that the table does not name as stored
+	 * may be a copy the dead pager sent (asked for below, like serve() does) */
+	if (s->resume && pages && zero)
+		for (uint32_t r = 0; r < s->nranges; r++)
+			for (uint64_t q = s->ranges[r][0]; q < s->ranges[r][1]; q += PAGE) {
+				struct ent *e = map_find(&s->m, q);
+				if (e && (e->flags & F_STORED))
+					continue;
+				if (n == cap) {
+					uint64_t nc = cap * 2;
+					uint64_t *np = realloc(pages, nc * sizeof *np);
+					uint8_t *nz = np ? realloc(zero, nc) : NULL;
+					if (np)
+						pages = np;
+					if (!nz) {
+						free(pages), free(zero);
+						pages = NULL, zero = NULL;
+						r = s->nranges;
+						break;
+					}
+					zero = nz, cap = nc;
+				}
+				zero[n] = 2;            /* unknown: the store may or may not hold it */
+				pages[n++] = q;
+			}
 	pthread_mutex_unlock(&s->mu);
 	static struct fork_op ops[FORK_OPS];
 	uint32_t nops = 0;
@@ -825,7 +869,7 @@ static void on_fork(struct mtfs *s, int cfd)
 	for (uint64_t off = 0; off < n && !s->stop; off += FORK_CHUNK) {
 		uint32_t k = n - off < FORK_CHUNK ? (uint32_t)(n - off) : FORK_CHUNK, na = 0;
 		for (uint32_t i = 0; i < k; i++)
-			if (!zero[off + i])
+			if (zero[off + i] != 1)         /* 0: stored, 2: maybe stored (resume) */
 				ask[na++] = pages[off + i];
 		/* the store must answer: a child given zeros instead would be wrong */
 		for (int delay_ms = 50; na && store_get(&s->loop_st, ask, na, bufs, found) && !s->stop;) {
@@ -836,8 +880,10 @@ static void on_fork(struct mtfs *s, int cfd)
 		uint32_t a = 0;
 		for (uint32_t i = 0; i < k; i++) {
 			const uint8_t *data = zero_page;
-			if (!zero[off + i]) {
+			if (zero[off + i] != 1) {
 				uint32_t j = a++;
+				if (found[j] == 0 && zero[off + i] == 2)
+					continue;       /* resume: a page no pager sent */
 				if (found[j] != 1) {
 					pthread_mutex_lock(&s->mu);
 					setmsg(s->warning, sizeof s->warning, "fork: store %s has no copy of page %#llx",
@@ -874,6 +920,20 @@ out:
 	s->st.fork_pages_restored += restored;
 	s->st.fork_seconds += now() - t0;
 	pthread_mutex_unlock(&s->mu);
+}
+
+/* The registered ranges ({start, end} pairs; copied).  -1 when out of memory. */
+int mtfs_set_ranges(struct mtfs *s, const uint64_t *ranges, uint32_t n)
+{
+	uint64_t (*r)[2] = malloc((n + 1) * sizeof *r);
+	if (!r)
+		return -1;
+	memcpy(r, ranges, n * sizeof *r);
+	pthread_mutex_lock(&s->mu);
+	free(s->ranges);
+	s->ranges = r, s->nranges = n;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
 }
 
 /* The pager makes the program fork now (on = 1, every thread of the program stopped), or
@@ -940,7 +1000,7 @@ void mtfs_destroy(struct mtfs *s)
 	r_close(&s->ev_st);
 	free(s->loop_st.wbuf), free(s->aux_st.wbuf), free(s->ev_st.wbuf), free(s->ev_buf);
 	free(s->m.e), free(s->cache), free(s->cache_page);
-	free(s->g_keys), free(s->g_ptr), free(s->g_adj), free(s->leaked);
+	free(s->g_keys), free(s->g_ptr), free(s->g_adj), free(s->leaked), free(s->ranges);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }

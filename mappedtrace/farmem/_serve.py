@@ -59,6 +59,7 @@ void mtfs_hint(struct mtfs *s, const uint64_t *pages, uint32_t n);
 int mtfs_set_graph(struct mtfs *s, const uint64_t *keys, const uint64_t *ptr, const uint64_t *adj, uint64_t n,
                    int depth);
 void mtfs_own_fork(struct mtfs *s, int on);
+int mtfs_set_ranges(struct mtfs *s, const uint64_t *ranges, uint32_t n);
 void mtfs_read(struct mtfs *s, struct mtfs_stats *st, double *lat, uint64_t *recent, char *blocked, char *warning);
 """)
 ST_FILE, ST_REDIS = 1, 2
@@ -225,6 +226,12 @@ class FaultServer:
         keys = _u64(keys)
         self.lib.mtfs_set_graph(self.s, _ptr(keys, "uint64_t *"), _ptr(ptr, "uint64_t *"), _ptr(dst, "uint64_t *"),
                                 len(keys), depth)
+
+    def set_ranges(self, ranges: list[tuple[int, int]]) -> None:
+        """The registered ranges ``(start, end)`` (a resumed pager's fork restore looks at them)."""
+        a = _u64(ranges).reshape(-1)
+        if self.lib.mtfs_set_ranges(self.s, _ptr(a, "uint64_t *"), len(ranges)):
+            raise MemoryError("the fault loop's ranges")
 
     def own_fork(self, on: bool) -> None:
         """The pager itself makes the program fork now (the heap graph's fork snapshot; call with
