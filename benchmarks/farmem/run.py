@@ -503,6 +503,13 @@ def redis_row(exe, data_args: tuple[int, int], workdir: str, *, warmup: float, s
                 out.update({k: st.get(k) for k in ("forks", "fork_pages_restored", "fork_seconds")})
     except rw.WrongValue as e:
         raise SystemExit(f"workload (d) gave a wrong answer ({budget=}, {store=}, {extra=}): {e}")
+    except Exception as e:          # redis.ConnectionError: the server is gone
+        if cg and srv is not None and srv.proc.wait(timeout=60) == -signal.SIGKILL:
+            # the kernel's memory-cgroup OOM killer: reclaim into swap did not keep up (a result)
+            return {**out, "ops_per_s": out.get("ops_per_s", 0.0), "oom_killed": True,
+                    "while": "the window" if "ops" not in out else "reading every key back"}
+        raise SystemExit(f"workload (d): the server failed ({budget=}, {store=}, {extra=}): "
+                         f"{type(e).__name__}: {e}; see {workdir}/server.log")
     finally:
         if srv is not None:
             rc = srv.stop()
