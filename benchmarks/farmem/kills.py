@@ -81,8 +81,8 @@ def kill_run(exe: str, store: str, *, mib: int, share: float, kills: int, rng: r
         pid = int(m.group(1))
         _wait(pid, first.pid, 200, 120)
         cur = first
+        startup = False                 # this kill lands while the pager is starting up
         for k in range(kills):
-            startup = k > 0 and rng.random() < 0.2
             time.sleep(rng.uniform(0, 0.3) if startup else rng.uniform(0, 1.0))
             cur.send_signal(signal.SIGKILL)
             cur.wait()
@@ -92,7 +92,8 @@ def kill_run(exe: str, store: str, *, mib: int, share: float, kills: int, rng: r
             cur = subprocess.Popen([*MT, "farmem", "attach", str(pid), "--local", str(budget)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
             pagers.append(cur)
-            if k + 1 < kills and rng.random() < 0.2:
+            startup = k + 1 < kills and rng.random() < 0.2
+            if startup:
                 continue                # the next kill lands while this pager is starting up
             _wait(pid, cur.pid, 100, 120)
             out["resumed"] += 1
