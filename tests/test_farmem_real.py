@@ -182,6 +182,8 @@ def store_url(redis_work, tmp_path):
 KEYS = 8000          # of 1 KiB: a heap of about 10 MiB
 
 
+@pytest.mark.slow                   # builds Redis from the Debian sources (22 s cold at load 1; cached after)
+@pytest.mark.timeout(1200)
 def test_redis_at_half_its_heap_every_value_right(redis_work, redis_server_exe, store_url, tmp_path):
     rw = redis_work
     # the heap the pager pages, measured on an unpaged server with the same data
