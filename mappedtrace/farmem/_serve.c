@@ -872,11 +872,16 @@ static void on_fork(struct mtfs *s, int cfd)
 			if (zero[off + i] != 1)         /* 0: stored, 2: maybe stored (resume) */
 				ask[na++] = pages[off + i];
 		/* the store must answer: a child given zeros instead would be wrong */
-		for (int delay_ms = 50; na && store_get(&s->loop_st, ask, na, bufs, found) && !s->stop;) {
-			blocked_set(s, s->loop_st.err);
-			usleep((useconds_t)delay_ms * 1000);
-			delay_ms = delay_ms < 1000 ? delay_ms * 2 : 1000;
+		int got = !na;
+		for (int delay_ms = 50; !got && !s->stop;) {
+			if (!(got = !store_get(&s->loop_st, ask, na, bufs, found))) {
+				blocked_set(s, s->loop_st.err);
+				usleep((useconds_t)delay_ms * 1000);
+				delay_ms = delay_ms < 1000 ? delay_ms * 2 : 1000;
+			}
 		}
+		if (!got)
+			break;                  /* the pager stops: nothing unread goes into the child */
 		uint32_t a = 0;
 		for (uint32_t i = 0; i < k; i++) {
 			const uint8_t *data = zero_page;
