@@ -237,9 +237,10 @@ class FaultServer:
         """The pager itself makes the program fork now (the heap graph's fork snapshot; call with
         every thread of the program stopped): the next fork event's child is the pager's own and
         gets no pages restored (its copy is patched from the store).  ``False``: that fork is
-        over; waits until the loop has handled what it read, then withdraws an unused credit."""
-        if not on:
-            self.quiesce()
+        over; an unused credit is withdrawn.  Both first wait until the loop has handled what it
+        read: a fork event of the program's read before its threads stopped must not take the
+        credit (nor, after, the pager's own event be left to find none)."""
+        self.quiesce()
         self.lib.mtfs_own_fork(self.s, int(on))
 
     def hint(self, pages) -> None:
