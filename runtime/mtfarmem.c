@@ -92,12 +92,13 @@ static int mt_uffd_create(void)
 	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -1;
-	/* ask for what follows the program's own munmap, mremap and madvise, and the
-	 * faulting thread's id;
-	 * fork is not followed (a child would see dropped pages as zero: the
-	 * pager refuses to page a program that forks, see README) */
+	/* ask for what follows the program's own munmap, mremap, madvise and fork
+	 * (a fork child gets a userfaultfd of its own, handed to the pager, which
+	 * puts the child's paged-out pages back: see the README), and the faulting
+	 * thread's id */
 	uint64_t want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |
 			UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			UFFD_FEATURE_EVENT_FORK |
 			UFFD_FEATURE_THREAD_ID;     /* the pager tells its own reads' faults apart */
 	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
 	/* probe, then ask for the wanted subset the kernel has */

@@ -3,6 +3,13 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/farmem/run.py --workload kv|chase|leak [--ci] [--mib N]
         [--stores redis,redis-nograph,kswap] [--shares 1,0.75,0.5,0.25] [--warmup 8] [--seconds 12]
+    PYTHONPATH=. .venv/bin/python benchmarks/farmem/run.py --workload redis [--ci] [--keys N] [--no-save] ...
+
+``redis`` = workload (d): Redis 7.0.15 built from the Debian sources (redis_work.py says why
+and how), 60 000 keys of 1 KiB (``--ci`` 16 000), a window of Zipf GET/SET batches with every
+GET checked, every key read back, and after each paged row a BGSAVE (Redis forks) whose RDB
+is loaded into Debian's redis-server and checked key by key.  Its "heap" is the size of
+the mappings the pager pages, measured in the unpaged run after the load.
 
 The issue's workloads (issue #15), built with ``mappedtrace cc`` (maps in, so the
 graph can guide): ``kv`` = samples/farmem_kv.c (Zipf lookups over a chained hash
@@ -434,6 +441,164 @@ def workload_main(a) -> None:
     print(table(rows), flush=True)
 
 
+REDIS_KEYS, REDIS_KEYS_CI, REDIS_VSIZE = 60000, 16000, 1024
+
+
+def redis_row(exe, data_args: tuple[int, int], workdir: str, *, warmup: float, seconds: float,
+              budget: int | None = None, store: str | None = None, extra: list[str] = (),
+              cgroup_limit: int | None = None, save: bool = False) -> dict:
+    """One run of workload (d) (``redis_work``): load, warm up, a timed window with every GET
+    checked, every key read back, and with ``save`` a BGSAVE whose RDB is loaded into Debian's
+    redis-server and checked key by key."""
+    import redis_work as rw
+    cg = None
+    if cgroup_limit is not None:
+        cg = os.path.join(CG_ROOT, f"mtfm-bench-{os.getpid()}")
+        os.makedirs(cg, exist_ok=True)
+        if cgroup_limit > 0:
+            _write(f"{cg}/memory.limit_in_bytes", str(cgroup_limit))
+            _write(f"{cg}/memory.swappiness", "100")
+    srv = None
+    out: dict = {}
+    try:
+        srv = rw.Server(exe, workdir, budget=budget, store=store, extra=list(extra), cgroup=cg)
+        data = rw.Data(*data_args)
+        t0 = time.monotonic()
+        data.load(srv.r)
+        out["load_s"] = time.monotonic() - t0
+        data.window(srv.r, warmup)
+        out["heap_bytes"] = rw.heap_bytes(srv.pid)
+        c0 = (srv.status() or {}) if budget is not None else {}
+        if cg:
+            stat = dict(line.split() for line in open(f"{cg}/memory.stat"))
+            c0 = {"pgmajfault": int(stat.get("pgmajfault", 0))}
+        w = data.window(srv.r, seconds)
+        out.update(w)
+        time.sleep(0.6 if budget is not None else 0)
+        c1 = (srv.status() or {}) if budget is not None else {}
+        out["rss_anon_bytes"] = rw.rss_anon(srv.pid)
+        if cg:
+            stat = dict(line.split() for line in open(f"{cg}/memory.stat"))
+            out["major_faults"] = int(stat.get("pgmajfault", 0)) - c0["pgmajfault"]
+            out["demand_faults_per_kop"] = out["major_faults"] * 1000 / max(out["ops"], 1)
+            out["swap_bytes"] = int(stat.get("swap", 0))
+        elif budget is not None:
+            d = {k: (c1.get(k) or 0) - (c0.get(k) or 0) for k in WINDOW_STATS}
+            out.update(d)
+            out["demand_faults"] = d["faults"] - d["zero_faults"] - d["prefetch_hits"]
+            out["demand_faults_per_kop"] = out["demand_faults"] * 1000 / max(out["ops"], 1)
+            out["prefetch_accuracy"] = round(d["prefetch_hits"] / d["prefetched"], 4) if d["prefetched"] else None
+            out["bytes_moved"] = d["bytes_fetched"] + d["bytes_sent"]
+            for k in ("resident_bytes", "remote_bytes", "fault_latency_median_us", "fault_latency_p99_us",
+                      "evicted_by_reason", "resident_scan_max_bytes", "faults_over_budget"):
+                out[k] = c1.get(k)
+        t0 = time.monotonic()
+        out["keys_checked"] = data.check_all(srv.r)
+        out["check_s"] = time.monotonic() - t0
+        if save:
+            out["bgsave_s"] = rw.bgsave(srv)
+            out["rdb_keys_checked"] = rw.check_rdb(os.path.join(workdir, "dump.rdb"), data, workdir)
+            if budget is not None:
+                st = srv.status() or {}
+                out.update({k: st.get(k) for k in ("forks", "fork_pages_restored", "fork_seconds")})
+    except rw.WrongValue as e:
+        raise SystemExit(f"workload (d) gave a wrong answer ({budget=}, {store=}, {extra=}): {e}")
+    except Exception as e:          # redis.ConnectionError: the server is gone
+        if cg and srv is not None and srv.proc.wait(timeout=60) == -signal.SIGKILL:
+            # the kernel's memory-cgroup OOM killer: reclaim into swap did not keep up (a result)
+            return {**out, "ops_per_s": out.get("ops_per_s", 0.0), "oom_killed": True,
+                    "while": "the window" if "ops" not in out else "reading every key back"}
+        raise SystemExit(f"workload (d): the server failed ({budget=}, {store=}, {extra=}): "
+                         f"{type(e).__name__}: {e}; see {workdir}/server.log")
+    finally:
+        if srv is not None:
+            rc = srv.stop()
+            if cg is None and rc not in (0, None):
+                out["exit_code"] = rc
+        if cg:
+            for _ in range(50):
+                try:
+                    os.rmdir(cg)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+    return out
+
+
+def redis_main(a) -> None:
+    """Workload (d): Redis from the Debian sources (benchmarks/farmem/redis_work.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import redis_work as rw
+    exe = rw.redis_exe()
+    keys = a.keys or (REDIS_KEYS_CI if a.ci else REDIS_KEYS)
+    dargs = (keys, REDIS_VSIZE)
+    tmp = tempfile.mkdtemp(prefix="farmem-bench-redis-")
+    shares = [float(x) for x in a.shares.split(",")]
+    rows: list[dict] = []
+    store_srv = None
+    swap_on = False
+    n = [0]
+
+    def wd() -> str:
+        n[0] += 1
+        return os.path.join(tmp, f"run{n[0]}")
+    try:
+        base = redis_row(exe, dargs, wd(), warmup=a.warmup, seconds=a.seconds)
+        heap = base["heap_bytes"]
+        print(f"redis: unpaged {base['ops_per_s']:.0f} ops/s, heap {heap / 2**20:.1f} MiB, RssAnon "
+              f"{base['rss_anon_bytes'] / 2**20:.1f} MiB, load {base['load_s']:.1f} s", flush=True)
+        for kind in a.stores.split(","):
+            extra: list[str] = []
+            store = None
+            overhead = None
+            if kind in ("redis", "redis-nograph"):
+                store_srv, store = start_redis(tmp)
+                extra = ["--no-graph"] if kind == "redis-nograph" else []
+            elif kind == "kswap":
+                zram_swap_on(max(1 << 30, 2 * heap))
+                swap_on = True
+                overhead = max(0, base["rss_anon_bytes"] - heap)
+            else:
+                raise SystemExit(f"workload redis: store kind {kind} is not measured here")
+            for share in shares:
+                local = int(heap * share)
+                if overhead is not None:
+                    r = redis_row(exe, dargs, wd(), warmup=a.warmup, seconds=a.seconds,
+                                  cgroup_limit=local + overhead + KSWAP_SLACK)
+                else:
+                    r = redis_row(exe, dargs, wd(), warmup=a.warmup, seconds=a.seconds, budget=local, store=store,
+                                  extra=extra, save=not a.no_save)
+                row = {"workload": "redis", "keys": keys, "store": kind, "local_share": share, "local_bytes": local,
+                       "slowdown": base["ops_per_s"] / max(r.get("ops_per_s", 0), 1e-9), **r}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            if store_srv:
+                store_srv.terminate()
+                store_srv.wait()
+                store_srv = None
+            if swap_on:
+                zram_swap_off()
+                swap_on = False
+        base2 = redis_row(exe, dargs, wd(), warmup=a.warmup, seconds=a.seconds)
+        ref = (base["ops_per_s"] + base2["ops_per_s"]) / 2
+        print(f"redis: unpaged again {base2['ops_per_s']:.0f} ops/s", flush=True)
+        for row in rows:
+            row["slowdown_vs_first"] = row["slowdown"]
+            row["slowdown"] = ref / max(row.get("ops_per_s", 0), 1e-9)
+    finally:
+        if store_srv:
+            store_srv.kill()
+        if swap_on:
+            zram_swap_off()
+        shutil.rmtree(tmp, ignore_errors=True)
+    path = a.json or str(Path(__file__).with_name(f"results_redis{'_ci' if a.ci else ''}.json"))
+    with open(path, "w") as f:
+        json.dump({"workload": "redis", "keys": keys, "value_bytes": REDIS_VSIZE, "heap_bytes": heap,
+                   "unpaged": base, "unpaged_end": base2, "load": os.getloadavg(), "args": vars(a),
+                   "rows": rows}, f, indent=1)
+    print(table(rows), flush=True)
+
+
 def table(rows: list[dict]) -> str:
     """The rows as a Markdown table (what RESULTS.md shows)."""
     def f(v, fmt="{:.0f}"):
@@ -459,7 +624,9 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workload", default="checksum", choices=["checksum", *WORKLOADS])
+    ap.add_argument("--workload", default="checksum", choices=["checksum", *WORKLOADS, "redis"])
+    ap.add_argument("--keys", type=int, default=None, help="workload redis: keys of 1 KiB (default 60000, --ci 16000)")
+    ap.add_argument("--no-save", action="store_true", help="workload redis: no BGSAVE + RDB check after a paged row")
     ap.add_argument("--ci", action="store_true", help="the workload's CI size (kv 32, chase 16, leak 8 MiB)")
     ap.add_argument("--shares", default="1,0.75,0.5,0.25", help="local memory as shares of the heap")
     ap.add_argument("--warmup", type=float, default=8, help="seconds before the timed window (workloads)")
@@ -470,6 +637,10 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--repeat", type=int, default=1, help="paired runs per row (median slowdown; checksum only)")
     a = ap.parse_args()
+    if a.workload == "redis":
+        if a.stores == "redis,file":
+            a.stores = "redis,redis-nograph,kswap"
+        return redis_main(a)
     if a.workload != "checksum":
         if a.stores == "redis,file":
             a.stores = "redis,redis-nograph,kswap"

@@ -246,6 +246,9 @@ def status_cmd(pid: int, as_json: bool) -> int:
          ", ".join(f"{k} {v}" for k, v in st.get("evicted_by_reason", {}).items())),
         ("bytes moved", f"{_mib(st['bytes_sent'])} out, {_mib(st['bytes_fetched'])} in"),
         ("graph", _graph_line(st.get("graph"))),
+        ("forks", f"{st.get('forks', 0)} of the program followed ({st.get('fork_pages_restored', 0)} pages put back "
+                  f"into the children, {1e3 * (st.get('fork_seconds') or 0):.0f} ms); "
+                  f"{st.get('forks_own', 0)} snapshots of the graph's own"),
     ]
     if st.get("blocked"):
         rows.append(("BLOCKED", st["blocked"]))

@@ -92,6 +92,11 @@ struct mtfs_stats {
 	uint64_t readahead;             /* prefetched pages put into the program (no fault for them) */
 	uint64_t graph_readahead;       /* ... of them, pages of the graph's lists or hints */
 	uint64_t leaked_not_prefetched; /* pages left out of a prefetch: the graph says leaked */
+	uint64_t forks;                 /* the program's forks followed (UFFD_EVENT_FORK) */
+	uint64_t forks_own;             /* ... the pager's own (the heap graph's fork snapshot) */
+	uint64_t fork_pages_restored;   /* pages put into fork children from the store */
+	uint64_t fork_events_child;     /* the children's own events read while they were restored */
+	double fork_seconds;            /* time the loop spent restoring children */
 };
 
 struct mtfs {
@@ -124,6 +129,10 @@ struct mtfs {
 	int graph_ra;                   /* ... of the graph's (and hints'), at most this many a round trip */
 	/* pages the heap graph says hold only leaked objects (sorted): never prefetched */
 	uint64_t *leaked; uint64_t nleaked;
+	int own_forks;                  /* forks the pager itself makes now (mtfs_own_fork) */
+	/* the registered ranges (from Python): a resumed pager's fork restore asks the store
+	 * for every page of them its table does not name */
+	uint64_t (*ranges)[2]; uint32_t nranges;
 	/* the evictor (_evict.c), set by mtfs_evict_setup */
 	int pid, pagemap_fd, helper_fd;
 	struct store ev_st;             /* the evictor's own store connection */

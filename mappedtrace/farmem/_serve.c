@@ -618,7 +618,25 @@ static void on_remove(struct mtfs *s, uint64_t start, uint64_t end, int unmap)
 			i++;
 		}
 	}
+	int resume = s->resume;
 	pthread_mutex_unlock(&s->mu);
+	if (resume) {
+		/* A pager that took over from a dead one asks the store for any page its table does
+		 * not name (serve(), on_fork()), so the dead pager's copies of the removed pages must
+		 * go, or the program would get them back instead of zeros: every key of the range,
+		 * waiting for the store (bounded by the range; the program waits for this event) */
+		for (uint64_t q = start; q < end && !s->stop;) {
+			uint32_t k = 0;
+			for (; q < end && k < sizeof gone / sizeof gone[0]; q += PAGE)
+				gone[k++] = q;
+			for (int delay_ms = 50; store_del(&s->loop_st, gone, k) && !s->stop;) {
+				blocked_set(s, s->loop_st.err);
+				usleep((useconds_t)delay_ms * 1000);
+				delay_ms = delay_ms < 1000 ? delay_ms * 2 : 1000;
+			}
+		}
+		return;
+	}
 	/* the store's stale copies; a failure leaves garbage in the store, never a wrong page
 	 * (the table no longer names them) */
 	if (store_del(&s->loop_st, gone, ngone)) {
@@ -717,6 +735,221 @@ static void queue(struct mtfs *s, struct fq *fq, uint64_t page, double t, int ow
 	uffd_wake(s->uffd, page, PAGE);
 }
 
+/* ---- the program's fork (UFFD_EVENT_FORK) ---- */
+
+#define FORK_OPS 1024           /* the child's own events followed while it is restored */
+#define FORK_CHUNK 256          /* pages a store round trip */
+
+struct fork_op { uint64_t from, to, len; int kind; };   /* kind: 0 removed, 1 moved */
+
+/* Read the child's own messages (nonblocking).  Its faults wait, and are woken when the
+ * descriptor is closed; its madvise(DONTNEED)/munmap/mremap are recorded, so that no page
+ * is put where the child has dropped or moved it.  Returns 0, or -1 when more of them
+ * came than FORK_OPS (the restore then stops short: see on_fork). */
+static int fork_drain(struct mtfs *s, int cfd, struct fork_op *ops, uint32_t *nops)
+{
+	struct uffd_msg msgs[64];
+	for (int rounds = 0; rounds < 1024; rounds++) {
+		ssize_t got = read(cfd, msgs, sizeof msgs);
+		if (got <= 0)
+			return 0;
+		for (ssize_t i = 0; i < got / (ssize_t)sizeof msgs[0]; i++) {
+			struct uffd_msg *m = &msgs[i];
+			struct fork_op op = { 0 };
+			if (m->event == UFFD_EVENT_REMOVE || m->event == UFFD_EVENT_UNMAP) {
+				op = (struct fork_op){ m->arg.remove.start, 0, m->arg.remove.end - m->arg.remove.start, 0 };
+			} else if (m->event == UFFD_EVENT_REMAP) {
+				op = (struct fork_op){ m->arg.remap.from, m->arg.remap.to, m->arg.remap.len, 1 };
+			} else if (m->event == UFFD_EVENT_FORK) {
+				close((int)m->arg.fork.ufd);     /* a grandchild: see on_fork */
+				continue;
+			} else {
+				continue;                         /* a fault: it waits */
+			}
+			pthread_mutex_lock(&s->mu);
+			s->st.fork_events_child++;
+			pthread_mutex_unlock(&s->mu);
+			if (*nops >= FORK_OPS)
+				return -1;
+			ops[(*nops)++] = op;
+		}
+	}
+	return 0;
+}
+
+/* Where page p of the fork is in the child now (0: the child removed it). */
+static uint64_t fork_where(const struct fork_op *ops, uint32_t nops, uint64_t p)
+{
+	for (uint32_t i = 0; i < nops && p; i++) {
+		if (p < ops[i].from || p >= ops[i].from + ops[i].len)
+			continue;
+		p = ops[i].kind ? p - ops[i].from + ops[i].to : 0;
+	}
+	return p;
+}
+
+/* The program forked: `cfd` is the child's userfaultfd (installed in this process by the
+ * read).  The child's address space is the parent's at the fork, so the pages that were
+ * in the store then are missing in the child too.  They are put into the child from the
+ * store (every one: a fork child such as Redis's BGSAVE reads the whole heap), then the
+ * descriptor is closed, which unregisters the child: it runs on as an ordinary process
+ * with its whole heap resident (outside the budget, which is the parent's).
+ *
+ * Why the store's copies are the fork's content: a page remote at the fork cannot have
+ * been evicted again since (it must be present in the parent for that, and only this
+ * loop puts pages back, and it is here); so the store holds its content at the fork.
+ * Faults of the parent read before this event wait until the restore is done.
+ *
+ * The pager's own fork (the heap graph's snapshot, mtfs_own_fork) gets nothing: its copy
+ * is read by the graph thread, which patches the pages from the store itself.
+ *
+ * Known limits: a pager killed during a restore closes the child's descriptor with it,
+ * and the child's pages not restored yet read as zeros; a pager that took over from a
+ * dead one (resume) asks the store for every page of the registered ranges its table does
+ * not name (the dead pager's copies; on_remove deletes those the program removed).  A grandchild forked
+ * before its parent is restored has its descriptor closed (its missing pages read as
+ * zeros); the counters say how often the child's own events came (fork_events_child). */
+static void on_fork(struct mtfs *s, int cfd)
+{
+	pthread_mutex_lock(&s->mu);
+	if (s->own_forks > 0) {
+		s->own_forks--;
+		s->st.forks_own++;
+		pthread_mutex_unlock(&s->mu);
+		close(cfd);
+		return;
+	}
+	double t0 = now();
+	uint64_t n = 0, cap = s->st.stored_pages + 64;
+	uint64_t *pages = malloc(cap * sizeof *pages);
+	uint8_t *zero = malloc(cap);
+	if (pages && zero)
+		for (uint64_t i = 0; i < s->m.cap && n < cap; i++) {
+			struct ent *e = &s->m.e[i];
+			if (e->page && (e->flags & (F_STORED | F_REMOTE)) == (F_STORED | F_REMOTE)) {
+				zero[n] = (e->flags & F_ZERO) != 0;
+				pages[n++] = e->page;
+			}
+		}
+	/* resume: every page of the registered ranges that the table does not name as stored
+	 * may be a copy the dead pager sent (asked for below, like serve() does) */
+	if (s->resume && pages && zero)
+		for (uint32_t r = 0; r < s->nranges; r++)
+			for (uint64_t q = s->ranges[r][0]; q < s->ranges[r][1]; q += PAGE) {
+				struct ent *e = map_find(&s->m, q);
+				if (e && (e->flags & F_STORED))
+					continue;
+				if (n == cap) {
+					uint64_t nc = cap * 2;
+					uint64_t *np = realloc(pages, nc * sizeof *np);
+					uint8_t *nz = np ? realloc(zero, nc) : NULL;
+					if (np)
+						pages = np;
+					if (!nz) {
+						free(pages), free(zero);
+						pages = NULL, zero = NULL;
+						r = s->nranges;
+						break;
+					}
+					zero = nz, cap = nc;
+				}
+				zero[n] = 2;            /* unknown: the store may or may not hold it */
+				pages[n++] = q;
+			}
+	pthread_mutex_unlock(&s->mu);
+	static struct fork_op ops[FORK_OPS];
+	uint32_t nops = 0;
+	uint8_t *bufs = aligned_alloc(PAGE, FORK_CHUNK * PAGE);
+	int8_t found[FORK_CHUNK];
+	uint64_t ask[FORK_CHUNK], restored = 0;
+	if (!pages || !zero || !bufs) {
+		blocked_set(s, "the pager is out of memory restoring a fork child (its paged-out pages read as zeros)");
+		goto out;
+	}
+	for (uint64_t off = 0; off < n && !s->stop; off += FORK_CHUNK) {
+		uint32_t k = n - off < FORK_CHUNK ? (uint32_t)(n - off) : FORK_CHUNK, na = 0;
+		for (uint32_t i = 0; i < k; i++)
+			if (zero[off + i] != 1)         /* 0: stored, 2: maybe stored (resume) */
+				ask[na++] = pages[off + i];
+		/* the store must answer: a child given zeros instead would be wrong */
+		int got = !na;
+		for (int delay_ms = 50; !got && !s->stop;) {
+			if (!(got = !store_get(&s->loop_st, ask, na, bufs, found))) {
+				blocked_set(s, s->loop_st.err);
+				usleep((useconds_t)delay_ms * 1000);
+				delay_ms = delay_ms < 1000 ? delay_ms * 2 : 1000;
+			}
+		}
+		if (!got)
+			break;                  /* the pager stops: nothing unread goes into the child */
+		uint32_t a = 0;
+		for (uint32_t i = 0; i < k; i++) {
+			const uint8_t *data = zero_page;
+			if (zero[off + i] != 1) {
+				uint32_t j = a++;
+				if (found[j] == 0 && zero[off + i] == 2)
+					continue;       /* resume: a page no pager sent */
+				if (found[j] != 1) {
+					pthread_mutex_lock(&s->mu);
+					setmsg(s->warning, sizeof s->warning, "fork: store %s has no copy of page %#llx",
+					       s->loop_st.url, (unsigned long long)ask[j]);
+					pthread_mutex_unlock(&s->mu);
+					continue;
+				}
+				data = bufs + (uint64_t)j * PAGE;
+			}
+			for (int tries = 0; tries < 10000; tries++) {
+				if (fork_drain(s, cfd, ops, &nops)) {
+					blocked_set(s, "a fork child changed its mappings too often while it was restored");
+					goto out;
+				}
+				uint64_t dst = fork_where(ops, nops, pages[off + i]);
+				if (!dst)
+					break;
+				int rc = uffd_copy(cfd, dst, data, 0);
+				if (rc == EAGAIN) {      /* the child's own event is unread: read it, again */
+					usleep(20);
+					continue;
+				}
+				restored += rc == 0;     /* EEXIST: the child has it; ENOENT/EFAULT: unmapped */
+				break;
+			}
+		}
+	}
+out:
+	fork_drain(s, cfd, ops, &nops);
+	close(cfd);                     /* unregisters the child; its waiting faults retry */
+	free(pages), free(zero), free(bufs);
+	pthread_mutex_lock(&s->mu);
+	s->st.forks++;
+	s->st.fork_pages_restored += restored;
+	s->st.fork_seconds += now() - t0;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* The registered ranges ({start, end} pairs; copied).  -1 when out of memory. */
+int mtfs_set_ranges(struct mtfs *s, const uint64_t *ranges, uint32_t n)
+{
+	uint64_t (*r)[2] = malloc((n + 1) * sizeof *r);
+	if (!r)
+		return -1;
+	memcpy(r, ranges, n * sizeof *r);
+	pthread_mutex_lock(&s->mu);
+	free(s->ranges);
+	s->ranges = r, s->nranges = n;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}
+
+/* The pager makes the program fork now (on = 1, every thread of the program stopped), or
+ * that fork is over (on = 0; the caller waited for the loop to handle what it read). */
+void mtfs_own_fork(struct mtfs *s, int on)
+{
+	pthread_mutex_lock(&s->mu);
+	s->own_forks = on ? 1 : 0;
+	pthread_mutex_unlock(&s->mu);
+}
+
 /* ---- the API Python calls ---- */
 
 /* A serving state for the userfaultfd `uffd` (a descriptor of this process) and a
@@ -772,7 +1005,7 @@ void mtfs_destroy(struct mtfs *s)
 	r_close(&s->ev_st);
 	free(s->loop_st.wbuf), free(s->aux_st.wbuf), free(s->ev_st.wbuf), free(s->ev_buf);
 	free(s->m.e), free(s->cache), free(s->cache_page);
-	free(s->g_keys), free(s->g_ptr), free(s->g_adj), free(s->leaked);
+	free(s->g_keys), free(s->g_ptr), free(s->g_adj), free(s->leaked), free(s->ranges);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }
@@ -838,6 +1071,12 @@ int mtfs_run(struct mtfs *s)
 				if (s->lq.nq)      /* faults read before the event come first */
 					serve(s, &s->lq, &s->loop_st, 0, 0);
 				on_remove(s, m->arg.remove.start, m->arg.remove.end, m->event == UFFD_EVENT_UNMAP);
+				break;
+			case UFFD_EVENT_FORK:
+				/* before the faults read with it: they cannot change what the
+				 * child needs (see on_fork), and they wait meanwhile */
+				events++;
+				on_fork(s, (int)m->arg.fork.ufd);
 				break;
 			case UFFD_EVENT_REMAP:
 				events++;

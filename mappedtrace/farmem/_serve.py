@@ -26,6 +26,8 @@ struct mtfs_stats {
     uint64_t cycle, nlat, recent_n, remote_pages, stored_pages;
     int64_t resident_est;
     uint64_t installed, faults_pager_own, readahead, graph_readahead, leaked_not_prefetched;
+    uint64_t forks, forks_own, fork_pages_restored, fork_events_child;
+    double fork_seconds;
 };
 struct mtfs_evict_res {
     uint64_t asked, evicted, sent, clean, zero, deleted, not_present, not_read, not_dropped, bytes_sent;
@@ -56,6 +58,8 @@ uint64_t mtfs_stored(struct mtfs *s, uint64_t *out, uint64_t max, int remote_onl
 void mtfs_hint(struct mtfs *s, const uint64_t *pages, uint32_t n);
 int mtfs_set_graph(struct mtfs *s, const uint64_t *keys, const uint64_t *ptr, const uint64_t *adj, uint64_t n,
                    int depth);
+void mtfs_own_fork(struct mtfs *s, int on);
+int mtfs_set_ranges(struct mtfs *s, const uint64_t *ranges, uint32_t n);
 void mtfs_read(struct mtfs *s, struct mtfs_stats *st, double *lat, uint64_t *recent, char *blocked, char *warning);
 """)
 ST_FILE, ST_REDIS = 1, 2
@@ -67,7 +71,8 @@ STAT_FIELDS = ("faults", "zero_faults", "bytes_fetched", "faults_waited_for_room
                "events_remove", "events_unmap", "events_remap", "removed_by_program", "remapped", "wp_faults",
                "prefetched", "prefetch_hits", "prefetch_unused", "hinted", "copy_errors", "store_errors", "faults_over_budget", "graph_prefetched",
                "cycle", "nlat", "recent_n", "remote_pages", "stored_pages", "resident_est", "installed",
-               "faults_pager_own", "readahead", "graph_readahead", "leaked_not_prefetched")
+               "faults_pager_own", "readahead", "graph_readahead", "leaked_not_prefetched",
+               "forks", "forks_own", "fork_pages_restored", "fork_events_child")
 _lib = None
 
 
@@ -222,6 +227,22 @@ class FaultServer:
         self.lib.mtfs_set_graph(self.s, _ptr(keys, "uint64_t *"), _ptr(ptr, "uint64_t *"), _ptr(dst, "uint64_t *"),
                                 len(keys), depth)
 
+    def set_ranges(self, ranges: list[tuple[int, int]]) -> None:
+        """The registered ranges ``(start, end)`` (a resumed pager's fork restore looks at them)."""
+        a = _u64(ranges).reshape(-1)
+        if self.lib.mtfs_set_ranges(self.s, _ptr(a, "uint64_t *"), len(ranges)):
+            raise MemoryError("the fault loop's ranges")
+
+    def own_fork(self, on: bool) -> None:
+        """The pager itself makes the program fork now (the heap graph's fork snapshot; call with
+        every thread of the program stopped): the next fork event's child is the pager's own and
+        gets no pages restored (its copy is patched from the store).  ``False``: that fork is
+        over; an unused credit is withdrawn.  Both first wait until the loop has handled what it
+        read: a fork event of the program's read before its threads stopped must not take the
+        credit (nor, after, the pager's own event be left to find none)."""
+        self.quiesce()
+        self.lib.mtfs_own_fork(self.s, int(on))
+
     def hint(self, pages) -> None:
         a = _u64(pages)
         if len(a):
@@ -237,6 +258,7 @@ class FaultServer:
         self.lib.mtfs_read(self.s, st, _ptr(lat, "double *") if lat is not None else ffi.NULL,
                            _ptr(rec, "uint64_t *") if rec is not None else ffi.NULL, blocked, warning)
         out = {k: int(getattr(st, k)) for k in STAT_FIELDS}
+        out["fork_seconds"] = float(st.fork_seconds)
         out["blocked"] = ffi.string(blocked).decode(errors="replace")
         out["warning"] = ffi.string(warning).decode(errors="replace")
         if lat is not None:

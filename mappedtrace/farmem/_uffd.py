@@ -54,6 +54,7 @@ MSG = struct.Struct("<BBHIQQQ")
 EVENT_PAGEFAULT, EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP = 0x12, 0x13, 0x14, 0x15, 0x16
 PAGEFAULT_FLAG_WRITE, PAGEFAULT_FLAG_WP = 1, 2
 
+FEATURE_EVENT_FORK = 1 << 1         # the program's fork: the child's pages are put back (_serve.c)
 FEATURE_EVENT_REMAP = 1 << 2
 FEATURE_EVENT_REMOVE = 1 << 3
 FEATURE_EVENT_UNMAP = 1 << 6
@@ -61,7 +62,8 @@ FEATURE_PAGEFAULT_FLAG_WP = 1 << 0
 FEATURE_THREAD_ID = 1 << 8           # optional: the pager tells its own reads' faults apart
 #: what the pager needs from the helper's descriptor to keep the program's memory right
 NEEDED_FEATURES = {FEATURE_EVENT_REMAP: "EVENT_REMAP", FEATURE_EVENT_REMOVE: "EVENT_REMOVE",
-                   FEATURE_EVENT_UNMAP: "EVENT_UNMAP", FEATURE_PAGEFAULT_FLAG_WP: "PAGEFAULT_FLAG_WP"}
+                   FEATURE_EVENT_UNMAP: "EVENT_UNMAP", FEATURE_PAGEFAULT_FLAG_WP: "PAGEFAULT_FLAG_WP",
+                   FEATURE_EVENT_FORK: "EVENT_FORK"}
 
 
 class UffdError(MappedTraceError):

@@ -39,9 +39,9 @@ and the capture waited for ever.  Now the fault loop runs without the GIL,
 and the maps are decoded before the fork.
 
 Known imprecision, policy only (a wrong guess costs a fetch or an eviction,
-never a wrong byte): the fork child of a paged process has no userfaultfd
-(``EVENT_FORK`` is not asked for), so its pages that were in the store read as
-zeros; every page of the copy that reads all zeros and has a store copy is
+never a wrong byte): the child of the pager's own fork gets no pages put back
+(the program's forks do: ``_serve.c``, ``on_fork``), so its pages that were in
+the store read as zeros; every page of the copy that reads all zeros and has a store copy is
 patched from the store (see :meth:`Guide._patch`).  The first version patched
 only the pages still remote after the copy: pages brought back meanwhile read
 as zeros, broke lists in the graph's view, and live pages were taken for
@@ -312,7 +312,12 @@ class Guide:
         # thread stopped waits for the resume (the fork's pause), and the helper's madvise
         # cannot hold the stop up (its REMOVE events are read by the compiled loop).  Holding
         # the evictor for the capture starved the budget for seconds on a loaded machine.
-        target = snapshot_process(p.pid, "fork")
+        # With every thread stopped, the loop is told that the next fork is ours: its child gets
+        # no pages put back (patched below instead); the program's own forks get them (_serve.c)
+        try:
+            target = snapshot_process(p.pid, "fork", before_fork=lambda: p.server.own_fork(True))
+        finally:
+            p.server.own_fork(False)
         stored = p.server.stored()
         try:
             patched = self._patch(target, stored)

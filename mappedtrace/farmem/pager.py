@@ -288,6 +288,7 @@ class Pager:
         self.kick_fd = -1
         self.serve_thread: threading.Thread | None = None
         self.helper_sp = 0
+        self._told_ranges: list[tuple[int, int]] = []
 
     # ---- set-up ------------------------------------------------------
     def key(self, page: int) -> str:
@@ -406,6 +407,10 @@ class Pager:
             live = {(lo, hi) for lo, hi, _ in self.ranges.current()}
             for r in [r for r in self.registered if r not in live]:
                 del self.registered[r]
+            regs = sorted(r for r, lab in self.registered.items() if lab != "refused")
+        if regs != self._told_ranges:
+            self.server.set_ranges(regs)
+            self._told_ranges = regs
 
     def _scan(self) -> tuple[np.ndarray, np.ndarray]:
         """Present pages and soft-dirty present pages of the registered ranges.
@@ -631,7 +636,8 @@ class Pager:
                                           "removed_by_program", "remapped", "wp_faults", "prefetched",
                                           "prefetch_hits", "prefetch_unused", "hinted", "copy_errors",
                                           "store_errors", "faults_over_budget", "graph_prefetched", "faults_pager_own", "readahead",
-                                          "graph_readahead", "leaked_not_prefetched")}
+                                          "graph_readahead", "leaked_not_prefetched", "forks", "forks_own",
+                                          "fork_pages_restored", "fork_events_child", "fork_seconds")}
         now = time.monotonic()
         t, f = self._last_faults
         if now - t >= 1.0:

@@ -813,17 +813,22 @@ def _hold_child(child: int) -> None:
 
 def capture_fork(live: LiveTarget, *, arena: _Arena | None = None, release: bool = True,
                  hold_child: bool = False, anon_file: set[tuple[int, int]] | None = None,
-                 progress: Progress | None = None, gadgets: Gadgets | None = None) -> CapturedTarget:
+                 progress: Progress | None = None, gadgets: Gadgets | None = None,
+                 before_fork: Callable[[], None] | None = None) -> CapturedTarget:
     """Fork the stopped ``live`` target, resume it, copy the memory from the child.
 
     :param hold_child: keep the child (and its copy-on-write pages) alive until
         the result is closed (the benchmark uses it to measure the cost the
         parent pays meanwhile); otherwise it is killed as soon as it is read.
+    :param before_fork: called with every thread stopped, right before the injected fork
+        (the far-memory pager tells its own fork from the program's by it)
     """
     why = fork_refused(live.pid)
     if why is None:
         child = 0
         try:
+            if before_fork is not None:
+                before_fork()
             t0 = time.perf_counter_ns()
             child = inject_clone(live, gadgets)
             live.meta["fork_ns"] = time.perf_counter_ns() - t0
@@ -894,7 +899,7 @@ def no_loop_points_note(maps) -> str | None:
 
 def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = False,
                      max_steps: int | None = None, max_settle_ns: int | None = None,
-                     hold_child: bool = False,
+                     hold_child: bool = False, before_fork: Callable[[], None] | None = None,
                      progress: Progress | None = None) -> CapturedTarget:
     """Stop, settle, capture and resume process ``pid`` (DESIGN steps 1–3).
 
@@ -954,7 +959,8 @@ def snapshot_process(pid: int, mode: str = "stop-copy", *, settle: bool = False,
             live.warnings.append("the process was stopped (state T): captured with stop-copy instead of fork")
             mode = "stop-copy"
         ct = capture(live, mode, arena=arena, progress=progress, anon_file=anon_file,
-                     **({"hold_child": hold_child, "gadgets": gadgets} if mode == "fork" else
+                     **({"hold_child": hold_child, "gadgets": gadgets, "before_fork": before_fork}
+                        if mode == "fork" else
                         {"via_mem": shared}))
     except BaseException:
         live.close()
