@@ -117,12 +117,15 @@ def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
         # copy what a snapshot copies, detach, analyse the copy: the target is held only
         # while its memory crosses the link (the roots scan every anonymous mapping
         # anyway, so reading on demand would not move fewer bytes)
+        from ..session import MapsCache, warming
         from ..target.remote import attach_remote, capture_remote
         rt = attach_remote(remote, int(what), sysroot=sysroot)
         try:
             # a copy taken while a thread held an arena lock is taken again after a
-            # moment's run (before the detach: the server exits when we detach)
-            return capture_remote(rt, busy=_arena_busy, attempts=LOCKED_RETRIES)
+            # moment's run (before the detach: the server exits when we detach);
+            # while the copy crosses the link, the maps and libc's symbols are decoded
+            with warming(rt, maps_cache if maps_cache is not None else MapsCache()):
+                return capture_remote(rt, busy=_arena_busy, attempts=LOCKED_RETRIES)
         finally:
             rt.close()
     limit = remote_arg("max_memory")
