@@ -117,17 +117,23 @@ def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
         # copy what a snapshot copies, detach, analyse the copy: the target is held only
         # while its memory crosses the link (the roots scan every anonymous mapping
         # anyway, so reading on demand would not move fewer bytes)
+        from contextlib import ExitStack
         from ..session import MapsCache, warming
         from ..target.remote import attach_remote, capture_remote
-        rt = attach_remote(remote, int(what), sysroot=sysroot)
-        try:
-            # a copy taken while a thread held an arena lock is taken again after a
-            # moment's run (before the detach: the server exits when we detach);
-            # while the copy crosses the link, the maps and libc's symbols are decoded
-            with warming(rt, maps_cache if maps_cache is not None else MapsCache()):
+        cache = maps_cache if maps_cache is not None else MapsCache()
+        with ExitStack() as warm:
+            # the maps and libc's symbols are decoded in a thread while the copy crosses the
+            # link; with a server that has no process yet, from before its attach on
+            rt = attach_remote(remote, int(what), sysroot=sysroot,
+                               before_attach=lambda t: warm.enter_context(warming(t, cache)))
+            try:
+                if not rt.meta.get("attached_here"):
+                    warm.enter_context(warming(rt, cache))
+                # a copy taken while a thread held an arena lock is taken again after a
+                # moment's run (before the detach: the server exits when we detach)
                 return capture_remote(rt, busy=_arena_busy, attempts=LOCKED_RETRIES)
-        finally:
-            rt.close()
+            finally:
+                rt.close()          # detached before the warming thread is joined
     limit = remote_arg("max_memory")
     if what.isdigit():
         from ..session import capture_live

@@ -132,14 +132,20 @@ class RemoteTarget(Target):
     """
 
     def __init__(self, address: str, pid: int | None = None, *, finder: BinaryFinder | None = None,
-                 timeout: float = 10.0, conn: GdbRemote | None = None):
+                 timeout: float = 10.0, conn: GdbRemote | None = None, before_attach=None):
         super().__init__()
         t0 = time.perf_counter_ns()
         self.conn = conn or GdbRemote(address, timeout=timeout)
         self.address = address
         self._blocks: dict[int, bytes] = {}
         self._attached = True
+        attached_here = False
         try:
+            if self.conn.request("?")[:1] not in (b"T", b"S"):
+                # a server with no process yet: attach now, the work that needs no stop done first
+                self._attached = False
+                t0 = self._attach_late(pid, before_attach)
+                attached_here = True
             server_pid = self.conn.process_id()
             if server_pid is None:
                 raise RemoteError(f"{address}: the server does not say which process it is attached to")
@@ -153,10 +159,37 @@ class RemoteTarget(Target):
         except BaseException:
             self.close()
             raise
-        self.meta.update(backend="remote", mode="stop-copy", remote=address,
+        self.meta.update(backend="remote", mode="stop-copy", remote=address, attached_here=attached_here,
                          server_pid=server_pid, binary_reads=self.conn.binary_reads)
         self.stop_t0 = t0
         self.meta["connect_ns"] = time.perf_counter_ns() - t0
+
+    def _attach_late(self, pid: int | None, before_attach) -> int:
+        """Attach a server that has no process yet (``lldb-server-22 gdbserver HOST:PORT``,
+        ``gdbserver --multi HOST:PORT``) to ``pid`` with ``vAttach``.  Before that, while
+        the process still runs, its mappings are read (``vFile``) and
+        ``before_attach(self)`` is called (the caller decodes the binaries' maps then).
+        Returns the time of the attach (the start of the pause)."""
+        c = self.conn
+        if pid is None:
+            raise RemoteError(f"the server at {self.address} is attached to no process",
+                              hint="give the PID of the process to attach to")
+        self.pid = pid
+        try:
+            self.mappings = parse_maps(c.file_read(f"/proc/{pid}/maps", 16 << 20).decode("utf-8", "replace"))
+        except RemoteError as e:
+            raise RemoteError(f"{self.address}: no process {pid} to attach to there ({e.message})",
+                              hint="give the PID as the target's machine knows it") from None
+        if before_attach is not None:
+            before_attach(self)
+        t0 = time.perf_counter_ns()
+        r = c.request(f"vAttach;{pid:x}")
+        if r[:1] not in (b"T", b"S"):
+            raise RemoteError(f"the server at {self.address} could not attach to process {pid} "
+                              f"({r[:20].decode('latin-1') or 'vAttach not supported'})",
+                              hint="is the PID right, and may the server trace it?")
+        self._attached = True
+        return t0
 
     # --- loading ------------------------------------------------------------
     def _load(self, finder: BinaryFinder | None) -> None:
@@ -327,10 +360,16 @@ class RemoteTarget(Target):
 
 
 def attach_remote(address: str, pid: int | None = None, *, sysroot: str | None = None,
-                  timeout: float = 10.0) -> RemoteTarget:
+                  timeout: float = 10.0, before_attach=None) -> RemoteTarget:
     """Connect to the gdb-remote server at ``address`` (``HOST:PORT``) and return
-    its stopped process as a :class:`RemoteTarget` (detached on ``close()``)."""
-    return RemoteTarget(address, pid, finder=BinaryFinder(sysroot=sysroot), timeout=timeout)
+    its stopped process as a :class:`RemoteTarget` (detached on ``close()``).
+
+    A server started without a process (``lldb-server-22 gdbserver HOST:PORT``,
+    ``gdbserver --multi HOST:PORT``) is told to attach to ``pid`` here, after
+    ``before_attach(target)`` (mappings known, nothing stopped yet): the process is
+    stopped only from then on, not while the tracer starts."""
+    return RemoteTarget(address, pid, finder=BinaryFinder(sysroot=sysroot), timeout=timeout,
+                        before_attach=before_attach)
 
 
 def capture_remote(rt: RemoteTarget, release: bool = True, *, busy=None, attempts: int = 1):
