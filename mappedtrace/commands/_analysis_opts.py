@@ -118,14 +118,16 @@ def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
         # while its memory crosses the link (the roots scan every anonymous mapping
         # anyway, so reading on demand would not move fewer bytes)
         from contextlib import ExitStack
-        from ..session import MapsCache, warming
+        from ..session import MapsCache, warm_caches, warming
         from ..target.remote import attach_remote, capture_remote
         cache = maps_cache if maps_cache is not None else MapsCache()
         with ExitStack() as warm:
-            # the maps and libc's symbols are decoded in a thread while the copy crosses the
-            # link; with a server that has no process yet, from before its attach on
+            # a server with no process yet: the maps and libc's symbols are decoded before
+            # it attaches (as a local capture decodes them before the stop), so the pause is
+            # the copy alone; a server attached already: they are decoded in a thread while
+            # the copy crosses the link
             rt = attach_remote(remote, int(what), sysroot=sysroot,
-                               before_attach=lambda t: warm.enter_context(warming(t, cache)))
+                               before_attach=lambda t: warm_caches(t, cache))
             try:
                 if not rt.meta.get("attached_here"):
                     warm.enter_context(warming(rt, cache))
