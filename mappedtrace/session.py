@@ -7,10 +7,7 @@ process stopped at exit, a snapshot file).
 from __future__ import annotations
 
 import os
-import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .formats.maps import BinaryMaps
@@ -201,8 +198,9 @@ def warm_caches(target: Target, cache: MapsCache) -> None:
     """Decode ahead what :func:`analyse` decodes per file of ``target``: the maps of
     every module and the glibc model of its libc (the symbol tables of libc's debug
     file: a second of work).  Reads local files only (the ones ``target.mappings``
-    name), never the target's memory, so it may run beside a remote copy
-    (:func:`warming`).  An error is left for the analysis to meet and report."""
+    name), never the target's memory: a remote analysis calls it before it has the
+    server attach (the process still runs), as a local capture decodes the maps
+    before its stop.  An error is left for the analysis to meet and report."""
     from .glibc_model import model_for
     for m in ModuleMap(target):
         try:
@@ -211,25 +209,6 @@ def warm_caches(target: Target, cache: MapsCache) -> None:
                 model_for(m.path)
         except Exception:       # noqa: BLE001 - the analysis decodes it again and says why
             continue
-
-
-@contextmanager
-def warming(target: Target, cache: MapsCache):
-    """Run :func:`warm_caches` in a thread while the block runs (a remote copy, which
-    waits on the link most of the time); the thread is joined when the block ends.
-
-    Meanwhile the interpreter's switch interval is 0.5 ms instead of 5 ms: a thread
-    back from a blocking ``recv`` waits that long for the GIL, and at 5 ms per
-    128 KiB reply the link would be read at 26 MB/s."""
-    old = sys.getswitchinterval()
-    th = threading.Thread(target=warm_caches, args=(target, cache), name="mappedtrace-warm", daemon=True)
-    sys.setswitchinterval(min(old, 0.0005))
-    th.start()
-    try:
-        yield
-    finally:
-        th.join()
-        sys.setswitchinterval(old)
 
 
 def capture_figures(target: Target) -> dict | None:

@@ -1,11 +1,13 @@
 """A process on another machine, through a gdb-remote debug server.
 
-On the target's machine: ``lldb-server-22 gdbserver HOST:PORT --attach PID``
-(Debian's lldb-22) or ``gdbserver --attach HOST:PORT PID`` (Debian's
-gdbserver).  The server stops every thread when it attaches; the tracer
-connects (:class:`RemoteTarget`), reads what the analysis uses, and detaches
-(``D``): the process runs on and the server exits.  No agent of ours runs
-there.
+On the target's machine: ``lldb-server-22 gdbserver HOST:PORT`` (Debian's
+lldb-22) or ``gdbserver --multi HOST:PORT`` (Debian's gdbserver), a server
+with no process: the tracer connects (:class:`RemoteTarget`), reads
+``/proc/PID/maps`` through it, lets its caller decode the binaries' maps,
+then has it attach (``vAttach``), which stops every thread; it reads what the
+analysis uses and detaches (``D``): the process runs on and the server exits.
+A server attached already (``--attach PID``) is used as it is.  No agent of
+ours runs there.
 
 What each server gives (measured with lldb-server 22 and gdbserver 13.1):
 
@@ -26,8 +28,22 @@ Memory is read on demand: small reads through a cache of 64 KiB blocks clipped
 to their mapping, large reads (the heap's segments) straight into the caller's
 buffer, in pipelined packets.  ``meta`` counts bytes moved and round trips.
 
-The pause: the server stopped the process when it attached, before we
-connected; ``meta["pause_ns"]`` is only from our connect to our detach.
+The pause: from our ``vAttach`` to our ``D`` when we attach
+(``meta["attached_here"]``); a server attached already stopped the process
+before we connected, and ``meta["pause_ns"]`` is then only from our connect to
+our detach.  Either way it is the copy: the process is stopped while its
+memory crosses the link.  Not a copy-on-write fork as locally: lldb-server 22
+cannot give a sound one through the protocol (checked, see
+``benchmarks/remote/RESULTS.md``): it grants no ``multiprocess``/``fork-events``
+when asked in ``qSupported``, so the child of an injected ``clone`` would be
+detached by the server and run the program's code unwatched, and the child
+could be read only through ``vFile:pread`` of ``/proc/CHILD/mem``, whose
+offsets it cuts at 4 GiB (``F-1,5``, EIO, at every address of a PIE
+program).  gdbserver 13 grants ``fork-events`` and ``multiprocess``: the local
+fork's armed-frame injection could be driven through it (``G``/``X``, its
+signal stops standing in for ``PTRACE_SETSIGMASK``), then the child read with
+hex ``m`` (twice the bytes) after the detach of the parent; not built.
+Neither server answers ``QEnableCompression`` (empty reply).
 
 Letting the process run and stopping it again (:meth:`RemoteTarget.run_for`:
 ``vCont;c``, a moment, the ``\x03`` interrupt) is done with lldb-server only:
