@@ -194,6 +194,23 @@ def capture_live(pid: int, mode: str = "fork", cache: MapsCache | None = None) -
     return snapshot_process(pid, mode)
 
 
+def warm_caches(target: Target, cache: MapsCache) -> None:
+    """Decode ahead what :func:`analyse` decodes per file of ``target``: the maps of
+    every module and the glibc model of its libc (the symbol tables of libc's debug
+    file: a second of work).  Reads local files only (the ones ``target.mappings``
+    name), never the target's memory: a remote analysis calls it before it has the
+    server attach (the process still runs), as a local capture decodes the maps
+    before its stop.  An error is left for the analysis to meet and report."""
+    from .glibc_model import model_for
+    for m in ModuleMap(target):
+        try:
+            cache(m.path)
+            if m.name.startswith("libc.so"):
+                model_for(m.path)
+        except Exception:       # noqa: BLE001 - the analysis decodes it again and says why
+            continue
+
+
 def capture_figures(target: Target) -> dict | None:
     """The capture of a live process as reported (``capture`` in the leak JSON):
     mode, pause and its parts in milliseconds, bytes copied; None for a target

@@ -170,13 +170,16 @@ class Link:
         return {"median_ms": round(t[len(t) // 2], 3), "p90_ms": round(t[len(t) * 9 // 10], 3),
                 "max_ms": round(t[-1], 3)}
 
-    def server(self, pid: int, kind: str = "lldb", launch: list[str] | None = None,
+    def server(self, pid: int | None, kind: str = "lldb", launch: list[str] | None = None,
                stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
         """A debug server in ``srv`` attached to ``pid`` (or gdbserver launching
-        ``launch``), listening; (process, HOST:PORT)."""
+        ``launch``; or, for ``pid`` None, attached to nothing until the tracer asks),
+        listening; (process, HOST:PORT)."""
         port = random.randrange(20000, 60000)
         addr = f"{self.srv_ip}:{port}"
         cmd = ["gdbserver", addr, *launch] if launch else \
+            (["lldb-server-22", "gdbserver", addr] if kind == "lldb" else ["gdbserver", "--multi", addr]) \
+            if pid is None else \
             ["lldb-server-22", "gdbserver", addr, "--attach", str(pid)] if kind == "lldb" else \
             ["gdbserver", "--attach", addr, str(pid)]
         p = subprocess.Popen(["ip", "netns", "exec", self.srv, *cmd], stdout=subprocess.DEVNULL,
@@ -299,6 +302,52 @@ def test_remote_leaks_same_as_local(link: Link, exes, cache_env, tmp_path: Path,
         assert truth and {x["address"] for x in remote["leaks"]} == truth
         code = srv.wait(timeout=20)             # both servers exit after our D
         assert code == 0 or kind == "gdbserver"
+        assert _running_within(p.pid, 10)
+        assert _finish(p) == expected           # the target ran on exactly as before
+    finally:
+        p.kill()
+        if srv is not None:
+            srv.kill()
+
+
+@pytest.mark.parametrize("kind", ["lldb", "gdbserver"])
+def test_remote_attach_on_demand(link: Link, exes, cache_env, tmp_path: Path, kind: str) -> None:
+    """A server started with no process (``lldb-server-22 gdbserver HOST:PORT``,
+    ``gdbserver --multi HOST:PORT``): the target runs while the tracer starts and
+    decodes the maps, is stopped by the tracer's ``vAttach``, gives the local report,
+    and runs on.  A PID that does not exist is a one-line error."""
+    if kind == "gdbserver":
+        need("gdbserver")
+    ref = _start(exes["leaky_server"])
+    expected = _finish(ref)
+    p = _start(exes["leaky_server"], errfile=tmp_path / "err")
+    srv = None
+    try:
+        local = _local_leaks(p.pid, tmp_path / "local.json")
+        srv, addr = link.server(None, kind)
+        time.sleep(0.3)
+        assert _state(p.pid) not in ("t", "T")          # nothing stopped it yet
+        r = link.tracer("leaks", str(p.pid), "--remote", addr, "--json", str(tmp_path / "remote.json"),
+                        env=cache_env)
+        assert r.returncode == 23, r.stderr
+        assert _norm(json.loads((tmp_path / "remote.json").read_text())) == local
+        assert _running_within(p.pid, 10)
+        srv.wait(timeout=20)
+        srv, addr = link.server(None, kind)
+        gone = max(int(x) for x in os.listdir("/proc") if x.isdigit()) + 100000
+        r = link.tracer("leaks", str(gone), "--remote", addr, timeout=60)
+        assert r.returncode not in (0, 23) and f"no process {gone} to attach to" in r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
+        srv.kill()
+        # a process another server traces already: the attach is refused, nothing is touched
+        held, _ = link.server(p.pid, "lldb")
+        try:
+            srv, addr = link.server(None, kind)
+            r = link.tracer("leaks", str(p.pid), "--remote", addr, timeout=60)
+            assert r.returncode not in (0, 23) and f"could not attach to process {p.pid}" in r.stderr, r.stderr
+            assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
+        finally:
+            held.kill()
         assert _running_within(p.pid, 10)
         assert _finish(p) == expected           # the target ran on exactly as before
     finally:
@@ -538,6 +587,38 @@ def test_packet_framing_round_trip() -> None:
     assert unescape(body) == data
     assert unescape(b"0* 1") == b"0" * 4 + b"1"         # ' ' is 32: three more repeats
     assert unescape(b"a}]b* ") == b"a}" + b"b" * 4
+
+
+def test_warm_caches_decodes_the_files_not_the_memory(exes, tmp_path: Path, monkeypatch) -> None:
+    """What a remote analysis decodes before it has the server attach (session.warm_caches):
+    the maps of the program and libc's glibc model, from local files only: not one
+    read of the target's memory (the process is not stopped yet)."""
+    from mappedtrace import glibc_model
+    from mappedtrace.session import MapsCache, warm_caches
+    from mappedtrace.target.capture import CapturedTarget
+    from mappedtrace.target.live import parse_maps
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    p = _start(exes["leaky_server"])
+    try:
+        with open(f"/proc/{p.pid}/maps") as f:
+            mappings = parse_maps(f.read())
+        libc = next(m.path for m in mappings if os.path.basename(m.path).startswith("libc.so"))
+        # no memory at all: any read of it is counted
+        t = CapturedTarget(pid=p.pid, threads=[], mappings=mappings, auxv=b"",
+                           exe=str(exes["leaky_server"]), pieces=[])
+        reads = []
+        monkeypatch.setattr(t, "_read", lambda a, n: reads.append((a, n)) or b"\0" * n)
+        monkeypatch.setattr(t, "_read_into", lambda a, v: reads.append((a, len(v))))
+        glibc_model._model_for.cache_clear()
+        cache = MapsCache()
+        warm_caches(t, cache)
+        assert reads == []
+        bm = cache.maps.get(str(exes["leaky_server"]))
+        assert bm is not None and bm.has_maps
+        assert libc in cache.maps                       # decoded (no maps in libc: None)
+        assert glibc_model._model_for.cache_info().currsize == 1
+    finally:
+        p.kill()
 
 
 def test_bad_remote_arguments(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Usage (root)::
 
-    python benchmarks/remote/link_bench.py [--mib N] [--runs R] [--no-gcore] [RTT_MS:RATE …]
+    python benchmarks/remote/link_bench.py [--mib N] [--runs R] [--no-gcore] [--baseline TREE] [RTT_MS:RATE …]
 
 (default: 256 MiB, 2 runs, links 0.2:1gbit 0.2:100mbit 2:1gbit 2:100mbit)
 
@@ -18,6 +18,12 @@ Builds samples/snap_heap.c and builds a heap of N MiB in 256-byte objects, then:
   ``lldb-server-22 gdbserver`` attached in one namespace, ``mappedtrace leaks PID
   --remote`` in the other, R runs: wall, bytes moved (the tracer's own count) and the
   pause.
+* the server is started with no process (``lldb-server-22 gdbserver HOST:PORT``) and
+  the tracer attaches it (``vAttach``) once it has started and read the maps; with
+  ``--server-attach`` the server attaches first (``--attach PID``), as before.
+* ``--baseline TREE``: beside each remote run, the same check by the tracer of another
+  checkout (``PYTHONPATH=TREE``, server-attached: the version before this change), so the
+  two are compared under the same load.
 * ``gcore``: ``gdbserver --attach`` in one namespace, ``gdb -batch -ex 'target
   remote …' -ex gcore`` in the other (gdb 13 reads with hex ``m`` packets).
 
@@ -106,6 +112,8 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--no-gcore", action="store_true")
+    ap.add_argument("--server-attach", action="store_true")
+    ap.add_argument("--baseline", metavar="TREE")
     ap.add_argument("links", nargs="*", default=["0.2:1gbit", "0.2:100mbit", "2:1gbit", "2:100mbit"])
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp())
@@ -144,20 +152,21 @@ def main() -> None:
                 rtt = lk.calibrate(float(rtt_ms))
                 print(json.dumps({"what": "link", "rtt_goal_ms": float(rtt_ms), "rate": rate, "qdisc": qdisc,
                                   **rtt}), flush=True)
-                for i in range(a.runs):
-                    # local and remote alternate: each remote run has a local one beside it
-                    local = run_local(f"{spec}/{i}")
+                def run_remote(tag, tree: str | None = None) -> None:
                     s = StopSampler(t.pid)
-                    srv, addr = lk.server(t.pid)
+                    late = tree is None and not a.server_attach
+                    srv, addr = lk.server(None if late else t.pid)
+                    env = dict(ENV, PYTHONPATH=tree) if tree else ENV
                     c0, t0 = _children_cpu(), time.perf_counter()
                     r = lk.tracer("leaks", str(t.pid), "--remote", addr, "--json", str(d / "remote.json"),
-                                  env=ENV, timeout=1800)
+                                  env=env, timeout=1800)
                     wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
                     srv.wait(timeout=60)
                     stops = s.stop()
                     m = REPORT.search(r.stderr)
                     remote = json.loads((d / "remote.json").read_text()) if r.returncode in (0, 23) else {}
-                    print(json.dumps({"what": "remote", "rtt_ms": float(rtt_ms), "rate": rate, "pair": f"{spec}/{i}",
+                    print(json.dumps({"what": "baseline" if tree else "remote", "rtt_ms": float(rtt_ms),
+                                      "rate": rate, "pair": tag, "attach": "tracer" if late else "server",
                                       "wall_s": round(wall, 2), "tracer_cpu_s": round(cpu, 2), **stops,
                                       "tracer_pause_ms": int(m[3]) if m else None,
                                       "moved_MiB": float(m[1]) if m else None,
@@ -166,6 +175,13 @@ def main() -> None:
                                       "same_leaks": remote.get("leaks") == local["leaks"],
                                       "error": None if m else r.stderr.strip()[-300:],
                                       "load": os.getloadavg()[0]}), flush=True)
+
+                for i in range(a.runs):
+                    # local and remote alternate: each remote run has a local one beside it
+                    local = run_local(f"{spec}/{i}")
+                    run_remote(f"{spec}/{i}")
+                    if a.baseline:
+                        run_remote(f"{spec}/{i}", a.baseline)
                 if a.no_gcore:
                     continue
                 s = StopSampler(t.pid)

@@ -5,10 +5,16 @@ Usage (root): python benchmarks/remote/server_rate.py [MIB] [ROUNDS]   (default 
 Builds samples/snap_heap.c, builds a heap of MIB MiB, attaches
 ``lldb-server-22 gdbserver`` on loopback and reads the ``[heap]`` mapping whole
 with our client (binary ``x``, pipelined), ROUNDS times for each packet size
-(128 KiB, the size lldb-server announces, and 1 MiB).  For each read it prints
+(128 KiB, the size lldb-server announces, and 1 MiB), and once through
+``vFile:pread`` of ``/proc/PID/mem``.  For each read it prints
 wall MB/s and the CPU seconds the server and the client spent (from
 ``/proc/PID/stat`` and ``getrusage``): MB per server CPU second is what a link
 can carry at most through this server, whatever its rate.
+
+First it prints what the server grants of the other ways to move memory faster or
+with a shorter pause: ``multiprocess``/``fork-events`` in ``qSupported`` (a fork of
+the target held by the server), ``QEnableCompression``, and ``vFile:pread`` of
+``/proc/PID/mem`` at the heap's address.
 """
 from __future__ import annotations
 
@@ -66,7 +72,25 @@ def main() -> None:
                 time.sleep(0.1)
         else:
             raise SystemExit("lldb-server did not answer")
+        feats = c.request("qSupported:multiprocess+;fork-events+;vfork-events+").decode("latin-1")
+        fd = c.request(f"vFile:open:{f'/proc/{t.pid}/mem'.encode().hex()},0,0").decode("latin-1")
+        fd = int(fd[1:].split(";")[0], 16) if fd.startswith("F") and not fd.startswith("F-") else None
+        pread = c.request(f"vFile:pread:{fd:x},1000,{heap.start:x}")[:12] if fd is not None else b"no fd"
+        print(json.dumps({"multiprocess": "multiprocess+" in feats, "fork_events": "fork-events+" in feats,
+                          "QEnableCompression": c.request("QEnableCompression:type:zlib-deflate;").decode("latin-1"),
+                          "x_at_heap": len(c.read(heap.start, 0x1000)),
+                          "vFile_pread_mem_at_heap": pread.split(b";")[0].decode("latin-1"),
+                          "heap_start": hex(heap.start)}), flush=True)
         for _ in range(rounds):
+            if fd is not None and pread.startswith(b"F") and not pread.startswith(b"F-"):
+                s0, t0 = _cpu(srv.pid), time.perf_counter()
+                got = 0
+                offs = list(range(heap.start, heap.end, 128 << 10))
+                for o, rep in zip(offs, c.pipeline([f"vFile:pread:{fd:x},{128 << 10:x},{o:x}" for o in offs])):
+                    got += len(rep)
+                wall = time.perf_counter() - t0
+                print(json.dumps({"vFile_pread_MBps": round(got / wall / 1e6, 1),
+                                  "server_cpu_s": round(_cpu(srv.pid) - s0, 2)}), flush=True)
             for size in (128 << 10, 1 << 20):
                 c.packet_size = size + 64
                 buf = bytearray(heap.size)

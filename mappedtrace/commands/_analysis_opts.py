@@ -117,8 +117,15 @@ def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
         # copy what a snapshot copies, detach, analyse the copy: the target is held only
         # while its memory crosses the link (the roots scan every anonymous mapping
         # anyway, so reading on demand would not move fewer bytes)
+        from ..session import MapsCache, warm_caches
         from ..target.remote import attach_remote, capture_remote
-        rt = attach_remote(remote, int(what), sysroot=sysroot)
+        cache = maps_cache if maps_cache is not None else MapsCache()
+        # a server with no process yet: the maps and libc's symbols are decoded before it
+        # attaches (as a local capture decodes them before its stop); a server attached
+        # already holds the process: they are decoded after the detach, in the analysis
+        # (decoded in a thread during the copy, they lengthened the pause by 1-3 s and
+        # saved no wall time here: benchmarks/remote/RESULTS.md)
+        rt = attach_remote(remote, int(what), sysroot=sysroot, before_attach=lambda t: warm_caches(t, cache))
         try:
             # a copy taken while a thread held an arena lock is taken again after a
             # moment's run (before the detach: the server exits when we detach)

@@ -57,20 +57,9 @@ def frame(payload: bytes) -> bytes:
 
 def unescape(body: bytes) -> bytes:
     """Decode a reply body: ``}x`` escapes and ``c*n`` run-length encoding."""
-    if b"*" not in body:
-        if b"}" not in body:
-            return body
-        # vectorised: 1–2 % of random bytes are escaped, a Python callback per escape
-        # ran at 14 MB/s; this keeps up with the server
-        arr = np.frombuffer(body, np.uint8)
-        idx = np.flatnonzero(arr == 0x7D)
-        if len(idx) and (idx[-1] == len(arr) - 1 or np.any(np.diff(idx) == 1)):
-            return _ESC.sub(lambda m: bytes([m[1][0] ^ 0x20]), body)     # "}}": decode in order
-        out = arr.copy()
-        out[idx + 1] ^= 0x20
-        keep = np.ones(len(arr), bool)
-        keep[idx] = False
-        return out[keep].tobytes()
+    data = _unescape_binary(body) if b"*" not in body else None
+    if data is not None:
+        return data if isinstance(data, bytes) else data.tobytes()
     if b"}" not in body:        # hex replies of gdbserver: run-length encoded only
         return _RLE.sub(lambda m: m[1] * (m[2][0] - 29 + 1), body)
     out = bytearray()           # both: decode in order (rare)
@@ -87,6 +76,26 @@ def unescape(body: bytes) -> bytes:
             out.append(c)
             i += 1
     return bytes(out)
+
+
+def _unescape_binary(body: bytes) -> "bytes | np.ndarray":
+    """The ``}x`` escapes of a binary reply decoded (no run-length encoding in it):
+    the body itself when it holds none, else a numpy array of the bytes.
+
+    Vectorised (1–2 % of random bytes are escaped; a Python callback per escape
+    ran at 14 MB/s): one ``np.delete`` and a scattered XOR, and the caller copies
+    the array once, into its own buffer (the client's CPU per byte is measured
+    by ``benchmarks/remote/server_rate.py``)."""
+    if b"}" not in body:
+        return body
+    arr = np.frombuffer(body, np.uint8)
+    idx = np.flatnonzero(arr == 0x7D)
+    if idx[-1] == len(arr) - 1 or np.any(np.diff(idx) == 1):
+        # "}}" or a trailing "}": not what a server escapes; decode in order
+        return _ESC.sub(lambda m: bytes([m[1][0] ^ 0x20]), body)
+    out = np.delete(arr, idx)
+    out[idx - np.arange(len(idx))] ^= 0x20
+    return out
 
 
 @dataclass
@@ -227,7 +236,7 @@ class GdbRemote:
             else:
                 end = buf.find(b"#", start)
                 if end >= 0 and len(buf) >= end + 3:
-                    body = bytes(buf[start + 1:end])
+                    body = bytes(memoryview(buf)[start + 1:end])     # one copy
                     cs = bytes(buf[end + 1:end + 3])
                     del buf[:end + 3]
                     if self._ack:
@@ -242,8 +251,10 @@ class GdbRemote:
         """Send one packet, return the decoded reply."""
         return self.pipeline([payload])[0]
 
-    def pipeline(self, payloads: list) -> list[bytes]:
-        """Send packets with up to :data:`WINDOW` in flight; replies in order."""
+    def pipeline(self, payloads: list, raw: bool = False) -> list[bytes]:
+        """Send packets with up to :data:`WINDOW` in flight; replies in order
+        (decoded, or as they came with ``raw``: escapes left for the caller)."""
+        dec = (lambda b: b) if raw else unescape
         if self.broken:
             raise RemoteError(f"{self.address}: the connection failed earlier")
         out: list[bytes] = []
@@ -253,10 +264,10 @@ class GdbRemote:
             self._send_raw(frame(p))
             pend += 1
             if pend >= WINDOW:
-                out.append(unescape(self._recv_packet(enc[len(out)][:24].decode("latin-1"))))
+                out.append(dec(self._recv_packet(enc[len(out)][:24].decode("latin-1"))))
                 pend -= 1
         while pend:
-            out.append(unescape(self._recv_packet(enc[len(out)][:24].decode("latin-1"))))
+            out.append(dec(self._recv_packet(enc[len(out)][:24].decode("latin-1"))))
             pend -= 1
         self.round_trips += max(1, (len(enc) + WINDOW - 1) // WINDOW)
         return out
@@ -406,22 +417,26 @@ class GdbRemote:
                 where.append((buf, off, addr + off, n))
         bad = []
         for i in range(0, len(reqs), 256):
-            for (buf, off, a, n), r in zip(where[i:i + 256], self.pipeline(reqs[i:i + 256])):
+            for (buf, off, a, n), r in zip(where[i:i + 256], self.pipeline(reqs[i:i + 256], raw=True)):
                 if binary:
-                    if len(r) == n + 1 and r[:1] == b"b":     # gdb 16's gdbserver
-                        r = r[1:]
-                    elif len(r) == 3 and r[:1] == b"E" and n != 3:
-                        r = b""
-                    data = r
+                    data = _unescape_binary(r) if b"*" not in r else unescape(r)
+                    if len(data) == n + 1 and data[0] == 0x62:      # gdb 16's gdbserver: "b" + data
+                        data = data[1:]
+                    elif len(data) == 3 and data[0] == 0x45 and n != 3:     # "Exx"
+                        data = b""
                 else:
                     try:
+                        r = unescape(r)
                         data = bytes.fromhex(r.decode("latin-1")) if not r.startswith(b"E") else b""
                     except ValueError:
                         data = b""
                 if len(data) != n:
                     bad.append((a, n))
                     continue
-                memoryview(buf)[off:off + n] = data
+                if isinstance(data, np.ndarray):
+                    np.frombuffer(buf, np.uint8, n, off)[:] = data      # one copy, no bytes object
+                else:
+                    memoryview(buf)[off:off + n] = data
         return bad
 
     def read(self, addr: int, size: int) -> bytes:

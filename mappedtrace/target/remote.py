@@ -1,11 +1,13 @@
 """A process on another machine, through a gdb-remote debug server.
 
-On the target's machine: ``lldb-server-22 gdbserver HOST:PORT --attach PID``
-(Debian's lldb-22) or ``gdbserver --attach HOST:PORT PID`` (Debian's
-gdbserver).  The server stops every thread when it attaches; the tracer
-connects (:class:`RemoteTarget`), reads what the analysis uses, and detaches
-(``D``): the process runs on and the server exits.  No agent of ours runs
-there.
+On the target's machine: ``lldb-server-22 gdbserver HOST:PORT`` (Debian's
+lldb-22) or ``gdbserver --multi HOST:PORT`` (Debian's gdbserver), a server
+with no process: the tracer connects (:class:`RemoteTarget`), reads
+``/proc/PID/maps`` through it, lets its caller decode the binaries' maps,
+then has it attach (``vAttach``), which stops every thread; it reads what the
+analysis uses and detaches (``D``): the process runs on and the server exits.
+A server attached already (``--attach PID``) is used as it is.  No agent of
+ours runs there.
 
 What each server gives (measured with lldb-server 22 and gdbserver 13.1):
 
@@ -26,8 +28,22 @@ Memory is read on demand: small reads through a cache of 64 KiB blocks clipped
 to their mapping, large reads (the heap's segments) straight into the caller's
 buffer, in pipelined packets.  ``meta`` counts bytes moved and round trips.
 
-The pause: the server stopped the process when it attached, before we
-connected; ``meta["pause_ns"]`` is only from our connect to our detach.
+The pause: from our ``vAttach`` to our ``D`` when we attach
+(``meta["attached_here"]``); a server attached already stopped the process
+before we connected, and ``meta["pause_ns"]`` is then only from our connect to
+our detach.  Either way it is the copy: the process is stopped while its
+memory crosses the link.  Not a copy-on-write fork as locally: lldb-server 22
+cannot give a sound one through the protocol (checked, see
+``benchmarks/remote/RESULTS.md``): it grants no ``multiprocess``/``fork-events``
+when asked in ``qSupported``, so the child of an injected ``clone`` would be
+detached by the server and run the program's code unwatched, and the child
+could be read only through ``vFile:pread`` of ``/proc/CHILD/mem``, whose
+offsets it cuts at 4 GiB (``F-1,5``, EIO, at every address of a PIE
+program).  gdbserver 13 grants ``fork-events`` and ``multiprocess``: the local
+fork's armed-frame injection could be driven through it (``G``/``X``, its
+signal stops standing in for ``PTRACE_SETSIGMASK``), then the child read with
+hex ``m`` (twice the bytes) after the detach of the parent; not built.
+Neither server answers ``QEnableCompression`` (empty reply).
 
 Letting the process run and stopping it again (:meth:`RemoteTarget.run_for`:
 ``vCont;c``, a moment, the ``\x03`` interrupt) is done with lldb-server only:
@@ -132,14 +148,20 @@ class RemoteTarget(Target):
     """
 
     def __init__(self, address: str, pid: int | None = None, *, finder: BinaryFinder | None = None,
-                 timeout: float = 10.0, conn: GdbRemote | None = None):
+                 timeout: float = 10.0, conn: GdbRemote | None = None, before_attach=None):
         super().__init__()
         t0 = time.perf_counter_ns()
         self.conn = conn or GdbRemote(address, timeout=timeout)
         self.address = address
         self._blocks: dict[int, bytes] = {}
         self._attached = True
+        attached_here = False
         try:
+            if self.conn.request("?")[:1] not in (b"T", b"S"):
+                # a server with no process yet: attach now, the work that needs no stop done first
+                self._attached = False
+                t0 = self._attach_late(pid, before_attach)
+                attached_here = True
             server_pid = self.conn.process_id()
             if server_pid is None:
                 raise RemoteError(f"{address}: the server does not say which process it is attached to")
@@ -153,10 +175,37 @@ class RemoteTarget(Target):
         except BaseException:
             self.close()
             raise
-        self.meta.update(backend="remote", mode="stop-copy", remote=address,
+        self.meta.update(backend="remote", mode="stop-copy", remote=address, attached_here=attached_here,
                          server_pid=server_pid, binary_reads=self.conn.binary_reads)
         self.stop_t0 = t0
         self.meta["connect_ns"] = time.perf_counter_ns() - t0
+
+    def _attach_late(self, pid: int | None, before_attach) -> int:
+        """Attach a server that has no process yet (``lldb-server-22 gdbserver HOST:PORT``,
+        ``gdbserver --multi HOST:PORT``) to ``pid`` with ``vAttach``.  Before that, while
+        the process still runs, its mappings are read (``vFile``) and
+        ``before_attach(self)`` is called (the caller decodes the binaries' maps then).
+        Returns the time of the attach (the start of the pause)."""
+        c = self.conn
+        if pid is None:
+            raise RemoteError(f"the server at {self.address} is attached to no process",
+                              hint="give the PID of the process to attach to")
+        self.pid = pid
+        try:
+            self.mappings = parse_maps(c.file_read(f"/proc/{pid}/maps", 16 << 20).decode("utf-8", "replace"))
+        except RemoteError as e:
+            raise RemoteError(f"{self.address}: no process {pid} to attach to there ({e.message})",
+                              hint="give the PID as the target's machine knows it") from None
+        if before_attach is not None:
+            before_attach(self)
+        t0 = time.perf_counter_ns()
+        r = c.request(f"vAttach;{pid:x}")
+        if r[:1] not in (b"T", b"S"):
+            raise RemoteError(f"the server at {self.address} could not attach to process {pid} "
+                              f"({r[:20].decode('latin-1') or 'vAttach not supported'})",
+                              hint="is the PID right, and may the server trace it?")
+        self._attached = True
+        return t0
 
     # --- loading ------------------------------------------------------------
     def _load(self, finder: BinaryFinder | None) -> None:
@@ -327,10 +376,16 @@ class RemoteTarget(Target):
 
 
 def attach_remote(address: str, pid: int | None = None, *, sysroot: str | None = None,
-                  timeout: float = 10.0) -> RemoteTarget:
+                  timeout: float = 10.0, before_attach=None) -> RemoteTarget:
     """Connect to the gdb-remote server at ``address`` (``HOST:PORT``) and return
-    its stopped process as a :class:`RemoteTarget` (detached on ``close()``)."""
-    return RemoteTarget(address, pid, finder=BinaryFinder(sysroot=sysroot), timeout=timeout)
+    its stopped process as a :class:`RemoteTarget` (detached on ``close()``).
+
+    A server started without a process (``lldb-server-22 gdbserver HOST:PORT``,
+    ``gdbserver --multi HOST:PORT``) is told to attach to ``pid`` here, after
+    ``before_attach(target)`` (mappings known, nothing stopped yet): the process is
+    stopped only from then on, not while the tracer starts."""
+    return RemoteTarget(address, pid, finder=BinaryFinder(sysroot=sysroot), timeout=timeout,
+                        before_attach=before_attach)
 
 
 def capture_remote(rt: RemoteTarget, release: bool = True, *, busy=None, attempts: int = 1):
