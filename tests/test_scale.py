@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SAMPLES, build_sample, require_plugin, run_mt
+from conftest import MAPPEDTRACE, SAMPLES, build_sample, require_plugin, run_mt
 
 N_OBJECTS = 120_000
 CHAINS = 50
@@ -137,6 +137,47 @@ def test_max_memory_refuses_and_accepts(scale_prog):
     # not a size: a usage error in one line
     r = run_mt("leaks", pid, "--max-memory", "lots")
     assert r.returncode == 2 and "is not a size" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def _peak_of(*args: str) -> tuple[int, int, str]:
+    """(exit code, peak RSS in bytes, stderr) of ``mappedtrace ARGS``: the peak is
+    the child's own maximum RSS, from its rusage at ``wait4`` (not timed)."""
+    p = subprocess.Popen([MAPPEDTRACE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=dict(os.environ, COLUMNS="120"))
+    err = p.stderr.read().decode()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.stderr.close()
+    return p.returncode, usage.ru_maxrss * 1024, err
+
+
+@pytest.mark.parametrize("roots", ["precise", "conservative"])
+def test_max_memory_estimate_against_the_peak(scale_prog, roots):
+    """--max-memory just below the estimate refuses after the heap walk (one
+    line naming the chunks, exit 3); well above it, the analysis runs and
+    finds the program's leaks, and its measured peak RSS is within the estimate."""
+    from mappedtrace import memory
+    from mappedtrace.heap.glibc import GlibcHeap
+    from mappedtrace.modules import ModuleMap
+    from mappedtrace.session import capture_live
+    proc, info, tmp = scale_prog
+    pid = str(proc.pid)
+    target = capture_live(proc.pid, "fork")
+    try:
+        est = memory.estimate(target.captured_bytes, len(GlibcHeap(target, ModuleMap(target))))
+    finally:
+        target.close()
+    mode = ["--roots", roots]
+    rc, _, err = _peak_of("leaks", pid, *mode, "--max-memory", str(est - (1 << 20)))
+    lines = [l for l in err.splitlines() if "error:" in l]
+    assert rc == 3 and len(lines) == 1 and "heap chunks" in lines[0] and "Traceback" not in err, err
+    assert f"--max-memory {memory.fmt_size(est - (1 << 20))}" in lines[0]
+    out = tmp / f"peak_{roots}.json"
+    rc, peak, err = _peak_of("leaks", pid, *mode, "--max-memory", str(2 * est), "--json", str(out))
+    assert rc == 23, err
+    rep = json.loads(out.read_text())
+    assert rep["summary"]["leaked_objects"] >= info["leaked_objects"] - 3
+    assert 0 < peak <= est, f"peak {peak / 2**20:.1f} MiB over the estimate {est / 2**20:.1f} MiB"
 
 
 @pytest.mark.parametrize("text,want", [("512M", 512 << 20), ("1.5G", 3 << 29), ("2GiB", 2 << 30),

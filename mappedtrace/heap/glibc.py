@@ -1667,7 +1667,7 @@ class GlibcHeap:
     def __len__(self) -> int:
         if self._headers is not None:
             return len(self._headers)
-        return len(self._shared[0]) + len(self._shared[2])
+        return len(self.state)
 
     def share_in_use(self) -> tuple[np.ndarray, np.ndarray]:
         """(user pointers, usable sizes), u64, of the in-use chunks in address
@@ -1690,6 +1690,7 @@ class GlibcHeap:
         free = np.flatnonzero(~used)
         fhdr, fcs = hdr[free], cs[free]
         k = n - len(free)
+        del free
         if self._escaped:
             addr, usable = np.empty(k, np.uint64), np.empty(k, np.uint64)
         else:       # written from the front, behind the rows still to be read: never over them
@@ -1707,17 +1708,18 @@ class GlibcHeap:
             usable[pos:pos + j] = u.view(np.uint64)
             pos += j
         del hdr, cs
-        self._shared = (addr, usable, free, fhdr, fcs)
+        self._shared = (addr, usable, fhdr, fcs)     # (which rows are free: ``state``)
         self._headers = self._chunk_sizes = None
         return addr, usable
 
     def _unshare(self) -> None:
         """Make ``headers`` and ``chunk_sizes`` again from the shared in-use
         columns and the free chunks' own (kept from then on)."""
-        addr, usable, free, fhdr, fcs = self._shared
+        addr, usable, fhdr, fcs = self._shared
         n = len(self.state)
         hdr, cs = np.empty(n, np.int64), np.empty(n, np.int64)
         used = np.flatnonzero(self.state == IN_USE)
+        free = np.flatnonzero(self.state != IN_USE)
         hdr[used] = addr.view(np.int64) - CHUNK_HDR_SZ
         c = usable.view(np.int64) + SIZE_SZ
         c[self.arena_index[used] < 0] += CHUNK_HDR_SZ - SIZE_SZ
