@@ -16,16 +16,16 @@
  *    marking's (state: u8, type: i32), 21 bytes in all; a node's bytes are
  *    found from the pieces table (sorted, a few dozen entries), not kept per
  *    node.  A lookup touches the start, size and state lines of its node, all
- *    prefetched together (one 32-byte record per node, with the bytes'
- *    address, was 11 bytes more per object beside the graph's columns: the
- *    tracer's memory, issue #13);
- *  - a bucket index per heap segment (about one bucket per chunk, u32
+ *    prefetched together.  (A 32-byte record per node, with the bytes'
+ *    address, touched one line, but was held beside the graph's columns:
+ *    32 bytes per object more of the tracer's memory, issue #13.)
+ *  - a bucket index per heap segment (0.5 to 1 bucket per chunk, u32
  *    entries): a pointer's bucket names the first chunk that ends after the
- *    bucket's start, so a lookup is one bucket load and one or two records;
+ *    bucket's start, so a lookup is one bucket load and one or two nodes;
  *  - a software pipeline (as in Boehm GC's mark stack prefetching, here with
  *    a candidate buffer): the words of queued nodes are read ahead into a
  *    buffer of candidate pointers while their objects' lines, their buckets
- *    and then their records are prefetched, and the candidates are then
+ *    and then their nodes' columns are prefetched, and the candidates are then
  *    handled strictly in order.  Handling in order keeps the result exactly
  *    that of the plain FIFO algorithm: reading words and buckets changes no
  *    state, and a node is expanded only once it is in the queue.
@@ -129,8 +129,6 @@ struct mt_out {
                                   NULL: no sites (trace.py "Allocation sites") */
 };
 
-/* The node records from the columns (one pass; numpy field by field took
- * five strided passes). */
 /* ------------------------------------------------------------------------ */
 /* the lookup index                                                          */
 
@@ -594,7 +592,7 @@ static inline void handle_emit(const struct mt_heap *h, const struct cand *c, st
 #define LOW_WATER 32
 /* queued nodes whose object lines are prefetched ahead of the reader */
 #define PD_NODE 16
-/* candidates whose bucket is loaded and node record prefetched ahead of handling */
+/* candidates whose bucket is loaded and node columns prefetched ahead of handling */
 #define PD_CAND 16
 
 /* where the reader is inside the node being read (the node at the queue's head) */
@@ -735,7 +733,7 @@ static inline __attribute__((always_inline)) void prefetch_node_bytes(const stru
  * pass writes the edges (or counts them, out NULL).  A steady pipeline, not bursts:
  * each node read prefetches the bytes of the node PD_NODE places later in
  * the queue, each candidate read prefetches its bucket, each candidate
- * handled first prefetches the record of the one PD_CAND places later (by
+ * handled first prefetches the node of the one PD_CAND places later (by
  * then its bucket is in cache). */
 static int run_queue(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
                      struct mt_queue *q, int second, struct mt_edge *out, int64_t *k, int64_t cap,

@@ -11,7 +11,9 @@ rows of the walk's own columns), the marker's state and type (5), its bucket
 index (2–4), the graph's ``how`` and ``ambiguous`` (2), and the temporaries
 of the phase at the peak.  :func:`estimate` adds these up.  The per-chunk
 figure is for the C marking kernel; the numpy fallback (no C compiler) needs
-more (it keeps a position column and makes its candidates in batches).
+more (it keeps a position column and makes its candidates in batches).  Not
+counted either: the kernel's first build (once per install and kernel
+source, in the first analysis: cffi and setuptools, about 60 MiB more).
 """
 from __future__ import annotations
 

@@ -321,18 +321,16 @@ def _as_u64(a: np.ndarray) -> np.ndarray:
 def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (starts, usable sizes) of the in-use chunks.
 
-    Accepts a sequence of chunk records, or a heap object with column arrays
-    ``addresses``, ``usable`` and ``state`` (0 = in use), as
-    :class:`mappedtrace.heap.glibc.GlibcHeap` has: a 4 M-chunk heap is then
-    taken without making one Python object per chunk.
+    Accepts a sequence of chunk records, a heap object with column arrays
+    ``addresses``, ``usable`` and ``state`` (0 = in use), or one with
+    ``share_in_use()`` as :class:`mappedtrace.heap.glibc.GlibcHeap` has (its
+    own in-use rows, which become the graph's columns): a 4 M-chunk heap is
+    then taken without making one Python object per chunk.
     """
-    if callable(getattr(chunks, "share_in_use", None)):
-        starts, sizes = chunks.share_in_use()       # the heap's own in-use rows, not a copy
-        cols = None
-    else:
-        cols = [getattr(chunks, k, None) for k in ("addresses", "usable", "state")]
+    cols = [getattr(chunks, k, None) for k in ("addresses", "usable", "state")] \
+        if not callable(getattr(chunks, "share_in_use", None)) else None
     if cols is None:
-        pass
+        starts, sizes = chunks.share_in_use()       # the heap's own in-use rows, not a copy
     elif all(isinstance(c, np.ndarray) for c in cols):
         # one copy each (a view of int64 as uint64: addresses and sizes are never negative)
         m = cols[2] == 0
@@ -351,7 +349,10 @@ def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
 def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
     starts, sizes = _chunk_arrays(chunks)
     warnings: list[str] = []
-    end = lambda i: int(starts[i]) + int(sizes[i])
+
+    def end(i: int) -> int:
+        return int(starts[i]) + int(sizes[i])
+
     # overlaps and the segments' cuts, in slices (no column of ends beside the nodes)
     cuts = []
     for lo in range(0, max(len(starts) - 1, 0), _SLICE):
@@ -822,7 +823,7 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool,
 
     def make_edges(select: np.ndarray | None, _alive=(keep, h, t, o)) -> np.ndarray:
         """The second pass (mt_edges) over every node, or the nodes of a mask.
-        ``_alive`` keeps the kernel's inputs (node records, index, types) alive."""
+        ``_alive`` keeps the kernel's inputs (node columns, pieces, index, types) alive."""
         sel_arr = None if select is None else np.ascontiguousarray(select, dtype=np.uint8)
         sel = ffi.NULL if sel_arr is None or not n else ffi.cast("uint8_t *", ffi.from_buffer(sel_arr))
         cnt = ne if sel_arr is None else int(lib.mt_edges(h, t, o, sel, ffi.NULL, 0))

@@ -1,7 +1,7 @@
 """Where the tracer's memory goes, phase by phase (issue #13 item 3).
 
     .venv/bin/python benchmarks/trace/mem_phases.py --objects 4000000 [--roots conservative]
-        [--snapshot]
+        [--snapshot] [--tree DIR]
 
 Builds samples/scale_heap.c with ``mappedtrace cc -O2``, runs it with N
 objects, and analyses it in this process as ``mappedtrace leaks PID`` does
@@ -9,7 +9,9 @@ objects, and analyses it in this process as ``mappedtrace leaks PID`` does
 wrapped: at its start the peak RSS of this process is reset
 (``/proc/self/clear_refs``, value 5) and at its end ``VmHWM`` is read, so the
 table gives, per phase, the RSS at its start and end and its own peak, each
-also as bytes per heap chunk beyond the captured copy.  Nested phases (the
+also as bytes per heap chunk beyond the captured copy and the interpreter's
+memory before the capture.  ``--tree`` measures the code of another checkout
+(the phases it does not have are left out).  Nested phases (the
 marker's steps) are indented; an outer phase's peak is the largest of its
 own and its inner phases'.  Memory, not time, is what this measures.
 """
@@ -18,15 +20,31 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import select
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-sys.path.insert(0, str(HERE))
-from bench_mark import start_ready  # noqa: E402
+
+
+def start_ready(cmd: list[str], timeout: float) -> tuple[subprocess.Popen, str]:
+    """Start ``cmd`` and wait for its ``ready`` line (as bench_mark.py does, whose
+    import would load this checkout's mappedtrace before ``--tree`` is on the path)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"ready\n" not in buf and time.monotonic() < deadline and proc.poll() is None:
+        if select.select([proc.stdout], [], [], 1.0)[0]:
+            buf += os.read(proc.stdout.fileno(), 4096)
+    if b"ready\n" not in buf:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{cmd[0]} did not get ready")
+    return proc, buf.decode()
 
 
 def _status(key: str) -> int:
@@ -79,14 +97,18 @@ def main() -> int:
     ap.add_argument("--objects", type=int, default=4_000_000)
     ap.add_argument("--roots", default="precise", choices=("precise", "conservative"))
     ap.add_argument("--snapshot", action="store_true", help="analyse a snapshot file instead of a fork capture")
+    ap.add_argument("--tree", type=Path, default=ROOT, help="the code to measure (default: this checkout)")
     args = ap.parse_args()
+    sys.path.insert(0, str(args.tree))
     work = Path(tempfile.mkdtemp(prefix="mem_phases."))
     exe = work / "scale_heap"
     subprocess.run([sys.executable, "-m", "mappedtrace", "cc", "-O2", "-o", str(exe),
-                    str(ROOT / "samples" / "scale_heap.c")], check=True)
+                    str(ROOT / "samples" / "scale_heap.c")], check=True,
+                   env=dict(os.environ, PYTHONPATH=str(args.tree)))
     proc, out = start_ready([str(exe), str(args.objects)], 1800)
     info = {l.split()[0]: int(l.split()[1]) for l in out.splitlines() if len(l.split()) == 2}
 
+    import mappedtrace
     import mappedtrace.session as session
     import mappedtrace.trace as trace
     import mappedtrace.heap.glibc as glibc
@@ -100,7 +122,8 @@ def main() -> int:
     ph.wrap(RootCollector, "collect", "roots")
     ph.wrap(trace, "mark")
     for f in ("_load_heap", "_compile_types", "_scan_roots", "_run_c", "_build_graph"):
-        ph.wrap(trace, f)
+        if hasattr(trace, f):
+            ph.wrap(trace, f)
     ph.wrap(containers, "derive_types")
     ph.wrap(leaks, "find_leaks")
     base = _status("VmRSS")
@@ -126,7 +149,7 @@ def main() -> int:
         proc.wait()
     mib = lambda b: f"{b / 2**20:8.0f}"
     per = lambda b: f"{(b - base - copy) / nchunks:6.1f}"
-    print(f"mem_phases: {info['objects']} objects, {nchunks} chunks, target RSS {target_rss / 2**20:.0f} MiB, "
+    print(f"mem_phases ({mappedtrace.__file__}): {info['objects']} objects, {nchunks} chunks, target RSS {target_rss / 2**20:.0f} MiB, "
           f"copy {copy / 2**20:.0f} MiB, interpreter before {base / 2**20:.0f} MiB, roots {args.roots}"
           f"{', snapshot file' if args.snapshot else ''}; {leaked} leaked (the program: "
           f"{info['leaked_objects']}); load {os.getloadavg()[0]:.1f}")
