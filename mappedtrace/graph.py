@@ -390,7 +390,7 @@ class HeapGraph:
         """The bytes of node ``i`` as the marker read them (None if unreadable)."""
         if self.mem is None:
             return None
-        mo = int(self._memoff_of(np.array([i]))[0])
+        mo = self.mem.position(int(self.addresses[i]), int(self.sizes[i]))
         if mo < 0:
             return None
         n = int(self.sizes[i]) if limit is None else min(limit, int(self.sizes[i]))

@@ -246,6 +246,14 @@ class PieceMemory:
             t[k] = (a, a + len(arr), arr.ctypes.data)
         return t
 
+    def position(self, start: int, size: int) -> int:
+        """Virtual position of the object [start, start + size), -1 where no piece
+        holds it whole (:meth:`positions` for one object, without numpy)."""
+        k = bisect.bisect_right(self.addrs, start) - 1
+        if k < 0 or start + size > self.addrs[k] + len(self.arrays[k]):
+            return -1
+        return self.bases[k] + (start - self.addrs[k])
+
     def positions(self, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """i64 virtual position of each object [start, start + size), -1 where no
         piece holds it whole (in slices: small temporaries)."""
