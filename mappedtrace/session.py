@@ -315,7 +315,7 @@ def _check_memory(target: Target, heap, limit: int) -> None:
     if not held:
         held = sum(len(b) for _, b in getattr(heap, "memory_blocks", []))
     where = getattr(target, "path", "") or (f"process {target.pid}" if target.pid else "the target")
-    check(limit, held, len(heap.headers), str(where))
+    check(limit, held, len(heap), str(where))
 
 
 def _heap_ranges(heap) -> list[tuple[int, int]]:
