@@ -7,10 +7,10 @@
 //     result is used as (from the debug type of the variable or return value
 //     it flows into; 0 when unknown), file, line, column, function, kind;
 //   * the call asks for 8 more bytes, rounded: `malloc(n)` becomes
-//     `malloc(m)` with m = max(24, (align8(n) + 8) | 8) (the end of the chunk
-//     glibc serves align8(n) + 8 with), and when the result is not null the
-//     last word of the request (offset m - 8, past the n bytes the program
-//     asked for) gets the *site word*
+//     `malloc(M)`, M = max(24, m | 8) with m = align8(n) + 8 (the end of the
+//     chunk glibc serves m with: no byte more), and when the result is not
+//     null the word at offset m - 8 (past the n bytes the program asked for)
+//     gets the *site word* (and the word at M - 8, when above it, a zero)
 //         (p * 0xFFFFFFFF9E3779B1) ^ &record        (mod 2^64)
 //     p the pointer malloc returned, &record the run-time address of the
 //     site's record. No runtime library: the code is inlined at the call; a
@@ -685,18 +685,15 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
   const uint64_t MaxReq = ~0ULL - 64;
   Value *Req = nullptr, *Skip = nullptr;
   auto Padded = [&](Value *N) { return B.CreateAdd(B.CreateAnd(B.CreateAdd(N, C(7)), C(~7ULL)), C(8)); };
-  // The word goes in the last word of the chunk glibc serves the padded
-  // request with: a request m (a multiple of 8) is served by the same chunk
-  // as max(24, m | 8), whose last word is the chunk's last usable word. No
-  // word of an earlier allocation of the chunk can then lie above this one
-  // (the tracer reads the highest word first). Not for a possible link of a
-  // wrapper chain (a RETURNED site that hands nothing over: its caller's word
-  // lies right below its own). An ARRAY's element count, read from the word's
-  // offset, may then count these 8 bytes: the tracer leaves them out for
-  // 8-byte elements (trace.py _node_sites).
-  const bool DoFill = !((S.Flags & FReturned) && !S.Handoff);
+  // The request asks for the whole chunk glibc serves the padded request
+  // with: a request m (a multiple of 8) is served by the same chunk as
+  // max(24, m | 8), which ends at the chunk's last usable word. The word
+  // stays at m - 8 (where the request it ends says what the object's size
+  // is: arrays, wrapper chains) and the chunk's last word, when above it,
+  // gets a zero: no word of an earlier allocation of the chunk can then lie
+  // above this one (the tracer reads the highest word first).
   auto FillOf = [&](Value *M) { return B.CreateSelect(B.CreateICmpULT(M, C(24)), C(24), B.CreateOr(M, C(8))); };
-  auto Fill = [&](Value *M) { return DoFill ? FillOf(M) : M; };
+  Value *WordAt = nullptr; // where the word goes, when not at the request's end
   // compact: no word where malloc's slack is under 8 bytes (glibc: a request
   // of 16k+1 .. 16k+8 bytes above 16 fills its chunk to the last 0..7 bytes),
   // so that no chunk grows; a constant request folds to nothing. A malloc or
@@ -713,10 +710,12 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
   case KMalloc: {
     Value *N = CI->getArgOperand(0);
     Skip = B.CreateICmpUGT(N, C(MaxReq));
-    Value *Pad = Fill(Padded(N));
+    Value *Pad = FillOf(Padded(N));
+    WordAt = Padded(N);
     if (Compact) {
       Tt = Tight(N);
       Pad = B.CreateSelect(Tt, FillOf(Align8(N)), Pad);
+      WordAt = B.CreateSelect(Tt, Pad, WordAt);
     }
     Req = B.CreateSelect(Skip, N, Pad);
     CI->setArgOperand(0, Req);
@@ -727,7 +726,8 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
     Skip = B.CreateOr(B.CreateICmpUGT(N, C(MaxReq)), B.CreateICmpEQ(N, C(0)));
     if (Compact)
       Skip = B.CreateOr(Skip, Tight(N));
-    Req = B.CreateSelect(Skip, N, Fill(Padded(N)));
+    Req = B.CreateSelect(Skip, N, FillOf(Padded(N)));
+    WordAt = Padded(N);
     CI->setArgOperand(1, Req);
     break;
   }
@@ -737,10 +737,12 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
     Value *R = B.CreateCall(Mul, {K, Sz});
     Value *Total = B.CreateExtractValue(R, 0);
     Skip = B.CreateOr(B.CreateExtractValue(R, 1), B.CreateICmpUGT(Total, C(MaxReq)));
-    Value *Pad = Fill(Padded(Total));
+    Value *Pad = FillOf(Padded(Total));
+    WordAt = Padded(Total);
     if (Compact) {
       Tt = Tight(Total);
       Pad = B.CreateSelect(Tt, FillOf(Align8(Total)), Pad);
+      WordAt = B.CreateSelect(Tt, Pad, WordAt);
     }
     Req = B.CreateSelect(Skip, K, Pad);
     CI->setArgOperand(0, Req);
@@ -779,7 +781,9 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
   Value *Word = B.CreateXor(B.CreateMul(P, C(SiteMix)), ConstantExpr::getPtrToInt(Rec, I64));
   if (Tt)
     Word = B.CreateSelect(Tt, C(0), Word);
-  Value *WOff = B.CreateSub(Req, C(8));
+  if (WordAt) // the chunk's last word first (the word may be that one)
+    B.CreateAlignedStore(C(0), B.CreateGEP(Type::getInt8Ty(Ctx), CI, B.CreateSub(Req, C(8))), Align(8));
+  Value *WOff = B.CreateSub(WordAt ? WordAt : Req, C(8));
   Value *At = B.CreateGEP(Type::getInt8Ty(Ctx), CI, WOff, "mt.siteword");
   B.CreateAlignedStore(Word, At, Align(8));
   if (S.Handoff) {

@@ -1265,12 +1265,7 @@ def _node_sites(heap: _Heap, types: dict[int, Any], sites: "SiteTable | None"
         tsize[cand] = sz[inv.reshape(-1)]
     count = np.ones(len(node_tid), np.uint64)
     arr = np.nonzero(is_arr & (tsize > 0) & (word_at > node_off))[0]
-    # the word may sit 8 bytes past the request (the chunk's last word,
-    # FORMAT.md §4): for 8-byte elements the last word before it may be that
-    # padding, not an element (it is left to the tail)
-    span = word_at - node_off
-    span[arr] -= np.where((tsize[arr] == np.uint64(8)) & (span[arr] > np.uint64(8)), np.uint64(8), np.uint64(0))
-    count[arr] = np.maximum(span[arr] // np.maximum(tsize[arr], np.uint64(1)), np.uint64(1))
+    count[arr] = np.maximum((word_at[arr] - node_off[arr]) // np.maximum(tsize[arr], np.uint64(1)), np.uint64(1))
     moved = np.nonzero((node_tid != 0) & ((node_off != 0) | (count > 1)))[0]
     if len(moved):
         types = dict(types)
