@@ -440,9 +440,9 @@ void Emitter::insertLoopPoint(const MapSite &S) {
 
 void Emitter::run() {
   // Before any type id is made: the layouts get the STORED words first.
-  findPointerStores(M, TT, StoredGlobals);
+  unsigned Untyped = findPointerStores(M, TT, StoredGlobals);
   if (allocSitesEnabled())
-    recordAllocSites(M, TT, FAM);
+    recordAllocSites(M, TT, FAM, Untyped);
   for (Function &F : M) {
     if (!isCandidate(F))
       continue;

@@ -114,6 +114,18 @@ class Precision:
     objects_with_site_type: int = 0
     objects_typed_by_site: int = 0
     heap_bytes_typed_by_site: int = 0
+    #: of those, byte buffers (sites whose result is used as pointer-free memory:
+    #: ``char *``, sds, listpacks) whose words were skipped; only when the program
+    #: counted no untyped pointer write (``untyped_pointer_writes`` 0; -1: some
+    #: module with maps did not count them)
+    objects_bytes_by_site: int = 0
+    heap_bytes_bytes_by_site: int = 0
+    untyped_pointer_writes: int = -1
+    #: objects (bytes of their site type) named by their site but not typed by the
+    #: marker: reached only conservatively, unreached, or untrusted byte buffers
+    #: (typed for naming, not for scanning)
+    objects_named_by_site: int = 0
+    heap_bytes_named_by_site: int = 0
     #: objects (bytes) named by a type derived from their holder (analyses/containers.py),
     #: and of those the ones the marker itself scanned by a type; derived types never
     #: decide which words are scanned

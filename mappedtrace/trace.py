@@ -86,7 +86,15 @@ Allocation sites (``mappedtrace cc --alloc-sites``, :mod:`mappedtrace.heap.alloc
     ``T``'s slots moved by ``d``, the words before it conservative.  A site
     whose request is a multiple of its type's size (flag ``ARRAY``: ``n *
     sizeof(T)``) types its chunk as ``T[k]``, ``k`` the elements before the
-    site word (a chunk's slack after the request stays tail).
+    site word (a chunk's slack after the request stays tail).  A *byte
+    buffer* site (flag ``BYTES``: the result is used only as pointer-free
+    memory, ``char *`` or a pointer-free header struct, as Redis's sds and
+    listpacks) types its chunk ``char[k]``, ``k`` the bytes before the site
+    word, a pointer-free type: its words are skipped **only** when every
+    module of the program counted no untyped pointer write
+    (:attr:`SiteTable.bytes_trusted`); otherwise the site only names the
+    chunk (typed for naming, ``heap_bytes_named_by_site``; scanned
+    conservatively).
 
 ``mode="conservative"`` is the LeakSanitizer baseline: every root range
 scanned word by word, every root value and every reached chunk untyped.
@@ -1200,14 +1208,16 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     conservative = mode == "conservative"
     heap = _load_heap(target, chunks)
     t_read = time.perf_counter()
-    node_site, node_tid, types = _node_sites(heap, types, sites)
+    node_site, node_tid, types, node_scan = _node_sites(heap, types, sites)
     tt = _compile_types(types)
     warnings = list(heap.warnings)
     rs = _scan_roots(target, heap, tt, list(roots), conservative, warnings)
-    site_type = None
+    site_type = site_scan = None
     if node_tid is not None:
         u, inv = np.unique(node_tid, return_inverse=True)
         site_type = np.array([tt.idx(int(t)) for t in u.tolist()], np.int64)[inv.reshape(-1)]
+        # the types a site may decide scanning by (an untrusted byte buffer only names)
+        site_scan = np.where(node_scan, site_type, np.int64(-1))
     mod = None
     if kernel in ("auto", "c"):
         from . import _markkernel
@@ -1215,13 +1225,13 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
         if mod is None and kernel == "c":
             raise MappedTraceError("the C marking kernel is not available (no C compiler?)",
                                    hint="use kernel='numpy'")
-    out = _run_c(mod, heap, tt, rs, conservative, site_type) if mod is not None \
-        else _NumpyMarker(heap, tt, conservative, site_type).run(rs)
+    out = _run_c(mod, heap, tt, rs, conservative, site_scan) if mod is not None \
+        else _NumpyMarker(heap, tt, conservative, site_scan).run(rs)
     t_mark = time.perf_counter()
     g = _build_graph(heap, tt, types, list(roots), rs, out, mode,
                      "c" if mod is not None else "numpy", warnings)
     if sites is not None and len(sites):
-        _add_sites(g, tt, sites, node_site, node_tid, site_type, out)
+        _add_sites(g, tt, sites, node_site, node_tid, site_type, site_scan, out)
     g.precision.__dict__.update(frames_exact=frames[0], frames_conservative=frames[1],
                                 read_s=round(t_read - t0, 6), mark_s=round(t_mark - t_read, 6),
                                 total_s=round(time.perf_counter() - t0, 6))
@@ -1261,16 +1271,26 @@ def _site_type(t: Any, d: int, k: int, tid: int) -> TypeInfo | None:
                     int(getattr(t, "elem_type", 0) or 0), flex + d if int(t.flags) & TYPE_FLEX else flex, fields)
 
 
+def _bytes_type(k: int) -> TypeInfo:
+    """The pointer-free type of a byte buffer of ``k`` bytes (a BYTES site)."""
+    return TypeInfo(_SYNTHETIC_BIT | _BYTES_BIT | k, f"char[{k}]", k, "scalar")
+
+
+#: synthetic byte-buffer type ids: bit 62 with the size in the low bits
+_BYTES_BIT = 1 << 62
+
+
 def _node_sites(heap: _Heap, types: dict[int, Any], sites: "SiteTable | None"
-                ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, Any]]:
+                ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, Any], np.ndarray | None]:
     """(site index per node or -1, the type id each node's site gives it or 0,
     the types with the synthetic ones added: objects at an offset in their
-    chunk, arrays proved by their site); (None, None, types) without sites."""
+    chunk, arrays proved by their site, byte buffers; per node whether its
+    site type may decide scanning); (None, None, types, None) without sites."""
     if sites is None or not len(sites):
-        return None, None, types
+        return None, None, types, None
     import hashlib
     from .heap.allocsites import find_sites
-    from .formats.allocsites import SITE_ARRAY
+    from .formats.allocsites import SITE_ARRAY, SITE_BYTES
     node_site, node_off, word_at = find_sites(sites, heap.starts, heap.sizes, heap.memoff >= 0, heap.words,
                                               with_offsets=True)
     node_tid = np.append(sites.type_ids, np.uint64(0))[node_site]       # index -1 picks the trailing 0
@@ -1311,13 +1331,29 @@ def _node_sites(heap: _Heap, types: dict[int, Any], sites: "SiteTable | None"
         node_tid[moved] = np.array([ids.get((int(t), int(d), int(k)), 0) for t, d, k in
                                     zip(node_tid[moved].tolist(), node_off[moved].tolist(), count[moved].tolist())],
                                    np.uint64)
-    return node_site, node_tid, types
+    # byte buffers: char[k], k the bytes before the site word
+    is_bytes = np.array([bool(s.flags & SITE_BYTES) and not s.type_id and s.kind != "aligned_alloc"
+                         for s in sites.sites] + [False], bool)[node_site]
+    node_scan = np.ones(len(node_tid), bool)
+    byt = np.nonzero(is_bytes & (node_off == 0) & (word_at > 0) & (word_at < np.uint64(_BYTES_BIT)))[0]
+    if len(byt):
+        types = dict(types) if types is not None else {}
+        node_tid = node_tid.copy()
+        ks = word_at[byt]
+        for k in np.unique(ks).tolist():
+            t = _bytes_type(int(k))
+            types[t.id] = t
+        node_tid[byt] = np.uint64(_SYNTHETIC_BIT | _BYTES_BIT) | ks
+        node_scan[byt] = sites.bytes_trusted
+    return node_site, node_tid, types, node_scan
 
 
 def _add_sites(g: HeapGraph, tt: _Types, sites: "SiteTable", node_site: np.ndarray, node_tid: np.ndarray,
-               site_type: np.ndarray, out: _MarkOut) -> None:
+               site_type: np.ndarray, site_scan: np.ndarray, out: _MarkOut) -> None:
     """The sites into the graph, site types as names where the marker gave
-    none, and the precision figures of the sites."""
+    none, and the precision figures of the sites (``site_type``: the type
+    each node's site names it by; ``site_scan``: the one it may be scanned
+    by, -1 where an untrusted byte-buffer site only names it)."""
     g.sites = list(sites.sites)
     g.node_site = node_site
     has = node_site >= 0
@@ -1328,14 +1364,26 @@ def _add_sites(g: HeapGraph, tt: _Types, sites: "SiteTable", node_site: np.ndarr
     st = out.state
     # typed by the marker with the site's type (the site was visited first: its type won)
     mtype = np.where((st & ST_TYPED) != 0, out.type, out.scalar_type)
-    by_site = typed & ~g.ambiguous & (site_type >= 0) & (mtype == site_type)
+    by_site = typed & ~g.ambiguous & (site_scan >= 0) & (mtype == site_scan)
     p = g.precision
+    p.untyped_pointer_writes = sites.untyped_writes
+    # byte buffers: skipped as pointer-free (typed for scanning), or named only
+    byt = np.nonzero(has & ((sid & np.uint64(_SYNTHETIC_BIT | _BYTES_BIT)) == np.uint64(_SYNTHETIC_BIT | _BYTES_BIT)))[0]
+    if len(byt):
+        p.objects_bytes_by_site = int(np.count_nonzero(by_site[byt]))
+        p.heap_bytes_bytes_by_site = int(np.minimum(sid[byt] & np.uint64(_BYTES_BIT - 1), g.sizes[byt])
+                                         [by_site[byt]].sum())
+    # named by their site, not typed by the marker: typed for naming only
+    nm = np.nonzero(has & ~typed & (site_type >= 0))[0]
+    if len(nm):
+        p.objects_named_by_site = len(nm)
+        p.heap_bytes_named_by_site = int(np.minimum(tt.tail_start(site_type[nm], g.sizes[nm]), g.sizes[nm]).sum())
     p.objects_with_site = int(np.count_nonzero(has))
     p.objects_with_site_type = int(np.count_nonzero(has & (sid != 0)))
     p.objects_typed_by_site = int(np.count_nonzero(by_site))
     if by_site.any():
         idx = np.nonzero(by_site)[0]
-        ts = tt.tail_start(site_type[idx], g.sizes[idx])
+        ts = tt.tail_start(site_scan[idx], g.sizes[idx])
         p.heap_bytes_typed_by_site = int(np.minimum(ts, g.sizes[idx]).sum())
 
 
