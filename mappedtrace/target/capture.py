@@ -55,6 +55,7 @@ import numpy as np
 from . import _kernel as k
 from .base import Mapping, Target, ThreadState
 from . import settle as _settle
+from . import xsave
 from .live import LiveTarget, ThreadSnapshot, anon_file_ranges, parse_maps
 from ..errors import BadData, MappedTraceError, NoSuchProcess, PermissionProblem, TargetFault
 from ..fileio import open_regular
@@ -561,6 +562,8 @@ _SS_FLAGS_INVALID = 3
 _FPX_SW = struct.Struct("<IIQI")            # magic1, extended_size, xfeatures, xstate_size
 _FPX_SW_OFF = 464
 _FP_XSTATE_MAGIC1, _FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
+#: XSAVE components the kernel enables per process on request (AMX: XTILECFG, XTILEDATA)
+_XFEATURES_DYNAMIC = (1 << 17) | (1 << 18)
 _RED_ZONE = 128
 _SYSGOOD_TRAP = 0x80 | 5
 
@@ -659,13 +662,26 @@ def _resumed_regs(regs: dict[str, int]) -> dict[str, int]:
 def _fp_area(t: ThreadSnapshot) -> tuple[bytes, bool]:
     """The FPU state in the format rt_sigreturn reads: XSAVE with the magic words, or FXSAVE."""
     xs = t.xstate
-    if xs and len(xs) >= 576:
+    if xs and len(xs) >= xsave.LEGACY:
         # ptrace's NT_X86_XSTATE keeps XCR0 where a signal frame has its
         # software bytes (offset 464, as gdb reads it): write the frame's own
-        area = bytearray(xs)
-        xcr0 = struct.unpack_from("<Q", xs, _FPX_SW_OFF)[0]
+        xfeatures = xsave.features(xs)
+        in_use = struct.unpack_from("<Q", xs, 512)[0]          # the XSAVE header's XSTATE_BV
+        if not in_use & _XFEATURES_DYNAMIC:
+            # ptrace gives the area at its largest (AMX tiles: 11 KiB), but
+            # rt_sigreturn takes an area no larger than the process's own
+            # (fpstate->user_size, which holds the tiles only once the process
+            # asked for them) and otherwise restores FXSAVE alone, resetting
+            # AVX: leave the dynamic components out while they are unused
+            xfeatures &= ~_XFEATURES_DYNAMIC
+        layout = xsave.cpu_layout() or xsave.STANDARD
+        size = max([xsave.LEGACY] + [layout[c][0] + layout[c][1] for c in range(2, 64)
+                                     if xfeatures >> c & 1 and c in layout])
+        if size > len(xs):
+            size = len(xs)
+        area = bytearray(xs[:size])
         area[_FPX_SW_OFF:512] = bytes(512 - _FPX_SW_OFF)
-        _FPX_SW.pack_into(area, _FPX_SW_OFF, _FP_XSTATE_MAGIC1, len(xs) + 4, xcr0, len(xs))
+        _FPX_SW.pack_into(area, _FPX_SW_OFF, _FP_XSTATE_MAGIC1, size + 4, xfeatures, size)
         return bytes(area) + struct.pack("<I", _FP_XSTATE_MAGIC2), True
     if t.fpregs and len(t.fpregs) >= 512:
         # FXSAVE only: x87/SSE state restored, AVX upper halves reset (only on the
