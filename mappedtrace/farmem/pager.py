@@ -278,6 +278,10 @@ class Pager:
         self.leaked_pages = np.zeros(0, np.uint64)
         self.guide = None
         self.round_lock = threading.Lock()
+        #: held by whoever ptrace-stops the program (the graph's snapshot, a relocation pass)
+        self.ptrace_lock = threading.Lock()
+        #: hot/cold segregation of objects (``--relocate``, :mod:`.segregate`), or None
+        self.segregator = None
         #: $MTFARMEM_DEBUG=PATH: a log of evictions, written to PATH.PID at the end
         self.debug = deque(maxlen=2_000_000) if os.environ.get("MTFARMEM_DEBUG") else None
         self.ranges = HeapRanges(pid)
@@ -452,6 +456,8 @@ class Pager:
                         self._refresh_ranges()
                         last_ranges = now
                     if self.evict_on.is_set() and self.state not in ("detaching", "detached"):
+                        if self.segregator is not None and self.segregator.due(kicked):
+                            self.segregator.run_pass()      # no eviction in flight meanwhile
                         self._round(kicked)
             except (NoSuchProcess, FarMemError) as e:
                 self.warnings.append(e.message)
@@ -494,6 +500,8 @@ class Pager:
         faulted = self._faulted_since()
         with self.lock:
             self.ref.update(faulted)
+        if self.segregator is not None:
+            self.segregator.note_faults(faulted)
         if len(self.leaked_pages) and faulted:
             # a page the program touched is not leaked, whatever the last graph said (counted: a
             # leaked page fetched back is the graph's mistake, or a leak the program still reads)
@@ -611,6 +619,8 @@ class Pager:
         st["pages_zero"] += r["zero"]
         st["pages_deleted"] += r["deleted"]
         st["pages_not_dropped"] += r["not_dropped"]
+        if self.segregator is not None and r["evicted"]:
+            self.segregator.note_evicted(pages)
         st["evict_read_seconds"] += r["t_read"]
         st["evict_put_seconds"] += r["t_put"]
         st["evict_drop_seconds"] += r["t_drop"]
@@ -661,6 +671,7 @@ class Pager:
             "blocked": r["blocked"] or self.blocked or None,
             "evicted_by_reason": {"leaked": self.stats["evicted_leaked"], "cold": self.stats["evicted_cold"]},
             "graph": guide,
+            "relocation": self.segregator.describe() if self.segregator else None,
             "ranges": [{"start": lo, "end": hi, "label": lab} for lo, hi, lab in regs],
             "warnings": self.warnings[-20:], "updated": time.time(), "started": self.started,
         }
