@@ -161,6 +161,8 @@ def _page_until_exit(pager, wait) -> int:
             pager.shutdown()
         for w in pager.warnings:
             print(f"mappedtrace: farmem: warning: {w}", file=sys.stderr)
+        if pager.segregator is not None:
+            print(f"mappedtrace: farmem: {pager.segregator.summary()}", file=sys.stderr)
     try:
         os.unlink(state_path(pager.pid))
     except OSError:

@@ -50,6 +50,8 @@ sends it out again after the pass (see benchmarks/farmem/RESULTS.md).
 """
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import numpy as np
@@ -63,6 +65,9 @@ PAGE = 4096
 DECAY = 0.5
 #: objects moved per pass at most (the pause grows with them: about 25–60 ms per 1 000)
 MAX_MOVES = 20_000
+#: set (to anything): each pass is checked (:mod:`~..relocate.verify`): the program is
+#: stopped around it, and the heap graph after it must be the one before, renamed
+VERIFY_ENV = "MTFARMEM_RELOCATE_VERIFY"
 
 
 class HotColdPolicy(CompactPolicy):
@@ -157,7 +162,7 @@ class Segregator:
         self.last = time.monotonic()
         self.stats = dict(passes=0, passes_failed=0, objects_moved=0, bytes_moved=0, objects_pinned=0,
                           objects_promoted=0, objects_demoted=0, skipped=0, pause_ms_last=0.0, pause_ms_max=0.0,
-                          pause_ms_total=0.0, hot_objects=0)
+                          pause_ms_total=0.0, hot_objects=0, verified=0, verify_failures=0)
         self.pinned_reasons: dict[str, int] = {}
         self.last_error: str | None = None
 
@@ -218,9 +223,18 @@ class Segregator:
         p = self.pager
         policy = HotColdPolicy(self)
         t0 = time.perf_counter()
+        verify = bool(os.environ.get(VERIFY_ENV))
         try:
             with p.ptrace_lock:
-                res = relocate(self.pid, policy=policy, attempts=5)
+                if verify:
+                    self._stop_program()
+                try:
+                    res = relocate(self.pid, policy=policy, attempts=5, keep_analysis=verify)
+                    if verify and res.moved:
+                        self._verify(res)
+                finally:
+                    if verify:
+                        os.kill(self.pid, signal.SIGCONT)
         except MappedTraceError as e:
             self.stats["passes_failed"] += 1
             self.last_error = e.message
@@ -265,6 +279,39 @@ class Segregator:
             reasons[why] = reasons.get(why, 0) + 1
         self.pinned_reasons = reasons
         self.last_figures = policy.figures
+
+    def _stop_program(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+        for _ in range(500):                    # bounded: 5 s
+            with open(f"/proc/{self.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    return
+            time.sleep(0.01)
+        raise MappedTraceError(f"process {self.pid} did not stop for a checked relocation pass")
+
+    def _verify(self, res) -> None:
+        from ..relocate.verify import differs
+        from ..session import analyse, preload_maps
+        from ..target import settle
+        from ..target.live import LiveTarget
+        with LiveTarget(self.pid) as live:
+            settle.settle_threads(live, None, max_steps=0)
+            after = analyse(live, leaks=False, maps_cache=preload_maps(self.pid), glibc_model=False).graph
+        why = differs(res.analysis.graph, after, res.moved)
+        if why:
+            self.stats["verify_failures"] += 1
+            self.last_error = f"the heap graph after pass {self.stats['passes'] + 1} is not the one before: {why}"
+            self.pager.warnings.append(self.last_error)
+        else:
+            self.stats["verified"] += 1
+
+    def summary(self) -> str:
+        """One line for the end of a paged run."""
+        st = self.stats
+        return (f"relocation: {st['passes']} passes ({st['passes_failed']} failed), {st['objects_moved']} objects "
+                f"moved, {st['objects_pinned']} pinned, {len(self.hot_pages)} hot pages, pause max "
+                f"{st['pause_ms_max']:.0f} ms" + (f", {st['verified']} passes checked, {st['verify_failures']} "
+                                                  f"differed" if os.environ.get(VERIFY_ENV) else ""))
 
     def describe(self) -> dict:
         return {**self.stats, "pinned_by_reason": self.pinned_reasons, "hot_pages": int(len(self.hot_pages)),
