@@ -620,6 +620,7 @@ class Pager:
         st["pages_deleted"] += r["deleted"]
         st["pages_not_dropped"] += r["not_dropped"]
         if self.segregator is not None and r["evicted"]:
+            # known imprecision: a batch that dropped only some of its pages counts them all
             self.segregator.note_evicted(pages)
         st["evict_read_seconds"] += r["t_read"]
         st["evict_put_seconds"] += r["t_put"]
