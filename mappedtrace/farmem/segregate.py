@@ -278,7 +278,9 @@ class Segregator:
         for why in res.plan.pinned.values():
             reasons[why] = reasons.get(why, 0) + 1
         self.pinned_reasons = reasons
-        self.last_figures = policy.figures
+        self.last_figures = {**policy.figures, "moved": len(res.moved), "batches": res.batches,
+                             "plugs": (policy.report.get("plugs") or {}).get("calls", 0),
+                             "timings_ms": {k: round(v * 1e3, 1) for k, v in res.timings.items()}}
 
     def _stop_program(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)
