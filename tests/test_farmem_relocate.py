@@ -67,3 +67,35 @@ def test_kv_at_half_its_heap_with_relocation(kv_exe, tmp_path):
     # each pass that moved objects was checked, and the graph was the same but for the addresses
     assert checked >= 1 and differed == 0, r.stderr
     assert "warning" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("phase", ["alloc:3", "write:1", "free:1"])
+def test_pager_killed_in_a_pass_is_recovered_by_attach(kv_exe, tmp_path, phase):
+    """The pager SIGKILLed inside a relocation pass (``MAPPEDTRACE_RELOCATE_KILL_AFTER``,
+    the mover's test hook: after the 3rd allocator call, the 1st word written, the 1st
+    chunk freed) leaves the program stopped; ``farmem attach`` rolls the pass back or
+    finishes it from its journal while its fault loop serves the pages the recovery
+    touches, then pages on, and the program ends with every record right."""
+    mib, seconds = 8, 8
+    pages = Path(tempfile.mkdtemp(prefix="mtfm-reloc-", dir="/dev/shm")) if os.path.isdir("/dev/shm") \
+        else tmp_path / "pages"
+    run = subprocess.Popen([MAPPEDTRACE, "farmem", "run", "--local", f"{mib * MIB // 2}", "--store", f"file:{pages}",
+                            "--relocate", "--relocate-every", "1", "--", kv_exe, str(mib), str(seconds)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, MAPPEDTRACE_RELOCATE_KILL_AFTER=phase))
+    pid = None
+    try:
+        pid = int(re.search(r"pid=(\d+)", run.stdout.readline()).group(1))
+        assert run.wait(timeout=120) == -9          # the hook's SIGKILL, inside the first pass
+        with open(f"/proc/{pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "T"     # left stopped, not running half-moved
+        r = subprocess.run([MAPPEDTRACE, "farmem", "attach", str(pid), "--local", f"{mib * MIB // 2}"],
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr
+        assert re.search(r"relocation pass was (rolled back|finished)", r.stderr), r.stderr
+        out = run.stdout.read()
+        assert re.search(r"mismatches=0\b", out), out + r.stderr
+    finally:
+        if pid and os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, 9)
+        shutil.rmtree(pages, ignore_errors=True)

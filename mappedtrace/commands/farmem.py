@@ -133,6 +133,17 @@ def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readah
     return rc if rc >= 0 else 128 - rc
 
 
+def _recover_pass(pager) -> None:
+    """A relocation pass the dead pager was in left the program stopped: finish or roll it
+    back (with or without --relocate now) before paging on."""
+    from ..farmem.segregate import Segregator
+    seg = pager.segregator or Segregator(pager)
+    done = seg.recover()
+    if done:
+        print(f"mappedtrace: farmem: the dead pager's relocation pass was {done['action']} "
+              f"({done['words']} words, {done['freed']} chunks freed)", file=sys.stderr)
+
+
 def _segregate(pager, on: bool, every: float, passes: int) -> None:
     if on:
         from ..farmem.segregate import Segregator
@@ -204,7 +215,7 @@ def attach_cmd(pid: int, local: str, store_url: str | None, relocate: bool, relo
     store = open_store(st["store"])
     pager = Pager(pid, store, local=budget, sock=st["sock"], ns=st["namespace"], resume=True, interval=interval)
     _segregate(pager, relocate, relocate_every, relocate_passes)
-    pager.connect(timeout=5, alive=lambda: _alive(pid))
+    pager.connect(timeout=5, alive=lambda: _alive(pid), before_helper=lambda: _recover_pass(pager))
     pager.start()
     print(f"mappedtrace: farmem: paging {pid} again (pages of the dead pager come back from "
           f"{st['store']} on their first touch)", file=sys.stderr)
@@ -331,7 +342,7 @@ def detach_cmd(pid: int, timeout: float) -> int:
     # the pager died: take over its descriptor and bring the pages home ourselves
     store = open_store(st["store"])
     p = Pager(pid, store, local=max(st["local_bytes"], 4096), sock=st["sock"], ns=st["namespace"], resume=True)
-    p.connect(timeout=5)
+    p.connect(timeout=5, before_helper=lambda: _recover_pass(p))
     p.detach()
     print(f"detached from {pid} (its pager had died; pages brought home from {st['store']})", file=sys.stderr)
     return 0

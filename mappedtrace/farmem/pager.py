@@ -298,8 +298,11 @@ class Pager:
     def key(self, page: int) -> str:
         return f"{self.ns}:{page:x}"
 
-    def connect(self, *, timeout: float = 10.0, alive=lambda: True) -> None:
-        """Take the target's userfaultfd, start serving it, then connect to the helper."""
+    def connect(self, *, timeout: float = 10.0, alive=lambda: True, before_helper=None) -> None:
+        """Take the target's userfaultfd, start serving it, then connect to the helper.
+
+        :param before_helper: called once the fault loop serves and before the helper is
+            spoken to (a relocation pass a dead pager left has the helper's thread stopped)"""
         deadline = time.monotonic() + timeout
         while (found := find_uffd(self.pid)) is None:
             if time.monotonic() > deadline or not alive():
@@ -334,6 +337,8 @@ class Pager:
             # wake every registered range, the threads fault again and this pager reads them
             for lo, hi in registered_vmas(self.pid):
                 self.uffd.wake(lo, hi - lo)
+        if before_helper is not None:
+            before_helper()
         self.helper = Helper(self.sock, timeout=max(1.0, deadline - time.monotonic()), alive=alive)
         rc, err, _, _, last = self.helper.call(OP_HELLO)
         foreign: list[tuple[int, int]] = []

@@ -282,6 +282,18 @@ class Segregator:
                              "plugs": (policy.report.get("plugs") or {}).get("calls", 0),
                              "timings_ms": {k: round(v * 1e3, 1) for k, v in res.timings.items()}}
 
+    def recover(self) -> dict | None:
+        """Finish or roll back the pass a killed pager left (its journal), with the fault loop
+        serving (the recovery reads and writes pages that may be in the store): call after
+        :meth:`Pager.connect`.  None when there was none."""
+        from ..relocate.journal import load
+        from ..relocate.mover import recover
+        if load(self.pid) is None:
+            return None
+        self.lift_budget()
+        with self.pager.ptrace_lock:
+            return recover(self.pid)
+
     def _stop_program(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)
         for _ in range(500):                    # bounded: 5 s
