@@ -99,3 +99,35 @@ def test_pager_killed_in_a_pass_is_recovered_by_attach(kv_exe, tmp_path, phase):
         if pid and os.path.exists(f"/proc/{pid}"):
             os.kill(pid, 9)
         shutil.rmtree(pages, ignore_errors=True)
+
+
+def test_object_heat_from_page_evidence():
+    """The scoring rule of mappedtrace/farmem/segregate.py on evidence given by hand: a
+    faulted page's faults are shared by the objects starting on it, an evicted page that
+    did not fault cools its objects, a page resident all window leaves them as they were;
+    scores follow the objects by address from one window to the next."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mappedtrace.farmem.segregate import DECAY, PAGE, Segregator
+
+    seg = Segregator(SimpleNamespace(pid=1, local=1 << 20))
+    base = 0x555555600000
+    # page 0: three objects; page 1: one; page 2: two (evicted, no fault); page 3: one (resident)
+    addr = np.array([base + 16, base + 1040, base + 2064, base + PAGE + 16, base + 2 * PAGE + 16,
+                     base + 2 * PAGE + 2064, base + 3 * PAGE + 16], np.int64)
+    size = np.full(len(addr), 256, np.int64)
+    p0, p1 = addr // PAGE, (addr + size - 1) // PAGE
+    seg.note_faults([int(base)] * 6 + [int(base + PAGE)] * 2)
+    seg.note_evicted(np.array([base + 2 * PAGE], np.uint64))
+    s1 = seg.scores_for(addr, p0, p1)
+    assert s1.tolist() == [2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0]
+    # the next window: the scores as the pass leaves them; page 0 evicted and silent, page 1 faults once
+    seg.s_addr, seg.s_val = addr.copy(), s1.copy()
+    seg._faults.clear()
+    seg._evicted.clear()
+    seg.note_faults([int(base + PAGE)])
+    seg.note_evicted(np.array([base], np.uint64))
+    s2 = seg.scores_for(addr, p0, p1)
+    assert s2.tolist() == [2.0 * DECAY] * 3 + [2.0 * DECAY + 1.0, 0.0, 0.0, 0.0]
