@@ -34,7 +34,7 @@ hold cold objects only, which the pager's clock then evicts whole.
 CompactPolicy` with every free chunk of the borrowed thread's arena plugged and
 the tcache off for the pass) makes ``posix_memalign`` serve the destinations
 from the top chunk, in the order asked (hottest first); a destination on a page
-that holds any object not moving is refused (held, asked again).
+that held any object when the pass began is refused (held, asked again).
 
 **Interplay with the pager.**  A pass runs in the evictor's own thread
 (:meth:`Pager._evict_loop`), so no eviction batch is in flight or starts during
@@ -150,7 +150,7 @@ class Segregator:
 
     def __init__(self, pager, *, every: float = 3.0, passes: int = 0, hot_share: float = 0.5, seed: int = 1):
         if not 0 < hot_share <= 1:
-            raise MappedTraceError(f"--relocate-hot must be in (0, 1], not {hot_share}")
+            raise MappedTraceError(f"the hot share of the budget must be in (0, 1], not {hot_share}")
         self.pager, self.pid = pager, pager.pid
         self.every, self.max_passes, self.hot_bytes = every, passes, int(hot_share * pager.local)
         self.rng = np.random.default_rng(seed)
