@@ -278,6 +278,10 @@ class Pager:
         self.leaked_pages = np.zeros(0, np.uint64)
         self.guide = None
         self.round_lock = threading.Lock()
+        #: held by whoever ptrace-stops the program (the graph's snapshot, a relocation pass)
+        self.ptrace_lock = threading.Lock()
+        #: hot/cold segregation of objects (``--relocate``, :mod:`.segregate`), or None
+        self.segregator = None
         #: $MTFARMEM_DEBUG=PATH: a log of evictions, written to PATH.PID at the end
         self.debug = deque(maxlen=2_000_000) if os.environ.get("MTFARMEM_DEBUG") else None
         self.ranges = HeapRanges(pid)
@@ -294,8 +298,11 @@ class Pager:
     def key(self, page: int) -> str:
         return f"{self.ns}:{page:x}"
 
-    def connect(self, *, timeout: float = 10.0, alive=lambda: True) -> None:
-        """Take the target's userfaultfd, start serving it, then connect to the helper."""
+    def connect(self, *, timeout: float = 10.0, alive=lambda: True, before_helper=None) -> None:
+        """Take the target's userfaultfd, start serving it, then connect to the helper.
+
+        :param before_helper: called once the fault loop serves and before the helper is
+            spoken to (a relocation pass a dead pager left has the helper's thread stopped)"""
         deadline = time.monotonic() + timeout
         while (found := find_uffd(self.pid)) is None:
             if time.monotonic() > deadline or not alive():
@@ -330,6 +337,8 @@ class Pager:
             # wake every registered range, the threads fault again and this pager reads them
             for lo, hi in registered_vmas(self.pid):
                 self.uffd.wake(lo, hi - lo)
+        if before_helper is not None:
+            before_helper()
         self.helper = Helper(self.sock, timeout=max(1.0, deadline - time.monotonic()), alive=alive)
         rc, err, _, _, last = self.helper.call(OP_HELLO)
         foreign: list[tuple[int, int]] = []
@@ -452,6 +461,8 @@ class Pager:
                         self._refresh_ranges()
                         last_ranges = now
                     if self.evict_on.is_set() and self.state not in ("detaching", "detached"):
+                        if self.segregator is not None and self.segregator.due(kicked):
+                            self.segregator.run_pass()      # no eviction in flight meanwhile
                         self._round(kicked)
             except (NoSuchProcess, FarMemError) as e:
                 self.warnings.append(e.message)
@@ -494,6 +505,8 @@ class Pager:
         faulted = self._faulted_since()
         with self.lock:
             self.ref.update(faulted)
+        if self.segregator is not None:
+            self.segregator.note_faults(faulted)
         if len(self.leaked_pages) and faulted:
             # a page the program touched is not leaked, whatever the last graph said (counted: a
             # leaked page fetched back is the graph's mistake, or a leak the program still reads)
@@ -611,6 +624,9 @@ class Pager:
         st["pages_zero"] += r["zero"]
         st["pages_deleted"] += r["deleted"]
         st["pages_not_dropped"] += r["not_dropped"]
+        if self.segregator is not None and r["evicted"]:
+            # known imprecision: a batch that dropped only some of its pages counts them all
+            self.segregator.note_evicted(pages)
         st["evict_read_seconds"] += r["t_read"]
         st["evict_put_seconds"] += r["t_put"]
         st["evict_drop_seconds"] += r["t_drop"]
@@ -661,6 +677,7 @@ class Pager:
             "blocked": r["blocked"] or self.blocked or None,
             "evicted_by_reason": {"leaked": self.stats["evicted_leaked"], "cold": self.stats["evicted_cold"]},
             "graph": guide,
+            "relocation": self.segregator.describe() if self.segregator else None,
             "ranges": [{"start": lo, "end": hi, "label": lab} for lo, hi, lab in regs],
             "warnings": self.warnings[-20:], "updated": time.time(), "started": self.started,
         }
