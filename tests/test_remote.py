@@ -628,8 +628,6 @@ def test_bad_remote_arguments(tmp_path: Path) -> None:
     for args, words in ((["leaks", "123", "--remote", "nonsense"], "is not HOST:PORT"),
                         (["graph", str(tmp_path / "x"), "-o", str(tmp_path / "g.json"), "--remote", "10.0.0.1:5"],
                          "give the PID"),
-                        (["snapshot", "123", "-o", str(tmp_path / "s"), "--mode", "fork", "--remote", "10.0.0.1:5"],
-                         "stop-copy only"),
                         (["snapshot", "123", "-o", str(tmp_path / "s"), "--tree", "--remote", "10.0.0.1:5"],
                          "--tree and --remote do not go together"),
                         (["leaks", "123", "--tree", "--remote", "10.0.0.1:5"],

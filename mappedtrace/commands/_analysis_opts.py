@@ -59,8 +59,9 @@ def remote_options(f):
                           "another machine).  Also searched: DEBUGINFOD_URLS, then the server's files.")(command)
     return click.option("--remote", metavar="HOST:PORT", expose_value=False, callback=_remember,
                         help="Trace PID on another machine through the gdb-remote server at HOST:PORT "
-                             "(lldb-server-22 gdbserver HOST:PORT --attach PID, or gdbserver --attach "
-                             "HOST:PORT PID there); the server exits when we detach.")(f)
+                             "(lldb-server-22 gdbserver HOST:PORT, or gdbserver --once --multi HOST:PORT "
+                             "there; or either attached already); the server exits when we detach.  "
+                             "--mode fork needs gdbserver (elsewhere: stop-copy, and the report says why).")(f)
 
 
 #: ``snapshot --bundle`` (read with :func:`remote_arg`)

@@ -31,18 +31,18 @@ buffer, in pipelined packets.  ``meta`` counts bytes moved and round trips.
 The pause: from our ``vAttach`` to our ``D`` when we attach
 (``meta["attached_here"]``); a server attached already stopped the process
 before we connected, and ``meta["pause_ns"]`` is then only from our connect to
-our detach.  Either way it is the copy: the process is stopped while its
-memory crosses the link.  Not a copy-on-write fork as locally: lldb-server 22
-cannot give a sound one through the protocol (checked, see
+our detach.  In stop-copy it is the copy: the process is stopped while its
+memory crosses the link.  Through gdbserver a copy-on-write fork is made on
+the far side instead (``capture_remote(mode="fork")``: :mod:`.remote_fork`),
+and the pause ends at the parent's detach, before the copy.  lldb-server 22
+cannot give a sound fork through the protocol (checked, see
 ``benchmarks/remote/RESULTS.md``): it grants no ``multiprocess``/``fork-events``
 when asked in ``qSupported``, so the child of an injected ``clone`` would be
 detached by the server and run the program's code unwatched, and the child
 could be read only through ``vFile:pread`` of ``/proc/CHILD/mem``, whose
 offsets it cuts at 4 GiB (``F-1,5``, EIO, at every address of a PIE
 program).  gdbserver 13 grants ``fork-events`` and ``multiprocess``: the local
-fork's armed-frame injection could be driven through it (``G``/``X``, its
-signal stops standing in for ``PTRACE_SETSIGMASK``), then the child read with
-hex ``m`` (twice the bytes) after the detach of the parent; not built.
+fork's armed-frame injection is driven through it (:mod:`.remote_fork`).
 Neither server answers ``QEnableCompression`` (empty reply).
 
 Letting the process run and stopping it again (:meth:`RemoteTarget.run_for`:

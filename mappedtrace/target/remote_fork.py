@@ -65,7 +65,6 @@ SYS_CLONE = 56
 SIGCHLD = 17
 #: bound on stops met while the borrowed thread runs its clone
 MAX_STOPS = 16
-_SIGTRAP = 5
 
 
 def fork_refused_remote(rt) -> str | None:
@@ -155,7 +154,7 @@ def inject_fork(rt) -> tuple[int, object]:
                 rax = int.from_bytes(c.registers([tid], pid)[0][r.offset:r.offset + 8], "little")
                 result = rax - (1 << 64) if rax >= 1 << 63 else rax
                 break
-            elif "syscall_entry" not in f and st.signal != _SIGTRAP:
+            elif "syscall_entry" not in f:
                 # a signal for the borrowed thread, before any handler ran: put the thread's
                 # own registers back here; the server delivers the signal at the detach
                 c.write_registers(tid, pid, raw)
