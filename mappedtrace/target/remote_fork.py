@@ -131,14 +131,19 @@ def inject_fork(rt) -> tuple[int, object]:
     restored["orig_rax"] = _NO_SYSCALL      # restarted already: no second restart
     armed = dict(t.regs, rax=SYS_CLONE, orig_rax=_NO_SYSCALL, rip=g.syscall_ret, rsp=frame.addr,
                  rdi=CLONE_PARENT | SIGCHLD, rsi=frame.child_sp, rdx=0, r10=0, r8=0)
-    if c.request(f"QCatchSyscalls:1;{SYS_CLONE:x}") != b"OK":
-        raise MappedTraceError("the server refused to catch clone (QCatchSyscalls)")
     th = c.thread_id(tid, pid)
     child, result, state = 0, None, "own"
     try:
-        c.write_memory(tid, pid, frame.addr, frame.data)    # 1: below the red zone
-        c.write_registers(tid, pid, _pack(rt, raw, armed))   # 2: armed
-        state = "armed"
+        # one round trip: catch clone, select the thread, write the frame below its red zone
+        # (1), then its armed registers (2); the server takes them in this order
+        reps = c.pipeline([f"QCatchSyscalls:1;{SYS_CLONE:x}", f"Hg{th}",
+                           f"M{frame.addr:x},{len(frame.data):x}:{frame.data.hex()}",
+                           b"G" + _pack(rt, raw, armed).hex().encode()])
+        if reps[3] == b"OK":
+            state = "armed"
+        if reps != [b"OK"] * 4:
+            raise MappedTraceError(f"the server refused to catch clone or to arm thread {tid} "
+                                   f"({', '.join(r[:12].decode('latin-1') for r in reps)})")
         c.pipeline_send(f"vCont;c:{th}".encode())
         for _ in range(MAX_STOPS):
             st = parse_stop(c.wait_stop(f"the injected clone of thread {tid}", c.timeout))
@@ -150,9 +155,10 @@ def inject_fork(rt) -> tuple[int, object]:
                 child = int(f["fork"][1:].partition(".")[0], 16) if f["fork"].startswith("p") \
                     else int(f["fork"], 16)
             elif "syscall_return" in f:
-                r = rt._by_name["rax"]
-                rax = int.from_bytes(c.registers([tid], pid)[0][r.offset:r.offset + 8], "little")
-                result = rax - (1 << 64) if rax >= 1 << 63 else rax
+                if not child:       # failed: its errno (read only then, a round trip)
+                    r = rt._by_name["rax"]
+                    rax = int.from_bytes(c.registers([tid], pid)[0][r.offset:r.offset + 8], "little")
+                    result = rax - (1 << 64) if rax >= 1 << 63 else rax
                 break
             elif "syscall_entry" not in f:
                 # a signal for the borrowed thread, before any handler ran: put the thread's
@@ -163,9 +169,12 @@ def inject_fork(rt) -> tuple[int, object]:
             c.pipeline_send(f"vCont;c:{th}".encode())
         else:
             raise MappedTraceError(f"the injected clone did not complete within {MAX_STOPS} stops")
-        c.write_registers(tid, pid, _pack(rt, raw, restored))    # 4: its own state
+        # one round trip: its own state (4), then its stack bytes, then no more catching
+        reps = c.pipeline([f"Hg{th}", b"G" + _pack(rt, raw, restored).hex().encode(),
+                           f"M{frame.addr:x},{len(frame.saved):x}:{frame.saved.hex()}", "QCatchSyscalls:0"])
+        if reps[1] != b"OK":
+            raise RemoteError(f"{rt.address}: writing the registers of thread {tid} back refused ({reps[1][:20]!r})")
         state = "own"
-        c.write_memory(tid, pid, frame.addr, frame.saved)
     except BaseException:
         if state == "armed" and not c.broken:
             try:        # stopped somewhere in the clone: its own registers back
@@ -181,7 +190,6 @@ def inject_fork(rt) -> tuple[int, object]:
             except RemoteError:
                 pass
         raise
-    c.request("QCatchSyscalls:0")
     if not child:
         why = f"errno {-result}" if result is not None and result < 0 else "no fork event"
         hint = " (the target is a child of init: CLONE_PARENT refused)" if result == -EINVAL else ""
