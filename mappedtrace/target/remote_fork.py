@@ -47,6 +47,10 @@ signal is delivered by the server at the detach (its last stop was that
 signal), and the copy is taken stopped instead.  A tracer that dies while the
 thread is armed leaves it unblocked: a handler then runs on the armed state
 and returns to it (harmless, unless it inspects the interrupted context).
+The frame holds the FXSAVE image only (the server's ``g`` has no XSAVE area):
+a thread put back by ``rt_sigreturn`` after the tracer's death gets its x87/SSE
+state, not the upper halves of its AVX registers (the normal path writes its
+registers back through the server and loses nothing the server shows).
 A link that goes silent (rather than closing) holds the target until the
 server's TCP gives up, as in stop-copy; in fork mode only until the detach.
 """
@@ -74,8 +78,10 @@ def fork_refused_remote(rt) -> str | None:
         return (f"{c.server} grants neither multiprocess nor fork-events, so it could not hold the "
                 "child (use gdbserver --once --multi HOST:PORT for a fork on the far side)")
     miss = [f for f in ("multiprocess", "fork-events", "QCatchSyscalls") if c.features.get(f) != "+"]
-    if miss or not c.fork_events:
-        return f"the server does not grant {', '.join(miss) or 'fork-events'}"
+    if miss:
+        return f"the server does not grant {', '.join(miss)}"
+    if not c.fork_events:
+        return "fork events were not asked for when connecting (attach_remote(..., fork_events=True))"
     return fork_refused_by_status(rt._text(f"/proc/{rt.pid}/status"))
 
 
