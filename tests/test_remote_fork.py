@@ -217,3 +217,45 @@ def test_remote_fork_reads_the_child(exes) -> None:
     finally:
         p.kill()
         srv.kill()
+
+
+def test_remote_fork_signal_for_the_borrowed_thread(tmp_path: Path) -> None:
+    """A signal waiting for the process when the borrowed thread is let run (sent while the
+    server holds it) reaches that thread before any handler: the fork is abandoned at that
+    stop, the copy is taken stopped (said in a warning), and the signal is delivered once,
+    to the program's own state, at the detach (``snap_signals`` counts its deliveries)."""
+    need("gdbserver", "ss")
+    from conftest import SAMPLES, build_sample, require_plugin
+    require_plugin()
+    from mappedtrace.target.remote import attach_remote, capture_remote
+    exe = build_sample(SAMPLES / "snap_signals.c", "-O2", tmp_path / "snap_signals")
+    p = _start(Path(exe))
+    port = random.randrange(20000, 60000)
+    srv = subprocess.Popen(["gdbserver", "--once", "--multi", f"127.0.0.1:{port}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout.strip():
+                break
+            time.sleep(0.1)
+        rt = attach_remote(f"127.0.0.1:{port}", p.pid, fork_events=True)
+        os.kill(p.pid, signal.SIGUSR1)          # pending: every thread is held by the server
+        time.sleep(0.1)
+        ct = capture_remote(rt, mode="fork")
+        assert ct.meta["mode"] == "stop-copy", ct.meta
+        assert any("(number 30 in gdb's numbering) reached the borrowed thread" in w    # 30: SIGUSR1
+                   for w in ct.warnings), ct.warnings
+        srv.wait(timeout=20)
+        assert _readline(p, 10) == "1"          # delivered once, after the detach
+        os.kill(p.pid, signal.SIGUSR1)
+        assert _readline(p, 10) == "2"          # and it runs on as before
+        ct.close()
+    finally:
+        p.kill()
+        srv.kill()
+
+
+def _readline(p: subprocess.Popen, seconds: float) -> str:
+    import select
+    r, _, _ = select.select([p.stdout], [], [], seconds)
+    return p.stdout.readline().strip() if r else "(nothing)"

@@ -171,7 +171,8 @@ def inject_fork(rt) -> tuple[int, object]:
                 # own registers back here; the server delivers the signal at the detach
                 c.write_registers(tid, pid, raw)
                 state = "own"
-                raise MappedTraceError(f"signal {st.signal} reached the borrowed thread during the fork")
+                raise MappedTraceError(f"a signal (number {st.signal} in gdb's numbering) reached the borrowed thread "
+                                       "during the fork")
             c.pipeline_send(f"vCont;c:{th}".encode())
         else:
             raise MappedTraceError(f"the injected clone did not complete within {MAX_STOPS} stops")
