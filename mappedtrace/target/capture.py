@@ -583,22 +583,32 @@ def find_gadgets(pid: int, mappings: list[Mapping]) -> Gadgets:
     Read-only code, so this runs before the process is stopped.
     :raises MappedTraceError: one of them is missing (then fork mode is not used).
     """
+    def code(m: Mapping) -> bytes | None:
+        try:
+            return k.vm_read(pid, m.start, min(m.size, 8 << 20))
+        except MappedTraceError:
+            return None
+    return gadgets_in(mappings, code, f"process {pid}")
+
+
+def gadgets_in(mappings: list[Mapping], code: Callable[[Mapping], "bytes | None"], where: str) -> Gadgets:
+    """:func:`find_gadgets` with the code of each libc mapping given by ``code(mapping)``
+    (None: unreadable): the process's memory locally, the binary's file remotely."""
     cands = [m for m in mappings if m.executable and m.readable and "libc" in os.path.basename(m.path)]
     found: dict[bytes, int] = {}
     for m in cands[:4]:
-        try:
-            code = k.vm_read(pid, m.start, min(m.size, 8 << 20))
-        except MappedTraceError:
+        data = code(m)
+        if data is None:
             continue
         for pat in (_SYSCALL_RET, _RESTORE_RT, *_EXITS):
-            i = code.find(pat)
+            i = data.find(pat)
             if pat not in found and i >= 0:
                 found[pat] = m.start + i
     exits = [found[p] for p in _EXITS if p in found]
     missing = [n for n, ok in (("syscall; ret", _SYSCALL_RET in found), ("__restore_rt", _RESTORE_RT in found),
                                ("exit", bool(exits))) if not ok]
     if missing:
-        raise MappedTraceError(f"no {', '.join(missing)} code found in the C library of process {pid}",
+        raise MappedTraceError(f"no {', '.join(missing)} code found in the C library of {where}",
                                hint="use --mode stop-copy")
     return Gadgets(found[_SYSCALL_RET], found[_RESTORE_RT], exits[0])
 
@@ -612,13 +622,21 @@ def fork_refused(pid: int) -> str | None:
     """
     try:
         with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Seccomp:") and line.split()[1] == "2":
-                    return "the process runs under a seccomp filter"
-                if line.startswith("x86_Thread_features:") and "shstk" in line.split():
-                    return "the process uses a shadow stack"
-    except (OSError, IndexError):
+            return fork_refused_by_status(f.read())
+    except OSError:
         return "cannot read /proc/PID/status"
+
+
+def fork_refused_by_status(status: str) -> str | None:
+    """:func:`fork_refused` from the text of ``/proc/PID/status`` (read here or through a server)."""
+    if not status:
+        return "cannot read /proc/PID/status"
+    for line in status.splitlines()[:200]:
+        f = line.split()
+        if line.startswith("Seccomp:") and f[1:2] == ["2"]:
+            return "the process runs under a seccomp filter"
+        if line.startswith("x86_Thread_features:") and "shstk" in f:
+            return "the process uses a shadow stack"
     return None
 
 
