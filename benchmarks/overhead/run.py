@@ -33,12 +33,13 @@ confidence interval of that median from the order statistics (binomial).  ``--ir
 run under Valgrind's callgrind (deterministic: no noise from the shared
 machine) at a smaller size.  Code size is the ``.text`` section; map size is
 ``.mtstack`` + ``.llvm_stackmaps`` + ``.mtmap`` + ``.mttypes`` (+ ``.mtsites``).  ``--sizes-only``
-builds the Debian programs and reports those sizes alone (no run).
+builds the Debian programs, Redis, SQLite, Lua and jq (each by the recipe it
+already has) and reports those sizes alone (no run).
 
     .venv/bin/python benchmarks/overhead/run.py [--runs 7] [--ir] [--spill]
         [--only binary_trees,hash_table,list_walk,speedtest1,lua,bzip2,gawk,…] [--json FILE]
     .venv/bin/python benchmarks/overhead/run.py --suite --ir --results [--runs 5]
-    .venv/bin/python benchmarks/overhead/run.py --sizes-only [--only gawk,…] [--results]
+    .venv/bin/python benchmarks/overhead/run.py --sizes-only [--only gawk,redis,sqlite,…] [--results]
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ import tempfile
 import time
 from math import comb
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -63,6 +65,8 @@ sys.path.insert(0, str(HERE.parent / "soundness"))
 
 import builds  # noqa: E402
 import debian  # noqa: E402
+import programs  # noqa: E402
+import soundness  # noqa: E402
 from mappedtrace.formats import elf  # noqa: E402
 
 PROGRAMS = ROOT / "benchmarks" / "programs"
@@ -109,6 +113,43 @@ def sizes(exe: Path) -> dict[str, int]:
             "mtsites": secs.get(".mtsites", 0), "maps": sum(secs.get(n, 0) for n in MAP_SECTIONS)}
 
 
+def function_sizes(exe: Path) -> dict[str, int]:
+    """Bytes of code per function of ``exe`` (``STT_FUNC`` symbols in ``.text``, from
+    ``.symtab``; static functions of one name in several files are summed)."""
+    from elftools.elf.elffile import ELFFile
+    out: dict[str, int] = {}
+    with open(exe, "rb") as f:
+        e = ELFFile(f)
+        text = next((i for i, sec in enumerate(e.iter_sections()) if sec.name == ".text"), None)
+        symtab = e.get_section_by_name(".symtab")
+        if symtab is None or text is None:
+            return out
+        for sym in symtab.iter_symbols():
+            if sym["st_info"]["type"] == "STT_FUNC" and sym["st_shndx"] == text and sym["st_size"]:
+                out[sym.name] = out.get(sym.name, 0) + sym["st_size"]
+    return out
+
+
+#: functions the pass adds (calls to varargs functions go through them)
+THUNK_PREFIX = "__mappedtrace_va_thunk"
+
+
+def code_growth(plain: Path, maps: Path, n: int = 8) -> dict:
+    """Where the maps build's ``.text`` grew: the ``n`` functions that grew most
+    (bytes), the bytes of the pass's varargs thunks, and the net change over the
+    functions both builds have, those only one has (inlined differently) apart."""
+    a, b = function_sizes(plain), function_sizes(maps)
+    both = set(a) & set(b)
+    thunks = {f: z for f, z in b.items() if f.startswith(THUNK_PREFIX)}
+    grew = sorted(((f, a[f], b[f]) for f in both), key=lambda r: r[1] - r[2])[:n]
+    return {"functions_plain": len(a), "functions_maps": len(b),
+            "common_plain": sum(a[f] for f in both), "common_maps": sum(b[f] for f in both),
+            "only_plain": sum(z for f, z in a.items() if f not in b),
+            "only_maps": sum(z for f, z in b.items() if f not in a and f not in thunks),
+            "thunks": len(thunks), "thunk_bytes": sum(thunks.values()),
+            "grew": [{"function": f, "plain": x, "maps": y} for f, x, y in grew]}
+
+
 def call_sites(exe: Path) -> int:
     """Stack map records of the MappedTrace pass in ``exe`` (call sites and loop points)."""
     from mappedtrace.formats.maps import BinaryMaps
@@ -119,28 +160,75 @@ def call_sites(exe: Path) -> int:
 SIZES_BEGIN, SIZES_END = "<!-- sizes:begin (written by run.py --sizes-only --results) -->", "<!-- sizes:end -->"
 
 
-def sizes_only(progs: list, results: bool, argv: str) -> int:
-    """Build each Debian program plain and with the maps (cached), print each
-    map section's bytes against ``.text``; with ``results``, write the table
-    into RESULTS.md between the sizes markers.  No workload runs."""
-    rows = []
-    for prog in progs:
+def _log(m: str) -> None:
+    print(m, file=sys.stderr, flush=True)
+
+
+def _soundness_builds(name: str) -> Callable[[], dict[str, Path]]:
+    """plain and maps executables of a program of the soundness suite
+    (benchmarks/soundness/programs.py: its recipe and build cache)."""
+    recipe, recipe_id = {"redis": (programs._redis_recipe, programs.REDIS_RECIPE),
+                         "jq": (programs._jq_recipe, programs.JQ_RECIPE)}[name]
+
+    def exes() -> dict[str, Path]:
+        src = soundness.source_tree(name)
+        return {v: soundness.build(name, b, recipe, src, recipe_id, _log) for v, b in SUITE_VARIANTS.items()}
+    return exes
+
+
+def _accuracy_builds(build_fn: Callable[[str], Path]) -> Callable[[], dict[str, Path]]:
+    """plain and maps executables of SQLite's speedtest1 or Lua (benchmarks/accuracy/builds.py)."""
+    def exes() -> dict[str, Path]:
         try:
-            exes = {v: prog.build(b, lambda m: print(m, file=sys.stderr, flush=True))
-                    for v, b in SUITE_VARIANTS.items()}
+            return {v: build_fn(v) for v in ("plain", "maps")}
+        except RuntimeError as e:       # sources missing: benchmarks/setup.sh not run
+            raise debian.Unavailable(str(e).splitlines()[0]) from None
+    return exes
+
+
+#: programs measured by --sizes-only beside the Debian suite, each built by the
+#: recipe it already has (no second recipe): Redis and jq from the soundness
+#: suite (Debian sources, clang-22 -O2 -gdwarf-4 against mappedtrace cc), SQLite
+#: (speedtest1 + the amalgamation) and Lua from benchmarks/accuracy/builds.py
+#: (clang-22 -O2 against mappedtrace cc -O2)
+SIZE_EXTRAS: dict[str, Callable[[], dict[str, Path]]] = {
+    "redis": _soundness_builds("redis"),
+    "sqlite": _accuracy_builds(builds.speedtest1),
+    "lua": _accuracy_builds(builds.lua),
+    "jq": _soundness_builds("jq"),
+}
+
+
+def size_builds(name: str) -> dict[str, Path]:
+    """{"plain": exe, "maps": exe} of a Debian program or of :data:`SIZE_EXTRAS`."""
+    if name in SIZE_EXTRAS:
+        return SIZE_EXTRAS[name]()
+    return {v: debian.PROGRAMS[name].build(b, _log) for v, b in SUITE_VARIANTS.items()}
+
+
+def sizes_only(names: list[str], results: bool, argv: str) -> int:
+    """Build each program plain and with the maps (cached), print each map
+    section's bytes against ``.text``; with ``results``, write the table into
+    RESULTS.md between the sizes markers.  No workload runs."""
+    rows = []
+    for name in names:
+        try:
+            exes = size_builds(name)
         except debian.Unavailable as e:
-            print(f"{prog.name}: left out: {e}", file=sys.stderr)
+            print(f"{name}: left out: {e}", file=sys.stderr)
             continue
         p, m = sizes(exes["plain"]), sizes(exes["maps"])
-        rows.append({"program": prog.name, "text_plain": p["text"], "text_maps": m["text"], **m,
-                     "records": call_sites(exes["maps"]), "exe": str(exes["maps"])})
+        rows.append({"program": name, "text_plain": p["text"], "text_maps": m["text"], **m,
+                     "records": call_sites(exes["maps"]), "exe": str(exes["maps"]),
+                     "growth": code_growth(exes["plain"], exes["maps"])})
     if not rows:
         print("nothing built", file=sys.stderr)
         return 1
     rows.sort(key=lambda r: -r["maps"] / r["text_maps"])
     L = [SIZES_BEGIN, "",
          f"`PYTHONPATH=. .venv/bin/python benchmarks/overhead/run.py {argv}` — "
-         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (sizes of the executables; "
+         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (sizes of the executables: the Debian suite, "
+         "Redis's `redis-server`, SQLite's `speedtest1` with the amalgamation, Lua's `lua`, jq's `jq`; "
          "maps = every map section: `.mtstack` + `.llvm_stackmaps` + `.mtmap` + `.mttypes` + `.mtsites`; "
          "goal ≤ 50 % of `.text`).", "",
          "| program | .text plain | .text maps | .text × | records | .mtstack | B / record | .llvm_stackmaps "
@@ -155,7 +243,20 @@ def sizes_only(progs: list, results: bool, argv: str) -> int:
     L += ["", f"maps / .text: geometric mean {geomean([r['maps'] / r['text_maps'] for r in rows]) * 100:.0f} %, "
               f"worst {rows[0]['maps'] / rows[0]['text_maps'] * 100:.0f} % ({rows[0]['program']}); stack maps "
               f"{geomean([r['stackmaps'] / max(r['records'], 1) for r in rows]):.1f} bytes per record (geometric mean).",
-          "", SIZES_END]
+          "", "Where the code grew (functions by `.symtab` size, pyelftools; code goal ≤ ×1.10): the functions "
+              "both builds have, those only one has (inlined differently), the pass's varargs thunks, and the "
+              "function that grew most.", "",
+          "| program | .text × | common functions plain → maps | only plain | only maps | thunks | grew most |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in sorted(rows, key=lambda r: -r["text_maps"] / r["text_plain"]):
+        g = r["growth"]
+        top = g["grew"][0] if g["grew"] else None
+        most = (f"`{top['function']}` {top['plain']:,} → {top['maps']:,}" if top else "–")
+        L.append(f"| {r['program']} | {r['text_maps'] / r['text_plain']:.3f} | {g['common_plain']:,} → "
+                 f"{g['common_maps']:,} ({g['common_maps'] / max(g['common_plain'], 1):.3f}) | {g['only_plain']:,} | "
+                 f"{g['only_maps']:,} | {g['thunks']} ({g['thunk_bytes']:,} B) | {most} |")
+    L += ["", f"Code: geometric mean ×{geomean([r['text_maps'] / r['text_plain'] for r in rows]):.3f}, worst "
+              f"×{max(r['text_maps'] / r['text_plain'] for r in rows):.3f}.", "", SIZES_END]
     print("\n".join(L[2:-2]))
     (HERE / "sizes.json").write_text(json.dumps(rows, indent=1) + "\n")
     if results:
@@ -358,11 +459,11 @@ def main() -> int:
     a = ap.parse_args()
     if a.sizes_only:
         names = [w for w in (a.only or "").split(",") if w]
-        bad = [w for w in names if w not in debian.PROGRAMS]
+        known = [*debian.PROGRAMS, *SIZE_EXTRAS]
+        bad = [w for w in names if w not in known]
         if bad:
-            ap.error(f"--sizes-only measures the Debian programs ({', '.join(debian.PROGRAMS)}); not {bad}")
-        return sizes_only([debian.PROGRAMS[w] for w in names] or list(debian.PROGRAMS.values()), a.results,
-                          " ".join(sys.argv[1:]))
+            ap.error(f"--sizes-only measures {', '.join(known)}; not {bad}")
+        return sizes_only(names or known, a.results, " ".join(sys.argv[1:]))
     names = [w for w in (a.only or ("" if a.suite else ",".join(WORKLOADS))).split(",") if w]
     for w in names:
         if w not in WORKLOADS and w not in debian.PROGRAMS:
