@@ -40,6 +40,7 @@ already has) and reports those sizes alone (no run).
         [--only binary_trees,hash_table,list_walk,speedtest1,lua,bzip2,gawk,…] [--json FILE]
     .venv/bin/python benchmarks/overhead/run.py --suite --ir --results [--runs 5]
     .venv/bin/python benchmarks/overhead/run.py --sizes-only [--only gawk,redis,sqlite,…] [--results]
+    .venv/bin/python benchmarks/overhead/run.py --redis --runs 5 [--results]
 """
 from __future__ import annotations
 
@@ -440,6 +441,116 @@ def geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
+#: redis-benchmark's tests, requests per test and pipeline depth (--redis)
+REDIS_TESTS, REDIS_REQUESTS, REDIS_PIPELINE = "set,get,incr,lpush,lpop,sadd,hset,zadd", 1000000, 16
+REDIS_BEGIN, REDIS_END = "<!-- redis:begin (written by run.py --redis --results) -->", "<!-- redis:end -->"
+
+
+def redis_throughput(runs: int) -> dict:
+    """Requests per second of Redis 7.0.15 built plain and with the maps (the
+    soundness suite's builds), each server loaded with 2 000 keys of each type
+    (programs.redis_load) and measured by the plain build's ``redis-benchmark``
+    (50 parallel clients, pipelined): every round runs every test on both
+    servers, in alternating order; medians over rounds, ratio maps / plain."""
+    import csv
+    import io
+    exes = SIZE_EXTRAS["redis"]()
+    bench = exes["plain"].with_name("redis-benchmark")
+    procs, ports = {}, {}
+    rps: dict[tuple[str, str], list[float]] = {}
+    try:
+        for v, exe in exes.items():
+            ports[v] = soundness.free_port()
+            procs[v] = programs._redis_start([str(exe)], exe, ports[v], 2000)
+        for r in range(runs):
+            for v in (list(exes) if r % 2 == 0 else list(exes)[::-1]):
+                out = subprocess.run([str(bench), "-p", str(ports[v]), "-t", REDIS_TESTS, "-n", str(REDIS_REQUESTS),
+                                      "-P", str(REDIS_PIPELINE), "-q", "--csv"], capture_output=True, text=True,
+                                     timeout=900, check=True).stdout
+                for row in csv.reader(io.StringIO(out)):
+                    if len(row) >= 2 and row[0] != "test":
+                        rps.setdefault((row[0], v), []).append(float(row[1]))
+    finally:
+        for v, p in procs.items():
+            programs._redis_cli(exes[v], ports[v], "SHUTDOWN", "NOSAVE")
+            soundness.stop(p)
+    tests = list(dict.fromkeys(t for t, _ in rps))
+    rows = [{"test": t, "plain": statistics.median(rps[(t, "plain")]), "maps": statistics.median(rps[(t, "maps")]),
+             "plain_all": rps[(t, "plain")], "maps_all": rps[(t, "maps")]} for t in tests]
+    for row in rows:
+        # each round's maps figure against the same round's plain one (a busy
+        # spell of the shared machine hits both), median and its 95 % interval
+        paired = [m / p for m, p in zip(row["maps_all"], row["plain_all"])]
+        row["ratio"], row["ratio_ci95"] = statistics.median(paired), median_ci(paired)
+    doc = {"runs": runs, "load_average": os.getloadavg()[0], "rows": rows,
+           "geomean": geomean([row["ratio"] for row in rows]), "exes": {v: str(e) for v, e in exes.items()}}
+    doc["instructions"] = {v: redis_instructions(e, exes["plain"]) for v, e in exes.items()}
+    return doc
+
+
+#: keys of each type that the callgrind run loads (programs.redis_load: 6 commands a key, and TTLs)
+REDIS_IR_KEYS = 20000
+
+
+def redis_instructions(exe: Path, plain: Path) -> int | None:
+    """Instructions ``redis-server`` executes (callgrind) from its start to
+    ``SHUTDOWN NOSAVE``, loading :data:`REDIS_IR_KEYS` keys of each type through
+    the plain build's ``redis-cli --pipe``: a fixed RESP stream, so the count
+    hardly depends on the machine's load (only on how reads split the stream)."""
+    if not shutil.which("valgrind"):
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        copy, out = Path(d) / "redis-server", Path(d) / "cg.out"
+        subprocess.run(["llvm-objcopy-22", "--strip-debug", str(exe), str(copy)], check=True)
+        port = soundness.free_port()
+        p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(copy),
+                              "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                              "--daemonize", "no", "--protected-mode", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            soundness.wait_port(port, p, timeout=300)
+            res = programs._redis_cli(plain, port, "--pipe", stdin=programs.redis_load(REDIS_IR_KEYS))
+            if "errors: 0" not in res:
+                raise RuntimeError(f"loading Redis under callgrind failed: {res[-300:]}")
+        finally:
+            programs._redis_cli(plain, port, "SHUTDOWN", "NOSAVE")
+            soundness.stop(p)
+        m = _CG_TOTAL.search(out.read_text(errors="replace")) if out.exists() else None
+        return int(m.group(1)) if m else None
+
+
+def write_redis_results(doc: dict, argv: str) -> None:
+    """The Redis throughput table of RESULTS.md, between its markers."""
+    L = [REDIS_BEGIN, "",
+         f"`PYTHONPATH=. .venv/bin/python benchmarks/overhead/run.py {argv}` — "
+         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {doc['runs']} rounds (both servers in every "
+         f"round, alternating order), load average {doc['load_average']:.1f} at the end; `redis-benchmark -n "
+         f"{REDIS_REQUESTS} -P {REDIS_PIPELINE}` (50 clients), requests per second, medians.", "",
+         "| test | plain | maps | maps / plain (median of per-round ratios) | 95 % interval |",
+         "| --- | ---: | ---: | ---: | ---: |"]
+    for r in sorted(doc["rows"], key=lambda r: r["ratio"]):
+        lo, hi = r["ratio_ci95"]
+        L.append(f"| {r['test']} | {r['plain']:,.0f} | {r['maps']:,.0f} | **{r['ratio']:.3f}** | {lo:.2f}–{hi:.2f} |")
+    worst = min(doc["rows"], key=lambda r: r["ratio"])
+    L += ["", f"Throughput maps / plain: geometric mean ×{doc['geomean']:.3f}, worst ×{worst['ratio']:.3f} "
+              f"({worst['test']})."]
+    ir = doc.get("instructions") or {}
+    if ir.get("plain") and ir.get("maps"):
+        L += ["", f"Instructions of `redis-server` from start to `SHUTDOWN`, loading {REDIS_IR_KEYS:,} keys of each "
+                  f"of six types (`redis-cli --pipe`, callgrind): plain {ir['plain']:,}, maps {ir['maps']:,}, "
+                  f"**×{ir['maps'] / ir['plain']:.3f}**."]
+    L += ["", REDIS_END]
+    print("\n".join(L[2:-2]))
+    path = HERE / "RESULTS.md"
+    text = path.read_text()
+    if REDIS_BEGIN in text and REDIS_END in text:
+        text = text[:text.index(REDIS_BEGIN)] + "\n".join(L) + text[text.index(REDIS_END) + len(REDIS_END):]
+    else:
+        text = text.rstrip("\n") + "\n\n## Redis throughput (issue #18)\n\n" + "\n".join(L) + "\n"
+    path.write_text(text)
+    print(f"written: {path}", file=sys.stderr)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7, help="rounds (each runs every variant once)")
@@ -456,7 +567,20 @@ def main() -> int:
     ap.add_argument("--sizes-only", action="store_true",
                     help="build the Debian programs (all, or those in --only) and report the map sections' "
                          "sizes only, no run (with --results: the sizes table of RESULTS.md)")
+    ap.add_argument("--redis", action="store_true",
+                    help="Redis's throughput, plain against maps (redis-benchmark, --runs rounds); no other run")
     a = ap.parse_args()
+    if a.redis:
+        doc = redis_throughput(a.runs)
+        (HERE / "redis.json").write_text(json.dumps(doc, indent=1) + "\n")
+        if a.results:
+            write_redis_results(doc, " ".join(sys.argv[1:]))
+        else:
+            for r in doc["rows"]:
+                print(f"{r['test']}: plain {r['plain']:,.0f}/s, maps {r['maps']:,.0f}/s, ×{r['ratio']:.3f} "
+                      f"({r['ratio_ci95'][0]:.2f}–{r['ratio_ci95'][1]:.2f})")
+            print(f"geometric mean ×{doc['geomean']:.3f}; instructions {doc['instructions']}")
+        return 0
     if a.sizes_only:
         names = [w for w in (a.only or "").split(",") if w]
         known = [*debian.PROGRAMS, *SIZE_EXTRAS]
