@@ -90,6 +90,21 @@ OP_HELLO, OP_DROP, OP_PING, OP_RELEASE = 1, 2, 3, 4
 MAX_RANGES = 4096
 
 
+
+#: PF_EXITING in /proc/PID/stat's flags: the process is past exit_group (its files may be closed)
+_PF_EXITING = 0x4
+
+
+def _exiting(pid: int) -> bool:
+    """Whether ``pid`` is gone or on its way out (exiting, a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+        fields = st[st.rindex(")") + 2:].split()
+        return fields[0] in "ZXx" or bool(int(fields[6]) & _PF_EXITING)
+    except (OSError, ValueError, IndexError):
+        return True
+
 class FarMemError(MappedTraceError):
     """Far memory cannot be set up or kept for this process; the message says why."""
 
@@ -146,6 +161,8 @@ class Helper:
                     if not part:
                         raise FarMemError("the far-memory helper closed its socket (the program exited?)")
                     buf += part
+            except (ConnectionResetError, BrokenPipeError):
+                raise FarMemError("the far-memory helper closed its socket (the program exited?)") from None
             except OSError as e:
                 raise FarMemError(f"the far-memory helper: {e.strerror or e}") from None
         return _REPLY.unpack(buf)
@@ -465,7 +482,8 @@ class Pager:
                             self.segregator.run_pass()      # no eviction in flight meanwhile
                         self._round(kicked)
             except (NoSuchProcess, FarMemError) as e:
-                self.warnings.append(e.message)
+                if not _exiting(self.pid):      # a program that ends mid-round is no news
+                    self.warnings.append(e.message)
                 break
             except MappedTraceError as e:
                 self.warnings.append(e.message)
