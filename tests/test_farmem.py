@@ -556,3 +556,14 @@ def test_path_prefetch_lists_follow_the_program_s_path(plugin, tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def test_exposed_header_pages():
+    """A leaked chunk whose neighbour below may still be freed, merged or split has its header
+    written by glibc: its page is not dead.  A run of leaked chunks exposes its first only."""
+    import numpy as np
+    from mappedtrace.farmem.guide import exposed_header_pages
+    chunks = np.array([0x5010, 0x1010, 0x1110, 0x2010, 0x2110, 0x3010], np.uint64)     # any order
+    leaked = np.array([True, False, True, True, False, True])
+    assert exposed_header_pages(chunks, leaked).tolist() == [0x1000, 0x3000]
+    assert exposed_header_pages(chunks[:0], leaked[:0]).tolist() == []

@@ -92,6 +92,26 @@ def leaked_pages(addresses: np.ndarray, sizes: np.ndarray, reached: np.ndarray,
     return dead[keep], live
 
 
+def exposed_header_pages(chunks: np.ndarray, leaked: np.ndarray) -> np.ndarray:
+    """Pages (sorted) holding the header of a leaked chunk whose neighbour below is not leaked.
+
+    ``chunks``: user addresses of every chunk of the heap (in use and free); ``leaked``: which
+    of them are in use and unreached.  glibc writes a chunk's header when the chunk below it
+    changes: freeing or merging that neighbour writes its size into our ``prev_size`` and
+    clears our ``PREV_INUSE`` bit, splitting it writes the remainder's foot there.  So a page
+    holding such a header is touched by the program although the object on it is dead.  A
+    neighbour that is itself leaked is never freed.  (The array's order stands for the
+    neighbour below; across two heaps it names a chunk that is no neighbour, which only keeps
+    a page resident that could have gone.)"""
+    if not len(chunks):
+        return np.zeros(0, np.uint64)
+    order = np.argsort(chunks, kind="stable")
+    a, lk = chunks[order].astype(np.uint64), leaked[order]
+    first = lk.copy()
+    first[1:] &= ~lk[:-1]
+    return np.unique((a[first] - np.uint64(CHUNK_HDR)) // np.uint64(PAGE) * np.uint64(PAGE))
+
+
 def _in_chunks(pages: np.ndarray, addrs: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Which ``pages`` overlap one of the chunks (user address, size; headers included).
     A free chunk may be large (the top chunk): compared by intervals, not page by page."""
@@ -337,6 +357,11 @@ class Guide:
             # between the fork and the patch read as zeros) does not undo what earlier ones saw.
             prev = p.leaked_pages
             leaked = np.union1d(leaked, prev[~np.isin(prev, live)]) if len(prev) else leaked
+            # ... but a page whose leaked header glibc may still write is not dead
+            ha = np.asarray(h.addresses, np.uint64)
+            ga = np.asarray(g.addresses, np.uint64)
+            exposed = exposed_header_pages(ha, ~fr & np.isin(ha, ga[~reached]))
+            leaked = leaked[~np.isin(leaked, exposed)]
             # how much of what is leaked the pager can send away whole: bytes of unreached
             # objects that lie on leaked pages only (the rest share a page with live data or a
             # free chunk, and stay resident while that page is in use)
