@@ -12,7 +12,7 @@ from conftest import MAPPEDTRACE, ROOT, addr as _addr, assert_exact, have, run_t
 
 CORPUS = ROOT / "tests" / "leak_corpus"
 PROGRAMS = ["dropped_list", "cycle", "tree_parent", "interior", "stale_slot", "threads_tls", "no_leaks",
-            "tail_frame", "environ_copy"]
+            "tail_frame", "environ_copy", "fatal_exit"]
 #: stale_slot needs the slot to stay a plain alloca: -O0 only
 OPT_LEVELS = {"stale_slot": ["-O0"]}
 
