@@ -122,7 +122,30 @@ bool typeHasPointer(Type *T, unsigned Depth) {
 
 namespace {
 
-enum class CallKind { Site, Ignore, Unmapped, Tail, ReturnsTwice };
+enum class CallKind { Site, Ignore, Unmapped, Tail, ReturnsTwice, Fatal };
+
+// Functions that never return and run no code of the program before the
+// process ends (a fixed list, FORMAT.md "Calls without a map point"). A call
+// of one has nothing live after it, so its record would be empty; left a
+// plain call, identical call blocks (the file, line and message of an
+// assert) merge again in BranchFolding, as in a plain build (jq: 704 -> 444
+// calls of __assert_fail). A frame stopped at such a call has no map point
+// there and is scanned conservatively. Not on the list, because code of the
+// program runs after them or the frames below are needed: exit, quick_exit
+// (atexit handlers; the leak check at exit reads the frames under exit),
+// longjmp, siglongjmp, pthread_exit, __cxa_throw (they return elsewhere or
+// run destructors and cleanup handlers).
+bool isFatalCall(const CallBase &CB) {
+  static const StringRef Fatal[] = {"__assert_fail", "__assert_perror_fail", "abort",
+                                    "__stack_chk_fail", "__fortify_fail", "__chk_fail",
+                                    "_exit", "_Exit"};
+  const Function *Callee = CB.getCalledFunction();
+  // A plain call (not an invoke) of the library function: declared here,
+  // not defined (a program's own `abort` may run its code), and noreturn.
+  if (!isa<CallInst>(CB) || !Callee || !Callee->isDeclaration() || !CB.doesNotReturn())
+    return false;
+  return is_contained(Fatal, Callee->getName());
+}
 
 // A call of a returns_twice function (setjmp, sigsetjmp, vfork): by its own
 // attribute or by its callee's.
@@ -217,6 +240,8 @@ CallKind classifyCall(const CallBase &CB) {
     return CallKind::ReturnsTwice;
   if (returnsInX87(CB.getType()))
     return CallKind::Unmapped;
+  if (isFatalCall(CB))
+    return CallKind::Fatal;
   if (auto *CI = dyn_cast<CallInst>(&CB); CI && isTailPosition(*CI))
     return CallKind::Tail;
   // Argument conventions a statepoint cannot carry.
@@ -1133,6 +1158,7 @@ void FunctionAnalyzer::run() {
   }
   // Call sites.
   bool CallsReturnsTwice = false;
+  unsigned FatalCalls = 0;
   for (BasicBlock &BB : F)
     for (Instruction &I : BB)
       if (auto *CB = dyn_cast<CallBase>(&I); CB && isReturnsTwice(*CB))
@@ -1144,13 +1170,19 @@ void FunctionAnalyzer::run() {
         // After setjmp, a call in tail position may still longjmp back into
         // this frame, which must then hold what setjmp's continuation reads
         // (LLVM neither marks nor makes tail calls in such functions).
-        if (K == CallKind::Tail && CallsReturnsTwice)
+        // Likewise a fatal call: abort runs a SIGABRT handler, which may
+        // longjmp back into this frame.
+        if ((K == CallKind::Tail || K == CallKind::Fatal) && CallsReturnsTwice)
           K = CallKind::Site;
         switch (K) {
         case CallKind::Ignore:
           break;
         case CallKind::Unmapped:
           ++R.Unmapped;
+          break;
+        case CallKind::Fatal:
+          ++R.Unmapped;
+          ++FatalCalls;
           break;
         case CallKind::Tail:
           ++R.TailCalls;
@@ -1216,10 +1248,12 @@ void FunctionAnalyzer::run() {
       return;
     }
   record();
-  if (R.Unmapped > RetTwice.size())
-    R.Reason = "some calls cannot be mapped (intrinsics lowered to calls, inline asm, musttail, bundles)";
-  else if (R.Unmapped)
-    R.Reason = "the returns_twice call (setjmp) itself is no map point";
+  if (R.Unmapped > RetTwice.size() + FatalCalls)
+    R.Reason = StdReasons[0];
+  else if (!RetTwice.empty())
+    R.Reason = StdReasons[1];
+  else if (FatalCalls)
+    R.Reason = StdReasons[3];
 }
 
 } // namespace

@@ -61,6 +61,7 @@ constexpr const char *StdReasons[] = {
     "some calls cannot be mapped (intrinsics lowered to calls, inline asm, musttail, bundles)",
     "the returns_twice call (setjmp) itself is no map point",
     "varargs thunk",
+    "calls to fatal functions (abort, __assert_fail, _exit, ...) are no map points",
 };
 constexpr uint64_t StdReasonLimit = 16; // reason numbers below this are StdReasons
 // The GC strategy of instrumented functions, and its stack map printer.

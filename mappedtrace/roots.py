@@ -75,6 +75,13 @@ EXIT_PATH_FUNCTIONS = frozenset({
 #: never returns — is scanned conservatively (:meth:`RootCollector._exit_callers`).
 EXIT_CALLS = frozenset({"exit", "__GI_exit", "_exit", "_Exit", "__GI__exit", "quick_exit"})
 
+#: the functions of the pass's fatal list (llvm_pass/FORMAT.md, "Calls without a
+#: map point") that end the process at once: the pass leaves calls of them plain
+#: calls, with no record, so at exit the program frame that called one of them
+#: has no map point; nothing in it is live (no code of the program runs again)
+#: and it counts as known rootless, as its empty record would have said.
+IMMEDIATE_EXIT_CALLS = frozenset({"_exit", "_Exit", "__GI__exit"})
+
 #: registers that can hold a pointer (not rip/segment/flags)
 POINTER_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10",
                 "r11", "r12", "r13", "r14", "r15")
@@ -381,6 +388,16 @@ class RootCollector:
             self.stats.frames_known_rootless += 1
             kinds.append("known rootless")
             return described
+        if self.exit_frames_rootless and bm is not None and 0 < f.index and not _interrupted(frames, f) \
+                and frames[f.index - 1].function in IMMEDIATE_EXIT_CALLS \
+                and (caller := bm.function_at(f.pc - mod.bias - 1)) is not None and caller.status != "skipped":
+            # (pc - 1: a noreturn call may be the function's last instruction)
+            self.stats.frames_exact += 1
+            self.stats.frames_known_rootless += 1
+            kinds.append("known rootless (calls _exit)")
+            return described
+        # (an instrumented frame stopped at a call of a fatal function, e.g.
+        # abort or __assert_fail, has no record there either: scanned below)
         if fi is not None and fi.status != "skipped":
             self.stats.frames_unsettled += 1
         self.stats.frames_conservative += 1

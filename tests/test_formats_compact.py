@@ -233,7 +233,9 @@ def test_mtmap_v4_function_entries():
     assert (f.address, f.status, f.reason, f.n_callsites, f.n_unmapped_calls) == (0, "partial", mtmap.STD_REASONS[0], 3, 1)
     f = mtmap.decode(_chunk_v4(bytes([no_addr | mtmap.FUNCTION_THUNK | 2 << 4])), "x")[0].functions[0]
     assert (f.name, f.reason, f.n_unmapped_calls, f.allocas) == (mtmap.THUNK_NAME, "varargs thunk", 1, [])
-    with pytest.raises(BadData, match="reason number 9 is not one of the 3 known"):
+    f = mtmap.decode(_chunk_v4(bytes([no_addr | counts | 2 << 4, 0, 4, 0, 0, 2, 0])), "x")[0].functions[0]
+    assert f.reason.startswith("calls to fatal functions") and f.n_unmapped_calls == 2
+    with pytest.raises(BadData, match="reason number 9 is not one of the 4 known"):
         mtmap.decode(_chunk_v4(bytes([no_addr, 0, 9, 0])), "x")
     with pytest.raises(BadData, match="unknown flags 0x82"):
         mtmap.decode(_chunk_v4(bytes([no_addr | 0x80, 0, 0, 0])), "x")

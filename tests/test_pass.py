@@ -17,7 +17,7 @@ import pytest
 from conftest import lldb_or_skip, real_map_warnings as _real_warnings  # noqa: F401 (and the plugin fixture)
 
 from mappedtrace import toolchain as tc
-from mappedtrace.formats import maps
+from mappedtrace.formats import maps, mtmap
 
 HERE = Path(__file__).resolve().parent
 INPUTS = HERE / "pass_inputs"
@@ -462,3 +462,40 @@ def test_rust_record_locations_hold_the_pointers(plugin, tmp_path, opt):
     assert r.returncode == 0, r.stderr
     want, found = _pointers_at_caller_record(exe, "hold", tmp_path / "out.txt")
     assert want <= found, (sorted(map(hex, want)), sorted(map(hex, found)))
+
+
+def _calls(binary: Path) -> list[tuple[str, int]]:
+    """(callee, return address) of every direct call to a PLT entry in ``binary``."""
+    r = _run([tc.require_tool("llvm-objdump-22"), "-d", str(binary)])
+    assert r.returncode == 0, r.stderr
+    out = []
+    for m in re.finditer(r"^\s+([0-9a-f]+):\s+((?:[0-9a-f]{2} )+)\s*call\w*\s+0x[0-9a-f]+ <(\w+)@plt>",
+                         r.stdout, re.M):
+        out.append((m.group(3), int(m.group(1), 16) + len(m.group(2).split())))
+    return out
+
+
+def test_fatal_calls_have_no_record(plugin, tmp_path):
+    """Calls of __assert_fail, abort and _exit stay plain calls (no record,
+    function "partial" with its reason): check()'s three inlined asserts merge
+    into one call block as in the plain build; exit() keeps its record."""
+    src = INPUTS / "fatal.c"
+    plain, exe = tmp_path / "plain", tmp_path / "maps"
+    r = _run([tc.require_tool("clang-22"), "-O2", "-g", "-fno-pie", "-no-pie", "-o", str(plain), str(src)])
+    assert r.returncode == 0, r.stderr
+    _build(plugin, src, exe, "-O2")
+    count = lambda calls, name: sum(1 for c, _ in calls if c == name)
+    pc, mc = _calls(plain), _calls(exe)
+    assert count(pc, "__assert_fail") == 1          # merged in the plain build
+    assert count(mc, "__assert_fail") == count(pc, "__assert_fail")
+    bm = maps.BinaryMaps.load(str(exe))
+    assert bm.has_maps and not _real_warnings(bm)
+    fatal = [ret for c, ret in mc if c in ("__assert_fail", "abort", "_exit")]
+    assert len(fatal) >= 3 and all(bm.record_at(ret) is None for ret in fatal)
+    exits = [ret for c, ret in mc if c == "exit"]
+    assert exits and all(bm.record_at(ret) is not None for ret in exits)
+    assert all(bm.record_at(ret) is not None for c, ret in mc if c == "use")
+    fn = {f.name: f for f in bm.functions}
+    for name in ("checked", "bail"):
+        assert fn[name].status == "partial" and fn[name].reason == mtmap.STD_REASONS[3]
+        assert fn[name].n_unmapped_calls >= 1 and fn[name].n_callsites >= 1

@@ -48,6 +48,13 @@ CACHE = Path(os.environ.get("MAPPEDTRACE_REAL", Path.home() / ".cache" / "mapped
 MT = str(Path(sys.executable).with_name("mappedtrace")) if Path(sys.executable).with_name("mappedtrace").exists() \
     else (shutil.which("mappedtrace") or "mappedtrace")
 JOBS = os.environ.get("MAPPEDTRACE_JOBS", "2")
+# A relative PYTHONPATH (`PYTHONPATH=. … run.py`) names another tree once a
+# build runs in its source directory: the wrapper's `mappedtrace cc` then
+# loads the installed checkout's pass, not the one plugin_id() named in the
+# cache key (a jq build cached under this tree's plugin had main's code).
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) if p else p
+                                               for p in os.environ["PYTHONPATH"].split(os.pathsep))
 
 #: one line of a valgrind leak summary; a monitor command's answer adds deltas: "0 (+0) bytes in 0 (+0) blocks"
 VG_LINE = re.compile(r"(definitely lost|indirectly lost|possibly lost|still reachable):\s+([\d,]+)(?: \([+-][\d,]+\))?"

@@ -76,6 +76,7 @@ STD_REASONS = (
     "some calls cannot be mapped (intrinsics lowered to calls, inline asm, musttail, bundles)",
     "the returns_twice call (setjmp) itself is no map point",
     "varargs thunk",
+    "calls to fatal functions (abort, __assert_fail, _exit, ...) are no map points",
 )
 STD_REASON_LIMIT = 16
 #: name of a thunk entry when the ELF symbol table does not name its address
