@@ -96,8 +96,8 @@ def _end(p: subprocess.Popen, pid: int) -> str:
             except ProcessLookupError:
                 pass
         p.wait()
-    m = re.search(r"passes=(\d+) mismatches=(\d+)", out)
-    assert m and m.group(2) == "0", (out, err)
+    m = re.search(r"passes=(\d+) cold_reads=(\d+) mismatches=(\d+)", out)
+    assert m and m.group(3) == "0", (out, err)
     return err
 
 
@@ -143,11 +143,15 @@ def test_damon_keeps_a_read_only_hot_set_and_a_killed_pager_s_context_goes(hotre
     try:
         _status(pid, lambda s: s["access"].get("source") == "damon" and s["access"].get("updates", 0) >= 20
                 and s["evict_rounds"] >= 30 and s["pages_evicted"] > 0, timeout=60)
-        time.sleep(3)                               # rounds with the hot set read only
+        # rounds with the hot set read only while the cold stream faults and takes room
         hot_pages, cold_pages = (hot[1] - hot[0]) // 4096, (cold[1] - cold[0]) // 4096
-        hot_res, cold_res = _present(pid, *hot), _present(pid, *cold)
-        assert hot_res >= 0.9 * hot_pages, (hot_res, hot_pages, cold_res)     # the read set kept
-        assert cold_res <= 0.5 * cold_pages, (hot_res, cold_res, cold_pages)  # the cold set went
+        samples = []
+        for _ in range(20):
+            time.sleep(0.25)
+            samples.append((_present(pid, *hot), _present(pid, *cold)))
+        hot_mean = sum(h for h, _ in samples) / len(samples)
+        assert hot_mean >= 0.9 * hot_pages, (samples, hot_pages)                  # the read set kept
+        assert max(c for _, c in samples) <= 0.5 * cold_pages, (samples, cold_pages)  # the cold set out
         rec = _own_record(state_dir())
         assert rec and rec["target_pid"] == pid, rec
         # the pager killed: its context outlives it (the program lives on) until the next start

@@ -318,10 +318,15 @@ class DamonAccess:
         _write(os.path.join(self.ctx, "targets", "nr_targets"), 1)
         _write(os.path.join(self.ctx, "targets", "0", "pid_target"), self.pid)
         self._write_regions()
-        # a "stat" scheme matching every region (the access pattern's defaults are 0..max):
-        # it changes nothing, and its tried_regions directory is how the regions reach us
+        # a "stat" scheme matching every region: it changes nothing, and its tried_regions
+        # directory is how the regions reach us.  The access pattern is written out (6.12's
+        # defaults are 0..0, which match no region: seen in the VM of benchmarks/farmem/damon_vm)
         _write(os.path.join(self.ctx, "schemes", "nr_schemes"), 1)
-        _write(os.path.join(self.ctx, "schemes", "0", "action"), "stat")
+        scheme = os.path.join(self.ctx, "schemes", "0")
+        _write(os.path.join(scheme, "action"), "stat")
+        for what, hi in (("sz", (1 << 64) - 1), ("nr_accesses", (1 << 32) - 1), ("age", (1 << 32) - 1)):
+            _write(os.path.join(scheme, "access_pattern", what, "min"), 0)
+            _write(os.path.join(scheme, "access_pattern", what, "max"), hi)
         _write(os.path.join(self.kd, "state"), "on")
         rec = {"pager_pid": os.getpid(), "pager_start": _pid_start(os.getpid()), "target_pid": self.pid,
                "kdamond_pid": int(_read(os.path.join(self.kd, "pid"))), "started": time.time()}

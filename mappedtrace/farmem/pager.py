@@ -68,7 +68,7 @@ from ..fileio import write_private
 from ..target import _kernel as K
 from . import _uffd as U
 from ._serve import FaultServer, make_kick_fd
-from .access import DamonUnavailable, FaultsOnly, open_source
+from .access import DamonUnavailable, FaultsOnly, open_source, reclaim_stale
 from .ranges import HeapRanges
 from .stores import Store, StoreError
 
@@ -357,6 +357,8 @@ class Pager:
 
     def start(self) -> None:
         """Start evicting (the fault loop runs from :meth:`connect` on)."""
+        # a DAMON context a killed pager left goes first, whatever this pager's --access (:mod:`.access`)
+        self.damon_reclaimed = reclaim_stale(state_dir())
         self.state = "running"
         self.write_state()
         for fn, name in ((self._evict_loop, "mtfm-evict"), (self._state_loop, "mtfm-state")):
