@@ -8,7 +8,8 @@
 # C compiler as they are), /tmp and /run are tmpfs in the VM; nothing of the host changes
 # but WORK (this script's scratch directory).  KVM here fails in the kernel decompressor
 # (nested: "KVM internal error ... emulation failure"), so the VM runs under TCG: every
-# figure from it is for behaviour (which pages stay), never for speed.
+# figure from it is for behaviour (which pages stay), never for speed.  AVX is hidden from the
+# guest: QEMU 7.2's TCG AVX2 (new in 7.2) crashed numpy in the pager (a masked load, SIGSEGV).
 #
 #   benchmarks/farmem/damon_vm/boot.sh [WORK]       (needs qemu-system-x86, ~110 MB download)
 set -euo pipefail
@@ -26,7 +27,7 @@ cp "$HERE/init" ird/init; chmod +x ird/init
 (cd ird && find . | ../bb/bin/busybox cpio -o -H newc 2>/dev/null | gzip -1 > ../initrd.gz)
 cp "$HERE/run.sh" "$HERE/check.py" out/
 echo 'cd /tmp && timeout 1300 /work/main/.venv/bin/python /tmp/vmwork/check.py 2>&1' > out/cmd.sh
-timeout 1500 nice qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 3G -smp 2 \
+timeout 1500 nice qemu-system-x86_64 -accel tcg,thread=multi -cpu max,-avx,-avx2,-avx512f -m 3G -smp 2 \
     -kernel k/boot/vmlinuz-$KVER -initrd initrd.gz -append "console=ttyS0 rdinit=/init panic=-1" \
     -nographic -no-reboot \
     -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
