@@ -298,6 +298,7 @@ class Pager:
         self._told_ranges: list[tuple[int, int]] = []
         self.access_kind = access
         self.access = None                          # opened once the heap ranges are known
+        self.damon_reclaimed = False                # this start stopped a dead pager's DAMON context
 
     # ---- set-up ------------------------------------------------------
     def key(self, page: int) -> str:
@@ -690,7 +691,8 @@ class Pager:
             "blocked": r["blocked"] or self.blocked or None,
             "evicted_by_reason": {"leaked": self.stats["evicted_leaked"], "cold": self.stats["evicted_cold"]},
             "graph": guide,
-            "access": self.access.describe() if self.access else {"source": "starting", "asked": self.access_kind},
+            "access": {**(self.access.describe() if self.access else {"source": "starting", "asked": self.access_kind}),
+                       "stopped_dead_pager_context": self.damon_reclaimed},
             "ranges": [{"start": lo, "end": hi, "label": lab} for lo, hi, lab in regs],
             "warnings": self.warnings[-20:], "updated": time.time(), "started": self.started,
         }
