@@ -7,14 +7,20 @@
 //     result is used as (from the debug type of the variable or return value
 //     it flows into; 0 when unknown), file, line, column, function, kind;
 //   * the call asks for 8 more bytes, rounded: `malloc(n)` becomes
-//     `malloc(m)` with m = align8(n) + 8, and when the result is not null the
-//     last word of the request (offset m - 8, past the n bytes the program
-//     asked for) gets the *site word*
+//     `malloc(M)`, M = max(24, m | 8) with m = align8(n) + 8 (the end of the
+//     chunk glibc serves m with: no byte more), and when the result is not
+//     null the word at offset m - 8 (past the n bytes the program asked for)
+//     gets the *site word* (and the word at M - 8, when above it, a zero)
 //         (p * 0xFFFFFFFF9E3779B1) ^ &record        (mod 2^64)
 //     p the pointer malloc returned, &record the run-time address of the
 //     site's record. No runtime library: the code is inlined at the call; a
 //     constant size folds to five instructions (test, branch, imul with a
 //     32-bit immediate, xor with the record's address, store).
+// A site whose result is used only as pointer-free memory (bytes, sds's
+// header struct) is flagged BYTES; the block header carries the module's
+// untyped pointer writes (PointerStores.cpp), which decide whether the tracer
+// may skip such objects' words. MAPPEDTRACE_ALLOC_SITES=compact leaves out
+// the word where the chunk would grow (FORMAT.md §4 "Compact sites").
 // The pointer returned is malloc's own, so memory freed or reallocated by code
 // without the maps is freed correctly. Sizes that would overflow, realloc to
 // 0 bytes and calloc overflow keep their original arguments (and get no word).
@@ -49,6 +55,11 @@ enum : uint8_t {
   FReturned = 1,    // the function returns the site's result: an allocation wrapper
   FWrapperCall = 2, // the site calls a wrapper named by --alloc-fn
   FArray = 4,       // the request is a multiple of the type's size: an array of it
+  FBytes = 8,       // the result is used only as pointer-free memory (bytes): `char *`, sds
+};
+// Block header flags (FORMAT.md §4).
+enum : uint32_t {
+  BWritesCounted = 1, // untyped_pointer_writes holds the module's count
 };
 
 // An odd multiplier that fits an imul's sign-extended 32-bit immediate (a
@@ -86,6 +97,14 @@ struct Site {
   uint16_t Col = 0;
   bool Handoff = false; // a padded site that leaves its block in the handoff pair
 };
+
+// MAPPEDTRACE_ALLOC_SITES=compact: a request is padded only where glibc serves
+// the padded request with the chunk it would give the original one (the
+// word fits malloc's slack); sizes 16k+1 .. 16k+8 above 16 get no word.
+bool compactSites() {
+  const char *E = std::getenv("MAPPEDTRACE_ALLOC_SITES");
+  return E && StringRef(E) == "compact";
+}
 
 // Allocation wrappers named by the user (MAPPEDTRACE_ALLOC_FNS="name:kind,…",
 // `mappedtrace cc --alloc-fn NAME[:KIND]`): called like malloc/calloc/realloc
@@ -281,6 +300,88 @@ const DIType *pointerMemberAt(const DIType *T, uint64_t Off, unsigned Depth = 0)
   return nullptr;
 }
 
+// Is debug type \p T pointer-free (a byte, a scalar, a struct or array of
+// them: sds's `struct sdshdr8`)? Unknown or opaque types are not.
+bool pointerFreeDI(const DIType *T, unsigned Depth = 0) {
+  T = stripDI(T);
+  if (!T || Depth > 8)
+    return false;
+  if (isa<DIBasicType>(T))
+    return true;
+  if (auto *D = dyn_cast<DIDerivedType>(T))
+    return D->getTag() == dwarf::DW_TAG_member && pointerFreeDI(D->getBaseType(), Depth + 1);
+  auto *C = dyn_cast<DICompositeType>(T);
+  if (!C || C->isForwardDecl())
+    return false;
+  if (C->getTag() == dwarf::DW_TAG_enumeration_type)
+    return true;
+  if (C->getTag() == dwarf::DW_TAG_array_type)
+    return pointerFreeDI(C->getBaseType(), Depth + 1);
+  if (C->getTag() != dwarf::DW_TAG_structure_type)
+    return false; // a union: kept out (its alternatives are views the program may pun)
+  for (const DINode *N : C->getElements()) {
+    auto *M = dyn_cast_or_null<DIDerivedType>(N);
+    if (!M || M->isStaticMember())
+      continue;
+    if (M->getTag() != dwarf::DW_TAG_member || !pointerFreeDI(M->getBaseType(), Depth + 1))
+      return false;
+  }
+  return true;
+}
+
+// Is the result of \p CI used, in its function, only as pointer-free memory
+// (FBytes)? Every value derived from it (through GEPs at any offset, phis,
+// selects) that has a debug type (a variable it is the value of, a stack
+// variable it is stored into, the function's return type) points to bytes
+// or to a pointer-free struct, and at least one does so (`void *` views
+// say nothing). Stored into memory (a struct field, a global), passed to or
+// returned from another function: only its debug type there counts; the
+// program-wide condition the tracer checks before it skips such an object's
+// words is that no module writes pointers into untyped memory
+// (findPointerStores).
+bool bytesResult(CallInst *CI, const DenseMap<Value *, const DIType *> &ValueDI,
+                 const DenseMap<AllocaInst *, const DILocalVariable *> &AllocaVar) {
+  SmallVector<Value *, 16> Work{CI};
+  SmallPtrSet<Value *, 16> Seen;
+  bool Bytes = false;
+  auto View = [&](const DIType *PT) {
+    // the pointee of a pointer view; false: not pointer-free
+    auto *D = dyn_cast_or_null<DIDerivedType>(stripDI(PT));
+    if (!D || D->getTag() != dwarf::DW_TAG_pointer_type)
+      return false;
+    const DIType *B = stripDI(D->getBaseType());
+    if (!B)
+      return true; // void *: says nothing
+    if (!pointerFreeDI(B))
+      return false;
+    Bytes = true;
+    return true;
+  };
+  while (!Work.empty()) {
+    Value *V = Work.pop_back_val();
+    if (!Seen.insert(V).second)
+      continue;
+    if (Seen.size() > 64)
+      return false; // too many views to tell
+    if (auto It = ValueDI.find(V); It != ValueDI.end() && !View(It->second))
+      return false;
+    for (User *U : V->users()) {
+      if (isa<GetElementPtrInst>(U) || isa<PHINode>(U) || isa<SelectInst>(U)) {
+        Work.push_back(U);
+      } else if (auto *SI = dyn_cast<StoreInst>(U); SI && SI->getValueOperand() == V) {
+        if (auto *AI = dyn_cast<AllocaInst>(SI->getPointerOperand()))
+          if (auto It = AllocaVar.find(AI); It != AllocaVar.end() && !View(It->second->getType()))
+            return false;
+      } else if (isa<ReturnInst>(U)) {
+        if (DISubprogram *SP = CI->getFunction()->getSubprogram())
+          if (auto *ST = SP->getType(); ST && ST->getTypeArray().size() > 0 && !View(ST->getTypeArray()[0]))
+            return false;
+      }
+    }
+  }
+  return Bytes;
+}
+
 // What the result of a call to a named wrapper is used as: every debug
 // type it takes (variables it is the value of, stack variables and struct
 // fields it is stored into, the function's return type when returned), and
@@ -360,7 +461,8 @@ uint64_t wrapperResultType(CallInst *CI, TypeTable &TT, const DenseMap<Value *, 
 
 class SiteWriter {
 public:
-  SiteWriter(Module &M, TypeTable &TT) : M(M), Ctx(M.getContext()), TT(TT) {}
+  SiteWriter(Module &M, TypeTable &TT, unsigned Untyped)
+      : M(M), Ctx(M.getContext()), TT(TT), Untyped(Untyped) {}
   void run();
 
 private:
@@ -373,6 +475,7 @@ private:
   Module &M;
   LLVMContext &Ctx;
   TypeTable &TT;
+  unsigned Untyped; // the module's untyped pointer writes (findPointerStores)
   std::vector<Site> Sites;
 };
 
@@ -443,6 +546,9 @@ void SiteWriter::collect(Function &F) {
         if (Arr)
           S.Flags |= FArray;
       }
+      // a byte buffer: no type, but used as pointer-free memory only (sds, listpacks)
+      if (!S.Type && K != KAlignedAlloc && bytesResult(CI, ValueDI, AllocaVar))
+        S.Flags |= FBytes;
       if (const DebugLoc &DL = CI->getDebugLoc()) {
         S.Line = DL.getLine();
         S.Col = (uint16_t)std::min<unsigned>(DL.getCol(), 0xFFFF);
@@ -475,7 +581,7 @@ GlobalVariable *SiteWriter::emitTable() {
     }
     return It->second;
   };
-  const uint32_t HeaderSize = 32, RecordSize = 24;
+  const uint32_t HeaderSize = 40, RecordSize = 24;
   uint32_t N = Sites.size();
   std::vector<uint32_t> FileStr, FuncStr;
   for (Site &S : Sites) {
@@ -493,6 +599,8 @@ GlobalVariable *SiteWriter::emitTable() {
   Le(StrOff, 4);     // strtab_off
   Le(Str.size(), 4); // strtab_size
   Le(StrOf(M.getSourceFileName()) , 4); // module name
+  Le(BWritesCounted, 4);                 // flags
+  Le(Untyped, 4);                        // untyped_pointer_writes
   // (the module name may add to Str after StrOff/size were taken: re-patch below)
   for (unsigned I = 0; I < N; ++I) {
     const Site &S = Sites[I];
@@ -578,18 +686,49 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
   const uint64_t MaxReq = ~0ULL - 64;
   Value *Req = nullptr, *Skip = nullptr;
   auto Padded = [&](Value *N) { return B.CreateAdd(B.CreateAnd(B.CreateAdd(N, C(7)), C(~7ULL)), C(8)); };
+  // The request asks for the whole chunk glibc serves the padded request
+  // with: a request m (a multiple of 8) is served by the same chunk as
+  // max(24, m | 8), which ends at the chunk's last usable word. The word
+  // stays at m - 8 (where the request it ends says what the object's size
+  // is: arrays, wrapper chains) and the chunk's last word, when above it,
+  // gets a zero: no word of an earlier allocation of the chunk can then lie
+  // above this one (the tracer reads the highest word first).
+  auto FillOf = [&](Value *M) { return B.CreateSelect(B.CreateICmpULT(M, C(24)), C(24), B.CreateOr(M, C(8))); };
+  Value *WordAt = nullptr; // where the word goes, when not at the request's end
+  // compact: no word where malloc's slack is under 8 bytes (glibc: a request
+  // of 16k+1 .. 16k+8 bytes above 16 fills its chunk to the last 0..7 bytes),
+  // so that no chunk grows; a constant request folds to nothing. A malloc or
+  // calloc of such a size asks for the whole chunk and gets a zero in its last
+  // word instead (uninitialised bytes the program has not seen yet), so that
+  // no earlier allocation's word stays there; a realloc is left as it is.
+  const bool Compact = compactSites();
+  Value *Tt = nullptr;
+  auto Tight = [&](Value *N) {
+    return B.CreateAnd(B.CreateICmpUGT(N, C(16)), B.CreateICmpULT(B.CreateAnd(B.CreateSub(N, C(1)), C(15)), C(8)));
+  };
+  auto Align8 = [&](Value *N) { return B.CreateAnd(B.CreateAdd(N, C(7)), C(~7ULL)); };
   switch (S.Kind) {
   case KMalloc: {
     Value *N = CI->getArgOperand(0);
     Skip = B.CreateICmpUGT(N, C(MaxReq));
-    Req = B.CreateSelect(Skip, N, Padded(N));
+    Value *Pad = FillOf(Padded(N));
+    WordAt = Padded(N);
+    if (Compact) {
+      Tt = Tight(N);
+      Pad = B.CreateSelect(Tt, FillOf(Align8(N)), Pad);
+      WordAt = B.CreateSelect(Tt, Pad, WordAt);
+    }
+    Req = B.CreateSelect(Skip, N, Pad);
     CI->setArgOperand(0, Req);
     break;
   }
   case KRealloc: {
     Value *N = CI->getArgOperand(1);
     Skip = B.CreateOr(B.CreateICmpUGT(N, C(MaxReq)), B.CreateICmpEQ(N, C(0)));
-    Req = B.CreateSelect(Skip, N, Padded(N));
+    if (Compact)
+      Skip = B.CreateOr(Skip, Tight(N));
+    Req = B.CreateSelect(Skip, N, FillOf(Padded(N)));
+    WordAt = Padded(N);
     CI->setArgOperand(1, Req);
     break;
   }
@@ -599,7 +738,14 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
     Value *R = B.CreateCall(Mul, {K, Sz});
     Value *Total = B.CreateExtractValue(R, 0);
     Skip = B.CreateOr(B.CreateExtractValue(R, 1), B.CreateICmpUGT(Total, C(MaxReq)));
-    Req = B.CreateSelect(Skip, K, Padded(Total));
+    Value *Pad = FillOf(Padded(Total));
+    WordAt = Padded(Total);
+    if (Compact) {
+      Tt = Tight(Total);
+      Pad = B.CreateSelect(Tt, FillOf(Align8(Total)), Pad);
+      WordAt = B.CreateSelect(Tt, Pad, WordAt);
+    }
+    Req = B.CreateSelect(Skip, K, Pad);
     CI->setArgOperand(0, Req);
     CI->setArgOperand(1, B.CreateSelect(Skip, Sz, C(1)));
     break;
@@ -625,16 +771,28 @@ void SiteWriter::rewrite(Site &S, Constant *Rec) {
   Instruction *After = CI->getNextNode();
   B.SetInsertPoint(After);
   Value *Ok = B.CreateAnd(B.CreateIsNotNull(CI), B.CreateNot(Skip));
+  // compact: a block that gets no word must not leave an earlier block's
+  // pair behind (a wrapper's caller would write into this block's bytes if it
+  // came back at that address): the pair is cleared, then set if there is a word
+  if (S.Handoff && Compact)
+    B.CreateAlignedStore(C(0), B.CreateThreadLocalAddress(handoffVar()), Align(8));
   Instruction *Then = SplitBlockAndInsertIfThen(Ok, After, /*Unreachable=*/false);
   B.SetInsertPoint(Then);
   Value *P = B.CreatePtrToInt(CI, I64);
   Value *Word = B.CreateXor(B.CreateMul(P, C(SiteMix)), ConstantExpr::getPtrToInt(Rec, I64));
-  Value *WOff = B.CreateSub(Req, C(8));
+  if (Tt)
+    Word = B.CreateSelect(Tt, C(0), Word);
+  if (WordAt) // the chunk's last word first (the word may be that one)
+    B.CreateAlignedStore(C(0), B.CreateGEP(Type::getInt8Ty(Ctx), CI, B.CreateSub(Req, C(8))), Align(8));
+  Value *WOff = B.CreateSub(WordAt ? WordAt : Req, C(8));
   Value *At = B.CreateGEP(Type::getInt8Ty(Ctx), CI, WOff, "mt.siteword");
   B.CreateAlignedStore(Word, At, Align(8));
   if (S.Handoff) {
     Value *Pair = B.CreateThreadLocalAddress(handoffVar());
-    B.CreateAlignedStore(B.CreateXor(P, C(HandoffMask)), Pair, Align(8));
+    Value *Key = B.CreateXor(P, C(HandoffMask));
+    if (Tt)
+      Key = B.CreateSelect(Tt, C(0), Key); // no word: no handoff
+    B.CreateAlignedStore(Key, Pair, Align(8));
     B.CreateAlignedStore(WOff, B.CreateConstGEP1_64(I64, Pair, 1), Align(8));
   }
 }
@@ -643,13 +801,13 @@ void SiteWriter::run() {
   for (Function &F : M)
     if (isCandidate(F))
       collect(F);
-  if (Sites.empty())
-    return;
+  // a block even without sites: it carries the module's untyped pointer
+  // writes, which the tracer needs from every module
   GlobalVariable *GV = emitTable();
   Type *I8 = Type::getInt8Ty(Ctx);
   for (unsigned I = 0; I < Sites.size(); ++I) {
     Constant *Rec = ConstantExpr::getInBoundsGetElementPtr(
-        I8, GV, ConstantInt::get(Type::getInt64Ty(Ctx), 32 + 24 * (uint64_t)I));
+        I8, GV, ConstantInt::get(Type::getInt64Ty(Ctx), 40 + 24 * (uint64_t)I));
     rewrite(Sites[I], Rec);
   }
 }
@@ -658,11 +816,11 @@ void SiteWriter::run() {
 
 bool allocSitesEnabled() {
   const char *E = std::getenv("MAPPEDTRACE_ALLOC_SITES");
-  return E && E[0] == '1';
+  return E && (E[0] == '1' || compactSites());
 }
 
-void recordAllocSites(Module &M, TypeTable &TT, FunctionAnalysisManager &FAM) {
-  SiteWriter W(M, TT);
+void recordAllocSites(Module &M, TypeTable &TT, FunctionAnalysisManager &FAM, unsigned UntypedWrites) {
+  SiteWriter W(M, TT, UntypedWrites);
   W.run();
   // the rewritten functions have new blocks: no cached analysis of them holds
   for (Function &F : M)

@@ -440,9 +440,9 @@ void Emitter::insertLoopPoint(const MapSite &S) {
 
 void Emitter::run() {
   // Before any type id is made: the layouts get the STORED words first.
-  findPointerStores(M, TT, StoredGlobals);
+  unsigned Untyped = findPointerStores(M, TT, StoredGlobals);
   if (allocSitesEnabled())
-    recordAllocSites(M, TT, FAM);
+    recordAllocSites(M, TT, FAM, Untyped);
   for (Function &F : M) {
     if (!isCandidate(F))
       continue;
@@ -513,6 +513,33 @@ void Emitter::run() {
   if (const char *V = std::getenv("MAPPEDTRACE_VERIFY"); V && V[0] == '1')
     if (verifyModule(M, &errs()))
       report_fatal_error("mappedtrace: the instrumented module is broken");
+}
+
+// A type's size, name, kind, flags, counts, element, flexible-array offset and
+// pointer slots in LEB128: the layout `.mtmap` version 3 chunks and `.mttypes`
+// records share (FORMAT.md §2). They differ only in how a name and a type id
+// are written (WriteName, Ref); the fields that follow are the caller's.
+template <typename NameFn, typename RefFn>
+static void lebTypeHead(Blob &B, const TypeRec &R, NameFn WriteName, RefFn Ref) {
+  B.uleb(R.Size);
+  WriteName(R.Name);
+  B.u8(R.Kind);
+  B.uleb(R.Flags);
+  B.uleb(R.Slots.size());
+  B.uleb(R.Fields.size());
+  B.uleb(Ref(R.Elem));
+  B.uleb(R.FlexOffset);
+  uint64_t Prev = 0;
+  for (const SlotRec &S : R.Slots) {
+    // slots are sorted by offset: the (signed) distance from the previous one
+    B.sleb((int64_t)(S.Offset - Prev));
+    Prev = S.Offset;
+    B.uleb(Ref(S.Target));
+    B.uleb(S.Count);
+    if (S.Count > 1)
+      B.uleb(S.Stride);
+    B.uleb(S.Flags);
+  }
 }
 
 void Emitter::emitMap() {
@@ -627,25 +654,7 @@ void Emitter::emitMap() {
     const TypeRec &R = *TR;
     if (!V2) {
       B.u64(R.Id);
-      B.uleb(R.Size);
-      B.uleb(Str.get(R.Name));
-      B.u8(R.Kind);
-      B.uleb(R.Flags);
-      B.uleb(R.Slots.size());
-      B.uleb(R.Fields.size());
-      B.uleb(ref(R.Elem));
-      B.uleb(R.FlexOffset);
-      uint64_t Prev = 0;
-      for (const SlotRec &S : R.Slots) {
-        // slots are sorted by offset: the (signed) distance from the previous one
-        B.sleb((int64_t)(S.Offset - Prev));
-        Prev = S.Offset;
-        B.uleb(ref(S.Target));
-        B.uleb(S.Count);
-        if (S.Count > 1)
-          B.uleb(S.Stride);
-        B.uleb(S.Flags);
-      }
+      lebTypeHead(B, R, [&](const auto &Name) { B.uleb(Str.get(Name)); }, ref);
       for (const FieldRec &F : R.Fields) {
         B.uleb(F.Offset);
         B.uleb(ref(F.Type));
@@ -784,25 +793,8 @@ void Emitter::emitTypeRecord(const TypeRec &R) {
     return It->second;
   };
   Blob Body;
-  Body.uleb(R.Size);
-  Body.str(R.Name);
-  Body.u8(R.Kind);
-  Body.uleb(R.Flags);
-  Body.uleb(R.Slots.size());
-  Body.uleb(R.Fields.size());
-  Body.uleb(ref(R.Elem));
-  Body.uleb(R.FlexOffset);
+  lebTypeHead(Body, R, [&](const auto &Name) { Body.str(Name); }, ref);
   uint64_t Prev = 0;
-  for (const SlotRec &S : R.Slots) {
-    Body.sleb((int64_t)(S.Offset - Prev));
-    Prev = S.Offset;
-    Body.uleb(ref(S.Target));
-    Body.uleb(S.Count);
-    if (S.Count > 1)
-      Body.uleb(S.Stride);
-    Body.uleb(S.Flags);
-  }
-  Prev = 0;
   for (const FieldRec &F : R.Fields) {
     // members come in declaration order: the (signed) distance from the previous one
     Body.sleb((int64_t)(F.Offset - Prev));

@@ -209,14 +209,17 @@ void emitStackTable(llvm::StackMaps &SM, llvm::AsmPrinter &AP, llvm::ArrayRef<St
 /// MAPPEDTRACE_LLVM_STACKMAPS=1: write LLVM's `.llvm_stackmaps` as well.
 bool keepLLVMStackMaps();
 
-void findPointerStores(llvm::Module &M, TypeTable &TT,
-                       std::map<llvm::GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals);
+/// Returns the module's untyped pointer writes (PointerStores.cpp banner).
+unsigned findPointerStores(llvm::Module &M, TypeTable &TT,
+                           std::map<llvm::GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals);
 /// Is allocation-site recording asked for (MAPPEDTRACE_ALLOC_SITES=1)?
 bool allocSitesEnabled();
 /// Rewrite the module's malloc/calloc/realloc/aligned_alloc calls into
 /// allocation sites and write their records to `.mtsites` (AllocSites.cpp,
 /// FORMAT.md §4). Call before the analysis of any function.
-void recordAllocSites(llvm::Module &M, TypeTable &TT, llvm::FunctionAnalysisManager &FAM);
+/// \p UntypedWrites: what findPointerStores returned (written to the block header).
+void recordAllocSites(llvm::Module &M, TypeTable &TT, llvm::FunctionAnalysisManager &FAM,
+                      unsigned UntypedWrites);
 /// Debug types of pointer SSA values and the variables of allocas (Analysis.cpp).
 void collectValueTypes(llvm::Function &F, llvm::DenseMap<llvm::Value *, const llvm::DIType *> &ValueDI,
                        llvm::DenseMap<llvm::AllocaInst *, const llvm::DILocalVariable *> *AllocaVar);

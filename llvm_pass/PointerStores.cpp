@@ -24,6 +24,17 @@
 // Bytes past a struct's declared size (flexible arrays, trailing data) need no
 // mark: the tracer scans an object's tail conservatively anyway.
 //
+// The scan also counts the module's *untyped pointer writes* (the return
+// value): pointer-carrying writes whose destination is not known to be a
+// struct, union, array of them, pointer-typed memory (a `T **`), or a stack
+// slot or global whose IR type holds pointers -- a destination of unknown type, or one typed as bytes or
+// scalars (`char *`, `unsigned char *`, `uintptr_t *`). Only where every
+// module of a program has none does the tracer skip the words of byte buffers
+// proved by their allocation site (AllocSites.cpp BYTES, FORMAT.md §4).
+// Known imprecision: a pointer copied by a function that receives its source
+// as `void *` (`memcpy(dst, src, n)` inside `sdscatlen(s, &p, 8)`) is not
+// seen: memory of unknown type is taken as pointer-free (as below).
+//
 // Run: as part of the `mappedtrace` pass (Emitter::run, before any type id).
 //===----------------------------------------------------------------------===//
 #include "MappedTrace.h"
@@ -80,6 +91,9 @@ public:
   Finder(Module &M, TypeTable &TT,
          std::map<GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals)
       : M(M), TT(TT), DL(M.getDataLayout()), Globals(Globals) {}
+
+  /// Pointer-carrying writes to memory of unknown or byte/scalar type (see the banner).
+  unsigned Untyped = 0;
 
   void run() {
     taint();
@@ -185,14 +199,21 @@ private:
     CurI = &I;
     if (auto *S = dyn_cast<StoreInst>(&I)) {
       Value *V = S->getValueOperand();
-      if (carriesPointer(V) && storeSize(V) >= 8 && !pointerLvalue(S))
-        mark(S->getPointerOperand(), storeSize(V));
+      if (carriesPointer(V) && storeSize(V) >= 8) {
+        countUntyped(S->getPointerOperand());
+        if (!pointerLvalue(S))
+          mark(S->getPointerOperand(), storeSize(V));
+      }
     } else if (auto *RMW = dyn_cast<AtomicRMWInst>(&I)) {
-      if (carriesPointer(RMW->getValOperand()))
+      if (carriesPointer(RMW->getValOperand())) {
+        countUntyped(RMW->getPointerOperand());
         mark(RMW->getPointerOperand(), storeSize(RMW->getValOperand()));
+      }
     } else if (auto *X = dyn_cast<AtomicCmpXchgInst>(&I)) {
-      if (carriesPointer(X->getNewValOperand()))
+      if (carriesPointer(X->getNewValOperand())) {
+        countUntyped(X->getPointerOperand());
         mark(X->getPointerOperand(), storeSize(X->getNewValOperand()));
+      }
     } else if (auto *MT = dyn_cast<MemTransferInst>(&I)) {
       // a struct assignment (the front end describes the copied type with
       // !tbaa.struct) copies a layout onto itself: nothing to mark
@@ -208,6 +229,7 @@ private:
       case Holds::None:
         break;
       case Holds::At: {
+        countUntyped(MT->getDest());
         Loc L;
         if (resolve(MT->getDest(), L, 0))
           for (uint64_t R : Rel)
@@ -215,6 +237,7 @@ private:
         break;
       }
       case Holds::Somewhere:
+        countUntyped(MT->getDest());
         mark(MT->getDest(), N);
         break;
       }
@@ -245,11 +268,39 @@ private:
     // a copy of unknown length: the pointers of the source's declared part
     // (past it, the destination's tail is scanned by the tracer anyway)
     SmallVector<uint64_t, 8> All;
-    diPointerOffsets(L.T, 0, L.Off, N == UINT64_MAX ? std::max(sizeOf(L.T), L.Off) : endOf(L.Off, N), All, 0);
+    uint64_t Hi = N == UINT64_MAX ? std::max(sizeOf(L.T), L.Off) : endOf(L.Off, N);
+    // a copy of unknown length out of an array of scalars stays in it (C:
+    // pointer arithmetic from a member array does not leave it):
+    // raxIterator's key_static_string
+    if (uint64_t E = N == UINT64_MAX ? scalarArrayEnd(L.T, L.Off, 0) : 0; E && E < Hi)
+      Hi = E;
+    diPointerOffsets(L.T, 0, L.Off, Hi, All, 0);
     for (uint64_t O : All)
       if (Rel.size() < MaxWords)
         Rel.push_back(O - L.Off);
     return Rel.empty() ? Holds::None : Holds::At;
+  }
+
+  /// The end of the member array of scalars of T that holds byte Off (nested
+  /// structs followed), 0 if Off is in no such array.
+  uint64_t scalarArrayEnd(const DIType *T, uint64_t Off, unsigned Depth) const {
+    auto *C = dyn_cast_or_null<DICompositeType>(stripDI(T));
+    if (!C || Depth > MaxDIDepth || C->getTag() != dwarf::DW_TAG_structure_type)
+      return 0;
+    for (const DINode *N : C->getElements()) {
+      auto *Mem = dyn_cast_or_null<DIDerivedType>(N);
+      if (!Mem || Mem->getTag() != dwarf::DW_TAG_member || Mem->isStaticMember() || Mem->isBitField())
+        continue;
+      uint64_t O = Mem->getOffsetInBits() / 8, S = sizeOf(Mem->getBaseType());
+      if (Off < O || Off >= O + S)
+        continue;
+      auto *MC = dyn_cast_or_null<DICompositeType>(stripDI(Mem->getBaseType()));
+      if (MC && MC->getTag() == dwarf::DW_TAG_array_type)
+        return diHasPointer(MC, 0, UINT64_MAX, Depth + 1) ? 0 : O + S;
+      uint64_t E = scalarArrayEnd(Mem->getBaseType(), Off - O, Depth + 1);
+      return E ? O + E : 0;
+    }
+    return 0;
   }
 
   /// Offsets of the pointers in a value of IR type T laid at Base.
@@ -466,6 +517,162 @@ private:
     return nullptr;
   }
 
+  /// Count a pointer-carrying write to \p Addr unless its destination is
+  /// typed memory: a struct, union or array of them, a pointer (`T **`), a
+  /// stack slot or global whose IR type holds a pointer.
+  void countUntyped(Value *Addr) {
+    // a stack slot or global whose type holds pointers: a later copy out of
+    // it is a copy from pointer-holding memory (counted where it lands); a
+    // byte buffer on the stack (`char buf[16]`) is counted here
+    Value *U = getUnderlyingObject(Addr, 32);
+    if (auto *AI = dyn_cast<AllocaInst>(U); AI && typeHasPointer(AI->getAllocatedType()))
+      return;
+    if (auto *GV = dyn_cast<GlobalVariable>(U); GV && typeHasPointer(GV->getValueType()))
+      return;
+    SmallPtrSet<Value *, 16> Seen;
+    Tri T = rootTyped(Addr, 0, Seen);
+    if (T == Tri::Yes)
+      return;
+    if (T == Tri::Unknown) {
+      // the root has no debug type: the address's own (a `raxNode **childfield`
+      // computed from an untyped phi), or the lvalue's (TBAA)
+      if (const DIType *PT = ValueDI.lookup(Addr); PT && typedMemory(pointee(PT)))
+        return;
+      if (CurI && tbaaTyped(CurI))
+        return;
+    }
+    ++Untyped;
+    if (Debug && CurI) {
+      errs() << "mappedtrace: untyped pointer write by " << CurI->getFunction()->getName() << " (into "
+             << (T == Tri::No ? "bytes" : "unknown") << "): ";
+      CurI->print(errs());
+      errs() << "\n";
+    }
+  }
+
+  enum class Tri { No, Yes, Unknown };
+
+  /// Is the memory at \p A typed, by the debug type of the pointer it is
+  /// computed from (GEPs at any offset stripped: a byte buffer cast to a
+  /// struct pointer in this function stays a byte buffer)? Phis and selects:
+  /// every incoming value; a call: the callee's declared return type; a
+  /// pointer loaded from a field: the field's pointee type.
+  Tri rootTyped(Value *A, unsigned Depth, SmallPtrSetImpl<Value *> &Seen) {
+    Value *B = A->stripPointerCasts();
+    for (unsigned I = 0; I < MaxGEPChain; ++I) {
+      auto *G = dyn_cast<GEPOperator>(B);
+      if (!G)
+        break;
+      B = G->getPointerOperand()->stripPointerCasts();
+    }
+    if (Depth > MaxResolveDepth || !Seen.insert(B).second)
+      return Depth > MaxResolveDepth ? Tri::Unknown : Tri::Yes; // a cycle: decided by the other inputs
+    // (a `void *` says nothing of the memory: decided by the lvalue)
+    auto By = [](const DIType *T) { return !T ? Tri::Unknown : typedMemory(T) ? Tri::Yes : Tri::No; };
+    // every variable the root is the value of (`void *ctx` and `CallReply
+    // *rep = ctx`): a byte or scalar view decides No, else a typed one Yes
+    {
+      SmallVector<DbgVariableRecord *, 4> DVRs;
+      findDbgValues(B, DVRs);
+      Tri R = Tri::Unknown;
+      for (DbgVariableRecord *D : DVRs) {
+        if (!D->getVariable() || D->getExpression()->getNumElements() != 0)
+          continue;
+        Tri T = By(pointee(D->getVariable()->getType()));
+        if (T == Tri::No && pointee(D->getVariable()->getType()))
+          return Tri::No;
+        if (T == Tri::Yes)
+          R = Tri::Yes;
+      }
+      if (R == Tri::Yes)
+        return R;
+    }
+    if (const DIType *PT = ValueDI.lookup(B))
+      return By(pointee(PT));
+    if (auto *AI = dyn_cast<AllocaInst>(B)) {
+      if (const DILocalVariable *V = AllocaVar.lookup(AI))
+        return By(V->getType());
+      return typeHasPointer(AI->getAllocatedType()) ? Tri::Yes : Tri::No;
+    }
+    if (auto *GV = dyn_cast<GlobalVariable>(B))
+      return typeHasPointer(GV->getValueType()) ? Tri::Yes : Tri::No;
+    if (auto *LI = dyn_cast<LoadInst>(B)) {
+      Loc From;
+      if (resolve(LI->getPointerOperand(), From, 0) && From.T && !From.Var)
+        if (auto *F = dyn_cast_or_null<DIDerivedType>(stripDI(fieldAt(From.T, From.Off)));
+            F && isPtrTag(F->getTag()))
+          return By(pointee(F));
+      return Tri::Unknown;
+    }
+    if (auto *CB = dyn_cast<CallBase>(B)) {
+      // a fresh allocation stored into a field: the field's pointee type
+      // (`ts->stack = zmalloc(n)`, a `void **`)
+      for (User *U : CB->users())
+        if (auto *SI = dyn_cast<StoreInst>(U); SI && SI->getValueOperand() == CB) {
+          Loc To;
+          if (resolve(SI->getPointerOperand(), To, 0) && To.T && !To.Var)
+            if (auto *F = dyn_cast_or_null<DIDerivedType>(stripDI(fieldAt(To.T, To.Off)));
+                F && isPtrTag(F->getTag()) && pointee(F))
+              return By(pointee(F));
+        }
+      if (Function *F = CB->getCalledFunction())
+        if (DISubprogram *SP = F->getSubprogram())
+          if (auto *ST = SP->getType(); ST && ST->getTypeArray().size() > 0 && ST->getTypeArray()[0])
+            return By(pointee(ST->getTypeArray()[0])); // (a `void *` allocator says nothing)
+      return Tri::Unknown;
+    }
+    SmallVector<Value *, 4> In;
+    if (auto *P = dyn_cast<PHINode>(B))
+      In.append(P->incoming_values().begin(), P->incoming_values().end());
+    else if (auto *S = dyn_cast<SelectInst>(B))
+      In = {S->getTrueValue(), S->getFalseValue()};
+    else
+      return Tri::Unknown;
+    Tri R = Tri::Yes;
+    for (Value *V : In) {
+      if (isa<ConstantPointerNull>(V) || isa<UndefValue>(V))
+        continue;
+      Tri T = rootTyped(V, Depth + 1, Seen);
+      if (T == Tri::No)
+        return Tri::No;
+      if (T == Tri::Unknown)
+        R = Tri::Unknown;
+    }
+    return R;
+  }
+
+  /// Does the access tag of \p I (struct-path TBAA, emitted under strict
+  /// aliasing) say the front end writes a member of a struct or a pointer
+  /// object? An address whose debug type is lost at -O2 (an inlined
+  /// constructor's result) is then typed memory by its lvalue, as a resolved
+  /// one is by its declared type. Known imprecision: an lvalue cast from a
+  /// byte buffer in another function is believed, as a declared type is.
+  static bool tbaaTyped(const Instruction *I) {
+    const MDNode *Tag = I->getMetadata(LLVMContext::MD_tbaa);
+    if (!Tag || Tag->getNumOperands() < 3)
+      return false;
+    auto *Base = dyn_cast_or_null<MDNode>(Tag->getOperand(0));
+    auto *Access = dyn_cast_or_null<MDNode>(Tag->getOperand(1));
+    if (!Base || !Access)
+      return false;
+    if (Base != Access)
+      return true; // a member: the base is the enclosing struct's type node
+    return pointerLvalue(I);
+  }
+
+  /// Memory of debug type T holds a declared layout (not bytes, not a scalar).
+  static bool typedMemory(const DIType *T) {
+    T = stripDI(T);
+    if (auto *D = dyn_cast_or_null<DIDerivedType>(T))
+      return isPtrTag(D->getTag());
+    auto *C = dyn_cast_or_null<DICompositeType>(T);
+    if (!C || C->getTag() == dwarf::DW_TAG_enumeration_type)
+      return false;
+    if (C->getTag() == dwarf::DW_TAG_array_type)
+      return typedMemory(C->getBaseType());
+    return true;
+  }
+
   // ---- marking
   void mark(Value *Addr, uint64_t Len) {
     Loc L;
@@ -625,9 +832,11 @@ private:
 
 } // namespace
 
-void findPointerStores(Module &M, TypeTable &TT,
-                       std::map<GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals) {
-  Finder(M, TT, Globals).run();
+unsigned findPointerStores(Module &M, TypeTable &TT,
+                           std::map<GlobalVariable *, std::vector<std::pair<uint64_t, uint64_t>>> &Globals) {
+  Finder F(M, TT, Globals);
+  F.run();
+  return F.Untyped;
 }
 
 } // namespace mappedtrace

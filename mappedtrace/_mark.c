@@ -12,15 +12,20 @@
  * Speed.  Marking a big heap is bound by cache and TLB misses: each edge is
  * a random pointer into a random object.  Three things keep the misses few
  * and overlapping:
- *  - one 32-byte record per node (start, size, bytes, type, state), so a
- *    lookup and a visit touch one cache line;
- *  - a bucket index per heap segment (about one bucket per chunk, u32
+ *  - per node only the graph's own columns (start, size: u64) and the
+ *    marking's (state: u8, type: i32), 21 bytes in all; a node's bytes are
+ *    found from the pieces table (sorted, a few dozen entries), not kept per
+ *    node.  A lookup touches the start, size and state lines of its node, all
+ *    prefetched together.  (A 32-byte record per node, with the bytes'
+ *    address, touched one line, but was held beside the graph's columns:
+ *    32 bytes per object more of the tracer's memory, issue #13.)
+ *  - a bucket index per heap segment (0.5 to 1 bucket per chunk, u32
  *    entries): a pointer's bucket names the first chunk that ends after the
- *    bucket's start, so a lookup is one bucket load and one or two records;
+ *    bucket's start, so a lookup is one bucket load and one or two nodes;
  *  - a software pipeline (as in Boehm GC's mark stack prefetching, here with
  *    a candidate buffer): the words of queued nodes are read ahead into a
  *    buffer of candidate pointers while their objects' lines, their buckets
- *    and then their records are prefetched, and the candidates are then
+ *    and then their nodes' columns are prefetched, and the candidates are then
  *    handled strictly in order.  Handling in order keeps the result exactly
  *    that of the plain FIFO algorithm: reading words and buckets changes no
  *    state, and a node is expanded only once it is in the queue.
@@ -65,16 +70,6 @@ struct mt_edge {
     uint32_t pad;
 };
 
-/* one node (in-use chunk); trace.py NODE_DTYPE mirrors it */
-struct mt_node {
-    uint64_t start;
-    uint64_t size;             /* usable bytes */
-    const uint8_t *p;          /* the chunk's bytes in this process, NULL unreadable */
-    int32_t type;              /* type index of ST_TYPED, else -1 */
-    uint8_t state;
-    uint8_t pad[3];
-};
-
 /* a run of nearly contiguous chunks first..last-1 covering [lo, hi) */
 struct mt_seg {
     uint64_t lo, hi;
@@ -84,8 +79,13 @@ struct mt_seg {
 };
 
 struct mt_heap {
-    int64_t n;                 /* nodes, sorted by start, not overlapping */
-    struct mt_node *nodes;
+    int64_t n;                 /* nodes (in-use chunks), sorted by start, not overlapping */
+    const uint64_t *start;     /* per node: first byte */
+    const uint64_t *size;      /* per node: usable bytes */
+    uint8_t *state;            /* per node: ST_* */
+    int32_t *type;             /* per node: type index of ST_TYPED, else of ST_SCALAR, else -1 */
+    int64_t npiece;            /* the bytes read: (lo, hi, address in this process) triples, */
+    const uint64_t *piece;     /*   sorted by lo, not overlapping; a node outside them is unreadable */
     int64_t nseg;
     const struct mt_seg *segs; /* sorted by lo */
     int64_t hot;               /* the segment with the most chunks: tried first */
@@ -118,7 +118,6 @@ struct mt_types {
 };
 
 struct mt_out {
-    int32_t *scalar_type;      /* per node: type index of ST_SCALAR, else -1 (as mt_node.type) */
     int64_t nedges;            /* edges counted by mt_mark, and by kind: */
     int64_t nexact;            /*   typed-scan edges from exact slots */
     int64_t ntcons;            /*   typed-scan edges from conservative (union) slots */
@@ -130,37 +129,33 @@ struct mt_out {
                                   NULL: no sites (trace.py "Allocation sites") */
 };
 
-/* The node records from the columns (one pass; numpy field by field took
- * five strided passes). */
-void mt_nodes_init(struct mt_node *nodes, int64_t n, const uint64_t *starts, const uint64_t *sizes,
-                   const uint64_t *ptrs)
-{
-    for (int64_t i = 0; i < n; i++) {
-        struct mt_node *x = &nodes[i];
-        x->start = starts[i];
-        x->size = sizes[i];
-        x->p = (const uint8_t *)(uintptr_t)ptrs[i];
-        x->type = -1;
-        x->state = 0;
-        x->pad[0] = x->pad[1] = x->pad[2] = 0;
-    }
-}
-
-/* The marking's result per node: state, and type index (-1 untyped). */
-void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int32_t *type)
-{
-    for (int64_t i = 0; i < n; i++) {
-        state[i] = nodes[i].state;
-        type[i] = nodes[i].type;
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /* the lookup index                                                          */
 
-static inline uint64_t node_end(const struct mt_node *x)
+static inline uint64_t node_end(const struct mt_heap *h, int64_t d)
 {
-    return x->start + x->size;
+    return h->start[d] + h->size[d];
+}
+
+/* The bytes of node d in this process, NULL when they were not read: the
+ * piece holding its start, by binary search (once per queued node). */
+static inline const uint8_t *node_bytes(const struct mt_heap *h, int64_t d)
+{
+    uint64_t a = h->start[d], z = a + h->size[d];
+    int64_t lo = 0, hi = h->npiece;      /* last piece with lo <= a */
+    while (lo < hi) {
+        int64_t m = (lo + hi) / 2;
+        if (h->piece[3 * m] <= a)
+            lo = m + 1;
+        else
+            hi = m;
+    }
+    if (lo == 0)
+        return NULL;
+    const uint64_t *pc = &h->piece[3 * (lo - 1)];
+    if (z > pc[1] || z < a)
+        return NULL;
+    return (const uint8_t *)(uintptr_t)(pc[2] + (a - pc[0]));
 }
 
 /* Fill bucket[] (sum of the segments' nb entries) for the segments' chunks. */
@@ -171,7 +166,7 @@ void mt_index(const struct mt_heap *h, uint32_t *bucket)
         int64_t i = g->first;
         for (int64_t b = 0; b < g->nb; b++) {
             uint64_t bstart = g->lo + ((uint64_t)b << g->shift);
-            while (i < g->last && node_end(&h->nodes[i]) <= bstart)
+            while (i < g->last && node_end(h, i) <= bstart)
                 i++;
             bucket[g->boff + b] = (uint32_t)(i - g->first);
         }
@@ -218,17 +213,16 @@ static inline int64_t find_in(const struct mt_heap *h, int64_t s, uint64_t v)
     int64_t z = bk + 1 < &h->bucket[g->boff + g->nb] ? g->first + bk[1] : g->last - 1;
     if (z > g->last - 1)
         z = g->last - 1;
-    const struct mt_node *nd = h->nodes;
     while (z - a > 4) {                  /* a crowded bucket: binary search */
         int64_t m = a + (z - a) / 2;
-        if (node_end(&nd[m]) > v)
+        if (node_end(h, m) > v)
             z = m;
         else
             a = m + 1;
     }
-    while (a < z && node_end(&nd[a]) <= v)
+    while (a < z && node_end(h, a) <= v)
         a++;
-    if (a < g->first || a >= g->last || nd[a].start > v || node_end(&nd[a]) <= v)
+    if (a < g->first || a >= g->last || h->start[a] > v || node_end(h, a) <= v)
         return -1;
     return a;
 }
@@ -301,7 +295,7 @@ struct qent { int64_t d; const uint8_t *p; uint64_t size; int64_t ti; uint64_t f
  * of a 20 M-object heap was 800 MB) */
 struct mt_queue { struct qent *v; int64_t head, tail, cap; };
 
-static int q_push_from(struct mt_queue *q, int64_t d, const struct mt_node *x, int64_t ti, uint64_t from)
+static int q_push_from(struct mt_queue *q, const struct mt_heap *h, int64_t d, int64_t ti, uint64_t from)
 {
     if (q->tail == q->cap && q->head >= q->cap / 2) {
         memmove(q->v, q->v + q->head, (size_t)(q->tail - q->head) * sizeof *q->v);
@@ -318,16 +312,16 @@ static int q_push_from(struct mt_queue *q, int64_t d, const struct mt_node *x, i
     }
     struct qent *e = &q->v[q->tail++];
     e->d = d;
-    e->p = x->p;
-    e->size = x->size;
+    e->p = node_bytes(h, d);
+    e->size = h->size[d];
     e->ti = ti;
     e->from = from;
     return 0;
 }
 
-static inline int q_push(struct mt_queue *q, int64_t d, const struct mt_node *x, int64_t ti)
+static inline int q_push(struct mt_queue *q, const struct mt_heap *h, int64_t d, int64_t ti)
 {
-    return q_push_from(q, d, x, ti, 0);
+    return q_push_from(q, h, d, ti, 0);
 }
 
 /* a word read from a node, to be looked up: seg -1 when outside every segment */
@@ -421,16 +415,13 @@ static uint64_t tail_start(const struct mt_types *t, int64_t ti, uint64_t size)
 
 /* Where the conservative scan of a queued (ST_CQUEUED) node starts: its
  * tail when a type describes the rest, else 0. */
-static uint64_t cons_from(const struct mt_heap *h, const struct mt_types *t, const struct mt_out *o,
-                          int64_t d)
+static uint64_t cons_from(const struct mt_heap *h, const struct mt_types *t, int64_t d)
 {
-    const struct mt_node *x = &h->nodes[d];
-    if (x->state & ST_AMBIG)
+    uint8_t s = h->state[d];
+    if (s & ST_AMBIG)
         return 0;
-    if (x->state & ST_TYPED)
-        return tail_start(t, x->type, x->size);
-    if (x->state & ST_SCALAR)
-        return tail_start(t, o->scalar_type[d], x->size);
+    if (s & (ST_TYPED | ST_SCALAR))      /* type[d] is the typed one when both */
+        return tail_start(t, h->type[d], h->size[d]);
     return 0;
 }
 
@@ -472,41 +463,43 @@ static int covers(const struct mt_types *t, int64_t s, int64_t a)
 static int visit(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
                  struct mt_queue *q, int64_t d, int64_t ti, uint64_t doff)
 {
-    struct mt_node *x = &h->nodes[d];
+    uint8_t *st = &h->state[d];
     /* first reached: its allocation site's type comes first, as a typed
      * pointer to its start would (the pointer that reached it is visited next) */
-    if (!(x->state & ST_REACHED) && o->site_type && o->site_type[d] >= 0) {
-        x->state |= ST_REACHED;
+    if (!(*st & ST_REACHED) && o->site_type && o->site_type[d] >= 0) {
+        *st |= ST_REACHED;
         if (visit(h, t, o, q, d, o->site_type[d], 0))
             return -1;
     }
-    x->state |= ST_REACHED;
+    *st |= ST_REACHED;
     if (ti < 0) {
-        x->state |= ST_UNKNOWN;
+        *st |= ST_UNKNOWN;
         return 0;
     }
     if (!t->hasptr[ti]) {
         if (doff != 0) {
-            x->state |= ST_UNKNOWN;
-        } else if (!(x->state & ST_SCALAR)) {
-            x->state |= ST_SCALAR;
-            o->scalar_type[d] = (int32_t)ti;
+            *st |= ST_UNKNOWN;
+        } else if (!(*st & ST_SCALAR)) {
+            *st |= ST_SCALAR;
+            if (!(*st & ST_TYPED))      /* one type column: the typed one wins */
+                h->type[d] = (int32_t)ti;
         }
         return 0;
     }
     if (doff != 0) {            /* inside an object of unknown layout: no type from it */
-        x->state |= ST_UNKNOWN;
+        *st |= ST_UNKNOWN;
         return 0;
     }
-    if (x->state & ST_TYPED) {
+    if (*st & ST_TYPED) {
         /* typed by its allocation site: a pointer whose type the site's covers agrees */
-        if (x->type != ti && !(o->site_type && o->site_type[d] == x->type && covers(t, x->type, ti)))
-            x->state |= ST_AMBIG;
+        int64_t xt = h->type[d];
+        if (xt != ti && !(o->site_type && o->site_type[d] == xt && covers(t, xt, ti)))
+            *st |= ST_AMBIG;
         return 0;
     }
-    x->state |= ST_TYPED;
-    x->type = (int32_t)ti;
-    return q_push(q, d, x, ti);
+    *st |= ST_TYPED;
+    h->type[d] = (int32_t)ti;
+    return q_push(q, h, d, ti);
 }
 
 /* One typed candidate: edge, visit, or a dangling/static count. */
@@ -516,7 +509,7 @@ static int handle_typed(const struct mt_heap *h, const struct mt_types *t, struc
     int64_t d = c->seg >= 0 ? find_in(h, c->seg, c->v) : -1;
     uint32_t sfl = c->sfl;
     if (d >= 0) {
-        uint64_t doff = c->v - h->nodes[d].start;
+        uint64_t doff = c->v - h->start[d];
         emit(o);
         if (sfl & SLOT_CONSERVATIVE)
             o->ntcons++;
@@ -541,17 +534,17 @@ static int handle_cons(const struct mt_heap *h, struct mt_out *o, struct mt_queu
     int64_t d = find_in(h, c->seg, c->v);
     if (d < 0)
         return 0;
-    struct mt_node *x = &h->nodes[d];
+    uint8_t *st = &h->state[d];
     emit(o);
     if (c->mode != SCAN_CONS) {
         o->nunreached++;
         return 0;
     }
     o->ncons++;
-    x->state |= ST_REACHED | ST_UNKNOWN;
-    if (!(x->state & (ST_TYPED | ST_SCALAR | ST_CQUEUED))) {
-        x->state |= ST_CQUEUED;
-        if (q_push(q, d, x, -1))
+    *st |= ST_REACHED | ST_UNKNOWN;
+    if (!(*st & (ST_TYPED | ST_SCALAR | ST_CQUEUED))) {
+        *st |= ST_CQUEUED;
+        if (q_push(q, h, d, -1))
             return -1;
     }
     return 0;
@@ -585,7 +578,7 @@ static inline void handle_emit(const struct mt_heap *h, const struct cand *c, st
     e->src = c->src;
     e->dst = d;
     e->src_off = c->off;
-    e->dst_off = c->v - h->nodes[d].start;
+    e->dst_off = c->v - h->start[d];
     e->flags = fl;
     e->pad = 0;
 }
@@ -599,7 +592,7 @@ static inline void handle_emit(const struct mt_heap *h, const struct cand *c, st
 #define LOW_WATER 32
 /* queued nodes whose object lines are prefetched ahead of the reader */
 #define PD_NODE 16
-/* candidates whose bucket is loaded and node record prefetched ahead of handling */
+/* candidates whose bucket is loaded and node columns prefetched ahead of handling */
 #define PD_CAND 16
 
 /* where the reader is inside the node being read (the node at the queue's head) */
@@ -740,7 +733,7 @@ static inline __attribute__((always_inline)) void prefetch_node_bytes(const stru
  * pass writes the edges (or counts them, out NULL).  A steady pipeline, not bursts:
  * each node read prefetches the bytes of the node PD_NODE places later in
  * the queue, each candidate read prefetches its bucket, each candidate
- * handled first prefetches the record of the one PD_CAND places later (by
+ * handled first prefetches the node of the one PD_CAND places later (by
  * then its bucket is in cache). */
 static int run_queue(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
                      struct mt_queue *q, int second, struct mt_edge *out, int64_t *k, int64_t cap,
@@ -782,7 +775,10 @@ static int run_queue(const struct mt_heap *h, const struct mt_types *t, struct m
             const struct cand *f = &cb.v[cb.head + PD_CAND];
             if (f->seg >= 0) {
                 const uint32_t *bk = bucket_of(h, f->seg, f->v);
-                __builtin_prefetch(&h->nodes[h->segs[f->seg].first + bk[0]]);
+                int64_t a = h->segs[f->seg].first + bk[0];
+                __builtin_prefetch(&h->start[a]);
+                __builtin_prefetch(&h->size[a]);
+                __builtin_prefetch(&h->state[a]);
             }
         }
         const struct cand *c = &cb.v[cb.head++];
@@ -834,16 +830,15 @@ int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
     for (int64_t d0 = 0; d0 < h->n; d0 += EMIT_BLOCK) {
         int64_t d1 = d0 + EMIT_BLOCK < h->n ? d0 + EMIT_BLOCK : h->n;
         for (int64_t d = d0; d < d1; d++) {
-            struct mt_node *x = &h->nodes[d];
-            uint8_t s = x->state;
+            uint8_t s = h->state[d];
             if (s & ST_CQUEUED)
                 continue;
-            uint64_t from = cons_from(h, t, o, d);
+            uint64_t from = cons_from(h, t, d);
             /* ambiguous, reached untyped only, or typed with a tail its type does not describe */
             if ((s & ST_AMBIG) || ((s & ST_UNKNOWN) && !(s & (ST_TYPED | ST_SCALAR)))
-                || ((s & (ST_TYPED | ST_SCALAR)) && from + 8 <= x->size)) {
-                x->state |= ST_CQUEUED;
-                if (q_push_from(&q, d, x, SCAN_QCONS, from))
+                || ((s & (ST_TYPED | ST_SCALAR)) && from + 8 <= h->size[d])) {
+                h->state[d] |= ST_CQUEUED;
+                if (q_push_from(&q, h, d, SCAN_QCONS, from))
                     goto out;
             }
         }
@@ -853,7 +848,7 @@ int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,
     for (int64_t d0 = 0; d0 < h->n; d0 += EMIT_BLOCK) {
         int64_t d1 = d0 + EMIT_BLOCK < h->n ? d0 + EMIT_BLOCK : h->n;
         for (int64_t d = d0; d < d1; d++)
-            if (!(h->nodes[d].state & ST_REACHED) && q_push(&q, d, &h->nodes[d], SCAN_QUNREACHED))
+            if (!(h->state[d] & ST_REACHED) && q_push(&q, h, d, SCAN_QUNREACHED))
                 goto out;
         if (run_queue(h, t, o, &q, 0, NULL, NULL, 0, 0))
             goto out;
@@ -925,14 +920,14 @@ int64_t mt_edges(const struct mt_heap *h, const struct mt_types *t, struct mt_ou
         int64_t d1 = d0 + EMIT_BLOCK < h->n ? d0 + EMIT_BLOCK : h->n;
         q.head = q.tail = 0;
         for (int64_t d = d0; d < d1; d++) {
-            const struct mt_node *x = &h->nodes[d];
             if (select && !select[d])
                 continue;
-            if ((x->state & ST_TYPED) && q_push(&q, d, x, x->type))
+            uint8_t s = h->state[d];
+            if ((s & ST_TYPED) && q_push(&q, h, d, h->type[d]))
                 goto out;
-            if ((x->state & ST_CQUEUED) && q_push_from(&q, d, x, SCAN_QCONS, cons_from(h, t, o, d)))
+            if ((s & ST_CQUEUED) && q_push_from(&q, h, d, SCAN_QCONS, cons_from(h, t, d)))
                 goto out;
-            if (!(x->state & ST_REACHED) && q_push(&q, d, x, SCAN_QUNREACHED))
+            if (!(s & ST_REACHED) && q_push(&q, h, d, SCAN_QUNREACHED))
                 goto out;
         }
         int64_t k0 = k;

@@ -21,10 +21,10 @@ _SRC = Path(__file__).with_name("_mark.c")
 
 CDEF = """
 struct mt_edge { int64_t src; int64_t dst; uint64_t src_off; uint64_t dst_off; uint32_t flags; uint32_t pad; };
-struct mt_node { uint64_t start; uint64_t size; const uint8_t *p; int32_t type; uint8_t state; uint8_t pad[3]; };
 struct mt_seg { uint64_t lo, hi; int64_t first, last; int64_t boff, nb; uint32_t shift, pad; };
 struct mt_heap {
-    int64_t n; struct mt_node *nodes; int64_t nseg; const struct mt_seg *segs; int64_t hot;
+    int64_t n; const uint64_t *start; const uint64_t *size; uint8_t *state; int32_t *type;
+    int64_t npiece; const uint64_t *piece; int64_t nseg; const struct mt_seg *segs; int64_t hot;
     uint64_t lo, hi; const uint32_t *bucket;
     int64_t nheapmaps; const uint64_t *heapmaps; int64_t nmaps; const uint64_t *maps;
 };
@@ -35,12 +35,9 @@ struct mt_types {
     const uint32_t *s_flags;
 };
 struct mt_out {
-    int32_t *scalar_type; int64_t nedges, nexact, ntcons, ncons, nunreached; uint64_t counters[8];
+    int64_t nedges, nexact, ntcons, ncons, nunreached; uint64_t counters[8];
     const int64_t *site_type;
 };
-void mt_nodes_init(struct mt_node *nodes, int64_t n, const uint64_t *starts, const uint64_t *sizes,
-                   const uint64_t *ptrs);
-void mt_nodes_out(const struct mt_node *nodes, int64_t n, uint8_t *state, int32_t *type);
 void mt_index(const struct mt_heap *h, uint32_t *bucket);
 int64_t mt_find(const struct mt_heap *h, uint64_t v);
 int mt_mark(const struct mt_heap *h, const struct mt_types *t, struct mt_out *o,

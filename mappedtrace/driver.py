@@ -185,11 +185,14 @@ _REGALLOC_RETRIES = (
 SETTLE_POINTS_FLAG = "--settle-points"
 #: the driver's own flag: record the allocation site of every object (off by default)
 ALLOC_SITES_FLAG = "--alloc-sites"
+#: the driver's own flag: allocation sites that never grow a chunk (no word where malloc's slack is under 8 bytes)
+ALLOC_SITES_COMPACT_FLAG = "--alloc-sites=compact"
 #: the driver's own option: allocation wrappers whose calls are sites (``--alloc-fn=NAME[:KIND],…``)
 ALLOC_FN_FLAG = "--alloc-fn"
 #: each flag of the drivers' own and the environment the pass reads for it
 _DRIVER_FLAGS = {SETTLE_POINTS_FLAG: ("MAPPEDTRACE_LOOP_POINTS", "1"),
-                 ALLOC_SITES_FLAG: ("MAPPEDTRACE_ALLOC_SITES", "1")}
+                 ALLOC_SITES_FLAG: ("MAPPEDTRACE_ALLOC_SITES", "1"),
+                 ALLOC_SITES_COMPACT_FLAG: ("MAPPEDTRACE_ALLOC_SITES", "compact")}
 
 
 def settle_points_env(args: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -204,6 +207,10 @@ def settle_points_env(args: list[str]) -> tuple[list[str], dict[str, str]]:
       line, function) in a word at the end of the object it allocates
       (llvm_pass/AllocSites.cpp, FORMAT.md §4); off by default: it costs 8
       bytes per object and a few instructions per allocation.
+    * ``--alloc-sites=compact``: the same, but no chunk grows: a request
+      whose chunk has less than 8 bytes of slack (glibc: 16k+1 .. 16k+8
+      bytes above 16) gets no word, and its object no site
+      (``MAPPEDTRACE_ALLOC_SITES=compact``).
     * ``--alloc-fn=NAME[:KIND][,…]`` (implies ``--alloc-sites``): calls to
       the allocation wrapper NAME are sites too, KIND ``malloc`` (the
       default: ``NAME(size)``), ``calloc`` (``NAME(n, size)``) or ``realloc``
@@ -231,7 +238,7 @@ def settle_points_env(args: list[str]) -> tuple[list[str], dict[str, str]]:
                                          hint="e.g. --alloc-fn=zmalloc,zrealloc:realloc or luaC_newobj:wrapper")
                 fns.append(f"{name}:{kind or 'malloc'}")
     if fns:
-        env["MAPPEDTRACE_ALLOC_SITES"] = "1"
+        env.setdefault("MAPPEDTRACE_ALLOC_SITES", "1")
         env["MAPPEDTRACE_ALLOC_FNS"] = ",".join(fns)
     return [a for a in args if a not in _DRIVER_FLAGS and not a.startswith(ALLOC_FN_FLAG + "=")], env
 

@@ -114,6 +114,18 @@ class Precision:
     objects_with_site_type: int = 0
     objects_typed_by_site: int = 0
     heap_bytes_typed_by_site: int = 0
+    #: of those, byte buffers (sites whose result is used as pointer-free memory:
+    #: ``char *``, sds, listpacks) whose words were skipped; only when the program
+    #: counted no untyped pointer write (``untyped_pointer_writes`` 0; -1: some
+    #: module with maps did not count them)
+    objects_bytes_by_site: int = 0
+    heap_bytes_bytes_by_site: int = 0
+    untyped_pointer_writes: int = -1
+    #: objects (bytes of their site type) named by their site but not typed by the
+    #: marker: reached only conservatively, unreached, or untrusted byte buffers
+    #: (typed for naming, not for scanning)
+    objects_named_by_site: int = 0
+    heap_bytes_named_by_site: int = 0
     #: objects (bytes) named by a type derived from their holder (analyses/containers.py),
     #: and of those the ones the marker itself scanned by a type; derived types never
     #: decide which words are scanned
@@ -189,12 +201,16 @@ class HeapGraph:
 
     Per-node arrays are indexed by node index (address order); ``edges`` and
     ``root_edges`` are structured arrays (:data:`EDGE_DTYPE`,
-    :data:`ROOT_EDGE_DTYPE`).
+    :data:`ROOT_EDGE_DTYPE`).  The type of each node is given either as a
+    column of type ids (u64) or, as the marker gives it, as a column of
+    indices (i32, -1 none) into a table of ids: :attr:`type_ids` then makes
+    the column of ids on first use (8 bytes per object that a leak check,
+    which asks :meth:`type_ids_of` for a few nodes, never pays).
     """
 
     addresses: np.ndarray          # u64
     sizes: np.ndarray              # u64, usable bytes
-    type_ids: np.ndarray           # u64, 0 unknown
+    _type_col: np.ndarray          # u64 type ids (0 unknown), or i32 indices into _type_table (-1 unknown)
     how: np.ndarray                # u8, HOW_*
     ambiguous: np.ndarray          # bool
     _edges: np.ndarray | None      # None: made on first use (see :attr:`edges`)
@@ -203,10 +219,9 @@ class HeapGraph:
     types: dict
     precision: Precision
     warnings: list[str] = field(default_factory=list)
-    #: the heap bytes read by the marker (kept so analyses see the same snapshot);
-    #: ``memoff[i]`` is node i's position in ``mem`` (-1: unreadable)
+    #: the heap bytes read by the marker (kept so analyses see the same snapshot;
+    #: :attr:`memoff` says where each node's bytes are in it)
     mem: Any = field(default=None, repr=False)          # trace.PieceMemory
-    memoff: np.ndarray | None = field(default=None, repr=False)
     #: sorted, merged [lo, hi) address ranges of the target's mappings
     mapped: np.ndarray | None = field(default=None, repr=False)
     _csr: tuple | None = field(default=None, repr=False)
@@ -217,6 +232,15 @@ class HeapGraph:
     #: allocation sites (``--alloc-sites`` builds): the sites, and per node an index into them (-1 none)
     sites: list = field(default_factory=list)
     node_site: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def memoff(self) -> np.ndarray | None:
+        """Each node's position in :attr:`mem` (i64, -1: unreadable), None without
+        ``mem``; a new array at each access (not kept: 8 bytes per object)."""
+        return None if self.mem is None else self._memoff_of(np.arange(len(self)))
+
+    def _memoff_of(self, nodes: np.ndarray) -> np.ndarray:
+        return self.mem.positions(self.addresses[nodes], self.sizes[nodes])
 
     def site_of(self, i: int):
         """The :class:`~mappedtrace.formats.allocsites.AllocSite` of node ``i``, or None."""
@@ -232,6 +256,31 @@ class HeapGraph:
     #: node -> (element type id, offset of element 0, element count, stride) of a derived object
     derived_elems: dict = field(default_factory=dict, repr=False)
     _labels: tuple | None = field(default=None, repr=False)
+    #: u64 type ids, one per index of ``_type_col`` when it holds indices (None: it holds ids)
+    _type_table: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def type_ids(self) -> np.ndarray:
+        """u64 type id of each node (0: unknown); made from the marker's type
+        indices on first use, then kept."""
+        if self._type_table is not None:
+            col, ids = self._type_col, self._type_table
+            out = np.empty(len(col), np.uint64)
+            for lo in range(0, len(col), 1 << 20):        # ids[-1] is 0: index -1 is unknown
+                out[lo:lo + (1 << 20)] = ids[col[lo:lo + (1 << 20)]]
+            self._type_col, self._type_table = out, None
+        return self._type_col
+
+    @type_ids.setter
+    def type_ids(self, value: np.ndarray) -> None:
+        self._type_col, self._type_table = np.asarray(value, np.uint64), None
+
+    def type_ids_of(self, nodes) -> np.ndarray:
+        """u64 type ids of ``nodes`` (indices, a mask or a slice), without making
+        the column of every node's id."""
+        if self._type_table is None:
+            return self._type_col[nodes]
+        return self._type_table[self._type_col[nodes]]
 
     @property
     def edges(self) -> np.ndarray:
@@ -340,9 +389,9 @@ class HeapGraph:
         nodes = np.asarray(nodes, dtype=np.int64)
         offs = np.asarray(offs, dtype=np.uint64)
         shape = (len(nodes), len(offs))
-        if self.mem is None or self.memoff is None or not len(nodes) or not len(offs):
+        if self.mem is None or not len(nodes) or not len(offs):
             return np.zeros(shape, np.uint64), np.zeros(shape, bool)
-        mo = self.memoff[nodes]
+        mo = self._memoff_of(nodes)
         valid = (mo[:, None] >= 0) & (offs[None, :] + np.uint64(8) <= self.sizes[nodes][:, None])
         pos = np.maximum(mo, 0)[:, None].astype(np.uint64) + offs[None, :]
         w = np.zeros(shape, np.uint64)
@@ -351,10 +400,13 @@ class HeapGraph:
 
     def object_bytes(self, i: int, limit: int | None = None) -> bytes | None:
         """The bytes of node ``i`` as the marker read them (None if unreadable)."""
-        if self.mem is None or self.memoff is None or self.memoff[i] < 0:
+        if self.mem is None:
+            return None
+        mo = self.mem.position(int(self.addresses[i]), int(self.sizes[i]))
+        if mo < 0:
             return None
         n = int(self.sizes[i]) if limit is None else min(limit, int(self.sizes[i]))
-        return self.mem.bytes(int(self.memoff[i]), n)
+        return self.mem.bytes(mo, n)
 
     def is_mapped(self, addr: int) -> bool:
         """Whether ``addr`` lies in a mapping of the target (False when unknown)."""

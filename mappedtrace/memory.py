@@ -1,12 +1,19 @@
 """The tracer's own memory: a budget checked before the work (``--max-memory``).
 
-What an analysis holds, measured on bench_scale (issue #13, benchmarks/trace/
-RESULTS.md): the interpreter and its modules, the captured copy of the
-target's memory (a fork or stop-copy capture holds it once; a snapshot file is
-mapped, its pages shared with the page cache but counted in RSS once touched),
-and per heap chunk a few columns (walk, marker node records, graph).
-:func:`estimate` adds these up; the per-chunk figure is the peak measured on
-that benchmark, so small objects in large numbers are what it is sized for.
+What an analysis holds (issue #13 item 3; measured with
+benchmarks/trace/mem_phases.py and bench_scale.py, benchmarks/trace/RESULTS.md):
+the interpreter and its modules, the captured copy of the target's memory (a
+fork or stop-copy capture holds it once; a snapshot file is mapped, its pages
+shared with the page cache but counted in RSS once touched), and per heap
+chunk a few columns: the walk's (state, list, arena: 4 bytes, the free
+chunks' headers and sizes), the graph's addresses and sizes (16, the in-use
+rows of the walk's own columns), the marker's state and type (5), its bucket
+index (2–4), the graph's ``how`` and ``ambiguous`` (2), and the temporaries
+of the phase at the peak.  :func:`estimate` adds these up.  The per-chunk
+figure is for the C marking kernel; the numpy fallback (no C compiler) needs
+more (it keeps a position column and makes its candidates in batches).  Not
+counted either: the kernel's first build (once per install and kernel
+source, in the first analysis: cffi and setuptools, about 60 MiB more).
 """
 from __future__ import annotations
 
@@ -14,12 +21,16 @@ import re
 
 from .errors import MappedTraceError
 
-#: interpreter, numpy, the maps and the reporters (measured: 40–90 MiB)
+#: interpreter, numpy, cffi, the maps, the roots and the reporters, and the
+#: slices (1 M rows) of the whole-heap passes: 76–77 MiB measured (the 1 M and
+#: 4 M chunk runs of bench_scale), rounded up
 BASE_BYTES = 96 << 20
-#: peak bytes per heap chunk beyond the copy (walk columns, marker node records and
-#: index, graph columns, their temporaries): measured with bench_scale, 144 at 4 M
-#: chunks and 148 at 20 M (tracer max RSS less the copy and the base), rounded up
-PER_CHUNK_BYTES = 152
+#: peak bytes per heap chunk beyond the copy and the base: 31–32 measured
+#: (bench_scale: between 1 M and 4 M chunks, ``leaks PID`` precise and
+#: conservative and ``leaks SNAPSHOT``), rounded up to cover a free chunk,
+#: which costs more than one in use (its header and size kept apart, and its
+#: row left unused in the shared columns)
+PER_CHUNK_BYTES = 40
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40,

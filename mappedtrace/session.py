@@ -218,8 +218,15 @@ def capture_figures(target: Target) -> dict | None:
     m = target.meta
     ms = lambda key: round(int(m.get(key, 0)) / 1e6, 3)
     if m.get("backend") == "remote" and "pause_ns" in m and m.get("mode") != "exit":
-        return {"mode": "remote", "remote": m.get("remote", ""), "pause_ms": ms("pause_ns"),
-                "bytes_read": int(m.get("bytes_in", 0)), "round_trips": int(m.get("round_trips", 0))}
+        out = {"mode": "remote", "remote": m.get("remote", ""), "capture": m.get("mode", "stop-copy"),
+               "pause_ms": ms("pause_ns"), "bytes_read": int(m.get("bytes_in", 0)),
+               "round_trips": int(m.get("round_trips", 0))}
+        if m.get("mode") == "fork":
+            out["fork_ms"] = ms("fork_ns")
+        why = next((w for w in target.warnings if w.startswith("fork mode not used")), None)
+        if why:
+            out["fallback"] = why
+        return out
     if m.get("backend") != "ptrace" or m.get("mode") not in ("fork", "stop-copy") or "pause_ns" not in m:
         return None
     out = {"mode": m["mode"], "pause_ms": ms("pause_ns"), "stop_ms": ms("stop_ns"),
@@ -315,7 +322,7 @@ def _check_memory(target: Target, heap, limit: int) -> None:
     if not held:
         held = sum(len(b) for _, b in getattr(heap, "memory_blocks", []))
     where = getattr(target, "path", "") or (f"process {target.pid}" if target.pid else "the target")
-    check(limit, held, len(heap.headers), str(where))
+    check(limit, held, len(heap), str(where))
 
 
 def _heap_ranges(heap) -> list[tuple[int, int]]:

@@ -86,7 +86,15 @@ Allocation sites (``mappedtrace cc --alloc-sites``, :mod:`mappedtrace.heap.alloc
     ``T``'s slots moved by ``d``, the words before it conservative.  A site
     whose request is a multiple of its type's size (flag ``ARRAY``: ``n *
     sizeof(T)``) types its chunk as ``T[k]``, ``k`` the elements before the
-    site word (a chunk's slack after the request stays tail).
+    site word (a chunk's slack after the request stays tail).  A *byte
+    buffer* site (flag ``BYTES``: the result is used only as pointer-free
+    memory, ``char *`` or a pointer-free header struct, as Redis's sds and
+    listpacks) types its chunk ``char[k]``, ``k`` the bytes before the site
+    word, a pointer-free type: its words are skipped **only** when every
+    module of the program counted no untyped pointer write
+    (:attr:`SiteTable.bytes_trusted`); otherwise the site only names the
+    chunk (typed for naming, ``heap_bytes_named_by_site``; scanned
+    conservatively).
 
 ``mode="conservative"`` is the LeakSanitizer baseline: every root range
 scanned word by word, every root value and every reached chunk untyped.
@@ -158,16 +166,26 @@ class MarkError(MappedTraceError):
 class _Heap:
     starts: np.ndarray       # u64
     sizes: np.ndarray        # u64
-    memoff: np.ndarray       # i64 position in ``mem``'s virtual space, -1 unreadable
     mem: "PieceMemory"       # the bytes read, in pieces (no copy of what target.read gave)
     heapmaps: np.ndarray     # u64 (k, 2)
     maps: np.ndarray         # u64 (k, 2)
     warnings: list[str]
     segs: list[tuple[int, int, int, int]]    # (first, last+1, lo, hi)
+    unreadable: int = 0      # nodes whose bytes could not be read
+    _memoff: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return len(self.starts)
+
+    @property
+    def memoff(self) -> np.ndarray:
+        """i64 position of each node in ``mem``'s virtual space, -1 unreadable:
+        made on first use (the numpy marker, allocation sites), not by the C
+        marker, which finds a node's bytes from the pieces (8 bytes per object less)."""
+        if self._memoff is None:
+            self._memoff = self.mem.positions(self.starts, self.sizes)
+        return self._memoff
 
     def find(self, values: np.ndarray) -> np.ndarray:
         """Node index containing each value, -1 for none."""
@@ -211,17 +229,56 @@ class PieceMemory:
     def __init__(self) -> None:
         self.bases: list[int] = []
         self.arrays: list[np.ndarray] = []
+        self.addrs: list[int] = []          # the target address of each piece's first byte
         self.size = 0
         self._bases_np: np.ndarray | None = None
 
-    def add(self, data) -> int:
-        """Keep ``data`` (bytes or a uint8 array); return its virtual base."""
+    def add(self, data, addr: int) -> int:
+        """Keep ``data`` (bytes or a uint8 array), the target's bytes at ``addr``
+        (pieces are added in address order, not overlapping); return its virtual base."""
+        if self.addrs and addr < self.addrs[-1] + len(self.arrays[-1]):
+            raise ValueError(f"piece at {addr:#x} is not after the last one")
         base = self.size
         self.bases.append(base)
         self.arrays.append(np.frombuffer(data, dtype=np.uint8))
+        self.addrs.append(addr)
         self.size = (base + len(data) + 7) & ~7
         self._bases_np = None
         return base
+
+    def table(self) -> np.ndarray:
+        """u64 (k, 3): each piece's target address range [lo, hi) and the address
+        of its bytes in this process (``struct mt_heap.piece``)."""
+        t = np.zeros((len(self.arrays), 3), np.uint64)
+        for k, (a, arr) in enumerate(zip(self.addrs, self.arrays)):
+            t[k] = (a, a + len(arr), arr.ctypes.data)
+        return t
+
+    def position(self, start: int, size: int) -> int:
+        """Virtual position of the object [start, start + size), -1 where no piece
+        holds it whole (:meth:`positions` for one object, without numpy)."""
+        k = bisect.bisect_right(self.addrs, start) - 1
+        if k < 0 or start + size > self.addrs[k] + len(self.arrays[k]):
+            return -1
+        return self.bases[k] + (start - self.addrs[k])
+
+    def positions(self, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """i64 virtual position of each object [start, start + size), -1 where no
+        piece holds it whole (in slices: small temporaries)."""
+        out = np.full(len(starts), -1, np.int64)
+        if not self.arrays or not len(starts):
+            return out
+        lo = np.array(self.addrs, np.uint64)
+        hi = lo + np.array([len(a) for a in self.arrays], np.uint64)
+        base = np.array(self.bases, np.uint64)
+        for a in range(0, len(starts), _SLICE):
+            st = np.asarray(starts[a:a + _SLICE], np.uint64)
+            sz = np.asarray(sizes[a:a + _SLICE], np.uint64)
+            k = np.searchsorted(lo, st, side="right").astype(np.int64) - 1
+            kc = np.maximum(k, 0)
+            ok = (k >= 0) & (st + sz <= hi[kc])
+            out[a:a + _SLICE] = np.where(ok, (base[kc] + (st - lo[kc])).view(np.int64), -1)
+        return out
 
     def _piece(self, pos: np.ndarray) -> np.ndarray:
         if self._bases_np is None:
@@ -253,23 +310,6 @@ class PieceMemory:
         local = pos - self.bases[pi]
         return self.arrays[pi][local:local + n].tobytes()
 
-    def pointers(self, memoff: np.ndarray) -> np.ndarray:
-        """Absolute addresses (in this process) of each position; 0 where memoff < 0."""
-        out = np.zeros(len(memoff), dtype=np.uint64)
-        if not self.arrays:
-            return out
-        # per piece: its address minus its virtual base; in slices, so that the
-        # temporaries stay small beside the per-object columns
-        delta = (np.array([a.ctypes.data for a in self.arrays], dtype=np.uint64)
-                 - np.array(self.bases, dtype=np.uint64))
-        for lo in range(0, len(memoff), _SLICE):
-            mo = memoff[lo:lo + _SLICE]
-            ok = mo >= 0
-            pos = np.where(ok, mo, 0).view(np.uint64)
-            k = self._piece(pos) if len(self.arrays) > 1 else np.zeros(len(pos), np.int64)
-            out[lo:lo + _SLICE] = np.where(ok, pos + delta[k], np.uint64(0))
-        return out
-
 
 def _in_ranges(r: np.ndarray, v: np.ndarray) -> np.ndarray:
     if len(r) == 0:
@@ -297,13 +337,17 @@ def _as_u64(a: np.ndarray) -> np.ndarray:
 def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (starts, usable sizes) of the in-use chunks.
 
-    Accepts a sequence of chunk records, or a heap object with column arrays
-    ``addresses``, ``usable`` and ``state`` (0 = in use), as
-    :class:`mappedtrace.heap.glibc.GlibcHeap` has: a 4 M-chunk heap is then
-    taken without making one Python object per chunk.
+    Accepts a sequence of chunk records, a heap object with column arrays
+    ``addresses``, ``usable`` and ``state`` (0 = in use), or one with
+    ``share_in_use()`` as :class:`mappedtrace.heap.glibc.GlibcHeap` has (its
+    own in-use rows, which become the graph's columns): a 4 M-chunk heap is
+    then taken without making one Python object per chunk.
     """
-    cols = [getattr(chunks, k, None) for k in ("addresses", "usable", "state")]
-    if all(isinstance(c, np.ndarray) for c in cols):
+    cols = [getattr(chunks, k, None) for k in ("addresses", "usable", "state")] \
+        if not callable(getattr(chunks, "share_in_use", None)) else None
+    if cols is None:
+        starts, sizes = chunks.share_in_use()       # the heap's own in-use rows, not a copy
+    elif all(isinstance(c, np.ndarray) for c in cols):
         # one copy each (a view of int64 as uint64: addresses and sizes are never negative)
         m = cols[2] == 0
         starts, sizes = (_as_u64(c[m]) for c in cols[:2])
@@ -321,24 +365,35 @@ def _chunk_arrays(chunks) -> tuple[np.ndarray, np.ndarray]:
 def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
     starts, sizes = _chunk_arrays(chunks)
     warnings: list[str] = []
-    ends = starts + sizes
-    if len(starts) > 1 and np.any(starts[1:] < ends[:-1]):
-        i = int(np.nonzero(starts[1:] < ends[:-1])[0][0])
-        raise BadData("heap", None, f"chunks overlap: {int(starts[i]):#x}+{int(sizes[i])} "
-                      f"and {int(starts[i + 1]):#x}", hint="the heap walk is inconsistent")
+
+    def end(i: int) -> int:
+        return int(starts[i]) + int(sizes[i])
+
+    # overlaps and the segments' cuts, in slices (no column of ends beside the nodes)
+    cuts = []
+    for lo in range(0, max(len(starts) - 1, 0), _SLICE):
+        hi = min(lo + _SLICE, len(starts) - 1)
+        gap = starts[lo + 1:hi + 1] - (starts[lo:hi] + sizes[lo:hi])       # mod 2**64: an overlap is huge
+        over = starts[lo + 1:hi + 1] < starts[lo:hi] + sizes[lo:hi]
+        if over.any():
+            i = lo + int(np.flatnonzero(over)[0])
+            raise BadData("heap", None, f"chunks overlap: {int(starts[i]):#x}+{int(sizes[i])} "
+                          f"and {int(starts[i + 1]):#x}", hint="the heap walk is inconsistent")
+        cuts.append(np.flatnonzero(gap > np.uint64(SEGMENT_GAP)) + lo + 1)
     # segments of nearly contiguous chunks: one read each (in pieces of READ_PIECE)
     segs: list[tuple[int, int, int, int]] = []   # (first, last+1, lo, hi)
     if len(starts):
-        cut = np.nonzero(starts[1:] - ends[:-1] > np.uint64(SEGMENT_GAP))[0] + 1
+        cut = np.concatenate(cuts) if cuts else np.zeros(0, np.int64)
         firsts = np.concatenate([[0], cut]).astype(np.int64)
         lasts = np.concatenate([cut, [len(starts)]]).astype(np.int64)
         for f, l in zip(firsts.tolist(), lasts.tolist()):
-            segs.append((f, l, int(starts[f]), int(ends[l - 1])))
-    if np.any(starts & np.uint64(7)):
-        bad = int(starts[np.nonzero(starts & np.uint64(7))[0][0]])
-        raise BadData("heap", None, f"chunk address {bad:#x} is not 8-byte aligned")
+            segs.append((f, l, int(starts[f]), end(l - 1)))
+    for lo in range(0, len(starts), _SLICE):
+        mis = np.flatnonzero(starts[lo:lo + _SLICE] & np.uint64(7))
+        if len(mis):
+            raise BadData("heap", None, f"chunk address {int(starts[lo + mis[0]]):#x} is not 8-byte aligned")
     mem = PieceMemory()
-    memoff = np.full(len(starts), -1, dtype=np.int64)
+    nbad = 0
     # bytes the heap walker already read (GlibcHeap.memory_blocks): used, not read again
     blocks = list(getattr(chunks, "memory_blocks", None) or [])
     bstarts = [b[0] for b in blocks]
@@ -362,20 +417,15 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
         for a, b in zip(bounds[:-1], bounds[1:]):
             if a >= b:
                 continue
-            plo, phi = int(starts[first + a]), int(ends[first + b - 1])
-            part = slice(first + a, first + b)
+            plo, phi = int(starts[first + a]), end(first + b - 1)
             try:
-                base = mem.add(read(plo, phi))
-                # memoff = base + (start - plo), in place (mod 2**64, so in any order of the two)
-                np.subtract(starts[part], np.uint64((plo - base) & 0xFFFFFFFFFFFFFFFF),
-                            out=memoff[part].view(np.uint64))
+                mem.add(read(plo, phi), plo)
             except TargetFault:
                 for c in range(first + a, first + b):     # one chunk at a time: keep what can be read
                     try:
-                        memoff[c] = mem.add(target.read(int(starts[c]), int(sizes[c])))
+                        mem.add(target.read(int(starts[c]), int(sizes[c])), int(starts[c]))
                     except TargetFault:
-                        memoff[c] = -1
-    nbad = int(np.count_nonzero(memoff < 0))
+                        nbad += 1
     if nbad:
         warnings.append(f"{nbad} heap objects could not be read; they are not scanned")
     mset = getattr(target, "mappings", []) or []
@@ -386,7 +436,7 @@ def _load_heap(target, chunks: Sequence[ChunkLike]) -> _Heap:
             k = int(np.searchsorted(starts, np.uint64(m.start)))
             if k < len(starts) and int(starts[k]) < m.end:
                 heapm.append((m.start, m.end))
-    return _Heap(starts, sizes, memoff, mem, _merge_ranges(heapm), maps, warnings, segs)
+    return _Heap(starts, sizes, mem, _merge_ranges(heapm), maps, warnings, segs, nbad)
 
 
 @dataclass
@@ -709,22 +759,22 @@ class _MarkOut:
     edge_counts: tuple[int, int, int, int] | None = None
 
 
-#: one node of the C kernel (``struct mt_node``)
-NODE_DTYPE = np.dtype([("start", "<u8"), ("size", "<u8"), ("p", "<u8"), ("type", "<i4"),
-                       ("state", "u1"), ("pad", "V3")])
 #: one segment of its lookup index (``struct mt_seg``)
 SEG_DTYPE = np.dtype([("lo", "<u8"), ("hi", "<u8"), ("first", "<i8"), ("last", "<i8"),
                       ("boff", "<i8"), ("nb", "<i8"), ("shift", "<u4"), ("pad", "<u4")])
 
 
 def _segments(heap: _Heap) -> np.ndarray:
-    """The segments of ``struct mt_heap``, each with about one bucket per chunk
-    (a power-of-two bucket size, at least 16 bytes)."""
+    """The segments of ``struct mt_heap``, each with at most one bucket per chunk
+    (a power-of-two bucket size, the mean chunk span rounded up, at least 16
+    bytes): 0.5 to 1 bucket of 4 bytes per chunk (rounded down it was 1 to 2,
+    up to 8 bytes per object of the tracer's memory; a bucket then names one
+    or two chunks more often, which the lookup's short scan absorbs)."""
     segs = np.zeros(len(heap.segs), SEG_DTYPE)
     off = 0
     for k, (first, last, lo, hi) in enumerate(heap.segs):
         span = max(1, hi - lo)
-        shift = max(4, (span // max(1, last - first)).bit_length() - 1)
+        shift = max(4, (max(1, span // max(1, last - first)) - 1).bit_length())
         nb = (span >> shift) + 1
         segs[k] = (lo, hi, first, last, off, nb, shift, 0)
         off += nb
@@ -744,14 +794,19 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool,
     n = heap.n
     if n >= 1 << 32:
         raise MarkError(f"{n} heap objects: the C kernel takes fewer than 2**32", hint="use kernel='numpy'")
-    nodes = new_buffer(n * NODE_DTYPE.itemsize).view(NODE_DTYPE)
+    # per node: the graph's starts and sizes (shared, not copied), the marking's
+    # state and type; a node's bytes are found from the pieces table
+    state = np.zeros(n, np.uint8)
+    typ = np.full(n, -1, np.int32)
     h = ffi.new("struct mt_heap *")
     h.n = n
-    h.nodes = p(nodes, "struct mt_node *")
-    ptrs = heap.mem.pointers(heap.memoff)      # copied into the node records: not kept
-    lib.mt_nodes_init(h.nodes, n, p(heap.starts, "uint64_t *"), p(heap.sizes, "uint64_t *"),
-                      ffi.cast("uint64_t *", ffi.from_buffer(ptrs)) if n else ffi.NULL)
-    del ptrs
+    h.start = p(_as_u64(heap.starts), "uint64_t *")
+    h.size = p(_as_u64(heap.sizes), "uint64_t *")
+    h.state = p(state, "uint8_t *")
+    h.type = p(typ, "int32_t *")
+    pieces = heap.mem.table()
+    h.npiece = len(pieces)
+    h.piece = p(pieces.reshape(-1), "uint64_t *")
     if n:
         segs = _segments(heap)
         h.nseg = len(segs)
@@ -773,10 +828,7 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool,
         ctype = {np.dtype(np.uint64): "uint64_t *", np.dtype(np.int64): "int64_t *",
                  np.dtype(np.uint32): "uint32_t *", np.dtype(np.uint8): "uint8_t *"}[arr.dtype]
         setattr(t, name, p(arr, ctype))
-    # type indices as int32, as in the node records (8 bytes per object less than int64)
-    sc = np.full(n, -1, np.int32)
     o = ffi.new("struct mt_out *")
-    o.scalar_type = p(sc, "int32_t *")
     if site_type is not None and not conservative and n:
         o.site_type = p(site_type.astype(np.int64), "int64_t *")
     rc = lib.mt_mark(h, t, o, len(rs.init_node), p(rs.init_node, "int64_t *"),
@@ -787,7 +839,7 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool,
 
     def make_edges(select: np.ndarray | None, _alive=(keep, h, t, o)) -> np.ndarray:
         """The second pass (mt_edges) over every node, or the nodes of a mask.
-        ``_alive`` keeps the kernel's inputs (node records, index, types) alive."""
+        ``_alive`` keeps the kernel's inputs (node columns, pieces, index, types) alive."""
         sel_arr = None if select is None else np.ascontiguousarray(select, dtype=np.uint8)
         sel = ffi.NULL if sel_arr is None or not n else ffi.cast("uint8_t *", ffi.from_buffer(sel_arr))
         cnt = ne if sel_arr is None else int(lib.mt_edges(h, t, o, sel, ffi.NULL, 0))
@@ -802,10 +854,8 @@ def _run_c(mod, heap: _Heap, tt: _Types, rs: _RootScan, conservative: bool,
                 raise MarkError(f"the marking kernel made {got} edges where it counted {cnt}")
         return edges
 
-    state = np.empty(n, np.uint8)
-    typ = np.empty(n, np.int32)
-    lib.mt_nodes_out(h.nodes, n, p(state, "uint8_t *"), p(typ, "int32_t *"))
-    return _MarkOut(state, typ, sc, None, [int(o.counters[i]) for i in range(8)], True, make_edges,
+    # one type column: the typed type where ST_TYPED, else the pointer-free one (ST_SCALAR)
+    return _MarkOut(state, typ, typ, None, [int(o.counters[i]) for i in range(8)], True, make_edges,
                     (int(o.nexact), int(o.ntcons), int(o.ncons), int(o.nunreached)))
 
 
@@ -1158,14 +1208,16 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
     conservative = mode == "conservative"
     heap = _load_heap(target, chunks)
     t_read = time.perf_counter()
-    node_site, node_tid, types = _node_sites(heap, types, sites)
+    node_site, node_tid, types, node_scan = _node_sites(heap, types, sites)
     tt = _compile_types(types)
     warnings = list(heap.warnings)
     rs = _scan_roots(target, heap, tt, list(roots), conservative, warnings)
-    site_type = None
+    site_type = site_scan = None
     if node_tid is not None:
         u, inv = np.unique(node_tid, return_inverse=True)
         site_type = np.array([tt.idx(int(t)) for t in u.tolist()], np.int64)[inv.reshape(-1)]
+        # the types a site may decide scanning by (an untrusted byte buffer only names)
+        site_scan = np.where(node_scan, site_type, np.int64(-1))
     mod = None
     if kernel in ("auto", "c"):
         from . import _markkernel
@@ -1173,13 +1225,13 @@ def mark(target, chunks: Sequence[ChunkLike], roots: Sequence[Root], types: dict
         if mod is None and kernel == "c":
             raise MappedTraceError("the C marking kernel is not available (no C compiler?)",
                                    hint="use kernel='numpy'")
-    out = _run_c(mod, heap, tt, rs, conservative, site_type) if mod is not None \
-        else _NumpyMarker(heap, tt, conservative, site_type).run(rs)
+    out = _run_c(mod, heap, tt, rs, conservative, site_scan) if mod is not None \
+        else _NumpyMarker(heap, tt, conservative, site_scan).run(rs)
     t_mark = time.perf_counter()
     g = _build_graph(heap, tt, types, list(roots), rs, out, mode,
                      "c" if mod is not None else "numpy", warnings)
     if sites is not None and len(sites):
-        _add_sites(g, tt, sites, node_site, node_tid, site_type, out)
+        _add_sites(g, tt, sites, node_site, node_tid, site_type, site_scan, out)
     g.precision.__dict__.update(frames_exact=frames[0], frames_conservative=frames[1],
                                 read_s=round(t_read - t0, 6), mark_s=round(t_mark - t_read, 6),
                                 total_s=round(time.perf_counter() - t0, 6))
@@ -1219,16 +1271,26 @@ def _site_type(t: Any, d: int, k: int, tid: int) -> TypeInfo | None:
                     int(getattr(t, "elem_type", 0) or 0), flex + d if int(t.flags) & TYPE_FLEX else flex, fields)
 
 
+def _bytes_type(k: int) -> TypeInfo:
+    """The pointer-free type of a byte buffer of ``k`` bytes (a BYTES site)."""
+    return TypeInfo(_SYNTHETIC_BIT | _BYTES_BIT | k, f"char[{k}]", k, "scalar")
+
+
+#: synthetic byte-buffer type ids: bit 62 with the size in the low bits
+_BYTES_BIT = 1 << 62
+
+
 def _node_sites(heap: _Heap, types: dict[int, Any], sites: "SiteTable | None"
-                ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, Any]]:
+                ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, Any], np.ndarray | None]:
     """(site index per node or -1, the type id each node's site gives it or 0,
     the types with the synthetic ones added: objects at an offset in their
-    chunk, arrays proved by their site); (None, None, types) without sites."""
+    chunk, arrays proved by their site, byte buffers; per node whether its
+    site type may decide scanning); (None, None, types, None) without sites."""
     if sites is None or not len(sites):
-        return None, None, types
+        return None, None, types, None
     import hashlib
     from .heap.allocsites import find_sites
-    from .formats.allocsites import SITE_ARRAY
+    from .formats.allocsites import SITE_ARRAY, SITE_BYTES
     node_site, node_off, word_at = find_sites(sites, heap.starts, heap.sizes, heap.memoff >= 0, heap.words,
                                               with_offsets=True)
     node_tid = np.append(sites.type_ids, np.uint64(0))[node_site]       # index -1 picks the trailing 0
@@ -1269,13 +1331,29 @@ def _node_sites(heap: _Heap, types: dict[int, Any], sites: "SiteTable | None"
         node_tid[moved] = np.array([ids.get((int(t), int(d), int(k)), 0) for t, d, k in
                                     zip(node_tid[moved].tolist(), node_off[moved].tolist(), count[moved].tolist())],
                                    np.uint64)
-    return node_site, node_tid, types
+    # byte buffers: char[k], k the bytes before the site word
+    is_bytes = np.array([bool(s.flags & SITE_BYTES) and not s.type_id and s.kind != "aligned_alloc"
+                         for s in sites.sites] + [False], bool)[node_site]
+    node_scan = np.ones(len(node_tid), bool)
+    byt = np.nonzero(is_bytes & (node_off == 0) & (word_at > 0) & (word_at < np.uint64(_BYTES_BIT)))[0]
+    if len(byt):
+        types = dict(types) if types is not None else {}
+        node_tid = node_tid.copy()
+        ks = word_at[byt]
+        for k in np.unique(ks).tolist():
+            t = _bytes_type(int(k))
+            types[t.id] = t
+        node_tid[byt] = np.uint64(_SYNTHETIC_BIT | _BYTES_BIT) | ks
+        node_scan[byt] = sites.bytes_trusted
+    return node_site, node_tid, types, node_scan
 
 
 def _add_sites(g: HeapGraph, tt: _Types, sites: "SiteTable", node_site: np.ndarray, node_tid: np.ndarray,
-               site_type: np.ndarray, out: _MarkOut) -> None:
+               site_type: np.ndarray, site_scan: np.ndarray, out: _MarkOut) -> None:
     """The sites into the graph, site types as names where the marker gave
-    none, and the precision figures of the sites."""
+    none, and the precision figures of the sites (``site_type``: the type
+    each node's site names it by; ``site_scan``: the one it may be scanned
+    by, -1 where an untrusted byte-buffer site only names it)."""
     g.sites = list(sites.sites)
     g.node_site = node_site
     has = node_site >= 0
@@ -1286,14 +1364,26 @@ def _add_sites(g: HeapGraph, tt: _Types, sites: "SiteTable", node_site: np.ndarr
     st = out.state
     # typed by the marker with the site's type (the site was visited first: its type won)
     mtype = np.where((st & ST_TYPED) != 0, out.type, out.scalar_type)
-    by_site = typed & ~g.ambiguous & (site_type >= 0) & (mtype == site_type)
+    by_site = typed & ~g.ambiguous & (site_scan >= 0) & (mtype == site_scan)
     p = g.precision
+    p.untyped_pointer_writes = sites.untyped_writes
+    # byte buffers: skipped as pointer-free (typed for scanning), or named only
+    byt = np.nonzero(has & ((sid & np.uint64(_SYNTHETIC_BIT | _BYTES_BIT)) == np.uint64(_SYNTHETIC_BIT | _BYTES_BIT)))[0]
+    if len(byt):
+        p.objects_bytes_by_site = int(np.count_nonzero(by_site[byt]))
+        p.heap_bytes_bytes_by_site = int(np.minimum(sid[byt] & np.uint64(_BYTES_BIT - 1), g.sizes[byt])
+                                         [by_site[byt]].sum())
+    # named by their site, not typed by the marker: typed for naming only
+    nm = np.nonzero(has & ~typed & (site_type >= 0))[0]
+    if len(nm):
+        p.objects_named_by_site = len(nm)
+        p.heap_bytes_named_by_site = int(np.minimum(tt.tail_start(site_type[nm], g.sizes[nm]), g.sizes[nm]).sum())
     p.objects_with_site = int(np.count_nonzero(has))
     p.objects_with_site_type = int(np.count_nonzero(has & (sid != 0)))
     p.objects_typed_by_site = int(np.count_nonzero(by_site))
     if by_site.any():
         idx = np.nonzero(by_site)[0]
-        ts = tt.tail_start(site_type[idx], g.sizes[idx])
+        ts = tt.tail_start(site_scan[idx], g.sizes[idx])
         p.heap_bytes_typed_by_site = int(np.minimum(ts, g.sizes[idx]).sum())
 
 
@@ -1317,7 +1407,10 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
     st = out.state
     n = heap.n
     how = np.empty(n, np.uint8)
-    type_ids = np.empty(n, np.uint64)
+    # the graph's types are the marker's type indices (HeapGraph.type_ids makes the
+    # ids on first use): the C kernel's one column as it is, the numpy marker's two merged
+    one_col = out.type is out.scalar_type
+    tcol = out.type if one_col else np.empty(n, np.int32)
     ids = np.array(tt.ids + [0], dtype=np.uint64)      # index -1 → 0
     # in slices: the masks and type indices of the whole heap at once were
     # about 10 bytes per object of temporaries at the analysis's peak (issue #13)
@@ -1329,9 +1422,12 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         h = np.where(reached, np.uint8(HOW_CONSERVATIVE), np.uint8(HOW_UNREACHED))
         h[typed | scalar_only] = HOW_TYPED
         how[lo:lo + _SLICE] = h
-        tix = np.where((s & ST_TYPED) != 0, out.type[lo:lo + _SLICE], out.scalar_type[lo:lo + _SLICE])
-        tix[~reached] = -1
-        type_ids[lo:lo + _SLICE] = ids[tix]
+        if one_col:
+            tcol[lo:lo + _SLICE][~reached] = -1     # (never set on an unreached node: kept as is)
+        else:
+            tix = np.where((s & ST_TYPED) != 0, out.type[lo:lo + _SLICE], out.scalar_type[lo:lo + _SLICE])
+            tix[~reached] = -1
+            tcol[lo:lo + _SLICE] = tix
     ambiguous = (st & ST_AMBIG) != 0
     e = out.edges
     if e is None:
@@ -1397,8 +1493,8 @@ def _build_graph(heap: _Heap, tt: _Types, types, roots: list[Root], rs: _RootSca
         dangling_pointers=out.counters[0] + rs.dangling,
         pointers_to_static=out.counters[1] + rs.static,
         typed_words_read=out.counters[2] + rs.words,
-        unreadable_objects=int(np.count_nonzero(heap.memoff < 0)),
+        unreadable_objects=heap.unreadable,
         mark_queue_bytes=int(out.counters[6]) if kernel == "c" else 0,
     )
-    return HeapGraph(heap.starts, heap.sizes, type_ids, how, ambiguous, e, re, roots, types, prec,
-                     warnings, mem=heap.mem, memoff=heap.memoff, mapped=heap.maps, _edge_maker=maker)
+    return HeapGraph(heap.starts, heap.sizes, tcol, how, ambiguous, e, re, roots, types, prec,
+                     warnings, mem=heap.mem, mapped=heap.maps, _edge_maker=maker, _type_table=ids)

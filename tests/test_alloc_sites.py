@@ -139,6 +139,59 @@ def test_valgrind_clean(tmp_path: Path) -> None:
     assert "Invalid" not in r.stderr and "uninitialised" not in r.stderr, r.stderr[-3000:]
 
 
+def build_bytes(tmp: Path, *extra: str, mode: str = "--alloc-sites") -> Path:
+    require_plugin()
+    exe = tmp / ("bytes" + "".join(extra) + mode.replace("=", "-"))
+    r = subprocess.run([MAPPEDTRACE, "cc", *([mode] if mode else []), "-O2", *extra, f"-I{TRUTH_H}",
+                        "-o", str(exe), str(SRC / "bytes.c")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return exe
+
+
+@pytest.mark.parametrize("store_ptr", [False, True])
+def test_byte_buffers(store_ptr: bool, tmp_path: Path) -> None:
+    """sds-like strings and listpack-like buffers (tests/alloc_sites/bytes.c):
+    their sites say "pointer-free memory".  With no pointer written into
+    untyped memory anywhere in the program their words are skipped (typed for
+    scanning); a program that memcpy's a pointer into a char buffer keeps
+    them scanned (named only), and the object held only there is no leak.
+    A struct allocated in a freed string's chunk is typed by its own site."""
+    exe = build_bytes(tmp_path, *(["-DSTORE_PTR"] if store_ptr else []))
+    err, rep = run(exe, tmp_path)
+    truth, kept = truth_of(err)
+    assert_exact(rep, truth, kept, err[-3000:])
+    p = rep["precision"]
+    nbag = int(re.search(r"^bag (\d+)$", err, re.M).group(1))
+    line = next(i + 1 for i, t in enumerate((SRC / "bytes.c").read_text().splitlines())
+                if "void *sh = malloc(" in t)
+    (leak,) = rep["leaks"]
+    assert leak["type"].startswith("char[") and leak["site"].endswith(f"bytes.c:{line} in str_new"), leak
+    if store_ptr:
+        assert p["untyped_pointer_writes"] >= 1 and p["objects_bytes_by_site"] == 0, p
+        assert p["objects_named_by_site"] >= nbag + 1, p
+    else:
+        assert p["untyped_pointer_writes"] == 0, p
+        assert p["objects_bytes_by_site"] >= nbag and p["heap_bytes_bytes_by_site"] >= 1500, p
+        # the strings' and buffers' bytes up to their site words are typed
+        assert p["heap_bytes_typed"] >= p["heap_bytes_bytes_by_site"]
+
+
+def test_compact_sites_grow_no_chunk(tmp_path: Path) -> None:
+    """``--alloc-sites=compact``: the chunks are those of a build without
+    sites (the default mode grows some), the objects whose chunk had room
+    keep their site, and the answer is still exact."""
+    usable = re.compile(r"^usable (\d+)$", re.M)
+    out = {}
+    for mode in ("", "--alloc-sites", "--alloc-sites=compact"):
+        exe = build_bytes(tmp_path, mode=mode)
+        err, rep = run(exe, tmp_path)
+        assert_exact(rep, *truth_of(err), err[-3000:])
+        out[mode] = (int(usable.search(err).group(1)), rep["precision"])
+    assert out["--alloc-sites=compact"][0] == out[""][0] < out["--alloc-sites"][0], out
+    full, compact = out["--alloc-sites"][1], out["--alloc-sites=compact"][1]
+    assert 0 < compact["objects_with_site"] < full["objects_with_site"], (compact, full)
+
+
 def test_maps_cli_lists_no_error_and_driver_flag_is_ours(tmp_path: Path) -> None:
     """--alloc-sites is the driver's (clang never sees it); the binary has a
     .mtsites section whose records decode with the program's lines."""
@@ -499,11 +552,16 @@ def test_site_types_at_offsets_and_arrays() -> None:
     assert tt.covers(a, r) and not tt.covers(a, o) and not tt.covers(r, a)
 
 
-def _block(n: int = 1, version: int = 1, magic: int = fas.MAGIC, record_size: int = 24) -> bytes:
+def _block(n: int = 1, version: int = 1, magic: int = fas.MAGIC, record_size: int = 24,
+           writes: int | None = None) -> bytes:
+    """A block; ``writes``: a 40-byte header counting that many untyped pointer writes."""
     strings = b"\0a.c\0f\0"
-    soff = 32 + record_size * n
+    hsize = 32 if writes is None else 40
+    soff = hsize + record_size * n
     total = (soff + len(strings) + 7) & ~7
-    out = struct.pack("<IHHIIIIII", magic, version, 32, total, n, record_size, soff, len(strings), 0)
+    out = struct.pack("<IHHIIIIII", magic, version, hsize, total, n, record_size, soff, len(strings), 0)
+    if writes is not None:
+        out += struct.pack("<II", fas.BLOCK_WRITES_COUNTED, writes)
     for i in range(n):
         out += struct.pack("<QIIIHBB", 7, 1, 5, 10 + i, 2, 1, 0).ljust(record_size, b"\0")
     return (out + strings).ljust(total, b"\0")
@@ -516,6 +574,36 @@ def test_decoder() -> None:
         (0x400020, 10, "a.c", "f", "malloc", 7), (0x400038, 11, "a.c", "f", "malloc", 7),
         (0x400000 + len(_block(2)) + 8 + 32, 10, "a.c", "f", "malloc", 7)]
     assert sites[0].where == "a.c:10 in f"
+    # the 40-byte header: the module's untyped pointer writes (records after it)
+    data = _block(1, writes=3) + _block(1)
+    sites, blocks = fas.decode_blocks(data, "x: .mtsites", 0)
+    assert [s.address for s in sites] == [40, len(_block(1, writes=3)) + 32]
+    assert [(b.counted, b.untyped_writes) for b in blocks] == [(True, 3), (False, 0)]
+
+
+class _Maps:
+    def __init__(self, chunks: int, blocks: list) -> None:
+        self.chunks, self.site_blocks, self.sites = [None] * chunks, blocks, []
+
+
+class _Mod:
+    def __init__(self, path: str) -> None:
+        self.path, self.bias = path, 0
+
+
+def test_byte_buffers_trusted_only_when_every_module_counted_none() -> None:
+    """A byte-buffer site decides scanning only when every module with maps
+    counted its untyped pointer writes and none has any."""
+    ok = fas.SiteBlock("a.c", True, 0)
+    cases = [({"x": _Maps(2, [ok, ok])}, 0, True),
+             ({"x": _Maps(2, [ok, fas.SiteBlock("b.c", True, 2)])}, 2, False),
+             ({"x": _Maps(2, [ok])}, -1, False),                              # a module without sites
+             ({"x": _Maps(1, [ok]), "y": _Maps(1, [])}, -1, False),           # a library built without
+             ({"x": _Maps(1, [ok]), "y": _Maps(0, [])}, 0, True),             # a library with no maps
+             ({"x": _Maps(1, [fas.SiteBlock("a.c", False, 0)])}, -1, False)]  # an older pass
+    for maps, writes, trusted in cases:
+        t = SiteTable.of([_Mod(p) for p in maps], maps)
+        assert (t.untyped_writes, t.bytes_trusted) == (writes, trusted), maps
 
 
 @pytest.mark.parametrize("data,what", [

@@ -147,3 +147,52 @@ def test_soundness_verdicts_explained_only_by_the_documented_count() -> None:
     assert verdict(1, 1, 0) == "DISAGREE"               # valgrind and LSan differ
     assert verdict(1, 0, 0, k=None) == "DISAGREE"       # nothing documented
     assert not debian.PROGRAMS["bzip2"].known
+
+
+def _overhead_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("overhead_run", ROOT / "benchmarks" / "overhead" / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.timeout(200)
+def test_code_growth_accounts_for_every_function(tmp_path: Path) -> None:
+    """run.py --sizes-only's per-function code diff (issue #18 item 3): sizes agree
+    with ``nm -S``, the pass's varargs thunks are counted apart (samples/leaky.c
+    calls printf, a varargs function, with pointers live), and the functions it
+    name add up to the maps build's function bytes, within its ``.text``."""
+    need("clang-22", "nm")
+    from conftest import build_sample, require_plugin
+    require_plugin()
+    mod = _overhead_module()
+    src = ROOT / "samples" / "leaky.c"
+    plain, maps = tmp_path / "plain", tmp_path / "maps"
+    subprocess.run(["clang-22", "-O2", "-g", "-o", str(plain), str(src)], check=True, timeout=120)
+    build_sample(src, "-O2", maps)
+    nm = subprocess.run(["nm", "-S", "--defined-only", str(maps)], capture_output=True, text=True, check=True).stdout
+    want: dict[str, int] = {}
+    for line in nm.splitlines():
+        f = line.split()
+        if len(f) == 4 and f[2] in "tT":
+            want[f[3]] = want.get(f[3], 0) + int(f[1], 16)
+    got = mod.function_sizes(maps)
+    assert got and all(got[name] == want[name] for name in got), (got, want)
+    g = mod.code_growth(plain, maps)
+    thunks = [n for n in want if n.startswith(mod.THUNK_PREFIX)]
+    assert g["thunks"] == len(thunks) > 0
+    assert g["thunk_bytes"] == sum(want[n] for n in thunks)
+    text = mod.sizes(maps)["text"]
+    named = g["common_maps"] + g["only_maps"] + g["thunk_bytes"]
+    assert named == sum(got.values()) <= text
+    assert any(r["function"] == "main" for r in g["grew"]) or len(g["grew"]) == 8
+
+
+def test_sizes_only_names_the_extra_programs() -> None:
+    """--sizes-only measures Redis, SQLite, Lua and jq beside the Debian suite; an
+    unknown name is a one-line usage error listing them."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead" / "run.py"), "--sizes-only",
+                        "--only", "nosuch"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert all(n in r.stderr for n in ("redis", "sqlite", "lua", "jq", "gawk")) and "nosuch" in r.stderr

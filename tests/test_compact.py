@@ -25,22 +25,31 @@ from test_relocate import _graph_signature, _state, _stopped
 N, KEEP, SEED = 12000, 15, 7
 
 
-@pytest.fixture(scope="module")
-def frag(tmp_path_factory, plugin) -> Path:
-    out = tmp_path_factory.mktemp("compact") / "frag_heap"
+def build_frag(tmp_path_factory, folder: str) -> Path:
+    """samples/frag_heap.c built with the maps, in a fresh folder."""
+    out = tmp_path_factory.mktemp(folder) / "frag_heap"
     build_sample(SAMPLES / "frag_heap.c", "-O2", out)
     return out
 
 
-@pytest.fixture(scope="module")
-def reference(frag) -> list[str]:
+def frag_reference(frag: Path, n: int, keep: int, seed: int) -> list[str]:
     """The digests of a run left alone: after "check" and after "churn 2000"."""
-    r = subprocess.run([str(frag), str(N), str(KEEP), str(SEED)], input="check\nchurn 2000\n",
+    r = subprocess.run([str(frag), str(n), str(keep), str(seed)], input="check\nchurn 2000\n",
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[1].endswith("mismatches 0") and lines[2].endswith("mismatches 0")
     return lines[1:3]
+
+
+@pytest.fixture(scope="module")
+def frag(tmp_path_factory, plugin) -> Path:
+    return build_frag(tmp_path_factory, "compact")
+
+
+@pytest.fixture(scope="module")
+def reference(frag) -> list[str]:
+    return frag_reference(frag, N, KEEP, SEED)
 
 
 class Frag:

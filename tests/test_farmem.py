@@ -32,15 +32,21 @@ def _uffd_ok() -> bool:
     return os.geteuid() == 0 or Path("/proc/sys/vm/unprivileged_userfaultfd").read_text().strip() == "1"
 
 
-@pytest.fixture(scope="module")
-def checksum_exe(tmp_path_factory) -> str:
+def build_paged_sample(tmp_path_factory, name: str) -> str:
+    """samples/NAME.c built plainly (no maps) for a test that pages it; skips,
+    saying why, where this host cannot compile or cannot use userfaultfd."""
     if not have_c_compiler():
         pytest.skip("no C compiler")
     if not _uffd_ok():
         pytest.skip("userfaultfd needs root or vm.unprivileged_userfaultfd=1 here")
-    out = tmp_path_factory.mktemp("farmem") / "farmem_checksum"
-    subprocess.run(["cc", "-O2", "-pthread", "-o", str(out), str(SAMPLES / "farmem_checksum.c")], check=True)
+    out = tmp_path_factory.mktemp(name) / name
+    subprocess.run(["cc", "-O2", "-pthread", "-o", str(out), str(SAMPLES / f"{name}.c")], check=True)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def checksum_exe(tmp_path_factory) -> str:
+    return build_paged_sample(tmp_path_factory, "farmem_checksum")
 
 
 @pytest.fixture(scope="module")

@@ -31,24 +31,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAPPEDTRACE, ROOT, SAMPLES, have_c_compiler, need, run_mt, source_tree
+from conftest import MAPPEDTRACE, ROOT, need, run_mt, source_tree
+from test_farmem import _uffd_ok, build_paged_sample
 
 MIB = 1 << 20
 
 
-def _uffd_ok() -> bool:
-    return os.geteuid() == 0 or Path("/proc/sys/vm/unprivileged_userfaultfd").read_text().strip() == "1"
-
-
 @pytest.fixture(scope="module")
 def fork_exe(tmp_path_factory) -> str:
-    if not have_c_compiler():
-        pytest.skip("no C compiler")
-    if not _uffd_ok():
-        pytest.skip("userfaultfd needs root or vm.unprivileged_userfaultfd=1 here")
-    out = tmp_path_factory.mktemp("farmem-fork") / "farmem_fork"
-    subprocess.run(["cc", "-O2", "-o", str(out), str(SAMPLES / "farmem_fork.c")], check=True)
-    return str(out)
+    return build_paged_sample(tmp_path_factory, "farmem_fork")
 
 
 def _status(pid: int) -> dict | None:
@@ -220,13 +211,7 @@ def test_redis_at_half_its_heap_every_value_right(redis_work, redis_server_exe, 
 
 @pytest.fixture(scope="module")
 def checksum_exe(tmp_path_factory) -> str:
-    if not have_c_compiler():
-        pytest.skip("no C compiler")
-    if not _uffd_ok():
-        pytest.skip("userfaultfd needs root or vm.unprivileged_userfaultfd=1 here")
-    out = tmp_path_factory.mktemp("farmem-kills") / "farmem_checksum"
-    subprocess.run(["cc", "-O2", "-pthread", "-o", str(out), str(SAMPLES / "farmem_checksum.c")], check=True)
-    return str(out)
+    return build_paged_sample(tmp_path_factory, "farmem_checksum")
 
 
 def test_pager_killed_six_times_every_byte_right(checksum_exe, tmp_path):

@@ -244,6 +244,35 @@ def test_walk_paths_agree(program, monkeypatch):
     assert a.memory_blocks == []
 
 
+def test_share_in_use_keeps_the_columns(program):
+    """share_in_use (the marker's nodes) gives the in-use rows; made in the
+    walk's own columns when they were never handed out, in new arrays when
+    they were; either way ``headers``/``chunk_sizes`` come back unchanged,
+    free chunks (every list, four arenas) and mmapped ones included."""
+    import numpy as np
+    from mappedtrace.heap.glibc import IN_USE
+    prog = program("heap_pattern", "3")
+    with mappedtrace.attach(prog.pid) as t:
+        a = GlibcHeap(t, ModuleMap(t))
+        b = GlibcHeap(t, ModuleMap(t))
+    hdr, cs = b.headers.copy(), b.chunk_sizes.copy()           # b's columns handed out
+    want_addr, want_usable = b.addresses[b.state == IN_USE], b.usable[b.state == IN_USE]
+    assert (b.state != IN_USE).sum() > 50 and (b.arena_index < 0).sum() > 0
+    for heap, in_place in ((a, True), (b, False)):
+        addr, usable = heap.share_in_use()
+        assert addr.dtype == usable.dtype == np.uint64
+        assert np.array_equal(addr, want_addr.astype(np.uint64))
+        assert np.array_equal(usable, want_usable.astype(np.uint64))
+        # in place: views of the walk's buffers (no new column of the whole heap)
+        assert (addr.base is not None) is in_place and (usable.base is not None) is in_place
+        assert heap.share_in_use()[0] is addr                  # once
+        assert len(heap) == len(hdr)
+        assert np.array_equal(heap.headers, hdr) and np.array_equal(heap.chunk_sizes, cs)
+        assert np.array_equal(addr, want_addr.astype(np.uint64))   # made again beside them, not over them
+        c = heap.find(int(want_addr[7]))
+        assert c is not None and c.address == int(want_addr[7]) and c.size == int(want_usable[7])
+
+
 @pytest.mark.parametrize("debug", MODES)
 @pytest.mark.parametrize("tunables", ["glibc.malloc.tcache_count=0", "glibc.malloc.arena_max=1",
                                       "glibc.malloc.hugetlb=2"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLES, build_sample, run_mt
-from test_compact import Frag, _in_use
+from test_compact import Frag, _in_use, build_frag, frag_reference
 from test_relocate import _graph_signature, _state, _stopped
 
 N, KEEP, SEED = 30000, 20, 5
@@ -28,19 +28,12 @@ N, KEEP, SEED = 30000, 20, 5
 
 @pytest.fixture(scope="module")
 def frag(tmp_path_factory, plugin) -> Path:
-    out = tmp_path_factory.mktemp("batch") / "frag_heap"
-    build_sample(SAMPLES / "frag_heap.c", "-O2", out)
-    return out
+    return build_frag(tmp_path_factory, "batch")
 
 
 @pytest.fixture(scope="module")
 def reference(frag) -> list[str]:
-    r = subprocess.run([str(frag), str(N), str(KEEP), str(SEED)], input="check\nchurn 2000\n",
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert lines[1].endswith("mismatches 0") and lines[2].endswith("mismatches 0")
-    return lines[1:3]
+    return frag_reference(frag, N, KEEP, SEED)
 
 
 def _start(frag: Path) -> Frag:

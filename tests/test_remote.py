@@ -171,17 +171,19 @@ class Link:
                 "max_ms": round(t[-1], 3)}
 
     def server(self, pid: int | None, kind: str = "lldb", launch: list[str] | None = None,
-               stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+               stderr=subprocess.DEVNULL, once: bool = False) -> tuple[subprocess.Popen, str]:
         """A debug server in ``srv`` attached to ``pid`` (or gdbserver launching
         ``launch``; or, for ``pid`` None, attached to nothing until the tracer asks),
-        listening; (process, HOST:PORT)."""
+        listening; (process, HOST:PORT).  ``once``: gdbserver ``--once`` (it detaches
+        its processes and exits when the connection closes, rather than hold them)."""
         port = random.randrange(20000, 60000)
         addr = f"{self.srv_ip}:{port}"
+        o = ["--once"] if once else []
         cmd = ["gdbserver", addr, *launch] if launch else \
-            (["lldb-server-22", "gdbserver", addr] if kind == "lldb" else ["gdbserver", "--multi", addr]) \
+            (["lldb-server-22", "gdbserver", addr] if kind == "lldb" else ["gdbserver", *o, "--multi", addr]) \
             if pid is None else \
             ["lldb-server-22", "gdbserver", addr, "--attach", str(pid)] if kind == "lldb" else \
-            ["gdbserver", "--attach", addr, str(pid)]
+            ["gdbserver", *o, "--attach", addr, str(pid)]
         p = subprocess.Popen(["ip", "netns", "exec", self.srv, *cmd], stdout=subprocess.DEVNULL,
                              stderr=stderr)
         deadline = time.monotonic() + 20
@@ -626,8 +628,6 @@ def test_bad_remote_arguments(tmp_path: Path) -> None:
     for args, words in ((["leaks", "123", "--remote", "nonsense"], "is not HOST:PORT"),
                         (["graph", str(tmp_path / "x"), "-o", str(tmp_path / "g.json"), "--remote", "10.0.0.1:5"],
                          "give the PID"),
-                        (["snapshot", "123", "-o", str(tmp_path / "s"), "--mode", "fork", "--remote", "10.0.0.1:5"],
-                         "stop-copy only"),
                         (["snapshot", "123", "-o", str(tmp_path / "s"), "--tree", "--remote", "10.0.0.1:5"],
                          "--tree and --remote do not go together"),
                         (["leaks", "123", "--tree", "--remote", "10.0.0.1:5"],

@@ -11,12 +11,13 @@ import json
 import os
 import select
 import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
-from conftest import SAMPLES, build_sample, require_plugin, run_mt
+from conftest import MAPPEDTRACE, SAMPLES, build_sample, require_plugin, run_mt
 
 N_OBJECTS = 120_000
 CHAINS = 50
@@ -137,6 +138,58 @@ def test_max_memory_refuses_and_accepts(scale_prog):
     # not a size: a usage error in one line
     r = run_mt("leaks", pid, "--max-memory", "lots")
     assert r.returncode == 2 and "is not a size" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+#: run ARGV, print its exit code and its own peak RSS (KiB, from its rusage at wait4)
+_PEAK = ("import os, subprocess, sys\n"
+         "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+         "_, status, usage = os.wait4(p.pid, 0)\n"
+         "p.returncode = os.waitstatus_to_exitcode(status)\n"
+         "print(p.returncode, usage.ru_maxrss)\n")
+
+
+def _peak_of(*args: str) -> tuple[int, int, str]:
+    """(exit code, peak RSS in bytes, stderr) of ``mappedtrace ARGS``, not timed.
+    Started from a small intermediate Python: a process's peak RSS counts the
+    memory of what exec replaced (Linux folds the old mm's high-water mark into
+    it), and a child started by this test process would count its hundreds of MiB."""
+    r = subprocess.run([sys.executable, "-c", _PEAK, MAPPEDTRACE, *args], capture_output=True, text=True,
+                       env=dict(os.environ, COLUMNS="120"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    rc, kib = (int(x) for x in r.stdout.split())
+    return rc, kib * 1024, r.stderr
+
+
+@pytest.mark.parametrize("roots", ["precise", "conservative"])
+def test_max_memory_estimate_against_the_peak(scale_prog, roots):
+    """--max-memory just below the estimate refuses after the heap walk (one
+    line naming the chunks, exit 3); well above it, the analysis runs and
+    finds the program's leaks, and its measured peak RSS is within the estimate
+    (the marking kernel built beforehand: its first build, once per install, is
+    not part of the estimate)."""
+    from mappedtrace import _markkernel, memory
+    from mappedtrace.heap.glibc import GlibcHeap
+    from mappedtrace.modules import ModuleMap
+    from mappedtrace.session import capture_live
+    proc, info, tmp = scale_prog
+    pid = str(proc.pid)
+    assert _markkernel.load() is not None       # (the plugin was built: a C compiler is here)
+    target = capture_live(proc.pid, "fork")
+    try:
+        est = memory.estimate(target.captured_bytes, len(GlibcHeap(target, ModuleMap(target))))
+    finally:
+        target.close()
+    mode = ["--roots", roots]
+    rc, _, err = _peak_of("leaks", pid, *mode, "--max-memory", str(est - (1 << 20)))
+    lines = [l for l in err.splitlines() if "error:" in l]
+    assert rc == 3 and len(lines) == 1 and "heap chunks" in lines[0] and "Traceback" not in err, err
+    assert f"--max-memory {memory.fmt_size(est - (1 << 20))}" in lines[0]
+    out = tmp / f"peak_{roots}.json"
+    rc, peak, err = _peak_of("leaks", pid, *mode, "--max-memory", str(2 * est), "--json", str(out))
+    assert rc == 23, err
+    rep = json.loads(out.read_text())
+    assert rep["summary"]["leaked_objects"] >= info["leaked_objects"] - 3
+    assert 0 < peak <= est, f"peak {peak / 2**20:.1f} MiB over the estimate {est / 2**20:.1f} MiB"
 
 
 @pytest.mark.parametrize("text,want", [("512M", 512 << 20), ("1.5G", 3 << 29), ("2GiB", 2 << 30),

@@ -285,6 +285,34 @@ def test_kernel_build_cache_and_fallback(tmp_path, monkeypatch, capfd):
         mark(t, chunks, roots, TYPES, kernel="c")
 
 
+@pytest.mark.parametrize("kernel", ["c", "numpy"])
+def test_type_ids_and_bytes_made_on_use(kernel):
+    """The graph keeps no column of type ids or byte positions: ``type_ids_of``
+    answers for a few nodes without making the column, ``type_ids`` makes it
+    once; ``memoff`` and ``object_bytes`` find each node's bytes in the pieces
+    read (-1 / None for the chunk that could not be read)."""
+    t, chunks, roots = gen_heap(3)
+    bad = next(c for c in chunks if c.state == "in-use")
+    t.unreadable.add(bad.address)
+    g = c_mark(t, chunks, roots, TYPES) if kernel == "c" else mark(t, chunks, roots, TYPES, kernel="numpy")
+    nodes = np.arange(0, len(g), 3)
+    few = g.type_ids_of(nodes)
+    assert g._type_table is not None                   # still indices: no column of ids made
+    col = g.type_ids
+    assert col.dtype == np.uint64 and g._type_table is None and g.type_ids is col
+    assert np.array_equal(few, col[nodes]) and np.array_equal(g.type_ids_of(nodes), few)
+    assert (col != 0).any() and int(g.type_ids_of(int(nodes[1]))) == int(col[nodes[1]])
+    mo = g.memoff
+    assert mo.dtype == np.int64 and int(np.count_nonzero(mo < 0)) == g.precision.unreadable_objects == 1
+    i_bad = g.find(bad.address)
+    assert mo[i_bad] < 0 and g.object_bytes(i_bad) is None
+    for i in range(len(g)):
+        if i != i_bad:
+            assert g.object_bytes(i) == t.read(int(g.addresses[i]), int(g.sizes[i])), i
+    w, ok = g.words(np.array([i_bad, (i_bad + 1) % len(g)]), np.array([0], np.uint64))
+    assert not ok[0, 0] and ok[1, 0]
+
+
 def test_small_read_pieces_same_graph(monkeypatch):
     import mappedtrace.trace as tr
     t, chunks, roots = gen_heap(5)

@@ -53,9 +53,13 @@ SQLITE_ALLOC_FNS = ("sqlite3Malloc*:wrapper,sqlite3DbMalloc*:wrapper,sqlite3Real
                     "sqlite3DbRealloc*:wrapper,sqlite3_malloc*:wrapper,sqlite3_realloc*:wrapper")
 
 
+#: the builds compared: without sites, with sites, with compact sites (no chunk grows)
+VARIANTS = ("maps", "sites", "compact")
+SITE_FLAGS = {"maps": [], "sites": ["--alloc-sites"], "compact": ["--alloc-sites=compact"]}
+
+
 def cc(variant: str, fns: str = "") -> list[str]:
-    return [*MT, "cc", *(["--alloc-sites"] if variant == "sites" else []),
-            *([f"--alloc-fn={fns}"] if variant == "sites" and fns else [])]
+    return [*MT, "cc", *SITE_FLAGS[variant], *([f"--alloc-fn={fns}"] if variant != "maps" and fns else [])]
 
 
 def run(cmd: list[str], cwd: Path | None = None, timeout: float = 3600) -> str:
@@ -111,7 +115,7 @@ def bench_instructions(work: Path, rounds: int, depth: int) -> dict:
 
 def bench_sizes(work: Path) -> dict:
     out = {}
-    for v in ("maps", "sites"):
+    for v in VARIANTS:
         exe = work / f"sizes-{v}"
         run([*cc(v), "-O2", "-o", str(exe), str(HERE / "sizes.c")])
         text = run([str(exe)])
@@ -121,6 +125,8 @@ def bench_sizes(work: Path) -> dict:
     out["extra_bytes_per_object_1_1024"] = round((out["sites"]["chunk_bytes_1_1024"]
                                                   - out["maps"]["chunk_bytes_1_1024"]) / 1024, 2)
     out["extra_bytes_per_node"] = out["sites"]["node_chunk_bytes"] - out["maps"]["node_chunk_bytes"]
+    out["extra_bytes_per_object_1_1024_compact"] = round((out["compact"]["chunk_bytes_1_1024"]
+                                                          - out["maps"]["chunk_bytes_1_1024"]) / 1024, 2)
     return out
 
 
@@ -171,7 +177,7 @@ def jq_exe(work: Path, variant: str, wrappers: bool = True) -> Path:
     tree = work / f"jq-{variant}"
     if not tree.exists():
         shutil.copytree(_tree("jq"), tree, symlinks=True)
-    cc_ = " ".join(cc(variant) + ([f"--alloc-fn={JQ_ALLOC_FNS}"] if variant == "sites" and wrappers else []))
+    cc_ = " ".join(cc(variant) + ([f"--alloc-fn={JQ_ALLOC_FNS}"] if variant != "maps" and wrappers else []))
     run(["autoreconf", "-fi"], tree)
     run(["./configure", "--disable-shared", "--enable-static", "--disable-docs", "--disable-maintainer-mode",
          "--disable-valgrind", "--with-oniguruma=yes", f"CC={cc_}", "CFLAGS=-O2"], tree)
@@ -252,9 +258,15 @@ def jq_live(exe: Path, work: Path, name: str) -> dict:
 def _figures(rep: dict) -> dict:
     pr = rep["precision"]
     keys = ("objects", "objects_typed", "heap_bytes", "heap_bytes_typed", "objects_with_site",
-            "objects_with_site_type", "objects_typed_by_site", "heap_bytes_typed_by_site")
+            "objects_with_site_type", "objects_typed_by_site", "heap_bytes_typed_by_site",
+            "objects_bytes_by_site", "heap_bytes_bytes_by_site", "untyped_pointer_writes",
+            "objects_named_by_site", "heap_bytes_named_by_site")
     out = {k: pr.get(k, 0) for k in keys}
+    # typed for scanning (the marker skipped what the type says), and typed or
+    # named (a site names the object, it is scanned conservatively)
     out["typed_pct"] = round(100.0 * pr["heap_bytes_typed"] / max(1, pr["heap_bytes"]), 2)
+    out["typed_or_named_pct"] = round(100.0 * (pr["heap_bytes_typed"] + pr.get("heap_bytes_named_by_site", 0))
+                                      / max(1, pr["heap_bytes"]), 2)
     out["leaked_objects"] = rep["summary"]["leaked_objects"]
     return out
 
@@ -284,10 +296,10 @@ def live_figures(cmd: list[str], feed: str | None, work: Path, name: str) -> dic
     return _figures(rep)
 
 
-def bench_live(work: Path, which: list[str]) -> dict:
+def bench_live(work: Path, which: list[str], variants: list[str]) -> dict:
     out: dict = {}
     for prog in which:
-        for v in ("maps", "sites"):
+        for v in variants:
             print(f"  {prog} {v}: building", flush=True)
             if prog == "jq":
                 fig = jq_live(jq_exe(work, v), work, f"jq-{v}")
@@ -303,6 +315,13 @@ def bench_live(work: Path, which: list[str]) -> dict:
                 fig = live_figures([str(exe), ":memory:"], (HERE / "hold.sql").read_text(), work, f"sqlite-{v}")
             print(f"  {prog} {v}: {fig}", flush=True)
             out.setdefault(prog, {})[v] = fig
+        got = out[prog]
+        if "maps" in got:
+            for v in variants:
+                if v != "maps":
+                    # what the word costs: heap bytes per object against the build without sites
+                    got[v]["extra_bytes_per_object"] = round((got[v]["heap_bytes"] - got["maps"]["heap_bytes"])
+                                                             / max(1, got[v]["objects"]), 2)
     return out
 
 
@@ -311,6 +330,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--depth", type=int, default=14, help="binary_trees depth under callgrind")
     ap.add_argument("--live", default="", help="comma-separated: lua, sqlite, jq, redis")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: maps, sites, compact")
     ap.add_argument("--skip-ir", action="store_true")
     ap.add_argument("--json", default=str(HERE / "results.json"))
     ap.add_argument("--work", help="keep the builds in this directory (reused by the next run)")
@@ -325,7 +345,8 @@ def main() -> int:
         print("bytes per object", flush=True)
         res["sizes"] = bench_sizes(work)
         if a.live:
-            res["live"] = bench_live(work, [x for x in a.live.split(",") if x])
+            res["live"] = bench_live(work, [x for x in a.live.split(",") if x],
+                                     [x for x in a.variants.split(",") if x])
     print(json.dumps(res, indent=1))
     Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
     os.chmod(a.json, 0o600)

@@ -25,7 +25,8 @@ that waited for the store: not zero pages, not prefetch-cache hits; the
 kernel's: the cgroup's major faults), the same per 1000 operations (a slower run
 does fewer operations), all userfaultfd faults, bytes moved (fetched + sent),
 prefetch accuracy (hits ÷ prefetched).  Store kinds: ``redis``, ``redis-nograph``,
-``redis-pagebfs`` (the first version of graph prefetch, page to page breadth
+``redis-relocate`` (the pager with ``--relocate``: hot/cold segregation of objects, issue 17;
+``--relocate-every``, ``--relocate-passes``), ``redis-pagebfs`` (the first version of graph prefetch, page to page breadth
 first), ``redis-pathsN`` (object paths with a budget of N pages a fault), ``redis-graN``
 (``--graph-readahead N``), ``file``, ``file-nograph``, ``kswap``.  Results: results_WORKLOAD.json.
 
@@ -344,8 +345,11 @@ def window_run(exe: str, args: list[str], *, warmup: float, seconds: float, budg
         out["graph"] = {k: g.get(k) for k in ("state", "refreshes", "leaked_pages", "page_edges", "prefetch",
                                                 "capture_ms", "graph_ms", "unreached_objects", "unreached_bytes",
                                                 "unreached_bytes_on_leaked_pages", "error")}
-        for k in ("leaked_pages_resident", "leaked_faulted_back"):
+        for k in ("leaked_pages_resident", "leaked_faulted_back", "relocation"):
             out[k] = c1.get(k)
+        if c1.get("relocation") and c0.get("relocation"):
+            # relocation passes inside the timed window (their pauses are in its ops/s)
+            out["relocation_passes_in_window"] = c1["relocation"]["passes"] - c0["relocation"]["passes"]
     return out
 
 
@@ -373,6 +377,10 @@ def workload_main(a) -> None:
             env_pf = None
             os.environ.pop("MTFARMEM_GRAPH_PREFETCH", None)
             os.environ.pop("MTFARMEM_GRAPH_PREFETCH_PAGES", None)
+            # STORE-relocate: the same with --relocate (hot/cold segregation, issue 17)
+            reloc = ["--relocate", "--relocate-every", str(a.relocate_every),
+                     "--relocate-passes", str(a.relocate_passes)] if kind.endswith("-relocate") else []
+            kind_full, kind = kind, kind.removesuffix("-relocate")
             if kind == "redis-pagebfs":         # the first version of graph prefetch (page BFS, depth 2)
                 os.environ["MTFARMEM_GRAPH_PREFETCH"] = "pages"
                 kind_store = "redis"
@@ -398,6 +406,7 @@ def workload_main(a) -> None:
                 overhead = max(0, (base["rss_anon_bytes"] or heap) - heap)
             else:
                 raise SystemExit(f"unknown store kind {kind}")
+            extra = extra + reloc
             for share in shares:
                 local = int(heap * share)
                 if overhead is not None:
@@ -406,7 +415,7 @@ def workload_main(a) -> None:
                 else:
                     r = window_run(exe, args, warmup=a.warmup, seconds=a.seconds, budget=local, store=store,
                                    extra=extra, want_graph="--no-graph" not in extra)
-                row = {"workload": name, "mib": mib, "store": kind, "local_share": share, "local_bytes": local,
+                row = {"workload": name, "mib": mib, "store": kind_full, "local_share": share, "local_bytes": local,
                        "slowdown": base["ops_per_s"] / max(r["ops_per_s"], 1e-9), **r}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -635,6 +644,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=12)
     ap.add_argument("--stores", default="redis,file")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--relocate-every", type=float, default=3.0, help="STORE-relocate rows: seconds between passes")
+    ap.add_argument("--relocate-passes", type=int, default=4, help="STORE-relocate rows: passes at most (0: no bound)")
     ap.add_argument("--repeat", type=int, default=1, help="paired runs per row (median slowdown; checksum only)")
     a = ap.parse_args()
     if a.workload == "redis":

@@ -33,12 +33,14 @@ confidence interval of that median from the order statistics (binomial).  ``--ir
 run under Valgrind's callgrind (deterministic: no noise from the shared
 machine) at a smaller size.  Code size is the ``.text`` section; map size is
 ``.mtstack`` + ``.llvm_stackmaps`` + ``.mtmap`` + ``.mttypes`` (+ ``.mtsites``).  ``--sizes-only``
-builds the Debian programs and reports those sizes alone (no run).
+builds the Debian programs, Redis, SQLite, Lua and jq (each by the recipe it
+already has) and reports those sizes alone (no run).
 
     .venv/bin/python benchmarks/overhead/run.py [--runs 7] [--ir] [--spill]
         [--only binary_trees,hash_table,list_walk,speedtest1,lua,bzip2,gawk,…] [--json FILE]
     .venv/bin/python benchmarks/overhead/run.py --suite --ir --results [--runs 5]
-    .venv/bin/python benchmarks/overhead/run.py --sizes-only [--only gawk,…] [--results]
+    .venv/bin/python benchmarks/overhead/run.py --sizes-only [--only gawk,redis,sqlite,…] [--results]
+    .venv/bin/python benchmarks/overhead/run.py --redis --runs 5 [--results]
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ import tempfile
 import time
 from math import comb
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -63,6 +66,8 @@ sys.path.insert(0, str(HERE.parent / "soundness"))
 
 import builds  # noqa: E402
 import debian  # noqa: E402
+import programs  # noqa: E402
+import soundness  # noqa: E402
 from mappedtrace.formats import elf  # noqa: E402
 
 PROGRAMS = ROOT / "benchmarks" / "programs"
@@ -109,6 +114,43 @@ def sizes(exe: Path) -> dict[str, int]:
             "mtsites": secs.get(".mtsites", 0), "maps": sum(secs.get(n, 0) for n in MAP_SECTIONS)}
 
 
+def function_sizes(exe: Path) -> dict[str, int]:
+    """Bytes of code per function of ``exe`` (``STT_FUNC`` symbols in ``.text``, from
+    ``.symtab``; static functions of one name in several files are summed)."""
+    from elftools.elf.elffile import ELFFile
+    out: dict[str, int] = {}
+    with open(exe, "rb") as f:
+        e = ELFFile(f)
+        text = next((i for i, sec in enumerate(e.iter_sections()) if sec.name == ".text"), None)
+        symtab = e.get_section_by_name(".symtab")
+        if symtab is None or text is None:
+            return out
+        for sym in symtab.iter_symbols():
+            if sym["st_info"]["type"] == "STT_FUNC" and sym["st_shndx"] == text and sym["st_size"]:
+                out[sym.name] = out.get(sym.name, 0) + sym["st_size"]
+    return out
+
+
+#: functions the pass adds (calls to varargs functions go through them)
+THUNK_PREFIX = "__mappedtrace_va_thunk"
+
+
+def code_growth(plain: Path, maps: Path, n: int = 8) -> dict:
+    """Where the maps build's ``.text`` grew: the ``n`` functions that grew most
+    (bytes), the bytes of the pass's varargs thunks, and the net change over the
+    functions both builds have, those only one has (inlined differently) apart."""
+    a, b = function_sizes(plain), function_sizes(maps)
+    both = set(a) & set(b)
+    thunks = {f: z for f, z in b.items() if f.startswith(THUNK_PREFIX)}
+    grew = sorted(((f, a[f], b[f]) for f in both), key=lambda r: r[1] - r[2])[:n]
+    return {"functions_plain": len(a), "functions_maps": len(b),
+            "common_plain": sum(a[f] for f in both), "common_maps": sum(b[f] for f in both),
+            "only_plain": sum(z for f, z in a.items() if f not in b),
+            "only_maps": sum(z for f, z in b.items() if f not in a and f not in thunks),
+            "thunks": len(thunks), "thunk_bytes": sum(thunks.values()),
+            "grew": [{"function": f, "plain": x, "maps": y} for f, x, y in grew]}
+
+
 def call_sites(exe: Path) -> int:
     """Stack map records of the MappedTrace pass in ``exe`` (call sites and loop points)."""
     from mappedtrace.formats.maps import BinaryMaps
@@ -119,28 +161,75 @@ def call_sites(exe: Path) -> int:
 SIZES_BEGIN, SIZES_END = "<!-- sizes:begin (written by run.py --sizes-only --results) -->", "<!-- sizes:end -->"
 
 
-def sizes_only(progs: list, results: bool, argv: str) -> int:
-    """Build each Debian program plain and with the maps (cached), print each
-    map section's bytes against ``.text``; with ``results``, write the table
-    into RESULTS.md between the sizes markers.  No workload runs."""
-    rows = []
-    for prog in progs:
+def _log(m: str) -> None:
+    print(m, file=sys.stderr, flush=True)
+
+
+def _soundness_builds(name: str) -> Callable[[], dict[str, Path]]:
+    """plain and maps executables of a program of the soundness suite
+    (benchmarks/soundness/programs.py: its recipe and build cache)."""
+    recipe, recipe_id = {"redis": (programs._redis_recipe, programs.REDIS_RECIPE),
+                         "jq": (programs._jq_recipe, programs.JQ_RECIPE)}[name]
+
+    def exes() -> dict[str, Path]:
+        src = soundness.source_tree(name)
+        return {v: soundness.build(name, b, recipe, src, recipe_id, _log) for v, b in SUITE_VARIANTS.items()}
+    return exes
+
+
+def _accuracy_builds(build_fn: Callable[[str], Path]) -> Callable[[], dict[str, Path]]:
+    """plain and maps executables of SQLite's speedtest1 or Lua (benchmarks/accuracy/builds.py)."""
+    def exes() -> dict[str, Path]:
         try:
-            exes = {v: prog.build(b, lambda m: print(m, file=sys.stderr, flush=True))
-                    for v, b in SUITE_VARIANTS.items()}
+            return {v: build_fn(v) for v in ("plain", "maps")}
+        except RuntimeError as e:       # sources missing: benchmarks/setup.sh not run
+            raise debian.Unavailable(str(e).splitlines()[0]) from None
+    return exes
+
+
+#: programs measured by --sizes-only beside the Debian suite, each built by the
+#: recipe it already has (no second recipe): Redis and jq from the soundness
+#: suite (Debian sources, clang-22 -O2 -gdwarf-4 against mappedtrace cc), SQLite
+#: (speedtest1 + the amalgamation) and Lua from benchmarks/accuracy/builds.py
+#: (clang-22 -O2 against mappedtrace cc -O2)
+SIZE_EXTRAS: dict[str, Callable[[], dict[str, Path]]] = {
+    "redis": _soundness_builds("redis"),
+    "sqlite": _accuracy_builds(builds.speedtest1),
+    "lua": _accuracy_builds(builds.lua),
+    "jq": _soundness_builds("jq"),
+}
+
+
+def size_builds(name: str) -> dict[str, Path]:
+    """{"plain": exe, "maps": exe} of a Debian program or of :data:`SIZE_EXTRAS`."""
+    if name in SIZE_EXTRAS:
+        return SIZE_EXTRAS[name]()
+    return {v: debian.PROGRAMS[name].build(b, _log) for v, b in SUITE_VARIANTS.items()}
+
+
+def sizes_only(names: list[str], results: bool, argv: str) -> int:
+    """Build each program plain and with the maps (cached), print each map
+    section's bytes against ``.text``; with ``results``, write the table into
+    RESULTS.md between the sizes markers.  No workload runs."""
+    rows = []
+    for name in names:
+        try:
+            exes = size_builds(name)
         except debian.Unavailable as e:
-            print(f"{prog.name}: left out: {e}", file=sys.stderr)
+            print(f"{name}: left out: {e}", file=sys.stderr)
             continue
         p, m = sizes(exes["plain"]), sizes(exes["maps"])
-        rows.append({"program": prog.name, "text_plain": p["text"], "text_maps": m["text"], **m,
-                     "records": call_sites(exes["maps"]), "exe": str(exes["maps"])})
+        rows.append({"program": name, "text_plain": p["text"], "text_maps": m["text"], **m,
+                     "records": call_sites(exes["maps"]), "exe": str(exes["maps"]),
+                     "growth": code_growth(exes["plain"], exes["maps"])})
     if not rows:
         print("nothing built", file=sys.stderr)
         return 1
     rows.sort(key=lambda r: -r["maps"] / r["text_maps"])
     L = [SIZES_BEGIN, "",
          f"`PYTHONPATH=. .venv/bin/python benchmarks/overhead/run.py {argv}` — "
-         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (sizes of the executables; "
+         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (sizes of the executables: the Debian suite, "
+         "Redis's `redis-server`, SQLite's `speedtest1` with the amalgamation, Lua's `lua`, jq's `jq`; "
          "maps = every map section: `.mtstack` + `.llvm_stackmaps` + `.mtmap` + `.mttypes` + `.mtsites`; "
          "goal ≤ 50 % of `.text`).", "",
          "| program | .text plain | .text maps | .text × | records | .mtstack | B / record | .llvm_stackmaps "
@@ -155,7 +244,20 @@ def sizes_only(progs: list, results: bool, argv: str) -> int:
     L += ["", f"maps / .text: geometric mean {geomean([r['maps'] / r['text_maps'] for r in rows]) * 100:.0f} %, "
               f"worst {rows[0]['maps'] / rows[0]['text_maps'] * 100:.0f} % ({rows[0]['program']}); stack maps "
               f"{geomean([r['stackmaps'] / max(r['records'], 1) for r in rows]):.1f} bytes per record (geometric mean).",
-          "", SIZES_END]
+          "", "Where the code grew (functions by `.symtab` size, pyelftools; code goal ≤ ×1.10): the functions "
+              "both builds have, those only one has (inlined differently), the pass's varargs thunks, and the "
+              "function that grew most.", "",
+          "| program | .text × | common functions plain → maps | only plain | only maps | thunks | grew most |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in sorted(rows, key=lambda r: -r["text_maps"] / r["text_plain"]):
+        g = r["growth"]
+        top = g["grew"][0] if g["grew"] else None
+        most = (f"`{top['function']}` {top['plain']:,} → {top['maps']:,}" if top else "–")
+        L.append(f"| {r['program']} | {r['text_maps'] / r['text_plain']:.3f} | {g['common_plain']:,} → "
+                 f"{g['common_maps']:,} ({g['common_maps'] / max(g['common_plain'], 1):.3f}) | {g['only_plain']:,} | "
+                 f"{g['only_maps']:,} | {g['thunks']} ({g['thunk_bytes']:,} B) | {most} |")
+    L += ["", f"Code: geometric mean ×{geomean([r['text_maps'] / r['text_plain'] for r in rows]):.3f}, worst "
+              f"×{max(r['text_maps'] / r['text_plain'] for r in rows):.3f}.", "", SIZES_END]
     print("\n".join(L[2:-2]))
     (HERE / "sizes.json").write_text(json.dumps(rows, indent=1) + "\n")
     if results:
@@ -339,6 +441,116 @@ def geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
+#: redis-benchmark's tests, requests per test and pipeline depth (--redis)
+REDIS_TESTS, REDIS_REQUESTS, REDIS_PIPELINE = "set,get,incr,lpush,lpop,sadd,hset,zadd", 1000000, 16
+REDIS_BEGIN, REDIS_END = "<!-- redis:begin (written by run.py --redis --results) -->", "<!-- redis:end -->"
+
+
+def redis_throughput(runs: int) -> dict:
+    """Requests per second of Redis 7.0.15 built plain and with the maps (the
+    soundness suite's builds), each server loaded with 2 000 keys of each type
+    (programs.redis_load) and measured by the plain build's ``redis-benchmark``
+    (50 parallel clients, pipelined): every round runs every test on both
+    servers, in alternating order; medians over rounds, ratio maps / plain."""
+    import csv
+    import io
+    exes = SIZE_EXTRAS["redis"]()
+    bench = exes["plain"].with_name("redis-benchmark")
+    procs, ports = {}, {}
+    rps: dict[tuple[str, str], list[float]] = {}
+    try:
+        for v, exe in exes.items():
+            ports[v] = soundness.free_port()
+            procs[v] = programs._redis_start([str(exe)], exe, ports[v], 2000)
+        for r in range(runs):
+            for v in (list(exes) if r % 2 == 0 else list(exes)[::-1]):
+                out = subprocess.run([str(bench), "-p", str(ports[v]), "-t", REDIS_TESTS, "-n", str(REDIS_REQUESTS),
+                                      "-P", str(REDIS_PIPELINE), "-q", "--csv"], capture_output=True, text=True,
+                                     timeout=900, check=True).stdout
+                for row in csv.reader(io.StringIO(out)):
+                    if len(row) >= 2 and row[0] != "test":
+                        rps.setdefault((row[0], v), []).append(float(row[1]))
+    finally:
+        for v, p in procs.items():
+            programs._redis_cli(exes[v], ports[v], "SHUTDOWN", "NOSAVE")
+            soundness.stop(p)
+    tests = list(dict.fromkeys(t for t, _ in rps))
+    rows = [{"test": t, "plain": statistics.median(rps[(t, "plain")]), "maps": statistics.median(rps[(t, "maps")]),
+             "plain_all": rps[(t, "plain")], "maps_all": rps[(t, "maps")]} for t in tests]
+    for row in rows:
+        # each round's maps figure against the same round's plain one (a busy
+        # spell of the shared machine hits both), median and its 95 % interval
+        paired = [m / p for m, p in zip(row["maps_all"], row["plain_all"])]
+        row["ratio"], row["ratio_ci95"] = statistics.median(paired), median_ci(paired)
+    doc = {"runs": runs, "load_average": os.getloadavg()[0], "rows": rows,
+           "geomean": geomean([row["ratio"] for row in rows]), "exes": {v: str(e) for v, e in exes.items()}}
+    doc["instructions"] = {v: redis_instructions(e, exes["plain"]) for v, e in exes.items()}
+    return doc
+
+
+#: keys of each type that the callgrind run loads (programs.redis_load: 6 commands a key, and TTLs)
+REDIS_IR_KEYS = 20000
+
+
+def redis_instructions(exe: Path, plain: Path) -> int | None:
+    """Instructions ``redis-server`` executes (callgrind) from its start to
+    ``SHUTDOWN NOSAVE``, loading :data:`REDIS_IR_KEYS` keys of each type through
+    the plain build's ``redis-cli --pipe``: a fixed RESP stream, so the count
+    hardly depends on the machine's load (only on how reads split the stream)."""
+    if not shutil.which("valgrind"):
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        copy, out = Path(d) / "redis-server", Path(d) / "cg.out"
+        subprocess.run(["llvm-objcopy-22", "--strip-debug", str(exe), str(copy)], check=True)
+        port = soundness.free_port()
+        p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(copy),
+                              "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                              "--daemonize", "no", "--protected-mode", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            soundness.wait_port(port, p, timeout=300)
+            res = programs._redis_cli(plain, port, "--pipe", stdin=programs.redis_load(REDIS_IR_KEYS))
+            if "errors: 0" not in res:
+                raise RuntimeError(f"loading Redis under callgrind failed: {res[-300:]}")
+        finally:
+            programs._redis_cli(plain, port, "SHUTDOWN", "NOSAVE")
+            soundness.stop(p)
+        m = _CG_TOTAL.search(out.read_text(errors="replace")) if out.exists() else None
+        return int(m.group(1)) if m else None
+
+
+def write_redis_results(doc: dict, argv: str) -> None:
+    """The Redis throughput table of RESULTS.md, between its markers."""
+    L = [REDIS_BEGIN, "",
+         f"`PYTHONPATH=. .venv/bin/python benchmarks/overhead/run.py {argv}` — "
+         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {doc['runs']} rounds (both servers in every "
+         f"round, alternating order), load average {doc['load_average']:.1f} at the end; `redis-benchmark -n "
+         f"{REDIS_REQUESTS} -P {REDIS_PIPELINE}` (50 clients), requests per second, medians.", "",
+         "| test | plain | maps | maps / plain (median of per-round ratios) | 95 % interval |",
+         "| --- | ---: | ---: | ---: | ---: |"]
+    for r in sorted(doc["rows"], key=lambda r: r["ratio"]):
+        lo, hi = r["ratio_ci95"]
+        L.append(f"| {r['test']} | {r['plain']:,.0f} | {r['maps']:,.0f} | **{r['ratio']:.3f}** | {lo:.2f}–{hi:.2f} |")
+    worst = min(doc["rows"], key=lambda r: r["ratio"])
+    L += ["", f"Throughput maps / plain: geometric mean ×{doc['geomean']:.3f}, worst ×{worst['ratio']:.3f} "
+              f"({worst['test']})."]
+    ir = doc.get("instructions") or {}
+    if ir.get("plain") and ir.get("maps"):
+        L += ["", f"Instructions of `redis-server` from start to `SHUTDOWN`, loading {REDIS_IR_KEYS:,} keys of each "
+                  f"of six types (`redis-cli --pipe`, callgrind): plain {ir['plain']:,}, maps {ir['maps']:,}, "
+                  f"**×{ir['maps'] / ir['plain']:.3f}**."]
+    L += ["", REDIS_END]
+    print("\n".join(L[2:-2]))
+    path = HERE / "RESULTS.md"
+    text = path.read_text()
+    if REDIS_BEGIN in text and REDIS_END in text:
+        text = text[:text.index(REDIS_BEGIN)] + "\n".join(L) + text[text.index(REDIS_END) + len(REDIS_END):]
+    else:
+        text = text.rstrip("\n") + "\n\n## Redis throughput (issue #18)\n\n" + "\n".join(L) + "\n"
+    path.write_text(text)
+    print(f"written: {path}", file=sys.stderr)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7, help="rounds (each runs every variant once)")
@@ -355,14 +567,27 @@ def main() -> int:
     ap.add_argument("--sizes-only", action="store_true",
                     help="build the Debian programs (all, or those in --only) and report the map sections' "
                          "sizes only, no run (with --results: the sizes table of RESULTS.md)")
+    ap.add_argument("--redis", action="store_true",
+                    help="Redis's throughput, plain against maps (redis-benchmark, --runs rounds); no other run")
     a = ap.parse_args()
+    if a.redis:
+        doc = redis_throughput(a.runs)
+        (HERE / "redis.json").write_text(json.dumps(doc, indent=1) + "\n")
+        if a.results:
+            write_redis_results(doc, " ".join(sys.argv[1:]))
+        else:
+            for r in doc["rows"]:
+                print(f"{r['test']}: plain {r['plain']:,.0f}/s, maps {r['maps']:,.0f}/s, ×{r['ratio']:.3f} "
+                      f"({r['ratio_ci95'][0]:.2f}–{r['ratio_ci95'][1]:.2f})")
+            print(f"geometric mean ×{doc['geomean']:.3f}; instructions {doc['instructions']}")
+        return 0
     if a.sizes_only:
         names = [w for w in (a.only or "").split(",") if w]
-        bad = [w for w in names if w not in debian.PROGRAMS]
+        known = [*debian.PROGRAMS, *SIZE_EXTRAS]
+        bad = [w for w in names if w not in known]
         if bad:
-            ap.error(f"--sizes-only measures the Debian programs ({', '.join(debian.PROGRAMS)}); not {bad}")
-        return sizes_only([debian.PROGRAMS[w] for w in names] or list(debian.PROGRAMS.values()), a.results,
-                          " ".join(sys.argv[1:]))
+            ap.error(f"--sizes-only measures {', '.join(known)}; not {bad}")
+        return sizes_only(names or known, a.results, " ".join(sys.argv[1:]))
     names = [w for w in (a.only or ("" if a.suite else ",".join(WORKLOADS))).split(",") if w]
     for w in names:
         if w not in WORKLOADS and w not in debian.PROGRAMS:

@@ -34,37 +34,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SEED = 11
 
-
-def cpu_of(pid: int) -> float:
-    st = open(f"/proc/{pid}/stat").read()
-    f = st[st.rindex(")") + 2:].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(HERE))
+from compact import Proc, cpu_of  # noqa: E402  (one launcher for both scripts)
 
 
 def children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
-
-
-class Proc:
-    def __init__(self, exe: Path, n: int, keep: int):
-        self.p = subprocess.Popen([str(exe), str(n), str(keep), str(SEED)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
-        self.ready = self.p.stdout.readline().strip()
-
-    def ask(self, cmd: str) -> str:
-        self.p.stdin.write(cmd + "\n")
-        self.p.stdin.flush()
-        return self.p.stdout.readline().strip()
-
-    def close(self) -> int:
-        self.p.communicate("", timeout=300)
-        return self.p.returncode
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
 
 
 def run_tool(tree: Path, op: str, pid: int, plan: Path) -> tuple[dict, float]:

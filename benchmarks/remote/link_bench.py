@@ -2,7 +2,8 @@
 
 Usage (root)::
 
-    python benchmarks/remote/link_bench.py [--mib N] [--runs R] [--no-gcore] [--baseline TREE] [RTT_MS:RATE …]
+    python benchmarks/remote/link_bench.py [--mib N] [--runs R] [--no-gcore] [--baseline TREE]
+        [--servers lldb,gdbserver-fork,gdbserver-stop-copy] [RTT_MS:RATE …]
 
 (default: 256 MiB, 2 runs, links 0.2:1gbit 0.2:100mbit 2:1gbit 2:100mbit)
 
@@ -21,6 +22,10 @@ Builds samples/snap_heap.c and builds a heap of N MiB in 256-byte objects, then:
 * the server is started with no process (``lldb-server-22 gdbserver HOST:PORT``) and
   the tracer attaches it (``vAttach``) once it has started and read the maps; with
   ``--server-attach`` the server attaches first (``--attach PID``), as before.
+* ``--servers``: which remote rows (default ``lldb``): ``lldb`` (lldb-server-22, the tracer's
+  default mode: stop-copy there), ``gdbserver-fork`` (``gdbserver --once --multi``,
+  ``--mode fork``: a copy-on-write child on the far side, the parent detached before the
+  copy), ``gdbserver-stop-copy`` (same server, ``--mode stop-copy``).
 * ``--baseline TREE``: beside each remote run, the same check by the tracer of another
   checkout (``PYTHONPATH=TREE``, server-attached: the version before this change), so the
   two are compared under the same load.
@@ -114,6 +119,7 @@ def main() -> None:
     ap.add_argument("--no-gcore", action="store_true")
     ap.add_argument("--server-attach", action="store_true")
     ap.add_argument("--baseline", metavar="TREE")
+    ap.add_argument("--servers", default="lldb")
     ap.add_argument("links", nargs="*", default=["0.2:1gbit", "0.2:100mbit", "2:1gbit", "2:100mbit"])
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp())
@@ -152,20 +158,25 @@ def main() -> None:
                 rtt = lk.calibrate(float(rtt_ms))
                 print(json.dumps({"what": "link", "rtt_goal_ms": float(rtt_ms), "rate": rate, "qdisc": qdisc,
                                   **rtt}), flush=True)
-                def run_remote(tag, tree: str | None = None) -> None:
+                def run_remote(tag, tree: str | None = None, kind: str = "lldb") -> None:
                     s = StopSampler(t.pid)
                     late = tree is None and not a.server_attach
-                    srv, addr = lk.server(None if late else t.pid)
+                    server, _, mode = kind.partition("-")
+                    srv, addr = lk.server(None if late else t.pid, "lldb" if server == "lldb" else "gdbserver",
+                                          once=server == "gdbserver")
                     env = dict(ENV, PYTHONPATH=tree) if tree else ENV
                     c0, t0 = _children_cpu(), time.perf_counter()
                     r = lk.tracer("leaks", str(t.pid), "--remote", addr, "--json", str(d / "remote.json"),
-                                  env=env, timeout=1800)
+                                  *(["--mode", mode] if mode else []), env=env, timeout=1800)
                     wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
                     srv.wait(timeout=60)
                     stops = s.stop()
                     m = REPORT.search(r.stderr)
                     remote = json.loads((d / "remote.json").read_text()) if r.returncode in (0, 23) else {}
-                    print(json.dumps({"what": "baseline" if tree else "remote", "rtt_ms": float(rtt_ms),
+                    cap = remote.get("capture") or {}
+                    print(json.dumps({"what": "baseline" if tree else "remote", "server": kind,
+                                      "capture": cap.get("capture"), "fork_ms": cap.get("fork_ms"),
+                                      "rtt_ms": float(rtt_ms),
                                       "rate": rate, "pair": tag, "attach": "tracer" if late else "server",
                                       "wall_s": round(wall, 2), "tracer_cpu_s": round(cpu, 2), **stops,
                                       "tracer_pause_ms": int(m[3]) if m else None,
@@ -179,7 +190,8 @@ def main() -> None:
                 for i in range(a.runs):
                     # local and remote alternate: each remote run has a local one beside it
                     local = run_local(f"{spec}/{i}")
-                    run_remote(f"{spec}/{i}")
+                    for kind in a.servers.split(","):
+                        run_remote(f"{spec}/{i}", kind=kind)
                     if a.baseline:
                         run_remote(f"{spec}/{i}", a.baseline)
                 if a.no_gcore:

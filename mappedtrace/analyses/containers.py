@@ -647,7 +647,7 @@ class _Pass:
             d = g.find_many(vals)
             good = d >= 0
             for v, e in zip(vals[good].tolist(), d[good].tolist()):
-                if v == int(g.addresses[e]) and not self.ids[e] and not g.type_ids[e] \
+                if v == int(g.addresses[e]) and not self.ids[e] and not int(g.type_ids_of(e)) \
                         and int(g.sizes[e]) >= tsize:
                     self.give(e, Made(self.ty.name(target), tid=target, elem=target, count=1, stride=tsize))
 
@@ -678,9 +678,11 @@ class _Pass:
         """Containers in heap objects of a type (the marker's, or ``tids`` of
         ``typed``), one type at a time."""
         g = self.g
-        if typed is None:
-            typed = np.flatnonzero(g.type_ids != 0)
-            tids = g.type_ids[typed]
+        if typed is None:           # (in slices: no column of every node's id)
+            parts = [np.flatnonzero(g.type_ids_of(slice(lo, lo + (1 << 20))) != 0) + lo
+                     for lo in range(0, len(g), 1 << 20)]
+            typed = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            tids = g.type_ids_of(typed)
         if not len(typed):
             return
         u, inv = np.unique(tids, return_inverse=True)

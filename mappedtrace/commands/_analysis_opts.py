@@ -59,8 +59,9 @@ def remote_options(f):
                           "another machine).  Also searched: DEBUGINFOD_URLS, then the server's files.")(command)
     return click.option("--remote", metavar="HOST:PORT", expose_value=False, callback=_remember,
                         help="Trace PID on another machine through the gdb-remote server at HOST:PORT "
-                             "(lldb-server-22 gdbserver HOST:PORT --attach PID, or gdbserver --attach "
-                             "HOST:PORT PID there); the server exits when we detach.")(f)
+                             "(lldb-server-22 gdbserver HOST:PORT, or gdbserver --once --multi HOST:PORT "
+                             "there; or either attached already); the server exits when we detach.  "
+                             "--mode fork needs gdbserver (elsewhere: stop-copy, and the report says why).")(f)
 
 
 #: ``snapshot --bundle`` (read with :func:`remote_arg`)
@@ -125,11 +126,12 @@ def target_from_arg(what: str, capture_mode: str = "fork", maps_cache=None):
         # already holds the process: they are decoded after the detach, in the analysis
         # (decoded in a thread during the copy, they lengthened the pause by 1-3 s and
         # saved no wall time here: benchmarks/remote/RESULTS.md)
-        rt = attach_remote(remote, int(what), sysroot=sysroot, before_attach=lambda t: warm_caches(t, cache))
+        rt = attach_remote(remote, int(what), sysroot=sysroot, before_attach=lambda t: warm_caches(t, cache),
+                           fork_events=capture_mode == "fork")
         try:
             # a copy taken while a thread held an arena lock is taken again after a
             # moment's run (before the detach: the server exits when we detach)
-            return capture_remote(rt, busy=_arena_busy, attempts=LOCKED_RETRIES)
+            return capture_remote(rt, busy=_arena_busy, attempts=LOCKED_RETRIES, mode=capture_mode)
         finally:
             rt.close()
     limit = remote_arg("max_memory")
@@ -188,7 +190,10 @@ def _report_remote(meta: dict) -> None:
     """What a remote analysis moved over the link, and how long the target was held."""
     click.echo(f"mappedtrace: remote {meta.get('remote')}: read {meta.get('bytes_in', 0) / 2**20:.1f} MiB "
                f"in {meta.get('round_trips', 0)} round trips, sent {meta.get('bytes_out', 0) / 2**10:.0f} KiB; "
-               f"pause {meta.get('pause_ns', 0) / 1e6:.0f} ms from our connect to our detach, before the analysis "
+               f"{meta.get('mode', 'stop-copy')} capture: pause {meta.get('pause_ns', 0) / 1e6:.0f} ms from our "
+               f"{'attach' if meta.get('attached_here') else 'connect'} to our detach"
+               + (f" of the parent (the fork's child was read after it, then killed)" if meta.get("mode") == "fork"
+                  else "") + ", before the analysis "
                f"({'binary x' if meta.get('binary_reads') else 'hex m'} reads)"
                + (f"; stopped {meta['lock_retries'] + 1} times: an arena lock was held, the process ran "
                   "a moment in between" if meta.get("lock_retries") else ""), err=True)

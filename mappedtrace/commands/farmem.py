@@ -66,13 +66,22 @@ def command() -> None:
 @click.option("--graph-readahead", default=None, type=click.IntRange(0, 256), metavar="N",
               help="Of the pages prefetched along the heap graph, at most N a fault go into the program "
                    "(nearest first); the rest wait in the pager's cache.  [default: 0]")
+@click.option("--relocate", is_flag=True,
+              help="Also segregate objects by heat: gather hot objects onto pages of their own (relocation "
+                   "passes, exact pointers rewritten) so that cold pages are evicted whole.")
+@click.option("--relocate-every", default=3.0, show_default=True, type=click.FloatRange(0.2),
+              metavar="SECONDS", help="Seconds between relocation passes (with --relocate).")
+@click.option("--relocate-passes", default=0, show_default=True, type=click.IntRange(0), metavar="N",
+              help="Relocation passes at most (0: no bound).")
 @click.option("--interval", default=0.1, show_default=True, type=float, help="Seconds between eviction rounds.")
-@click.option("--access", "access", default="auto", show_default=True, type=click.Choice(["auto", "damon", "faults"]),
+@click.option("--access", "access", default="faults", show_default=True, type=click.Choice(["auto", "damon", "faults"]),
               help="What the clock sees besides faults: the kernel's DAMON access monitor (reads too), "
-                   "faults only, or auto (DAMON where it can be used; the status says which).")
+                   "faults only, or auto (DAMON where it can be used; the status says which).  DAMON is a "
+                   "system-wide kernel monitor: it is started only when asked for.")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readahead: bool,
-            graph_readahead: int | None, interval: float, access: str, program: tuple[str, ...]) -> int:
+            graph_readahead: int | None, interval: float, relocate: bool, relocate_every: float,
+            relocate_passes: int, access: str, program: tuple[str, ...]) -> int:
     from ..farmem import _runtime
     from ..farmem.pager import FarMemError, Pager, state_dir
     from ..farmem.stores import open_store
@@ -99,6 +108,7 @@ def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readah
     pager = Pager(child.pid, store, local=budget, sock=sock, ns=f"mtfm:{child.pid}:{token}",
                   interval=interval, graph=not no_graph, prefetch=prefetch, readahead=not no_readahead, access=access,
                   **({} if graph_readahead is None else {"graph_readahead": graph_readahead}))
+    _segregate(pager, relocate, relocate_every, relocate_passes)
     try:
         pager.connect(alive=lambda: child.poll() is None)
         pager.start()
@@ -128,6 +138,23 @@ def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readah
     return rc if rc >= 0 else 128 - rc
 
 
+def _recover_pass(pager) -> None:
+    """A relocation pass the dead pager was in left the program stopped: finish or roll it
+    back (with or without --relocate now) before paging on."""
+    from ..farmem.segregate import Segregator
+    seg = pager.segregator or Segregator(pager)
+    done = seg.recover()
+    if done:
+        print(f"mappedtrace: farmem: the dead pager's relocation pass was {done['action']} "
+              f"({done['words']} words, {done['freed']} chunks freed)", file=sys.stderr)
+
+
+def _segregate(pager, on: bool, every: float, passes: int) -> None:
+    if on:
+        from ..farmem.segregate import Segregator
+        pager.segregator = Segregator(pager, every=every, passes=passes)
+
+
 def _page_until_exit(pager, wait) -> int:
     """Keep paging until ``wait()`` returns the program's exit code; SIGUSR1, SIGTERM or
     SIGINT to the pager detach it (every page home) and it goes on waiting."""
@@ -150,6 +177,8 @@ def _page_until_exit(pager, wait) -> int:
             pager.shutdown()
         for w in pager.warnings:
             print(f"mappedtrace: farmem: warning: {w}", file=sys.stderr)
+        if pager.segregator is not None:
+            print(f"mappedtrace: farmem: {pager.segregator.summary()}", file=sys.stderr)
     try:
         os.unlink(state_path(pager.pid))
     except OSError:
@@ -163,10 +192,18 @@ def _page_until_exit(pager, wait) -> int:
 @click.option("--local", "local", required=True, metavar="SIZE", help="Resident heap budget, e.g. 64M.")
 @click.option("--store", "store_url", default=None, metavar="URL",
               help="The store the dead pager used (default: the one its state file names).")
+@click.option("--relocate", is_flag=True,
+              help="Also segregate objects by heat: gather hot objects onto pages of their own (relocation "
+                   "passes, exact pointers rewritten) so that cold pages are evicted whole.")
+@click.option("--relocate-every", default=3.0, show_default=True, type=click.FloatRange(0.2),
+              metavar="SECONDS", help="Seconds between relocation passes (with --relocate).")
+@click.option("--relocate-passes", default=0, show_default=True, type=click.IntRange(0), metavar="N",
+              help="Relocation passes at most (0: no bound).")
 @click.option("--interval", default=0.1, show_default=True, type=float, help="Seconds between eviction rounds.")
-@click.option("--access", "access", default="auto", show_default=True, type=click.Choice(["auto", "damon", "faults"]),
+@click.option("--access", "access", default="faults", show_default=True, type=click.Choice(["auto", "damon", "faults"]),
               help="What the clock sees besides faults (see 'farmem run --help').")
-def attach_cmd(pid: int, local: str, store_url: str | None, interval: float, access: str) -> int:
+def attach_cmd(pid: int, local: str, store_url: str | None, relocate: bool, relocate_every: float,
+               relocate_passes: int, interval: float, access: str) -> int:
     from ..farmem.pager import FarMemError, Pager
     from ..farmem.stores import open_store
     st = _state_or_fail(pid)
@@ -186,7 +223,8 @@ def attach_cmd(pid: int, local: str, store_url: str | None, interval: float, acc
     store = open_store(st["store"])
     pager = Pager(pid, store, local=budget, sock=st["sock"], ns=st["namespace"], resume=True, interval=interval,
                   access=access)
-    pager.connect(timeout=5, alive=lambda: _alive(pid))
+    _segregate(pager, relocate, relocate_every, relocate_passes)
+    pager.connect(timeout=5, alive=lambda: _alive(pid), before_helper=lambda: _recover_pass(pager))
     pager.start()
     print(f"mappedtrace: farmem: paging {pid} again (pages of the dead pager come back from "
           f"{st['store']} on their first touch)", file=sys.stderr)
@@ -273,6 +311,14 @@ def status_cmd(pid: int, as_json: bool) -> int:
                   f"into the children, {1e3 * (st.get('fork_seconds') or 0):.0f} ms); "
                   f"{st.get('forks_own', 0)} snapshots of the graph's own"),
     ]
+    rl = st.get("relocation")
+    if rl:
+        rows.append(("relocation", f"{rl['passes']} passes ({rl['passes_failed']} failed), {rl['objects_moved']} "
+                     f"objects moved ({_mib(rl['bytes_moved'])}; {rl['objects_promoted']} gathered hot, "
+                     f"{rl['objects_demoted']} moved off hot pages), {rl['objects_pinned']} pinned "
+                     f"(" + (", ".join(f"{k} {v}" for k, v in rl['pinned_by_reason'].items()) or "-") +
+                     f"), {rl['hot_pages']} hot pages; pause last {rl['pause_ms_last']:.0f} ms, "
+                     f"max {rl['pause_ms_max']:.0f} ms"))
     if st.get("blocked"):
         rows.append(("BLOCKED", st["blocked"]))
     from rich.text import Text
@@ -332,7 +378,7 @@ def detach_cmd(pid: int, timeout: float) -> int:
     # the pager died: take over its descriptor and bring the pages home ourselves
     store = open_store(st["store"])
     p = Pager(pid, store, local=max(st["local_bytes"], 4096), sock=st["sock"], ns=st["namespace"], resume=True)
-    p.connect(timeout=5)
+    p.connect(timeout=5, before_helper=lambda: _recover_pass(p))
     p.detach()
     print(f"detached from {pid} (its pager had died; pages brought home from {st['store']})", file=sys.stderr)
     return 0

@@ -96,16 +96,14 @@ def snapshot_one(pid: int, output: str, mode: str, backend: str, settle: bool, m
     remote = remote_arg("remote")
     try:
         if remote:
-            if mode != "stop-copy":
-                raise MappedTraceError("--remote captures with --mode stop-copy only",
-                                       hint="the server cannot fork the target")
             from ..target.remote import attach_remote, capture_remote
-            rt = attach_remote(remote, pid, sysroot=remote_arg("sysroot"))
+            # fork: a copy-on-write child on the far side (gdbserver; elsewhere stop-copy, said why)
+            rt = attach_remote(remote, pid, sysroot=remote_arg("sysroot"), fork_events=mode == "fork")
             try:
                 if settle:
                     from ..target.settle import settle_remote
                     settle_remote(rt, max_steps=max_steps)
-                target = capture_remote(rt)
+                target = capture_remote(rt, mode=mode)
             finally:
                 rt.close()
         elif backend == "lldb":

@@ -315,7 +315,8 @@ class Guide:
         # With every thread stopped, the loop is told that the next fork is ours: its child gets
         # no pages put back (patched below instead); the program's own forks get them (_serve.c)
         try:
-            target = snapshot_process(p.pid, "fork", before_fork=lambda: p.server.own_fork(True))
+            with p.ptrace_lock:         # a relocation pass has the program stopped: wait for it
+                target = snapshot_process(p.pid, "fork", before_fork=lambda: p.server.own_fork(True))
         finally:
             p.server.own_fork(False)
         stored = p.server.stored()

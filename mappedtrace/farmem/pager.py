@@ -245,7 +245,7 @@ class Pager:
 
     def __init__(self, pid: int, store: Store, *, local: int, sock: str, ns: str, resume: bool = False,
                  interval: float = 0.1, soft_dirty: bool = True, graph: bool = False, prefetch: int = 8,
-                 readahead: bool = True, graph_readahead: int = GRAPH_READAHEAD, access: str = "auto"):
+                 readahead: bool = True, graph_readahead: int = GRAPH_READAHEAD, access: str = "faults"):
         if local <= 0:
             raise FarMemError(f"a local memory budget of {local} bytes leaves no page resident",
                               hint="give --local a size such as 64M or 1G")
@@ -285,6 +285,10 @@ class Pager:
         self.leaked_pages = np.zeros(0, np.uint64)
         self.guide = None
         self.round_lock = threading.Lock()
+        #: held by whoever ptrace-stops the program (the graph's snapshot, a relocation pass)
+        self.ptrace_lock = threading.Lock()
+        #: hot/cold segregation of objects (``--relocate``, :mod:`.segregate`), or None
+        self.segregator = None
         #: $MTFARMEM_DEBUG=PATH: a log of evictions, written to PATH.PID at the end
         self.debug = deque(maxlen=2_000_000) if os.environ.get("MTFARMEM_DEBUG") else None
         self.ranges = HeapRanges(pid)
@@ -304,8 +308,11 @@ class Pager:
     def key(self, page: int) -> str:
         return f"{self.ns}:{page:x}"
 
-    def connect(self, *, timeout: float = 10.0, alive=lambda: True) -> None:
-        """Take the target's userfaultfd, start serving it, then connect to the helper."""
+    def connect(self, *, timeout: float = 10.0, alive=lambda: True, before_helper=None) -> None:
+        """Take the target's userfaultfd, start serving it, then connect to the helper.
+
+        :param before_helper: called once the fault loop serves and before the helper is
+            spoken to (a relocation pass a dead pager left has the helper's thread stopped)"""
         deadline = time.monotonic() + timeout
         while (found := find_uffd(self.pid)) is None:
             if time.monotonic() > deadline or not alive():
@@ -340,6 +347,8 @@ class Pager:
             # wake every registered range, the threads fault again and this pager reads them
             for lo, hi in registered_vmas(self.pid):
                 self.uffd.wake(lo, hi - lo)
+        if before_helper is not None:
+            before_helper()
         self.helper = Helper(self.sock, timeout=max(1.0, deadline - time.monotonic()), alive=alive)
         rc, err, _, _, last = self.helper.call(OP_HELLO)
         foreign: list[tuple[int, int]] = []
@@ -476,6 +485,8 @@ class Pager:
                         self._refresh_ranges()
                         last_ranges = now
                     if self.evict_on.is_set() and self.state not in ("detaching", "detached"):
+                        if self.segregator is not None and self.segregator.due(kicked):
+                            self.segregator.run_pass()      # no eviction in flight meanwhile
                         self._round(kicked)
             except (NoSuchProcess, FarMemError) as e:
                 self.warnings.append(e.message)
@@ -524,6 +535,8 @@ class Pager:
             seen = np.intersect1d(src.accessed(), present, assume_unique=False)
             with self.lock:
                 self.ref.update(seen.tolist())
+        if self.segregator is not None:
+            self.segregator.note_faults(faulted)
         if len(self.leaked_pages) and faulted:
             # a page the program touched is not leaked, whatever the last graph said (counted: a
             # leaked page fetched back is the graph's mistake, or a leak the program still reads)
@@ -641,6 +654,9 @@ class Pager:
         st["pages_zero"] += r["zero"]
         st["pages_deleted"] += r["deleted"]
         st["pages_not_dropped"] += r["not_dropped"]
+        if self.segregator is not None and r["evicted"]:
+            # known imprecision: a batch that dropped only some of its pages counts them all
+            self.segregator.note_evicted(pages)
         st["evict_read_seconds"] += r["t_read"]
         st["evict_put_seconds"] += r["t_put"]
         st["evict_drop_seconds"] += r["t_drop"]
@@ -693,6 +709,7 @@ class Pager:
             "graph": guide,
             "access": {**(self.access.describe() if self.access else {"source": "starting", "asked": self.access_kind}),
                        "stopped_dead_pager_context": self.damon_reclaimed},
+            "relocation": self.segregator.describe() if self.segregator else None,
             "ranges": [{"start": lo, "end": hi, "label": lab} for lo, hi, lab in regs],
             "warnings": self.warnings[-20:], "updated": time.time(), "started": self.started,
         }

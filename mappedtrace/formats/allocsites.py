@@ -2,7 +2,8 @@
 
 Spec: ``llvm_pass/FORMAT.md`` §4.  The section is a sequence of blocks (one per
 module, 8-byte aligned, zero padding between them); each block has a 32-byte
-header, ``n_sites`` 24-byte records and a string table.  A site's *id* is the
+header (40 bytes since the module's untyped pointer writes are counted),
+``n_sites`` 24-byte records and a string table.  A site's *id* is the
 run-time address of its record: the section's address plus the record's
 offset, plus the module's load bias.
 """
@@ -18,6 +19,10 @@ SECTION = ".mtsites"
 MAGIC = 0x5453544D            # "MTST"
 VERSION = 1
 HEADER = struct.Struct("<IHHIIIIII")    # magic version header_size block_size n_sites record_size strtab_off strtab_size module
+#: the 40-byte header's two more fields: flags, untyped_pointer_writes
+HEADER_WRITES = struct.Struct("<II")
+#: block flags: ``untyped_pointer_writes`` holds the module's count
+BLOCK_WRITES_COUNTED = 0x1
 RECORD = struct.Struct("<QIIIHBB")      # type_id file function line column kind flags
 #: site kinds (FORMAT.md §4)
 KINDS = {1: "malloc", 2: "calloc", 3: "realloc", 4: "aligned_alloc", 5: "wrapper"}
@@ -27,6 +32,8 @@ SITE_RETURNED = 0x1
 SITE_WRAPPER_CALL = 0x2
 #: record flags: the request is a multiple of the type's size (``n * sizeof(T)``): an array of it
 SITE_ARRAY = 0x4
+#: record flags: the result is used only as pointer-free memory (``char *``, sds): a byte buffer
+SITE_BYTES = 0x8
 #: the multiplier of the site word (AllocSites.cpp SiteMix): odd, a sign-extended imm32
 SITE_MIX = 0xFFFFFFFF9E3779B1
 
@@ -56,6 +63,22 @@ class AllocSite:
         return f"{loc} in {self.function}" if self.function else loc
 
 
+@dataclass(frozen=True)
+class SiteBlock:
+    """One module's block: whether (and how many) untyped pointer writes it counted.
+
+    :ivar counted: the pass counted the module's untyped pointer writes (a
+        40-byte header with flag ``BLOCK_WRITES_COUNTED``)
+    :ivar untyped_writes: pointer-carrying writes into memory of unknown or
+        byte/scalar type (llvm_pass/PointerStores.cpp); byte-buffer sites are
+        trusted for scanning only where every module counted 0
+    """
+
+    module: str
+    counted: bool
+    untyped_writes: int
+
+
 def _skip_padding(c: Cursor) -> bool:
     while not c.at_end():
         if c.data[c.pos] != 0:
@@ -67,7 +90,12 @@ def _skip_padding(c: Cursor) -> bool:
 
 
 def decode(data: bytes, where: str, section_address: int) -> list[AllocSite]:
-    """Every site of a ``.mtsites`` section.
+    """Every site of a ``.mtsites`` section (see :func:`decode_blocks`)."""
+    return decode_blocks(data, where, section_address)[0]
+
+
+def decode_blocks(data: bytes, where: str, section_address: int) -> tuple[list[AllocSite], list[SiteBlock]]:
+    """Every site of a ``.mtsites`` section, and what each block says of its module.
 
     :param section_address: the section's link-time address (``sh_addr``)
     :raises BadData: malformed blocks (with section and offset);
@@ -75,6 +103,7 @@ def decode(data: bytes, where: str, section_address: int) -> list[AllocSite]:
     """
     c = Cursor(data, where)
     out: list[AllocSite] = []
+    blocks: list[SiteBlock] = []
     # every block consumes at least HEADER.size bytes: bounded by len(data)
     while _skip_padding(c):
         start = c.pos
@@ -91,6 +120,10 @@ def decode(data: bytes, where: str, section_address: int) -> list[AllocSite]:
         recs = blk.sub(hsize, soff - hsize if soff >= hsize else -1, "records")
         recs.check_count(n, rsize, "site")
         module = strings.cstr_at(mod, "module name") if mod else ""
+        bflags = untyped = 0
+        if hsize >= HEADER.size + HEADER_WRITES.size:
+            bflags, untyped = blk.sub(HEADER.size, HEADER_WRITES.size, "header").unpack(HEADER_WRITES, "header")
+        blocks.append(SiteBlock(module, bool(bflags & BLOCK_WRITES_COUNTED), untyped))
         for i in range(n):
             recs.seek(i * rsize)
             tid, f, fn, line, col, kind, flags = recs.unpack(RECORD, "site record")
@@ -99,4 +132,4 @@ def decode(data: bytes, where: str, section_address: int) -> list[AllocSite]:
                                  strings.cstr_at(fn, "function name") if fn else "",
                                  line, col, KINDS.get(kind, f"kind{kind}"), module, flags))
         c.seek(start + bsize)
-    return out
+    return out, blocks

@@ -283,6 +283,8 @@ class BinaryMaps:
         self.foreign_records = 0
         #: allocation sites of a ``--alloc-sites`` build (``.mtsites``), record addresses link-time
         self.sites: list[_as.AllocSite] = []
+        #: the ``.mtsites`` blocks (one per module built with ``--alloc-sites``)
+        self.site_blocks: list[_as.SiteBlock] = []
         self._by_fn: dict[int, list[int]] = {}
         self._starts: list[int] = []
         self._spans: list[tuple[int, int, FunctionInfo | None]] = []
@@ -344,7 +346,7 @@ class BinaryMaps:
             self._join_records(where, tables, warn)
         st = elf.section(path, _as.SECTION)
         if st is not None and self.has_maps:
-            self.sites = _as.decode(st.data, f"{path}: {_as.SECTION}", st.addr)
+            self.sites, self.site_blocks = _as.decode_blocks(st.data, f"{path}: {_as.SECTION}", st.addr)
         self.warnings.extend(warn.lines())
         self._join_functions()
         self._join_globals()

@@ -354,30 +354,8 @@ def _decode_chunk_v3(ch: Cursor, at: int, hsize: int, flags: int, ntyp: int, nfu
         tat = tc.pos
         tid = tc.u64()
         ids[i] = tid
-        size = tc.uleb("type size")
-        name = tc.uleb("type name")
-        kind = tc.u8()
-        tflags = tc.uleb("type flags")
-        nslots = tc.leb_count(f"slot (type {tid:#x})")
-        nfields = tc.leb_count(f"field (type {tid:#x})")
-        elem = ref(tc, "element type")
-        flex = tc.uleb("flex offset")
-        if kind < len(TYPE_KINDS):
-            kname = TYPE_KINDS[kind]
-        else:
-            warnings.append(f"{tc.where}+{tc.base + tat:#x}: type {tid:#x} has unknown kind {kind}; treated as unknown")
-            kname = "unknown"
-        slots: list[Slot] = []
-        off = 0
-        for k in range(nslots):
-            off = (off + tc.sleb("slot offset delta")) & _U64
-            target = ref(tc, "slot target")
-            count = tc.uleb("slot count")
-            stride = tc.uleb("slot stride") if count > 1 else 0
-            sflags = tc.uleb("slot flags")
-            if count < 1:
-                raise tc.error(f"slot {k} of type {tid:#x} has count 0")
-            slots.append(Slot(off, target, count, stride, sflags))
+        size, name, kname, tflags, nfields, elem, flex, slots = _leb_type_head(
+            tc, tid, lambda: tc.uleb("type name"), lambda what: ref(tc, what), warnings, tc.base + tat)
         fields: list[Field] = []
         for _ in range(nfields):
             foff = tc.uleb("field offset")
@@ -557,6 +535,38 @@ def decode_types(data: bytes, where: str, warnings: list[str] | None = None) -> 
     return out
 
 
+def _leb_type_head(c: Cursor, tid: int, name_of, ref, warnings: list[str], at: int):
+    """A type's size, name, kind, flags, field count, element, flexible-array offset and
+    pointer slots, in the LEB128 layout that `.mtmap` version 3 chunks and `.mttypes`
+    records share (FORMAT.md §2); they differ only in how a name and a type are named
+    (``name_of``, ``ref``).  The fields that follow are the caller's."""
+    size = c.uleb("type size")
+    name = name_of()
+    kind = c.u8()
+    tflags = c.uleb("type flags")
+    nslots = c.leb_count(f"slot (type {tid:#x})")
+    nfields = c.leb_count(f"field (type {tid:#x})")
+    elem = ref("element type")
+    flex = c.uleb("flex offset")
+    if kind < len(TYPE_KINDS):
+        kname = TYPE_KINDS[kind]
+    else:
+        warnings.append(f"{c.where}+{at:#x}: type {tid:#x} has unknown kind {kind}; treated as unknown")
+        kname = "unknown"
+    slots: list[Slot] = []
+    off = 0
+    for k in range(nslots):
+        off = (off + c.sleb("slot offset delta")) & _U64
+        target = ref("slot target")
+        count = c.uleb("slot count")
+        stride = c.uleb("slot stride") if count > 1 else 0
+        sflags = c.uleb("slot flags")
+        if count < 1:
+            raise c.error(f"slot {k} of type {tid:#x} has count 0")
+        slots.append(Slot(off, target, count, stride, sflags))
+    return size, name, kname, tflags, nfields, elem, flex, slots
+
+
 def _decode_type_record(r: Cursor, warnings: list[str]) -> TypeInfo:
     tid = r.u64()
     nids = r.uleb("id count")
@@ -573,30 +583,8 @@ def _decode_type_record(r: Cursor, warnings: list[str]) -> TypeInfo:
         n = r.uleb(f"{what} length")
         return r.bytes(n, what).decode("utf-8", "replace")
 
-    size = r.uleb("type size")
-    name = text("type name")
-    kind = r.u8()
-    tflags = r.uleb("type flags")
-    nslots = r.leb_count(f"slot (type {tid:#x})")
-    nfields = r.leb_count(f"field (type {tid:#x})")
-    elem = ref("element type")
-    flex = r.uleb("flex offset")
-    if kind < len(TYPE_KINDS):
-        kname = TYPE_KINDS[kind]
-    else:
-        warnings.append(f"{r.where}+{r.base:#x}: type {tid:#x} has unknown kind {kind}; treated as unknown")
-        kname = "unknown"
-    slots: list[Slot] = []
-    off = 0
-    for k in range(nslots):
-        off = (off + r.sleb("slot offset delta")) & _U64
-        target = ref("slot target")
-        count = r.uleb("slot count")
-        stride = r.uleb("slot stride") if count > 1 else 0
-        sflags = r.uleb("slot flags")
-        if count < 1:
-            raise r.error(f"slot {k} of type {tid:#x} has count 0")
-        slots.append(Slot(off, target, count, stride, sflags))
+    size, name, kname, tflags, nfields, elem, flex, slots = _leb_type_head(
+        r, tid, lambda: text("type name"), ref, warnings, r.base)
     fields: list[Field] = []
     foff = 0
     for _ in range(nfields):

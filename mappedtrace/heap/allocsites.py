@@ -77,10 +77,23 @@ class SiteTable:
 
     :ivar ids: sorted run-time record addresses (u64)
     :ivar sites: the :class:`AllocSite` of each id, same order
+    :ivar untyped_writes: the untyped pointer writes of every module with
+        maps (llvm_pass/PointerStores.cpp), -1 when some module with maps did
+        not count them (built without ``--alloc-sites``, or by an older pass)
     """
 
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     sites: list[AllocSite] = field(default_factory=list)
+    untyped_writes: int = -1
+
+    @property
+    def bytes_trusted(self) -> bool:
+        """Byte-buffer sites (``SITE_BYTES``) may decide scanning: every module
+        with maps counted its untyped pointer writes, and they are 0 (no
+        instrumented code writes a pointer into memory of unknown or byte
+        type).  Otherwise such sites only name their objects.  Known
+        imprecision: code without the maps (libraries) is not checked."""
+        return self.untyped_writes == 0
 
     def __len__(self) -> int:
         return len(self.sites)
@@ -94,12 +107,18 @@ class SiteTable:
         """The sites of every module with maps, at their run-time addresses
         (link-time address plus the module's load bias)."""
         pairs = []
+        untyped = 0
         for m in modules:
             bm = maps.get(m.path)
             for s in getattr(bm, "sites", None) or []:
                 pairs.append(((s.address + m.bias) & (2**64 - 1), s))
+            chunks = len(getattr(bm, "chunks", None) or [])
+            counted = [b for b in getattr(bm, "site_blocks", None) or [] if b.counted]
+            if untyped >= 0 and chunks:
+                # one block per module (chunk) of the binary, each counted
+                untyped = untyped + sum(b.untyped_writes for b in counted) if len(counted) >= chunks else -1
         pairs.sort(key=lambda p: p[0])
-        return cls(np.array([a for a, _ in pairs], np.uint64), [s for _, s in pairs])
+        return cls(np.array([a for a, _ in pairs], np.uint64), [s for _, s in pairs], untyped)
 
 
 def _request2size(m: np.ndarray) -> np.ndarray:

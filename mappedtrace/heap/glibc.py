@@ -377,6 +377,27 @@ def _chain(w: memoryview, nw: np.ndarray, o: int, lim: int) -> tuple[np.ndarray,
     return idx, (nw[idx + 1] if len(idx) else np.zeros(0, np.uint64)), o
 
 
+def _join(parts: list[np.ndarray], dtype) -> np.ndarray:
+    """The parts end to end.  When the first is a view at the start of a bigger
+    buffer (``_chain``'s, sized for the most chunks a segment can hold and mostly
+    never paged in) with room for the rest, they are written after it there:
+    no copy of a column of the whole heap (16 bytes per chunk at the walk's peak)."""
+    parts = [p for p in parts if len(p)] or [np.zeros(0, dtype)]
+    if len(parts) == 1:
+        return parts[0]
+    first, total = parts[0], sum(len(p) for p in parts)
+    buf = first.base
+    if (isinstance(buf, np.ndarray) and buf.ndim == 1 and buf.dtype == first.dtype and first.flags.c_contiguous
+            and buf.flags.c_contiguous and buf.flags.writeable and len(buf) >= total
+            and first.ctypes.data == buf.ctypes.data):
+        pos = len(first)
+        for p in parts[1:]:
+            buf[pos:pos + len(p)] = p
+            pos += len(p)
+        return buf[:total]
+    return np.concatenate(parts).astype(dtype, copy=False)
+
+
 class ChunkList(Sequence):
     """A read-only, list-like view of some of a heap's chunks (made on access)."""
 
@@ -460,6 +481,9 @@ class GlibcHeap:
         self.arenas: list[Arena] = []
         self.mp: dict[str, int] | None = None
         self._mem = _Memory(target)
+        self._shared: tuple | None = None        # share_in_use
+        self._escaped = False                    # headers/chunk_sizes handed out
+        self._headers = self._chunk_sizes = np.zeros(0, np.int64)
         self._blocks: list[tuple[int, np.ndarray]] = []
         #: (start, end) of gaps in the brk heap that are not malloc's (foreign sbrk), fence posts included
         self.main_gaps: list[tuple[int, int]] = []
@@ -899,8 +923,8 @@ class GlibcHeap:
                 traw = (end - top) | (traw & SIZE_BITS & ~IS_MMAPPED)
             parts_i.append(np.array([lim], np.int64))
             parts_r.append(np.array([traw], np.uint64))
-        idx = np.concatenate(parts_i)       # one copy out of _chain's (mostly untouched) buffers
-        raw = np.concatenate(parts_r)
+        idx = _join(parts_i, np.int64)      # in _chain's (mostly untouched) buffers when they have room
+        raw = _join(parts_r, np.uint64)
         idx *= 8
         return idx, raw
 
@@ -970,6 +994,8 @@ class GlibcHeap:
     def _walk_all(self) -> None:
         self.main_gaps = []
         hdrs, raws, arena_idx = [], [], []
+        # arena numbers in the narrowest type that holds them (2 bytes per chunk, not 4)
+        adt = np.int16 if len(self.arenas) < 1 << 15 else np.int32
         #: per arena: bytes of its segments outside chunks (heap_info, malloc_state, alignment, fence posts)
         self.overhead: dict[str, int] = {}
         for ai, a in enumerate(self.arenas):
@@ -991,21 +1017,20 @@ class GlibcHeap:
                 offs += base
                 hdrs.append(offs)
                 raws.append(r)
-                arena_idx.append(np.full(len(offs), ai, dtype=np.int32))
+                arena_idx.append(np.full(len(offs), ai, dtype=adt))
                 walked = int((r & np.uint64(~SIZE_BITS & 0xFFFFFFFFFFFFFFFF)).sum()) if len(r) else 0
                 over += (seg.end - seg.start) - walked
             self.overhead[a.label] = over
         mm_h, mm_r = self._aligned_mmapped(*self._find_mmapped())
         hdrs.append(np.asarray(mm_h, dtype=np.int64))
         raws.append(np.asarray(mm_r, dtype=np.uint64))
-        arena_idx.append(np.full(len(mm_h), -1, dtype=np.int32))
-        # (a single part is taken as it is: no copy of a column of the whole heap)
-        one = lambda parts, dt: (parts[0] if len(parts) == 1 else np.concatenate(parts) if parts
-                                 else np.zeros(0, dt))
+        arena_idx.append(np.full(len(mm_h), -1, dtype=adt))
+        # (a single part is taken as it is, the others written after the first where
+        # its buffer has room: no copy of a column of the whole heap)
         keep = [i for i in range(len(hdrs)) if len(hdrs[i])] or [0]
-        hdr = one([hdrs[i] for i in keep], np.int64)
-        raw = one([raws[i] for i in keep], np.uint64)
-        aidx = one([arena_idx[i] for i in keep], np.int32)
+        hdr = _join([hdrs[i] for i in keep], np.int64)
+        raw = _join([raws[i] for i in keep], np.uint64)
+        aidx = np.concatenate([arena_idx[i] for i in keep]).astype(adt, copy=False)
         del hdrs, raws, arena_idx
         if len(hdr) > 1 and not bool(np.all(hdr[1:] > hdr[:-1])):      # else: in order already
             order = np.argsort(hdr, kind="stable")
@@ -1013,13 +1038,13 @@ class GlibcHeap:
             if (np.diff(hdr) <= 0).any():
                 i = int(np.flatnonzero(np.diff(hdr) <= 0)[0])
                 raise HeapCorrupted("heap", int(hdr[i + 1]), "chunk found twice (overlapping heaps)")
-        self.headers = hdr
+        self._headers = hdr
         raw &= np.uint64(0xFFFFFFFFFFFFFFF8)
-        self.chunk_sizes = raw.view(np.int64)       # in place: the raw fields are not needed again
+        self._chunk_sizes = raw.view(np.int64)       # in place: the raw fields are not needed again
         del raw
         self.arena_index = aidx
-        self.state = np.zeros(len(self.headers), dtype=np.uint8)
-        self.list_code = np.full(len(self.headers), -1, dtype=np.int8)
+        self.state = np.zeros(len(self._h), dtype=np.uint8)
+        self.list_code = np.full(len(self._h), -1, dtype=np.int8)
         self._classify()
         self._make_stats()
 
@@ -1179,8 +1204,8 @@ class GlibcHeap:
         """Index of the chunk whose header is at ``hdr``, or -1."""
         if not 0 <= hdr < 1 << 63:
             return -1
-        i = int(self.headers.searchsorted(hdr))
-        return i if i < len(self.headers) and self.headers.item(i) == hdr else -1
+        i = int(self._h.searchsorted(hdr))
+        return i if i < len(self._h) and self._h.item(i) == hdr else -1
 
     def _link_arrays(self) -> None:
         """For every arena chunk, its fd/bk words and the chunk index each link points at.
@@ -1191,7 +1216,7 @@ class GlibcHeap:
         chunk pointer (fastbins) and revealed user pointer (tcache); glibc
         mangles both of the latter with the slot's own address, ``hdr + 16``.
         """
-        hdr = self.headers.astype(np.uint64)
+        hdr = self._h.astype(np.uint64)
         n = len(hdr)
         fd = np.zeros(n, np.uint64)
         bk = np.zeros(n, np.uint64)
@@ -1227,7 +1252,7 @@ class GlibcHeap:
         if self._next is not None:
             raw = self._fd if how == "plain" else self._revealed
             return int(self._next[how][i]), int(raw[i])
-        hdr = self.headers.item(i)
+        hdr = self._h.item(i)
         fd = self._mem.u64(hdr + FD)
         v = fd if how == "plain" else ((hdr + FD) >> 12) ^ fd
         j = self._chunk_index(v - CHUNK_HDR_SZ if how == "tcache" else v)
@@ -1239,7 +1264,7 @@ class GlibcHeap:
         """The bk words of the chunks ``seq``."""
         if self._next is not None:
             return self._bk[seq]
-        return np.array([self._mem.u64(h + BK) for h in self.headers[seq].tolist()], np.uint64)
+        return np.array([self._mem.u64(h + BK) for h in self._h[seq].tolist()], np.uint64)
 
     def _follow(self, first: int, how: str, code: int, label: str, end: int,
                 expect_size: int | None = None) -> list[int]:
@@ -1262,9 +1287,9 @@ class GlibcHeap:
             self._list_broken(label, first, -1, f"{LISTS[code]} entry {first:#x} is not a chunk of the heap")
             return seq
         free = self._free
-        for _ in range(len(self.headers) + 1):
+        for _ in range(len(self._h) + 1):
             if free[i]:
-                self._list_broken(label, int(self.headers[i]), i, f"{LISTS[code]} entry is already on the "
+                self._list_broken(label, int(self._h[i]), i, f"{LISTS[code]} entry is already on the "
                                   f"{LISTS[free[i] - 1]} list (a cycle or a double free)")
                 break
             free[i] = code + 1
@@ -1272,19 +1297,19 @@ class GlibcHeap:
             j, v = self._link(how, i)
             if j < 0:
                 if v != end:
-                    self._list_broken(label, int(self.headers[i]), i, f"{LISTS[code]} link {v:#x} is not a "
+                    self._list_broken(label, int(self._h[i]), i, f"{LISTS[code]} link {v:#x} is not a "
                                       "chunk of the heap")
                 break
             i = j
         else:
-            self._list_broken(label, int(self.headers[i]), i, "list longer than the heap (a cycle)")
+            self._list_broken(label, int(self._h[i]), i, "list longer than the heap (a cycle)")
         if expect_size is not None:
-            cs = self.chunk_sizes[seq]
+            cs = self._cs[seq]
             bad = np.flatnonzero(cs != expect_size)
             if len(bad):
                 k = seq[int(bad[0])]
-                self._list_broken(label, int(self.headers[k]), k, f"{LISTS[code]} entry of size "
-                                  f"{int(self.chunk_sizes[k]):#x} in the list of size {expect_size:#x}")
+                self._list_broken(label, int(self._h[k]), k, f"{LISTS[code]} entry of size "
+                                  f"{int(self._cs[k]):#x} in the list of size {expect_size:#x}")
         return seq
 
     def _follow_back(self, head: int, code: int, label: str) -> None:
@@ -1293,7 +1318,7 @@ class GlibcHeap:
         n = 0
         try:
             v = self._mem.u64(head + BK)
-            for _ in range(len(self.headers)):
+            for _ in range(len(self._h)):
                 i = self._chunk_index(v)
                 if v == head or i < 0 or self.arena_index[i] < 0 or self._free[i]:
                     break
@@ -1313,12 +1338,12 @@ class GlibcHeap:
         if key is None or missing <= 0:
             return
         size = MINSIZE + b * MALLOC_ALIGNMENT
-        cand = np.flatnonzero((self.chunk_sizes == size) & (self.arena_index >= 0))
+        cand = np.flatnonzero((self._cs == size) & (self.arena_index >= 0))
         n = 0
         for i in cand.tolist():
             if n >= missing:
                 break
-            if not self._free[i] and self._mem.u64(self.headers.item(i) + CHUNK_HDR_SZ + 8) == key:
+            if not self._free[i] and self._mem.u64(self._h.item(i) + CHUNK_HDR_SZ + 8) == key:
                 self._free[i] = code + 1
                 n += 1
         if n:
@@ -1327,7 +1352,7 @@ class GlibcHeap:
     def _list_broken(self, label: str, chunk: int, i: int, reason: str) -> None:
         """A damaged free list: the chunk ``chunk`` (index ``i``, -1 when it is no chunk)
         becomes a corrupted region of its own size (none when it is no chunk)."""
-        end = chunk + int(self.chunk_sizes[i]) if i >= 0 else chunk
+        end = chunk + int(self._cs[i]) if i >= 0 else chunk
         self._corrupt(label, chunk, chunk, end, f"{reason}; the rest of that list is unknown (its chunks "
                       "count as in use)")
 
@@ -1337,7 +1362,7 @@ class GlibcHeap:
         self.list_code[:] = f.astype(np.int8) - 1
 
     def _classify(self) -> None:
-        self._free = bytearray(len(self.headers))       # chunk index → list code + 1, 0 in use
+        self._free = bytearray(len(self._h))       # chunk index → list code + 1, 0 in use
         self._next = None            # links decoded lazily (_link)
         self._lazy_steps = 0
         fast, top = LISTS.index("fastbin"), LISTS.index("top")
@@ -1363,12 +1388,12 @@ class GlibcHeap:
                 if len(self.corrupted) > broken:
                     self._follow_back(head, LISTS.index(_bin_kind(b)), f"{a.label} bin[{b}]")
                 elif seq:
-                    want = np.concatenate(([head], self.headers[seq[:-1]])).astype(np.uint64)
+                    want = np.concatenate(([head], self._h[seq[:-1]])).astype(np.uint64)
                     bks = self._bk_of(seq)
                     bad = np.flatnonzero(bks != want)
                     if len(bad):
                         k = seq[int(bad[0])]
-                        self.warnings.append(f"{a.label} bin[{b}]: chunk at {int(self.headers[k]):#x} has bk "
+                        self.warnings.append(f"{a.label} bin[{b}]: chunk at {int(self._h[k]):#x} has bk "
                                              f"{int(bks[bad[0]]):#x}, expected {int(want[bad[0]]):#x}")
         self._flush_marks()
         self._classify_tcaches()
@@ -1428,8 +1453,8 @@ class GlibcHeap:
         # heuristic: in-use 0x290 chunks whose contents are a consistent
         # tcache_perthread_struct and that are either non-empty or pointed at from
         # a thread's static TLS (libc's ``tcache`` variable sits below fs_base)
-        cand = np.flatnonzero((self.chunk_sizes == TCACHE_CHUNK) & (self.state == IN_USE) & (self.arena_index >= 0))
-        cand_addrs = self.headers[cand] + CHUNK_HDR_SZ
+        cand = np.flatnonzero((self._cs == TCACHE_CHUNK) & (self.state == IN_USE) & (self.arena_index >= 0))
+        cand_addrs = self._h[cand] + CHUNK_HDR_SZ
         tls_refs = self._tls_references(cand_addrs)
         maxc = self.mp["tcache_count"] if self.mp else 0xFFFF
         lane = np.arange(TCACHE.size // 8)
@@ -1440,7 +1465,7 @@ class GlibcHeap:
             sel = cand[(addrs >= bstart) & (addrs + TCACHE.size <= bend)]
             for j in range(0, len(sel), 1 << 16):          # batches bound the (n, 80) gather
                 part = sel[j:j + (1 << 16)]
-                paddr = self.headers[part] + CHUNK_HDR_SZ
+                paddr = self._h[part] + CHUNK_HDR_SZ
                 rows = nw[((paddr - bstart) >> 3)[:, None] + lane]
                 counts = np.ascontiguousarray(rows[:, :TCACHE_MAX_BINS // 4]).view("<u2")
                 entries = rows[:, TCACHE_MAX_BINS // 4:]
@@ -1496,7 +1521,7 @@ class GlibcHeap:
         self.tcaches: list[tuple[str, int]] = []
         for owner, addr in self._tcache_addresses():
             i = self._chunk_index(addr - CHUNK_HDR_SZ)
-            if i < 0 or self.arena_index[i] < 0 or self.chunk_sizes[i] < TCACHE_CHUNK:
+            if i < 0 or self.arena_index[i] < 0 or self._cs[i] < TCACHE_CHUNK:
                 self._list_broken(f"{owner} tcache", addr - CHUNK_HDR_SZ, -1, "tcache struct is not a heap chunk")
                 continue
             self.tcaches.append((owner, addr))
@@ -1536,7 +1561,7 @@ class GlibcHeap:
 
     # --- stats --------------------------------------------------------------
     def _make_stats(self) -> None:
-        cs, lc, ai = self.chunk_sizes, self.list_code, self.arena_index
+        cs, lc, ai = self._cs, self.list_code, self.arena_index
         per: dict[str, dict] = {}
         tot = dict(arena=0, ordblks=0, smblks=0, hblks=0, hblkhd=0, uordblks=0, fordblks=0, keepcost=0,
                    fsmblks=0, tcache_blks=0, tcache_bytes=0, in_use_blks=0, in_use_bytes=0)
@@ -1601,23 +1626,115 @@ class GlibcHeap:
     @property
     def addresses(self) -> np.ndarray:
         """User pointers (int64), one per chunk: ``headers + 16``; a new array at each access."""
-        return self.headers + CHUNK_HDR_SZ
+        return self._h + CHUNK_HDR_SZ
 
     @property
     def usable(self) -> np.ndarray:
         """Usable sizes (int64), one per chunk, as ``malloc_usable_size``; a new array at each access."""
-        u = self.chunk_sizes - SIZE_SZ
+        u = self._cs - SIZE_SZ
         u[self.arena_index < 0] -= CHUNK_HDR_SZ - SIZE_SZ
         return u
 
+    # ``headers`` and ``chunk_sizes`` are kept as arrays until :meth:`share_in_use`;
+    # from then on the in-use rows live in the marker's node columns (the graph's
+    # ``addresses`` and ``sizes``) and the columns are made again on first use.
+    # Inside, ``_h``/``_cs``; ``headers``/``chunk_sizes`` hand the arrays out,
+    # after which share_in_use no longer reuses their memory in place.
+    @property
+    def _h(self) -> np.ndarray:
+        if self._headers is None:
+            self._unshare()
+        return self._headers
+
+    @property
+    def _cs(self) -> np.ndarray:
+        if self._chunk_sizes is None:
+            self._unshare()
+        return self._chunk_sizes
+
+    @property
+    def headers(self) -> np.ndarray:
+        """Chunk header addresses (int64), one per chunk, sorted."""
+        self._escaped = True
+        return self._h
+
+    @property
+    def chunk_sizes(self) -> np.ndarray:
+        """Chunk sizes (int64, flag bits cleared), one per chunk."""
+        self._escaped = True
+        return self._cs
+
+    def __len__(self) -> int:
+        if self._headers is not None:
+            return len(self._headers)
+        return len(self.state)
+
+    def share_in_use(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user pointers, usable sizes), u64, of the in-use chunks in address
+        order: the marker's nodes (:func:`mappedtrace.trace.mark`).
+
+        The heap then keeps its in-use rows through these two arrays only, and
+        its own columns of free chunks: ``headers`` and ``chunk_sizes`` are made
+        again, once, when next asked for.  A leak check never asks, and holds 16
+        bytes per chunk less at its peak (issue #13).  When the columns were
+        never handed out (``headers``/``chunk_sizes`` not read yet), the two
+        arrays are made in their memory (the in-use rows moved to the front,
+        in slices); else in new arrays, in slices.  The caller must not change
+        the arrays.
+        """
+        if self._shared is not None:
+            return self._shared[0], self._shared[1]
+        n = len(self.state)
+        hdr, cs = self._headers, self._chunk_sizes
+        used = self.state == IN_USE
+        free = np.flatnonzero(~used)
+        fhdr, fcs = hdr[free], cs[free]
+        k = n - len(free)
+        del free
+        if self._escaped:
+            addr, usable = np.empty(k, np.uint64), np.empty(k, np.uint64)
+        else:       # written from the front, behind the rows still to be read: never over them
+            addr, usable = hdr.view(np.uint64)[:k], cs.view(np.uint64)[:k]
+        pos, step = 0, 1 << 20
+        for lo in range(0, n, step):
+            m = used[lo:lo + step]
+            j = int(np.count_nonzero(m))
+            if not j:
+                continue
+            a = hdr[lo:lo + step][m].view(np.uint64)      # (copies of the slice's rows)
+            u = cs[lo:lo + step][m] - SIZE_SZ
+            u[self.arena_index[lo:lo + step][m] < 0] -= CHUNK_HDR_SZ - SIZE_SZ
+            np.add(a, np.uint64(CHUNK_HDR_SZ), out=addr[pos:pos + j])
+            usable[pos:pos + j] = u.view(np.uint64)
+            pos += j
+        del hdr, cs
+        self._shared = (addr, usable, fhdr, fcs)     # (which rows are free: ``state``)
+        self._headers = self._chunk_sizes = None
+        return addr, usable
+
+    def _unshare(self) -> None:
+        """Make ``headers`` and ``chunk_sizes`` again from the shared in-use
+        columns and the free chunks' own (kept from then on)."""
+        addr, usable, fhdr, fcs = self._shared
+        n = len(self.state)
+        hdr, cs = np.empty(n, np.int64), np.empty(n, np.int64)
+        used = np.flatnonzero(self.state == IN_USE)
+        free = np.flatnonzero(self.state != IN_USE)
+        hdr[used] = addr.view(np.int64) - CHUNK_HDR_SZ
+        c = usable.view(np.int64) + SIZE_SZ
+        c[self.arena_index[used] < 0] += CHUNK_HDR_SZ - SIZE_SZ
+        cs[used] = c
+        hdr[free], cs[free] = fhdr, fcs
+        self._headers, self._chunk_sizes = hdr, cs
+
     def _usable_of(self, i: int) -> int:
         extra = CHUNK_HDR_SZ - SIZE_SZ if self.arena_index.item(i) < 0 else 0
-        return self.chunk_sizes.item(i) - SIZE_SZ - extra
+        return self._cs.item(i) - SIZE_SZ - extra
 
     def _chunk(self, i: int) -> Chunk:
         code, table = self._where_table()
         w = table[code.item(i)]
-        return Chunk(self.headers.item(i) + CHUNK_HDR_SZ, self._usable_of(i), self.chunk_sizes.item(i),
+        return Chunk(self._h.item(i) + CHUNK_HDR_SZ, self._usable_of(i), self._cs.item(i),
                      "free" if self.state.item(i) else "in-use", w)
 
     def chunks(self) -> "ChunkList":
@@ -1645,8 +1762,8 @@ class GlibcHeap:
         """
         if not 0 <= addr < 1 << 63:
             return None
-        i = int(self.headers.searchsorted(addr - CHUNK_HDR_SZ, "right")) - 1
-        if i >= 0 and addr < self.headers.item(i) + CHUNK_HDR_SZ + self._usable_of(i):
+        i = int(self._h.searchsorted(addr - CHUNK_HDR_SZ, "right")) - 1
+        if i >= 0 and addr < self._h.item(i) + CHUNK_HDR_SZ + self._usable_of(i):
             return self._chunk(i)
         return None
 
@@ -1670,9 +1787,8 @@ class GlibcHeap:
         out = [(sg.start, sg.end, a.label) for a in self.arenas for sg in a.segments]
         mm = np.flatnonzero(self.arena_index < 0)
         lead = self.mmapped_lead
-        out += [(int(self.headers[i]) - lead.get(int(self.headers[i]), 0), int(self.headers[i] + self.chunk_sizes[i]),
+        out += [(int(self._h[i]) - lead.get(int(self._h[i]), 0), int(self._h[i] + self._cs[i]),
                  "mmapped") for i in mm]
         return sorted(out)
 
-    def __len__(self) -> int:
-        return len(self.headers)
+

@@ -374,8 +374,7 @@ class CompactPolicy(MovePolicy):
         idx = np.flatnonzero(m)
         hdr = heap2.headers[idx].astype(np.int64)
         cs = heap2.chunk_sizes[idx].astype(np.int64)
-        wanted = [(int(h), int(c)) for h, c in zip(hdr, cs)
-                  if any(p in self.sources for p in range(int(h) // PAGE, (int(h) + int(c) - 1) // PAGE + 1))]
+        wanted = [(int(h), int(c)) for h, c in zip(hdr, cs) if self._wants_plug(int(h), int(c))]
         # glibc serves a request of a free chunk's exact size from an exact fit, but not
         # always that one (a small bin is FIFO): the sizes still wanted are asked again
         left = {h + CHUNK_HDR_SZ: c for h, c in wanted}
@@ -394,6 +393,10 @@ class CompactPolicy(MovePolicy):
                                 "free_chunks_on_source_pages": len(wanted), "calls": calls_made,
                                 "left_free": len(left),
                                 "tcache": "off for the pass" if self._tcache_addr else "left on (mp_ not found)"}
+
+    def _wants_plug(self, hdr: int, size: int) -> bool:
+        """Plug the free chunk at ``hdr`` of ``size`` bytes for the pass (one on a source page)."""
+        return any(p in self.sources for p in range(hdr // PAGE, (hdr + size - 1) // PAGE + 1))
 
     def _tcache_off(self, calls: Calls, heap: GlibcHeap) -> None:
         self._tcache_addr = 0

@@ -483,6 +483,11 @@ class MovePolicy:
     def accept(self, new: int, size: int) -> bool:
         return True
 
+    def order(self, moves: list[int]) -> list[int]:
+        """The order in which the destinations of ``moves`` (node indices, the plan's
+        address order) are allocated."""
+        return moves
+
     def finish(self, calls: Calls, analysis) -> None:
         pass
 
@@ -601,7 +606,10 @@ def _pass(pid: int, select, dry_run: bool, limit: int | None, keep_analysis: boo
         max_tries = policy.max_tries if policy is not None else MAX_TRIES
         dest: dict[int, int] = {}
         # (node, old, size, alignment, refusals so far): every pending object asks in one batch
-        pending = [(i, int(g.addresses[i]), int(g.sizes[i])) for i in plan.moves]
+        # destinations are asked in the policy's order (a batch served from the top chunk
+        # places them side by side in that order)
+        order = policy.order(plan.moves) if policy is not None else plan.moves
+        pending = [(i, int(g.addresses[i]), int(g.sizes[i])) for i in order]
         pending = [(i, old, size, _alignment(old, size), 0) for i, old, size in pending]
         for _round in range(2 * max_tries + 2):
             if not pending:

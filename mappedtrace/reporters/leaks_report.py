@@ -151,6 +151,11 @@ def render_precision(p: dict, con: Console) -> None:
                        f"({p.get('objects_with_site_type', 0)} of a known type); "
                        f"{p.get('objects_typed_by_site', 0)} typed by their site "
                        f"({_bytes(p.get('heap_bytes_typed_by_site', 0))})"))
+        w = p.get("untyped_pointer_writes", -1)
+        con.print(Text(f"  byte buffers skipped: {p.get('objects_bytes_by_site', 0)} "
+                       f"({_bytes(p.get('heap_bytes_bytes_by_site', 0))}); named only: "
+                       f"{p.get('objects_named_by_site', 0)} ({_bytes(p.get('heap_bytes_named_by_site', 0))}); "
+                       f"untyped pointer writes: {w if w >= 0 else 'not counted'}"))
     if p.get("derived_objects"):
         con.print(Text(_derived_line(p)))
     if p.get("heap_corrupted_regions"):

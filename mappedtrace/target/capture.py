@@ -55,6 +55,7 @@ import numpy as np
 from . import _kernel as k
 from .base import Mapping, Target, ThreadState
 from . import settle as _settle
+from . import xsave
 from .live import LiveTarget, ThreadSnapshot, anon_file_ranges, parse_maps
 from ..errors import BadData, MappedTraceError, NoSuchProcess, PermissionProblem, TargetFault
 from ..fileio import open_regular
@@ -561,6 +562,8 @@ _SS_FLAGS_INVALID = 3
 _FPX_SW = struct.Struct("<IIQI")            # magic1, extended_size, xfeatures, xstate_size
 _FPX_SW_OFF = 464
 _FP_XSTATE_MAGIC1, _FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
+#: XSAVE components the kernel enables per process on request (AMX: XTILECFG, XTILEDATA)
+_XFEATURES_DYNAMIC = (1 << 17) | (1 << 18)
 _RED_ZONE = 128
 _SYSGOOD_TRAP = 0x80 | 5
 
@@ -580,22 +583,32 @@ def find_gadgets(pid: int, mappings: list[Mapping]) -> Gadgets:
     Read-only code, so this runs before the process is stopped.
     :raises MappedTraceError: one of them is missing (then fork mode is not used).
     """
+    def code(m: Mapping) -> bytes | None:
+        try:
+            return k.vm_read(pid, m.start, min(m.size, 8 << 20))
+        except MappedTraceError:
+            return None
+    return gadgets_in(mappings, code, f"process {pid}")
+
+
+def gadgets_in(mappings: list[Mapping], code: Callable[[Mapping], "bytes | None"], where: str) -> Gadgets:
+    """:func:`find_gadgets` with the code of each libc mapping given by ``code(mapping)``
+    (None: unreadable): the process's memory locally, the binary's file remotely."""
     cands = [m for m in mappings if m.executable and m.readable and "libc" in os.path.basename(m.path)]
     found: dict[bytes, int] = {}
     for m in cands[:4]:
-        try:
-            code = k.vm_read(pid, m.start, min(m.size, 8 << 20))
-        except MappedTraceError:
+        data = code(m)
+        if data is None:
             continue
         for pat in (_SYSCALL_RET, _RESTORE_RT, *_EXITS):
-            i = code.find(pat)
+            i = data.find(pat)
             if pat not in found and i >= 0:
                 found[pat] = m.start + i
     exits = [found[p] for p in _EXITS if p in found]
     missing = [n for n, ok in (("syscall; ret", _SYSCALL_RET in found), ("__restore_rt", _RESTORE_RT in found),
                                ("exit", bool(exits))) if not ok]
     if missing:
-        raise MappedTraceError(f"no {', '.join(missing)} code found in the C library of process {pid}",
+        raise MappedTraceError(f"no {', '.join(missing)} code found in the C library of {where}",
                                hint="use --mode stop-copy")
     return Gadgets(found[_SYSCALL_RET], found[_RESTORE_RT], exits[0])
 
@@ -609,13 +622,21 @@ def fork_refused(pid: int) -> str | None:
     """
     try:
         with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Seccomp:") and line.split()[1] == "2":
-                    return "the process runs under a seccomp filter"
-                if line.startswith("x86_Thread_features:") and "shstk" in line.split():
-                    return "the process uses a shadow stack"
-    except (OSError, IndexError):
+            return fork_refused_by_status(f.read())
+    except OSError:
         return "cannot read /proc/PID/status"
+
+
+def fork_refused_by_status(status: str) -> str | None:
+    """:func:`fork_refused` from the text of ``/proc/PID/status`` (read here or through a server)."""
+    if not status:
+        return "cannot read /proc/PID/status"
+    for line in status.splitlines()[:200]:
+        f = line.split()
+        if line.startswith("Seccomp:") and f[1:2] == ["2"]:
+            return "the process runs under a seccomp filter"
+        if line.startswith("x86_Thread_features:") and "shstk" in f:
+            return "the process uses a shadow stack"
     return None
 
 
@@ -659,13 +680,26 @@ def _resumed_regs(regs: dict[str, int]) -> dict[str, int]:
 def _fp_area(t: ThreadSnapshot) -> tuple[bytes, bool]:
     """The FPU state in the format rt_sigreturn reads: XSAVE with the magic words, or FXSAVE."""
     xs = t.xstate
-    if xs and len(xs) >= 576:
+    if xs and len(xs) >= xsave.LEGACY:
         # ptrace's NT_X86_XSTATE keeps XCR0 where a signal frame has its
         # software bytes (offset 464, as gdb reads it): write the frame's own
-        area = bytearray(xs)
-        xcr0 = struct.unpack_from("<Q", xs, _FPX_SW_OFF)[0]
+        xfeatures = xsave.features(xs)
+        in_use = struct.unpack_from("<Q", xs, 512)[0]          # the XSAVE header's XSTATE_BV
+        if not in_use & _XFEATURES_DYNAMIC:
+            # ptrace gives the area at its largest (AMX tiles: 11 KiB), but
+            # rt_sigreturn takes an area no larger than the process's own
+            # (fpstate->user_size, which holds the tiles only once the process
+            # asked for them) and otherwise restores FXSAVE alone, resetting
+            # AVX: leave the dynamic components out while they are unused
+            xfeatures &= ~_XFEATURES_DYNAMIC
+        layout = xsave.cpu_layout() or xsave.STANDARD
+        size = max([xsave.LEGACY] + [layout[c][0] + layout[c][1] for c in range(2, 64)
+                                     if xfeatures >> c & 1 and c in layout])
+        if size > len(xs):
+            size = len(xs)
+        area = bytearray(xs[:size])
         area[_FPX_SW_OFF:512] = bytes(512 - _FPX_SW_OFF)
-        _FPX_SW.pack_into(area, _FPX_SW_OFF, _FP_XSTATE_MAGIC1, len(xs) + 4, xcr0, len(xs))
+        _FPX_SW.pack_into(area, _FPX_SW_OFF, _FP_XSTATE_MAGIC1, size + 4, xfeatures, size)
         return bytes(area) + struct.pack("<I", _FP_XSTATE_MAGIC2), True
     if t.fpregs and len(t.fpregs) >= 512:
         # FXSAVE only: x87/SSE state restored, AVX upper halves reset (only on the

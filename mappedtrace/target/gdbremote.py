@@ -158,8 +158,13 @@ class GdbRemote:
     :param timeout: seconds to wait for any reply; a dropped link ends there
     """
 
-    def __init__(self, address: str, *, timeout: float = 10.0, connect_timeout: float = 5.0):
+    def __init__(self, address: str, *, timeout: float = 10.0, connect_timeout: float = 5.0,
+                 fork_events: bool = False):
         self.address = address
+        #: ask for ``fork-events+`` (the server then reports a fork of its process and
+        #: holds the child: :mod:`.remote_fork`); off otherwise, so that a program's
+        #: own forks are not reported to callers that do not expect them
+        self.fork_events = fork_events
         self.timeout = timeout
         host, sep, port = address.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -274,7 +279,8 @@ class GdbRemote:
 
     def _handshake(self) -> None:
         self._send_raw(b"+")
-        r = self.request("qSupported:multiprocess+;xmlRegisters=i386;swbreak+;hwbreak+")
+        r = self.request("qSupported:multiprocess+;" + ("fork-events+;" if self.fork_events else "")
+                         + "xmlRegisters=i386;swbreak+;hwbreak+")
         for item in r.decode("latin-1").split(";"):
             if "=" in item:
                 k, v = item.split("=", 1)
@@ -383,6 +389,27 @@ class GdbRemote:
             except ValueError:
                 raise RemoteError(f"{self.address}: registers of thread {tid}: not hex") from None
         return out
+
+    def thread_id(self, tid: int, pid: int | None = None) -> str:
+        """The protocol's id of thread ``tid`` (``pPID.TID`` where multiprocess is granted)."""
+        mp = pid is not None and self.features.get("multiprocess") == "+"
+        return f"p{pid:x}.{tid:x}" if mp else f"{tid:x}"
+
+    def write_registers(self, tid: int, pid: int | None, raw: bytes) -> None:
+        """``Hg`` then ``G``: thread ``tid``'s whole register file (a ``g`` reply's layout).
+
+        :raises RemoteError: refused"""
+        r1, r2 = self.pipeline([f"Hg{self.thread_id(tid, pid)}", b"G" + raw.hex().encode()])
+        if r1 != b"OK" or r2 != b"OK":
+            raise RemoteError(f"{self.address}: writing the registers of thread {tid} refused ({r1[:20]!r}, {r2[:20]!r})")
+
+    def write_memory(self, tid: int, pid: int | None, addr: int, data: bytes) -> None:
+        """``Hg`` then hex ``M``: write ``data`` at ``addr`` in the process of thread ``tid``.
+
+        :raises RemoteError: refused"""
+        r1, r2 = self.pipeline([f"Hg{self.thread_id(tid, pid)}", f"M{addr:x},{len(data):x}:{data.hex()}"])
+        if r1 != b"OK" or r2 != b"OK":
+            raise RemoteError(f"{self.address}: writing {len(data)} bytes at {addr:#x} refused ({r2[:20]!r})")
 
     # --- memory -------------------------------------------------------------
     @property

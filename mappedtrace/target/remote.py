@@ -31,18 +31,18 @@ buffer, in pipelined packets.  ``meta`` counts bytes moved and round trips.
 The pause: from our ``vAttach`` to our ``D`` when we attach
 (``meta["attached_here"]``); a server attached already stopped the process
 before we connected, and ``meta["pause_ns"]`` is then only from our connect to
-our detach.  Either way it is the copy: the process is stopped while its
-memory crosses the link.  Not a copy-on-write fork as locally: lldb-server 22
-cannot give a sound one through the protocol (checked, see
+our detach.  In stop-copy it is the copy: the process is stopped while its
+memory crosses the link.  Through gdbserver a copy-on-write fork is made on
+the far side instead (``capture_remote(mode="fork")``: :mod:`.remote_fork`),
+and the pause ends at the parent's detach, before the copy.  lldb-server 22
+cannot give a sound fork through the protocol (checked, see
 ``benchmarks/remote/RESULTS.md``): it grants no ``multiprocess``/``fork-events``
 when asked in ``qSupported``, so the child of an injected ``clone`` would be
 detached by the server and run the program's code unwatched, and the child
 could be read only through ``vFile:pread`` of ``/proc/CHILD/mem``, whose
 offsets it cuts at 4 GiB (``F-1,5``, EIO, at every address of a PIE
 program).  gdbserver 13 grants ``fork-events`` and ``multiprocess``: the local
-fork's armed-frame injection could be driven through it (``G``/``X``, its
-signal stops standing in for ``PTRACE_SETSIGMASK``), then the child read with
-hex ``m`` (twice the bytes) after the detach of the parent; not built.
+fork's armed-frame injection is driven through it (:mod:`.remote_fork`).
 Neither server answers ``QEnableCompression`` (empty reply).
 
 Letting the process run and stopping it again (:meth:`RemoteTarget.run_for`:
@@ -148,10 +148,13 @@ class RemoteTarget(Target):
     """
 
     def __init__(self, address: str, pid: int | None = None, *, finder: BinaryFinder | None = None,
-                 timeout: float = 10.0, conn: GdbRemote | None = None, before_attach=None):
+                 timeout: float = 10.0, conn: GdbRemote | None = None, before_attach=None,
+                 fork_events: bool = False):
         super().__init__()
         t0 = time.perf_counter_ns()
-        self.conn = conn or GdbRemote(address, timeout=timeout)
+        self.conn = conn or GdbRemote(address, timeout=timeout, fork_events=fork_events)
+        #: raw ``g`` replies by TID (what a fork capture writes back)
+        self.raw_regs: dict[int, bytes] = {}
         self.address = address
         self._blocks: dict[int, bytes] = {}
         self._attached = True
@@ -235,7 +238,9 @@ class RemoteTarget(Target):
         names = c.file_heads([f"/proc/{pid}/task/{tid}/comm" for tid in tids], 64)
         calls = c.file_heads([f"/proc/{pid}/task/{tid}/syscall" for tid in tids], 256) \
             if "orig_rax" not in by_name else [None] * len(tids)
-        for tid, raw, name, call in zip(tids, c.registers(tids, pid), names, calls):
+        raws = c.registers(tids, pid)
+        self.raw_regs = dict(zip(tids, raws))
+        for tid, raw, name, call in zip(tids, raws, names, calls):
             regs = {n: 0 for n in GPR_NAMES}
             for n in GPR_NAMES:
                 r = by_name.get(n)
@@ -376,7 +381,7 @@ class RemoteTarget(Target):
 
 
 def attach_remote(address: str, pid: int | None = None, *, sysroot: str | None = None,
-                  timeout: float = 10.0, before_attach=None) -> RemoteTarget:
+                  timeout: float = 10.0, before_attach=None, fork_events: bool = False) -> RemoteTarget:
     """Connect to the gdb-remote server at ``address`` (``HOST:PORT``) and return
     its stopped process as a :class:`RemoteTarget` (detached on ``close()``).
 
@@ -385,10 +390,11 @@ def attach_remote(address: str, pid: int | None = None, *, sysroot: str | None =
     ``before_attach(target)`` (mappings known, nothing stopped yet): the process is
     stopped only from then on, not while the tracer starts."""
     return RemoteTarget(address, pid, finder=BinaryFinder(sysroot=sysroot), timeout=timeout,
-                        before_attach=before_attach)
+                        before_attach=before_attach, fork_events=fork_events)
 
 
-def capture_remote(rt: RemoteTarget, release: bool = True, *, busy=None, attempts: int = 1):
+def capture_remote(rt: RemoteTarget, release: bool = True, *, busy=None, attempts: int = 1,
+                   mode: str = "stop-copy"):
     """Copy what a stop-copy snapshot keeps (writable and anonymous memory, the
     ELF header pages) from the server, in pipelined reads, then (``release``) detach.
 
@@ -399,6 +405,9 @@ def capture_remote(rt: RemoteTarget, release: bool = True, *, busy=None, attempt
         process runs a moment (20 ms, 40 ms, …: :meth:`RemoteTarget.run_for`).  Where
         the server cannot stop the process again (gdbserver) the first stop is
         copied and a warning says why.
+    :param mode: ``"fork"``: a copy-on-write child made on the far side through the
+        server (:func:`.remote_fork.capture_fork_remote`; where the server cannot, the
+        copy is taken stopped and a warning says why)
     :returns: a :class:`~mappedtrace.target.capture.CapturedTarget`
     """
     notes, i = [], 0
@@ -415,7 +424,11 @@ def capture_remote(rt: RemoteTarget, release: bool = True, *, busy=None, attempt
                          "lldb-server-22 gdbserver for that")
             break
         rt.run_for(0.02 * (i + 1))
-    ct = _capture_once(rt)
+    if mode == "fork":
+        from .remote_fork import capture_fork_remote
+        ct = capture_fork_remote(rt)
+    else:
+        ct = _capture_once(rt)
     ct.warnings += notes
     ct.meta["lock_retries"] = i
     if release:
@@ -425,11 +438,15 @@ def capture_remote(rt: RemoteTarget, release: bool = True, *, busy=None, attempt
     return ct
 
 
-def _capture_once(rt: RemoteTarget):
+def _capture_once(rt: RemoteTarget, within: list[tuple[int, int]] | None = None):
+    """Copy through the server (from process ``rt.pid``); ``within``: only ranges inside
+    these ``(start, end)`` mappings (a fork child's: it lacks ``MADV_DONTFORK`` ranges)."""
     from .capture import CapturedTarget, Piece, _layout, _pieces_for
     from .live import parse_anon_file_ranges
     anon = parse_anon_file_ranges(rt._text(f"/proc/{rt.pid}/smaps").splitlines())
     ranges, skipped = _pieces_for(rt.mappings, anon)
+    if within is not None:
+        ranges = [r for r in ranges if any(a <= r[0] and r[0] + r[1] <= b for a, b in within)]
     bufs = [bytearray(n) for _, n in ranges]
     t0 = time.perf_counter_ns()
     bad = sorted(rt.conn.read_memory(ranges, bufs))
