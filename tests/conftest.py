@@ -66,6 +66,15 @@ def missing_llvm() -> str | None:
     return None
 
 
+def damon_unavailable() -> str | None:
+    """Why the far-memory pager cannot run a DAMON context here (None when it can): a kernel
+    without DAMON's sysfs or virtual-address monitoring, or DAMON held by another monitor of
+    the machine (read-only probe, :func:`mappedtrace.farmem.access.probe`)."""
+    from mappedtrace.farmem.access import probe
+    from mappedtrace.farmem.pager import state_dir
+    return probe(state_dir())
+
+
 def have_c_compiler() -> bool:
     return any(have(c) for c in ("cc", "gcc", "clang"))
 

@@ -74,10 +74,14 @@ def command() -> None:
 @click.option("--relocate-passes", default=0, show_default=True, type=click.IntRange(0), metavar="N",
               help="Relocation passes at most (0: no bound).")
 @click.option("--interval", default=0.1, show_default=True, type=float, help="Seconds between eviction rounds.")
+@click.option("--access", "access", default="faults", show_default=True, type=click.Choice(["auto", "damon", "faults"]),
+              help="What the clock sees besides faults: the kernel's DAMON access monitor (reads too), "
+                   "faults only, or auto (DAMON where it can be used; the status says which).  DAMON is a "
+                   "system-wide kernel monitor: it is started only when asked for.")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readahead: bool,
             graph_readahead: int | None, interval: float, relocate: bool, relocate_every: float,
-            relocate_passes: int, program: tuple[str, ...]) -> int:
+            relocate_passes: int, access: str, program: tuple[str, ...]) -> int:
     from ..farmem import _runtime
     from ..farmem.pager import FarMemError, Pager, state_dir
     from ..farmem.stores import open_store
@@ -89,6 +93,7 @@ def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readah
                           if budget < 4096 else f"a local memory budget of {budget} bytes is below the "
                           f"{MIN_LOCAL >> 20} MiB this pager needs to keep every thread moving",
                           hint="give --local a size such as 64M or 1G")
+    _check_access(access)
     store = open_store(store_url)
     lib = _runtime.library_path()
     token = secrets.token_hex(6)
@@ -101,7 +106,7 @@ def run_cmd(local: str, store_url: str, no_graph: bool, prefetch: int, no_readah
     except OSError as e:
         raise MappedTraceError(f"cannot run {program[0]}: {e.strerror}") from None
     pager = Pager(child.pid, store, local=budget, sock=sock, ns=f"mtfm:{child.pid}:{token}",
-                  interval=interval, graph=not no_graph, prefetch=prefetch, readahead=not no_readahead,
+                  interval=interval, graph=not no_graph, prefetch=prefetch, readahead=not no_readahead, access=access,
                   **({} if graph_readahead is None else {"graph_readahead": graph_readahead}))
     _segregate(pager, relocate, relocate_every, relocate_passes)
     try:
@@ -195,8 +200,10 @@ def _page_until_exit(pager, wait) -> int:
 @click.option("--relocate-passes", default=0, show_default=True, type=click.IntRange(0), metavar="N",
               help="Relocation passes at most (0: no bound).")
 @click.option("--interval", default=0.1, show_default=True, type=float, help="Seconds between eviction rounds.")
+@click.option("--access", "access", default="faults", show_default=True, type=click.Choice(["auto", "damon", "faults"]),
+              help="What the clock sees besides faults (see 'farmem run --help').")
 def attach_cmd(pid: int, local: str, store_url: str | None, relocate: bool, relocate_every: float,
-               relocate_passes: int, interval: float) -> int:
+               relocate_passes: int, interval: float, access: str) -> int:
     from ..farmem.pager import FarMemError, Pager
     from ..farmem.stores import open_store
     st = _state_or_fail(pid)
@@ -212,8 +219,10 @@ def attach_cmd(pid: int, local: str, store_url: str | None, relocate: bool, relo
     budget = parse_size(local)
     if budget < MIN_LOCAL:
         raise FarMemError(f"a local memory budget of {budget} bytes is below {MIN_LOCAL >> 20} MiB")
+    _check_access(access)
     store = open_store(st["store"])
-    pager = Pager(pid, store, local=budget, sock=st["sock"], ns=st["namespace"], resume=True, interval=interval)
+    pager = Pager(pid, store, local=budget, sock=st["sock"], ns=st["namespace"], resume=True, interval=interval,
+                  access=access)
     _segregate(pager, relocate, relocate_every, relocate_passes)
     pager.connect(timeout=5, alive=lambda: _alive(pid), before_helper=lambda: _recover_pass(pager))
     pager.start()
@@ -225,6 +234,20 @@ def attach_cmd(pid: int, local: str, store_url: str | None, relocate: bool, relo
         return None if _alive(pid) else 0
     _page_until_exit(pager, wait)
     return 0
+
+
+def _check_access(access: str) -> None:
+    """``--access damon`` where DAMON cannot be had: a one-line error before anything starts
+    (a dead pager's DAMON context is stopped first: it would hold DAMON otherwise)."""
+    from ..farmem.access import probe, reclaim_stale
+    from ..farmem.pager import FarMemError, state_dir
+    if access != "damon":
+        return
+    reclaim_stale(state_dir())
+    why = probe(state_dir())
+    if why:
+        raise FarMemError(f"--access damon: {why}",
+                          hint="use --access auto or faults (the clock then sees faults and writes only)")
 
 
 def _state_or_fail(pid: int) -> dict:
@@ -283,6 +306,7 @@ def status_cmd(pid: int, as_json: bool) -> int:
          ", ".join(f"{k} {v}" for k, v in st.get("evicted_by_reason", {}).items())),
         ("bytes moved", f"{_mib(st['bytes_sent'])} out, {_mib(st['bytes_fetched'])} in"),
         ("graph", _graph_line(st.get("graph"))),
+        ("access", _access_line(st.get("access"))),
         ("forks", f"{st.get('forks', 0)} of the program followed ({st.get('fork_pages_restored', 0)} pages put back "
                   f"into the children, {1e3 * (st.get('fork_seconds') or 0):.0f} ms); "
                   f"{st.get('forks_own', 0)} snapshots of the graph's own"),
@@ -304,6 +328,18 @@ def status_cmd(pid: int, as_json: bool) -> int:
     for w in st.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def _access_line(a) -> str:
+    if not isinstance(a, dict):
+        return "-"
+    if a.get("source") == "damon":
+        return (f"DAMON (reads too): {a.get('regions', 0)} regions, {a.get('updates', 0)} updates, "
+                f"sampling {a.get('sample_us', 0) // 1000} ms / aggregating {a.get('aggr_us', 0) // 1000} ms"
+                + (f"; {a['error']}" if a.get("error") else ""))
+    if a.get("source") == "faults":
+        return f"faults and writes only ({a.get('why', '')})"
+    return str(a.get("source", "-"))
 
 
 def _graph_line(g) -> str:

@@ -38,11 +38,14 @@ page whose store copy is current is dropped without being sent again.
 Soft-dirty bits (``/proc/PID/clear_refs`` 4) only feed the clock as "written
 recently"; they decide nothing about correctness.
 
-The clock: a page served by a fault or seen soft-dirty gets its reference
-bit; the hand sweeps the resident heap pages in address order, clears the
-bits it passes and evicts pages whose bit is clear.  Known imprecision: reads
-of resident pages leave no trace visible from outside (pagemap has no
-accessed bit), so a page only read is seen as cold until it faults once; and
+The clock: a page served by a fault, seen soft-dirty, or seen accessed by the
+access source (:mod:`.access`: the kernel's DAMON monitor, where it can be
+used) gets its reference bit; the hand sweeps the resident heap pages in
+address order, clears the bits it passes and evicts pages whose bit is clear.
+Known imprecision: without DAMON (``--access faults``, or a kernel where it
+cannot be had) reads of resident pages leave no trace visible from outside
+(pagemap has no accessed bit), so a page only read is seen as cold until it
+faults once; with DAMON a reference bit is a region's, not a page's; and
 the fault loop keeps the last 4096 faulted pages for the clock, so in a round
 with more faults than that the oldest ones set no bit.
 """
@@ -65,6 +68,7 @@ from ..fileio import write_private
 from ..target import _kernel as K
 from . import _uffd as U
 from ._serve import FaultServer, make_kick_fd
+from .access import DamonUnavailable, FaultsOnly, open_source, reclaim_stale
 from .ranges import HeapRanges
 from .stores import Store, StoreError
 
@@ -251,11 +255,14 @@ class Pager:
         budget allows (each saves the program a fault), not only into the pager's cache
     :param graph_readahead: of the pages the graph's lists bring, at most this many a fault
         go into the program (nearest first); the rest wait in the pager's cache
+    :param access: what else feeds the clock (:mod:`.access`): ``damon`` (the kernel's access
+        monitor: reads too), ``faults`` (faults and soft-dirty bits only) or ``auto`` (DAMON
+        where it can be used here, faults otherwise; the status says which and why)
     """
 
     def __init__(self, pid: int, store: Store, *, local: int, sock: str, ns: str, resume: bool = False,
                  interval: float = 0.1, soft_dirty: bool = True, graph: bool = False, prefetch: int = 8,
-                 readahead: bool = True, graph_readahead: int = GRAPH_READAHEAD):
+                 readahead: bool = True, graph_readahead: int = GRAPH_READAHEAD, access: str = "faults"):
         if local <= 0:
             raise FarMemError(f"a local memory budget of {local} bytes leaves no page resident",
                               hint="give --local a size such as 64M or 1G")
@@ -310,6 +317,9 @@ class Pager:
         self.serve_thread: threading.Thread | None = None
         self.helper_sp = 0
         self._told_ranges: list[tuple[int, int]] = []
+        self.access_kind = access
+        self.access = None                          # opened once the heap ranges are known
+        self.damon_reclaimed = False                # this start stopped a dead pager's DAMON context
 
     # ---- set-up ------------------------------------------------------
     def key(self, page: int) -> str:
@@ -374,6 +384,8 @@ class Pager:
 
     def start(self) -> None:
         """Start evicting (the fault loop runs from :meth:`connect` on)."""
+        # a DAMON context a killed pager left goes first, whatever this pager's --access (:mod:`.access`)
+        self.damon_reclaimed = reclaim_stale(state_dir())
         self.state = "running"
         self.write_state()
         for fn, name in ((self._evict_loop, "mtfm-evict"), (self._state_loop, "mtfm-state")):
@@ -437,6 +449,18 @@ class Pager:
         if regs != self._told_ranges:
             self.server.set_ranges(regs)
             self._told_ranges = regs
+            if self.access is not None:
+                self.access.set_ranges(regs)
+
+    def _access_source(self):
+        """The clock's access source, opened at the first round with heap ranges."""
+        if self.access is None and self._told_ranges and self.state == "running":
+            try:
+                self.access = open_source(self.access_kind, self.pid, self._told_ranges, state_dir())
+            except DamonUnavailable as e:   # asked for by name, lost since the CLI's probe
+                self.access = FaultsOnly(f"DAMON unavailable: {e}")
+                self.warnings.append(f"--access damon: {e}; the clock sees faults only")
+        return self.access
 
     def _scan(self) -> tuple[np.ndarray, np.ndarray]:
         """Present pages and soft-dirty present pages of the registered ranges.
@@ -523,6 +547,12 @@ class Pager:
         faulted = self._faulted_since()
         with self.lock:
             self.ref.update(faulted)
+        src = self._access_source()
+        if src is not None:
+            # pages the access monitor saw used (reads too) get their reference bit like faulted ones
+            seen = np.intersect1d(src.accessed(), present, assume_unique=False)
+            with self.lock:
+                self.ref.update(seen.tolist())
         if self.segregator is not None:
             self.segregator.note_faults(faulted)
         if len(self.leaked_pages) and faulted:
@@ -695,6 +725,8 @@ class Pager:
             "blocked": r["blocked"] or self.blocked or None,
             "evicted_by_reason": {"leaked": self.stats["evicted_leaked"], "cold": self.stats["evicted_cold"]},
             "graph": guide,
+            "access": {**(self.access.describe() if self.access else {"source": "starting", "asked": self.access_kind}),
+                       "stopped_dead_pager_context": self.damon_reclaimed},
             "relocation": self.segregator.describe() if self.segregator else None,
             "ranges": [{"start": lo, "end": hi, "label": lab} for lo, hi, lab in regs],
             "warnings": self.warnings[-20:], "updated": time.time(), "started": self.started,
@@ -760,6 +792,8 @@ class Pager:
                     f.write(repr(rec) + "\n")
         if self.guide:
             self.guide.stop()
+        if self.access is not None:
+            self.access.close()             # the DAMON context stops with its pager
         for t in self.threads:
             if t is not threading.current_thread():
                 t.join(timeout=5)
