@@ -194,6 +194,23 @@ WINDOW_STATS = ("faults", "zero_faults", "prefetched", "prefetch_hits", "store_r
                 "readahead", "graph_readahead", "leaked_not_prefetched")
 
 
+def pager_window(out: dict, c0: dict, c1: dict, keep: tuple[str, ...]) -> None:
+    """The pager's figures of a timed window into ``out``: the counters' differences between
+    the status ``c0`` at its start and ``c1`` at its end, what they imply, and ``keep`` as ``c1``
+    has them."""
+    d = {k: (c1.get(k) or 0) - (c0.get(k) or 0) for k in WINDOW_STATS}
+    out.update(d)
+    # a demand fault waits for the store: not a zero page, not a prefetched page from the cache
+    # (the kernel's analogue: a major fault; a swap-cache hit is a minor fault)
+    out["demand_faults"] = d["faults"] - d["zero_faults"] - d["prefetch_hits"]
+    # per thousand operations: a slower run does fewer operations, and fewer faults with them
+    out["demand_faults_per_kop"] = out["demand_faults"] * 1000 / max(out["ops"], 1)
+    out["prefetch_accuracy"] = round(d["prefetch_hits"] / d["prefetched"], 4) if d["prefetched"] else None
+    out["bytes_moved"] = d["bytes_fetched"] + d["bytes_sent"]
+    for k in keep:
+        out[k] = c1.get(k)
+
+
 def build_workload(name: str, tmp: str) -> str:
     """The sample built with ``mappedtrace cc`` (maps in: the graph can guide)."""
     exe = os.path.join(tmp, name)
@@ -328,19 +345,7 @@ def window_run(exe: str, args: list[str], *, warmup: float, seconds: float, budg
         out["demand_faults_per_kop"] = out["major_faults"] * 1000 / max(out["ops"], 1)
         out["swap_bytes"] = c1.get("swap_bytes")
     elif budget is not None:
-        d = {k: (c1.get(k) or 0) - (c0.get(k) or 0) for k in WINDOW_STATS}
-        out.update(d)
-        # a demand fault waits for the store: not a zero page, not a prefetched page from the cache
-        # (the kernel's analogue: a major fault; a swap-cache hit is a minor fault)
-        out["demand_faults"] = d["faults"] - d["zero_faults"] - d["prefetch_hits"]
-        # per thousand operations: a slower run does fewer operations, and fewer faults with them
-        out["demand_faults_per_kop"] = out["demand_faults"] * 1000 / max(out["ops"], 1)
-        out["prefetch_accuracy"] = round(d["prefetch_hits"] / d["prefetched"], 4) if d["prefetched"] else None
-        out["bytes_moved"] = d["bytes_fetched"] + d["bytes_sent"]
-        out["resident_bytes"] = c1.get("resident_bytes")
-        out["remote_bytes"] = c1.get("remote_bytes")
-        out["fault_latency_median_us"] = c1.get("fault_latency_median_us")
-        out["evicted_by_reason"] = c1.get("evicted_by_reason")
+        pager_window(out, c0, c1, ("resident_bytes", "remote_bytes", "fault_latency_median_us", "evicted_by_reason"))
         g = c1.get("graph") or {}
         out["graph"] = {k: g.get(k) for k in ("state", "refreshes", "leaked_pages", "page_edges", "prefetch",
                                                 "capture_ms", "graph_ms", "unreached_objects", "unreached_bytes",
@@ -492,15 +497,9 @@ def redis_row(exe, data_args: tuple[int, int], workdir: str, *, warmup: float, s
             out["demand_faults_per_kop"] = out["major_faults"] * 1000 / max(out["ops"], 1)
             out["swap_bytes"] = int(stat.get("swap", 0))
         elif budget is not None:
-            d = {k: (c1.get(k) or 0) - (c0.get(k) or 0) for k in WINDOW_STATS}
-            out.update(d)
-            out["demand_faults"] = d["faults"] - d["zero_faults"] - d["prefetch_hits"]
-            out["demand_faults_per_kop"] = out["demand_faults"] * 1000 / max(out["ops"], 1)
-            out["prefetch_accuracy"] = round(d["prefetch_hits"] / d["prefetched"], 4) if d["prefetched"] else None
-            out["bytes_moved"] = d["bytes_fetched"] + d["bytes_sent"]
-            for k in ("resident_bytes", "remote_bytes", "fault_latency_median_us", "fault_latency_p99_us",
-                      "evicted_by_reason", "resident_scan_max_bytes", "faults_over_budget"):
-                out[k] = c1.get(k)
+            pager_window(out, c0, c1, ("resident_bytes", "remote_bytes", "fault_latency_median_us",
+                                       "fault_latency_p99_us", "evicted_by_reason", "resident_scan_max_bytes",
+                                       "faults_over_budget"))
         t0 = time.monotonic()
         out["keys_checked"] = data.check_all(srv.r)
         out["check_s"] = time.monotonic() - t0
