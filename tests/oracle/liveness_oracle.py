@@ -109,6 +109,11 @@ DIFFS = ("missing", "missing_slot", "copied_slot", "extra_value", "extra_derived
 _SKIP_WARNING = re.compile(r"mappedtrace: warning: (\S+) not instrumented: (.*)")
 
 
+#: the fatal functions whose calls carry no map point (llvm_pass/Analysis.cpp, isFatalCall)
+FATAL_CALLS = frozenset({"__assert_fail", "__assert_perror_fail", "abort", "__stack_chk_fail",
+                         "__fortify_fail", "__chk_fail", "_exit", "_Exit"})
+
+
 @dataclasses.dataclass
 class Difference:
     kind: str
@@ -416,6 +421,26 @@ class _Checker:
             return True
         groups = [int(g) for g in re.findall(r" #(\d+)", fn.text(k))]
         return any("returns_twice" in self.mod.attr_groups.get(g, "") for g in groups)
+
+    def is_fatal_call(self, k: int) -> bool:
+        """Is instruction ``k`` a direct call of one of the C library's fatal functions
+        (declared, not defined, noreturn)?  The pass leaves those plain calls by design
+        (llvm_pass/FORMAT.md, "Calls without a map point")."""
+        fn = self.fn
+        if fn.opcode[k] != "call" or fn.callee_name(k) not in FATAL_CALLS:
+            return False
+        c = fn.callee(k)
+        if c is None or c.value_kind != llvm.ValueKind.function:
+            return False
+        try:
+            f = self.mod.module.get_function(fn.callee_name(k))     # (the callee operand is no function ref)
+        except NameError:
+            return False
+        if not f.is_declaration:
+            return False
+        groups = [int(g) for g in re.findall(r" #(\d+)", fn.text(k))]
+        return "noreturn" in self.mod.fn_attrs(f) or any("noreturn" in self.mod.attr_groups.get(g, "")
+                                                         for g in groups)
 
     def calls_reachable_from(self, s: int) -> set[int]:
         """Calls and invokes (intrinsics left out) that may run after ``s``."""
@@ -781,6 +806,9 @@ class _Checker:
             # kept plain by design (a statepoint would hide the attribute from
             # the backend); what is live after it is checked at the calls after it
             r.plain_calls["returns_twice"] += 1
+            return
+        if self.is_fatal_call(k):
+            r.plain_calls["fatal (no map point by design)"] += 1
             return
         if re.search(r"\bmusttail call\b", text):
             r.plain_calls["musttail (unmapped)"] += 1
