@@ -42,6 +42,22 @@ def frag_reference(frag: Path, n: int, keep: int, seed: int) -> list[str]:
     return lines[1:3]
 
 
+def assert_same_graph_after(pid: int, res) -> None:
+    """The stopped process's heap graph now is the one the pass analysed, every moved object
+    renamed to its new address: same objects, same edges."""
+    from mappedtrace.session import analyse, preload_maps
+    from mappedtrace.target import settle
+    from mappedtrace.target.live import LiveTarget
+    before = res.analysis.graph
+    with LiveTarget(pid) as live:
+        settle.settle_threads(live, None, max_steps=0)
+        after = analyse(live, leaks=False, maps_cache=preload_maps(pid)).graph
+    ob, eb = _graph_signature(before, {o: n for o, n, _ in res.moved})
+    oa, ea = _graph_signature(after, {})
+    assert len(before) == len(after)
+    assert ob == oa and eb == ea
+
+
 @pytest.fixture(scope="module")
 def frag(tmp_path_factory, plugin) -> Path:
     return build_frag(tmp_path_factory, "compact")
@@ -195,9 +211,6 @@ def test_compact_dry_run_changes_nothing(frag, reference):
 def test_compacted_heap_graph_is_isomorphic(frag, reference):
     """The graph after a compaction is the graph before with the moved objects renamed."""
     from mappedtrace.relocate.compact import compact
-    from mappedtrace.session import analyse, preload_maps
-    from mappedtrace.target import settle
-    from mappedtrace.target.live import LiveTarget
 
     w = Frag(frag)
     try:
@@ -205,15 +218,7 @@ def test_compacted_heap_graph_is_isomorphic(frag, reference):
         assert _stopped(w.pid)
         res = compact(w.pid, keep_analysis=True)
         assert len(res.moved) > 1000 and _stopped(w.pid)
-        before = res.analysis.graph
-        with LiveTarget(w.pid) as live:
-            settle.settle_threads(live, None, max_steps=0)
-            after = analyse(live, leaks=False, maps_cache=preload_maps(w.pid)).graph
-        rename = {o: n for o, n, _ in res.moved}
-        ob, eb = _graph_signature(before, rename)
-        oa, ea = _graph_signature(after, {})
-        assert len(before) == len(after)
-        assert ob == oa and eb == ea
+        assert_same_graph_after(w.pid, res)
         os.kill(w.pid, signal.SIGCONT)
         _runs_on(w, reference)
     finally:

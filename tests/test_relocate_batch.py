@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLES, build_sample, run_mt
-from test_compact import Frag, _in_use, build_frag, frag_reference
-from test_relocate import _graph_signature, _state, _stopped
+from test_compact import Frag, _in_use, assert_same_graph_after, build_frag, frag_reference
+from test_relocate import _state, _stopped
 
 N, KEEP, SEED = 30000, 20, 5
 
@@ -82,9 +82,6 @@ def test_batched_pass_over_thousands_is_isomorphic(frag, reference, monkeypatch)
     calls: the graph after is the graph before renamed; no mapping left behind."""
     from mappedtrace.relocate import inject
     from mappedtrace.relocate.mover import relocate
-    from mappedtrace.session import analyse, preload_maps
-    from mappedtrace.target import settle
-    from mappedtrace.target.live import LiveTarget
 
     monkeypatch.setattr(inject, "BATCH_MAX", 1000)
     w = _start(frag)
@@ -101,15 +98,7 @@ def test_batched_pass_over_thousands_is_isomorphic(frag, reference, monkeypatch)
         assert res.batches <= 3 * (moved // 1000 + 1) + 6, res.batches
         assert _stopped(w.pid)
         assert _exec_maps(w.pid) == exe_before, "a mapping of the tracer's was left"
-        before = res.analysis.graph
-        with LiveTarget(w.pid) as live:
-            settle.settle_threads(live, None, max_steps=0)
-            after = analyse(live, leaks=False, maps_cache=preload_maps(w.pid)).graph
-        rename = {o: n for o, n, _ in res.moved}
-        ob, eb = _graph_signature(before, rename)
-        oa, ea = _graph_signature(after, {})
-        assert len(before) == len(after)
-        assert ob == oa and eb == ea
+        assert_same_graph_after(w.pid, res)
         os.kill(w.pid, signal.SIGCONT)
         _runs_on(w, reference)
     finally:

@@ -128,6 +128,17 @@ def zram_swap_off() -> None:
         print(f"warning: zram0 not reset: {e}", file=sys.stderr)
 
 
+def remove_cgroup(cg: str) -> None:
+    """Remove the memory cgroup of a kernel-swap row (its last process may still be leaving: a
+    few tries, then give up quietly; the machine's own cgroups are never touched)."""
+    for _ in range(50):
+        try:
+            os.rmdir(cg)
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def one_run(exe: str, args: list[str], seconds: float, budget: int | None, store: str | None,
             cgroup_limit: int | None = None, extra: list[str] = ()) -> dict:
     cmd = [exe, *args]
@@ -166,12 +177,7 @@ def one_run(exe: str, args: list[str], seconds: float, budget: int | None, store
     out, err = p.communicate(timeout=300)
     wall = time.monotonic() - t0
     if cg:
-        for _ in range(50):
-            try:
-                os.rmdir(cg)
-                break
-            except OSError:
-                time.sleep(0.1)
+        remove_cgroup(cg)
     m = re.search(r"passes=(\d+) mismatches=(\d+) checksum=(\w+) expected=(\w+)", out)
     if cg and p.returncode == -signal.SIGKILL:
         # the kernel's memory-cgroup OOM killer: reclaim into swap did not keep up (a result, not an error)
@@ -327,12 +333,7 @@ def window_run(exe: str, args: list[str], *, warmup: float, seconds: float, budg
             p.kill()
             p.wait()
         if cg:
-            for _ in range(50):
-                try:
-                    os.rmdir(cg)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            remove_cgroup(cg)
     if cg and p.returncode == -signal.SIGKILL:
         return {"ops_per_s": 0.0, "oom_killed": True}
     fm = re.search(r"mismatches=(\d+)", stdout)
@@ -524,12 +525,7 @@ def redis_row(exe, data_args: tuple[int, int], workdir: str, *, warmup: float, s
             if cg is None and rc not in (0, None):
                 out["exit_code"] = rc
         if cg:
-            for _ in range(50):
-                try:
-                    os.rmdir(cg)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            remove_cgroup(cg)
     return out
 
 
