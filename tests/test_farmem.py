@@ -567,3 +567,78 @@ def test_exposed_header_pages():
     leaked = np.array([True, False, True, True, False, True])
     assert exposed_header_pages(chunks, leaked).tolist() == [0x1000, 0x3000]
     assert exposed_header_pages(chunks[:0], leaked[:0]).tolist() == []
+
+
+_LATE_HANDSHAKE_C = r"""
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return 1;
+	printf("made\n");
+	fflush(stdout);
+	char c;
+	if (read(0, &c, 1) != 1 || c != 'h')     /* anything else: never make the handshake */
+		return pause(), 0;
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE |
+		UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+		UFFD_FEATURE_EVENT_FORK };
+	if (ioctl(fd, UFFDIO_API, &api) < 0)
+		return 2;
+	printf("api\n");
+	fflush(stdout);
+	pause();
+	return 0;
+}
+"""
+
+
+def test_pager_waits_for_the_helpers_handshake(tmp_path):
+    """A pager that finds the helper's userfaultfd before its UFFDIO_API handshake (features
+    0 in fdinfo) waits for it rather than say the kernel lacks the features (a CI failure);
+    a descriptor that never gets the handshake is that error once the wait is over."""
+    import threading
+    from mappedtrace.farmem.pager import FarMemError, wait_uffd
+    if not have_c_compiler():
+        pytest.skip("no C compiler")
+    if not _uffd_ok():
+        pytest.skip("userfaultfd needs root or vm.unprivileged_userfaultfd=1 here")
+    src = tmp_path / "late.c"
+    src.write_text(_LATE_HANDSHAKE_C)
+    exe = tmp_path / "late"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(src)], check=True)
+    for handshake in (True, False):
+        p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline() == "made\n"
+            got: list = []
+            t = threading.Thread(target=lambda: got.append(_try(wait_uffd, p.pid, timeout=2 if handshake else 0.5)))
+            t.start()
+            time.sleep(0.3)                 # the waiter has seen the descriptor without features
+            assert t.is_alive()
+            if handshake:
+                p.stdin.write("h")
+                p.stdin.flush()
+                assert p.stdout.readline() == "api\n"
+            t.join(10)
+            if handshake:
+                fdnum, features = got[0]
+                assert fdnum >= 3 and features, got
+            else:
+                assert isinstance(got[0], FarMemError) and "lacks" in str(got[0]), got
+        finally:
+            p.kill()
+            p.wait()
+
+
+def _try(fn, *a, **kw):
+    try:
+        return fn(*a, **kw)
+    except Exception as e:                  # noqa: BLE001 - the test looks at what was raised
+        return e

@@ -202,6 +202,31 @@ def find_uffd(pid: int) -> tuple[int, int] | None:
     return None
 
 
+def wait_uffd(pid: int, *, timeout: float = 10.0, alive=lambda: True) -> tuple[int, int]:
+    """``(fd number, features)`` of ``pid``'s userfaultfd once its helper made the API handshake.
+
+    Features 0 is the helper's probe descriptor, or its descriptor before the
+    ``UFFDIO_API`` handshake (the helper makes both as it starts): a pager that
+    connects at that moment waits for the handshake rather than take the kernel
+    for one without the features (a CI run once did).
+    """
+    deadline = time.monotonic() + timeout
+    while (found := find_uffd(pid)) is None or not found[1]:
+        if time.monotonic() > deadline or not alive():
+            if found is not None:
+                break                               # a kernel that grants none of the features
+            raise FarMemError(f"process {pid} has no far-memory helper (no userfaultfd)",
+                              hint="start it with 'mappedtrace farmem run'; a static binary, one that "
+                                   "clears LD_PRELOAD, or a kernel without userfaultfd cannot be paged")
+        time.sleep(0.01)
+    fdnum, features = found
+    missing = [n for bit, n in U.NEEDED_FEATURES.items() if not features & bit]
+    if missing:
+        raise FarMemError(f"this kernel's userfaultfd lacks {', '.join(missing)}",
+                          hint="far memory needs Linux 5.7 or newer (anonymous write-protect)")
+    return fdnum, features
+
+
 def registered_vmas(pid: int) -> list[tuple[int, int]]:
     """VMAs of ``pid`` registered with a userfaultfd (smaps VmFlags ``um``/``uw``)."""
     out = []
@@ -331,17 +356,7 @@ class Pager:
         :param before_helper: called once the fault loop serves and before the helper is
             spoken to (a relocation pass a dead pager left has the helper's thread stopped)"""
         deadline = time.monotonic() + timeout
-        while (found := find_uffd(self.pid)) is None:
-            if time.monotonic() > deadline or not alive():
-                raise FarMemError(f"process {self.pid} has no far-memory helper (no userfaultfd)",
-                                  hint="start it with 'mappedtrace farmem run'; a static binary, one that "
-                                       "clears LD_PRELOAD, or a kernel without userfaultfd cannot be paged")
-            time.sleep(0.01)
-        fdnum, features = found
-        missing = [n for bit, n in U.NEEDED_FEATURES.items() if not features & bit]
-        if missing:
-            raise FarMemError(f"this kernel's userfaultfd lacks {', '.join(missing)}",
-                              hint="far memory needs Linux 5.7 or newer (anonymous write-protect)")
+        fdnum, features = wait_uffd(self.pid, timeout=timeout, alive=alive)
         # the loop's state before the descriptor: a store the loop cannot speak stops us here
         self.kick_fd = make_kick_fd()
         self.uffd = U.Uffd(U.take_fd(self.pid, fdnum))
